@@ -1,0 +1,96 @@
+// The futex layer: raw wait/wake on 32-bit words in shared memory, and
+// WaitChannel, an event count that lets a waiter sleep until a predicate on
+// shared state holds while the notifier makes no system call unless someone
+// sleeps.
+//
+// Every futex word here lives in a segment that several processes map, so
+// no call ever uses FUTEX_PRIVATE_FLAG: a private futex is keyed by the
+// virtual address and would never wake another process.
+//
+// WaitChannel contract (label [wait.sleepers]):
+//   notifier: publish the new state with a memory_order_seq_cst store (or
+//             RMW), then call notify(). notify() loads `sleepers` seq_cst.
+//   waiter:   wait_until() increments `sleepers` seq_cst, reads `seq`, and
+//             re-checks the predicate (whose loads must be seq_cst) before
+//             sleeping on `seq`.
+// In the single total order of seq_cst operations either the waiter's
+// increment precedes the notifier's load (the notifier sees a sleeper,
+// bumps `seq` and wakes), or the notifier's state store precedes the
+// waiter's re-check (the waiter sees the state and does not sleep). No
+// fence is needed, which keeps ThreadSanitizer exact.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+
+#include "shmbus/wait.hpp"
+
+namespace shmbus::detail {
+
+enum class FutexResult : std::uint8_t { woken, value_changed, timed_out, interrupted };
+
+// Sleeps while *word == expected, until woken or `deadline` (monotonic;
+// nullptr = no deadline). Spurious returns are possible: re-check state.
+FutexResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                       const Clock::time_point* deadline) noexcept;
+
+// Wakes up to `count` processes sleeping on `word`; returns how many woke.
+int futex_wake(const std::atomic<std::uint32_t>& word, int count = INT_MAX) noexcept;
+
+inline void cpu_relax() noexcept { __builtin_ia32_pause(); }
+
+// Lives in shared memory; zero-initialised is the valid initial state.
+struct WaitChannel {
+  std::atomic<std::uint32_t> seq;       // futex word; bumped by notify() when someone sleeps
+  std::atomic<std::uint32_t> sleepers;  // processes between their increment and wake-up
+};
+static_assert(sizeof(WaitChannel) == 8);
+
+// Wakes up to `count` sleepers if there are any. No system call and no
+// shared write when nobody sleeps. See [wait.sleepers] above.
+inline void notify(WaitChannel& ch, int count = INT_MAX) noexcept {
+  // [wait.sleepers] seq_cst: ordered after the caller's seq_cst publication.
+  if (ch.sleepers.load(std::memory_order_seq_cst) == 0) return;
+  // seq_cst RMW: a waiter that read the old seq fails its futex value check.
+  ch.seq.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake(ch.seq, count);
+}
+
+// Waits until ready() returns true or the deadline passes (nullptr: never).
+// Returns ready()'s last answer. ready() must load shared state seq_cst.
+template <class Ready>
+bool wait_until(WaitChannel& ch, Ready&& ready, const WaitPolicy& policy,
+                const Clock::time_point* deadline) noexcept {
+  if (ready()) return true;
+  if (policy.strategy != WaitStrategy::blocking) {
+    const bool bounded = policy.strategy == WaitStrategy::adaptive;
+    const auto start = Clock::now();
+    for (unsigned i = 1;; ++i) {
+      cpu_relax();
+      if (ready()) return true;
+      if ((i & 63) == 0) {  // a clock read (vDSO, no system call) every 64 spins
+        const auto now = Clock::now();
+        if (deadline != nullptr && now >= *deadline) return ready();
+        if (bounded && now - start >= policy.spin) break;
+      }
+    }
+  }
+  for (;;) {
+    // [wait.sleepers] seq_cst: pairs with the load in notify().
+    ch.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t seq = ch.seq.load(std::memory_order_seq_cst);
+    if (ready()) {
+      ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+      return true;
+    }
+    const FutexResult r = futex_wait(ch.seq, seq, deadline);
+    ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+    if (ready()) return true;
+    if (r == FutexResult::timed_out) return false;
+    if (deadline != nullptr && Clock::now() >= *deadline) return ready();
+  }
+}
+
+}  // namespace shmbus::detail

@@ -1,0 +1,158 @@
+// detail::Segment — a named, validated, mapped shmbus segment.
+//
+// Every shmbus object lives in one: a POSIX shared-memory object named
+// "shmbus.<name>" (so /dev/shm shows what is ours), created exclusively and
+// mapped through Boost.Interprocess. Its first 4 KiB are a SegmentHeader;
+// the object's payload follows, page aligned.
+//
+// Who may call what: create() and open() are setup calls (they throw
+// shmbus::Error); payload() and header() are plain accessors. A Segment is
+// movable, not copyable; destroying it detaches this process from the
+// attachment table and unmaps, but never unlinks.
+//
+// Memory ordering: the creator writes every header field and initialises
+// the payload, then stores state = ready with release [segment.ready];
+// openers load state with acquire before they read anything else.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "shmbus/detail/type_tag.hpp"
+#include "shmbus/object_kind.hpp"
+#include "shmbus/process_id.hpp"
+
+namespace shmbus {
+
+// Options for creating or opening any shmbus object.
+struct SegmentOptions {
+  unsigned permissions = 0600;  // mode of a created object
+  // How long open() waits for a creator to publish `ready`.
+  std::chrono::milliseconds open_timeout{1000};
+  // Attachment table capacity of a created object (1..kMaxAttachSlots).
+  std::uint32_t max_attached = 0;  // 0: the maximum
+  // Whether open()/create() records this process in the attachment table.
+  bool attach = true;
+};
+
+inline constexpr std::string_view kNamePrefix = "shmbus.";
+inline constexpr std::size_t kMaxNameLength = 200;
+
+// Throws Errc::invalid_name unless `name` is 1..200 of [A-Za-z0-9._-]
+// and does not start with '.'.
+void validate_name(std::string_view name);
+
+namespace detail {
+
+inline constexpr std::uint64_t kMagic = 0x0153554248534D53ULL;  // "SMSHBUS\1"
+inline constexpr std::uint32_t kFormatVersion = 1;
+inline constexpr std::size_t kHeaderSize = 4096;
+inline constexpr std::size_t kTypeNameSize = 64;
+
+enum class SegmentState : std::uint32_t { initialising = 0, ready = 1, closed = 2 };
+
+// Segment header, format v1. Offsets only: every process maps the segment
+// at a different address.
+//
+//   0    magic, version, kind, type fingerprint, sizes   (set once before ready)
+//   64   creator pid/start, created time, type name      (set once before ready)
+//   192  state                                           (atomic, [segment.ready])
+//   256  attached[kMaxAttachSlots]                       (atomic ProcessId::pack())
+//   4096 payload
+struct SegmentHeader {
+  std::uint64_t magic;
+  std::uint32_t version;
+  std::uint32_t kind;               // ObjectKind
+  std::uint64_t type_fingerprint;
+  std::uint64_t total_size;         // == file size
+  std::uint64_t payload_offset;     // == kHeaderSize
+  std::uint64_t payload_size;       // total_size - payload_offset
+  std::uint32_t attach_capacity;    // slots in use by this segment, <= kMaxAttachSlots
+  std::uint32_t reserved0;
+  std::uint64_t reserved1;
+  alignas(64) std::uint64_t creator;  // ProcessId::pack() of the creator
+  std::uint64_t created_unix_ns;
+  char type_name[kTypeNameSize];    // NUL-terminated, possibly truncated
+  alignas(64) std::atomic<std::uint32_t> state;  // SegmentState
+  alignas(64) std::atomic<std::uint64_t> attached[(kHeaderSize - 256) / 8];
+};
+inline constexpr std::uint32_t kMaxAttachSlots = (kHeaderSize - 256) / 8;
+static_assert(sizeof(SegmentHeader) == kHeaderSize);
+static_assert(offsetof(SegmentHeader, creator) == 64);
+static_assert(offsetof(SegmentHeader, state) == 192);
+static_assert(offsetof(SegmentHeader, attached) == 256);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+
+class Segment {
+ public:
+  using Init = std::function<void(std::span<std::byte> payload)>;
+
+  // Creates "shmbus.<name>" exclusively (Errc::already_exists otherwise),
+  // sizes it to header + payload_size, runs `init` on the zeroed payload,
+  // then publishes ready. If `init` throws, the object is unlinked.
+  static Segment create(std::string_view name, ObjectKind kind, TypeTag type,
+                        std::size_t payload_size, const Init& init,
+                        const SegmentOptions& options = {});
+
+  // Opens and validates an existing segment: waits up to
+  // options.open_timeout for ready, then checks magic, version, kind, type
+  // and sizes, throwing the matching Errc naming what differs.
+  static Segment open(std::string_view name, ObjectKind kind, TypeTag type,
+                      const SegmentOptions& options = {});
+
+  // Removes the name; mappings stay valid. False if it did not exist.
+  static bool unlink(std::string_view name);
+
+  Segment() = default;
+  Segment(Segment&&) noexcept;
+  Segment& operator=(Segment&&) noexcept;
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+  ~Segment();
+
+  [[nodiscard]] bool valid() const noexcept { return base_ != nullptr; }
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] SegmentHeader& header() const noexcept {
+    return *reinterpret_cast<SegmentHeader*>(base_);
+  }
+  [[nodiscard]] std::byte* payload() const noexcept { return base_ + kHeaderSize; }
+  [[nodiscard]] std::size_t payload_size() const noexcept { return size_ - kHeaderSize; }
+  [[nodiscard]] std::span<std::byte> payload_span() const noexcept {
+    return {payload(), payload_size()};
+  }
+
+  // Records the calling process in the attachment table, once per process
+  // (a forked child that inherited the mapping calls this to be counted).
+  // Reuses a slot of a dead process when the table is full; throws
+  // Errc::attach_table_full when every slot holds a live one.
+  void attach();
+  // Removes the calling process's entry, if any.
+  void detach() noexcept;
+
+  // Unmaps now (the destructor does the same).
+  void close() noexcept;
+
+ private:
+  struct Mapping;
+  Segment(std::string name, std::unique_ptr<Mapping> mapping);
+
+  std::string name_;
+  std::unique_ptr<Mapping> mapping_;
+  std::byte* base_ = nullptr;
+  std::size_t size_ = 0;
+  pid_t attached_pid_ = 0;  // this process's entry, if it made one
+};
+
+// The OS-level name ("shmbus.<name>") of a user-visible name.
+[[nodiscard]] std::string os_name(std::string_view name);
+
+}  // namespace detail
+}  // namespace shmbus

@@ -1,0 +1,29 @@
+// How a shmbus call waits when it has to: the per-object wait strategy and
+// the clock every timed call uses.
+//
+//   busy_poll  spins on the shared word, never makes a system call; lowest
+//              latency, burns its core while it waits.
+//   adaptive   (default) spins for `spin` (with the CPU's pause hint), then
+//              sleeps on a futex. Keeps busy-poll latency for replies that
+//              come within the spin budget, costs no CPU when idle.
+//   blocking   sleeps on the futex at once.
+//
+// Timed calls (`_for`, `_until`) measure on the monotonic clock.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+namespace shmbus {
+
+using Clock = std::chrono::steady_clock;  // CLOCK_MONOTONIC on Linux
+
+enum class WaitStrategy : std::uint8_t { busy_poll = 0, adaptive = 1, blocking = 2 };
+
+struct WaitPolicy {
+  WaitStrategy strategy = WaitStrategy::adaptive;
+  // adaptive only: how long to spin before sleeping.
+  std::chrono::nanoseconds spin = std::chrono::microseconds(50);
+};
+
+}  // namespace shmbus

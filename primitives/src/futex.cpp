@@ -1,0 +1,49 @@
+#include "shmbus/detail/futex.hpp"
+
+#include <cerrno>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace shmbus::detail {
+
+namespace {
+long futex(const std::atomic<std::uint32_t>& word, int op, std::uint32_t val,
+           const timespec* ts, std::uint32_t val3) noexcept {
+  // Shared futex (no FUTEX_PRIVATE_FLAG): the word is in a segment other
+  // processes map at other addresses, and the kernel keys it by page.
+  return ::syscall(SYS_futex, const_cast<std::atomic<std::uint32_t>*>(&word), op, val, ts,
+                   nullptr, val3);
+}
+}  // namespace
+
+FutexResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                       const Clock::time_point* deadline) noexcept {
+  timespec ts{};
+  const timespec* tsp = nullptr;
+  if (deadline != nullptr) {
+    // FUTEX_WAIT_BITSET takes an absolute time on CLOCK_MONOTONIC (no
+    // FUTEX_CLOCK_REALTIME), the clock steady_clock reads.
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                  deadline->time_since_epoch())
+                  .count();
+    if (ns < 0) ns = 0;
+    ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+    ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+    tsp = &ts;
+  }
+  long rc = futex(word, FUTEX_WAIT_BITSET, expected, tsp, FUTEX_BITSET_MATCH_ANY);
+  if (rc == 0) return FutexResult::woken;
+  switch (errno) {
+    case EAGAIN: return FutexResult::value_changed;
+    case ETIMEDOUT: return FutexResult::timed_out;
+    default: return FutexResult::interrupted;
+  }
+}
+
+int futex_wake(const std::atomic<std::uint32_t>& word, int count) noexcept {
+  long rc = futex(word, FUTEX_WAKE, static_cast<std::uint32_t>(count), nullptr, 0);
+  return rc < 0 ? 0 : static_cast<int>(rc);
+}
+
+}  // namespace shmbus::detail

@@ -1,0 +1,333 @@
+#include "shmbus/detail/segment.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <new>
+#include <thread>
+#include <utility>
+
+#include <boost/interprocess/exceptions.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/permissions.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+
+#include "shmbus/error.hpp"
+
+namespace bip = boost::interprocess;
+
+namespace shmbus {
+
+std::string_view to_string(ObjectKind kind) noexcept {
+  switch (kind) {
+    case ObjectKind::shared_memory: return "shared_memory";
+    case ObjectKind::lock: return "lock";
+    case ObjectKind::rlock: return "rlock";
+    case ObjectKind::semaphore: return "semaphore";
+    case ObjectKind::bounded_semaphore: return "bounded_semaphore";
+    case ObjectKind::event: return "event";
+    case ObjectKind::condition: return "condition";
+    case ObjectKind::barrier: return "barrier";
+    case ObjectKind::value: return "value";
+    case ObjectKind::array: return "array";
+    case ObjectKind::pipe: return "pipe";
+    case ObjectKind::queue: return "queue";
+    case ObjectKind::simple_queue: return "simple_queue";
+    case ObjectKind::joinable_queue: return "joinable_queue";
+    case ObjectKind::bus_registry: return "bus_registry";
+  }
+  return "unknown";
+}
+
+std::optional<ObjectKind> kind_from_u32(std::uint32_t raw) noexcept {
+  auto kind = static_cast<ObjectKind>(raw);
+  if (to_string(kind) == "unknown") return std::nullopt;
+  return kind;
+}
+
+void validate_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameLength) {
+    throw Error(Errc::invalid_name, std::string(name),
+                "name must be 1 to " + std::to_string(kMaxNameLength) +
+                    " characters, got " + std::to_string(name.size()));
+  }
+  if (name.front() == '.') {
+    throw Error(Errc::invalid_name, std::string(name), "name must not start with '.'");
+  }
+  for (char c : name) {
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    if (!ok) {
+      throw Error(Errc::invalid_name, std::string(name),
+                  std::string("character '") + c + "' is not in [A-Za-z0-9._-]");
+    }
+  }
+}
+
+namespace detail {
+
+std::string os_name(std::string_view name) {
+  return std::string(kNamePrefix) + std::string(name);
+}
+
+namespace {
+
+[[noreturn]] void rethrow_boost(const bip::interprocess_exception& e,
+                                std::string_view name, std::string_view doing) {
+  std::string object(name);
+  switch (e.get_error_code()) {
+    case bip::not_found_error:
+    case bip::not_such_file_or_directory:
+      throw Error(Errc::not_found, object, "no shmbus object of that name");
+    case bip::already_exists_error:
+      throw Error(Errc::already_exists, object, "an object of that name exists");
+    case bip::security_error:
+      throw Error(Errc::permission_denied, object,
+                  std::string(doing) + ": permission denied");
+    default:
+      break;
+  }
+  int err = e.get_native_error();
+  throw Error(Errc::system, object,
+              std::string(doing) + ": " + (err ? std::strerror(err) : e.what()));
+}
+
+std::string describe_kind(std::uint32_t raw) {
+  auto kind = kind_from_u32(raw);
+  return kind ? std::string(to_string(*kind)) : "unknown kind " + std::to_string(raw);
+}
+
+}  // namespace
+
+struct Segment::Mapping {
+  bip::mapped_region region;
+};
+
+Segment::Segment(std::string name, std::unique_ptr<Mapping> mapping)
+    : name_(std::move(name)),
+      mapping_(std::move(mapping)),
+      base_(static_cast<std::byte*>(mapping_->region.get_address())),
+      size_(mapping_->region.get_size()) {}
+
+Segment::Segment(Segment&& other) noexcept
+    : name_(std::move(other.name_)),
+      mapping_(std::move(other.mapping_)),
+      base_(std::exchange(other.base_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      attached_pid_(std::exchange(other.attached_pid_, 0)) {}
+
+Segment& Segment::operator=(Segment&& other) noexcept {
+  if (this != &other) {
+    close();
+    name_ = std::move(other.name_);
+    mapping_ = std::move(other.mapping_);
+    base_ = std::exchange(other.base_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    attached_pid_ = std::exchange(other.attached_pid_, 0);
+  }
+  return *this;
+}
+
+Segment::~Segment() { close(); }
+
+void Segment::close() noexcept {
+  if (base_ == nullptr) return;
+  detach();
+  mapping_.reset();
+  base_ = nullptr;
+  size_ = 0;
+}
+
+Segment Segment::create(std::string_view name, ObjectKind kind, TypeTag type,
+                        std::size_t payload_size, const Init& init,
+                        const SegmentOptions& options) {
+  validate_name(name);
+  std::uint32_t capacity = options.max_attached == 0 ? kMaxAttachSlots : options.max_attached;
+  if (capacity > kMaxAttachSlots) {
+    throw Error(Errc::invalid_argument, std::string(name),
+                "max_attached " + std::to_string(capacity) + " exceeds " +
+                    std::to_string(kMaxAttachSlots));
+  }
+  const std::string os = os_name(name);
+  const std::size_t total = kHeaderSize + payload_size;
+  auto mapping = std::make_unique<Mapping>();
+  try {
+    bip::permissions perm(options.permissions);
+    bip::shared_memory_object shm(bip::create_only, os.c_str(), bip::read_write, perm);
+    try {
+      shm.truncate(static_cast<bip::offset_t>(total));
+      mapping->region = bip::mapped_region(shm, bip::read_write, 0, total);
+    } catch (...) {
+      bip::shared_memory_object::remove(os.c_str());
+      throw;
+    }
+  } catch (const bip::interprocess_exception& e) {
+    rethrow_boost(e, name, "create");
+  }
+
+  Segment seg(std::string(name), std::move(mapping));
+  // The file is fresh (ftruncate zero-fills it); only this process maps it
+  // until state becomes ready, so plain writes suffice below.
+  auto* h = new (seg.base_) SegmentHeader{};
+  h->magic = kMagic;
+  h->version = kFormatVersion;
+  h->kind = static_cast<std::uint32_t>(kind);
+  h->type_fingerprint = type.fingerprint;
+  h->total_size = total;
+  h->payload_offset = kHeaderSize;
+  h->payload_size = payload_size;
+  h->attach_capacity = capacity;
+  h->creator = this_process().pack();
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  h->created_unix_ns = static_cast<std::uint64_t>(now.tv_sec) * 1'000'000'000ULL +
+                       static_cast<std::uint64_t>(now.tv_nsec);
+  std::size_t n = std::min(type.name.size(), kTypeNameSize - 1);
+  std::memcpy(h->type_name, type.name.data(), n);
+  h->type_name[n] = '\0';
+  try {
+    if (init) init(seg.payload_span());
+    if (options.attach) seg.attach();
+  } catch (...) {
+    unlink(name);
+    throw;
+  }
+  // [segment.ready] release: every header field and the payload initialised
+  // above become visible before `ready`. Pairs with the acquire in open().
+  h->state.store(static_cast<std::uint32_t>(SegmentState::ready), std::memory_order_release);
+  return seg;
+}
+
+Segment Segment::open(std::string_view name, ObjectKind kind, TypeTag type,
+                      const SegmentOptions& options) {
+  validate_name(name);
+  const std::string os = os_name(name);
+  const std::string object(name);
+  const auto deadline = std::chrono::steady_clock::now() + options.open_timeout;
+  auto pause = std::chrono::microseconds(50);
+
+  for (;;) {
+    auto mapping = std::make_unique<Mapping>();
+    bip::offset_t file_size = 0;
+    try {
+      bip::shared_memory_object shm(bip::open_only, os.c_str(), bip::read_write);
+      if (!shm.get_size(file_size)) {
+        throw Error(Errc::system, object, "cannot read the object's size");
+      }
+      if (static_cast<std::size_t>(file_size) >= kHeaderSize) {
+        mapping->region = bip::mapped_region(shm, bip::read_write, 0,
+                                             static_cast<std::size_t>(file_size));
+      }
+    } catch (const bip::interprocess_exception& e) {
+      rethrow_boost(e, name, "open");
+    }
+    const auto size = static_cast<std::size_t>(file_size);
+
+    if (size >= kHeaderSize) {
+      const auto* h = static_cast<const SegmentHeader*>(mapping->region.get_address());
+      // [segment.ready] acquire: pairs with the creator's release store;
+      // after it every header field below is set and stable.
+      auto state = h->state.load(std::memory_order_acquire);
+      if (state > static_cast<std::uint32_t>(SegmentState::closed)) {
+        throw Error(Errc::corrupted, object, "header state " + std::to_string(state) +
+                                                 " is not a shmbus state");
+      }
+      if (state != static_cast<std::uint32_t>(SegmentState::initialising)) {
+        if (h->magic != kMagic) {
+          throw Error(Errc::corrupted, object, "bad magic: not a shmbus segment");
+        }
+        if (h->version != kFormatVersion) {
+          throw Error(Errc::wrong_version, object,
+                      "format version " + std::to_string(h->version) + ", expected " +
+                          std::to_string(kFormatVersion));
+        }
+        if (h->kind != static_cast<std::uint32_t>(kind)) {
+          throw Error(Errc::wrong_kind, object,
+                      "holds a " + describe_kind(h->kind) + ", expected a " +
+                          std::string(to_string(kind)));
+        }
+        if (h->type_fingerprint != type.fingerprint) {
+          std::string stored(h->type_name, strnlen(h->type_name, kTypeNameSize));
+          throw Error(Errc::wrong_type, object,
+                      "payload type '" + stored + "', expected '" + std::string(type.name) + "'");
+        }
+        if (h->total_size != size) {
+          throw Error(Errc::truncated, object,
+                      "file is " + std::to_string(size) + " bytes, header says " +
+                          std::to_string(h->total_size));
+        }
+        if (h->payload_offset != kHeaderSize || h->payload_size != size - kHeaderSize ||
+            h->attach_capacity == 0 || h->attach_capacity > kMaxAttachSlots) {
+          throw Error(Errc::corrupted, object, "inconsistent header sizes");
+        }
+        Segment seg(object, std::move(mapping));
+        if (options.attach) seg.attach();
+        return seg;
+      }
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      if (size > 0 && size < kHeaderSize) {
+        throw Error(Errc::truncated, object,
+                    "file is " + std::to_string(size) + " bytes, smaller than a header");
+      }
+      throw Error(Errc::not_ready, object,
+                  "creator did not publish ready within " +
+                      std::to_string(options.open_timeout.count()) + " ms");
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(5000));
+  }
+}
+
+bool Segment::unlink(std::string_view name) {
+  validate_name(name);
+  return bip::shared_memory_object::remove(os_name(name).c_str());
+}
+
+void Segment::attach() {
+  // Each handle holds its own slot, so a process with two handles stays
+  // recorded until both are gone. A handle inherited across fork() is not
+  // this process's entry: attached_pid_ names the process that made it.
+  ProcessId me = this_process();
+  if (attached_pid_ == me.pid) return;
+  SegmentHeader& h = header();
+  const std::uint64_t word = me.pack();
+  const std::uint32_t capacity = std::min(h.attach_capacity, kMaxAttachSlots);
+  // First pass: a free slot. Second pass: a slot whose process is dead.
+  for (int pass = 0; pass < 2; ++pass) {
+    for (std::uint32_t i = 0; i < capacity; ++i) {
+      // relaxed: the slot's value is only an identity; nothing else is
+      // published through it.
+      std::uint64_t seen = h.attached[i].load(std::memory_order_relaxed);
+      bool take = pass == 0 ? seen == 0 : (seen != 0 && !is_alive(ProcessId::unpack(seen)));
+      // [segment.attach] relaxed CAS: claims the slot against other
+      // attachers; the identity is the whole message.
+      if (take && h.attached[i].compare_exchange_strong(seen, word, std::memory_order_relaxed)) {
+        attached_pid_ = me.pid;
+        return;
+      }
+    }
+  }
+  throw Error(Errc::attach_table_full, name_,
+              "all " + std::to_string(capacity) + " attachment slots hold live processes");
+}
+
+void Segment::detach() noexcept {
+  if (base_ == nullptr || attached_pid_ == 0) return;
+  ProcessId me = this_process();
+  const bool mine = attached_pid_ == me.pid;  // false in a forked child
+  attached_pid_ = 0;
+  if (!mine) return;
+  SegmentHeader& h = header();
+  const std::uint64_t word = me.pack();
+  const std::uint32_t capacity = std::min(h.attach_capacity, kMaxAttachSlots);
+  for (std::uint32_t i = 0; i < capacity; ++i) {
+    std::uint64_t expected = word;
+    // [segment.attach] relaxed: see attach().
+    if (h.attached[i].compare_exchange_strong(expected, 0, std::memory_order_relaxed)) return;
+  }
+}
+
+}  // namespace detail
+}  // namespace shmbus

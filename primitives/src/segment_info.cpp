@@ -1,0 +1,176 @@
+#include "shmbus/segment_info.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <utility>
+
+#include "shmbus/detail/segment.hpp"
+#include "shmbus/error.hpp"
+
+namespace shmbus {
+
+namespace {
+
+constexpr const char* kShmDir = "/dev/shm/";
+
+std::string state_name(std::uint32_t state) {
+  switch (static_cast<detail::SegmentState>(state)) {
+    case detail::SegmentState::initialising: return "initialising";
+    case detail::SegmentState::ready: return "ready";
+    case detail::SegmentState::closed: return "closed";
+  }
+  return "unknown(" + std::to_string(state) + ")";
+}
+
+// Maps `name` read-only and fills `info` from its validated header.
+// Returns the mapping (base, size); the caller unmaps it.
+std::pair<void*, std::size_t> map_and_read(const std::string& name, SegmentInfo& info) {
+  validate_name(name);
+  std::string path = kShmDir + detail::os_name(name);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    int err = errno;
+    if (err == ENOENT) throw Error(Errc::not_found, name, "no shmbus object of that name");
+    if (err == EACCES) throw Error(Errc::permission_denied, name, "open: permission denied");
+    throw Error(Errc::system, name, std::string("open: ") + std::strerror(err));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(Errc::corrupted, name, "not a regular shared-memory file");
+  }
+  const auto size = static_cast<std::size_t>(st.st_size);
+  if (size < detail::kHeaderSize) {
+    ::close(fd);
+    throw Error(Errc::truncated, name,
+                "file is " + std::to_string(size) + " bytes, smaller than a header");
+  }
+  void* base = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (base == MAP_FAILED) {
+    throw Error(Errc::system, name, std::string("mmap: ") + std::strerror(errno));
+  }
+  const auto* h = static_cast<const detail::SegmentHeader*>(base);
+  try {
+    // [segment.ready] acquire: pairs with the creator's release store.
+    const std::uint32_t state = h->state.load(std::memory_order_acquire);
+    info.name = name;
+    info.state = state_name(state);
+    if (state > static_cast<std::uint32_t>(detail::SegmentState::closed)) {
+      throw Error(Errc::corrupted, name, "header state " + std::to_string(state) +
+                                             " is not a shmbus state");
+    }
+    if (state == static_cast<std::uint32_t>(detail::SegmentState::initialising)) {
+      info.total_size = size;
+      return {base, size};
+    }
+    if (h->magic != detail::kMagic) {
+      throw Error(Errc::corrupted, name, "bad magic: not a shmbus segment");
+    }
+    if (h->version != detail::kFormatVersion) {
+      throw Error(Errc::wrong_version, name,
+                  "format version " + std::to_string(h->version) + ", expected " +
+                      std::to_string(detail::kFormatVersion));
+    }
+    if (h->total_size != size) {
+      throw Error(Errc::truncated, name,
+                  "file is " + std::to_string(size) + " bytes, header says " +
+                      std::to_string(h->total_size));
+    }
+    if (h->payload_offset != detail::kHeaderSize ||
+        h->payload_size != size - detail::kHeaderSize || h->attach_capacity == 0 ||
+        h->attach_capacity > detail::kMaxAttachSlots) {
+      throw Error(Errc::corrupted, name, "inconsistent header sizes");
+    }
+    info.raw_kind = h->kind;
+    info.kind = kind_from_u32(h->kind);
+    info.type_name.assign(h->type_name, strnlen(h->type_name, detail::kTypeNameSize));
+    info.total_size = h->total_size;
+    info.payload_size = h->payload_size;
+    info.creator = ProcessId::unpack(h->creator);
+    info.creator_alive = is_alive(info.creator);
+    info.created_unix_ns = h->created_unix_ns;
+    for (std::uint32_t i = 0; i < h->attach_capacity; ++i) {
+      // relaxed: an identity snapshot; see [segment.attach].
+      std::uint64_t word = h->attached[i].load(std::memory_order_relaxed);
+      if (word == 0) continue;
+      ProcessId id = ProcessId::unpack(word);
+      info.attached.push_back({id, is_alive(id)});
+    }
+  } catch (...) {
+    ::munmap(base, size);
+    throw;
+  }
+  return {base, size};
+}
+
+}  // namespace
+
+bool SegmentInfo::abandoned() const noexcept {
+  if (creator_alive) return false;
+  return std::none_of(attached.begin(), attached.end(),
+                      [](const AttachedProcess& p) { return p.alive; });
+}
+
+std::vector<std::string> list_segments() {
+  std::vector<std::string> names;
+  DIR* dir = ::opendir(kShmDir);
+  if (dir == nullptr) return names;
+  while (const dirent* entry = ::readdir(dir)) {
+    std::string_view file = entry->d_name;
+    if (file.starts_with(kNamePrefix) && file.size() > kNamePrefix.size()) {
+      names.emplace_back(file.substr(kNamePrefix.size()));
+    }
+  }
+  ::closedir(dir);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+SegmentInfo inspect_segment(const std::string& name) {
+  SegmentInfo info;
+  auto [base, size] = map_and_read(name, info);
+  ::munmap(base, size);
+  return info;
+}
+
+SegmentView SegmentView::open(const std::string& name) {
+  SegmentView view;
+  auto [base, size] = map_and_read(name, view.info_);
+  view.base_ = base;
+  view.size_ = size;
+  if (view.info_.state != "initialising") {
+    view.payload_ = {static_cast<const std::byte*>(base) + detail::kHeaderSize,
+                     size - detail::kHeaderSize};
+  }
+  return view;
+}
+
+SegmentView::SegmentView(SegmentView&& other) noexcept
+    : info_(std::move(other.info_)),
+      base_(std::exchange(other.base_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      payload_(std::exchange(other.payload_, {})) {}
+
+SegmentView& SegmentView::operator=(SegmentView&& other) noexcept {
+  if (this != &other) {
+    if (base_ != nullptr) ::munmap(base_, size_);
+    info_ = std::move(other.info_);
+    base_ = std::exchange(other.base_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    payload_ = std::exchange(other.payload_, {});
+  }
+  return *this;
+}
+
+SegmentView::~SegmentView() {
+  if (base_ != nullptr) ::munmap(base_, size_);
+}
+
+}  // namespace shmbus

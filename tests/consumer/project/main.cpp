@@ -1,0 +1,19 @@
+// Built against an installed shmbus through find_package(shmbus): proves
+// the package exports its headers, libraries and dependencies.
+#include <shmbus/shmbus.hpp>
+
+#include <cstdio>
+#include <string>
+#include <unistd.h>
+
+int main() {
+  const std::string name = "consumer-" + std::to_string(::getpid());
+  auto shm = shmbus::SharedMemory::create(name, 64);
+  shm.buf()[0] = std::byte{42};
+  auto again = shmbus::SharedMemory::open(name);
+  const bool ok = again.buf()[0] == std::byte{42};
+  shm.unlink();
+  std::printf("consumer: shmbus %s %s\n", std::string(shmbus::version()).c_str(),
+              ok ? "ok" : "FAILED");
+  return ok ? 0 : 1;
+}

@@ -1,0 +1,111 @@
+#include "test_support.hpp"
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <exception>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+#include "shmbus/detail/segment.hpp"
+
+namespace shmbus::test {
+
+std::string unique_name(std::string_view stem) {
+  static std::atomic<unsigned> counter{0};
+  return "t" + std::to_string(::getpid()) + "-" + std::string(stem) + "-" +
+         std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
+}
+
+SegmentGuard::~SegmentGuard() {
+  for (const auto& n : names_) {
+    try {
+      detail::Segment::unlink(n);
+    } catch (...) {
+    }
+  }
+}
+
+const std::string& SegmentGuard::add(std::string name) {
+  names_.push_back(std::move(name));
+  return names_.back();
+}
+
+pid_t fork_child(const std::function<int()>& body) {
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int code = 99;
+    try {
+      code = body();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child %d: %s\n", ::getpid(), e.what());
+    } catch (...) {
+      std::fprintf(stderr, "child %d: unknown exception\n", ::getpid());
+    }
+    std::fflush(nullptr);
+    ::_exit(code);
+  }
+  return pid;
+}
+
+pid_t spawn_helper(const std::string& name, const std::vector<std::string>& args) {
+  std::string path = std::string(SHMBUS_BINARY_DIR) + "/helpers/shmbus_helper_" + name;
+  std::vector<std::string> all{path};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execv(path.c_str(), argv.data());
+    std::perror("execv");
+    ::_exit(127);
+  }
+  return pid;
+}
+
+ChildStatus wait_child(pid_t pid, std::chrono::milliseconds timeout) {
+  ChildStatus st;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::microseconds(100);
+  for (;;) {
+    int status = 0;
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) {
+      if (WIFEXITED(status)) {
+        st.exited = true;
+        st.code = WEXITSTATUS(status);
+      } else if (WIFSIGNALED(status)) {
+        st.signal = WTERMSIG(status);
+      }
+      return st;
+    }
+    if (r < 0) return st;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      st.timed_out = true;
+      return st;
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(10000));
+  }
+}
+
+bool poll_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  return true;
+}
+
+std::string shm_path(std::string_view name) {
+  return "/dev/shm/" + detail::os_name(name);
+}
+
+}  // namespace shmbus::test

@@ -1,0 +1,59 @@
+// Helpers shared by shmbus tests: unique object names with RAII cleanup,
+// forking children with a deadline, and polling a condition with a
+// deadline. No test sleeps to "wait long enough": it waits for something.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <sys/types.h>
+#include <vector>
+
+namespace shmbus::test {
+
+using namespace std::chrono_literals;
+
+// "t<pid>-<stem>-<n>": unique per process and call.
+std::string unique_name(std::string_view stem);
+
+// Unlinks every name it was given when it goes out of scope, even when an
+// assertion failed. Ignores names that no longer exist.
+class SegmentGuard {
+ public:
+  SegmentGuard() = default;
+  explicit SegmentGuard(std::string name) { add(std::move(name)); }
+  SegmentGuard(const SegmentGuard&) = delete;
+  SegmentGuard& operator=(const SegmentGuard&) = delete;
+  ~SegmentGuard();
+  const std::string& add(std::string name);
+  [[nodiscard]] const std::string& name(std::size_t i = 0) const { return names_.at(i); }
+
+ private:
+  std::vector<std::string> names_;
+};
+
+// Forks; the child runs `body` and _exit()s with its return value (an
+// exception exits 99 after printing it). Returns the child's pid.
+pid_t fork_child(const std::function<int()>& body);
+
+// fork+exec of a helper built from tests/helpers/NAME.cpp, with arguments.
+pid_t spawn_helper(const std::string& name, const std::vector<std::string>& args);
+
+struct ChildStatus {
+  bool exited = false;    // normal exit: code valid
+  int code = -1;
+  int signal = 0;         // killed by this signal
+  bool timed_out = false; // still running at the deadline (then killed)
+};
+
+// Waits for `pid` until `timeout`; on timeout kills it with SIGKILL.
+ChildStatus wait_child(pid_t pid, std::chrono::milliseconds timeout = 30s);
+
+// Polls `done` every ~100 µs until it returns true or `timeout` passes.
+bool poll_until(const std::function<bool()>& done, std::chrono::milliseconds timeout = 10s);
+
+// Path to /dev/shm/shmbus.<name>.
+std::string shm_path(std::string_view name);
+
+}  // namespace shmbus::test
