@@ -129,6 +129,8 @@ Segment& Segment::operator=(Segment&& other) noexcept {
   return *this;
 }
 
+Segment::Segment() noexcept = default;
+
 Segment::~Segment() { close(); }
 
 void Segment::close() noexcept {
