@@ -34,6 +34,11 @@
 // release it); releasing an unlocked Lock does nothing. RLock is owned by
 // one thread of one process, counts depth, and release() by anyone else
 // throws Error(Errc::not_owner).
+//
+// Threads of one process should share one handle: a second open() in the
+// same process maps the segment again at another address, which works but
+// hides the ordering from ThreadSanitizer (it keys synchronisation by
+// address). The same holds for every primitive here.
 #pragma once
 
 #include <chrono>

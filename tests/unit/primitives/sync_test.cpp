@@ -222,11 +222,10 @@ TEST(Condition, NotifyOneWakesAtLeastOneAndNotifyAllTheRest) {
   std::vector<std::thread> ts;
   for (int t = 0; t < 3; ++t) {
     ts.emplace_back([&] {
-      auto mine = Condition::open(g.name());
-      mine.set_wait_policy({WaitStrategy::blocking, {}});
-      std::unique_lock ul(mine);
+      // One handle shared by the threads (see lock_test.cpp on TSan).
+      std::unique_lock ul(c);
       ++waiting;
-      mine.wait([&] { return tokens > 0; });
+      c.wait([&] { return tokens > 0; });
       --tokens;
       ++woken;
     });
@@ -261,10 +260,9 @@ TEST(Condition, WaitReleasesRLockFullyAndRestoresDepth) {
   ASSERT_EQ(lock->acquire(), LockResult::acquired);
   bool flag = false;  // under the lock
   std::thread notifier([&] {
-    auto mine = Condition::open(g.name());
-    std::unique_lock ul(mine);  // only possible if the waiter dropped depth 2
+    std::unique_lock ul(c);  // only possible if the waiter dropped depth 2
     flag = true;
-    mine.notify();
+    c.notify();
   });
   EXPECT_TRUE(c.wait_for([&] { return flag; }, 10s));
   EXPECT_EQ(lock->depth(), 2u);
