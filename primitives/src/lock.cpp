@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <mutex>
 
 #include "shmbus/error.hpp"
 
@@ -16,7 +15,6 @@ namespace detail {
 
 namespace {
 SelfIds g_self{};
-std::once_flag g_self_once;
 
 void refresh_self() noexcept {
   const ProcessId id = this_process();
@@ -27,11 +25,15 @@ void refresh_self() noexcept {
 
 const SelfIds& self_ids() noexcept {
   // The atfork child handler refreshes the cache in the (single-threaded)
-  // child before fork() returns there.
-  std::call_once(g_self_once, [] {
+  // child before fork() returns there. A function-local static (an inline
+  // guard-byte check) rather than std::call_once, which costs a call and
+  // two TLS stores on every use.
+  static const bool initialised = [] {
     refresh_self();
     ::pthread_atfork(nullptr, nullptr, [] { refresh_self(); });
-  });
+    return true;
+  }();
+  (void)initialised;
   return g_self;
 }
 
