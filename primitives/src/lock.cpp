@@ -138,7 +138,9 @@ LockResult mutex_acquire_slow(MutexState& m, const Clock::time_point* deadline,
   }
 }
 
-void mutex_release_slow(MutexState& m, std::uint32_t /*word*/) noexcept {
+void mutex_release_slow(MutexState& m, std::uint32_t word) noexcept {
+  // Not recoverable stays so: nobody holds it, and release must not reset it.
+  if ((word & kNotRecoverable) != 0) return;
   // Released while inconsistent: the state behind the lock was never
   // repaired, so nobody may have it again (ENOTRECOVERABLE).
   // [mutex.word] release: pairs with the acquire loads of later acquirers.

@@ -79,6 +79,8 @@ TEST(SyncKill, NotMadeConsistentBecomesNotRecoverable) {
   EXPECT_EQ(lock.try_acquire(), LockResult::not_recoverable);
   EXPECT_TRUE(lock.info().not_recoverable);
   EXPECT_THROW(lock.lock(), Error);
+  lock.release();  // a stray release does not make it usable again
+  EXPECT_EQ(lock.try_acquire(), LockResult::not_recoverable);
 }
 
 TEST(SyncKill, RLockHolderKilledInForkedChild) {

@@ -100,7 +100,7 @@ inline void mutex_release(MutexState& m) noexcept {
   const std::uint32_t w = m.word.load(std::memory_order_relaxed);
   // relaxed: advisory, see mutex_try_acquire_fast().
   m.owner.store(0, std::memory_order_relaxed);
-  if ((w & kInconsistent) != 0) {
+  if ((w & (kInconsistent | kNotRecoverable)) != 0) {
     mutex_release_slow(m, w);
     return;
   }
