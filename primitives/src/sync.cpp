@@ -274,6 +274,9 @@ void Condition::set_wait_policy(const WaitPolicy& policy) noexcept {
 }
 
 bool Condition::wait_until_(const Clock::time_point* deadline) noexcept {
+  // Waiting without holding the lock is a caller error that would release
+  // someone else's lock: refuse it (returns false at once).
+  if (lock_ ? !detail::mutex_held_by_self(*lock_->state_) : !rlock_->is_owned()) return false;
   // Under the lock: read the word and count ourselves before releasing it.
   // [cond.seq] seq_cst: a notify() after our release (it takes the lock)
   // bumps seq after this load, so our futex_wait sees a changed value.
@@ -593,6 +596,49 @@ std::uint32_t Barrier::n_waiting() const noexcept {
 bool Barrier::broken() const noexcept {
   // relaxed: a snapshot.
   return state_->broken.load(std::memory_order_relaxed) != 0;
+}
+
+// ---- read-only statistics ----
+
+std::optional<SemaphoreInfo> read_semaphore_info(const std::byte* payload,
+                                                 std::size_t size) noexcept {
+  if (payload == nullptr || size < sizeof(detail::SemaphoreState)) return std::nullopt;
+  const auto& s = *reinterpret_cast<const detail::SemaphoreState*>(payload);
+  // relaxed: a statistics snapshot, no data depends on it.
+  return SemaphoreInfo{s.value.load(std::memory_order_relaxed), s.bound,
+                       s.ch.sleepers.load(std::memory_order_relaxed)};
+}
+
+std::optional<EventInfo> read_event_info(const std::byte* payload, std::size_t size) noexcept {
+  if (payload == nullptr || size < sizeof(detail::EventState)) return std::nullopt;
+  const auto& s = *reinterpret_cast<const detail::EventState*>(payload);
+  // relaxed: a statistics snapshot.
+  return EventInfo{s.flag.load(std::memory_order_relaxed) != 0,
+                   s.ch.sleepers.load(std::memory_order_relaxed)};
+}
+
+std::optional<ConditionInfo> read_condition_info(const std::byte* payload, std::size_t size) {
+  if (payload == nullptr || size < sizeof(detail::ConditionState)) return std::nullopt;
+  const auto& s = *reinterpret_cast<const detail::ConditionState*>(payload);
+  const std::uint32_t len = s.name_len;  // untrusted: checked before use
+  const auto kind = kind_from_u32(s.lock_kind);
+  if (len == 0 || len > detail::kConditionNameMax || !kind) return std::nullopt;
+  // relaxed: a statistics snapshot.
+  return ConditionInfo{s.sleepers.load(std::memory_order_relaxed), *kind,
+                       std::string(s.lock_name, len)};
+}
+
+std::optional<BarrierInfo> read_barrier_info(const std::byte* payload, std::size_t size) noexcept {
+  if (payload == nullptr || size < sizeof(detail::BarrierState)) return std::nullopt;
+  const auto& s = *reinterpret_cast<const detail::BarrierState*>(payload);
+  BarrierInfo info;
+  // relaxed: a statistics snapshot.
+  info.parties = s.parties;
+  info.broken = s.broken.load(std::memory_order_relaxed) != 0;
+  info.n_waiting = info.broken ? 0 : s.count.load(std::memory_order_relaxed);
+  info.generation = s.gen.load(std::memory_order_relaxed);
+  for (const auto& m : s.members) info.registered += m.load(std::memory_order_relaxed) != 0;
+  return info;
 }
 
 }  // namespace shmbus

@@ -28,8 +28,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -38,6 +40,18 @@
 #include "shmbus/wait.hpp"
 
 namespace shmbus {
+
+// Live statistics of a Barrier, read without writing or blocking (e.g. from
+// a SegmentView's payload); nullopt if too small.
+struct BarrierInfo {
+  std::uint32_t parties = 0;
+  std::uint32_t n_waiting = 0;
+  bool broken = false;
+  std::uint32_t generation = 0;
+  std::uint32_t registered = 0;  // processes registered as parties
+};
+[[nodiscard]] std::optional<BarrierInfo> read_barrier_info(const std::byte* payload,
+                                                           std::size_t size) noexcept;
 
 struct BarrierResult {
   bool broken = false;      // the barrier broke (timeout, abort, dead party)

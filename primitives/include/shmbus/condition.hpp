@@ -12,7 +12,9 @@
 //
 // Who may call what: wait* and notify* must be called holding the lock
 // (cond.acquire()/lock(), or get_lock()); notify without it is a caller
-// error (wake-ups may then be lost, as with any condition variable).
+// error (wake-ups may then be lost, as with any condition variable); a
+// wait by a thread (RLock) or process (Lock) that does not hold the lock
+// returns false at once.
 // create/open throw shmbus::Error.
 //
 // Memory ordering: the lock's: everything written under the lock before
@@ -42,6 +44,17 @@
 #include "shmbus/wait.hpp"
 
 namespace shmbus {
+
+// Live statistics of a Condition, read without writing or blocking (e.g.
+// from a SegmentView's payload); nullopt if too small or the recorded lock
+// name is out of range.
+struct ConditionInfo {
+  std::uint32_t sleepers = 0;  // waiters counted asleep (a dead one stays counted)
+  ObjectKind lock_kind = ObjectKind::lock;
+  std::string lock_name;
+};
+[[nodiscard]] std::optional<ConditionInfo> read_condition_info(const std::byte* payload,
+                                                               std::size_t size);
 
 class Condition {
  public:

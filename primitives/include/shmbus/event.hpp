@@ -19,6 +19,9 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -27,6 +30,15 @@
 #include "shmbus/wait.hpp"
 
 namespace shmbus {
+
+// Live statistics of an Event, read without writing or blocking (e.g. from
+// a SegmentView's payload); nullopt if the payload is too small.
+struct EventInfo {
+  bool is_set = false;
+  std::uint32_t sleepers = 0;  // waiters counted asleep (a dead one stays counted)
+};
+[[nodiscard]] std::optional<EventInfo> read_event_info(const std::byte* payload,
+                                                       std::size_t size) noexcept;
 
 class Event {
  public:

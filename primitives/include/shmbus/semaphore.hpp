@@ -21,7 +21,9 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -30,6 +32,16 @@
 #include "shmbus/wait.hpp"
 
 namespace shmbus {
+
+// Live statistics of a Semaphore or BoundedSemaphore, read without writing
+// or blocking (e.g. from a SegmentView's payload); nullopt if too small.
+struct SemaphoreInfo {
+  std::uint32_t value = 0;
+  std::uint32_t bound = 0;     // BoundedSemaphore's bound, 0 for a Semaphore
+  std::uint32_t sleepers = 0;  // waiters counted asleep (a dead one stays counted)
+};
+[[nodiscard]] std::optional<SemaphoreInfo> read_semaphore_info(const std::byte* payload,
+                                                               std::size_t size) noexcept;
 
 class Semaphore {
  public:

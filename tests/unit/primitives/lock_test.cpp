@@ -112,6 +112,21 @@ TEST(Lock, TimedAcquireTimesOutWhileAnotherProcessHolds) {
   EXPECT_EQ(st.code, 0);
 }
 
+TEST(Lock, UntilFormsUseTheMonotonicClock) {
+  SegmentGuard g(unique_name("lock"));
+  auto lock = Lock::create(g.name());
+  EXPECT_EQ(lock.acquire_until(Clock::now() + 1s), LockResult::acquired);
+  std::thread other([&] {
+    EXPECT_EQ(lock.acquire_until(Clock::now() + 5ms), LockResult::timeout);
+    EXPECT_FALSE(lock.try_lock_until(Clock::now() + 5ms));
+    EXPECT_FALSE(lock.try_lock_until(std::chrono::system_clock::now() + 5ms));
+  });
+  other.join();
+  lock.release();
+  EXPECT_TRUE(lock.try_lock_until(Clock::now() + 1s));
+  lock.unlock();
+}
+
 TEST(Lock, BlockedAcquirerInOtherProcessGetsItOnRelease) {
   SegmentGuard g(unique_name("lock"));
   SegmentGuard ge(unique_name("go"));

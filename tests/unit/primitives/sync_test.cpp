@@ -109,6 +109,21 @@ TEST(BoundedSemaphore, ReleaseAboveInitialValueIsValueError) {
   EXPECT_EQ(code_of([&] { (void)Semaphore::open(g.name()); }), Errc::wrong_kind);
 }
 
+TEST(Semaphore, UntilFormsAndInfo) {
+  SegmentGuard g(unique_name("sem"));
+  auto s = Semaphore::create(g.name(), 1);
+  EXPECT_TRUE(s.acquire_until(Clock::now() + 1s));
+  EXPECT_FALSE(s.acquire_until(Clock::now() + 5ms));
+  EXPECT_FALSE(s.acquire_until(Clock::now() - 1s));  // past deadline: a try
+  s.release();
+  auto view = SegmentView::open(g.name());
+  auto info = read_semaphore_info(view.payload().data(), view.payload().size());
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->value, 1u);
+  EXPECT_EQ(info->bound, 0u);
+  EXPECT_EQ(info->sleepers, 0u);
+}
+
 // ---- Event ----
 
 TEST(Event, SetClearIsSet) {
@@ -124,6 +139,21 @@ TEST(Event, SetClearIsSet) {
   e.clear();
   EXPECT_FALSE(e.is_set());
   EXPECT_FALSE(e.wait_until(Clock::now() + 2ms));
+}
+
+TEST(Event, InfoSeesSetAndSleepers) {
+  SegmentGuard g(unique_name("ev"));
+  auto e = Event::create(g.name());
+  e.set_wait_policy({WaitStrategy::blocking, {}});
+  auto view = SegmentView::open(g.name());
+  std::thread waiter([&] { EXPECT_TRUE(e.wait_for(10s)); });
+  ASSERT_TRUE(test::poll_until([&] {
+    return read_event_info(view.payload().data(), view.payload().size())->sleepers == 1;
+  }));
+  EXPECT_FALSE(read_event_info(view.payload().data(), view.payload().size())->is_set);
+  e.set();
+  waiter.join();
+  EXPECT_TRUE(read_event_info(view.payload().data(), view.payload().size())->is_set);
 }
 
 TEST(Event, SetWakesEveryWaitingProcess) {
@@ -287,6 +317,41 @@ TEST(Condition, OpenRejectsCorruptLockName) {
   EXPECT_EQ(code_of([&] { (void)Condition::open(g.name()); }), Errc::corrupted);
 }
 
+TEST(Condition, WaitWithoutHoldingTheLockReturnsAtOnce) {
+  SegmentGuard g(unique_name("cond"));
+  SegmentGuard gl(g.name() + ".lock");
+  auto c = Condition::create(g.name());
+  EXPECT_FALSE(c.wait_for(10s));  // not held: refused, not a 10 s wait
+  EXPECT_FALSE(c.get_rlock()->locked());
+}
+
+TEST(Condition, InfoReadsSleepersAndLockName) {
+  SegmentGuard g(unique_name("cond"));
+  SegmentGuard gl(unique_name("lock"));
+  auto lock = Lock::create(gl.name());
+  auto c = Condition::create(g.name(), lock);
+  c.set_wait_policy({WaitStrategy::blocking, {}});
+  auto view = SegmentView::open(g.name());
+  std::thread waiter([&] {
+    std::unique_lock ul(c);
+    EXPECT_TRUE(c.wait_for(10s));
+  });
+  ASSERT_TRUE(test::poll_until([&] {
+    auto info = read_condition_info(view.payload().data(), view.payload().size());
+    return info && info->sleepers == 1;
+  }));
+  auto info = read_condition_info(view.payload().data(), view.payload().size());
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->lock_name, gl.name());
+  EXPECT_EQ(info->lock_kind, ObjectKind::lock);
+  {
+    std::unique_lock ul(c);
+    c.notify();
+  }
+  waiter.join();
+  EXPECT_FALSE(read_condition_info(view.payload().data(), 10).has_value());
+}
+
 // ---- Barrier ----
 
 TEST(Barrier, ThreeForkedWorkersMeetWithDistinctIndexes) {
@@ -356,6 +421,27 @@ TEST(Barrier, ThrowingActionBreaksIt) {
   EXPECT_TRUE(b.broken());
   EXPECT_EQ(code_of([&] { (void)Barrier::create(unique_name("zero"), 0); }),
             Errc::invalid_argument);
+}
+
+TEST(Barrier, InfoCountsWaitersAndRegisteredParties) {
+  SegmentGuard g(unique_name("bar"));
+  auto b = Barrier::create(g.name(), 2);
+  auto view = SegmentView::open(g.name());
+  auto info = read_barrier_info(view.payload().data(), view.payload().size());
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->parties, 2u);
+  EXPECT_EQ(info->registered, 0u);  // the creator is not a party until it waits
+  std::thread waiter([&] { EXPECT_FALSE(b.wait_for(10s).broken); });
+  ASSERT_TRUE(test::poll_until([&] { return b.n_waiting() == 1; }));
+  info = read_barrier_info(view.payload().data(), view.payload().size());
+  EXPECT_EQ(info->n_waiting, 1u);
+  EXPECT_EQ(info->registered, 1u);
+  auto second = b.wait_until(Clock::now() + 10s);
+  waiter.join();
+  EXPECT_FALSE(second.broken);
+  info = read_barrier_info(view.payload().data(), view.payload().size());
+  EXPECT_EQ(info->generation, 1u);
+  EXPECT_EQ(info->n_waiting, 0u);
 }
 
 // ---- Value / Array ----
