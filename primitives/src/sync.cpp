@@ -3,6 +3,7 @@
 // detail/futex.hpp ([wait.sleepers]) unless said otherwise.
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 
 #include "shmbus/barrier.hpp"
 #include "shmbus/condition.hpp"
@@ -360,9 +361,8 @@ Barrier::Barrier(Barrier&& o) noexcept
     : segment_(std::move(o.segment_)),
       state_(o.state_),
       action_(std::move(o.action_)),
-      registered_as_(o.registered_as_) {
+      registered_as_(o.registered_as_.exchange(0, std::memory_order_relaxed)) {
   o.state_ = nullptr;
-  o.registered_as_ = 0;
 }
 
 Barrier& Barrier::operator=(Barrier&& o) noexcept {
@@ -371,9 +371,9 @@ Barrier& Barrier::operator=(Barrier&& o) noexcept {
     segment_ = std::move(o.segment_);
     state_ = o.state_;
     action_ = std::move(o.action_);
-    registered_as_ = o.registered_as_;
+    registered_as_.store(o.registered_as_.exchange(0, std::memory_order_relaxed),
+                         std::memory_order_relaxed);  // relaxed: moves are single-threaded
     o.state_ = nullptr;
-    o.registered_as_ = 0;
   }
   return *this;
 }
@@ -410,13 +410,21 @@ void Barrier::attach() {
   register_self();
 }
 
+namespace {
+// Serialises (de)registration by threads sharing a handle: a rare path.
+std::mutex g_barrier_registration;
+}  // namespace
+
 void Barrier::register_self() noexcept {
   const std::uint64_t me = detail::self_ids().packed;
-  if (registered_as_ == me) return;
+  // relaxed: a process-local hint; the mutex below orders the real work.
+  if (registered_as_.load(std::memory_order_relaxed) == me) return;
+  std::scoped_lock guard(g_barrier_registration);
+  if (registered_as_.load(std::memory_order_relaxed) == me) return;
   for (auto& slot : state_->members) {
     // relaxed: slots are claimed by CAS; liveness checks need no ordering.
     if (slot.load(std::memory_order_relaxed) == me) {
-      registered_as_ = me;
+      registered_as_.store(me, std::memory_order_relaxed);
       return;
     }
   }
@@ -424,7 +432,7 @@ void Barrier::register_self() noexcept {
     std::uint64_t expected = 0;
     // relaxed: a slot's only content is the id itself.
     if (slot.compare_exchange_strong(expected, me, std::memory_order_relaxed)) {
-      registered_as_ = me;
+      registered_as_.store(me, std::memory_order_relaxed);
       return;
     }
   }
@@ -432,15 +440,17 @@ void Barrier::register_self() noexcept {
 }
 
 void Barrier::deregister_self() noexcept {
-  if (state_ == nullptr || registered_as_ == 0) return;
+  if (state_ == nullptr) return;
+  std::scoped_lock guard(g_barrier_registration);
+  const std::uint64_t mine = registered_as_.load(std::memory_order_relaxed);
   // Only in the process that registered (not in a forked child of it).
-  if (registered_as_ != detail::self_ids().packed) return;
+  if (mine == 0 || mine != detail::self_ids().packed) return;
   for (auto& slot : state_->members) {
-    std::uint64_t expected = registered_as_;
+    std::uint64_t expected = mine;
     // relaxed: see register_self().
     if (slot.compare_exchange_strong(expected, 0, std::memory_order_relaxed)) break;
   }
-  registered_as_ = 0;
+  registered_as_.store(0, std::memory_order_relaxed);
 }
 
 bool Barrier::any_member_dead() noexcept {

@@ -27,6 +27,7 @@
 // all parties wrote before arriving).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -108,7 +109,9 @@ class Barrier {
   detail::Segment segment_;
   detail::BarrierState* state_ = nullptr;
   std::function<void()> action_;
-  std::uint64_t registered_as_ = 0;  // packed id of this process's slot, 0 if none
+  // Packed id this handle registered as (0: none). Threads sharing the
+  // handle read it lock-free; changes are made under a process-wide mutex.
+  std::atomic<std::uint64_t> registered_as_{0};
 };
 
 }  // namespace shmbus
