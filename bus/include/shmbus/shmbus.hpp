@@ -2,8 +2,10 @@
 #pragma once
 
 #include "shmbus/error.hpp"
+#include "shmbus/process.hpp"
 #include "shmbus/process_id.hpp"
 #include "shmbus/segment_info.hpp"
 #include "shmbus/shared_memory.hpp"
+#include "shmbus/topology.hpp"
 #include "shmbus/version.hpp"
 #include "shmbus/wait.hpp"
