@@ -10,13 +10,13 @@
 #pragma once
 
 #include <benchmark/benchmark.h>
+#include <sys/types.h>
+#include <x86intrin.h>
 
 #include <cstdint>
 #include <functional>
 #include <string>
-#include <sys/types.h>
 #include <vector>
-#include <x86intrin.h>
 
 namespace shmbus::bench {
 
@@ -26,8 +26,10 @@ struct CpuPair {
   std::string why;
 };
 
-// SHMBUS_BENCH_CPUS="a,b" if set; else two distinct CPUs from the
-// topology layer when it can say, else 0 and 1.
+// SHMBUS_BENCH_CPUS="a,b" if set; else the topology layer's near pair
+// (Topology::pick_pair: distinct cores sharing an L3 where there is one),
+// else 0 and 1. `why` says which and why in one sentence; the reference
+// registration copies it into the JSON context (shmbus_cpus, _why).
 const CpuPair& bench_cpus();
 
 // Pins the calling thread to one CPU; false if the kernel refused.
@@ -80,5 +82,6 @@ bool register_references();
 
 }  // namespace shmbus::bench
 
-#define SHMBUS_BENCH_REFERENCES() \
-  [[maybe_unused]] static const bool shmbus_bench_references_ = ::shmbus::bench::register_references()
+#define SHMBUS_BENCH_REFERENCES()                               \
+  [[maybe_unused]] static const bool shmbus_bench_references_ = \
+      ::shmbus::bench::register_references()
