@@ -266,16 +266,19 @@ def summary_tables(suites):
     if chans and peers:
         out.append("## shmbus channels against each peer (round trip p50)\n")
         out.append("A cell is how many times longer the peer's round trip takes than the "
-                   "channel's, both normalised to the floor of their own run (> 1: shmbus is "
-                   "faster).\n")
+                   "channel's, both normalised to the reference of their own run (the raw futex "
+                   "when both block, else the floor; > 1: shmbus is faster).\n")
         out.append("| channel | " + " | ".join(p[0].label for p in peers) + " |")
         out.append("| --- |" + " ---: |" * len(peers))
         for c in chans:
-            cf = c[1].ratio(c[0], c[1].floor)
             cells = []
             for p in peers:
-                pf = p[1].ratio(p[0], p[1].floor)
-                cells.append(fmt_ratio(pf / cf) if (cf and pf) else "—")
+                # Two blocking round trips compare through the futex, anything
+                # else through the floor.
+                both_block = c[0].blocking and p[0].blocking
+                cr = c[1].ratio(c[0], c[1].futex if both_block else c[1].floor)
+                pr = p[1].ratio(p[0], p[1].futex if both_block else p[1].floor)
+                cells.append(fmt_ratio(pr / cr) if (cr and pr) else "—")
             out.append("| %s | %s |" % (c[0].label, " | ".join(cells)))
         out.append("")
     return out
