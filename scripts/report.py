@@ -90,8 +90,16 @@ class Suite:
     def __init__(self, path):
         self.path = path
         self.name = os.path.splitext(os.path.basename(path))[0]
+        self.truncated = False
         with open(path) as f:
-            data = json.load(f)
+            text = f.read()
+        try:
+            data = json.loads(text)
+        except ValueError:
+            # A suite killed by its time limit leaves the array unclosed:
+            # keep the runs it finished.
+            data = json.loads(text.rstrip().rstrip(",") + "\n  ]\n}")
+            self.truncated = True
         self.context = data.get("context", {})
         self.benches = self._pick(data.get("benchmarks", []))
         self.floor = self._ref(FLOOR)
@@ -185,6 +193,9 @@ def suite_tables(s):
     if ctx.get("library_build_type") == "debug":
         meta += "; Google Benchmark library built as debug"
     out.append(meta + ".\n")
+    if s.truncated:
+        out.append("**This suite did not finish** (killed at its time limit or crashed): "
+                   "only the benchmarks it completed are shown.\n")
     if s.floor:
         out.append("Floor (one cache line bounced, p50): %s. Raw futex round trip (p50): %s.\n"
                    % (fmt_ns(s.floor.p50), fmt_ns(s.futex.p50 if s.futex else None)))
