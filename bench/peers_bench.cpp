@@ -124,7 +124,11 @@ void fd_rtt(benchmark::State& state, Duplex d) {
   std::vector<char> out(n, 'x'), in(n);
   LatencyRecorder rec;
   bool ok = true;
+  for (int i = 0; i < shmbus::bench::kBlockWarmUp && ok; ++i) {
+    ok = write_full(d.parent_w, out.data(), n) && read_full(d.parent_r, in.data(), n);
+  }
   for (auto _ : state) {
+    if (!ok) break;
     const std::uint64_t t0 = ticks();
     if (!write_full(d.parent_w, out.data(), n) || !read_full(d.parent_r, in.data(), n)) {
       ok = false;
@@ -204,7 +208,11 @@ void BM_EventFd_Block_RTT(benchmark::State& state) {
   const std::uint64_t one = 1;
   std::uint64_t v = 0;
   bool ok = true;
+  for (int i = 0; i < shmbus::bench::kBlockWarmUp && ok; ++i) {
+    ok = write_full(ping, &one, sizeof one) && read_full(pong, &v, sizeof v);
+  }
   for (auto _ : state) {
+    if (!ok) break;
     const std::uint64_t t0 = ticks();
     if (!write_full(ping, &one, sizeof one) || !read_full(pong, &v, sizeof v)) {
       ok = false;
@@ -249,7 +257,12 @@ void BM_PosixMq_Block_RTT(benchmark::State& state) {
   std::vector<char> out(n, 'x'), in(cap);
   LatencyRecorder rec;
   bool ok = true;
+  for (int i = 0; i < shmbus::bench::kBlockWarmUp && ok; ++i) {
+    ok = ::mq_send(ping, out.data(), n, 0) == 0 &&
+         ::mq_receive(pong, in.data(), cap, nullptr) == static_cast<ssize_t>(n);
+  }
   for (auto _ : state) {
+    if (!ok) break;
     const std::uint64_t t0 = ticks();
     if (::mq_send(ping, out.data(), n, 0) != 0 ||
         ::mq_receive(pong, in.data(), cap, nullptr) != static_cast<ssize_t>(n)) {
@@ -290,6 +303,12 @@ void BM_BoostIpcMq_Block_RTT(benchmark::State& state) {
     pin_this_thread(cpus.parent);
     std::vector<char> out(n, 'x'), in(n);
     LatencyRecorder rec;
+    for (int i = 0; i < shmbus::bench::kBlockWarmUp; ++i) {
+      ping.send(out.data(), n, 0);
+      bip::message_queue::size_type got = 0;
+      unsigned prio = 0;
+      pong.receive(in.data(), n, got, prio);
+    }
     for (auto _ : state) {
       const std::uint64_t t0 = ticks();
       ping.send(out.data(), n, 0);
@@ -341,6 +360,11 @@ void BM_BoostLockfree_Busy_RTT(benchmark::State& state) {
   Msg<N> out{}, in{};
   std::uint64_t seq = 0;
   bool ok = true;
+  for (int i = 0; i < shmbus::bench::kBusyWarmUp; ++i) {
+    out.seq = seq++;
+    while (!s->ping.push(out)) shmbus::detail::cpu_relax();
+    while (!s->pong.pop(in)) shmbus::detail::cpu_relax();
+  }
   for (auto _ : state) {
     out.seq = seq++;
     const std::uint64_t t0 = ticks();
@@ -438,7 +462,9 @@ void BM_ZeroMQ_Block_RTT(benchmark::State& state) {
   bool ok = zmq_bind(sock, endpoint.c_str()) == 0;
   std::vector<char> out(n, 'x'), in(n);
   // Warm-up: the connection is up before the first timed round trip.
-  ok = ok && zmq_send(sock, out.data(), n, 0) >= 0 && zmq_recv(sock, in.data(), n, 0) >= 0;
+  for (int i = 0; i < shmbus::bench::kBlockWarmUp && ok; ++i) {
+    ok = zmq_send(sock, out.data(), n, 0) >= 0 && zmq_recv(sock, in.data(), n, 0) >= 0;
+  }
   LatencyRecorder rec;
   for (auto _ : state) {
     if (!ok) break;

@@ -150,6 +150,10 @@ void BM_Floor_CacheLine_RTT(benchmark::State& state) {
   pin_this_thread(cpus.parent);
   LatencyRecorder rec;
   std::uint64_t v = 1;
+  for (int i = 0; i < kBusyWarmUp; ++i, v += 2) {
+    line->value.store(v, std::memory_order_release);
+    while (line->value.load(std::memory_order_acquire) != v + 1) detail::cpu_relax();
+  }
   for (auto _ : state) {
     const std::uint64_t t0 = ticks();
     line->value.store(v, std::memory_order_release);
@@ -194,6 +198,14 @@ void BM_Futex_Raw_RTT(benchmark::State& state) {
   pin_this_thread(cpus.parent);
   LatencyRecorder rec;
   std::uint32_t n = 0;
+  for (int i = 0; i < kBlockWarmUp; ++i) {
+    w->ping.fetch_add(1, std::memory_order_release);
+    detail::futex_wake(w->ping, 1);
+    ++n;
+    while (w->pong.load(std::memory_order_acquire) != n) {
+      detail::futex_wait(w->pong, n - 1, nullptr);
+    }
+  }
   for (auto _ : state) {
     const std::uint64_t t0 = ticks();
     w->ping.fetch_add(1, std::memory_order_release);

@@ -71,6 +71,14 @@ class PinnedChild {
   pid_t pid_ = -1;
 };
 
+// Untimed round trips a latency benchmark makes before its timed loop, so
+// that the forked child is running, pinned and has touched its pages: a
+// busy-poll one makes kBusyWarmUp, a blocking one kBlockWarmUp. Without
+// them, the first round trips of a short run (quick mode) are the child's
+// start-up, and Google Benchmark may settle on a run of ten such.
+inline constexpr int kBusyWarmUp = 1000;
+inline constexpr int kBlockWarmUp = 20;
+
 // A unique segment name for a benchmark ("bench-<pid>-<stem>-<n>").
 std::string bench_name(const std::string& stem);
 

@@ -45,8 +45,9 @@ def main():
         a, b = ctx.Pipe(duplex=True)
         child = ctx.Process(target=echo_pipe, args=(b, ccpu), daemon=True)
         child.start()
-        a.send_bytes(msg)  # warm-up: the child is running and pinned
-        a.recv_bytes()
+        for _ in range(20):  # warm-up: the child is running and pinned
+            a.send_bytes(msg)
+            a.recv_bytes()
         t_start = clock()
         for _ in range(iters):
             t0 = clock()
@@ -59,8 +60,9 @@ def main():
         q_in, q_out = ctx.Queue(), ctx.Queue()
         child = ctx.Process(target=echo_queue, args=(q_in, q_out, ccpu), daemon=True)
         child.start()
-        q_in.put(msg)
-        q_out.get()
+        for _ in range(20):
+            q_in.put(msg)
+            q_out.get()
         t_start = clock()
         for _ in range(iters):
             t0 = clock()
