@@ -27,7 +27,8 @@
 //
 // Threads: one Process object is used by one thread at a time. The child
 // is reaped by this object only: a waitpid(-1) elsewhere in the program
-// (or SIGCHLD set to SIG_IGN) steals its status. fork() in a multithreaded
+// (or SIGCHLD set to SIG_IGN) steals its status, and join(), is_alive()
+// and exitcode() then throw Error(system). fork() in a multithreaded
 // parent copies only the calling thread; the callable must not need locks
 // that other threads held (the same rule as Python's fork start method).
 // PR_SET_PDEATHSIG fires when the *thread* that called start() exits.
