@@ -2,7 +2,9 @@
 #pragma once
 
 #include "shmbus/error.hpp"
+#include "shmbus/inspect.hpp"
 #include "shmbus/process_id.hpp"
+#include "shmbus/resource_tracker.hpp"
 #include "shmbus/segment_info.hpp"
 #include "shmbus/shared_memory.hpp"
 #include "shmbus/version.hpp"
