@@ -2,7 +2,8 @@
 // and clean up what dead processes left behind.
 //
 //   bus-inspector list [--json]            every shmbus object
-//   bus-inspector show NAME [--json]       one object: header, processes, stats
+//   bus-inspector show NAME [--json]       one object: header, processes, stats;
+//                                          BUS shows its registry, BUS/OBJECT an object
 //   bus-inspector watch [PREFIX]           live view with rates; q or Ctrl-C quits
 //   bus-inspector gc [--dry-run]           unlink objects whose processes all died
 //   bus-inspector doctor [--json]          find leaked, corrupted, stuck objects
@@ -144,14 +145,32 @@ int report_error(const shmbus::Error& e, bool as_json) {
   }
 }
 
-int cmd_show(const std::string& name, bool as_json) {
+json bus_objects_json(const shmbus::SegmentView& view) {
+  json objects = json::array();
+  for (const auto& o : shmbus::Bus::list_objects(view)) {
+    objects.push_back({{"name", o.name},
+                       {"full_name", o.full_name},
+                       {"kind", std::string(shmbus::to_string(o.kind))},
+                       {"type", o.type_name},
+                       {"capacity", o.capacity},
+                       {"creator_pid", o.creator.pid},
+                       {"created", iso_time(o.created_unix_ns)}});
+  }
+  return objects;
+}
+
+int cmd_show(std::string name, bool as_json) {
+  // BUS/OBJECT names the object "BUS.OBJECT".
+  if (auto slash = name.find('/'); slash != std::string::npos) name[slash] = '.';
   try {
     auto view = shmbus::SegmentView::open(name);
     const auto& info = view.info();
     auto stats = shmbus::object_stats(view);
+    const bool is_bus = info.kind == shmbus::ObjectKind::bus_registry;
     if (as_json) {
       json j = info_json(info);
       j["stats"] = stats_json(stats);
+      if (is_bus) j["objects"] = bus_objects_json(view);
       std::cout << j.dump(2) << "\n";
       return kOk;
     }
@@ -171,6 +190,14 @@ int cmd_show(const std::string& name, bool as_json) {
     for (const auto& [k, v] : stats.gauges) std::printf("%-10s %lld\n", (k + ":").c_str(), static_cast<long long>(v));
     for (const auto& [k, v] : stats.counters) std::printf("%-10s %llu\n", (k + ":").c_str(), static_cast<unsigned long long>(v));
     for (const auto& p : stats.problems) std::printf("problem:   %s\n", p.c_str());
+    if (is_bus) {
+      std::printf("objects:\n");
+      for (const auto& o : shmbus::Bus::list_objects(view)) {
+        std::printf("  %-24s %-16s %-20s capacity %llu\n", o.name.c_str(),
+                    std::string(shmbus::to_string(o.kind)).c_str(), o.type_name.c_str(),
+                    static_cast<unsigned long long>(o.capacity));
+      }
+    }
     return kOk;
   } catch (const shmbus::Error& e) {
     return report_error(e, as_json);
@@ -334,7 +361,8 @@ int main(int argc, char** argv) {
   app.footer(
       "Examples:\n"
       "  bus-inspector list\n"
-      "  bus-inspector show orders --json\n"
+      "  bus-inspector show trading --json      (a bus: its registry)\n"
+      "  bus-inspector show trading/orders      (one object of a bus)\n"
       "  bus-inspector watch orders.\n"
       "  bus-inspector gc --dry-run\n"
       "  bus-inspector doctor\n"

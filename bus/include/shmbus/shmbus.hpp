@@ -1,6 +1,7 @@
 // shmbus — umbrella header: everything a user of the bus includes.
 #pragma once
 
+#include "shmbus/bus.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/inspect.hpp"
 #include "shmbus/process_id.hpp"
