@@ -80,7 +80,7 @@ TEST(Inspector, ListJsonIncludesOurObject) {
 
 TEST(Inspector, ExitCodesForMissingInvalidAndCorrupted) {
   EXPECT_EQ(run_inspector({"show", unique_name("absent")}).exit_code, 1);
-  EXPECT_EQ(run_inspector({"show", "bad/name"}).exit_code, 2);
+  EXPECT_EQ(run_inspector({"show", "bad name"}).exit_code, 2);
   EXPECT_EQ(run_inspector({"no-such-command"}).exit_code, 2);
 
   SegmentGuard g(unique_name("garbage"));
