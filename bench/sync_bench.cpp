@@ -40,13 +40,12 @@ struct Control {
 // trip is recorded; the child stops when it sees `stop` after a ping.
 template <class Ping, class WaitPing, class Pong, class WaitPong>
 void ping_pong(benchmark::State& state, Ping ping, WaitPing wait_ping, Pong pong,
-               WaitPong wait_pong, std::function<void()> child_setup = {}) {
+               WaitPong wait_pong, int warm_up = kBlockWarmUp) {
   const auto& cpus = bench_cpus();
   auto shm = SharedMemory::create(bench_name("ctl"), sizeof(Control));
   shm.unlink();
   auto* ctl = new (shm.buf().data()) Control{};
   PinnedChild child(cpus.child, [&] {
-    if (child_setup) child_setup();
     for (;;) {
       wait_ping();
       // acquire: pairs with the parent's release store before its last ping.
@@ -55,6 +54,10 @@ void ping_pong(benchmark::State& state, Ping ping, WaitPing wait_ping, Pong pong
     }
   });
   pin_this_thread(cpus.parent);
+  for (int i = 0; i < warm_up; ++i) {  // untimed: the child running and pinned
+    ping();
+    wait_pong();
+  }
   LatencyRecorder rec;
   for (auto _ : state) {
     const std::uint64_t t0 = ticks();
@@ -158,7 +161,8 @@ void lock_handoff(benchmark::State& state, const WaitPolicy& policy) {
   (void)pong.acquire();
   ping_pong(
       state, [&] { ping.release(); }, [&] { (void)ping.acquire(); }, [&] { pong.release(); },
-      [&] { (void)pong.acquire(); });
+      [&] { (void)pong.acquire(); },
+      policy.strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp);
 }
 void BM_Lock_Block_Handoff_RTT(benchmark::State& state) { lock_handoff(state, kBlocking); }
 void BM_Lock_Adaptive_Handoff_RTT(benchmark::State& state) { lock_handoff(state, WaitPolicy{}); }
@@ -184,7 +188,8 @@ void event_rtt(benchmark::State& state, const WaitPolicy& policy) {
       [&] {
         pong.wait();
         pong.clear();
-      });
+      },
+      policy.strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp);
 }
 void BM_Event_Block_RTT(benchmark::State& state) { event_rtt(state, kBlocking); }
 void BM_Event_Adaptive_RTT(benchmark::State& state) { event_rtt(state, WaitPolicy{}); }
@@ -202,7 +207,8 @@ void semaphore_rtt(benchmark::State& state, const WaitPolicy& policy) {
   pong.set_wait_policy(policy);
   ping_pong(
       state, [&] { ping.release(); }, [&] { ping.acquire(); }, [&] { pong.release(); },
-      [&] { pong.acquire(); });
+      [&] { pong.acquire(); },
+      policy.strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp);
 }
 void BM_Semaphore_Block_RTT(benchmark::State& state) { semaphore_rtt(state, kBlocking); }
 void BM_Semaphore_Adaptive_RTT(benchmark::State& state) { semaphore_rtt(state, WaitPolicy{}); }
