@@ -198,6 +198,55 @@ SharedMemory Bus::shared_memory(std::string_view object, std::size_t size) {
       });
 }
 
+Lock Bus::lock(std::string_view object) {
+  return open_or_create<Lock>(
+      object, ObjectKind::lock, detail::kBytesTag, 1,
+      [](const std::string& full) { return Lock::create(full); },
+      [](const std::string& full) { return Lock::open(full); });
+}
+
+RLock Bus::rlock(std::string_view object) {
+  return open_or_create<RLock>(
+      object, ObjectKind::rlock, detail::kBytesTag, 1,
+      [](const std::string& full) { return RLock::create(full); },
+      [](const std::string& full) { return RLock::open(full); });
+}
+
+Semaphore Bus::semaphore(std::string_view object, std::uint32_t value) {
+  return open_or_create<Semaphore>(
+      object, ObjectKind::semaphore, detail::kBytesTag, value,
+      [value](const std::string& full) { return Semaphore::create(full, value); },
+      [](const std::string& full) { return Semaphore::open(full); });
+}
+
+BoundedSemaphore Bus::bounded_semaphore(std::string_view object, std::uint32_t value) {
+  return open_or_create<BoundedSemaphore>(
+      object, ObjectKind::bounded_semaphore, detail::kBytesTag, value,
+      [value](const std::string& full) { return BoundedSemaphore::create(full, value); },
+      [](const std::string& full) { return BoundedSemaphore::open(full); });
+}
+
+Event Bus::event(std::string_view object) {
+  return open_or_create<Event>(
+      object, ObjectKind::event, detail::kBytesTag, 1,
+      [](const std::string& full) { return Event::create(full); },
+      [](const std::string& full) { return Event::open(full); });
+}
+
+Condition Bus::condition(std::string_view object) {
+  return open_or_create<Condition>(
+      object, ObjectKind::condition, detail::kBytesTag, 1,
+      [](const std::string& full) { return Condition::create(full); },
+      [](const std::string& full) { return Condition::open(full); });
+}
+
+Barrier Bus::barrier(std::string_view object, std::uint32_t parties) {
+  return open_or_create<Barrier>(
+      object, ObjectKind::barrier, detail::kBytesTag, parties,
+      [parties](const std::string& full) { return Barrier::create(full, parties); },
+      [](const std::string& full) { return Barrier::open(full); });
+}
+
 void Bus::close() noexcept {
   if (!registry_.valid()) return;
   Registry& reg = registry();

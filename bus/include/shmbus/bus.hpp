@@ -29,12 +29,18 @@
 #include <string_view>
 #include <vector>
 
+#include "shmbus/barrier.hpp"
+#include "shmbus/condition.hpp"
 #include "shmbus/detail/registry.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/error.hpp"
+#include "shmbus/event.hpp"
+#include "shmbus/lock.hpp"
 #include "shmbus/object_kind.hpp"
 #include "shmbus/segment_info.hpp"
+#include "shmbus/semaphore.hpp"
 #include "shmbus/shared_memory.hpp"
+#include "shmbus/value.hpp"
 #include "shmbus/wait.hpp"
 
 namespace shmbus {
@@ -62,8 +68,21 @@ class Bus {
   // Every object registered in this bus (a consistent snapshot per entry).
   [[nodiscard]] std::vector<BusObject> objects() const;
 
-  // Plain shared bytes, after SharedMemory.
+  // Factories: each opens `object` of this bus or creates and registers
+  // it; the arguments after the name apply only when it is created.
   SharedMemory shared_memory(std::string_view object, std::size_t size);
+  Lock lock(std::string_view object);
+  RLock rlock(std::string_view object);
+  Semaphore semaphore(std::string_view object, std::uint32_t value = 1);
+  BoundedSemaphore bounded_semaphore(std::string_view object, std::uint32_t value = 1);
+  Event event(std::string_view object);
+  // A Condition with its own RLock (the object "<object>.lock" beside it).
+  Condition condition(std::string_view object);
+  Barrier barrier(std::string_view object, std::uint32_t parties);
+  template <class T>
+  Value<T> value(std::string_view object, const T& init = T{});
+  template <class T>
+  Array<T> array(std::string_view object, std::size_t size, const T& init = T{});
 
   // Closes this handle; if it was the last open one, unlinks the bus and
   // all its objects. The destructor does the same.
@@ -92,6 +111,22 @@ class Bus {
 
   detail::Segment registry_;
 };
+
+template <class T>
+Value<T> Bus::value(std::string_view object, const T& init) {
+  return open_or_create<Value<T>>(
+      object, ObjectKind::value, detail::type_tag<T>(), 1,
+      [&](const std::string& full) { return Value<T>::create(full, init); },
+      [](const std::string& full) { return Value<T>::open(full); });
+}
+
+template <class T>
+Array<T> Bus::array(std::string_view object, std::size_t size, const T& init) {
+  return open_or_create<Array<T>>(
+      object, ObjectKind::array, detail::type_tag<T>(), size,
+      [&](const std::string& full) { return Array<T>::create(full, size, init); },
+      [](const std::string& full) { return Array<T>::open(full); });
+}
 
 template <class Object>
 Object Bus::open_or_create(std::string_view object, ObjectKind kind, detail::TypeTag type,
