@@ -3,6 +3,7 @@
 
 #include "shmbus/error.hpp"
 #include "shmbus/process_id.hpp"
+#include "shmbus/queue.hpp"
 #include "shmbus/segment_info.hpp"
 #include "shmbus/shared_memory.hpp"
 #include "shmbus/version.hpp"
