@@ -153,6 +153,7 @@ struct QueueCore::Held {
   std::vector<std::uint32_t> recs;
 };
 
+QueueCore::QueueCore() = default;
 QueueCore::QueueCore(QueueCore&&) noexcept = default;
 QueueCore& QueueCore::operator=(QueueCore&& o) noexcept {
   if (this != &o) {
@@ -391,6 +392,9 @@ std::size_t QueueCore::recover_dead() noexcept {
 
 QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_t r,
                                     Probe& probe) noexcept {
+  // acquire: pairs with close(); a cheap early answer (the check that
+  // matters is the seq_cst one after the claim).
+  if (ctl_->closed.load(std::memory_order_acquire) != 0) return QueueResult::closed;
   QueueRecord& rec = record(r);
   // relaxed: only this thread (the owner) writes its put_word.
   const std::uint64_t w0 = rec.put_word.load(std::memory_order_relaxed);

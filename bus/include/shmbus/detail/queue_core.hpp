@@ -158,7 +158,7 @@ static_assert(sizeof(SlotHeader) == 16);
 
 class QueueCore {
  public:
-  QueueCore() = default;
+  QueueCore();
   QueueCore(QueueCore&&) noexcept;
   QueueCore& operator=(QueueCore&&) noexcept;
   QueueCore(const QueueCore&) = delete;
