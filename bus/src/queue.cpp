@@ -68,6 +68,13 @@ pid_t current_pid() noexcept {
 }
 
 std::atomic<std::uint64_t> g_next_handle{1};
+std::atomic<QueueFaultHook> g_fault_hook{nullptr};
+
+inline void fault_point(QueueFaultPoint p) noexcept {
+  // relaxed: a test sets the hook before forking the process it kills.
+  if (QueueFaultHook h = g_fault_hook.load(std::memory_order_relaxed); h != nullptr) [[unlikely]]
+    h(p);
+}
 
 struct CacheEntry {
   std::uint64_t handle = 0;
@@ -146,6 +153,10 @@ QueueStats stats_of(const QueueControl& c, const QueueRecord* records) noexcept 
 }
 
 }  // namespace
+
+void set_queue_fault_hook(QueueFaultHook hook) noexcept {
+  g_fault_hook.store(hook, std::memory_order_relaxed);  // relaxed: see fault_point()
+}
 
 struct QueueCore::Held {
   std::mutex m;
@@ -432,6 +443,7 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
     std::uint64_t e = pos;
     ctl_->enqueue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
   }
+  fault_point(QueueFaultPoint::put_claimed);
   // seq_cst: orders after our claim against close()'s store, see close().
   if (ctl_->closed.load(std::memory_order_seq_cst) != 0) {
     // Withdraw: the message is not committed; consumers step over it.
@@ -445,8 +457,10 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
   sl->length = static_cast<std::uint32_t>(msg.size());
   // relaxed: released by the [queue.publish] store below.
   rec.put_word.store(count_word(main, aux, Stage::active), std::memory_order_relaxed);
+  fault_point(QueueFaultPoint::put_written);
   // [queue.publish] seq_cst (release + [wait.sleepers]).
   sl->word.store(slot_word(pos, r, SlotState::full), std::memory_order_seq_cst);
+  fault_point(QueueFaultPoint::put_published);
   // [queue.record] release.
   rec.put_word.store(count_word(main + 1, aux, Stage::idle), std::memory_order_release);
   notify(ctl_->not_empty, 1);
@@ -522,6 +536,7 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
   }
   // relaxed: released by the [queue.release] store below.
   rec.get_word.store(count_word(main, aux, Stage::active), std::memory_order_relaxed);
+  fault_point(QueueFaultPoint::get_claimed);
   const std::uint32_t len = sl->length;  // untrusted
   QueueResult result = QueueResult::ok;
   if (len > slot_payload_) {
@@ -531,8 +546,10 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
     if (len != 0) std::memcpy(out.data(), payload, len);
     length = len;
   }
+  fault_point(QueueFaultPoint::get_copied);
   // [queue.release] seq_cst (release + [wait.sleepers]).
   sl->word.store(slot_word(pos + capacity_, 0, SlotState::empty), std::memory_order_seq_cst);
+  fault_point(QueueFaultPoint::get_released);
   // [queue.record] release. A corrupted message counts as lost.
   rec.get_word.store(result == QueueResult::ok ? count_word(main + 1, aux, Stage::idle)
                                                : count_word(main, aux + 1, Stage::idle),

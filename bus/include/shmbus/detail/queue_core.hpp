@@ -156,6 +156,20 @@ struct SlotHeader {
 };
 static_assert(sizeof(SlotHeader) == 16);
 
+// Fault injection for tests/fault: points inside put/get where a test's
+// hook may kill the calling process (raise(SIGKILL)) to land exactly in a
+// window. Costs one relaxed load and a predictable branch when unset.
+enum class QueueFaultPoint : std::uint8_t {
+  put_claimed,    // slot WRITING, before the payload is written
+  put_written,    // payload written, before FULL is published
+  put_published,  // FULL published, before the counter is updated
+  get_claimed,    // slot READING, before the payload is copied
+  get_copied,     // payload copied, before the slot is released
+  get_released,   // slot released, before the counter is updated
+};
+using QueueFaultHook = void (*)(QueueFaultPoint) noexcept;
+void set_queue_fault_hook(QueueFaultHook hook) noexcept;
+
 class QueueCore {
  public:
   QueueCore();
