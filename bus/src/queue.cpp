@@ -85,6 +85,23 @@ constexpr unsigned kCacheSize = 16;
 thread_local CacheEntry t_cache[kCacheSize];
 thread_local unsigned t_cache_next = 0;
 
+// Wakes one sleeper unless a wake-one is already in flight: while a woken
+// process has not yet run, further puts (gets) would each make a futex_wake
+// system call for nothing. The woken process clears `waking` when it
+// returns from its wait and then keeps taking what is there, so no message
+// waits on a sleeper while someone is awake; if the woken process dies
+// before clearing it, sleepers still wake at their liveness slice.
+inline void notify_one(WaitChannel& ch, std::atomic<std::uint32_t>& waking) noexcept {
+  // [wait.sleepers] seq_cst, as notify() does.
+  if (ch.sleepers.load(std::memory_order_seq_cst) == 0) return;
+  // relaxed: a hint that only saves system calls; correctness rests on the
+  // [wait.sleepers] protocol of the wake that set it.
+  if (waking.load(std::memory_order_relaxed) != 0 ||
+      waking.exchange(1, std::memory_order_relaxed) != 0)
+    return;
+  notify(ch, 1);
+}
+
 std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
 
 struct Geometry {
@@ -463,7 +480,7 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
   fault_point(QueueFaultPoint::put_published);
   // [queue.record] release.
   rec.put_word.store(count_word(main + 1, aux, Stage::idle), std::memory_order_release);
-  notify(ctl_->not_empty, 1);
+  notify_one(ctl_->not_empty, ctl_->not_empty_waking);
   return QueueResult::ok;
 }
 
@@ -500,7 +517,7 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
         if (sl->word.compare_exchange_strong(s, slot_word(pos + capacity_, 0, SlotState::empty),
                                              std::memory_order_seq_cst,
                                              std::memory_order_relaxed))
-          notify(ctl_->not_full, 1);
+          notify_one(ctl_->not_full, ctl_->not_full_waking);
         std::uint64_t e = pos;
         ctl_->dequeue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
         continue;
@@ -554,11 +571,12 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
   rec.get_word.store(result == QueueResult::ok ? count_word(main + 1, aux, Stage::idle)
                                                : count_word(main, aux + 1, Stage::idle),
                      std::memory_order_release);
-  notify(ctl_->not_full, 1);
+  notify_one(ctl_->not_full, ctl_->not_full_waking);
   return result;
 }
 
-bool QueueCore::wait_for_change(WaitChannel& ch, const std::atomic<std::uint64_t>& head,
+bool QueueCore::wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& waking,
+                                const std::atomic<std::uint64_t>& head,
                                 const Probe& probe, const Clock::time_point* deadline,
                                 bool first) noexcept {
   Clock::time_point slice = Clock::now() + liveness_;
@@ -571,7 +589,10 @@ bool QueueCore::wait_for_change(WaitChannel& ch, const std::atomic<std::uint64_t
   };
   WaitPolicy p = policy_;
   if (!first && p.strategy == WaitStrategy::adaptive) p.strategy = WaitStrategy::blocking;
-  return wait_until(ch, changed, p, &slice);
+  const bool ok = wait_until(ch, changed, p, &slice);
+  // relaxed: see notify_one(); we are awake and will look at the ring.
+  if (waking.load(std::memory_order_relaxed) != 0) waking.store(0, std::memory_order_relaxed);
+  return ok;
 }
 
 QueueResult QueueCore::put(std::span<const std::byte> msg, const Clock::time_point* deadline,
@@ -583,7 +604,7 @@ QueueResult QueueCore::put(std::span<const std::byte> msg, const Clock::time_poi
   for (bool first = true;; first = false) {
     const QueueResult res = try_put_once(msg, r, probe);
     if (res != QueueResult::full || !block) return res;
-    if (!wait_for_change(ctl_->not_full, ctl_->enqueue_pos, probe, deadline, first)) {
+    if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe, deadline, first)) {
       if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
       check_stuck(probe);
     }
@@ -599,7 +620,7 @@ QueueResult QueueCore::get(std::span<std::byte> out, std::size_t& length,
   for (bool first = true;; first = false) {
     const QueueResult res = try_get_once(out, length, r, probe);
     if (res != QueueResult::empty || !block) return res;
-    if (!wait_for_change(ctl_->not_empty, ctl_->dequeue_pos, probe, deadline, first)) {
+    if (!wait_for_change(ctl_->not_empty, ctl_->not_empty_waking, ctl_->dequeue_pos, probe, deadline, first)) {
       if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
       check_stuck(probe);
     }

@@ -141,7 +141,9 @@ TEST(BytesQueue, VariableLengthAndLimits) {
     ASSERT_EQ(q.put(m), QueueResult::ok);
     ASSERT_EQ(q.get(out, n), QueueResult::ok);
     ASSERT_EQ(n, len);
-    EXPECT_EQ(std::memcmp(out.data(), m.data(), len), 0);
+    if (len != 0) {
+      EXPECT_EQ(std::memcmp(out.data(), m.data(), len), 0);
+    }
   }
   std::vector<std::byte> big(101);
   EXPECT_EQ(q.put(big), QueueResult::too_large);

@@ -114,8 +114,8 @@ static_assert(sizeof(QueueRecord) == 64);
 //   0    geometry (set once before ready, validated by every opener)
 //   64   enqueue_pos                      (CAS by any producer: a hint)
 //   128  dequeue_pos                      (CAS by any consumer: a hint)
-//   192  not_empty WaitChannel            (consumers sleep here)
-//   256  not_full WaitChannel             (producers sleep here)
+//   192  not_empty WaitChannel, waking    (consumers sleep here)
+//   256  not_full WaitChannel, waking     (producers sleep here)
 //   320  closed, peer_deaths              (atomic, rarely written)
 //   384  tasks_done, join WaitChannel     (JoinableQueue)
 //   448  records[max_records], then slots[capacity] of slot_stride bytes
@@ -134,7 +134,9 @@ struct QueueControl {
   alignas(64) std::atomic<std::uint64_t> enqueue_pos;
   alignas(64) std::atomic<std::uint64_t> dequeue_pos;
   alignas(64) WaitChannel not_empty;
+  std::atomic<std::uint32_t> not_empty_waking;  // a wake-one is in flight (see notify_one)
   alignas(64) WaitChannel not_full;
+  std::atomic<std::uint32_t> not_full_waking;
   alignas(64) std::atomic<std::uint32_t> closed;
   std::atomic<std::uint64_t> peer_deaths;
   alignas(64) std::atomic<std::uint64_t> tasks_done;
@@ -212,7 +214,8 @@ class QueueCore {
   QueueResult try_put_once(std::span<const std::byte> msg, std::uint32_t rec, Probe& probe) noexcept;
   QueueResult try_get_once(std::span<std::byte> out, std::size_t& length, std::uint32_t rec,
                            Probe& probe) noexcept;
-  bool wait_for_change(WaitChannel& ch, const std::atomic<std::uint64_t>& head, const Probe& probe,
+  bool wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& waking,
+                       const std::atomic<std::uint64_t>& head, const Probe& probe,
                        const Clock::time_point* deadline, bool first) noexcept;
   void check_stuck(const Probe& probe) noexcept;
   bool recover_record(std::uint32_t rec, std::uint64_t dead_owner, bool keep) noexcept;
