@@ -323,7 +323,6 @@ void register_streams(const std::string& t) {
 [[maybe_unused]] const bool registered = [] {
   register_streams<QueueAdaptive>("Queue");
   register_streams<QueueBlock>("QueueBlocking");
-  register_streams<QueueBusy>("QueueBusy");
   register_streams<BoostIpcMq>("BoostIpcMq");
   register_streams<PosixMq>("PosixMq");
   register_streams<MutexCondvar>("MutexCondvar");

@@ -11,6 +11,9 @@
 //                    the slot for reuse; acquired by the producer's load.
 //   [queue.record]   owner's counter/stage stores; acquired by recovery and
 //                    by statistics readers.
+//   [queue.heap]     heap block word transitions: the producer's QUEUED
+//                    store releases the block's bytes to the consumer's
+//                    acquire; frees (acq_rel CAS) hand the block on.
 // The seq_cst publications are also the notifier side of [wait.sleepers].
 #include <pthread.h>
 #include <sys/syscall.h>
@@ -50,6 +53,7 @@ namespace {
 
 constexpr std::uint32_t kNoRecord = 0xffffffffu;
 constexpr std::uint64_t kJoinableFlag = 1;
+constexpr std::uint32_t kHeapFlag = 1;  // SlotHeader::flags
 
 // The pid, cached and refreshed in a forked child (getpid() is a system
 // call in current glibc; the hot path must not make one).
@@ -106,10 +110,11 @@ std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / 
 
 struct Geometry {
   std::uint64_t capacity, slot_stride, slot_payload, max_records, records_offset, slots_offset,
-      total;
+      heap_blocks, heap_block_size, heap_offset, heap_data_offset, total;
 };
 
-Geometry geometry(std::uint64_t capacity, std::uint64_t slot_payload, std::uint64_t records) {
+Geometry geometry(std::uint64_t capacity, std::uint64_t slot_payload, std::uint64_t records,
+                  std::uint64_t heap_blocks, std::uint64_t heap_block_size) {
   Geometry g{};
   g.capacity = 2;
   while (g.capacity < capacity) g.capacity <<= 1;
@@ -118,7 +123,11 @@ Geometry geometry(std::uint64_t capacity, std::uint64_t slot_payload, std::uint6
   g.max_records = records;
   g.records_offset = sizeof(QueueControl);
   g.slots_offset = round_up(g.records_offset + records * sizeof(QueueRecord), 64);
-  g.total = g.slots_offset + g.capacity * g.slot_stride;
+  g.heap_blocks = heap_blocks;
+  g.heap_block_size = heap_block_size;
+  g.heap_offset = g.slots_offset + g.capacity * g.slot_stride;
+  g.heap_data_offset = round_up(g.heap_offset + heap_blocks * 8, 64);
+  g.total = g.heap_data_offset + heap_blocks * heap_block_size;
   return g;
 }
 
@@ -135,14 +144,20 @@ const QueueControl& checked_control(std::span<const std::byte> payload, const st
     throw Error(Errc::corrupted, name, "queue record count invalid");
   if (c.slot_payload > (std::uint64_t{1} << 30))
     throw Error(Errc::corrupted, name, "queue slot size invalid");
-  const Geometry g = geometry(cap, c.slot_payload, c.max_records);
+  if (c.heap_blocks > kQueueMaxRecords || c.heap_block_size > (std::uint64_t{1} << 30) ||
+      c.heap_block_size % 64 != 0 ||
+      (c.heap_blocks != 0 && (c.heap_block_size <= c.slot_payload || c.slot_payload < 8)))
+    throw Error(Errc::corrupted, name, "queue heap geometry invalid");
+  const Geometry g = geometry(cap, c.slot_payload, c.max_records, c.heap_blocks, c.heap_block_size);
   if (c.slot_stride != g.slot_stride || c.records_offset != g.records_offset ||
-      c.slots_offset != g.slots_offset || g.total > payload.size())
+      c.slots_offset != g.slots_offset || c.heap_offset != g.heap_offset ||
+      c.heap_data_offset != g.heap_data_offset || g.total > payload.size())
     throw Error(Errc::corrupted, name, "queue geometry does not match the segment size");
   return c;
 }
 
-QueueStats stats_of(const QueueControl& c, const QueueRecord* records) noexcept {
+QueueStats stats_of(const QueueControl& c, const QueueRecord* records,
+                    const std::atomic<std::uint64_t>* heap) noexcept {
   QueueStats s;
   s.capacity = c.capacity;
   s.slot_payload = c.slot_payload;
@@ -166,6 +181,10 @@ QueueStats stats_of(const QueueControl& c, const QueueRecord* records) noexcept 
   s.tasks_done = c.tasks_done.load(std::memory_order_relaxed);
   s.closed = c.closed.load(std::memory_order_relaxed) != 0;
   s.joinable = (c.flags & kJoinableFlag) != 0;
+  s.heap_blocks = c.heap_blocks;
+  for (std::uint64_t i = 0; i < c.heap_blocks; ++i)
+    // relaxed: a count for display only.
+    if (heap_state(heap[i].load(std::memory_order_relaxed)) != HeapState::free) ++s.heap_in_use;
   return s;
 }
 
@@ -221,6 +240,10 @@ void QueueCore::bind(Segment segment, const QueueOptions& options) {
   max_records_ = static_cast<std::uint32_t>(c.max_records);
   records_ = reinterpret_cast<QueueRecord*>(segment_->payload() + c.records_offset);
   slots_ = segment_->payload() + c.slots_offset;
+  heap_blocks_ = static_cast<std::uint32_t>(c.heap_blocks);
+  heap_block_size_ = c.heap_block_size;
+  heap_words_ = reinterpret_cast<std::atomic<std::uint64_t>*>(segment_->payload() + c.heap_offset);
+  heap_data_ = segment_->payload() + c.heap_data_offset;
   policy_ = options.policy;
   liveness_ = options.liveness_interval;
   handle_id_ = g_next_handle.fetch_add(1, std::memory_order_relaxed);  // relaxed: unique id only
@@ -238,7 +261,19 @@ QueueCore QueueCore::create(std::string_view name, ObjectKind kind, TypeTag tag,
     throw Error(Errc::invalid_argument, n, "capacity must be 1 .. 2^30");
   if (options.max_participants == 0 || options.max_participants > kQueueMaxRecords)
     throw Error(Errc::invalid_argument, n, "max_participants must be 1 .. 4096");
-  const Geometry g = geometry(options.capacity, slot_payload, options.max_participants);
+  std::uint64_t heap_blocks = 0, heap_block_size = 0;
+  if (tag.fingerprint == kBytesTag.fingerprint && options.max_large_message > slot_payload) {
+    if (options.max_large_message > (std::size_t{1} << 30) || options.heap_blocks == 0 ||
+        options.heap_blocks > kQueueMaxRecords)
+      throw Error(Errc::invalid_argument, n,
+                  "max_large_message must be <= 1 GiB and heap_blocks 1 .. 4096");
+    if (slot_payload < sizeof(HeapRef))
+      throw Error(Errc::invalid_argument, n, "a queue with a heap needs max_message >= 8");
+    heap_blocks = options.heap_blocks;
+    heap_block_size = round_up(options.max_large_message, 64);
+  }
+  const Geometry g = geometry(options.capacity, slot_payload, options.max_participants,
+                              heap_blocks, heap_block_size);
   const bool joinable = kind == ObjectKind::joinable_queue;
   auto init = [&](std::span<std::byte> p) {
     auto* c = new (p.data()) QueueControl{};
@@ -250,6 +285,12 @@ QueueCore QueueCore::create(std::string_view name, ObjectKind kind, TypeTag tag,
     c->records_offset = g.records_offset;
     c->slots_offset = g.slots_offset;
     c->flags = joinable ? kJoinableFlag : 0;
+    c->heap_blocks = g.heap_blocks;
+    c->heap_block_size = g.heap_block_size;
+    c->heap_offset = g.heap_offset;
+    c->heap_data_offset = g.heap_data_offset;
+    for (std::uint64_t i = 0; i < g.heap_blocks; ++i)
+      new (p.data() + g.heap_offset + i * 8) std::atomic<std::uint64_t>(0);
     for (std::uint64_t i = 0; i < g.max_records; ++i)
       new (p.data() + g.records_offset + i * sizeof(QueueRecord)) QueueRecord{};
     for (std::uint64_t i = 0; i < g.capacity; ++i) {
@@ -358,7 +399,17 @@ bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool k
       // [queue.record] release: one store decides and clears the stage.
       rec.put_word.store(count_word(main, aux, Stage::idle), std::memory_order_release);
     }
+    // Heap blocks the dead producer allocated but never queued.
+    for (std::uint32_t b = 0; b < heap_blocks_; ++b) {
+      std::uint64_t hw = heap_word_at(b).load(std::memory_order_acquire);
+      if (heap_state(hw) == HeapState::alloc && heap_rec(hw) == r)
+        // [queue.heap] acq_rel: frees the block for the next allocator.
+        heap_word_at(b).compare_exchange_strong(
+            hw, heap_word(heap_gen(hw) + 1, HeapState::free, 0), std::memory_order_acq_rel,
+            std::memory_order_relaxed);
+    }
     if (writing) {
+      free_heap_ref(sl);  // a dropped large message's block
       std::uint64_t w = held;
       // [queue.publish] seq_cst: a SKIP is published like a message.
       sl.word.compare_exchange_strong(w, slot_word(p, r, SlotState::skip),
@@ -380,6 +431,7 @@ bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool k
       rec.get_word.store(count_word(main, aux, Stage::idle), std::memory_order_release);
     }
     if (reading) {
+      free_heap_ref(sl);  // a lost large message's block (if not freed yet)
       std::uint64_t w = held;
       // [queue.release] seq_cst: frees the slot for the next lap.
       sl.word.compare_exchange_strong(w, slot_word(p + capacity_, 0, SlotState::empty),
@@ -418,7 +470,8 @@ std::size_t QueueCore::recover_dead() noexcept {
 
 // ---- put / get ---------------------------------------------------------------
 
-QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_t r,
+QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_t flags,
+                                    std::uint32_t length, std::uint32_t r,
                                     Probe& probe) noexcept {
   // acquire: pairs with close(); a cheap early answer (the check that
   // matters is the seq_cst one after the claim).
@@ -471,7 +524,16 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
   }
   auto* payload = reinterpret_cast<std::byte*>(sl) + sizeof(SlotHeader);
   if (!msg.empty()) std::memcpy(payload, msg.data(), msg.size());
-  sl->length = static_cast<std::uint32_t>(msg.size());
+  sl->length = length;
+  sl->flags = flags;
+  if ((flags & kHeapFlag) != 0) {
+    HeapRef ref{};
+    std::memcpy(&ref, msg.data(), sizeof ref);
+    // [queue.heap] release: the block's bytes, then the slot's reference,
+    // before the block counts as queued (recovery frees it through the slot).
+    heap_word_at(ref.block).store(heap_word(ref.gen, HeapState::queued, 0),
+                                  std::memory_order_release);
+  }
   // relaxed: released by the [queue.publish] store below.
   rec.put_word.store(count_word(main, aux, Stage::active), std::memory_order_relaxed);
   fault_point(QueueFaultPoint::put_written);
@@ -555,11 +617,29 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
   rec.get_word.store(count_word(main, aux, Stage::active), std::memory_order_relaxed);
   fault_point(QueueFaultPoint::get_claimed);
   const std::uint32_t len = sl->length;  // untrusted
+  const std::uint32_t flags = sl->flags;  // untrusted
+  const auto* payload = reinterpret_cast<const std::byte*>(sl) + sizeof(SlotHeader);
   QueueResult result = QueueResult::ok;
-  if (len > slot_payload_) {
+  if ((flags & kHeapFlag) != 0) {
+    HeapRef ref{};
+    std::memcpy(&ref, payload, sizeof ref);
+    std::uint64_t expect = heap_word(ref.gen, HeapState::queued, 0);
+    // [queue.heap] acquire: pairs with the producer's QUEUED store.
+    if (ref.block >= heap_blocks_ || len > heap_block_size_ || len > out.size() ||
+        heap_word_at(ref.block).load(std::memory_order_acquire) != expect) {
+      result = QueueResult::corrupted;
+    } else {
+      if (len != 0) std::memcpy(out.data(), heap_data_ + ref.block * heap_block_size_, len);
+      length = len;
+      // [queue.heap] acq_rel: our copy is done before the block is reused.
+      heap_word_at(ref.block).compare_exchange_strong(
+          expect, heap_word(ref.gen + 1, HeapState::free, 0), std::memory_order_acq_rel,
+          std::memory_order_relaxed);
+      notify_one(ctl_->not_full, ctl_->not_full_waking);  // a producer may wait for a block
+    }
+  } else if (len > slot_payload_ || len > out.size()) {
     result = QueueResult::corrupted;
   } else {
-    const auto* payload = reinterpret_cast<const std::byte*>(sl) + sizeof(SlotHeader);
     if (len != 0) std::memcpy(out.data(), payload, len);
     length = len;
   }
@@ -595,14 +675,100 @@ bool QueueCore::wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& wak
   return ok;
 }
 
+void QueueCore::free_heap_ref(const SlotHeader& sl) noexcept {
+  if ((sl.flags & kHeapFlag) == 0) return;
+  HeapRef ref{};
+  std::memcpy(&ref, reinterpret_cast<const std::byte*>(&sl) + sizeof(SlotHeader), sizeof ref);
+  if (ref.block >= heap_blocks_) return;  // garbage: nothing of ours to free
+  std::uint64_t expect = heap_word(ref.gen, HeapState::queued, 0);
+  // [queue.heap] acq_rel; only the exact generation: a stale ref frees nothing.
+  heap_word_at(ref.block).compare_exchange_strong(expect,
+                                                  heap_word(ref.gen + 1, HeapState::free, 0),
+                                                  std::memory_order_acq_rel,
+                                                  std::memory_order_relaxed);
+}
+
+QueueResult QueueCore::put_large(std::span<const std::byte> msg,
+                                 const Clock::time_point* deadline, bool block,
+                                 std::uint32_t r) noexcept {
+  // 1. A heap block: CAS FREE(gen) -> ALLOC(gen, r), so a dead allocator's
+  //    block is found by its record.
+  std::uint32_t b = 0;
+  std::uint64_t gen = 0;
+  for (bool first = true;; first = false) {
+    if (ctl_->closed.load(std::memory_order_acquire) != 0) return QueueResult::closed;
+    bool got = false;
+    for (b = 0; b < heap_blocks_ && !got; ++b) {
+      std::uint64_t w = heap_word_at(b).load(std::memory_order_acquire);
+      if (heap_state(w) == HeapState::free &&
+          heap_word_at(b).compare_exchange_strong(
+              w, heap_word(heap_gen(w), HeapState::alloc, r), std::memory_order_acq_rel,
+              std::memory_order_relaxed)) {
+        gen = heap_gen(w);
+        got = true;
+      }
+    }
+    if (got) {
+      --b;
+      break;
+    }
+    if (!block) return QueueResult::full;
+    Clock::time_point slice = Clock::now() + liveness_;
+    if (deadline != nullptr && *deadline < slice) slice = *deadline;
+    auto any_free = [&] {
+      for (std::uint32_t i = 0; i < heap_blocks_; ++i)
+        // seq_cst: the predicate side of [wait.sleepers].
+        if (heap_state(heap_word_at(i).load(std::memory_order_seq_cst)) == HeapState::free)
+          return true;
+      return ctl_->closed.load(std::memory_order_seq_cst) != 0;
+    };
+    WaitPolicy p = policy_;
+    if (!first && p.strategy == WaitStrategy::adaptive) p.strategy = WaitStrategy::blocking;
+    if (!wait_until(ctl_->not_full, any_free, p, &slice)) {
+      if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
+      (void)recover_dead();  // blocks held by dead producers or consumers
+    }
+  }
+  std::memcpy(heap_data_ + std::uint64_t{b} * heap_block_size_, msg.data(), msg.size());
+  // 2. A slot carrying the reference, published as usual.
+  const HeapRef ref{b, static_cast<std::uint32_t>(gen)};
+  std::byte refbytes[sizeof ref];
+  std::memcpy(refbytes, &ref, sizeof ref);
+  Probe probe;
+  QueueResult res = QueueResult::ok;
+  for (bool first = true;; first = false) {
+    res = try_put_once(refbytes, kHeapFlag, static_cast<std::uint32_t>(msg.size()), r, probe);
+    if (res != QueueResult::full || !block) break;
+    if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe, deadline,
+                         first)) {
+      if (deadline != nullptr && Clock::now() >= *deadline) {
+        res = QueueResult::timed_out;
+        break;
+      }
+      check_stuck(probe);
+    }
+  }
+  if (res != QueueResult::ok) {  // not queued: give the block back
+    std::uint64_t w = heap_word(static_cast<std::uint32_t>(gen), HeapState::alloc, r);
+    heap_word_at(b).compare_exchange_strong(
+        w, heap_word(static_cast<std::uint32_t>(gen) + 1, HeapState::free, 0),
+        std::memory_order_acq_rel, std::memory_order_relaxed);
+    notify_one(ctl_->not_full, ctl_->not_full_waking);
+  }
+  return res;
+}
+
 QueueResult QueueCore::put(std::span<const std::byte> msg, const Clock::time_point* deadline,
                            bool block) noexcept {
-  if (msg.size() > slot_payload_) return QueueResult::too_large;
+  const bool large = msg.size() > slot_payload_;
+  if (large && (heap_blocks_ == 0 || msg.size() > heap_block_size_)) return QueueResult::too_large;
   const std::uint32_t r = my_record();
   if (r == kNoRecord) return QueueResult::no_record;
+  if (large) return put_large(msg, deadline, block, r);
   Probe probe;
   for (bool first = true;; first = false) {
-    const QueueResult res = try_put_once(msg, r, probe);
+    const QueueResult res =
+        try_put_once(msg, 0, static_cast<std::uint32_t>(msg.size()), r, probe);
     if (res != QueueResult::full || !block) return res;
     if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe, deadline, first)) {
       if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
@@ -613,7 +779,7 @@ QueueResult QueueCore::put(std::span<const std::byte> msg, const Clock::time_poi
 
 QueueResult QueueCore::get(std::span<std::byte> out, std::size_t& length,
                            const Clock::time_point* deadline, bool block) noexcept {
-  if (out.size() < slot_payload_) return QueueResult::buffer_too_small;
+  if (out.size() < max_message()) return QueueResult::buffer_too_small;
   const std::uint32_t r = my_record();
   if (r == kNoRecord) return QueueResult::no_record;
   Probe probe;
@@ -649,7 +815,7 @@ std::size_t QueueCore::qsize() const noexcept {
   return e > d ? static_cast<std::size_t>(std::min<std::uint64_t>(e - d, capacity_)) : 0;
 }
 
-QueueStats QueueCore::stats() const noexcept { return stats_of(*ctl_, records_); }
+QueueStats QueueCore::stats() const noexcept { return stats_of(*ctl_, records_, heap_words_); }
 
 QueueResult QueueCore::task_done() noexcept {
   std::uint64_t delivered = 0;
@@ -688,7 +854,8 @@ QueueStats read_queue_stats_payload(std::span<const std::byte> payload, const st
   const QueueControl& c = checked_control(payload, name);
   const auto* records =
       reinterpret_cast<const QueueRecord*>(payload.data() + c.records_offset);
-  return stats_of(c, records);
+  return stats_of(c, records,
+                  reinterpret_cast<const std::atomic<std::uint64_t>*>(payload.data() + c.heap_offset));
 }
 
 }  // namespace detail

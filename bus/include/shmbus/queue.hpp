@@ -209,8 +209,11 @@ class JoinableQueue : public detail::TypedQueue<T> {
   explicit JoinableQueue(detail::QueueCore core) { this->core_ = std::move(core); }
 };
 
-// A queue of variable-length byte messages up to options.max_message
-// bytes (the slot size, fixed at creation); larger ones get too_large.
+// A queue of variable-length byte messages. Up to options.max_message
+// bytes (the slot size, fixed at creation) travel inside the ring; larger
+// ones up to options.max_large_message go through a shared heap of
+// options.heap_blocks blocks in the segment (a put waits, or try_put
+// returns full, while every block is in use); beyond that, too_large.
 class BytesQueue : public detail::QueueHandle {
  public:
   static constexpr ObjectKind kKind = ObjectKind::queue;
@@ -218,7 +221,10 @@ class BytesQueue : public detail::QueueHandle {
   explicit BytesQueue(std::string_view name, const QueueOptions& options = {});
   static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
 
-  [[nodiscard]] std::size_t max_message() const noexcept { return core_.slot_payload(); }
+  // Largest message put() accepts (the heap block size if the queue has a
+  // heap, else the slot size); get() needs an `out` this large.
+  [[nodiscard]] std::size_t max_message() const noexcept { return core_.max_message(); }
+  [[nodiscard]] std::size_t slot_size() const noexcept { return core_.slot_payload(); }
 
   [[nodiscard]] QueueResult put(std::span<const std::byte> m) noexcept {
     return core_.put(m, nullptr, true);

@@ -31,8 +31,14 @@ enum class QueueResult : std::uint8_t {
 struct QueueOptions {
   // Slots in the ring, rounded up to a power of two (>= 2).
   std::size_t capacity = 1024;
-  // BytesQueue only: largest message, chosen at creation (the slot size).
+  // BytesQueue only: the slot size, chosen at creation; messages up to
+  // this size travel inside the ring.
   std::size_t max_message = 240;
+  // BytesQueue only: larger messages, up to this size, go through a shared
+  // heap of `heap_blocks` blocks in the segment (0: no heap; above the
+  // limit put() returns too_large).
+  std::size_t max_large_message = 0;
+  std::uint32_t heap_blocks = 8;
   // Participant records: processes x threads that use the queue at once.
   std::uint32_t max_participants = 256;
   WaitPolicy policy{};
@@ -59,6 +65,8 @@ struct QueueStats {
   std::uint64_t depth = 0;       // enqueue_pos - dequeue_pos (slots claimed, not yet consumed)
   std::uint64_t participants = 0;  // records held (live or not yet recovered)
   std::uint64_t tasks_done = 0;  // JoinableQueue
+  std::uint64_t heap_blocks = 0;     // BytesQueue large-message heap
+  std::uint64_t heap_in_use = 0;     // blocks allocated or queued
   bool closed = false;
   bool joinable = false;
 };

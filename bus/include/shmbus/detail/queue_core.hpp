@@ -118,10 +118,23 @@ static_assert(sizeof(QueueRecord) == 64);
 //   256  not_full WaitChannel, waking     (producers sleep here)
 //   320  closed, peer_deaths              (atomic, rarely written)
 //   384  tasks_done, join WaitChannel     (JoinableQueue)
-//   448  records[max_records], then slots[capacity] of slot_stride bytes
+//   448  heap geometry                    (set once before ready)
+//   512  records[max_records], then slots[capacity] of slot_stride bytes,
+//        then heap block words and heap block data
 //
-// Slot, slot_stride bytes: control word (8), length (4), reserved (4),
-// payload (slot_payload bytes).
+// Slot, slot_stride bytes: control word (8), length (4), flags (4),
+// payload (slot_payload bytes). flags bit 0: the payload is a HeapRef and
+// the message lives in a heap block.
+//
+// Heap block word (64 bits): gen(32) | state(2) << 12 | record(12).
+//   FREE(gen) -> ALLOC(gen, r): claimed by producer record r (CAS)
+//   ALLOC(gen, r) -> QUEUED(gen): written and referenced by a slot, before
+//                    the slot is published (owner store)
+//   QUEUED(gen) -> FREE(gen+1): by the consumer after copying, or by the
+//                    recovery of a dropped/lost slot that references it (CAS)
+//   ALLOC(gen, r) -> FREE(gen+1): by the recovery of dead record r (CAS)
+// The generation in the slot's HeapRef makes every free a CAS on the exact
+// block generation, so a stale or torn reference frees nothing.
 struct QueueControl {
   std::uint64_t magic;
   std::uint64_t capacity;      // slots, a power of two
@@ -141,6 +154,13 @@ struct QueueControl {
   std::atomic<std::uint64_t> peer_deaths;
   alignas(64) std::atomic<std::uint64_t> tasks_done;
   WaitChannel join;
+  // Shared heap for messages above the slot size (BytesQueue), set once
+  // before ready: heap_blocks words (HeapBlock state) at heap_offset, then
+  // the blocks' bytes at heap_data_offset, heap_block_size bytes each.
+  alignas(64) std::uint64_t heap_blocks;
+  std::uint64_t heap_block_size;  // largest heap message; multiple of 64
+  std::uint64_t heap_offset;
+  std::uint64_t heap_data_offset;
 };
 static_assert(offsetof(QueueControl, enqueue_pos) == 64);
 static_assert(offsetof(QueueControl, dequeue_pos) == 128);
@@ -148,14 +168,26 @@ static_assert(offsetof(QueueControl, not_empty) == 192);
 static_assert(offsetof(QueueControl, not_full) == 256);
 static_assert(offsetof(QueueControl, closed) == 320);
 static_assert(offsetof(QueueControl, tasks_done) == 384);
-static_assert(sizeof(QueueControl) == 448);
+static_assert(offsetof(QueueControl, heap_blocks) == 448);
+static_assert(sizeof(QueueControl) == 512);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 struct SlotHeader {
   std::atomic<std::uint64_t> word;
   std::uint32_t length;  // written by the producer before FULL; untrusted on read
-  std::uint32_t reserved;
+  std::uint32_t flags;   // likewise; bit 0: payload is a HeapRef
 };
+struct HeapRef {
+  std::uint32_t block;
+  std::uint32_t gen;
+};
+enum class HeapState : std::uint64_t { free = 0, alloc = 1, queued = 2 };
+constexpr std::uint64_t heap_word(std::uint32_t gen, HeapState st, std::uint32_t rec) noexcept {
+  return (std::uint64_t{gen} << 32) | (static_cast<std::uint64_t>(st) << 12) | (rec & 0xfffu);
+}
+constexpr std::uint32_t heap_gen(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w >> 32); }
+constexpr HeapState heap_state(std::uint64_t w) noexcept { return HeapState((w >> 12) & 3u); }
+constexpr std::uint32_t heap_rec(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w & 0xfffu); }
 static_assert(sizeof(SlotHeader) == 16);
 
 // Fault injection for tests/fault: points inside put/get where a test's
@@ -197,6 +229,10 @@ class QueueCore {
   [[nodiscard]] std::size_t qsize() const noexcept;
   [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
   [[nodiscard]] std::size_t slot_payload() const noexcept { return slot_payload_; }
+  // Largest message: the heap block size when the queue has a heap.
+  [[nodiscard]] std::size_t max_message() const noexcept {
+    return heap_blocks_ != 0 ? heap_block_size_ : slot_payload_;
+  }
   [[nodiscard]] QueueStats stats() const noexcept;
   std::size_t recover_dead() noexcept;
 
@@ -211,7 +247,14 @@ class QueueCore {
     std::uint64_t pos = 0;
     std::uint64_t word = 0;
   };
-  QueueResult try_put_once(std::span<const std::byte> msg, std::uint32_t rec, Probe& probe) noexcept;
+  QueueResult try_put_once(std::span<const std::byte> msg, std::uint32_t flags,
+                           std::uint32_t length, std::uint32_t rec, Probe& probe) noexcept;
+  QueueResult put_large(std::span<const std::byte> msg, const Clock::time_point* deadline,
+                        bool block, std::uint32_t rec) noexcept;
+  void free_heap_ref(const SlotHeader& sl) noexcept;
+  [[nodiscard]] std::atomic<std::uint64_t>& heap_word_at(std::uint32_t i) const noexcept {
+    return heap_words_[i];
+  }
   QueueResult try_get_once(std::span<std::byte> out, std::size_t& length, std::uint32_t rec,
                            Probe& probe) noexcept;
   bool wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& waking,
@@ -238,6 +281,10 @@ class QueueCore {
   std::uint64_t slot_stride_ = 0;
   std::uint64_t slot_payload_ = 0;
   std::uint32_t max_records_ = 0;
+  std::uint32_t heap_blocks_ = 0;
+  std::uint64_t heap_block_size_ = 0;
+  std::atomic<std::uint64_t>* heap_words_ = nullptr;
+  std::byte* heap_data_ = nullptr;
   WaitPolicy policy_{};
   std::chrono::milliseconds liveness_{10};
   pid_t attached_pid_ = 0;
