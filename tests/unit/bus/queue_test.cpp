@@ -6,6 +6,7 @@
 
 #include <array>
 #include <atomic>
+#include <algorithm>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -149,6 +150,49 @@ TEST(BytesQueue, VariableLengthAndLimits) {
   EXPECT_EQ(q.put(big), QueueResult::too_large);
   std::array<std::byte, 50> small{};
   EXPECT_EQ(q.try_get(small, n), QueueResult::buffer_too_small);
+}
+
+TEST(BytesQueue, LargeMessagesGoThroughTheHeap) {
+  SegmentGuard g(unique_name("bqh"));
+  auto q = shmbus::BytesQueue::create(
+      g.name(), {.capacity = 8, .max_message = 56, .max_large_message = 5000, .heap_blocks = 2});
+  EXPECT_EQ(q.slot_size(), 56u);
+  EXPECT_GE(q.max_message(), 5000u);
+  std::vector<std::byte> out(q.max_message());
+  std::size_t n = 0;
+  auto pattern = [](std::size_t len, int salt) {
+    std::vector<std::byte> m(len);
+    for (std::size_t i = 0; i < len; ++i) m[i] = std::byte((i * 31 + salt) & 0xff);
+    return m;
+  };
+  // Inline and heap messages interleaved keep their order.
+  const std::vector<std::size_t> sizes = {10, 57, 5000, 56, 40};
+  for (int round = 0; round < 3; ++round) {
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      // At most two heap messages may wait at once (two blocks).
+      ASSERT_EQ(q.put(pattern(sizes[i], static_cast<int>(i))), QueueResult::ok);
+    }
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      ASSERT_EQ(q.get(out, n), QueueResult::ok);
+      ASSERT_EQ(n, sizes[i]);
+      EXPECT_TRUE(std::equal(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(n),
+                             pattern(sizes[i], static_cast<int>(i)).begin()));
+    }
+  }
+  EXPECT_EQ(q.stats().heap_in_use, 0u);
+  // Every block in use: try_put says full, a timed put times out.
+  ASSERT_EQ(q.put(pattern(1000, 1)), QueueResult::ok);
+  ASSERT_EQ(q.put(pattern(1000, 2)), QueueResult::ok);
+  EXPECT_EQ(q.stats().heap_in_use, 2u);
+  EXPECT_EQ(q.try_put(pattern(1000, 3)), QueueResult::full);
+  EXPECT_EQ(q.put_for(pattern(1000, 3), 10ms), QueueResult::timed_out);
+  EXPECT_EQ(q.try_put(pattern(20, 3)), QueueResult::ok);  // small ones still go inline
+  EXPECT_EQ(q.put(pattern(5057, 0)), QueueResult::too_large);
+  std::array<std::byte, 100> small{};
+  EXPECT_EQ(q.get(small, n), QueueResult::buffer_too_small);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(q.get(out, n), QueueResult::ok);
+  EXPECT_EQ(q.stats().heap_in_use, 0u);
+  EXPECT_EQ(q.stats().heap_blocks, 2u);
 }
 
 TEST(Queue, OpenByNameChecksKindAndType) {
