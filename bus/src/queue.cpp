@@ -178,6 +178,7 @@ QueueStats stats_of(const QueueControl& c, const QueueRecord* records,
   const std::uint64_t d = c.dequeue_pos.load(std::memory_order_relaxed);
   s.depth = e > d ? std::min<std::uint64_t>(e - d, c.capacity) : 0;
   s.peer_deaths = c.peer_deaths.load(std::memory_order_relaxed);
+  s.interrupted = c.interrupted.load(std::memory_order_relaxed);
   s.tasks_done = c.tasks_done.load(std::memory_order_relaxed);
   s.closed = c.closed.load(std::memory_order_relaxed) != 0;
   s.joinable = (c.flags & kJoinableFlag) != 0;
@@ -383,6 +384,7 @@ bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool k
                                          std::memory_order_relaxed))
     return false;
 
+  bool busy = false;  // was the dead owner in the middle of something?
   // Put side. [queue.record] acquire pairs with the owner's stage stores.
   {
     const std::uint64_t pw = rec.put_word.load(std::memory_order_acquire);
@@ -392,6 +394,7 @@ bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool k
     // [queue.claim] acquire: if the claim happened we see it here.
     const bool writing = sl.word.load(std::memory_order_acquire) == held;
     const Stage st = word_stage(pw);
+    busy |= st != Stage::idle || writing;
     if (st != Stage::idle) {
       std::uint64_t main = word_main(pw), aux = word_aux(pw);
       if (writing) ++aux;                   // claimed, never published: dropped
@@ -404,7 +407,7 @@ bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool k
       std::uint64_t hw = heap_word_at(b).load(std::memory_order_acquire);
       if (heap_state(hw) == HeapState::alloc && heap_rec(hw) == r)
         // [queue.heap] acq_rel: frees the block for the next allocator.
-        heap_word_at(b).compare_exchange_strong(
+        busy |= heap_word_at(b).compare_exchange_strong(
             hw, heap_word(heap_gen(hw) + 1, HeapState::free, 0), std::memory_order_acq_rel,
             std::memory_order_relaxed);
     }
@@ -424,6 +427,7 @@ bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool k
     const std::uint64_t held = slot_word(p, r, SlotState::reading);
     const bool reading = sl.word.load(std::memory_order_acquire) == held;
     const Stage st = word_stage(gw);
+    busy |= st != Stage::idle || reading;
     if (st != Stage::idle) {
       std::uint64_t main = word_main(gw), aux = word_aux(gw);
       if (reading) ++aux;                   // taken, not finished: lost
@@ -439,6 +443,7 @@ bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool k
     }
   }
   ctl_->peer_deaths.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  if (busy) ctl_->interrupted.fetch_add(1, std::memory_order_relaxed);
   if (!keep) rec.owner.store(0, std::memory_order_release);   // [queue.record]
   notify(ctl_->not_empty);
   notify(ctl_->not_full);
@@ -818,27 +823,35 @@ std::size_t QueueCore::qsize() const noexcept {
 QueueStats QueueCore::stats() const noexcept { return stats_of(*ctl_, records_, heap_words_); }
 
 QueueResult QueueCore::task_done() noexcept {
-  std::uint64_t delivered = 0;
-  for (std::uint32_t r = 0; r < max_records_; ++r)
-    delivered += word_main(record(r).get_word.load(std::memory_order_seq_cst));
-  std::uint64_t done = ctl_->tasks_done.load(std::memory_order_seq_cst);
-  do {
+  // Read tasks_done first: every task_done() it counts happened after that
+  // caller's get() finished, so the delivered counts summed afterwards
+  // include those gets (a sum read first could miss one and refuse a valid
+  // call).
+  for (;;) {
+    // seq_cst: also the [wait.sleepers] publication for join().
+    std::uint64_t done = ctl_->tasks_done.load(std::memory_order_seq_cst);
+    std::uint64_t delivered = 0;
+    for (std::uint32_t r = 0; r < max_records_; ++r)
+      delivered += word_main(record(r).get_word.load(std::memory_order_seq_cst));
     if (done + 1 > delivered) return QueueResult::value_error;
-    // seq_cst: the [wait.sleepers] publication for join().
-  } while (!ctl_->tasks_done.compare_exchange_weak(done, done + 1, std::memory_order_seq_cst));
+    if (ctl_->tasks_done.compare_exchange_strong(done, done + 1, std::memory_order_seq_cst))
+      break;
+  }
   notify(ctl_->join);
   return QueueResult::ok;
 }
 
 bool QueueCore::join_until(const Clock::time_point* deadline) noexcept {
   auto all_done = [&] {
+    // tasks_done first, so a stale (low) read errs towards waiting longer.
+    const std::uint64_t done = ctl_->tasks_done.load(std::memory_order_seq_cst);
     std::uint64_t committed = 0, lost = 0;
     for (std::uint32_t r = 0; r < max_records_; ++r) {
       // seq_cst: the predicate side of [wait.sleepers].
       committed += word_main(record(r).put_word.load(std::memory_order_seq_cst));
       lost += word_aux(record(r).get_word.load(std::memory_order_seq_cst));
     }
-    return ctl_->tasks_done.load(std::memory_order_seq_cst) + lost >= committed;
+    return done + lost >= committed;
   };
   for (;;) {
     Clock::time_point slice = Clock::now() + liveness_;

@@ -61,7 +61,10 @@ struct QueueStats {
   std::uint64_t delivered = 0;   // messages handed to a consumer
   std::uint64_t dropped = 0;     // half-written by a producer that died: never committed
   std::uint64_t lost = 0;        // committed, claimed by a consumer that died before release
-  std::uint64_t peer_deaths = 0; // dead participant records recovered
+  std::uint64_t peer_deaths = 0; // dead participants' records recovered (a
+                                 // process that exits without destroying its
+                                 // handle counts too)
+  std::uint64_t interrupted = 0; // of those, killed in the middle of a put/get
   std::uint64_t depth = 0;       // enqueue_pos - dequeue_pos (slots claimed, not yet consumed)
   std::uint64_t participants = 0;  // records held (live or not yet recovered)
   std::uint64_t tasks_done = 0;  // JoinableQueue

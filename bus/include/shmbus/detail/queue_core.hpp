@@ -116,7 +116,7 @@ static_assert(sizeof(QueueRecord) == 64);
 //   128  dequeue_pos                      (CAS by any consumer: a hint)
 //   192  not_empty WaitChannel, waking    (consumers sleep here)
 //   256  not_full WaitChannel, waking     (producers sleep here)
-//   320  closed, peer_deaths              (atomic, rarely written)
+//   320  closed, peer_deaths, interrupted (atomic, rarely written)
 //   384  tasks_done, join WaitChannel     (JoinableQueue)
 //   448  heap geometry                    (set once before ready)
 //   512  records[max_records], then slots[capacity] of slot_stride bytes,
@@ -151,7 +151,8 @@ struct QueueControl {
   alignas(64) WaitChannel not_full;
   std::atomic<std::uint32_t> not_full_waking;
   alignas(64) std::atomic<std::uint32_t> closed;
-  std::atomic<std::uint64_t> peer_deaths;
+  std::atomic<std::uint64_t> peer_deaths;  // dead records recovered
+  std::atomic<std::uint64_t> interrupted;  // ... of those, found mid-put/get
   alignas(64) std::atomic<std::uint64_t> tasks_done;
   WaitChannel join;
   // Shared heap for messages above the slot size (BytesQueue), set once
