@@ -24,8 +24,9 @@ int main() {
   const std::string name = "example-joinable-" + std::to_string(::getpid());
   auto queue = shmbus::JoinableQueue<int>::create(name, {.capacity = 16});
   // A counter the workers bump, to show join() waited for the work itself.
-  auto* processed = static_cast<std::atomic<int>*>(::mmap(
-      nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  auto* processed = static_cast<std::atomic<int>*>(::mmap(nullptr, sizeof(std::atomic<int>),
+                                                          PROT_READ | PROT_WRITE,
+                                                          MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   if (processed == MAP_FAILED) return 1;
 
   constexpr int kWorkers = 4, kTasks = 40;

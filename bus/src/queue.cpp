@@ -15,6 +15,8 @@
 //                    store releases the block's bytes to the consumer's
 //                    acquire; frees (acq_rel CAS) hand the block on.
 // The seq_cst publications are also the notifier side of [wait.sleepers].
+#include "shmbus/queue.hpp"
+
 #include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -28,22 +30,31 @@
 
 #include "shmbus/error.hpp"
 #include "shmbus/process_id.hpp"
-#include "shmbus/queue.hpp"
 
 namespace shmbus {
 
 std::string_view to_string(QueueResult r) noexcept {
   switch (r) {
-    case QueueResult::ok: return "ok";
-    case QueueResult::full: return "full";
-    case QueueResult::empty: return "empty";
-    case QueueResult::timed_out: return "timed_out";
-    case QueueResult::closed: return "closed";
-    case QueueResult::too_large: return "too_large";
-    case QueueResult::buffer_too_small: return "buffer_too_small";
-    case QueueResult::value_error: return "value_error";
-    case QueueResult::no_record: return "no_record";
-    case QueueResult::corrupted: return "corrupted";
+    case QueueResult::ok:
+      return "ok";
+    case QueueResult::full:
+      return "full";
+    case QueueResult::empty:
+      return "empty";
+    case QueueResult::timed_out:
+      return "timed_out";
+    case QueueResult::closed:
+      return "closed";
+    case QueueResult::too_large:
+      return "too_large";
+    case QueueResult::buffer_too_small:
+      return "buffer_too_small";
+    case QueueResult::value_error:
+      return "value_error";
+    case QueueResult::no_record:
+      return "no_record";
+    case QueueResult::corrupted:
+      return "corrupted";
   }
   return "unknown";
 }
@@ -232,8 +243,8 @@ QueueCore::~QueueCore() {
 
 void QueueCore::bind(Segment segment, const QueueOptions& options) {
   segment_.emplace(std::move(segment));
-  const QueueControl& c = checked_control(
-      {segment_->payload(), segment_->payload_size()}, segment_->name());
+  const QueueControl& c =
+      checked_control({segment_->payload(), segment_->payload_size()}, segment_->name());
   ctl_ = reinterpret_cast<QueueControl*>(segment_->payload());
   capacity_ = c.capacity;
   slot_stride_ = c.slot_stride;
@@ -273,8 +284,8 @@ QueueCore QueueCore::create(std::string_view name, ObjectKind kind, TypeTag tag,
     heap_blocks = options.heap_blocks;
     heap_block_size = round_up(options.max_large_message, 64);
   }
-  const Geometry g = geometry(options.capacity, slot_payload, options.max_participants,
-                              heap_blocks, heap_block_size);
+  const Geometry g = geometry(options.capacity, slot_payload, options.max_participants, heap_blocks,
+                              heap_block_size);
   const bool joinable = kind == ObjectKind::joinable_queue;
   auto init = [&](std::span<std::byte> p) {
     auto* c = new (p.data()) QueueControl{};
@@ -397,8 +408,10 @@ bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool k
     busy |= st != Stage::idle || writing;
     if (st != Stage::idle) {
       std::uint64_t main = word_main(pw), aux = word_aux(pw);
-      if (writing) ++aux;                   // claimed, never published: dropped
-      else if (st == Stage::active) ++main;  // published before it died
+      if (writing)
+        ++aux;  // claimed, never published: dropped
+      else if (st == Stage::active)
+        ++main;  // published before it died
       // [queue.record] release: one store decides and clears the stage.
       rec.put_word.store(count_word(main, aux, Stage::idle), std::memory_order_release);
     }
@@ -430,8 +443,10 @@ bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool k
     busy |= st != Stage::idle || reading;
     if (st != Stage::idle) {
       std::uint64_t main = word_main(gw), aux = word_aux(gw);
-      if (reading) ++aux;                   // taken, not finished: lost
-      else if (st == Stage::active) ++main;  // released before it died
+      if (reading)
+        ++aux;  // taken, not finished: lost
+      else if (st == Stage::active)
+        ++main;  // released before it died
       rec.get_word.store(count_word(main, aux, Stage::idle), std::memory_order_release);
     }
     if (reading) {
@@ -444,7 +459,7 @@ bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool k
   }
   ctl_->peer_deaths.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
   if (busy) ctl_->interrupted.fetch_add(1, std::memory_order_relaxed);
-  if (!keep) rec.owner.store(0, std::memory_order_release);   // [queue.record]
+  if (!keep) rec.owner.store(0, std::memory_order_release);  // [queue.record]
   notify(ctl_->not_empty);
   notify(ctl_->not_full);
   notify(ctl_->join);
@@ -476,8 +491,7 @@ std::size_t QueueCore::recover_dead() noexcept {
 // ---- put / get ---------------------------------------------------------------
 
 QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_t flags,
-                                    std::uint32_t length, std::uint32_t r,
-                                    Probe& probe) noexcept {
+                                    std::uint32_t length, std::uint32_t r, Probe& probe) noexcept {
   // acquire: pairs with close(); a cheap early answer (the check that
   // matters is the seq_cst one after the claim).
   if (ctl_->closed.load(std::memory_order_acquire) != 0) return QueueResult::closed;
@@ -582,8 +596,7 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
       if (st == SlotState::skip) {
         // [queue.release] seq_cst: step over a dropped or withdrawn message.
         if (sl->word.compare_exchange_strong(s, slot_word(pos + capacity_, 0, SlotState::empty),
-                                             std::memory_order_seq_cst,
-                                             std::memory_order_relaxed))
+                                             std::memory_order_seq_cst, std::memory_order_relaxed))
           notify_one(ctl_->not_full, ctl_->not_full_waking);
         std::uint64_t e = pos;
         ctl_->dequeue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
@@ -621,7 +634,7 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
   // relaxed: released by the [queue.release] store below.
   rec.get_word.store(count_word(main, aux, Stage::active), std::memory_order_relaxed);
   fault_point(QueueFaultPoint::get_claimed);
-  const std::uint32_t len = sl->length;  // untrusted
+  const std::uint32_t len = sl->length;   // untrusted
   const std::uint32_t flags = sl->flags;  // untrusted
   const auto* payload = reinterpret_cast<const std::byte*>(sl) + sizeof(SlotHeader);
   QueueResult result = QueueResult::ok;
@@ -661,9 +674,8 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
 }
 
 bool QueueCore::wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& waking,
-                                const std::atomic<std::uint64_t>& head,
-                                const Probe& probe, const Clock::time_point* deadline,
-                                bool first) noexcept {
+                                const std::atomic<std::uint64_t>& head, const Probe& probe,
+                                const Clock::time_point* deadline, bool first) noexcept {
   Clock::time_point slice = Clock::now() + liveness_;
   if (deadline != nullptr && *deadline < slice) slice = *deadline;
   // [wait.sleepers] seq_cst loads, as wait_until() requires.
@@ -687,15 +699,13 @@ void QueueCore::free_heap_ref(const SlotHeader& sl) noexcept {
   if (ref.block >= heap_blocks_) return;  // garbage: nothing of ours to free
   std::uint64_t expect = heap_word(ref.gen, HeapState::queued, 0);
   // [queue.heap] acq_rel; only the exact generation: a stale ref frees nothing.
-  heap_word_at(ref.block).compare_exchange_strong(expect,
-                                                  heap_word(ref.gen + 1, HeapState::free, 0),
-                                                  std::memory_order_acq_rel,
-                                                  std::memory_order_relaxed);
+  heap_word_at(ref.block).compare_exchange_strong(
+      expect, heap_word(ref.gen + 1, HeapState::free, 0), std::memory_order_acq_rel,
+      std::memory_order_relaxed);
 }
 
-QueueResult QueueCore::put_large(std::span<const std::byte> msg,
-                                 const Clock::time_point* deadline, bool block,
-                                 std::uint32_t r) noexcept {
+QueueResult QueueCore::put_large(std::span<const std::byte> msg, const Clock::time_point* deadline,
+                                 bool block, std::uint32_t r) noexcept {
   // 1. A heap block: CAS FREE(gen) -> ALLOC(gen, r), so a dead allocator's
   //    block is found by its record.
   std::uint32_t b = 0;
@@ -706,9 +716,9 @@ QueueResult QueueCore::put_large(std::span<const std::byte> msg,
     for (b = 0; b < heap_blocks_ && !got; ++b) {
       std::uint64_t w = heap_word_at(b).load(std::memory_order_acquire);
       if (heap_state(w) == HeapState::free &&
-          heap_word_at(b).compare_exchange_strong(
-              w, heap_word(heap_gen(w), HeapState::alloc, r), std::memory_order_acq_rel,
-              std::memory_order_relaxed)) {
+          heap_word_at(b).compare_exchange_strong(w, heap_word(heap_gen(w), HeapState::alloc, r),
+                                                  std::memory_order_acq_rel,
+                                                  std::memory_order_relaxed)) {
         gen = heap_gen(w);
         got = true;
       }
@@ -772,10 +782,10 @@ QueueResult QueueCore::put(std::span<const std::byte> msg, const Clock::time_poi
   if (large) return put_large(msg, deadline, block, r);
   Probe probe;
   for (bool first = true;; first = false) {
-    const QueueResult res =
-        try_put_once(msg, 0, static_cast<std::uint32_t>(msg.size()), r, probe);
+    const QueueResult res = try_put_once(msg, 0, static_cast<std::uint32_t>(msg.size()), r, probe);
     if (res != QueueResult::full || !block) return res;
-    if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe, deadline, first)) {
+    if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe, deadline,
+                         first)) {
       if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
       check_stuck(probe);
     }
@@ -791,7 +801,8 @@ QueueResult QueueCore::get(std::span<std::byte> out, std::size_t& length,
   for (bool first = true;; first = false) {
     const QueueResult res = try_get_once(out, length, r, probe);
     if (res != QueueResult::empty || !block) return res;
-    if (!wait_for_change(ctl_->not_empty, ctl_->not_empty_waking, ctl_->dequeue_pos, probe, deadline, first)) {
+    if (!wait_for_change(ctl_->not_empty, ctl_->not_empty_waking, ctl_->dequeue_pos, probe,
+                         deadline, first)) {
       if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
       check_stuck(probe);
     }
@@ -834,8 +845,7 @@ QueueResult QueueCore::task_done() noexcept {
     for (std::uint32_t r = 0; r < max_records_; ++r)
       delivered += word_main(record(r).get_word.load(std::memory_order_seq_cst));
     if (done + 1 > delivered) return QueueResult::value_error;
-    if (ctl_->tasks_done.compare_exchange_strong(done, done + 1, std::memory_order_seq_cst))
-      break;
+    if (ctl_->tasks_done.compare_exchange_strong(done, done + 1, std::memory_order_seq_cst)) break;
   }
   notify(ctl_->join);
   return QueueResult::ok;
@@ -865,10 +875,10 @@ bool QueueCore::join_until(const Clock::time_point* deadline) noexcept {
 
 QueueStats read_queue_stats_payload(std::span<const std::byte> payload, const std::string& name) {
   const QueueControl& c = checked_control(payload, name);
-  const auto* records =
-      reinterpret_cast<const QueueRecord*>(payload.data() + c.records_offset);
-  return stats_of(c, records,
-                  reinterpret_cast<const std::atomic<std::uint64_t>*>(payload.data() + c.heap_offset));
+  const auto* records = reinterpret_cast<const QueueRecord*>(payload.data() + c.records_offset);
+  return stats_of(
+      c, records,
+      reinterpret_cast<const std::atomic<std::uint64_t>*>(payload.data() + c.heap_offset));
 }
 
 }  // namespace detail
@@ -883,8 +893,8 @@ QueueStats queue_stats(const SegmentView& view) {
 }
 
 BytesQueue BytesQueue::create(std::string_view name, const QueueOptions& options) {
-  return BytesQueue(detail::QueueCore::create(name, kKind, detail::kBytesTag,
-                                              options.max_message, options));
+  return BytesQueue(
+      detail::QueueCore::create(name, kKind, detail::kBytesTag, options.max_message, options));
 }
 
 BytesQueue::BytesQueue(std::string_view name, const QueueOptions& options)

@@ -10,6 +10,7 @@
 // default; SHMBUS_SOAK=1 runs
 // ten times as many (tests/soak_queue.sh).
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -18,7 +19,6 @@
 #include <cstdlib>
 #include <functional>
 #include <random>
-#include <sched.h>
 #include <vector>
 
 #include "shmbus/detail/futex.hpp"
@@ -42,7 +42,8 @@ struct Msg {
 constexpr std::uint32_t kMarker = 0xffffffffu;
 
 std::uint64_t checksum(std::uint32_t r, std::uint32_t s) {
-  return (std::uint64_t{r} * 0x9E3779B97F4A7C15ULL) ^ (std::uint64_t{s} * 0xC2B2AE3D27D4EB4FULL) ^ 1;
+  return (std::uint64_t{r} * 0x9E3779B97F4A7C15ULL) ^ (std::uint64_t{s} * 0xC2B2AE3D27D4EB4FULL) ^
+         1;
 }
 
 int scale() {
@@ -51,12 +52,13 @@ int scale() {
 }
 
 struct Shared {
-  std::atomic<std::uint64_t> progress;  // victim's completed operations
+  std::atomic<std::uint64_t> progress;    // victim's completed operations
   std::atomic<std::uint64_t> seen[4096];  // consumer victim: bitmap of seqs it got
 };
 
 Shared* make_shared_block() {
-  void* p = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  void* p =
+      ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   return p == MAP_FAILED ? nullptr : static_cast<Shared*>(p);
 }
 
@@ -274,9 +276,12 @@ TEST(QueueFault, ConsumerKilledAnywhereInGet) {
 // block, and the survivor's large messages keep going through.
 TEST(QueueFault, LargeMessagesNeverLeakHeapBlocks) {
   SegmentGuard g(unique_name("fh"));
-  auto q = shmbus::BytesQueue::create(
-      g.name(), {.capacity = 4, .max_message = 16, .max_large_message = 1000, .heap_blocks = 3,
-                 .liveness_interval = std::chrono::milliseconds(1)});
+  auto q =
+      shmbus::BytesQueue::create(g.name(), {.capacity = 4,
+                                            .max_message = 16,
+                                            .max_large_message = 1000,
+                                            .heap_blocks = 3,
+                                            .liveness_interval = std::chrono::milliseconds(1)});
   Shared* sh = make_shared_block();
   ASSERT_NE(sh, nullptr);
   std::mt19937 rng(4242);
@@ -332,10 +337,11 @@ TEST(QueueFault, ConcurrentProducersAndConsumersKilledAtRandom) {
   struct Book {
     std::atomic<std::uint32_t> errors;
     std::atomic<std::uint32_t> acked[kMaxProducers];  // last seq whose put returned ok
-    std::atomic<std::uint64_t> progress[8];             // per live process slot
+    std::atomic<std::uint64_t> progress[8];           // per live process slot
     std::atomic<std::uint8_t> seen[kMaxProducers][kMaxSeq];
   };
-  void* mem = ::mmap(nullptr, sizeof(Book), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  void* mem =
+      ::mmap(nullptr, sizeof(Book), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(mem, MAP_FAILED);
   auto* book = static_cast<Book*>(mem);
   SegmentGuard g(unique_name("chaos"));
@@ -415,9 +421,10 @@ TEST(QueueFault, ConcurrentProducersAndConsumersKilledAtRandom) {
   EXPECT_LE(missing, s.lost + static_cast<std::uint64_t>(consumer_kills));
   EXPECT_LE(recorded, s.delivered);
   EXPECT_GT(recorded, 0u);
-  std::printf("chaos kills: %d (+2 final), consumer kills %d, committed %llu, dropped %llu, lost %llu\n",
-              kills, consumer_kills, static_cast<unsigned long long>(s.committed),
-              static_cast<unsigned long long>(s.dropped), static_cast<unsigned long long>(s.lost));
+  std::printf(
+      "chaos kills: %d (+2 final), consumer kills %d, committed %llu, dropped %llu, lost %llu\n",
+      kills, consumer_kills, static_cast<unsigned long long>(s.committed),
+      static_cast<unsigned long long>(s.dropped), static_cast<unsigned long long>(s.lost));
   ::munmap(mem, sizeof(Book));
 }
 

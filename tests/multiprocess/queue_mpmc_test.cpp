@@ -41,7 +41,8 @@ std::uint64_t checksum(std::uint32_t p, std::uint32_t s) {
 // bookkeeping only, not part of the queue under test).
 template <class T>
 T* shared_array(std::size_t n) {
-  void* p = ::mmap(nullptr, n * sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  void* p =
+      ::mmap(nullptr, n * sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return nullptr;
   return static_cast<T*>(p);
 }

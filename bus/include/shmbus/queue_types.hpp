@@ -57,19 +57,19 @@ struct QueueOptions {
 struct QueueStats {
   std::uint64_t capacity = 0;
   std::uint64_t slot_payload = 0;
-  std::uint64_t committed = 0;   // messages published by producers
-  std::uint64_t delivered = 0;   // messages handed to a consumer
-  std::uint64_t dropped = 0;     // half-written by a producer that died: never committed
-  std::uint64_t lost = 0;        // committed, claimed by a consumer that died before release
-  std::uint64_t peer_deaths = 0; // dead participants' records recovered (a
-                                 // process that exits without destroying its
-                                 // handle counts too)
-  std::uint64_t interrupted = 0; // of those, killed in the middle of a put/get
-  std::uint64_t depth = 0;       // enqueue_pos - dequeue_pos (slots claimed, not yet consumed)
+  std::uint64_t committed = 0;     // messages published by producers
+  std::uint64_t delivered = 0;     // messages handed to a consumer
+  std::uint64_t dropped = 0;       // half-written by a producer that died: never committed
+  std::uint64_t lost = 0;          // committed, claimed by a consumer that died before release
+  std::uint64_t peer_deaths = 0;   // dead participants' records recovered (a
+                                   // process that exits without destroying its
+                                   // handle counts too)
+  std::uint64_t interrupted = 0;   // of those, killed in the middle of a put/get
+  std::uint64_t depth = 0;         // enqueue_pos - dequeue_pos (slots claimed, not yet consumed)
   std::uint64_t participants = 0;  // records held (live or not yet recovered)
-  std::uint64_t tasks_done = 0;  // JoinableQueue
-  std::uint64_t heap_blocks = 0;     // BytesQueue large-message heap
-  std::uint64_t heap_in_use = 0;     // blocks allocated or queued
+  std::uint64_t tasks_done = 0;    // JoinableQueue
+  std::uint64_t heap_blocks = 0;   // BytesQueue large-message heap
+  std::uint64_t heap_in_use = 0;   // blocks allocated or queued
   bool closed = false;
   bool joinable = false;
 };

@@ -2,17 +2,18 @@
 // close, timeouts, JoinableQueue accounting, open-by-name validation,
 // read-only statistics, and a multi-thread MPMC run checking sequence
 // numbers end to end.
+#include "shmbus/queue.hpp"
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
-#include <algorithm>
 #include <cstring>
 #include <thread>
 #include <vector>
 
 #include "shmbus/error.hpp"
-#include "shmbus/queue.hpp"
 #include "shmbus/segment_info.hpp"
 #include "test_support.hpp"
 
@@ -38,7 +39,8 @@ TEST(Queue, PutGetKeepsOrderAndCapacityRoundsUp) {
   auto q = shmbus::Queue<Msg>::create(g.name(), {.capacity = 5});
   EXPECT_EQ(q.capacity(), 8u);
   EXPECT_TRUE(q.empty());
-  for (std::uint32_t i = 0; i < 8; ++i) ASSERT_EQ(q.try_put({1, i, checksum(1, i)}), QueueResult::ok);
+  for (std::uint32_t i = 0; i < 8; ++i)
+    ASSERT_EQ(q.try_put({1, i, checksum(1, i)}), QueueResult::ok);
   EXPECT_TRUE(q.full());
   EXPECT_EQ(q.qsize(), 8u);
   EXPECT_EQ(q.try_put({1, 99, 0}), QueueResult::full);
@@ -79,7 +81,8 @@ TEST(Queue, TimeoutsExpireOnEmptyAndFull) {
 
 TEST(Queue, BlockedGetWakesForPutFromAnotherThread) {
   SegmentGuard g(unique_name("q"));
-  auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 4, .policy = {shmbus::WaitStrategy::blocking, {}}});
+  auto q = shmbus::Queue<int>::create(
+      g.name(), {.capacity = 4, .policy = {shmbus::WaitStrategy::blocking, {}}});
   std::atomic<bool> got{false};
   std::thread t([&] {
     int v = 0;

@@ -60,7 +60,7 @@
 namespace shmbus::detail {
 
 inline constexpr std::uint64_t kQueueMagic = 0x3151554555514253ULL;  // "SBQUEUQ1"
-inline constexpr std::uint32_t kQueueMaxRecords = 4096;                // 12 bits
+inline constexpr std::uint32_t kQueueMaxRecords = 4096;              // 12 bits
 
 enum class SlotState : std::uint64_t { empty = 0, writing = 1, full = 2, reading = 3, skip = 4 };
 enum class Stage : std::uint64_t { idle = 0, claiming = 1, active = 2 };
@@ -186,9 +186,13 @@ enum class HeapState : std::uint64_t { free = 0, alloc = 1, queued = 2 };
 constexpr std::uint64_t heap_word(std::uint32_t gen, HeapState st, std::uint32_t rec) noexcept {
   return (std::uint64_t{gen} << 32) | (static_cast<std::uint64_t>(st) << 12) | (rec & 0xfffu);
 }
-constexpr std::uint32_t heap_gen(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w >> 32); }
+constexpr std::uint32_t heap_gen(std::uint64_t w) noexcept {
+  return static_cast<std::uint32_t>(w >> 32);
+}
 constexpr HeapState heap_state(std::uint64_t w) noexcept { return HeapState((w >> 12) & 3u); }
-constexpr std::uint32_t heap_rec(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w & 0xfffu); }
+constexpr std::uint32_t heap_rec(std::uint64_t w) noexcept {
+  return static_cast<std::uint32_t>(w & 0xfffu);
+}
 static_assert(sizeof(SlotHeader) == 16);
 
 // Fault injection for tests/fault: points inside put/get where a test's
@@ -290,8 +294,8 @@ class QueueCore {
   std::chrono::milliseconds liveness_{10};
   pid_t attached_pid_ = 0;
   std::uint64_t handle_id_ = 0;  // never reused in this process: keys the thread cache
-  struct Held;                  // records this handle acquired in this process
-  std::unique_ptr<Held> held_;  // (process-local; a forked child starts afresh)
+  struct Held;                   // records this handle acquired in this process
+  std::unique_ptr<Held> held_;   // (process-local; a forked child starts afresh)
 };
 
 // Reads a queue's live statistics from a read-only mapping; throws
