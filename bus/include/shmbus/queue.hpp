@@ -29,18 +29,38 @@
 //     and then return `closed`.
 //
 // Crash safety: a participant killed between claiming a slot and
-// publishing or releasing it leaves the slot tagged with its record; a
-// survivor waiting on that slot checks the record owner's liveness
-// (ProcessId: pid + start time) every `liveness_interval` and repairs it:
+// publishing or releasing it leaves the slot tagged with its participant
+// record; a survivor waiting on that slot checks the record owner's
+// liveness (ProcessId: pid + start time) every `liveness_interval` and
+// repairs it (recover_dead() does the same on demand):
 //   - a half-written message is dropped (never delivered) and counted in
 //     `dropped`; consumers step over the slot;
 //   - a half-consumed message is NOT redelivered (the dead consumer may
-//     have acted on it): it is counted in `lost` and the slot is freed.
+//     have acted on it): it is counted in `lost` and the slot is freed;
+//   - heap blocks (BytesQueue large messages) the dead process held are
+//     freed.
 // Counters live in the segment and read with stats() or, read-only from
-// another process, queue_stats(SegmentView). Limits: see the README / the
-// issue report (a recoverer killed while recovering can make peer_deaths
-// over-count by one; a thread that exits keeps its record until the
-// process exits or the handle is destroyed).
+// another process, queue_stats(SegmentView). With nothing in flight:
+// committed == delivered + lost + depth.
+//
+// Limits (by design, documented rather than hidden):
+//   - Vyukov's ring is not lock-free in the strict sense: a producer
+//     preempted between claim and publish holds up consumers at that slot
+//     until it runs again (only a *dead* claimer is repaired).
+//   - A dead participant's counters settle when its record is recovered
+//     (by a waiter stuck on its slot, by recover_dead(), by join(), or when
+//     the record is reused); until then stats() may show a published
+//     message as delivered-but-not-committed.
+//   - peer_deaths counts records recovered, including those of processes
+//     that exited without destroying their handle; `interrupted` counts the
+//     ones killed mid-operation. A recoverer killed while recovering can
+//     make peer_deaths count one death twice (the other counters stay
+//     exact: recovery is idempotent).
+//   - One participant record per (process, thread); a thread that exits
+//     keeps its record until the handle is destroyed or the process dies
+//     (max_participants, default 256).
+//   - fork() while another thread of the process is taking a record for
+//     the same handle can deadlock the child on its first put/get.
 #pragma once
 
 #include <chrono>
