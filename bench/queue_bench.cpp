@@ -25,10 +25,15 @@
 //                  off both lists). Not usable with a runtime capacity (the
 //                  node allocator then uses the heap of one process).
 //
+//   QueueBlocking  shmbus::Queue with the blocking policy (no spinning), the
+//                  better choice when processes outnumber cores.
+//
 // The references BM_Floor_CacheLine_RTT and BM_Futex_Raw_RTT run in the same
 // binary (SHMBUS_BENCH_REFERENCES): read the RTT figures as ratios to them.
 // Busy-poll RTT is compared with the cache-line floor here; the SPSC Pipe's
-// own BM_Pipe_Busy_RTT lives in another suite.
+// own BM_Pipe_Busy_RTT lives in another suite. On a shared, oversubscribed
+// VM run with --benchmark_repetitions=N --benchmark_enable_random_interleaving
+// so that the ratios compare figures taken at the same time.
 #include <fcntl.h>
 #include <mqueue.h>
 #include <pthread.h>
