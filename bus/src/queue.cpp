@@ -18,6 +18,7 @@
 #include "shmbus/queue.hpp"
 
 #include <pthread.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -685,7 +686,25 @@ bool QueueCore::wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& wak
            ctl_->closed.load(std::memory_order_seq_cst) != 0;
   };
   WaitPolicy p = policy_;
-  if (!first && p.strategy == WaitStrategy::adaptive) p.strategy = WaitStrategy::blocking;
+  if (p.strategy == WaitStrategy::adaptive) {
+    // Adaptive: spin for policy.spin as wait_until() would, but yield the
+    // CPU every 256 pauses: when processes outnumber cores, the peer we wait
+    // for (a producer between claim and publish, or the consumer that frees
+    // our slot) may be waiting for our core. Then sleep.
+    if (first) {
+      const auto start = Clock::now();
+      for (unsigned i = 1;; ++i) {
+        detail::cpu_relax();
+        if (changed()) return true;
+        if ((i & 255) == 0) {
+          const auto now = Clock::now();
+          if (now >= slice || now - start >= p.spin) break;
+          ::sched_yield();
+        }
+      }
+    }
+    p.strategy = WaitStrategy::blocking;
+  }
   const bool ok = wait_until(ch, changed, p, &slice);
   // relaxed: see notify_one(); we are awake and will look at the ring.
   if (waking.load(std::memory_order_relaxed) != 0) waking.store(0, std::memory_order_relaxed);
