@@ -30,6 +30,7 @@ struct SegmentInfo {
   ProcessId creator;
   bool creator_alive = false;
   std::uint64_t created_unix_ns = 0;
+  std::uint64_t modified_unix_ns = 0;  // the file's mtime: when it was created or resized
   std::vector<AttachedProcess> attached;
   // True when every recorded process (creator and attached) is dead.
   [[nodiscard]] bool abandoned() const noexcept;
