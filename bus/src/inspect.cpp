@@ -1,6 +1,7 @@
 #include "shmbus/inspect.hpp"
 
 #include "shmbus/bus.hpp"
+#include "shmbus/queue.hpp"
 
 namespace shmbus {
 
@@ -34,6 +35,11 @@ ObjectStats object_stats(const SegmentView& view) {
   switch (*view.info().kind) {
     case ObjectKind::bus_registry:
       bus_registry_stats(view, stats);
+      break;
+    case ObjectKind::queue:
+    case ObjectKind::simple_queue:
+    case ObjectKind::joinable_queue:
+      detail::queue_object_stats(view, stats);
       break;
     default:
       break;

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "shmbus/error.hpp"
+#include "shmbus/inspect.hpp"
 #include "shmbus/process_id.hpp"
 
 namespace shmbus {
@@ -909,6 +910,58 @@ QueueStats queue_stats(const SegmentView& view) {
     throw Error(Errc::wrong_kind, info.name, "not a queue");
   if (view.payload().empty()) throw Error(Errc::not_ready, info.name, "still initialising");
   return detail::read_queue_stats_payload(view.payload(), info.name);
+}
+
+void detail::queue_object_stats(const SegmentView& view, ObjectStats& stats) {
+  QueueStats q;
+  try {
+    q = queue_stats(view);
+  } catch (const Error& e) {
+    stats.problems.push_back(std::string("queue: ") + e.what());
+    return;
+  }
+  auto counter = [&](const char* n, std::uint64_t v) { stats.counters.emplace_back(n, v); };
+  auto gauge = [&](const char* n, std::uint64_t v) {
+    stats.gauges.emplace_back(n, static_cast<std::int64_t>(v));
+  };
+  counter("committed", q.committed);
+  counter("delivered", q.delivered);
+  counter("dropped", q.dropped);
+  counter("lost", q.lost);
+  counter("peer_deaths", q.peer_deaths);
+  counter("interrupted", q.interrupted);
+  if (q.joinable) counter("tasks_done", q.tasks_done);
+  gauge("depth", q.depth);
+  gauge("capacity", q.capacity);
+  gauge("slot_bytes", q.slot_payload);
+  gauge("participants", q.participants);
+  gauge("closed", q.closed ? 1 : 0);
+  if (q.heap_blocks != 0) {
+    gauge("heap_blocks", q.heap_blocks);
+    gauge("heap_in_use", q.heap_in_use);
+  }
+  // Records of dead processes: repaired by the next waiter that needs it,
+  // or by recover_dead(); shown so an operator sees a crash happened.
+  const auto& c = *reinterpret_cast<const detail::QueueControl*>(view.payload().data());
+  const auto* records =
+      reinterpret_cast<const detail::QueueRecord*>(view.payload().data() + c.records_offset);
+  std::uint64_t dead = 0, dead_busy = 0;
+  for (std::uint64_t i = 0; i < c.max_records; ++i) {
+    // acquire: pairs with the [queue.record] stores of the owner.
+    const std::uint64_t owner = records[i].owner.load(std::memory_order_acquire);
+    if (owner == 0 || is_alive(ProcessId::unpack(owner))) continue;
+    ++dead;
+    if (detail::word_stage(records[i].put_word.load(std::memory_order_acquire)) !=
+            detail::Stage::idle ||
+        detail::word_stage(records[i].get_word.load(std::memory_order_acquire)) !=
+            detail::Stage::idle)
+      ++dead_busy;
+  }
+  gauge("dead_participants", dead);
+  if (dead_busy != 0)
+    stats.problems.push_back(std::to_string(dead_busy) +
+                             " participant(s) died in the middle of a put/get; the next "
+                             "waiter on their slot (or recover_dead()) repairs it");
 }
 
 BytesQueue BytesQueue::create(std::string_view name, const QueueOptions& options) {

@@ -80,6 +80,13 @@ namespace shmbus {
 // writes or blocks. Throws Error(wrong_kind/corrupted) for other segments.
 [[nodiscard]] QueueStats queue_stats(const SegmentView& view);
 
+struct ObjectStats;
+namespace detail {
+// object_stats() (shmbus/inspect.hpp) for the queue kinds: counters,
+// gauges, and problems (invalid payload, records held by dead processes).
+void queue_object_stats(const SegmentView& view, ObjectStats& stats);
+}  // namespace detail
+
 namespace detail {
 
 // Methods shared by every queue flavour; `Derived` supplies the payload.

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "shmbus/error.hpp"
+#include "shmbus/inspect.hpp"
 #include "shmbus/segment_info.hpp"
 #include "test_support.hpp"
 
@@ -237,6 +238,26 @@ TEST(Queue, StatsReadFromReadOnlyView) {
   EXPECT_EQ(s.participants, 1u);
   EXPECT_FALSE(s.closed);
   EXPECT_FALSE(s.joinable);
+}
+
+TEST(Queue, ObjectStatsForTheInspector) {
+  SegmentGuard g(unique_name("q"));
+  auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 4});
+  ASSERT_EQ(q.put(1), QueueResult::ok);
+  ASSERT_EQ(q.put(2), QueueResult::ok);
+  auto view = shmbus::SegmentView::open(g.name());
+  const auto stats = shmbus::object_stats(view);
+  auto find = [](const auto& v, const std::string& k) -> std::int64_t {
+    for (const auto& [name, value] : v)
+      if (name == k) return static_cast<std::int64_t>(value);
+    return -1;
+  };
+  EXPECT_EQ(find(stats.counters, "committed"), 2);
+  EXPECT_EQ(find(stats.counters, "delivered"), 0);
+  EXPECT_EQ(find(stats.gauges, "depth"), 2);
+  EXPECT_EQ(find(stats.gauges, "capacity"), 4);
+  EXPECT_EQ(find(stats.gauges, "dead_participants"), 0);
+  EXPECT_TRUE(stats.problems.empty());
 }
 
 TEST(JoinableQueue, TaskDoneAndJoin) {
