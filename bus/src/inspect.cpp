@@ -5,6 +5,7 @@
 #include "shmbus/condition.hpp"
 #include "shmbus/event.hpp"
 #include "shmbus/lock.hpp"
+#include "shmbus/queue.hpp"
 #include "shmbus/semaphore.hpp"
 
 namespace shmbus {
@@ -96,6 +97,11 @@ ObjectStats object_stats(const SegmentView& view) {
         gauge(stats, "registered", i->registered);
         if (i->broken) stats.problems.push_back("broken: reset() it before the next round");
       }
+      break;
+    case ObjectKind::queue:
+    case ObjectKind::simple_queue:
+    case ObjectKind::joinable_queue:
+      detail::queue_object_stats(view, stats);
       break;
     default:
       break;

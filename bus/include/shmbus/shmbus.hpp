@@ -10,6 +10,7 @@
 #include "shmbus/lock.hpp"
 #include "shmbus/process.hpp"
 #include "shmbus/process_id.hpp"
+#include "shmbus/queue.hpp"
 #include "shmbus/resource_tracker.hpp"
 #include "shmbus/segment_info.hpp"
 #include "shmbus/semaphore.hpp"
