@@ -247,6 +247,13 @@ Barrier Bus::barrier(std::string_view object, std::uint32_t parties) {
       [](const std::string& full) { return Barrier::open(full); });
 }
 
+BytesQueue Bus::bytes_queue(std::string_view object, const QueueOptions& options) {
+  return open_or_create<BytesQueue>(
+      object, ObjectKind::queue, detail::kBytesTag, options.capacity,
+      [&](const std::string& full) { return BytesQueue::create(full, options); },
+      [&](const std::string& full) { return BytesQueue(full, options); });
+}
+
 void Bus::close() noexcept {
   if (!registry_.valid()) return;
   Registry& reg = registry();

@@ -37,6 +37,7 @@
 #include "shmbus/event.hpp"
 #include "shmbus/lock.hpp"
 #include "shmbus/object_kind.hpp"
+#include "shmbus/queue.hpp"
 #include "shmbus/segment_info.hpp"
 #include "shmbus/semaphore.hpp"
 #include "shmbus/shared_memory.hpp"
@@ -82,6 +83,13 @@ class Bus {
   template <class T>
   Value<T> value(std::string_view object, const T& init = T{});
   template <class T>
+  Queue<T> queue(std::string_view object, const QueueOptions& options = {});
+  template <class T>
+  SimpleQueue<T> simple_queue(std::string_view object, const QueueOptions& options = {});
+  template <class T>
+  JoinableQueue<T> joinable_queue(std::string_view object, const QueueOptions& options = {});
+  BytesQueue bytes_queue(std::string_view object, const QueueOptions& options = {});
+  template <class T>
   Array<T> array(std::string_view object, std::size_t size, const T& init = T{});
 
   // Closes this handle; if it was the last open one, unlinks the bus and
@@ -126,6 +134,30 @@ Array<T> Bus::array(std::string_view object, std::size_t size, const T& init) {
       object, ObjectKind::array, detail::type_tag<T>(), size,
       [&](const std::string& full) { return Array<T>::create(full, size, init); },
       [](const std::string& full) { return Array<T>::open(full); });
+}
+
+template <class T>
+Queue<T> Bus::queue(std::string_view object, const QueueOptions& options) {
+  return open_or_create<Queue<T>>(
+      object, ObjectKind::queue, detail::type_tag<T>(), options.capacity,
+      [&](const std::string& full) { return Queue<T>::create(full, options); },
+      [&](const std::string& full) { return Queue<T>(full, options); });
+}
+
+template <class T>
+SimpleQueue<T> Bus::simple_queue(std::string_view object, const QueueOptions& options) {
+  return open_or_create<SimpleQueue<T>>(
+      object, ObjectKind::simple_queue, detail::type_tag<T>(), options.capacity,
+      [&](const std::string& full) { return SimpleQueue<T>::create(full, options); },
+      [&](const std::string& full) { return SimpleQueue<T>(full, options); });
+}
+
+template <class T>
+JoinableQueue<T> Bus::joinable_queue(std::string_view object, const QueueOptions& options) {
+  return open_or_create<JoinableQueue<T>>(
+      object, ObjectKind::joinable_queue, detail::type_tag<T>(), options.capacity,
+      [&](const std::string& full) { return JoinableQueue<T>::create(full, options); },
+      [&](const std::string& full) { return JoinableQueue<T>(full, options); });
 }
 
 template <class Object>
