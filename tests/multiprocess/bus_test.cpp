@@ -5,7 +5,9 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <unistd.h>
 
 #include "shmbus/bus.hpp"
@@ -58,6 +60,51 @@ TEST(Bus, ObjectsCreatedInOneProcessOpenInAnother) {
   EXPECT_EQ(st.code, 0);
   ASSERT_EQ(bus.objects().size(), 1u);
   EXPECT_EQ(bus.objects()[0].full_name, g.name + ".frame");
+}
+
+TEST(Bus, ChannelsAndPrimitivesOpenFromAnotherProcess) {
+  BusGuard g{bus_name("mixed")};
+  Bus bus(g.name);
+  auto orders = bus.queue<std::int64_t>("orders", {.capacity = 64});
+  auto ready = bus.event("ready");
+  auto lock = bus.lock("book");
+  auto hits = bus.value<std::int64_t>("hits", 0);
+  ASSERT_EQ(orders.put(41), QueueResult::ok);
+  pid_t child = test::fork_child([&] {
+    Bus other(g.name);
+    auto q = other.queue<std::int64_t>("orders");
+    auto ev = other.event("ready");
+    auto lk = other.lock("book");
+    auto v = other.value<std::int64_t>("hits");
+    std::int64_t x = 0;
+    if (q.get_for(x, 5s) != QueueResult::ok || x != 41) return 1;
+    {
+      std::scoped_lock held(lk);
+      v.set(v.get() + 1);
+    }
+    if (q.put(x + 1) != QueueResult::ok) return 2;
+    ev.set();
+    // Opening with the wrong payload type is a clear error.
+    try {
+      (void)other.queue<double>("orders");
+      return 3;
+    } catch (const Error& e) {
+      if (e.code() != Errc::wrong_type) return 4;
+    }
+    return 0;
+  });
+  ASSERT_TRUE(ready.wait_for(10s));
+  std::int64_t back = 0;
+  ASSERT_EQ(orders.get_for(back, 5s), QueueResult::ok);
+  EXPECT_EQ(back, 42);
+  EXPECT_EQ(hits.get(), 1);
+  auto st = test::wait_child(child);
+  ASSERT_TRUE(st.exited);
+  EXPECT_EQ(st.code, 0);
+  std::vector<std::string> kinds;
+  for (const auto& o : bus.objects()) kinds.emplace_back(to_string(o.kind));
+  std::sort(kinds.begin(), kinds.end());
+  EXPECT_EQ(kinds, (std::vector<std::string>{"event", "lock", "queue", "value"}));
 }
 
 TEST(Bus, WrongSizeOrBadNamesAreClearErrors) {
