@@ -68,21 +68,8 @@ constexpr std::uint32_t kNoRecord = 0xffffffffu;
 constexpr std::uint64_t kJoinableFlag = 1;
 constexpr std::uint32_t kHeapFlag = 1;  // SlotHeader::flags
 
-// The pid, cached and refreshed in a forked child (getpid() is a system
-// call in current glibc; the hot path must not make one).
-std::atomic<pid_t> g_pid{0};
-void refresh_pid() noexcept { g_pid.store(::getpid(), std::memory_order_relaxed); }
-pid_t current_pid() noexcept {
-  // relaxed: per-process value, written by this process only.
-  pid_t p = g_pid.load(std::memory_order_relaxed);
-  if (p == 0) {
-    static const int registered = ::pthread_atfork(nullptr, nullptr, &refresh_pid);
-    (void)registered;
-    refresh_pid();
-    p = g_pid.load(std::memory_order_relaxed);
-  }
-  return p;
-}
+// this_process() is cached and refreshed after fork: no system call.
+pid_t current_pid() noexcept { return this_process().pid; }
 
 std::atomic<std::uint64_t> g_next_handle{1};
 std::atomic<QueueFaultHook> g_fault_hook{nullptr};

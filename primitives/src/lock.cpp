@@ -13,28 +13,10 @@
 namespace shmbus {
 namespace detail {
 
-namespace {
-SelfIds g_self{};
-
-void refresh_self() noexcept {
+SelfIds self_ids() noexcept {
+  // this_process() is cached and refreshed after fork (no system call).
   const ProcessId id = this_process();
-  g_self.pid = static_cast<std::uint32_t>(id.pid) & kPidMask;
-  g_self.packed = id.pack();
-}
-}  // namespace
-
-const SelfIds& self_ids() noexcept {
-  // The atfork child handler refreshes the cache in the (single-threaded)
-  // child before fork() returns there. A function-local static (an inline
-  // guard-byte check) rather than std::call_once, which costs a call and
-  // two TLS stores on every use.
-  static const bool initialised = [] {
-    refresh_self();
-    ::pthread_atfork(nullptr, nullptr, [] { refresh_self(); });
-    return true;
-  }();
-  (void)initialised;
-  return g_self;
+  return SelfIds{static_cast<std::uint32_t>(id.pid) & kPidMask, id.pack()};
 }
 
 std::uint64_t thread_token() noexcept {

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 namespace shmbus {
@@ -58,15 +59,28 @@ std::optional<ProcessId> lookup_process(pid_t pid) noexcept {
   return ProcessId{pid, start & (~std::uint64_t{0} >> kPidBits)};
 }
 
+namespace {
+// This process's identity, read on hot paths (lock owners, queue records):
+// getpid() is a real system call in current glibc, so it is cached, and
+// the atfork child handler refreshes it in the single-threaded child before
+// fork() returns there.
+ProcessId g_self{};
+
+void refresh_self() noexcept {
+  const pid_t pid = ::getpid();
+  auto id = lookup_process(pid);
+  g_self = id ? *id : ProcessId{pid, 0};
+}
+}  // namespace
+
 ProcessId this_process() noexcept {
-  // Cached with the pid it belongs to, so a forked child recomputes it.
-  static thread_local ProcessId cached{};
-  pid_t pid = ::getpid();
-  if (cached.pid != pid) {
-    auto id = lookup_process(pid);
-    cached = id ? *id : ProcessId{pid, 0};
-  }
-  return cached;
+  static const bool initialised = [] {
+    refresh_self();
+    ::pthread_atfork(nullptr, nullptr, &refresh_self);
+    return true;
+  }();
+  (void)initialised;
+  return g_self;
 }
 
 bool is_alive(const ProcessId& id) noexcept {

@@ -24,7 +24,8 @@ struct ProcessId {
   [[nodiscard]] static ProcessId unpack(std::uint64_t word) noexcept;
 };
 
-// The calling process. Cached per process and refreshed after fork().
+// The calling process. Cached, and refreshed in a child by fork() itself
+// (an atfork handler), so it costs no system call: fit for hot paths.
 [[nodiscard]] ProcessId this_process() noexcept;
 
 // The identity of a running process, or nullopt if it has exited (a zombie

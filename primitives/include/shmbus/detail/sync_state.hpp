@@ -53,7 +53,7 @@ struct SelfIds {
   std::uint32_t pid;     // fits kPidMask (PID_MAX_LIMIT is 2^22)
   std::uint64_t packed;  // ProcessId::pack() of this process
 };
-[[nodiscard]] const SelfIds& self_ids() noexcept;
+[[nodiscard]] SelfIds self_ids() noexcept;
 // A token naming the calling thread within this process (the address of a
 // thread_local), for RLock recursion; combined with the pid it is unique.
 [[nodiscard]] std::uint64_t thread_token() noexcept;
