@@ -33,9 +33,16 @@ void on_fork_child() noexcept {
   detail::g_fork_generation.fetch_add(1, std::memory_order_relaxed);
 }
 
+// Forks this process made: an end it never used may since belong to a child.
+std::atomic<std::uint64_t> g_forks_made{0};
+void on_fork_parent() noexcept {
+  // relaxed: a count read by this process's own close().
+  g_forks_made.fetch_add(1, std::memory_order_relaxed);
+}
+
 void register_atfork() {
   static std::once_flag once;
-  std::call_once(once, [] { ::pthread_atfork(nullptr, nullptr, on_fork_child); });
+  std::call_once(once, [] { ::pthread_atfork(nullptr, on_fork_parent, on_fork_child); });
 }
 
 bool is_pow2(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
@@ -195,6 +202,8 @@ Connection::Connection(std::shared_ptr<detail::Segment> segment, int end, bool t
   active_ = taken;
   closed_ = false;
   fork_gen_ = detail::fork_generation();
+  // relaxed: see on_fork_parent().
+  forks_at_create_ = g_forks_made.load(std::memory_order_relaxed);
 }
 
 Connection Connection::create(std::string_view name, PipeEnd end, const PipeOptions& options) {
@@ -220,8 +229,7 @@ Connection Connection::open(std::string_view name, PipeEnd end, const SegmentOpt
   std::uint64_t expected = 0;
   // [pipe.owner] acq_rel CAS: takes the end exactly once; pairs with the
   // peer's acquire load when it checks our liveness.
-  if (!c->ends[e].owner.compare_exchange_strong(expected, me, std::memory_order_acq_rel) &&
-      expected != me) {
+  if (!c->ends[e].owner.compare_exchange_strong(expected, me, std::memory_order_acq_rel)) {
     const ProcessId holder = ProcessId::unpack(expected);
     throw Error(Errc::already_exists, object,
                 std::string("end ") + (e == 0 ? "first" : "second") + " is already taken by pid " +
@@ -238,12 +246,14 @@ Connection::Connection(Connection&& o) noexcept
       policy_(o.policy_),
       max_message_(o.max_message_),
       fork_gen_(o.fork_gen_),
+      forks_at_create_(o.forks_at_create_),
       end_(o.end_),
       can_send_(std::exchange(o.can_send_, false)),
       can_recv_(std::exchange(o.can_recv_, false)),
       active_(std::exchange(o.active_, false)),
       closed_(std::exchange(o.closed_, true)),
-      peeked_(std::exchange(o.peeked_, false)) {}
+      peeked_(std::exchange(o.peeked_, false)),
+      peer_death_counted_(o.peer_death_counted_) {}
 
 Connection& Connection::operator=(Connection&& o) noexcept {
   if (this != &o) {
@@ -255,12 +265,14 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     policy_ = o.policy_;
     max_message_ = o.max_message_;
     fork_gen_ = o.fork_gen_;
+    forks_at_create_ = o.forks_at_create_;
     end_ = o.end_;
     can_send_ = std::exchange(o.can_send_, false);
     can_recv_ = std::exchange(o.can_recv_, false);
     active_ = std::exchange(o.active_, false);
     closed_ = std::exchange(o.closed_, true);
     peeked_ = std::exchange(o.peeked_, false);
+    peer_death_counted_ = o.peer_death_counted_;
   }
   return *this;
 }
@@ -306,7 +318,13 @@ void Connection::close() noexcept {
     closed_ = true;
     return;
   }
-  const bool mine = active_ && fork_gen_ == detail::fork_generation() &&
+  // The end is closed for the peer when this process holds it: it took or
+  // used it, or it made the end and has not forked since (after a fork the
+  // child may take an end its parent never used: closing the parent's copy
+  // then leaves the child's alone, as with multiprocessing's handles).
+  // relaxed: see on_fork_parent().
+  const bool unforked = g_forks_made.load(std::memory_order_relaxed) == forks_at_create_;
+  const bool mine = (active_ || unforked) && fork_gen_ == detail::fork_generation() &&
                     // [pipe.owner] acquire: see take_over().
                     control_->ends[end_].owner.load(std::memory_order_acquire) == this_process().pack();
   if (mine) {
@@ -422,7 +440,7 @@ SendResult Connection::send_bytes_impl(std::span<const std::byte> data, const De
   std::byte* p = tx_.try_reserve(n);
   if (p == nullptr) {
     if (!wait) return tx_.corrupted() ? SendResult::corrupted : SendResult::full;
-    r = reserve(n, out);
+    r = reserve_impl(n, out, deadline);
     if (r != SendResult::ok) return r;
     p = out.data();
   }
@@ -434,6 +452,11 @@ SendResult Connection::send_bytes_impl(std::span<const std::byte> data, const De
 }
 
 SendResult Connection::reserve(std::size_t size, std::span<std::byte>& out) noexcept {
+  return reserve_impl(size, out, nullptr);
+}
+
+SendResult Connection::reserve_impl(std::size_t size, std::span<std::byte>& out,
+                                    const Deadline* deadline) noexcept {
   if (!can_send_ || closed_ || !ensure_owner()) return SendResult::closed;
   if (size > tx_.max_payload()) return SendResult::too_large;
   for (;;) {
@@ -444,7 +467,7 @@ SendResult Connection::reserve(std::size_t size, std::span<std::byte>& out) noex
     if (tx_.corrupted()) return SendResult::corrupted;
     if (peer_closed()) return SendResult::broken;
     tx_.flush();  // a pending batch must be visible before we wait for room
-    switch (wait_room(size, nullptr)) {
+    switch (wait_room(size, deadline)) {
       case WaitOutcome::ready: break;
       case WaitOutcome::dead_peer: return SendResult::peer_dead;
       default: return SendResult::timeout;

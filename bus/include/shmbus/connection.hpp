@@ -260,6 +260,7 @@ class Connection {
   bool take_over() noexcept;
 
   SendResult send_bytes_impl(std::span<const std::byte> data, const Deadline* deadline, bool wait) noexcept;
+  SendResult reserve_impl(std::size_t size, std::span<std::byte>& out, const Deadline* deadline) noexcept;
   SendResult send_fragmented(std::span<const std::byte> data, const Deadline* deadline) noexcept;
   RecvResult recv_impl(std::span<std::byte> buffer, std::size_t offset, std::size_t& size,
                        const Deadline* deadline, bool wait) noexcept;
@@ -279,6 +280,7 @@ class Connection {
   WaitPolicy policy_{};
   std::uint64_t max_message_ = 0;
   std::uint64_t fork_gen_ = 0;
+  std::uint64_t forks_at_create_ = 0;
   int end_ = 0;
   bool can_send_ = false;
   bool can_recv_ = false;
