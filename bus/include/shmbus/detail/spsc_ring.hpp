@@ -140,6 +140,7 @@ class RingProducer {
       : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1), notify_(notify) {
     // relaxed: set up before the producer end is used, by its only writer.
     pos_ = control->producer.write_pos.load(std::memory_order_relaxed);
+    if ((pos_ & 7) != 0) corrupted_ = true;  // untrusted
     // [ring.consume] acquire: pairs with the consumer's release of read_pos.
     cached_read_ = control->consumer.read_pos.load(std::memory_order_acquire);
     sent_ = control->producer.messages_sent.load(std::memory_order_relaxed);
@@ -155,6 +156,7 @@ class RingProducer {
   // to write it, or nullptr when the ring is full right now (or the
   // consumer's published position is corrupted: check corrupted()).
   [[nodiscard]] std::byte* try_reserve(std::size_t payload) noexcept {
+    if (corrupted_) [[unlikely]] return nullptr;
     const std::uint64_t fs = frame_size(payload);
     const std::uint64_t pad = pad_before(fs);
     std::uint64_t off = pos_ & mask_;
