@@ -386,13 +386,16 @@ int wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy, const Clock::ti
     }
   }
   slept();
+  // Sleep in slices; the peer's liveness (a /proc read, a few system
+  // calls) is checked only when a slice passes without a wake-up, so a
+  // blocking round trip costs no more than the futex itself.
   const WaitPolicy sleep{WaitStrategy::blocking, std::chrono::nanoseconds::zero()};
   for (;;) {
-    if (dead()) return 2;
     auto slice = Clock::now() + kLivenessInterval;
     if (deadline != nullptr && *deadline < slice) slice = *deadline;
     if (detail::wait_until(ch, ready, sleep, &slice)) return 0;
     if (deadline != nullptr && Clock::now() >= *deadline) return ready() ? 0 : 1;
+    if (dead()) return 2;
   }
 }
 
