@@ -40,10 +40,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // trust it either.
   RingProducer producer(control, ring, capacity, /*notify=*/false);
   for (int i = 0; i < 64; ++i) {
-    std::byte* p = producer.try_reserve(static_cast<std::size_t>(i) * 37 % producer.max_payload());
+    const std::size_t len = static_cast<std::size_t>(i) * 37 % producer.max_payload();
+    std::byte* p = producer.try_reserve(len);
     if (p == nullptr) break;
-    if (p < ring || p >= ring + capacity) std::abort();
-    producer.commit(static_cast<std::size_t>(i) * 37 % producer.max_payload());
+    if (p < ring || p + len > ring + capacity) std::abort();
+    std::memset(p, 0xab, len);
+    producer.commit(len);
   }
   std::free(mem);
   return static_cast<int>(sum & 0);
