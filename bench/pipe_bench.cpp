@@ -13,19 +13,18 @@
 //   BM_BoostLockfree_Busy_RTT/N, BM_BoostLockfree_Stream/N,
 //   BM_BoostInterprocess_Block_RTT/N   the peers
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <atomic>
-#include <chrono>
-#include <cstring>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <thread>
-#include <unistd.h>
-#include <vector>
-
 #include <boost/interprocess/ipc/message_queue.hpp>
 #include <boost/lockfree/spsc_queue.hpp>
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <vector>
 
 #include "bench_support.hpp"
 #include "shmbus/pipe.hpp"
@@ -157,7 +156,8 @@ void BM_Pipe_Adaptive_IdleCpu(benchmark::State& state) {
     ::getrusage(RUSAGE_SELF, &r1);
     auto us = [](const timeval& t) { return double(t.tv_sec) * 1e6 + double(t.tv_usec); };
     const double cpu = us(r1.ru_utime) - us(r0.ru_utime) + us(r1.ru_stime) - us(r0.ru_stime);
-    const double wall = double(std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count());
+    const double wall =
+        double(std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count());
     (void)b.send(100.0 * cpu / wall);
   });
   pin_this_thread(cpus.parent);

@@ -1,9 +1,10 @@
 // A duplex pipe between a parent and its child (Python's
 // `parent_conn, child_conn = multiprocessing.Pipe()`): the parent sends a
 // greeting, the child answers on the same pipe.
-#include <cstdio>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include "shmbus/pipe.hpp"
 

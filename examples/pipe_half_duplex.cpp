@@ -1,8 +1,9 @@
 // A half-duplex pipe (Python's `recv_conn, send_conn = Pipe(duplex=False)`):
 // one process sends and closes its end, another receives until end of file.
-#include <cstdio>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include "shmbus/pipe.hpp"
 

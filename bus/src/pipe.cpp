@@ -2,14 +2,15 @@
 // receive paths, waiting with peer-liveness checks, and statistics.
 #include "shmbus/pipe.hpp"
 
+#include <pthread.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <mutex>
 #include <new>
-#include <pthread.h>
 #include <random>
-#include <unistd.h>
 
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/segment.hpp"
@@ -50,9 +51,9 @@ bool is_pow2(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 void validate_options(std::string_view name, const PipeOptions& o) {
   if (!is_pow2(o.capacity) || o.capacity < detail::kMinRingCapacity ||
       o.capacity > detail::kMaxRingCapacity) {
-    throw Error(Errc::invalid_argument, std::string(name),
-                "ring capacity " + std::to_string(o.capacity) +
-                    " is not a power of two in 4 KiB .. 1 GiB");
+    throw Error(
+        Errc::invalid_argument, std::string(name),
+        "ring capacity " + std::to_string(o.capacity) + " is not a power of two in 4 KiB .. 1 GiB");
   }
   if (o.max_message == 0 || o.max_message > (std::uint64_t{1} << 62)) {
     throw Error(Errc::invalid_argument, std::string(name),
@@ -100,8 +101,8 @@ std::shared_ptr<detail::Segment> create_segment(std::string_view name, const Pip
     c->ends[0].owner.store(owner0, std::memory_order_relaxed);
     c->ends[1].owner.store(owner1, std::memory_order_relaxed);
   };
-  return std::make_shared<detail::Segment>(detail::Segment::create(
-      name, ObjectKind::pipe, detail::kBytesTag, size, init, o.segment));
+  return std::make_shared<detail::Segment>(
+      detail::Segment::create(name, ObjectKind::pipe, detail::kBytesTag, size, init, o.segment));
 }
 
 std::string anonymous_name() {
@@ -128,30 +129,48 @@ std::pair<Connection, Connection> make_pair(std::string_view name, const PipeOpt
 
 std::string_view to_string(SendResult r) noexcept {
   switch (r) {
-    case SendResult::ok: return "ok";
-    case SendResult::full: return "full";
-    case SendResult::timeout: return "timeout";
-    case SendResult::too_large: return "too_large";
-    case SendResult::closed: return "closed";
-    case SendResult::broken: return "broken";
-    case SendResult::peer_dead: return "peer_dead";
-    case SendResult::corrupted: return "corrupted";
+    case SendResult::ok:
+      return "ok";
+    case SendResult::full:
+      return "full";
+    case SendResult::timeout:
+      return "timeout";
+    case SendResult::too_large:
+      return "too_large";
+    case SendResult::closed:
+      return "closed";
+    case SendResult::broken:
+      return "broken";
+    case SendResult::peer_dead:
+      return "peer_dead";
+    case SendResult::corrupted:
+      return "corrupted";
   }
   return "unknown";
 }
 
 std::string_view to_string(RecvResult r) noexcept {
   switch (r) {
-    case RecvResult::ok: return "ok";
-    case RecvResult::empty: return "empty";
-    case RecvResult::timeout: return "timeout";
-    case RecvResult::eof: return "eof";
-    case RecvResult::peer_dead: return "peer_dead";
-    case RecvResult::too_small: return "too_small";
-    case RecvResult::too_large: return "too_large";
-    case RecvResult::size_mismatch: return "size_mismatch";
-    case RecvResult::closed: return "closed";
-    case RecvResult::corrupted: return "corrupted";
+    case RecvResult::ok:
+      return "ok";
+    case RecvResult::empty:
+      return "empty";
+    case RecvResult::timeout:
+      return "timeout";
+    case RecvResult::eof:
+      return "eof";
+    case RecvResult::peer_dead:
+      return "peer_dead";
+    case RecvResult::too_small:
+      return "too_small";
+    case RecvResult::too_large:
+      return "too_large";
+    case RecvResult::size_mismatch:
+      return "size_mismatch";
+    case RecvResult::closed:
+      return "closed";
+    case RecvResult::corrupted:
+      return "corrupted";
   }
   return "unknown";
 }
@@ -193,11 +212,13 @@ Connection::Connection(std::shared_ptr<detail::Segment> segment, int end, bool t
   std::byte* rings = segment_->payload() + detail::kPipeControlSize;
   if (can_recv_) {
     const int r = end;  // end e receives from ring e
-    rx_ = detail::RingConsumer(&control_->rings[r], rings + cap * static_cast<std::size_t>(r), cap, notify);
+    rx_ = detail::RingConsumer(&control_->rings[r], rings + cap * static_cast<std::size_t>(r), cap,
+                               notify);
   }
   if (can_send_) {
     const int r = duplex ? 1 - end : 0;  // and sends into ring 1 - e
-    tx_ = detail::RingProducer(&control_->rings[r], rings + cap * static_cast<std::size_t>(r), cap, notify);
+    tx_ = detail::RingProducer(&control_->rings[r], rings + cap * static_cast<std::size_t>(r), cap,
+                               notify);
   }
   active_ = taken;
   closed_ = false;
@@ -324,9 +345,10 @@ void Connection::close() noexcept {
   // then leaves the child's alone, as with multiprocessing's handles).
   // relaxed: see on_fork_parent().
   const bool unforked = g_forks_made.load(std::memory_order_relaxed) == forks_at_create_;
-  const bool mine = (active_ || unforked) && fork_gen_ == detail::fork_generation() &&
-                    // [pipe.owner] acquire: see take_over().
-                    control_->ends[end_].owner.load(std::memory_order_acquire) == this_process().pack();
+  const bool mine =
+      (active_ || unforked) && fork_gen_ == detail::fork_generation() &&
+      // [pipe.owner] acquire: see take_over().
+      control_->ends[end_].owner.load(std::memory_order_acquire) == this_process().pack();
   if (mine) {
     if (can_send_) tx_.flush();
     if (can_recv_) rx_.publish_read();
@@ -356,7 +378,8 @@ bool Connection::peer_dead() noexcept {
   peer_death_counted_ = true;
   auto& line = control_->ends[end_];
   // [ring.stats] relaxed: single-writer counter.
-  line.peer_deaths.store(line.peer_deaths.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  line.peer_deaths.store(line.peer_deaths.load(std::memory_order_relaxed) + 1,
+                         std::memory_order_relaxed);
   return true;
 }
 
@@ -408,21 +431,24 @@ Connection::WaitOutcome Connection::wait_data(const Deadline* deadline) noexcept
       [&] { return peer_dead(); },
       [&] {
         // [ring.stats] relaxed: single-writer counter.
-        ctl->consumer.blocked_recvs.store(ctl->consumer.blocked_recvs.load(std::memory_order_relaxed) + 1,
-                                          std::memory_order_relaxed);
+        ctl->consumer.blocked_recvs.store(
+            ctl->consumer.blocked_recvs.load(std::memory_order_relaxed) + 1,
+            std::memory_order_relaxed);
       });
   return r == 0 ? WaitOutcome::ready : r == 1 ? WaitOutcome::timeout : WaitOutcome::dead_peer;
 }
 
-Connection::WaitOutcome Connection::wait_room(std::size_t payload, const Deadline* deadline) noexcept {
+Connection::WaitOutcome Connection::wait_room(std::size_t payload,
+                                              const Deadline* deadline) noexcept {
   auto* ctl = tx_.control();
   const int r = wait_loop(
       ctl->space, policy_, deadline, [&] { return tx_.has_room(payload) || peer_closed(); },
       [&] { return peer_dead(); },
       [&] {
         // [ring.stats] relaxed: single-writer counter.
-        ctl->producer.blocked_sends.store(ctl->producer.blocked_sends.load(std::memory_order_relaxed) + 1,
-                                          std::memory_order_relaxed);
+        ctl->producer.blocked_sends.store(
+            ctl->producer.blocked_sends.load(std::memory_order_relaxed) + 1,
+            std::memory_order_relaxed);
       });
   return r == 0 ? WaitOutcome::ready : r == 1 ? WaitOutcome::timeout : WaitOutcome::dead_peer;
 }
@@ -471,16 +497,20 @@ SendResult Connection::reserve_impl(std::size_t size, std::span<std::byte>& out,
     if (peer_closed()) return SendResult::broken;
     tx_.flush();  // a pending batch must be visible before we wait for room
     switch (wait_room(size, deadline)) {
-      case WaitOutcome::ready: break;
-      case WaitOutcome::dead_peer: return SendResult::peer_dead;
-      default: return SendResult::timeout;
+      case WaitOutcome::ready:
+        break;
+      case WaitOutcome::dead_peer:
+        return SendResult::peer_dead;
+      default:
+        return SendResult::timeout;
     }
   }
 }
 
 void Connection::commit(std::size_t size) noexcept { tx_.commit(size); }
 
-SendResult Connection::send_fragmented(std::span<const std::byte> data, const Deadline* deadline) noexcept {
+SendResult Connection::send_fragmented(std::span<const std::byte> data,
+                                       const Deadline* deadline) noexcept {
   const std::size_t chunk = tx_.max_payload();
   const std::uint64_t total = data.size();
   std::size_t sent = 0;
@@ -523,13 +553,17 @@ void Connection::end_batch() noexcept {
 
 // --- receiving -----------------------------------------------------------------
 
-RecvResult Connection::next_frame(detail::Frame& frame, const Deadline* deadline, bool wait) noexcept {
+RecvResult Connection::next_frame(detail::Frame& frame, const Deadline* deadline,
+                                  bool wait) noexcept {
   if (!can_recv_ || closed_ || !ensure_owner()) return RecvResult::closed;
   for (;;) {
     switch (rx_.peek(frame)) {
-      case detail::PeekResult::ok: return RecvResult::ok;
-      case detail::PeekResult::corrupted: return RecvResult::corrupted;
-      case detail::PeekResult::empty: break;
+      case detail::PeekResult::ok:
+        return RecvResult::ok;
+      case detail::PeekResult::corrupted:
+        return RecvResult::corrupted;
+      case detail::PeekResult::empty:
+        break;
     }
     if (peer_closed()) {
       // Everything the peer committed before closing is visible now.
@@ -539,8 +573,10 @@ RecvResult Connection::next_frame(detail::Frame& frame, const Deadline* deadline
     }
     if (!wait) return RecvResult::empty;
     switch (wait_data(deadline)) {
-      case WaitOutcome::ready: continue;
-      case WaitOutcome::timeout: return RecvResult::timeout;
+      case WaitOutcome::ready:
+        continue;
+      case WaitOutcome::timeout:
+        return RecvResult::timeout;
       default: {
         // A dead process writes nothing more: drain what it committed.
         const auto p = rx_.peek(frame);
@@ -553,7 +589,8 @@ RecvResult Connection::next_frame(detail::Frame& frame, const Deadline* deadline
 
 namespace {
 // The total length of the message whose first frame is `f`, validated.
-bool message_length(const detail::Frame& f, std::uint64_t max_message, std::uint64_t& total) noexcept {
+bool message_length(const detail::Frame& f, std::uint64_t max_message,
+                    std::uint64_t& total) noexcept {
   if (!f.fragment) {
     total = f.length;
     return true;
@@ -647,17 +684,23 @@ RecvResult Connection::recv(std::string& out, const Deadline* deadline) {
 
 void Connection::throw_unless_ok(RecvResult r, const char* what) const {
   switch (r) {
-    case RecvResult::ok: return;
-    case RecvResult::eof: throw Error(Errc::closed, name(), std::string(what) + ": end of file (peer closed)");
-    case RecvResult::peer_dead: throw Error(Errc::peer_dead, name(), std::string(what) + ": end of file (peer died)");
+    case RecvResult::ok:
+      return;
+    case RecvResult::eof:
+      throw Error(Errc::closed, name(), std::string(what) + ": end of file (peer closed)");
+    case RecvResult::peer_dead:
+      throw Error(Errc::peer_dead, name(), std::string(what) + ": end of file (peer died)");
     case RecvResult::too_large:
     case RecvResult::too_small:
     case RecvResult::size_mismatch:
       throw Error(Errc::too_large, name(), std::string(what) + ": " + std::string(to_string(r)));
-    case RecvResult::closed: throw Error(Errc::closed, name(), std::string(what) + ": this end is closed");
+    case RecvResult::closed:
+      throw Error(Errc::closed, name(), std::string(what) + ": this end is closed");
     case RecvResult::corrupted:
-      throw Error(Errc::corrupted, name(), std::string(what) + ": a frame header failed validation");
-    default: throw Error(Errc::system, name(), std::string(what) + ": " + std::string(to_string(r)));
+      throw Error(Errc::corrupted, name(),
+                  std::string(what) + ": a frame header failed validation");
+    default:
+      throw Error(Errc::system, name(), std::string(what) + ": " + std::string(to_string(r)));
   }
 }
 

@@ -21,7 +21,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   --size;
   auto* mem = static_cast<std::byte*>(std::aligned_alloc(64, sizeof(RingControl) + capacity));
   std::memset(mem, 0, sizeof(RingControl) + capacity);
-  std::memcpy(mem, data, size < sizeof(RingControl) + capacity ? size : sizeof(RingControl) + capacity);
+  std::memcpy(mem, data,
+              size < sizeof(RingControl) + capacity ? size : sizeof(RingControl) + capacity);
   auto* control = reinterpret_cast<RingControl*>(mem);
   std::byte* ring = mem + sizeof(RingControl);
 

@@ -15,8 +15,8 @@ int main(int argc, char** argv) {
   const std::string end = argv[2];
   const long count = std::strtol(argv[3], nullptr, 10);
   try {
-    auto c = shmbus::Connection::open(argv[1], end == "first" ? shmbus::PipeEnd::first
-                                                               : shmbus::PipeEnd::second);
+    auto c = shmbus::Connection::open(
+        argv[1], end == "first" ? shmbus::PipeEnd::first : shmbus::PipeEnd::second);
     for (long i = 0; i < count; ++i) {
       std::vector<std::byte> msg = c.recv_bytes();
       std::reverse(msg.begin(), msg.end());

@@ -7,6 +7,8 @@
 // The delivery run sends 200,000 messages (20,000 under sanitizers);
 // SHMBUS_SOAK=1 makes it the 10 million.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
@@ -14,8 +16,6 @@
 #include <cstring>
 #include <random>
 #include <string>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <vector>
 
 #include "shmbus/pipe.hpp"

@@ -57,26 +57,26 @@ class Segment;
 
 enum class SendResult : std::uint8_t {
   ok,
-  full,        // try_ call: no room right now
-  timeout,     // the deadline passed before the message was sent
-  too_large,   // above the pipe's max_message; nothing was sent
-  closed,      // this end is closed, cannot send, or was taken by another process
-  broken,      // the peer closed its end
-  peer_dead,   // the peer died
-  corrupted,   // shared state failed validation; the channel is unusable
+  full,       // try_ call: no room right now
+  timeout,    // the deadline passed before the message was sent
+  too_large,  // above the pipe's max_message; nothing was sent
+  closed,     // this end is closed, cannot send, or was taken by another process
+  broken,     // the peer closed its end
+  peer_dead,  // the peer died
+  corrupted,  // shared state failed validation; the channel is unusable
 };
 
 enum class RecvResult : std::uint8_t {
   ok,
-  empty,       // try_ call: nothing to receive right now
-  timeout,     // the deadline passed
-  eof,         // the peer closed its end and everything it sent was received
-  peer_dead,   // the peer died and everything it committed was received
-  too_small,   // the buffer is too small: the size needed was reported, the message stays
-  too_large,   // longer than maxlength: the message stays
+  empty,          // try_ call: nothing to receive right now
+  timeout,        // the deadline passed
+  eof,            // the peer closed its end and everything it sent was received
+  peer_dead,      // the peer died and everything it committed was received
+  too_small,      // the buffer is too small: the size needed was reported, the message stays
+  too_large,      // longer than maxlength: the message stays
   size_mismatch,  // recv<T>: the message is not sizeof(T) bytes; it stays
-  closed,      // this end is closed, cannot receive, or was taken by another process
-  corrupted,   // a header or index failed validation; the channel is unusable
+  closed,         // this end is closed, cannot receive, or was taken by another process
+  corrupted,      // a header or index failed validation; the channel is unusable
 };
 
 [[nodiscard]] std::string_view to_string(SendResult r) noexcept;
@@ -99,7 +99,6 @@ struct PipeOptions {
   // fork() only, like multiprocessing's.
   SegmentOptions segment{};
 };
-
 
 class Connection {
  public:
@@ -126,7 +125,8 @@ class Connection {
   [[nodiscard]] SendResult send_bytes(std::span<const std::byte> data) noexcept {
     return send_bytes_impl(data, nullptr, true);
   }
-  [[nodiscard]] SendResult send_bytes_until(std::span<const std::byte> data, Deadline deadline) noexcept {
+  [[nodiscard]] SendResult send_bytes_until(std::span<const std::byte> data,
+                                            Deadline deadline) noexcept {
     return send_bytes_impl(data, &deadline, true);
   }
   template <class Rep, class Period>
@@ -142,12 +142,12 @@ class Connection {
 
   // A trivially copyable value, sent as its bytes.
   template <class T>
-    requires std::is_trivially_copyable_v<T>
+  requires std::is_trivially_copyable_v<T>
   [[nodiscard]] SendResult send(const T& value) noexcept {
     return send_bytes(std::as_bytes(std::span<const T, 1>(&value, 1)));
   }
   template <class T>
-    requires std::is_trivially_copyable_v<T>
+  requires std::is_trivially_copyable_v<T>
   [[nodiscard]] SendResult send(std::span<const T> values) noexcept {
     return send_bytes(std::as_bytes(values));
   }
@@ -169,9 +169,9 @@ class Connection {
     return recv_impl(buffer, offset, size, &deadline, true);
   }
   template <class Rep, class Period>
-  [[nodiscard]] RecvResult recv_bytes_into_for(std::span<std::byte> buffer, std::size_t offset,
-                                               std::size_t& size,
-                                               std::chrono::duration<Rep, Period> timeout) noexcept {
+  [[nodiscard]] RecvResult recv_bytes_into_for(
+      std::span<std::byte> buffer, std::size_t offset, std::size_t& size,
+      std::chrono::duration<Rep, Period> timeout) noexcept {
     return recv_bytes_into_until(buffer, offset, size, deadline_after(timeout));
   }
   [[nodiscard]] RecvResult try_recv_bytes_into(std::span<std::byte> buffer, std::size_t offset,
@@ -181,8 +181,7 @@ class Connection {
 
   // Into a vector (resized to the message). too_large when the message is
   // longer than maxlength (it stays). May throw std::bad_alloc.
-  [[nodiscard]] RecvResult recv_bytes(std::vector<std::byte>& out,
-                                      std::size_t maxlength = SIZE_MAX,
+  [[nodiscard]] RecvResult recv_bytes(std::vector<std::byte>& out, std::size_t maxlength = SIZE_MAX,
                                       const Deadline* deadline = nullptr);
   // Python-style: returns the message; throws Error(closed) at EOF,
   // Error(peer_dead), Error(too_large), Error(corrupted).
@@ -191,18 +190,16 @@ class Connection {
   // A trivially copyable value; a message of another size is left in the
   // ring and reported as size_mismatch.
   template <class T>
-    requires std::is_trivially_copyable_v<T>
-  [[nodiscard]] RecvResult recv(T& out) noexcept {
-    return recv_value(&out, sizeof(T), nullptr);
-  }
+  requires std::is_trivially_copyable_v<T>
+  [[nodiscard]] RecvResult recv(T& out) noexcept { return recv_value(&out, sizeof(T), nullptr); }
   template <class T, class Rep, class Period>
-    requires std::is_trivially_copyable_v<T>
+  requires std::is_trivially_copyable_v<T>
   [[nodiscard]] RecvResult recv_for(T& out, std::chrono::duration<Rep, Period> timeout) noexcept {
     const Deadline d = deadline_after(timeout);
     return recv_value(&out, sizeof(T), &d);
   }
   template <class T>
-    requires std::is_trivially_copyable_v<T>
+  requires std::is_trivially_copyable_v<T>
   [[nodiscard]] T recv() {
     T out;
     throw_unless_ok(recv(out), "recv");
@@ -212,7 +209,8 @@ class Connection {
   [[nodiscard]] std::string recv_string();
 
   // True when a message (or end of file) is ready, waiting up to `timeout`.
-  [[nodiscard]] bool poll(std::chrono::nanoseconds timeout = std::chrono::nanoseconds::zero()) noexcept;
+  [[nodiscard]] bool poll(
+      std::chrono::nanoseconds timeout = std::chrono::nanoseconds::zero()) noexcept;
 
   // --- zero copy -----------------------------------------------------------
   // Room for one message of up to `size` bytes (<= max_frame_payload()),
@@ -221,7 +219,8 @@ class Connection {
   void commit(std::size_t size) noexcept;
   // The next message in place, without copying; release() frees it. A
   // fragmented message cannot be peeked (too_large: use recv_bytes_into).
-  [[nodiscard]] RecvResult peek(std::span<const std::byte>& out, const Deadline* deadline = nullptr) noexcept;
+  [[nodiscard]] RecvResult peek(std::span<const std::byte>& out,
+                                const Deadline* deadline = nullptr) noexcept;
   void release() noexcept;
 
   // Messages sent between begin_batch() and end_batch() become visible to
@@ -245,7 +244,14 @@ class Connection {
   Connection(std::shared_ptr<detail::Segment> segment, int end, bool taken);
 
  private:
-  enum class WaitOutcome : std::uint8_t { ready, timeout, closed_peer, dead_peer, corrupted, not_owner };
+  enum class WaitOutcome : std::uint8_t {
+    ready,
+    timeout,
+    closed_peer,
+    dead_peer,
+    corrupted,
+    not_owner
+  };
 
   template <class Rep, class Period>
   static Deadline deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
@@ -254,13 +260,16 @@ class Connection {
   void throw_unless_ok(RecvResult r, const char* what) const;
 
   [[nodiscard]] bool ensure_owner() noexcept {
-    if (fork_gen_ == detail::fork_generation() && active_) [[likely]] return true;
+    if (fork_gen_ == detail::fork_generation() && active_) [[likely]]
+      return true;
     return take_over();
   }
   bool take_over() noexcept;
 
-  SendResult send_bytes_impl(std::span<const std::byte> data, const Deadline* deadline, bool wait) noexcept;
-  SendResult reserve_impl(std::size_t size, std::span<std::byte>& out, const Deadline* deadline) noexcept;
+  SendResult send_bytes_impl(std::span<const std::byte> data, const Deadline* deadline,
+                             bool wait) noexcept;
+  SendResult reserve_impl(std::size_t size, std::span<std::byte>& out,
+                          const Deadline* deadline) noexcept;
   SendResult send_fragmented(std::span<const std::byte> data, const Deadline* deadline) noexcept;
   RecvResult recv_impl(std::span<std::byte> buffer, std::size_t offset, std::size_t& size,
                        const Deadline* deadline, bool wait) noexcept;
@@ -284,7 +293,7 @@ class Connection {
   int end_ = 0;
   bool can_send_ = false;
   bool can_recv_ = false;
-  bool active_ = false;   // this process holds the end (took it or used it)
+  bool active_ = false;  // this process holds the end (took it or used it)
   bool closed_ = true;
   bool peeked_ = false;
   bool peer_death_counted_ = false;

@@ -31,7 +31,8 @@ namespace shmbus {
 
 // Creates a pipe and returns its two ends (end first, end second). In a
 // half-duplex pipe the first end receives and the second sends.
-[[nodiscard]] std::pair<Connection, Connection> Pipe(std::string_view name, const PipeOptions& options);
+[[nodiscard]] std::pair<Connection, Connection> Pipe(std::string_view name,
+                                                     const PipeOptions& options);
 [[nodiscard]] std::pair<Connection, Connection> Pipe(std::string_view name, bool duplex = true);
 [[nodiscard]] std::pair<Connection, Connection> Pipe(const PipeOptions& options);
 [[nodiscard]] std::pair<Connection, Connection> Pipe(bool duplex = true);
@@ -47,7 +48,7 @@ struct PipeRingStats {
   std::uint64_t blocked_sends = 0;      // sends that slept for room
   std::uint64_t messages_received = 0;  // published lazily by the receiver
   std::uint64_t bytes_received = 0;
-  std::uint64_t blocked_recvs = 0;      // receives that slept for data
+  std::uint64_t blocked_recvs = 0;  // receives that slept for data
   // Bytes between the receiver's published read position and the sender's
   // write position: an upper bound (the receiver publishes lazily, at the
   // latest every quarter ring and whenever it finds the ring empty).
@@ -55,7 +56,7 @@ struct PipeRingStats {
 };
 
 struct PipeEndStats {
-  ProcessId owner;            // pid 0: not taken
+  ProcessId owner;  // pid 0: not taken
   bool owner_alive = false;
   bool closed = false;
   std::uint32_t peer_deaths = 0;  // times this end saw its peer dead

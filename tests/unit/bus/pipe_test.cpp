@@ -1,6 +1,8 @@
 // Pipe / Connection in one process (two ends, threads where a side must
 // block): typed send/recv, half-duplex roles, buffer sizes, fragmentation,
 // limits, timeouts, close/EOF, end ownership, corruption and statistics.
+#include "shmbus/pipe.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -11,7 +13,6 @@
 
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/error.hpp"
-#include "shmbus/pipe.hpp"
 #include "shmbus/segment_info.hpp"
 #include "shmbus/shared_memory.hpp"
 #include "test_support.hpp"
@@ -250,8 +251,10 @@ TEST(Pipe, SecondTakerOfAnEndGetsAnError) {
   SegmentGuard g(unique_name("pipe-take"));
   auto first = Connection::create(g.name(), PipeEnd::first);
   auto second = Connection::open(g.name(), PipeEnd::second);
-  EXPECT_EQ(code_of([&] { (void)Connection::open(g.name(), PipeEnd::second); }), Errc::already_exists);
-  EXPECT_EQ(code_of([&] { (void)Connection::open(g.name(), PipeEnd::first); }), Errc::already_exists);
+  EXPECT_EQ(code_of([&] { (void)Connection::open(g.name(), PipeEnd::second); }),
+            Errc::already_exists);
+  EXPECT_EQ(code_of([&] { (void)Connection::open(g.name(), PipeEnd::first); }),
+            Errc::already_exists);
   ASSERT_EQ(second.send("by name"), SendResult::ok);
   EXPECT_EQ(first.recv_string(), "by name");
 }
@@ -260,7 +263,8 @@ TEST(Pipe, OpeningAnotherKindOrMissingNameFails) {
   SegmentGuard g(unique_name("pipe-kind"));
   auto shm = SharedMemory::create(g.name(), 4096);
   EXPECT_EQ(code_of([&] { (void)Connection::open(g.name(), PipeEnd::first); }), Errc::wrong_kind);
-  EXPECT_EQ(code_of([&] { (void)Connection::open(unique_name("none"), PipeEnd::first); }), Errc::not_found);
+  EXPECT_EQ(code_of([&] { (void)Connection::open(unique_name("none"), PipeEnd::first); }),
+            Errc::not_found);
   PipeOptions bad;
   bad.capacity = 5000;
   EXPECT_EQ(code_of([&] { (void)Pipe(unique_name("bad"), bad); }), Errc::invalid_argument);

@@ -1,6 +1,8 @@
 // detail::RingProducer / RingConsumer in one process: framing, wrap-around,
 // padding, batching, lazy read positions, validation of corrupted state,
 // and a two-thread stress run with sequence numbers.
+#include "shmbus/detail/spsc_ring.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -9,8 +11,6 @@
 #include <random>
 #include <thread>
 #include <vector>
-
-#include "shmbus/detail/spsc_ring.hpp"
 
 namespace shmbus::detail {
 namespace {
@@ -76,7 +76,7 @@ TEST(SpscRing, DeliversFramesInOrderWithTheirBytes) {
 
 TEST(SpscRing, SmallFrameNeverStraddlesACacheLine) {
   TestRing r(4096);
-  ASSERT_TRUE(r.send(0, 40));  // frame of 48 bytes at offset 0
+  ASSERT_TRUE(r.send(0, 40));                 // frame of 48 bytes at offset 0
   std::byte* p = r.producer.try_reserve(40);  // 48 more: would cross 64
   ASSERT_NE(p, nullptr);
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p - kFrameHeaderSize) % 64, 0u);

@@ -27,7 +27,7 @@ struct PipeConfig {
   std::uint64_t max_message;  // largest message, fragments included
   std::uint32_t strategy;     // WaitStrategy, the same for both ends
   std::uint32_t reserved;
-  std::uint64_t spin_ns;      // adaptive spin budget
+  std::uint64_t spin_ns;  // adaptive spin budget
 };
 
 // One end's line: written only by the process that holds the end (owner

@@ -66,7 +66,9 @@ inline constexpr std::size_t kPrefetchAhead = 4 * kCacheLine;
 inline constexpr std::size_t kMinRingCapacity = 4096;
 inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 30;
 
-[[nodiscard]] constexpr std::uint64_t align8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
+[[nodiscard]] constexpr std::uint64_t align8(std::uint64_t n) noexcept {
+  return (n + 7) & ~std::uint64_t{7};
+}
 [[nodiscard]] constexpr std::uint64_t frame_tag(std::uint64_t pos) noexcept {
   return static_cast<std::uint64_t>(static_cast<std::uint32_t>(pos >> 3)) << 32;
 }
@@ -83,18 +85,18 @@ inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 30;
 // Written only by the producer (relaxed single-writer stores); read by the
 // consumer never, by inspectors any time.
 struct alignas(64) RingProducerLine {
-  std::atomic<std::uint64_t> write_pos;        // end of the last committed frame
+  std::atomic<std::uint64_t> write_pos;  // end of the last committed frame
   std::atomic<std::uint64_t> messages_sent;
   std::atomic<std::uint64_t> bytes_sent;
-  std::atomic<std::uint64_t> blocked_sends;    // sends that slept waiting for space
+  std::atomic<std::uint64_t> blocked_sends;  // sends that slept waiting for space
 };
 
 // Consumer-owned line: the published read position and statistics.
 struct alignas(64) RingConsumerLine {
-  std::atomic<std::uint64_t> read_pos;         // [ring.consume] everything before is free
+  std::atomic<std::uint64_t> read_pos;  // [ring.consume] everything before is free
   std::atomic<std::uint64_t> messages_received;
   std::atomic<std::uint64_t> bytes_received;
-  std::atomic<std::uint64_t> blocked_recvs;    // receives that slept waiting for data
+  std::atomic<std::uint64_t> blocked_recvs;  // receives that slept waiting for data
 };
 
 // Ring control block, format v1. Lives in the segment; offsets only.
@@ -126,7 +128,8 @@ struct Frame {
 
 enum class PeekResult : std::uint8_t { ok, empty, corrupted };
 
-[[nodiscard]] inline std::atomic<std::uint64_t>& header_at(std::byte* data, std::uint64_t offset) noexcept {
+[[nodiscard]] inline std::atomic<std::uint64_t>& header_at(std::byte* data,
+                                                           std::uint64_t offset) noexcept {
   return *reinterpret_cast<std::atomic<std::uint64_t>*>(data + offset);
 }
 
@@ -157,7 +160,8 @@ class RingProducer {
   // to write it, or nullptr when the ring is full right now (or the
   // consumer's published position is corrupted: check corrupted()).
   [[nodiscard]] std::byte* try_reserve(std::size_t payload) noexcept {
-    if (corrupted_) [[unlikely]] return nullptr;
+    if (corrupted_) [[unlikely]]
+      return nullptr;
     const std::uint64_t fs = frame_size(payload);
     const std::uint64_t pad = pad_before(fs);
     std::uint64_t off = pos_ & mask_;
