@@ -62,7 +62,6 @@ inline constexpr std::uint64_t kFrameLast = std::uint64_t{1} << 28;
 inline constexpr std::uint64_t kFrameLengthMask = (std::uint64_t{1} << 28) - 1;
 inline constexpr std::size_t kFrameHeaderSize = 8;
 inline constexpr std::size_t kCacheLine = 64;
-inline constexpr std::size_t kPrefetchAhead = 4 * kCacheLine;
 inline constexpr std::size_t kMinRingCapacity = 4096;
 inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 30;
 
@@ -184,9 +183,6 @@ class RingProducer {
     write_header(pos_, flags | payload, fs);
     pos_ += fs;
     reserved_ = 0;
-    // Ask for ownership of a line a few ahead now, so a stream's stores
-    // do not stall on it later (a hint: no access, no fault).
-    __builtin_prefetch(data_ + ((pos_ + kPrefetchAhead) & mask_), 1, 3);
     ++sent_;
     bytes_ += payload;
     // [ring.stats] relaxed: single-writer counters for inspection only.
