@@ -468,7 +468,11 @@ SendResult Connection::send_bytes_impl(std::span<const std::byte> data, const De
   SendResult r = SendResult::ok;
   std::byte* p = tx_.try_reserve(n);
   if (p == nullptr) {
-    if (!wait) return tx_.corrupted() ? SendResult::corrupted : SendResult::full;
+    if (!wait) {
+      if (tx_.corrupted()) return SendResult::corrupted;
+      tx_.flush();  // a pending batch must become visible, or full lasts forever
+      return SendResult::full;
+    }
     r = reserve_impl(n, out, deadline);
     if (r != SendResult::ok) return r;
     p = out.data();

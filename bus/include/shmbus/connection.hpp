@@ -148,6 +148,11 @@ class Connection {
   }
   template <class T>
   requires std::is_trivially_copyable_v<T>
+  [[nodiscard]] SendResult try_send(const T& value) noexcept {
+    return try_send_bytes(std::as_bytes(std::span<const T, 1>(&value, 1)));
+  }
+  template <class T>
+  requires std::is_trivially_copyable_v<T>
   [[nodiscard]] SendResult send(std::span<const T> values) noexcept {
     return send_bytes(std::as_bytes(values));
   }

@@ -232,6 +232,22 @@ TEST(Pipe, BatchBecomesVisibleAtEndBatch) {
   for (int i = 0; i < 4; ++i) EXPECT_EQ(b.recv<int>(), i);
 }
 
+TEST(Pipe, FullTrySendInsideABatchPublishesTheBatch) {
+  PipeOptions o;
+  o.capacity = 4096;
+  auto [a, b] = Pipe(o);
+  a.begin_batch();
+  int sent = 0;
+  while (a.try_send(sent) == SendResult::ok) ++sent;
+  // The batch was published when the ring filled: the reader sees it all.
+  for (int i = 0; i < sent; ++i) {
+    int x = -1;
+    ASSERT_EQ(b.recv_for(x, 5s), RecvResult::ok) << i;
+    ASSERT_EQ(x, i);
+  }
+  a.end_batch();
+}
+
 TEST(Pipe, ZeroCopyReserveCommitPeekRelease) {
   auto [a, b] = Pipe();
   std::span<std::byte> out;
