@@ -1,16 +1,24 @@
 // shmbus::Pipe — multiprocessing.Pipe(duplex) over shared memory.
 //
-//   auto [a, b] = shmbus::Pipe();                  // anonymous: share by fork()
-//   auto [r, w] = shmbus::Pipe(false);             // half-duplex: r receives, w sends
-//   auto [a, b] = shmbus::Pipe("orders");          // named: other processes
-//   auto c = shmbus::Connection::open("orders", shmbus::PipeEnd::second);
+//   auto [a, b] = shmbus::Pipe();          // anonymous duplex: shared by fork()
+//   auto [r, w] = shmbus::Pipe(false);     // half-duplex: r receives, w sends
+//
+//   // Unrelated processes: one creates and takes an end, the other opens
+//   // the other end by name (a second taker gets Errc::already_exists).
+//   auto c = shmbus::Connection::create("orders", shmbus::PipeEnd::first);
+//   auto d = shmbus::Connection::open("orders", shmbus::PipeEnd::second);
+//
+// Pipe(name) makes a named pipe whose two ends this process holds (for it
+// and its forked children, which take the end they use); unlink_pipe()
+// removes the name. Pipe() without a name unlinks at once, like
+// multiprocessing's pipes.
 //
 // A duplex pipe is two SPSC rings (one per direction), a half-duplex pipe
 // one. Each ring carries variable-length framed messages; a small message
 // and its publication share one cache line, so a busy-polling receiver
-// gets it with a single cache-line transfer.
+// gets it with a single cache-line transfer (see detail/spsc_ring.hpp).
 //
-// Setup (Pipe, Connection::open, pipe_stats) throws shmbus::Error.
+// Setup (Pipe, Connection::create/open, pipe_stats) throws shmbus::Error.
 // Statistics are written by the side that owns them and can be read at any
 // time, read-only, through pipe_stats() (bus-inspector does).
 #pragma once
