@@ -392,13 +392,21 @@ int wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy, const Clock::ti
               Ready&& ready, Dead&& dead, Slept&& slept) noexcept {
   // returns 0 ready, 1 timeout, 2 dead
   if (policy.strategy != WaitStrategy::blocking) {
-    const auto start = Clock::now();
-    auto next_check = start + kLivenessInterval;
+    // No clock read before the first spins: a stream's receiver that
+    // catches up with its sender waits only a moment, and a clock read
+    // (tens of ns under a hypervisor) would cost it on every catch-up.
+    // The spin budget therefore starts at the first check (256 spins in).
+    Clock::time_point start{};
+    Clock::time_point next_check{};
     for (unsigned i = 1;; ++i) {
       detail::cpu_relax();
       if (ready()) return 0;
       if ((i & 255) == 0) {  // a vDSO clock read now and then, no system call
         const auto now = Clock::now();
+        if (i == 256) {
+          start = now;
+          next_check = now + kLivenessInterval;
+        }
         if (deadline != nullptr && now >= *deadline) return ready() ? 0 : 1;
         if (policy.strategy == WaitStrategy::adaptive && now - start >= policy.spin) break;
         if (now >= next_check) {
