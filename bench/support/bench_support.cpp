@@ -1,18 +1,21 @@
 #include "bench_support.hpp"
 
-#include <atomic>
+#include <sched.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <sched.h>
-#include <sys/wait.h>
 #include <thread>
-#include <unistd.h>
 
 #include "shmbus/detail/futex.hpp"
+#include "shmbus/error.hpp"
 #include "shmbus/shared_memory.hpp"
+#include "shmbus/topology.hpp"
 
 namespace shmbus::bench {
 
@@ -21,24 +24,35 @@ const CpuPair& bench_cpus() {
     CpuPair p;
     if (const char* env = std::getenv("SHMBUS_BENCH_CPUS")) {
       if (std::sscanf(env, "%d,%d", &p.parent, &p.child) == 2) {
-        p.why = "SHMBUS_BENCH_CPUS";
+        p.why = "cpus " + std::to_string(p.parent) + " and " + std::to_string(p.child) +
+                " from SHMBUS_BENCH_CPUS";
         return p;
       }
     }
-    long n = ::sysconf(_SC_NPROCESSORS_ONLN);
-    p.parent = 0;
-    p.child = n > 1 ? 1 : 0;
-    p.why = n > 1 ? "cpus 0 and 1" : "one cpu only: both sides share it";
+    try {
+      const CpuPlacement pick = Topology::current().pick_pair(Placement::near);
+      p.parent = pick.producer;
+      p.child = pick.consumer;
+      p.why = pick.why;
+    } catch (const Error& e) {
+      long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+      p.parent = 0;
+      p.child = n > 1 ? 1 : 0;
+      p.why = std::string("cpus 0 and ") + std::to_string(p.child) +
+              ": the topology layer failed (" + e.what() + ")";
+    }
     return p;
   }();
   return pair;
 }
 
 bool pin_this_thread(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  return ::sched_setaffinity(0, sizeof set, &set) == 0;
+  try {
+    shmbus::pin_this_thread(cpu);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
 }
 
 double ns_per_tick() {
@@ -48,8 +62,8 @@ double ns_per_tick() {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     auto t1 = std::chrono::steady_clock::now();
     std::uint64_t c1 = ticks();
-    double ns = static_cast<double>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+    double ns =
+        static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
     return ns / static_cast<double>(c1 - c0);
   }();
   return value;
@@ -136,6 +150,10 @@ void BM_Floor_CacheLine_RTT(benchmark::State& state) {
   pin_this_thread(cpus.parent);
   LatencyRecorder rec;
   std::uint64_t v = 1;
+  for (int i = 0; i < kBusyWarmUp; ++i, v += 2) {
+    line->value.store(v, std::memory_order_release);
+    while (line->value.load(std::memory_order_acquire) != v + 1) detail::cpu_relax();
+  }
   for (auto _ : state) {
     const std::uint64_t t0 = ticks();
     line->value.store(v, std::memory_order_release);
@@ -180,6 +198,14 @@ void BM_Futex_Raw_RTT(benchmark::State& state) {
   pin_this_thread(cpus.parent);
   LatencyRecorder rec;
   std::uint32_t n = 0;
+  for (int i = 0; i < kBlockWarmUp; ++i) {
+    w->ping.fetch_add(1, std::memory_order_release);
+    detail::futex_wake(w->ping, 1);
+    ++n;
+    while (w->pong.load(std::memory_order_acquire) != n) {
+      detail::futex_wait(w->pong, n - 1, nullptr);
+    }
+  }
   for (auto _ : state) {
     const std::uint64_t t0 = ticks();
     w->ping.fetch_add(1, std::memory_order_release);
@@ -200,6 +226,11 @@ void BM_Futex_Raw_RTT(benchmark::State& state) {
 }
 
 bool register_references() {
+  // The pair and the reason travel in the JSON's "context" for the report.
+  const CpuPair& cpus = bench_cpus();
+  benchmark::AddCustomContext("shmbus_cpus",
+                              std::to_string(cpus.parent) + "," + std::to_string(cpus.child));
+  benchmark::AddCustomContext("shmbus_cpus_why", cpus.why);
   benchmark::RegisterBenchmark("BM_Floor_CacheLine_RTT", BM_Floor_CacheLine_RTT)->UseRealTime();
   benchmark::RegisterBenchmark("BM_Futex_Raw_RTT", BM_Futex_Raw_RTT)->UseRealTime();
   return true;

@@ -10,13 +10,13 @@
 #pragma once
 
 #include <benchmark/benchmark.h>
+#include <sys/types.h>
+#include <x86intrin.h>
 
 #include <cstdint>
 #include <functional>
 #include <string>
-#include <sys/types.h>
 #include <vector>
-#include <x86intrin.h>
 
 namespace shmbus::bench {
 
@@ -26,8 +26,10 @@ struct CpuPair {
   std::string why;
 };
 
-// SHMBUS_BENCH_CPUS="a,b" if set; else two distinct CPUs from the
-// topology layer when it can say, else 0 and 1.
+// SHMBUS_BENCH_CPUS="a,b" if set; else the topology layer's near pair
+// (Topology::pick_pair: distinct cores sharing an L3 where there is one),
+// else 0 and 1. `why` says which and why in one sentence; the reference
+// registration copies it into the JSON context (shmbus_cpus, _why).
 const CpuPair& bench_cpus();
 
 // Pins the calling thread to one CPU; false if the kernel refused.
@@ -69,6 +71,14 @@ class PinnedChild {
   pid_t pid_ = -1;
 };
 
+// Untimed round trips a latency benchmark makes before its timed loop, so
+// that the forked child is running, pinned and has touched its pages: a
+// busy-poll one makes kBusyWarmUp, a blocking one kBlockWarmUp. Without
+// them, the first round trips of a short run (quick mode) are the child's
+// start-up, and Google Benchmark may settle on a run of ten such.
+inline constexpr int kBusyWarmUp = 1000;
+inline constexpr int kBlockWarmUp = 20;
+
 // A unique segment name for a benchmark ("bench-<pid>-<stem>-<n>").
 std::string bench_name(const std::string& stem);
 
@@ -80,5 +90,6 @@ bool register_references();
 
 }  // namespace shmbus::bench
 
-#define SHMBUS_BENCH_REFERENCES() \
-  [[maybe_unused]] static const bool shmbus_bench_references_ = ::shmbus::bench::register_references()
+#define SHMBUS_BENCH_REFERENCES()                               \
+  [[maybe_unused]] static const bool shmbus_bench_references_ = \
+      ::shmbus::bench::register_references()

@@ -129,6 +129,8 @@ Segment& Segment::operator=(Segment&& other) noexcept {
   return *this;
 }
 
+Segment::Segment() noexcept = default;
+
 Segment::~Segment() { close(); }
 
 void Segment::close() noexcept {
@@ -301,9 +303,10 @@ void Segment::attach() {
       // published through it.
       std::uint64_t seen = h.attached[i].load(std::memory_order_relaxed);
       bool take = pass == 0 ? seen == 0 : (seen != 0 && !is_alive(ProcessId::unpack(seen)));
-      // [segment.attach] relaxed CAS: claims the slot against other
-      // attachers; the identity is the whole message.
-      if (take && h.attached[i].compare_exchange_strong(seen, word, std::memory_order_relaxed)) {
+      // [segment.attach] seq_cst CAS: claims the slot against other
+      // attachers, and orders the attach before whatever the caller reads
+      // next (Bus relies on it: [registry.lifecycle]).
+      if (take && h.attached[i].compare_exchange_strong(seen, word, std::memory_order_seq_cst)) {
         attached_pid_ = me.pid;
         return;
       }
@@ -324,8 +327,8 @@ void Segment::detach() noexcept {
   const std::uint32_t capacity = std::min(h.attach_capacity, kMaxAttachSlots);
   for (std::uint32_t i = 0; i < capacity; ++i) {
     std::uint64_t expected = word;
-    // [segment.attach] relaxed: see attach().
-    if (h.attached[i].compare_exchange_strong(expected, 0, std::memory_order_relaxed)) return;
+    // [segment.attach] seq_cst: see attach().
+    if (h.attached[i].compare_exchange_strong(expected, 0, std::memory_order_seq_cst)) return;
   }
 }
 

@@ -66,8 +66,14 @@ std::pair<void*, std::size_t> map_and_read(const std::string& name, SegmentInfo&
       throw Error(Errc::corrupted, name, "header state " + std::to_string(state) +
                                              " is not a shmbus state");
     }
+    info.modified_unix_ns = static_cast<std::uint64_t>(st.st_mtim.tv_sec) * 1'000'000'000ULL +
+                            static_cast<std::uint64_t>(st.st_mtim.tv_nsec);
     if (state == static_cast<std::uint32_t>(detail::SegmentState::initialising)) {
+      // Only the creator field is meaningful yet: Segment::create() writes
+      // it before running the payload's init; 0 if not written so far.
       info.total_size = size;
+      info.creator = ProcessId::unpack(h->creator);
+      info.creator_alive = info.creator.pid != 0 && is_alive(info.creator);
       return {base, size};
     }
     if (h->magic != detail::kMagic) {

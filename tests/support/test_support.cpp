@@ -109,3 +109,36 @@ std::string shm_path(std::string_view name) {
 }
 
 }  // namespace shmbus::test
+
+namespace shmbus::test {
+
+CommandResult run_inspector(const std::vector<std::string>& args) {
+  std::string path = std::string(SHMBUS_BINARY_DIR) + "/tools/bus-inspector/bus-inspector";
+  int out[2];
+  if (::pipe(out) != 0) return {};
+  std::vector<std::string> all{path};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], STDOUT_FILENO);
+    ::close(out[0]);
+    ::close(out[1]);
+    ::execv(path.c_str(), argv.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  CommandResult r;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(out[0], buf, sizeof buf)) > 0) r.output.append(buf, static_cast<std::size_t>(n));
+  ::close(out[0]);
+  auto st = wait_child(pid, std::chrono::seconds(30));
+  r.exit_code = st.exited ? st.code : -1;
+  return r;
+}
+
+}  // namespace shmbus::test

@@ -57,3 +57,15 @@ bool poll_until(const std::function<bool()>& done, std::chrono::milliseconds tim
 std::string shm_path(std::string_view name);
 
 }  // namespace shmbus::test
+
+namespace shmbus::test {
+
+struct CommandResult {
+  int exit_code = -1;  // -1 if it did not exit normally
+  std::string output;  // stdout
+};
+
+// Runs bus-inspector (built in this tree) with `args`; captures stdout.
+CommandResult run_inspector(const std::vector<std::string>& args);
+
+}  // namespace shmbus::test

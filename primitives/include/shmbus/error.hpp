@@ -14,25 +14,25 @@
 namespace shmbus {
 
 enum class Errc : std::uint8_t {
-  invalid_name,        // name has characters outside [A-Za-z0-9._-] or bad length
-  not_found,           // no object of that name
-  already_exists,      // exclusive create found one
-  wrong_kind,          // the segment holds another kind of object
-  wrong_type,          // payload type fingerprint differs
-  wrong_version,       // segment format version differs
-  truncated,           // file smaller or larger than its header says
-  corrupted,           // magic or a header field is not what shmbus writes
-  not_ready,           // creator never published `ready` in time
-  permission_denied,   // the OS refused access
-  attach_table_full,   // every attachment slot holds a live process
-  invalid_argument,    // a caller passed a bad size, count or option
-  closed,              // the object or end was closed
-  peer_dead,           // the other side died
-  too_large,           // a message above the configured maximum
-  not_owner,           // release of a lock by a process that does not hold it
-  value_error,         // e.g. BoundedSemaphore released above its bound
-  broken_barrier,      // Barrier broken by timeout, abort or a dead party
-  system,              // any other OS error (errno in the message)
+  invalid_name,       // name has characters outside [A-Za-z0-9._-] or bad length
+  not_found,          // no object of that name
+  already_exists,     // exclusive create found one
+  wrong_kind,         // the segment holds another kind of object
+  wrong_type,         // payload type fingerprint differs
+  wrong_version,      // segment format version differs
+  truncated,          // file smaller or larger than its header says
+  corrupted,          // magic or a header field is not what shmbus writes
+  not_ready,          // creator never published `ready` in time
+  permission_denied,  // the OS refused access
+  attach_table_full,  // every attachment slot holds a live process
+  invalid_argument,   // a caller passed a bad size, count or option
+  closed,             // the object or end was closed
+  peer_dead,          // the other side died
+  too_large,          // a message above the configured maximum
+  not_owner,          // release of a lock by a process that does not hold it
+  value_error,        // e.g. BoundedSemaphore released above its bound
+  broken_barrier,     // Barrier broken by timeout, abort or a dead party
+  system,             // any other OS error (errno in the message)
 };
 
 // A short stable word for each code ("not_found"), for messages and JSON.

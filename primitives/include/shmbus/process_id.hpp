@@ -5,9 +5,10 @@
 // Reading another process's start time reads /proc: a setup-path cost.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <optional>
-#include <sys/types.h>
 
 namespace shmbus {
 

@@ -20,16 +20,17 @@ struct AttachedProcess {
 };
 
 struct SegmentInfo {
-  std::string name;              // user-visible name, without the prefix
+  std::string name;  // user-visible name, without the prefix
   std::optional<ObjectKind> kind;
   std::uint32_t raw_kind = 0;
   std::string type_name;
   std::uint64_t total_size = 0;  // bytes, header included
   std::uint64_t payload_size = 0;
-  std::string state;             // "initialising", "ready", "closed"
+  std::string state;  // "initialising", "ready", "closed"
   ProcessId creator;
   bool creator_alive = false;
   std::uint64_t created_unix_ns = 0;
+  std::uint64_t modified_unix_ns = 0;  // the file's mtime: when it was created or resized
   std::vector<AttachedProcess> attached;
   // True when every recorded process (creator and attached) is dead.
   [[nodiscard]] bool abandoned() const noexcept;

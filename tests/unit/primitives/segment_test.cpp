@@ -1,11 +1,12 @@
-#include <gtest/gtest.h>
+#include "shmbus/detail/segment.hpp"
 
-#include <cstring>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "shmbus/detail/segment.hpp"
+#include <cstring>
+
 #include "shmbus/error.hpp"
 #include "shmbus/segment_info.hpp"
 #include "shmbus/shared_memory.hpp"
@@ -85,10 +86,9 @@ TEST(Segment, ErrorsForEachFailure) {
   EXPECT_EQ(code_of([&] { (void)SharedMemory::open(g.name()); }), Errc::not_found);
   auto a = SharedMemory::create(g.name(), 64);
   EXPECT_EQ(code_of([&] { (void)SharedMemory::create(g.name(), 64); }), Errc::already_exists);
-  EXPECT_EQ(code_of([&] {
-              (void)detail::Segment::open(g.name(), ObjectKind::queue, detail::kBytesTag);
-            }),
-            Errc::wrong_kind);
+  EXPECT_EQ(
+      code_of([&] { (void)detail::Segment::open(g.name(), ObjectKind::queue, detail::kBytesTag); }),
+      Errc::wrong_kind);
   EXPECT_EQ(code_of([&] {
               (void)detail::Segment::open(g.name(), ObjectKind::shared_memory,
                                           detail::type_tag<double>());

@@ -111,7 +111,7 @@ class Segment {
   // Removes the name; mappings stay valid. False if it did not exist.
   static bool unlink(std::string_view name);
 
-  Segment() = default;
+  Segment() noexcept;
   Segment(Segment&&) noexcept;
   Segment& operator=(Segment&&) noexcept;
   Segment(const Segment&) = delete;

@@ -1,0 +1,350 @@
+// Queue benchmarks: shmbus::Queue against its peers, in the same binary, on
+// the same cores, with 64-byte messages.
+//
+//   BM_<T>_Stream_<P>P<C>C/64   throughput: P producer and C consumer
+//                               processes (forked per iteration, timed from
+//                               a futex "go" to the last consumer's exit)
+//   BM_<T>_Busy_RTT/64          round trip, both sides spinning
+//   BM_<T>_Block_RTT/64         round trip, both sides sleeping in the kernel
+//
+// Peers (T):
+//   Queue          shmbus::Queue<Msg> (adaptive policy for streams)
+//   BoostIpcMq     boost::interprocess::message_queue (shared-memory ring
+//                  under an interprocess mutex + condition variables)
+//   PosixMq        mq_send/mq_receive (kernel queue; capacity is capped by
+//                  /proc/sys/fs/mqueue/msg_max, 10 by default)
+//   MutexCondvar   a 1024-slot ring in shared memory under one
+//                  PTHREAD_PROCESS_SHARED mutex and two condition variables
+//   BoostLockfree  boost::lockfree::queue<Msg, capacity<1024>>: with a
+//                  compile-time capacity its nodes live in an array inside
+//                  the object and are linked by 16-bit tagged indices, not
+//                  pointers, so it can live in shared memory (placement-new
+//                  in a MAP_SHARED mapping). It has no blocking: consumers
+//                  and producers spin with a pause, and it has no crash
+//                  safety (a process killed inside push/pop can leave a node
+//                  off both lists). Not usable with a runtime capacity (the
+//                  node allocator then uses the heap of one process).
+//
+//   QueueBlocking  shmbus::Queue with the blocking policy (no spinning), the
+//                  better choice when processes outnumber cores.
+//
+// The references BM_Floor_CacheLine_RTT and BM_Futex_Raw_RTT run in the same
+// binary (SHMBUS_BENCH_REFERENCES): read the RTT figures as ratios to them.
+// Busy-poll RTT is compared with the cache-line floor here; the SPSC Pipe's
+// own BM_Pipe_Busy_RTT lives in another suite. On a shared, oversubscribed
+// VM run with --benchmark_repetitions=N --benchmark_enable_random_interleaving
+// so that the ratios compare figures taken at the same time.
+#include <fcntl.h>
+#include <mqueue.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/interprocess/ipc/message_queue.hpp>
+#include <boost/lockfree/queue.hpp>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "bench_support.hpp"
+#include "shmbus/detail/futex.hpp"
+#include "shmbus/queue.hpp"
+
+SHMBUS_BENCH_REFERENCES();
+
+namespace {
+
+using shmbus::bench::bench_cpus;
+using shmbus::bench::bench_name;
+using shmbus::bench::LatencyRecorder;
+using shmbus::bench::pin_this_thread;
+using shmbus::bench::ticks;
+
+struct Msg {
+  std::uint64_t seq;
+  std::uint32_t producer;
+  std::uint32_t stop;  // 1: sentinel
+  char pad[48];
+};
+static_assert(sizeof(Msg) == 64);
+
+template <class T>
+T* map_shared() {
+  void* p = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  return new (p) T();
+}
+template <class T>
+void unmap_shared(T* p) {
+  if (p == nullptr) return;
+  p->~T();
+  ::munmap(p, sizeof(T));
+}
+
+// ---- transports --------------------------------------------------------------
+
+template <shmbus::WaitStrategy S>
+struct ShmbusQueue {
+  std::string name = bench_name("queue");
+  shmbus::Queue<Msg> q;
+  explicit ShmbusQueue(std::size_t cap)
+      : q(shmbus::Queue<Msg>::create(
+            name, {.capacity = cap, .policy = {S, std::chrono::microseconds(50)}})) {
+    shmbus::Queue<Msg>::unlink(name);  // forked children keep their mapping
+  }
+  void put(const Msg& m) { (void)q.put(m); }
+  void get(Msg& m) { (void)q.get(m); }
+};
+
+struct BoostIpcMq {
+  std::string name = bench_name("bipc");
+  std::unique_ptr<boost::interprocess::message_queue> mq;
+  explicit BoostIpcMq(std::size_t cap) {
+    boost::interprocess::message_queue::remove(name.c_str());
+    mq = std::make_unique<boost::interprocess::message_queue>(boost::interprocess::create_only,
+                                                              name.c_str(), cap, sizeof(Msg));
+  }
+  ~BoostIpcMq() { boost::interprocess::message_queue::remove(name.c_str()); }
+  void put(const Msg& m) { mq->send(&m, sizeof m, 0); }
+  void get(Msg& m) {
+    std::size_t n = 0;
+    unsigned prio = 0;
+    mq->receive(&m, sizeof m, n, prio);
+  }
+};
+
+struct PosixMq {
+  std::string name = "/" + bench_name("pmq");
+  mqd_t mq = static_cast<mqd_t>(-1);
+  explicit PosixMq(std::size_t /*cap: capped by msg_max*/) {
+    mq_attr attr{};
+    attr.mq_maxmsg = 10;  // the default /proc/sys/fs/mqueue/msg_max
+    attr.mq_msgsize = sizeof(Msg);
+    ::mq_unlink(name.c_str());
+    mq = ::mq_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600, &attr);
+    ::mq_unlink(name.c_str());  // children inherit the descriptor
+  }
+  ~PosixMq() {
+    if (mq != static_cast<mqd_t>(-1)) ::mq_close(mq);
+  }
+  bool ok() const { return mq != static_cast<mqd_t>(-1); }
+  void put(const Msg& m) {
+    while (::mq_send(mq, reinterpret_cast<const char*>(&m), sizeof m, 0) != 0 && errno == EINTR) {
+    }
+  }
+  void get(Msg& m) {
+    while (::mq_receive(mq, reinterpret_cast<char*>(&m), sizeof m, nullptr) < 0 && errno == EINTR) {
+    }
+  }
+};
+
+struct MutexCondvarRing {
+  static constexpr std::size_t kCap = 1024;
+  pthread_mutex_t mu;
+  pthread_cond_t not_empty, not_full;
+  std::size_t head = 0, tail = 0;  // under mu
+  Msg slots[kCap];
+  MutexCondvarRing() {
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+    pthread_mutex_init(&mu, &ma);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
+    pthread_cond_init(&not_empty, &ca);
+    pthread_cond_init(&not_full, &ca);
+  }
+};
+
+struct MutexCondvar {
+  MutexCondvarRing* r = map_shared<MutexCondvarRing>();
+  explicit MutexCondvar(std::size_t) {}
+  ~MutexCondvar() { unmap_shared(r); }
+  void put(const Msg& m) {
+    pthread_mutex_lock(&r->mu);
+    while (r->tail - r->head == MutexCondvarRing::kCap) pthread_cond_wait(&r->not_full, &r->mu);
+    r->slots[r->tail++ % MutexCondvarRing::kCap] = m;
+    pthread_cond_signal(&r->not_empty);
+    pthread_mutex_unlock(&r->mu);
+  }
+  void get(Msg& m) {
+    pthread_mutex_lock(&r->mu);
+    while (r->tail == r->head) pthread_cond_wait(&r->not_empty, &r->mu);
+    m = r->slots[r->head++ % MutexCondvarRing::kCap];
+    pthread_cond_signal(&r->not_full);
+    pthread_mutex_unlock(&r->mu);
+  }
+};
+
+using LockfreeQ = boost::lockfree::queue<Msg, boost::lockfree::capacity<1024>>;
+struct BoostLockfree {
+  LockfreeQ* q = map_shared<LockfreeQ>();
+  explicit BoostLockfree(std::size_t) {}
+  ~BoostLockfree() { unmap_shared(q); }
+  void put(const Msg& m) {
+    while (!q->bounded_push(m)) shmbus::detail::cpu_relax();
+  }
+  void get(Msg& m) {
+    while (!q->pop(m)) shmbus::detail::cpu_relax();
+  }
+};
+
+// ---- harness -------------------------------------------------------------------
+
+struct Control {
+  alignas(64) std::atomic<std::uint32_t> go{0};
+  alignas(64) std::atomic<std::uint32_t> ready{0};
+  alignas(64) std::atomic<std::uint32_t> producers_done{0};
+  alignas(64) std::atomic<std::uint32_t> errors{0};
+};
+
+pid_t fork_fn(int cpu, const std::function<int()>& fn) {
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (cpu >= 0) pin_this_thread(cpu);
+    ::_exit(fn());
+  }
+  return pid;
+}
+
+void wait_go(Control* c) {
+  c->ready.fetch_add(1, std::memory_order_acq_rel);  // acq_rel: counted by the parent
+  // acquire: pairs with the parent's release store of go.
+  while (c->go.load(std::memory_order_acquire) == 0) shmbus::detail::futex_wait(c->go, 0, nullptr);
+}
+
+template <class X>
+void stream(benchmark::State& state, int producers, int consumers) {
+  constexpr std::uint64_t kMessages = 200'000;  // per iteration, all producers together
+  X x(1024);
+  Control* c = map_shared<Control>();
+  const auto& cpus = bench_cpus();
+  const bool pin = producers == 1 && consumers == 1;
+  for (auto _ : state) {
+    c->go.store(0);
+    c->ready.store(0);
+    c->producers_done.store(0);
+    std::vector<pid_t> cons, prods;
+    for (int i = 0; i < consumers; ++i)
+      cons.push_back(fork_fn(pin ? cpus.child : -1, [&] {
+        wait_go(c);
+        std::vector<std::uint64_t> last(static_cast<std::size_t>(producers), 0);
+        for (;;) {
+          Msg m{};
+          x.get(m);
+          if (m.stop != 0) return 0;
+          if (m.producer >= static_cast<std::uint32_t>(producers) || m.seq <= last[m.producer])
+            c->errors.fetch_add(1);
+          else
+            last[m.producer] = m.seq;
+        }
+      }));
+    for (int p = 0; p < producers; ++p)
+      prods.push_back(fork_fn(pin ? cpus.parent : -1, [&, p] {
+        wait_go(c);
+        const std::uint64_t n = kMessages / static_cast<std::uint64_t>(producers);
+        Msg m{};
+        m.producer = static_cast<std::uint32_t>(p);
+        for (std::uint64_t i = 1; i <= n; ++i) {
+          m.seq = i;
+          x.put(m);
+        }
+        if (c->producers_done.fetch_add(1) + 1 == static_cast<std::uint32_t>(producers)) {
+          Msg stop{};
+          stop.stop = 1;
+          for (int k = 0; k < consumers; ++k) x.put(stop);
+        }
+        return 0;
+      }));
+    while (c->ready.load() != static_cast<std::uint32_t>(producers + consumers)) ::sched_yield();
+    const auto t0 = std::chrono::steady_clock::now();
+    c->go.store(1, std::memory_order_release);  // release: pairs with wait_go's acquire
+    shmbus::detail::futex_wake(c->go);
+    for (pid_t pid : cons) ::waitpid(pid, nullptr, 0);
+    const auto t1 = std::chrono::steady_clock::now();
+    for (pid_t pid : prods) ::waitpid(pid, nullptr, 0);
+    state.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+  }
+  if (c->errors.load() != 0) state.SkipWithError("order violated");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kMessages));
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * kMessages * sizeof(Msg)));
+  unmap_shared(c);
+}
+
+template <class X>
+void rtt(benchmark::State& state) {
+  const auto& cpus = bench_cpus();
+  X ping(64), pong(64);
+  shmbus::bench::PinnedChild child(cpus.child, [&] {
+    for (;;) {
+      Msg m{};
+      ping.get(m);
+      pong.put(m);
+      if (m.stop != 0) return;
+    }
+  });
+  pin_this_thread(cpus.parent);
+  LatencyRecorder rec;
+  Msg m{};
+  for (auto _ : state) {
+    const std::uint64_t t0 = ticks();
+    ++m.seq;
+    ping.put(m);
+    Msg r{};
+    pong.get(r);
+    rec.add_ticks(ticks() - t0);
+    if (r.seq != m.seq) state.SkipWithError("echo mismatch");
+  }
+  m.stop = 1;
+  ping.put(m);
+  pong.get(m);
+  if (!child.join()) state.SkipWithError("echo child failed");
+  rec.report(state);
+  state.SetItemsProcessed(state.iterations());
+}
+
+using QueueAdaptive = ShmbusQueue<shmbus::WaitStrategy::adaptive>;
+using QueueBusy = ShmbusQueue<shmbus::WaitStrategy::busy_poll>;
+using QueueBlock = ShmbusQueue<shmbus::WaitStrategy::blocking>;
+
+template <class X>
+void register_streams(const std::string& t) {
+  for (auto [p, c] : {std::pair{1, 1}, std::pair{2, 2}, std::pair{4, 4}}) {
+    const std::string n =
+        "BM_" + t + "_Stream_" + std::to_string(p) + "P" + std::to_string(c) + "C";
+    benchmark::RegisterBenchmark(n.c_str(), [p, c](benchmark::State& s) { stream<X>(s, p, c); })
+        ->Arg(64)
+        ->UseManualTime()
+        ->MinTime(0.3);
+  }
+}
+
+[[maybe_unused]] const bool registered = [] {
+  register_streams<QueueAdaptive>("Queue");
+  register_streams<QueueBlock>("QueueBlocking");
+  register_streams<BoostIpcMq>("BoostIpcMq");
+  register_streams<PosixMq>("PosixMq");
+  register_streams<MutexCondvar>("MutexCondvar");
+  register_streams<BoostLockfree>("BoostLockfree");
+  auto r = [](const char* n, void (*fn)(benchmark::State&)) {
+    benchmark::RegisterBenchmark(n, fn)->Arg(64)->UseRealTime();
+  };
+  r("BM_Queue_Busy_RTT", rtt<QueueBusy>);
+  r("BM_Queue_Block_RTT", rtt<QueueBlock>);
+  r("BM_Queue_Adaptive_RTT", rtt<QueueAdaptive>);
+  r("BM_BoostLockfree_Busy_RTT", rtt<BoostLockfree>);
+  r("BM_BoostIpcMq_Block_RTT", rtt<BoostIpcMq>);
+  r("BM_PosixMq_Block_RTT", rtt<PosixMq>);
+  r("BM_MutexCondvar_Block_RTT", rtt<MutexCondvar>);
+  return true;
+}();
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,305 @@
+// detail::QueueCore — the untyped engine under Queue<T>, BytesQueue,
+// SimpleQueue<T> and JoinableQueue<T>: a bounded lock-free MPMC ring of
+// fixed-size slots in one shmbus segment, with futex blocking and repair
+// of slots left half-done by a killed participant.
+//
+// Algorithm: Dmitry Vyukov's bounded MPMC queue (per-slot sequence
+// numbers), changed in one way: the claim of a slot is a CAS on the slot's
+// own 64-bit control word, which carries the position (lap), the state and
+// the index of the claiming participant's record, instead of a CAS on the
+// shared head/tail counter. enqueue_pos / dequeue_pos become hints that any
+// process advances ("helping") once it sees the slot at that position
+// claimed. So a claim and the identity of its claimer appear in shared
+// memory in one atomic step: there is no instant at which a slot is taken
+// but nobody knows by whom.
+//
+// Slot control word (64 bits):
+//   bits 0..2   state   EMPTY, WRITING, FULL, READING, SKIP
+//   bits 3..14  record  index of the claimer's participant record
+//   bits 15..63 pos     the position (mod 2^49) this lap of the slot is for
+// A slot for position p goes EMPTY(p) -> WRITING(p,r) -> FULL(p,r) ->
+// READING(p,r') -> EMPTY(p+capacity); a dead producer's WRITING(p,r) is
+// turned into SKIP(p,r), which consumers step over (EMPTY(p+capacity)).
+//
+// Participant records (one 64-byte line each, one per process+thread that
+// uses the queue, claimed with a CAS of ProcessId::pack() into `owner`):
+// each record holds the record owner's counters and in-flight stage, all
+// written only by the owner (or by the one process that took over a dead
+// owner's record by CAS to recover it). The counters and the stage share
+// one 64-bit word per direction, so "count it and leave the stage" is a
+// single store:
+//   put_word = committed(40) | dropped(22) | stage(2)
+//   get_word = delivered(40) | lost(22)    | stage(2)
+// A put stores put_pos and stage CLAIMING before its claim CAS, stage
+// ACTIVE before it publishes FULL, and (committed+1, IDLE) after. Recovery
+// of a dead owner reads stage and the slot at put_pos: a slot still
+// WRITING by this record means the message never got published (dropped,
+// and the slot becomes SKIP); otherwise stage ACTIVE means it was published
+// (committed+1) and CLAIMING means the claim never happened. Gets mirror
+// this with READING; a consumer that died holding a slot has its message
+// counted `lost` (not redelivered: it may have been processed).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "shmbus/detail/futex.hpp"
+#include "shmbus/detail/segment.hpp"
+#include "shmbus/detail/type_tag.hpp"
+#include "shmbus/object_kind.hpp"
+#include "shmbus/queue_types.hpp"
+#include "shmbus/wait.hpp"
+
+namespace shmbus::detail {
+
+inline constexpr std::uint64_t kQueueMagic = 0x3151554555514253ULL;  // "SBQUEUQ1"
+inline constexpr std::uint32_t kQueueMaxRecords = 4096;              // 12 bits
+
+enum class SlotState : std::uint64_t { empty = 0, writing = 1, full = 2, reading = 3, skip = 4 };
+enum class Stage : std::uint64_t { idle = 0, claiming = 1, active = 2 };
+
+inline constexpr unsigned kPosShift = 15;
+inline constexpr std::uint64_t kPosMask = (std::uint64_t{1} << 49) - 1;
+
+constexpr std::uint64_t slot_word(std::uint64_t pos, std::uint32_t rec, SlotState s) noexcept {
+  return ((pos & kPosMask) << kPosShift) | (std::uint64_t{rec & 0xfffu} << 3) |
+         static_cast<std::uint64_t>(s);
+}
+constexpr SlotState slot_state(std::uint64_t w) noexcept { return SlotState(w & 7u); }
+constexpr std::uint32_t slot_rec(std::uint64_t w) noexcept {
+  return static_cast<std::uint32_t>((w >> 3) & 0xfffu);
+}
+// Signed distance (slot's position - pos), modulo 2^49.
+constexpr std::int64_t slot_diff(std::uint64_t w, std::uint64_t pos) noexcept {
+  const std::uint64_t d = ((w >> kPosShift) - pos) & kPosMask;
+  return static_cast<std::int64_t>(d << kPosShift) >> kPosShift;
+}
+
+// Counter word of one direction of a participant record.
+constexpr std::uint64_t count_word(std::uint64_t main, std::uint64_t aux, Stage st) noexcept {
+  return (main << 24) | ((aux & 0x3fffffu) << 2) | static_cast<std::uint64_t>(st);
+}
+constexpr std::uint64_t word_main(std::uint64_t w) noexcept { return w >> 24; }
+constexpr std::uint64_t word_aux(std::uint64_t w) noexcept { return (w >> 2) & 0x3fffffu; }
+constexpr Stage word_stage(std::uint64_t w) noexcept { return Stage(w & 3u); }
+
+// One participant (process + thread), format v1.
+//   0  owner     ProcessId::pack() of the owner; 0 = free
+//   8  put_pos   position of the current/last put       (owner-written)
+//   16 put_word  committed | dropped | stage            (owner-written)
+//   24 get_pos   position of the current/last get       (owner-written)
+//   32 get_word  delivered | lost | stage               (owner-written)
+//   40 tid       owner thread id (informative; lets a handle find the
+//                record its thread holds after a thread-cache miss)
+struct alignas(64) QueueRecord {
+  std::atomic<std::uint64_t> owner;
+  std::atomic<std::uint64_t> put_pos;
+  std::atomic<std::uint64_t> put_word;
+  std::atomic<std::uint64_t> get_pos;
+  std::atomic<std::uint64_t> get_word;
+  std::atomic<std::uint64_t> tid;
+};
+static_assert(sizeof(QueueRecord) == 64);
+
+// Queue control block, format v1, at the start of the payload. Slots
+// follow the records. Offsets only.
+//
+//   0    geometry (set once before ready, validated by every opener)
+//   64   enqueue_pos                      (CAS by any producer: a hint)
+//   128  dequeue_pos                      (CAS by any consumer: a hint)
+//   192  not_empty WaitChannel, waking    (consumers sleep here)
+//   256  not_full WaitChannel, waking     (producers sleep here)
+//   320  closed, peer_deaths, interrupted (atomic, rarely written)
+//   384  tasks_done, join WaitChannel     (JoinableQueue)
+//   448  heap geometry                    (set once before ready)
+//   512  records[max_records], then slots[capacity] of slot_stride bytes,
+//        then heap block words and heap block data
+//
+// Slot, slot_stride bytes: control word (8), length (4), flags (4),
+// payload (slot_payload bytes). flags bit 0: the payload is a HeapRef and
+// the message lives in a heap block.
+//
+// Heap block word (64 bits): gen(32) | state(2) << 12 | record(12).
+//   FREE(gen) -> ALLOC(gen, r): claimed by producer record r (CAS)
+//   ALLOC(gen, r) -> QUEUED(gen): written and referenced by a slot, before
+//                    the slot is published (owner store)
+//   QUEUED(gen) -> FREE(gen+1): by the consumer after copying, or by the
+//                    recovery of a dropped/lost slot that references it (CAS)
+//   ALLOC(gen, r) -> FREE(gen+1): by the recovery of dead record r (CAS)
+// The generation in the slot's HeapRef makes every free a CAS on the exact
+// block generation, so a stale or torn reference frees nothing.
+struct QueueControl {
+  std::uint64_t magic;
+  std::uint64_t capacity;      // slots, a power of two
+  std::uint64_t slot_stride;   // bytes per slot, multiple of 64
+  std::uint64_t slot_payload;  // payload bytes per slot
+  std::uint64_t max_records;
+  std::uint64_t records_offset;  // from payload start
+  std::uint64_t slots_offset;    // from payload start
+  std::uint64_t flags;           // bit 0: joinable
+  alignas(64) std::atomic<std::uint64_t> enqueue_pos;
+  alignas(64) std::atomic<std::uint64_t> dequeue_pos;
+  alignas(64) WaitChannel not_empty;
+  std::atomic<std::uint32_t> not_empty_waking;  // a wake-one is in flight (see notify_one)
+  alignas(64) WaitChannel not_full;
+  std::atomic<std::uint32_t> not_full_waking;
+  alignas(64) std::atomic<std::uint32_t> closed;
+  std::atomic<std::uint64_t> peer_deaths;  // dead records recovered
+  std::atomic<std::uint64_t> interrupted;  // ... of those, found mid-put/get
+  alignas(64) std::atomic<std::uint64_t> tasks_done;
+  WaitChannel join;
+  // Shared heap for messages above the slot size (BytesQueue), set once
+  // before ready: heap_blocks words (HeapBlock state) at heap_offset, then
+  // the blocks' bytes at heap_data_offset, heap_block_size bytes each.
+  alignas(64) std::uint64_t heap_blocks;
+  std::uint64_t heap_block_size;  // largest heap message; multiple of 64
+  std::uint64_t heap_offset;
+  std::uint64_t heap_data_offset;
+};
+static_assert(offsetof(QueueControl, enqueue_pos) == 64);
+static_assert(offsetof(QueueControl, dequeue_pos) == 128);
+static_assert(offsetof(QueueControl, not_empty) == 192);
+static_assert(offsetof(QueueControl, not_full) == 256);
+static_assert(offsetof(QueueControl, closed) == 320);
+static_assert(offsetof(QueueControl, tasks_done) == 384);
+static_assert(offsetof(QueueControl, heap_blocks) == 448);
+static_assert(sizeof(QueueControl) == 512);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+struct SlotHeader {
+  std::atomic<std::uint64_t> word;
+  std::uint32_t length;  // written by the producer before FULL; untrusted on read
+  std::uint32_t flags;   // likewise; bit 0: payload is a HeapRef
+};
+struct HeapRef {
+  std::uint32_t block;
+  std::uint32_t gen;
+};
+enum class HeapState : std::uint64_t { free = 0, alloc = 1, queued = 2 };
+constexpr std::uint64_t heap_word(std::uint32_t gen, HeapState st, std::uint32_t rec) noexcept {
+  return (std::uint64_t{gen} << 32) | (static_cast<std::uint64_t>(st) << 12) | (rec & 0xfffu);
+}
+constexpr std::uint32_t heap_gen(std::uint64_t w) noexcept {
+  return static_cast<std::uint32_t>(w >> 32);
+}
+constexpr HeapState heap_state(std::uint64_t w) noexcept { return HeapState((w >> 12) & 3u); }
+constexpr std::uint32_t heap_rec(std::uint64_t w) noexcept {
+  return static_cast<std::uint32_t>(w & 0xfffu);
+}
+static_assert(sizeof(SlotHeader) == 16);
+
+// Fault injection for tests/fault: points inside put/get where a test's
+// hook may kill the calling process (raise(SIGKILL)) to land exactly in a
+// window. Costs one relaxed load and a predictable branch when unset.
+enum class QueueFaultPoint : std::uint8_t {
+  put_claimed,    // slot WRITING, before the payload is written
+  put_written,    // payload written, before FULL is published
+  put_published,  // FULL published, before the counter is updated
+  get_claimed,    // slot READING, before the payload is copied
+  get_copied,     // payload copied, before the slot is released
+  get_released,   // slot released, before the counter is updated
+};
+using QueueFaultHook = void (*)(QueueFaultPoint) noexcept;
+void set_queue_fault_hook(QueueFaultHook hook) noexcept;
+
+class QueueCore {
+ public:
+  QueueCore();
+  QueueCore(QueueCore&&) noexcept;
+  QueueCore& operator=(QueueCore&&) noexcept;
+  QueueCore(const QueueCore&) = delete;
+  QueueCore& operator=(const QueueCore&) = delete;
+  ~QueueCore();
+
+  static QueueCore create(std::string_view name, ObjectKind kind, TypeTag tag,
+                          std::size_t slot_payload, const QueueOptions& options);
+  static QueueCore open(std::string_view name, ObjectKind kind, TypeTag tag,
+                        const QueueOptions& options);
+
+  [[nodiscard]] QueueResult put(std::span<const std::byte> msg, const Clock::time_point* deadline,
+                                bool block) noexcept;
+  // On ok, `length` is the message size (<= out.size()).
+  [[nodiscard]] QueueResult get(std::span<std::byte> out, std::size_t& length,
+                                const Clock::time_point* deadline, bool block) noexcept;
+
+  void close() noexcept;
+  [[nodiscard]] bool closed() const noexcept;
+  [[nodiscard]] std::size_t qsize() const noexcept;
+  [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
+  [[nodiscard]] std::size_t slot_payload() const noexcept { return slot_payload_; }
+  // Largest message: the heap block size when the queue has a heap.
+  [[nodiscard]] std::size_t max_message() const noexcept {
+    return heap_blocks_ != 0 ? heap_block_size_ : slot_payload_;
+  }
+  [[nodiscard]] QueueStats stats() const noexcept;
+  std::size_t recover_dead() noexcept;
+
+  QueueResult task_done() noexcept;
+  bool join_until(const Clock::time_point* deadline) noexcept;
+
+  [[nodiscard]] const std::string& name() const noexcept { return segment_->name(); }
+  [[nodiscard]] const WaitPolicy& policy() const noexcept { return policy_; }
+
+ private:
+  struct Probe {
+    std::uint64_t pos = 0;
+    std::uint64_t word = 0;
+  };
+  QueueResult try_put_once(std::span<const std::byte> msg, std::uint32_t flags,
+                           std::uint32_t length, std::uint32_t rec, Probe& probe) noexcept;
+  QueueResult put_large(std::span<const std::byte> msg, const Clock::time_point* deadline,
+                        bool block, std::uint32_t rec) noexcept;
+  void free_heap_ref(const SlotHeader& sl) noexcept;
+  [[nodiscard]] std::atomic<std::uint64_t>& heap_word_at(std::uint32_t i) const noexcept {
+    return heap_words_[i];
+  }
+  QueueResult try_get_once(std::span<std::byte> out, std::size_t& length, std::uint32_t rec,
+                           Probe& probe) noexcept;
+  bool wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& waking,
+                       const std::atomic<std::uint64_t>& head, const Probe& probe,
+                       const Clock::time_point* deadline, bool first) noexcept;
+  void check_stuck(const Probe& probe) noexcept;
+  bool recover_record(std::uint32_t rec, std::uint64_t dead_owner, bool keep) noexcept;
+  std::uint32_t my_record() noexcept;
+  std::uint32_t acquire_record() noexcept;
+  void bind(Segment segment, const QueueOptions& options);
+
+  [[nodiscard]] SlotHeader& slot(std::uint64_t pos) const noexcept {
+    return *reinterpret_cast<SlotHeader*>(slots_ + (pos & (capacity_ - 1)) * slot_stride_);
+  }
+  [[nodiscard]] QueueRecord& record(std::uint32_t i) const noexcept { return records_[i]; }
+
+  // optional: Segment's inline default constructor needs its (incomplete)
+  // Mapping type, so a default-constructed QueueCore holds none.
+  std::optional<Segment> segment_;
+  QueueControl* ctl_ = nullptr;
+  QueueRecord* records_ = nullptr;
+  std::byte* slots_ = nullptr;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t slot_stride_ = 0;
+  std::uint64_t slot_payload_ = 0;
+  std::uint32_t max_records_ = 0;
+  std::uint32_t heap_blocks_ = 0;
+  std::uint64_t heap_block_size_ = 0;
+  std::atomic<std::uint64_t>* heap_words_ = nullptr;
+  std::byte* heap_data_ = nullptr;
+  WaitPolicy policy_{};
+  std::chrono::milliseconds liveness_{10};
+  pid_t attached_pid_ = 0;
+  std::uint64_t handle_id_ = 0;  // never reused in this process: keys the thread cache
+  struct Held;                   // records this handle acquired in this process
+  std::unique_ptr<Held> held_;   // (process-local; a forked child starts afresh)
+};
+
+// Reads a queue's live statistics from a read-only mapping; throws
+// Error(corrupted/wrong_kind) if the payload is not a valid queue.
+QueueStats read_queue_stats_payload(std::span<const std::byte> payload, const std::string& name);
+
+}  // namespace shmbus::detail

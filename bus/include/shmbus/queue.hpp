@@ -1,0 +1,291 @@
+// Queue<T>, BytesQueue, SimpleQueue<T>, JoinableQueue<T> — multiprocessing's
+// queues as bounded lock-free MPMC rings in shared memory, safe when a
+// producer or consumer is killed in the middle of an operation.
+//
+// Who may call what: any number of processes and threads may put and get
+// on the same queue at once. A handle is opened by name (kind and payload
+// type are checked: Queue<Tick> opened as Queue<Quote> throws wrong_type)
+// or inherited across fork() (the child just uses it). Setup (create,
+// open) throws shmbus::Error; put/get/task_done are noexcept and return a
+// QueueResult.
+//
+// Algorithm: Vyukov's bounded MPMC ring with per-slot sequence numbers,
+// where the claim is a CAS on the slot's own word that also records the
+// claimer's participant record (see detail/queue_core.hpp). Blocking for
+// empty/full goes through the futex layer's WaitChannel: a put or get that
+// does not wait makes no system call (a notify costs one load of a
+// waiter count).
+//
+// Guarantees:
+//   - Memory ordering: everything a producer wrote into the message before
+//     put() returned ok is what the consumer that gets it reads.
+//   - Every committed message is delivered exactly once, or counted `lost`
+//     if the consumer that took it died before finishing its get.
+//   - FIFO per producer as seen by each consumer: two messages put by one
+//     thread reach any one consumer in put order.
+//   - qsize() is approximate (slots claimed minus slots consumed, racing
+//     with everyone); empty()/full() are derived from it, like Python's.
+//   - close(): later puts return `closed`; gets drain what was committed
+//     and then return `closed`.
+//
+// Crash safety: a participant killed between claiming a slot and
+// publishing or releasing it leaves the slot tagged with its participant
+// record; a survivor waiting on that slot checks the record owner's
+// liveness (ProcessId: pid + start time) every `liveness_interval` and
+// repairs it (recover_dead() does the same on demand):
+//   - a half-written message is dropped (never delivered) and counted in
+//     `dropped`; consumers step over the slot;
+//   - a half-consumed message is NOT redelivered (the dead consumer may
+//     have acted on it): it is counted in `lost` and the slot is freed;
+//   - heap blocks (BytesQueue large messages) the dead process held are
+//     freed.
+// Counters live in the segment and read with stats() or, read-only from
+// another process, queue_stats(SegmentView). With nothing in flight:
+// committed == delivered + lost + depth.
+//
+// Limits (by design, documented rather than hidden):
+//   - Vyukov's ring is not lock-free in the strict sense: a producer
+//     preempted between claim and publish holds up consumers at that slot
+//     until it runs again (only a *dead* claimer is repaired).
+//   - A dead participant's counters settle when its record is recovered
+//     (by a waiter stuck on its slot, by recover_dead(), by join(), or when
+//     the record is reused); until then stats() may show a published
+//     message as delivered-but-not-committed.
+//   - peer_deaths counts records recovered, including those of processes
+//     that exited without destroying their handle; `interrupted` counts the
+//     ones killed mid-operation. A recoverer killed while recovering can
+//     make peer_deaths count one death twice (the other counters stay
+//     exact: recovery is idempotent).
+//   - One participant record per (process, thread); a thread that exits
+//     keeps its record until the handle is destroyed or the process dies
+//     (max_participants, default 256).
+//   - fork() while another thread of the process is taking a record for
+//     the same handle can deadlock the child on its first put/get.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "shmbus/detail/queue_core.hpp"
+#include "shmbus/queue_types.hpp"
+#include "shmbus/segment_info.hpp"
+
+namespace shmbus {
+
+// Statistics of any queue-family segment from a read-only view; never
+// writes or blocks. Throws Error(wrong_kind/corrupted) for other segments.
+[[nodiscard]] QueueStats queue_stats(const SegmentView& view);
+
+struct ObjectStats;
+namespace detail {
+// object_stats() (shmbus/inspect.hpp) for the queue kinds: counters,
+// gauges, and problems (invalid payload, records held by dead processes).
+void queue_object_stats(const SegmentView& view, ObjectStats& stats);
+}  // namespace detail
+
+namespace detail {
+
+// Methods shared by every queue flavour; `Derived` supplies the payload.
+class QueueHandle {
+ public:
+  void close() noexcept { core_.close(); }
+  [[nodiscard]] bool is_closed() const noexcept { return core_.closed(); }
+  [[nodiscard]] std::size_t qsize() const noexcept { return core_.qsize(); }
+  [[nodiscard]] bool empty() const noexcept { return core_.qsize() == 0; }
+  [[nodiscard]] bool full() const noexcept { return core_.qsize() >= core_.capacity(); }
+  [[nodiscard]] std::size_t capacity() const noexcept { return core_.capacity(); }
+  [[nodiscard]] QueueStats stats() const noexcept { return core_.stats(); }
+  // Repairs every slot held by a dead participant now (waiters do it on
+  // their own when they get stuck); returns how many records it recovered.
+  std::size_t recover_dead() noexcept { return core_.recover_dead(); }
+  [[nodiscard]] const std::string& name() const noexcept { return core_.name(); }
+
+ protected:
+  QueueHandle() = default;
+  explicit QueueHandle(QueueCore core) : core_(std::move(core)) {}
+  QueueCore core_;
+};
+
+template <class T>
+class TypedQueue : public QueueHandle {
+  static_assert(std::is_trivially_copyable_v<T>, "Queue<T> needs a trivially copyable T");
+
+ public:
+  [[nodiscard]] QueueResult put(const T& v) noexcept { return core_.put(bytes(v), nullptr, true); }
+  [[nodiscard]] QueueResult try_put(const T& v) noexcept {
+    return core_.put(bytes(v), nullptr, false);
+  }
+  template <class Rep, class Period>
+  [[nodiscard]] QueueResult put_for(const T& v, std::chrono::duration<Rep, Period> d) noexcept {
+    return put_until(v, Clock::now() + std::chrono::duration_cast<Clock::duration>(d));
+  }
+  [[nodiscard]] QueueResult put_until(const T& v, Clock::time_point deadline) noexcept {
+    return core_.put(bytes(v), &deadline, true);
+  }
+
+  [[nodiscard]] QueueResult get(T& out) noexcept { return get_impl(out, nullptr, true); }
+  [[nodiscard]] QueueResult try_get(T& out) noexcept { return get_impl(out, nullptr, false); }
+  template <class Rep, class Period>
+  [[nodiscard]] QueueResult get_for(T& out, std::chrono::duration<Rep, Period> d) noexcept {
+    return get_until(out, Clock::now() + std::chrono::duration_cast<Clock::duration>(d));
+  }
+  [[nodiscard]] QueueResult get_until(T& out, Clock::time_point deadline) noexcept {
+    return get_impl(out, &deadline, true);
+  }
+
+ protected:
+  TypedQueue() = default;
+  static TypedQueue make(QueueCore core) {
+    TypedQueue q;
+    q.core_ = std::move(core);
+    return q;
+  }
+  static std::span<const std::byte> bytes(const T& v) noexcept {
+    return {reinterpret_cast<const std::byte*>(&v), sizeof(T)};
+  }
+  QueueResult get_impl(T& out, const Clock::time_point* deadline, bool block) noexcept {
+    std::size_t n = 0;
+    QueueResult r = core_.get({reinterpret_cast<std::byte*>(&out), sizeof(T)}, n, deadline, block);
+    if (r == QueueResult::ok && n != sizeof(T)) return QueueResult::corrupted;
+    return r;
+  }
+};
+
+}  // namespace detail
+
+// multiprocessing.Queue for one trivially copyable type.
+//   auto q = shmbus::Queue<Tick>::create("ticks", {.capacity = 4096});
+//   shmbus::Queue<Tick> q2{"ticks"};       // another process
+//   q.put(tick); Tick t; q2.get(t);
+template <class T>
+class Queue : public detail::TypedQueue<T> {
+ public:
+  static constexpr ObjectKind kKind = ObjectKind::queue;
+  static Queue create(std::string_view name, const QueueOptions& options = {}) {
+    return Queue(detail::QueueCore::create(name, kKind, detail::type_tag<T>(), sizeof(T), options));
+  }
+  static Queue open(std::string_view name, const QueueOptions& options = {}) {
+    return Queue(detail::QueueCore::open(name, kKind, detail::type_tag<T>(), options));
+  }
+  explicit Queue(std::string_view name, const QueueOptions& options = {})
+      : Queue(detail::QueueCore::open(name, kKind, detail::type_tag<T>(), options)) {}
+  static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
+
+ private:
+  explicit Queue(detail::QueueCore core) { this->core_ = std::move(core); }
+};
+
+// multiprocessing.SimpleQueue: put/get/empty/close only (bounded
+// underneath: put blocks while the ring is full).
+template <class T>
+class SimpleQueue : private detail::TypedQueue<T> {
+  using Base = detail::TypedQueue<T>;
+
+ public:
+  static constexpr ObjectKind kKind = ObjectKind::simple_queue;
+  static SimpleQueue create(std::string_view name, const QueueOptions& options = {}) {
+    return SimpleQueue(
+        detail::QueueCore::create(name, kKind, detail::type_tag<T>(), sizeof(T), options));
+  }
+  explicit SimpleQueue(std::string_view name, const QueueOptions& options = {})
+      : SimpleQueue(detail::QueueCore::open(name, kKind, detail::type_tag<T>(), options)) {}
+  static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
+
+  using Base::close;
+  using Base::empty;
+  using Base::get;
+  using Base::put;
+  using Base::stats;
+
+ private:
+  explicit SimpleQueue(detail::QueueCore core) { this->core_ = std::move(core); }
+};
+
+// multiprocessing.JoinableQueue: a Queue whose consumers call task_done()
+// once per item they got, and whose join() waits until every committed
+// item has been task_done (items lost with a dead consumer count as done,
+// so join() cannot hang on a crash).
+template <class T>
+class JoinableQueue : public detail::TypedQueue<T> {
+ public:
+  static constexpr ObjectKind kKind = ObjectKind::joinable_queue;
+  static JoinableQueue create(std::string_view name, const QueueOptions& options = {}) {
+    return JoinableQueue(
+        detail::QueueCore::create(name, kKind, detail::type_tag<T>(), sizeof(T), options));
+  }
+  explicit JoinableQueue(std::string_view name, const QueueOptions& options = {})
+      : JoinableQueue(detail::QueueCore::open(name, kKind, detail::type_tag<T>(), options)) {}
+  static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
+
+  // value_error if called more times than items were got (all processes).
+  [[nodiscard]] QueueResult task_done() noexcept { return this->core_.task_done(); }
+  void join() noexcept { (void)this->core_.join_until(nullptr); }
+  template <class Rep, class Period>
+  [[nodiscard]] bool join_for(std::chrono::duration<Rep, Period> d) noexcept {
+    return join_until(Clock::now() + std::chrono::duration_cast<Clock::duration>(d));
+  }
+  [[nodiscard]] bool join_until(Clock::time_point deadline) noexcept {
+    return this->core_.join_until(&deadline);
+  }
+
+ private:
+  explicit JoinableQueue(detail::QueueCore core) { this->core_ = std::move(core); }
+};
+
+// A queue of variable-length byte messages. Up to options.max_message
+// bytes (the slot size, fixed at creation) travel inside the ring; larger
+// ones up to options.max_large_message go through a shared heap of
+// options.heap_blocks blocks in the segment (a put waits, or try_put
+// returns full, while every block is in use); beyond that, too_large.
+class BytesQueue : public detail::QueueHandle {
+ public:
+  static constexpr ObjectKind kKind = ObjectKind::queue;
+  static BytesQueue create(std::string_view name, const QueueOptions& options = {});
+  explicit BytesQueue(std::string_view name, const QueueOptions& options = {});
+  static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
+
+  // Largest message put() accepts (the heap block size if the queue has a
+  // heap, else the slot size); get() needs an `out` this large.
+  [[nodiscard]] std::size_t max_message() const noexcept { return core_.max_message(); }
+  [[nodiscard]] std::size_t slot_size() const noexcept { return core_.slot_payload(); }
+
+  [[nodiscard]] QueueResult put(std::span<const std::byte> m) noexcept {
+    return core_.put(m, nullptr, true);
+  }
+  [[nodiscard]] QueueResult try_put(std::span<const std::byte> m) noexcept {
+    return core_.put(m, nullptr, false);
+  }
+  [[nodiscard]] QueueResult put_until(std::span<const std::byte> m, Clock::time_point d) noexcept {
+    return core_.put(m, &d, true);
+  }
+  template <class Rep, class Period>
+  [[nodiscard]] QueueResult put_for(std::span<const std::byte> m,
+                                    std::chrono::duration<Rep, Period> d) noexcept {
+    return put_until(m, Clock::now() + std::chrono::duration_cast<Clock::duration>(d));
+  }
+  // `out` must hold max_message() bytes; on ok `length` is the size.
+  [[nodiscard]] QueueResult get(std::span<std::byte> out, std::size_t& length) noexcept {
+    return core_.get(out, length, nullptr, true);
+  }
+  [[nodiscard]] QueueResult try_get(std::span<std::byte> out, std::size_t& length) noexcept {
+    return core_.get(out, length, nullptr, false);
+  }
+  [[nodiscard]] QueueResult get_until(std::span<std::byte> out, std::size_t& length,
+                                      Clock::time_point d) noexcept {
+    return core_.get(out, length, &d, true);
+  }
+  template <class Rep, class Period>
+  [[nodiscard]] QueueResult get_for(std::span<std::byte> out, std::size_t& length,
+                                    std::chrono::duration<Rep, Period> d) noexcept {
+    return get_until(out, length, Clock::now() + std::chrono::duration_cast<Clock::duration>(d));
+  }
+
+ private:
+  explicit BytesQueue(detail::QueueCore core) : QueueHandle(std::move(core)) {}
+};
+
+}  // namespace shmbus

@@ -1,0 +1,112 @@
+#include "shmbus/inspect.hpp"
+
+#include "shmbus/barrier.hpp"
+#include "shmbus/bus.hpp"
+#include "shmbus/condition.hpp"
+#include "shmbus/event.hpp"
+#include "shmbus/lock.hpp"
+#include "shmbus/queue.hpp"
+#include "shmbus/semaphore.hpp"
+
+namespace shmbus {
+
+namespace {
+
+void bus_registry_stats(const SegmentView& view, ObjectStats& stats) {
+  if (view.payload().size() < sizeof(detail::Registry)) {
+    stats.problems.push_back("registry payload too small");
+    return;
+  }
+  const auto* reg = reinterpret_cast<const detail::Registry*>(view.payload().data());
+  if (reg->entry_count != detail::kRegistryEntries) {
+    stats.problems.push_back("registry entry count " + std::to_string(reg->entry_count) +
+                             ", expected " + std::to_string(detail::kRegistryEntries));
+    return;
+  }
+  stats.gauges.emplace_back("objects", static_cast<std::int64_t>(Bus::list_objects(view).size()));
+  // [registry.lifecycle] a snapshot only: we never take part in the handshake.
+  const std::uint64_t closer = reg->closing.load(std::memory_order_seq_cst);
+  if (closer != 0 && !is_alive(ProcessId::unpack(closer))) {
+    stats.problems.push_back("closing token held by dead process " +
+                             std::to_string(ProcessId::unpack(closer).pid));
+  }
+}
+
+void gauge(ObjectStats& stats, const char* name, std::int64_t v) {
+  stats.gauges.emplace_back(name, v);
+}
+
+void lock_stats(const SegmentView& view, ObjectStats& stats) {
+  const LockInfo info = read_lock_info(view.payload().data(), view.payload().size());
+  gauge(stats, "locked", info.locked);
+  gauge(stats, "waiters", info.waiters);
+  if (info.owner) {
+    gauge(stats, "owner_pid", info.owner->pid);
+    if (!is_alive(*info.owner)) {
+      stats.problems.push_back("held by dead process " + std::to_string(info.owner->pid) +
+                               ": the next acquirer gets owner_died");
+    }
+  }
+  if (info.depth != 0) gauge(stats, "depth", info.depth);
+  if (info.not_recoverable) stats.problems.push_back("not recoverable (released inconsistent)");
+}
+
+void sleepers_gauge(ObjectStats& stats, std::uint32_t sleepers) {
+  gauge(stats, "sleepers", sleepers);
+}
+
+}  // namespace
+
+ObjectStats object_stats(const SegmentView& view) {
+  ObjectStats stats;
+  if (!view.info().kind || view.payload().empty()) return stats;
+  switch (*view.info().kind) {
+    case ObjectKind::bus_registry:
+      bus_registry_stats(view, stats);
+      break;
+    case ObjectKind::lock:
+    case ObjectKind::rlock:
+      lock_stats(view, stats);
+      break;
+    case ObjectKind::semaphore:
+    case ObjectKind::bounded_semaphore:
+      if (auto i = read_semaphore_info(view.payload().data(), view.payload().size())) {
+        gauge(stats, "value", i->value);
+        if (i->bound != 0) gauge(stats, "bound", i->bound);
+        sleepers_gauge(stats, i->sleepers);
+      }
+      break;
+    case ObjectKind::event:
+      if (auto i = read_event_info(view.payload().data(), view.payload().size())) {
+        gauge(stats, "set", i->is_set);
+        sleepers_gauge(stats, i->sleepers);
+      }
+      break;
+    case ObjectKind::condition:
+      if (auto i = read_condition_info(view.payload().data(), view.payload().size())) {
+        sleepers_gauge(stats, i->sleepers);
+      } else {
+        stats.problems.push_back("condition payload fails validation");
+      }
+      break;
+    case ObjectKind::barrier:
+      if (auto i = read_barrier_info(view.payload().data(), view.payload().size())) {
+        gauge(stats, "parties", i->parties);
+        gauge(stats, "n_waiting", i->n_waiting);
+        gauge(stats, "broken", i->broken);
+        gauge(stats, "registered", i->registered);
+        if (i->broken) stats.problems.push_back("broken: reset() it before the next round");
+      }
+      break;
+    case ObjectKind::queue:
+    case ObjectKind::simple_queue:
+    case ObjectKind::joinable_queue:
+      detail::queue_object_stats(view, stats);
+      break;
+    default:
+      break;
+  }
+  return stats;
+}
+
+}  // namespace shmbus

@@ -1,0 +1,975 @@
+// The queue engine (detail::QueueCore) and BytesQueue/queue_stats. The
+// algorithm, slot word and participant-record protocol are described in
+// shmbus/detail/queue_core.hpp; the labels below pair the two sides of
+// every ordering:
+//   [queue.claim]    claim CAS of a slot (seq_cst): releases the owner's
+//                    put_pos/get_pos and stage stores written before it, so
+//                    a recoverer that sees the claim sees them too.
+//   [queue.publish]  producer's FULL store (seq_cst): releases the payload;
+//                    acquired by the consumer's slot-word load.
+//   [queue.release]  consumer's EMPTY(next lap) store (seq_cst): releases
+//                    the slot for reuse; acquired by the producer's load.
+//   [queue.record]   owner's counter/stage stores; acquired by recovery and
+//                    by statistics readers.
+//   [queue.heap]     heap block word transitions: the producer's QUEUED
+//                    store releases the block's bytes to the consumer's
+//                    acquire; frees (acq_rel CAS) hand the block on.
+// The seq_cst publications are also the notifier side of [wait.sleepers].
+#include "shmbus/queue.hpp"
+
+#include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#include "shmbus/error.hpp"
+#include "shmbus/inspect.hpp"
+#include "shmbus/process_id.hpp"
+
+namespace shmbus {
+
+std::string_view to_string(QueueResult r) noexcept {
+  switch (r) {
+    case QueueResult::ok:
+      return "ok";
+    case QueueResult::full:
+      return "full";
+    case QueueResult::empty:
+      return "empty";
+    case QueueResult::timed_out:
+      return "timed_out";
+    case QueueResult::closed:
+      return "closed";
+    case QueueResult::too_large:
+      return "too_large";
+    case QueueResult::buffer_too_small:
+      return "buffer_too_small";
+    case QueueResult::value_error:
+      return "value_error";
+    case QueueResult::no_record:
+      return "no_record";
+    case QueueResult::corrupted:
+      return "corrupted";
+  }
+  return "unknown";
+}
+
+namespace detail {
+namespace {
+
+constexpr std::uint32_t kNoRecord = 0xffffffffu;
+constexpr std::uint64_t kJoinableFlag = 1;
+constexpr std::uint32_t kHeapFlag = 1;  // SlotHeader::flags
+
+// The pid, cached and refreshed in a forked child (getpid() is a system
+// call in current glibc; the hot path must not make one).
+std::atomic<pid_t> g_pid{0};
+void refresh_pid() noexcept { g_pid.store(::getpid(), std::memory_order_relaxed); }
+pid_t current_pid() noexcept {
+  // relaxed: per-process value, written by this process only.
+  pid_t p = g_pid.load(std::memory_order_relaxed);
+  if (p == 0) {
+    static const int registered = ::pthread_atfork(nullptr, nullptr, &refresh_pid);
+    (void)registered;
+    refresh_pid();
+    p = g_pid.load(std::memory_order_relaxed);
+  }
+  return p;
+}
+
+std::atomic<std::uint64_t> g_next_handle{1};
+std::atomic<QueueFaultHook> g_fault_hook{nullptr};
+
+inline void fault_point(QueueFaultPoint p) noexcept {
+  // relaxed: a test sets the hook before forking the process it kills.
+  if (QueueFaultHook h = g_fault_hook.load(std::memory_order_relaxed); h != nullptr) [[unlikely]]
+    h(p);
+}
+
+struct CacheEntry {
+  std::uint64_t handle = 0;
+  pid_t pid = 0;
+  std::uint32_t rec = 0;
+};
+constexpr unsigned kCacheSize = 16;
+thread_local CacheEntry t_cache[kCacheSize];
+thread_local unsigned t_cache_next = 0;
+
+// Wakes one sleeper unless a wake-one is already in flight: while a woken
+// process has not yet run, further puts (gets) would each make a futex_wake
+// system call for nothing. The woken process clears `waking` when it
+// returns from its wait and then keeps taking what is there, so no message
+// waits on a sleeper while someone is awake; if the woken process dies
+// before clearing it, sleepers still wake at their liveness slice.
+inline void notify_one(WaitChannel& ch, std::atomic<std::uint32_t>& waking) noexcept {
+  // [wait.sleepers] seq_cst, as notify() does.
+  if (ch.sleepers.load(std::memory_order_seq_cst) == 0) return;
+  // relaxed: a hint that only saves system calls; correctness rests on the
+  // [wait.sleepers] protocol of the wake that set it.
+  if (waking.load(std::memory_order_relaxed) != 0 ||
+      waking.exchange(1, std::memory_order_relaxed) != 0)
+    return;
+  notify(ch, 1);
+}
+
+std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+
+struct Geometry {
+  std::uint64_t capacity, slot_stride, slot_payload, max_records, records_offset, slots_offset,
+      heap_blocks, heap_block_size, heap_offset, heap_data_offset, total;
+};
+
+Geometry geometry(std::uint64_t capacity, std::uint64_t slot_payload, std::uint64_t records,
+                  std::uint64_t heap_blocks, std::uint64_t heap_block_size) {
+  Geometry g{};
+  g.capacity = 2;
+  while (g.capacity < capacity) g.capacity <<= 1;
+  g.slot_payload = slot_payload;
+  g.slot_stride = round_up(sizeof(SlotHeader) + slot_payload, 64);
+  g.max_records = records;
+  g.records_offset = sizeof(QueueControl);
+  g.slots_offset = round_up(g.records_offset + records * sizeof(QueueRecord), 64);
+  g.heap_blocks = heap_blocks;
+  g.heap_block_size = heap_block_size;
+  g.heap_offset = g.slots_offset + g.capacity * g.slot_stride;
+  g.heap_data_offset = round_up(g.heap_offset + heap_blocks * 8, 64);
+  g.total = g.heap_data_offset + heap_blocks * heap_block_size;
+  return g;
+}
+
+// Validates a control block read from shared memory (untrusted).
+const QueueControl& checked_control(std::span<const std::byte> payload, const std::string& name) {
+  if (payload.size() < sizeof(QueueControl))
+    throw Error(Errc::truncated, name, "payload smaller than a queue control block");
+  const auto& c = *reinterpret_cast<const QueueControl*>(payload.data());
+  if (c.magic != kQueueMagic) throw Error(Errc::corrupted, name, "queue magic differs");
+  const std::uint64_t cap = c.capacity;
+  if (cap < 2 || (cap & (cap - 1)) != 0 || cap > (std::uint64_t{1} << 40))
+    throw Error(Errc::corrupted, name, "queue capacity " + std::to_string(cap) + " invalid");
+  if (c.max_records == 0 || c.max_records > kQueueMaxRecords)
+    throw Error(Errc::corrupted, name, "queue record count invalid");
+  if (c.slot_payload > (std::uint64_t{1} << 30))
+    throw Error(Errc::corrupted, name, "queue slot size invalid");
+  if (c.heap_blocks > kQueueMaxRecords || c.heap_block_size > (std::uint64_t{1} << 30) ||
+      c.heap_block_size % 64 != 0 ||
+      (c.heap_blocks != 0 && (c.heap_block_size <= c.slot_payload || c.slot_payload < 8)))
+    throw Error(Errc::corrupted, name, "queue heap geometry invalid");
+  const Geometry g = geometry(cap, c.slot_payload, c.max_records, c.heap_blocks, c.heap_block_size);
+  if (c.slot_stride != g.slot_stride || c.records_offset != g.records_offset ||
+      c.slots_offset != g.slots_offset || c.heap_offset != g.heap_offset ||
+      c.heap_data_offset != g.heap_data_offset || g.total > payload.size())
+    throw Error(Errc::corrupted, name, "queue geometry does not match the segment size");
+  return c;
+}
+
+QueueStats stats_of(const QueueControl& c, const QueueRecord* records,
+                    const std::atomic<std::uint64_t>* heap) noexcept {
+  QueueStats s;
+  s.capacity = c.capacity;
+  s.slot_payload = c.slot_payload;
+  for (std::uint64_t i = 0; i < c.max_records; ++i) {
+    const QueueRecord& r = records[i];
+    // [queue.record] acquire: pairs with the owner's counter stores.
+    const std::uint64_t pw = r.put_word.load(std::memory_order_acquire);
+    const std::uint64_t gw = r.get_word.load(std::memory_order_acquire);
+    s.committed += word_main(pw);
+    s.dropped += word_aux(pw);
+    s.delivered += word_main(gw);
+    s.lost += word_aux(gw);
+    // relaxed: a count for display only.
+    if (r.owner.load(std::memory_order_relaxed) != 0) ++s.participants;
+  }
+  // relaxed: hints/counters read for display; a racy snapshot by contract.
+  const std::uint64_t e = c.enqueue_pos.load(std::memory_order_relaxed);
+  const std::uint64_t d = c.dequeue_pos.load(std::memory_order_relaxed);
+  s.depth = e > d ? std::min<std::uint64_t>(e - d, c.capacity) : 0;
+  s.peer_deaths = c.peer_deaths.load(std::memory_order_relaxed);
+  s.interrupted = c.interrupted.load(std::memory_order_relaxed);
+  s.tasks_done = c.tasks_done.load(std::memory_order_relaxed);
+  s.closed = c.closed.load(std::memory_order_relaxed) != 0;
+  s.joinable = (c.flags & kJoinableFlag) != 0;
+  s.heap_blocks = c.heap_blocks;
+  for (std::uint64_t i = 0; i < c.heap_blocks; ++i)
+    // relaxed: a count for display only.
+    if (heap_state(heap[i].load(std::memory_order_relaxed)) != HeapState::free) ++s.heap_in_use;
+  return s;
+}
+
+}  // namespace
+
+void set_queue_fault_hook(QueueFaultHook hook) noexcept {
+  g_fault_hook.store(hook, std::memory_order_relaxed);  // relaxed: see fault_point()
+}
+
+struct QueueCore::Held {
+  std::mutex m;
+  pid_t pid = 0;
+  std::vector<std::uint32_t> recs;
+};
+
+QueueCore::QueueCore() = default;
+QueueCore::QueueCore(QueueCore&&) noexcept = default;
+QueueCore& QueueCore::operator=(QueueCore&& o) noexcept {
+  if (this != &o) {
+    this->~QueueCore();
+    new (this) QueueCore(std::move(o));
+  }
+  return *this;
+}
+
+QueueCore::~QueueCore() {
+  if (ctl_ == nullptr || !held_) return;
+  // Give back this process's records (all threads): the handle is gone.
+  std::lock_guard lock(held_->m);
+  if (held_->pid != current_pid()) return;
+  const std::uint64_t me = this_process().pack();
+  for (std::uint32_t r : held_->recs) {
+    QueueRecord& rec = record(r);
+    // relaxed: owner-only fields; the release store of owner below
+    // publishes them to the next owner [queue.record].
+    if (word_stage(rec.put_word.load(std::memory_order_relaxed)) != Stage::idle ||
+        word_stage(rec.get_word.load(std::memory_order_relaxed)) != Stage::idle)
+      continue;
+    std::uint64_t expected = me;
+    rec.owner.compare_exchange_strong(expected, 0, std::memory_order_release,
+                                      std::memory_order_relaxed);
+  }
+}
+
+void QueueCore::bind(Segment segment, const QueueOptions& options) {
+  segment_.emplace(std::move(segment));
+  const QueueControl& c =
+      checked_control({segment_->payload(), segment_->payload_size()}, segment_->name());
+  ctl_ = reinterpret_cast<QueueControl*>(segment_->payload());
+  capacity_ = c.capacity;
+  slot_stride_ = c.slot_stride;
+  slot_payload_ = c.slot_payload;
+  max_records_ = static_cast<std::uint32_t>(c.max_records);
+  records_ = reinterpret_cast<QueueRecord*>(segment_->payload() + c.records_offset);
+  slots_ = segment_->payload() + c.slots_offset;
+  heap_blocks_ = static_cast<std::uint32_t>(c.heap_blocks);
+  heap_block_size_ = c.heap_block_size;
+  heap_words_ = reinterpret_cast<std::atomic<std::uint64_t>*>(segment_->payload() + c.heap_offset);
+  heap_data_ = segment_->payload() + c.heap_data_offset;
+  policy_ = options.policy;
+  liveness_ = options.liveness_interval;
+  handle_id_ = g_next_handle.fetch_add(1, std::memory_order_relaxed);  // relaxed: unique id only
+  held_ = std::make_unique<Held>();
+  held_->pid = current_pid();
+  attached_pid_ = options.segment.attach ? current_pid() : 0;
+}
+
+QueueCore QueueCore::create(std::string_view name, ObjectKind kind, TypeTag tag,
+                            std::size_t slot_payload, const QueueOptions& options) {
+  const std::string n(name);
+  if (slot_payload == 0 || slot_payload > (std::size_t{1} << 30))
+    throw Error(Errc::invalid_argument, n, "slot size must be 1 byte .. 1 GiB");
+  if (options.capacity == 0 || options.capacity > (std::size_t{1} << 30))
+    throw Error(Errc::invalid_argument, n, "capacity must be 1 .. 2^30");
+  if (options.max_participants == 0 || options.max_participants > kQueueMaxRecords)
+    throw Error(Errc::invalid_argument, n, "max_participants must be 1 .. 4096");
+  std::uint64_t heap_blocks = 0, heap_block_size = 0;
+  if (tag.fingerprint == kBytesTag.fingerprint && options.max_large_message > slot_payload) {
+    if (options.max_large_message > (std::size_t{1} << 30) || options.heap_blocks == 0 ||
+        options.heap_blocks > kQueueMaxRecords)
+      throw Error(Errc::invalid_argument, n,
+                  "max_large_message must be <= 1 GiB and heap_blocks 1 .. 4096");
+    if (slot_payload < sizeof(HeapRef))
+      throw Error(Errc::invalid_argument, n, "a queue with a heap needs max_message >= 8");
+    heap_blocks = options.heap_blocks;
+    heap_block_size = round_up(options.max_large_message, 64);
+  }
+  const Geometry g = geometry(options.capacity, slot_payload, options.max_participants, heap_blocks,
+                              heap_block_size);
+  const bool joinable = kind == ObjectKind::joinable_queue;
+  auto init = [&](std::span<std::byte> p) {
+    auto* c = new (p.data()) QueueControl{};
+    c->magic = kQueueMagic;
+    c->capacity = g.capacity;
+    c->slot_stride = g.slot_stride;
+    c->slot_payload = g.slot_payload;
+    c->max_records = g.max_records;
+    c->records_offset = g.records_offset;
+    c->slots_offset = g.slots_offset;
+    c->flags = joinable ? kJoinableFlag : 0;
+    c->heap_blocks = g.heap_blocks;
+    c->heap_block_size = g.heap_block_size;
+    c->heap_offset = g.heap_offset;
+    c->heap_data_offset = g.heap_data_offset;
+    for (std::uint64_t i = 0; i < g.heap_blocks; ++i)
+      new (p.data() + g.heap_offset + i * 8) std::atomic<std::uint64_t>(0);
+    for (std::uint64_t i = 0; i < g.max_records; ++i)
+      new (p.data() + g.records_offset + i * sizeof(QueueRecord)) QueueRecord{};
+    for (std::uint64_t i = 0; i < g.capacity; ++i) {
+      auto* s = new (p.data() + g.slots_offset + i * g.slot_stride) SlotHeader{};
+      // relaxed: before ready; [segment.ready] publishes the whole payload.
+      s->word.store(slot_word(i, 0, SlotState::empty), std::memory_order_relaxed);
+    }
+  };
+  QueueCore q;
+  q.bind(Segment::create(name, kind, tag, g.total, init, options.segment), options);
+  return q;
+}
+
+QueueCore QueueCore::open(std::string_view name, ObjectKind kind, TypeTag tag,
+                          const QueueOptions& options) {
+  QueueCore q;
+  q.bind(Segment::open(name, kind, tag, options.segment), options);
+  const bool joinable = (q.ctl_->flags & kJoinableFlag) != 0;
+  if (joinable != (kind == ObjectKind::joinable_queue))
+    throw Error(Errc::corrupted, q.name(), "joinable flag does not match the object kind");
+  return q;
+}
+
+// ---- participant records ---------------------------------------------------
+
+std::uint32_t QueueCore::my_record() noexcept {
+  const pid_t pid = current_pid();
+  for (const CacheEntry& e : t_cache)
+    if (e.handle == handle_id_ && e.pid == pid) return e.rec;
+  const std::uint32_t r = acquire_record();
+  if (r != kNoRecord) {
+    t_cache[t_cache_next % kCacheSize] = CacheEntry{handle_id_, pid, r};
+    ++t_cache_next;
+  }
+  return r;
+}
+
+std::uint32_t QueueCore::acquire_record() noexcept {
+  const pid_t pid = current_pid();
+  const auto tid = static_cast<std::uint64_t>(::syscall(SYS_gettid));
+  const std::uint64_t me = this_process().pack();
+  std::lock_guard lock(held_->m);
+  if (held_->pid != pid) {  // a forked child: the parent's records are not ours
+    held_->pid = pid;
+    held_->recs.clear();
+  }
+  if (attached_pid_ != 0 && attached_pid_ != pid) {
+    attached_pid_ = pid;
+    try {
+      segment_->attach();
+    } catch (...) {  // a full attachment table only costs inspection detail
+    }
+  }
+  for (std::uint32_t r : held_->recs) {
+    // relaxed: written by this thread when it took the record.
+    if (record(r).tid.load(std::memory_order_relaxed) == tid &&
+        record(r).owner.load(std::memory_order_relaxed) == me)
+      return r;
+  }
+  auto take = [&](std::uint32_t r) {
+    record(r).tid.store(tid, std::memory_order_relaxed);  // relaxed: informative
+    held_->recs.push_back(r);
+    return r;
+  };
+  for (std::uint32_t r = 0; r < max_records_; ++r) {
+    std::uint64_t expected = 0;
+    // acquire: pairs with the release of owner by the last owner or
+    // recoverer, so its counters/stage are visible to us [queue.record].
+    if (record(r).owner.load(std::memory_order_relaxed) == 0 &&
+        record(r).owner.compare_exchange_strong(expected, me, std::memory_order_acquire,
+                                                std::memory_order_relaxed))
+      return take(r);
+  }
+  for (std::uint32_t r = 0; r < max_records_; ++r) {
+    const std::uint64_t owner = record(r).owner.load(std::memory_order_acquire);
+    if (owner != 0 && owner != me && !is_alive(ProcessId::unpack(owner)) &&
+        recover_record(r, owner, /*keep=*/true))
+      return take(r);
+  }
+  return kNoRecord;
+}
+
+bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool keep) noexcept {
+  QueueRecord& rec = record(r);
+  const std::uint64_t me = this_process().pack();
+  std::uint64_t expected = dead_owner;
+  // acquire: we now act as the owner of this record and must see every
+  // store the dead owner (or a dead earlier recoverer) made to it.
+  if (!rec.owner.compare_exchange_strong(expected, me, std::memory_order_acq_rel,
+                                         std::memory_order_relaxed))
+    return false;
+
+  bool busy = false;  // was the dead owner in the middle of something?
+  // Put side. [queue.record] acquire pairs with the owner's stage stores.
+  {
+    const std::uint64_t pw = rec.put_word.load(std::memory_order_acquire);
+    const std::uint64_t p = rec.put_pos.load(std::memory_order_acquire);
+    SlotHeader& sl = slot(p);
+    const std::uint64_t held = slot_word(p, r, SlotState::writing);
+    // [queue.claim] acquire: if the claim happened we see it here.
+    const bool writing = sl.word.load(std::memory_order_acquire) == held;
+    const Stage st = word_stage(pw);
+    busy |= st != Stage::idle || writing;
+    if (st != Stage::idle) {
+      std::uint64_t main = word_main(pw), aux = word_aux(pw);
+      if (writing)
+        ++aux;  // claimed, never published: dropped
+      else if (st == Stage::active)
+        ++main;  // published before it died
+      // [queue.record] release: one store decides and clears the stage.
+      rec.put_word.store(count_word(main, aux, Stage::idle), std::memory_order_release);
+    }
+    // Heap blocks the dead producer allocated but never queued.
+    for (std::uint32_t b = 0; b < heap_blocks_; ++b) {
+      std::uint64_t hw = heap_word_at(b).load(std::memory_order_acquire);
+      if (heap_state(hw) == HeapState::alloc && heap_rec(hw) == r)
+        // [queue.heap] acq_rel: frees the block for the next allocator.
+        busy |= heap_word_at(b).compare_exchange_strong(
+            hw, heap_word(heap_gen(hw) + 1, HeapState::free, 0), std::memory_order_acq_rel,
+            std::memory_order_relaxed);
+    }
+    if (writing) {
+      free_heap_ref(sl);  // a dropped large message's block
+      std::uint64_t w = held;
+      // [queue.publish] seq_cst: a SKIP is published like a message.
+      sl.word.compare_exchange_strong(w, slot_word(p, r, SlotState::skip),
+                                      std::memory_order_seq_cst, std::memory_order_relaxed);
+    }
+  }
+  // Get side.
+  {
+    const std::uint64_t gw = rec.get_word.load(std::memory_order_acquire);
+    const std::uint64_t p = rec.get_pos.load(std::memory_order_acquire);
+    SlotHeader& sl = slot(p);
+    const std::uint64_t held = slot_word(p, r, SlotState::reading);
+    const bool reading = sl.word.load(std::memory_order_acquire) == held;
+    const Stage st = word_stage(gw);
+    busy |= st != Stage::idle || reading;
+    if (st != Stage::idle) {
+      std::uint64_t main = word_main(gw), aux = word_aux(gw);
+      if (reading)
+        ++aux;  // taken, not finished: lost
+      else if (st == Stage::active)
+        ++main;  // released before it died
+      rec.get_word.store(count_word(main, aux, Stage::idle), std::memory_order_release);
+    }
+    if (reading) {
+      free_heap_ref(sl);  // a lost large message's block (if not freed yet)
+      std::uint64_t w = held;
+      // [queue.release] seq_cst: frees the slot for the next lap.
+      sl.word.compare_exchange_strong(w, slot_word(p + capacity_, 0, SlotState::empty),
+                                      std::memory_order_seq_cst, std::memory_order_relaxed);
+    }
+  }
+  ctl_->peer_deaths.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  if (busy) ctl_->interrupted.fetch_add(1, std::memory_order_relaxed);
+  if (!keep) rec.owner.store(0, std::memory_order_release);  // [queue.record]
+  notify(ctl_->not_empty);
+  notify(ctl_->not_full);
+  notify(ctl_->join);
+  return true;
+}
+
+void QueueCore::check_stuck(const Probe& probe) noexcept {
+  const SlotState st = slot_state(probe.word);
+  if (st != SlotState::writing && st != SlotState::reading) return;
+  const std::uint32_t r = slot_rec(probe.word);
+  if (r >= max_records_) return;  // cannot be ours: garbage, not a claim we can repair
+  const std::uint64_t owner = record(r).owner.load(std::memory_order_acquire);
+  if (owner == 0 || owner == this_process().pack()) return;
+  if (!is_alive(ProcessId::unpack(owner))) (void)recover_record(r, owner, /*keep=*/false);
+}
+
+std::size_t QueueCore::recover_dead() noexcept {
+  std::size_t n = 0;
+  const std::uint64_t me = this_process().pack();
+  for (std::uint32_t r = 0; r < max_records_; ++r) {
+    const std::uint64_t owner = record(r).owner.load(std::memory_order_acquire);
+    if (owner != 0 && owner != me && !is_alive(ProcessId::unpack(owner)) &&
+        recover_record(r, owner, false))
+      ++n;
+  }
+  return n;
+}
+
+// ---- put / get ---------------------------------------------------------------
+
+QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_t flags,
+                                    std::uint32_t length, std::uint32_t r, Probe& probe) noexcept {
+  // acquire: pairs with close(); a cheap early answer (the check that
+  // matters is the seq_cst one after the claim).
+  if (ctl_->closed.load(std::memory_order_acquire) != 0) return QueueResult::closed;
+  QueueRecord& rec = record(r);
+  // relaxed: only this thread (the owner) writes its put_word.
+  const std::uint64_t w0 = rec.put_word.load(std::memory_order_relaxed);
+  const std::uint64_t main = word_main(w0), aux = word_aux(w0);
+  // relaxed: the [queue.claim] CAS below releases this stage store.
+  rec.put_word.store(count_word(main, aux, Stage::claiming), std::memory_order_relaxed);
+  std::uint64_t pos = 0;
+  SlotHeader* sl = nullptr;
+  for (;;) {
+    pos = ctl_->enqueue_pos.load(std::memory_order_relaxed);  // relaxed: a hint, checked below
+    sl = &slot(pos);
+    // [queue.release] acquire: pairs with the consumer's EMPTY store.
+    std::uint64_t s = sl->word.load(std::memory_order_acquire);
+    const std::int64_t d = slot_diff(s, pos);
+    if (d == 0 && slot_state(s) == SlotState::empty) {
+      rec.put_pos.store(pos, std::memory_order_relaxed);  // relaxed: released by [queue.claim]
+      // [queue.claim] seq_cst.
+      if (sl->word.compare_exchange_weak(s, slot_word(pos, r, SlotState::writing),
+                                         std::memory_order_seq_cst, std::memory_order_relaxed))
+        break;
+      continue;
+    }
+    if (d >= 0) {  // claimed already (maybe by a now-dead producer): help the hint on
+      std::uint64_t e = pos;
+      // relaxed: the hint carries no data; slot words do.
+      ctl_->enqueue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
+      continue;
+    }
+    // The slot still holds the previous lap: full (or a slow/dead consumer).
+    probe = Probe{pos, s};
+    rec.put_word.store(count_word(main, aux, Stage::idle), std::memory_order_relaxed);
+    return QueueResult::full;
+  }
+  {
+    std::uint64_t e = pos;
+    ctl_->enqueue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
+  }
+  fault_point(QueueFaultPoint::put_claimed);
+  // seq_cst: orders after our claim against close()'s store, see close().
+  if (ctl_->closed.load(std::memory_order_seq_cst) != 0) {
+    // Withdraw: the message is not committed; consumers step over it.
+    sl->word.store(slot_word(pos, r, SlotState::skip), std::memory_order_seq_cst);
+    rec.put_word.store(count_word(main, aux, Stage::idle), std::memory_order_release);
+    notify(ctl_->not_empty);
+    return QueueResult::closed;
+  }
+  auto* payload = reinterpret_cast<std::byte*>(sl) + sizeof(SlotHeader);
+  if (!msg.empty()) std::memcpy(payload, msg.data(), msg.size());
+  sl->length = length;
+  sl->flags = flags;
+  if ((flags & kHeapFlag) != 0) {
+    HeapRef ref{};
+    std::memcpy(&ref, msg.data(), sizeof ref);
+    // [queue.heap] release: the block's bytes, then the slot's reference,
+    // before the block counts as queued (recovery frees it through the slot).
+    heap_word_at(ref.block).store(heap_word(ref.gen, HeapState::queued, 0),
+                                  std::memory_order_release);
+  }
+  // relaxed: released by the [queue.publish] store below.
+  rec.put_word.store(count_word(main, aux, Stage::active), std::memory_order_relaxed);
+  fault_point(QueueFaultPoint::put_written);
+  // [queue.publish] seq_cst (release + [wait.sleepers]).
+  sl->word.store(slot_word(pos, r, SlotState::full), std::memory_order_seq_cst);
+  fault_point(QueueFaultPoint::put_published);
+  // [queue.record] release.
+  rec.put_word.store(count_word(main + 1, aux, Stage::idle), std::memory_order_release);
+  notify_one(ctl_->not_empty, ctl_->not_empty_waking);
+  return QueueResult::ok;
+}
+
+QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& length, std::uint32_t r,
+                                    Probe& probe) noexcept {
+  QueueRecord& rec = record(r);
+  // relaxed: only this thread (the owner) writes its get_word.
+  const std::uint64_t w0 = rec.get_word.load(std::memory_order_relaxed);
+  const std::uint64_t main = word_main(w0), aux = word_aux(w0);
+  auto idle = [&] {
+    rec.get_word.store(count_word(main, aux, Stage::idle), std::memory_order_relaxed);
+  };
+  std::uint64_t pos = 0;
+  SlotHeader* sl = nullptr;
+  for (;;) {
+    pos = ctl_->dequeue_pos.load(std::memory_order_relaxed);  // relaxed: a hint, checked below
+    sl = &slot(pos);
+    // [queue.publish] acquire: pairs with the producer's FULL store.
+    std::uint64_t s = sl->word.load(std::memory_order_acquire);
+    const std::int64_t d = slot_diff(s, pos);
+    if (d == 0) {
+      const SlotState st = slot_state(s);
+      if (st == SlotState::full) {
+        rec.get_pos.store(pos, std::memory_order_relaxed);  // relaxed: released by [queue.claim]
+        rec.get_word.store(count_word(main, aux, Stage::claiming), std::memory_order_relaxed);
+        // [queue.claim] seq_cst.
+        if (sl->word.compare_exchange_weak(s, slot_word(pos, r, SlotState::reading),
+                                           std::memory_order_seq_cst, std::memory_order_relaxed))
+          break;
+        continue;
+      }
+      if (st == SlotState::skip) {
+        // [queue.release] seq_cst: step over a dropped or withdrawn message.
+        if (sl->word.compare_exchange_strong(s, slot_word(pos + capacity_, 0, SlotState::empty),
+                                             std::memory_order_seq_cst, std::memory_order_relaxed))
+          notify_one(ctl_->not_full, ctl_->not_full_waking);
+        std::uint64_t e = pos;
+        ctl_->dequeue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
+        continue;
+      }
+      if (st == SlotState::reading) {
+        std::uint64_t e = pos;
+        ctl_->dequeue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
+        continue;
+      }
+      // empty or writing: nothing committed at the head yet.
+    } else if (d > 0) {
+      std::uint64_t e = pos;
+      // relaxed: the hint carries no data; slot words do.
+      ctl_->dequeue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
+      continue;
+    }
+    idle();
+    if (slot_state(s) != SlotState::writing && ctl_->closed.load(std::memory_order_seq_cst) != 0) {
+      // A producer that claims this slot from now on sees `closed` after its
+      // claim and withdraws (see close()); re-read to catch one that
+      // claimed before that.
+      if (sl->word.load(std::memory_order_seq_cst) == s &&
+          ctl_->dequeue_pos.load(std::memory_order_seq_cst) == pos)
+        return QueueResult::closed;
+      continue;
+    }
+    probe = Probe{pos, s};
+    return QueueResult::empty;
+  }
+  {
+    std::uint64_t e = pos;
+    ctl_->dequeue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
+  }
+  // relaxed: released by the [queue.release] store below.
+  rec.get_word.store(count_word(main, aux, Stage::active), std::memory_order_relaxed);
+  fault_point(QueueFaultPoint::get_claimed);
+  const std::uint32_t len = sl->length;   // untrusted
+  const std::uint32_t flags = sl->flags;  // untrusted
+  const auto* payload = reinterpret_cast<const std::byte*>(sl) + sizeof(SlotHeader);
+  QueueResult result = QueueResult::ok;
+  if ((flags & kHeapFlag) != 0) {
+    HeapRef ref{};
+    std::memcpy(&ref, payload, sizeof ref);
+    std::uint64_t expect = heap_word(ref.gen, HeapState::queued, 0);
+    // [queue.heap] acquire: pairs with the producer's QUEUED store.
+    if (ref.block >= heap_blocks_ || len > heap_block_size_ || len > out.size() ||
+        heap_word_at(ref.block).load(std::memory_order_acquire) != expect) {
+      result = QueueResult::corrupted;
+    } else {
+      if (len != 0) std::memcpy(out.data(), heap_data_ + ref.block * heap_block_size_, len);
+      length = len;
+      // [queue.heap] acq_rel: our copy is done before the block is reused.
+      heap_word_at(ref.block).compare_exchange_strong(
+          expect, heap_word(ref.gen + 1, HeapState::free, 0), std::memory_order_acq_rel,
+          std::memory_order_relaxed);
+      notify_one(ctl_->not_full, ctl_->not_full_waking);  // a producer may wait for a block
+    }
+  } else if (len > slot_payload_ || len > out.size()) {
+    result = QueueResult::corrupted;
+  } else {
+    if (len != 0) std::memcpy(out.data(), payload, len);
+    length = len;
+  }
+  fault_point(QueueFaultPoint::get_copied);
+  // [queue.release] seq_cst (release + [wait.sleepers]).
+  sl->word.store(slot_word(pos + capacity_, 0, SlotState::empty), std::memory_order_seq_cst);
+  fault_point(QueueFaultPoint::get_released);
+  // [queue.record] release. A corrupted message counts as lost.
+  rec.get_word.store(result == QueueResult::ok ? count_word(main + 1, aux, Stage::idle)
+                                               : count_word(main, aux + 1, Stage::idle),
+                     std::memory_order_release);
+  notify_one(ctl_->not_full, ctl_->not_full_waking);
+  return result;
+}
+
+bool QueueCore::wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& waking,
+                                const std::atomic<std::uint64_t>& head, const Probe& probe,
+                                const Clock::time_point* deadline, bool first) noexcept {
+  Clock::time_point slice = Clock::now() + liveness_;
+  if (deadline != nullptr && *deadline < slice) slice = *deadline;
+  // [wait.sleepers] seq_cst loads, as wait_until() requires.
+  auto changed = [&] {
+    return slot(probe.pos).word.load(std::memory_order_seq_cst) != probe.word ||
+           head.load(std::memory_order_seq_cst) != probe.pos ||
+           ctl_->closed.load(std::memory_order_seq_cst) != 0;
+  };
+  WaitPolicy p = policy_;
+  if (p.strategy == WaitStrategy::adaptive) {
+    // Adaptive: spin for policy.spin as wait_until() would, but yield the
+    // CPU every 256 pauses: when processes outnumber cores, the peer we wait
+    // for (a producer between claim and publish, or the consumer that frees
+    // our slot) may be waiting for our core. Then sleep.
+    if (first) {
+      const auto start = Clock::now();
+      for (unsigned i = 1;; ++i) {
+        detail::cpu_relax();
+        if (changed()) return true;
+        if ((i & 255) == 0) {
+          const auto now = Clock::now();
+          if (now >= slice || now - start >= p.spin) break;
+          ::sched_yield();
+        }
+      }
+    }
+    p.strategy = WaitStrategy::blocking;
+  }
+  const bool ok = wait_until(ch, changed, p, &slice);
+  // relaxed: see notify_one(); we are awake and will look at the ring.
+  if (waking.load(std::memory_order_relaxed) != 0) waking.store(0, std::memory_order_relaxed);
+  return ok;
+}
+
+void QueueCore::free_heap_ref(const SlotHeader& sl) noexcept {
+  if ((sl.flags & kHeapFlag) == 0) return;
+  HeapRef ref{};
+  std::memcpy(&ref, reinterpret_cast<const std::byte*>(&sl) + sizeof(SlotHeader), sizeof ref);
+  if (ref.block >= heap_blocks_) return;  // garbage: nothing of ours to free
+  std::uint64_t expect = heap_word(ref.gen, HeapState::queued, 0);
+  // [queue.heap] acq_rel; only the exact generation: a stale ref frees nothing.
+  heap_word_at(ref.block).compare_exchange_strong(
+      expect, heap_word(ref.gen + 1, HeapState::free, 0), std::memory_order_acq_rel,
+      std::memory_order_relaxed);
+}
+
+QueueResult QueueCore::put_large(std::span<const std::byte> msg, const Clock::time_point* deadline,
+                                 bool block, std::uint32_t r) noexcept {
+  // 1. A heap block: CAS FREE(gen) -> ALLOC(gen, r), so a dead allocator's
+  //    block is found by its record.
+  std::uint32_t b = 0;
+  std::uint64_t gen = 0;
+  for (bool first = true;; first = false) {
+    if (ctl_->closed.load(std::memory_order_acquire) != 0) return QueueResult::closed;
+    bool got = false;
+    for (b = 0; b < heap_blocks_ && !got; ++b) {
+      std::uint64_t w = heap_word_at(b).load(std::memory_order_acquire);
+      if (heap_state(w) == HeapState::free &&
+          heap_word_at(b).compare_exchange_strong(w, heap_word(heap_gen(w), HeapState::alloc, r),
+                                                  std::memory_order_acq_rel,
+                                                  std::memory_order_relaxed)) {
+        gen = heap_gen(w);
+        got = true;
+      }
+    }
+    if (got) {
+      --b;
+      break;
+    }
+    if (!block) return QueueResult::full;
+    Clock::time_point slice = Clock::now() + liveness_;
+    if (deadline != nullptr && *deadline < slice) slice = *deadline;
+    auto any_free = [&] {
+      for (std::uint32_t i = 0; i < heap_blocks_; ++i)
+        // seq_cst: the predicate side of [wait.sleepers].
+        if (heap_state(heap_word_at(i).load(std::memory_order_seq_cst)) == HeapState::free)
+          return true;
+      return ctl_->closed.load(std::memory_order_seq_cst) != 0;
+    };
+    WaitPolicy p = policy_;
+    if (!first && p.strategy == WaitStrategy::adaptive) p.strategy = WaitStrategy::blocking;
+    if (!wait_until(ctl_->not_full, any_free, p, &slice)) {
+      if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
+      (void)recover_dead();  // blocks held by dead producers or consumers
+    }
+  }
+  std::memcpy(heap_data_ + std::uint64_t{b} * heap_block_size_, msg.data(), msg.size());
+  // 2. A slot carrying the reference, published as usual.
+  const HeapRef ref{b, static_cast<std::uint32_t>(gen)};
+  std::byte refbytes[sizeof ref];
+  std::memcpy(refbytes, &ref, sizeof ref);
+  Probe probe;
+  QueueResult res = QueueResult::ok;
+  for (bool first = true;; first = false) {
+    res = try_put_once(refbytes, kHeapFlag, static_cast<std::uint32_t>(msg.size()), r, probe);
+    if (res != QueueResult::full || !block) break;
+    if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe, deadline,
+                         first)) {
+      if (deadline != nullptr && Clock::now() >= *deadline) {
+        res = QueueResult::timed_out;
+        break;
+      }
+      check_stuck(probe);
+    }
+  }
+  if (res != QueueResult::ok) {  // not queued: give the block back
+    std::uint64_t w = heap_word(static_cast<std::uint32_t>(gen), HeapState::alloc, r);
+    heap_word_at(b).compare_exchange_strong(
+        w, heap_word(static_cast<std::uint32_t>(gen) + 1, HeapState::free, 0),
+        std::memory_order_acq_rel, std::memory_order_relaxed);
+    notify_one(ctl_->not_full, ctl_->not_full_waking);
+  }
+  return res;
+}
+
+QueueResult QueueCore::put(std::span<const std::byte> msg, const Clock::time_point* deadline,
+                           bool block) noexcept {
+  const bool large = msg.size() > slot_payload_;
+  if (large && (heap_blocks_ == 0 || msg.size() > heap_block_size_)) return QueueResult::too_large;
+  const std::uint32_t r = my_record();
+  if (r == kNoRecord) return QueueResult::no_record;
+  if (large) return put_large(msg, deadline, block, r);
+  Probe probe;
+  for (bool first = true;; first = false) {
+    const QueueResult res = try_put_once(msg, 0, static_cast<std::uint32_t>(msg.size()), r, probe);
+    if (res != QueueResult::full || !block) return res;
+    if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe, deadline,
+                         first)) {
+      if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
+      check_stuck(probe);
+    }
+  }
+}
+
+QueueResult QueueCore::get(std::span<std::byte> out, std::size_t& length,
+                           const Clock::time_point* deadline, bool block) noexcept {
+  if (out.size() < max_message()) return QueueResult::buffer_too_small;
+  const std::uint32_t r = my_record();
+  if (r == kNoRecord) return QueueResult::no_record;
+  Probe probe;
+  for (bool first = true;; first = false) {
+    const QueueResult res = try_get_once(out, length, r, probe);
+    if (res != QueueResult::empty || !block) return res;
+    if (!wait_for_change(ctl_->not_empty, ctl_->not_empty_waking, ctl_->dequeue_pos, probe,
+                         deadline, first)) {
+      if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
+      check_stuck(probe);
+    }
+  }
+}
+
+void QueueCore::close() noexcept {
+  // seq_cst: a producer loads `closed` after its claim CAS; a consumer that
+  // sees `closed` re-reads the head slot. In the total order a producer
+  // either claimed before that re-read (the consumer waits for it) or loads
+  // closed == 1 after claiming and withdraws.
+  ctl_->closed.store(1, std::memory_order_seq_cst);
+  notify(ctl_->not_empty);
+  notify(ctl_->not_full);
+  notify(ctl_->join);
+}
+
+bool QueueCore::closed() const noexcept {
+  return ctl_->closed.load(std::memory_order_acquire) != 0;  // acquire: pairs with close()
+}
+
+std::size_t QueueCore::qsize() const noexcept {
+  // relaxed: approximate by contract.
+  const std::uint64_t e = ctl_->enqueue_pos.load(std::memory_order_relaxed);
+  const std::uint64_t d = ctl_->dequeue_pos.load(std::memory_order_relaxed);
+  return e > d ? static_cast<std::size_t>(std::min<std::uint64_t>(e - d, capacity_)) : 0;
+}
+
+QueueStats QueueCore::stats() const noexcept { return stats_of(*ctl_, records_, heap_words_); }
+
+QueueResult QueueCore::task_done() noexcept {
+  // Read tasks_done first: every task_done() it counts happened after that
+  // caller's get() finished, so the delivered counts summed afterwards
+  // include those gets (a sum read first could miss one and refuse a valid
+  // call).
+  for (;;) {
+    // seq_cst: also the [wait.sleepers] publication for join().
+    std::uint64_t done = ctl_->tasks_done.load(std::memory_order_seq_cst);
+    std::uint64_t delivered = 0;
+    for (std::uint32_t r = 0; r < max_records_; ++r)
+      delivered += word_main(record(r).get_word.load(std::memory_order_seq_cst));
+    if (done + 1 > delivered) return QueueResult::value_error;
+    if (ctl_->tasks_done.compare_exchange_strong(done, done + 1, std::memory_order_seq_cst)) break;
+  }
+  notify(ctl_->join);
+  return QueueResult::ok;
+}
+
+bool QueueCore::join_until(const Clock::time_point* deadline) noexcept {
+  auto all_done = [&] {
+    // tasks_done first, so a stale (low) read errs towards waiting longer.
+    const std::uint64_t done = ctl_->tasks_done.load(std::memory_order_seq_cst);
+    std::uint64_t committed = 0, lost = 0;
+    for (std::uint32_t r = 0; r < max_records_; ++r) {
+      // seq_cst: the predicate side of [wait.sleepers].
+      committed += word_main(record(r).put_word.load(std::memory_order_seq_cst));
+      lost += word_aux(record(r).get_word.load(std::memory_order_seq_cst));
+    }
+    return done + lost >= committed;
+  };
+  for (;;) {
+    Clock::time_point slice = Clock::now() + liveness_;
+    if (deadline != nullptr && *deadline < slice) slice = *deadline;
+    if (wait_until(ctl_->join, all_done, WaitPolicy{WaitStrategy::blocking, {}}, &slice))
+      return true;
+    if (deadline != nullptr && Clock::now() >= *deadline) return all_done();
+    (void)recover_dead();  // a dead consumer's lost item counts as done
+  }
+}
+
+QueueStats read_queue_stats_payload(std::span<const std::byte> payload, const std::string& name) {
+  const QueueControl& c = checked_control(payload, name);
+  const auto* records = reinterpret_cast<const QueueRecord*>(payload.data() + c.records_offset);
+  return stats_of(
+      c, records,
+      reinterpret_cast<const std::atomic<std::uint64_t>*>(payload.data() + c.heap_offset));
+}
+
+}  // namespace detail
+
+QueueStats queue_stats(const SegmentView& view) {
+  const SegmentInfo& info = view.info();
+  if (!info.kind || (*info.kind != ObjectKind::queue && *info.kind != ObjectKind::simple_queue &&
+                     *info.kind != ObjectKind::joinable_queue))
+    throw Error(Errc::wrong_kind, info.name, "not a queue");
+  if (view.payload().empty()) throw Error(Errc::not_ready, info.name, "still initialising");
+  return detail::read_queue_stats_payload(view.payload(), info.name);
+}
+
+void detail::queue_object_stats(const SegmentView& view, ObjectStats& stats) {
+  QueueStats q;
+  try {
+    q = queue_stats(view);
+  } catch (const Error& e) {
+    stats.problems.push_back(std::string("queue: ") + e.what());
+    return;
+  }
+  auto counter = [&](const char* n, std::uint64_t v) { stats.counters.emplace_back(n, v); };
+  auto gauge = [&](const char* n, std::uint64_t v) {
+    stats.gauges.emplace_back(n, static_cast<std::int64_t>(v));
+  };
+  counter("committed", q.committed);
+  counter("delivered", q.delivered);
+  counter("dropped", q.dropped);
+  counter("lost", q.lost);
+  counter("peer_deaths", q.peer_deaths);
+  counter("interrupted", q.interrupted);
+  if (q.joinable) counter("tasks_done", q.tasks_done);
+  gauge("depth", q.depth);
+  gauge("capacity", q.capacity);
+  gauge("slot_bytes", q.slot_payload);
+  gauge("participants", q.participants);
+  gauge("closed", q.closed ? 1 : 0);
+  if (q.heap_blocks != 0) {
+    gauge("heap_blocks", q.heap_blocks);
+    gauge("heap_in_use", q.heap_in_use);
+  }
+  // Records of dead processes: repaired by the next waiter that needs it,
+  // or by recover_dead(); shown so an operator sees a crash happened.
+  const auto& c = *reinterpret_cast<const detail::QueueControl*>(view.payload().data());
+  const auto* records =
+      reinterpret_cast<const detail::QueueRecord*>(view.payload().data() + c.records_offset);
+  std::uint64_t dead = 0, dead_busy = 0;
+  for (std::uint64_t i = 0; i < c.max_records; ++i) {
+    // acquire: pairs with the [queue.record] stores of the owner.
+    const std::uint64_t owner = records[i].owner.load(std::memory_order_acquire);
+    if (owner == 0 || is_alive(ProcessId::unpack(owner))) continue;
+    ++dead;
+    if (detail::word_stage(records[i].put_word.load(std::memory_order_acquire)) !=
+            detail::Stage::idle ||
+        detail::word_stage(records[i].get_word.load(std::memory_order_acquire)) !=
+            detail::Stage::idle)
+      ++dead_busy;
+  }
+  gauge("dead_participants", dead);
+  if (dead_busy != 0)
+    stats.problems.push_back(std::to_string(dead_busy) +
+                             " participant(s) died in the middle of a put/get; the next "
+                             "waiter on their slot (or recover_dead()) repairs it");
+}
+
+BytesQueue BytesQueue::create(std::string_view name, const QueueOptions& options) {
+  return BytesQueue(
+      detail::QueueCore::create(name, kKind, detail::kBytesTag, options.max_message, options));
+}
+
+BytesQueue::BytesQueue(std::string_view name, const QueueOptions& options)
+    : QueueHandle(detail::QueueCore::open(name, kKind, detail::kBytesTag, options)) {}
+
+}  // namespace shmbus

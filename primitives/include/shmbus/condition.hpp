@@ -1,0 +1,136 @@
+// Condition — a process-shared condition variable after Python's
+// multiprocessing.Condition, over a Lock or an RLock that lives in its own
+// segment. The Condition's segment records the lock's name and kind, so
+// open() opens the same lock.
+//
+//   auto lock = shmbus::Lock::create("ward.lock");
+//   auto cond = shmbus::Condition::create("ward", lock);   // doctor
+//   auto cond = shmbus::Condition::open("ward");           // patient
+//   std::unique_lock g(cond);
+//   cond.wait_for(g_pred, 1s);  // wait(), wait_for(pred, timeout), ...
+//   cond.notify_all();          // by the doctor, holding the lock
+//
+// Who may call what: wait* and notify* must be called holding the lock
+// (cond.acquire()/lock(), or get_lock()); notify without it is a caller
+// error (wake-ups may then be lost, as with any condition variable); a
+// wait by a thread (RLock) or process (Lock) that does not hold the lock
+// returns false at once.
+// create/open throw shmbus::Error.
+//
+// Memory ordering: the lock's: everything written under the lock before
+// notify()/release() is visible to a waiter once wait() has re-acquired it.
+//
+// No lost wake-ups: a waiter reads the condition's futex word and counts
+// itself a sleeper while still holding the lock; notify() (under the lock)
+// bumps the word, so a notify between the waiter's release and its sleep
+// makes the sleep return at once ([cond.seq]). notify(n) wakes at least
+// min(n, waiters) and, in a race with a waiter that is just going to
+// sleep, may wake one more: use the predicate forms. FUTEX_WAKE is issued
+// only when a sleeper is counted.
+//
+// If re-acquiring the lock in wait() finds its owner dead, wait() returns
+// with the lock held in the owner-died state (see owner_died() on the lock
+// and lock.hpp for make_consistent()).
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "shmbus/detail/segment.hpp"
+#include "shmbus/detail/sync_state.hpp"
+#include "shmbus/lock.hpp"
+#include "shmbus/wait.hpp"
+
+namespace shmbus {
+
+// Live statistics of a Condition, read without writing or blocking (e.g.
+// from a SegmentView's payload); nullopt if too small or the recorded lock
+// name is out of range.
+struct ConditionInfo {
+  std::uint32_t sleepers = 0;  // waiters counted asleep (a dead one stays counted)
+  ObjectKind lock_kind = ObjectKind::lock;
+  std::string lock_name;
+};
+[[nodiscard]] std::optional<ConditionInfo> read_condition_info(const std::byte* payload,
+                                                               std::size_t size);
+
+class Condition {
+ public:
+  // Over an existing Lock or RLock (opened again by its name).
+  static Condition create(std::string_view name, const Lock& lock,
+                          const SegmentOptions& options = {});
+  static Condition create(std::string_view name, const RLock& lock,
+                          const SegmentOptions& options = {});
+  // Over a new RLock named "<name>.lock" (Python's default).
+  static Condition create(std::string_view name, const SegmentOptions& options = {});
+  // Errc::corrupted if the recorded lock name or kind is invalid.
+  static Condition open(std::string_view name, const SegmentOptions& options = {});
+  // Unlinks the condition only (not its lock).
+  static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
+
+  Condition() = default;
+
+  // The underlying lock: Lockable, so std::unique_lock<Condition> works.
+  [[nodiscard]] LockResult acquire() noexcept;
+  void release();
+  void lock();
+  void unlock() { release(); }
+  [[nodiscard]] bool try_lock() noexcept;
+
+  // Waits (the lock held) until notified or the deadline; false on timeout.
+  // Spurious returns are possible: prefer the predicate forms.
+  bool wait() noexcept { return wait_until_(nullptr); }
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> d) noexcept {
+    const auto deadline = Clock::now() + d;
+    return wait_until_(&deadline);
+  }
+  bool wait_until(Clock::time_point deadline) noexcept { return wait_until_(&deadline); }
+
+  // Waits until pred() (evaluated under the lock) holds; returns pred().
+  template <class Pred>
+  bool wait(Pred pred) {
+    while (!pred()) wait_until_(nullptr);
+    return true;
+  }
+  template <class Pred, class Rep, class Period>
+  bool wait_for(Pred pred, std::chrono::duration<Rep, Period> d) {
+    return wait_until(pred, Clock::now() + d);
+  }
+  template <class Pred>
+  bool wait_until(Pred pred, Clock::time_point deadline) {
+    while (!pred()) {
+      if (!wait_until_(&deadline)) return pred();
+    }
+    return true;
+  }
+
+  void notify(int n = 1) noexcept;
+  void notify_all() noexcept;
+
+  // Which lock: exactly one of these is non-null.
+  [[nodiscard]] Lock* get_lock() noexcept { return lock_ ? &*lock_ : nullptr; }
+  [[nodiscard]] RLock* get_rlock() noexcept { return rlock_ ? &*rlock_ : nullptr; }
+  [[nodiscard]] const std::string& lock_name() const noexcept { return lock_name_; }
+
+  // Attaches this process to the condition's and the lock's segments.
+  void attach();
+  void set_wait_policy(const WaitPolicy& policy) noexcept;
+  [[nodiscard]] const std::string& name() const noexcept { return segment_.name(); }
+
+ private:
+  Condition(detail::Segment segment, std::optional<Lock> lock, std::optional<RLock> rlock,
+            std::string lock_name);
+  bool wait_until_(const Clock::time_point* deadline) noexcept;
+
+  detail::Segment segment_;
+  detail::ConditionState* state_ = nullptr;
+  std::optional<Lock> lock_;
+  std::optional<RLock> rlock_;
+  std::string lock_name_;
+  WaitPolicy policy_{};
+};
+
+}  // namespace shmbus

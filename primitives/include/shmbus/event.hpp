@@ -1,0 +1,81 @@
+// Event — a process-shared flag after Python's multiprocessing.Event: set()
+// wakes every waiter, clear() resets, wait() blocks until it is set.
+//
+//   auto ready = shmbus::Event::create("ready");          // producer
+//   auto ready = shmbus::Event::open("ready");            // consumer
+//   if (!ready.wait_for(1s)) { /* timed out */ }
+//
+// Who may call what: any thread of any process that opened the event (or
+// inherited it across fork() and attach()ed). create/open throw
+// shmbus::Error; set/clear/is_set/wait are noexcept.
+//
+// Memory ordering: everything a process wrote before set() is visible to a
+// process whose wait() (or is_set()) returns true because of that set().
+//
+// Fast path: set() with nobody asleep is a store and a load (and nothing at
+// all if already set); FUTEX_WAKE only when a sleeper is counted. A waiter
+// spins for its WaitPolicy's budget (adaptive, default 50 us) before
+// sleeping on a shared futex.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "shmbus/detail/segment.hpp"
+#include "shmbus/detail/sync_state.hpp"
+#include "shmbus/wait.hpp"
+
+namespace shmbus {
+
+// Live statistics of an Event, read without writing or blocking (e.g. from
+// a SegmentView's payload); nullopt if the payload is too small.
+struct EventInfo {
+  bool is_set = false;
+  std::uint32_t sleepers = 0;  // waiters counted asleep (a dead one stays counted)
+};
+[[nodiscard]] std::optional<EventInfo> read_event_info(const std::byte* payload,
+                                                       std::size_t size) noexcept;
+
+class Event {
+ public:
+  static Event create(std::string_view name, const SegmentOptions& options = {});
+  static Event open(std::string_view name, const SegmentOptions& options = {});
+  static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
+
+  Event() = default;
+
+  void set() noexcept;
+  void clear() noexcept;
+  [[nodiscard]] bool is_set() const noexcept;
+
+  // Returns once set (wait() always true; the timed forms false on timeout).
+  bool wait() noexcept { return wait_until_(nullptr); }
+  template <class Rep, class Period>
+  [[nodiscard]] bool wait_for(std::chrono::duration<Rep, Period> d) noexcept {
+    const auto deadline = Clock::now() + d;
+    return wait_until_(&deadline);
+  }
+  [[nodiscard]] bool wait_until(Clock::time_point deadline) noexcept {
+    return wait_until_(&deadline);
+  }
+  [[nodiscard]] bool try_wait() const noexcept { return is_set(); }
+
+  void attach() { segment_.attach(); }
+  void set_wait_policy(const WaitPolicy& policy) noexcept { policy_ = policy; }
+  [[nodiscard]] const std::string& name() const noexcept { return segment_.name(); }
+
+ private:
+  Event(detail::Segment segment, detail::EventState* state)
+      : segment_(std::move(segment)), state_(state) {}
+  bool wait_until_(const Clock::time_point* deadline) noexcept;
+
+  detail::Segment segment_;
+  detail::EventState* state_ = nullptr;
+  WaitPolicy policy_{};
+};
+
+}  // namespace shmbus

@@ -1,0 +1,44 @@
+// The resource tracker: finds shmbus segments nobody can use any more and
+// unlinks them, after multiprocessing's resource_tracker.
+//
+// A segment is garbage when every process it records — its creator and
+// each entry of its attachment table — is dead (pid gone, a zombie, or the
+// pid reused by another process), or when it has been stuck initialising
+// for `stuck_after` with its creator dead or unknown. A segment any live
+// process has attached is never removed.
+//
+// shmbus runs this as a sweep, not as a daemon: Bus sweeps its own objects
+// when it opens and closes, and `bus-inspector gc` sweeps the host on
+// demand. A sweep reads headers read-only (see segment_info.hpp) and
+// unlinks by name; it never blocks a live process.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace shmbus {
+
+struct GcOptions {
+  bool dry_run = false;
+  // Also remove files named like shmbus objects whose header is invalid
+  // (corrupted, truncated, wrong version). Off by default: doctor reports them.
+  bool include_invalid = false;
+  std::chrono::seconds stuck_after{10};
+  // Only names starting with this prefix (e.g. a bus's "orders.").
+  std::string prefix;
+};
+
+struct GcAction {
+  std::string name;
+  std::string reason;   // "every attached process is dead", ...
+  bool removed = false; // false in a dry run or if it vanished meanwhile
+};
+
+// Sweeps /dev/shm once; returns what it removed (or would remove).
+std::vector<GcAction> collect_garbage(const GcOptions& options = {});
+
+// Unlinks one shmbus object by name, whatever its state. False if absent.
+bool remove_segment(const std::string& name);
+
+}  // namespace shmbus

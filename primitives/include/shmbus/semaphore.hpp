@@ -1,0 +1,106 @@
+// Semaphore and BoundedSemaphore — process-shared counting semaphores after
+// Python's multiprocessing.Semaphore / BoundedSemaphore, in their own
+// segment.
+//
+//   auto slots = shmbus::Semaphore::create("slots", 4);
+//   if (slots.acquire_for(10ms)) { ...; slots.release(); }
+//
+// Who may call what: any thread of any process that opened the semaphore
+// (or inherited it across fork() and attach()ed). create/open throw
+// shmbus::Error; acquire/release are noexcept hot paths, except that
+// BoundedSemaphore::release() throws Errc::value_error above the bound.
+//
+// Memory ordering: everything a process wrote before release() is visible
+// to the process whose acquire() takes that token.
+//
+// Fast path: acquire with a token available is one CAS; release with
+// nobody asleep is one RMW and one load, no system call. A waiter spins for
+// its WaitPolicy's budget, then sleeps on a shared futex; release() issues
+// FUTEX_WAKE only when a sleeper is counted. The value is a 32-bit count
+// (at most 2^31 - 1).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "shmbus/detail/segment.hpp"
+#include "shmbus/detail/sync_state.hpp"
+#include "shmbus/wait.hpp"
+
+namespace shmbus {
+
+// Live statistics of a Semaphore or BoundedSemaphore, read without writing
+// or blocking (e.g. from a SegmentView's payload); nullopt if too small.
+struct SemaphoreInfo {
+  std::uint32_t value = 0;
+  std::uint32_t bound = 0;     // BoundedSemaphore's bound, 0 for a Semaphore
+  std::uint32_t sleepers = 0;  // waiters counted asleep (a dead one stays counted)
+};
+[[nodiscard]] std::optional<SemaphoreInfo> read_semaphore_info(const std::byte* payload,
+                                                               std::size_t size) noexcept;
+
+class Semaphore {
+ public:
+  static constexpr std::uint32_t kMaxValue = 0x7fffffff;
+
+  // Errc::invalid_argument if value > kMaxValue.
+  static Semaphore create(std::string_view name, std::uint32_t value = 1,
+                          const SegmentOptions& options = {});
+  static Semaphore open(std::string_view name, const SegmentOptions& options = {});
+  static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
+
+  Semaphore() = default;
+
+  void acquire() noexcept { (void)acquire_until_(nullptr); }
+  [[nodiscard]] bool try_acquire() noexcept;
+  template <class Rep, class Period>
+  [[nodiscard]] bool acquire_for(std::chrono::duration<Rep, Period> d) noexcept {
+    const auto deadline = Clock::now() + d;
+    return acquire_until_(&deadline);
+  }
+  [[nodiscard]] bool acquire_until(Clock::time_point deadline) noexcept {
+    return acquire_until_(&deadline);
+  }
+  // Adds n tokens; false (and no change) if that would pass kMaxValue.
+  bool release(std::uint32_t n = 1) noexcept;
+
+  [[nodiscard]] std::uint32_t get_value() const noexcept;
+
+  void attach() { segment_.attach(); }
+  void set_wait_policy(const WaitPolicy& policy) noexcept { policy_ = policy; }
+  [[nodiscard]] const std::string& name() const noexcept { return segment_.name(); }
+
+ protected:
+  Semaphore(detail::Segment segment, detail::SemaphoreState* state)
+      : segment_(std::move(segment)), state_(state) {}
+  bool acquire_until_(const Clock::time_point* deadline) noexcept;
+
+  detail::Segment segment_;
+  detail::SemaphoreState* state_ = nullptr;
+  WaitPolicy policy_{};
+};
+
+// A Semaphore whose value may never exceed its initial value.
+class BoundedSemaphore : public Semaphore {
+ public:
+  static BoundedSemaphore create(std::string_view name, std::uint32_t value = 1,
+                                 const SegmentOptions& options = {});
+  static BoundedSemaphore open(std::string_view name, const SegmentOptions& options = {});
+
+  BoundedSemaphore() = default;
+
+  // Throws Error(Errc::value_error) if the value would exceed the bound.
+  void release(std::uint32_t n = 1);
+  // As release(), but reports the bound with false instead of throwing.
+  [[nodiscard]] bool try_release(std::uint32_t n = 1) noexcept;
+  [[nodiscard]] std::uint32_t bound() const noexcept { return state_->bound; }
+
+ private:
+  using Semaphore::Semaphore;
+};
+
+}  // namespace shmbus

@@ -1,0 +1,64 @@
+#include "shmbus/resource_tracker.hpp"
+
+#include <ctime>
+
+#include "shmbus/detail/segment.hpp"
+#include "shmbus/error.hpp"
+#include "shmbus/segment_info.hpp"
+
+namespace shmbus {
+
+namespace {
+std::uint64_t now_unix_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+// Why `info` is garbage, or empty if it is not.
+std::string garbage_reason(const SegmentInfo& info, const GcOptions& options) {
+  if (info.state == "initialising") {
+    const auto age_ns = now_unix_ns() - info.modified_unix_ns;
+    const auto stuck_ns = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(options.stuck_after).count());
+    if (info.creator.pid != 0 && !info.creator_alive) return "creator died while initialising";
+    if (info.creator.pid == 0 && age_ns > stuck_ns) return "stuck initialising, creator unknown";
+    return {};
+  }
+  if (info.abandoned()) {
+    return info.attached.empty() ? "creator dead and nothing attached"
+                                 : "every attached process is dead";
+  }
+  return {};
+}
+}  // namespace
+
+bool remove_segment(const std::string& name) { return detail::Segment::unlink(name); }
+
+std::vector<GcAction> collect_garbage(const GcOptions& options) {
+  std::vector<GcAction> actions;
+  for (const auto& name : list_segments()) {
+    if (!name.starts_with(options.prefix)) continue;
+    std::string reason;
+    try {
+      reason = garbage_reason(inspect_segment(name), options);
+    } catch (const Error& e) {
+      if (e.code() == Errc::not_found) continue;  // removed meanwhile
+      if (e.code() == Errc::invalid_name) continue;  // not a name we create
+      if (options.include_invalid) reason = "invalid: " + e.reason();
+    }
+    if (reason.empty()) continue;
+    GcAction action{name, reason, false};
+    if (!options.dry_run) {
+      try {
+        action.removed = remove_segment(name);
+      } catch (const Error&) {
+      }
+    }
+    actions.push_back(std::move(action));
+  }
+  return actions;
+}
+
+}  // namespace shmbus

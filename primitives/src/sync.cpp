@@ -1,0 +1,654 @@
+// Semaphore, BoundedSemaphore, Event, Condition and Barrier. Formats:
+// detail/sync_state.hpp. Waiting: the WaitChannel protocol of
+// detail/futex.hpp ([wait.sleepers]) unless said otherwise.
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+
+#include "shmbus/barrier.hpp"
+#include "shmbus/condition.hpp"
+#include "shmbus/error.hpp"
+#include "shmbus/event.hpp"
+#include "shmbus/semaphore.hpp"
+
+namespace shmbus {
+
+namespace {
+
+template <class State>
+State* state_of(detail::Segment& seg) {
+  if (seg.payload_size() < sizeof(State)) {
+    throw Error(Errc::truncated, seg.name(), "payload smaller than its state block");
+  }
+  return reinterpret_cast<State*>(seg.payload());
+}
+
+}  // namespace
+
+// ---- Semaphore ----
+
+namespace {
+detail::Segment create_semaphore(std::string_view name, ObjectKind kind, std::uint32_t value,
+                                 std::uint32_t bound, const SegmentOptions& options) {
+  if (value > Semaphore::kMaxValue) {
+    throw Error(Errc::invalid_argument, std::string(name), "semaphore value above 2^31-1");
+  }
+  return detail::Segment::create(
+      name, kind, detail::type_tag<detail::SemaphoreState>(), sizeof(detail::SemaphoreState),
+      [&](std::span<std::byte> p) {
+        auto* s = new (p.data()) detail::SemaphoreState{};
+        // relaxed: before ready; the segment's [segment.ready] release publishes it.
+        s->value.store(value, std::memory_order_relaxed);
+        s->bound = bound;
+      },
+      options);
+}
+}  // namespace
+
+Semaphore Semaphore::create(std::string_view name, std::uint32_t value,
+                            const SegmentOptions& options) {
+  auto seg = create_semaphore(name, ObjectKind::semaphore, value, 0, options);
+  auto* s = state_of<detail::SemaphoreState>(seg);
+  return Semaphore(std::move(seg), s);
+}
+
+Semaphore Semaphore::open(std::string_view name, const SegmentOptions& options) {
+  auto seg = detail::Segment::open(name, ObjectKind::semaphore,
+                                   detail::type_tag<detail::SemaphoreState>(), options);
+  auto* s = state_of<detail::SemaphoreState>(seg);
+  return Semaphore(std::move(seg), s);
+}
+
+bool Semaphore::try_acquire() noexcept {
+  // [sem.value] seq_cst (acquire at least: pairs with release()'s RMW; seq_cst
+  // for the [wait.sleepers] predicate contract).
+  std::uint32_t v = state_->value.load(std::memory_order_seq_cst);
+  while (v > 0 && v <= kMaxValue) {
+    if (state_->value.compare_exchange_weak(v, v - 1, std::memory_order_seq_cst)) return true;
+  }
+  return false;
+}
+
+bool Semaphore::acquire_until_(const Clock::time_point* deadline) noexcept {
+  return detail::wait_until(
+      state_->ch, [this] { return try_acquire(); }, policy_, deadline);
+}
+
+bool Semaphore::release(std::uint32_t n) noexcept {
+  if (n == 0) return true;
+  // [sem.value] seq_cst: publishes the tokens (release for the data written
+  // before, seq_cst for [wait.sleepers]); a CAS so the count never passes kMaxValue.
+  std::uint32_t v = state_->value.load(std::memory_order_relaxed);  // relaxed: CAS re-checks
+  do {
+    if (v > kMaxValue || n > kMaxValue - v) return false;
+  } while (!state_->value.compare_exchange_weak(v, v + n, std::memory_order_seq_cst,
+                                                std::memory_order_relaxed));
+  detail::notify(state_->ch, static_cast<int>(std::min<std::uint32_t>(n, 0x7fffffff)));
+  return true;
+}
+
+std::uint32_t Semaphore::get_value() const noexcept {
+  // relaxed: a snapshot for the caller; no data depends on it.
+  return state_->value.load(std::memory_order_relaxed);
+}
+
+BoundedSemaphore BoundedSemaphore::create(std::string_view name, std::uint32_t value,
+                                          const SegmentOptions& options) {
+  auto seg = create_semaphore(name, ObjectKind::bounded_semaphore, value, value, options);
+  auto* s = state_of<detail::SemaphoreState>(seg);
+  return BoundedSemaphore(std::move(seg), s);
+}
+
+BoundedSemaphore BoundedSemaphore::open(std::string_view name, const SegmentOptions& options) {
+  auto seg = detail::Segment::open(name, ObjectKind::bounded_semaphore,
+                                   detail::type_tag<detail::SemaphoreState>(), options);
+  auto* s = state_of<detail::SemaphoreState>(seg);
+  if (s->bound > kMaxValue) throw Error(Errc::corrupted, std::string(name), "bound above 2^31-1");
+  return BoundedSemaphore(std::move(seg), s);
+}
+
+bool BoundedSemaphore::try_release(std::uint32_t n) noexcept {
+  if (n == 0) return true;
+  const std::uint32_t bound = state_->bound;                        // set once before ready
+  std::uint32_t v = state_->value.load(std::memory_order_relaxed);  // relaxed: CAS re-checks
+  do {
+    if (v > bound || n > bound - v) return false;
+    // [sem.value] seq_cst, as Semaphore::release().
+  } while (!state_->value.compare_exchange_weak(v, v + n, std::memory_order_seq_cst,
+                                                std::memory_order_relaxed));
+  detail::notify(state_->ch, static_cast<int>(n));
+  return true;
+}
+
+void BoundedSemaphore::release(std::uint32_t n) {
+  if (!try_release(n)) {
+    throw Error(Errc::value_error, name(), "BoundedSemaphore released too many times");
+  }
+}
+
+// ---- Event ----
+
+Event Event::create(std::string_view name, const SegmentOptions& options) {
+  auto seg = detail::Segment::create(
+      name, ObjectKind::event, detail::type_tag<detail::EventState>(), sizeof(detail::EventState),
+      [](std::span<std::byte> p) { new (p.data()) detail::EventState{}; }, options);
+  auto* s = state_of<detail::EventState>(seg);
+  return Event(std::move(seg), s);
+}
+
+Event Event::open(std::string_view name, const SegmentOptions& options) {
+  auto seg = detail::Segment::open(name, ObjectKind::event, detail::type_tag<detail::EventState>(),
+                                   options);
+  auto* s = state_of<detail::EventState>(seg);
+  return Event(std::move(seg), s);
+}
+
+void Event::set() noexcept {
+  // [event.flag] seq_cst: publishes what was written before set() (pairs with
+  // the seq_cst loads in is_set()/wait) and orders before notify()'s
+  // sleeper load ([wait.sleepers]). An RMW, so that a set() racing a clear()
+  // is one of the two in a single order.
+  if (state_->flag.exchange(1, std::memory_order_seq_cst) == 1) return;
+  detail::notify(state_->ch);
+}
+
+void Event::clear() noexcept {
+  // [event.flag] seq_cst: one total order with set().
+  state_->flag.store(0, std::memory_order_seq_cst);
+}
+
+bool Event::is_set() const noexcept {
+  // [event.flag] seq_cst: pairs with set().
+  return state_->flag.load(std::memory_order_seq_cst) != 0;
+}
+
+bool Event::wait_until_(const Clock::time_point* deadline) noexcept {
+  return detail::wait_until(
+      state_->ch, [this] { return is_set(); }, policy_, deadline);
+}
+
+// ---- Condition ----
+
+namespace {
+detail::Segment create_condition(std::string_view name, ObjectKind lock_kind,
+                                 const std::string& lock_name, const SegmentOptions& options) {
+  if (lock_name.size() > detail::kConditionNameMax) {
+    throw Error(Errc::invalid_name, std::string(name), "lock name too long for a Condition");
+  }
+  return detail::Segment::create(
+      name, ObjectKind::condition, detail::type_tag<detail::ConditionState>(),
+      sizeof(detail::ConditionState),
+      [&](std::span<std::byte> p) {
+        auto* s = new (p.data()) detail::ConditionState{};
+        s->lock_kind = static_cast<std::uint32_t>(lock_kind);
+        s->name_len = static_cast<std::uint32_t>(lock_name.size());
+        std::memcpy(s->lock_name, lock_name.data(), lock_name.size());
+      },
+      options);
+}
+}  // namespace
+
+Condition::Condition(detail::Segment segment, std::optional<Lock> lock, std::optional<RLock> rlock,
+                     std::string lock_name)
+    : segment_(std::move(segment)),
+      state_(state_of<detail::ConditionState>(segment_)),
+      lock_(std::move(lock)),
+      rlock_(std::move(rlock)),
+      lock_name_(std::move(lock_name)) {}
+
+Condition Condition::create(std::string_view name, const Lock& lock,
+                            const SegmentOptions& options) {
+  auto seg = create_condition(name, ObjectKind::lock, lock.name(), options);
+  return Condition(std::move(seg), Lock::open(lock.name(), options), std::nullopt, lock.name());
+}
+
+Condition Condition::create(std::string_view name, const RLock& lock,
+                            const SegmentOptions& options) {
+  auto seg = create_condition(name, ObjectKind::rlock, lock.name(), options);
+  return Condition(std::move(seg), std::nullopt, RLock::open(lock.name(), options), lock.name());
+}
+
+Condition Condition::create(std::string_view name, const SegmentOptions& options) {
+  validate_name(name);
+  const std::string lock_name = std::string(name) + ".lock";
+  auto lock = RLock::create(lock_name, options);
+  try {
+    auto seg = create_condition(name, ObjectKind::rlock, lock_name, options);
+    return Condition(std::move(seg), std::nullopt, std::move(lock), lock_name);
+  } catch (...) {
+    RLock::unlink(lock_name);
+    throw;
+  }
+}
+
+Condition Condition::open(std::string_view name, const SegmentOptions& options) {
+  auto seg = detail::Segment::open(name, ObjectKind::condition,
+                                   detail::type_tag<detail::ConditionState>(), options);
+  auto* s = state_of<detail::ConditionState>(seg);
+  // Untrusted: the name and kind come from shared memory.
+  const std::uint32_t len = s->name_len;
+  if (len == 0 || len > detail::kConditionNameMax) {
+    throw Error(Errc::corrupted, std::string(name), "recorded lock name length out of range");
+  }
+  std::string lock_name(s->lock_name, len);
+  try {
+    validate_name(lock_name);
+  } catch (const Error&) {
+    throw Error(Errc::corrupted, std::string(name), "recorded lock name is not a valid name");
+  }
+  if (s->lock_kind == static_cast<std::uint32_t>(ObjectKind::lock)) {
+    return Condition(std::move(seg), Lock::open(lock_name, options), std::nullopt, lock_name);
+  }
+  if (s->lock_kind == static_cast<std::uint32_t>(ObjectKind::rlock)) {
+    return Condition(std::move(seg), std::nullopt, RLock::open(lock_name, options), lock_name);
+  }
+  throw Error(Errc::corrupted, std::string(name), "recorded lock kind is neither lock nor rlock");
+}
+
+LockResult Condition::acquire() noexcept { return lock_ ? lock_->acquire() : rlock_->acquire(); }
+void Condition::release() {
+  if (lock_) {
+    lock_->release();
+  } else {
+    rlock_->release();
+  }
+}
+void Condition::lock() {
+  if (lock_) {
+    lock_->lock();
+  } else {
+    rlock_->lock();
+  }
+}
+bool Condition::try_lock() noexcept { return lock_ ? lock_->try_lock() : rlock_->try_lock(); }
+
+void Condition::attach() {
+  segment_.attach();
+  if (lock_) lock_->attach();
+  if (rlock_) rlock_->attach();
+}
+
+void Condition::set_wait_policy(const WaitPolicy& policy) noexcept {
+  policy_ = policy;
+  if (lock_) lock_->set_wait_policy(policy);
+  if (rlock_) rlock_->set_wait_policy(policy);
+}
+
+bool Condition::wait_until_(const Clock::time_point* deadline) noexcept {
+  // Waiting without holding the lock is a caller error that would release
+  // someone else's lock: refuse it (returns false at once).
+  if (lock_ ? !detail::mutex_held_by_self(*lock_->state_) : !rlock_->is_owned()) return false;
+  // Under the lock: read the word and count ourselves before releasing it.
+  // [cond.seq] seq_cst: a notify() after our release (it takes the lock)
+  // bumps seq after this load, so our futex_wait sees a changed value.
+  const std::uint32_t seq = state_->seq.load(std::memory_order_seq_cst);
+  // [cond.sleepers] seq_cst: visible to notify() through the lock too.
+  state_->sleepers.fetch_add(1, std::memory_order_seq_cst);
+  std::uint32_t depth = 0;
+  if (lock_) {
+    lock_->release();
+  } else {
+    depth = rlock_->release_all_();
+  }
+  bool notified = false;
+  // Spin first when adaptive / busy_poll, then sleep on the shared futex.
+  if (policy_.strategy != WaitStrategy::blocking) {
+    const auto start = Clock::now();
+    for (unsigned i = 1;; ++i) {
+      detail::cpu_relax();
+      // [cond.seq] seq_cst: pairs with notify()'s bump.
+      if (state_->seq.load(std::memory_order_seq_cst) != seq) {
+        notified = true;
+        break;
+      }
+      if ((i & 63) == 0) {
+        const auto now = Clock::now();
+        if (deadline != nullptr && now >= *deadline) break;
+        if (policy_.strategy == WaitStrategy::adaptive && now - start >= policy_.spin) break;
+      }
+    }
+  }
+  bool timed_out = false;
+  if (!notified && (deadline == nullptr || Clock::now() < *deadline)) {
+    // Shared futex (never PRIVATE): the word is in a segment other processes map.
+    const detail::FutexResult r = detail::futex_wait(state_->seq, seq, deadline);
+    timed_out =
+        r == detail::FutexResult::timed_out && state_->seq.load(std::memory_order_seq_cst) == seq;
+  } else if (!notified) {
+    timed_out = true;
+  }
+  // relaxed: a count only.
+  state_->sleepers.fetch_sub(1, std::memory_order_relaxed);
+  if (lock_) {
+    (void)lock_->acquire();
+  } else {
+    (void)rlock_->reacquire_(depth);
+  }
+  return !timed_out;
+}
+
+void Condition::notify(int n) noexcept {
+  if (n <= 0) return;
+  // [cond.sleepers] seq_cst: we hold the lock, so every waiter that counted
+  // itself before releasing it is seen.
+  if (state_->sleepers.load(std::memory_order_seq_cst) == 0) return;
+  // [cond.seq] seq_cst: a waiter that read the old value fails its futex check.
+  state_->seq.fetch_add(1, std::memory_order_seq_cst);
+  // Shared futex (never PRIVATE).
+  detail::futex_wake(state_->seq, n);
+}
+
+void Condition::notify_all() noexcept { notify(0x7fffffff); }
+
+// ---- Barrier ----
+
+namespace {
+constexpr std::uint8_t kTripped = 1;
+constexpr std::uint8_t kBroken = 2;
+constexpr std::uint32_t kMaxParties = 1u << 20;
+}  // namespace
+
+Barrier::Barrier(detail::Segment segment, std::function<void()> action)
+    : segment_(std::move(segment)),
+      state_(state_of<detail::BarrierState>(segment_)),
+      action_(std::move(action)) {
+  if (state_->parties == 0 || state_->parties > kMaxParties) {
+    throw Error(Errc::corrupted, segment_.name(), "barrier parties out of range");
+  }
+}
+
+Barrier::Barrier(Barrier&& o) noexcept
+    : segment_(std::move(o.segment_)),
+      state_(o.state_),
+      action_(std::move(o.action_)),
+      registered_as_(o.registered_as_.exchange(0, std::memory_order_relaxed)) {
+  o.state_ = nullptr;
+}
+
+Barrier& Barrier::operator=(Barrier&& o) noexcept {
+  if (this != &o) {
+    deregister_self();
+    segment_ = std::move(o.segment_);
+    state_ = o.state_;
+    action_ = std::move(o.action_);
+    registered_as_.store(o.registered_as_.exchange(0, std::memory_order_relaxed),
+                         std::memory_order_relaxed);  // relaxed: moves are single-threaded
+    o.state_ = nullptr;
+  }
+  return *this;
+}
+
+Barrier::~Barrier() { deregister_self(); }
+
+Barrier Barrier::create(std::string_view name, std::uint32_t parties, std::function<void()> action,
+                        const SegmentOptions& options) {
+  if (parties == 0 || parties > kMaxParties) {
+    throw Error(Errc::invalid_argument, std::string(name), "parties must be 1..2^20");
+  }
+  auto seg = detail::Segment::create(
+      name, ObjectKind::barrier, detail::type_tag<detail::BarrierState>(),
+      sizeof(detail::BarrierState),
+      [&](std::span<std::byte> p) {
+        auto* s = new (p.data()) detail::BarrierState{};
+        s->parties = parties;
+      },
+      options);
+  return Barrier(std::move(seg), std::move(action));
+}
+
+Barrier Barrier::open(std::string_view name, std::function<void()> action,
+                      const SegmentOptions& options) {
+  auto seg = detail::Segment::open(name, ObjectKind::barrier,
+                                   detail::type_tag<detail::BarrierState>(), options);
+  Barrier b(std::move(seg), std::move(action));
+  b.register_self();
+  return b;
+}
+
+void Barrier::attach() {
+  segment_.attach();
+  register_self();
+}
+
+namespace {
+// Serialises (de)registration by threads sharing a handle: a rare path.
+std::mutex g_barrier_registration;
+}  // namespace
+
+void Barrier::register_self() noexcept {
+  const std::uint64_t me = detail::self_ids().packed;
+  // relaxed: a process-local hint; the mutex below orders the real work.
+  if (registered_as_.load(std::memory_order_relaxed) == me) return;
+  std::scoped_lock guard(g_barrier_registration);
+  if (registered_as_.load(std::memory_order_relaxed) == me) return;
+  for (auto& slot : state_->members) {
+    // relaxed: slots are claimed by CAS; liveness checks need no ordering.
+    if (slot.load(std::memory_order_relaxed) == me) {
+      registered_as_.store(me, std::memory_order_relaxed);
+      return;
+    }
+  }
+  for (auto& slot : state_->members) {
+    std::uint64_t expected = 0;
+    // relaxed: a slot's only content is the id itself.
+    if (slot.compare_exchange_strong(expected, me, std::memory_order_relaxed)) {
+      registered_as_.store(me, std::memory_order_relaxed);
+      return;
+    }
+  }
+  // Table full: this process is not watched (documented).
+}
+
+void Barrier::deregister_self() noexcept {
+  if (state_ == nullptr) return;
+  std::scoped_lock guard(g_barrier_registration);
+  const std::uint64_t mine = registered_as_.load(std::memory_order_relaxed);
+  // Only in the process that registered (not in a forked child of it).
+  if (mine == 0 || mine != detail::self_ids().packed) return;
+  for (auto& slot : state_->members) {
+    std::uint64_t expected = mine;
+    // relaxed: see register_self().
+    if (slot.compare_exchange_strong(expected, 0, std::memory_order_relaxed)) break;
+  }
+  registered_as_.store(0, std::memory_order_relaxed);
+}
+
+bool Barrier::any_member_dead() noexcept {
+  bool dead = false;
+  for (auto& slot : state_->members) {
+    // relaxed: see register_self().
+    std::uint64_t id = slot.load(std::memory_order_relaxed);
+    if (id == 0) continue;
+    if (!is_alive(ProcessId::unpack(id))) {
+      // Clear it so that a reset() barrier does not break again for it.
+      slot.compare_exchange_strong(id, 0, std::memory_order_relaxed);
+      dead = true;
+    }
+  }
+  return dead;
+}
+
+bool Barrier::lock_guard() noexcept {
+  // The guard is only held for a few stores; an owner that died holding it
+  // may have left count/outcome half-written, so the barrier is broken.
+  LockResult r = detail::mutex_try_acquire_fast(state_->guard)
+                     ? LockResult::acquired
+                     : detail::mutex_acquire_slow(state_->guard, nullptr, WaitPolicy{});
+  if (r == LockResult::owner_died) {
+    state_->guard.word.fetch_and(~detail::kInconsistent, std::memory_order_relaxed);
+    return false;
+  }
+  return r == LockResult::acquired;
+}
+
+void Barrier::break_generation(std::uint32_t gen, bool mark_broken) noexcept {
+  // Under the guard. relaxed loads/stores of guarded fields: the guard orders them.
+  const std::uint32_t g = state_->gen.load(std::memory_order_relaxed);
+  if (g == gen) {
+    state_->outcome[g & 63].store(kBroken, std::memory_order_relaxed);
+    state_->count.store(0, std::memory_order_relaxed);
+    // [barrier.gen] seq_cst: publishes the outcome (pairs with the waiters'
+    // seq_cst gen load) and orders before the sleeper load ([wait.sleepers]).
+    state_->gen.store(g + 1, std::memory_order_seq_cst);
+    if (state_->sleepers.load(std::memory_order_seq_cst) != 0) detail::futex_wake(state_->gen);
+  }
+  if (mark_broken) state_->broken.store(1, std::memory_order_relaxed);
+}
+
+BarrierResult Barrier::wait_until_(const Clock::time_point* deadline) noexcept {
+  register_self();
+  if (!lock_guard()) {
+    break_generation(state_->gen.load(std::memory_order_relaxed), true);
+    detail::mutex_release(state_->guard);
+    return {true, 0};
+  }
+  // relaxed: guarded fields.
+  if (state_->broken.load(std::memory_order_relaxed) != 0) {
+    detail::mutex_release(state_->guard);
+    return {true, 0};
+  }
+  const std::uint32_t gen = state_->gen.load(std::memory_order_relaxed);
+  const std::uint32_t index = state_->count.load(std::memory_order_relaxed);
+  if (index + 1 >= state_->parties) {
+    bool ok = true;
+    if (action_) {
+      try {
+        action_();
+      } catch (...) {
+        ok = false;
+      }
+    }
+    if (!ok) {
+      break_generation(gen, true);
+      detail::mutex_release(state_->guard);
+      return {true, 0};
+    }
+    state_->outcome[gen & 63].store(kTripped, std::memory_order_relaxed);
+    state_->count.store(0, std::memory_order_relaxed);
+    // [barrier.gen] seq_cst: as in break_generation().
+    state_->gen.store(gen + 1, std::memory_order_seq_cst);
+    const bool sleepers = state_->sleepers.load(std::memory_order_seq_cst) != 0;
+    detail::mutex_release(state_->guard);
+    // Shared futex (never PRIVATE).
+    if (sleepers) detail::futex_wake(state_->gen);
+    return {false, index};
+  }
+  state_->count.store(index + 1, std::memory_order_relaxed);
+  detail::mutex_release(state_->guard);
+
+  auto next_check = Clock::now() + detail::kOwnerCheckPeriod;
+  const auto spin_until = Clock::now() + std::chrono::microseconds(50);
+  unsigned spins = 0;
+  for (;;) {
+    // [barrier.gen] seq_cst: pairs with the bump by the last arriver/breaker.
+    if (state_->gen.load(std::memory_order_seq_cst) != gen) break;
+    auto now = Clock::now();
+    if (now < spin_until && ++spins < 100000) {
+      detail::cpu_relax();
+      continue;
+    }
+    if (deadline != nullptr && now >= *deadline) {
+      if (lock_guard()) {
+        break_generation(gen, true);
+      } else {
+        break_generation(gen, true);
+      }
+      detail::mutex_release(state_->guard);
+      break;
+    }
+    if (now >= next_check) {
+      next_check = now + detail::kOwnerCheckPeriod;
+      if (any_member_dead()) {
+        (void)lock_guard();
+        break_generation(gen, true);
+        detail::mutex_release(state_->guard);
+        break;
+      }
+    }
+    // [wait.sleepers] seq_cst: pairs with the sleeper loads after a bump.
+    state_->sleepers.fetch_add(1, std::memory_order_seq_cst);
+    if (state_->gen.load(std::memory_order_seq_cst) == gen) {
+      Clock::time_point wake_at = next_check;
+      if (deadline != nullptr && *deadline < wake_at) wake_at = *deadline;
+      // Shared futex (never PRIVATE); bounded to watch the parties.
+      (void)detail::futex_wait(state_->gen, gen, &wake_at);
+    }
+    state_->sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+  }
+  // [barrier.gen] the seq_cst gen load above made the outcome visible.
+  const std::uint8_t outcome = state_->outcome[gen & 63].load(std::memory_order_relaxed);
+  if (outcome == kTripped) return {false, index};
+  return {true, 0};
+}
+
+void Barrier::abort() noexcept {
+  (void)lock_guard();
+  break_generation(state_->gen.load(std::memory_order_relaxed), true);
+  detail::mutex_release(state_->guard);
+}
+
+void Barrier::reset() noexcept {
+  (void)lock_guard();
+  // relaxed: guarded fields.
+  if (state_->count.load(std::memory_order_relaxed) != 0) {
+    break_generation(state_->gen.load(std::memory_order_relaxed), false);
+  }
+  state_->broken.store(0, std::memory_order_relaxed);
+  detail::mutex_release(state_->guard);
+}
+
+std::uint32_t Barrier::n_waiting() const noexcept {
+  // relaxed: a snapshot.
+  if (state_->broken.load(std::memory_order_relaxed) != 0) return 0;
+  return state_->count.load(std::memory_order_relaxed);
+}
+
+bool Barrier::broken() const noexcept {
+  // relaxed: a snapshot.
+  return state_->broken.load(std::memory_order_relaxed) != 0;
+}
+
+// ---- read-only statistics ----
+
+std::optional<SemaphoreInfo> read_semaphore_info(const std::byte* payload,
+                                                 std::size_t size) noexcept {
+  if (payload == nullptr || size < sizeof(detail::SemaphoreState)) return std::nullopt;
+  const auto& s = *reinterpret_cast<const detail::SemaphoreState*>(payload);
+  // relaxed: a statistics snapshot, no data depends on it.
+  return SemaphoreInfo{s.value.load(std::memory_order_relaxed), s.bound,
+                       s.ch.sleepers.load(std::memory_order_relaxed)};
+}
+
+std::optional<EventInfo> read_event_info(const std::byte* payload, std::size_t size) noexcept {
+  if (payload == nullptr || size < sizeof(detail::EventState)) return std::nullopt;
+  const auto& s = *reinterpret_cast<const detail::EventState*>(payload);
+  // relaxed: a statistics snapshot.
+  return EventInfo{s.flag.load(std::memory_order_relaxed) != 0,
+                   s.ch.sleepers.load(std::memory_order_relaxed)};
+}
+
+std::optional<ConditionInfo> read_condition_info(const std::byte* payload, std::size_t size) {
+  if (payload == nullptr || size < sizeof(detail::ConditionState)) return std::nullopt;
+  const auto& s = *reinterpret_cast<const detail::ConditionState*>(payload);
+  const std::uint32_t len = s.name_len;  // untrusted: checked before use
+  const auto kind = kind_from_u32(s.lock_kind);
+  if (len == 0 || len > detail::kConditionNameMax || !kind) return std::nullopt;
+  // relaxed: a statistics snapshot.
+  return ConditionInfo{s.sleepers.load(std::memory_order_relaxed), *kind,
+                       std::string(s.lock_name, len)};
+}
+
+std::optional<BarrierInfo> read_barrier_info(const std::byte* payload, std::size_t size) noexcept {
+  if (payload == nullptr || size < sizeof(detail::BarrierState)) return std::nullopt;
+  const auto& s = *reinterpret_cast<const detail::BarrierState*>(payload);
+  BarrierInfo info;
+  // relaxed: a statistics snapshot.
+  info.parties = s.parties;
+  info.broken = s.broken.load(std::memory_order_relaxed) != 0;
+  info.n_waiting = info.broken ? 0 : s.count.load(std::memory_order_relaxed);
+  info.generation = s.gen.load(std::memory_order_relaxed);
+  for (const auto& m : s.members) info.registered += m.load(std::memory_order_relaxed) != 0;
+  return info;
+}
+
+}  // namespace shmbus

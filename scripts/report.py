@@ -1,0 +1,445 @@
+#!/usr/bin/env python3
+"""Turns Google Benchmark JSON files from shmbus's bench suites into a report.
+
+usage: report.py --json-dir DIR [--out DIR] [--mode quick|full] [--date D]
+                 [--cpu-model M] [--no-plots]
+
+Writes into --out (default: the parent of --json-dir):
+  report.md        one table per suite (every benchmark against the floor of
+                   the same binary run), a summary across suites and, when
+                   shmbus channels are present, each channel against each peer
+  latency.png      round-trip percentiles by transport      (needs matplotlib)
+  throughput.png   streaming rate by message size            (needs matplotlib)
+
+Benchmarks are paired by name: BM_<Transport>_<Mode>_<Measure>/<bytes>.
+Round trips (Measure RTT) are compared with BM_Floor_CacheLine_RTT (one cache
+line bounced between the two processes) and BM_Futex_Raw_RTT (a bare futex
+wake-up ping-pong) from the same JSON file, by their p50_ns counters; the
+primary ratio is the futex one for Block modes and the floor one otherwise.
+Without matplotlib the tables are still written and the report says the plots
+were skipped. Only the standard library is needed for the tables.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import re
+import sys
+
+FLOOR = "Floor"
+FUTEX = "Futex"
+# Transports that are not shmbus: the references and the peers.
+PEERS = {
+    "LinuxPipe", "SocketPair", "EventFd", "PosixMq", "BoostIpcMq", "BoostLockfree",
+    "ZeroMQ", "PyMpPipe", "PyMpQueue", "Iceoryx", "PthreadMutex", "PosixSem",
+    "Semaphore", "StdMutex", "Unix", "Tcp", "Udp",
+}
+PEERS_FROM_ENV = os.environ.get("SHMBUS_REPORT_PEERS", "")
+PEERS |= {p for p in PEERS_FROM_ENV.split(",") if p}
+
+SUFFIX = re.compile(r"^(real_time|manual_time|process_time|iterations:\d+|min_time:.*|"
+                    r"repeats:\d+|threads:\d+)$")
+TO_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+
+class Bench:
+    """One benchmark result, parsed from its name and counters."""
+
+    def __init__(self, suite, entry):
+        self.suite = suite
+        run_name = entry.get("run_name") or entry["name"]
+        parts = [p for p in run_name.split("/") if not SUFFIX.match(p)]
+        self.base = parts[0]
+        self.args = parts[1:]
+        self.size = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+        self.name = "/".join(parts)
+        words = self.base[3:].split("_") if self.base.startswith("BM_") else [self.base]
+        self.transport = words[0]
+        self.measure = "RTT" if words[-1] == "RTT" else ("Stream" if "Stream" in words else
+                                                          words[-1])
+        self.mode = words[1] if len(words) >= 3 else ("Stream" if self.measure == "Stream"
+                                                       else "")
+        self.error = entry.get("error_message") if entry.get("error_occurred") else None
+        unit = TO_NS.get(entry.get("time_unit", "ns"), 1.0)
+        self.real_ns = float(entry.get("real_time", 0.0)) * unit
+        self.p50 = entry.get("p50_ns")
+        self.p99 = entry.get("p99_ns")
+        self.p999 = entry.get("p999_ns")
+        self.max = entry.get("max_ns")
+        self.items = entry.get("items_per_second")
+        self.bytes = entry.get("bytes_per_second")
+        self.iterations = entry.get("iterations")
+
+    @property
+    def kind(self):
+        if self.transport in (FLOOR, FUTEX):
+            return "reference"
+        return "peer" if self.transport in PEERS else "shmbus"
+
+    @property
+    def label(self):
+        return self.name[3:] if self.name.startswith("BM_") else self.name
+
+    @property
+    def blocking(self):
+        return self.mode == "Block" or self.transport == FUTEX
+
+
+class Suite:
+    def __init__(self, path):
+        self.path = path
+        self.name = os.path.splitext(os.path.basename(path))[0]
+        self.truncated = False
+        with open(path) as f:
+            text = f.read()
+        try:
+            data = json.loads(text)
+        except ValueError:
+            # A suite killed by its time limit leaves the array unclosed:
+            # keep the runs it finished.
+            data = json.loads(text.rstrip().rstrip(",") + "\n  ]\n}")
+            self.truncated = True
+        self.context = data.get("context", {})
+        self.benches = self._pick(data.get("benchmarks", []))
+        self.floor = self._ref(FLOOR)
+        self.futex = self._ref(FUTEX)
+
+    def _pick(self, entries):
+        # Per run: the median aggregate when repetitions were run, else the
+        # first (only) iteration entry. Order of first appearance is kept.
+        order, chosen = [], {}
+        for e in entries:
+            key = e.get("run_name") or e["name"]
+            if key not in chosen:
+                order.append(key)
+                chosen[key] = None
+            if e.get("run_type") == "aggregate":
+                if e.get("aggregate_name") == "median":
+                    chosen[key] = e
+            elif chosen[key] is None:
+                chosen[key] = e
+        return [Bench(self.name, chosen[k]) for k in order if chosen[k] is not None]
+
+    def _ref(self, transport):
+        for b in self.benches:
+            if b.transport == transport and b.p50 and not b.error:
+                return b
+        return None
+
+    def ratio(self, b, ref):
+        if ref is None or b.p50 is None or b.error or not ref.p50:
+            return None
+        return b.p50 / ref.p50
+
+
+def fmt_ns(v):
+    if v is None:
+        return "—"
+    v = float(v)
+    if v < 1e3:
+        return "%.0f ns" % v
+    if v < 1e6:
+        return "%.1f µs" % (v / 1e3)
+    if v < 1e9:
+        return "%.1f ms" % (v / 1e6)
+    return "%.2f s" % (v / 1e9)
+
+
+def fmt_ratio(r, bold=False):
+    if r is None:
+        return "—"
+    if r < 0.1:
+        s = "%.2g" % r
+    else:
+        s = "%.2f" % r if r < 10 else ("%.1f" % r if r < 100 else "%.0f" % r)
+    s += "×"
+    return "**%s**" % s if bold else s
+
+
+def fmt_rate(v, unit=""):
+    if v is None:
+        return "—"
+    v = float(v)
+    for div, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if v >= div:
+            return "%.2f%s%s" % (v / div, suffix, unit)
+    return "%.0f %s" % (v, unit)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def suite_tables(s):
+    out = []
+    ctx = s.context
+    pair = ctx.get("shmbus_cpus", "?")
+    why = ctx.get("shmbus_cpus_why", "")
+    load = ctx.get("load_avg")
+    out.append("## %s\n" % s.name)
+    meta = "Run %s, cpus %s" % (ctx.get("date", "?"), pair)
+    if why:
+        meta += " (%s)" % why
+    if load:
+        meta += "; load average at start %s" % ", ".join("%.2f" % x for x in load)
+    if ctx.get("library_build_type") == "debug":
+        meta += "; Google Benchmark library built as debug"
+    out.append(meta + ".\n")
+    if s.truncated:
+        out.append("**This suite did not finish** (killed at its time limit or crashed): "
+                   "only the benchmarks it completed are shown.\n")
+    if s.floor:
+        out.append("Floor (one cache line bounced, p50): %s. Raw futex round trip (p50): %s.\n"
+                   % (fmt_ns(s.floor.p50), fmt_ns(s.futex.p50 if s.futex else None)))
+    else:
+        out.append("No BM_Floor_CacheLine_RTT in this run: ratios to the floor are missing.\n")
+
+    rtts = [b for b in s.benches if b.measure == "RTT"]
+    if rtts:
+        out.append("| round trip | kind | p50 | p99 | p99.9 | max | × floor | × futex |")
+        out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for b in rtts:
+            if b.error:
+                out.append("| %s | %s | error: %s | | | | | |" % (b.label, b.kind, b.error))
+                continue
+            rf, rx = s.ratio(b, s.floor), s.ratio(b, s.futex)
+            out.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                b.label, b.kind, fmt_ns(b.p50), fmt_ns(b.p99), fmt_ns(b.p999), fmt_ns(b.max),
+                fmt_ratio(rf, bold=not b.blocking), fmt_ratio(rx, bold=b.blocking)))
+        out.append("")
+        out.append("Bold: the ratio that matters for the mode (busy and adaptive round trips "
+                   "against the floor, blocking ones against the raw futex).\n")
+
+    streams = [b for b in s.benches if b.measure == "Stream"]
+    if streams:
+        lockfree = {b.size: b for b in streams if b.transport == "BoostLockfree" and not b.error}
+        out.append("| stream | kind | msg/s | bytes/s | × BoostLockfree (same size) |")
+        out.append("| --- | --- | ---: | ---: | ---: |")
+        for b in streams:
+            if b.error:
+                out.append("| %s | %s | error: %s | | |" % (b.label, b.kind, b.error))
+                continue
+            ref = lockfree.get(b.size)
+            r = (b.items / ref.items) if (ref and b.items and ref.items) else None
+            out.append("| %s | %s | %s | %s | %s |" % (
+                b.label, b.kind, fmt_rate(b.items), fmt_rate(b.bytes, "B"), fmt_ratio(r)))
+        out.append("")
+        out.append("Rates above 1× beat Boost.Lockfree's spsc_queue of the same message size "
+                   "in the same run.\n")
+
+    others = [b for b in s.benches if b.measure not in ("RTT", "Stream")]
+    if others:
+        out.append("| other | kind | time per iteration | items/s |")
+        out.append("| --- | --- | ---: | ---: |")
+        for b in others:
+            out.append("| %s | %s | %s | %s |" % (
+                b.label, b.kind, "error: %s" % b.error if b.error else fmt_ns(b.real_ns),
+                fmt_rate(b.items)))
+        out.append("")
+    return out
+
+
+def summary_tables(suites):
+    """Across suites: every round trip by its ratio to its own suite's floor
+    (or futex), and each shmbus channel against each peer."""
+    out = []
+    rows = []
+    for s in suites:
+        for b in s.benches:
+            if b.measure != "RTT" or b.error or b.kind == "reference":
+                continue
+            ref = s.futex if b.blocking else s.floor
+            r = s.ratio(b, ref)
+            if r is not None:
+                rows.append((b, s, r, "futex" if b.blocking else "floor"))
+    if not rows:
+        return out
+    out.append("## Summary: round trips against their own floor\n")
+    out.append("Each row is divided by the reference measured in the same binary run, so rows "
+               "from different suites compare.\n")
+    out.append("| round trip | suite | kind | p50 | ratio | against |")
+    out.append("| --- | --- | --- | ---: | ---: | --- |")
+    for b, s, r, against in sorted(rows, key=lambda x: (x[3], x[2])):
+        out.append("| %s | %s | %s | %s | %s | %s |" % (
+            b.label, s.name, b.kind, fmt_ns(b.p50), fmt_ratio(r), against))
+    out.append("")
+
+    chans = [x for x in rows if x[0].kind == "shmbus"]
+    peers = [x for x in rows if x[0].kind == "peer"]
+    if chans and peers:
+        out.append("## shmbus channels against each peer (round trip p50)\n")
+        out.append("A cell is how many times longer the peer's round trip takes than the "
+                   "channel's, both normalised to the reference of their own run (the raw futex "
+                   "when both block, else the floor; > 1: shmbus is faster).\n")
+        out.append("| channel | " + " | ".join(p[0].label for p in peers) + " |")
+        out.append("| --- |" + " ---: |" * len(peers))
+        for c in chans:
+            cells = []
+            for p in peers:
+                # Two blocking round trips compare through the futex, anything
+                # else through the floor.
+                both_block = c[0].blocking and p[0].blocking
+                cr = c[1].ratio(c[0], c[1].futex if both_block else c[1].floor)
+                pr = p[1].ratio(p[0], p[1].futex if both_block else p[1].floor)
+                cells.append(fmt_ratio(pr / cr) if (cr and pr) else "—")
+            out.append("| %s | %s |" % (c[0].label, " | ".join(cells)))
+        out.append("")
+    return out
+
+
+def plot(suites, out_dir):
+    """Writes latency.png and throughput.png; returns their names, or raises
+    ImportError when matplotlib is missing."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    seen_refs = set()
+    rtts = []
+    for s in suites:
+        for b in s.benches:
+            if b.measure != "RTT" or b.error or b.p50 is None:
+                continue
+            if b.kind == "reference":
+                if b.transport in seen_refs:
+                    continue
+                seen_refs.add(b.transport)
+            rtts.append(b)
+    if rtts:
+        rtts.sort(key=lambda b: b.p50)
+        fig, ax = plt.subplots(figsize=(10, 0.45 * len(rtts) + 1.5))
+        ys = range(len(rtts))
+        h = 0.27
+        for i, (attr, label) in enumerate((("p50", "p50"), ("p99", "p99"), ("p999", "p99.9"))):
+            vals = [getattr(b, attr) or float("nan") for b in rtts]
+            ax.barh([y + (i - 1) * h for y in ys], vals, height=h, label=label)
+        ax.set_yticks(list(ys))
+        ax.set_yticklabels(["%s (%s)" % (b.label, b.suite) if b.kind != "reference" else b.label
+                            for b in rtts], fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("round trip (ns, log scale)")
+        floors = [b for b in rtts if b.transport == FLOOR]
+        if floors:
+            ax.axvline(floors[0].p50, color="k", linestyle=":", linewidth=1,
+                       label="floor p50")
+        ax.set_title("Round-trip latency percentiles by transport (lower is better)")
+        ax.legend(loc="lower right", fontsize=8)
+        ax.grid(axis="x", which="both", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "latency.png"), dpi=110)
+        plt.close(fig)
+        written.append("latency.png")
+
+    lines = {}
+    for s in suites:
+        for b in s.benches:
+            if b.measure == "Stream" and not b.error and b.size and b.items:
+                lines.setdefault((b.transport, b.suite), []).append(b)
+    if lines:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+        for (transport, suite), bs in sorted(lines.items()):
+            bs.sort(key=lambda b: b.size)
+            label = "%s (%s)" % (transport, suite)
+            ax1.plot([b.size for b in bs], [b.items for b in bs], marker="o", label=label)
+            ax2.plot([b.size for b in bs], [b.bytes or float("nan") for b in bs], marker="o",
+                     label=label)
+        for ax, ylabel in ((ax1, "messages per second"), (ax2, "bytes per second")):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("message size (bytes)")
+            ax.set_ylabel(ylabel)
+            ax.grid(which="both", alpha=0.3)
+        ax1.legend(fontsize=7)
+        fig.suptitle("Streaming throughput by message size (higher is better)")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "throughput.png"), dpi=110)
+        plt.close(fig)
+        written.append("throughput.png")
+    return written
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json-dir", required=True, help="folder of <suite>.json files")
+    ap.add_argument("--out", help="report folder (default: parent of --json-dir)")
+    ap.add_argument("--mode", default="", help="quick or full, for the title")
+    ap.add_argument("--date", help="date for the title (default: from the JSON)")
+    ap.add_argument("--cpu-model", help="CPU model (default: from /proc/cpuinfo)")
+    ap.add_argument("--no-plots", action="store_true")
+    args = ap.parse_args(argv)
+
+    out_dir = args.out or os.path.dirname(os.path.abspath(args.json_dir))
+    os.makedirs(out_dir, exist_ok=True)
+    files = sorted(f for f in os.listdir(args.json_dir) if f.endswith(".json"))
+    suites = []
+    problems = []
+    for f in files:
+        try:
+            suites.append(Suite(os.path.join(args.json_dir, f)))
+        except (OSError, ValueError, KeyError) as e:
+            problems.append("%s: unreadable (%s)" % (f, e))
+    if not suites:
+        print("report: no benchmark JSON in %s" % args.json_dir, file=sys.stderr)
+        return 1
+
+    date = args.date or (suites[0].context.get("date", "")[:10] or
+                         datetime.date.today().isoformat())
+    model = args.cpu_model or cpu_model()
+    ncpu = suites[0].context.get("num_cpus", "?")
+    lines = ["# shmbus benchmark report", ""]
+    lines.append("%s%s on %s (%s CPUs). Suites: %s." % (
+        date, " (%s mode)" % args.mode if args.mode else "", model, ncpu,
+        ", ".join(s.name for s in suites)))
+    lines.append("")
+    lines.append("Figures from a shared or virtual machine are noisy: read each row as a ratio "
+                 "to the floor measured in the same binary run, not as an absolute time.")
+    lines.append("")
+    for p in problems:
+        lines.append("- skipped %s" % p)
+    if problems:
+        lines.append("")
+
+    plots_note = None
+    plots = []
+    if args.no_plots:
+        plots_note = "Plots skipped (--no-plots)."
+    else:
+        try:
+            plots = plot(suites, out_dir)
+        except ImportError as e:
+            plots_note = ("Plots skipped: matplotlib is not importable by %s (%s); "
+                          "install python3-matplotlib (scripts/deps.sh bench)."
+                          % (sys.executable, e))
+    if plots_note:
+        lines += [plots_note, ""]
+    for p in plots:
+        lines += ["![%s](%s)" % (p[:-4], p), ""]
+
+    lines += summary_tables(suites)
+    for s in suites:
+        lines += suite_tables(s)
+    lines.append("Raw Google Benchmark JSON: %s" % ", ".join(
+        os.path.relpath(s.path, out_dir) for s in suites))
+    lines.append("")
+
+    path = os.path.join(out_dir, "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    if plots_note:
+        print("report: %s" % plots_note)
+    print("report: wrote %s%s" % (path, "".join(", " + os.path.join(out_dir, p)
+                                               for p in plots)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

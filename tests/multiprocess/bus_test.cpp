@@ -1,0 +1,228 @@
+// The Bus: registry, creation races between processes, and the lifetime
+// policy (normal exit leaves nothing; SIGKILLed users are swept by gc).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <csignal>
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <unistd.h>
+
+#include "shmbus/bus.hpp"
+#include "shmbus/resource_tracker.hpp"
+#include "shmbus/segment_info.hpp"
+#include "test_support.hpp"
+
+namespace shmbus {
+namespace {
+
+using namespace std::chrono_literals;
+using test::SegmentGuard;
+
+// Bus names may not contain '.'; unique_name's are '-' separated.
+std::string bus_name(const char* stem) { return test::unique_name(stem); }
+
+// Every /dev/shm object of the bus `name` (registry and objects).
+std::vector<std::string> leftovers(const std::string& name) {
+  std::vector<std::string> out;
+  for (const auto& n : list_segments()) {
+    if (n == name || n.starts_with(name + ".")) out.push_back(n);
+  }
+  return out;
+}
+
+// Removes whatever a failed test left of a bus.
+struct BusGuard {
+  std::string name;
+  ~BusGuard() {
+    for (const auto& n : leftovers(name)) (void)remove_segment(n);
+  }
+};
+
+TEST(Bus, ObjectsCreatedInOneProcessOpenInAnother) {
+  BusGuard g{bus_name("bus")};
+  Bus bus(g.name);
+  auto shm = bus.shared_memory("frame", 256);
+  std::memcpy(shm.buf().data(), "pixels", 7);
+  pid_t child = test::fork_child([&] {
+    Bus other(g.name);
+    auto same = other.shared_memory("frame", 256);
+    if (std::strcmp(reinterpret_cast<const char*>(same.buf().data()), "pixels") != 0) return 1;
+    auto objects = other.objects();
+    if (objects.size() != 1 || objects[0].name != "frame") return 2;
+    if (objects[0].kind != ObjectKind::shared_memory) return 3;
+    return 0;
+  });
+  auto st = test::wait_child(child);
+  ASSERT_TRUE(st.exited);
+  EXPECT_EQ(st.code, 0);
+  ASSERT_EQ(bus.objects().size(), 1u);
+  EXPECT_EQ(bus.objects()[0].full_name, g.name + ".frame");
+}
+
+TEST(Bus, ChannelsAndPrimitivesOpenFromAnotherProcess) {
+  BusGuard g{bus_name("mixed")};
+  Bus bus(g.name);
+  auto orders = bus.queue<std::int64_t>("orders", {.capacity = 64});
+  auto ready = bus.event("ready");
+  auto lock = bus.lock("book");
+  auto hits = bus.value<std::int64_t>("hits", 0);
+  ASSERT_EQ(orders.put(41), QueueResult::ok);
+  pid_t child = test::fork_child([&] {
+    Bus other(g.name);
+    auto q = other.queue<std::int64_t>("orders");
+    auto ev = other.event("ready");
+    auto lk = other.lock("book");
+    auto v = other.value<std::int64_t>("hits");
+    std::int64_t x = 0;
+    if (q.get_for(x, 5s) != QueueResult::ok || x != 41) return 1;
+    {
+      std::scoped_lock held(lk);
+      v.set(v.get() + 1);
+    }
+    if (q.put(x + 1) != QueueResult::ok) return 2;
+    ev.set();
+    // Opening with the wrong payload type is a clear error.
+    try {
+      (void)other.queue<double>("orders");
+      return 3;
+    } catch (const Error& e) {
+      if (e.code() != Errc::wrong_type) return 4;
+    }
+    return 0;
+  });
+  ASSERT_TRUE(ready.wait_for(10s));
+  std::int64_t back = 0;
+  ASSERT_EQ(orders.get_for(back, 5s), QueueResult::ok);
+  EXPECT_EQ(back, 42);
+  EXPECT_EQ(hits.get(), 1);
+  auto st = test::wait_child(child);
+  ASSERT_TRUE(st.exited);
+  EXPECT_EQ(st.code, 0);
+  std::vector<std::string> kinds;
+  for (const auto& o : bus.objects()) kinds.emplace_back(to_string(o.kind));
+  std::sort(kinds.begin(), kinds.end());
+  EXPECT_EQ(kinds, (std::vector<std::string>{"event", "lock", "queue", "value"}));
+}
+
+TEST(Bus, WrongSizeOrBadNamesAreClearErrors) {
+  BusGuard g{bus_name("busbad")};
+  Bus bus(g.name);
+  auto shm = bus.shared_memory("buf", 64);
+  EXPECT_THROW((void)bus.shared_memory("buf", 128), Error);
+  EXPECT_THROW((void)bus.shared_memory("has.dot", 8), Error);
+  EXPECT_THROW(Bus("bad.bus"), Error);
+}
+
+TEST(Bus, CreationRaceEndsWithOneObjectAndOneEntry) {
+  BusGuard g{bus_name("race")};
+  Bus bus(g.name);  // keeps the bus open while the children race
+  constexpr int kRacers = 6;
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
+  std::vector<pid_t> kids;
+  for (int i = 0; i < kRacers; ++i) {
+    kids.push_back(test::fork_child([&] {
+      ::close(go[1]);
+      char c;
+      if (::read(go[0], &c, 1) != 0) return 5;  // wait for the start (EOF)
+      Bus mine(g.name);
+      auto shm = mine.shared_memory("contested", 4096);
+      shm.buf()[static_cast<std::size_t>(::getpid()) % 4096] = std::byte{1};
+      return 0;
+    }));
+  }
+  ::close(go[0]);
+  ::close(go[1]);  // everybody starts now
+  for (pid_t k : kids) {
+    auto st = test::wait_child(k);
+    EXPECT_TRUE(st.exited);
+    EXPECT_EQ(st.code, 0);
+  }
+  auto objects = bus.objects();
+  ASSERT_EQ(objects.size(), 1u);
+  EXPECT_EQ(objects[0].name, "contested");
+}
+
+TEST(Bus, NormalExitOfEveryProcessLeavesNothing) {
+  BusGuard g{bus_name("clean")};
+  pid_t a = test::fork_child([&] {
+    Bus bus(g.name);
+    auto x = bus.shared_memory("x", 64);
+    auto y = bus.shared_memory("y", 64);
+    return 0;
+  });
+  ASSERT_EQ(test::wait_child(a).code, 0);
+  EXPECT_TRUE(leftovers(g.name).empty());
+
+  // Two processes: the one that closes last cleans up.
+  {
+    Bus first(g.name);
+    auto x = first.shared_memory("x", 64);
+    pid_t b = test::fork_child([&] {
+      Bus second(g.name);
+      auto y = second.shared_memory("y", 64);
+      return 0;
+    });
+    ASSERT_EQ(test::wait_child(b).code, 0);
+    EXPECT_EQ(leftovers(g.name).size(), 3u);  // the first process still uses the bus
+  }
+  EXPECT_TRUE(leftovers(g.name).empty());
+}
+
+TEST(Bus, SigkilledUsersAreSweptByGcAndLiveOnesAreKept) {
+  BusGuard dead{bus_name("dead")};
+  BusGuard live{bus_name("live")};
+  Bus keep(live.name);
+  auto kept = keep.shared_memory("kept", 64);
+  // Three users of the dead bus, all holding it open, then all killed.
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  std::vector<pid_t> kids;
+  for (int i = 0; i < 3; ++i) {
+    kids.push_back(test::fork_child([&, i] {
+      Bus bus(dead.name);
+      auto shm = bus.shared_memory("obj" + std::to_string(i), 64);
+      Bus other(live.name);  // also attach to the live bus
+      char c = 'r';
+      if (::write(ready[1], &c, 1) != 1) return 1;
+      for (;;) ::pause();  // until killed
+    }));
+  }
+  for (int i = 0; i < 3; ++i) {
+    char c;
+    ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  }
+  ::close(ready[0]);
+  ::close(ready[1]);
+  for (pid_t k : kids) ::kill(k, SIGKILL);
+  for (pid_t k : kids) EXPECT_EQ(test::wait_child(k).signal, SIGKILL);
+  EXPECT_EQ(leftovers(dead.name).size(), 4u);
+
+  auto r = test::run_inspector({"gc"});
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(leftovers(dead.name).empty()) << r.output;
+  EXPECT_EQ(leftovers(live.name).size(), 2u);  // live process still attached
+}
+
+TEST(Bus, InspectorShowsTheRegistry) {
+  BusGuard g{bus_name("insp")};
+  Bus bus(g.name);
+  auto a = bus.shared_memory("alpha", 64);
+  auto r = test::run_inspector({"show", g.name, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["kind"], "bus_registry");
+  ASSERT_EQ(j["objects"].size(), 1u);
+  EXPECT_EQ(j["objects"][0]["name"], "alpha");
+  EXPECT_EQ(j["objects"][0]["kind"], "shared_memory");
+
+  auto obj = test::run_inspector({"show", g.name + "/alpha", "--json"});
+  ASSERT_EQ(obj.exit_code, 0) << obj.output;
+  EXPECT_EQ(nlohmann::json::parse(obj.output)["name"], g.name + ".alpha");
+}
+
+}  // namespace
+}  // namespace shmbus

@@ -1,0 +1,182 @@
+// scripts/report.py on the recorded JSON in tests/data/report: the tables
+// carry the right ratios (median of repetitions, ratio to the floor or the
+// futex of the same file, channel-against-peer matrix, errors shown), and
+// without matplotlib the tables are still written and the report says the
+// plots were skipped.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "shmbus/process.hpp"
+
+namespace shmbus {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr const char* kPython = "/usr/bin/python3";
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "shmbus-report-XXXXXX").string();
+    path = ::mkdtemp(tmpl.data()) ? fs::path(tmpl) : fs::path();
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path.empty()) fs::remove_all(path, ec);
+  }
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The first line of `text` that starts with `prefix`, after `after`.
+std::string line_of(const std::string& text, const std::string& prefix,
+                    const std::string& after = "") {
+  std::size_t from = after.empty() ? 0 : text.find(after);
+  if (from == std::string::npos) return "";
+  std::istringstream in(text.substr(from));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(prefix, 0) == 0) return line;
+  }
+  return "";
+}
+
+// Cells of a markdown table row, trimmed.
+std::vector<std::string> cells(const std::string& row) {
+  std::vector<std::string> out;
+  std::stringstream ss(row);
+  std::string cell;
+  std::getline(ss, cell, '|');  // before the first bar
+  while (std::getline(ss, cell, '|')) {
+    const auto b = cell.find_first_not_of(' ');
+    const auto e = cell.find_last_not_of(' ');
+    out.push_back(b == std::string::npos ? "" : cell.substr(b, e - b + 1));
+  }
+  if (!out.empty() && out.back().empty()) out.pop_back();
+  return out;
+}
+
+int run_report(const fs::path& out) {
+  auto p =
+      Process::spawn(kPython, {std::string(SHMBUS_SOURCE_DIR) + "/scripts/report.py", "--json-dir",
+                               std::string(SHMBUS_SOURCE_DIR) + "/tests/data/report", "--out",
+                               out.string(), "--date", "2026-11-22", "--cpu-model", "Test CPU"});
+  p.start();
+  if (!p.join_for(120s)) {
+    p.kill();
+    p.join();
+  }
+  return p.exitcode().value_or(-1000);
+}
+
+class Report : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::access(kPython, X_OK) != 0) GTEST_SKIP() << kPython << " is not installed";
+    ASSERT_FALSE(dir_.path.empty());
+  }
+  TempDir dir_;
+};
+
+TEST_F(Report, TablesCarryTheRatiosOfTheRecordedRuns) {
+  ASSERT_EQ(run_report(dir_.path), 0);
+  const std::string md = slurp(dir_.path / "report.md");
+  ASSERT_FALSE(md.empty());
+  EXPECT_NE(md.find("2026-11-22"), std::string::npos);
+  EXPECT_NE(md.find("Test CPU"), std::string::npos);
+
+  // pipe_bench: floor 200 ns, futex 100 µs; the busy round trip ran twice
+  // (280, 320) and its median aggregate (310) is the one used: 1.55x.
+  auto busy = cells(line_of(md, "| Pipe_Busy_RTT/64 |", "## pipe_bench"));
+  ASSERT_EQ(busy.size(), 8u) << md;
+  EXPECT_EQ(busy[1], "shmbus");
+  EXPECT_EQ(busy[2], "310 ns");
+  EXPECT_EQ(busy[6], "**1.55×**");
+  auto block = cells(line_of(md, "| Pipe_Block_RTT/64 |", "## pipe_bench"));
+  ASSERT_EQ(block.size(), 8u);
+  EXPECT_EQ(block[2], "50.0 µs");
+  EXPECT_EQ(block[6], "250×");
+  EXPECT_EQ(block[7], "**0.50×**");
+  EXPECT_NE(line_of(md, "| Pipe_Adaptive_RTT/64 |", "## pipe_bench").find("error: child died"),
+            std::string::npos);
+  auto stream = cells(line_of(md, "| Pipe_Stream/64 |", "## pipe_bench"));
+  ASSERT_EQ(stream.size(), 5u);
+  EXPECT_EQ(stream[2], "50.00 M");
+  EXPECT_EQ(stream[4], "2.50×");  // 50 M against Boost.Lockfree's 20 M msg/s
+
+  // peers_bench (recorded): floor 120.227 ns, futex 117582 ns; pipe(2)
+  // 133041 ns is 1.13x the futex and 1107x the floor; Boost.Lockfree's
+  // 180.34 ns is 1.50x the floor.
+  auto pipe = cells(line_of(md, "| LinuxPipe_Block_RTT/64 |", "## peers_bench"));
+  ASSERT_EQ(pipe.size(), 8u);
+  EXPECT_EQ(pipe[1], "peer");
+  EXPECT_EQ(pipe[6], "1107×");
+  EXPECT_EQ(pipe[7], "**1.13×**");
+  auto lf = cells(line_of(md, "| BoostLockfree_Busy_RTT/64 |", "## peers_bench"));
+  ASSERT_EQ(lf.size(), 8u);
+  EXPECT_EQ(lf[6], "**1.50×**");
+
+  // Channel against peer, each normalised in its own file: both blocking
+  // through the futex (1.1315 / 0.5 = 2.26), busy through the floor
+  // (1.49999 / 1.55 = 0.97).
+  auto header = cells(line_of(md, "| channel |"));
+  auto row = cells(line_of(md, "| Pipe_Block_RTT/64 |", "## shmbus channels against"));
+  auto row_busy = cells(line_of(md, "| Pipe_Busy_RTT/64 |", "## shmbus channels against"));
+  ASSERT_EQ(header.size(), row.size());
+  ASSERT_EQ(header.size(), row_busy.size());
+  int checked = 0;
+  for (std::size_t i = 1; i < header.size(); ++i) {
+    if (header[i] == "LinuxPipe_Block_RTT/64") {
+      EXPECT_EQ(row[i], "2.26×");
+      ++checked;
+    }
+    if (header[i] == "BoostLockfree_Busy_RTT/64") {
+      EXPECT_EQ(row_busy[i], "0.97×");
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 2) << md;
+  // Plots: drawn, or the report says why not.
+  const bool plotted = fs::exists(dir_.path / "latency.png");
+  EXPECT_EQ(plotted, md.find("Plots skipped") == std::string::npos);
+}
+
+TEST_F(Report, WithoutMatplotlibTheTablesAreStillWritten) {
+  // A matplotlib package that fails to import shadows the real one.
+  fs::create_directories(dir_.path / "fake" / "matplotlib");
+  std::ofstream(dir_.path / "fake" / "matplotlib" / "__init__.py")
+      << "raise ImportError('no matplotlib in this test')\n";
+  const char* old = std::getenv("PYTHONPATH");
+  const std::string saved = old ? old : "";
+  ::setenv("PYTHONPATH", (dir_.path / "fake").c_str(), 1);
+  const int rc = run_report(dir_.path / "out");
+  if (old) {
+    ::setenv("PYTHONPATH", saved.c_str(), 1);
+  } else {
+    ::unsetenv("PYTHONPATH");
+  }
+  ASSERT_EQ(rc, 0);
+  const std::string md = slurp(dir_.path / "out" / "report.md");
+  EXPECT_NE(md.find("Plots skipped"), std::string::npos) << md;
+  EXPECT_FALSE(fs::exists(dir_.path / "out" / "latency.png"));
+  auto busy = cells(line_of(md, "| Pipe_Busy_RTT/64 |", "## pipe_bench"));
+  ASSERT_EQ(busy.size(), 8u);
+  EXPECT_EQ(busy[6], "**1.55×**");
+}
+
+}  // namespace
+}  // namespace shmbus
