@@ -59,6 +59,11 @@ void pipe_rtt(benchmark::State& state, WaitStrategy strategy) {
   std::vector<std::byte> msg(size, std::byte{0x5a}), buf(size);
   LatencyRecorder rec;
   std::size_t n = 0;
+  const int warm = strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp;
+  for (int i = 0; i < warm; ++i) {
+    if (a.send_bytes(msg) != SendResult::ok || a.recv_bytes_into(buf, 0, n) != RecvResult::ok)
+      break;
+  }
   for (auto _ : state) {
     const std::uint64_t t0 = ticks();
     if (a.send_bytes(msg) != SendResult::ok || a.recv_bytes_into(buf, 0, n) != RecvResult::ok) {
@@ -210,6 +215,9 @@ void fd_rtt(benchmark::State& state, int pw, int pr, int cr, int cw) {
   pin_this_thread(cpus.parent);
   std::vector<std::byte> msg(size, std::byte{0x5a}), buf(size);
   LatencyRecorder rec;
+  for (int i = 0; i < kBlockWarmUp; ++i) {
+    if (!write_full(pw, msg.data(), size) || !read_full(pr, buf.data(), size)) break;
+  }
   for (auto _ : state) {
     const std::uint64_t t0 = ticks();
     if (!write_full(pw, msg.data(), size) || !read_full(pr, buf.data(), size)) {
@@ -277,6 +285,10 @@ void BM_BoostLockfree_Busy_RTT(benchmark::State& state) {
   pin_this_thread(cpus.parent);
   Msg<N> m{}, r{};
   LatencyRecorder rec;
+  for (int i = 0; i < kBusyWarmUp; ++i) {
+    while (!q->ping.push(m)) detail::cpu_relax();
+    while (!q->pong.pop(r)) detail::cpu_relax();
+  }
   for (auto _ : state) {
     const std::uint64_t t0 = ticks();
     while (!q->ping.push(m)) detail::cpu_relax();
@@ -346,6 +358,12 @@ void BM_BoostInterprocess_Block_RTT(benchmark::State& state) {
   pin_this_thread(cpus.parent);
   std::vector<std::byte> msg(size, std::byte{0x5a}), buf(size);
   LatencyRecorder rec;
+  for (int i = 0; i < kBlockWarmUp; ++i) {
+    qa.send(msg.data(), size, 0);
+    bip::message_queue::size_type got = 0;
+    unsigned prio = 0;
+    qb.receive(buf.data(), size, got, prio);
+  }
   for (auto _ : state) {
     const std::uint64_t t0 = ticks();
     qa.send(msg.data(), size, 0);
