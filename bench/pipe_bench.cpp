@@ -1,0 +1,402 @@
+// Pipe benchmarks and their peers, all in one binary on the same pinned
+// cpus (bench_cpus()), next to the cache-line floor and the raw futex
+// ping-pong (SHMBUS_BENCH_REFERENCES):
+//
+//   BM_Pipe_Busy_RTT/N       busy-poll round trip (N-byte message each way)
+//   BM_Pipe_Adaptive_RTT/N   adaptive (spin then futex) round trip
+//   BM_Pipe_Block_RTT/N      blocking (futex at once) round trip
+//   BM_Pipe_Stream/N         one-way stream, one send() per message (busy-poll)
+//   BM_Pipe_BatchStream/N    the same, 32 messages per begin/end_batch
+//   BM_Pipe_Adaptive_IdleCpu idle adaptive receiver: cpu_percent of a core
+//   BM_Memcpy_Stream/N       single-core memcpy bandwidth (the 1 MiB yardstick)
+//   BM_LinuxPipe_Block_RTT/N, BM_UnixSocket_Block_RTT/N,
+//   BM_BoostLockfree_Busy_RTT/N, BM_BoostLockfree_Stream/N,
+//   BM_BoostInterprocess_Block_RTT/N   the peers
+#include <benchmark/benchmark.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <boost/interprocess/ipc/message_queue.hpp>
+#include <boost/lockfree/spsc_queue.hpp>
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "bench_support.hpp"
+#include "shmbus/pipe.hpp"
+#include "shmbus/shared_memory.hpp"
+
+SHMBUS_BENCH_REFERENCES();
+
+namespace shmbus::bench {
+namespace {
+
+PipeOptions pipe_options(WaitStrategy s, std::size_t capacity = std::size_t{256} << 10) {
+  PipeOptions o;
+  o.wait.strategy = s;
+  o.capacity = capacity;
+  return o;
+}
+
+// --- Pipe round trips ------------------------------------------------------------
+
+void pipe_rtt(benchmark::State& state, WaitStrategy strategy) {
+  const auto& cpus = bench_cpus();
+  const auto size = static_cast<std::size_t>(state.range(0));
+  auto [a, b] = Pipe(pipe_options(strategy));
+  PinnedChild child(cpus.child, [&b = b, size] {
+    std::vector<std::byte> buf(size);
+    std::size_t n = 0;
+    while (b.recv_bytes_into(buf, 0, n) == RecvResult::ok) {
+      if (b.send_bytes({buf.data(), n}) != SendResult::ok) return;
+    }
+  });
+  pin_this_thread(cpus.parent);
+  std::vector<std::byte> msg(size, std::byte{0x5a}), buf(size);
+  LatencyRecorder rec;
+  std::size_t n = 0;
+  const int warm = strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp;
+  for (int i = 0; i < warm; ++i) {
+    if (a.send_bytes(msg) != SendResult::ok || a.recv_bytes_into(buf, 0, n) != RecvResult::ok)
+      break;
+  }
+  for (auto _ : state) {
+    const std::uint64_t t0 = ticks();
+    if (a.send_bytes(msg) != SendResult::ok || a.recv_bytes_into(buf, 0, n) != RecvResult::ok) {
+      state.SkipWithError("pipe round trip failed");
+      break;
+    }
+    rec.add_ticks(ticks() - t0);
+  }
+  a.close();
+  if (!child.join()) state.SkipWithError("echo child failed");
+  rec.report(state);
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(size));
+}
+
+void BM_Pipe_Busy_RTT(benchmark::State& state) { pipe_rtt(state, WaitStrategy::busy_poll); }
+void BM_Pipe_Adaptive_RTT(benchmark::State& state) { pipe_rtt(state, WaitStrategy::adaptive); }
+void BM_Pipe_Block_RTT(benchmark::State& state) { pipe_rtt(state, WaitStrategy::blocking); }
+
+// --- Pipe streams ------------------------------------------------------------------
+
+void pipe_stream(benchmark::State& state, int batch) {
+  const auto& cpus = bench_cpus();
+  const auto size = static_cast<std::size_t>(state.range(0));
+  auto [a, b] = Pipe(pipe_options(WaitStrategy::busy_poll));
+  PinnedChild child(cpus.child, [&b = b, size] {
+    std::vector<std::byte> buf(size);
+    std::size_t n = 0;
+    std::uint64_t count = 0;
+    while (b.recv_bytes_into(buf, 0, n) == RecvResult::ok) ++count;
+    (void)b.send(count);  // after EOF: how many arrived
+  });
+  pin_this_thread(cpus.parent);
+  std::vector<std::byte> msg(size, std::byte{0x5a});
+  std::int64_t sent = 0;
+  if (batch <= 1) {
+    for (auto _ : state) {
+      if (a.send_bytes(msg) != SendResult::ok) {
+        state.SkipWithError("send failed");
+        break;
+      }
+      ++sent;
+    }
+  } else {
+    int in_batch = 0;
+    for (auto _ : state) {
+      if (in_batch == 0) a.begin_batch();
+      if (a.send_bytes(msg) != SendResult::ok) {
+        state.SkipWithError("send failed");
+        break;
+      }
+      ++sent;
+      if (++in_batch == batch) {
+        a.end_batch();
+        in_batch = 0;
+      }
+    }
+    a.end_batch();
+  }
+  // Stop the clock's work: EOF tells the child to report its count.
+  a.close();
+  if (!child.join()) state.SkipWithError("consumer child failed");
+  state.SetItemsProcessed(sent);
+  state.SetBytesProcessed(sent * static_cast<std::int64_t>(size));
+}
+
+void BM_Pipe_Stream(benchmark::State& state) { pipe_stream(state, 1); }
+void BM_Pipe_BatchStream(benchmark::State& state) { pipe_stream(state, 32); }
+
+void BM_Memcpy_Stream(benchmark::State& state) {
+  const auto size = static_cast<std::size_t>(state.range(0));
+  pin_this_thread(bench_cpus().parent);
+  std::vector<std::byte> src(size, std::byte{1}), dst(size);
+  for (auto _ : state) {
+    std::memcpy(dst.data(), src.data(), size);
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(size));
+}
+
+// Idle adaptive receiver: the child waits in recv() for about a second
+// with nothing arriving; it reports the cpu time it used meanwhile.
+void BM_Pipe_Adaptive_IdleCpu(benchmark::State& state) {
+  const auto& cpus = bench_cpus();
+  auto [a, b] = Pipe(pipe_options(WaitStrategy::adaptive));
+  PinnedChild child(cpus.child, [&b = b] {
+    rusage r0{}, r1{};
+    ::getrusage(RUSAGE_SELF, &r0);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::uint32_t go = 0;
+    if (b.recv(go) != RecvResult::ok) return;
+    const auto t1 = std::chrono::steady_clock::now();
+    ::getrusage(RUSAGE_SELF, &r1);
+    auto us = [](const timeval& t) { return double(t.tv_sec) * 1e6 + double(t.tv_usec); };
+    const double cpu = us(r1.ru_utime) - us(r0.ru_utime) + us(r1.ru_stime) - us(r0.ru_stime);
+    const double wall =
+        double(std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count());
+    (void)b.send(100.0 * cpu / wall);
+  });
+  pin_this_thread(cpus.parent);
+  double percent = -1;
+  for (auto _ : state) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    if (a.send(std::uint32_t{1}) != SendResult::ok || a.recv(percent) != RecvResult::ok) {
+      state.SkipWithError("idle cpu probe failed");
+    }
+  }
+  a.close();
+  if (!child.join()) state.SkipWithError("idle child failed");
+  state.counters["cpu_percent"] = percent;
+}
+
+// --- Kernel peers ------------------------------------------------------------------
+
+// Parent writes pw and reads pr; the child reads cr and writes cw.
+void fd_rtt(benchmark::State& state, int pw, int pr, int cr, int cw) {
+  const auto& cpus = bench_cpus();
+  const auto size = static_cast<std::size_t>(state.range(0));
+  auto read_full = [](int fd, std::byte* p, std::size_t n) {
+    while (n > 0) {
+      ssize_t r = ::read(fd, p, n);
+      if (r <= 0) return false;
+      p += r;
+      n -= static_cast<std::size_t>(r);
+    }
+    return true;
+  };
+  auto write_full = [](int fd, const std::byte* p, std::size_t n) {
+    while (n > 0) {
+      ssize_t r = ::write(fd, p, n);
+      if (r <= 0) return false;
+      p += r;
+      n -= static_cast<std::size_t>(r);
+    }
+    return true;
+  };
+  PinnedChild child(cpus.child, [&] {
+    ::close(pw);
+    if (pr != pw) ::close(pr);
+    std::vector<std::byte> buf(size);
+    while (read_full(cr, buf.data(), size)) {
+      if (!write_full(cw, buf.data(), size)) return;
+    }
+  });
+  ::close(cr);
+  if (cw != cr) ::close(cw);
+  pin_this_thread(cpus.parent);
+  std::vector<std::byte> msg(size, std::byte{0x5a}), buf(size);
+  LatencyRecorder rec;
+  for (int i = 0; i < kBlockWarmUp; ++i) {
+    if (!write_full(pw, msg.data(), size) || !read_full(pr, buf.data(), size)) break;
+  }
+  for (auto _ : state) {
+    const std::uint64_t t0 = ticks();
+    if (!write_full(pw, msg.data(), size) || !read_full(pr, buf.data(), size)) {
+      state.SkipWithError("fd round trip failed");
+      break;
+    }
+    rec.add_ticks(ticks() - t0);
+  }
+  ::close(pw);
+  if (!child.join()) state.SkipWithError("echo child failed");
+  if (pr != pw) ::close(pr);
+  rec.report(state);
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_LinuxPipe_Block_RTT(benchmark::State& state) {
+  int a[2], b[2];
+  if (::pipe(a) != 0 || ::pipe(b) != 0) {
+    state.SkipWithError("pipe() failed");
+    return;
+  }
+  fd_rtt(state, a[1], b[0], a[0], b[1]);
+}
+
+void BM_UnixSocket_Block_RTT(benchmark::State& state) {
+  int s[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM, 0, s) != 0) {
+    state.SkipWithError("socketpair() failed");
+    return;
+  }
+  fd_rtt(state, s[0], s[0], s[1], s[1]);
+}
+
+// --- Boost.Lockfree spsc_queue placed in shared memory ----------------------------------
+
+template <std::size_t N>
+struct Msg {
+  std::array<std::byte, N> bytes;
+};
+
+template <std::size_t N>
+struct LockfreePair {
+  boost::lockfree::spsc_queue<Msg<N>, boost::lockfree::capacity<4096>> ping;
+  boost::lockfree::spsc_queue<Msg<N>, boost::lockfree::capacity<4096>> pong;
+  std::atomic<std::uint32_t> stop{0};
+};
+
+template <std::size_t N>
+void BM_BoostLockfree_Busy_RTT(benchmark::State& state) {
+  const auto& cpus = bench_cpus();
+  auto shm = SharedMemory::create(bench_name("lockfree"), sizeof(LockfreePair<N>));
+  shm.unlink();
+  auto* q = new (shm.buf().data()) LockfreePair<N>{};
+  PinnedChild child(cpus.child, [q] {
+    Msg<N> m;
+    for (;;) {
+      while (!q->ping.pop(m)) {
+        // relaxed: a stop flag polled only when the queue is empty.
+        if (q->stop.load(std::memory_order_relaxed) != 0) return;
+        detail::cpu_relax();
+      }
+      while (!q->pong.push(m)) detail::cpu_relax();
+    }
+  });
+  pin_this_thread(cpus.parent);
+  Msg<N> m{}, r{};
+  LatencyRecorder rec;
+  for (int i = 0; i < kBusyWarmUp; ++i) {
+    while (!q->ping.push(m)) detail::cpu_relax();
+    while (!q->pong.pop(r)) detail::cpu_relax();
+  }
+  for (auto _ : state) {
+    const std::uint64_t t0 = ticks();
+    while (!q->ping.push(m)) detail::cpu_relax();
+    while (!q->pong.pop(r)) detail::cpu_relax();
+    rec.add_ticks(ticks() - t0);
+  }
+  // relaxed: the child polls it; no data is published through it.
+  q->stop.store(1, std::memory_order_relaxed);
+  if (!child.join()) state.SkipWithError("echo child failed");
+  rec.report(state);
+  state.SetItemsProcessed(state.iterations());
+}
+
+template <std::size_t N>
+void BM_BoostLockfree_Stream(benchmark::State& state) {
+  const auto& cpus = bench_cpus();
+  auto shm = SharedMemory::create(bench_name("lockfree"), sizeof(LockfreePair<N>));
+  shm.unlink();
+  auto* q = new (shm.buf().data()) LockfreePair<N>{};
+  PinnedChild child(cpus.child, [q] {
+    Msg<N> m;
+    std::uint64_t count = 0;
+    for (;;) {
+      if (q->ping.pop(m)) {
+        ++count;
+        benchmark::DoNotOptimize(m);
+        continue;
+      }
+      // acquire: pairs with the parent's release of stop after its last push.
+      if (q->stop.load(std::memory_order_acquire) != 0 && !q->ping.read_available()) return;
+      detail::cpu_relax();
+    }
+  });
+  pin_this_thread(cpus.parent);
+  Msg<N> m{};
+  for (auto _ : state) {
+    while (!q->ping.push(m)) detail::cpu_relax();
+  }
+  // release: after every push above.
+  q->stop.store(1, std::memory_order_release);
+  if (!child.join()) state.SkipWithError("consumer child failed");
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(N));
+}
+
+// --- Boost.Interprocess message_queue ----------------------------------------------------
+
+void BM_BoostInterprocess_Block_RTT(benchmark::State& state) {
+  namespace bip = boost::interprocess;
+  const auto& cpus = bench_cpus();
+  const auto size = static_cast<std::size_t>(state.range(0));
+  const std::string ping = bench_name("mq-ping"), pong = bench_name("mq-pong");
+  bip::message_queue::remove(ping.c_str());
+  bip::message_queue::remove(pong.c_str());
+  bip::message_queue qa(bip::create_only, ping.c_str(), 16, size);
+  bip::message_queue qb(bip::create_only, pong.c_str(), 16, size);
+  PinnedChild child(cpus.child, [&] {
+    std::vector<std::byte> buf(size);
+    for (;;) {
+      bip::message_queue::size_type got = 0;
+      unsigned prio = 0;
+      qa.receive(buf.data(), size, got, prio);
+      if (prio == 1) return;  // stop
+      qb.send(buf.data(), got, 0);
+    }
+  });
+  pin_this_thread(cpus.parent);
+  std::vector<std::byte> msg(size, std::byte{0x5a}), buf(size);
+  LatencyRecorder rec;
+  for (int i = 0; i < kBlockWarmUp; ++i) {
+    qa.send(msg.data(), size, 0);
+    bip::message_queue::size_type got = 0;
+    unsigned prio = 0;
+    qb.receive(buf.data(), size, got, prio);
+  }
+  for (auto _ : state) {
+    const std::uint64_t t0 = ticks();
+    qa.send(msg.data(), size, 0);
+    bip::message_queue::size_type got = 0;
+    unsigned prio = 0;
+    qb.receive(buf.data(), size, got, prio);
+    rec.add_ticks(ticks() - t0);
+  }
+  qa.send(msg.data(), size, 1);
+  if (!child.join()) state.SkipWithError("echo child failed");
+  bip::message_queue::remove(ping.c_str());
+  bip::message_queue::remove(pong.c_str());
+  rec.report(state);
+  state.SetItemsProcessed(state.iterations());
+}
+
+}  // namespace
+
+BENCHMARK(BM_Pipe_Busy_RTT)->Arg(8)->Arg(64)->Arg(1024)->Arg(65536)->UseRealTime();
+BENCHMARK(BM_Pipe_Adaptive_RTT)->Arg(8)->Arg(64)->UseRealTime();
+BENCHMARK(BM_Pipe_Block_RTT)->Arg(8)->Arg(64)->Arg(1024)->Arg(65536)->UseRealTime();
+BENCHMARK(BM_Pipe_Stream)->Arg(8)->Arg(64)->Arg(1024)->Arg(65536)->Arg(1048576)->UseRealTime();
+BENCHMARK(BM_Pipe_BatchStream)->Arg(8)->Arg(64)->UseRealTime();
+BENCHMARK(BM_Memcpy_Stream)->Arg(1048576)->UseRealTime();
+BENCHMARK(BM_Pipe_Adaptive_IdleCpu)->Iterations(1)->UseRealTime();
+BENCHMARK(BM_LinuxPipe_Block_RTT)->Arg(64)->UseRealTime();
+BENCHMARK(BM_UnixSocket_Block_RTT)->Arg(64)->UseRealTime();
+BENCHMARK(BM_BoostLockfree_Busy_RTT<8>)->Name("BM_BoostLockfree_Busy_RTT/8")->UseRealTime();
+BENCHMARK(BM_BoostLockfree_Busy_RTT<64>)->Name("BM_BoostLockfree_Busy_RTT/64")->UseRealTime();
+BENCHMARK(BM_BoostLockfree_Stream<8>)->Name("BM_BoostLockfree_Stream/8")->UseRealTime();
+BENCHMARK(BM_BoostLockfree_Stream<64>)->Name("BM_BoostLockfree_Stream/64")->UseRealTime();
+BENCHMARK(BM_BoostInterprocess_Block_RTT)->Arg(64)->UseRealTime();
+
+}  // namespace shmbus::bench
+
+BENCHMARK_MAIN();

@@ -1,0 +1,307 @@
+// shmbus::Connection — one end of a Pipe (multiprocessing.Connection).
+//
+// A Connection sends and receives whole messages: bytes, strings, spans
+// and trivially copyable values. Messages arrive in order, exactly once,
+// each as it was sent; one larger than a ring frame streams through the
+// ring in fragments, up to the pipe's max_message.
+//
+// Who may call what: one thread of one process uses an end at a time.
+// Connections made by Pipe() can be inherited across fork(); the first
+// process that uses an end takes it (the creator's claim passes to a
+// forked child). An end opened by name is taken at once; a second taker
+// gets Errc::already_exists. After fork, use each end in one process only.
+//
+// Hot paths (send*, recv*_into, try_*, poll, reserve/commit, peek/release)
+// are noexcept and return a small enum; the convenience calls that return
+// a value (recv<T>(), recv_bytes(), recv_string()) throw shmbus::Error.
+//
+// End of file: when the peer closes its end or dies, the receiver first
+// gets every message the peer committed, then RecvResult::eof (closed) or
+// RecvResult::peer_dead (died without closing). A sender whose peer is
+// gone gets SendResult::broken / peer_dead. Using a closed end gives
+// `closed`. Death is noticed by the peer's ProcessId (pid + start time)
+// stored in the segment, checked only while waiting.
+//
+// Timeouts: a timed call gives up at its deadline unless it has started a
+// fragmented message; then it finishes the message (or stops at the
+// peer's close or death), so no half message is ever left in the ring.
+//
+// Memory ordering: everything a sender wrote before send()/commit()
+// returned (before end_batch() for a batch) is visible to the receiver
+// that receives that message.
+#pragma once
+
+#include <chrono>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "shmbus/detail/pipe_format.hpp"
+#include "shmbus/detail/segment.hpp"
+#include "shmbus/error.hpp"
+#include "shmbus/wait.hpp"
+
+namespace shmbus {
+
+namespace detail {
+class Segment;
+}
+
+enum class SendResult : std::uint8_t {
+  ok,
+  full,       // try_ call: no room right now
+  timeout,    // the deadline passed before the message was sent
+  too_large,  // above the pipe's max_message; nothing was sent
+  closed,     // this end is closed, cannot send, or was taken by another process
+  broken,     // the peer closed its end
+  peer_dead,  // the peer died
+  corrupted,  // shared state failed validation; the channel is unusable
+};
+
+enum class RecvResult : std::uint8_t {
+  ok,
+  empty,          // try_ call: nothing to receive right now
+  timeout,        // the deadline passed
+  eof,            // the peer closed its end and everything it sent was received
+  peer_dead,      // the peer died and everything it committed was received
+  too_small,      // the buffer is too small: the size needed was reported, the message stays
+  too_large,      // longer than maxlength: the message stays
+  size_mismatch,  // recv<T>: the message is not sizeof(T) bytes; it stays
+  closed,         // this end is closed, cannot receive, or was taken by another process
+  corrupted,      // a header or index failed validation; the channel is unusable
+};
+
+[[nodiscard]] std::string_view to_string(SendResult r) noexcept;
+[[nodiscard]] std::string_view to_string(RecvResult r) noexcept;
+
+enum class PipeEnd : std::uint8_t { first = 0, second = 1 };
+
+struct PipeOptions {
+  bool duplex = true;
+  // Bytes per ring (per direction): a power of two, 4 KiB .. 1 GiB. A
+  // message up to a quarter of it travels as one frame.
+  std::size_t capacity = std::size_t{256} << 10;
+  // The largest message; larger ones fail with too_large before anything
+  // is sent. At most 2^62.
+  std::uint64_t max_message = std::uint64_t{1} << 30;
+  // How both ends wait (fixed per pipe: the sender must know whether to
+  // wake a sleeping receiver).
+  WaitPolicy wait{};
+  // Anonymous pipes (no name given) are unlinked at once and shared by
+  // fork() only, like multiprocessing's.
+  SegmentOptions segment{};
+};
+
+class Connection {
+ public:
+  using Deadline = Clock::time_point;
+
+  // Takes `end` of the pipe named `name` (created by Pipe() or
+  // Connection::create()). Throws Error: not_found, already_exists (the end
+  // is taken), invalid_argument, and whatever opening a segment throws.
+  static Connection open(std::string_view name, PipeEnd end, const SegmentOptions& options = {});
+  // Creates the pipe `name` and takes one end of it; another process takes
+  // the other end with open(). Throws Error (already_exists,
+  // invalid_argument, ...).
+  static Connection create(std::string_view name, PipeEnd end, const PipeOptions& options = {});
+
+  Connection() = default;
+  Connection(Connection&&) noexcept;
+  Connection& operator=(Connection&&) noexcept;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  // Closes the end if this process holds it.
+  ~Connection();
+
+  // --- sending -----------------------------------------------------------
+  [[nodiscard]] SendResult send_bytes(std::span<const std::byte> data) noexcept {
+    return send_bytes_impl(data, nullptr, true);
+  }
+  [[nodiscard]] SendResult send_bytes_until(std::span<const std::byte> data,
+                                            Deadline deadline) noexcept {
+    return send_bytes_impl(data, &deadline, true);
+  }
+  template <class Rep, class Period>
+  [[nodiscard]] SendResult send_bytes_for(std::span<const std::byte> data,
+                                          std::chrono::duration<Rep, Period> timeout) noexcept {
+    return send_bytes_until(data, deadline_after(timeout));
+  }
+  // Never waits: SendResult::full when there is no room for the whole
+  // message now (a message larger than one frame is never sent by try_).
+  [[nodiscard]] SendResult try_send_bytes(std::span<const std::byte> data) noexcept {
+    return send_bytes_impl(data, nullptr, false);
+  }
+
+  // A trivially copyable value, sent as its bytes.
+  template <class T>
+  requires std::is_trivially_copyable_v<T>
+  [[nodiscard]] SendResult send(const T& value) noexcept {
+    return send_bytes(std::as_bytes(std::span<const T, 1>(&value, 1)));
+  }
+  template <class T>
+  requires std::is_trivially_copyable_v<T>
+  [[nodiscard]] SendResult try_send(const T& value) noexcept {
+    return try_send_bytes(std::as_bytes(std::span<const T, 1>(&value, 1)));
+  }
+  template <class T>
+  requires std::is_trivially_copyable_v<T>
+  [[nodiscard]] SendResult send(std::span<const T> values) noexcept {
+    return send_bytes(std::as_bytes(values));
+  }
+  [[nodiscard]] SendResult send(std::string_view s) noexcept {
+    return send_bytes(std::as_bytes(std::span<const char>(s.data(), s.size())));
+  }
+  [[nodiscard]] SendResult send(const char* s) noexcept { return send(std::string_view(s)); }
+  [[nodiscard]] SendResult send(const std::string& s) noexcept { return send(std::string_view(s)); }
+
+  // --- receiving ---------------------------------------------------------
+  // Receives one message into buffer[offset..]. On ok, `size` is its
+  // length; on too_small, `size` is the length needed (the message stays).
+  [[nodiscard]] RecvResult recv_bytes_into(std::span<std::byte> buffer, std::size_t offset,
+                                           std::size_t& size) noexcept {
+    return recv_impl(buffer, offset, size, nullptr, true);
+  }
+  [[nodiscard]] RecvResult recv_bytes_into_until(std::span<std::byte> buffer, std::size_t offset,
+                                                 std::size_t& size, Deadline deadline) noexcept {
+    return recv_impl(buffer, offset, size, &deadline, true);
+  }
+  template <class Rep, class Period>
+  [[nodiscard]] RecvResult recv_bytes_into_for(
+      std::span<std::byte> buffer, std::size_t offset, std::size_t& size,
+      std::chrono::duration<Rep, Period> timeout) noexcept {
+    return recv_bytes_into_until(buffer, offset, size, deadline_after(timeout));
+  }
+  [[nodiscard]] RecvResult try_recv_bytes_into(std::span<std::byte> buffer, std::size_t offset,
+                                               std::size_t& size) noexcept {
+    return recv_impl(buffer, offset, size, nullptr, false);
+  }
+
+  // Into a vector (resized to the message). too_large when the message is
+  // longer than maxlength (it stays). May throw std::bad_alloc.
+  [[nodiscard]] RecvResult recv_bytes(std::vector<std::byte>& out, std::size_t maxlength = SIZE_MAX,
+                                      const Deadline* deadline = nullptr);
+  // Python-style: returns the message; throws Error(closed) at EOF,
+  // Error(peer_dead), Error(too_large), Error(corrupted).
+  [[nodiscard]] std::vector<std::byte> recv_bytes(std::size_t maxlength = SIZE_MAX);
+
+  // A trivially copyable value; a message of another size is left in the
+  // ring and reported as size_mismatch.
+  template <class T>
+  requires std::is_trivially_copyable_v<T>
+  [[nodiscard]] RecvResult recv(T& out) noexcept { return recv_value(&out, sizeof(T), nullptr); }
+  template <class T, class Rep, class Period>
+  requires std::is_trivially_copyable_v<T>
+  [[nodiscard]] RecvResult recv_for(T& out, std::chrono::duration<Rep, Period> timeout) noexcept {
+    const Deadline d = deadline_after(timeout);
+    return recv_value(&out, sizeof(T), &d);
+  }
+  template <class T>
+  requires std::is_trivially_copyable_v<T>
+  [[nodiscard]] T recv() {
+    T out;
+    throw_unless_ok(recv(out), "recv");
+    return out;
+  }
+  [[nodiscard]] RecvResult recv(std::string& out, const Deadline* deadline = nullptr);
+  [[nodiscard]] std::string recv_string();
+
+  // True when a message (or end of file) is ready, waiting up to `timeout`.
+  [[nodiscard]] bool poll(
+      std::chrono::nanoseconds timeout = std::chrono::nanoseconds::zero()) noexcept;
+
+  // --- zero copy -----------------------------------------------------------
+  // Room for one message of up to `size` bytes (<= max_frame_payload()),
+  // written in place and sent by commit(n). Waits like send_bytes().
+  [[nodiscard]] SendResult reserve(std::size_t size, std::span<std::byte>& out) noexcept;
+  void commit(std::size_t size) noexcept;
+  // The next message in place, without copying; release() frees it. A
+  // fragmented message cannot be peeked (too_large: use recv_bytes_into).
+  [[nodiscard]] RecvResult peek(std::span<const std::byte>& out,
+                                const Deadline* deadline = nullptr) noexcept;
+  void release() noexcept;
+
+  // Messages sent between begin_batch() and end_batch() become visible to
+  // the receiver together, with one store. A batch is also published when
+  // the sender has to wait for room.
+  void begin_batch() noexcept;
+  void end_batch() noexcept;
+
+  // --- state -----------------------------------------------------------------
+  // Closes this end: the peer receives what was sent, then EOF. Idempotent.
+  void close() noexcept;
+  [[nodiscard]] bool closed() const noexcept { return closed_; }
+  [[nodiscard]] bool readable() const noexcept { return can_recv_; }
+  [[nodiscard]] bool writable() const noexcept { return can_send_; }
+  [[nodiscard]] PipeEnd end() const noexcept { return static_cast<PipeEnd>(end_); }
+  [[nodiscard]] const std::string& name() const noexcept;
+  [[nodiscard]] std::size_t max_frame_payload() const noexcept;
+  [[nodiscard]] std::uint64_t max_message() const noexcept { return max_message_; }
+
+  // Internal: used by Pipe().
+  Connection(std::shared_ptr<detail::Segment> segment, int end, bool taken);
+
+ private:
+  enum class WaitOutcome : std::uint8_t {
+    ready,
+    timeout,
+    closed_peer,
+    dead_peer,
+    corrupted,
+    not_owner
+  };
+
+  template <class Rep, class Period>
+  static Deadline deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
+    return Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+  }
+  void throw_unless_ok(RecvResult r, const char* what) const;
+
+  [[nodiscard]] bool ensure_owner() noexcept {
+    if (fork_gen_ == detail::fork_generation() && active_) [[likely]]
+      return true;
+    return take_over();
+  }
+  bool take_over() noexcept;
+
+  SendResult send_bytes_impl(std::span<const std::byte> data, const Deadline* deadline,
+                             bool wait) noexcept;
+  SendResult reserve_impl(std::size_t size, std::span<std::byte>& out,
+                          const Deadline* deadline) noexcept;
+  SendResult send_fragmented(std::span<const std::byte> data, const Deadline* deadline) noexcept;
+  RecvResult recv_impl(std::span<std::byte> buffer, std::size_t offset, std::size_t& size,
+                       const Deadline* deadline, bool wait) noexcept;
+  RecvResult recv_value(void* out, std::size_t size, const Deadline* deadline) noexcept;
+  // Waits until a frame is peekable; maps the outcome to a RecvResult.
+  RecvResult next_frame(detail::Frame& frame, const Deadline* deadline, bool wait) noexcept;
+  WaitOutcome wait_data(const Deadline* deadline) noexcept;
+  WaitOutcome wait_room(std::size_t payload, const Deadline* deadline) noexcept;
+  [[nodiscard]] bool peer_closed() const noexcept;
+  [[nodiscard]] bool peer_dead() noexcept;
+  SendResult send_status() noexcept;
+
+  std::shared_ptr<detail::Segment> segment_;
+  detail::PipeControl* control_ = nullptr;
+  detail::RingProducer tx_;
+  detail::RingConsumer rx_;
+  WaitPolicy policy_{};
+  std::uint64_t max_message_ = 0;
+  std::uint64_t fork_gen_ = 0;
+  std::uint64_t forks_at_create_ = 0;
+  int end_ = 0;
+  bool can_send_ = false;
+  bool can_recv_ = false;
+  bool active_ = false;  // this process holds the end (took it or used it)
+  bool closed_ = true;
+  bool peeked_ = false;
+  bool peer_death_counted_ = false;
+};
+
+}  // namespace shmbus

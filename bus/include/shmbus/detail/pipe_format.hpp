@@ -1,0 +1,71 @@
+// detail::PipeControl — the shared-memory format of a Pipe segment, and
+// the process-wide fork generation a Connection uses to notice that it was
+// inherited across fork().
+//
+// A pipe has two ends. End e receives from ring e and sends into ring
+// 1 - e; a half-duplex pipe has ring 0 only, so end 0 is receive-only and
+// end 1 send-only (multiprocessing.Pipe(duplex=False) order).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "shmbus/detail/spsc_ring.hpp"
+
+namespace shmbus::detail {
+
+inline constexpr std::uint32_t kPipeFormat = 1;
+inline constexpr std::size_t kPipeControlSize = 4096;  // ring data starts here, page aligned
+
+// Set once before the segment is ready; read-only afterwards.
+struct PipeConfig {
+  std::uint32_t format;       // kPipeFormat
+  std::uint32_t duplex;       // 1: two rings, 0: one ring
+  std::uint64_t capacity;     // bytes per ring, a power of two
+  std::uint64_t max_message;  // largest message, fragments included
+  std::uint32_t strategy;     // WaitStrategy, the same for both ends
+  std::uint32_t reserved;
+  std::uint64_t spin_ns;  // adaptive spin budget
+};
+
+// One end's line: written only by the process that holds the end (owner
+// by a CAS when the end is taken).
+struct alignas(64) PipeEndLine {
+  std::atomic<std::uint64_t> owner;        // ProcessId::pack(), 0 = not taken   [pipe.owner]
+  std::atomic<std::uint32_t> closed;       // 1 once the end is closed          [pipe.closed]
+  std::atomic<std::uint32_t> peer_deaths;  // times this end saw its peer dead   [ring.stats]
+};
+
+// Pipe control block, format v1, at the start of the payload.
+//
+//   0     config           (set once before ready)
+//   64    end 0 line       (end 0's holder)
+//   128   end 1 line       (end 1's holder)
+//   192   ring 0 control   (256 bytes: see RingControl)
+//   448   ring 1 control   (duplex only)
+//   4096  ring 0 data, then ring 1 data (capacity bytes each)
+struct PipeControl {
+  alignas(64) PipeConfig config;
+  PipeEndLine ends[2];
+  RingControl rings[2];
+};
+static_assert(std::is_standard_layout_v<PipeControl>);
+static_assert(offsetof(PipeControl, ends) == 64);
+static_assert(offsetof(PipeControl, rings) == 192);
+static_assert(sizeof(PipeControl) <= kPipeControlSize);
+
+[[nodiscard]] constexpr std::size_t pipe_payload_size(std::size_t capacity, bool duplex) noexcept {
+  return kPipeControlSize + capacity * (duplex ? 2 : 1);
+}
+
+// Incremented in every child created by fork() (pthread_atfork); a
+// Connection that sees a new value was inherited and re-takes its end.
+extern std::atomic<std::uint64_t> g_fork_generation;
+[[nodiscard]] inline std::uint64_t fork_generation() noexcept {
+  // relaxed: only this process writes it, in its own fork child handler.
+  return g_fork_generation.load(std::memory_order_relaxed);
+}
+
+}  // namespace shmbus::detail

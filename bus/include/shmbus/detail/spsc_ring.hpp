@@ -1,0 +1,437 @@
+// detail::SpscRing — a single-producer single-consumer ring of
+// variable-length framed messages in shared memory (the core of Pipe).
+//
+// Who may call what: one RingProducer and one RingConsumer per ring, each
+// in one thread of one process. Both sides keep their positions locally;
+// shared memory is only read through validated loads.
+//
+// Design (one cache-line hand-off per hop for a small message):
+//   - Every frame starts with an 8-byte header word holding a position tag,
+//     flags and the payload length. The consumer polls the header word at
+//     its read position, so a small message and its publication travel in
+//     the same cache line. There is no write index the consumer must read.
+//   - Before publishing a frame the producer zeroes the header word of the
+//     frame that follows it, so the consumer never mistakes stale bytes of
+//     an earlier lap (or user payload) for a header.
+//   - A frame of at most 64 bytes never straddles a cache line (the
+//     producer pads to the next line), and no frame straddles the ring end
+//     (the producer pads to the end and starts over at offset 0).
+//   - The consumer publishes its read position lazily: every quarter ring,
+//     and whenever it finds the ring empty. The producer reads it only when
+//     its cached copy says the ring is full.
+//   - Batching: between begin_batch() and end_batch() the producer writes
+//     every header except the first of the batch with plain stores and
+//     publishes the whole batch with one store of that first header.
+//   - Nothing is written by both sides on the fast path: header words and
+//     payload are producer-written, read_pos is consumer-written. (The
+//     WaitChannels follow the futex layer's contract and are touched only
+//     by sides that sleep or wake someone.)
+//
+// Memory ordering contract: everything a producer wrote into a frame
+// before commit() (or before end_batch() for a batch) is visible to the
+// consumer that peek()s that frame; everything a consumer read from a frame
+// before release() is done before the producer may overwrite it.
+//
+// Frame header word (little endian, atomic 64-bit, 8-byte aligned):
+//
+//   bits  0..27  length: payload bytes (for a pad frame: bytes to skip)
+//   bit   28     last fragment of a multi-frame message
+//   bit   29     fragment: part of a multi-frame message
+//   bit   30     pad: skip `length` bytes (to the next line or ring end)
+//   bit   31     valid: always set in a written header
+//   bits 32..63  tag: low 32 bits of (frame position / 8)
+//
+// The first fragment of a multi-frame message starts its payload with the
+// message's total length (uint64).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "shmbus/detail/futex.hpp"
+
+namespace shmbus::detail {
+
+inline constexpr std::uint64_t kFrameValid = std::uint64_t{1} << 31;
+inline constexpr std::uint64_t kFramePad = std::uint64_t{1} << 30;
+inline constexpr std::uint64_t kFrameFragment = std::uint64_t{1} << 29;
+inline constexpr std::uint64_t kFrameLast = std::uint64_t{1} << 28;
+inline constexpr std::uint64_t kFrameLengthMask = (std::uint64_t{1} << 28) - 1;
+inline constexpr std::size_t kFrameHeaderSize = 8;
+inline constexpr std::size_t kCacheLine = 64;
+inline constexpr std::size_t kMinRingCapacity = 4096;
+inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 30;
+
+[[nodiscard]] constexpr std::uint64_t align8(std::uint64_t n) noexcept {
+  return (n + 7) & ~std::uint64_t{7};
+}
+[[nodiscard]] constexpr std::uint64_t frame_tag(std::uint64_t pos) noexcept {
+  return static_cast<std::uint64_t>(static_cast<std::uint32_t>(pos >> 3)) << 32;
+}
+[[nodiscard]] constexpr std::uint64_t frame_size(std::uint64_t payload) noexcept {
+  return align8(kFrameHeaderSize + payload);
+}
+// The largest payload of one frame in a ring of `capacity` bytes: a frame
+// takes at most a quarter ring, so it always fits after padding.
+[[nodiscard]] constexpr std::size_t max_frame_payload(std::size_t capacity) noexcept {
+  return capacity / 4 - kFrameHeaderSize;
+}
+
+// Producer-owned line: its published position (for depth) and statistics.
+// Written only by the producer (relaxed single-writer stores); read by the
+// consumer never, by inspectors any time.
+struct alignas(64) RingProducerLine {
+  std::atomic<std::uint64_t> write_pos;  // end of the last committed frame
+  std::atomic<std::uint64_t> messages_sent;
+  std::atomic<std::uint64_t> bytes_sent;
+  std::atomic<std::uint64_t> blocked_sends;  // sends that slept waiting for space
+};
+
+// Consumer-owned line: the published read position and statistics.
+struct alignas(64) RingConsumerLine {
+  std::atomic<std::uint64_t> read_pos;  // [ring.consume] everything before is free
+  std::atomic<std::uint64_t> messages_received;
+  std::atomic<std::uint64_t> bytes_received;
+  std::atomic<std::uint64_t> blocked_recvs;  // receives that slept waiting for data
+};
+
+// Ring control block, format v1. Lives in the segment; offsets only.
+//
+//   0    producer line   (producer-owned)
+//   64   consumer line   (consumer-owned)
+//   128  data channel    (consumer sleeps when empty, producer notifies)
+//   192  space channel   (producer sleeps when full, consumer notifies)
+struct RingControl {
+  RingProducerLine producer;
+  RingConsumerLine consumer;
+  alignas(64) WaitChannel data;
+  alignas(64) WaitChannel space;
+};
+static_assert(std::is_standard_layout_v<RingControl>);
+static_assert(offsetof(RingControl, consumer) == 64);
+static_assert(offsetof(RingControl, data) == 128);
+static_assert(offsetof(RingControl, space) == 192);
+static_assert(sizeof(RingControl) == 256);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+// A view of one frame found by RingConsumer::peek().
+struct Frame {
+  const std::byte* data = nullptr;
+  std::uint32_t length = 0;
+  bool fragment = false;
+  bool last = false;
+};
+
+enum class PeekResult : std::uint8_t { ok, empty, corrupted };
+
+[[nodiscard]] inline std::atomic<std::uint64_t>& header_at(std::byte* data,
+                                                           std::uint64_t offset) noexcept {
+  return *reinterpret_cast<std::atomic<std::uint64_t>*>(data + offset);
+}
+
+// The producing side of one ring.
+class RingProducer {
+ public:
+  RingProducer() = default;
+  // `data` is the ring's `capacity` bytes (a power of two, 64-aligned).
+  // `notify` selects whether commits publish seq_cst and wake sleepers
+  // (adaptive/blocking pipes) or publish with a plain release (busy-poll).
+  RingProducer(RingControl* control, std::byte* data, std::size_t capacity, bool notify) noexcept
+      : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1), notify_(notify) {
+    // relaxed: set up before the producer end is used, by its only writer.
+    pos_ = control->producer.write_pos.load(std::memory_order_relaxed);
+    if ((pos_ & 7) != 0) corrupted_ = true;  // untrusted
+    // [ring.consume] acquire: pairs with the consumer's release of read_pos.
+    cached_read_ = control->consumer.read_pos.load(std::memory_order_acquire);
+    sent_ = control->producer.messages_sent.load(std::memory_order_relaxed);
+    bytes_ = control->producer.bytes_sent.load(std::memory_order_relaxed);
+  }
+
+  [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
+  [[nodiscard]] std::size_t max_payload() const noexcept { return max_frame_payload(capacity_); }
+  [[nodiscard]] bool corrupted() const noexcept { return corrupted_; }
+  [[nodiscard]] RingControl* control() const noexcept { return control_; }
+
+  // Room for a frame of `payload` bytes (<= max_payload()): returns where
+  // to write it, or nullptr when the ring is full right now (or the
+  // consumer's published position is corrupted: check corrupted()).
+  [[nodiscard]] std::byte* try_reserve(std::size_t payload) noexcept {
+    if (corrupted_) [[unlikely]]
+      return nullptr;
+    const std::uint64_t fs = frame_size(payload);
+    const std::uint64_t pad = pad_before(fs);
+    std::uint64_t off = pos_ & mask_;
+    // Room for the pad, the frame and the next frame's zeroed header word.
+    const std::uint64_t need = pad + fs + kFrameHeaderSize;
+    if (pos_ + need - cached_read_ > capacity_ && !refresh_read(need)) return nullptr;
+    if (pad != 0) {
+      write_header(pos_, kFramePad | pad, pad);
+      pos_ += pad;
+      off = pos_ & mask_;
+    }
+    reserved_ = fs;
+    return data_ + off + kFrameHeaderSize;
+  }
+
+  // Publishes the reserved frame with `payload` bytes (<= the reserved
+  // size) and `flags` (kFrameFragment / kFrameLast).
+  void commit(std::size_t payload, std::uint64_t flags = 0) noexcept {
+    const std::uint64_t fs = frame_size(payload);
+    write_header(pos_, flags | payload, fs);
+    pos_ += fs;
+    reserved_ = 0;
+    ++sent_;
+    bytes_ += payload;
+    // [ring.stats] relaxed: single-writer counters for inspection only.
+    control_->producer.write_pos.store(pos_, std::memory_order_relaxed);
+    control_->producer.messages_sent.store(sent_, std::memory_order_relaxed);
+    control_->producer.bytes_sent.store(bytes_, std::memory_order_relaxed);
+  }
+
+  // Counts one message made of several fragments as one (commit() counted
+  // each fragment); keeps messages_sent a count of user messages.
+  void uncount_fragments(std::uint64_t n) noexcept {
+    sent_ -= n;
+    // [ring.stats] relaxed: single-writer counter.
+    control_->producer.messages_sent.store(sent_, std::memory_order_relaxed);
+  }
+
+  // Frames committed until end_batch() become visible together, with one
+  // store. A batch is flushed before the producer waits for space.
+  void begin_batch() noexcept { batching_ = true; }
+  void end_batch() noexcept {
+    batching_ = false;
+    flush();
+  }
+  [[nodiscard]] bool batching() const noexcept { return batching_; }
+
+  // Publishes a pending batch header, if any.
+  void flush() noexcept {
+    if (!pending_) return;
+    pending_ = false;
+    publish(header_at(data_, pending_off_), pending_value_);
+  }
+
+  // For the wait loop: true once the consumer published room for a frame
+  // of `payload` bytes (or read_pos is corrupted: check corrupted()).
+  // Loads read_pos seq_cst ([wait.sleepers] contract).
+  [[nodiscard]] bool has_room(std::size_t payload) noexcept {
+    const std::uint64_t fs = frame_size(payload);
+    const std::uint64_t need = pad_before(fs) + fs + kFrameHeaderSize;
+    // [ring.consume] seq_cst: pairs with the consumer's seq_cst store of
+    // read_pos before it notifies `space`.
+    const std::uint64_t rp = control_->consumer.read_pos.load(std::memory_order_seq_cst);
+    if (rp > pos_ || pos_ - rp > capacity_ || (rp & 7) != 0) {  // untrusted
+      corrupted_ = true;
+      return true;
+    }
+    cached_read_ = rp;
+    return pos_ + need - rp <= capacity_;
+  }
+
+ private:
+  // Padding needed before a frame of `fs` bytes at pos_: a small frame
+  // stays in one cache line, and no frame straddles the ring end.
+  [[nodiscard]] std::uint64_t pad_before(std::uint64_t fs) const noexcept {
+    const std::uint64_t off = pos_ & mask_;
+    std::uint64_t pad = 0;
+    if (fs <= kCacheLine && (off & (kCacheLine - 1)) + fs > kCacheLine) {
+      pad = kCacheLine - (off & (kCacheLine - 1));
+    }
+    if (off + pad + fs > capacity_) pad = capacity_ - off;
+    return pad;
+  }
+
+  bool refresh_read(std::uint64_t need) noexcept {
+    // [ring.consume] acquire: pairs with the consumer's release (or
+    // seq_cst) store of read_pos; after it the consumer is done with every
+    // byte before rp.
+    const std::uint64_t rp = control_->consumer.read_pos.load(std::memory_order_acquire);
+    if (rp > pos_ || pos_ - rp > capacity_ || (rp & 7) != 0) {  // untrusted
+      corrupted_ = true;
+      return false;
+    }
+    cached_read_ = rp;
+    return pos_ + need - rp <= capacity_;
+  }
+
+  // Writes the header of the frame at `pos` (size `fs`), after zeroing the
+  // header word of the frame after it.
+  void write_header(std::uint64_t pos, std::uint64_t value, std::uint64_t fs) noexcept {
+    // relaxed: published by the release (or seq_cst) store of this frame's
+    // header below, or of the batch's first header ([ring.publish]).
+    header_at(data_, (pos + fs) & mask_).store(0, std::memory_order_relaxed);
+    const std::uint64_t word = value | kFrameValid | frame_tag(pos);
+    auto& h = header_at(data_, pos & mask_);
+    if (batching_ && !pending_) {
+      pending_ = true;
+      pending_off_ = pos & mask_;
+      pending_value_ = word;
+    } else if (pending_) {
+      // relaxed: made visible by the batch's first header ([ring.publish]),
+      // which the consumer must read (acquire) before it reaches this one.
+      h.store(word, std::memory_order_relaxed);
+    } else {
+      publish(h, word);
+    }
+  }
+
+  void publish(std::atomic<std::uint64_t>& h, std::uint64_t word) noexcept {
+    if (notify_) {
+      // [ring.publish] seq_cst: the payload and later headers written above
+      // become visible with this store (pairs with the consumer's acquire /
+      // seq_cst load in peek / has_data); seq_cst for [wait.sleepers].
+      h.store(word, std::memory_order_seq_cst);
+      notify(control_->data, 1);
+    } else {
+      // [ring.publish] release: pairs with the consumer's acquire in peek().
+      h.store(word, std::memory_order_release);
+    }
+  }
+
+  RingControl* control_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t mask_ = 0;
+  std::uint64_t pos_ = 0;          // start of the next frame
+  std::uint64_t cached_read_ = 0;  // producer's copy of consumer read_pos
+  std::uint64_t reserved_ = 0;
+  std::uint64_t sent_ = 0;
+  std::uint64_t bytes_ = 0;
+  std::uint64_t pending_off_ = 0;
+  std::uint64_t pending_value_ = 0;
+  bool notify_ = false;
+  bool batching_ = false;
+  bool pending_ = false;
+  bool corrupted_ = false;
+};
+
+// The consuming side of one ring. Every header and position it reads is
+// validated; a bad one makes the ring corrupted (sticky), never an
+// out-of-bounds access.
+class RingConsumer {
+ public:
+  RingConsumer() = default;
+  RingConsumer(RingControl* control, std::byte* data, std::size_t capacity, bool notify) noexcept
+      : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1), notify_(notify) {
+    // relaxed: set up before the consumer end is used, by its only writer.
+    pos_ = control->consumer.read_pos.load(std::memory_order_relaxed);
+    if ((pos_ & 7) != 0) corrupted_ = true;  // untrusted
+    published_ = pos_;
+    received_ = control->consumer.messages_received.load(std::memory_order_relaxed);
+    bytes_ = control->consumer.bytes_received.load(std::memory_order_relaxed);
+  }
+
+  [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
+  [[nodiscard]] bool corrupted() const noexcept { return corrupted_; }
+  [[nodiscard]] RingControl* control() const noexcept { return control_; }
+
+  // The frame at the read position, or empty / corrupted. Skips pad
+  // frames. A frame stays peeked until release().
+  [[nodiscard]] PeekResult peek(Frame& frame) noexcept {
+    if (corrupted_) return PeekResult::corrupted;
+    for (;;) {
+      const std::uint64_t off = pos_ & mask_;
+      // [ring.publish] acquire: pairs with the producer's release/seq_cst
+      // store of this header; the payload (and, in a batch, later headers)
+      // is visible after it.
+      const std::uint64_t h = header_at(data_, off).load(std::memory_order_acquire);
+      if (h == 0) {
+        publish_read();  // the producer may be waiting for this room
+        return PeekResult::empty;
+      }
+      const std::uint64_t len = h & kFrameLengthMask;
+      if ((h & kFrameValid) == 0 || (h & ~std::uint64_t{0xFFFFFFFF}) != frame_tag(pos_)) {
+        return fail();
+      }
+      if ((h & kFramePad) != 0) {
+        // A pad runs to the next line or to the ring end, in 8-byte steps.
+        if (len < kFrameHeaderSize || (len & 7) != 0 || off + len > capacity_ ||
+            ((off + len) & (kCacheLine - 1)) != 0 || (len > kCacheLine && off + len != capacity_) ||
+            (h & (kFrameFragment | kFrameLast)) != 0) {
+          return fail();
+        }
+        pos_ += len;
+        continue;
+      }
+      const std::uint64_t fs = frame_size(len);
+      if (len > max_frame_payload(capacity_) || off + fs > capacity_ ||
+          ((h & kFrameLast) != 0 && (h & kFrameFragment) == 0)) {
+        return fail();
+      }
+      frame.data = data_ + off + kFrameHeaderSize;
+      frame.length = static_cast<std::uint32_t>(len);
+      frame.fragment = (h & kFrameFragment) != 0;
+      frame.last = (h & kFrameLast) != 0;
+      peeked_ = fs;
+      peeked_len_ = len;
+      return PeekResult::ok;
+    }
+  }
+
+  // For the wait loop: true when a header is at the read position (or the
+  // ring is corrupted). seq_cst for the [wait.sleepers] contract.
+  [[nodiscard]] bool has_data() const noexcept {
+    if (corrupted_) return true;
+    // [ring.publish] seq_cst: pairs with the producer's seq_cst header store.
+    return header_at(data_, pos_ & mask_).load(std::memory_order_seq_cst) != 0;
+  }
+
+  // Frees the peeked frame. `count_message` counts it in the statistics
+  // (the last fragment of a message, or a whole message).
+  void release(bool count_message = true) noexcept {
+    pos_ += peeked_;
+    bytes_ += peeked_len_;
+    peeked_ = 0;
+    if (count_message) ++received_;
+    if (pos_ - published_ >= capacity_ / 4) publish_read();
+  }
+
+  // A frame's contents failed the caller's validation (e.g. a fragment
+  // sequence that does not add up): the ring is unusable from now on.
+  void mark_corrupted() noexcept { corrupted_ = true; }
+
+  // Publishes the read position (and statistics) now.
+  void publish_read() noexcept {
+    if (pos_ == published_) return;
+    published_ = pos_;
+    // [ring.stats] relaxed: single-writer counters for inspection only.
+    control_->consumer.messages_received.store(received_, std::memory_order_relaxed);
+    control_->consumer.bytes_received.store(bytes_, std::memory_order_relaxed);
+    if (notify_) {
+      // [ring.consume] seq_cst: pairs with the producer's acquire in
+      // refresh_read() and its seq_cst load in has_room(); seq_cst for
+      // [wait.sleepers] before notify().
+      control_->consumer.read_pos.store(pos_, std::memory_order_seq_cst);
+      notify(control_->space, 1);
+    } else {
+      // [ring.consume] release: every read of the freed frames happens
+      // before the producer's acquire load sees this position.
+      control_->consumer.read_pos.store(pos_, std::memory_order_release);
+    }
+  }
+
+ private:
+  PeekResult fail() noexcept {
+    corrupted_ = true;
+    return PeekResult::corrupted;
+  }
+
+  RingControl* control_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t mask_ = 0;
+  std::uint64_t pos_ = 0;
+  std::uint64_t published_ = 0;
+  std::uint64_t peeked_ = 0;
+  std::uint64_t peeked_len_ = 0;
+  std::uint64_t received_ = 0;
+  std::uint64_t bytes_ = 0;
+  bool notify_ = false;
+  bool corrupted_ = false;
+};
+
+}  // namespace shmbus::detail

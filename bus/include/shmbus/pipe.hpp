@@ -1,0 +1,87 @@
+// shmbus::Pipe — multiprocessing.Pipe(duplex) over shared memory.
+//
+//   auto [a, b] = shmbus::Pipe();          // anonymous duplex: shared by fork()
+//   auto [r, w] = shmbus::Pipe(false);     // half-duplex: r receives, w sends
+//
+//   // Unrelated processes: one creates and takes an end, the other opens
+//   // the other end by name (a second taker gets Errc::already_exists).
+//   auto c = shmbus::Connection::create("orders", shmbus::PipeEnd::first);
+//   auto d = shmbus::Connection::open("orders", shmbus::PipeEnd::second);
+//
+// Pipe(name) makes a named pipe whose two ends this process holds (for it
+// and its forked children, which take the end they use); unlink_pipe()
+// removes the name. Pipe() without a name unlinks at once, like
+// multiprocessing's pipes.
+//
+// A duplex pipe is two SPSC rings (one per direction), a half-duplex pipe
+// one. Each ring carries variable-length framed messages; a small message
+// and its publication share one cache line, so a busy-polling receiver
+// gets it with a single cache-line transfer (see detail/spsc_ring.hpp).
+//
+// Setup (Pipe, Connection::create/open, pipe_stats) throws shmbus::Error.
+// Statistics are written by the side that owns them and can be read at any
+// time, read-only, through pipe_stats() (bus-inspector does).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "shmbus/connection.hpp"
+#include "shmbus/detail/segment.hpp"
+#include "shmbus/process_id.hpp"
+#include "shmbus/segment_info.hpp"
+#include "shmbus/wait.hpp"
+
+namespace shmbus {
+
+// Creates a pipe and returns its two ends (end first, end second). In a
+// half-duplex pipe the first end receives and the second sends.
+[[nodiscard]] std::pair<Connection, Connection> Pipe(std::string_view name,
+                                                     const PipeOptions& options);
+[[nodiscard]] std::pair<Connection, Connection> Pipe(std::string_view name, bool duplex = true);
+[[nodiscard]] std::pair<Connection, Connection> Pipe(const PipeOptions& options);
+[[nodiscard]] std::pair<Connection, Connection> Pipe(bool duplex = true);
+
+// Removes a named pipe's name (open ends keep working). False if absent.
+bool unlink_pipe(std::string_view name);
+
+// Live statistics of one direction (ring) of a pipe.
+struct PipeRingStats {
+  std::uint64_t capacity = 0;
+  std::uint64_t messages_sent = 0;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t blocked_sends = 0;      // sends that slept for room
+  std::uint64_t messages_received = 0;  // published lazily by the receiver
+  std::uint64_t bytes_received = 0;
+  std::uint64_t blocked_recvs = 0;  // receives that slept for data
+  // Bytes between the receiver's published read position and the sender's
+  // write position: an upper bound (the receiver publishes lazily, at the
+  // latest every quarter ring and whenever it finds the ring empty).
+  std::uint64_t depth_bytes = 0;
+};
+
+struct PipeEndStats {
+  ProcessId owner;  // pid 0: not taken
+  bool owner_alive = false;
+  bool closed = false;
+  std::uint32_t peer_deaths = 0;  // times this end saw its peer dead
+};
+
+struct PipeStats {
+  bool duplex = false;
+  std::uint64_t max_message = 0;
+  WaitStrategy strategy = WaitStrategy::adaptive;
+  // rings[e] flows into end e (sent by the other end).
+  std::array<PipeRingStats, 2> rings{};
+  std::array<PipeEndStats, 2> ends{};
+};
+
+// Reads a pipe's statistics from a read-only view without writing or
+// blocking. Throws Error(wrong_kind) for another object and
+// Error(corrupted) for a pipe whose control block does not validate.
+[[nodiscard]] PipeStats pipe_stats(const SegmentView& view);
+
+}  // namespace shmbus

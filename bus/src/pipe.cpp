@@ -1,0 +1,800 @@
+// Pipe and Connection: setup (create, open, take an end), the send and
+// receive paths, waiting with peer-liveness checks, and statistics.
+#include "shmbus/pipe.hpp"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <random>
+
+#include "shmbus/detail/futex.hpp"
+#include "shmbus/detail/segment.hpp"
+
+namespace shmbus {
+
+namespace detail {
+std::atomic<std::uint64_t> g_fork_generation{0};
+}  // namespace detail
+
+namespace {
+
+using detail::PipeControl;
+
+// How often a waiter checks the peer's liveness (a /proc read): never on
+// the fast path; every this long while it spins or sleeps.
+constexpr auto kLivenessInterval = std::chrono::milliseconds(10);
+
+void on_fork_child() noexcept {
+  // relaxed: the child is single-threaded here; only it reads its copy.
+  detail::g_fork_generation.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Forks this process made: an end it never used may since belong to a child.
+std::atomic<std::uint64_t> g_forks_made{0};
+void on_fork_parent() noexcept {
+  // relaxed: a count read by this process's own close().
+  g_forks_made.fetch_add(1, std::memory_order_relaxed);
+}
+
+void register_atfork() {
+  static std::once_flag once;
+  std::call_once(once, [] { ::pthread_atfork(nullptr, on_fork_parent, on_fork_child); });
+}
+
+bool is_pow2(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+void validate_options(std::string_view name, const PipeOptions& o) {
+  if (!is_pow2(o.capacity) || o.capacity < detail::kMinRingCapacity ||
+      o.capacity > detail::kMaxRingCapacity) {
+    throw Error(
+        Errc::invalid_argument, std::string(name),
+        "ring capacity " + std::to_string(o.capacity) + " is not a power of two in 4 KiB .. 1 GiB");
+  }
+  if (o.max_message == 0 || o.max_message > (std::uint64_t{1} << 62)) {
+    throw Error(Errc::invalid_argument, std::string(name),
+                "max_message " + std::to_string(o.max_message) + " is not in 1 .. 2^62");
+  }
+  if (static_cast<unsigned>(o.wait.strategy) > 2 || o.wait.spin.count() < 0) {
+    throw Error(Errc::invalid_argument, std::string(name), "bad wait policy");
+  }
+}
+
+// Checks the set-once config of an opened pipe (untrusted bytes).
+void validate_config(const std::string& name, const PipeControl& c, std::size_t payload_size) {
+  const auto& k = c.config;
+  auto bad = [&](const std::string& what) { throw Error(Errc::corrupted, name, "pipe " + what); };
+  if (k.format != detail::kPipeFormat) {
+    throw Error(Errc::wrong_version, name,
+                "pipe format " + std::to_string(k.format) + ", expected " +
+                    std::to_string(detail::kPipeFormat));
+  }
+  if (k.duplex > 1) bad("duplex flag " + std::to_string(k.duplex));
+  if (!is_pow2(k.capacity) || k.capacity < detail::kMinRingCapacity ||
+      k.capacity > detail::kMaxRingCapacity) {
+    bad("capacity " + std::to_string(k.capacity));
+  }
+  if (payload_size != detail::pipe_payload_size(k.capacity, k.duplex != 0)) {
+    bad("payload size " + std::to_string(payload_size) + " does not match its rings");
+  }
+  if (k.max_message == 0 || k.max_message > (std::uint64_t{1} << 62)) bad("max_message");
+  if (k.strategy > 2) bad("wait strategy " + std::to_string(k.strategy));
+}
+
+std::shared_ptr<detail::Segment> create_segment(std::string_view name, const PipeOptions& o,
+                                                std::uint64_t owner0, std::uint64_t owner1) {
+  validate_options(name, o);
+  const std::size_t size = detail::pipe_payload_size(o.capacity, o.duplex);
+  auto init = [&](std::span<std::byte> payload) {
+    auto* c = new (payload.data()) PipeControl{};
+    c->config.format = detail::kPipeFormat;
+    c->config.duplex = o.duplex ? 1 : 0;
+    c->config.capacity = o.capacity;
+    c->config.max_message = o.max_message;
+    c->config.strategy = static_cast<std::uint32_t>(o.wait.strategy);
+    c->config.spin_ns = static_cast<std::uint64_t>(o.wait.spin.count());
+    // relaxed: published by the segment's ready store ([segment.ready]).
+    c->ends[0].owner.store(owner0, std::memory_order_relaxed);
+    c->ends[1].owner.store(owner1, std::memory_order_relaxed);
+  };
+  return std::make_shared<detail::Segment>(
+      detail::Segment::create(name, ObjectKind::pipe, detail::kBytesTag, size, init, o.segment));
+}
+
+std::string anonymous_name() {
+  static std::atomic<std::uint32_t> counter{0};
+  std::random_device rd;
+  // relaxed: a unique number, nothing else.
+  return "pipe-anon-" + std::to_string(::getpid()) + "-" +
+         std::to_string(counter.fetch_add(1, std::memory_order_relaxed)) + "-" +
+         std::to_string(rd());
+}
+
+std::pair<Connection, Connection> make_pair(std::string_view name, const PipeOptions& o,
+                                            bool anonymous) {
+  register_atfork();
+  const std::uint64_t me = this_process().pack();
+  auto seg = create_segment(name, o, me, me);
+  if (anonymous) detail::Segment::unlink(name);
+  // Both ends are held by the creator until a process uses one of them
+  // (a forked child takes the end it uses from its parent).
+  return {Connection(seg, 0, false), Connection(seg, 1, false)};
+}
+
+}  // namespace
+
+std::string_view to_string(SendResult r) noexcept {
+  switch (r) {
+    case SendResult::ok:
+      return "ok";
+    case SendResult::full:
+      return "full";
+    case SendResult::timeout:
+      return "timeout";
+    case SendResult::too_large:
+      return "too_large";
+    case SendResult::closed:
+      return "closed";
+    case SendResult::broken:
+      return "broken";
+    case SendResult::peer_dead:
+      return "peer_dead";
+    case SendResult::corrupted:
+      return "corrupted";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(RecvResult r) noexcept {
+  switch (r) {
+    case RecvResult::ok:
+      return "ok";
+    case RecvResult::empty:
+      return "empty";
+    case RecvResult::timeout:
+      return "timeout";
+    case RecvResult::eof:
+      return "eof";
+    case RecvResult::peer_dead:
+      return "peer_dead";
+    case RecvResult::too_small:
+      return "too_small";
+    case RecvResult::too_large:
+      return "too_large";
+    case RecvResult::size_mismatch:
+      return "size_mismatch";
+    case RecvResult::closed:
+      return "closed";
+    case RecvResult::corrupted:
+      return "corrupted";
+  }
+  return "unknown";
+}
+
+std::pair<Connection, Connection> Pipe(std::string_view name, const PipeOptions& options) {
+  return make_pair(name, options, false);
+}
+std::pair<Connection, Connection> Pipe(std::string_view name, bool duplex) {
+  PipeOptions o;
+  o.duplex = duplex;
+  return make_pair(name, o, false);
+}
+std::pair<Connection, Connection> Pipe(const PipeOptions& options) {
+  return make_pair(anonymous_name(), options, true);
+}
+std::pair<Connection, Connection> Pipe(bool duplex) {
+  PipeOptions o;
+  o.duplex = duplex;
+  return Pipe(o);
+}
+
+bool unlink_pipe(std::string_view name) { return detail::Segment::unlink(name); }
+
+// --- Connection: setup -------------------------------------------------------
+
+Connection::Connection(std::shared_ptr<detail::Segment> segment, int end, bool taken)
+    : segment_(std::move(segment)), end_(end) {
+  register_atfork();
+  control_ = reinterpret_cast<PipeControl*>(segment_->payload());
+  const auto& k = control_->config;
+  const bool duplex = k.duplex != 0;
+  const std::size_t cap = k.capacity;
+  policy_.strategy = static_cast<WaitStrategy>(k.strategy);
+  policy_.spin = std::chrono::nanoseconds(static_cast<std::int64_t>(k.spin_ns));
+  max_message_ = k.max_message;
+  can_recv_ = end == 0 || duplex;
+  can_send_ = end == 1 || duplex;
+  const bool notify = policy_.strategy != WaitStrategy::busy_poll;
+  std::byte* rings = segment_->payload() + detail::kPipeControlSize;
+  if (can_recv_) {
+    const int r = end;  // end e receives from ring e
+    rx_ = detail::RingConsumer(&control_->rings[r], rings + cap * static_cast<std::size_t>(r), cap,
+                               notify);
+  }
+  if (can_send_) {
+    const int r = duplex ? 1 - end : 0;  // and sends into ring 1 - e
+    tx_ = detail::RingProducer(&control_->rings[r], rings + cap * static_cast<std::size_t>(r), cap,
+                               notify);
+  }
+  active_ = taken;
+  closed_ = false;
+  fork_gen_ = detail::fork_generation();
+  // relaxed: see on_fork_parent().
+  forks_at_create_ = g_forks_made.load(std::memory_order_relaxed);
+}
+
+Connection Connection::create(std::string_view name, PipeEnd end, const PipeOptions& options) {
+  register_atfork();
+  const std::uint64_t me = this_process().pack();
+  const bool first = end == PipeEnd::first;
+  auto seg = create_segment(name, options, first ? me : 0, first ? 0 : me);
+  return Connection(std::move(seg), first ? 0 : 1, true);
+}
+
+Connection Connection::open(std::string_view name, PipeEnd end, const SegmentOptions& options) {
+  register_atfork();
+  auto seg = std::make_shared<detail::Segment>(
+      detail::Segment::open(name, ObjectKind::pipe, detail::kBytesTag, options));
+  const std::string object(name);
+  if (seg->payload_size() < detail::kPipeControlSize) {
+    throw Error(Errc::corrupted, object, "pipe payload smaller than its control block");
+  }
+  auto* c = reinterpret_cast<PipeControl*>(seg->payload());
+  validate_config(object, *c, seg->payload_size());
+  const int e = end == PipeEnd::first ? 0 : 1;
+  const std::uint64_t me = this_process().pack();
+  std::uint64_t expected = 0;
+  // [pipe.owner] acq_rel CAS: takes the end exactly once; pairs with the
+  // peer's acquire load when it checks our liveness.
+  if (!c->ends[e].owner.compare_exchange_strong(expected, me, std::memory_order_acq_rel)) {
+    const ProcessId holder = ProcessId::unpack(expected);
+    throw Error(Errc::already_exists, object,
+                std::string("end ") + (e == 0 ? "first" : "second") + " is already taken by pid " +
+                    std::to_string(holder.pid) + (is_alive(holder) ? "" : " (dead)"));
+  }
+  return Connection(std::move(seg), e, true);
+}
+
+Connection::Connection(Connection&& o) noexcept
+    : segment_(std::move(o.segment_)),
+      control_(std::exchange(o.control_, nullptr)),
+      tx_(o.tx_),
+      rx_(o.rx_),
+      policy_(o.policy_),
+      max_message_(o.max_message_),
+      fork_gen_(o.fork_gen_),
+      forks_at_create_(o.forks_at_create_),
+      end_(o.end_),
+      can_send_(std::exchange(o.can_send_, false)),
+      can_recv_(std::exchange(o.can_recv_, false)),
+      active_(std::exchange(o.active_, false)),
+      closed_(std::exchange(o.closed_, true)),
+      peeked_(std::exchange(o.peeked_, false)),
+      peer_death_counted_(o.peer_death_counted_) {}
+
+Connection& Connection::operator=(Connection&& o) noexcept {
+  if (this != &o) {
+    close();
+    segment_ = std::move(o.segment_);
+    control_ = std::exchange(o.control_, nullptr);
+    tx_ = o.tx_;
+    rx_ = o.rx_;
+    policy_ = o.policy_;
+    max_message_ = o.max_message_;
+    fork_gen_ = o.fork_gen_;
+    forks_at_create_ = o.forks_at_create_;
+    end_ = o.end_;
+    can_send_ = std::exchange(o.can_send_, false);
+    can_recv_ = std::exchange(o.can_recv_, false);
+    active_ = std::exchange(o.active_, false);
+    closed_ = std::exchange(o.closed_, true);
+    peeked_ = std::exchange(o.peeked_, false);
+    peer_death_counted_ = o.peer_death_counted_;
+  }
+  return *this;
+}
+
+Connection::~Connection() { close(); }
+
+const std::string& Connection::name() const noexcept {
+  static const std::string none;
+  return segment_ ? segment_->name() : none;
+}
+
+std::size_t Connection::max_frame_payload() const noexcept {
+  return control_ == nullptr ? 0 : detail::max_frame_payload(control_->config.capacity);
+}
+
+bool Connection::take_over() noexcept {
+  if (closed_ || control_ == nullptr) return false;
+  const ProcessId me = this_process();
+  const std::uint64_t word = me.pack();
+  auto& owner = control_->ends[end_].owner;
+  // [pipe.owner] acquire: pairs with the CAS of whoever took the end.
+  std::uint64_t cur = owner.load(std::memory_order_acquire);
+  while (cur != word) {
+    // The end passes from a parent to the forked child that uses it.
+    const bool may = cur == 0 || ProcessId::unpack(cur).pid == ::getppid();
+    if (!may) return false;
+    // [pipe.owner] acq_rel: see Connection::open().
+    if (owner.compare_exchange_weak(cur, word, std::memory_order_acq_rel)) break;
+  }
+  if (fork_gen_ != detail::fork_generation()) {
+    try {
+      segment_->attach();  // count this process in the segment's table
+    } catch (...) {        // a full table only affects the resource tracker
+    }
+    fork_gen_ = detail::fork_generation();
+  }
+  active_ = true;
+  return true;
+}
+
+void Connection::close() noexcept {
+  if (closed_ || control_ == nullptr) {
+    closed_ = true;
+    return;
+  }
+  // The end is closed for the peer when this process holds it: it took or
+  // used it, or it made the end and has not forked since (after a fork the
+  // child may take an end its parent never used: closing the parent's copy
+  // then leaves the child's alone, as with multiprocessing's handles).
+  // relaxed: see on_fork_parent().
+  const bool unforked = g_forks_made.load(std::memory_order_relaxed) == forks_at_create_;
+  const bool mine =
+      (active_ || unforked) && fork_gen_ == detail::fork_generation() &&
+      // [pipe.owner] acquire: see take_over().
+      control_->ends[end_].owner.load(std::memory_order_acquire) == this_process().pack();
+  if (mine) {
+    if (can_send_) tx_.flush();
+    if (can_recv_) rx_.publish_read();
+    // [pipe.closed] seq_cst: after every frame this end committed; pairs
+    // with the peer's load in peer_closed() ([wait.sleepers] for notify).
+    control_->ends[end_].closed.store(1, std::memory_order_seq_cst);
+    if (can_send_) detail::notify(tx_.control()->data);
+    if (can_recv_) detail::notify(rx_.control()->space);
+  }
+  closed_ = true;
+}
+
+// --- waiting -------------------------------------------------------------------
+
+bool Connection::peer_closed() const noexcept {
+  // [pipe.closed] seq_cst: pairs with the peer's store in close(); frames it
+  // committed before are visible after this load.
+  return control_->ends[1 - end_].closed.load(std::memory_order_seq_cst) != 0;
+}
+
+bool Connection::peer_dead() noexcept {
+  // [pipe.owner] acquire: pairs with the CAS that took the peer's end.
+  const std::uint64_t w = control_->ends[1 - end_].owner.load(std::memory_order_acquire);
+  if (w == 0) return false;  // not taken yet: the peer may still come
+  if (is_alive(ProcessId::unpack(w))) return false;
+  if (peer_death_counted_) return true;
+  peer_death_counted_ = true;
+  auto& line = control_->ends[end_];
+  // [ring.stats] relaxed: single-writer counter.
+  line.peer_deaths.store(line.peer_deaths.load(std::memory_order_relaxed) + 1,
+                         std::memory_order_relaxed);
+  return true;
+}
+
+namespace {
+
+// Spins (busy / adaptive), then sleeps on `ch` in slices so the peer's
+// liveness is checked every kLivenessInterval. `ready` loads seq_cst.
+template <class Ready, class Dead, class Slept>
+int wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy, const Clock::time_point* deadline,
+              Ready&& ready, Dead&& dead, Slept&& slept) noexcept {
+  // returns 0 ready, 1 timeout, 2 dead
+  if (policy.strategy != WaitStrategy::blocking) {
+    // No clock read before the first spins: a stream's receiver that
+    // catches up with its sender waits only a moment, and a clock read
+    // (tens of ns under a hypervisor) would cost it on every catch-up.
+    // The spin budget therefore starts at the first check (256 spins in).
+    Clock::time_point start{};
+    Clock::time_point next_check{};
+    for (unsigned i = 1;; ++i) {
+      detail::cpu_relax();
+      if (ready()) return 0;
+      if ((i & 255) == 0) {  // a vDSO clock read now and then, no system call
+        const auto now = Clock::now();
+        if (i == 256) {
+          start = now;
+          next_check = now + kLivenessInterval;
+        }
+        if (deadline != nullptr && now >= *deadline) return ready() ? 0 : 1;
+        if (policy.strategy == WaitStrategy::adaptive && now - start >= policy.spin) break;
+        if (now >= next_check) {
+          next_check = now + kLivenessInterval;
+          if (dead()) return 2;
+        }
+      }
+    }
+  }
+  slept();
+  // Sleep in slices; the peer's liveness (a /proc read, a few system
+  // calls) is checked only when a slice passes without a wake-up, so a
+  // blocking round trip costs no more than the futex itself.
+  const WaitPolicy sleep{WaitStrategy::blocking, std::chrono::nanoseconds::zero()};
+  for (;;) {
+    auto slice = Clock::now() + kLivenessInterval;
+    if (deadline != nullptr && *deadline < slice) slice = *deadline;
+    if (detail::wait_until(ch, ready, sleep, &slice)) return 0;
+    if (deadline != nullptr && Clock::now() >= *deadline) return ready() ? 0 : 1;
+    if (dead()) return 2;
+  }
+}
+
+}  // namespace
+
+Connection::WaitOutcome Connection::wait_data(const Deadline* deadline) noexcept {
+  auto* ctl = rx_.control();
+  const int r = wait_loop(
+      ctl->data, policy_, deadline, [&] { return rx_.has_data() || peer_closed(); },
+      [&] { return peer_dead(); },
+      [&] {
+        // [ring.stats] relaxed: single-writer counter.
+        ctl->consumer.blocked_recvs.store(
+            ctl->consumer.blocked_recvs.load(std::memory_order_relaxed) + 1,
+            std::memory_order_relaxed);
+      });
+  return r == 0 ? WaitOutcome::ready : r == 1 ? WaitOutcome::timeout : WaitOutcome::dead_peer;
+}
+
+Connection::WaitOutcome Connection::wait_room(std::size_t payload,
+                                              const Deadline* deadline) noexcept {
+  auto* ctl = tx_.control();
+  const int r = wait_loop(
+      ctl->space, policy_, deadline, [&] { return tx_.has_room(payload) || peer_closed(); },
+      [&] { return peer_dead(); },
+      [&] {
+        // [ring.stats] relaxed: single-writer counter.
+        ctl->producer.blocked_sends.store(
+            ctl->producer.blocked_sends.load(std::memory_order_relaxed) + 1,
+            std::memory_order_relaxed);
+      });
+  return r == 0 ? WaitOutcome::ready : r == 1 ? WaitOutcome::timeout : WaitOutcome::dead_peer;
+}
+
+// --- sending -------------------------------------------------------------------
+
+SendResult Connection::send_bytes_impl(std::span<const std::byte> data, const Deadline* deadline,
+                                       bool wait) noexcept {
+  if (!can_send_ || closed_ || !ensure_owner()) return SendResult::closed;
+  const std::size_t n = data.size();
+  if (n > max_message_) return SendResult::too_large;
+  if (n > tx_.max_payload()) {
+    if (!wait) return SendResult::full;
+    return send_fragmented(data, deadline);
+  }
+  std::span<std::byte> out;
+  SendResult r = SendResult::ok;
+  std::byte* p = tx_.try_reserve(n);
+  if (p == nullptr) {
+    if (!wait) {
+      if (tx_.corrupted()) return SendResult::corrupted;
+      tx_.flush();  // a pending batch must become visible, or full lasts forever
+      return SendResult::full;
+    }
+    r = reserve_impl(n, out, deadline);
+    if (r != SendResult::ok) return r;
+    p = out.data();
+  }
+  // relaxed would do for the check, seq_cst costs nothing more on a load.
+  if (peer_closed()) return SendResult::broken;
+  if (n != 0) std::memcpy(p, data.data(), n);
+  tx_.commit(n);
+  return SendResult::ok;
+}
+
+SendResult Connection::reserve(std::size_t size, std::span<std::byte>& out) noexcept {
+  return reserve_impl(size, out, nullptr);
+}
+
+SendResult Connection::reserve_impl(std::size_t size, std::span<std::byte>& out,
+                                    const Deadline* deadline) noexcept {
+  if (!can_send_ || closed_ || !ensure_owner()) return SendResult::closed;
+  if (size > tx_.max_payload()) return SendResult::too_large;
+  for (;;) {
+    if (std::byte* p = tx_.try_reserve(size)) {
+      out = {p, size};
+      return SendResult::ok;
+    }
+    if (tx_.corrupted()) return SendResult::corrupted;
+    if (peer_closed()) return SendResult::broken;
+    tx_.flush();  // a pending batch must be visible before we wait for room
+    switch (wait_room(size, deadline)) {
+      case WaitOutcome::ready:
+        break;
+      case WaitOutcome::dead_peer:
+        return SendResult::peer_dead;
+      default:
+        return SendResult::timeout;
+    }
+  }
+}
+
+void Connection::commit(std::size_t size) noexcept { tx_.commit(size); }
+
+SendResult Connection::send_fragmented(std::span<const std::byte> data,
+                                       const Deadline* deadline) noexcept {
+  const std::size_t chunk = tx_.max_payload();
+  const std::uint64_t total = data.size();
+  std::size_t sent = 0;
+  std::uint64_t frames = 0;
+  bool first = true;
+  while (first || sent < total) {
+    const std::size_t head = first ? sizeof(std::uint64_t) : 0;
+    const std::size_t len = std::min<std::size_t>(chunk - head, total - sent);
+    std::byte* p = nullptr;
+    for (;;) {
+      if (peer_closed()) return SendResult::broken;
+      p = tx_.try_reserve(head + len);
+      if (p != nullptr) break;
+      if (tx_.corrupted()) return SendResult::corrupted;
+      tx_.flush();
+      // The deadline applies until the first fragment is committed; after
+      // it the message is finished (or stopped by the peer's close/death).
+      const WaitOutcome w = wait_room(head + len, first ? deadline : nullptr);
+      if (w == WaitOutcome::timeout) return SendResult::timeout;
+      if (w == WaitOutcome::dead_peer) return SendResult::peer_dead;
+    }
+    if (first) std::memcpy(p, &total, sizeof total);
+    std::memcpy(p + head, data.data() + sent, len);
+    sent += len;
+    const bool last = sent == total;
+    tx_.commit(head + len, detail::kFrameFragment | (last ? detail::kFrameLast : 0));
+    ++frames;
+    first = false;
+  }
+  tx_.uncount_fragments(frames - 1);
+  return SendResult::ok;
+}
+
+void Connection::begin_batch() noexcept {
+  if (can_send_) tx_.begin_batch();
+}
+void Connection::end_batch() noexcept {
+  if (can_send_) tx_.end_batch();
+}
+
+// --- receiving -----------------------------------------------------------------
+
+RecvResult Connection::next_frame(detail::Frame& frame, const Deadline* deadline,
+                                  bool wait) noexcept {
+  if (!can_recv_ || closed_ || !ensure_owner()) return RecvResult::closed;
+  for (;;) {
+    switch (rx_.peek(frame)) {
+      case detail::PeekResult::ok:
+        return RecvResult::ok;
+      case detail::PeekResult::corrupted:
+        return RecvResult::corrupted;
+      case detail::PeekResult::empty:
+        break;
+    }
+    if (peer_closed()) {
+      // Everything the peer committed before closing is visible now.
+      const auto p = rx_.peek(frame);
+      if (p == detail::PeekResult::ok) return RecvResult::ok;
+      return p == detail::PeekResult::corrupted ? RecvResult::corrupted : RecvResult::eof;
+    }
+    if (!wait) return RecvResult::empty;
+    switch (wait_data(deadline)) {
+      case WaitOutcome::ready:
+        continue;
+      case WaitOutcome::timeout:
+        return RecvResult::timeout;
+      default: {
+        // A dead process writes nothing more: drain what it committed.
+        const auto p = rx_.peek(frame);
+        if (p == detail::PeekResult::ok) return RecvResult::ok;
+        return p == detail::PeekResult::corrupted ? RecvResult::corrupted : RecvResult::peer_dead;
+      }
+    }
+  }
+}
+
+namespace {
+// The total length of the message whose first frame is `f`, validated.
+bool message_length(const detail::Frame& f, std::uint64_t max_message,
+                    std::uint64_t& total) noexcept {
+  if (!f.fragment) {
+    total = f.length;
+    return true;
+  }
+  if (f.last || f.length < sizeof(std::uint64_t)) return false;
+  std::memcpy(&total, f.data, sizeof total);
+  return total <= max_message && total >= f.length - sizeof(std::uint64_t);
+}
+}  // namespace
+
+RecvResult Connection::recv_impl(std::span<std::byte> buffer, std::size_t offset, std::size_t& size,
+                                 const Deadline* deadline, bool wait) noexcept {
+  detail::Frame f;
+  RecvResult r = next_frame(f, deadline, wait);
+  if (r != RecvResult::ok) return r;
+  const std::size_t room = offset <= buffer.size() ? buffer.size() - offset : 0;
+  if (!f.fragment) {
+    size = f.length;
+    if (room < f.length) return RecvResult::too_small;
+    if (f.length != 0) std::memcpy(buffer.data() + offset, f.data, f.length);
+    rx_.release(true);
+    return RecvResult::ok;
+  }
+  std::uint64_t total = 0;
+  if (!message_length(f, max_message_, total)) {
+    rx_.mark_corrupted();
+    return RecvResult::corrupted;
+  }
+  size = static_cast<std::size_t>(total);
+  if (room < total) return RecvResult::too_small;
+  std::byte* out = buffer.data() + offset;
+  std::uint64_t got = f.length - sizeof(std::uint64_t);
+  std::memcpy(out, f.data + sizeof(std::uint64_t), got);
+  rx_.release(false);
+  while (got < total) {
+    // No deadline inside a message: the sender finishes it or goes away.
+    r = next_frame(f, nullptr, true);
+    if (r != RecvResult::ok) return r;
+    const bool last = got + f.length == total;
+    if (!f.fragment || f.length > total - got || f.last != last) {
+      rx_.mark_corrupted();
+      return RecvResult::corrupted;
+    }
+    std::memcpy(out + got, f.data, f.length);
+    got += f.length;
+    rx_.release(last);
+  }
+  return RecvResult::ok;
+}
+
+RecvResult Connection::recv_value(void* out, std::size_t size, const Deadline* deadline) noexcept {
+  detail::Frame f;
+  RecvResult r = next_frame(f, deadline, true);
+  if (r != RecvResult::ok) return r;
+  if (f.fragment || f.length != size) return RecvResult::size_mismatch;
+  std::memcpy(out, f.data, size);
+  rx_.release(true);
+  return RecvResult::ok;
+}
+
+RecvResult Connection::recv_bytes(std::vector<std::byte>& out, std::size_t maxlength,
+                                  const Deadline* deadline) {
+  detail::Frame f;
+  RecvResult r = next_frame(f, deadline, true);
+  if (r != RecvResult::ok) return r;
+  std::uint64_t total = 0;
+  if (!message_length(f, max_message_, total)) {
+    rx_.mark_corrupted();
+    return RecvResult::corrupted;
+  }
+  if (total > maxlength) return RecvResult::too_large;
+  out.resize(static_cast<std::size_t>(total));
+  std::size_t size = 0;
+  return recv_impl(out, 0, size, deadline, true);
+}
+
+RecvResult Connection::recv(std::string& out, const Deadline* deadline) {
+  detail::Frame f;
+  RecvResult r = next_frame(f, deadline, true);
+  if (r != RecvResult::ok) return r;
+  std::uint64_t total = 0;
+  if (!message_length(f, max_message_, total)) {
+    rx_.mark_corrupted();
+    return RecvResult::corrupted;
+  }
+  out.resize(static_cast<std::size_t>(total));
+  std::size_t size = 0;
+  return recv_impl(std::as_writable_bytes(std::span<char>(out.data(), out.size())), 0, size,
+                   deadline, true);
+}
+
+void Connection::throw_unless_ok(RecvResult r, const char* what) const {
+  switch (r) {
+    case RecvResult::ok:
+      return;
+    case RecvResult::eof:
+      throw Error(Errc::closed, name(), std::string(what) + ": end of file (peer closed)");
+    case RecvResult::peer_dead:
+      throw Error(Errc::peer_dead, name(), std::string(what) + ": end of file (peer died)");
+    case RecvResult::too_large:
+    case RecvResult::too_small:
+    case RecvResult::size_mismatch:
+      throw Error(Errc::too_large, name(), std::string(what) + ": " + std::string(to_string(r)));
+    case RecvResult::closed:
+      throw Error(Errc::closed, name(), std::string(what) + ": this end is closed");
+    case RecvResult::corrupted:
+      throw Error(Errc::corrupted, name(),
+                  std::string(what) + ": a frame header failed validation");
+    default:
+      throw Error(Errc::system, name(), std::string(what) + ": " + std::string(to_string(r)));
+  }
+}
+
+std::vector<std::byte> Connection::recv_bytes(std::size_t maxlength) {
+  std::vector<std::byte> out;
+  throw_unless_ok(recv_bytes(out, maxlength, nullptr), "recv_bytes");
+  return out;
+}
+
+std::string Connection::recv_string() {
+  std::string out;
+  throw_unless_ok(recv(out, nullptr), "recv_string");
+  return out;
+}
+
+bool Connection::poll(std::chrono::nanoseconds timeout) noexcept {
+  if (!can_recv_ || closed_ || !ensure_owner()) return false;
+  if (peeked_ || rx_.has_data() || peer_closed()) return true;
+  if (timeout <= std::chrono::nanoseconds::zero()) return false;
+  const Deadline d = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+  return wait_data(&d) != WaitOutcome::timeout;
+}
+
+RecvResult Connection::peek(std::span<const std::byte>& out, const Deadline* deadline) noexcept {
+  detail::Frame f;
+  RecvResult r = next_frame(f, deadline, true);
+  if (r != RecvResult::ok) return r;
+  if (f.fragment) return RecvResult::too_large;
+  out = {f.data, f.length};
+  peeked_ = true;
+  return RecvResult::ok;
+}
+
+void Connection::release() noexcept {
+  if (!peeked_) return;
+  peeked_ = false;
+  rx_.release(true);
+}
+
+// --- statistics ------------------------------------------------------------------
+
+PipeStats pipe_stats(const SegmentView& view) {
+  const auto& info = view.info();
+  if (info.kind != ObjectKind::pipe) {
+    throw Error(Errc::wrong_kind, info.name, "not a pipe");
+  }
+  auto payload = view.payload();
+  if (payload.size() < detail::kPipeControlSize) {
+    throw Error(Errc::corrupted, info.name, "pipe payload smaller than its control block");
+  }
+  const auto* c = reinterpret_cast<const PipeControl*>(payload.data());
+  validate_config(info.name, *c, payload.size());
+  PipeStats s;
+  s.duplex = c->config.duplex != 0;
+  s.max_message = c->config.max_message;
+  s.strategy = static_cast<WaitStrategy>(c->config.strategy);
+  for (int r = 0; r < (s.duplex ? 2 : 1); ++r) {
+    const auto& ring = c->rings[r];
+    auto& o = s.rings[static_cast<std::size_t>(r)];
+    // relaxed (all below): counters for display; no data is read through them.
+    o.capacity = c->config.capacity;
+    o.messages_sent = ring.producer.messages_sent.load(std::memory_order_relaxed);
+    o.bytes_sent = ring.producer.bytes_sent.load(std::memory_order_relaxed);
+    o.blocked_sends = ring.producer.blocked_sends.load(std::memory_order_relaxed);
+    o.messages_received = ring.consumer.messages_received.load(std::memory_order_relaxed);
+    o.bytes_received = ring.consumer.bytes_received.load(std::memory_order_relaxed);
+    o.blocked_recvs = ring.consumer.blocked_recvs.load(std::memory_order_relaxed);
+    const std::uint64_t wp = ring.producer.write_pos.load(std::memory_order_relaxed);
+    const std::uint64_t rp = ring.consumer.read_pos.load(std::memory_order_relaxed);
+    o.depth_bytes = wp >= rp ? std::min<std::uint64_t>(wp - rp, o.capacity) : 0;
+  }
+  for (int e = 0; e < 2; ++e) {
+    auto& o = s.ends[static_cast<std::size_t>(e)];
+    const auto& line = c->ends[e];
+    // relaxed: identities and flags for display only.
+    const std::uint64_t w = line.owner.load(std::memory_order_relaxed);
+    o.owner = ProcessId::unpack(w);
+    o.owner_alive = w != 0 && is_alive(o.owner);
+    o.closed = line.closed.load(std::memory_order_relaxed) != 0;
+    o.peer_deaths = line.peer_deaths.load(std::memory_order_relaxed);
+  }
+  return s;
+}
+
+}  // namespace shmbus

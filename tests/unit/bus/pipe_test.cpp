@@ -1,0 +1,341 @@
+// Pipe / Connection in one process (two ends, threads where a side must
+// block): typed send/recv, half-duplex roles, buffer sizes, fragmentation,
+// limits, timeouts, close/EOF, end ownership, corruption and statistics.
+#include "shmbus/pipe.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shmbus/detail/segment.hpp"
+#include "shmbus/error.hpp"
+#include "shmbus/segment_info.hpp"
+#include "shmbus/shared_memory.hpp"
+#include "test_support.hpp"
+
+namespace shmbus {
+namespace {
+
+using namespace std::chrono_literals;
+using test::SegmentGuard;
+using test::unique_name;
+
+Errc code_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  ADD_FAILURE() << "no shmbus::Error thrown";
+  return Errc::system;
+}
+
+std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
+  std::vector<std::byte> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>((i * 31 + seed) & 0xff);
+  return v;
+}
+
+struct Point {
+  int x;
+  double y;
+};
+
+TEST(Pipe, DuplexCarriesValuesStringsAndSpansBothWays) {
+  auto [a, b] = Pipe();
+  ASSERT_EQ(a.send(Point{3, 4.5}), SendResult::ok);
+  ASSERT_EQ(a.send("hello"), SendResult::ok);
+  const std::vector<int> ints{1, 2, 3, 4};
+  ASSERT_EQ(a.send(std::span<const int>(ints)), SendResult::ok);
+  ASSERT_EQ(b.send(std::string("back")), SendResult::ok);
+
+  auto p = b.recv<Point>();
+  EXPECT_EQ(p.x, 3);
+  EXPECT_EQ(p.y, 4.5);
+  EXPECT_EQ(b.recv_string(), "hello");
+  auto bytes = b.recv_bytes();
+  ASSERT_EQ(bytes.size(), sizeof(int) * 4);
+  std::vector<int> got(4);
+  std::memcpy(got.data(), bytes.data(), bytes.size());
+  EXPECT_EQ(got, ints);
+  EXPECT_EQ(a.recv_string(), "back");
+}
+
+TEST(Pipe, HalfDuplexFirstEndOnlyReceivesSecondOnlySends) {
+  auto [r, w] = Pipe(false);
+  EXPECT_TRUE(r.readable());
+  EXPECT_FALSE(r.writable());
+  EXPECT_TRUE(w.writable());
+  EXPECT_FALSE(w.readable());
+  EXPECT_EQ(r.send(1), SendResult::closed);
+  int x = 0;
+  EXPECT_EQ(w.recv(x), RecvResult::closed);
+  ASSERT_EQ(w.send(42), SendResult::ok);
+  EXPECT_EQ(r.recv<int>(), 42);
+}
+
+TEST(Pipe, EmptyMessageIsAMessage) {
+  auto [a, b] = Pipe();
+  ASSERT_EQ(a.send_bytes({}), SendResult::ok);
+  std::size_t n = 99;
+  std::byte buf[1];
+  ASSERT_EQ(b.recv_bytes_into(buf, 0, n), RecvResult::ok);
+  EXPECT_EQ(n, 0u);
+}
+
+TEST(Pipe, RecvBytesIntoReportsTheSizeNeededAndKeepsTheMessage) {
+  auto [a, b] = Pipe();
+  const auto msg = pattern(100, 1);
+  ASSERT_EQ(a.send_bytes(msg), SendResult::ok);
+  std::vector<std::byte> small(60);
+  std::size_t n = 0;
+  EXPECT_EQ(b.recv_bytes_into(small, 0, n), RecvResult::too_small);
+  EXPECT_EQ(n, 100u);
+  std::vector<std::byte> big(150);
+  EXPECT_EQ(b.recv_bytes_into(big, 100, n), RecvResult::too_small);  // offset counts
+  ASSERT_EQ(b.recv_bytes_into(big, 50, n), RecvResult::ok);
+  EXPECT_EQ(n, 100u);
+  EXPECT_TRUE(std::equal(msg.begin(), msg.end(), big.begin() + 50));
+}
+
+TEST(Pipe, RecvBytesAboveMaxLengthIsTooLargeAndKeepsTheMessage) {
+  auto [a, b] = Pipe();
+  ASSERT_EQ(a.send_bytes(pattern(500, 2)), SendResult::ok);
+  EXPECT_EQ(code_of([&] { (void)b.recv_bytes(499); }), Errc::too_large);
+  EXPECT_EQ(b.recv_bytes(500), pattern(500, 2));
+}
+
+TEST(Pipe, RecvOfAnotherSizeIsAMismatchAndKeepsTheMessage) {
+  auto [a, b] = Pipe();
+  ASSERT_EQ(a.send(std::uint16_t{7}), SendResult::ok);
+  std::uint64_t wide = 0;
+  EXPECT_EQ(b.recv(wide), RecvResult::size_mismatch);
+  EXPECT_EQ(b.recv<std::uint16_t>(), 7);
+}
+
+TEST(Pipe, MessageLargerThanTheRingStreamsThroughInFragments) {
+  PipeOptions o;
+  o.capacity = 4096;
+  auto [a, b] = Pipe(o);
+  const std::vector<std::size_t> sizes{1016, 1017, 5000, 4096, 1 << 20, 3};
+  std::thread reader([&b = b, &sizes] {
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      auto got = b.recv_bytes();
+      EXPECT_EQ(got, pattern(sizes[i], static_cast<unsigned>(i))) << "message " << i;
+    }
+  });
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    ASSERT_EQ(a.send_bytes(pattern(sizes[i], static_cast<unsigned>(i))), SendResult::ok);
+  }
+  reader.join();
+}
+
+TEST(Pipe, FragmentedMessageIntoTooSmallBufferReportsItsSize) {
+  PipeOptions o;
+  o.capacity = 4096;
+  auto [a, b] = Pipe(o);
+  ASSERT_EQ(a.send_bytes(pattern(2000, 5)), SendResult::ok);  // 2 frames, fits the ring
+  std::vector<std::byte> buf(100);
+  std::size_t n = 0;
+  EXPECT_EQ(b.recv_bytes_into(buf, 0, n), RecvResult::too_small);
+  EXPECT_EQ(n, 2000u);
+  EXPECT_EQ(b.recv_bytes(), pattern(2000, 5));
+}
+
+TEST(Pipe, AboveMaxMessageFailsBeforeAnythingIsSent) {
+  PipeOptions o;
+  o.capacity = 4096;
+  o.max_message = 3000;
+  auto [a, b] = Pipe(o);
+  EXPECT_EQ(a.send_bytes(pattern(3001, 0)), SendResult::too_large);
+  std::size_t n = 0;
+  std::byte buf[8];
+  EXPECT_EQ(b.try_recv_bytes_into(buf, 0, n), RecvResult::empty);
+  EXPECT_EQ(a.send_bytes(pattern(3000, 0)), SendResult::ok);
+  EXPECT_EQ(b.recv_bytes(), pattern(3000, 0));
+}
+
+TEST(Pipe, TimedCallsTimeOutOnEmptyAndFull) {
+  PipeOptions o;
+  o.capacity = 4096;
+  auto [a, b] = Pipe(o);
+  std::byte buf[64];
+  std::size_t n = 0;
+  EXPECT_EQ(b.recv_bytes_into_for(buf, 0, n, 20ms), RecvResult::timeout);
+  EXPECT_FALSE(b.poll());
+  EXPECT_FALSE(b.poll(5ms));
+  const auto msg = pattern(500, 0);
+  while (a.try_send_bytes(msg) == SendResult::ok) {
+  }
+  EXPECT_EQ(a.try_send_bytes(msg), SendResult::full);
+  EXPECT_EQ(a.send_bytes_for(msg, 20ms), SendResult::timeout);
+  EXPECT_TRUE(b.poll());
+}
+
+TEST(Pipe, CloseDeliversEverythingThenEof) {
+  auto [a, b] = Pipe();
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(a.send(i), SendResult::ok);
+  a.close();
+  EXPECT_TRUE(a.closed());
+  EXPECT_EQ(a.send(9), SendResult::closed);  // using a closed end
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(b.recv<int>(), i);
+  int x = 0;
+  EXPECT_EQ(b.recv(x), RecvResult::eof);
+  EXPECT_TRUE(b.poll());  // EOF is ready, like multiprocessing
+  EXPECT_EQ(code_of([&] { (void)b.recv<int>(); }), Errc::closed);
+  EXPECT_EQ(b.send(1), SendResult::broken);
+}
+
+TEST(Pipe, BlockedReceiverWakesOnClose) {
+  PipeOptions o;
+  o.wait.strategy = WaitStrategy::blocking;
+  auto [a, b] = Pipe(o);
+  std::thread reader([&b = b] {
+    int x = 0;
+    EXPECT_EQ(b.recv(x), RecvResult::eof);
+  });
+  a.close();
+  reader.join();
+}
+
+TEST(Pipe, PingPongUnderEveryStrategy) {
+  for (auto s : {WaitStrategy::busy_poll, WaitStrategy::adaptive, WaitStrategy::blocking}) {
+    PipeOptions o;
+    o.wait.strategy = s;
+    o.wait.spin = std::chrono::microseconds(1);
+    auto [a, b] = Pipe(o);
+    std::thread echo([&b = b] {
+      int x = 0;
+      while (b.recv(x) == RecvResult::ok) {
+        if (b.send(x + 1) != SendResult::ok) return;
+      }
+    });
+    for (int i = 0; i < 2000; ++i) {
+      ASSERT_EQ(a.send(i), SendResult::ok);
+      ASSERT_EQ(a.recv<int>(), i + 1);
+    }
+    a.close();
+    echo.join();
+  }
+}
+
+TEST(Pipe, BatchBecomesVisibleAtEndBatch) {
+  auto [a, b] = Pipe();
+  a.begin_batch();
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(a.send(i), SendResult::ok);
+  EXPECT_FALSE(b.poll());
+  a.end_batch();
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(b.recv<int>(), i);
+}
+
+TEST(Pipe, FullTrySendInsideABatchPublishesTheBatch) {
+  PipeOptions o;
+  o.capacity = 4096;
+  auto [a, b] = Pipe(o);
+  a.begin_batch();
+  int sent = 0;
+  while (a.try_send(sent) == SendResult::ok) ++sent;
+  // The batch was published when the ring filled: the reader sees it all.
+  for (int i = 0; i < sent; ++i) {
+    int x = -1;
+    ASSERT_EQ(b.recv_for(x, 5s), RecvResult::ok) << i;
+    ASSERT_EQ(x, i);
+  }
+  a.end_batch();
+}
+
+TEST(Pipe, ZeroCopyReserveCommitPeekRelease) {
+  auto [a, b] = Pipe();
+  std::span<std::byte> out;
+  ASSERT_EQ(a.reserve(32, out), SendResult::ok);
+  ASSERT_EQ(out.size(), 32u);
+  std::memcpy(out.data(), "zero-copy", 9);
+  a.commit(9);
+  std::span<const std::byte> in;
+  ASSERT_EQ(b.peek(in), RecvResult::ok);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(in.data()), in.size()), "zero-copy");
+  b.release();
+  EXPECT_FALSE(b.poll());
+  EXPECT_EQ(a.reserve(a.max_frame_payload() + 1, out), SendResult::too_large);
+}
+
+TEST(Pipe, SecondTakerOfAnEndGetsAnError) {
+  SegmentGuard g(unique_name("pipe-take"));
+  auto first = Connection::create(g.name(), PipeEnd::first);
+  auto second = Connection::open(g.name(), PipeEnd::second);
+  EXPECT_EQ(code_of([&] { (void)Connection::open(g.name(), PipeEnd::second); }),
+            Errc::already_exists);
+  EXPECT_EQ(code_of([&] { (void)Connection::open(g.name(), PipeEnd::first); }),
+            Errc::already_exists);
+  ASSERT_EQ(second.send("by name"), SendResult::ok);
+  EXPECT_EQ(first.recv_string(), "by name");
+}
+
+TEST(Pipe, OpeningAnotherKindOrMissingNameFails) {
+  SegmentGuard g(unique_name("pipe-kind"));
+  auto shm = SharedMemory::create(g.name(), 4096);
+  EXPECT_EQ(code_of([&] { (void)Connection::open(g.name(), PipeEnd::first); }), Errc::wrong_kind);
+  EXPECT_EQ(code_of([&] { (void)Connection::open(unique_name("none"), PipeEnd::first); }),
+            Errc::not_found);
+  PipeOptions bad;
+  bad.capacity = 5000;
+  EXPECT_EQ(code_of([&] { (void)Pipe(unique_name("bad"), bad); }), Errc::invalid_argument);
+}
+
+TEST(Pipe, CorruptedHeaderFailsTheChannelWithAnError) {
+  SegmentGuard g(unique_name("pipe-corrupt"));
+  auto [a, b] = Pipe(g.name());
+  ASSERT_EQ(a.send(1), SendResult::ok);
+  {
+    SegmentOptions so;
+    so.attach = false;
+    auto seg = detail::Segment::open(g.name(), ObjectKind::pipe, detail::kBytesTag, so);
+    // a -> b flows through ring 1 (end e receives ring e): damage its first header.
+    const auto cap = reinterpret_cast<detail::PipeControl*>(seg.payload())->config.capacity;
+    std::byte* ring1 = seg.payload() + detail::kPipeControlSize + cap;
+    const std::uint64_t bad = detail::kFrameValid | detail::frame_tag(0) | (cap * 2);
+    std::memcpy(ring1, &bad, sizeof bad);
+  }
+  int x = 0;
+  EXPECT_EQ(b.recv(x), RecvResult::corrupted);
+  EXPECT_EQ(code_of([&] { (void)b.recv_bytes(); }), Errc::corrupted);
+}
+
+TEST(Pipe, StatisticsAreReadableThroughASegmentView) {
+  SegmentGuard g(unique_name("pipe-stats"));
+  auto [a, b] = Pipe(g.name());
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(a.send(std::uint64_t{1}), SendResult::ok);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(b.recv<std::uint64_t>(), 1u);
+  std::byte buf[8];
+  std::size_t n = 0;
+  EXPECT_EQ(b.try_recv_bytes_into(buf, 0, n), RecvResult::empty);  // publishes its position
+  ASSERT_EQ(b.send("x"), SendResult::ok);
+  a.close();
+
+  auto view = SegmentView::open(g.name());
+  const PipeStats s = pipe_stats(view);
+  EXPECT_TRUE(s.duplex);
+  EXPECT_EQ(s.rings[1].messages_sent, 5u);
+  EXPECT_EQ(s.rings[1].bytes_sent, 40u);
+  EXPECT_EQ(s.rings[1].messages_received, 5u);
+  EXPECT_EQ(s.rings[1].bytes_received, 40u);
+  EXPECT_EQ(s.rings[1].depth_bytes, 0u);
+  EXPECT_EQ(s.rings[0].messages_sent, 1u);
+  EXPECT_GT(s.rings[0].depth_bytes, 0u);
+  EXPECT_EQ(s.ends[1].owner.pid, ::getpid());
+  EXPECT_TRUE(s.ends[1].owner_alive);
+  EXPECT_TRUE(s.ends[0].closed);
+  EXPECT_FALSE(s.ends[1].closed);
+
+  auto shm_name = unique_name("not-a-pipe");
+  SegmentGuard g2(shm_name);
+  auto shm = SharedMemory::create(shm_name, 64);
+  EXPECT_EQ(code_of([&] { (void)pipe_stats(SegmentView::open(shm_name)); }), Errc::wrong_kind);
+}
+
+}  // namespace
+}  // namespace shmbus
