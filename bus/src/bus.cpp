@@ -254,6 +254,13 @@ BytesQueue Bus::bytes_queue(std::string_view object, const QueueOptions& options
       [&](const std::string& full) { return BytesQueue(full, options); });
 }
 
+Connection Bus::pipe(std::string_view object, PipeEnd end, const PipeOptions& options) {
+  return open_or_create<Connection>(
+      object, ObjectKind::pipe, detail::kBytesTag, options.capacity,
+      [&](const std::string& full) { return Connection::create(full, end, options); },
+      [&](const std::string& full) { return Connection::open(full, end); });
+}
+
 void Bus::close() noexcept {
   if (!registry_.valid()) return;
   Registry& reg = registry();

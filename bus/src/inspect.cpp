@@ -5,6 +5,7 @@
 #include "shmbus/condition.hpp"
 #include "shmbus/event.hpp"
 #include "shmbus/lock.hpp"
+#include "shmbus/pipe.hpp"
 #include "shmbus/queue.hpp"
 #include "shmbus/semaphore.hpp"
 
@@ -32,8 +33,40 @@ void bus_registry_stats(const SegmentView& view, ObjectStats& stats) {
   }
 }
 
-void gauge(ObjectStats& stats, const char* name, std::int64_t v) {
+void gauge(ObjectStats& stats, const std::string& name, std::int64_t v) {
   stats.gauges.emplace_back(name, v);
+}
+
+void pipe_object_stats(const SegmentView& view, ObjectStats& stats) {
+  PipeStats p;
+  try {
+    p = pipe_stats(view);
+  } catch (const Error& e) {
+    stats.problems.push_back(e.reason());
+    return;
+  }
+  gauge(stats, "duplex", p.duplex);
+  for (int e = 0; e < 2; ++e) {
+    const std::string end = e == 0 ? "end0." : "end1.";
+    const auto& ring = p.rings[static_cast<std::size_t>(e)];
+    const auto& owner = p.ends[static_cast<std::size_t>(e)];
+    // rings[e] flows into end e; a half-duplex pipe has only rings[0].
+    if (p.duplex || e == 0) {
+      stats.counters.emplace_back(end + "messages_in", ring.messages_received);
+      stats.counters.emplace_back(end + "bytes_in", ring.bytes_received);
+      stats.counters.emplace_back(end + "blocked_recvs", ring.blocked_recvs);
+      stats.counters.emplace_back(end + "peer_messages_out", ring.messages_sent);
+      stats.counters.emplace_back(end + "peer_blocked_sends", ring.blocked_sends);
+      gauge(stats, end + "depth_bytes", static_cast<std::int64_t>(ring.depth_bytes));
+    }
+    gauge(stats, end + "owner_pid", owner.owner.pid);
+    gauge(stats, end + "closed", owner.closed);
+    stats.counters.emplace_back(end + "peer_deaths", owner.peer_deaths);
+    if (owner.owner.pid != 0 && !owner.owner_alive && !owner.closed) {
+      stats.problems.push_back("end " + std::to_string(e) + " held by dead process " +
+                               std::to_string(owner.owner.pid) + ": its peer reads EOF");
+    }
+  }
 }
 
 void lock_stats(const SegmentView& view, ObjectStats& stats) {
@@ -63,6 +96,9 @@ ObjectStats object_stats(const SegmentView& view) {
   switch (*view.info().kind) {
     case ObjectKind::bus_registry:
       bus_registry_stats(view, stats);
+      break;
+    case ObjectKind::pipe:
+      pipe_object_stats(view, stats);
       break;
     case ObjectKind::lock:
     case ObjectKind::rlock:

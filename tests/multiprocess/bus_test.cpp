@@ -6,6 +6,7 @@
 
 #include <csignal>
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <mutex>
 #include <unistd.h>
@@ -66,6 +67,7 @@ TEST(Bus, ChannelsAndPrimitivesOpenFromAnotherProcess) {
   BusGuard g{bus_name("mixed")};
   Bus bus(g.name);
   auto orders = bus.queue<std::int64_t>("orders", {.capacity = 64});
+  auto ctl = bus.pipe("ctl", PipeEnd::first);
   auto ready = bus.event("ready");
   auto lock = bus.lock("book");
   auto hits = bus.value<std::int64_t>("hits", 0);
@@ -73,6 +75,7 @@ TEST(Bus, ChannelsAndPrimitivesOpenFromAnotherProcess) {
   pid_t child = test::fork_child([&] {
     Bus other(g.name);
     auto q = other.queue<std::int64_t>("orders");
+    auto pipe_end = other.pipe("ctl", PipeEnd::second);
     auto ev = other.event("ready");
     auto lk = other.lock("book");
     auto v = other.value<std::int64_t>("hits");
@@ -83,6 +86,7 @@ TEST(Bus, ChannelsAndPrimitivesOpenFromAnotherProcess) {
       v.set(v.get() + 1);
     }
     if (q.put(x + 1) != QueueResult::ok) return 2;
+    if (pipe_end.send(std::string("hello")) != SendResult::ok) return 5;
     ev.set();
     // Opening with the wrong payload type is a clear error.
     try {
@@ -98,13 +102,14 @@ TEST(Bus, ChannelsAndPrimitivesOpenFromAnotherProcess) {
   ASSERT_EQ(orders.get_for(back, 5s), QueueResult::ok);
   EXPECT_EQ(back, 42);
   EXPECT_EQ(hits.get(), 1);
+  EXPECT_EQ(ctl.recv_string(), "hello");
   auto st = test::wait_child(child);
   ASSERT_TRUE(st.exited);
   EXPECT_EQ(st.code, 0);
   std::vector<std::string> kinds;
   for (const auto& o : bus.objects()) kinds.emplace_back(to_string(o.kind));
   std::sort(kinds.begin(), kinds.end());
-  EXPECT_EQ(kinds, (std::vector<std::string>{"event", "lock", "queue", "value"}));
+  EXPECT_EQ(kinds, (std::vector<std::string>{"event", "lock", "pipe", "queue", "value"}));
 }
 
 TEST(Bus, WrongSizeOrBadNamesAreClearErrors) {
@@ -205,6 +210,69 @@ TEST(Bus, SigkilledUsersAreSweptByGcAndLiveOnesAreKept) {
   ASSERT_EQ(r.exit_code, 0);
   EXPECT_TRUE(leftovers(dead.name).empty()) << r.output;
   EXPECT_EQ(leftovers(live.name).size(), 2u);  // live process still attached
+}
+
+// Finds `key` in a stats object of bus-inspector's JSON ("counters" or "gauges").
+std::int64_t stat(const nlohmann::json& j, const char* group, const std::string& key) {
+  const auto& g = j.at("stats").at(group);
+  EXPECT_TRUE(g.contains(key)) << j.dump(2);
+  return g.contains(key) ? g[key].get<std::int64_t>() : -1;
+}
+
+TEST(Bus, InspectorShowsDepthCountersAndDeadPeers) {
+  BusGuard g{bus_name("live")};
+  Bus bus(g.name);
+  auto orders = bus.queue<int>("orders", {.capacity = 16});
+  auto ctl = bus.pipe("ctl", PipeEnd::first);
+  // A child takes the other end of the pipe, sends two messages, puts one
+  // order, then is killed.
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t child = test::fork_child([&] {
+    Bus other(g.name);
+    auto end = other.pipe("ctl", PipeEnd::second);
+    auto q = other.queue<int>("orders");
+    if (end.send(std::string("one")) != SendResult::ok) return 1;
+    if (end.send(std::string("two")) != SendResult::ok) return 2;
+    if (q.put(7) != QueueResult::ok) return 3;
+    char c = 'r';
+    if (::write(ready[1], &c, 1) != 1) return 4;
+    for (;;) ::pause();
+  });
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ASSERT_EQ(orders.put(8), QueueResult::ok);
+  ::kill(child, SIGKILL);
+  EXPECT_EQ(test::wait_child(child).signal, SIGKILL);
+
+  auto q = test::run_inspector({"show", g.name + "/orders", "--json"});
+  ASSERT_EQ(q.exit_code, 0) << q.output;
+  const auto qj = nlohmann::json::parse(q.output);
+  EXPECT_EQ(stat(qj, "gauges", "depth"), 2);
+  EXPECT_EQ(stat(qj, "counters", "committed"), 2);
+  EXPECT_EQ(stat(qj, "counters", "delivered"), 0);
+
+  auto p = test::run_inspector({"show", g.name + "/ctl", "--json"});
+  ASSERT_EQ(p.exit_code, 0) << p.output;
+  const auto pj = nlohmann::json::parse(p.output);
+  EXPECT_EQ(stat(pj, "counters", "end0.peer_messages_out"), 2);
+  EXPECT_GT(stat(pj, "gauges", "end0.depth_bytes"), 0);
+  EXPECT_EQ(stat(pj, "gauges", "end1.owner_pid"), child);
+  bool dead_peer = false;
+  for (const auto& problem : pj["stats"]["problems"]) {
+    dead_peer = dead_peer || problem.get<std::string>().find("dead process") != std::string::npos;
+  }
+  EXPECT_TRUE(dead_peer) << p.output;
+  bool child_dead = false;
+  for (const auto& a : pj["attached"]) child_dead = child_dead || (a["pid"] == child && !a["alive"]);
+  EXPECT_TRUE(child_dead);
+
+  // The survivor still reads everything committed, then EOF.
+  EXPECT_EQ(ctl.recv_string(), "one");
+  EXPECT_EQ(ctl.recv_string(), "two");
+  std::array<std::byte, 16> buf{};
+  std::size_t n = 0;
+  EXPECT_EQ(ctl.recv_bytes_into_for(buf, 0, n, 5s), RecvResult::peer_dead);
 }
 
 TEST(Bus, InspectorShowsTheRegistry) {

@@ -37,6 +37,7 @@
 #include "shmbus/event.hpp"
 #include "shmbus/lock.hpp"
 #include "shmbus/object_kind.hpp"
+#include "shmbus/pipe.hpp"
 #include "shmbus/queue.hpp"
 #include "shmbus/segment_info.hpp"
 #include "shmbus/semaphore.hpp"
@@ -89,6 +90,9 @@ class Bus {
   template <class T>
   JoinableQueue<T> joinable_queue(std::string_view object, const QueueOptions& options = {});
   BytesQueue bytes_queue(std::string_view object, const QueueOptions& options = {});
+  // One end of the pipe `object`: the first process to ask creates the
+  // pipe with `options`; each end can be taken by one process only.
+  Connection pipe(std::string_view object, PipeEnd end, const PipeOptions& options = {});
   template <class T>
   Array<T> array(std::string_view object, std::size_t size, const T& init = T{});
 
