@@ -46,6 +46,7 @@ void pipe_object_stats(const SegmentView& view, ObjectStats& stats) {
     return;
   }
   gauge(stats, "duplex", p.duplex);
+  gauge(stats, "statistics", p.statistics);
   for (int e = 0; e < 2; ++e) {
     const std::string end = e == 0 ? "end0." : "end1.";
     const auto& ring = p.rings[static_cast<std::size_t>(e)];

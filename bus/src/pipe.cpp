@@ -97,6 +97,7 @@ std::shared_ptr<detail::Segment> create_segment(std::string_view name, const Pip
     c->config.max_message = o.max_message;
     c->config.strategy = static_cast<std::uint32_t>(o.wait.strategy);
     c->config.spin_ns = static_cast<std::uint64_t>(o.wait.spin.count());
+    c->config.flags = o.statistics ? 0 : detail::kPipeNoStatistics;
     // relaxed: published by the segment's ready store ([segment.ready]).
     c->ends[0].owner.store(owner0, std::memory_order_relaxed);
     c->ends[1].owner.store(owner1, std::memory_order_relaxed);
@@ -214,11 +215,13 @@ Connection::Connection(std::shared_ptr<detail::Segment> segment, int end, bool t
     const int r = end;  // end e receives from ring e
     rx_ = detail::RingConsumer(&control_->rings[r], rings + cap * static_cast<std::size_t>(r), cap,
                                notify);
+    rx_.set_statistics((k.flags & detail::kPipeNoStatistics) == 0);
   }
   if (can_send_) {
     const int r = duplex ? 1 - end : 0;  // and sends into ring 1 - e
     tx_ = detail::RingProducer(&control_->rings[r], rings + cap * static_cast<std::size_t>(r), cap,
                                notify);
+    tx_.set_statistics((k.flags & detail::kPipeNoStatistics) == 0);
   }
   active_ = taken;
   closed_ = false;
@@ -767,6 +770,7 @@ PipeStats pipe_stats(const SegmentView& view) {
   validate_config(info.name, *c, payload.size());
   PipeStats s;
   s.duplex = c->config.duplex != 0;
+  s.statistics = (c->config.flags & detail::kPipeNoStatistics) == 0;
   s.max_message = c->config.max_message;
   s.strategy = static_cast<WaitStrategy>(c->config.strategy);
   for (int r = 0; r < (s.duplex ? 2 : 1); ++r) {

@@ -95,6 +95,10 @@ struct PipeOptions {
   // How both ends wait (fixed per pipe: the sender must know whether to
   // wake a sleeping receiver).
   WaitPolicy wait{};
+  // Message and byte counters for bus-inspector (fixed per pipe). They are
+  // plain stores to lines only their side writes; off exists to measure
+  // exactly that cost (bench: BM_PipeNoStats_*).
+  bool statistics = true;
   // Anonymous pipes (no name given) are unlinked at once and shared by
   // fork() only, like multiprocessing's.
   SegmentOptions segment{};

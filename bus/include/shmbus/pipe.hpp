@@ -72,6 +72,7 @@ struct PipeEndStats {
 
 struct PipeStats {
   bool duplex = false;
+  bool statistics = true;  // false: the message/byte counters stay 0
   std::uint64_t max_message = 0;
   WaitStrategy strategy = WaitStrategy::adaptive;
   // rings[e] flows into end e (sent by the other end).

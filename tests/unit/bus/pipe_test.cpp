@@ -337,5 +337,23 @@ TEST(Pipe, StatisticsAreReadableThroughASegmentView) {
   EXPECT_EQ(code_of([&] { (void)pipe_stats(SegmentView::open(shm_name)); }), Errc::wrong_kind);
 }
 
+TEST(Pipe, StatisticsOffKeepsCountersAtZeroAndSaysSo) {
+  SegmentGuard g(unique_name("pipe-nostats"));
+  PipeOptions o;
+  o.statistics = false;
+  auto [a, b] = Pipe(g.name(), o);
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(a.send(std::uint64_t{7}), SendResult::ok);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(b.recv<std::uint64_t>(), 7u);
+  std::byte buf[8];
+  std::size_t n = 0;
+  EXPECT_EQ(b.try_recv_bytes_into(buf, 0, n), RecvResult::empty);  // publishes its position
+  const PipeStats s = pipe_stats(SegmentView::open(g.name()));
+  EXPECT_FALSE(s.statistics);
+  EXPECT_EQ(s.rings[1].messages_sent, 0u);
+  EXPECT_EQ(s.rings[1].bytes_sent, 0u);
+  EXPECT_EQ(s.rings[1].messages_received, 0u);
+  EXPECT_EQ(s.rings[1].depth_bytes, 0u);  // positions are kept either way
+}
+
 }  // namespace
 }  // namespace shmbus

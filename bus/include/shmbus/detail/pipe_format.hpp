@@ -26,9 +26,13 @@ struct PipeConfig {
   std::uint64_t capacity;     // bytes per ring, a power of two
   std::uint64_t max_message;  // largest message, fragments included
   std::uint32_t strategy;     // WaitStrategy, the same for both ends
-  std::uint32_t reserved;
+  std::uint32_t flags;        // kPipeNoStatistics; other bits 0
   std::uint64_t spin_ns;  // adaptive spin budget
 };
+
+// PipeConfig::flags: the ends keep no message/byte counters (0, the
+// default, keeps them; segments made before the flag existed read as 0).
+inline constexpr std::uint32_t kPipeNoStatistics = 1;
 
 // One end's line: written only by the process that holds the end (owner
 // by a CAS when the end is taken).

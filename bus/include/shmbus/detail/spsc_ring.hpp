@@ -187,16 +187,21 @@ class RingProducer {
     bytes_ += payload;
     // [ring.stats] relaxed: single-writer counters for inspection only.
     control_->producer.write_pos.store(pos_, std::memory_order_relaxed);
-    control_->producer.messages_sent.store(sent_, std::memory_order_relaxed);
-    control_->producer.bytes_sent.store(bytes_, std::memory_order_relaxed);
+    if (stats_) {
+      control_->producer.messages_sent.store(sent_, std::memory_order_relaxed);
+      control_->producer.bytes_sent.store(bytes_, std::memory_order_relaxed);
+    }
   }
+
+  // Whether commit() updates the message/byte counters (the pipe's config).
+  void set_statistics(bool on) noexcept { stats_ = on; }
 
   // Counts one message made of several fragments as one (commit() counted
   // each fragment); keeps messages_sent a count of user messages.
   void uncount_fragments(std::uint64_t n) noexcept {
     sent_ -= n;
     // [ring.stats] relaxed: single-writer counter.
-    control_->producer.messages_sent.store(sent_, std::memory_order_relaxed);
+    if (stats_) control_->producer.messages_sent.store(sent_, std::memory_order_relaxed);
   }
 
   // Frames committed until end_batch() become visible together, with one
@@ -307,6 +312,7 @@ class RingProducer {
   bool batching_ = false;
   bool pending_ = false;
   bool corrupted_ = false;
+  bool stats_ = true;      // update the [ring.stats] counters
 };
 
 // The consuming side of one ring. Every header and position it reads is
@@ -394,13 +400,18 @@ class RingConsumer {
   // sequence that does not add up): the ring is unusable from now on.
   void mark_corrupted() noexcept { corrupted_ = true; }
 
+  // Whether publish_read() updates the message/byte counters.
+  void set_statistics(bool on) noexcept { stats_ = on; }
+
   // Publishes the read position (and statistics) now.
   void publish_read() noexcept {
     if (pos_ == published_) return;
     published_ = pos_;
     // [ring.stats] relaxed: single-writer counters for inspection only.
-    control_->consumer.messages_received.store(received_, std::memory_order_relaxed);
-    control_->consumer.bytes_received.store(bytes_, std::memory_order_relaxed);
+    if (stats_) {
+      control_->consumer.messages_received.store(received_, std::memory_order_relaxed);
+      control_->consumer.bytes_received.store(bytes_, std::memory_order_relaxed);
+    }
     if (notify_) {
       // [ring.consume] seq_cst: pairs with the producer's acquire in
       // refresh_read() and its seq_cst load in has_room(); seq_cst for
@@ -432,6 +443,7 @@ class RingConsumer {
   std::uint64_t bytes_ = 0;
   bool notify_ = false;
   bool corrupted_ = false;
+  bool stats_ = true;      // update the [ring.stats] counters
 };
 
 }  // namespace shmbus::detail
