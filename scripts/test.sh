@@ -28,6 +28,7 @@ for b in "${builds[@]}"; do
     *) echo "test: unknown build '$b'"; exit 2 ;;
   esac
   echo "=== [$b] configure + build ($dir)"
+  mkdir -p "$dir"
   if ! cmake -S . -B "$dir" -G Ninja "${args[@]}" >"$dir.configure.log" 2>&1; then
     cat "$dir.configure.log"; failed+=("$b:configure"); continue
   fi
