@@ -44,6 +44,7 @@
 #include <atomic>
 #include <boost/interprocess/ipc/message_queue.hpp>
 #include <boost/lockfree/queue.hpp>
+#include <vector>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -53,6 +54,7 @@
 #include "bench_support.hpp"
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/queue.hpp"
+#include "shmbus/topology.hpp"
 
 SHMBUS_BENCH_REFERENCES();
 
@@ -315,7 +317,9 @@ using QueueBlock = ShmbusQueue<shmbus::WaitStrategy::blocking>;
 
 template <class X>
 void register_streams(const std::string& t) {
-  for (auto [p, c] : {std::pair{1, 1}, std::pair{2, 2}, std::pair{4, 4}}) {
+  std::vector<std::pair<int, int>> shapes{{1, 1}, {2, 2}, {4, 4}};
+  if (shmbus::cpu_count() >= 16) shapes.emplace_back(8, 8);  // scaling runs on big hosts
+  for (auto [p, c] : shapes) {
     const std::string n =
         "BM_" + t + "_Stream_" + std::to_string(p) + "P" + std::to_string(c) + "C";
     benchmark::RegisterBenchmark(n.c_str(), [p, c](benchmark::State& s) { stream<X>(s, p, c); })
