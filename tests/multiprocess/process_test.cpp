@@ -22,15 +22,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-Errc code_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no shmbus::Error thrown";
-  return Errc::system;
-}
+using test::code_of;
 
 // A pipe both ends of which close with the test.
 struct Pipe {

@@ -8,9 +8,38 @@
 #include <thread>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include "shmbus/detail/segment.hpp"
 
 namespace shmbus::test {
+
+namespace {
+// argv for execv(): `path` then `args`, NUL-terminated; owns the strings.
+class Argv {
+ public:
+  Argv(const std::string& path, const std::vector<std::string>& args) : strings_{path} {
+    strings_.insert(strings_.end(), args.begin(), args.end());
+    for (auto& a : strings_) pointers_.push_back(a.data());
+    pointers_.push_back(nullptr);
+  }
+  char* const* get() noexcept { return pointers_.data(); }
+
+ private:
+  std::vector<std::string> strings_;
+  std::vector<char*> pointers_;
+};
+}  // namespace
+
+Errc code_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  ADD_FAILURE() << "no shmbus::Error thrown";
+  return Errc::system;
+}
 
 std::string unique_name(std::string_view stem) {
   static std::atomic<unsigned> counter{0};
@@ -51,16 +80,12 @@ pid_t fork_child(const std::function<int()>& body) {
 }
 
 pid_t spawn_helper(const std::string& name, const std::vector<std::string>& args) {
-  std::string path = std::string(SHMBUS_BINARY_DIR) + "/helpers/shmbus_helper_" + name;
-  std::vector<std::string> all{path};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
+  const std::string path = std::string(SHMBUS_BINARY_DIR) + "/helpers/shmbus_helper_" + name;
+  Argv argv(path, args);
   std::fflush(nullptr);
   pid_t pid = ::fork();
   if (pid == 0) {
-    ::execv(path.c_str(), argv.data());
+    ::execv(path.c_str(), argv.get());
     std::perror("execv");
     ::_exit(127);
   }
@@ -116,18 +141,14 @@ CommandResult run_inspector(const std::vector<std::string>& args) {
   std::string path = std::string(SHMBUS_BINARY_DIR) + "/tools/bus-inspector/bus-inspector";
   int out[2];
   if (::pipe(out) != 0) return {};
-  std::vector<std::string> all{path};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
+  Argv argv(path, args);
   std::fflush(nullptr);
   pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(out[1], STDOUT_FILENO);
     ::close(out[0]);
     ::close(out[1]);
-    ::execv(path.c_str(), argv.data());
+    ::execv(path.c_str(), argv.get());
     ::_exit(127);
   }
   ::close(out[1]);

@@ -10,7 +10,13 @@
 #include <sys/types.h>
 #include <vector>
 
+#include "shmbus/error.hpp"
+
 namespace shmbus::test {
+
+// The code of the shmbus::Error that `f` throws; a test failure (and
+// Errc::system) if it throws none.
+Errc code_of(const std::function<void()>& f);
 
 using namespace std::chrono_literals;
 

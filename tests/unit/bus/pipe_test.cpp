@@ -24,15 +24,7 @@ using namespace std::chrono_literals;
 using test::SegmentGuard;
 using test::unique_name;
 
-Errc code_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no shmbus::Error thrown";
-  return Errc::system;
-}
+using test::code_of;
 
 std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
   std::vector<std::byte> v(n);

@@ -18,15 +18,7 @@ namespace {
 using test::SegmentGuard;
 using test::unique_name;
 
-Errc code_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no shmbus::Error thrown";
-  return Errc::system;
-}
+using test::code_of;
 
 // Opens the raw file behind a segment to damage it the way a buggy peer or
 // an operator could.

@@ -22,15 +22,7 @@ using test::SegmentGuard;
 using test::unique_name;
 using namespace std::chrono_literals;
 
-Errc code_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no shmbus::Error thrown";
-  return Errc::system;
-}
+using test::code_of;
 
 void expect_ok(pid_t pid) {
   auto st = test::wait_child(pid);

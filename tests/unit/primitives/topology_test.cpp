@@ -16,15 +16,7 @@
 namespace shmbus {
 namespace {
 
-Errc code_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no shmbus::Error thrown";
-  return Errc::system;
-}
+using test::code_of;
 
 int exit_code_of(const std::function<int()>& body) {
   auto st = test::wait_child(test::fork_child(body));
