@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <cerrno>
+#include <csignal>
 #include <fcntl.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -13,32 +15,41 @@ namespace {
 constexpr unsigned kPidBits = 22;
 constexpr std::uint64_t kPidMask = (std::uint64_t{1} << kPidBits) - 1;
 
+enum class Stat : std::uint8_t { ok, gone, unknown };
+
 // Reads state and start time from /proc/PID/stat. The command name (field 2)
 // may hold spaces and parentheses, so parsing starts after its last ')'.
-bool read_stat(pid_t pid, char& state, std::uint64_t& start_time) noexcept {
+// `gone` only when the kernel says there is no such process; any other
+// failure (EMFILE, a hidepid /proc, a short read) is `unknown`: a caller must
+// not declare a process dead on that.
+Stat read_stat(pid_t pid, char& state, std::uint64_t& start_time) noexcept {
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
   int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  if (fd < 0) return errno == ENOENT || errno == ESRCH ? Stat::gone : Stat::unknown;
   char buf[1024];
   ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  const int read_errno = errno;
   ::close(fd);
-  if (n <= 0) return false;
+  if (n <= 0) return n < 0 && read_errno == ESRCH ? Stat::gone : Stat::unknown;
   buf[n] = '\0';
   char* p = std::strrchr(buf, ')');
-  if (p == nullptr || p[1] != ' ') return false;
+  if (p == nullptr || p[1] != ' ') return Stat::unknown;
   p += 2;  // field 3: state
   state = *p;
   // Skip fields 3..21 to reach field 22 (starttime).
   for (int field = 3; field < 22; ++field) {
     p = std::strchr(p, ' ');
-    if (p == nullptr) return false;
+    if (p == nullptr) return Stat::unknown;
     ++p;
   }
   char* end = nullptr;
   start_time = std::strtoull(p, &end, 10);
-  return end != p;
+  return end != p ? Stat::ok : Stat::unknown;
 }
+
+constexpr std::uint64_t kStartMask = ~std::uint64_t{0} >> kPidBits;
+
 }  // namespace
 
 std::uint64_t ProcessId::pack() const noexcept {
@@ -53,10 +64,10 @@ std::optional<ProcessId> lookup_process(pid_t pid) noexcept {
   if (pid <= 0) return std::nullopt;
   char state = 0;
   std::uint64_t start = 0;
-  if (!read_stat(pid, state, start)) return std::nullopt;
+  if (read_stat(pid, state, start) != Stat::ok) return std::nullopt;
   if (state == 'Z' || state == 'X' || state == 'x') return std::nullopt;
   // Keep the start time within the packed width, on both sides of a compare.
-  return ProcessId{pid, start & (~std::uint64_t{0} >> kPidBits)};
+  return ProcessId{pid, start & kStartMask};
 }
 
 namespace {
@@ -84,8 +95,23 @@ ProcessId this_process() noexcept {
 }
 
 bool is_alive(const ProcessId& id) noexcept {
-  auto now = lookup_process(id.pid);
-  return now.has_value() && now->start_time == id.start_time;
+  if (id.pid <= 0) return false;
+  char state = 0;
+  std::uint64_t start = 0;
+  switch (read_stat(id.pid, state, start)) {
+    case Stat::gone:
+      return false;
+    case Stat::unknown:
+      // Cannot read its identity: alive while the pid exists (a reused pid
+      // is then taken for the process; never the reverse, which would let
+      // a survivor repair or unlink what a live process uses).
+      return ::kill(id.pid, 0) == 0 || errno == EPERM;
+    case Stat::ok:
+      break;
+  }
+  if (state == 'Z' || state == 'X' || state == 'x') return false;
+  // start_time 0: recorded without an identity (its /proc was unreadable).
+  return id.start_time == 0 || (start & kStartMask) == id.start_time;
 }
 
 }  // namespace shmbus

@@ -102,7 +102,9 @@ std::pair<void*, std::size_t> map_and_read(const std::string& name, SegmentInfo&
     info.creator = ProcessId::unpack(h->creator);
     info.creator_alive = is_alive(info.creator);
     info.created_unix_ns = h->created_unix_ns;
-    for (std::uint32_t i = 0; i < h->attach_capacity; ++i) {
+    // Read once: a peer may rewrite the header after the check above.
+    const std::uint32_t capacity = std::min(h->attach_capacity, detail::kMaxAttachSlots);
+    for (std::uint32_t i = 0; i < capacity; ++i) {
       // relaxed: an identity snapshot; see [segment.attach].
       std::uint64_t word = h->attached[i].load(std::memory_order_relaxed);
       if (word == 0) continue;

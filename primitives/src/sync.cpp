@@ -491,8 +491,10 @@ void Barrier::break_generation(std::uint32_t gen, bool mark_broken) noexcept {
     // seq_cst gen load) and orders before the sleeper load ([wait.sleepers]).
     state_->gen.store(g + 1, std::memory_order_seq_cst);
     if (state_->sleepers.load(std::memory_order_seq_cst) != 0) detail::futex_wake(state_->gen);
+    // Only a generation that has not tripped yet can break: a waiter whose
+    // deadline passed just as the last party arrived has succeeded.
+    if (mark_broken) state_->broken.store(1, std::memory_order_relaxed);
   }
-  if (mark_broken) state_->broken.store(1, std::memory_order_relaxed);
 }
 
 BarrierResult Barrier::wait_until_(const Clock::time_point* deadline) noexcept {
@@ -548,11 +550,8 @@ BarrierResult Barrier::wait_until_(const Clock::time_point* deadline) noexcept {
       continue;
     }
     if (deadline != nullptr && now >= *deadline) {
-      if (lock_guard()) {
-        break_generation(gen, true);
-      } else {
-        break_generation(gen, true);
-      }
+      (void)lock_guard();  // an owner-died guard is ours all the same
+      break_generation(gen, true);
       detail::mutex_release(state_->guard);
       break;
     }

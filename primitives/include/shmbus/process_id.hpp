@@ -33,7 +33,9 @@ struct ProcessId {
 [[nodiscard]] std::optional<ProcessId> lookup_process(pid_t pid) noexcept;
 
 // True while the very process `id` names is running (not a zombie, and its
-// pid not reused by another process).
+// pid not reused by another process). Only a definite answer from the kernel
+// makes it false: if /proc cannot be read (EMFILE, hidepid), a pid that
+// exists counts as alive, so nobody repairs or unlinks what it still uses.
 [[nodiscard]] bool is_alive(const ProcessId& id) noexcept;
 
 }  // namespace shmbus
