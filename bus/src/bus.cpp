@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <ctime>
 #include <thread>
 #include <unistd.h>
 
@@ -17,13 +16,6 @@ using detail::Registry;
 using detail::RegistryEntry;
 
 constexpr detail::TypeTag kRegistryTag = detail::type_tag<Registry>();
-
-std::uint64_t now_unix_ns() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
 
 // Bus and object names are segment names without '.', so that
 // "<bus>.<object>" is unambiguous.
@@ -67,8 +59,11 @@ bool segment_exists(const std::string& name) {
 
 }  // namespace
 
-Bus::Bus(std::string_view name, const SegmentOptions& options) {
+Bus::Bus(std::string_view name, const SegmentOptions& caller_options) {
   validate_part(name, "bus");
+  // The closing handshake counts users through the attachment table.
+  SegmentOptions options = caller_options;
+  options.attach = true;
   const auto deadline = Clock::now() + std::chrono::seconds(5);
   for (;;) {
     detail::Segment seg;
@@ -89,6 +84,10 @@ Bus::Bus(std::string_view name, const SegmentOptions& options) {
         continue;  // unlinked by a closing last user: create afresh
       }
     }
+    if (seg.payload_size() < sizeof(Registry)) {
+      throw Error(Errc::corrupted, std::string(name),
+                  "registry payload of " + std::to_string(seg.payload_size()) + " bytes");
+    }
     auto* r = reinterpret_cast<Registry*>(seg.payload());
     if (r->entry_count != detail::kRegistryEntries) {
       throw Error(Errc::corrupted, std::string(name), "registry entry count " +
@@ -97,7 +96,9 @@ Bus::Bus(std::string_view name, const SegmentOptions& options) {
     // [registry.lifecycle] seq_cst, after our seq_cst attach in open():
     // a closer that stored its token before our attach is seen here.
     const std::uint64_t closer = r->closing.load(std::memory_order_seq_cst);
-    if (closer == 0 || !is_alive(ProcessId::unpack(closer))) {
+    const bool unlinked = seg.header().state.load(std::memory_order_seq_cst) ==
+                          static_cast<std::uint32_t>(detail::SegmentState::closed);
+    if (!unlinked && (closer == 0 || !is_alive(ProcessId::unpack(closer)))) {
       registry_ = std::move(seg);
       break;
     }
@@ -131,8 +132,23 @@ Bus::Bus(std::string_view name, const SegmentOptions& options) {
 
 Bus::~Bus() { close(); }
 
+Bus& Bus::operator=(Bus&& other) noexcept {
+  if (this != &other) {
+    close();
+    registry_ = std::move(other.registry_);
+  }
+  return *this;
+}
+
+void Bus::attach() { registry_.attach(); }
+
 std::string Bus::full_name(std::string_view object) const {
   validate_part(object, "object");
+  if (object.size() >= detail::kRegistryObjectName) {
+    throw Error(Errc::invalid_name, std::string(object),
+                "object names are at most " + std::to_string(detail::kRegistryObjectName - 1) +
+                    " characters");
+  }
   return name() + "." + std::string(object);
 }
 
@@ -148,7 +164,7 @@ void Bus::register_object(std::string_view object, ObjectKind kind, detail::Type
     e.kind = static_cast<std::uint32_t>(kind);
     e.capacity = capacity;
     e.type_fingerprint = type.fingerprint;
-    e.created_unix_ns = now_unix_ns();
+    e.created_unix_ns = detail::unix_time_ns();
     std::memset(e.object, 0, sizeof e.object);
     std::memcpy(e.object, object.data(), std::min(object.size(), sizeof e.object - 1));
     std::memset(e.type_name, 0, sizeof e.type_name);
@@ -267,9 +283,26 @@ void Bus::close() noexcept {
   detail::SegmentHeader& h = registry_.header();
   const std::string bus = name();
   const std::uint64_t me = this_process().pack();
+  const bool counted = registry_.attached_here();
   registry_.detach();
+  // A handle inherited across fork() without attach() was never counted:
+  // it must not decide for the processes that are.
+  if (!counted) {
+    registry_.close();
+    return;
+  }
+  const auto is_unlinked = [&h] {
+    // [registry.lifecycle] seq_cst: the last closer stores `closed` before
+    // it unlinks; a handle that sees it has nothing left to clean.
+    return h.state.load(std::memory_order_seq_cst) ==
+           static_cast<std::uint32_t>(detail::SegmentState::closed);
+  };
   // Take the closing token; a dead holder's token may be taken over.
   for (int spin = 0;; ++spin) {
+    if (is_unlinked()) {
+      registry_.close();
+      return;
+    }
     std::uint64_t expected = 0;
     // [registry.lifecycle] seq_cst: pairs with the opener's attach + load.
     if (reg.closing.compare_exchange_strong(expected, me, std::memory_order_seq_cst)) break;
@@ -298,8 +331,12 @@ void Bus::close() noexcept {
     registry_.close();
     return;
   }
-  // Last user: unlink every object of the bus, registered or not, then
-  // the registry. Openers that see our token wait for the registry to go.
+  // Last user: mark the registry closed (so a late closer holding this
+  // unlinked registry does nothing), unlink every object of the bus,
+  // registered or not, then the registry. Openers that see our token or
+  // the closed state retry, and create the bus afresh.
+  h.state.store(static_cast<std::uint32_t>(detail::SegmentState::closed),
+                std::memory_order_seq_cst);  // [registry.lifecycle]
   for (const auto& n : list_segments()) {
     if (n.size() > bus.size() && n.compare(0, bus.size() + 1, bus + ".") == 0) {
       try {

@@ -1,6 +1,5 @@
 #include "shmbus/resource_tracker.hpp"
 
-#include <ctime>
 
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/error.hpp"
@@ -9,17 +8,11 @@
 namespace shmbus {
 
 namespace {
-std::uint64_t now_unix_ns() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
 // Why `info` is garbage, or empty if it is not.
 std::string garbage_reason(const SegmentInfo& info, const GcOptions& options) {
   if (info.state == "initialising") {
-    const auto age_ns = now_unix_ns() - info.modified_unix_ns;
+    const std::uint64_t now = detail::unix_time_ns();
+    const std::uint64_t age_ns = now > info.modified_unix_ns ? now - info.modified_unix_ns : 0;
     const auto stuck_ns = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(options.stuck_after).count());
     if (info.creator.pid != 0 && !info.creator_alive) return "creator died while initialising";

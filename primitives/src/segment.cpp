@@ -71,6 +71,13 @@ std::string os_name(std::string_view name) {
   return std::string(kNamePrefix) + std::string(name);
 }
 
+std::uint64_t unix_time_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
 namespace {
 
 [[noreturn]] void rethrow_boost(const bip::interprocess_exception& e,
@@ -181,10 +188,7 @@ Segment Segment::create(std::string_view name, ObjectKind kind, TypeTag type,
   h->payload_size = payload_size;
   h->attach_capacity = capacity;
   h->creator = this_process().pack();
-  timespec now{};
-  ::clock_gettime(CLOCK_REALTIME, &now);
-  h->created_unix_ns = static_cast<std::uint64_t>(now.tv_sec) * 1'000'000'000ULL +
-                       static_cast<std::uint64_t>(now.tv_nsec);
+  h->created_unix_ns = unix_time_ns();
   std::size_t n = std::min(type.name.size(), kTypeNameSize - 1);
   std::memcpy(h->type_name, type.name.data(), n);
   h->type_name[n] = '\0';
@@ -314,6 +318,10 @@ void Segment::attach() {
   }
   throw Error(Errc::attach_table_full, name_,
               "all " + std::to_string(capacity) + " attachment slots hold live processes");
+}
+
+bool Segment::attached_here() const noexcept {
+  return base_ != nullptr && attached_pid_ != 0 && attached_pid_ == this_process().pid;
 }
 
 void Segment::detach() noexcept {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <unistd.h>
 
@@ -119,6 +120,49 @@ TEST(Bus, WrongSizeOrBadNamesAreClearErrors) {
   EXPECT_THROW((void)bus.shared_memory("buf", 128), Error);
   EXPECT_THROW((void)bus.shared_memory("has.dot", 8), Error);
   EXPECT_THROW(Bus("bad.bus"), Error);
+}
+
+TEST(Bus, LongObjectNamesAreRejectedNotTruncated) {
+  BusGuard g{bus_name("long")};
+  Bus bus(g.name);
+  EXPECT_EQ(test::code_of([&] { (void)bus.event(std::string(128, 'e')); }), Errc::invalid_name);
+  auto ok = bus.event(std::string(100, 'e'));
+  ASSERT_EQ(bus.objects().size(), 1u);
+  EXPECT_EQ(bus.objects()[0].name, std::string(100, 'e'));
+}
+
+TEST(Bus, ForkedChildCountsOnlyAfterAttach) {
+  BusGuard g{bus_name("inherit")};
+  auto bus = std::make_unique<Bus>(g.name);
+  auto shm = bus->shared_memory("data", 64);
+  // Without attach(), an inherited handle's close decides nothing.
+  pid_t quiet = test::fork_child([&] {
+    bus->close();
+    return leftovers(g.name).size() == 2 ? 0 : 1;
+  });
+  EXPECT_EQ(test::wait_child(quiet).code, 0);
+  // With attach(), the child is a user: the parent's close leaves the bus
+  // to it, and the child, closing last, unlinks everything.
+  int up[2], down[2];  // child -> parent "attached", parent -> child "closed"
+  ASSERT_EQ(::pipe(up), 0);
+  ASSERT_EQ(::pipe(down), 0);
+  pid_t user = test::fork_child([&] {
+    bus->attach();
+    char c = 'a';
+    if (::write(up[1], &c, 1) != 1) return 1;
+    if (::read(down[0], &c, 1) != 1) return 2;  // until the parent has closed
+    if (leftovers(g.name).size() != 2) return 3;
+    bus->close();
+    return leftovers(g.name).empty() ? 0 : 4;
+  });
+  char c;
+  ASSERT_EQ(::read(up[0], &c, 1), 1);
+  bus.reset();
+  EXPECT_EQ(leftovers(g.name).size(), 2u);
+  ASSERT_EQ(::write(down[1], "g", 1), 1);
+  EXPECT_EQ(test::wait_child(user).code, 0);
+  for (int fd : {up[0], up[1], down[0], down[1]}) ::close(fd);
+  EXPECT_TRUE(leftovers(g.name).empty());
 }
 
 TEST(Bus, CreationRaceEndsWithOneObjectAndOneEntry) {

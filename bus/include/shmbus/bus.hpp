@@ -62,8 +62,12 @@ class Bus {
   // Opens the bus `name`, creating it if it does not exist.
   explicit Bus(std::string_view name, const SegmentOptions& options = {});
   Bus(Bus&&) noexcept = default;
-  Bus& operator=(Bus&&) noexcept = default;
+  Bus& operator=(Bus&&) noexcept;  // closes this handle first
   ~Bus();
+
+  // A forked child that inherited a Bus calls this to be counted as a user
+  // (otherwise the parent's close may unlink what the child still uses).
+  void attach();
 
   [[nodiscard]] const std::string& name() const noexcept { return registry_.name(); }
 

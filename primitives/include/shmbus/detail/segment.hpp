@@ -136,6 +136,8 @@ class Segment {
   void attach();
   // Removes the calling process's entry, if any.
   void detach() noexcept;
+  // Whether this handle holds the calling process's entry.
+  [[nodiscard]] bool attached_here() const noexcept;
 
   // Unmaps now (the destructor does the same).
   void close() noexcept;
@@ -153,6 +155,9 @@ class Segment {
 
 // The OS-level name ("shmbus.<name>") of a user-visible name.
 [[nodiscard]] std::string os_name(std::string_view name);
+
+// CLOCK_REALTIME in nanoseconds since 1970, for creation times and ages.
+[[nodiscard]] std::uint64_t unix_time_ns() noexcept;
 
 }  // namespace detail
 }  // namespace shmbus
