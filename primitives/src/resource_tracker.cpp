@@ -34,8 +34,10 @@ std::vector<GcAction> collect_garbage(const GcOptions& options) {
   for (const auto& name : list_segments()) {
     if (!name.starts_with(options.prefix)) continue;
     std::string reason;
+    SegmentInfo seen;
     try {
-      reason = garbage_reason(inspect_segment(name), options);
+      seen = inspect_segment(name);
+      reason = garbage_reason(seen, options);
     } catch (const Error& e) {
       if (e.code() == Errc::not_found) continue;  // removed meanwhile
       if (e.code() == Errc::invalid_name) continue;  // not a name we create
@@ -45,6 +47,18 @@ std::vector<GcAction> collect_garbage(const GcOptions& options) {
     GcAction action{name, reason, false};
     if (!options.dry_run) {
       try {
+        // Look again just before unlinking: the name may have been removed
+        // and created afresh by someone else, or a process may have
+        // attached since. Unlink only the very segment judged garbage.
+        // (A window of a few microseconds remains: unlink() takes a name,
+        // not a file.)
+        if (!seen.name.empty()) {
+          const SegmentInfo again = inspect_segment(name);
+          if (again.created_unix_ns != seen.created_unix_ns || !(again.creator == seen.creator) ||
+              garbage_reason(again, options).empty()) {
+            continue;
+          }
+        }
         action.removed = remove_segment(name);
       } catch (const Error&) {
       }
