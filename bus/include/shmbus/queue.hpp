@@ -139,11 +139,6 @@ class TypedQueue : public QueueHandle {
 
  protected:
   TypedQueue() = default;
-  static TypedQueue make(QueueCore core) {
-    TypedQueue q;
-    q.core_ = std::move(core);
-    return q;
-  }
   static std::span<const std::byte> bytes(const T& v) noexcept {
     return {reinterpret_cast<const std::byte*>(&v), sizeof(T)};
   }
