@@ -94,6 +94,23 @@ thread_local unsigned t_cache_next = 0;
 // two quick puts wake two sleeping consumers.
 inline void notify_one(WaitChannel& ch) noexcept { notify(ch, 1); }
 
+// The hint-helping steps of try_put_once/try_get_once. A slot whose word
+// is ahead of the hint (d > 0) is passed by advancing the hint. In a sound
+// ring, when our CAS of the hint from `pos` succeeds the slot can be at
+// most one lap ahead: its position q came from a release of q - capacity,
+// whose claim read the hint as q - capacity, and that read happens before
+// our CAS (through the slot word's release/acquire chain), so the hint
+// (monotonic) was >= q - capacity when we moved it from pos. Anything
+// further ahead was written by someone who does not follow the protocol;
+// stepping over it could take up to 2^47 helps, so it is `corrupted`.
+inline bool help_hint(std::atomic<std::uint64_t>& hint, std::uint64_t pos, std::int64_t d,
+                      std::uint64_t capacity) noexcept {
+  std::uint64_t e = pos;
+  // relaxed: the hint carries no data; slot words do.
+  const bool moved = hint.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
+  return !(moved && d > 0 && static_cast<std::uint64_t>(d) != capacity);
+}
+
 std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
 
 constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 30;  // as create() allows
@@ -546,6 +563,10 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
     // [queue.release] acquire: pairs with the consumer's EMPTY store.
     std::uint64_t s = sl->word.load(std::memory_order_acquire);
     const std::int64_t d = slot_diff(s, pos);
+    if (slot_state(s) > SlotState::skip) {
+      rec.put_word.store(count_word(main, aux, Stage::idle), std::memory_order_relaxed);
+      return QueueResult::corrupted;
+    }
     if (d == 0 && slot_state(s) == SlotState::empty) {
       rec.put_pos.store(pos, std::memory_order_relaxed);  // relaxed: released by [queue.claim]
       // [queue.claim] seq_cst.
@@ -555,9 +576,10 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
       continue;
     }
     if (d >= 0) {  // claimed already (maybe by a now-dead producer): help the hint on
-      std::uint64_t e = pos;
-      // relaxed: the hint carries no data; slot words do.
-      ctl_->enqueue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
+      if (!help_hint(ctl_->enqueue_pos, pos, d, capacity_)) {
+        rec.put_word.store(count_word(main, aux, Stage::idle), std::memory_order_relaxed);
+        return QueueResult::corrupted;
+      }
       continue;
     }
     // The slot still holds the previous lap: full (or a slow/dead consumer).
@@ -619,6 +641,10 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
     // [queue.publish] acquire: pairs with the producer's FULL store.
     std::uint64_t s = sl->word.load(std::memory_order_acquire);
     const std::int64_t d = slot_diff(s, pos);
+    if (slot_state(s) > SlotState::skip) {
+      idle();
+      return QueueResult::corrupted;
+    }
     if (d == 0) {
       const SlotState st = slot_state(s);
       if (st == SlotState::full) {
@@ -646,9 +672,10 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
       }
       // empty or writing: nothing committed at the head yet.
     } else if (d > 0) {
-      std::uint64_t e = pos;
-      // relaxed: the hint carries no data; slot words do.
-      ctl_->dequeue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
+      if (!help_hint(ctl_->dequeue_pos, pos, d, capacity_)) {
+        idle();
+        return QueueResult::corrupted;
+      }
       continue;
     }
     idle();
@@ -928,7 +955,11 @@ bool QueueCore::join_until(const Clock::time_point* deadline) noexcept {
     std::uint64_t committed = 0, lost = 0;
     for (std::uint32_t r = 0; r < max_records_; ++r) {
       // seq_cst: the predicate side of [wait.sleepers].
-      committed += word_main(record(r).put_word.load(std::memory_order_seq_cst));
+      const std::uint64_t pw = record(r).put_word.load(std::memory_order_seq_cst);
+      // A put in stage ACTIVE may already have published its item (a
+      // consumer may even have got it) before it counts it: count it now,
+      // or join() could return while that item is still in the queue.
+      committed += word_main(pw) + (word_stage(pw) == Stage::active ? 1 : 0);
       lost += word_aux(record(r).get_word.load(std::memory_order_seq_cst));
     }
     return done + lost >= committed;
