@@ -240,6 +240,8 @@ QueueStats stats_of(const Geometry& g, const QueueControl& c, const QueueRecord*
   s.interrupted = c.interrupted.load(std::memory_order_relaxed);
   s.tasks_done = c.tasks_done.load(std::memory_order_relaxed);
   s.closed = c.closed.load(std::memory_order_relaxed) != 0;
+  // relaxed: sleeper counts for display (and for tests that wait until a
+  // waiter is asleep); a racy snapshot.
   s.consumers_waiting = c.not_empty.sleepers.load(std::memory_order_relaxed);
   s.producers_waiting = c.not_full.sleepers.load(std::memory_order_relaxed);
   s.joinable = (g.flags & kJoinableFlag) != 0;
@@ -1022,6 +1024,8 @@ void detail::queue_object_stats(const SegmentView& view, ObjectStats& stats) {
   gauge("slot_bytes", q.slot_payload);
   gauge("participants", q.participants);
   gauge("closed", q.closed ? 1 : 0);
+  gauge("consumers_waiting", q.consumers_waiting);
+  gauge("producers_waiting", q.producers_waiting);
   if (q.heap_blocks != 0) {
     gauge("heap_blocks", q.heap_blocks);
     gauge("heap_in_use", q.heap_in_use);

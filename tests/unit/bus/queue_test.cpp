@@ -308,6 +308,8 @@ TEST(Queue, ObjectStatsForTheInspector) {
   EXPECT_EQ(find(stats.gauges, "depth"), 2);
   EXPECT_EQ(find(stats.gauges, "capacity"), 4);
   EXPECT_EQ(find(stats.gauges, "dead_participants"), 0);
+  EXPECT_EQ(find(stats.gauges, "consumers_waiting"), 0);
+  EXPECT_EQ(find(stats.gauges, "producers_waiting"), 0);
   EXPECT_TRUE(stats.problems.empty());
 }
 
