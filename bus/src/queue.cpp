@@ -89,84 +89,143 @@ constexpr unsigned kCacheSize = 16;
 thread_local CacheEntry t_cache[kCacheSize];
 thread_local unsigned t_cache_next = 0;
 
-// Wakes one sleeper unless a wake-one is already in flight: while a woken
-// process has not yet run, further puts (gets) would each make a futex_wake
-// system call for nothing. The woken process clears `waking` when it
-// returns from its wait and then keeps taking what is there, so no message
-// waits on a sleeper while someone is awake; if the woken process dies
-// before clearing it, sleepers still wake at their liveness slice.
-inline void notify_one(WaitChannel& ch, std::atomic<std::uint32_t>& waking) noexcept {
-  // [wait.sleepers] seq_cst, as notify() does.
-  if (ch.sleepers.load(std::memory_order_seq_cst) == 0) return;
-  // relaxed: a hint that only saves system calls; correctness rests on the
-  // [wait.sleepers] protocol of the wake that set it.
-  if (waking.load(std::memory_order_relaxed) != 0 ||
-      waking.exchange(1, std::memory_order_relaxed) != 0)
-    return;
-  notify(ch, 1);
+// Wakes one sleeper per call whenever one is counted, as [wait.sleepers]
+// requires: each published message (freed slot) wakes its own sleeper, so
+// two quick puts wake two sleeping consumers.
+inline void notify_one(WaitChannel& ch) noexcept { notify(ch, 1); }
+
+// The hint-helping steps of try_put_once/try_get_once. A slot whose word
+// is ahead of the hint (d > 0) is passed by advancing the hint. In a sound
+// ring, when our CAS of the hint from `pos` succeeds the slot can be at
+// most one lap ahead: its position q came from a release of q - capacity,
+// whose claim read the hint as q - capacity, and that read happens before
+// our CAS (through the slot word's release/acquire chain), so the hint
+// (monotonic) was >= q - capacity when we moved it from pos. Anything
+// further ahead was written by someone who does not follow the protocol;
+// stepping over it could take up to 2^47 helps, so it is `corrupted`.
+inline bool help_hint(std::atomic<std::uint64_t>& hint, std::uint64_t pos, std::int64_t d,
+                      std::uint64_t capacity) noexcept {
+  std::uint64_t e = pos;
+  // relaxed: the hint carries no data; slot words do.
+  const bool moved = hint.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
+  return !(moved && d > 0 && static_cast<std::uint64_t>(d) != capacity);
 }
 
 std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
 
+constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 30;  // as create() allows
+constexpr std::uint64_t kMaxSlotPayload = std::uint64_t{1} << 30;
+constexpr std::uint64_t kMaxHeapBlockSize = std::uint64_t{1} << 30;
+
+// The geometry of a queue segment. Read from shared memory exactly once
+// (read_geometry), validated, and from then on used only as this local
+// copy: a peer that rewrites the control block later cannot change the
+// bounds a handle or an inspector uses.
 struct Geometry {
   std::uint64_t capacity, slot_stride, slot_payload, max_records, records_offset, slots_offset,
-      heap_blocks, heap_block_size, heap_offset, heap_data_offset, total;
+      heap_blocks, heap_block_size, heap_offset, heap_data_offset, total, flags;
 };
 
-Geometry geometry(std::uint64_t capacity, std::uint64_t slot_payload, std::uint64_t records,
-                  std::uint64_t heap_blocks, std::uint64_t heap_block_size) {
-  Geometry g{};
+// a*b + c into out, false on overflow.
+bool mul_add(std::uint64_t a, std::uint64_t b, std::uint64_t c, std::uint64_t& out) noexcept {
+  std::uint64_t m = 0;
+  return !__builtin_mul_overflow(a, b, &m) && !__builtin_add_overflow(m, c, &out);
+}
+bool add_round64(std::uint64_t v, std::uint64_t& out) noexcept {
+  if (__builtin_add_overflow(v, std::uint64_t{63}, &out)) return false;
+  out = out / 64 * 64;
+  return true;
+}
+
+// Computes the layout for the given parameters; false if any step
+// overflows 64 bits (only possible for hostile input: create() bounds
+// every parameter first).
+bool geometry(std::uint64_t capacity, std::uint64_t slot_payload, std::uint64_t records,
+              std::uint64_t heap_blocks, std::uint64_t heap_block_size, Geometry& g) noexcept {
+  g = Geometry{};
+  if (capacity > kMaxCapacity) return false;
   g.capacity = 2;
   while (g.capacity < capacity) g.capacity <<= 1;
   g.slot_payload = slot_payload;
-  g.slot_stride = round_up(sizeof(SlotHeader) + slot_payload, 64);
+  std::uint64_t v = 0;
+  if (__builtin_add_overflow(std::uint64_t{sizeof(SlotHeader)}, slot_payload, &v) ||
+      !add_round64(v, g.slot_stride))
+    return false;
   g.max_records = records;
   g.records_offset = sizeof(QueueControl);
-  g.slots_offset = round_up(g.records_offset + records * sizeof(QueueRecord), 64);
+  if (!mul_add(records, sizeof(QueueRecord), g.records_offset, v) ||
+      !add_round64(v, g.slots_offset))
+    return false;
   g.heap_blocks = heap_blocks;
   g.heap_block_size = heap_block_size;
-  g.heap_offset = g.slots_offset + g.capacity * g.slot_stride;
-  g.heap_data_offset = round_up(g.heap_offset + heap_blocks * 8, 64);
-  g.total = g.heap_data_offset + heap_blocks * heap_block_size;
-  return g;
+  if (!mul_add(g.capacity, g.slot_stride, g.slots_offset, g.heap_offset)) return false;
+  if (!mul_add(heap_blocks, 8, g.heap_offset, v) || !add_round64(v, g.heap_data_offset))
+    return false;
+  return mul_add(heap_blocks, heap_block_size, g.heap_data_offset, g.total);
 }
 
-// Validates a control block read from shared memory (untrusted).
-const QueueControl& checked_control(std::span<const std::byte> payload, const std::string& name) {
+// One load of a set-once geometry field. relaxed: the fields were
+// published by [segment.ready] before anyone could map the segment; the
+// atomic load only makes sure the compiler reads the field exactly once.
+std::uint64_t load_once(const std::uint64_t& f) noexcept {
+  return __atomic_load_n(&f, __ATOMIC_RELAXED);
+}
+
+// Reads the control block's geometry from shared memory (untrusted) into a
+// local copy, once, and validates the copy.
+Geometry read_geometry(std::span<const std::byte> payload, const std::string& name) {
   if (payload.size() < sizeof(QueueControl))
     throw Error(Errc::truncated, name, "payload smaller than a queue control block");
   const auto& c = *reinterpret_cast<const QueueControl*>(payload.data());
-  if (c.magic != kQueueMagic) throw Error(Errc::corrupted, name, "queue magic differs");
-  const std::uint64_t cap = c.capacity;
-  if (cap < 2 || (cap & (cap - 1)) != 0 || cap > (std::uint64_t{1} << 40))
+  if (load_once(c.magic) != kQueueMagic) throw Error(Errc::corrupted, name, "queue magic differs");
+  Geometry in{};
+  in.capacity = load_once(c.capacity);
+  in.slot_stride = load_once(c.slot_stride);
+  in.slot_payload = load_once(c.slot_payload);
+  in.max_records = load_once(c.max_records);
+  in.records_offset = load_once(c.records_offset);
+  in.slots_offset = load_once(c.slots_offset);
+  in.flags = load_once(c.flags);
+  in.heap_blocks = load_once(c.heap_blocks);
+  in.heap_block_size = load_once(c.heap_block_size);
+  in.heap_offset = load_once(c.heap_offset);
+  in.heap_data_offset = load_once(c.heap_data_offset);
+  const std::uint64_t cap = in.capacity;
+  if (cap < 2 || (cap & (cap - 1)) != 0 || cap > kMaxCapacity)
     throw Error(Errc::corrupted, name, "queue capacity " + std::to_string(cap) + " invalid");
-  if (c.max_records == 0 || c.max_records > kQueueMaxRecords)
+  if (in.max_records == 0 || in.max_records > kQueueMaxRecords)
     throw Error(Errc::corrupted, name, "queue record count invalid");
-  if (c.slot_payload > (std::uint64_t{1} << 30))
+  if (in.slot_payload == 0 || in.slot_payload > kMaxSlotPayload)
     throw Error(Errc::corrupted, name, "queue slot size invalid");
-  if (c.heap_blocks > kQueueMaxRecords || c.heap_block_size > (std::uint64_t{1} << 30) ||
-      c.heap_block_size % 64 != 0 ||
-      (c.heap_blocks != 0 && (c.heap_block_size <= c.slot_payload || c.slot_payload < 8)))
+  if (in.heap_blocks > kQueueMaxRecords || in.heap_block_size > kMaxHeapBlockSize ||
+      in.heap_block_size % 64 != 0 ||
+      (in.heap_blocks != 0 && (in.heap_block_size <= in.slot_payload || in.slot_payload < 8)))
     throw Error(Errc::corrupted, name, "queue heap geometry invalid");
-  const Geometry g = geometry(cap, c.slot_payload, c.max_records, c.heap_blocks, c.heap_block_size);
-  if (c.slot_stride != g.slot_stride || c.records_offset != g.records_offset ||
-      c.slots_offset != g.slots_offset || c.heap_offset != g.heap_offset ||
-      c.heap_data_offset != g.heap_data_offset || g.total > payload.size())
+  Geometry g{};
+  if (!geometry(cap, in.slot_payload, in.max_records, in.heap_blocks, in.heap_block_size, g) ||
+      in.slot_stride != g.slot_stride || in.records_offset != g.records_offset ||
+      in.slots_offset != g.slots_offset || in.heap_offset != g.heap_offset ||
+      in.heap_data_offset != g.heap_data_offset || g.total > payload.size())
     throw Error(Errc::corrupted, name, "queue geometry does not match the segment size");
-  return c;
+  g.flags = in.flags;
+  return g;
 }
 
-QueueStats stats_of(const QueueControl& c, const QueueRecord* records,
+// Statistics from the validated geometry `g` (never from the shared copy
+// of it) and the live counters.
+QueueStats stats_of(const Geometry& g, const QueueControl& c, const QueueRecord* records,
                     const std::atomic<std::uint64_t>* heap) noexcept {
   QueueStats s;
-  s.capacity = c.capacity;
-  s.slot_payload = c.slot_payload;
-  for (std::uint64_t i = 0; i < c.max_records; ++i) {
+  s.capacity = g.capacity;
+  s.slot_payload = g.slot_payload;
+  for (std::uint64_t i = 0; i < g.max_records; ++i) {
     const QueueRecord& r = records[i];
     // [queue.record] acquire: pairs with the owner's counter stores.
     const std::uint64_t pw = r.put_word.load(std::memory_order_acquire);
     const std::uint64_t gw = r.get_word.load(std::memory_order_acquire);
-    s.committed += word_main(pw);
+    // A put in stage ACTIVE has published (or is about to publish) its
+    // message: count it, as join() does.
+    s.committed += word_main(pw) + (word_stage(pw) == Stage::active ? 1 : 0);
     s.dropped += word_aux(pw);
     s.delivered += word_main(gw);
     s.lost += word_aux(gw);
@@ -176,14 +235,18 @@ QueueStats stats_of(const QueueControl& c, const QueueRecord* records,
   // relaxed: hints/counters read for display; a racy snapshot by contract.
   const std::uint64_t e = c.enqueue_pos.load(std::memory_order_relaxed);
   const std::uint64_t d = c.dequeue_pos.load(std::memory_order_relaxed);
-  s.depth = e > d ? std::min<std::uint64_t>(e - d, c.capacity) : 0;
+  s.depth = e > d ? std::min<std::uint64_t>(e - d, g.capacity) : 0;
   s.peer_deaths = c.peer_deaths.load(std::memory_order_relaxed);
   s.interrupted = c.interrupted.load(std::memory_order_relaxed);
   s.tasks_done = c.tasks_done.load(std::memory_order_relaxed);
   s.closed = c.closed.load(std::memory_order_relaxed) != 0;
-  s.joinable = (c.flags & kJoinableFlag) != 0;
-  s.heap_blocks = c.heap_blocks;
-  for (std::uint64_t i = 0; i < c.heap_blocks; ++i)
+  // relaxed: sleeper counts for display (and for tests that wait until a
+  // waiter is asleep); a racy snapshot.
+  s.consumers_waiting = c.not_empty.sleepers.load(std::memory_order_relaxed);
+  s.producers_waiting = c.not_full.sleepers.load(std::memory_order_relaxed);
+  s.joinable = (g.flags & kJoinableFlag) != 0;
+  s.heap_blocks = g.heap_blocks;
+  for (std::uint64_t i = 0; i < g.heap_blocks; ++i)
     // relaxed: a count for display only.
     if (heap_state(heap[i].load(std::memory_order_relaxed)) != HeapState::free) ++s.heap_in_use;
   return s;
@@ -232,19 +295,22 @@ QueueCore::~QueueCore() {
 
 void QueueCore::bind(Segment segment, const QueueOptions& options) {
   segment_.emplace(std::move(segment));
-  const QueueControl& c =
-      checked_control({segment_->payload(), segment_->payload_size()}, segment_->name());
+  // Every bound below comes from this one validated copy, never from the
+  // shared control block again.
+  const Geometry g =
+      read_geometry({segment_->payload(), segment_->payload_size()}, segment_->name());
   ctl_ = reinterpret_cast<QueueControl*>(segment_->payload());
-  capacity_ = c.capacity;
-  slot_stride_ = c.slot_stride;
-  slot_payload_ = c.slot_payload;
-  max_records_ = static_cast<std::uint32_t>(c.max_records);
-  records_ = reinterpret_cast<QueueRecord*>(segment_->payload() + c.records_offset);
-  slots_ = segment_->payload() + c.slots_offset;
-  heap_blocks_ = static_cast<std::uint32_t>(c.heap_blocks);
-  heap_block_size_ = c.heap_block_size;
-  heap_words_ = reinterpret_cast<std::atomic<std::uint64_t>*>(segment_->payload() + c.heap_offset);
-  heap_data_ = segment_->payload() + c.heap_data_offset;
+  capacity_ = g.capacity;
+  slot_stride_ = g.slot_stride;
+  slot_payload_ = g.slot_payload;
+  max_records_ = static_cast<std::uint32_t>(g.max_records);
+  records_ = reinterpret_cast<QueueRecord*>(segment_->payload() + g.records_offset);
+  slots_ = segment_->payload() + g.slots_offset;
+  heap_blocks_ = static_cast<std::uint32_t>(g.heap_blocks);
+  heap_block_size_ = g.heap_block_size;
+  heap_words_ = reinterpret_cast<std::atomic<std::uint64_t>*>(segment_->payload() + g.heap_offset);
+  heap_data_ = segment_->payload() + g.heap_data_offset;
+  joinable_ = (g.flags & kJoinableFlag) != 0;
   policy_ = options.policy;
   liveness_ = options.liveness_interval;
   handle_id_ = g_next_handle.fetch_add(1, std::memory_order_relaxed);  // relaxed: unique id only
@@ -273,8 +339,10 @@ QueueCore QueueCore::create(std::string_view name, ObjectKind kind, TypeTag tag,
     heap_blocks = options.heap_blocks;
     heap_block_size = round_up(options.max_large_message, 64);
   }
-  const Geometry g = geometry(options.capacity, slot_payload, options.max_participants, heap_blocks,
-                              heap_block_size);
+  Geometry g{};
+  if (!geometry(options.capacity, slot_payload, options.max_participants, heap_blocks,
+                heap_block_size, g))
+    throw Error(Errc::invalid_argument, n, "queue size overflows");
   const bool joinable = kind == ObjectKind::joinable_queue;
   auto init = [&](std::span<std::byte> p) {
     auto* c = new (p.data()) QueueControl{};
@@ -309,8 +377,7 @@ QueueCore QueueCore::open(std::string_view name, ObjectKind kind, TypeTag tag,
                           const QueueOptions& options) {
   QueueCore q;
   q.bind(Segment::open(name, kind, tag, options.segment), options);
-  const bool joinable = (q.ctl_->flags & kJoinableFlag) != 0;
-  if (joinable != (kind == ObjectKind::joinable_queue))
+  if (q.joinable_ != (kind == ObjectKind::joinable_queue))
     throw Error(Errc::corrupted, q.name(), "joinable flag does not match the object kind");
   return q;
 }
@@ -498,6 +565,10 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
     // [queue.release] acquire: pairs with the consumer's EMPTY store.
     std::uint64_t s = sl->word.load(std::memory_order_acquire);
     const std::int64_t d = slot_diff(s, pos);
+    if (slot_state(s) > SlotState::skip) {
+      rec.put_word.store(count_word(main, aux, Stage::idle), std::memory_order_relaxed);
+      return QueueResult::corrupted;
+    }
     if (d == 0 && slot_state(s) == SlotState::empty) {
       rec.put_pos.store(pos, std::memory_order_relaxed);  // relaxed: released by [queue.claim]
       // [queue.claim] seq_cst.
@@ -507,9 +578,10 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
       continue;
     }
     if (d >= 0) {  // claimed already (maybe by a now-dead producer): help the hint on
-      std::uint64_t e = pos;
-      // relaxed: the hint carries no data; slot words do.
-      ctl_->enqueue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
+      if (!help_hint(ctl_->enqueue_pos, pos, d, capacity_)) {
+        rec.put_word.store(count_word(main, aux, Stage::idle), std::memory_order_relaxed);
+        return QueueResult::corrupted;
+      }
       continue;
     }
     // The slot still holds the previous lap: full (or a slow/dead consumer).
@@ -550,7 +622,7 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
   fault_point(QueueFaultPoint::put_published);
   // [queue.record] release.
   rec.put_word.store(count_word(main + 1, aux, Stage::idle), std::memory_order_release);
-  notify_one(ctl_->not_empty, ctl_->not_empty_waking);
+  notify_one(ctl_->not_empty);
   return QueueResult::ok;
 }
 
@@ -571,6 +643,10 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
     // [queue.publish] acquire: pairs with the producer's FULL store.
     std::uint64_t s = sl->word.load(std::memory_order_acquire);
     const std::int64_t d = slot_diff(s, pos);
+    if (slot_state(s) > SlotState::skip) {
+      idle();
+      return QueueResult::corrupted;
+    }
     if (d == 0) {
       const SlotState st = slot_state(s);
       if (st == SlotState::full) {
@@ -586,7 +662,7 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
         // [queue.release] seq_cst: step over a dropped or withdrawn message.
         if (sl->word.compare_exchange_strong(s, slot_word(pos + capacity_, 0, SlotState::empty),
                                              std::memory_order_seq_cst, std::memory_order_relaxed))
-          notify_one(ctl_->not_full, ctl_->not_full_waking);
+          notify_not_full();
         std::uint64_t e = pos;
         ctl_->dequeue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
         continue;
@@ -598,9 +674,10 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
       }
       // empty or writing: nothing committed at the head yet.
     } else if (d > 0) {
-      std::uint64_t e = pos;
-      // relaxed: the hint carries no data; slot words do.
-      ctl_->dequeue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
+      if (!help_hint(ctl_->dequeue_pos, pos, d, capacity_)) {
+        idle();
+        return QueueResult::corrupted;
+      }
       continue;
     }
     idle();
@@ -635,14 +712,18 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
     if (ref.block >= heap_blocks_ || len > heap_block_size_ || len > out.size() ||
         heap_word_at(ref.block).load(std::memory_order_acquire) != expect) {
       result = QueueResult::corrupted;
+      // A bad length with a valid reference still owns a block: free it
+      // (free_heap_ref frees only the exact QUEUED generation).
+      free_heap_ref(*sl);
     } else {
       if (len != 0) std::memcpy(out.data(), heap_data_ + ref.block * heap_block_size_, len);
       length = len;
-      // [queue.heap] acq_rel: our copy is done before the block is reused.
+      // [queue.heap] seq_cst (acq_rel: our copy is done before the block is
+      // reused; seq_cst: also the [wait.sleepers] publication for a
+      // producer waiting for a block, notified below).
       heap_word_at(ref.block).compare_exchange_strong(
-          expect, heap_word(ref.gen + 1, HeapState::free, 0), std::memory_order_acq_rel,
+          expect, heap_word(ref.gen + 1, HeapState::free, 0), std::memory_order_seq_cst,
           std::memory_order_relaxed);
-      notify_one(ctl_->not_full, ctl_->not_full_waking);  // a producer may wait for a block
     }
   } else if (len > slot_payload_ || len > out.size()) {
     result = QueueResult::corrupted;
@@ -658,13 +739,13 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
   rec.get_word.store(result == QueueResult::ok ? count_word(main + 1, aux, Stage::idle)
                                                : count_word(main, aux + 1, Stage::idle),
                      std::memory_order_release);
-  notify_one(ctl_->not_full, ctl_->not_full_waking);
+  notify_not_full();
   return result;
 }
 
-bool QueueCore::wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& waking,
-                                const std::atomic<std::uint64_t>& head, const Probe& probe,
-                                const Clock::time_point* deadline, bool first) noexcept {
+bool QueueCore::wait_for_change(WaitChannel& ch, const std::atomic<std::uint64_t>& head,
+                                const Probe& probe, const Clock::time_point* deadline,
+                                bool first) noexcept {
   Clock::time_point slice = Clock::now() + liveness_;
   if (deadline != nullptr && *deadline < slice) slice = *deadline;
   // [wait.sleepers] seq_cst loads, as wait_until() requires.
@@ -693,10 +774,15 @@ bool QueueCore::wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& wak
     }
     p.strategy = WaitStrategy::blocking;
   }
-  const bool ok = wait_until(ch, changed, p, &slice);
-  // relaxed: see notify_one(); we are awake and will look at the ring.
-  if (waking.load(std::memory_order_relaxed) != 0) waking.store(0, std::memory_order_relaxed);
-  return ok;
+  return wait_until(ch, changed, p, &slice);
+}
+
+void QueueCore::notify_not_full() noexcept {
+  // Producers waiting for a slot and (with a heap) producers waiting for a
+  // heap block sleep on the same channel with different predicates: a
+  // single wake could go to one whose predicate is still false, which then
+  // sleeps again and the wake is lost. So with a heap, wake them all.
+  notify(ctl_->not_full, heap_blocks_ != 0 ? INT_MAX : 1);
 }
 
 void QueueCore::free_heap_ref(const SlotHeader& sl) noexcept {
@@ -705,9 +791,10 @@ void QueueCore::free_heap_ref(const SlotHeader& sl) noexcept {
   std::memcpy(&ref, reinterpret_cast<const std::byte*>(&sl) + sizeof(SlotHeader), sizeof ref);
   if (ref.block >= heap_blocks_) return;  // garbage: nothing of ours to free
   std::uint64_t expect = heap_word(ref.gen, HeapState::queued, 0);
-  // [queue.heap] acq_rel; only the exact generation: a stale ref frees nothing.
+  // [queue.heap] seq_cst (acq_rel + [wait.sleepers] for block waiters);
+  // only the exact generation: a stale ref frees nothing.
   heap_word_at(ref.block).compare_exchange_strong(
-      expect, heap_word(ref.gen + 1, HeapState::free, 0), std::memory_order_acq_rel,
+      expect, heap_word(ref.gen + 1, HeapState::free, 0), std::memory_order_seq_cst,
       std::memory_order_relaxed);
 }
 
@@ -761,8 +848,7 @@ QueueResult QueueCore::put_large(std::span<const std::byte> msg, const Clock::ti
   for (bool first = true;; first = false) {
     res = try_put_once(refbytes, kHeapFlag, static_cast<std::uint32_t>(msg.size()), r, probe);
     if (res != QueueResult::full || !block) break;
-    if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe, deadline,
-                         first)) {
+    if (!wait_for_change(ctl_->not_full, ctl_->enqueue_pos, probe, deadline, first)) {
       if (deadline != nullptr && Clock::now() >= *deadline) {
         res = QueueResult::timed_out;
         break;
@@ -774,8 +860,8 @@ QueueResult QueueCore::put_large(std::span<const std::byte> msg, const Clock::ti
     std::uint64_t w = heap_word(static_cast<std::uint32_t>(gen), HeapState::alloc, r);
     heap_word_at(b).compare_exchange_strong(
         w, heap_word(static_cast<std::uint32_t>(gen) + 1, HeapState::free, 0),
-        std::memory_order_acq_rel, std::memory_order_relaxed);
-    notify_one(ctl_->not_full, ctl_->not_full_waking);
+        std::memory_order_seq_cst, std::memory_order_relaxed);  // [queue.heap] + [wait.sleepers]
+    notify_not_full();
   }
   return res;
 }
@@ -791,8 +877,7 @@ QueueResult QueueCore::put(std::span<const std::byte> msg, const Clock::time_poi
   for (bool first = true;; first = false) {
     const QueueResult res = try_put_once(msg, 0, static_cast<std::uint32_t>(msg.size()), r, probe);
     if (res != QueueResult::full || !block) return res;
-    if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe, deadline,
-                         first)) {
+    if (!wait_for_change(ctl_->not_full, ctl_->enqueue_pos, probe, deadline, first)) {
       if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
       check_stuck(probe);
     }
@@ -808,8 +893,7 @@ QueueResult QueueCore::get(std::span<std::byte> out, std::size_t& length,
   for (bool first = true;; first = false) {
     const QueueResult res = try_get_once(out, length, r, probe);
     if (res != QueueResult::empty || !block) return res;
-    if (!wait_for_change(ctl_->not_empty, ctl_->not_empty_waking, ctl_->dequeue_pos, probe,
-                         deadline, first)) {
+    if (!wait_for_change(ctl_->not_empty, ctl_->dequeue_pos, probe, deadline, first)) {
       if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
       check_stuck(probe);
     }
@@ -838,7 +922,15 @@ std::size_t QueueCore::qsize() const noexcept {
   return e > d ? static_cast<std::size_t>(std::min<std::uint64_t>(e - d, capacity_)) : 0;
 }
 
-QueueStats QueueCore::stats() const noexcept { return stats_of(*ctl_, records_, heap_words_); }
+QueueStats QueueCore::stats() const noexcept {
+  Geometry g{};
+  g.capacity = capacity_;
+  g.slot_payload = slot_payload_;
+  g.max_records = max_records_;
+  g.heap_blocks = heap_blocks_;
+  g.flags = joinable_ ? kJoinableFlag : 0;
+  return stats_of(g, *ctl_, records_, heap_words_);
+}
 
 QueueResult QueueCore::task_done() noexcept {
   // Read tasks_done first: every task_done() it counts happened after that
@@ -865,7 +957,11 @@ bool QueueCore::join_until(const Clock::time_point* deadline) noexcept {
     std::uint64_t committed = 0, lost = 0;
     for (std::uint32_t r = 0; r < max_records_; ++r) {
       // seq_cst: the predicate side of [wait.sleepers].
-      committed += word_main(record(r).put_word.load(std::memory_order_seq_cst));
+      const std::uint64_t pw = record(r).put_word.load(std::memory_order_seq_cst);
+      // A put in stage ACTIVE may already have published its item (a
+      // consumer may even have got it) before it counts it: count it now,
+      // or join() could return while that item is still in the queue.
+      committed += word_main(pw) + (word_stage(pw) == Stage::active ? 1 : 0);
       lost += word_aux(record(r).get_word.load(std::memory_order_seq_cst));
     }
     return done + lost >= committed;
@@ -881,11 +977,11 @@ bool QueueCore::join_until(const Clock::time_point* deadline) noexcept {
 }
 
 QueueStats read_queue_stats_payload(std::span<const std::byte> payload, const std::string& name) {
-  const QueueControl& c = checked_control(payload, name);
-  const auto* records = reinterpret_cast<const QueueRecord*>(payload.data() + c.records_offset);
+  const Geometry g = read_geometry(payload, name);
   return stats_of(
-      c, records,
-      reinterpret_cast<const std::atomic<std::uint64_t>*>(payload.data() + c.heap_offset));
+      g, *reinterpret_cast<const QueueControl*>(payload.data()),
+      reinterpret_cast<const QueueRecord*>(payload.data() + g.records_offset),
+      reinterpret_cast<const std::atomic<std::uint64_t>*>(payload.data() + g.heap_offset));
 }
 
 }  // namespace detail
@@ -901,8 +997,13 @@ QueueStats queue_stats(const SegmentView& view) {
 
 void detail::queue_object_stats(const SegmentView& view, ObjectStats& stats) {
   QueueStats q;
+  std::uint64_t records_offset = 0, max_records = 0;
   try {
     q = queue_stats(view);
+    // The record bounds below come from a validated copy, like queue_stats's.
+    const Geometry g = read_geometry(view.payload(), view.info().name);
+    records_offset = g.records_offset;
+    max_records = g.max_records;
   } catch (const Error& e) {
     stats.problems.push_back(std::string("queue: ") + e.what());
     return;
@@ -923,17 +1024,18 @@ void detail::queue_object_stats(const SegmentView& view, ObjectStats& stats) {
   gauge("slot_bytes", q.slot_payload);
   gauge("participants", q.participants);
   gauge("closed", q.closed ? 1 : 0);
+  gauge("consumers_waiting", q.consumers_waiting);
+  gauge("producers_waiting", q.producers_waiting);
   if (q.heap_blocks != 0) {
     gauge("heap_blocks", q.heap_blocks);
     gauge("heap_in_use", q.heap_in_use);
   }
   // Records of dead processes: repaired by the next waiter that needs it,
   // or by recover_dead(); shown so an operator sees a crash happened.
-  const auto& c = *reinterpret_cast<const detail::QueueControl*>(view.payload().data());
   const auto* records =
-      reinterpret_cast<const detail::QueueRecord*>(view.payload().data() + c.records_offset);
+      reinterpret_cast<const detail::QueueRecord*>(view.payload().data() + records_offset);
   std::uint64_t dead = 0, dead_busy = 0;
-  for (std::uint64_t i = 0; i < c.max_records; ++i) {
+  for (std::uint64_t i = 0; i < max_records; ++i) {
     // acquire: pairs with the [queue.record] stores of the owner.
     const std::uint64_t owner = records[i].owner.load(std::memory_order_acquire);
     if (owner == 0 || is_alive(ProcessId::unpack(owner))) continue;

@@ -193,17 +193,21 @@ TEST(QueueProcesses, BlockedConsumerInOtherProcessSeesClose) {
   auto q = shmbus::BytesQueue::create(g.name(), {.capacity = 4, .max_message = 64});
   const std::byte one[3] = {std::byte{1}, std::byte{2}, std::byte{3}};
   ASSERT_EQ(q.put(one), QueueResult::ok);
+  // The liveness slice (which also wakes sleepers) is an hour: only
+  // close()'s notify can wake the child within the bound below.
   pid_t child = fork_child([&] {
-    shmbus::BytesQueue mine{g.name()};
+    shmbus::BytesQueue mine{g.name(), {.liveness_interval = std::chrono::hours(1)}};
     std::array<std::byte, 64> buf{};
     std::size_t n = 0;
     if (mine.get(buf, n) != QueueResult::ok || n != 3) return 1;
     if (mine.get(buf, n) != QueueResult::closed) return 2;  // blocks until close
     return 0;
   });
-  ASSERT_TRUE(shmbus::test::poll_until([&] { return q.stats().delivered == 1; }));
+  // Wait until the child is counted asleep on the futex.
+  ASSERT_TRUE(shmbus::test::poll_until(
+      [&] { return q.stats().delivered == 1 && q.stats().consumers_waiting == 1; }));
   q.close();
-  const auto st = wait_child(child, 30s);
+  const auto st = wait_child(child, 5s);  // far below the hour-long slice
   EXPECT_TRUE(st.exited && st.code == 0) << st.code;
 }
 

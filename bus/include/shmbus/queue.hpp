@@ -49,8 +49,12 @@
 //     until it runs again (only a *dead* claimer is repaired).
 //   - A dead participant's counters settle when its record is recovered
 //     (by a waiter stuck on its slot, by recover_dead(), by join(), or when
-//     the record is reused); until then stats() may show a published
-//     message as delivered-but-not-committed.
+//     the record is reused). stats() and join() count a put that has
+//     published (stage ACTIVE) as committed, so a producer killed between
+//     that stage and its publication shows one committed message that
+//     recovery then moves to `dropped`.
+//   - JoinableQueue::join() waits forever if a consumer dies after get()
+//     returned and before its task_done(); see JoinableQueue.
 //   - peer_deaths counts records recovered, including those of processes
 //     that exited without destroying their handle; `interrupted` counts the
 //     ones killed mid-operation. A recoverer killed while recovering can
@@ -139,11 +143,6 @@ class TypedQueue : public QueueHandle {
 
  protected:
   TypedQueue() = default;
-  static TypedQueue make(QueueCore core) {
-    TypedQueue q;
-    q.core_ = std::move(core);
-    return q;
-  }
   static std::span<const std::byte> bytes(const T& v) noexcept {
     return {reinterpret_cast<const std::byte*>(&v), sizeof(T)};
   }
@@ -207,8 +206,17 @@ class SimpleQueue : private detail::TypedQueue<T> {
 
 // multiprocessing.JoinableQueue: a Queue whose consumers call task_done()
 // once per item they got, and whose join() waits until every committed
-// item has been task_done (items lost with a dead consumer count as done,
-// so join() cannot hang on a crash).
+// item has been task_done (a put that has published its item but not yet
+// returned counts as committed).
+//
+// Crashes: an item lost with a consumer that died *during* its get()
+// (counted `lost`) counts as done, and join() repairs dead participants
+// itself every liveness_interval. But an item whose get() completed and
+// whose consumer then died before calling task_done() is never marked
+// done: the queue cannot tell that death from a slow worker (task_done()
+// may come from any process), so join() then waits forever, as Python's
+// does when a worker dies. Where consumers can die, use join_for() /
+// join_until() and decide what a timeout means.
 template <class T>
 class JoinableQueue : public detail::TypedQueue<T> {
  public:

@@ -70,6 +70,8 @@ struct QueueStats {
   std::uint64_t tasks_done = 0;    // JoinableQueue
   std::uint64_t heap_blocks = 0;   // BytesQueue large-message heap
   std::uint64_t heap_in_use = 0;   // blocks allocated or queued
+  std::uint64_t consumers_waiting = 0;  // gets asleep on the futex now (racy snapshot)
+  std::uint64_t producers_waiting = 0;  // puts asleep on the futex now (racy snapshot)
   bool closed = false;
   bool joinable = false;
 };

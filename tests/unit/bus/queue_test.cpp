@@ -4,7 +4,11 @@
 // numbers end to end.
 #include "shmbus/queue.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -22,6 +26,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using shmbus::QueueResult;
+using shmbus::test::poll_until;
 using shmbus::test::SegmentGuard;
 using shmbus::test::unique_name;
 
@@ -80,10 +85,17 @@ TEST(Queue, TimeoutsExpireOnEmptyAndFull) {
   EXPECT_EQ(v, 1);
 }
 
+// The liveness slice (which also wakes sleepers) is set to an hour in the
+// wake-up tests below, so only a notify can wake a sleeper within the
+// tests' bound; each test first waits until the waiter is counted asleep.
+constexpr auto kNoSlice = std::chrono::milliseconds(std::chrono::hours(1));
+constexpr auto kWakeBound = 5s;  // far below kNoSlice
+
 TEST(Queue, BlockedGetWakesForPutFromAnotherThread) {
   SegmentGuard g(unique_name("q"));
-  auto q = shmbus::Queue<int>::create(
-      g.name(), {.capacity = 4, .policy = {shmbus::WaitStrategy::blocking, {}}});
+  auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 4,
+                                                 .policy = {shmbus::WaitStrategy::blocking, {}},
+                                                 .liveness_interval = kNoSlice});
   std::atomic<bool> got{false};
   std::thread t([&] {
     int v = 0;
@@ -91,9 +103,35 @@ TEST(Queue, BlockedGetWakesForPutFromAnotherThread) {
     EXPECT_EQ(v, 42);
     got = true;
   });
+  ASSERT_TRUE(poll_until([&] { return q.stats().consumers_waiting == 1; }));
   ASSERT_EQ(q.put(42), QueueResult::ok);
+  const bool woke = poll_until([&] { return got.load(); }, kWakeBound);
+  EXPECT_TRUE(woke) << "a put did not wake the sleeping consumer";
+  if (!woke) q.close();  // do not leave the thread asleep for an hour
   t.join();
-  EXPECT_TRUE(got);
+}
+
+// Two sleeping consumers, two quick puts: both must wake (one wake per
+// message), not the second only at its liveness slice.
+TEST(Queue, TwoQuickPutsWakeTwoSleepingConsumers) {
+  SegmentGuard g(unique_name("q"));
+  auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 8,
+                                                 .policy = {shmbus::WaitStrategy::blocking, {}},
+                                                 .liveness_interval = kNoSlice});
+  std::atomic<int> got{0};
+  std::vector<std::thread> consumers;
+  for (int i = 0; i < 2; ++i)
+    consumers.emplace_back([&] {
+      int v = 0;
+      if (q.get(v) == QueueResult::ok) got.fetch_add(1);
+    });
+  ASSERT_TRUE(poll_until([&] { return q.stats().consumers_waiting == 2; }));
+  ASSERT_EQ(q.put(1), QueueResult::ok);
+  ASSERT_EQ(q.put(2), QueueResult::ok);
+  const bool woke = poll_until([&] { return got.load() == 2; }, kWakeBound);
+  EXPECT_TRUE(woke) << "only " << got.load() << " of 2 sleeping consumers woke";
+  if (!woke) q.close();
+  for (auto& t : consumers) t.join();
 }
 
 TEST(Queue, CloseFailsPutsAndDrainsThenReportsClosed) {
@@ -116,20 +154,33 @@ TEST(Queue, CloseFailsPutsAndDrainsThenReportsClosed) {
 
 TEST(Queue, CloseWakesBlockedConsumersAndProducers) {
   SegmentGuard g(unique_name("q"));
-  auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 2});
+  auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 2, .liveness_interval = kNoSlice});
   ASSERT_EQ(q.put(1), QueueResult::ok);
   ASSERT_EQ(q.put(2), QueueResult::ok);
-  std::thread producer([&] { EXPECT_EQ(q.put(3), QueueResult::closed); });
+  std::atomic<int> done{0};
+  std::thread producer([&] {
+    EXPECT_EQ(q.put(3), QueueResult::closed);
+    done.fetch_add(1);
+  });
   SegmentGuard g2(unique_name("q2"));
-  auto e = shmbus::Queue<int>::create(g2.name(), {.capacity = 2});
+  auto e = shmbus::Queue<int>::create(g2.name(), {.capacity = 2, .liveness_interval = kNoSlice});
   std::thread consumer([&] {
     int v = 0;
     EXPECT_EQ(e.get(v), QueueResult::closed);
+    done.fetch_add(1);
   });
-  // Wait until both are blocked (they sleep as futex waiters or spin; either
-  // way close() must release them).
+  // Both asleep on the futex (after the adaptive spin): only close() wakes them.
+  ASSERT_TRUE(poll_until(
+      [&] { return q.stats().producers_waiting == 1 && e.stats().consumers_waiting == 1; }));
   q.close();
   e.close();
+  const bool woke = poll_until([&] { return done.load() == 2; }, kWakeBound);
+  EXPECT_TRUE(woke) << "close() did not wake the sleepers";
+  if (!woke) {  // unblock them through the ring instead
+    int v = 0;
+    (void)q.try_get(v);
+    (void)e.try_put(0);
+  }
   producer.join();
   consumer.join();
 }
@@ -257,6 +308,8 @@ TEST(Queue, ObjectStatsForTheInspector) {
   EXPECT_EQ(find(stats.gauges, "depth"), 2);
   EXPECT_EQ(find(stats.gauges, "capacity"), 4);
   EXPECT_EQ(find(stats.gauges, "dead_participants"), 0);
+  EXPECT_EQ(find(stats.gauges, "consumers_waiting"), 0);
+  EXPECT_EQ(find(stats.gauges, "producers_waiting"), 0);
   EXPECT_TRUE(stats.problems.empty());
 }
 
@@ -338,6 +391,155 @@ TEST(Queue, ThreadsMpmcExactlyOnceAndPerProducerOrder) {
   EXPECT_EQ(s.committed, kProducers * kPer);
   EXPECT_EQ(s.delivered, kProducers * kPer);
   EXPECT_EQ(s.dropped + s.lost, 0u);
+}
+
+// ---- hostile or damaged shared memory ---------------------------------------
+
+// A writable mapping of a queue segment's whole file, and its control block
+// (found by its magic at a page-aligned offset), to play a hostile peer.
+struct RawQueue {
+  explicit RawQueue(const std::string& name) {
+    const int fd = ::open(shmbus::test::shm_path(name).c_str(), O_RDWR);
+    if (fd < 0) return;
+    struct stat st {};
+    if (::fstat(fd, &st) == 0) {
+      size = static_cast<std::size_t>(st.st_size);
+      void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (p != MAP_FAILED) base = static_cast<std::byte*>(p);
+    }
+    ::close(fd);
+    for (std::size_t off = 0; base != nullptr && off + sizeof(shmbus::detail::QueueControl) <= size;
+         off += 4096) {
+      auto* c = reinterpret_cast<shmbus::detail::QueueControl*>(base + off);
+      if (c->magic == shmbus::detail::kQueueMagic) {
+        ctl = c;
+        break;
+      }
+    }
+  }
+  ~RawQueue() {
+    if (base != nullptr) ::munmap(base, size);
+  }
+  shmbus::detail::SlotHeader& slot(std::uint64_t i) const {
+    return *reinterpret_cast<shmbus::detail::SlotHeader*>(reinterpret_cast<std::byte*>(ctl) +
+                                                          ctl->slots_offset + i * ctl->slot_stride);
+  }
+  std::byte* base = nullptr;
+  std::size_t size = 0;
+  shmbus::detail::QueueControl* ctl = nullptr;
+};
+
+// capacity 2^40 x stride 2^24 wraps to 0 in 64 bits: the header must not
+// pass validation with a heap_offset equal to slots_offset.
+TEST(QueueHostile, CapacityTimesStrideOverflowIsCorrupted) {
+  SegmentGuard g(unique_name("qh"));
+  auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 4});
+  RawQueue raw(g.name());
+  ASSERT_NE(raw.ctl, nullptr);
+  auto& c = *raw.ctl;
+  c.capacity = std::uint64_t{1} << 40;
+  c.slot_payload = (std::uint64_t{1} << 24) - sizeof(shmbus::detail::SlotHeader);
+  c.slot_stride = std::uint64_t{1} << 24;
+  c.heap_blocks = 0;
+  c.heap_block_size = 0;
+  c.heap_offset = c.slots_offset;  // slots_offset + 2^64 (mod 2^64)
+  c.heap_data_offset = c.slots_offset;
+  EXPECT_EQ(shmbus::test::code_of([&] { (void)shmbus::Queue<int>::open(g.name()); }),
+            shmbus::Errc::corrupted);
+  // The read-only inspector path validates the same way.
+  auto view = shmbus::SegmentView::open(g.name());
+  EXPECT_EQ(shmbus::test::code_of([&] { (void)shmbus::queue_stats(view); }),
+            shmbus::Errc::corrupted);
+  // A capacity above create()'s 2^30 limit is refused even when it fits.
+  c.capacity = std::uint64_t{1} << 31;
+  c.slot_payload = 4;
+  c.slot_stride = 64;
+  EXPECT_EQ(shmbus::test::code_of([&] { (void)shmbus::Queue<int>::open(g.name()); }),
+            shmbus::Errc::corrupted);
+}
+
+// An invalid slot state (5..7) at the head makes get/try_get report
+// corrupted instead of `empty` forever; put over it too.
+TEST(QueueHostile, InvalidSlotStateIsCorrupted) {
+  SegmentGuard g(unique_name("qh"));
+  auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 4});
+  RawQueue raw(g.name());
+  ASSERT_NE(raw.ctl, nullptr);
+  raw.slot(0).word.store(shmbus::detail::slot_word(0, 0, shmbus::detail::SlotState(5)));
+  int v = 0;
+  EXPECT_EQ(q.try_get(v), QueueResult::corrupted);
+  EXPECT_EQ(q.get_for(v, 10s), QueueResult::corrupted);
+  EXPECT_EQ(q.try_put(1), QueueResult::corrupted);
+}
+
+// A slot word whose position is forged far ahead must not make try_put or
+// try_get step the hint towards it one position at a time (2^47 steps).
+TEST(QueueHostile, PositionFarAheadIsCorrupted) {
+  SegmentGuard g(unique_name("qh"));
+  auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 4});
+  RawQueue raw(g.name());
+  ASSERT_NE(raw.ctl, nullptr);
+  const std::uint64_t far = std::uint64_t{1} << 46;  // a multiple of the capacity
+  for (std::uint64_t i = 0; i < 4; ++i)
+    raw.slot(i).word.store(shmbus::detail::slot_word(far + i, 0, shmbus::detail::SlotState::empty));
+  EXPECT_EQ(q.try_put(1), QueueResult::corrupted);
+  int v = 0;
+  EXPECT_EQ(q.try_get(v), QueueResult::corrupted);
+  // The hints were not walked forward towards the forged position.
+  EXPECT_LT(raw.ctl->enqueue_pos.load(), 8u);
+  EXPECT_LT(raw.ctl->dequeue_pos.load(), 8u);
+}
+
+// A heap message whose length exceeds the block size (but whose block
+// reference is valid) is reported corrupted AND its block is freed.
+TEST(QueueHostile, CorruptedHeapMessageFreesItsBlock) {
+  SegmentGuard g(unique_name("qh"));
+  auto q = shmbus::BytesQueue::create(
+      g.name(), {.capacity = 4, .max_message = 16, .max_large_message = 256, .heap_blocks = 1});
+  std::vector<std::byte> big(200, std::byte{7});
+  ASSERT_EQ(q.put(big), QueueResult::ok);
+  EXPECT_EQ(q.stats().heap_in_use, 1u);
+  RawQueue raw(g.name());
+  ASSERT_NE(raw.ctl, nullptr);
+  raw.slot(0).length = 1u << 20;  // larger than the block
+  std::vector<std::byte> out(q.max_message());
+  std::size_t n = 0;
+  EXPECT_EQ(q.try_get(out, n), QueueResult::corrupted);
+  EXPECT_EQ(q.stats().heap_in_use, 0u);
+  EXPECT_EQ(q.stats().lost, 1u);
+  ASSERT_EQ(q.try_put(big), QueueResult::ok);  // the one block is usable again
+  ASSERT_EQ(q.try_get(out, n), QueueResult::ok);
+  EXPECT_EQ(n, big.size());
+}
+
+// ---- join() and a put in flight ------------------------------------------------
+
+std::atomic<int> g_hook_state{0};  // 1: a put stopped at put_published; 2: let it go
+void hold_after_publish(shmbus::detail::QueueFaultPoint p) noexcept {
+  if (p != shmbus::detail::QueueFaultPoint::put_published) return;
+  g_hook_state.store(1);
+  while (g_hook_state.load() != 2) std::this_thread::yield();
+}
+
+// A put that has published its message but not yet counted it (stage
+// ACTIVE) must keep join() waiting: the item is in the queue.
+TEST(JoinableQueue, JoinWaitsForAPublishedButUncountedPut) {
+  SegmentGuard g(unique_name("jq"));
+  auto q = shmbus::JoinableQueue<int>::create(g.name(), {.capacity = 4});
+  g_hook_state.store(0);
+  shmbus::detail::set_queue_fault_hook(&hold_after_publish);
+  std::thread producer([&] { EXPECT_EQ(q.put(5), QueueResult::ok); });
+  ASSERT_TRUE(poll_until([] { return g_hook_state.load() == 1; }));
+  EXPECT_EQ(q.stats().committed, 1u);
+  EXPECT_FALSE(q.join_for(20ms));  // one item not done: join must not return
+  g_hook_state.store(2);
+  producer.join();
+  shmbus::detail::set_queue_fault_hook(nullptr);
+  int v = 0;
+  ASSERT_EQ(q.get(v), QueueResult::ok);
+  EXPECT_FALSE(q.join_for(0ms));
+  ASSERT_EQ(q.task_done(), QueueResult::ok);
+  EXPECT_TRUE(q.join_for(5s));
 }
 
 }  // namespace

@@ -114,8 +114,8 @@ static_assert(sizeof(QueueRecord) == 64);
 //   0    geometry (set once before ready, validated by every opener)
 //   64   enqueue_pos                      (CAS by any producer: a hint)
 //   128  dequeue_pos                      (CAS by any consumer: a hint)
-//   192  not_empty WaitChannel, waking    (consumers sleep here)
-//   256  not_full WaitChannel, waking     (producers sleep here)
+//   192  not_empty WaitChannel, unused    (consumers sleep here)
+//   256  not_full WaitChannel, unused     (producers sleep here)
 //   320  closed, peer_deaths, interrupted (atomic, rarely written)
 //   384  tasks_done, join WaitChannel     (JoinableQueue)
 //   448  heap geometry                    (set once before ready)
@@ -147,9 +147,9 @@ struct QueueControl {
   alignas(64) std::atomic<std::uint64_t> enqueue_pos;
   alignas(64) std::atomic<std::uint64_t> dequeue_pos;
   alignas(64) WaitChannel not_empty;
-  std::atomic<std::uint32_t> not_empty_waking;  // a wake-one is in flight (see notify_one)
+  std::atomic<std::uint32_t> not_empty_waking;  // unused (was a wake suppression hint)
   alignas(64) WaitChannel not_full;
-  std::atomic<std::uint32_t> not_full_waking;
+  std::atomic<std::uint32_t> not_full_waking;  // unused (was a wake suppression hint)
   alignas(64) std::atomic<std::uint32_t> closed;
   std::atomic<std::uint64_t> peer_deaths;  // dead records recovered
   std::atomic<std::uint64_t> interrupted;  // ... of those, found mid-put/get
@@ -257,13 +257,13 @@ class QueueCore {
   QueueResult put_large(std::span<const std::byte> msg, const Clock::time_point* deadline,
                         bool block, std::uint32_t rec) noexcept;
   void free_heap_ref(const SlotHeader& sl) noexcept;
+  void notify_not_full() noexcept;
   [[nodiscard]] std::atomic<std::uint64_t>& heap_word_at(std::uint32_t i) const noexcept {
     return heap_words_[i];
   }
   QueueResult try_get_once(std::span<std::byte> out, std::size_t& length, std::uint32_t rec,
                            Probe& probe) noexcept;
-  bool wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& waking,
-                       const std::atomic<std::uint64_t>& head, const Probe& probe,
+  bool wait_for_change(WaitChannel& ch, const std::atomic<std::uint64_t>& head, const Probe& probe,
                        const Clock::time_point* deadline, bool first) noexcept;
   void check_stuck(const Probe& probe) noexcept;
   bool recover_record(std::uint32_t rec, std::uint64_t dead_owner, bool keep) noexcept;
@@ -288,6 +288,7 @@ class QueueCore {
   std::uint32_t max_records_ = 0;
   std::uint32_t heap_blocks_ = 0;
   std::uint64_t heap_block_size_ = 0;
+  bool joinable_ = false;
   std::atomic<std::uint64_t>* heap_words_ = nullptr;
   std::byte* heap_data_ = nullptr;
   WaitPolicy policy_{};
