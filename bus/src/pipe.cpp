@@ -20,6 +20,15 @@ namespace shmbus {
 
 namespace detail {
 std::atomic<std::uint64_t> g_fork_generation{0};
+
+namespace {
+std::atomic<std::uint64_t> g_missed_wakeups{0};
+}  // namespace
+
+std::uint64_t pipe_missed_wakeups() noexcept {
+  // relaxed: a count for tests, read after the waits it counts.
+  return g_missed_wakeups.load(std::memory_order_relaxed);
+}
 }  // namespace detail
 
 namespace {
@@ -419,9 +428,10 @@ namespace {
 // Spins (busy / adaptive), then sleeps on `ch` in slices so the peer's
 // liveness is checked every kLivenessInterval. `ready` loads seq_cst.
 template <class Ready, class Dead, class Slept>
-int wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy, const Clock::time_point* deadline,
-              Ready&& ready, Dead&& dead, Slept&& slept) noexcept {
-  // returns 0 ready, 1 timeout, 2 dead
+detail::WaitOutcome wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy,
+                              const Clock::time_point* deadline, Ready&& ready, Dead&& dead,
+                              Slept&& slept) noexcept {
+  using detail::WaitOutcome;
   if (policy.strategy != WaitStrategy::blocking) {
     // No clock read before the first spins: a stream's receiver that
     // catches up with its sender waits only a moment, and a clock read
@@ -431,18 +441,19 @@ int wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy, const Clock::ti
     Clock::time_point next_check{};
     for (unsigned i = 1;; ++i) {
       detail::cpu_relax();
-      if (ready()) return 0;
+      if (ready()) return WaitOutcome::ready;
       if ((i & 255) == 0) {  // a vDSO clock read now and then, no system call
         const auto now = Clock::now();
         if (i == 256) {
           start = now;
           next_check = now + kLivenessInterval;
         }
-        if (deadline != nullptr && now >= *deadline) return ready() ? 0 : 1;
+        if (deadline != nullptr && now >= *deadline)
+          return ready() ? WaitOutcome::ready : WaitOutcome::timeout;
         if (policy.strategy == WaitStrategy::adaptive && now - start >= policy.spin) break;
         if (now >= next_check) {
           next_check = now + kLivenessInterval;
-          if (dead()) return 2;
+          if (dead()) return WaitOutcome::dead_peer;
         }
       }
     }
@@ -455,9 +466,18 @@ int wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy, const Clock::ti
   for (;;) {
     auto slice = Clock::now() + kLivenessInterval;
     if (deadline != nullptr && *deadline < slice) slice = *deadline;
-    if (detail::wait_until(ch, ready, sleep, &slice)) return 0;
-    if (deadline != nullptr && Clock::now() >= *deadline) return ready() ? 0 : 1;
-    if (dead()) return 2;
+    if (detail::wait_until(ch, ready, sleep, &slice)) {
+      // Ready, but only at the slice's end (a vDSO clock read, after the
+      // futex call this path made anyway): the notifier's wake-up was lost.
+      if ((deadline == nullptr || slice != *deadline) && Clock::now() >= slice) {
+        // relaxed: a count for tests only.
+        detail::g_missed_wakeups.fetch_add(1, std::memory_order_relaxed);
+      }
+      return WaitOutcome::ready;
+    }
+    if (deadline != nullptr && Clock::now() >= *deadline)
+      return ready() ? WaitOutcome::ready : WaitOutcome::timeout;
+    if (dead()) return WaitOutcome::dead_peer;
   }
 }
 
@@ -465,7 +485,7 @@ int wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy, const Clock::ti
 
 Connection::WaitOutcome Connection::wait_data(const Deadline* deadline) noexcept {
   auto* ctl = rx_.control();
-  const int r = wait_loop(
+  const WaitOutcome r = wait_loop(
       ctl->data, policy_, deadline, [&] { return rx_.has_data() || peer_closed(); },
       [&] { return peer_dead(); },
       [&] {
@@ -474,13 +494,13 @@ Connection::WaitOutcome Connection::wait_data(const Deadline* deadline) noexcept
             ctl->consumer.blocked_recvs.load(std::memory_order_relaxed) + 1,
             std::memory_order_relaxed);
       });
-  return r == 0 ? WaitOutcome::ready : r == 1 ? WaitOutcome::timeout : WaitOutcome::dead_peer;
+  return r;
 }
 
 Connection::WaitOutcome Connection::wait_room(std::size_t payload,
                                               const Deadline* deadline) noexcept {
   auto* ctl = tx_.control();
-  const int r = wait_loop(
+  const WaitOutcome r = wait_loop(
       ctl->space, policy_, deadline, [&] { return tx_.has_room(payload) || peer_closed(); },
       [&] { return peer_dead(); },
       [&] {
@@ -489,7 +509,7 @@ Connection::WaitOutcome Connection::wait_room(std::size_t payload,
             ctl->producer.blocked_sends.load(std::memory_order_relaxed) + 1,
             std::memory_order_relaxed);
       });
-  return r == 0 ? WaitOutcome::ready : r == 1 ? WaitOutcome::timeout : WaitOutcome::dead_peer;
+  return r;
 }
 
 // --- sending -------------------------------------------------------------------
@@ -611,6 +631,9 @@ void Connection::end_batch() noexcept {
 RecvResult Connection::next_frame(detail::Frame& frame, const Deadline* deadline,
                                   bool wait) noexcept {
   if (!can_recv_ || closed_ || !ensure_owner()) return RecvResult::closed;
+  // A frame peek() left peeked is consumed (or peeked again) from here on:
+  // release() must not free it a second time.
+  peeked_ = false;
   for (;;) {
     switch (rx_.peek(frame)) {
       case detail::PeekResult::ok:
@@ -814,7 +837,7 @@ bool Connection::poll(std::chrono::nanoseconds timeout) noexcept {
   if (!can_recv_ || closed_ || !ensure_owner()) return false;
   if (peeked_ || rx_.has_data() || peer_closed()) return true;
   if (timeout <= std::chrono::nanoseconds::zero()) return false;
-  const Deadline d = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+  const Deadline d = deadline_after(timeout);  // saturated: poll(nanoseconds::max()) waits
   return wait_data(&d) != WaitOutcome::timeout;
 }
 

@@ -268,18 +268,20 @@ class Connection {
              bool taken);
 
  private:
-  enum class WaitOutcome : std::uint8_t {
-    ready,
-    timeout,
-    closed_peer,
-    dead_peer,
-    corrupted,
-    not_owner
-  };
+  using WaitOutcome = detail::WaitOutcome;
 
+  // now + timeout, saturated: a timeout beyond what the clock can represent
+  // (hours::max(), nanoseconds::max(), ...) waits forever instead of
+  // overflowing; zero, negative or NaN means now.
   template <class Rep, class Period>
   static Deadline deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
-    return Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+    const Deadline now = Clock::now();
+    const double t = std::chrono::duration<double>(timeout).count();
+    if (!(t > 0)) return now;
+    // A second's margin covers the rounding of the double comparison.
+    const double room = std::chrono::duration<double>(Deadline::max() - now).count() - 1.0;
+    if (t >= room) return Deadline::max();
+    return now + std::chrono::duration_cast<Clock::duration>(timeout);
   }
   void throw_unless_ok(RecvResult r, const char* what) const;
 

@@ -182,19 +182,50 @@ TEST(Pipe, CloseDeliversEverythingThenEof) {
   EXPECT_EQ(b.send(1), SendResult::broken);
 }
 
+// Until `n` receives on ring `ring` of the pipe `name` went to sleep.
+bool receivers_blocked(const std::string& name, int ring, std::uint64_t n) {
+  return test::poll_until([&] {
+    const PipeStats s = pipe_stats(SegmentView::open(name));
+    return s.rings[static_cast<std::size_t>(ring)].blocked_recvs >= n;
+  });
+}
+
 TEST(Pipe, BlockedReceiverWakesOnClose) {
   PipeOptions o;
   o.wait.strategy = WaitStrategy::blocking;
-  auto [a, b] = Pipe(o);
+  SegmentGuard g(unique_name("pipe-wake"));
+  auto [a, b] = Pipe(g.name(), o);
   std::thread reader([&b = b] {
     int x = 0;
     EXPECT_EQ(b.recv(x), RecvResult::eof);
   });
+  ASSERT_TRUE(receivers_blocked(g.name(), 1, 1));  // b (end 1) sleeps on ring 1
   a.close();
   reader.join();
 }
 
+TEST(Pipe, HugeTimeoutsWaitInsteadOfOverflowing) {
+  PipeOptions o;
+  o.wait.strategy = WaitStrategy::blocking;
+  SegmentGuard g(unique_name("pipe-huge"));
+  auto [a, b] = Pipe(g.name(), o);
+  std::thread reader([&b = b] {
+    EXPECT_TRUE(b.poll(std::chrono::nanoseconds::max()));
+    int x = 0;
+    EXPECT_EQ(b.recv_for(x, std::chrono::hours::max()), RecvResult::ok);
+    EXPECT_EQ(x, 5);
+    EXPECT_EQ(b.recv_for(x, std::chrono::nanoseconds::max()), RecvResult::ok);
+    EXPECT_EQ(x, 6);
+  });
+  ASSERT_TRUE(receivers_blocked(g.name(), 1, 1));
+  ASSERT_EQ(a.send(5), SendResult::ok);
+  ASSERT_TRUE(receivers_blocked(g.name(), 1, 2));
+  ASSERT_EQ(a.send(6), SendResult::ok);
+  reader.join();
+}
+
 TEST(Pipe, PingPongUnderEveryStrategy) {
+  const std::uint64_t missed = detail::pipe_missed_wakeups();
   for (auto s : {WaitStrategy::busy_poll, WaitStrategy::adaptive, WaitStrategy::blocking}) {
     PipeOptions o;
     o.wait.strategy = s;
@@ -213,6 +244,8 @@ TEST(Pipe, PingPongUnderEveryStrategy) {
     a.close();
     echo.join();
   }
+  // Every sleep was ended by its notifier, none by a liveness slice.
+  EXPECT_EQ(detail::pipe_missed_wakeups(), missed);
 }
 
 TEST(Pipe, BatchBecomesVisibleAtEndBatch) {
@@ -272,6 +305,23 @@ TEST(Pipe, CommitWithoutAValidReservationSendsNothing) {
   ASSERT_EQ(r.recv(got), RecvResult::ok);
   EXPECT_EQ(got, "sixteen bytes!!!");
   EXPECT_FALSE(r.poll());  // nothing else was sent
+}
+
+TEST(Pipe, ReleaseAfterAReceiveConsumedThePeekedFrameCountsNothingTwice) {
+  SegmentGuard g(unique_name("pipe-peek"));
+  auto [a, b] = Pipe(g.name());
+  ASSERT_EQ(a.send(std::uint64_t{7}), SendResult::ok);
+  ASSERT_EQ(a.send(std::uint64_t{8}), SendResult::ok);
+  std::span<const std::byte> in;
+  ASSERT_EQ(b.peek(in), RecvResult::ok);
+  EXPECT_EQ(b.recv<std::uint64_t>(), 7u);  // consumes the peeked frame
+  b.release();                             // nothing left to release
+  EXPECT_EQ(b.recv<std::uint64_t>(), 8u);
+  b.release();
+  b.close();  // publishes the read position and counters
+  const PipeStats s = pipe_stats(SegmentView::open(g.name()));
+  EXPECT_EQ(s.rings[1].messages_received, 2u);
+  EXPECT_EQ(s.rings[1].bytes_received, 16u);
 }
 
 TEST(Pipe, SecondTakerOfAnEndGetsAnError) {

@@ -401,10 +401,13 @@ class RingConsumer {
 
   // Frees the peeked frame. `count_message` counts it in the statistics
   // (the last fragment of a message, or a whole message).
+  // Without a peeked frame (already released) it does nothing.
   void release(bool count_message = true) noexcept {
+    if (peeked_ == 0) return;  // a peeked frame is at least its header
     pos_ += peeked_;
     bytes_ += peeked_len_;
     peeked_ = 0;
+    peeked_len_ = 0;
     if (count_message) ++received_;
     if (pos_ - published_ >= capacity_ / 4) publish_read();
   }
