@@ -461,23 +461,40 @@ detail::WaitOutcome wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy,
   slept();
   // Sleep in slices; the peer's liveness (a /proc read, a few system
   // calls) is checked only when a slice passes without a wake-up, so a
-  // blocking round trip costs no more than the futex itself.
-  const WaitPolicy sleep{WaitStrategy::blocking, std::chrono::nanoseconds::zero()};
+  // blocking round trip costs no more than the futex itself. This is
+  // detail::wait_until()'s blocking loop, written out to see whether a
+  // sleep ended by its notifier or by the slice's end.
+  auto slice_end = [&] {
+    const auto e = Clock::now() + kLivenessInterval;
+    return deadline != nullptr && *deadline < e ? *deadline : e;
+  };
+  auto slice = slice_end();
   for (;;) {
-    auto slice = Clock::now() + kLivenessInterval;
-    if (deadline != nullptr && *deadline < slice) slice = *deadline;
-    if (detail::wait_until(ch, ready, sleep, &slice)) {
-      // Ready, but only at the slice's end (a vDSO clock read, after the
-      // futex call this path made anyway): the notifier's wake-up was lost.
-      if ((deadline == nullptr || slice != *deadline) && Clock::now() >= slice) {
+    // [wait.sleepers] seq_cst: pairs with the load in notify(); the
+    // predicate re-check below loads seq_cst too (futex.hpp contract).
+    ch.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t seq = ch.seq.load(std::memory_order_seq_cst);
+    if (ready()) {
+      ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+      return WaitOutcome::ready;
+    }
+    const detail::FutexResult r = detail::futex_wait(ch.seq, seq, &slice);
+    ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+    const bool timed_out = r == detail::FutexResult::timed_out;
+    if (ready()) {
+      // Ready although the sleep ran to the slice's end: the notifier's
+      // wake-up never came (see detail::pipe_missed_wakeups()).
+      if (timed_out && (deadline == nullptr || slice != *deadline)) {
         // relaxed: a count for tests only.
         detail::g_missed_wakeups.fetch_add(1, std::memory_order_relaxed);
       }
       return WaitOutcome::ready;
     }
-    if (deadline != nullptr && Clock::now() >= *deadline)
-      return ready() ? WaitOutcome::ready : WaitOutcome::timeout;
+    // A wake-up for someone else (or a signal) before the slice's end: sleep on.
+    if (!timed_out && Clock::now() < slice) continue;
+    if (deadline != nullptr && Clock::now() >= *deadline) return WaitOutcome::timeout;
     if (dead()) return WaitOutcome::dead_peer;
+    slice = slice_end();
   }
 }
 
