@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <random>
@@ -19,6 +20,15 @@ namespace shmbus {
 
 namespace detail {
 std::atomic<std::uint64_t> g_fork_generation{0};
+
+namespace {
+std::atomic<std::uint64_t> g_missed_wakeups{0};
+}  // namespace
+
+std::uint64_t pipe_missed_wakeups() noexcept {
+  // relaxed: a count for tests, read after the waits it counts.
+  return g_missed_wakeups.load(std::memory_order_relaxed);
+}
 }  // namespace detail
 
 namespace {
@@ -64,9 +74,18 @@ void validate_options(std::string_view name, const PipeOptions& o) {
   }
 }
 
-// Checks the set-once config of an opened pipe (untrusted bytes).
-void validate_config(const std::string& name, const PipeControl& c, std::size_t payload_size) {
-  const auto& k = c.config;
+// A private copy of the set-once config of an opened pipe: read from
+// shared memory exactly once, so a peer that rewrites the config after it
+// was validated cannot change the geometry this process uses.
+detail::PipeConfig copy_config(const PipeControl& c) noexcept {
+  detail::PipeConfig k;
+  std::memcpy(&k, &c.config, sizeof k);
+  return k;
+}
+
+// Checks a copy of an opened pipe's config (untrusted bytes).
+void validate_config(const std::string& name, const detail::PipeConfig& k,
+                     std::size_t payload_size) {
   auto bad = [&](const std::string& what) { throw Error(Errc::corrupted, name, "pipe " + what); };
   if (k.format != detail::kPipeFormat) {
     throw Error(Errc::wrong_version, name,
@@ -83,6 +102,22 @@ void validate_config(const std::string& name, const PipeControl& c, std::size_t 
   }
   if (k.max_message == 0 || k.max_message > (std::uint64_t{1} << 62)) bad("max_message");
   if (k.strategy > 2) bad("wait strategy " + std::to_string(k.strategy));
+  if (k.spin_ns > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+    bad("spin budget " + std::to_string(k.spin_ns) + " ns");
+  }
+  if ((k.flags & ~detail::kPipeNoStatistics) != 0) bad("flags " + std::to_string(k.flags));
+}
+
+detail::PipeConfig config_of(const PipeOptions& o) noexcept {
+  detail::PipeConfig k{};
+  k.format = detail::kPipeFormat;
+  k.duplex = o.duplex ? 1 : 0;
+  k.capacity = o.capacity;
+  k.max_message = o.max_message;
+  k.strategy = static_cast<std::uint32_t>(o.wait.strategy);
+  k.flags = o.statistics ? 0 : detail::kPipeNoStatistics;
+  k.spin_ns = static_cast<std::uint64_t>(o.wait.spin.count());
+  return k;
 }
 
 std::shared_ptr<detail::Segment> create_segment(std::string_view name, const PipeOptions& o,
@@ -91,13 +126,7 @@ std::shared_ptr<detail::Segment> create_segment(std::string_view name, const Pip
   const std::size_t size = detail::pipe_payload_size(o.capacity, o.duplex);
   auto init = [&](std::span<std::byte> payload) {
     auto* c = new (payload.data()) PipeControl{};
-    c->config.format = detail::kPipeFormat;
-    c->config.duplex = o.duplex ? 1 : 0;
-    c->config.capacity = o.capacity;
-    c->config.max_message = o.max_message;
-    c->config.strategy = static_cast<std::uint32_t>(o.wait.strategy);
-    c->config.spin_ns = static_cast<std::uint64_t>(o.wait.spin.count());
-    c->config.flags = o.statistics ? 0 : detail::kPipeNoStatistics;
+    c->config = config_of(o);
     // relaxed: published by the segment's ready store ([segment.ready]).
     c->ends[0].owner.store(owner0, std::memory_order_relaxed);
     c->ends[1].owner.store(owner1, std::memory_order_relaxed);
@@ -123,7 +152,8 @@ std::pair<Connection, Connection> make_pair(std::string_view name, const PipeOpt
   if (anonymous) detail::Segment::unlink(name);
   // Both ends are held by the creator until a process uses one of them
   // (a forked child takes the end it uses from its parent).
-  return {Connection(seg, 0, false), Connection(seg, 1, false)};
+  const detail::PipeConfig k = config_of(o);
+  return {Connection(seg, k, 0, false), Connection(seg, k, 1, false)};
 }
 
 }  // namespace
@@ -197,11 +227,13 @@ bool unlink_pipe(std::string_view name) { return detail::Segment::unlink(name); 
 
 // --- Connection: setup -------------------------------------------------------
 
-Connection::Connection(std::shared_ptr<detail::Segment> segment, int end, bool taken)
+Connection::Connection(std::shared_ptr<detail::Segment> segment, const detail::PipeConfig& k,
+                       int end, bool taken)
     : segment_(std::move(segment)), end_(end) {
   register_atfork();
+  // `k` is this process's validated copy of the config: the geometry below
+  // never comes from control_->config, which a peer could rewrite.
   control_ = reinterpret_cast<PipeControl*>(segment_->payload());
-  const auto& k = control_->config;
   const bool duplex = k.duplex != 0;
   const std::size_t cap = k.capacity;
   policy_.strategy = static_cast<WaitStrategy>(k.strategy);
@@ -235,7 +267,7 @@ Connection Connection::create(std::string_view name, PipeEnd end, const PipeOpti
   const std::uint64_t me = this_process().pack();
   const bool first = end == PipeEnd::first;
   auto seg = create_segment(name, options, first ? me : 0, first ? 0 : me);
-  return Connection(std::move(seg), first ? 0 : 1, true);
+  return Connection(std::move(seg), config_of(options), first ? 0 : 1, true);
 }
 
 Connection Connection::open(std::string_view name, PipeEnd end, const SegmentOptions& options) {
@@ -247,7 +279,8 @@ Connection Connection::open(std::string_view name, PipeEnd end, const SegmentOpt
     throw Error(Errc::corrupted, object, "pipe payload smaller than its control block");
   }
   auto* c = reinterpret_cast<PipeControl*>(seg->payload());
-  validate_config(object, *c, seg->payload_size());
+  const detail::PipeConfig k = copy_config(*c);  // read once: see copy_config()
+  validate_config(object, k, seg->payload_size());
   const int e = end == PipeEnd::first ? 0 : 1;
   const std::uint64_t me = this_process().pack();
   std::uint64_t expected = 0;
@@ -259,7 +292,7 @@ Connection Connection::open(std::string_view name, PipeEnd end, const SegmentOpt
                 std::string("end ") + (e == 0 ? "first" : "second") + " is already taken by pid " +
                     std::to_string(holder.pid) + (is_alive(holder) ? "" : " (dead)"));
   }
-  return Connection(std::move(seg), e, true);
+  return Connection(std::move(seg), k, e, true);
 }
 
 Connection::Connection(Connection&& o) noexcept
@@ -309,7 +342,11 @@ const std::string& Connection::name() const noexcept {
 }
 
 std::size_t Connection::max_frame_payload() const noexcept {
-  return control_ == nullptr ? 0 : detail::max_frame_payload(control_->config.capacity);
+  // From the ring this end set up (the validated config), never from the
+  // shared config a peer could rewrite.
+  if (can_send_) return tx_.max_payload();
+  if (can_recv_) return detail::max_frame_payload(rx_.capacity());
+  return 0;
 }
 
 bool Connection::take_over() noexcept {
@@ -391,9 +428,10 @@ namespace {
 // Spins (busy / adaptive), then sleeps on `ch` in slices so the peer's
 // liveness is checked every kLivenessInterval. `ready` loads seq_cst.
 template <class Ready, class Dead, class Slept>
-int wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy, const Clock::time_point* deadline,
-              Ready&& ready, Dead&& dead, Slept&& slept) noexcept {
-  // returns 0 ready, 1 timeout, 2 dead
+detail::WaitOutcome wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy,
+                              const Clock::time_point* deadline, Ready&& ready, Dead&& dead,
+                              Slept&& slept) noexcept {
+  using detail::WaitOutcome;
   if (policy.strategy != WaitStrategy::blocking) {
     // No clock read before the first spins: a stream's receiver that
     // catches up with its sender waits only a moment, and a clock read
@@ -403,18 +441,19 @@ int wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy, const Clock::ti
     Clock::time_point next_check{};
     for (unsigned i = 1;; ++i) {
       detail::cpu_relax();
-      if (ready()) return 0;
+      if (ready()) return WaitOutcome::ready;
       if ((i & 255) == 0) {  // a vDSO clock read now and then, no system call
         const auto now = Clock::now();
         if (i == 256) {
           start = now;
           next_check = now + kLivenessInterval;
         }
-        if (deadline != nullptr && now >= *deadline) return ready() ? 0 : 1;
+        if (deadline != nullptr && now >= *deadline)
+          return ready() ? WaitOutcome::ready : WaitOutcome::timeout;
         if (policy.strategy == WaitStrategy::adaptive && now - start >= policy.spin) break;
         if (now >= next_check) {
           next_check = now + kLivenessInterval;
-          if (dead()) return 2;
+          if (dead()) return WaitOutcome::dead_peer;
         }
       }
     }
@@ -422,14 +461,40 @@ int wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy, const Clock::ti
   slept();
   // Sleep in slices; the peer's liveness (a /proc read, a few system
   // calls) is checked only when a slice passes without a wake-up, so a
-  // blocking round trip costs no more than the futex itself.
-  const WaitPolicy sleep{WaitStrategy::blocking, std::chrono::nanoseconds::zero()};
+  // blocking round trip costs no more than the futex itself. This is
+  // detail::wait_until()'s blocking loop, written out to see whether a
+  // sleep ended by its notifier or by the slice's end.
+  auto slice_end = [&] {
+    const auto e = Clock::now() + kLivenessInterval;
+    return deadline != nullptr && *deadline < e ? *deadline : e;
+  };
+  auto slice = slice_end();
   for (;;) {
-    auto slice = Clock::now() + kLivenessInterval;
-    if (deadline != nullptr && *deadline < slice) slice = *deadline;
-    if (detail::wait_until(ch, ready, sleep, &slice)) return 0;
-    if (deadline != nullptr && Clock::now() >= *deadline) return ready() ? 0 : 1;
-    if (dead()) return 2;
+    // [wait.sleepers] seq_cst: pairs with the load in notify(); the
+    // predicate re-check below loads seq_cst too (futex.hpp contract).
+    ch.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t seq = ch.seq.load(std::memory_order_seq_cst);
+    if (ready()) {
+      ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+      return WaitOutcome::ready;
+    }
+    const detail::FutexResult r = detail::futex_wait(ch.seq, seq, &slice);
+    ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+    const bool timed_out = r == detail::FutexResult::timed_out;
+    if (ready()) {
+      // Ready although the sleep ran to the slice's end: the notifier's
+      // wake-up never came (see detail::pipe_missed_wakeups()).
+      if (timed_out && (deadline == nullptr || slice != *deadline)) {
+        // relaxed: a count for tests only.
+        detail::g_missed_wakeups.fetch_add(1, std::memory_order_relaxed);
+      }
+      return WaitOutcome::ready;
+    }
+    // A wake-up for someone else (or a signal) before the slice's end: sleep on.
+    if (!timed_out && Clock::now() < slice) continue;
+    if (deadline != nullptr && Clock::now() >= *deadline) return WaitOutcome::timeout;
+    if (dead()) return WaitOutcome::dead_peer;
+    slice = slice_end();
   }
 }
 
@@ -437,7 +502,7 @@ int wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy, const Clock::ti
 
 Connection::WaitOutcome Connection::wait_data(const Deadline* deadline) noexcept {
   auto* ctl = rx_.control();
-  const int r = wait_loop(
+  const WaitOutcome r = wait_loop(
       ctl->data, policy_, deadline, [&] { return rx_.has_data() || peer_closed(); },
       [&] { return peer_dead(); },
       [&] {
@@ -446,13 +511,13 @@ Connection::WaitOutcome Connection::wait_data(const Deadline* deadline) noexcept
             ctl->consumer.blocked_recvs.load(std::memory_order_relaxed) + 1,
             std::memory_order_relaxed);
       });
-  return r == 0 ? WaitOutcome::ready : r == 1 ? WaitOutcome::timeout : WaitOutcome::dead_peer;
+  return r;
 }
 
 Connection::WaitOutcome Connection::wait_room(std::size_t payload,
                                               const Deadline* deadline) noexcept {
   auto* ctl = tx_.control();
-  const int r = wait_loop(
+  const WaitOutcome r = wait_loop(
       ctl->space, policy_, deadline, [&] { return tx_.has_room(payload) || peer_closed(); },
       [&] { return peer_dead(); },
       [&] {
@@ -461,7 +526,7 @@ Connection::WaitOutcome Connection::wait_room(std::size_t payload,
             ctl->producer.blocked_sends.load(std::memory_order_relaxed) + 1,
             std::memory_order_relaxed);
       });
-  return r == 0 ? WaitOutcome::ready : r == 1 ? WaitOutcome::timeout : WaitOutcome::dead_peer;
+  return r;
 }
 
 // --- sending -------------------------------------------------------------------
@@ -522,7 +587,15 @@ SendResult Connection::reserve_impl(std::size_t size, std::span<std::byte>& out,
   }
 }
 
-void Connection::commit(std::size_t size) noexcept { tx_.commit(size); }
+SendResult Connection::commit(std::size_t size) noexcept {
+  // A receive-only, closed or moved-from end has no ring to write (or one
+  // that is no longer its own); without a reservation, or above it, the
+  // frame would overwrite bytes the consumer has not read yet.
+  if (!can_send_ || closed_) return SendResult::closed;
+  if (!tx_.can_commit(size)) return SendResult::too_large;
+  tx_.commit(size);
+  return SendResult::ok;
+}
 
 SendResult Connection::send_fragmented(std::span<const std::byte> data,
                                        const Deadline* deadline) noexcept {
@@ -541,10 +614,14 @@ SendResult Connection::send_fragmented(std::span<const std::byte> data,
       if (p != nullptr) break;
       if (tx_.corrupted()) return SendResult::corrupted;
       tx_.flush();
-      // The deadline applies until the first fragment is committed; after
-      // it the message is finished (or stopped by the peer's close/death).
-      const WaitOutcome w = wait_room(head + len, first ? deadline : nullptr);
-      if (w == WaitOutcome::timeout) return SendResult::timeout;
+      const WaitOutcome w = wait_room(head + len, deadline);
+      if (w == WaitOutcome::timeout) {
+        // A half-sent message cannot be taken back, and whatever this end
+        // sent next would read as its continuation: the sending direction
+        // stays failed (later sends: corrupted).
+        if (!first) tx_.mark_corrupted();
+        return SendResult::timeout;
+      }
       if (w == WaitOutcome::dead_peer) return SendResult::peer_dead;
     }
     if (first) std::memcpy(p, &total, sizeof total);
@@ -571,6 +648,9 @@ void Connection::end_batch() noexcept {
 RecvResult Connection::next_frame(detail::Frame& frame, const Deadline* deadline,
                                   bool wait) noexcept {
   if (!can_recv_ || closed_ || !ensure_owner()) return RecvResult::closed;
+  // A frame peek() left peeked is consumed (or peeked again) from here on:
+  // release() must not free it a second time.
+  peeked_ = false;
   for (;;) {
     switch (rx_.peek(frame)) {
       case detail::PeekResult::ok:
@@ -603,7 +683,8 @@ RecvResult Connection::next_frame(detail::Frame& frame, const Deadline* deadline
 }
 
 namespace {
-// The total length of the message whose first frame is `f`, validated.
+// The total length of the message whose first frame is `f`, validated: a
+// first fragment (not marked last) announces more bytes than it carries.
 bool message_length(const detail::Frame& f, std::uint64_t max_message,
                     std::uint64_t& total) noexcept {
   if (!f.fragment) {
@@ -612,9 +693,27 @@ bool message_length(const detail::Frame& f, std::uint64_t max_message,
   }
   if (f.last || f.length < sizeof(std::uint64_t)) return false;
   std::memcpy(&total, f.data, sizeof total);
-  return total <= max_message && total >= f.length - sizeof(std::uint64_t);
+  return total <= max_message && total > f.length - sizeof(std::uint64_t);
 }
 }  // namespace
+
+RecvResult Connection::next_fragment(detail::Frame& f, std::uint64_t got, std::uint64_t total,
+                                     const Deadline* deadline) noexcept {
+  const RecvResult r = next_frame(f, deadline, true);
+  if (r == RecvResult::timeout) {
+    // The rest of this message can no longer be told apart from the start
+    // of the next one: the receiving direction stays failed.
+    rx_.mark_corrupted();
+    return r;
+  }
+  if (r != RecvResult::ok) return r;
+  const bool last = got + f.length == total;
+  if (!f.fragment || f.length == 0 || f.length > total - got || f.last != last) {
+    rx_.mark_corrupted();
+    return RecvResult::corrupted;
+  }
+  return RecvResult::ok;
+}
 
 RecvResult Connection::recv_impl(std::span<std::byte> buffer, std::size_t offset, std::size_t& size,
                                  const Deadline* deadline, bool wait) noexcept {
@@ -641,17 +740,49 @@ RecvResult Connection::recv_impl(std::span<std::byte> buffer, std::size_t offset
   std::memcpy(out, f.data + sizeof(std::uint64_t), got);
   rx_.release(false);
   while (got < total) {
-    // No deadline inside a message: the sender finishes it or goes away.
-    r = next_frame(f, nullptr, true);
+    r = next_fragment(f, got, total, deadline);
     if (r != RecvResult::ok) return r;
-    const bool last = got + f.length == total;
-    if (!f.fragment || f.length > total - got || f.last != last) {
-      rx_.mark_corrupted();
-      return RecvResult::corrupted;
-    }
     std::memcpy(out + got, f.data, f.length);
     got += f.length;
-    rx_.release(last);
+    rx_.release(got == total);
+  }
+  return RecvResult::ok;
+}
+
+RecvResult Connection::recv_growing(void* out, std::byte* (*grow)(void*, std::size_t),
+                                    std::size_t maxlength, const Deadline* deadline) {
+  detail::Frame f;
+  RecvResult r = next_frame(f, deadline, true);
+  if (r != RecvResult::ok) return r;
+  std::uint64_t total = 0;
+  if (!message_length(f, max_message_, total)) {
+    rx_.mark_corrupted();
+    return RecvResult::corrupted;
+  }
+  if (total > maxlength) return RecvResult::too_large;
+  if (!f.fragment) {
+    std::byte* p = grow(out, f.length);
+    if (f.length != 0) std::memcpy(p, f.data, f.length);
+    rx_.release(true);
+    return RecvResult::ok;
+  }
+  // The buffer grows with the bytes that actually arrive (amortised by the
+  // container), never to the total a peer announces up front.
+  std::uint64_t got = f.length - sizeof(std::uint64_t);
+  try {
+    std::memcpy(grow(out, static_cast<std::size_t>(got)), f.data + sizeof(std::uint64_t), got);
+    rx_.release(false);
+    while (got < total) {
+      r = next_fragment(f, got, total, deadline);
+      if (r != RecvResult::ok) return r;
+      std::byte* p = grow(out, static_cast<std::size_t>(got + f.length));
+      std::memcpy(p + got, f.data, f.length);
+      got += f.length;
+      rx_.release(got == total);
+    }
+  } catch (...) {
+    rx_.mark_corrupted();  // part of a message was consumed: the rest would not parse
+    throw;
   }
   return RecvResult::ok;
 }
@@ -668,33 +799,21 @@ RecvResult Connection::recv_value(void* out, std::size_t size, const Deadline* d
 
 RecvResult Connection::recv_bytes(std::vector<std::byte>& out, std::size_t maxlength,
                                   const Deadline* deadline) {
-  detail::Frame f;
-  RecvResult r = next_frame(f, deadline, true);
-  if (r != RecvResult::ok) return r;
-  std::uint64_t total = 0;
-  if (!message_length(f, max_message_, total)) {
-    rx_.mark_corrupted();
-    return RecvResult::corrupted;
-  }
-  if (total > maxlength) return RecvResult::too_large;
-  out.resize(static_cast<std::size_t>(total));
-  std::size_t size = 0;
-  return recv_impl(out, 0, size, deadline, true);
+  auto grow = [](void* v, std::size_t n) {
+    auto& vec = *static_cast<std::vector<std::byte>*>(v);
+    vec.resize(n);
+    return vec.data();
+  };
+  return recv_growing(&out, grow, maxlength, deadline);
 }
 
 RecvResult Connection::recv(std::string& out, const Deadline* deadline) {
-  detail::Frame f;
-  RecvResult r = next_frame(f, deadline, true);
-  if (r != RecvResult::ok) return r;
-  std::uint64_t total = 0;
-  if (!message_length(f, max_message_, total)) {
-    rx_.mark_corrupted();
-    return RecvResult::corrupted;
-  }
-  out.resize(static_cast<std::size_t>(total));
-  std::size_t size = 0;
-  return recv_impl(std::as_writable_bytes(std::span<char>(out.data(), out.size())), 0, size,
-                   deadline, true);
+  auto grow = [](void* v, std::size_t n) {
+    auto& str = *static_cast<std::string*>(v);
+    str.resize(n);
+    return reinterpret_cast<std::byte*>(str.data());
+  };
+  return recv_growing(&out, grow, SIZE_MAX, deadline);
 }
 
 void Connection::throw_unless_ok(RecvResult r, const char* what) const {
@@ -735,7 +854,7 @@ bool Connection::poll(std::chrono::nanoseconds timeout) noexcept {
   if (!can_recv_ || closed_ || !ensure_owner()) return false;
   if (peeked_ || rx_.has_data() || peer_closed()) return true;
   if (timeout <= std::chrono::nanoseconds::zero()) return false;
-  const Deadline d = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+  const Deadline d = deadline_after(timeout);  // saturated: poll(nanoseconds::max()) waits
   return wait_data(&d) != WaitOutcome::timeout;
 }
 
@@ -767,17 +886,18 @@ PipeStats pipe_stats(const SegmentView& view) {
     throw Error(Errc::corrupted, info.name, "pipe payload smaller than its control block");
   }
   const auto* c = reinterpret_cast<const PipeControl*>(payload.data());
-  validate_config(info.name, *c, payload.size());
+  const detail::PipeConfig k = copy_config(*c);  // read once: see copy_config()
+  validate_config(info.name, k, payload.size());
   PipeStats s;
-  s.duplex = c->config.duplex != 0;
-  s.statistics = (c->config.flags & detail::kPipeNoStatistics) == 0;
-  s.max_message = c->config.max_message;
-  s.strategy = static_cast<WaitStrategy>(c->config.strategy);
+  s.duplex = k.duplex != 0;
+  s.statistics = (k.flags & detail::kPipeNoStatistics) == 0;
+  s.max_message = k.max_message;
+  s.strategy = static_cast<WaitStrategy>(k.strategy);
   for (int r = 0; r < (s.duplex ? 2 : 1); ++r) {
     const auto& ring = c->rings[r];
     auto& o = s.rings[static_cast<std::size_t>(r)];
     // relaxed (all below): counters for display; no data is read through them.
-    o.capacity = c->config.capacity;
+    o.capacity = k.capacity;
     o.messages_sent = ring.producer.messages_sent.load(std::memory_order_relaxed);
     o.bytes_sent = ring.producer.bytes_sent.load(std::memory_order_relaxed);
     o.blocked_sends = ring.producer.blocked_sends.load(std::memory_order_relaxed);

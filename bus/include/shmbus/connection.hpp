@@ -22,9 +22,19 @@
 // `closed`. Death is noticed by the peer's ProcessId (pid + start time)
 // stored in the segment, checked only while waiting.
 //
-// Timeouts: a timed call gives up at its deadline unless it has started a
-// fragmented message; then it finishes the message (or stops at the
-// peer's close or death), so no half message is ever left in the ring.
+// Timeouts: a timed call gives up at its deadline, also in the middle of a
+// message larger than one frame (a peer that stops half way through a
+// message never holds the other side past its deadline). A half message
+// cannot be resumed or taken back, so such a timeout fails that direction
+// for good: a sender that timed out after its first fragment gets
+// SendResult::corrupted from every later send (its peer receives the
+// fragments sent, then waits until this end closes: eof / peer_dead); a
+// receiver that timed out after the first fragment gets
+// RecvResult::corrupted from every later receive. Calls without a
+// deadline (and try_ receives, once a message's first fragment is there)
+// wait for the rest of the message until the peer closes or dies.
+// Receiving into a vector or string grows it with the bytes that arrive,
+// not to the length the first fragment announces.
 //
 // Memory ordering: everything a sender wrote before send()/commit()
 // returned (before end_batch() for a batch) is visible to the receiver
@@ -225,7 +235,10 @@ class Connection {
   // Room for one message of up to `size` bytes (<= max_frame_payload()),
   // written in place and sent by commit(n). Waits like send_bytes().
   [[nodiscard]] SendResult reserve(std::size_t size, std::span<std::byte>& out) noexcept;
-  void commit(std::size_t size) noexcept;
+  // Sends `size` bytes of the reserved room: ok; closed (this end cannot
+  // send, is closed or moved from); too_large (no reservation is pending,
+  // or `size` is above the reserved size): nothing is sent.
+  SendResult commit(std::size_t size) noexcept;
   // The next message in place, without copying; release() frees it. A
   // fragmented message cannot be peeked (too_large: use recv_bytes_into).
   [[nodiscard]] RecvResult peek(std::span<const std::byte>& out,
@@ -249,22 +262,26 @@ class Connection {
   [[nodiscard]] std::size_t max_frame_payload() const noexcept;
   [[nodiscard]] std::uint64_t max_message() const noexcept { return max_message_; }
 
-  // Internal: used by Pipe().
-  Connection(std::shared_ptr<detail::Segment> segment, int end, bool taken);
+  // Internal: used by Pipe() and create()/open(). `config` is this
+  // process's validated copy of the segment's config (never re-read).
+  Connection(std::shared_ptr<detail::Segment> segment, const detail::PipeConfig& config, int end,
+             bool taken);
 
  private:
-  enum class WaitOutcome : std::uint8_t {
-    ready,
-    timeout,
-    closed_peer,
-    dead_peer,
-    corrupted,
-    not_owner
-  };
+  using WaitOutcome = detail::WaitOutcome;
 
+  // now + timeout, saturated: a timeout beyond what the clock can represent
+  // (hours::max(), nanoseconds::max(), ...) waits forever instead of
+  // overflowing; zero, negative or NaN means now.
   template <class Rep, class Period>
   static Deadline deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
-    return Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+    const Deadline now = Clock::now();
+    const double t = std::chrono::duration<double>(timeout).count();
+    if (!(t > 0)) return now;
+    // A second's margin covers the rounding of the double comparison.
+    const double room = std::chrono::duration<double>(Deadline::max() - now).count() - 1.0;
+    if (t >= room) return Deadline::max();
+    return now + std::chrono::duration_cast<Clock::duration>(timeout);
   }
   void throw_unless_ok(RecvResult r, const char* what) const;
 
@@ -283,6 +300,14 @@ class Connection {
   RecvResult recv_impl(std::span<std::byte> buffer, std::size_t offset, std::size_t& size,
                        const Deadline* deadline, bool wait) noexcept;
   RecvResult recv_value(void* out, std::size_t size, const Deadline* deadline) noexcept;
+  // The continuation frame after `got` of `total` bytes, validated; a
+  // timeout fails the receiving direction (see Timeouts above).
+  RecvResult next_fragment(detail::Frame& f, std::uint64_t got, std::uint64_t total,
+                           const Deadline* deadline) noexcept;
+  // One message into a container that `grow(out, n)` resizes to n bytes
+  // (returning its data) as fragments arrive.
+  RecvResult recv_growing(void* out, std::byte* (*grow)(void*, std::size_t), std::size_t maxlength,
+                          const Deadline* deadline);
   // Waits until a frame is peekable; maps the outcome to a RecvResult.
   RecvResult next_frame(detail::Frame& frame, const Deadline* deadline, bool wait) noexcept;
   WaitOutcome wait_data(const Deadline* deadline) noexcept;

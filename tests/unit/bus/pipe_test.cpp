@@ -182,19 +182,50 @@ TEST(Pipe, CloseDeliversEverythingThenEof) {
   EXPECT_EQ(b.send(1), SendResult::broken);
 }
 
+// Until `n` receives on ring `ring` of the pipe `name` went to sleep.
+bool receivers_blocked(const std::string& name, int ring, std::uint64_t n) {
+  return test::poll_until([&] {
+    const PipeStats s = pipe_stats(SegmentView::open(name));
+    return s.rings[static_cast<std::size_t>(ring)].blocked_recvs >= n;
+  });
+}
+
 TEST(Pipe, BlockedReceiverWakesOnClose) {
   PipeOptions o;
   o.wait.strategy = WaitStrategy::blocking;
-  auto [a, b] = Pipe(o);
+  SegmentGuard g(unique_name("pipe-wake"));
+  auto [a, b] = Pipe(g.name(), o);
   std::thread reader([&b = b] {
     int x = 0;
     EXPECT_EQ(b.recv(x), RecvResult::eof);
   });
+  ASSERT_TRUE(receivers_blocked(g.name(), 1, 1));  // b (end 1) sleeps on ring 1
   a.close();
   reader.join();
 }
 
+TEST(Pipe, HugeTimeoutsWaitInsteadOfOverflowing) {
+  PipeOptions o;
+  o.wait.strategy = WaitStrategy::blocking;
+  SegmentGuard g(unique_name("pipe-huge"));
+  auto [a, b] = Pipe(g.name(), o);
+  std::thread reader([&b = b] {
+    EXPECT_TRUE(b.poll(std::chrono::nanoseconds::max()));
+    int x = 0;
+    EXPECT_EQ(b.recv_for(x, std::chrono::hours::max()), RecvResult::ok);
+    EXPECT_EQ(x, 5);
+    EXPECT_EQ(b.recv_for(x, std::chrono::nanoseconds::max()), RecvResult::ok);
+    EXPECT_EQ(x, 6);
+  });
+  ASSERT_TRUE(receivers_blocked(g.name(), 1, 1));
+  ASSERT_EQ(a.send(5), SendResult::ok);
+  ASSERT_TRUE(receivers_blocked(g.name(), 1, 2));
+  ASSERT_EQ(a.send(6), SendResult::ok);
+  reader.join();
+}
+
 TEST(Pipe, PingPongUnderEveryStrategy) {
+  const std::uint64_t missed = detail::pipe_missed_wakeups();
   for (auto s : {WaitStrategy::busy_poll, WaitStrategy::adaptive, WaitStrategy::blocking}) {
     PipeOptions o;
     o.wait.strategy = s;
@@ -213,6 +244,8 @@ TEST(Pipe, PingPongUnderEveryStrategy) {
     a.close();
     echo.join();
   }
+  // Every sleep was ended by its notifier, none by a liveness slice.
+  EXPECT_EQ(detail::pipe_missed_wakeups(), missed);
 }
 
 TEST(Pipe, BatchBecomesVisibleAtEndBatch) {
@@ -255,6 +288,42 @@ TEST(Pipe, ZeroCopyReserveCommitPeekRelease) {
   EXPECT_EQ(a.reserve(a.max_frame_payload() + 1, out), SendResult::too_large);
 }
 
+TEST(Pipe, CommitWithoutAValidReservationSendsNothing) {
+  auto [r, w] = Pipe(false);
+  EXPECT_EQ(r.commit(8), SendResult::closed);     // receive-only: no ring to write
+  EXPECT_EQ(w.commit(8), SendResult::too_large);  // nothing reserved
+  std::span<std::byte> out;
+  ASSERT_EQ(w.reserve(16, out), SendResult::ok);
+  EXPECT_EQ(w.commit(17), SendResult::too_large);  // above the reservation
+  std::memcpy(out.data(), "sixteen bytes!!!", 16);
+  EXPECT_EQ(w.commit(16), SendResult::ok);
+  EXPECT_EQ(w.commit(16), SendResult::too_large);  // already committed
+  ASSERT_EQ(w.reserve(8, out), SendResult::ok);
+  Connection moved = std::move(w);
+  EXPECT_EQ(w.commit(8), SendResult::closed);  // NOLINT(bugprone-use-after-move)
+  std::string got;
+  ASSERT_EQ(r.recv(got), RecvResult::ok);
+  EXPECT_EQ(got, "sixteen bytes!!!");
+  EXPECT_FALSE(r.poll());  // nothing else was sent
+}
+
+TEST(Pipe, ReleaseAfterAReceiveConsumedThePeekedFrameCountsNothingTwice) {
+  SegmentGuard g(unique_name("pipe-peek"));
+  auto [a, b] = Pipe(g.name());
+  ASSERT_EQ(a.send(std::uint64_t{7}), SendResult::ok);
+  ASSERT_EQ(a.send(std::uint64_t{8}), SendResult::ok);
+  std::span<const std::byte> in;
+  ASSERT_EQ(b.peek(in), RecvResult::ok);
+  EXPECT_EQ(b.recv<std::uint64_t>(), 7u);  // consumes the peeked frame
+  b.release();                             // nothing left to release
+  EXPECT_EQ(b.recv<std::uint64_t>(), 8u);
+  b.release();
+  b.close();  // publishes the read position and counters
+  const PipeStats s = pipe_stats(SegmentView::open(g.name()));
+  EXPECT_EQ(s.rings[1].messages_received, 2u);
+  EXPECT_EQ(s.rings[1].bytes_received, 16u);
+}
+
 TEST(Pipe, SecondTakerOfAnEndGetsAnError) {
   SegmentGuard g(unique_name("pipe-take"));
   auto first = Connection::create(g.name(), PipeEnd::first);
@@ -295,6 +364,139 @@ TEST(Pipe, CorruptedHeaderFailsTheChannelWithAnError) {
   int x = 0;
   EXPECT_EQ(b.recv(x), RecvResult::corrupted);
   EXPECT_EQ(code_of([&] { (void)b.recv_bytes(); }), Errc::corrupted);
+}
+
+// The shared config of a pipe segment, through a second mapping (what a
+// misbehaving peer could write).
+template <class Fn>
+void rewrite_config(const std::string& name, Fn&& fn) {
+  SegmentOptions so;
+  so.attach = false;
+  auto seg = detail::Segment::open(name, ObjectKind::pipe, detail::kBytesTag, so);
+  fn(reinterpret_cast<detail::PipeControl*>(seg.payload())->config);
+}
+
+TEST(Pipe, OpenRejectsUnknownFlagsAndAnAbsurdSpinBudget) {
+  SegmentGuard g(unique_name("pipe-cfg"));
+  auto first = Connection::create(g.name(), PipeEnd::first);
+  rewrite_config(g.name(), [](detail::PipeConfig& k) { k.flags = 2; });
+  EXPECT_EQ(code_of([&] { (void)Connection::open(g.name(), PipeEnd::second); }), Errc::corrupted);
+  rewrite_config(g.name(), [](detail::PipeConfig& k) {
+    k.flags = 0;
+    k.spin_ns = ~std::uint64_t{0};
+  });
+  EXPECT_EQ(code_of([&] { (void)Connection::open(g.name(), PipeEnd::second); }), Errc::corrupted);
+}
+
+TEST(Pipe, GeometryComesFromTheValidatedCopyNotTheLiveConfig) {
+  SegmentGuard g(unique_name("pipe-geom"));
+  PipeOptions o;
+  o.capacity = 4096;
+  o.duplex = false;
+  auto second = Connection::create(g.name(), PipeEnd::second, o);
+  auto first = Connection::open(g.name(), PipeEnd::first);
+  const std::size_t frame = first.max_frame_payload();
+  ASSERT_EQ(frame, detail::max_frame_payload(4096));
+  // A peer rewrites the geometry after both ends were set up.
+  rewrite_config(g.name(), [](detail::PipeConfig& k) {
+    k.capacity = std::uint64_t{1} << 30;
+    k.duplex = 1;
+  });
+  EXPECT_EQ(first.max_frame_payload(), frame);
+  EXPECT_EQ(second.max_frame_payload(), frame);
+  std::vector<std::byte> big = pattern(3 * frame, 7);
+  std::thread reader([&first = first, &big] {
+    std::vector<std::byte> got;
+    EXPECT_EQ(first.recv_bytes(got), RecvResult::ok);
+    EXPECT_EQ(got, big);
+  });
+  EXPECT_EQ(second.send_bytes(big), SendResult::ok);
+  reader.join();
+}
+
+// Writes frames straight into ring 0 of the half-duplex pipe `name` (what
+// a misbehaving sender could commit); end first receives them.
+class ForgedSender {
+ public:
+  explicit ForgedSender(const std::string& name) : seg_(open_seg(name)) {
+    auto* c = reinterpret_cast<detail::PipeControl*>(seg_.payload());
+    producer_ = detail::RingProducer(&c->rings[0], seg_.payload() + detail::kPipeControlSize,
+                                     c->config.capacity, true);
+  }
+  // A first fragment announcing `total` bytes and carrying `carried`.
+  void first(std::uint64_t total, std::size_t carried) {
+    std::byte* p = producer_.try_reserve(8 + carried);
+    ASSERT_NE(p, nullptr);
+    std::memcpy(p, &total, 8);
+    std::memset(p + 8, 'x', carried);
+    producer_.commit(8 + carried, detail::kFrameFragment);
+  }
+  void next(std::size_t len, bool last) {
+    std::byte* p = producer_.try_reserve(len);
+    ASSERT_NE(p, nullptr);
+    std::memset(p, 'y', len);
+    producer_.commit(len, detail::kFrameFragment | (last ? detail::kFrameLast : 0));
+  }
+
+ private:
+  static detail::Segment open_seg(const std::string& name) {
+    SegmentOptions so;
+    so.attach = false;
+    return detail::Segment::open(name, ObjectKind::pipe, detail::kBytesTag, so);
+  }
+  detail::Segment seg_;
+  detail::RingProducer producer_;
+};
+
+TEST(Pipe, FirstFragmentThatCarriesTheWholeTotalIsCorrupted) {
+  SegmentGuard g(unique_name("pipe-forge1"));
+  auto [r, w] = Pipe(g.name(), false);
+  ForgedSender forged(g.name());
+  forged.first(16, 16);  // a fragment not marked last must leave bytes to come
+  std::string got;
+  EXPECT_EQ(r.recv(got), RecvResult::corrupted);
+}
+
+TEST(Pipe, EmptyContinuationFragmentIsCorrupted) {
+  SegmentGuard g(unique_name("pipe-forge2"));
+  auto [r, w] = Pipe(g.name(), false);
+  ForgedSender forged(g.name());
+  forged.first(16, 8);
+  forged.next(0, false);
+  forged.next(8, true);
+  std::vector<std::byte> got;
+  EXPECT_EQ(r.recv_bytes(got), RecvResult::corrupted);
+}
+
+TEST(Pipe, AnnouncedHugeMessageAllocatesOnlyWhatArrivesAndTimesOut) {
+  SegmentGuard g(unique_name("pipe-forge3"));
+  PipeOptions o;
+  o.duplex = false;
+  o.max_message = std::uint64_t{1} << 40;
+  auto [r, w] = Pipe(g.name(), o);
+  ForgedSender forged(g.name());
+  forged.first(std::uint64_t{1} << 40, 64);  // then nothing more arrives
+  std::vector<std::byte> got;
+  const Connection::Deadline d = Clock::now() + 50ms;
+  EXPECT_EQ(r.recv_bytes(got, SIZE_MAX, &d), RecvResult::timeout);
+  EXPECT_LT(got.capacity(), std::size_t{1} << 20);
+  // Half a message was consumed: the direction stays failed.
+  std::string s;
+  const Connection::Deadline d2 = Clock::now() + 50ms;
+  EXPECT_EQ(r.recv(s, &d2), RecvResult::corrupted);
+}
+
+TEST(Pipe, SenderTimingOutInsideAFragmentedMessageFailsItsDirection) {
+  PipeOptions o;
+  o.capacity = 4096;
+  o.duplex = false;
+  auto [r, w] = Pipe(o);
+  const auto big = pattern(4 * w.max_frame_payload(), 3);  // more than the ring holds
+  EXPECT_EQ(w.send_bytes_for(big, 50ms), SendResult::timeout);
+  EXPECT_EQ(w.send(1), SendResult::corrupted);
+  std::size_t size = 0;
+  std::vector<std::byte> buf(big.size());
+  EXPECT_EQ(r.recv_bytes_into_for(buf, 0, size, 50ms), RecvResult::timeout);
 }
 
 TEST(Pipe, StatisticsAreReadableThroughASegmentView) {

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -213,6 +214,10 @@ TEST(SpscRing, CorruptedReadPositionFailsTheProducer) {
 TEST(SpscRing, TwoThreadsDeliverEverySequenceNumber) {
   TestRing r(1 << 14);
   constexpr std::uint32_t kCount = 200000;
+  // Set by the side that stops on an error: the other one, which would
+  // otherwise wait forever, stops too (a failure, not a hang).
+  std::atomic<bool> abort{false};
+  bool producer_ok = true;
   std::thread producer([&] {
     std::mt19937 rng(1);
     std::uniform_int_distribution<std::size_t> extra(0, 300);
@@ -220,6 +225,12 @@ TEST(SpscRing, TwoThreadsDeliverEverySequenceNumber) {
       const std::size_t len = sizeof(std::uint32_t) + extra(rng);
       std::byte* p;
       while ((p = r.producer.try_reserve(len)) == nullptr) {
+        // relaxed: a stop request only; no data is read through it.
+        if (abort.load(std::memory_order_relaxed) || r.producer.corrupted()) {
+          producer_ok = !r.producer.corrupted();
+          abort.store(true, std::memory_order_relaxed);  // relaxed: a stop request only
+          return;
+        }
         r.producer.flush();  // a pending batch must be visible before waiting
         cpu_relax();
       }
@@ -236,6 +247,11 @@ TEST(SpscRing, TwoThreadsDeliverEverySequenceNumber) {
     Frame f;
     const PeekResult pr = r.consumer.peek(f);
     if (pr == PeekResult::empty) {
+      // relaxed: a stop request only; the producer gave up.
+      if (abort.load(std::memory_order_relaxed)) {
+        ok = false;
+        break;
+      }
       cpu_relax();
       continue;
     }
@@ -250,9 +266,13 @@ TEST(SpscRing, TwoThreadsDeliverEverySequenceNumber) {
       if (f.data[k] != static_cast<std::byte>(seq + k)) ok = false;
     }
     r.consumer.release();
+    if (!ok) break;
     ++expect;
   }
+  // relaxed: see the producer's load.
+  if (!ok) abort.store(true, std::memory_order_relaxed);
   producer.join();
+  EXPECT_TRUE(producer_ok) << "the producer found read_pos corrupted";
   EXPECT_TRUE(ok) << "at message " << expect;
   EXPECT_EQ(expect, kCount);
 }

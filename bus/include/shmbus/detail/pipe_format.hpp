@@ -27,7 +27,7 @@ struct PipeConfig {
   std::uint64_t max_message;  // largest message, fragments included
   std::uint32_t strategy;     // WaitStrategy, the same for both ends
   std::uint32_t flags;        // kPipeNoStatistics; other bits 0
-  std::uint64_t spin_ns;  // adaptive spin budget
+  std::uint64_t spin_ns;      // adaptive spin budget
 };
 
 // PipeConfig::flags: the ends keep no message/byte counters (0, the
@@ -63,6 +63,16 @@ static_assert(sizeof(PipeControl) <= kPipeControlSize);
 [[nodiscard]] constexpr std::size_t pipe_payload_size(std::size_t capacity, bool duplex) noexcept {
   return kPipeControlSize + capacity * (duplex ? 2 : 1);
 }
+
+// How a Connection's wait for data or room ended.
+enum class WaitOutcome : std::uint8_t { ready, timeout, dead_peer };
+
+// Sleeps of this process's pipe waits that ran to the end of their
+// liveness slice although their condition was already true when they
+// returned: a wake-up that never came (the slice, not the notifier, ended
+// the sleep). Process-wide, relaxed; for tests (a lost wake-up costs a
+// slice, which no timing-free test could see otherwise).
+[[nodiscard]] std::uint64_t pipe_missed_wakeups() noexcept;
 
 // Incremented in every child created by fork() (pthread_atfork); a
 // Connection that sees a new value was inherited and re-takes its end.

@@ -172,17 +172,25 @@ class RingProducer {
       pos_ += pad;
       off = pos_ & mask_;
     }
-    reserved_ = fs;
+    reserved_ = payload;
+    has_reservation_ = true;
     return data_ + off + kFrameHeaderSize;
   }
 
+  // Whether a frame of `payload` bytes may be committed now: a frame was
+  // reserved by try_reserve() and not committed yet, at least that large.
+  [[nodiscard]] bool can_commit(std::size_t payload) const noexcept {
+    return has_reservation_ && payload <= reserved_;
+  }
+
   // Publishes the reserved frame with `payload` bytes (<= the reserved
-  // size) and `flags` (kFrameFragment / kFrameLast).
+  // size, see can_commit()) and `flags` (kFrameFragment / kFrameLast).
   void commit(std::size_t payload, std::uint64_t flags = 0) noexcept {
     const std::uint64_t fs = frame_size(payload);
     write_header(pos_, flags | payload, fs);
     pos_ += fs;
     reserved_ = 0;
+    has_reservation_ = false;
     ++sent_;
     bytes_ += payload;
     // [ring.stats] relaxed: single-writer counters for inspection only.
@@ -192,6 +200,10 @@ class RingProducer {
       control_->producer.bytes_sent.store(bytes_, std::memory_order_relaxed);
     }
   }
+
+  // The caller stopped in the middle of a fragmented message: the ring is
+  // unusable for this producer from now on (sticky, like a bad read_pos).
+  void mark_corrupted() noexcept { corrupted_ = true; }
 
   // Whether commit() updates the message/byte counters (the pipe's config).
   void set_statistics(bool on) noexcept { stats_ = on; }
@@ -303,16 +315,17 @@ class RingProducer {
   std::uint64_t mask_ = 0;
   std::uint64_t pos_ = 0;          // start of the next frame
   std::uint64_t cached_read_ = 0;  // producer's copy of consumer read_pos
-  std::uint64_t reserved_ = 0;
+  std::uint64_t reserved_ = 0;     // payload bytes of the reserved frame
   std::uint64_t sent_ = 0;
   std::uint64_t bytes_ = 0;
   std::uint64_t pending_off_ = 0;
   std::uint64_t pending_value_ = 0;
   bool notify_ = false;
+  bool has_reservation_ = false;  // try_reserve() succeeded, commit() not yet
   bool batching_ = false;
   bool pending_ = false;
   bool corrupted_ = false;
-  bool stats_ = true;      // update the [ring.stats] counters
+  bool stats_ = true;  // update the [ring.stats] counters
 };
 
 // The consuming side of one ring. Every header and position it reads is
@@ -388,10 +401,13 @@ class RingConsumer {
 
   // Frees the peeked frame. `count_message` counts it in the statistics
   // (the last fragment of a message, or a whole message).
+  // Without a peeked frame (already released) it does nothing.
   void release(bool count_message = true) noexcept {
+    if (peeked_ == 0) return;  // a peeked frame is at least its header
     pos_ += peeked_;
     bytes_ += peeked_len_;
     peeked_ = 0;
+    peeked_len_ = 0;
     if (count_message) ++received_;
     if (pos_ - published_ >= capacity_ / 4) publish_read();
   }
@@ -443,7 +459,7 @@ class RingConsumer {
   std::uint64_t bytes_ = 0;
   bool notify_ = false;
   bool corrupted_ = false;
-  bool stats_ = true;      // update the [ring.stats] counters
+  bool stats_ = true;  // update the [ring.stats] counters
 };
 
 }  // namespace shmbus::detail
