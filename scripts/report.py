@@ -29,14 +29,14 @@ import sys
 
 FLOOR = "Floor"
 FUTEX = "Futex"
-# Transports that are not shmbus: the references and the peers.
-PEERS = {
-    "LinuxPipe", "SocketPair", "EventFd", "PosixMq", "BoostIpcMq", "BoostLockfree",
-    "ZeroMQ", "PyMpPipe", "PyMpQueue", "Iceoryx", "PthreadMutex", "PosixSem",
-    "Semaphore", "StdMutex", "Unix", "Tcp", "Udp",
+MEMCPY = "Memcpy"
+# shmbus's own transports; every other name (but the references) is a peer.
+SHMBUS = {
+    "Pipe", "PipeNoStats", "Queue", "QueueBlocking", "Lock", "RLock", "Event",
+    "Semaphore", "BoundedSemaphore", "Condition", "Barrier", "Value", "Array",
 }
-PEERS_FROM_ENV = os.environ.get("SHMBUS_REPORT_PEERS", "")
-PEERS |= {p for p in PEERS_FROM_ENV.split(",") if p}
+SHMBUS_FROM_ENV = os.environ.get("SHMBUS_REPORT_TRANSPORTS", "")
+SHMBUS |= {p for p in SHMBUS_FROM_ENV.split(",") if p}
 
 SUFFIX = re.compile(r"^(real_time|manual_time|process_time|iterations:\d+|min_time:.*|"
                     r"repeats:\d+|threads:\d+)$")
@@ -73,9 +73,9 @@ class Bench:
 
     @property
     def kind(self):
-        if self.transport in (FLOOR, FUTEX):
+        if self.transport in (FLOOR, FUTEX, MEMCPY):
             return "reference"
-        return "peer" if self.transport in PEERS else "shmbus"
+        return "shmbus" if self.transport in SHMBUS else "peer"
 
     @property
     def label(self):
