@@ -44,7 +44,6 @@
 #include <atomic>
 #include <boost/interprocess/ipc/message_queue.hpp>
 #include <boost/lockfree/queue.hpp>
-#include <vector>
 #include <cstring>
 #include <memory>
 #include <new>

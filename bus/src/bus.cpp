@@ -1,9 +1,10 @@
 #include "shmbus/bus.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <thread>
-#include <unistd.h>
 
 #include "shmbus/resource_tracker.hpp"
 #include "shmbus/segment_info.hpp"
@@ -90,8 +91,8 @@ Bus::Bus(std::string_view name, const SegmentOptions& caller_options) {
     }
     auto* r = reinterpret_cast<Registry*>(seg.payload());
     if (r->entry_count != detail::kRegistryEntries) {
-      throw Error(Errc::corrupted, std::string(name), "registry entry count " +
-                                                          std::to_string(r->entry_count));
+      throw Error(Errc::corrupted, std::string(name),
+                  "registry entry count " + std::to_string(r->entry_count));
     }
     // [registry.lifecycle] seq_cst, after our seq_cst attach in open():
     // a closer that stored its token before our attach is seen here.
@@ -119,9 +120,9 @@ Bus::Bus(std::string_view name, const SegmentOptions& caller_options) {
     const std::uint64_t owner = e.owner.load(std::memory_order_acquire);
     if (owner == 0) continue;
     auto o = read_entry(e, this->name());
-    const bool stale = o ? !segment_exists(o->full_name)
-                         : e.published.load(std::memory_order_acquire) == 0 &&
-                               !is_alive(ProcessId::unpack(owner));
+    const bool stale =
+        o ? !segment_exists(o->full_name)
+          : e.published.load(std::memory_order_acquire) == 0 && !is_alive(ProcessId::unpack(owner));
     if (!stale) continue;
     // [registry.entry] release: readers see unpublished before the slot is free.
     e.published.store(0, std::memory_order_release);

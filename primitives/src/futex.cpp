@@ -1,19 +1,20 @@
 #include "shmbus/detail/futex.hpp"
 
-#include <cerrno>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 namespace shmbus::detail {
 
 namespace {
-long futex(const std::atomic<std::uint32_t>& word, int op, std::uint32_t val,
-           const timespec* ts, std::uint32_t val3) noexcept {
+long futex(const std::atomic<std::uint32_t>& word, int op, std::uint32_t val, const timespec* ts,
+           std::uint32_t val3) noexcept {
   // Shared futex (no FUTEX_PRIVATE_FLAG): the word is in a segment other
   // processes map at other addresses, and the kernel keys it by page.
-  return ::syscall(SYS_futex, const_cast<std::atomic<std::uint32_t>*>(&word), op, val, ts,
-                   nullptr, val3);
+  return ::syscall(SYS_futex, const_cast<std::atomic<std::uint32_t>*>(&word), op, val, ts, nullptr,
+                   val3);
 }
 }  // namespace
 
@@ -24,9 +25,8 @@ FutexResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t exp
   if (deadline != nullptr) {
     // FUTEX_WAIT_BITSET takes an absolute time on CLOCK_MONOTONIC (no
     // FUTEX_CLOCK_REALTIME), the clock steady_clock reads.
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                  deadline->time_since_epoch())
-                  .count();
+    auto ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(deadline->time_since_epoch()).count();
     if (ns < 0) ns = 0;
     ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
     ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
@@ -35,9 +35,12 @@ FutexResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t exp
   long rc = futex(word, FUTEX_WAIT_BITSET, expected, tsp, FUTEX_BITSET_MATCH_ANY);
   if (rc == 0) return FutexResult::woken;
   switch (errno) {
-    case EAGAIN: return FutexResult::value_changed;
-    case ETIMEDOUT: return FutexResult::timed_out;
-    default: return FutexResult::interrupted;
+    case EAGAIN:
+      return FutexResult::value_changed;
+    case ETIMEDOUT:
+      return FutexResult::timed_out;
+    default:
+      return FutexResult::interrupted;
   }
 }
 

@@ -1,13 +1,14 @@
 #include "shmbus/process_id.hpp"
 
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <cerrno>
-#include <csignal>
 #include <fcntl.h>
 #include <pthread.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 namespace shmbus {
 

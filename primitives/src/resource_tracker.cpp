@@ -1,6 +1,5 @@
 #include "shmbus/resource_tracker.hpp"
 
-
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/segment_info.hpp"
@@ -39,7 +38,7 @@ std::vector<GcAction> collect_garbage(const GcOptions& options) {
       seen = inspect_segment(name);
       reason = garbage_reason(seen, options);
     } catch (const Error& e) {
-      if (e.code() == Errc::not_found) continue;  // removed meanwhile
+      if (e.code() == Errc::not_found) continue;     // removed meanwhile
       if (e.code() == Errc::invalid_name) continue;  // not a name we create
       if (options.include_invalid) reason = "invalid: " + e.reason();
     }

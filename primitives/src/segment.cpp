@@ -1,17 +1,16 @@
 #include "shmbus/detail/segment.hpp"
 
 #include <algorithm>
+#include <boost/interprocess/exceptions.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/permissions.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <new>
 #include <thread>
 #include <utility>
-
-#include <boost/interprocess/exceptions.hpp>
-#include <boost/interprocess/mapped_region.hpp>
-#include <boost/interprocess/permissions.hpp>
-#include <boost/interprocess/shared_memory_object.hpp>
 
 #include "shmbus/error.hpp"
 
@@ -21,21 +20,36 @@ namespace shmbus {
 
 std::string_view to_string(ObjectKind kind) noexcept {
   switch (kind) {
-    case ObjectKind::shared_memory: return "shared_memory";
-    case ObjectKind::lock: return "lock";
-    case ObjectKind::rlock: return "rlock";
-    case ObjectKind::semaphore: return "semaphore";
-    case ObjectKind::bounded_semaphore: return "bounded_semaphore";
-    case ObjectKind::event: return "event";
-    case ObjectKind::condition: return "condition";
-    case ObjectKind::barrier: return "barrier";
-    case ObjectKind::value: return "value";
-    case ObjectKind::array: return "array";
-    case ObjectKind::pipe: return "pipe";
-    case ObjectKind::queue: return "queue";
-    case ObjectKind::simple_queue: return "simple_queue";
-    case ObjectKind::joinable_queue: return "joinable_queue";
-    case ObjectKind::bus_registry: return "bus_registry";
+    case ObjectKind::shared_memory:
+      return "shared_memory";
+    case ObjectKind::lock:
+      return "lock";
+    case ObjectKind::rlock:
+      return "rlock";
+    case ObjectKind::semaphore:
+      return "semaphore";
+    case ObjectKind::bounded_semaphore:
+      return "bounded_semaphore";
+    case ObjectKind::event:
+      return "event";
+    case ObjectKind::condition:
+      return "condition";
+    case ObjectKind::barrier:
+      return "barrier";
+    case ObjectKind::value:
+      return "value";
+    case ObjectKind::array:
+      return "array";
+    case ObjectKind::pipe:
+      return "pipe";
+    case ObjectKind::queue:
+      return "queue";
+    case ObjectKind::simple_queue:
+      return "simple_queue";
+    case ObjectKind::joinable_queue:
+      return "joinable_queue";
+    case ObjectKind::bus_registry:
+      return "bus_registry";
   }
   return "unknown";
 }
@@ -49,15 +63,15 @@ std::optional<ObjectKind> kind_from_u32(std::uint32_t raw) noexcept {
 void validate_name(std::string_view name) {
   if (name.empty() || name.size() > kMaxNameLength) {
     throw Error(Errc::invalid_name, std::string(name),
-                "name must be 1 to " + std::to_string(kMaxNameLength) +
-                    " characters, got " + std::to_string(name.size()));
+                "name must be 1 to " + std::to_string(kMaxNameLength) + " characters, got " +
+                    std::to_string(name.size()));
   }
   if (name.front() == '.') {
     throw Error(Errc::invalid_name, std::string(name), "name must not start with '.'");
   }
   for (char c : name) {
-    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-';
     if (!ok) {
       throw Error(Errc::invalid_name, std::string(name),
                   std::string("character '") + c + "' is not in [A-Za-z0-9._-]");
@@ -67,9 +81,7 @@ void validate_name(std::string_view name) {
 
 namespace detail {
 
-std::string os_name(std::string_view name) {
-  return std::string(kNamePrefix) + std::string(name);
-}
+std::string os_name(std::string_view name) { return std::string(kNamePrefix) + std::string(name); }
 
 std::uint64_t unix_time_ns() noexcept {
   timespec ts{};
@@ -80,8 +92,8 @@ std::uint64_t unix_time_ns() noexcept {
 
 namespace {
 
-[[noreturn]] void rethrow_boost(const bip::interprocess_exception& e,
-                                std::string_view name, std::string_view doing) {
+[[noreturn]] void rethrow_boost(const bip::interprocess_exception& e, std::string_view name,
+                                std::string_view doing) {
   std::string object(name);
   switch (e.get_error_code()) {
     case bip::not_found_error:
@@ -90,8 +102,7 @@ namespace {
     case bip::already_exists_error:
       throw Error(Errc::already_exists, object, "an object of that name exists");
     case bip::security_error:
-      throw Error(Errc::permission_denied, object,
-                  std::string(doing) + ": permission denied");
+      throw Error(Errc::permission_denied, object, std::string(doing) + ": permission denied");
     default:
       break;
   }
@@ -149,14 +160,13 @@ void Segment::close() noexcept {
 }
 
 Segment Segment::create(std::string_view name, ObjectKind kind, TypeTag type,
-                        std::size_t payload_size, const Init& init,
-                        const SegmentOptions& options) {
+                        std::size_t payload_size, const Init& init, const SegmentOptions& options) {
   validate_name(name);
   std::uint32_t capacity = options.max_attached == 0 ? kMaxAttachSlots : options.max_attached;
   if (capacity > kMaxAttachSlots) {
-    throw Error(Errc::invalid_argument, std::string(name),
-                "max_attached " + std::to_string(capacity) + " exceeds " +
-                    std::to_string(kMaxAttachSlots));
+    throw Error(
+        Errc::invalid_argument, std::string(name),
+        "max_attached " + std::to_string(capacity) + " exceeds " + std::to_string(kMaxAttachSlots));
   }
   const std::string os = os_name(name);
   const std::size_t total = kHeaderSize + payload_size;
@@ -222,8 +232,8 @@ Segment Segment::open(std::string_view name, ObjectKind kind, TypeTag type,
         throw Error(Errc::system, object, "cannot read the object's size");
       }
       if (static_cast<std::size_t>(file_size) >= kHeaderSize) {
-        mapping->region = bip::mapped_region(shm, bip::read_write, 0,
-                                             static_cast<std::size_t>(file_size));
+        mapping->region =
+            bip::mapped_region(shm, bip::read_write, 0, static_cast<std::size_t>(file_size));
       }
     } catch (const bip::interprocess_exception& e) {
       rethrow_boost(e, name, "open");
@@ -236,8 +246,8 @@ Segment Segment::open(std::string_view name, ObjectKind kind, TypeTag type,
       // after it every header field below is set and stable.
       auto state = h->state.load(std::memory_order_acquire);
       if (state > static_cast<std::uint32_t>(SegmentState::closed)) {
-        throw Error(Errc::corrupted, object, "header state " + std::to_string(state) +
-                                                 " is not a shmbus state");
+        throw Error(Errc::corrupted, object,
+                    "header state " + std::to_string(state) + " is not a shmbus state");
       }
       if (state != static_cast<std::uint32_t>(SegmentState::initialising)) {
         if (h->magic != kMagic) {
@@ -249,9 +259,9 @@ Segment Segment::open(std::string_view name, ObjectKind kind, TypeTag type,
                           std::to_string(kFormatVersion));
         }
         if (h->kind != static_cast<std::uint32_t>(kind)) {
-          throw Error(Errc::wrong_kind, object,
-                      "holds a " + describe_kind(h->kind) + ", expected a " +
-                          std::string(to_string(kind)));
+          throw Error(
+              Errc::wrong_kind, object,
+              "holds a " + describe_kind(h->kind) + ", expected a " + std::string(to_string(kind)));
         }
         if (h->type_fingerprint != type.fingerprint) {
           std::string stored(h->type_name, strnlen(h->type_name, kTypeNameSize));

@@ -1,13 +1,14 @@
 #include "shmbus/segment_info.hpp"
 
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include "shmbus/detail/segment.hpp"
@@ -21,9 +22,12 @@ constexpr const char* kShmDir = "/dev/shm/";
 
 std::string state_name(std::uint32_t state) {
   switch (static_cast<detail::SegmentState>(state)) {
-    case detail::SegmentState::initialising: return "initialising";
-    case detail::SegmentState::ready: return "ready";
-    case detail::SegmentState::closed: return "closed";
+    case detail::SegmentState::initialising:
+      return "initialising";
+    case detail::SegmentState::ready:
+      return "ready";
+    case detail::SegmentState::closed:
+      return "closed";
   }
   return "unknown(" + std::to_string(state) + ")";
 }
@@ -63,8 +67,8 @@ std::pair<void*, std::size_t> map_and_read(const std::string& name, SegmentInfo&
     info.name = name;
     info.state = state_name(state);
     if (state > static_cast<std::uint32_t>(detail::SegmentState::closed)) {
-      throw Error(Errc::corrupted, name, "header state " + std::to_string(state) +
-                                             " is not a shmbus state");
+      throw Error(Errc::corrupted, name,
+                  "header state " + std::to_string(state) + " is not a shmbus state");
     }
     info.modified_unix_ns = static_cast<std::uint64_t>(st.st_mtim.tv_sec) * 1'000'000'000ULL +
                             static_cast<std::uint64_t>(st.st_mtim.tv_nsec);
@@ -89,9 +93,8 @@ std::pair<void*, std::size_t> map_and_read(const std::string& name, SegmentInfo&
                   "file is " + std::to_string(size) + " bytes, header says " +
                       std::to_string(h->total_size));
     }
-    if (h->payload_offset != detail::kHeaderSize ||
-        h->payload_size != size - detail::kHeaderSize || h->attach_capacity == 0 ||
-        h->attach_capacity > detail::kMaxAttachSlots) {
+    if (h->payload_offset != detail::kHeaderSize || h->payload_size != size - detail::kHeaderSize ||
+        h->attach_capacity == 0 || h->attach_capacity > detail::kMaxAttachSlots) {
       throw Error(Errc::corrupted, name, "inconsistent header sizes");
     }
     info.raw_kind = h->kind;

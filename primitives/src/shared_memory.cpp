@@ -9,8 +9,8 @@ SharedMemory SharedMemory::create(std::string_view name, std::size_t size,
   if (size == 0) {
     throw Error(Errc::invalid_argument, std::string(name), "size must be at least 1 byte");
   }
-  return SharedMemory(detail::Segment::create(name, ObjectKind::shared_memory,
-                                              detail::kBytesTag, size, {}, options));
+  return SharedMemory(detail::Segment::create(name, ObjectKind::shared_memory, detail::kBytesTag,
+                                              size, {}, options));
 }
 
 SharedMemory SharedMemory::open(std::string_view name, const SegmentOptions& options) {

@@ -1,18 +1,18 @@
 // The Bus: registry, creation races between processes, and the lifetime
 // policy (normal exit leaves nothing; SIGKILLed users are swept by gc).
+#include "shmbus/bus.hpp"
+
 #include <gtest/gtest.h>
+#include <unistd.h>
 
-#include <nlohmann/json.hpp>
-
-#include <csignal>
 #include <algorithm>
 #include <array>
+#include <csignal>
 #include <cstring>
 #include <memory>
 #include <mutex>
-#include <unistd.h>
+#include <nlohmann/json.hpp>
 
-#include "shmbus/bus.hpp"
 #include "shmbus/resource_tracker.hpp"
 #include "shmbus/segment_info.hpp"
 #include "test_support.hpp"
@@ -308,7 +308,8 @@ TEST(Bus, InspectorShowsDepthCountersAndDeadPeers) {
   }
   EXPECT_TRUE(dead_peer) << p.output;
   bool child_dead = false;
-  for (const auto& a : pj["attached"]) child_dead = child_dead || (a["pid"] == child && !a["alive"]);
+  for (const auto& a : pj["attached"])
+    child_dead = child_dead || (a["pid"] == child && !a["alive"]);
   EXPECT_TRUE(child_dead);
 
   // The survivor still reads everything committed, then EOF.

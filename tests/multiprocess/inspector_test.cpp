@@ -1,16 +1,15 @@
 // bus-inspector, the real binary, against live segments: JSON output,
 // exit codes, dead processes, gc, doctor, and watch in a pseudo-terminal.
-#include <gtest/gtest.h>
-
-#include <nlohmann/json.hpp>
-
-#include <csignal>
-#include <cstring>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <pty.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+#include <nlohmann/json.hpp>
 
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/segment_info.hpp"
@@ -29,8 +28,8 @@ using test::unique_name;
 // Starts a helper that attaches to `name` and waits to be killed.
 pid_t start_holder(SharedMemory& shm, const std::string& name) {
   pid_t pid = test::spawn_helper("shm_peer", {name, "hold"});
-  EXPECT_TRUE(test::poll_until(
-      [&] { return std::memcmp(shm.buf().data() + 64, "held", 5) == 0; }, 10s));
+  EXPECT_TRUE(
+      test::poll_until([&] { return std::memcmp(shm.buf().data() + 64, "held", 5) == 0; }, 10s));
   return pid;
 }
 

@@ -1,11 +1,11 @@
 // Segments between real processes: forked children, and unrelated
 // processes started by fork+exec that open by name.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstring>
 #include <thread>
-#include <unistd.h>
 
 #include "shmbus/segment_info.hpp"
 #include "shmbus/shared_memory.hpp"
@@ -51,8 +51,8 @@ TEST(SegmentMp, KilledProcessStaysInTableAndShowsDead) {
   SegmentGuard g(unique_name("kill"));
   auto shm = SharedMemory::create(g.name(), 4096);
   pid_t pid = test::spawn_helper("shm_peer", {g.name(), "hold"});
-  ASSERT_TRUE(test::poll_until(
-      [&] { return std::memcmp(shm.buf().data() + 64, "held", 5) == 0; }, 10s));
+  ASSERT_TRUE(
+      test::poll_until([&] { return std::memcmp(shm.buf().data() + 64, "held", 5) == 0; }, 10s));
   auto before = inspect_segment(g.name());
   ASSERT_EQ(before.attached.size(), 2u);
   EXPECT_TRUE(before.attached[1].alive);
@@ -74,8 +74,8 @@ TEST(SegmentMp, DeadSlotsAreReusedWhenTheTableIsFull) {
   two.max_attached = 2;
   auto shm = SharedMemory::create(g.name(), 4096, two);
   pid_t pid = test::spawn_helper("shm_peer", {g.name(), "hold"});
-  ASSERT_TRUE(test::poll_until(
-      [&] { return std::memcmp(shm.buf().data() + 64, "held", 5) == 0; }, 10s));
+  ASSERT_TRUE(
+      test::poll_until([&] { return std::memcmp(shm.buf().data() + 64, "held", 5) == 0; }, 10s));
   ASSERT_EQ(::kill(pid, SIGKILL), 0);
   (void)test::wait_child(pid);
   auto again = SharedMemory::open(g.name());  // takes the dead process's slot
@@ -93,17 +93,18 @@ TEST(SegmentMp, OpenWaitsForACreatorStillInitialising) {
   ASSERT_EQ(::pipe(fds), 0);
   pid_t creator = test::fork_child([&] {
     ::close(fds[1]);
-    auto seg = detail::Segment::create(
-        g.name(), ObjectKind::shared_memory, detail::kBytesTag, 64,
-        [&](std::span<std::byte> p) {
-          char go;
-          if (::read(fds[0], &go, 1) != 1) throw std::runtime_error("no go");
-          p[0] = std::byte{0x5a};
-        });
+    auto seg = detail::Segment::create(g.name(), ObjectKind::shared_memory, detail::kBytesTag, 64,
+                                       [&](std::span<std::byte> p) {
+                                         char go;
+                                         if (::read(fds[0], &go, 1) != 1)
+                                           throw std::runtime_error("no go");
+                                         p[0] = std::byte{0x5a};
+                                       });
     return 0;
   });
   ::close(fds[0]);
-  ASSERT_TRUE(test::poll_until([&] { return ::access(test::shm_path(g.name()).c_str(), F_OK) == 0; }));
+  ASSERT_TRUE(
+      test::poll_until([&] { return ::access(test::shm_path(g.name()).c_str(), F_OK) == 0; }));
   SegmentOptions patient;
   patient.open_timeout = 10s;
   std::thread release([&] {

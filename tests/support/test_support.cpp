@@ -1,14 +1,14 @@
 #include "test_support.hpp"
 
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <exception>
-#include <sys/wait.h>
 #include <thread>
-#include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include "shmbus/detail/segment.hpp"
 
@@ -129,9 +129,7 @@ bool poll_until(const std::function<bool()>& done, std::chrono::milliseconds tim
   return true;
 }
 
-std::string shm_path(std::string_view name) {
-  return "/dev/shm/" + detail::os_name(name);
-}
+std::string shm_path(std::string_view name) { return "/dev/shm/" + detail::os_name(name); }
 
 }  // namespace shmbus::test
 
@@ -155,7 +153,8 @@ CommandResult run_inspector(const std::vector<std::string>& args) {
   CommandResult r;
   char buf[4096];
   ssize_t n;
-  while ((n = ::read(out[0], buf, sizeof buf)) > 0) r.output.append(buf, static_cast<std::size_t>(n));
+  while ((n = ::read(out[0], buf, sizeof buf)) > 0)
+    r.output.append(buf, static_cast<std::size_t>(n));
   ::close(out[0]);
   auto st = wait_child(pid, std::chrono::seconds(30));
   r.exit_code = st.exited ? st.code : -1;

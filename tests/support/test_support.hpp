@@ -3,11 +3,12 @@
 // deadline. No test sleeps to "wait long enough": it waits for something.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <functional>
 #include <string>
 #include <string_view>
-#include <sys/types.h>
 #include <vector>
 
 #include "shmbus/error.hpp"
@@ -47,10 +48,10 @@ pid_t fork_child(const std::function<int()>& body);
 pid_t spawn_helper(const std::string& name, const std::vector<std::string>& args);
 
 struct ChildStatus {
-  bool exited = false;    // normal exit: code valid
+  bool exited = false;  // normal exit: code valid
   int code = -1;
-  int signal = 0;         // killed by this signal
-  bool timed_out = false; // still running at the deadline (then killed)
+  int signal = 0;          // killed by this signal
+  bool timed_out = false;  // still running at the deadline (then killed)
 };
 
 // Waits for `pid` until `timeout`; on timeout kills it with SIGKILL.

@@ -13,20 +13,20 @@
 //
 // It reads segments read-only and never attaches, so inspecting never
 // blocks or slows the processes that use them.
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
+#include <poll.h>
+#include <termios.h>
+#include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
 #include <map>
-#include <poll.h>
+#include <nlohmann/json.hpp>
 #include <string>
-#include <termios.h>
 #include <thread>
-#include <unistd.h>
 
 #include "shmbus/shmbus.hpp"
 
@@ -100,8 +100,8 @@ std::size_t live_count(const shmbus::SegmentInfo& info) {
 int cmd_list(bool as_json) {
   json out = json::array();
   if (!as_json) {
-    std::printf("%-32s %-16s %-12s %10s %-8s %s\n", "NAME", "KIND", "STATE", "SIZE",
-                "CREATOR", "ATTACHED (live/all)");
+    std::printf("%-32s %-16s %-12s %10s %-8s %s\n", "NAME", "KIND", "STATE", "SIZE", "CREATOR",
+                "ATTACHED (live/all)");
   }
   for (const auto& name : shmbus::list_segments()) {
     try {
@@ -118,7 +118,8 @@ int cmd_list(bool as_json) {
     } catch (const shmbus::Error& e) {
       if (e.code() == Errc::not_found) continue;  // removed while we listed
       if (as_json) {
-        out.push_back({{"name", name}, {"error", std::string(shmbus::to_string(e.code()))},
+        out.push_back({{"name", name},
+                       {"error", std::string(shmbus::to_string(e.code()))},
                        {"reason", e.reason()}});
       } else {
         std::printf("%-32s %-16s %s\n", name.c_str(), "INVALID", e.reason().c_str());
@@ -139,9 +140,12 @@ int report_error(const shmbus::Error& e, bool as_json) {
   }
   std::fprintf(stderr, "bus-inspector: %s\n", e.what());
   switch (e.code()) {
-    case Errc::not_found: return kNotFound;
-    case Errc::invalid_name: return kUsage;
-    default: return kInvalid;
+    case Errc::not_found:
+      return kNotFound;
+    case Errc::invalid_name:
+      return kUsage;
+    default:
+      return kInvalid;
   }
 }
 
@@ -182,13 +186,16 @@ int cmd_show(std::string name, bool as_json) {
                 static_cast<unsigned long long>(info.payload_size));
     std::printf("creator:   pid %d (%s)\n", static_cast<int>(info.creator.pid),
                 info.creator_alive ? "alive" : "dead");
-    if (info.created_unix_ns) std::printf("created:   %s\n", iso_time(info.created_unix_ns).c_str());
+    if (info.created_unix_ns)
+      std::printf("created:   %s\n", iso_time(info.created_unix_ns).c_str());
     std::printf("attached:  %zu process(es)\n", info.attached.size());
     for (const auto& p : info.attached) {
       std::printf("  pid %-8d %s\n", static_cast<int>(p.id.pid), p.alive ? "alive" : "dead");
     }
-    for (const auto& [k, v] : stats.gauges) std::printf("%-10s %lld\n", (k + ":").c_str(), static_cast<long long>(v));
-    for (const auto& [k, v] : stats.counters) std::printf("%-10s %llu\n", (k + ":").c_str(), static_cast<unsigned long long>(v));
+    for (const auto& [k, v] : stats.gauges)
+      std::printf("%-10s %lld\n", (k + ":").c_str(), static_cast<long long>(v));
+    for (const auto& [k, v] : stats.counters)
+      std::printf("%-10s %llu\n", (k + ":").c_str(), static_cast<unsigned long long>(v));
     for (const auto& p : stats.problems) std::printf("problem:   %s\n", p.c_str());
     if (is_bus) {
       std::printf("objects:\n");
@@ -239,7 +246,9 @@ int cmd_doctor(bool as_json) {
     try {
       auto view = shmbus::SegmentView::open(name);
       if (view.info().state == "initialising" && view.info().creator_alive) {
-        add(name, "still initialising (creator pid " + std::to_string(view.info().creator.pid) + " alive)",
+        add(name,
+            "still initialising (creator pid " + std::to_string(view.info().creator.pid) +
+                " alive)",
             "wait, or check that process");
         continue;
       }
@@ -257,8 +266,9 @@ int cmd_doctor(bool as_json) {
       if (e.code() == Errc::not_found) continue;
       const bool version = e.code() == Errc::wrong_version;
       add(name, std::string(version ? "version mismatch: " : "invalid: ") + e.reason(),
-          version ? "built by another shmbus version; stop its users or `bus-inspector gc --invalid`"
-                  : "`bus-inspector gc --invalid` unlinks it");
+          version
+              ? "built by another shmbus version; stop its users or `bus-inspector gc --invalid`"
+              : "`bus-inspector gc --invalid` unlinks it");
     }
   }
   if (as_json) {
@@ -299,10 +309,13 @@ int cmd_watch(const std::string& prefix, double interval_s, int iterations) {
     std::string screen = "\033[H\033[2J";
     char line[512];
     std::snprintf(line, sizeof line, "shmbus %s — %s   (q or Ctrl-C quits)\n\n",
-                  std::string(shmbus::version()).c_str(), iso_time(static_cast<std::uint64_t>(
-                      std::chrono::system_clock::now().time_since_epoch().count())).c_str());
+                  std::string(shmbus::version()).c_str(),
+                  iso_time(static_cast<std::uint64_t>(
+                               std::chrono::system_clock::now().time_since_epoch().count()))
+                      .c_str());
     screen += line;
-    std::snprintf(line, sizeof line, "%-28s %-14s %-6s %s\n", "NAME", "KIND", "LIVE", "STATS (rate/s)");
+    std::snprintf(line, sizeof line, "%-28s %-14s %-6s %s\n", "NAME", "KIND", "LIVE",
+                  "STATS (rate/s)");
     screen += line;
     std::map<std::string, std::map<std::string, std::uint64_t>> current;
     for (const auto& name : shmbus::list_segments()) {
@@ -383,7 +396,8 @@ int main(int argc, char** argv) {
   int iterations = 0;
   auto* watch = app.add_subcommand("watch", "Live view of objects with rates per second");
   watch->add_option("prefix", prefix, "Only names starting with this");
-  watch->add_option("--interval", interval, "Seconds between refreshes")->check(CLI::PositiveNumber);
+  watch->add_option("--interval", interval, "Seconds between refreshes")
+      ->check(CLI::PositiveNumber);
   watch->add_option("--iterations", iterations, "Stop after N refreshes (0: until q)");
 
   bool dry_run = false, include_invalid = false;
@@ -392,7 +406,8 @@ int main(int argc, char** argv) {
   gc->add_flag("--invalid", include_invalid, "Also unlink files with an invalid header");
   gc->add_flag("--json", as_json, "Print JSON");
 
-  auto* doctor = app.add_subcommand("doctor", "Find leaked, corrupted, mismatched or stuck objects");
+  auto* doctor =
+      app.add_subcommand("doctor", "Find leaked, corrupted, mismatched or stuck objects");
   doctor->add_flag("--json", as_json, "Print JSON");
 
   try {

@@ -31,8 +31,8 @@ struct GcOptions {
 
 struct GcAction {
   std::string name;
-  std::string reason;   // "every attached process is dead", ...
-  bool removed = false; // false in a dry run or if it vanished meanwhile
+  std::string reason;    // "every attached process is dead", ...
+  bool removed = false;  // false in a dry run or if it vanished meanwhile
 };
 
 // Sweeps /dev/shm once; returns what it removed (or would remove).

@@ -1,10 +1,10 @@
 // Built against an installed shmbus through find_package(shmbus): proves
 // the package exports its headers, libraries and dependencies.
-#include <shmbus/shmbus.hpp>
+#include <unistd.h>
 
 #include <cstdio>
+#include <shmbus/shmbus.hpp>
 #include <string>
-#include <unistd.h>
 
 int main() {
   const std::string name = "consumer-" + std::to_string(::getpid());

@@ -69,17 +69,17 @@ enum class SegmentState : std::uint32_t { initialising = 0, ready = 1, closed = 
 struct SegmentHeader {
   std::uint64_t magic;
   std::uint32_t version;
-  std::uint32_t kind;               // ObjectKind
+  std::uint32_t kind;  // ObjectKind
   std::uint64_t type_fingerprint;
-  std::uint64_t total_size;         // == file size
-  std::uint64_t payload_offset;     // == kHeaderSize
-  std::uint64_t payload_size;       // total_size - payload_offset
-  std::uint32_t attach_capacity;    // slots in use by this segment, <= kMaxAttachSlots
+  std::uint64_t total_size;       // == file size
+  std::uint64_t payload_offset;   // == kHeaderSize
+  std::uint64_t payload_size;     // total_size - payload_offset
+  std::uint32_t attach_capacity;  // slots in use by this segment, <= kMaxAttachSlots
   std::uint32_t reserved0;
   std::uint64_t reserved1;
   alignas(64) std::uint64_t creator;  // ProcessId::pack() of the creator
   std::uint64_t created_unix_ns;
-  char type_name[kTypeNameSize];    // NUL-terminated, possibly truncated
+  char type_name[kTypeNameSize];                 // NUL-terminated, possibly truncated
   alignas(64) std::atomic<std::uint32_t> state;  // SegmentState
   alignas(64) std::atomic<std::uint64_t> attached[(kHeaderSize - 256) / 8];
 };
