@@ -318,7 +318,10 @@ void Bus::close() noexcept {
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
   bool others = false;
-  for (std::uint32_t i = 0; i < std::min(h.attach_capacity, detail::kMaxAttachSlots); ++i) {
+  // Read once: the header is shared memory (validated at open, but a peer
+  // could rewrite it since).
+  const std::uint32_t capacity = std::min(h.attach_capacity, detail::kMaxAttachSlots);
+  for (std::uint32_t i = 0; i < capacity; ++i) {
     // [registry.lifecycle] seq_cst: sees any opener that attached before
     // our token store.
     const std::uint64_t word = h.attached[i].load(std::memory_order_seq_cst);
