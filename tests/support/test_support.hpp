@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -20,6 +21,18 @@ namespace shmbus::test {
 Errc code_of(const std::function<void()>& f);
 
 using namespace std::chrono_literals;
+
+// A message that carries its producer, its sequence number and a checksum
+// of both, for end-to-end ordering and integrity checks.
+struct SeqMsg {
+  std::uint32_t producer;
+  std::uint32_t seq;
+  std::uint64_t check;
+};
+inline std::uint64_t checksum(std::uint32_t producer, std::uint32_t seq) {
+  return (std::uint64_t{producer} * 0x9E3779B97F4A7C15ULL) ^
+         (std::uint64_t{seq} * 0xC2B2AE3D27D4EB4FULL);
+}
 
 // "t<pid>-<stem>-<n>": unique per process and call.
 std::string unique_name(std::string_view stem);

@@ -30,15 +30,8 @@ using shmbus::test::poll_until;
 using shmbus::test::SegmentGuard;
 using shmbus::test::unique_name;
 
-struct Msg {
-  std::uint32_t producer;
-  std::uint32_t seq;
-  std::uint64_t check;
-};
-
-std::uint64_t checksum(std::uint32_t p, std::uint32_t s) {
-  return (std::uint64_t{p} * 0x9E3779B97F4A7C15ULL) ^ (std::uint64_t{s} * 0xC2B2AE3D27D4EB4FULL);
-}
+using Msg = shmbus::test::SeqMsg;
+using shmbus::test::checksum;
 
 TEST(Queue, PutGetKeepsOrderAndCapacityRoundsUp) {
   SegmentGuard g(unique_name("q"));
