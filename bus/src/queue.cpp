@@ -14,6 +14,9 @@
 //   [queue.heap]     heap block word transitions: the producer's QUEUED
 //                    store releases the block's bytes to the consumer's
 //                    acquire; frees (acq_rel CAS) hand the block on.
+//   [queue.token]    the wake tokens of not_empty/not_full (all seq_cst);
+//                    the protocol and why it loses no wake-up are in
+//                    queue_core.hpp.
 // The seq_cst publications are also the notifier side of [wait.sleepers].
 #include "shmbus/queue.hpp"
 
@@ -89,10 +92,83 @@ constexpr unsigned kCacheSize = 16;
 thread_local CacheEntry t_cache[kCacheSize];
 thread_local unsigned t_cache_next = 0;
 
-// Wakes one sleeper per call whenever one is counted, as [wait.sleepers]
-// requires: each published message (freed slot) wakes its own sleeper, so
-// two quick puts wake two sleeping consumers.
-inline void notify_one(WaitChannel& ch) noexcept { notify(ch, 1); }
+constexpr std::uint32_t kTokenHeld = 1;    // [queue.token]: a wake is on its way
+constexpr std::uint32_t kTokenMissed = 2;  // ... and a publication skipped its own
+
+// Wakes one sleeper of `ch` if one is counted, unless a wake is already on
+// its way ([queue.token] in queue_core.hpp). Call after the seq_cst
+// publication, as [wait.sleepers] requires.
+void wake_one(WaitChannel& ch, std::atomic<std::uint32_t>& token) noexcept {
+  // [wait.sleepers] seq_cst: pairs with the sleeper's increment.
+  if (ch.sleepers.load(std::memory_order_seq_cst) == 0) return;
+  // [queue.token] seq_cst (load and CASes): a HELD we read is released or
+  // taken over after this point in the total order, and whoever does that
+  // looks at the queue after our publication.
+  std::uint32_t t = token.load(std::memory_order_seq_cst);
+  for (;;) {
+    if (t == 0) {
+      if (token.compare_exchange_weak(t, kTokenHeld, std::memory_order_seq_cst,
+                                      std::memory_order_seq_cst))
+        break;
+    } else if ((t & kTokenMissed) != 0) {
+      return;  // held, and the holder already knows it missed publications
+    } else if (token.compare_exchange_weak(t, t | kTokenMissed, std::memory_order_seq_cst,
+                                           std::memory_order_seq_cst)) {
+      return;
+    }
+  }
+  for (;;) {
+    // seq_cst RMW: a sleeper that read the old seq fails its futex check
+    // ([wait.sleepers]); one that reads the new seq re-checks its predicate
+    // after every publication that came before our token CAS.
+    ch.seq.fetch_add(1, std::memory_order_seq_cst);
+    // The futex word is in shared memory: futex_wake never uses the
+    // PRIVATE flag (see futex.hpp).
+    if (futex_wake(ch.seq, 1) > 0) return;  // the token goes with the wake
+    // Woke nobody (the counted sleeper is not in the kernel yet, or left):
+    // release the token ourselves.
+    std::uint32_t h = kTokenHeld;
+    // [queue.token] seq_cst.
+    if (token.compare_exchange_strong(h, 0, std::memory_order_seq_cst, std::memory_order_seq_cst))
+      return;
+    // MISSED (or a value we did not write): take it back clean and wake
+    // again; 0: a returning sleeper released it and looks at the queue.
+    for (;;) {
+      if (h == 0) return;
+      if (token.compare_exchange_weak(h, kTokenHeld, std::memory_order_seq_cst,
+                                      std::memory_order_seq_cst))
+        break;
+    }
+  }
+}
+
+// The blocking half of [wait.sleepers] (detail::wait_until's sleep loop)
+// with the sleeper's side of [queue.token]: after every return from
+// futex_wait, release the token before re-checking `ready`.
+template <class Ready>
+bool sleep_until(WaitChannel& ch, std::atomic<std::uint32_t>& token, Ready&& ready,
+                 const Clock::time_point* deadline) noexcept {
+  for (;;) {
+    // [wait.sleepers] seq_cst: pairs with the load in wake_one()/notify().
+    ch.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t seq = ch.seq.load(std::memory_order_seq_cst);
+    if (ready()) {
+      ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+      return true;
+    }
+    // Shared futex (never PRIVATE): the word is in a segment.
+    const FutexResult r = futex_wait(ch.seq, seq, deadline);
+    ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+    fault_point(QueueFaultPoint::wait_returned);
+    // [queue.token] seq_cst: released before ready() below re-reads the
+    // queue, so a publication that skipped its wake because of this token
+    // is seen by that re-read.
+    token.exchange(0, std::memory_order_seq_cst);
+    if (ready()) return true;
+    if (r == FutexResult::timed_out) return false;
+    if (deadline != nullptr && Clock::now() >= *deadline) return ready();
+  }
+}
 
 // The hint-helping steps of try_put_once/try_get_once. A slot whose word
 // is ahead of the hint (d > 0) is passed by advancing the hint. In a sound
@@ -599,7 +675,7 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
     // Withdraw: the message is not committed; consumers step over it.
     sl->word.store(slot_word(pos, r, SlotState::skip), std::memory_order_seq_cst);
     rec.put_word.store(count_word(main, aux, Stage::idle), std::memory_order_release);
-    notify(ctl_->not_empty);
+    notify(ctl_->not_empty);  // all: a consumer may be waiting on this slot to close
     return QueueResult::closed;
   }
   auto* payload = reinterpret_cast<std::byte*>(sl) + sizeof(SlotHeader);
@@ -622,7 +698,7 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
   fault_point(QueueFaultPoint::put_published);
   // [queue.record] release.
   rec.put_word.store(count_word(main + 1, aux, Stage::idle), std::memory_order_release);
-  notify_one(ctl_->not_empty);
+  notify_not_empty();
   return QueueResult::ok;
 }
 
@@ -743,9 +819,9 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
   return result;
 }
 
-bool QueueCore::wait_for_change(WaitChannel& ch, const std::atomic<std::uint64_t>& head,
-                                const Probe& probe, const Clock::time_point* deadline,
-                                bool first) noexcept {
+bool QueueCore::wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& token,
+                                const std::atomic<std::uint64_t>& head, const Probe& probe,
+                                const Clock::time_point* deadline, bool first) noexcept {
   Clock::time_point slice = Clock::now() + liveness_;
   if (deadline != nullptr && *deadline < slice) slice = *deadline;
   // [wait.sleepers] seq_cst loads, as wait_until() requires.
@@ -754,7 +830,8 @@ bool QueueCore::wait_for_change(WaitChannel& ch, const std::atomic<std::uint64_t
            head.load(std::memory_order_seq_cst) != probe.pos ||
            ctl_->closed.load(std::memory_order_seq_cst) != 0;
   };
-  WaitPolicy p = policy_;
+  const WaitPolicy& p = policy_;
+  if (p.strategy == WaitStrategy::busy_poll) return wait_until(ch, changed, p, &slice);
   if (p.strategy == WaitStrategy::adaptive) {
     // Adaptive: spin for policy.spin as wait_until() would, but yield the
     // CPU every 256 pauses: when processes outnumber cores, the peer we wait
@@ -772,17 +849,49 @@ bool QueueCore::wait_for_change(WaitChannel& ch, const std::atomic<std::uint64_t
         }
       }
     }
-    p.strategy = WaitStrategy::blocking;
   }
-  return wait_until(ch, changed, p, &slice);
+  return sleep_until(ch, token, changed, &slice);
 }
+
+void QueueCore::notify_not_empty() noexcept { wake_one(ctl_->not_empty, ctl_->not_empty_waking); }
 
 void QueueCore::notify_not_full() noexcept {
   // Producers waiting for a slot and (with a heap) producers waiting for a
   // heap block sleep on the same channel with different predicates: a
   // single wake could go to one whose predicate is still false, which then
-  // sleeps again and the wake is lost. So with a heap, wake them all.
-  notify(ctl_->not_full, heap_blocks_ != 0 ? INT_MAX : 1);
+  // sleeps again and the wake is lost. So with a heap, wake them all (and
+  // leave the not_full token alone).
+  if (heap_blocks_ != 0)
+    notify(ctl_->not_full);
+  else
+    wake_one(ctl_->not_full, ctl_->not_full_waking);
+}
+
+// [queue.token] pass-on: called by a get that slept and then took an item.
+// If the head may hold another committed item (or a SKIP to step over, or
+// a claim we cannot judge), wake one more consumer: the chain that replaces
+// one wake per publication. Errs towards waking.
+void QueueCore::pass_on_not_empty() noexcept {
+  // [wait.sleepers] seq_cst: a cheap filter; wake_one() loads it again.
+  if (ctl_->not_empty.sleepers.load(std::memory_order_seq_cst) == 0) return;
+  // seq_cst: these loads follow our token release (see queue_core.hpp).
+  const std::uint64_t pos = ctl_->dequeue_pos.load(std::memory_order_seq_cst);
+  const std::uint64_t w = slot(pos).word.load(std::memory_order_seq_cst);
+  const std::int64_t d = slot_diff(w, pos);
+  const SlotState st = slot_state(w);
+  if (d < 0 || (d == 0 && (st == SlotState::empty || st == SlotState::writing))) return;
+  notify_not_empty();
+}
+
+// [queue.token] pass-on for producers: a put that slept and then got a
+// slot wakes one more producer if the next slot may be free.
+void QueueCore::pass_on_not_full() noexcept {
+  if (ctl_->not_full.sleepers.load(std::memory_order_seq_cst) == 0) return;  // as above
+  const std::uint64_t pos = ctl_->enqueue_pos.load(std::memory_order_seq_cst);
+  // d < 0: the slot still holds the previous lap (full); anything else may
+  // be (or be just past) a free slot.
+  if (slot_diff(slot(pos).word.load(std::memory_order_seq_cst), pos) < 0) return;
+  notify_not_full();
 }
 
 void QueueCore::free_heap_ref(const SlotHeader& sl) noexcept {
@@ -831,9 +940,24 @@ QueueResult QueueCore::put_large(std::span<const std::byte> msg, const Clock::ti
           return true;
       return ctl_->closed.load(std::memory_order_seq_cst) != 0;
     };
-    WaitPolicy p = policy_;
-    if (!first && p.strategy == WaitStrategy::adaptive) p.strategy = WaitStrategy::blocking;
-    if (!wait_until(ctl_->not_full, any_free, p, &slice)) {
+    bool ready = false;
+    if (policy_.strategy == WaitStrategy::busy_poll ||
+        (first && policy_.strategy == WaitStrategy::adaptive)) {
+      WaitPolicy p = policy_;
+      if (p.strategy == WaitStrategy::adaptive) p.strategy = WaitStrategy::busy_poll;
+      // Adaptive: spin up to policy.spin, then sleep below.
+      const auto spin_end = Clock::now() + policy_.spin;
+      const Clock::time_point* until = &slice;
+      Clock::time_point bound = slice;
+      if (policy_.strategy == WaitStrategy::adaptive && spin_end < slice) {
+        bound = spin_end;
+        until = &bound;
+      }
+      ready = wait_until(ctl_->not_full, any_free, p, until);
+    }
+    if (!ready && policy_.strategy != WaitStrategy::busy_poll)
+      ready = sleep_until(ctl_->not_full, ctl_->not_full_waking, any_free, &slice);
+    if (!ready) {
       if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
       (void)recover_dead();  // blocks held by dead producers or consumers
     }
@@ -848,7 +972,8 @@ QueueResult QueueCore::put_large(std::span<const std::byte> msg, const Clock::ti
   for (bool first = true;; first = false) {
     res = try_put_once(refbytes, kHeapFlag, static_cast<std::uint32_t>(msg.size()), r, probe);
     if (res != QueueResult::full || !block) break;
-    if (!wait_for_change(ctl_->not_full, ctl_->enqueue_pos, probe, deadline, first)) {
+    if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe,
+                         deadline, first)) {
       if (deadline != nullptr && Clock::now() >= *deadline) {
         res = QueueResult::timed_out;
         break;
@@ -876,8 +1001,12 @@ QueueResult QueueCore::put(std::span<const std::byte> msg, const Clock::time_poi
   Probe probe;
   for (bool first = true;; first = false) {
     const QueueResult res = try_put_once(msg, 0, static_cast<std::uint32_t>(msg.size()), r, probe);
-    if (res != QueueResult::full || !block) return res;
-    if (!wait_for_change(ctl_->not_full, ctl_->enqueue_pos, probe, deadline, first)) {
+    if (res != QueueResult::full || !block) {
+      if (!first && res == QueueResult::ok) pass_on_not_full();
+      return res;
+    }
+    if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe, deadline,
+                         first)) {
       if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
       check_stuck(probe);
     }
@@ -892,8 +1021,13 @@ QueueResult QueueCore::get(std::span<std::byte> out, std::size_t& length,
   Probe probe;
   for (bool first = true;; first = false) {
     const QueueResult res = try_get_once(out, length, r, probe);
-    if (res != QueueResult::empty || !block) return res;
-    if (!wait_for_change(ctl_->not_empty, ctl_->dequeue_pos, probe, deadline, first)) {
+    if (res != QueueResult::empty || !block) {
+      // A get that waited may have released the [queue.token]: pass on.
+      if (!first && res != QueueResult::closed) pass_on_not_empty();
+      return res;
+    }
+    if (!wait_for_change(ctl_->not_empty, ctl_->not_empty_waking, ctl_->dequeue_pos, probe,
+                         deadline, first)) {
       if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
       check_stuck(probe);
     }

@@ -38,6 +38,43 @@
 // (committed+1) and CLAIMING means the claim never happened. Gets mirror
 // this with READING; a consumer that died holding a slot has its message
 // counted `lost` (not redelivered: it may have been processed).
+//
+// Wake-ups (label [queue.token]): each of the two wait channels (not_empty:
+// consumers sleep; not_full: producers sleep) has a wake token next to it,
+// so that a burst of publications while a sleeper is being woken costs one
+// futex_wake, not one per publication (a woken process can take
+// milliseconds to run on a busy host, and until it runs it is still counted
+// asleep). Token word: 0 free, bit 0 HELD (a wake is on its way), bit 1
+// MISSED (a publication skipped its own wake because of it).
+//   notifier (after its seq_cst publication, when a sleeper is counted):
+//     wins the token (CAS 0 -> HELD): bumps seq and wakes one; if that
+//       woke a process, the token goes with the wake (the woken sleeper
+//       releases it); if it woke nobody, it releases the token itself with
+//       a CAS HELD -> 0, and if that finds MISSED it takes the token back
+//       (-> HELD) and wakes again;
+//     finds the token held: sets MISSED (CAS) unless set, no system call.
+//   sleeper: on every return from futex_wait (woken, value changed, timed
+//     out, signal) releases the token (exchange -> 0), then re-examines the
+//     queue (its seq_cst predicate, then a try_ get); a get (put) that slept
+//     and then took an item (slot) passes the wake on: if the next position
+//     may hold a committed item (free slot), it notifies as above.
+// Why no wake is lost: a notifier N that skips its wake did a seq_cst RMW
+// or load of the token that read HELD, so the next write of 0 or HELD
+// (a release, or a takeover that wakes again) comes after it in the token's
+// modification order, hence after N's publication in the seq_cst total
+// order. That writer then either wakes again (a notifier, seeing MISSED or
+// taking a free token: its seq bump follows N's publication, so no sleeper
+// can sleep on a seq value read before N's publication), or is a sleeper
+// whose later seq_cst loads see N's publication: it takes N's item (or
+// finds it taken by a consumer that was awake) and, having slept, passes a
+// wake on while items remain. So every skipped publication is covered by
+// a process that looks at the queue after it. The token is only ever a
+// way to skip work: releasing it too early (a sleeper that timed out while
+// another's wake was in flight) costs at most an extra wake. A woken
+// process killed before releasing leaves the token HELD; every sleeper
+// wakes at its liveness slice and releases it, so wakes resume within one
+// slice. Heap queues wake every producer on not_full (different
+// predicates share the channel) and never take that token.
 #pragma once
 
 #include <atomic>
@@ -114,8 +151,8 @@ static_assert(sizeof(QueueRecord) == 64);
 //   0    geometry (set once before ready, validated by every opener)
 //   64   enqueue_pos                      (CAS by any producer: a hint)
 //   128  dequeue_pos                      (CAS by any consumer: a hint)
-//   192  not_empty WaitChannel, unused    (consumers sleep here)
-//   256  not_full WaitChannel, unused     (producers sleep here)
+//   192  not_empty WaitChannel, then its wake token  (consumers sleep here)
+//   256  not_full WaitChannel, then its wake token   (producers sleep here)
 //   320  closed, peer_deaths, interrupted (atomic, rarely written)
 //   384  tasks_done, join WaitChannel     (JoinableQueue)
 //   448  heap geometry                    (set once before ready)
@@ -147,9 +184,9 @@ struct QueueControl {
   alignas(64) std::atomic<std::uint64_t> enqueue_pos;
   alignas(64) std::atomic<std::uint64_t> dequeue_pos;
   alignas(64) WaitChannel not_empty;
-  std::atomic<std::uint32_t> not_empty_waking;  // unused (was a wake suppression hint)
+  std::atomic<std::uint32_t> not_empty_waking;  // [queue.token] of not_empty (any process)
   alignas(64) WaitChannel not_full;
-  std::atomic<std::uint32_t> not_full_waking;  // unused (was a wake suppression hint)
+  std::atomic<std::uint32_t> not_full_waking;  // [queue.token] of not_full (any process)
   alignas(64) std::atomic<std::uint32_t> closed;
   std::atomic<std::uint64_t> peer_deaths;  // dead records recovered
   std::atomic<std::uint64_t> interrupted;  // ... of those, found mid-put/get
@@ -166,7 +203,9 @@ struct QueueControl {
 static_assert(offsetof(QueueControl, enqueue_pos) == 64);
 static_assert(offsetof(QueueControl, dequeue_pos) == 128);
 static_assert(offsetof(QueueControl, not_empty) == 192);
+static_assert(offsetof(QueueControl, not_empty_waking) == 200);
 static_assert(offsetof(QueueControl, not_full) == 256);
+static_assert(offsetof(QueueControl, not_full_waking) == 264);
 static_assert(offsetof(QueueControl, closed) == 320);
 static_assert(offsetof(QueueControl, tasks_done) == 384);
 static_assert(offsetof(QueueControl, heap_blocks) == 448);
@@ -205,6 +244,8 @@ enum class QueueFaultPoint : std::uint8_t {
   get_claimed,    // slot READING, before the payload is copied
   get_copied,     // payload copied, before the slot is released
   get_released,   // slot released, before the counter is updated
+  wait_returned,  // a sleeper back from futex_wait, before it releases the
+                  // [queue.token] (a woken process killed holding the token)
 };
 using QueueFaultHook = void (*)(QueueFaultPoint) noexcept;
 void set_queue_fault_hook(QueueFaultHook hook) noexcept;
@@ -263,8 +304,12 @@ class QueueCore {
   }
   QueueResult try_get_once(std::span<std::byte> out, std::size_t& length, std::uint32_t rec,
                            Probe& probe) noexcept;
-  bool wait_for_change(WaitChannel& ch, const std::atomic<std::uint64_t>& head, const Probe& probe,
+  bool wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& token,
+                       const std::atomic<std::uint64_t>& head, const Probe& probe,
                        const Clock::time_point* deadline, bool first) noexcept;
+  void notify_not_empty() noexcept;
+  void pass_on_not_empty() noexcept;
+  void pass_on_not_full() noexcept;
   void check_stuck(const Probe& probe) noexcept;
   bool recover_record(std::uint32_t rec, std::uint64_t dead_owner, bool keep) noexcept;
   std::uint32_t my_record() noexcept;
