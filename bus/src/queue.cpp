@@ -972,8 +972,8 @@ QueueResult QueueCore::put_large(std::span<const std::byte> msg, const Clock::ti
   for (bool first = true;; first = false) {
     res = try_put_once(refbytes, kHeapFlag, static_cast<std::uint32_t>(msg.size()), r, probe);
     if (res != QueueResult::full || !block) break;
-    if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe,
-                         deadline, first)) {
+    if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe, deadline,
+                         first)) {
       if (deadline != nullptr && Clock::now() >= *deadline) {
         res = QueueResult::timed_out;
         break;

@@ -13,7 +13,10 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <csignal>
+#include <cstdio>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -533,6 +536,133 @@ TEST(JoinableQueue, JoinWaitsForAPublishedButUncountedPut) {
   EXPECT_FALSE(q.join_for(0ms));
   ASSERT_EQ(q.task_done(), QueueResult::ok);
   EXPECT_TRUE(q.join_for(5s));
+}
+
+// ---- coalesced wake-ups ([queue.token]) -------------------------------------------
+
+// Three sleeping consumers, three puts in a row: the first put's wake is
+// in flight while the others are published, so they skip their own wakes;
+// each woken consumer must pass the wake on. All three must wake on a
+// notify (the slice is an hour).
+TEST(QueueWake, ThreeQuickPutsWakeThreeSleepingConsumersInAChain) {
+  SegmentGuard g(unique_name("q"));
+  auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 8,
+                                                 .policy = {shmbus::WaitStrategy::blocking, {}},
+                                                 .liveness_interval = kNoSlice});
+  std::atomic<int> got{0};
+  std::vector<std::thread> consumers;
+  for (int i = 0; i < 3; ++i)
+    consumers.emplace_back([&] {
+      int v = 0;
+      if (q.get(v) == QueueResult::ok) got.fetch_add(1);  // exactly one item each
+    });
+  ASSERT_TRUE(poll_until([&] { return q.stats().consumers_waiting == 3; }));
+  for (int i = 1; i <= 3; ++i) ASSERT_EQ(q.put(i), QueueResult::ok);
+  const bool woke = poll_until([&] { return got.load() == 3; }, kWakeBound);
+  EXPECT_TRUE(woke) << "only " << got.load() << " of 3 sleeping consumers woke";
+  if (!woke) q.close();
+  for (auto& t : consumers) t.join();
+  EXPECT_EQ(q.stats().delivered, 3u);
+}
+
+// The same for producers sleeping on a full queue: three gets in a row
+// must let all three finish.
+TEST(QueueWake, ThreeQuickGetsWakeThreeSleepingProducersInAChain) {
+  SegmentGuard g(unique_name("q"));
+  auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 2,
+                                                 .policy = {shmbus::WaitStrategy::blocking, {}},
+                                                 .liveness_interval = kNoSlice});
+  ASSERT_EQ(q.put(0), QueueResult::ok);
+  ASSERT_EQ(q.put(0), QueueResult::ok);
+  std::atomic<int> done{0};
+  std::vector<std::thread> producers;
+  for (int i = 1; i <= 3; ++i)
+    producers.emplace_back([&, i] {
+      if (q.put(i) == QueueResult::ok) done.fetch_add(1);
+    });
+  ASSERT_TRUE(poll_until([&] { return q.stats().producers_waiting == 3; }));
+  int v = 0;
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(q.get(v), QueueResult::ok);
+  const bool woke = poll_until([&] { return done.load() == 3; }, kWakeBound);
+  EXPECT_TRUE(woke) << "only " << done.load() << " of 3 sleeping producers woke";
+  if (!woke) q.close();
+  for (auto& t : producers) t.join();
+  EXPECT_EQ(q.stats().committed, 5u);
+}
+
+void die_when_back_from_sleep(shmbus::detail::QueueFaultPoint p) noexcept {
+  if (p == shmbus::detail::QueueFaultPoint::wait_returned) ::raise(SIGKILL);
+}
+
+// The process state letter from /proc/<pid>/stat ('S': asleep), or 0.
+char process_state(pid_t pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr) return 0;
+  char buf[512] = {};
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  const char* paren = std::strrchr(buf, ')');  // the command may contain spaces
+  return paren != nullptr && paren + 2 < buf + n ? paren[2] : 0;
+}
+
+// A consumer woken by a put and SIGKILLed before it releases the wake
+// token leaves it held, so later puts skip their wakes. A sleeper's
+// liveness slice must release it: afterwards a sleeper that only a notify
+// can wake (hour-long slice) is woken by a put again.
+TEST(QueueWake, TokenHeldByAKilledWokenConsumerIsReleasedWithinASlice) {
+  SegmentGuard g(unique_name("q"));
+  const shmbus::QueueOptions no_slice{
+      .capacity = 8, .policy = {shmbus::WaitStrategy::blocking, {}}, .liveness_interval = kNoSlice};
+  auto q = shmbus::Queue<int>::create(g.name(), no_slice);
+  const pid_t child = shmbus::test::fork_child([&] {
+    shmbus::detail::set_queue_fault_hook(&die_when_back_from_sleep);
+    int v = 0;
+    (void)q.get(v);
+    return 1;  // not reached
+  });
+  // Counted and asleep in the kernel (blocking policy: no spin), so the
+  // put's futex_wake finds it and hands it the token.
+  ASSERT_TRUE(
+      poll_until([&] { return q.stats().consumers_waiting == 1 && process_state(child) == 'S'; }));
+  ASSERT_EQ(q.put(1), QueueResult::ok);
+  const auto st = shmbus::test::wait_child(child, 10s);
+  ASSERT_EQ(st.signal, SIGKILL);
+  {
+    RawQueue raw(g.name());
+    ASSERT_NE(raw.ctl, nullptr);
+    ASSERT_NE(raw.ctl->not_empty_waking.load(), 0u) << "the killed child did not hold the token";
+  }
+  // A consumer with a short slice: takes the item the child never got,
+  // then sleeps; put(2) skips its wake (token held); the slice ends the
+  // sleep, which releases the token.
+  shmbus::QueueOptions short_slice = no_slice;
+  short_slice.liveness_interval = 20ms;
+  shmbus::Queue<int> c(g.name(), short_slice);
+  int v = 0;
+  ASSERT_EQ(c.get(v), QueueResult::ok);
+  EXPECT_EQ(v, 1);
+  std::atomic<int> got{0};
+  std::thread slicer([&] {
+    int x = 0;
+    if (c.get(x) == QueueResult::ok) got.store(x);
+  });
+  ASSERT_TRUE(poll_until([&] { return q.stats().consumers_waiting == 1; }));
+  ASSERT_EQ(q.put(2), QueueResult::ok);
+  ASSERT_TRUE(poll_until([&] { return got.load() == 2; }, kWakeBound));
+  slicer.join();
+  // Wakes work again for a sleeper without a slice.
+  std::atomic<bool> woke{false};
+  std::thread sleeper([&] {
+    int x = 0;
+    if (q.get(x) == QueueResult::ok && x == 3) woke.store(true);
+  });
+  ASSERT_TRUE(poll_until([&] { return q.stats().consumers_waiting == 1; }));
+  ASSERT_EQ(q.put(3), QueueResult::ok);
+  const bool ok = poll_until([&] { return woke.load(); }, kWakeBound);
+  EXPECT_TRUE(ok) << "the token stayed held: a put did not wake the sleeper";
+  if (!ok) q.close();
+  sleeper.join();
 }
 
 }  // namespace
