@@ -91,6 +91,7 @@ struct CacheEntry {
 constexpr unsigned kCacheSize = 16;
 thread_local CacheEntry t_cache[kCacheSize];
 thread_local unsigned t_cache_next = 0;
+thread_local const CacheEntry* t_cache_last = nullptr;  // the last hit: checked first
 
 constexpr std::uint32_t kTokenHeld = 1;    // [queue.token]: a wake is on its way
 constexpr std::uint32_t kTokenMissed = 2;  // ... and a publication skipped its own
@@ -462,8 +463,13 @@ QueueCore QueueCore::open(std::string_view name, ObjectKind kind, TypeTag tag,
 
 std::uint32_t QueueCore::my_record() noexcept {
   const pid_t pid = current_pid();
+  if (const CacheEntry* e = t_cache_last; e != nullptr && e->handle == handle_id_ && e->pid == pid)
+    return e->rec;
   for (const CacheEntry& e : t_cache)
-    if (e.handle == handle_id_ && e.pid == pid) return e.rec;
+    if (e.handle == handle_id_ && e.pid == pid) {
+      t_cache_last = &e;
+      return e.rec;
+    }
   const std::uint32_t r = acquire_record();
   if (r != kNoRecord) {
     t_cache[t_cache_next % kCacheSize] = CacheEntry{handle_id_, pid, r};
@@ -821,8 +827,10 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
 
 bool QueueCore::wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& token,
                                 const std::atomic<std::uint64_t>& head, const Probe& probe,
-                                const Clock::time_point* deadline, bool first) noexcept {
-  Clock::time_point slice = Clock::now() + liveness_;
+                                const Clock::time_point* deadline,
+                                Clock::time_point spin_end) noexcept {
+  const auto now0 = Clock::now();
+  Clock::time_point slice = now0 + liveness_;
   if (deadline != nullptr && *deadline < slice) slice = *deadline;
   // [wait.sleepers] seq_cst loads, as wait_until() requires.
   auto changed = [&] {
@@ -833,18 +841,19 @@ bool QueueCore::wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& tok
   const WaitPolicy& p = policy_;
   if (p.strategy == WaitStrategy::busy_poll) return wait_until(ch, changed, p, &slice);
   if (p.strategy == WaitStrategy::adaptive) {
-    // Adaptive: spin for policy.spin as wait_until() would, but yield the
-    // CPU every 256 pauses: when processes outnumber cores, the peer we wait
-    // for (a producer between claim and publish, or the consumer that frees
-    // our slot) may be waiting for our core. Then sleep.
-    if (first) {
-      const auto start = Clock::now();
+    // Adaptive: spin until spin_end (policy.spin after the call's first
+    // wait, so a change that is not yet our item, e.g. a producer's claim
+    // seen before its publication, does not send us to sleep), but yield
+    // the CPU every 256 pauses: when processes outnumber cores, the peer we
+    // wait for (a producer between claim and publish, or the consumer that
+    // frees our slot) may be waiting for our core. Then sleep.
+    if (now0 < spin_end) {
       for (unsigned i = 1;; ++i) {
         detail::cpu_relax();
         if (changed()) return true;
         if ((i & 255) == 0) {
           const auto now = Clock::now();
-          if (now >= slice || now - start >= p.spin) break;
+          if (now >= slice || now >= spin_end) break;
           ::sched_yield();
         }
       }
@@ -969,11 +978,13 @@ QueueResult QueueCore::put_large(std::span<const std::byte> msg, const Clock::ti
   std::memcpy(refbytes, &ref, sizeof ref);
   Probe probe;
   QueueResult res = QueueResult::ok;
+  Clock::time_point spin_end{};  // adaptive: set at the first wait
   for (bool first = true;; first = false) {
     res = try_put_once(refbytes, kHeapFlag, static_cast<std::uint32_t>(msg.size()), r, probe);
     if (res != QueueResult::full || !block) break;
+    if (first) spin_end = spin_end_from_now();
     if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe, deadline,
-                         first)) {
+                         spin_end)) {
       if (deadline != nullptr && Clock::now() >= *deadline) {
         res = QueueResult::timed_out;
         break;
@@ -999,14 +1010,16 @@ QueueResult QueueCore::put(std::span<const std::byte> msg, const Clock::time_poi
   if (r == kNoRecord) return QueueResult::no_record;
   if (large) return put_large(msg, deadline, block, r);
   Probe probe;
+  Clock::time_point spin_end{};  // adaptive: set at the first wait
   for (bool first = true;; first = false) {
     const QueueResult res = try_put_once(msg, 0, static_cast<std::uint32_t>(msg.size()), r, probe);
     if (res != QueueResult::full || !block) {
       if (!first && res == QueueResult::ok) pass_on_not_full();
       return res;
     }
+    if (first) spin_end = spin_end_from_now();
     if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe, deadline,
-                         first)) {
+                         spin_end)) {
       if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
       check_stuck(probe);
     }
@@ -1019,6 +1032,7 @@ QueueResult QueueCore::get(std::span<std::byte> out, std::size_t& length,
   const std::uint32_t r = my_record();
   if (r == kNoRecord) return QueueResult::no_record;
   Probe probe;
+  Clock::time_point spin_end{};  // adaptive: set at the first wait
   for (bool first = true;; first = false) {
     const QueueResult res = try_get_once(out, length, r, probe);
     if (res != QueueResult::empty || !block) {
@@ -1026,8 +1040,9 @@ QueueResult QueueCore::get(std::span<std::byte> out, std::size_t& length,
       if (!first && res != QueueResult::closed) pass_on_not_empty();
       return res;
     }
+    if (first) spin_end = spin_end_from_now();
     if (!wait_for_change(ctl_->not_empty, ctl_->not_empty_waking, ctl_->dequeue_pos, probe,
-                         deadline, first)) {
+                         deadline, spin_end)) {
       if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
       check_stuck(probe);
     }

@@ -304,9 +304,14 @@ class QueueCore {
   }
   QueueResult try_get_once(std::span<std::byte> out, std::size_t& length, std::uint32_t rec,
                            Probe& probe) noexcept;
+  // Adaptive policy: spins until spin_end (see spin_end_from_now()).
   bool wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& token,
                        const std::atomic<std::uint64_t>& head, const Probe& probe,
-                       const Clock::time_point* deadline, bool first) noexcept;
+                       const Clock::time_point* deadline, Clock::time_point spin_end) noexcept;
+  [[nodiscard]] Clock::time_point spin_end_from_now() const noexcept {
+    return policy_.strategy == WaitStrategy::adaptive ? Clock::now() + policy_.spin
+                                                      : Clock::time_point{};
+  }
   void notify_not_empty() noexcept;
   void pass_on_not_empty() noexcept;
   void pass_on_not_full() noexcept;
