@@ -55,9 +55,9 @@
 //     finds the token held: sets MISSED (CAS) unless set, no system call.
 //   sleeper: on every return from futex_wait (woken, value changed, timed
 //     out, signal) releases the token (exchange -> 0), then re-examines the
-//     queue (its seq_cst predicate, then a try_ get); a get (put) that slept
-//     and then took an item (slot) passes the wake on: if the next position
-//     may hold a committed item (free slot), it notifies as above.
+//     queue (its seq_cst predicate, then a try_ get); a get (put) call that
+//     waited and then took an item (slot) passes the wake on: if the head
+//     may hold another committed item (free slot), it notifies as above.
 // Why no wake is lost: a notifier N that skips its wake did a seq_cst RMW
 // or load of the token that read HELD, so the next write of 0 or HELD
 // (a release, or a takeover that wakes again) comes after it in the token's
@@ -66,11 +66,14 @@
 // taking a free token: its seq bump follows N's publication, so no sleeper
 // can sleep on a seq value read before N's publication), or is a sleeper
 // whose later seq_cst loads see N's publication: it takes N's item (or
-// finds it taken by a consumer that was awake) and, having slept, passes a
-// wake on while items remain. So every skipped publication is covered by
-// a process that looks at the queue after it. The token is only ever a
-// way to skip work: releasing it too early (a sleeper that timed out while
-// another's wake was in flight) costs at most an extra wake. A woken
+// finds it taken by a consumer that was awake) and, having waited, passes
+// a wake on while items remain. (If its predicate is still false, the
+// head is unchanged and not consumable, EMPTY or WRITING: N's item lies
+// behind a claim whose own publication will notify.) So every skipped
+// publication is covered by a process that looks at the queue after it.
+// The token is only ever a way to skip work: releasing it too early (a
+// sleeper that timed out while another's wake was in flight) costs at most
+// an extra wake. A woken
 // process killed before releasing leaves the token HELD; every sleeper
 // wakes at its liveness slice and releases it, so wakes resume within one
 // slice. Heap queues wake every producer on not_full (different
