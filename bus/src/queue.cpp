@@ -876,10 +876,10 @@ void QueueCore::notify_not_full() noexcept {
     wake_one(ctl_->not_full, ctl_->not_full_waking);
 }
 
-// [queue.token] pass-on: called by a get that slept and then took an item.
-// If the head may hold another committed item (or a SKIP to step over, or
-// a claim we cannot judge), wake one more consumer: the chain that replaces
-// one wake per publication. Errs towards waking.
+// [queue.token] pass-on: called by a get call that waited and then took an
+// item. If the head may hold another committed item (or a SKIP to step
+// over, or a claim we cannot judge), wake one more consumer: the chain that
+// replaces one wake per publication. Errs towards waking.
 void QueueCore::pass_on_not_empty() noexcept {
   // [wait.sleepers] seq_cst: a cheap filter; wake_one() loads it again.
   if (ctl_->not_empty.sleepers.load(std::memory_order_seq_cst) == 0) return;
@@ -892,8 +892,8 @@ void QueueCore::pass_on_not_empty() noexcept {
   notify_not_empty();
 }
 
-// [queue.token] pass-on for producers: a put that slept and then got a
-// slot wakes one more producer if the next slot may be free.
+// [queue.token] pass-on for producers: a put call that waited and then got
+// a slot wakes one more producer if the next slot may be free.
 void QueueCore::pass_on_not_full() noexcept {
   if (ctl_->not_full.sleepers.load(std::memory_order_seq_cst) == 0) return;  // as above
   const std::uint64_t pos = ctl_->enqueue_pos.load(std::memory_order_seq_cst);
