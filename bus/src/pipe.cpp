@@ -254,6 +254,7 @@ Connection::Connection(std::shared_ptr<detail::Segment> segment, const detail::P
     tx_ = detail::RingProducer(&control_->rings[r], rings + cap * static_cast<std::size_t>(r), cap,
                                notify);
     tx_.set_statistics((k.flags & detail::kPipeNoStatistics) == 0);
+    fast_send_limit_ = std::min<std::uint64_t>(max_message_, tx_.max_payload());
   }
   active_ = taken;
   closed_ = false;
@@ -302,6 +303,7 @@ Connection::Connection(Connection&& o) noexcept
       rx_(o.rx_),
       policy_(o.policy_),
       max_message_(o.max_message_),
+      fast_send_limit_(std::exchange(o.fast_send_limit_, 0)),
       fork_gen_(o.fork_gen_),
       forks_at_create_(o.forks_at_create_),
       end_(o.end_),
@@ -321,6 +323,7 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     rx_ = o.rx_;
     policy_ = o.policy_;
     max_message_ = o.max_message_;
+    fast_send_limit_ = std::exchange(o.fast_send_limit_, 0);
     fork_gen_ = o.fork_gen_;
     forks_at_create_ = o.forks_at_create_;
     end_ = o.end_;
@@ -402,12 +405,6 @@ void Connection::close() noexcept {
 }
 
 // --- waiting -------------------------------------------------------------------
-
-bool Connection::peer_closed() const noexcept {
-  // [pipe.closed] seq_cst: pairs with the peer's store in close(); frames it
-  // committed before are visible after this load.
-  return control_->ends[1 - end_].closed.load(std::memory_order_seq_cst) != 0;
-}
 
 bool Connection::peer_dead() noexcept {
   // [pipe.owner] acquire: pairs with the CAS that took the peer's end.
@@ -502,9 +499,16 @@ detail::WaitOutcome wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy,
 
 Connection::WaitOutcome Connection::wait_data(const Deadline* deadline) noexcept {
   auto* ctl = rx_.control();
+  auto ready = [&] {
+    // A frame longer than the rest of its first line continues in the
+    // next one: ask for both lines while polling, so that they cross in
+    // parallel when the frame arrives (a 64-byte message's round trip
+    // drops from about 1.4x the cache-line floor to the floor).
+    rx_.prefetch_next_line();
+    return rx_.has_data() || peer_closed();
+  };
   const WaitOutcome r = wait_loop(
-      ctl->data, policy_, deadline, [&] { return rx_.has_data() || peer_closed(); },
-      [&] { return peer_dead(); },
+      ctl->data, policy_, deadline, ready, [&] { return peer_dead(); },
       [&] {
         // [ring.stats] relaxed: single-writer counter.
         ctl->consumer.blocked_recvs.store(

@@ -137,6 +137,11 @@ class Connection {
 
   // --- sending -----------------------------------------------------------
   [[nodiscard]] SendResult send_bytes(std::span<const std::byte> data) noexcept {
+    if (std::byte* p = fast_reserve(data.size())) {
+      if (!data.empty()) std::memcpy(p, data.data(), data.size());
+      tx_.commit(data.size());
+      return SendResult::ok;
+    }
     return send_bytes_impl(data, nullptr, true);
   }
   [[nodiscard]] SendResult send_bytes_until(std::span<const std::byte> data,
@@ -181,6 +186,13 @@ class Connection {
   // length; on too_small, `size` is the length needed (the message stays).
   [[nodiscard]] RecvResult recv_bytes_into(std::span<std::byte> buffer, std::size_t offset,
                                            std::size_t& size) noexcept {
+    detail::Frame f;
+    if (fast_peek(f) && offset <= buffer.size() && f.length <= buffer.size() - offset) {
+      size = f.length;
+      if (f.length != 0) std::memcpy(buffer.data() + offset, f.data, f.length);
+      rx_.release(true);
+      return RecvResult::ok;
+    }
     return recv_impl(buffer, offset, size, nullptr, true);
   }
   [[nodiscard]] RecvResult recv_bytes_into_until(std::span<std::byte> buffer, std::size_t offset,
@@ -210,7 +222,15 @@ class Connection {
   // ring and reported as size_mismatch.
   template <class T>
   requires std::is_trivially_copyable_v<T>
-  [[nodiscard]] RecvResult recv(T& out) noexcept { return recv_value(&out, sizeof(T), nullptr); }
+  [[nodiscard]] RecvResult recv(T& out) noexcept {
+    detail::Frame f;
+    if (fast_peek(f) && f.length == sizeof(T)) {
+      std::memcpy(&out, f.data, sizeof(T));
+      rx_.release(true);
+      return RecvResult::ok;
+    }
+    return recv_value(&out, sizeof(T), nullptr);
+  }
   template <class T, class Rep, class Period>
   requires std::is_trivially_copyable_v<T>
   [[nodiscard]] RecvResult recv_for(T& out, std::chrono::duration<Rep, Period> timeout) noexcept {
@@ -292,6 +312,21 @@ class Connection {
   }
   bool take_over() noexcept;
 
+  // The inlined fast paths: a whole message that fits one frame, with room
+  // (or a frame) there now. Anything else (waiting, fragments, errors,
+  // end of file) goes through the out-of-line *_impl calls, which repeat
+  // these checks and report why.
+  [[nodiscard]] std::byte* fast_reserve(std::size_t n) noexcept {
+    if (n > fast_send_limit_ || closed_ || !ensure_owner()) return nullptr;
+    std::byte* p = tx_.try_reserve(n);
+    return p != nullptr && !peer_closed() ? p : nullptr;
+  }
+  [[nodiscard]] bool fast_peek(detail::Frame& f) noexcept {
+    if (!can_recv_ || closed_ || !ensure_owner()) return false;
+    peeked_ = false;  // as in next_frame(): a peeked frame is received now
+    return rx_.peek(f) == detail::PeekResult::ok && !f.fragment;
+  }
+
   SendResult send_bytes_impl(std::span<const std::byte> data, const Deadline* deadline,
                              bool wait) noexcept;
   SendResult reserve_impl(std::size_t size, std::span<std::byte>& out,
@@ -312,7 +347,11 @@ class Connection {
   RecvResult next_frame(detail::Frame& frame, const Deadline* deadline, bool wait) noexcept;
   WaitOutcome wait_data(const Deadline* deadline) noexcept;
   WaitOutcome wait_room(std::size_t payload, const Deadline* deadline) noexcept;
-  [[nodiscard]] bool peer_closed() const noexcept;
+  [[nodiscard]] bool peer_closed() const noexcept {
+    // [pipe.closed] seq_cst: pairs with the peer's store in close(); frames
+    // it committed before are visible after this load.
+    return control_->ends[1 - end_].closed.load(std::memory_order_seq_cst) != 0;
+  }
   [[nodiscard]] bool peer_dead() noexcept;
   SendResult send_status() noexcept;
 
@@ -322,6 +361,7 @@ class Connection {
   detail::RingConsumer rx_;
   WaitPolicy policy_{};
   std::uint64_t max_message_ = 0;
+  std::uint64_t fast_send_limit_ = 0;  // largest one-frame message (0: cannot send)
   std::uint64_t fork_gen_ = 0;
   std::uint64_t forks_at_create_ = 0;
   int end_ = 0;
