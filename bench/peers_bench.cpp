@@ -56,6 +56,8 @@ using shmbus::bench::bench_name;
 using shmbus::bench::LatencyRecorder;
 using shmbus::bench::pin_this_thread;
 using shmbus::bench::PinnedChild;
+using shmbus::bench::Reference;
+using shmbus::bench::ReferenceBeside;
 using shmbus::bench::ticks;
 
 bool read_full(int fd, void* data, std::size_t n) {
@@ -111,6 +113,7 @@ void close_parent_ends(const Duplex& d) {
 }
 
 void fd_rtt(benchmark::State& state, Duplex d) {
+  ReferenceBeside beside(state, Reference::futex);
   const auto n = static_cast<std::size_t>(state.range(0));
   const auto& cpus = bench_cpus();
   PinnedChild child(cpus.child, [d, n] {
@@ -189,6 +192,7 @@ void BM_SocketPair_Block_RTT(benchmark::State& state) { fd_rtt(state, make_socke
 void BM_SocketPair_Stream(benchmark::State& state) { fd_stream(state, make_socketpair()); }
 
 void BM_EventFd_Block_RTT(benchmark::State& state) {
+  ReferenceBeside beside(state, Reference::futex);
   constexpr std::uint64_t kStop = std::uint64_t{1} << 40;
   const int ping = ::eventfd(0, 0);
   const int pong = ::eventfd(0, 0);
@@ -229,6 +233,7 @@ void BM_EventFd_Block_RTT(benchmark::State& state) {
 }
 
 void BM_PosixMq_Block_RTT(benchmark::State& state) {
+  ReferenceBeside beside(state, Reference::futex);
   const auto n = static_cast<std::size_t>(state.range(0));
   mq_attr attr{};
   attr.mq_maxmsg = 8;
@@ -280,6 +285,7 @@ void BM_PosixMq_Block_RTT(benchmark::State& state) {
 }
 
 void BM_BoostIpcMq_Block_RTT(benchmark::State& state) {
+  ReferenceBeside beside(state, Reference::futex);
   namespace bip = boost::interprocess;
   const auto n = static_cast<std::size_t>(state.range(0));
   const std::string base = bench_name("bipmq");
@@ -339,6 +345,7 @@ using LockfreeQueue = boost::lockfree::spsc_queue<Msg<N>, boost::lockfree::capac
 
 template <std::size_t N>
 void BM_BoostLockfree_Busy_RTT(benchmark::State& state) {
+  ReferenceBeside beside(state, Reference::floor);
   struct Shared {
     LockfreeQueue<N> ping;
     LockfreeQueue<N> pong;
@@ -427,6 +434,7 @@ void BM_BoostLockfree_Stream(benchmark::State& state) {
 
 #ifdef SHMBUS_HAVE_ZMQ
 void BM_ZeroMQ_Block_RTT(benchmark::State& state) {
+  ReferenceBeside beside(state, Reference::futex);
   const auto n = static_cast<std::size_t>(state.range(0));
   const std::string path = "/tmp/" + bench_name("zmq") + ".ipc";
   const std::string endpoint = "ipc://" + path;
@@ -500,6 +508,7 @@ std::int64_t py_iterations() {
 }
 
 void py_mp_rtt(benchmark::State& state, const char* kind) {
+  ReferenceBeside beside(state, Reference::futex);
   const auto& cpus = bench_cpus();
   const std::string cmd = std::string(SHMBUS_BENCH_PYTHON) + " " + SHMBUS_BENCH_SUPPORT_DIR +
                           "/py_mp_rtt.py " + kind + " " + std::to_string(state.max_iterations) +

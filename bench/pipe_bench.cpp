@@ -45,6 +45,7 @@ PipeOptions pipe_options(WaitStrategy s, std::size_t capacity = std::size_t{256}
 // --- Pipe round trips ------------------------------------------------------------
 
 void pipe_rtt(benchmark::State& state, WaitStrategy strategy, bool statistics = true) {
+  ReferenceBeside beside(state, reference_for(strategy));
   const auto& cpus = bench_cpus();
   const auto size = static_cast<std::size_t>(state.range(0));
   PipeOptions options = pipe_options(strategy);
@@ -189,6 +190,7 @@ void BM_Pipe_Adaptive_IdleCpu(benchmark::State& state) {
 
 // Parent writes pw and reads pr; the child reads cr and writes cw.
 void fd_rtt(benchmark::State& state, int pw, int pr, int cr, int cw) {
+  ReferenceBeside beside(state, Reference::futex);
   const auto& cpus = bench_cpus();
   const auto size = static_cast<std::size_t>(state.range(0));
   auto read_full = [](int fd, std::byte* p, std::size_t n) {
@@ -274,6 +276,7 @@ struct LockfreePair {
 
 template <std::size_t N>
 void BM_BoostLockfree_Busy_RTT(benchmark::State& state) {
+  ReferenceBeside beside(state, Reference::floor);
   const auto& cpus = bench_cpus();
   auto shm = SharedMemory::create(bench_name("lockfree"), sizeof(LockfreePair<N>));
   shm.unlink();
@@ -344,6 +347,7 @@ void BM_BoostLockfree_Stream(benchmark::State& state) {
 // --- Boost.Interprocess message_queue ----------------------------------------------------
 
 void BM_BoostInterprocess_Block_RTT(benchmark::State& state) {
+  ReferenceBeside beside(state, Reference::futex);
   namespace bip = boost::interprocess;
   const auto& cpus = bench_cpus();
   const auto size = static_cast<std::size_t>(state.range(0));
