@@ -18,6 +18,8 @@
 //                                round trips (SHMBUS_BENCH_PY_ITERS, 2000)
 //
 // The parent measures; the forked child (PinnedChild) echoes or consumes.
+// Every round trip also measures the raw futex (the floor for the busy
+// Boost.Lockfree one) right before and after itself (ReferenceBeside).
 // Stream figures end when the producer's last write returns: at most one
 // buffer's worth (64 KiB pipe, 1024 queue slots) is still in flight.
 #include <fcntl.h>

@@ -12,6 +12,10 @@
 //   BM_LinuxPipe_Block_RTT/N, BM_UnixSocket_Block_RTT/N,
 //   BM_BoostLockfree_Busy_RTT/N, BM_BoostLockfree_Stream/N,
 //   BM_BoostInterprocess_Block_RTT/N   the peers
+//
+// Every round trip also measures its reference beside it (ReferenceBeside:
+// the floor for busy / adaptive, the raw futex for blocking), right before
+// and after itself: counters floor_ns, x_floor, floor_drift (or futex_*).
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
