@@ -3,7 +3,9 @@
 // Boost.Interprocess interprocess_mutex / interprocess_condition and
 // eventfd, two processes pinned to bench_cpus(), one binary run. Read each
 // figure as a ratio to BM_Futex_Raw_RTT (two kernel wake-ups per round
-// trip, like every *_Block_RTT here) and BM_Floor_CacheLine_RTT.
+// trip, like every *_Block_RTT here) and BM_Floor_CacheLine_RTT; every
+// round trip also carries the one measured right before and after itself
+// (ReferenceBeside in ping_pong).
 //
 //   *_Uncontended_AcqRel   one acquire + release, one process, no contention
 //   *_Handoff_RTT          lock passed to the other process and back
