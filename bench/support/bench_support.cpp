@@ -171,6 +171,7 @@ bool floor_session(Timed timed) {
   };
   for (int i = 0; i < kBusyWarmUp; ++i) (void)round_trip();
   timed(round_trip);
+  // release: [floor.ping] the stop value.
   line->value.store(kStop, std::memory_order_release);
   return child.join();
 }
