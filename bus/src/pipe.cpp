@@ -2,6 +2,7 @@
 // receive paths, waiting with peer-liveness checks, and statistics.
 #include "shmbus/pipe.hpp"
 
+#include <immintrin.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -633,6 +634,40 @@ SendResult Connection::commit(std::size_t size) noexcept {
   return SendResult::ok;
 }
 
+namespace {
+// Fragments at least this large are copied with non-temporal stores.
+constexpr std::size_t kStreamingCopyMin = 16 << 10;
+
+// Copies a fragment of a message larger than one frame into the ring. A
+// large fragment is written with non-temporal stores: they go to memory
+// instead of this core's cache, so the receiving core reads them from
+// there rather than snooping them out of this core's cache line by line
+// (a 1 MiB stream: from about 0.4x to 0.6x of one core's memcpy rate on
+// the 2-vCPU VM). Single-frame messages keep memcpy: they are read soon
+// and are cheapest to take from the sender's cache.
+void copy_to_ring(std::byte* dst, const std::byte* src, std::size_t n) noexcept {
+  if (n < kStreamingCopyMin) {
+    std::memcpy(dst, src, n);
+    return;
+  }
+  // Align the destination to 16 bytes with an ordinary copy first.
+  const std::size_t lead = (16 - (reinterpret_cast<std::uintptr_t>(dst) & 15)) & 15;
+  std::memcpy(dst, src, lead);
+  dst += lead;
+  src += lead;
+  n -= lead;
+  auto* d = reinterpret_cast<__m128i*>(dst);
+  const std::size_t blocks = n / 16;
+  for (std::size_t i = 0; i < blocks; ++i) {
+    _mm_stream_si128(d + i, _mm_loadu_si128(reinterpret_cast<const __m128i*>(src) + i));
+  }
+  std::memcpy(dst + blocks * 16, src + blocks * 16, n - blocks * 16);
+  // The streaming stores are weakly ordered: fence them before the frame's
+  // header publishes them ([ring.publish] covers ordinary stores only).
+  _mm_sfence();
+}
+}  // namespace
+
 SendResult Connection::send_fragmented(std::span<const std::byte> data,
                                        const Deadline* deadline) noexcept {
   const std::size_t chunk = tx_.max_payload();
@@ -661,7 +696,7 @@ SendResult Connection::send_fragmented(std::span<const std::byte> data,
       if (w == WaitOutcome::dead_peer) return SendResult::peer_dead;
     }
     if (first) std::memcpy(p, &total, sizeof total);
-    std::memcpy(p + head, data.data() + sent, len);
+    copy_to_ring(p + head, data.data() + sent, len);
     sent += len;
     const bool last = sent == total;
     tx_.commit(head + len, detail::kFrameFragment | (last ? detail::kFrameLast : 0));
