@@ -7,6 +7,7 @@
 //   BM_Pipe_Block_RTT/N      blocking (futex at once) round trip
 //   BM_Pipe_Stream/N         one-way stream, one send() per message (busy-poll)
 //   BM_Pipe_BatchStream/N    the same, 32 messages per begin/end_batch
+//   BM_PipeNoCoalesce_Stream/N  the stream with PipeOptions::coalesce off
 //   BM_Pipe_Adaptive_IdleCpu idle adaptive receiver: cpu_percent of a core
 //   BM_Memcpy_Stream/N       single-core memcpy bandwidth (the 1 MiB yardstick)
 //   BM_LinuxPipe_Block_RTT/N, BM_UnixSocket_Block_RTT/N,
@@ -97,10 +98,12 @@ void BM_Pipe_Block_RTT(benchmark::State& state) { pipe_rtt(state, WaitStrategy::
 
 // --- Pipe streams ------------------------------------------------------------------
 
-void pipe_stream(benchmark::State& state, int batch) {
+void pipe_stream(benchmark::State& state, int batch, bool coalesce = true) {
   const auto& cpus = bench_cpus();
   const auto size = static_cast<std::size_t>(state.range(0));
-  auto [a, b] = Pipe(pipe_options(WaitStrategy::busy_poll));
+  PipeOptions options = pipe_options(WaitStrategy::busy_poll);
+  if (!coalesce) options.coalesce = std::chrono::nanoseconds::zero();
+  auto [a, b] = Pipe(options);
   PinnedChild child(cpus.child, [&b = b, size] {
     std::vector<std::byte> buf(size);
     std::size_t n = 0;
@@ -144,6 +147,8 @@ void pipe_stream(benchmark::State& state, int batch) {
 
 void BM_Pipe_Stream(benchmark::State& state) { pipe_stream(state, 1); }
 void BM_Pipe_BatchStream(benchmark::State& state) { pipe_stream(state, 32); }
+// The same stream with PipeOptions::coalesce off: what coalescing gains.
+void BM_PipeNoCoalesce_Stream(benchmark::State& state) { pipe_stream(state, 1, false); }
 
 void BM_Memcpy_Stream(benchmark::State& state) {
   const auto size = static_cast<std::size_t>(state.range(0));
@@ -397,20 +402,39 @@ void BM_BoostInterprocess_Block_RTT(benchmark::State& state) {
 
 }  // namespace
 
+// Streams run at least this long whatever --benchmark_min_time says: a
+// shorter run is dominated by the child's start-up (its page faults), and
+// quick mode's 0.05 s made a 1 MiB stream read at half its rate.
+constexpr double kStreamMinTime = 0.25;
+
 BENCHMARK(BM_Pipe_Busy_RTT)->Arg(8)->Arg(64)->Arg(1024)->Arg(65536)->UseRealTime();
 BENCHMARK(BM_PipeNoStats_Busy_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Pipe_Adaptive_RTT)->Arg(8)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Pipe_Block_RTT)->Arg(8)->Arg(64)->Arg(1024)->Arg(65536)->UseRealTime();
-BENCHMARK(BM_Pipe_Stream)->Arg(8)->Arg(64)->Arg(1024)->Arg(65536)->Arg(1048576)->UseRealTime();
-BENCHMARK(BM_Pipe_BatchStream)->Arg(8)->Arg(64)->UseRealTime();
-BENCHMARK(BM_Memcpy_Stream)->Arg(1048576)->UseRealTime();
+BENCHMARK(BM_Pipe_Stream)
+    ->Arg(8)
+    ->Arg(64)
+    ->Arg(1024)
+    ->Arg(65536)
+    ->Arg(1048576)
+    ->UseRealTime()
+    ->MinTime(kStreamMinTime);
+BENCHMARK(BM_Pipe_BatchStream)->Arg(8)->Arg(64)->UseRealTime()->MinTime(kStreamMinTime);
+BENCHMARK(BM_PipeNoCoalesce_Stream)->Arg(8)->Arg(64)->UseRealTime()->MinTime(kStreamMinTime);
+BENCHMARK(BM_Memcpy_Stream)->Arg(1048576)->UseRealTime()->MinTime(kStreamMinTime);
 BENCHMARK(BM_Pipe_Adaptive_IdleCpu)->Iterations(1)->UseRealTime();
 BENCHMARK(BM_LinuxPipe_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_UnixSocket_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_BoostLockfree_Busy_RTT<8>)->Name("BM_BoostLockfree_Busy_RTT/8")->UseRealTime();
 BENCHMARK(BM_BoostLockfree_Busy_RTT<64>)->Name("BM_BoostLockfree_Busy_RTT/64")->UseRealTime();
-BENCHMARK(BM_BoostLockfree_Stream<8>)->Name("BM_BoostLockfree_Stream/8")->UseRealTime();
-BENCHMARK(BM_BoostLockfree_Stream<64>)->Name("BM_BoostLockfree_Stream/64")->UseRealTime();
+BENCHMARK(BM_BoostLockfree_Stream<8>)
+    ->Name("BM_BoostLockfree_Stream/8")
+    ->UseRealTime()
+    ->MinTime(kStreamMinTime);
+BENCHMARK(BM_BoostLockfree_Stream<64>)
+    ->Name("BM_BoostLockfree_Stream/64")
+    ->UseRealTime()
+    ->MinTime(kStreamMinTime);
 BENCHMARK(BM_BoostInterprocess_Block_RTT)->Arg(64)->UseRealTime();
 
 }  // namespace shmbus::bench

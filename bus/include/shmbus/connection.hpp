@@ -63,7 +63,10 @@ namespace shmbus {
 
 namespace detail {
 class Segment;
-}
+// Messages this thread sent through any Connection: a receiver that sees
+// it move between two waits is in a request/response exchange.
+extern thread_local std::uint64_t t_sends;
+}  // namespace detail
 
 enum class SendResult : std::uint8_t {
   ok,
@@ -109,6 +112,17 @@ struct PipeOptions {
   // plain stores to lines only their side writes; off exists to measure
   // exactly that cost (bench: BM_PipeNoStats_*).
   bool statistics = true;
+  // Stream coalescing, per receiving end (not shared): a busy-poll or
+  // adaptive receiver that catches up with a stream (its previous wait was
+  // short and its thread sent nothing since) waits this long before it
+  // polls again, so the sender fills whole cache lines instead of fighting
+  // the receiver for each one (a 64-byte stream runs several times faster
+  // on a VM whose cores are far apart). A message that arrives meanwhile
+  // is received up to this much later. Request/response traffic (the
+  // receiving thread sends between receives, on any pipe) and receivers
+  // that waited long are never delayed. Zero turns it off. Ends opened by
+  // name use the default; set_coalesce() changes it for one end.
+  std::chrono::nanoseconds coalesce = std::chrono::microseconds(1);
   // Anonymous pipes (no name given) are unlinked at once and shared by
   // fork() only, like multiprocessing's.
   SegmentOptions segment{};
@@ -140,6 +154,7 @@ class Connection {
     if (std::byte* p = fast_reserve(data.size())) {
       if (!data.empty()) std::memcpy(p, data.data(), data.size());
       tx_.commit(data.size());
+      ++detail::t_sends;
       return SendResult::ok;
     }
     return send_bytes_impl(data, nullptr, true);
@@ -281,6 +296,8 @@ class Connection {
   [[nodiscard]] const std::string& name() const noexcept;
   [[nodiscard]] std::size_t max_frame_payload() const noexcept;
   [[nodiscard]] std::uint64_t max_message() const noexcept { return max_message_; }
+  // See PipeOptions::coalesce.
+  void set_coalesce(std::chrono::nanoseconds delay) noexcept { coalesce_ = delay; }
 
   // Internal: used by Pipe() and create()/open(). `config` is this
   // process's validated copy of the segment's config (never re-read).
@@ -362,6 +379,9 @@ class Connection {
   WaitPolicy policy_{};
   std::uint64_t max_message_ = 0;
   std::uint64_t fast_send_limit_ = 0;  // largest one-frame message (0: cannot send)
+  std::chrono::nanoseconds coalesce_ = PipeOptions{}.coalesce;
+  std::uint64_t sends_after_wait_ = 0;  // detail::t_sends when the last wait ended
+  bool short_wait_ = false;             // the last wait for data ended within a few polls
   std::uint64_t fork_gen_ = 0;
   std::uint64_t forks_at_create_ = 0;
   int end_ = 0;
