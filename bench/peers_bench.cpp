@@ -18,6 +18,8 @@
 //                                round trips (SHMBUS_BENCH_PY_ITERS, 2000)
 //
 // The parent measures; the forked child (PinnedChild) echoes or consumes.
+// Every round trip also measures the raw futex (the floor for the busy
+// Boost.Lockfree one) right before and after itself (ReferenceBeside).
 // Stream figures end when the producer's last write returns: at most one
 // buffer's worth (64 KiB pipe, 1024 queue slots) is still in flight.
 #include <fcntl.h>
@@ -56,6 +58,8 @@ using shmbus::bench::bench_name;
 using shmbus::bench::LatencyRecorder;
 using shmbus::bench::pin_this_thread;
 using shmbus::bench::PinnedChild;
+using shmbus::bench::Reference;
+using shmbus::bench::ReferenceBeside;
 using shmbus::bench::ticks;
 
 bool read_full(int fd, void* data, std::size_t n) {
@@ -111,6 +115,7 @@ void close_parent_ends(const Duplex& d) {
 }
 
 void fd_rtt(benchmark::State& state, Duplex d) {
+  ReferenceBeside beside(state, Reference::futex);
   const auto n = static_cast<std::size_t>(state.range(0));
   const auto& cpus = bench_cpus();
   PinnedChild child(cpus.child, [d, n] {
@@ -189,6 +194,7 @@ void BM_SocketPair_Block_RTT(benchmark::State& state) { fd_rtt(state, make_socke
 void BM_SocketPair_Stream(benchmark::State& state) { fd_stream(state, make_socketpair()); }
 
 void BM_EventFd_Block_RTT(benchmark::State& state) {
+  ReferenceBeside beside(state, Reference::futex);
   constexpr std::uint64_t kStop = std::uint64_t{1} << 40;
   const int ping = ::eventfd(0, 0);
   const int pong = ::eventfd(0, 0);
@@ -229,6 +235,7 @@ void BM_EventFd_Block_RTT(benchmark::State& state) {
 }
 
 void BM_PosixMq_Block_RTT(benchmark::State& state) {
+  ReferenceBeside beside(state, Reference::futex);
   const auto n = static_cast<std::size_t>(state.range(0));
   mq_attr attr{};
   attr.mq_maxmsg = 8;
@@ -280,6 +287,7 @@ void BM_PosixMq_Block_RTT(benchmark::State& state) {
 }
 
 void BM_BoostIpcMq_Block_RTT(benchmark::State& state) {
+  ReferenceBeside beside(state, Reference::futex);
   namespace bip = boost::interprocess;
   const auto n = static_cast<std::size_t>(state.range(0));
   const std::string base = bench_name("bipmq");
@@ -339,6 +347,7 @@ using LockfreeQueue = boost::lockfree::spsc_queue<Msg<N>, boost::lockfree::capac
 
 template <std::size_t N>
 void BM_BoostLockfree_Busy_RTT(benchmark::State& state) {
+  ReferenceBeside beside(state, Reference::floor);
   struct Shared {
     LockfreeQueue<N> ping;
     LockfreeQueue<N> pong;
@@ -427,6 +436,7 @@ void BM_BoostLockfree_Stream(benchmark::State& state) {
 
 #ifdef SHMBUS_HAVE_ZMQ
 void BM_ZeroMQ_Block_RTT(benchmark::State& state) {
+  ReferenceBeside beside(state, Reference::futex);
   const auto n = static_cast<std::size_t>(state.range(0));
   const std::string path = "/tmp/" + bench_name("zmq") + ".ipc";
   const std::string endpoint = "ipc://" + path;
@@ -500,6 +510,7 @@ std::int64_t py_iterations() {
 }
 
 void py_mp_rtt(benchmark::State& state, const char* kind) {
+  ReferenceBeside beside(state, Reference::futex);
   const auto& cpus = bench_cpus();
   const std::string cmd = std::string(SHMBUS_BENCH_PYTHON) + " " + SHMBUS_BENCH_SUPPORT_DIR +
                           "/py_mp_rtt.py " + kind + " " + std::to_string(state.max_iterations) +

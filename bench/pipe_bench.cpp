@@ -7,11 +7,16 @@
 //   BM_Pipe_Block_RTT/N      blocking (futex at once) round trip
 //   BM_Pipe_Stream/N         one-way stream, one send() per message (busy-poll)
 //   BM_Pipe_BatchStream/N    the same, 32 messages per begin/end_batch
+//   BM_PipeNoCoalesce_Stream/N  the stream with PipeOptions::coalesce off
 //   BM_Pipe_Adaptive_IdleCpu idle adaptive receiver: cpu_percent of a core
 //   BM_Memcpy_Stream/N       single-core memcpy bandwidth (the 1 MiB yardstick)
 //   BM_LinuxPipe_Block_RTT/N, BM_UnixSocket_Block_RTT/N,
 //   BM_BoostLockfree_Busy_RTT/N, BM_BoostLockfree_Stream/N,
 //   BM_BoostInterprocess_Block_RTT/N   the peers
+//
+// Every round trip also measures its reference beside it (ReferenceBeside:
+// the floor for busy / adaptive, the raw futex for blocking), right before
+// and after itself: counters floor_ns, x_floor, floor_drift (or futex_*).
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -45,6 +50,7 @@ PipeOptions pipe_options(WaitStrategy s, std::size_t capacity = std::size_t{256}
 // --- Pipe round trips ------------------------------------------------------------
 
 void pipe_rtt(benchmark::State& state, WaitStrategy strategy, bool statistics = true) {
+  ReferenceBeside beside(state, reference_for(strategy));
   const auto& cpus = bench_cpus();
   const auto size = static_cast<std::size_t>(state.range(0));
   PipeOptions options = pipe_options(strategy);
@@ -92,10 +98,12 @@ void BM_Pipe_Block_RTT(benchmark::State& state) { pipe_rtt(state, WaitStrategy::
 
 // --- Pipe streams ------------------------------------------------------------------
 
-void pipe_stream(benchmark::State& state, int batch) {
+void pipe_stream(benchmark::State& state, int batch, bool coalesce = true) {
   const auto& cpus = bench_cpus();
   const auto size = static_cast<std::size_t>(state.range(0));
-  auto [a, b] = Pipe(pipe_options(WaitStrategy::busy_poll));
+  PipeOptions options = pipe_options(WaitStrategy::busy_poll);
+  if (!coalesce) options.coalesce = std::chrono::nanoseconds::zero();
+  auto [a, b] = Pipe(options);
   PinnedChild child(cpus.child, [&b = b, size] {
     std::vector<std::byte> buf(size);
     std::size_t n = 0;
@@ -139,6 +147,8 @@ void pipe_stream(benchmark::State& state, int batch) {
 
 void BM_Pipe_Stream(benchmark::State& state) { pipe_stream(state, 1); }
 void BM_Pipe_BatchStream(benchmark::State& state) { pipe_stream(state, 32); }
+// The same stream with PipeOptions::coalesce off: what coalescing gains.
+void BM_PipeNoCoalesce_Stream(benchmark::State& state) { pipe_stream(state, 1, false); }
 
 void BM_Memcpy_Stream(benchmark::State& state) {
   const auto size = static_cast<std::size_t>(state.range(0));
@@ -189,6 +199,7 @@ void BM_Pipe_Adaptive_IdleCpu(benchmark::State& state) {
 
 // Parent writes pw and reads pr; the child reads cr and writes cw.
 void fd_rtt(benchmark::State& state, int pw, int pr, int cr, int cw) {
+  ReferenceBeside beside(state, Reference::futex);
   const auto& cpus = bench_cpus();
   const auto size = static_cast<std::size_t>(state.range(0));
   auto read_full = [](int fd, std::byte* p, std::size_t n) {
@@ -274,6 +285,7 @@ struct LockfreePair {
 
 template <std::size_t N>
 void BM_BoostLockfree_Busy_RTT(benchmark::State& state) {
+  ReferenceBeside beside(state, Reference::floor);
   const auto& cpus = bench_cpus();
   auto shm = SharedMemory::create(bench_name("lockfree"), sizeof(LockfreePair<N>));
   shm.unlink();
@@ -344,6 +356,7 @@ void BM_BoostLockfree_Stream(benchmark::State& state) {
 // --- Boost.Interprocess message_queue ----------------------------------------------------
 
 void BM_BoostInterprocess_Block_RTT(benchmark::State& state) {
+  ReferenceBeside beside(state, Reference::futex);
   namespace bip = boost::interprocess;
   const auto& cpus = bench_cpus();
   const auto size = static_cast<std::size_t>(state.range(0));
@@ -389,20 +402,39 @@ void BM_BoostInterprocess_Block_RTT(benchmark::State& state) {
 
 }  // namespace
 
+// Streams run at least this long whatever --benchmark_min_time says: a
+// shorter run is dominated by the child's start-up (its page faults), and
+// quick mode's 0.05 s made a 1 MiB stream read at half its rate.
+constexpr double kStreamMinTime = 0.25;
+
 BENCHMARK(BM_Pipe_Busy_RTT)->Arg(8)->Arg(64)->Arg(1024)->Arg(65536)->UseRealTime();
 BENCHMARK(BM_PipeNoStats_Busy_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Pipe_Adaptive_RTT)->Arg(8)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Pipe_Block_RTT)->Arg(8)->Arg(64)->Arg(1024)->Arg(65536)->UseRealTime();
-BENCHMARK(BM_Pipe_Stream)->Arg(8)->Arg(64)->Arg(1024)->Arg(65536)->Arg(1048576)->UseRealTime();
-BENCHMARK(BM_Pipe_BatchStream)->Arg(8)->Arg(64)->UseRealTime();
-BENCHMARK(BM_Memcpy_Stream)->Arg(1048576)->UseRealTime();
+BENCHMARK(BM_Pipe_Stream)
+    ->Arg(8)
+    ->Arg(64)
+    ->Arg(1024)
+    ->Arg(65536)
+    ->Arg(1048576)
+    ->UseRealTime()
+    ->MinTime(kStreamMinTime);
+BENCHMARK(BM_Pipe_BatchStream)->Arg(8)->Arg(64)->UseRealTime()->MinTime(kStreamMinTime);
+BENCHMARK(BM_PipeNoCoalesce_Stream)->Arg(8)->Arg(64)->UseRealTime()->MinTime(kStreamMinTime);
+BENCHMARK(BM_Memcpy_Stream)->Arg(1048576)->UseRealTime()->MinTime(kStreamMinTime);
 BENCHMARK(BM_Pipe_Adaptive_IdleCpu)->Iterations(1)->UseRealTime();
 BENCHMARK(BM_LinuxPipe_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_UnixSocket_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_BoostLockfree_Busy_RTT<8>)->Name("BM_BoostLockfree_Busy_RTT/8")->UseRealTime();
 BENCHMARK(BM_BoostLockfree_Busy_RTT<64>)->Name("BM_BoostLockfree_Busy_RTT/64")->UseRealTime();
-BENCHMARK(BM_BoostLockfree_Stream<8>)->Name("BM_BoostLockfree_Stream/8")->UseRealTime();
-BENCHMARK(BM_BoostLockfree_Stream<64>)->Name("BM_BoostLockfree_Stream/64")->UseRealTime();
+BENCHMARK(BM_BoostLockfree_Stream<8>)
+    ->Name("BM_BoostLockfree_Stream/8")
+    ->UseRealTime()
+    ->MinTime(kStreamMinTime);
+BENCHMARK(BM_BoostLockfree_Stream<64>)
+    ->Name("BM_BoostLockfree_Stream/64")
+    ->UseRealTime()
+    ->MinTime(kStreamMinTime);
 BENCHMARK(BM_BoostInterprocess_Block_RTT)->Arg(64)->UseRealTime();
 
 }  // namespace shmbus::bench

@@ -278,8 +278,11 @@ void stream(benchmark::State& state, int producers, int consumers) {
   unmap_shared(c);
 }
 
+// `ref`: the reference measured beside the round trip (the floor for
+// busy/adaptive transports, the raw futex for blocking ones).
 template <class X>
-void rtt(benchmark::State& state) {
+void rtt(benchmark::State& state, shmbus::bench::Reference ref) {
+  shmbus::bench::ReferenceBeside beside(state, ref);  // before the echo child is forked
   const auto& cpus = bench_cpus();
   X ping(64), pong(64);
   shmbus::bench::PinnedChild child(cpus.child, [&] {
@@ -335,16 +338,17 @@ void register_streams(const std::string& t) {
   register_streams<PosixMq>("PosixMq");
   register_streams<MutexCondvar>("MutexCondvar");
   register_streams<BoostLockfree>("BoostLockfree");
-  auto r = [](const char* n, void (*fn)(benchmark::State&)) {
-    benchmark::RegisterBenchmark(n, fn)->Arg(64)->UseRealTime();
+  using shmbus::bench::Reference;
+  auto r = [](const char* n, void (*fn)(benchmark::State&, Reference), Reference ref) {
+    benchmark::RegisterBenchmark(n, fn, ref)->Arg(64)->UseRealTime();
   };
-  r("BM_Queue_Busy_RTT", rtt<QueueBusy>);
-  r("BM_Queue_Block_RTT", rtt<QueueBlock>);
-  r("BM_Queue_Adaptive_RTT", rtt<QueueAdaptive>);
-  r("BM_BoostLockfree_Busy_RTT", rtt<BoostLockfree>);
-  r("BM_BoostIpcMq_Block_RTT", rtt<BoostIpcMq>);
-  r("BM_PosixMq_Block_RTT", rtt<PosixMq>);
-  r("BM_MutexCondvar_Block_RTT", rtt<MutexCondvar>);
+  r("BM_Queue_Busy_RTT", rtt<QueueBusy>, Reference::floor);
+  r("BM_Queue_Block_RTT", rtt<QueueBlock>, Reference::futex);
+  r("BM_Queue_Adaptive_RTT", rtt<QueueAdaptive>, Reference::floor);
+  r("BM_BoostLockfree_Busy_RTT", rtt<BoostLockfree>, Reference::floor);
+  r("BM_BoostIpcMq_Block_RTT", rtt<BoostIpcMq>, Reference::futex);
+  r("BM_PosixMq_Block_RTT", rtt<PosixMq>, Reference::futex);
+  r("BM_MutexCondvar_Block_RTT", rtt<MutexCondvar>, Reference::futex);
   return true;
 }();
 

@@ -3,7 +3,9 @@
 // Boost.Interprocess interprocess_mutex / interprocess_condition and
 // eventfd, two processes pinned to bench_cpus(), one binary run. Read each
 // figure as a ratio to BM_Futex_Raw_RTT (two kernel wake-ups per round
-// trip, like every *_Block_RTT here) and BM_Floor_CacheLine_RTT.
+// trip, like every *_Block_RTT here) and BM_Floor_CacheLine_RTT; every
+// round trip also carries the one measured right before and after itself
+// (ReferenceBeside in ping_pong).
 //
 //   *_Uncontended_AcqRel   one acquire + release, one process, no contention
 //   *_Handoff_RTT          lock passed to the other process and back
@@ -38,9 +40,13 @@ struct Control {
 
 // Parent: ping(), then wait_pong(); child: wait_ping(), pong(). Each round
 // trip is recorded; the child stops when it sees `stop` after a ping.
+// `strategy` picks the warm-up and the reference measured beside it (the
+// floor for busy / adaptive waits, the raw futex for blocking ones).
 template <class Ping, class WaitPing, class Pong, class WaitPong>
 void ping_pong(benchmark::State& state, Ping ping, WaitPing wait_ping, Pong pong,
-               WaitPong wait_pong, int warm_up = kBlockWarmUp) {
+               WaitPong wait_pong, WaitStrategy strategy = WaitStrategy::blocking) {
+  ReferenceBeside beside(state, reference_for(strategy));
+  const int warm_up = strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp;
   const auto& cpus = bench_cpus();
   auto shm = SharedMemory::create(bench_name("ctl"), sizeof(Control));
   shm.unlink();
@@ -161,8 +167,7 @@ void lock_handoff(benchmark::State& state, const WaitPolicy& policy) {
   (void)pong.acquire();
   ping_pong(
       state, [&] { ping.release(); }, [&] { (void)ping.acquire(); }, [&] { pong.release(); },
-      [&] { (void)pong.acquire(); },
-      policy.strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp);
+      [&] { (void)pong.acquire(); }, policy.strategy);
 }
 void BM_Lock_Block_Handoff_RTT(benchmark::State& state) { lock_handoff(state, kBlocking); }
 void BM_Lock_Adaptive_Handoff_RTT(benchmark::State& state) { lock_handoff(state, WaitPolicy{}); }
@@ -189,7 +194,7 @@ void event_rtt(benchmark::State& state, const WaitPolicy& policy) {
         pong.wait();
         pong.clear();
       },
-      policy.strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp);
+      policy.strategy);
 }
 void BM_Event_Block_RTT(benchmark::State& state) { event_rtt(state, kBlocking); }
 void BM_Event_Adaptive_RTT(benchmark::State& state) { event_rtt(state, WaitPolicy{}); }
@@ -207,8 +212,7 @@ void semaphore_rtt(benchmark::State& state, const WaitPolicy& policy) {
   pong.set_wait_policy(policy);
   ping_pong(
       state, [&] { ping.release(); }, [&] { ping.acquire(); }, [&] { pong.release(); },
-      [&] { pong.acquire(); },
-      policy.strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp);
+      [&] { pong.acquire(); }, policy.strategy);
 }
 void BM_Semaphore_Block_RTT(benchmark::State& state) { semaphore_rtt(state, kBlocking); }
 void BM_Semaphore_Adaptive_RTT(benchmark::State& state) { semaphore_rtt(state, WaitPolicy{}); }

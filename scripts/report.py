@@ -16,6 +16,11 @@ Round trips (Measure RTT) are compared with BM_Floor_CacheLine_RTT (one cache
 line bounced between the two processes) and BM_Futex_Raw_RTT (a bare futex
 wake-up ping-pong) from the same JSON file, by their p50_ns counters; the
 primary ratio is the futex one for Block modes and the floor one otherwise.
+A round trip that measured its own reference beside it (bench_support's
+ReferenceBeside: counters floor_ns, x_floor, floor_drift or futex_ns, x_futex,
+futex_drift) is read against that one instead, since the host moves the
+vCPUs and the suite's floor may be minutes old; its drift (reference after /
+before the benchmark) is shown, and rows beyond DRIFT_LIMIT are flagged.
 Without matplotlib the tables are still written and the report says the plots
 were skipped. Only the standard library is needed for the tables.
 """
@@ -41,6 +46,23 @@ SHMBUS |= {p for p in SHMBUS_FROM_ENV.split(",") if p}
 SUFFIX = re.compile(r"^(real_time|manual_time|process_time|iterations:\d+|min_time:.*|"
                     r"repeats:\d+|threads:\d+)$")
 TO_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+# A reference beside a benchmark that moved more than this (after / before)
+# while the benchmark ran makes its ratio unreliable.
+DRIFT_LIMIT = 0.20
+
+
+class Beside:
+    """The reference a benchmark measured right before and after itself."""
+
+    def __init__(self, against, ref_ns, ratio, drift):
+        self.against = against  # "floor" or "futex"
+        self.ref_ns = ref_ns
+        self.ratio = ratio
+        self.drift = drift
+
+    @property
+    def unreliable(self):
+        return self.drift is None or abs(self.drift - 1.0) > DRIFT_LIMIT
 
 
 class Bench:
@@ -70,6 +92,12 @@ class Bench:
         self.items = entry.get("items_per_second")
         self.bytes = entry.get("bytes_per_second")
         self.iterations = entry.get("iterations")
+        self.beside = {}
+        for against in ("floor", "futex"):
+            x = entry.get("x_" + against)
+            if x is not None and not self.error:
+                self.beside[against] = Beside(against, entry.get(against + "_ns"), float(x),
+                                              entry.get(against + "_drift"))
 
     @property
     def kind(self):
@@ -132,6 +160,17 @@ class Suite:
             return None
         return b.p50 / ref.p50
 
+    def ratio_to(self, b, against):
+        """(ratio, Beside or None): b against "floor" or "futex", from the
+        reference measured beside b when it has one, else from this suite's."""
+        if against in b.beside:
+            return b.beside[against].ratio, b.beside[against]
+        return self.ratio(b, self.futex if against == "futex" else self.floor), None
+
+    @property
+    def has_beside(self):
+        return any(b.beside for b in self.benches)
+
 
 def fmt_ns(v):
     if v is None:
@@ -165,6 +204,16 @@ def fmt_rate(v, unit=""):
         if v >= div:
             return "%.2f%s%s" % (v / div, suffix, unit)
     return "%.0f %s" % (v, unit)
+
+
+def fmt_drift(beside):
+    """'+3%' (after / before - 1), with the verdict when beyond DRIFT_LIMIT."""
+    if beside is None:
+        return "—"
+    if beside.drift is None:
+        return "? **unreliable**"
+    s = "%+.0f%%" % ((beside.drift - 1.0) * 100)
+    return s + " **unreliable**" if beside.unreliable else s
 
 
 def cpu_model():
@@ -202,21 +251,45 @@ def suite_tables(s):
     else:
         out.append("No BM_Floor_CacheLine_RTT in this run: ratios to the floor are missing.\n")
 
+    besides = [x for b in s.benches for x in b.beside.values()]
+    ranges = []
+    for against in ("floor", "futex"):
+        refs = [x.ref_ns for x in besides if x.against == against and x.ref_ns]
+        if refs:
+            lo, hi = fmt_ns(min(refs)), fmt_ns(max(refs))
+            ranges.append("the %s %s" % (against, lo if lo == hi else "%s–%s" % (lo, hi)))
+    if ranges:
+        out.append("Measured beside the round trips (p50): %s.\n" % "; ".join(ranges))
+
     rtts = [b for b in s.benches if b.measure == "RTT"]
     if rtts:
-        out.append("| round trip | kind | p50 | p99 | p99.9 | max | × floor | × futex |")
-        out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        beside_col = s.has_beside
+        extra = " reference beside (drift) |" if beside_col else ""
+        out.append("| round trip | kind | p50 | p99 | p99.9 | max | × floor | × futex |" + extra)
+        out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |" +
+                   (" ---: |" if beside_col else ""))
         for b in rtts:
             if b.error:
-                out.append("| %s | %s | error: %s | | | | | |" % (b.label, b.kind, b.error))
+                out.append("| %s | %s | error: %s | | | | | |%s" % (
+                    b.label, b.kind, b.error, " |" if beside_col else ""))
                 continue
-            rf, rx = s.ratio(b, s.floor), s.ratio(b, s.futex)
-            out.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            (rf, bf), (rx, bx) = s.ratio_to(b, "floor"), s.ratio_to(b, "futex")
+            row = "| %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 b.label, b.kind, fmt_ns(b.p50), fmt_ns(b.p99), fmt_ns(b.p999), fmt_ns(b.max),
-                fmt_ratio(rf, bold=not b.blocking), fmt_ratio(rx, bold=b.blocking)))
+                fmt_ratio(rf, bold=not b.blocking), fmt_ratio(rx, bold=b.blocking))
+            if beside_col:
+                x = bf or bx
+                row += (" %s %s (%s) |" % (fmt_ns(x.ref_ns), x.against, fmt_drift(x)) if x
+                        else " — |")
+            out.append(row)
         out.append("")
         out.append("Bold: the ratio that matters for the mode (busy and adaptive round trips "
-                   "against the floor, blocking ones against the raw futex).\n")
+                   "against the floor, blocking ones against the raw futex).%s\n" % (
+                       " A round trip with a reference beside it is divided by that reference "
+                       "(measured right before and right after it, the mean of the two), the "
+                       "other ratio by the suite's reference above; drift is after / before, "
+                       "and beyond ±%.0f%% the row is unreliable." % (DRIFT_LIMIT * 100)
+                       if beside_col else ""))
 
     streams = [b for b in s.benches if b.measure == "Stream"]
     if streams:
@@ -256,29 +329,50 @@ def summary_tables(suites):
         for b in s.benches:
             if b.measure != "RTT" or b.error or b.kind == "reference":
                 continue
-            ref = s.futex if b.blocking else s.floor
-            r = s.ratio(b, ref)
+            against = "futex" if b.blocking else "floor"
+            r, beside = s.ratio_to(b, against)
             if r is not None:
-                rows.append((b, s, r, "futex" if b.blocking else "floor"))
+                rows.append((b, s, r, against, beside))
     if not rows:
         return out
+    n_beside = sum(1 for x in rows if x[4])
     out.append("## Summary: round trips against their own floor\n")
-    out.append("Each row is divided by the reference measured in the same binary run, so rows "
-               "from different suites compare.\n")
-    out.append("| round trip | suite | kind | p50 | ratio | against |")
-    out.append("| --- | --- | --- | ---: | ---: | --- |")
-    for b, s, r, against in sorted(rows, key=lambda x: (x[3], x[2])):
-        out.append("| %s | %s | %s | %s | %s | %s |" % (
-            b.label, s.name, b.kind, fmt_ns(b.p50), fmt_ratio(r), against))
+    if n_beside:
+        out.append("Ratios come from a reference measured beside each benchmark: the floor "
+                   "(busy and adaptive round trips) or the raw futex (blocking ones), measured "
+                   "right before and right after the benchmark on the same cpus, the mean of "
+                   "the two. Rows marked \"suite\" had none and are divided by the reference "
+                   "their suite ran earlier in the same binary. Drift is the reference after / "
+                   "before the benchmark: beyond ±%.0f%% the host moved the vCPUs while it ran "
+                   "and the row is **unreliable**.\n" % (DRIFT_LIMIT * 100))
+    else:
+        out.append("Each row is divided by the reference measured in the same binary run, so "
+                   "rows from different suites compare.\n")
+    out.append("| round trip | suite | kind | p50 | ratio | against | reference p50 | drift |")
+    out.append("| --- | --- | --- | ---: | ---: | --- | ---: | ---: |")
+    for b, s, r, against, beside in sorted(rows, key=lambda x: (x[3], x[2])):
+        if beside:
+            ref_ns, where = beside.ref_ns, "beside"
+        else:
+            ref = s.futex if against == "futex" else s.floor
+            ref_ns, where = (ref.p50 if ref else None), "suite"
+        out.append("| %s | %s | %s | %s | %s | %s (%s) | %s | %s |" % (
+            b.label, s.name, b.kind, fmt_ns(b.p50), fmt_ratio(r), against, where,
+            fmt_ns(ref_ns), fmt_drift(beside)))
     out.append("")
+    unreliable = [x for x in rows if x[4] and x[4].unreliable]
+    if unreliable:
+        out.append("%d of %d round trips with a reference beside them are unreliable (drift "
+                   "beyond ±%.0f%%).\n" % (len(unreliable), n_beside, DRIFT_LIMIT * 100))
 
     chans = [x for x in rows if x[0].kind == "shmbus"]
     peers = [x for x in rows if x[0].kind == "peer"]
     if chans and peers:
         out.append("## shmbus channels against each peer (round trip p50)\n")
         out.append("A cell is how many times longer the peer's round trip takes than the "
-                   "channel's, both normalised to the reference of their own run (the raw futex "
-                   "when both block, else the floor; > 1: shmbus is faster).\n")
+                   "channel's, both normalised to their own reference (the raw futex when both "
+                   "block, else the floor; the one measured beside the benchmark where there is "
+                   "one, else the suite's; > 1: shmbus is faster).\n")
         out.append("| channel | " + " | ".join(p[0].label for p in peers) + " |")
         out.append("| --- |" + " ---: |" * len(peers))
         for c in chans:
@@ -286,10 +380,13 @@ def summary_tables(suites):
             for p in peers:
                 # Two blocking round trips compare through the futex, anything
                 # else through the floor.
-                both_block = c[0].blocking and p[0].blocking
-                cr = c[1].ratio(c[0], c[1].futex if both_block else c[1].floor)
-                pr = p[1].ratio(p[0], p[1].futex if both_block else p[1].floor)
-                cells.append(fmt_ratio(pr / cr) if (cr and pr) else "—")
+                against = "futex" if c[0].blocking and p[0].blocking else "floor"
+                cr, cb = c[1].ratio_to(c[0], against)
+                pr, pb = p[1].ratio_to(p[0], against)
+                cell = fmt_ratio(pr / cr) if (cr and pr) else "—"
+                if (cb and cb.unreliable) or (pb and pb.unreliable):
+                    cell += " (unreliable)"
+                cells.append(cell)
             out.append("| %s | %s |" % (c[0].label, " | ".join(cells)))
         out.append("")
     return out
@@ -400,8 +497,17 @@ def main(argv=None):
         date, " (%s mode)" % args.mode if args.mode else "", model, ncpu,
         ", ".join(s.name for s in suites)))
     lines.append("")
-    lines.append("Figures from a shared or virtual machine are noisy: read each row as a ratio "
-                 "to the floor measured in the same binary run, not as an absolute time.")
+    if any(s.has_beside for s in suites):
+        lines.append("Figures from a shared or virtual machine are noisy: read each row as a "
+                     "ratio to its reference, not as an absolute time. Ratios come from a "
+                     "reference measured beside each benchmark (right before and after it), "
+                     "since this host moves the vCPUs and the floor can change several-fold "
+                     "within one suite's run; rows without one use the floor of the same "
+                     "binary run.")
+    else:
+        lines.append("Figures from a shared or virtual machine are noisy: read each row as a "
+                     "ratio to the floor measured in the same binary run, not as an absolute "
+                     "time.")
     lines.append("")
     for p in problems:
         lines.append("- skipped %s" % p)

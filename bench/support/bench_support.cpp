@@ -69,6 +69,13 @@ double ns_per_tick() {
   return value;
 }
 
+double LatencyRecorder::p50_ns() {
+  if (samples_.empty()) return 0;
+  auto mid = samples_.begin() + static_cast<std::ptrdiff_t>((samples_.size() - 1) / 2);
+  std::nth_element(samples_.begin(), mid, samples_.end());
+  return static_cast<double>(*mid) * ns_per_tick();
+}
+
 void LatencyRecorder::report(benchmark::State& state) {
   if (samples_.empty()) return;
   std::sort(samples_.begin(), samples_.end());
@@ -128,9 +135,13 @@ struct alignas(64) PingLine {
 };
 constexpr std::uint64_t kStop = ~std::uint64_t{0};
 
-}  // namespace
-
-void BM_Floor_CacheLine_RTT(benchmark::State& state) {
+// The floor's loop, shared by BM_Floor_CacheLine_RTT and floor_p50_ns():
+// forks the echoing child, pins the caller, makes kBusyWarmUp untimed round
+// trips, then calls `timed(round_trip)`, where round_trip() makes one timed
+// round trip and returns its ticks; stops the child. False if the child
+// failed.
+template <class Timed>
+bool floor_session(Timed timed) {
   const auto& cpus = bench_cpus();
   auto shm = SharedMemory::create(bench_name("floor"), sizeof(PingLine));
   shm.unlink();
@@ -139,38 +150,39 @@ void BM_Floor_CacheLine_RTT(benchmark::State& state) {
     std::uint64_t seen = 0;
     for (;;) {
       std::uint64_t v;
-      // acquire: pairs with the parent's release store of the ping.
+      // acquire: [floor.ping] pairs with the parent's release store of the ping.
       while ((v = line->value.load(std::memory_order_acquire)) == seen) detail::cpu_relax();
       if (v == kStop) return;
       seen = v + 1;
-      // release: pairs with the parent's acquire load of the pong.
+      // release: [floor.pong] pairs with the parent's acquire load of the pong.
       line->value.store(seen, std::memory_order_release);
     }
   });
   pin_this_thread(cpus.parent);
-  LatencyRecorder rec;
   std::uint64_t v = 1;
-  for (int i = 0; i < kBusyWarmUp; ++i, v += 2) {
-    line->value.store(v, std::memory_order_release);
-    while (line->value.load(std::memory_order_acquire) != v + 1) detail::cpu_relax();
-  }
-  for (auto _ : state) {
+  auto round_trip = [line, &v]() noexcept {
     const std::uint64_t t0 = ticks();
+    // release: [floor.ping]; acquire: [floor.pong].
     line->value.store(v, std::memory_order_release);
     while (line->value.load(std::memory_order_acquire) != v + 1) detail::cpu_relax();
-    rec.add_ticks(ticks() - t0);
+    const std::uint64_t t = ticks() - t0;
     v += 2;
-  }
+    return t;
+  };
+  for (int i = 0; i < kBusyWarmUp; ++i) (void)round_trip();
+  timed(round_trip);
+  // release: [floor.ping] the stop value.
   line->value.store(kStop, std::memory_order_release);
-  if (!child.join()) state.SkipWithError("floor child failed");
-  rec.report(state);
-  state.SetItemsProcessed(state.iterations());
+  return child.join();
 }
 
-void BM_Futex_Raw_RTT(benchmark::State& state) {
-  // Two futex words: the parent bumps `ping` and wakes; the child sleeps on
-  // `ping`, bumps `pong` and wakes; the parent sleeps on `pong`. Both always
-  // sleep (no spinning): the bare kernel wake-up cost.
+// Two futex words: the parent bumps `ping` and wakes; the child sleeps on
+// `ping`, bumps `pong` and wakes; the parent sleeps on `pong`. Both always
+// sleep (no spinning): the bare kernel wake-up cost. Shared by
+// BM_Futex_Raw_RTT and futex_p50_ns() like floor_session (kBlockWarmUp
+// untimed round trips first).
+template <class Timed>
+bool futex_session(Timed timed) {
   struct Words {
     alignas(64) std::atomic<std::uint32_t> ping;
     alignas(64) std::atomic<std::uint32_t> pong;
@@ -183,46 +195,105 @@ void BM_Futex_Raw_RTT(benchmark::State& state) {
   PinnedChild child(cpus.child, [w] {
     std::uint32_t seen = 0;
     for (;;) {
-      // acquire: pairs with the parent's release increment of ping.
+      // acquire: [futex.ping] pairs with the parent's release increment of ping.
       std::uint32_t v = w->ping.load(std::memory_order_acquire);
       if (v == seen) {
         detail::futex_wait(w->ping, seen, nullptr);
         continue;
       }
+      // acquire: [futex.stop] pairs with the parent's release store of stop.
       if (w->stop.load(std::memory_order_acquire) != 0) return;
       seen = v;
+      // release: [futex.pong] pairs with the parent's acquire load of pong.
       w->pong.fetch_add(1, std::memory_order_release);
       detail::futex_wake(w->pong, 1);
     }
   });
   pin_this_thread(cpus.parent);
-  LatencyRecorder rec;
   std::uint32_t n = 0;
-  for (int i = 0; i < kBlockWarmUp; ++i) {
-    w->ping.fetch_add(1, std::memory_order_release);
-    detail::futex_wake(w->ping, 1);
-    ++n;
-    while (w->pong.load(std::memory_order_acquire) != n) {
-      detail::futex_wait(w->pong, n - 1, nullptr);
-    }
-  }
-  for (auto _ : state) {
+  auto round_trip = [w, &n]() noexcept {
     const std::uint64_t t0 = ticks();
+    // release: [futex.ping].
     w->ping.fetch_add(1, std::memory_order_release);
     detail::futex_wake(w->ping, 1);
     ++n;
-    // acquire: pairs with the child's release increment of pong.
+    // acquire: [futex.pong].
     while (w->pong.load(std::memory_order_acquire) != n) {
       detail::futex_wait(w->pong, n - 1, nullptr);
     }
-    rec.add_ticks(ticks() - t0);
-  }
+    return ticks() - t0;
+  };
+  for (int i = 0; i < kBlockWarmUp; ++i) (void)round_trip();
+  timed(round_trip);
+  // release: [futex.stop] before the last ping wakes the child.
   w->stop.store(1, std::memory_order_release);
   w->ping.fetch_add(1, std::memory_order_release);
   detail::futex_wake(w->ping, 1);
-  if (!child.join()) state.SkipWithError("futex child failed");
+  return child.join();
+}
+
+template <class Session>
+void reference_benchmark(benchmark::State& state, Session session, const char* failed) {
+  LatencyRecorder rec;
+  const bool ok = session([&](auto& round_trip) {
+    for (auto _ : state) rec.add_ticks(round_trip());
+  });
+  if (!ok) state.SkipWithError(failed);
   rec.report(state);
   state.SetItemsProcessed(state.iterations());
+}
+
+template <class Session>
+double reference_p50_ns(Session session, int round_trips) {
+  LatencyRecorder rec(static_cast<std::size_t>(std::max(round_trips, 1)));
+  const bool ok = session([&](auto& round_trip) {
+    for (int i = 0; i < round_trips; ++i) rec.add_ticks(round_trip());
+  });
+  return ok ? rec.p50_ns() : 0.0;
+}
+
+}  // namespace
+
+void BM_Floor_CacheLine_RTT(benchmark::State& state) {
+  reference_benchmark(
+      state, [](auto timed) { return floor_session(timed); }, "floor child failed");
+}
+
+void BM_Futex_Raw_RTT(benchmark::State& state) {
+  reference_benchmark(
+      state, [](auto timed) { return futex_session(timed); }, "futex child failed");
+}
+
+double floor_p50_ns(int round_trips) {
+  return reference_p50_ns([](auto timed) { return floor_session(timed); }, round_trips);
+}
+
+double futex_p50_ns(int round_trips) {
+  return reference_p50_ns([](auto timed) { return futex_session(timed); }, round_trips);
+}
+
+ReferenceBeside::ReferenceBeside(benchmark::State& state, Reference ref)
+    : state_(state), ref_(ref), before_ns_(measure()) {}
+
+ReferenceBeside::~ReferenceBeside() {
+  if (state_.error_occurred() || before_ns_ <= 0) return;
+  const auto p50 = state_.counters.find("p50_ns");
+  if (p50 == state_.counters.end() || !(p50->second.value > 0)) return;
+  const double after_ns = measure();
+  if (!(after_ns > 0)) return;
+  const double ref_ns = (before_ns_ + after_ns) / 2;
+  const std::string name = ref_ == Reference::floor ? "floor" : "futex";
+  state_.counters[name + "_ns"] = ref_ns;
+  state_.counters["x_" + name] = p50->second.value / ref_ns;
+  state_.counters[name + "_drift"] = after_ns / before_ns_;
+}
+
+double ReferenceBeside::measure() const noexcept {
+  try {
+    return ref_ == Reference::floor ? floor_p50_ns() : futex_p50_ns();
+  } catch (...) {  // a shared-memory or allocation failure: no reference
+    return 0;
+  }
 }
 
 bool register_references() {

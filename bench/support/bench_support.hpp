@@ -7,6 +7,12 @@
 //   BM_Futex_Raw_RTT        a bare futex ping-pong between two processes
 //
 // A suite calls SHMBUS_BENCH_REFERENCES() once (file scope) to register them.
+//
+// The host moves this VM's vCPUs, so the floor can change several-fold from
+// one minute to the next, even within one suite's run. Each round-trip
+// benchmark therefore also measures its own reference right before and right
+// after itself (ReferenceBeside): its counters then read as a ratio to a
+// floor (or futex) taken beside it, not a minute before.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -17,6 +23,8 @@
 #include <functional>
 #include <string>
 #include <vector>
+
+#include "shmbus/wait.hpp"
 
 namespace shmbus::bench {
 
@@ -49,6 +57,8 @@ class LatencyRecorder {
   }
   // Sets p50_ns, p99_ns, p999_ns, max_ns on `state`.
   void report(benchmark::State& state);
+  // The median of the samples so far in ns; 0 when there are none.
+  double p50_ns();
 
  private:
   std::vector<std::uint64_t> samples_;
@@ -84,6 +94,48 @@ std::string bench_name(const std::string& stem);
 
 void BM_Floor_CacheLine_RTT(benchmark::State& state);
 void BM_Futex_Raw_RTT(benchmark::State& state);
+
+// The two references measured now, outside Google Benchmark's loop: each
+// forks a child pinned to bench_cpus().child, pins the caller to
+// bench_cpus().parent, makes the untimed warm-up round trips, then
+// `round_trips` timed ones, and returns their p50 in ns (0 if the child
+// failed). Same loop as BM_Floor_CacheLine_RTT / BM_Futex_Raw_RTT.
+double floor_p50_ns(int round_trips = 20000);  // about 10 ms at 200-450 ns
+double futex_p50_ns(int round_trips = 300);    // about 6-35 ms at 20-110 us
+
+// Which reference a round trip is read against: the floor for busy-poll and
+// adaptive round trips, the raw futex for blocking ones.
+enum class Reference { floor, futex };
+inline Reference reference_for(WaitStrategy s) noexcept {
+  return s == WaitStrategy::blocking ? Reference::futex : Reference::floor;
+}
+
+// Measures `ref` once when constructed and once when destroyed, and then
+// sets on `state`, next to the benchmark's own p50_ns (which must be set by
+// then, e.g. by LatencyRecorder::report):
+//
+//   floor_ns / futex_ns        mean of the two reference p50s
+//   x_floor / x_futex          p50_ns / that mean
+//   floor_drift / futex_drift  after / before (1 = the host held still)
+//
+// Construct it first in the benchmark function, before the echo child is
+// forked, so it is destroyed after that child was joined: a busy-polling
+// echo child on the same cpu would otherwise share it with the reference's
+// child. Nothing is set when the benchmark failed or a reference did.
+class ReferenceBeside {
+ public:
+  ReferenceBeside(benchmark::State& state, Reference ref);
+  ReferenceBeside(const ReferenceBeside&) = delete;
+  ReferenceBeside& operator=(const ReferenceBeside&) = delete;
+  ~ReferenceBeside();
+
+ private:
+  double measure() const noexcept;
+
+  benchmark::State& state_;
+  Reference ref_;
+  double before_ns_ = 0;
+};
 
 // Registers the two reference benchmarks under their plain names.
 bool register_references();

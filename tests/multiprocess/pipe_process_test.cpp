@@ -109,6 +109,39 @@ TEST(PipeProcess, OrderedChecksummedDeliveryOfRandomSizes) {
   EXPECT_TRUE(st.exited && st.code == 0);
 }
 
+// Fragments of at least 16 KiB are copied with non-temporal stores (a
+// separate copy routine): odd sizes and an unaligned source cover its
+// head, body and tail.
+TEST(PipeProcess, LargeFragmentsOfABigRingArriveIntact) {
+  PipeOptions o;
+  o.capacity = 256 << 10;  // 64 KiB frames
+  auto [a, b] = Pipe(o);
+  const std::vector<std::size_t> sizes{(1 << 20) + 13, 777'777, 3 * 65536 + 7, 1 << 20};
+  auto byte_at = [](std::size_t i, std::size_t k) {
+    return static_cast<std::byte>((k * 7 + i * 13 + (k >> 9)) & 0xff);
+  };
+  const pid_t child = fork_child([&b = b, &sizes, &byte_at] {
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      std::vector<std::byte> m(sizes[i] + 1);
+      for (std::size_t k = 0; k < sizes[i]; ++k) m[k + 1] = byte_at(i, k);
+      if (b.send_bytes({m.data() + 1, sizes[i]}) != SendResult::ok) return 1;  // unaligned
+    }
+    b.close();
+    return 0;
+  });
+  std::vector<std::byte> buf((2 << 20) + 3);
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    std::size_t n = 0;
+    ASSERT_EQ(a.recv_bytes_into(buf, 3, n), RecvResult::ok) << i;
+    ASSERT_EQ(n, sizes[i]);
+    for (std::size_t k = 0; k < n; ++k) ASSERT_EQ(buf[k + 3], byte_at(i, k)) << i << ":" << k;
+  }
+  std::size_t n = 0;
+  EXPECT_EQ(a.recv_bytes_into(buf, 0, n), RecvResult::eof);
+  const auto st = wait_child(child);
+  EXPECT_TRUE(st.exited && st.code == 0);
+}
+
 TEST(PipeProcess, MessagesLargerThanTheRingCrossProcesses) {
   PipeOptions o;
   o.capacity = 4096;

@@ -63,7 +63,10 @@ namespace shmbus {
 
 namespace detail {
 class Segment;
-}
+// Messages this thread sent through any Connection: a receiver that sees
+// it move between two waits is in a request/response exchange.
+extern thread_local std::uint64_t t_sends;
+}  // namespace detail
 
 enum class SendResult : std::uint8_t {
   ok,
@@ -109,6 +112,17 @@ struct PipeOptions {
   // plain stores to lines only their side writes; off exists to measure
   // exactly that cost (bench: BM_PipeNoStats_*).
   bool statistics = true;
+  // Stream coalescing, per receiving end (not shared): a busy-poll or
+  // adaptive receiver that catches up with a stream (its previous wait was
+  // short and its thread sent nothing since) waits this long before it
+  // polls again, so the sender fills whole cache lines instead of fighting
+  // the receiver for each one (a 64-byte stream runs several times faster
+  // on a VM whose cores are far apart). A message that arrives meanwhile
+  // is received up to this much later. Request/response traffic (the
+  // receiving thread sends between receives, on any pipe) and receivers
+  // that waited long are never delayed. Zero turns it off. Ends opened by
+  // name use the default; set_coalesce() changes it for one end.
+  std::chrono::nanoseconds coalesce = std::chrono::microseconds(1);
   // Anonymous pipes (no name given) are unlinked at once and shared by
   // fork() only, like multiprocessing's.
   SegmentOptions segment{};
@@ -137,6 +151,12 @@ class Connection {
 
   // --- sending -----------------------------------------------------------
   [[nodiscard]] SendResult send_bytes(std::span<const std::byte> data) noexcept {
+    if (std::byte* p = fast_reserve(data.size())) {
+      if (!data.empty()) std::memcpy(p, data.data(), data.size());
+      tx_.commit(data.size());
+      ++detail::t_sends;
+      return SendResult::ok;
+    }
     return send_bytes_impl(data, nullptr, true);
   }
   [[nodiscard]] SendResult send_bytes_until(std::span<const std::byte> data,
@@ -181,6 +201,13 @@ class Connection {
   // length; on too_small, `size` is the length needed (the message stays).
   [[nodiscard]] RecvResult recv_bytes_into(std::span<std::byte> buffer, std::size_t offset,
                                            std::size_t& size) noexcept {
+    detail::Frame f;
+    if (fast_peek(f) && offset <= buffer.size() && f.length <= buffer.size() - offset) {
+      size = f.length;
+      if (f.length != 0) std::memcpy(buffer.data() + offset, f.data, f.length);
+      rx_.release(true);
+      return RecvResult::ok;
+    }
     return recv_impl(buffer, offset, size, nullptr, true);
   }
   [[nodiscard]] RecvResult recv_bytes_into_until(std::span<std::byte> buffer, std::size_t offset,
@@ -210,7 +237,15 @@ class Connection {
   // ring and reported as size_mismatch.
   template <class T>
   requires std::is_trivially_copyable_v<T>
-  [[nodiscard]] RecvResult recv(T& out) noexcept { return recv_value(&out, sizeof(T), nullptr); }
+  [[nodiscard]] RecvResult recv(T& out) noexcept {
+    detail::Frame f;
+    if (fast_peek(f) && f.length == sizeof(T)) {
+      std::memcpy(&out, f.data, sizeof(T));
+      rx_.release(true);
+      return RecvResult::ok;
+    }
+    return recv_value(&out, sizeof(T), nullptr);
+  }
   template <class T, class Rep, class Period>
   requires std::is_trivially_copyable_v<T>
   [[nodiscard]] RecvResult recv_for(T& out, std::chrono::duration<Rep, Period> timeout) noexcept {
@@ -261,6 +296,8 @@ class Connection {
   [[nodiscard]] const std::string& name() const noexcept;
   [[nodiscard]] std::size_t max_frame_payload() const noexcept;
   [[nodiscard]] std::uint64_t max_message() const noexcept { return max_message_; }
+  // See PipeOptions::coalesce.
+  void set_coalesce(std::chrono::nanoseconds delay) noexcept { coalesce_ = delay; }
 
   // Internal: used by Pipe() and create()/open(). `config` is this
   // process's validated copy of the segment's config (never re-read).
@@ -292,6 +329,21 @@ class Connection {
   }
   bool take_over() noexcept;
 
+  // The inlined fast paths: a whole message that fits one frame, with room
+  // (or a frame) there now. Anything else (waiting, fragments, errors,
+  // end of file) goes through the out-of-line *_impl calls, which repeat
+  // these checks and report why.
+  [[nodiscard]] std::byte* fast_reserve(std::size_t n) noexcept {
+    if (n > fast_send_limit_ || closed_ || !ensure_owner()) return nullptr;
+    std::byte* p = tx_.try_reserve(n);
+    return p != nullptr && !peer_closed() ? p : nullptr;
+  }
+  [[nodiscard]] bool fast_peek(detail::Frame& f) noexcept {
+    if (!can_recv_ || closed_ || !ensure_owner()) return false;
+    peeked_ = false;  // as in next_frame(): a peeked frame is received now
+    return rx_.peek(f) == detail::PeekResult::ok && !f.fragment;
+  }
+
   SendResult send_bytes_impl(std::span<const std::byte> data, const Deadline* deadline,
                              bool wait) noexcept;
   SendResult reserve_impl(std::size_t size, std::span<std::byte>& out,
@@ -312,7 +364,11 @@ class Connection {
   RecvResult next_frame(detail::Frame& frame, const Deadline* deadline, bool wait) noexcept;
   WaitOutcome wait_data(const Deadline* deadline) noexcept;
   WaitOutcome wait_room(std::size_t payload, const Deadline* deadline) noexcept;
-  [[nodiscard]] bool peer_closed() const noexcept;
+  [[nodiscard]] bool peer_closed() const noexcept {
+    // [pipe.closed] seq_cst: pairs with the peer's store in close(); frames
+    // it committed before are visible after this load.
+    return control_->ends[1 - end_].closed.load(std::memory_order_seq_cst) != 0;
+  }
   [[nodiscard]] bool peer_dead() noexcept;
   SendResult send_status() noexcept;
 
@@ -322,6 +378,10 @@ class Connection {
   detail::RingConsumer rx_;
   WaitPolicy policy_{};
   std::uint64_t max_message_ = 0;
+  std::uint64_t fast_send_limit_ = 0;  // largest one-frame message (0: cannot send)
+  std::chrono::nanoseconds coalesce_ = PipeOptions{}.coalesce;
+  std::uint64_t sends_after_wait_ = 0;  // detail::t_sends when the last wait ended
+  bool short_wait_ = false;             // the last wait for data ended within a few polls
   std::uint64_t fork_gen_ = 0;
   std::uint64_t forks_at_create_ = 0;
   int end_ = 0;

@@ -2,7 +2,9 @@
 // carry the right ratios (median of repetitions, ratio to the floor or the
 // futex of the same file, channel-against-peer matrix, errors shown), and
 // without matplotlib the tables are still written and the report says the
-// plots were skipped.
+// plots were skipped. tests/data/report/beside: round trips that measured
+// their own reference beside them (x_floor / x_futex counters) are read
+// against it, with its drift, and flagged beyond ±20%.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -70,11 +72,19 @@ std::vector<std::string> cells(const std::string& row) {
   return out;
 }
 
-int run_report(const fs::path& out) {
-  auto p =
-      Process::spawn(kPython, {std::string(SHMBUS_SOURCE_DIR) + "/scripts/report.py", "--json-dir",
-                               std::string(SHMBUS_SOURCE_DIR) + "/tests/data/report", "--out",
-                               out.string(), "--date", "2026-11-22", "--cpu-model", "Test CPU"});
+// Runs report.py on tests/data/report/<data> (JSON files at its top level).
+int run_report(const fs::path& out, const std::string& data = "", bool plots = true) {
+  std::vector<std::string> args{std::string(SHMBUS_SOURCE_DIR) + "/scripts/report.py",
+                                "--json-dir",
+                                std::string(SHMBUS_SOURCE_DIR) + "/tests/data/report/" + data,
+                                "--out",
+                                out.string(),
+                                "--date",
+                                "2026-11-22",
+                                "--cpu-model",
+                                "Test CPU"};
+  if (!plots) args.emplace_back("--no-plots");
+  auto p = Process::spawn(kPython, args);
   p.start();
   if (!p.join_for(120s)) {
     p.kill();
@@ -176,6 +186,70 @@ TEST_F(Report, WithoutMatplotlibTheTablesAreStillWritten) {
   auto busy = cells(line_of(md, "| Pipe_Busy_RTT/64 |", "## pipe_bench"));
   ASSERT_EQ(busy.size(), 8u);
   EXPECT_EQ(busy[6], "**1.55×**");
+}
+
+TEST_F(Report, RatiosComeFromTheReferenceMeasuredBesideEachRoundTrip) {
+  ASSERT_EQ(run_report(dir_.path, "beside", false), 0);
+  const std::string md = slurp(dir_.path / "report.md");
+  ASSERT_FALSE(md.empty());
+  EXPECT_NE(md.find("reference measured beside each benchmark"), std::string::npos) << md;
+
+  // The suite's floor read 120 ns, the floor beside the busy round trip
+  // 400 ns: its ratio is the counter's 1.00x, not 400 / 120. A suite with
+  // references beside gets a ninth column: the reference and its drift.
+  auto busy = cells(line_of(md, "| Pipe_Busy_RTT/64 |", "## pipe_bench"));
+  ASSERT_EQ(busy.size(), 9u) << md;
+  EXPECT_EQ(busy[2], "400 ns");
+  EXPECT_EQ(busy[6], "**1.00×**");
+  EXPECT_EQ(busy[8], "400 ns floor (+5%)");
+  // The blocking one against its futex beside it, which drifted -30%.
+  auto block = cells(line_of(md, "| Pipe_Block_RTT/64 |", "## pipe_bench"));
+  ASSERT_EQ(block.size(), 9u);
+  EXPECT_EQ(block[7], "**0.50×**");
+  EXPECT_EQ(block[8], "100.0 µs futex (-30% **unreliable**)");
+  // No reference beside it: the suite's futex, 110 / 100.
+  auto pipe = cells(line_of(md, "| LinuxPipe_Block_RTT/64 |", "## pipe_bench"));
+  ASSERT_EQ(pipe.size(), 9u);
+  EXPECT_EQ(pipe[7], "**1.10×**");
+  EXPECT_EQ(pipe[8], "—");
+
+  // Summary: ratio, where the reference came from, its p50 and drift.
+  auto s_busy = cells(line_of(md, "| Pipe_Busy_RTT/64 |", "## Summary"));
+  ASSERT_EQ(s_busy.size(), 8u) << md;
+  EXPECT_EQ(s_busy[4], "1.00×");
+  EXPECT_EQ(s_busy[5], "floor (beside)");
+  EXPECT_EQ(s_busy[6], "400 ns");
+  EXPECT_EQ(s_busy[7], "+5%");
+  auto s_block = cells(line_of(md, "| Pipe_Block_RTT/64 |", "## Summary"));
+  ASSERT_EQ(s_block.size(), 8u);
+  EXPECT_EQ(s_block[5], "futex (beside)");
+  EXPECT_EQ(s_block[7], "-30% **unreliable**");
+  auto s_pipe = cells(line_of(md, "| LinuxPipe_Block_RTT/64 |", "## Summary"));
+  ASSERT_EQ(s_pipe.size(), 8u);
+  EXPECT_EQ(s_pipe[4], "1.10×");
+  EXPECT_EQ(s_pipe[5], "futex (suite)");
+  EXPECT_NE(md.find("1 of 3 round trips with a reference beside them are unreliable"),
+            std::string::npos);
+
+  // Matrix through the references beside: Boost.Lockfree 1.50x against the
+  // pipe's 1.00x; pipe(2) 1.10x (suite futex) against 0.50x, unreliable.
+  auto header = cells(line_of(md, "| channel |"));
+  auto row_busy = cells(line_of(md, "| Pipe_Busy_RTT/64 |", "## shmbus channels against"));
+  auto row_block = cells(line_of(md, "| Pipe_Block_RTT/64 |", "## shmbus channels against"));
+  ASSERT_EQ(header.size(), row_busy.size());
+  ASSERT_EQ(header.size(), row_block.size());
+  int checked = 0;
+  for (std::size_t i = 1; i < header.size(); ++i) {
+    if (header[i] == "BoostLockfree_Busy_RTT/64") {
+      EXPECT_EQ(row_busy[i], "1.50×");
+      ++checked;
+    }
+    if (header[i] == "LinuxPipe_Block_RTT/64") {
+      EXPECT_EQ(row_block[i], "2.20× (unreliable)");
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 2) << md;
 }
 
 }  // namespace
