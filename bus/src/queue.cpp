@@ -143,32 +143,19 @@ void wake_one(WaitChannel& ch, std::atomic<std::uint32_t>& token) noexcept {
   }
 }
 
-// The blocking half of [wait.sleepers] (detail::wait_until's sleep loop)
-// with the sleeper's side of [queue.token]: after every return from
-// futex_wait, release the token before re-checking `ready`.
+// The blocking half of [wait.sleepers] (detail::sleep_until) with the
+// sleeper's side of [queue.token]: after every return from futex_wait,
+// release the token before re-checking `ready`.
 template <class Ready>
 bool sleep_until(WaitChannel& ch, std::atomic<std::uint32_t>& token, Ready&& ready,
                  const Clock::time_point* deadline) noexcept {
-  for (;;) {
-    // [wait.sleepers] seq_cst: pairs with the load in wake_one()/notify().
-    ch.sleepers.fetch_add(1, std::memory_order_seq_cst);
-    const std::uint32_t seq = ch.seq.load(std::memory_order_seq_cst);
-    if (ready()) {
-      ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
-      return true;
-    }
-    // Shared futex (never PRIVATE): the word is in a segment.
-    const FutexResult r = futex_wait(ch.seq, seq, deadline);
-    ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+  return detail::sleep_until(ch, ready, deadline, [&token] {
     fault_point(QueueFaultPoint::wait_returned);
-    // [queue.token] seq_cst: released before ready() below re-reads the
-    // queue, so a publication that skipped its wake because of this token
-    // is seen by that re-read.
+    // [queue.token] seq_cst: released before ready() re-reads the queue, so
+    // a publication that skipped its wake because of this token is seen by
+    // that re-read.
     token.exchange(0, std::memory_order_seq_cst);
-    if (ready()) return true;
-    if (r == FutexResult::timed_out) return false;
-    if (deadline != nullptr && Clock::now() >= *deadline) return ready();
-  }
+  });
 }
 
 // The hint-helping steps of try_put_once/try_get_once. A slot whose word

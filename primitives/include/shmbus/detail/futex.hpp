@@ -58,6 +58,30 @@ inline void notify(WaitChannel& ch, int count = INT_MAX) noexcept {
   futex_wake(ch.seq, count);
 }
 
+// The sleeping half of wait_until(): counts itself in `sleepers`, sleeps
+// on the futex until ready() or the deadline. `woke()` runs after every
+// return from futex_wait, before ready() is checked again (a caller's hook,
+// e.g. releasing a wake token).
+template <class Ready, class Woke>
+bool sleep_until(WaitChannel& ch, Ready&& ready, const Clock::time_point* deadline,
+                 Woke&& woke) noexcept {
+  for (;;) {
+    // [wait.sleepers] seq_cst: pairs with the load in notify().
+    ch.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t seq = ch.seq.load(std::memory_order_seq_cst);
+    if (ready()) {
+      ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+      return true;
+    }
+    const FutexResult r = futex_wait(ch.seq, seq, deadline);
+    ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+    woke();
+    if (ready()) return true;
+    if (r == FutexResult::timed_out) return false;
+    if (deadline != nullptr && Clock::now() >= *deadline) return ready();
+  }
+}
+
 // Waits until ready() returns true or the deadline passes (nullptr: never).
 // Returns ready()'s last answer. ready() must load shared state seq_cst.
 template <class Ready>
@@ -77,20 +101,7 @@ bool wait_until(WaitChannel& ch, Ready&& ready, const WaitPolicy& policy,
       }
     }
   }
-  for (;;) {
-    // [wait.sleepers] seq_cst: pairs with the load in notify().
-    ch.sleepers.fetch_add(1, std::memory_order_seq_cst);
-    const std::uint32_t seq = ch.seq.load(std::memory_order_seq_cst);
-    if (ready()) {
-      ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
-      return true;
-    }
-    const FutexResult r = futex_wait(ch.seq, seq, deadline);
-    ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
-    if (ready()) return true;
-    if (r == FutexResult::timed_out) return false;
-    if (deadline != nullptr && Clock::now() >= *deadline) return ready();
-  }
+  return sleep_until(ch, ready, deadline, [] {});
 }
 
 }  // namespace shmbus::detail
