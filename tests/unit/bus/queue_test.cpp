@@ -107,28 +107,31 @@ TEST(Queue, BlockedGetWakesForPutFromAnotherThread) {
   t.join();
 }
 
-// Two sleeping consumers, two quick puts: both must wake (one wake per
-// message), not the second only at its liveness slice.
-TEST(Queue, TwoQuickPutsWakeTwoSleepingConsumers) {
+// `n` sleeping consumers taking one item each, `n` quick puts: all must
+// wake on a notify (the slice is an hour), not one only at its slice.
+void quick_puts_wake_sleeping_consumers(int n) {
   SegmentGuard g(unique_name("q"));
   auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 8,
                                                  .policy = {shmbus::WaitStrategy::blocking, {}},
                                                  .liveness_interval = kNoSlice});
   std::atomic<int> got{0};
   std::vector<std::thread> consumers;
-  for (int i = 0; i < 2; ++i)
+  for (int i = 0; i < n; ++i)
     consumers.emplace_back([&] {
       int v = 0;
-      if (q.get(v) == QueueResult::ok) got.fetch_add(1);
+      if (q.get(v) == QueueResult::ok) got.fetch_add(1);  // exactly one item each
     });
-  ASSERT_TRUE(poll_until([&] { return q.stats().consumers_waiting == 2; }));
-  ASSERT_EQ(q.put(1), QueueResult::ok);
-  ASSERT_EQ(q.put(2), QueueResult::ok);
-  const bool woke = poll_until([&] { return got.load() == 2; }, kWakeBound);
-  EXPECT_TRUE(woke) << "only " << got.load() << " of 2 sleeping consumers woke";
+  ASSERT_TRUE(poll_until([&] { return q.stats().consumers_waiting == std::uint64_t(n); }));
+  for (int i = 1; i <= n; ++i) ASSERT_EQ(q.put(i), QueueResult::ok);
+  const bool woke = poll_until([&] { return got.load() == n; }, kWakeBound);
+  EXPECT_TRUE(woke) << "only " << got.load() << " of " << n << " sleeping consumers woke";
   if (!woke) q.close();
   for (auto& t : consumers) t.join();
+  EXPECT_EQ(q.stats().delivered, std::uint64_t(n));
 }
+
+// Two sleeping consumers, two quick puts: both must wake.
+TEST(Queue, TwoQuickPutsWakeTwoSleepingConsumers) { quick_puts_wake_sleeping_consumers(2); }
 
 TEST(Queue, CloseFailsPutsAndDrainsThenReportsClosed) {
   SegmentGuard g(unique_name("q"));
@@ -542,27 +545,9 @@ TEST(JoinableQueue, JoinWaitsForAPublishedButUncountedPut) {
 
 // Three sleeping consumers, three puts in a row: the first put's wake is
 // in flight while the others are published, so they skip their own wakes;
-// each woken consumer must pass the wake on. All three must wake on a
-// notify (the slice is an hour).
+// each woken consumer must pass the wake on.
 TEST(QueueWake, ThreeQuickPutsWakeThreeSleepingConsumersInAChain) {
-  SegmentGuard g(unique_name("q"));
-  auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 8,
-                                                 .policy = {shmbus::WaitStrategy::blocking, {}},
-                                                 .liveness_interval = kNoSlice});
-  std::atomic<int> got{0};
-  std::vector<std::thread> consumers;
-  for (int i = 0; i < 3; ++i)
-    consumers.emplace_back([&] {
-      int v = 0;
-      if (q.get(v) == QueueResult::ok) got.fetch_add(1);  // exactly one item each
-    });
-  ASSERT_TRUE(poll_until([&] { return q.stats().consumers_waiting == 3; }));
-  for (int i = 1; i <= 3; ++i) ASSERT_EQ(q.put(i), QueueResult::ok);
-  const bool woke = poll_until([&] { return got.load() == 3; }, kWakeBound);
-  EXPECT_TRUE(woke) << "only " << got.load() << " of 3 sleeping consumers woke";
-  if (!woke) q.close();
-  for (auto& t : consumers) t.join();
-  EXPECT_EQ(q.stats().delivered, 3u);
+  quick_puts_wake_sleeping_consumers(3);
 }
 
 // The same for producers sleeping on a full queue: three gets in a row
