@@ -37,7 +37,7 @@ FUTEX = "Futex"
 MEMCPY = "Memcpy"
 # shmbus's own transports; every other name (but the references) is a peer.
 SHMBUS = {
-    "Pipe", "PipeNoStats", "Queue", "QueueBlocking", "Lock", "RLock", "Event",
+    "Pipe", "PipeNoStats", "PipeNoCoalesce", "Queue", "QueueBlocking", "Lock", "RLock", "Event",
     "Semaphore", "BoundedSemaphore", "Condition", "Barrier", "Value", "Array",
 }
 SHMBUS_FROM_ENV = os.environ.get("SHMBUS_REPORT_TRANSPORTS", "")
@@ -293,20 +293,29 @@ def suite_tables(s):
 
     streams = [b for b in s.benches if b.measure == "Stream"]
     if streams:
-        lockfree = {b.size: b for b in streams if b.transport == "BoostLockfree" and not b.error}
-        out.append("| stream | kind | msg/s | bytes/s | × BoostLockfree (same size) |")
+        # The peer a stream is measured against: the queues' issue names
+        # Boost.Interprocess message_queue, the pipe's Boost.Lockfree
+        # spsc_queue; a row is compared with the peer's row of the same
+        # shape (1P1C, ...) and message size.
+        peer = ("BoostIpcMq" if any(b.transport == "BoostIpcMq" for b in streams)
+                else "BoostLockfree")
+        def shape(b):
+            return b.base.split("_Stream", 1)[1] if "_Stream" in b.base else ""
+        refs = {(shape(b), b.size): b for b in streams if b.transport == peer and not b.error}
+        out.append("| stream | kind | msg/s | bytes/s | × %s (same shape and size) |" % peer)
         out.append("| --- | --- | ---: | ---: | ---: |")
         for b in streams:
             if b.error:
                 out.append("| %s | %s | error: %s | | |" % (b.label, b.kind, b.error))
                 continue
-            ref = lockfree.get(b.size)
+            ref = refs.get((shape(b), b.size))
             r = (b.items / ref.items) if (ref and b.items and ref.items) else None
             out.append("| %s | %s | %s | %s | %s |" % (
                 b.label, b.kind, fmt_rate(b.items), fmt_rate(b.bytes, "B"), fmt_ratio(r)))
         out.append("")
-        out.append("Rates above 1× beat Boost.Lockfree's spsc_queue of the same message size "
-                   "in the same run.\n")
+        out.append("Rates above 1× beat %s of the same shape and message size in the same "
+                   "run.\n" % ("Boost.Interprocess message_queue" if peer == "BoostIpcMq"
+                               else "Boost.Lockfree's spsc_queue"))
 
     others = [b for b in s.benches if b.measure not in ("RTT", "Stream")]
     if others:
