@@ -78,8 +78,8 @@ class Bench:
         self.name = "/".join(parts)
         words = self.base[3:].split("_") if self.base.startswith("BM_") else [self.base]
         self.transport = words[0]
-        self.measure = "RTT" if words[-1] == "RTT" else ("Stream" if "Stream" in words else
-                                                          words[-1])
+        self.measure = "RTT" if words[-1] == "RTT" else (
+            "Stream" if any(w.endswith("Stream") for w in words) else words[-1])
         self.mode = words[1] if len(words) >= 3 else ("Stream" if self.measure == "Stream"
                                                        else "")
         self.error = entry.get("error_message") if entry.get("error_occurred") else None
