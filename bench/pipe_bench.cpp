@@ -11,8 +11,10 @@
 //   BM_Pipe_Adaptive_IdleCpu idle adaptive receiver: cpu_percent of a core
 //   BM_Memcpy_Stream/N       single-core memcpy bandwidth (the 1 MiB yardstick)
 //   BM_LinuxPipe_Block_RTT/N, BM_UnixSocket_Block_RTT/N,
-//   BM_BoostLockfree_Busy_RTT/N, BM_BoostLockfree_Stream/N,
-//   BM_BoostInterprocess_Block_RTT/N   the peers
+//   BM_BoostLockfree_Busy_RTT/N, BM_BoostLockfree_Stream/N   the peers
+//   (Boost.Interprocess message_queue and the other kernel peers are in
+//   peers_bench: with a reference beside every round trip, their ratios
+//   compare across suites)
 //
 // Every round trip also measures its reference beside it (ReferenceBeside:
 // the floor for busy / adaptive, the raw futex for blocking), right before
@@ -24,7 +26,6 @@
 
 #include <array>
 #include <atomic>
-#include <boost/interprocess/ipc/message_queue.hpp>
 #include <boost/lockfree/spsc_queue.hpp>
 #include <chrono>
 #include <cstring>
@@ -353,53 +354,6 @@ void BM_BoostLockfree_Stream(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(N));
 }
 
-// --- Boost.Interprocess message_queue ----------------------------------------------------
-
-void BM_BoostInterprocess_Block_RTT(benchmark::State& state) {
-  ReferenceBeside beside(state, Reference::futex);
-  namespace bip = boost::interprocess;
-  const auto& cpus = bench_cpus();
-  const auto size = static_cast<std::size_t>(state.range(0));
-  const std::string ping = bench_name("mq-ping"), pong = bench_name("mq-pong");
-  bip::message_queue::remove(ping.c_str());
-  bip::message_queue::remove(pong.c_str());
-  bip::message_queue qa(bip::create_only, ping.c_str(), 16, size);
-  bip::message_queue qb(bip::create_only, pong.c_str(), 16, size);
-  PinnedChild child(cpus.child, [&] {
-    std::vector<std::byte> buf(size);
-    for (;;) {
-      bip::message_queue::size_type got = 0;
-      unsigned prio = 0;
-      qa.receive(buf.data(), size, got, prio);
-      if (prio == 1) return;  // stop
-      qb.send(buf.data(), got, 0);
-    }
-  });
-  pin_this_thread(cpus.parent);
-  std::vector<std::byte> msg(size, std::byte{0x5a}), buf(size);
-  LatencyRecorder rec;
-  for (int i = 0; i < kBlockWarmUp; ++i) {
-    qa.send(msg.data(), size, 0);
-    bip::message_queue::size_type got = 0;
-    unsigned prio = 0;
-    qb.receive(buf.data(), size, got, prio);
-  }
-  for (auto _ : state) {
-    const std::uint64_t t0 = ticks();
-    qa.send(msg.data(), size, 0);
-    bip::message_queue::size_type got = 0;
-    unsigned prio = 0;
-    qb.receive(buf.data(), size, got, prio);
-    rec.add_ticks(ticks() - t0);
-  }
-  qa.send(msg.data(), size, 1);
-  if (!child.join()) state.SkipWithError("echo child failed");
-  bip::message_queue::remove(ping.c_str());
-  bip::message_queue::remove(pong.c_str());
-  rec.report(state);
-  state.SetItemsProcessed(state.iterations());
-}
-
 }  // namespace
 
 // Streams run at least this long whatever --benchmark_min_time says: a
@@ -435,7 +389,6 @@ BENCHMARK(BM_BoostLockfree_Stream<64>)
     ->Name("BM_BoostLockfree_Stream/64")
     ->UseRealTime()
     ->MinTime(kStreamMinTime);
-BENCHMARK(BM_BoostInterprocess_Block_RTT)->Arg(64)->UseRealTime();
 
 }  // namespace shmbus::bench
 
