@@ -58,33 +58,11 @@ using shmbus::bench::bench_name;
 using shmbus::bench::LatencyRecorder;
 using shmbus::bench::pin_this_thread;
 using shmbus::bench::PinnedChild;
+using shmbus::bench::read_full;
 using shmbus::bench::Reference;
 using shmbus::bench::ReferenceBeside;
 using shmbus::bench::ticks;
-
-bool read_full(int fd, void* data, std::size_t n) {
-  auto* p = static_cast<char*>(data);
-  while (n > 0) {
-    ssize_t r = ::read(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
-
-bool write_full(int fd, const void* data, std::size_t n) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
+using shmbus::bench::write_full;
 
 // Two byte streams: `to_child` (parent writes), `to_parent` (child writes).
 // Each side holds its own ends; the child sees EOF when the parent closes.

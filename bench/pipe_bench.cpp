@@ -203,24 +203,6 @@ void fd_rtt(benchmark::State& state, int pw, int pr, int cr, int cw) {
   ReferenceBeside beside(state, Reference::futex);
   const auto& cpus = bench_cpus();
   const auto size = static_cast<std::size_t>(state.range(0));
-  auto read_full = [](int fd, std::byte* p, std::size_t n) {
-    while (n > 0) {
-      ssize_t r = ::read(fd, p, n);
-      if (r <= 0) return false;
-      p += r;
-      n -= static_cast<std::size_t>(r);
-    }
-    return true;
-  };
-  auto write_full = [](int fd, const std::byte* p, std::size_t n) {
-    while (n > 0) {
-      ssize_t r = ::write(fd, p, n);
-      if (r <= 0) return false;
-      p += r;
-      n -= static_cast<std::size_t>(r);
-    }
-    return true;
-  };
   PinnedChild child(cpus.child, [&] {
     ::close(pw);
     if (pr != pw) ::close(pr);

@@ -92,6 +92,11 @@ inline constexpr int kBlockWarmUp = 20;
 // A unique segment name for a benchmark ("bench-<pid>-<stem>-<n>").
 std::string bench_name(const std::string& stem);
 
+// All `n` bytes through a pipe or socket descriptor, retrying on EINTR and
+// short transfers; false on EOF or error.
+bool read_full(int fd, void* data, std::size_t n);
+bool write_full(int fd, const void* data, std::size_t n);
+
 void BM_Floor_CacheLine_RTT(benchmark::State& state);
 void BM_Futex_Raw_RTT(benchmark::State& state);
 
