@@ -631,18 +631,24 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
   for (;;) {
     pos = ctl_->enqueue_pos.load(std::memory_order_relaxed);  // relaxed: a hint, checked below
     sl = &slot(pos);
-    // [queue.release] acquire: pairs with the consumer's EMPTY store.
-    std::uint64_t s = sl->word.load(std::memory_order_acquire);
+    // The claim is tried outright, without loading the word first: the
+    // slot's line was last written by a consumer, and a load would fetch it
+    // shared and the CAS then fetch it again to own it.
+    rec.put_pos.store(pos, std::memory_order_relaxed);  // relaxed: released by [queue.claim]
+    std::uint64_t s = slot_word(pos, 0, SlotState::empty);
+    // [queue.claim] seq_cst; on failure, [queue.release] acquire: pairs
+    // with the consumer's EMPTY store.
+    if (sl->word.compare_exchange_strong(s, slot_word(pos, r, SlotState::writing),
+                                         std::memory_order_seq_cst, std::memory_order_acquire))
+      break;
     const std::int64_t d = slot_diff(s, pos);
     if (slot_state(s) > SlotState::skip) {
       rec.put_word.store(count_word(main, aux, Stage::idle), std::memory_order_relaxed);
       return QueueResult::corrupted;
     }
-    if (d == 0 && slot_state(s) == SlotState::empty) {
-      rec.put_pos.store(pos, std::memory_order_relaxed);  // relaxed: released by [queue.claim]
-      // [queue.claim] seq_cst.
-      if (sl->word.compare_exchange_weak(s, slot_word(pos, r, SlotState::writing),
-                                         std::memory_order_seq_cst, std::memory_order_relaxed))
+    if (d == 0 && slot_state(s) == SlotState::empty) {  // EMPTY with record bits: claim it as is
+      if (sl->word.compare_exchange_strong(s, slot_word(pos, r, SlotState::writing),
+                                           std::memory_order_seq_cst, std::memory_order_relaxed))
         break;
       continue;
     }
