@@ -283,6 +283,7 @@ def suite_tables(s):
                         else " — |")
             out.append(row)
         out.append("")
+        out.extend(against_pipe(s, rtts))
         out.append("Bold: the ratio that matters for the mode (busy and adaptive round trips "
                    "against the floor, blocking ones against the raw futex).%s\n" % (
                        " A round trip with a reference beside it is divided by that reference "
@@ -326,6 +327,25 @@ def suite_tables(s):
                 b.label, b.kind, "error: %s" % b.error if b.error else fmt_ns(b.real_ns),
                 fmt_rate(b.items)))
         out.append("")
+    return out
+
+
+def against_pipe(s, rtts):
+    """Lines comparing each other shmbus busy round trip with the pipe's of
+    the same size in the same suite (the queue's issue holds its busy round
+    trip against the SPSC pipe's): each over its own floor, so a floor that
+    moved between the two does not enter the ratio."""
+    pipes = {b.size: b for b in rtts
+             if b.transport == "Pipe" and b.mode == "Busy" and not b.error}
+    out = []
+    for b in rtts:
+        pipe = pipes.get(b.size)
+        if (b.error or pipe is None or b is pipe or b.kind != "shmbus" or b.mode != "Busy"):
+            continue
+        (rb, _), (rp, _) = s.ratio_to(b, "floor"), s.ratio_to(pipe, "floor")
+        if rb and rp:
+            out.append("%s against %s (each over its floor): **%s** (%s / %s).\n" % (
+                b.label, pipe.label, fmt_ratio(rb / rp), fmt_ratio(rb), fmt_ratio(rp)))
     return out
 
 
