@@ -311,6 +311,14 @@ void rtt(benchmark::State& state, shmbus::bench::Reference ref) {
   pin_this_thread(cpus.parent);
   LatencyRecorder rec;
   Msg m{};
+  const int warm = ref == shmbus::bench::Reference::futex ? shmbus::bench::kBlockWarmUp
+                                                          : shmbus::bench::kBusyWarmUp;
+  for (int i = 0; i < warm; ++i) {
+    ++m.seq;
+    ping.put(m);
+    Msg r{};
+    pong.get(r);
+  }
   for (auto _ : state) {
     const std::uint64_t t0 = ticks();
     ++m.seq;

@@ -62,6 +62,13 @@ inline constexpr std::uint64_t kFrameLast = std::uint64_t{1} << 28;
 inline constexpr std::uint64_t kFrameLengthMask = (std::uint64_t{1} << 28) - 1;
 inline constexpr std::size_t kFrameHeaderSize = 8;
 inline constexpr std::size_t kCacheLine = 64;
+// How far ahead of its next frame the producer asks for a line with intent
+// to write (prefetch_for_write). Measured on the 2-vCPU EPYC VM, cores
+// "far" apart: 512 B or less left the 64 B busy round trip at 1.25-1.3x the
+// cache-line floor, 640-1024 B brought it to 0.95-1.0x; an 8 B stream went
+// from 35 M to 105 M msg/s and a 64 B one from 26 M to 29 M. (Without it
+// every new line's ownership is fetched while the frame waits to publish.)
+inline constexpr std::size_t kWriteAhead = 768;
 inline constexpr std::size_t kMinRingCapacity = 4096;
 inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 30;
 
@@ -187,6 +194,9 @@ class RingProducer {
   // size, see can_commit()) and `flags` (kFrameFragment / kFrameLast).
   void commit(std::size_t payload, std::uint64_t flags = 0) noexcept {
     const std::uint64_t fs = frame_size(payload);
+    // Ask for the line kWriteAhead bytes on with intent to write, so that
+    // its ownership moves here long before a frame lands in it.
+    detail::prefetch_for_write(data_ + ((pos_ + fs + kWriteAhead) & mask_));
     write_header(pos_, flags | payload, fs);
     pos_ += fs;
     reserved_ = 0;
