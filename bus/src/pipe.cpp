@@ -12,6 +12,7 @@
 #include <limits>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <random>
 
 #include "shmbus/detail/futex.hpp"
@@ -417,7 +418,7 @@ void Connection::close() noexcept {
     // [pipe.closed] seq_cst: after every frame this end committed; pairs
     // with the peer's load in peer_closed() ([wait.sleepers] for notify).
     control_->ends[end_].closed.store(1, std::memory_order_seq_cst);
-    if (can_send_) detail::notify(tx_.control()->data);
+    if (can_send_) tx_.wake_consumer();
     if (can_recv_) detail::notify(rx_.control()->space);
   }
   closed_ = true;
@@ -441,12 +442,13 @@ bool Connection::peer_dead() noexcept {
 
 namespace {
 
-// Spins (busy / adaptive), then sleeps on `ch` in slices so the peer's
-// liveness is checked every kLivenessInterval. `ready` loads seq_cst.
-template <class Ready, class Dead, class Slept>
-detail::WaitOutcome wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy,
-                              const Clock::time_point* deadline, Ready&& ready, Dead&& dead,
-                              Slept&& slept) noexcept {
+// Spins (busy / adaptive), then sleeps in slices so the peer's liveness
+// is checked every kLivenessInterval. `ready` loads seq_cst. `sleep(slice)`
+// sleeps once, until woken or the slice's end, and returns nullopt instead
+// when its own last-moment check finds the wait over (see sleep_on()).
+template <class Ready, class Dead, class Slept, class Sleep>
+detail::WaitOutcome wait_loop(const WaitPolicy& policy, const Clock::time_point* deadline,
+                              Ready&& ready, Dead&& dead, Slept&& slept, Sleep&& sleep) noexcept {
   using detail::WaitOutcome;
   if (policy.strategy != WaitStrategy::blocking) {
     // No clock read before the first spins: a stream's receiver that
@@ -486,17 +488,9 @@ detail::WaitOutcome wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy,
   };
   auto slice = slice_end();
   for (;;) {
-    // [wait.sleepers] seq_cst: pairs with the load in notify(); the
-    // predicate re-check below loads seq_cst too (futex.hpp contract).
-    ch.sleepers.fetch_add(1, std::memory_order_seq_cst);
-    const std::uint32_t seq = ch.seq.load(std::memory_order_seq_cst);
-    if (ready()) {
-      ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
-      return WaitOutcome::ready;
-    }
-    const detail::FutexResult r = detail::futex_wait(ch.seq, seq, &slice);
-    ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
-    const bool timed_out = r == detail::FutexResult::timed_out;
+    const std::optional<detail::FutexResult> r = sleep(slice);
+    if (!r) return WaitOutcome::ready;
+    const bool timed_out = *r == detail::FutexResult::timed_out;
     if (ready()) {
       // Ready although the sleep ran to the slice's end: the notifier's
       // wake-up never came (see detail::pipe_missed_wakeups()).
@@ -512,6 +506,20 @@ detail::WaitOutcome wait_loop(detail::WaitChannel& ch, const WaitPolicy& policy,
     if (dead()) return WaitOutcome::dead_peer;
     slice = slice_end();
   }
+}
+
+// A wait_loop sleep on a WaitChannel ([wait.sleepers] in futex.hpp).
+template <class Ready>
+std::optional<detail::FutexResult> sleep_on(detail::WaitChannel& ch, Ready& ready,
+                                            const Clock::time_point& slice) noexcept {
+  // [wait.sleepers] seq_cst: pairs with the load in notify(); the
+  // predicate re-check below loads seq_cst too (futex.hpp contract).
+  ch.sleepers.fetch_add(1, std::memory_order_seq_cst);
+  const std::uint32_t seq = ch.seq.load(std::memory_order_seq_cst);
+  std::optional<detail::FutexResult> r;
+  if (!ready()) r = detail::futex_wait(ch.seq, seq, &slice);
+  ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+  return r;
 }
 
 }  // namespace
@@ -536,14 +544,23 @@ Connection::WaitOutcome Connection::wait_data(const Deadline* deadline) noexcept
     rx_.prefetch_next_line();
     return rx_.has_data() || peer_closed();
   };
+  bool slept = false;
   const WaitOutcome r = wait_loop(
-      ctl->data, policy_, deadline, ready, [&] { return peer_dead(); },
+      policy_, deadline, ready, [&] { return peer_dead(); },
       [&] {
+        slept = true;
         // [ring.stats] relaxed: single-writer counter.
         ctl->consumer.blocked_recvs.store(
             ctl->consumer.blocked_recvs.load(std::memory_order_relaxed) + 1,
             std::memory_order_relaxed);
+      },
+      [&](const Clock::time_point& slice) -> std::optional<detail::FutexResult> {
+        // [ring.sleep]: mark the header word, then check the close (seq_cst,
+        // after the mark: pairs with the closer's store and wake_consumer()).
+        if (!rx_.arm_sleep() || peer_closed()) return std::nullopt;
+        return rx_.sleep(&slice);
       });
+  if (slept) rx_.disarm_sleep();  // woken by the close, timed out, or a dead peer
   short_wait_ = polls <= kShortWaitPolls;
   sends_after_wait_ = detail::t_sends;
   return r;
@@ -552,15 +569,16 @@ Connection::WaitOutcome Connection::wait_data(const Deadline* deadline) noexcept
 Connection::WaitOutcome Connection::wait_room(std::size_t payload,
                                               const Deadline* deadline) noexcept {
   auto* ctl = tx_.control();
+  auto ready = [&] { return tx_.has_room(payload) || peer_closed(); };
   const WaitOutcome r = wait_loop(
-      ctl->space, policy_, deadline, [&] { return tx_.has_room(payload) || peer_closed(); },
-      [&] { return peer_dead(); },
+      policy_, deadline, ready, [&] { return peer_dead(); },
       [&] {
         // [ring.stats] relaxed: single-writer counter.
         ctl->producer.blocked_sends.store(
             ctl->producer.blocked_sends.load(std::memory_order_relaxed) + 1,
             std::memory_order_relaxed);
-      });
+      },
+      [&](const Clock::time_point& slice) { return sleep_on(ctl->space, ready, slice); });
   return r;
 }
 

@@ -4,22 +4,22 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <bit>
 #include <cerrno>
 
 namespace shmbus::detail {
 
 namespace {
-long futex(const std::atomic<std::uint32_t>& word, int op, std::uint32_t val, const timespec* ts,
+// `word`: the address of a 32-bit futex word; the kernel reads it, we never do here.
+long futex(const void* word, int op, std::uint32_t val, const timespec* ts,
            std::uint32_t val3) noexcept {
   // Shared futex (no FUTEX_PRIVATE_FLAG): the word is in a segment other
   // processes map at other addresses, and the kernel keys it by page.
-  return ::syscall(SYS_futex, const_cast<std::atomic<std::uint32_t>*>(&word), op, val, ts, nullptr,
-                   val3);
+  return ::syscall(SYS_futex, const_cast<void*>(word), op, val, ts, nullptr, val3);
 }
-}  // namespace
 
-FutexResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
-                       const Clock::time_point* deadline) noexcept {
+FutexResult wait_on(const void* word, std::uint32_t expected,
+                    const Clock::time_point* deadline) noexcept {
   timespec ts{};
   const timespec* tsp = nullptr;
   if (deadline != nullptr) {
@@ -44,9 +44,29 @@ FutexResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t exp
   }
 }
 
-int futex_wake(const std::atomic<std::uint32_t>& word, int count) noexcept {
+int wake_on(const void* word, int count) noexcept {
   long rc = futex(word, FUTEX_WAKE, static_cast<std::uint32_t>(count), nullptr, 0);
   return rc < 0 ? 0 : static_cast<int>(rc);
+}
+
+// The low half of a 64-bit word is its first four bytes.
+static_assert(std::endian::native == std::endian::little);
+static_assert(sizeof(std::atomic<std::uint64_t>) == 8 && alignof(std::atomic<std::uint64_t>) == 8);
+}  // namespace
+
+FutexResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                       const Clock::time_point* deadline) noexcept {
+  return wait_on(&word, expected, deadline);
+}
+int futex_wake(const std::atomic<std::uint32_t>& word, int count) noexcept {
+  return wake_on(&word, count);
+}
+FutexResult futex_wait(const std::atomic<std::uint64_t>& word, std::uint32_t expected_low,
+                       const Clock::time_point* deadline) noexcept {
+  return wait_on(&word, expected_low, deadline);
+}
+int futex_wake(const std::atomic<std::uint64_t>& word, int count) noexcept {
+  return wake_on(&word, count);
 }
 
 }  // namespace shmbus::detail

@@ -211,6 +211,66 @@ TEST(SpscRing, CorruptedReadPositionFailsTheProducer) {
   EXPECT_TRUE(r.producer.corrupted());
 }
 
+// [ring.sleep]: the word a sleeping consumer marks is the header it polls.
+std::uint64_t header_word(const TestRing& r, std::uint64_t offset) {
+  return header_at(r.data, offset).load();
+}
+
+TEST(SpscRing, SleepingConsumerMarksTheHeaderItPollsAndReadsItAsEmpty) {
+  TestRing r(4096, /*notify=*/true);
+  ASSERT_TRUE(r.consumer.arm_sleep());
+  EXPECT_EQ(header_word(r, 0), kHeaderWaiting);
+  EXPECT_TRUE(r.consumer.arm_sleep());  // armed already: still sleep
+  EXPECT_FALSE(r.consumer.has_data());
+  Frame f;
+  EXPECT_EQ(r.consumer.peek(f), PeekResult::empty);
+  ASSERT_TRUE(r.send(7, 40));  // the commit's exchange replaces the mark
+  EXPECT_FALSE(r.consumer.arm_sleep());
+  EXPECT_EQ(r.recv(7, 40), PeekResult::ok);
+}
+
+TEST(SpscRing, CommitWakesAConsumerAsleepOnTheHeader) {
+  TestRing r(4096, /*notify=*/true);
+  ASSERT_TRUE(r.consumer.arm_sleep());
+  std::atomic<bool> timed_out{false};
+  std::thread sleeper([&] {
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (!r.consumer.has_data()) {
+      // A missing wake-up shows as a timeout (a failure), not a hang.
+      if (r.consumer.sleep(&deadline) == FutexResult::timed_out) {
+        timed_out = true;
+        return;
+      }
+    }
+  });
+  ASSERT_TRUE(r.send(1, 8));
+  sleeper.join();
+  EXPECT_FALSE(timed_out);
+  EXPECT_EQ(r.recv(1, 8), PeekResult::ok);
+}
+
+TEST(SpscRing, DisarmTakesTheMarkBackButNeverAFrame) {
+  TestRing r(4096, /*notify=*/true);
+  ASSERT_TRUE(r.consumer.arm_sleep());
+  r.consumer.disarm_sleep();
+  EXPECT_EQ(header_word(r, 0), 0u);
+  ASSERT_TRUE(r.consumer.arm_sleep());
+  ASSERT_TRUE(r.send(2, 16));
+  r.consumer.disarm_sleep();  // a frame came meanwhile: it stays
+  EXPECT_EQ(r.recv(2, 16), PeekResult::ok);
+}
+
+TEST(SpscRing, ClosingProducerClearsTheMarkOfASleeper) {
+  TestRing r(4096, /*notify=*/true);
+  ASSERT_TRUE(r.send(3, 8));
+  ASSERT_EQ(r.recv(3, 8), PeekResult::ok);
+  ASSERT_TRUE(r.consumer.arm_sleep());  // at the producer's write position
+  r.producer.wake_consumer();
+  EXPECT_EQ(header_word(r, 16), 0u);
+  r.producer.wake_consumer();  // nobody marked: nothing to do
+  EXPECT_EQ(header_word(r, 16), 0u);
+}
+
 TEST(SpscRing, TwoThreadsDeliverEverySequenceNumber) {
   TestRing r(1 << 14);
   constexpr std::uint32_t kCount = 200000;

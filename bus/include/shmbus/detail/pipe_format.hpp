@@ -16,7 +16,9 @@
 
 namespace shmbus::detail {
 
-inline constexpr std::uint32_t kPipeFormat = 1;
+// 2: a receiver sleeps on the header word it polls ([ring.sleep]); a
+// format 1 peer would not wake it.
+inline constexpr std::uint32_t kPipeFormat = 2;
 inline constexpr std::size_t kPipeControlSize = 4096;  // ring data starts here, page aligned
 
 // Set once before the segment is ready; read-only afterwards.
@@ -42,13 +44,13 @@ struct alignas(64) PipeEndLine {
   std::atomic<std::uint32_t> peer_deaths;  // times this end saw its peer dead   [ring.stats]
 };
 
-// Pipe control block, format v1, at the start of the payload.
+// Pipe control block, format 2, at the start of the payload.
 //
 //   0     config           (set once before ready)
 //   64    end 0 line       (end 0's holder)
 //   128   end 1 line       (end 1's holder)
-//   192   ring 0 control   (256 bytes: see RingControl)
-//   448   ring 1 control   (duplex only)
+//   192   ring 0 control   (192 bytes: see RingControl)
+//   384   ring 1 control   (duplex only)
 //   4096  ring 0 data, then ring 1 data (capacity bytes each)
 struct PipeControl {
   alignas(64) PipeConfig config;

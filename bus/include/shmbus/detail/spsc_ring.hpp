@@ -23,9 +23,17 @@
 //     every header except the first of the batch with plain stores and
 //     publishes the whole batch with one store of that first header.
 //   - Nothing is written by both sides on the fast path: header words and
-//     payload are producer-written, read_pos is consumer-written. (The
-//     WaitChannels follow the futex layer's contract and are touched only
-//     by sides that sleep or wake someone.)
+//     payload are producer-written, read_pos is consumer-written. Only a
+//     consumer about to sleep writes a header word (below); the `space`
+//     WaitChannel follows the futex layer's contract and is touched only by
+//     a producer that sleeps for room or a consumer that wakes it.
+//   - A consumer sleeps on the header word it polls ([ring.sleep]): it
+//     turns the empty word (0) into kHeaderWaiting with a CAS and futex-
+//     waits on its low half; a producer of an adaptive or blocking ring
+//     publishes every frame with an exchange and wakes the consumer when
+//     the exchange returns kHeaderWaiting. So a wake-up moves the one line
+//     that carries the frame, with no counter or sequence word beside it,
+//     and a commit that finds nobody asleep makes no system call.
 //
 // Memory ordering contract: everything a producer wrote into a frame
 // before commit() (or before end_batch() for a batch) is visible to the
@@ -40,6 +48,9 @@
 //   bit   30     pad: skip `length` bytes (to the next line or ring end)
 //   bit   31     valid: always set in a written header
 //   bits 32..63  tag: low 32 bits of (frame position / 8)
+//
+// kHeaderWaiting (1: valid bit clear, so never a frame) in the word at the
+// read position means "the consumer sleeps here"; readers take it for 0.
 //
 // The first fragment of a multi-frame message starts its payload with the
 // message's total length (uint64).
@@ -61,6 +72,7 @@ inline constexpr std::uint64_t kFrameFragment = std::uint64_t{1} << 29;
 inline constexpr std::uint64_t kFrameLast = std::uint64_t{1} << 28;
 inline constexpr std::uint64_t kFrameLengthMask = (std::uint64_t{1} << 28) - 1;
 inline constexpr std::size_t kFrameHeaderSize = 8;
+inline constexpr std::uint64_t kHeaderWaiting = 1;  // [ring.sleep]
 inline constexpr std::size_t kCacheLine = 64;
 // How far ahead of its next frame the producer asks for a line with intent
 // to write (prefetch_for_write). Measured on the 2-vCPU EPYC VM, cores
@@ -105,23 +117,21 @@ struct alignas(64) RingConsumerLine {
   std::atomic<std::uint64_t> blocked_recvs;  // receives that slept waiting for data
 };
 
-// Ring control block, format v1. Lives in the segment; offsets only.
+// Ring control block (pipe format 2). Lives in the segment; offsets only.
+// (A consumer waiting for data sleeps on a header word: [ring.sleep].)
 //
 //   0    producer line   (producer-owned)
 //   64   consumer line   (consumer-owned)
-//   128  data channel    (consumer sleeps when empty, producer notifies)
-//   192  space channel   (producer sleeps when full, consumer notifies)
+//   128  space channel   (producer sleeps when full, consumer notifies)
 struct RingControl {
   RingProducerLine producer;
   RingConsumerLine consumer;
-  alignas(64) WaitChannel data;
   alignas(64) WaitChannel space;
 };
 static_assert(std::is_standard_layout_v<RingControl>);
 static_assert(offsetof(RingControl, consumer) == 64);
-static_assert(offsetof(RingControl, data) == 128);
-static_assert(offsetof(RingControl, space) == 192);
-static_assert(sizeof(RingControl) == 256);
+static_assert(offsetof(RingControl, space) == 128);
+static_assert(sizeof(RingControl) == 192);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 // A view of one frame found by RingConsumer::peek().
@@ -144,8 +154,9 @@ class RingProducer {
  public:
   RingProducer() = default;
   // `data` is the ring's `capacity` bytes (a power of two, 64-aligned).
-  // `notify` selects whether commits publish seq_cst and wake sleepers
-  // (adaptive/blocking pipes) or publish with a plain release (busy-poll).
+  // `notify` selects whether commits publish with an exchange and wake a
+  // sleeping consumer (adaptive/blocking pipes, [ring.sleep]) or with a
+  // plain release store (busy-poll).
   RingProducer(RingControl* control, std::byte* data, std::size_t capacity, bool notify) noexcept
       : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1), notify_(notify) {
     // relaxed: set up before the producer end is used, by its only writer.
@@ -209,6 +220,20 @@ class RingProducer {
       control_->producer.messages_sent.store(sent_, std::memory_order_relaxed);
       control_->producer.bytes_sent.store(bytes_, std::memory_order_relaxed);
     }
+  }
+
+  // For a producer that closes: wakes a consumer asleep at the write
+  // position ([ring.sleep]) so that it sees the close. Call after the
+  // seq_cst store that closes the end, and after flush().
+  void wake_consumer() noexcept {
+    if (!notify_) return;
+    auto& h = header_at(data_, pos_ & mask_);
+    std::uint64_t w = kHeaderWaiting;
+    // [ring.sleep] seq_cst: ordered after the caller's close store; a
+    // consumer that armed before this sees the word change (its futex_wait
+    // fails or is woken), one that arms after it sees the close.
+    if (h.compare_exchange_strong(w, 0, std::memory_order_seq_cst, std::memory_order_relaxed))
+      (void)futex_wake(h, 1);
   }
 
   // The caller stopped in the middle of a fragmented message: the ring is
@@ -308,11 +333,11 @@ class RingProducer {
 
   void publish(std::atomic<std::uint64_t>& h, std::uint64_t word) noexcept {
     if (notify_) {
-      // [ring.publish] seq_cst: the payload and later headers written above
-      // become visible with this store (pairs with the consumer's acquire /
-      // seq_cst load in peek / has_data); seq_cst for [wait.sleepers].
-      h.store(word, std::memory_order_seq_cst);
-      notify(control_->data, 1);
+      // [ring.publish] + [ring.sleep] seq_cst exchange: releases the payload
+      // and later headers written above (pairs with the consumer's acquire /
+      // seq_cst load in peek / has_data) and reads whether the consumer
+      // armed this word to sleep on it (pairs with its arm CAS).
+      if (h.exchange(word, std::memory_order_seq_cst) == kHeaderWaiting) (void)futex_wake(h, 1);
     } else {
       // [ring.publish] release: pairs with the consumer's acquire in peek().
       h.store(word, std::memory_order_release);
@@ -368,7 +393,7 @@ class RingConsumer {
       // store of this header; the payload (and, in a batch, later headers)
       // is visible after it.
       const std::uint64_t h = header_at(data_, off).load(std::memory_order_acquire);
-      if (h == 0) {
+      if (h == 0 || h == kHeaderWaiting) {
         publish_read();  // the producer may be waiting for this room
         return PeekResult::empty;
       }
@@ -410,11 +435,45 @@ class RingConsumer {
   }
 
   // For the wait loop: true when a header is at the read position (or the
-  // ring is corrupted). seq_cst for the [wait.sleepers] contract.
+  // ring is corrupted).
   [[nodiscard]] bool has_data() const noexcept {
     if (corrupted_) return true;
-    // [ring.publish] seq_cst: pairs with the producer's seq_cst header store.
-    return header_at(data_, pos_ & mask_).load(std::memory_order_seq_cst) != 0;
+    // [ring.publish] seq_cst: pairs with the producer's header exchange.
+    const std::uint64_t h = header_at(data_, pos_ & mask_).load(std::memory_order_seq_cst);
+    return h != 0 && h != kHeaderWaiting;
+  }
+
+  // [ring.sleep], for a consumer about to sleep: marks the empty header
+  // word at the read position kHeaderWaiting. False when a frame (or
+  // anything else) is there: do not sleep, peek().
+  [[nodiscard]] bool arm_sleep() noexcept {
+    if (corrupted_) return false;
+    auto& h = header_at(data_, pos_ & mask_);
+    std::uint64_t w = 0;
+    // [ring.sleep] seq_cst: pairs with the producer's publishing exchange
+    // (one of the two reads the other's value) and orders the caller's
+    // later seq_cst check of the peer's close after the mark.
+    return h.compare_exchange_strong(w, kHeaderWaiting, std::memory_order_seq_cst,
+                                     std::memory_order_acquire) ||
+           w == kHeaderWaiting;
+  }
+  // Sleeps while the armed word still reads kHeaderWaiting, until woken or
+  // `deadline`; spurious returns are possible.
+  FutexResult sleep(const Clock::time_point* deadline) const noexcept {
+    return futex_wait(header_at(data_, pos_ & mask_), static_cast<std::uint32_t>(kHeaderWaiting),
+                      deadline);
+  }
+  // Takes the mark back when the consumer stops waiting without a frame
+  // (timeout, closed or dead peer), so the producer's next commit makes no
+  // futex_wake for nobody. A frame published meanwhile stays.
+  void disarm_sleep() noexcept {
+    if (corrupted_) return;
+    auto& h = header_at(data_, pos_ & mask_);
+    std::uint64_t w = kHeaderWaiting;
+    // relaxed: only the mark itself is at stake; the producer's exchange
+    // either precedes this (the CAS fails) or finds 0 (no wake).
+    if (h.load(std::memory_order_relaxed) == w)
+      (void)h.compare_exchange_strong(w, 0, std::memory_order_relaxed, std::memory_order_relaxed);
   }
 
   // Frees the peeked frame. `count_message` counts it in the statistics

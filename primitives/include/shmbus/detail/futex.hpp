@@ -39,6 +39,13 @@ FutexResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t exp
 // Wakes up to `count` processes sleeping on `word`; returns how many woke.
 int futex_wake(const std::atomic<std::uint32_t>& word, int count = INT_MAX) noexcept;
 
+// The same on the low 32 bits of a 64-bit word (its first four bytes: x86
+// and every Linux target shmbus builds for are little endian), for a
+// sleeper that waits on a word other processes publish with 64-bit stores.
+FutexResult futex_wait(const std::atomic<std::uint64_t>& word, std::uint32_t expected_low,
+                       const Clock::time_point* deadline) noexcept;
+int futex_wake(const std::atomic<std::uint64_t>& word, int count = INT_MAX) noexcept;
+
 inline void cpu_relax() noexcept { __builtin_ia32_pause(); }
 
 // Asks for the cache line at `p` with intent to write (PREFETCHW): a later
