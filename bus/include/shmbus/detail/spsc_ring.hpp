@@ -426,14 +426,6 @@ class RingConsumer {
     }
   }
 
-  // For a waiting consumer: asks for the line after the read position's
-  // (where a frame longer than its first line continues) while polling
-  // the header, so both lines cross in parallel rather than one after the
-  // other.
-  void prefetch_next_line() const noexcept {
-    __builtin_prefetch(data_ + (((pos_ & ~std::uint64_t{kCacheLine - 1}) + kCacheLine) & mask_));
-  }
-
   // For the wait loop: true when a header is at the read position (or the
   // ring is corrupted).
   [[nodiscard]] bool has_data() const noexcept {
