@@ -416,7 +416,9 @@ void Connection::close() noexcept {
     if (can_send_) tx_.flush();
     if (can_recv_) rx_.publish_read();
     // [pipe.closed] seq_cst: after every frame this end committed; pairs
-    // with the peer's load in peer_closed() ([wait.sleepers] for notify).
+    // with the peer's load in peer_closed() (and orders the wakes below:
+    // [ring.sleep] for a receiver asleep on a header, [wait.sleepers] for
+    // a sender asleep for room).
     control_->ends[end_].closed.store(1, std::memory_order_seq_cst);
     if (can_send_) tx_.wake_consumer();
     if (can_recv_) detail::notify(rx_.control()->space);
