@@ -540,11 +540,13 @@ Connection::WaitOutcome Connection::wait_data(const Deadline* deadline) noexcept
   auto ready = [&] {
     ++polls;
     // Only the header is polled. Asking for the next line too (a read
-    // prefetch, so a frame's tail would cross with its header) took back
-    // the line the sender had already claimed for writing, which it then
-    // had to claim again: the 64 B busy round trip read 1.22-1.31x the
-    // cache-line floor with it and 0.91-1.13x without, in each of three
-    // builds with different code alignment (streams unchanged).
+    // prefetch, so a frame's tail would cross with its header) takes back
+    // the line the sender already claimed for writing, which it must then
+    // claim again. 64 B busy round trip on the 2-vCPU EPYC VM, builds with
+    // three code alignments: with the prefetch 1.17-2.31x the cache-line
+    // floor in all 24 runs; without it 0.89-1.33x, under 1.15x in 23 of 33
+    // (it flips between about 1.0x and 1.3x from run to run, even for one
+    // binary; cause not found). Streams unchanged.
     return rx_.has_data() || peer_closed();
   };
   bool slept = false;
