@@ -76,10 +76,11 @@ inline constexpr std::uint64_t kHeaderWaiting = 1;  // [ring.sleep]
 inline constexpr std::size_t kCacheLine = 64;
 // How far ahead of its next frame the producer asks for a line with intent
 // to write (prefetch_for_write). Measured on the 2-vCPU EPYC VM, cores
-// "far" apart: 512 B or less left the 64 B busy round trip at 1.25-1.3x the
-// cache-line floor, 640-1024 B brought it to 0.95-1.0x; an 8 B stream went
-// from 35 M to 105 M msg/s and a 64 B one from 26 M to 29 M. (Without it
-// every new line's ownership is fetched while the frame waits to publish.)
+// "far" apart: an 8 B stream went from 35 M to 105 M msg/s and a 64 B one
+// from 26 M to 29 M (without it every new line's ownership is fetched while
+// the frame waits to publish). 256 B streamed and round-tripped like 768 B
+// over three builds; an earlier finding that 512 B or less slowed the round
+// trip was the run-to-run flip described in pipe.cpp's wait_data().
 inline constexpr std::size_t kWriteAhead = 768;
 inline constexpr std::size_t kMinRingCapacity = 4096;
 inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 30;
