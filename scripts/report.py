@@ -40,6 +40,8 @@ SHMBUS = {
     "Pipe", "PipeNoStats", "PipeNoCoalesce", "Queue", "QueueBlocking", "Lock", "RLock", "Event",
     "Semaphore", "BoundedSemaphore", "Condition", "Barrier", "Value", "Array",
 }
+# Sketches of a design to come, measured beside what ships (not peers).
+SKETCH = {"LaneSketch"}
 SHMBUS_FROM_ENV = os.environ.get("SHMBUS_REPORT_TRANSPORTS", "")
 SHMBUS |= {p for p in SHMBUS_FROM_ENV.split(",") if p}
 
@@ -103,6 +105,8 @@ class Bench:
     def kind(self):
         if self.transport in (FLOOR, FUTEX, MEMCPY):
             return "reference"
+        if self.transport in SKETCH:
+            return "sketch"
         return "shmbus" if self.transport in SHMBUS else "peer"
 
     @property
