@@ -99,10 +99,11 @@ void BM_Pipe_Block_RTT(benchmark::State& state) { pipe_rtt(state, WaitStrategy::
 
 // --- Pipe streams ------------------------------------------------------------------
 
-void pipe_stream(benchmark::State& state, int batch, bool coalesce = true) {
+void pipe_stream(benchmark::State& state, int batch, bool coalesce = true,
+                 WaitStrategy strategy = WaitStrategy::busy_poll) {
   const auto& cpus = bench_cpus();
   const auto size = static_cast<std::size_t>(state.range(0));
-  PipeOptions options = pipe_options(WaitStrategy::busy_poll);
+  PipeOptions options = pipe_options(strategy);
   if (!coalesce) options.coalesce = std::chrono::nanoseconds::zero();
   auto [a, b] = Pipe(options);
   PinnedChild child(cpus.child, [&b = b, size] {
@@ -150,6 +151,11 @@ void BM_Pipe_Stream(benchmark::State& state) { pipe_stream(state, 1); }
 void BM_Pipe_BatchStream(benchmark::State& state) { pipe_stream(state, 32); }
 // The same stream with PipeOptions::coalesce off: what coalescing gains.
 void BM_PipeNoCoalesce_Stream(benchmark::State& state) { pipe_stream(state, 1, false); }
+// The default policy (adaptive): its sender publishes with a plain store
+// and a fence-free check for a sleeping receiver ([ring.sleep]).
+void BM_PipeAdaptive_Stream(benchmark::State& state) {
+  pipe_stream(state, 1, true, WaitStrategy::adaptive);
+}
 
 void BM_Memcpy_Stream(benchmark::State& state) {
   const auto size = static_cast<std::size_t>(state.range(0));
@@ -357,6 +363,7 @@ BENCHMARK(BM_Pipe_Stream)
     ->MinTime(kStreamMinTime);
 BENCHMARK(BM_Pipe_BatchStream)->Arg(8)->Arg(64)->UseRealTime()->MinTime(kStreamMinTime);
 BENCHMARK(BM_PipeNoCoalesce_Stream)->Arg(8)->Arg(64)->UseRealTime()->MinTime(kStreamMinTime);
+BENCHMARK(BM_PipeAdaptive_Stream)->Arg(8)->Arg(64)->UseRealTime()->MinTime(kStreamMinTime);
 BENCHMARK(BM_Memcpy_Stream)->Arg(1048576)->UseRealTime()->MinTime(kStreamMinTime);
 BENCHMARK(BM_Pipe_Adaptive_IdleCpu)->Iterations(1)->UseRealTime();
 BENCHMARK(BM_LinuxPipe_Block_RTT)->Arg(64)->UseRealTime();

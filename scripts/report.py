@@ -37,7 +37,7 @@ FUTEX = "Futex"
 MEMCPY = "Memcpy"
 # shmbus's own transports; every other name (but the references) is a peer.
 SHMBUS = {
-    "Pipe", "PipeNoStats", "PipeNoCoalesce", "Queue", "QueueBlocking", "Lock", "RLock", "Event",
+    "Pipe", "PipeNoStats", "PipeNoCoalesce", "PipeAdaptive", "Queue", "QueueBlocking", "Lock", "RLock", "Event",
     "Semaphore", "BoundedSemaphore", "Condition", "Barrier", "Value", "Array",
 }
 # Sketches of a design to come, measured beside what ships (not peers).

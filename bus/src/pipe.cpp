@@ -254,6 +254,15 @@ Connection::Connection(std::shared_ptr<detail::Segment> segment, const detail::P
   can_recv_ = end == 0 || duplex;
   can_send_ = end == 1 || duplex;
   const bool notify = policy_.strategy != WaitStrategy::busy_poll;
+  // [ring.sleep] An adaptive sender publishes without a fence when this
+  // process can take part in [fence.asym]; a blocking one exchanges (its
+  // receiver sleeps on every message and should not pay a membarrier each).
+  detail::RingWake wake = detail::RingWake::none;
+  if (policy_.strategy == WaitStrategy::blocking)
+    wake = detail::RingWake::exchange;
+  else if (notify)
+    wake = detail::asymmetric_fence_register() ? detail::RingWake::checked
+                                               : detail::RingWake::exchange;
   std::byte* rings = segment_->payload() + detail::kPipeControlSize;
   if (can_recv_) {
     const int r = end;  // end e receives from ring e
@@ -264,7 +273,7 @@ Connection::Connection(std::shared_ptr<detail::Segment> segment, const detail::P
   if (can_send_) {
     const int r = duplex ? 1 - end : 0;  // and sends into ring 1 - e
     tx_ = detail::RingProducer(&control_->rings[r], rings + cap * static_cast<std::size_t>(r), cap,
-                               notify);
+                               wake);
     tx_.set_statistics((k.flags & detail::kPipeNoStatistics) == 0);
     fast_send_limit_ = std::min<std::uint64_t>(max_message_, tx_.max_payload());
   }
@@ -391,6 +400,12 @@ bool Connection::take_over() noexcept {
       segment_->attach();  // count this process in the segment's table
     } catch (...) {        // a full table only affects the resource tracker
     }
+    // [ring.sleep] A checked sender's process must be registered for the
+    // receiver's heavy fence; the registration belongs to the parent's
+    // address space.
+    if (can_send_ && tx_.wake() == detail::RingWake::checked &&
+        !detail::asymmetric_fence_register())
+      tx_.use_exchange();
     fork_gen_ = detail::fork_generation();
   }
   active_ = true;

@@ -1,6 +1,7 @@
 #include "shmbus/detail/futex.hpp"
 
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -67,6 +68,25 @@ FutexResult futex_wait(const std::atomic<std::uint64_t>& word, std::uint32_t exp
 }
 int futex_wake(const std::atomic<std::uint64_t>& word, int count) noexcept {
   return wake_on(&word, count);
+}
+
+namespace {
+// The pid that registered: a forked child (another address space, another
+// pid) registers again. relaxed: a process-local cache; registering twice
+// is harmless.
+std::atomic<pid_t> g_registered_pid{0};
+}  // namespace
+
+bool asymmetric_fence_register() noexcept {
+  const pid_t pid = ::getpid();
+  if (g_registered_pid.load(std::memory_order_relaxed) == pid) return true;
+  if (::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) != 0) return false;
+  g_registered_pid.store(pid, std::memory_order_relaxed);
+  return true;
+}
+
+bool asymmetric_heavy_fence() noexcept {
+  return ::syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0;
 }
 
 }  // namespace shmbus::detail

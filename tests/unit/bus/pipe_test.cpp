@@ -421,7 +421,7 @@ class ForgedSender {
   explicit ForgedSender(const std::string& name) : seg_(open_seg(name)) {
     auto* c = reinterpret_cast<detail::PipeControl*>(seg_.payload());
     producer_ = detail::RingProducer(&c->rings[0], seg_.payload() + detail::kPipeControlSize,
-                                     c->config.capacity, true);
+                                     c->config.capacity, detail::RingWake::exchange);
   }
   // A first fragment announcing `total` bytes and carrying `carried`.
   void first(std::uint64_t total, std::size_t carried) {

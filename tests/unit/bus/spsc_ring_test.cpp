@@ -17,13 +17,13 @@ namespace shmbus::detail {
 namespace {
 
 struct TestRing {
-  explicit TestRing(std::size_t cap, bool notify = false)
+  explicit TestRing(std::size_t cap, bool notify = false, RingWake wake_mode = RingWake::exchange)
       : capacity(cap),
         mem(static_cast<std::byte*>(std::aligned_alloc(64, sizeof(RingControl) + cap))) {
     std::memset(mem, 0, sizeof(RingControl) + cap);
     control = new (mem) RingControl{};
     data = mem + sizeof(RingControl);
-    producer = RingProducer(control, data, cap, notify);
+    producer = RingProducer(control, data, cap, notify ? wake_mode : RingWake::none);
     consumer = RingConsumer(control, data, cap, notify);
   }
   ~TestRing() { std::free(mem); }
@@ -269,6 +269,73 @@ TEST(SpscRing, ClosingProducerClearsTheMarkOfASleeper) {
   EXPECT_EQ(header_word(r, 16), 0u);
   r.producer.wake_consumer();  // nobody marked: nothing to do
   EXPECT_EQ(header_word(r, 16), 0u);
+}
+
+// RingWake::checked: the producer stores headers plainly and checks
+// consumer_asleep without a fence; the sleeper pays the heavy fence
+// ([fence.asym]). Where membarrier is missing the sleeper naps instead:
+// these tests then check that fallback.
+TEST(SpscRing, CheckedCommitWakesAConsumerAsleepOnTheHeaderOnce) {
+  (void)asymmetric_fence_register();
+  TestRing r(4096, /*notify=*/true, RingWake::checked);
+  EXPECT_EQ(r.control->producer_checks.load(), 1u);
+  ASSERT_TRUE(r.consumer.arm_sleep());
+  EXPECT_EQ(r.control->consumer_asleep.load(), 1u);
+  std::atomic<bool> timed_out{false};
+  std::thread sleeper([&] {
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (!r.consumer.has_data()) {
+      // A missing wake-up shows as a timeout (a failure), not a hang.
+      if (r.consumer.sleep(&deadline) == FutexResult::timed_out) {
+        timed_out = true;
+        return;
+      }
+    }
+  });
+  ASSERT_TRUE(r.send(1, 8));
+  EXPECT_EQ(r.control->consumer_asleep.load(), 0u);  // the commit took the flag
+  ASSERT_TRUE(r.send(2, 8));                         // and the next one finds none
+  sleeper.join();
+  EXPECT_FALSE(timed_out);
+  r.consumer.disarm_sleep();
+  EXPECT_EQ(r.recv(1, 8), PeekResult::ok);
+  EXPECT_EQ(r.recv(2, 8), PeekResult::ok);
+}
+
+TEST(SpscRing, CheckedPingPongNeverMissesAWakeUp) {
+  (void)asymmetric_fence_register();
+  TestRing r(4096, /*notify=*/true, RingWake::checked);
+  constexpr std::uint32_t kRounds = 3000;
+  std::atomic<std::uint32_t> consumed{0};
+  std::atomic<std::uint32_t> missed{0};
+  std::thread consumer([&] {
+    for (std::uint32_t i = 0; i < kRounds; ++i) {
+      const auto deadline = Clock::now() + std::chrono::seconds(10);
+      while (!r.consumer.has_data()) {
+        // Arms right as the producer commits, on many rounds: a wake-up
+        // lost in that race shows as a timeout.
+        if (r.consumer.arm_sleep() && r.consumer.sleep(&deadline) == FutexResult::timed_out) {
+          missed.fetch_add(1);
+          break;
+        }
+      }
+      r.consumer.disarm_sleep();
+      if (r.recv(i, 4) != PeekResult::ok) return;
+      consumed.store(i + 1, std::memory_order_release);  // release: pairs with the producer
+    }
+  });
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> spin(0, 400);
+  for (std::uint32_t i = 0; i < kRounds && missed.load() == 0; ++i) {
+    for (int k = spin(rng); k > 0; --k) cpu_relax();
+    ASSERT_TRUE(r.send(i, 4));
+    // acquire: pairs with the consumer's release; the next round starts
+    // with the ring empty and the consumer about to sleep.
+    while (consumed.load(std::memory_order_acquire) != i + 1 && missed.load() == 0) cpu_relax();
+  }
+  consumer.join();
+  EXPECT_EQ(missed.load(), 0u);
+  EXPECT_EQ(consumed.load(), kRounds);
 }
 
 TEST(SpscRing, TwoThreadsDeliverEverySequenceNumber) {

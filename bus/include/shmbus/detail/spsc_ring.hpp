@@ -28,12 +28,18 @@
 //     WaitChannel follows the futex layer's contract and is touched only by
 //     a producer that sleeps for room or a consumer that wakes it.
 //   - A consumer sleeps on the header word it polls ([ring.sleep]): it
-//     turns the empty word (0) into kHeaderWaiting with a CAS and futex-
-//     waits on its low half; a producer of an adaptive or blocking ring
-//     publishes every frame with an exchange and wakes the consumer when
-//     the exchange returns kHeaderWaiting. So a wake-up moves the one line
-//     that carries the frame, with no counter or sequence word beside it,
-//     and a commit that finds nobody asleep makes no system call.
+//     raises `consumer_asleep`, turns the empty word (0) into
+//     kHeaderWaiting with a CAS and futex-waits on its low half. A
+//     blocking ring's producer (RingWake::exchange) publishes every frame
+//     with an exchange and wakes the consumer when the exchange returns
+//     kHeaderWaiting. An adaptive ring's producer (RingWake::checked)
+//     publishes with a plain store and then reads `consumer_asleep`, with
+//     no fence between the two: the consumer pays for that ordering with
+//     an asymmetric heavy fence (membarrier, [fence.asym] in futex.hpp)
+//     before it sleeps, which an adaptive consumer does only after its
+//     spin. So a wake-up moves the line that carries the frame, and a
+//     commit that finds nobody asleep makes no system call (and, when
+//     checked, no locked instruction).
 //
 // Memory ordering contract: everything a producer wrote into a frame
 // before commit() (or before end_batch() for a batch) is visible to the
@@ -57,6 +63,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -82,6 +89,9 @@ inline constexpr std::size_t kCacheLine = 64;
 // over three builds; an earlier finding that 512 B or less slowed the round
 // trip was the run-to-run flip described in pipe.cpp's wait_data().
 inline constexpr std::size_t kWriteAhead = 768;
+// A consumer that could not pay the heavy fence ([ring.sleep]) sleeps at
+// most this long at a time, so a wake-up it may miss costs no more.
+inline constexpr std::chrono::microseconds kUnfencedNap{200};
 inline constexpr std::size_t kMinRingCapacity = 4096;
 inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 30;
 
@@ -118,20 +128,27 @@ struct alignas(64) RingConsumerLine {
   std::atomic<std::uint64_t> blocked_recvs;  // receives that slept waiting for data
 };
 
-// Ring control block (pipe format 2). Lives in the segment; offsets only.
+// Ring control block (pipe format 3). Lives in the segment; offsets only.
 // (A consumer waiting for data sleeps on a header word: [ring.sleep].)
 //
 //   0    producer line   (producer-owned)
 //   64   consumer line   (consumer-owned)
-//   128  space channel   (producer sleeps when full, consumer notifies)
+//   128  space channel   (producer sleeps when full, consumer notifies),
+//        consumer_asleep (consumer-written; a checked producer may clear it)
+//        producer_checks (producer-written when its end is set up)
+// The third line is written only around sleeps and set-up, so the checked
+// producer's load of consumer_asleep on every commit hits its own cache.
 struct RingControl {
   RingProducerLine producer;
   RingConsumerLine consumer;
   alignas(64) WaitChannel space;
+  std::atomic<std::uint32_t> consumer_asleep;  // [ring.sleep] 1: armed or asleep
+  std::atomic<std::uint32_t> producer_checks;  // [ring.sleep] 1: RingWake::checked
 };
 static_assert(std::is_standard_layout_v<RingControl>);
 static_assert(offsetof(RingControl, consumer) == 64);
 static_assert(offsetof(RingControl, space) == 128);
+static_assert(offsetof(RingControl, consumer_asleep) == 136);
 static_assert(sizeof(RingControl) == 192);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
@@ -150,16 +167,33 @@ enum class PeekResult : std::uint8_t { ok, empty, corrupted };
   return *reinterpret_cast<std::atomic<std::uint64_t>*>(data + offset);
 }
 
+// How a producer publishes and wakes a sleeping consumer ([ring.sleep]).
+enum class RingWake : std::uint8_t {
+  none,      // busy-poll: plain release store; the consumer never sleeps on it
+  checked,   // adaptive: plain release store, then a fence-free check of
+             // consumer_asleep (needs asymmetric_fence_register() first)
+  exchange,  // blocking: seq_cst exchange that finds the consumer's mark
+};
+
 // The producing side of one ring.
 class RingProducer {
  public:
   RingProducer() = default;
   // `data` is the ring's `capacity` bytes (a power of two, 64-aligned).
-  // `notify` selects whether commits publish with an exchange and wake a
-  // sleeping consumer (adaptive/blocking pipes, [ring.sleep]) or with a
-  // plain release store (busy-poll).
-  RingProducer(RingControl* control, std::byte* data, std::size_t capacity, bool notify) noexcept
-      : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1), notify_(notify) {
+  // Announces `wake` in the control block (a consumer about to sleep reads
+  // it to learn whether it owes the heavy fence).
+  RingProducer(RingControl* control, std::byte* data, std::size_t capacity, RingWake wake) noexcept
+      : control_(control),
+        data_(data),
+        capacity_(capacity),
+        mask_(capacity - 1),
+        wake_(wake),
+        notify_(wake != RingWake::none) {
+    // [ring.sleep] seq_cst store and fence: a consumer whose seq_cst load
+    // of producer_checks misses this store has its consumer_asleep store
+    // ordered before our fence, so every later commit's check sees it.
+    control->producer_checks.store(wake == RingWake::checked ? 1 : 0, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     // relaxed: set up before the producer end is used, by its only writer.
     pos_ = control->producer.write_pos.load(std::memory_order_relaxed);
     if ((pos_ & 7) != 0) corrupted_ = true;  // untrusted
@@ -171,6 +205,16 @@ class RingProducer {
 
   [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
   [[nodiscard]] std::size_t max_payload() const noexcept { return max_frame_payload(capacity_); }
+  [[nodiscard]] RingWake wake() const noexcept { return wake_; }
+  // Falls back from RingWake::checked to exchange (a process that could
+  // not register for [fence.asym], e.g. a forked child under seccomp).
+  void use_exchange() noexcept {
+    if (wake_ != RingWake::checked) return;
+    wake_ = RingWake::exchange;
+    // seq_cst + fence: as in the constructor.
+    control_->producer_checks.store(0, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
   [[nodiscard]] bool corrupted() const noexcept { return corrupted_; }
   [[nodiscard]] RingControl* control() const noexcept { return control_; }
 
@@ -235,6 +279,8 @@ class RingProducer {
     // fails or is woken), one that arms after it sees the close.
     if (h.compare_exchange_strong(w, 0, std::memory_order_seq_cst, std::memory_order_relaxed))
       (void)futex_wake(h, 1);
+    else if (wake_ == RingWake::checked)
+      wake_if_asleep(h);  // the mark may already be under a frame
   }
 
   // The caller stopped in the middle of a fragmented message: the ring is
@@ -333,16 +379,32 @@ class RingProducer {
   }
 
   void publish(std::atomic<std::uint64_t>& h, std::uint64_t word) noexcept {
-    if (notify_) {
+    if (wake_ == RingWake::exchange) {
       // [ring.publish] + [ring.sleep] seq_cst exchange: releases the payload
       // and later headers written above (pairs with the consumer's acquire /
       // seq_cst load in peek / has_data) and reads whether the consumer
       // armed this word to sleep on it (pairs with its arm CAS).
       if (h.exchange(word, std::memory_order_seq_cst) == kHeaderWaiting) (void)futex_wake(h, 1);
-    } else {
-      // [ring.publish] release: pairs with the consumer's acquire in peek().
-      h.store(word, std::memory_order_release);
+      return;
     }
+    // [ring.publish] release: pairs with the consumer's acquire in peek().
+    h.store(word, std::memory_order_release);
+    if (wake_ == RingWake::checked) {
+      // [ring.sleep] the hot side of [fence.asym]: store the header, then
+      // load consumer_asleep with only a compiler barrier between; the
+      // consumer's heavy fence orders the pair.
+      asymmetric_light_fence();
+      wake_if_asleep(h);
+    }
+  }
+  // [ring.sleep] Wakes a consumer that raised consumer_asleep; the flag is
+  // taken (exchange) so a burst of commits makes one futex_wake, not one each.
+  void wake_if_asleep(std::atomic<std::uint64_t>& h) noexcept {
+    auto& asleep = control_->consumer_asleep;
+    // relaxed load: ordered by [fence.asym]; acq_rel exchange: one taker.
+    if (asleep.load(std::memory_order_relaxed) != 0 &&
+        asleep.exchange(0, std::memory_order_acq_rel) != 0)
+      (void)futex_wake(h, 1);
   }
 
   RingControl* control_ = nullptr;
@@ -356,7 +418,8 @@ class RingProducer {
   std::uint64_t bytes_ = 0;
   std::uint64_t pending_off_ = 0;
   std::uint64_t pending_value_ = 0;
-  bool notify_ = false;
+  RingWake wake_ = RingWake::none;
+  bool notify_ = false;           // wake_ != none
   bool has_reservation_ = false;  // try_reserve() succeeded, commit() not yet
   bool batching_ = false;
   bool pending_ = false;
@@ -442,25 +505,48 @@ class RingConsumer {
   [[nodiscard]] bool arm_sleep() noexcept {
     if (corrupted_) return false;
     auto& h = header_at(data_, pos_ & mask_);
+    // [ring.sleep] seq_cst: the cold side's store of [fence.asym], before
+    // the mark and the heavy fence below.
+    control_->consumer_asleep.store(1, std::memory_order_seq_cst);
     std::uint64_t w = 0;
-    // [ring.sleep] seq_cst: pairs with the producer's publishing exchange
+    // [ring.sleep] seq_cst: pairs with an exchanging producer's publication
     // (one of the two reads the other's value) and orders the caller's
     // later seq_cst check of the peer's close after the mark.
-    return h.compare_exchange_strong(w, kHeaderWaiting, std::memory_order_seq_cst,
-                                     std::memory_order_acquire) ||
-           w == kHeaderWaiting;
+    if (!h.compare_exchange_strong(w, kHeaderWaiting, std::memory_order_seq_cst,
+                                   std::memory_order_acquire) &&
+        w != kHeaderWaiting) {
+      control_->consumer_asleep.store(0, std::memory_order_relaxed);  // relaxed: not asleep
+      return false;
+    }
+    // [ring.sleep] seq_cst: pairs with the producer's announcement (see
+    // RingProducer's constructor). A checked producer stores headers
+    // without a fence: the heavy fence orders its store before its check
+    // of consumer_asleep against our store above, so either its check sees
+    // us or futex_wait's own read of the word sees its frame. Without the
+    // fence (no membarrier here) sleep() falls back to short naps.
+    fenced_ =
+        control_->producer_checks.load(std::memory_order_seq_cst) == 0 || asymmetric_heavy_fence();
+    return true;
   }
   // Sleeps while the armed word still reads kHeaderWaiting, until woken or
   // `deadline`; spurious returns are possible.
   FutexResult sleep(const Clock::time_point* deadline) const noexcept {
+    Clock::time_point nap{};
+    if (!fenced_) {  // a wake-up may be missed: never sleep long
+      nap = Clock::now() + kUnfencedNap;
+      if (deadline == nullptr || nap < *deadline) deadline = &nap;
+    }
     return futex_wait(header_at(data_, pos_ & mask_), static_cast<std::uint32_t>(kHeaderWaiting),
                       deadline);
   }
-  // Takes the mark back when the consumer stops waiting without a frame
-  // (timeout, closed or dead peer), so the producer's next commit makes no
-  // futex_wake for nobody. A frame published meanwhile stays.
+  // Takes the mark back when the consumer stops waiting (woken by a frame,
+  // or by a timeout, the close or a dead peer without one), so the
+  // producer's next commit makes no futex_wake for nobody. A frame
+  // published meanwhile stays.
   void disarm_sleep() noexcept {
     if (corrupted_) return;
+    // relaxed: our own flag; a checked producer at worst wakes nobody once.
+    control_->consumer_asleep.store(0, std::memory_order_relaxed);
     auto& h = header_at(data_, pos_ & mask_);
     std::uint64_t w = kHeaderWaiting;
     // relaxed: only the mark itself is at stake; the producer's exchange
@@ -529,7 +615,8 @@ class RingConsumer {
   std::uint64_t bytes_ = 0;
   bool notify_ = false;
   bool corrupted_ = false;
-  bool stats_ = true;  // update the [ring.stats] counters
+  bool fenced_ = true;  // the last arm_sleep() ordered a checked producer
+  bool stats_ = true;   // update the [ring.stats] counters
 };
 
 }  // namespace shmbus::detail

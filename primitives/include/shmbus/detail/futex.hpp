@@ -46,6 +46,27 @@ FutexResult futex_wait(const std::atomic<std::uint64_t>& word, std::uint32_t exp
                        const Clock::time_point* deadline) noexcept;
 int futex_wake(const std::atomic<std::uint64_t>& word, int count = INT_MAX) noexcept;
 
+// Asymmetric fences ([fence.asym]): a Dekker handshake between a hot side
+// that must stay free of fences and a cold side that may pay for both.
+//   hot:  store A; asymmetric_light_fence(); load B
+//   cold: store B; asymmetric_heavy_fence(); load A
+// At least one side sees the other's store, provided every process that
+// runs a hot side called asymmetric_fence_register() first. The heavy
+// fence is membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED): it makes each cpu
+// that runs a registered process execute a full barrier (an IPI, about a
+// microsecond here), so the hot side's fence is only a compiler barrier.
+//
+// Registers this process (again after a fork: the registration belongs to
+// the address space). False where the kernel or a seccomp filter lacks
+// membarrier: such a process must use real fences on its hot side.
+bool asymmetric_fence_register() noexcept;
+// False when the heavy fence is unavailable (the caller must then not rely
+// on hot sides that skipped their fence).
+bool asymmetric_heavy_fence() noexcept;
+inline void asymmetric_light_fence() noexcept {
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+}
+
 inline void cpu_relax() noexcept { __builtin_ia32_pause(); }
 
 // Asks for the cache line at `p` with intent to write (PREFETCHW): a later
