@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdio>
 #include <exception>
+#include <fstream>
 #include <thread>
 
 #include "shmbus/detail/segment.hpp"
@@ -127,6 +128,15 @@ bool poll_until(const std::function<bool()>& done, std::chrono::milliseconds tim
     std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
   return true;
+}
+
+bool thread_sleeping(pid_t tid) {
+  std::ifstream stat("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  // "tid (comm) S ...": the state follows the last ')' (comm may hold any).
+  const auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'S';
 }
 
 std::string shm_path(std::string_view name) { return "/dev/shm/" + detail::os_name(name); }

@@ -73,6 +73,10 @@ ChildStatus wait_child(pid_t pid, std::chrono::milliseconds timeout = 30s);
 // Polls `done` every ~100 µs until it returns true or `timeout` passes.
 bool poll_until(const std::function<bool()>& done, std::chrono::milliseconds timeout = 10s);
 
+// Whether thread `tid` of this process is asleep in the kernel (state S in
+// /proc/self/task/<tid>/stat): lets a test wake a sleeper it knows sleeps.
+bool thread_sleeping(pid_t tid);
+
 // Path to /dev/shm/shmbus.<name>.
 std::string shm_path(std::string_view name);
 

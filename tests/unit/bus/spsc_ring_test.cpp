@@ -4,6 +4,7 @@
 #include "shmbus/detail/spsc_ring.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -12,6 +13,8 @@
 #include <random>
 #include <thread>
 #include <vector>
+
+#include "test_support.hpp"
 
 namespace shmbus::detail {
 namespace {
@@ -233,7 +236,9 @@ TEST(SpscRing, CommitWakesAConsumerAsleepOnTheHeader) {
   TestRing r(4096, /*notify=*/true);
   ASSERT_TRUE(r.consumer.arm_sleep());
   std::atomic<bool> timed_out{false};
+  std::atomic<pid_t> tid{0};
   std::thread sleeper([&] {
+    tid = ::gettid();
     const auto deadline = Clock::now() + std::chrono::seconds(30);
     while (!r.consumer.has_data()) {
       // A missing wake-up shows as a timeout (a failure), not a hang.
@@ -243,6 +248,8 @@ TEST(SpscRing, CommitWakesAConsumerAsleepOnTheHeader) {
       }
     }
   });
+  // Commit only once the sleeper sleeps: the wake-up is what ends it.
+  EXPECT_TRUE(test::poll_until([&] { return tid != 0 && test::thread_sleeping(tid); }));
   ASSERT_TRUE(r.send(1, 8));
   sleeper.join();
   EXPECT_FALSE(timed_out);
@@ -282,7 +289,9 @@ TEST(SpscRing, CheckedCommitWakesAConsumerAsleepOnTheHeaderOnce) {
   ASSERT_TRUE(r.consumer.arm_sleep());
   EXPECT_EQ(r.control->consumer_asleep.load(), 1u);
   std::atomic<bool> timed_out{false};
+  std::atomic<pid_t> tid{0};
   std::thread sleeper([&] {
+    tid = ::gettid();
     const auto deadline = Clock::now() + std::chrono::seconds(30);
     while (!r.consumer.has_data()) {
       // A missing wake-up shows as a timeout (a failure), not a hang.
@@ -292,6 +301,7 @@ TEST(SpscRing, CheckedCommitWakesAConsumerAsleepOnTheHeaderOnce) {
       }
     }
   });
+  EXPECT_TRUE(test::poll_until([&] { return tid != 0 && test::thread_sleeping(tid); }));
   ASSERT_TRUE(r.send(1, 8));
   EXPECT_EQ(r.control->consumer_asleep.load(), 0u);  // the commit took the flag
   ASSERT_TRUE(r.send(2, 8));                         // and the next one finds none
