@@ -39,7 +39,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   // The producer reads the consumer's published position: it must not
   // trust it either.
-  RingProducer producer(control, ring, capacity, /*notify=*/false);
+  RingProducer producer(control, ring, capacity, RingWake::none);
   for (int i = 0; i < 64; ++i) {
     const std::size_t len = static_cast<std::size_t>(i) * 37 % producer.max_payload();
     std::byte* p = producer.try_reserve(len);

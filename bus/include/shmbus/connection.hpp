@@ -106,7 +106,13 @@ struct PipeOptions {
   // is sent. At most 2^62.
   std::uint64_t max_message = std::uint64_t{1} << 30;
   // How both ends wait (fixed per pipe: the sender must know whether to
-  // wake a sleeping receiver).
+  // wake a sleeping receiver). Adaptive (the default): the sender
+  // publishes with plain stores, and a receiver that goes to sleep after
+  // its spin first calls membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which
+  // interrupts (about 1 us) every cpu then running a process with an
+  // adaptive sending end, once per wait that sleeps. Where that jitter
+  // matters, use busy_poll (never sleeps) or blocking (the sender pays a
+  // locked instruction per message instead).
   WaitPolicy wait{};
   // Message and byte counters for bus-inspector (fixed per pipe). They are
   // plain stores to lines only their side writes; off exists to measure

@@ -312,6 +312,37 @@ TEST(SpscRing, CheckedCommitWakesAConsumerAsleepOnTheHeaderOnce) {
   EXPECT_EQ(r.recv(2, 8), PeekResult::ok);
 }
 
+// A slice that ends with nothing sent re-arms the still-marked word
+// without a second heavy fence: the wake-up must still come.
+TEST(SpscRing, CheckedWakeAfterASliceEndedStillArrives) {
+  (void)asymmetric_fence_register();
+  TestRing r(4096, /*notify=*/true, RingWake::checked);
+  ASSERT_TRUE(r.consumer.arm_sleep());
+  const auto slice = Clock::now() + std::chrono::milliseconds(1);
+  while (r.consumer.sleep(&slice) != FutexResult::timed_out) {
+  }
+  std::atomic<bool> timed_out{false};
+  std::atomic<pid_t> tid{0};
+  std::thread sleeper([&] {
+    tid = ::gettid();
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (!r.consumer.has_data()) {
+      if (!r.consumer.arm_sleep()) break;  // re-arm: the mark is still there
+      if (r.consumer.sleep(&deadline) == FutexResult::timed_out) {
+        timed_out = true;
+        return;
+      }
+    }
+  });
+  EXPECT_TRUE(test::poll_until([&] { return tid != 0 && test::thread_sleeping(tid); }));
+  ASSERT_TRUE(r.send(5, 8));
+  sleeper.join();
+  EXPECT_FALSE(timed_out);
+  r.consumer.disarm_sleep();
+  EXPECT_EQ(r.control->consumer_asleep.load(), 0u);
+  EXPECT_EQ(r.recv(5, 8), PeekResult::ok);
+}
+
 TEST(SpscRing, CheckedPingPongNeverMissesAWakeUp) {
   (void)asymmetric_fence_register();
   TestRing r(4096, /*notify=*/true, RingWake::checked);

@@ -189,11 +189,7 @@ class RingProducer {
         mask_(capacity - 1),
         wake_(wake),
         notify_(wake != RingWake::none) {
-    // [ring.sleep] seq_cst store and fence: a consumer whose seq_cst load
-    // of producer_checks misses this store has its consumer_asleep store
-    // ordered before our fence, so every later commit's check sees it.
-    control->producer_checks.store(wake == RingWake::checked ? 1 : 0, std::memory_order_seq_cst);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    announce();
     // relaxed: set up before the producer end is used, by its only writer.
     pos_ = control->producer.write_pos.load(std::memory_order_relaxed);
     if ((pos_ & 7) != 0) corrupted_ = true;  // untrusted
@@ -211,9 +207,7 @@ class RingProducer {
   void use_exchange() noexcept {
     if (wake_ != RingWake::checked) return;
     wake_ = RingWake::exchange;
-    // seq_cst + fence: as in the constructor.
-    control_->producer_checks.store(0, std::memory_order_seq_cst);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    announce();
   }
   [[nodiscard]] bool corrupted() const noexcept { return corrupted_; }
   [[nodiscard]] RingControl* control() const noexcept { return control_; }
@@ -378,6 +372,15 @@ class RingProducer {
     }
   }
 
+  // [ring.sleep] seq_cst exchange (a full barrier, where a fence would be
+  // rejected by -fsanitize=thread): a consumer whose seq_cst load of
+  // producer_checks misses this write raised consumer_asleep before it,
+  // so every later commit's check sees the flag.
+  void announce() noexcept {
+    (void)control_->producer_checks.exchange(wake_ == RingWake::checked ? 1 : 0,
+                                             std::memory_order_seq_cst);
+  }
+
   void publish(std::atomic<std::uint64_t>& h, std::uint64_t word) noexcept {
     if (wake_ == RingWake::exchange) {
       // [ring.publish] + [ring.sleep] seq_cst exchange: releases the payload
@@ -512,20 +515,25 @@ class RingConsumer {
     // [ring.sleep] seq_cst: pairs with an exchanging producer's publication
     // (one of the two reads the other's value) and orders the caller's
     // later seq_cst check of the peer's close after the mark.
-    if (!h.compare_exchange_strong(w, kHeaderWaiting, std::memory_order_seq_cst,
-                                   std::memory_order_acquire) &&
-        w != kHeaderWaiting) {
+    const bool fresh = h.compare_exchange_strong(w, kHeaderWaiting, std::memory_order_seq_cst,
+                                                 std::memory_order_acquire);
+    if (!fresh && w != kHeaderWaiting) {
       control_->consumer_asleep.store(0, std::memory_order_relaxed);  // relaxed: not asleep
       return false;
     }
-    // [ring.sleep] seq_cst: pairs with the producer's announcement (see
-    // RingProducer's constructor). A checked producer stores headers
+    // [ring.sleep] seq_cst: pairs with the producer's exchange in
+    // RingProducer::announce(). A checked producer stores headers
     // without a fence: the heavy fence orders its store before its check
     // of consumer_asleep against our store above, so either its check sees
     // us or futex_wait's own read of the word sees its frame. Without the
     // fence (no membarrier here) sleep() falls back to short naps.
-    fenced_ =
-        control_->producer_checks.load(std::memory_order_seq_cst) == 0 || asymmetric_heavy_fence();
+    // Re-arming a word still marked (a slice ended, nothing came) needs no
+    // new fence: the producer takes the flag only after overwriting the
+    // mark, so the flag and the last fence still stand. So an idle
+    // receiver sends one membarrier per wait, not one per slice.
+    if (fresh)
+      fenced_ = control_->producer_checks.load(std::memory_order_seq_cst) == 0 ||
+                asymmetric_heavy_fence();
     return true;
   }
   // Sleeps while the armed word still reads kHeaderWaiting, until woken or
