@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
 #include <thread>
@@ -219,6 +220,30 @@ std::uint64_t header_word(const TestRing& r, std::uint64_t offset) {
   return header_at(r.data, offset).load();
 }
 
+// Sleeps in a thread on the armed header until a frame is there (re-arming
+// before each sleep when `rearm`), runs `commit` once that thread sleeps in
+// the kernel, and returns whether the commit's wake-up ended the sleep (a
+// lost wake-up shows as the 30 s deadline passing: a failure, not a hang).
+bool commit_wakes_sleeper(TestRing& r, bool rearm, const std::function<void()>& commit) {
+  std::atomic<bool> timed_out{false};
+  std::atomic<pid_t> tid{0};
+  std::thread sleeper([&] {
+    tid = ::gettid();
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (!r.consumer.has_data()) {
+      if (rearm && !r.consumer.arm_sleep()) break;
+      if (r.consumer.sleep(&deadline) == FutexResult::timed_out) {
+        timed_out = true;
+        return;
+      }
+    }
+  });
+  const bool asleep = test::poll_until([&] { return tid != 0 && test::thread_sleeping(tid); });
+  commit();
+  sleeper.join();
+  return asleep && !timed_out;
+}
+
 TEST(SpscRing, SleepingConsumerMarksTheHeaderItPollsAndReadsItAsEmpty) {
   TestRing r(4096, /*notify=*/true);
   ASSERT_TRUE(r.consumer.arm_sleep());
@@ -235,24 +260,7 @@ TEST(SpscRing, SleepingConsumerMarksTheHeaderItPollsAndReadsItAsEmpty) {
 TEST(SpscRing, CommitWakesAConsumerAsleepOnTheHeader) {
   TestRing r(4096, /*notify=*/true);
   ASSERT_TRUE(r.consumer.arm_sleep());
-  std::atomic<bool> timed_out{false};
-  std::atomic<pid_t> tid{0};
-  std::thread sleeper([&] {
-    tid = ::gettid();
-    const auto deadline = Clock::now() + std::chrono::seconds(30);
-    while (!r.consumer.has_data()) {
-      // A missing wake-up shows as a timeout (a failure), not a hang.
-      if (r.consumer.sleep(&deadline) == FutexResult::timed_out) {
-        timed_out = true;
-        return;
-      }
-    }
-  });
-  // Commit only once the sleeper sleeps: the wake-up is what ends it.
-  EXPECT_TRUE(test::poll_until([&] { return tid != 0 && test::thread_sleeping(tid); }));
-  ASSERT_TRUE(r.send(1, 8));
-  sleeper.join();
-  EXPECT_FALSE(timed_out);
+  EXPECT_TRUE(commit_wakes_sleeper(r, false, [&] { ASSERT_TRUE(r.send(1, 8)); }));
   EXPECT_EQ(r.recv(1, 8), PeekResult::ok);
 }
 
@@ -288,25 +296,11 @@ TEST(SpscRing, CheckedCommitWakesAConsumerAsleepOnTheHeaderOnce) {
   EXPECT_EQ(r.control->producer_checks.load(), 1u);
   ASSERT_TRUE(r.consumer.arm_sleep());
   EXPECT_EQ(r.control->consumer_asleep.load(), 1u);
-  std::atomic<bool> timed_out{false};
-  std::atomic<pid_t> tid{0};
-  std::thread sleeper([&] {
-    tid = ::gettid();
-    const auto deadline = Clock::now() + std::chrono::seconds(30);
-    while (!r.consumer.has_data()) {
-      // A missing wake-up shows as a timeout (a failure), not a hang.
-      if (r.consumer.sleep(&deadline) == FutexResult::timed_out) {
-        timed_out = true;
-        return;
-      }
-    }
-  });
-  EXPECT_TRUE(test::poll_until([&] { return tid != 0 && test::thread_sleeping(tid); }));
-  ASSERT_TRUE(r.send(1, 8));
-  EXPECT_EQ(r.control->consumer_asleep.load(), 0u);  // the commit took the flag
-  ASSERT_TRUE(r.send(2, 8));                         // and the next one finds none
-  sleeper.join();
-  EXPECT_FALSE(timed_out);
+  EXPECT_TRUE(commit_wakes_sleeper(r, false, [&] {
+    ASSERT_TRUE(r.send(1, 8));
+    EXPECT_EQ(r.control->consumer_asleep.load(), 0u);  // the commit took the flag
+    ASSERT_TRUE(r.send(2, 8));                         // and the next one finds none
+  }));
   r.consumer.disarm_sleep();
   EXPECT_EQ(r.recv(1, 8), PeekResult::ok);
   EXPECT_EQ(r.recv(2, 8), PeekResult::ok);
@@ -321,23 +315,8 @@ TEST(SpscRing, CheckedWakeAfterASliceEndedStillArrives) {
   const auto slice = Clock::now() + std::chrono::milliseconds(1);
   while (r.consumer.sleep(&slice) != FutexResult::timed_out) {
   }
-  std::atomic<bool> timed_out{false};
-  std::atomic<pid_t> tid{0};
-  std::thread sleeper([&] {
-    tid = ::gettid();
-    const auto deadline = Clock::now() + std::chrono::seconds(30);
-    while (!r.consumer.has_data()) {
-      if (!r.consumer.arm_sleep()) break;  // re-arm: the mark is still there
-      if (r.consumer.sleep(&deadline) == FutexResult::timed_out) {
-        timed_out = true;
-        return;
-      }
-    }
-  });
-  EXPECT_TRUE(test::poll_until([&] { return tid != 0 && test::thread_sleeping(tid); }));
-  ASSERT_TRUE(r.send(5, 8));
-  sleeper.join();
-  EXPECT_FALSE(timed_out);
+  // The sleeper re-arms first: the mark is still there.
+  EXPECT_TRUE(commit_wakes_sleeper(r, true, [&] { ASSERT_TRUE(r.send(5, 8)); }));
   r.consumer.disarm_sleep();
   EXPECT_EQ(r.control->consumer_asleep.load(), 0u);
   EXPECT_EQ(r.recv(5, 8), PeekResult::ok);
