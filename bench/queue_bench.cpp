@@ -220,12 +220,14 @@ struct BoostLockfree {
 // is polling); a consumer copies the slot at a lane's head and then takes
 // it with a CAS of the head word (position << 12 | taker), after writing the
 // previous taker into taken_by[] so every take stays attributable (the cost
-// a crash-safe version would pay). Busy/yield waits only: a consumer that
-// could sleep would need the producer's publication to be ordered before
-// its sleepers check, a StoreLoad fence per message (an exchange made this
-// sketch slower than shmbus::Queue: 6.5-6.9 M vs 8.8-9.1 M msg/s 1P1C,
-// against 16.8-17.0 M with the plain store, 2-vCPU VM, one run) unless the
-// sleeper pays for it with membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED).
+// a crash-safe version would pay). After each publication the producer
+// checks a sleepers count behind only a compiler barrier, as the pipe's
+// adaptive sender does ([fence.asym] in futex.hpp): what a sleep-capable
+// version pays per message, with consumers paying membarrier before they
+// sleep. This sketch's consumers spin and yield and never sleep. (Publishing
+// with an exchange instead, the other way to order the publication before
+// that check, made this sketch slower than shmbus::Queue: 6.5-6.9 M vs
+// 8.8-9.1 M msg/s 1P1C, against 16.8-17.0 M, 2-vCPU VM, one run.)
 // Also missing: crash repair, close, capacity across lanes (each lane holds
 // kCap), the copy racing a producer that reuses a slot another consumer
 // took (the failed CAS discards it, but it is a data race in C++ terms).
@@ -245,6 +247,7 @@ struct SketchLanes {
   static constexpr unsigned kLanes = 8;
   alignas(64) std::atomic<std::uint32_t> producers{0};
   alignas(64) std::atomic<std::uint32_t> consumers{0};
+  alignas(64) shmbus::detail::WaitChannel not_empty{};  // consumers never sleep here
   SketchLane lanes[kLanes];
 };
 struct LaneSketch {
@@ -283,6 +286,10 @@ struct LaneSketch {
     sl.payload = m;
     sl.seq.store(tail + 1, std::memory_order_release);  // release: the payload
     ++tail;
+    shmbus::detail::asymmetric_light_fence();
+    // relaxed: ordered by [fence.asym] against a sleeper's count and membarrier.
+    if (s->not_empty.sleepers.load(std::memory_order_relaxed) != 0)
+      shmbus::detail::notify(s->not_empty);
   }
   bool others_drained() const {
     for (const SketchLane& l : s->lanes) {
