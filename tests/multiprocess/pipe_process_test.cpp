@@ -316,6 +316,34 @@ TEST(PipeProcess, BlockingPingPongAcrossProcesses) {
   EXPECT_EQ(detail::pipe_missed_wakeups(), missed);
 }
 
+// The adaptive sender publishes without a fence and the sleeping receiver
+// pays membarrier ([ring.sleep]): across fork (the child registers again on
+// first use of its inherited end) every wake-up must arrive. Each round
+// sends only once the child sleeps, so every round takes the sleep path.
+TEST(PipeProcess, AdaptiveReceiverAsleepIsWokenAcrossProcesses) {
+  PipeOptions o;
+  o.wait.strategy = WaitStrategy::adaptive;
+  o.wait.spin = std::chrono::nanoseconds::zero();
+  auto [a, b] = Pipe(o);
+  const std::uint64_t missed = detail::pipe_missed_wakeups();
+  const pid_t child = fork_child([&b = b, missed] {
+    int x = 0;
+    while (b.recv(x) == RecvResult::ok) {
+      if (b.send(x + 1) != SendResult::ok) return 1;
+    }
+    return detail::pipe_missed_wakeups() == missed ? 0 : 2;
+  });
+  for (int i = 0; i < 300; ++i) {
+    ASSERT_TRUE(test::poll_until([&] { return test::process_sleeping(child); }));
+    ASSERT_EQ(a.send(i), SendResult::ok);
+    ASSERT_EQ(a.recv<int>(), i + 1);
+  }
+  a.close();
+  const auto st = wait_child(child);
+  EXPECT_TRUE(st.exited && st.code == 0) << st.code;
+  EXPECT_EQ(detail::pipe_missed_wakeups(), missed);
+}
+
 TEST(PipeProcess, UnrelatedProcessTakesAnEndByName) {
   SegmentGuard g(unique_name("pipe-peer"));
   auto mine = Connection::create(g.name(), PipeEnd::first);

@@ -130,13 +130,22 @@ bool poll_until(const std::function<bool()>& done, std::chrono::milliseconds tim
   return true;
 }
 
-bool thread_sleeping(pid_t tid) {
-  std::ifstream stat("/proc/self/task/" + std::to_string(tid) + "/stat");
+namespace {
+bool stat_says_sleeping(const std::string& path) {
+  std::ifstream stat(path);
   std::string line;
   if (!std::getline(stat, line)) return false;
   // "tid (comm) S ...": the state follows the last ')' (comm may hold any).
   const auto close = line.rfind(')');
   return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'S';
+}
+}  // namespace
+
+bool thread_sleeping(pid_t tid) {
+  return stat_says_sleeping("/proc/self/task/" + std::to_string(tid) + "/stat");
+}
+bool process_sleeping(pid_t pid) {
+  return stat_says_sleeping("/proc/" + std::to_string(pid) + "/stat");
 }
 
 std::string shm_path(std::string_view name) { return "/dev/shm/" + detail::os_name(name); }

@@ -76,6 +76,8 @@ bool poll_until(const std::function<bool()>& done, std::chrono::milliseconds tim
 // Whether thread `tid` of this process is asleep in the kernel (state S in
 // /proc/self/task/<tid>/stat): lets a test wake a sleeper it knows sleeps.
 bool thread_sleeping(pid_t tid);
+// The same for process `pid`'s main thread (/proc/<pid>/stat).
+bool process_sleeping(pid_t pid);
 
 // Path to /dev/shm/shmbus.<name>.
 std::string shm_path(std::string_view name);
