@@ -183,12 +183,7 @@ class RingProducer {
   // Announces `wake` in the control block (a consumer about to sleep reads
   // it to learn whether it owes the heavy fence).
   RingProducer(RingControl* control, std::byte* data, std::size_t capacity, RingWake wake) noexcept
-      : control_(control),
-        data_(data),
-        capacity_(capacity),
-        mask_(capacity - 1),
-        wake_(wake),
-        notify_(wake != RingWake::none) {
+      : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1), wake_(wake) {
     announce();
     // relaxed: set up before the producer end is used, by its only writer.
     pos_ = control->producer.write_pos.load(std::memory_order_relaxed);
@@ -265,7 +260,7 @@ class RingProducer {
   // position ([ring.sleep]) so that it sees the close. Call after the
   // seq_cst store that closes the end, and after flush().
   void wake_consumer() noexcept {
-    if (!notify_) return;
+    if (wake_ == RingWake::none) return;
     auto& h = header_at(data_, pos_ & mask_);
     std::uint64_t w = kHeaderWaiting;
     // [ring.sleep] seq_cst: ordered after the caller's close store; a
@@ -422,7 +417,6 @@ class RingProducer {
   std::uint64_t pending_off_ = 0;
   std::uint64_t pending_value_ = 0;
   RingWake wake_ = RingWake::none;
-  bool notify_ = false;           // wake_ != none
   bool has_reservation_ = false;  // try_reserve() succeeded, commit() not yet
   bool batching_ = false;
   bool pending_ = false;
