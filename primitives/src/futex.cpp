@@ -7,6 +7,8 @@
 
 #include <bit>
 #include <cerrno>
+#include <cstdlib>
+#include <string_view>
 
 namespace shmbus::detail {
 
@@ -78,6 +80,11 @@ std::atomic<pid_t> g_registered_pid{0};
 }  // namespace
 
 bool asymmetric_fence_register() noexcept {
+  // SHMBUS_NO_MEMBARRIER (set, not "0"): this process never registers, so
+  // no other process's membarrier interrupts it; its senders pay a fence.
+  if (const char* off = std::getenv("SHMBUS_NO_MEMBARRIER");
+      off != nullptr && *off != '\0' && std::string_view(off) != "0")
+    return false;
   const pid_t pid = ::getpid();
   if (g_registered_pid.load(std::memory_order_relaxed) == pid) return true;
   if (::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) != 0) return false;

@@ -110,9 +110,10 @@ struct PipeOptions {
   // publishes with plain stores, and a receiver that goes to sleep after
   // its spin first calls membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which
   // interrupts (about 1 us) every cpu then running a process with an
-  // adaptive sending end, once per wait that sleeps. Where that jitter
-  // matters, use busy_poll (never sleeps) or blocking (the sender pays a
-  // locked instruction per message instead).
+  // adaptive sending end, once per wait that sleeps. A process that must
+  // not be interrupted sets SHMBUS_NO_MEMBARRIER=1 in its environment: its
+  // adaptive senders then pay a locked instruction per message instead
+  // (as blocking senders always do), and nothing interrupts it.
   WaitPolicy wait{};
   // Message and byte counters for bus-inspector (fixed per pipe). They are
   // plain stores to lines only their side writes; off exists to measure

@@ -448,6 +448,31 @@ class ForgedSender {
   detail::RingProducer producer_;
 };
 
+// SHMBUS_NO_MEMBARRIER keeps a process out of [fence.asym]: its adaptive
+// sender announces the exchange, so no receiver fences (or interrupts it)
+// on its account, and the pipe still works.
+TEST(Pipe, NoMembarrierEnvironmentMakesAdaptiveSendersExchange) {
+  SegmentGuard g(unique_name("pipe-nomb"));
+  const pid_t child = test::fork_child([&] {
+    ::setenv("SHMBUS_NO_MEMBARRIER", "1", 1);
+    if (detail::asymmetric_fence_register()) return 1;
+    PipeOptions o;
+    o.duplex = false;
+    o.wait.strategy = WaitStrategy::adaptive;
+    auto sender = Connection::create(g.name(), PipeEnd::second, o);
+    SegmentOptions so;
+    so.attach = false;
+    auto seg = detail::Segment::open(g.name(), ObjectKind::pipe, detail::kBytesTag, so);
+    auto* c = reinterpret_cast<detail::PipeControl*>(seg.payload());
+    if (c->rings[0].producer_checks.load() != 0) return 2;
+    auto receiver = Connection::open(g.name(), PipeEnd::first);
+    if (sender.send(7) != SendResult::ok || receiver.recv<int>() != 7) return 3;
+    return 0;
+  });
+  const auto st = test::wait_child(child);
+  EXPECT_TRUE(st.exited && st.code == 0) << st.code;
+}
+
 TEST(Pipe, FirstFragmentThatCarriesTheWholeTotalIsCorrupted) {
   SegmentGuard g(unique_name("pipe-forge1"));
   auto [r, w] = Pipe(g.name(), false);

@@ -58,7 +58,9 @@ int futex_wake(const std::atomic<std::uint64_t>& word, int count = INT_MAX) noex
 //
 // Registers this process (again after a fork: the registration belongs to
 // the address space). False where the kernel or a seccomp filter lacks
-// membarrier: such a process must use real fences on its hot side.
+// membarrier, or when the environment sets SHMBUS_NO_MEMBARRIER (a process
+// that must not be interrupted by other processes' heavy fences): such a
+// process must use real fences on its hot side.
 bool asymmetric_fence_register() noexcept;
 // False when the heavy fence is unavailable (the caller must then not rely
 // on hot sides that skipped their fence).
