@@ -414,11 +414,18 @@ TEST(Pipe, GeometryComesFromTheValidatedCopyNotTheLiveConfig) {
   reader.join();
 }
 
+// The segment of pipe `name`, opened as raw memory (not attached).
+detail::Segment open_pipe_segment(const std::string& name) {
+  SegmentOptions so;
+  so.attach = false;
+  return detail::Segment::open(name, ObjectKind::pipe, detail::kBytesTag, so);
+}
+
 // Writes frames straight into ring 0 of the half-duplex pipe `name` (what
 // a misbehaving sender could commit); end first receives them.
 class ForgedSender {
  public:
-  explicit ForgedSender(const std::string& name) : seg_(open_seg(name)) {
+  explicit ForgedSender(const std::string& name) : seg_(open_pipe_segment(name)) {
     auto* c = reinterpret_cast<detail::PipeControl*>(seg_.payload());
     producer_ = detail::RingProducer(&c->rings[0], seg_.payload() + detail::kPipeControlSize,
                                      c->config.capacity, detail::RingWake::exchange);
@@ -439,11 +446,6 @@ class ForgedSender {
   }
 
  private:
-  static detail::Segment open_seg(const std::string& name) {
-    SegmentOptions so;
-    so.attach = false;
-    return detail::Segment::open(name, ObjectKind::pipe, detail::kBytesTag, so);
-  }
   detail::Segment seg_;
   detail::RingProducer producer_;
 };
@@ -460,9 +462,7 @@ TEST(Pipe, NoMembarrierEnvironmentMakesAdaptiveSendersExchange) {
     o.duplex = false;
     o.wait.strategy = WaitStrategy::adaptive;
     auto sender = Connection::create(g.name(), PipeEnd::second, o);
-    SegmentOptions so;
-    so.attach = false;
-    auto seg = detail::Segment::open(g.name(), ObjectKind::pipe, detail::kBytesTag, so);
+    auto seg = open_pipe_segment(g.name());
     auto* c = reinterpret_cast<detail::PipeControl*>(seg.payload());
     if (c->rings[0].producer_checks.load() != 0) return 2;
     auto receiver = Connection::open(g.name(), PipeEnd::first);
