@@ -19,8 +19,11 @@ namespace shmbus::detail {
 // 2: a receiver sleeps on the header word it polls ([ring.sleep]); a
 // format 1 peer would not wake it. 3: an adaptive sender publishes with a
 // plain store and checks RingControl::consumer_asleep; a format 2 peer
-// would neither raise that flag nor pay the heavy fence.
-inline constexpr std::uint32_t kPipeFormat = 3;
+// would neither raise that flag nor pay the heavy fence. 4: the flag holds
+// the sleep token of the word the receiver sleeps on (sleep_token()); a
+// format 3 sender could take a token meant for a later word and wake the
+// wrong one.
+inline constexpr std::uint32_t kPipeFormat = 4;
 inline constexpr std::size_t kPipeControlSize = 4096;  // ring data starts here, page aligned
 
 // Set once before the segment is ready; read-only afterwards.
@@ -46,7 +49,7 @@ struct alignas(64) PipeEndLine {
   std::atomic<std::uint32_t> peer_deaths;  // times this end saw its peer dead   [ring.stats]
 };
 
-// Pipe control block, format 3, at the start of the payload.
+// Pipe control block, format 4, at the start of the payload.
 //
 //   0     config           (set once before ready)
 //   64    end 0 line       (end 0's holder)

@@ -28,13 +28,15 @@
 //     WaitChannel follows the futex layer's contract and is touched only by
 //     a producer that sleeps for room or a consumer that wakes it.
 //   - A consumer sleeps on the header word it polls ([ring.sleep]): it
-//     raises `consumer_asleep`, turns the empty word (0) into
-//     kHeaderWaiting with a CAS and futex-waits on its low half. A
+//     writes the word's sleep token into `consumer_asleep`, turns the
+//     empty word (0) into kHeaderWaiting with a CAS and futex-waits on its
+//     low half. A
 //     blocking ring's producer (RingWake::exchange) publishes every frame
 //     with an exchange and wakes the consumer when the exchange returns
 //     kHeaderWaiting. An adaptive ring's producer (RingWake::checked)
 //     publishes with a plain store and then reads `consumer_asleep`, with
-//     no fence between the two: the consumer pays for that ordering with
+//     no fence between the two; a token naming a word it has now written
+//     is taken (CAS to 0) and that word woken: the consumer pays for that ordering with
 //     an asymmetric heavy fence (membarrier, [fence.asym] in futex.hpp)
 //     before it sleeps, which an adaptive consumer does only after its
 //     spin. So a wake-up moves the line that carries the frame, and a
@@ -101,6 +103,12 @@ inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 30;
 [[nodiscard]] constexpr std::uint64_t frame_tag(std::uint64_t pos) noexcept {
   return static_cast<std::uint64_t>(static_cast<std::uint32_t>(pos >> 3)) << 32;
 }
+// [ring.sleep] What a consumer asleep at `pos` writes into
+// RingControl::consumer_asleep: odd, so never 0 (not asleep), and the
+// difference of two tokens, halved, is the distance in 8-byte words.
+[[nodiscard]] constexpr std::uint32_t sleep_token(std::uint64_t pos) noexcept {
+  return static_cast<std::uint32_t>(pos >> 3) << 1 | 1U;
+}
 [[nodiscard]] constexpr std::uint64_t frame_size(std::uint64_t payload) noexcept {
   return align8(kFrameHeaderSize + payload);
 }
@@ -128,7 +136,7 @@ struct alignas(64) RingConsumerLine {
   std::atomic<std::uint64_t> blocked_recvs;  // receives that slept waiting for data
 };
 
-// Ring control block (pipe format 3). Lives in the segment; offsets only.
+// Ring control block (pipe format 4). Lives in the segment; offsets only.
 // (A consumer waiting for data sleeps on a header word: [ring.sleep].)
 //
 //   0    producer line   (producer-owned)
@@ -142,7 +150,7 @@ struct RingControl {
   RingProducerLine producer;
   RingConsumerLine consumer;
   alignas(64) WaitChannel space;
-  std::atomic<std::uint32_t> consumer_asleep;  // [ring.sleep] 1: armed or asleep
+  std::atomic<std::uint32_t> consumer_asleep;  // [ring.sleep] sleep_token(), 0: awake
   std::atomic<std::uint32_t> producer_checks;  // [ring.sleep] 1: RingWake::checked
 };
 static_assert(std::is_standard_layout_v<RingControl>);
@@ -269,7 +277,7 @@ class RingProducer {
     if (h.compare_exchange_strong(w, 0, std::memory_order_seq_cst, std::memory_order_relaxed))
       (void)futex_wake(h, 1);
     else if (wake_ == RingWake::checked)
-      wake_if_asleep(h);  // the mark may already be under a frame
+      wake_if_asleep(pos_);  // the mark may already be under a frame
   }
 
   // The caller stopped in the middle of a fragmented message: the ring is
@@ -300,7 +308,7 @@ class RingProducer {
   void flush() noexcept {
     if (!pending_) return;
     pending_ = false;
-    publish(header_at(data_, pending_off_), pending_value_);
+    publish(header_at(data_, pending_off_), pending_value_, pos_);
   }
 
   // For the wait loop: true once the consumer published room for a frame
@@ -363,7 +371,7 @@ class RingProducer {
       // which the consumer must read (acquire) before it reaches this one.
       h.store(word, std::memory_order_relaxed);
     } else {
-      publish(h, word);
+      publish(h, word, pos + fs);
     }
   }
 
@@ -376,7 +384,8 @@ class RingProducer {
                                              std::memory_order_seq_cst);
   }
 
-  void publish(std::atomic<std::uint64_t>& h, std::uint64_t word) noexcept {
+  // Stores `word` into `h`, which makes the frames up to `end` visible.
+  void publish(std::atomic<std::uint64_t>& h, std::uint64_t word, std::uint64_t end) noexcept {
     if (wake_ == RingWake::exchange) {
       // [ring.publish] + [ring.sleep] seq_cst exchange: releases the payload
       // and later headers written above (pairs with the consumer's acquire /
@@ -392,17 +401,29 @@ class RingProducer {
       // load consumer_asleep with only a compiler barrier between; the
       // consumer's heavy fence orders the pair.
       asymmetric_light_fence();
-      wake_if_asleep(h);
+      wake_if_asleep(end);
     }
   }
-  // [ring.sleep] Wakes a consumer that raised consumer_asleep; the flag is
-  // taken (exchange) so a burst of commits makes one futex_wake, not one each.
-  void wake_if_asleep(std::atomic<std::uint64_t>& h) noexcept {
+  // [ring.sleep] Wakes a consumer whose token names a word before `end`,
+  // i.e. one this producer has written over. The token is taken (CAS to
+  // 0), so a burst of commits makes one futex_wake, not one each. The CAS
+  // expects the token loaded: a consumer that woke, moved on and went to
+  // sleep at a later word meanwhile (this producer preempted between load
+  // and CAS) keeps its new token, which a later commit wakes. A token for
+  // the word at `end` itself, not written yet, is left for the commit
+  // that writes it.
+  void wake_if_asleep(std::uint64_t end) noexcept {
     auto& asleep = control_->consumer_asleep;
-    // relaxed load: ordered by [fence.asym]; acq_rel exchange: one taker.
-    if (asleep.load(std::memory_order_relaxed) != 0 &&
-        asleep.exchange(0, std::memory_order_acq_rel) != 0)
-      (void)futex_wake(h, 1);
+    // relaxed load: ordered by [fence.asym].
+    std::uint32_t token = asleep.load(std::memory_order_relaxed);
+    if (token == 0) return;
+    const std::uint64_t behind =
+        std::uint64_t{static_cast<std::uint32_t>(sleep_token(end) - token) >> 1} * 8;
+    if (behind == 0 || behind > capacity_) return;  // not written yet (or untrusted garbage)
+    // acq_rel: one taker per token; pairs with the consumer's exchange.
+    if (asleep.compare_exchange_strong(token, 0, std::memory_order_acq_rel,
+                                       std::memory_order_relaxed))
+      (void)futex_wake(header_at(data_, (end - behind) & mask_), 1);
   }
 
   RingControl* control_ = nullptr;
@@ -502,9 +523,12 @@ class RingConsumer {
   [[nodiscard]] bool arm_sleep() noexcept {
     if (corrupted_) return false;
     auto& h = header_at(data_, pos_ & mask_);
+    const std::uint32_t token = sleep_token(pos_);
     // [ring.sleep] seq_cst: the cold side's store of [fence.asym], before
-    // the mark and the heavy fence below.
-    control_->consumer_asleep.store(1, std::memory_order_seq_cst);
+    // the mark and the heavy fence below. It returns whether our token
+    // still stands from an earlier arm at this word (nobody took it).
+    const bool token_stood =
+        control_->consumer_asleep.exchange(token, std::memory_order_seq_cst) == token;
     std::uint64_t w = 0;
     // [ring.sleep] seq_cst: pairs with an exchanging producer's publication
     // (one of the two reads the other's value) and orders the caller's
@@ -519,13 +543,15 @@ class RingConsumer {
     // RingProducer::announce(). A checked producer stores headers
     // without a fence: the heavy fence orders its store before its check
     // of consumer_asleep against our store above, so either its check sees
-    // us or futex_wait's own read of the word sees its frame. Without the
-    // fence (no membarrier here) sleep() falls back to short naps.
-    // Re-arming a word still marked (a slice ended, nothing came) needs no
-    // new fence: the producer takes the flag only after overwriting the
-    // mark, so the flag and the last fence still stand. So an idle
-    // receiver sends one membarrier per wait, not one per slice.
-    if (fresh)
+    // our token or futex_wait's own read of the word sees its frame.
+    // Without the fence (no membarrier here) sleep() falls back to short
+    // naps. Re-arming while our token still stands (a slice ended, nothing
+    // came) needs no new fence: the producer takes a token only after
+    // writing over its word, so the last fence still orders it. So an idle
+    // receiver sends one membarrier per wait, not one per slice. (A token
+    // left by another consumer of this ring, or one whose fence failed,
+    // does not count: fenced_ starts false.)
+    if (!token_stood || !fenced_)
       fenced_ = control_->producer_checks.load(std::memory_order_seq_cst) == 0 ||
                 asymmetric_heavy_fence();
     return true;
@@ -617,7 +643,7 @@ class RingConsumer {
   std::uint64_t bytes_ = 0;
   bool notify_ = false;
   bool corrupted_ = false;
-  bool fenced_ = true;  // the last arm_sleep() ordered a checked producer
+  bool fenced_ = false;  // an arm_sleep() of ours ordered a checked producer
   bool stats_ = true;   // update the [ring.stats] counters
 };
 
