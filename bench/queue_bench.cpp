@@ -28,6 +28,9 @@
 //   LaneSketch     not a peer: a sketch of the layout the queue's issue needs
 //                  (per-producer lanes), measured beside the queue so the gap
 //                  shows in every run. See the struct's comment.
+//   LaneClaim      not a peer: the same lanes with the queue's own slot claim
+//                  (consumers CAS the slot word), the layout that keeps the
+//                  queue's crash repair as it is.
 //
 //   QueueBlocking  shmbus::Queue with the blocking policy (no spinning), the
 //                  better choice when processes outnumber cores.
@@ -327,6 +330,98 @@ struct LaneSketch {
   }
 };
 
+// LaneClaim: lanes as in LaneSketch, but a consumer claims the slot itself
+// (CAS FULL(p) -> READING(p, taker)), copies, and stores EMPTY(p + kCap),
+// as the queue's Vyukov slots do; the lane's head is only a hint. This is
+// the lane layout that keeps the queue's crash repair as it is (a claim
+// names its claimer in the slot word). The producer still publishes with a
+// plain store; it checks the slot word for EMPTY(p) before writing.
+struct LaneClaim {
+  static constexpr std::uint64_t kEmpty = 0, kFull = 2, kReading = 3;
+  static constexpr std::uint64_t word(std::uint64_t pos, std::uint64_t taker, std::uint64_t st) {
+    return pos << 16 | taker << 3 | st;
+  }
+  struct Lanes {
+    alignas(64) std::atomic<std::uint32_t> producers{0};
+    alignas(64) std::atomic<std::uint32_t> consumers{0};
+    alignas(64) shmbus::detail::WaitChannel not_empty{};
+    SketchLane lanes[SketchLanes::kLanes];  // head: the hint; seq: the slot word
+  };
+  Lanes* s = map_shared<Lanes>();
+  SketchLane* lane = nullptr;
+  std::uint64_t tail = 0;
+  std::uint64_t taker = ~std::uint64_t{0};
+  unsigned next = 0;
+
+  explicit LaneClaim(std::size_t) {
+    for (SketchLane& l : s->lanes)
+      for (std::uint64_t i = 0; i < SketchLane::kCap; ++i) l.slots[i].seq.store(word(i, 0, kEmpty));
+  }
+  ~LaneClaim() { unmap_shared(s); }
+  void put(const Msg& m) {
+    if (lane == nullptr) {
+      lane = &s->lanes[s->producers.fetch_add(1) % SketchLanes::kLanes];
+      tail = lane->head.load(std::memory_order_acquire);
+      while (slot_state(tail) != kEmpty) ++tail;
+    }
+    SketchSlot& sl = lane->slots[tail % SketchLane::kCap];
+    // acquire: pairs with the consumer's EMPTY store; the old copy is done.
+    for (unsigned i = 1; sl.seq.load(std::memory_order_acquire) != word(tail, 0, kEmpty); ++i)
+      LaneSketch::pause(i);
+    for (unsigned i = 1; m.stop != 0 && !others_drained(); ++i) LaneSketch::pause(i);
+    sl.payload = m;
+    sl.seq.store(word(tail, 0, kFull), std::memory_order_release);  // release: the payload
+    ++tail;
+    shmbus::detail::asymmetric_light_fence();
+    if (s->not_empty.sleepers.load(std::memory_order_relaxed) != 0)
+      shmbus::detail::notify(s->not_empty);
+  }
+  std::uint64_t slot_state(std::uint64_t pos) const {
+    const std::uint64_t w = lane->slots[pos % SketchLane::kCap].seq.load(std::memory_order_acquire);
+    return (w >> 16) == pos ? (w & 7) : kReading;
+  }
+  bool others_drained() const {
+    for (const SketchLane& l : s->lanes) {
+      if (&l == lane) continue;
+      const std::uint64_t p = l.head.load(std::memory_order_acquire);
+      if ((l.slots[p % SketchLane::kCap].seq.load(std::memory_order_acquire) & 7) == kFull)
+        return false;
+    }
+    return true;
+  }
+  void get(Msg& m) {
+    if (taker == ~std::uint64_t{0}) {
+      taker = s->consumers.fetch_add(1) & 0xfffu;
+      next = static_cast<unsigned>(taker);
+    }
+    for (unsigned i = 1;; ++i, LaneSketch::pause(i)) {
+      for (unsigned k = 0; k < SketchLanes::kLanes; ++k) {
+        SketchLane& l = s->lanes[(next + k) % SketchLanes::kLanes];
+        for (;;) {
+          const std::uint64_t p = l.head.load(std::memory_order_relaxed);
+          SketchSlot& sl = l.slots[p % SketchLane::kCap];
+          std::uint64_t w = word(p, 0, kFull);
+          if (sl.seq.compare_exchange_strong(w, word(p, taker, kReading),
+                                             std::memory_order_acquire)) {
+            std::uint64_t e = p;
+            l.head.compare_exchange_strong(e, p + 1, std::memory_order_relaxed);
+            m = sl.payload;
+            sl.seq.store(word(p + SketchLane::kCap, 0, kEmpty), std::memory_order_release);
+            next = (next + k) % SketchLanes::kLanes;
+            return;
+          }
+          if ((w >> 16) > p || (w & 7) == kReading) {  // taken: help the hint on
+            std::uint64_t e = p;
+            l.head.compare_exchange_strong(e, p + 1, std::memory_order_relaxed);
+            continue;
+          }
+          break;  // empty (or not yet published)
+        }
+      }
+    }
+  }
+};
+
 // ---- harness -------------------------------------------------------------------
 
 struct Control {
@@ -479,6 +574,7 @@ void register_streams(const std::string& t) {
   register_streams<MutexCondvar>("MutexCondvar");
   register_streams<BoostLockfree>("BoostLockfree");
   register_streams<LaneSketch>("LaneSketch");
+  register_streams<LaneClaim>("LaneClaim");
   using shmbus::bench::Reference;
   auto r = [](const char* n, void (*fn)(benchmark::State&, Reference), Reference ref) {
     benchmark::RegisterBenchmark(n, fn, ref)->Arg(64)->UseRealTime();
@@ -489,6 +585,7 @@ void register_streams(const std::string& t) {
   r("BM_Pipe_Busy_RTT", rtt<ShmbusPipe>, Reference::floor);
   r("BM_BoostLockfree_Busy_RTT", rtt<BoostLockfree>, Reference::floor);
   r("BM_LaneSketch_Busy_RTT", rtt<LaneSketch>, Reference::floor);
+  r("BM_LaneClaim_Busy_RTT", rtt<LaneClaim>, Reference::floor);
   r("BM_BoostIpcMq_Block_RTT", rtt<BoostIpcMq>, Reference::futex);
   r("BM_PosixMq_Block_RTT", rtt<PosixMq>, Reference::futex);
   r("BM_MutexCondvar_Block_RTT", rtt<MutexCondvar>, Reference::futex);

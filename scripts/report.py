@@ -41,7 +41,7 @@ SHMBUS = {
     "Semaphore", "BoundedSemaphore", "Condition", "Barrier", "Value", "Array",
 }
 # Sketches of a design to come, measured beside what ships (not peers).
-SKETCH = {"LaneSketch"}
+SKETCH = {"LaneSketch", "LaneClaim"}
 SHMBUS_FROM_ENV = os.environ.get("SHMBUS_REPORT_TRANSPORTS", "")
 SHMBUS |= {p for p in SHMBUS_FROM_ENV.split(",") if p}
 
