@@ -217,6 +217,17 @@ struct BoostLockfree {
   }
 };
 
+// The sketches below copy a message out of line, as a library's put/get
+// does (its size known only at run time). Inlined, `sl.payload = m` let
+// the compiler drop the copy of the bytes the harness never reads: the
+// consumer then touched one of the slot's two lines and streamed ~2x
+// faster (LaneClaim 1P1C 22-25 M vs 11.4-12.5 M msg/s out of line, same
+// run), which made these sketches look better than any real queue can be.
+[[gnu::noinline]] void copy_msg(Msg* to, const Msg* from) {
+  volatile std::size_t n = sizeof(Msg);  // a run-time size, as put/get see it
+  std::memcpy(to, from, n);
+}
+
 // LaneSketch: MPMC as one SPSC lane per producer. A producer owns its lane
 // and publishes a slot by a plain release store of the slot's sequence (no
 // read-modify-write, so nothing on its path waits for the line the consumer
@@ -286,7 +297,7 @@ struct LaneSketch {
     // the other lanes to drain (else a consumer stops with data left).
     for (unsigned i = 1; m.stop != 0 && !others_drained(); ++i) pause(i);
     SketchSlot& sl = lane->slots[tail % SketchLane::kCap];
-    sl.payload = m;
+    copy_msg(&sl.payload, &m);
     sl.seq.store(tail + 1, std::memory_order_release);  // release: the payload
     ++tail;
     shmbus::detail::asymmetric_light_fence();
@@ -316,7 +327,7 @@ struct LaneSketch {
           SketchSlot& sl = l.slots[p % SketchLane::kCap];
           // acquire: pairs with the producer's release of the payload.
           if (sl.seq.load(std::memory_order_acquire) != p + 1) break;
-          m = sl.payload;
+          copy_msg(&m, &sl.payload);
           l.taken_by[(p - 1) % SketchLane::kCap].store(h, std::memory_order_relaxed);
           // acq_rel: releases the slot to the producer; on failure h is reloaded.
           if (l.head.compare_exchange_strong(h, ((p + 1) << 12) | taker,
@@ -369,7 +380,7 @@ struct LaneClaim {
     for (unsigned i = 1; sl.seq.load(std::memory_order_acquire) != word(tail, 0, kEmpty); ++i)
       LaneSketch::pause(i);
     for (unsigned i = 1; m.stop != 0 && !others_drained(); ++i) LaneSketch::pause(i);
-    sl.payload = m;
+    copy_msg(&sl.payload, &m);
     sl.seq.store(word(tail, 0, kFull), std::memory_order_release);  // release: the payload
     ++tail;
     shmbus::detail::asymmetric_light_fence();
@@ -405,7 +416,7 @@ struct LaneClaim {
                                              std::memory_order_acquire)) {
             std::uint64_t e = p;
             l.head.compare_exchange_strong(e, p + 1, std::memory_order_relaxed);
-            m = sl.payload;
+            copy_msg(&m, &sl.payload);
             sl.seq.store(word(p + SketchLane::kCap, 0, kEmpty), std::memory_order_release);
             next = (next + k) % SketchLanes::kLanes;
             return;
