@@ -394,9 +394,13 @@ struct LaneClaim {
   bool others_drained() const {
     for (const SketchLane& l : s->lanes) {
       if (&l == lane) continue;
-      const std::uint64_t p = l.head.load(std::memory_order_acquire);
-      if ((l.slots[p % SketchLane::kCap].seq.load(std::memory_order_acquire) & 7) == kFull)
-        return false;
+      // The hint may lag: walk past what is taken or freed to the first
+      // slot not published yet; a message on the way means not drained.
+      for (std::uint64_t p = l.head.load(std::memory_order_acquire);; ++p) {
+        const std::uint64_t w = l.slots[p % SketchLane::kCap].seq.load(std::memory_order_acquire);
+        if (w == word(p, 0, kFull)) return false;
+        if (!((w >> 16) > p || ((w >> 16) == p && (w & 7) == kReading))) break;
+      }
     }
     return true;
   }
@@ -421,7 +425,9 @@ struct LaneClaim {
             next = (next + k) % SketchLanes::kLanes;
             return;
           }
-          if ((w >> 16) > p || (w & 7) == kReading) {  // taken: help the hint on
+          // Taken at p, or freed for a later lap: help the hint on. (READING of
+          // the previous lap means p is not published yet.)
+          if ((w >> 16) > p || ((w >> 16) == p && (w & 7) == kReading)) {
             std::uint64_t e = p;
             l.head.compare_exchange_strong(e, p + 1, std::memory_order_relaxed);
             continue;
