@@ -220,9 +220,9 @@ struct BoostLockfree {
 // The sketches below copy a message out of line, as a library's put/get
 // does (its size known only at run time). Inlined, `sl.payload = m` let
 // the compiler drop the copy of the bytes the harness never reads: the
-// consumer then touched one of the slot's two lines and streamed ~2x
-// faster (LaneClaim 1P1C 22-25 M vs 11.4-12.5 M msg/s out of line, same
-// run), which made these sketches look better than any real queue can be.
+// consumer then touched one of the slot's two lines and streamed about 2x
+// faster (LaneClaim 1P1C, one run), which made these sketches look better
+// than any real queue can be.
 [[gnu::noinline]] void copy_msg(Msg* to, const Msg* from) {
   volatile std::size_t n = sizeof(Msg);  // a run-time size, as put/get see it
   std::memcpy(to, from, n);
