@@ -322,6 +322,37 @@ TEST(SpscRing, CheckedWakeAfterASliceEndedStillArrives) {
   EXPECT_EQ(r.recv(5, 8), PeekResult::ok);
 }
 
+// The race CI caught: a producer that loaded the token of a consumer
+// asleep at word 0 is preempted; meanwhile the consumer wakes, takes the
+// frame and goes to sleep at the next word. The producer's CAS must leave
+// that new token alone (an exchange took it, and the consumer then slept
+// through the next frame), and the next commit must take it.
+TestRing* g_race_ring = nullptr;
+void consumer_moves_on_meanwhile() {
+  TestRing& r = *g_race_ring;
+  r.consumer.disarm_sleep();
+  EXPECT_EQ(r.recv(1, 8), PeekResult::ok);
+  EXPECT_TRUE(r.consumer.arm_sleep());  // at the next word
+}
+
+TEST(SpscRing, CheckedProducerPreemptedBeforeItsCasLeavesALaterTokenAlone) {
+  (void)asymmetric_fence_register();
+  TestRing r(4096, /*notify=*/true, RingWake::checked);
+  ASSERT_TRUE(r.consumer.arm_sleep());
+  EXPECT_EQ(r.control->consumer_asleep.load(), sleep_token(0));
+  g_race_ring = &r;
+  g_ring_token_hook.store(&consumer_moves_on_meanwhile);
+  ASSERT_TRUE(r.send(1, 8));  // frame 0..16; its wake check runs the hook
+  g_ring_token_hook.store(nullptr);
+  g_race_ring = nullptr;
+  EXPECT_EQ(r.control->consumer_asleep.load(), sleep_token(16));  // the new token stands
+  // The next commit writes word 16: it takes the token (and wakes it).
+  EXPECT_TRUE(commit_wakes_sleeper(r, true, [&] { ASSERT_TRUE(r.send(2, 8)); }));
+  EXPECT_EQ(r.control->consumer_asleep.load(), 0u);
+  r.consumer.disarm_sleep();
+  EXPECT_EQ(r.recv(2, 8), PeekResult::ok);
+}
+
 TEST(SpscRing, CheckedPingPongNeverMissesAWakeUp) {
   (void)asymmetric_fence_register();
   TestRing r(4096, /*notify=*/true, RingWake::checked);

@@ -175,6 +175,11 @@ enum class PeekResult : std::uint8_t { ok, empty, corrupted };
   return *reinterpret_cast<std::atomic<std::uint64_t>*>(data + offset);
 }
 
+// For tests: runs in a checked producer between its load of a sleep token
+// and its CAS, as if it were preempted there. Only reached with a consumer
+// asleep (the slow path); null in every real use.
+inline std::atomic<void (*)()> g_ring_token_hook{nullptr};
+
 // How a producer publishes and wakes a sleeping consumer ([ring.sleep]).
 enum class RingWake : std::uint8_t {
   none,      // busy-poll: plain release store; the consumer never sleeps on it
@@ -420,6 +425,9 @@ class RingProducer {
     const std::uint64_t behind =
         std::uint64_t{static_cast<std::uint32_t>(sleep_token(end) - token) >> 1} * 8;
     if (behind == 0 || behind > capacity_) return;  // not written yet (or untrusted garbage)
+    // relaxed: a test sets the hook before the producer runs.
+    if (auto* hook = g_ring_token_hook.load(std::memory_order_relaxed); hook != nullptr) [[unlikely]]
+      hook();
     // acq_rel: one taker per token; pairs with the consumer's exchange.
     if (asleep.compare_exchange_strong(token, 0, std::memory_order_acq_rel,
                                        std::memory_order_relaxed))
