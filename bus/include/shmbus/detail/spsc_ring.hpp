@@ -30,18 +30,17 @@
 //   - A consumer sleeps on the header word it polls ([ring.sleep]): it
 //     writes the word's sleep token into `consumer_asleep`, turns the
 //     empty word (0) into kHeaderWaiting with a CAS and futex-waits on its
-//     low half. A
-//     blocking ring's producer (RingWake::exchange) publishes every frame
-//     with an exchange and wakes the consumer when the exchange returns
-//     kHeaderWaiting. An adaptive ring's producer (RingWake::checked)
-//     publishes with a plain store and then reads `consumer_asleep`, with
-//     no fence between the two; a token naming a word it has now written
-//     is taken (CAS to 0) and that word woken: the consumer pays for that ordering with
-//     an asymmetric heavy fence (membarrier, [fence.asym] in futex.hpp)
-//     before it sleeps, which an adaptive consumer does only after its
-//     spin. So a wake-up moves the line that carries the frame, and a
-//     commit that finds nobody asleep makes no system call (and, when
-//     checked, no locked instruction).
+//     low half. A blocking ring's producer (RingWake::exchange) publishes
+//     every frame with an exchange and wakes the consumer when the
+//     exchange returns kHeaderWaiting. An adaptive ring's producer
+//     (RingWake::checked) publishes with a plain store and then reads
+//     `consumer_asleep`, with no fence between the two; a token naming a
+//     word it has now written is taken (CAS to 0) and that word woken. The
+//     consumer pays for that ordering with an asymmetric heavy fence
+//     (membarrier, [fence.asym] in futex.hpp) before it sleeps, which an
+//     adaptive consumer does only after its spin. So a wake-up moves the
+//     line that carries the frame, and a commit that finds nobody asleep
+//     makes no system call (and, when checked, no locked instruction).
 //
 // Memory ordering contract: everything a producer wrote into a frame
 // before commit() (or before end_batch() for a batch) is visible to the
@@ -426,7 +425,8 @@ class RingProducer {
         std::uint64_t{static_cast<std::uint32_t>(sleep_token(end) - token) >> 1} * 8;
     if (behind == 0 || behind > capacity_) return;  // not written yet (or untrusted garbage)
     // relaxed: a test sets the hook before the producer runs.
-    if (auto* hook = g_ring_token_hook.load(std::memory_order_relaxed); hook != nullptr) [[unlikely]]
+    if (auto* hook = g_ring_token_hook.load(std::memory_order_relaxed); hook != nullptr)
+        [[unlikely]]
       hook();
     // acq_rel: one taker per token; pairs with the consumer's exchange.
     if (asleep.compare_exchange_strong(token, 0, std::memory_order_acq_rel,
@@ -652,7 +652,7 @@ class RingConsumer {
   bool notify_ = false;
   bool corrupted_ = false;
   bool fenced_ = false;  // an arm_sleep() of ours ordered a checked producer
-  bool stats_ = true;   // update the [ring.stats] counters
+  bool stats_ = true;    // update the [ring.stats] counters
 };
 
 }  // namespace shmbus::detail
