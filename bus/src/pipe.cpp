@@ -328,6 +328,7 @@ Connection::Connection(Connection&& o) noexcept
       max_message_(o.max_message_),
       fast_send_limit_(std::exchange(o.fast_send_limit_, 0)),
       coalesce_(o.coalesce_),
+      copy_choice_(o.copy_choice_),
       sends_after_wait_(o.sends_after_wait_),
       short_wait_(o.short_wait_),
       fork_gen_(o.fork_gen_),
@@ -351,6 +352,7 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     max_message_ = o.max_message_;
     fast_send_limit_ = std::exchange(o.fast_send_limit_, 0);
     coalesce_ = o.coalesce_;
+    copy_choice_ = o.copy_choice_;
     sends_after_wait_ = o.sends_after_wait_;
     short_wait_ = o.short_wait_;
     fork_gen_ = o.fork_gen_;
@@ -673,18 +675,18 @@ SendResult Connection::commit(std::size_t size) noexcept {
 }
 
 namespace {
-// Fragments at least this large are copied with non-temporal stores.
+// Fragments smaller than this are always copied through the cache; a
+// connection whose frames are smaller never times its messages.
 constexpr std::size_t kStreamingCopyMin = 16 << 10;
 
-// Copies a fragment of a message larger than one frame into the ring. A
-// large fragment is written with non-temporal stores: they go to memory
-// instead of this core's cache, so the receiving core reads them from
-// there rather than snooping them out of this core's cache line by line
-// (a 1 MiB stream: from about 0.4x to 0.6x of one core's memcpy rate on
-// the 2-vCPU VM). Single-frame messages keep memcpy: they are read soon
-// and are cheapest to take from the sender's cache.
-void copy_to_ring(std::byte* dst, const std::byte* src, std::size_t n) noexcept {
-  if (n < kStreamingCopyMin) {
+// Copies a fragment of a message larger than one frame into the ring, in
+// the mode CopyChoice picked: memcpy, or non-temporal stores, which go to
+// memory instead of this core's cache, so that the receiving core reads
+// them from there rather than snooping them out of this core's cache line
+// by line (see copy_choice.hpp for when each wins).
+void copy_to_ring(std::byte* dst, const std::byte* src, std::size_t n,
+                  detail::CopyMode mode) noexcept {
+  if (mode == detail::CopyMode::cached || n < kStreamingCopyMin) {
     std::memcpy(dst, src, n);
     return;
   }
@@ -713,6 +715,10 @@ SendResult Connection::send_fragmented(std::span<const std::byte> data,
   std::size_t sent = 0;
   std::uint64_t frames = 0;
   bool first = true;
+  // Only a ring with frames large enough for streaming stores has a choice.
+  const bool choosing = chunk >= kStreamingCopyMin;
+  const detail::CopyMode mode = choosing ? copy_choice_.next() : detail::CopyMode::cached;
+  const auto start = choosing ? Clock::now() : Clock::time_point{};
   while (first || sent < total) {
     const std::size_t head = first ? sizeof(std::uint64_t) : 0;
     const std::size_t len = std::min<std::size_t>(chunk - head, total - sent);
@@ -734,7 +740,7 @@ SendResult Connection::send_fragmented(std::span<const std::byte> data,
       if (w == WaitOutcome::dead_peer) return SendResult::peer_dead;
     }
     if (first) std::memcpy(p, &total, sizeof total);
-    copy_to_ring(p + head, data.data() + sent, len);
+    copy_to_ring(p + head, data.data() + sent, len, mode);
     sent += len;
     const bool last = sent == total;
     tx_.commit(head + len, detail::kFrameFragment | (last ? detail::kFrameLast : 0));
@@ -742,6 +748,10 @@ SendResult Connection::send_fragmented(std::span<const std::byte> data,
     first = false;
   }
   tx_.uncount_fragments(frames - 1);
+  if (choosing) {
+    copy_choice_.record(mode, total,
+                        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start));
+  }
   ++detail::t_sends;
   return SendResult::ok;
 }

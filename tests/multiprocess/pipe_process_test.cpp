@@ -109,8 +109,9 @@ TEST(PipeProcess, OrderedChecksummedDeliveryOfRandomSizes) {
   EXPECT_TRUE(st.exited && st.code == 0);
 }
 
-// Fragments of at least 16 KiB are copied with non-temporal stores (a
-// separate copy routine): odd sizes and an unaligned source cover its
+// Fragments of at least 16 KiB are copied through the cache or with
+// non-temporal stores (detail::CopyChoice tries both on its first two
+// messages): odd sizes and an unaligned source cover the streaming copy's
 // head, body and tail.
 TEST(PipeProcess, LargeFragmentsOfABigRingArriveIntact) {
   PipeOptions o;

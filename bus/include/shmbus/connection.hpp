@@ -54,6 +54,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "shmbus/detail/copy_choice.hpp"
 #include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/error.hpp"
@@ -389,6 +390,7 @@ class Connection {
   std::uint64_t max_message_ = 0;
   std::uint64_t fast_send_limit_ = 0;  // largest one-frame message (0: cannot send)
   std::chrono::nanoseconds coalesce_ = PipeOptions{}.coalesce;
+  detail::CopyChoice copy_choice_;      // how fragments are copied (copy_choice.hpp)
   std::uint64_t sends_after_wait_ = 0;  // detail::t_sends when the last wait ended
   bool short_wait_ = false;             // the last wait for data ended within a few polls
   std::uint64_t fork_gen_ = 0;
