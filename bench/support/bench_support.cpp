@@ -9,8 +9,10 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <thread>
 
 #include "shmbus/detail/futex.hpp"
@@ -154,11 +156,19 @@ std::string bench_name(const std::string& stem) {
 namespace {
 
 // One cache line: the parent writes odd values, the child answers with the
-// next even value. Value 0 = not started, UINT64_MAX = stop.
+// next even value; UINT64_MAX = stop.
 struct alignas(64) PingLine {
   std::atomic<std::uint64_t> value;
 };
 constexpr std::uint64_t kStop = ~std::uint64_t{0};
+// The floor bounces one line per round trip, taking the lines of this many
+// pages in turn. Which line costs what depends on its page: on the 2-vCPU
+// EPYC VM one line's round trip read 400-410 ns in some pages and 440-450
+// ns in others, the same page alike on a second pass. A one-page floor
+// was a draw from that spread, while a pipe's frames cross its ring's many
+// pages: the floor now takes the median over lines in 16 pages.
+constexpr std::size_t kFloorPages = 16;
+constexpr std::size_t kPageSize = 4096;
 
 // The floor's loop, shared by BM_Floor_CacheLine_RTT and floor_p50_ns():
 // forks the echoing child, pins the caller, makes kBusyWarmUp untimed round
@@ -168,36 +178,44 @@ constexpr std::uint64_t kStop = ~std::uint64_t{0};
 template <class Timed>
 bool floor_session(Timed timed) {
   const auto& cpus = bench_cpus();
-  auto shm = SharedMemory::create(bench_name("floor"), sizeof(PingLine));
+  auto shm = SharedMemory::create(bench_name("floor"), kFloorPages * kPageSize);
   shm.unlink();
-  auto* line = new (shm.buf().data()) PingLine{};
-  PinnedChild child(cpus.child, [line] {
-    std::uint64_t seen = 0;
-    for (;;) {
+  std::byte* base = shm.buf().data();
+  for (std::size_t p = 0; p < kFloorPages; ++p) new (base + p * kPageSize) PingLine{};
+  // Round trip i bounces the line of page i % kFloorPages with value 2i+1.
+  auto line = [base](std::uint64_t i) {
+    return std::launder(reinterpret_cast<PingLine*>(base + (i % kFloorPages) * kPageSize));
+  };
+  PinnedChild child(cpus.child, [&line] {
+    for (std::uint64_t i = 0;; ++i) {
+      PingLine* l = line(i);
       std::uint64_t v;
       // acquire: [floor.ping] pairs with the parent's release store of the ping.
-      while ((v = line->value.load(std::memory_order_acquire)) == seen) detail::cpu_relax();
-      if (v == kStop) return;
-      seen = v + 1;
+      while ((v = l->value.load(std::memory_order_acquire)) != 2 * i + 1) {
+        if (v == kStop) return;
+        detail::cpu_relax();
+      }
       // release: [floor.pong] pairs with the parent's acquire load of the pong.
-      line->value.store(seen, std::memory_order_release);
+      l->value.store(2 * i + 2, std::memory_order_release);
     }
   });
   pin_this_thread(cpus.parent);
-  std::uint64_t v = 1;
-  auto round_trip = [line, &v]() noexcept {
+  std::uint64_t trips = 0;
+  auto round_trip = [&line, &trips]() noexcept {
+    PingLine* l = line(trips);
+    const std::uint64_t v = 2 * trips + 1;
     const std::uint64_t t0 = ticks();
     // release: [floor.ping]; acquire: [floor.pong].
-    line->value.store(v, std::memory_order_release);
-    while (line->value.load(std::memory_order_acquire) != v + 1) detail::cpu_relax();
+    l->value.store(v, std::memory_order_release);
+    while (l->value.load(std::memory_order_acquire) != v + 1) detail::cpu_relax();
     const std::uint64_t t = ticks() - t0;
-    v += 2;
+    ++trips;
     return t;
   };
   for (int i = 0; i < kBusyWarmUp; ++i) (void)round_trip();
   timed(round_trip);
-  // release: [floor.ping] the stop value.
-  line->value.store(kStop, std::memory_order_release);
+  // release: [floor.ping] the stop value, on the line the child polls.
+  line(trips)->value.store(kStop, std::memory_order_release);
   return child.join();
 }
 

@@ -4,6 +4,8 @@
 // the same binary so its figures read as ratios:
 //
 //   BM_Floor_CacheLine_RTT  one cache line bounced between two processes
+//                           (a line in each of 16 pages in turn: the cost
+//                           of a line depends on its page)
 //   BM_Futex_Raw_RTT        a bare futex ping-pong between two processes
 //
 // A suite calls SHMBUS_BENCH_REFERENCES() once (file scope) to register them.
