@@ -80,10 +80,10 @@ std::uint64_t delivery_count() {
 #endif
 }
 
-TEST(PipeProcess, OrderedChecksummedDeliveryOfRandomSizes) {
+void deliver_random_sizes(std::size_t capacity) {
   const std::uint64_t count = delivery_count();
   PipeOptions o;
-  o.capacity = 1 << 16;  // 64 KiB ring: the larger messages fragment
+  o.capacity = capacity;
   auto [a, b] = Pipe(o);
   const pid_t child = fork_child([&b = b, count] {
     std::vector<std::byte> buf(1 << 16);
@@ -107,6 +107,17 @@ TEST(PipeProcess, OrderedChecksummedDeliveryOfRandomSizes) {
   EXPECT_EQ(got, count);
   const auto st = wait_child(child, 600s);
   EXPECT_TRUE(st.exited && st.code == 0);
+}
+
+// 64 KiB ring (16 KiB frames): the larger messages fragment, every
+// fragment copied through the cache.
+TEST(PipeProcess, OrderedChecksummedDeliveryOfRandomSizes) { deliver_random_sizes(1 << 16); }
+
+// 128 KiB ring (32 KiB frames): messages above one frame fragment into
+// pieces large enough for detail::CopyChoice, which copies some through
+// the cache and some around it (non-temporal stores) as it explores.
+TEST(PipeProcess, OrderedChecksummedDeliveryWithEitherCopyOfFragments) {
+  deliver_random_sizes(1 << 17);
 }
 
 // Fragments of at least 16 KiB are copied through the cache or with

@@ -5,10 +5,10 @@
 //
 // Which one wins depends on where the two processes run, not on the
 // message. On the 2-vCPU EPYC VM, one binary, minutes apart: cpus "near"
-// (cache-line round trip ~110 ns), a 1 MiB stream ran at 0.87-0.93x one
-// core's memcpy rate through the cache and 0.49-0.51x with non-temporal
+// (cache-line round trip ~110 ns), a 1 MiB stream ran at 0.86-0.93x one
+// core's memcpy rate through the cache and 0.48-0.49x with non-temporal
 // stores (the receiver then reads memory instead of a shared cache); cpus
-// "far" (~420 ns), about 0.4x through the cache and 0.6x around it. The
+// "far" (~420 ns), 0.35-0.47x through the cache and 0.60-0.63x around it. The
 // host moves vCPUs, so the choice is measured rather than configured:
 // each choosable message is timed from its first reservation to its last
 // commit (waiting for the receiver counts), the cheaper mode's running
