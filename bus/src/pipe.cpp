@@ -22,7 +22,7 @@ namespace shmbus {
 
 namespace detail {
 std::atomic<std::uint64_t> g_fork_generation{0};
-thread_local std::uint64_t t_sends = 0;
+constinit thread_local std::uint64_t t_sends = 0;
 
 namespace {
 std::atomic<std::uint64_t> g_missed_wakeups{0};

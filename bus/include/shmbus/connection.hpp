@@ -66,7 +66,8 @@ namespace detail {
 class Segment;
 // Messages this thread sent through any Connection: a receiver that sees
 // it move between two waits is in a request/response exchange.
-extern thread_local std::uint64_t t_sends;
+// constinit: no guard or wrapper call on the send path.
+extern constinit thread_local std::uint64_t t_sends;
 }  // namespace detail
 
 enum class SendResult : std::uint8_t {
@@ -162,7 +163,7 @@ class Connection {
   // --- sending -----------------------------------------------------------
   [[nodiscard]] SendResult send_bytes(std::span<const std::byte> data) noexcept {
     if (std::byte* p = fast_reserve(data.size())) {
-      if (!data.empty()) std::memcpy(p, data.data(), data.size());
+      detail::copy_payload(p, data.data(), data.size());
       tx_.commit(data.size());
       ++detail::t_sends;
       return SendResult::ok;
@@ -214,7 +215,7 @@ class Connection {
     detail::Frame f;
     if (fast_peek(f) && offset <= buffer.size() && f.length <= buffer.size() - offset) {
       size = f.length;
-      if (f.length != 0) std::memcpy(buffer.data() + offset, f.data, f.length);
+      detail::copy_payload(buffer.data() + offset, f.data, f.length);
       rx_.release(true);
       return RecvResult::ok;
     }

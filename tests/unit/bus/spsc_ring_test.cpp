@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -455,6 +456,30 @@ TEST(SpscRing, TwoThreadsDeliverEverySequenceNumber) {
   EXPECT_TRUE(producer_ok) << "the producer found read_pos corrupted";
   EXPECT_TRUE(ok) << "at message " << expect;
   EXPECT_EQ(expect, kCount);
+}
+
+}  // namespace
+}  // namespace shmbus::detail
+
+namespace shmbus::detail {
+namespace {
+
+// copy_payload's inline size classes (and the memcpy beyond them) copy
+// exactly n bytes from any alignment: nothing before or after is touched.
+TEST(CopyPayload, CopiesExactlyTheBytesAskedForAtEverySizeAndAlignment) {
+  std::vector<std::byte> src(300), dst(300);
+  for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<std::byte>(i * 7 + 1);
+  for (std::size_t n = 0; n <= 130; ++n) {
+    for (std::size_t at = 0; at < 8; ++at) {
+      std::fill(dst.begin(), dst.end(), std::byte{0xEE});
+      copy_payload(dst.data() + 16 + at, src.data() + at, n);
+      for (std::size_t k = 0; k < dst.size(); ++k) {
+        const bool inside = k >= 16 + at && k < 16 + at + n;
+        const std::byte want = inside ? src[k - 16] : std::byte{0xEE};
+        ASSERT_EQ(dst[k], want) << "n=" << n << " at=" << at << " byte " << k;
+      }
+    }
+  }
 }
 
 }  // namespace
