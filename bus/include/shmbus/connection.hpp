@@ -333,7 +333,7 @@ class Connection {
   }
   void throw_unless_ok(RecvResult r, const char* what) const;
 
-  [[nodiscard]] bool ensure_owner() noexcept {
+  [[nodiscard, gnu::always_inline]] bool ensure_owner() noexcept {
     if (fork_gen_ == detail::fork_generation() && active_) [[likely]]
       return true;
     return take_over();
@@ -344,12 +344,12 @@ class Connection {
   // (or a frame) there now. Anything else (waiting, fragments, errors,
   // end of file) goes through the out-of-line *_impl calls, which repeat
   // these checks and report why.
-  [[nodiscard]] std::byte* fast_reserve(std::size_t n) noexcept {
+  [[nodiscard, gnu::always_inline]] std::byte* fast_reserve(std::size_t n) noexcept {
     if (n > fast_send_limit_ || closed_ || !ensure_owner()) return nullptr;
     std::byte* p = tx_.try_reserve(n);
     return p != nullptr && !peer_closed() ? p : nullptr;
   }
-  [[nodiscard]] bool fast_peek(detail::Frame& f) noexcept {
+  [[nodiscard, gnu::always_inline]] bool fast_peek(detail::Frame& f) noexcept {
     if (!can_recv_ || closed_ || !ensure_owner()) return false;
     peeked_ = false;  // as in next_frame(): a peeked frame is received now
     return rx_.peek(f) == detail::PeekResult::ok && !f.fragment;
