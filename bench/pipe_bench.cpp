@@ -10,6 +10,8 @@
 //   BM_PipeNoCoalesce_Stream/N  the stream with PipeOptions::coalesce off
 //   BM_Pipe_Adaptive_IdleCpu idle adaptive receiver: cpu_percent of a core
 //   BM_Memcpy_Stream/N       single-core memcpy bandwidth (the 1 MiB yardstick)
+//   BM_Pipe_OneCore_SendRecv/N   send + receive on one thread: the code's own
+//                            cost (BM_BoostLockfree_OneCore_SendRecv/N beside)
 //   BM_LinuxPipe_Block_RTT/N, BM_UnixSocket_Block_RTT/N,
 //   BM_BoostLockfree_Busy_RTT/N, BM_BoostLockfree_Stream/N   the peers
 //   (Boost.Interprocess message_queue and the other kernel peers are in
@@ -29,6 +31,7 @@
 #include <boost/lockfree/spsc_queue.hpp>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -342,6 +345,44 @@ void BM_BoostLockfree_Stream(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(N));
 }
 
+// --- One core: what the code costs, with no cache line to move ------------
+
+// One thread sends 16 messages into a pipe and receives them at its other
+// end, over and over: the time per message is the send and receive paths'
+// own cost. The one figure this VM measures steadily (nothing moves
+// between cores); the cross-core figures above add the line transfers.
+void BM_Pipe_OneCore_SendRecv(benchmark::State& state) {
+  pin_this_thread(bench_cpus().parent);
+  const auto size = static_cast<std::size_t>(state.range(0));
+  auto [a, b] = Pipe(pipe_options(WaitStrategy::busy_poll));
+  std::vector<std::byte> msg(size, std::byte{0x5a}), buf(size);
+  std::size_t n = 0;
+  while (state.KeepRunningBatch(16)) {
+    for (int i = 0; i < 16; ++i) {
+      if (a.send_bytes(msg) != SendResult::ok) state.SkipWithError("send failed");
+    }
+    for (int i = 0; i < 16; ++i) {
+      if (b.recv_bytes_into(buf, 0, n) != RecvResult::ok) state.SkipWithError("recv failed");
+    }
+  }
+  benchmark::DoNotOptimize(buf.data());
+  state.SetItemsProcessed(state.iterations());
+}
+
+// The same for Boost.Lockfree's spsc_queue (push, then pop).
+template <std::size_t N>
+void BM_BoostLockfree_OneCore_SendRecv(benchmark::State& state) {
+  pin_this_thread(bench_cpus().parent);
+  auto q = std::make_unique<boost::lockfree::spsc_queue<Msg<N>, boost::lockfree::capacity<4096>>>();
+  Msg<N> m{}, r{};
+  while (state.KeepRunningBatch(16)) {
+    for (int i = 0; i < 16; ++i) (void)q->push(m);
+    for (int i = 0; i < 16; ++i) (void)q->pop(r);
+  }
+  benchmark::DoNotOptimize(r);
+  state.SetItemsProcessed(state.iterations());
+}
+
 }  // namespace
 
 // Streams run at least this long whatever --benchmark_min_time says: a
@@ -365,6 +406,9 @@ BENCHMARK(BM_Pipe_BatchStream)->Arg(8)->Arg(64)->UseRealTime()->MinTime(kStreamM
 BENCHMARK(BM_PipeNoCoalesce_Stream)->Arg(8)->Arg(64)->UseRealTime()->MinTime(kStreamMinTime);
 BENCHMARK(BM_PipeAdaptive_Stream)->Arg(8)->Arg(64)->UseRealTime()->MinTime(kStreamMinTime);
 BENCHMARK(BM_Memcpy_Stream)->Arg(1048576)->UseRealTime()->MinTime(kStreamMinTime);
+BENCHMARK(BM_Pipe_OneCore_SendRecv)->Arg(8)->Arg(64);
+BENCHMARK(BM_BoostLockfree_OneCore_SendRecv<8>)->Name("BM_BoostLockfree_OneCore_SendRecv/8");
+BENCHMARK(BM_BoostLockfree_OneCore_SendRecv<64>)->Name("BM_BoostLockfree_OneCore_SendRecv/64");
 BENCHMARK(BM_Pipe_Adaptive_IdleCpu)->Iterations(1)->UseRealTime();
 BENCHMARK(BM_LinuxPipe_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_UnixSocket_Block_RTT)->Arg(64)->UseRealTime();
