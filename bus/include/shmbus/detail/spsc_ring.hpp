@@ -188,8 +188,8 @@ template <std::size_t k>
 
 // Copies a message's bytes. Up to 64 bytes are copied inline by size
 // class, no call: for the small messages of a busy pipe the library
-// memcpy's call and size dispatch cost as much as the rest of a send (one
-// core's send+recv of 8 B: 11.0 ns with memcpy, 8.5 ns inline).
+// memcpy's call and size dispatch cost a sixth of a send and receive (one
+// core's send+recv of 8 B, -O2: 11.0 ns with memcpy, 9.3 ns inline).
 [[gnu::always_inline]] inline void copy_payload(std::byte* dst, const std::byte* src,
                                                 std::size_t n) noexcept {
   if (n > 64) {
