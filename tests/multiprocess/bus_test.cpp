@@ -195,6 +195,56 @@ TEST(Bus, CreationRaceEndsWithOneObjectAndOneEntry) {
   EXPECT_EQ(objects[0].name, "contested");
 }
 
+// A bus lives while any process has it open, and so does every object on
+// it: a queue whose only users exited (or were killed) keeps what they put
+// through later opens of the bus and through `bus-inspector gc`.
+TEST(Bus, ObjectsOutliveTheirProcessesWhileTheBusIsOpen) {
+  BusGuard g{bus_name("keep")};
+  Bus bus(g.name);  // holds the bus open; never opens the queues itself
+  pid_t exits = test::fork_child([&] {
+    Bus mine(g.name);
+    auto q = mine.queue<int>("left", {.capacity = 16});
+    for (int i = 0; i < 3; ++i) {
+      if (q.put(i) != QueueResult::ok) return 1;
+    }
+    return 0;
+  });
+  ASSERT_EQ(test::wait_child(exits).code, 0);
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t killed = test::fork_child([&] {
+    Bus mine(g.name);
+    auto q = mine.queue<int>("dropped", {.capacity = 16});
+    if (q.put(7) != QueueResult::ok) return 1;
+    char c = 'r';
+    if (::write(ready[1], &c, 1) != 1) return 2;
+    for (;;) ::pause();  // until killed
+  });
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  ::kill(killed, SIGKILL);
+  ASSERT_EQ(test::wait_child(killed).signal, SIGKILL);
+
+  auto r = test::run_inspector({"gc"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(leftovers(g.name).size(), 3u) << r.output;
+  pid_t reader = test::fork_child([&] {
+    Bus mine(g.name);  // opening sweeps, and must keep both queues
+    auto left = mine.queue<int>("left");
+    auto dropped = mine.queue<int>("dropped");
+    int x = -1;
+    for (int i = 0; i < 3; ++i) {
+      if (left.get_for(x, 5s) != QueueResult::ok || x != i) return 10 + i;
+    }
+    if (dropped.get_for(x, 5s) != QueueResult::ok || x != 7) return 20;
+    return mine.objects().size() == 2 ? 0 : 30;
+  });
+  EXPECT_EQ(test::wait_child(reader).code, 0);
+  EXPECT_EQ(bus.objects().size(), 2u);
+}
+
 TEST(Bus, NormalExitOfEveryProcessLeavesNothing) {
   BusGuard g{bus_name("clean")};
   pid_t a = test::fork_child([&] {

@@ -9,9 +9,11 @@
 // created or opened through the bus, kind and payload type checked, and
 // recorded in the bus's registry segment, which bus-inspector lists.
 //
-// Lifetime (the resource tracker's policy for buses): a bus lives while any
-// process has it open. Opening a bus sweeps objects of that bus whose
-// processes are all dead; the last process to close it unlinks every
+// Lifetime (the resource tracker's policy for buses): a bus, and every
+// object on it, lives while any process has the bus open; a queue whose
+// producers all exited keeps what they put. Opening a bus nobody else holds
+// sweeps objects of it whose processes are all dead (what killed users
+// left); the last process to close it unlinks every
 // object of the bus and the registry, so a bus whose processes exit
 // normally leaves nothing in /dev/shm. Processes that are all SIGKILLed
 // cannot clean up: `bus-inspector gc` (or the next Bus open) does. We chose

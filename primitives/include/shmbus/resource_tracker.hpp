@@ -5,7 +5,9 @@
 // each entry of its attachment table — is dead (pid gone, a zombie, or the
 // pid reused by another process), or when it has been stuck initialising
 // for `stuck_after` with its creator dead or unknown. A segment any live
-// process has attached is never removed.
+// process has attached is never removed, and neither is a ready object of a
+// bus ("<bus>.<object>") while a live process other than the caller has
+// that bus open: objects live as long as their bus (see bus.hpp).
 //
 // shmbus runs this as a sweep, not as a daemon: Bus sweeps its own objects
 // when it opens and closes, and `bus-inspector gc` sweeps the host on
