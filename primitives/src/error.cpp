@@ -40,6 +40,8 @@ std::string_view to_string(Errc code) noexcept {
       return "value_error";
     case Errc::broken_barrier:
       return "broken_barrier";
+    case Errc::task_failed:
+      return "task_failed";
     case Errc::system:
       return "system";
   }

@@ -10,6 +10,7 @@
 #include "shmbus/inspect.hpp"
 #include "shmbus/lock.hpp"
 #include "shmbus/pipe.hpp"
+#include "shmbus/pool.hpp"
 #include "shmbus/process.hpp"
 #include "shmbus/process_id.hpp"
 #include "shmbus/queue.hpp"

@@ -32,6 +32,7 @@ enum class Errc : std::uint8_t {
   not_owner,          // release of a lock by a process that does not hold it
   value_error,        // e.g. BoundedSemaphore released above its bound
   broken_barrier,     // Barrier broken by timeout, abort or a dead party
+  task_failed,        // a Pool task threw in its worker
   system,             // any other OS error (errno in the message)
 };
 

@@ -1,0 +1,437 @@
+// shmbus::Pool — multiprocessing.Pool: forked worker processes that run
+// functions on arguments and send the results back.
+//
+//   int square(int x) { return x * x; }
+//
+//   shmbus::Pool pool({.processes = 4});
+//   std::vector<int> squares = pool.map(square, std::vector{1, 2, 3});  // {1, 4, 9}
+//   shmbus::AsyncResult<int> r = pool.apply_async(square, 7);
+//   int y = r.get();                                                     // 49
+//   for (int v : pool.imap_unordered(square, xs)) use(v);                // as they finish
+//   pool.close();
+//   pool.join();
+//
+// What travels. Workers are forked copies of this program, so a function
+// travels as its address, as Python's pickle sends a function by its name:
+// plain functions and captureless lambdas only (a capture would have to be
+// copied into the worker), with any state passed as arguments. Arguments
+// and results are trivially copyable values, copied into the task and
+// result messages. Every task carries a check keyed by a random number the
+// pool's processes hold in private memory only: a worker calls nothing this
+// pool did not send. `initializer` (any callable) runs in each worker
+// before its first task.
+//
+// How. Each worker has its own anonymous duplex Pipe (tasks in, results
+// out). Work is cut into chunks (map's `chunksize`; by default a call's
+// items make about four chunks per worker, as in Python, and a chunk's
+// arguments and results each fit in one frame of the pipe). A chunk goes
+// to the worker with the fewest unanswered chunks as soon as its pipe has
+// room, so work proceeds while the caller does something else; results
+// are collected whenever the caller is inside the pool (get, wait, map,
+// next, join), and a caller waiting for them sleeps on one futex that the
+// workers ring.
+//
+// Failures. A function that throws fails its chunk: get(), map() or the
+// iterator's next() throws Error(task_failed) naming the worker, the item
+// and what(). A worker that dies (a crash, SIGKILL) fails the chunk it was
+// running with Error(peer_dead) naming its pid and how it ended; chunks
+// queued behind it go to other workers, and a new worker takes its place.
+// Workers whose every start ends before finishing a chunk (an initializer
+// that throws) break the pool: what is left fails with Error(peer_dead)
+// and submitting throws. Workers are daemons: they die with the parent.
+//
+// Lifetime. close() takes no more work; join() (after close() or
+// terminate()) waits for all submitted work, then for the workers to exit.
+// terminate() kills the workers at once and fails unfinished results with
+// Error(closed); the destructor terminates, as leaving Python's `with
+// Pool()` does. Results and iterators keep what they need alive.
+//
+// Threads: a Pool and its results are used by one thread at a time. The
+// workers are forked from the calling thread (see process.hpp).
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <ranges>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "shmbus/error.hpp"
+#include "shmbus/wait.hpp"
+
+namespace shmbus {
+
+struct PoolOptions {
+  unsigned processes = 0;               // 0: the cpus this process may run on
+  std::function<void()> initializer{};  // runs in each worker before its first task
+  unsigned maxtasksperchild = 0;        // chunks a worker runs before a fresh one replaces it
+  bool pin = false;                     // worker i runs only on the i-th of those cpus
+  std::size_t pipe_capacity = std::size_t{256} << 10;  // bytes per direction, a power of two
+};
+
+namespace detail {
+
+// What a submitted call made of: per item its state, its result bytes, and
+// the failed chunks. Owned by the pool's collector and the caller's handle.
+struct PoolJob {
+  std::size_t items = 0;
+  std::size_t result_size = 0;
+  std::size_t chunks_left = 0;       // chunks neither answered nor failed
+  std::vector<std::byte> results;    // items * result_size
+  std::vector<std::uint8_t> state;   // per item: kWaiting, kArrived, kFailed
+  std::deque<std::size_t> arrivals;  // arrived items, and failed chunks' first items, in order
+  std::map<std::size_t, std::pair<std::size_t, Error>> failures;  // first item -> count, error
+  std::optional<Error> first_failure;
+
+  static constexpr std::uint8_t kWaiting = 0, kArrived = 1, kFailed = 2;
+  [[nodiscard]] bool finished() const noexcept { return chunks_left == 0; }
+  [[nodiscard]] bool done() const noexcept { return first_failure || finished(); }
+};
+
+// Runs one item in a worker: unpacks the arguments, calls, packs the result.
+using PoolInvoker = void (*)(std::uintptr_t fn, const std::byte* args, std::byte* result);
+
+struct PoolCall {
+  std::uintptr_t fn = 0;
+  PoolInvoker invoker = nullptr;
+  std::size_t arg_size = 0;     // one item's packed arguments
+  std::size_t result_size = 0;  // one item's result (0 for void)
+};
+
+class PoolCore;
+[[nodiscard]] std::shared_ptr<PoolJob> pool_submit(PoolCore& core, const PoolCall& call,
+                                                   std::vector<std::byte> args, std::size_t items,
+                                                   std::size_t chunksize);
+// Collects results until ready() or the deadline (nullptr: none).
+bool pool_wait(PoolCore& core, const std::function<bool()>& ready,
+               const Clock::time_point* deadline);
+
+template <class T>
+T load(const std::byte* p) noexcept {
+  std::array<std::byte, sizeof(T)> raw;
+  std::memcpy(raw.data(), p, sizeof(T));
+  return std::bit_cast<T>(raw);
+}
+
+template <class... A>
+constexpr std::array<std::size_t, sizeof...(A)> packed_offsets() {
+  std::array<std::size_t, sizeof...(A)> at{};
+  std::size_t next = 0, i = 0;
+  ((at[i++] = next, next += sizeof(A)), ...);
+  return at;
+}
+
+template <class F>
+struct PoolFunction;
+
+template <class R, class... Args>
+struct PoolFunction<R (*)(Args...)> {
+  using Result = R;
+  static_assert(std::is_void_v<R> || std::is_trivially_copyable_v<R>,
+                "shmbus::Pool: a result is copied between processes: make it trivially copyable");
+  static_assert((std::is_trivially_copyable_v<std::decay_t<Args>> && ...),
+                "shmbus::Pool: arguments are copied between processes: make them trivially "
+                "copyable");
+  static constexpr auto kAt = packed_offsets<std::decay_t<Args>...>();
+  static constexpr std::size_t kArgSize = (std::size_t{0} + ... + sizeof(std::decay_t<Args>));
+  static constexpr std::size_t kResultSize = [] {
+    if constexpr (std::is_void_v<R>) {
+      return std::size_t{0};
+    } else {
+      return sizeof(R);
+    }
+  }();
+
+  template <class... In>
+  static void pack(std::byte* out, In&&... in) {
+    static_assert(sizeof...(In) == sizeof...(Args), "shmbus::Pool: wrong number of arguments");
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (store<std::decay_t<Args>>(out + kAt[I], std::forward<In>(in)), ...);
+    }
+    (std::index_sequence_for<Args...>{});
+  }
+
+  static void invoke(std::uintptr_t fn, const std::byte* in, std::byte* out) {
+    auto* f = reinterpret_cast<R (*)(Args...)>(fn);
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      if constexpr (std::is_void_v<R>) {
+        f(load<std::decay_t<Args>>(in + kAt[I])...);
+      } else {
+        const R r = f(load<std::decay_t<Args>>(in + kAt[I])...);
+        std::memcpy(out, &r, sizeof r);
+      }
+    }
+    (std::index_sequence_for<Args...>{});
+  }
+
+  static PoolCall call(R (*f)(Args...)) {
+    return {reinterpret_cast<std::uintptr_t>(f), &invoke, kArgSize, kResultSize};
+  }
+
+ private:
+  template <class T, class In>
+  static void store(std::byte* p, In&& v) {
+    const T t(std::forward<In>(v));
+    std::memcpy(p, &t, sizeof t);
+  }
+};
+
+// The function pointer a plain function or captureless lambda decays to.
+template <class F>
+using PoolFunctionOf = PoolFunction<decltype(+std::declval<F>())>;
+
+template <class F>
+concept PoolRunnable = requires(F f) {
+  {+f};
+  requires std::is_function_v<std::remove_pointer_t<decltype(+f)>>;
+};
+
+template <class T>
+inline constexpr bool is_vector = false;
+template <class T>
+inline constexpr bool is_vector<std::vector<T>> = true;
+
+// The results of a job, read out of its bytes.
+template <class R>
+std::vector<R> job_values(const PoolJob& job) {
+  std::vector<R> out;
+  out.reserve(job.items);
+  for (std::size_t i = 0; i < job.items; ++i) out.push_back(load<R>(&job.results[i * sizeof(R)]));
+  return out;
+}
+
+}  // namespace detail
+
+// The result of apply_async / map_async / starmap_async (Python's AsyncResult).
+template <class T>
+class AsyncResult {
+ public:
+  // Waits, then returns the value or throws the first failure.
+  T get() {
+    wait();
+    if (job_->first_failure) throw *job_->first_failure;
+    if constexpr (std::is_void_v<T>) {
+      return;
+    } else if constexpr (kList) {
+      return detail::job_values<typename T::value_type>(*job_);
+    } else {
+      return detail::load<T>(job_->results.data());
+    }
+  }
+  void wait() { (void)wait_until(nullptr); }
+  [[nodiscard]] bool wait_for(Clock::duration timeout) {
+    const auto deadline = Clock::now() + timeout;
+    return wait_until(&deadline);
+  }
+  [[nodiscard]] bool wait_until(Clock::time_point deadline) { return wait_until(&deadline); }
+  // Done, with a value or a failure; collects what has arrived, never waits.
+  [[nodiscard]] bool ready() {
+    const auto now = Clock::now();
+    return wait_until(&now);
+  }
+  // Throws Error(invalid_argument) when not ready (Python: ValueError).
+  [[nodiscard]] bool successful() {
+    if (!ready()) throw Error(Errc::invalid_argument, "AsyncResult", "not ready");
+    return !job_->first_failure;
+  }
+
+ private:
+  friend class Pool;
+  static constexpr bool kList = detail::is_vector<T>;
+  AsyncResult(std::shared_ptr<detail::PoolCore> core, std::shared_ptr<detail::PoolJob> job)
+      : core_(std::move(core)), job_(std::move(job)) {}
+  bool wait_until(const Clock::time_point* deadline) {
+    return detail::pool_wait(
+        *core_, [this] { return job_->done(); }, deadline);
+  }
+
+  std::shared_ptr<detail::PoolCore> core_;
+  std::shared_ptr<detail::PoolJob> job_;
+};
+
+// imap / imap_unordered: the results one at a time, in order or as they
+// finish. A failed chunk throws once from next() and is skipped after.
+template <class R>
+class IMapIterator {
+ public:
+  // The next result, waiting for it; nullopt after the last.
+  std::optional<R> next() {
+    if (unordered_) return next_unordered();
+    if (next_ >= job_->items) return std::nullopt;
+    detail::pool_wait(
+        *core_, [this] { return job_->state[next_] != detail::PoolJob::kWaiting; }, nullptr);
+    if (job_->state[next_] == detail::PoolJob::kFailed) throw_failure_at(next_);
+    return detail::load<R>(&job_->results[next_++ * sizeof(R)]);
+  }
+
+  // For range-for: for (R v : pool.imap(f, xs)).
+  struct Sentinel {};
+  class Iterator {
+   public:
+    using value_type = R;
+    using difference_type = std::ptrdiff_t;
+    R operator*() const { return *value_; }
+    Iterator& operator++() {
+      value_ = owner_->next();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(Sentinel) const { return !value_; }
+
+   private:
+    friend class IMapIterator;
+    explicit Iterator(IMapIterator* owner) : owner_(owner), value_(owner->next()) {}
+    IMapIterator* owner_;
+    std::optional<R> value_;
+  };
+  Iterator begin() { return Iterator(this); }
+  Sentinel end() { return {}; }
+
+ private:
+  friend class Pool;
+  IMapIterator(std::shared_ptr<detail::PoolCore> core, std::shared_ptr<detail::PoolJob> job,
+               bool unordered)
+      : core_(std::move(core)), job_(std::move(job)), unordered_(unordered) {}
+
+  std::optional<R> next_unordered() {
+    if (taken_ == job_->items) return std::nullopt;
+    detail::pool_wait(
+        *core_, [this] { return !job_->arrivals.empty(); }, nullptr);
+    const std::size_t i = job_->arrivals.front();
+    job_->arrivals.pop_front();
+    if (job_->state[i] == detail::PoolJob::kFailed) throw_failure_at(i);
+    ++taken_;
+    return detail::load<R>(&job_->results[i * sizeof(R)]);
+  }
+  [[noreturn]] void throw_failure_at(std::size_t item) {
+    auto it = std::prev(job_->failures.upper_bound(item));
+    const auto& [count, error] = it->second;
+    next_ = it->first + count;  // ordered: skip the failed chunk
+    taken_ += count;            // unordered: it will never arrive
+    throw error;
+  }
+
+  std::shared_ptr<detail::PoolCore> core_;
+  std::shared_ptr<detail::PoolJob> job_;
+  bool unordered_;
+  std::size_t next_ = 0;   // ordered: the next item to return
+  std::size_t taken_ = 0;  // unordered: items returned or skipped
+};
+
+class Pool {
+ public:
+  // Starts the workers; throws Error(invalid_argument) for bad options and
+  // Error(system) when a worker cannot be started.
+  explicit Pool(PoolOptions options = {});
+  Pool(Pool&&) noexcept = default;
+  Pool& operator=(Pool&&) noexcept;
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+  ~Pool();  // terminate()
+
+  // f(args...) in a worker. Submitting to a closed pool throws Error(closed);
+  // arguments too large for one frame of the pipe throw Error(too_large).
+  template <detail::PoolRunnable F, class... A>
+  auto apply_async(F f, A&&... args) {
+    using Fn = detail::PoolFunctionOf<F>;
+    std::vector<std::byte> packed(Fn::kArgSize);
+    Fn::pack(packed.data(), std::forward<A>(args)...);
+    return AsyncResult<typename Fn::Result>(
+        core_, detail::pool_submit(*core_, Fn::call(+f), std::move(packed), 1, 1));
+  }
+  template <detail::PoolRunnable F, class... A>
+  auto apply(F f, A&&... args) {
+    return apply_async(f, std::forward<A>(args)...).get();
+  }
+
+  // f(item) for every item, results in order. chunksize 0: about four
+  // chunks per worker.
+  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  auto map_async(F f, Range&& items, std::size_t chunksize = 0) {
+    return submit_list(f, items, chunksize, [](std::byte* out, auto&& item) {
+      detail::PoolFunctionOf<F>::pack(out, std::forward<decltype(item)>(item));
+    });
+  }
+  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  auto map(F f, Range&& items, std::size_t chunksize = 0) {
+    return map_async(f, std::forward<Range>(items), chunksize).get();
+  }
+
+  // f(a, b, ...) for every tuple-like item (std::tuple, std::pair, std::array).
+  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  auto starmap_async(F f, Range&& items, std::size_t chunksize = 0) {
+    return submit_list(f, items, chunksize, [](std::byte* out, auto&& item) {
+      std::apply(
+          [out](auto&&... a) {
+            detail::PoolFunctionOf<F>::pack(out, std::forward<decltype(a)>(a)...);
+          },
+          std::forward<decltype(item)>(item));
+    });
+  }
+  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  auto starmap(F f, Range&& items, std::size_t chunksize = 0) {
+    return starmap_async(f, std::forward<Range>(items), chunksize).get();
+  }
+
+  // f(item) for every item, the results one at a time: in order (imap) or
+  // as they finish (imap_unordered). The items are read at once.
+  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  auto imap(F f, Range&& items, std::size_t chunksize = 1) {
+    return iterate(f, items, chunksize, false);
+  }
+  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  auto imap_unordered(F f, Range&& items, std::size_t chunksize = 1) {
+    return iterate(f, items, chunksize, true);
+  }
+
+  void close();
+  void terminate();
+  // After close() or terminate() (else Error(invalid_argument)).
+  void join();
+
+  [[nodiscard]] unsigned processes() const noexcept;
+  // The workers' pids now (a dead worker's replacement has a new one).
+  [[nodiscard]] std::vector<pid_t> worker_pids() const;
+
+ private:
+  template <class F, class Range, class Pack>
+  auto submit_list(F f, Range& items, std::size_t chunksize, Pack pack) {
+    using Fn = detail::PoolFunctionOf<F>;
+    std::vector<std::byte> packed;
+    std::size_t n = 0;
+    for (auto&& item : items) {
+      packed.resize(packed.size() + Fn::kArgSize);
+      pack(packed.data() + n * Fn::kArgSize, std::forward<decltype(item)>(item));
+      ++n;
+    }
+    auto job = detail::pool_submit(*core_, Fn::call(+f), std::move(packed), n, chunksize);
+    using R = typename Fn::Result;
+    using T = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
+    return AsyncResult<T>(core_, std::move(job));
+  }
+  template <class F, class Range>
+  auto iterate(F f, Range& items, std::size_t chunksize, bool unordered) {
+    using R = typename detail::PoolFunctionOf<F>::Result;
+    static_assert(!std::is_void_v<R>, "shmbus::Pool: imap of a function returning void");
+    auto result = submit_list(f, items, chunksize, [](std::byte* out, auto&& item) {
+      detail::PoolFunctionOf<F>::pack(out, std::forward<decltype(item)>(item));
+    });
+    return IMapIterator<R>(std::move(result.core_), std::move(result.job_), unordered);
+  }
+
+  std::shared_ptr<detail::PoolCore> core_;
+};
+
+}  // namespace shmbus

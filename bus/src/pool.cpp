@@ -1,0 +1,614 @@
+#include "shmbus/pool.hpp"
+
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <string>
+
+#include "shmbus/detail/futex.hpp"
+#include "shmbus/pipe.hpp"
+#include "shmbus/process.hpp"
+#include "shmbus/topology.hpp"
+
+namespace shmbus {
+namespace detail {
+namespace {
+
+constexpr std::uint32_t kTaskMagic = 0x4c4f4f50;  // "POOL"
+constexpr std::uint64_t kMaxReply = std::uint64_t{1} << 30;
+constexpr std::size_t kMaxChunk = std::size_t{1} << 20;  // items
+constexpr auto kLivenessTick = std::chrono::milliseconds(10);
+
+// A task message: this header, then `count` items of `arg_size` bytes.
+struct TaskHeader {
+  std::uint32_t magic;
+  std::uint32_t count;
+  std::uint64_t job;
+  std::uint64_t first;  // the job's index of the first item
+  std::uint64_t fn;
+  std::uint64_t invoker;
+  std::uint64_t check;  // keyed_check() of the fields above and below
+  std::uint32_t arg_size;
+  std::uint32_t result_size;
+};
+
+enum class Outcome : std::uint32_t { ok, raised, rejected };
+
+// A result message: this header, then `count` results of the task's
+// result_size (ok), or a message (raised: what(); rejected: why).
+struct ResultHeader {
+  std::uint64_t job;
+  std::uint64_t first;
+  std::uint64_t failed;  // raised: the job's index of the item that threw
+  std::uint32_t count;
+  Outcome outcome;
+};
+
+// Rung by a worker after each result it sends; the collector sleeps on it.
+struct Doorbell {
+  std::atomic<std::uint64_t> posted{0};  // results sent, ever
+  WaitChannel channel{};
+};
+
+// One per worker slot, written only by the slot's current worker: how many
+// tasks it has taken, so that when it dies the pool knows whether the
+// oldest unanswered chunk had started (it fails) or not (it is handed on).
+struct alignas(64) WorkerLine {
+  std::atomic<std::uint64_t> taken{0};
+};
+
+// The doorbell, then one WorkerLine per slot, in a MAP_SHARED anonymous
+// mapping made before the workers fork: only this pool's processes share it.
+struct alignas(64) SharedBlock {
+  Doorbell bell;
+};
+
+std::size_t shared_block_size(unsigned processes) {
+  return sizeof(SharedBlock) + sizeof(WorkerLine) * processes;
+}
+
+// A keyed mix of what a worker will call: a task from anyone without the
+// key (or a corrupted one) fails the check instead of jumping anywhere.
+std::uint64_t keyed_check(std::uint64_t key, const TaskHeader& h) noexcept {
+  std::uint64_t x = key;
+  for (std::uint64_t v : {h.fn, h.invoker, (std::uint64_t{h.arg_size} << 32) | h.result_size}) {
+    x ^= v;
+    x *= 0x9e3779b97f4a7c15ULL;
+    x ^= x >> 31;
+  }
+  return x;
+}
+
+std::uint64_t random_key() {
+  std::uint64_t key = 0;
+  if (::getrandom(&key, sizeof key, 0) != sizeof key) {
+    throw Error(Errc::system, "pool", "getrandom failed for the task key");
+  }
+  return key;
+}
+
+std::string how_it_ended(std::optional<int> code) {
+  if (!code) return "ended";
+  if (*code < 0) return "was killed by signal " + std::to_string(-*code);
+  return "exited with code " + std::to_string(*code);
+}
+
+std::string items_text(std::uint64_t first, std::uint32_t count) {
+  if (count == 1) return "item " + std::to_string(first);
+  return "items " + std::to_string(first) + ".." + std::to_string(first + count - 1);
+}
+
+// Runs one task in a worker and writes its result message into `reply`.
+void answer(std::span<const std::byte> task, std::uint64_t key, std::vector<std::byte>& reply) {
+  ResultHeader r{};
+  const auto finish_with = [&](Outcome outcome, std::string_view text) {
+    r.outcome = outcome;
+    reply.resize(sizeof r + text.size());
+    std::memcpy(reply.data(), &r, sizeof r);
+    std::memcpy(reply.data() + sizeof r, text.data(), text.size());
+  };
+  if (task.size() < sizeof(TaskHeader)) {
+    return finish_with(Outcome::rejected,
+                       "a task of " + std::to_string(task.size()) + " bytes, under its header");
+  }
+  TaskHeader h;
+  std::memcpy(&h, task.data(), sizeof h);
+  r.job = h.job;
+  r.first = h.first;
+  r.count = h.count;
+  if (h.magic != kTaskMagic || h.check != keyed_check(key, h)) {
+    return finish_with(Outcome::rejected, "a task without this pool's check");
+  }
+  const std::uint64_t body = task.size() - sizeof h;
+  const std::uint64_t results = std::uint64_t{h.count} * h.result_size;
+  if (h.count == 0 || h.count > kMaxChunk || body != std::uint64_t{h.count} * h.arg_size ||
+      results > kMaxReply) {
+    return finish_with(Outcome::rejected, "a task of " + std::to_string(h.count) + " items of " +
+                                              std::to_string(h.arg_size) + " bytes in " +
+                                              std::to_string(body) + " bytes");
+  }
+  reply.resize(sizeof r + results);
+  const auto invoke = reinterpret_cast<PoolInvoker>(h.invoker);
+  const std::byte* args = task.data() + sizeof h;
+  std::byte* out = reply.data() + sizeof r;
+  for (std::uint32_t i = 0; i < h.count; ++i) {
+    try {
+      invoke(h.fn, args + std::size_t{i} * h.arg_size, out + std::size_t{i} * h.result_size);
+    } catch (const std::exception& e) {
+      r.failed = h.first + i;
+      return finish_with(Outcome::raised, e.what());
+    } catch (...) {
+      r.failed = h.first + i;
+      return finish_with(Outcome::raised, "an exception not derived from std::exception");
+    }
+  }
+  r.outcome = Outcome::ok;
+  std::memcpy(reply.data(), &r, sizeof r);
+}
+
+}  // namespace
+
+class PoolCore {
+ public:
+  explicit PoolCore(PoolOptions options);
+  ~PoolCore();
+  PoolCore(const PoolCore&) = delete;
+  PoolCore& operator=(const PoolCore&) = delete;
+
+  std::shared_ptr<PoolJob> submit(const PoolCall& call, std::vector<std::byte> args,
+                                  std::size_t items, std::size_t chunksize);
+  bool wait(const std::function<bool()>& ready, const Clock::time_point* deadline);
+  void close() noexcept { closed_ = true; }
+  void terminate();
+  void join();
+  [[nodiscard]] bool joined() const noexcept { return joined_; }
+  [[nodiscard]] unsigned processes() const noexcept { return processes_; }
+  [[nodiscard]] std::vector<pid_t> pids() const;
+
+ private:
+  struct Chunk {
+    std::shared_ptr<PoolJob> job;
+    std::uint64_t job_id = 0;
+    std::uint64_t first = 0;
+    std::uint32_t count = 0;
+    std::vector<std::byte> task;  // the message, header included
+  };
+  struct Worker {
+    std::optional<Process> process;
+    Connection conn;                // the parent's end
+    Connection child;               // the worker's end, until it has forked
+    std::deque<Chunk> outstanding;  // sent, not answered, oldest first
+    unsigned given = 0;             // chunks sent (maxtasksperchild)
+    unsigned answered = 0;
+    bool ended = false;  // its end reported EOF, death or corruption
+  };
+
+  int work(Worker& w, WorkerLine& line);  // the worker process's loop
+  void start_worker(std::size_t slot);
+  void dispatch();
+  void collect();
+  void collect_from(Worker& w);
+  void accept(Worker& w, std::span<const std::byte> reply);
+  void check_workers();
+  void retire(std::size_t slot);
+  void fail(Chunk& c, const Error& e);
+  void fail_all(const Error& e);
+  void stop_workers();
+  [[nodiscard]] bool idle() const;
+
+  PoolOptions options_;
+  unsigned processes_ = 0;
+  CpuList cpus_;
+  std::uint64_t key_ = 0;
+  SharedBlock* shared_ = nullptr;
+  Doorbell* bell_ = nullptr;
+  WorkerLine* lines_ = nullptr;  // [processes_], after the doorbell
+  std::size_t max_frame_ = 0;    // the largest message a pipe takes with try_send
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::deque<Chunk> pending_;
+  std::uint64_t next_job_ = 1;
+  unsigned started_ = 0;
+  unsigned starts_without_work_ = 0;  // in a row
+  bool closed_ = false;
+  bool terminated_ = false;
+  bool joined_ = false;
+  std::optional<Error> broken_;
+  Clock::time_point last_check_{};
+  std::vector<std::byte> buffer_;
+};
+
+PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
+  cpus_ = this_thread_cpus();
+  if (cpus_.empty()) cpus_.push_back(0);
+  processes_ = options_.processes != 0 ? options_.processes : static_cast<unsigned>(cpus_.size());
+  if (processes_ > 1024) {
+    throw Error(Errc::invalid_argument, "pool", std::to_string(processes_) + " processes");
+  }
+  key_ = random_key();
+  void* block = ::mmap(nullptr, shared_block_size(processes_), PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (block == MAP_FAILED) throw Error(Errc::system, "pool", "mmap of the doorbell failed");
+  shared_ = static_cast<SharedBlock*>(block);
+  bell_ = new (&shared_->bell) Doorbell{};
+  lines_ = reinterpret_cast<WorkerLine*>(shared_ + 1);
+  for (unsigned i = 0; i < processes_; ++i) new (&lines_[i]) WorkerLine{};
+  workers_.resize(processes_);
+  try {
+    for (std::size_t i = 0; i < processes_; ++i) start_worker(i);
+  } catch (...) {
+    stop_workers();
+    ::munmap(shared_, shared_block_size(processes_));
+    throw;
+  }
+  max_frame_ = workers_[0]->conn.max_frame_payload();
+}
+
+PoolCore::~PoolCore() {
+  if (!joined_) terminate();
+  ::munmap(shared_, shared_block_size(processes_));
+}
+
+void PoolCore::start_worker(std::size_t slot) {
+  auto w = std::make_unique<Worker>();
+  PipeOptions pipe;
+  pipe.capacity = options_.pipe_capacity;
+  std::tie(w->conn, w->child) = Pipe(pipe);
+  ProcessOptions po;
+  po.name = "PoolWorker-" + std::to_string(++started_);
+  po.daemon = true;
+  if (options_.pin) po.cpus = {cpus_[slot % cpus_.size()]};
+  Worker* raw = w.get();
+  WorkerLine& line = lines_[slot];
+  // relaxed: no worker of this slot runs now; the fork orders it.
+  line.taken.store(0, std::memory_order_relaxed);
+  w->process.emplace([this, raw, &line] { return work(*raw, line); }, std::move(po));
+  workers_[slot] = std::move(w);
+  raw->process->start();
+  raw->child.close();  // the parent's copy; the worker took its end
+}
+
+int PoolCore::work(Worker& w, WorkerLine& line) {
+  if (options_.initializer) options_.initializer();  // throws: the worker exits 1
+  std::vector<std::byte> task;
+  std::vector<std::byte> reply;
+  for (unsigned done = 0; options_.maxtasksperchild == 0 || done < options_.maxtasksperchild;
+       ++done) {
+    if (w.child.recv_bytes(task) != RecvResult::ok) return 0;  // the pool closed or died
+    // [pool.taken] release: read by the parent once this process is dead
+    // (it has been reaped, so every store of it is visible); single writer.
+    line.taken.store(done + 1, std::memory_order_release);
+    answer(task, key_, reply);
+    if (w.child.send_bytes(reply) != SendResult::ok) return 0;
+    // [pool.doorbell] seq_cst, after the result's publication: the
+    // WaitChannel contract (futex.hpp); a collector that saw `posted`
+    // change finds the result in the pipe.
+    bell_->posted.fetch_add(1, std::memory_order_seq_cst);
+    notify(bell_->channel);
+  }
+  w.child.close();
+  bell_->posted.fetch_add(1, std::memory_order_seq_cst);  // [pool.doorbell]
+  notify(bell_->channel);
+  return 0;
+}
+
+std::shared_ptr<PoolJob> PoolCore::submit(const PoolCall& call, std::vector<std::byte> args,
+                                          std::size_t items, std::size_t chunksize) {
+  if (broken_) throw *broken_;
+  if (closed_ || terminated_) throw Error(Errc::closed, "pool", "closed: it takes no new work");
+  if (call.arg_size + sizeof(TaskHeader) > max_frame_) {
+    throw Error(Errc::too_large, "pool",
+                "arguments of " + std::to_string(call.arg_size) + " bytes; one task frame holds " +
+                    std::to_string(max_frame_ - sizeof(TaskHeader)) +
+                    " (raise PoolOptions::pipe_capacity)");
+  }
+  if (chunksize == 0)
+    chunksize = std::max<std::size_t>(1, (items + 4 * processes_ - 1) / (4 * processes_));
+  chunksize = std::min(chunksize, kMaxChunk);
+  if (call.arg_size != 0) {
+    chunksize = std::min(chunksize, (max_frame_ - sizeof(TaskHeader)) / call.arg_size);
+  }
+  if (call.result_size != 0 && call.result_size + sizeof(ResultHeader) <= max_frame_) {
+    chunksize = std::min(chunksize, (max_frame_ - sizeof(ResultHeader)) / call.result_size);
+  }
+  auto job = std::make_shared<PoolJob>();
+  job->items = items;
+  job->result_size = call.result_size;
+  job->results.resize(items * call.result_size);
+  job->state.assign(items, PoolJob::kWaiting);
+  const std::uint64_t id = next_job_++;
+  for (std::size_t first = 0; first < items; first += chunksize) {
+    const auto count = static_cast<std::uint32_t>(std::min(chunksize, items - first));
+    TaskHeader h{};
+    h.magic = kTaskMagic;
+    h.count = count;
+    h.job = id;
+    h.first = first;
+    h.fn = call.fn;
+    h.invoker = reinterpret_cast<std::uintptr_t>(call.invoker);
+    h.arg_size = static_cast<std::uint32_t>(call.arg_size);
+    h.result_size = static_cast<std::uint32_t>(call.result_size);
+    h.check = keyed_check(key_, h);
+    Chunk c{job, id, first, count, std::vector<std::byte>(sizeof h + count * call.arg_size)};
+    std::memcpy(c.task.data(), &h, sizeof h);
+    if (call.arg_size != 0) {
+      std::memcpy(c.task.data() + sizeof h, args.data() + first * call.arg_size,
+                  count * call.arg_size);
+    }
+    pending_.push_back(std::move(c));
+    ++job->chunks_left;
+  }
+  dispatch();
+  return job;
+}
+
+// Sends pending chunks, each to the worker with the fewest unanswered ones
+// whose pipe has room now; never waits (a worker blocked on a full result
+// pipe needs this process to collect).
+void PoolCore::dispatch() {
+  std::vector<Worker*> order;
+  while (!pending_.empty()) {
+    order.clear();
+    for (auto& w : workers_) {
+      const bool spent = options_.maxtasksperchild != 0 && w->given >= options_.maxtasksperchild;
+      if (w && !w->ended && !spent) order.push_back(w.get());
+    }
+    std::stable_sort(order.begin(), order.end(), [](const Worker* a, const Worker* b) {
+      return a->outstanding.size() < b->outstanding.size();
+    });
+    bool sent = false;
+    for (Worker* w : order) {
+      const SendResult r = w->conn.try_send_bytes(pending_.front().task);
+      if (r == SendResult::full) continue;
+      if (r != SendResult::ok) {
+        w->ended = true;  // retired by the next check
+        continue;
+      }
+      w->outstanding.push_back(std::move(pending_.front()));
+      pending_.pop_front();
+      ++w->given;
+      sent = true;
+      break;
+    }
+    if (!sent) return;
+  }
+}
+
+void PoolCore::collect() {
+  for (auto& w : workers_) {
+    if (w && !w->ended) collect_from(*w);
+  }
+}
+
+void PoolCore::collect_from(Worker& w) {
+  while (w.conn.poll()) {
+    const RecvResult r = w.conn.recv_bytes(buffer_);
+    if (r != RecvResult::ok) {
+      w.ended = true;  // EOF (maxtasksperchild), death or corruption
+      return;
+    }
+    accept(w, buffer_);
+    if (w.ended) return;
+  }
+}
+
+void PoolCore::accept(Worker& w, std::span<const std::byte> reply) {
+  ResultHeader h{};
+  const bool fits = reply.size() >= sizeof h;
+  if (fits) std::memcpy(&h, reply.data(), sizeof h);
+  if (!fits || w.outstanding.empty() || h.job != w.outstanding.front().job_id ||
+      h.first != w.outstanding.front().first || h.count != w.outstanding.front().count) {
+    // Not the answer to the oldest chunk it was sent: stop trusting it.
+    w.process->kill();
+    w.ended = true;
+    return;
+  }
+  Chunk c = std::move(w.outstanding.front());
+  w.outstanding.pop_front();
+  ++w.answered;
+  starts_without_work_ = 0;
+  PoolJob& job = *c.job;
+  const std::string_view text(reinterpret_cast<const char*>(reply.data()) + sizeof h,
+                              reply.size() - sizeof h);
+  const std::string worker = w.process->name() + " (pid " + std::to_string(w.process->pid()) + ")";
+  switch (h.outcome) {
+    case Outcome::ok: {
+      const std::size_t bytes = std::size_t{c.count} * job.result_size;
+      if (reply.size() - sizeof h != bytes) {
+        fail(c, Error(Errc::corrupted, worker,
+                      "answered " + items_text(c.first, c.count) + " with " +
+                          std::to_string(reply.size() - sizeof h) + " bytes, expected " +
+                          std::to_string(bytes)));
+        return;
+      }
+      if (bytes != 0) std::memcpy(&job.results[c.first * job.result_size], text.data(), bytes);
+      for (std::size_t i = c.first; i < c.first + c.count; ++i) {
+        job.state[i] = PoolJob::kArrived;
+        job.arrivals.push_back(i);
+      }
+      --job.chunks_left;
+      return;
+    }
+    case Outcome::raised:
+      fail(c, Error(Errc::task_failed, worker,
+                    "item " + std::to_string(h.failed) + " threw: " + std::string(text)));
+      return;
+    case Outcome::rejected:
+      fail(c, Error(Errc::corrupted, worker,
+                    "rejected " + items_text(c.first, c.count) + ": " + std::string(text)));
+      return;
+  }
+  fail(c, Error(Errc::corrupted, worker,
+                "answered with outcome " + std::to_string(static_cast<std::uint32_t>(h.outcome))));
+}
+
+void PoolCore::fail(Chunk& c, const Error& e) {
+  PoolJob& job = *c.job;
+  for (std::size_t i = c.first; i < c.first + c.count; ++i) job.state[i] = PoolJob::kFailed;
+  job.failures.emplace(c.first, std::pair<std::size_t, Error>(c.count, e));
+  job.arrivals.push_back(c.first);
+  if (!job.first_failure) job.first_failure = e;
+  --job.chunks_left;
+}
+
+void PoolCore::fail_all(const Error& e) {
+  for (auto& w : workers_) {
+    if (!w) continue;
+    for (auto& c : w->outstanding) fail(c, e);
+    w->outstanding.clear();
+  }
+  for (auto& c : pending_) fail(c, e);
+  pending_.clear();
+}
+
+// A worker that ended: its committed answers are collected, the chunk it
+// was running fails, the chunks queued behind it (never started: a worker
+// runs one at a time) go back to the front of the line, and a fresh worker
+// takes the slot.
+void PoolCore::retire(std::size_t slot) {
+  Worker& w = *workers_[slot];
+  w.ended = false;
+  collect_from(w);
+  // A worker that closed its end (maxtasksperchild) is exiting by itself.
+  if ((!w.ended && w.process->is_alive()) || !w.process->join_for(std::chrono::seconds(5))) {
+    w.process->kill();
+  }
+  w.process->join();
+  const std::string worker = w.process->name() + " (pid " + std::to_string(w.process->pid()) + ")";
+  const std::optional<int> code = w.process->exitcode();
+  // [pool.taken] acquire: the worker is reaped; pairs with its store.
+  const std::uint64_t taken = lines_[slot].taken.load(std::memory_order_acquire);
+  if (!w.outstanding.empty() && taken > w.answered) {
+    Chunk running = std::move(w.outstanding.front());
+    w.outstanding.pop_front();
+    fail(running,
+         Error(Errc::peer_dead, worker,
+               how_it_ended(code) + " running " + items_text(running.first, running.count)));
+  }
+  while (!w.outstanding.empty()) {
+    pending_.push_front(std::move(w.outstanding.back()));
+    w.outstanding.pop_back();
+  }
+  starts_without_work_ = w.answered == 0 ? starts_without_work_ + 1 : 0;
+  if (terminated_) return;
+  if (starts_without_work_ > 2 * processes_) {
+    broken_ = Error(Errc::peer_dead, "pool",
+                    "broken: " + std::to_string(starts_without_work_) +
+                        " workers in a row ended before finishing a task (the last " +
+                        how_it_ended(code) + "; does the initializer throw?)");
+    fail_all(*broken_);
+    return;
+  }
+  start_worker(slot);
+}
+
+void PoolCore::check_workers() {
+  last_check_ = Clock::now();
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    Worker& w = *workers_[i];
+    if (w.ended || !w.process->is_alive()) retire(i);
+    if (broken_) return;
+  }
+}
+
+bool PoolCore::idle() const {
+  return pending_.empty() && std::all_of(workers_.begin(), workers_.end(),
+                                         [](const auto& w) { return w->outstanding.empty(); });
+}
+
+bool PoolCore::wait(const std::function<bool()>& ready, const Clock::time_point* deadline) {
+  const WaitPolicy policy{};
+  for (;;) {
+    // [pool.doorbell] seq_cst: read before collecting, so a result sent
+    // after this collection changes it and ends the sleep below.
+    const std::uint64_t seen = bell_->posted.load(std::memory_order_seq_cst);
+    collect();
+    if (!broken_ && !terminated_ && Clock::now() - last_check_ >= kLivenessTick) check_workers();
+    dispatch();
+    if (ready()) return true;
+    const auto now = Clock::now();
+    if (deadline != nullptr && now >= *deadline) return false;
+    Clock::time_point tick = now + kLivenessTick;
+    if (deadline != nullptr) tick = std::min(tick, *deadline);
+    (void)wait_until(
+        bell_->channel, [&] { return bell_->posted.load(std::memory_order_seq_cst) != seen; },
+        policy, &tick);
+  }
+}
+
+void PoolCore::stop_workers() {
+  for (auto& w : workers_) {
+    if (!w || !w->process || w->process->pid() == 0) continue;
+    w->process->terminate();
+    if (!w->process->join_for(std::chrono::seconds(1))) {
+      w->process->kill();
+      w->process->join();
+    }
+  }
+}
+
+void PoolCore::terminate() {
+  if (terminated_ || joined_) return;
+  terminated_ = true;
+  closed_ = true;
+  stop_workers();
+  fail_all(Error(Errc::closed, "pool", "terminated before the call finished"));
+  joined_ = true;
+}
+
+void PoolCore::join() {
+  if (!closed_) throw Error(Errc::invalid_argument, "pool", "join() before close() or terminate()");
+  if (joined_) return;
+  (void)wait([this] { return idle() || broken_.has_value(); }, nullptr);
+  for (auto& w : workers_) w->conn.close();  // a worker reads EOF and exits
+  for (auto& w : workers_) {
+    if (!w->process->join_for(std::chrono::seconds(5))) {
+      w->process->kill();
+      w->process->join();
+    }
+  }
+  joined_ = true;
+}
+
+std::vector<pid_t> PoolCore::pids() const {
+  std::vector<pid_t> out;
+  for (const auto& w : workers_) out.push_back(w->process->pid());
+  return out;
+}
+
+std::shared_ptr<PoolJob> pool_submit(PoolCore& core, const PoolCall& call,
+                                     std::vector<std::byte> args, std::size_t items,
+                                     std::size_t chunksize) {
+  return core.submit(call, std::move(args), items, chunksize);
+}
+
+bool pool_wait(PoolCore& core, const std::function<bool()>& ready,
+               const Clock::time_point* deadline) {
+  return core.wait(ready, deadline);
+}
+
+}  // namespace detail
+
+Pool::Pool(PoolOptions options) : core_(std::make_shared<detail::PoolCore>(std::move(options))) {}
+
+Pool& Pool::operator=(Pool&& other) noexcept {
+  if (this != &other) {
+    if (core_) core_->terminate();
+    core_ = std::move(other.core_);
+  }
+  return *this;
+}
+
+Pool::~Pool() {
+  if (core_) core_->terminate();
+}
+
+void Pool::close() { core_->close(); }
+void Pool::terminate() { core_->terminate(); }
+void Pool::join() { core_->join(); }
+unsigned Pool::processes() const noexcept { return core_->processes(); }
+std::vector<pid_t> Pool::worker_pids() const { return core_->pids(); }
+
+}  // namespace shmbus
