@@ -476,47 +476,13 @@ void BM_ZeroMQ_Block_RTT(benchmark::State& state) {
 }
 #endif
 
-// Python's multiprocessing: a python3 child script measures its own round
-// trips; one Google Benchmark "run" of a fixed iteration count whose manual
-// time is the script's total, so real_time reads per round trip.
-std::int64_t py_iterations() {
-  if (const char* env = std::getenv("SHMBUS_BENCH_PY_ITERS")) {
-    const long v = std::atol(env);
-    if (v > 0) return v;
-  }
-  return 2000;
-}
-
 void py_mp_rtt(benchmark::State& state, const char* kind) {
   ReferenceBeside beside(state, Reference::futex);
   const auto& cpus = bench_cpus();
-  const std::string cmd = std::string(SHMBUS_BENCH_PYTHON) + " " + SHMBUS_BENCH_SUPPORT_DIR +
-                          "/py_mp_rtt.py " + kind + " " + std::to_string(state.max_iterations) +
-                          " " + std::to_string(state.range(0)) + " " + std::to_string(cpus.parent) +
-                          " " + std::to_string(cpus.child);
-  bool ran = false;
-  for (auto _ : state) {
-    if (ran) {
-      state.SetIterationTime(0);
-      continue;
-    }
-    ran = true;
-    FILE* f = ::popen(cmd.c_str(), "r");
-    double p50 = 0, p99 = 0, p999 = 0, mx = 0, total = 0, n = 0;
-    const int got =
-        f ? std::fscanf(f, "%lf %lf %lf %lf %lf %lf", &p50, &p99, &p999, &mx, &total, &n) : 0;
-    const int rc = f ? ::pclose(f) : -1;
-    if (got != 6 || rc != 0) {
-      state.SkipWithError(("python child failed: " + cmd).c_str());
-      break;
-    }
-    state.SetIterationTime(total / 1e9);
-    state.counters["p50_ns"] = p50;
-    state.counters["p99_ns"] = p99;
-    state.counters["p999_ns"] = p999;
-    state.counters["max_ns"] = mx;
-  }
-  state.SetItemsProcessed(state.iterations());
+  shmbus::bench::python_peer(
+      state, "py_mp_rtt.py",
+      {kind, std::to_string(state.max_iterations), std::to_string(state.range(0)),
+       std::to_string(cpus.parent), std::to_string(cpus.child)});
 }
 
 void BM_PyMpPipe_Block_RTT(benchmark::State& state) { py_mp_rtt(state, "pipe"); }
@@ -549,7 +515,7 @@ void register_lockfree() {
 #ifdef SHMBUS_HAVE_ZMQ
   rtt("BM_ZeroMQ_Block_RTT", BM_ZeroMQ_Block_RTT)->Arg(64);
 #endif
-  const std::int64_t py = py_iterations();
+  const std::int64_t py = shmbus::bench::python_iterations();
   benchmark::RegisterBenchmark("BM_PyMpPipe_Block_RTT", BM_PyMpPipe_Block_RTT)
       ->Arg(64)
       ->Iterations(py)

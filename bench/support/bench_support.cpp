@@ -339,6 +339,44 @@ double ReferenceBeside::measure() const noexcept {
   }
 }
 
+std::int64_t python_iterations() {
+  if (const char* env = std::getenv("SHMBUS_BENCH_PY_ITERS")) {
+    const long v = std::atol(env);
+    if (v > 0) return v;
+  }
+  return 2000;
+}
+
+void python_peer(benchmark::State& state, const std::string& script,
+                 const std::vector<std::string>& args) {
+  std::string cmd =
+      std::string(SHMBUS_BENCH_PYTHON) + " " + SHMBUS_BENCH_SUPPORT_DIR + "/" + script;
+  for (const auto& a : args) cmd += " " + a;
+  bool ran = false;
+  for (auto _ : state) {
+    if (ran) {
+      state.SetIterationTime(0);
+      continue;
+    }
+    ran = true;
+    FILE* f = ::popen(cmd.c_str(), "r");
+    double p50 = 0, p99 = 0, p999 = 0, mx = 0, total = 0, n = 0;
+    const int got =
+        f ? std::fscanf(f, "%lf %lf %lf %lf %lf %lf", &p50, &p99, &p999, &mx, &total, &n) : 0;
+    const int rc = f ? ::pclose(f) : -1;
+    if (got != 6 || rc != 0) {
+      state.SkipWithError(("python peer failed: " + cmd).c_str());
+      break;
+    }
+    state.SetIterationTime(total / 1e9);
+    state.counters["p50_ns"] = p50;
+    state.counters["p99_ns"] = p99;
+    state.counters["p999_ns"] = p999;
+    state.counters["max_ns"] = mx;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 bool register_references() {
   // The pair and the reason travel in the JSON's "context" for the report.
   const CpuPair& cpus = bench_cpus();

@@ -144,6 +144,18 @@ class ReferenceBeside {
   double before_ns_ = 0;
 };
 
+// Python's multiprocessing as a peer: runs `SHMBUS_BENCH_PYTHON
+// bench/support/<script> args...`, which makes state.max_iterations
+// operations of its own and prints "p50_ns p99_ns p999_ns max_ns total_ns
+// n". One Google Benchmark run of that fixed count, whose manual time is
+// the script's total (register with UseManualTime() and
+// Iterations(python_iterations())): real_time reads per operation, and
+// the percentiles become counters. A failed script skips the benchmark.
+void python_peer(benchmark::State& state, const std::string& script,
+                 const std::vector<std::string>& args);
+// SHMBUS_BENCH_PY_ITERS, else 2000.
+std::int64_t python_iterations();
+
 // Registers the two reference benchmarks under their plain names.
 bool register_references();
 

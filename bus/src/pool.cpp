@@ -221,7 +221,7 @@ class PoolCore {
 };
 
 PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
-  cpus_ = this_thread_cpus();
+  cpus_ = options_.cpus.empty() ? this_thread_cpus() : options_.cpus;
   if (cpus_.empty()) cpus_.push_back(0);
   processes_ = options_.processes != 0 ? options_.processes : static_cast<unsigned>(cpus_.size());
   if (processes_ > 1024) {
@@ -519,6 +519,10 @@ bool PoolCore::idle() const {
 }
 
 bool PoolCore::wait(const std::function<bool()>& ready, const Clock::time_point* deadline) {
+  const auto result_waiting = [this] {
+    return std::any_of(workers_.begin(), workers_.end(),
+                       [](const auto& w) { return !w->ended && w->conn.poll(); });
+  };
   const WaitPolicy policy{};
   for (;;) {
     // [pool.doorbell] seq_cst: read before collecting, so a result sent
@@ -532,8 +536,12 @@ bool PoolCore::wait(const std::function<bool()>& ready, const Clock::time_point*
     if (deadline != nullptr && now >= *deadline) return false;
     Clock::time_point tick = now + kLivenessTick;
     if (deadline != nullptr) tick = std::min(tick, *deadline);
+    // While spinning, the pipes are watched too: a result is seen with the
+    // one line transfer that brings it, not after the doorbell's. Only the
+    // doorbell ends a sleep ([wait.sleepers]: its load is the seq_cst one).
     (void)wait_until(
-        bell_->channel, [&] { return bell_->posted.load(std::memory_order_seq_cst) != seen; },
+        bell_->channel,
+        [&] { return bell_->posted.load(std::memory_order_seq_cst) != seen || result_waiting(); },
         policy, &tick);
   }
 }

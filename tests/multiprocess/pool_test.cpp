@@ -272,17 +272,31 @@ TEST(Pool, ArgumentsLargerThanAFrameAreRefused) {
             Errc::too_large);
 }
 
-TEST(Pool, PinnedWorkersRunOnOneCpuEach) {
-  const CpuList cpus = this_thread_cpus();
-  Pool pool({.processes = static_cast<unsigned>(cpus.size()), .pin = true});
-  const auto allowed = pool.map(
-      [](int) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        return ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : -1;
-      },
-      iota(static_cast<int>(cpus.size()) * 4), 1);
-  for (int n : allowed) EXPECT_EQ(n, 1);
+// The one cpu a worker may run on, or -1 if it may run on several.
+int only_cpu(int) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) != 1) return -1;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) return c;
+  }
+  return -1;
+}
+
+TEST(Pool, PinnedWorkersRunOnTheCpusGiven) {
+  const CpuList allowed = this_thread_cpus();
+  ASSERT_FALSE(allowed.empty());
+  Pool pool({.processes = 3, .cpus = {allowed.back()}, .pin = true});
+  for (int c : pool.map(only_cpu, iota(12), 1)) EXPECT_EQ(c, allowed.back());
+
+  Pool spread({.cpus = allowed, .pin = true});
+  EXPECT_EQ(spread.processes(), allowed.size());
+  std::set<int> used;
+  for (int c : spread.map(only_cpu, iota(static_cast<int>(allowed.size()) * 8), 1)) {
+    EXPECT_NE(std::find(allowed.begin(), allowed.end(), c), allowed.end()) << c;
+    used.insert(c);
+  }
+  EXPECT_GE(used.size(), 1u);
 }
 
 }  // namespace

@@ -69,15 +69,17 @@
 #include <vector>
 
 #include "shmbus/error.hpp"
+#include "shmbus/topology.hpp"
 #include "shmbus/wait.hpp"
 
 namespace shmbus {
 
 struct PoolOptions {
-  unsigned processes = 0;               // 0: the cpus this process may run on
+  unsigned processes = 0;               // 0: one per cpu of `cpus`
   std::function<void()> initializer{};  // runs in each worker before its first task
   unsigned maxtasksperchild = 0;        // chunks a worker runs before a fresh one replaces it
-  bool pin = false;                     // worker i runs only on the i-th of those cpus
+  CpuList cpus{};                       // empty: those the calling thread may run on
+  bool pin = false;                     // worker i runs only on cpus[i % cpus.size()]
   std::size_t pipe_capacity = std::size_t{256} << 10;  // bytes per direction, a power of two
 };
 
