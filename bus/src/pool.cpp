@@ -199,7 +199,12 @@ class PoolCore {
   void stop_workers();
   [[nodiscard]] bool idle() const;
 
+  // Throws unless called by the process that made the pool: a forked copy
+  // (a worker, or any child) must neither use nor stop its workers.
+  void check_owner() const;
+
   PoolOptions options_;
+  pid_t owner_ = ::getpid();
   unsigned processes_ = 0;
   CpuList cpus_;
   std::uint64_t key_ = 0;
@@ -247,7 +252,7 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
 }
 
 PoolCore::~PoolCore() {
-  if (!joined_) terminate();
+  if (!joined_ && ::getpid() == owner_) terminate();
   ::munmap(shared_, shared_block_size(processes_));
 }
 
@@ -294,8 +299,18 @@ int PoolCore::work(Worker& w, WorkerLine& line) {
   return 0;
 }
 
+void PoolCore::check_owner() const {
+  if (::getpid() != owner_) {
+    throw Error(Errc::invalid_argument, "pool",
+                "used from a forked copy (pid " + std::to_string(::getpid()) +
+                    "): a pool belongs to the process that made it, pid " +
+                    std::to_string(owner_));
+  }
+}
+
 std::shared_ptr<PoolJob> PoolCore::submit(const PoolCall& call, std::vector<std::byte> args,
                                           std::size_t items, std::size_t chunksize) {
+  check_owner();
   if (broken_) throw *broken_;
   if (closed_ || terminated_) throw Error(Errc::closed, "pool", "closed: it takes no new work");
   if (call.arg_size + sizeof(TaskHeader) > max_frame_) {
@@ -519,6 +534,7 @@ bool PoolCore::idle() const {
 }
 
 bool PoolCore::wait(const std::function<bool()>& ready, const Clock::time_point* deadline) {
+  check_owner();
   const auto result_waiting = [this] {
     return std::any_of(workers_.begin(), workers_.end(),
                        [](const auto& w) { return !w->ended && w->conn.poll(); });
@@ -558,7 +574,7 @@ void PoolCore::stop_workers() {
 }
 
 void PoolCore::terminate() {
-  if (terminated_ || joined_) return;
+  if (terminated_ || joined_ || ::getpid() != owner_) return;  // a forked copy leaves them be
   terminated_ = true;
   closed_ = true;
   stop_workers();
@@ -567,6 +583,7 @@ void PoolCore::terminate() {
 }
 
 void PoolCore::join() {
+  check_owner();
   if (!closed_) throw Error(Errc::invalid_argument, "pool", "join() before close() or terminate()");
   if (joined_) return;
   (void)wait([this] { return idle() || broken_.has_value(); }, nullptr);

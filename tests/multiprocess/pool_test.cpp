@@ -193,6 +193,25 @@ TEST(Pool, AWorkerKilledFromOutsideIsReplacedAndWorkGoesOn) {
   EXPECT_EQ(pool.map(square, xs), std::vector<std::int64_t>(200, 9));
 }
 
+Pool* g_pool = nullptr;  // for a task that tries to use its own pool
+int uses_its_pool(int x) { return static_cast<int>(g_pool->apply(square, std::int64_t{x})); }
+
+TEST(Pool, AForkedCopyCannotUseOrStopThePool) {
+  // One task per worker: the second worker is forked after g_pool is set.
+  Pool pool({.processes = 1, .maxtasksperchild = 1});
+  g_pool = &pool;
+  EXPECT_EQ(pool.apply(square, 1), 1);
+  EXPECT_EQ(test::code_of([&] { (void)pool.apply(uses_its_pool, 2); }), Errc::task_failed);
+  pid_t child = test::fork_child([&] {
+    if (test::code_of([&] { (void)pool.apply(square, 2); }) != Errc::invalid_argument) return 1;
+    pool.terminate();  // leaves the parent's workers alone
+    return 0;
+  });
+  EXPECT_EQ(test::wait_child(child).code, 0);
+  EXPECT_EQ(pool.apply(square, 3), 9);
+  g_pool = nullptr;
+}
+
 TEST(Pool, InitializerRunsInEveryWorkerBeforeItsTasks) {
   Pool pool({.processes = 2, .initializer = [] { g_initialised = 42; }});
   for (int v : pool.map(initialised, iota(20), 1)) EXPECT_EQ(v, 42);

@@ -19,7 +19,8 @@
 // result messages. Every task carries a check keyed by a random number the
 // pool's processes hold in private memory only: a worker calls nothing this
 // pool did not send. `initializer` (any callable) runs in each worker
-// before its first task.
+// before its first task. A worker is forked when the pool starts (or when
+// it replaces one): it sees this program's memory as it was then.
 //
 // How. Each worker has its own anonymous duplex Pipe (tasks in, results
 // out). Work is cut into chunks (map's `chunksize`; by default a call's
@@ -46,8 +47,11 @@
 // Error(closed); the destructor terminates, as leaving Python's `with
 // Pool()` does. Results and iterators keep what they need alive.
 //
-// Threads: a Pool and its results are used by one thread at a time. The
-// workers are forked from the calling thread (see process.hpp).
+// Threads and forks: a Pool and its results are used by one thread at a
+// time; the workers are forked from the calling thread (see process.hpp).
+// A pool belongs to the process that made it: in a forked copy (one of its
+// workers, or any child) every call throws Error(invalid_argument), except
+// terminate() and the destructor, which leave the workers alone there.
 #pragma once
 
 #include <sys/types.h>
