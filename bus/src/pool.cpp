@@ -11,6 +11,7 @@
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/pipe.hpp"
 #include "shmbus/process.hpp"
+#include "shmbus/process_id.hpp"
 #include "shmbus/topology.hpp"
 
 namespace shmbus {
@@ -204,7 +205,7 @@ class PoolCore {
   void check_owner() const;
 
   PoolOptions options_;
-  pid_t owner_ = ::getpid();
+  pid_t owner_ = this_process().pid;  // cached: getpid() is a system call
   unsigned processes_ = 0;
   CpuList cpus_;
   std::uint64_t key_ = 0;
@@ -252,7 +253,7 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
 }
 
 PoolCore::~PoolCore() {
-  if (!joined_ && ::getpid() == owner_) terminate();
+  if (!joined_ && this_process().pid == owner_) terminate();
   ::munmap(shared_, shared_block_size(processes_));
 }
 
@@ -300,11 +301,10 @@ int PoolCore::work(Worker& w, WorkerLine& line) {
 }
 
 void PoolCore::check_owner() const {
-  if (::getpid() != owner_) {
+  if (this_process().pid != owner_) {
     throw Error(Errc::invalid_argument, "pool",
-                "used from a forked copy (pid " + std::to_string(::getpid()) +
-                    "): a pool belongs to the process that made it, pid " +
-                    std::to_string(owner_));
+                "used from a forked copy (pid " + std::to_string(this_process().pid) +
+                    "): a pool belongs to the process that made it, pid " + std::to_string(owner_));
   }
 }
 
@@ -574,7 +574,8 @@ void PoolCore::stop_workers() {
 }
 
 void PoolCore::terminate() {
-  if (terminated_ || joined_ || ::getpid() != owner_) return;  // a forked copy leaves them be
+  if (terminated_ || joined_ || this_process().pid != owner_)
+    return;  // a forked copy leaves them be
   terminated_ = true;
   closed_ = true;
   stop_workers();
