@@ -5,6 +5,7 @@
 //   BM_Pipe_Busy_RTT/N       busy-poll round trip (N-byte message each way)
 //   BM_Pipe_Adaptive_RTT/N   adaptive (spin then futex) round trip
 //   BM_Pipe_Block_RTT/N      blocking (futex at once) round trip
+//   BM_PipeWait8_*_RTT/8     the same over eight pipes, both sides in shmbus::wait()
 //   BM_Pipe_Stream/N         one-way stream, one send() per message (busy-poll)
 //   BM_Pipe_BatchStream/N    the same, 32 messages per begin/end_batch
 //   BM_PipeNoCoalesce_Stream/N  the stream with PipeOptions::coalesce off
@@ -99,6 +100,71 @@ void BM_PipeNoStats_Busy_RTT(benchmark::State& state) {
 }
 void BM_Pipe_Adaptive_RTT(benchmark::State& state) { pipe_rtt(state, WaitStrategy::adaptive); }
 void BM_Pipe_Block_RTT(benchmark::State& state) { pipe_rtt(state, WaitStrategy::blocking); }
+
+// --- wait() over several ends --------------------------------------------------------
+
+// Eight pipes, both sides in shmbus::wait() over all eight: the parent
+// sends 8 B on pipe i % 8 and waits for the echo, the child waits for
+// whichever end has a message and echoes it there. Read against
+// BM_Pipe_*_RTT/8: what waiting on eight ends costs beside waiting on one.
+void pipe_wait_rtt(benchmark::State& state, WaitStrategy strategy) {
+  constexpr std::size_t kEnds = 8;
+  ReferenceBeside beside(state, reference_for(strategy));
+  const auto& cpus = bench_cpus();
+  std::vector<Connection> mine, theirs;
+  for (std::size_t i = 0; i < kEnds; ++i) {
+    auto [a, b] = Pipe(pipe_options(strategy, 4096));
+    mine.push_back(std::move(a));
+    theirs.push_back(std::move(b));
+  }
+  PinnedChild child(cpus.child, [&theirs] {
+    std::vector<Connection*> ends;
+    for (auto& c : theirs) ends.push_back(&c);
+    std::uint64_t v = 0;
+    for (;;) {
+      for (Connection* c : wait(ends)) {
+        if (c->recv(v) != RecvResult::ok || c->send(v) != SendResult::ok) return;
+      }
+    }
+  });
+  pin_this_thread(cpus.parent);
+  std::vector<Connection*> ends;
+  for (auto& c : mine) ends.push_back(&c);
+  LatencyRecorder rec;
+  std::uint64_t i = 0, v = 0;
+  const auto round_trip = [&] {
+    Connection& c = mine[i++ % kEnds];
+    if (c.send(i) != SendResult::ok) return false;
+    const auto ready = wait(ends);
+    return ready.size() == 1 && ready[0] == &c && c.recv(v) == RecvResult::ok && v == i;
+  };
+  const int warm = strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp;
+  for (int k = 0; k < warm; ++k) {
+    if (!round_trip()) break;
+  }
+  for (auto _ : state) {
+    const std::uint64_t t0 = ticks();
+    if (!round_trip()) {
+      state.SkipWithError("wait round trip failed");
+      break;
+    }
+    rec.add_ticks(ticks() - t0);
+  }
+  for (auto& c : mine) c.close();
+  if (!child.join()) state.SkipWithError("echo child failed");
+  rec.report(state);
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_PipeWait8_Busy_RTT(benchmark::State& state) {
+  pipe_wait_rtt(state, WaitStrategy::busy_poll);
+}
+void BM_PipeWait8_Adaptive_RTT(benchmark::State& state) {
+  pipe_wait_rtt(state, WaitStrategy::adaptive);
+}
+void BM_PipeWait8_Block_RTT(benchmark::State& state) {
+  pipe_wait_rtt(state, WaitStrategy::blocking);
+}
 
 // --- Pipe streams ------------------------------------------------------------------
 
@@ -394,6 +460,9 @@ BENCHMARK(BM_Pipe_Busy_RTT)->Arg(8)->Arg(64)->Arg(1024)->Arg(65536)->UseRealTime
 BENCHMARK(BM_PipeNoStats_Busy_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Pipe_Adaptive_RTT)->Arg(8)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Pipe_Block_RTT)->Arg(8)->Arg(64)->Arg(1024)->Arg(65536)->UseRealTime();
+BENCHMARK(BM_PipeWait8_Busy_RTT)->Arg(8)->UseRealTime();
+BENCHMARK(BM_PipeWait8_Adaptive_RTT)->Arg(8)->UseRealTime();
+BENCHMARK(BM_PipeWait8_Block_RTT)->Arg(8)->UseRealTime();
 BENCHMARK(BM_Pipe_Stream)
     ->Arg(8)
     ->Arg(64)

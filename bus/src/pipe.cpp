@@ -978,6 +978,129 @@ bool Connection::poll(std::chrono::nanoseconds timeout) noexcept {
   return wait_data(&d) != WaitOutcome::timeout;
 }
 
+// --- waiting on several ends ------------------------------------------------------
+
+namespace detail {
+// What shmbus::wait() needs of a Connection's insides.
+struct ConnectionWait {
+  static bool can_wait(Connection& c) noexcept {
+    return c.can_recv_ && !c.closed_ && c.control_ != nullptr && c.ensure_owner();
+  }
+  // What poll() checks: recv() would not wait.
+  static bool ready(Connection& c) noexcept {
+    return c.peeked_ || c.rx_.has_data() || c.peer_closed();
+  }
+  static bool peer_dead(Connection& c) noexcept { return c.peer_dead(); }
+  static bool peer_closed(const Connection& c) noexcept { return c.peer_closed(); }
+  static RingConsumer& ring(Connection& c) noexcept { return c.rx_; }
+  static WaitStrategy strategy(const Connection& c) noexcept { return c.policy_.strategy; }
+};
+}  // namespace detail
+
+std::vector<Connection*> wait(std::span<Connection* const> ends,
+                              std::optional<Clock::duration> timeout) {
+  using W = detail::ConnectionWait;
+  if (ends.size() > detail::kMaxFutexWaiters) {
+    throw Error(Errc::invalid_argument, "wait",
+                std::to_string(ends.size()) + " ends, at most " +
+                    std::to_string(detail::kMaxFutexWaiters));
+  }
+  bool all_busy = true;
+  bool any_blocking = false;
+  for (Connection* c : ends) {
+    if (c == nullptr || !W::can_wait(*c)) {
+      throw Error(Errc::invalid_argument, c != nullptr ? c->name() : std::string("wait"),
+                  "cannot receive here (closed, moved from, a send-only end, or another "
+                  "process's)");
+    }
+    all_busy = all_busy && W::strategy(*c) == WaitStrategy::busy_poll;
+    any_blocking = any_blocking || W::strategy(*c) == WaitStrategy::blocking;
+  }
+  const Clock::time_point start = Clock::now();
+  Clock::time_point deadline = Clock::time_point::max();
+  if (timeout) {
+    deadline = *timeout <= Clock::duration::zero()          ? start
+               : *timeout >= Clock::time_point::max() - start ? Clock::time_point::max()
+                                                              : start + *timeout;
+  }
+  std::vector<Connection*> out;
+  const auto collect = [&](bool with_dead) {
+    for (Connection* c : ends) {
+      if (W::ready(*c) || (with_dead && W::peer_dead(*c))) out.push_back(c);
+    }
+    return !out.empty();
+  };
+  if (collect(false)) return out;
+  Clock::time_point next_check = start + kLivenessInterval;
+  // Spin as the ends would (see wait_loop()).
+  if (!any_blocking) {
+    const auto spin = WaitPolicy{}.spin;
+    for (unsigned i = 1;; ++i) {
+      detail::cpu_relax();
+      if (collect(false)) return out;
+      if ((i & 255) != 0) continue;
+      const auto now = Clock::now();
+      if (now >= deadline) return out;
+      if (!all_busy && now - start >= spin) break;
+      if (now >= next_check) {
+        next_check = now + kLivenessInterval;
+        if (collect(true)) return out;
+      }
+    }
+  }
+  // Sleep on every ring's header word at once ([ring.sleep], as recv()'s
+  // sleep arms one), in slices that end for the liveness check.
+  std::array<detail::FutexWaiter, detail::kMaxFutexWaiters> words{};
+  std::size_t armed = 0;
+  const auto disarm = [&] {
+    for (std::size_t i = 0; i < armed; ++i) W::ring(*ends[i]).disarm_sleep();
+    armed = 0;
+  };
+  for (;;) {
+    // Mark every ring, then one heavy fence for all that need one
+    // (arm_sleep() in two steps; re-marking a marked word needs none).
+    bool all_armed = true;
+    bool fence = false;
+    armed = 0;
+    for (Connection* c : ends) {
+      auto& ring = W::ring(*c);
+      if (!ring.mark_asleep()) {
+        all_armed = false;  // a frame is there
+        break;
+      }
+      words[armed++] = {&ring.sleep_word(), static_cast<std::uint32_t>(detail::kHeaderWaiting)};
+      fence = ring.needs_fence() || fence;
+    }
+    if (all_armed && fence) {
+      const bool done = detail::asymmetric_heavy_fence();
+      for (std::size_t i = 0; i < armed; ++i) {
+        if (W::ring(*ends[i]).needs_fence()) W::ring(*ends[i]).order_sleep(done);
+      }
+    }
+    bool fenced = true;
+    for (std::size_t i = 0; all_armed && i < armed; ++i) {
+      fenced = fenced && W::ring(*ends[i]).fenced();
+      // seq_cst, after the mark: pairs with the closer's store and wake.
+      if (W::peer_closed(*ends[i])) all_armed = false;
+    }
+    if (all_armed) {
+      const auto now = Clock::now();
+      Clock::time_point slice = std::min(deadline, now + kLivenessInterval);
+      if (!fenced) slice = std::min(slice, now + detail::kUnfencedNap);
+      (void)detail::futex_wait_any({words.data(), armed}, &slice);
+    }
+    if (collect(false)) break;
+    const auto now = Clock::now();
+    if (now >= deadline) break;
+    if (now >= next_check) {
+      next_check = now + kLivenessInterval;
+      if (collect(true)) break;
+    }
+  }
+  disarm();
+  return out;
+}
+
 RecvResult Connection::peek(std::span<const std::byte>& out, const Deadline* deadline) noexcept {
   detail::Frame f;
   RecvResult r = next_frame(f, deadline, true);

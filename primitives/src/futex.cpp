@@ -3,8 +3,11 @@
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <bit>
 #include <cerrno>
 #include <cstdlib>
@@ -21,22 +24,18 @@ long futex(const void* word, int op, std::uint32_t val, const timespec* ts,
   return ::syscall(SYS_futex, const_cast<void*>(word), op, val, ts, nullptr, val3);
 }
 
-FutexResult wait_on(const void* word, std::uint32_t expected,
-                    const Clock::time_point* deadline) noexcept {
+// An absolute CLOCK_MONOTONIC time (the clock steady_clock reads).
+timespec monotonic(const Clock::time_point& t) noexcept {
+  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  if (ns < 0) ns = 0;
   timespec ts{};
-  const timespec* tsp = nullptr;
-  if (deadline != nullptr) {
-    // FUTEX_WAIT_BITSET takes an absolute time on CLOCK_MONOTONIC (no
-    // FUTEX_CLOCK_REALTIME), the clock steady_clock reads.
-    auto ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(deadline->time_since_epoch()).count();
-    if (ns < 0) ns = 0;
-    ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
-    ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
-    tsp = &ts;
-  }
-  long rc = futex(word, FUTEX_WAIT_BITSET, expected, tsp, FUTEX_BITSET_MATCH_ANY);
-  if (rc == 0) return FutexResult::woken;
+  ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+  ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+  return ts;
+}
+
+FutexResult result_of(long rc) noexcept {
+  if (rc >= 0) return FutexResult::woken;
   switch (errno) {
     case EAGAIN:
       return FutexResult::value_changed;
@@ -45,6 +44,15 @@ FutexResult wait_on(const void* word, std::uint32_t expected,
     default:
       return FutexResult::interrupted;
   }
+}
+
+FutexResult wait_on(const void* word, std::uint32_t expected,
+                    const Clock::time_point* deadline) noexcept {
+  // FUTEX_WAIT_BITSET takes an absolute time on CLOCK_MONOTONIC (no
+  // FUTEX_CLOCK_REALTIME).
+  const timespec ts = deadline != nullptr ? monotonic(*deadline) : timespec{};
+  return result_of(futex(word, FUTEX_WAIT_BITSET, expected, deadline != nullptr ? &ts : nullptr,
+                         FUTEX_BITSET_MATCH_ANY));
 }
 
 int wake_on(const void* word, int count) noexcept {
@@ -70,6 +78,31 @@ FutexResult futex_wait(const std::atomic<std::uint64_t>& word, std::uint32_t exp
 }
 int futex_wake(const std::atomic<std::uint64_t>& word, int count) noexcept {
   return wake_on(&word, count);
+}
+
+FutexResult futex_wait_any(std::span<const FutexWaiter> words,
+                           const Clock::time_point* deadline) noexcept {
+  // relaxed: a process-local flag; a second ENOSYS is harmless.
+  static std::atomic<bool> unsupported{false};
+  std::array<futex_waitv, kMaxFutexWaiters> v{};
+  const std::size_t n = std::min(words.size(), v.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    v[i].val = words[i].expected;
+    v[i].uaddr = reinterpret_cast<std::uintptr_t>(words[i].word);
+    v[i].flags = FUTEX_32;  // shared: no FUTEX_PRIVATE_FLAG (see futex() above)
+  }
+  if (!unsupported.load(std::memory_order_relaxed)) {
+    const timespec ts = deadline != nullptr ? monotonic(*deadline) : timespec{};
+    const long rc = ::syscall(SYS_futex_waitv, v.data(), static_cast<unsigned>(n), 0U,
+                              deadline != nullptr ? &ts : nullptr, CLOCK_MONOTONIC);
+    if (rc >= 0 || errno != ENOSYS) return result_of(rc);
+    unsupported.store(true, std::memory_order_relaxed);
+  }
+  Clock::time_point nap = Clock::now() + std::chrono::microseconds(200);
+  if (deadline != nullptr && *deadline < nap) nap = *deadline;
+  const timespec ts = monotonic(nap);
+  (void)::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr);
+  return FutexResult::timed_out;
 }
 
 namespace {

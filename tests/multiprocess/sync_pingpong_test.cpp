@@ -145,16 +145,7 @@ TEST_P(PingPong, BarrierOfTwo) {
 INSTANTIATE_TEST_SUITE_P(Strategies, PingPong,
                          ::testing::Values(WaitStrategy::blocking, WaitStrategy::adaptive,
                                            WaitStrategy::busy_poll),
-                         [](const auto& p) {
-                           switch (p.param) {
-                             case WaitStrategy::blocking:
-                               return "blocking";
-                             case WaitStrategy::adaptive:
-                               return "adaptive";
-                             default:
-                               return "busy_poll";
-                           }
-                         });
+                         [](const auto& p) { return std::string(to_string(p.param)); });
 
 }  // namespace
 }  // namespace shmbus

@@ -139,6 +139,10 @@ struct PipeOptions {
   SegmentOptions segment{};
 };
 
+namespace detail {
+struct ConnectionWait;
+}  // namespace detail
+
 class Connection {
  public:
   using Deadline = Clock::time_point;
@@ -316,6 +320,7 @@ class Connection {
              bool taken);
 
  private:
+  friend struct detail::ConnectionWait;  // shmbus::wait(): several ends at once
   using WaitOutcome = detail::WaitOutcome;
 
   // now + timeout, saturated: a timeout beyond what the clock can represent

@@ -25,9 +25,12 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "shmbus/connection.hpp"
 #include "shmbus/detail/segment.hpp"
@@ -44,6 +47,19 @@ namespace shmbus {
 [[nodiscard]] std::pair<Connection, Connection> Pipe(std::string_view name, bool duplex = true);
 [[nodiscard]] std::pair<Connection, Connection> Pipe(const PipeOptions& options);
 [[nodiscard]] std::pair<Connection, Connection> Pipe(bool duplex = true);
+
+// multiprocessing.connection.wait for pipe ends: waits until at least one
+// of `ends` can recv without waiting (a message is there, the peer closed,
+// or the peer died) or `timeout` passes (none: forever), and returns those
+// ends in the order given (empty on timeout). It waits as the ends'
+// strategies do: busy-polls if all of them busy-poll, else spins like an
+// adaptive end (none if one blocks), then sleeps on every ring at once
+// (futex_waitv; ends that are armed and woken like a sleeping recv()).
+// At most 128 ends; one that cannot receive (closed, moved from, the send
+// end of a half-duplex pipe, taken by another process) throws
+// Error(invalid_argument), as does a longer list.
+[[nodiscard]] std::vector<Connection*> wait(std::span<Connection* const> ends,
+                                            std::optional<Clock::duration> timeout = std::nullopt);
 
 // Removes a named pipe's name (open ends keep working). False if absent.
 bool unlink_pipe(std::string_view name);

@@ -13,12 +13,26 @@
 
 #include <chrono>
 #include <cstdint>
+#include <string_view>
 
 namespace shmbus {
 
 using Clock = std::chrono::steady_clock;  // CLOCK_MONOTONIC on Linux
 
 enum class WaitStrategy : std::uint8_t { busy_poll = 0, adaptive = 1, blocking = 2 };
+
+// "busy_poll", "adaptive", "blocking".
+[[nodiscard]] constexpr std::string_view to_string(WaitStrategy s) noexcept {
+  switch (s) {
+    case WaitStrategy::busy_poll:
+      return "busy_poll";
+    case WaitStrategy::adaptive:
+      return "adaptive";
+    case WaitStrategy::blocking:
+      return "blocking";
+  }
+  return "unknown";
+}
 
 struct WaitPolicy {
   WaitStrategy strategy = WaitStrategy::adaptive;

@@ -567,14 +567,22 @@ class RingConsumer {
   // word at the read position kHeaderWaiting. False when a frame (or
   // anything else) is there: do not sleep, peek().
   [[nodiscard]] bool arm_sleep() noexcept {
+    if (!mark_asleep()) return false;
+    if (needs_fence()) order_sleep(asymmetric_heavy_fence());
+    return true;
+  }
+  // arm_sleep() in two steps, for a wait over several rings that pays one
+  // heavy fence for all of them: mark_asleep() on each; then, if any
+  // needs_fence(), one asymmetric_heavy_fence() and order_sleep(its
+  // result) on those that needed it.
+  [[nodiscard]] bool mark_asleep() noexcept {
     if (corrupted_) return false;
     auto& h = header_at(data_, pos_ & mask_);
     const std::uint32_t token = sleep_token(pos_);
     // [ring.sleep] seq_cst: the cold side's store of [fence.asym], before
-    // the mark and the heavy fence below. It returns whether our token
-    // still stands from an earlier arm at this word (nobody took it).
-    const bool token_stood =
-        control_->consumer_asleep.exchange(token, std::memory_order_seq_cst) == token;
+    // the mark and the heavy fence. It returns whether our token still
+    // stands from an earlier arm at this word (nobody took it).
+    token_stood_ = control_->consumer_asleep.exchange(token, std::memory_order_seq_cst) == token;
     std::uint64_t w = 0;
     // [ring.sleep] seq_cst: pairs with an exchanging producer's publication
     // (one of the two reads the other's value) and orders the caller's
@@ -585,23 +593,31 @@ class RingConsumer {
       control_->consumer_asleep.store(0, std::memory_order_relaxed);  // relaxed: not asleep
       return false;
     }
-    // [ring.sleep] seq_cst: pairs with the producer's exchange in
-    // RingProducer::announce(). A checked producer stores headers
-    // without a fence: the heavy fence orders its store before its check
-    // of consumer_asleep against our store above, so either its check sees
-    // our token or futex_wait's own read of the word sees its frame.
-    // Without the fence (no membarrier here) sleep() falls back to short
-    // naps. Re-arming while our token still stands (a slice ended, nothing
-    // came) needs no new fence: the producer takes a token only after
-    // writing over its word, so the last fence still orders it. So an idle
-    // receiver sends one membarrier per wait, not one per slice. (A token
-    // left by another consumer of this ring, or one whose fence failed,
-    // does not count: fenced_ starts false.)
-    if (!token_stood || !fenced_)
-      fenced_ = control_->producer_checks.load(std::memory_order_seq_cst) == 0 ||
-                asymmetric_heavy_fence();
     return true;
   }
+  // [ring.sleep] A checked producer stores headers without a fence: a heavy
+  // fence after our mark orders its store before its check of
+  // consumer_asleep against our token, so either its check sees our token
+  // or futex_wait's own read of the word sees its frame. Without the fence
+  // (no membarrier here) sleep() falls back to short naps. Re-arming while
+  // our token still stands (a slice ended, nothing came) needs no new
+  // fence: the producer takes a token only after writing over its word, so
+  // the last fence still orders it. So an idle receiver sends one
+  // membarrier per wait, not one per slice. (A token left by another
+  // consumer of this ring, or one whose fence failed, does not count:
+  // fenced_ starts false.)
+  [[nodiscard]] bool needs_fence() noexcept {
+    if (token_stood_ && fenced_) return false;
+    // [ring.sleep] seq_cst: pairs with the producer's exchange in
+    // RingProducer::announce(); a producer that does not check (blocking:
+    // it publishes with an exchange) needs no fence.
+    if (control_->producer_checks.load(std::memory_order_seq_cst) == 0) {
+      fenced_ = true;
+      return false;
+    }
+    return true;
+  }
+  void order_sleep(bool heavy_fence_done) noexcept { fenced_ = heavy_fence_done; }
   // Sleeps while the armed word still reads kHeaderWaiting, until woken or
   // `deadline`; spurious returns are possible.
   FutexResult sleep(const Clock::time_point* deadline) const noexcept {
@@ -613,6 +629,14 @@ class RingConsumer {
     return futex_wait(header_at(data_, pos_ & mask_), static_cast<std::uint32_t>(kHeaderWaiting),
                       deadline);
   }
+  // For a wait over several rings (shmbus::wait): the word an armed
+  // consumer sleeps on (its low half reads kHeaderWaiting while nothing
+  // came), and whether the arm ordered a checked producer (if not, sleep
+  // only in naps of kUnfencedNap).
+  [[nodiscard]] const std::atomic<std::uint64_t>& sleep_word() const noexcept {
+    return header_at(data_, pos_ & mask_);
+  }
+  [[nodiscard]] bool fenced() const noexcept { return fenced_; }
   // Takes the mark back when the consumer stops waiting (woken by a frame,
   // or by a timeout, the close or a dead peer without one), so the
   // producer's next commit makes no futex_wake for nobody. A frame
@@ -690,6 +714,7 @@ class RingConsumer {
   bool notify_ = false;
   bool corrupted_ = false;
   bool fenced_ = false;  // an arm_sleep() of ours ordered a checked producer
+  bool token_stood_ = false;  // the last mark_asleep() found our token standing
   bool stats_ = true;    // update the [ring.stats] counters
 };
 

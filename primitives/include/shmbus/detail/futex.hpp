@@ -23,7 +23,9 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "shmbus/wait.hpp"
 
@@ -45,6 +47,21 @@ int futex_wake(const std::atomic<std::uint32_t>& word, int count = INT_MAX) noex
 FutexResult futex_wait(const std::atomic<std::uint64_t>& word, std::uint32_t expected_low,
                        const Clock::time_point* deadline) noexcept;
 int futex_wake(const std::atomic<std::uint64_t>& word, int count = INT_MAX) noexcept;
+
+// One word of futex_wait_any(): sleep while the 32 bits at `word` (a 64-bit
+// word's low half: its first four bytes) read `expected`.
+struct FutexWaiter {
+  const void* word;
+  std::uint32_t expected;
+};
+// Sleeps until any of `words` is woken (futex_wake on it) or already reads
+// another value, or until `deadline`: futex_waitv(2), Linux 5.16, shared
+// futexes, at most 128 words. Where the kernel (or a seccomp filter) lacks
+// it, naps 200 us instead and returns timed_out: the caller re-checks its
+// state either way, so a wake-up then costs up to a nap.
+FutexResult futex_wait_any(std::span<const FutexWaiter> words,
+                           const Clock::time_point* deadline) noexcept;
+inline constexpr std::size_t kMaxFutexWaiters = 128;
 
 // Asymmetric fences ([fence.asym]): a Dekker handshake between a hot side
 // that must stay free of fences and a cold side that may pay for both.
