@@ -1001,9 +1001,9 @@ std::vector<Connection*> wait(std::span<Connection* const> ends,
                               std::optional<Clock::duration> timeout) {
   using W = detail::ConnectionWait;
   if (ends.size() > detail::kMaxFutexWaiters) {
-    throw Error(Errc::invalid_argument, "wait",
-                std::to_string(ends.size()) + " ends, at most " +
-                    std::to_string(detail::kMaxFutexWaiters));
+    throw Error(
+        Errc::invalid_argument, "wait",
+        std::to_string(ends.size()) + " ends, at most " + std::to_string(detail::kMaxFutexWaiters));
   }
   bool all_busy = true;
   bool any_blocking = false;
@@ -1019,7 +1019,7 @@ std::vector<Connection*> wait(std::span<Connection* const> ends,
   const Clock::time_point start = Clock::now();
   Clock::time_point deadline = Clock::time_point::max();
   if (timeout) {
-    deadline = *timeout <= Clock::duration::zero()          ? start
+    deadline = *timeout <= Clock::duration::zero()            ? start
                : *timeout >= Clock::time_point::max() - start ? Clock::time_point::max()
                                                               : start + *timeout;
   }

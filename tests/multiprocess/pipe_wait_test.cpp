@@ -66,8 +66,7 @@ TEST_P(PipeWaitSleeping, AChildsMessageOnAnyEndWakesTheWaiter) {
       if (GetParam() != WaitStrategy::busy_poll &&
           !test::poll_until([&] { return test::process_sleeping(parent); }))
         return 1;
-      return p.theirs[static_cast<std::size_t>(target)].send(std::int32_t{target}) ==
-                     SendResult::ok
+      return p.theirs[static_cast<std::size_t>(target)].send(std::int32_t{target}) == SendResult::ok
                  ? 0
                  : 2;
     });

@@ -713,9 +713,9 @@ class RingConsumer {
   std::uint64_t bytes_ = 0;
   bool notify_ = false;
   bool corrupted_ = false;
-  bool fenced_ = false;  // an arm_sleep() of ours ordered a checked producer
+  bool fenced_ = false;       // an arm_sleep() of ours ordered a checked producer
   bool token_stood_ = false;  // the last mark_asleep() found our token standing
-  bool stats_ = true;    // update the [ring.stats] counters
+  bool stats_ = true;         // update the [ring.stats] counters
 };
 
 }  // namespace shmbus::detail
