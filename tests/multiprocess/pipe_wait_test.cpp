@@ -56,27 +56,35 @@ TEST(PipeWait, ATimeoutReturnsNothingAfterItsTime) {
 
 class PipeWaitSleeping : public ::testing::TestWithParam<WaitStrategy> {};
 
-// The child sends on one end only once the parent sleeps in wait() (or, for
-// busy-poll ends, after a moment of its spinning).
+// One child sends on one end at a time, each only once the parent sleeps
+// in wait() (busy-poll ends: while it spins), and waits for the parent's
+// acknowledgement on that end before the next. (One child for all: a child
+// that exits makes its ends ready, its peer being dead.)
 TEST_P(PipeWaitSleeping, AChildsMessageOnAnyEndWakesTheWaiter) {
   Pipes p(5, GetParam());
   const pid_t parent = ::getpid();
-  for (int target : {3, 0, 4}) {
-    pid_t child = test::fork_child([&] {
+  constexpr std::array<std::int32_t, 3> kTargets{3, 0, 4};
+  pid_t child = test::fork_child([&] {
+    for (std::int32_t target : kTargets) {
+      Connection& end = p.theirs[static_cast<std::size_t>(target)];
       if (GetParam() != WaitStrategy::busy_poll &&
           !test::poll_until([&] { return test::process_sleeping(parent); }))
         return 1;
-      return p.theirs[static_cast<std::size_t>(target)].send(std::int32_t{target}) == SendResult::ok
-                 ? 0
-                 : 2;
-    });
+      std::int32_t ack = -1;
+      if (end.send(target) != SendResult::ok || end.recv(ack) != RecvResult::ok || ack != target)
+        return 2;
+    }
+    return 0;
+  });
+  for (std::int32_t target : kTargets) {
     const auto ready = wait(p.waited, 10s);
     ASSERT_EQ(ready, (std::vector<Connection*>{p.waited[static_cast<std::size_t>(target)]}));
     std::int32_t v = -1;
     ASSERT_EQ(ready[0]->recv(v), RecvResult::ok);
     EXPECT_EQ(v, target);
-    EXPECT_EQ(test::wait_child(child).code, 0);
+    ASSERT_EQ(ready[0]->send(v), SendResult::ok);
   }
+  EXPECT_EQ(test::wait_child(child).code, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Strategies, PipeWaitSleeping,
