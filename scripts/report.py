@@ -37,7 +37,7 @@ FUTEX = "Futex"
 MEMCPY = "Memcpy"
 # shmbus's own transports; every other name (but the references) is a peer.
 SHMBUS = {
-    "Pipe", "PipeNoStats", "PipeNoCoalesce", "PipeAdaptive", "Queue", "QueueBlocking", "Lock", "RLock", "Event",
+    "Pipe", "PipeNoStats", "PipeNoCoalesce", "PipeAdaptive", "PipeWait8", "Queue", "QueueBlocking", "Lock", "RLock", "Event",
     "Semaphore", "BoundedSemaphore", "Condition", "Barrier", "Value", "Array", "Pool",
 }
 # Sketches of a design to come, measured beside what ships (not peers).
