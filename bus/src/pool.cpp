@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <string>
+#include <type_traits>
 
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/pipe.hpp"
@@ -36,6 +37,8 @@ struct TaskHeader {
   std::uint32_t result_size;
 };
 
+static_assert(sizeof(TaskHeader) == 56 && std::is_trivially_copyable_v<TaskHeader>);
+
 enum class Outcome : std::uint32_t { ok, raised, rejected };
 
 // A result message: this header, then `count` results of the task's
@@ -47,6 +50,7 @@ struct ResultHeader {
   std::uint32_t count;
   Outcome outcome;
 };
+static_assert(sizeof(ResultHeader) == 32 && std::is_trivially_copyable_v<ResultHeader>);
 
 // Rung by a worker after each result it sends; the collector sleeps on it.
 struct Doorbell {
@@ -63,9 +67,15 @@ struct alignas(64) WorkerLine {
 
 // The doorbell, then one WorkerLine per slot, in a MAP_SHARED anonymous
 // mapping made before the workers fork: only this pool's processes share it.
+//
+//   0      Doorbell { posted (workers RMW), channel (futex.hpp) }   line 0
+//   64     WorkerLine[0] { taken (worker 0 writes) }                line 1
+//   128    WorkerLine[1] ...
 struct alignas(64) SharedBlock {
   Doorbell bell;
 };
+static_assert(sizeof(SharedBlock) == 64 && sizeof(WorkerLine) == 64);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 std::size_t shared_block_size(unsigned processes) {
   return sizeof(SharedBlock) + sizeof(WorkerLine) * processes;
