@@ -377,8 +377,9 @@ void PoolCore::dispatch() {
   while (!pending_.empty()) {
     order.clear();
     for (auto& w : workers_) {
+      if (!w || w->ended) continue;
       const bool spent = options_.maxtasksperchild != 0 && w->given >= options_.maxtasksperchild;
-      if (w && !w->ended && !spent) order.push_back(w.get());
+      if (!spent) order.push_back(w.get());
     }
     std::stable_sort(order.begin(), order.end(), [](const Worker* a, const Worker* b) {
       return a->outstanding.size() < b->outstanding.size();
