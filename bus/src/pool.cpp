@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <string>
 #include <type_traits>
 
@@ -227,7 +228,7 @@ class PoolCore {
   std::deque<Chunk> pending_;
   std::uint64_t next_job_ = 1;
   unsigned started_ = 0;
-  unsigned starts_without_work_ = 0;  // in a row
+  unsigned starts_without_work_ = 0;  // workers in a row that ended on their own, taskless
   bool closed_ = false;
   bool terminated_ = false;
   bool joined_ = false;
@@ -517,7 +518,14 @@ void PoolCore::retire(std::size_t slot) {
     pending_.push_front(std::move(w.outstanding.back()));
     w.outstanding.pop_back();
   }
-  starts_without_work_ = w.answered == 0 ? starts_without_work_ + 1 : 0;
+  // A worker that ends on its own before finishing a task (its initializer
+  // threw or crashed) counts toward a broken pool; one killed with SIGKILL
+  // (by someone, or the OOM killer) says nothing about the pool's setup.
+  if (w.answered != 0) {
+    starts_without_work_ = 0;
+  } else if (code != -SIGKILL) {
+    ++starts_without_work_;
+  }
   if (terminated_) return;
   if (starts_without_work_ > 2 * processes_) {
     broken_ = Error(Errc::peer_dead, "pool",

@@ -37,8 +37,9 @@
 // and what(). A worker that dies (a crash, SIGKILL) fails the chunk it was
 // running with Error(peer_dead) naming its pid and how it ended; chunks
 // queued behind it go to other workers, and a new worker takes its place.
-// Workers whose every start ends before finishing a chunk (an initializer
-// that throws) break the pool: what is left fails with Error(peer_dead)
+// More than twice `processes` workers in a row that end on their own
+// before finishing a chunk (an initializer that throws or crashes; SIGKILL
+// does not count) break the pool: what is left fails with Error(peer_dead)
 // and submitting throws. Workers are daemons: they die with the parent.
 //
 // Lifetime. close() takes no more work; join() (after close() or
