@@ -118,24 +118,25 @@ void pipe_wait_rtt(benchmark::State& state, WaitStrategy strategy) {
     theirs.push_back(std::move(b));
   }
   PinnedChild child(cpus.child, [&theirs] {
-    std::vector<Connection*> ends;
+    std::vector<Connection*> ends, ready;
     for (auto& c : theirs) ends.push_back(&c);
     std::uint64_t v = 0;
     for (;;) {
-      for (Connection* c : wait(ends)) {
+      wait(ends, ready);
+      for (Connection* c : ready) {
         if (c->recv(v) != RecvResult::ok || c->send(v) != SendResult::ok) return;
       }
     }
   });
   pin_this_thread(cpus.parent);
-  std::vector<Connection*> ends;
+  std::vector<Connection*> ends, ready;
   for (auto& c : mine) ends.push_back(&c);
   LatencyRecorder rec;
   std::uint64_t i = 0, v = 0;
   const auto round_trip = [&] {
     Connection& c = mine[i++ % kEnds];
     if (c.send(i) != SendResult::ok) return false;
-    const auto ready = wait(ends);
+    wait(ends, ready);
     return ready.size() == 1 && ready[0] == &c && c.recv(v) == RecvResult::ok && v == i;
   };
   const int warm = strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp;

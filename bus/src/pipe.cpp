@@ -999,7 +999,15 @@ struct ConnectionWait {
 
 std::vector<Connection*> wait(std::span<Connection* const> ends,
                               std::optional<Clock::duration> timeout) {
+  std::vector<Connection*> ready;
+  wait(ends, ready, timeout);
+  return ready;
+}
+
+void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
+          std::optional<Clock::duration> timeout) {
   using W = detail::ConnectionWait;
+  out.clear();
   if (ends.size() > detail::kMaxFutexWaiters) {
     throw Error(
         Errc::invalid_argument, "wait",
@@ -1023,28 +1031,27 @@ std::vector<Connection*> wait(std::span<Connection* const> ends,
                : *timeout >= Clock::time_point::max() - start ? Clock::time_point::max()
                                                               : start + *timeout;
   }
-  std::vector<Connection*> out;
   const auto collect = [&](bool with_dead) {
     for (Connection* c : ends) {
       if (W::ready(*c) || (with_dead && W::peer_dead(*c))) out.push_back(c);
     }
     return !out.empty();
   };
-  if (collect(false)) return out;
+  if (collect(false)) return;
   Clock::time_point next_check = start + kLivenessInterval;
   // Spin as the ends would (see wait_loop()).
   if (!any_blocking) {
     const auto spin = WaitPolicy{}.spin;
     for (unsigned i = 1;; ++i) {
       detail::cpu_relax();
-      if (collect(false)) return out;
+      if (collect(false)) return;
       if ((i & 255) != 0) continue;
       const auto now = Clock::now();
-      if (now >= deadline) return out;
+      if (now >= deadline) return;
       if (!all_busy && now - start >= spin) break;
       if (now >= next_check) {
         next_check = now + kLivenessInterval;
-        if (collect(true)) return out;
+        if (collect(true)) return;
       }
     }
   }
@@ -1098,7 +1105,6 @@ std::vector<Connection*> wait(std::span<Connection* const> ends,
     }
   }
   disarm();
-  return out;
 }
 
 RecvResult Connection::peek(std::span<const std::byte>& out, const Deadline* deadline) noexcept {

@@ -45,6 +45,13 @@ TEST(PipeWait, ReturnsTheReadyEndsInTheOrderGiven) {
   std::int32_t v = -1;
   ASSERT_EQ(p.mine[0].recv(v), RecvResult::ok);
   EXPECT_EQ(wait(p.waited, 1s), (std::vector<Connection*>{p.waited[2]}));
+  // Into a vector it clears and reuses.
+  std::vector<Connection*> ready{p.waited[1], p.waited[1]};
+  wait(p.waited, ready, 1s);
+  EXPECT_EQ(ready, (std::vector<Connection*>{p.waited[2]}));
+  ASSERT_EQ(p.mine[2].recv(v), RecvResult::ok);
+  wait(p.waited, ready, 0ms);
+  EXPECT_TRUE(ready.empty());
 }
 
 TEST(PipeWait, ATimeoutReturnsNothingAfterItsTime) {

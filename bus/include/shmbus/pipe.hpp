@@ -60,6 +60,10 @@ namespace shmbus {
 // Error(invalid_argument), as does a longer list.
 [[nodiscard]] std::vector<Connection*> wait(std::span<Connection* const> ends,
                                             std::optional<Clock::duration> timeout = std::nullopt);
+// The same into `ready` (cleared first), reusing its capacity: no
+// allocation once it has held all of `ends`, for a loop on a fast path.
+void wait(std::span<Connection* const> ends, std::vector<Connection*>& ready,
+          std::optional<Clock::duration> timeout = std::nullopt);
 
 // Removes a named pipe's name (open ends keep working). False if absent.
 bool unlink_pipe(std::string_view name);
