@@ -14,6 +14,7 @@
 #include <new>
 #include <optional>
 #include <random>
+#include <thread>
 
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/segment.hpp"
@@ -1030,6 +1031,11 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
     deadline = *timeout <= Clock::duration::zero()            ? start
                : *timeout >= Clock::time_point::max() - start ? Clock::time_point::max()
                                                               : start + *timeout;
+  }
+  if (ends.empty()) {  // as Python's wait([], timeout): a sleep
+    if (!timeout) throw Error(Errc::invalid_argument, "wait", "no ends and no timeout");
+    std::this_thread::sleep_until(deadline);
+    return;
   }
   const auto collect = [&](bool with_dead) {
     for (Connection* c : ends) {

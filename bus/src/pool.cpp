@@ -176,7 +176,6 @@ class PoolCore {
   void close() noexcept { closed_ = true; }
   void terminate();
   void join();
-  [[nodiscard]] bool joined() const noexcept { return joined_; }
   [[nodiscard]] unsigned processes() const noexcept { return processes_; }
   [[nodiscard]] std::vector<pid_t> pids() const;
 
@@ -221,7 +220,6 @@ class PoolCore {
   CpuList cpus_;
   std::uint64_t key_ = 0;
   SharedBlock* shared_ = nullptr;
-  Doorbell* bell_ = nullptr;
   WorkerLine* lines_ = nullptr;  // [processes_], after the doorbell
   std::size_t max_frame_ = 0;    // the largest message a pipe takes with try_send
   std::vector<std::unique_ptr<Worker>> workers_;
@@ -234,7 +232,8 @@ class PoolCore {
   bool joined_ = false;
   std::optional<Error> broken_;
   Clock::time_point last_check_{};
-  std::vector<std::byte> buffer_;
+  std::vector<std::byte> buffer_;        // collect()'s, reused
+  std::vector<Worker*> dispatch_order_;  // dispatch()'s, reused
 };
 
 PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
@@ -249,7 +248,7 @@ PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (block == MAP_FAILED) throw Error(Errc::system, "pool", "mmap of the doorbell failed");
   shared_ = static_cast<SharedBlock*>(block);
-  bell_ = new (&shared_->bell) Doorbell{};
+  new (&shared_->bell) Doorbell{};
   lines_ = reinterpret_cast<WorkerLine*>(shared_ + 1);
   for (unsigned i = 0; i < processes_; ++i) new (&lines_[i]) WorkerLine{};
   workers_.resize(processes_);
@@ -302,12 +301,12 @@ int PoolCore::work(Worker& w, WorkerLine& line) {
     // [pool.doorbell] seq_cst, after the result's publication: the
     // WaitChannel contract (futex.hpp); a collector that saw `posted`
     // change finds the result in the pipe.
-    bell_->posted.fetch_add(1, std::memory_order_seq_cst);
-    notify(bell_->channel);
+    shared_->bell.posted.fetch_add(1, std::memory_order_seq_cst);
+    notify(shared_->bell.channel);
   }
   w.child.close();
-  bell_->posted.fetch_add(1, std::memory_order_seq_cst);  // [pool.doorbell]
-  notify(bell_->channel);
+  shared_->bell.posted.fetch_add(1, std::memory_order_seq_cst);  // [pool.doorbell]
+  notify(shared_->bell.channel);
   return 0;
 }
 
@@ -374,7 +373,7 @@ std::shared_ptr<PoolJob> PoolCore::submit(const PoolCall& call, std::vector<std:
 // whose pipe has room now; never waits (a worker blocked on a full result
 // pipe needs this process to collect).
 void PoolCore::dispatch() {
-  std::vector<Worker*> order;
+  std::vector<Worker*>& order = dispatch_order_;
   while (!pending_.empty()) {
     order.clear();
     for (auto& w : workers_) {
@@ -562,7 +561,7 @@ bool PoolCore::wait(const std::function<bool()>& ready, const Clock::time_point*
   for (;;) {
     // [pool.doorbell] seq_cst: read before collecting, so a result sent
     // after this collection changes it and ends the sleep below.
-    const std::uint64_t seen = bell_->posted.load(std::memory_order_seq_cst);
+    const std::uint64_t seen = shared_->bell.posted.load(std::memory_order_seq_cst);
     collect();
     if (!broken_ && !terminated_ && Clock::now() - last_check_ >= kLivenessTick) check_workers();
     dispatch();
@@ -575,8 +574,10 @@ bool PoolCore::wait(const std::function<bool()>& ready, const Clock::time_point*
     // one line transfer that brings it, not after the doorbell's. Only the
     // doorbell ends a sleep ([wait.sleepers]: its load is the seq_cst one).
     (void)wait_until(
-        bell_->channel,
-        [&] { return bell_->posted.load(std::memory_order_seq_cst) != seen || result_waiting(); },
+        shared_->bell.channel,
+        [&] {
+          return shared_->bell.posted.load(std::memory_order_seq_cst) != seen || result_waiting();
+        },
         policy, &tick);
   }
 }

@@ -139,6 +139,8 @@ TEST(PipeWait, EndsThatCannotReceiveAreRefused) {
   EXPECT_EQ(test::code_of([&] { (void)wait(closed, 0ms); }), Errc::invalid_argument);
   std::vector<Connection*> null{nullptr};
   EXPECT_EQ(test::code_of([&] { (void)wait(null, 0ms); }), Errc::invalid_argument);
+  EXPECT_EQ(test::code_of([&] { (void)wait({}); }), Errc::invalid_argument);
+  EXPECT_TRUE(wait({}, 1ms).empty());
   Pipes many(129, WaitStrategy::adaptive);
   EXPECT_EQ(test::code_of([&] { (void)wait(many.waited, 0ms); }), Errc::invalid_argument);
 }

@@ -57,7 +57,8 @@ namespace shmbus {
 // (futex_waitv; ends that are armed and woken like a sleeping recv()).
 // At most 128 ends; one that cannot receive (closed, moved from, the send
 // end of a half-duplex pipe, taken by another process) throws
-// Error(invalid_argument), as does a longer list.
+// Error(invalid_argument), as does a longer list, or an empty one without
+// a timeout (with one, it sleeps that long, as Python's wait([], t) does).
 [[nodiscard]] std::vector<Connection*> wait(std::span<Connection* const> ends,
                                             std::optional<Clock::duration> timeout = std::nullopt);
 // The same into `ready` (cleared first), reusing its capacity: no
