@@ -25,15 +25,16 @@ std::int64_t slow_triple(std::int64_t x) {
   return 3 * x + 1;
 }
 
-// False for a zombie: killed already, not yet noticed by the pool.
-bool running(pid_t pid) {
+// A process's state letter from /proc (R running, S sleeping, Z zombie:
+// killed already, not yet noticed by the pool), or '?'.
+char state_of(pid_t pid) {
   FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
-  if (f == nullptr) return false;
+  if (f == nullptr) return '?';
   int ignored = 0;
-  char state = 'Z';
-  const bool read = std::fscanf(f, "%d %*s %c", &ignored, &state) == 2;
+  char state = '?';
+  if (std::fscanf(f, "%d %*s %c", &ignored, &state) != 2) state = '?';
   std::fclose(f);
-  return read && state != 'Z';
+  return state;
 }
 
 // "... running item N" -> N (chunksize 1: one item per failure).
@@ -55,8 +56,15 @@ TEST(PoolKill, RandomWorkerKillsLoseNothingSilentlyAndDuplicateNothing) {
   int kills = 0;
   for (int step = 1;; ++step) {
     if (step % kKillEvery == 0) {
-      const pid_t victim = pool.worker_pids()[rng() % 3];
-      if (running(victim) && ::kill(victim, SIGKILL) == 0) ++kills;
+      // Mostly a worker that is running (likely inside a task), else any
+      // live one: both the started-chunk and the idle paths are taken.
+      const auto pids = pool.worker_pids();
+      pid_t victim = pids[rng() % pids.size()];
+      for (pid_t p : pids) {
+        if (state_of(p) == 'R' && rng() % 4 != 0) victim = p;
+      }
+      const char state = state_of(victim);
+      if (state != 'Z' && state != '?' && ::kill(victim, SIGKILL) == 0) ++kills;
     }
     try {
       const auto v = it.next();
