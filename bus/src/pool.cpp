@@ -206,6 +206,10 @@ class PoolCore {
   void check_workers();
   void retire(std::size_t slot);
   void fail(Chunk& c, const Error& e);
+  // Queues `job`'s callback once it is done; run_callbacks() runs the queue
+  // (from wait(), outside the loops that change jobs and workers).
+  void note_progress(const std::shared_ptr<PoolJob>& job);
+  void run_callbacks();
   void fail_all(const Error& e);
   void stop_workers();
   [[nodiscard]] bool idle() const;
@@ -232,8 +236,9 @@ class PoolCore {
   bool joined_ = false;
   std::optional<Error> broken_;
   Clock::time_point last_check_{};
-  std::vector<std::byte> buffer_;        // collect()'s, reused
-  std::vector<Worker*> dispatch_order_;  // dispatch()'s, reused
+  std::vector<std::byte> buffer_;                   // collect()'s, reused
+  std::vector<Worker*> dispatch_order_;             // dispatch()'s, reused
+  std::deque<std::shared_ptr<PoolJob>> callbacks_;  // done jobs whose on_done is to run
 };
 
 PoolCore::PoolCore(PoolOptions options) : options_(std::move(options)) {
@@ -455,6 +460,7 @@ void PoolCore::accept(Worker& w, std::span<const std::byte> reply) {
         job.arrivals.push_back(i);
       }
       --job.chunks_left;
+      note_progress(c.job);
       return;
     }
     case Outcome::raised:
@@ -477,6 +483,21 @@ void PoolCore::fail(Chunk& c, const Error& e) {
   job.arrivals.push_back(c.first);
   if (!job.first_failure) job.first_failure = e;
   --job.chunks_left;
+  note_progress(c.job);
+}
+
+void PoolCore::note_progress(const std::shared_ptr<PoolJob>& job) {
+  if (!job->done() || !job->on_done || job->reported) return;
+  job->reported = true;
+  callbacks_.push_back(job);
+}
+
+void PoolCore::run_callbacks() {
+  while (!callbacks_.empty()) {
+    const std::shared_ptr<PoolJob> job = std::move(callbacks_.front());
+    callbacks_.pop_front();
+    job->on_done();  // may throw to the caller; the rest wait for the next call
+  }
 }
 
 void PoolCore::fail_all(const Error& e) {
@@ -565,6 +586,7 @@ bool PoolCore::wait(const std::function<bool()>& ready, const Clock::time_point*
     collect();
     if (!broken_ && !terminated_ && Clock::now() - last_check_ >= kLivenessTick) check_workers();
     dispatch();
+    run_callbacks();
     if (ready()) return true;
     const auto now = Clock::now();
     if (deadline != nullptr && now >= *deadline) return false;
@@ -628,6 +650,13 @@ std::shared_ptr<PoolJob> pool_submit(PoolCore& core, const PoolCall& call,
                                      std::vector<std::byte> args, std::size_t items,
                                      std::size_t chunksize) {
   return core.submit(call, std::move(args), items, chunksize);
+}
+
+void pool_report(PoolCore& core, const std::shared_ptr<PoolJob>& job) {
+  (void)core;
+  if (job->reported || !job->on_done) return;
+  job->reported = true;
+  job->on_done();
 }
 
 bool pool_wait(PoolCore& core, const std::function<bool()>& ready,

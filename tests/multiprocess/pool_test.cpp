@@ -282,6 +282,48 @@ TEST(Pool, VoidFunctionsAndResultsThatOutliveThePool) {
   r.get();
 }
 
+TEST(Pool, CallbacksRunInTheCallerAsResultsAreCollected) {
+  Pool pool({.processes = 2});
+  std::vector<int> values;
+  std::vector<std::string> errors;
+  for (int x = 0; x < 20; ++x) {
+    // The results are dropped: the callbacks still run, once each.
+    (void)pool.apply_async(fails_at_13, x)
+        .then([&](int v) { values.push_back(v); },
+              [&](const Error& e) { errors.emplace_back(e.what()); });
+  }
+  int lists = 0;
+  int voids = 0;
+  (void)pool.map_async(square, std::vector<std::int64_t>{1, 2, 3})
+      .then([&](const std::vector<std::int64_t>& v) {
+        EXPECT_EQ(v, (std::vector<std::int64_t>{1, 4, 9}));
+        ++lists;
+      });
+  (void)pool.apply_async([](int) {}, 0).then([&] { ++voids; });
+  EXPECT_TRUE(values.empty());  // nothing runs outside a call into the pool
+  pool.close();
+  pool.join();  // collects, and runs the callbacks here
+  std::sort(values.begin(), values.end());
+  std::vector<int> want;
+  for (int x = 0; x < 20; ++x) {
+    if (x != 13) want.push_back(x + 1);
+  }
+  EXPECT_EQ(values, want);
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].find("thirteen is unlucky"), std::string::npos) << errors[0];
+  EXPECT_EQ(lists, 1);
+  EXPECT_EQ(voids, 1);
+}
+
+TEST(Pool, ThenOnAResultAlreadyDoneRunsAtOnce) {
+  Pool pool({.processes = 1});
+  auto r = pool.apply_async(square, 6);
+  EXPECT_EQ(r.get(), 36);
+  std::int64_t seen = 0;
+  r.then([&](std::int64_t v) { seen = v; });
+  EXPECT_EQ(seen, 36);
+}
+
 TEST(Pool, ArgumentsLargerThanAFrameAreRefused) {
   struct Big {
     std::array<char, 64 << 10> bytes;

@@ -93,13 +93,28 @@ class AsyncResult {
   T get() {
     wait();
     if (job_->first_failure) throw *job_->first_failure;
-    if constexpr (std::is_void_v<T>) {
-      return;
-    } else if constexpr (kList) {
-      return detail::job_values<typename T::value_type>(*job_);
-    } else {
-      return detail::load<T>(job_->results.data());
-    }
+    return value_of(*job_);
+  }
+  // Python's callback= and error_callback=: `on_value(value)` (no argument
+  // for void) or `on_error(const Error&)` runs once the call is done. The
+  // pool has no thread of its own: callbacks run in the calling thread
+  // during a later call into the pool (get, wait, map, next, join...), as
+  // results are collected, or here if the call is done already. What a
+  // callback throws leaves that pool call. The result may be dropped after.
+  template <class OnValue, class OnError = std::nullptr_t>
+  AsyncResult& then(OnValue on_value, OnError on_error = nullptr) {
+    detail::PoolJob* job = job_.get();  // the job owns this function: no cycle
+    job_->on_done = [job, v = std::move(on_value), e = std::move(on_error)]() mutable {
+      if (job->first_failure) {
+        if constexpr (!std::is_null_pointer_v<OnError>) e(*job->first_failure);
+      } else if constexpr (std::is_void_v<T>) {
+        v();
+      } else {
+        v(value_of(*job));
+      }
+    };
+    if (job_->done()) detail::pool_report(*core_, job_);
+    return *this;
   }
   void wait() { (void)wait_until(nullptr); }
   [[nodiscard]] bool wait_for(Clock::duration timeout) {
@@ -120,9 +135,17 @@ class AsyncResult {
 
  private:
   friend class Pool;
-  static constexpr bool kList = detail::is_vector<T>;
   AsyncResult(std::shared_ptr<detail::PoolCore> core, std::shared_ptr<detail::PoolJob> job)
       : core_(std::move(core)), job_(std::move(job)) {}
+  static T value_of(const detail::PoolJob& job) {
+    if constexpr (std::is_void_v<T>) {
+      return;
+    } else if constexpr (detail::is_vector<T>) {
+      return detail::job_values<typename T::value_type>(job);
+    } else {
+      return detail::load<T>(job.results.data());
+    }
+  }
   bool wait_until(const Clock::time_point* deadline) {
     return detail::pool_wait(
         *core_, [this] { return job_->done(); }, deadline);

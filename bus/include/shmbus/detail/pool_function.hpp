@@ -36,6 +36,8 @@ struct PoolJob {
   std::deque<std::size_t> arrivals;  // arrived items, and failed chunks' first items, in order
   std::map<std::size_t, std::pair<std::size_t, Error>> failures;  // first item -> count, error
   std::optional<Error> first_failure;
+  std::function<void()> on_done;  // AsyncResult::then(): run once, when done()
+  bool reported = false;          // on_done has run (or been queued to)
 
   static constexpr std::uint8_t kWaiting = 0, kArrived = 1, kFailed = 2;
   [[nodiscard]] bool finished() const noexcept { return chunks_left == 0; }
@@ -56,6 +58,8 @@ class PoolCore;
 [[nodiscard]] std::shared_ptr<PoolJob> pool_submit(PoolCore& core, const PoolCall& call,
                                                    std::vector<std::byte> args, std::size_t items,
                                                    std::size_t chunksize);
+// Runs `job`'s on_done now, once (a job that was done before then()).
+void pool_report(PoolCore& core, const std::shared_ptr<PoolJob>& job);
 // Collects results until ready() or the deadline (nullptr: none).
 bool pool_wait(PoolCore& core, const std::function<bool()>& ready,
                const Clock::time_point* deadline);
