@@ -6,6 +6,7 @@
 //                                          BUS shows its registry, BUS/OBJECT an object
 //   bus-inspector watch [PREFIX]           live view with rates; q or Ctrl-C quits
 //   bus-inspector gc [--dry-run]           unlink objects whose processes all died
+//                                          (an open bus keeps its objects)
 //   bus-inspector doctor [--json]          find leaked, corrupted, stuck objects
 //
 // Exit codes: 0 ok, 1 no such object, 2 usage, 3 invalid segment,
@@ -401,7 +402,8 @@ int main(int argc, char** argv) {
   watch->add_option("--iterations", iterations, "Stop after N refreshes (0: until q)");
 
   bool dry_run = false, include_invalid = false;
-  auto* gc = app.add_subcommand("gc", "Unlink objects whose every process is dead");
+  auto* gc = app.add_subcommand(
+      "gc", "Unlink objects whose every process is dead (an open bus keeps its objects)");
   gc->add_flag("--dry-run", dry_run, "Only say what would be removed");
   gc->add_flag("--invalid", include_invalid, "Also unlink files with an invalid header");
   gc->add_flag("--json", as_json, "Print JSON");
