@@ -652,13 +652,6 @@ std::shared_ptr<PoolJob> pool_submit(PoolCore& core, const PoolCall& call,
   return core.submit(call, std::move(args), items, chunksize);
 }
 
-void pool_report(PoolCore& core, const std::shared_ptr<PoolJob>& job) {
-  (void)core;
-  if (job->reported || !job->on_done) return;
-  job->reported = true;
-  job->on_done();
-}
-
 bool pool_wait(PoolCore& core, const std::function<bool()>& ready,
                const Clock::time_point* deadline) {
   return core.wait(ready, deadline);

@@ -113,7 +113,7 @@ class AsyncResult {
         v(value_of(*job));
       }
     };
-    if (job_->done()) detail::pool_report(*core_, job_);
+    if (job_->done()) detail::pool_report(*job_);
     return *this;
   }
   void wait() { (void)wait_until(nullptr); }

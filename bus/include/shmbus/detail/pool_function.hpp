@@ -59,7 +59,11 @@ class PoolCore;
                                                    std::vector<std::byte> args, std::size_t items,
                                                    std::size_t chunksize);
 // Runs `job`'s on_done now, once (a job that was done before then()).
-void pool_report(PoolCore& core, const std::shared_ptr<PoolJob>& job);
+inline void pool_report(PoolJob& job) {
+  if (job.reported || !job.on_done) return;
+  job.reported = true;
+  job.on_done();
+}
 // Collects results until ready() or the deadline (nullptr: none).
 bool pool_wait(PoolCore& core, const std::function<bool()>& ready,
                const Clock::time_point* deadline);
