@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <ctime>
 #include <limits>
 #include <mutex>
 #include <new>
@@ -340,7 +341,9 @@ Connection::Connection(Connection&& o) noexcept
       active_(std::exchange(o.active_, false)),
       closed_(std::exchange(o.closed_, true)),
       peeked_(std::exchange(o.peeked_, false)),
-      peer_death_counted_(o.peer_death_counted_) {}
+      peer_death_counted_(o.peer_death_counted_),
+      peer_owner_seen_(o.peer_owner_seen_),
+      next_liveness_ns_(o.next_liveness_ns_) {}
 
 Connection& Connection::operator=(Connection&& o) noexcept {
   if (this != &o) {
@@ -365,6 +368,8 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     closed_ = std::exchange(o.closed_, true);
     peeked_ = std::exchange(o.peeked_, false);
     peer_death_counted_ = o.peer_death_counted_;
+    peer_owner_seen_ = o.peer_owner_seen_;
+    next_liveness_ns_ = o.next_liveness_ns_;
   }
   return *this;
 }
@@ -426,10 +431,12 @@ void Connection::close() noexcept {
   // then leaves the child's alone, as with multiprocessing's handles).
   // relaxed: see on_fork_parent().
   const bool unforked = g_forks_made.load(std::memory_order_relaxed) == forks_at_create_;
-  const bool mine =
-      (active_ || unforked) && fork_gen_ == detail::fork_generation() &&
-      // [pipe.owner] acquire: see take_over().
-      control_->ends[end_].owner.load(std::memory_order_acquire) == this_process().pack();
+  // [pipe.owner] acquire: see take_over().
+  const std::uint64_t owner = control_->ends[end_].owner.load(std::memory_order_acquire);
+  // An owner word of 0 after this process took the end is a stray write
+  // (an end is never given back): the end is still ours to close.
+  const bool mine = (active_ || unforked) && fork_gen_ == detail::fork_generation() &&
+                    (owner == this_process().pack() || (owner == 0 && active_));
   if (mine) {
     if (can_send_) tx_.flush();
     if (can_recv_) rx_.publish_read();
@@ -448,8 +455,12 @@ void Connection::close() noexcept {
 
 bool Connection::peer_dead() noexcept {
   // [pipe.owner] acquire: pairs with the CAS that took the peer's end.
-  const std::uint64_t w = control_->ends[1 - end_].owner.load(std::memory_order_acquire);
+  std::uint64_t w = control_->ends[1 - end_].owner.load(std::memory_order_acquire);
+  // An end once taken is never given back: a 0 after we saw an owner is a
+  // peer's stray write, and the owner we saw is the one to watch.
+  if (w == 0) w = peer_owner_seen_;
   if (w == 0) return false;  // not taken yet: the peer may still come
+  peer_owner_seen_ = w;
   if (is_alive(ProcessId::unpack(w))) return false;
   if (peer_death_counted_) return true;
   peer_death_counted_ = true;
@@ -458,6 +469,17 @@ bool Connection::peer_dead() noexcept {
   line.peer_deaths.store(line.peer_deaths.load(std::memory_order_relaxed) + 1,
                          std::memory_order_relaxed);
   return true;
+}
+
+bool Connection::peer_dead_by_now() noexcept {
+  if (peer_death_counted_) return true;
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);  // vDSO: no system call
+  const std::int64_t now = std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+  if (now < next_liveness_ns_) return false;
+  next_liveness_ns_ =
+      now + std::chrono::duration_cast<std::chrono::nanoseconds>(kLivenessInterval).count();
+  return peer_dead();
 }
 
 namespace {
@@ -787,7 +809,14 @@ RecvResult Connection::next_frame(detail::Frame& frame, const Deadline* deadline
       if (p == detail::PeekResult::ok) return RecvResult::ok;
       return p == detail::PeekResult::corrupted ? RecvResult::corrupted : RecvResult::eof;
     }
-    if (!wait) return RecvResult::empty;
+    if (!wait) {
+      // A call that never waits learns of a death too (within one
+      // liveness interval), as recv() and poll() do.
+      if (!peer_dead_by_now()) return RecvResult::empty;
+      const auto p = rx_.peek(frame);  // a dead process writes nothing more
+      if (p == detail::PeekResult::ok) return RecvResult::ok;
+      return p == detail::PeekResult::corrupted ? RecvResult::corrupted : RecvResult::peer_dead;
+    }
     switch (wait_data(deadline)) {
       case WaitOutcome::ready:
         continue;
@@ -974,7 +1003,9 @@ std::string Connection::recv_string() {
 bool Connection::poll(std::chrono::nanoseconds timeout) noexcept {
   if (!can_recv_ || closed_ || !ensure_owner()) return false;
   if (peeked_ || rx_.has_data() || peer_closed()) return true;
-  if (timeout <= std::chrono::nanoseconds::zero()) return false;
+  // A dead peer makes the end ready (recv() then drains and reports it).
+  if (timeout <= std::chrono::nanoseconds::zero()) return peer_dead_by_now();
+  if (peer_death_counted_) return true;
   const Deadline d = deadline_after(timeout);  // saturated: poll(nanoseconds::max()) waits
   return wait_data(&d) != WaitOutcome::timeout;
 }

@@ -89,9 +89,12 @@ namespace shmbus::test {
 struct CommandResult {
   int exit_code = -1;  // -1 if it did not exit normally
   std::string output;  // stdout
+  bool timed_out = false;  // still running at the deadline (then killed)
 };
 
 // Runs bus-inspector (built in this tree) with `args`; captures stdout.
-CommandResult run_inspector(const std::vector<std::string>& args);
+// Kills it at `timeout`.
+CommandResult run_inspector(const std::vector<std::string>& args,
+                            std::chrono::milliseconds timeout = 30s);
 
 }  // namespace shmbus::test
