@@ -17,6 +17,7 @@
 #include <random>
 #include <thread>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/segment.hpp"
 
@@ -440,6 +441,7 @@ void Connection::close() noexcept {
   if (mine) {
     if (can_send_) tx_.flush();
     if (can_recv_) rx_.publish_read();
+    detail::fault_point(detail::FaultPoint::close_begun);
     // [pipe.closed] seq_cst: after every frame this end committed; pairs
     // with the peer's load in peer_closed() (and orders the wakes below:
     // [ring.sleep] for a receiver asleep on a header, [wait.sleepers] for
@@ -651,9 +653,11 @@ SendResult Connection::send_bytes_impl(std::span<const std::byte> data, const De
     if (r != SendResult::ok) return r;
     p = out.data();
   }
+  detail::fault_point(detail::FaultPoint::send_reserved);
   // relaxed would do for the check, seq_cst costs nothing more on a load.
   if (peer_closed()) return SendResult::broken;
   if (n != 0) std::memcpy(p, data.data(), n);
+  detail::fault_point(detail::FaultPoint::send_written);
   tx_.commit(n);
   ++detail::t_sends;
   return SendResult::ok;
@@ -749,7 +753,10 @@ SendResult Connection::send_fragmented(std::span<const std::byte> data,
     for (;;) {
       if (peer_closed()) return SendResult::broken;
       p = tx_.try_reserve(head + len);
-      if (p != nullptr) break;
+      if (p != nullptr) {
+        detail::fault_point(detail::FaultPoint::send_reserved);
+        break;
+      }
       if (tx_.corrupted()) return SendResult::corrupted;
       tx_.flush();
       const WaitOutcome w = wait_room(head + len, deadline);
@@ -766,6 +773,7 @@ SendResult Connection::send_fragmented(std::span<const std::byte> data,
     copy_to_ring(p + head, data.data() + sent, len, mode);
     sent += len;
     const bool last = sent == total;
+    detail::fault_point(detail::FaultPoint::send_written);
     tx_.commit(head + len, detail::kFrameFragment | (last ? detail::kFrameLast : 0));
     ++frames;
     first = false;
@@ -794,40 +802,39 @@ RecvResult Connection::next_frame(detail::Frame& frame, const Deadline* deadline
   // A frame peek() left peeked is consumed (or peeked again) from here on:
   // release() must not free it a second time.
   peeked_ = false;
+  const auto got = [] {
+    detail::fault_point(detail::FaultPoint::recv_peeked);
+    return RecvResult::ok;
+  };
+  // A peer that closed or died writes nothing more: what it committed
+  // before is visible now and is delivered first, then `after`.
+  const auto drain = [&](RecvResult after) {
+    const auto p = rx_.peek(frame);
+    if (p == detail::PeekResult::ok) return got();
+    return p == detail::PeekResult::corrupted ? RecvResult::corrupted : after;
+  };
   for (;;) {
     switch (rx_.peek(frame)) {
       case detail::PeekResult::ok:
-        return RecvResult::ok;
+        return got();
       case detail::PeekResult::corrupted:
         return RecvResult::corrupted;
       case detail::PeekResult::empty:
         break;
     }
-    if (peer_closed()) {
-      // Everything the peer committed before closing is visible now.
-      const auto p = rx_.peek(frame);
-      if (p == detail::PeekResult::ok) return RecvResult::ok;
-      return p == detail::PeekResult::corrupted ? RecvResult::corrupted : RecvResult::eof;
-    }
+    if (peer_closed()) return drain(RecvResult::eof);
     if (!wait) {
       // A call that never waits learns of a death too (within one
       // liveness interval), as recv() and poll() do.
-      if (!peer_dead_by_now()) return RecvResult::empty;
-      const auto p = rx_.peek(frame);  // a dead process writes nothing more
-      if (p == detail::PeekResult::ok) return RecvResult::ok;
-      return p == detail::PeekResult::corrupted ? RecvResult::corrupted : RecvResult::peer_dead;
+      return peer_dead_by_now() ? drain(RecvResult::peer_dead) : RecvResult::empty;
     }
     switch (wait_data(deadline)) {
       case WaitOutcome::ready:
         continue;
       case WaitOutcome::timeout:
         return RecvResult::timeout;
-      default: {
-        // A dead process writes nothing more: drain what it committed.
-        const auto p = rx_.peek(frame);
-        if (p == detail::PeekResult::ok) return RecvResult::ok;
-        return p == detail::PeekResult::corrupted ? RecvResult::corrupted : RecvResult::peer_dead;
-      }
+      default:
+        return drain(RecvResult::peer_dead);
     }
   }
 }

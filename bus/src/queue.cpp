@@ -75,13 +75,6 @@ constexpr std::uint32_t kHeapFlag = 1;  // SlotHeader::flags
 pid_t current_pid() noexcept { return this_process().pid; }
 
 std::atomic<std::uint64_t> g_next_handle{1};
-std::atomic<QueueFaultHook> g_fault_hook{nullptr};
-
-inline void fault_point(QueueFaultPoint p) noexcept {
-  // relaxed: a test sets the hook before forking the process it kills.
-  if (QueueFaultHook h = g_fault_hook.load(std::memory_order_relaxed); h != nullptr) [[unlikely]]
-    h(p);
-}
 
 struct CacheEntry {
   std::uint64_t handle = 0;
@@ -150,7 +143,7 @@ template <class Ready>
 bool sleep_until(WaitChannel& ch, std::atomic<std::uint32_t>& token, Ready&& ready,
                  const Clock::time_point* deadline) noexcept {
   return detail::sleep_until(ch, ready, deadline, [&token] {
-    fault_point(QueueFaultPoint::wait_returned);
+    fault_point(FaultPoint::wait_returned);
     // [queue.token] seq_cst: released before ready() re-reads the queue, so
     // a publication that skipped its wake because of this token is seen by
     // that re-read.
@@ -317,10 +310,6 @@ QueueStats stats_of(const Geometry& g, const QueueControl& c, const QueueRecord*
 }
 
 }  // namespace
-
-void set_queue_fault_hook(QueueFaultHook hook) noexcept {
-  g_fault_hook.store(hook, std::memory_order_relaxed);  // relaxed: see fault_point()
-}
 
 struct QueueCore::Held {
   std::mutex m;
@@ -687,7 +676,7 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
     std::uint64_t e = pos;
     ctl_->enqueue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
   }
-  fault_point(QueueFaultPoint::put_claimed);
+  fault_point(FaultPoint::put_claimed);
   // seq_cst: orders after our claim against close()'s store, see close().
   if (ctl_->closed.load(std::memory_order_seq_cst) != 0) {
     // Withdraw: the message is not committed; consumers step over it.
@@ -710,10 +699,10 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
   }
   // relaxed: released by the [queue.publish] store below.
   rec.put_word.store(count_word(main, aux, Stage::active), std::memory_order_relaxed);
-  fault_point(QueueFaultPoint::put_written);
+  fault_point(FaultPoint::put_written);
   // [queue.publish] seq_cst (release + [wait.sleepers]).
   sl->word.store(slot_word(pos, r, SlotState::full), std::memory_order_seq_cst);
-  fault_point(QueueFaultPoint::put_published);
+  fault_point(FaultPoint::put_published);
   // [queue.record] release.
   rec.put_word.store(count_word(main + 1, aux, Stage::idle), std::memory_order_release);
   notify_not_empty();
@@ -794,7 +783,7 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
   }
   // relaxed: released by the [queue.release] store below.
   rec.get_word.store(count_word(main, aux, Stage::active), std::memory_order_relaxed);
-  fault_point(QueueFaultPoint::get_claimed);
+  fault_point(FaultPoint::get_claimed);
   const std::uint32_t len = sl->length;   // untrusted
   const std::uint32_t flags = sl->flags;  // untrusted
   const auto* payload = reinterpret_cast<const std::byte*>(sl) + sizeof(SlotHeader);
@@ -826,10 +815,10 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
     if (len != 0) std::memcpy(out.data(), payload, len);
     length = len;
   }
-  fault_point(QueueFaultPoint::get_copied);
+  fault_point(FaultPoint::get_copied);
   // [queue.release] seq_cst (release + [wait.sleepers]).
   sl->word.store(slot_word(pos + capacity_, 0, SlotState::empty), std::memory_order_seq_cst);
-  fault_point(QueueFaultPoint::get_released);
+  fault_point(FaultPoint::get_released);
   // [queue.record] release. A corrupted message counts as lost.
   rec.get_word.store(result == QueueResult::ok ? count_word(main + 1, aux, Stage::idle)
                                                : count_word(main, aux + 1, Stage::idle),

@@ -69,8 +69,8 @@ int as_int(QueueResult r) { return static_cast<int>(r); }
 // The producer is killed between its claim and its publication.
 void kill_producer_mid_put(Queue<int>& q) {
   const auto st = test::wait_child(test::fork_child([&] {
-    detail::set_queue_fault_hook([](detail::QueueFaultPoint p) noexcept {
-      if (p == detail::QueueFaultPoint::put_claimed) ::raise(SIGKILL);
+    detail::set_fault_hook([](detail::FaultPoint p) noexcept {
+      if (p == detail::FaultPoint::put_claimed) ::raise(SIGKILL);
     });
     (void)q.put(7);
     return 0;

@@ -90,6 +90,7 @@
 #include <string>
 #include <string_view>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/detail/type_tag.hpp"
@@ -236,22 +237,6 @@ constexpr std::uint32_t heap_rec(std::uint64_t w) noexcept {
   return static_cast<std::uint32_t>(w & 0xfffu);
 }
 static_assert(sizeof(SlotHeader) == 16);
-
-// Fault injection for tests/fault: points inside put/get where a test's
-// hook may kill the calling process (raise(SIGKILL)) to land exactly in a
-// window. Costs one relaxed load and a predictable branch when unset.
-enum class QueueFaultPoint : std::uint8_t {
-  put_claimed,    // slot WRITING, before the payload is written
-  put_written,    // payload written, before FULL is published
-  put_published,  // FULL published, before the counter is updated
-  get_claimed,    // slot READING, before the payload is copied
-  get_copied,     // payload copied, before the slot is released
-  get_released,   // slot released, before the counter is updated
-  wait_returned,  // a sleeper back from futex_wait, before it releases the
-                  // [queue.token] (a woken process killed holding the token)
-};
-using QueueFaultHook = void (*)(QueueFaultPoint) noexcept;
-void set_queue_fault_hook(QueueFaultHook hook) noexcept;
 
 class QueueCore {
  public:
