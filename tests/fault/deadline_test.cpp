@@ -16,6 +16,8 @@
 #include "shmbus/detail/queue_core.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/pipe.hpp"
+#include "shmbus/pool.hpp"
+#include "shmbus/process.hpp"
 #include "shmbus/queue.hpp"
 #include "test_support.hpp"
 
@@ -227,6 +229,31 @@ TEST(DeadlinePipe, ZeroedOwnerOfAnExitedSenderIsADeadPeer) {
   raw.at<detail::PipeControl>(0).ends[1].owner.store(0);
   EXPECT_EQ(test::wait_child(child).code, 0);
   EXPECT_EQ(r.recv_for(none, 5s), RecvResult::peer_dead);
+}
+
+// A task that never ends (its worker hangs, alive): the caller's timed
+// wait returns by its deadline; so does a join_for() on a hung child.
+long hang(long) {
+  for (;;) ::pause();
+}
+
+TEST(DeadlinePool, WaitForReturnsWhileTheWorkerHangs) {
+  Pool pool({.processes = 1});
+  auto r = pool.apply_async(hang, 1L);
+  const auto start = Clock::now();
+  EXPECT_FALSE(r.wait_for(50ms));
+  EXPECT_LT(Clock::now() - start, 50ms + 2s);
+  pool.terminate();
+}
+
+TEST(DeadlineProcess, JoinForReturnsWhileTheChildHangs) {
+  Process p([] { return static_cast<int>(hang(0)); });
+  p.start();
+  const auto start = Clock::now();
+  EXPECT_FALSE(p.join_for(50ms));
+  EXPECT_LT(Clock::now() - start, 50ms + 2s);
+  p.kill();
+  p.join();
 }
 
 }  // namespace
