@@ -383,9 +383,9 @@ void QueueCore::bind(Segment segment, const QueueOptions& options) {
   attached_pid_ = options.segment.attach ? current_pid() : 0;
 }
 
-QueueCore QueueCore::create(std::string_view name, ObjectKind kind, TypeTag tag,
+QueueCore QueueCore::create(SegmentName name, ObjectKind kind, TypeTag tag,
                             std::size_t slot_payload, const QueueOptions& options) {
-  const std::string n(name);
+  const std::string n(name.value_or(""));
   if (slot_payload == 0 || slot_payload > (std::size_t{1} << 30))
     throw Error(Errc::invalid_argument, n, "slot size must be 1 byte .. 1 GiB");
   if (options.capacity == 0 || options.capacity > (std::size_t{1} << 30))
@@ -433,7 +433,7 @@ QueueCore QueueCore::create(std::string_view name, ObjectKind kind, TypeTag tag,
     }
   };
   QueueCore q;
-  q.bind(Segment::create(name, kind, tag, g.total, init, options.segment), options);
+  q.bind(Segment::make(name, kind, tag, g.total, init, options.segment), options);
   return q;
 }
 
@@ -1201,6 +1201,10 @@ BytesQueue BytesQueue::create(std::string_view name, const QueueOptions& options
   return BytesQueue(
       detail::QueueCore::create(name, kKind, detail::kBytesTag, options.max_message, options));
 }
+
+BytesQueue::BytesQueue(const QueueOptions& options)
+    : QueueHandle(detail::QueueCore::create(std::nullopt, kKind, detail::kBytesTag,
+                                            options.max_message, options)) {}
 
 BytesQueue::BytesQueue(std::string_view name, const QueueOptions& options)
     : QueueHandle(detail::QueueCore::open(name, kKind, detail::kBytesTag, options)) {}

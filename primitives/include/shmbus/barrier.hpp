@@ -2,9 +2,10 @@
 // `parties` processes (or threads) call wait(); the last to arrive runs the
 // optional action and releases them all.
 //
-//   auto b = shmbus::Barrier::create("start", 3);   // coordinator
-//   auto b = shmbus::Barrier::open("start");        // each worker
-//   if (auto r = b.wait_for(5s)) use(r.index); else /* broken */;
+//   shmbus::Barrier start{3};                        // anonymous, as Barrier(3)
+//   auto b = shmbus::Barrier::create("start", 3);    // named: coordinator
+//   auto same = shmbus::Barrier::open("start");      // each worker
+//   if (auto r = same.wait_for(5s)) { use(r.index); } else { /* broken */ }
 //
 // Who may call what: any thread of any process that opened it (or inherited
 // it across fork() and attach()ed). create/open throw shmbus::Error; wait,
@@ -70,7 +71,10 @@ class Barrier {
                       const SegmentOptions& options = {});
   static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
 
-  Barrier() = default;
+  // An anonymous barrier, as Python's Barrier(parties, action): unnamed
+  // memory that fork()ed children share. Errc::invalid_argument unless
+  // 1 <= parties <= 2^20.
+  explicit Barrier(std::uint32_t parties, std::function<void()> action = {});
   Barrier(Barrier&&) noexcept;
   Barrier& operator=(Barrier&&) noexcept;
   ~Barrier();
@@ -98,6 +102,8 @@ class Barrier {
 
  private:
   Barrier(detail::Segment segment, std::function<void()> action);
+  static detail::Segment make(detail::SegmentName name, std::uint32_t parties,
+                              const SegmentOptions& options);
   BarrierResult wait_until_(const Clock::time_point* deadline) noexcept;
   void register_self() noexcept;
   void deregister_self() noexcept;
