@@ -15,6 +15,7 @@
 #include <optional>
 #include <thread>
 
+#include "shmbus/detail/exit_actions.hpp"
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/segment.hpp"
 
@@ -233,6 +234,7 @@ Connection::Connection(std::shared_ptr<detail::Segment> segment, const detail::P
                        int end, bool taken)
     : segment_(std::move(segment)), end_(end) {
   register_atfork();
+  detail::add_exit_action(this, close_at_exit);
   // `k` is this process's validated copy of the config: the geometry below
   // never comes from control_->config, which a peer could rewrite.
   control_ = reinterpret_cast<PipeControl*>(segment_->payload());
@@ -329,7 +331,9 @@ Connection::Connection(Connection&& o) noexcept
       active_(std::exchange(o.active_, false)),
       closed_(std::exchange(o.closed_, true)),
       peeked_(std::exchange(o.peeked_, false)),
-      peer_death_counted_(o.peer_death_counted_) {}
+      peer_death_counted_(o.peer_death_counted_) {
+  if (control_ != nullptr) detail::add_exit_action(this, close_at_exit);
+}
 
 Connection& Connection::operator=(Connection&& o) noexcept {
   if (this != &o) {
@@ -354,11 +358,17 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     closed_ = std::exchange(o.closed_, true);
     peeked_ = std::exchange(o.peeked_, false);
     peer_death_counted_ = o.peer_death_counted_;
+    if (control_ != nullptr) detail::add_exit_action(this, close_at_exit);
   }
   return *this;
 }
 
-Connection::~Connection() { close(); }
+void Connection::close_at_exit(void* self) noexcept { static_cast<Connection*>(self)->close(); }
+
+Connection::~Connection() {
+  close();
+  detail::remove_exit_action(this);
+}
 
 const std::string& Connection::name() const noexcept {
   static const std::string none;

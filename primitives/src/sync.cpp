@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <cstring>
 #include <mutex>
+#include <utility>
 
 #include "shmbus/barrier.hpp"
 #include "shmbus/condition.hpp"
+#include "shmbus/detail/exit_actions.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/event.hpp"
 #include "shmbus/semaphore.hpp"
@@ -386,7 +388,8 @@ Barrier::Barrier(Barrier&& o) noexcept
     : segment_(std::move(o.segment_)),
       state_(o.state_),
       action_(std::move(o.action_)),
-      registered_as_(o.registered_as_.exchange(0, std::memory_order_relaxed)) {
+      registered_as_(o.registered_as_.exchange(0, std::memory_order_relaxed)),
+      party_slot_(std::exchange(o.party_slot_, nullptr)) {
   o.state_ = nullptr;
 }
 
@@ -398,6 +401,7 @@ Barrier& Barrier::operator=(Barrier&& o) noexcept {
     action_ = std::move(o.action_);
     registered_as_.store(o.registered_as_.exchange(0, std::memory_order_relaxed),
                          std::memory_order_relaxed);  // relaxed: moves are single-threaded
+    party_slot_ = std::exchange(o.party_slot_, nullptr);
     o.state_ = nullptr;
   }
   return *this;
@@ -445,6 +449,15 @@ void Barrier::attach() {
 namespace {
 // Serialises (de)registration by threads sharing a handle: a rare path.
 std::mutex g_barrier_registration;
+
+// At a clean exit the party leaves as a destroyed handle would, so the
+// next set of parties does not find it dead (detail/exit_actions.hpp).
+void leave_party_slot(void* slot) noexcept {
+  std::uint64_t expected = detail::self_ids().packed;
+  // relaxed: see Barrier::register_self().
+  static_cast<std::atomic<std::uint64_t>*>(slot)->compare_exchange_strong(
+      expected, 0, std::memory_order_relaxed);
+}
 }  // namespace
 
 void Barrier::register_self() noexcept {
@@ -465,6 +478,8 @@ void Barrier::register_self() noexcept {
     // relaxed: a slot's only content is the id itself.
     if (slot.compare_exchange_strong(expected, me, std::memory_order_relaxed)) {
       registered_as_.store(me, std::memory_order_relaxed);
+      party_slot_ = &slot;
+      detail::add_exit_action(&slot, leave_party_slot);
       return;
     }
   }
@@ -474,6 +489,9 @@ void Barrier::register_self() noexcept {
 void Barrier::deregister_self() noexcept {
   if (state_ == nullptr) return;
   std::scoped_lock guard(g_barrier_registration);
+  // In any process (a forked child's copy of the registry names the
+  // parent's slot too): the mapping may go away with this handle.
+  if (party_slot_ != nullptr) detail::remove_exit_action(std::exchange(party_slot_, nullptr));
   const std::uint64_t mine = registered_as_.load(std::memory_order_relaxed);
   // Only in the process that registered (not in a forked child of it).
   if (mine == 0 || mine != detail::self_ids().packed) return;

@@ -19,8 +19,11 @@
 // barrier, or on their first wait(), and deregister when their handle is
 // destroyed; a waiter checks registered parties with is_alive() every
 // detail::kOwnerCheckPeriod (10 ms). A process that exits without
-// destroying its handle (e.g. _exit after fork) stays registered and, once
-// dead, breaks a later wait. At most detail::kBarrierMembers (64)
+// destroying its handle and without a clean exit (killed, or _exit after a
+// bare fork()) stays registered and, once dead, breaks a later wait; a
+// shmbus::Process child whose callable returns, or a process that calls
+// exit(), leaves its slots (detail/exit_actions.hpp), so the barrier is
+// reusable by the next set of parties. At most detail::kBarrierMembers (64)
 // processes are tracked; more still work but are not watched.
 //
 // Memory ordering: everything a party wrote before wait() is visible to
@@ -118,6 +121,9 @@ class Barrier {
   // Packed id this handle registered as (0: none). Threads sharing the
   // handle read it lock-free; changes are made under a process-wide mutex.
   std::atomic<std::uint64_t> registered_as_{0};
+  // The slot this handle claimed (under the registration mutex), whose
+  // exit action frees it at a clean exit (detail/exit_actions.hpp).
+  std::atomic<std::uint64_t>* party_slot_ = nullptr;
 };
 
 }  // namespace shmbus
