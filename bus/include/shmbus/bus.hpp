@@ -1,7 +1,7 @@
 // Bus — one name under which a service's channels and primitives live.
 //
 //   shmbus::Bus bus{"trading"};                       // open, or create
-//   auto orders = bus.queue<Order>("orders", 4096);   // "trading.orders"
+//   auto orders = bus.queue<Order>("orders", {.capacity = 4096});   // "trading.orders"
 //   auto ready  = bus.event("ready");
 //   for (const auto& o : bus.objects()) ...           // the registry
 //
