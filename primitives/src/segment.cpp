@@ -14,6 +14,7 @@
 #include <thread>
 #include <utility>
 
+#include "shmbus/detail/tracked.hpp"
 #include "shmbus/error.hpp"
 
 namespace bip = boost::interprocess;
@@ -249,6 +250,10 @@ Segment Segment::create(std::string_view name, ObjectKind kind, TypeTag type,
     unlink(name);
     throw;
   }
+  if (options.track) {
+    const SegmentHeader& h = seg.header();
+    track_created(name, h.creator, h.created_unix_ns);
+  }
   return seg;
 }
 
@@ -369,6 +374,7 @@ Segment Segment::open(std::string_view name, ObjectKind kind, TypeTag type,
 
 bool Segment::unlink(std::string_view name) {
   validate_name(name);
+  untrack(name);
   return bip::shared_memory_object::remove(os_name(name).c_str());
 }
 

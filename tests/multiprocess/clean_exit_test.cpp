@@ -55,6 +55,31 @@ TEST(CleanExit, PipePeerReadsDeathWhenAProcessChildIsKilled) {
   EXPECT_EQ(child.exitcode(), -SIGKILL);
 }
 
+TEST(CleanExit, QueueRecordsOfAReturningChildAreFreedNotRecovered) {
+  Queue<int> queue{{.capacity = 16}};
+  Process child([&] { return queue.put(1) == QueueResult::ok ? 0 : 1; });
+  child.start();
+  child.join();
+  ASSERT_EQ(child.exitcode(), 0);
+  EXPECT_EQ(queue.recover_dead(), 0u);  // nothing held by a dead participant
+  EXPECT_EQ(queue.stats().peer_deaths, 0u);
+  int v = 0;
+  EXPECT_EQ(queue.get_for(v, 1s), QueueResult::ok);
+  EXPECT_EQ(v, 1);
+}
+
+TEST(CleanExit, QueueRecordsOfAKilledChildAreRecovered) {
+  Queue<int> queue{{.capacity = 16}};
+  Process child([&] {
+    (void)queue.put(1);
+    ::raise(SIGKILL);
+    return 0;
+  });
+  child.start();
+  child.join();
+  EXPECT_EQ(queue.recover_dead(), 1u);
+}
+
 TEST(CleanExit, BarrierIsReusableBySuccessiveSetsOfProcessChildren) {
   Barrier barrier{3};
   for (int round = 0; round < 20; ++round) {

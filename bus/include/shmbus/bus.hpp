@@ -35,6 +35,7 @@
 #include "shmbus/condition.hpp"
 #include "shmbus/detail/registry.hpp"
 #include "shmbus/detail/segment.hpp"
+#include "shmbus/detail/tracked.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/event.hpp"
 #include "shmbus/lock.hpp"
@@ -181,6 +182,7 @@ Object Bus::open_or_create(std::string_view object, ObjectKind kind, detail::Typ
   for (int round = 0;; ++round) {
     try {
       Object made = create(full);
+      detail::untrack(full);  // the bus decides when it goes, not its creator
       register_object(object, kind, type, capacity);
       return made;
     } catch (const Error& e) {

@@ -44,6 +44,13 @@ struct SegmentOptions {
   std::uint32_t max_attached = 0;  // 0: the maximum
   // Whether open()/create() records this process in the attachment table.
   bool attach = true;
+  // The resource tracker: a named object created outside a Bus is unlinked
+  // when the process that created it ends cleanly (exit(), or a Process
+  // child's callable returning), unless another live process has it
+  // attached. false keeps it, as Python 3.13's SharedMemory(track=False).
+  // A creator killed by a signal leaves it to collect_garbage() (see
+  // resource_tracker.hpp). Ignored by open() and for anonymous objects.
+  bool track = true;
 };
 
 inline constexpr std::string_view kNamePrefix = "shmbus.";
