@@ -3,7 +3,7 @@
 //   shmbus::Bus bus{"trading"};                       // open, or create
 //   auto orders = bus.queue<Order>("orders", {.capacity = 4096});   // "trading.orders"
 //   auto ready  = bus.event("ready");
-//   for (const auto& o : bus.objects()) ...           // the registry
+//   for (const auto& o : bus.objects()) use(o);      // the registry
 //
 // Any process on the host may open the same bus by name. Objects are
 // created or opened through the bus, kind and payload type checked, and

@@ -4,7 +4,7 @@
 //   shmbus::Lock mine;                                 // anonymous, as Lock()
 //   auto lock = shmbus::Lock::create("orders.lock");   // process A
 //   auto same = shmbus::Lock::open("orders.lock");     // process B
-//   { std::scoped_lock g(same); ... }                  // Lockable
+//   { std::scoped_lock g(same); /* ... */ }            // Lockable
 //   if (same.acquire_for(5ms) == shmbus::LockResult::owner_died) {
 //     repair(); same.make_consistent();
 //   }
