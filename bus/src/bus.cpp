@@ -65,6 +65,7 @@ Bus::Bus(std::string_view name, const SegmentOptions& caller_options) {
   // The closing handshake counts users through the attachment table.
   SegmentOptions options = caller_options;
   options.attach = true;
+  options.track = false;  // the bus's own lifetime rules (above) apply
   const auto deadline = Clock::now() + std::chrono::seconds(5);
   for (;;) {
     detail::Segment seg;

@@ -14,9 +14,9 @@
 #include <mutex>
 #include <new>
 #include <optional>
-#include <random>
 #include <thread>
 
+#include "shmbus/detail/exit_actions.hpp"
 #include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/segment.hpp"
@@ -131,9 +131,9 @@ detail::PipeConfig config_of(const PipeOptions& o) noexcept {
   return k;
 }
 
-std::shared_ptr<detail::Segment> create_segment(std::string_view name, const PipeOptions& o,
+std::shared_ptr<detail::Segment> create_segment(detail::SegmentName name, const PipeOptions& o,
                                                 std::uint64_t owner0, std::uint64_t owner1) {
-  validate_options(name, o);
+  validate_options(name.value_or("anonymous pipe"), o);
   const std::size_t size = detail::pipe_payload_size(o.capacity, o.duplex);
   auto init = [&](std::span<std::byte> payload) {
     auto* c = new (payload.data()) PipeControl{};
@@ -143,24 +143,14 @@ std::shared_ptr<detail::Segment> create_segment(std::string_view name, const Pip
     c->ends[1].owner.store(owner1, std::memory_order_relaxed);
   };
   return std::make_shared<detail::Segment>(
-      detail::Segment::create(name, ObjectKind::pipe, detail::kBytesTag, size, init, o.segment));
+      detail::Segment::make(name, ObjectKind::pipe, detail::kBytesTag, size, init, o.segment));
 }
 
-std::string anonymous_name() {
-  static std::atomic<std::uint32_t> counter{0};
-  std::random_device rd;
-  // relaxed: a unique number, nothing else.
-  return "pipe-anon-" + std::to_string(::getpid()) + "-" +
-         std::to_string(counter.fetch_add(1, std::memory_order_relaxed)) + "-" +
-         std::to_string(rd());
-}
-
-std::pair<Connection, Connection> make_pair(std::string_view name, const PipeOptions& o,
-                                            bool anonymous) {
+// A named pipe, or an anonymous one (nullopt) in unnamed memory.
+std::pair<Connection, Connection> make_ends(detail::SegmentName name, const PipeOptions& o) {
   register_atfork();
   const std::uint64_t me = this_process().pack();
   auto seg = create_segment(name, o, me, me);
-  if (anonymous) detail::Segment::unlink(name);
   // Both ends are held by the creator until a process uses one of them
   // (a forked child takes the end it uses from its parent).
   const detail::PipeConfig k = config_of(o);
@@ -222,15 +212,15 @@ std::string_view to_string(RecvResult r) noexcept {
 }
 
 std::pair<Connection, Connection> Pipe(std::string_view name, const PipeOptions& options) {
-  return make_pair(name, options, false);
+  return make_ends(name, options);
 }
 std::pair<Connection, Connection> Pipe(std::string_view name, bool duplex) {
   PipeOptions o;
   o.duplex = duplex;
-  return make_pair(name, o, false);
+  return make_ends(name, o);
 }
 std::pair<Connection, Connection> Pipe(const PipeOptions& options) {
-  return make_pair(anonymous_name(), options, true);
+  return make_ends(std::nullopt, options);
 }
 std::pair<Connection, Connection> Pipe(bool duplex) {
   PipeOptions o;
@@ -246,6 +236,7 @@ Connection::Connection(std::shared_ptr<detail::Segment> segment, const detail::P
                        int end, bool taken)
     : segment_(std::move(segment)), end_(end) {
   register_atfork();
+  detail::add_exit_action(this, close_at_exit);
   // `k` is this process's validated copy of the config: the geometry below
   // never comes from control_->config, which a peer could rewrite.
   control_ = reinterpret_cast<PipeControl*>(segment_->payload());
@@ -344,7 +335,9 @@ Connection::Connection(Connection&& o) noexcept
       peeked_(std::exchange(o.peeked_, false)),
       peer_death_counted_(o.peer_death_counted_),
       peer_owner_seen_(o.peer_owner_seen_),
-      next_liveness_ns_(o.next_liveness_ns_) {}
+      next_liveness_ns_(o.next_liveness_ns_) {
+  if (control_ != nullptr) detail::add_exit_action(this, close_at_exit);
+}
 
 Connection& Connection::operator=(Connection&& o) noexcept {
   if (this != &o) {
@@ -371,11 +364,17 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     peer_death_counted_ = o.peer_death_counted_;
     peer_owner_seen_ = o.peer_owner_seen_;
     next_liveness_ns_ = o.next_liveness_ns_;
+    if (control_ != nullptr) detail::add_exit_action(this, close_at_exit);
   }
   return *this;
 }
 
-Connection::~Connection() { close(); }
+void Connection::close_at_exit(void* self) noexcept { static_cast<Connection*>(self)->close(); }
+
+Connection::~Connection() {
+  close();
+  detail::remove_exit_action(this);
+}
 
 const std::string& Connection::name() const noexcept {
   static const std::string none;

@@ -19,6 +19,7 @@
 #include <exception>
 #include <thread>
 
+#include "shmbus/detail/exit_actions.hpp"
 #include "shmbus/error.hpp"
 
 namespace shmbus {
@@ -222,6 +223,9 @@ void Process::start() {
       std::fprintf(stderr, "shmbus::Process '%s' (pid %d): unknown exception\n", name_.c_str(),
                    static_cast<int>(::getpid()));
     }
+    // A clean end: close this process's pipe ends, leave barriers, as
+    // destroyed handles would (detail/exit_actions.hpp); a signal skips it.
+    shmbus::detail::run_exit_actions();
     std::fflush(nullptr);
     ::_exit(code);
   }

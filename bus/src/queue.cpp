@@ -32,6 +32,7 @@
 #include <new>
 #include <vector>
 
+#include "shmbus/detail/exit_actions.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/inspect.hpp"
 #include "shmbus/process_id.hpp"
@@ -315,6 +316,29 @@ struct QueueCore::Held {
   std::mutex m;
   pid_t pid = 0;
   std::vector<std::uint32_t> recs;
+  QueueRecord* records = nullptr;  // the segment's table (its mapping outlives this)
+
+  // Gives back this process's idle records (all threads): when the handle
+  // goes, and at a clean exit (detail/exit_actions.hpp), so a returning
+  // child's records read as freed, not as a dead participant's.
+  static void release(void* self) noexcept {
+    auto& held = *static_cast<Held*>(self);
+    std::unique_lock lock(held.m, std::try_to_lock);
+    if (!lock.owns_lock() || held.pid != current_pid() || held.records == nullptr) return;
+    const std::uint64_t me = this_process().pack();
+    for (std::uint32_t r : held.recs) {
+      QueueRecord& rec = held.records[r];
+      // relaxed: owner-only fields; the release store of owner below
+      // publishes them to the next owner [queue.record].
+      if (word_stage(rec.put_word.load(std::memory_order_relaxed)) != Stage::idle ||
+          word_stage(rec.get_word.load(std::memory_order_relaxed)) != Stage::idle)
+        continue;
+      std::uint64_t expected = me;
+      rec.owner.compare_exchange_strong(expected, 0, std::memory_order_release,
+                                        std::memory_order_relaxed);
+    }
+    held.recs.clear();
+  }
 };
 
 QueueCore::QueueCore() = default;
@@ -328,22 +352,11 @@ QueueCore& QueueCore::operator=(QueueCore&& o) noexcept {
 }
 
 QueueCore::~QueueCore() {
-  if (ctl_ == nullptr || !held_) return;
-  // Give back this process's records (all threads): the handle is gone.
-  std::lock_guard lock(held_->m);
-  if (held_->pid != current_pid()) return;
-  const std::uint64_t me = this_process().pack();
-  for (std::uint32_t r : held_->recs) {
-    QueueRecord& rec = record(r);
-    // relaxed: owner-only fields; the release store of owner below
-    // publishes them to the next owner [queue.record].
-    if (word_stage(rec.put_word.load(std::memory_order_relaxed)) != Stage::idle ||
-        word_stage(rec.get_word.load(std::memory_order_relaxed)) != Stage::idle)
-      continue;
-    std::uint64_t expected = me;
-    rec.owner.compare_exchange_strong(expected, 0, std::memory_order_release,
-                                      std::memory_order_relaxed);
-  }
+  if (!held_) return;
+  // In any process: a forked child's copy of the exit actions names it too.
+  detail::remove_exit_action(held_.get());
+  if (ctl_ == nullptr) return;
+  Held::release(held_.get());
 }
 
 void QueueCore::bind(Segment segment, const QueueOptions& options) {
@@ -369,12 +382,14 @@ void QueueCore::bind(Segment segment, const QueueOptions& options) {
   handle_id_ = g_next_handle.fetch_add(1, std::memory_order_relaxed);  // relaxed: unique id only
   held_ = std::make_unique<Held>();
   held_->pid = current_pid();
+  held_->records = records_;
+  detail::add_exit_action(held_.get(), Held::release);
   attached_pid_ = options.segment.attach ? current_pid() : 0;
 }
 
-QueueCore QueueCore::create(std::string_view name, ObjectKind kind, TypeTag tag,
+QueueCore QueueCore::create(SegmentName name, ObjectKind kind, TypeTag tag,
                             std::size_t slot_payload, const QueueOptions& options) {
-  const std::string n(name);
+  const std::string n(name.value_or(""));
   if (slot_payload == 0 || slot_payload > (std::size_t{1} << 30))
     throw Error(Errc::invalid_argument, n, "slot size must be 1 byte .. 1 GiB");
   if (options.capacity == 0 || options.capacity > (std::size_t{1} << 30))
@@ -422,7 +437,7 @@ QueueCore QueueCore::create(std::string_view name, ObjectKind kind, TypeTag tag,
     }
   };
   QueueCore q;
-  q.bind(Segment::create(name, kind, tag, g.total, init, options.segment), options);
+  q.bind(Segment::make(name, kind, tag, g.total, init, options.segment), options);
   return q;
 }
 
@@ -1205,6 +1220,10 @@ BytesQueue BytesQueue::create(std::string_view name, const QueueOptions& options
   return BytesQueue(
       detail::QueueCore::create(name, kKind, detail::kBytesTag, options.max_message, options));
 }
+
+BytesQueue::BytesQueue(const QueueOptions& options)
+    : QueueHandle(detail::QueueCore::create(std::nullopt, kKind, detail::kBytesTag,
+                                            options.max_message, options)) {}
 
 BytesQueue::BytesQueue(std::string_view name, const QueueOptions& options)
     : QueueHandle(detail::QueueCore::open(name, kKind, detail::kBytesTag, options)) {}

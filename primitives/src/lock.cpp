@@ -135,9 +135,9 @@ void mutex_release_slow(MutexState& m, std::uint32_t word) noexcept {
 namespace {
 
 template <class Init>
-Segment create_mutex_segment(std::string_view name, ObjectKind kind, const SegmentOptions& options,
+Segment create_mutex_segment(SegmentName name, ObjectKind kind, const SegmentOptions& options,
                              Init&& extra) {
-  return Segment::create(
+  return Segment::make(
       name, kind, type_tag<MutexState>(), sizeof(MutexState),
       [&](std::span<std::byte> payload) {
         auto* s = new (payload.data()) MutexState{};
@@ -177,11 +177,17 @@ LockInfo read_lock_info(const std::byte* payload, std::size_t size) noexcept {
 
 // ---- Lock ----
 
+Lock::Lock() : Lock(make(std::nullopt, {})) {}
+
 Lock Lock::create(std::string_view name, const SegmentOptions& options) {
+  return make(name, options);
+}
+
+Lock Lock::make(detail::SegmentName name, const SegmentOptions& options) {
   auto seg =
       detail::create_mutex_segment(name, ObjectKind::lock, options, [](detail::MutexState&) {});
   auto* s = detail::mutex_of(seg);
-  return Lock(std::move(seg), s, std::string(name));
+  return Lock(std::move(seg), s, std::string(name.value_or("")));
 }
 
 Lock Lock::open(std::string_view name, const SegmentOptions& options) {
@@ -230,11 +236,17 @@ LockInfo Lock::info() const noexcept {
 
 // ---- RLock ----
 
+RLock::RLock() : RLock(make(std::nullopt, {})) {}
+
 RLock RLock::create(std::string_view name, const SegmentOptions& options) {
+  return make(name, options);
+}
+
+RLock RLock::make(detail::SegmentName name, const SegmentOptions& options) {
   auto seg =
       detail::create_mutex_segment(name, ObjectKind::rlock, options, [](detail::MutexState&) {});
   auto* s = detail::mutex_of(seg);
-  return RLock(std::move(seg), s, std::string(name));
+  return RLock(std::move(seg), s, std::string(name.value_or("")));
 }
 
 RLock RLock::open(std::string_view name, const SegmentOptions& options) {

@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <map>
+#include <mutex>
+#include <vector>
 
+#include "shmbus/detail/exit_actions.hpp"
 #include "shmbus/detail/segment.hpp"
+#include "shmbus/detail/tracked.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/segment_info.hpp"
 
@@ -99,4 +103,82 @@ std::vector<GcAction> collect_garbage(const GcOptions& options) {
   return actions;
 }
 
+namespace detail {
+
+namespace {
+
+struct Tracked {
+  std::string name;
+  std::uint64_t creator = 0;  // ProcessId::pack() of the creator (this process)
+  std::uint64_t created_unix_ns = 0;
+};
+
+struct TrackedSet {
+  std::mutex m;
+  std::vector<Tracked> objects;  // under m
+};
+
+// Never destroyed: the exit action runs at exit(), after statics may have gone.
+TrackedSet& tracked() {
+  static auto* t = new TrackedSet;
+  return *t;
+}
+
+// The exit action: unlinks each object this very process created (a
+// forked child inherits the list: its entries name the parent) that is
+// still the same object and that no other live process has attached. A
+// process that attaches between the look and the unlink keeps its mapping
+// but loses the name (a window of microseconds).
+void unlink_tracked(void* set) noexcept {
+  auto& t = *static_cast<TrackedSet*>(set);
+  std::vector<Tracked> objects;
+  {
+    // Taken out first: unlinking below untracks (takes the mutex again).
+    std::unique_lock lock(t.m, std::try_to_lock);
+    if (!lock.owns_lock()) return;
+    objects.swap(t.objects);
+  }
+  const ProcessId me = this_process();
+  for (const Tracked& o : objects) {
+    const ProcessId creator = ProcessId::unpack(o.creator);
+    if (!(creator == me)) continue;
+    try {
+      const SegmentInfo info = inspect_segment(o.name);
+      if (!(info.creator == creator) || info.created_unix_ns != o.created_unix_ns) continue;
+      const bool in_use =
+          std::any_of(info.attached.begin(), info.attached.end(),
+                      [&](const AttachedProcess& p) { return p.alive && !(p.id == me); });
+      if (!in_use) (void)remove_segment(o.name);
+    } catch (...) {
+      // Gone already, or not ours to judge: leave it.
+    }
+  }
+}
+
+}  // namespace
+
+void track_created(std::string_view name, std::uint64_t creator,
+                   std::uint64_t created_unix_ns) noexcept {
+  try {
+    TrackedSet& t = tracked();
+    {
+      std::scoped_lock lock(t.m);
+      t.objects.push_back({std::string(name), creator, created_unix_ns});
+    }
+    add_exit_action(&t, unlink_tracked);
+  } catch (...) {
+    // Out of memory: untracked, left to collect_garbage().
+  }
+}
+
+void untrack(std::string_view name) noexcept {
+  TrackedSet& t = tracked();
+  std::scoped_lock lock(t.m);
+  std::erase_if(t.objects, [&](const Tracked& o) {
+    return o.name == name ||
+           (o.name.size() > name.size() && o.name.starts_with(name) && o.name[name.size()] == '.');
+  });
+}
+
+}  // namespace detail
 }  // namespace shmbus

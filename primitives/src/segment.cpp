@@ -9,9 +9,12 @@
 #include <cstring>
 #include <ctime>
 #include <new>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <thread>
 #include <utility>
 
+#include "shmbus/detail/tracked.hpp"
 #include "shmbus/error.hpp"
 
 namespace bip = boost::interprocess;
@@ -118,15 +121,36 @@ std::string describe_kind(std::uint32_t raw) {
 
 }  // namespace
 
+// A named segment's region, or an anonymous segment's own mmap().
 struct Segment::Mapping {
   bip::mapped_region region;
+  void* anonymous = nullptr;
+  std::size_t anonymous_size = 0;
+
+  Mapping() = default;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() {
+    if (anonymous != nullptr) ::munmap(anonymous, anonymous_size);
+  }
+  [[nodiscard]] void* address() const noexcept {
+    return anonymous != nullptr ? anonymous : region.get_address();
+  }
+  [[nodiscard]] std::size_t size() const noexcept {
+    return anonymous != nullptr ? anonymous_size : region.get_size();
+  }
 };
 
-Segment::Segment(std::string name, std::unique_ptr<Mapping> mapping)
+Segment::Segment(std::string name, std::shared_ptr<Mapping> mapping)
     : name_(std::move(name)),
       mapping_(std::move(mapping)),
-      base_(static_cast<std::byte*>(mapping_->region.get_address())),
-      size_(mapping_->region.get_size()) {}
+      base_(static_cast<std::byte*>(mapping_->address())),
+      size_(mapping_->size()) {}
+
+Segment Segment::share() const {
+  if (base_ == nullptr) return Segment();
+  return Segment(name_, mapping_);
+}
 
 Segment::Segment(Segment&& other) noexcept
     : name_(std::move(other.name_)),
@@ -159,18 +183,52 @@ void Segment::close() noexcept {
   size_ = 0;
 }
 
-Segment Segment::create(std::string_view name, ObjectKind kind, TypeTag type,
-                        std::size_t payload_size, const Init& init, const SegmentOptions& options) {
-  validate_name(name);
+namespace {
+
+std::uint32_t attach_capacity(std::string_view name, const SegmentOptions& options) {
   std::uint32_t capacity = options.max_attached == 0 ? kMaxAttachSlots : options.max_attached;
   if (capacity > kMaxAttachSlots) {
     throw Error(
         Errc::invalid_argument, std::string(name),
         "max_attached " + std::to_string(capacity) + " exceeds " + std::to_string(kMaxAttachSlots));
   }
+  return capacity;
+}
+
+}  // namespace
+
+void Segment::initialise(Segment& seg, ObjectKind kind, TypeTag type, std::uint32_t capacity,
+                         const Init& init, const SegmentOptions& options) {
+  // The memory is fresh (zero-filled); only this process maps it until
+  // state becomes ready, so plain writes suffice below.
+  auto* h = new (seg.base_) SegmentHeader{};
+  h->magic = kMagic;
+  h->version = kFormatVersion;
+  h->kind = static_cast<std::uint32_t>(kind);
+  h->type_fingerprint = type.fingerprint;
+  h->total_size = seg.size_;
+  h->payload_offset = kHeaderSize;
+  h->payload_size = seg.size_ - kHeaderSize;
+  h->attach_capacity = capacity;
+  h->creator = this_process().pack();
+  h->created_unix_ns = unix_time_ns();
+  std::size_t n = std::min(type.name.size(), kTypeNameSize - 1);
+  std::memcpy(h->type_name, type.name.data(), n);
+  h->type_name[n] = '\0';
+  if (init) init(seg.payload_span());
+  if (options.attach) seg.attach();
+  // [segment.ready] release: every header field and the payload initialised
+  // above become visible before `ready`. Pairs with the acquire in open().
+  h->state.store(static_cast<std::uint32_t>(SegmentState::ready), std::memory_order_release);
+}
+
+Segment Segment::create(std::string_view name, ObjectKind kind, TypeTag type,
+                        std::size_t payload_size, const Init& init, const SegmentOptions& options) {
+  validate_name(name);
+  const std::uint32_t capacity = attach_capacity(name, options);
   const std::string os = os_name(name);
   const std::size_t total = kHeaderSize + payload_size;
-  auto mapping = std::make_unique<Mapping>();
+  auto mapping = std::make_shared<Mapping>();
   try {
     bip::permissions perm(options.permissions);
     bip::shared_memory_object shm(bip::create_only, os.c_str(), bip::read_write, perm);
@@ -186,33 +244,51 @@ Segment Segment::create(std::string_view name, ObjectKind kind, TypeTag type,
   }
 
   Segment seg(std::string(name), std::move(mapping));
-  // The file is fresh (ftruncate zero-fills it); only this process maps it
-  // until state becomes ready, so plain writes suffice below.
-  auto* h = new (seg.base_) SegmentHeader{};
-  h->magic = kMagic;
-  h->version = kFormatVersion;
-  h->kind = static_cast<std::uint32_t>(kind);
-  h->type_fingerprint = type.fingerprint;
-  h->total_size = total;
-  h->payload_offset = kHeaderSize;
-  h->payload_size = payload_size;
-  h->attach_capacity = capacity;
-  h->creator = this_process().pack();
-  h->created_unix_ns = unix_time_ns();
-  std::size_t n = std::min(type.name.size(), kTypeNameSize - 1);
-  std::memcpy(h->type_name, type.name.data(), n);
-  h->type_name[n] = '\0';
   try {
-    if (init) init(seg.payload_span());
-    if (options.attach) seg.attach();
+    initialise(seg, kind, type, capacity, init, options);
   } catch (...) {
     unlink(name);
     throw;
   }
-  // [segment.ready] release: every header field and the payload initialised
-  // above become visible before `ready`. Pairs with the acquire in open().
-  h->state.store(static_cast<std::uint32_t>(SegmentState::ready), std::memory_order_release);
+  if (options.track) {
+    const SegmentHeader& h = seg.header();
+    track_created(name, h.creator, h.created_unix_ns);
+  }
   return seg;
+}
+
+Segment Segment::create_anonymous(ObjectKind kind, TypeTag type, std::size_t payload_size,
+                                  const Init& init, const SegmentOptions& options) {
+  const std::string what = "anonymous " + std::string(to_string(kind));
+  const std::uint32_t capacity = attach_capacity(what, options);
+  const std::size_t total = kHeaderSize + payload_size;
+  // The memfd's name shows only in /proc/<pid>/maps ("/memfd:shmbus.queue").
+  const std::string label = std::string(kNamePrefix) + std::string(to_string(kind));
+  const int fd = ::memfd_create(label.c_str(), MFD_CLOEXEC);
+  if (fd < 0) throw Error(Errc::system, what, std::string("memfd_create: ") + std::strerror(errno));
+  auto mapping = std::make_shared<Mapping>();
+  void* base = MAP_FAILED;
+  if (::ftruncate(fd, static_cast<off_t>(total)) == 0) {
+    base = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  }
+  const int err = errno;
+  // The mapping keeps the memory; no descriptor stays open per object.
+  ::close(fd);
+  if (base == MAP_FAILED) {
+    throw Error(Errc::system, what,
+                "sizing or mapping " + std::to_string(total) + " bytes: " + std::strerror(err));
+  }
+  mapping->anonymous = base;
+  mapping->anonymous_size = total;
+  Segment seg(std::string(), std::move(mapping));
+  initialise(seg, kind, type, capacity, init, options);
+  return seg;
+}
+
+Segment Segment::make(SegmentName name, ObjectKind kind, TypeTag type, std::size_t payload_size,
+                      const Init& init, const SegmentOptions& options) {
+  if (name) return create(*name, kind, type, payload_size, init, options);
+  return create_anonymous(kind, type, payload_size, init, options);
 }
 
 Segment Segment::open(std::string_view name, ObjectKind kind, TypeTag type,
@@ -224,7 +300,7 @@ Segment Segment::open(std::string_view name, ObjectKind kind, TypeTag type,
   auto pause = std::chrono::microseconds(50);
 
   for (;;) {
-    auto mapping = std::make_unique<Mapping>();
+    auto mapping = std::make_shared<Mapping>();
     bip::offset_t file_size = 0;
     try {
       bip::shared_memory_object shm(bip::open_only, os.c_str(), bip::read_write);
@@ -298,6 +374,7 @@ Segment Segment::open(std::string_view name, ObjectKind kind, TypeTag type,
 
 bool Segment::unlink(std::string_view name) {
   validate_name(name);
+  untrack(name);
   return bip::shared_memory_object::remove(os_name(name).c_str());
 }
 

@@ -4,13 +4,23 @@
 
 namespace shmbus {
 
+namespace {
+detail::Segment make_block(detail::SegmentName name, std::size_t size,
+                           const SegmentOptions& options) {
+  if (size == 0) {
+    throw Error(Errc::invalid_argument, std::string(name.value_or("")),
+                "size must be at least 1 byte");
+  }
+  return detail::Segment::make(name, ObjectKind::shared_memory, detail::kBytesTag, size, {},
+                               options);
+}
+}  // namespace
+
+SharedMemory::SharedMemory(std::size_t size) : segment_(make_block(std::nullopt, size, {})) {}
+
 SharedMemory SharedMemory::create(std::string_view name, std::size_t size,
                                   const SegmentOptions& options) {
-  if (size == 0) {
-    throw Error(Errc::invalid_argument, std::string(name), "size must be at least 1 byte");
-  }
-  return SharedMemory(detail::Segment::create(name, ObjectKind::shared_memory, detail::kBytesTag,
-                                              size, {}, options));
+  return SharedMemory(make_block(name, size, options));
 }
 
 SharedMemory SharedMemory::open(std::string_view name, const SegmentOptions& options) {

@@ -4,9 +4,11 @@
 #include <algorithm>
 #include <cstring>
 #include <mutex>
+#include <utility>
 
 #include "shmbus/barrier.hpp"
 #include "shmbus/condition.hpp"
+#include "shmbus/detail/exit_actions.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/event.hpp"
 #include "shmbus/semaphore.hpp"
@@ -27,13 +29,14 @@ State* state_of(detail::Segment& seg) {
 
 // ---- Semaphore ----
 
-namespace {
-detail::Segment create_semaphore(std::string_view name, ObjectKind kind, std::uint32_t value,
-                                 std::uint32_t bound, const SegmentOptions& options) {
+Semaphore Semaphore::make(detail::SegmentName name, ObjectKind kind, std::uint32_t value,
+                          const SegmentOptions& options) {
   if (value > Semaphore::kMaxValue) {
-    throw Error(Errc::invalid_argument, std::string(name), "semaphore value above 2^31-1");
+    throw Error(Errc::invalid_argument, std::string(name.value_or("")),
+                "semaphore value above 2^31-1");
   }
-  return detail::Segment::create(
+  const std::uint32_t bound = kind == ObjectKind::bounded_semaphore ? value : 0;
+  auto seg = detail::Segment::make(
       name, kind, detail::type_tag<detail::SemaphoreState>(), sizeof(detail::SemaphoreState),
       [&](std::span<std::byte> p) {
         auto* s = new (p.data()) detail::SemaphoreState{};
@@ -42,14 +45,16 @@ detail::Segment create_semaphore(std::string_view name, ObjectKind kind, std::ui
         s->bound = bound;
       },
       options);
+  auto* s = state_of<detail::SemaphoreState>(seg);
+  return Semaphore(std::move(seg), s);
 }
-}  // namespace
+
+Semaphore::Semaphore(std::uint32_t value)
+    : Semaphore(make(std::nullopt, ObjectKind::semaphore, value, {})) {}
 
 Semaphore Semaphore::create(std::string_view name, std::uint32_t value,
                             const SegmentOptions& options) {
-  auto seg = create_semaphore(name, ObjectKind::semaphore, value, 0, options);
-  auto* s = state_of<detail::SemaphoreState>(seg);
-  return Semaphore(std::move(seg), s);
+  return make(name, ObjectKind::semaphore, value, options);
 }
 
 Semaphore Semaphore::open(std::string_view name, const SegmentOptions& options) {
@@ -92,11 +97,12 @@ std::uint32_t Semaphore::get_value() const noexcept {
   return state_->value.load(std::memory_order_relaxed);
 }
 
+BoundedSemaphore::BoundedSemaphore(std::uint32_t value)
+    : Semaphore(make(std::nullopt, ObjectKind::bounded_semaphore, value, {})) {}
+
 BoundedSemaphore BoundedSemaphore::create(std::string_view name, std::uint32_t value,
                                           const SegmentOptions& options) {
-  auto seg = create_semaphore(name, ObjectKind::bounded_semaphore, value, value, options);
-  auto* s = state_of<detail::SemaphoreState>(seg);
-  return BoundedSemaphore(std::move(seg), s);
+  return BoundedSemaphore(make(name, ObjectKind::bounded_semaphore, value, options));
 }
 
 BoundedSemaphore BoundedSemaphore::open(std::string_view name, const SegmentOptions& options) {
@@ -104,7 +110,7 @@ BoundedSemaphore BoundedSemaphore::open(std::string_view name, const SegmentOpti
                                    detail::type_tag<detail::SemaphoreState>(), options);
   auto* s = state_of<detail::SemaphoreState>(seg);
   if (s->bound > kMaxValue) throw Error(Errc::corrupted, std::string(name), "bound above 2^31-1");
-  return BoundedSemaphore(std::move(seg), s);
+  return BoundedSemaphore(Semaphore(std::move(seg), s));
 }
 
 bool BoundedSemaphore::try_release(std::uint32_t n) noexcept {
@@ -128,8 +134,14 @@ void BoundedSemaphore::release(std::uint32_t n) {
 
 // ---- Event ----
 
+Event::Event() : Event(make(std::nullopt, {})) {}
+
 Event Event::create(std::string_view name, const SegmentOptions& options) {
-  auto seg = detail::Segment::create(
+  return make(name, options);
+}
+
+Event Event::make(detail::SegmentName name, const SegmentOptions& options) {
+  auto seg = detail::Segment::make(
       name, ObjectKind::event, detail::type_tag<detail::EventState>(), sizeof(detail::EventState),
       [](std::span<std::byte> p) { new (p.data()) detail::EventState{}; }, options);
   auto* s = state_of<detail::EventState>(seg);
@@ -170,12 +182,17 @@ bool Event::wait_until_(const Clock::time_point* deadline) noexcept {
 // ---- Condition ----
 
 namespace {
-detail::Segment create_condition(std::string_view name, ObjectKind lock_kind,
+detail::Segment create_condition(detail::SegmentName name, ObjectKind lock_kind,
                                  const std::string& lock_name, const SegmentOptions& options) {
-  if (lock_name.size() > detail::kConditionNameMax) {
-    throw Error(Errc::invalid_name, std::string(name), "lock name too long for a Condition");
+  if (name && lock_name.empty()) {
+    throw Error(Errc::invalid_argument, std::string(*name),
+                "a named Condition needs a named lock (open() opens it by name)");
   }
-  return detail::Segment::create(
+  if (lock_name.size() > detail::kConditionNameMax) {
+    throw Error(Errc::invalid_name, std::string(name.value_or("")),
+                "lock name too long for a Condition");
+  }
+  return detail::Segment::make(
       name, ObjectKind::condition, detail::type_tag<detail::ConditionState>(),
       sizeof(detail::ConditionState),
       [&](std::span<std::byte> p) {
@@ -195,6 +212,16 @@ Condition::Condition(detail::Segment segment, std::optional<Lock> lock, std::opt
       lock_(std::move(lock)),
       rlock_(std::move(rlock)),
       lock_name_(std::move(lock_name)) {}
+
+Condition::Condition() : Condition(RLock()) {}
+
+Condition::Condition(const Lock& lock)
+    : Condition(create_condition(std::nullopt, ObjectKind::lock, lock.name(), {}), lock.share(),
+                std::nullopt, lock.name()) {}
+
+Condition::Condition(const RLock& lock)
+    : Condition(create_condition(std::nullopt, ObjectKind::rlock, lock.name(), {}), std::nullopt,
+                lock.share(), lock.name()) {}
 
 Condition Condition::create(std::string_view name, const Lock& lock,
                             const SegmentOptions& options) {
@@ -361,7 +388,8 @@ Barrier::Barrier(Barrier&& o) noexcept
     : segment_(std::move(o.segment_)),
       state_(o.state_),
       action_(std::move(o.action_)),
-      registered_as_(o.registered_as_.exchange(0, std::memory_order_relaxed)) {
+      registered_as_(o.registered_as_.exchange(0, std::memory_order_relaxed)),
+      party_slot_(std::exchange(o.party_slot_, nullptr)) {
   o.state_ = nullptr;
 }
 
@@ -373,6 +401,7 @@ Barrier& Barrier::operator=(Barrier&& o) noexcept {
     action_ = std::move(o.action_);
     registered_as_.store(o.registered_as_.exchange(0, std::memory_order_relaxed),
                          std::memory_order_relaxed);  // relaxed: moves are single-threaded
+    party_slot_ = std::exchange(o.party_slot_, nullptr);
     o.state_ = nullptr;
   }
   return *this;
@@ -380,12 +409,20 @@ Barrier& Barrier::operator=(Barrier&& o) noexcept {
 
 Barrier::~Barrier() { deregister_self(); }
 
+Barrier::Barrier(std::uint32_t parties, std::function<void()> action)
+    : Barrier(make(std::nullopt, parties, {}), std::move(action)) {}
+
 Barrier Barrier::create(std::string_view name, std::uint32_t parties, std::function<void()> action,
                         const SegmentOptions& options) {
+  return Barrier(make(name, parties, options), std::move(action));
+}
+
+detail::Segment Barrier::make(detail::SegmentName name, std::uint32_t parties,
+                              const SegmentOptions& options) {
   if (parties == 0 || parties > kMaxParties) {
-    throw Error(Errc::invalid_argument, std::string(name), "parties must be 1..2^20");
+    throw Error(Errc::invalid_argument, std::string(name.value_or("")), "parties must be 1..2^20");
   }
-  auto seg = detail::Segment::create(
+  return detail::Segment::make(
       name, ObjectKind::barrier, detail::type_tag<detail::BarrierState>(),
       sizeof(detail::BarrierState),
       [&](std::span<std::byte> p) {
@@ -393,7 +430,6 @@ Barrier Barrier::create(std::string_view name, std::uint32_t parties, std::funct
         s->parties = parties;
       },
       options);
-  return Barrier(std::move(seg), std::move(action));
 }
 
 Barrier Barrier::open(std::string_view name, std::function<void()> action,
@@ -413,6 +449,15 @@ void Barrier::attach() {
 namespace {
 // Serialises (de)registration by threads sharing a handle: a rare path.
 std::mutex g_barrier_registration;
+
+// At a clean exit the party leaves as a destroyed handle would, so the
+// next set of parties does not find it dead (detail/exit_actions.hpp).
+void leave_party_slot(void* slot) noexcept {
+  std::uint64_t expected = detail::self_ids().packed;
+  // relaxed: see Barrier::register_self().
+  static_cast<std::atomic<std::uint64_t>*>(slot)->compare_exchange_strong(
+      expected, 0, std::memory_order_relaxed);
+}
 }  // namespace
 
 void Barrier::register_self() noexcept {
@@ -433,6 +478,8 @@ void Barrier::register_self() noexcept {
     // relaxed: a slot's only content is the id itself.
     if (slot.compare_exchange_strong(expected, me, std::memory_order_relaxed)) {
       registered_as_.store(me, std::memory_order_relaxed);
+      party_slot_ = &slot;
+      detail::add_exit_action(&slot, leave_party_slot);
       return;
     }
   }
@@ -442,6 +489,9 @@ void Barrier::register_self() noexcept {
 void Barrier::deregister_self() noexcept {
   if (state_ == nullptr) return;
   std::scoped_lock guard(g_barrier_registration);
+  // In any process (a forked child's copy of the registry names the
+  // parent's slot too): the mapping may go away with this handle.
+  if (party_slot_ != nullptr) detail::remove_exit_action(std::exchange(party_slot_, nullptr));
   const std::uint64_t mine = registered_as_.load(std::memory_order_relaxed);
   // Only in the process that registered (not in a forked child of it).
   if (mine == 0 || mine != detail::self_ids().packed) return;

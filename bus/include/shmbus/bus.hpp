@@ -1,9 +1,9 @@
 // Bus — one name under which a service's channels and primitives live.
 //
 //   shmbus::Bus bus{"trading"};                       // open, or create
-//   auto orders = bus.queue<Order>("orders", 4096);   // "trading.orders"
+//   auto orders = bus.queue<Order>("orders", {.capacity = 4096});   // "trading.orders"
 //   auto ready  = bus.event("ready");
-//   for (const auto& o : bus.objects()) ...           // the registry
+//   for (const auto& o : bus.objects()) use(o);      // the registry
 //
 // Any process on the host may open the same bus by name. Objects are
 // created or opened through the bus, kind and payload type checked, and
@@ -35,6 +35,7 @@
 #include "shmbus/condition.hpp"
 #include "shmbus/detail/registry.hpp"
 #include "shmbus/detail/segment.hpp"
+#include "shmbus/detail/tracked.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/event.hpp"
 #include "shmbus/lock.hpp"
@@ -181,6 +182,7 @@ Object Bus::open_or_create(std::string_view object, ObjectKind kind, detail::Typ
   for (int round = 0;; ++round) {
     try {
       Object made = create(full);
+      detail::untrack(full);  // the bus decides when it goes, not its creator
       register_object(object, kind, type, capacity);
       return made;
     } catch (const Error& e) {

@@ -162,6 +162,9 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
   // Closes the end if this process holds it.
+  // Closes this end (as close()). A process that ends cleanly (a Process
+  // child whose callable returns, or exit()) closes its ends the same way,
+  // so the peer reads EOF, not a death.
   ~Connection();
 
   // --- sending -----------------------------------------------------------
@@ -320,6 +323,7 @@ class Connection {
              bool taken);
 
  private:
+  static void close_at_exit(void* self) noexcept;
   friend struct detail::ConnectionWait;  // shmbus::wait(): several ends at once
   using WaitOutcome = detail::WaitOutcome;
 

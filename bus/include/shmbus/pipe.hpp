@@ -10,8 +10,9 @@
 //
 // Pipe(name) makes a named pipe whose two ends this process holds (for it
 // and its forked children, which take the end they use); unlink_pipe()
-// removes the name. Pipe() without a name unlinks at once, like
-// multiprocessing's pipes.
+// removes the name. Pipe() without a name is anonymous, like
+// multiprocessing's pipes: unnamed memory (memfd_create) that fork()ed
+// children share, nothing in /dev/shm.
 //
 // A duplex pipe is two SPSC rings (one per direction), a half-duplex pipe
 // one. Each ring carries variable-length framed messages; a small message

@@ -5,7 +5,10 @@
 // Who may call what: any number of processes and threads may put and get
 // on the same queue at once. A handle is opened by name (kind and payload
 // type are checked: Queue<Tick> opened as Queue<Quote> throws wrong_type)
-// or inherited across fork() (the child just uses it). Setup (create,
+// or inherited across fork() (the child just uses it). A queue constructed
+// without a name (`shmbus::Queue<int> q;`, as Python's Queue()) is
+// anonymous: unnamed memory that fork()ed children share, nothing in
+// /dev/shm. Setup (create,
 // open) throws shmbus::Error; put/get/task_done are noexcept and return a
 // QueueResult.
 //
@@ -157,13 +160,21 @@ class TypedQueue : public QueueHandle {
 }  // namespace detail
 
 // multiprocessing.Queue for one trivially copyable type.
-//   auto q = shmbus::Queue<Tick>::create("ticks", {.capacity = 4096});
-//   shmbus::Queue<Tick> q2{"ticks"};       // another process
-//   q.put(tick); Tick t; q2.get(t);
+//   shmbus::Queue<int> jobs{{.capacity = 64}};                  // anonymous
+//   auto q = shmbus::Queue<Tick>::create("ticks", {.capacity = 4096});   // named
+//   shmbus::Queue<Tick> q2{"ticks"};                            // another process
+//   (void)q.put(Tick{});
+//   Tick t;
+//   (void)q2.get(t);
 template <class T>
 class Queue : public detail::TypedQueue<T> {
  public:
   static constexpr ObjectKind kKind = ObjectKind::queue;
+  // An anonymous queue, as Python's Queue(maxsize).
+  Queue() : Queue(QueueOptions{}) {}
+  explicit Queue(const QueueOptions& options)
+      : Queue(detail::QueueCore::create(std::nullopt, kKind, detail::type_tag<T>(), sizeof(T),
+                                        options)) {}
   static Queue create(std::string_view name, const QueueOptions& options = {}) {
     return Queue(detail::QueueCore::create(name, kKind, detail::type_tag<T>(), sizeof(T), options));
   }
@@ -186,6 +197,11 @@ class SimpleQueue : private detail::TypedQueue<T> {
 
  public:
   static constexpr ObjectKind kKind = ObjectKind::simple_queue;
+  // An anonymous queue, as Python's SimpleQueue().
+  SimpleQueue() : SimpleQueue(QueueOptions{}) {}
+  explicit SimpleQueue(const QueueOptions& options)
+      : SimpleQueue(detail::QueueCore::create(std::nullopt, kKind, detail::type_tag<T>(),
+                                              sizeof(T), options)) {}
   static SimpleQueue create(std::string_view name, const QueueOptions& options = {}) {
     return SimpleQueue(
         detail::QueueCore::create(name, kKind, detail::type_tag<T>(), sizeof(T), options));
@@ -221,6 +237,11 @@ template <class T>
 class JoinableQueue : public detail::TypedQueue<T> {
  public:
   static constexpr ObjectKind kKind = ObjectKind::joinable_queue;
+  // An anonymous queue, as Python's JoinableQueue(maxsize).
+  JoinableQueue() : JoinableQueue(QueueOptions{}) {}
+  explicit JoinableQueue(const QueueOptions& options)
+      : JoinableQueue(detail::QueueCore::create(std::nullopt, kKind, detail::type_tag<T>(),
+                                                sizeof(T), options)) {}
   static JoinableQueue create(std::string_view name, const QueueOptions& options = {}) {
     return JoinableQueue(
         detail::QueueCore::create(name, kKind, detail::type_tag<T>(), sizeof(T), options));
@@ -253,6 +274,9 @@ class BytesQueue : public detail::QueueHandle {
  public:
   static constexpr ObjectKind kKind = ObjectKind::queue;
   static BytesQueue create(std::string_view name, const QueueOptions& options = {});
+  // An anonymous queue: unnamed memory that fork()ed children share.
+  BytesQueue() : BytesQueue(QueueOptions{}) {}
+  explicit BytesQueue(const QueueOptions& options);
   explicit BytesQueue(std::string_view name, const QueueOptions& options = {});
   static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
 

@@ -2,9 +2,10 @@
 // `parties` processes (or threads) call wait(); the last to arrive runs the
 // optional action and releases them all.
 //
-//   auto b = shmbus::Barrier::create("start", 3);   // coordinator
-//   auto b = shmbus::Barrier::open("start");        // each worker
-//   if (auto r = b.wait_for(5s)) use(r.index); else /* broken */;
+//   shmbus::Barrier start{3};                        // anonymous, as Barrier(3)
+//   auto b = shmbus::Barrier::create("start", 3);    // named: coordinator
+//   auto same = shmbus::Barrier::open("start");      // each worker
+//   if (auto r = same.wait_for(5s)) { use(r.index); } else { /* broken */ }
 //
 // Who may call what: any thread of any process that opened it (or inherited
 // it across fork() and attach()ed). create/open throw shmbus::Error; wait,
@@ -18,8 +19,11 @@
 // barrier, or on their first wait(), and deregister when their handle is
 // destroyed; a waiter checks registered parties with is_alive() every
 // detail::kOwnerCheckPeriod (10 ms). A process that exits without
-// destroying its handle (e.g. _exit after fork) stays registered and, once
-// dead, breaks a later wait. At most detail::kBarrierMembers (64)
+// destroying its handle and without a clean exit (killed, or _exit after a
+// bare fork()) stays registered and, once dead, breaks a later wait; a
+// shmbus::Process child whose callable returns, or a process that calls
+// exit(), leaves its slots (detail/exit_actions.hpp), so the barrier is
+// reusable by the next set of parties. At most detail::kBarrierMembers (64)
 // processes are tracked; more still work but are not watched.
 //
 // Memory ordering: everything a party wrote before wait() is visible to
@@ -70,7 +74,10 @@ class Barrier {
                       const SegmentOptions& options = {});
   static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
 
-  Barrier() = default;
+  // An anonymous barrier, as Python's Barrier(parties, action): unnamed
+  // memory that fork()ed children share. Errc::invalid_argument unless
+  // 1 <= parties <= 2^20.
+  explicit Barrier(std::uint32_t parties, std::function<void()> action = {});
   Barrier(Barrier&&) noexcept;
   Barrier& operator=(Barrier&&) noexcept;
   ~Barrier();
@@ -98,6 +105,8 @@ class Barrier {
 
  private:
   Barrier(detail::Segment segment, std::function<void()> action);
+  static detail::Segment make(detail::SegmentName name, std::uint32_t parties,
+                              const SegmentOptions& options);
   BarrierResult wait_until_(const Clock::time_point* deadline) noexcept;
   void register_self() noexcept;
   void deregister_self() noexcept;
@@ -112,6 +121,9 @@ class Barrier {
   // Packed id this handle registered as (0: none). Threads sharing the
   // handle read it lock-free; changes are made under a process-wide mutex.
   std::atomic<std::uint64_t> registered_as_{0};
+  // The slot this handle claimed (under the registration mutex), whose
+  // exit action frees it at a clean exit (detail/exit_actions.hpp).
+  std::atomic<std::uint64_t>* party_slot_ = nullptr;
 };
 
 }  // namespace shmbus

@@ -1,14 +1,22 @@
 // Condition — a process-shared condition variable after Python's
 // multiprocessing.Condition, over a Lock or an RLock that lives in its own
-// segment. The Condition's segment records the lock's name and kind, so
-// open() opens the same lock.
+// segment. A named Condition's segment records the lock's name and kind,
+// so open() opens the same lock.
 //
-//   auto lock = shmbus::Lock::create("ward.lock");
-//   auto cond = shmbus::Condition::create("ward", lock);   // doctor
-//   auto cond = shmbus::Condition::open("ward");           // patient
-//   std::unique_lock g(cond);
-//   cond.wait_for(g_pred, 1s);  // wait(), wait_for(pred, timeout), ...
-//   cond.notify_all();          // by the doctor, holding the lock
+//   shmbus::Condition cond;                        // anonymous, over a new RLock
+//   bool ready = false;                            // in shared memory in real use
+//   {                                              // a patient
+//     std::unique_lock g(cond);
+//     if (!cond.wait_for([&] { return ready; }, 1s)) { /* timed out */ }
+//   }
+//   {                                              // the doctor
+//     std::unique_lock g(cond);
+//     ready = true;
+//     cond.notify_all();
+//   }
+//   auto lock = shmbus::Lock::create("ward.lock");          // named, unrelated processes
+//   auto ward = shmbus::Condition::create("ward", lock);    // the doctor
+//   auto same = shmbus::Condition::open("ward");            // a patient
 //
 // Who may call what: wait* and notify* must be called holding the lock
 // (cond.acquire()/lock(), or get_lock()); notify without it is a caller
@@ -58,7 +66,14 @@ struct ConditionInfo {
 
 class Condition {
  public:
-  // Over an existing Lock or RLock (opened again by its name).
+  // An anonymous condition, as Python's Condition(): over a new anonymous
+  // RLock, or over the given Lock or RLock (this very lock, named or not).
+  Condition();
+  explicit Condition(const Lock& lock);
+  explicit Condition(const RLock& lock);
+
+  // Over an existing named Lock or RLock (opened again by its name);
+  // Errc::invalid_argument for an anonymous lock (open() could not find it).
   static Condition create(std::string_view name, const Lock& lock,
                           const SegmentOptions& options = {});
   static Condition create(std::string_view name, const RLock& lock,
@@ -69,8 +84,6 @@ class Condition {
   static Condition open(std::string_view name, const SegmentOptions& options = {});
   // Unlinks the condition only (not its lock).
   static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
-
-  Condition() = default;
 
   // The underlying lock: Lockable, so std::unique_lock<Condition> works.
   [[nodiscard]] LockResult acquire() noexcept;

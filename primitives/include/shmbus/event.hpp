@@ -1,12 +1,13 @@
 // Event — a process-shared flag after Python's multiprocessing.Event: set()
 // wakes every waiter, clear() resets, wait() blocks until it is set.
 //
-//   auto ready = shmbus::Event::create("ready");          // producer
-//   auto ready = shmbus::Event::open("ready");            // consumer
-//   if (!ready.wait_for(1s)) { /* timed out */ }
+//   shmbus::Event done;                                   // anonymous, as Event()
+//   auto ready = shmbus::Event::create("ready");          // named: producer
+//   auto same = shmbus::Event::open("ready");             // consumer
+//   if (!same.wait_for(1s)) { /* timed out */ }
 //
 // Who may call what: any thread of any process that opened the event (or
-// inherited it across fork() and attach()ed). create/open throw
+// inherited it across fork(): an anonymous one is reached no other way). create/open throw
 // shmbus::Error; set/clear/is_set/wait are noexcept.
 //
 // Memory ordering: everything a process wrote before set() is visible to a
@@ -46,7 +47,10 @@ class Event {
   static Event open(std::string_view name, const SegmentOptions& options = {});
   static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
 
-  Event() = default;
+  // An anonymous event, as Python's Event(): unnamed memory that fork()ed
+  // children share; nothing in /dev/shm. Throws Errc::system when out of
+  // memory or descriptors.
+  Event();
 
   void set() noexcept;
   void clear() noexcept;
@@ -71,6 +75,7 @@ class Event {
  private:
   Event(detail::Segment segment, detail::EventState* state)
       : segment_(std::move(segment)), state_(state) {}
+  static Event make(detail::SegmentName name, const SegmentOptions& options);
   bool wait_until_(const Clock::time_point* deadline) noexcept;
 
   detail::Segment segment_;

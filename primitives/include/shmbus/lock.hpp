@@ -1,9 +1,10 @@
 // Lock and RLock — process-shared, robust mutexes after Python's
 // multiprocessing.Lock / RLock, on a futex word in their own segment.
 //
+//   shmbus::Lock mine;                                 // anonymous, as Lock()
 //   auto lock = shmbus::Lock::create("orders.lock");   // process A
 //   auto same = shmbus::Lock::open("orders.lock");     // process B
-//   { std::scoped_lock g(same); ... }                  // Lockable
+//   { std::scoped_lock g(same); /* ... */ }            // Lockable
 //   if (same.acquire_for(5ms) == shmbus::LockResult::owner_died) {
 //     repair(); same.make_consistent();
 //   }
@@ -84,7 +85,9 @@ class Lock {
   static Lock open(std::string_view name, const SegmentOptions& options = {});
   static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
 
-  Lock() = default;
+  // An anonymous lock, as Python's Lock(): unnamed memory that fork()ed
+  // children share; nothing in /dev/shm.
+  Lock();
 
   // Blocking acquire: acquired, owner_died or not_recoverable.
   [[nodiscard]] LockResult acquire() noexcept { return acquire_until_(nullptr); }
@@ -132,6 +135,9 @@ class Lock {
   friend class Value;
   Lock(detail::Segment segment, detail::MutexState* state, std::string name)
       : segment_(std::move(segment)), state_(state), name_(std::move(name)) {}
+  static Lock make(detail::SegmentName name, const SegmentOptions& options);
+  // Another handle on this very lock (same mapping).
+  [[nodiscard]] Lock share() const { return Lock(segment_.share(), state_, name_); }
   LockResult acquire_until_(const Clock::time_point* deadline) noexcept;
 
   detail::Segment segment_;
@@ -146,7 +152,8 @@ class RLock {
   static RLock open(std::string_view name, const SegmentOptions& options = {});
   static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
 
-  RLock() = default;
+  // An anonymous recursive lock, as Python's RLock().
+  RLock();
 
   // As Lock; acquiring again from the holding thread only counts depth.
   [[nodiscard]] LockResult acquire() noexcept { return acquire_until_(nullptr); }
@@ -195,6 +202,8 @@ class RLock {
   friend class Array;
   RLock(detail::Segment segment, detail::MutexState* state, std::string name)
       : segment_(std::move(segment)), state_(state), name_(std::move(name)) {}
+  static RLock make(detail::SegmentName name, const SegmentOptions& options);
+  [[nodiscard]] RLock share() const { return RLock(segment_.share(), state_, name_); }
   // A view over a mutex embedded in another object's segment.
   static RLock view(detail::MutexState* state, std::string name) {
     return RLock({}, state, std::move(name));

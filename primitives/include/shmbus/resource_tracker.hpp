@@ -11,7 +11,11 @@
 //
 // shmbus runs this as a sweep, not as a daemon: Bus sweeps its own objects
 // when it opens and closes, and `bus-inspector gc` sweeps the host on
-// demand. A sweep reads headers read-only (see segment_info.hpp) and
+// demand. Beside it, each process unlinks the named objects it created
+// outside a Bus when it ends cleanly (exit(), or a Process child whose
+// callable returns), unless created with SegmentOptions::track = false or
+// attached by another live process (detail/tracked.hpp); a creator killed
+// by a signal leaves them to this sweep. A sweep reads headers read-only (see segment_info.hpp) and
 // unlinks by name; it never blocks a live process.
 #pragma once
 

@@ -2,8 +2,10 @@
 // Python's multiprocessing.Semaphore / BoundedSemaphore, in their own
 // segment.
 //
-//   auto slots = shmbus::Semaphore::create("slots", 4);
-//   if (slots.acquire_for(10ms)) { ...; slots.release(); }
+//   shmbus::Semaphore sem{2};                       // anonymous, as Semaphore(2)
+//   { std::scoped_lock guard(sem); /* ... */ }      // `with sem:`
+//   auto slots = shmbus::Semaphore::create("slots", 4);   // named
+//   if (slots.acquire_for(10ms)) { /* ... */ slots.release(); }
 //
 // Who may call what: any thread of any process that opened the semaphore
 // (or inherited it across fork() and attach()ed). create/open throw
@@ -53,7 +55,9 @@ class Semaphore {
   static Semaphore open(std::string_view name, const SegmentOptions& options = {});
   static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
 
-  Semaphore() = default;
+  // An anonymous semaphore, as Python's Semaphore(value): unnamed memory
+  // that fork()ed children share. Errc::invalid_argument if value > kMaxValue.
+  explicit Semaphore(std::uint32_t value = 1);
 
   void acquire() noexcept { (void)acquire_until_(nullptr); }
   [[nodiscard]] bool try_acquire() noexcept;
@@ -70,13 +74,21 @@ class Semaphore {
 
   [[nodiscard]] std::uint32_t get_value() const noexcept;
 
+  // Lockable, so std::scoped_lock / std::unique_lock work (Python's `with`).
+  void lock() noexcept { acquire(); }
+  [[nodiscard]] bool try_lock() noexcept { return try_acquire(); }
+  void unlock() noexcept { (void)release(); }
+
   void attach() { segment_.attach(); }
   void set_wait_policy(const WaitPolicy& policy) noexcept { policy_ = policy; }
   [[nodiscard]] const std::string& name() const noexcept { return segment_.name(); }
 
  protected:
+  friend class BoundedSemaphore;
   Semaphore(detail::Segment segment, detail::SemaphoreState* state)
       : segment_(std::move(segment)), state_(state) {}
+  static Semaphore make(detail::SegmentName name, ObjectKind kind, std::uint32_t value,
+                        const SegmentOptions& options);
   bool acquire_until_(const Clock::time_point* deadline) noexcept;
 
   detail::Segment segment_;
@@ -91,16 +103,19 @@ class BoundedSemaphore : public Semaphore {
                                  const SegmentOptions& options = {});
   static BoundedSemaphore open(std::string_view name, const SegmentOptions& options = {});
 
-  BoundedSemaphore() = default;
+  // An anonymous bounded semaphore, as Python's BoundedSemaphore(value).
+  explicit BoundedSemaphore(std::uint32_t value = 1);
 
   // Throws Error(Errc::value_error) if the value would exceed the bound.
   void release(std::uint32_t n = 1);
+  // Lockable: unlock() past the bound is a caller error and does nothing.
+  void unlock() noexcept { (void)try_release(); }
   // As release(), but reports the bound with false instead of throwing.
   [[nodiscard]] bool try_release(std::uint32_t n = 1) noexcept;
   [[nodiscard]] std::uint32_t bound() const noexcept { return state_->bound; }
 
  private:
-  using Semaphore::Semaphore;
+  explicit BoundedSemaphore(Semaphore&& made) : Semaphore(std::move(made)) {}
 };
 
 }  // namespace shmbus

@@ -1,6 +1,7 @@
 // SharedMemory — a named block of bytes shared between processes, after
 // Python's multiprocessing.shared_memory.SharedMemory.
 //
+//   shmbus::SharedMemory scratch{4096};                 // anonymous: shared by fork()
 //   auto shm = shmbus::SharedMemory::create("frame", 1 << 20);
 //   std::memcpy(shm.buf().data(), pixels, n);          // process A
 //   auto view = shmbus::SharedMemory::open("frame");   // process B
@@ -22,6 +23,10 @@ namespace shmbus {
 
 class SharedMemory {
  public:
+  // An anonymous block of `size` zeroed bytes (size >= 1) in unnamed memory
+  // that fork()ed children share; nothing in /dev/shm, nothing to unlink.
+  explicit SharedMemory(std::size_t size);
+
   // New block of `size` zeroed bytes (size >= 1); Errc::already_exists if taken.
   static SharedMemory create(std::string_view name, std::size_t size,
                              const SegmentOptions& options = {});
@@ -40,7 +45,10 @@ class SharedMemory {
   // Unmaps now; buf() is empty afterwards. The destructor does the same.
   void close() noexcept { segment_.close(); }
   // Removes the name so no new process can open it; mappings stay valid.
-  void unlink() { detail::Segment::unlink(segment_.name()); }
+  // Nothing to do for an anonymous block.
+  void unlink() {
+    if (!segment_.name().empty()) detail::Segment::unlink(segment_.name());
+  }
 
  private:
   explicit SharedMemory(detail::Segment segment) : segment_(std::move(segment)) {}

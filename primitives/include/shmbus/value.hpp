@@ -2,10 +2,19 @@
 // its own segment, after Python's multiprocessing.Value / Array (with a
 // lock) and RawValue / RawArray (without).
 //
-//   auto hits = shmbus::Value<long>::create("hits", 0);
+//   shmbus::Value<long> hits{0};       // anonymous, as Value('l', 0)
 //   { std::scoped_lock g(hits.get_lock()); hits.set(hits.get() + 1); }
 //   hits.fetch_add(1);                 // atomic, where atomic_ref<T> is lock-free
-//   auto xs = shmbus::Array<double>::create("xs", 16);
+//   shmbus::Array<int> a{1, 2, 3};     // anonymous, as Array('i', [1, 2, 3])
+//   a[0] = a[1] + a[2];
+//   for (int x : a) std::printf("%d\n", x);
+//   { auto v = a.view(); std::ranges::sort(v); }   // a std::span under the lock
+//   auto xs = shmbus::Array<double>::create("xs", 16);   // named
+//
+// Anonymous objects (constructed without a name) live in unnamed memory
+// that fork()ed children share; nothing appears in /dev/shm. Array<int>
+// a{3} is one element, 3 (an initializer list, as std::vector); Array<int>
+// a(3) is three zeros.
 //
 // Who may call what: any thread of any process that opened the object (or
 // inherited it across fork() and attach()ed). create/open throw
@@ -29,8 +38,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
+#include <iterator>
 #include <mutex>
+#include <optional>
+#include <ranges>
+#include <span>
 #include <string>
+#include <vector>
 #include <string_view>
 #include <type_traits>
 
@@ -61,19 +76,22 @@ class Cells {
   static bool unlink(std::string_view name) { return Segment::unlink(name); }
 
  protected:
-  static Cells make_created(std::string_view name, std::size_t count, const T& init,
-                            const SegmentOptions& options) {
+  // `values` (count of them) or, when null, `count` copies of `init`.
+  static Cells make_created(SegmentName name, std::size_t count, const T& init,
+                            const SegmentOptions& options, const T* values = nullptr) {
     if (count == 0 || count > (std::size_t{1} << 40) / sizeof(T)) {
-      throw Error(Errc::invalid_argument, std::string(name), "element count out of range");
+      throw Error(Errc::invalid_argument, std::string(name.value_or("")),
+                  "element count out of range");
     }
-    auto seg = Segment::create(
+    auto seg = Segment::make(
         name, Kind, type_tag<T>(), kCellsOffset + count * sizeof(T),
         [&](std::span<std::byte> p) {
           auto* h = new (p.data()) CellsHeader{};
           h->count = count;
           h->elem_size = sizeof(T);
           for (std::size_t i = 0; i < count; ++i) {
-            std::memcpy(p.data() + kCellsOffset + i * sizeof(T), &init, sizeof(T));
+            std::memcpy(p.data() + kCellsOffset + i * sizeof(T), values ? &values[i] : &init,
+                        sizeof(T));
           }
         },
         options);
@@ -140,7 +158,10 @@ class Value : public detail::Cells<T, ObjectKind::value> {
     return Value(Base::make_opened(name, options));
   }
 
-  Value() = default;
+  // An anonymous value, as Python's Value(typecode, init): unnamed memory
+  // that fork()ed children share.
+  Value() : Value(T{}) {}
+  explicit Value(const T& init) : Value(Base::make_created(std::nullopt, 1, init, {})) {}
 
   [[nodiscard]] RLock& get_lock() noexcept { return lock_; }
 
@@ -201,7 +222,9 @@ class RawValue : public detail::Cells<T, ObjectKind::value> {
   static RawValue open(std::string_view name, const SegmentOptions& options = {}) {
     return RawValue(Base::make_opened(name, options));
   }
-  RawValue() = default;
+  // An anonymous raw value, as Python's RawValue(typecode, init).
+  RawValue() : RawValue(T{}) {}
+  explicit RawValue(const T& init) : RawValue(Base::make_created(std::nullopt, 1, init, {})) {}
 
   // Atomic (seq_cst) where atomic_ref<T> is lock-free, else a plain copy.
   [[nodiscard]] T get() const noexcept { return this->load_raw(0); }
@@ -225,9 +248,77 @@ class Array : public detail::Cells<T, ObjectKind::array> {
   static Array open(std::string_view name, const SegmentOptions& options = {}) {
     return Array(Base::make_opened(name, options));
   }
-  Array() = default;
+  // Anonymous arrays, as Python's Array(typecode, size_or_initializer):
+  // `size` copies of `init`, the listed values, or a copy of a range.
+  explicit Array(std::size_t size, const T& init = T{})
+      : Array(Base::make_created(std::nullopt, size, init, {})) {}
+  Array(std::initializer_list<T> values)
+      : Array(Base::make_created(std::nullopt, values.size(), T{}, {}, values.begin())) {}
+  template <std::ranges::forward_range R>
+    requires(!std::is_same_v<std::remove_cvref_t<R>, Array> &&
+             std::is_convertible_v<std::ranges::range_reference_t<R>, T>)
+  explicit Array(R&& values) : Array(from_range(values)) {}
 
   [[nodiscard]] RLock& get_lock() noexcept { return lock_; }
+
+  // a[i] reads and writes element i as get()/set() do (checked).
+  class Element {
+   public:
+    operator T() const { return array_->get(i_); }  // NOLINT: a reference's conversion
+    Element& operator=(const T& v) {
+      array_->set(i_, v);
+      return *this;
+    }
+    Element& operator=(const Element& other) { return *this = static_cast<T>(other); }
+
+   private:
+    friend class Array;
+    Element(Array* array, std::size_t i) : array_(array), i_(i) {}
+    Array* array_;
+    std::size_t i_;
+  };
+  [[nodiscard]] Element operator[](std::size_t i) { return Element(this, i); }
+  [[nodiscard]] T operator[](std::size_t i) const { return const_cast<Array*>(this)->get(i); }
+
+  // Iterates over the values, each read as get() reads it.
+  class const_iterator {
+   public:
+    using value_type = T;
+    using difference_type = std::ptrdiff_t;
+    using iterator_category = std::forward_iterator_tag;
+    const_iterator() = default;
+    T operator*() const { return array_->get(i_); }
+    const_iterator& operator++() {
+      ++i_;
+      return *this;
+    }
+    const_iterator operator++(int) {
+      auto old = *this;
+      ++i_;
+      return old;
+    }
+    bool operator==(const const_iterator& o) const { return i_ == o.i_; }
+
+   private:
+    friend class Array;
+    const_iterator(Array* array, std::size_t i) : array_(array), i_(i) {}
+    Array* array_ = nullptr;
+    std::size_t i_ = 0;
+  };
+  [[nodiscard]] const_iterator begin() const { return {const_cast<Array*>(this), 0}; }
+  [[nodiscard]] const_iterator end() const { return {const_cast<Array*>(this), this->count_}; }
+
+  // The elements as a std::span, with the array's lock held while the
+  // View lives (Python's `with a.get_lock(): a[:]`).
+  class View : public std::span<T> {
+   public:
+    explicit View(Array& array)
+        : std::span<T>(array.data_, array.count_), guard_(array.lock_) {}
+
+   private:
+    std::unique_lock<RLock> guard_;
+  };
+  [[nodiscard]] View view() { return View(*this); }
 
   [[nodiscard]] T get(std::size_t i) {
     check(i);
@@ -256,6 +347,12 @@ class Array : public detail::Cells<T, ObjectKind::array> {
  private:
   explicit Array(Base b)
       : Base(std::move(b)), lock_(RLock::view(&this->header_->lock, this->name() + ":lock")) {}
+  template <class R>
+  static Base from_range(R& values) {
+    std::vector<T> copy;
+    for (auto&& v : values) copy.push_back(static_cast<T>(v));
+    return Base::make_created(std::nullopt, copy.size(), T{}, {}, copy.data());
+  }
   void check(std::size_t i) const {
     if (i >= this->count_) {
       throw Error(Errc::invalid_argument, this->name(), "array index out of range");
@@ -277,7 +374,11 @@ class RawArray : public detail::Cells<T, ObjectKind::array> {
   static RawArray open(std::string_view name, const SegmentOptions& options = {}) {
     return RawArray(Base::make_opened(name, options));
   }
-  RawArray() = default;
+  // An anonymous raw array, as Python's RawArray(typecode, size).
+  explicit RawArray(std::size_t size, const T& init = T{})
+      : RawArray(Base::make_created(std::nullopt, size, init, {})) {}
+  RawArray(std::initializer_list<T> values)
+      : RawArray(Base::make_created(std::nullopt, values.size(), T{}, {}, values.begin())) {}
 
   [[nodiscard]] T get(std::size_t i) const {
     check(i);

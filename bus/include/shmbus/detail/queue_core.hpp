@@ -247,7 +247,8 @@ class QueueCore {
   QueueCore& operator=(const QueueCore&) = delete;
   ~QueueCore();
 
-  static QueueCore create(std::string_view name, ObjectKind kind, TypeTag tag,
+  // nullopt: an anonymous queue (detail::Segment::create_anonymous).
+  static QueueCore create(SegmentName name, ObjectKind kind, TypeTag tag,
                           std::size_t slot_payload, const QueueOptions& options);
   static QueueCore open(std::string_view name, ObjectKind kind, TypeTag tag,
                         const QueueOptions& options);

@@ -2,8 +2,11 @@
 //
 // Every shmbus object lives in one: a POSIX shared-memory object named
 // "shmbus.<name>" (so /dev/shm shows what is ours), created exclusively and
-// mapped through Boost.Interprocess. Its first 4 KiB are a SegmentHeader;
-// the object's payload follows, page aligned.
+// mapped through Boost.Interprocess, or, for an anonymous object (one
+// constructed without a name, as Python's Queue()), unnamed memory from
+// memfd_create() mapped MAP_SHARED: nothing in /dev/shm, inherited by
+// fork(), gone when the last process unmaps it. Its first 4 KiB are a
+// SegmentHeader; the object's payload follows, page aligned.
 //
 // Who may call what: create() and open() are setup calls (they throw
 // shmbus::Error); payload() and header() are plain accessors. A Segment is
@@ -21,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -40,6 +44,13 @@ struct SegmentOptions {
   std::uint32_t max_attached = 0;  // 0: the maximum
   // Whether open()/create() records this process in the attachment table.
   bool attach = true;
+  // The resource tracker: a named object created outside a Bus is unlinked
+  // when the process that created it ends cleanly (exit(), or a Process
+  // child's callable returning), unless another live process has it
+  // attached. false keeps it, as Python 3.13's SharedMemory(track=False).
+  // A creator killed by a signal leaves it to collect_garbage() (see
+  // resource_tracker.hpp). Ignored by open() and for anonymous objects.
+  bool track = true;
 };
 
 inline constexpr std::string_view kNamePrefix = "shmbus.";
@@ -91,6 +102,9 @@ static_assert(offsetof(SegmentHeader, attached) == 256);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
+// Where an object is made: a name, or nullopt for an anonymous object.
+using SegmentName = std::optional<std::string_view>;
+
 class Segment {
  public:
   using Init = std::function<void(std::span<std::byte> payload)>;
@@ -101,6 +115,15 @@ class Segment {
   static Segment create(std::string_view name, ObjectKind kind, TypeTag type,
                         std::size_t payload_size, const Init& init,
                         const SegmentOptions& options = {});
+
+  // The same segment in unnamed memory (memfd_create, MAP_SHARED): no name
+  // to collide or leak; a forked child shares it; name() is empty.
+  static Segment create_anonymous(ObjectKind kind, TypeTag type, std::size_t payload_size,
+                                  const Init& init, const SegmentOptions& options = {});
+  // create() for a name, create_anonymous() for nullopt.
+  static Segment make(SegmentName name, ObjectKind kind, TypeTag type,
+                      std::size_t payload_size, const Init& init,
+                      const SegmentOptions& options = {});
 
   // Opens and validates an existing segment: waits up to
   // options.open_timeout for ready, then checks magic, version, kind, type
@@ -119,7 +142,9 @@ class Segment {
   ~Segment();
 
   [[nodiscard]] bool valid() const noexcept { return base_ != nullptr; }
+  // Empty for an anonymous segment.
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] bool anonymous() const noexcept { return valid() && name_.empty(); }
   [[nodiscard]] SegmentHeader& header() const noexcept {
     return *reinterpret_cast<SegmentHeader*>(base_);
   }
@@ -142,12 +167,19 @@ class Segment {
   // Unmaps now (the destructor does the same).
   void close() noexcept;
 
+  // Another handle on the same mapping (same address), not attached: how a
+  // Condition holds the very Lock it was given, named or anonymous.
+  [[nodiscard]] Segment share() const;
+
  private:
   struct Mapping;
-  Segment(std::string name, std::unique_ptr<Mapping> mapping);
+  Segment(std::string name, std::shared_ptr<Mapping> mapping);
+  // Writes the header, runs `init`, attaches and publishes ready.
+  static void initialise(Segment& seg, ObjectKind kind, TypeTag type, std::uint32_t capacity,
+                         const Init& init, const SegmentOptions& options);
 
   std::string name_;
-  std::unique_ptr<Mapping> mapping_;
+  std::shared_ptr<Mapping> mapping_;
   std::byte* base_ = nullptr;
   std::size_t size_ = 0;
   pid_t attached_pid_ = 0;  // this process's entry, if it made one

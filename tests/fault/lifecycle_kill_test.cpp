@@ -1,0 +1,76 @@
+// Children killed (SIGKILL) at random points of their start-up, work and
+// clean exit, while they create tracked named objects, open the parent's
+// live ones and use anonymous ones: after the tracker's sweep nothing of
+// theirs is left in /dev/shm, and no live object was unlinked.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "shmbus/shmbus.hpp"
+#include "test_support.hpp"
+
+namespace shmbus {
+namespace {
+
+using namespace std::chrono_literals;
+using test::SegmentGuard;
+using test::unique_name;
+
+TEST(LifecycleKill, KilledChildrenLeaveNothingAndUnlinkNothingLive) {
+  const std::string prefix = unique_name("lk");
+  SegmentGuard g(prefix + "-live");
+  auto live = SharedMemory::create(g.name(), 64);  // the parent's: must survive
+  live.buf()[0] = std::byte{7};
+  Queue<int> results{{.capacity = 1024}};
+  auto [parent_end, child_end] = Pipe();
+  std::mt19937 rng(12345);
+  std::uniform_int_distribution<int> delay_us(0, 3000);
+  constexpr int kChildren = 220;
+  int killed = 0;
+  for (int i = 0; i < kChildren; ++i) {
+    const std::string mine = prefix + "-c" + std::to_string(i);
+    g.add(mine);
+    g.add(mine + "-cond");
+    g.add(mine + "-cond.lock");
+    Process child([&, mine] {
+      auto shm = SharedMemory::create(mine, 4096);        // tracked: gone at exit
+      auto cond = Condition::create(mine + "-cond");      // and its lock
+      auto theirs = SharedMemory::open(g.name());         // the parent's: left alone
+      (void)results.try_put(static_cast<int>(theirs.buf()[0]));
+      (void)child_end.try_send("alive");
+      return 0;
+    });
+    child.start();
+    std::this_thread::sleep_for(std::chrono::microseconds(delay_us(rng)));  // fault injection point
+    child.kill();  // SIGKILL, or nothing if it already ended
+    child.join();
+    if (child.exitcode() == -SIGKILL) ++killed;
+  }
+  // The tracker's sweep for what killed creators left (their attachment
+  // tables hold only dead processes).
+  // A creator killed between shm_open() and writing its header leaves a
+  // file with no creator recorded (empty, or initialising with creator 0):
+  // gc takes those after stuck_after (10 s by default) or, when empty,
+  // only with include_invalid; the names here are this test's alone.
+  GcOptions sweep;
+  sweep.prefix = prefix;
+  sweep.include_invalid = true;
+  sweep.stuck_after = 0s;
+  (void)collect_garbage(sweep);
+  std::size_t left = 0;
+  for (const auto& name : list_segments()) {
+    if (name.starts_with(prefix) && name != g.name()) ++left;
+  }
+  EXPECT_EQ(left, 0u) << killed << " of " << kChildren << " children killed";
+  ASSERT_TRUE(std::filesystem::exists(test::shm_path(g.name())));
+  EXPECT_EQ(SharedMemory::open(g.name()).buf()[0], std::byte{7});
+  RecordProperty("killed", killed);
+  EXPECT_GT(killed, 0);
+  (void)parent_end;
+}
+
+}  // namespace
+}  // namespace shmbus
