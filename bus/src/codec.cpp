@@ -3,6 +3,9 @@
 #include "shmbus/codec.hpp"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <new>
 #include <exception>
 #include <string>
 
@@ -25,6 +28,15 @@ void set_decode_error(const char* why) noexcept {
 msgpack::zone& decode_zone() noexcept {
   thread_local msgpack::zone zone;
   return zone;
+}
+
+void EncodeBuffer::grow(std::size_t more) {
+  if (more > SIZE_MAX / 2 - size) throw std::bad_alloc();
+  const std::size_t cap = std::max({size + more, capacity * 2, std::size_t{256}});
+  std::unique_ptr<char[]> bigger(new char[cap]);
+  if (size != 0) std::memcpy(bigger.get(), data.get(), size);
+  data = std::move(bigger);
+  capacity = cap;
 }
 
 EncodeBuffer& encode_buffer() noexcept {

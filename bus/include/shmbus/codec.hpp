@@ -53,6 +53,7 @@
 #include <deque>
 #include <list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <span>
@@ -163,10 +164,18 @@ bool unpack_bounded(std::span<const std::byte> msg, msgpack::zone& zone,
 // A zone this thread reuses for decoding (cleared after each message).
 msgpack::zone& decode_zone() noexcept;
 
-// This thread's encode buffer: cleared at each encode, reused.
+// This thread's encode buffer: emptied at each encode, its memory reused
+// (msgpack's packer calls write()).
 struct EncodeBuffer {
-  std::vector<char> data;
-  void write(const char* p, std::size_t n) { data.insert(data.end(), p, p + n); }
+  std::unique_ptr<char[]> data;
+  std::size_t size = 0;
+  std::size_t capacity = 0;
+  void write(const char* p, std::size_t n) {
+    if (n > capacity - size) grow(n);
+    std::memcpy(data.get() + size, p, n);
+    size += n;
+  }
+  void grow(std::size_t more);  // to at least size + more (doubling)
 };
 EncodeBuffer& encode_buffer() noexcept;
 
@@ -176,10 +185,10 @@ EncodeBuffer& encode_buffer() noexcept;
 template <class T>
 std::span<const std::byte> encode_msgpack(const T& v) {
   EncodeBuffer& b = encode_buffer();
-  b.data.clear();
+  b.size = 0;
   msgpack::packer<EncodeBuffer> pk(b);
   pk.pack(v);
-  return std::as_bytes(std::span<const char>(b.data.data(), b.data.size()));
+  return std::as_bytes(std::span<const char>(b.data.get(), b.size));
 }
 
 // The message for v in its wire format (raw and bytes: v's own bytes).
