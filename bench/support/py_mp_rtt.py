@@ -2,7 +2,10 @@
 """Round trips through Python's multiprocessing Pipe or Queue between two
 processes pinned to two CPUs; the peer figures of bench/peers_bench.cpp.
 
-usage: py_mp_rtt.py pipe|queue ITERATIONS BYTES PARENT_CPU CHILD_CPU
+usage: py_mp_rtt.py pipe|queue|pipe_dict ITERATIONS BYTES PARENT_CPU CHILD_CPU
+
+pipe_dict sends {"symbol": str, "prices": 8 floats, "qty": int} with
+Connection.send (pickled), as bench/codec_bench.cpp's struct (BYTES unused).
 
 Prints one line: p50_ns p99_ns p999_ns max_ns total_ns iterations
 (the same percentile rule as the C++ LatencyRecorder: sorted[int(q*(n-1))]).
@@ -22,6 +25,15 @@ def echo_pipe(conn, cpu):
         if m == STOP:
             return
         conn.send_bytes(m)
+
+
+def echo_pipe_obj(conn, cpu):
+    os.sched_setaffinity(0, {cpu})
+    while True:
+        m = conn.recv()
+        if m == STOP:
+            return
+        conn.send(m)
 
 
 def echo_queue(q_in, q_out, cpu):
@@ -56,6 +68,22 @@ def main():
             samples.append(clock() - t0)
         total = clock() - t_start
         a.send_bytes(STOP)
+    elif kind == "pipe_dict":
+        msg = {"symbol": "EURUSD", "prices": [1.0 + i for i in range(8)], "qty": 42}
+        a, b = ctx.Pipe(duplex=True)
+        child = ctx.Process(target=echo_pipe_obj, args=(b, ccpu), daemon=True)
+        child.start()
+        for _ in range(20):
+            a.send(msg)
+            a.recv()
+        t_start = clock()
+        for _ in range(iters):
+            t0 = clock()
+            a.send(msg)
+            a.recv()
+            samples.append(clock() - t0)
+        total = clock() - t_start
+        a.send(STOP)
     elif kind == "queue":
         q_in, q_out = ctx.Queue(), ctx.Queue()
         child = ctx.Process(target=echo_queue, args=(q_in, q_out, ccpu), daemon=True)
