@@ -25,26 +25,23 @@ struct Order {
   int qty = 0;
   std::optional<std::map<std::string, std::int64_t>> tags;
   MSGPACK_DEFINE(symbol, prices, qty, tags)
-  bool operator==(const Order&) const = default;
 };
 
 struct Pod {
   std::uint32_t a;
   std::uint16_t b;
-  bool operator==(const Pod&) const = default;
 };
 
 template <class T>
 void check(std::span<const std::byte> msg) {
   T v{};
   if (!shmbus::detail::decode_message(msg, v)) return;
-  // What decoded must survive a round trip of its own encoding.
+  // What decoded must survive a round trip of its own encoding (compared
+  // as encodings: a NaN is not equal to itself, its bytes are).
   const std::vector<std::byte> again = shmbus::encode(v);
   T w{};
   if (!shmbus::detail::decode_message(std::span<const std::byte>(again), w)) std::abort();
-  if constexpr (!std::is_same_v<T, std::vector<double>> &&
-                !std::is_same_v<T, Order>)  // NaN != NaN
-    if (!(v == w)) std::abort();
+  if (shmbus::encode(w) != again) std::abort();
 }
 
 }  // namespace
