@@ -46,6 +46,8 @@ std::string_view to_string(Errc code) noexcept {
       return "system";
     case Errc::decode_error:
       return "decode_error";
+    case Errc::timed_out:
+      return "timed_out";
   }
   return "unknown";
 }

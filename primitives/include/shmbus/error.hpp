@@ -35,6 +35,7 @@ enum class Errc : std::uint8_t {
   task_failed,        // a Pool task threw in its worker
   system,             // any other OS error (errno in the message)
   decode_error,       // a message did not decode as the type asked for (shmbus/codec.hpp)
+  timed_out,          // a call that throws on timeout gave up (IMapIterator::next(timeout))
 };
 
 // A short stable word for each code ("not_found"), for messages and JSON.
