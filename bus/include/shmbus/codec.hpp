@@ -40,8 +40,11 @@
 // every array, map, str, bin and ext by the message's own length and the
 // nesting depth by kMaxDecodeDepth, and the whole message must be one
 // value. A message that does not decode as T is a decode error (the
-// channel reports it and stays usable), never a crash, an out-of-bounds
-// read or an allocation beyond a small multiple of the message size.
+// channel reports it and stays usable), never a crash or an out-of-bounds
+// read. Allocation is bounded by the message: at most about
+// max(24, sizeof(element)) bytes per message byte (a declared container of
+// n elements needs n bytes of message; msgpack-cxx sizes a vector before
+// converting its elements).
 #pragma once
 
 #include <array>
