@@ -197,8 +197,10 @@ std::span<const std::byte> encode_msgpack(const T& v) {
 // The message for v in its wire format (raw and bytes: v's own bytes).
 template <class T>
 std::span<const std::byte> encode_message(const T& v) {
-  require_codable<T>();
-  if constexpr (wire_format_v<T> == WireFormat::raw)
+  if constexpr (!Codable<T>) {
+    require_codable<T>();  // the one error; nothing below is instantiated
+    return {};
+  } else if constexpr (wire_format_v<T> == WireFormat::raw)
     return std::as_bytes(std::span<const T, 1>(&v, 1));
   else if constexpr (wire_format_v<T> == WireFormat::bytes)
     return bytes_of(v);
@@ -210,8 +212,10 @@ std::span<const std::byte> encode_message(const T& v) {
 // why) when it is not a T. Never throws; `out` is unspecified on false.
 template <class T>
 bool decode_message(std::span<const std::byte> msg, T& out) noexcept {
-  require_codable<T>();
-  if constexpr (wire_format_v<T> == WireFormat::raw) {
+  if constexpr (!Codable<T>) {
+    require_codable<T>();  // the one error; nothing below is instantiated
+    return false;
+  } else if constexpr (wire_format_v<T> == WireFormat::raw) {
     if (msg.size() != sizeof(T)) {
       set_decode_error("message size differs from the type's size");
       return false;
