@@ -1128,6 +1128,44 @@ QueueStats read_queue_stats_payload(std::span<const std::byte> payload, const st
       reinterpret_cast<const std::atomic<std::uint64_t>*>(payload.data() + g.heap_offset));
 }
 
+// ---- shmbus::wait over many objects (wait_any.cpp) ------------------------------
+
+bool QueueCore::ready(bool for_put) const noexcept {
+  if (ctl_ == nullptr) return true;  // a default handle: its own calls say why
+  // [wait.sleepers] seq_cst (all three loads): the predicate a waiter re-checks
+  // after counting itself a sleeper; pairs with the publications' seq_cst RMWs.
+  if (ctl_->closed.load(std::memory_order_seq_cst) != 0) return true;
+  const std::uint64_t pos =
+      (for_put ? ctl_->enqueue_pos : ctl_->dequeue_pos).load(std::memory_order_seq_cst);
+  const std::uint64_t w = slot(pos).word.load(std::memory_order_seq_cst);
+  const std::int64_t d = slot_diff(w, pos);
+  // As pass_on_not_full(): d < 0 is the previous lap, not yet consumed.
+  if (for_put) return d >= 0;
+  // As pass_on_not_empty(): an item, a SKIP to step over, or a claim that
+  // a get would judge.
+  const SlotState st = slot_state(w);
+  return !(d < 0 || (d == 0 && (st == SlotState::empty || st == SlotState::writing)));
+}
+
+WaitChannel& QueueCore::wait_channel(bool for_put) const noexcept {
+  return for_put ? ctl_->not_full : ctl_->not_empty;
+}
+
+std::atomic<std::uint32_t>& QueueCore::wake_token(bool for_put) const noexcept {
+  return for_put ? ctl_->not_full_waking : ctl_->not_empty_waking;
+}
+
+bool QueueCore::repair_head(bool for_put) noexcept {
+  if (ctl_ == nullptr) return false;
+  Probe probe;
+  // acquire: the slot word names the claimer whose record check_stuck() reads.
+  probe.pos = (for_put ? ctl_->enqueue_pos : ctl_->dequeue_pos).load(std::memory_order_acquire);
+  probe.word = slot(probe.pos).word.load(std::memory_order_acquire);
+  check_stuck(probe);
+  // acquire: as above.
+  return slot(probe.pos).word.load(std::memory_order_acquire) != probe.word;
+}
+
 }  // namespace detail
 
 QueueStats queue_stats(const SegmentView& view) {

@@ -141,6 +141,7 @@ struct PipeOptions {
 
 namespace detail {
 struct ConnectionWait;
+struct WaitAccess;  // shmbus::wait over any mix of objects (wait_any.hpp)
 }  // namespace detail
 
 class Connection {
@@ -321,6 +322,7 @@ class Connection {
 
  private:
   friend struct detail::ConnectionWait;  // shmbus::wait(): several ends at once
+  friend struct detail::WaitAccess;      // shmbus::wait() over any mix (wait_any.hpp)
   using WaitOutcome = detail::WaitOutcome;
 
   // now + timeout, saturated: a timeout beyond what the clock can represent

@@ -85,6 +85,7 @@ namespace shmbus {
 [[nodiscard]] QueueStats queue_stats(const SegmentView& view);
 
 struct ObjectStats;
+class Waitable;  // shmbus::wait over any mix of objects (wait_any.hpp)
 namespace detail {
 // object_stats() (shmbus/inspect.hpp) for the queue kinds: counters,
 // gauges, and problems (invalid payload, records held by dead processes).
@@ -109,6 +110,7 @@ class QueueHandle {
   [[nodiscard]] const std::string& name() const noexcept { return core_.name(); }
 
  protected:
+  friend QueueCore& queue_core_of(QueueHandle& q) noexcept;  // shmbus::wait (wait_any.hpp)
   QueueHandle() = default;
   explicit QueueHandle(QueueCore core) : core_(std::move(core)) {}
   QueueCore core_;
@@ -201,6 +203,7 @@ class SimpleQueue : private detail::TypedQueue<T> {
   using Base::stats;
 
  private:
+  friend class shmbus::Waitable;  // waits on its queue (wait_any.hpp)
   explicit SimpleQueue(detail::QueueCore core) { this->core_ = std::move(core); }
 };
 

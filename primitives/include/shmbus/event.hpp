@@ -40,6 +40,10 @@ struct EventInfo {
 [[nodiscard]] std::optional<EventInfo> read_event_info(const std::byte* payload,
                                                        std::size_t size) noexcept;
 
+namespace detail {
+struct WaitAccess;  // shmbus::wait over any mix of objects (bus: wait_any.hpp)
+}  // namespace detail
+
 class Event {
  public:
   static Event create(std::string_view name, const SegmentOptions& options = {});
@@ -69,6 +73,7 @@ class Event {
   [[nodiscard]] const std::string& name() const noexcept { return segment_.name(); }
 
  private:
+  friend struct detail::WaitAccess;
   Event(detail::Segment segment, detail::EventState* state)
       : segment_(std::move(segment)), state_(state) {}
   bool wait_until_(const Clock::time_point* deadline) noexcept;

@@ -43,6 +43,10 @@ struct SemaphoreInfo {
 [[nodiscard]] std::optional<SemaphoreInfo> read_semaphore_info(const std::byte* payload,
                                                                std::size_t size) noexcept;
 
+namespace detail {
+struct WaitAccess;  // shmbus::wait over any mix of objects (bus: wait_any.hpp)
+}  // namespace detail
+
 class Semaphore {
  public:
   static constexpr std::uint32_t kMaxValue = 0x7fffffff;
@@ -75,6 +79,7 @@ class Semaphore {
   [[nodiscard]] const std::string& name() const noexcept { return segment_.name(); }
 
  protected:
+  friend struct detail::WaitAccess;
   Semaphore(detail::Segment segment, detail::SemaphoreState* state)
       : segment_(std::move(segment)), state_(state) {}
   bool acquire_until_(const Clock::time_point* deadline) noexcept;

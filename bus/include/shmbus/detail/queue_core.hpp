@@ -291,6 +291,18 @@ class QueueCore {
   [[nodiscard]] const std::string& name() const noexcept { return segment_->name(); }
   [[nodiscard]] const WaitPolicy& policy() const noexcept { return policy_; }
 
+  // For shmbus::wait over many objects (wait_any.cpp). `for_put` picks the
+  // producers' side. ready(): a get (put) would not wait now: the head slot
+  // holds an item (is free), or the queue is closed or a default handle
+  // (seq_cst loads: a predicate in [wait.sleepers]'s sense). The channel a
+  // waiter counts itself in and the [queue.token] it releases on every
+  // return from its sleep. repair_head(): the head slot is held by a dead
+  // participant: repair it as a stuck get (put) would; true if it did.
+  [[nodiscard]] bool ready(bool for_put) const noexcept;
+  [[nodiscard]] WaitChannel& wait_channel(bool for_put) const noexcept;
+  [[nodiscard]] std::atomic<std::uint32_t>& wake_token(bool for_put) const noexcept;
+  bool repair_head(bool for_put) noexcept;
+
  private:
   struct Probe {
     std::uint64_t pos = 0;
