@@ -1030,6 +1030,8 @@ QueueResult QueueCore::get(std::span<std::byte> out, std::size_t& length,
   Clock::time_point spin_end{};  // adaptive: set at the first wait
   for (bool first = true;; first = false) {
     const QueueResult res = try_get_once(out, length, r, probe);
+    if (res == QueueResult::empty && !block && fd_bridge_ != nullptr) [[unlikely]]
+      rearm_fileno();
     if (res != QueueResult::empty || !block) {
       // A get that waited may have released the [queue.token]: pass on.
       if (!first && res != QueueResult::closed) pass_on_not_empty();
@@ -1153,6 +1155,32 @@ WaitChannel& QueueCore::wait_channel(bool for_put) const noexcept {
 
 std::atomic<std::uint32_t>& QueueCore::wake_token(bool for_put) const noexcept {
   return for_put ? ctl_->not_full_waking : ctl_->not_empty_waking;
+}
+
+namespace {
+// FdBridge::Sleep::woke for a queue's not_empty: the bridge counted itself
+// a sleeper; it leaves as a sleeper returning from futex_wait does.
+void leave_not_empty(const void* ctx) noexcept {
+  auto* c = const_cast<QueueControl*>(static_cast<const QueueControl*>(ctx));
+  c->not_empty.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+  // [queue.token] seq_cst: released on every return, as sleep_until() does.
+  c->not_empty_waking.exchange(0, std::memory_order_seq_cst);
+}
+}  // namespace
+
+int QueueCore::fileno() {
+  if (ctl_ == nullptr) throw Error(Errc::invalid_argument, "fileno", "a default queue handle");
+  if (fd_bridge_ == nullptr || !fd_bridge_->owned_here()) {
+    fd_bridge_ = std::make_unique<FdBridge>(name().c_str());
+    rearm_fileno();
+  }
+  return fd_bridge_->fd();
+}
+
+void QueueCore::rearm_fileno() noexcept {
+  rearm_on_channel(
+      *fd_bridge_, ctl_->not_empty, [this] { return ready(false); }, &leave_not_empty, ctl_,
+      std::chrono::duration_cast<std::chrono::microseconds>(liveness_));
 }
 
 bool QueueCore::repair_head(bool for_put) noexcept {

@@ -21,10 +21,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "shmbus/detail/fd_bridge.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/detail/sync_state.hpp"
 #include "shmbus/wait.hpp"
@@ -66,8 +68,18 @@ class Event {
   [[nodiscard]] bool wait_until(Clock::time_point deadline) noexcept {
     return wait_until_(&deadline);
   }
-  [[nodiscard]] bool try_wait() const noexcept { return is_set(); }
+  // is_set(); with a descriptor (fileno()), false also re-arms it.
+  [[nodiscard]] bool try_wait() const noexcept;
 
+  // A file descriptor (an eventfd of this process) that polls readable
+  // while the event may be set, for poll, epoll, Boost.Asio, libuv.
+  // Level-triggered, re-armed by this handle: it stays readable until
+  // try_wait() here returns false (or clear() is called here), then turns
+  // readable at the next set(). The first call starts one thread in this
+  // process that sleeps on the event as wait() would (shmbus/wait_any.hpp);
+  // set() then wakes it as it wakes any waiter. Throws Error(system) if the
+  // eventfd or the thread cannot be made.
+  [[nodiscard]] int fileno();
   void attach() { segment_.attach(); }
   void set_wait_policy(const WaitPolicy& policy) noexcept { policy_ = policy; }
   [[nodiscard]] const std::string& name() const noexcept { return segment_.name(); }
@@ -81,6 +93,7 @@ class Event {
   detail::Segment segment_;
   detail::EventState* state_ = nullptr;
   WaitPolicy policy_{};
+  std::unique_ptr<detail::FdBridge> fd_bridge_;  // fileno(); null until asked for
 };
 
 }  // namespace shmbus

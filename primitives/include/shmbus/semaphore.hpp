@@ -23,10 +23,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "shmbus/detail/fd_bridge.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/detail/sync_state.hpp"
 #include "shmbus/wait.hpp"
@@ -74,6 +76,16 @@ class Semaphore {
 
   [[nodiscard]] std::uint32_t get_value() const noexcept;
 
+  // A file descriptor (an eventfd of this process) that polls readable
+  // while a token may be there, for poll, epoll, Boost.Asio, libuv.
+  // Level-triggered, re-armed by this handle: it stays readable until
+  // try_acquire() here fails, then turns readable at the next release().
+  // The first call starts one thread in this process that sleeps on the
+  // semaphore as acquire() would (shmbus/wait_any.hpp); release() then
+  // wakes it as it wakes any waiter. Throws Error(system) if the eventfd or
+  // the thread cannot be made.
+  [[nodiscard]] int fileno();
+
   void attach() { segment_.attach(); }
   void set_wait_policy(const WaitPolicy& policy) noexcept { policy_ = policy; }
   [[nodiscard]] const std::string& name() const noexcept { return segment_.name(); }
@@ -83,10 +95,13 @@ class Semaphore {
   Semaphore(detail::Segment segment, detail::SemaphoreState* state)
       : segment_(std::move(segment)), state_(state) {}
   bool acquire_until_(const Clock::time_point* deadline) noexcept;
+  bool take_one() noexcept;  // try_acquire() without re-arming fileno()
+  void rearm_fileno() noexcept;
 
   detail::Segment segment_;
   detail::SemaphoreState* state_ = nullptr;
   WaitPolicy policy_{};
+  std::unique_ptr<detail::FdBridge> fd_bridge_;  // fileno(); null until asked for
 };
 
 // A Semaphore whose value may never exceed its initial value.

@@ -90,6 +90,7 @@
 #include <string>
 #include <string_view>
 
+#include "shmbus/detail/fd_bridge.hpp"
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/detail/type_tag.hpp"
@@ -302,6 +303,8 @@ class QueueCore {
   [[nodiscard]] WaitChannel& wait_channel(bool for_put) const noexcept;
   [[nodiscard]] std::atomic<std::uint32_t>& wake_token(bool for_put) const noexcept;
   bool repair_head(bool for_put) noexcept;
+  // The descriptor of fileno() (see QueueHandle::fileno()).
+  int fileno();
 
  private:
   struct Probe {
@@ -362,6 +365,8 @@ class QueueCore {
   std::uint64_t handle_id_ = 0;  // never reused in this process: keys the thread cache
   struct Held;                   // records this handle acquired in this process
   std::unique_ptr<Held> held_;   // (process-local; a forked child starts afresh)
+  std::unique_ptr<FdBridge> fd_bridge_;  // fileno(); null until asked for
+  void rearm_fileno() noexcept;
 };
 
 // Reads a queue's live statistics from a read-only mapping; throws
