@@ -3,6 +3,8 @@
 //
 //   BM_WaitAny64_{Busy,Adaptive,Block}_RTT/8   64 pipes, one carrying the
 //       traffic: both sides in shmbus::wait() over all 64 (Waitables)
+//   BM_WaitAny64Fd_{Adaptive,Block}_RTT/8      the same with an idle eventfd
+//       in each set: the cost of a descriptor in the set (watcher thread)
 //   BM_PipeDirect_{Busy,Adaptive,Block}_RTT/8  the same traffic on one pipe,
 //       plain send/recv, no wait(): what wait() over 64 costs beside it
 //   BM_LinuxEpoll64_Block_RTT/8                64 Linux pipes each way, one
@@ -69,11 +71,15 @@ struct PipeSet {
   }
 };
 
-void wait_any_rtt(benchmark::State& state, WaitStrategy s) {
+// `with_fd`: one idle descriptor (an eventfd) in each side's set too, so
+// both sleep with the descriptor watcher (wait_any.hpp).
+void wait_any_rtt(benchmark::State& state, WaitStrategy s, bool with_fd = false) {
   ReferenceBeside beside(state, reference_for(s));
   PipeSet p(kChannels, s);
-  PinnedChild child(bench_cpus().child, [&p] {
+  const int idle = ::eventfd(0, EFD_CLOEXEC);
+  PinnedChild child(bench_cpus().child, [&p, with_fd, idle] {
     std::vector<Waitable> set(p.theirs.begin(), p.theirs.end());
+    if (with_fd) set.push_back(Waitable::fd(idle));
     std::vector<std::size_t> ready;
     std::uint64_t v = 0;
     for (;;) {
@@ -84,6 +90,7 @@ void wait_any_rtt(benchmark::State& state, WaitStrategy s) {
     }
   });
   std::vector<Waitable> set(p.mine.begin(), p.mine.end());
+  if (with_fd) set.push_back(Waitable::fd(idle));
   std::vector<std::size_t> ready;
   std::uint64_t i = 0, v = 0;
   Connection& c = p.mine[kChannels / 2];  // the one active channel, mid-set
@@ -94,6 +101,7 @@ void wait_any_rtt(benchmark::State& state, WaitStrategy s) {
   });
   for (auto& e : p.mine) e.close();
   if (!child.join()) state.SkipWithError("echo child failed");
+  ::close(idle);
 }
 
 void pipe_direct_rtt(benchmark::State& state, WaitStrategy s) {
@@ -117,6 +125,12 @@ void pipe_direct_rtt(benchmark::State& state, WaitStrategy s) {
 void BM_WaitAny64_Busy_RTT(benchmark::State& st) { wait_any_rtt(st, WaitStrategy::busy_poll); }
 void BM_WaitAny64_Adaptive_RTT(benchmark::State& st) { wait_any_rtt(st, WaitStrategy::adaptive); }
 void BM_WaitAny64_Block_RTT(benchmark::State& st) { wait_any_rtt(st, WaitStrategy::blocking); }
+void BM_WaitAny64Fd_Adaptive_RTT(benchmark::State& st) {
+  wait_any_rtt(st, WaitStrategy::adaptive, true);
+}
+void BM_WaitAny64Fd_Block_RTT(benchmark::State& st) {
+  wait_any_rtt(st, WaitStrategy::blocking, true);
+}
 void BM_PipeDirect_Busy_RTT(benchmark::State& st) { pipe_direct_rtt(st, WaitStrategy::busy_poll); }
 void BM_PipeDirect_Adaptive_RTT(benchmark::State& st) {
   pipe_direct_rtt(st, WaitStrategy::adaptive);
@@ -244,6 +258,8 @@ BENCHMARK(BM_WaitAny64_Adaptive_RTT)->Arg(8)->UseRealTime();
 BENCHMARK(BM_PipeDirect_Adaptive_RTT)->Arg(8)->UseRealTime();
 BENCHMARK(BM_WaitAny64_Block_RTT)->Arg(8)->UseRealTime();
 BENCHMARK(BM_PipeDirect_Block_RTT)->Arg(8)->UseRealTime();
+BENCHMARK(BM_WaitAny64Fd_Adaptive_RTT)->Arg(8)->UseRealTime();
+BENCHMARK(BM_WaitAny64Fd_Block_RTT)->Arg(8)->UseRealTime();
 BENCHMARK(BM_LinuxEpoll64_Block_RTT)->Arg(8)->UseRealTime();
 BENCHMARK(BM_FilenoEpoll_Block_RTT)->Arg(8)->UseRealTime();
 BENCHMARK(BM_Eventfd_Block_RTT)->Arg(8)->UseRealTime();
