@@ -3,9 +3,14 @@
 // each kind (with and without a descriptor in the set), more objects than
 // futex_waitv takes, closed and broken objects, a waiter killed while armed.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstring>
 #include <array>
 #include <csignal>
 #include <cstdint>
@@ -94,6 +99,20 @@ TEST(WaitAny, ReturnsTheReadyPositionsOfAMixInOrder) {
   EXPECT_TRUE(wait({m.pipe.first, m.queue}, 0ms).empty());
   EXPECT_TRUE(set[1].refers_to(&m.queue));
   EXPECT_FALSE(set[1].refers_to(&m.event));
+}
+
+TEST(WaitAny, EveryQueueFlavourIsWaitable) {
+  test::SegmentGuard guard;
+  auto sq = SimpleQueue<std::int32_t>::create(guard.add(test::unique_name("wa-sq")));
+  auto jq = JoinableQueue<std::int32_t>::create(guard.add(test::unique_name("wa-jq")));
+  auto bq = BytesQueue::create(guard.add(test::unique_name("wa-bq")));
+  const std::array<Waitable, 4> set{sq, jq, bq, Waitable::writable(bq)};
+  EXPECT_EQ(wait(set, 0ms), (Positions{3}));
+  ASSERT_EQ(sq.put(1), QueueResult::ok);
+  ASSERT_EQ(bq.put(std::as_bytes(std::span("x"))), QueueResult::ok);
+  EXPECT_EQ(wait(set, 1s), (Positions{0, 2, 3}));
+  ASSERT_EQ(jq.put(2), QueueResult::ok);
+  EXPECT_EQ(wait(set, 1s), (Positions{0, 1, 2, 3}));
 }
 
 TEST(WaitAny, AWritableQueueIsReadyWhileItHasRoom) {
@@ -270,6 +289,44 @@ TEST(WaitAny, ClosedMovedFromAndDeadObjectsAreReadyNeverAHang) {
   EXPECT_EQ(test::wait_child(child).signal, SIGKILL);
   EXPECT_EQ(wait({a, m.event}, 10s), (Positions{0}));
   EXPECT_EQ(a.recv(v), RecvResult::peer_dead);
+}
+
+// A peer that scribbles over the ring: the end is ready, and its recv()
+// says corrupted (never a hang in wait()).
+TEST(WaitAny, ACorruptedRingIsReadyWithItsError) {
+  test::SegmentGuard guard(test::unique_name("wa-bad"));
+  PipeOptions po;
+  po.wait.strategy = WaitStrategy::blocking;
+  auto ends = Pipe(guard.name(), po);
+  const std::string path = test::shm_path(guard.name());
+  const int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  struct stat st {};
+  ASSERT_EQ(::fstat(fd, &st), 0);
+  const auto size = static_cast<std::size_t>(st.st_size);
+  void* map = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  auto view = SegmentView::open(guard.name());
+  // The payload runs to the end of the segment: find it in our mapping.
+  const std::size_t payload_at = size - view.payload().size();
+  auto* payload = static_cast<std::byte*>(map) + payload_at;
+  ASSERT_EQ(std::memcmp(payload, view.payload().data(), 256), 0);
+  // Ring 0 (into end first) starts right after the control block; its
+  // first header word is where end first polls.
+  const pid_t parent = ::getpid();
+  pid_t child = test::fork_child([&] {
+    if (!test::poll_until([&] { return test::process_sleeping(parent); })) return 1;
+    auto* header = reinterpret_cast<std::atomic<std::uint64_t>*>(payload + detail::kPipeControlSize);
+    header->store(0xDEADBEEF0BADF00DULL);  // not a frame, and no wake either
+    return 0;
+  });
+  EXPECT_EQ(wait({ends.first}, 10s), (Positions{0}));  // seen at the liveness slice at worst
+  EXPECT_EQ(test::wait_child(child).code, 0);
+  std::int32_t v = 0;
+  EXPECT_EQ(ends.first.recv(v), RecvResult::corrupted);
+  EXPECT_EQ(wait({ends.first}, 10s), (Positions{0}));  // and stays ready
+  ::munmap(map, size);
+  ::close(fd);
 }
 
 TEST(WaitAny, ThingsThatCannotBeWaitedOnAreRefused) {
