@@ -28,6 +28,10 @@ namespace detail {
 struct WaitOps {
   // Ready now: seq_cst loads (the predicate of [wait.sleepers]).
   bool (*ready)(void* o) noexcept;
+  // The spin's check between clock reads, on an object ready() found not
+  // ready in this wait: its hot word only (a pipe end's header, not its
+  // peer's close, which ready() sees at the next clock read).
+  bool (*quick)(void* o) noexcept;
   // The liveness check, every kLivenessInterval of waiting (may read /proc):
   // true when a dead peer makes the object ready.
   bool (*dead)(void* o) noexcept;
@@ -54,6 +58,10 @@ struct WaitAccess {
     // An end that cannot receive here (closed, moved from, another
     // process's) is ready: its recv() says why.
     return !conn_usable(c) || c.peeked_ || c.rx_.has_data() || c.peer_closed();
+  }
+  static bool conn_quick(void* o) noexcept {
+    Connection& c = conn(o);
+    return c.peeked_ || c.rx_.has_data();
   }
   static bool conn_dead(void* o) noexcept { return conn_usable(conn(o)) && conn(o).peer_dead(); }
   static bool conn_arm(void* o, FutexWaiter& w, bool& needs_fence) noexcept {
@@ -143,18 +151,19 @@ struct WaitAccess {
 
 namespace {
 using A = WaitAccess;
-constexpr WaitOps kConnectionOps{A::conn_ready,  A::conn_dead,   A::conn_arm,     A::conn_order,
-                                 A::conn_fenced, A::conn_disarm, A::conn_strategy};
-constexpr WaitOps kEventOps{A::event_ready, A::none_dead,     A::event_arm,     A::no_order,
-                            A::always_fenced, A::event_disarm, A::event_strategy};
-constexpr WaitOps kSemaphoreOps{A::sem_ready,     A::none_dead,   A::sem_arm,     A::no_order,
-                                A::always_fenced, A::sem_disarm, A::sem_strategy};
-constexpr WaitOps kQueueGetOps{A::queue_ready<false>, A::queue_dead<false>, A::queue_arm<false>,
-                               A::no_order,           A::always_fenced,     A::queue_disarm<false>,
-                               A::queue_strategy};
-constexpr WaitOps kQueuePutOps{A::queue_ready<true>, A::queue_dead<true>, A::queue_arm<true>,
-                               A::no_order,          A::always_fenced,    A::queue_disarm<true>,
-                               A::queue_strategy};
+constexpr WaitOps kConnectionOps{A::conn_ready, A::conn_quick,  A::conn_dead,
+                                 A::conn_arm,   A::conn_order,  A::conn_fenced,
+                                 A::conn_disarm, A::conn_strategy};
+constexpr WaitOps kEventOps{A::event_ready,   A::event_ready,  A::none_dead,     A::event_arm,
+                            A::no_order,      A::always_fenced, A::event_disarm, A::event_strategy};
+constexpr WaitOps kSemaphoreOps{A::sem_ready,     A::sem_ready,  A::none_dead,  A::sem_arm,
+                                A::no_order,      A::always_fenced, A::sem_disarm, A::sem_strategy};
+constexpr WaitOps kQueueGetOps{A::queue_ready<false>, A::queue_ready<false>, A::queue_dead<false>,
+                               A::queue_arm<false>,   A::no_order,           A::always_fenced,
+                               A::queue_disarm<false>, A::queue_strategy};
+constexpr WaitOps kQueuePutOps{A::queue_ready<true>, A::queue_ready<true>, A::queue_dead<true>,
+                               A::queue_arm<true>,   A::no_order,          A::always_fenced,
+                               A::queue_disarm<true>, A::queue_strategy};
 }  // namespace
 
 const WaitOps& queue_ops(bool writable) noexcept { return writable ? kQueuePutOps : kQueueGetOps; }
@@ -354,6 +363,18 @@ struct WaitAny {
 
   // The shmbus objects that are ready (and, with `with_dead`, those a dead
   // peer makes ready) into out, in order. No system call without with_dead.
+  // The spin's pass between clock reads: each object's hot word only.
+  bool collect_quick() noexcept {
+    bool any = false;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const WaitOps* o = ops(i);
+      if (o != nullptr && o->quick(obj(i))) {
+        s.hit[i] = 1;
+        any = true;
+      }
+    }
+    return any && flush();
+  }
   bool collect_objects(bool with_dead) noexcept {
     for (std::size_t i = 0; i < items.size(); ++i) {
       const WaitOps* o = ops(i);
@@ -438,7 +459,7 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
     const auto spin = WaitPolicy{}.spin;
     for (unsigned i = 1;; ++i) {
       detail::cpu_relax();
-      if (wa.collect_objects(false)) return;
+      if (wa.collect_quick()) return;
       if ((i & 255) != 0) continue;
       if (wa.collect(false)) return;
       const auto now = Clock::now();
