@@ -1092,12 +1092,7 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
     any_blocking = any_blocking || W::strategy(*c) == WaitStrategy::blocking;
   }
   const Clock::time_point start = Clock::now();
-  Clock::time_point deadline = Clock::time_point::max();
-  if (timeout) {
-    deadline = *timeout <= Clock::duration::zero()            ? start
-               : *timeout >= Clock::time_point::max() - start ? Clock::time_point::max()
-                                                              : start + *timeout;
-  }
+  const Clock::time_point deadline = detail::deadline_from(start, timeout);
   if (ends.empty()) {  // as Python's wait([], timeout): a sleep
     if (!timeout) throw Error(Errc::invalid_argument, "wait", "no ends and no timeout");
     std::this_thread::sleep_until(deadline);

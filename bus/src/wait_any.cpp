@@ -414,12 +414,7 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
           std::optional<Clock::duration> timeout) {
   out.clear();
   const Clock::time_point start = Clock::now();
-  Clock::time_point deadline = Clock::time_point::max();
-  if (timeout) {
-    deadline = *timeout <= Clock::duration::zero()            ? start
-               : *timeout >= Clock::time_point::max() - start ? Clock::time_point::max()
-                                                              : start + *timeout;
-  }
+  const Clock::time_point deadline = detail::deadline_from(start, timeout);
   if (items.empty()) {  // as Python's wait([], timeout): a sleep
     if (!timeout) throw Error(Errc::invalid_argument, "wait", "nothing to wait for and no timeout");
     std::this_thread::sleep_until(deadline);
