@@ -40,6 +40,16 @@ FdBridge::~FdBridge() {
 
 bool FdBridge::owned_here() const noexcept { return ::getpid() == owner_; }
 
+bool FdBridge::sleeping() const noexcept {
+  for (;;) {
+    // [bridge.state] acquire: pairs with the thread's release store of kIdle
+    // after its signal(), so a kIdle seen here finds the descriptor signalled.
+    const std::uint8_t s = state_.load(std::memory_order_acquire);
+    if (s != kFiring) return s == kArmed;
+    cpu_relax();  // the thread is inside one write(2)
+  }
+}
+
 void FdBridge::signal() noexcept {
   const std::uint64_t one = 1;
   (void)!::write(efd_, &one, sizeof one);  // EAGAIN only at a counter near 2^64
@@ -55,9 +65,9 @@ void FdBridge::sleep_on(const Sleep& s) noexcept {
     std::scoped_lock g(m_);
     next_ = s;
   }
-  // release: the thread's acquire of control_ (below) sees next_ too; the
-  // mutex orders it anyway.
-  sleeping_.store(true, std::memory_order_release);
+  // [bridge.state] release: the thread that sees kArmed (under the mutex
+  // anyway) takes this next_. Only the owner moves kIdle -> kArmed.
+  state_.store(kArmed, std::memory_order_release);
   // seq_cst RMW: the thread's futex wait compares this word.
   control_.fetch_add(1, std::memory_order_seq_cst);
   (void)futex_wake(control_);
@@ -77,9 +87,10 @@ void FdBridge::loop() noexcept {
     {
       std::scoped_lock g(m_);
       if (quit_) break;
-      // sleeping_ set and next_ newer than cur: take it. (The owner arms
-      // only while we are not sleeping, so no armed sleep is dropped.)
-      if (!have && sleeping_.load(std::memory_order_acquire)) {  // acquire: see sleep_on()
+      // Armed and not yet taken: take next_. (The owner arms only while
+      // we are idle, so no armed sleep is dropped.)
+      // [bridge.state] acquire: pairs with sleep_on()'s release.
+      if (!have && state_.load(std::memory_order_acquire) == kArmed) {
         cur = next_;
         have = true;
       }
@@ -100,9 +111,12 @@ void FdBridge::loop() noexcept {
     if (!fired) continue;
     if (cur.woke != nullptr) cur.woke(cur.ctx);
     have = false;
+    // [bridge.state] the owner waits out kFiring (sleeping()); relaxed: the
+    // release store below publishes the signal.
+    state_.store(kFiring, std::memory_order_relaxed);
     signal();
-    // release: the owner that sees false finds the descriptor signalled.
-    sleeping_.store(false, std::memory_order_release);
+    // [bridge.state] release: pairs with sleeping()'s acquire.
+    state_.store(kIdle, std::memory_order_release);
   }
   if (have && cur.woke != nullptr) cur.woke(cur.ctx);
 }

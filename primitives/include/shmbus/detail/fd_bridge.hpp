@@ -61,11 +61,11 @@ class FdBridge {
   [[nodiscard]] int fd() const noexcept { return efd_; }
   // False in a forked child: the thread is the parent's.
   [[nodiscard]] bool owned_here() const noexcept;
-  // The thread sleeps on an armed word (see above): do not arm again.
-  [[nodiscard]] bool sleeping() const noexcept {
-    // acquire: pairs with the thread's release store when it fired.
-    return sleeping_.load(std::memory_order_acquire);
-  }
+  // The thread sleeps on an armed word and has not fired (see above): the
+  // descriptor is clear and nothing came; do not arm again. While the
+  // thread is firing (between its claim and its signal) this waits for it,
+  // so that a false answer always finds the descriptor already signalled.
+  [[nodiscard]] bool sleeping() const noexcept;
   // The descriptor polls readable from now until clear().
   void signal() noexcept;
   // The descriptor stops polling readable.
@@ -86,8 +86,10 @@ class FdBridge {
   // Futex word of the thread (process-local memory): bumped by every
   // sleep_on() and by the destructor.
   std::atomic<std::uint32_t> control_{0};
-  // true from sleep_on() until the thread fired (owner reads, thread clears).
-  std::atomic<bool> sleeping_{false};
+  // [bridge.state] kIdle -> kArmed (owner, sleep_on) -> kFiring (thread,
+  // CAS) -> kIdle (thread, after signal()).
+  static constexpr std::uint8_t kIdle = 0, kArmed = 1, kFiring = 2;
+  std::atomic<std::uint8_t> state_{kIdle};
 };
 
 // FdBridge::Sleep::woke for a WaitChannel: the bridge counted itself a
