@@ -19,7 +19,8 @@
 //   Event             set.
 //   Semaphore         acquirable (value > 0); wait() takes nothing.
 //   Process           exited (its sentinel, a pidfd, polls readable), or
-//                     already joined.
+//                     already joined when the Waitable was made (it holds
+//                     the sentinel's number: make it again after a join).
 //   Waitable::fd      poll(2) reports any of `events` (or an error/hangup).
 //
 // How it waits. A set of shmbus objects only keeps the pipe-only wait()'s
@@ -56,12 +57,38 @@
 // or corrupted object is reported ready, and its own call then says why.
 // wait() with an empty list and no timeout throws Error(invalid_argument);
 // with a timeout it sleeps that long, as Python's wait([], t) does.
-// Otherwise wait() is noexcept in effect: it neither allocates (the vector
-// form, once `ready` has held every position) nor throws.
+// Otherwise wait() neither allocates (the vector form, once `ready` and
+// the thread's scratch have held every position) nor throws, except that a
+// thread's first wait with a descriptor throws Error(system) if its
+// watcher thread cannot be started.
 //
 // Threads: one thread waits on a given pipe end at a time (it is the end's
 // receiving side), as for recv(). Queues, Events and Semaphores may be
 // waited on by any number of threads and processes.
+//
+// fileno() (Connection, every queue, Event, Semaphore; a Process's
+// sentinel() is already a pidfd): an eventfd of the calling process for
+// poll/epoll/Asio/libuv. An eventfd cannot be written by an unrelated
+// process (pidfd_getfd needs ptrace rights, SCM_RIGHTS a socket per pair),
+// so the first fileno() of an object starts one thread in this process
+// (detail/fd_bridge.hpp) that sleeps on the object exactly as a blocked
+// receiver does and writes the eventfd when woken. Senders keep their code:
+// with nobody registered they make no system call and no extra shared
+// write; with one, at most one futex wake per empty -> non-empty transition
+// (the registration is a sleeper, re-armed only after the handle's own
+// non-blocking call found the object empty). Level-triggered: readable
+// from the moment the object may be ready until a non-blocking call on that
+// handle finds it not ready (Connection::poll() false, try_get empty,
+// try_acquire false, Event::try_wait false or clear()); it may be readable
+// once for nothing (another consumer took the item). Cost: a thread per
+// object with a descriptor, and two thread hops per wake (sender -> bridge
+// thread -> the eventfd's waiter). Do not mix, on one pipe end, fileno()
+// with a blocking recv() or wait(): they sleep on the same word, and a
+// sender wakes one sleeper per message (the other sees it at its 10 ms
+// slice). A process killed while registered on a pipe leaves its mark on
+// the ring until the next message takes it (one wake for nobody); on a
+// queue, Event or Semaphore it stays counted as a sleeper (every put/set/
+// release then makes a futex wake), as any killed sleeper does today.
 #pragma once
 
 #include <poll.h>
