@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <ctime>
 #include <limits>
 #include <mutex>
 #include <new>
@@ -16,6 +17,7 @@
 #include <random>
 #include <thread>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/fd_bridge.hpp"
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/segment.hpp"
@@ -342,6 +344,8 @@ Connection::Connection(Connection&& o) noexcept
       closed_(std::exchange(o.closed_, true)),
       peeked_(std::exchange(o.peeked_, false)),
       peer_death_counted_(o.peer_death_counted_),
+      peer_owner_seen_(o.peer_owner_seen_),
+      next_liveness_ns_(o.next_liveness_ns_),
       fd_bridge_(std::move(o.fd_bridge_)) {}
 
 Connection& Connection::operator=(Connection&& o) noexcept {
@@ -367,6 +371,8 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     closed_ = std::exchange(o.closed_, true);
     peeked_ = std::exchange(o.peeked_, false);
     peer_death_counted_ = o.peer_death_counted_;
+    peer_owner_seen_ = o.peer_owner_seen_;
+    next_liveness_ns_ = o.next_liveness_ns_;
     fd_bridge_ = std::move(o.fd_bridge_);
   }
   return *this;
@@ -429,13 +435,16 @@ void Connection::close() noexcept {
   // then leaves the child's alone, as with multiprocessing's handles).
   // relaxed: see on_fork_parent().
   const bool unforked = g_forks_made.load(std::memory_order_relaxed) == forks_at_create_;
-  const bool mine =
-      (active_ || unforked) && fork_gen_ == detail::fork_generation() &&
-      // [pipe.owner] acquire: see take_over().
-      control_->ends[end_].owner.load(std::memory_order_acquire) == this_process().pack();
+  // [pipe.owner] acquire: see take_over().
+  const std::uint64_t owner = control_->ends[end_].owner.load(std::memory_order_acquire);
+  // An owner word of 0 after this process took the end is a stray write
+  // (an end is never given back): the end is still ours to close.
+  const bool mine = (active_ || unforked) && fork_gen_ == detail::fork_generation() &&
+                    (owner == this_process().pack() || (owner == 0 && active_));
   if (mine) {
     if (can_send_) tx_.flush();
     if (can_recv_) rx_.publish_read();
+    detail::fault_point(detail::FaultPoint::close_begun);
     // [pipe.closed] seq_cst: after every frame this end committed; pairs
     // with the peer's load in peer_closed() (and orders the wakes below:
     // [ring.sleep] for a receiver asleep on a header, [wait.sleepers] for
@@ -451,8 +460,12 @@ void Connection::close() noexcept {
 
 bool Connection::peer_dead() noexcept {
   // [pipe.owner] acquire: pairs with the CAS that took the peer's end.
-  const std::uint64_t w = control_->ends[1 - end_].owner.load(std::memory_order_acquire);
+  std::uint64_t w = control_->ends[1 - end_].owner.load(std::memory_order_acquire);
+  // An end once taken is never given back: a 0 after we saw an owner is a
+  // peer's stray write, and the owner we saw is the one to watch.
+  if (w == 0) w = peer_owner_seen_;
   if (w == 0) return false;  // not taken yet: the peer may still come
+  peer_owner_seen_ = w;
   if (is_alive(ProcessId::unpack(w))) return false;
   if (peer_death_counted_) return true;
   peer_death_counted_ = true;
@@ -461,6 +474,17 @@ bool Connection::peer_dead() noexcept {
   line.peer_deaths.store(line.peer_deaths.load(std::memory_order_relaxed) + 1,
                          std::memory_order_relaxed);
   return true;
+}
+
+bool Connection::peer_dead_by_now() noexcept {
+  if (peer_death_counted_) return true;
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);  // vDSO: no system call
+  const std::int64_t now = std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+  if (now < next_liveness_ns_) return false;
+  next_liveness_ns_ =
+      now + std::chrono::duration_cast<std::chrono::nanoseconds>(kLivenessInterval).count();
+  return peer_dead();
 }
 
 namespace {
@@ -632,9 +656,11 @@ SendResult Connection::send_bytes_impl(std::span<const std::byte> data, const De
     if (r != SendResult::ok) return r;
     p = out.data();
   }
+  detail::fault_point(detail::FaultPoint::send_reserved);
   // relaxed would do for the check, seq_cst costs nothing more on a load.
   if (peer_closed()) return SendResult::broken;
   if (n != 0) std::memcpy(p, data.data(), n);
+  detail::fault_point(detail::FaultPoint::send_written);
   tx_.commit(n);
   ++detail::t_sends;
   return SendResult::ok;
@@ -730,7 +756,10 @@ SendResult Connection::send_fragmented(std::span<const std::byte> data,
     for (;;) {
       if (peer_closed()) return SendResult::broken;
       p = tx_.try_reserve(head + len);
-      if (p != nullptr) break;
+      if (p != nullptr) {
+        detail::fault_point(detail::FaultPoint::send_reserved);
+        break;
+      }
       if (tx_.corrupted()) return SendResult::corrupted;
       tx_.flush();
       const WaitOutcome w = wait_room(head + len, deadline);
@@ -747,6 +776,7 @@ SendResult Connection::send_fragmented(std::span<const std::byte> data,
     copy_to_ring(p + head, data.data() + sent, len, mode);
     sent += len;
     const bool last = sent == total;
+    detail::fault_point(detail::FaultPoint::send_written);
     tx_.commit(head + len, detail::kFrameFragment | (last ? detail::kFrameLast : 0));
     ++frames;
     first = false;
@@ -775,22 +805,31 @@ RecvResult Connection::next_frame(detail::Frame& frame, const Deadline* deadline
   // A frame peek() left peeked is consumed (or peeked again) from here on:
   // release() must not free it a second time.
   peeked_ = false;
+  const auto got = [] {
+    detail::fault_point(detail::FaultPoint::recv_peeked);
+    return RecvResult::ok;
+  };
+  // A peer that closed or died writes nothing more: what it committed
+  // before is visible now and is delivered first, then `after`.
+  const auto drain = [&](RecvResult after) {
+    const auto p = rx_.peek(frame);
+    if (p == detail::PeekResult::ok) return got();
+    return p == detail::PeekResult::corrupted ? RecvResult::corrupted : after;
+  };
   for (;;) {
     switch (rx_.peek(frame)) {
       case detail::PeekResult::ok:
-        return RecvResult::ok;
+        return got();
       case detail::PeekResult::corrupted:
         return RecvResult::corrupted;
       case detail::PeekResult::empty:
         break;
     }
-    if (peer_closed()) {
-      // Everything the peer committed before closing is visible now.
-      const auto p = rx_.peek(frame);
-      if (p == detail::PeekResult::ok) return RecvResult::ok;
-      return p == detail::PeekResult::corrupted ? RecvResult::corrupted : RecvResult::eof;
-    }
+    if (peer_closed()) return drain(RecvResult::eof);
     if (!wait) {
+      // A call that never waits learns of a death too (within one
+      // liveness interval), as recv() and poll() do.
+      if (peer_dead_by_now()) return drain(RecvResult::peer_dead);
       if (fd_bridge_ != nullptr) [[unlikely]]
         rearm_fileno();
       return RecvResult::empty;
@@ -800,12 +839,8 @@ RecvResult Connection::next_frame(detail::Frame& frame, const Deadline* deadline
         continue;
       case WaitOutcome::timeout:
         return RecvResult::timeout;
-      default: {
-        // A dead process writes nothing more: drain what it committed.
-        const auto p = rx_.peek(frame);
-        if (p == detail::PeekResult::ok) return RecvResult::ok;
-        return p == detail::PeekResult::corrupted ? RecvResult::corrupted : RecvResult::peer_dead;
-      }
+      default:
+        return drain(RecvResult::peer_dead);
     }
   }
 }
@@ -981,11 +1016,14 @@ std::string Connection::recv_string() {
 bool Connection::poll(std::chrono::nanoseconds timeout) noexcept {
   if (!can_recv_ || closed_ || !ensure_owner()) return false;
   if (peeked_ || rx_.has_data() || peer_closed()) return true;
+  // A dead peer makes the end ready (recv() then drains and reports it).
   if (timeout <= std::chrono::nanoseconds::zero()) {
+    if (peer_dead_by_now()) return true;
     if (fd_bridge_ != nullptr) [[unlikely]]
       rearm_fileno();
     return false;
   }
+  if (peer_death_counted_) return true;
   const Deadline d = deadline_after(timeout);  // saturated: poll(nanoseconds::max()) waits
   return wait_data(&d) != WaitOutcome::timeout;
 }

@@ -75,13 +75,6 @@ constexpr std::uint32_t kHeapFlag = 1;  // SlotHeader::flags
 pid_t current_pid() noexcept { return this_process().pid; }
 
 std::atomic<std::uint64_t> g_next_handle{1};
-std::atomic<QueueFaultHook> g_fault_hook{nullptr};
-
-inline void fault_point(QueueFaultPoint p) noexcept {
-  // relaxed: a test sets the hook before forking the process it kills.
-  if (QueueFaultHook h = g_fault_hook.load(std::memory_order_relaxed); h != nullptr) [[unlikely]]
-    h(p);
-}
 
 struct CacheEntry {
   std::uint64_t handle = 0;
@@ -150,7 +143,7 @@ template <class Ready>
 bool sleep_until(WaitChannel& ch, std::atomic<std::uint32_t>& token, Ready&& ready,
                  const Clock::time_point* deadline) noexcept {
   return detail::sleep_until(ch, ready, deadline, [&token] {
-    fault_point(QueueFaultPoint::wait_returned);
+    fault_point(FaultPoint::wait_returned);
     // [queue.token] seq_cst: released before ready() re-reads the queue, so
     // a publication that skipped its wake because of this token is seen by
     // that re-read.
@@ -317,10 +310,6 @@ QueueStats stats_of(const Geometry& g, const QueueControl& c, const QueueRecord*
 }
 
 }  // namespace
-
-void set_queue_fault_hook(QueueFaultHook hook) noexcept {
-  g_fault_hook.store(hook, std::memory_order_relaxed);  // relaxed: see fault_point()
-}
 
 struct QueueCore::Held {
   std::mutex m;
@@ -591,14 +580,33 @@ bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool k
   return true;
 }
 
-void QueueCore::check_stuck(const Probe& probe) noexcept {
+QueueCore::Stuck QueueCore::check_stuck(const Probe& probe) noexcept {
   const SlotState st = slot_state(probe.word);
-  if (st != SlotState::writing && st != SlotState::reading) return;
+  if (st != SlotState::writing && st != SlotState::reading) return Stuck::waiting;
   const std::uint32_t r = slot_rec(probe.word);
-  if (r >= max_records_) return;  // cannot be ours: garbage, not a claim we can repair
+  // No participant has that record: nobody will ever release the slot.
+  if (r >= max_records_) return Stuck::garbage;
+  // [queue.record] acquire: pairs with the release of owner (a claim, or
+  // recover_record()'s free, which repairs the record's slots first).
   const std::uint64_t owner = record(r).owner.load(std::memory_order_acquire);
-  if (owner == 0 || owner == this_process().pack()) return;
-  if (!is_alive(ProcessId::unpack(owner))) (void)recover_record(r, owner, /*keep=*/false);
+  // seq_cst: re-read after the owner: is the head still held as probed?
+  const auto still = [&] { return slot(probe.pos).word.load(std::memory_order_seq_cst) == probe.word; };
+  if (owner == 0) return still() ? Stuck::garbage : Stuck::waiting;
+  if (owner == this_process().pack()) return Stuck::waiting;
+  if (is_alive(ProcessId::unpack(owner))) return Stuck::waiting;
+  // Recovery repairs the slots at the record's put_pos and get_pos; a
+  // head it leaves held was never that record's claim.
+  if (!recover_record(r, owner, /*keep=*/false)) return Stuck::waiting;  // another recoverer
+  return still() ? Stuck::garbage : Stuck::repaired;
+}
+
+std::optional<QueueResult> QueueCore::after_wait(bool changed, const Probe& probe,
+                                                 const Clock::time_point* deadline) noexcept {
+  // Every pass, not only after a quiet slice: a peer that keeps rewriting
+  // the words we watch must not keep us past the deadline.
+  if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
+  if (!changed && check_stuck(probe) == Stuck::garbage) return QueueResult::corrupted;
+  return std::nullopt;
 }
 
 std::size_t QueueCore::recover_dead() noexcept {
@@ -668,7 +676,7 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
     std::uint64_t e = pos;
     ctl_->enqueue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
   }
-  fault_point(QueueFaultPoint::put_claimed);
+  fault_point(FaultPoint::put_claimed);
   // seq_cst: orders after our claim against close()'s store, see close().
   if (ctl_->closed.load(std::memory_order_seq_cst) != 0) {
     // Withdraw: the message is not committed; consumers step over it.
@@ -691,10 +699,10 @@ QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_
   }
   // relaxed: released by the [queue.publish] store below.
   rec.put_word.store(count_word(main, aux, Stage::active), std::memory_order_relaxed);
-  fault_point(QueueFaultPoint::put_written);
+  fault_point(FaultPoint::put_written);
   // [queue.publish] seq_cst (release + [wait.sleepers]).
   sl->word.store(slot_word(pos, r, SlotState::full), std::memory_order_seq_cst);
-  fault_point(QueueFaultPoint::put_published);
+  fault_point(FaultPoint::put_published);
   // [queue.record] release.
   rec.put_word.store(count_word(main + 1, aux, Stage::idle), std::memory_order_release);
   notify_not_empty();
@@ -765,7 +773,8 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
         return QueueResult::closed;
       continue;
     }
-    probe = Probe{pos, s};
+    // seq_cst: the closed word this wait compares against ([wait.sleepers]).
+    probe = Probe{pos, s, ctl_->closed.load(std::memory_order_seq_cst)};
     return QueueResult::empty;
   }
   {
@@ -774,7 +783,7 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
   }
   // relaxed: released by the [queue.release] store below.
   rec.get_word.store(count_word(main, aux, Stage::active), std::memory_order_relaxed);
-  fault_point(QueueFaultPoint::get_claimed);
+  fault_point(FaultPoint::get_claimed);
   const std::uint32_t len = sl->length;   // untrusted
   const std::uint32_t flags = sl->flags;  // untrusted
   const auto* payload = reinterpret_cast<const std::byte*>(sl) + sizeof(SlotHeader);
@@ -806,10 +815,10 @@ QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& lengt
     if (len != 0) std::memcpy(out.data(), payload, len);
     length = len;
   }
-  fault_point(QueueFaultPoint::get_copied);
+  fault_point(FaultPoint::get_copied);
   // [queue.release] seq_cst (release + [wait.sleepers]).
   sl->word.store(slot_word(pos + capacity_, 0, SlotState::empty), std::memory_order_seq_cst);
-  fault_point(QueueFaultPoint::get_released);
+  fault_point(FaultPoint::get_released);
   // [queue.record] release. A corrupted message counts as lost.
   rec.get_word.store(result == QueueResult::ok ? count_word(main + 1, aux, Stage::idle)
                                                : count_word(main, aux + 1, Stage::idle),
@@ -829,7 +838,7 @@ bool QueueCore::wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& tok
   auto changed = [&] {
     return slot(probe.pos).word.load(std::memory_order_seq_cst) != probe.word ||
            head.load(std::memory_order_seq_cst) != probe.pos ||
-           ctl_->closed.load(std::memory_order_seq_cst) != 0;
+           ctl_->closed.load(std::memory_order_seq_cst) != probe.closed;
   };
   const WaitPolicy& p = policy_;
   if (p.strategy == WaitStrategy::busy_poll) return wait_until(ch, changed, p, &slice);
@@ -935,6 +944,7 @@ QueueResult QueueCore::put_large(std::span<const std::byte> msg, const Clock::ti
       break;
     }
     if (!block) return QueueResult::full;
+    if (!first && deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
     Clock::time_point slice = Clock::now() + liveness_;
     if (deadline != nullptr && *deadline < slice) slice = *deadline;
     auto any_free = [&] {
@@ -978,13 +988,11 @@ QueueResult QueueCore::put_large(std::span<const std::byte> msg, const Clock::ti
     res = try_put_once(refbytes, kHeapFlag, static_cast<std::uint32_t>(msg.size()), r, probe);
     if (res != QueueResult::full || !block) break;
     if (first) spin_end = spin_end_from_now();
-    if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe, deadline,
-                         spin_end)) {
-      if (deadline != nullptr && Clock::now() >= *deadline) {
-        res = QueueResult::timed_out;
-        break;
-      }
-      check_stuck(probe);
+    const bool changed = wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos,
+                                         probe, deadline, spin_end);
+    if (auto end = after_wait(changed, probe, deadline)) {
+      res = *end;
+      break;
     }
   }
   if (res != QueueResult::ok) {  // not queued: give the block back
@@ -1013,11 +1021,9 @@ QueueResult QueueCore::put(std::span<const std::byte> msg, const Clock::time_poi
       return res;
     }
     if (first) spin_end = spin_end_from_now();
-    if (!wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos, probe, deadline,
-                         spin_end)) {
-      if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
-      check_stuck(probe);
-    }
+    const bool changed = wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos,
+                                         probe, deadline, spin_end);
+    if (auto end = after_wait(changed, probe, deadline)) return *end;
   }
 }
 
@@ -1038,11 +1044,9 @@ QueueResult QueueCore::get(std::span<std::byte> out, std::size_t& length,
       return res;
     }
     if (first) spin_end = spin_end_from_now();
-    if (!wait_for_change(ctl_->not_empty, ctl_->not_empty_waking, ctl_->dequeue_pos, probe,
-                         deadline, spin_end)) {
-      if (deadline != nullptr && Clock::now() >= *deadline) return QueueResult::timed_out;
-      check_stuck(probe);
-    }
+    const bool changed = wait_for_change(ctl_->not_empty, ctl_->not_empty_waking,
+                                         ctl_->dequeue_pos, probe, deadline, spin_end);
+    if (auto end = after_wait(changed, probe, deadline)) return *end;
   }
 }
 

@@ -57,7 +57,9 @@ struct WaitAccess {
     Connection& c = conn(o);
     // An end that cannot receive here (closed, moved from, another
     // process's) is ready: its recv() says why.
-    return !conn_usable(c) || c.peeked_ || c.rx_.has_data() || c.peer_closed();
+    // A peer seen dead stays ready (as poll()): recv() drains, then reports it.
+    return !conn_usable(c) || c.peeked_ || c.rx_.has_data() || c.peer_closed() ||
+           c.peer_death_counted_;
   }
   static bool conn_quick(void* o) noexcept {
     Connection& c = conn(o);

@@ -73,6 +73,7 @@ LockResult mutex_acquire_slow(MutexState& m, const Clock::time_point* deadline,
       // [mutex.word] acquire: pairs with the release exchange of the holder.
       if (m.word.compare_exchange_weak(w, desired, std::memory_order_acquire,
                                        std::memory_order_relaxed)) {
+        fault_point(FaultPoint::lock_taken);
         // relaxed: advisory, see mutex_try_acquire_fast().
         m.owner.store(self.packed, std::memory_order_relaxed);
         return LockResult::acquired;

@@ -37,7 +37,9 @@ std::string state_name(std::uint32_t state) {
 std::pair<void*, std::size_t> map_and_read(const std::string& name, SegmentInfo& info) {
   validate_name(name);
   std::string path = kShmDir + detail::os_name(name);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  // O_NONBLOCK: a FIFO named like ours must not block the open (fstat
+  // below then refuses anything but a regular file).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) {
     int err = errno;
     if (err == ENOENT) throw Error(Errc::not_found, name, "no shmbus object of that name");
@@ -98,7 +100,11 @@ std::pair<void*, std::size_t> map_and_read(const std::string& name, SegmentInfo&
       throw Error(Errc::corrupted, name, "inconsistent header sizes");
     }
     info.raw_kind = h->kind;
-    info.kind = kind_from_u32(h->kind);
+    info.kind = kind_from_u32(info.raw_kind);  // read once: a peer may rewrite it
+    if (!info.kind) {
+      throw Error(Errc::corrupted, name,
+                  "header kind " + std::to_string(info.raw_kind) + " is not a shmbus kind");
+    }
     info.type_name.assign(h->type_name, strnlen(h->type_name, detail::kTypeNameSize));
     info.total_size = h->total_size;
     info.payload_size = h->payload_size;

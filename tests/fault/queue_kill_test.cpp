@@ -64,15 +64,15 @@ Shared* make_shared_block() {
 }
 
 // Self-kill at an exact point inside put/get (set in the victim only).
-shmbus::detail::QueueFaultPoint g_point{};
+shmbus::detail::FaultPoint g_point{};
 int g_countdown = 0;
-void self_kill(shmbus::detail::QueueFaultPoint p) noexcept {
+void self_kill(shmbus::detail::FaultPoint p) noexcept {
   if (p == g_point && --g_countdown == 0) ::raise(SIGKILL);
 }
-void arm(shmbus::detail::QueueFaultPoint p, int after) {
+void arm(shmbus::detail::FaultPoint p, int after) {
   g_point = p;
   g_countdown = after;
-  shmbus::detail::set_queue_fault_hook(&self_kill);
+  shmbus::detail::set_fault_hook(&self_kill);
 }
 
 // Ends the victim with SIGKILL: either it kills itself at an armed fault
@@ -119,7 +119,7 @@ TEST(QueueFault, ProducerKilledAnywhereInPut) {
     const auto r = static_cast<std::uint32_t>(round);
     // Two rounds in three die at an exact point of put, one at a random time.
     const bool exact = round % 3 != 0;
-    const auto point = static_cast<shmbus::detail::QueueFaultPoint>(rng() % 3);
+    const auto point = static_cast<shmbus::detail::FaultPoint>(rng() % 3);
     const int after = static_cast<int>(1 + rng() % 20);
     const pid_t victim = fork_child([&] {
       if (exact) arm(point, after);
@@ -197,7 +197,7 @@ TEST(QueueFault, ConsumerKilledAnywhereInGet) {
     for (auto& w : sh->seen) w.store(0);
     const auto r = static_cast<std::uint32_t>(round);
     const bool exact = round % 3 != 0;
-    const auto point = static_cast<shmbus::detail::QueueFaultPoint>(3 + rng() % 3);
+    const auto point = static_cast<shmbus::detail::FaultPoint>(3 + rng() % 3);
     const int after = static_cast<int>(1 + rng() % 20);
     const pid_t victim = fork_child([&] {
       if (exact) arm(point, after);
@@ -293,7 +293,7 @@ TEST(QueueFault, LargeMessagesNeverLeakHeapBlocks) {
     sh->progress.store(0);
     const bool producer = round % 2 == 0;
     const bool exact = round % 3 != 0;
-    const auto point = static_cast<shmbus::detail::QueueFaultPoint>((producer ? 0 : 3) + rng() % 3);
+    const auto point = static_cast<shmbus::detail::FaultPoint>((producer ? 0 : 3) + rng() % 3);
     const int after = static_cast<int>(1 + rng() % 6);
     const pid_t victim = fork_child([&] {
       if (exact) arm(point, after);

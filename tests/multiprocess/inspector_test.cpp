@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <pty.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
+#include <cstddef>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -160,6 +162,80 @@ TEST(Inspector, WatchRefreshesInAPtyAndQuitsOnQ) {
   ::close(master);
   EXPECT_TRUE(st.exited);
   EXPECT_EQ(st.code, 0);
+}
+
+// A FIFO named like a shmbus object: every command answers within its
+// deadline (the FIFO is opened non-blocking and refused as not a regular
+// file), show exits 3 (invalid).
+TEST(Inspector, FifoNamedLikeAnObjectBlocksNoCommand) {
+  SegmentGuard g(unique_name("fifo"));
+  ASSERT_EQ(::mkfifo(test::shm_path(g.name()).c_str(), 0600), 0);
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"list"}, {"list", "--json"}, {"show", g.name()},
+        {"doctor"}, {"gc", "--dry-run"}, {"gc"}}) {
+    auto r = run_inspector(args, 10s);
+    EXPECT_FALSE(r.timed_out) << args[0];
+    EXPECT_NE(r.exit_code, -1) << args[0];
+  }
+  EXPECT_EQ(run_inspector({"show", g.name()}, 10s).exit_code, 3);
+}
+
+// watch with a FIFO among the objects still refreshes, and SIGTERM ends
+// it cleanly (exit 0: its handler ran and it restored the terminal).
+TEST(Inspector, WatchEndsOnSigtermWithAFifoPresent) {
+  SegmentGuard g(unique_name("wfifo"));
+  ASSERT_EQ(::mkfifo(test::shm_path(g.name()).c_str(), 0600), 0);
+  std::string path = std::string(SHMBUS_BINARY_DIR) + "/tools/bus-inspector/bus-inspector";
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::dup2(out[1], STDOUT_FILENO);
+    ::close(out[0]);
+    ::close(out[1]);
+    ::execl(path.c_str(), path.c_str(), "watch", g.name().c_str(), "--interval", "0.1",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  // The FIFO's row is printed after the signal handlers are installed.
+  std::string screen;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (screen.find("INVALID") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    pollfd pfd{out[0], POLLIN, 0};
+    if (::poll(&pfd, 1, 100) > 0) {
+      char buf[1024];
+      ssize_t n = ::read(out[0], buf, sizeof buf);
+      if (n > 0) screen.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  EXPECT_NE(screen.find("INVALID"), std::string::npos) << screen;
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  auto st = test::wait_child(pid, 10s);
+  ::close(out[0]);
+  EXPECT_FALSE(st.timed_out);
+  EXPECT_TRUE(st.exited);
+  EXPECT_EQ(st.code, 0);
+}
+
+// A segment whose kind field is not a shmbus kind is invalid (exit 3), in
+// text and in JSON.
+TEST(Inspector, ShowOfUnknownKindExitsInvalid) {
+  SegmentGuard g(unique_name("badkind"));
+  auto shm = SharedMemory::create(g.name(), 64);
+  int fd = ::open(test::shm_path(g.name()).c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  const std::uint32_t bad = 0xEEEE;
+  ASSERT_EQ(::pwrite(fd, &bad, sizeof bad, offsetof(detail::SegmentHeader, kind)),
+            static_cast<ssize_t>(sizeof bad));
+  ::close(fd);
+  auto text = run_inspector({"show", g.name()}, 10s);
+  EXPECT_EQ(text.exit_code, 3) << text.output;
+  auto js = run_inspector({"show", g.name(), "--json"}, 10s);
+  EXPECT_EQ(js.exit_code, 3);
+  EXPECT_EQ(json::parse(js.output)["error"], "corrupted");
 }
 
 }  // namespace

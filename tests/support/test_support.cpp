@@ -1,6 +1,8 @@
 #include "test_support.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -154,28 +156,41 @@ std::string shm_path(std::string_view name) { return "/dev/shm/" + detail::os_na
 
 namespace shmbus::test {
 
-CommandResult run_inspector(const std::vector<std::string>& args) {
+CommandResult run_inspector(const std::vector<std::string>& args,
+                            std::chrono::milliseconds timeout) {
   std::string path = std::string(SHMBUS_BINARY_DIR) + "/tools/bus-inspector/bus-inspector";
   int out[2];
-  if (::pipe(out) != 0) return {};
+  if (::pipe2(out, O_CLOEXEC) != 0) return {};
   Argv argv(path, args);
   std::fflush(nullptr);
   pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(out[1], STDOUT_FILENO);
-    ::close(out[0]);
-    ::close(out[1]);
     ::execv(path.c_str(), argv.get());
     ::_exit(127);
   }
   ::close(out[1]);
   CommandResult r;
+  // Read until end of file or the deadline: a hung inspector fails the
+  // test instead of hanging it.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   char buf[4096];
-  ssize_t n;
-  while ((n = ::read(out[0], buf, sizeof buf)) > 0)
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      r.timed_out = true;
+      break;
+    }
+    pollfd pfd{out[0], POLLIN, 0};
+    if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) continue;
+    const ssize_t n = ::read(out[0], buf, sizeof buf);
+    if (n <= 0) break;
     r.output.append(buf, static_cast<std::size_t>(n));
+  }
   ::close(out[0]);
-  auto st = wait_child(pid, std::chrono::seconds(30));
+  auto st = wait_child(pid, r.timed_out ? std::chrono::milliseconds(0) : timeout);
+  r.timed_out = r.timed_out || st.timed_out;
   r.exit_code = st.exited ? st.code : -1;
   return r;
 }

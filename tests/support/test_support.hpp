@@ -3,11 +3,13 @@
 // deadline. No test sleeps to "wait long enough": it waits for something.
 #pragma once
 
+#include <sys/mman.h>
 #include <sys/types.h>
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <new>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -82,6 +84,29 @@ bool process_sleeping(pid_t pid);
 // Path to /dev/shm/shmbus.<name>.
 std::string shm_path(std::string_view name);
 
+// One T in anonymous shared memory that forked children share (counters a
+// child reports through, progress a test polls).
+template <class T>
+class SharedBlock {
+ public:
+  SharedBlock() {
+    void* p = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    value_ = new (p) T{};
+  }
+  SharedBlock(const SharedBlock&) = delete;
+  SharedBlock& operator=(const SharedBlock&) = delete;
+  ~SharedBlock() {
+    value_->~T();
+    ::munmap(value_, sizeof(T));
+  }
+  T* operator->() const { return value_; }
+  T& operator*() const { return *value_; }
+
+ private:
+  T* value_;
+};
+
 }  // namespace shmbus::test
 
 namespace shmbus::test {
@@ -89,9 +114,12 @@ namespace shmbus::test {
 struct CommandResult {
   int exit_code = -1;  // -1 if it did not exit normally
   std::string output;  // stdout
+  bool timed_out = false;  // still running at the deadline (then killed)
 };
 
 // Runs bus-inspector (built in this tree) with `args`; captures stdout.
-CommandResult run_inspector(const std::vector<std::string>& args);
+// Kills it at `timeout`.
+CommandResult run_inspector(const std::vector<std::string>& args,
+                            std::chrono::milliseconds timeout = 30s);
 
 }  // namespace shmbus::test

@@ -409,6 +409,9 @@ class Connection {
     return control_->ends[1 - end_].closed.load(std::memory_order_seq_cst) != 0;
   }
   [[nodiscard]] bool peer_dead() noexcept;
+  // peer_dead() for calls that never wait (try_recv*, poll(0)): at most one
+  // liveness check per kLivenessInterval, a coarse clock read otherwise.
+  [[nodiscard]] bool peer_dead_by_now() noexcept;
   SendResult send_status() noexcept;
 
   std::shared_ptr<detail::Segment> segment_;
@@ -431,6 +434,8 @@ class Connection {
   bool closed_ = true;
   bool peeked_ = false;
   bool peer_death_counted_ = false;
+  std::uint64_t peer_owner_seen_ = 0;     // the peer end's last non-zero owner word
+  std::int64_t next_liveness_ns_ = 0;     // peer_dead_by_now(): CLOCK_MONOTONIC_COARSE
   std::unique_ptr<detail::FdBridge> fd_bridge_;  // fileno(); null until asked for
 };
 

@@ -514,8 +514,8 @@ TEST(QueueHostile, CorruptedHeapMessageFreesItsBlock) {
 // ---- join() and a put in flight ------------------------------------------------
 
 std::atomic<int> g_hook_state{0};  // 1: a put stopped at put_published; 2: let it go
-void hold_after_publish(shmbus::detail::QueueFaultPoint p) noexcept {
-  if (p != shmbus::detail::QueueFaultPoint::put_published) return;
+void hold_after_publish(shmbus::detail::FaultPoint p) noexcept {
+  if (p != shmbus::detail::FaultPoint::put_published) return;
   g_hook_state.store(1);
   while (g_hook_state.load() != 2) std::this_thread::yield();
 }
@@ -526,14 +526,14 @@ TEST(JoinableQueue, JoinWaitsForAPublishedButUncountedPut) {
   SegmentGuard g(unique_name("jq"));
   auto q = shmbus::JoinableQueue<int>::create(g.name(), {.capacity = 4});
   g_hook_state.store(0);
-  shmbus::detail::set_queue_fault_hook(&hold_after_publish);
+  shmbus::detail::set_fault_hook(&hold_after_publish);
   std::thread producer([&] { EXPECT_EQ(q.put(5), QueueResult::ok); });
   ASSERT_TRUE(poll_until([] { return g_hook_state.load() == 1; }));
   EXPECT_EQ(q.stats().committed, 1u);
   EXPECT_FALSE(q.join_for(20ms));  // one item not done: join must not return
   g_hook_state.store(2);
   producer.join();
-  shmbus::detail::set_queue_fault_hook(nullptr);
+  shmbus::detail::set_fault_hook(nullptr);
   int v = 0;
   ASSERT_EQ(q.get(v), QueueResult::ok);
   EXPECT_FALSE(q.join_for(0ms));
@@ -575,8 +575,8 @@ TEST(QueueWake, ThreeQuickGetsWakeThreeSleepingProducersInAChain) {
   EXPECT_EQ(q.stats().committed, 5u);
 }
 
-void die_when_back_from_sleep(shmbus::detail::QueueFaultPoint p) noexcept {
-  if (p == shmbus::detail::QueueFaultPoint::wait_returned) ::raise(SIGKILL);
+void die_when_back_from_sleep(shmbus::detail::FaultPoint p) noexcept {
+  if (p == shmbus::detail::FaultPoint::wait_returned) ::raise(SIGKILL);
 }
 
 // The process state letter from /proc/<pid>/stat ('S': asleep), or 0.
@@ -601,7 +601,7 @@ TEST(QueueWake, TokenHeldByAKilledWokenConsumerIsReleasedWithinASlice) {
       .capacity = 8, .policy = {shmbus::WaitStrategy::blocking, {}}, .liveness_interval = kNoSlice};
   auto q = shmbus::Queue<int>::create(g.name(), no_slice);
   const pid_t child = shmbus::test::fork_child([&] {
-    shmbus::detail::set_queue_fault_hook(&die_when_back_from_sleep);
+    shmbus::detail::set_fault_hook(&die_when_back_from_sleep);
     int v = 0;
     (void)q.get(v);
     return 1;  // not reached

@@ -90,6 +90,7 @@
 #include <string>
 #include <string_view>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/fd_bridge.hpp"
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/segment.hpp"
@@ -238,22 +239,6 @@ constexpr std::uint32_t heap_rec(std::uint64_t w) noexcept {
 }
 static_assert(sizeof(SlotHeader) == 16);
 
-// Fault injection for tests/fault: points inside put/get where a test's
-// hook may kill the calling process (raise(SIGKILL)) to land exactly in a
-// window. Costs one relaxed load and a predictable branch when unset.
-enum class QueueFaultPoint : std::uint8_t {
-  put_claimed,    // slot WRITING, before the payload is written
-  put_written,    // payload written, before FULL is published
-  put_published,  // FULL published, before the counter is updated
-  get_claimed,    // slot READING, before the payload is copied
-  get_copied,     // payload copied, before the slot is released
-  get_released,   // slot released, before the counter is updated
-  wait_returned,  // a sleeper back from futex_wait, before it releases the
-                  // [queue.token] (a woken process killed holding the token)
-};
-using QueueFaultHook = void (*)(QueueFaultPoint) noexcept;
-void set_queue_fault_hook(QueueFaultHook hook) noexcept;
-
 class QueueCore {
  public:
   QueueCore();
@@ -307,10 +292,17 @@ class QueueCore {
   int fileno();
 
  private:
+  // What a wait compares against: the head's position and slot word, and
+  // the closed word as the try_ call saw them. A change of any of them
+  // ends the wait; an unchanged closed word does not (a closed queue whose
+  // head is held by a dead producer still waits for the repair).
   struct Probe {
     std::uint64_t pos = 0;
     std::uint64_t word = 0;
+    std::uint32_t closed = 0;
   };
+  // What check_stuck() found at a head that did not move for a slice.
+  enum class Stuck : std::uint8_t { waiting, repaired, garbage };
   QueueResult try_put_once(std::span<const std::byte> msg, std::uint32_t flags,
                            std::uint32_t length, std::uint32_t rec, Probe& probe) noexcept;
   QueueResult put_large(std::span<const std::byte> msg, const Clock::time_point* deadline,
@@ -333,7 +325,11 @@ class QueueCore {
   void notify_not_empty() noexcept;
   void pass_on_not_empty() noexcept;
   void pass_on_not_full() noexcept;
-  void check_stuck(const Probe& probe) noexcept;
+  Stuck check_stuck(const Probe& probe) noexcept;
+  // After a wait: timed_out at the deadline, corrupted for a head no
+  // participant can ever release, else nullopt (try again).
+  std::optional<QueueResult> after_wait(bool changed, const Probe& probe,
+                                        const Clock::time_point* deadline) noexcept;
   bool recover_record(std::uint32_t rec, std::uint64_t dead_owner, bool keep) noexcept;
   std::uint32_t my_record() noexcept;
   std::uint32_t acquire_record() noexcept;

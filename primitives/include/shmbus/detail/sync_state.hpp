@@ -31,6 +31,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/wait.hpp"
 
@@ -87,6 +88,7 @@ void mutex_release_slow(MutexState& m, std::uint32_t word) noexcept;
   // everything the previous holder wrote is visible from here on.
   if (m.word.compare_exchange_strong(expected, self.pid, std::memory_order_acquire,
                                      std::memory_order_relaxed)) {
+    fault_point(FaultPoint::lock_taken);
     // relaxed: advisory; readers cross-check it against the pid in the word.
     m.owner.store(self.packed, std::memory_order_relaxed);
     return true;
@@ -100,6 +102,7 @@ inline void mutex_release(MutexState& m) noexcept {
   const std::uint32_t w = m.word.load(std::memory_order_relaxed);
   // relaxed: advisory, see mutex_try_acquire_fast().
   m.owner.store(0, std::memory_order_relaxed);
+  fault_point(FaultPoint::lock_releasing);
   if ((w & (kInconsistent | kNotRecoverable)) != 0) {
     mutex_release_slow(m, w);
     return;
