@@ -58,21 +58,35 @@ TEST(Fileno, APipeEndPollsReadableWhileAMessageIsThere) {
     const int fd = rx.fileno();
     EXPECT_EQ(rx.fileno(), fd);  // one per end
     EXPECT_FALSE(readable(fd));
-    ASSERT_TRUE(woken_by_child(fd, [&] {
-      return tx.send(std::int32_t{1}) == SendResult::ok && tx.send(std::int32_t{2}) == SendResult::ok;
-    }));
+    // The sender is a child that stays alive (a dead sender makes the end
+    // ready) until told to close its end.
+    int go[2];
+    ASSERT_EQ(::pipe(go), 0);
+    const pid_t parent = ::getpid();
+    const pid_t child = test::fork_child([&] {
+      if (!test::poll_until([&] { return test::process_sleeping(parent); })) return 1;
+      if (tx.send(std::int32_t{1}) != SendResult::ok || tx.send(std::int32_t{2}) != SendResult::ok)
+        return 2;
+      char c = 0;
+      if (::read(go[0], &c, 1) != 1) return 3;
+      if (!test::poll_until([&] { return test::process_sleeping(parent); })) return 4;
+      tx.close();  // end of file makes it readable too
+      return 0;
+    });
+    ASSERT_TRUE(readable(fd, 10'000ms));
     std::int32_t v = 0;
     ASSERT_EQ(rx.recv(v), RecvResult::ok);
-    EXPECT_TRUE(readable(fd));  // level: not re-armed until a receive finds nothing
+    EXPECT_TRUE(readable(fd));  // level: not re-armed until a call finds nothing
     ASSERT_EQ(rx.recv(v), RecvResult::ok);
     EXPECT_EQ(v, 2);
     ASSERT_FALSE(rx.poll());  // finds nothing: re-arms
     EXPECT_FALSE(readable(fd));
-    // End of file makes it readable too.
-    ASSERT_TRUE(woken_by_child(fd, [&] {
-      tx.close();
-      return true;
-    }));
+    ASSERT_EQ(::write(go[1], "g", 1), 1);
+    EXPECT_TRUE(readable(fd, 10'000ms));
+    EXPECT_EQ(rx.recv(v), RecvResult::eof);
+    EXPECT_EQ(test::wait_child(child).code, 0);
+    ::close(go[0]);
+    ::close(go[1]);
   }
 }
 
