@@ -18,6 +18,7 @@
 
 #include "shmbus/detail/exit_actions.hpp"
 #include "shmbus/detail/fault.hpp"
+#include "shmbus/detail/fd_bridge.hpp"
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/segment.hpp"
 
@@ -337,7 +338,8 @@ Connection::Connection(Connection&& o) noexcept
       peeked_(std::exchange(o.peeked_, false)),
       peer_death_counted_(o.peer_death_counted_),
       peer_owner_seen_(o.peer_owner_seen_),
-      next_liveness_ns_(o.next_liveness_ns_) {
+      next_liveness_ns_(o.next_liveness_ns_),
+      fd_bridge_(std::move(o.fd_bridge_)) {
   if (control_ != nullptr) detail::add_exit_action(this, close_at_exit);
 }
 
@@ -366,6 +368,7 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     peer_death_counted_ = o.peer_death_counted_;
     peer_owner_seen_ = o.peer_owner_seen_;
     next_liveness_ns_ = o.next_liveness_ns_;
+    fd_bridge_ = std::move(o.fd_bridge_);
     if (control_ != nullptr) detail::add_exit_action(this, close_at_exit);
   }
   return *this;
@@ -827,7 +830,10 @@ RecvResult Connection::next_frame(detail::Frame& frame, const Deadline* deadline
     if (!wait) {
       // A call that never waits learns of a death too (within one
       // liveness interval), as recv() and poll() do.
-      return peer_dead_by_now() ? drain(RecvResult::peer_dead) : RecvResult::empty;
+      if (peer_dead_by_now()) return drain(RecvResult::peer_dead);
+      if (fd_bridge_ != nullptr) [[unlikely]]
+        rearm_fileno();
+      return RecvResult::empty;
     }
     switch (wait_data(deadline)) {
       case WaitOutcome::ready:
@@ -1034,10 +1040,70 @@ bool Connection::poll(std::chrono::nanoseconds timeout) noexcept {
   if (!can_recv_ || closed_ || !ensure_owner()) return false;
   if (peeked_ || rx_.has_data() || peer_closed()) return true;
   // A dead peer makes the end ready (recv() then drains and reports it).
-  if (timeout <= std::chrono::nanoseconds::zero()) return peer_dead_by_now();
+  if (timeout <= std::chrono::nanoseconds::zero()) {
+    if (peer_dead_by_now()) return true;
+    if (fd_bridge_ != nullptr) [[unlikely]]
+      rearm_fileno();
+    return false;
+  }
   if (peer_death_counted_) return true;
   const Deadline d = deadline_after(timeout);  // saturated: poll(nanoseconds::max()) waits
   return wait_data(&d) != WaitOutcome::timeout;
+}
+
+// --- fileno() ------------------------------------------------------------------------
+
+namespace {
+// FdBridge::Sleep::check for a pipe end: its peer closed or died.
+bool peer_gone(const void* ctx) noexcept {
+  const auto& line = *static_cast<const detail::PipeEndLine*>(ctx);
+  // seq_cst: as peer_closed(); acquire for the owner: as peer_dead().
+  if (line.closed.load(std::memory_order_seq_cst) != 0) return true;
+  const std::uint64_t w = line.owner.load(std::memory_order_acquire);
+  return w != 0 && !is_alive(ProcessId::unpack(w));
+}
+}  // namespace
+
+int Connection::fileno() {
+  if (!can_recv_ || closed_ || control_ == nullptr || !ensure_owner()) {
+    throw Error(Errc::invalid_argument, control_ != nullptr ? name() : std::string("fileno"),
+                "fileno: this end cannot receive here (closed, moved from, send-only, or "
+                "another process's)");
+  }
+  // A forked child's copy belongs to the parent's thread: start afresh.
+  if (fd_bridge_ == nullptr || !fd_bridge_->owned_here()) {
+    fd_bridge_ = std::make_unique<detail::FdBridge>(name().c_str());
+    rearm_fileno();
+  }
+  return fd_bridge_->fd();
+}
+
+void Connection::rearm_fileno() noexcept {
+  detail::FdBridge& b = *fd_bridge_;
+  if (!b.owned_here() || b.sleeping()) return;  // armed, nothing came yet
+  b.clear();
+  // [ring.sleep] mark the header word as a sleeping recv() does (the mark
+  // and fence in this, the receiving, thread: the bridge thread never
+  // touches the ring's consumer state), then the close check after it.
+  if (peeked_ || !rx_.arm_sleep()) {
+    b.signal();  // a frame is there
+    return;
+  }
+  if (peer_closed()) {
+    rx_.disarm_sleep();
+    b.signal();
+    return;
+  }
+  detail::FdBridge::Sleep s;
+  s.word = {&rx_.sleep_word(), static_cast<std::uint32_t>(detail::kHeaderWaiting)};
+  s.check = &peer_gone;
+  s.ctx = &control_->ends[1 - end_];
+  // A busy-poll sender never wakes anyone, and after an unordered arm (no
+  // membarrier) a checked one may not: nap then, as recv() does.
+  s.slice = rx_.fenced() && policy_.strategy != WaitStrategy::busy_poll
+                ? std::chrono::microseconds(kLivenessInterval)
+                : detail::kUnfencedNap;
+  b.sleep_on(s);
 }
 
 // --- waiting on several ends ------------------------------------------------------
@@ -1087,12 +1153,7 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
     any_blocking = any_blocking || W::strategy(*c) == WaitStrategy::blocking;
   }
   const Clock::time_point start = Clock::now();
-  Clock::time_point deadline = Clock::time_point::max();
-  if (timeout) {
-    deadline = *timeout <= Clock::duration::zero()            ? start
-               : *timeout >= Clock::time_point::max() - start ? Clock::time_point::max()
-                                                              : start + *timeout;
-  }
+  const Clock::time_point deadline = detail::deadline_from(start, timeout);
   if (ends.empty()) {  // as Python's wait([], timeout): a sleep
     if (!timeout) throw Error(Errc::invalid_argument, "wait", "no ends and no timeout");
     std::this_thread::sleep_until(deadline);

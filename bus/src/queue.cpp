@@ -1055,6 +1055,8 @@ QueueResult QueueCore::get(std::span<std::byte> out, std::size_t& length,
   Clock::time_point spin_end{};  // adaptive: set at the first wait
   for (bool first = true;; first = false) {
     const QueueResult res = try_get_once(out, length, r, probe);
+    if (res == QueueResult::empty && !block && fd_bridge_ != nullptr) [[unlikely]]
+      rearm_fileno();
     if (res != QueueResult::empty || !block) {
       // A get that waited may have released the [queue.token]: pass on.
       if (!first && res != QueueResult::closed) pass_on_not_empty();
@@ -1149,6 +1151,70 @@ QueueStats read_queue_stats_payload(std::span<const std::byte> payload, const st
       g, *reinterpret_cast<const QueueControl*>(payload.data()),
       reinterpret_cast<const QueueRecord*>(payload.data() + g.records_offset),
       reinterpret_cast<const std::atomic<std::uint64_t>*>(payload.data() + g.heap_offset));
+}
+
+// ---- shmbus::wait over many objects (wait_any.cpp) ------------------------------
+
+bool QueueCore::ready(bool for_put) const noexcept {
+  if (ctl_ == nullptr) return true;  // a default handle: its own calls say why
+  // [wait.sleepers] seq_cst (all three loads): the predicate a waiter re-checks
+  // after counting itself a sleeper; pairs with the publications' seq_cst RMWs.
+  if (ctl_->closed.load(std::memory_order_seq_cst) != 0) return true;
+  const std::uint64_t pos =
+      (for_put ? ctl_->enqueue_pos : ctl_->dequeue_pos).load(std::memory_order_seq_cst);
+  const std::uint64_t w = slot(pos).word.load(std::memory_order_seq_cst);
+  const std::int64_t d = slot_diff(w, pos);
+  // As pass_on_not_full(): d < 0 is the previous lap, not yet consumed.
+  if (for_put) return d >= 0;
+  // As pass_on_not_empty(): an item, a SKIP to step over, or a claim that
+  // a get would judge.
+  const SlotState st = slot_state(w);
+  return !(d < 0 || (d == 0 && (st == SlotState::empty || st == SlotState::writing)));
+}
+
+WaitChannel& QueueCore::wait_channel(bool for_put) const noexcept {
+  return for_put ? ctl_->not_full : ctl_->not_empty;
+}
+
+std::atomic<std::uint32_t>& QueueCore::wake_token(bool for_put) const noexcept {
+  return for_put ? ctl_->not_full_waking : ctl_->not_empty_waking;
+}
+
+namespace {
+// FdBridge::Sleep::woke for a queue's not_empty: the bridge counted itself
+// a sleeper; it leaves as a sleeper returning from futex_wait does.
+void leave_not_empty(const void* ctx) noexcept {
+  auto* c = const_cast<QueueControl*>(static_cast<const QueueControl*>(ctx));
+  c->not_empty.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+  // [queue.token] seq_cst: released on every return, as sleep_until() does.
+  c->not_empty_waking.exchange(0, std::memory_order_seq_cst);
+}
+}  // namespace
+
+int QueueCore::fileno() {
+  if (ctl_ == nullptr) throw Error(Errc::invalid_argument, "fileno", "a default queue handle");
+  if (fd_bridge_ == nullptr || !fd_bridge_->owned_here()) {
+    fd_bridge_ = std::make_unique<FdBridge>(name().c_str());
+    rearm_fileno();
+  }
+  return fd_bridge_->fd();
+}
+
+void QueueCore::rearm_fileno() noexcept {
+  rearm_on_channel(
+      *fd_bridge_, ctl_->not_empty, [this] { return ready(false); }, &leave_not_empty, ctl_,
+      std::chrono::duration_cast<std::chrono::microseconds>(liveness_));
+}
+
+bool QueueCore::repair_head(bool for_put) noexcept {
+  if (ctl_ == nullptr) return false;
+  Probe probe;
+  // acquire: the slot word names the claimer whose record check_stuck() reads.
+  probe.pos = (for_put ? ctl_->enqueue_pos : ctl_->dequeue_pos).load(std::memory_order_acquire);
+  probe.word = slot(probe.pos).word.load(std::memory_order_acquire);
+  check_stuck(probe);
+  // acquire: as above.
+  return slot(probe.pos).word.load(std::memory_order_acquire) != probe.word;
 }
 
 }  // namespace detail

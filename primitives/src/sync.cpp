@@ -65,6 +65,29 @@ Semaphore Semaphore::open(std::string_view name, const SegmentOptions& options) 
 }
 
 bool Semaphore::try_acquire() noexcept {
+  if (take_one()) return true;
+  if (fd_bridge_ != nullptr) [[unlikely]]
+    rearm_fileno();
+  return false;
+}
+
+void Semaphore::rearm_fileno() noexcept {
+  detail::rearm_on_channel(*fd_bridge_, state_->ch, [this] {
+    // [wait.sleepers] seq_cst: the predicate, re-checked after the count.
+    return state_->value.load(std::memory_order_seq_cst) != 0;
+  });
+}
+
+int Semaphore::fileno() {
+  if (state_ == nullptr) throw Error(Errc::invalid_argument, "fileno", "a default Semaphore");
+  if (fd_bridge_ == nullptr || !fd_bridge_->owned_here()) {
+    fd_bridge_ = std::make_unique<detail::FdBridge>(name().c_str());
+    rearm_fileno();
+  }
+  return fd_bridge_->fd();
+}
+
+bool Semaphore::take_one() noexcept {
   // [sem.value] seq_cst (acquire at least: pairs with release()'s RMW; seq_cst
   // for the [wait.sleepers] predicate contract).
   std::uint32_t v = state_->value.load(std::memory_order_seq_cst);
@@ -76,7 +99,7 @@ bool Semaphore::try_acquire() noexcept {
 
 bool Semaphore::acquire_until_(const Clock::time_point* deadline) noexcept {
   return detail::wait_until(
-      state_->ch, [this] { return try_acquire(); }, policy_, deadline);
+      state_->ch, [this] { return take_one(); }, policy_, deadline);
 }
 
 bool Semaphore::release(std::uint32_t n) noexcept {
@@ -167,6 +190,23 @@ void Event::set() noexcept {
 void Event::clear() noexcept {
   // [event.flag] seq_cst: one total order with set().
   state_->flag.store(0, std::memory_order_seq_cst);
+  (void)try_wait();  // re-arms fileno()
+}
+
+bool Event::try_wait() const noexcept {
+  if (is_set()) return true;
+  if (fd_bridge_ != nullptr) [[unlikely]]
+    detail::rearm_on_channel(*fd_bridge_, state_->ch, [this] { return is_set(); });
+  return false;
+}
+
+int Event::fileno() {
+  if (state_ == nullptr) throw Error(Errc::invalid_argument, "fileno", "a default Event");
+  if (fd_bridge_ == nullptr || !fd_bridge_->owned_here()) {
+    fd_bridge_ = std::make_unique<detail::FdBridge>(name().c_str());
+    (void)try_wait();
+  }
+  return fd_bridge_->fd();
 }
 
 bool Event::is_set() const noexcept {

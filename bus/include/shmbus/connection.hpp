@@ -59,6 +59,7 @@
 
 #include "shmbus/codec.hpp"
 #include "shmbus/detail/copy_choice.hpp"
+#include "shmbus/detail/fd_bridge.hpp"
 #include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/error.hpp"
@@ -147,6 +148,7 @@ struct PipeOptions {
 
 namespace detail {
 struct ConnectionWait;
+struct WaitAccess;  // shmbus::wait over any mix of objects (wait_any.hpp)
 }  // namespace detail
 
 class Connection {
@@ -355,6 +357,23 @@ class Connection {
   [[nodiscard]] bool poll(
       std::chrono::nanoseconds timeout = std::chrono::nanoseconds::zero()) noexcept;
 
+  // A file descriptor (an eventfd of this process) that polls readable
+  // while a message, end of file or a dead peer may be there, for poll,
+  // epoll, Boost.Asio, libuv. Level-triggered, re-armed by this end: it
+  // stays readable until a call here finds nothing (poll() returning false,
+  // try_recv_bytes_into() empty), then turns readable at the next message.
+  // So drain while poll() is true, then wait on it again; reading the
+  // descriptor is not needed. It may read readable once for nothing (a
+  // message received meanwhile by a blocking recv()). The first call starts
+  // one thread in this process that sleeps on the ring as a blocked recv()
+  // would (see wait_any.hpp); senders then make one futex wake per
+  // empty -> non-empty transition, and nothing at all while no process
+  // asked for a descriptor. Valid until this Connection is destroyed; call
+  // it from the thread that receives. Throws Error(invalid_argument) on an
+  // end that cannot receive, Error(system) if the eventfd or thread cannot
+  // be made.
+  [[nodiscard]] int fileno();
+
   // --- zero copy -----------------------------------------------------------
   // Room for one message of up to `size` bytes (<= max_frame_payload()),
   // written in place and sent by commit(n). Waits like send_bytes().
@@ -396,6 +415,7 @@ class Connection {
  private:
   static void close_at_exit(void* self) noexcept;
   friend struct detail::ConnectionWait;  // shmbus::wait(): several ends at once
+  friend struct detail::WaitAccess;      // shmbus::wait() over any mix (wait_any.hpp)
   using WaitOutcome = detail::WaitOutcome;
 
   // now + timeout, saturated: a timeout beyond what the clock can represent
@@ -471,6 +491,9 @@ class Connection {
   RecvResult recv_impl(std::span<std::byte> buffer, std::size_t offset, std::size_t& size,
                        const Deadline* deadline, bool wait) noexcept;
   RecvResult recv_value(void* out, std::size_t size, const Deadline* deadline) noexcept;
+  // fileno(): this end found nothing: clear the descriptor, arm the ring
+  // and let the bridge thread sleep on it.
+  void rearm_fileno() noexcept;
   // The continuation frame after `got` of `total` bytes, validated; a
   // timeout fails the receiving direction (see Timeouts above).
   RecvResult next_fragment(detail::Frame& f, std::uint64_t got, std::uint64_t total,
@@ -516,6 +539,7 @@ class Connection {
   bool peer_death_counted_ = false;
   std::uint64_t peer_owner_seen_ = 0;     // the peer end's last non-zero owner word
   std::int64_t next_liveness_ns_ = 0;     // peer_dead_by_now(): CLOCK_MONOTONIC_COARSE
+  std::unique_ptr<detail::FdBridge> fd_bridge_;  // fileno(); null until asked for
 };
 
 }  // namespace shmbus

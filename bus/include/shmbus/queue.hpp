@@ -101,6 +101,7 @@ namespace shmbus {
 [[nodiscard]] QueueStats queue_stats(const SegmentView& view);
 
 struct ObjectStats;
+class Waitable;  // shmbus::wait over any mix of objects (wait_any.hpp)
 namespace detail {
 // object_stats() (shmbus/inspect.hpp) for the queue kinds: counters,
 // gauges, and problems (invalid payload, records held by dead processes).
@@ -123,8 +124,22 @@ class QueueHandle {
   // their own when they get stuck); returns how many records it recovered.
   std::size_t recover_dead() noexcept { return core_.recover_dead(); }
   [[nodiscard]] const std::string& name() const noexcept { return core_.name(); }
+  // A file descriptor (an eventfd of this process) that polls readable
+  // while an item (or the close) may be there, for poll, epoll, Boost.Asio,
+  // libuv. Level-triggered, re-armed by this handle: it stays readable
+  // until a try_get on this handle finds the queue empty, then turns
+  // readable at the next put. So drain with try_get until empty, then wait
+  // on it again. It may read readable for nothing (another consumer took
+  // the item). The first call starts one thread in this process that sleeps
+  // on the queue as a blocked get() would (see wait_any.hpp); producers
+  // then make one futex wake per empty -> non-empty transition, and nothing
+  // more while no process asked for a descriptor. Valid until the handle is
+  // destroyed; one thread calls try_get on a handle that has one. Throws
+  // Error(system) if the eventfd or the thread cannot be made.
+  [[nodiscard]] int fileno() { return core_.fileno(); }
 
  protected:
+  friend QueueCore& queue_core_of(QueueHandle& q) noexcept;  // shmbus::wait (wait_any.hpp)
   QueueHandle() = default;
   explicit QueueHandle(QueueCore core) : core_(std::move(core)) {}
   QueueCore core_;
@@ -311,11 +326,13 @@ class SimpleQueue : private detail::QueueOf<T> {
 
   using Base::close;
   using Base::empty;
+  using Base::fileno;
   using Base::get;
   using Base::put;
   using Base::stats;
 
  private:
+  friend class shmbus::Waitable;  // waits on its queue (wait_any.hpp)
   explicit SimpleQueue(detail::QueueCore core) { this->core_ = std::move(core); }
 };
 

@@ -22,3 +22,4 @@
 #include "shmbus/value.hpp"
 #include "shmbus/version.hpp"
 #include "shmbus/wait.hpp"
+#include "shmbus/wait_any.hpp"

@@ -22,10 +22,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "shmbus/detail/fd_bridge.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/detail/sync_state.hpp"
 #include "shmbus/wait.hpp"
@@ -40,6 +42,10 @@ struct EventInfo {
 };
 [[nodiscard]] std::optional<EventInfo> read_event_info(const std::byte* payload,
                                                        std::size_t size) noexcept;
+
+namespace detail {
+struct WaitAccess;  // shmbus::wait over any mix of objects (bus: wait_any.hpp)
+}  // namespace detail
 
 class Event {
  public:
@@ -66,13 +72,24 @@ class Event {
   [[nodiscard]] bool wait_until(Clock::time_point deadline) noexcept {
     return wait_until_(&deadline);
   }
-  [[nodiscard]] bool try_wait() const noexcept { return is_set(); }
+  // is_set(); with a descriptor (fileno()), false also re-arms it.
+  [[nodiscard]] bool try_wait() const noexcept;
 
+  // A file descriptor (an eventfd of this process) that polls readable
+  // while the event may be set, for poll, epoll, Boost.Asio, libuv.
+  // Level-triggered, re-armed by this handle: it stays readable until
+  // try_wait() here returns false (or clear() is called here), then turns
+  // readable at the next set(). The first call starts one thread in this
+  // process that sleeps on the event as wait() would (shmbus/wait_any.hpp);
+  // set() then wakes it as it wakes any waiter. Throws Error(system) if the
+  // eventfd or the thread cannot be made.
+  [[nodiscard]] int fileno();
   void attach() { segment_.attach(); }
   void set_wait_policy(const WaitPolicy& policy) noexcept { policy_ = policy; }
   [[nodiscard]] const std::string& name() const noexcept { return segment_.name(); }
 
  private:
+  friend struct detail::WaitAccess;
   Event(detail::Segment segment, detail::EventState* state)
       : segment_(std::move(segment)), state_(state) {}
   static Event make(detail::SegmentName name, const SegmentOptions& options);
@@ -81,6 +98,7 @@ class Event {
   detail::Segment segment_;
   detail::EventState* state_ = nullptr;
   WaitPolicy policy_{};
+  std::unique_ptr<detail::FdBridge> fd_bridge_;  // fileno(); null until asked for
 };
 
 }  // namespace shmbus

@@ -25,10 +25,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "shmbus/detail/fd_bridge.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/detail/sync_state.hpp"
 #include "shmbus/wait.hpp"
@@ -44,6 +46,10 @@ struct SemaphoreInfo {
 };
 [[nodiscard]] std::optional<SemaphoreInfo> read_semaphore_info(const std::byte* payload,
                                                                std::size_t size) noexcept;
+
+namespace detail {
+struct WaitAccess;  // shmbus::wait over any mix of objects (bus: wait_any.hpp)
+}  // namespace detail
 
 class Semaphore {
  public:
@@ -79,21 +85,35 @@ class Semaphore {
   [[nodiscard]] bool try_lock() noexcept { return try_acquire(); }
   void unlock() noexcept { (void)release(); }
 
+  // A file descriptor (an eventfd of this process) that polls readable
+  // while a token may be there, for poll, epoll, Boost.Asio, libuv.
+  // Level-triggered, re-armed by this handle: it stays readable until
+  // try_acquire() here fails, then turns readable at the next release().
+  // The first call starts one thread in this process that sleeps on the
+  // semaphore as acquire() would (shmbus/wait_any.hpp); release() then
+  // wakes it as it wakes any waiter. Throws Error(system) if the eventfd or
+  // the thread cannot be made.
+  [[nodiscard]] int fileno();
+
   void attach() { segment_.attach(); }
   void set_wait_policy(const WaitPolicy& policy) noexcept { policy_ = policy; }
   [[nodiscard]] const std::string& name() const noexcept { return segment_.name(); }
 
  protected:
   friend class BoundedSemaphore;
+  friend struct detail::WaitAccess;
   Semaphore(detail::Segment segment, detail::SemaphoreState* state)
       : segment_(std::move(segment)), state_(state) {}
   static Semaphore make(detail::SegmentName name, ObjectKind kind, std::uint32_t value,
                         const SegmentOptions& options);
   bool acquire_until_(const Clock::time_point* deadline) noexcept;
+  bool take_one() noexcept;  // try_acquire() without re-arming fileno()
+  void rearm_fileno() noexcept;
 
   detail::Segment segment_;
   detail::SemaphoreState* state_ = nullptr;
   WaitPolicy policy_{};
+  std::unique_ptr<detail::FdBridge> fd_bridge_;  // fileno(); null until asked for
 };
 
 // A Semaphore whose value may never exceed its initial value.

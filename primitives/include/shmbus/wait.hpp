@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 namespace shmbus {
@@ -33,6 +34,18 @@ enum class WaitStrategy : std::uint8_t { busy_poll = 0, adaptive = 1, blocking =
   }
   return "unknown";
 }
+
+namespace detail {
+// `start + timeout`, saturated: no timeout, or one past what the clock can
+// hold, is time_point::max() (forever); zero or negative is `start`.
+[[nodiscard]] inline Clock::time_point deadline_from(
+    Clock::time_point start, std::optional<Clock::duration> timeout) noexcept {
+  if (!timeout) return Clock::time_point::max();
+  if (*timeout <= Clock::duration::zero()) return start;
+  return *timeout >= Clock::time_point::max() - start ? Clock::time_point::max()
+                                                      : start + *timeout;
+}
+}  // namespace detail
 
 struct WaitPolicy {
   WaitStrategy strategy = WaitStrategy::adaptive;

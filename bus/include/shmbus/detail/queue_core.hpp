@@ -91,6 +91,7 @@
 #include <string_view>
 
 #include "shmbus/detail/fault.hpp"
+#include "shmbus/detail/fd_bridge.hpp"
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/detail/type_tag.hpp"
@@ -280,6 +281,20 @@ class QueueCore {
   [[nodiscard]] const std::string& name() const noexcept { return segment_->name(); }
   [[nodiscard]] const WaitPolicy& policy() const noexcept { return policy_; }
 
+  // For shmbus::wait over many objects (wait_any.cpp). `for_put` picks the
+  // producers' side. ready(): a get (put) would not wait now: the head slot
+  // holds an item (is free), or the queue is closed or a default handle
+  // (seq_cst loads: a predicate in [wait.sleepers]'s sense). The channel a
+  // waiter counts itself in and the [queue.token] it releases on every
+  // return from its sleep. repair_head(): the head slot is held by a dead
+  // participant: repair it as a stuck get (put) would; true if it did.
+  [[nodiscard]] bool ready(bool for_put) const noexcept;
+  [[nodiscard]] WaitChannel& wait_channel(bool for_put) const noexcept;
+  [[nodiscard]] std::atomic<std::uint32_t>& wake_token(bool for_put) const noexcept;
+  bool repair_head(bool for_put) noexcept;
+  // The descriptor of fileno() (see QueueHandle::fileno()).
+  int fileno();
+
  private:
   // What a wait compares against: the head's position and slot word, and
   // the closed word as the try_ call saw them. A change of any of them
@@ -350,6 +365,8 @@ class QueueCore {
   std::uint64_t handle_id_ = 0;  // never reused in this process: keys the thread cache
   struct Held;                   // records this handle acquired in this process
   std::unique_ptr<Held> held_;   // (process-local; a forked child starts afresh)
+  std::unique_ptr<FdBridge> fd_bridge_;  // fileno(); null until asked for
+  void rearm_fileno() noexcept;
 };
 
 // Reads a queue's live statistics from a read-only mapping; throws

@@ -1,0 +1,185 @@
+// shmbus::wait over any mix of objects — multiprocessing.connection.wait()
+// for Connection ends, queues, Events, Semaphores, Process sentinels and raw
+// file descriptors together.
+//
+//   std::vector<std::size_t> ready;                 // reused: no allocation in a loop
+//   for (;;) {
+//     shmbus::wait({results, tasks, stop, worker, shmbus::Waitable::fd(sock)}, ready, 100ms);
+//     for (std::size_t i : ready) { ... }           // positions in the list, in order
+//   }
+//
+// What makes each kind ready (a wait returns at once for a ready one):
+//   Connection        recv() would not wait: a message, end of file, or a
+//                     dead peer (its recv then reports the error); also a
+//                     closed or moved-from end, or a corrupted ring.
+//   Queue family      readable: get() would not wait (an item, or closed);
+//                     Waitable::writable(q): put() would not wait (a free
+//                     slot, or closed). A heap queue's large put may still
+//                     wait for a heap block.
+//   Event             set.
+//   Semaphore         acquirable (value > 0); wait() takes nothing.
+//   Process           exited (its sentinel, a pidfd, polls readable), or
+//                     already joined when the Waitable was made (it holds
+//                     the sentinel's number: make it again after a join).
+//   Waitable::fd      poll(2) reports any of `events` (or an error/hangup).
+//
+// How it waits. A set of shmbus objects only keeps the pipe-only wait()'s
+// design: no system call while something is ready; else it spins like its
+// objects (none if one of them blocks, forever if all busy-poll), then
+// sleeps with one futex_waitv(2) on every object's futex word (a pipe end's
+// ring header, armed as a sleeping recv() arms it, with one heavy fence for
+// all of them; an Event's, Semaphore's or queue's wait channel, counted as a
+// sleeper as its own wait counts itself). Senders pay nothing new: they
+// wake these words as they wake their own sleepers.
+//
+// More than 127 objects (futex_waitv takes 128 words; one is kept for the
+// descriptor watcher): every object is still checked on every pass, but
+// only a window of 127 is slept on at once, in naps of 200 us that rotate
+// the window, so an object outside the window is seen within a nap.
+//
+// A set with a file descriptor (a sentinel, a socket): the calling thread
+// still sleeps in futex_waitv on the objects' words, plus one word of its
+// own; a watcher thread (one per waiting thread, started by its first such
+// wait and parked on a futex between waits) sleeps in ppoll(2) on the
+// descriptors and wakes that word when one fires. Cost, on top of the
+// shmbus-only wait: the descriptors are polled (one ppoll with a zero
+// timeout) before sleeping and after every wake, and every sleep hands the
+// list to the watcher and takes it back (two futex wakes and one eventfd
+// write); a wake by a descriptor goes through the watcher (one more thread
+// hop), a wake by a shmbus object does not. Figures: README, "wait()".
+//
+// Liveness: a pipe end whose peer died, or a queue whose head is held by a
+// dead participant (repaired as a get() would), is seen within 10 ms.
+//
+// Errors: an object that cannot be waited on at all (a Connection that only
+// sends, a Process never started, a negative descriptor) throws
+// Error(invalid_argument) when its Waitable is made; a closed, moved-from
+// or corrupted object is reported ready, and its own call then says why.
+// wait() with an empty list and no timeout throws Error(invalid_argument);
+// with a timeout it sleeps that long, as Python's wait([], t) does.
+// Otherwise wait() neither allocates (the vector form, once `ready` and
+// the thread's scratch have held every position) nor throws, except that a
+// thread's first wait with a descriptor throws Error(system) if its
+// watcher thread cannot be started.
+//
+// Threads: one thread waits on a given pipe end at a time (it is the end's
+// receiving side), as for recv(). Queues, Events and Semaphores may be
+// waited on by any number of threads and processes.
+//
+// fileno() (Connection, every queue, Event, Semaphore; a Process's
+// sentinel() is already a pidfd): an eventfd of the calling process for
+// poll/epoll/Asio/libuv. An eventfd cannot be written by an unrelated
+// process (pidfd_getfd needs ptrace rights, SCM_RIGHTS a socket per pair),
+// so the first fileno() of an object starts one thread in this process
+// (detail/fd_bridge.hpp) that sleeps on the object exactly as a blocked
+// receiver does and writes the eventfd when woken. Senders keep their code:
+// with nobody registered they make no system call and no extra shared
+// write; with one, at most one futex wake per empty -> non-empty transition
+// (the registration is a sleeper, re-armed only after the handle's own
+// non-blocking call found the object empty). Level-triggered: readable
+// from the moment the object may be ready until a non-blocking call on that
+// handle finds it not ready (Connection::poll() false, try_get empty,
+// try_acquire false, Event::try_wait false or clear()); it may be readable
+// once for nothing (another consumer took the item). Cost: a thread per
+// object with a descriptor, and two thread hops per wake (sender -> bridge
+// thread -> the eventfd's waiter). Do not mix, on one pipe end, fileno()
+// with a blocking recv() or wait(): they sleep on the same word, and a
+// sender wakes one sleeper per message (the other sees it at its 10 ms
+// slice). A process killed while registered on a pipe leaves its mark on
+// the ring until the next message takes it (one wake for nobody); on a
+// queue, Event or Semaphore it stays counted as a sleeper (every put/set/
+// release then makes a futex wake), as any killed sleeper does today.
+#pragma once
+
+#include <poll.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "shmbus/connection.hpp"
+#include "shmbus/event.hpp"
+#include "shmbus/process.hpp"
+#include "shmbus/queue.hpp"
+#include "shmbus/semaphore.hpp"
+#include "shmbus/wait.hpp"
+
+namespace shmbus {
+
+namespace detail {
+struct WaitOps;     // how wait() treats one kind of object (wait_any.cpp)
+struct WaitAccess;  // what it needs of the objects' insides
+struct WaitAny;     // one call of wait()
+const WaitOps& queue_ops(bool writable) noexcept;
+QueueCore& queue_core_of(QueueHandle& q) noexcept;
+}  // namespace detail
+
+// A view of one object for wait(): it refers to the object (which must
+// outlive the wait), it owns nothing, and it is cheap to copy. Implicit
+// from a Connection, queue, Event, Semaphore or Process, so a braced list
+// of objects is a list of Waitables.
+class Waitable {
+ public:
+  Waitable(Connection& c);        // readable (see above)
+  Waitable(Event& e) noexcept;    // set
+  Waitable(Semaphore& s) noexcept;  // acquirable
+  Waitable(const Process& p);     // exited
+  template <class Q>
+    requires std::is_base_of_v<detail::QueueHandle, Q>
+  Waitable(Q& q) noexcept  // readable
+      : Waitable(&detail::queue_ops(false), &detail::queue_core_of(q), &q) {}
+  // SimpleQueue hides its base (Waitable is its friend): readable too.
+  template <class T>
+  Waitable(SimpleQueue<T>& q) noexcept
+      : Waitable(&detail::queue_ops(false),
+                 &detail::queue_core_of(static_cast<detail::QueueHandle&>(q)), &q) {}
+
+  // Ready when put() would not wait.
+  template <class Q>
+    requires std::is_base_of_v<detail::QueueHandle, Q>
+  [[nodiscard]] static Waitable writable(Q& q) noexcept {
+    return Waitable(&detail::queue_ops(true), &detail::queue_core_of(q), &q);
+  }
+  // A raw descriptor; `events` as for poll(2) (POLLIN, POLLOUT, ...).
+  [[nodiscard]] static Waitable fd(int fd, short events = POLLIN);
+
+  // The object's file descriptor for a descriptor Waitable (a Process's
+  // sentinel), else -1.
+  [[nodiscard]] int descriptor() const noexcept { return fd_; }
+  // Whether this views `object` (for a descriptor: never).
+  [[nodiscard]] bool refers_to(const void* object) const noexcept { return object == view_of_; }
+
+ private:
+  friend struct detail::WaitAccess;
+  friend struct detail::WaitAny;
+  friend void wait(std::span<const Waitable> items, std::vector<std::size_t>& ready,
+                   std::optional<Clock::duration> timeout);
+  Waitable(const detail::WaitOps* ops, void* obj, const void* view_of) noexcept
+      : ops_(ops), obj_(obj), view_of_(view_of) {}
+
+  const detail::WaitOps* ops_ = nullptr;  // null: a descriptor (fd_)
+  void* obj_ = nullptr;                   // the object, or what it waits through
+  const void* view_of_ = nullptr;         // the user's object, for refers_to()
+  int fd_ = -1;
+  short events_ = 0;
+};
+
+// Waits until at least one of `items` is ready or `timeout` passes (none:
+// forever) and returns the positions of the ready ones, in order (empty on
+// timeout).
+[[nodiscard]] std::vector<std::size_t> wait(std::span<const Waitable> items,
+                                            std::optional<Clock::duration> timeout = std::nullopt);
+[[nodiscard]] std::vector<std::size_t> wait(std::initializer_list<Waitable> items,
+                                            std::optional<Clock::duration> timeout = std::nullopt);
+// The same into `ready` (cleared first), reusing its capacity.
+void wait(std::span<const Waitable> items, std::vector<std::size_t>& ready,
+          std::optional<Clock::duration> timeout = std::nullopt);
+void wait(std::initializer_list<Waitable> items, std::vector<std::size_t>& ready,
+          std::optional<Clock::duration> timeout = std::nullopt);
+
+}  // namespace shmbus

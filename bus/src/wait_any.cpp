@@ -1,0 +1,532 @@
+// shmbus::wait over any mix of objects. See wait_any.hpp.
+#include "shmbus/wait_any.hpp"
+
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "shmbus/detail/futex.hpp"
+#include "shmbus/detail/spsc_ring.hpp"
+#include "shmbus/error.hpp"
+
+namespace shmbus {
+namespace detail {
+
+// How wait() treats one kind of object. Every member is noexcept and makes
+// no system call unless said.
+struct WaitOps {
+  // Ready now: seq_cst loads (the predicate of [wait.sleepers]).
+  bool (*ready)(void* o) noexcept;
+  // The spin's check between clock reads, on an object ready() found not
+  // ready in this wait: its hot word only (a pipe end's header, not its
+  // peer's close, which ready() sees at the next clock read).
+  bool (*quick)(void* o) noexcept;
+  // The liveness check, every kLivenessInterval of waiting (may read /proc):
+  // true when a dead peer makes the object ready.
+  bool (*dead)(void* o) noexcept;
+  // Prepares to sleep on the object's futex word: false when it turned out
+  // ready (then nothing is armed). `needs_fence`: order(done) must follow
+  // one asymmetric_heavy_fence() before sleeping.
+  bool (*arm)(void* o, FutexWaiter& w, bool& needs_fence) noexcept;
+  void (*order)(void* o, bool fence_done) noexcept;
+  // False when an arm could not be ordered (sleep only in short naps).
+  bool (*fenced)(void* o) noexcept;
+  // Undoes arm() after the sleep, whatever ended it.
+  void (*disarm)(void* o) noexcept;
+  WaitStrategy (*strategy)(void* o) noexcept;
+};
+
+struct WaitAccess {
+  // --- Connection: its receiving ring, as ConnectionWait in pipe.cpp ---------
+  static Connection& conn(void* o) noexcept { return *static_cast<Connection*>(o); }
+  static bool conn_usable(Connection& c) noexcept {
+    return c.can_recv_ && !c.closed_ && c.control_ != nullptr && c.ensure_owner();
+  }
+  static bool conn_ready(void* o) noexcept {
+    Connection& c = conn(o);
+    // An end that cannot receive here (closed, moved from, another
+    // process's) is ready: its recv() says why.
+    // A peer seen dead stays ready (as poll()): recv() drains, then reports it.
+    return !conn_usable(c) || c.peeked_ || c.rx_.has_data() || c.peer_closed() ||
+           c.peer_death_counted_;
+  }
+  static bool conn_quick(void* o) noexcept {
+    Connection& c = conn(o);
+    return c.peeked_ || c.rx_.has_data();
+  }
+  static bool conn_dead(void* o) noexcept { return conn_usable(conn(o)) && conn(o).peer_dead(); }
+  static bool conn_arm(void* o, FutexWaiter& w, bool& needs_fence) noexcept {
+    Connection& c = conn(o);
+    // [ring.sleep] mark the header word we poll, as recv()'s sleep does.
+    if (!conn_usable(c) || !c.rx_.mark_asleep()) return false;
+    w = {&c.rx_.sleep_word(), static_cast<std::uint32_t>(kHeaderWaiting)};
+    needs_fence = c.rx_.needs_fence();
+    return true;
+  }
+  static void conn_order(void* o, bool done) noexcept { conn(o).rx_.order_sleep(done); }
+  static bool conn_fenced(void* o) noexcept { return conn(o).rx_.fenced(); }
+  static void conn_disarm(void* o) noexcept { conn(o).rx_.disarm_sleep(); }
+  static WaitStrategy conn_strategy(void* o) noexcept { return conn(o).policy_.strategy; }
+
+  // --- a WaitChannel and its predicate ([wait.sleepers] in futex.hpp) --------
+  static bool channel_arm(WaitChannel& ch, FutexWaiter& w) noexcept {
+    // [wait.sleepers] seq_cst: pairs with the load in notify(); the caller
+    // re-checks every predicate (seq_cst) after all arms, before sleeping.
+    ch.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    w = {&ch.seq, ch.seq.load(std::memory_order_seq_cst)};
+    return true;
+  }
+  static void channel_disarm(WaitChannel& ch) noexcept {
+    ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+  }
+
+  // --- Event / Semaphore -------------------------------------------------------
+  static Event& event(void* o) noexcept { return *static_cast<Event*>(o); }
+  static bool event_ready(void* o) noexcept {
+    const auto* s = event(o).state_;
+    // [wait.sleepers] seq_cst: pairs with set()'s seq_cst store.
+    return s == nullptr || s->flag.load(std::memory_order_seq_cst) != 0;
+  }
+  static bool event_arm(void* o, FutexWaiter& w, bool&) noexcept {
+    auto* s = event(o).state_;
+    return s != nullptr && channel_arm(s->ch, w);
+  }
+  static void event_disarm(void* o) noexcept { channel_disarm(event(o).state_->ch); }
+  static WaitStrategy event_strategy(void* o) noexcept { return event(o).policy_.strategy; }
+
+  static Semaphore& sem(void* o) noexcept { return *static_cast<Semaphore*>(o); }
+  static bool sem_ready(void* o) noexcept {
+    const auto* s = sem(o).state_;
+    // [wait.sleepers] seq_cst: pairs with release()'s seq_cst RMW.
+    return s == nullptr || s->value.load(std::memory_order_seq_cst) != 0;
+  }
+  static bool sem_arm(void* o, FutexWaiter& w, bool&) noexcept {
+    auto* s = sem(o).state_;
+    return s != nullptr && channel_arm(s->ch, w);
+  }
+  static void sem_disarm(void* o) noexcept { channel_disarm(sem(o).state_->ch); }
+  static WaitStrategy sem_strategy(void* o) noexcept { return sem(o).policy_.strategy; }
+
+  // --- queues (QueueCore), readable or writable ---------------------------------
+  template <bool kPut>
+  static bool queue_ready(void* o) noexcept {
+    return static_cast<QueueCore*>(o)->ready(kPut);
+  }
+  template <bool kPut>
+  static bool queue_dead(void* o) noexcept {
+    return static_cast<QueueCore*>(o)->repair_head(kPut) && queue_ready<kPut>(o);
+  }
+  template <bool kPut>
+  static bool queue_arm(void* o, FutexWaiter& w, bool&) noexcept {
+    auto* q = static_cast<QueueCore*>(o);
+    return q->ready(kPut) ? false : channel_arm(q->wait_channel(kPut), w);
+  }
+  template <bool kPut>
+  static void queue_disarm(void* o) noexcept {
+    auto* q = static_cast<QueueCore*>(o);
+    channel_disarm(q->wait_channel(kPut));
+    // [queue.token] seq_cst: a sleeper releases the token on every return
+    // from its sleep (queue_core.hpp); a wake meant for a get() (put())
+    // that came to us is passed on by the wait()'s caller's own get (put),
+    // or at worst by a sleeper's liveness slice.
+    q->wake_token(kPut).exchange(0, std::memory_order_seq_cst);
+  }
+  static WaitStrategy queue_strategy(void* o) noexcept {
+    return static_cast<QueueCore*>(o)->policy().strategy;
+  }
+
+  static bool none_dead(void*) noexcept { return false; }
+  static void no_order(void*, bool) noexcept {}
+  static bool always_fenced(void*) noexcept { return true; }
+};
+
+namespace {
+using A = WaitAccess;
+constexpr WaitOps kConnectionOps{A::conn_ready, A::conn_quick,  A::conn_dead,
+                                 A::conn_arm,   A::conn_order,  A::conn_fenced,
+                                 A::conn_disarm, A::conn_strategy};
+constexpr WaitOps kEventOps{A::event_ready,   A::event_ready,  A::none_dead,     A::event_arm,
+                            A::no_order,      A::always_fenced, A::event_disarm, A::event_strategy};
+constexpr WaitOps kSemaphoreOps{A::sem_ready,     A::sem_ready,  A::none_dead,  A::sem_arm,
+                                A::no_order,      A::always_fenced, A::sem_disarm, A::sem_strategy};
+constexpr WaitOps kQueueGetOps{A::queue_ready<false>, A::queue_ready<false>, A::queue_dead<false>,
+                               A::queue_arm<false>,   A::no_order,           A::always_fenced,
+                               A::queue_disarm<false>, A::queue_strategy};
+constexpr WaitOps kQueuePutOps{A::queue_ready<true>, A::queue_ready<true>, A::queue_dead<true>,
+                               A::queue_arm<true>,   A::no_order,          A::always_fenced,
+                               A::queue_disarm<true>, A::queue_strategy};
+}  // namespace
+
+const WaitOps& queue_ops(bool writable) noexcept { return writable ? kQueuePutOps : kQueueGetOps; }
+QueueCore& queue_core_of(QueueHandle& q) noexcept { return q.core_; }
+
+namespace {
+
+constexpr auto kLivenessInterval = std::chrono::milliseconds(10);  // as pipe.cpp's
+// Over kMaxSleepWords objects, a sleep covers a window of them for this long.
+constexpr auto kWindowNap = std::chrono::microseconds(200);
+// Words one futex_waitv takes for objects: one is kept for the watcher.
+constexpr std::size_t kMaxSleepWords = kMaxFutexWaiters - 1;
+
+// The descriptor watcher of one waiting thread (see wait_any.hpp): sleeps
+// in ppoll on the descriptors of the current wait's list and bumps `fired`
+// (a futex word the waiter sleeps on beside the objects' words) when one
+// of them fires. Started by the thread's first wait with a descriptor,
+// joined when the thread ends.
+class FdWatcher {
+ public:
+  FdWatcher() : owner_(::getpid()) {
+    efd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd_ < 0) throw Error(Errc::system, "wait", std::string("eventfd: ") + std::strerror(errno));
+    if (const int rc = ::pthread_create(&thread_, nullptr, &FdWatcher::run, this); rc != 0) {
+      ::close(efd_);
+      throw Error(Errc::system, "wait", std::string("pthread_create: ") + std::strerror(rc));
+    }
+  }
+  FdWatcher(const FdWatcher&) = delete;
+  FdWatcher& operator=(const FdWatcher&) = delete;
+  ~FdWatcher() {
+    // A forked child inherits this object but not the thread: leave both.
+    if (::getpid() != owner_) return;
+    {
+      std::scoped_lock g(m_);
+      quit_ = true;
+    }
+    kick();
+    (void)::pthread_join(thread_, nullptr);
+    ::close(efd_);
+  }
+
+  // Watches `fds` (copied) until stop() or one fires; returns the word to
+  // sleep on and the value it reads now.
+  FutexWaiter start(std::span<const pollfd> fds) noexcept {
+    // relaxed: the futex call compares the word itself; a stale value only
+    // makes the sleep return at once.
+    const std::uint32_t seen = fired_.load(std::memory_order_relaxed);
+    {
+      std::scoped_lock g(m_);
+      request_.assign(fds.begin(), fds.end());  // capacity kept: no allocation once grown
+      active_ = true;
+      ++generation_;
+    }
+    kick();
+    return {&fired_, seen};
+  }
+  void stop() noexcept {
+    {
+      std::scoped_lock g(m_);
+      if (!active_) return;  // it fired, or never started
+      active_ = false;
+      ++generation_;
+    }
+    kick();
+  }
+
+ private:
+  void kick() noexcept {
+    const std::uint64_t one = 1;
+    (void)!::write(efd_, &one, sizeof one);
+  }
+
+  static void* run(void* self) noexcept {
+    static_cast<FdWatcher*>(self)->loop();
+    return nullptr;
+  }
+
+  void loop() noexcept {
+    std::vector<pollfd> mine;
+    std::uint64_t gen = 0;
+    bool active = false;
+    for (;;) {
+      {
+        std::scoped_lock g(m_);
+        if (quit_) return;
+        active = active_;
+        gen = generation_;
+        mine.clear();
+        mine.push_back({efd_, POLLIN, 0});
+        if (active) mine.insert(mine.end(), request_.begin(), request_.end());
+      }
+      const int n = ::ppoll(mine.data(), mine.size(), nullptr, nullptr);
+      if (n < 0) continue;  // EINTR: look again
+      if ((mine[0].revents & POLLIN) != 0) {
+        std::uint64_t v = 0;
+        (void)!::read(efd_, &v, sizeof v);  // drained: a new request, a stop or quit
+      }
+      if (!active) continue;
+      const bool fired = std::any_of(mine.begin() + 1, mine.end(),
+                                     [](const pollfd& p) { return p.revents != 0; });
+      if (!fired) continue;
+      {
+        std::scoped_lock g(m_);
+        if (generation_ != gen) continue;  // the waiter moved on meanwhile
+        active_ = false;                   // a level-triggered fd would fire again at once
+      }
+      // seq_cst RMW: the waiter's futex_waitv compares this word.
+      fired_.fetch_add(1, std::memory_order_seq_cst);
+      (void)futex_wake(fired_, 1);
+    }
+  }
+
+  pid_t owner_;
+  pthread_t thread_{};
+  int efd_ = -1;
+  std::mutex m_;
+  std::vector<pollfd> request_;  // under m_
+  std::uint64_t generation_ = 0;  // under m_: bumped by every start and stop
+  bool active_ = false;           // under m_: request_ is being watched
+  bool quit_ = false;             // under m_
+  // Futex word (process-local memory; a shared futex on it works, and
+  // futex_wait_any never takes the PRIVATE flag).
+  std::atomic<std::uint32_t> fired_{0};
+};
+
+FdWatcher& watcher() {
+  thread_local std::unique_ptr<FdWatcher> w;
+  thread_local pid_t pid = 0;
+  if (w == nullptr || pid != ::getpid()) {
+    if (w != nullptr) (void)w.release();  // a forked child's copy: the thread is not ours
+    w = std::make_unique<FdWatcher>();
+    pid = ::getpid();
+  }
+  return *w;
+}
+
+// Scratch of one waiting thread, reused by every wait (no allocation once
+// grown).
+struct Scratch {
+  std::vector<pollfd> fds;
+  std::vector<std::size_t> fd_index;  // fds[i] is items[fd_index[i]]
+  std::vector<std::uint8_t> hit;      // per item: ready in this pass
+  std::vector<std::size_t> armed;     // items armed for this sleep
+};
+
+}  // namespace
+}  // namespace detail
+
+// --- Waitable --------------------------------------------------------------------
+
+Waitable::Waitable(Connection& c) : ops_(&detail::kConnectionOps), obj_(&c), view_of_(&c) {
+  if (!c.readable() && !c.closed()) {
+    throw Error(Errc::invalid_argument, c.name(), "wait: this end only sends");
+  }
+}
+Waitable::Waitable(Event& e) noexcept : ops_(&detail::kEventOps), obj_(&e), view_of_(&e) {}
+Waitable::Waitable(Semaphore& s) noexcept
+    : ops_(&detail::kSemaphoreOps), obj_(&s), view_of_(&s) {}
+Waitable::Waitable(const Process& p) : view_of_(&p), fd_(p.sentinel()), events_(POLLIN) {
+  if (p.pid() == 0) throw Error(Errc::invalid_argument, p.name(), "wait: process not started");
+  // fd_ < 0 once joined (the pidfd is closed then): ready at once.
+}
+Waitable Waitable::fd(int fd, short events) {
+  if (fd < 0) throw Error(Errc::invalid_argument, "wait", "negative file descriptor");
+  Waitable w(nullptr, nullptr, nullptr);
+  w.fd_ = fd;
+  w.events_ = events;
+  return w;
+}
+
+// --- wait() ------------------------------------------------------------------------
+
+std::vector<std::size_t> wait(std::span<const Waitable> items,
+                              std::optional<Clock::duration> timeout) {
+  std::vector<std::size_t> ready;
+  wait(items, ready, timeout);
+  return ready;
+}
+std::vector<std::size_t> wait(std::initializer_list<Waitable> items,
+                              std::optional<Clock::duration> timeout) {
+  return wait(std::span<const Waitable>(items.begin(), items.size()), timeout);
+}
+void wait(std::initializer_list<Waitable> items, std::vector<std::size_t>& ready,
+          std::optional<Clock::duration> timeout) {
+  wait(std::span<const Waitable>(items.begin(), items.size()), ready, timeout);
+}
+
+namespace detail {
+struct WaitAny {
+  std::span<const Waitable> items;
+  std::vector<std::size_t>& out;
+  Scratch& s;
+
+  const WaitOps* ops(std::size_t i) const noexcept { return items[i].ops_; }
+  void* obj(std::size_t i) const noexcept { return items[i].obj_; }
+
+  // The shmbus objects that are ready (and, with `with_dead`, those a dead
+  // peer makes ready) into out, in order. No system call without with_dead.
+  // The spin's pass between clock reads: each object's hot word only.
+  bool collect_quick() noexcept {
+    bool any = false;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const WaitOps* o = ops(i);
+      if (o != nullptr && o->quick(obj(i))) {
+        s.hit[i] = 1;
+        any = true;
+      }
+    }
+    return any && flush();
+  }
+  bool collect_objects(bool with_dead) noexcept {
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const WaitOps* o = ops(i);
+      if (o == nullptr) continue;
+      if (o->ready(obj(i)) || (with_dead && o->dead(obj(i)))) s.hit[i] = 1;
+    }
+    return flush();
+  }
+  // The descriptors that are ready now: one ppoll with a zero timeout.
+  bool collect_fds() noexcept {
+    if (s.fds.empty()) return false;
+    for (auto& p : s.fds) p.revents = 0;
+    const timespec zero{};
+    if (::ppoll(s.fds.data(), s.fds.size(), &zero, nullptr) <= 0) return false;
+    for (std::size_t k = 0; k < s.fds.size(); ++k) {
+      if (s.fds[k].revents != 0) s.hit[s.fd_index[k]] = 1;
+    }
+    return false;  // flush() reports
+  }
+  bool collect(bool with_dead) noexcept {
+    (void)collect_fds();
+    return collect_objects(with_dead);
+  }
+  bool flush() noexcept {
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      if (s.hit[i] != 0) {
+        out.push_back(i);
+        s.hit[i] = 0;
+      }
+    }
+    return !out.empty();
+  }
+};
+}  // namespace detail
+
+void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
+          std::optional<Clock::duration> timeout) {
+  out.clear();
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point deadline = detail::deadline_from(start, timeout);
+  if (items.empty()) {  // as Python's wait([], timeout): a sleep
+    if (!timeout) throw Error(Errc::invalid_argument, "wait", "nothing to wait for and no timeout");
+    std::this_thread::sleep_until(deadline);
+    return;
+  }
+  thread_local detail::Scratch scratch;
+  detail::Scratch& s = scratch;
+  s.fds.clear();
+  s.fd_index.clear();
+  s.hit.assign(items.size(), 0);
+  bool all_busy = true;
+  bool any_blocking = false;
+  std::size_t objects = 0;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const Waitable& w = items[i];
+    if (w.ops_ == nullptr) {
+      if (w.fd_ < 0) {
+        s.hit[i] = 1;  // a joined Process: it has exited
+      } else {
+        s.fds.push_back({w.fd_, w.events_, 0});
+        s.fd_index.push_back(i);
+      }
+      continue;
+    }
+    ++objects;
+    const WaitStrategy st = w.ops_->strategy(w.obj_);
+    all_busy = all_busy && st == WaitStrategy::busy_poll;
+    any_blocking = any_blocking || st == WaitStrategy::blocking;
+  }
+  detail::WaitAny wa{items, out, s};
+  if (wa.collect(false)) return;
+
+  Clock::time_point next_check = start + detail::kLivenessInterval;
+  // Spin as the objects would (pipe.cpp's wait_loop()); descriptors are
+  // polled only at each clock read (a system call).
+  if (!any_blocking && objects > 0) {
+    const auto spin = WaitPolicy{}.spin;
+    for (unsigned i = 1;; ++i) {
+      detail::cpu_relax();
+      if (wa.collect_quick()) return;
+      if ((i & 255) != 0) continue;
+      if (wa.collect(false)) return;
+      const auto now = Clock::now();
+      if (now >= deadline) return;
+      if (!all_busy && now - start >= spin) break;
+      if (now >= next_check) {
+        next_check = now + detail::kLivenessInterval;
+        if (wa.collect(true)) return;
+      }
+    }
+  }
+
+  // Sleep: arm (a window of) the objects, one heavy fence for those that
+  // need it, re-check, then one futex_waitv on their words (and the
+  // watcher's word when there are descriptors).
+  std::array<detail::FutexWaiter, detail::kMaxFutexWaiters> words{};
+  const bool windowed = objects > detail::kMaxSleepWords;
+  std::size_t window = 0;  // first object position of this sleep's window
+  detail::FdWatcher* fdw = s.fds.empty() ? nullptr : &detail::watcher();
+  for (;;) {
+    s.armed.clear();
+    std::size_t n = 0;
+    bool ready_now = false;
+    bool fence = false;
+    for (std::size_t k = 0; k < items.size() && n < detail::kMaxSleepWords; ++k) {
+      const std::size_t i = (window + k) % items.size();
+      const detail::WaitOps* o = wa.ops(i);
+      if (o == nullptr) continue;
+      bool needs = false;
+      if (!o->arm(wa.obj(i), words[n], needs)) {
+        ready_now = true;
+        break;
+      }
+      s.armed.push_back(i);
+      ++n;
+      fence = fence || needs;
+    }
+    window = windowed ? (window + n) % items.size() : 0;
+    if (!ready_now && fence) {
+      const bool done = detail::asymmetric_heavy_fence();
+      for (std::size_t i : s.armed) wa.ops(i)->order(wa.obj(i), done);
+    }
+    bool fenced = true;
+    if (!ready_now) {
+      // seq_cst re-check after every arm: a publication before an arm is
+      // seen here, one after it wakes the word ([wait.sleepers], [ring.sleep]).
+      for (std::size_t i = 0; i < items.size() && !ready_now; ++i) {
+        const detail::WaitOps* o = wa.ops(i);
+        ready_now = o != nullptr && o->ready(wa.obj(i));
+      }
+      for (std::size_t i : s.armed) fenced = fenced && wa.ops(i)->fenced(wa.obj(i));
+    }
+    if (!ready_now) {
+      if (fdw != nullptr) words[n++] = fdw->start(s.fds);
+      const auto now = Clock::now();
+      Clock::time_point slice = std::min(deadline, now + detail::kLivenessInterval);
+      if (!fenced) slice = std::min(slice, now + detail::kUnfencedNap);
+      if (windowed) slice = std::min(slice, now + detail::kWindowNap);
+      (void)detail::futex_wait_any({words.data(), n}, &slice);
+      if (fdw != nullptr) fdw->stop();
+    }
+    for (std::size_t i : s.armed) wa.ops(i)->disarm(wa.obj(i));
+    if (wa.collect(false)) return;
+    const auto now = Clock::now();
+    if (now >= deadline) return;
+    if (now >= next_check) {
+      next_check = now + detail::kLivenessInterval;
+      if (wa.collect(true)) return;
+    }
+  }
+}
+
+}  // namespace shmbus
