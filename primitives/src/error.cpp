@@ -44,6 +44,10 @@ std::string_view to_string(Errc code) noexcept {
       return "task_failed";
     case Errc::system:
       return "system";
+    case Errc::decode_error:
+      return "decode_error";
+    case Errc::timed_out:
+      return "timed_out";
   }
   return "unknown";
 }

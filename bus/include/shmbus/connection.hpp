@@ -141,6 +141,7 @@ struct PipeOptions {
 
 namespace detail {
 struct ConnectionWait;
+struct ListenerAccess;
 }  // namespace detail
 
 class Connection {
@@ -321,6 +322,7 @@ class Connection {
 
  private:
   friend struct detail::ConnectionWait;  // shmbus::wait(): several ends at once
+  friend struct detail::ListenerAccess;  // Client(): has the listener taken its end?
   using WaitOutcome = detail::WaitOutcome;
 
   // now + timeout, saturated: a timeout beyond what the clock can represent

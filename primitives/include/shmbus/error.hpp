@@ -34,6 +34,8 @@ enum class Errc : std::uint8_t {
   broken_barrier,     // Barrier broken by timeout, abort or a dead party
   task_failed,        // a Pool task threw in its worker
   system,             // any other OS error (errno in the message)
+  decode_error,       // a message did not decode as the type asked for (shmbus/codec.hpp)
+  timed_out,          // a call that throws on timeout gave up (IMapIterator::next(timeout))
 };
 
 // A short stable word for each code ("not_found"), for messages and JSON.
