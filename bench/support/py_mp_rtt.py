@@ -2,7 +2,10 @@
 """Round trips through Python's multiprocessing Pipe or Queue between two
 processes pinned to two CPUs; the peer figures of bench/peers_bench.cpp.
 
-usage: py_mp_rtt.py pipe|queue ITERATIONS BYTES PARENT_CPU CHILD_CPU
+usage: py_mp_rtt.py pipe|queue|pipe_dict ITERATIONS BYTES PARENT_CPU CHILD_CPU
+
+pipe_dict sends {"symbol": str, "prices": 8 floats, "qty": int} with
+Connection.send (pickled), as bench/codec_bench.cpp's struct (BYTES unused).
 
 Prints one line: p50_ns p99_ns p999_ns max_ns total_ns iterations
 (the same percentile rule as the C++ LatencyRecorder: sorted[int(q*(n-1))]).
@@ -15,22 +18,31 @@ import time
 STOP = b"S"
 
 
-def echo_pipe(conn, cpu):
+def echo(recv, send, cpu):
+    """The child: sends back what it receives until STOP."""
     os.sched_setaffinity(0, {cpu})
     while True:
-        m = conn.recv_bytes()
+        m = recv()
         if m == STOP:
             return
-        conn.send_bytes(m)
+        send(m)
 
 
-def echo_queue(q_in, q_out, cpu):
-    os.sched_setaffinity(0, {cpu})
-    while True:
-        m = q_in.get()
-        if m == STOP:
-            return
-        q_out.put(m)
+def round_trips(send, recv, msg, iters):
+    """Untimed warm-up (the child is running and pinned), then `iters`
+    timed round trips: (samples, total_ns)."""
+    clock = time.perf_counter_ns
+    for _ in range(20):
+        send(msg)
+        recv()
+    samples = []
+    t_start = clock()
+    for _ in range(iters):
+        t0 = clock()
+        send(msg)
+        recv()
+        samples.append(clock() - t0)
+    return samples, clock() - t_start
 
 
 def main():
@@ -39,40 +51,23 @@ def main():
     ctx = mp.get_context("fork")
     os.sched_setaffinity(0, {pcpu})
     msg = b"x" * size
-    samples = []
-    clock = time.perf_counter_ns
     if kind == "pipe":
         a, b = ctx.Pipe(duplex=True)
-        child = ctx.Process(target=echo_pipe, args=(b, ccpu), daemon=True)
-        child.start()
-        for _ in range(20):  # warm-up: the child is running and pinned
-            a.send_bytes(msg)
-            a.recv_bytes()
-        t_start = clock()
-        for _ in range(iters):
-            t0 = clock()
-            a.send_bytes(msg)
-            a.recv_bytes()
-            samples.append(clock() - t0)
-        total = clock() - t_start
-        a.send_bytes(STOP)
+        ends = (a.send_bytes, a.recv_bytes), (b.recv_bytes, b.send_bytes)
+    elif kind == "pipe_dict":
+        msg = {"symbol": "EURUSD", "prices": [1.0 + i for i in range(8)], "qty": 42}
+        a, b = ctx.Pipe(duplex=True)
+        ends = (a.send, a.recv), (b.recv, b.send)
     elif kind == "queue":
         q_in, q_out = ctx.Queue(), ctx.Queue()
-        child = ctx.Process(target=echo_queue, args=(q_in, q_out, ccpu), daemon=True)
-        child.start()
-        for _ in range(20):
-            q_in.put(msg)
-            q_out.get()
-        t_start = clock()
-        for _ in range(iters):
-            t0 = clock()
-            q_in.put(msg)
-            q_out.get()
-            samples.append(clock() - t0)
-        total = clock() - t_start
-        q_in.put(STOP)
+        ends = (q_in.put, q_out.get), (q_in.get, q_out.put)
     else:
         sys.exit("unknown kind " + kind)
+    (send, recv), (child_recv, child_send) = ends
+    child = ctx.Process(target=echo, args=(child_recv, child_send, ccpu), daemon=True)
+    child.start()
+    samples, total = round_trips(send, recv, msg, iters)
+    send(STOP)
     child.join(10)
     if child.exitcode != 0:
         sys.exit("echo child failed: exitcode %r" % child.exitcode)

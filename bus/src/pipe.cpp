@@ -217,6 +217,8 @@ std::string_view to_string(RecvResult r) noexcept {
       return "closed";
     case RecvResult::corrupted:
       return "corrupted";
+    case RecvResult::decode_error:
+      return "decode_error";
   }
   return "unknown";
 }
@@ -993,6 +995,28 @@ void Connection::throw_unless_ok(RecvResult r, const char* what) const {
     default:
       throw Error(Errc::system, name(), std::string(what) + ": " + std::string(to_string(r)));
   }
+}
+
+void Connection::throw_decode_error(std::string_view type) const {
+  throw Error(Errc::decode_error, name(),
+              "recv: expected " + std::string(type) + ": " + detail::last_decode_error());
+}
+
+RecvResult Connection::recv_message(std::span<const std::byte>& msg, bool& in_place,
+                                    const Deadline* deadline, bool wait) {
+  detail::Frame f;
+  const RecvResult r = next_frame(f, deadline, wait);
+  if (r != RecvResult::ok) return r;
+  if (!f.fragment) {
+    msg = {f.data, f.length};
+    in_place = true;
+    return r;
+  }
+  thread_local std::vector<std::byte> gathered;
+  const RecvResult g = recv_bytes(gathered, SIZE_MAX, deadline);
+  if (g == RecvResult::ok) msg = gathered;
+  in_place = false;
+  return g;
 }
 
 std::vector<std::byte> Connection::recv_bytes(std::size_t maxlength) {

@@ -60,6 +60,8 @@ std::string_view to_string(QueueResult r) noexcept {
       return "no_record";
     case QueueResult::corrupted:
       return "corrupted";
+    case QueueResult::decode_error:
+      return "decode_error";
   }
   return "unknown";
 }
@@ -373,7 +375,8 @@ void QueueCore::bind(Segment segment, const QueueOptions& options) {
 }
 
 QueueCore QueueCore::create(std::string_view name, ObjectKind kind, TypeTag tag,
-                            std::size_t slot_payload, const QueueOptions& options) {
+                            std::size_t slot_payload, const QueueOptions& options,
+                            bool variable_size) {
   const std::string n(name);
   if (slot_payload == 0 || slot_payload > (std::size_t{1} << 30))
     throw Error(Errc::invalid_argument, n, "slot size must be 1 byte .. 1 GiB");
@@ -382,7 +385,8 @@ QueueCore QueueCore::create(std::string_view name, ObjectKind kind, TypeTag tag,
   if (options.max_participants == 0 || options.max_participants > kQueueMaxRecords)
     throw Error(Errc::invalid_argument, n, "max_participants must be 1 .. 4096");
   std::uint64_t heap_blocks = 0, heap_block_size = 0;
-  if (tag.fingerprint == kBytesTag.fingerprint && options.max_large_message > slot_payload) {
+  if ((variable_size || tag.fingerprint == kBytesTag.fingerprint) &&
+      options.max_large_message > slot_payload) {
     if (options.max_large_message > (std::size_t{1} << 30) || options.heap_blocks == 0 ||
         options.heap_blocks > kQueueMaxRecords)
       throw Error(Errc::invalid_argument, n,
@@ -1200,6 +1204,14 @@ void detail::queue_object_stats(const SegmentView& view, ObjectStats& stats) {
                              " participant(s) died in the middle of a put/get; the next "
                              "waiter on their slot (or recover_dead()) repairs it");
 }
+
+namespace detail {
+std::span<std::byte> queue_receive_buffer(std::size_t size) {
+  thread_local std::vector<std::byte> buffer;
+  if (buffer.size() < size) buffer.resize(size);
+  return {buffer.data(), size};
+}
+}  // namespace detail
 
 BytesQueue BytesQueue::create(std::string_view name, const QueueOptions& options) {
   return BytesQueue(

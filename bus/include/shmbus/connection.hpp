@@ -1,7 +1,10 @@
 // shmbus::Connection — one end of a Pipe (multiprocessing.Connection).
 //
-// A Connection sends and receives whole messages: bytes, strings, spans
-// and trivially copyable values. Messages arrive in order, exactly once,
+// A Connection sends and receives whole messages: bytes, strings, spans,
+// trivially copyable values, and through the codec (shmbus/codec.hpp)
+// std containers, optionals, variants, tuples and MSGPACK_DEFINE structs:
+//   conn.send(std::vector<int>{1, 2, 3});
+//   auto v = other.recv<std::vector<int>>();   // Error(decode_error) if not one Messages arrive in order, exactly once,
 // each as it was sent; one larger than a ring frame streams through the
 // ring in fragments, up to the pipe's max_message.
 //
@@ -54,6 +57,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "shmbus/codec.hpp"
 #include "shmbus/detail/copy_choice.hpp"
 #include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/detail/segment.hpp"
@@ -92,6 +96,8 @@ enum class RecvResult : std::uint8_t {
   size_mismatch,  // recv<T>: the message is not sizeof(T) bytes; it stays
   closed,         // this end is closed, cannot receive, or was taken by another process
   corrupted,      // a header or index failed validation; the channel is unusable
+  decode_error,   // recv of a codec type: the message is not a T (it was consumed;
+                  // the connection stays usable)
 };
 
 [[nodiscard]] std::string_view to_string(SendResult r) noexcept;
@@ -212,6 +218,33 @@ class Connection {
   [[nodiscard]] SendResult send(const char* s) noexcept { return send(std::string_view(s)); }
   [[nodiscard]] SendResult send(const std::string& s) noexcept { return send(std::string_view(s)); }
 
+  // Any other value the codec carries (shmbus/codec.hpp: std containers,
+  // optional, variant, tuple, MSGPACK_DEFINE structs, ...), encoded into a
+  // per-thread buffer and sent as one message. A type the codec cannot
+  // carry fails to compile with a static_assert saying what to add. May
+  // throw std::bad_alloc while encoding; a container of more than 2^32-1
+  // elements gives too_large.
+  template <class T>
+  requires(!std::is_trivially_copyable_v<T>)
+  [[nodiscard]] SendResult send(const T& value) {
+    return send_codec(value, nullptr, true);
+  }
+  template <class T>
+  requires(!std::is_trivially_copyable_v<T>)
+  [[nodiscard]] SendResult try_send(const T& value) {
+    return send_codec(value, nullptr, false);
+  }
+  template <class T>
+  requires(!std::is_trivially_copyable_v<T>)
+  [[nodiscard]] SendResult send_until(const T& value, Deadline deadline) {
+    return send_codec(value, &deadline, true);
+  }
+  template <class T, class Rep, class Period>
+  requires(!std::is_trivially_copyable_v<T>)
+  [[nodiscard]] SendResult send_for(const T& value, std::chrono::duration<Rep, Period> timeout) {
+    return send_until(value, deadline_after(timeout));
+  }
+
   // --- receiving ---------------------------------------------------------
   // Receives one message into buffer[offset..]. On ok, `size` is its
   // length; on too_small, `size` is the length needed (the message stays).
@@ -278,6 +311,44 @@ class Connection {
   [[nodiscard]] RecvResult recv(std::string& out, const Deadline* deadline = nullptr);
   [[nodiscard]] std::string recv_string();
 
+  // A codec value (see send(const T&) above). A message that does not
+  // decode as T is consumed and reported as decode_error (the reason is
+  // detail::last_decode_error()); the next receive gets the next message.
+  // May throw std::bad_alloc.
+  template <class T>
+  requires(!std::is_trivially_copyable_v<T>)
+  [[nodiscard]] RecvResult recv(T& out, const Deadline* deadline = nullptr) {
+    return recv_codec(out, deadline, true);
+  }
+  template <class T>
+  requires(!std::is_trivially_copyable_v<T>)
+  [[nodiscard]] RecvResult try_recv(T& out) {
+    return recv_codec(out, nullptr, false);
+  }
+  template <class T>
+  requires(!std::is_trivially_copyable_v<T>)
+  [[nodiscard]] RecvResult recv_until(T& out, Deadline deadline) {
+    return recv_codec(out, &deadline, true);
+  }
+  template <class T, class Rep, class Period>
+  requires(!std::is_trivially_copyable_v<T>)
+  [[nodiscard]] RecvResult recv_for(T& out, std::chrono::duration<Rep, Period> timeout) {
+    const Deadline d = deadline_after(timeout);
+    return recv_codec(out, &d, true);
+  }
+  // Python-style: returns the value; throws Error(decode_error) naming
+  // this pipe and T when the message is not a T, Error(closed) at EOF,
+  // Error(peer_dead), Error(corrupted).
+  template <class T>
+  requires(!std::is_trivially_copyable_v<T>)
+  [[nodiscard]] T recv() {
+    T out{};
+    const RecvResult r = recv(out);
+    if (r == RecvResult::decode_error) throw_decode_error(detail::type_name<T>());
+    throw_unless_ok(r, "recv");
+    return out;
+  }
+
   // True when a message (or end of file) is ready, waiting up to `timeout`.
   [[nodiscard]] bool poll(
       std::chrono::nanoseconds timeout = std::chrono::nanoseconds::zero()) noexcept;
@@ -339,6 +410,34 @@ class Connection {
     return now + std::chrono::duration_cast<Clock::duration>(timeout);
   }
   void throw_unless_ok(RecvResult r, const char* what) const;
+  [[noreturn]] void throw_decode_error(std::string_view type) const;
+
+  template <class T>
+  SendResult send_codec(const T& value, const Deadline* deadline, bool wait) {
+    std::span<const std::byte> msg;
+    try {
+      msg = detail::encode_message(value);
+    } catch (const msgpack::container_size_overflow&) {
+      return SendResult::too_large;
+    }
+    if (!wait) return try_send_bytes(msg);
+    return deadline != nullptr ? send_bytes_until(msg, *deadline) : send_bytes(msg);
+  }
+  template <class T>
+  RecvResult recv_codec(T& out, const Deadline* deadline, bool wait) {
+    std::span<const std::byte> msg;
+    bool in_place = false;
+    const RecvResult r = recv_message(msg, in_place, deadline, wait);
+    if (r != RecvResult::ok) return r;
+    const bool decoded = detail::decode_message(msg, out);
+    if (in_place) rx_.release(true);
+    return decoded ? RecvResult::ok : RecvResult::decode_error;
+  }
+  // The next whole message: in place (in_place: the caller releases the
+  // frame with rx_.release(true)) when it is one frame, else gathered into
+  // this thread's buffer.
+  RecvResult recv_message(std::span<const std::byte>& msg, bool& in_place,
+                          const Deadline* deadline, bool wait);
 
   [[nodiscard, gnu::always_inline]] bool ensure_owner() noexcept {
     if (fork_gen_ == detail::fork_generation() && active_) [[likely]]

@@ -161,13 +161,13 @@ template <class R>
 class IMapIterator {
  public:
   // The next result, waiting for it; nullopt after the last.
-  std::optional<R> next() {
-    if (unordered_) return next_unordered();
-    if (next_ >= job_->items) return std::nullopt;
-    detail::pool_wait(
-        *core_, [this] { return job_->state[next_] != detail::PoolJob::kWaiting; }, nullptr);
-    if (job_->state[next_] == detail::PoolJob::kFailed) throw_failure_at(next_);
-    return detail::load<R>(&job_->results[next_++ * sizeof(R)]);
+  std::optional<R> next() { return next_until(nullptr); }
+  // Python's next(timeout): waits at most `timeout`, then throws
+  // Error(timed_out) (Python: multiprocessing.TimeoutError); the result
+  // still comes with a later call.
+  std::optional<R> next(Clock::duration timeout) {
+    const Clock::time_point deadline = Clock::now() + timeout;
+    return next_until(&deadline);
   }
 
   // For range-for: for (R v : pool.imap(f, xs)).
@@ -199,10 +199,20 @@ class IMapIterator {
                bool unordered)
       : core_(std::move(core)), job_(std::move(job)), unordered_(unordered) {}
 
-  std::optional<R> next_unordered() {
+  std::optional<R> next_until(const Clock::time_point* deadline) {
+    if (unordered_) return next_unordered(deadline);
+    if (next_ >= job_->items) return std::nullopt;
+    if (!detail::pool_wait(
+            *core_, [this] { return job_->state[next_] != detail::PoolJob::kWaiting; }, deadline))
+      throw Error(Errc::timed_out, "imap", "next: no result within the timeout");
+    if (job_->state[next_] == detail::PoolJob::kFailed) throw_failure_at(next_);
+    return detail::load<R>(&job_->results[next_++ * sizeof(R)]);
+  }
+  std::optional<R> next_unordered(const Clock::time_point* deadline) {
     if (taken_ == job_->items) return std::nullopt;
-    detail::pool_wait(
-        *core_, [this] { return !job_->arrivals.empty(); }, nullptr);
+    if (!detail::pool_wait(
+            *core_, [this] { return !job_->arrivals.empty(); }, deadline))
+      throw Error(Errc::timed_out, "imap_unordered", "next: no result within the timeout");
     const std::size_t i = job_->arrivals.front();
     job_->arrivals.pop_front();
     if (job_->state[i] == detail::PoolJob::kFailed) throw_failure_at(i);

@@ -2,6 +2,18 @@
 // queues as bounded lock-free MPMC rings in shared memory, safe when a
 // producer or consumer is killed in the middle of an operation.
 //
+// Payloads: a trivially copyable T travels as its bytes in a slot of
+// sizeof(T) (put/get are noexcept). Any other type the codec carries
+// (shmbus/codec.hpp: std::string, containers, MSGPACK_DEFINE structs, ...)
+// is encoded per message and the queue is variable-size: capacity is
+// `capacity` messages; a message up to QueueOptions::max_message bytes
+// (240 by default) travels inside its slot, a larger one up to
+// max_large_message (1 MiB by default for such queues) through a shared
+// heap of heap_blocks blocks (at most that many large messages queued at
+// once). capacity_bytes() states the total. Their put/get may throw
+// std::bad_alloc (encoding, decoding); a message that does not decode as T
+// is consumed and reported as QueueResult::decode_error.
+//
 // Who may call what: any number of processes and threads may put and get
 // on the same queue at once. A handle is opened by name (kind and payload
 // type are checked: Queue<Tick> opened as Queue<Quote> throws wrong_type)
@@ -74,6 +86,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "shmbus/codec.hpp"
 #include "shmbus/detail/queue_core.hpp"
 #include "shmbus/queue_types.hpp"
 #include "shmbus/segment_info.hpp"
@@ -116,7 +129,7 @@ class QueueHandle {
 
 template <class T>
 class TypedQueue : public QueueHandle {
-  static_assert(std::is_trivially_copyable_v<T>, "Queue<T> needs a trivially copyable T");
+  static_assert(std::is_trivially_copyable_v<T>, "TypedQueue<T> needs a trivially copyable T");
 
  public:
   [[nodiscard]] QueueResult put(const T& v) noexcept { return core_.put(bytes(v), nullptr, true); }
@@ -154,18 +167,105 @@ class TypedQueue : public QueueHandle {
   }
 };
 
+// This thread's buffer for receiving a codec message of up to `size` bytes.
+std::span<std::byte> queue_receive_buffer(std::size_t size);
+
+// Default largest message of a codec queue when max_large_message is 0.
+inline constexpr std::size_t kCodecLargeMessage = std::size_t{1} << 20;
+
+// A queue of codec values (not trivially copyable): each message encoded
+// (shmbus/codec.hpp) and stored inline or in the queue's heap.
+template <class T>
+class CodecQueue : public QueueHandle {
+ public:
+  [[nodiscard]] QueueResult put(const T& v) { return put_msg(v, nullptr, true); }
+  [[nodiscard]] QueueResult try_put(const T& v) { return put_msg(v, nullptr, false); }
+  template <class Rep, class Period>
+  [[nodiscard]] QueueResult put_for(const T& v, std::chrono::duration<Rep, Period> d) {
+    return put_until(v, Clock::now() + std::chrono::duration_cast<Clock::duration>(d));
+  }
+  [[nodiscard]] QueueResult put_until(const T& v, Clock::time_point deadline) {
+    return put_msg(v, &deadline, true);
+  }
+
+  [[nodiscard]] QueueResult get(T& out) { return get_msg(out, nullptr, true); }
+  [[nodiscard]] QueueResult try_get(T& out) { return get_msg(out, nullptr, false); }
+  template <class Rep, class Period>
+  [[nodiscard]] QueueResult get_for(T& out, std::chrono::duration<Rep, Period> d) {
+    return get_until(out, Clock::now() + std::chrono::duration_cast<Clock::duration>(d));
+  }
+  [[nodiscard]] QueueResult get_until(T& out, Clock::time_point deadline) {
+    return get_msg(out, &deadline, true);
+  }
+
+  // Largest encoded message put() accepts (bytes); larger: too_large.
+  [[nodiscard]] std::size_t max_message() const noexcept { return core_.max_message(); }
+  // Largest encoded message that travels inside a slot (bytes).
+  [[nodiscard]] std::size_t slot_size() const noexcept { return core_.slot_payload(); }
+  // Bytes the queue holds at most: capacity() slots of slot_size() plus
+  // every heap block full.
+  [[nodiscard]] std::size_t capacity_bytes() const noexcept {
+    const QueueStats s = core_.stats();
+    return core_.capacity() * core_.slot_payload() +
+           s.heap_blocks * (core_.max_message() > core_.slot_payload() ? core_.max_message() : 0);
+  }
+
+ protected:
+  CodecQueue() = default;
+  QueueResult put_msg(const T& v, const Clock::time_point* deadline, bool block) {
+    std::span<const std::byte> m;
+    try {
+      m = encode_message(v);
+    } catch (const msgpack::container_size_overflow&) {
+      return QueueResult::too_large;
+    }
+    return core_.put(m, deadline, block);
+  }
+  QueueResult get_msg(T& out, const Clock::time_point* deadline, bool block) {
+    const std::span<std::byte> buf = queue_receive_buffer(core_.max_message());
+    std::size_t n = 0;
+    const QueueResult r = core_.get(buf, n, deadline, block);
+    if (r != QueueResult::ok) return r;
+    return decode_message(std::span<const std::byte>(buf.first(n)), out)
+               ? QueueResult::ok
+               : QueueResult::decode_error;
+  }
+};
+
+// The base of Queue<T> etc.: the memcpy path for trivially copyable T
+// (unchanged), the codec for the rest (chosen at compile time).
+template <class T>
+using QueueOf = std::conditional_t<std::is_trivially_copyable_v<T>, TypedQueue<T>, CodecQueue<T>>;
+
+// Creates the core of a queue of T: slots of sizeof(T), or (codec types)
+// of options.max_message with a heap for larger messages.
+template <class T>
+QueueCore create_queue_core(std::string_view name, ObjectKind kind, const QueueOptions& options) {
+  require_codable<T>();
+  if constexpr (std::is_trivially_copyable_v<T>) {
+    return QueueCore::create(name, kind, type_tag<T>(), sizeof(T), options);
+  } else {
+    QueueOptions o = options;
+    if (o.max_large_message == 0) o.max_large_message = kCodecLargeMessage;
+    return QueueCore::create(name, kind, type_tag<T>(), o.max_message, o, true);
+  }
+}
+
 }  // namespace detail
 
-// multiprocessing.Queue for one trivially copyable type.
+// multiprocessing.Queue for one type (trivially copyable, or any type the
+// codec carries: see the file comment).
 //   auto q = shmbus::Queue<Tick>::create("ticks", {.capacity = 4096});
 //   shmbus::Queue<Tick> q2{"ticks"};       // another process
 //   q.put(tick); Tick t; q2.get(t);
+//   auto names = shmbus::Queue<std::string>::create("names");
+//   names.put("Item 3"); std::string s; names.get(s);
 template <class T>
-class Queue : public detail::TypedQueue<T> {
+class Queue : public detail::QueueOf<T> {
  public:
   static constexpr ObjectKind kKind = ObjectKind::queue;
   static Queue create(std::string_view name, const QueueOptions& options = {}) {
-    return Queue(detail::QueueCore::create(name, kKind, detail::type_tag<T>(), sizeof(T), options));
+    return Queue(detail::create_queue_core<T>(name, kKind, options));
   }
   static Queue open(std::string_view name, const QueueOptions& options = {}) {
     return Queue(detail::QueueCore::open(name, kKind, detail::type_tag<T>(), options));
@@ -181,14 +281,13 @@ class Queue : public detail::TypedQueue<T> {
 // multiprocessing.SimpleQueue: put/get/empty/close only (bounded
 // underneath: put blocks while the ring is full).
 template <class T>
-class SimpleQueue : private detail::TypedQueue<T> {
-  using Base = detail::TypedQueue<T>;
+class SimpleQueue : private detail::QueueOf<T> {
+  using Base = detail::QueueOf<T>;
 
  public:
   static constexpr ObjectKind kKind = ObjectKind::simple_queue;
   static SimpleQueue create(std::string_view name, const QueueOptions& options = {}) {
-    return SimpleQueue(
-        detail::QueueCore::create(name, kKind, detail::type_tag<T>(), sizeof(T), options));
+    return SimpleQueue(detail::create_queue_core<T>(name, kKind, options));
   }
   explicit SimpleQueue(std::string_view name, const QueueOptions& options = {})
       : SimpleQueue(detail::QueueCore::open(name, kKind, detail::type_tag<T>(), options)) {}
@@ -218,12 +317,11 @@ class SimpleQueue : private detail::TypedQueue<T> {
 // does when a worker dies. Where consumers can die, use join_for() /
 // join_until() and decide what a timeout means.
 template <class T>
-class JoinableQueue : public detail::TypedQueue<T> {
+class JoinableQueue : public detail::QueueOf<T> {
  public:
   static constexpr ObjectKind kKind = ObjectKind::joinable_queue;
   static JoinableQueue create(std::string_view name, const QueueOptions& options = {}) {
-    return JoinableQueue(
-        detail::QueueCore::create(name, kKind, detail::type_tag<T>(), sizeof(T), options));
+    return JoinableQueue(detail::create_queue_core<T>(name, kKind, options));
   }
   explicit JoinableQueue(std::string_view name, const QueueOptions& options = {})
       : JoinableQueue(detail::QueueCore::open(name, kKind, detail::type_tag<T>(), options)) {}

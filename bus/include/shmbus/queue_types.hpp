@@ -24,6 +24,7 @@ enum class QueueResult : std::uint8_t {
   value_error,       // task_done() called more times than items were got
   no_record,         // every participant record holds a live thread
   corrupted,         // a length read from shared memory is out of range
+  decode_error,      // get of a codec type: the message is not a T (it was consumed)
 };
 
 [[nodiscard]] std::string_view to_string(QueueResult r) noexcept;
@@ -31,12 +32,14 @@ enum class QueueResult : std::uint8_t {
 struct QueueOptions {
   // Slots in the ring, rounded up to a power of two (>= 2).
   std::size_t capacity = 1024;
-  // BytesQueue only: the slot size, chosen at creation; messages up to
-  // this size travel inside the ring.
+  // BytesQueue and codec queues (Queue<std::string>, ...) only: the slot
+  // size, chosen at creation; messages up to this size travel inside the
+  // ring.
   std::size_t max_message = 240;
-  // BytesQueue only: larger messages, up to this size, go through a shared
-  // heap of `heap_blocks` blocks in the segment (0: no heap; above the
-  // limit put() returns too_large).
+  // BytesQueue and codec queues only: larger messages, up to this size, go
+  // through a shared heap of `heap_blocks` blocks in the segment (0: no
+  // heap for a BytesQueue, 1 MiB for a codec queue; above the limit put()
+  // returns too_large).
   std::size_t max_large_message = 0;
   std::uint32_t heap_blocks = 8;
   // Participant records: processes x threads that use the queue at once.

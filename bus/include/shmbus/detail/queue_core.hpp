@@ -247,8 +247,11 @@ class QueueCore {
   QueueCore& operator=(const QueueCore&) = delete;
   ~QueueCore();
 
+  // `variable_size`: messages of any length up to options.max_large_message
+  // (a heap when that is above slot_payload), as for kBytesTag.
   static QueueCore create(std::string_view name, ObjectKind kind, TypeTag tag,
-                          std::size_t slot_payload, const QueueOptions& options);
+                          std::size_t slot_payload, const QueueOptions& options,
+                          bool variable_size = false);
   static QueueCore open(std::string_view name, ObjectKind kind, TypeTag tag,
                         const QueueOptions& options);
 
