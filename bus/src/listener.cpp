@@ -71,12 +71,36 @@ std::span<const std::byte> bytes_of(const detail::ConnectRequest& r) noexcept {
 
 }  // namespace
 
+namespace {
+
+// The backlog of a new listener. A name left by a listener whose process
+// died is taken over (a server restarted under its old name).
+detail::QueueCore create_backlog(std::string_view name, const ListenerOptions& options) {
+  check_listener_name(name);
+  const auto create = [&] {
+    return detail::QueueCore::create(name, ObjectKind::listener, detail::kConnectRequestTag,
+                                     sizeof(detail::ConnectRequest), backlog_options(options));
+  };
+  try {
+    return create();
+  } catch (const Error& e) {
+    if (e.code() != Errc::already_exists) throw;
+    bool dead = false;
+    try {
+      const SegmentView view = SegmentView::open(std::string(name));
+      dead = view.info().kind == ObjectKind::listener && !view.info().creator_alive;
+    } catch (const Error&) {
+    }
+    if (!dead) throw;
+    (void)detail::Segment::unlink(name);
+    return create();
+  }
+}
+
+}  // namespace
+
 Listener::Listener(std::string_view name, const ListenerOptions& options)
-    : name_(name),
-      backlog_(detail::QueueCore::create(name, ObjectKind::listener, detail::kConnectRequestTag,
-                                         sizeof(detail::ConnectRequest),
-                                         (check_listener_name(name), backlog_options(options)))),
-      creator_(::getpid()) {}
+    : name_(name), backlog_(create_backlog(name, options)), creator_(::getpid()) {}
 
 Listener::~Listener() { close(); }
 

@@ -56,7 +56,8 @@ inline constexpr std::size_t kMaxListenerName = 160;
 
 class Listener {
  public:
-  // Creates the listener `name` (Errc::already_exists if a live one has it).
+  // Creates the listener `name`: Errc::already_exists if a live listener
+  // has it; a name left by a listener whose process died is taken over.
   explicit Listener(std::string_view name, const ListenerOptions& options = {});
   Listener(Listener&&) noexcept = default;
   Listener& operator=(Listener&&) noexcept = default;
