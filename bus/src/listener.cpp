@@ -117,23 +117,25 @@ void Listener::close() noexcept {
 }
 
 Connection Listener::accept() {
-  if (auto c = accept_impl(nullptr)) return std::move(*c);
+  if (auto c = accept_impl(nullptr, true)) return std::move(*c);
   throw Error(Errc::closed, name_, "accept: the listener is closed");
 }
 
 std::optional<Connection> Listener::accept_until(Clock::time_point deadline) {
-  return accept_impl(&deadline);
+  return accept_impl(&deadline, true);
 }
 
-std::optional<Connection> Listener::accept_impl(const Clock::time_point* deadline) {
+std::optional<Connection> Listener::try_accept() { return accept_impl(nullptr, false); }
+
+std::optional<Connection> Listener::accept_impl(const Clock::time_point* deadline, bool wait) {
   if (creator_ == 0) throw Error(Errc::closed, name_, "accept: the listener is closed");
   const std::string prefix = pipe_prefix(name_);
   for (;;) {
     detail::ConnectRequest req{};
     std::size_t len = 0;
     const QueueResult r =
-        backlog_.get({reinterpret_cast<std::byte*>(&req), sizeof req}, len, deadline, true);
-    if (r == QueueResult::timed_out) return std::nullopt;
+        backlog_.get({reinterpret_cast<std::byte*>(&req), sizeof req}, len, deadline, wait);
+    if (r == QueueResult::timed_out || r == QueueResult::empty) return std::nullopt;
     if (r == QueueResult::closed) throw Error(Errc::closed, name_, "accept: the listener is closed");
     if (r != QueueResult::ok) {
       throw Error(Errc::corrupted, name_, "accept: backlog: " + std::string(to_string(r)));

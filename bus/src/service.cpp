@@ -53,7 +53,7 @@ std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point*
   std::vector<Connection*> ends;
   std::vector<std::byte> frame;
   for (;;) {
-    while (auto c = listener_.accept_for(std::chrono::nanoseconds(0))) {
+    while (auto c = listener_.try_accept()) {
       auto peer = std::make_shared<Peer>();
       peer->conn = std::move(*c);
       peers_.push_back(std::move(peer));
@@ -134,12 +134,13 @@ void ServiceServer::drop(const Taken& t) noexcept {
 // ---- client ------------------------------------------------------------------
 
 ServiceClientCore::ServiceClientCore(std::string_view name,
-                                     std::optional<Clock::duration> connect_timeout)
-    : name_(name), connect_timeout_(connect_timeout) {
+                                     std::optional<Clock::duration> connect_timeout,
+                                     const PipeOptions& options)
+    : name_(name), connect_timeout_(connect_timeout), options_(options) {
   connect();
 }
 
-void ServiceClientCore::connect() { conn_ = Client(name_, connect_timeout_); }
+void ServiceClientCore::connect() { conn_ = Client(name_, connect_timeout_, options_); }
 
 void ServiceClientCore::server_gone(RecvResult why) {
   conn_.reset();  // the next call connects again

@@ -75,6 +75,8 @@ class Listener {
     return accept_until(Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout));
   }
   [[nodiscard]] std::optional<Connection> accept_until(Clock::time_point deadline);
+  // A client already waiting, or nullopt at once.
+  [[nodiscard]] std::optional<Connection> try_accept();
 
   // Clients waiting to be accepted (approximate).
   [[nodiscard]] std::size_t pending() const noexcept { return backlog_.qsize(); }
@@ -87,7 +89,7 @@ class Listener {
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
  private:
-  std::optional<Connection> accept_impl(const Clock::time_point* deadline);
+  std::optional<Connection> accept_impl(const Clock::time_point* deadline, bool wait);
 
   std::string name_;
   detail::QueueCore backlog_;

@@ -111,7 +111,8 @@ class ServiceServer {
 // The untyped client: one connection, pending calls by id.
 class ServiceClientCore {
  public:
-  ServiceClientCore(std::string_view name, std::optional<Clock::duration> connect_timeout);
+  ServiceClientCore(std::string_view name, std::optional<Clock::duration> connect_timeout,
+                    const PipeOptions& options);
   // Sends a request; returns its id. Connects again first if the server died.
   std::uint64_t send(std::span<const std::byte> value);
   // The next response of call `id` (the last: `last` = true), or nullopt at
@@ -135,6 +136,7 @@ class ServiceClientCore {
 
   std::string name_;
   std::optional<Clock::duration> connect_timeout_;
+  PipeOptions options_;
   std::optional<Connection> conn_;
   std::uint64_t next_id_ = 1;
   std::unordered_map<std::uint64_t, Pending> pending_;
@@ -280,10 +282,12 @@ class PendingCall {
 template <class Req, class Resp>
 class ServiceClient {
  public:
-  // Connects to the server of `name` (see Client()).
+  // Connects to the server of `name` (see Client(); `options` shape this
+  // client's pipe: capacity, wait strategy).
   explicit ServiceClient(std::string_view name,
-                         std::optional<Clock::duration> connect_timeout = std::nullopt)
-      : core_(std::make_unique<detail::ServiceClientCore>(name, connect_timeout)) {}
+                         std::optional<Clock::duration> connect_timeout = std::nullopt,
+                         const PipeOptions& options = {})
+      : core_(std::make_unique<detail::ServiceClientCore>(name, connect_timeout, options)) {}
 
   // One call: the (last) response, or Error (timed_out, peer_dead,
   // task_failed, decode_error).
