@@ -138,6 +138,7 @@ ObjectStats object_stats(const SegmentView& view) {
     case ObjectKind::queue:
     case ObjectKind::simple_queue:
     case ObjectKind::joinable_queue:
+    case ObjectKind::listener:  // its backlog: a queue of connection requests
       detail::queue_object_stats(view, stats);
       break;
     default:

@@ -1222,7 +1222,7 @@ bool QueueCore::repair_head(bool for_put) noexcept {
 QueueStats queue_stats(const SegmentView& view) {
   const SegmentInfo& info = view.info();
   if (!info.kind || (*info.kind != ObjectKind::queue && *info.kind != ObjectKind::simple_queue &&
-                     *info.kind != ObjectKind::joinable_queue))
+                     *info.kind != ObjectKind::joinable_queue && *info.kind != ObjectKind::listener))
     throw Error(Errc::wrong_kind, info.name, "not a queue");
   if (view.payload().empty()) throw Error(Errc::not_ready, info.name, "still initialising");
   return detail::read_queue_stats_payload(view.payload(), info.name);

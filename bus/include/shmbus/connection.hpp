@@ -149,6 +149,7 @@ struct PipeOptions {
 namespace detail {
 struct ConnectionWait;
 struct WaitAccess;  // shmbus::wait over any mix of objects (wait_any.hpp)
+struct ListenerAccess;
 }  // namespace detail
 
 class Connection {
@@ -416,6 +417,7 @@ class Connection {
   static void close_at_exit(void* self) noexcept;
   friend struct detail::ConnectionWait;  // shmbus::wait(): several ends at once
   friend struct detail::WaitAccess;      // shmbus::wait() over any mix (wait_any.hpp)
+  friend struct detail::ListenerAccess;  // Client(): has the listener taken its end?
   using WaitOutcome = detail::WaitOutcome;
 
   // now + timeout, saturated: a timeout beyond what the clock can represent

@@ -1,0 +1,177 @@
+// Service call round trips beside the pipe's, in one binary, pinned:
+//
+//   BM_Service_Busy_RTT/N, BM_Service_Block_RTT/N   one call of an N-byte
+//       string request and response, client and server on the two cpus
+//   BM_Pipe_Busy_RTT/N, BM_Pipe_Block_RTT/N         the same bytes over a
+//       bare pipe (send, echo, receive): the floor a call builds on
+//   BM_Service_Clients_Calls/C                      calls/s of C client
+//       processes calling one server (busy-poll), 16 calls each in flight
+//
+// Round trips report p50_ns etc. and a reference beside (floor / futex).
+#include <benchmark/benchmark.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bench_support.hpp"
+#include "shmbus/pipe.hpp"
+#include "shmbus/service.hpp"
+
+SHMBUS_BENCH_REFERENCES();
+
+namespace shmbus::bench {
+namespace {
+
+using namespace std::chrono_literals;
+using Echo = Service<std::string, std::string>;
+using EchoClient = ServiceClient<std::string, std::string>;
+
+PipeOptions options_for(WaitStrategy s) {
+  PipeOptions o;
+  o.wait.strategy = s;
+  return o;
+}
+
+// A server that echoes until it gets an empty request (answered, then it
+// returns).
+void serve_echo(const std::string& name) {
+  Echo server(name);
+  for (;;) {
+    auto req = server.take_for(30s);
+    if (!req) return;
+    const bool stop = req->value().empty();
+    req->respond(req->value());
+    if (stop) return;
+  }
+}
+
+void service_rtt(benchmark::State& state, WaitStrategy strategy) {
+  ReferenceBeside beside(state, reference_for(strategy));
+  const auto& cpus = bench_cpus();
+  const std::string name = bench_name("svc");
+  const auto size = static_cast<std::size_t>(state.range(0));
+  PinnedChild child(cpus.child, [&name] { serve_echo(name); });
+  pin_this_thread(cpus.parent);
+  std::optional<EchoClient> client;
+  const auto give_up = Clock::now() + 10s;
+  while (!client && Clock::now() < give_up) {
+    try {
+      client.emplace(name, 1s, options_for(strategy));
+    } catch (const Error&) {  // not listening yet
+    }
+  }
+  if (!client) {
+    state.SkipWithError("no server");
+    return;
+  }
+  const std::string msg(size, 'x');
+  LatencyRecorder rec;
+  const int warm = strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp;
+  for (int i = 0; i < warm; ++i) (void)client->call(msg, 10s);
+  for (auto _ : state) {
+    const std::uint64_t t0 = ticks();
+    if (client->call(msg, 10s).size() != size) {
+      state.SkipWithError("wrong response");
+      break;
+    }
+    rec.add_ticks(ticks() - t0);
+  }
+  (void)client->call(std::string(), 10s);  // stops the server
+  if (!child.join()) state.SkipWithError("server failed");
+  rec.report(state);
+  state.SetItemsProcessed(state.iterations());
+}
+
+void pipe_rtt(benchmark::State& state, WaitStrategy strategy) {
+  ReferenceBeside beside(state, reference_for(strategy));
+  const auto& cpus = bench_cpus();
+  const auto size = static_cast<std::size_t>(state.range(0));
+  auto [a, b] = Pipe(options_for(strategy));
+  PinnedChild child(cpus.child, [&b = b, size] {
+    std::vector<std::byte> buf(size);
+    std::size_t n = 0;
+    while (b.recv_bytes_into(buf, 0, n) == RecvResult::ok) {
+      if (b.send_bytes({buf.data(), n}) != SendResult::ok) return;
+    }
+  });
+  pin_this_thread(cpus.parent);
+  std::vector<std::byte> msg(size, std::byte{0x5a}), buf(size);
+  std::size_t n = 0;
+  LatencyRecorder rec;
+  const int warm = strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp;
+  for (int i = 0; i < warm; ++i) {
+    if (a.send_bytes(msg) != SendResult::ok || a.recv_bytes_into(buf, 0, n) != RecvResult::ok)
+      break;
+  }
+  for (auto _ : state) {
+    const std::uint64_t t0 = ticks();
+    if (a.send_bytes(msg) != SendResult::ok || a.recv_bytes_into(buf, 0, n) != RecvResult::ok) {
+      state.SkipWithError("pipe round trip failed");
+      break;
+    }
+    rec.add_ticks(ticks() - t0);
+  }
+  a.close();
+  if (!child.join()) state.SkipWithError("echo child failed");
+  rec.report(state);
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_Service_Busy_RTT(benchmark::State& s) { service_rtt(s, WaitStrategy::busy_poll); }
+void BM_Service_Block_RTT(benchmark::State& s) { service_rtt(s, WaitStrategy::blocking); }
+void BM_Pipe_Busy_RTT(benchmark::State& s) { pipe_rtt(s, WaitStrategy::busy_poll); }
+void BM_Pipe_Block_RTT(benchmark::State& s) { pipe_rtt(s, WaitStrategy::blocking); }
+
+// C clients (forked, unpinned) each make calls with 16 in flight while the
+// timed loop runs in the server (this process, pinned): calls/s served.
+void BM_Service_Clients_Calls(benchmark::State& state) {
+  const int clients = static_cast<int>(state.range(0));
+  const std::string name = bench_name("svcn");
+  Echo server(name);
+  pin_this_thread(bench_cpus().parent);
+  std::vector<pid_t> kids;
+  for (int c = 0; c < clients; ++c) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      try {
+        EchoClient client(name, 10s, options_for(WaitStrategy::busy_poll));
+        std::vector<PendingCall<std::string, std::string>> calls;
+        for (;;) {
+          calls.clear();
+          for (int k = 0; k < 16; ++k) calls.push_back(client.call_async("0123456789abcdef"));
+          for (auto& call : calls) (void)call.get_for(10s);
+        }
+      } catch (...) {
+      }
+      ::_exit(0);  // the server's end closing stops us
+    }
+    kids.push_back(pid);
+  }
+  for (auto _ : state) {
+    auto req = server.take_for(10s);
+    if (!req) {
+      state.SkipWithError("no request");
+      break;
+    }
+    req->respond(req->value());
+  }
+  for (pid_t k : kids) ::kill(k, SIGKILL);
+  for (pid_t k : kids) ::waitpid(k, nullptr, 0);
+  state.SetItemsProcessed(state.iterations());
+}
+
+BENCHMARK(BM_Pipe_Busy_RTT)->Arg(64)->UseRealTime();
+BENCHMARK(BM_Service_Busy_RTT)->Arg(64)->UseRealTime();
+BENCHMARK(BM_Pipe_Block_RTT)->Arg(64)->UseRealTime();
+BENCHMARK(BM_Service_Block_RTT)->Arg(64)->UseRealTime();
+BENCHMARK(BM_Service_Clients_Calls)->Arg(1)->Arg(4)->UseRealTime();
+
+}  // namespace
+}  // namespace shmbus::bench
+
+BENCHMARK_MAIN();

@@ -1,0 +1,109 @@
+// Listener / Client — multiprocessing.connection's Listener and Client on
+// one host: a server accepts any number of clients, each on its own duplex
+// pipe.
+//
+//   shmbus::Listener listener{"quotes"};            // server
+//   shmbus::Connection c = listener.accept();        // one per client
+//   std::string hello = c.recv_string();
+//
+//   shmbus::Connection s = shmbus::Client("quotes"); // any process
+//   (void)s.send("hello");
+//
+// How. A Listener is a small queue of connection requests (its backlog) in
+// a segment of kind `listener` named like the listener. Client() creates a
+// pipe named "<listener>.conn-<pid>-<n>", takes its second end, puts the
+// pipe's name in the backlog and waits until the server took the first end.
+// accept() takes a request, opens that end and unlinks the pipe's name, so
+// a connection leaves nothing in /dev/shm. The Connection each side gets
+// is a pipe end like any other: send/recv, zero copy, strategies, poll,
+// wait(); a peer's close reads as end of file, its death as peer_dead.
+//
+// Who may call what: any process of the user (segments are 0600 unless
+// ListenerOptions::segment.permissions says otherwise: e.g. 0660 for a
+// group). One process accepts at a time (several threads of it may); a
+// forked child may accept on an inherited Listener. Setup calls throw
+// shmbus::Error.
+//
+// Deaths and bad input: a client that dies before it is accepted leaves a
+// request whose pipe accept() opens and hands over (its first recv reads
+// peer_dead) or skips when the pipe is gone; a client waiting to be
+// accepted by a listener that died or closed gets Error(peer_dead /
+// not_found) instead of waiting on; a request whose name is not a pipe of
+// this listener (a hostile or corrupted backlog) is skipped, never opened.
+// Limits: listener names are at most 160 characters (the pipe names add
+// up to 40); a full backlog makes Client() wait until its timeout.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "shmbus/connection.hpp"
+#include "shmbus/detail/queue_core.hpp"
+#include "shmbus/detail/segment.hpp"
+
+namespace shmbus {
+
+struct ListenerOptions {
+  // Connection requests that may wait for accept() at once.
+  std::size_t backlog = 64;
+  SegmentOptions segment{};
+};
+
+inline constexpr std::size_t kMaxListenerName = 160;
+
+class Listener {
+ public:
+  // Creates the listener `name`: Errc::already_exists if a live listener
+  // has it; a name left by a listener whose process died is taken over.
+  explicit Listener(std::string_view name, const ListenerOptions& options = {});
+  Listener(Listener&&) noexcept = default;
+  Listener& operator=(Listener&&) noexcept = default;
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+  // Closes (see close()).
+  ~Listener();
+
+  // The next client's connection; waits for one. Throws Error(closed) once
+  // the listener is closed.
+  [[nodiscard]] Connection accept();
+  // The same, or nullopt when no client came within `timeout`.
+  template <class Rep, class Period>
+  [[nodiscard]] std::optional<Connection> accept_for(std::chrono::duration<Rep, Period> timeout) {
+    return accept_until(Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout));
+  }
+  [[nodiscard]] std::optional<Connection> accept_until(Clock::time_point deadline);
+  // A client already waiting, or nullopt at once.
+  [[nodiscard]] std::optional<Connection> try_accept();
+
+  // Clients waiting to be accepted (approximate).
+  [[nodiscard]] std::size_t pending() const noexcept { return backlog_.qsize(); }
+
+  // Stops accepting and removes the name: waiting and later Client() calls
+  // fail; connections already accepted are not affected. Only the process
+  // that created the listener removes the name.
+  void close() noexcept;
+
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+
+ private:
+  std::optional<Connection> accept_impl(const Clock::time_point* deadline, bool wait);
+
+  std::string name_;
+  detail::QueueCore backlog_;
+  pid_t creator_ = 0;
+};
+
+// Connects to the listener `name` and returns this side's duplex end once
+// the server accepted it. Waits up to `timeout` (none: as long as the
+// listener lives) for the server's accept(); throws Error: not_found (no
+// such listener), wrong_kind (the name is another kind of object),
+// timed_out, peer_dead (the listener died), closed (it was closed).
+// `options` shape the pipe (capacity, wait strategy, ...; duplex always).
+[[nodiscard]] Connection Client(std::string_view name,
+                                std::optional<Clock::duration> timeout = std::nullopt,
+                                const PipeOptions& options = {});
+
+}  // namespace shmbus

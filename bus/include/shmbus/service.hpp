@@ -1,0 +1,309 @@
+// Service / ServiceClient — request and response over a Listener: what a
+// multiprocessing Manager's proxies do, without a proxy per call. Any
+// number of clients, many calls in flight per client, each correlated by
+// an id; a request may get several responses; a call may be cancelled.
+//
+//   shmbus::Service<std::string, std::size_t> lengths{"lengths"};   // server
+//   while (auto req = lengths.take_for(1s)) req->respond(req->value().size());
+//
+//   shmbus::ServiceClient<std::string, std::size_t> client{"lengths"};
+//   std::size_t n = client.call("hello", 1s);                        // 5
+//   auto a = client.call_async("x");                                 // in flight
+//   auto b = client.call_async("yy");                                // together
+//   std::size_t both = a.get_for(1s) + b.get_for(1s);
+//
+// Types go through the codec (shmbus/codec.hpp): trivially copyable types,
+// strings, std containers, MSGPACK_DEFINE structs.
+//
+// Wire: each client has its own duplex pipe (Listener/Client). A frame is
+// a 16-byte header (call id, kind) and the encoded value. The server takes
+// at most one request per client per turn (round robin), so a client that
+// floods requests cannot starve the others; a client can have no more
+// requests in flight than its pipe holds (its send waits: back pressure).
+//
+// Deaths, and what they answer:
+//   - the server dies (or closes): every pending call of every client ends
+//     at once with Error(peer_dead), "the server died; the request may have
+//     been executed" (a request in the pipe may or may not have been
+//     taken); the client's next call connects again, so a server restarted
+//     under the same name serves it.
+//   - a client dies: its connection is dropped at the server's next turn,
+//     with the requests it had queued; responses to it are discarded.
+//   - a response the client does not read within
+//     ServiceOptions::respond_timeout drops that client (its pipe is full:
+//     the server never blocks on one client).
+// Bad input: a frame shorter than its header, of an unknown kind, or a
+// value that does not decode is a protocol error: the server drops that
+// client; a client ignores responses to ids it does not wait for.
+//
+// Threads: a Service is used by one thread at a time; so is a
+// ServiceClient with its PendingCalls. One server per name: a second
+// Service of a live server's name throws already_exists; a server that
+// died leaves the name to the next one.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "shmbus/codec.hpp"
+#include "shmbus/listener.hpp"
+
+namespace shmbus {
+
+struct ServiceOptions {
+  ListenerOptions listener{};
+  // How long respond() waits for room in a client's pipe before it drops
+  // the client.
+  std::chrono::milliseconds respond_timeout{100};
+};
+
+namespace detail {
+
+enum class FrameKind : std::uint32_t { request = 1, cancel = 2, response = 3, last = 4, failed = 5 };
+
+struct ServiceHeader {
+  std::uint64_t id;
+  std::uint32_t kind;  // FrameKind; untrusted on read
+  std::uint32_t reserved;
+};
+static_assert(sizeof(ServiceHeader) == 16);
+
+// The untyped server: connections, round robin, framing.
+class ServiceServer {
+ public:
+  struct Peer;  // one client's connection and the ids it cancelled
+  struct Taken {
+    std::shared_ptr<Peer> peer;
+    std::uint64_t id = 0;
+    std::vector<std::byte> value;  // the encoded request
+  };
+
+  ServiceServer(std::string_view name, const ServiceOptions& options);
+  ServiceServer(ServiceServer&&) noexcept;
+  ServiceServer& operator=(ServiceServer&&) noexcept;
+  ~ServiceServer();
+
+  // The next request, or nullopt at the deadline (nullptr: none).
+  std::optional<Taken> take(const Clock::time_point* deadline);
+  // Sends one response frame; false when the client is gone (or dropped).
+  bool respond(const Taken& t, FrameKind kind, std::span<const std::byte> value);
+  static bool cancelled(const Taken& t) noexcept;
+  [[nodiscard]] std::size_t clients() const noexcept { return peers_.size(); }
+  [[nodiscard]] const std::string& name() const noexcept { return listener_.name(); }
+  // Drops a client whose request did not decode.
+  void drop(const Taken& t) noexcept;
+
+ private:
+  Listener listener_;
+  std::chrono::milliseconds respond_timeout_;
+  std::vector<std::shared_ptr<Peer>> peers_;
+  std::size_t next_ = 0;  // round robin
+  std::vector<std::byte> frame_;
+};
+
+// The untyped client: one connection, pending calls by id.
+class ServiceClientCore {
+ public:
+  ServiceClientCore(std::string_view name, std::optional<Clock::duration> connect_timeout,
+                    const PipeOptions& options);
+  // Sends a request; returns its id. Connects again first if the server died.
+  std::uint64_t send(std::span<const std::byte> value);
+  // The next response of call `id` (the last: `last` = true), or nullopt at
+  // the deadline. Throws Error(peer_dead) when the server died, and
+  // Error(task_failed) when the server answered with an error.
+  std::optional<std::vector<std::byte>> next(std::uint64_t id, const Clock::time_point* deadline,
+                                             bool& last);
+  void cancel(std::uint64_t id) noexcept;
+  void forget(std::uint64_t id) noexcept { pending_.erase(id); }
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+
+ private:
+  struct Pending {
+    std::deque<std::vector<std::byte>> responses;
+    bool done = false;                  // the last response is among `responses`
+    std::optional<std::string> failed;  // the server's error, when it sent one
+    bool server_gone = false;           // the server died or closed meanwhile
+  };
+  void connect();
+  [[noreturn]] void server_gone(RecvResult why);
+
+  std::string name_;
+  std::optional<Clock::duration> connect_timeout_;
+  PipeOptions options_;
+  std::optional<Connection> conn_;
+  std::uint64_t next_id_ = 1;
+  std::unordered_map<std::uint64_t, Pending> pending_;
+  std::vector<std::byte> frame_;
+};
+
+}  // namespace detail
+
+template <class Req, class Resp>
+class Service;
+
+// One request a server took. respond() once (or several times, the last
+// with last = true); a request dropped without a last response leaves its
+// caller waiting until its timeout.
+template <class Req, class Resp>
+class ServiceRequest {
+ public:
+  [[nodiscard]] const Req& value() const noexcept { return value_; }
+  [[nodiscard]] std::uint64_t id() const noexcept { return taken_.id; }
+  // Whether the caller cancelled the call (checked when the server last
+  // read from that client).
+  [[nodiscard]] bool cancelled() const noexcept { return detail::ServiceServer::cancelled(taken_); }
+  // Sends a response; false if the client is gone. `last` = false sends
+  // a partial response: more follow.
+  bool respond(const Resp& r, bool last = true) {
+    return server_->respond(taken_, last ? detail::FrameKind::last : detail::FrameKind::response,
+                            detail::encode_message(r));
+  }
+  // Ends the call with an error: the caller's get() throws
+  // Error(task_failed, what).
+  bool fail(std::string_view what) {
+    return server_->respond(taken_, detail::FrameKind::failed, std::as_bytes(std::span(what)));
+  }
+
+ private:
+  friend class Service<Req, Resp>;
+  ServiceRequest(detail::ServiceServer* server, detail::ServiceServer::Taken taken, Req value)
+      : server_(server), taken_(std::move(taken)), value_(std::move(value)) {}
+  detail::ServiceServer* server_;
+  detail::ServiceServer::Taken taken_;
+  Req value_;
+};
+
+template <class Req, class Resp>
+class Service {
+ public:
+  // Serves `name` (a Listener of that name).
+  explicit Service(std::string_view name, const ServiceOptions& options = {})
+      : core_(name, options) {}
+
+  // The next request from any client, waiting for one; nullopt at the
+  // deadline.
+  template <class Rep, class Period>
+  [[nodiscard]] std::optional<ServiceRequest<Req, Resp>> take_for(
+      std::chrono::duration<Rep, Period> timeout) {
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+    return take_impl(&deadline);
+  }
+  [[nodiscard]] ServiceRequest<Req, Resp> take() { return *take_impl(nullptr); }
+
+  [[nodiscard]] std::size_t clients() const noexcept { return core_.clients(); }
+  [[nodiscard]] const std::string& name() const noexcept { return core_.name(); }
+
+ private:
+  std::optional<ServiceRequest<Req, Resp>> take_impl(const Clock::time_point* deadline) {
+    for (;;) {
+      auto t = core_.take(deadline);
+      if (!t) return std::nullopt;
+      Req value{};
+      if (detail::decode_message(t->value, value))
+        return ServiceRequest<Req, Resp>(&core_, std::move(*t), std::move(value));
+      core_.drop(*t);  // not a Req: a protocol error
+    }
+  }
+  detail::ServiceServer core_;
+};
+
+template <class Req, class Resp>
+class ServiceClient;
+
+// A call in flight. get()/get_for() return its (last) response; next_for()
+// walks several responses. Throws Error(peer_dead) if the server died,
+// Error(task_failed) if it failed the call, Error(decode_error) if a
+// response is not a Resp, Error(timed_out) from get_for() at its timeout
+// (the call stays pending: get_for() may be called again).
+template <class Req, class Resp>
+class PendingCall {
+ public:
+  PendingCall(PendingCall&& o) noexcept
+      : client_(std::exchange(o.client_, nullptr)), id_(o.id_), done_(o.done_) {}
+  PendingCall& operator=(PendingCall&&) = delete;
+  PendingCall(const PendingCall&) = delete;
+  ~PendingCall() {
+    if (client_ != nullptr) client_->forget(id_);
+  }
+
+  [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
+  // The next response, or nullopt once the last one was returned.
+  template <class Rep, class Period>
+  [[nodiscard]] std::optional<Resp> next_for(std::chrono::duration<Rep, Period> timeout) {
+    if (done_) return std::nullopt;
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+    bool last = false;
+    auto bytes = client_->next(id_, &deadline, last);
+    if (!bytes) throw Error(Errc::timed_out, client_->name(), "call " + std::to_string(id_));
+    done_ = last;
+    return decode<Resp>(*bytes, client_->name());
+  }
+  // The last response (earlier partial ones are skipped).
+  template <class Rep, class Period>
+  [[nodiscard]] Resp get_for(std::chrono::duration<Rep, Period> timeout) {
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+    return get_impl(&deadline);
+  }
+  [[nodiscard]] Resp get() { return get_impl(nullptr); }
+  // Asks the server to drop the call; a response already on its way is
+  // discarded.
+  void cancel() noexcept {
+    if (client_ == nullptr || done_) return;
+    client_->cancel(id_);
+    done_ = true;
+  }
+
+ private:
+  friend class ServiceClient<Req, Resp>;
+  PendingCall(detail::ServiceClientCore* client, std::uint64_t id) : client_(client), id_(id) {}
+  Resp get_impl(const Clock::time_point* deadline) {
+    if (done_) throw Error(Errc::invalid_argument, client_->name(), "the call has ended");
+    for (;;) {
+      bool last = false;
+      auto bytes = client_->next(id_, deadline, last);
+      if (!bytes) throw Error(Errc::timed_out, client_->name(), "call " + std::to_string(id_));
+      if (!last) continue;
+      done_ = true;
+      return decode<Resp>(*bytes, client_->name());
+    }
+  }
+  detail::ServiceClientCore* client_;
+  std::uint64_t id_;
+  bool done_ = false;
+};
+
+template <class Req, class Resp>
+class ServiceClient {
+ public:
+  // Connects to the server of `name` (see Client(); `options` shape this
+  // client's pipe: capacity, wait strategy).
+  explicit ServiceClient(std::string_view name,
+                         std::optional<Clock::duration> connect_timeout = std::nullopt,
+                         const PipeOptions& options = {})
+      : core_(std::make_unique<detail::ServiceClientCore>(name, connect_timeout, options)) {}
+
+  // One call: the (last) response, or Error (timed_out, peer_dead,
+  // task_failed, decode_error).
+  template <class Rep, class Period>
+  [[nodiscard]] Resp call(const Req& request, std::chrono::duration<Rep, Period> timeout) {
+    return call_async(request).get_for(timeout);
+  }
+  [[nodiscard]] Resp call(const Req& request) { return call_async(request).get(); }
+  // Sends the request now; the response is collected through the result
+  // (any number in flight at once).
+  [[nodiscard]] PendingCall<Req, Resp> call_async(const Req& request) {
+    return PendingCall<Req, Resp>(core_.get(), core_->send(detail::encode_message(request)));
+  }
+
+ private:
+  std::unique_ptr<detail::ServiceClientCore> core_;  // stable for PendingCalls
+};
+
+}  // namespace shmbus

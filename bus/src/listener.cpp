@@ -1,0 +1,211 @@
+#include "shmbus/listener.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+#include "shmbus/detail/pipe_format.hpp"
+#include "shmbus/error.hpp"
+#include "shmbus/pipe.hpp"
+#include "shmbus/segment_info.hpp"
+
+namespace shmbus {
+namespace detail {
+
+// One entry of a listener's backlog: the name of the pipe a client made.
+// Read from shared memory: untrusted (NUL-terminated within the array,
+// validated as a name of this listener's pipes before it is opened).
+struct ConnectRequest {
+  char pipe[kMaxNameLength + 1];
+};
+
+inline constexpr TypeTag kConnectRequestTag = type_tag<ConnectRequest>();
+
+// What Client() needs of a Connection's insides.
+struct ListenerAccess {
+  // Whether the other end was ever taken (the server accepted).
+  static bool peer_taken(const Connection& c) noexcept {
+    // [pipe.owner] acquire: pairs with the CAS of the server's open().
+    return c.control_->ends[1 - c.end_].owner.load(std::memory_order_acquire) != 0;
+  }
+};
+
+}  // namespace detail
+
+namespace {
+
+std::string pipe_prefix(std::string_view listener) {
+  return std::string(listener) + ".conn-";
+}
+
+void check_listener_name(std::string_view name) {
+  validate_name(name);
+  if (name.size() > kMaxListenerName) {
+    throw Error(Errc::invalid_name, std::string(name),
+                "a listener name has at most " + std::to_string(kMaxListenerName) +
+                    " characters (its connections' pipe names add to it)");
+  }
+}
+
+QueueOptions backlog_options(const ListenerOptions& options) {
+  QueueOptions q;
+  q.capacity = std::max<std::size_t>(options.backlog, 2);
+  q.segment = options.segment;
+  return q;
+}
+
+std::span<const std::byte> bytes_of(const detail::ConnectRequest& r) noexcept {
+  return {reinterpret_cast<const std::byte*>(&r), sizeof r};
+}
+
+// A Client() that gives up: its pipe goes, as if it never was.
+[[noreturn]] void abandon(Connection& c, const std::string& pipe, std::string_view listener,
+                          Errc code, const std::string& why) {
+  c.close();
+  (void)unlink_pipe(pipe);
+  throw Error(code, std::string(listener), why);
+}
+
+}  // namespace
+
+namespace {
+
+// The backlog of a new listener. A name left by a listener whose process
+// died is taken over (a server restarted under its old name).
+detail::QueueCore create_backlog(std::string_view name, const ListenerOptions& options) {
+  check_listener_name(name);
+  const auto create = [&] {
+    return detail::QueueCore::create(name, ObjectKind::listener, detail::kConnectRequestTag,
+                                     sizeof(detail::ConnectRequest), backlog_options(options));
+  };
+  try {
+    return create();
+  } catch (const Error& e) {
+    if (e.code() != Errc::already_exists) throw;
+    bool dead = false;
+    try {
+      const SegmentView view = SegmentView::open(std::string(name));
+      dead = view.info().kind == ObjectKind::listener && !view.info().creator_alive;
+    } catch (const Error&) {
+    }
+    if (!dead) throw;
+    (void)detail::Segment::unlink(name);
+    return create();
+  }
+}
+
+}  // namespace
+
+Listener::Listener(std::string_view name, const ListenerOptions& options)
+    : name_(name), backlog_(create_backlog(name, options)), creator_(::getpid()) {}
+
+Listener::~Listener() { close(); }
+
+void Listener::close() noexcept {
+  if (creator_ == 0) return;
+  backlog_.close();  // waiting clients and accept() calls see it
+  if (creator_ == ::getpid()) {
+    try {
+      detail::Segment::unlink(name_);
+    } catch (...) {  // the name was validated at creation
+    }
+  }
+  creator_ = 0;
+}
+
+Connection Listener::accept() {
+  if (auto c = accept_impl(nullptr, true)) return std::move(*c);
+  throw Error(Errc::closed, name_, "accept: the listener is closed");
+}
+
+std::optional<Connection> Listener::accept_until(Clock::time_point deadline) {
+  return accept_impl(&deadline, true);
+}
+
+std::optional<Connection> Listener::try_accept() { return accept_impl(nullptr, false); }
+
+std::optional<Connection> Listener::accept_impl(const Clock::time_point* deadline, bool wait) {
+  if (creator_ == 0) throw Error(Errc::closed, name_, "accept: the listener is closed");
+  const std::string prefix = pipe_prefix(name_);
+  for (;;) {
+    detail::ConnectRequest req{};
+    std::size_t len = 0;
+    const QueueResult r =
+        backlog_.get({reinterpret_cast<std::byte*>(&req), sizeof req}, len, deadline, wait);
+    if (r == QueueResult::timed_out || r == QueueResult::empty) return std::nullopt;
+    if (r == QueueResult::closed) throw Error(Errc::closed, name_, "accept: the listener is closed");
+    if (r != QueueResult::ok) {
+      throw Error(Errc::corrupted, name_, "accept: backlog: " + std::string(to_string(r)));
+    }
+    // Untrusted: a name of this listener's pipes, or the request is skipped.
+    const std::string_view pipe(req.pipe, strnlen(req.pipe, sizeof req.pipe));
+    if (len != sizeof req || pipe.size() == sizeof req.pipe || !pipe.starts_with(prefix)) continue;
+    try {
+      validate_name(pipe);
+      Connection c = Connection::open(pipe, PipeEnd::first);
+      (void)unlink_pipe(pipe);  // both ends are mapped: the name is no longer needed
+      return c;
+    } catch (const Error&) {
+      // The client gave up (its pipe is gone) or the request was not a
+      // pipe we can take: the next one.
+    }
+  }
+}
+
+Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
+                  const PipeOptions& options) {
+  check_listener_name(name);
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point deadline =
+      timeout ? start + *timeout : Clock::time_point::max();
+  auto backlog = detail::QueueCore::open(name, ObjectKind::listener, detail::kConnectRequestTag,
+                                         QueueOptions{});
+  // The pipe: unique per process and call, taken by this process.
+  static std::atomic<std::uint64_t> counter{0};
+  detail::ConnectRequest req{};
+  const std::string pipe = pipe_prefix(name) + std::to_string(::getpid()) + "-" +
+                           std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
+  std::memcpy(req.pipe, pipe.data(), pipe.size());
+  PipeOptions o = options;
+  o.duplex = true;
+  Connection c = Connection::create(pipe, PipeEnd::second, o);
+  const auto give_up = [&](Errc code, const std::string& why) { abandon(c, pipe, name, code, why); };
+  switch (backlog.put(bytes_of(req), &deadline, true)) {
+    case QueueResult::ok:
+      break;
+    case QueueResult::timed_out:
+      give_up(Errc::timed_out, "connect: the backlog stayed full");
+      break;
+    case QueueResult::closed:
+      give_up(Errc::closed, "connect: the listener is closed");
+      break;
+    default:
+      give_up(Errc::corrupted, "connect: the backlog is corrupted");
+  }
+  // Wait for accept(), checking now and then that the listener is alive.
+  auto pause = std::chrono::microseconds(20);
+  auto next_check = Clock::now();
+  while (!detail::ListenerAccess::peer_taken(c)) {
+    const auto now = Clock::now();
+    if (now >= deadline) give_up(Errc::timed_out, "connect: not accepted in time");
+    if (now >= next_check) {
+      next_check = now + std::chrono::milliseconds(10);
+      if (backlog.closed()) give_up(Errc::closed, "connect: the listener was closed");
+      bool alive = false;
+      try {
+        alive = SegmentView::open(std::string(name)).info().creator_alive;
+      } catch (const Error&) {
+        give_up(Errc::closed, "connect: the listener is gone");
+      }
+      if (!alive) give_up(Errc::peer_dead, "connect: the listener died");
+    }
+    std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - now));
+    pause = std::min(pause * 2, std::chrono::microseconds(2000));
+  }
+  return c;
+}
+
+}  // namespace shmbus

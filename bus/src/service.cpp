@@ -1,0 +1,226 @@
+#include "shmbus/service.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_set>
+
+#include "shmbus/detail/futex.hpp"
+#include "shmbus/pipe.hpp"
+
+namespace shmbus::detail {
+
+namespace {
+
+// How long a server waits on its clients' pipes before it looks at the
+// listener's backlog again: the longest a connecting client waits for an
+// accept() while the server idles.
+constexpr auto kAcceptSlice = std::chrono::milliseconds(2);
+// wait() takes at most this many ends at once.
+constexpr std::size_t kMaxWaitEnds = kMaxFutexWaiters;
+
+void put_frame(std::vector<std::byte>& frame, std::uint64_t id, FrameKind kind,
+               std::span<const std::byte> value) {
+  const ServiceHeader h{id, static_cast<std::uint32_t>(kind), 0};
+  frame.resize(sizeof h + value.size());
+  std::memcpy(frame.data(), &h, sizeof h);
+  if (!value.empty()) std::memcpy(frame.data() + sizeof h, value.data(), value.size());
+}
+
+// The header of a received frame; false when it is too short to have one.
+bool get_header(std::span<const std::byte> frame, ServiceHeader& h) noexcept {
+  if (frame.size() < sizeof h) return false;
+  std::memcpy(&h, frame.data(), sizeof h);
+  return true;
+}
+
+}  // namespace
+
+// ---- server ------------------------------------------------------------------
+
+struct ServiceServer::Peer {
+  Connection conn;
+  std::unordered_set<std::uint64_t> cancelled;  // ids the client cancelled
+  bool gone = false;                            // closed, dead, or dropped
+};
+
+ServiceServer::ServiceServer(std::string_view name, const ServiceOptions& options)
+    : listener_(name, options.listener), respond_timeout_(options.respond_timeout) {}
+ServiceServer::ServiceServer(ServiceServer&&) noexcept = default;
+ServiceServer& ServiceServer::operator=(ServiceServer&&) noexcept = default;
+ServiceServer::~ServiceServer() = default;
+
+std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point* deadline) {
+  std::vector<Connection*> ends;
+  std::vector<std::byte> frame;
+  for (;;) {
+    while (auto c = listener_.try_accept()) {
+      auto peer = std::make_shared<Peer>();
+      peer->conn = std::move(*c);
+      peers_.push_back(std::move(peer));
+    }
+    // One turn: at most one request from each client, starting after the
+    // client served last.
+    const std::size_t n = peers_.size();
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t i = (next_ + k) % n;
+      Peer& p = *peers_[i];
+      while (!p.gone && p.conn.poll()) {  // a frame, end of file or a death
+        ServiceHeader h{};
+        if (p.conn.recv_bytes(frame) != RecvResult::ok || !get_header(frame, h)) {
+          p.gone = true;  // closed, dead, corrupted, or a frame without a header
+          break;
+        }
+        if (h.kind == static_cast<std::uint32_t>(FrameKind::cancel)) {
+          p.cancelled.insert(h.id);
+          continue;  // cancels do not count as the client's turn
+        }
+        if (h.kind != static_cast<std::uint32_t>(FrameKind::request)) {
+          p.gone = true;  // a protocol error: drop the client
+          break;
+        }
+        if (p.cancelled.erase(h.id) != 0) continue;  // cancelled before we took it
+        next_ = i + 1;
+        Taken t{peers_[i], h.id, {}};
+        t.value.assign(frame.begin() + sizeof h, frame.end());
+        return t;
+      }
+    }
+    std::erase_if(peers_, [](const std::shared_ptr<Peer>& p) { return p->gone; });
+    const auto now = Clock::now();
+    if (deadline != nullptr && now >= *deadline) return std::nullopt;
+    // Sleep on every client's pipe, in slices that end for the backlog.
+    auto until = now + kAcceptSlice;
+    if (deadline != nullptr) until = std::min(until, *deadline);
+    if (peers_.empty()) {
+      if (auto c = listener_.accept_until(until)) {
+        auto peer = std::make_shared<Peer>();
+        peer->conn = std::move(*c);
+        peers_.push_back(std::move(peer));
+      }
+      continue;
+    }
+    ends.clear();
+    for (auto& p : peers_) ends.push_back(&p->conn);
+    // Over 128 clients: each group of 128 in turn, for a share of the slice.
+    const std::size_t groups = (ends.size() + kMaxWaitEnds - 1) / kMaxWaitEnds;
+    const auto share = (until - now) / static_cast<long>(groups);
+    for (std::size_t first = 0; first < ends.size(); first += kMaxWaitEnds) {
+      const std::size_t count = std::min(kMaxWaitEnds, ends.size() - first);
+      if (!shmbus::wait(std::span(ends).subspan(first, count), share).empty()) break;
+    }
+  }
+}
+
+bool ServiceServer::respond(const Taken& t, FrameKind kind, std::span<const std::byte> value) {
+  Peer& p = *t.peer;
+  if (p.gone) return false;
+  if (p.cancelled.count(t.id) != 0) return true;  // the caller no longer waits
+  put_frame(frame_, t.id, kind, value);
+  if (p.conn.send_bytes_for(frame_, respond_timeout_) == SendResult::ok) return true;
+  p.gone = true;  // dead, closed, or not reading its responses
+  p.conn.close();
+  return false;
+}
+
+bool ServiceServer::cancelled(const Taken& t) noexcept {
+  return t.peer->cancelled.count(t.id) != 0;
+}
+
+void ServiceServer::drop(const Taken& t) noexcept {
+  t.peer->gone = true;
+  t.peer->conn.close();
+}
+
+// ---- client ------------------------------------------------------------------
+
+ServiceClientCore::ServiceClientCore(std::string_view name,
+                                     std::optional<Clock::duration> connect_timeout,
+                                     const PipeOptions& options)
+    : name_(name), connect_timeout_(connect_timeout), options_(options) {
+  connect();
+}
+
+void ServiceClientCore::connect() { conn_ = Client(name_, connect_timeout_, options_); }
+
+void ServiceClientCore::server_gone(RecvResult why) {
+  conn_.reset();  // the next call connects again
+  // Every call in flight ends now, not at its timeout.
+  for (auto& [id, p] : pending_) {
+    if (!p.done) p.server_gone = true;
+  }
+  throw Error(Errc::peer_dead, name_,
+              std::string("the server ") + (why == RecvResult::eof ? "closed" : "died") +
+                  "; the request may have been executed");
+}
+
+std::uint64_t ServiceClientCore::send(std::span<const std::byte> value) {
+  if (!conn_) connect();
+  const std::uint64_t id = next_id_++;
+  put_frame(frame_, id, FrameKind::request, value);
+  const SendResult r = conn_->send_bytes(frame_);  // waits for room: back pressure
+  if (r != SendResult::ok) {
+    conn_.reset();
+    throw Error(Errc::peer_dead, name_, "request not sent: " + std::string(to_string(r)));
+  }
+  pending_[id];
+  return id;
+}
+
+std::optional<std::vector<std::byte>> ServiceClientCore::next(std::uint64_t id,
+                                                              const Clock::time_point* deadline,
+                                                              bool& last) {
+  for (;;) {
+    auto it = pending_.find(id);
+    if (it == pending_.end()) throw Error(Errc::invalid_argument, name_, "no such call");
+    Pending& p = it->second;
+    if (!p.responses.empty()) {
+      std::vector<std::byte> r = std::move(p.responses.front());
+      p.responses.pop_front();
+      last = p.done && p.responses.empty();
+      return r;
+    }
+    if (p.server_gone) {
+      pending_.erase(it);
+      throw Error(Errc::peer_dead, name_, "the server died; the request may have been executed");
+    }
+    if (p.failed) {
+      const std::string why = std::move(*p.failed);
+      pending_.erase(it);
+      throw Error(Errc::task_failed, name_, why);
+    }
+    if (!conn_) throw Error(Errc::peer_dead, name_, "the server is gone");
+    const RecvResult r = conn_->recv_bytes(frame_, SIZE_MAX, deadline);
+    if (r == RecvResult::timeout) return std::nullopt;
+    if (r != RecvResult::ok) server_gone(r);
+    ServiceHeader h{};
+    if (!get_header(frame_, h)) continue;  // untrusted: ignored
+    auto target = pending_.find(h.id);
+    if (target == pending_.end() || target->second.done) continue;  // unknown or cancelled
+    Pending& q = target->second;
+    const std::span<const std::byte> value(frame_.data() + sizeof h, frame_.size() - sizeof h);
+    switch (static_cast<FrameKind>(h.kind)) {
+      case FrameKind::response:
+      case FrameKind::last:
+        q.responses.emplace_back(value.begin(), value.end());
+        q.done = h.kind == static_cast<std::uint32_t>(FrameKind::last);
+        break;
+      case FrameKind::failed:
+        q.failed.emplace(reinterpret_cast<const char*>(value.data()), value.size());
+        break;
+      default:
+        break;  // not a response kind: ignored
+    }
+  }
+}
+
+void ServiceClientCore::cancel(std::uint64_t id) noexcept {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  it->second.done = true;  // later responses are dropped
+  it->second.responses.clear();
+  if (!conn_) return;
+  put_frame(frame_, id, FrameKind::cancel, {});
+  (void)conn_->try_send_bytes(frame_);  // best effort: a full pipe keeps the call running
+}
+
+}  // namespace shmbus::detail

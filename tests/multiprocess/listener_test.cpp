@@ -1,0 +1,132 @@
+// Listener / Client across real processes: many clients at once and over
+// time, EOF and death, timeouts, a dead or closed listener, bad names.
+#include <dirent.h>
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <string>
+#include <vector>
+
+#include "shmbus/listener.hpp"
+#include "shmbus/queue.hpp"
+#include "test_support.hpp"
+
+namespace shmbus {
+namespace {
+
+using namespace std::chrono_literals;
+using test::SegmentGuard;
+using test::unique_name;
+
+// Names in /dev/shm of `listener`'s connection pipes.
+int pipes_left(const std::string& listener) {
+  const std::string prefix = "shmbus." + listener + ".conn-";
+  int n = 0;
+  if (DIR* d = ::opendir("/dev/shm")) {
+    while (const dirent* e = ::readdir(d)) n += std::string(e->d_name).starts_with(prefix);
+    ::closedir(d);
+  }
+  return n;
+}
+
+// A client process: connects, sends `id`, expects id * 10 back.
+pid_t client(const std::string& name, int id) {
+  return test::fork_child([name, id] {
+    Connection c = Client(name, 10s);
+    if (c.send(id) != SendResult::ok) return 1;
+    int reply = 0;
+    if (c.recv_for(reply, 10s) != RecvResult::ok || reply != id * 10) return 2;
+    c.close();
+    return 0;
+  });
+}
+
+void serve(Listener& listener, int clients) {
+  for (int i = 0; i < clients; ++i) {
+    auto c = listener.accept_for(10s);
+    ASSERT_TRUE(c.has_value());
+    int id = 0;
+    ASSERT_EQ(c->recv_for(id, 10s), RecvResult::ok);
+    ASSERT_EQ(c->send(id * 10), SendResult::ok);
+    int none = 0;
+    EXPECT_EQ(c->recv_for(none, 10s), RecvResult::eof);  // the client closed
+  }
+}
+
+TEST(Listener, AcceptsSeveralClientsAtOnceAndOverTime) {
+  SegmentGuard g(unique_name("lst"));
+  Listener listener(g.name());
+  for (int wave = 0; wave < 2; ++wave) {
+    std::vector<pid_t> kids;
+    for (int i = 0; i < 4; ++i) kids.push_back(client(g.name(), wave * 10 + i));
+    serve(listener, 4);
+    for (pid_t k : kids) EXPECT_EQ(test::wait_child(k).code, 0);
+  }
+  EXPECT_EQ(pipes_left(g.name()), 0);  // accept() unlinks each pipe's name
+}
+
+TEST(Listener, DeadClientReadsAsPeerDead) {
+  SegmentGuard g(unique_name("lstd"));
+  Listener listener(g.name());
+  const pid_t kid = test::fork_child([&] {
+    Connection c = Client(g.name(), 10s);
+    (void)c.send(1);
+    ::raise(SIGKILL);
+    return 0;
+  });
+  auto c = listener.accept_for(10s);
+  ASSERT_TRUE(c.has_value());
+  int v = 0;
+  EXPECT_EQ(c->recv_for(v, 10s), RecvResult::ok);
+  EXPECT_EQ(test::wait_child(kid).signal, SIGKILL);
+  EXPECT_EQ(c->recv_for(v, 10s), RecvResult::peer_dead);
+}
+
+TEST(Listener, ClientThatGaveUpIsSkipped) {
+  SegmentGuard g(unique_name("lstt"));
+  Listener listener(g.name());
+  EXPECT_EQ(test::code_of([&] { (void)Client(g.name(), 30ms); }), Errc::timed_out);
+  EXPECT_EQ(pipes_left(g.name()), 0);  // its pipe went with it
+  EXPECT_EQ(listener.pending(), 1u);   // its request stays until accept() skips it
+  EXPECT_FALSE(listener.accept_for(20ms).has_value());
+  EXPECT_EQ(listener.pending(), 0u);
+}
+
+TEST(Listener, AcceptForReturnsNothingByItsDeadline) {
+  SegmentGuard g(unique_name("lsta"));
+  Listener listener(g.name());
+  EXPECT_FALSE(listener.accept_for(20ms).has_value());
+}
+
+TEST(Listener, ClientOfADeadListenerFailsInsteadOfWaiting) {
+  SegmentGuard g(unique_name("lstk"));
+  const pid_t owner = test::fork_child([&] {
+    Listener listener(g.name());
+    ::raise(SIGKILL);
+    return 0;
+  });
+  ASSERT_EQ(test::wait_child(owner).signal, SIGKILL);
+  EXPECT_EQ(test::code_of([&] { (void)Client(g.name()); }), Errc::peer_dead);
+  EXPECT_EQ(pipes_left(g.name()), 0);
+}
+
+TEST(Listener, ClosedListenerRefusesAcceptAndClients) {
+  SegmentGuard g(unique_name("lstc"));
+  Listener listener(g.name());
+  listener.close();
+  EXPECT_EQ(test::code_of([&] { (void)listener.accept(); }), Errc::closed);
+  EXPECT_EQ(test::code_of([&] { (void)Client(g.name(), 1s); }), Errc::not_found);
+}
+
+TEST(Listener, BadNamesAreClearErrors) {
+  SegmentGuard g(unique_name("lstq"));
+  auto q = Queue<int>::create(g.name());
+  EXPECT_EQ(test::code_of([&] { (void)Client(g.name(), 1s); }), Errc::wrong_kind);
+  EXPECT_EQ(test::code_of([&] { (void)Client(unique_name("absent"), 1s); }), Errc::not_found);
+  EXPECT_EQ(test::code_of([&] { Listener l(std::string(kMaxListenerName + 1, 'x')); }),
+            Errc::invalid_name);
+  EXPECT_EQ(test::code_of([&] { Listener l(g.name()); }), Errc::already_exists);
+}
+
+}  // namespace
+}  // namespace shmbus

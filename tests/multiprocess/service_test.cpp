@@ -1,0 +1,198 @@
+// Service / ServiceClient across real processes: calls in flight from
+// several clients, several responses, errors, cancellation, a server's
+// death answered at once and a restarted server, a dead client, and a
+// flooding client that does not starve another.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <string>
+#include <vector>
+
+#include "shmbus/service.hpp"
+#include "test_support.hpp"
+
+namespace shmbus {
+namespace {
+
+using namespace std::chrono_literals;
+using test::SegmentGuard;
+using test::unique_name;
+using Lengths = Service<std::string, std::size_t>;
+using LengthsClient = ServiceClient<std::string, std::size_t>;
+
+TEST(Service, ManyClientsWithCallsInFlight) {
+  SegmentGuard g(unique_name("svc"));
+  Lengths server(g.name());
+  constexpr int kClients = 4, kCalls = 40, kInFlight = 8;
+  std::vector<pid_t> kids;
+  for (int c = 0; c < kClients; ++c) {
+    kids.push_back(test::fork_child([&, c] {
+      LengthsClient client(g.name(), 10s);
+      for (int i = 0; i < kCalls; i += kInFlight) {
+        std::vector<PendingCall<std::string, std::size_t>> calls;
+        for (int k = 0; k < kInFlight; ++k)
+          calls.push_back(client.call_async(std::string(static_cast<std::size_t>(c + i + k), 'x')));
+        for (int k = kInFlight - 1; k >= 0; --k)  // collected out of order
+          if (calls[static_cast<std::size_t>(k)].get_for(10s) != static_cast<std::size_t>(c + i + k))
+            return 1;
+      }
+      return 0;
+    }));
+  }
+  for (int n = 0; n < kClients * kCalls; ++n) {
+    auto req = server.take_for(10s);
+    ASSERT_TRUE(req.has_value()) << n;
+    EXPECT_TRUE(req->respond(req->value().size()));
+  }
+  for (pid_t k : kids) EXPECT_EQ(test::wait_child(k).code, 0);
+}
+
+TEST(Service, SeveralResponsesErrorsAndCancellation) {
+  SegmentGuard g(unique_name("svcm"));
+  Service<int, int> server(g.name());
+  const pid_t kid = test::fork_child([&] {
+    ServiceClient<int, int> client(g.name(), 10s);
+    auto stream = client.call_async(3);
+    for (int i = 0; i < 3; ++i)
+      if (stream.next_for(10s) != i) return 1;
+    if (stream.next_for(10s).has_value()) return 2;  // the last one came with i == 2
+    try {
+      (void)client.call(-1, 10s);
+      return 3;
+    } catch (const Error& e) {
+      if (e.code() != Errc::task_failed) return 4;
+    }
+    auto dropped = client.call_async(100);
+    dropped.cancel();
+    return client.call(7, 10s) == 7 ? 0 : 5;  // the connection still works
+  });
+  for (;;) {
+    auto req = server.take_for(10s);
+    ASSERT_TRUE(req.has_value());
+    if (req->value() == 3) {
+      for (int i = 0; i < 3; ++i) req->respond(i, i == 2);
+    } else if (req->value() < 0) {
+      req->fail("negative");
+    } else if (req->value() == 100) {
+      continue;  // the cancelled call, if it was taken before its cancel came
+    } else {
+      req->respond(req->value());
+      break;
+    }
+  }
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+}
+
+TEST(Service, ServerDeathEndsEveryPendingCallAtOnceAndARestartServes) {
+  SegmentGuard g(unique_name("svck"));
+  test::SharedBlock<std::atomic<int>> taken;
+  auto dying_server = [&] {
+    return test::fork_child([&] {
+      Lengths server(g.name());
+      auto req = server.take_for(10s);  // takes one request, answers none
+      taken->store(1);
+      ::raise(SIGKILL);
+      return 0;
+    });
+  };
+  pid_t server = dying_server();
+  ASSERT_TRUE(test::poll_until([&] {
+    try {
+      LengthsClient probe(g.name(), 50ms);
+      return true;
+    } catch (const Error&) {
+      return false;
+    }
+  }));
+  LengthsClient client(g.name(), 10s);
+  std::vector<PendingCall<std::string, std::size_t>> calls;
+  for (int i = 0; i < 3; ++i) calls.push_back(client.call_async("abc"));
+  EXPECT_EQ(test::wait_child(server).signal, SIGKILL);
+  for (auto& c : calls) {
+    const auto start = Clock::now();
+    EXPECT_EQ(test::code_of([&] { (void)c.get_for(30s); }), Errc::peer_dead);
+    EXPECT_LT(Clock::now() - start, 20s);  // answered by the death, not the timeout
+  }
+  // A server restarted under the name serves the same client's next call.
+  const pid_t again = test::fork_child([&] {
+    Lengths s(g.name());
+    auto req = s.take_for(10s);
+    return req && req->respond(req->value().size()) ? 0 : 1;
+  });
+  std::size_t n = 0;
+  ASSERT_TRUE(test::poll_until([&] {
+    try {
+      n = client.call("hello", 10s);
+      return true;
+    } catch (const Error& e) {
+      // Not up yet: no listener, or still the dead one's.
+      if (e.code() != Errc::not_found && e.code() != Errc::peer_dead) throw;
+      return false;
+    }
+  }));
+  EXPECT_EQ(n, 5u);
+  EXPECT_EQ(test::wait_child(again).code, 0);
+}
+
+TEST(Service, DeadClientIsDropped) {
+  SegmentGuard g(unique_name("svcd"));
+  Lengths server(g.name());
+  const pid_t kid = test::fork_child([&] {
+    LengthsClient client(g.name(), 10s);
+    (void)client.call_async("x");
+    ::raise(SIGKILL);
+    return 0;
+  });
+  auto req = server.take_for(10s);
+  ASSERT_TRUE(req.has_value());
+  EXPECT_EQ(test::wait_child(kid).signal, SIGKILL);
+  EXPECT_FALSE(server.take_for(50ms).has_value());  // sees the death, drops it
+  EXPECT_EQ(server.clients(), 0u);
+  EXPECT_FALSE(req->respond(1));
+}
+
+// A client that floods requests gets one taken per turn, like any other.
+TEST(Service, FloodingClientDoesNotStarveAnother) {
+  SegmentGuard g(unique_name("svcf"));
+  Service<int, int> server(g.name());
+  const pid_t flood = test::fork_child([&] {
+    ServiceClient<int, int> c(g.name(), 10s);
+    std::vector<PendingCall<int, int>> calls;
+    for (int i = 0; i < 200; ++i) calls.push_back(c.call_async(1));  // client 1
+    for (auto& p : calls) (void)p.get_for(30s);
+    return 0;
+  });
+  // Let the flood queue up before the second client comes.
+  int from_flood = 0;
+  while (from_flood < 5) {
+    auto req = server.take_for(10s);
+    ASSERT_TRUE(req.has_value());
+    from_flood += req->value() == 1;
+    req->respond(0);
+  }
+  const pid_t other = test::fork_child([&] {
+    ServiceClient<int, int> c(g.name(), 10s);
+    for (int i = 0; i < 10; ++i)
+      if (c.call(2, 30s) != 0) return 1;
+    return 0;
+  });
+  int flood_while_other = 0, other_served = 0;
+  while (other_served < 10) {
+    auto req = server.take_for(10s);
+    ASSERT_TRUE(req.has_value());
+    if (req->value() == 2) {
+      ++other_served;
+    } else if (other_served > 0) {
+      ++flood_while_other;
+    }
+    req->respond(0);
+  }
+  // Round robin: one flood request per turn while the other is served.
+  EXPECT_LE(flood_while_other, 10);
+  EXPECT_EQ(test::wait_child(other).code, 0);
+  while (auto req = server.take_for(200ms)) req->respond(0);
+  EXPECT_EQ(test::wait_child(flood).code, 0);
+}
+
+}  // namespace
+}  // namespace shmbus
