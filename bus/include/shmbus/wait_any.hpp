@@ -46,7 +46,15 @@
 // timeout) before sleeping and after every wake, and every sleep hands the
 // list to the watcher and takes it back (two futex wakes and one eventfd
 // write); a wake by a descriptor goes through the watcher (one more thread
-// hop), a wake by a shmbus object does not. Figures: README, "wait()".
+// hop), a wake by a shmbus object does not.
+//
+// Measured (bench/wait_any_bench.cpp, 8 B round trips, 2-vCPU VM, ratios
+// within one run; README): over 64 pipes with one active, busy-poll and
+// adaptive 1.5-2.0x the same traffic on one pipe with plain recv (each
+// pass checks every object's hot word, 2-4 ns an object), blocking 1.12x
+// (1.16x Linux epoll_wait over 64 pipes); an idle descriptor in the set
+// adds one ppoll per call (about 0.7 us there); fileno() + epoll_wait
+// 1.22x a raw eventfd ping-pong.
 //
 // Liveness: a pipe end whose peer died, or a queue whose head is held by a
 // dead participant (repaired as a get() would), is seen within 10 ms.
