@@ -9,7 +9,9 @@
 #include <cstring>
 #include <ctime>
 #include <new>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <thread>
 #include <utility>
@@ -123,23 +125,24 @@ std::string describe_kind(std::uint32_t raw) {
 
 }  // namespace
 
-// A named segment's region, or an anonymous segment's own mmap().
+// A created segment's Boost.Interprocess region, or our own mmap() of an
+// anonymous segment or of one we opened.
 struct Segment::Mapping {
   bip::mapped_region region;
-  void* anonymous = nullptr;
-  std::size_t anonymous_size = 0;
+  void* mapped = nullptr;
+  std::size_t mapped_size = 0;
 
   Mapping() = default;
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
   ~Mapping() {
-    if (anonymous != nullptr) ::munmap(anonymous, anonymous_size);
+    if (mapped != nullptr) ::munmap(mapped, mapped_size);
   }
   [[nodiscard]] void* address() const noexcept {
-    return anonymous != nullptr ? anonymous : region.get_address();
+    return mapped != nullptr ? mapped : region.get_address();
   }
   [[nodiscard]] std::size_t size() const noexcept {
-    return anonymous != nullptr ? anonymous_size : region.get_size();
+    return mapped != nullptr ? mapped_size : region.get_size();
   }
 };
 
@@ -280,8 +283,8 @@ Segment Segment::create_anonymous(ObjectKind kind, TypeTag type, std::size_t pay
     throw Error(Errc::system, what,
                 "sizing or mapping " + std::to_string(total) + " bytes: " + std::strerror(err));
   }
-  mapping->anonymous = base;
-  mapping->anonymous_size = total;
+  mapping->mapped = base;
+  mapping->mapped_size = total;
   Segment seg(std::string(), std::move(mapping));
   initialise(seg, kind, type, capacity, init, options);
   return seg;
@@ -293,6 +296,43 @@ Segment Segment::make(SegmentName name, ObjectKind kind, TypeTag type, std::size
   return create_anonymous(kind, type, payload_size, init, options);
 }
 
+namespace {
+
+// Opens "/dev/shm/<os>" and maps all of it when it holds at least a
+// header: {base (nullptr if not mapped), file size}. Non-blocking and
+// regular files only: a FIFO or device named like an object must not hang
+// or feed us (a blocking open of a FIFO waits for a writer forever).
+std::pair<void*, std::size_t> map_existing(const std::string& os, const std::string& object) {
+  // shm_open adds O_NOFOLLOW and O_CLOEXEC.
+  const int fd = ::shm_open(os.c_str(), O_RDWR | O_NONBLOCK, 0);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) throw Error(Errc::not_found, object, "no shmbus object of that name");
+    if (err == EACCES) throw Error(Errc::permission_denied, object, "open: permission denied");
+    throw Error(Errc::system, object, std::string("open: ") + std::strerror(err));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(Errc::corrupted, object, "not a regular shared-memory file");
+  }
+  const auto size = static_cast<std::size_t>(st.st_size);
+  if (size >= kHeaderSize) {
+    void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      throw Error(Errc::system, object, std::string("mmap: ") + std::strerror(err));
+    }
+    ::close(fd);  // the mapping keeps the memory
+    return {base, size};
+  }
+  ::close(fd);
+  return {nullptr, size};
+}
+
+}  // namespace
+
 Segment Segment::open(std::string_view name, ObjectKind kind, TypeTag type,
                       const SegmentOptions& options) {
   validate_name(name);
@@ -303,23 +343,12 @@ Segment Segment::open(std::string_view name, ObjectKind kind, TypeTag type,
 
   for (;;) {
     auto mapping = std::make_shared<Mapping>();
-    bip::offset_t file_size = 0;
-    try {
-      bip::shared_memory_object shm(bip::open_only, os.c_str(), bip::read_write);
-      if (!shm.get_size(file_size)) {
-        throw Error(Errc::system, object, "cannot read the object's size");
-      }
-      if (static_cast<std::size_t>(file_size) >= kHeaderSize) {
-        mapping->region =
-            bip::mapped_region(shm, bip::read_write, 0, static_cast<std::size_t>(file_size));
-      }
-    } catch (const bip::interprocess_exception& e) {
-      rethrow_boost(e, name, "open");
-    }
-    const auto size = static_cast<std::size_t>(file_size);
+    const auto [base, size] = map_existing(os, object);
+    mapping->mapped = base;
+    mapping->mapped_size = base != nullptr ? size : 0;
 
     if (size >= kHeaderSize) {
-      const auto* h = static_cast<const SegmentHeader*>(mapping->region.get_address());
+      const auto* h = static_cast<const SegmentHeader*>(mapping->address());
       // [segment.ready] acquire: pairs with the creator's release store;
       // after it every header field below is set and stable.
       auto state = h->state.load(std::memory_order_acquire);

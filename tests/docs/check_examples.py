@@ -14,8 +14,9 @@ Where examples are found:
 How an example compiles: after tests/docs/example_prelude.hpp (which
 declares what a reader supplies: Order, handle(), xs, ...), each example
 becomes `namespace example_N { <leading definitions> void run() { <rest> } }`.
-Leading lines of the form `T name(args) { body }` (one-line functions) and
-#include / using lines stay at namespace scope. A `#line` directive points
+Leading lines of the form `T name(args) { body }` (one-line functions),
+leading `struct X {` ... `};` definitions and #include / using lines stay
+at namespace scope. A `#line` directive points
 each error at the README or header line it came from.
 
 Writing an example that compiles: use the real API, declare what you use
@@ -30,6 +31,7 @@ import tempfile
 from pathlib import Path
 
 DEF_RE = re.compile(r"^[A-Za-z_][\w:<>,\s\*&]*\s+[A-Za-z_]\w*\([^;]*\)\s*\{.*\}\s*$")
+TYPE_RE = re.compile(r"^(struct|class)\s+[A-Za-z_]\w*\s*\{\s*$")
 
 
 def markdown_blocks(path):
@@ -79,10 +81,19 @@ def header_blocks(path):
 def render(index, block):
     path, start, lines = block
     head, body, i = [], [], 0
-    while i < len(lines) and (DEF_RE.match(lines[i]) or lines[i].startswith(("#include", "using "))
-                              or not lines[i].strip()):
-        head.append((start + i, lines[i]))
-        i += 1
+    while i < len(lines):
+        if DEF_RE.match(lines[i]) or lines[i].startswith(("#include", "using ")) \
+                or not lines[i].strip():
+            head.append((start + i, lines[i]))
+            i += 1
+        elif TYPE_RE.match(lines[i]):  # a leading struct/class, up to its `};`
+            while i < len(lines):
+                head.append((start + i, lines[i]))
+                i += 1
+                if lines[i - 1].rstrip() == "};":
+                    break
+        else:
+            break
     body = [(start + j, lines[j]) for j in range(i, len(lines))]
     out = []
     includes = [(n, l) for n, l in head if l.startswith("#include")]

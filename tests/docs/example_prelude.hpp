@@ -5,6 +5,7 @@
 // free of scaffolding.
 #pragma once
 
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -42,6 +43,12 @@ inline const std::byte* pixels = nullptr;
 inline std::size_t n = 0;
 inline shmbus::Connection from_a, from_b, from_c;
 inline std::vector<shmbus::Connection*> ready;
+// Declared, never defined: examples are only compiled.
+extern shmbus::Connection conn, other;
+extern shmbus::Queue<int> results, tasks, queue;
+extern shmbus::Event stop_event;
+extern shmbus::Process worker;
+inline int sock = -1, ep = -1, item = 0;
 
 }  // namespace example_prelude
 

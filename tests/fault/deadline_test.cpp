@@ -256,5 +256,17 @@ TEST(DeadlineProcess, JoinForReturnsWhileTheChildHangs) {
   p.join();
 }
 
+// Case 4, in the library: opening an object whose name is a FIFO (anyone
+// who can write /dev/shm can make one) is an error, not an open that
+// waits for a writer forever.
+TEST(DeadlineOpen, FifoNamedLikeAnObjectIsRefusedNotWaitedOn) {
+  SegmentGuard g(unique_name("dlfifo"));
+  ASSERT_EQ(::mkfifo(test::shm_path(g.name()).c_str(), 0600), 0);
+  EXPECT_EQ(in_child([&] {
+              return static_cast<int>(test::code_of([&] { (void)Queue<int>::open(g.name()); }));
+            }),
+            static_cast<int>(Errc::corrupted));
+}
+
 }  // namespace
 }  // namespace shmbus

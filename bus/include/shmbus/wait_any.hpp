@@ -4,8 +4,9 @@
 //
 //   std::vector<std::size_t> ready;                 // reused: no allocation in a loop
 //   for (;;) {
-//     shmbus::wait({results, tasks, stop, worker, shmbus::Waitable::fd(sock)}, ready, 100ms);
-//     for (std::size_t i : ready) { ... }           // positions in the list, in order
+//     shmbus::wait({results, tasks, stop_event, worker, shmbus::Waitable::fd(sock)}, ready,
+//                  100ms);
+//     for (std::size_t i : ready) handle(i);        // positions in the list, in order
 //   }
 //
 // What makes each kind ready (a wait returns at once for a ready one):
