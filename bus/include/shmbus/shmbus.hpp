@@ -18,6 +18,7 @@
 #include "shmbus/segment_info.hpp"
 #include "shmbus/semaphore.hpp"
 #include "shmbus/shared_memory.hpp"
+#include "shmbus/topic.hpp"
 #include "shmbus/topology.hpp"
 #include "shmbus/value.hpp"
 #include "shmbus/version.hpp"
