@@ -295,7 +295,10 @@ Subscriber Topic::subscribe(const SubscribeOptions& options) {
   const std::uint64_t joined =
       std::max(start, c->publisher.write_seq.load(std::memory_order_seq_cst));
   line.joined_at.store(joined, std::memory_order_relaxed);  // relaxed: for inspection
-  return Subscriber(segment_, config_, index, options.policy, start, joined);
+  // Without history the stream starts where it is owed: what was published
+  // between our two loads is neither delivered nor counted.
+  return Subscriber(segment_, config_, index, options.policy,
+                    options.history == 0 ? joined : start, joined);
 }
 
 // --- Publisher ---------------------------------------------------------------
