@@ -438,7 +438,7 @@ PublishResult Publisher::wait_room(const Clock::time_point* deadline) noexcept {
   control_->publisher.blocked.fetch_add(1, std::memory_order_relaxed);
   std::int64_t next_check = now_ns() + std::chrono::nanoseconds(kLivenessInterval).count();
   const auto spin_start = Clock::now();
-  for (unsigned i = 1;; ++i) {
+  for (;;) {
     if (scan()) return PublishResult::ok;
     const auto now = Clock::now();
     if (deadline != nullptr && now >= *deadline) return PublishResult::timeout;
@@ -457,7 +457,6 @@ PublishResult Publisher::wait_room(const Clock::time_point* deadline) noexcept {
     Clock::time_point until = now + kLivenessInterval;
     if (deadline != nullptr && *deadline < until) until = *deadline;
     (void)detail::sleep_until(control_->wake.space, [&] { return scan(); }, &until, [] {});
-    (void)i;
   }
 }
 
@@ -504,13 +503,26 @@ PublishResult Publisher::commit() noexcept {
     // never sleep, so nobody needs waking.
     w.store(pos_, std::memory_order_release);
   } else {
-    // [wait.sleepers] seq_cst: the state a sleeping subscriber's ready()
-    // loads, before notify() loads the sleepers count. One FUTEX_WAKE
-    // wakes every sleeper; none is made when nobody sleeps.
+    // [topic.wake] seq_cst: the state a sleeping subscriber's ready()
+    // loads, before wake_subscribers() loads the word it arms.
     w.store(pos_, std::memory_order_seq_cst);
-    detail::notify(control_->wake.data);
+    wake_subscribers();
   }
   return PublishResult::ok;
+}
+
+void Publisher::wake_subscribers() noexcept {
+  auto& word = control_->wake.data;
+  // [topic.wake] seq_cst: pairs with the subscriber's arming CAS. Either
+  // this load sees the arm, or the subscriber's seq_cst ready() check
+  // after its arm sees what we stored above.
+  const std::uint32_t w = word.load(std::memory_order_seq_cst);
+  if ((w & detail::kTopicArmed) == 0) return;  // nobody sleeps: no system call
+  // [topic.wake] seq_cst exchange: a sleeper's futex_wait on the armed
+  // value now fails or is woken below; one wake-up per arm.
+  if ((word.exchange((w + 2) & ~detail::kTopicArmed, std::memory_order_seq_cst) &
+       detail::kTopicArmed) != 0)
+    (void)detail::futex_wake(word);  // shared futex: the word is in a shared segment
 }
 
 PublishResult Publisher::copy_in(std::span<const std::byte> msg,
@@ -566,7 +578,7 @@ void Publisher::close() noexcept {
     // [topic.closed] seq_cst: after every message published; pairs with
     // the subscriber's load in ended() and is the state ready() sees.
     control_->publisher.closed.store(1, std::memory_order_seq_cst);
-    detail::notify(control_->wake.data);
+    wake_subscribers();
     std::uint64_t expected = me;
     // [topic.owner] release: the role is free for the next publisher.
     (void)owner.compare_exchange_strong(expected, 0, std::memory_order_release,
@@ -674,7 +686,7 @@ bool Subscriber::ready() const noexcept {
 }
 
 const std::atomic<std::uint32_t>* Subscriber::wait_word() const noexcept {
-  return control_ == nullptr ? nullptr : &control_->wake.data.seq;
+  return control_ == nullptr ? nullptr : &control_->wake.data;
 }
 
 std::uint64_t Subscriber::lag() const noexcept {
@@ -793,10 +805,25 @@ std::optional<ReceiveResult> Subscriber::ended() noexcept {
   return std::nullopt;
 }
 
+void Subscriber::sleep_for_data(Clock::time_point until) noexcept {
+  auto& word = control_->wake.data;
+  // [topic.wake] seq_cst (load and CAS): the arm precedes our ready()
+  // check in the total order; pairs with the publisher's load.
+  std::uint32_t w = word.load(std::memory_order_seq_cst);
+  if ((w & detail::kTopicArmed) == 0) {
+    if (!word.compare_exchange_strong(w, w | detail::kTopicArmed, std::memory_order_seq_cst))
+      return;  // the publisher moved the count: something happened, look again
+    w |= detail::kTopicArmed;
+  }
+  if (ready()) return;
+  // Shared futex (not PRIVATE): the word lives in a segment every process maps.
+  (void)detail::futex_wait(word, w, &until);
+}
+
 ReceiveResult Subscriber::wait_data(const Clock::time_point* deadline) noexcept {
   publish_read();  // a reliable subscriber's publisher may wait for this room
   const auto start = Clock::now();
-  for (unsigned i = 1;; ++i) {
+  for (;;) {
     if (ready()) {
       std::uint64_t seen = 0;
       if (state(seen) != SlotState::empty) return ReceiveResult::ok;
@@ -816,8 +843,7 @@ ReceiveResult Subscriber::wait_data(const Clock::time_point* deadline) noexcept 
     }
     Clock::time_point until = now + kLivenessInterval;
     if (deadline != nullptr && *deadline < until) until = *deadline;
-    (void)detail::sleep_until(control_->wake.data, [&] { return ready(); }, &until, [] {});
-    (void)i;
+    sleep_for_data(until);
   }
 }
 

@@ -290,6 +290,7 @@ class Publisher {
   PublishResult acquire(std::size_t n, const Clock::time_point* deadline, bool try_only,
                         std::byte*& p) noexcept;
   PublishResult commit() noexcept;
+  void wake_subscribers() noexcept;
   PublishResult copy_in(std::span<const std::byte> msg, const Clock::time_point* deadline,
                         bool try_only) noexcept;
   bool take_over() noexcept;
@@ -380,7 +381,9 @@ class Subscriber {
 
   // For a wait over several objects (issue 17): true when recv would not
   // wait (a message, a lap, or corruption at our position); the futex
-  // word every subscriber of the topic sleeps on (see [wait.sleepers]).
+  // word every subscriber of the topic sleeps on ([topic.wake] in
+  // detail/topic_format.hpp: arm bit 0 with a CAS, re-check ready(), then
+  // sleep on the armed value).
   [[nodiscard]] bool ready() const noexcept;
   [[nodiscard]] const std::atomic<std::uint32_t>* wait_word() const noexcept;
 
@@ -424,6 +427,7 @@ class Subscriber {
                      bool try_only) noexcept;
   [[nodiscard]] SlotState state(std::uint64_t& seen) const noexcept;
   ReceiveResult wait_data(const Clock::time_point* deadline) noexcept;
+  void sleep_for_data(Clock::time_point until) noexcept;
   [[nodiscard]] std::optional<ReceiveResult> ended() noexcept;
   void skip_lapped(std::uint64_t seen) noexcept;
   ReceiveResult recv_value(std::span<std::byte> buf, std::size_t& n,

@@ -71,9 +71,19 @@ struct alignas(64) TopicPublisherLine {
 
 // Wake-up words: `data` for subscribers waiting for a message (all share
 // it: one FUTEX_WAKE wakes every one), `space` for a publisher waiting for
-// a reliable subscriber. Written only around sleeps ([wait.sleepers]).
+// a reliable subscriber ([wait.sleepers]). Written only around sleeps.
+//
+// [topic.wake] `data` is an event count whose bit 0 says "armed": a
+// subscriber about to sleep sets it (CAS) and sleeps on the armed value;
+// the publisher, after each publication, loads the word and only when it
+// is armed replaces it with the next unarmed count and makes one
+// FUTEX_WAKE for all. Subscribers that armed before that wake-up do not
+// make the next publication wake again, so a publisher never pays a system
+// call per message for sleepers that have not run yet.
+inline constexpr std::uint32_t kTopicArmed = 1;
 struct alignas(64) TopicWakeLine {
-  WaitChannel data;
+  std::atomic<std::uint32_t> data;  // [topic.wake]
+  std::atomic<std::uint32_t> reserved;
   WaitChannel space;
   std::atomic<std::uint32_t> high_water;  // records ever claimed: 1 + the highest index
 };
