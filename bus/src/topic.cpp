@@ -37,20 +37,23 @@ constexpr auto kLivenessInterval = std::chrono::milliseconds(10);
 // claimer takes a record holding it.
 constexpr std::uint64_t kEvicting = ~std::uint64_t{0};
 
-// Forks seen by this process (pthread_atfork child handler): a handle
-// whose generation differs was inherited and takes its role over.
-std::atomic<std::uint64_t> g_fork_gen{0};
-void on_fork_child() noexcept {
-  // relaxed: the child is single-threaded here; only it reads its copy.
-  g_fork_gen.fetch_add(1, std::memory_order_relaxed);
+// Forks this process took part in, as parent or child (pthread_atfork).
+// A handle remembers the value at its last use here: a different one
+// means a fork came since. In a child the handle was inherited and takes
+// its role over on first use; in a parent, close() leaves alone a handle
+// not used since a fork (a child may hold its role now).
+std::atomic<std::uint64_t> g_fork_epoch{0};
+void on_fork() noexcept {
+  // relaxed: each process reads only its own copy.
+  g_fork_epoch.fetch_add(1, std::memory_order_relaxed);
 }
 void register_atfork() {
   static std::once_flag once;
-  std::call_once(once, [] { ::pthread_atfork(nullptr, nullptr, on_fork_child); });
+  std::call_once(once, [] { ::pthread_atfork(nullptr, on_fork, on_fork); });
 }
-std::uint64_t fork_gen() noexcept {
-  // relaxed: written only by this process's own fork child handler.
-  return g_fork_gen.load(std::memory_order_relaxed);
+std::uint64_t fork_epoch() noexcept {
+  // relaxed: written only by this process's own fork handlers.
+  return g_fork_epoch.load(std::memory_order_relaxed);
 }
 
 std::int64_t now_ns() noexcept {
@@ -314,7 +317,7 @@ Publisher::Publisher(std::shared_ptr<detail::Segment> segment, const detail::Top
   max_subscribers_ = k.max_subscribers;
   policy_ = policy_of(k);
   owner_word_ = this_process().pack();
-  fork_gen_ = fork_gen();
+  fork_epoch_ = fork_epoch();
   // relaxed: the role is ours (taken by the CAS in Topic::publisher()).
   pos_ = control_->publisher.write_seq.load(std::memory_order_relaxed);
   // A predecessor may have died between publishing a slot (done) and
@@ -351,7 +354,7 @@ Publisher& Publisher::operator=(Publisher&& o) noexcept {
     corrupted_ = o.corrupted_;
     last_error_ = o.last_error_;
     owner_word_ = o.owner_word_;
-    fork_gen_ = o.fork_gen_;
+    fork_epoch_ = o.fork_epoch_;
   }
   return *this;
 }
@@ -363,6 +366,10 @@ bool Publisher::take_over() noexcept {
   auto& owner = control_->publisher.owner;
   // [topic.owner] acquire: see Topic::publisher().
   std::uint64_t cur = owner.load(std::memory_order_acquire);
+  if (cur == me) {  // a parent using its handle after a fork: still ours
+    fork_epoch_ = fork_epoch();
+    return true;
+  }
   while (cur != me) {
     // The role passes from a parent to the forked child that uses it.
     if (cur != owner_word_ && cur != 0) return false;
@@ -374,7 +381,7 @@ bool Publisher::take_over() noexcept {
   } catch (...) {        // a full table only affects the resource tracker
   }
   owner_word_ = me;
-  fork_gen_ = fork_gen();
+  fork_epoch_ = fork_epoch();
   return true;
 }
 
@@ -466,7 +473,7 @@ PublishResult Publisher::acquire(std::size_t n, const Clock::time_point* deadlin
   if (corrupted_) [[unlikely]]
     return last_error_ = PublishResult::corrupted;
   if (n > max_message_) return last_error_ = PublishResult::too_large;
-  if (fork_gen_ != fork_gen()) [[unlikely]] {
+  if (fork_epoch_ != fork_epoch()) [[unlikely]] {
     if (!take_over()) return last_error_ = PublishResult::closed;
   }
   if (!has_loan_) {
@@ -569,7 +576,7 @@ void Publisher::close() noexcept {
   const std::uint64_t me = this_process().pack();
   auto& owner = control_->publisher.owner;
   // [topic.owner] acquire: see Topic::publisher().
-  if (owner.load(std::memory_order_acquire) == me && fork_gen_ == fork_gen()) {
+  if (owner.load(std::memory_order_acquire) == me && fork_epoch_ == fork_epoch()) {
     if (has_loan_) {
       // A loan never published: leave the slot as the message before
       // would have (not yet written), so nobody waits on writing().
@@ -609,7 +616,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Segment> segment, const detail::T
   published_ = start;
   joined_ = joined;
   owner_word_ = this_process().pack();
-  fork_gen_ = fork_gen();
+  fork_epoch_ = fork_epoch();
 }
 
 Subscriber::Subscriber(Subscriber&& o) noexcept { *this = std::move(o); }
@@ -638,7 +645,7 @@ Subscriber& Subscriber::operator=(Subscriber&& o) noexcept {
     peeked_ = std::exchange(o.peeked_, false);
     corrupted_ = o.corrupted_;
     owner_word_ = o.owner_word_;
-    fork_gen_ = o.fork_gen_;
+    fork_epoch_ = o.fork_epoch_;
     next_liveness_ns_ = o.next_liveness_ns_;
   }
   return *this;
@@ -651,6 +658,10 @@ bool Subscriber::take_over() noexcept {
   auto& owner = line().owner;
   // [topic.sub] acquire: see Topic::subscribe().
   std::uint64_t cur = owner.load(std::memory_order_acquire);
+  if (cur == me) {  // a parent using its handle after a fork: still ours
+    fork_epoch_ = fork_epoch();
+    return true;
+  }
   while (cur != me) {
     if (cur != owner_word_) return false;  // evicted or given to another process
     // [topic.sub] acq_rel: the record passes from the parent to this child.
@@ -661,7 +672,7 @@ bool Subscriber::take_over() noexcept {
   } catch (...) {  // a full table only affects the resource tracker
   }
   owner_word_ = me;
-  fork_gen_ = fork_gen();
+  fork_epoch_ = fork_epoch();
   return true;
 }
 
@@ -850,7 +861,7 @@ ReceiveResult Subscriber::wait_data(const Clock::time_point* deadline) noexcept 
 ReceiveResult Subscriber::next(std::span<const std::byte>& msg, const Clock::time_point* deadline,
                                bool try_only) noexcept {
   if (control_ == nullptr) return ReceiveResult::closed;
-  if (fork_gen_ != fork_gen()) [[unlikely]] {
+  if (fork_epoch_ != fork_epoch()) [[unlikely]] {
     if (!take_over()) return ReceiveResult::closed;
   }
   for (;;) {
@@ -973,7 +984,7 @@ void Subscriber::close() noexcept {
   auto& l = line();
   const std::uint64_t me = this_process().pack();
   // [topic.sub] acquire: see Topic::subscribe().
-  if (l.owner.load(std::memory_order_acquire) == me && fork_gen_ == fork_gen()) {
+  if (l.owner.load(std::memory_order_acquire) == me && fork_epoch_ == fork_epoch()) {
     publish_read();
     // [topic.join] seq_cst: the publisher stops counting this record
     // before it can be claimed again.

@@ -54,7 +54,9 @@
 // Setup (create, open, publisher, subscribe, topic_stats) throws
 // shmbus::Error; the hot paths are noexcept. Handles are usable across
 // fork(): the first use in a child takes the handle's role over from its
-// parent (use each handle in one process only afterwards).
+// parent (use each handle in one process only afterwards); a parent that
+// has not used a handle since the fork leaves its role to the child when
+// it closes its copy.
 //
 // Memory ordering: everything a publisher wrote before publish() returned
 // is visible to a subscriber that receives that message.
@@ -317,7 +319,7 @@ class Publisher {
   bool corrupted_ = false;
   PublishResult last_error_ = PublishResult::ok;
   std::uint64_t owner_word_ = 0;  // ProcessId::pack() we hold the role with
-  std::uint64_t fork_gen_ = 0;
+  std::uint64_t fork_epoch_ = 0;  // forks seen at its last use here
 };
 
 // The reading side. One thread of one process uses it at a time.
@@ -467,7 +469,7 @@ class Subscriber {
   bool peeked_ = false;
   bool corrupted_ = false;
   std::uint64_t owner_word_ = 0;
-  std::uint64_t fork_gen_ = 0;
+  std::uint64_t fork_epoch_ = 0;  // forks seen at its last use here
   std::int64_t next_liveness_ns_ = 0;
 };
 
