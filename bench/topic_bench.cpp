@@ -4,17 +4,17 @@
 //   BM_Topic_Busy_RTT/64          publish on topic "ping", a subscriber in
 //                                 the child echoes on topic "pong" (busy-poll)
 //   BM_Pipe_Busy_RTT/64           the pipe's busy round trip, same harness
-//   BM_Topic_Adaptive_Publish/64/N   publisher rate with N (1, 2, 4, 8) lossy
-//                                 adaptive subscriber processes on the other cpu
-//   BM_Topic_FanOut4_Deliver/64   1 -> 4 reliable subscribers: messages
-//                                 delivered per second (4 per publish), each
-//                                 batch timed until all four have it
-//   BM_ZeroMQ_FanOut4_Deliver/64  the same over ZeroMQ PUB/SUB on ipc://
+//   BM_Topic_{Adaptive,Block}_Publish/64/N   publisher rate with N (1, 2,
+//                                 4, 8) lossy subscriber processes on the other cpu
+//   BM_Topic_{Adaptive,Block}_FanOut4/64   1 -> 4 reliable subscribers:
+//                                 messages delivered per second (4 per
+//                                 publish), each batch timed until all four have it
+//   BM_ZeroMQ_Block_FanOut4/64    the same over ZeroMQ PUB/SUB on ipc://
 //                                 (no high-water mark: nothing dropped)
 //
 // Ratios from one run: Topic_Busy_RTT / Pipe_Busy_RTT (issue: <= 1.1),
-// Publish/8 / Publish/1 items_per_second (>= 1/1.2),
-// Topic_FanOut4 / ZeroMQ_FanOut4 items_per_second (>= 10).
+// Publish/64/8 / Publish/64/1 items_per_second (>= 1/1.2),
+// Topic_*_FanOut4 / ZeroMQ_Block_FanOut4 items_per_second (>= 10).
 #include <benchmark/benchmark.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -134,12 +134,12 @@ void BM_Pipe_Busy_RTT(benchmark::State& state) {
 
 // --- publisher cost with lossy subscribers -------------------------------------------
 
-void BM_Topic_Adaptive_Publish(benchmark::State& state) {
+void topic_publish(benchmark::State& state, WaitStrategy strategy) {
   const auto& cpus = bench_cpus();
   const auto size = static_cast<std::size_t>(state.range(0));
   const auto subs = static_cast<int>(state.range(1));
   TopicName name("fan");
-  auto topic = Topic::create(name.name, topic_options(WaitStrategy::adaptive));
+  auto topic = Topic::create(name.name, topic_options(strategy));
   std::vector<Subscriber> readers;
   for (int i = 0; i < subs; ++i) readers.push_back(topic.subscribe({.policy = SubscriberPolicy::lossy}));
   auto pub = topic.publisher();
@@ -166,6 +166,13 @@ void BM_Topic_Adaptive_Publish(benchmark::State& state) {
     if (!k->join()) state.SkipWithError("subscriber child failed");
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(size));
+}
+
+void BM_Topic_Adaptive_Publish(benchmark::State& state) {
+  topic_publish(state, WaitStrategy::adaptive);
+}
+void BM_Topic_Block_Publish(benchmark::State& state) {
+  topic_publish(state, WaitStrategy::blocking);
 }
 
 // --- 1 -> 4 fan-out, delivered -------------------------------------------------------
@@ -196,11 +203,11 @@ bool wait_acks(const Acks* a, std::uint64_t target) {
   return true;
 }
 
-void BM_Topic_FanOut4_Deliver(benchmark::State& state) {
+void topic_fan_out(benchmark::State& state, WaitStrategy strategy) {
   const auto& cpus = bench_cpus();
   const auto size = static_cast<std::size_t>(state.range(0));
   TopicName name("fan4");
-  auto topic = Topic::create(name.name, topic_options(WaitStrategy::adaptive));
+  auto topic = Topic::create(name.name, topic_options(strategy));
   std::vector<Subscriber> readers;
   for (int i = 0; i < kFanOut; ++i) readers.push_back(topic.subscribe());
   auto pub = topic.publisher();
@@ -238,8 +245,15 @@ void BM_Topic_FanOut4_Deliver(benchmark::State& state) {
                           static_cast<std::int64_t>(kBatch * kFanOut * size));
 }
 
+void BM_Topic_Adaptive_FanOut4(benchmark::State& state) {
+  topic_fan_out(state, WaitStrategy::adaptive);
+}
+void BM_Topic_Block_FanOut4(benchmark::State& state) {
+  topic_fan_out(state, WaitStrategy::blocking);
+}
+
 #ifdef SHMBUS_HAVE_ZMQ
-void BM_ZeroMQ_FanOut4_Deliver(benchmark::State& state) {
+void BM_ZeroMQ_Block_FanOut4(benchmark::State& state) {
   const auto& cpus = bench_cpus();
   const auto size = static_cast<std::size_t>(state.range(0));
   const std::string path = "/tmp/" + bench_name("zmqpub") + ".ipc";
@@ -318,7 +332,7 @@ void BM_ZeroMQ_FanOut4_Deliver(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() *
                           static_cast<std::int64_t>(kBatch * kFanOut * size));
 }
-BENCHMARK(BM_ZeroMQ_FanOut4_Deliver)->Arg(64)->UseRealTime();
+BENCHMARK(BM_ZeroMQ_Block_FanOut4)->Arg(64)->UseRealTime();
 #endif
 
 BENCHMARK(BM_Topic_Busy_RTT)->Arg(64)->UseRealTime();
@@ -329,7 +343,14 @@ BENCHMARK(BM_Topic_Adaptive_Publish)
     ->Args({64, 4})
     ->Args({64, 8})
     ->UseRealTime();
-BENCHMARK(BM_Topic_FanOut4_Deliver)->Arg(64)->UseRealTime();
+BENCHMARK(BM_Topic_Block_Publish)
+    ->Args({64, 1})
+    ->Args({64, 2})
+    ->Args({64, 4})
+    ->Args({64, 8})
+    ->UseRealTime();
+BENCHMARK(BM_Topic_Adaptive_FanOut4)->Arg(64)->UseRealTime();
+BENCHMARK(BM_Topic_Block_FanOut4)->Arg(64)->UseRealTime();
 
 }  // namespace
 }  // namespace shmbus::bench

@@ -577,11 +577,9 @@ void Publisher::close() noexcept {
   auto& owner = control_->publisher.owner;
   // [topic.owner] acquire: see Topic::publisher().
   if (owner.load(std::memory_order_acquire) == me && fork_epoch_ == fork_epoch()) {
-    if (has_loan_) {
-      // A loan never published: leave the slot as the message before
-      // would have (not yet written), so nobody waits on writing().
-      slot_at(pos_).seq.store(0, std::memory_order_release);
-    }
+    // A loan never published stays marked writing(pos_): subscribers at
+    // pos_ see nothing there (eof below), lapped ones see it overwritten,
+    // and the next publisher writes message pos_ into it again.
     // [topic.closed] seq_cst: after every message published; pairs with
     // the subscriber's load in ended() and is the state ready() sees.
     control_->publisher.closed.store(1, std::memory_order_seq_cst);

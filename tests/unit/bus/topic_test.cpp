@@ -221,6 +221,28 @@ TEST(Topic, LoanWritesInPlaceAndPeekReadsInPlace) {
   EXPECT_EQ(sub.received(), 1u);
 }
 
+TEST(Topic, LoanClosedUnpublishedIsNeverDeliveredAndItsNumberIsReused) {
+  SegmentGuard g(unique_name("topic"));
+  auto topic = Topic::create<std::uint64_t>(g.name(), {.slots = 4});
+  auto sub = topic.subscribe();
+  {
+    auto pub = topic.publisher();
+    ASSERT_EQ(pub.publish(std::uint64_t{7}), PublishResult::ok);
+    auto slot = pub.loan(8);
+    ASSERT_EQ(slot.size(), 8u);
+    std::memset(slot.data(), 0xee, 8);
+  }  // closed with the loan unpublished
+  std::uint64_t v = 0;
+  ASSERT_EQ(sub.try_recv(v), ReceiveResult::ok);
+  EXPECT_EQ(v, 7u);
+  EXPECT_EQ(sub.try_recv(v), ReceiveResult::eof);
+  auto next = topic.publisher();
+  EXPECT_EQ(next.published(), 1u);
+  ASSERT_EQ(next.publish(std::uint64_t{8}), PublishResult::ok);
+  ASSERT_EQ(sub.try_recv(v), ReceiveResult::ok);
+  EXPECT_EQ(v, 8u);
+}
+
 TEST(Topic, LossyPeekOverwrittenBeforeReleaseIsCountedNotDelivered) {
   SegmentGuard g(unique_name("topic"));
   auto topic = Topic::create<std::uint64_t>(g.name(), {.slots = 4, .history = 4});
