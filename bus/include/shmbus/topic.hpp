@@ -2,7 +2,7 @@
 //
 //   auto topic = shmbus::Topic::create<Tick>("ticks", {.slots = 1024});
 //   auto pub = topic.publisher();                       // one at a time
-//   pub.publish(Tick{...});
+//   (void)pub.publish(Tick{1, 100.5});
 //
 //   auto t = shmbus::Topic::open<Tick>("ticks");        // another process
 //   auto sub = t.subscribe({.policy = shmbus::SubscriberPolicy::lossy,
