@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <utility>
 
@@ -333,28 +334,11 @@ Publisher::Publisher(std::shared_ptr<detail::Segment> segment, const detail::Top
   (void)scan();
 }
 
-Publisher::Publisher(Publisher&& o) noexcept { *this = std::move(o); }
-
 Publisher& Publisher::operator=(Publisher&& o) noexcept {
   if (this != &o) {
     close();
-    segment_ = std::move(o.segment_);
-    control_ = std::exchange(o.control_, nullptr);
-    subs_ = o.subs_;
-    slots_ = o.slots_;
-    mask_ = o.mask_;
-    stride_ = o.stride_;
-    max_message_ = o.max_message_;
-    max_subscribers_ = o.max_subscribers_;
-    policy_ = o.policy_;
-    pos_ = o.pos_;
-    cached_min_ = o.cached_min_;
-    loaned_ = o.loaned_;
-    has_loan_ = std::exchange(o.has_loan_, false);
-    corrupted_ = o.corrupted_;
-    last_error_ = o.last_error_;
-    owner_word_ = o.owner_word_;
-    fork_epoch_ = o.fork_epoch_;
+    std::destroy_at(this);
+    std::construct_at(this, std::move(o));
   }
   return *this;
 }
@@ -617,34 +601,11 @@ Subscriber::Subscriber(std::shared_ptr<detail::Segment> segment, const detail::T
   fork_epoch_ = fork_epoch();
 }
 
-Subscriber::Subscriber(Subscriber&& o) noexcept { *this = std::move(o); }
-
 Subscriber& Subscriber::operator=(Subscriber&& o) noexcept {
   if (this != &o) {
     close();
-    segment_ = std::move(o.segment_);
-    control_ = std::exchange(o.control_, nullptr);
-    subs_ = o.subs_;
-    slots_ = o.slots_;
-    mask_ = o.mask_;
-    slots_count_ = o.slots_count_;
-    stride_ = o.stride_;
-    max_message_ = o.max_message_;
-    policy_ = o.policy_;
-    index_ = o.index_;
-    policy_kind_ = o.policy_kind_;
-    pos_ = o.pos_;
-    published_ = o.published_;
-    joined_ = o.joined_;
-    received_ = o.received_;
-    lapped_ = o.lapped_;
-    missed_ = o.missed_;
-    peeked_len_ = o.peeked_len_;
-    peeked_ = std::exchange(o.peeked_, false);
-    corrupted_ = o.corrupted_;
-    owner_word_ = o.owner_word_;
-    fork_epoch_ = o.fork_epoch_;
-    next_liveness_ns_ = o.next_liveness_ns_;
+    std::destroy_at(this);
+    std::construct_at(this, std::move(o));
   }
   return *this;
 }

@@ -165,6 +165,31 @@ struct TopicCodec<std::string> {
 class Publisher;
 class Subscriber;
 
+namespace detail {
+// A handle's pointer into its segment, left null by a move (null: closed
+// or moved from), so the handles' moves can be memberwise.
+template <class T>
+class MovedNull {
+ public:
+  MovedNull() = default;
+  MovedNull(MovedNull&& o) noexcept : p_(o.p_) { o.p_ = nullptr; }
+  MovedNull& operator=(MovedNull&& o) noexcept {
+    p_ = o.p_;
+    o.p_ = nullptr;
+    return *this;
+  }
+  MovedNull& operator=(T* p) noexcept {
+    p_ = p;
+    return *this;
+  }
+  T* operator->() const noexcept { return p_; }
+  operator T*() const noexcept { return p_; }  // NOLINT: a pointer in all but its move
+
+ private:
+  T* p_ = nullptr;
+};
+}  // namespace detail
+
 // A handle on a topic segment; makes its publisher and subscribers.
 class Topic {
  public:
@@ -222,8 +247,8 @@ class Topic {
 class Publisher {
  public:
   Publisher() = default;
-  Publisher(Publisher&& o) noexcept;
-  Publisher& operator=(Publisher&& o) noexcept;
+  Publisher(Publisher&& o) noexcept = default;
+  Publisher& operator=(Publisher&& o) noexcept;  // closes this one first
   Publisher(const Publisher&) = delete;
   Publisher& operator=(const Publisher&) = delete;
   ~Publisher();
@@ -304,7 +329,7 @@ class Publisher {
   }
 
   std::shared_ptr<detail::Segment> segment_;
-  detail::TopicControl* control_ = nullptr;
+  detail::MovedNull<detail::TopicControl> control_;
   detail::TopicSubscriberLine* subs_ = nullptr;
   std::byte* slots_ = nullptr;
   std::uint64_t mask_ = 0;
@@ -326,8 +351,8 @@ class Publisher {
 class Subscriber {
  public:
   Subscriber() = default;
-  Subscriber(Subscriber&& o) noexcept;
-  Subscriber& operator=(Subscriber&& o) noexcept;
+  Subscriber(Subscriber&& o) noexcept = default;
+  Subscriber& operator=(Subscriber&& o) noexcept;  // closes this one first
   Subscriber(const Subscriber&) = delete;
   Subscriber& operator=(const Subscriber&) = delete;
   ~Subscriber();
@@ -449,7 +474,7 @@ class Subscriber {
   [[nodiscard]] detail::TopicSubscriberLine& line() const noexcept { return subs_[index_]; }
 
   std::shared_ptr<detail::Segment> segment_;
-  detail::TopicControl* control_ = nullptr;
+  detail::MovedNull<detail::TopicControl> control_;
   detail::TopicSubscriberLine* subs_ = nullptr;
   std::byte* slots_ = nullptr;
   std::uint64_t mask_ = 0;

@@ -200,6 +200,27 @@ TEST(Topic, FullSubscriberTableNamesTheLimit) {
   EXPECT_FALSE(c.is_closed());
 }
 
+TEST(Topic, MovedHandlesKeepTheirRoleAndAssignmentClosesTheTarget) {
+  SegmentGuard g(unique_name("topic"));
+  auto topic = Topic::create<std::uint64_t>(g.name(), {.max_subscribers = 2});
+  auto a = topic.subscribe();
+  auto b = topic.subscribe();
+  Subscriber moved(std::move(a));
+  EXPECT_TRUE(a.is_closed());  // NOLINT: moved from on purpose
+  std::uint64_t v = 0;
+  EXPECT_EQ(a.try_recv(v), ReceiveResult::closed);
+  b = std::move(moved);  // closes b's record: one free again
+  auto c = topic.subscribe();
+  Publisher pub;
+  EXPECT_EQ(pub.publish(std::uint64_t{1}), PublishResult::closed);
+  pub = topic.publisher();
+  ASSERT_EQ(pub.publish(std::uint64_t{1}), PublishResult::ok);
+  ASSERT_EQ(b.try_recv(v), ReceiveResult::ok);
+  ASSERT_EQ(c.try_recv(v), ReceiveResult::ok);
+  pub = Publisher();  // closes: eof for both
+  EXPECT_EQ(b.try_recv(v), ReceiveResult::eof);
+}
+
 TEST(Topic, LoanWritesInPlaceAndPeekReadsInPlace) {
   SegmentGuard g(unique_name("topic"));
   auto topic = Topic::create(g.name(), {.max_message = 64});
