@@ -57,6 +57,31 @@ std::uint64_t fork_epoch() noexcept {
   return g_fork_epoch.load(std::memory_order_relaxed);
 }
 
+// A handle's first use after a fork ([topic.owner] / [topic.sub]): in a
+// parent whose process still holds the role, it stays; in the child, the
+// role word passes from the parent's word (`held`) to this process with a
+// CAS (also from 0 when `take_free`). False when another process holds it.
+bool take_role(std::atomic<std::uint64_t>& owner, std::uint64_t& held, std::uint64_t& epoch,
+               detail::Segment& segment, bool take_free) noexcept {
+  const std::uint64_t me = this_process().pack();
+  // acquire: pairs with the CAS of whoever took the role.
+  std::uint64_t cur = owner.load(std::memory_order_acquire);
+  while (cur != me) {
+    if (cur != held && !(take_free && cur == 0)) return false;
+    // acq_rel: one taker; pairs with the acquire loads of liveness checks.
+    if (owner.compare_exchange_weak(cur, me, std::memory_order_acq_rel)) {
+      try {
+        segment.attach();  // count this process in the segment's table
+      } catch (...) {      // a full table only affects the resource tracker
+      }
+      break;
+    }
+  }
+  held = me;
+  epoch = fork_epoch();
+  return true;
+}
+
 std::int64_t now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
       .count();
@@ -346,27 +371,9 @@ Publisher& Publisher::operator=(Publisher&& o) noexcept {
 Publisher::~Publisher() { close(); }
 
 bool Publisher::take_over() noexcept {
-  const std::uint64_t me = this_process().pack();
-  auto& owner = control_->publisher.owner;
-  // [topic.owner] acquire: see Topic::publisher().
-  std::uint64_t cur = owner.load(std::memory_order_acquire);
-  if (cur == me) {  // a parent using its handle after a fork: still ours
-    fork_epoch_ = fork_epoch();
-    return true;
-  }
-  while (cur != me) {
-    // The role passes from a parent to the forked child that uses it.
-    if (cur != owner_word_ && cur != 0) return false;
-    // [topic.owner] acq_rel: see Topic::publisher().
-    if (owner.compare_exchange_weak(cur, me, std::memory_order_acq_rel)) break;
-  }
-  try {
-    segment_->attach();  // count this process in the segment's table
-  } catch (...) {        // a full table only affects the resource tracker
-  }
-  owner_word_ = me;
-  fork_epoch_ = fork_epoch();
-  return true;
+  // The role passes from a parent to the forked child that uses it (or a
+  // free role is taken back).
+  return take_role(control_->publisher.owner, owner_word_, fork_epoch_, *segment_, true);
 }
 
 bool Publisher::scan() noexcept {
@@ -613,26 +620,8 @@ Subscriber& Subscriber::operator=(Subscriber&& o) noexcept {
 Subscriber::~Subscriber() { close(); }
 
 bool Subscriber::take_over() noexcept {
-  const std::uint64_t me = this_process().pack();
-  auto& owner = line().owner;
-  // [topic.sub] acquire: see Topic::subscribe().
-  std::uint64_t cur = owner.load(std::memory_order_acquire);
-  if (cur == me) {  // a parent using its handle after a fork: still ours
-    fork_epoch_ = fork_epoch();
-    return true;
-  }
-  while (cur != me) {
-    if (cur != owner_word_) return false;  // evicted or given to another process
-    // [topic.sub] acq_rel: the record passes from the parent to this child.
-    if (owner.compare_exchange_weak(cur, me, std::memory_order_acq_rel)) break;
-  }
-  try {
-    segment_->attach();
-  } catch (...) {  // a full table only affects the resource tracker
-  }
-  owner_word_ = me;
-  fork_epoch_ = fork_epoch();
-  return true;
+  // A record freed meanwhile was evicted or closed: not ours to take.
+  return take_role(line().owner, owner_word_, fork_epoch_, *segment_, false);
 }
 
 Subscriber::SlotState Subscriber::state(std::uint64_t& seen) const noexcept {
