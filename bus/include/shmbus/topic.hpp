@@ -490,7 +490,6 @@ class Subscriber {
   std::uint64_t received_ = 0;
   std::uint64_t lapped_ = 0;
   std::uint64_t missed_ = 0;
-  std::uint64_t peeked_len_ = 0;
   bool peeked_ = false;
   bool corrupted_ = false;
   std::uint64_t owner_word_ = 0;
