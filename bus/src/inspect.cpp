@@ -1,5 +1,7 @@
 #include "shmbus/inspect.hpp"
 
+#include <algorithm>
+
 #include "shmbus/barrier.hpp"
 #include "shmbus/bus.hpp"
 #include "shmbus/condition.hpp"
@@ -8,6 +10,7 @@
 #include "shmbus/pipe.hpp"
 #include "shmbus/queue.hpp"
 #include "shmbus/semaphore.hpp"
+#include "shmbus/topic.hpp"
 
 namespace shmbus {
 
@@ -68,6 +71,48 @@ void pipe_object_stats(const SegmentView& view, ObjectStats& stats) {
                                std::to_string(owner.owner.pid) + ": its peer reads EOF");
     }
   }
+}
+
+// One gauge group per live subscriber ("sub3.lag"), so `show` lists each
+// one: process, policy, lag in messages, lapped and missed counts.
+void topic_object_stats(const SegmentView& view, ObjectStats& stats) {
+  TopicStats t;
+  try {
+    t = topic_stats(view);
+  } catch (const Error& e) {
+    stats.problems.push_back(e.reason());
+    return;
+  }
+  gauge(stats, "slots", t.slots);
+  gauge(stats, "max_message", static_cast<std::int64_t>(t.max_message));
+  gauge(stats, "publisher_pid", t.publisher.pid);
+  gauge(stats, "closed", t.closed);
+  gauge(stats, "subscribers", static_cast<std::int64_t>(t.subscribers.size()));
+  stats.counters.emplace_back("published", t.published);
+  stats.counters.emplace_back("blocked_publishes", t.blocked_publishes);
+  stats.counters.emplace_back("evictions", t.evictions);
+  stats.counters.emplace_back("takeovers", t.takeovers);
+  if (t.publisher.pid != 0 && !t.publisher_alive && !t.closed) {
+    stats.problems.push_back("publisher pid " + std::to_string(t.publisher.pid) +
+                             " is dead: the next publisher() takes over");
+  }
+  std::uint64_t slowest = 0;
+  for (const auto& s : t.subscribers) {
+    const std::string p = "sub" + std::to_string(s.index) + ".";
+    gauge(stats, p + "pid", s.owner.pid);
+    gauge(stats, p + "reliable", s.policy == SubscriberPolicy::reliable);
+    gauge(stats, p + "lag", static_cast<std::int64_t>(s.lag));
+    stats.counters.emplace_back(p + "received", s.received);
+    stats.counters.emplace_back(p + "lapped", s.lapped);
+    stats.counters.emplace_back(p + "missed", s.missed);
+    slowest = std::max(slowest, s.lag);
+    if (!s.alive) {
+      stats.problems.push_back("subscriber " + std::to_string(s.index) + " (" +
+                               std::string(to_string(s.policy)) + ") held by dead process " +
+                               std::to_string(s.owner.pid));
+    }
+  }
+  gauge(stats, "slowest_lag", static_cast<std::int64_t>(slowest));
 }
 
 void lock_stats(const SegmentView& view, ObjectStats& stats) {
@@ -140,6 +185,9 @@ ObjectStats object_stats(const SegmentView& view) {
     case ObjectKind::joinable_queue:
     case ObjectKind::listener:  // its backlog: a queue of connection requests
       detail::queue_object_stats(view, stats);
+      break;
+    case ObjectKind::topic:
+      topic_object_stats(view, stats);
       break;
     default:
       break;

@@ -55,6 +55,8 @@ std::string_view to_string(ObjectKind kind) noexcept {
       return "joinable_queue";
     case ObjectKind::bus_registry:
       return "bus_registry";
+    case ObjectKind::topic:
+      return "topic";
     case ObjectKind::listener:
       return "listener";
   }

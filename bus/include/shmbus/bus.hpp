@@ -45,6 +45,7 @@
 #include "shmbus/segment_info.hpp"
 #include "shmbus/semaphore.hpp"
 #include "shmbus/shared_memory.hpp"
+#include "shmbus/topic.hpp"
 #include "shmbus/value.hpp"
 #include "shmbus/wait.hpp"
 
@@ -102,6 +103,10 @@ class Bus {
   Connection pipe(std::string_view object, PipeEnd end, const PipeOptions& options = {});
   template <class T>
   Array<T> array(std::string_view object, std::size_t size, const T& init = T{});
+  // The topic `object` carrying T (std::byte: byte messages); take its
+  // publisher() and subscribe() on the handle.
+  template <class T = std::byte>
+  Topic topic(std::string_view object, const TopicOptions& options = {});
 
   // Closes this handle; if it was the last open one, unlinks the bus and
   // all its objects. The destructor does the same.
@@ -145,6 +150,14 @@ Array<T> Bus::array(std::string_view object, std::size_t size, const T& init) {
       object, ObjectKind::array, detail::type_tag<T>(), size,
       [&](const std::string& full) { return Array<T>::create(full, size, init); },
       [](const std::string& full) { return Array<T>::open(full); });
+}
+
+template <class T>
+Topic Bus::topic(std::string_view object, const TopicOptions& options) {
+  return open_or_create<Topic>(
+      object, ObjectKind::topic, Topic::tag_of<T>(), options.slots,
+      [&](const std::string& full) { return Topic::create<T>(full, options); },
+      [&](const std::string& full) { return Topic::open<T>(full, options.segment); });
 }
 
 template <class T>

@@ -21,6 +21,7 @@
 #include "shmbus/semaphore.hpp"
 #include "shmbus/service.hpp"
 #include "shmbus/shared_memory.hpp"
+#include "shmbus/topic.hpp"
 #include "shmbus/topology.hpp"
 #include "shmbus/value.hpp"
 #include "shmbus/version.hpp"

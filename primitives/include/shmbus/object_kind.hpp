@@ -25,6 +25,7 @@ enum class ObjectKind : std::uint32_t {
   simple_queue = 13,
   joinable_queue = 14,
   bus_registry = 15,
+  topic = 16,
   listener = 17,
 };
 

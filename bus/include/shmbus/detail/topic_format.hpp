@@ -1,0 +1,140 @@
+// detail::TopicControl — the shared-memory format of a Topic segment.
+//
+// One publisher writes messages into a ring of fixed-size slots; any number
+// of subscribers read them, each at its own position. Message s (counting
+// from 0 since the topic was made) lives in slot s % slots. Each slot
+// starts with a sequence word (a seqlock, [topic.seqlock]):
+//
+//   0                 never written
+//   done(s)    = 2s + 2   message s is complete
+//   writing(s) = 2s + 3   message s is being written (its bytes may be torn)
+//
+// A subscriber at position r polls slot r % slots: done(r) means ready;
+// anything below means "not yet" (an older lap, or r being written); a
+// value above writing(r) means the publisher has lapped it. Small messages
+// and their publication share the slot's first cache line.
+//
+// Subscriber records: one cache line each, claimed with a CAS of
+// ProcessId::pack() on `owner` (0: free; a dead owner's record may be
+// taken over). The publisher reads a reliable subscriber's published
+// position only when its cached minimum says the ring is full; it never
+// writes a subscriber's line except to evict a dead reliable one.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "shmbus/detail/futex.hpp"
+
+namespace shmbus::detail {
+
+inline constexpr std::uint32_t kTopicFormat = 1;
+inline constexpr std::size_t kTopicSlotHeader = 16;  // seq word + length word
+inline constexpr std::uint32_t kTopicMaxSlots = std::uint32_t{1} << 24;
+inline constexpr std::uint32_t kTopicMaxSubscribers = 1024;
+inline constexpr std::uint64_t kTopicMaxMessage = std::uint64_t{1} << 24;
+
+[[nodiscard]] constexpr std::uint64_t topic_done(std::uint64_t s) noexcept { return 2 * s + 2; }
+[[nodiscard]] constexpr std::uint64_t topic_writing(std::uint64_t s) noexcept {
+  return 2 * s + 3;
+}
+// Bytes per slot: header plus max_message, rounded up to a cache line.
+[[nodiscard]] constexpr std::uint64_t topic_slot_stride(std::uint64_t max_message) noexcept {
+  return (kTopicSlotHeader + max_message + 63) & ~std::uint64_t{63};
+}
+
+// Set once before the segment is ready; read-only afterwards (each process
+// copies and validates it once).
+struct TopicConfig {
+  std::uint32_t format;           // kTopicFormat
+  std::uint32_t slots;            // a power of two, 2 .. kTopicMaxSlots
+  std::uint64_t max_message;      // bytes, 1 .. kTopicMaxMessage
+  std::uint64_t slot_stride;      // topic_slot_stride(max_message)
+  std::uint32_t history;          // most messages a late joiner may ask for, <= slots
+  std::uint32_t max_subscribers;  // records in the table, 1 .. kTopicMaxSubscribers
+  std::uint32_t strategy;         // WaitStrategy of the topic
+  std::uint32_t reserved;
+  std::uint64_t spin_ns;  // adaptive spin budget
+};
+
+// The publisher's line: written only by the process that holds `owner`.
+struct alignas(64) TopicPublisherLine {
+  std::atomic<std::uint64_t> owner;      // ProcessId::pack(), 0: none   [topic.owner]
+  std::atomic<std::uint64_t> write_seq;  // next message number           [topic.join]
+  std::atomic<std::uint32_t> closed;     // 1: the publisher closed       [topic.closed]
+  std::atomic<std::uint32_t> takeovers;  // publishers that replaced a dead one
+  std::atomic<std::uint64_t> evictions;  // dead reliable subscribers evicted
+  std::atomic<std::uint64_t> blocked;    // publishes that waited for a reliable subscriber
+};
+
+// Wake-up words: `data` for subscribers waiting for a message (all share
+// it: one FUTEX_WAKE wakes every one), `space` for a publisher waiting for
+// a reliable subscriber ([wait.sleepers]). Written only around sleeps.
+//
+// [topic.wake] `data` is an event count whose bit 0 says "armed": a
+// subscriber about to sleep sets it (CAS) and sleeps on the armed value;
+// the publisher, after each publication, loads the word and only when it
+// is armed replaces it with the next unarmed count and makes one
+// FUTEX_WAKE for all. Subscribers that armed before that wake-up do not
+// make the next publication wake again, so a publisher never pays a system
+// call per message for sleepers that have not run yet.
+inline constexpr std::uint32_t kTopicArmed = 1;
+struct alignas(64) TopicWakeLine {
+  std::atomic<std::uint32_t> data;  // [topic.wake]
+  std::atomic<std::uint32_t> reserved;
+  WaitChannel space;
+  std::atomic<std::uint32_t> high_water;  // records ever claimed: 1 + the highest index
+};
+
+enum class TopicPolicy : std::uint32_t { free = 0, lossy = 1, reliable = 2 };
+
+// One subscriber's record, written by its owner only (and by a publisher
+// that evicts it when dead, or an inspector never).
+struct alignas(64) TopicSubscriberLine {
+  std::atomic<std::uint64_t> owner;     // ProcessId::pack(), 0: free  [topic.sub]
+  std::atomic<std::uint32_t> policy;    // TopicPolicy                  [topic.join]
+  std::atomic<std::uint32_t> evicted;   // 1: evicted by the publisher [topic.evict]
+  std::atomic<std::uint64_t> read_seq;  // published position           [topic.consume]
+  std::atomic<std::uint64_t> received;  // [topic.stats] messages delivered
+  std::atomic<std::uint64_t> lapped;    // [topic.stats] times it was lapped
+  std::atomic<std::uint64_t> missed;    // [topic.stats] messages lost to laps
+  std::atomic<std::uint64_t> joined_at;  // first message it was owed
+};
+static_assert(sizeof(TopicSubscriberLine) == 64);
+
+// Topic control block, format 1, at the start of the payload.
+//
+//   0      config        (set once before ready)
+//   64     publisher line
+//   128    wake line
+//   192    subscriber records (max_subscribers x 64)
+//   then   slots (slots x slot_stride), page aligned
+struct TopicControl {
+  alignas(64) TopicConfig config;
+  TopicPublisherLine publisher;
+  TopicWakeLine wake;
+  // TopicSubscriberLine subscribers[max_subscribers] follows.
+};
+static_assert(std::is_standard_layout_v<TopicControl>);
+static_assert(offsetof(TopicControl, publisher) == 64);
+static_assert(offsetof(TopicControl, wake) == 128);
+static_assert(sizeof(TopicControl) == 192);
+
+// The slot header (the seqlock word and the message length).
+struct TopicSlot {
+  std::atomic<std::uint64_t> seq;     // [topic.seqlock]
+  std::atomic<std::uint64_t> length;  // payload bytes; written between writing() and done()
+};
+static_assert(sizeof(TopicSlot) == kTopicSlotHeader);
+
+[[nodiscard]] constexpr std::uint64_t topic_slots_offset(std::uint32_t max_subscribers) noexcept {
+  const std::uint64_t end = sizeof(TopicControl) + std::uint64_t{max_subscribers} * 64;
+  return (end + 4095) & ~std::uint64_t{4095};
+}
+[[nodiscard]] constexpr std::uint64_t topic_payload_size(const TopicConfig& k) noexcept {
+  return topic_slots_offset(k.max_subscribers) + std::uint64_t{k.slots} * k.slot_stride;
+}
+
+}  // namespace shmbus::detail

@@ -1,0 +1,531 @@
+// shmbus::Topic — publish/subscribe: one stream broadcast to many processes.
+//
+//   auto topic = shmbus::Topic::create<Tick>("ticks", {.slots = 1024});
+//   auto pub = topic.publisher();                       // one at a time
+//   (void)pub.publish(Tick{1, 100.5});
+//
+//   auto t = shmbus::Topic::open<Tick>("ticks");        // another process
+//   auto sub = t.subscribe({.policy = shmbus::SubscriberPolicy::lossy,
+//                           .history = 16});           // the last 16 first
+//   Tick tick;
+//   while (sub.recv(tick) == shmbus::ReceiveResult::ok) { ... }
+//
+// One ring of fixed-size slots, written once by the publisher and read by
+// every subscriber at its own position (its own cache line in the
+// segment's subscriber table). Messages are bytes of 0..max_message, or a
+// trivially copyable T (TopicCodec below is the seam a serializer plugs
+// into); a message never spans slots.
+//
+// Per-subscriber policy, chosen by the subscriber:
+//   reliable  the publisher never overwrites a message it has not read:
+//             a full ring makes publish() wait (back-pressure), up to the
+//             publisher's own deadline (publish_for / try_publish).
+//   lossy     never slows the publisher and costs it no write to a shared
+//             line. A subscriber that falls a whole ring behind (lapped)
+//             skips ahead to half a ring behind the publisher; lapped()
+//             counts those events and missed() the messages it lost, so
+//             received() + missed() is exactly what was published since
+//             it joined. A message overwritten while it was being copied
+//             is detected (a seqlock) and counted as missed: a torn
+//             message is never delivered.
+// A late joiner asks for up to `history` of the messages published before
+// it joined (at most the topic's history); those it gets if the ring still
+// holds them intact (not counted as missed otherwise). Every message
+// published after subscribe() returned is owed to it.
+//
+// One publisher at a time: a second live one gets Errc::already_exists.
+// Why: a single writer keeps publish() free of any atomic read-modify-
+// write (several publishers would need a CAS on the write position per
+// message and slot-level locking for the seqlock) and gives all
+// subscribers one order. A publisher whose process died is replaced by
+// the next publisher() call (takeovers counts it); its subscribers first
+// receive everything it committed, then ReceiveResult::publisher_dead
+// (and, if a new publisher comes, its messages after that).
+//
+// Crashes: a reliable subscriber that dies is evicted by a publisher that
+// waits for it, after one liveness check (evictions counts it), so a
+// dead reader never blocks the publisher for longer than that check.
+//
+// Waiting: the topic's WaitPolicy (busy_poll, adaptive, blocking) applies
+// to both sides. Subscribers sleep on one shared futex word: a
+// publication wakes all sleepers with one FUTEX_WAKE, and makes no system
+// call when nobody sleeps (busy_poll topics do not even check).
+//
+// Setup (create, open, publisher, subscribe, topic_stats) throws
+// shmbus::Error; the hot paths are noexcept. Handles are usable across
+// fork(): the first use in a child takes the handle's role over from its
+// parent (use each handle in one process only afterwards); a parent that
+// has not used a handle since the fork leaves its role to the child when
+// it closes its copy.
+//
+// Memory ordering: everything a publisher wrote before publish() returned
+// is visible to a subscriber that receives that message.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "shmbus/detail/segment.hpp"
+#include "shmbus/detail/topic_format.hpp"
+#include "shmbus/detail/type_tag.hpp"
+#include "shmbus/process_id.hpp"
+#include "shmbus/segment_info.hpp"
+#include "shmbus/wait.hpp"
+
+namespace shmbus {
+
+struct TopicOptions {
+  // Messages the ring holds: a power of two, 2 .. 2^24.
+  std::uint32_t slots = 1024;
+  // The largest message in bytes (1 .. 16 MiB); each slot holds one.
+  std::size_t max_message = 240;
+  // The most messages a late joiner may ask for (<= slots); 0: slots,
+  // i.e. whatever the ring holds.
+  std::uint32_t history = 0;
+  // Subscriber records (1 .. 1024); a record of a dead subscriber is reused.
+  std::uint32_t max_subscribers = 64;
+  WaitPolicy wait{};
+  SegmentOptions segment{};
+};
+
+enum class SubscriberPolicy : std::uint8_t { reliable, lossy };
+
+struct SubscribeOptions {
+  SubscriberPolicy policy = SubscriberPolicy::reliable;
+  std::uint32_t history = 0;  // messages from before joining, <= the topic's history
+};
+
+enum class PublishResult : std::uint8_t {
+  ok,
+  full,       // try_ call: a reliable subscriber has not read the slot yet
+  timeout,    // the deadline passed waiting for a reliable subscriber
+  too_large,  // above max_message; nothing was published
+  closed,     // this handle is closed, moved from, or not the publisher
+  corrupted,  // shared state failed validation
+};
+
+enum class ReceiveResult : std::uint8_t {
+  ok,
+  empty,           // try_ call: nothing new
+  timeout,         // the deadline passed
+  eof,             // the publisher closed and everything it published was received
+  publisher_dead,  // the publisher died; everything it committed was received
+  too_small,       // the buffer is too small: n says what is needed; the message stays
+  size_mismatch,   // recv<T>: the message is not sizeof(T) bytes; it stays
+  evicted,         // a publisher took this reliable subscriber for dead
+  closed,          // this handle is closed or moved from
+  corrupted,       // shared state failed validation
+};
+
+[[nodiscard]] std::string_view to_string(PublishResult r) noexcept;
+[[nodiscard]] std::string_view to_string(ReceiveResult r) noexcept;
+[[nodiscard]] std::string_view to_string(SubscriberPolicy p) noexcept;
+
+// How a message type goes to and from bytes: the seam for the codec.
+// Trivially copyable types are their bytes; std::string is its characters.
+// A serializer specialises TopicCodec<T> with size(), write() and read().
+template <class T, class = void>
+struct TopicCodec {
+  static_assert(std::is_trivially_copyable_v<T>,
+                "Topic carries trivially copyable types and bytes; other types need a "
+                "TopicCodec<T> specialisation (the codec)");
+  static std::size_t size(const T&) noexcept { return sizeof(T); }
+  static void write(const T& v, std::span<std::byte> out) noexcept {
+    std::memcpy(out.data(), &v, sizeof(T));
+  }
+  // False: the bytes are not a T (the message stays).
+  static bool read(std::span<const std::byte> in, T& v) noexcept {
+    if (in.size() != sizeof(T)) return false;
+    std::memcpy(&v, in.data(), sizeof(T));
+    return true;
+  }
+};
+template <>
+struct TopicCodec<std::string> {
+  static std::size_t size(const std::string& s) noexcept { return s.size(); }
+  static void write(const std::string& s, std::span<std::byte> out) noexcept {
+    if (!s.empty()) std::memcpy(out.data(), s.data(), s.size());
+  }
+  static bool read(std::span<const std::byte> in, std::string& s) {
+    s.assign(reinterpret_cast<const char*>(in.data()), in.size());
+    return true;
+  }
+};
+
+class Publisher;
+class Subscriber;
+
+namespace detail {
+// A handle's pointer into its segment, left null by a move (null: closed
+// or moved from), so the handles' moves can be memberwise.
+template <class T>
+class MovedNull {
+ public:
+  MovedNull() = default;
+  MovedNull(MovedNull&& o) noexcept : p_(o.p_) { o.p_ = nullptr; }
+  MovedNull& operator=(MovedNull&& o) noexcept {
+    p_ = o.p_;
+    o.p_ = nullptr;
+    return *this;
+  }
+  MovedNull& operator=(T* p) noexcept {
+    p_ = p;
+    return *this;
+  }
+  T* operator->() const noexcept { return p_; }
+  operator T*() const noexcept { return p_; }  // NOLINT: a pointer in all but its move
+
+ private:
+  T* p_ = nullptr;
+};
+}  // namespace detail
+
+// A handle on a topic segment; makes its publisher and subscribers.
+class Topic {
+ public:
+  // Creates the topic `name` exclusively (Errc::already_exists otherwise).
+  // T = std::byte: a topic of byte messages.
+  template <class T = std::byte>
+  static Topic create(std::string_view name, const TopicOptions& options = {}) {
+    return create_tagged(name, options, tag_of<T>());
+  }
+  // Opens an existing topic, checking kind, type and format.
+  template <class T = std::byte>
+  static Topic open(std::string_view name, const SegmentOptions& options = {}) {
+    return open_tagged(name, options, tag_of<T>());
+  }
+  // Removes the name (open handles keep working). False if absent.
+  static bool unlink(std::string_view name);
+
+  Topic() = default;
+
+  // The publisher: takes the topic's publisher role, from nobody or from
+  // a dead process; a live publisher elsewhere is Errc::already_exists.
+  [[nodiscard]] Publisher publisher();
+  // A new subscriber. Errc::attach_table_full when every record holds a
+  // live subscriber (the message names the limit), Errc::invalid_argument
+  // for a history above the topic's.
+  [[nodiscard]] Subscriber subscribe(const SubscribeOptions& options = {});
+
+  [[nodiscard]] const std::string& name() const noexcept;
+  [[nodiscard]] std::size_t max_message() const noexcept { return config_.max_message; }
+  [[nodiscard]] std::uint32_t slots() const noexcept { return config_.slots; }
+  [[nodiscard]] std::uint32_t history() const noexcept { return config_.history; }
+  [[nodiscard]] std::uint32_t max_subscribers() const noexcept { return config_.max_subscribers; }
+
+  template <class T>
+  static constexpr detail::TypeTag tag_of() noexcept {
+    if constexpr (std::is_same_v<T, std::byte>)
+      return detail::kBytesTag;
+    else
+      return detail::type_tag<T>();
+  }
+  static Topic create_tagged(std::string_view name, const TopicOptions& options,
+                             detail::TypeTag type);
+  static Topic open_tagged(std::string_view name, const SegmentOptions& options,
+                           detail::TypeTag type);
+
+ private:
+  Topic(std::shared_ptr<detail::Segment> segment, const detail::TopicConfig& config) noexcept
+      : segment_(std::move(segment)), config_(config) {}
+
+  std::shared_ptr<detail::Segment> segment_;
+  detail::TopicConfig config_{};  // this process's validated copy
+};
+
+// The writing side. One thread of one process uses it at a time.
+class Publisher {
+ public:
+  Publisher() = default;
+  Publisher(Publisher&& o) noexcept = default;
+  Publisher& operator=(Publisher&& o) noexcept;  // closes this one first
+  Publisher(const Publisher&) = delete;
+  Publisher& operator=(const Publisher&) = delete;
+  ~Publisher();
+
+  // Copies `msg` into the ring once. Waits (per the topic's strategy) while
+  // a reliable subscriber has not read the slot it needs.
+  PublishResult publish(std::span<const std::byte> msg) noexcept;
+  PublishResult publish_for(std::span<const std::byte> msg, Clock::duration timeout) noexcept;
+  PublishResult try_publish(std::span<const std::byte> msg) noexcept;
+  PublishResult publish(std::string_view msg) noexcept { return publish(as_bytes(msg)); }
+
+  // A value through TopicCodec<T> (trivially copyable types as they are),
+  // written straight into the slot.
+  template <class T>
+    requires(!std::is_convertible_v<const T&, std::span<const std::byte>> &&
+             !std::is_convertible_v<const T&, std::string_view>)
+  PublishResult publish(const T& value) noexcept {
+    return publish_value(value, nullptr, false);
+  }
+  template <class T>
+  PublishResult publish_for(const T& value, Clock::duration timeout) noexcept {
+    const Clock::time_point deadline = Clock::now() + timeout;
+    return publish_value(value, &deadline, false);
+  }
+  template <class T>
+  PublishResult try_publish(const T& value) noexcept {
+    return publish_value(value, nullptr, true);
+  }
+
+  // Zero-copy: a slot of n bytes to write in place, then publish() it.
+  // Empty when it cannot be had (last_error() says why: too_large, closed,
+  // timeout, full, corrupted). A later loan() before publish() returns
+  // the same slot. Lossy subscribers lapped onto the slot see it as being
+  // written from the moment it is loaned.
+  [[nodiscard]] std::span<std::byte> loan(std::size_t n) noexcept;
+  [[nodiscard]] std::span<std::byte> loan_for(std::size_t n, Clock::duration timeout) noexcept;
+  [[nodiscard]] std::span<std::byte> try_loan(std::size_t n) noexcept;
+  // Publishes the loaned slot (all n bytes). `closed` without a loan.
+  PublishResult publish() noexcept;
+  [[nodiscard]] PublishResult last_error() const noexcept { return last_error_; }
+
+  // Subscribers see eof once they have received everything. Releases the
+  // publisher role; the destructor does the same.
+  void close() noexcept;
+  [[nodiscard]] bool is_closed() const noexcept { return control_ == nullptr; }
+  [[nodiscard]] std::uint64_t published() const noexcept { return pos_; }
+  [[nodiscard]] std::size_t max_message() const noexcept { return max_message_; }
+
+ private:
+  friend class Topic;
+  Publisher(std::shared_ptr<detail::Segment> segment, const detail::TopicConfig& k);
+  static std::span<const std::byte> as_bytes(std::string_view s) noexcept {
+    return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+  }
+  template <class T>
+  PublishResult publish_value(const T& value, const Clock::time_point* deadline,
+                              bool try_only) noexcept {
+    const std::size_t n = TopicCodec<T>::size(value);
+    std::byte* p = nullptr;
+    if (const PublishResult r = acquire(n, deadline, try_only, p); r != PublishResult::ok) return r;
+    TopicCodec<T>::write(value, std::span<std::byte>(p, n));
+    return commit();
+  }
+  // Reserves the slot for the next message (marked writing): p is where
+  // its n bytes go.
+  PublishResult acquire(std::size_t n, const Clock::time_point* deadline, bool try_only,
+                        std::byte*& p) noexcept;
+  PublishResult commit() noexcept;
+  void wake_subscribers() noexcept;
+  PublishResult copy_in(std::span<const std::byte> msg, const Clock::time_point* deadline,
+                        bool try_only) noexcept;
+  bool take_over() noexcept;
+  [[nodiscard]] bool scan() noexcept;  // refreshes cached_min_; true: room for pos_
+  PublishResult wait_room(const Clock::time_point* deadline) noexcept;
+  bool evict_dead() noexcept;
+  [[nodiscard]] detail::TopicSlot& slot_at(std::uint64_t s) const noexcept {
+    return *reinterpret_cast<detail::TopicSlot*>(slots_ + (s & mask_) * stride_);
+  }
+
+  std::shared_ptr<detail::Segment> segment_;
+  detail::MovedNull<detail::TopicControl> control_;
+  detail::TopicSubscriberLine* subs_ = nullptr;
+  std::byte* slots_ = nullptr;
+  std::uint64_t mask_ = 0;
+  std::uint64_t stride_ = 0;
+  std::uint64_t max_message_ = 0;
+  std::uint32_t max_subscribers_ = 0;
+  WaitPolicy policy_{};
+  std::uint64_t pos_ = 0;         // next message number
+  std::uint64_t cached_min_ = 0;  // publisher's copy of the slowest reliable position
+  std::uint64_t loaned_ = 0;      // bytes of the loaned slot
+  bool has_loan_ = false;
+  bool corrupted_ = false;
+  PublishResult last_error_ = PublishResult::ok;
+  std::uint64_t owner_word_ = 0;  // ProcessId::pack() we hold the role with
+  std::uint64_t fork_epoch_ = 0;  // forks seen at its last use here
+};
+
+// The reading side. One thread of one process uses it at a time.
+class Subscriber {
+ public:
+  Subscriber() = default;
+  Subscriber(Subscriber&& o) noexcept = default;
+  Subscriber& operator=(Subscriber&& o) noexcept;  // closes this one first
+  Subscriber(const Subscriber&) = delete;
+  Subscriber& operator=(const Subscriber&) = delete;
+  ~Subscriber();
+
+  // Copies the next message into `buf`; `n` gets its length (also for
+  // too_small, when the message stays).
+  ReceiveResult recv(std::span<std::byte> buf, std::size_t& n) noexcept;
+  ReceiveResult recv_for(std::span<std::byte> buf, std::size_t& n,
+                         Clock::duration timeout) noexcept;
+  ReceiveResult try_recv(std::span<std::byte> buf, std::size_t& n) noexcept;
+  // Into a vector (resized to the message; may allocate).
+  ReceiveResult recv(std::vector<std::byte>& out) noexcept;
+  ReceiveResult recv_for(std::vector<std::byte>& out, Clock::duration timeout) noexcept;
+
+  // A value through TopicCodec<T>.
+  template <class T>
+    requires(!std::is_same_v<T, std::vector<std::byte>>)
+  ReceiveResult recv(T& out) noexcept {
+    return recv_value(out, nullptr, false);
+  }
+  template <class T>
+    requires(!std::is_same_v<T, std::vector<std::byte>>)
+  ReceiveResult recv_for(T& out, Clock::duration timeout) noexcept {
+    const Clock::time_point deadline = Clock::now() + timeout;
+    return recv_value(out, &deadline, false);
+  }
+  template <class T>
+  ReceiveResult try_recv(T& out) noexcept {
+    return recv_value(out, nullptr, true);
+  }
+
+  // Zero-copy: the next message in place, until release(). For a lossy
+  // subscriber the publisher may overwrite it meanwhile: release() says
+  // whether it stayed intact (false: it was overwritten, and is counted
+  // as missed). A reliable subscriber's message always stays.
+  ReceiveResult peek(std::span<const std::byte>& msg) noexcept;
+  ReceiveResult peek_for(std::span<const std::byte>& msg, Clock::duration timeout) noexcept;
+  ReceiveResult try_peek(std::span<const std::byte>& msg) noexcept;
+  bool release() noexcept;
+
+  // Counters since subscribe(): messages delivered, lap events and
+  // messages lost to them (lossy subscribers, or a reliable one whose
+  // history was overwritten... never after it joined).
+  [[nodiscard]] std::uint64_t received() const noexcept { return received_; }
+  [[nodiscard]] std::uint64_t lapped() const noexcept { return lapped_; }
+  [[nodiscard]] std::uint64_t missed() const noexcept { return missed_; }
+  // The next message number this subscriber reads.
+  [[nodiscard]] std::uint64_t position() const noexcept { return pos_; }
+  // Messages published and not received yet (a snapshot).
+  [[nodiscard]] std::uint64_t lag() const noexcept;
+  [[nodiscard]] SubscriberPolicy policy() const noexcept { return policy_kind_; }
+  [[nodiscard]] std::size_t max_message() const noexcept { return max_message_; }
+
+  // For a wait over several objects (issue 17): true when recv would not
+  // wait (a message, a lap, or corruption at our position); the futex
+  // word every subscriber of the topic sleeps on ([topic.wake] in
+  // detail/topic_format.hpp: arm bit 0 with a CAS, re-check ready(), then
+  // sleep on the armed value).
+  [[nodiscard]] bool ready() const noexcept;
+  [[nodiscard]] const std::atomic<std::uint32_t>* wait_word() const noexcept;
+
+  // Gives the record back. The destructor does the same.
+  void close() noexcept;
+  [[nodiscard]] bool is_closed() const noexcept { return control_ == nullptr; }
+
+ private:
+  friend class Topic;
+  Subscriber(std::shared_ptr<detail::Segment> segment, const detail::TopicConfig& k,
+             std::uint32_t index, SubscriberPolicy policy, std::uint64_t start,
+             std::uint64_t joined);
+  enum class SlotState : std::uint8_t { ready, empty, lapped, corrupted };
+  template <class T>
+  ReceiveResult recv_value(T& out, const Clock::time_point* deadline, bool try_only) noexcept {
+    std::span<const std::byte> msg;
+    for (;;) {
+      const ReceiveResult r = next(msg, deadline, try_only);
+      if (r != ReceiveResult::ok) return r;
+      if constexpr (std::is_trivially_copyable_v<T>) {
+        if (msg.size() != sizeof(T)) return ReceiveResult::size_mismatch;
+        std::byte tmp[sizeof(T)];
+        copy_out(tmp, msg.data(), sizeof(T));
+        if (!intact()) continue;  // overwritten mid-copy: counted, try the next
+        std::memcpy(&out, tmp, sizeof(T));
+        advance();
+        return ReceiveResult::ok;
+      } else {
+        std::vector<std::byte> tmp(msg.size());
+        copy_out(tmp.data(), msg.data(), msg.size());
+        if (!intact()) continue;
+        if (!TopicCodec<T>::read(tmp, out)) return ReceiveResult::size_mismatch;
+        advance();
+        return ReceiveResult::ok;
+      }
+    }
+  }
+  // Waits for the message at the position: ok with `msg` in place (not
+  // yet validated against overwriting: copy, then intact()).
+  ReceiveResult next(std::span<const std::byte>& msg, const Clock::time_point* deadline,
+                     bool try_only) noexcept;
+  [[nodiscard]] SlotState state(std::uint64_t& seen) const noexcept;
+  ReceiveResult wait_data(const Clock::time_point* deadline) noexcept;
+  void sleep_for_data(Clock::time_point until) noexcept;
+  [[nodiscard]] std::optional<ReceiveResult> ended() noexcept;
+  void skip_lapped(std::uint64_t seen) noexcept;
+  ReceiveResult recv_value(std::span<std::byte> buf, std::size_t& n,
+                           const Clock::time_point* deadline, bool try_only) noexcept;
+  ReceiveResult recv_vector(std::vector<std::byte>& out,
+                            const Clock::time_point* deadline) noexcept;
+  // After a copy: whether the message was still whole (else counted as
+  // lost and skipped).
+  bool intact() noexcept;
+  void advance() noexcept;
+  void publish_read() noexcept;
+  bool take_over() noexcept;
+  static void copy_out(std::byte* dst, const std::byte* src, std::size_t n) noexcept;
+  [[nodiscard]] detail::TopicSlot& slot_at(std::uint64_t s) const noexcept {
+    return *reinterpret_cast<detail::TopicSlot*>(slots_ + (s & mask_) * stride_);
+  }
+  [[nodiscard]] detail::TopicSubscriberLine& line() const noexcept { return subs_[index_]; }
+
+  std::shared_ptr<detail::Segment> segment_;
+  detail::MovedNull<detail::TopicControl> control_;
+  detail::TopicSubscriberLine* subs_ = nullptr;
+  std::byte* slots_ = nullptr;
+  std::uint64_t mask_ = 0;
+  std::uint64_t slots_count_ = 0;
+  std::uint64_t stride_ = 0;
+  std::uint64_t max_message_ = 0;
+  WaitPolicy policy_{};
+  std::uint32_t index_ = 0;
+  SubscriberPolicy policy_kind_ = SubscriberPolicy::reliable;
+  std::uint64_t pos_ = 0;        // next message number
+  std::uint64_t published_ = 0;  // last read_seq stored
+  std::uint64_t joined_ = 0;     // first message owed (after the history)
+  std::uint64_t received_ = 0;
+  std::uint64_t lapped_ = 0;
+  std::uint64_t missed_ = 0;
+  bool peeked_ = false;
+  bool corrupted_ = false;
+  std::uint64_t owner_word_ = 0;
+  std::uint64_t fork_epoch_ = 0;  // forks seen at its last use here
+  std::int64_t next_liveness_ns_ = 0;
+};
+
+// Live statistics of a topic, read from a read-only view.
+struct TopicSubscriberStats {
+  std::uint32_t index = 0;
+  ProcessId owner;
+  bool alive = false;
+  SubscriberPolicy policy = SubscriberPolicy::reliable;
+  std::uint64_t position = 0;  // published lazily: lag is an upper bound
+  std::uint64_t lag = 0;
+  std::uint64_t received = 0;
+  std::uint64_t lapped = 0;
+  std::uint64_t missed = 0;
+};
+struct TopicStats {
+  std::uint32_t slots = 0;
+  std::uint64_t max_message = 0;
+  std::uint32_t history = 0;
+  std::uint32_t max_subscribers = 0;
+  WaitStrategy strategy = WaitStrategy::adaptive;
+  ProcessId publisher;  // pid 0: none
+  bool publisher_alive = false;
+  bool closed = false;
+  std::uint64_t published = 0;
+  std::uint32_t takeovers = 0;
+  std::uint64_t evictions = 0;
+  std::uint64_t blocked_publishes = 0;
+  std::vector<TopicSubscriberStats> subscribers;  // live records only
+};
+// Throws Error(wrong_kind) for another object, Error(corrupted) for a
+// topic whose control block does not validate.
+[[nodiscard]] TopicStats topic_stats(const SegmentView& view);
+
+}  // namespace shmbus

@@ -1,0 +1,997 @@
+// Topic: one publisher, many subscribers over a ring of seqlocked slots.
+// The format and its invariants are in detail/topic_format.hpp.
+//
+// [topic.seqlock] The publisher writes message s into its slot as: seq =
+// writing(s) (relaxed), the bytes and the length, seq = done(s) (release).
+// A subscriber loads seq (acquire) == done(r), copies, then loads seq
+// again: equal means the copy is whole. The two plain-store/plain-load
+// orders this needs (writing() before the bytes; the copy before the
+// re-check) are x86-TSO orders (stores are not reordered with stores,
+// loads not with loads), kept from the compiler by signal fences; shmbus
+// builds for x86-64 only (see cpu_relax, prefetch_for_write).
+#include "shmbus/topic.hpp"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <utility>
+
+#include "shmbus/detail/spsc_ring.hpp"
+#include "shmbus/error.hpp"
+
+namespace shmbus {
+
+namespace {
+
+using detail::TopicControl;
+using detail::TopicPolicy;
+using detail::TopicSubscriberLine;
+
+// How often a waiter checks a peer's liveness (a /proc read).
+constexpr auto kLivenessInterval = std::chrono::milliseconds(10);
+// An owner word a publisher writes while it evicts a dead subscriber: no
+// claimer takes a record holding it.
+constexpr std::uint64_t kEvicting = ~std::uint64_t{0};
+
+// Forks this process took part in, as parent or child (pthread_atfork).
+// A handle remembers the value at its last use here: a different one
+// means a fork came since. In a child the handle was inherited and takes
+// its role over on first use; in a parent, close() leaves alone a handle
+// not used since a fork (a child may hold its role now).
+std::atomic<std::uint64_t> g_fork_epoch{0};
+void on_fork() noexcept {
+  // relaxed: each process reads only its own copy.
+  g_fork_epoch.fetch_add(1, std::memory_order_relaxed);
+}
+void register_atfork() {
+  static std::once_flag once;
+  std::call_once(once, [] { ::pthread_atfork(nullptr, on_fork, on_fork); });
+}
+std::uint64_t fork_epoch() noexcept {
+  // relaxed: written only by this process's own fork handlers.
+  return g_fork_epoch.load(std::memory_order_relaxed);
+}
+
+// A handle's first use after a fork ([topic.owner] / [topic.sub]): in a
+// parent whose process still holds the role, it stays; in the child, the
+// role word passes from the parent's word (`held`) to this process with a
+// CAS (also from 0 when `take_free`). False when another process holds it.
+bool take_role(std::atomic<std::uint64_t>& owner, std::uint64_t& held, std::uint64_t& epoch,
+               detail::Segment& segment, bool take_free) noexcept {
+  const std::uint64_t me = this_process().pack();
+  // acquire: pairs with the CAS of whoever took the role.
+  std::uint64_t cur = owner.load(std::memory_order_acquire);
+  while (cur != me) {
+    if (cur != held && !(take_free && cur == 0)) return false;
+    // acq_rel: one taker; pairs with the acquire loads of liveness checks.
+    if (owner.compare_exchange_weak(cur, me, std::memory_order_acq_rel)) {
+      try {
+        segment.attach();  // count this process in the segment's table
+      } catch (...) {      // a full table only affects the resource tracker
+      }
+      break;
+    }
+  }
+  held = me;
+  epoch = fork_epoch();
+  return true;
+}
+
+std::int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+bool is_pow2(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+detail::TopicConfig config_of(std::string_view name, const TopicOptions& o) {
+  auto bad = [&](const std::string& what) {
+    throw Error(Errc::invalid_argument, std::string(name), what);
+  };
+  if (!is_pow2(o.slots) || o.slots < 2 || o.slots > detail::kTopicMaxSlots)
+    bad("slots " + std::to_string(o.slots) + " is not a power of two in 2 .. 2^24");
+  if (o.max_message == 0 || o.max_message > detail::kTopicMaxMessage)
+    bad("max_message " + std::to_string(o.max_message) + " is not in 1 .. 16 MiB");
+  if (o.history > o.slots)
+    bad("history " + std::to_string(o.history) + " exceeds slots " + std::to_string(o.slots));
+  if (o.max_subscribers == 0 || o.max_subscribers > detail::kTopicMaxSubscribers)
+    bad("max_subscribers " + std::to_string(o.max_subscribers) + " is not in 1 .. 1024");
+  if (static_cast<unsigned>(o.wait.strategy) > 2 || o.wait.spin.count() < 0)
+    bad("bad wait policy");
+  detail::TopicConfig k{};
+  k.format = detail::kTopicFormat;
+  k.slots = o.slots;
+  k.max_message = o.max_message;
+  k.slot_stride = detail::topic_slot_stride(o.max_message);
+  k.history = o.history == 0 ? o.slots : o.history;
+  k.max_subscribers = o.max_subscribers;
+  k.strategy = static_cast<std::uint32_t>(o.wait.strategy);
+  k.spin_ns = static_cast<std::uint64_t>(o.wait.spin.count());
+  if (detail::topic_payload_size(k) > (std::uint64_t{1} << 40)) bad("ring larger than 1 TiB");
+  return k;
+}
+
+// Checks a private copy of a topic's config (untrusted bytes), read once
+// so that a peer rewriting it later cannot change this process's geometry.
+detail::TopicConfig checked_config(const std::string& name, std::span<const std::byte> payload) {
+  auto bad = [&](const std::string& what) { throw Error(Errc::corrupted, name, "topic " + what); };
+  if (payload.size() < sizeof(TopicControl)) bad("payload smaller than its control block");
+  detail::TopicConfig k;
+  std::memcpy(&k, payload.data(), sizeof k);
+  if (k.format != detail::kTopicFormat) {
+    throw Error(Errc::wrong_version, name,
+                "topic format " + std::to_string(k.format) + ", expected " +
+                    std::to_string(detail::kTopicFormat));
+  }
+  if (!is_pow2(k.slots) || k.slots < 2 || k.slots > detail::kTopicMaxSlots)
+    bad("slots " + std::to_string(k.slots));
+  if (k.max_message == 0 || k.max_message > detail::kTopicMaxMessage)
+    bad("max_message " + std::to_string(k.max_message));
+  if (k.slot_stride != detail::topic_slot_stride(k.max_message))
+    bad("slot stride " + std::to_string(k.slot_stride));
+  if (k.history > k.slots) bad("history " + std::to_string(k.history));
+  if (k.max_subscribers == 0 || k.max_subscribers > detail::kTopicMaxSubscribers)
+    bad("max_subscribers " + std::to_string(k.max_subscribers));
+  if (k.strategy > 2) bad("wait strategy " + std::to_string(k.strategy));
+  if (k.spin_ns > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+    bad("spin budget");
+  if (payload.size() != detail::topic_payload_size(k))
+    bad("payload size " + std::to_string(payload.size()) + " does not match its ring");
+  return k;
+}
+
+WaitPolicy policy_of(const detail::TopicConfig& k) noexcept {
+  return WaitPolicy{static_cast<WaitStrategy>(k.strategy),
+                    std::chrono::nanoseconds(static_cast<std::int64_t>(k.spin_ns))};
+}
+
+TopicSubscriberLine* subscriber_lines(std::byte* payload) noexcept {
+  return reinterpret_cast<TopicSubscriberLine*>(payload + sizeof(TopicControl));
+}
+
+}  // namespace
+
+std::string_view to_string(PublishResult r) noexcept {
+  switch (r) {
+    case PublishResult::ok:
+      return "ok";
+    case PublishResult::full:
+      return "full";
+    case PublishResult::timeout:
+      return "timeout";
+    case PublishResult::too_large:
+      return "too_large";
+    case PublishResult::closed:
+      return "closed";
+    case PublishResult::corrupted:
+      return "corrupted";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(ReceiveResult r) noexcept {
+  switch (r) {
+    case ReceiveResult::ok:
+      return "ok";
+    case ReceiveResult::empty:
+      return "empty";
+    case ReceiveResult::timeout:
+      return "timeout";
+    case ReceiveResult::eof:
+      return "eof";
+    case ReceiveResult::publisher_dead:
+      return "publisher_dead";
+    case ReceiveResult::too_small:
+      return "too_small";
+    case ReceiveResult::size_mismatch:
+      return "size_mismatch";
+    case ReceiveResult::evicted:
+      return "evicted";
+    case ReceiveResult::closed:
+      return "closed";
+    case ReceiveResult::corrupted:
+      return "corrupted";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(SubscriberPolicy p) noexcept {
+  return p == SubscriberPolicy::reliable ? "reliable" : "lossy";
+}
+
+// --- Topic -------------------------------------------------------------------
+
+Topic Topic::create_tagged(std::string_view name, const TopicOptions& options,
+                           detail::TypeTag type) {
+  register_atfork();
+  const detail::TopicConfig k = config_of(name, options);
+  auto init = [&](std::span<std::byte> payload) {
+    auto* c = new (payload.data()) TopicControl{};
+    c->config = k;
+    for (std::uint32_t i = 0; i < k.max_subscribers; ++i)
+      new (payload.data() + sizeof(TopicControl) + std::size_t{i} * 64) TopicSubscriberLine{};
+  };
+  auto seg = std::make_shared<detail::Segment>(
+      detail::Segment::create(name, ObjectKind::topic, type, detail::topic_payload_size(k), init,
+                              options.segment));
+  return Topic(std::move(seg), k);
+}
+
+Topic Topic::open_tagged(std::string_view name, const SegmentOptions& options,
+                         detail::TypeTag type) {
+  register_atfork();
+  auto seg = std::make_shared<detail::Segment>(
+      detail::Segment::open(name, ObjectKind::topic, type, options));
+  const detail::TopicConfig k = checked_config(std::string(name), seg->payload_span());
+  return Topic(std::move(seg), k);
+}
+
+bool Topic::unlink(std::string_view name) { return detail::Segment::unlink(name); }
+
+const std::string& Topic::name() const noexcept {
+  static const std::string none;
+  return segment_ ? segment_->name() : none;
+}
+
+Publisher Topic::publisher() {
+  if (!segment_) throw Error(Errc::closed, "", "topic handle is empty");
+  auto* c = reinterpret_cast<TopicControl*>(segment_->payload());
+  const std::uint64_t me = this_process().pack();
+  auto& owner = c->publisher.owner;
+  // [topic.owner] acquire: pairs with the CAS of whoever holds the role.
+  std::uint64_t cur = owner.load(std::memory_order_acquire);
+  for (;;) {
+    const bool dead = cur != 0 && cur != me && !is_alive(ProcessId::unpack(cur));
+    if (cur != 0 && !dead) {
+      const ProcessId holder = ProcessId::unpack(cur);
+      throw Error(Errc::already_exists, name(),
+                  "topic already has a live publisher (pid " + std::to_string(holder.pid) +
+                      "); one publisher at a time keeps publish free of atomic "
+                      "read-modify-writes and gives every subscriber one order");
+    }
+    // [topic.owner] acq_rel: takes the role once; a dead holder's word is
+    // replaced only by the taker whose CAS finds it.
+    if (owner.compare_exchange_strong(cur, me, std::memory_order_acq_rel,
+                                      std::memory_order_acquire)) {
+      if (dead) {
+        // relaxed: a statistic written by the role's holder only.
+        c->publisher.takeovers.fetch_add(1, std::memory_order_relaxed);
+      }
+      break;
+    }
+  }
+  return Publisher(segment_, config_);
+}
+
+Subscriber Topic::subscribe(const SubscribeOptions& options) {
+  if (!segment_) throw Error(Errc::closed, "", "topic handle is empty");
+  if (options.history > config_.history) {
+    throw Error(Errc::invalid_argument, name(),
+                "history " + std::to_string(options.history) + " exceeds the topic's history " +
+                    std::to_string(config_.history));
+  }
+  auto* c = reinterpret_cast<TopicControl*>(segment_->payload());
+  TopicSubscriberLine* lines = subscriber_lines(segment_->payload());
+  const std::uint64_t me = this_process().pack();
+  std::uint32_t index = config_.max_subscribers;
+  // Two passes: free records first, then records of dead processes.
+  for (int pass = 0; pass < 2 && index == config_.max_subscribers; ++pass) {
+    for (std::uint32_t i = 0; i < config_.max_subscribers; ++i) {
+      auto& o = lines[i].owner;
+      // [topic.sub] acquire: pairs with the claim/close of the record.
+      std::uint64_t cur = o.load(std::memory_order_acquire);
+      if (cur == kEvicting) continue;
+      if (pass == 0 ? cur != 0 : (cur == 0 || is_alive(ProcessId::unpack(cur)))) continue;
+      // [topic.sub] acq_rel: one claimer per record.
+      if (o.compare_exchange_strong(cur, me, std::memory_order_acq_rel)) {
+        index = i;
+        break;
+      }
+    }
+  }
+  if (index == config_.max_subscribers) {
+    throw Error(Errc::attach_table_full, name(),
+                "subscriber table full: all " + std::to_string(config_.max_subscribers) +
+                    " records (TopicOptions::max_subscribers) hold live subscribers");
+  }
+  // relaxed: a hint for scanners; the CAS loop keeps its maximum.
+  auto& hw = c->wake.high_water;
+  for (std::uint32_t h = hw.load(std::memory_order_relaxed);
+       h < index + 1 && !hw.compare_exchange_weak(h, index + 1, std::memory_order_relaxed);) {
+  }
+  auto& line = lines[index];
+  // [topic.join] acquire: the position to start from, before we are seen.
+  const std::uint64_t w1 = c->publisher.write_seq.load(std::memory_order_acquire);
+  const std::uint64_t start = w1 >= options.history ? w1 - options.history : 0;
+  // relaxed (these stores): made visible by the policy exchange below.
+  line.read_seq.store(start, std::memory_order_relaxed);
+  line.evicted.store(0, std::memory_order_relaxed);
+  line.received.store(0, std::memory_order_relaxed);
+  line.lapped.store(0, std::memory_order_relaxed);
+  line.missed.store(0, std::memory_order_relaxed);
+  const auto pol =
+      options.policy == SubscriberPolicy::reliable ? TopicPolicy::reliable : TopicPolicy::lossy;
+  // [topic.join] seq_cst exchange, then a seq_cst load of write_seq: pairs
+  // with the publisher's seq_cst exchange of write_seq before it scans.
+  // Either its scan sees this record, or our load sees a write_seq at
+  // least the one its scan used, and it overwrites nothing from there on.
+  (void)line.policy.exchange(static_cast<std::uint32_t>(pol), std::memory_order_seq_cst);
+  const std::uint64_t joined =
+      std::max(start, c->publisher.write_seq.load(std::memory_order_seq_cst));
+  line.joined_at.store(joined, std::memory_order_relaxed);  // relaxed: for inspection
+  // Without history the stream starts where it is owed: what was published
+  // between our two loads is neither delivered nor counted.
+  return Subscriber(segment_, config_, index, options.policy,
+                    options.history == 0 ? joined : start, joined);
+}
+
+// --- Publisher ---------------------------------------------------------------
+
+Publisher::Publisher(std::shared_ptr<detail::Segment> segment, const detail::TopicConfig& k)
+    : segment_(std::move(segment)) {
+  control_ = reinterpret_cast<TopicControl*>(segment_->payload());
+  subs_ = subscriber_lines(segment_->payload());
+  slots_ = segment_->payload() + detail::topic_slots_offset(k.max_subscribers);
+  mask_ = k.slots - 1;
+  stride_ = k.slot_stride;
+  max_message_ = k.max_message;
+  max_subscribers_ = k.max_subscribers;
+  policy_ = policy_of(k);
+  owner_word_ = this_process().pack();
+  fork_epoch_ = fork_epoch();
+  // relaxed: the role is ours (taken by the CAS in Topic::publisher()).
+  pos_ = control_->publisher.write_seq.load(std::memory_order_relaxed);
+  // A predecessor may have died between publishing a slot (done) and
+  // advancing write_seq: move past what it committed.
+  for (std::uint64_t i = 0; i <= mask_; ++i) {
+    // acquire: pairs with the predecessor's [topic.seqlock] release.
+    if (slot_at(pos_).seq.load(std::memory_order_acquire) != detail::topic_done(pos_)) break;
+    ++pos_;
+  }
+  control_->publisher.write_seq.store(pos_, std::memory_order_release);  // [topic.join]
+  // [topic.closed] seq_cst: a new publisher reopens the stream.
+  control_->publisher.closed.store(0, std::memory_order_seq_cst);
+  (void)scan();
+}
+
+Publisher& Publisher::operator=(Publisher&& o) noexcept {
+  if (this != &o) {
+    close();
+    std::destroy_at(this);
+    std::construct_at(this, std::move(o));
+  }
+  return *this;
+}
+
+Publisher::~Publisher() { close(); }
+
+bool Publisher::take_over() noexcept {
+  // The role passes from a parent to the forked child that uses it (or a
+  // free role is taken back).
+  return take_role(control_->publisher.owner, owner_word_, fork_epoch_, *segment_, true);
+}
+
+bool Publisher::scan() noexcept {
+  // [topic.join] seq_cst exchange of our own word: the publisher's side of
+  // the join handshake (see Topic::subscribe()).
+  (void)control_->publisher.write_seq.exchange(pos_, std::memory_order_seq_cst);
+  std::uint64_t min = pos_;
+  // relaxed: a hint; records above it were never claimed when we read it,
+  // and a later claimer is covered by the join handshake.
+  const std::uint32_t hw =
+      std::min(control_->wake.high_water.load(std::memory_order_relaxed), max_subscribers_);
+  for (std::uint32_t i = 0; i < hw; ++i) {
+    auto& l = subs_[i];
+    // [topic.join] seq_cst: pairs with the subscriber's policy exchange.
+    if (l.policy.load(std::memory_order_seq_cst) !=
+        static_cast<std::uint32_t>(TopicPolicy::reliable))
+      continue;
+    // [topic.sub] acquire: pairs with the record's claim.
+    const std::uint64_t o = l.owner.load(std::memory_order_acquire);
+    if (o == 0 || o == kEvicting) continue;
+    // [topic.consume] seq_cst: pairs with the subscriber's store of its
+    // position before notify(space) ([wait.sleepers]).
+    std::uint64_t r = l.read_seq.load(std::memory_order_seq_cst);
+    if (r > pos_) continue;  // untrusted: a position ahead of us holds nothing back
+    // A position more than a ring behind waits for the subscriber to skip.
+    min = std::min(min, std::max(r, pos_ - std::min<std::uint64_t>(pos_, mask_ + 1)));
+  }
+  cached_min_ = min;
+  return pos_ < cached_min_ + mask_ + 1;
+}
+
+bool Publisher::evict_dead() noexcept {
+  bool any = false;
+  const std::uint32_t hw =
+      std::min(control_->wake.high_water.load(std::memory_order_relaxed), max_subscribers_);
+  for (std::uint32_t i = 0; i < hw; ++i) {
+    auto& l = subs_[i];
+    if (l.policy.load(std::memory_order_seq_cst) !=
+        static_cast<std::uint32_t>(TopicPolicy::reliable))
+      continue;
+    // [topic.sub] acquire: see scan().
+    std::uint64_t o = l.owner.load(std::memory_order_acquire);
+    if (o == 0 || o == kEvicting || is_alive(ProcessId::unpack(o))) continue;
+    // [topic.evict] acq_rel: only one evicter (or a claimer of the dead
+    // record) wins the word.
+    if (!l.owner.compare_exchange_strong(o, kEvicting, std::memory_order_acq_rel)) continue;
+    l.policy.store(static_cast<std::uint32_t>(TopicPolicy::free), std::memory_order_seq_cst);
+    l.evicted.store(1, std::memory_order_relaxed);  // relaxed: for inspection
+    // relaxed: a statistic of the role's holder.
+    control_->publisher.evictions.fetch_add(1, std::memory_order_relaxed);
+    // [topic.sub] release: the record is free again, cleared.
+    l.owner.store(0, std::memory_order_release);
+    any = true;
+  }
+  return any;
+}
+
+PublishResult Publisher::wait_room(const Clock::time_point* deadline) noexcept {
+  // relaxed: a statistic of the role's holder.
+  control_->publisher.blocked.fetch_add(1, std::memory_order_relaxed);
+  std::int64_t next_check = now_ns() + std::chrono::nanoseconds(kLivenessInterval).count();
+  const auto spin_start = Clock::now();
+  for (;;) {
+    if (scan()) return PublishResult::ok;
+    const auto now = Clock::now();
+    if (deadline != nullptr && now >= *deadline) return PublishResult::timeout;
+    if (now_ns() >= next_check) {
+      if (evict_dead()) continue;
+      next_check = now_ns() + std::chrono::nanoseconds(kLivenessInterval).count();
+    }
+    const bool spin = policy_.strategy == WaitStrategy::busy_poll ||
+                      (policy_.strategy == WaitStrategy::adaptive && now - spin_start < policy_.spin);
+    if (spin) {
+      for (int k = 0; k < 64; ++k) detail::cpu_relax();
+      continue;
+    }
+    // Sleep until a reliable subscriber publishes its position, at most a
+    // liveness slice (a dead one never notifies).
+    Clock::time_point until = now + kLivenessInterval;
+    if (deadline != nullptr && *deadline < until) until = *deadline;
+    (void)detail::sleep_until(control_->wake.space, [&] { return scan(); }, &until, [] {});
+  }
+}
+
+PublishResult Publisher::acquire(std::size_t n, const Clock::time_point* deadline, bool try_only,
+                                 std::byte*& p) noexcept {
+  if (control_ == nullptr) return last_error_ = PublishResult::closed;
+  if (corrupted_) [[unlikely]]
+    return last_error_ = PublishResult::corrupted;
+  if (n > max_message_) return last_error_ = PublishResult::too_large;
+  if (fork_epoch_ != fork_epoch()) [[unlikely]] {
+    if (!take_over()) return last_error_ = PublishResult::closed;
+  }
+  if (!has_loan_) {
+    if (pos_ >= cached_min_ + mask_ + 1 && !scan()) [[unlikely]] {
+      if (try_only) return last_error_ = PublishResult::full;
+      if (const PublishResult r = wait_room(deadline); r != PublishResult::ok)
+        return last_error_ = r;
+    }
+    auto& slot = slot_at(pos_);
+    // [topic.seqlock] relaxed: the bytes below follow in store order
+    // (x86-TSO; the signal fence keeps the compiler from moving them up).
+    slot.seq.store(detail::topic_writing(pos_), std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    has_loan_ = true;
+  }
+  loaned_ = n;
+  p = reinterpret_cast<std::byte*>(&slot_at(pos_)) + detail::kTopicSlotHeader;
+  return PublishResult::ok;
+}
+
+PublishResult Publisher::commit() noexcept {
+  if (control_ == nullptr || !has_loan_) return last_error_ = PublishResult::closed;
+  auto& slot = slot_at(pos_);
+  // relaxed: published by the release store of seq below.
+  slot.length.store(loaned_, std::memory_order_relaxed);
+  // [topic.seqlock] release: the bytes and length become visible with
+  // done(pos); pairs with the subscriber's acquire in state().
+  slot.seq.store(detail::topic_done(pos_), std::memory_order_release);
+  has_loan_ = false;
+  ++pos_;
+  auto& w = control_->publisher.write_seq;
+  if (policy_.strategy == WaitStrategy::busy_poll) {
+    // [topic.join] release: for joiners and inspectors; busy subscribers
+    // never sleep, so nobody needs waking.
+    w.store(pos_, std::memory_order_release);
+  } else {
+    // [topic.wake] seq_cst: the state a sleeping subscriber's ready()
+    // loads, before wake_subscribers() loads the word it arms.
+    w.store(pos_, std::memory_order_seq_cst);
+    wake_subscribers();
+  }
+  return PublishResult::ok;
+}
+
+void Publisher::wake_subscribers() noexcept {
+  auto& word = control_->wake.data;
+  // [topic.wake] seq_cst: pairs with the subscriber's arming CAS. Either
+  // this load sees the arm, or the subscriber's seq_cst ready() check
+  // after its arm sees what we stored above.
+  const std::uint32_t w = word.load(std::memory_order_seq_cst);
+  if ((w & detail::kTopicArmed) == 0) return;  // nobody sleeps: no system call
+  // [topic.wake] seq_cst exchange: a sleeper's futex_wait on the armed
+  // value now fails or is woken below; one wake-up per arm.
+  if ((word.exchange((w + 2) & ~detail::kTopicArmed, std::memory_order_seq_cst) &
+       detail::kTopicArmed) != 0)
+    (void)detail::futex_wake(word);  // shared futex: the word is in a shared segment
+}
+
+PublishResult Publisher::copy_in(std::span<const std::byte> msg,
+                                 const Clock::time_point* deadline, bool try_only) noexcept {
+  std::byte* p = nullptr;
+  if (const PublishResult r = acquire(msg.size(), deadline, try_only, p); r != PublishResult::ok)
+    return r;
+  detail::copy_payload(p, msg.data(), msg.size());
+  return commit();
+}
+
+PublishResult Publisher::publish(std::span<const std::byte> msg) noexcept {
+  return copy_in(msg, nullptr, false);
+}
+PublishResult Publisher::publish_for(std::span<const std::byte> msg,
+                                     Clock::duration timeout) noexcept {
+  const Clock::time_point deadline = Clock::now() + timeout;
+  return copy_in(msg, &deadline, false);
+}
+PublishResult Publisher::try_publish(std::span<const std::byte> msg) noexcept {
+  return copy_in(msg, nullptr, true);
+}
+
+std::span<std::byte> Publisher::loan(std::size_t n) noexcept {
+  std::byte* p = nullptr;
+  if (acquire(n, nullptr, false, p) != PublishResult::ok) return {};
+  return {p, n};
+}
+std::span<std::byte> Publisher::loan_for(std::size_t n, Clock::duration timeout) noexcept {
+  const Clock::time_point deadline = Clock::now() + timeout;
+  std::byte* p = nullptr;
+  if (acquire(n, &deadline, false, p) != PublishResult::ok) return {};
+  return {p, n};
+}
+std::span<std::byte> Publisher::try_loan(std::size_t n) noexcept {
+  std::byte* p = nullptr;
+  if (acquire(n, nullptr, true, p) != PublishResult::ok) return {};
+  return {p, n};
+}
+PublishResult Publisher::publish() noexcept { return commit(); }
+
+void Publisher::close() noexcept {
+  if (control_ == nullptr) return;
+  const std::uint64_t me = this_process().pack();
+  auto& owner = control_->publisher.owner;
+  // [topic.owner] acquire: see Topic::publisher().
+  if (owner.load(std::memory_order_acquire) == me && fork_epoch_ == fork_epoch()) {
+    // A loan never published stays marked writing(pos_): subscribers at
+    // pos_ see nothing there (eof below), lapped ones see it overwritten,
+    // and the next publisher writes message pos_ into it again.
+    // [topic.closed] seq_cst: after every message published; pairs with
+    // the subscriber's load in ended() and is the state ready() sees.
+    control_->publisher.closed.store(1, std::memory_order_seq_cst);
+    wake_subscribers();
+    std::uint64_t expected = me;
+    // [topic.owner] release: the role is free for the next publisher.
+    (void)owner.compare_exchange_strong(expected, 0, std::memory_order_release,
+                                        std::memory_order_relaxed);
+  }
+  has_loan_ = false;
+  control_ = nullptr;
+  segment_.reset();
+}
+
+// --- Subscriber --------------------------------------------------------------
+
+Subscriber::Subscriber(std::shared_ptr<detail::Segment> segment, const detail::TopicConfig& k,
+                       std::uint32_t index, SubscriberPolicy policy, std::uint64_t start,
+                       std::uint64_t joined)
+    : segment_(std::move(segment)) {
+  control_ = reinterpret_cast<TopicControl*>(segment_->payload());
+  subs_ = subscriber_lines(segment_->payload());
+  slots_ = segment_->payload() + detail::topic_slots_offset(k.max_subscribers);
+  mask_ = k.slots - 1;
+  slots_count_ = k.slots;
+  stride_ = k.slot_stride;
+  max_message_ = k.max_message;
+  policy_ = policy_of(k);
+  index_ = index;
+  policy_kind_ = policy;
+  pos_ = start;
+  published_ = start;
+  joined_ = joined;
+  owner_word_ = this_process().pack();
+  fork_epoch_ = fork_epoch();
+}
+
+Subscriber& Subscriber::operator=(Subscriber&& o) noexcept {
+  if (this != &o) {
+    close();
+    std::destroy_at(this);
+    std::construct_at(this, std::move(o));
+  }
+  return *this;
+}
+
+Subscriber::~Subscriber() { close(); }
+
+bool Subscriber::take_over() noexcept {
+  // A record freed meanwhile was evicted or closed: not ours to take.
+  return take_role(line().owner, owner_word_, fork_epoch_, *segment_, false);
+}
+
+Subscriber::SlotState Subscriber::state(std::uint64_t& seen) const noexcept {
+  if (corrupted_) return SlotState::corrupted;
+  // [topic.seqlock] acquire: pairs with the publisher's release of done().
+  seen = slot_at(pos_).seq.load(std::memory_order_acquire);
+  if (seen == detail::topic_done(pos_)) return SlotState::ready;
+  if (seen == 0) return SlotState::empty;
+  // Untrusted: the word must name a message of this slot.
+  if (seen < 2 || (((seen - 2) >> 1) & mask_) != (pos_ & mask_)) return SlotState::corrupted;
+  return seen > detail::topic_writing(pos_) ? SlotState::lapped : SlotState::empty;
+}
+
+bool Subscriber::ready() const noexcept {
+  if (control_ == nullptr) return true;
+  std::uint64_t seen = 0;
+  return state(seen) != SlotState::empty ||
+         // [wait.sleepers] seq_cst: pairs with the publisher's stores.
+         control_->publisher.write_seq.load(std::memory_order_seq_cst) > pos_ ||
+         control_->publisher.closed.load(std::memory_order_seq_cst) != 0;
+}
+
+const std::atomic<std::uint32_t>* Subscriber::wait_word() const noexcept {
+  return control_ == nullptr ? nullptr : &control_->wake.data;
+}
+
+std::uint64_t Subscriber::lag() const noexcept {
+  if (control_ == nullptr) return 0;
+  // relaxed: a snapshot for display.
+  const std::uint64_t w = control_->publisher.write_seq.load(std::memory_order_relaxed);
+  return w > pos_ ? w - pos_ : 0;
+}
+
+void Subscriber::skip_lapped(std::uint64_t seen) noexcept {
+  // The slot holds message m > pos_ (or it is being written): the
+  // messages from pos_ on that the ring no longer holds are lost.
+  const std::uint64_t m = (seen - 2) >> 1;
+  std::uint64_t next = 0;
+  if (policy_kind_ == SubscriberPolicy::lossy) {
+    // [topic.join] acquire: how far the publisher got (untrusted: at least
+    // past m, which we saw).
+    std::uint64_t w = control_->publisher.write_seq.load(std::memory_order_acquire);
+    w = std::max(w, m + 1);
+    const std::uint64_t half = slots_count_ / 2;
+    next = w > half ? w - half : 0;
+  } else {
+    next = m + 1 > slots_count_ ? m + 1 - slots_count_ : 0;
+  }
+  next = std::max(next, pos_ + 1);
+  if (next > joined_) {
+    ++lapped_;
+    missed_ += next - std::max(pos_, joined_);
+    // [topic.stats] relaxed: single-writer counters for inspection.
+    line().lapped.store(lapped_, std::memory_order_relaxed);
+    line().missed.store(missed_, std::memory_order_relaxed);
+  }
+  pos_ = next;
+  publish_read();
+}
+
+void Subscriber::publish_read() noexcept {
+  if (pos_ == published_) return;
+  published_ = pos_;
+  auto& l = line();
+  // [topic.stats] relaxed: single-writer counter for inspection.
+  l.received.store(received_, std::memory_order_relaxed);
+  if (policy_kind_ == SubscriberPolicy::reliable && policy_.strategy != WaitStrategy::busy_poll) {
+    // [topic.consume] seq_cst: pairs with the publisher's load in scan()
+    // and precedes notify()'s load of sleepers ([wait.sleepers]).
+    l.read_seq.store(pos_, std::memory_order_seq_cst);
+    detail::notify(control_->wake.space);
+  } else {
+    // [topic.consume] release: every read of the freed slots happens
+    // before the publisher's load sees this position.
+    l.read_seq.store(pos_, std::memory_order_release);
+  }
+}
+
+void Subscriber::advance() noexcept {
+  ++pos_;
+  ++received_;
+  peeked_ = false;
+  if (pos_ - published_ >= slots_count_ / 4) publish_read();
+}
+
+bool Subscriber::intact() noexcept {
+  // [topic.seqlock] the re-check: the copy above is done first (x86-TSO
+  // keeps loads in order; the signal fence keeps the compiler from moving
+  // the copy below).
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  const std::uint64_t seen = slot_at(pos_).seq.load(std::memory_order_acquire);
+  if (seen == detail::topic_done(pos_)) return true;
+  peeked_ = false;
+  if (seen < 2 || (((seen - 2) >> 1) & mask_) != (pos_ & mask_) ||
+      seen <= detail::topic_writing(pos_)) {
+    corrupted_ = true;  // a done message never goes back
+    return false;
+  }
+  skip_lapped(seen);
+  return false;
+}
+
+#if defined(SHMBUS_TSAN)
+// [topic.seqlock] A lossy copy may race with the publisher overwriting the
+// slot; the re-check discards such a copy. ThreadSanitizer would report
+// that benign race, so its builds copy without instrumentation.
+__attribute__((no_sanitize("thread"))) void Subscriber::copy_out(std::byte* dst,
+                                                                  const std::byte* src,
+                                                                  std::size_t n) noexcept {
+  const volatile std::byte* s = src;
+  for (std::size_t i = 0; i < n; ++i) dst[i] = s[i];
+}
+#else
+void Subscriber::copy_out(std::byte* dst, const std::byte* src, std::size_t n) noexcept {
+  detail::copy_payload(dst, src, n);
+}
+#endif
+
+std::optional<ReceiveResult> Subscriber::ended() noexcept {
+  const auto& p = control_->publisher;
+  // [topic.closed] seq_cst: pairs with the publisher's store in close();
+  // everything it published before is visible, so an empty slot now is
+  // the end of the stream.
+  if (p.closed.load(std::memory_order_seq_cst) != 0) {
+    std::uint64_t seen = 0;
+    if (state(seen) == SlotState::empty) return ReceiveResult::eof;
+    return std::nullopt;
+  }
+  const std::int64_t now = now_ns();
+  if (now < next_liveness_ns_) return std::nullopt;
+  next_liveness_ns_ = now + std::chrono::nanoseconds(kLivenessInterval).count();
+  if (line().evicted.load(std::memory_order_relaxed) != 0 ||
+      line().owner.load(std::memory_order_acquire) != owner_word_)  // [topic.sub]
+    return ReceiveResult::evicted;
+  // [topic.owner] acquire: pairs with the CAS that took the role.
+  const std::uint64_t o = p.owner.load(std::memory_order_acquire);
+  if (o == 0 || is_alive(ProcessId::unpack(o))) return std::nullopt;
+  std::uint64_t seen = 0;
+  if (state(seen) == SlotState::empty) return ReceiveResult::publisher_dead;
+  return std::nullopt;
+}
+
+void Subscriber::sleep_for_data(Clock::time_point until) noexcept {
+  auto& word = control_->wake.data;
+  // [topic.wake] seq_cst (load and CAS): the arm precedes our ready()
+  // check in the total order; pairs with the publisher's load.
+  std::uint32_t w = word.load(std::memory_order_seq_cst);
+  if ((w & detail::kTopicArmed) == 0) {
+    if (!word.compare_exchange_strong(w, w | detail::kTopicArmed, std::memory_order_seq_cst))
+      return;  // the publisher moved the count: something happened, look again
+    w |= detail::kTopicArmed;
+  }
+  if (ready()) return;
+  // Shared futex (not PRIVATE): the word lives in a segment every process maps.
+  (void)detail::futex_wait(word, w, &until);
+}
+
+ReceiveResult Subscriber::wait_data(const Clock::time_point* deadline) noexcept {
+  publish_read();  // a reliable subscriber's publisher may wait for this room
+  const auto start = Clock::now();
+  for (;;) {
+    if (ready()) {
+      std::uint64_t seen = 0;
+      if (state(seen) != SlotState::empty) return ReceiveResult::ok;
+    }
+    if (auto end = ended()) return *end;
+    const auto now = Clock::now();
+    if (deadline != nullptr && now >= *deadline) return ReceiveResult::timeout;
+    const bool spin = policy_.strategy == WaitStrategy::busy_poll ||
+                      (policy_.strategy == WaitStrategy::adaptive && now - start < policy_.spin);
+    if (spin) {
+      for (int k = 0; k < 32; ++k) {
+        detail::cpu_relax();
+        std::uint64_t seen = 0;
+        if (state(seen) != SlotState::empty) return ReceiveResult::ok;
+      }
+      continue;
+    }
+    Clock::time_point until = now + kLivenessInterval;
+    if (deadline != nullptr && *deadline < until) until = *deadline;
+    sleep_for_data(until);
+  }
+}
+
+ReceiveResult Subscriber::next(std::span<const std::byte>& msg, const Clock::time_point* deadline,
+                               bool try_only) noexcept {
+  if (control_ == nullptr) return ReceiveResult::closed;
+  if (fork_epoch_ != fork_epoch()) [[unlikely]] {
+    if (!take_over()) return ReceiveResult::closed;
+  }
+  for (;;) {
+    std::uint64_t seen = 0;
+    switch (state(seen)) {
+      case SlotState::ready: {
+        // relaxed: ordered by the acquire of seq in state(); checked
+        // against our own copy of max_message (untrusted).
+        const std::uint64_t len = slot_at(pos_).length.load(std::memory_order_relaxed);
+        if (len > max_message_) {
+          if (!intact()) continue;  // overwritten: a torn length
+          corrupted_ = true;
+          return ReceiveResult::corrupted;
+        }
+        msg = {reinterpret_cast<const std::byte*>(&slot_at(pos_)) + detail::kTopicSlotHeader,
+               static_cast<std::size_t>(len)};
+        return ReceiveResult::ok;
+      }
+      case SlotState::lapped:
+        skip_lapped(seen);
+        continue;
+      case SlotState::corrupted:
+        corrupted_ = true;
+        return ReceiveResult::corrupted;
+      case SlotState::empty:
+        break;
+    }
+    if (try_only) {
+      publish_read();
+      if (auto end = ended()) return *end;
+      return ReceiveResult::empty;
+    }
+    if (const ReceiveResult r = wait_data(deadline); r != ReceiveResult::ok) return r;
+  }
+}
+
+ReceiveResult Subscriber::recv(std::span<std::byte> buf, std::size_t& n) noexcept {
+  return recv_value(buf, n, nullptr, false);
+}
+ReceiveResult Subscriber::recv_for(std::span<std::byte> buf, std::size_t& n,
+                                   Clock::duration timeout) noexcept {
+  const Clock::time_point deadline = Clock::now() + timeout;
+  return recv_value(buf, n, &deadline, false);
+}
+ReceiveResult Subscriber::try_recv(std::span<std::byte> buf, std::size_t& n) noexcept {
+  return recv_value(buf, n, nullptr, true);
+}
+
+ReceiveResult Subscriber::recv_value(std::span<std::byte> buf, std::size_t& n,
+                                     const Clock::time_point* deadline, bool try_only) noexcept {
+  std::span<const std::byte> msg;
+  for (;;) {
+    const ReceiveResult r = next(msg, deadline, try_only);
+    if (r != ReceiveResult::ok) return r;
+    n = msg.size();
+    if (msg.size() > buf.size()) {
+      if (!intact()) continue;
+      return ReceiveResult::too_small;
+    }
+    copy_out(buf.data(), msg.data(), msg.size());
+    if (!intact()) continue;
+    advance();
+    return ReceiveResult::ok;
+  }
+}
+
+ReceiveResult Subscriber::recv(std::vector<std::byte>& out) noexcept {
+  return recv_vector(out, nullptr);
+}
+ReceiveResult Subscriber::recv_for(std::vector<std::byte>& out, Clock::duration timeout) noexcept {
+  const Clock::time_point deadline = Clock::now() + timeout;
+  return recv_vector(out, &deadline);
+}
+
+ReceiveResult Subscriber::recv_vector(std::vector<std::byte>& out,
+                                      const Clock::time_point* deadline) noexcept {
+  std::span<const std::byte> msg;
+  for (;;) {
+    const ReceiveResult r = next(msg, deadline, false);
+    if (r != ReceiveResult::ok) return r;
+    try {
+      out.resize(msg.size());
+    } catch (...) {
+      return ReceiveResult::too_small;
+    }
+    copy_out(out.data(), msg.data(), msg.size());
+    if (!intact()) continue;
+    advance();
+    return ReceiveResult::ok;
+  }
+}
+
+ReceiveResult Subscriber::peek(std::span<const std::byte>& msg) noexcept {
+  const ReceiveResult r = next(msg, nullptr, false);
+  peeked_ = r == ReceiveResult::ok;
+  return r;
+}
+ReceiveResult Subscriber::peek_for(std::span<const std::byte>& msg,
+                                   Clock::duration timeout) noexcept {
+  const Clock::time_point deadline = Clock::now() + timeout;
+  const ReceiveResult r = next(msg, &deadline, false);
+  peeked_ = r == ReceiveResult::ok;
+  return r;
+}
+ReceiveResult Subscriber::try_peek(std::span<const std::byte>& msg) noexcept {
+  const ReceiveResult r = next(msg, nullptr, true);
+  peeked_ = r == ReceiveResult::ok;
+  return r;
+}
+
+bool Subscriber::release() noexcept {
+  if (control_ == nullptr || !peeked_) return false;
+  if (!intact()) return false;
+  advance();
+  return true;
+}
+
+void Subscriber::close() noexcept {
+  if (control_ == nullptr) return;
+  auto& l = line();
+  const std::uint64_t me = this_process().pack();
+  // [topic.sub] acquire: see Topic::subscribe().
+  if (l.owner.load(std::memory_order_acquire) == me && fork_epoch_ == fork_epoch()) {
+    publish_read();
+    // [topic.join] seq_cst: the publisher stops counting this record
+    // before it can be claimed again.
+    l.policy.store(static_cast<std::uint32_t>(TopicPolicy::free), std::memory_order_seq_cst);
+    std::uint64_t expected = me;
+    // [topic.sub] release: the record is free.
+    (void)l.owner.compare_exchange_strong(expected, 0, std::memory_order_release,
+                                          std::memory_order_relaxed);
+    // A publisher waiting for this subscriber may go on.
+    detail::notify(control_->wake.space);
+  }
+  control_ = nullptr;
+  segment_.reset();
+}
+
+// --- statistics --------------------------------------------------------------
+
+TopicStats topic_stats(const SegmentView& view) {
+  const auto& info = view.info();
+  if (info.kind != ObjectKind::topic) throw Error(Errc::wrong_kind, info.name, "not a topic");
+  const auto payload = view.payload();
+  const detail::TopicConfig k = checked_config(info.name, payload);
+  const auto* c = reinterpret_cast<const TopicControl*>(payload.data());
+  TopicStats s;
+  s.slots = k.slots;
+  s.max_message = k.max_message;
+  s.history = k.history;
+  s.max_subscribers = k.max_subscribers;
+  s.strategy = static_cast<WaitStrategy>(k.strategy);
+  // relaxed (all below): a snapshot for display; no data is read through it.
+  const std::uint64_t owner = c->publisher.owner.load(std::memory_order_relaxed);
+  s.publisher = ProcessId::unpack(owner == kEvicting ? 0 : owner);
+  s.publisher_alive = owner != 0 && is_alive(s.publisher);
+  s.closed = c->publisher.closed.load(std::memory_order_relaxed) != 0;
+  s.published = c->publisher.write_seq.load(std::memory_order_relaxed);
+  s.takeovers = c->publisher.takeovers.load(std::memory_order_relaxed);
+  s.evictions = c->publisher.evictions.load(std::memory_order_relaxed);
+  s.blocked_publishes = c->publisher.blocked.load(std::memory_order_relaxed);
+  const auto* lines =
+      reinterpret_cast<const TopicSubscriberLine*>(payload.data() + sizeof(TopicControl));
+  for (std::uint32_t i = 0; i < k.max_subscribers; ++i) {
+    const auto& l = lines[i];
+    const std::uint64_t o = l.owner.load(std::memory_order_relaxed);
+    const std::uint32_t pol = l.policy.load(std::memory_order_relaxed);
+    if (o == 0 || o == kEvicting || pol == 0 || pol > 2) continue;
+    TopicSubscriberStats t;
+    t.index = i;
+    t.owner = ProcessId::unpack(o);
+    t.alive = is_alive(t.owner);
+    t.policy = pol == static_cast<std::uint32_t>(TopicPolicy::reliable) ? SubscriberPolicy::reliable
+                                                                        : SubscriberPolicy::lossy;
+    t.position = l.read_seq.load(std::memory_order_relaxed);
+    t.lag = s.published > t.position ? s.published - t.position : 0;
+    t.received = l.received.load(std::memory_order_relaxed);
+    t.lapped = l.lapped.load(std::memory_order_relaxed);
+    t.missed = l.missed.load(std::memory_order_relaxed);
+    s.subscribers.push_back(t);
+  }
+  return s;
+}
+
+}  // namespace shmbus

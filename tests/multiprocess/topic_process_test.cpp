@@ -1,0 +1,149 @@
+// Topic between real processes: subscribers in other processes receive
+// every message (reliable) or an exactly counted subset (lossy); a dead
+// reliable subscriber is evicted and never blocks the publisher; a dead
+// publisher's subscribers get everything it committed, then
+// publisher_dead, and a new publisher takes over (also after dying in the
+// middle of a loan); handles inherited across fork take their role over.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "shmbus/topic.hpp"
+#include "test_support.hpp"
+
+namespace shmbus {
+namespace {
+
+using namespace std::chrono_literals;
+using test::fork_child;
+using test::poll_until;
+using test::SegmentGuard;
+using test::unique_name;
+using test::wait_child;
+
+std::size_t live_subscribers(const std::string& name) {
+  return topic_stats(SegmentView::open(name)).subscribers.size();
+}
+
+TEST(TopicProcess, SubscribersInOtherProcessesReceiveEverything) {
+  SegmentGuard g(unique_name("topic"));
+#if defined(SHMBUS_SANITIZED)
+  constexpr std::uint64_t kCount = 20000;
+#else
+  constexpr std::uint64_t kCount = 200000;
+#endif
+  auto topic = Topic::create<std::uint64_t>(g.name(), {.slots = 256});
+  std::vector<pid_t> kids;
+  for (int k = 0; k < 3; ++k) {
+    const bool lossy = k == 2;
+    kids.push_back(fork_child([&, lossy] {
+      auto t = Topic::open<std::uint64_t>(g.name());
+      auto sub = t.subscribe(
+          {.policy = lossy ? SubscriberPolicy::lossy : SubscriberPolicy::reliable});
+      std::uint64_t v = 0, expect = 0, gaps = 0;
+      for (;;) {
+        const ReceiveResult r = sub.recv_for(v, 30s);
+        if (r == ReceiveResult::eof) break;
+        if (r != ReceiveResult::ok) return 2;
+        if (v < expect || (!lossy && v != expect)) return 3;
+        gaps += v - expect;
+        expect = v + 1;
+      }
+      if (expect != kCount || gaps != sub.missed()) return 4;
+      return sub.received() + sub.missed() == kCount ? 0 : 5;
+    }));
+  }
+  ASSERT_TRUE(poll_until([&] { return live_subscribers(g.name()) == 3; }));
+  auto pub = topic.publisher();
+  for (std::uint64_t i = 0; i < kCount; ++i) ASSERT_EQ(pub.publish_for(i, 30s), PublishResult::ok);
+  pub.close();
+  for (pid_t k : kids) {
+    const auto st = wait_child(k, 60s);
+    EXPECT_TRUE(st.exited && st.code == 0) << "child " << k << " code " << st.code;
+  }
+}
+
+TEST(TopicProcess, DeadReliableSubscriberIsEvictedAndNeverBlocksThePublisher) {
+  SegmentGuard g(unique_name("topic"));
+  auto topic = Topic::create<std::uint64_t>(g.name(), {.slots = 8});
+  const pid_t kid = fork_child([&] {
+    auto sub = Topic::open<std::uint64_t>(g.name()).subscribe();
+    ::raise(SIGKILL);  // dies holding a reliable record at position 0
+    return 0;
+  });
+  const auto st = wait_child(kid);
+  ASSERT_EQ(st.signal, SIGKILL);
+  ASSERT_EQ(live_subscribers(g.name()), 1u);  // the dead one's record
+  auto pub = topic.publisher();
+  for (std::uint64_t i = 0; i < 32; ++i) ASSERT_EQ(pub.publish_for(i, 10s), PublishResult::ok);
+  const TopicStats s = topic_stats(SegmentView::open(g.name()));
+  EXPECT_EQ(s.evictions, 1u);
+  EXPECT_EQ(s.subscribers.size(), 0u);
+  EXPECT_GE(s.blocked_publishes, 1u);
+}
+
+TEST(TopicProcess, DeadPublisherDeliversWhatItCommittedThenIsReplaced) {
+  SegmentGuard g(unique_name("topic"));
+  auto topic = Topic::create<std::uint64_t>(g.name(), {.slots = 256});
+  auto sub = topic.subscribe();
+  const pid_t kid = fork_child([&] {
+    auto pub = Topic::open<std::uint64_t>(g.name()).publisher();
+    for (std::uint64_t i = 0; i < 100; ++i)
+      if (pub.publish(i) != PublishResult::ok) return 2;
+    auto slot = pub.loan(8);  // dies half way through message 100
+    std::memset(slot.data(), 0xee, 4);
+    ::raise(SIGKILL);
+    return 0;
+  });
+  std::uint64_t v = 0;
+  for (std::uint64_t i = 0; i < 100; ++i) {
+    ASSERT_EQ(sub.recv_for(v, 10s), ReceiveResult::ok);
+    ASSERT_EQ(v, i);
+  }
+  EXPECT_EQ(sub.recv_for(v, 10s), ReceiveResult::publisher_dead);
+  EXPECT_EQ(wait_child(kid).signal, SIGKILL);
+  auto pub = topic.publisher();  // takes over from the dead one
+  ASSERT_EQ(pub.publish(std::uint64_t{100}), PublishResult::ok);
+  ASSERT_EQ(sub.recv_for(v, 10s), ReceiveResult::ok);
+  EXPECT_EQ(v, 100u);
+  EXPECT_EQ(pub.published(), 101u);
+  EXPECT_EQ(topic_stats(SegmentView::open(g.name())).takeovers, 1u);
+}
+
+TEST(TopicProcess, HandlesInheritedAcrossForkTakeTheirRoleOver) {
+  SegmentGuard g(unique_name("topic"));
+  auto topic = Topic::create<std::uint64_t>(g.name());
+  auto pub = topic.publisher();
+  auto sub = topic.subscribe();
+  auto child_sub = topic.subscribe();
+  const pid_t reader = fork_child([&] {
+    std::uint64_t v = 0;
+    for (std::uint64_t i = 0; i < 10; ++i)
+      if (child_sub.recv_for(v, 10s) != ReceiveResult::ok || v != i) return 2;
+    return child_sub.recv_for(v, 10s) == ReceiveResult::eof ? 0 : 3;
+  });
+  const pid_t writer = fork_child([&] {
+    for (std::uint64_t i = 0; i < 10; ++i)
+      if (pub.publish(i) != PublishResult::ok) return 2;
+    pub.close();
+    return 0;
+  });
+  std::uint64_t v = 0;
+  for (std::uint64_t i = 0; i < 10; ++i) {
+    ASSERT_EQ(sub.recv_for(v, 10s), ReceiveResult::ok);
+    EXPECT_EQ(v, i);
+  }
+  EXPECT_EQ(sub.recv_for(v, 10s), ReceiveResult::eof);
+  const auto w = wait_child(writer);
+  EXPECT_TRUE(w.exited && w.code == 0);
+  const auto r = wait_child(reader);
+  EXPECT_TRUE(r.exited && r.code == 0) << r.code;
+}
+
+}  // namespace
+}  // namespace shmbus
