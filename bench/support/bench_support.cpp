@@ -17,6 +17,7 @@
 
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/error.hpp"
+#include "shmbus/pipe.hpp"
 #include "shmbus/shared_memory.hpp"
 #include "shmbus/topology.hpp"
 
@@ -386,6 +387,43 @@ bool register_references() {
   benchmark::RegisterBenchmark("BM_Floor_CacheLine_RTT", BM_Floor_CacheLine_RTT)->UseRealTime();
   benchmark::RegisterBenchmark("BM_Futex_Raw_RTT", BM_Futex_Raw_RTT)->UseRealTime();
   return true;
+}
+
+void pipe_round_trip(benchmark::State& state, const PipeOptions& options) {
+  const WaitStrategy strategy = options.wait.strategy;
+  ReferenceBeside beside(state, reference_for(strategy));
+  const auto& cpus = bench_cpus();
+  const auto size = static_cast<std::size_t>(state.range(0));
+  auto [a, b] = Pipe(options);
+  PinnedChild child(cpus.child, [&b = b, size] {
+    std::vector<std::byte> buf(size);
+    std::size_t n = 0;
+    while (b.recv_bytes_into(buf, 0, n) == RecvResult::ok) {
+      if (b.send_bytes({buf.data(), n}) != SendResult::ok) return;
+    }
+  });
+  pin_this_thread(cpus.parent);
+  std::vector<std::byte> msg(size, std::byte{0x5a}), buf(size);
+  LatencyRecorder rec;
+  std::size_t n = 0;
+  const int warm = strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp;
+  for (int i = 0; i < warm; ++i) {
+    if (a.send_bytes(msg) != SendResult::ok || a.recv_bytes_into(buf, 0, n) != RecvResult::ok)
+      break;
+  }
+  for (auto _ : state) {
+    const std::uint64_t t0 = ticks();
+    if (a.send_bytes(msg) != SendResult::ok || a.recv_bytes_into(buf, 0, n) != RecvResult::ok) {
+      state.SkipWithError("pipe round trip failed");
+      break;
+    }
+    rec.add_ticks(ticks() - t0);
+  }
+  a.close();
+  if (!child.join()) state.SkipWithError("echo child failed");
+  rec.report(state);
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(size));
 }
 
 }  // namespace shmbus::bench

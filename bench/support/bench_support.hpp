@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "shmbus/connection.hpp"
 #include "shmbus/wait.hpp"
 
 namespace shmbus::bench {
@@ -155,6 +156,11 @@ void python_peer(benchmark::State& state, const std::string& script,
                  const std::vector<std::string>& args);
 // SHMBUS_BENCH_PY_ITERS, else 2000.
 std::int64_t python_iterations();
+
+// A pipe round trip of state.range(0) bytes with `options`: an echo child
+// on bench_cpus().child, the timed loop here (BM_Pipe_*_RTT and the rows
+// other suites put beside their own), with its reference beside.
+void pipe_round_trip(benchmark::State& state, const PipeOptions& options);
 
 // Registers the two reference benchmarks under their plain names.
 bool register_references();

@@ -180,20 +180,26 @@ TEST(DeadlinePipe, DeadWriterIsSeenByPollThenTryRecv) {
   }
 }
 
+// A writer that sends one message, waits until a hostile peer zeroed its
+// end's owner word, then closes its end (or leaves with _exit, no close).
+pid_t writer_outliving_its_owner_word(Connection& w, const std::string& name, bool close) {
+  return test::fork_child([&w, name, close] {
+    if (w.send(1) != SendResult::ok) return 1;
+    RawMapping raw(name);
+    auto& owner = raw.at<detail::PipeControl>(0).ends[1].owner;
+    if (!test::poll_until([&] { return owner.load() == 0; }, 10s)) return 2;
+    if (close) w.close();
+    return 0;
+  });
+}
+
 // Case 3: a hostile peer zeroes the sender end's owner word. The sender's
 // close() must still mark its end closed (it took the end; an end is never
 // given back), so the receiver reads end of file instead of timing out.
 TEST(DeadlinePipe, ZeroedSenderOwnerStillEndsInEof) {
   SegmentGuard g(unique_name("dlp"));
   auto [r, w] = Pipe(g.name(), false);
-  const pid_t child = test::fork_child([&] {
-    if (w.send(1) != SendResult::ok) return 1;
-    RawMapping raw(g.name());
-    auto& owner = raw.at<detail::PipeControl>(0).ends[1].owner;
-    if (!test::poll_until([&] { return owner.load() == 0; }, 10s)) return 2;
-    w.close();
-    return 0;
-  });
+  const pid_t child = writer_outliving_its_owner_word(w, g.name(), /*close=*/true);
   w.close();
   int first = 0;
   ASSERT_EQ(r.recv_for(first, 10s), RecvResult::ok);
@@ -212,13 +218,7 @@ TEST(DeadlinePipe, ZeroedSenderOwnerStillEndsInEof) {
 TEST(DeadlinePipe, ZeroedOwnerOfAnExitedSenderIsADeadPeer) {
   SegmentGuard g(unique_name("dlpx"));
   auto [r, w] = Pipe(g.name(), false);
-  const pid_t child = test::fork_child([&] {
-    if (w.send(1) != SendResult::ok) return 1;
-    RawMapping raw(g.name());
-    auto& owner = raw.at<detail::PipeControl>(0).ends[1].owner;
-    if (!test::poll_until([&] { return owner.load() == 0; }, 10s)) return 2;
-    return 0;  // _exit: no close
-  });
+  const pid_t child = writer_outliving_its_owner_word(w, g.name(), /*close=*/false);
   w.close();
   int first = 0;
   ASSERT_EQ(r.recv_for(first, 10s), RecvResult::ok);
