@@ -82,6 +82,17 @@ MDB_val val(Bytes b) {
 }
 Bytes bytes(const MDB_val& v) { return {static_cast<const std::byte*>(v.mv_data), v.mv_size}; }
 
+// With MDB_WRITEMAP a write to a page tmpfs cannot back is a SIGBUS, not
+// an error: reserve the whole map in the file first (posix_fallocate), so
+// that a full /dev/shm is Error(too_large) at open or growth instead.
+void reserve(MDB_env* env, std::size_t bytes, const std::string& name) {
+  int fd = -1;
+  if (int rc = ::mdb_env_get_fd(env, &fd); rc != 0) throw_mdb(name, "mdb_env_get_fd", rc);
+  if (int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes)); rc != 0)
+    throw Error(rc == ENOSPC ? Errc::too_large : Errc::system, name,
+                "reserving " + std::to_string(bytes) + " bytes for the map: " + std::strerror(rc));
+}
+
 // Raised by WriteTxn::put on MDB_MAP_FULL; write() grows the map and reruns.
 struct MapFull {};
 
@@ -199,6 +210,7 @@ struct KvStore::Env {
                   "store full at its maximum map size of " + std::to_string(max_map) +
                       " bytes (StoreOptions::max_map_size)");
     std::size_t next = std::min(max_map, info.me_mapsize * 2);
+    reserve(env, next, name);
     if (int rc = ::mdb_env_set_mapsize(env, next); rc != 0) throw_mdb(name, "growing the map", rc);
   }
 
@@ -253,16 +265,28 @@ void open_env(KvStore::Env& e, const std::string& where, bool subdir, const Stor
   if (int rc = ::mdb_env_create(&h.env); rc != 0) throw_mdb(e.name, "mdb_env_create", rc);
   ::mdb_env_set_maxdbs(h.env, 2);
   ::mdb_env_set_maxreaders(h.env, o.max_readers);
-  if (int rc = ::mdb_env_set_mapsize(h.env, o.map_size); rc != 0)
+  // Never below the file's size: with MDB_WRITEMAP, LMDB sizes the file to
+  // the map it is given, and a smaller one would cut off pages another
+  // process has grown into.
+  std::size_t map = o.map_size;
+  if (struct stat st{}; ::stat(subdir ? (where + "/data.mdb").c_str() : where.c_str(), &st) == 0)
+    map = std::max(map, static_cast<std::size_t>(st.st_size));
+  if (int rc = ::mdb_env_set_mapsize(h.env, map); rc != 0)
     throw_mdb(e.name, "setting the map size", rc);
   // NOSYNC: tmpfs has no disk; a killed process loses nothing it committed
   // (the page cache is shared). NOTLS: read txns are not tied to threads.
-  unsigned flags = MDB_NOTLS | MDB_NOSYNC | MDB_NOMETASYNC | (subdir ? 0u : MDB_NOSUBDIR);
+  // WRITEMAP: a transaction writes its (copied-on-write, unreachable until
+  // commit) pages in the map instead of one pwrite each: a set 0.55 us p50
+  // instead of 8.7 us (bench/dict_bench); the map is reserved (reserve()).
+  unsigned flags = MDB_NOTLS | MDB_NOSYNC | MDB_NOMETASYNC | (subdir ? 0u : MDB_NOSUBDIR) | MDB_WRITEMAP;
   if (int rc = ::mdb_env_open(h.env, where.c_str(), flags, static_cast<mdb_mode_t>(o.permissions));
       rc != 0)
     throw_mdb(e.name, "opening the store", rc);
   int dead = 0;
   ::mdb_reader_check(h.env, &dead);  // reclaim slots of dead processes
+  MDB_envinfo info{};
+  ::mdb_env_info(h.env, &info);
+  reserve(h.env, info.me_mapsize, e.name);
   e.env = std::exchange(h.env, nullptr);
   e.max_map = std::max(o.max_map_size, o.map_size);
   e.fork_gen = g_fork_gen.load(std::memory_order_relaxed);

@@ -121,6 +121,28 @@ TEST(Dict, GrowsPastItsMapWhenFilled) {
   EXPECT_EQ(d.at(1999), big);
 }
 
+TEST(Dict, OpeningWithASmallerMapKeepsWhatAGrownStoreHolds) {
+  // The opener asks for less map than the store has grown to: it must not
+  // cut the file (LMDB sizes a WRITEMAP file to the map it is given).
+  StoreGuard g(unique_name("dict"));
+  StoreOptions small;
+  small.map_size = 256 << 10;
+  Dict<int, std::string> a{g.name(), small};
+  std::string big(1000, 'x');
+  for (int i = 0; i < 2000; ++i) a.set(i, big);
+  pid_t pid = fork_child([&] {
+    Dict<int, std::string> b = Dict<int, std::string>::open(g.name(), small);
+    for (int i = 2000; i < 2500; ++i) b.set(i, big);
+    return b.size() == 2500 ? 0 : 1;
+  });
+  auto st = wait_child(pid);
+  ASSERT_TRUE(st.exited);
+  EXPECT_EQ(st.code, 0);
+  EXPECT_EQ(a.size(), 2500u);
+  EXPECT_EQ(a.at(0), big);
+  EXPECT_EQ(a.at(2499), big);
+}
+
 TEST(Dict, SaysSoWhenFullAtItsMaximum) {
   StoreOptions o;
   o.map_size = 256 << 10;
