@@ -9,7 +9,7 @@
 //     tx.set("bid", 1.07);
 //     tx.set("ask", 1.09);
 //   });
-//   for (auto& [k, v] : prices.items()) { /* one consistent snapshot */ }
+//   for (auto& [k, v] : prices.items()) std::printf("%s %g\n", k.c_str(), v);  // a snapshot
 //
 // Who may call what: any number of processes and threads, at once. Every
 // call is one LMDB transaction: a reader sees a committed snapshot and never

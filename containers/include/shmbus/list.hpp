@@ -6,7 +6,7 @@
 //   l.append(4);
 //   l.extend({5, 6});
 //   l.reverse();                               // one transaction
-//   std::vector<long> all = l.slice(0, l.size());
+//   std::vector<long> all = l.to_vector();     // or l.slice(begin, end)
 //   long last = l.pop();                       // Error(invalid_argument) when empty
 //
 // Each call is one transaction: concurrent appends from many processes
