@@ -21,6 +21,10 @@
 #include "shmbus/detail/segment.hpp"  // validate_name
 #include "shmbus/error.hpp"
 
+#if defined(SHMBUS_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
+
 namespace shmbus::detail {
 
 std::string_view to_string(StoreKind kind) noexcept {
@@ -91,6 +95,22 @@ void reserve(MDB_env* env, std::size_t bytes, const std::string& name) {
   if (int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes)); rc != 0)
     throw Error(rc == ENOSPC ? Errc::too_large : Errc::system, name,
                 "reserving " + std::to_string(bytes) + " bytes for the map: " + std::strerror(rc));
+}
+
+// LMDB orders a transaction's page writes before the readers that see them
+// (meta-page txnid, reader table) in code ThreadSanitizer does not see, but
+// it does see the page memcpy's. These edges tell it what LMDB guarantees:
+// [kv.tsan] every transaction begins with an acquire and ends with a
+// release on its environment. No-ops outside TSan builds.
+inline void tsan_begin([[maybe_unused]] void* env) noexcept {
+#if defined(SHMBUS_TSAN)
+  __tsan_acquire(env);
+#endif
+}
+inline void tsan_end([[maybe_unused]] void* env) noexcept {
+#if defined(SHMBUS_TSAN)
+  __tsan_release(env);
+#endif
 }
 
 // Raised by WriteTxn::put on MDB_MAP_FULL; write() grows the map and reruns.
@@ -224,7 +244,10 @@ struct KvStore::Env {
       }
     }
     if (t != nullptr) {
-      if (::mdb_txn_renew(t) == 0) return t;
+      if (::mdb_txn_renew(t) == 0) {
+        tsan_begin(env);  // [kv.tsan]
+        return t;
+      }
       ::mdb_txn_abort(t);
       t = nullptr;
     }
@@ -236,10 +259,12 @@ struct KvStore::Env {
     }
     if (rc == MDB_MAP_RESIZED) return nullptr;
     if (rc != 0) throw_mdb(name, "beginning a read", rc);
+    tsan_begin(env);  // [kv.tsan]
     return t;
   }
 
   void give_back(MDB_txn* t) noexcept {
+    tsan_end(env);  // [kv.tsan]
     ::mdb_txn_reset(t);
     std::scoped_lock g(pool_mu);
     if (pool.size() < kTxnPool) {
@@ -500,7 +525,13 @@ KvStore::KvStore(StoreKind kind, TypeTag key, TypeTag value, const StoreOptions&
 
 KvStore::KvStore(KvStore&&) noexcept = default;
 KvStore& KvStore::operator=(KvStore&&) noexcept = default;
-KvStore::~KvStore() = default;
+KvStore::~KvStore() {
+  if (!env_) return;  // moved from
+  std::scoped_lock g(g_registry_mu);
+  env_.reset();  // the last handle closes the environment here
+  if (auto it = registry().find(key_); it != registry().end() && it->second.expired())
+    registry().erase(it);
+}
 
 KvStore::Env& KvStore::env() const {
   if (env_->fork_gen == g_fork_gen.load(std::memory_order_relaxed)) [[likely]]
@@ -595,6 +626,7 @@ void KvStore::write_impl(FnRef<void(WriteTxn&)> f) {
       continue;
     }
     if (rc != 0) throw_mdb(name_, "beginning a write", rc);
+    tsan_begin(e.env);  // [kv.tsan]
     WriteTxn wt(t, e.data, &name_);
     t_map_full = false;
     try {
@@ -615,6 +647,7 @@ void KvStore::write_impl(FnRef<void(WriteTxn&)> f) {
     }
     if (KvHook h = g_kv_before_commit.load(std::memory_order_relaxed); h != nullptr) [[unlikely]]
       h();
+    tsan_end(e.env);  // [kv.tsan]
     rc = ::mdb_txn_commit(t);
     if (rc == MDB_MAP_FULL) {
       g.unlock();
