@@ -1,0 +1,748 @@
+#include "shmbus/detail/kv_store.hpp"
+
+#include <fcntl.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <random>
+#include <shared_mutex>
+#include <thread>
+#include <vector>
+
+#include "shmbus/detail/segment.hpp"  // validate_name
+#include "shmbus/error.hpp"
+
+#if defined(SHMBUS_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
+
+namespace shmbus::detail {
+
+std::string_view to_string(StoreKind kind) noexcept {
+  switch (kind) {
+    case StoreKind::dict: return "dict";
+    case StoreKind::list: return "list";
+    case StoreKind::ns: return "namespace";
+  }
+  return "unknown";
+}
+
+namespace {
+
+constexpr std::string_view kPathPrefix = "/dev/shm/shmbus-kv.";
+constexpr std::size_t kTxnPool = 8;  // reset read txns kept per environment
+constexpr auto kOpenTimeout = std::chrono::milliseconds(1000);
+
+// Bumped in every forked child. relaxed: read and written by the one thread
+// that forked (atfork handlers) and compared by the threads of the child,
+// which exist only after fork returned.
+constinit std::atomic<std::uint64_t> g_fork_gen{0};
+
+// The process's open environments, one per path (LMDB: never open one
+// environment twice in a process: closing either copy would drop the
+// process's fcntl lock on the lock file).
+std::mutex g_registry_mu;
+std::map<std::string, std::weak_ptr<KvStore::Env>, std::less<>>& registry() {
+  static auto* r = new std::map<std::string, std::weak_ptr<KvStore::Env>, std::less<>>();
+  return *r;
+}
+
+void register_atfork() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    ::pthread_atfork([] { g_registry_mu.lock(); }, [] { g_registry_mu.unlock(); },
+                     [] {
+                       g_registry_mu.unlock();
+                       g_fork_gen.fetch_add(1, std::memory_order_relaxed);
+                     });
+  });
+}
+
+[[noreturn]] void throw_mdb(const std::string& name, const char* what, int rc) {
+  Errc code = Errc::system;
+  if (rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_PANIC ||
+      rc == MDB_BAD_TXN)
+    code = Errc::corrupted;
+  else if (rc == MDB_VERSION_MISMATCH)
+    code = Errc::wrong_version;
+  else if (rc == EACCES || rc == EPERM)
+    code = Errc::permission_denied;
+  else if (rc == MDB_TXN_FULL || rc == MDB_MAP_FULL || rc == ENOSPC)
+    code = Errc::too_large;
+  throw Error(code, name, std::string(what) + ": " + ::mdb_strerror(rc));
+}
+
+MDB_val val(Bytes b) {
+  return MDB_val{b.size(), const_cast<std::byte*>(b.data())};
+}
+Bytes bytes(const MDB_val& v) { return {static_cast<const std::byte*>(v.mv_data), v.mv_size}; }
+
+// LMDB orders a transaction's page writes before the readers that see them
+// (meta-page txnid, reader table) in code ThreadSanitizer does not see, but
+// it does see the page memcpy's. These edges tell it what LMDB guarantees:
+// [kv.tsan] every transaction begins with an acquire and ends with a
+// release on its environment. No-ops outside TSan builds.
+inline void tsan_begin([[maybe_unused]] void* env) noexcept {
+#if defined(SHMBUS_TSAN)
+  __tsan_acquire(env);
+#endif
+}
+inline void tsan_end([[maybe_unused]] void* env) noexcept {
+#if defined(SHMBUS_TSAN)
+  __tsan_release(env);
+#endif
+}
+
+// Raised by WriteTxn::put on MDB_MAP_FULL; write() grows the map and reruns.
+struct MapFull {};
+
+// The two meta pages of an LMDB data file (format of LMDB 0.9, lmdb.h's
+// MDB_meta after a 16-byte page header), read with pread so that a bad file
+// is rejected before LMDB maps it. LMDB trusts its file: a root or last page
+// beyond the end of the file would be a SIGBUS or a wild read.
+struct DbRecord {
+  std::uint32_t pad;  // page size, in the free DB's record
+  std::uint16_t flags, depth;
+  std::uint64_t branch_pages, leaf_pages, overflow_pages, entries, root;
+};
+struct MetaPage {
+  std::uint64_t pgno;
+  std::uint16_t pad, flags, lower, upper;
+  std::uint32_t magic, version;
+  std::uint64_t address, mapsize;
+  DbRecord dbs[2];
+  std::uint64_t last_pg, txnid;
+};
+static_assert(sizeof(DbRecord) == 48 && offsetof(MetaPage, magic) == 16);
+constexpr std::uint32_t kLmdbMagic = 0xBEEFC0DE;
+constexpr std::uint64_t kNoRoot = ~std::uint64_t{0};
+
+// Throws corrupted/truncated unless `fd` holds a plausible LMDB data file.
+// An empty file is a store whose creator has not yet written it (true).
+bool validate_file(int fd, const std::string& name) {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) throw Error(Errc::system, name, std::strerror(errno));
+  if (st.st_size == 0) return false;
+  MetaPage m0{};
+  if (::pread(fd, &m0, sizeof m0, 0) != static_cast<ssize_t>(sizeof m0) || m0.magic != kLmdbMagic)
+    throw Error(Errc::corrupted, name, "not an LMDB store (bad magic in meta page 0)");
+  const std::uint64_t psize = m0.dbs[0].pad;
+  if (psize < 512 || psize > 65536 || (psize & (psize - 1)) != 0)
+    throw Error(Errc::corrupted, name, "meta page 0: page size " + std::to_string(psize));
+  if (static_cast<std::uint64_t>(st.st_size) < 2 * psize)
+    throw Error(Errc::truncated, name,
+                "file is " + std::to_string(st.st_size) + " bytes, less than its two meta pages");
+  MetaPage m1{};
+  if (::pread(fd, &m1, sizeof m1, static_cast<off_t>(psize)) != static_cast<ssize_t>(sizeof m1) ||
+      m1.magic != kLmdbMagic)
+    throw Error(Errc::corrupted, name, "bad magic in meta page 1");
+  const std::uint64_t pages = static_cast<std::uint64_t>(st.st_size) / psize;
+  for (const MetaPage* m : {&m0, &m1}) {
+    const int which = m == &m0 ? 0 : 1;
+    // A meta page LMDB may pick must lie inside the file.
+    if (m->last_pg >= pages)
+      throw Error(Errc::truncated, name,
+                  "meta page " + std::to_string(which) + " uses page " +
+                      std::to_string(m->last_pg) + " but the file holds " +
+                      std::to_string(pages) + " pages");
+    for (const DbRecord& db : m->dbs)
+      if (db.root != kNoRoot && (db.root < 2 || db.root > m->last_pg))
+        throw Error(Errc::corrupted, name,
+                    "meta page " + std::to_string(which) + ": root page " +
+                        std::to_string(db.root) + " outside 2.." + std::to_string(m->last_pg));
+  }
+  return true;
+}
+
+}  // namespace
+
+// One LMDB environment of this process (shared by every KvStore handle on
+// the same path). Fields are set once at open, except those noted.
+struct KvStore::Env {
+  MDB_env* env = nullptr;
+  MDB_dbi data = 0;
+  MDB_dbi meta = 0;
+  std::uint64_t fork_gen = 0;  // the generation that opened it
+  int data_fd = -1;            // anonymous only: the unlinked files, kept for
+  int lock_fd = -1;            // children to reopen through /proc/self/fd
+  std::size_t max_map = 0;
+  std::string name;
+  // shared: any transaction of this process; exclusive: changing the map
+  // size (LMDB: no transaction of the process may be active then).
+  std::shared_mutex resize_mu;
+  std::mutex pool_mu;
+  std::vector<MDB_txn*> pool;  // reset read txns, under pool_mu
+
+  ~Env() {
+    // In a forked child the parent's environment is abandoned, never
+    // closed: mdb_env_close would free the parent's reader slots.
+    if (g_fork_gen.load(std::memory_order_relaxed) != fork_gen || env == nullptr) return;
+    for (MDB_txn* t : pool) ::mdb_txn_abort(t);
+    ::mdb_env_close(env);
+    // After the env: closing a descriptor of the lock file first would
+    // drop this process's fcntl lock on it.
+    if (data_fd >= 0) ::close(data_fd);
+    if (lock_fd >= 0) ::close(lock_fd);
+  }
+
+  void drain_pool() {
+    std::scoped_lock g(pool_mu);
+    for (MDB_txn* t : pool) ::mdb_txn_abort(t);
+    pool.clear();
+  }
+
+  std::size_t current_map() const {
+    MDB_envinfo info{};
+    ::mdb_env_info(env, &info);
+    return info.me_mapsize;
+  }
+  std::size_t file_size() const {
+    int fd = -1;
+    struct stat st{};
+    if (::mdb_env_get_fd(env, &fd) != 0 || ::fstat(fd, &st) != 0) return 0;
+    return static_cast<std::size_t>(st.st_size);
+  }
+
+  // Another process grew the map (MDB_MAP_RESIZED): adopt its size.
+  void adopt_size() {
+    std::unique_lock g(resize_mu);
+    drain_pool();
+    // Not size 0 (the meta page's): the grower may not have committed its
+    // new size yet, and with MDB_WRITEMAP a smaller map truncates the file
+    // under the process that grew it. The file holds the largest map.
+    if (int rc = ::mdb_env_set_mapsize(env, std::max(file_size(), current_map())); rc != 0)
+      throw_mdb(name, "adopting the map size", rc);
+  }
+
+  void grow() {
+    std::unique_lock g(resize_mu);
+    drain_pool();
+    int dead = 0;
+    ::mdb_reader_check(env, &dead);  // stale readers pin pages we could reuse
+    const std::size_t mine = current_map(), file = file_size();
+    std::size_t next = file;  // another process grew it: adopt that first
+    if (file <= mine) {
+      if (mine >= max_map)
+        throw Error(Errc::too_large, name,
+                    "store full at its maximum map size of " + std::to_string(max_map) +
+                        " bytes (StoreOptions::max_map_size)");
+      next = std::min(max_map, mine * 2);
+    }
+    if (int rc = ::mdb_env_set_mapsize(env, next); rc != 0) throw_mdb(name, "growing the map", rc);
+  }
+
+  MDB_txn* take_read_txn() {
+    MDB_txn* t = nullptr;
+    {
+      std::scoped_lock g(pool_mu);
+      if (!pool.empty()) {
+        t = pool.back();
+        pool.pop_back();
+      }
+    }
+    if (t != nullptr) {
+      if (::mdb_txn_renew(t) == 0) {
+        tsan_begin(env);  // [kv.tsan]
+        return t;
+      }
+      ::mdb_txn_abort(t);
+      t = nullptr;
+    }
+    int rc = ::mdb_txn_begin(env, nullptr, MDB_RDONLY, &t);
+    if (rc == MDB_READERS_FULL) {
+      int dead = 0;
+      ::mdb_reader_check(env, &dead);
+      rc = ::mdb_txn_begin(env, nullptr, MDB_RDONLY, &t);
+    }
+    if (rc == MDB_MAP_RESIZED) return nullptr;
+    if (rc != 0) throw_mdb(name, "beginning a read", rc);
+    tsan_begin(env);  // [kv.tsan]
+    return t;
+  }
+
+  void give_back(MDB_txn* t) noexcept {
+    tsan_end(env);  // [kv.tsan]
+    ::mdb_txn_reset(t);
+    std::scoped_lock g(pool_mu);
+    if (pool.size() < kTxnPool) {
+      pool.push_back(t);
+      return;
+    }
+    ::mdb_txn_abort(t);
+  }
+};
+
+namespace {
+
+struct Opened {
+  MDB_env* env = nullptr;
+  ~Opened() {
+    if (env != nullptr) ::mdb_env_close(env);
+  }
+};
+
+// Opens `where` (a file with MDB_NOSUBDIR, or a directory) into `e`.
+void open_env(KvStore::Env& e, const std::string& where, bool subdir, const StoreOptions& o) {
+  Opened h;
+  if (int rc = ::mdb_env_create(&h.env); rc != 0) throw_mdb(e.name, "mdb_env_create", rc);
+  ::mdb_env_set_maxdbs(h.env, 2);
+  ::mdb_env_set_maxreaders(h.env, o.max_readers);
+  // Never below the file's size: with MDB_WRITEMAP, LMDB sizes the file to
+  // the map it is given, and a smaller one would cut off pages another
+  // process has grown into.
+  std::size_t map = o.map_size;
+  if (struct stat st{}; ::stat(subdir ? (where + "/data.mdb").c_str() : where.c_str(), &st) == 0)
+    map = std::max(map, static_cast<std::size_t>(st.st_size));
+  if (int rc = ::mdb_env_set_mapsize(h.env, map); rc != 0)
+    throw_mdb(e.name, "setting the map size", rc);
+  // NOSYNC: tmpfs has no disk; a killed process loses nothing it committed
+  // (the page cache is shared). NOTLS: read txns are not tied to threads.
+  // Not MDB_WRITEMAP, although a set costs 0.55 us p50 with it instead of
+  // 8.7 us (bench/dict_bench): with it the kill test under ASan saw a writer
+  // SIGBUS inside mdb_txn_commit (a page beyond the file's end) after
+  // another writer's death; until that is understood, pages go by pwrite,
+  // which fails with an error where a mapped write would fault.
+  unsigned flags = MDB_NOTLS | MDB_NOSYNC | MDB_NOMETASYNC | (subdir ? 0u : MDB_NOSUBDIR);
+  if (int rc = ::mdb_env_open(h.env, where.c_str(), flags, static_cast<mdb_mode_t>(o.permissions));
+      rc != 0)
+    throw_mdb(e.name, "opening the store", rc);
+  int dead = 0;
+  ::mdb_reader_check(h.env, &dead);  // reclaim slots of dead processes
+  e.env = std::exchange(h.env, nullptr);
+  e.max_map = std::max(o.max_map_size, o.map_size);
+  e.fork_gen = g_fork_gen.load(std::memory_order_relaxed);
+}
+
+std::string fingerprint_bytes(const TypeTag& t) {
+  std::string s(sizeof t.fingerprint, '\0');
+  std::memcpy(s.data(), &t.fingerprint, sizeof t.fingerprint);
+  s.append(t.name.substr(0, 120));
+  return s;
+}
+
+// Creates the databases and writes what the store is (creator), or checks it
+// (opener, waiting a bounded time for the creator's first commit).
+void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key,
+               const TypeTag& value) {
+  const std::string want_kind(1, static_cast<char>(kind));
+  const std::string want_key = fingerprint_bytes(key), want_value = fingerprint_bytes(value);
+  auto deadline = std::chrono::steady_clock::now() + kOpenTimeout;
+  for (;;) {
+    MDB_txn* t = nullptr;
+    if (int rc = ::mdb_txn_begin(e.env, nullptr, 0, &t); rc != 0)
+      throw_mdb(e.name, "beginning setup", rc);
+    MDB_dbi meta = 0;
+    int rc = ::mdb_dbi_open(t, "meta", creator ? MDB_CREATE : 0u, &meta);
+    if (rc == MDB_NOTFOUND) {  // the creator has not committed yet
+      ::mdb_txn_abort(t);
+      if (std::chrono::steady_clock::now() > deadline)
+        throw Error(Errc::not_ready, e.name, "creator never finished initialising the store");
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    if (rc != 0) {
+      ::mdb_txn_abort(t);
+      throw_mdb(e.name, "opening its meta database", rc);
+    }
+    auto check = [&](const char* k, const std::string& want) {
+      MDB_val kv{std::strlen(k), const_cast<char*>(k)};
+      MDB_val v{};
+      int r = ::mdb_get(t, meta, &kv, &v);
+      if (r == MDB_NOTFOUND) {
+        if (!creator) return std::string("no ") + k + " record";
+        MDB_val nv{want.size(), const_cast<char*>(want.data())};
+        if (int w = ::mdb_put(t, meta, &kv, &nv, 0); w != 0) throw_mdb(e.name, "writing meta", w);
+        return std::string();
+      }
+      if (r != 0) throw_mdb(e.name, "reading meta", r);
+      std::string have(static_cast<const char*>(v.mv_data), v.mv_size);
+      if (have == want) return std::string();
+      if (std::strcmp(k, "kind") == 0) {
+        std::string hk = have.size() == 1 ? std::string(to_string(static_cast<StoreKind>(have[0])))
+                                          : "unknown";
+        return std::string("holds a ") + hk + ", expected a " + std::string(to_string(kind));
+      }
+      auto nm = [](const std::string& s) {
+        return s.size() > 8 ? s.substr(8) : std::string("?");
+      };
+      return std::string(k) + " " + nm(have) + ", expected " + nm(want);
+    };
+    std::string why;
+    Errc code = Errc::wrong_kind;
+    try {
+      why = check("kind", want_kind);
+      if (why.empty()) {
+        code = Errc::wrong_type;
+        why = check("key_type", want_key);
+        if (why.empty()) why = check("value_type", want_value);
+      }
+    } catch (...) {
+      ::mdb_txn_abort(t);
+      throw;
+    }
+    if (!why.empty()) {
+      ::mdb_txn_abort(t);
+      throw Error(code, e.name, why);
+    }
+    MDB_dbi data = 0;
+    if (rc = ::mdb_dbi_open(t, "data", MDB_CREATE, &data); rc != 0) {
+      ::mdb_txn_abort(t);
+      throw_mdb(e.name, "opening its data database", rc);
+    }
+    if (rc = ::mdb_txn_commit(t); rc != 0) throw_mdb(e.name, "committing setup", rc);
+    e.meta = meta;
+    e.data = data;
+    return;
+  }
+}
+
+// Reopens an anonymous store in a forked child: LMDB wants paths, the
+// files have none, so a private directory of symlinks to the inherited
+// descriptors stands in for the few microseconds of mdb_env_open.
+void reopen_anonymous(KvStore::Env& e, int data_fd, int lock_fd, const StoreOptions& o) {
+  char dir[] = "/dev/shm/shmbus-kv.reopen-XXXXXX";
+  if (::mkdtemp(dir) == nullptr) throw Error(Errc::system, e.name, std::strerror(errno));
+  std::string d(dir);
+  std::string data = d + "/data.mdb", lock = d + "/lock.mdb";
+  int ok = ::symlink(("/proc/self/fd/" + std::to_string(data_fd)).c_str(), data.c_str());
+  if (ok == 0) ok = ::symlink(("/proc/self/fd/" + std::to_string(lock_fd)).c_str(), lock.c_str());
+  int err = errno;
+  try {
+    if (ok != 0) throw Error(Errc::system, e.name, std::string("symlink: ") + std::strerror(err));
+    open_env(e, d, true, o);
+  } catch (...) {
+    ::unlink(data.c_str());
+    ::unlink(lock.c_str());
+    ::rmdir(dir);
+    throw;
+  }
+  ::unlink(data.c_str());
+  ::unlink(lock.c_str());
+  ::rmdir(dir);
+}
+
+}  // namespace
+
+std::string KvStore::path_of(std::string_view name) {
+  return std::string(kPathPrefix) + std::string(name);
+}
+
+bool KvStore::unlink(std::string_view name) {
+  validate_name(name);
+  std::string p = path_of(name);
+  bool had = ::unlink(p.c_str()) == 0;
+  ::unlink((p + "-lock").c_str());
+  return had;
+}
+
+KvStore::KvStore(std::string name, Mode mode, StoreKind kind, TypeTag key, TypeTag value,
+                 const StoreOptions& opts)
+    : name_(std::move(name)) {
+  validate_name(name_);
+  register_atfork();
+  key_ = path_of(name_);
+  std::scoped_lock g(g_registry_mu);
+  if (auto it = registry().find(key_); it != registry().end()) {
+    if (auto e = it->second.lock(); e && e->fork_gen == g_fork_gen.load(std::memory_order_relaxed)) {
+      if (mode == Mode::create)
+        throw Error(Errc::already_exists, name_, "a store of that name exists (open here)");
+      env_ = std::move(e);
+      // Same process, same environment: the kind and types still must match.
+      setup_dbs(*env_, false, kind, key, value);
+      return;
+    }
+  }
+  bool creator = false;
+  int fd = -1;
+  if (mode != Mode::open) {
+    fd = ::open(key_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+                static_cast<mode_t>(opts.permissions));
+    if (fd >= 0) creator = true;
+    else if (errno != EEXIST || mode == Mode::create)
+      throw Error(errno == EEXIST ? Errc::already_exists : Errc::system, name_,
+                  std::string("creating ") + key_ + ": " + std::strerror(errno));
+  }
+  if (!creator) {
+    fd = ::open(key_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      throw Error(errno == ENOENT ? Errc::not_found : Errc::system, name_,
+                  key_ + ": " + std::strerror(errno));
+    try {
+      validate_file(fd, name_);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+  }
+  ::close(fd);
+  auto e = std::make_shared<Env>();
+  e->name = name_;
+  try {
+    open_env(*e, key_, false, opts);
+    setup_dbs(*e, creator, kind, key, value);
+  } catch (...) {
+    if (creator) unlink(name_);
+    throw;
+  }
+  env_ = e;
+  registry()[key_] = env_;
+}
+
+KvStore::KvStore(StoreKind kind, TypeTag key, TypeTag value, const StoreOptions& opts)
+    : name_("(anonymous)") {
+  register_atfork();
+  static std::atomic<std::uint64_t> counter{0};
+  std::random_device rd;
+  // relaxed: only uniqueness matters.
+  std::string stem = "anon-" + std::to_string(::getpid()) + "-" +
+                     std::to_string(counter.fetch_add(1, std::memory_order_relaxed)) + "-" +
+                     std::to_string(rd());
+  key_ = path_of(stem);
+  auto e = std::make_shared<Env>();
+  e->name = name_;
+  try {
+    open_env(*e, key_, false, opts);
+    setup_dbs(*e, true, kind, key, value);
+    e->data_fd = ::open(key_.c_str(), O_RDONLY | O_CLOEXEC);
+    e->lock_fd = ::open((key_ + "-lock").c_str(), O_RDONLY | O_CLOEXEC);
+    if (e->data_fd < 0 || e->lock_fd < 0) throw Error(Errc::system, name_, std::strerror(errno));
+  } catch (...) {
+    ::unlink(key_.c_str());
+    ::unlink((key_ + "-lock").c_str());
+    throw;
+  }
+  ::unlink(key_.c_str());
+  ::unlink((key_ + "-lock").c_str());
+  e->max_map = std::max(opts.max_map_size, opts.map_size);
+  env_ = std::move(e);
+  std::scoped_lock g(g_registry_mu);
+  registry()[key_] = env_;
+}
+
+KvStore::KvStore(KvStore&&) noexcept = default;
+KvStore& KvStore::operator=(KvStore&&) noexcept = default;
+KvStore::~KvStore() {
+  if (!env_) return;  // moved from
+  std::scoped_lock g(g_registry_mu);
+  env_.reset();  // the last handle closes the environment here
+  if (auto it = registry().find(key_); it != registry().end() && it->second.expired())
+    registry().erase(it);
+}
+
+KvStore::Env& KvStore::env() const {
+  if (env_->fork_gen == g_fork_gen.load(std::memory_order_relaxed)) [[likely]]
+    return *env_;
+  // A forked child: find this process's environment for the path, or open it.
+  std::scoped_lock g(g_registry_mu);
+  auto& slot = registry()[key_];
+  if (auto e = slot.lock(); e && e->fork_gen == g_fork_gen.load(std::memory_order_relaxed)) {
+    std::shared_ptr<Env> old = std::exchange(env_, std::move(e));
+    return *env_;
+  }
+  auto e = std::make_shared<Env>();
+  e->name = name_;
+  StoreOptions o;
+  {
+    MDB_envinfo info{};
+    ::mdb_env_info(env_->env, &info);  // reads the parent's struct, not the map
+    o.map_size = info.me_mapsize;
+    o.max_map_size = env_->max_map;
+  }
+  if (env_->data_fd >= 0) {
+    reopen_anonymous(*e, env_->data_fd, env_->lock_fd, o);
+    // Keep the inherited descriptors for our own children; never close
+    // them here (see ~Env): the parent's Env still names them.
+    e->data_fd = ::fcntl(env_->data_fd, F_DUPFD_CLOEXEC, 0);
+    e->lock_fd = ::fcntl(env_->lock_fd, F_DUPFD_CLOEXEC, 0);
+  } else {
+    open_env(*e, key_, false, o);
+  }
+  e->data = env_->data;  // dbi handles are numbers fixed by the file's catalogue order
+  e->meta = env_->meta;
+  {
+    // Re-open the DBIs properly in this environment.
+    MDB_txn* t = nullptr;
+    if (int rc = ::mdb_txn_begin(e->env, nullptr, MDB_RDONLY, &t); rc != 0)
+      throw_mdb(name_, "reopening after fork", rc);
+    int rc = ::mdb_dbi_open(t, "meta", 0, &e->meta);
+    if (rc == 0) rc = ::mdb_dbi_open(t, "data", 0, &e->data);
+    if (rc != 0) {
+      ::mdb_txn_abort(t);
+      throw_mdb(name_, "reopening after fork", rc);
+    }
+    if (rc = ::mdb_txn_commit(t); rc != 0) throw_mdb(name_, "reopening after fork", rc);
+  }
+  // The parent's Env stays referenced by nothing new; ~Env leaks it here.
+  env_ = e;
+  slot = e;
+  return *env_;
+}
+
+std::size_t KvStore::map_size() const {
+  MDB_envinfo info{};
+  ::mdb_env_info(env().env, &info);
+  return info.me_mapsize;
+}
+
+void KvStore::read_impl(FnRef<void(const ReadTxn&)> f) const {
+  Env& e = env();
+  for (;;) {
+    std::shared_lock g(e.resize_mu);
+    MDB_txn* t = e.take_read_txn();
+    if (t == nullptr) {
+      g.unlock();
+      e.adopt_size();
+      continue;
+    }
+    ReadTxn rt(t, e.data, &name_);
+    try {
+      f(rt);
+    } catch (...) {
+      e.give_back(t);
+      throw;
+    }
+    e.give_back(t);
+    return;
+  }
+}
+
+namespace {
+thread_local bool t_map_full = false;  // set by WriteTxn::put, read by write_impl
+}
+
+void KvStore::write_impl(FnRef<void(WriteTxn&)> f) {
+  Env& e = env();
+  for (;;) {
+    std::shared_lock g(e.resize_mu);
+    MDB_txn* t = nullptr;
+    int rc = ::mdb_txn_begin(e.env, nullptr, 0, &t);
+    if (rc == MDB_MAP_RESIZED) {
+      g.unlock();
+      e.adopt_size();
+      continue;
+    }
+    if (rc != 0) throw_mdb(name_, "beginning a write", rc);
+    tsan_begin(e.env);  // [kv.tsan]
+    WriteTxn wt(t, e.data, &name_);
+    t_map_full = false;
+    try {
+      f(wt);
+    } catch (...) {
+      ::mdb_txn_abort(t);
+      // A MapFull (or what the callback made of it) means: grow and rerun.
+      if (!t_map_full) throw;
+      g.unlock();
+      e.grow();
+      continue;
+    }
+    if (t_map_full) {  // the callback swallowed our MapFull
+      ::mdb_txn_abort(t);
+      g.unlock();
+      e.grow();
+      continue;
+    }
+    if (KvHook h = g_kv_before_commit.load(std::memory_order_relaxed); h != nullptr) [[unlikely]]
+      h();
+    tsan_end(e.env);  // [kv.tsan]
+    rc = ::mdb_txn_commit(t);
+    if (rc == MDB_MAP_FULL) {
+      g.unlock();
+      e.grow();
+      continue;
+    }
+    if (rc != 0) throw_mdb(name_, "committing", rc);
+    return;
+  }
+}
+
+std::optional<Bytes> ReadTxn::get(Bytes key) const {
+  MDB_val k = val(key), v{};
+  int rc = ::mdb_get(static_cast<MDB_txn*>(txn_), dbi_, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  if (rc != 0) throw_mdb(*name_, "get", rc);
+  return bytes(v);
+}
+
+std::size_t ReadTxn::size() const {
+  MDB_stat st{};
+  if (int rc = ::mdb_stat(static_cast<MDB_txn*>(txn_), dbi_, &st); rc != 0)
+    throw_mdb(*name_, "stat", rc);
+  return st.ms_entries;
+}
+
+namespace {
+struct Cursor {
+  MDB_cursor* c = nullptr;
+  ~Cursor() {
+    if (c != nullptr) ::mdb_cursor_close(c);
+  }
+};
+}  // namespace
+
+void ReadTxn::for_each(FnRef<bool(Bytes, Bytes)> f) const {
+  Cursor cur;
+  if (int rc = ::mdb_cursor_open(static_cast<MDB_txn*>(txn_), dbi_, &cur.c); rc != 0)
+    throw_mdb(*name_, "cursor", rc);
+  MDB_val k{}, v{};
+  for (int rc = ::mdb_cursor_get(cur.c, &k, &v, MDB_FIRST); rc != MDB_NOTFOUND;
+       rc = ::mdb_cursor_get(cur.c, &k, &v, MDB_NEXT)) {
+    if (rc != 0) throw_mdb(*name_, "iterating", rc);
+    if (!f(bytes(k), bytes(v))) return;
+  }
+}
+
+std::optional<std::pair<Bytes, Bytes>> ReadTxn::last() const {
+  Cursor cur;
+  if (int rc = ::mdb_cursor_open(static_cast<MDB_txn*>(txn_), dbi_, &cur.c); rc != 0)
+    throw_mdb(*name_, "cursor", rc);
+  MDB_val k{}, v{};
+  int rc = ::mdb_cursor_get(cur.c, &k, &v, MDB_LAST);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  if (rc != 0) throw_mdb(*name_, "last", rc);
+  return std::pair{bytes(k), bytes(v)};
+}
+
+void WriteTxn::put(Bytes key, Bytes value) {
+  if (key.empty() || key.size() > 511)
+    throw Error(Errc::invalid_argument, *name_,
+                "key of " + std::to_string(key.size()) + " bytes (1..511 allowed)");
+  MDB_val k = val(key), v = val(value);
+  int rc = ::mdb_put(static_cast<MDB_txn*>(txn_), dbi_, &k, &v, 0);
+  if (rc == MDB_MAP_FULL) {
+    t_map_full = true;
+    throw MapFull{};
+  }
+  if (rc != 0) throw_mdb(*name_, "put", rc);
+}
+
+bool WriteTxn::erase(Bytes key) {
+  MDB_val k = val(key);
+  int rc = ::mdb_del(static_cast<MDB_txn*>(txn_), dbi_, &k, nullptr);
+  if (rc == MDB_NOTFOUND) return false;
+  if (rc == MDB_MAP_FULL) {
+    t_map_full = true;
+    throw MapFull{};
+  }
+  if (rc != 0) throw_mdb(*name_, "erase", rc);
+  return true;
+}
+
+void WriteTxn::clear() {
+  int rc = ::mdb_drop(static_cast<MDB_txn*>(txn_), dbi_, 0);
+  if (rc == MDB_MAP_FULL) {
+    t_map_full = true;
+    throw MapFull{};
+  }
+  if (rc != 0) throw_mdb(*name_, "clear", rc);
+}
+
+}  // namespace shmbus::detail
