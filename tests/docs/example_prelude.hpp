@@ -33,6 +33,8 @@ template <class... A>
 void handle(A&&...) {}
 template <class... A>
 void use(A&&...) {}
+template <class... A>
+void show(A&&...) {}
 inline void repair() {}
 inline void repair_book() {}
 inline int work() { return 0; }
@@ -48,6 +50,7 @@ extern shmbus::Connection conn, other;
 extern shmbus::Queue<int> results, tasks, queue;
 extern shmbus::Event stop_event;
 extern shmbus::Process worker;
+extern shmbus::Bus bus;
 inline int sock = -1, ep = -1, item = 0;
 
 }  // namespace example_prelude

@@ -8,7 +8,7 @@
 //   auto sub = t.subscribe({.policy = shmbus::SubscriberPolicy::lossy,
 //                           .history = 16});           // the last 16 first
 //   Tick tick;
-//   while (sub.recv(tick) == shmbus::ReceiveResult::ok) { ... }
+//   while (sub.recv(tick) == shmbus::ReceiveResult::ok) handle(tick);
 //
 // One ring of fixed-size slots, written once by the publisher and read by
 // every subscriber at its own position (its own cache line in the
