@@ -145,6 +145,11 @@ bool validate_file(int fd, const std::string& name) {
   if (::pread(fd, &m1, sizeof m1, static_cast<off_t>(psize)) != static_cast<ssize_t>(sizeof m1) ||
       m1.magic != kLmdbMagic)
     throw Error(Errc::corrupted, name, "bad magic in meta page 1");
+  // The size that bounds the metas is read after them: a committing writer
+  // extends the file before it writes a meta page, so a size read after the
+  // metas covers every page they name (one read before them may be older:
+  // a concurrent commit then read as a truncated file).
+  if (::fstat(fd, &st) != 0) throw Error(Errc::system, name, std::strerror(errno));
   const std::uint64_t pages = static_cast<std::uint64_t>(st.st_size) / psize;
   for (const MetaPage* m : {&m0, &m1}) {
     const int which = m == &m0 ? 0 : 1;
