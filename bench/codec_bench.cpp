@@ -145,8 +145,8 @@ void BM_PyMpPipeDict_Block_RTT(benchmark::State& state) {
   ReferenceBeside beside(state, Reference::futex);
   const auto& cpus = bench_cpus();
   python_peer(state, "py_mp_rtt.py",
-              {"pipe_dict", std::to_string(state.max_iterations), "0",
-               std::to_string(cpus.parent), std::to_string(cpus.child)});
+              {"pipe_dict", std::to_string(state.max_iterations), "0", std::to_string(cpus.parent),
+               std::to_string(cpus.child)});
 }
 
 void BM_Codec_OneCore_EncodeDecode(benchmark::State& state) {
@@ -169,10 +169,7 @@ BENCHMARK(BM_PipePod_Busy_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_PipeStruct_Busy_RTT)->Arg(0)->UseRealTime();
 BENCHMARK(BM_PipePod_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_PipeStruct_Block_RTT)->Arg(0)->UseRealTime();
-BENCHMARK(BM_PyMpPipeDict_Block_RTT)
-    ->Arg(0)
-    ->UseManualTime()
-    ->Iterations(python_iterations());
+BENCHMARK(BM_PyMpPipeDict_Block_RTT)->Arg(0)->UseManualTime()->Iterations(python_iterations());
 BENCHMARK(BM_Codec_OneCore_EncodeDecode)->Arg(0);
 
 }  // namespace shmbus::bench

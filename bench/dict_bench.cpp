@@ -108,7 +108,8 @@ void BM_Dict_Contended_Set(benchmark::State& s) { BM_Dict(s, true, true); }
 // ---- std::map in Boost.Interprocess managed shared memory ----------------
 
 using Key = std::array<char, 16>;
-using Alloc = bip::allocator<std::pair<const Key, double>, bip::managed_shared_memory::segment_manager>;
+using Alloc =
+    bip::allocator<std::pair<const Key, double>, bip::managed_shared_memory::segment_manager>;
 using ShmMap = bip::map<Key, double, std::less<Key>, Alloc>;
 Key bkey(const std::string& s) {
   Key k{};
@@ -165,10 +166,10 @@ void BM_BoostMap_Contended_Set(benchmark::State& s) { BM_BoostMap(s, true, true)
 
 void py_dict(benchmark::State& state, const char* mode) {
   const auto& cpus = bench_cpus();
-  shmbus::bench::python_peer(state, "py_mp_dict.py",
-                             {mode, std::to_string(state.max_iterations),
-                              std::to_string(state.range(0)), std::to_string(cpus.parent),
-                              std::to_string(cpus.child)});
+  shmbus::bench::python_peer(
+      state, "py_mp_dict.py",
+      {mode, std::to_string(state.max_iterations), std::to_string(state.range(0)),
+       std::to_string(cpus.parent), std::to_string(cpus.child)});
 }
 void BM_PyMpManagerDict_Local_Get(benchmark::State& s) { py_dict(s, "get"); }
 void BM_PyMpManagerDict_Local_Set(benchmark::State& s) { py_dict(s, "set"); }
@@ -186,9 +187,13 @@ void BM_PyMpManagerDict_Local_Set(benchmark::State& s) { py_dict(s, "set"); }
     benchmark::RegisterBenchmark(name, fn)->Arg(10000)->UseRealTime();
   const std::int64_t py = shmbus::bench::python_iterations();
   benchmark::RegisterBenchmark("BM_PyMpManagerDict_Local_Get", BM_PyMpManagerDict_Local_Get)
-      ->Arg(10000)->Iterations(py)->UseManualTime();
+      ->Arg(10000)
+      ->Iterations(py)
+      ->UseManualTime();
   benchmark::RegisterBenchmark("BM_PyMpManagerDict_Local_Set", BM_PyMpManagerDict_Local_Set)
-      ->Arg(10000)->Iterations(py)->UseManualTime();
+      ->Arg(10000)
+      ->Iterations(py)
+      ->UseManualTime();
   return true;
 }();
 

@@ -9,7 +9,6 @@
 //
 // Round trips report p50_ns etc. and a reference beside (floor / futex).
 #include <benchmark/benchmark.h>
-
 #include <sys/wait.h>
 #include <unistd.h>
 

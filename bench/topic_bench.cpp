@@ -141,7 +141,8 @@ void topic_publish(benchmark::State& state, WaitStrategy strategy) {
   TopicName name("fan");
   auto topic = Topic::create(name.name, topic_options(strategy));
   std::vector<Subscriber> readers;
-  for (int i = 0; i < subs; ++i) readers.push_back(topic.subscribe({.policy = SubscriberPolicy::lossy}));
+  for (int i = 0; i < subs; ++i)
+    readers.push_back(topic.subscribe({.policy = SubscriberPolicy::lossy}));
   auto pub = topic.publisher();
   std::vector<std::unique_ptr<PinnedChild>> kids;
   for (int i = 0; i < subs; ++i) {
@@ -187,7 +188,8 @@ struct Acks {
   alignas(64) std::atomic<std::uint32_t> ready[kFanOut];  // ZeroMQ: subscription live
 };
 Acks* make_acks() {
-  void* p = ::mmap(nullptr, sizeof(Acks), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  void* p =
+      ::mmap(nullptr, sizeof(Acks), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   return new (p) Acks{};
 }
 void free_acks(Acks* a) { ::munmap(a, sizeof(Acks)); }
@@ -241,8 +243,7 @@ void topic_fan_out(benchmark::State& state, WaitStrategy strategy) {
     if (!k->join()) state.SkipWithError("subscriber child failed");
   free_acks(acks);
   state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(kBatch * kFanOut));
-  state.SetBytesProcessed(state.iterations() *
-                          static_cast<std::int64_t>(kBatch * kFanOut * size));
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kBatch * kFanOut * size));
 }
 
 void BM_Topic_Adaptive_FanOut4(benchmark::State& state) {
@@ -276,7 +277,7 @@ void BM_ZeroMQ_Block_FanOut4(benchmark::State& state) {
       for (;;) {
         const int r = zmq_recv(sock, buf.data(), buf.size(), 0);
         if (r < 0 && zmq_errno() == EINTR) continue;
-        if (r <= 1) break;  // the stop message
+        if (r <= 1) break;    // the stop message
         if (buf[0] == 'w') {  // warm-up: says the subscription is live
           acks->ready[i].store(1, std::memory_order_release);
           continue;
@@ -329,8 +330,7 @@ void BM_ZeroMQ_Block_FanOut4(benchmark::State& state) {
   free_acks(acks);
   if (!ok) state.SkipWithError("zeromq fan-out failed");
   state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(kBatch * kFanOut));
-  state.SetBytesProcessed(state.iterations() *
-                          static_cast<std::int64_t>(kBatch * kFanOut * size));
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kBatch * kFanOut * size));
 }
 BENCHMARK(BM_ZeroMQ_Block_FanOut4)->Arg(64)->UseRealTime();
 #endif

@@ -218,9 +218,8 @@ void BM_FilenoEpoll_Block_RTT(benchmark::State& state) {
   Connection& c = p.mine[0];
   const int ep = epoll_over({c.fileno()});
   std::uint64_t i = 0, v = 0;
-  timed_round_trips(state, true, [&] {
-    return c.send(++i) == SendResult::ok && epoll_recv(ep, c, v) && v == i;
-  });
+  timed_round_trips(
+      state, true, [&] { return c.send(++i) == SendResult::ok && epoll_recv(ep, c, v) && v == i; });
   c.close();
   if (!child.join()) state.SkipWithError("echo child failed");
   ::close(ep);

@@ -40,8 +40,8 @@ int main() {
     ev.data.u64 = tag;
     return ::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0;
   };
-  if (!add(a_rx.fileno(), kPipeA) || !add(b_rx.fileno(), kPipeB) ||
-      !add(queue.fileno(), kQueue) || !add(child.sentinel(), kChild))
+  if (!add(a_rx.fileno(), kPipeA) || !add(b_rx.fileno(), kPipeB) || !add(queue.fileno(), kQueue) ||
+      !add(child.sentinel(), kChild))
     return 1;
 
   int from_a = 0, from_b = 0, from_queue = 0;
@@ -89,7 +89,7 @@ int main() {
   }
   ::close(ep);
   shmbus::Queue<std::int32_t>::unlink(qname);
-  std::printf("pipe a: %d, pipe b: %d, queue: %d, child exit code %d\n", from_a, from_b,
-              from_queue, *child.exitcode());
+  std::printf("pipe a: %d, pipe b: %d, queue: %d, child exit code %d\n", from_a, from_b, from_queue,
+              *child.exitcode());
   return from_a == kEach && from_b == kEach && *child.exitcode() == 0 ? 0 : 1;
 }

@@ -45,7 +45,8 @@ int main() {
   std::vector<long> all = l.to_vector();
   for (std::size_t i = 0; i < all.size(); ++i) std::printf("%s%ld", i ? ", " : "", all[i]);
   std::printf("]\n");
-  bool ok = d.size() == 3 && d.at("2") == "2" && all == std::vector<long>{9, 8, 7, 6, 5, 4, 3, 2, 1, 0};
+  bool ok =
+      d.size() == 3 && d.at("2") == "2" && all == std::vector<long>{9, 8, 7, 6, 5, 4, 3, 2, 1, 0};
 
   // update_shared_list(shared_list, index): shared_list[index] = index * index
   shmbus::List<long> squares;
@@ -64,7 +65,8 @@ int main() {
   for (pid_t w : workers) ::waitpid(w, nullptr, 0);
   std::vector<long> sq = squares.to_vector();
   std::vector<long> ap = appended.to_vector();
-  std::printf("Updated shared list: [%ld, %ld, %ld, %ld, %ld]\n", sq[0], sq[1], sq[2], sq[3], sq[4]);
+  std::printf("Updated shared list: [%ld, %ld, %ld, %ld, %ld]\n", sq[0], sq[1], sq[2], sq[3],
+              sq[4]);
   appended.sort();  // appended in whatever order the workers ran
   ap = appended.to_vector();
   std::printf("Appended by workers (sorted): %zu values\n", ap.size());

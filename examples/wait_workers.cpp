@@ -91,7 +91,6 @@ int main() {
   std::printf("%d results, %d workers exited, %d pipes at EOF, %d of a dead worker\n", results,
               exits, eofs, dead_pipes);
   const bool ok = results == (kWorkers - 1) * kResults + kResults / 2 &&
-                  *procs[kVictim].exitcode() == -SIGKILL && dead_pipes == 1 &&
-                  eofs == kWorkers - 1;
+                  *procs[kVictim].exitcode() == -SIGKILL && dead_pipes == 1 && eofs == kWorkers - 1;
   return ok ? 0 : 1;
 }

@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <new>
 #include <exception>
+#include <new>
 #include <string>
 
 namespace shmbus::detail {

@@ -37,9 +37,7 @@ struct ListenerAccess {
 
 namespace {
 
-std::string pipe_prefix(std::string_view listener) {
-  return std::string(listener) + ".conn-";
-}
+std::string pipe_prefix(std::string_view listener) { return std::string(listener) + ".conn-"; }
 
 void check_listener_name(std::string_view name) {
   validate_name(name);
@@ -136,7 +134,8 @@ std::optional<Connection> Listener::accept_impl(const Clock::time_point* deadlin
     const QueueResult r =
         backlog_.get({reinterpret_cast<std::byte*>(&req), sizeof req}, len, deadline, wait);
     if (r == QueueResult::timed_out || r == QueueResult::empty) return std::nullopt;
-    if (r == QueueResult::closed) throw Error(Errc::closed, name_, "accept: the listener is closed");
+    if (r == QueueResult::closed)
+      throw Error(Errc::closed, name_, "accept: the listener is closed");
     if (r != QueueResult::ok) {
       throw Error(Errc::corrupted, name_, "accept: backlog: " + std::string(to_string(r)));
     }
@@ -159,8 +158,7 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
                   const PipeOptions& options) {
   check_listener_name(name);
   const Clock::time_point start = Clock::now();
-  const Clock::time_point deadline =
-      timeout ? start + *timeout : Clock::time_point::max();
+  const Clock::time_point deadline = timeout ? start + *timeout : Clock::time_point::max();
   auto backlog = detail::QueueCore::open(name, ObjectKind::listener, detail::kConnectRequestTag,
                                          QueueOptions{});
   // The pipe: unique per process and call, taken by this process.
@@ -172,7 +170,9 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
   PipeOptions o = options;
   o.duplex = true;
   Connection c = Connection::create(pipe, PipeEnd::second, o);
-  const auto give_up = [&](Errc code, const std::string& why) { abandon(c, pipe, name, code, why); };
+  const auto give_up = [&](Errc code, const std::string& why) {
+    abandon(c, pipe, name, code, why);
+  };
   switch (backlog.put(bytes_of(req), &deadline, true)) {
     case QueueResult::ok:
       break;

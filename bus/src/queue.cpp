@@ -609,7 +609,9 @@ QueueCore::Stuck QueueCore::check_stuck(const Probe& probe) noexcept {
   // recover_record()'s free, which repairs the record's slots first).
   const std::uint64_t owner = record(r).owner.load(std::memory_order_acquire);
   // seq_cst: re-read after the owner: is the head still held as probed?
-  const auto still = [&] { return slot(probe.pos).word.load(std::memory_order_seq_cst) == probe.word; };
+  const auto still = [&] {
+    return slot(probe.pos).word.load(std::memory_order_seq_cst) == probe.word;
+  };
   if (owner == 0) return still() ? Stuck::garbage : Stuck::waiting;
   if (owner == this_process().pack()) return Stuck::waiting;
   if (is_alive(ProcessId::unpack(owner))) return Stuck::waiting;
@@ -1063,8 +1065,8 @@ QueueResult QueueCore::get(std::span<std::byte> out, std::size_t& length,
       return res;
     }
     if (first) spin_end = spin_end_from_now();
-    const bool changed = wait_for_change(ctl_->not_empty, ctl_->not_empty_waking,
-                                         ctl_->dequeue_pos, probe, deadline, spin_end);
+    const bool changed = wait_for_change(ctl_->not_empty, ctl_->not_empty_waking, ctl_->dequeue_pos,
+                                         probe, deadline, spin_end);
     if (auto end = after_wait(changed, probe, deadline)) return *end;
   }
 }
@@ -1221,8 +1223,9 @@ bool QueueCore::repair_head(bool for_put) noexcept {
 
 QueueStats queue_stats(const SegmentView& view) {
   const SegmentInfo& info = view.info();
-  if (!info.kind || (*info.kind != ObjectKind::queue && *info.kind != ObjectKind::simple_queue &&
-                     *info.kind != ObjectKind::joinable_queue && *info.kind != ObjectKind::listener))
+  if (!info.kind ||
+      (*info.kind != ObjectKind::queue && *info.kind != ObjectKind::simple_queue &&
+       *info.kind != ObjectKind::joinable_queue && *info.kind != ObjectKind::listener))
     throw Error(Errc::wrong_kind, info.name, "not a queue");
   if (view.payload().empty()) throw Error(Errc::not_ready, info.name, "still initialising");
   return detail::read_queue_stats_payload(view.payload(), info.name);

@@ -101,8 +101,7 @@ detail::TopicConfig config_of(std::string_view name, const TopicOptions& o) {
     bad("history " + std::to_string(o.history) + " exceeds slots " + std::to_string(o.slots));
   if (o.max_subscribers == 0 || o.max_subscribers > detail::kTopicMaxSubscribers)
     bad("max_subscribers " + std::to_string(o.max_subscribers) + " is not in 1 .. 1024");
-  if (static_cast<unsigned>(o.wait.strategy) > 2 || o.wait.spin.count() < 0)
-    bad("bad wait policy");
+  if (static_cast<unsigned>(o.wait.strategy) > 2 || o.wait.spin.count() < 0) bad("bad wait policy");
   detail::TopicConfig k{};
   k.format = detail::kTopicFormat;
   k.slots = o.slots;
@@ -216,9 +215,8 @@ Topic Topic::create_tagged(std::string_view name, const TopicOptions& options,
     for (std::uint32_t i = 0; i < k.max_subscribers; ++i)
       new (payload.data() + sizeof(TopicControl) + std::size_t{i} * 64) TopicSubscriberLine{};
   };
-  auto seg = std::make_shared<detail::Segment>(
-      detail::Segment::create(name, ObjectKind::topic, type, detail::topic_payload_size(k), init,
-                              options.segment));
+  auto seg = std::make_shared<detail::Segment>(detail::Segment::create(
+      name, ObjectKind::topic, type, detail::topic_payload_size(k), init, options.segment));
   return Topic(std::move(seg), k);
 }
 
@@ -326,8 +324,8 @@ Subscriber Topic::subscribe(const SubscribeOptions& options) {
   line.joined_at.store(joined, std::memory_order_relaxed);  // relaxed: for inspection
   // Without history the stream starts where it is owed: what was published
   // between our two loads is neither delivered nor counted.
-  return Subscriber(segment_, config_, index, options.policy,
-                    options.history == 0 ? joined : start, joined);
+  return Subscriber(segment_, config_, index, options.policy, options.history == 0 ? joined : start,
+                    joined);
 }
 
 // --- Publisher ---------------------------------------------------------------
@@ -444,8 +442,9 @@ PublishResult Publisher::wait_room(const Clock::time_point* deadline) noexcept {
       if (evict_dead()) continue;
       next_check = now_ns() + std::chrono::nanoseconds(kLivenessInterval).count();
     }
-    const bool spin = policy_.strategy == WaitStrategy::busy_poll ||
-                      (policy_.strategy == WaitStrategy::adaptive && now - spin_start < policy_.spin);
+    const bool spin =
+        policy_.strategy == WaitStrategy::busy_poll ||
+        (policy_.strategy == WaitStrategy::adaptive && now - spin_start < policy_.spin);
     if (spin) {
       for (int k = 0; k < 64; ++k) detail::cpu_relax();
       continue;
@@ -454,7 +453,8 @@ PublishResult Publisher::wait_room(const Clock::time_point* deadline) noexcept {
     // liveness slice (a dead one never notifies).
     Clock::time_point until = now + kLivenessInterval;
     if (deadline != nullptr && *deadline < until) until = *deadline;
-    (void)detail::sleep_until(control_->wake.space, [&] { return scan(); }, &until, [] {});
+    (void)detail::sleep_until(
+        control_->wake.space, [&] { return scan(); }, &until, [] {});
   }
 }
 
@@ -523,8 +523,8 @@ void Publisher::wake_subscribers() noexcept {
     (void)detail::futex_wake(word);  // shared futex: the word is in a shared segment
 }
 
-PublishResult Publisher::copy_in(std::span<const std::byte> msg,
-                                 const Clock::time_point* deadline, bool try_only) noexcept {
+PublishResult Publisher::copy_in(std::span<const std::byte> msg, const Clock::time_point* deadline,
+                                 bool try_only) noexcept {
   std::byte* p = nullptr;
   if (const PublishResult r = acquire(msg.size(), deadline, try_only, p); r != PublishResult::ok)
     return r;
@@ -729,8 +729,8 @@ bool Subscriber::intact() noexcept {
 // slot; the re-check discards such a copy. ThreadSanitizer would report
 // that benign race, so its builds copy without instrumentation.
 __attribute__((no_sanitize("thread"))) void Subscriber::copy_out(std::byte* dst,
-                                                                  const std::byte* src,
-                                                                  std::size_t n) noexcept {
+                                                                 const std::byte* src,
+                                                                 std::size_t n) noexcept {
   const volatile std::byte* s = src;
   for (std::size_t i = 0; i < n; ++i) dst[i] = s[i];
 }

@@ -153,18 +153,17 @@ struct WaitAccess {
 
 namespace {
 using A = WaitAccess;
-constexpr WaitOps kConnectionOps{A::conn_ready, A::conn_quick,  A::conn_dead,
-                                 A::conn_arm,   A::conn_order,  A::conn_fenced,
-                                 A::conn_disarm, A::conn_strategy};
-constexpr WaitOps kEventOps{A::event_ready,   A::event_ready,  A::none_dead,     A::event_arm,
-                            A::no_order,      A::always_fenced, A::event_disarm, A::event_strategy};
-constexpr WaitOps kSemaphoreOps{A::sem_ready,     A::sem_ready,  A::none_dead,  A::sem_arm,
-                                A::no_order,      A::always_fenced, A::sem_disarm, A::sem_strategy};
-constexpr WaitOps kQueueGetOps{A::queue_ready<false>, A::queue_ready<false>, A::queue_dead<false>,
-                               A::queue_arm<false>,   A::no_order,           A::always_fenced,
+constexpr WaitOps kConnectionOps{A::conn_ready, A::conn_quick,  A::conn_dead,   A::conn_arm,
+                                 A::conn_order, A::conn_fenced, A::conn_disarm, A::conn_strategy};
+constexpr WaitOps kEventOps{A::event_ready, A::event_ready,   A::none_dead,    A::event_arm,
+                            A::no_order,    A::always_fenced, A::event_disarm, A::event_strategy};
+constexpr WaitOps kSemaphoreOps{A::sem_ready, A::sem_ready,     A::none_dead,  A::sem_arm,
+                                A::no_order,  A::always_fenced, A::sem_disarm, A::sem_strategy};
+constexpr WaitOps kQueueGetOps{A::queue_ready<false>,  A::queue_ready<false>, A::queue_dead<false>,
+                               A::queue_arm<false>,    A::no_order,           A::always_fenced,
                                A::queue_disarm<false>, A::queue_strategy};
-constexpr WaitOps kQueuePutOps{A::queue_ready<true>, A::queue_ready<true>, A::queue_dead<true>,
-                               A::queue_arm<true>,   A::no_order,          A::always_fenced,
+constexpr WaitOps kQueuePutOps{A::queue_ready<true>,  A::queue_ready<true>, A::queue_dead<true>,
+                               A::queue_arm<true>,    A::no_order,          A::always_fenced,
                                A::queue_disarm<true>, A::queue_strategy};
 }  // namespace
 
@@ -188,7 +187,8 @@ class FdWatcher {
  public:
   FdWatcher() : owner_(::getpid()) {
     efd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (efd_ < 0) throw Error(Errc::system, "wait", std::string("eventfd: ") + std::strerror(errno));
+    if (efd_ < 0)
+      throw Error(Errc::system, "wait", std::string("eventfd: ") + std::strerror(errno));
     if (const int rc = ::pthread_create(&thread_, nullptr, &FdWatcher::run, this); rc != 0) {
       ::close(efd_);
       throw Error(Errc::system, "wait", std::string("pthread_create: ") + std::strerror(rc));
@@ -265,8 +265,8 @@ class FdWatcher {
         (void)!::read(efd_, &v, sizeof v);  // drained: a new request, a stop or quit
       }
       if (!active) continue;
-      const bool fired = std::any_of(mine.begin() + 1, mine.end(),
-                                     [](const pollfd& p) { return p.revents != 0; });
+      const bool fired =
+          std::any_of(mine.begin() + 1, mine.end(), [](const pollfd& p) { return p.revents != 0; });
       if (!fired) continue;
       {
         std::scoped_lock g(m_);
@@ -283,7 +283,7 @@ class FdWatcher {
   pthread_t thread_{};
   int efd_ = -1;
   std::mutex m_;
-  std::vector<pollfd> request_;  // under m_
+  std::vector<pollfd> request_;   // under m_
   std::uint64_t generation_ = 0;  // under m_: bumped by every start and stop
   bool active_ = false;           // under m_: request_ is being watched
   bool quit_ = false;             // under m_
@@ -323,8 +323,7 @@ Waitable::Waitable(Connection& c) : ops_(&detail::kConnectionOps), obj_(&c), vie
   }
 }
 Waitable::Waitable(Event& e) noexcept : ops_(&detail::kEventOps), obj_(&e), view_of_(&e) {}
-Waitable::Waitable(Semaphore& s) noexcept
-    : ops_(&detail::kSemaphoreOps), obj_(&s), view_of_(&s) {}
+Waitable::Waitable(Semaphore& s) noexcept : ops_(&detail::kSemaphoreOps), obj_(&s), view_of_(&s) {}
 Waitable::Waitable(const Process& p) : view_of_(&p), fd_(p.sentinel()), events_(POLLIN) {
   if (p.pid() == 0) throw Error(Errc::invalid_argument, p.name(), "wait: process not started");
   // fd_ < 0 once joined (the pidfd is closed then): ready at once.

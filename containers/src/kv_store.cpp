@@ -29,9 +29,12 @@ namespace shmbus::detail {
 
 std::string_view to_string(StoreKind kind) noexcept {
   switch (kind) {
-    case StoreKind::dict: return "dict";
-    case StoreKind::list: return "list";
-    case StoreKind::ns: return "namespace";
+    case StoreKind::dict:
+      return "dict";
+    case StoreKind::list:
+      return "list";
+    case StoreKind::ns:
+      return "namespace";
   }
   return "unknown";
 }
@@ -81,9 +84,7 @@ void register_atfork() {
   throw Error(code, name, std::string(what) + ": " + ::mdb_strerror(rc));
 }
 
-MDB_val val(Bytes b) {
-  return MDB_val{b.size(), const_cast<std::byte*>(b.data())};
-}
+MDB_val val(Bytes b) { return MDB_val{b.size(), const_cast<std::byte*>(b.data())}; }
 Bytes bytes(const MDB_val& v) { return {static_cast<const std::byte*>(v.mv_data), v.mv_size}; }
 
 // LMDB orders a transaction's page writes before the readers that see them
@@ -129,7 +130,7 @@ constexpr std::uint64_t kNoRoot = ~std::uint64_t{0};
 // Throws corrupted/truncated unless `fd` holds a plausible LMDB data file.
 // An empty file is a store whose creator has not yet written it (true).
 bool validate_file(int fd, const std::string& name) {
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0) throw Error(Errc::system, name, std::strerror(errno));
   if (st.st_size == 0) return false;
   MetaPage m0{};
@@ -157,8 +158,8 @@ bool validate_file(int fd, const std::string& name) {
     if (m->last_pg >= pages)
       throw Error(Errc::truncated, name,
                   "meta page " + std::to_string(which) + " uses page " +
-                      std::to_string(m->last_pg) + " but the file holds " +
-                      std::to_string(pages) + " pages");
+                      std::to_string(m->last_pg) + " but the file holds " + std::to_string(pages) +
+                      " pages");
     for (const DbRecord& db : m->dbs)
       if (db.root != kNoRoot && (db.root < 2 || db.root > m->last_pg))
         throw Error(Errc::corrupted, name,
@@ -212,7 +213,7 @@ struct KvStore::Env {
   }
   std::size_t file_size() const {
     int fd = -1;
-    struct stat st{};
+    struct stat st {};
     if (::mdb_env_get_fd(env, &fd) != 0 || ::fstat(fd, &st) != 0) return 0;
     return static_cast<std::size_t>(st.st_size);
   }
@@ -372,13 +373,11 @@ void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key
       std::string have(static_cast<const char*>(v.mv_data), v.mv_size);
       if (have == want) return std::string();
       if (std::strcmp(k, "kind") == 0) {
-        std::string hk = have.size() == 1 ? std::string(to_string(static_cast<StoreKind>(have[0])))
-                                          : "unknown";
+        std::string hk =
+            have.size() == 1 ? std::string(to_string(static_cast<StoreKind>(have[0]))) : "unknown";
         return std::string("holds a ") + hk + ", expected a " + std::string(to_string(kind));
       }
-      auto nm = [](const std::string& s) {
-        return s.size() > 8 ? s.substr(8) : std::string("?");
-      };
+      auto nm = [](const std::string& s) { return s.size() > 8 ? s.substr(8) : std::string("?"); };
       return std::string(k) + " " + nm(have) + ", expected " + nm(want);
     };
     std::string why;
@@ -457,7 +456,8 @@ KvStore::KvStore(std::string name, Mode mode, StoreKind kind, TypeTag key, TypeT
   key_ = path_of(name_);
   std::scoped_lock g(g_registry_mu);
   if (auto it = registry().find(key_); it != registry().end()) {
-    if (auto e = it->second.lock(); e && e->fork_gen == g_fork_gen.load(std::memory_order_relaxed)) {
+    if (auto e = it->second.lock();
+        e && e->fork_gen == g_fork_gen.load(std::memory_order_relaxed)) {
       if (mode == Mode::create)
         throw Error(Errc::already_exists, name_, "a store of that name exists (open here)");
       env_ = std::move(e);
@@ -471,7 +471,8 @@ KvStore::KvStore(std::string name, Mode mode, StoreKind kind, TypeTag key, TypeT
   if (mode != Mode::open) {
     fd = ::open(key_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
                 static_cast<mode_t>(opts.permissions));
-    if (fd >= 0) creator = true;
+    if (fd >= 0)
+      creator = true;
     else if (errno != EEXIST || mode == Mode::create)
       throw Error(errno == EEXIST ? Errc::already_exists : Errc::system, name_,
                   std::string("creating ") + key_ + ": " + std::strerror(errno));

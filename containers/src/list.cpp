@@ -12,9 +12,9 @@ std::uint64_t normalise_index(const std::string& store, std::int64_t i, std::uin
   const auto n = static_cast<std::int64_t>(size);
   std::int64_t j = i < 0 ? i + n : i;
   if (j < 0 || j >= n)
-    throw Error(Errc::invalid_argument, store,
-                "list index " + std::to_string(i) + " out of range (size " +
-                    std::to_string(size) + ")");
+    throw Error(
+        Errc::invalid_argument, store,
+        "list index " + std::to_string(i) + " out of range (size " + std::to_string(size) + ")");
   return static_cast<std::uint64_t>(j);
 }
 

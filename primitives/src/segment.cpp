@@ -1,5 +1,10 @@
 #include "shmbus/detail/segment.hpp"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/mapped_region.hpp>
@@ -9,10 +14,6 @@
 #include <cstring>
 #include <ctime>
 #include <new>
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <thread>
 #include <utility>
 

@@ -73,14 +73,15 @@ std::vector<TimedCall> timed_calls() {
                        int v = 0;
                        (void)Queue<int>::open(n, qo).get_for(v, kTimeout);
                      }});
-    calls.push_back({"Queue.put_for/" + tag,
-                     [qo](const std::string& n) {
-                       auto q = Queue<int>::create(n, qo);
-                       while (q.try_put(1) == QueueResult::ok) {
-                       }
-                       return hold(std::move(q));
-                     },
-                     [qo](const std::string& n) { (void)Queue<int>::open(n, qo).put_for(2, kTimeout); }});
+    calls.push_back(
+        {"Queue.put_for/" + tag,
+         [qo](const std::string& n) {
+           auto q = Queue<int>::create(n, qo);
+           while (q.try_put(1) == QueueResult::ok) {
+           }
+           return hold(std::move(q));
+         },
+         [qo](const std::string& n) { (void)Queue<int>::open(n, qo).put_for(2, kTimeout); }});
     calls.push_back({"Pipe.recv_for/" + tag,
                      [s](const std::string& n) {
                        return hold(Connection::create(n, PipeEnd::first,
@@ -92,8 +93,11 @@ std::vector<TimedCall> timed_calls() {
                        (void)c.recv_for(v, kTimeout);
                      }});
   }
-  const QueueOptions heap{.capacity = 4, .max_message = 64, .max_large_message = 4096,
-                          .heap_blocks = 2, .max_participants = 8};
+  const QueueOptions heap{.capacity = 4,
+                          .max_message = 64,
+                          .max_large_message = 4096,
+                          .heap_blocks = 2,
+                          .max_participants = 8};
   calls.push_back({"BytesQueue.put_for(large)",
                    [heap](const std::string& n) {
                      auto q = BytesQueue::create(n, heap);
@@ -132,11 +136,12 @@ std::vector<TimedCall> timed_calls() {
                      }
                      (void)c.send_bytes_for(m, kTimeout);
                    }});
-  calls.push_back({"Pipe.poll",
-                   [](const std::string& n) {
-                     return hold(Connection::create(n, PipeEnd::first, {.capacity = 4096}));
-                   },
-                   [](const std::string& n) { (void)Connection::open(n, PipeEnd::second).poll(kTimeout); }});
+  calls.push_back(
+      {"Pipe.poll",
+       [](const std::string& n) {
+         return hold(Connection::create(n, PipeEnd::first, {.capacity = 4096}));
+       },
+       [](const std::string& n) { (void)Connection::open(n, PipeEnd::second).poll(kTimeout); }});
   calls.push_back({"wait(ends)",
                    [](const std::string& n) {
                      return hold(Connection::create(n, PipeEnd::first, {.capacity = 4096}));
@@ -306,15 +311,15 @@ TEST_P(DeadlineProperty, TimedCallReturnsByItsDeadlineWhateverMemoryHolds) {
   }
   // Both outcomes should occur: calls that waited on corrupted words, and
   // objects refused when opened.
-  std::printf("%s: %d trials: %d returned in time, %d refused with an error, %d overdue, "
-              "%d crashed, %d hung\n",
-              call.label.c_str(), trials(), returned, refused, overdue, crashed, hung);
+  std::printf(
+      "%s: %d trials: %d returned in time, %d refused with an error, %d overdue, "
+      "%d crashed, %d hung\n",
+      call.label.c_str(), trials(), returned, refused, overdue, crashed, hung);
   EXPECT_GT(returned, 0) << "no trial reached the call: the property tested nothing";
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryTimedCall, DeadlineProperty,
-                         ::testing::Range<std::size_t>(0, timed_calls().size()),
-                         [](const auto& p) {
+                         ::testing::Range<std::size_t>(0, timed_calls().size()), [](const auto& p) {
                            std::string s = timed_calls().at(p.param).label;
                            for (char& c : s)
                              if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';

@@ -109,8 +109,8 @@ TEST_P(DeadlineQueue, ClosedAfterProducerDiedMidPutRepairsAndReturnsClosed) {
 // held for reading is stepped over, as a live reader's would be).
 TEST_P(DeadlineQueue, CorruptedHeadInAClosedQueueIsAnErrorNotAHang) {
   SegmentGuard g(unique_name("dlqc"));
-  const QueueOptions options{.capacity = 8, .max_participants = 4,
-                             .policy = {.strategy = GetParam()}};
+  const QueueOptions options{
+      .capacity = 8, .max_participants = 4, .policy = {.strategy = GetParam()}};
   auto q = Queue<int>::create(g.name(), options);
   RawMapping raw(g.name());
   ASSERT_TRUE(raw.ok());

@@ -38,9 +38,9 @@ struct Progress {
   std::atomic<std::uint64_t> committed[kWriters];   // seq a writer saw commit
   std::atomic<std::uint64_t> pair_commits;          // "a","b" increments seen committed
   std::atomic<std::uint64_t> pair_attempts;
-  std::atomic<std::uint64_t> reads;                  // items() snapshots a reader checked
+  std::atomic<std::uint64_t> reads;  // items() snapshots a reader checked
   std::atomic<int> bad_reads;
-  std::atomic<int> die_before_commit[kWriters];     // seq at which the hook kills; 0: none
+  std::atomic<int> die_before_commit[kWriters];  // seq at which the hook kills; 0: none
 };
 
 Progress* g_progress = nullptr;
@@ -121,7 +121,8 @@ struct Children {
 TEST(DictKill, EveryKeyHoldsACommittedValueWhenWritersAreKilledAtRandom) {
   const int kills = std::getenv("SHMBUS_DICT_KILLS") != nullptr
                         ? std::atoi(std::getenv("SHMBUS_DICT_KILLS"))
-                        : std::getenv("SHMBUS_SOAK") != nullptr ? 5000 : 600;
+                    : std::getenv("SHMBUS_SOAK") != nullptr ? 5000
+                                                            : 600;
   StoreGuard g(unique_name("dkill"));
   Dict<std::string, Rec> d{g.name()};
   SharedBlock<Progress> p;
@@ -219,11 +220,12 @@ TEST(DictKill, EveryKeyHoldsACommittedValueWhenWritersAreKilledAtRandom) {
   }
   EXPECT_EQ(check_store(d, *p), "");
   EXPECT_EQ(p->bad_reads.load(), 0);
-  std::printf("writer kills: %d random + %d before commit; reader kills %d; pair commits %llu, "
-              "reads %llu\n",
-              random_kills, hook_kills, reader_kills,
-              static_cast<unsigned long long>(p->pair_commits.load()),
-              static_cast<unsigned long long>(p->reads.load()));
+  std::printf(
+      "writer kills: %d random + %d before commit; reader kills %d; pair commits %llu, "
+      "reads %llu\n",
+      random_kills, hook_kills, reader_kills,
+      static_cast<unsigned long long>(p->pair_commits.load()),
+      static_cast<unsigned long long>(p->reads.load()));
   EXPECT_EQ(random_kills + hook_kills, kills);  // 600 by default: the issue asks 500+
 }
 

@@ -40,9 +40,9 @@ TEST(LifecycleKill, KilledChildrenLeaveNothingAndUnlinkNothingLive) {
     g.add(mine + "-cond");
     g.add(mine + "-cond.lock");
     Process child([&, mine] {
-      auto shm = SharedMemory::create(mine, 4096);        // tracked: gone at exit
-      auto cond = Condition::create(mine + "-cond");      // and its lock
-      auto theirs = SharedMemory::open(g.name());         // the parent's: left alone
+      auto shm = SharedMemory::create(mine, 4096);    // tracked: gone at exit
+      auto cond = Condition::create(mine + "-cond");  // and its lock
+      auto theirs = SharedMemory::open(g.name());     // the parent's: left alone
       (void)results.try_put(static_cast<int>(theirs.buf()[0]));
       (void)child_end.try_send("alive");
       return 0;

@@ -55,7 +55,8 @@ TEST(ServiceKill, ServerKilledMidCallAnswersEveryPendingCall) {
           throw;
         return false;
       }
-    })) << "round " << round;
+    })) << "round "
+        << round;
     for (int k = 1; k < 8; ++k) calls.push_back(client->call_async(round + k));
     for (int k = 0; k < 8; ++k) {
       try {

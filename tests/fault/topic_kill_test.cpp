@@ -213,12 +213,13 @@ TEST(TopicKill, RandomKillsOfPublisherAndSubscribersNeverHangTearOrMiscount) {
   EXPECT_LE(s.takeovers, publisher_deaths_seen);
   EXPECT_GT(s.takeovers, 0u);
   EXPECT_GT(lossy.lapped(), 0u);  // the lossy checks above were exercised
-  std::printf("kills: publisher %d, reliable %d, lossy %d; messages %llu; lossy lapped %llu "
-              "missed %llu; evictions %llu\n",
-              kills[0], kills[1], kills[2], static_cast<unsigned long long>(s.published),
-              static_cast<unsigned long long>(lossy.lapped()),
-              static_cast<unsigned long long>(lossy.missed()),
-              static_cast<unsigned long long>(s.evictions));
+  std::printf(
+      "kills: publisher %d, reliable %d, lossy %d; messages %llu; lossy lapped %llu "
+      "missed %llu; evictions %llu\n",
+      kills[0], kills[1], kills[2], static_cast<unsigned long long>(s.published),
+      static_cast<unsigned long long>(lossy.lapped()),
+      static_cast<unsigned long long>(lossy.missed()),
+      static_cast<unsigned long long>(s.evictions));
 }
 
 }  // namespace

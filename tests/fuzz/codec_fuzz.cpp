@@ -54,14 +54,30 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::memcpy(copy.get(), data + 1, size - 1);
   const std::span<const std::byte> msg(copy.get(), size - 1);
   switch (which) {
-    case 0: check<std::vector<std::int64_t>>(msg); break;
-    case 1: check<std::map<std::string, std::vector<std::string>>>(msg); break;
-    case 2: check<Order>(msg); break;
-    case 3: check<std::vector<Order>>(msg); break;
-    case 4: check<std::variant<int, std::string, std::vector<bool>>>(msg); break;
-    case 5: check<std::tuple<std::string, std::vector<Pod>, std::optional<int>>>(msg); break;
-    case 6: check<std::vector<std::chrono::system_clock::time_point>>(msg); break;
-    default: check<std::vector<std::vector<std::vector<std::string>>>>(msg); break;
+    case 0:
+      check<std::vector<std::int64_t>>(msg);
+      break;
+    case 1:
+      check<std::map<std::string, std::vector<std::string>>>(msg);
+      break;
+    case 2:
+      check<Order>(msg);
+      break;
+    case 3:
+      check<std::vector<Order>>(msg);
+      break;
+    case 4:
+      check<std::variant<int, std::string, std::vector<bool>>>(msg);
+      break;
+    case 5:
+      check<std::tuple<std::string, std::vector<Pod>, std::optional<int>>>(msg);
+      break;
+    case 6:
+      check<std::vector<std::chrono::system_clock::time_point>>(msg);
+      break;
+    default:
+      check<std::vector<std::vector<std::vector<std::string>>>>(msg);
+      break;
   }
   return 0;
 }

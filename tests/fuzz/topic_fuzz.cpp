@@ -55,10 +55,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::memcpy(payload + from, data, std::min(size, total - from));
   try {
     auto topic = shmbus::Topic::open(name, {.open_timeout = std::chrono::milliseconds(0)});
-    auto sub = topic.subscribe(
-        {.policy = (mode & 2) != 0 ? shmbus::SubscriberPolicy::lossy
-                                   : shmbus::SubscriberPolicy::reliable,
-         .history = static_cast<std::uint32_t>(mode >> 2) % (topic.history() + 1)});
+    auto sub =
+        topic.subscribe({.policy = (mode & 2) != 0 ? shmbus::SubscriberPolicy::lossy
+                                                   : shmbus::SubscriberPolicy::reliable,
+                         .history = static_cast<std::uint32_t>(mode >> 2) % (topic.history() + 1)});
     std::byte buf[kMaxMessage];
     unsigned sum = 0;
     for (int i = 0; i < 64; ++i) {

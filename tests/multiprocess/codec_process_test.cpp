@@ -29,7 +29,8 @@ struct Job {
 };
 
 Job job(int i) {
-  return Job{"job-" + std::to_string(i), std::vector<double>(static_cast<std::size_t>(i % 9), i), i};
+  return Job{"job-" + std::to_string(i), std::vector<double>(static_cast<std::size_t>(i % 9), i),
+             i};
 }
 std::string text(int i) {
   return std::string(static_cast<std::size_t>((i * 997) % 3000), static_cast<char>('a' + i % 26));
@@ -46,7 +47,8 @@ TEST(CodecProcess, ChildSendsStructsAndDictsThroughAPipe) {
     return child.recv<std::vector<std::string>>() == std::vector<std::string>{"done"} ? 0 : 3;
   });
   for (int i = 0; i < 2000; ++i) ASSERT_EQ(parent.recv<Job>(), job(i)) << i;
-  EXPECT_EQ((parent.recv<std::map<std::string, int>>()), (std::map<std::string, int>{{"jobs", 2000}}));
+  EXPECT_EQ((parent.recv<std::map<std::string, int>>()),
+            (std::map<std::string, int>{{"jobs", 2000}}));
   ASSERT_EQ(parent.send(std::vector<std::string>{"done"}), SendResult::ok);
   const auto st = wait_child(pid);
   EXPECT_TRUE(st.exited);

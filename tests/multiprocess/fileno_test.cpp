@@ -50,7 +50,8 @@ bool woken_by_child(int fd, const std::function<bool()>& make_ready) {
 }
 
 TEST(Fileno, APipeEndPollsReadableWhileAMessageIsThere) {
-  for (WaitStrategy st : {WaitStrategy::adaptive, WaitStrategy::blocking, WaitStrategy::busy_poll}) {
+  for (WaitStrategy st :
+       {WaitStrategy::adaptive, WaitStrategy::blocking, WaitStrategy::busy_poll}) {
     SCOPED_TRACE(std::string(to_string(st)));
     PipeOptions o;
     o.wait.strategy = st;

@@ -170,9 +170,12 @@ TEST(Inspector, WatchRefreshesInAPtyAndQuitsOnQ) {
 TEST(Inspector, FifoNamedLikeAnObjectBlocksNoCommand) {
   SegmentGuard g(unique_name("fifo"));
   ASSERT_EQ(::mkfifo(test::shm_path(g.name()).c_str(), 0600), 0);
-  for (const std::vector<std::string>& args :
-       {std::vector<std::string>{"list"}, {"list", "--json"}, {"show", g.name()},
-        {"doctor"}, {"gc", "--dry-run"}, {"gc"}}) {
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"list"},
+                                               {"list", "--json"},
+                                               {"show", g.name()},
+                                               {"doctor"},
+                                               {"gc", "--dry-run"},
+                                               {"gc"}}) {
     auto r = run_inspector(args, 10s);
     EXPECT_FALSE(r.timed_out) << args[0];
     EXPECT_NE(r.exit_code, -1) << args[0];

@@ -1,5 +1,7 @@
 // Listener / Client across real processes: many clients at once and over
 // time, EOF and death, timeouts, a dead or closed listener, bad names.
+#include "shmbus/listener.hpp"
+
 #include <dirent.h>
 #include <gtest/gtest.h>
 
@@ -7,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "shmbus/listener.hpp"
 #include "shmbus/queue.hpp"
 #include "test_support.hpp"
 

@@ -2,13 +2,14 @@
 // several clients, several responses, errors, cancellation, a server's
 // death answered at once and a restarted server, a dead client, and a
 // flooding client that does not starve another.
+#include "shmbus/service.hpp"
+
 #include <gtest/gtest.h>
 
 #include <csignal>
 #include <string>
 #include <vector>
 
-#include "shmbus/service.hpp"
 #include "test_support.hpp"
 
 namespace shmbus {
@@ -33,7 +34,8 @@ TEST(Service, ManyClientsWithCallsInFlight) {
         for (int k = 0; k < kInFlight; ++k)
           calls.push_back(client.call_async(std::string(static_cast<std::size_t>(c + i + k), 'x')));
         for (int k = kInFlight - 1; k >= 0; --k)  // collected out of order
-          if (calls[static_cast<std::size_t>(k)].get_for(10s) != static_cast<std::size_t>(c + i + k))
+          if (calls[static_cast<std::size_t>(k)].get_for(10s) !=
+              static_cast<std::size_t>(c + i + k))
             return 1;
       }
       return 0;
@@ -126,8 +128,7 @@ TEST(Service, ServerDeathEndsEveryPendingCallAtOnceAndARestartServes) {
       return true;
     } catch (const Error& e) {
       // Not up yet: no listener, still the dead one's, or being replaced.
-      if (e.code() != Errc::not_found && e.code() != Errc::peer_dead &&
-          e.code() != Errc::closed)
+      if (e.code() != Errc::not_found && e.code() != Errc::peer_dead && e.code() != Errc::closed)
         throw;
       return false;
     }

@@ -43,8 +43,8 @@ TEST(TopicProcess, SubscribersInOtherProcessesReceiveEverything) {
     const bool lossy = k == 2;
     kids.push_back(fork_child([&, lossy] {
       auto t = Topic::open<std::uint64_t>(g.name());
-      auto sub = t.subscribe(
-          {.policy = lossy ? SubscriberPolicy::lossy : SubscriberPolicy::reliable});
+      auto sub =
+          t.subscribe({.policy = lossy ? SubscriberPolicy::lossy : SubscriberPolicy::reliable});
       std::uint64_t v = 0, expect = 0, gaps = 0;
       for (;;) {
         const ReceiveResult r = sub.recv_for(v, 30s);

@@ -2,18 +2,20 @@
 // Semaphores, Process sentinels and raw descriptors; a sleeper woken by
 // each kind (with and without a descriptor in the set), more objects than
 // futex_waitv takes, closed and broken objects, a waiter killed while armed.
-#include <gtest/gtest.h>
+#include "shmbus/wait_any.hpp"
+
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <cstring>
 #include <array>
+#include <atomic>
 #include <csignal>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <string>
 #include <vector>
@@ -21,7 +23,6 @@
 #include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/pipe.hpp"
 #include "shmbus/segment_info.hpp"
-#include "shmbus/wait_any.hpp"
 #include "test_support.hpp"
 
 namespace shmbus {
@@ -75,8 +76,7 @@ struct Mix {
 
 TEST(WaitAny, ReturnsTheReadyPositionsOfAMixInOrder) {
   Mix m(WaitStrategy::adaptive);
-  const std::array<Waitable, 5> set{m.pipe.first, m.queue, m.event, m.sem,
-                                    Waitable::fd(m.fds.r)};
+  const std::array<Waitable, 5> set{m.pipe.first, m.queue, m.event, m.sem, Waitable::fd(m.fds.r)};
   EXPECT_TRUE(wait(set, 0ms).empty());
   m.fds.poke();
   ASSERT_EQ(m.queue.put(7), QueueResult::ok);
@@ -231,16 +231,16 @@ TEST_P(WaitAnySleeping, EachKindWakesTheWaiter) {
   EXPECT_EQ(test::wait_child(child).code, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Cases, WaitAnySleeping,
-    ::testing::Values(SleepCase{WaitStrategy::blocking, false},
-                      SleepCase{WaitStrategy::adaptive, false},
-                      SleepCase{WaitStrategy::busy_poll, false},
-                      SleepCase{WaitStrategy::blocking, true},
-                      SleepCase{WaitStrategy::adaptive, true}),
-    [](const auto& p) {
-      return std::string(to_string(p.param.strategy)) + (p.param.with_fd ? "_fd" : "");
-    });
+INSTANTIATE_TEST_SUITE_P(Cases, WaitAnySleeping,
+                         ::testing::Values(SleepCase{WaitStrategy::blocking, false},
+                                           SleepCase{WaitStrategy::adaptive, false},
+                                           SleepCase{WaitStrategy::busy_poll, false},
+                                           SleepCase{WaitStrategy::blocking, true},
+                                           SleepCase{WaitStrategy::adaptive, true}),
+                         [](const auto& p) {
+                           return std::string(to_string(p.param.strategy)) +
+                                  (p.param.with_fd ? "_fd" : "");
+                         });
 
 // 200 Events: futex_waitv takes 128 words, so wait() sleeps on windows of
 // them; a set on any one of them is still seen.
@@ -315,7 +315,8 @@ TEST(WaitAny, ACorruptedRingIsReadyWithItsError) {
   const pid_t parent = ::getpid();
   pid_t child = test::fork_child([&] {
     if (!test::poll_until([&] { return test::process_sleeping(parent); })) return 1;
-    auto* header = reinterpret_cast<std::atomic<std::uint64_t>*>(payload + detail::kPipeControlSize);
+    auto* header =
+        reinterpret_cast<std::atomic<std::uint64_t>*>(payload + detail::kPipeControlSize);
     header->store(0xDEADBEEF0BADF00DULL);  // not a frame, and no wake either
     return 0;
   });

@@ -112,8 +112,8 @@ class SharedBlock {
 namespace shmbus::test {
 
 struct CommandResult {
-  int exit_code = -1;  // -1 if it did not exit normally
-  std::string output;  // stdout
+  int exit_code = -1;      // -1 if it did not exit normally
+  std::string output;      // stdout
   bool timed_out = false;  // still running at the deadline (then killed)
 };
 

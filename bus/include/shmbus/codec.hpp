@@ -48,8 +48,8 @@
 #pragma once
 
 #include <array>
-#include <complex>
 #include <chrono>
+#include <complex>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -129,14 +129,15 @@ struct encodable<std::chrono::time_point<C, D>> : std::true_type {};
 // The wire format of T at the top level of a message (see above).
 template <class T>
 inline constexpr WireFormat wire_format_v =
-    std::is_trivially_copyable_v<T>                                        ? WireFormat::raw
-    : std::is_same_v<T, std::string> || std::is_same_v<T, std::vector<std::byte>> ? WireFormat::bytes
-                                                                           : WireFormat::msgpack;
+    std::is_trivially_copyable_v<T> ? WireFormat::raw
+    : std::is_same_v<T, std::string> || std::is_same_v<T, std::vector<std::byte>>
+        ? WireFormat::bytes
+        : WireFormat::msgpack;
 
 // T can travel through a typed channel.
 template <class T>
 concept Codable = std::is_trivially_copyable_v<T> ||
-                  (std::is_default_constructible_v<T> && detail::encodable_v<T>);
+    (std::is_default_constructible_v<T>&& detail::encodable_v<T>);
 
 namespace detail {
 
@@ -267,9 +268,9 @@ template <class T>
 [[nodiscard]] T decode(std::span<const std::byte> message, std::string_view object = "codec") {
   T out{};
   if (!detail::decode_message(message, out))
-    throw Error(Errc::decode_error, std::string(object),
-                "expected " + std::string(detail::type_name<T>()) + ": " +
-                    detail::last_decode_error());
+    throw Error(
+        Errc::decode_error, std::string(object),
+        "expected " + std::string(detail::type_name<T>()) + ": " + detail::last_decode_error());
   return out;
 }
 

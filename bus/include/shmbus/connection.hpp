@@ -4,7 +4,8 @@
 // trivially copyable values, and through the codec (shmbus/codec.hpp)
 // std containers, optionals, variants, tuples and MSGPACK_DEFINE structs:
 //   conn.send(std::vector<int>{1, 2, 3});
-//   auto v = other.recv<std::vector<int>>();   // Error(decode_error) if not one Messages arrive in order, exactly once,
+//   auto v = other.recv<std::vector<int>>();   // Error(decode_error) if not one Messages arrive in
+//   order, exactly once,
 // each as it was sent; one larger than a ring frame streams through the
 // ring in fragments, up to the pipe's max_message.
 //
@@ -230,23 +231,21 @@ class Connection {
   // throw std::bad_alloc while encoding; a container of more than 2^32-1
   // elements gives too_large.
   template <class T>
-  requires(!std::is_trivially_copyable_v<T>)
-  [[nodiscard]] SendResult send(const T& value) {
+  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] SendResult send(const T& value) {
     return send_codec(value, nullptr, true);
   }
   template <class T>
-  requires(!std::is_trivially_copyable_v<T>)
-  [[nodiscard]] SendResult try_send(const T& value) {
+  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] SendResult try_send(const T& value) {
     return send_codec(value, nullptr, false);
   }
   template <class T>
-  requires(!std::is_trivially_copyable_v<T>)
-  [[nodiscard]] SendResult send_until(const T& value, Deadline deadline) {
+  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] SendResult
+      send_until(const T& value, Deadline deadline) {
     return send_codec(value, &deadline, true);
   }
   template <class T, class Rep, class Period>
-  requires(!std::is_trivially_copyable_v<T>)
-  [[nodiscard]] SendResult send_for(const T& value, std::chrono::duration<Rep, Period> timeout) {
+  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] SendResult
+      send_for(const T& value, std::chrono::duration<Rep, Period> timeout) {
     return send_until(value, deadline_after(timeout));
   }
 
@@ -321,23 +320,22 @@ class Connection {
   // detail::last_decode_error()); the next receive gets the next message.
   // May throw std::bad_alloc.
   template <class T>
-  requires(!std::is_trivially_copyable_v<T>)
-  [[nodiscard]] RecvResult recv(T& out, const Deadline* deadline = nullptr) {
+  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] RecvResult
+      recv(T& out, const Deadline* deadline = nullptr) {
     return recv_codec(out, deadline, true);
   }
   template <class T>
-  requires(!std::is_trivially_copyable_v<T>)
-  [[nodiscard]] RecvResult try_recv(T& out) {
+  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] RecvResult try_recv(T& out) {
     return recv_codec(out, nullptr, false);
   }
   template <class T>
-  requires(!std::is_trivially_copyable_v<T>)
-  [[nodiscard]] RecvResult recv_until(T& out, Deadline deadline) {
+  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] RecvResult
+      recv_until(T& out, Deadline deadline) {
     return recv_codec(out, &deadline, true);
   }
   template <class T, class Rep, class Period>
-  requires(!std::is_trivially_copyable_v<T>)
-  [[nodiscard]] RecvResult recv_for(T& out, std::chrono::duration<Rep, Period> timeout) {
+  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] RecvResult
+      recv_for(T& out, std::chrono::duration<Rep, Period> timeout) {
     const Deadline d = deadline_after(timeout);
     return recv_codec(out, &d, true);
   }
@@ -345,8 +343,7 @@ class Connection {
   // this pipe and T when the message is not a T, Error(closed) at EOF,
   // Error(peer_dead), Error(corrupted).
   template <class T>
-  requires(!std::is_trivially_copyable_v<T>)
-  [[nodiscard]] T recv() {
+  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] T recv() {
     T out{};
     const RecvResult r = recv(out);
     if (r == RecvResult::decode_error) throw_decode_error(detail::type_name<T>());
@@ -460,8 +457,8 @@ class Connection {
   // The next whole message: in place (in_place: the caller releases the
   // frame with rx_.release(true)) when it is one frame, else gathered into
   // this thread's buffer.
-  RecvResult recv_message(std::span<const std::byte>& msg, bool& in_place,
-                          const Deadline* deadline, bool wait);
+  RecvResult recv_message(std::span<const std::byte>& msg, bool& in_place, const Deadline* deadline,
+                          bool wait);
 
   [[nodiscard, gnu::always_inline]] bool ensure_owner() noexcept {
     if (fork_gen_ == detail::fork_generation() && active_) [[likely]]
@@ -539,8 +536,8 @@ class Connection {
   bool closed_ = true;
   bool peeked_ = false;
   bool peer_death_counted_ = false;
-  std::uint64_t peer_owner_seen_ = 0;     // the peer end's last non-zero owner word
-  std::int64_t next_liveness_ns_ = 0;     // peer_dead_by_now(): CLOCK_MONOTONIC_COARSE
+  std::uint64_t peer_owner_seen_ = 0;            // the peer end's last non-zero owner word
+  std::int64_t next_liveness_ns_ = 0;            // peer_dead_by_now(): CLOCK_MONOTONIC_COARSE
   std::unique_ptr<detail::FdBridge> fd_bridge_;  // fileno(); null until asked for
 };
 

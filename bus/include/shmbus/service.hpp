@@ -66,7 +66,13 @@ struct ServiceOptions {
 
 namespace detail {
 
-enum class FrameKind : std::uint32_t { request = 1, cancel = 2, response = 3, last = 4, failed = 5 };
+enum class FrameKind : std::uint32_t {
+  request = 1,
+  cancel = 2,
+  response = 3,
+  last = 4,
+  failed = 5
+};
 
 struct ServiceHeader {
   std::uint64_t id;

@@ -263,11 +263,9 @@ class Publisher {
   // A value through TopicCodec<T> (trivially copyable types as they are),
   // written straight into the slot.
   template <class T>
-    requires(!std::is_convertible_v<const T&, std::span<const std::byte>> &&
-             !std::is_convertible_v<const T&, std::string_view>)
-  PublishResult publish(const T& value) noexcept {
-    return publish_value(value, nullptr, false);
-  }
+  requires(!std::is_convertible_v<const T&, std::span<const std::byte>> &&
+           !std::is_convertible_v<const T&, std::string_view>) PublishResult publish(const T& value)
+  noexcept { return publish_value(value, nullptr, false); }
   template <class T>
   PublishResult publish_for(const T& value, Clock::duration timeout) noexcept {
     const Clock::time_point deadline = Clock::now() + timeout;
@@ -369,13 +367,12 @@ class Subscriber {
 
   // A value through TopicCodec<T>.
   template <class T>
-    requires(!std::is_same_v<T, std::vector<std::byte>>)
-  ReceiveResult recv(T& out) noexcept {
-    return recv_value(out, nullptr, false);
-  }
+  requires(!std::is_same_v<T, std::vector<std::byte>>) ReceiveResult recv(T& out)
+  noexcept { return recv_value(out, nullptr, false); }
   template <class T>
-    requires(!std::is_same_v<T, std::vector<std::byte>>)
-  ReceiveResult recv_for(T& out, Clock::duration timeout) noexcept {
+  requires(!std::is_same_v<T, std::vector<std::byte>>) ReceiveResult
+      recv_for(T& out, Clock::duration timeout)
+  noexcept {
     const Clock::time_point deadline = Clock::now() + timeout;
     return recv_value(out, &deadline, false);
   }

@@ -134,13 +134,13 @@ QueueCore& queue_core_of(QueueHandle& q) noexcept;
 // of objects is a list of Waitables.
 class Waitable {
  public:
-  Waitable(Connection& c);        // readable (see above)
-  Waitable(Event& e) noexcept;    // set
+  Waitable(Connection& c);          // readable (see above)
+  Waitable(Event& e) noexcept;      // set
   Waitable(Semaphore& s) noexcept;  // acquirable
-  Waitable(const Process& p);     // exited
+  Waitable(const Process& p);       // exited
   template <class Q>
-    requires std::is_base_of_v<detail::QueueHandle, Q>
-  Waitable(Q& q) noexcept  // readable
+  requires std::is_base_of_v<detail::QueueHandle, Q> Waitable(Q& q)
+  noexcept  // readable
       : Waitable(&detail::queue_ops(false), &detail::queue_core_of(q), &q) {}
   // SimpleQueue hides its base (Waitable is its friend): readable too.
   template <class T>
@@ -150,7 +150,7 @@ class Waitable {
 
   // Ready when put() would not wait.
   template <class Q>
-    requires std::is_base_of_v<detail::QueueHandle, Q>
+  requires std::is_base_of_v<detail::QueueHandle, Q>
   [[nodiscard]] static Waitable writable(Q& q) noexcept {
     return Waitable(&detail::queue_ops(true), &detail::queue_core_of(q), &q);
   }

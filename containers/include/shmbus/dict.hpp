@@ -62,9 +62,7 @@ class Dict {
   // The typed view of one write transaction (Dict::transaction).
   class Txn {
    public:
-    [[nodiscard]] std::optional<V> get(const K& k) const {
-      return Dict::find(*tx_, enc(k, kbuf_));
-    }
+    [[nodiscard]] std::optional<V> get(const K& k) const { return Dict::find(*tx_, enc(k, kbuf_)); }
     void set(const K& k, const V& v) { tx_->put(enc(k, kbuf_), enc(v, vbuf_)); }
     bool erase(const K& k) { return tx_->erase(enc(k, kbuf_)); }
     [[nodiscard]] bool contains(const K& k) const { return tx_->get(enc(k, kbuf_)).has_value(); }
@@ -226,7 +224,8 @@ class Dict {
   }
   static V decode_as(detail::Bytes b, const std::string& store) {
     V v{};
-    if (!detail::kv_decode(b, v)) detail::throw_undecodable(store, b.size(), detail::type_name<V>());
+    if (!detail::kv_decode(b, v))
+      detail::throw_undecodable(store, b.size(), detail::type_name<V>());
     return v;
   }
   V decode(detail::Bytes b) const { return decode_as(b, store_.name()); }

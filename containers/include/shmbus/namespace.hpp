@@ -84,7 +84,8 @@ class Namespace {
   static detail::Bytes key(std::string_view field);  // checks 1..511 bytes
   [[noreturn]] void throw_missing(std::string_view field) const;
   // The payload after the 8-byte type fingerprint, or Error(wrong_type).
-  detail::Bytes payload(std::string_view field, detail::Bytes stored, const detail::TypeTag& want) const;
+  detail::Bytes payload(std::string_view field, detail::Bytes stored,
+                        const detail::TypeTag& want) const;
 
   template <class T>
   static std::string encode(const T& v) {

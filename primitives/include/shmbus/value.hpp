@@ -45,9 +45,9 @@
 #include <ranges>
 #include <span>
 #include <string>
-#include <vector>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/detail/sync_state.hpp"
@@ -255,9 +255,9 @@ class Array : public detail::Cells<T, ObjectKind::array> {
   Array(std::initializer_list<T> values)
       : Array(Base::make_created(std::nullopt, values.size(), T{}, {}, values.begin())) {}
   template <std::ranges::forward_range R>
-    requires(!std::is_same_v<std::remove_cvref_t<R>, Array> &&
-             std::is_convertible_v<std::ranges::range_reference_t<R>, T>)
-  explicit Array(R&& values) : Array(from_range(values)) {}
+  requires(!std::is_same_v<std::remove_cvref_t<R>, Array> &&
+           std::is_convertible_v<std::ranges::range_reference_t<R>, T>) explicit Array(R&& values)
+      : Array(from_range(values)) {}
 
   [[nodiscard]] RLock& get_lock() noexcept { return lock_; }
 
@@ -312,8 +312,7 @@ class Array : public detail::Cells<T, ObjectKind::array> {
   // View lives (Python's `with a.get_lock(): a[:]`).
   class View : public std::span<T> {
    public:
-    explicit View(Array& array)
-        : std::span<T>(array.data_, array.count_), guard_(array.lock_) {}
+    explicit View(Array& array) : std::span<T>(array.data_, array.count_), guard_(array.lock_) {}
 
    private:
     std::unique_lock<RLock> guard_;

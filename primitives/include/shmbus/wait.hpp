@@ -42,8 +42,7 @@ namespace detail {
     Clock::time_point start, std::optional<Clock::duration> timeout) noexcept {
   if (!timeout) return Clock::time_point::max();
   if (*timeout <= Clock::duration::zero()) return start;
-  return *timeout >= Clock::time_point::max() - start ? Clock::time_point::max()
-                                                      : start + *timeout;
+  return *timeout >= Clock::time_point::max() - start ? Clock::time_point::max() : start + *timeout;
 }
 }  // namespace detail
 

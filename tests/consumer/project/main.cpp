@@ -13,8 +13,7 @@ int main() {
   auto again = shmbus::SharedMemory::open(name);
   shmbus::Queue<int> anonymous{{.capacity = 4}};  // needs nothing but the package
   int got = 0;
-  const bool ok = again.buf()[0] == std::byte{42} &&
-                  anonymous.put(7) == shmbus::QueueResult::ok &&
+  const bool ok = again.buf()[0] == std::byte{42} && anonymous.put(7) == shmbus::QueueResult::ok &&
                   anonymous.get(got) == shmbus::QueueResult::ok && got == 7;
   shm.unlink();
   std::printf("consumer: shmbus %s %s\n", std::string(shmbus::version()).c_str(),

@@ -2,7 +2,6 @@
 // time, round trips of every built-in type, user structs, and untrusted
 // input that must fail as a decode error.
 #include "shmbus/codec.hpp"
-#include "shmbus/pipe.hpp"
 
 #include <gtest/gtest.h>
 
@@ -18,6 +17,7 @@
 #include <variant>
 #include <vector>
 
+#include "shmbus/pipe.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -169,11 +169,11 @@ TEST(Codec, HostileLengthsAreDecodeErrors) {
   // limit before any allocation.
   EXPECT_EQ(bad(bytes({0xdd, 0xff, 0xff, 0xff, 0xff})), shmbus::Errc::decode_error);
   // str32 of 4 GiB, bin32, map32: the same.
-  EXPECT_EQ(shmbus::test::code_of([] {
-              (void)shmbus::decode<std::vector<std::string>>(
-                  bytes({0x91, 0xdb, 0xff, 0xff, 0xff, 0xff}));
-            }),
-            shmbus::Errc::decode_error);
+  EXPECT_EQ(
+      shmbus::test::code_of([] {
+        (void)shmbus::decode<std::vector<std::string>>(bytes({0x91, 0xdb, 0xff, 0xff, 0xff, 0xff}));
+      }),
+      shmbus::Errc::decode_error);
   EXPECT_EQ(shmbus::test::code_of([] {
               (void)shmbus::decode<std::map<int, int>>(bytes({0xdf, 0x7f, 0xff, 0xff, 0xff}));
             }),
@@ -199,8 +199,8 @@ TEST(Codec, HostileLengthsAreDecodeErrors) {
 TEST(Codec, AcceptsWhatPythonPacks) {
   // msgpack.packb(["Item", [1.5, 2.5], 7]) as Python writes it (floats as
   // float64 by default).
-  const auto m = bytes({0x93, 0xa4, 'I', 't', 'e', 'm', 0x92, 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0,
-                        0xcb, 0x40, 0x04, 0, 0, 0, 0, 0, 0, 0x07});
+  const auto m = bytes({0x93, 0xa4, 'I', 't',  'e',  'm',  0x92, 0xcb, 0x3f, 0xf8, 0, 0, 0,
+                        0,    0,    0,   0xcb, 0x40, 0x04, 0,    0,    0,    0,    0, 0, 0x07});
   const Order o = shmbus::decode<Order>(m);
   EXPECT_EQ(o, (Order{"Item", {1.5, 2.5}, 7}));
 }

@@ -3,6 +3,8 @@
 // one publisher at a time, the full subscriber table, zero-copy loan and
 // peek, validation of a corrupted segment, inspection, and threaded
 // stress runs (one per wait strategy) that check every message end to end.
+#include "shmbus/topic.hpp"
+
 #include <gtest/gtest.h>
 
 #include <array>
@@ -15,7 +17,6 @@
 #include "shmbus/bus.hpp"
 #include "shmbus/inspect.hpp"
 #include "shmbus/pipe.hpp"
-#include "shmbus/topic.hpp"
 #include "test_support.hpp"
 
 namespace shmbus {
@@ -54,7 +55,8 @@ TEST(Topic, EverySubscriberReceivesEveryMessageInOrder) {
   auto a = topic.subscribe();
   auto b = topic.subscribe({.policy = SubscriberPolicy::lossy});
   auto pub = topic.publisher();
-  for (std::uint64_t i = 0; i < 10; ++i) ASSERT_EQ(pub.publish(Tick{i, 1.5 * static_cast<double>(i)}), PublishResult::ok);
+  for (std::uint64_t i = 0; i < 10; ++i)
+    ASSERT_EQ(pub.publish(Tick{i, 1.5 * static_cast<double>(i)}), PublishResult::ok);
   for (auto* s : {&a, &b}) {
     for (std::uint64_t i = 0; i < 10; ++i) {
       Tick t{};
@@ -406,8 +408,8 @@ void stress(WaitStrategy strategy) {
 #else
   constexpr std::uint64_t kCount = 300000;
 #endif
-  auto topic = Topic::create(g.name(), {.slots = 64, .max_message = kMax, .history = 64,
-                                        .wait = {.strategy = strategy}});
+  auto topic = Topic::create(
+      g.name(), {.slots = 64, .max_message = kMax, .history = 64, .wait = {.strategy = strategy}});
   auto rel = topic.subscribe();
   auto lossy = topic.subscribe({.policy = SubscriberPolicy::lossy});
   std::atomic<bool> bad{false};

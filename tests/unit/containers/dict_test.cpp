@@ -43,7 +43,9 @@ TEST(Dict, BehavesAsPythonDictWhenNamed) {
   EXPECT_EQ(items[1].first, "x");
   EXPECT_EQ(d.keys(), (std::vector<std::string>{"a", "x", "y"}));
   EXPECT_EQ(d.update("a", [](double& v) { v *= 2; }), 3.0);
-  EXPECT_EQ(d.update("new", [](double& v) { v += 1; }, 10.0), 11.0);
+  EXPECT_EQ(d.update(
+                "new", [](double& v) { v += 1; }, 10.0),
+            11.0);
   d.clear();
   EXPECT_EQ(d.size(), 0u);
 }
@@ -54,8 +56,7 @@ TEST(Dict, SecondHandleInSameProcessSeesWritesWhenOpenedByName) {
   auto b = Dict<int, std::string>::open(g.name());
   a.set(1, "one");
   EXPECT_EQ(b.at(1), "one");
-  EXPECT_EQ(code_of([&] { (void)Dict<int, std::string>::create(g.name()); }),
-            Errc::already_exists);
+  EXPECT_EQ(code_of([&] { (void)Dict<int, std::string>::create(g.name()); }), Errc::already_exists);
 }
 
 TEST(Dict, OpenFailsWithNotFoundWhenNoStore) {
@@ -65,7 +66,10 @@ TEST(Dict, OpenFailsWithNotFoundWhenNoStore) {
 
 TEST(Dict, OpenFailsWithWrongTypeWhenTypesDiffer) {
   StoreGuard g(unique_name("dict"));
-  { Dict<int, double> d{g.name()}; d.set(1, 2.0); }
+  {
+    Dict<int, double> d{g.name()};
+    d.set(1, 2.0);
+  }
   EXPECT_EQ(code_of([&] { (void)Dict<int, float>::open(g.name()); }), Errc::wrong_type);
   EXPECT_EQ(code_of([&] { (void)Dict<std::string, double>::open(g.name()); }), Errc::wrong_type);
 }
@@ -250,7 +254,10 @@ TEST(Dict, TruncatedFileIsErrorNamingIt) {
 
 TEST(Dict, CorruptedRootPageIsCorruptedError) {
   StoreGuard g(unique_name("dict"));
-  { Dict<int, int> d{g.name()}; d.set(1, 1); }
+  {
+    Dict<int, int> d{g.name()};
+    d.set(1, 1);
+  }
   std::string path = detail::KvStore::path_of(g.name());
   int fd = ::open(path.c_str(), O_RDWR);
   ASSERT_GE(fd, 0);

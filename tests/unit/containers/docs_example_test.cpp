@@ -20,21 +20,27 @@ TEST(ContainersDocs, ReadmeExampleRunsAsWritten) {
   Dict<std::string, double>::unlink("prices");
   Namespace::unlink("stats");
   // --- README.md, In use ---
-  shmbus::Dict<std::string, double> prices{"prices"};      // named: open or create
+  shmbus::Dict<std::string, double> prices{"prices"};  // named: open or create
   prices.set("EURUSD", 1.08);
-  double p = prices.at("EURUSD");                            // Error(not_found) if absent
+  double p = prices.at("EURUSD");  // Error(not_found) if absent
   std::optional<double> q = prices.get("GBPUSD");
-  prices.update("hits", [](double& v) { v += 1; });          // atomic read-modify-write
-  prices.transaction([](auto& tx) { tx.set("bid", 1.07); tx.set("ask", 1.09); });  // one commit
+  prices.update("hits", [](double& v) { v += 1; });  // atomic read-modify-write
+  prices.transaction([](auto& tx) {
+    tx.set("bid", 1.07);
+    tx.set("ask", 1.09);
+  });                                                                              // one commit
   for (const auto& [k, v] : prices.items()) std::printf("%s %g\n", k.c_str(), v);  // a snapshot
 
-  shmbus::List<long> l;                                      // anonymous: shared with fork() children
+  shmbus::List<long> l;  // anonymous: shared with fork() children
   l.extend({0, 1, 2, 3});
-  if (fork() == 0) { l.reverse(); _exit(0); }                // the child reopens the store itself
+  if (fork() == 0) {
+    l.reverse();
+    _exit(0);
+  }  // the child reopens the store itself
   shmbus::Namespace ns{"stats"};
   ns.set("count", 1);
   ns.update<int>("count", [](int& v) { ++v; });
-  int c = ns.get<int>("count");                              // get<double> here: Error(wrong_type)
+  int c = ns.get<int>("count");  // get<double> here: Error(wrong_type)
   // --- end ---
   ::wait(nullptr);
   EXPECT_EQ(p, 1.08);
@@ -66,7 +72,7 @@ TEST(ContainersDocs, HeaderExamplesRunAsWritten) {
     l.append(4);
     l.extend({5, 6});
     l.reverse();
-    std::vector<long> all = l.to_vector();     // or l.slice(begin, end)
+    std::vector<long> all = l.to_vector();  // or l.slice(begin, end)
     long last = l.pop();
     EXPECT_EQ(all, (std::vector<long>{6, 5, 4}));
     EXPECT_EQ(last, 4);

@@ -4,14 +4,13 @@
 // Users include shmbus/codec.hpp, not this.
 #pragma once
 
-#include <msgpack.hpp>
-
 #include <array>
 #include <chrono>
 #include <complex>
 #include <cstddef>
 #include <cstring>
 #include <limits>
+#include <msgpack.hpp>
 #include <optional>
 #include <tuple>
 #include <type_traits>
@@ -35,7 +34,9 @@ template <template <class...> class Tmpl, class... A>
 struct is_spec<Tmpl<A...>, Tmpl> : std::true_type {};
 
 template <class T>
-concept HasMsgpackMembers = requires(T& m, const msgpack::object& o) { m.msgpack_unpack(o); };
+concept HasMsgpackMembers = requires(T& m, const msgpack::object& o) {
+  m.msgpack_unpack(o);
+};
 
 template <class T>
 struct is_std_array : std::false_type {};
@@ -53,20 +54,18 @@ struct is_time_point<std::chrono::time_point<C, D>> : std::true_type {};
 // Standard templates msgpack-cxx (or codec_msgpack.hpp) encodes field by
 // field even when they are trivially copyable.
 template <class T>
-inline constexpr bool kStdCoded = is_std_array<T>::value || is_duration<T>::value ||
-                                  is_time_point<T>::value || is_spec<T, std::pair>::value ||
-                                  is_spec<T, std::tuple>::value ||
-                                  is_spec<T, std::optional>::value ||
-                                  is_spec<T, std::variant>::value ||
-                                  is_spec<T, std::complex>::value;
+inline constexpr bool kStdCoded =
+    is_std_array<T>::value || is_duration<T>::value || is_time_point<T>::value ||
+    is_spec<T, std::pair>::value || is_spec<T, std::tuple>::value ||
+    is_spec<T, std::optional>::value || is_spec<T, std::variant>::value ||
+    is_spec<T, std::complex>::value;
 
 // A trivially copyable class nested in a msgpack value, with no msgpack
 // description of its own: carried as bin of its object bytes.
 template <class T>
-inline constexpr bool kRawNested = std::is_class_v<T> && std::is_trivially_copyable_v<T> &&
-                                   !HasMsgpackMembers<T> && !kStdCoded<T> &&
-                                   !is_msgpack_adapted<T>::value &&
-                                   !type_name<T>().starts_with("msgpack::");
+inline constexpr bool kRawNested =
+    std::is_class_v<T>&& std::is_trivially_copyable_v<T> && !HasMsgpackMembers<T> &&
+    !kStdCoded<T> && !is_msgpack_adapted<T>::value && !type_name<T>().starts_with("msgpack::");
 
 // Big-endian integers in msgpack's timestamp extension.
 template <class U>
@@ -87,152 +86,153 @@ U load_be(const char* p) noexcept {
 
 namespace msgpack {
 MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
-namespace adaptor {
+  namespace adaptor {
 
-// A trivially copyable struct without a msgpack description, inside a
-// msgpack value: bin of exactly sizeof(T) bytes (host layout).
-template <class T>
-struct pack<T, std::enable_if_t<shmbus::detail::kRawNested<T>>> {
-  template <class Stream>
-  packer<Stream>& operator()(packer<Stream>& o, const T& v) const {
-    o.pack_bin(static_cast<std::uint32_t>(sizeof(T)));
-    o.pack_bin_body(reinterpret_cast<const char*>(&v), static_cast<std::uint32_t>(sizeof(T)));
-    return o;
-  }
-};
-template <class T>
-struct convert<T, std::enable_if_t<shmbus::detail::kRawNested<T>>> {
-  const msgpack::object& operator()(const msgpack::object& o, T& v) const {
-    if (o.type != msgpack::type::BIN || o.via.bin.size != sizeof(T)) throw msgpack::type_error();
-    std::memcpy(&v, o.via.bin.ptr, sizeof(T));
-    return o;
-  }
-};
+  // A trivially copyable struct without a msgpack description, inside a
+  // msgpack value: bin of exactly sizeof(T) bytes (host layout).
+  template <class T>
+  struct pack<T, std::enable_if_t<shmbus::detail::kRawNested<T>>> {
+    template <class Stream>
+    packer<Stream>& operator()(packer<Stream>& o, const T& v) const {
+      o.pack_bin(static_cast<std::uint32_t>(sizeof(T)));
+      o.pack_bin_body(reinterpret_cast<const char*>(&v), static_cast<std::uint32_t>(sizeof(T)));
+      return o;
+    }
+  };
+  template <class T>
+  struct convert<T, std::enable_if_t<shmbus::detail::kRawNested<T>>> {
+    const msgpack::object& operator()(const msgpack::object& o, T& v) const {
+      if (o.type != msgpack::type::BIN || o.via.bin.size != sizeof(T)) throw msgpack::type_error();
+      std::memcpy(&v, o.via.bin.ptr, sizeof(T));
+      return o;
+    }
+  };
 
-// An enum without MSGPACK_ADD_ENUM (which would be a full specialisation,
-// preferred over this): its underlying integer.
-template <class T>
-struct pack<T, std::enable_if_t<std::is_enum_v<T>>> {
-  template <class Stream>
-  packer<Stream>& operator()(packer<Stream>& o, const T& v) const {
-    o.pack(static_cast<std::underlying_type_t<T>>(v));
-    return o;
-  }
-};
-template <class T>
-struct convert<T, std::enable_if_t<std::is_enum_v<T>>> {
-  const msgpack::object& operator()(const msgpack::object& o, T& v) const {
-    v = static_cast<T>(o.as<std::underlying_type_t<T>>());
-    return o;
-  }
-};
+  // An enum without MSGPACK_ADD_ENUM (which would be a full specialisation,
+  // preferred over this): its underlying integer.
+  template <class T>
+  struct pack<T, std::enable_if_t<std::is_enum_v<T>>> {
+    template <class Stream>
+    packer<Stream>& operator()(packer<Stream>& o, const T& v) const {
+      o.pack(static_cast<std::underlying_type_t<T>>(v));
+      return o;
+    }
+  };
+  template <class T>
+  struct convert<T, std::enable_if_t<std::is_enum_v<T>>> {
+    const msgpack::object& operator()(const msgpack::object& o, T& v) const {
+      v = static_cast<T>(o.as<std::underlying_type_t<T>>());
+      return o;
+    }
+  };
 
-// std::chrono::duration: its count(), in its own period.
-template <class R, class P>
-struct pack<std::chrono::duration<R, P>> {
-  template <class Stream>
-  packer<Stream>& operator()(packer<Stream>& o, const std::chrono::duration<R, P>& v) const {
-    o.pack(v.count());
-    return o;
-  }
-};
-template <class R, class P>
-struct convert<std::chrono::duration<R, P>> {
-  const msgpack::object& operator()(const msgpack::object& o,
-                                    std::chrono::duration<R, P>& v) const {
-    v = std::chrono::duration<R, P>(o.as<R>());
-    return o;
-  }
-};
+  // std::chrono::duration: its count(), in its own period.
+  template <class R, class P>
+  struct pack<std::chrono::duration<R, P>> {
+    template <class Stream>
+    packer<Stream>& operator()(packer<Stream>& o, const std::chrono::duration<R, P>& v) const {
+      o.pack(v.count());
+      return o;
+    }
+  };
+  template <class R, class P>
+  struct convert<std::chrono::duration<R, P>> {
+    const msgpack::object& operator()(const msgpack::object& o,
+                                      std::chrono::duration<R, P>& v) const {
+      v = std::chrono::duration<R, P>(o.as<R>());
+      return o;
+    }
+  };
 
-// std::chrono::time_point (any clock): msgpack's timestamp extension
-// (type -1), written as timestamp 96 (nanoseconds u32, seconds i64, big
-// endian); all three timestamp sizes are read. Python reads it as
-// msgpack.Timestamp. (msgpack-cxx's own adaptor needs Boost.)
-template <class C, class D>
-struct pack<std::chrono::time_point<C, D>> {
-  template <class Stream>
-  packer<Stream>& operator()(packer<Stream>& o, const std::chrono::time_point<C, D>& v) const {
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(v.time_since_epoch());
-    auto sec = std::chrono::duration_cast<std::chrono::seconds>(ns);
-    if (sec > ns) sec -= std::chrono::seconds(1);  // floor: nanoseconds stay >= 0
-    const auto nsec = static_cast<std::uint32_t>((ns - sec).count());
-    char buf[12];
-    shmbus::detail::store_be(buf, nsec);
-    shmbus::detail::store_be(buf + 4, static_cast<std::uint64_t>(sec.count()));
-    o.pack_ext(12, -1);
-    o.pack_ext_body(buf, 12);
-    return o;
-  }
-};
-template <class C, class D>
-struct convert<std::chrono::time_point<C, D>> {
-  const msgpack::object& operator()(const msgpack::object& o,
-                                    std::chrono::time_point<C, D>& v) const {
-    if (o.type != msgpack::type::EXT || o.via.ext.type() != -1) throw msgpack::type_error();
-    const char* p = o.via.ext.data();
-    std::int64_t sec = 0;
-    std::uint32_t nsec = 0;
-    switch (o.via.ext.size) {
-      case 4:
-        sec = shmbus::detail::load_be<std::uint32_t>(p);
-        break;
-      case 8: {
-        const auto w = shmbus::detail::load_be<std::uint64_t>(p);
-        nsec = static_cast<std::uint32_t>(w >> 34);
-        sec = static_cast<std::int64_t>(w & 0x3ffffffffULL);
-        break;
+  // std::chrono::time_point (any clock): msgpack's timestamp extension
+  // (type -1), written as timestamp 96 (nanoseconds u32, seconds i64, big
+  // endian); all three timestamp sizes are read. Python reads it as
+  // msgpack.Timestamp. (msgpack-cxx's own adaptor needs Boost.)
+  template <class C, class D>
+  struct pack<std::chrono::time_point<C, D>> {
+    template <class Stream>
+    packer<Stream>& operator()(packer<Stream>& o, const std::chrono::time_point<C, D>& v) const {
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(v.time_since_epoch());
+      auto sec = std::chrono::duration_cast<std::chrono::seconds>(ns);
+      if (sec > ns) sec -= std::chrono::seconds(1);  // floor: nanoseconds stay >= 0
+      const auto nsec = static_cast<std::uint32_t>((ns - sec).count());
+      char buf[12];
+      shmbus::detail::store_be(buf, nsec);
+      shmbus::detail::store_be(buf + 4, static_cast<std::uint64_t>(sec.count()));
+      o.pack_ext(12, -1);
+      o.pack_ext_body(buf, 12);
+      return o;
+    }
+  };
+  template <class C, class D>
+  struct convert<std::chrono::time_point<C, D>> {
+    const msgpack::object& operator()(const msgpack::object& o,
+                                      std::chrono::time_point<C, D>& v) const {
+      if (o.type != msgpack::type::EXT || o.via.ext.type() != -1) throw msgpack::type_error();
+      const char* p = o.via.ext.data();
+      std::int64_t sec = 0;
+      std::uint32_t nsec = 0;
+      switch (o.via.ext.size) {
+        case 4:
+          sec = shmbus::detail::load_be<std::uint32_t>(p);
+          break;
+        case 8: {
+          const auto w = shmbus::detail::load_be<std::uint64_t>(p);
+          nsec = static_cast<std::uint32_t>(w >> 34);
+          sec = static_cast<std::int64_t>(w & 0x3ffffffffULL);
+          break;
+        }
+        case 12:
+          nsec = shmbus::detail::load_be<std::uint32_t>(p);
+          sec = static_cast<std::int64_t>(shmbus::detail::load_be<std::uint64_t>(p + 4));
+          break;
+        default:
+          throw msgpack::type_error();
       }
-      case 12:
-        nsec = shmbus::detail::load_be<std::uint32_t>(p);
-        sec = static_cast<std::int64_t>(shmbus::detail::load_be<std::uint64_t>(p + 4));
-        break;
-      default:
+      if (nsec >= 1000000000u) throw msgpack::type_error();
+      // Seconds beyond what nanoseconds hold (about +-292 years) do not fit.
+      constexpr std::int64_t kMaxSec = std::numeric_limits<std::int64_t>::max() / 1000000000 - 1;
+      if (sec > kMaxSec || sec < -kMaxSec) throw msgpack::type_error();
+      const std::chrono::nanoseconds ns =
+          std::chrono::seconds(sec) + std::chrono::nanoseconds(nsec);
+      v = std::chrono::time_point<C, D>(std::chrono::duration_cast<D>(ns));
+      return o;
+    }
+  };
+
+  // std::variant: array [index, value].
+  template <class... Ts>
+  struct pack<std::variant<Ts...>> {
+    template <class Stream>
+    packer<Stream>& operator()(packer<Stream>& o, const std::variant<Ts...>& v) const {
+      if (v.valueless_by_exception()) throw msgpack::type_error();
+      o.pack_array(2);
+      o.pack(static_cast<std::uint32_t>(v.index()));
+      std::visit([&](const auto& x) { o.pack(x); }, v);
+      return o;
+    }
+  };
+  template <class... Ts>
+  struct convert<std::variant<Ts...>> {
+    using V = std::variant<Ts...>;
+    template <std::size_t I>
+    static void emplace(const msgpack::object& o, std::size_t index, V& v) {
+      if constexpr (I < sizeof...(Ts)) {
+        if (index != I) return emplace<I + 1>(o, index, v);
+        std::variant_alternative_t<I, V> x{};
+        o.convert(x);
+        v.template emplace<I>(std::move(x));
+      } else {
         throw msgpack::type_error();
+      }
     }
-    if (nsec >= 1000000000u) throw msgpack::type_error();
-    // Seconds beyond what nanoseconds hold (about +-292 years) do not fit.
-    constexpr std::int64_t kMaxSec = std::numeric_limits<std::int64_t>::max() / 1000000000 - 1;
-    if (sec > kMaxSec || sec < -kMaxSec) throw msgpack::type_error();
-    const std::chrono::nanoseconds ns = std::chrono::seconds(sec) + std::chrono::nanoseconds(nsec);
-    v = std::chrono::time_point<C, D>(std::chrono::duration_cast<D>(ns));
-    return o;
-  }
-};
-
-// std::variant: array [index, value].
-template <class... Ts>
-struct pack<std::variant<Ts...>> {
-  template <class Stream>
-  packer<Stream>& operator()(packer<Stream>& o, const std::variant<Ts...>& v) const {
-    if (v.valueless_by_exception()) throw msgpack::type_error();
-    o.pack_array(2);
-    o.pack(static_cast<std::uint32_t>(v.index()));
-    std::visit([&](const auto& x) { o.pack(x); }, v);
-    return o;
-  }
-};
-template <class... Ts>
-struct convert<std::variant<Ts...>> {
-  using V = std::variant<Ts...>;
-  template <std::size_t I>
-  static void emplace(const msgpack::object& o, std::size_t index, V& v) {
-    if constexpr (I < sizeof...(Ts)) {
-      if (index != I) return emplace<I + 1>(o, index, v);
-      std::variant_alternative_t<I, V> x{};
-      o.convert(x);
-      v.template emplace<I>(std::move(x));
-    } else {
-      throw msgpack::type_error();
+    const msgpack::object& operator()(const msgpack::object& o, V& v) const {
+      if (o.type != msgpack::type::ARRAY || o.via.array.size != 2) throw msgpack::type_error();
+      emplace<0>(o.via.array.ptr[1], o.via.array.ptr[0].as<std::size_t>(), v);
+      return o;
     }
-  }
-  const msgpack::object& operator()(const msgpack::object& o, V& v) const {
-    if (o.type != msgpack::type::ARRAY || o.via.array.size != 2) throw msgpack::type_error();
-    emplace<0>(o.via.array.ptr[1], o.via.array.ptr[0].as<std::size_t>(), v);
-    return o;
-  }
-};
+  };
 
-}  // namespace adaptor
+  }  // namespace adaptor
 }  // MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS)
 }  // namespace msgpack

@@ -251,9 +251,8 @@ class QueueCore {
   // nullopt: an anonymous queue (detail::Segment::create_anonymous).
   // `variable_size`: messages of any length up to options.max_large_message
   // (a heap when that is above slot_payload), as for kBytesTag.
-  static QueueCore create(SegmentName name, ObjectKind kind, TypeTag tag,
-                          std::size_t slot_payload, const QueueOptions& options,
-                          bool variable_size = false);
+  static QueueCore create(SegmentName name, ObjectKind kind, TypeTag tag, std::size_t slot_payload,
+                          const QueueOptions& options, bool variable_size = false);
   static QueueCore open(std::string_view name, ObjectKind kind, TypeTag tag,
                         const QueueOptions& options);
 
@@ -362,9 +361,9 @@ class QueueCore {
   WaitPolicy policy_{};
   std::chrono::milliseconds liveness_{10};
   pid_t attached_pid_ = 0;
-  std::uint64_t handle_id_ = 0;  // never reused in this process: keys the thread cache
-  struct Held;                   // records this handle acquired in this process
-  std::unique_ptr<Held> held_;   // (process-local; a forked child starts afresh)
+  std::uint64_t handle_id_ = 0;          // never reused in this process: keys the thread cache
+  struct Held;                           // records this handle acquired in this process
+  std::unique_ptr<Held> held_;           // (process-local; a forked child starts afresh)
   std::unique_ptr<FdBridge> fd_bridge_;  // fileno(); null until asked for
   void rearm_fileno() noexcept;
 };

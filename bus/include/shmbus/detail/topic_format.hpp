@@ -37,9 +37,7 @@ inline constexpr std::uint32_t kTopicMaxSubscribers = 1024;
 inline constexpr std::uint64_t kTopicMaxMessage = std::uint64_t{1} << 24;
 
 [[nodiscard]] constexpr std::uint64_t topic_done(std::uint64_t s) noexcept { return 2 * s + 2; }
-[[nodiscard]] constexpr std::uint64_t topic_writing(std::uint64_t s) noexcept {
-  return 2 * s + 3;
-}
+[[nodiscard]] constexpr std::uint64_t topic_writing(std::uint64_t s) noexcept { return 2 * s + 3; }
 // Bytes per slot: header plus max_message, rounded up to a cache line.
 [[nodiscard]] constexpr std::uint64_t topic_slot_stride(std::uint64_t max_message) noexcept {
   return (kTopicSlotHeader + max_message + 63) & ~std::uint64_t{63};
@@ -93,13 +91,13 @@ enum class TopicPolicy : std::uint32_t { free = 0, lossy = 1, reliable = 2 };
 // One subscriber's record, written by its owner only (and by a publisher
 // that evicts it when dead, or an inspector never).
 struct alignas(64) TopicSubscriberLine {
-  std::atomic<std::uint64_t> owner;     // ProcessId::pack(), 0: free  [topic.sub]
-  std::atomic<std::uint32_t> policy;    // TopicPolicy                  [topic.join]
-  std::atomic<std::uint32_t> evicted;   // 1: evicted by the publisher [topic.evict]
-  std::atomic<std::uint64_t> read_seq;  // published position           [topic.consume]
-  std::atomic<std::uint64_t> received;  // [topic.stats] messages delivered
-  std::atomic<std::uint64_t> lapped;    // [topic.stats] times it was lapped
-  std::atomic<std::uint64_t> missed;    // [topic.stats] messages lost to laps
+  std::atomic<std::uint64_t> owner;      // ProcessId::pack(), 0: free  [topic.sub]
+  std::atomic<std::uint32_t> policy;     // TopicPolicy                  [topic.join]
+  std::atomic<std::uint32_t> evicted;    // 1: evicted by the publisher [topic.evict]
+  std::atomic<std::uint64_t> read_seq;   // published position           [topic.consume]
+  std::atomic<std::uint64_t> received;   // [topic.stats] messages delivered
+  std::atomic<std::uint64_t> lapped;     // [topic.stats] times it was lapped
+  std::atomic<std::uint64_t> missed;     // [topic.stats] messages lost to laps
   std::atomic<std::uint64_t> joined_at;  // first message it was owed
 };
 static_assert(sizeof(TopicSubscriberLine) == 64);

@@ -61,8 +61,8 @@ template <class R, class... A>
 class FnRef<R(A...)> {
  public:
   template <class F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, FnRef>)
-  FnRef(F&& f) noexcept  // NOLINT: implicit by design
+  requires(!std::is_same_v<std::remove_cvref_t<F>, FnRef>) FnRef(F&& f)
+  noexcept  // NOLINT: implicit by design
       : obj_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
         call_([](void* o, A... a) -> R {
           return (*static_cast<std::remove_reference_t<F>*>(o))(std::forward<A>(a)...);

@@ -30,8 +30,8 @@ enum class FaultPoint : std::uint8_t {
   recv_peeked,    // frame read, ring space not released
   close_begun,    // close(): batches flushed, end not yet marked closed
   // Lock / RLock (and a Condition's lock).
-  lock_taken,     // acquire: the word names us, owner identity not yet written
-  lock_releasing, // release: owner identity cleared, word still held
+  lock_taken,      // acquire: the word names us, owner identity not yet written
+  lock_releasing,  // release: owner identity cleared, word still held
 };
 inline constexpr int kFaultPoints = static_cast<int>(FaultPoint::lock_releasing) + 1;
 

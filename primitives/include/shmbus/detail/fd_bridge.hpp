@@ -105,10 +105,10 @@ inline void leave_channel(const void* ctx) noexcept {
 // sleep over. `woke`/`ctx` undo the count (leave_channel and the channel by
 // default); `check` as in Sleep.
 template <class Ready>
-void rearm_on_channel(FdBridge& b, WaitChannel& ch, Ready&& ready,
-                      void (*woke)(const void*) noexcept = &leave_channel,
-                      const void* ctx = nullptr,
-                      std::chrono::microseconds slice = std::chrono::microseconds(10'000)) noexcept {
+void rearm_on_channel(
+    FdBridge& b, WaitChannel& ch, Ready&& ready,
+    void (*woke)(const void*) noexcept = &leave_channel, const void* ctx = nullptr,
+    std::chrono::microseconds slice = std::chrono::microseconds(10'000)) noexcept {
   if (!b.owned_here() || b.sleeping()) return;  // counted asleep, nothing came yet
   b.clear();
   if (ctx == nullptr) ctx = &ch;

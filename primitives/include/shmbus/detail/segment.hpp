@@ -121,9 +121,8 @@ class Segment {
   static Segment create_anonymous(ObjectKind kind, TypeTag type, std::size_t payload_size,
                                   const Init& init, const SegmentOptions& options = {});
   // create() for a name, create_anonymous() for nullopt.
-  static Segment make(SegmentName name, ObjectKind kind, TypeTag type,
-                      std::size_t payload_size, const Init& init,
-                      const SegmentOptions& options = {});
+  static Segment make(SegmentName name, ObjectKind kind, TypeTag type, std::size_t payload_size,
+                      const Init& init, const SegmentOptions& options = {});
 
   // Opens and validates an existing segment: waits up to
   // options.open_timeout for ready, then checks magic, version, kind, type
