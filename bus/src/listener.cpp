@@ -164,6 +164,7 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
   // The pipe: unique per process and call, taken by this process.
   static std::atomic<std::uint64_t> counter{0};
   detail::ConnectRequest req{};
+  // relaxed: the counter only makes names unique within this process.
   const std::string pipe = pipe_prefix(name) + std::to_string(::getpid()) + "-" +
                            std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
   std::memcpy(req.pipe, pipe.data(), pipe.size());

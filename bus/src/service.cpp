@@ -50,8 +50,8 @@ ServiceServer& ServiceServer::operator=(ServiceServer&&) noexcept = default;
 ServiceServer::~ServiceServer() = default;
 
 std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point* deadline) {
-  std::vector<Connection*> ends;
-  std::vector<std::byte> frame;
+  std::vector<std::byte>& frame = rx_frame_;  // reused: no allocation per request
+  std::vector<Connection*>& ends = ends_;
   for (;;) {
     while (auto c = listener_.try_accept()) {
       auto peer = std::make_shared<Peer>();

@@ -111,7 +111,9 @@ class ServiceServer {
   std::chrono::milliseconds respond_timeout_;
   std::vector<std::shared_ptr<Peer>> peers_;
   std::size_t next_ = 0;  // round robin
-  std::vector<std::byte> frame_;
+  std::vector<std::byte> frame_;     // the response being sent
+  std::vector<std::byte> rx_frame_;  // the frame being read
+  std::vector<Connection*> ends_;    // peers_' ends, for wait()
 };
 
 // The untyped client: one connection, pending calls by id.
