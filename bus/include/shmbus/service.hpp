@@ -110,7 +110,7 @@ class ServiceServer {
   Listener listener_;
   std::chrono::milliseconds respond_timeout_;
   std::vector<std::shared_ptr<Peer>> peers_;
-  std::size_t next_ = 0;  // round robin
+  std::size_t next_ = 0;             // round robin
   std::vector<std::byte> frame_;     // the response being sent
   std::vector<std::byte> rx_frame_;  // the frame being read
   std::vector<Connection*> ends_;    // peers_' ends, for wait()
