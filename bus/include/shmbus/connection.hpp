@@ -4,10 +4,11 @@
 // trivially copyable values, and through the codec (shmbus/codec.hpp)
 // std containers, optionals, variants, tuples and MSGPACK_DEFINE structs:
 //   conn.send(std::vector<int>{1, 2, 3});
-//   auto v = other.recv<std::vector<int>>();   // Error(decode_error) if not one Messages arrive in
-//   order, exactly once,
-// each as it was sent; one larger than a ring frame streams through the
-// ring in fragments, up to the pipe's max_message.
+//   auto v = other.recv<std::vector<int>>();   // Error(decode_error) if not one
+//
+// Messages arrive in order, exactly once, each as it was sent; one larger
+// than a ring frame streams through the ring in fragments, up to the
+// pipe's max_message.
 //
 // Who may call what: one thread of one process uses an end at a time.
 // Connections made by Pipe() can be inherited across fork(); the first
