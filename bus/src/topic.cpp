@@ -2,13 +2,17 @@
 // The format and its invariants are in detail/topic_format.hpp.
 //
 // [topic.seqlock] The publisher writes message s into its slot as: seq =
-// writing(s) (relaxed), the bytes and the length, seq = done(s) (release).
-// A subscriber loads seq (acquire) == done(r), copies, then loads seq
-// again: equal means the copy is whole. The two plain-store/plain-load
-// orders this needs (writing() before the bytes; the copy before the
-// re-check) are x86-TSO orders (stores are not reordered with stores,
-// loads not with loads), kept from the compiler by signal fences; shmbus
-// builds for x86-64 only (see cpu_relax, prefetch_for_write).
+// writing(s) (relaxed), a release fence, the bytes and the length, seq =
+// done(s) (release). A subscriber loads seq (acquire) == done(r), copies,
+// an acquire fence, then loads seq again (relaxed): equal means the copy
+// is whole. The fences are the C++ model's seqlock (Boehm, "Can seqlocks
+// get along with programming language memory models?", 2012): if the
+// copy saw any byte of a later message, the writer's release fence
+// synchronises with the reader's acquire fence, so the re-load sees
+// writing() or later and the copy is discarded. The payload bytes are
+// plain memory (as every seqlock's that copies with memcpy); on x86-64
+// both fences compile to nothing but a compiler barrier, so the hot paths
+// cost what they did.
 #include "shmbus/topic.hpp"
 
 #include <pthread.h>
@@ -21,6 +25,7 @@
 #include <mutex>
 #include <utility>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/spsc_ring.hpp"
 #include "shmbus/error.hpp"
 
@@ -85,6 +90,25 @@ bool take_role(std::atomic<std::uint64_t>& owner, std::uint64_t& held, std::uint
 std::int64_t now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
       .count();
+}
+
+// [topic.seqlock] the two fences. ThreadSanitizer does not model
+// standalone fences (GCC rejects them under -fsanitize=thread with
+// -Wtsan); its builds copy the racing payload uninstrumented (copy_out),
+// so there is nothing for it to order, and a compiler barrier stands in.
+inline void seqlock_release_fence() noexcept {
+#if defined(SHMBUS_TSAN)
+  std::atomic_signal_fence(std::memory_order_release);
+#else
+  std::atomic_thread_fence(std::memory_order_release);
+#endif
+}
+inline void seqlock_acquire_fence() noexcept {
+#if defined(SHMBUS_TSAN)
+  std::atomic_signal_fence(std::memory_order_acquire);
+#else
+  std::atomic_thread_fence(std::memory_order_acquire);
+#endif
 }
 
 bool is_pow2(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
@@ -314,6 +338,7 @@ Subscriber Topic::subscribe(const SubscribeOptions& options) {
   line.missed.store(0, std::memory_order_relaxed);
   const auto pol =
       options.policy == SubscriberPolicy::reliable ? TopicPolicy::reliable : TopicPolicy::lossy;
+  detail::fault_point(detail::FaultPoint::subscribe_claimed);
   // [topic.join] seq_cst exchange, then a seq_cst load of write_seq: pairs
   // with the publisher's seq_cst exchange of write_seq before it scans.
   // Either its scan sees this record, or our load sees a write_seq at
@@ -324,8 +349,20 @@ Subscriber Topic::subscribe(const SubscribeOptions& options) {
   line.joined_at.store(joined, std::memory_order_relaxed);  // relaxed: for inspection
   // Without history the stream starts where it is owed: what was published
   // between our two loads is neither delivered nor counted.
-  return Subscriber(segment_, config_, index, options.policy, options.history == 0 ? joined : start,
-                    joined);
+  const std::uint64_t first = options.history == 0 ? joined : start;
+  if (first != start) {
+    // The record must say where we start: the publisher counts a reliable
+    // record from the exchange above, and a read_seq left at `start` would
+    // hold it back for messages we never read. When it published a ring's
+    // worth between our two loads of write_seq, it would wait for us while
+    // we wait for message `joined` (the TSan-only hang of issue 19: the
+    // subscriber's wait publishes its position only when it moved).
+    // [topic.consume] seq_cst: as publish_read(); precedes notify()'s
+    // load of sleepers ([wait.sleepers]).
+    line.read_seq.store(first, std::memory_order_seq_cst);
+    detail::notify(c->wake.space);
+  }
+  return Subscriber(segment_, config_, index, options.policy, first, joined);
 }
 
 // --- Publisher ---------------------------------------------------------------
@@ -474,10 +511,11 @@ PublishResult Publisher::acquire(std::size_t n, const Clock::time_point* deadlin
         return last_error_ = r;
     }
     auto& slot = slot_at(pos_);
-    // [topic.seqlock] relaxed: the bytes below follow in store order
-    // (x86-TSO; the signal fence keeps the compiler from moving them up).
+    // [topic.seqlock] relaxed, then a release fence: writing() is ordered
+    // before every byte written below; pairs with the acquire fence in
+    // Subscriber::intact().
     slot.seq.store(detail::topic_writing(pos_), std::memory_order_relaxed);
-    std::atomic_signal_fence(std::memory_order_seq_cst);
+    seqlock_release_fence();
     has_loan_ = true;
   }
   loaned_ = n;
@@ -708,11 +746,11 @@ void Subscriber::advance() noexcept {
 }
 
 bool Subscriber::intact() noexcept {
-  // [topic.seqlock] the re-check: the copy above is done first (x86-TSO
-  // keeps loads in order; the signal fence keeps the compiler from moving
-  // the copy below).
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  const std::uint64_t seen = slot_at(pos_).seq.load(std::memory_order_acquire);
+  // [topic.seqlock] the re-check: an acquire fence orders the copy above
+  // before the relaxed re-load; pairs with the release fence after the
+  // publisher's store of writing() in Publisher::acquire().
+  seqlock_acquire_fence();
+  const std::uint64_t seen = slot_at(pos_).seq.load(std::memory_order_relaxed);
   if (seen == detail::topic_done(pos_)) return true;
   peeked_ = false;
   if (seen < 2 || (((seen - 2) >> 1) & mask_) != (pos_ & mask_) ||

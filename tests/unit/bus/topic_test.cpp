@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "shmbus/bus.hpp"
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/inspect.hpp"
 #include "shmbus/pipe.hpp"
 #include "test_support.hpp"
@@ -120,6 +121,47 @@ TEST(Topic, ReliableSubscriberHoldsThePublisherBackUntilItReads) {
   EXPECT_EQ(sub.try_recv(v), ReceiveResult::empty);  // publishes its position
   for (std::uint64_t i = 4; i < 8; ++i) ASSERT_EQ(pub.try_publish(i), PublishResult::ok);
   EXPECT_EQ(pub.try_publish(std::uint64_t{8}), PublishResult::full);
+}
+
+// The hang of issue 19 (seen under TSan only): a reliable subscriber
+// held between reading the start position and telling the publisher it
+// exists, while the publisher runs a ring ahead, used to leave its record
+// at the old position. The publisher then took it for a ring behind and
+// waited, while it waited for the next message: both until their
+// deadlines. The hook holds the subscriber at exactly that step.
+std::atomic<int> g_join_state{0};  // 1: the subscriber is held; 2: go on
+void hold_at_join(detail::FaultPoint p) noexcept {
+  if (p != detail::FaultPoint::subscribe_claimed) return;
+  g_join_state.store(1);
+  while (g_join_state.load() != 2) std::this_thread::yield();
+}
+
+TEST(Topic, ReliableJoinerHeldWhileThePublisherLapsItStartsWhereItIsOwed) {
+  SegmentGuard g(unique_name("topic"));
+  auto topic = Topic::create<std::uint64_t>(g.name(), {.slots = 8});
+  auto pub = topic.publisher();
+  g_join_state.store(0);
+  detail::set_fault_hook(&hold_at_join);
+  Subscriber sub;
+  std::thread joiner([&] { sub = topic.subscribe(); });
+  const auto deadline = Clock::now() + 20s;
+  while (g_join_state.load() != 1 && Clock::now() < deadline) std::this_thread::yield();
+  detail::set_fault_hook(nullptr);
+  ASSERT_EQ(g_join_state.load(), 1) << "the joiner never reached the hook";
+  for (std::uint64_t i = 0; i < 20; ++i) ASSERT_EQ(pub.try_publish(i), PublishResult::ok);
+  g_join_state.store(2);
+  joiner.join();
+  ASSERT_EQ(sub.position(), 20u);
+  // Nothing owed is unread: the publisher has a whole ring of room.
+  for (std::uint64_t i = 20; i < 28; ++i)
+    ASSERT_EQ(pub.try_publish(i), PublishResult::ok) << "message " << i;
+  EXPECT_EQ(pub.try_publish(std::uint64_t{28}), PublishResult::full);
+  std::uint64_t v = 0;
+  for (std::uint64_t i = 20; i < 28; ++i) {
+    ASSERT_EQ(sub.try_recv(v), ReceiveResult::ok);
+    EXPECT_EQ(v, i);
+  }
+  EXPECT_EQ(sub.missed(), 0u);
 }
 
 TEST(Topic, LossySubscriberIsLappedAndCountsExactlyWhatItMissed) {

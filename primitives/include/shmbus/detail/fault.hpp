@@ -32,8 +32,11 @@ enum class FaultPoint : std::uint8_t {
   // Lock / RLock (and a Condition's lock).
   lock_taken,      // acquire: the word names us, owner identity not yet written
   lock_releasing,  // release: owner identity cleared, word still held
+  // Topic.
+  subscribe_claimed,  // subscribe(): record claimed, start position read,
+                      // the publisher not yet told (policy still free)
 };
-inline constexpr int kFaultPoints = static_cast<int>(FaultPoint::lock_releasing) + 1;
+inline constexpr int kFaultPoints = static_cast<int>(FaultPoint::subscribe_claimed) + 1;
 
 using FaultHook = void (*)(FaultPoint) noexcept;
 
