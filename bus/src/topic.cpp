@@ -219,6 +219,8 @@ std::string_view to_string(ReceiveResult r) noexcept {
       return "closed";
     case ReceiveResult::corrupted:
       return "corrupted";
+    case ReceiveResult::decode_error:
+      return "decode_error";
   }
   return "unknown";
 }
@@ -885,33 +887,39 @@ ReceiveResult Subscriber::next(std::span<const std::byte>& msg, const Clock::tim
 }
 
 ReceiveResult Subscriber::recv(std::span<std::byte> buf, std::size_t& n) noexcept {
-  return recv_value(buf, n, nullptr, false);
+  return read_copy(buf.data(), buf.size(), n, false, nullptr, false);
 }
 ReceiveResult Subscriber::recv_for(std::span<std::byte> buf, std::size_t& n,
                                    Clock::duration timeout) noexcept {
   const Clock::time_point deadline = Clock::now() + timeout;
-  return recv_value(buf, n, &deadline, false);
+  return read_copy(buf.data(), buf.size(), n, false, &deadline, false);
 }
 ReceiveResult Subscriber::try_recv(std::span<std::byte> buf, std::size_t& n) noexcept {
-  return recv_value(buf, n, nullptr, true);
+  return read_copy(buf.data(), buf.size(), n, false, nullptr, true);
 }
 
-ReceiveResult Subscriber::recv_value(std::span<std::byte> buf, std::size_t& n,
-                                     const Clock::time_point* deadline, bool try_only) noexcept {
+ReceiveResult Subscriber::read_copy(std::byte* dst, std::size_t cap, std::size_t& n, bool exact,
+                                    const Clock::time_point* deadline, bool try_only) noexcept {
   std::span<const std::byte> msg;
   for (;;) {
     const ReceiveResult r = next(msg, deadline, try_only);
     if (r != ReceiveResult::ok) return r;
     n = msg.size();
-    if (msg.size() > buf.size()) {
-      if (!intact()) continue;
-      return ReceiveResult::too_small;
+    if (exact ? msg.size() != cap : msg.size() > cap) {
+      if (!intact()) continue;  // a torn length: overwritten, try the next
+      return exact ? ReceiveResult::size_mismatch : ReceiveResult::too_small;
     }
-    copy_out(buf.data(), msg.data(), msg.size());
-    if (!intact()) continue;
+    copy_out(dst, msg.data(), msg.size());
+    if (!intact()) continue;  // overwritten mid-copy: counted, try the next
     advance();
     return ReceiveResult::ok;
   }
+}
+
+std::span<std::byte> Subscriber::receive_buffer(std::size_t size) {
+  thread_local std::vector<std::byte> buffer;
+  if (buffer.size() < size) buffer.resize(size);
+  return {buffer.data(), size};
 }
 
 ReceiveResult Subscriber::recv(std::vector<std::byte>& out) noexcept {
@@ -924,19 +932,10 @@ ReceiveResult Subscriber::recv_for(std::vector<std::byte>& out, Clock::duration 
 
 ReceiveResult Subscriber::recv_vector(std::vector<std::byte>& out,
                                       const Clock::time_point* deadline) noexcept {
-  std::span<const std::byte> msg;
-  for (;;) {
-    const ReceiveResult r = next(msg, deadline, false);
-    if (r != ReceiveResult::ok) return r;
-    try {
-      out.resize(msg.size());
-    } catch (...) {
-      return ReceiveResult::too_small;
-    }
-    copy_out(out.data(), msg.data(), msg.size());
-    if (!intact()) continue;
-    advance();
-    return ReceiveResult::ok;
+  try {
+    return recv_resizable(out, deadline, false);
+  } catch (...) {  // std::bad_alloc: the message stays
+    return ReceiveResult::too_small;
   }
 }
 

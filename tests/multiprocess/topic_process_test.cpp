@@ -3,12 +3,14 @@
 // reliable subscriber is evicted and never blocks the publisher; a dead
 // publisher's subscribers get everything it committed, then
 // publisher_dead, and a new publisher takes over (also after dying in the
-// middle of a loan); handles inherited across fork take their role over.
+// middle of a loan); handles inherited across fork take their role over;
+// codec structs reach a subscriber in another process.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
+#include <map>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -143,6 +145,47 @@ TEST(TopicProcess, HandlesInheritedAcrossForkTakeTheirRoleOver) {
   EXPECT_TRUE(w.exited && w.code == 0);
   const auto r = wait_child(reader);
   EXPECT_TRUE(r.exited && r.code == 0) << r.code;
+}
+
+struct Order {
+  std::string symbol;
+  std::vector<double> prices;
+  std::map<std::string, int> tags;
+  bool operator==(const Order&) const = default;
+  MSGPACK_DEFINE(symbol, prices, tags)
+};
+Order order(int i) {
+  return Order{"SYM" + std::to_string(i),
+               std::vector<double>(static_cast<std::size_t>(i % 7), 0.5 * i),
+               {{"n", i}, {"odd", i % 2}}};
+}
+
+TEST(TopicProcess, CodecStructsReachASubscriberInAnotherProcess) {
+  SegmentGuard g(unique_name("tcodec"));
+  auto topic = Topic::create<Order>(g.name(), {.slots = 16, .max_message = 512});
+  const std::string name = g.name();
+  // The child subscribes before the parent publishes: a handshake topic
+  // says it is ready.
+  SegmentGuard ready(unique_name("tcodecready"));
+  auto ready_topic = Topic::create<int>(ready.name());
+  auto ready_sub = ready_topic.subscribe();
+  const pid_t child = fork_child([&] {
+    auto sub = Topic::open<Order>(name).subscribe();
+    auto ack = Topic::open<int>(ready.name()).publisher();
+    if (ack.publish(1) != PublishResult::ok) return 1;
+    for (int i = 0; i < 200; ++i) {
+      Order o;
+      if (sub.recv_for(o, 20s) != ReceiveResult::ok) return 2;
+      if (!(o == order(i))) return 3;
+    }
+    return 0;
+  });
+  int one = 0;
+  ASSERT_EQ(ready_sub.recv_for(one, 20s), ReceiveResult::ok);
+  auto pub = topic.publisher();
+  for (int i = 0; i < 200; ++i) ASSERT_EQ(pub.publish_for(order(i), 20s), PublishResult::ok);
+  const auto st = wait_child(child, 30s);
+  EXPECT_EQ(st.code, 0);
 }
 
 }  // namespace

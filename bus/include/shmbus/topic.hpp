@@ -12,9 +12,12 @@
 //
 // One ring of fixed-size slots, written once by the publisher and read by
 // every subscriber at its own position (its own cache line in the
-// segment's subscriber table). Messages are bytes of 0..max_message, or a
-// trivially copyable T (TopicCodec below is the seam a serializer plugs
-// into); a message never spans slots.
+// segment's subscriber table). Messages are bytes of 0..max_message, or
+// values of any type the codec carries (shmbus/codec.hpp): a trivially
+// copyable T as its bytes, written straight into the slot; std::string
+// as its characters; containers, MSGPACK_DEFINE structs and the rest as
+// one MessagePack value (encoded, then copied in). A message never spans
+// slots: an encoded value above max_message is too_large.
 //
 // Per-subscriber policy, chosen by the subscriber:
 //   reliable  the publisher never overwrites a message it has not read:
@@ -75,6 +78,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "shmbus/codec.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/detail/topic_format.hpp"
 #include "shmbus/detail/type_tag.hpp"
@@ -125,42 +129,13 @@ enum class ReceiveResult : std::uint8_t {
   evicted,         // a publisher took this reliable subscriber for dead
   closed,          // this handle is closed or moved from
   corrupted,       // shared state failed validation
+  decode_error,    // recv of a codec type: the message is not a T (it was
+                   // consumed; detail::last_decode_error() says why)
 };
 
 [[nodiscard]] std::string_view to_string(PublishResult r) noexcept;
 [[nodiscard]] std::string_view to_string(ReceiveResult r) noexcept;
 [[nodiscard]] std::string_view to_string(SubscriberPolicy p) noexcept;
-
-// How a message type goes to and from bytes: the seam for the codec.
-// Trivially copyable types are their bytes; std::string is its characters.
-// A serializer specialises TopicCodec<T> with size(), write() and read().
-template <class T, class = void>
-struct TopicCodec {
-  static_assert(std::is_trivially_copyable_v<T>,
-                "Topic carries trivially copyable types and bytes; other types need a "
-                "TopicCodec<T> specialisation (the codec)");
-  static std::size_t size(const T&) noexcept { return sizeof(T); }
-  static void write(const T& v, std::span<std::byte> out) noexcept {
-    std::memcpy(out.data(), &v, sizeof(T));
-  }
-  // False: the bytes are not a T (the message stays).
-  static bool read(std::span<const std::byte> in, T& v) noexcept {
-    if (in.size() != sizeof(T)) return false;
-    std::memcpy(&v, in.data(), sizeof(T));
-    return true;
-  }
-};
-template <>
-struct TopicCodec<std::string> {
-  static std::size_t size(const std::string& s) noexcept { return s.size(); }
-  static void write(const std::string& s, std::span<std::byte> out) noexcept {
-    if (!s.empty()) std::memcpy(out.data(), s.data(), s.size());
-  }
-  static bool read(std::span<const std::byte> in, std::string& s) {
-    s.assign(reinterpret_cast<const char*>(in.data()), in.size());
-    return true;
-  }
-};
 
 class Publisher;
 class Subscriber;
@@ -260,21 +235,28 @@ class Publisher {
   PublishResult try_publish(std::span<const std::byte> msg) noexcept;
   PublishResult publish(std::string_view msg) noexcept { return publish(as_bytes(msg)); }
 
-  // A value through TopicCodec<T> (trivially copyable types as they are),
-  // written straight into the slot.
+  // A value: a trivially copyable T written straight into the slot
+  // (noexcept); any other type the codec carries encoded first (may throw
+  // std::bad_alloc; an encoding above max_message is too_large). A
+  // std::string or std::vector<std::byte> goes as its bytes (the overloads
+  // above), as the codec's bytes format has it.
   template <class T>
   requires(!std::is_convertible_v<const T&, std::span<const std::byte>> &&
            !std::is_convertible_v<const T&, std::string_view>) PublishResult publish(const T& value)
-  noexcept { return publish_value(value, nullptr, false); }
+  noexcept(std::is_trivially_copyable_v<T>) { return publish_value(value, nullptr, false); }
   template <class T>
-  PublishResult publish_for(const T& value, Clock::duration timeout) noexcept {
+  requires(!std::is_convertible_v<const T&, std::span<const std::byte>> &&
+           !std::is_convertible_v<const T&, std::string_view>) PublishResult
+      publish_for(const T& value, Clock::duration timeout)
+  noexcept(std::is_trivially_copyable_v<T>) {
     const Clock::time_point deadline = Clock::now() + timeout;
     return publish_value(value, &deadline, false);
   }
   template <class T>
-  PublishResult try_publish(const T& value) noexcept {
-    return publish_value(value, nullptr, true);
-  }
+  requires(!std::is_convertible_v<const T&, std::span<const std::byte>> &&
+           !std::is_convertible_v<const T&, std::string_view>) PublishResult
+      try_publish(const T& value)
+  noexcept(std::is_trivially_copyable_v<T>) { return publish_value(value, nullptr, true); }
 
   // Zero-copy: a slot of n bytes to write in place, then publish() it.
   // Empty when it cannot be had (last_error() says why: too_large, closed,
@@ -303,12 +285,22 @@ class Publisher {
   }
   template <class T>
   PublishResult publish_value(const T& value, const Clock::time_point* deadline,
-                              bool try_only) noexcept {
-    const std::size_t n = TopicCodec<T>::size(value);
-    std::byte* p = nullptr;
-    if (const PublishResult r = acquire(n, deadline, try_only, p); r != PublishResult::ok) return r;
-    TopicCodec<T>::write(value, std::span<std::byte>(p, n));
-    return commit();
+                              bool try_only) noexcept(std::is_trivially_copyable_v<T>) {
+    if constexpr (std::is_trivially_copyable_v<T>) {
+      std::byte* p = nullptr;
+      if (const PublishResult r = acquire(sizeof(T), deadline, try_only, p); r != PublishResult::ok)
+        return r;
+      std::memcpy(p, &value, sizeof(T));
+      return commit();
+    } else {
+      std::span<const std::byte> m;
+      try {
+        m = detail::encode_message(value);
+      } catch (const msgpack::container_size_overflow&) {
+        return last_error_ = PublishResult::too_large;
+      }
+      return copy_in(m, deadline, try_only);
+    }
   }
   // Reserves the slot for the next message (marked writing): p is where
   // its n bytes go.
@@ -365,19 +357,22 @@ class Subscriber {
   ReceiveResult recv(std::vector<std::byte>& out) noexcept;
   ReceiveResult recv_for(std::vector<std::byte>& out, Clock::duration timeout) noexcept;
 
-  // A value through TopicCodec<T>.
+  // A value: a trivially copyable T as its bytes (size_mismatch, the
+  // message staying, when it is not sizeof(T) bytes; noexcept); any other
+  // type the codec carries decoded (a message that is not a T is consumed
+  // and reported as decode_error; may throw std::bad_alloc).
   template <class T>
   requires(!std::is_same_v<T, std::vector<std::byte>>) ReceiveResult recv(T& out)
-  noexcept { return recv_value(out, nullptr, false); }
+  noexcept(std::is_trivially_copyable_v<T>) { return recv_value(out, nullptr, false); }
   template <class T>
   requires(!std::is_same_v<T, std::vector<std::byte>>) ReceiveResult
       recv_for(T& out, Clock::duration timeout)
-  noexcept {
+  noexcept(std::is_trivially_copyable_v<T>) {
     const Clock::time_point deadline = Clock::now() + timeout;
     return recv_value(out, &deadline, false);
   }
   template <class T>
-  ReceiveResult try_recv(T& out) noexcept {
+  ReceiveResult try_recv(T& out) noexcept(std::is_trivially_copyable_v<T>) {
     return recv_value(out, nullptr, true);
   }
 
@@ -422,29 +417,47 @@ class Subscriber {
              std::uint64_t joined);
   enum class SlotState : std::uint8_t { ready, empty, lapped, corrupted };
   template <class T>
-  ReceiveResult recv_value(T& out, const Clock::time_point* deadline, bool try_only) noexcept {
-    std::span<const std::byte> msg;
-    for (;;) {
-      const ReceiveResult r = next(msg, deadline, try_only);
-      if (r != ReceiveResult::ok) return r;
-      if constexpr (std::is_trivially_copyable_v<T>) {
-        if (msg.size() != sizeof(T)) return ReceiveResult::size_mismatch;
-        std::byte tmp[sizeof(T)];
-        copy_out(tmp, msg.data(), sizeof(T));
-        if (!intact()) continue;  // overwritten mid-copy: counted, try the next
-        std::memcpy(&out, tmp, sizeof(T));
-        advance();
-        return ReceiveResult::ok;
-      } else {
-        std::vector<std::byte> tmp(msg.size());
-        copy_out(tmp.data(), msg.data(), msg.size());
-        if (!intact()) continue;
-        if (!TopicCodec<T>::read(tmp, out)) return ReceiveResult::size_mismatch;
-        advance();
-        return ReceiveResult::ok;
-      }
+  ReceiveResult recv_value(T& out, const Clock::time_point* deadline,
+                           bool try_only) noexcept(std::is_trivially_copyable_v<T>) {
+    std::size_t n = 0;
+    if constexpr (std::is_trivially_copyable_v<T>) {
+      std::byte tmp[sizeof(T)];
+      const ReceiveResult r = read_copy(tmp, sizeof(T), n, true, deadline, try_only);
+      if (r == ReceiveResult::ok) std::memcpy(&out, tmp, sizeof(T));
+      return r;
+    } else if constexpr (wire_format_v<T> == WireFormat::bytes) {
+      return recv_resizable(out, deadline, try_only);
+    } else {
+      detail::require_codable<T>();
+      const std::span<std::byte> buf = receive_buffer(max_message_);
+      if (const ReceiveResult r = read_copy(buf.data(), buf.size(), n, false, deadline, try_only);
+          r != ReceiveResult::ok)
+        return r;
+      return detail::decode_message(std::span<const std::byte>(buf.first(n)), out)
+                 ? ReceiveResult::ok
+                 : ReceiveResult::decode_error;
     }
   }
+  // The next message into a container resized to it (std::string,
+  // std::vector<std::byte>); may throw std::bad_alloc.
+  template <class C>
+  ReceiveResult recv_resizable(C& out, const Clock::time_point* deadline, bool try_only) {
+    std::span<const std::byte> msg;
+    for (;;) {
+      if (const ReceiveResult r = next(msg, deadline, try_only); r != ReceiveResult::ok) return r;
+      out.resize(msg.size());
+      copy_out(reinterpret_cast<std::byte*>(out.data()), msg.data(), msg.size());
+      if (intact()) break;  // else overwritten mid-copy: counted, try the next
+    }
+    advance();
+    return ReceiveResult::ok;
+  }
+  // The next message copied into dst[0, cap) (n: its length). Above cap
+  // (or, `exact`, not cap bytes) it stays: too_small (size_mismatch).
+  ReceiveResult read_copy(std::byte* dst, std::size_t cap, std::size_t& n, bool exact,
+                          const Clock::time_point* deadline, bool try_only) noexcept;
+  // This thread's buffer of at least `size` bytes for decoding.
+  static std::span<std::byte> receive_buffer(std::size_t size);
   // Waits for the message at the position: ok with `msg` in place (not
   // yet validated against overwriting: copy, then intact()).
   ReceiveResult next(std::span<const std::byte>& msg, const Clock::time_point* deadline,
@@ -454,8 +467,6 @@ class Subscriber {
   void sleep_for_data(Clock::time_point until) noexcept;
   [[nodiscard]] std::optional<ReceiveResult> ended() noexcept;
   void skip_lapped(std::uint64_t seen) noexcept;
-  ReceiveResult recv_value(std::span<std::byte> buf, std::size_t& n,
-                           const Clock::time_point* deadline, bool try_only) noexcept;
   ReceiveResult recv_vector(std::vector<std::byte>& out,
                             const Clock::time_point* deadline) noexcept;
   // After a copy: whether the message was still whole (else counted as
