@@ -804,19 +804,76 @@ std::optional<ReceiveResult> Subscriber::ended() noexcept {
   return std::nullopt;
 }
 
-void Subscriber::sleep_for_data(Clock::time_point until) noexcept {
+bool Subscriber::arm_wake(std::uint32_t& armed) const noexcept {
   auto& word = control_->wake.data;
-  // [topic.wake] seq_cst (load and CAS): the arm precedes our ready()
-  // check in the total order; pairs with the publisher's load.
+  // [topic.wake] seq_cst (load and CAS): the arm precedes the caller's
+  // ready() check in the total order; pairs with the publisher's load.
   std::uint32_t w = word.load(std::memory_order_seq_cst);
   if ((w & detail::kTopicArmed) == 0) {
     if (!word.compare_exchange_strong(w, w | detail::kTopicArmed, std::memory_order_seq_cst))
-      return;  // the publisher moved the count: something happened, look again
+      return false;  // the publisher moved the count: something happened
     w |= detail::kTopicArmed;
   }
-  if (ready()) return;
+  armed = w;
+  return true;
+}
+
+void Subscriber::sleep_for_data(Clock::time_point until) noexcept {
+  std::uint32_t w = 0;
+  if (!arm_wake(w) || ready()) return;
   // Shared futex (not PRIVATE): the word lives in a segment every process maps.
-  (void)detail::futex_wait(word, w, &until);
+  (void)detail::futex_wait(control_->wake.data, w, &until);
+}
+
+bool Subscriber::peer_gone() const noexcept {
+  if (control_ == nullptr) return true;
+  // relaxed: a flag the evicter sets before it frees the owner word below.
+  if (line().evicted.load(std::memory_order_relaxed) != 0 ||
+      line().owner.load(std::memory_order_acquire) != owner_word_)  // [topic.sub]
+    return true;
+  // [topic.owner] acquire: pairs with the CAS that took the role.
+  const std::uint64_t o = control_->publisher.owner.load(std::memory_order_acquire);
+  return o != 0 && !is_alive(ProcessId::unpack(o));
+}
+
+namespace {
+// FdBridge::Sleep::check for a subscriber (ctx: its TopicControl): the
+// publisher died or closed while the word stayed armed.
+bool publisher_gone(const void* ctx) noexcept {
+  const auto* c = static_cast<const TopicControl*>(ctx);
+  // [topic.closed] seq_cst: as ended(); [topic.owner] acquire as there.
+  if (c->publisher.closed.load(std::memory_order_seq_cst) != 0) return true;
+  const std::uint64_t o = c->publisher.owner.load(std::memory_order_acquire);
+  return o != 0 && !is_alive(ProcessId::unpack(o));
+}
+}  // namespace
+
+int Subscriber::fileno() {
+  if (control_ == nullptr) throw Error(Errc::closed, "fileno", "subscriber is closed");
+  if (fd_bridge_ == nullptr || !fd_bridge_->owned_here()) {
+    fd_bridge_ = std::make_unique<detail::FdBridge>(segment_->name().c_str());
+    rearm_fileno();
+  }
+  return fd_bridge_->fd();
+}
+
+void Subscriber::rearm_fileno() noexcept {
+  detail::FdBridge& b = *fd_bridge_;
+  if (!b.owned_here() || b.sleeping()) return;  // armed, nothing came yet
+  b.clear();
+  detail::FdBridge::Sleep sl;
+  std::uint32_t w = 0;
+  // [topic.wake] arm, then re-check (seq_cst): a publication before the
+  // arm is seen by ready(), one after it wakes the word the thread sleeps
+  // on. A dead publisher is the thread's check, at its 10 ms slices.
+  if (!arm_wake(w) || ready()) {
+    b.signal();
+    return;
+  }
+  sl.word = {&control_->wake.data, w};
+  sl.check = &publisher_gone;
+  sl.ctx = control_;
+  b.sleep_on(sl);
 }
 
 ReceiveResult Subscriber::wait_data(const Clock::time_point* deadline) noexcept {
@@ -880,6 +937,8 @@ ReceiveResult Subscriber::next(std::span<const std::byte>& msg, const Clock::tim
     if (try_only) {
       publish_read();
       if (auto end = ended()) return *end;
+      if (fd_bridge_ != nullptr) [[unlikely]]
+        rearm_fileno();
       return ReceiveResult::empty;
     }
     if (const ReceiveResult r = wait_data(deadline); r != ReceiveResult::ok) return r;
@@ -966,6 +1025,7 @@ bool Subscriber::release() noexcept {
 
 void Subscriber::close() noexcept {
   if (control_ == nullptr) return;
+  fd_bridge_.reset();  // its thread sleeps on our segment: stop it before unmapping
   auto& l = line();
   const std::uint64_t me = this_process().pack();
   // [topic.sub] acquire: see Topic::subscribe().

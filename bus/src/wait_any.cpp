@@ -146,6 +146,22 @@ struct WaitAccess {
     return static_cast<QueueCore*>(o)->policy().strategy;
   }
 
+  // --- Subscriber: the topic's shared wake word ([topic.wake]) -----------------
+  static Subscriber& sub(void* o) noexcept { return *static_cast<Subscriber*>(o); }
+  static bool sub_ready(void* o) noexcept { return sub(o).ready(); }
+  static bool sub_dead(void* o) noexcept { return sub(o).peer_gone(); }
+  static bool sub_arm(void* o, FutexWaiter& w, bool&) noexcept {
+    Subscriber& s = sub(o);
+    std::uint32_t armed = 0;
+    // A closed handle is ready (sub_ready); a moved count means a publication.
+    if (s.control_ == nullptr || !s.arm_wake(armed)) return false;
+    w = {&s.control_->wake.data, armed};
+    return true;
+  }
+  // Nothing to undo: the publisher clears the arm when it wakes the word.
+  static void sub_disarm(void*) noexcept {}
+  static WaitStrategy sub_strategy(void* o) noexcept { return sub(o).policy_.strategy; }
+
   static bool none_dead(void*) noexcept { return false; }
   static void no_order(void*, bool) noexcept {}
   static bool always_fenced(void*) noexcept { return true; }
@@ -165,6 +181,8 @@ constexpr WaitOps kQueueGetOps{A::queue_ready<false>,  A::queue_ready<false>, A:
 constexpr WaitOps kQueuePutOps{A::queue_ready<true>,  A::queue_ready<true>, A::queue_dead<true>,
                                A::queue_arm<true>,    A::no_order,          A::always_fenced,
                                A::queue_disarm<true>, A::queue_strategy};
+constexpr WaitOps kSubscriberOps{A::sub_ready, A::sub_ready,     A::sub_dead,   A::sub_arm,
+                                 A::no_order,  A::always_fenced, A::sub_disarm, A::sub_strategy};
 }  // namespace
 
 const WaitOps& queue_ops(bool writable) noexcept { return writable ? kQueuePutOps : kQueueGetOps; }
@@ -324,6 +342,8 @@ Waitable::Waitable(Connection& c) : ops_(&detail::kConnectionOps), obj_(&c), vie
 }
 Waitable::Waitable(Event& e) noexcept : ops_(&detail::kEventOps), obj_(&e), view_of_(&e) {}
 Waitable::Waitable(Semaphore& s) noexcept : ops_(&detail::kSemaphoreOps), obj_(&s), view_of_(&s) {}
+Waitable::Waitable(Subscriber& s) noexcept
+    : ops_(&detail::kSubscriberOps), obj_(&s), view_of_(&s) {}
 Waitable::Waitable(const Process& p) : view_of_(&p), fd_(p.sentinel()), events_(POLLIN) {
   if (p.pid() == 0) throw Error(Errc::invalid_argument, p.name(), "wait: process not started");
   // fd_ < 0 once joined (the pidfd is closed then): ready at once.

@@ -79,6 +79,7 @@
 #include <vector>
 
 #include "shmbus/codec.hpp"
+#include "shmbus/detail/fd_bridge.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/detail/topic_format.hpp"
 #include "shmbus/detail/type_tag.hpp"
@@ -139,6 +140,9 @@ enum class ReceiveResult : std::uint8_t {
 
 class Publisher;
 class Subscriber;
+namespace detail {
+struct WaitAccess;  // shmbus::wait()'s view of the objects (wait_any.cpp)
+}  // namespace detail
 
 namespace detail {
 // A handle's pointer into its segment, left null by a move (null: closed
@@ -398,13 +402,28 @@ class Subscriber {
   [[nodiscard]] SubscriberPolicy policy() const noexcept { return policy_kind_; }
   [[nodiscard]] std::size_t max_message() const noexcept { return max_message_; }
 
-  // For a wait over several objects (issue 17): true when recv would not
-  // wait (a message, a lap, or corruption at our position); the futex
-  // word every subscriber of the topic sleeps on ([topic.wake] in
-  // detail/topic_format.hpp: arm bit 0 with a CAS, re-check ready(), then
+  // True when recv would not wait for a publication (a message, a lap,
+  // corruption at our position, or the publisher closed). shmbus::wait()
+  // takes a Subscriber (wait_any.hpp): ready then, or when the publisher
+  // died or this subscriber was evicted (seen within 10 ms). The futex
+  // word every subscriber of the topic sleeps on: [topic.wake] in
+  // detail/topic_format.hpp (arm bit 0 with a CAS, re-check ready(), then
   // sleep on the armed value).
   [[nodiscard]] bool ready() const noexcept;
   [[nodiscard]] const std::atomic<std::uint32_t>* wait_word() const noexcept;
+
+  // A file descriptor (an eventfd of this process) for poll, epoll, Asio,
+  // libuv: readable while a message (or the end, a dead publisher, an
+  // eviction) may be there. Level-triggered, re-armed by this handle: it
+  // stays readable until a try_recv()/try_peek() finds nothing, then turns
+  // readable at the next publication. Costs a thread of this process per
+  // subscriber that asks (detail/fd_bridge.hpp), and the publisher nothing
+  // new: the thread sleeps on the word sleeping subscribers share, which a
+  // publication wakes with one system call at most. Throws Error(closed)
+  // on a closed handle, Error(system) when the thread cannot start. Not
+  // for busy_poll topics (their publisher wakes nobody): the descriptor
+  // then fires only at the thread's 10 ms slices.
+  [[nodiscard]] int fileno();
 
   // Gives the record back. The destructor does the same.
   void close() noexcept;
@@ -412,6 +431,7 @@ class Subscriber {
 
  private:
   friend class Topic;
+  friend struct detail::WaitAccess;
   Subscriber(std::shared_ptr<detail::Segment> segment, const detail::TopicConfig& k,
              std::uint32_t index, SubscriberPolicy policy, std::uint64_t start,
              std::uint64_t joined);
@@ -465,6 +485,14 @@ class Subscriber {
   [[nodiscard]] SlotState state(std::uint64_t& seen) const noexcept;
   ReceiveResult wait_data(const Clock::time_point* deadline) noexcept;
   void sleep_for_data(Clock::time_point until) noexcept;
+  // [topic.wake] arms the shared word: `armed` is the value to sleep on.
+  // False when the publisher moved the count meanwhile (look again).
+  bool arm_wake(std::uint32_t& armed) const noexcept;
+  // The publisher died, or this record was evicted or taken: recv would
+  // report it rather than wait (reads /proc: a liveness check).
+  [[nodiscard]] bool peer_gone() const noexcept;
+  // fileno(): this handle found nothing; clear the descriptor and arm.
+  void rearm_fileno() noexcept;
   [[nodiscard]] std::optional<ReceiveResult> ended() noexcept;
   void skip_lapped(std::uint64_t seen) noexcept;
   ReceiveResult recv_vector(std::vector<std::byte>& out,
@@ -503,6 +531,7 @@ class Subscriber {
   std::uint64_t owner_word_ = 0;
   std::uint64_t fork_epoch_ = 0;  // forks seen at its last use here
   std::int64_t next_liveness_ns_ = 0;
+  std::unique_ptr<detail::FdBridge> fd_bridge_;  // fileno(); null until asked for
 };
 
 // Live statistics of a topic, read from a read-only view.

@@ -22,6 +22,11 @@
 //   Process           exited (its sentinel, a pidfd, polls readable), or
 //                     already joined when the Waitable was made (it holds
 //                     the sentinel's number: make it again after a join).
+//   Subscriber        recv() would not wait: a message (or a lap) at its
+//                     position, the publisher closed or dead, this
+//                     subscriber evicted; also a closed or moved-from one.
+//                     A busy_poll topic's publisher wakes nobody: in a
+//                     set that sleeps, it is seen at the 10 ms slices.
 //   Waitable::fd      poll(2) reports any of `events` (or an error/hangup).
 //
 // How it waits. A set of shmbus objects only keeps the pipe-only wait()'s
@@ -75,8 +80,8 @@
 // receiving side), as for recv(). Queues, Events and Semaphores may be
 // waited on by any number of threads and processes.
 //
-// fileno() (Connection, every queue, Event, Semaphore; a Process's
-// sentinel() is already a pidfd): an eventfd of the calling process for
+// fileno() (Connection, every queue, Event, Semaphore, topic Subscriber; a
+// Process's sentinel() is already a pidfd): an eventfd of the calling process for
 // poll/epoll/Asio/libuv. An eventfd cannot be written by an unrelated
 // process (pidfd_getfd needs ptrace rights, SCM_RIGHTS a socket per pair),
 // so the first fileno() of an object starts one thread in this process
@@ -116,6 +121,7 @@
 #include "shmbus/process.hpp"
 #include "shmbus/queue.hpp"
 #include "shmbus/semaphore.hpp"
+#include "shmbus/topic.hpp"
 #include "shmbus/wait.hpp"
 
 namespace shmbus {
@@ -130,13 +136,14 @@ QueueCore& queue_core_of(QueueHandle& q) noexcept;
 
 // A view of one object for wait(): it refers to the object (which must
 // outlive the wait), it owns nothing, and it is cheap to copy. Implicit
-// from a Connection, queue, Event, Semaphore or Process, so a braced list
-// of objects is a list of Waitables.
+// from a Connection, queue, Event, Semaphore, topic Subscriber or Process,
+// so a braced list of objects is a list of Waitables.
 class Waitable {
  public:
   Waitable(Connection& c);          // readable (see above)
   Waitable(Event& e) noexcept;      // set
   Waitable(Semaphore& s) noexcept;  // acquirable
+  Waitable(Subscriber& s) noexcept;  // a topic subscriber: readable (see above)
   Waitable(const Process& p);       // exited
   template <class Q>
   requires std::is_base_of_v<detail::QueueHandle, Q> Waitable(Q& q)
