@@ -76,60 +76,19 @@ void BM_Topic_Busy_RTT(benchmark::State& state) {
   });
   pin_this_thread(cpus.parent);
   std::vector<std::byte> msg(size, std::byte{0x5a}), buf(size);
-  LatencyRecorder rec;
   std::size_t n = 0;
-  for (int i = 0; i < kBusyWarmUp; ++i) {
-    if (ping_pub.publish(msg) != PublishResult::ok || pong_sub.recv(buf, n) != ReceiveResult::ok)
-      break;
-  }
-  for (auto _ : state) {
-    const std::uint64_t t0 = ticks();
-    if (ping_pub.publish(msg) != PublishResult::ok || pong_sub.recv(buf, n) != ReceiveResult::ok) {
-      state.SkipWithError("topic round trip failed");
-      break;
-    }
-    rec.add_ticks(ticks() - t0);
-  }
+  timed_round_trips(state, kBusyWarmUp, "topic round trip failed", [&] {
+    return ping_pub.publish(msg) == PublishResult::ok &&
+           pong_sub.recv(buf, n) == ReceiveResult::ok;
+  });
   ping_pub.close();
   if (!child.join()) state.SkipWithError("echo child failed");
-  rec.report(state);
-  state.SetItemsProcessed(state.iterations());
 }
 
 void BM_Pipe_Busy_RTT(benchmark::State& state) {
-  ReferenceBeside beside(state, Reference::floor);
-  const auto& cpus = bench_cpus();
-  const auto size = static_cast<std::size_t>(state.range(0));
   PipeOptions o;
   o.wait.strategy = WaitStrategy::busy_poll;
-  auto [a, b] = Pipe(o);
-  PinnedChild child(cpus.child, [&b = b, size] {
-    std::vector<std::byte> buf(size);
-    std::size_t n = 0;
-    while (b.recv_bytes_into(buf, 0, n) == RecvResult::ok) {
-      if (b.send_bytes({buf.data(), n}) != SendResult::ok) return;
-    }
-  });
-  pin_this_thread(cpus.parent);
-  std::vector<std::byte> msg(size, std::byte{0x5a}), buf(size);
-  LatencyRecorder rec;
-  std::size_t n = 0;
-  for (int i = 0; i < kBusyWarmUp; ++i) {
-    if (a.send_bytes(msg) != SendResult::ok || a.recv_bytes_into(buf, 0, n) != RecvResult::ok)
-      break;
-  }
-  for (auto _ : state) {
-    const std::uint64_t t0 = ticks();
-    if (a.send_bytes(msg) != SendResult::ok || a.recv_bytes_into(buf, 0, n) != RecvResult::ok) {
-      state.SkipWithError("pipe round trip failed");
-      break;
-    }
-    rec.add_ticks(ticks() - t0);
-  }
-  a.close();
-  if (!child.join()) state.SkipWithError("echo child failed");
-  rec.report(state);
-  state.SetItemsProcessed(state.iterations());
+  pipe_round_trip(state, o);
 }
 
 // --- publisher cost with lossy subscribers -------------------------------------------

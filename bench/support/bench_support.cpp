@@ -404,25 +404,13 @@ void pipe_round_trip(benchmark::State& state, const PipeOptions& options) {
   });
   pin_this_thread(cpus.parent);
   std::vector<std::byte> msg(size, std::byte{0x5a}), buf(size);
-  LatencyRecorder rec;
   std::size_t n = 0;
   const int warm = strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp;
-  for (int i = 0; i < warm; ++i) {
-    if (a.send_bytes(msg) != SendResult::ok || a.recv_bytes_into(buf, 0, n) != RecvResult::ok)
-      break;
-  }
-  for (auto _ : state) {
-    const std::uint64_t t0 = ticks();
-    if (a.send_bytes(msg) != SendResult::ok || a.recv_bytes_into(buf, 0, n) != RecvResult::ok) {
-      state.SkipWithError("pipe round trip failed");
-      break;
-    }
-    rec.add_ticks(ticks() - t0);
-  }
+  timed_round_trips(state, warm, "pipe round trip failed", [&] {
+    return a.send_bytes(msg) == SendResult::ok && a.recv_bytes_into(buf, 0, n) == RecvResult::ok;
+  });
   a.close();
   if (!child.join()) state.SkipWithError("echo child failed");
-  rec.report(state);
-  state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(size));
 }
 

@@ -92,6 +92,27 @@ class PinnedChild {
 inline constexpr int kBusyWarmUp = 1000;
 inline constexpr int kBlockWarmUp = 20;
 
+// The timed loop of a round-trip benchmark: `warm` untimed round trips,
+// then one timed per iteration. `once` makes one round trip and says
+// whether it worked; a failure skips the benchmark with `what`. Sets the
+// percentile counters and the items processed (one per round trip).
+template <class F>
+void timed_round_trips(benchmark::State& state, int warm, const char* what, F&& once) {
+  LatencyRecorder rec;
+  for (int i = 0; i < warm && once(); ++i) {
+  }
+  for (auto _ : state) {
+    const std::uint64_t t0 = ticks();
+    if (!once()) {
+      state.SkipWithError(what);
+      break;
+    }
+    rec.add_ticks(ticks() - t0);
+  }
+  rec.report(state);
+  state.SetItemsProcessed(state.iterations());
+}
+
 // A unique segment name for a benchmark ("bench-<pid>-<stem>-<n>").
 std::string bench_name(const std::string& stem);
 

@@ -147,22 +147,18 @@ TEST(TopicProcess, HandlesInheritedAcrossForkTakeTheirRoleOver) {
   EXPECT_TRUE(r.exited && r.code == 0) << r.code;
 }
 
-struct Order {
-  std::string symbol;
-  std::vector<double> prices;
-  std::map<std::string, int> tags;
-  bool operator==(const Order&) const = default;
-  MSGPACK_DEFINE(symbol, prices, tags)
+// A codec struct (MessagePack through shmbus/codec.hpp).
+struct Quote {
+  std::string venue;
+  std::map<std::string, std::vector<double>> book;
+  bool operator==(const Quote&) const = default;
+  MSGPACK_DEFINE(venue, book)
 };
-Order order(int i) {
-  return Order{"SYM" + std::to_string(i),
-               std::vector<double>(static_cast<std::size_t>(i % 7), 0.5 * i),
-               {{"n", i}, {"odd", i % 2}}};
-}
+Quote quote(int i) { return Quote{std::string(static_cast<std::size_t>(i % 5), 'v'), {{"bid", {1.0 * i}}}}; }
 
 TEST(TopicProcess, CodecStructsReachASubscriberInAnotherProcess) {
   SegmentGuard g(unique_name("tcodec"));
-  auto topic = Topic::create<Order>(g.name(), {.slots = 16, .max_message = 512});
+  auto topic = Topic::create<Quote>(g.name(), {.slots = 16, .max_message = 512});
   const std::string name = g.name();
   // The child subscribes before the parent publishes: a handshake topic
   // says it is ready.
@@ -170,20 +166,20 @@ TEST(TopicProcess, CodecStructsReachASubscriberInAnotherProcess) {
   auto ready_topic = Topic::create<int>(ready.name());
   auto ready_sub = ready_topic.subscribe();
   const pid_t child = fork_child([&] {
-    auto sub = Topic::open<Order>(name).subscribe();
+    auto sub = Topic::open<Quote>(name).subscribe();
     auto ack = Topic::open<int>(ready.name()).publisher();
     if (ack.publish(1) != PublishResult::ok) return 1;
     for (int i = 0; i < 200; ++i) {
-      Order o;
+      Quote o;
       if (sub.recv_for(o, 20s) != ReceiveResult::ok) return 2;
-      if (!(o == order(i))) return 3;
+      if (!(o == quote(i))) return 3;
     }
     return 0;
   });
   int one = 0;
   ASSERT_EQ(ready_sub.recv_for(one, 20s), ReceiveResult::ok);
   auto pub = topic.publisher();
-  for (int i = 0; i < 200; ++i) ASSERT_EQ(pub.publish_for(order(i), 20s), PublishResult::ok);
+  for (int i = 0; i < 200; ++i) ASSERT_EQ(pub.publish_for(quote(i), 20s), PublishResult::ok);
   const auto st = wait_child(child, 30s);
   EXPECT_EQ(st.code, 0);
 }
