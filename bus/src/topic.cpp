@@ -92,25 +92,6 @@ std::int64_t now_ns() noexcept {
       .count();
 }
 
-// [topic.seqlock] the two fences. ThreadSanitizer does not model
-// standalone fences (GCC rejects them under -fsanitize=thread with
-// -Wtsan); its builds copy the racing payload uninstrumented (copy_out),
-// so there is nothing for it to order, and a compiler barrier stands in.
-inline void seqlock_release_fence() noexcept {
-#if defined(SHMBUS_TSAN)
-  std::atomic_signal_fence(std::memory_order_release);
-#else
-  std::atomic_thread_fence(std::memory_order_release);
-#endif
-}
-inline void seqlock_acquire_fence() noexcept {
-#if defined(SHMBUS_TSAN)
-  std::atomic_signal_fence(std::memory_order_acquire);
-#else
-  std::atomic_thread_fence(std::memory_order_acquire);
-#endif
-}
-
 bool is_pow2(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
 detail::TopicConfig config_of(std::string_view name, const TopicOptions& o) {
@@ -517,7 +498,7 @@ PublishResult Publisher::acquire(std::size_t n, const Clock::time_point* deadlin
     // before every byte written below; pairs with the acquire fence in
     // Subscriber::intact().
     slot.seq.store(detail::topic_writing(pos_), std::memory_order_relaxed);
-    seqlock_release_fence();
+    detail::topic_seqlock_release_fence();
     has_loan_ = true;
   }
   loaned_ = n;
@@ -664,17 +645,6 @@ bool Subscriber::take_over() noexcept {
   return take_role(line().owner, owner_word_, fork_epoch_, *segment_, false);
 }
 
-Subscriber::SlotState Subscriber::state(std::uint64_t& seen) const noexcept {
-  if (corrupted_) return SlotState::corrupted;
-  // [topic.seqlock] acquire: pairs with the publisher's release of done().
-  seen = slot_at(pos_).seq.load(std::memory_order_acquire);
-  if (seen == detail::topic_done(pos_)) return SlotState::ready;
-  if (seen == 0) return SlotState::empty;
-  // Untrusted: the word must name a message of this slot.
-  if (seen < 2 || (((seen - 2) >> 1) & mask_) != (pos_ & mask_)) return SlotState::corrupted;
-  return seen > detail::topic_writing(pos_) ? SlotState::lapped : SlotState::empty;
-}
-
 bool Subscriber::ready() const noexcept {
   if (control_ == nullptr) return true;
   std::uint64_t seen = 0;
@@ -740,20 +710,7 @@ void Subscriber::publish_read() noexcept {
   }
 }
 
-void Subscriber::advance() noexcept {
-  ++pos_;
-  ++received_;
-  peeked_ = false;
-  if (pos_ - published_ >= slots_count_ / 4) publish_read();
-}
-
-bool Subscriber::intact() noexcept {
-  // [topic.seqlock] the re-check: an acquire fence orders the copy above
-  // before the relaxed re-load; pairs with the release fence after the
-  // publisher's store of writing() in Publisher::acquire().
-  seqlock_acquire_fence();
-  const std::uint64_t seen = slot_at(pos_).seq.load(std::memory_order_relaxed);
-  if (seen == detail::topic_done(pos_)) return true;
+bool Subscriber::overwritten(std::uint64_t seen) noexcept {
   peeked_ = false;
   if (seen < 2 || (((seen - 2) >> 1) & mask_) != (pos_ & mask_) ||
       seen <= detail::topic_writing(pos_)) {
@@ -880,23 +837,24 @@ ReceiveResult Subscriber::wait_data(const Clock::time_point* deadline) noexcept 
   publish_read();  // a reliable subscriber's publisher may wait for this room
   const auto start = Clock::now();
   for (;;) {
-    if (ready()) {
-      std::uint64_t seen = 0;
-      if (state(seen) != SlotState::empty) return ReceiveResult::ok;
-    }
-    if (auto end = ended()) return *end;
+    std::uint64_t seen = 0;
+    if (state(seen) != SlotState::empty) return ReceiveResult::ok;
     const auto now = Clock::now();
-    if (deadline != nullptr && now >= *deadline) return ReceiveResult::timeout;
     const bool spin = policy_.strategy == WaitStrategy::busy_poll ||
                       (policy_.strategy == WaitStrategy::adaptive && now - start < policy_.spin);
     if (spin) {
+      // Our slot only: the publisher's line (write_seq, closed), which
+      // ended() reads, is read once a batch, so that a subscriber that
+      // spins for the next message does not take it from the publisher
+      // before every publication.
       for (int k = 0; k < 32; ++k) {
         detail::cpu_relax();
-        std::uint64_t seen = 0;
         if (state(seen) != SlotState::empty) return ReceiveResult::ok;
       }
-      continue;
     }
+    if (auto end = ended()) return *end;
+    if (deadline != nullptr && now >= *deadline) return ReceiveResult::timeout;
+    if (spin) continue;
     Clock::time_point until = now + kLivenessInterval;
     if (deadline != nullptr && *deadline < until) until = *deadline;
     sleep_for_data(until);

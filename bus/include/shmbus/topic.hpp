@@ -482,7 +482,18 @@ class Subscriber {
   // yet validated against overwriting: copy, then intact()).
   ReceiveResult next(std::span<const std::byte>& msg, const Clock::time_point* deadline,
                      bool try_only) noexcept;
-  [[nodiscard]] SlotState state(std::uint64_t& seen) const noexcept;
+  // The slot at our position (inline: the receive's hot check).
+  [[nodiscard]] SlotState state(std::uint64_t& seen) const noexcept {
+    if (corrupted_) return SlotState::corrupted;
+    // [topic.seqlock] acquire: pairs with the publisher's release of done().
+    seen = slot_at(pos_).seq.load(std::memory_order_acquire);
+    if (seen == detail::topic_done(pos_)) [[likely]]
+      return SlotState::ready;
+    if (seen == 0) return SlotState::empty;
+    // Untrusted: the word must name a message of this slot.
+    if (seen < 2 || (((seen - 2) >> 1) & mask_) != (pos_ & mask_)) return SlotState::corrupted;
+    return seen > detail::topic_writing(pos_) ? SlotState::lapped : SlotState::empty;
+  }
   ReceiveResult wait_data(const Clock::time_point* deadline) noexcept;
   void sleep_for_data(Clock::time_point until) noexcept;
   // [topic.wake] arms the shared word: `armed` is the value to sleep on.
@@ -499,8 +510,25 @@ class Subscriber {
                             const Clock::time_point* deadline) noexcept;
   // After a copy: whether the message was still whole (else counted as
   // lost and skipped).
-  bool intact() noexcept;
-  void advance() noexcept;
+  bool intact() noexcept {
+    // [topic.seqlock] the re-check: an acquire fence orders the copy above
+    // before the relaxed re-load; pairs with the release fence after the
+    // publisher's store of writing() in Publisher::acquire().
+    detail::topic_seqlock_acquire_fence();
+    const std::uint64_t seen = slot_at(pos_).seq.load(std::memory_order_relaxed);
+    if (seen == detail::topic_done(pos_)) [[likely]]
+      return true;
+    return overwritten(seen);
+  }
+  // intact()'s slow path: the slot moved on (a lap: counted and skipped,
+  // false) or went back (corrupted, false).
+  bool overwritten(std::uint64_t seen) noexcept;
+  void advance() noexcept {
+    ++pos_;
+    ++received_;
+    peeked_ = false;
+    if (pos_ - published_ >= slots_count_ / 4) publish_read();
+  }
   void publish_read() noexcept;
   bool take_over() noexcept;
   static void copy_out(std::byte* dst, const std::byte* src, std::size_t n) noexcept;

@@ -38,6 +38,24 @@ inline constexpr std::uint64_t kTopicMaxMessage = std::uint64_t{1} << 24;
 
 [[nodiscard]] constexpr std::uint64_t topic_done(std::uint64_t s) noexcept { return 2 * s + 2; }
 [[nodiscard]] constexpr std::uint64_t topic_writing(std::uint64_t s) noexcept { return 2 * s + 3; }
+// [topic.seqlock] the two fences (bus/src/topic.cpp says how they pair).
+// ThreadSanitizer does not model standalone fences (GCC rejects them under
+// -fsanitize=thread with -Wtsan); its builds copy the racing payload
+// uninstrumented, so there is nothing for it to order, and a compiler
+// barrier stands in.
+#if defined(__SANITIZE_THREAD__)
+#define SHMBUS_TOPIC_FENCE std::atomic_signal_fence
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SHMBUS_TOPIC_FENCE std::atomic_signal_fence
+#endif
+#endif
+#ifndef SHMBUS_TOPIC_FENCE
+#define SHMBUS_TOPIC_FENCE std::atomic_thread_fence
+#endif
+inline void topic_seqlock_release_fence() noexcept { SHMBUS_TOPIC_FENCE(std::memory_order_release); }
+inline void topic_seqlock_acquire_fence() noexcept { SHMBUS_TOPIC_FENCE(std::memory_order_acquire); }
+
 // Bytes per slot: header plus max_message, rounded up to a cache line.
 [[nodiscard]] constexpr std::uint64_t topic_slot_stride(std::uint64_t max_message) noexcept {
   return (kTopicSlotHeader + max_message + 63) & ~std::uint64_t{63};
