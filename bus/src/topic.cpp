@@ -838,23 +838,19 @@ ReceiveResult Subscriber::wait_data(const Clock::time_point* deadline) noexcept 
   const auto start = Clock::now();
   for (;;) {
     std::uint64_t seen = 0;
-    if (state(seen) != SlotState::empty) return ReceiveResult::ok;
+    if (ready() && state(seen) != SlotState::empty) return ReceiveResult::ok;
+    if (auto end = ended()) return *end;
     const auto now = Clock::now();
+    if (deadline != nullptr && now >= *deadline) return ReceiveResult::timeout;
     const bool spin = policy_.strategy == WaitStrategy::busy_poll ||
                       (policy_.strategy == WaitStrategy::adaptive && now - start < policy_.spin);
     if (spin) {
-      // Our slot only: the publisher's line (write_seq, closed), which
-      // ended() reads, is read once a batch, so that a subscriber that
-      // spins for the next message does not take it from the publisher
-      // before every publication.
       for (int k = 0; k < 32; ++k) {
         detail::cpu_relax();
         if (state(seen) != SlotState::empty) return ReceiveResult::ok;
       }
+      continue;
     }
-    if (auto end = ended()) return *end;
-    if (deadline != nullptr && now >= *deadline) return ReceiveResult::timeout;
-    if (spin) continue;
     Clock::time_point until = now + kLivenessInterval;
     if (deadline != nullptr && *deadline < until) until = *deadline;
     sleep_for_data(until);

@@ -142,9 +142,7 @@ class Publisher;
 class Subscriber;
 namespace detail {
 struct WaitAccess;  // shmbus::wait()'s view of the objects (wait_any.cpp)
-}  // namespace detail
 
-namespace detail {
 // A handle's pointer into its segment, left null by a move (null: closed
 // or moved from), so the handles' moves can be memberwise.
 template <class T>
