@@ -78,8 +78,7 @@ void BM_Topic_Busy_RTT(benchmark::State& state) {
   std::vector<std::byte> msg(size, std::byte{0x5a}), buf(size);
   std::size_t n = 0;
   timed_round_trips(state, kBusyWarmUp, "topic round trip failed", [&] {
-    return ping_pub.publish(msg) == PublishResult::ok &&
-           pong_sub.recv(buf, n) == ReceiveResult::ok;
+    return ping_pub.publish(msg) == PublishResult::ok && pong_sub.recv(buf, n) == ReceiveResult::ok;
   });
   ping_pub.close();
   if (!child.join()) state.SkipWithError("echo child failed");

@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include <csignal>
-#include <map>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -154,7 +154,9 @@ struct Quote {
   bool operator==(const Quote&) const = default;
   MSGPACK_DEFINE(venue, book)
 };
-Quote quote(int i) { return Quote{std::string(static_cast<std::size_t>(i % 5), 'v'), {{"bid", {1.0 * i}}}}; }
+Quote quote(int i) {
+  return Quote{std::string(static_cast<std::size_t>(i % 5), 'v'), {{"bid", {1.0 * i}}}};
+}
 
 TEST(TopicProcess, CodecStructsReachASubscriberInAnotherProcess) {
   SegmentGuard g(unique_name("tcodec"));

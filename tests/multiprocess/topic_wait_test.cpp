@@ -72,7 +72,8 @@ TEST(TopicWait, APublicationFromAnotherProcessWakesTheWait) {
 
 TEST(TopicWait, ADeadPublisherOrAClosedHandleIsReady) {
   SegmentGuard g(unique_name("twait"));
-  auto topic = Topic::create<std::uint64_t>(g.name(), {.wait = {.strategy = WaitStrategy::blocking}});
+  auto topic =
+      Topic::create<std::uint64_t>(g.name(), {.wait = {.strategy = WaitStrategy::blocking}});
   auto sub = topic.subscribe();
   const std::string name = g.name();
   int go[2];
@@ -85,8 +86,8 @@ TEST(TopicWait, ADeadPublisherOrAClosedHandleIsReady) {
     return 2;
   });
   // The child holds the publisher role (alive): nothing is ready.
-  ASSERT_TRUE(poll_until([&] { return topic_stats(SegmentView::open(name)).publisher_alive; },
-                         20s));
+  ASSERT_TRUE(
+      poll_until([&] { return topic_stats(SegmentView::open(name)).publisher_alive; }, 20s));
   std::vector<std::size_t> ready;
   wait({sub}, ready, 5ms);
   EXPECT_TRUE(ready.empty());

@@ -1,8 +1,8 @@
 // Topic of codec types (shmbus/codec.hpp): strings, containers and
 // MSGPACK_DEFINE structs reach every subscriber (reliable and lossy; the
-// forked case is in tests/multiprocess/topic_process_test.cpp); a message that is not a T is consumed
-// as decode_error; an encoding above max_message is too_large and
-// publishes nothing; the trivially copyable path keeps its bytes.
+// forked case is in tests/multiprocess/topic_process_test.cpp); a message that is not a T is
+// consumed as decode_error; an encoding above max_message is too_large and publishes nothing; the
+// trivially copyable path keeps its bytes.
 #include <gtest/gtest.h>
 
 #include <cstring>

@@ -53,8 +53,12 @@ inline constexpr std::uint64_t kTopicMaxMessage = std::uint64_t{1} << 24;
 #ifndef SHMBUS_TOPIC_FENCE
 #define SHMBUS_TOPIC_FENCE std::atomic_thread_fence
 #endif
-inline void topic_seqlock_release_fence() noexcept { SHMBUS_TOPIC_FENCE(std::memory_order_release); }
-inline void topic_seqlock_acquire_fence() noexcept { SHMBUS_TOPIC_FENCE(std::memory_order_acquire); }
+inline void topic_seqlock_release_fence() noexcept {
+  SHMBUS_TOPIC_FENCE(std::memory_order_release);
+}
+inline void topic_seqlock_acquire_fence() noexcept {
+  SHMBUS_TOPIC_FENCE(std::memory_order_acquire);
+}
 
 // Bytes per slot: header plus max_message, rounded up to a cache line.
 [[nodiscard]] constexpr std::uint64_t topic_slot_stride(std::uint64_t max_message) noexcept {
