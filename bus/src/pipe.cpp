@@ -430,6 +430,7 @@ bool Connection::take_over() noexcept {
     fork_gen_ = detail::fork_generation();
   }
   active_ = true;
+  update_fast();
   return true;
 }
 

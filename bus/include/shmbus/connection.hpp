@@ -462,20 +462,23 @@ class Connection {
   // (or a frame) there now. Anything else (waiting, fragments, pads to the
   // ring end, errors, end of file) goes through the out-of-line *_impl
   // calls, which repeat these checks and report why. fast_send_end_ and
-  // fast_recv_ fold the end's state (can send/receive, not closed, no
-  // frame left peeked) into one test each; update_fast() keeps them.
+  // fast_recv_ fold the end's state (can send/receive, taken by this
+  // process, not closed, no frame left peeked) into one test each;
+  // update_fast() keeps them. What remains of ensure_owner() is the fork
+  // check.
   [[nodiscard, gnu::always_inline]] bool fast_send(const std::byte* p, std::size_t n) noexcept {
-    if (n >= fast_send_end_ || !ensure_owner() || peer_closed() || !tx_.try_send(p, n))
+    if (n >= fast_send_end_ || fork_gen_ != detail::fork_generation() || peer_closed() ||
+        !tx_.try_send(p, n))
       return false;
     ++detail::t_sends;
     return true;
   }
-  [[nodiscard, gnu::always_inline]] bool fast_recv_ready() noexcept {
-    return fast_recv_ && ensure_owner();
+  [[nodiscard, gnu::always_inline]] bool fast_recv_ready() const noexcept {
+    return fast_recv_ && fork_gen_ == detail::fork_generation();
   }
   void update_fast() noexcept {
-    fast_send_end_ = can_send_ && !closed_ ? fast_send_limit_ + 1 : 0;
-    fast_recv_ = can_recv_ && !closed_ && !peeked_;
+    fast_send_end_ = can_send_ && active_ && !closed_ ? fast_send_limit_ + 1 : 0;
+    fast_recv_ = can_recv_ && active_ && !closed_ && !peeked_;
   }
 
   SendResult send_bytes_impl(std::span<const std::byte> data, const Deadline* deadline,
@@ -519,7 +522,7 @@ class Connection {
   WaitPolicy policy_{};
   std::uint64_t max_message_ = 0;
   std::uint64_t fast_send_limit_ = 0;  // largest one-frame message (0: cannot send)
-  std::uint64_t fast_send_end_ = 0;    // fast_send_limit_ + 1 while sending, else 0
+  std::uint64_t fast_send_end_ = 0;    // fast_send_limit_ + 1 while it may send, else 0
   const std::atomic<std::uint32_t>* peer_closed_flag_ = nullptr;  // the peer end's `closed`
   std::chrono::nanoseconds coalesce_ = PipeOptions{}.coalesce;
   detail::CopyChoice copy_choice_;      // how fragments are copied (copy_choice.hpp)
@@ -533,7 +536,7 @@ class Connection {
   bool active_ = false;  // this process holds the end (took it or used it)
   bool closed_ = true;
   bool peeked_ = false;
-  bool fast_recv_ = false;  // can_recv_ && !closed_ && !peeked_ (update_fast())
+  bool fast_recv_ = false;  // can_recv_ && active_ && !closed_ && !peeked_ (update_fast())
   bool peer_death_counted_ = false;
   std::uint64_t peer_owner_seen_ = 0;            // the peer end's last non-zero owner word
   std::int64_t next_liveness_ns_ = 0;            // peer_dead_by_now(): CLOCK_MONOTONIC_COARSE

@@ -311,8 +311,9 @@ class RingProducer {
     std::uint64_t pad = 0;
     if (fs <= kCacheLine) {  // a small frame stays in one line (so inside the ring)
       const std::uint64_t in_line = off & (kCacheLine - 1);
-      if (in_line + fs > kCacheLine) pad = kCacheLine - in_line;
-    } else if (off + fs > capacity_) {
+      if (in_line + fs > kCacheLine) [[unlikely]]
+        pad = kCacheLine - in_line;
+    } else if (off + fs > capacity_) [[unlikely]] {
       return false;  // pads to the ring end: try_reserve()
     }
     const std::uint64_t start = pos + pad;
