@@ -671,7 +671,11 @@ class RingConsumer {
     if (len >= fast_len_end_) return false;  // 0 when corrupted: always
     const std::uint64_t fs = frame_size(len);
     if (off + fs > capacity_ || (Exact ? len != room : len > room)) return false;
-    copy_payload(dst, data + off + kFrameHeaderSize, Exact ? room : len);
+    if constexpr (Exact) {
+      std::memcpy(dst, data + off + kFrameHeaderSize, room);  // a constant size in recv<T>()
+    } else {
+      copy_payload(dst, data + off + kFrameHeaderSize, len);
+    }
     size = len;
     pos_ = pos + fs;
     peeked_ = 0;  // a frame peek()ed and not released is consumed now
