@@ -19,6 +19,15 @@
 //   - The consumer publishes its read position lazily: every quarter ring,
 //     and whenever it finds the ring empty. The producer reads it only when
 //     its cached copy says the ring is full.
+//   - Fast paths (issue 22): try_send() and try_recv() move one whole
+//     frame with one bounds compare each (see update_fast_end() and
+//     try_recv()); anything else hands over to try_reserve()/commit() and
+//     peek()/release(), which re-check and say why.
+//   - [ring.stats] The producer's write_pos and counters are published by
+//     every commit() and at least every stats_interval() bytes of
+//     try_send(); an inspector counts the frames past the published
+//     position from their headers (ring_tail()). The consumer publishes
+//     its read_pos and counters lazily, as above.
 //   - Batching: between begin_batch() and end_batch() the producer writes
 //     every header except the first of the batch with plain stores and
 //     publishes the whole batch with one store of that first header.
@@ -128,8 +137,9 @@ inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 30;
 }
 
 // Producer-owned line: its published position (for depth) and statistics.
-// Written only by the producer (relaxed single-writer stores); read by the
-// consumer never, by inspectors any time.
+// Written only by the producer (relaxed single-writer stores, at most
+// stats_interval() bytes apart: [ring.stats]); read by the consumer never,
+// by inspectors any time (who add ring_tail() for what came since).
 struct alignas(64) RingProducerLine {
   std::atomic<std::uint64_t> write_pos;  // end of the last committed frame
   std::atomic<std::uint64_t> messages_sent;
