@@ -1298,8 +1298,8 @@ PipeStats pipe_stats(const SegmentView& view) {
     std::uint64_t wp = ring.producer.write_pos.load(std::memory_order_relaxed);
     // [ring.stats] the sender publishes every stats_interval() bytes; the
     // frames it wrote since are counted from their headers.
-    const std::byte* data = payload.data() + detail::kPipeControlSize +
-                            k.capacity * static_cast<std::uint64_t>(r);
+    const std::byte* data =
+        payload.data() + detail::kPipeControlSize + k.capacity * static_cast<std::uint64_t>(r);
     const detail::RingTail tail =
         detail::ring_tail(data, k.capacity, wp, detail::stats_interval(k.capacity) + 64);
     wp = tail.pos;

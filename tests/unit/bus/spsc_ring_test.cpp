@@ -290,7 +290,7 @@ TEST(SpscRingFast, SmallFrameThatWouldCrossALineIsPaddedAndPublishedWithThePad) 
   TestRing r(4096);
   std::byte msg[40];
   for (std::size_t i = 0; i < 40; ++i) msg[i] = static_cast<std::byte>(i);  // message 0
-  ASSERT_TRUE(r.producer.try_send(msg, 40));  // frame 0..48
+  ASSERT_TRUE(r.producer.try_send(msg, 40));                                // frame 0..48
   ASSERT_TRUE(r.producer.try_send(msg, 40));  // pad 48..64, frame 64..112
   EXPECT_EQ(header_word(r, 48), kFrameValid | kFramePad | 16 | frame_tag(48));
   EXPECT_EQ(header_word(r, 64), kFrameValid | 40 | frame_tag(64));
@@ -328,8 +328,8 @@ TEST(SpscRingFast, SendHandsOverWhenFullInABatchOrCorrupted) {
   for (std::uint32_t i = 0; i < n; ++i) ASSERT_EQ(recv_fast(r, i, 56), PeekResult::ok);
   Frame f;
   EXPECT_EQ(r.consumer.peek(f), PeekResult::empty);  // publishes the read position
-  EXPECT_FALSE(r.producer.try_send(msg, 56));  // the cached position is old: general path
-  ASSERT_TRUE(r.send(0, 56));                  // which refreshes it
+  EXPECT_FALSE(r.producer.try_send(msg, 56));        // the cached position is old: general path
+  ASSERT_TRUE(r.send(0, 56));                        // which refreshes it
   EXPECT_TRUE(r.producer.try_send(msg, 56));
   r.producer.begin_batch();
   EXPECT_FALSE(r.producer.try_send(msg, 8));
@@ -347,14 +347,14 @@ TEST(SpscRingFast, RecvRefusesEveryHeaderButAPlainFrameInBounds) {
   const std::uint64_t bad[] = {
       0,
       kHeaderWaiting,
-      tag | 16,                                  // valid bit clear
-      kFrameValid | frame_tag(4096) | 16,        // a later lap's tag
-      kFrameValid | frame_tag(8) | 16,           // another position's tag
-      kFrameValid | tag | kFramePad | 16,        // a pad
-      kFrameValid | tag | kFrameFragment | 16,   // a fragment
-      kFrameValid | tag | kFrameLast | 16,       // last without fragment
-      kFrameValid | tag | (max + 1),             // above the largest frame
-      kFrameValid | tag | kFrameLengthMask,      // far above
+      tag | 16,                                 // valid bit clear
+      kFrameValid | frame_tag(4096) | 16,       // a later lap's tag
+      kFrameValid | frame_tag(8) | 16,          // another position's tag
+      kFrameValid | tag | kFramePad | 16,       // a pad
+      kFrameValid | tag | kFrameFragment | 16,  // a fragment
+      kFrameValid | tag | kFrameLast | 16,      // last without fragment
+      kFrameValid | tag | (max + 1),            // above the largest frame
+      kFrameValid | tag | kFrameLengthMask,     // far above
       ~std::uint64_t{0},
   };
   for (const std::uint64_t h : bad) {
@@ -398,7 +398,7 @@ TEST(SpscRingFast, TailStopsAtTheFirstWordThatIsNotAFrameAndAtItsLimit) {
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(r.producer.try_send(msg, 8));
   EXPECT_EQ(ring_tail(r.data, 4096, 0, 4096).messages, 4u);
   EXPECT_EQ(ring_tail(r.data, 4096, 0, 32).messages, 2u);
-  EXPECT_EQ(ring_tail(r.data, 4096, 4, 4096).messages, 0u);  // misaligned start
+  EXPECT_EQ(ring_tail(r.data, 4096, 4, 4096).messages, 0u);             // misaligned start
   header_at(r.data, 32).store(kFrameValid | frame_tag(4096 + 32) | 8);  // another lap
   EXPECT_EQ(ring_tail(r.data, 4096, 0, 4096).messages, 2u);
   header_at(r.data, 32).store(kFrameValid | frame_tag(32) | kFramePad | 4072);  // past the end

@@ -252,9 +252,8 @@ struct RingTail {
     const std::uint64_t off = t.pos & mask;
     // relaxed: only the header word itself is read (for a count), never
     // the payload it describes.
-    const std::uint64_t h =
-        reinterpret_cast<const std::atomic<std::uint64_t>*>(data + off)->load(
-            std::memory_order_relaxed);
+    const std::uint64_t h = reinterpret_cast<const std::atomic<std::uint64_t>*>(data + off)
+                                ->load(std::memory_order_relaxed);
     const std::uint64_t len = h & kFrameLengthMask;
     if ((h & kFrameValid) == 0 || (h & ~std::uint64_t{0xFFFFFFFF}) != frame_tag(t.pos)) break;
     const std::uint64_t fs = (h & kFramePad) != 0 ? len : frame_size(len);
