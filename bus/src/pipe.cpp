@@ -276,6 +276,8 @@ Connection::Connection(std::shared_ptr<detail::Segment> segment, const detail::P
   }
   active_ = taken;
   closed_ = false;
+  peer_closed_flag_ = &control_->ends[1 - end].closed;
+  update_fast();
   fork_gen_ = detail::fork_generation();
   // relaxed: see on_fork_parent().
   forks_at_create_ = g_forks_made.load(std::memory_order_relaxed);
@@ -324,6 +326,7 @@ Connection::Connection(Connection&& o) noexcept
       policy_(o.policy_),
       max_message_(o.max_message_),
       fast_send_limit_(std::exchange(o.fast_send_limit_, 0)),
+      peer_closed_flag_(o.peer_closed_flag_),
       coalesce_(o.coalesce_),
       copy_choice_(o.copy_choice_),
       sends_after_wait_(o.sends_after_wait_),
@@ -340,6 +343,8 @@ Connection::Connection(Connection&& o) noexcept
       peer_owner_seen_(o.peer_owner_seen_),
       next_liveness_ns_(o.next_liveness_ns_),
       fd_bridge_(std::move(o.fd_bridge_)) {
+  update_fast();
+  o.update_fast();
   if (control_ != nullptr) detail::add_exit_action(this, close_at_exit);
 }
 
@@ -353,6 +358,7 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     policy_ = o.policy_;
     max_message_ = o.max_message_;
     fast_send_limit_ = std::exchange(o.fast_send_limit_, 0);
+    peer_closed_flag_ = o.peer_closed_flag_;
     coalesce_ = o.coalesce_;
     copy_choice_ = o.copy_choice_;
     sends_after_wait_ = o.sends_after_wait_;
@@ -369,6 +375,8 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     peer_owner_seen_ = o.peer_owner_seen_;
     next_liveness_ns_ = o.next_liveness_ns_;
     fd_bridge_ = std::move(o.fd_bridge_);
+    update_fast();
+    o.update_fast();
     if (control_ != nullptr) detail::add_exit_action(this, close_at_exit);
   }
   return *this;
@@ -422,12 +430,14 @@ bool Connection::take_over() noexcept {
     fork_gen_ = detail::fork_generation();
   }
   active_ = true;
+  update_fast();
   return true;
 }
 
 void Connection::close() noexcept {
   if (closed_ || control_ == nullptr) {
     closed_ = true;
+    update_fast();
     return;
   }
   // The end is closed for the peer when this process holds it: it took or
@@ -455,6 +465,7 @@ void Connection::close() noexcept {
     if (can_recv_) detail::notify(rx_.control()->space);
   }
   closed_ = true;
+  update_fast();
 }
 
 // --- waiting -------------------------------------------------------------------
@@ -806,6 +817,7 @@ RecvResult Connection::next_frame(detail::Frame& frame, const Deadline* deadline
   // A frame peek() left peeked is consumed (or peeked again) from here on:
   // release() must not free it a second time.
   peeked_ = false;
+  update_fast();
   const auto got = [] {
     detail::fault_point(detail::FaultPoint::recv_peeked);
     return RecvResult::ok;
@@ -1242,12 +1254,14 @@ RecvResult Connection::peek(std::span<const std::byte>& out, const Deadline* dea
   if (f.fragment) return RecvResult::too_large;
   out = {f.data, f.length};
   peeked_ = true;
+  update_fast();
   return RecvResult::ok;
 }
 
 void Connection::release() noexcept {
   if (!peeked_) return;
   peeked_ = false;
+  update_fast();
   rx_.release(true);
 }
 
@@ -1281,7 +1295,18 @@ PipeStats pipe_stats(const SegmentView& view) {
     o.messages_received = ring.consumer.messages_received.load(std::memory_order_relaxed);
     o.bytes_received = ring.consumer.bytes_received.load(std::memory_order_relaxed);
     o.blocked_recvs = ring.consumer.blocked_recvs.load(std::memory_order_relaxed);
-    const std::uint64_t wp = ring.producer.write_pos.load(std::memory_order_relaxed);
+    std::uint64_t wp = ring.producer.write_pos.load(std::memory_order_relaxed);
+    // [ring.stats] the sender publishes every stats_interval() bytes; the
+    // frames it wrote since are counted from their headers.
+    const std::byte* data =
+        payload.data() + detail::kPipeControlSize + k.capacity * static_cast<std::uint64_t>(r);
+    const detail::RingTail tail =
+        detail::ring_tail(data, k.capacity, wp, detail::stats_interval(k.capacity) + 64);
+    wp = tail.pos;
+    if (s.statistics) {
+      o.messages_sent += tail.messages;
+      o.bytes_sent += tail.bytes;
+    }
     const std::uint64_t rp = ring.consumer.read_pos.load(std::memory_order_relaxed);
     o.depth_bytes = wp >= rp ? std::min<std::uint64_t>(wp - rp, o.capacity) : 0;
   }

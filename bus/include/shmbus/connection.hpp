@@ -180,12 +180,8 @@ class Connection {
 
   // --- sending -----------------------------------------------------------
   [[nodiscard]] SendResult send_bytes(std::span<const std::byte> data) noexcept {
-    if (std::byte* p = fast_reserve(data.size())) {
-      detail::copy_payload(p, data.data(), data.size());
-      tx_.commit(data.size());
-      ++detail::t_sends;
+    if (fast_send(data.data(), data.size())) [[likely]]
       return SendResult::ok;
-    }
     return send_bytes_impl(data, nullptr, true);
   }
   [[nodiscard]] SendResult send_bytes_until(std::span<const std::byte> data,
@@ -255,13 +251,9 @@ class Connection {
   // length; on too_small, `size` is the length needed (the message stays).
   [[nodiscard]] RecvResult recv_bytes_into(std::span<std::byte> buffer, std::size_t offset,
                                            std::size_t& size) noexcept {
-    detail::Frame f;
-    if (fast_peek(f) && offset <= buffer.size() && f.length <= buffer.size() - offset) {
-      size = f.length;
-      detail::copy_payload(buffer.data() + offset, f.data, f.length);
-      rx_.release(true);
+    if (fast_recv_ready() && offset <= buffer.size() &&
+        rx_.try_recv<false>(buffer.data() + offset, buffer.size() - offset, size)) [[likely]]
       return RecvResult::ok;
-    }
     return recv_impl(buffer, offset, size, nullptr, true);
   }
   [[nodiscard]] RecvResult recv_bytes_into_until(std::span<std::byte> buffer, std::size_t offset,
@@ -292,12 +284,10 @@ class Connection {
   template <class T>
   requires std::is_trivially_copyable_v<T>
   [[nodiscard]] RecvResult recv(T& out) noexcept {
-    detail::Frame f;
-    if (fast_peek(f) && f.length == sizeof(T)) {
-      std::memcpy(&out, f.data, sizeof(T));
-      rx_.release(true);
+    std::size_t size = 0;
+    if (fast_recv_ready() &&
+        rx_.try_recv<true>(reinterpret_cast<std::byte*>(&out), sizeof(T), size)) [[likely]]
       return RecvResult::ok;
-    }
     return recv_value(&out, sizeof(T), nullptr);
   }
   template <class T, class Rep, class Period>
@@ -469,18 +459,26 @@ class Connection {
   bool take_over() noexcept;
 
   // The inlined fast paths: a whole message that fits one frame, with room
-  // (or a frame) there now. Anything else (waiting, fragments, errors,
-  // end of file) goes through the out-of-line *_impl calls, which repeat
-  // these checks and report why.
-  [[nodiscard, gnu::always_inline]] std::byte* fast_reserve(std::size_t n) noexcept {
-    if (n > fast_send_limit_ || closed_ || !ensure_owner()) return nullptr;
-    std::byte* p = tx_.try_reserve(n);
-    return p != nullptr && !peer_closed() ? p : nullptr;
+  // (or a frame) there now. Anything else (waiting, fragments, pads to the
+  // ring end, errors, end of file) goes through the out-of-line *_impl
+  // calls, which repeat these checks and report why. fast_send_end_ and
+  // fast_recv_ fold the end's state (can send/receive, taken by this
+  // process, not closed, no frame left peeked) into one test each;
+  // update_fast() keeps them. What remains of ensure_owner() is the fork
+  // check.
+  [[nodiscard, gnu::always_inline]] bool fast_send(const std::byte* p, std::size_t n) noexcept {
+    if (n >= fast_send_end_ || fork_gen_ != detail::fork_generation() || peer_closed() ||
+        !tx_.try_send(p, n))
+      return false;
+    ++detail::t_sends;
+    return true;
   }
-  [[nodiscard, gnu::always_inline]] bool fast_peek(detail::Frame& f) noexcept {
-    if (!can_recv_ || closed_ || !ensure_owner()) return false;
-    peeked_ = false;  // as in next_frame(): a peeked frame is received now
-    return rx_.peek(f) == detail::PeekResult::ok && !f.fragment;
+  [[nodiscard, gnu::always_inline]] bool fast_recv_ready() const noexcept {
+    return fast_recv_ && fork_gen_ == detail::fork_generation();
+  }
+  void update_fast() noexcept {
+    fast_send_end_ = can_send_ && active_ && !closed_ ? fast_send_limit_ + 1 : 0;
+    fast_recv_ = can_recv_ && active_ && !closed_ && !peeked_;
   }
 
   SendResult send_bytes_impl(std::span<const std::byte> data, const Deadline* deadline,
@@ -506,10 +504,10 @@ class Connection {
   RecvResult next_frame(detail::Frame& frame, const Deadline* deadline, bool wait) noexcept;
   WaitOutcome wait_data(const Deadline* deadline) noexcept;
   WaitOutcome wait_room(std::size_t payload, const Deadline* deadline) noexcept;
-  [[nodiscard]] bool peer_closed() const noexcept {
+  [[nodiscard, gnu::always_inline]] bool peer_closed() const noexcept {
     // [pipe.closed] seq_cst: pairs with the peer's store in close(); frames
     // it committed before are visible after this load.
-    return control_->ends[1 - end_].closed.load(std::memory_order_seq_cst) != 0;
+    return peer_closed_flag_->load(std::memory_order_seq_cst) != 0;
   }
   [[nodiscard]] bool peer_dead() noexcept;
   // peer_dead() for calls that never wait (try_recv*, poll(0)): at most one
@@ -524,6 +522,8 @@ class Connection {
   WaitPolicy policy_{};
   std::uint64_t max_message_ = 0;
   std::uint64_t fast_send_limit_ = 0;  // largest one-frame message (0: cannot send)
+  std::uint64_t fast_send_end_ = 0;    // fast_send_limit_ + 1 while it may send, else 0
+  const std::atomic<std::uint32_t>* peer_closed_flag_ = nullptr;  // the peer end's `closed`
   std::chrono::nanoseconds coalesce_ = PipeOptions{}.coalesce;
   detail::CopyChoice copy_choice_;      // how fragments are copied (copy_choice.hpp)
   std::uint64_t sends_after_wait_ = 0;  // detail::t_sends when the last wait ended
@@ -536,6 +536,7 @@ class Connection {
   bool active_ = false;  // this process holds the end (took it or used it)
   bool closed_ = true;
   bool peeked_ = false;
+  bool fast_recv_ = false;  // can_recv_ && active_ && !closed_ && !peeked_ (update_fast())
   bool peer_death_counted_ = false;
   std::uint64_t peer_owner_seen_ = 0;            // the peer end's last non-zero owner word
   std::int64_t next_liveness_ns_ = 0;            // peer_dead_by_now(): CLOCK_MONOTONIC_COARSE

@@ -73,6 +73,8 @@ bool unlink_pipe(std::string_view name);
 // Live statistics of one direction (ring) of a pipe.
 struct PipeRingStats {
   std::uint64_t capacity = 0;
+  // The sender publishes these every few KiB of sends; pipe_stats() adds
+  // the frames it wrote since, counted from their headers: exact.
   std::uint64_t messages_sent = 0;
   std::uint64_t bytes_sent = 0;
   std::uint64_t blocked_sends = 0;      // sends that slept for room

@@ -556,6 +556,46 @@ TEST(Pipe, StatisticsAreReadableThroughASegmentView) {
   EXPECT_EQ(code_of([&] { (void)pipe_stats(SegmentView::open(shm_name)); }), Errc::wrong_kind);
 }
 
+// The sender publishes its counters only every few KiB of fast sends
+// ([ring.stats]); pipe_stats() counts the frames past that point from
+// their headers, so the figures are exact at any moment.
+TEST(Pipe, StatisticsCountEveryMessageSentAlsoBetweenPublications) {
+  SegmentGuard g(unique_name("pipe-live-stats"));
+  auto [a, b] = Pipe(g.name());
+  std::uint64_t sent = 0;
+  for (const int burst : {1, 3, 255, 256, 257, 1000}) {
+    for (int i = 0; i < burst; ++i) ASSERT_EQ(a.send(std::uint64_t{9}), SendResult::ok);
+    sent += static_cast<std::uint64_t>(burst);
+    const PipeStats s = pipe_stats(SegmentView::open(g.name()));
+    EXPECT_EQ(s.rings[1].messages_sent, sent);
+    EXPECT_EQ(s.rings[1].bytes_sent, 8 * sent);
+    EXPECT_GE(s.rings[1].depth_bytes, 16 * static_cast<std::uint64_t>(burst));
+    for (int i = 0; i < burst; ++i) EXPECT_EQ(b.recv<std::uint64_t>(), 9u);
+  }
+  // A message larger than the fast path takes (fragments) counts once.
+  std::vector<std::byte> big(PipeOptions{}.capacity, std::byte{1});
+  std::thread rx([&b] { EXPECT_EQ(b.recv_bytes().size(), PipeOptions{}.capacity); });
+  ASSERT_EQ(a.send_bytes(big), SendResult::ok);
+  rx.join();
+  EXPECT_EQ(pipe_stats(SegmentView::open(g.name())).rings[1].messages_sent, sent + 1);
+}
+
+// A receive after peek() (no release) takes the peeked message, once.
+TEST(Pipe, ReceiveAfterAPeekTakesThePeekedMessageOnce) {
+  auto [a, b] = Pipe();
+  ASSERT_EQ(a.send(std::uint32_t{1}), SendResult::ok);
+  ASSERT_EQ(a.send(std::uint32_t{2}), SendResult::ok);
+  std::span<const std::byte> in;
+  ASSERT_EQ(b.peek(in), RecvResult::ok);
+  EXPECT_EQ(b.recv<std::uint32_t>(), 1u);
+  b.release();  // nothing left to release
+  EXPECT_EQ(b.recv<std::uint32_t>(), 2u);
+  std::uint32_t v = 0;
+  std::size_t n = 0;
+  EXPECT_EQ(b.try_recv_bytes_into(std::as_writable_bytes(std::span(&v, 1)), 0, n),
+            RecvResult::empty);
+}
+
 TEST(Pipe, StatisticsOffKeepsCountersAtZeroAndSaysSo) {
   SegmentGuard g(unique_name("pipe-nostats"));
   PipeOptions o;

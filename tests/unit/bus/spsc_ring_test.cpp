@@ -216,10 +216,256 @@ TEST(SpscRing, CorruptedReadPositionFailsTheProducer) {
   EXPECT_TRUE(r.producer.corrupted());
 }
 
-// [ring.sleep]: the word a sleeping consumer marks is the header it polls.
+// --- the one-frame fast paths (try_send / try_recv) --------------------------
+
 std::uint64_t header_word(const TestRing& r, std::uint64_t offset) {
   return header_at(r.data, offset).load();
 }
+
+// Sends `len` bytes of `seq` through try_send(), or, when it hands over,
+// through try_reserve() + commit(); false when the ring is full.
+bool send_fast(TestRing& r, std::uint32_t seq, std::size_t len, bool* took_fast = nullptr) {
+  std::vector<std::byte> msg(len);
+  for (std::size_t i = 0; i < len; ++i) msg[i] = static_cast<std::byte>(seq + i);
+  const bool fast = r.producer.try_send(msg.data(), len);
+  if (took_fast != nullptr) *took_fast = fast;
+  return fast || r.send(seq, len);
+}
+// Receives one message through try_recv(), or through peek() + release()
+// when it hands over; checks its bytes against `seq`.
+PeekResult recv_fast(TestRing& r, std::uint32_t seq, std::size_t len) {
+  std::vector<std::byte> buf(len + 1);
+  std::size_t n = 0;
+  if (!r.consumer.try_recv<false>(buf.data(), buf.size(), n)) return r.recv(seq, len);
+  EXPECT_EQ(n, len);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (buf[i] != static_cast<std::byte>(seq + i)) {
+      ADD_FAILURE() << "byte " << i << " of message " << seq;
+      break;
+    }
+  }
+  return PeekResult::ok;
+}
+
+TEST(SpscRingFast, InterleavesWithTheGeneralPathsAtEverySizeAcrossManyLaps) {
+  for (const RingWake wake : {RingWake::none, RingWake::checked, RingWake::exchange}) {
+    (void)asymmetric_fence_register();
+    TestRing r(4096, wake != RingWake::none, wake);
+    std::mt19937 rng(11);
+    std::uniform_int_distribution<std::size_t> size(0, r.producer.max_payload());
+    std::bernoulli_distribution coin(0.5);
+    std::uint32_t sent = 0, received = 0, fast_sends = 0;
+    std::vector<std::size_t> sizes;
+    while (received < 20000) {
+      for (;;) {
+        const std::size_t len = coin(rng) ? size(rng) % 80 : size(rng);
+        bool fast = false;
+        if (!(coin(rng) ? send_fast(r, sent, len, &fast) : r.send(sent, len))) break;
+        fast_sends += fast ? 1 : 0;
+        sizes.push_back(len);
+        ++sent;
+      }
+      const std::uint32_t target = received + (sent - received + 1) / 2;
+      for (; received < target; ++received) {
+        const PeekResult got =
+            coin(rng) ? recv_fast(r, received, sizes[received]) : r.recv(received, sizes[received]);
+        ASSERT_EQ(got, PeekResult::ok) << received;
+      }
+    }
+    for (; received < sent; ++received) {
+      ASSERT_EQ(recv_fast(r, received, sizes[received]), PeekResult::ok);
+    }
+    Frame f;
+    EXPECT_EQ(r.consumer.peek(f), PeekResult::empty);
+    EXPECT_GT(fast_sends, sent / 4);  // the fast path did most of its share
+    // Published counters plus the frames counted from their headers are
+    // every message sent.
+    const RingTail tail =
+        ring_tail(r.data, 4096, r.control->producer.write_pos.load(), stats_interval(4096) + 64);
+    EXPECT_EQ(r.control->producer.messages_sent.load() + tail.messages, sent);
+  }
+}
+
+TEST(SpscRingFast, SmallFrameThatWouldCrossALineIsPaddedAndPublishedWithThePad) {
+  TestRing r(4096);
+  std::byte msg[40];
+  for (std::size_t i = 0; i < 40; ++i) msg[i] = static_cast<std::byte>(i);  // message 0
+  ASSERT_TRUE(r.producer.try_send(msg, 40));                                // frame 0..48
+  ASSERT_TRUE(r.producer.try_send(msg, 40));  // pad 48..64, frame 64..112
+  EXPECT_EQ(header_word(r, 48), kFrameValid | kFramePad | 16 | frame_tag(48));
+  EXPECT_EQ(header_word(r, 64), kFrameValid | 40 | frame_tag(64));
+  EXPECT_EQ(header_word(r, 112), 0u);  // the next header word, zeroed
+  std::byte buf[64];
+  std::size_t n = 0;
+  ASSERT_TRUE(r.consumer.try_recv<false>(buf, sizeof buf, n));
+  EXPECT_FALSE(r.consumer.try_recv<false>(buf, sizeof buf, n));  // a pad: peek() skips it
+  EXPECT_EQ(r.recv(0, 40), PeekResult::ok);
+}
+
+TEST(SpscRingFast, SendHandsOverAtTheStatsIntervalAndTheTailCountsWhatItSentSince) {
+  TestRing r(1 << 16);
+  const std::byte msg[8] = {};
+  std::uint32_t fast = 0;
+  while (r.producer.try_send(msg, 8)) ++fast;
+  EXPECT_EQ(fast, stats_interval(1 << 16) / 16);  // 16-byte frames up to the interval
+  EXPECT_EQ(r.control->producer.messages_sent.load(), 0u);
+  RingTail tail = ring_tail(r.data, 1 << 16, 0, stats_interval(1 << 16) + 64);
+  EXPECT_EQ(tail.messages, fast);
+  EXPECT_EQ(tail.bytes, 8u * fast);
+  EXPECT_EQ(tail.pos, 16u * fast);
+  ASSERT_TRUE(r.send(0, 8));  // the general path publishes, and the fast path goes on
+  EXPECT_EQ(r.control->producer.messages_sent.load(), fast + 1);
+  EXPECT_EQ(r.control->producer.bytes_sent.load(), 8u * (fast + 1));
+  EXPECT_TRUE(r.producer.try_send(msg, 8));
+}
+
+TEST(SpscRingFast, SendHandsOverWhenFullInABatchOrCorrupted) {
+  TestRing r(4096);
+  const std::byte msg[56] = {};
+  std::uint32_t n = 0;
+  while (send_fast(r, n, 56)) ++n;
+  EXPECT_FALSE(r.producer.try_send(msg, 56));  // full
+  for (std::uint32_t i = 0; i < n; ++i) ASSERT_EQ(recv_fast(r, i, 56), PeekResult::ok);
+  Frame f;
+  EXPECT_EQ(r.consumer.peek(f), PeekResult::empty);  // publishes the read position
+  EXPECT_FALSE(r.producer.try_send(msg, 56));        // the cached position is old: general path
+  ASSERT_TRUE(r.send(0, 56));                        // which refreshes it
+  EXPECT_TRUE(r.producer.try_send(msg, 56));
+  r.producer.begin_batch();
+  EXPECT_FALSE(r.producer.try_send(msg, 8));
+  r.producer.end_batch();
+  EXPECT_TRUE(r.producer.try_send(msg, 8));
+  r.producer.mark_corrupted();
+  EXPECT_FALSE(r.producer.try_send(msg, 8));
+}
+
+// try_recv() takes exactly the headers peek() takes as a plain frame, in
+// one compare; every other word leaves the frame for peek() to judge.
+TEST(SpscRingFast, RecvRefusesEveryHeaderButAPlainFrameInBounds) {
+  const std::uint64_t tag = frame_tag(0);
+  const std::uint64_t max = max_frame_payload(4096);
+  const std::uint64_t bad[] = {
+      0,
+      kHeaderWaiting,
+      tag | 16,                                 // valid bit clear
+      kFrameValid | frame_tag(4096) | 16,       // a later lap's tag
+      kFrameValid | frame_tag(8) | 16,          // another position's tag
+      kFrameValid | tag | kFramePad | 16,       // a pad
+      kFrameValid | tag | kFrameFragment | 16,  // a fragment
+      kFrameValid | tag | kFrameLast | 16,      // last without fragment
+      kFrameValid | tag | (max + 1),            // above the largest frame
+      kFrameValid | tag | kFrameLengthMask,     // far above
+      ~std::uint64_t{0},
+  };
+  for (const std::uint64_t h : bad) {
+    TestRing r(4096);
+    header_at(r.data, 0).store(h);
+    std::byte buf[4096];
+    std::size_t n = 99;
+    EXPECT_FALSE(r.consumer.try_recv<false>(buf, sizeof buf, n)) << std::hex << h;
+    EXPECT_EQ(n, 99u);
+    EXPECT_EQ(r.control->consumer.read_pos.load(), 0u);
+  }
+  {  // a frame that would cross the ring end
+    TestRing r(4096);
+    r.control->consumer.read_pos.store(4032);
+    r.consumer = RingConsumer(r.control, r.data, 4096, false);
+    header_at(r.data, 4032).store(kFrameValid | frame_tag(4032) | 64);
+    Frame f;
+    std::byte buf[128];
+    std::size_t n = 0;
+    EXPECT_FALSE(r.consumer.try_recv<false>(buf, sizeof buf, n));
+    EXPECT_EQ(r.consumer.peek(f), PeekResult::corrupted);
+    EXPECT_FALSE(r.consumer.try_recv<false>(buf, sizeof buf, n));  // sticky
+  }
+  {  // the largest frame is taken; too small a buffer or another size is not
+    TestRing r(4096);
+    std::vector<std::byte> big(max, std::byte{3});
+    ASSERT_TRUE(r.producer.try_send(big.data(), max));
+    std::vector<std::byte> buf(max);
+    std::size_t n = 0;
+    EXPECT_FALSE(r.consumer.try_recv<false>(buf.data(), max - 1, n));
+    EXPECT_FALSE(r.consumer.try_recv<true>(buf.data(), max - 1, n));
+    ASSERT_TRUE(r.consumer.try_recv<true>(buf.data(), max, n));
+    EXPECT_EQ(n, max);
+    EXPECT_EQ(buf, big);
+  }
+}
+
+TEST(SpscRingFast, TailStopsAtTheFirstWordThatIsNotAFrameAndAtItsLimit) {
+  TestRing r(4096);
+  const std::byte msg[8] = {};
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(r.producer.try_send(msg, 8));
+  EXPECT_EQ(ring_tail(r.data, 4096, 0, 4096).messages, 4u);
+  EXPECT_EQ(ring_tail(r.data, 4096, 0, 32).messages, 2u);
+  EXPECT_EQ(ring_tail(r.data, 4096, 4, 4096).messages, 0u);             // misaligned start
+  header_at(r.data, 32).store(kFrameValid | frame_tag(4096 + 32) | 8);  // another lap
+  EXPECT_EQ(ring_tail(r.data, 4096, 0, 4096).messages, 2u);
+  header_at(r.data, 32).store(kFrameValid | frame_tag(32) | kFramePad | 4072);  // past the end
+  EXPECT_EQ(ring_tail(r.data, 4096, 0, 4096).pos, 32u);
+  header_at(r.data, 32).store(kFrameValid | frame_tag(32) | kFrameFragment | 8);  // not last
+  const RingTail t = ring_tail(r.data, 4096, 0, 4096);
+  EXPECT_EQ(t.messages, 3u);
+  EXPECT_EQ(t.bytes, 32u);
+}
+
+TEST(SpscRingFast, TwoThreadsDeliverEverySequenceNumber) {
+  TestRing r(1 << 14);
+  constexpr std::uint32_t kCount = 200000;
+  std::atomic<bool> abort{false};
+  std::thread producer([&] {
+    std::mt19937 rng(3);
+    std::uniform_int_distribution<std::size_t> extra(0, 120);
+    std::vector<std::byte> msg(200);
+    for (std::uint32_t i = 0; i < kCount; ++i) {
+      const std::size_t len = sizeof i + extra(rng);
+      std::memcpy(msg.data(), &i, sizeof i);
+      for (std::size_t k = sizeof i; k < len; ++k) msg[k] = static_cast<std::byte>(i + k);
+      while (!r.producer.try_send(msg.data(), len)) {
+        if (std::byte* p = r.producer.try_reserve(len)) {
+          std::memcpy(p, msg.data(), len);
+          r.producer.commit(len);
+          break;
+        }
+        // relaxed: a stop request only.
+        if (abort.load(std::memory_order_relaxed) || r.producer.corrupted()) return;
+        cpu_relax();
+      }
+    }
+  });
+  std::uint32_t expect = 0;
+  bool ok = true;
+  std::vector<std::byte> buf(200);
+  while (expect < kCount && ok) {
+    std::size_t n = 0;
+    if (!r.consumer.try_recv<false>(buf.data(), buf.size(), n)) {
+      Frame f;
+      const PeekResult pr = r.consumer.peek(f);  // a pad, empty, or corrupted
+      if (pr == PeekResult::corrupted) ok = false;
+      if (pr == PeekResult::ok) {  // not taken by try_recv: a plain frame it must take next
+        ok = r.consumer.try_recv<false>(buf.data(), buf.size(), n);
+        if (!ok) break;
+      } else {
+        cpu_relax();
+        continue;
+      }
+    }
+    std::uint32_t seq;
+    std::memcpy(&seq, buf.data(), sizeof seq);
+    if (seq != expect || n < sizeof seq) ok = false;
+    for (std::size_t k = sizeof seq; k < n && ok; ++k) {
+      if (buf[k] != static_cast<std::byte>(seq + k)) ok = false;
+    }
+    ++expect;
+  }
+  // relaxed: a stop request only.
+  if (!ok) abort.store(true, std::memory_order_relaxed);
+  producer.join();
+  EXPECT_TRUE(ok) << "at message " << expect;
+  EXPECT_EQ(expect, kCount);
+}
+
+// [ring.sleep]: the word a sleeping consumer marks is the header it polls.
 
 // Sleeps in a thread on the armed header until a frame is there (re-arming
 // before each sleep when `rearm`), runs `commit` once that thread sleeps in

@@ -19,6 +19,15 @@
 //   - The consumer publishes its read position lazily: every quarter ring,
 //     and whenever it finds the ring empty. The producer reads it only when
 //     its cached copy says the ring is full.
+//   - Fast paths (issue 22): try_send() and try_recv() move one whole
+//     frame with one bounds compare each (see update_fast_end() and
+//     try_recv()); anything else hands over to try_reserve()/commit() and
+//     peek()/release(), which re-check and say why.
+//   - [ring.stats] The producer's write_pos and counters are published by
+//     every commit() and at least every stats_interval() bytes of
+//     try_send(); an inspector counts the frames past the published
+//     position from their headers (ring_tail()). The consumer publishes
+//     its read_pos and counters lazily, as above.
 //   - Batching: between begin_batch() and end_batch() the producer writes
 //     every header except the first of the batch with plain stores and
 //     publishes the whole batch with one store of that first header.
@@ -108,6 +117,16 @@ inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 30;
 [[nodiscard]] constexpr std::uint32_t sleep_token(std::uint64_t pos) noexcept {
   return static_cast<std::uint32_t>(pos >> 3) << 1 | 1U;
 }
+// The header word of a frame at `pos` with `value` (length and flags).
+[[nodiscard]] constexpr std::uint64_t frame_word(std::uint64_t pos, std::uint64_t value) noexcept {
+  return value | kFrameValid | frame_tag(pos);
+}
+// [ring.stats] How far a producer's fast path runs between two
+// publications of its position and counters: an inspector reads at most
+// this many bytes of headers to count what was sent since.
+[[nodiscard]] constexpr std::uint64_t stats_interval(std::uint64_t capacity) noexcept {
+  return capacity / 4 < 4096 ? capacity / 4 : 4096;
+}
 [[nodiscard]] constexpr std::uint64_t frame_size(std::uint64_t payload) noexcept {
   return align8(kFrameHeaderSize + payload);
 }
@@ -118,8 +137,9 @@ inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 30;
 }
 
 // Producer-owned line: its published position (for depth) and statistics.
-// Written only by the producer (relaxed single-writer stores); read by the
-// consumer never, by inspectors any time.
+// Written only by the producer (relaxed single-writer stores, at most
+// stats_interval() bytes apart: [ring.stats]); read by the consumer never,
+// by inspectors any time (who add ring_tail() for what came since).
 struct alignas(64) RingProducerLine {
   std::atomic<std::uint64_t> write_pos;  // end of the last committed frame
   std::atomic<std::uint64_t> messages_sent;
@@ -210,6 +230,43 @@ template <std::size_t k>
   }
 }
 
+// [ring.stats] What a producer sent past the position it last published:
+// the frames found from `pos` on (their headers validated as a consumer
+// would: valid bit, tag, bounds), read without writing. An inspector adds
+// them to the published counters, so it shows every committed message
+// although the producer's fast path publishes only every stats_interval()
+// bytes. Stops at the first word that is not such a frame (the producer's
+// next position, or anything a racing or hostile writer left there), and
+// after `limit` bytes.
+struct RingTail {
+  std::uint64_t pos = 0;  // end of the last frame found
+  std::uint64_t messages = 0;
+  std::uint64_t bytes = 0;
+};
+[[nodiscard]] inline RingTail ring_tail(const std::byte* data, std::uint64_t capacity,
+                                        std::uint64_t pos, std::uint64_t limit) noexcept {
+  RingTail t{pos, 0, 0};
+  if ((pos & 7) != 0) return t;  // untrusted
+  const std::uint64_t mask = capacity - 1;
+  while (t.pos - pos < limit) {
+    const std::uint64_t off = t.pos & mask;
+    // relaxed: only the header word itself is read (for a count), never
+    // the payload it describes.
+    const std::uint64_t h = reinterpret_cast<const std::atomic<std::uint64_t>*>(data + off)
+                                ->load(std::memory_order_relaxed);
+    const std::uint64_t len = h & kFrameLengthMask;
+    if ((h & kFrameValid) == 0 || (h & ~std::uint64_t{0xFFFFFFFF}) != frame_tag(t.pos)) break;
+    const std::uint64_t fs = (h & kFramePad) != 0 ? len : frame_size(len);
+    if (fs < kFrameHeaderSize || (fs & 7) != 0 || off + fs > capacity) break;
+    if ((h & kFramePad) == 0) {
+      if ((h & kFrameFragment) == 0 || (h & kFrameLast) != 0) ++t.messages;
+      t.bytes += len;
+    }
+    t.pos += fs;
+  }
+  return t;
+}
+
 // For tests: runs in a checked producer between its load of a sleep token
 // and its CAS, as if it were preempted there. Only reached with a consumer
 // asleep (the slow path); null in every real use.
@@ -240,11 +297,60 @@ class RingProducer {
     cached_read_ = control->consumer.read_pos.load(std::memory_order_acquire);
     sent_ = control->producer.messages_sent.load(std::memory_order_relaxed);
     bytes_ = control->producer.bytes_sent.load(std::memory_order_relaxed);
+    publish_at_ = pos_ + stats_interval(capacity);
+    update_fast_end();
   }
 
   [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
   [[nodiscard]] std::size_t max_payload() const noexcept { return max_frame_payload(capacity_); }
   [[nodiscard]] RingWake wake() const noexcept { return wake_; }
+
+  // The whole send of a message of `n` bytes (<= max_payload()) when the
+  // ring has room for it now and no batch is open: copies it, publishes it
+  // and returns true. False, with nothing written, when it needs the
+  // general path (try_reserve() + commit(): a pad to the ring end, a
+  // refresh of the consumer's position, the [ring.stats] publication point,
+  // a batch, a corrupted ring). Everything that path checks on every frame
+  // is folded here into one compare against fast_end_.
+  [[nodiscard, gnu::always_inline]] bool try_send(const std::byte* src, std::size_t n) noexcept {
+    const std::uint64_t pos = pos_;
+    const std::uint64_t mask = mask_;
+    const std::uint64_t off = pos & mask;
+    const std::uint64_t fs = frame_size(n);
+    std::uint64_t pad = 0;
+    if (fs <= kCacheLine) {  // a small frame stays in one line (so inside the ring)
+      const std::uint64_t in_line = off & (kCacheLine - 1);
+      if (in_line + fs > kCacheLine) [[unlikely]]
+        pad = kCacheLine - in_line;
+    } else if (off + fs > capacity_) [[unlikely]] {
+      return false;  // pads to the ring end: try_reserve()
+    }
+    const std::uint64_t start = pos + pad;
+    const std::uint64_t next = start + fs;
+    if (next > fast_end_) return false;  // see update_fast_end()
+    // Loaded before the copy: stores through std::byte may alias members.
+    std::byte* const data = data_;
+    const RingWake wake = wake_;
+    copy_payload(data + (start & mask) + kFrameHeaderSize, src, n);
+    // As in commit(): the line kWriteAhead bytes on, with intent to write.
+    detail::prefetch_for_write(data + ((next + kWriteAhead) & mask));
+    // relaxed: published by the release (or seq_cst) store of the first
+    // header below ([ring.publish]).
+    header_at(data, next & mask).store(0, std::memory_order_relaxed);
+    std::uint64_t first = frame_word(start, n);
+    if (pad != 0) {
+      // The pad and the frame go out together, as a batch of two: the
+      // frame's header plainly, then the pad's, which publishes both.
+      // relaxed: [ring.publish] by the pad header's store below.
+      header_at(data, start & mask).store(first, std::memory_order_relaxed);
+      first = frame_word(pos, kFramePad | pad);
+    }
+    pos_ = next;
+    ++sent_;
+    bytes_ += n;
+    publish(header_at(data, off), first, next, wake);
+    return true;
+  }
   // Falls back from RingWake::checked to exchange (a process that could
   // not register for [fence.asym], e.g. a forked child under seccomp).
   void use_exchange() noexcept {
@@ -296,12 +402,23 @@ class RingProducer {
     has_reservation_ = false;
     ++sent_;
     bytes_ += payload;
+    publish_stats();
+  }
+
+  // [ring.stats] Publishes the position and the counters. try_send() does
+  // not: the general path does, on every commit(), and try_send() hands
+  // over to it at the latest stats_interval() bytes after the last one.
+  // An inspector counts the frames written past the published position
+  // from their headers (pipe_stats()), so what it shows is live.
+  void publish_stats() noexcept {
     // [ring.stats] relaxed: single-writer counters for inspection only.
     control_->producer.write_pos.store(pos_, std::memory_order_relaxed);
     if (stats_) {
       control_->producer.messages_sent.store(sent_, std::memory_order_relaxed);
       control_->producer.bytes_sent.store(bytes_, std::memory_order_relaxed);
     }
+    publish_at_ = pos_ + stats_interval(capacity_);
+    update_fast_end();
   }
 
   // For a producer that closes: wakes a consumer asleep at the write
@@ -322,7 +439,10 @@ class RingProducer {
 
   // The caller stopped in the middle of a fragmented message: the ring is
   // unusable for this producer from now on (sticky, like a bad read_pos).
-  void mark_corrupted() noexcept { corrupted_ = true; }
+  void mark_corrupted() noexcept {
+    corrupted_ = true;
+    update_fast_end();
+  }
 
   // Whether commit() updates the message/byte counters (the pipe's config).
   void set_statistics(bool on) noexcept { stats_ = on; }
@@ -337,10 +457,14 @@ class RingProducer {
 
   // Frames committed until end_batch() become visible together, with one
   // store. A batch is flushed before the producer waits for space.
-  void begin_batch() noexcept { batching_ = true; }
+  void begin_batch() noexcept {
+    batching_ = true;
+    update_fast_end();
+  }
   void end_batch() noexcept {
     batching_ = false;
     flush();
+    update_fast_end();
   }
   [[nodiscard]] bool batching() const noexcept { return batching_; }
 
@@ -348,7 +472,7 @@ class RingProducer {
   void flush() noexcept {
     if (!pending_) return;
     pending_ = false;
-    publish(header_at(data_, pending_off_), pending_value_, pos_);
+    publish(header_at(data_, pending_off_), pending_value_, pos_, wake_);
   }
 
   // For the wait loop: true once the consumer published room for a frame
@@ -361,10 +485,11 @@ class RingProducer {
     // read_pos before it notifies `space`.
     const std::uint64_t rp = control_->consumer.read_pos.load(std::memory_order_seq_cst);
     if (rp > pos_ || pos_ - rp > capacity_ || (rp & 7) != 0) {  // untrusted
-      corrupted_ = true;
+      mark_corrupted();
       return true;
     }
     cached_read_ = rp;
+    update_fast_end();
     return pos_ + need - rp <= capacity_;
   }
 
@@ -387,10 +512,11 @@ class RingProducer {
     // byte before rp.
     const std::uint64_t rp = control_->consumer.read_pos.load(std::memory_order_acquire);
     if (rp > pos_ || pos_ - rp > capacity_ || (rp & 7) != 0) {  // untrusted
-      corrupted_ = true;
+      mark_corrupted();
       return false;
     }
     cached_read_ = rp;
+    update_fast_end();
     return pos_ + need - rp <= capacity_;
   }
 
@@ -401,7 +527,7 @@ class RingProducer {
     // relaxed: published by the release (or seq_cst) store of this frame's
     // header below, or of the batch's first header ([ring.publish]).
     header_at(data_, (pos + fs) & mask_).store(0, std::memory_order_relaxed);
-    const std::uint64_t word = value | kFrameValid | frame_tag(pos);
+    const std::uint64_t word = frame_word(pos, value);
     auto& h = header_at(data_, pos & mask_);
     if (batching_ && !pending_) {
       pending_ = true;
@@ -412,8 +538,18 @@ class RingProducer {
       // which the consumer must read (acquire) before it reaches this one.
       h.store(word, std::memory_order_relaxed);
     } else {
-      publish(h, word, pos + fs);
+      publish(h, word, pos + fs, wake_);
     }
+  }
+
+  // try_send() may publish frames up to fast_end_ without another check:
+  // room for them and the next header word by the cached read position,
+  // not past the next [ring.stats] publication, and 0 (nothing) while a
+  // batch is open or the ring is corrupted. Kept current by every change
+  // of those.
+  void update_fast_end() noexcept {
+    const std::uint64_t room = cached_read_ + capacity_ - kFrameHeaderSize;
+    fast_end_ = corrupted_ || batching_ ? 0 : (room < publish_at_ ? room : publish_at_);
   }
 
   // [ring.sleep] seq_cst exchange (a full barrier, where a fence would be
@@ -426,25 +562,35 @@ class RingProducer {
   }
 
   // Stores `word` into `h`, which makes the frames up to `end` visible.
+  // `wake` is wake_, passed in by a caller that loaded it before writing
+  // the payload (whose std::byte stores the compiler must assume alias it).
   [[gnu::always_inline]] void publish(std::atomic<std::uint64_t>& h, std::uint64_t word,
-                                      std::uint64_t end) noexcept {
-    if (wake_ == RingWake::exchange) {
-      // [ring.publish] + [ring.sleep] seq_cst exchange: releases the payload
-      // and later headers written above (pairs with the consumer's acquire /
-      // seq_cst load in peek / has_data) and reads whether the consumer
-      // armed this word to sleep on it (pairs with its arm CAS).
-      if (h.exchange(word, std::memory_order_seq_cst) == kHeaderWaiting) (void)futex_wake(h, 1);
+                                      std::uint64_t end, RingWake wake) noexcept {
+    if (wake == RingWake::exchange) [[unlikely]] {
+      publish_exchange(h, word);
       return;
     }
     // [ring.publish] release: pairs with the consumer's acquire in peek().
     h.store(word, std::memory_order_release);
-    if (wake_ == RingWake::checked) {
+    if (wake == RingWake::checked) {
       // [ring.sleep] the hot side of [fence.asym]: store the header, then
       // load consumer_asleep with only a compiler barrier between; the
       // consumer's heavy fence orders the pair.
       asymmetric_light_fence();
-      wake_if_asleep(end);
+      // relaxed load: ordered by [fence.asym]; wake_if_asleep() reads it again.
+      if (control_->consumer_asleep.load(std::memory_order_relaxed) != 0) [[unlikely]]
+        wake_if_asleep(end);
     }
+  }
+  // A blocking ring's publication (out of line: its receiver sleeps, so
+  // the locked exchange and the wake-up dominate).
+  [[gnu::noinline]] static void publish_exchange(std::atomic<std::uint64_t>& h,
+                                                 std::uint64_t word) noexcept {
+    // [ring.publish] + [ring.sleep] seq_cst exchange: releases the payload
+    // and later headers written above (pairs with the consumer's acquire /
+    // seq_cst load in peek / has_data) and reads whether the consumer
+    // armed this word to sleep on it (pairs with its arm CAS).
+    if (h.exchange(word, std::memory_order_seq_cst) == kHeaderWaiting) (void)futex_wake(h, 1);
   }
   // [ring.sleep] Wakes a consumer whose token names a word before `end`,
   // i.e. one this producer has written over. The token is taken (CAS to
@@ -454,7 +600,7 @@ class RingProducer {
   // and CAS) keeps its new token, which a later commit wakes. A token for
   // the word at `end` itself, not written yet, is left for the commit
   // that writes it.
-  void wake_if_asleep(std::uint64_t end) noexcept {
+  [[gnu::noinline]] void wake_if_asleep(std::uint64_t end) noexcept {
     auto& asleep = control_->consumer_asleep;
     // relaxed load: ordered by [fence.asym].
     std::uint32_t token = asleep.load(std::memory_order_relaxed);
@@ -483,6 +629,8 @@ class RingProducer {
   std::uint64_t bytes_ = 0;
   std::uint64_t pending_off_ = 0;
   std::uint64_t pending_value_ = 0;
+  std::uint64_t publish_at_ = 0;  // [ring.stats] try_send() hands over to commit() here
+  std::uint64_t fast_end_ = 0;    // see update_fast_end()
   RingWake wake_ = RingWake::none;
   bool has_reservation_ = false;  // try_reserve() succeeded, commit() not yet
   bool batching_ = false;
@@ -503,8 +651,48 @@ class RingConsumer {
     pos_ = control->consumer.read_pos.load(std::memory_order_relaxed);
     if ((pos_ & 7) != 0) corrupted_ = true;  // untrusted
     published_ = pos_;
+    publish_at_ = pos_ + capacity / 4;
     received_ = control->consumer.messages_received.load(std::memory_order_relaxed);
     bytes_ = control->consumer.bytes_received.load(std::memory_order_relaxed);
+    fast_len_end_ = corrupted_ ? 0 : max_frame_payload(capacity) + 1;
+  }
+
+  // The whole receive of a message that is one frame (not a pad, not a
+  // fragment) at the read position, copied to `dst` when it fits `room`
+  // bytes (Exact: is exactly `room` bytes); sets `size` and returns true.
+  // False, with nothing consumed, in every other case (empty, a pad, a
+  // fragment, too large for `room`, corrupted): peek() says which. The
+  // header is validated as peek() does, in one compare: the header minus
+  // the word frame_word(pos, 0) expects is below 2^28 only when the tag,
+  // the valid bit and all three flags are what a plain frame at this
+  // position has; what remains is the length, checked against the largest
+  // frame payload.
+  template <bool Exact>
+  [[nodiscard, gnu::always_inline]] bool try_recv(std::byte* dst, std::size_t room,
+                                                  std::size_t& size) noexcept {
+    const std::uint64_t pos = pos_;
+    const std::uint64_t off = pos & mask_;
+    std::byte* const data = data_;
+    // [ring.publish] acquire: pairs with the producer's release/seq_cst
+    // store of this header; the payload is visible after it.
+    const std::uint64_t h = header_at(data, off).load(std::memory_order_acquire);
+    const std::uint64_t len = h - frame_word(pos, 0);
+    if (len >= fast_len_end_) return false;  // 0 when corrupted: always
+    const std::uint64_t fs = frame_size(len);
+    if (off + fs > capacity_ || (Exact ? len != room : len > room)) return false;
+    if constexpr (Exact) {
+      std::memcpy(dst, data + off + kFrameHeaderSize, room);  // a constant size in recv<T>()
+    } else {
+      copy_payload(dst, data + off + kFrameHeaderSize, len);
+    }
+    size = len;
+    pos_ = pos + fs;
+    peeked_ = 0;  // a frame peek()ed and not released is consumed now
+    peeked_len_ = 0;
+    ++received_;
+    bytes_ += len;
+    if (pos + fs >= publish_at_) publish_read();
+    return true;
   }
 
   [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
@@ -663,12 +851,15 @@ class RingConsumer {
     peeked_ = 0;
     peeked_len_ = 0;
     if (count_message) ++received_;
-    if (pos_ - published_ >= capacity_ / 4) publish_read();
+    if (pos_ >= publish_at_) publish_read();
   }
 
   // A frame's contents failed the caller's validation (e.g. a fragment
   // sequence that does not add up): the ring is unusable from now on.
-  void mark_corrupted() noexcept { corrupted_ = true; }
+  void mark_corrupted() noexcept {
+    corrupted_ = true;
+    fast_len_end_ = 0;
+  }
 
   // Whether publish_read() updates the message/byte counters.
   void set_statistics(bool on) noexcept { stats_ = on; }
@@ -677,6 +868,7 @@ class RingConsumer {
   void publish_read() noexcept {
     if (pos_ == published_) return;
     published_ = pos_;
+    publish_at_ = pos_ + capacity_ / 4;
     // [ring.stats] relaxed: single-writer counters for inspection only.
     if (stats_) {
       control_->consumer.messages_received.store(received_, std::memory_order_relaxed);
@@ -697,7 +889,7 @@ class RingConsumer {
 
  private:
   PeekResult fail() noexcept {
-    corrupted_ = true;
+    mark_corrupted();
     return PeekResult::corrupted;
   }
 
@@ -707,6 +899,8 @@ class RingConsumer {
   std::uint64_t mask_ = 0;
   std::uint64_t pos_ = 0;
   std::uint64_t published_ = 0;
+  std::uint64_t publish_at_ = 0;    // published_ + a quarter ring: publish_read() there
+  std::uint64_t fast_len_end_ = 0;  // try_recv(): max_frame_payload() + 1, 0 when corrupted
   std::uint64_t peeked_ = 0;
   std::uint64_t peeked_len_ = 0;
   std::uint64_t received_ = 0;
