@@ -4,12 +4,14 @@
 
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 
 #include <csignal>
 #include <string>
 #include <vector>
 
 #include "shmbus/queue.hpp"
+#include "shmbus/wait_any.hpp"
 #include "test_support.hpp"
 
 namespace shmbus {
@@ -117,6 +119,34 @@ TEST(Listener, ClosedListenerRefusesAcceptAndClients) {
   listener.close();
   EXPECT_EQ(test::code_of([&] { (void)listener.accept(); }), Errc::closed);
   EXPECT_EQ(test::code_of([&] { (void)Client(g.name(), 1s); }), Errc::not_found);
+}
+
+TEST(Listener, WaitSeesAClientBesideOtherObjects) {
+  SegmentGuard g(unique_name("lstw"));
+  Listener listener(g.name());
+  Event other;
+  EXPECT_TRUE(wait({listener, other}, 1ms).empty());  // nobody yet
+  const pid_t kid = client(g.name(), 4);
+  EXPECT_EQ(wait({other, listener}, 10s), std::vector<std::size_t>{1});
+  serve(listener, 1);
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+  listener.close();
+  EXPECT_EQ(wait({listener}, 10s), std::vector<std::size_t>{0});  // closed: accept() won't wait
+}
+
+TEST(Listener, FilenoPollsReadableWhileAClientWaits) {
+  SegmentGuard g(unique_name("lstf"));
+  Listener listener(g.name());
+  pollfd p{listener.fileno(), POLLIN, 0};
+  ASSERT_GE(p.fd, 0);
+  EXPECT_EQ(::poll(&p, 1, 0), 0);
+  const pid_t kid = client(g.name(), 6);
+  EXPECT_EQ(::poll(&p, 1, 10'000), 1);
+  serve(listener, 1);
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+  EXPECT_FALSE(listener.try_accept().has_value());  // drained: level-triggered off again
+  p.revents = 0;
+  EXPECT_EQ(::poll(&p, 1, 0), 0);
 }
 
 TEST(Listener, BadNamesAreClearErrors) {

@@ -81,6 +81,11 @@ class Listener {
   // Clients waiting to be accepted (approximate).
   [[nodiscard]] std::size_t pending() const noexcept { return backlog_.qsize(); }
 
+  // A descriptor that polls readable while a client may be waiting (or the
+  // listener is closed): epoll/Asio/libuv, as the queues' fileno() (see
+  // wait_any.hpp). A Listener is also a Waitable of shmbus::wait().
+  [[nodiscard]] int fileno() { return backlog_.fileno(); }
+
   // Stops accepting and removes the name: waiting and later Client() calls
   // fail; connections already accepted are not affected. Only the process
   // that created the listener removes the name.
@@ -89,6 +94,7 @@ class Listener {
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
  private:
+  friend class Waitable;  // waits on the backlog (wait_any.hpp)
   std::optional<Connection> accept_impl(const Clock::time_point* deadline, bool wait);
 
   std::string name_;
