@@ -54,6 +54,13 @@ struct ServiceServer::Peer {
   std::unordered_set<std::uint64_t> open;
   std::unordered_set<std::uint64_t> cancelled;
   bool gone = false;  // closed, dead, or dropped
+
+  // Ends the connection now (the client reads end of file), even while a
+  // request of it is still held.
+  void drop() noexcept {
+    gone = true;
+    conn.close();
+  }
 };
 
 ServiceServer::ServiceServer(std::string_view name, const ServiceOptions& options)
@@ -80,7 +87,7 @@ std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point*
       for (int f = 0; f < kFramesPerTurn && !p.gone && p.conn.poll(); ++f) {
         ServiceHeader h{};  // poll(): a frame, end of file or a death
         if (p.conn.recv_bytes(frame) != RecvResult::ok || !get_header(frame, h)) {
-          p.gone = true;  // closed, dead, corrupted, or a frame without a header
+          p.drop();  // closed, dead, corrupted, or a frame without a header
           break;
         }
         if (h.kind == static_cast<std::uint32_t>(FrameKind::cancel)) {
@@ -88,7 +95,7 @@ std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point*
           continue;  // cancels do not count as the client's turn
         }
         if (h.kind != static_cast<std::uint32_t>(FrameKind::request) || p.open.count(h.id) != 0) {
-          p.gone = true;  // a protocol error (or an id reused while open): drop the client
+          p.drop();  // a protocol error (or an id reused while open)
           break;
         }
         p.open.insert(h.id);
@@ -133,8 +140,7 @@ bool ServiceServer::respond(const Taken& t, FrameKind kind, std::span<const std:
   if (cancelled) return true;  // the caller no longer waits
   put_frame(frame_, t.id, kind, value);
   if (p.conn.send_bytes_for(frame_, respond_timeout_) == SendResult::ok) return true;
-  p.gone = true;  // dead, closed, or not reading its responses
-  p.conn.close();
+  p.drop();  // dead, closed, or not reading its responses
   return false;
 }
 
@@ -142,10 +148,7 @@ bool ServiceServer::cancelled(const Taken& t) noexcept {
   return t.peer->cancelled.count(t.id) != 0;
 }
 
-void ServiceServer::drop(const Taken& t) noexcept {
-  t.peer->gone = true;
-  t.peer->conn.close();
-}
+void ServiceServer::drop(const Taken& t) noexcept { t.peer->drop(); }
 
 // ---- client ------------------------------------------------------------------
 

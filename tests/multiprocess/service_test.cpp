@@ -7,9 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <cstring>
 #include <string>
 #include <vector>
 
+#include "shmbus/event.hpp"
 #include "test_support.hpp"
 
 namespace shmbus {
@@ -195,6 +197,59 @@ TEST(Service, FloodingClientDoesNotStarveAnother) {
   EXPECT_EQ(test::wait_child(other).code, 0);
   while (auto req = server.take_for(200ms)) req->respond(0);
   EXPECT_EQ(test::wait_child(flood).code, 0);
+}
+
+// A raw frame: the 16-byte header and a value.
+std::vector<std::byte> frame(std::uint64_t id, detail::FrameKind kind, int value) {
+  const detail::ServiceHeader h{id, static_cast<std::uint32_t>(kind), 0};
+  std::vector<std::byte> f(sizeof h + sizeof value);
+  std::memcpy(f.data(), &h, sizeof h);
+  std::memcpy(f.data() + sizeof h, &value, sizeof value);
+  return f;
+}
+
+TEST(Service, ClientReusingAnOpenIdIsDropped) {
+  SegmentGuard g(unique_name("svcr"));
+  Service<int, int> server(g.name());
+  const pid_t kid = test::fork_child([&] {
+    Connection c = Client(g.name(), 10s);
+    for (int i = 0; i < 2; ++i)
+      if (c.send_bytes(frame(7, detail::FrameKind::request, i)) != SendResult::ok) return 1;
+    std::vector<std::byte> in;
+    return c.recv_bytes(in, SIZE_MAX) == RecvResult::eof ? 0 : 2;  // dropped, unanswered
+  });
+  auto first = server.take_for(10s);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->value(), 0);
+  EXPECT_FALSE(server.take_for(50ms).has_value());  // id 7 again while open: dropped
+  EXPECT_FALSE(first->respond(1));
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+}
+
+TEST(Service, CallReturnsByItsDeadlineUnderAFloodOfOtherFrames) {
+  SegmentGuard g(unique_name("svcj"));
+  Listener hostile(g.name());
+  Event stop;
+  const pid_t kid = test::fork_child([&] {
+    Connection c = *hostile.accept_for(10s);
+    for (std::uint64_t id = 1000; !stop.is_set(); ++id)  // responses to calls never made
+      (void)c.try_send_bytes(frame(id, detail::FrameKind::last, 0));
+    return 0;
+  });
+  ServiceClient<int, int> client(g.name(), 10s);
+  auto call = client.call_async(1);
+  EXPECT_THROW(
+      {
+        try {
+          (void)call.get_for(20ms);
+        } catch (const Error& e) {
+          EXPECT_EQ(e.code(), Errc::timed_out);
+          throw;
+        }
+      },
+      Error);
+  stop.set();
+  EXPECT_EQ(test::wait_child(kid).code, 0);
 }
 
 }  // namespace
