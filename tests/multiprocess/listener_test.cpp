@@ -10,7 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "shmbus/event.hpp"
 #include "shmbus/queue.hpp"
+#include "shmbus/value.hpp"
 #include "shmbus/wait_any.hpp"
 #include "test_support.hpp"
 
@@ -121,6 +123,62 @@ TEST(Listener, ClosedListenerRefusesAcceptAndClients) {
   EXPECT_EQ(test::code_of([&] { (void)Client(g.name(), 1s); }), Errc::not_found);
 }
 
+TEST(Listener, SharedNameOutlivesItsCreatorAndTheLastCloseRemovesIt) {
+  SegmentGuard g(unique_name("lsts"));
+  Event listening;
+  const pid_t creator = test::fork_child([&] {
+    Listener first(g.name(), {.shared = true});
+    listening.set();
+    for (;;) ::pause();  // killed below
+    return 0;
+  });
+  ASSERT_TRUE(listening.wait_for(10s));
+  Listener second(g.name(), {.shared = true});                              // joins
+  EXPECT_EQ(test::code_of([&] { Listener l(g.name()); }), Errc::already_exists);  // not shared
+  ::kill(creator, SIGKILL);
+  ASSERT_EQ(test::wait_child(creator).signal, SIGKILL);
+  EXPECT_EQ(test::code_of([&] { Listener l(g.name()); }), Errc::already_exists);  // `second` lives
+  const pid_t kid = client(g.name(), 3);  // its liveness check finds `second`
+  serve(second, 1);
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+  second.close();  // the last live server: the name goes
+  EXPECT_EQ(test::code_of([&] { (void)Client(g.name(), 1s); }), Errc::not_found);
+}
+
+TEST(Listener, SharedServersAcceptEachClientOnce) {
+  SegmentGuard g(unique_name("lsto"));
+  constexpr int kClients = 8;
+  Listener mine(g.name(), {.shared = true});
+  Value<int> served{0};
+  // One server in a child, one here; each client is answered exactly once
+  // (its own pipe carries one reply), and together they answer all.
+  const auto serve_until_all = [&](Listener& l) {
+    int here = 0;
+    while (served.get() < kClients) {
+      auto c = l.accept_for(10ms);
+      if (!c) continue;
+      int id = 0;
+      if (c->recv_for(id, 10s) != RecvResult::ok || c->send(id * 10) != SendResult::ok) return -1;
+      served.fetch_add(1);
+      ++here;
+    }
+    return here;
+  };
+  Event joined;
+  const pid_t other = test::fork_child([&] {
+    Listener theirs(g.name(), {.shared = true});
+    joined.set();
+    return serve_until_all(theirs) >= 0 ? 0 : 1;
+  });
+  ASSERT_TRUE(joined.wait_for(10s));
+  std::vector<pid_t> kids;
+  for (int i = 0; i < kClients; ++i) kids.push_back(client(g.name(), i));
+  EXPECT_GE(serve_until_all(mine), 0);
+  for (pid_t k : kids) EXPECT_EQ(test::wait_child(k).code, 0);
+  EXPECT_EQ(test::wait_child(other).code, 0);
+  EXPECT_EQ(served.get(), kClients);
+}
+
 TEST(Listener, WaitSeesAClientBesideOtherObjects) {
   SegmentGuard g(unique_name("lstw"));
   Listener listener(g.name());
@@ -156,7 +214,7 @@ TEST(Listener, BadNamesAreClearErrors) {
   EXPECT_EQ(test::code_of([&] { (void)Client(unique_name("absent"), 1s); }), Errc::not_found);
   EXPECT_EQ(test::code_of([&] { Listener l(std::string(kMaxListenerName + 1, 'x')); }),
             Errc::invalid_name);
-  EXPECT_EQ(test::code_of([&] { Listener l(g.name()); }), Errc::already_exists);
+  EXPECT_EQ(test::code_of([&] { Listener l(g.name()); }), Errc::wrong_kind);  // a queue
 }
 
 }  // namespace

@@ -199,6 +199,38 @@ TEST(Service, FloodingClientDoesNotStarveAnother) {
   EXPECT_EQ(test::wait_child(flood).code, 0);
 }
 
+TEST(Service, SharedServersOneDiesItsClientsMoveToTheOther) {
+  SegmentGuard g(unique_name("svc2"));
+  const ServiceOptions shared{.listener = {.shared = true}};
+  Event a_ready, connected, a_killed;
+  const pid_t a = test::fork_child([&] {
+    Service<int, int> server(g.name(), shared);
+    a_ready.set();
+    for (;;)
+      if (auto req = server.take_for(10s)) req->respond(::getpid());
+    return 0;
+  });
+  ASSERT_TRUE(a_ready.wait_for(10s));
+  const pid_t client = test::fork_child([&] {
+    ServiceClient<int, int> c(g.name(), 10s);  // accepted by `a`: the only server yet
+    if (c.call(0, 10s) != a) return 1;
+    connected.set();
+    if (!a_killed.wait_for(10s)) return 2;
+    if (test::code_of([&] { (void)c.call(1, 10s); }) != Errc::peer_dead) return 3;
+    return c.call(2, 10s) == ::getppid() ? 0 : 4;  // connected again: the other server
+  });
+  ASSERT_TRUE(connected.wait_for(10s));
+  Service<int, int> b(g.name(), shared);  // joins while `a` serves
+  ::kill(a, SIGKILL);
+  ASSERT_EQ(test::wait_child(a).signal, SIGKILL);
+  a_killed.set();
+  auto req = b.take_for(10s);
+  ASSERT_TRUE(req.has_value());
+  EXPECT_EQ(req->value(), 2);
+  req->respond(::getpid());
+  EXPECT_EQ(test::wait_child(client).code, 0);
+}
+
 // A raw frame: the 16-byte header and a value.
 std::vector<std::byte> frame(std::uint64_t id, detail::FrameKind kind, int value) {
   const detail::ServiceHeader h{id, static_cast<std::uint32_t>(kind), 0};
