@@ -7,6 +7,7 @@
 #include <poll.h>
 
 #include <csignal>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -177,6 +178,21 @@ TEST(Listener, SharedServersAcceptEachClientOnce) {
   for (pid_t k : kids) EXPECT_EQ(test::wait_child(k).code, 0);
   EXPECT_EQ(test::wait_child(other).code, 0);
   EXPECT_EQ(served.get(), kClients);
+}
+
+TEST(Listener, MovedFromListenerLeavesTheNameToItsSuccessor) {
+  SegmentGuard g(unique_name("lstm"));
+  std::optional<Listener> first(std::in_place, g.name());
+  Listener moved = std::move(*first);
+  first.reset();  // a moved-from Listener closes nothing
+  const pid_t kid = client(g.name(), 5);
+  serve(moved, 1);
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+  Listener assigned(unique_name("lstm2"));
+  assigned = std::move(moved);  // closes what it had, takes the name
+  const pid_t again = client(g.name(), 6);
+  serve(assigned, 1);
+  EXPECT_EQ(test::wait_child(again).code, 0);
 }
 
 TEST(Listener, WaitSeesAClientBesideOtherObjects) {

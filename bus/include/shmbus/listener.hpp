@@ -46,6 +46,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "shmbus/connection.hpp"
 #include "shmbus/detail/queue_core.hpp"
@@ -70,8 +71,22 @@ class Listener {
   // has it (unless options.shared: then this process joins it); a name
   // left by listeners whose processes all died is taken over.
   explicit Listener(std::string_view name, const ListenerOptions& options = {});
-  Listener(Listener&&) noexcept = default;
-  Listener& operator=(Listener&&) noexcept = default;
+  // A moved-from Listener is closed (its destructor leaves the name).
+  Listener(Listener&& o) noexcept
+      : name_(std::move(o.name_)),
+        backlog_(std::move(o.backlog_)),
+        creator_(std::exchange(o.creator_, 0)),
+        shared_(o.shared_) {}
+  Listener& operator=(Listener&& o) noexcept {
+    if (this != &o) {
+      close();
+      name_ = std::move(o.name_);
+      backlog_ = std::move(o.backlog_);
+      creator_ = std::exchange(o.creator_, 0);
+      shared_ = o.shared_;
+    }
+    return *this;
+  }
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
   // Closes (see close()).
