@@ -142,11 +142,7 @@ void BM_PipePod_Block_RTT(benchmark::State& state) {
 }
 
 void BM_PyMpPipeDict_Block_RTT(benchmark::State& state) {
-  ReferenceBeside beside(state, Reference::futex);
-  const auto& cpus = bench_cpus();
-  python_peer(state, "py_mp_rtt.py",
-              {"pipe_dict", std::to_string(state.max_iterations), "0", std::to_string(cpus.parent),
-               std::to_string(cpus.child)});
+  python_round_trip(state, "pipe_dict");
 }
 
 void BM_Codec_OneCore_EncodeDecode(benchmark::State& state) {

@@ -46,7 +46,7 @@
 #include "shmbus/shared_memory.hpp"
 
 #ifdef SHMBUS_HAVE_ZMQ
-#include <zmq.h>
+#include "zmq_peer.hpp"
 #endif
 
 SHMBUS_BENCH_REFERENCES();
@@ -414,79 +414,12 @@ void BM_BoostLockfree_Stream(benchmark::State& state) {
 
 #ifdef SHMBUS_HAVE_ZMQ
 void BM_ZeroMQ_Block_RTT(benchmark::State& state) {
-  ReferenceBeside beside(state, Reference::futex);
-  const auto n = static_cast<std::size_t>(state.range(0));
-  const std::string path = "/tmp/" + bench_name("zmq") + ".ipc";
-  const std::string endpoint = "ipc://" + path;
-  const auto& cpus = bench_cpus();
-  // Each process makes its own context after the fork (contexts are not
-  // fork-safe); the I/O thread is pinned beside its process.
-  auto make_ctx = [](int cpu) {
-    void* ctx = zmq_ctx_new();
-    zmq_ctx_set(ctx, ZMQ_THREAD_AFFINITY_CPU_ADD, cpu);
-    return ctx;
-  };
-  PinnedChild child(cpus.child, [&] {
-    void* ctx = make_ctx(cpus.child);
-    void* sock = zmq_socket(ctx, ZMQ_PAIR);
-    int ivl = 5;
-    zmq_setsockopt(sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
-    if (zmq_connect(sock, endpoint.c_str()) != 0) std::_Exit(2);
-    std::vector<char> buf(n);
-    for (;;) {
-      int r = zmq_recv(sock, buf.data(), n, 0);
-      if (r < 0 && zmq_errno() == EINTR) continue;
-      if (r <= 1) break;
-      if (zmq_send(sock, buf.data(), static_cast<std::size_t>(r), 0) < 0) break;
-    }
-    int linger = 0;
-    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_close(sock);
-    zmq_ctx_term(ctx);
-  });
-  pin_this_thread(cpus.parent);
-  void* ctx = make_ctx(cpus.parent);
-  void* sock = zmq_socket(ctx, ZMQ_PAIR);
-  bool ok = zmq_bind(sock, endpoint.c_str()) == 0;
-  std::vector<char> out(n, 'x'), in(n);
-  // Warm-up: the connection is up before the first timed round trip.
-  for (int i = 0; i < shmbus::bench::kBlockWarmUp && ok; ++i) {
-    ok = zmq_send(sock, out.data(), n, 0) >= 0 && zmq_recv(sock, in.data(), n, 0) >= 0;
-  }
-  LatencyRecorder rec;
-  for (auto _ : state) {
-    if (!ok) break;
-    const std::uint64_t t0 = ticks();
-    if (zmq_send(sock, out.data(), n, 0) < 0 ||
-        zmq_recv(sock, in.data(), n, 0) != static_cast<int>(n)) {
-      ok = false;
-      break;
-    }
-    rec.add_ticks(ticks() - t0);
-  }
-  zmq_send(sock, "s", 1, 0);
-  int linger = 1000;
-  zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
-  zmq_close(sock);
-  zmq_ctx_term(ctx);
-  ::unlink(path.c_str());
-  if (!child.join() || !ok) state.SkipWithError("zeromq exchange failed");
-  rec.report(state);
-  state.SetItemsProcessed(state.iterations());
+  shmbus::bench::zeromq_round_trip(state, ZMQ_PAIR, ZMQ_PAIR);
 }
 #endif
 
-void py_mp_rtt(benchmark::State& state, const char* kind) {
-  ReferenceBeside beside(state, Reference::futex);
-  const auto& cpus = bench_cpus();
-  shmbus::bench::python_peer(
-      state, "py_mp_rtt.py",
-      {kind, std::to_string(state.max_iterations), std::to_string(state.range(0)),
-       std::to_string(cpus.parent), std::to_string(cpus.child)});
-}
-
-void BM_PyMpPipe_Block_RTT(benchmark::State& state) { py_mp_rtt(state, "pipe"); }
-void BM_PyMpQueue_Block_RTT(benchmark::State& state) { py_mp_rtt(state, "queue"); }
+void BM_PyMpPipe_Block_RTT(benchmark::State& state) { shmbus::bench::python_round_trip(state, "pipe"); }
+void BM_PyMpQueue_Block_RTT(benchmark::State& state) { shmbus::bench::python_round_trip(state, "queue"); }
 
 template <std::size_t N>
 void register_lockfree() {

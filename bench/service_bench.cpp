@@ -6,6 +6,11 @@
 //       bare pipe (send, echo, receive): the floor a call builds on
 //   BM_Service_Clients_Calls/C                      calls/s of C client
 //       processes calling one server (busy-poll), 16 calls each in flight
+//   BM_ZeroMQ_ReqRep_Block_RTT/N                    peers: ZeroMQ REQ/REP
+//   BM_PyMpListener_Block_RTT/N                     over ipc://, Python's
+//   BM_PyMpManager_Block_Call/N                     multiprocessing.connection
+//       Listener/Client (AF_UNIX, authkey) and one Manager().dict() proxy
+//       call (a Python child measures its own; SHMBUS_BENCH_PY_ITERS)
 //
 // Round trips report p50_ns etc. and a reference beside (floor / futex).
 #include <benchmark/benchmark.h>
@@ -20,6 +25,10 @@
 #include "bench_support.hpp"
 #include "shmbus/pipe.hpp"
 #include "shmbus/service.hpp"
+
+#ifdef SHMBUS_HAVE_ZMQ
+#include "zmq_peer.hpp"
+#endif
 
 SHMBUS_BENCH_REFERENCES();
 
@@ -132,6 +141,16 @@ void BM_Service_Clients_Calls(benchmark::State& state) {
   for (pid_t k : kids) ::waitpid(k, nullptr, 0);
   state.SetItemsProcessed(state.iterations());
 }
+
+#ifdef SHMBUS_HAVE_ZMQ
+void BM_ZeroMQ_ReqRep_Block_RTT(benchmark::State& s) { zeromq_round_trip(s, ZMQ_REQ, ZMQ_REP); }
+BENCHMARK(BM_ZeroMQ_ReqRep_Block_RTT)->Arg(64)->UseRealTime();
+#endif
+
+void BM_PyMpListener_Block_RTT(benchmark::State& s) { python_round_trip(s, "listener"); }
+void BM_PyMpManager_Block_Call(benchmark::State& s) { python_round_trip(s, "manager"); }
+BENCHMARK(BM_PyMpListener_Block_RTT)->Arg(64)->Iterations(python_iterations())->UseManualTime();
+BENCHMARK(BM_PyMpManager_Block_Call)->Arg(64)->Iterations(python_iterations())->UseManualTime();
 
 BENCHMARK(BM_Pipe_Busy_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Service_Busy_RTT)->Arg(64)->UseRealTime();

@@ -378,6 +378,14 @@ void python_peer(benchmark::State& state, const std::string& script,
   state.SetItemsProcessed(state.iterations());
 }
 
+void python_round_trip(benchmark::State& state, const char* kind) {
+  ReferenceBeside beside(state, Reference::futex);
+  const auto& cpus = bench_cpus();
+  python_peer(state, "py_mp_rtt.py",
+              {kind, std::to_string(state.max_iterations), std::to_string(state.range(0)),
+               std::to_string(cpus.parent), std::to_string(cpus.child)});
+}
+
 bool register_references() {
   // The pair and the reason travel in the JSON's "context" for the report.
   const CpuPair& cpus = bench_cpus();

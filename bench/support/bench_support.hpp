@@ -177,6 +177,9 @@ void python_peer(benchmark::State& state, const std::string& script,
                  const std::vector<std::string>& args);
 // SHMBUS_BENCH_PY_ITERS, else 2000.
 std::int64_t python_iterations();
+// py_mp_rtt.py's round trips of `kind` (pipe, queue, pipe_dict, listener,
+// manager) with state.range(0) bytes on bench_cpus(), the raw futex beside.
+void python_round_trip(benchmark::State& state, const char* kind);
 
 // A pipe round trip of state.range(0) bytes with `options`: an echo child
 // on bench_cpus().child, the timed loop here (BM_Pipe_*_RTT and the rows

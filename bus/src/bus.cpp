@@ -158,6 +158,11 @@ void Bus::register_object(std::string_view object, ObjectKind kind, detail::Type
                           std::uint64_t capacity) {
   Registry& reg = registry();
   const std::uint64_t me = this_process().pack();
+  for (const auto& e : reg.entries) {
+    // An object made again under its name (a listener taken over from a
+    // dead server) keeps its entry.
+    if (auto o = read_entry(e, name()); o && o->name == object && o->kind == kind) return;
+  }
   for (auto& e : reg.entries) {
     std::uint64_t expected = 0;
     // [registry.entry] acquire CAS: claims a free slot; its fields are ours
@@ -277,6 +282,28 @@ Connection Bus::pipe(std::string_view object, PipeEnd end, const PipeOptions& op
       object, ObjectKind::pipe, detail::kBytesTag, options.capacity,
       [&](const std::string& full) { return Connection::create(full, end, options); },
       [&](const std::string& full) { return Connection::open(full, end); });
+}
+
+Listener Bus::listener(std::string_view object, const ListenerOptions& options) {
+  return open_or_create<Listener>(
+      object, ObjectKind::listener, detail::kBytesTag, options.backlog,
+      [&](const std::string& full) {
+        ListenerOptions o = options;
+        o.shared = false;  // made here, or a live one's already_exists: open joins it
+        return Listener(full, o);
+      },
+      [&](const std::string& full) {
+        if (!options.shared) {
+          throw Error(Errc::already_exists, full,
+                      "a live listener has the name (ListenerOptions::shared joins it)");
+        }
+        return Listener(full, options);
+      });
+}
+
+Connection Bus::client(std::string_view object, std::optional<Clock::duration> timeout,
+                       const PipeOptions& options) const {
+  return Client(full_name(object), timeout, options);
 }
 
 void Bus::close() noexcept {

@@ -71,47 +71,85 @@ std::span<const std::byte> bytes_of(const detail::ConnectRequest& r) noexcept {
 
 namespace {
 
-// The backlog of a new listener. A name left by a listener whose process
-// died is taken over (a server restarted under its old name).
+// Whether a process listening on the listener `info` describes lives: its
+// creator or an attached server (clients do not attach), not counting the
+// caller when `but_me`.
+bool listening(const SegmentInfo& info, bool but_me) {
+  const ProcessId me = this_process();
+  const auto counts = [&](const ProcessId& p, bool alive) { return alive && !(but_me && p == me); };
+  return counts(info.creator, info.creator_alive) ||
+         std::any_of(info.attached.begin(), info.attached.end(),
+                     [&](const AttachedProcess& p) { return counts(p.id, p.alive); });
+}
+
+// The backlog of a new listener, or of the live shared one it joins. A
+// name left by listeners that all died is taken over (a server restarted
+// under its old name).
 detail::QueueCore create_backlog(std::string_view name, const ListenerOptions& options) {
   check_listener_name(name);
-  const auto create = [&] {
-    return detail::QueueCore::create(name, ObjectKind::listener, detail::kConnectRequestTag,
-                                     sizeof(detail::ConnectRequest), backlog_options(options));
-  };
-  try {
-    return create();
-  } catch (const Error& e) {
-    if (e.code() != Errc::already_exists) throw;
-    bool dead = false;
+  const QueueOptions q = backlog_options(options);
+  for (int attempt = 0;; ++attempt) {
     try {
-      const SegmentView view = SegmentView::open(std::string(name));
-      dead = view.info().kind == ObjectKind::listener && !view.info().creator_alive;
-    } catch (const Error&) {
+      return detail::QueueCore::create(name, ObjectKind::listener, detail::kConnectRequestTag,
+                                       sizeof(detail::ConnectRequest), q);
+    } catch (const Error& e) {
+      if (e.code() != Errc::already_exists || attempt == 3) throw;
     }
-    if (!dead) throw;
-    (void)detail::Segment::unlink(name);
-    return create();
+    std::optional<SegmentInfo> info;
+    try {
+      info = SegmentView::open(std::string(name)).info();
+    } catch (const Error&) {
+      continue;  // gone meanwhile (or still initialising): create again
+    }
+    if (info->kind != ObjectKind::listener) {
+      throw Error(Errc::wrong_kind, std::string(name),
+                  "the name is a " + std::string(info->kind ? to_string(*info->kind) : "?") +
+                      ", not a listener");
+    }
+    if (!listening(*info, false)) {
+      (void)detail::Segment::unlink(name);  // every listener of it died
+      continue;
+    }
+    if (!options.shared) {
+      throw Error(Errc::already_exists, std::string(name),
+                  "a live listener has the name (ListenerOptions::shared joins it)");
+    }
+    detail::QueueCore joined = detail::QueueCore::open(name, ObjectKind::listener,
+                                                       detail::kConnectRequestTag, q);
+    if (!joined.closed()) return joined;
+    // The last server closed it as we joined: its name is being removed.
   }
 }
 
 }  // namespace
 
 Listener::Listener(std::string_view name, const ListenerOptions& options)
-    : name_(name), backlog_(create_backlog(name, options)), creator_(::getpid()) {}
+    : name_(name),
+      backlog_(create_backlog(name, options)),
+      creator_(::getpid()),
+      shared_(options.shared) {}
 
 Listener::~Listener() { close(); }
 
 void Listener::close() noexcept {
   if (creator_ == 0) return;
+  const bool mine = creator_ == ::getpid();
+  creator_ = 0;
+  if (mine && shared_) {
+    backlog_.detach();  // from now on this process is not one of its servers
+    try {
+      if (listening(SegmentView::open(name_).info(), true)) return;  // they go on
+    } catch (const Error&) {
+      return;  // the name is gone already
+    }
+  }
   backlog_.close();  // waiting clients and accept() calls see it
-  if (creator_ == ::getpid()) {
+  if (mine) {
     try {
       detail::Segment::unlink(name_);
     } catch (...) {  // the name was validated at creation
     }
   }
-  creator_ = 0;
 }
 
 Connection Listener::accept() {
@@ -159,8 +197,10 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
   check_listener_name(name);
   const Clock::time_point start = Clock::now();
   const Clock::time_point deadline = timeout ? start + *timeout : Clock::time_point::max();
+  QueueOptions not_attached;
+  not_attached.segment.attach = false;  // the attached processes are the servers
   auto backlog = detail::QueueCore::open(name, ObjectKind::listener, detail::kConnectRequestTag,
-                                         QueueOptions{});
+                                         not_attached);
   // The pipe: unique per process and call, taken by this process.
   static std::atomic<std::uint64_t> counter{0};
   detail::ConnectRequest req{};
@@ -197,7 +237,7 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
       if (backlog.closed()) give_up(Errc::closed, "connect: the listener was closed");
       bool alive = false;
       try {
-        alive = SegmentView::open(std::string(name)).info().creator_alive;
+        alive = listening(SegmentView::open(std::string(name)).info(), false);
       } catch (const Error&) {
         give_up(Errc::closed, "connect: the listener is gone");
       }

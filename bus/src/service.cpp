@@ -17,6 +17,14 @@ namespace {
 constexpr auto kAcceptSlice = std::chrono::milliseconds(2);
 // wait() takes at most this many ends at once.
 constexpr std::size_t kMaxWaitEnds = kMaxFutexWaiters;
+// Frames read from one client in one turn (a request ends the turn; cancels
+// do not): a client flooding cancels cannot hold the server past its
+// deadline or starve the others.
+constexpr int kFramesPerTurn = 64;
+// Frames a client still reads once a call's deadline passed (each is already
+// in the pipe: recv does not wait then), so that get_for(0) finds a response
+// behind others'.
+constexpr int kFramesPastDeadline = 256;
 
 void put_frame(std::vector<std::byte>& frame, std::uint64_t id, FrameKind kind,
                std::span<const std::byte> value) {
@@ -39,8 +47,20 @@ bool get_header(std::span<const std::byte> frame, ServiceHeader& h) noexcept {
 
 struct ServiceServer::Peer {
   Connection conn;
-  std::unordered_set<std::uint64_t> cancelled;  // ids the client cancelled
-  bool gone = false;                            // closed, dead, or dropped
+  // Ids taken and not yet answered with a last response or a failure, and
+  // those of them the client cancelled: a cancel for any other id (already
+  // answered, never sent: the pipe is FIFO, so a cancel follows its request)
+  // is ignored, so a hostile client cannot grow these sets.
+  std::unordered_set<std::uint64_t> open;
+  std::unordered_set<std::uint64_t> cancelled;
+  bool gone = false;  // closed, dead, or dropped
+
+  // Ends the connection now (the client reads end of file), even while a
+  // request of it is still held.
+  void drop() noexcept {
+    gone = true;
+    conn.close();
+  }
 };
 
 ServiceServer::ServiceServer(std::string_view name, const ServiceOptions& options)
@@ -64,21 +84,21 @@ std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point*
     for (std::size_t k = 0; k < n; ++k) {
       const std::size_t i = (next_ + k) % n;
       Peer& p = *peers_[i];
-      while (!p.gone && p.conn.poll()) {  // a frame, end of file or a death
-        ServiceHeader h{};
+      for (int f = 0; f < kFramesPerTurn && !p.gone && p.conn.poll(); ++f) {
+        ServiceHeader h{};  // poll(): a frame, end of file or a death
         if (p.conn.recv_bytes(frame) != RecvResult::ok || !get_header(frame, h)) {
-          p.gone = true;  // closed, dead, corrupted, or a frame without a header
+          p.drop();  // closed, dead, corrupted, or a frame without a header
           break;
         }
         if (h.kind == static_cast<std::uint32_t>(FrameKind::cancel)) {
-          p.cancelled.insert(h.id);
+          if (p.open.count(h.id) != 0) p.cancelled.insert(h.id);
           continue;  // cancels do not count as the client's turn
         }
-        if (h.kind != static_cast<std::uint32_t>(FrameKind::request)) {
-          p.gone = true;  // a protocol error: drop the client
+        if (h.kind != static_cast<std::uint32_t>(FrameKind::request) || p.open.count(h.id) != 0) {
+          p.drop();  // a protocol error (or an id reused while open)
           break;
         }
-        if (p.cancelled.erase(h.id) != 0) continue;  // cancelled before we took it
+        p.open.insert(h.id);
         next_ = i + 1;
         Taken t{peers_[i], h.id, {}};
         t.value.assign(frame.begin() + sizeof h, frame.end());
@@ -114,11 +134,13 @@ std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point*
 bool ServiceServer::respond(const Taken& t, FrameKind kind, std::span<const std::byte> value) {
   Peer& p = *t.peer;
   if (p.gone) return false;
-  if (p.cancelled.count(t.id) != 0) return true;  // the caller no longer waits
+  const bool ends = kind != FrameKind::response;  // last or failed: the call is over
+  const bool cancelled = ends ? p.cancelled.erase(t.id) != 0 : p.cancelled.count(t.id) != 0;
+  if (ends) p.open.erase(t.id);
+  if (cancelled) return true;  // the caller no longer waits
   put_frame(frame_, t.id, kind, value);
   if (p.conn.send_bytes_for(frame_, respond_timeout_) == SendResult::ok) return true;
-  p.gone = true;  // dead, closed, or not reading its responses
-  p.conn.close();
+  p.drop();  // dead, closed, or not reading its responses
   return false;
 }
 
@@ -126,10 +148,7 @@ bool ServiceServer::cancelled(const Taken& t) noexcept {
   return t.peer->cancelled.count(t.id) != 0;
 }
 
-void ServiceServer::drop(const Taken& t) noexcept {
-  t.peer->gone = true;
-  t.peer->conn.close();
-}
+void ServiceServer::drop(const Taken& t) noexcept { t.peer->drop(); }
 
 // ---- client ------------------------------------------------------------------
 
@@ -169,7 +188,7 @@ std::uint64_t ServiceClientCore::send(std::span<const std::byte> value) {
 std::optional<std::vector<std::byte>> ServiceClientCore::next(std::uint64_t id,
                                                               const Clock::time_point* deadline,
                                                               bool& last) {
-  for (;;) {
+  for (int late = 0;;) {
     auto it = pending_.find(id);
     if (it == pending_.end()) throw Error(Errc::invalid_argument, name_, "no such call");
     Pending& p = it->second;
@@ -189,13 +208,21 @@ std::optional<std::vector<std::byte>> ServiceClientCore::next(std::uint64_t id,
       throw Error(Errc::task_failed, name_, why);
     }
     if (!conn_) throw Error(Errc::peer_dead, name_, "the server is gone");
+    // Past the deadline, only frames already there are read, and at most
+    // kFramesPastDeadline of them: a server flooding frames for other calls
+    // (or junk) cannot hold the caller.
+    if (deadline != nullptr && Clock::now() >= *deadline && ++late > kFramesPastDeadline) {
+      return std::nullopt;
+    }
     const RecvResult r = conn_->recv_bytes(frame_, SIZE_MAX, deadline);
     if (r == RecvResult::timeout) return std::nullopt;
     if (r != RecvResult::ok) server_gone(r);
     ServiceHeader h{};
     if (!get_header(frame_, h)) continue;  // untrusted: ignored
     auto target = pending_.find(h.id);
-    if (target == pending_.end() || target->second.done) continue;  // unknown or cancelled
+    if (target == pending_.end() || target->second.done || target->second.failed) {
+      continue;  // unknown, cancelled or ended: ignored
+    }
     Pending& q = target->second;
     const std::span<const std::byte> value(frame_.data() + sizeof h, frame_.size() - sizeof h);
     switch (static_cast<FrameKind>(h.kind)) {

@@ -113,6 +113,28 @@ TEST(Bus, ChannelsAndPrimitivesOpenFromAnotherProcess) {
   EXPECT_EQ(kinds, (std::vector<std::string>{"event", "lock", "pipe", "queue", "value"}));
 }
 
+TEST(Bus, ListenerIsRegisteredSharedOnRequestAndReachedByClient) {
+  BusGuard g{bus_name("busl")};
+  Bus bus(g.name);
+  Listener server = bus.listener("quotes");
+  EXPECT_EQ(test::code_of([&] { (void)bus.listener("quotes"); }), Errc::already_exists);
+  Listener second = bus.listener("quotes", {.shared = true});  // joins the first
+  const pid_t kid = test::fork_child([&] {
+    Bus other(g.name);
+    Connection c = other.client("quotes", 10s);
+    return c.send(7) == SendResult::ok ? 0 : 1;
+  });
+  auto conn = server.accept_for(10s);
+  ASSERT_TRUE(conn.has_value());
+  int got = 0;
+  EXPECT_EQ(conn->recv_for(got, 10s), RecvResult::ok);
+  EXPECT_EQ(got, 7);
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+  const auto objects = bus.objects();
+  ASSERT_EQ(objects.size(), 1u);  // one entry, however many servers
+  EXPECT_EQ(objects[0].kind, ObjectKind::listener);
+}
+
 TEST(Bus, WrongSizeOrBadNamesAreClearErrors) {
   BusGuard g{bus_name("busbad")};
   Bus bus(g.name);

@@ -4,12 +4,17 @@
 
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 
 #include <csignal>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "shmbus/event.hpp"
 #include "shmbus/queue.hpp"
+#include "shmbus/value.hpp"
+#include "shmbus/wait_any.hpp"
 #include "test_support.hpp"
 
 namespace shmbus {
@@ -119,6 +124,105 @@ TEST(Listener, ClosedListenerRefusesAcceptAndClients) {
   EXPECT_EQ(test::code_of([&] { (void)Client(g.name(), 1s); }), Errc::not_found);
 }
 
+TEST(Listener, SharedNameOutlivesItsCreatorAndTheLastCloseRemovesIt) {
+  SegmentGuard g(unique_name("lsts"));
+  Event listening;
+  const pid_t creator = test::fork_child([&] {
+    Listener first(g.name(), {.shared = true});
+    listening.set();
+    for (;;) ::pause();  // killed below
+    return 0;
+  });
+  ASSERT_TRUE(listening.wait_for(10s));
+  Listener second(g.name(), {.shared = true});                              // joins
+  EXPECT_EQ(test::code_of([&] { Listener l(g.name()); }), Errc::already_exists);  // not shared
+  ::kill(creator, SIGKILL);
+  ASSERT_EQ(test::wait_child(creator).signal, SIGKILL);
+  EXPECT_EQ(test::code_of([&] { Listener l(g.name()); }), Errc::already_exists);  // `second` lives
+  const pid_t kid = client(g.name(), 3);  // its liveness check finds `second`
+  serve(second, 1);
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+  second.close();  // the last live server: the name goes
+  EXPECT_EQ(test::code_of([&] { (void)Client(g.name(), 1s); }), Errc::not_found);
+}
+
+TEST(Listener, SharedServersAcceptEachClientOnce) {
+  SegmentGuard g(unique_name("lsto"));
+  constexpr int kClients = 8;
+  Listener mine(g.name(), {.shared = true});
+  Value<int> served{0};
+  // One server in a child, one here; each client is answered exactly once
+  // (its own pipe carries one reply), and together they answer all.
+  const auto serve_until_all = [&](Listener& l) {
+    int here = 0;
+    while (served.get() < kClients) {
+      auto c = l.accept_for(10ms);
+      if (!c) continue;
+      int id = 0;
+      if (c->recv_for(id, 10s) != RecvResult::ok || c->send(id * 10) != SendResult::ok) return -1;
+      served.fetch_add(1);
+      ++here;
+    }
+    return here;
+  };
+  Event joined;
+  const pid_t other = test::fork_child([&] {
+    Listener theirs(g.name(), {.shared = true});
+    joined.set();
+    return serve_until_all(theirs) >= 0 ? 0 : 1;
+  });
+  ASSERT_TRUE(joined.wait_for(10s));
+  std::vector<pid_t> kids;
+  for (int i = 0; i < kClients; ++i) kids.push_back(client(g.name(), i));
+  EXPECT_GE(serve_until_all(mine), 0);
+  for (pid_t k : kids) EXPECT_EQ(test::wait_child(k).code, 0);
+  EXPECT_EQ(test::wait_child(other).code, 0);
+  EXPECT_EQ(served.get(), kClients);
+}
+
+TEST(Listener, MovedFromListenerLeavesTheNameToItsSuccessor) {
+  SegmentGuard g(unique_name("lstm"));
+  std::optional<Listener> first(std::in_place, g.name());
+  Listener moved = std::move(*first);
+  first.reset();  // a moved-from Listener closes nothing
+  const pid_t kid = client(g.name(), 5);
+  serve(moved, 1);
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+  Listener assigned(unique_name("lstm2"));
+  assigned = std::move(moved);  // closes what it had, takes the name
+  const pid_t again = client(g.name(), 6);
+  serve(assigned, 1);
+  EXPECT_EQ(test::wait_child(again).code, 0);
+}
+
+TEST(Listener, WaitSeesAClientBesideOtherObjects) {
+  SegmentGuard g(unique_name("lstw"));
+  Listener listener(g.name());
+  Event other;
+  EXPECT_TRUE(wait({listener, other}, 1ms).empty());  // nobody yet
+  const pid_t kid = client(g.name(), 4);
+  EXPECT_EQ(wait({other, listener}, 10s), std::vector<std::size_t>{1});
+  serve(listener, 1);
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+  listener.close();
+  EXPECT_EQ(wait({listener}, 10s), std::vector<std::size_t>{0});  // closed: accept() won't wait
+}
+
+TEST(Listener, FilenoPollsReadableWhileAClientWaits) {
+  SegmentGuard g(unique_name("lstf"));
+  Listener listener(g.name());
+  pollfd p{listener.fileno(), POLLIN, 0};
+  ASSERT_GE(p.fd, 0);
+  EXPECT_EQ(::poll(&p, 1, 0), 0);
+  const pid_t kid = client(g.name(), 6);
+  EXPECT_EQ(::poll(&p, 1, 10'000), 1);
+  serve(listener, 1);
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+  EXPECT_FALSE(listener.try_accept().has_value());  // drained: level-triggered off again
+  p.revents = 0;
+  EXPECT_EQ(::poll(&p, 1, 0), 0);
+}
+
 TEST(Listener, BadNamesAreClearErrors) {
   SegmentGuard g(unique_name("lstq"));
   auto q = Queue<int>::create(g.name());
@@ -126,7 +230,7 @@ TEST(Listener, BadNamesAreClearErrors) {
   EXPECT_EQ(test::code_of([&] { (void)Client(unique_name("absent"), 1s); }), Errc::not_found);
   EXPECT_EQ(test::code_of([&] { Listener l(std::string(kMaxListenerName + 1, 'x')); }),
             Errc::invalid_name);
-  EXPECT_EQ(test::code_of([&] { Listener l(g.name()); }), Errc::already_exists);
+  EXPECT_EQ(test::code_of([&] { Listener l(g.name()); }), Errc::wrong_kind);  // a queue
 }
 
 }  // namespace

@@ -7,9 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <cstring>
 #include <string>
 #include <vector>
 
+#include "shmbus/event.hpp"
 #include "test_support.hpp"
 
 namespace shmbus {
@@ -195,6 +197,91 @@ TEST(Service, FloodingClientDoesNotStarveAnother) {
   EXPECT_EQ(test::wait_child(other).code, 0);
   while (auto req = server.take_for(200ms)) req->respond(0);
   EXPECT_EQ(test::wait_child(flood).code, 0);
+}
+
+TEST(Service, SharedServersOneDiesItsClientsMoveToTheOther) {
+  SegmentGuard g(unique_name("svc2"));
+  const ServiceOptions shared{.listener = {.shared = true}};
+  Event a_ready, connected, a_killed;
+  const pid_t a = test::fork_child([&] {
+    Service<int, int> server(g.name(), shared);
+    a_ready.set();
+    for (;;)
+      if (auto req = server.take_for(10s)) req->respond(::getpid());
+    return 0;
+  });
+  ASSERT_TRUE(a_ready.wait_for(10s));
+  const pid_t client = test::fork_child([&] {
+    ServiceClient<int, int> c(g.name(), 10s);  // accepted by `a`: the only server yet
+    if (c.call(0, 10s) != a) return 1;
+    connected.set();
+    if (!a_killed.wait_for(10s)) return 2;
+    if (test::code_of([&] { (void)c.call(1, 10s); }) != Errc::peer_dead) return 3;
+    return c.call(2, 10s) == ::getppid() ? 0 : 4;  // connected again: the other server
+  });
+  ASSERT_TRUE(connected.wait_for(10s));
+  Service<int, int> b(g.name(), shared);  // joins while `a` serves
+  ::kill(a, SIGKILL);
+  ASSERT_EQ(test::wait_child(a).signal, SIGKILL);
+  a_killed.set();
+  auto req = b.take_for(10s);
+  ASSERT_TRUE(req.has_value());
+  EXPECT_EQ(req->value(), 2);
+  req->respond(::getpid());
+  EXPECT_EQ(test::wait_child(client).code, 0);
+}
+
+// A raw frame: the 16-byte header and a value.
+std::vector<std::byte> frame(std::uint64_t id, detail::FrameKind kind, int value) {
+  const detail::ServiceHeader h{id, static_cast<std::uint32_t>(kind), 0};
+  std::vector<std::byte> f(sizeof h + sizeof value);
+  std::memcpy(f.data(), &h, sizeof h);
+  std::memcpy(f.data() + sizeof h, &value, sizeof value);
+  return f;
+}
+
+TEST(Service, ClientReusingAnOpenIdIsDropped) {
+  SegmentGuard g(unique_name("svcr"));
+  Service<int, int> server(g.name());
+  const pid_t kid = test::fork_child([&] {
+    Connection c = Client(g.name(), 10s);
+    for (int i = 0; i < 2; ++i)
+      if (c.send_bytes(frame(7, detail::FrameKind::request, i)) != SendResult::ok) return 1;
+    std::vector<std::byte> in;
+    return c.recv_bytes(in, SIZE_MAX) == RecvResult::eof ? 0 : 2;  // dropped, unanswered
+  });
+  auto first = server.take_for(10s);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->value(), 0);
+  EXPECT_FALSE(server.take_for(50ms).has_value());  // id 7 again while open: dropped
+  EXPECT_FALSE(first->respond(1));
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+}
+
+TEST(Service, CallReturnsByItsDeadlineUnderAFloodOfOtherFrames) {
+  SegmentGuard g(unique_name("svcj"));
+  Listener hostile(g.name());
+  Event stop;
+  const pid_t kid = test::fork_child([&] {
+    Connection c = *hostile.accept_for(10s);
+    for (std::uint64_t id = 1000; !stop.is_set(); ++id)  // responses to calls never made
+      (void)c.try_send_bytes(frame(id, detail::FrameKind::last, 0));
+    return 0;
+  });
+  ServiceClient<int, int> client(g.name(), 10s);
+  auto call = client.call_async(1);
+  EXPECT_THROW(
+      {
+        try {
+          (void)call.get_for(20ms);
+        } catch (const Error& e) {
+          EXPECT_EQ(e.code(), Errc::timed_out);
+          throw;
+        }
+      },
+      Error);
+  stop.set();
+  EXPECT_EQ(test::wait_child(kid).code, 0);
 }
 
 }  // namespace

@@ -38,6 +38,7 @@
 #include "shmbus/detail/tracked.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/event.hpp"
+#include "shmbus/listener.hpp"
 #include "shmbus/lock.hpp"
 #include "shmbus/object_kind.hpp"
 #include "shmbus/pipe.hpp"
@@ -107,6 +108,15 @@ class Bus {
   // publisher() and subscribe() on the handle.
   template <class T = std::byte>
   Topic topic(std::string_view object, const TopicOptions& options = {});
+
+  // The listener `object` (see listener.hpp): created and registered by
+  // the first server; another process joins it with options.shared, else
+  // gets Errc::already_exists while it lives. Its clients connect with
+  // client(object).
+  Listener listener(std::string_view object, const ListenerOptions& options = {});
+  // Client(): a connection to this bus's listener `object`.
+  Connection client(std::string_view object, std::optional<Clock::duration> timeout = std::nullopt,
+                    const PipeOptions& options = {}) const;
 
   // Closes this handle; if it was the last open one, unlinks the bus and
   // all its objects. The destructor does the same.

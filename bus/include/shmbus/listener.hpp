@@ -20,9 +20,16 @@
 //
 // Who may call what: any process of the user (segments are 0600 unless
 // ListenerOptions::segment.permissions says otherwise: e.g. 0660 for a
-// group). One process accepts at a time (several threads of it may); a
-// forked child may accept on an inherited Listener. Setup calls throw
-// shmbus::Error.
+// group). Several threads of a process may accept on one Listener; a forked
+// child may accept on an inherited one. Setup calls throw shmbus::Error.
+//
+// Several servers on one name (ListenerOptions::shared, in every one of
+// them): each process makes its own Listener of the name and they share one
+// backlog, as processes accepting on one socket do; each client is accepted
+// by exactly one of them (whichever accepts first). The name lives while
+// any of them does: a server's death or close() leaves the others serving,
+// and the last one to close removes the name. A client's liveness check
+// looks for any live server.
 //
 // Deaths and bad input: a client that dies before it is accepted leaves a
 // request whose pipe accept() opens and hands over (its first recv reads
@@ -39,6 +46,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "shmbus/connection.hpp"
 #include "shmbus/detail/queue_core.hpp"
@@ -49,6 +57,9 @@ namespace shmbus {
 struct ListenerOptions {
   // Connection requests that may wait for accept() at once.
   std::size_t backlog = 64;
+  // Join the live listener of this name instead of failing with
+  // already_exists: several server processes accept from one backlog.
+  bool shared = false;
   SegmentOptions segment{};
 };
 
@@ -57,10 +68,25 @@ inline constexpr std::size_t kMaxListenerName = 160;
 class Listener {
  public:
   // Creates the listener `name`: Errc::already_exists if a live listener
-  // has it; a name left by a listener whose process died is taken over.
+  // has it (unless options.shared: then this process joins it); a name
+  // left by listeners whose processes all died is taken over.
   explicit Listener(std::string_view name, const ListenerOptions& options = {});
-  Listener(Listener&&) noexcept = default;
-  Listener& operator=(Listener&&) noexcept = default;
+  // A moved-from Listener is closed (its destructor leaves the name).
+  Listener(Listener&& o) noexcept
+      : name_(std::move(o.name_)),
+        backlog_(std::move(o.backlog_)),
+        creator_(std::exchange(o.creator_, 0)),
+        shared_(o.shared_) {}
+  Listener& operator=(Listener&& o) noexcept {
+    if (this != &o) {
+      close();
+      name_ = std::move(o.name_);
+      backlog_ = std::move(o.backlog_);
+      creator_ = std::exchange(o.creator_, 0);
+      shared_ = o.shared_;
+    }
+    return *this;
+  }
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
   // Closes (see close()).
@@ -81,19 +107,28 @@ class Listener {
   // Clients waiting to be accepted (approximate).
   [[nodiscard]] std::size_t pending() const noexcept { return backlog_.qsize(); }
 
+  // A descriptor that polls readable while a client may be waiting (or the
+  // listener is closed): epoll/Asio/libuv, as the queues' fileno() (see
+  // wait_any.hpp). A Listener is also a Waitable of shmbus::wait().
+  [[nodiscard]] int fileno() { return backlog_.fileno(); }
+
   // Stops accepting and removes the name: waiting and later Client() calls
   // fail; connections already accepted are not affected. Only the process
-  // that created the listener removes the name.
+  // that made this Listener removes the name (a forked child's close()
+  // closes the backlog). A shared listener with other live servers only
+  // leaves: they go on accepting, and the last one removes the name.
   void close() noexcept;
 
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
  private:
+  friend class Waitable;  // waits on the backlog (wait_any.hpp)
   std::optional<Connection> accept_impl(const Clock::time_point* deadline, bool wait);
 
   std::string name_;
   detail::QueueCore backlog_;
-  pid_t creator_ = 0;
+  pid_t creator_ = 0;  // the process that made this handle; 0 once closed
+  bool shared_ = false;
 };
 
 // Connects to the listener `name` and returns this side's duplex end once

@@ -36,10 +36,17 @@
 // value that does not decode is a protocol error: the server drops that
 // client; a client ignores responses to ids it does not wait for.
 //
-// Threads: a Service is used by one thread at a time; so is a
-// ServiceClient with its PendingCalls. One server per name: a second
+// Several servers: with ServiceOptions::listener.shared in each, any
+// number of server processes serve one name. Calls spread per client
+// connection: each client is accepted by one server, which takes every
+// request of that client (each request is taken once); a server's death
+// ends the pending calls of its own clients only (peer_dead, as above), and
+// their next call connects to a live server. Without `shared`, a second
 // Service of a live server's name throws already_exists; a server that
 // died leaves the name to the next one.
+//
+// Threads: a Service is used by one thread at a time; so is a
+// ServiceClient with its PendingCalls.
 #pragma once
 
 #include <chrono>

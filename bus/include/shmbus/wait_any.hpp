@@ -19,6 +19,10 @@
 //                     wait for a heap block.
 //   Event             set.
 //   Semaphore         acquirable (value > 0); wait() takes nothing.
+//   Listener          a client waits to be accepted (accept() would not
+//                     wait), or the listener is closed; a client that gave
+//                     up meanwhile makes it ready for nothing (try_accept()
+//                     then returns nullopt).
 //   Process           exited (its sentinel, a pidfd, polls readable), or
 //                     already joined when the Waitable was made (it holds
 //                     the sentinel's number: make it again after a join).
@@ -80,9 +84,9 @@
 // receiving side), as for recv(). Queues, Events and Semaphores may be
 // waited on by any number of threads and processes.
 //
-// fileno() (Connection, every queue, Event, Semaphore, topic Subscriber; a
-// Process's sentinel() is already a pidfd): an eventfd of the calling process for
-// poll/epoll/Asio/libuv. An eventfd cannot be written by an unrelated
+// fileno() (Connection, every queue, Event, Semaphore, Listener, topic
+// Subscriber; a Process's sentinel() is already a pidfd): an eventfd of the
+// calling process for poll/epoll/Asio/libuv. An eventfd cannot be written by an unrelated
 // process (pidfd_getfd needs ptrace rights, SCM_RIGHTS a socket per pair),
 // so the first fileno() of an object starts one thread in this process
 // (detail/fd_bridge.hpp) that sleeps on the object exactly as a blocked
@@ -118,6 +122,7 @@
 
 #include "shmbus/connection.hpp"
 #include "shmbus/event.hpp"
+#include "shmbus/listener.hpp"
 #include "shmbus/process.hpp"
 #include "shmbus/queue.hpp"
 #include "shmbus/semaphore.hpp"
@@ -136,8 +141,8 @@ QueueCore& queue_core_of(QueueHandle& q) noexcept;
 
 // A view of one object for wait(): it refers to the object (which must
 // outlive the wait), it owns nothing, and it is cheap to copy. Implicit
-// from a Connection, queue, Event, Semaphore, topic Subscriber or Process,
-// so a braced list of objects is a list of Waitables.
+// from a Connection, queue, Event, Semaphore, Listener, topic Subscriber or
+// Process, so a braced list of objects is a list of Waitables.
 class Waitable {
  public:
   Waitable(Connection& c);          // readable (see above)
@@ -145,6 +150,8 @@ class Waitable {
   Waitable(Semaphore& s) noexcept;  // acquirable
   Waitable(Subscriber& s) noexcept;  // a topic subscriber: readable (see above)
   Waitable(const Process& p);       // exited
+  Waitable(Listener& l) noexcept    // a client to accept
+      : Waitable(&detail::queue_ops(false), &l.backlog_, &l) {}
   template <class Q>
   requires std::is_base_of_v<detail::QueueHandle, Q> Waitable(Q& q)
   noexcept  // readable

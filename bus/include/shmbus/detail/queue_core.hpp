@@ -264,6 +264,11 @@ class QueueCore {
 
   void close() noexcept;
   [[nodiscard]] bool closed() const noexcept;
+  // Removes this process from the segment's attachment table (it keeps its
+  // mapping): a shared Listener leaving while others listen.
+  void detach() noexcept {
+    if (segment_) segment_->detach();
+  }
   [[nodiscard]] std::size_t qsize() const noexcept;
   [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
   [[nodiscard]] std::size_t slot_payload() const noexcept { return slot_payload_; }
