@@ -219,7 +219,7 @@ TEST(RemoteListener, ARestartedListenerResetsTheClient) {
     std::atomic<int> stage;
   };
   shmbus::test::SharedBlock<Shared> sh;
-  const pid_t child = shmbus::test::fork_child([&] {
+  const pid_t child = shmbus::test::fork_child([&]() -> int {
     sb::Listener l{"tcp://127.0.0.1:0", listener_options(k)};
     std::snprintf(sh->endpoint, sizeof sh->endpoint, "%s", l.endpoint().c_str());
     sh->stage = 1;
@@ -227,6 +227,7 @@ TEST(RemoteListener, ARestartedListenerResetsTheClient) {
     (void)c.recv_string();
     sh->stage = 2;
     for (;;) (void)c.poll(1s);  // held open until killed
+    return 0;
   });
   ASSERT_TRUE(shmbus::test::poll_until([&] { return sh->stage == 1; }));
   const std::string ep = sh->endpoint;
