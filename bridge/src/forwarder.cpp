@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <map>
 #include <optional>
@@ -98,6 +99,7 @@ struct InboxHeader {
 };
 
 constexpr std::size_t kMaxOutboxBytes = std::size_t{64} << 20;
+constexpr std::size_t kMaxPending = std::size_t{1} << 16;
 
 std::string full_name(const std::string& bus, const std::string& queue) {
   return bus.empty() ? queue : bus + "." + queue;
@@ -184,8 +186,10 @@ struct InChannel {
   std::optional<QueueCore> core;  // nullopt while the local queue is missing
   std::optional<SharedMemory> shm;
   InboxHeader* hdr = nullptr;
-  std::vector<std::byte> pending;  // a message the full queue did not take yet
-  std::uint64_t pending_seq = 0;
+  // Messages received in order but not yet put (the local queue is full or
+  // missing): at most the sender's window, since it sends nothing beyond
+  // applied + window; kMaxPending bounds a misbehaving peer.
+  std::deque<std::pair<std::uint64_t, std::vector<std::byte>>> pending;
   std::uint64_t last_acked = 0;
   std::uint64_t applied_here = 0;
   std::uint64_t full_waits = 0;
@@ -431,28 +435,30 @@ struct Forwarder::Impl {
     }
   }
 
-  // Puts the pending message, if any; false while the queue is full.
+  // Puts the pending messages in order; false while some wait for room.
   bool put_pending(InChannel& ch) {
-    if (ch.pending_seq == 0) return true;
-    if (!ch.core) return false;
-    InboxHeader& h = *ch.hdr;
-    // [inbox.commit] applying before the put, applied after: a restart that
-    // finds applying == applied + 1 knows the put may have happened.
-    h.applying.store(ch.pending_seq, std::memory_order_seq_cst);
-    const QueueResult r = ch.core->put(ch.pending, nullptr, false);
-    if (r == QueueResult::full) {
-      h.applying.store(0, std::memory_order_relaxed);
-      ++ch.full_waits;
-      return false;
+    while (!ch.pending.empty()) {
+      if (!ch.core) return false;
+      auto& [seq, msg] = ch.pending.front();
+      InboxHeader& h = *ch.hdr;
+      // [inbox.commit] applying before the put, applied after: a restart
+      // that finds applying == applied + 1 knows the put may have happened.
+      h.applying.store(seq, std::memory_order_seq_cst);
+      const QueueResult r = ch.core->put(msg, nullptr, false);
+      if (r == QueueResult::full) {
+        h.applying.store(0, std::memory_order_relaxed);
+        ++ch.full_waits;
+        return false;
+      }
+      if (r != QueueResult::ok)  // too large or closed: it can never go in; skip it
+        std::fprintf(stderr, "bus-bridge %s: dropped message %llu of '%s': %s\n",
+                     opt.name.c_str(), static_cast<unsigned long long>(seq), ch.queue.c_str(),
+                     std::string(to_string(r)).c_str());
+      h.applied.store(seq, std::memory_order_seq_cst);
+      h.applying.store(0, std::memory_order_release);
+      ch.pending.pop_front();
+      ++ch.applied_here;
     }
-    if (r != QueueResult::ok)  // too large or closed: it can never go in; skip it
-      std::fprintf(stderr, "bus-bridge %s: dropped message %llu of '%s': %s\n", opt.name.c_str(),
-                   static_cast<unsigned long long>(ch.pending_seq), ch.queue.c_str(),
-                   std::string(to_string(r)).c_str());
-    h.applied.store(ch.pending_seq, std::memory_order_seq_cst);
-    h.applying.store(0, std::memory_order_release);
-    ch.pending_seq = 0;
-    ++ch.applied_here;
     return true;
   }
 
@@ -460,14 +466,17 @@ struct Forwarder::Impl {
     if (channel >= in.size()) return;  // before the hello: the sender resends
     InChannel& ch = in[channel];
     const std::uint64_t applied = ch.hdr->applied.load(std::memory_order_relaxed);
-    if (seq <= applied || seq == ch.pending_seq) {
+    if (seq <= applied) {
       ch.hdr->duplicates.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
       ch.last_acked = 0;  // acknowledge again: the sender missed the ack
       return;
     }
-    if (seq != applied + 1 || ch.pending_seq != 0) return;  // a gap or a full queue: resent later
-    ch.pending.assign(body.begin(), body.end());
-    ch.pending_seq = seq;
+    const std::uint64_t expected = applied + ch.pending.size() + 1;
+    // Below expected: held already. Above: a gap (a frame lost with a
+    // broken link), resent by the sender's timer. Beyond kMaxPending: a
+    // peer ignoring its window.
+    if (seq != expected || ch.pending.size() >= kMaxPending) return;
+    ch.pending.emplace_back(seq, std::vector<std::byte>(body.begin(), body.end()));
     (void)put_pending(ch);
   }
 
@@ -529,7 +538,7 @@ struct Forwarder::Impl {
       // Apply what waited for room or for its queue, then acknowledge.
       for (InChannel& ch : in) {
         if (!ch.core && now - last_hello >= heartbeat) try_open(ch);
-        if (ch.pending_seq != 0 && put_pending(ch)) progress = true;
+        if (!ch.pending.empty() && put_pending(ch)) progress = true;
       }
       send_acks(c);
       if (peer_ready) {
@@ -562,7 +571,7 @@ struct Forwarder::Impl {
       for (OutChannel& ch : out)
         if (ch.in_flight() < ch.hdr->window) fds.push_back(pollfd{ch.core.fileno(), POLLIN, 0});
     bool pending = false;  // a message waits for room in a local queue
-    for (const InChannel& ch : in) pending = pending || ch.pending_seq != 0;
+    for (const InChannel& ch : in) pending = pending || !ch.pending.empty();
     // A full peer queue has no descriptor: look again in a millisecond.
     (void)::poll(fds.data(), fds.size(), pending ? 1 : 2);
   }
