@@ -236,8 +236,9 @@ void BM_ZeroMQ_Curve_RTT(benchmark::State& state) {
 
 void BM_PyMpListener_Block_RTT(benchmark::State& state) {
   const auto& cpus = shmbus::bench::bench_cpus();
-  shmbus::bench::python_peer(state, "py_mp_listener.py",
-                             {std::to_string(state.max_iterations), std::to_string(state.range(0)),
+  shmbus::bench::python_peer(state, "py_mp_rtt.py",
+                             {"listener", std::to_string(state.max_iterations),
+                              std::to_string(state.range(0)),
                               std::to_string(cpus.parent), std::to_string(cpus.child)});
 }
 

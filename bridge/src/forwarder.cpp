@@ -609,37 +609,43 @@ std::vector<InboundStats> Forwarder::inbound() const {
   return v;
 }
 
-ChannelStats read_outbox(const std::string& bridge, const std::string& queue) {
-  const std::string name = bridge + ".out." + queue;
+namespace {
+// Maps a bridge state segment read-only (not attached) and checks its magic.
+template <class Header>
+const Header& open_state(std::optional<SharedMemory>& shm, const std::string& name,
+                         std::uint64_t magic, const char* what) {
   SegmentOptions o = state_segment_options();
   o.attach = false;
-  const SharedMemory shm = SharedMemory::open(name, o);
-  if (shm.size() < sizeof(OutboxHeader)) throw Error(Errc::corrupted, name, "too small");
-  const auto* h = reinterpret_cast<const OutboxHeader*>(shm.buf().data());
-  if (h->magic != kOutboxMagic) throw Error(Errc::corrupted, name, "not a bridge outbox");
+  shm.emplace(SharedMemory::open(name, o));
+  if (shm->size() < sizeof(Header)) throw Error(Errc::corrupted, name, "too small");
+  const auto* h = reinterpret_cast<const Header*>(shm->buf().data());
+  if (h->magic != magic) throw Error(Errc::corrupted, name, std::string("not a bridge ") + what);
+  return *h;
+}
+}  // namespace
+
+ChannelStats read_outbox(const std::string& bridge, const std::string& queue) {
+  std::optional<SharedMemory> shm;
+  const auto& h = open_state<OutboxHeader>(shm, bridge + ".out." + queue, kOutboxMagic, "outbox");
   ChannelStats c;
   c.queue = queue;
-  c.acked = h->acked.load(std::memory_order_acquire);
-  c.sent = h->next_seq.load(std::memory_order_acquire) - 1;
+  c.acked = h.acked.load(std::memory_order_acquire);
+  c.sent = h.next_seq.load(std::memory_order_acquire) - 1;
   c.in_flight = c.sent - c.acked;
-  c.take_interrupted = h->take_interrupted.load(std::memory_order_relaxed);
+  c.take_interrupted = h.take_interrupted.load(std::memory_order_relaxed);
   return c;
 }
 
 InboundStats read_inbox(const std::string& bridge, const std::string& peer,
                         const std::string& queue) {
-  const std::string name = bridge + ".in." + peer + "." + queue;
-  SegmentOptions o = state_segment_options();
-  o.attach = false;
-  const SharedMemory shm = SharedMemory::open(name, o);
-  if (shm.size() < sizeof(InboxHeader)) throw Error(Errc::corrupted, name, "too small");
-  const auto* h = reinterpret_cast<const InboxHeader*>(shm.buf().data());
-  if (h->magic != kInboxMagic) throw Error(Errc::corrupted, name, "not a bridge inbox");
+  std::optional<SharedMemory> shm;
+  const auto& h = open_state<InboxHeader>(shm, bridge + ".in." + peer + "." + queue, kInboxMagic,
+                                          "inbox");
   InboundStats s;
   s.queue = queue;
-  s.applied = h->applied.load(std::memory_order_acquire);
-  s.duplicates = h->duplicates.load(std::memory_order_relaxed);
-  s.apply_uncertain = h->apply_uncertain.load(std::memory_order_relaxed);
+  s.applied = h.applied.load(std::memory_order_acquire);
+  s.duplicates = h.duplicates.load(std::memory_order_relaxed);
+  s.apply_uncertain = h.apply_uncertain.load(std::memory_order_relaxed);
   return s;
 }
 

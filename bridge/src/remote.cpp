@@ -388,8 +388,7 @@ void Connection::throw_unless_ok(RecvResult r) const {
 
 bool Connection::poll(std::chrono::nanoseconds timeout) {
   if (!ep_) return false;
-  // A message received here is kept for the next recv (rx_ holds it).
-  if (ep_->hub) {
+  if (ep_->hub) {  // messages the pump reads wait in the peers' inboxes
     const Deadline d = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
     for (;;) {
       auto it = ep_->hub->peers.find(ep_->id);
