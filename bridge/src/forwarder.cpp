@@ -521,8 +521,14 @@ struct Forwarder::Impl {
         const std::span<const std::byte> body(rx.data() + sizeof h, rx.size() - sizeof h);
         switch (h.kind) {
           case Kind::hello:
-            on_hello(body);
-            (void)send(c, Kind::hello_ok, 0, 0, {});
+            try {
+              on_hello(body);
+              (void)send(c, Kind::hello_ok, 0, 0, {});
+            } catch (const Error& e) {  // a hello we cannot use: say so, apply nothing
+              in.clear();
+              std::fprintf(stderr, "bus-bridge %s: ignored the peer's hello: %s\n",
+                           opt.name.c_str(), e.what());
+            }
             break;
           case Kind::hello_ok:
             if (!peer_ready) {

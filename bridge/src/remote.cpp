@@ -164,7 +164,7 @@ struct Hub {
     bool eof = false;
   };
 
-  std::string where;
+  std::string where;  // as given to the Listener; set before the ZAP thread starts
   void* ctx = nullptr;
   void* router = nullptr;
   std::set<std::string> allowed;  // raw 32-byte public keys
@@ -477,7 +477,7 @@ Listener::Listener(std::string_view endpoint, const ListenerOptions& options)
   endpoint_ = zmq_getsockopt(hub_->router, ZMQ_LAST_ENDPOINT, last.data(), &n) == 0
                   ? std::string(last.data())
                   : where;
-  hub_->where = endpoint_;
+  // hub_->where stays as given: the ZAP thread reads it (for its log lines).
 }
 
 Listener::Listener(Listener&&) noexcept = default;
