@@ -59,8 +59,9 @@ struct Pair {
   sb::Connection server;
 };
 void connect_pair(Pair& p, const Keys& k) {
-  p.listener.emplace("tcp://127.0.0.1:0",
-                     sb::ListenerOptions{.key = k.server, .allowed_clients = {k.client.public_key}});
+  p.listener.emplace(
+      "tcp://127.0.0.1:0",
+      sb::ListenerOptions{.key = k.server, .allowed_clients = {k.client.public_key}});
   std::thread t([&] {
     p.client = sb::Client(p.listener->endpoint(),
                           {.key = k.client, .server_key = k.server.public_key}, 10s);
@@ -236,10 +237,10 @@ void BM_ZeroMQ_Curve_RTT(benchmark::State& state) {
 
 void BM_PyMpListener_Block_RTT(benchmark::State& state) {
   const auto& cpus = shmbus::bench::bench_cpus();
-  shmbus::bench::python_peer(state, "py_mp_rtt.py",
-                             {"listener", std::to_string(state.max_iterations),
-                              std::to_string(state.range(0)),
-                              std::to_string(cpus.parent), std::to_string(cpus.child)});
+  shmbus::bench::python_peer(
+      state, "py_mp_rtt.py",
+      {"listener", std::to_string(state.max_iterations), std::to_string(state.range(0)),
+       std::to_string(cpus.parent), std::to_string(cpus.child)});
 }
 
 }  // namespace

@@ -44,7 +44,8 @@ struct WireHeader {
 };
 static_assert(sizeof(WireHeader) == 16);
 
-using HelloChannel = std::tuple<std::string, std::uint32_t, std::uint64_t, std::string, std::uint64_t>;
+using HelloChannel =
+    std::tuple<std::string, std::uint32_t, std::uint64_t, std::string, std::uint64_t>;
 using Hello = std::tuple<std::string, std::vector<HelloChannel>>;
 
 // ---- outbox: "<name>.out.<queue>", format v1 ---------------------------------
@@ -200,11 +201,16 @@ struct InChannel {
 
 std::string_view to_string(RunEnd e) noexcept {
   switch (e) {
-    case RunEnd::stopped: return "stopped";
-    case RunEnd::peer_closed: return "peer_closed";
-    case RunEnd::peer_reset: return "peer_reset";
-    case RunEnd::peer_silent: return "peer_silent";
-    case RunEnd::interrupted: return "interrupted";
+    case RunEnd::stopped:
+      return "stopped";
+    case RunEnd::peer_closed:
+      return "peer_closed";
+    case RunEnd::peer_reset:
+      return "peer_reset";
+    case RunEnd::peer_silent:
+      return "peer_silent";
+    case RunEnd::interrupted:
+      return "interrupted";
   }
   return "unknown";
 }
@@ -231,9 +237,8 @@ struct Forwarder::Impl {
     }
     if (ch.shm) {
       auto* h = reinterpret_cast<OutboxHeader*>(ch.shm->buf().data());
-      const bool same = ch.shm->buf().size() >= sizeof(OutboxHeader) &&
-                        h->magic == kOutboxMagic && h->slot_bytes == slot &&
-                        h->entry_stride == stride && h->window == window &&
+      const bool same = ch.shm->buf().size() >= sizeof(OutboxHeader) && h->magic == kOutboxMagic &&
+                        h->slot_bytes == slot && h->entry_stride == stride && h->window == window &&
                         ch.shm->buf().size() == size && h->fingerprint == ch.id.fingerprint;
       if (same) {
         ch.hdr = h;
@@ -263,7 +268,7 @@ struct Forwarder::Impl {
     h->epoch = std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32) | 1u;
     h->fingerprint = ch.id.fingerprint;
     h->next_seq.store(1, std::memory_order_relaxed);  // relaxed: not shared yet
-    h->acked.store(0, std::memory_order_release);  // [outbox.commit]
+    h->acked.store(0, std::memory_order_release);     // [outbox.commit]
     ch.hdr = h;
     ch.entries = ch.shm->buf().data() + sizeof(OutboxHeader);
   }
@@ -346,8 +351,8 @@ struct Forwarder::Impl {
       // [outbox.commit] the get writes the length into the outbox after its
       // copy and before its [queue.release] (seq_cst) store: from there on a
       // restart holds and resends the message.
-      const QueueResult r = ch.core.get(std::span<std::byte>(ch.payload(s), h.slot_bytes),
-                                        e.length, nullptr, false);
+      const QueueResult r =
+          ch.core.get(std::span<std::byte>(ch.payload(s), h.slot_bytes), e.length, nullptr, false);
       if (r != QueueResult::ok) {
         e.seq.store(0, std::memory_order_relaxed);  // nothing taken
         break;
@@ -396,7 +401,8 @@ struct Forwarder::Impl {
       if (!kind) throw Error(Errc::corrupted, "bridge hello", "unknown object kind");
       ch.id = QueueIdentity{*kind, std::get<2>(hc), std::get<3>(hc)};
       const std::string name = opt.name + ".in." + peer + "." + ch.queue;
-      ch.shm.emplace(SharedMemory::open_or_create(name, sizeof(InboxHeader), state_segment_options()));
+      ch.shm.emplace(
+          SharedMemory::open_or_create(name, sizeof(InboxHeader), state_segment_options()));
       ch.hdr = reinterpret_cast<InboxHeader*>(ch.shm->buf().data());
       InboxHeader& h = *ch.hdr;
       const std::uint64_t epoch = std::get<4>(hc);
@@ -422,15 +428,15 @@ struct Forwarder::Impl {
     if (ch.core) return;
     const std::string full = full_name(opt.bus, ch.queue);
     try {
-      ch.core = QueueCore::open(
-          full, ch.id.kind, shmbus::detail::TypeTag{ch.id.fingerprint, ch.id.type_name},
-          QueueOptions{});
+      ch.core = QueueCore::open(full, ch.id.kind,
+                                shmbus::detail::TypeTag{ch.id.fingerprint, ch.id.type_name},
+                                QueueOptions{});
       ch.problem.clear();
     } catch (const Error& e) {
       if (ch.problem != e.what()) {
         ch.problem = e.what();
-        std::fprintf(stderr, "bus-bridge %s: cannot apply '%s' from %s yet: %s\n",
-                     opt.name.c_str(), ch.queue.c_str(), peer.c_str(), e.what());
+        std::fprintf(stderr, "bus-bridge %s: cannot apply '%s' from %s yet: %s\n", opt.name.c_str(),
+                     ch.queue.c_str(), peer.c_str(), e.what());
       }
     }
   }
@@ -451,8 +457,8 @@ struct Forwarder::Impl {
         return false;
       }
       if (r != QueueResult::ok)  // too large or closed: it can never go in; skip it
-        std::fprintf(stderr, "bus-bridge %s: dropped message %llu of '%s': %s\n",
-                     opt.name.c_str(), static_cast<unsigned long long>(seq), ch.queue.c_str(),
+        std::fprintf(stderr, "bus-bridge %s: dropped message %llu of '%s': %s\n", opt.name.c_str(),
+                     static_cast<unsigned long long>(seq), ch.queue.c_str(),
                      std::string(to_string(r)).c_str());
       h.applied.store(seq, std::memory_order_seq_cst);
       h.applying.store(0, std::memory_order_release);
@@ -536,9 +542,14 @@ struct Forwarder::Impl {
               for (std::uint32_t i = 0; i < out.size(); ++i) resend_all(c, out[i], i);
             }
             break;
-          case Kind::data: on_data(h.channel, h.seq, body); break;
-          case Kind::ack: on_ack(h.channel, h.seq); break;
-          case Kind::ping: break;
+          case Kind::data:
+            on_data(h.channel, h.seq, body);
+            break;
+          case Kind::ack:
+            on_ack(h.channel, h.seq);
+            break;
+          case Kind::ping:
+            break;
         }
       }
       // Apply what waited for room or for its queue, then acknowledge.
@@ -599,9 +610,8 @@ const ForwarderOptions& Forwarder::options() const noexcept { return impl_->opt;
 std::vector<ChannelStats> Forwarder::outbound() const {
   std::vector<ChannelStats> v;
   for (const OutChannel& ch : impl_->out)
-    v.push_back(ChannelStats{ch.queue, ch.sent,
-                             ch.hdr->acked.load(std::memory_order_relaxed), ch.retransmitted,
-                             ch.in_flight(),
+    v.push_back(ChannelStats{ch.queue, ch.sent, ch.hdr->acked.load(std::memory_order_relaxed),
+                             ch.retransmitted, ch.in_flight(),
                              ch.hdr->take_interrupted.load(std::memory_order_relaxed)});
   return v;
 }
@@ -645,8 +655,8 @@ ChannelStats read_outbox(const std::string& bridge, const std::string& queue) {
 InboundStats read_inbox(const std::string& bridge, const std::string& peer,
                         const std::string& queue) {
   std::optional<SharedMemory> shm;
-  const auto& h = open_state<InboxHeader>(shm, bridge + ".in." + peer + "." + queue, kInboxMagic,
-                                          "inbox");
+  const auto& h =
+      open_state<InboxHeader>(shm, bridge + ".in." + peer + "." + queue, kInboxMagic, "inbox");
   InboundStats s;
   s.queue = queue;
   s.applied = h.applied.load(std::memory_order_acquire);

@@ -60,7 +60,7 @@ KeyPair KeyPair::load(const std::string& path) {
   std::ifstream in(path);
   if (!in) {
     const int e = errno;
-    throw Error(e == ENOENT ? Errc::not_found
+    throw Error(e == ENOENT   ? Errc::not_found
                 : e == EACCES ? Errc::permission_denied
                               : Errc::system,
                 path, std::string("cannot read the key file: ") + std::strerror(e));

@@ -144,8 +144,7 @@ SendResult send_frame(void* s, const std::string* routing_id, char type,
     // EAGAIN: the high-water mark is reached (a ROUTER drops the id frame
     // with the rest, so the whole message is retried).
     if (!block) return SendResult::full;
-    if (!wait_socket(s, ZMQ_POLLOUT, deadline) && deadline != nullptr &&
-        Clock::now() >= *deadline)
+    if (!wait_socket(s, ZMQ_POLLOUT, deadline) && deadline != nullptr && Clock::now() >= *deadline)
       return SendResult::timeout;
   }
 }
@@ -206,14 +205,14 @@ struct Hub {
           if (on_refused)
             on_refused(who);
           else
-            std::fprintf(stderr, "shmbus bridge %s: refused client key %s from %s\n",
-                         where.c_str(), who.public_key.c_str(), who.address.c_str());
+            std::fprintf(stderr, "shmbus bridge %s: refused client key %s from %s\n", where.c_str(),
+                         who.public_key.c_str(), who.address.c_str());
         } catch (...) {  // a throwing logger does not stop authentication
         }
       }
-      const std::array<std::string, 6> reply{frames[0], frames[1], ok ? "200" : "400",
-                                             ok ? "OK" : "client key not allowed",
-                                             ok ? user : "", ""};
+      const std::array<std::string, 6> reply{
+          frames[0],      frames[1], ok ? "200" : "400", ok ? "OK" : "client key not allowed",
+          ok ? user : "", ""};
       for (std::size_t i = 0; i < reply.size(); ++i)
         zmq_send(rep, reply[i].data(), reply[i].size(), i + 1 < reply.size() ? ZMQ_SNDMORE : 0);
     }
@@ -343,7 +342,8 @@ void EndpointDeleter::operator()(Endpoint* e) const noexcept { delete e; }
 
 // ---- Connection ------------------------------------------------------------
 
-Connection::Connection(std::unique_ptr<detail::Endpoint, detail::EndpointDeleter> ep) noexcept : ep_(std::move(ep)) {}
+Connection::Connection(std::unique_ptr<detail::Endpoint, detail::EndpointDeleter> ep) noexcept
+    : ep_(std::move(ep)) {}
 Connection::Connection(Connection&&) noexcept = default;
 Connection& Connection::operator=(Connection&& o) noexcept {
   if (this != &o) {
@@ -410,8 +410,7 @@ void Connection::close() noexcept {
   if (!ep_) return;
   if (ep_->hub) {
     auto it = ep_->hub->peers.find(ep_->id);
-    if (it != ep_->hub->peers.end() && !it->second.eof)
-      (void)ep_->send(kBye, {}, nullptr, false);
+    if (it != ep_->hub->peers.end() && !it->second.eof) (void)ep_->send(kBye, {}, nullptr, false);
     ep_->hub->peers.erase(ep_->id);
   } else if (!ep_->eof && !ep_->reset) {
     (void)ep_->send(kBye, {}, nullptr, false);
@@ -604,11 +603,11 @@ Connection Client(std::string_view endpoint, const ClientOptions& options,
         std::memcpy(&event, ev.data(), 2);
         std::memcpy(&value, ev.data() + 2, 4);
       }
-      throw Error(Errc::permission_denied, where,
-                  event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
-                      ? "the listener refused this client's key (ZAP status " +
-                            std::to_string(value) + ")"
-                      : std::string("the CURVE handshake failed (is the server key right?)"));
+      throw Error(
+          Errc::permission_denied, where,
+          event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+              ? "the listener refused this client's key (ZAP status " + std::to_string(value) + ")"
+              : std::string("the CURVE handshake failed (is the server key right?)"));
     }
     if ((items[0].revents & ZMQ_POLLIN) != 0) {
       Msg m;

@@ -150,7 +150,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "bus-bridge: --connect needs --server-key\n");
       return 2;
     }
-    return connect(f, connect_to, sb::ClientOptions{.key = key, .server_key = public_key_arg(server_key)});
+    return connect(f, connect_to,
+                   sb::ClientOptions{.key = key, .server_key = public_key_arg(server_key)});
   } catch (const shmbus::Error& e) {
     std::fprintf(stderr, "bus-bridge: %s\n", e.what());
     return 4;

@@ -73,8 +73,9 @@ struct Net {
                   ns_a.c_str(), ns_b.c_str(), dev_a.c_str(), dev_b.c_str());
     } else {
       cleanup();
-      std::printf("[bridge fault] NOTE: network namespaces cannot be made here (not root, or no "
-                  "ip netns): falling back to loopback 127.0.0.1, and the link is NOT cut\n");
+      std::printf(
+          "[bridge fault] NOTE: network namespaces cannot be made here (not root, or no "
+          "ip netns): falling back to loopback 127.0.0.1, and the link is NOT cut\n");
     }
   }
   ~Net() { cleanup(); }
@@ -154,14 +155,13 @@ TEST(BridgeKill, EveryMessageOnceInOrderThroughKillsAndCuts) {
   const std::string ns_b = net.namespaces ? net.ns_b : "";
   auto start_a = [&] {
     return spawn_bridge(ns_a, {"--name", name_a, "--bus", bus_a, "--connect",
-                               "tcp://" + net.addr_b + ":" + port, "--key", key_a,
-                               "--server-key", kb.public_key, "--forward", "orders", "--window",
-                               "256"});
+                               "tcp://" + net.addr_b + ":" + port, "--key", key_a, "--server-key",
+                               kb.public_key, "--forward", "orders", "--window", "256"});
   };
   auto start_b = [&] {
-    return spawn_bridge(ns_b, {"--name", name_b, "--bus", bus_b, "--listen",
-                               "tcp://" + net.addr_b + ":" + port, "--key", key_b, "--allow",
-                               ka.public_key});
+    return spawn_bridge(
+        ns_b, {"--name", name_b, "--bus", bus_b, "--listen", "tcp://" + net.addr_b + ":" + port,
+               "--key", key_b, "--allow", ka.public_key});
   };
 
   shmbus::test::SharedBlock<Progress> pr;
@@ -241,22 +241,22 @@ TEST(BridgeKill, EveryMessageOnceInOrderThroughKillsAndCuts) {
 
   const auto out = shmbus::bridge::read_outbox(name_a, "orders");
   const auto in = shmbus::bridge::read_inbox(name_b, name_a, "orders");
-  std::printf("[bridge fault] %llu messages, %d kills, %d link cuts: received %llu, gaps %llu, "
-              "duplicates %llu, source lost %llu, take_interrupted %llu, apply_uncertain %llu, "
-              "retransmissions dropped by sequence %llu\n",
-              static_cast<unsigned long long>(total), kills, cuts,
-              static_cast<unsigned long long>(pr->received.load()),
-              static_cast<unsigned long long>(pr->gaps.load()),
-              static_cast<unsigned long long>(pr->duplicates.load()),
-              static_cast<unsigned long long>(lost),
-              static_cast<unsigned long long>(out.take_interrupted),
-              static_cast<unsigned long long>(in.apply_uncertain),
-              static_cast<unsigned long long>(in.duplicates));
+  std::printf(
+      "[bridge fault] %llu messages, %d kills, %d link cuts: received %llu, gaps %llu, "
+      "duplicates %llu, source lost %llu, take_interrupted %llu, apply_uncertain %llu, "
+      "retransmissions dropped by sequence %llu\n",
+      static_cast<unsigned long long>(total), kills, cuts,
+      static_cast<unsigned long long>(pr->received.load()),
+      static_cast<unsigned long long>(pr->gaps.load()),
+      static_cast<unsigned long long>(pr->duplicates.load()), static_cast<unsigned long long>(lost),
+      static_cast<unsigned long long>(out.take_interrupted),
+      static_cast<unsigned long long>(in.apply_uncertain),
+      static_cast<unsigned long long>(in.duplicates));
   EXPECT_TRUE(done) << "received " << pr->received.load() << " + lost " << lost << " of " << total;
   EXPECT_EQ(pr->bad.load(), 0u);
   EXPECT_LE(pr->gaps.load(), lost);  // only the take window loses, and the queue counts it
-  EXPECT_LE(pr->duplicates.load(), in.apply_uncertain);   // only the apply window repeats
-  EXPECT_EQ(out.in_flight, 0u);                           // everything acknowledged
+  EXPECT_LE(pr->duplicates.load(), in.apply_uncertain);  // only the apply window repeats
+  EXPECT_EQ(out.in_flight, 0u);                          // everything acknowledged
   std::remove(key_a.c_str());
   std::remove(key_b.c_str());
 }

@@ -2,6 +2,8 @@
 // threads, joined by a remote Connection over loopback, between two bus
 // names. Order and acknowledgement, a full remote queue pausing forwarding
 // with memory bounded by the window, a remote queue that appears late.
+#include "shmbus/bridge/forwarder.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <optional>
@@ -9,7 +11,6 @@
 #include <thread>
 
 #include "gtest/gtest.h"
-#include "shmbus/bridge/forwarder.hpp"
 #include "shmbus/bridge/remote.hpp"
 #include "shmbus/queue.hpp"
 #include "test_support.hpp"
@@ -54,8 +55,8 @@ struct Link {
     });
     server = listener->accept();
     t.join();
-    fa.emplace(sb::ForwarderOptions{
-        .name = name_a, .bus = bus_a, .queues = {"orders"}, .window = window});
+    fa.emplace(
+        sb::ForwarderOptions{.name = name_a, .bus = bus_a, .queues = {"orders"}, .window = window});
     fb.emplace(sb::ForwarderOptions{.name = name_b, .bus = bus_b});
     ta = std::thread([&] { (void)fa->run(client, stop); });
     tb = std::thread([&] { (void)fb->run(server, stop); });
@@ -146,8 +147,7 @@ TEST(Forwarder, ARemoteQueueOfAnotherTypeIsNotFed) {
 
 TEST(Forwarder, AMissingLocalQueueIsASetupError) {
   const std::string u = shmbus::test::unique_name("fw");
-  EXPECT_EQ(shmbus::test::code_of([&] {
-              sb::Forwarder f{{.name = u, .bus = u + "-a", .queues = {"nope"}}};
-            }),
+  EXPECT_EQ(shmbus::test::code_of(
+                [&] { sb::Forwarder f{{.name = u, .bus = u + "-a", .queues = {"nope"}}}; }),
             shmbus::Errc::not_found);
 }

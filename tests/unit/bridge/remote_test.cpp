@@ -1,6 +1,8 @@
 // Remote Listener/Client over ZeroMQ with CURVE (bridge/remote.hpp), on
 // loopback: round trip, codec types, wrong keys refused (and never given
 // data), timeouts honoured, a peer's close seen as eof, fileno().
+#include "shmbus/bridge/remote.hpp"
+
 #include <poll.h>
 #include <signal.h>
 
@@ -15,7 +17,6 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "shmbus/bridge/remote.hpp"
 #include "test_support.hpp"
 
 namespace sb = shmbus::bridge;
@@ -133,7 +134,8 @@ TEST(RemoteListener, WrongServerKeyFailsTheClient) {
   co.server_key = sb::KeyPair::generate().public_key;  // an impostor's key
   std::atomic<bool> done{false};
   std::thread t([&] {
-    const shmbus::Errc code = shmbus::test::code_of([&] { (void)sb::Client(l.endpoint(), co, 2s); });
+    const shmbus::Errc code =
+        shmbus::test::code_of([&] { (void)sb::Client(l.endpoint(), co, 2s); });
     EXPECT_TRUE(code == shmbus::Errc::permission_denied || code == shmbus::Errc::timed_out)
         << shmbus::to_string(code);
     done = true;
@@ -267,6 +269,8 @@ TEST(RemoteKeys, SaveLoadAndValidate) {
   Keys keys;
   sb::ListenerOptions lo = listener_options(keys);
   lo.allowed_clients.clear();
-  EXPECT_EQ(shmbus::test::code_of([&] { sb::Listener l{"tcp://127.0.0.1:0", lo}; }),
+  EXPECT_EQ(shmbus::test::code_of([&] {
+              sb::Listener l{"tcp://127.0.0.1:0", lo};
+            }),
             shmbus::Errc::invalid_argument);
 }

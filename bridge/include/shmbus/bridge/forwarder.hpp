@@ -70,20 +70,20 @@ struct ForwarderOptions {
   // The local bus: queue "orders" is the segment "<bus>.orders" ("": the
   // queue's own name).
   std::string bus{};
-  std::vector<std::string> queues{};  // local queues to forward to the peer
-  std::size_t window = 1024;          // unacknowledged messages per queue
-  std::chrono::milliseconds retransmit{500};   // resend what is not acked after this
-  std::chrono::milliseconds heartbeat{250};    // a ping when nothing else was sent
+  std::vector<std::string> queues{};             // local queues to forward to the peer
+  std::size_t window = 1024;                     // unacknowledged messages per queue
+  std::chrono::milliseconds retransmit{500};     // resend what is not acked after this
+  std::chrono::milliseconds heartbeat{250};      // a ping when nothing else was sent
   std::chrono::milliseconds peer_timeout{3000};  // silence after which run() returns
 };
 
 // Counters of one forwarded queue, this process's view.
 struct ChannelStats {
   std::string queue;
-  std::uint64_t sent = 0;           // messages taken from the local queue
-  std::uint64_t acked = 0;          // highest sequence the peer committed (the outbox's)
-  std::uint64_t retransmitted = 0;  // data frames sent again
-  std::uint64_t in_flight = 0;      // taken, not yet acknowledged (<= window)
+  std::uint64_t sent = 0;              // messages taken from the local queue
+  std::uint64_t acked = 0;             // highest sequence the peer committed (the outbox's)
+  std::uint64_t retransmitted = 0;     // data frames sent again
+  std::uint64_t in_flight = 0;         // taken, not yet acknowledged (<= window)
   std::uint64_t take_interrupted = 0;  // outbox: takes a SIGKILL cut (see above)
 };
 struct InboundStats {

@@ -102,7 +102,7 @@ struct Endpoint;  // remote.cpp: one side of a connection over ZeroMQ
 struct EndpointDeleter {
   void operator()(Endpoint* e) const noexcept;
 };
-struct Hub;       // remote.cpp: a listener's socket, shared with its connections
+struct Hub;  // remote.cpp: a listener's socket, shared with its connections
 }  // namespace detail
 
 class Connection {
