@@ -9,9 +9,10 @@ what=${1:-test}
 pkgs=(build-essential cmake ninja-build pkg-config git
       libboost-dev libhwloc-dev hwloc googletest libgtest-dev libgmock-dev libbenchmark-dev
       libcli11-dev nlohmann-json3-dev libmsgpack-cxx-dev python3-msgpack liblmdb-dev
-      clang libclang-rt-14-dev python3)
+      clang libclang-rt-14-dev python3
+      libzmq3-dev)  # shmbus::bridge and bus-bridge (ZeroMQ + CURVE); also a bench peer
 if [[ $what == bench ]]; then
-  pkgs+=(libzmq3-dev python3-matplotlib)
+  pkgs+=(python3-matplotlib)
 fi
 
 missing=()

@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
-"""Round trips through Python's multiprocessing Pipe or Queue between two
-processes pinned to two CPUs; the peer figures of bench/peers_bench.cpp.
+"""Round trips through Python's multiprocessing between two processes pinned
+to two CPUs: the peer figures of bench/peers_bench.cpp, codec_bench.cpp,
+service_bench.cpp and bridge_bench.cpp.
 
-usage: py_mp_rtt.py pipe|queue|pipe_dict|listener|manager ITERATIONS BYTES PARENT_CPU CHILD_CPU
+usage: py_mp_rtt.py KIND ITERATIONS BYTES PARENT_CPU CHILD_CPU
 
-pipe_dict sends {"symbol": str, "prices": 8 floats, "qty": int} with
-Connection.send (pickled), as bench/codec_bench.cpp's struct (BYTES unused).
-listener: multiprocessing.connection Listener/Client over AF_UNIX with an
-authkey, bytes echoed (bench/service_bench.cpp's peer row).
-manager: one proxy call, Manager().dict()'s get() of a BYTES-long value (the
-Manager's server process pinned to CHILD_CPU): what a Service call replaces.
+KIND:
+  pipe, queue    multiprocessing Pipe (send_bytes) / Queue, BYTES-long bytes
+  pipe_dict      {"symbol": str, "prices": 8 floats, "qty": int} with
+                 Connection.send (pickled), as bench/codec_bench.cpp's struct
+                 (BYTES unused)
+  listener       multiprocessing.connection Listener/Client with an authkey
+                 over AF_UNIX (service_bench's peer row)
+  listener_tcp   the same over TCP loopback (bridge_bench's peer row)
+  manager        one proxy call: Manager().dict()'s get() of a BYTES-long
+                 value, the Manager's server threads pinned to CHILD_CPU
+                 (what a Service call replaces)
 
 Prints one line: p50_ns p99_ns p999_ns max_ns total_ns iterations
 (the same percentile rule as the C++ LatencyRecorder: sorted[int(q*(n-1))]).
@@ -18,8 +24,10 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from multiprocessing.connection import Client, Listener
 
 STOP = b"S"
+AUTHKEY = b"shmbus-bench-authkey"
 
 
 def echo(recv, send, cpu):
@@ -32,11 +40,9 @@ def echo(recv, send, cpu):
         send(m)
 
 
-def listener_echo(address, authkey, cpu):
-    """The child of `listener`: a Client that echoes until STOP."""
-    from multiprocessing.connection import Client
-    os.sched_setaffinity(0, {cpu})
-    with Client(address, family="AF_UNIX", authkey=authkey) as c:
+def echo_client(address, family, cpu):
+    """The listener's child: connects as a Client and echoes until STOP."""
+    with Client(address, family=family, authkey=AUTHKEY) as c:
         echo(c.recv_bytes, c.send_bytes, cpu)
 
 
@@ -57,12 +63,22 @@ def round_trips(send, recv, msg, iters):
     return samples, clock() - t_start
 
 
+def report(samples, total, iters, exitcode):
+    """Prints the result line, or fails when the peer failed."""
+    if exitcode != 0:
+        sys.exit("echo child failed: exitcode %r" % exitcode)
+    samples.sort()
+    at = lambda q: samples[int(q * (len(samples) - 1))]
+    print(at(0.50), at(0.99), at(0.999), samples[-1], total, iters)
+
+
 def main():
     kind, iters, size, pcpu, ccpu = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
         int(sys.argv[4]), int(sys.argv[5])
     ctx = mp.get_context("fork")
     os.sched_setaffinity(0, {pcpu})
     msg = b"x" * size
+    child = None
     if kind == "pipe":
         a, b = ctx.Pipe(duplex=True)
         ends = (a.send_bytes, a.recv_bytes), (b.recv_bytes, b.send_bytes)
@@ -70,20 +86,17 @@ def main():
         msg = {"symbol": "EURUSD", "prices": [1.0 + i for i in range(8)], "qty": 42}
         a, b = ctx.Pipe(duplex=True)
         ends = (a.send, a.recv), (b.recv, b.send)
-    elif kind == "listener":
-        from multiprocessing.connection import Listener
-        address = "/tmp/shmbus-bench-%d.sock" % os.getpid()
-        authkey = b"shmbus-bench"
-        listener = Listener(address, family="AF_UNIX", authkey=authkey)
-        child = ctx.Process(target=listener_echo, args=(address, authkey, ccpu), daemon=True)
+    elif kind in ("listener", "listener_tcp"):
+        if kind == "listener":
+            family, address = "AF_UNIX", "/tmp/shmbus-bench-%d.sock" % os.getpid()
+        else:
+            family, address = "AF_INET", ("127.0.0.1", 0)
+        listener = Listener(address, family=family, authkey=AUTHKEY)
+        child = ctx.Process(target=echo_client, args=(listener.address, family, ccpu),
+                            daemon=True)
         child.start()
         conn = listener.accept()
-        samples, total = round_trips(conn.send_bytes, conn.recv_bytes, msg, iters)
-        conn.send_bytes(STOP)
-        child.join(10)
-        listener.close()
-        report(samples, total, iters, child.exitcode)
-        return
+        ends = (conn.send_bytes, conn.recv_bytes), None
     elif kind == "manager":
         manager = ctx.Manager()
         d = manager.dict()
@@ -100,22 +113,14 @@ def main():
         ends = (q_in.put, q_out.get), (q_in.get, q_out.put)
     else:
         sys.exit("unknown kind " + kind)
-    (send, recv), (child_recv, child_send) = ends
-    child = ctx.Process(target=echo, args=(child_recv, child_send, ccpu), daemon=True)
-    child.start()
+    (send, recv), child_ends = ends
+    if child_ends is not None:
+        child = ctx.Process(target=echo, args=(*child_ends, ccpu), daemon=True)
+        child.start()
     samples, total = round_trips(send, recv, msg, iters)
     send(STOP)
     child.join(10)
     report(samples, total, iters, child.exitcode)
-
-
-def report(samples, total, iters, exitcode):
-    """Prints the result line, or fails when the peer failed."""
-    if exitcode != 0:
-        sys.exit("echo child failed: exitcode %r" % exitcode)
-    samples.sort()
-    at = lambda q: samples[int(q * (len(samples) - 1))]
-    print(at(0.50), at(0.99), at(0.999), samples[-1], total, iters)
 
 
 if __name__ == "__main__":

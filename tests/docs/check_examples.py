@@ -125,7 +125,8 @@ def main():
     for md in ["README.md"] + args.markdown:
         blocks += markdown_blocks(src / md)
     for header in sorted(list((src / "primitives/include/shmbus").glob("*.hpp")) +
-                         list((src / "bus/include/shmbus").glob("*.hpp"))):
+                         list((src / "bus/include/shmbus").glob("*.hpp")) +
+                         list((src / "bridge/include/shmbus/bridge").glob("*.hpp"))):
         blocks += header_blocks(header)
     unit = ['#include "example_prelude.hpp"']
     unit += [render(i, b) for i, b in enumerate(blocks)]

@@ -13,6 +13,9 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <shmbus/bridge/forwarder.hpp>  // the bridge's headers need no ZeroMQ headers
+#include <shmbus/bridge/keys.hpp>
+#include <shmbus/bridge/remote.hpp>
 #include <shmbus/shmbus.hpp>
 #include <string>
 #include <vector>

@@ -1,0 +1,668 @@
+// Forwarder: acknowledged forwarding of queues between two buses
+// (forwarder.hpp). Wire frames, outbox and inbox formats are below.
+#include "shmbus/bridge/forwarder.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <map>
+#include <optional>
+#include <random>
+#include <tuple>
+
+#include "shmbus/detail/queue_core.hpp"
+#include "shmbus/detail/segment.hpp"
+#include "shmbus/error.hpp"
+#include "shmbus/shared_memory.hpp"
+
+namespace shmbus::bridge {
+
+namespace {
+
+using shmbus::detail::QueueCore;
+
+// ---- wire ------------------------------------------------------------------
+// Every bridge message is a 16-byte header, then (DATA, HELLO) a body.
+//   HELLO     body: msgpack (bridge name, [(queue, kind, fingerprint,
+//             type name, epoch), ...]); the receiver opens its queues
+//   HELLO_OK  the receiver is ready for DATA of every channel of the hello
+//   DATA      channel (index in the sender's hello), seq, body: the message
+//   ACK       channel, seq: every message up to seq is in the peer's queue
+//   PING      keeps the link and the peer's silence timer alive
+enum class Kind : std::uint8_t { hello = 1, hello_ok = 2, data = 3, ack = 4, ping = 5 };
+struct WireHeader {
+  Kind kind;
+  std::uint8_t pad[3];
+  std::uint32_t channel;
+  std::uint64_t seq;
+};
+static_assert(sizeof(WireHeader) == 16);
+
+using HelloChannel =
+    std::tuple<std::string, std::uint32_t, std::uint64_t, std::string, std::uint64_t>;
+using Hello = std::tuple<std::string, std::vector<HelloChannel>>;
+
+// ---- outbox: "<name>.out.<queue>", format v1 ---------------------------------
+//   0    magic, version, window, slot_bytes, epoch, fingerprint (set at creation)
+//   64   next_seq, acked, take_interrupted        (written by the bridge alone)
+//   128  entries[window], each entry_stride bytes: seq(8) length(8) payload
+// Entry of sequence s is entries[s % window]. Invariants a restart checks:
+// acked < next_seq; every s in (acked, next_seq) has entry.seq == s and a
+// length <= slot_bytes (the message held until the peer acks it).
+// Take of s: entry.length = kTaking, entry.seq = s, the queue's get copies
+// into the payload and writes entry.length = n itself before it releases
+// the slot ([outbox.commit]: the commit point), next_seq = s + 1.
+constexpr std::uint64_t kOutboxMagic = 0x3158424F42534253ULL;  // "SBSBOBX1"
+constexpr std::uint64_t kInboxMagic = 0x3158424E49534253ULL;   // "SBSINBX1"
+constexpr std::uint64_t kTaking = ~std::uint64_t{0};
+
+struct OutboxHeader {
+  std::uint64_t magic;
+  std::uint64_t window;
+  std::uint64_t slot_bytes;
+  std::uint64_t entry_stride;
+  std::uint64_t epoch;
+  std::uint64_t fingerprint;
+  alignas(64) std::atomic<std::uint64_t> next_seq;
+  std::atomic<std::uint64_t> acked;
+  std::atomic<std::uint64_t> take_interrupted;
+};
+static_assert(sizeof(OutboxHeader) == 128);
+struct OutboxEntry {
+  std::atomic<std::uint64_t> seq;
+  // Written by the queue's get itself (its length out-parameter), after
+  // its copy and before it releases the slot: so a message is either in
+  // the outbox with its length, or still held by the dead bridge's claim
+  // in the queue, which counts it `lost` when it recovers the record.
+  // Accessed through std::atomic_ref everywhere else.
+  std::uint64_t length;
+};
+static_assert(std::is_same_v<std::uint64_t, std::size_t>);
+
+// ---- inbox: "<name>.in.<peer>.<queue>", format v1 ---------------------------
+//   epoch     the sender's outbox epoch these sequences belong to
+//   applied   every sequence <= applied is in the local queue
+//   applying  the sequence being put now (0: none)
+// Apply of s: applying = s, put, applied = s ([inbox.commit]), applying = 0.
+struct InboxHeader {
+  std::uint64_t magic;
+  std::atomic<std::uint64_t> epoch;
+  std::atomic<std::uint64_t> applied;
+  std::atomic<std::uint64_t> applying;
+  std::atomic<std::uint64_t> apply_uncertain;
+  std::atomic<std::uint64_t> duplicates;
+};
+
+constexpr std::size_t kMaxOutboxBytes = std::size_t{64} << 20;
+constexpr std::size_t kMaxPending = std::size_t{1} << 16;
+
+std::string full_name(const std::string& bus, const std::string& queue) {
+  return bus.empty() ? queue : bus + "." + queue;
+}
+
+// What the segment header says about a queue: its kind and payload type.
+struct QueueIdentity {
+  ObjectKind kind{};
+  std::uint64_t fingerprint = 0;
+  std::string type_name;
+};
+QueueIdentity read_identity(const std::string& name) {
+  const std::string path = "/dev/shm/" + shmbus::detail::os_name(name);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(Errc::not_found, name, "no such queue on this bus");
+  std::vector<std::byte> h(shmbus::detail::kHeaderSize);
+  const ssize_t n = ::pread(fd, h.data(), h.size(), 0);
+  ::close(fd);
+  using shmbus::detail::SegmentHeader;
+  auto field = [&](std::size_t off, std::size_t size, void* out) {
+    std::memcpy(out, h.data() + off, size);
+  };
+  std::uint64_t magic = 0;
+  std::uint32_t kind = 0;
+  QueueIdentity id;
+  if (n != static_cast<ssize_t>(h.size()))
+    throw Error(Errc::truncated, name, "shorter than a segment header");
+  field(offsetof(SegmentHeader, magic), 8, &magic);
+  field(offsetof(SegmentHeader, kind), 4, &kind);
+  field(offsetof(SegmentHeader, type_fingerprint), 8, &id.fingerprint);
+  if (magic != shmbus::detail::kMagic) throw Error(Errc::corrupted, name, "not a shmbus segment");
+  const auto k = kind_from_u32(kind);
+  if (!k || (*k != ObjectKind::queue && *k != ObjectKind::simple_queue &&
+             *k != ObjectKind::joinable_queue))
+    throw Error(Errc::wrong_kind, name, "the bridge forwards queues; this is not one");
+  id.kind = *k;
+  const char* tn = reinterpret_cast<const char*>(h.data() + offsetof(SegmentHeader, type_name));
+  id.type_name.assign(tn, strnlen(tn, shmbus::detail::kTypeNameSize));
+  return id;
+}
+
+QueueCore open_queue(const std::string& name, const QueueIdentity& id) {
+  return QueueCore::open(name, id.kind, shmbus::detail::TypeTag{id.fingerprint, id.type_name},
+                         QueueOptions{});
+}
+
+SegmentOptions state_segment_options() {
+  SegmentOptions o;
+  o.track = false;  // survives the bridge's exit: it holds unacknowledged messages
+  return o;
+}
+
+struct OutChannel {
+  std::string queue;
+  QueueIdentity id;
+  QueueCore core;
+  std::optional<SharedMemory> shm;
+  OutboxHeader* hdr = nullptr;
+  std::byte* entries = nullptr;
+  std::uint64_t sent = 0;
+  std::uint64_t retransmitted = 0;
+  Clock::time_point last_progress{};
+  bool waiting_on_fd = false;
+
+  OutboxEntry& entry(std::uint64_t seq) const noexcept {
+    return *reinterpret_cast<OutboxEntry*>(entries + (seq % hdr->window) * hdr->entry_stride);
+  }
+  std::byte* payload(std::uint64_t seq) const noexcept {
+    return reinterpret_cast<std::byte*>(&entry(seq)) + sizeof(OutboxEntry);
+  }
+  static std::atomic_ref<std::uint64_t> length_of(OutboxEntry& e) noexcept {
+    return std::atomic_ref<std::uint64_t>(e.length);
+  }
+  std::uint64_t in_flight() const noexcept {
+    // relaxed: only this bridge process writes the outbox
+    return hdr->next_seq.load(std::memory_order_relaxed) - 1 -
+           hdr->acked.load(std::memory_order_relaxed);
+  }
+};
+
+struct InChannel {
+  std::string queue;  // the peer's queue name (the same name here)
+  QueueIdentity id;
+  std::optional<QueueCore> core;  // nullopt while the local queue is missing
+  std::optional<SharedMemory> shm;
+  InboxHeader* hdr = nullptr;
+  // Messages received in order but not yet put (the local queue is full or
+  // missing): at most the sender's window, since it sends nothing beyond
+  // applied + window; kMaxPending bounds a misbehaving peer.
+  std::deque<std::pair<std::uint64_t, std::vector<std::byte>>> pending;
+  std::uint64_t last_acked = 0;
+  std::uint64_t applied_here = 0;
+  std::uint64_t full_waits = 0;
+  std::string problem;  // why the local queue is not open (logged once)
+};
+
+}  // namespace
+
+std::string_view to_string(RunEnd e) noexcept {
+  switch (e) {
+    case RunEnd::stopped:
+      return "stopped";
+    case RunEnd::peer_closed:
+      return "peer_closed";
+    case RunEnd::peer_reset:
+      return "peer_reset";
+    case RunEnd::peer_silent:
+      return "peer_silent";
+    case RunEnd::interrupted:
+      return "interrupted";
+  }
+  return "unknown";
+}
+
+struct Forwarder::Impl {
+  ForwarderOptions opt;
+  std::vector<OutChannel> out;
+  std::vector<InChannel> in;  // by the peer's channel index
+  std::string peer;
+  std::vector<std::byte> frame;  // scratch for header + body
+  std::vector<std::byte> rx;
+
+  void open_outbox(OutChannel& ch) {
+    const std::string name = opt.name + ".out." + ch.queue;
+    const std::uint64_t slot = ch.core.max_message();
+    std::uint64_t window = std::max<std::uint64_t>(
+        2, std::min<std::uint64_t>(opt.window, kMaxOutboxBytes / (slot + 16)));
+    const std::uint64_t stride = (sizeof(OutboxEntry) + slot + 63) / 64 * 64;
+    const std::size_t size = sizeof(OutboxHeader) + window * stride;
+    try {
+      ch.shm.emplace(SharedMemory::open(name, state_segment_options()));
+    } catch (const Error& e) {
+      if (e.code() != Errc::not_found) throw;
+    }
+    if (ch.shm) {
+      auto* h = reinterpret_cast<OutboxHeader*>(ch.shm->buf().data());
+      const bool same = ch.shm->buf().size() >= sizeof(OutboxHeader) && h->magic == kOutboxMagic &&
+                        h->slot_bytes == slot && h->entry_stride == stride && h->window == window &&
+                        ch.shm->buf().size() == size && h->fingerprint == ch.id.fingerprint;
+      if (same) {
+        ch.hdr = h;
+        ch.entries = ch.shm->buf().data() + sizeof(OutboxHeader);
+        recover_outbox(ch, name);
+        return;
+      }
+      // Another geometry (options changed, or the queue was re-made):
+      // reusable only when nothing waits for an acknowledgement in it.
+      const bool empty_box = ch.shm->buf().size() >= sizeof(OutboxHeader) &&
+                             h->magic == kOutboxMagic &&
+                             h->next_seq.load(std::memory_order_relaxed) ==
+                                 h->acked.load(std::memory_order_relaxed) + 1;
+      if (!empty_box)
+        throw Error(Errc::invalid_argument, name,
+                    "the outbox has another geometry or payload type and holds "
+                    "unacknowledged messages: run the bridge with its previous options");
+      ch.shm.reset();
+      shmbus::detail::Segment::unlink(name);
+    }
+    ch.shm.emplace(SharedMemory::create(name, size, state_segment_options()));
+    auto* h = new (ch.shm->buf().data()) OutboxHeader{};
+    h->magic = kOutboxMagic;
+    h->window = window;
+    h->slot_bytes = slot;
+    h->entry_stride = stride;
+    h->epoch = std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32) | 1u;
+    h->fingerprint = ch.id.fingerprint;
+    h->next_seq.store(1, std::memory_order_relaxed);  // relaxed: not shared yet
+    h->acked.store(0, std::memory_order_release);     // [outbox.commit]
+    ch.hdr = h;
+    ch.entries = ch.shm->buf().data() + sizeof(OutboxHeader);
+  }
+
+  // A restarted bridge: finishes a take the SIGKILL cut after its commit
+  // point, counts one cut before it, and validates what is held.
+  void recover_outbox(OutChannel& ch, const std::string& name) {
+    OutboxHeader& h = *ch.hdr;
+    // [outbox.commit] acquire: pairs with the release stores of the take.
+    std::uint64_t next = h.next_seq.load(std::memory_order_acquire);
+    const std::uint64_t acked = h.acked.load(std::memory_order_acquire);
+    if (next == 0 || acked >= next || next - 1 - acked > h.window)
+      throw Error(Errc::corrupted, name,
+                  "outbox sequence numbers out of range (next " + std::to_string(next) +
+                      ", acked " + std::to_string(acked) + ")");
+    OutboxEntry& e = ch.entry(next);
+    if (next - acked <= h.window && e.seq.load(std::memory_order_acquire) == next) {
+      const std::uint64_t len = OutChannel::length_of(e).load(std::memory_order_acquire);
+      if (len == kTaking) {
+        h.take_interrupted.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+        e.seq.store(0, std::memory_order_relaxed);
+      } else if (len <= h.slot_bytes) {
+        h.next_seq.store(++next, std::memory_order_release);  // the take had committed
+      }
+    }
+    for (std::uint64_t s = acked + 1; s < next; ++s) {
+      OutboxEntry& held = ch.entry(s);
+      if (held.seq.load(std::memory_order_acquire) != s ||
+          OutChannel::length_of(held).load(std::memory_order_acquire) > h.slot_bytes)
+        throw Error(Errc::corrupted, name,
+                    "held message " + std::to_string(s) + " failed validation");
+    }
+  }
+
+  explicit Impl(ForwarderOptions o) : opt(std::move(o)) {
+    validate_name(opt.name);
+    if (opt.window == 0) throw Error(Errc::invalid_argument, opt.name, "window must be >= 1");
+    for (const std::string& q : opt.queues) {
+      OutChannel ch;
+      ch.queue = q;
+      const std::string full = full_name(opt.bus, q);
+      ch.id = read_identity(full);
+      ch.core = open_queue(full, ch.id);
+      open_outbox(ch);
+      out.push_back(std::move(ch));
+    }
+  }
+
+  // ---- sending -------------------------------------------------------------
+  SendResult send(Connection& c, Kind k, std::uint32_t channel, std::uint64_t seq,
+                  std::span<const std::byte> body) {
+    frame.resize(sizeof(WireHeader) + body.size());
+    WireHeader h{k, {}, channel, seq};
+    std::memcpy(frame.data(), &h, sizeof h);
+    if (!body.empty()) std::memcpy(frame.data() + sizeof h, body.data(), body.size());
+    return c.send_bytes_for(frame, std::chrono::milliseconds(100));
+  }
+
+  void send_hello(Connection& c) {
+    Hello hello;
+    std::get<0>(hello) = opt.name;
+    for (const OutChannel& ch : out)
+      std::get<1>(hello).emplace_back(ch.queue, static_cast<std::uint32_t>(ch.id.kind),
+                                      ch.id.fingerprint, ch.id.type_name, ch.hdr->epoch);
+    const std::vector<std::byte> body = encode(hello);
+    (void)send(c, Kind::hello, 0, 0, body);
+  }
+
+  // Takes messages while the window has room; false when none was taken.
+  bool take_and_send(Connection& c, OutChannel& ch, std::uint32_t index) {
+    bool any = false;
+    while (ch.in_flight() < ch.hdr->window) {
+      OutboxHeader& h = *ch.hdr;
+      const std::uint64_t s = h.next_seq.load(std::memory_order_relaxed);  // relaxed: ours
+      OutboxEntry& e = ch.entry(s);
+      // [outbox.take] the entry says "being taken" before the queue's get
+      // can remove anything; a restart reads it (acquire, recover_outbox).
+      OutChannel::length_of(e).store(kTaking, std::memory_order_relaxed);
+      e.seq.store(s, std::memory_order_release);
+      // [outbox.commit] the get writes the length into the outbox after its
+      // copy and before its [queue.release] (seq_cst) store: from there on a
+      // restart holds and resends the message.
+      const QueueResult r =
+          ch.core.get(std::span<std::byte>(ch.payload(s), h.slot_bytes), e.length, nullptr, false);
+      if (r != QueueResult::ok) {
+        e.seq.store(0, std::memory_order_relaxed);  // nothing taken
+        break;
+      }
+      const std::uint64_t len = e.length;
+      h.next_seq.store(s + 1, std::memory_order_release);
+      if (ch.in_flight() == 1) ch.last_progress = Clock::now();
+      ++ch.sent;
+      any = true;
+      (void)send(c, Kind::data, index, s, {ch.payload(s), len});
+    }
+    return any;
+  }
+
+  void resend_all(Connection& c, OutChannel& ch, std::uint32_t index) {
+    const std::uint64_t next = ch.hdr->next_seq.load(std::memory_order_relaxed);
+    for (std::uint64_t s = ch.hdr->acked.load(std::memory_order_relaxed) + 1; s < next; ++s) {
+      const std::uint64_t len = OutChannel::length_of(ch.entry(s)).load(std::memory_order_relaxed);
+      if (send(c, Kind::data, index, s, {ch.payload(s), len}) != SendResult::ok) break;
+      ++ch.retransmitted;
+    }
+    ch.last_progress = Clock::now();
+  }
+
+  void on_ack(std::uint32_t channel, std::uint64_t seq) {
+    if (channel >= out.size()) return;
+    OutChannel& ch = out[channel];
+    const std::uint64_t acked = ch.hdr->acked.load(std::memory_order_relaxed);
+    if (seq <= acked || seq >= ch.hdr->next_seq.load(std::memory_order_relaxed)) return;
+    // [outbox.commit] release: a restart sees the entries up to seq as free.
+    ch.hdr->acked.store(seq, std::memory_order_release);
+    ch.last_progress = Clock::now();
+  }
+
+  // ---- receiving -----------------------------------------------------------
+  void on_hello(std::span<const std::byte> body) {
+    const Hello hello = decode<Hello>(body, "bridge hello");
+    peer = std::get<0>(hello);
+    validate_name(peer);
+    in.clear();
+    for (const HelloChannel& hc : std::get<1>(hello)) {
+      InChannel ch;
+      ch.queue = std::get<0>(hc);
+      validate_name(ch.queue);
+      const auto kind = kind_from_u32(std::get<1>(hc));
+      if (!kind) throw Error(Errc::corrupted, "bridge hello", "unknown object kind");
+      ch.id = QueueIdentity{*kind, std::get<2>(hc), std::get<3>(hc)};
+      const std::string name = opt.name + ".in." + peer + "." + ch.queue;
+      ch.shm.emplace(
+          SharedMemory::open_or_create(name, sizeof(InboxHeader), state_segment_options()));
+      ch.hdr = reinterpret_cast<InboxHeader*>(ch.shm->buf().data());
+      InboxHeader& h = *ch.hdr;
+      const std::uint64_t epoch = std::get<4>(hc);
+      if (h.magic != kInboxMagic || h.epoch.load(std::memory_order_acquire) != epoch) {
+        // New, or the sender's outbox was made anew: its sequences restart.
+        h.applying.store(0, std::memory_order_relaxed);
+        h.applied.store(0, std::memory_order_relaxed);
+        h.epoch.store(epoch, std::memory_order_relaxed);
+        h.magic = kInboxMagic;
+      } else if (const std::uint64_t a = h.applying.load(std::memory_order_acquire);
+                 a != 0 && a == h.applied.load(std::memory_order_acquire) + 1) {
+        // A put cut by a SIGKILL: it may have published (see forwarder.hpp).
+        h.apply_uncertain.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+        h.applying.store(0, std::memory_order_relaxed);
+      }
+      ch.last_acked = h.applied.load(std::memory_order_relaxed);
+      try_open(ch);
+      in.push_back(std::move(ch));
+    }
+  }
+
+  void try_open(InChannel& ch) {
+    if (ch.core) return;
+    const std::string full = full_name(opt.bus, ch.queue);
+    try {
+      ch.core = QueueCore::open(full, ch.id.kind,
+                                shmbus::detail::TypeTag{ch.id.fingerprint, ch.id.type_name},
+                                QueueOptions{});
+      ch.problem.clear();
+    } catch (const Error& e) {
+      if (ch.problem != e.what()) {
+        ch.problem = e.what();
+        std::fprintf(stderr, "bus-bridge %s: cannot apply '%s' from %s yet: %s\n", opt.name.c_str(),
+                     ch.queue.c_str(), peer.c_str(), e.what());
+      }
+    }
+  }
+
+  // Puts the pending messages in order; false while some wait for room.
+  bool put_pending(InChannel& ch) {
+    while (!ch.pending.empty()) {
+      if (!ch.core) return false;
+      auto& [seq, msg] = ch.pending.front();
+      InboxHeader& h = *ch.hdr;
+      // [inbox.commit] applying before the put, applied after: a restart
+      // that finds applying == applied + 1 knows the put may have happened.
+      h.applying.store(seq, std::memory_order_seq_cst);
+      const QueueResult r = ch.core->put(msg, nullptr, false);
+      if (r == QueueResult::full) {
+        h.applying.store(0, std::memory_order_relaxed);
+        ++ch.full_waits;
+        return false;
+      }
+      if (r != QueueResult::ok)  // too large or closed: it can never go in; skip it
+        std::fprintf(stderr, "bus-bridge %s: dropped message %llu of '%s': %s\n", opt.name.c_str(),
+                     static_cast<unsigned long long>(seq), ch.queue.c_str(),
+                     std::string(to_string(r)).c_str());
+      h.applied.store(seq, std::memory_order_seq_cst);
+      h.applying.store(0, std::memory_order_release);
+      ch.pending.pop_front();
+      ++ch.applied_here;
+    }
+    return true;
+  }
+
+  void on_data(std::uint32_t channel, std::uint64_t seq, std::span<const std::byte> body) {
+    if (channel >= in.size()) return;  // before the hello: the sender resends
+    InChannel& ch = in[channel];
+    const std::uint64_t applied = ch.hdr->applied.load(std::memory_order_relaxed);
+    if (seq <= applied) {
+      ch.hdr->duplicates.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      ch.last_acked = 0;  // acknowledge again: the sender missed the ack
+      return;
+    }
+    const std::uint64_t expected = applied + ch.pending.size() + 1;
+    // Below expected: held already. Above: a gap (a frame lost with a
+    // broken link), resent by the sender's timer. Beyond kMaxPending: a
+    // peer ignoring its window.
+    if (seq != expected || ch.pending.size() >= kMaxPending) return;
+    ch.pending.emplace_back(seq, std::vector<std::byte>(body.begin(), body.end()));
+    (void)put_pending(ch);
+  }
+
+  void send_acks(Connection& c) {
+    for (std::uint32_t i = 0; i < in.size(); ++i) {
+      InChannel& ch = in[i];
+      const std::uint64_t applied = ch.hdr->applied.load(std::memory_order_relaxed);
+      if (applied != ch.last_acked && applied != 0) {
+        if (send(c, Kind::ack, i, applied, {}) == SendResult::ok) ch.last_acked = applied;
+      }
+    }
+  }
+
+  RunEnd run(Connection& c, const std::atomic<bool>& stop, const std::function<bool()>& interrupt) {
+    const auto retransmit = std::chrono::duration_cast<Clock::duration>(opt.retransmit);
+    const auto heartbeat = std::chrono::duration_cast<Clock::duration>(opt.heartbeat);
+    const auto silence = std::chrono::duration_cast<Clock::duration>(opt.peer_timeout);
+    bool peer_ready = false;  // the peer answered our hello
+    Clock::time_point last_rx = Clock::now();
+    Clock::time_point last_tx = Clock::now();
+    Clock::time_point last_hello{};
+    for (;;) {
+      if (stop.load(std::memory_order_relaxed)) return RunEnd::stopped;  // relaxed: a flag
+      if (interrupt && interrupt()) return RunEnd::interrupted;
+      const Clock::time_point now = Clock::now();
+      bool progress = false;
+      if (!peer_ready && now - last_hello >= retransmit) {
+        send_hello(c);
+        last_hello = last_tx = now;
+      }
+      // Everything the peer sent.
+      for (int n = 0; n < 4096; ++n) {
+        const RecvResult r = c.try_recv_bytes(rx);
+        if (r == RecvResult::empty) break;
+        if (r == RecvResult::eof || r == RecvResult::closed) return RunEnd::peer_closed;
+        if (r == RecvResult::peer_dead) return RunEnd::peer_reset;
+        if (r != RecvResult::ok || rx.size() < sizeof(WireHeader)) continue;
+        progress = true;
+        last_rx = now;
+        WireHeader h;
+        std::memcpy(&h, rx.data(), sizeof h);
+        const std::span<const std::byte> body(rx.data() + sizeof h, rx.size() - sizeof h);
+        switch (h.kind) {
+          case Kind::hello:
+            try {
+              on_hello(body);
+              (void)send(c, Kind::hello_ok, 0, 0, {});
+            } catch (const Error& e) {  // a hello we cannot use: say so, apply nothing
+              in.clear();
+              std::fprintf(stderr, "bus-bridge %s: ignored the peer's hello: %s\n",
+                           opt.name.c_str(), e.what());
+            }
+            break;
+          case Kind::hello_ok:
+            if (!peer_ready) {
+              peer_ready = true;
+              for (std::uint32_t i = 0; i < out.size(); ++i) resend_all(c, out[i], i);
+            }
+            break;
+          case Kind::data:
+            on_data(h.channel, h.seq, body);
+            break;
+          case Kind::ack:
+            on_ack(h.channel, h.seq);
+            break;
+          case Kind::ping:
+            break;
+        }
+      }
+      // Apply what waited for room or for its queue, then acknowledge.
+      for (InChannel& ch : in) {
+        if (!ch.core && now - last_hello >= heartbeat) try_open(ch);
+        if (!ch.pending.empty() && put_pending(ch)) progress = true;
+      }
+      send_acks(c);
+      if (peer_ready) {
+        for (std::uint32_t i = 0; i < out.size(); ++i) {
+          OutChannel& ch = out[i];
+          if (take_and_send(c, ch, i)) progress = true;
+          if (ch.in_flight() != 0 && now - ch.last_progress >= retransmit) resend_all(c, ch, i);
+        }
+        if (progress) last_tx = now;
+      }
+      if (now - last_tx >= heartbeat) {
+        (void)send(c, Kind::ping, 0, 0, {});
+        last_tx = now;
+      }
+      if (now - last_rx >= silence) return RunEnd::peer_silent;
+      if (progress) continue;
+      wait_for_work(c, peer_ready);
+    }
+  }
+
+  // Sleeps until the peer or a local queue with window room may have
+  // something, at most a millisecond or so (edge-triggered ZMQ_FD: a
+  // missed edge costs no more than that).
+  void wait_for_work(Connection& c, bool peer_ready) {
+    // Sending may have consumed the descriptor's edge: ask the socket first.
+    if (c.poll(std::chrono::nanoseconds::zero())) return;
+    std::vector<pollfd> fds;
+    fds.push_back(pollfd{c.fileno(), POLLIN, 0});
+    if (peer_ready)
+      for (OutChannel& ch : out)
+        if (ch.in_flight() < ch.hdr->window) fds.push_back(pollfd{ch.core.fileno(), POLLIN, 0});
+    bool pending = false;  // a message waits for room in a local queue
+    for (const InChannel& ch : in) pending = pending || !ch.pending.empty();
+    // A full peer queue has no descriptor: look again in a millisecond.
+    (void)::poll(fds.data(), fds.size(), pending ? 1 : 2);
+  }
+};
+
+Forwarder::Forwarder(ForwarderOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
+Forwarder::Forwarder(Forwarder&&) noexcept = default;
+Forwarder& Forwarder::operator=(Forwarder&&) noexcept = default;
+Forwarder::~Forwarder() = default;
+
+RunEnd Forwarder::run(Connection& conn, const std::atomic<bool>& stop,
+                      const std::function<bool()>& interrupt) {
+  return impl_->run(conn, stop, interrupt);
+}
+
+const ForwarderOptions& Forwarder::options() const noexcept { return impl_->opt; }
+
+std::vector<ChannelStats> Forwarder::outbound() const {
+  std::vector<ChannelStats> v;
+  for (const OutChannel& ch : impl_->out)
+    v.push_back(ChannelStats{ch.queue, ch.sent, ch.hdr->acked.load(std::memory_order_relaxed),
+                             ch.retransmitted, ch.in_flight(),
+                             ch.hdr->take_interrupted.load(std::memory_order_relaxed)});
+  return v;
+}
+
+std::vector<InboundStats> Forwarder::inbound() const {
+  std::vector<InboundStats> v;
+  for (const InChannel& ch : impl_->in)
+    v.push_back(InboundStats{ch.queue, ch.applied_here,
+                             ch.hdr->duplicates.load(std::memory_order_relaxed), ch.full_waits,
+                             ch.hdr->apply_uncertain.load(std::memory_order_relaxed)});
+  return v;
+}
+
+namespace {
+// Maps a bridge state segment read-only (not attached) and checks its magic.
+template <class Header>
+const Header& open_state(std::optional<SharedMemory>& shm, const std::string& name,
+                         std::uint64_t magic, const char* what) {
+  SegmentOptions o = state_segment_options();
+  o.attach = false;
+  shm.emplace(SharedMemory::open(name, o));
+  if (shm->size() < sizeof(Header)) throw Error(Errc::corrupted, name, "too small");
+  const auto* h = reinterpret_cast<const Header*>(shm->buf().data());
+  if (h->magic != magic) throw Error(Errc::corrupted, name, std::string("not a bridge ") + what);
+  return *h;
+}
+}  // namespace
+
+ChannelStats read_outbox(const std::string& bridge, const std::string& queue) {
+  std::optional<SharedMemory> shm;
+  const auto& h = open_state<OutboxHeader>(shm, bridge + ".out." + queue, kOutboxMagic, "outbox");
+  ChannelStats c;
+  c.queue = queue;
+  c.acked = h.acked.load(std::memory_order_acquire);
+  c.sent = h.next_seq.load(std::memory_order_acquire) - 1;
+  c.in_flight = c.sent - c.acked;
+  c.take_interrupted = h.take_interrupted.load(std::memory_order_relaxed);
+  return c;
+}
+
+InboundStats read_inbox(const std::string& bridge, const std::string& peer,
+                        const std::string& queue) {
+  std::optional<SharedMemory> shm;
+  const auto& h =
+      open_state<InboxHeader>(shm, bridge + ".in." + peer + "." + queue, kInboxMagic, "inbox");
+  InboundStats s;
+  s.queue = queue;
+  s.applied = h.applied.load(std::memory_order_acquire);
+  s.duplicates = h.duplicates.load(std::memory_order_relaxed);
+  s.apply_uncertain = h.apply_uncertain.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace shmbus::bridge
