@@ -59,6 +59,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <iterator>
 #include <memory>
@@ -66,6 +67,7 @@
 #include <ranges>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -75,6 +77,48 @@
 #include "shmbus/wait.hpp"
 
 namespace shmbus {
+
+// A task's exception that the caller's process cannot rebuild as its own
+// type (neither a standard exception nor one given to
+// register_exception()): Error(task_failed) naming the worker and the
+// item, with the original type's name (demangled) and what().
+class RemoteError : public Error {
+ public:
+  RemoteError(std::string worker, std::size_t item, std::string type, std::string what);
+  // "MyError", "int", "my::ns::Failure".
+  [[nodiscard]] const std::string& type_name() const noexcept { return type_; }
+  // The original what() ("" for a type not derived from std::exception).
+  [[nodiscard]] const std::string& remote_what() const noexcept { return what_; }
+  // The job's index of the item that threw (map: the item's position).
+  [[nodiscard]] std::size_t item() const noexcept { return item_; }
+
+ private:
+  std::string type_;
+  std::string what_;
+  std::size_t item_;
+};
+
+namespace detail {
+using PoolExceptionMaker = std::exception_ptr (*)(const std::string& what);
+void pool_register_exception(const std::type_info& type, PoolExceptionMaker make);
+}  // namespace detail
+
+// Makes an exception of exactly type E thrown by a task come back to the
+// caller as an E made from its what() (as Python re-raises a task's
+// exception). The standard ones are registered already: std::exception,
+// logic_error, invalid_argument, domain_error, length_error, out_of_range,
+// runtime_error, range_error, overflow_error, underflow_error, bad_alloc;
+// shmbus::Error comes back with its code, object and reason. Call it in
+// the process that makes the pool (any time before the failure is read).
+template <class E>
+void register_exception() {
+  static_assert(std::is_base_of_v<std::exception, E> && std::is_constructible_v<E, std::string>,
+                "shmbus::register_exception<E>: E derives from std::exception and is "
+                "constructible from its what() (a std::string)");
+  detail::pool_register_exception(typeid(E), [](const std::string& what) {
+    return std::make_exception_ptr(E(what));
+  });
+}
 
 struct PoolOptions {
   unsigned processes = 0;               // 0: one per cpu of `cpus`
@@ -89,14 +133,16 @@ struct PoolOptions {
 template <class T>
 class AsyncResult {
  public:
-  // Waits, then returns the value or throws the first failure.
+  // Waits, then returns the value or throws the first failure (what the
+  // task threw: see the file comment).
   T get() {
     wait();
-    if (job_->first_failure) throw *job_->first_failure;
+    if (job_->first_failure) std::rethrow_exception(job_->first_failure);
     return value_of(*job_);
   }
   // Python's callback= and error_callback=: `on_value(value)` (no argument
-  // for void) or `on_error(const Error&)` runs once the call is done. The
+  // for void) or `on_error(e)` runs once the call is done, with the
+  // failure as a `const std::exception&` or a std::exception_ptr. The
   // pool has no thread of its own: callbacks run in the calling thread
   // during a later call into the pool (get, wait, map, next, join...), as
   // results are collected, or here if the call is done already. What a
@@ -106,7 +152,18 @@ class AsyncResult {
     detail::PoolJob* job = job_.get();  // the job owns this function: no cycle
     job_->on_done = [job, v = std::move(on_value), e = std::move(on_error)]() mutable {
       if (job->first_failure) {
-        if constexpr (!std::is_null_pointer_v<OnError>) e(*job->first_failure);
+        if constexpr (std::is_invocable_v<OnError&, std::exception_ptr>) {
+          e(job->first_failure);
+        } else if constexpr (!std::is_null_pointer_v<OnError>) {
+          static_assert(std::is_invocable_v<OnError&, const std::exception&>,
+                        "shmbus::AsyncResult::then: on_error takes const std::exception& or "
+                        "std::exception_ptr (a task's exception comes back as its own type)");
+          try {
+            std::rethrow_exception(job->first_failure);
+          } catch (const std::exception& failure) {
+            e(failure);
+          }
+        }
       } else if constexpr (std::is_void_v<T>) {
         v();
       } else {
@@ -141,9 +198,10 @@ class AsyncResult {
     if constexpr (std::is_void_v<T>) {
       return;
     } else if constexpr (detail::is_vector<T>) {
-      return detail::job_values<typename T::value_type>(job);
+      if (job.list) return detail::job_values<typename T::value_type>(job);
+      return detail::job_value<T>(job, 0);
     } else {
-      return detail::load<T>(job.results.data());
+      return detail::job_value<T>(job, 0);
     }
   }
   bool wait_until(const Clock::time_point* deadline) {
@@ -206,7 +264,7 @@ class IMapIterator {
             *core_, [this] { return job_->state[next_] != detail::PoolJob::kWaiting; }, deadline))
       throw Error(Errc::timed_out, "imap", "next: no result within the timeout");
     if (job_->state[next_] == detail::PoolJob::kFailed) throw_failure_at(next_);
-    return detail::load<R>(&job_->results[next_++ * sizeof(R)]);
+    return detail::job_value<R>(*job_, next_++);
   }
   std::optional<R> next_unordered(const Clock::time_point* deadline) {
     if (taken_ == job_->items) return std::nullopt;
@@ -217,14 +275,14 @@ class IMapIterator {
     job_->arrivals.pop_front();
     if (job_->state[i] == detail::PoolJob::kFailed) throw_failure_at(i);
     ++taken_;
-    return detail::load<R>(&job_->results[i * sizeof(R)]);
+    return detail::job_value<R>(*job_, i);
   }
   [[noreturn]] void throw_failure_at(std::size_t item) {
     auto it = std::prev(job_->failures.upper_bound(item));
     const auto& [count, error] = it->second;
     next_ = it->first + count;  // ordered: skip the failed chunk
     taken_ += count;            // unordered: it will never arrive
-    throw error;
+    std::rethrow_exception(error);
   }
 
   std::shared_ptr<detail::PoolCore> core_;
@@ -247,55 +305,55 @@ class Pool {
 
   // f(args...) in a worker. Submitting to a closed pool throws Error(closed);
   // arguments too large for one frame of the pipe throw Error(too_large).
-  template <detail::PoolRunnable F, class... A>
+  template <class F, class... A>
   auto apply_async(F f, A&&... args) {
     using Fn = detail::PoolFunctionOf<F>;
-    std::vector<std::byte> packed(Fn::kArgSize);
-    Fn::pack(packed.data(), std::forward<A>(args)...);
+    std::vector<std::byte> packed;
+    Fn::pack(packed, std::forward<A>(args)...);
     return AsyncResult<typename Fn::Result>(
-        core_, detail::pool_submit(*core_, Fn::call(+f), std::move(packed), 1, 1));
+        core_, detail::pool_submit(*core_, Fn::call(f), std::move(packed), 1, 1));
   }
-  template <detail::PoolRunnable F, class... A>
+  template <class F, class... A>
   auto apply(F f, A&&... args) {
     return apply_async(f, std::forward<A>(args)...).get();
   }
 
   // f(item) for every item, results in order. chunksize 0: about four
   // chunks per worker.
-  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range>
   auto map_async(F f, Range&& items, std::size_t chunksize = 0) {
-    return submit_list(f, items, chunksize, [](std::byte* out, auto&& item) {
+    return submit_list(f, items, chunksize, [](std::vector<std::byte>& out, auto&& item) {
       detail::PoolFunctionOf<F>::pack(out, std::forward<decltype(item)>(item));
     });
   }
-  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range>
   auto map(F f, Range&& items, std::size_t chunksize = 0) {
     return map_async(f, std::forward<Range>(items), chunksize).get();
   }
 
   // f(a, b, ...) for every tuple-like item (std::tuple, std::pair, std::array).
-  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range>
   auto starmap_async(F f, Range&& items, std::size_t chunksize = 0) {
-    return submit_list(f, items, chunksize, [](std::byte* out, auto&& item) {
+    return submit_list(f, items, chunksize, [](std::vector<std::byte>& out, auto&& item) {
       std::apply(
-          [out](auto&&... a) {
+          [&out](auto&&... a) {
             detail::PoolFunctionOf<F>::pack(out, std::forward<decltype(a)>(a)...);
           },
           std::forward<decltype(item)>(item));
     });
   }
-  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range>
   auto starmap(F f, Range&& items, std::size_t chunksize = 0) {
     return starmap_async(f, std::forward<Range>(items), chunksize).get();
   }
 
   // f(item) for every item, the results one at a time: in order (imap) or
   // as they finish (imap_unordered). The items are read at once.
-  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range>
   auto imap(F f, Range&& items, std::size_t chunksize = 1) {
     return iterate(f, items, chunksize, false);
   }
-  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range>
   auto imap_unordered(F f, Range&& items, std::size_t chunksize = 1) {
     return iterate(f, items, chunksize, true);
   }
@@ -314,13 +372,15 @@ class Pool {
   auto submit_list(F f, Range& items, std::size_t chunksize, Pack pack) {
     using Fn = detail::PoolFunctionOf<F>;
     std::vector<std::byte> packed;
+    if constexpr (Fn::kRawArgs && std::ranges::sized_range<Range>)
+      packed.reserve(std::ranges::size(items) * Fn::kArgSize);
     std::size_t n = 0;
     for (auto&& item : items) {
-      packed.resize(packed.size() + Fn::kArgSize);
-      pack(packed.data() + n * Fn::kArgSize, std::forward<decltype(item)>(item));
+      pack(packed, std::forward<decltype(item)>(item));
       ++n;
     }
-    auto job = detail::pool_submit(*core_, Fn::call(+f), std::move(packed), n, chunksize);
+    auto job = detail::pool_submit(*core_, Fn::call(f), std::move(packed), n, chunksize);
+    job->list = true;
     using R = typename Fn::Result;
     using T = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
     return AsyncResult<T>(core_, std::move(job));
@@ -329,7 +389,7 @@ class Pool {
   auto iterate(F f, Range& items, std::size_t chunksize, bool unordered) {
     using R = typename detail::PoolFunctionOf<F>::Result;
     static_assert(!std::is_void_v<R>, "shmbus::Pool: imap of a function returning void");
-    auto result = submit_list(f, items, chunksize, [](std::byte* out, auto&& item) {
+    auto result = submit_list(f, items, chunksize, [](std::vector<std::byte>& out, auto&& item) {
       detail::PoolFunctionOf<F>::pack(out, std::forward<decltype(item)>(item));
     });
     return IMapIterator<R>(std::move(result.core_), std::move(result.job_), unordered);
