@@ -8,19 +8,36 @@
 //   shmbus::AsyncResult<int> r = pool.apply_async(square, 7);
 //   int y = r.get();                                                     // 49
 //   for (int v : pool.imap_unordered(square, xs)) use(v);                // as they finish
+//   int k = 3;                                                           // state: a capture
+//   auto scaled = pool.map([k](int x) { return k * x; }, xs);
+//   auto sizes = pool.map([](const std::string& s) { return s.size(); }, words);
 //   pool.close();
 //   pool.join();
 //
-// What travels. Workers are forked copies of this program, so a function
-// travels as its address, as Python's pickle sends a function by its name:
-// plain functions and captureless lambdas only (a capture would have to be
-// copied into the worker), with any state passed as arguments. Arguments
-// and results are trivially copyable values, copied into the task and
-// result messages. Every task carries a check keyed by a random number the
-// pool's processes hold in private memory only: a worker calls nothing this
-// pool did not send. `initializer` (any callable) runs in each worker
-// before its first task. A worker is forked when the pool starts (or when
-// it replaces one): it sees this program's memory as it was then.
+// What travels. Workers are forked copies of this program, forked when the
+// pool starts (or replaces one): they see this program's memory as it was
+// then, so anything a task needs that was made later must travel with it,
+// as Python pickles a task:
+//   - a plain function or a captureless lambda: by its address (Python
+//     pickles a function by its name);
+//   - a lambda that captures by copy, or any trivially copyable function
+//     object: its bytes, sent with each chunk. Capture values (numbers,
+//     arrays, trivially copyable structs), never references or pointers:
+//     those would point into the worker's own memory;
+//   - a function object with MSGPACK_DEFINE (strings, containers in it):
+//     its fields, through the codec (Python pickles the instance);
+//   - shmbus::partial(f, values...): f by address, the bound values through
+//     the codec (Python's functools.partial).
+// A std::function, a generic lambda or a lambda capturing a std::string
+// does not compile (one static_assert says what to use instead).
+// Arguments and results: any type the codec carries (shmbus/codec.hpp:
+// strings, std containers, MSGPACK_DEFINE structs...). When every argument
+// (and the result) is trivially copyable they are copied as bytes into the
+// task and result messages, as before the codec; otherwise each item is
+// one codec message. Every task carries a check keyed by a random number
+// the pool's processes hold in private memory only: a worker calls nothing
+// this pool did not send. `initializer` (any callable) runs in each worker
+// before its first task.
 //
 // How. Each worker has its own anonymous duplex Pipe (tasks in, results
 // out). Work is cut into chunks (map's `chunksize`; by default a call's
@@ -32,10 +49,15 @@
 // next, join), and a caller waiting for them sleeps on one futex that the
 // workers ring.
 //
-// Failures. A function that throws fails its chunk: get(), map() or the
-// iterator's next() throws Error(task_failed) naming the worker, the item
-// and what(). A worker that dies (a crash, SIGKILL) fails the chunk it was
-// running with Error(peer_dead) naming its pid and how it ended; chunks
+// Failures. A task that throws fails its chunk, and get(), map() or the
+// iterator's next() throws what it threw, rebuilt in the caller: a
+// standard exception (std::runtime_error, logic_error, invalid_argument,
+// out_of_range, ...) as the same type with the same what(), a
+// shmbus::Error with its code, object and reason, a type given to
+// register_exception<E>() as an E, and any other as RemoteError
+// (Error(task_failed)) naming the worker, the item, the type (demangled)
+// and its what(). A worker that dies (a crash, SIGKILL) fails the chunk it
+// was running with Error(peer_dead) naming its pid and how it ended; chunks
 // queued behind it go to other workers, and a new worker takes its place.
 // More than twice `processes` workers in a row that end on their own
 // before finishing a chunk (an initializer that throws or crashes; SIGKILL
@@ -304,7 +326,8 @@ class Pool {
   ~Pool();  // terminate()
 
   // f(args...) in a worker. Submitting to a closed pool throws Error(closed);
-  // arguments too large for one frame of the pipe throw Error(too_large).
+  // one item's arguments (with the callable's state) too large for one
+  // frame of the pipe throw Error(too_large). Results of any size come back.
   template <class F, class... A>
   auto apply_async(F f, A&&... args) {
     using Fn = detail::PoolFunctionOf<F>;
