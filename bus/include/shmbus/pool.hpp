@@ -10,7 +10,8 @@
 //   for (int v : pool.imap_unordered(square, xs)) use(v);                // as they finish
 //   int k = 3;                                                           // state: a capture
 //   auto scaled = pool.map([k](int x) { return k * x; }, xs);
-//   auto sizes = pool.map([](const std::string& s) { return s.size(); }, words);
+//   std::vector<std::string> words{"a", "bc"};                           // strings, containers
+//   std::vector<std::size_t> sizes = pool.map([](const std::string& s) { return s.size(); }, words);
 //   pool.close();
 //   pool.join();
 //
