@@ -120,9 +120,7 @@ void BM_PyMpPool_MapStrings(benchmark::State& state) {
 [[maybe_unused]] const bool registered = [] {
   benchmark::RegisterBenchmark("BM_Pool_Apply_RTT", BM_Pool_Apply_RTT)->UseRealTime();
   benchmark::RegisterBenchmark("BM_Pool_Map", BM_Pool_Map)->Arg(10000)->UseRealTime();
-  benchmark::RegisterBenchmark("BM_Pool_MapStrings", BM_Pool_MapStrings)
-      ->Arg(10000)
-      ->UseRealTime();
+  benchmark::RegisterBenchmark("BM_Pool_MapStrings", BM_Pool_MapStrings)->Arg(10000)->UseRealTime();
   const std::int64_t py = python_iterations();
   benchmark::RegisterBenchmark("BM_PyMpPool_Apply_RTT", BM_PyMpPool_Apply_RTT)
       ->Iterations(py)

@@ -348,9 +348,9 @@ class PoolCore {
   bool joined_ = false;
   std::optional<Error> broken_;
   Clock::time_point last_check_{};
-  std::vector<std::byte> buffer_;                   // collect()'s, reused
+  std::vector<std::byte> buffer_;                                  // collect()'s, reused
   std::vector<std::pair<std::size_t, std::size_t>> split_buffer_;  // accept()'s, reused
-  std::vector<Worker*> dispatch_order_;             // dispatch()'s, reused
+  std::vector<Worker*> dispatch_order_;                            // dispatch()'s, reused
   std::deque<std::shared_ptr<PoolJob>> callbacks_;  // done jobs whose on_done is to run
 };
 
@@ -443,7 +443,8 @@ std::shared_ptr<PoolJob> PoolCore::submit(const PoolCall& call, const std::vecto
   if (closed_ || terminated_) throw Error(Errc::closed, "pool", "closed: it takes no new work");
   const auto too_large = [&](const char* what, std::size_t bytes) {
     return Error(Errc::too_large, "pool",
-                 std::string(what) + " of " + std::to_string(bytes) + " bytes; one task frame holds " +
+                 std::string(what) + " of " + std::to_string(bytes) +
+                     " bytes; one task frame holds " +
                      std::to_string(max_frame_ - sizeof(TaskHeader)) +
                      (call.state.empty() ? std::string()
                                          : " with " + std::to_string(call.state.size()) +
@@ -511,8 +512,7 @@ std::shared_ptr<PoolJob> PoolCore::submit(const PoolCall& call, const std::vecto
     h.result_size = call.result_size;
     h.state_size = static_cast<std::uint32_t>(call.state.size());
     h.check = keyed_check(key_, h);
-    Chunk c{job, id, first, h.count,
-            std::vector<std::byte>(sizeof h + call.state.size() + bytes)};
+    Chunk c{job, id, first, h.count, std::vector<std::byte>(sizeof h + call.state.size() + bytes)};
     std::byte* p = c.task.data();
     std::memcpy(p, &h, sizeof h);
     if (!call.state.empty()) std::memcpy(p + sizeof h, call.state.data(), call.state.size());
@@ -616,11 +616,11 @@ void PoolCore::accept(Worker& w, std::span<const std::byte> reply) {
           job.results_at[c.first + i] = {base + at[i].first, at[i].second};
       } else if (const std::size_t bytes = std::size_t{c.count} * job.result_size;
                  reply.size() - sizeof h != bytes) {
-        fail(c, std::make_exception_ptr(
-                    Error(Errc::corrupted, worker,
-                          "answered " + items_text(c.first, c.count) + " with " +
-                              std::to_string(reply.size() - sizeof h) + " bytes, expected " +
-                              std::to_string(bytes))));
+        fail(c,
+             std::make_exception_ptr(Error(Errc::corrupted, worker,
+                                           "answered " + items_text(c.first, c.count) + " with " +
+                                               std::to_string(reply.size() - sizeof h) +
+                                               " bytes, expected " + std::to_string(bytes))));
         return;
       } else if (bytes != 0) {
         std::memcpy(&job.results[c.first * job.result_size], text.data(), bytes);
@@ -637,19 +637,19 @@ void PoolCore::accept(Worker& w, std::span<const std::byte> reply) {
       ExceptionRecord record;
       if (h.failed < c.first || h.failed - c.first >= c.count ||
           !decode_message(reply.subspan(sizeof h), record)) {
-        fail(c, std::make_exception_ptr(
-                    Error(Errc::corrupted, worker,
-                          "answered " + items_text(c.first, c.count) +
-                              " with an exception record that does not decode")));
+        fail(c,
+             std::make_exception_ptr(Error(Errc::corrupted, worker,
+                                           "answered " + items_text(c.first, c.count) +
+                                               " with an exception record that does not decode")));
         return;
       }
       fail(c, rebuild(record, worker, h.failed));
       return;
     }
     case Outcome::rejected:
-      fail(c, std::make_exception_ptr(Error(
-                  Errc::corrupted, worker,
-                  "rejected " + items_text(c.first, c.count) + ": " + std::string(text))));
+      fail(c, std::make_exception_ptr(
+                  Error(Errc::corrupted, worker,
+                        "rejected " + items_text(c.first, c.count) + ": " + std::string(text))));
       return;
   }
   fail(c, std::make_exception_ptr(Error(
@@ -841,8 +841,7 @@ void pool_register_exception(const std::type_info& type, PoolExceptionMaker make
 
 void pool_throw_decode(std::string_view type) {
   throw Error(Errc::decode_error, "pool",
-              "a task's value did not decode as " + std::string(type) + ": " +
-                  last_decode_error());
+              "a task's value did not decode as " + std::string(type) + ": " + last_decode_error());
 }
 
 bool pool_wait(PoolCore& core, const std::function<bool()>& ready,

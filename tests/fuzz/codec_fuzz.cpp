@@ -13,9 +13,9 @@
 #include <deque>
 #include <list>
 #include <map>
-#include <set>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <variant>

@@ -42,9 +42,7 @@ std::string shout(std::string s) {
 
 std::size_t length_of(const std::string& s) { return s.size(); }
 
-std::vector<int> repeat(int value, std::size_t times) {
-  return std::vector<int>(times, value);
-}
+std::vector<int> repeat(int value, std::size_t times) { return std::vector<int>(times, value); }
 
 std::string labelled(const std::string& label, const std::vector<int>& weights, int x) {
   int sum = 0;
@@ -54,7 +52,8 @@ std::string labelled(const std::string& label, const std::vector<int>& weights, 
 
 std::vector<std::string> words(int n) {
   std::vector<std::string> out;
-  for (int i = 0; i < n; ++i) out.push_back("word" + std::string(static_cast<std::size_t>(i % 50), 'x'));
+  for (int i = 0; i < n; ++i)
+    out.push_back("word" + std::string(static_cast<std::size_t>(i % 50), 'x'));
   return out;
 }
 
@@ -85,11 +84,12 @@ TEST(PoolCodec, ContainerArgumentsAndResultsTravel) {
   // A result that is a vector is one value (apply), or one per item (map).
   EXPECT_EQ(pool.apply(repeat, 7, std::size_t{3}), (std::vector<int>{7, 7, 7}));
   const std::vector<std::tuple<int, std::size_t>> args{{1, 2}, {2, 0}, {3, 1}};
-  EXPECT_EQ(pool.starmap(repeat, args),
-            (std::vector<std::vector<int>>{{1, 1}, {}, {3}}));
-  auto r = pool.apply_async([](const std::vector<std::string>& v) {
-    return std::accumulate(v.begin(), v.end(), std::string());
-  }, std::vector<std::string>{"x", "y", "z"});
+  EXPECT_EQ(pool.starmap(repeat, args), (std::vector<std::vector<int>>{{1, 1}, {}, {3}}));
+  auto r = pool.apply_async(
+      [](const std::vector<std::string>& v) {
+        return std::accumulate(v.begin(), v.end(), std::string());
+      },
+      std::vector<std::string>{"x", "y", "z"});
   EXPECT_EQ(r.get(), "xyz");
 }
 
@@ -200,7 +200,8 @@ TEST(PoolCodec, StandardExceptionsComeBackAsTheirOwnType) {
   EXPECT_THROW((void)pool.apply([](int) -> int { throw std::bad_alloc(); }, 0), std::bad_alloc);
   // A shmbus::Error keeps its code, object and reason.
   try {
-    (void)pool.apply([](int) -> int { throw Error(Errc::not_found, "orders", "no such queue"); }, 0);
+    (void)pool.apply([](int) -> int { throw Error(Errc::not_found, "orders", "no such queue"); },
+                     0);
     ADD_FAILURE() << "no exception";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), Errc::not_found);
@@ -221,10 +222,12 @@ TEST(PoolCodec, ARegisteredExceptionComesBackAsItsTypeAndAnyOtherAsRemoteError) 
   Pool pool({.processes = 2});
   EXPECT_THROW((void)pool.apply([](int) -> int { throw Registered("mine"); }, 0), Registered);
   try {
-    (void)pool.map([](int x) -> int {
-      if (x == 5) throw NotRegistered("five");
-      return x;
-    }, std::vector<int>{0, 1, 2, 3, 4, 5, 6}, 2);
+    (void)pool.map(
+        [](int x) -> int {
+          if (x == 5) throw NotRegistered("five");
+          return x;
+        },
+        std::vector<int>{0, 1, 2, 3, 4, 5, 6}, 2);
     ADD_FAILURE() << "no exception";
   } catch (const RemoteError& e) {
     EXPECT_EQ(e.code(), Errc::task_failed);
@@ -243,8 +246,9 @@ TEST(PoolCodec, ARegisteredExceptionComesBackAsItsTypeAndAnyOtherAsRemoteError) 
   // The callback gets the same exception.
   std::string seen;
   (void)pool.apply_async([](int) -> int { throw std::out_of_range("oor"); }, 0)
-      .then([](int) {},
-            [&](const std::exception& e) { seen = typeid(e).name() + std::string(":") + e.what(); });
+      .then(
+          [](int) {},
+          [&](const std::exception& e) { seen = typeid(e).name() + std::string(":") + e.what(); });
   pool.close();
   pool.join();
   EXPECT_EQ(seen, typeid(std::out_of_range).name() + std::string(":oor"));

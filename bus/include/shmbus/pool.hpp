@@ -11,9 +11,8 @@
 //   int k = 3;                                                           // state: a capture
 //   auto scaled = pool.map([k](int x) { return k * x; }, xs);
 //   std::vector<std::string> words{"a", "bc"};                           // strings, containers
-//   std::vector<std::size_t> sizes = pool.map([](const std::string& s) { return s.size(); }, words);
-//   pool.close();
-//   pool.join();
+//   std::vector<std::size_t> sizes = pool.map([](const std::string& s) { return s.size(); },
+//   words); pool.close(); pool.join();
 //
 // What travels. Workers are forked copies of this program, forked when the
 // pool starts (or replaces one): they see this program's memory as it was
@@ -138,9 +137,8 @@ void register_exception() {
   static_assert(std::is_base_of_v<std::exception, E> && std::is_constructible_v<E, std::string>,
                 "shmbus::register_exception<E>: E derives from std::exception and is "
                 "constructible from its what() (a std::string)");
-  detail::pool_register_exception(typeid(E), [](const std::string& what) {
-    return std::make_exception_ptr(E(what));
-  });
+  detail::pool_register_exception(
+      typeid(E), [](const std::string& what) { return std::make_exception_ptr(E(what)); });
 }
 
 struct PoolOptions {

@@ -48,7 +48,8 @@ msgpack::zone& decode_zone() noexcept;
 class MsgpackReader {
  public:
   MsgpackReader(std::span<const std::byte> msg, std::size_t max_depth) noexcept
-      : p_(reinterpret_cast<const unsigned char*>(msg.data())), end_(p_ + msg.size()),
+      : p_(reinterpret_cast<const unsigned char*>(msg.data())),
+        end_(p_ + msg.size()),
         max_depth_(max_depth) {}
 
   [[nodiscard]] bool at_end() const noexcept { return p_ == end_; }
@@ -118,9 +119,8 @@ class MsgpackReader {
     } else if constexpr (kRawNested<T>) {
       if (bin_header() != sizeof(T)) throw msgpack::type_error();
       std::memcpy(&v, take(sizeof(T)), sizeof(T));
-    } else if constexpr (HasMsgpackMembers<T> && requires(const T& t, FieldReader& f) {
-                           t.msgpack_pack(f);
-                         }) {
+    } else if constexpr (HasMsgpackMembers<T> &&
+                         requires(const T& t, FieldReader& f) { t.msgpack_pack(f); }) {
       read_fields(v);
     } else {
       read_tree(v);
@@ -135,28 +135,57 @@ class MsgpackReader {
     if (b >= 0x90 && b <= 0x9f) return skip_items(b & 0x0fu);
     if (b >= 0xa0 && b <= 0xbf) return (void)take(b & 0x1fu);
     switch (b) {
-      case 0xc4: case 0xd9: return (void)take(be<std::uint8_t>());
-      case 0xc5: case 0xda: return (void)take(be<std::uint16_t>());
-      case 0xc6: case 0xdb: return (void)take(be<std::uint32_t>());
-      case 0xc7: return (void)take(std::size_t{be<std::uint8_t>()} + 1);
-      case 0xc8: return (void)take(std::size_t{be<std::uint16_t>()} + 1);
-      case 0xc9: return (void)take(std::size_t{be<std::uint32_t>()} + 1);
-      case 0xca: return (void)take(4);
-      case 0xcb: return (void)take(8);
-      case 0xcc: case 0xd0: return (void)take(1);
-      case 0xcd: case 0xd1: return (void)take(2);
-      case 0xce: case 0xd2: return (void)take(4);
-      case 0xcf: case 0xd3: return (void)take(8);
-      case 0xd4: return (void)take(2);
-      case 0xd5: return (void)take(3);
-      case 0xd6: return (void)take(5);
-      case 0xd7: return (void)take(9);
-      case 0xd8: return (void)take(17);
-      case 0xdc: return skip_items(be<std::uint16_t>());
-      case 0xdd: return skip_items(be<std::uint32_t>());
-      case 0xde: return skip_items(2 * std::size_t{be<std::uint16_t>()});
-      case 0xdf: return skip_items(2 * std::size_t{be<std::uint32_t>()});
-      default: throw msgpack::parse_error("not a msgpack value");  // 0xc1
+      case 0xc4:
+      case 0xd9:
+        return (void)take(be<std::uint8_t>());
+      case 0xc5:
+      case 0xda:
+        return (void)take(be<std::uint16_t>());
+      case 0xc6:
+      case 0xdb:
+        return (void)take(be<std::uint32_t>());
+      case 0xc7:
+        return (void)take(std::size_t{be<std::uint8_t>()} + 1);
+      case 0xc8:
+        return (void)take(std::size_t{be<std::uint16_t>()} + 1);
+      case 0xc9:
+        return (void)take(std::size_t{be<std::uint32_t>()} + 1);
+      case 0xca:
+        return (void)take(4);
+      case 0xcb:
+        return (void)take(8);
+      case 0xcc:
+      case 0xd0:
+        return (void)take(1);
+      case 0xcd:
+      case 0xd1:
+        return (void)take(2);
+      case 0xce:
+      case 0xd2:
+        return (void)take(4);
+      case 0xcf:
+      case 0xd3:
+        return (void)take(8);
+      case 0xd4:
+        return (void)take(2);
+      case 0xd5:
+        return (void)take(3);
+      case 0xd6:
+        return (void)take(5);
+      case 0xd7:
+        return (void)take(9);
+      case 0xd8:
+        return (void)take(17);
+      case 0xdc:
+        return skip_items(be<std::uint16_t>());
+      case 0xdd:
+        return skip_items(be<std::uint32_t>());
+      case 0xde:
+        return skip_items(2 * std::size_t{be<std::uint16_t>()});
+      case 0xdf:
+        return skip_items(2 * std::size_t{be<std::uint32_t>()});
+      default:
+        throw msgpack::parse_error("not a msgpack value");  // 0xc1
     }
   }
 
@@ -197,13 +226,14 @@ class MsgpackReader {
   };
 
   template <class T>
-  static constexpr bool is_charlike = std::is_same_v<T, char> || std::is_same_v<T, signed char> ||
-                                      std::is_same_v<T, unsigned char> ||
-                                      std::is_same_v<T, std::byte>;
+  static constexpr bool is_charlike =
+      std::is_same_v<T, char> || std::is_same_v<T, signed char> ||
+      std::is_same_v<T, unsigned char> || std::is_same_v<T, std::byte>;
   template <class T>
   struct is_sequence : std::false_type {};
   template <class E, class A>
-  struct is_sequence<std::vector<E, A>> : std::bool_constant<!is_charlike<E> && !std::is_same_v<E, bool>> {};
+  struct is_sequence<std::vector<E, A>>
+      : std::bool_constant<!is_charlike<E> && !std::is_same_v<E, bool>> {};
   template <class E, class A>
   struct is_sequence<std::deque<E, A>> : std::true_type {};
   template <class E, class A>
@@ -279,18 +309,29 @@ class MsgpackReader {
     const unsigned char b = byte();
     if (b >= 0xa0 && b <= 0xbf) return b & 0x1fu;
     switch (b) {
-      case 0xd9: case 0xc4: return be<std::uint8_t>();
-      case 0xda: case 0xc5: return be<std::uint16_t>();
-      case 0xdb: case 0xc6: return be<std::uint32_t>();
-      default: throw msgpack::type_error();
+      case 0xd9:
+      case 0xc4:
+        return be<std::uint8_t>();
+      case 0xda:
+      case 0xc5:
+        return be<std::uint16_t>();
+      case 0xdb:
+      case 0xc6:
+        return be<std::uint32_t>();
+      default:
+        throw msgpack::type_error();
     }
   }
   std::size_t bin_header() {
     switch (byte()) {
-      case 0xc4: return be<std::uint8_t>();
-      case 0xc5: return be<std::uint16_t>();
-      case 0xc6: return be<std::uint32_t>();
-      default: throw msgpack::type_error();
+      case 0xc4:
+        return be<std::uint8_t>();
+      case 0xc5:
+        return be<std::uint16_t>();
+      case 0xc6:
+        return be<std::uint32_t>();
+      default:
+        throw msgpack::type_error();
     }
   }
 
@@ -307,15 +348,36 @@ class MsgpackReader {
       s = static_cast<std::int8_t>(b);
     } else {
       switch (b) {
-        case 0xcc: u = be<std::uint8_t>(); break;
-        case 0xcd: u = be<std::uint16_t>(); break;
-        case 0xce: u = be<std::uint32_t>(); break;
-        case 0xcf: u = be<std::uint64_t>(); break;
-        case 0xd0: s = static_cast<std::int8_t>(be<std::uint8_t>()); negative = true; break;
-        case 0xd1: s = static_cast<std::int16_t>(be<std::uint16_t>()); negative = true; break;
-        case 0xd2: s = static_cast<std::int32_t>(be<std::uint32_t>()); negative = true; break;
-        case 0xd3: s = static_cast<std::int64_t>(be<std::uint64_t>()); negative = true; break;
-        default: throw msgpack::type_error();
+        case 0xcc:
+          u = be<std::uint8_t>();
+          break;
+        case 0xcd:
+          u = be<std::uint16_t>();
+          break;
+        case 0xce:
+          u = be<std::uint32_t>();
+          break;
+        case 0xcf:
+          u = be<std::uint64_t>();
+          break;
+        case 0xd0:
+          s = static_cast<std::int8_t>(be<std::uint8_t>());
+          negative = true;
+          break;
+        case 0xd1:
+          s = static_cast<std::int16_t>(be<std::uint16_t>());
+          negative = true;
+          break;
+        case 0xd2:
+          s = static_cast<std::int32_t>(be<std::uint32_t>());
+          negative = true;
+          break;
+        case 0xd3:
+          s = static_cast<std::int64_t>(be<std::uint64_t>());
+          negative = true;
+          break;
+        default:
+          throw msgpack::type_error();
       }
       if (negative && s >= 0) {  // a signed encoding of a non-negative value
         negative = false;
@@ -377,7 +439,8 @@ class MsgpackReader {
     Nest nest(*this);
     [&]<std::size_t... I>(std::index_sequence<I...>) {
       ((I < n ? read(std::get<I>(v)) : void()), ...);
-    }(std::index_sequence_for<E...>{});
+    }
+    (std::index_sequence_for<E...>{});
     for (std::size_t i = sizeof...(E); i < n; ++i) skip();
   }
 

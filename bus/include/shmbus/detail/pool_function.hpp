@@ -53,9 +53,9 @@ inline constexpr std::uint32_t kPoolVariable = 0xffffffffu;
 // the failed chunks. Owned by the pool's collector and the caller's handle.
 struct PoolJob {
   std::size_t items = 0;
-  std::uint32_t result_size = 0;     // kPoolVariable: results_at says where each is
-  std::size_t chunks_left = 0;       // chunks neither answered nor failed
-  std::vector<std::byte> results;    // items * result_size, or the variable results appended
+  std::uint32_t result_size = 0;   // kPoolVariable: results_at says where each is
+  std::size_t chunks_left = 0;     // chunks neither answered nor failed
+  std::vector<std::byte> results;  // items * result_size, or the variable results appended
   std::vector<std::pair<std::size_t, std::size_t>> results_at;  // variable: offset, size per item
   std::vector<std::uint8_t> state;   // per item: kWaiting, kArrived, kFailed
   std::deque<std::size_t> arrivals;  // arrived items, and failed chunks' first items, in order
@@ -150,8 +150,8 @@ struct DropFront<0, L> {
   using type = L;
 };
 template <std::size_t N, class A, class... Rest>
-  requires(N > 0)
-struct DropFront<N, TypeList<A, Rest...>> : DropFront<N - 1, TypeList<Rest...>> {};
+requires(N > 0) struct DropFront<N, TypeList<A, Rest...>> : DropFront<N - 1, TypeList<Rest...>> {
+};
 
 // R and the parameters of a function pointer or a call operator.
 template <class S>
@@ -163,11 +163,11 @@ struct Signature<R (*)(A...)> {
 };
 template <class R, class... A>
 struct Signature<R (*)(A...) noexcept> : Signature<R (*)(A...)> {};
-#define SHMBUS_POOL_MEMBER_SIGNATURE(QUALIFIERS)              \
-  template <class C, class R, class... A>                     \
-  struct Signature<R (C::*)(A...) QUALIFIERS> {               \
-    using Result = R;                                         \
-    using Args = TypeList<A...>;                              \
+#define SHMBUS_POOL_MEMBER_SIGNATURE(QUALIFIERS) \
+  template <class C, class R, class... A>        \
+  struct Signature<R (C::*)(A...) QUALIFIERS> {  \
+    using Result = R;                            \
+    using Args = TypeList<A...>;                 \
   };
 SHMBUS_POOL_MEMBER_SIGNATURE()
 SHMBUS_POOL_MEMBER_SIGNATURE(const)
@@ -185,9 +185,10 @@ concept PoolFunctionLike = requires(F f) {
 // A function object with one call operator whose state the codec carries:
 // trivially copyable (its bytes), or described for msgpack.
 template <class F>
-concept PoolFunctionObject =
-    std::is_class_v<F> && !PoolFunctionLike<F> && requires { &F::operator(); } &&
-    (std::is_trivially_copyable_v<F> || (HasMsgpackMembers<F> && std::is_default_constructible_v<F>));
+concept PoolFunctionObject = std::is_class_v<F> && !PoolFunctionLike<F> && requires {
+  &F::operator();
+}
+&&(std::is_trivially_copyable_v<F> || (HasMsgpackMembers<F> && std::is_default_constructible_v<F>));
 
 template <class F>
 struct is_partial : std::false_type {};
@@ -248,8 +249,8 @@ struct PoolCallableTraits<Partial<G, B...>> {
     Bound bound;
     template <class... A>
     decltype(auto) operator()(A&&... a) {
-      return std::apply([&](auto&... b) -> decltype(auto) { return g(b..., std::forward<A>(a)...); },
-                        bound);
+      return std::apply(
+          [&](auto&... b) -> decltype(auto) { return g(b..., std::forward<A>(a)...); }, bound);
     }
   };
   static std::uintptr_t address(const Partial<G, B...>& p) {
@@ -473,7 +474,8 @@ auto partial(F f, B&&... bound) {
       using Tuple = std::tuple<std::decay_t<P>...>;
       return Partial<G, std::decay_t<std::tuple_element_t<I, Tuple>>...>(
           +f, std::decay_t<std::tuple_element_t<I, Tuple>>(std::forward<B>(bound))...);
-    }(std::index_sequence_for<B...>{});
+    }
+    (std::index_sequence_for<B...>{});
   }(Params{});
 }
 
