@@ -13,6 +13,9 @@
 //   BM_PyMpPipeDict_Block_RTT/0  Python multiprocessing.Pipe sending the
 //                              equivalent dict (pickled): the peer
 //   BM_Codec_OneCore_EncodeDecode/0  encode + decode of the struct, one thread
+//   BM_CodecTree_OneCore_EncodeDecode/0  the same through msgpack-cxx's object
+//                              tree (unpack, then convert: the decoder before
+//                              detail/codec_reader.hpp), for the ratio
 //
 // Round trips carry ReferenceBeside counters (x_floor / x_futex).
 #include <benchmark/benchmark.h>
@@ -157,6 +160,22 @@ void BM_Codec_OneCore_EncodeDecode(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+void BM_CodecTree_OneCore_EncodeDecode(benchmark::State& state) {
+  pin_this_thread(bench_cpus().parent);
+  const Quote q = make_quote();
+  Quote back;
+  msgpack::zone& zone = detail::decode_zone();
+  for (auto _ : state) {
+    const auto m = detail::encode_message(q);
+    msgpack::object o;
+    if (!detail::unpack_bounded(m, zone, o)) state.SkipWithError("decode failed");
+    o.convert(back);
+    zone.clear();
+  }
+  benchmark::DoNotOptimize(back);
+  state.SetItemsProcessed(state.iterations());
+}
+
 }  // namespace
 
 BENCHMARK(BM_QueuePod_Stream)->Arg(64)->UseRealTime()->MinTime(0.25);
@@ -167,6 +186,7 @@ BENCHMARK(BM_PipePod_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_PipeStruct_Block_RTT)->Arg(0)->UseRealTime();
 BENCHMARK(BM_PyMpPipeDict_Block_RTT)->Arg(0)->UseManualTime()->Iterations(python_iterations());
 BENCHMARK(BM_Codec_OneCore_EncodeDecode)->Arg(0);
+BENCHMARK(BM_CodecTree_OneCore_EncodeDecode)->Arg(0);
 
 }  // namespace shmbus::bench
 

@@ -44,22 +44,28 @@ EncodeBuffer& encode_buffer() noexcept {
   return buffer;
 }
 
-bool unpack_bounded(std::span<const std::byte> msg, msgpack::zone& zone,
-                    msgpack::object& out) noexcept {
+msgpack::object unpack_one(std::span<const std::byte> msg, msgpack::zone& zone, std::size_t depth,
+                           std::size_t& used) {
   // Each element, key, value and byte takes at least one byte of the
   // message, so no declared size can be larger than the message itself:
   // the zone never allocates more than a small multiple of msg.size()
   // (sizeof(msgpack::object) per element), whatever the header claims.
   const std::size_t n = msg.size();
-  const msgpack::unpack_limit limit(n, n / 2, n, n, n, kMaxDecodeDepth);
-  const char* data = reinterpret_cast<const char*>(msg.data());
+  const msgpack::unpack_limit limit(n, n / 2, n, n, n, depth);
+  used = 0;
+  // Strings and bins point into the message (no copy): the caller
+  // converts before the message is released.
+  return msgpack::unpack(
+      zone, reinterpret_cast<const char*>(msg.data()), n, used,
+      [](msgpack::type::object_type, std::size_t, void*) { return true; }, nullptr, limit);
+}
+
+bool unpack_bounded(std::span<const std::byte> msg, msgpack::zone& zone,
+                    msgpack::object& out) noexcept {
+  const std::size_t n = msg.size();
   std::size_t off = 0;
   try {
-    // Strings and bins point into the message (no copy): the caller
-    // converts before the message is released.
-    out = msgpack::unpack(
-        zone, data, n, off, [](msgpack::type::object_type, std::size_t, void*) { return true; },
-        nullptr, limit);
+    out = unpack_one(msg, zone, kMaxDecodeDepth, off);
   } catch (const msgpack::insufficient_bytes&) {
     set_decode_error("truncated msgpack value");
     return false;

@@ -1,5 +1,6 @@
 #include "shmbus/pool.hpp"
 
+#include <cxxabi.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -7,8 +8,13 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <cstdlib>
+#include <mutex>
+#include <stdexcept>
 #include <string>
+#include <tuple>
 #include <type_traits>
+#include <unordered_map>
 
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/pipe.hpp"
@@ -25,7 +31,9 @@ constexpr std::uint64_t kMaxReply = std::uint64_t{1} << 30;
 constexpr std::size_t kMaxChunk = std::size_t{1} << 20;  // items
 constexpr auto kLivenessTick = std::chrono::milliseconds(10);
 
-// A task message: this header, then `count` items of `arg_size` bytes.
+// A task message: this header, the callable's state (`state_size` bytes),
+// then `count` items of `arg_size` bytes, or (arg_size kPoolVariable) each
+// a u32 length and that many bytes of codec message.
 struct TaskHeader {
   std::uint32_t magic;
   std::uint32_t count;
@@ -35,15 +43,19 @@ struct TaskHeader {
   std::uint64_t invoker;
   std::uint64_t check;  // keyed_check() of the fields above and below
   std::uint32_t arg_size;
-  std::uint32_t result_size;
+  std::uint32_t result_size;  // kPoolVariable: each a u32 length and a codec message
+  std::uint32_t state_size;
+  std::uint32_t reserved;
 };
 
-static_assert(sizeof(TaskHeader) == 56 && std::is_trivially_copyable_v<TaskHeader>);
+static_assert(sizeof(TaskHeader) == 64 && std::is_trivially_copyable_v<TaskHeader>);
 
 enum class Outcome : std::uint32_t { ok, raised, rejected };
 
 // A result message: this header, then `count` results of the task's
-// result_size (ok), or a message (raised: what(); rejected: why).
+// result_size or (kPoolVariable) each a u32 length and a codec message
+// (ok), or the exception (raised: the codec message of ExceptionRecord), or
+// why (rejected).
 struct ResultHeader {
   std::uint64_t job;
   std::uint64_t first;
@@ -86,7 +98,8 @@ std::size_t shared_block_size(unsigned processes) {
 // key (or a corrupted one) fails the check instead of jumping anywhere.
 std::uint64_t keyed_check(std::uint64_t key, const TaskHeader& h) noexcept {
   std::uint64_t x = key;
-  for (std::uint64_t v : {h.fn, h.invoker, (std::uint64_t{h.arg_size} << 32) | h.result_size}) {
+  for (std::uint64_t v : {h.fn, h.invoker, (std::uint64_t{h.arg_size} << 32) | h.result_size,
+                          std::uint64_t{h.state_size}}) {
     x ^= v;
     x *= 0x9e3779b97f4a7c15ULL;
     x ^= x >> 31;
@@ -113,18 +126,117 @@ std::string items_text(std::uint64_t first, std::uint32_t count) {
   return "items " + std::to_string(first) + ".." + std::to_string(first + count - 1);
 }
 
+// A task's exception as the worker sends it: its mangled type name (this
+// program's typeid), what(), and for a shmbus::Error its code (else
+// kNotAnError), object and reason.
+using ExceptionRecord =
+    std::tuple<std::string, std::string, std::uint8_t, std::string, std::string>;
+constexpr std::uint8_t kNotAnError = 0xff;
+
+ExceptionRecord current_exception_record() {
+  try {
+    throw;
+  } catch (const Error& e) {
+    if (typeid(e) == typeid(Error))
+      return {typeid(e).name(), e.what(), static_cast<std::uint8_t>(e.code()), e.object(),
+              e.reason()};
+    return {typeid(e).name(), e.what(), kNotAnError, {}, {}};
+  } catch (const std::exception& e) {
+    return {typeid(e).name(), e.what(), kNotAnError, {}, {}};
+  } catch (...) {
+    const std::type_info* t = abi::__cxa_current_exception_type();
+    return {t != nullptr ? t->name() : "", {}, kNotAnError, {}, {}};
+  }
+}
+
+std::string demangled(const std::string& name) {
+  int status = 0;
+  char* d = abi::__cxa_demangle(name.c_str(), nullptr, nullptr, &status);
+  std::string out = status == 0 && d != nullptr ? d : name;
+  std::free(d);  // NOLINT(cppcoreguidelines-no-malloc): __cxa_demangle's buffer
+  return out.empty() ? "an unknown type" : out;
+}
+
+// Mangled type name -> how to make one; the standard ones built in.
+struct ExceptionRegistry {
+  std::mutex mutex;
+  std::unordered_map<std::string, PoolExceptionMaker> makers;
+  ExceptionRegistry() {
+    add<std::logic_error>();
+    add<std::invalid_argument>();
+    add<std::domain_error>();
+    add<std::length_error>();
+    add<std::out_of_range>();
+    add<std::runtime_error>();
+    add<std::range_error>();
+    add<std::overflow_error>();
+    add<std::underflow_error>();
+    makers[typeid(std::exception).name()] = [](const std::string&) {
+      return std::make_exception_ptr(std::exception());
+    };
+    makers[typeid(std::bad_alloc).name()] = [](const std::string&) {
+      return std::make_exception_ptr(std::bad_alloc());
+    };
+  }
+  template <class E>
+  void add() {
+    makers[typeid(E).name()] = [](const std::string& what) {
+      return std::make_exception_ptr(E(what));
+    };
+  }
+};
+ExceptionRegistry& exception_registry() {
+  static ExceptionRegistry registry;
+  return registry;
+}
+
+// The exception the caller gets for a task's ExceptionRecord.
+std::exception_ptr rebuild(const ExceptionRecord& record, const std::string& worker,
+                           std::size_t item) {
+  const auto& [type, what, code, object, reason] = record;
+  if (code != kNotAnError && type == typeid(Error).name() &&
+      code <= static_cast<std::uint8_t>(Errc::timed_out)) {
+    return std::make_exception_ptr(Error(static_cast<Errc>(code), object, reason));
+  }
+  {
+    ExceptionRegistry& r = exception_registry();
+    const std::lock_guard lock(r.mutex);
+    if (auto it = r.makers.find(type); it != r.makers.end()) return it->second(what);
+  }
+  return std::make_exception_ptr(RemoteError(worker, item, demangled(type), what));
+}
+
+// Where each of `count` variable-size records (a u32 length, then that many
+// bytes) lies in `bytes`; false when they do not fill it exactly.
+bool split_variable(std::span<const std::byte> bytes, std::uint32_t count,
+                    std::vector<std::pair<std::size_t, std::size_t>>* at) {
+  std::size_t pos = 0;
+  for (std::uint32_t i = 0; i < count; ++i) {
+    std::uint32_t size = 0;
+    if (bytes.size() - pos < sizeof size) return false;
+    std::memcpy(&size, bytes.data() + pos, sizeof size);
+    pos += sizeof size;
+    if (bytes.size() - pos < size) return false;
+    if (at != nullptr) at->emplace_back(pos, size);
+    pos += size;
+  }
+  return pos == bytes.size();
+}
+
 // Runs one task in a worker and writes its result message into `reply`.
 void answer(std::span<const std::byte> task, std::uint64_t key, std::vector<std::byte>& reply) {
   ResultHeader r{};
-  const auto finish_with = [&](Outcome outcome, std::string_view text) {
+  const auto finish_with = [&](Outcome outcome, std::span<const std::byte> payload) {
     r.outcome = outcome;
-    reply.resize(sizeof r + text.size());
+    reply.resize(sizeof r + payload.size());
     std::memcpy(reply.data(), &r, sizeof r);
-    std::memcpy(reply.data() + sizeof r, text.data(), text.size());
+    if (!payload.empty()) std::memcpy(reply.data() + sizeof r, payload.data(), payload.size());
+  };
+  const auto reject = [&](const std::string& why) {
+    finish_with(Outcome::rejected, std::as_bytes(std::span(why.data(), why.size())));
   };
   if (task.size() < sizeof(TaskHeader)) {
-    return finish_with(Outcome::rejected,
-                       "a task of " + std::to_string(task.size()) + " bytes, under its header");
+    return reject("a task of " + std::to_string(task.size()) + " bytes, under its header");
   }
   TaskHeader h;
   std::memcpy(&h, task.data(), sizeof h);
@@ -132,30 +244,30 @@ void answer(std::span<const std::byte> task, std::uint64_t key, std::vector<std:
   r.first = h.first;
   r.count = h.count;
   if (h.magic != kTaskMagic || h.check != keyed_check(key, h)) {
-    return finish_with(Outcome::rejected, "a task without this pool's check");
+    return reject("a task without this pool's check");
   }
   const std::uint64_t body = task.size() - sizeof h;
-  const std::uint64_t results = std::uint64_t{h.count} * h.result_size;
-  if (h.count == 0 || h.count > kMaxChunk || body != std::uint64_t{h.count} * h.arg_size ||
+  const bool fixed_results = h.result_size != kPoolVariable;
+  const std::uint64_t results = fixed_results ? std::uint64_t{h.count} * h.result_size : 0;
+  const auto items = task.subspan(sizeof h).subspan(std::min<std::uint64_t>(h.state_size, body));
+  const bool items_fit = h.arg_size == kPoolVariable
+                             ? split_variable(items, h.count, nullptr)
+                             : items.size() == std::uint64_t{h.count} * h.arg_size;
+  if (h.count == 0 || h.count > kMaxChunk || h.state_size > body || !items_fit ||
       results > kMaxReply) {
-    return finish_with(Outcome::rejected, "a task of " + std::to_string(h.count) + " items of " +
-                                              std::to_string(h.arg_size) + " bytes in " +
-                                              std::to_string(body) + " bytes");
+    return reject("a task of " + std::to_string(h.count) + " items of " +
+                  std::to_string(h.arg_size) + " bytes and " + std::to_string(h.state_size) +
+                  " bytes of state in " + std::to_string(body) + " bytes");
   }
-  reply.resize(sizeof r + results);
-  const auto invoke = reinterpret_cast<PoolInvoker>(h.invoker);
-  const std::byte* args = task.data() + sizeof h;
-  std::byte* out = reply.data() + sizeof r;
-  for (std::uint32_t i = 0; i < h.count; ++i) {
-    try {
-      invoke(h.fn, args + std::size_t{i} * h.arg_size, out + std::size_t{i} * h.result_size);
-    } catch (const std::exception& e) {
-      r.failed = h.first + i;
-      return finish_with(Outcome::raised, e.what());
-    } catch (...) {
-      r.failed = h.first + i;
-      return finish_with(Outcome::raised, "an exception not derived from std::exception");
-    }
+  reply.resize(sizeof r);
+  reply.reserve(sizeof r + results);
+  const PoolTaskView view{h.fn, task.subspan(sizeof h, h.state_size), items, h.count, h.arg_size};
+  PoolReplyWriter out{reply};
+  try {
+    reinterpret_cast<PoolInvoker>(h.invoker)(view, out);
+  } catch (...) {
+    r.failed = h.first + out.item;
+    return finish_with(Outcome::raised, encode_message(current_exception_record()));
   }
   r.outcome = Outcome::ok;
   std::memcpy(reply.data(), &r, sizeof r);
@@ -170,7 +282,7 @@ class PoolCore {
   PoolCore(const PoolCore&) = delete;
   PoolCore& operator=(const PoolCore&) = delete;
 
-  std::shared_ptr<PoolJob> submit(const PoolCall& call, std::vector<std::byte> args,
+  std::shared_ptr<PoolJob> submit(const PoolCall& call, const std::vector<std::byte>& args,
                                   std::size_t items, std::size_t chunksize);
   bool wait(const std::function<bool()>& ready, const Clock::time_point* deadline);
   void close() noexcept { closed_ = true; }
@@ -205,7 +317,7 @@ class PoolCore {
   void accept(Worker& w, std::span<const std::byte> reply);
   void check_workers();
   void retire(std::size_t slot);
-  void fail(Chunk& c, const Error& e);
+  void fail(Chunk& c, const std::exception_ptr& e);
   // Queues `job`'s callback once it is done; run_callbacks() runs the queue
   // (from wait(), outside the loops that change jobs and workers).
   void note_progress(const std::shared_ptr<PoolJob>& job);
@@ -236,8 +348,9 @@ class PoolCore {
   bool joined_ = false;
   std::optional<Error> broken_;
   Clock::time_point last_check_{};
-  std::vector<std::byte> buffer_;                   // collect()'s, reused
-  std::vector<Worker*> dispatch_order_;             // dispatch()'s, reused
+  std::vector<std::byte> buffer_;                                  // collect()'s, reused
+  std::vector<std::pair<std::size_t, std::size_t>> split_buffer_;  // accept()'s, reused
+  std::vector<Worker*> dispatch_order_;                            // dispatch()'s, reused
   std::deque<std::shared_ptr<PoolJob>> callbacks_;  // done jobs whose on_done is to run
 };
 
@@ -323,52 +436,91 @@ void PoolCore::check_owner() const {
   }
 }
 
-std::shared_ptr<PoolJob> PoolCore::submit(const PoolCall& call, std::vector<std::byte> args,
+std::shared_ptr<PoolJob> PoolCore::submit(const PoolCall& call, const std::vector<std::byte>& args,
                                           std::size_t items, std::size_t chunksize) {
   check_owner();
   if (broken_) throw *broken_;
   if (closed_ || terminated_) throw Error(Errc::closed, "pool", "closed: it takes no new work");
-  if (call.arg_size + sizeof(TaskHeader) > max_frame_) {
-    throw Error(Errc::too_large, "pool",
-                "arguments of " + std::to_string(call.arg_size) + " bytes; one task frame holds " +
-                    std::to_string(max_frame_ - sizeof(TaskHeader)) +
-                    " (raise PoolOptions::pipe_capacity)");
+  const auto too_large = [&](const char* what, std::size_t bytes) {
+    return Error(Errc::too_large, "pool",
+                 std::string(what) + " of " + std::to_string(bytes) +
+                     " bytes; one task frame holds " +
+                     std::to_string(max_frame_ - sizeof(TaskHeader)) +
+                     (call.state.empty() ? std::string()
+                                         : " with " + std::to_string(call.state.size()) +
+                                               " bytes of the callable's state") +
+                     " (raise PoolOptions::pipe_capacity)");
+  };
+  // Bytes of one frame left for items, after the header and the state
+  // every chunk carries.
+  const std::size_t room = max_frame_ - sizeof(TaskHeader);
+  if (call.state.size() > room) throw too_large("a callable's state", call.state.size());
+  const std::size_t item_room = room - call.state.size();
+  const bool variable = call.arg_size == kPoolVariable;
+  std::vector<std::pair<std::size_t, std::size_t>> at;  // variable: each item's bytes
+  if (variable) {
+    at.reserve(items);
+    if (!split_variable(args, static_cast<std::uint32_t>(items), &at) || items > UINT32_MAX) {
+      throw Error(Errc::invalid_argument, "pool", "packed arguments do not match the items");
+    }
+    for (const auto& [pos, size] : at) {
+      if (size + sizeof(std::uint32_t) > item_room) throw too_large("arguments", size);
+    }
+  } else if (call.arg_size > item_room) {
+    throw too_large("arguments", call.arg_size);
   }
   if (chunksize == 0)
     chunksize = std::max<std::size_t>(1, (items + 4 * processes_ - 1) / (4 * processes_));
   chunksize = std::min(chunksize, kMaxChunk);
-  if (call.arg_size != 0) {
-    chunksize = std::min(chunksize, (max_frame_ - sizeof(TaskHeader)) / call.arg_size);
-  }
-  if (call.result_size != 0 && call.result_size + sizeof(ResultHeader) <= max_frame_) {
+  if (!variable && call.arg_size != 0) chunksize = std::min(chunksize, item_room / call.arg_size);
+  if (call.result_size != kPoolVariable && call.result_size != 0 &&
+      call.result_size + sizeof(ResultHeader) <= max_frame_) {
     chunksize = std::min(chunksize, (max_frame_ - sizeof(ResultHeader)) / call.result_size);
   }
   auto job = std::make_shared<PoolJob>();
   job->items = items;
   job->result_size = call.result_size;
-  job->results.resize(items * call.result_size);
+  if (call.result_size == kPoolVariable) {
+    job->results_at.resize(items);
+  } else {
+    job->results.resize(items * call.result_size);
+  }
   job->state.assign(items, PoolJob::kWaiting);
   const std::uint64_t id = next_job_++;
-  for (std::size_t first = 0; first < items; first += chunksize) {
-    const auto count = static_cast<std::uint32_t>(std::min(chunksize, items - first));
+  std::size_t offset = 0;  // in args, of the chunk's first item
+  for (std::size_t first = 0; first < items;) {
+    std::size_t count = std::min(chunksize, items - first);
+    std::size_t bytes = count * call.arg_size;
+    if (variable) {  // as many as fit in the frame (at least one: checked above)
+      bytes = 0;
+      count = 0;
+      while (count < chunksize && first + count < items) {
+        const std::size_t one = at[first + count].second + sizeof(std::uint32_t);
+        if (count != 0 && bytes + one > item_room) break;
+        bytes += one;
+        ++count;
+      }
+    }
     TaskHeader h{};
     h.magic = kTaskMagic;
-    h.count = count;
+    h.count = static_cast<std::uint32_t>(count);
     h.job = id;
     h.first = first;
     h.fn = call.fn;
     h.invoker = reinterpret_cast<std::uintptr_t>(call.invoker);
-    h.arg_size = static_cast<std::uint32_t>(call.arg_size);
-    h.result_size = static_cast<std::uint32_t>(call.result_size);
+    h.arg_size = call.arg_size;
+    h.result_size = call.result_size;
+    h.state_size = static_cast<std::uint32_t>(call.state.size());
     h.check = keyed_check(key_, h);
-    Chunk c{job, id, first, count, std::vector<std::byte>(sizeof h + count * call.arg_size)};
-    std::memcpy(c.task.data(), &h, sizeof h);
-    if (call.arg_size != 0) {
-      std::memcpy(c.task.data() + sizeof h, args.data() + first * call.arg_size,
-                  count * call.arg_size);
-    }
+    Chunk c{job, id, first, h.count, std::vector<std::byte>(sizeof h + call.state.size() + bytes)};
+    std::byte* p = c.task.data();
+    std::memcpy(p, &h, sizeof h);
+    if (!call.state.empty()) std::memcpy(p + sizeof h, call.state.data(), call.state.size());
+    if (bytes != 0) std::memcpy(p + sizeof h + call.state.size(), args.data() + offset, bytes);
     pending_.push_back(std::move(c));
     ++job->chunks_left;
+    first += count;
+    offset += bytes;
   }
   dispatch();
   return job;
@@ -446,15 +598,33 @@ void PoolCore::accept(Worker& w, std::span<const std::byte> reply) {
   const std::string worker = w.process->name() + " (pid " + std::to_string(w.process->pid()) + ")";
   switch (h.outcome) {
     case Outcome::ok: {
-      const std::size_t bytes = std::size_t{c.count} * job.result_size;
-      if (reply.size() - sizeof h != bytes) {
-        fail(c, Error(Errc::corrupted, worker,
-                      "answered " + items_text(c.first, c.count) + " with " +
-                          std::to_string(reply.size() - sizeof h) + " bytes, expected " +
-                          std::to_string(bytes)));
+      if (job.result_size == kPoolVariable) {
+        std::vector<std::pair<std::size_t, std::size_t>>& at = split_buffer_;
+        at.clear();
+        const auto body = reply.subspan(sizeof h);
+        if (!split_variable(body, c.count, &at)) {
+          fail(c, std::make_exception_ptr(
+                      Error(Errc::corrupted, worker,
+                            "answered " + items_text(c.first, c.count) + " with " +
+                                std::to_string(body.size()) + " bytes that are not " +
+                                std::to_string(c.count) + " length-prefixed results")));
+          return;
+        }
+        const std::size_t base = job.results.size();
+        job.results.insert(job.results.end(), body.begin(), body.end());
+        for (std::size_t i = 0; i < c.count; ++i)
+          job.results_at[c.first + i] = {base + at[i].first, at[i].second};
+      } else if (const std::size_t bytes = std::size_t{c.count} * job.result_size;
+                 reply.size() - sizeof h != bytes) {
+        fail(c,
+             std::make_exception_ptr(Error(Errc::corrupted, worker,
+                                           "answered " + items_text(c.first, c.count) + " with " +
+                                               std::to_string(reply.size() - sizeof h) +
+                                               " bytes, expected " + std::to_string(bytes))));
         return;
+      } else if (bytes != 0) {
+        std::memcpy(&job.results[c.first * job.result_size], text.data(), bytes);
       }
-      if (bytes != 0) std::memcpy(&job.results[c.first * job.result_size], text.data(), bytes);
       for (std::size_t i = c.first; i < c.first + c.count; ++i) {
         job.state[i] = PoolJob::kArrived;
         job.arrivals.push_back(i);
@@ -463,23 +633,34 @@ void PoolCore::accept(Worker& w, std::span<const std::byte> reply) {
       note_progress(c.job);
       return;
     }
-    case Outcome::raised:
-      fail(c, Error(Errc::task_failed, worker,
-                    "item " + std::to_string(h.failed) + " threw: " + std::string(text)));
+    case Outcome::raised: {
+      ExceptionRecord record;
+      if (h.failed < c.first || h.failed - c.first >= c.count ||
+          !decode_message(reply.subspan(sizeof h), record)) {
+        fail(c,
+             std::make_exception_ptr(Error(Errc::corrupted, worker,
+                                           "answered " + items_text(c.first, c.count) +
+                                               " with an exception record that does not decode")));
+        return;
+      }
+      fail(c, rebuild(record, worker, h.failed));
       return;
+    }
     case Outcome::rejected:
-      fail(c, Error(Errc::corrupted, worker,
-                    "rejected " + items_text(c.first, c.count) + ": " + std::string(text)));
+      fail(c, std::make_exception_ptr(
+                  Error(Errc::corrupted, worker,
+                        "rejected " + items_text(c.first, c.count) + ": " + std::string(text))));
       return;
   }
-  fail(c, Error(Errc::corrupted, worker,
-                "answered with outcome " + std::to_string(static_cast<std::uint32_t>(h.outcome))));
+  fail(c, std::make_exception_ptr(Error(
+              Errc::corrupted, worker,
+              "answered with outcome " + std::to_string(static_cast<std::uint32_t>(h.outcome)))));
 }
 
-void PoolCore::fail(Chunk& c, const Error& e) {
+void PoolCore::fail(Chunk& c, const std::exception_ptr& e) {
   PoolJob& job = *c.job;
   for (std::size_t i = c.first; i < c.first + c.count; ++i) job.state[i] = PoolJob::kFailed;
-  job.failures.emplace(c.first, std::pair<std::size_t, Error>(c.count, e));
+  job.failures.emplace(c.first, std::pair<std::size_t, std::exception_ptr>(c.count, e));
   job.arrivals.push_back(c.first);
   if (!job.first_failure) job.first_failure = e;
   --job.chunks_left;
@@ -500,7 +681,8 @@ void PoolCore::run_callbacks() {
   }
 }
 
-void PoolCore::fail_all(const Error& e) {
+void PoolCore::fail_all(const Error& error) {
+  const std::exception_ptr e = std::make_exception_ptr(error);
   for (auto& w : workers_) {
     if (!w) continue;
     for (auto& c : w->outstanding) fail(c, e);
@@ -530,9 +712,9 @@ void PoolCore::retire(std::size_t slot) {
   if (!w.outstanding.empty() && taken > w.answered) {
     Chunk running = std::move(w.outstanding.front());
     w.outstanding.pop_front();
-    fail(running,
-         Error(Errc::peer_dead, worker,
-               how_it_ended(code) + " running " + items_text(running.first, running.count)));
+    fail(running, std::make_exception_ptr(Error(Errc::peer_dead, worker,
+                                                how_it_ended(code) + " running " +
+                                                    items_text(running.first, running.count))));
   }
   while (!w.outstanding.empty()) {
     pending_.push_front(std::move(w.outstanding.back()));
@@ -646,10 +828,20 @@ std::vector<pid_t> PoolCore::pids() const {
   return out;
 }
 
-std::shared_ptr<PoolJob> pool_submit(PoolCore& core, const PoolCall& call,
-                                     std::vector<std::byte> args, std::size_t items,
-                                     std::size_t chunksize) {
-  return core.submit(call, std::move(args), items, chunksize);
+std::shared_ptr<PoolJob> pool_submit(PoolCore& core, PoolCall call, std::vector<std::byte> args,
+                                     std::size_t items, std::size_t chunksize) {
+  return core.submit(call, args, items, chunksize);
+}
+
+void pool_register_exception(const std::type_info& type, PoolExceptionMaker make) {
+  ExceptionRegistry& r = exception_registry();
+  const std::lock_guard lock(r.mutex);
+  r.makers[type.name()] = make;
+}
+
+void pool_throw_decode(std::string_view type) {
+  throw Error(Errc::decode_error, "pool",
+              "a task's value did not decode as " + std::string(type) + ": " + last_decode_error());
 }
 
 bool pool_wait(PoolCore& core, const std::function<bool()>& ready,
@@ -658,6 +850,13 @@ bool pool_wait(PoolCore& core, const std::function<bool()>& ready,
 }
 
 }  // namespace detail
+
+RemoteError::RemoteError(std::string worker, std::size_t item, std::string type, std::string what)
+    : Error(Errc::task_failed, std::move(worker),
+            "item " + std::to_string(item) + " threw " + type + (what.empty() ? "" : ": " + what)),
+      type_(std::move(type)),
+      what_(std::move(what)),
+      item_(item) {}
 
 Pool::Pool(PoolOptions options) : core_(std::make_shared<detail::PoolCore>(std::move(options))) {}
 

@@ -4,12 +4,18 @@
 // decodes back to itself; never read out of bounds (ASan: the message sits
 // in an exactly-sized buffer), crash, or allocate beyond the input's size
 // times a small factor (libFuzzer's -rss_limit_mb and -malloc_limit_mb).
+// The direct decoder (detail/codec_reader.hpp) is also checked against
+// msgpack-cxx's object tree: whatever the tree decodes, the direct decoder
+// decodes to the same value (compared as encodings).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <deque>
+#include <list>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <variant>
@@ -32,10 +38,45 @@ struct Pod {
   std::uint16_t b;
 };
 
+// Fields the direct decoder reads itself, and some it leaves to the tree.
+struct Nested {
+  std::array<int, 3> a{};
+  std::variant<int, std::string> v;
+  std::vector<char> bytes;
+  Order inner;
+  std::chrono::milliseconds ms{};
+  MSGPACK_DEFINE(a, v, bytes, inner, ms)
+};
+
+struct Mapped {
+  std::string name;
+  std::vector<std::int16_t> values;
+  MSGPACK_DEFINE_MAP(name, values)
+};
+
+// msgpack-cxx's object tree, then convert: the decoder before the direct one.
+template <class T>
+bool tree_decode(std::span<const std::byte> msg, T& out) {
+  msgpack::zone zone;
+  msgpack::object o;
+  if (!shmbus::detail::unpack_bounded(msg, zone, o)) return false;
+  try {
+    o.convert(out);
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 template <class T>
 void check(std::span<const std::byte> msg) {
   T v{};
-  if (!shmbus::detail::decode_message(msg, v)) return;
+  const bool direct = shmbus::detail::decode_message(msg, v);
+  if constexpr (shmbus::wire_format_v<T> == shmbus::WireFormat::msgpack) {
+    T t{};
+    if (tree_decode(msg, t) && (!direct || shmbus::encode(v) != shmbus::encode(t))) std::abort();
+  }
+  if (!direct) return;
   // What decoded must survive a round trip of its own encoding (compared
   // as encodings: a NaN is not equal to itself, its bytes are).
   const std::vector<std::byte> again = shmbus::encode(v);
@@ -48,7 +89,7 @@ void check(std::span<const std::byte> msg) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
-  const unsigned which = data[0] % 8;
+  const unsigned which = data[0] % 12;
   // An exact-size copy so ASan sees any read past the message's end.
   std::unique_ptr<std::byte[]> copy(new std::byte[size - 1]);
   std::memcpy(copy.get(), data + 1, size - 1);
@@ -75,8 +116,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 6:
       check<std::vector<std::chrono::system_clock::time_point>>(msg);
       break;
-    default:
+    case 7:
       check<std::vector<std::vector<std::vector<std::string>>>>(msg);
+      break;
+    case 8:
+      check<std::tuple<std::int8_t, std::uint16_t, float, bool, std::chrono::milliseconds>>(msg);
+      break;
+    case 9:
+      check<std::tuple<std::map<std::int32_t, std::deque<std::string>>, std::set<std::string>,
+                       std::list<double>, std::array<std::uint8_t, 4>>>(msg);
+      break;
+    case 10:
+      check<std::vector<Nested>>(msg);
+      break;
+    default:
+      check<std::pair<Mapped, std::optional<std::vector<std::uint64_t>>>>(msg);
       break;
   }
   return 0;

@@ -36,8 +36,11 @@
 // (msgpack::adaptor::pack/convert/object_with_zone) opts in by
 // specialising shmbus::is_msgpack_adapted<T> as std::true_type.
 //
-// Decoding treats the message as untrusted: msgpack's unpack limits bound
-// every array, map, str, bin and ext by the message's own length and the
+// Decoding reads the message straight into T (detail/codec_reader.hpp: no
+// msgpack object tree for numbers, strings, std containers, optionals,
+// tuples and MSGPACK_DEFINE structs; msgpack-cxx's unpack and convert for
+// any other value). It treats the message as untrusted: every array, map,
+// str, bin and ext length is bounded by the bytes left in the message, the
 // nesting depth by kMaxDecodeDepth, and the whole message must be one
 // value. A message that does not decode as T is a decode error (the
 // channel reports it and stays usable), never a crash or an out-of-bounds
@@ -71,6 +74,7 @@
 #include <vector>
 
 #include "shmbus/detail/codec_msgpack.hpp"
+#include "shmbus/detail/codec_reader.hpp"
 #include "shmbus/detail/type_tag.hpp"
 #include "shmbus/error.hpp"
 
@@ -231,18 +235,29 @@ bool decode_message(std::span<const std::byte> msg, T& out) noexcept {
                    reinterpret_cast<const E*>(msg.data()) + msg.size());
         return true;
       } else {
-        msgpack::zone& z = decode_zone();
+        // Straight into `out` (codec_reader.hpp); a value the reader
+        // leaves to msgpack-cxx builds its tree in this zone.
         struct Clear {
-          msgpack::zone& z;
-          ~Clear() { z.clear(); }
-        } clear{z};
-        msgpack::object obj;
-        if (!unpack_bounded(msg, z, obj)) return false;
-        obj.convert(out);
+          ~Clear() { decode_zone().clear(); }
+        } clear;
+        MsgpackReader reader(msg, kMaxDecodeDepth);
+        reader.read(out);
+        if (!reader.at_end()) {
+          set_decode_error("bytes after the msgpack value");
+          return false;
+        }
         return true;
       }
     } catch (const msgpack::type_error&) {
       set_decode_error("the message holds a value of another shape (msgpack type_error)");
+    } catch (const msgpack::insufficient_bytes&) {
+      set_decode_error("truncated msgpack value");
+    } catch (const msgpack::depth_size_overflow&) {
+      set_decode_error("msgpack nesting deeper than the limit");
+    } catch (const msgpack::size_overflow&) {
+      set_decode_error("a msgpack length runs past the message's end");
+    } catch (const msgpack::parse_error&) {
+      set_decode_error("not a msgpack value");
     } catch (const std::bad_alloc&) {
       set_decode_error("out of memory while decoding");
     } catch (const std::exception& e) {

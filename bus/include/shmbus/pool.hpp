@@ -8,19 +8,36 @@
 //   shmbus::AsyncResult<int> r = pool.apply_async(square, 7);
 //   int y = r.get();                                                     // 49
 //   for (int v : pool.imap_unordered(square, xs)) use(v);                // as they finish
-//   pool.close();
-//   pool.join();
+//   int k = 3;                                                           // state: a capture
+//   auto scaled = pool.map([k](int x) { return k * x; }, xs);
+//   std::vector<std::string> words{"a", "bc"};                           // strings, containers
+//   std::vector<std::size_t> sizes = pool.map([](const std::string& s) { return s.size(); },
+//   words); pool.close(); pool.join();
 //
-// What travels. Workers are forked copies of this program, so a function
-// travels as its address, as Python's pickle sends a function by its name:
-// plain functions and captureless lambdas only (a capture would have to be
-// copied into the worker), with any state passed as arguments. Arguments
-// and results are trivially copyable values, copied into the task and
-// result messages. Every task carries a check keyed by a random number the
-// pool's processes hold in private memory only: a worker calls nothing this
-// pool did not send. `initializer` (any callable) runs in each worker
-// before its first task. A worker is forked when the pool starts (or when
-// it replaces one): it sees this program's memory as it was then.
+// What travels. Workers are forked copies of this program, forked when the
+// pool starts (or replaces one): they see this program's memory as it was
+// then, so anything a task needs that was made later must travel with it,
+// as Python pickles a task:
+//   - a plain function or a captureless lambda: by its address (Python
+//     pickles a function by its name);
+//   - a lambda that captures by copy, or any trivially copyable function
+//     object: its bytes, sent with each chunk. Capture values (numbers,
+//     arrays, trivially copyable structs), never references or pointers:
+//     those would point into the worker's own memory;
+//   - a function object with MSGPACK_DEFINE (strings, containers in it):
+//     its fields, through the codec (Python pickles the instance);
+//   - shmbus::partial(f, values...): f by address, the bound values through
+//     the codec (Python's functools.partial).
+// A std::function, a generic lambda or a lambda capturing a std::string
+// does not compile (one static_assert says what to use instead).
+// Arguments and results: any type the codec carries (shmbus/codec.hpp:
+// strings, std containers, MSGPACK_DEFINE structs...). When every argument
+// (and the result) is trivially copyable they are copied as bytes into the
+// task and result messages, as before the codec; otherwise each item is
+// one codec message. Every task carries a check keyed by a random number
+// the pool's processes hold in private memory only: a worker calls nothing
+// this pool did not send. `initializer` (any callable) runs in each worker
+// before its first task.
 //
 // How. Each worker has its own anonymous duplex Pipe (tasks in, results
 // out). Work is cut into chunks (map's `chunksize`; by default a call's
@@ -32,10 +49,15 @@
 // next, join), and a caller waiting for them sleeps on one futex that the
 // workers ring.
 //
-// Failures. A function that throws fails its chunk: get(), map() or the
-// iterator's next() throws Error(task_failed) naming the worker, the item
-// and what(). A worker that dies (a crash, SIGKILL) fails the chunk it was
-// running with Error(peer_dead) naming its pid and how it ended; chunks
+// Failures. A task that throws fails its chunk, and get(), map() or the
+// iterator's next() throws what it threw, rebuilt in the caller: a
+// standard exception (std::runtime_error, logic_error, invalid_argument,
+// out_of_range, ...) as the same type with the same what(), a
+// shmbus::Error with its code, object and reason, a type given to
+// register_exception<E>() as an E, and any other as RemoteError
+// (Error(task_failed)) naming the worker, the item, the type (demangled)
+// and its what(). A worker that dies (a crash, SIGKILL) fails the chunk it
+// was running with Error(peer_dead) naming its pid and how it ended; chunks
 // queued behind it go to other workers, and a new worker takes its place.
 // More than twice `processes` workers in a row that end on their own
 // before finishing a chunk (an initializer that throws or crashes; SIGKILL
@@ -59,6 +81,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <iterator>
 #include <memory>
@@ -66,6 +89,7 @@
 #include <ranges>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -75,6 +99,47 @@
 #include "shmbus/wait.hpp"
 
 namespace shmbus {
+
+// A task's exception that the caller's process cannot rebuild as its own
+// type (neither a standard exception nor one given to
+// register_exception()): Error(task_failed) naming the worker and the
+// item, with the original type's name (demangled) and what().
+class RemoteError : public Error {
+ public:
+  RemoteError(std::string worker, std::size_t item, std::string type, std::string what);
+  // "MyError", "int", "my::ns::Failure".
+  [[nodiscard]] const std::string& type_name() const noexcept { return type_; }
+  // The original what() ("" for a type not derived from std::exception).
+  [[nodiscard]] const std::string& remote_what() const noexcept { return what_; }
+  // The job's index of the item that threw (map: the item's position).
+  [[nodiscard]] std::size_t item() const noexcept { return item_; }
+
+ private:
+  std::string type_;
+  std::string what_;
+  std::size_t item_;
+};
+
+namespace detail {
+using PoolExceptionMaker = std::exception_ptr (*)(const std::string& what);
+void pool_register_exception(const std::type_info& type, PoolExceptionMaker make);
+}  // namespace detail
+
+// Makes an exception of exactly type E thrown by a task come back to the
+// caller as an E made from its what() (as Python re-raises a task's
+// exception). The standard ones are registered already: std::exception,
+// logic_error, invalid_argument, domain_error, length_error, out_of_range,
+// runtime_error, range_error, overflow_error, underflow_error, bad_alloc;
+// shmbus::Error comes back with its code, object and reason. Call it in
+// the process that makes the pool (any time before the failure is read).
+template <class E>
+void register_exception() {
+  static_assert(std::is_base_of_v<std::exception, E> && std::is_constructible_v<E, std::string>,
+                "shmbus::register_exception<E>: E derives from std::exception and is "
+                "constructible from its what() (a std::string)");
+  detail::pool_register_exception(
+      typeid(E), [](const std::string& what) { return std::make_exception_ptr(E(what)); });
+}
 
 struct PoolOptions {
   unsigned processes = 0;               // 0: one per cpu of `cpus`
@@ -89,14 +154,16 @@ struct PoolOptions {
 template <class T>
 class AsyncResult {
  public:
-  // Waits, then returns the value or throws the first failure.
+  // Waits, then returns the value or throws the first failure (what the
+  // task threw: see the file comment).
   T get() {
     wait();
-    if (job_->first_failure) throw *job_->first_failure;
+    if (job_->first_failure) std::rethrow_exception(job_->first_failure);
     return value_of(*job_);
   }
   // Python's callback= and error_callback=: `on_value(value)` (no argument
-  // for void) or `on_error(const Error&)` runs once the call is done. The
+  // for void) or `on_error(e)` runs once the call is done, with the
+  // failure as a `const std::exception&` or a std::exception_ptr. The
   // pool has no thread of its own: callbacks run in the calling thread
   // during a later call into the pool (get, wait, map, next, join...), as
   // results are collected, or here if the call is done already. What a
@@ -106,7 +173,18 @@ class AsyncResult {
     detail::PoolJob* job = job_.get();  // the job owns this function: no cycle
     job_->on_done = [job, v = std::move(on_value), e = std::move(on_error)]() mutable {
       if (job->first_failure) {
-        if constexpr (!std::is_null_pointer_v<OnError>) e(*job->first_failure);
+        if constexpr (std::is_invocable_v<OnError&, std::exception_ptr>) {
+          e(job->first_failure);
+        } else if constexpr (!std::is_null_pointer_v<OnError>) {
+          static_assert(std::is_invocable_v<OnError&, const std::exception&>,
+                        "shmbus::AsyncResult::then: on_error takes const std::exception& or "
+                        "std::exception_ptr (a task's exception comes back as its own type)");
+          try {
+            std::rethrow_exception(job->first_failure);
+          } catch (const std::exception& failure) {
+            e(failure);
+          }
+        }
       } else if constexpr (std::is_void_v<T>) {
         v();
       } else {
@@ -141,9 +219,10 @@ class AsyncResult {
     if constexpr (std::is_void_v<T>) {
       return;
     } else if constexpr (detail::is_vector<T>) {
-      return detail::job_values<typename T::value_type>(job);
+      if (job.list) return detail::job_values<typename T::value_type>(job);
+      return detail::job_value<T>(job, 0);
     } else {
-      return detail::load<T>(job.results.data());
+      return detail::job_value<T>(job, 0);
     }
   }
   bool wait_until(const Clock::time_point* deadline) {
@@ -206,7 +285,7 @@ class IMapIterator {
             *core_, [this] { return job_->state[next_] != detail::PoolJob::kWaiting; }, deadline))
       throw Error(Errc::timed_out, "imap", "next: no result within the timeout");
     if (job_->state[next_] == detail::PoolJob::kFailed) throw_failure_at(next_);
-    return detail::load<R>(&job_->results[next_++ * sizeof(R)]);
+    return detail::job_value<R>(*job_, next_++);
   }
   std::optional<R> next_unordered(const Clock::time_point* deadline) {
     if (taken_ == job_->items) return std::nullopt;
@@ -217,14 +296,14 @@ class IMapIterator {
     job_->arrivals.pop_front();
     if (job_->state[i] == detail::PoolJob::kFailed) throw_failure_at(i);
     ++taken_;
-    return detail::load<R>(&job_->results[i * sizeof(R)]);
+    return detail::job_value<R>(*job_, i);
   }
   [[noreturn]] void throw_failure_at(std::size_t item) {
     auto it = std::prev(job_->failures.upper_bound(item));
     const auto& [count, error] = it->second;
     next_ = it->first + count;  // ordered: skip the failed chunk
     taken_ += count;            // unordered: it will never arrive
-    throw error;
+    std::rethrow_exception(error);
   }
 
   std::shared_ptr<detail::PoolCore> core_;
@@ -246,56 +325,57 @@ class Pool {
   ~Pool();  // terminate()
 
   // f(args...) in a worker. Submitting to a closed pool throws Error(closed);
-  // arguments too large for one frame of the pipe throw Error(too_large).
-  template <detail::PoolRunnable F, class... A>
+  // one item's arguments (with the callable's state) too large for one
+  // frame of the pipe throw Error(too_large). Results of any size come back.
+  template <class F, class... A>
   auto apply_async(F f, A&&... args) {
     using Fn = detail::PoolFunctionOf<F>;
-    std::vector<std::byte> packed(Fn::kArgSize);
-    Fn::pack(packed.data(), std::forward<A>(args)...);
+    std::vector<std::byte> packed;
+    Fn::pack(packed, std::forward<A>(args)...);
     return AsyncResult<typename Fn::Result>(
-        core_, detail::pool_submit(*core_, Fn::call(+f), std::move(packed), 1, 1));
+        core_, detail::pool_submit(*core_, Fn::call(f), std::move(packed), 1, 1));
   }
-  template <detail::PoolRunnable F, class... A>
+  template <class F, class... A>
   auto apply(F f, A&&... args) {
     return apply_async(f, std::forward<A>(args)...).get();
   }
 
   // f(item) for every item, results in order. chunksize 0: about four
   // chunks per worker.
-  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range>
   auto map_async(F f, Range&& items, std::size_t chunksize = 0) {
-    return submit_list(f, items, chunksize, [](std::byte* out, auto&& item) {
+    return submit_list(f, items, chunksize, [](std::vector<std::byte>& out, auto&& item) {
       detail::PoolFunctionOf<F>::pack(out, std::forward<decltype(item)>(item));
     });
   }
-  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range>
   auto map(F f, Range&& items, std::size_t chunksize = 0) {
     return map_async(f, std::forward<Range>(items), chunksize).get();
   }
 
   // f(a, b, ...) for every tuple-like item (std::tuple, std::pair, std::array).
-  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range>
   auto starmap_async(F f, Range&& items, std::size_t chunksize = 0) {
-    return submit_list(f, items, chunksize, [](std::byte* out, auto&& item) {
+    return submit_list(f, items, chunksize, [](std::vector<std::byte>& out, auto&& item) {
       std::apply(
-          [out](auto&&... a) {
+          [&out](auto&&... a) {
             detail::PoolFunctionOf<F>::pack(out, std::forward<decltype(a)>(a)...);
           },
           std::forward<decltype(item)>(item));
     });
   }
-  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range>
   auto starmap(F f, Range&& items, std::size_t chunksize = 0) {
     return starmap_async(f, std::forward<Range>(items), chunksize).get();
   }
 
   // f(item) for every item, the results one at a time: in order (imap) or
   // as they finish (imap_unordered). The items are read at once.
-  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range>
   auto imap(F f, Range&& items, std::size_t chunksize = 1) {
     return iterate(f, items, chunksize, false);
   }
-  template <detail::PoolRunnable F, std::ranges::input_range Range>
+  template <class F, std::ranges::input_range Range>
   auto imap_unordered(F f, Range&& items, std::size_t chunksize = 1) {
     return iterate(f, items, chunksize, true);
   }
@@ -314,13 +394,15 @@ class Pool {
   auto submit_list(F f, Range& items, std::size_t chunksize, Pack pack) {
     using Fn = detail::PoolFunctionOf<F>;
     std::vector<std::byte> packed;
+    if constexpr (Fn::kRawArgs && std::ranges::sized_range<Range>)
+      packed.reserve(std::ranges::size(items) * Fn::kArgSize);
     std::size_t n = 0;
     for (auto&& item : items) {
-      packed.resize(packed.size() + Fn::kArgSize);
-      pack(packed.data() + n * Fn::kArgSize, std::forward<decltype(item)>(item));
+      pack(packed, std::forward<decltype(item)>(item));
       ++n;
     }
-    auto job = detail::pool_submit(*core_, Fn::call(+f), std::move(packed), n, chunksize);
+    auto job = detail::pool_submit(*core_, Fn::call(f), std::move(packed), n, chunksize);
+    job->list = true;
     using R = typename Fn::Result;
     using T = std::conditional_t<std::is_void_v<R>, void, std::vector<R>>;
     return AsyncResult<T>(core_, std::move(job));
@@ -329,7 +411,7 @@ class Pool {
   auto iterate(F f, Range& items, std::size_t chunksize, bool unordered) {
     using R = typename detail::PoolFunctionOf<F>::Result;
     static_assert(!std::is_void_v<R>, "shmbus::Pool: imap of a function returning void");
-    auto result = submit_list(f, items, chunksize, [](std::byte* out, auto&& item) {
+    auto result = submit_list(f, items, chunksize, [](std::vector<std::byte>& out, auto&& item) {
       detail::PoolFunctionOf<F>::pack(out, std::forward<decltype(item)>(item));
     });
     return IMapIterator<R>(std::move(result.core_), std::move(result.job_), unordered);
