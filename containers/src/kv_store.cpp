@@ -44,6 +44,9 @@ namespace {
 constexpr std::string_view kPathPrefix = "/dev/shm/shmbus-kv.";
 constexpr std::size_t kTxnPool = 8;  // reset read txns kept per environment
 constexpr auto kOpenTimeout = std::chrono::milliseconds(1000);
+// The encoding of keys and values (detail/kv_codec.hpp); "2": through the
+// codec, numeric keys big-endian. A store of another format is wrong_version.
+const std::string kFormat = "2";
 
 // Bumped in every forked child. relaxed: read and written by the one thread
 // that forked (atfork handlers) and compared by the threads of the child,
@@ -377,6 +380,9 @@ void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key
             have.size() == 1 ? std::string(to_string(static_cast<StoreKind>(have[0]))) : "unknown";
         return std::string("holds a ") + hk + ", expected a " + std::string(to_string(kind));
       }
+      if (std::strcmp(k, "format") == 0)
+        return "store format " + have.substr(0, 8) + ", expected " + want +
+               " (made by another shmbus version)";
       auto nm = [](const std::string& s) { return s.size() > 8 ? s.substr(8) : std::string("?"); };
       return std::string(k) + " " + nm(have) + ", expected " + nm(want);
     };
@@ -384,6 +390,10 @@ void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key
     Errc code = Errc::wrong_kind;
     try {
       why = check("kind", want_kind);
+      if (why.empty()) {
+        code = Errc::wrong_version;
+        why = check("format", kFormat);
+      }
       if (why.empty()) {
         code = Errc::wrong_type;
         why = check("key_type", want_key);
@@ -668,6 +678,20 @@ void KvStore::write_impl(FnRef<void(WriteTxn&)> f) {
     if (rc != 0) throw_mdb(name_, "committing", rc);
     return;
   }
+}
+
+void testing_set_meta(KvStore& s, std::string_view key, std::string_view value) {
+  KvStore::Env& e = s.env();
+  MDB_txn* t = nullptr;
+  if (int rc = ::mdb_txn_begin(e.env, nullptr, 0, &t); rc != 0) throw_mdb(s.name(), "meta", rc);
+  MDB_val k{key.size(), const_cast<char*>(key.data())};
+  MDB_val v{value.size(), const_cast<char*>(value.data())};
+  int rc = ::mdb_put(t, e.meta, &k, &v, 0);
+  if (rc != 0) {
+    ::mdb_txn_abort(t);
+    throw_mdb(s.name(), "meta", rc);
+  }
+  if (rc = ::mdb_txn_commit(t); rc != 0) throw_mdb(s.name(), "meta", rc);
 }
 
 std::optional<Bytes> ReadTxn::get(Bytes key) const {

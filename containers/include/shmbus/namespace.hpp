@@ -10,7 +10,7 @@
 //
 // Each field remembers the type it was set with: get<double>("count") on
 // a field set as int is Error(wrong_type), not a reinterpretation. Fields
-// are trivially copyable types or std::string.
+// are any type a typed channel carries (shmbus/codec.hpp).
 #pragma once
 
 #include <cstring>
