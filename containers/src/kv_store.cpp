@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -109,6 +110,52 @@ inline void tsan_end([[maybe_unused]] void* env) noexcept {
 // Raised by WriteTxn::put on MDB_MAP_FULL; write() grows the map and reruns.
 struct MapFull {};
 
+// Why MDB_WRITEMAP needs these two (the SIGBUS the kill test saw, found):
+// with MDB_WRITEMAP, LMDB sets the data file's size to the map size with
+// ftruncate() whenever a process maps it (mdb_env_open, and every
+// mdb_env_set_mapsize). A process that computed its size from a stat()
+// taken before another process grew the map then cut the file back under
+// the grower, which faulted (SIGBUS) on its next page beyond the cut,
+// often in mdb_txn_commit; ASan's slower opens widened the window. So every
+// map-size change in every process happens under one cross-process lock,
+// and reads the file's size under it: the file never shrinks.
+//
+// [kv.size] flock() on the data file (its own open file description, kept
+// for the environment's life): exclusive, released by the kernel when the
+// holder dies, so a process killed while resizing blocks nobody. Held
+// around stat + mdb_env_open / mdb_env_set_mapsize + reserve only, never
+// during a transaction.
+class SizeLock {
+ public:
+  SizeLock(int fd, const std::string& name) : fd_(fd) {
+    while (::flock(fd_, LOCK_EX) != 0)
+      if (errno != EINTR)
+        throw Error(Errc::system, name, std::string("flock: ") + std::strerror(errno));
+  }
+  SizeLock(const SizeLock&) = delete;
+  SizeLock& operator=(const SizeLock&) = delete;
+  ~SizeLock() { ::flock(fd_, LOCK_UN); }
+
+ private:
+  int fd_;
+};
+
+std::size_t size_of(int fd, const std::string& name) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw Error(Errc::system, name, std::strerror(errno));
+  return static_cast<std::size_t>(st.st_size);
+}
+
+// With MDB_WRITEMAP a write to a page tmpfs cannot back is a SIGBUS, not
+// an error: the whole map is reserved in the file (posix_fallocate), so
+// that a full /dev/shm is Error(too_large) at open or growth instead.
+void reserve(int fd, std::size_t bytes, const std::string& name) {
+  if (int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes)); rc != 0)
+    throw Error(rc == ENOSPC ? Errc::too_large : Errc::system, name,
+                "reserving " + std::to_string(bytes) + " bytes for the map in /dev/shm: " +
+                    std::strerror(rc));
+}
+
 // The two meta pages of an LMDB data file (format of LMDB 0.9, lmdb.h's
 // MDB_meta after a 16-byte page header), read with pread so that a bad file
 // is rejected before LMDB maps it. LMDB trusts its file: a root or last page
@@ -183,6 +230,7 @@ struct KvStore::Env {
   std::uint64_t fork_gen = 0;  // the generation that opened it
   int data_fd = -1;            // anonymous only: the unlinked files, kept for
   int lock_fd = -1;            // children to reopen through /proc/self/fd
+  int size_fd = -1;            // the data file, read-write: [kv.size] and reserve()
   std::size_t max_map = 0;
   std::string name;
   // shared: any transaction of this process; exclusive: changing the map
@@ -201,6 +249,7 @@ struct KvStore::Env {
     // drop this process's fcntl lock on it.
     if (data_fd >= 0) ::close(data_fd);
     if (lock_fd >= 0) ::close(lock_fd);
+    if (size_fd >= 0) ::close(size_fd);
   }
 
   void drain_pool() {
@@ -225,10 +274,11 @@ struct KvStore::Env {
   void adopt_size() {
     std::unique_lock g(resize_mu);
     drain_pool();
+    SizeLock sl(size_fd, name);  // [kv.size]
     // Not size 0 (the meta page's): the grower may not have committed its
-    // new size yet, and with MDB_WRITEMAP a smaller map truncates the file
-    // under the process that grew it. The file holds the largest map.
-    if (int rc = ::mdb_env_set_mapsize(env, std::max(file_size(), current_map())); rc != 0)
+    // new size yet. The file holds the largest map.
+    if (int rc = ::mdb_env_set_mapsize(env, std::max(size_of(size_fd, name), current_map()));
+        rc != 0)
       throw_mdb(name, "adopting the map size", rc);
   }
 
@@ -237,7 +287,8 @@ struct KvStore::Env {
     drain_pool();
     int dead = 0;
     ::mdb_reader_check(env, &dead);  // stale readers pin pages we could reuse
-    const std::size_t mine = current_map(), file = file_size();
+    SizeLock sl(size_fd, name);      // [kv.size]
+    const std::size_t mine = current_map(), file = size_of(size_fd, name);
     std::size_t next = file;  // another process grew it: adopt that first
     if (file <= mine) {
       if (mine >= max_map)
@@ -245,6 +296,7 @@ struct KvStore::Env {
                     "store full at its maximum map size of " + std::to_string(max_map) +
                         " bytes (StoreOptions::max_map_size)");
       next = std::min(max_map, mine * 2);
+      reserve(size_fd, next, name);
     }
     if (int rc = ::mdb_env_set_mapsize(env, next); rc != 0) throw_mdb(name, "growing the map", rc);
   }
@@ -305,28 +357,47 @@ void open_env(KvStore::Env& e, const std::string& where, bool subdir, const Stor
   if (int rc = ::mdb_env_create(&h.env); rc != 0) throw_mdb(e.name, "mdb_env_create", rc);
   ::mdb_env_set_maxdbs(h.env, 2);
   ::mdb_env_set_maxreaders(h.env, o.max_readers);
-  // Never below the file's size: with MDB_WRITEMAP, LMDB sizes the file to
-  // the map it is given, and a smaller one would cut off pages another
-  // process has grown into.
-  std::size_t map = o.map_size;
-  if (struct stat st{}; ::stat(subdir ? (where + "/data.mdb").c_str() : where.c_str(), &st) == 0)
-    map = std::max(map, static_cast<std::size_t>(st.st_size));
-  if (int rc = ::mdb_env_set_mapsize(h.env, map); rc != 0)
-    throw_mdb(e.name, "setting the map size", rc);
-  // NOSYNC: tmpfs has no disk; a killed process loses nothing it committed
-  // (the page cache is shared). NOTLS: read txns are not tied to threads.
-  // Not MDB_WRITEMAP, although a set costs 0.55 us p50 with it instead of
-  // 8.7 us (bench/dict_bench): with it the kill test under ASan saw a writer
-  // SIGBUS inside mdb_txn_commit (a page beyond the file's end) after
-  // another writer's death; until that is understood, pages go by pwrite,
-  // which fails with an error where a mapped write would fault.
-  unsigned flags = MDB_NOTLS | MDB_NOSYNC | MDB_NOMETASYNC | (subdir ? 0u : MDB_NOSUBDIR);
-  if (int rc = ::mdb_env_open(h.env, where.c_str(), flags, static_cast<mdb_mode_t>(o.permissions));
-      rc != 0)
-    throw_mdb(e.name, "opening the store", rc);
+  const std::string data = subdir ? where + "/data.mdb" : where;
+  // O_CREAT as mdb_env_open would: an anonymous store's file is new here.
+  const int fd =
+      ::open(data.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, static_cast<mode_t>(o.permissions));
+  if (fd < 0)
+    throw Error(errno == ENOENT ? Errc::not_found : Errc::system, e.name,
+                data + ": " + std::strerror(errno));
+  struct Fd {
+    int fd;
+    ~Fd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } size_fd{fd};
+  {
+    SizeLock sl(fd, e.name);  // [kv.size]
+    // Never below the file's size: LMDB sizes the file to the map it is
+    // given (MDB_WRITEMAP), and a smaller one would cut off pages another
+    // process has grown into.
+    const std::size_t map = std::max(o.map_size, size_of(fd, e.name));
+    if (int rc = ::mdb_env_set_mapsize(h.env, map); rc != 0)
+      throw_mdb(e.name, "setting the map size", rc);
+    // NOSYNC: tmpfs has no disk; a killed process loses nothing it
+    // committed (the page cache is shared). NOTLS: read txns are not tied
+    // to threads. WRITEMAP: a transaction writes its copied-on-write pages
+    // (unreachable until its meta page commits them) in the map instead of
+    // one pwrite each at commit: a set costs about 1 us instead of 8-9
+    // (bench/dict_bench); [kv.size] makes it safe.
+    const unsigned flags =
+        MDB_NOTLS | MDB_NOSYNC | MDB_NOMETASYNC | MDB_WRITEMAP | (subdir ? 0u : MDB_NOSUBDIR);
+    if (int rc =
+            ::mdb_env_open(h.env, where.c_str(), flags, static_cast<mdb_mode_t>(o.permissions));
+        rc != 0)
+      throw_mdb(e.name, "opening the store", rc);
+    MDB_envinfo info{};
+    ::mdb_env_info(h.env, &info);
+    reserve(fd, info.me_mapsize, e.name);
+  }
   int dead = 0;
   ::mdb_reader_check(h.env, &dead);  // reclaim slots of dead processes
   e.env = std::exchange(h.env, nullptr);
+  e.size_fd = std::exchange(size_fd.fd, -1);
   e.max_map = std::max(o.max_map_size, o.map_size);
   e.fork_gen = g_fork_gen.load(std::memory_order_relaxed);
 }

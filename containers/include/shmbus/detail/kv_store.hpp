@@ -39,10 +39,10 @@ namespace shmbus {
 // Options of a container's store.
 struct StoreOptions {
   // Initial map size: the store grows past it by doubling while others
-  // have it open, up to max_map_size (then Error(too_large)). The file
-  // holds only the pages in use (written with pwrite: a full /dev/shm is
-  // Error(too_large), never a SIGBUS).
-  std::size_t map_size = std::size_t{64} << 20;
+  // have it open, up to max_map_size (then Error(too_large)). The map is
+  // reserved in /dev/shm (the file is that big, its pages allocated: a
+  // full /dev/shm is Error(too_large) at open or growth, never a SIGBUS).
+  std::size_t map_size = std::size_t{8} << 20;
   std::size_t max_map_size = std::size_t{64} << 30;
   unsigned permissions = 0600;
   // Reader slots in the lock file (a process uses one per concurrent read).
