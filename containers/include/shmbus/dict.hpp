@@ -45,6 +45,7 @@
 #include <utility>
 #include <vector>
 
+#include "shmbus/bus.hpp"
 #include "shmbus/detail/kv_codec.hpp"
 #include "shmbus/detail/kv_store.hpp"
 #include "shmbus/detail/type_tag.hpp"
@@ -60,7 +61,7 @@ namespace detail {
 [[noreturn]] void throw_missing_key(const std::string& store);
 }  // namespace detail
 
-template <detail::KvEncodable K, detail::KvEncodable V>
+template <Codable K, Codable V>
 class Dict {
  public:
   // The typed view of one write transaction (Dict::transaction).
@@ -244,5 +245,19 @@ class Dict {
 
   detail::KvStore store_;
 };
+
+// Bus's factory (declared in bus.hpp): the dict `object` of the bus, a
+// store named "<bus>.<object>"; `options` apply when it is created.
+template <Codable K, Codable V>
+Dict<K, V> Bus::dict(std::string_view object, const StoreOptions& options) {
+  return open_or_create<Dict<K, V>>(
+      object, ObjectKind::dict, detail::type_tag<std::pair<K, V>>(), options.map_size,
+      [&](const std::string& full) { return Dict<K, V>::create(full, options); },
+      [&](const std::string& full) { return Dict<K, V>::open(full, options); });
+}
+template <Codable K, Codable V>
+Dict<K, V> Bus::dict(std::string_view object) {
+  return dict<K, V>(object, StoreOptions{});
+}
 
 }  // namespace shmbus

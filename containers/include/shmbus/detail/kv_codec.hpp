@@ -24,10 +24,6 @@
 
 namespace shmbus::detail {
 
-// What a container's keys and values may be: what a channel can carry.
-template <class T>
-concept KvEncodable = Codable<T>;
-
 // Keys stored in numeric order (see above). bool stays a 1-byte raw value.
 template <class T>
 concept OrderedNumber =
@@ -62,7 +58,7 @@ constexpr T from_ordered_bits(decltype(ordered_bits(T{})) u) noexcept {
 
 // `out` becomes the value encoding of `v` (its capacity is reused: no
 // allocation once warm for fixed-size types).
-template <KvEncodable T>
+template <Codable T>
 void kv_encode(const T& v, std::string& out) {
   std::span<const std::byte> b = encode_message(v);
   out.assign(reinterpret_cast<const char*>(b.data()), b.size());
@@ -70,13 +66,13 @@ void kv_encode(const T& v, std::string& out) {
 
 // Whether `in` decodes as a T (into `v`); last_decode_error() says why not.
 // The bytes come from shared memory: checked, never read past.
-template <KvEncodable T>
+template <Codable T>
 [[nodiscard]] bool kv_decode(std::span<const std::byte> in, T& v) noexcept {
   return decode_message(in, v);
 }
 
 // The key encoding: ordered numbers big-endian (see above), else the value's.
-template <KvEncodable T>
+template <Codable T>
 void kv_encode_key(const T& k, std::string& out) {
   if constexpr (OrderedNumber<T>) {
     auto u = ordered_bits(k);
@@ -88,7 +84,7 @@ void kv_encode_key(const T& k, std::string& out) {
   }
 }
 
-template <KvEncodable T>
+template <Codable T>
 [[nodiscard]] bool kv_decode_key(std::span<const std::byte> in, T& k) noexcept {
   if constexpr (OrderedNumber<T>) {
     using U = decltype(ordered_bits(T{}));
