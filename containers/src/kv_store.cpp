@@ -307,18 +307,24 @@ struct KvStore::Env {
   // The map's bounds, after checking the meta page LMDB picked: a page
   // number at or past the map's end (a scribbled meta page) would make
   // LMDB read outside it. Called with resize_mu shared, so the map stays.
-  std::pair<const std::byte*, const std::byte*> checked_map(const std::string& who) const {
+  // nullopt: another process grew the map past ours (the file holds the
+  // page): adopt its size first.
+  std::optional<std::pair<const std::byte*, const std::byte*>> checked_map(
+      const std::string& who) const {
     MDB_envinfo info{};
     ::mdb_env_info(env, &info);
     MDB_stat st{};
     ::mdb_env_stat(env, &st);
-    const std::size_t pages = info.me_mapsize / std::max<unsigned>(st.ms_psize, 1);
+    const std::size_t psize = std::max<unsigned>(st.ms_psize, 1);
+    const std::size_t pages = info.me_mapsize / psize;
+    if (info.me_last_pgno >= pages && info.me_last_pgno < size_of(size_fd, who) / psize)
+      return std::nullopt;
     if (info.me_last_pgno >= pages)
       throw Error(Errc::corrupted, who,
                   "the last commit uses page " + std::to_string(info.me_last_pgno) +
                       " but the map holds " + std::to_string(pages) + " pages");
     const auto* b = static_cast<const std::byte*>(info.me_mapaddr);
-    return {b, b + info.me_mapsize};
+    return std::pair{b, b + info.me_mapsize};
   }
 
   MDB_txn* take_read_txn() {
@@ -704,14 +710,14 @@ void KvStore::read_impl(FnRef<void(const ReadTxn&)> f) const {
   Env& e = env();
   for (;;) {
     std::shared_lock g(e.resize_mu);
-    const auto [begin, end] = e.checked_map(name_);
-    MDB_txn* t = e.take_read_txn();
+    const auto map = e.checked_map(name_);
+    MDB_txn* t = map ? e.take_read_txn() : nullptr;
     if (t == nullptr) {
       g.unlock();
       e.adopt_size();
       continue;
     }
-    ReadTxn rt(t, e.data, &name_, begin, end);
+    ReadTxn rt(t, e.data, &name_, map->first, map->second);
     try {
       f(rt);
     } catch (...) {
@@ -731,9 +737,8 @@ void KvStore::write_impl(FnRef<void(WriteTxn&)> f) {
   Env& e = env();
   for (;;) {
     std::shared_lock g(e.resize_mu);
-    const auto [begin, end] = e.checked_map(name_);
     MDB_txn* t = nullptr;
-    int rc = ::mdb_txn_begin(e.env, nullptr, 0, &t);
+    int rc = e.checked_map(name_) ? ::mdb_txn_begin(e.env, nullptr, 0, &t) : MDB_MAP_RESIZED;
     if (rc == MDB_MAP_RESIZED) {
       g.unlock();
       e.adopt_size();
@@ -741,7 +746,9 @@ void KvStore::write_impl(FnRef<void(WriteTxn&)> f) {
     }
     if (rc != 0) throw_mdb(name_, "beginning a write", rc);
     tsan_begin(e.env);  // [kv.tsan]
-    WriteTxn wt(t, e.data, &name_, begin, end);
+    // Not bounds-checked (null map): a write transaction's gets may return
+    // pages LMDB allocated for it outside the map.
+    WriteTxn wt(t, e.data, &name_, nullptr, nullptr);
     t_map_full = false;
     try {
       f(wt);
@@ -789,6 +796,7 @@ void testing_set_meta(KvStore& s, std::string_view key, std::string_view value) 
 
 Bytes ReadTxn::checked(const void* data, std::size_t size) const {
   const auto* p = static_cast<const std::byte*>(data);
+  if (map_begin_ == nullptr) return {p, size};  // a write transaction
   if (p < map_begin_ || p > map_end_ || size > static_cast<std::size_t>(map_end_ - p))
     throw Error(Errc::corrupted, *name_,
                 "an entry of " + std::to_string(size) +
