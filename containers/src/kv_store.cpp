@@ -93,6 +93,7 @@ void register_atfork() {
 }
 
 MDB_val val(Bytes b) { return MDB_val{b.size(), const_cast<std::byte*>(b.data())}; }
+Bytes bytes(const MDB_val& v) { return {static_cast<const std::byte*>(v.mv_data), v.mv_size}; }
 
 // LMDB orders a transaction's page writes before the readers that see them
 // (meta-page txnid, reader table) in code ThreadSanitizer does not see, but
@@ -304,13 +305,12 @@ struct KvStore::Env {
     if (int rc = ::mdb_env_set_mapsize(env, next); rc != 0) throw_mdb(name, "growing the map", rc);
   }
 
-  // The map's bounds, after checking the meta page LMDB picked: a page
-  // number at or past the map's end (a scribbled meta page) would make
-  // LMDB read outside it. Called with resize_mu shared, so the map stays.
-  // nullopt: another process grew the map past ours (the file holds the
+  // Checks the meta page LMDB picked: a last page at or past the map's end
+  // (a scribbled meta page) would make LMDB read outside the map. Called
+  // with resize_mu shared, so the map stays.
+  // false: another process grew the map past ours (the file holds the
   // page): adopt its size first.
-  std::optional<std::pair<const std::byte*, const std::byte*>> checked_map(
-      const std::string& who) const {
+  bool checked_map(const std::string& who) const {
     MDB_envinfo info{};
     ::mdb_env_info(env, &info);
     MDB_stat st{};
@@ -318,13 +318,12 @@ struct KvStore::Env {
     const std::size_t psize = std::max<unsigned>(st.ms_psize, 1);
     const std::size_t pages = info.me_mapsize / psize;
     if (info.me_last_pgno >= pages && info.me_last_pgno < size_of(size_fd, who) / psize)
-      return std::nullopt;
+      return false;
     if (info.me_last_pgno >= pages)
       throw Error(Errc::corrupted, who,
                   "the last commit uses page " + std::to_string(info.me_last_pgno) +
                       " but the map holds " + std::to_string(pages) + " pages");
-    const auto* b = static_cast<const std::byte*>(info.me_mapaddr);
-    return std::pair{b, b + info.me_mapsize};
+    return true;
   }
 
   MDB_txn* take_read_txn() {
@@ -710,14 +709,13 @@ void KvStore::read_impl(FnRef<void(const ReadTxn&)> f) const {
   Env& e = env();
   for (;;) {
     std::shared_lock g(e.resize_mu);
-    const auto map = e.checked_map(name_);
-    MDB_txn* t = map ? e.take_read_txn() : nullptr;
+    MDB_txn* t = e.checked_map(name_) ? e.take_read_txn() : nullptr;
     if (t == nullptr) {
       g.unlock();
       e.adopt_size();
       continue;
     }
-    ReadTxn rt(t, e.data, &name_, map->first, map->second);
+    ReadTxn rt(t, e.data, &name_);
     try {
       f(rt);
     } catch (...) {
@@ -746,9 +744,7 @@ void KvStore::write_impl(FnRef<void(WriteTxn&)> f) {
     }
     if (rc != 0) throw_mdb(name_, "beginning a write", rc);
     tsan_begin(e.env);  // [kv.tsan]
-    // Not bounds-checked (null map): a write transaction's gets may return
-    // pages LMDB allocated for it outside the map.
-    WriteTxn wt(t, e.data, &name_, nullptr, nullptr);
+    WriteTxn wt(t, e.data, &name_);
     t_map_full = false;
     try {
       f(wt);
@@ -794,22 +790,12 @@ void testing_set_meta(KvStore& s, std::string_view key, std::string_view value) 
   if (rc = ::mdb_txn_commit(t); rc != 0) throw_mdb(s.name(), "meta", rc);
 }
 
-Bytes ReadTxn::checked(const void* data, std::size_t size) const {
-  const auto* p = static_cast<const std::byte*>(data);
-  if (map_begin_ == nullptr) return {p, size};  // a write transaction
-  if (p < map_begin_ || p > map_end_ || size > static_cast<std::size_t>(map_end_ - p))
-    throw Error(Errc::corrupted, *name_,
-                "an entry of " + std::to_string(size) +
-                    " bytes lies outside the store's map (the file was overwritten)");
-  return {p, size};
-}
-
 std::optional<Bytes> ReadTxn::get(Bytes key) const {
   MDB_val k = val(key), v{};
   int rc = ::mdb_get(static_cast<MDB_txn*>(txn_), dbi_, &k, &v);
   if (rc == MDB_NOTFOUND) return std::nullopt;
   if (rc != 0) throw_mdb(*name_, "get", rc);
-  return checked(v.mv_data, v.mv_size);
+  return bytes(v);
 }
 
 std::size_t ReadTxn::size() const {
@@ -836,7 +822,7 @@ void ReadTxn::for_each(FnRef<bool(Bytes, Bytes)> f) const {
   for (int rc = ::mdb_cursor_get(cur.c, &k, &v, MDB_FIRST); rc != MDB_NOTFOUND;
        rc = ::mdb_cursor_get(cur.c, &k, &v, MDB_NEXT)) {
     if (rc != 0) throw_mdb(*name_, "iterating", rc);
-    if (!f(checked(k.mv_data, k.mv_size), checked(v.mv_data, v.mv_size))) return;
+    if (!f(bytes(k), bytes(v))) return;
   }
 }
 
@@ -848,7 +834,7 @@ std::optional<std::pair<Bytes, Bytes>> ReadTxn::last() const {
   int rc = ::mdb_cursor_get(cur.c, &k, &v, MDB_LAST);
   if (rc == MDB_NOTFOUND) return std::nullopt;
   if (rc != 0) throw_mdb(*name_, "last", rc);
-  return std::pair{checked(k.mv_data, k.mv_size), checked(v.mv_data, v.mv_size)};
+  return std::pair{bytes(k), bytes(v)};
 }
 
 void WriteTxn::put(Bytes key, Bytes value) {

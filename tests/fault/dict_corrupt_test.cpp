@@ -1,7 +1,6 @@
 // A peer that scribbles over an open store does not crash its readers:
 // LMDB trusts its file, so the store checks the meta page LMDB picked
-// against the map at every transaction and every key and value against the
-// map's bounds. The corrupting peer is a separate process writing the file
+// against the map at every transaction. The corrupting peer is a separate process writing the file
 // while the readers keep it open. Not covered (README, Known gaps): random
 // garbage over the B-tree's pages can still crash a reader inside LMDB
 // (an experiment of 12 rounds segfaulted a reader in round 2); LMDB 0.9

@@ -89,17 +89,11 @@ class ReadTxn {
   [[nodiscard]] const std::string& name() const noexcept { return *name_; }
 
  protected:
-  // [begin, end): the map. Every key and value LMDB hands back must lie in
-  // it: a peer that scribbled over the store can make a node claim any size.
-  ReadTxn(void* txn, unsigned dbi, const std::string* name, const std::byte* begin,
-          const std::byte* end) noexcept
-      : txn_(txn), dbi_(dbi), name_(name), map_begin_(begin), map_end_(end) {}
-  Bytes checked(const void* data, std::size_t size) const;  // or Error(corrupted)
+  ReadTxn(void* txn, unsigned dbi, const std::string* name) noexcept
+      : txn_(txn), dbi_(dbi), name_(name) {}
   void* txn_;  // MDB_txn*
   unsigned dbi_;
   const std::string* name_;
-  const std::byte* map_begin_;
-  const std::byte* map_end_;
   friend class KvStore;
 };
 
