@@ -156,8 +156,8 @@ std::size_t size_of(int fd, const std::string& name) {
 void reserve(int fd, std::size_t bytes, const std::string& name) {
   if (int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes)); rc != 0)
     throw Error(rc == ENOSPC ? Errc::too_large : Errc::system, name,
-                "reserving " + std::to_string(bytes) + " bytes for the map in /dev/shm: " +
-                    std::strerror(rc));
+                "reserving " + std::to_string(bytes) +
+                    " bytes for the map in /dev/shm: " + std::strerror(rc));
 }
 
 // The two meta pages of an LMDB data file (format of LMDB 0.9, lmdb.h's

@@ -1,10 +1,10 @@
 // A peer that scribbles over an open store does not crash its readers:
 // LMDB trusts its file, so the store checks the meta page LMDB picked
-// against the map at every transaction. The corrupting peer is a separate process writing the file
-// while the readers keep it open. Not covered (README, Known gaps): random
-// garbage over the B-tree's pages can still crash a reader inside LMDB
-// (an experiment of 12 rounds segfaulted a reader in round 2); LMDB 0.9
-// has no page checksums.
+// against the map at every transaction. The corrupting peer is a separate
+// process writing the file while the readers keep it open. Not covered
+// (README, Known gaps): random garbage over the B-tree's pages can still
+// crash a reader inside LMDB (an experiment of 12 rounds segfaulted a
+// reader in round 2); LMDB 0.9 has no page checksums.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -67,10 +67,14 @@ class Dict {
   // The typed view of one write transaction (Dict::transaction).
   class Txn {
    public:
-    [[nodiscard]] std::optional<V> get(const K& k) const { return Dict::find(*tx_, enc_key(k, kbuf_)); }
+    [[nodiscard]] std::optional<V> get(const K& k) const {
+      return Dict::find(*tx_, enc_key(k, kbuf_));
+    }
     void set(const K& k, const V& v) { tx_->put(enc_key(k, kbuf_), enc(v, vbuf_)); }
     bool erase(const K& k) { return tx_->erase(enc_key(k, kbuf_)); }
-    [[nodiscard]] bool contains(const K& k) const { return tx_->get(enc_key(k, kbuf_)).has_value(); }
+    [[nodiscard]] bool contains(const K& k) const {
+      return tx_->get(enc_key(k, kbuf_)).has_value();
+    }
     [[nodiscard]] std::size_t size() const { return tx_->size(); }
     void clear() { tx_->clear(); }
 

@@ -17,14 +17,14 @@ namespace shmbus {
 
 struct StoreStats {
   std::string name;
-  std::string kind;                // "dict", "list", "namespace"
+  std::string kind;  // "dict", "list", "namespace"
   std::string key_type, value_type;
   std::uint64_t entries = 0;
-  std::uint64_t file_bytes = 0;    // the file (the map, reserved in /dev/shm)
-  std::uint64_t used_bytes = 0;    // the pages the last commit uses
-  std::vector<int> holders;        // pids that have it open (store_files.hpp)
-  std::vector<int> readers;        // pids in a read transaction now
-  int writer = 0;                  // pid holding the write lock now; 0: none
+  std::uint64_t file_bytes = 0;  // the file (the map, reserved in /dev/shm)
+  std::uint64_t used_bytes = 0;  // the pages the last commit uses
+  std::vector<int> holders;      // pids that have it open (store_files.hpp)
+  std::vector<int> readers;      // pids in a read transaction now
+  int writer = 0;                // pid holding the write lock now; 0: none
 };
 
 // Throws Error: not_found, corrupted / truncated (a file an open would

@@ -67,10 +67,11 @@ TEST(ContainerCodec, IntegerKeysIterateInNumericOrder) {
   for (int k : {5, -1, 300, 0, -70000, 256, std::numeric_limits<int>::min(),
                 std::numeric_limits<int>::max()})
     d.set(k, k);
-  EXPECT_EQ(d.keys(), (std::vector<int>{std::numeric_limits<int>::min(), -70000, -1, 0, 5, 256,
-                                        300, std::numeric_limits<int>::max()}));
+  EXPECT_EQ(d.keys(), (std::vector<int>{std::numeric_limits<int>::min(), -70000, -1, 0, 5, 256, 300,
+                                        std::numeric_limits<int>::max()}));
   Dict<std::uint64_t, int> u;
-  for (std::uint64_t k : {std::uint64_t{1} << 40, std::uint64_t{255}, std::uint64_t{256}}) u.set(k, 0);
+  for (std::uint64_t k : {std::uint64_t{1} << 40, std::uint64_t{255}, std::uint64_t{256}})
+    u.set(k, 0);
   EXPECT_EQ(u.keys(), (std::vector<std::uint64_t>{255, 256, std::uint64_t{1} << 40}));
 }
 
@@ -79,9 +80,9 @@ TEST(ContainerCodec, FloatingKeysIterateInNumericOrder) {
   for (double k : {2.5, -0.5, 0.0, -1e300, 1e-300, -std::numeric_limits<double>::infinity(),
                    std::numeric_limits<double>::infinity()})
     d.set(k, 0);
-  EXPECT_EQ(d.keys(), (std::vector<double>{-std::numeric_limits<double>::infinity(), -1e300, -0.5,
-                                           0.0, 1e-300, 2.5,
-                                           std::numeric_limits<double>::infinity()}));
+  EXPECT_EQ(d.keys(),
+            (std::vector<double>{-std::numeric_limits<double>::infinity(), -1e300, -0.5, 0.0,
+                                 1e-300, 2.5, std::numeric_limits<double>::infinity()}));
   EXPECT_TRUE(d.contains(-0.5));
 }
 
@@ -119,8 +120,7 @@ TEST(ContainerCodec, UndecodableValueIsWrongTypeNamingStoreAndType) {
   const std::string why = message_of([&] { (void)d.items(); });
   EXPECT_NE(why.find(g.name()), std::string::npos) << why;
   EXPECT_NE(why.find("does not decode as"), std::string::npos) << why;
-  EXPECT_NE(why.find(std::string(detail::type_name<std::vector<int>>())), std::string::npos)
-      << why;
+  EXPECT_NE(why.find(std::string(detail::type_name<std::vector<int>>())), std::string::npos) << why;
 }
 
 TEST(ContainerCodec, StoreOfAnotherFormatIsWrongVersion) {

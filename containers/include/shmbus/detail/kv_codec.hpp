@@ -31,10 +31,10 @@ concept OrderedNumber =
 
 template <OrderedNumber T>
 constexpr auto ordered_bits(T v) noexcept {
-  using U = std::conditional_t<sizeof(T) == 1, std::uint8_t,
-                               std::conditional_t<sizeof(T) == 2, std::uint16_t,
-                                                  std::conditional_t<sizeof(T) == 4, std::uint32_t,
-                                                                     std::uint64_t>>>;
+  using U = std::conditional_t<
+      sizeof(T) == 1, std::uint8_t,
+      std::conditional_t<sizeof(T) == 2, std::uint16_t,
+                         std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>>>;
   static_assert(sizeof(U) == sizeof(T), "an integer or float of 1, 2, 4 or 8 bytes");
   U u = std::bit_cast<U>(v);
   constexpr U sign = U(U{1} << (sizeof(U) * 8 - 1));
