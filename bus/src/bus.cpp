@@ -8,6 +8,7 @@
 
 #include "shmbus/resource_tracker.hpp"
 #include "shmbus/segment_info.hpp"
+#include "shmbus/store_files.hpp"
 
 namespace shmbus {
 
@@ -54,8 +55,15 @@ std::optional<BusObject> read_entry(const RegistryEntry& e, std::string_view bus
   return o;
 }
 
-bool segment_exists(const std::string& name) {
-  return ::access(("/dev/shm/" + detail::os_name(name)).c_str(), F_OK) == 0;
+bool is_store(ObjectKind kind) {
+  return kind == ObjectKind::dict || kind == ObjectKind::list || kind == ObjectKind::namespace_;
+}
+
+// Whether the object's file is there: a segment, or a container's store.
+bool object_exists(const BusObject& o) {
+  const std::string path =
+      is_store(o.kind) ? store_path(o.full_name) : "/dev/shm/" + detail::os_name(o.full_name);
+  return ::access(path.c_str(), F_OK) == 0;
 }
 
 }  // namespace
@@ -122,7 +130,7 @@ Bus::Bus(std::string_view name, const SegmentOptions& caller_options) {
     if (owner == 0) continue;
     auto o = read_entry(e, this->name());
     const bool stale =
-        o ? !segment_exists(o->full_name)
+        o ? !object_exists(*o)
           : e.published.load(std::memory_order_acquire) == 0 && !is_alive(ProcessId::unpack(owner));
     if (!stale) continue;
     // [registry.entry] release: readers see unpublished before the slot is free.
@@ -376,6 +384,10 @@ void Bus::close() noexcept {
       } catch (...) {
       }
     }
+  }
+  for (const auto& n : list_stores()) {
+    if (n.size() > bus.size() && n.compare(0, bus.size() + 1, bus + ".") == 0)
+      (void)remove_store(n);
   }
   try {
     (void)detail::Segment::unlink(bus);

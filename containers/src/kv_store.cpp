@@ -3,14 +3,17 @@
 #include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <random>
@@ -20,6 +23,8 @@
 
 #include "shmbus/detail/segment.hpp"  // validate_name
 #include "shmbus/error.hpp"
+#include "shmbus/store_files.hpp"
+#include "shmbus/store_stats.hpp"
 
 #if defined(SHMBUS_TSAN)
 #include <sanitizer/tsan_interface.h>
@@ -44,6 +49,9 @@ namespace {
 constexpr std::string_view kPathPrefix = "/dev/shm/shmbus-kv.";
 constexpr std::size_t kTxnPool = 8;  // reset read txns kept per environment
 constexpr auto kOpenTimeout = std::chrono::milliseconds(1000);
+// The encoding of keys and values (detail/kv_codec.hpp); "2": through the
+// codec, numeric keys big-endian. A store of another format is wrong_version.
+const std::string kFormat = "2";
 
 // Bumped in every forked child. relaxed: read and written by the one thread
 // that forked (atfork handlers) and compared by the threads of the child,
@@ -105,6 +113,52 @@ inline void tsan_end([[maybe_unused]] void* env) noexcept {
 
 // Raised by WriteTxn::put on MDB_MAP_FULL; write() grows the map and reruns.
 struct MapFull {};
+
+// Why MDB_WRITEMAP needs these two (the SIGBUS the kill test saw, found):
+// with MDB_WRITEMAP, LMDB sets the data file's size to the map size with
+// ftruncate() whenever a process maps it (mdb_env_open, and every
+// mdb_env_set_mapsize). A process that computed its size from a stat()
+// taken before another process grew the map then cut the file back under
+// the grower, which faulted (SIGBUS) on its next page beyond the cut,
+// often in mdb_txn_commit; ASan's slower opens widened the window. So every
+// map-size change in every process happens under one cross-process lock,
+// and reads the file's size under it: the file never shrinks.
+//
+// [kv.size] flock() on the data file (its own open file description, kept
+// for the environment's life): exclusive, released by the kernel when the
+// holder dies, so a process killed while resizing blocks nobody. Held
+// around stat + mdb_env_open / mdb_env_set_mapsize + reserve only, never
+// during a transaction.
+class SizeLock {
+ public:
+  SizeLock(int fd, const std::string& name) : fd_(fd) {
+    while (::flock(fd_, LOCK_EX) != 0)
+      if (errno != EINTR)
+        throw Error(Errc::system, name, std::string("flock: ") + std::strerror(errno));
+  }
+  SizeLock(const SizeLock&) = delete;
+  SizeLock& operator=(const SizeLock&) = delete;
+  ~SizeLock() { ::flock(fd_, LOCK_UN); }
+
+ private:
+  int fd_;
+};
+
+std::size_t size_of(int fd, const std::string& name) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw Error(Errc::system, name, std::strerror(errno));
+  return static_cast<std::size_t>(st.st_size);
+}
+
+// With MDB_WRITEMAP a write to a page tmpfs cannot back is a SIGBUS, not
+// an error: the whole map is reserved in the file (posix_fallocate), so
+// that a full /dev/shm is Error(too_large) at open or growth instead.
+void reserve(int fd, std::size_t bytes, const std::string& name) {
+  if (int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes)); rc != 0)
+    throw Error(rc == ENOSPC ? Errc::too_large : Errc::system, name,
+                "reserving " + std::to_string(bytes) +
+                    " bytes for the map in /dev/shm: " + std::strerror(rc));
+}
 
 // The two meta pages of an LMDB data file (format of LMDB 0.9, lmdb.h's
 // MDB_meta after a 16-byte page header), read with pread so that a bad file
@@ -180,6 +234,7 @@ struct KvStore::Env {
   std::uint64_t fork_gen = 0;  // the generation that opened it
   int data_fd = -1;            // anonymous only: the unlinked files, kept for
   int lock_fd = -1;            // children to reopen through /proc/self/fd
+  int size_fd = -1;            // the data file, read-write: [kv.size] and reserve()
   std::size_t max_map = 0;
   std::string name;
   // shared: any transaction of this process; exclusive: changing the map
@@ -198,6 +253,7 @@ struct KvStore::Env {
     // drop this process's fcntl lock on it.
     if (data_fd >= 0) ::close(data_fd);
     if (lock_fd >= 0) ::close(lock_fd);
+    if (size_fd >= 0) ::close(size_fd);
   }
 
   void drain_pool() {
@@ -222,10 +278,11 @@ struct KvStore::Env {
   void adopt_size() {
     std::unique_lock g(resize_mu);
     drain_pool();
+    SizeLock sl(size_fd, name);  // [kv.size]
     // Not size 0 (the meta page's): the grower may not have committed its
-    // new size yet, and with MDB_WRITEMAP a smaller map truncates the file
-    // under the process that grew it. The file holds the largest map.
-    if (int rc = ::mdb_env_set_mapsize(env, std::max(file_size(), current_map())); rc != 0)
+    // new size yet. The file holds the largest map.
+    if (int rc = ::mdb_env_set_mapsize(env, std::max(size_of(size_fd, name), current_map()));
+        rc != 0)
       throw_mdb(name, "adopting the map size", rc);
   }
 
@@ -234,7 +291,8 @@ struct KvStore::Env {
     drain_pool();
     int dead = 0;
     ::mdb_reader_check(env, &dead);  // stale readers pin pages we could reuse
-    const std::size_t mine = current_map(), file = file_size();
+    SizeLock sl(size_fd, name);      // [kv.size]
+    const std::size_t mine = current_map(), file = size_of(size_fd, name);
     std::size_t next = file;  // another process grew it: adopt that first
     if (file <= mine) {
       if (mine >= max_map)
@@ -242,8 +300,30 @@ struct KvStore::Env {
                     "store full at its maximum map size of " + std::to_string(max_map) +
                         " bytes (StoreOptions::max_map_size)");
       next = std::min(max_map, mine * 2);
+      reserve(size_fd, next, name);
     }
     if (int rc = ::mdb_env_set_mapsize(env, next); rc != 0) throw_mdb(name, "growing the map", rc);
+  }
+
+  // Checks the meta page LMDB picked: a last page at or past the map's end
+  // (a scribbled meta page) would make LMDB read outside the map. Called
+  // with resize_mu shared, so the map stays.
+  // false: another process grew the map past ours (the file holds the
+  // page): adopt its size first.
+  bool checked_map(const std::string& who) const {
+    MDB_envinfo info{};
+    ::mdb_env_info(env, &info);
+    MDB_stat st{};
+    ::mdb_env_stat(env, &st);
+    const std::size_t psize = std::max<unsigned>(st.ms_psize, 1);
+    const std::size_t pages = info.me_mapsize / psize;
+    if (info.me_last_pgno >= pages && info.me_last_pgno < size_of(size_fd, who) / psize)
+      return false;
+    if (info.me_last_pgno >= pages)
+      throw Error(Errc::corrupted, who,
+                  "the last commit uses page " + std::to_string(info.me_last_pgno) +
+                      " but the map holds " + std::to_string(pages) + " pages");
+    return true;
   }
 
   MDB_txn* take_read_txn() {
@@ -302,28 +382,47 @@ void open_env(KvStore::Env& e, const std::string& where, bool subdir, const Stor
   if (int rc = ::mdb_env_create(&h.env); rc != 0) throw_mdb(e.name, "mdb_env_create", rc);
   ::mdb_env_set_maxdbs(h.env, 2);
   ::mdb_env_set_maxreaders(h.env, o.max_readers);
-  // Never below the file's size: with MDB_WRITEMAP, LMDB sizes the file to
-  // the map it is given, and a smaller one would cut off pages another
-  // process has grown into.
-  std::size_t map = o.map_size;
-  if (struct stat st{}; ::stat(subdir ? (where + "/data.mdb").c_str() : where.c_str(), &st) == 0)
-    map = std::max(map, static_cast<std::size_t>(st.st_size));
-  if (int rc = ::mdb_env_set_mapsize(h.env, map); rc != 0)
-    throw_mdb(e.name, "setting the map size", rc);
-  // NOSYNC: tmpfs has no disk; a killed process loses nothing it committed
-  // (the page cache is shared). NOTLS: read txns are not tied to threads.
-  // Not MDB_WRITEMAP, although a set costs 0.55 us p50 with it instead of
-  // 8.7 us (bench/dict_bench): with it the kill test under ASan saw a writer
-  // SIGBUS inside mdb_txn_commit (a page beyond the file's end) after
-  // another writer's death; until that is understood, pages go by pwrite,
-  // which fails with an error where a mapped write would fault.
-  unsigned flags = MDB_NOTLS | MDB_NOSYNC | MDB_NOMETASYNC | (subdir ? 0u : MDB_NOSUBDIR);
-  if (int rc = ::mdb_env_open(h.env, where.c_str(), flags, static_cast<mdb_mode_t>(o.permissions));
-      rc != 0)
-    throw_mdb(e.name, "opening the store", rc);
+  const std::string data = subdir ? where + "/data.mdb" : where;
+  // O_CREAT as mdb_env_open would: an anonymous store's file is new here.
+  const int fd =
+      ::open(data.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, static_cast<mode_t>(o.permissions));
+  if (fd < 0)
+    throw Error(errno == ENOENT ? Errc::not_found : Errc::system, e.name,
+                data + ": " + std::strerror(errno));
+  struct Fd {
+    int fd;
+    ~Fd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } size_fd{fd};
+  {
+    SizeLock sl(fd, e.name);  // [kv.size]
+    // Never below the file's size: LMDB sizes the file to the map it is
+    // given (MDB_WRITEMAP), and a smaller one would cut off pages another
+    // process has grown into.
+    const std::size_t map = std::max(o.map_size, size_of(fd, e.name));
+    if (int rc = ::mdb_env_set_mapsize(h.env, map); rc != 0)
+      throw_mdb(e.name, "setting the map size", rc);
+    // NOSYNC: tmpfs has no disk; a killed process loses nothing it
+    // committed (the page cache is shared). NOTLS: read txns are not tied
+    // to threads. WRITEMAP: a transaction writes its copied-on-write pages
+    // (unreachable until its meta page commits them) in the map instead of
+    // one pwrite each at commit: a set costs about 1 us instead of 8-9
+    // (bench/dict_bench); [kv.size] makes it safe.
+    const unsigned flags =
+        MDB_NOTLS | MDB_NOSYNC | MDB_NOMETASYNC | MDB_WRITEMAP | (subdir ? 0u : MDB_NOSUBDIR);
+    if (int rc =
+            ::mdb_env_open(h.env, where.c_str(), flags, static_cast<mdb_mode_t>(o.permissions));
+        rc != 0)
+      throw_mdb(e.name, "opening the store", rc);
+    MDB_envinfo info{};
+    ::mdb_env_info(h.env, &info);
+    reserve(fd, info.me_mapsize, e.name);
+  }
   int dead = 0;
   ::mdb_reader_check(h.env, &dead);  // reclaim slots of dead processes
   e.env = std::exchange(h.env, nullptr);
+  e.size_fd = std::exchange(size_fd.fd, -1);
   e.max_map = std::max(o.max_map_size, o.map_size);
   e.fork_gen = g_fork_gen.load(std::memory_order_relaxed);
 }
@@ -377,6 +476,9 @@ void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key
             have.size() == 1 ? std::string(to_string(static_cast<StoreKind>(have[0]))) : "unknown";
         return std::string("holds a ") + hk + ", expected a " + std::string(to_string(kind));
       }
+      if (std::strcmp(k, "format") == 0)
+        return "store format " + have.substr(0, 8) + ", expected " + want +
+               " (made by another shmbus version)";
       auto nm = [](const std::string& s) { return s.size() > 8 ? s.substr(8) : std::string("?"); };
       return std::string(k) + " " + nm(have) + ", expected " + nm(want);
     };
@@ -384,6 +486,10 @@ void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key
     Errc code = Errc::wrong_kind;
     try {
       why = check("kind", want_kind);
+      if (why.empty()) {
+        code = Errc::wrong_version;
+        why = check("format", kFormat);
+      }
       if (why.empty()) {
         code = Errc::wrong_type;
         why = check("key_type", want_key);
@@ -603,7 +709,7 @@ void KvStore::read_impl(FnRef<void(const ReadTxn&)> f) const {
   Env& e = env();
   for (;;) {
     std::shared_lock g(e.resize_mu);
-    MDB_txn* t = e.take_read_txn();
+    MDB_txn* t = e.checked_map(name_) ? e.take_read_txn() : nullptr;
     if (t == nullptr) {
       g.unlock();
       e.adopt_size();
@@ -630,7 +736,7 @@ void KvStore::write_impl(FnRef<void(WriteTxn&)> f) {
   for (;;) {
     std::shared_lock g(e.resize_mu);
     MDB_txn* t = nullptr;
-    int rc = ::mdb_txn_begin(e.env, nullptr, 0, &t);
+    int rc = e.checked_map(name_) ? ::mdb_txn_begin(e.env, nullptr, 0, &t) : MDB_MAP_RESIZED;
     if (rc == MDB_MAP_RESIZED) {
       g.unlock();
       e.adopt_size();
@@ -668,6 +774,20 @@ void KvStore::write_impl(FnRef<void(WriteTxn&)> f) {
     if (rc != 0) throw_mdb(name_, "committing", rc);
     return;
   }
+}
+
+void testing_set_meta(KvStore& s, std::string_view key, std::string_view value) {
+  KvStore::Env& e = s.env();
+  MDB_txn* t = nullptr;
+  if (int rc = ::mdb_txn_begin(e.env, nullptr, 0, &t); rc != 0) throw_mdb(s.name(), "meta", rc);
+  MDB_val k{key.size(), const_cast<char*>(key.data())};
+  MDB_val v{value.size(), const_cast<char*>(value.data())};
+  int rc = ::mdb_put(t, e.meta, &k, &v, 0);
+  if (rc != 0) {
+    ::mdb_txn_abort(t);
+    throw_mdb(s.name(), "meta", rc);
+  }
+  if (rc = ::mdb_txn_commit(t); rc != 0) throw_mdb(s.name(), "meta", rc);
 }
 
 std::optional<Bytes> ReadTxn::get(Bytes key) const {
@@ -752,3 +872,123 @@ void WriteTxn::clear() {
 }
 
 }  // namespace shmbus::detail
+
+namespace shmbus {
+
+namespace {
+
+// LMDB 0.9's lock file (mdb.c, MDB_txninfo) with glibc's pthread_mutex_t
+// on x86-64/aarch64: the header line (magic, format, reader mutex, txnid,
+// numreaders at 56), the writer mutex at 64 (its robust futex word, the
+// owner's tid, first), the reader slots from 128, 64 bytes each (txnid,
+// then pid). Validated as far as the file allows; the test that holds a
+// write lock in a child checks the layout.
+constexpr std::size_t kLockNumReaders = 56, kLockWriter = 64, kLockReaders = 128, kSlot = 64;
+constexpr std::uint32_t kFutexTidMask = 0x3fffffff;
+
+int tgid_of(int tid) {
+  std::ifstream in("/proc/" + std::to_string(tid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("Tgid:", 0) == 0) return std::atoi(line.c_str() + 5);
+  return tid;  // gone: report the tid
+}
+
+void read_lock_file(const std::string& path, StoreStats& s) {
+  // A separate process may pread this freely; this one holds no LMDB lock
+  // on it yet (inspect_store opens the store after), so closing is safe.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  std::vector<char> buf(1 << 20);
+  const ssize_t n = ::pread(fd, buf.data(), buf.size(), 0);
+  ::close(fd);
+  if (n < static_cast<ssize_t>(kLockReaders)) return;
+  std::uint32_t magic = 0, lock = 0, nreaders = 0;
+  std::memcpy(&magic, buf.data(), 4);
+  if (magic != 0xBEEFC0DE) return;
+  std::memcpy(&nreaders, buf.data() + kLockNumReaders, 4);
+  std::memcpy(&lock, buf.data() + kLockWriter, 4);
+  if ((lock & kFutexTidMask) != 0) s.writer = tgid_of(static_cast<int>(lock & kFutexTidMask));
+  const std::size_t slots =
+      std::min<std::size_t>(nreaders, (static_cast<std::size_t>(n) - kLockReaders) / kSlot);
+  for (std::size_t i = 0; i < slots; ++i) {
+    std::uint64_t txnid = 0;
+    std::int32_t pid = 0;
+    std::memcpy(&txnid, buf.data() + kLockReaders + i * kSlot, 8);
+    std::memcpy(&pid, buf.data() + kLockReaders + i * kSlot + 8, 4);
+    if (pid > 0 && txnid != ~std::uint64_t{0}) s.readers.push_back(pid);
+  }
+  std::sort(s.readers.begin(), s.readers.end());
+  s.readers.erase(std::unique(s.readers.begin(), s.readers.end()), s.readers.end());
+}
+
+}  // namespace
+
+StoreStats inspect_store(const std::string& name) {
+  using namespace detail;
+  validate_name(name);
+  StoreStats s;
+  s.name = name;
+  const std::string path = KvStore::path_of(name);
+  {
+    // LMDB: a process opens an environment once, and closing any
+    // descriptor of the lock file drops its locks. Inspect from another.
+    std::scoped_lock g(g_registry_mu);
+    if (auto it = registry().find(path); it != registry().end())
+      if (auto e = it->second.lock();
+          e && e->fork_gen == g_fork_gen.load(std::memory_order_relaxed))
+        throw Error(Errc::invalid_argument, name,
+                    "the store is open in this process: inspect it from another "
+                    "(bus-inspector show)");
+  }
+  {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      throw Error(errno == ENOENT ? Errc::not_found : Errc::system, name,
+                  path + ": " + std::strerror(errno));
+    struct Close {
+      int fd;
+      ~Close() { ::close(fd); }
+    } close{fd};
+    if (!validate_file(fd, name)) throw Error(Errc::not_ready, name, "store not yet initialised");
+    s.file_bytes = size_of(fd, name);
+  }
+  s.holders = store_holders(name);
+  read_lock_file(path + "-lock", s);
+  Opened h;
+  if (int rc = ::mdb_env_create(&h.env); rc != 0) throw_mdb(name, "mdb_env_create", rc);
+  ::mdb_env_set_maxdbs(h.env, 2);
+  ::mdb_env_set_mapsize(h.env, static_cast<std::size_t>(s.file_bytes));
+  if (int rc = ::mdb_env_open(h.env, path.c_str(), MDB_RDONLY | MDB_NOSUBDIR | MDB_NOTLS, 0600);
+      rc != 0)
+    throw_mdb(name, "opening the store read-only", rc);
+  MDB_txn* t = nullptr;
+  if (int rc = ::mdb_txn_begin(h.env, nullptr, MDB_RDONLY, &t); rc != 0)
+    throw_mdb(name, "beginning a read", rc);
+  struct Abort {
+    MDB_txn* t;
+    ~Abort() { ::mdb_txn_abort(t); }
+  } abort{t};
+  MDB_dbi meta = 0, data = 0;
+  if (int rc = ::mdb_dbi_open(t, "meta", 0, &meta); rc != 0) throw_mdb(name, "meta database", rc);
+  if (int rc = ::mdb_dbi_open(t, "data", 0, &data); rc != 0) throw_mdb(name, "data database", rc);
+  MDB_stat st{};
+  if (int rc = ::mdb_stat(t, data, &st); rc != 0) throw_mdb(name, "stat", rc);
+  s.entries = st.ms_entries;
+  MDB_envinfo info{};
+  ::mdb_env_info(h.env, &info);
+  s.used_bytes = (static_cast<std::uint64_t>(info.me_last_pgno) + 1) * st.ms_psize;
+  auto record = [&](const char* k) {
+    MDB_val kv{std::strlen(k), const_cast<char*>(k)}, v{};
+    if (::mdb_get(t, meta, &kv, &v) != 0) return std::string();
+    return std::string(static_cast<const char*>(v.mv_data), v.mv_size);
+  };
+  const std::string kind = record("kind");
+  s.kind = kind.size() == 1 ? std::string(to_string(static_cast<StoreKind>(kind[0]))) : "unknown";
+  auto type_of = [](const std::string& r) { return r.size() > 8 ? r.substr(8) : std::string(); };
+  s.key_type = type_of(record("key_type"));
+  s.value_type = type_of(record("value_type"));
+  return s;
+}
+
+}  // namespace shmbus

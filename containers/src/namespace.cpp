@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "shmbus/bus.hpp"
 #include "shmbus/error.hpp"
 
 namespace shmbus {
@@ -67,5 +68,14 @@ std::vector<std::string> Namespace::fields() const {
     return out;
   });
 }
+
+Namespace Bus::namespace_(std::string_view object, const StoreOptions& options) {
+  return open_or_create<Namespace>(
+      object, ObjectKind::namespace_, kFieldTag, options.map_size,
+      [&](const std::string& full) { return Namespace::create(full, options); },
+      [&](const std::string& full) { return Namespace::open(full, options); });
+}
+
+Namespace Bus::namespace_(std::string_view object) { return namespace_(object, StoreOptions{}); }
 
 }  // namespace shmbus

@@ -10,6 +10,7 @@
 #include "shmbus/detail/tracked.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/segment_info.hpp"
+#include "shmbus/store_files.hpp"
 
 namespace shmbus {
 
@@ -98,6 +99,17 @@ std::vector<GcAction> collect_garbage(const GcOptions& options) {
       } catch (const Error&) {
       }
     }
+    actions.push_back(std::move(action));
+  }
+  // Container stores of a bus ("<bus>.<object>"): garbage when no process
+  // has them open and their bus is not held by another live process (they
+  // live as long as their bus, like its segments). A store outside a bus
+  // is the user's to unlink, as a file: never swept.
+  for (const auto& name : list_stores()) {
+    if (!name.starts_with(options.prefix) || name.find('.') == std::string::npos) continue;
+    if (!store_holders(name).empty() || kept_by_its_bus(name, buses)) continue;
+    GcAction action{name, "store of a bus: no process has it open and its bus is closed", false};
+    if (!options.dry_run && store_holders(name).empty()) action.removed = remove_store(name);
     actions.push_back(std::move(action));
   }
   return actions;

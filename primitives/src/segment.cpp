@@ -60,6 +60,12 @@ std::string_view to_string(ObjectKind kind) noexcept {
       return "topic";
     case ObjectKind::listener:
       return "listener";
+    case ObjectKind::dict:
+      return "dict";
+    case ObjectKind::list:
+      return "list";
+    case ObjectKind::namespace_:
+      return "namespace";
   }
   return "unknown";
 }

@@ -30,6 +30,8 @@
 #include <thread>
 
 #include "shmbus/shmbus.hpp"
+#include "shmbus/store_files.hpp"
+#include "shmbus/store_stats.hpp"
 
 namespace {
 
@@ -164,10 +166,41 @@ json bus_objects_json(const shmbus::SegmentView& view) {
   return objects;
 }
 
+// A container's store (Dict, List, Namespace): not a segment.
+int show_store(const std::string& name, bool as_json) {
+  auto s = shmbus::inspect_store(name);
+  if (as_json) {
+    std::cout << json{{"name", s.name},           {"kind", s.kind},
+                      {"key_type", s.key_type},   {"value_type", s.value_type},
+                      {"entries", s.entries},     {"file_bytes", s.file_bytes},
+                      {"used_bytes", s.used_bytes}, {"holders", s.holders},
+                      {"readers", s.readers},     {"writer", s.writer}}
+                     .dump(2)
+              << "\n";
+    return kOk;
+  }
+  auto pids = [](const std::vector<int>& v) {
+    std::string out;
+    for (int p : v) out += " " + std::to_string(p);
+    return v.empty() ? std::string(" none") : out;
+  };
+  std::printf("name:      %s\n", s.name.c_str());
+  std::printf("kind:      %s (store)\n", s.kind.c_str());
+  std::printf("type:      %s -> %s\n", s.key_type.c_str(), s.value_type.c_str());
+  std::printf("entries:   %llu\n", static_cast<unsigned long long>(s.entries));
+  std::printf("size:      %s in use of %s reserved\n", human_size(s.used_bytes).c_str(),
+              human_size(s.file_bytes).c_str());
+  std::printf("open by:  %s\n", pids(s.holders).c_str());
+  std::printf("readers:  %s\n", pids(s.readers).c_str());
+  std::printf("writer:    %s\n", s.writer != 0 ? std::to_string(s.writer).c_str() : "none");
+  return kOk;
+}
+
 int cmd_show(std::string name, bool as_json) {
   // BUS/OBJECT names the object "BUS.OBJECT".
   if (auto slash = name.find('/'); slash != std::string::npos) name[slash] = '.';
   try {
+    if (::access(shmbus::store_path(name).c_str(), F_OK) == 0) return show_store(name, as_json);
     auto view = shmbus::SegmentView::open(name);
     const auto& info = view.info();
     auto stats = shmbus::object_stats(view);

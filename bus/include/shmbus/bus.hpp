@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "shmbus/barrier.hpp"
+#include "shmbus/codec.hpp"
 #include "shmbus/condition.hpp"
 #include "shmbus/detail/registry.hpp"
 #include "shmbus/detail/segment.hpp"
@@ -51,6 +52,16 @@
 #include "shmbus/wait.hpp"
 
 namespace shmbus {
+
+// The containers (shmbus::containers, on LMDB; shmbus/dict.hpp, list.hpp,
+// namespace.hpp): Bus's factories for them are defined there, so that
+// libshmbus does not need LMDB.
+template <Codable K, Codable V>
+class Dict;
+template <Codable T>
+class List;
+class Namespace;
+struct StoreOptions;
 
 struct BusObject {
   std::string name;       // within the bus ("orders")
@@ -117,6 +128,20 @@ class Bus {
   // Client(): a connection to this bus's listener `object`.
   Connection client(std::string_view object, std::optional<Clock::duration> timeout = std::nullopt,
                     const PipeOptions& options = {}) const;
+
+  // The container `object` of this bus (a store file beside the bus's
+  // segments, living and swept as they do). Defined in shmbus::containers:
+  // include shmbus/dict.hpp (list.hpp, namespace.hpp) and link it.
+  template <Codable K, Codable V>
+  Dict<K, V> dict(std::string_view object);
+  template <Codable K, Codable V>
+  Dict<K, V> dict(std::string_view object, const StoreOptions& options);
+  template <Codable T>
+  List<T> list(std::string_view object);
+  template <Codable T>
+  List<T> list(std::string_view object, const StoreOptions& options);
+  Namespace namespace_(std::string_view object);
+  Namespace namespace_(std::string_view object, const StoreOptions& options);
 
   // Closes this handle; if it was the last open one, unlinks the bus and
   // all its objects. The destructor does the same.

@@ -28,9 +28,13 @@
 // An anonymous Dict (default constructor) is a file unlinked right after it
 // was opened, shared with forked children only.
 //
-// Keys and values: trivially copyable types (as their bytes) and
-// std::string; a key is 1..511 bytes. A value that does not decode as V
-// (another type wrote it) is Error(wrong_type). Calls throw Error when the
+// Keys and values: whatever a typed channel carries (shmbus/codec.hpp:
+// trivially copyable types, std::string, std containers, MSGPACK_DEFINE
+// structs); an encoded key is 1..511 bytes. Iteration is in key order:
+// numeric for integer and floating keys, lexicographic for std::string,
+// the encoding's bytes for others (detail/kv_codec.hpp). A value that does
+// not decode as V (a peer wrote other bytes) is Error(wrong_type) naming
+// the store and V. Calls throw Error when the
 // store fails (corrupted, full at StoreOptions::max_map_size); they are
 // not noexcept: each is a transaction, not a ring slot.
 #pragma once
@@ -41,6 +45,7 @@
 #include <utility>
 #include <vector>
 
+#include "shmbus/bus.hpp"
 #include "shmbus/detail/kv_codec.hpp"
 #include "shmbus/detail/kv_store.hpp"
 #include "shmbus/detail/type_tag.hpp"
@@ -56,16 +61,20 @@ namespace detail {
 [[noreturn]] void throw_missing_key(const std::string& store);
 }  // namespace detail
 
-template <detail::KvEncodable K, detail::KvEncodable V>
+template <Codable K, Codable V>
 class Dict {
  public:
   // The typed view of one write transaction (Dict::transaction).
   class Txn {
    public:
-    [[nodiscard]] std::optional<V> get(const K& k) const { return Dict::find(*tx_, enc(k, kbuf_)); }
-    void set(const K& k, const V& v) { tx_->put(enc(k, kbuf_), enc(v, vbuf_)); }
-    bool erase(const K& k) { return tx_->erase(enc(k, kbuf_)); }
-    [[nodiscard]] bool contains(const K& k) const { return tx_->get(enc(k, kbuf_)).has_value(); }
+    [[nodiscard]] std::optional<V> get(const K& k) const {
+      return Dict::find(*tx_, enc_key(k, kbuf_));
+    }
+    void set(const K& k, const V& v) { tx_->put(enc_key(k, kbuf_), enc(v, vbuf_)); }
+    bool erase(const K& k) { return tx_->erase(enc_key(k, kbuf_)); }
+    [[nodiscard]] bool contains(const K& k) const {
+      return tx_->get(enc_key(k, kbuf_)).has_value();
+    }
     [[nodiscard]] std::size_t size() const { return tx_->size(); }
     void clear() { tx_->clear(); }
 
@@ -92,7 +101,7 @@ class Dict {
   static bool unlink(std::string_view name) { return detail::KvStore::unlink(name); }
 
   [[nodiscard]] std::optional<V> get(const K& k) const {
-    return store_.read([&](const detail::ReadTxn& t) { return find(t, enc(k, key_buf())); });
+    return store_.read([&](const detail::ReadTxn& t) { return find(t, enc_key(k, key_buf())); });
   }
   [[nodiscard]] V get(const K& k, const V& fallback) const { return get(k).value_or(fallback); }
   // d[k]: Error(not_found) when absent, as Python's KeyError.
@@ -103,7 +112,7 @@ class Dict {
   }
   [[nodiscard]] bool contains(const K& k) const {
     return store_.read(
-        [&](const detail::ReadTxn& t) { return t.get(enc(k, key_buf())).has_value(); });
+        [&](const detail::ReadTxn& t) { return t.get(enc_key(k, key_buf())).has_value(); });
   }
   [[nodiscard]] std::size_t size() const {
     return store_.read([](const detail::ReadTxn& t) { return t.size(); });
@@ -111,13 +120,13 @@ class Dict {
   [[nodiscard]] bool empty() const { return size() == 0; }
 
   void set(const K& k, const V& v) {
-    store_.write([&](detail::WriteTxn& t) { t.put(enc(k, key_buf()), enc(v, val_buf())); });
+    store_.write([&](detail::WriteTxn& t) { t.put(enc_key(k, key_buf()), enc(v, val_buf())); });
   }
   // The value under k, first setting it to `fallback` if there is none.
   V setdefault(const K& k, const V& fallback) {
     return store_.write([&](detail::WriteTxn& t) {
       std::string kb;
-      std::optional<V> have = find(t, enc(k, kb));
+      std::optional<V> have = find(t, enc_key(k, kb));
       if (have) return std::move(*have);
       std::string vb;
       t.put(detail::kv_bytes(kb), enc(fallback, vb));
@@ -126,13 +135,13 @@ class Dict {
   }
   // Whether k was there.
   bool erase(const K& k) {
-    return store_.write([&](detail::WriteTxn& t) { return t.erase(enc(k, key_buf())); });
+    return store_.write([&](detail::WriteTxn& t) { return t.erase(enc_key(k, key_buf())); });
   }
   // Removes k and returns its value, if any.
   std::optional<V> pop(const K& k) {
     return store_.write([&](detail::WriteTxn& t) {
       std::string kb;
-      std::optional<V> have = find(t, enc(k, kb));
+      std::optional<V> have = find(t, enc_key(k, kb));
       if (have) t.erase(detail::kv_bytes(kb));
       return have;
     });
@@ -148,7 +157,7 @@ class Dict {
   V update(const K& k, F&& fn, const V& initial = V{}) {
     return store_.write([&](detail::WriteTxn& t) {
       std::string kb, vb;
-      V v = find(t, enc(k, kb)).value_or(initial);
+      V v = find(t, enc_key(k, kb)).value_or(initial);
       fn(v);
       t.put(detail::kv_bytes(kb), enc(v, vb));
       return v;
@@ -158,7 +167,7 @@ class Dict {
   void update(const std::vector<std::pair<K, V>>& pairs) {
     store_.write([&](detail::WriteTxn& t) {
       std::string kb, vb;
-      for (const auto& [k, v] : pairs) t.put(enc(k, kb), enc(v, vb));
+      for (const auto& [k, v] : pairs) t.put(enc_key(k, kb), enc(v, vb));
     });
   }
   void update(std::initializer_list<std::pair<K, V>> pairs) {
@@ -181,7 +190,7 @@ class Dict {
       out.reserve(t.size());
       t.for_each([&](detail::Bytes kb, detail::Bytes vb) {
         std::pair<K, V> p;
-        if (!detail::kv_decode(kb, p.first))
+        if (!detail::kv_decode_key(kb, p.first))
           detail::throw_undecodable(store_.name(), kb.size(), detail::type_name<K>());
         p.second = decode(vb);
         out.push_back(std::move(p));
@@ -208,9 +217,12 @@ class Dict {
       : store_(std::move(name), mode, detail::StoreKind::dict, detail::type_tag<K>(),
                detail::type_tag<V>(), opts) {}
 
-  template <class T>
-  static detail::Bytes enc(const T& v, std::string& buf) {
+  static detail::Bytes enc(const V& v, std::string& buf) {
     detail::kv_encode(v, buf);
+    return detail::kv_bytes(buf);
+  }
+  static detail::Bytes enc_key(const K& k, std::string& buf) {
+    detail::kv_encode_key(k, buf);
     return detail::kv_bytes(buf);
   }
   // Per-thread buffers for the one-key calls (no allocation once warm).
@@ -237,5 +249,19 @@ class Dict {
 
   detail::KvStore store_;
 };
+
+// Bus's factory (declared in bus.hpp): the dict `object` of the bus, a
+// store named "<bus>.<object>"; `options` apply when it is created.
+template <Codable K, Codable V>
+Dict<K, V> Bus::dict(std::string_view object, const StoreOptions& options) {
+  return open_or_create<Dict<K, V>>(
+      object, ObjectKind::dict, detail::type_tag<std::pair<K, V>>(), options.map_size,
+      [&](const std::string& full) { return Dict<K, V>::create(full, options); },
+      [&](const std::string& full) { return Dict<K, V>::open(full, options); });
+}
+template <Codable K, Codable V>
+Dict<K, V> Bus::dict(std::string_view object) {
+  return dict<K, V>(object, StoreOptions{});
+}
 
 }  // namespace shmbus

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "shmbus/bus.hpp"
 #include "shmbus/detail/kv_codec.hpp"
 #include "shmbus/detail/kv_store.hpp"
 #include "shmbus/detail/type_tag.hpp"
@@ -45,7 +46,7 @@ std::uint64_t clamp_index(std::int64_t i, std::uint64_t size) noexcept;
 [[noreturn]] void throw_not_in_list(const std::string& store);
 }  // namespace detail
 
-template <detail::KvEncodable T>
+template <Codable T>
 class List {
  public:
   // Anonymous: shared with forked children.
@@ -206,5 +207,18 @@ class List {
 
   detail::KvStore store_;
 };
+
+// Bus's factory (declared in bus.hpp): the list `object` of the bus.
+template <Codable T>
+List<T> Bus::list(std::string_view object, const StoreOptions& options) {
+  return open_or_create<List<T>>(
+      object, ObjectKind::list, detail::type_tag<T>(), options.map_size,
+      [&](const std::string& full) { return List<T>::create(full, options); },
+      [&](const std::string& full) { return List<T>::open(full, options); });
+}
+template <Codable T>
+List<T> Bus::list(std::string_view object) {
+  return list<T>(object, StoreOptions{});
+}
 
 }  // namespace shmbus

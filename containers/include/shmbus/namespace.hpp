@@ -10,7 +10,7 @@
 //
 // Each field remembers the type it was set with: get<double>("count") on
 // a field set as int is Error(wrong_type), not a reinterpretation. Fields
-// are trivially copyable types or std::string.
+// are any type a typed channel carries (shmbus/codec.hpp).
 #pragma once
 
 #include <cstring>
@@ -34,7 +34,7 @@ class Namespace {
   static Namespace open(std::string name, const StoreOptions& opts = {});
   static bool unlink(std::string_view name) { return detail::KvStore::unlink(name); }
 
-  template <detail::KvEncodable T>
+  template <Codable T>
   void set(std::string_view field, const T& v) {
     std::string b = encode(v);
     store_.write([&](detail::WriteTxn& t) { t.put(key(field), detail::kv_bytes(b)); });
@@ -43,17 +43,17 @@ class Namespace {
   void set(std::string_view field, const char* v) { set(field, std::string(v)); }
 
   // Error(not_found) when the field was never set (Python's AttributeError).
-  template <detail::KvEncodable T>
+  template <Codable T>
   [[nodiscard]] T get(std::string_view field) const {
     std::optional<T> v = find<T>(field);
     if (!v) throw_missing(field);
     return std::move(*v);
   }
-  template <detail::KvEncodable T>
+  template <Codable T>
   [[nodiscard]] T get(std::string_view field, const T& fallback) const {
     return find<T>(field).value_or(fallback);
   }
-  template <detail::KvEncodable T>
+  template <Codable T>
   [[nodiscard]] std::optional<T> find(std::string_view field) const {
     return store_.read([&](const detail::ReadTxn& t) -> std::optional<T> {
       std::optional<detail::Bytes> b = t.get(key(field));
@@ -62,7 +62,7 @@ class Namespace {
     });
   }
   // Atomic read-modify-write of one field; fn may run more than once.
-  template <detail::KvEncodable T, class F>
+  template <Codable T, class F>
   T update(std::string_view field, F&& fn, const T& initial = T{}) {
     return store_.write([&](detail::WriteTxn& t) {
       std::optional<detail::Bytes> b = t.get(key(field));

@@ -27,6 +27,11 @@ enum class ObjectKind : std::uint32_t {
   bus_registry = 15,
   topic = 16,
   listener = 17,
+  // Container stores (shmbus::containers): LMDB files, not segments, so
+  // never in a segment header; a Bus registers them under these kinds.
+  dict = 18,
+  list = 19,
+  namespace_ = 20,
 };
 
 // "shared_memory", "queue", ...; "unknown" for a value shmbus never writes.

@@ -11,7 +11,9 @@
 //
 // shmbus runs this as a sweep, not as a daemon: Bus sweeps its own objects
 // when it opens and closes, and `bus-inspector gc` sweeps the host on
-// demand. Beside it, each process unlinks the named objects it created
+// demand. Container stores of a bus (Dict/List/Namespace files, see
+// store_files.hpp) are swept when no process has them open and their bus
+// is closed. Beside it, each process unlinks the named objects it created
 // outside a Bus when it ends cleanly (exit(), or a Process child whose
 // callable returns), unless created with SegmentOptions::track = false or
 // attached by another live process (detail/tracked.hpp); a creator killed

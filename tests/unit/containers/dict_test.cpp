@@ -197,17 +197,16 @@ TEST(Dict, ChildSeesNamedDictWhenForkedAndGrandchildToo) {
 }
 
 TEST(Dict, ValueOfWrongSizeIsWrongTypeError) {
-  // The same bytes seen through a Dict whose V differs: write an int64
-  // where a reader expects... a store shared through Dict<int,string> and
-  // then read by the codec as a double would fail at open; so plant a short
-  // value through a string view of the same store kind.
+  // Plant a 3-byte value under key 7 through the raw store (as a buggy or
+  // hostile peer could) where Dict<int, double> expects 8 bytes.
   StoreGuard g(unique_name("dict"));
   {
     detail::KvStore s(g.name(), detail::KvStore::Mode::create, detail::StoreKind::dict,
                       detail::type_tag<int>(), detail::type_tag<double>(), {});
-    int k = 7;
+    std::string k;
+    detail::kv_encode_key(7, k);
     s.write([&](detail::WriteTxn& t) {
-      t.put(std::as_bytes(std::span(&k, 1)), std::as_bytes(std::span("abc", 3)));
+      t.put(detail::kv_bytes(k), std::as_bytes(std::span("abc", 3)));
     });
   }
   Dict<int, double> d{g.name()};

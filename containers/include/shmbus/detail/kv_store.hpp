@@ -39,10 +39,10 @@ namespace shmbus {
 // Options of a container's store.
 struct StoreOptions {
   // Initial map size: the store grows past it by doubling while others
-  // have it open, up to max_map_size (then Error(too_large)). The file
-  // holds only the pages in use (written with pwrite: a full /dev/shm is
-  // Error(too_large), never a SIGBUS).
-  std::size_t map_size = std::size_t{64} << 20;
+  // have it open, up to max_map_size (then Error(too_large)). The map is
+  // reserved in /dev/shm (the file is that big, its pages allocated: a
+  // full /dev/shm is Error(too_large) at open or growth, never a SIGBUS).
+  std::size_t map_size = std::size_t{8} << 20;
   std::size_t max_map_size = std::size_t{64} << 30;
   unsigned permissions = 0600;
   // Reader slots in the lock file (a process uses one per concurrent read).
@@ -164,6 +164,7 @@ class KvStore {
   [[nodiscard]] std::size_t map_size() const;
 
  private:
+  friend void testing_set_meta(KvStore& s, std::string_view key, std::string_view value);
   Env& env() const;  // reopens it first in a forked child
   void read_impl(FnRef<void(const ReadTxn&)> f) const;
   void write_impl(FnRef<void(WriteTxn&)> f);
@@ -171,6 +172,10 @@ class KvStore {
   std::string key_;   // the path it was opened at: one Env per path per process
   mutable std::shared_ptr<Env> env_;
 };
+
+// Test hook: overwrites one record of the store's "meta" database (kind,
+// format, key_type, value_type), as another shmbus version might have made it.
+void testing_set_meta(KvStore& s, std::string_view key, std::string_view value);
 
 // Test hook: runs inside write() after the callback, before the commit
 // (a process killed there must leave the old state). relaxed: a test sets
