@@ -52,6 +52,7 @@ QueueOptions backlog_options(const ListenerOptions& options) {
   QueueOptions q;
   q.capacity = std::max<std::size_t>(options.backlog, 2);
   q.segment = options.segment;
+  q.segment.attach = true;  // the attachment table says which servers live
   return q;
 }
 
@@ -71,15 +72,15 @@ std::span<const std::byte> bytes_of(const detail::ConnectRequest& r) noexcept {
 
 namespace {
 
-// Whether a process listening on the listener `info` describes lives: its
-// creator or an attached server (clients do not attach), not counting the
-// caller when `but_me`.
+// Whether a server of the listener `info` describes lives: a live process
+// in its attachment table (every server attaches, its creator included;
+// clients do not; a shared server that closed has detached, though its
+// process may live on), not counting the caller when `but_me`.
 bool listening(const SegmentInfo& info, bool but_me) {
   const ProcessId me = this_process();
-  const auto counts = [&](const ProcessId& p, bool alive) { return alive && !(but_me && p == me); };
-  return counts(info.creator, info.creator_alive) ||
-         std::any_of(info.attached.begin(), info.attached.end(),
-                     [&](const AttachedProcess& p) { return counts(p.id, p.alive); });
+  return std::any_of(info.attached.begin(), info.attached.end(), [&](const AttachedProcess& p) {
+    return p.alive && !(but_me && p.id == me);
+  });
 }
 
 // The backlog of a new listener, or of the live shared one it joins. A

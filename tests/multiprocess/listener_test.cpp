@@ -146,6 +146,30 @@ TEST(Listener, SharedNameOutlivesItsCreatorAndTheLastCloseRemovesIt) {
   EXPECT_EQ(test::code_of([&] { (void)Client(g.name(), 1s); }), Errc::not_found);
 }
 
+TEST(Listener, SharedServerThatClosedIsNotCountedWhileItsProcessLives) {
+  SegmentGuard g(unique_name("lsty"));
+  Listener creator(g.name(), {.shared = true});
+  Event joined, leave;
+  const pid_t other = test::fork_child([&] {
+    Listener theirs(g.name(), {.shared = true});
+    joined.set();
+    auto c = theirs.accept_for(10s);  // the client below: `creator` has left
+    if (!c) return 1;
+    int id = 0;
+    if (c->recv_for(id, 10s) != RecvResult::ok || c->send(id * 10) != SendResult::ok) return 2;
+    if (!leave.wait_for(10s)) return 3;
+    theirs.close();  // the last server (its creator's process lives on, but left)
+    return 0;
+  });
+  ASSERT_TRUE(joined.wait_for(10s));
+  creator.close();  // leaves; `other` goes on
+  const pid_t kid = client(g.name(), 8);
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+  leave.set();
+  EXPECT_EQ(test::wait_child(other).code, 0);
+  EXPECT_EQ(test::code_of([&] { (void)Client(g.name(), 1s); }), Errc::not_found);  // name gone
+}
+
 TEST(Listener, SharedServersAcceptEachClientOnce) {
   SegmentGuard g(unique_name("lsto"));
   constexpr int kClients = 8;
