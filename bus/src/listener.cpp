@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <optional>
 #include <thread>
+#include <utility>
 
 #include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/error.hpp"
@@ -200,6 +202,17 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
   const Clock::time_point deadline = timeout ? start + *timeout : Clock::time_point::max();
   QueueOptions not_attached;
   not_attached.segment.attach = false;  // the attached processes are the servers
+  // Which listener this is (creator, creation time), read before its backlog
+  // is opened: a server restarted under the name meanwhile reads as another.
+  using ListenerId = std::pair<std::uint64_t, std::uint64_t>;
+  const auto identity = [](const SegmentInfo& i) {
+    return ListenerId{i.creator.pack(), i.created_unix_ns};
+  };
+  std::optional<ListenerId> listener_id;
+  try {
+    listener_id = identity(SegmentView::open(std::string(name)).info());
+  } catch (const Error&) {  // the backlog's open below says what is wrong
+  }
   auto backlog = detail::QueueCore::open(name, ObjectKind::listener, detail::kConnectRequestTag,
                                          not_attached);
   // The pipe: unique per process and call, taken by this process.
@@ -227,7 +240,9 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
     default:
       give_up(Errc::corrupted, "connect: the backlog is corrupted");
   }
-  // Wait for accept(), checking now and then that the listener is alive.
+  // Wait for accept(), checking now and then that the listener is alive
+  // and still the one whose backlog holds our request: a server restarted
+  // under the name makes a new backlog, which our request is not in.
   auto pause = std::chrono::microseconds(20);
   auto next_check = Clock::now();
   while (!detail::ListenerAccess::peer_taken(c)) {
@@ -236,13 +251,18 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
     if (now >= next_check) {
       next_check = now + std::chrono::milliseconds(10);
       if (backlog.closed()) give_up(Errc::closed, "connect: the listener was closed");
-      bool alive = false;
+      std::optional<SegmentInfo> info;
       try {
-        alive = listening(SegmentView::open(std::string(name)).info(), false);
+        info = SegmentView::open(std::string(name)).info();
       } catch (const Error&) {
         give_up(Errc::closed, "connect: the listener is gone");
       }
-      if (!alive) give_up(Errc::peer_dead, "connect: the listener died");
+      const ListenerId id = identity(*info);
+      if (listener_id && id != *listener_id) {
+        give_up(Errc::peer_dead, "connect: the listener was replaced (a server restarted)");
+      }
+      listener_id = id;
+      if (!listening(*info, false)) give_up(Errc::peer_dead, "connect: the listener died");
     }
     std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - now));
     pause = std::min(pause * 2, std::chrono::microseconds(2000));
