@@ -210,7 +210,10 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
   };
   std::optional<ListenerId> listener_id;
   try {
-    listener_id = identity(SegmentView::open(std::string(name)).info());
+    const SegmentInfo info = SegmentView::open(std::string(name)).info();
+    // Still initialising: its creation time is not written yet (the first
+    // check below reads it from the backlog the open waits for).
+    if (info.state != "initialising") listener_id = identity(info);
   } catch (const Error&) {  // the backlog's open below says what is wrong
   }
   auto backlog = detail::QueueCore::open(name, ObjectKind::listener, detail::kConnectRequestTag,
