@@ -144,9 +144,7 @@ void BM_PipePod_Block_RTT(benchmark::State& state) {
   pipe_rtt(state, WaitStrategy::blocking, Pod64{});
 }
 
-void BM_PyMpPipeDict_Block_RTT(benchmark::State& state) {
-  python_round_trip(state, "pipe_dict");
-}
+void BM_PyMpPipeDict_Block_RTT(benchmark::State& state) { python_round_trip(state, "pipe_dict"); }
 
 void BM_Codec_OneCore_EncodeDecode(benchmark::State& state) {
   pin_this_thread(bench_cpus().parent);

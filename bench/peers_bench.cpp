@@ -418,8 +418,12 @@ void BM_ZeroMQ_Block_RTT(benchmark::State& state) {
 }
 #endif
 
-void BM_PyMpPipe_Block_RTT(benchmark::State& state) { shmbus::bench::python_round_trip(state, "pipe"); }
-void BM_PyMpQueue_Block_RTT(benchmark::State& state) { shmbus::bench::python_round_trip(state, "queue"); }
+void BM_PyMpPipe_Block_RTT(benchmark::State& state) {
+  shmbus::bench::python_round_trip(state, "pipe");
+}
+void BM_PyMpQueue_Block_RTT(benchmark::State& state) {
+  shmbus::bench::python_round_trip(state, "queue");
+}
 
 template <std::size_t N>
 void register_lockfree() {

@@ -80,9 +80,8 @@ namespace {
 // process may live on), not counting the caller when `but_me`.
 bool listening(const SegmentInfo& info, bool but_me) {
   const ProcessId me = this_process();
-  return std::any_of(info.attached.begin(), info.attached.end(), [&](const AttachedProcess& p) {
-    return p.alive && !(but_me && p.id == me);
-  });
+  return std::any_of(info.attached.begin(), info.attached.end(),
+                     [&](const AttachedProcess& p) { return p.alive && !(but_me && p.id == me); });
 }
 
 // The backlog of a new listener, or of the live shared one it joins. A
@@ -117,8 +116,8 @@ detail::QueueCore create_backlog(std::string_view name, const ListenerOptions& o
       throw Error(Errc::already_exists, std::string(name),
                   "a live listener has the name (ListenerOptions::shared joins it)");
     }
-    detail::QueueCore joined = detail::QueueCore::open(name, ObjectKind::listener,
-                                                       detail::kConnectRequestTag, q);
+    detail::QueueCore joined =
+        detail::QueueCore::open(name, ObjectKind::listener, detail::kConnectRequestTag, q);
     if (!joined.closed()) return joined;
     // The last server closed it as we joined: its name is being removed.
   }
@@ -216,8 +215,8 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
     if (info.state != "initialising") listener_id = identity(info);
   } catch (const Error&) {  // the backlog's open below says what is wrong
   }
-  auto backlog = detail::QueueCore::open(name, ObjectKind::listener, detail::kConnectRequestTag,
-                                         not_attached);
+  auto backlog =
+      detail::QueueCore::open(name, ObjectKind::listener, detail::kConnectRequestTag, not_attached);
   // The pipe: unique per process and call, taken by this process.
   static std::atomic<std::uint64_t> counter{0};
   detail::ConnectRequest req{};

@@ -134,7 +134,7 @@ TEST(Listener, SharedNameOutlivesItsCreatorAndTheLastCloseRemovesIt) {
     return 0;
   });
   ASSERT_TRUE(listening.wait_for(10s));
-  Listener second(g.name(), {.shared = true});                              // joins
+  Listener second(g.name(), {.shared = true});                                    // joins
   EXPECT_EQ(test::code_of([&] { Listener l(g.name()); }), Errc::already_exists);  // not shared
   ::kill(creator, SIGKILL);
   ASSERT_EQ(test::wait_child(creator).signal, SIGKILL);

@@ -170,11 +170,16 @@ json bus_objects_json(const shmbus::SegmentView& view) {
 int show_store(const std::string& name, bool as_json) {
   auto s = shmbus::inspect_store(name);
   if (as_json) {
-    std::cout << json{{"name", s.name},           {"kind", s.kind},
-                      {"key_type", s.key_type},   {"value_type", s.value_type},
-                      {"entries", s.entries},     {"file_bytes", s.file_bytes},
-                      {"used_bytes", s.used_bytes}, {"holders", s.holders},
-                      {"readers", s.readers},     {"writer", s.writer}}
+    std::cout << json{{"name", s.name},
+                      {"kind", s.kind},
+                      {"key_type", s.key_type},
+                      {"value_type", s.value_type},
+                      {"entries", s.entries},
+                      {"file_bytes", s.file_bytes},
+                      {"used_bytes", s.used_bytes},
+                      {"holders", s.holders},
+                      {"readers", s.readers},
+                      {"writer", s.writer}}
                      .dump(2)
               << "\n";
     return kOk;

@@ -145,12 +145,12 @@ QueueCore& queue_core_of(QueueHandle& q) noexcept;
 // Process, so a braced list of objects is a list of Waitables.
 class Waitable {
  public:
-  Waitable(Connection& c);          // readable (see above)
-  Waitable(Event& e) noexcept;      // set
-  Waitable(Semaphore& s) noexcept;  // acquirable
+  Waitable(Connection& c);           // readable (see above)
+  Waitable(Event& e) noexcept;       // set
+  Waitable(Semaphore& s) noexcept;   // acquirable
   Waitable(Subscriber& s) noexcept;  // a topic subscriber: readable (see above)
-  Waitable(const Process& p);       // exited
-  Waitable(Listener& l) noexcept    // a client to accept
+  Waitable(const Process& p);        // exited
+  Waitable(Listener& l) noexcept     // a client to accept
       : Waitable(&detail::queue_ops(false), &l.backlog_, &l) {}
   template <class Q>
   requires std::is_base_of_v<detail::QueueHandle, Q> Waitable(Q& q)
