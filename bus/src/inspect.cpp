@@ -73,6 +73,31 @@ void pipe_object_stats(const SegmentView& view, ObjectStats& stats) {
   }
 }
 
+// The backlog's queue statistics, the servers (the processes attached to
+// the backlog) and one gauge group per open connection ("conn0.client_pid").
+void listener_object_stats(const SegmentView& view, ObjectStats& stats) {
+  detail::queue_object_stats(view, stats);
+  const auto& attached = view.info().attached;
+  gauge(stats, "servers", std::count_if(attached.begin(), attached.end(),
+                                        [](const AttachedProcess& p) { return p.alive; }));
+  const auto connections = listener_connections(view.info().name);
+  gauge(stats, "connections", static_cast<std::int64_t>(connections.size()));
+  for (std::size_t i = 0; i < connections.size(); ++i) {
+    const ListenerConnection& c = connections[i];
+    const std::string group = "conn" + std::to_string(i) + ".";
+    gauge(stats, group + "client_pid", c.client.pid);
+    gauge(stats, group + "server_pid", c.server.pid);
+    stats.counters.emplace_back(group + "to_server", c.to_server);
+    stats.counters.emplace_back(group + "to_client", c.to_client);
+    gauge(stats, group + "queued_to_server", static_cast<std::int64_t>(c.queued_to_server));
+    gauge(stats, group + "queued_to_client", static_cast<std::int64_t>(c.queued_to_client));
+    if (c.client.pid != 0 && !c.client_alive && !c.client_closed && !c.server_closed) {
+      stats.problems.push_back(c.pipe + ": client pid " + std::to_string(c.client.pid) +
+                               " died; the server drops it at its next read");
+    }
+  }
+}
+
 // One gauge group per live subscriber ("sub3.lag"), so `show` lists each
 // one: process, policy, lag in messages, lapped and missed counts.
 void topic_object_stats(const SegmentView& view, ObjectStats& stats) {
@@ -136,6 +161,39 @@ void sleepers_gauge(ObjectStats& stats, std::uint32_t sleepers) {
 
 }  // namespace
 
+std::vector<ListenerConnection> listener_connections(const std::string& listener) {
+  std::vector<ListenerConnection> out;
+  const std::string prefix = listener + ".conn-";
+  for (const std::string& name : list_segments()) {
+    if (!name.starts_with(prefix)) continue;
+    try {
+      const SegmentView view = SegmentView::open(name);
+      const PipeStats p = pipe_stats(view);  // validates; throws for anything else
+      if (!p.duplex) continue;               // not a connection Client() made
+      // End 0 is the server's (accept() takes the first end), end 1 the
+      // client's; rings[e] flows into end e.
+      ListenerConnection c;
+      c.pipe = name;
+      c.server = p.ends[0].owner;
+      c.server_alive = p.ends[0].owner_alive;
+      c.server_closed = p.ends[0].closed;
+      c.client = p.ends[1].owner;
+      c.client_alive = p.ends[1].owner_alive;
+      c.client_closed = p.ends[1].closed;
+      const auto queued = [](const PipeRingStats& r) {
+        return r.messages_sent > r.messages_received ? r.messages_sent - r.messages_received : 0;
+      };
+      c.to_server = p.rings[0].messages_received;
+      c.queued_to_server = queued(p.rings[0]);
+      c.to_client = p.rings[1].messages_received;
+      c.queued_to_client = queued(p.rings[1]);
+      if (c.server.pid != 0) out.push_back(std::move(c));  // else: not accepted yet
+    } catch (const Error&) {  // gone meanwhile, initialising or not a pipe
+    }
+  }
+  return out;
+}
+
 ObjectStats object_stats(const SegmentView& view) {
   ObjectStats stats;
   if (!view.info().kind || view.payload().empty()) return stats;
@@ -183,8 +241,10 @@ ObjectStats object_stats(const SegmentView& view) {
     case ObjectKind::queue:
     case ObjectKind::simple_queue:
     case ObjectKind::joinable_queue:
-    case ObjectKind::listener:  // its backlog: a queue of connection requests
       detail::queue_object_stats(view, stats);
+      break;
+    case ObjectKind::listener:  // its backlog, servers and connections
+      listener_object_stats(view, stats);
       break;
     case ObjectKind::topic:
       topic_object_stats(view, stats);

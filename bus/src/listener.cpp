@@ -28,6 +28,8 @@ inline constexpr TypeTag kConnectRequestTag = type_tag<ConnectRequest>();
 
 // What Client() needs of a Connection's insides.
 struct ListenerAccess {
+  // A connection of a listener: its pipe's name goes when both ends have.
+  static void remove_name_at_close(Connection& c) noexcept { c.remove_name_at_close_ = true; }
   // Whether the other end was ever taken (the server accepted).
   static bool peer_taken(const Connection& c) noexcept {
     // [pipe.owner] acquire: pairs with the CAS of the server's open().
@@ -185,7 +187,7 @@ std::optional<Connection> Listener::accept_impl(const Clock::time_point* deadlin
     try {
       validate_name(pipe);
       Connection c = Connection::open(pipe, PipeEnd::first);
-      (void)unlink_pipe(pipe);  // both ends are mapped: the name is no longer needed
+      detail::ListenerAccess::remove_name_at_close(c);
       return c;
     } catch (const Error&) {
       // The client gave up (its pipe is gone) or the request was not a
@@ -269,6 +271,7 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
     std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - now));
     pause = std::min(pause * 2, std::chrono::microseconds(2000));
   }
+  detail::ListenerAccess::remove_name_at_close(c);
   return c;
 }
 

@@ -21,6 +21,7 @@
 #include "shmbus/detail/fd_bridge.hpp"
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/segment.hpp"
+#include "shmbus/segment_info.hpp"
 
 namespace shmbus {
 
@@ -340,6 +341,7 @@ Connection::Connection(Connection&& o) noexcept
       closed_(std::exchange(o.closed_, true)),
       peeked_(std::exchange(o.peeked_, false)),
       peer_death_counted_(o.peer_death_counted_),
+      remove_name_at_close_(std::exchange(o.remove_name_at_close_, false)),
       peer_owner_seen_(o.peer_owner_seen_),
       next_liveness_ns_(o.next_liveness_ns_),
       fd_bridge_(std::move(o.fd_bridge_)) {
@@ -372,6 +374,7 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     closed_ = std::exchange(o.closed_, true);
     peeked_ = std::exchange(o.peeked_, false);
     peer_death_counted_ = o.peer_death_counted_;
+    remove_name_at_close_ = std::exchange(o.remove_name_at_close_, false);
     peer_owner_seen_ = o.peer_owner_seen_;
     next_liveness_ns_ = o.next_liveness_ns_;
     fd_bridge_ = std::move(o.fd_bridge_);
@@ -463,9 +466,25 @@ void Connection::close() noexcept {
     control_->ends[end_].closed.store(1, std::memory_order_seq_cst);
     if (can_send_) tx_.wake_consumer();
     if (can_recv_) detail::notify(rx_.control()->space);
+    if (remove_name_at_close_) remove_name_if_peer_gone();
   }
   closed_ = true;
   update_fast();
+}
+
+void Connection::remove_name_if_peer_gone() noexcept {
+  // [pipe.closed] Both ends store their flag seq_cst before this load: of
+  // two ends closing at once, at least one sees the other closed.
+  if (!peer_closed() && !peer_dead()) return;  // the peer removes it
+  try {
+    // Still our pipe? A later client that got a dead client's pid makes a
+    // pipe of the same name, which is not ours to remove.
+    const SegmentInfo info = SegmentView::open(segment_->name()).info();
+    const detail::SegmentHeader& h = segment_->header();
+    if (info.creator.pack() != h.creator || info.created_unix_ns != h.created_unix_ns) return;
+    (void)detail::Segment::unlink(segment_->name());
+  } catch (...) {  // gone already (the peer removed it too)
+  }
 }
 
 // --- waiting -------------------------------------------------------------------

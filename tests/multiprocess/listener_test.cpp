@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "shmbus/event.hpp"
+#include "shmbus/inspect.hpp"
 #include "shmbus/queue.hpp"
+#include "shmbus/segment_info.hpp"
 #include "shmbus/value.hpp"
 #include "shmbus/wait_any.hpp"
 #include "test_support.hpp"
@@ -68,7 +70,81 @@ TEST(Listener, AcceptsSeveralClientsAtOnceAndOverTime) {
     serve(listener, 4);
     for (pid_t k : kids) EXPECT_EQ(test::wait_child(k).code, 0);
   }
-  EXPECT_EQ(pipes_left(g.name()), 0);  // accept() unlinks each pipe's name
+  EXPECT_EQ(pipes_left(g.name()), 0);  // a closed connection leaves nothing
+}
+
+std::int64_t gauge_of(const ObjectStats& s, const std::string& name) {
+  for (const auto& [k, v] : s.gauges)
+    if (k == name) return v;
+  return -1;
+}
+
+TEST(Listener, OpenConnectionsAreListedAndAClosedOneLeavesNothing) {
+  SegmentGuard g(unique_name("lsti"));
+  Listener listener(g.name());
+  Event sent;
+  const pid_t kid = test::fork_child([&] {
+    Connection c = Client(g.name(), 10s);
+    for (int i = 0; i < 3; ++i)
+      if (c.send(i) != SendResult::ok) return 1;
+    sent.set();
+    int reply = 0;  // held open until the server has looked
+    if (c.recv_for(reply, 10s) != RecvResult::ok) return 2;
+    return 0;  // closes
+  });
+  auto c = listener.accept_for(10s);
+  ASSERT_TRUE(c.has_value());
+  int v = 0;
+  ASSERT_EQ(c->recv_for(v, 10s), RecvResult::ok);
+  ASSERT_EQ(c->recv_for(v, 10s), RecvResult::ok);
+  ASSERT_TRUE(sent.wait_for(10s));
+
+  EXPECT_EQ(pipes_left(g.name()), 1);  // named while open
+  const auto conns = listener_connections(g.name());
+  ASSERT_EQ(conns.size(), 1u);
+  EXPECT_EQ(conns[0].client.pid, kid);
+  EXPECT_EQ(conns[0].server.pid, ::getpid());
+  EXPECT_TRUE(conns[0].client_alive);
+  EXPECT_TRUE(conns[0].server_alive);
+  // Sends are counted exactly; a receiver publishes its count lazily.
+  EXPECT_EQ(conns[0].to_server + conns[0].queued_to_server, 3u);
+  EXPECT_LE(conns[0].to_server, 2u);
+  const ObjectStats stats = object_stats(SegmentView::open(g.name()));
+  EXPECT_EQ(gauge_of(stats, "servers"), 1);
+  EXPECT_EQ(gauge_of(stats, "connections"), 1);
+  EXPECT_EQ(gauge_of(stats, "conn0.client_pid"), kid);
+
+  ASSERT_EQ(c->send(0), SendResult::ok);
+  EXPECT_EQ(c->recv_for(v, 10s), RecvResult::ok);
+  EXPECT_EQ(c->recv_for(v, 10s), RecvResult::eof);  // the client closed
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+  EXPECT_EQ(pipes_left(g.name()), 1);  // the server's end is still open
+  c->close();
+  EXPECT_EQ(pipes_left(g.name()), 0);  // the last end to close removed it
+  EXPECT_TRUE(listener_connections(g.name()).empty());
+}
+
+TEST(Listener, ClientOutlivingAKilledServerRemovesTheConnectionAtClose) {
+  SegmentGuard g(unique_name("lstv"));
+  Event listening;
+  const pid_t server = test::fork_child([&] {
+    Listener listener(g.name());
+    listening.set();
+    auto c = listener.accept_for(10s);
+    if (!c) return 1;
+    (void)c->send(7);
+    ::raise(SIGKILL);
+    return 0;
+  });
+  ASSERT_TRUE(listening.wait_for(10s));
+  Connection c = Client(g.name(), 10s);
+  int v = 0;
+  ASSERT_EQ(c.recv_for(v, 10s), RecvResult::ok);
+  EXPECT_EQ(test::wait_child(server).signal, SIGKILL);
+  EXPECT_EQ(c.recv_for(v, 10s), RecvResult::peer_dead);
+  EXPECT_EQ(pipes_left(g.name()), 1);
+  c.close();
+  EXPECT_EQ(pipes_left(g.name()), 0);
 }
 
 TEST(Listener, DeadClientReadsAsPeerDead) {
@@ -86,6 +162,9 @@ TEST(Listener, DeadClientReadsAsPeerDead) {
   EXPECT_EQ(c->recv_for(v, 10s), RecvResult::ok);
   EXPECT_EQ(test::wait_child(kid).signal, SIGKILL);
   EXPECT_EQ(c->recv_for(v, 10s), RecvResult::peer_dead);
+  EXPECT_EQ(pipes_left(g.name()), 1);
+  c->close();  // the dead client cannot: the server's close removes the name
+  EXPECT_EQ(pipes_left(g.name()), 0);
 }
 
 TEST(Listener, ClientThatGaveUpIsSkipped) {

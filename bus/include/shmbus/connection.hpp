@@ -514,6 +514,9 @@ class Connection {
   // liveness check per kLivenessInterval, a coarse clock read otherwise.
   [[nodiscard]] bool peer_dead_by_now() noexcept;
   SendResult send_status() noexcept;
+  // close() of a Listener's connection: the end that finds its peer closed
+  // or dead removes the pipe's name.
+  void remove_name_if_peer_gone() noexcept;
 
   std::shared_ptr<detail::Segment> segment_;
   detail::PipeControl* control_ = nullptr;
@@ -538,6 +541,7 @@ class Connection {
   bool peeked_ = false;
   bool fast_recv_ = false;  // can_recv_ && active_ && !closed_ && !peeked_ (update_fast())
   bool peer_death_counted_ = false;
+  bool remove_name_at_close_ = false;  // a Listener's connection (listener.cpp)
   std::uint64_t peer_owner_seen_ = 0;            // the peer end's last non-zero owner word
   std::int64_t next_liveness_ns_ = 0;            // peer_dead_by_now(): CLOCK_MONOTONIC_COARSE
   std::unique_ptr<detail::FdBridge> fd_bridge_;  // fileno(); null until asked for

@@ -13,8 +13,12 @@
 // a segment of kind `listener` named like the listener. Client() creates a
 // pipe named "<listener>.conn-<pid>-<n>", takes its second end, puts the
 // pipe's name in the backlog and waits until the server took the first end.
-// accept() takes a request, opens that end and unlinks the pipe's name, so
-// a connection leaves nothing in /dev/shm. The Connection each side gets
+// accept() takes a request and opens that end. The pipe keeps its name
+// while the connection is open, so `bus-inspector show <listener>` lists
+// the connections (shmbus::listener_connections() in inspect.hpp); the end
+// that closes last, or outlives its peer, removes it, and gc removes one
+// whose processes all died: a closed connection leaves nothing in
+// /dev/shm. The Connection each side gets
 // is a pipe end like any other: send/recv, zero copy, strategies, poll,
 // wait(); a peer's close reads as end of file, its death as peer_dead.
 //
