@@ -47,12 +47,28 @@ bool get_header(std::span<const std::byte> frame, ServiceHeader& h) noexcept {
 
 struct ServiceServer::Peer {
   Connection conn;
-  // Ids taken and not yet answered with a last response or a failure, and
-  // those of them the client cancelled: a cancel for any other id (already
-  // answered, never sent: the pipe is FIFO, so a cancel follows its request)
-  // is ignored, so a hostile client cannot grow these sets.
-  std::unordered_set<std::uint64_t> open;
+  // Ids taken and not yet answered with a last response or a failure
+  // (sorted: a client's ids grow, so taking one appends and answering the
+  // oldest erases the front), and those of them the client cancelled: a
+  // cancel for any other id (already answered, never sent: the pipe is FIFO,
+  // so a cancel follows its request) is ignored, so a hostile client cannot
+  // grow these sets.
+  std::vector<std::uint64_t> open;
   std::unordered_set<std::uint64_t> cancelled;
+
+  [[nodiscard]] bool is_open(std::uint64_t id) const noexcept {
+    return std::binary_search(open.begin(), open.end(), id);
+  }
+  void add_open(std::uint64_t id) {
+    if (open.empty() || open.back() < id)
+      open.push_back(id);
+    else
+      open.insert(std::lower_bound(open.begin(), open.end(), id), id);
+  }
+  void remove_open(std::uint64_t id) noexcept {
+    const auto it = std::lower_bound(open.begin(), open.end(), id);
+    if (it != open.end() && *it == id) open.erase(it);
+  }
   bool gone = false;  // closed, dead, or dropped
 
   // Ends the connection now (the client reads end of file), even while a
@@ -73,7 +89,8 @@ std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point*
   std::vector<std::byte>& frame = rx_frame_;  // reused: no allocation per request
   std::vector<Connection*>& ends = ends_;
   for (;;) {
-    while (auto c = listener_.try_accept()) {
+    // pending(): two loads of lines that change only when a client connects.
+    while (auto c = listener_.pending() != 0 ? listener_.try_accept() : std::nullopt) {
       auto peer = std::make_shared<Peer>();
       peer->conn = std::move(*c);
       peers_.push_back(std::move(peer));
@@ -91,18 +108,16 @@ std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point*
           break;
         }
         if (h.kind == static_cast<std::uint32_t>(FrameKind::cancel)) {
-          if (p.open.count(h.id) != 0) p.cancelled.insert(h.id);
+          if (p.is_open(h.id)) p.cancelled.insert(h.id);
           continue;  // cancels do not count as the client's turn
         }
-        if (h.kind != static_cast<std::uint32_t>(FrameKind::request) || p.open.count(h.id) != 0) {
+        if (h.kind != static_cast<std::uint32_t>(FrameKind::request) || p.is_open(h.id)) {
           p.drop();  // a protocol error (or an id reused while open)
           break;
         }
-        p.open.insert(h.id);
+        p.add_open(h.id);
         next_ = i + 1;
-        Taken t{peers_[i], h.id, {}};
-        t.value.assign(frame.begin() + sizeof h, frame.end());
-        return t;
+        return Taken{peers_[i], h.id, std::span<const std::byte>(frame).subspan(sizeof h)};
       }
     }
     std::erase_if(peers_, [](const std::shared_ptr<Peer>& p) { return p->gone; });
@@ -136,7 +151,7 @@ bool ServiceServer::respond(const Taken& t, FrameKind kind, std::span<const std:
   if (p.gone) return false;
   const bool ends = kind != FrameKind::response;  // last or failed: the call is over
   const bool cancelled = ends ? p.cancelled.erase(t.id) != 0 : p.cancelled.count(t.id) != 0;
-  if (ends) p.open.erase(t.id);
+  if (ends) p.remove_open(t.id);
   if (cancelled) return true;  // the caller no longer waits
   put_frame(frame_, t.id, kind, value);
   if (p.conn.send_bytes_for(frame_, respond_timeout_) == SendResult::ok) return true;
@@ -161,11 +176,25 @@ ServiceClientCore::ServiceClientCore(std::string_view name,
 
 void ServiceClientCore::connect() { conn_ = Client(name_, connect_timeout_, options_); }
 
+ServiceClientCore::Pending* ServiceClientCore::find(std::uint64_t id) noexcept {
+  if (id < first_id_ || id >= next_id_) return nullptr;
+  Pending& p = pending_[id & (pending_.size() - 1)];
+  return p.live ? &p : nullptr;
+}
+
+void ServiceClientCore::forget(std::uint64_t id) noexcept {
+  Pending* p = find(id);
+  if (p == nullptr) return;
+  p->reset();
+  // The window starts at the oldest call still pending.
+  while (first_id_ < next_id_ && !pending_[first_id_ & (pending_.size() - 1)].live) ++first_id_;
+}
+
 void ServiceClientCore::server_gone(RecvResult why) {
   conn_.reset();  // the next call connects again
   // Every call in flight ends now, not at its timeout.
-  for (auto& [id, p] : pending_) {
-    if (!p.done) p.server_gone = true;
+  for (Pending& p : pending_) {
+    if (p.live && !p.done) p.server_gone = true;
   }
   throw Error(Errc::peer_dead, name_,
               std::string("the server ") + (why == RecvResult::eof ? "closed" : "died") +
@@ -174,62 +203,82 @@ void ServiceClientCore::server_gone(RecvResult why) {
 
 std::uint64_t ServiceClientCore::send(std::span<const std::byte> value) {
   if (!conn_) connect();
-  const std::uint64_t id = next_id_++;
+  if (next_id_ - first_id_ == pending_.size()) {  // the ring is full: double it
+    std::vector<Pending> bigger(std::max<std::size_t>(16, pending_.size() * 2));
+    for (std::uint64_t id = first_id_; id < next_id_; ++id)
+      bigger[id & (bigger.size() - 1)] = std::move(pending_[id & (pending_.size() - 1)]);
+    pending_ = std::move(bigger);
+  }
+  const std::uint64_t id = next_id_;
   put_frame(frame_, id, FrameKind::request, value);
   const SendResult r = conn_->send_bytes(frame_);  // waits for room: back pressure
   if (r != SendResult::ok) {
     conn_.reset();
     throw Error(Errc::peer_dead, name_, "request not sent: " + std::string(to_string(r)));
   }
-  pending_[id];
+  ++next_id_;
+  pending_[id & (pending_.size() - 1)].live = true;
   return id;
 }
 
-std::optional<std::vector<std::byte>> ServiceClientCore::next(std::uint64_t id,
-                                                              const Clock::time_point* deadline,
-                                                              bool& last) {
-  for (int late = 0;;) {
-    auto it = pending_.find(id);
-    if (it == pending_.end()) throw Error(Errc::invalid_argument, name_, "no such call");
-    Pending& p = it->second;
-    if (!p.responses.empty()) {
-      std::vector<std::byte> r = std::move(p.responses.front());
-      p.responses.pop_front();
-      last = p.done && p.responses.empty();
-      return r;
+std::optional<std::span<const std::byte>> ServiceClientCore::next(
+    std::uint64_t id, const Clock::time_point* deadline, bool& last) {
+  int frames = 0, late = -1;  // late: frames read since the deadline was seen passed
+  for (;;) {
+    Pending* found = find(id);
+    if (found == nullptr) throw Error(Errc::invalid_argument, name_, "no such call");
+    Pending& p = *found;
+    if (p.queued()) {
+      held_ = std::move(p.responses[p.head++]);
+      last = p.done && !p.queued();
+      if (!p.queued()) {
+        p.responses.clear();
+        p.head = 0;
+      }
+      return std::span<const std::byte>(held_);
     }
     if (p.server_gone) {
-      pending_.erase(it);
+      forget(id);
       throw Error(Errc::peer_dead, name_, "the server died; the request may have been executed");
     }
     if (p.failed) {
       const std::string why = std::move(*p.failed);
-      pending_.erase(it);
+      forget(id);
       throw Error(Errc::task_failed, name_, why);
     }
     if (!conn_) throw Error(Errc::peer_dead, name_, "the server is gone");
     // Past the deadline, only frames already there are read, and at most
     // kFramesPastDeadline of them: a server flooding frames for other calls
-    // (or junk) cannot hold the caller.
-    if (deadline != nullptr && Clock::now() >= *deadline && ++late > kFramesPastDeadline) {
-      return std::nullopt;
+    // (or junk) cannot hold the caller. The clock is read every 16th frame
+    // (a call's usual one frame reads none; the recv below times out by
+    // itself when nothing comes).
+    if (deadline != nullptr) {
+      if (late >= 0) {
+        if (++late > kFramesPastDeadline) return std::nullopt;
+      } else if (++frames % 16 == 0 && Clock::now() >= *deadline) {
+        late = 0;
+      }
     }
     const RecvResult r = conn_->recv_bytes(frame_, SIZE_MAX, deadline);
     if (r == RecvResult::timeout) return std::nullopt;
     if (r != RecvResult::ok) server_gone(r);
     ServiceHeader h{};
     if (!get_header(frame_, h)) continue;  // untrusted: ignored
-    auto target = pending_.find(h.id);
-    if (target == pending_.end() || target->second.done || target->second.failed) {
+    Pending* target = find(h.id);
+    if (target == nullptr || target->done || target->failed) {
       continue;  // unknown, cancelled or ended: ignored
     }
-    Pending& q = target->second;
-    const std::span<const std::byte> value(frame_.data() + sizeof h, frame_.size() - sizeof h);
+    Pending& q = *target;
+    const std::span<const std::byte> value = std::span<const std::byte>(frame_).subspan(sizeof h);
     switch (static_cast<FrameKind>(h.kind)) {
       case FrameKind::response:
       case FrameKind::last:
-        q.responses.emplace_back(value.begin(), value.end());
         q.done = h.kind == static_cast<std::uint32_t>(FrameKind::last);
+        if (&q == &p) {  // the call waited for, with nothing queued: no copy
+          last = q.done;
+          return value;
+        }
+        q.responses.emplace_back(value.begin(), value.end());
         break;
       case FrameKind::failed:
         q.failed.emplace(reinterpret_cast<const char*>(value.data()), value.size());
@@ -241,10 +290,11 @@ std::optional<std::vector<std::byte>> ServiceClientCore::next(std::uint64_t id,
 }
 
 void ServiceClientCore::cancel(std::uint64_t id) noexcept {
-  auto it = pending_.find(id);
-  if (it == pending_.end()) return;
-  it->second.done = true;  // later responses are dropped
-  it->second.responses.clear();
+  Pending* p = find(id);
+  if (p == nullptr) return;
+  p->done = true;  // later responses are dropped
+  p->responses.clear();
+  p->head = 0;
   if (!conn_) return;
   put_frame(frame_, id, FrameKind::cancel, {});
   (void)conn_->try_send_bytes(frame_);  // best effort: a full pipe keeps the call running

@@ -51,12 +51,11 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
+#include <span>
 #include <vector>
 
 #include "shmbus/codec.hpp"
@@ -95,7 +94,8 @@ class ServiceServer {
   struct Taken {
     std::shared_ptr<Peer> peer;
     std::uint64_t id = 0;
-    std::vector<std::byte> value;  // the encoded request
+    // The encoded request: valid until the next take().
+    std::span<const std::byte> value;
   };
 
   ServiceServer(std::string_view name, const ServiceOptions& options);
@@ -131,21 +131,38 @@ class ServiceClientCore {
   // Sends a request; returns its id. Connects again first if the server died.
   std::uint64_t send(std::span<const std::byte> value);
   // The next response of call `id` (the last: `last` = true), or nullopt at
-  // the deadline. Throws Error(peer_dead) when the server died, and
-  // Error(task_failed) when the server answered with an error.
-  std::optional<std::vector<std::byte>> next(std::uint64_t id, const Clock::time_point* deadline,
-                                             bool& last);
+  // the deadline; the bytes are valid until the next call on this client.
+  // Throws Error(peer_dead) when the server died, and Error(task_failed)
+  // when the server answered with an error.
+  std::optional<std::span<const std::byte>> next(std::uint64_t id,
+                                                 const Clock::time_point* deadline, bool& last);
   void cancel(std::uint64_t id) noexcept;
-  void forget(std::uint64_t id) noexcept { pending_.erase(id); }
+  void forget(std::uint64_t id) noexcept;
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
  private:
   struct Pending {
-    std::deque<std::vector<std::byte>> responses;
+    bool live = false;                  // a call of this id is pending
     bool done = false;                  // the last response is among `responses`
-    std::optional<std::string> failed;  // the server's error, when it sent one
     bool server_gone = false;           // the server died or closed meanwhile
+    // Responses that arrived while another call was read, from `head` on
+    // (a vector, not a deque: libstdc++'s deque allocates when made).
+    std::vector<std::vector<std::byte>> responses;
+    std::size_t head = 0;
+    std::optional<std::string> failed;  // the server's error, when it sent one
+
+    [[nodiscard]] bool queued() const noexcept { return head < responses.size(); }
+    // Ends the call; keeps the memory for the next call in this slot.
+    void reset() noexcept {
+      live = done = server_gone = false;
+      responses.clear();
+      head = 0;
+      failed.reset();
+    }
   };
+  // The pending call `id`, or nullptr. Calls live in a ring indexed by id
+  // (ids are consecutive): no allocation per call.
+  Pending* find(std::uint64_t id) noexcept;
   void connect();
   [[noreturn]] void server_gone(RecvResult why);
 
@@ -154,8 +171,10 @@ class ServiceClientCore {
   PipeOptions options_;
   std::optional<Connection> conn_;
   std::uint64_t next_id_ = 1;
-  std::unordered_map<std::uint64_t, Pending> pending_;
+  std::uint64_t first_id_ = 1;    // the oldest id that may be pending
+  std::vector<Pending> pending_;  // ring: call `id` at id % size (a power of two)
   std::vector<std::byte> frame_;
+  std::vector<std::byte> held_;  // a response returned from `responses`
 };
 
 }  // namespace detail
