@@ -177,24 +177,17 @@ ServiceClientCore::ServiceClientCore(std::string_view name,
 void ServiceClientCore::connect() { conn_ = Client(name_, connect_timeout_, options_); }
 
 ServiceClientCore::Pending* ServiceClientCore::find(std::uint64_t id) noexcept {
-  if (id < first_id_ || id >= next_id_) return nullptr;
-  Pending& p = pending_[id & (pending_.size() - 1)];
-  return p.live ? &p : nullptr;
+  const auto it = pending_.find(id);
+  return it == pending_.end() ? nullptr : &it->second;
 }
 
-void ServiceClientCore::forget(std::uint64_t id) noexcept {
-  Pending* p = find(id);
-  if (p == nullptr) return;
-  p->reset();
-  // The window starts at the oldest call still pending.
-  while (first_id_ < next_id_ && !pending_[first_id_ & (pending_.size() - 1)].live) ++first_id_;
-}
+void ServiceClientCore::forget(std::uint64_t id) noexcept { pending_.erase(id); }
 
 void ServiceClientCore::server_gone(RecvResult why) {
   conn_.reset();  // the next call connects again
   // Every call in flight ends now, not at its timeout.
-  for (Pending& p : pending_) {
-    if (p.live && !p.done) p.server_gone = true;
+  for (auto& [id, p] : pending_) {
+    if (!p.done) p.server_gone = true;
   }
   throw Error(Errc::peer_dead, name_,
               std::string("the server ") + (why == RecvResult::eof ? "closed" : "died") +
@@ -203,12 +196,6 @@ void ServiceClientCore::server_gone(RecvResult why) {
 
 std::uint64_t ServiceClientCore::send(std::span<const std::byte> value) {
   if (!conn_) connect();
-  if (next_id_ - first_id_ == pending_.size()) {  // the ring is full: double it
-    std::vector<Pending> bigger(std::max<std::size_t>(16, pending_.size() * 2));
-    for (std::uint64_t id = first_id_; id < next_id_; ++id)
-      bigger[id & (bigger.size() - 1)] = std::move(pending_[id & (pending_.size() - 1)]);
-    pending_ = std::move(bigger);
-  }
   const std::uint64_t id = next_id_;
   put_frame(frame_, id, FrameKind::request, value);
   const SendResult r = conn_->send_bytes(frame_);  // waits for room: back pressure
@@ -217,7 +204,7 @@ std::uint64_t ServiceClientCore::send(std::span<const std::byte> value) {
     throw Error(Errc::peer_dead, name_, "request not sent: " + std::string(to_string(r)));
   }
   ++next_id_;
-  pending_[id & (pending_.size() - 1)].live = true;
+  pending_.emplace_hint(pending_.end(), id, Pending{});
   return id;
 }
 

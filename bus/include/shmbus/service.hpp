@@ -58,6 +58,8 @@
 #include <span>
 #include <vector>
 
+#include <boost/container/flat_map.hpp>
+
 #include "shmbus/codec.hpp"
 #include "shmbus/listener.hpp"
 
@@ -142,7 +144,6 @@ class ServiceClientCore {
 
  private:
   struct Pending {
-    bool live = false;                  // a call of this id is pending
     bool done = false;                  // the last response is among `responses`
     bool server_gone = false;           // the server died or closed meanwhile
     // Responses that arrived while another call was read, from `head` on
@@ -152,16 +153,8 @@ class ServiceClientCore {
     std::optional<std::string> failed;  // the server's error, when it sent one
 
     [[nodiscard]] bool queued() const noexcept { return head < responses.size(); }
-    // Ends the call; keeps the memory for the next call in this slot.
-    void reset() noexcept {
-      live = done = server_gone = false;
-      responses.clear();
-      head = 0;
-      failed.reset();
-    }
   };
-  // The pending call `id`, or nullptr. Calls live in a ring indexed by id
-  // (ids are consecutive): no allocation per call.
+  // The pending call `id`, or nullptr.
   Pending* find(std::uint64_t id) noexcept;
   void connect();
   [[noreturn]] void server_gone(RecvResult why);
@@ -171,8 +164,10 @@ class ServiceClientCore {
   PipeOptions options_;
   std::optional<Connection> conn_;
   std::uint64_t next_id_ = 1;
-  std::uint64_t first_id_ = 1;    // the oldest id that may be pending
-  std::vector<Pending> pending_;  // ring: call `id` at id % size (a power of two)
+  // Pending calls by id: a sorted vector (ids grow, so a call appends; the
+  // memory is reused, no allocation per call; sized by the calls pending,
+  // however old the oldest).
+  boost::container::flat_map<std::uint64_t, Pending> pending_;
   std::vector<std::byte> frame_;
   std::vector<std::byte> held_;  // a response returned from `responses`
 };
