@@ -4,19 +4,13 @@
 #include <cstring>
 #include <unordered_set>
 
-#include "shmbus/detail/futex.hpp"
 #include "shmbus/pipe.hpp"
+#include "shmbus/wait_any.hpp"
 
 namespace shmbus::detail {
 
 namespace {
 
-// How long a server waits on its clients' pipes before it looks at the
-// listener's backlog again: the longest a connecting client waits for an
-// accept() while the server idles.
-constexpr auto kAcceptSlice = std::chrono::milliseconds(2);
-// wait() takes at most this many ends at once.
-constexpr std::size_t kMaxWaitEnds = kMaxFutexWaiters;
 // Frames read from one client in one turn (a request ends the turn; cancels
 // do not): a client flooding cancels cannot hold the server past its
 // deadline or starve the others.
@@ -87,7 +81,6 @@ ServiceServer::~ServiceServer() = default;
 
 std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point* deadline) {
   std::vector<std::byte>& frame = rx_frame_;  // reused: no allocation per request
-  std::vector<Connection*>& ends = ends_;
   for (;;) {
     // pending(): two loads of lines that change only when a client connects.
     while (auto c = listener_.pending() != 0 ? listener_.try_accept() : std::nullopt) {
@@ -121,28 +114,18 @@ std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point*
       }
     }
     std::erase_if(peers_, [](const std::shared_ptr<Peer>& p) { return p->gone; });
-    const auto now = Clock::now();
-    if (deadline != nullptr && now >= *deadline) return std::nullopt;
-    // Sleep on every client's pipe, in slices that end for the backlog.
-    auto until = now + kAcceptSlice;
-    if (deadline != nullptr) until = std::min(until, *deadline);
-    if (peers_.empty()) {
-      if (auto c = listener_.accept_until(until)) {
-        auto peer = std::make_shared<Peer>();
-        peer->conn = std::move(*c);
-        peers_.push_back(std::move(peer));
-      }
-      continue;
+    std::optional<Clock::duration> left;
+    if (deadline != nullptr) {
+      const auto now = Clock::now();
+      if (now >= *deadline) return std::nullopt;
+      left = *deadline - now;
     }
-    ends.clear();
-    for (auto& p : peers_) ends.push_back(&p->conn);
-    // Over 128 clients: each group of 128 in turn, for a share of the slice.
-    const std::size_t groups = (ends.size() + kMaxWaitEnds - 1) / kMaxWaitEnds;
-    const auto share = (until - now) / static_cast<long>(groups);
-    for (std::size_t first = 0; first < ends.size(); first += kMaxWaitEnds) {
-      const std::size_t count = std::min(kMaxWaitEnds, ends.size() - first);
-      if (!shmbus::wait(std::span(ends).subspan(first, count), share).empty()) break;
-    }
+    // Sleep on the backlog and every client's pipe at once: a new client
+    // or a request wakes the server (wait() takes any number of them).
+    waiting_.clear();
+    waiting_.emplace_back(listener_);
+    for (auto& p : peers_) waiting_.emplace_back(p->conn);
+    shmbus::wait(waiting_, ready_, left);
   }
 }
 

@@ -65,6 +65,8 @@
 
 namespace shmbus {
 
+class Waitable;  // wait_any.hpp
+
 struct ServiceOptions {
   ListenerOptions listener{};
   // How long respond() waits for room in a client's pipe before it drops
@@ -122,7 +124,8 @@ class ServiceServer {
   std::size_t next_ = 0;             // round robin
   std::vector<std::byte> frame_;     // the response being sent
   std::vector<std::byte> rx_frame_;  // the frame being read
-  std::vector<Connection*> ends_;    // peers_' ends, for wait()
+  std::vector<Waitable> waiting_;    // the listener and peers_' ends, for wait()
+  std::vector<std::size_t> ready_;   // what wait() found ready
 };
 
 // The untyped client: one connection, pending calls by id.
