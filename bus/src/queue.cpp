@@ -700,8 +700,11 @@ std::size_t QueueCore::recover_dead() noexcept {
 // ---- put / get ---------------------------------------------------------------
 
 // Inlined into put() (and its waits): the fast path is one function.
-[[gnu::always_inline]] inline QueueResult QueueCore::try_put_once(std::span<const std::byte> msg, std::uint32_t flags,
-                                    std::uint32_t length, std::uint32_t r, Probe& probe) noexcept {
+[[gnu::always_inline]] inline QueueResult QueueCore::try_put_once(std::span<const std::byte> msg,
+                                                                  std::uint32_t flags,
+                                                                  std::uint32_t length,
+                                                                  std::uint32_t r,
+                                                                  Probe& probe) noexcept {
   // acquire: pairs with close(); a cheap early answer (the check that
   // matters is the seq_cst one after the claim).
   if (ctl_->closed.load(std::memory_order_acquire) != 0) return QueueResult::closed;
@@ -788,8 +791,10 @@ std::size_t QueueCore::recover_dead() noexcept {
 }
 
 // Inlined into get() (and its waits), as try_put_once().
-[[gnu::always_inline]] inline QueueResult QueueCore::try_get_once(std::span<std::byte> out, std::size_t& length, std::uint32_t r,
-                                    Probe& probe) noexcept {
+[[gnu::always_inline]] inline QueueResult QueueCore::try_get_once(std::span<std::byte> out,
+                                                                  std::size_t& length,
+                                                                  std::uint32_t r,
+                                                                  Probe& probe) noexcept {
   QueueRecord& rec = record(r);
   // relaxed: only this thread (the owner) writes its get_word; as in
   // try_put_once(), every word below is this one plus a constant.
@@ -1118,8 +1123,7 @@ QueueResult QueueCore::put_wait(std::span<const std::byte> msg, const Clock::tim
     const bool changed = wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos,
                                          probe, deadline, spin_end);
     if (auto end = after_wait(changed, probe, deadline)) return *end;
-    const QueueResult res =
-        try_put_once(msg, 0, static_cast<std::uint32_t>(msg.size()), r, probe);
+    const QueueResult res = try_put_once(msg, 0, static_cast<std::uint32_t>(msg.size()), r, probe);
     if (res != QueueResult::full) {
       // A put that waited may have released the [queue.token]: pass on.
       if (res == QueueResult::ok) pass_on_not_full();

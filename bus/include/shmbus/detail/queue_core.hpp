@@ -375,7 +375,7 @@ class QueueCore {
   WaitPolicy policy_{};
   std::chrono::milliseconds liveness_{10};
   pid_t attached_pid_ = 0;
-  std::uint64_t handle_id_ = 0;          // never reused in this process: keys the thread cache
+  std::uint64_t handle_id_ = 0;  // never reused in this process: keys the thread cache
   // The record of the thread that called last: its thread key (see
   // queue.cpp, t_thread_key) << 12 | record. Process-local, read and
   // written by any thread of this process with relaxed atomic_ref
