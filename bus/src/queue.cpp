@@ -33,7 +33,6 @@
 #include <vector>
 
 #include "shmbus/detail/exit_actions.hpp"
-#include "shmbus/detail/spsc_ring.hpp"  // copy_payload
 #include "shmbus/error.hpp"
 #include "shmbus/inspect.hpp"
 #include "shmbus/process_id.hpp"
@@ -767,7 +766,10 @@ std::size_t QueueCore::recover_dead() noexcept {
     return QueueResult::closed;
   }
   auto* payload = reinterpret_cast<std::byte*>(sl) + sizeof(SlotHeader);
-  copy_payload(payload, msg.data(), msg.size());
+  // The library's memcpy, not an inline copy by size class as the pipe's:
+  // inline, the busy round trip of 64 B read 912-922 ns against 511-601
+  // (interleaved runs, near placement), for 1-2 ns less on one core.
+  if (!msg.empty()) std::memcpy(payload, msg.data(), msg.size());
   sl->length = length;
   sl->flags = flags;
   if ((flags & kHeapFlag) != 0) {
@@ -878,7 +880,7 @@ std::size_t QueueCore::recover_dead() noexcept {
   // One compare: no heap flag and a length within the slot (`out` holds
   // max_message() >= slot_payload_ bytes: get() checked it).
   if ((length_flags & kInSlotMask) <= slot_payload_) [[likely]] {
-    copy_payload(out.data(), payload, len);
+    if (len != 0) std::memcpy(out.data(), payload, len);  // as in try_put_once()
     length = len;
   } else if ((flags & kHeapFlag) != 0) {
     HeapRef ref{};
