@@ -34,6 +34,11 @@
 //
 //   QueueBlocking  shmbus::Queue with the blocking policy (no spinning), the
 //                  better choice when processes outnumber cores.
+//   BM_Queue_OneCore_PutGet/N   one thread puts 16 N-byte items, then gets
+//                               them back: put/get's own cost, no cache line
+//                               moving between cores (the pipe's and
+//                               Boost.Lockfree spsc_queue's are in pipe_bench)
+//
 //   Pipe           a half-duplex shmbus::Pipe per direction (busy-poll), the
 //                  SPSC channel the queue's busy round trip is held against
 //                  (issue: within 1.5x of the pipe's), measured in this run.
@@ -567,6 +572,33 @@ void rtt(benchmark::State& state, shmbus::bench::Reference ref) {
 
 using QueueAdaptive = ShmbusQueue<shmbus::WaitStrategy::adaptive>;
 using QueueBusy = ShmbusQueue<shmbus::WaitStrategy::busy_poll>;
+// --- One core: what put/get cost, with no cache line to move --------------
+
+template <std::size_t N>
+struct Item {
+  unsigned char bytes[N];
+};
+
+// As BM_Pipe_OneCore_SendRecv (pipe_bench): 16 puts, then 16 gets, on one
+// pinned thread, through a busy-poll queue.
+template <std::size_t N>
+void BM_Queue_OneCore_PutGet(benchmark::State& state) {
+  shmbus::pin_this_thread(bench_cpus().parent);
+  shmbus::Queue<Item<N>> q(
+      shmbus::QueueOptions{.capacity = 64, .policy = {shmbus::WaitStrategy::busy_poll, {}}});
+  Item<N> m{}, r{};
+  while (state.KeepRunningBatch(16)) {
+    for (int i = 0; i < 16; ++i)
+      if (q.try_put(m) != shmbus::QueueResult::ok) state.SkipWithError("put failed");
+    for (int i = 0; i < 16; ++i)
+      if (q.try_get(r) != shmbus::QueueResult::ok) state.SkipWithError("get failed");
+  }
+  benchmark::DoNotOptimize(r);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_Queue_OneCore_PutGet<8>)->Name("BM_Queue_OneCore_PutGet/8");
+BENCHMARK(BM_Queue_OneCore_PutGet<64>)->Name("BM_Queue_OneCore_PutGet/64");
+
 using QueueBlock = ShmbusQueue<shmbus::WaitStrategy::blocking>;
 
 template <class X>

@@ -423,6 +423,11 @@ struct RawQueue {
     return *reinterpret_cast<shmbus::detail::SlotHeader*>(reinterpret_cast<std::byte*>(ctl) +
                                                           ctl->slots_offset + i * ctl->slot_stride);
   }
+  shmbus::detail::QueueRecord& record(std::uint64_t i) const {
+    return *reinterpret_cast<shmbus::detail::QueueRecord*>(reinterpret_cast<std::byte*>(ctl) +
+                                                           ctl->records_offset +
+                                                           i * sizeof(shmbus::detail::QueueRecord));
+  }
   std::byte* base = nullptr;
   std::size_t size = 0;
   shmbus::detail::QueueControl* ctl = nullptr;
@@ -648,6 +653,71 @@ TEST(QueueWake, TokenHeldByAKilledWokenConsumerIsReleasedWithinASlice) {
   EXPECT_TRUE(ok) << "the token stayed held: a put did not wake the sleeper";
   if (!ok) q.close();
   sleeper.join();
+}
+
+// Threads that take turns on one handle keep one participant record each
+// (the handle caches the last caller's record; the other thread must not
+// be given it): every owned record counts exactly its own thread's puts.
+TEST(QueueRecord, ThreadsTakingTurnsOnOneHandleKeepOneRecordEach) {
+  SegmentGuard g(unique_name("qr"));
+  auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 64});
+  std::atomic<int> turn{0};
+  std::thread other([&] {
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_TRUE(poll_until([&] { return turn.load() == 2 * i + 1; }));
+      EXPECT_EQ(q.put(100 + i), QueueResult::ok);
+      turn.store(2 * i + 2);
+    }
+  });
+  for (int i = 0; i < 4; ++i) {  // two puts a turn: the second hits the cache
+    ASSERT_TRUE(poll_until([&] { return turn.load() == 2 * i; }));
+    ASSERT_EQ(q.put(i), QueueResult::ok);
+    ASSERT_EQ(q.put(i), QueueResult::ok);
+    turn.store(2 * i + 1);
+  }
+  other.join();
+  RawQueue raw(g.name());
+  ASSERT_NE(raw.ctl, nullptr);
+  std::vector<std::uint64_t> counts;
+  for (std::uint64_t r = 0; r < raw.ctl->max_records; ++r)
+    if (raw.record(r).owner.load() != 0)
+      counts.push_back(shmbus::detail::word_main(raw.record(r).put_word.load()));
+  std::sort(counts.begin(), counts.end());
+  EXPECT_EQ(counts, (std::vector<std::uint64_t>{3, 8}));
+  EXPECT_EQ(q.stats().committed, 11u);
+}
+
+void die_after_write(shmbus::detail::FaultPoint p) noexcept {
+  if (p == shmbus::detail::FaultPoint::put_written) ::raise(SIGKILL);
+}
+
+// A forked child that uses a handle its parent used (the handle's record
+// cache, copied by fork, names the parent's thread) takes a record of its
+// own: killed in the middle of a put, it is repaired as a dead participant
+// (its message dropped), and the parent's counts stay the parent's.
+TEST(QueueRecord, ForkedChildTakesItsOwnRecordOnAHandleItsParentUsed) {
+  SegmentGuard g(unique_name("qr"));
+  auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 8});
+  ASSERT_EQ(q.put(1), QueueResult::ok);
+  const pid_t child = shmbus::test::fork_child([&] {
+    shmbus::detail::set_fault_hook(&die_after_write);
+    (void)q.put(2);
+    return 1;  // not reached
+  });
+  const auto st = shmbus::test::wait_child(child, 10s);
+  ASSERT_EQ(st.signal, SIGKILL);
+  EXPECT_EQ(q.recover_dead(), 1u) << "the child used its parent's record";
+  const auto s = q.stats();
+  EXPECT_EQ(s.committed, 1u);
+  EXPECT_EQ(s.dropped, 1u);
+  EXPECT_EQ(s.interrupted, 1u);
+  int v = 0;
+  ASSERT_EQ(q.try_get(v), QueueResult::ok);
+  EXPECT_EQ(v, 1);
+  EXPECT_EQ(q.try_get(v), QueueResult::empty);  // the dropped slot is stepped over
+  ASSERT_EQ(q.put(3), QueueResult::ok);
+  ASSERT_EQ(q.try_get(v), QueueResult::ok);
+  EXPECT_EQ(v, 3);
 }
 
 }  // namespace

@@ -339,8 +339,17 @@ class QueueCore {
   std::optional<QueueResult> after_wait(bool changed, const Probe& probe,
                                         const Clock::time_point* deadline) noexcept;
   bool recover_record(std::uint32_t rec, std::uint64_t dead_owner, bool keep) noexcept;
+  // The calling thread's participant record: rec_cache_ when it names this
+  // thread, else my_record_slow() (the thread cache, then a new record).
   std::uint32_t my_record() noexcept;
+  std::uint32_t my_record_slow() noexcept;
   std::uint32_t acquire_record() noexcept;
+  // A put/get that found the queue full/empty and may wait: the loop of
+  // waits and retries, out of the fast path.
+  QueueResult put_wait(std::span<const std::byte> msg, const Clock::time_point* deadline,
+                       std::uint32_t rec, Probe probe) noexcept;
+  QueueResult get_wait(std::span<std::byte> out, std::size_t& length,
+                       const Clock::time_point* deadline, std::uint32_t rec, Probe probe) noexcept;
   void bind(Segment segment, const QueueOptions& options);
 
   [[nodiscard]] SlotHeader& slot(std::uint64_t pos) const noexcept {
@@ -366,7 +375,13 @@ class QueueCore {
   WaitPolicy policy_{};
   std::chrono::milliseconds liveness_{10};
   pid_t attached_pid_ = 0;
-  std::uint64_t handle_id_ = 0;          // never reused in this process: keys the thread cache
+  std::uint64_t handle_id_ = 0;  // never reused in this process: keys the thread cache
+  // The record of the thread that called last: its thread key (see
+  // queue.cpp, t_thread_key) << 12 | record. Process-local, read and
+  // written by any thread of this process with relaxed atomic_ref
+  // accesses; a word that names a thread names its own record (one word,
+  // never torn). All ones (a key never given out) until a first call.
+  std::uint64_t rec_cache_ = ~std::uint64_t{0};
   struct Held;                           // records this handle acquired in this process
   std::unique_ptr<Held> held_;           // (process-local; a forked child starts afresh)
   std::unique_ptr<FdBridge> fd_bridge_;  // fileno(); null until asked for
