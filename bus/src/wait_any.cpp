@@ -37,13 +37,14 @@ struct WaitOps {
   bool (*dead)(void* o) noexcept;
   // Prepares to sleep on the object's futex word: false when it turned out
   // ready (then nothing is armed). `needs_fence`: order(done) must follow
-  // one asymmetric_heavy_fence() before sleeping.
-  bool (*arm)(void* o, FutexWaiter& w, bool& needs_fence) noexcept;
+  // one asymmetric_heavy_fence() before sleeping. `ticket`: what disarm()
+  // needs (a WaitChannel's sleeper ticket, [wait.epoch] in futex.hpp).
+  bool (*arm)(void* o, FutexWaiter& w, bool& needs_fence, std::uint32_t& ticket) noexcept;
   void (*order)(void* o, bool fence_done) noexcept;
   // False when an arm could not be ordered (sleep only in short naps).
   bool (*fenced)(void* o) noexcept;
   // Undoes arm() after the sleep, whatever ended it.
-  void (*disarm)(void* o) noexcept;
+  void (*disarm)(void* o, std::uint32_t ticket) noexcept;
   WaitStrategy (*strategy)(void* o) noexcept;
 };
 
@@ -66,7 +67,7 @@ struct WaitAccess {
     return c.peeked_ || c.rx_.has_data();
   }
   static bool conn_dead(void* o) noexcept { return conn_usable(conn(o)) && conn(o).peer_dead(); }
-  static bool conn_arm(void* o, FutexWaiter& w, bool& needs_fence) noexcept {
+  static bool conn_arm(void* o, FutexWaiter& w, bool& needs_fence, std::uint32_t&) noexcept {
     Connection& c = conn(o);
     // [ring.sleep] mark the header word we poll, as recv()'s sleep does.
     if (!conn_usable(c) || !c.rx_.mark_asleep()) return false;
@@ -76,19 +77,20 @@ struct WaitAccess {
   }
   static void conn_order(void* o, bool done) noexcept { conn(o).rx_.order_sleep(done); }
   static bool conn_fenced(void* o) noexcept { return conn(o).rx_.fenced(); }
-  static void conn_disarm(void* o) noexcept { conn(o).rx_.disarm_sleep(); }
+  static void conn_disarm(void* o, std::uint32_t) noexcept { conn(o).rx_.disarm_sleep(); }
   static WaitStrategy conn_strategy(void* o) noexcept { return conn(o).policy_.strategy; }
 
   // --- a WaitChannel and its predicate ([wait.sleepers] in futex.hpp) --------
-  static bool channel_arm(WaitChannel& ch, FutexWaiter& w) noexcept {
-    // [wait.sleepers] seq_cst: pairs with the load in notify(); the caller
-    // re-checks every predicate (seq_cst) after all arms, before sleeping.
-    ch.sleepers.fetch_add(1, std::memory_order_seq_cst);
-    w = {&ch.seq, ch.seq.load(std::memory_order_seq_cst)};
+  static bool channel_arm(WaitChannel& ch, FutexWaiter& w, std::uint32_t& ticket) noexcept {
+    // [wait.sleepers] pairs with the load in notify(); the caller re-checks
+    // every predicate (seq_cst) after all arms, before sleeping.
+    std::uint32_t seq = 0;
+    ticket = sleeper_enter(ch, seq);
+    w = {&ch.seq, seq};
     return true;
   }
-  static void channel_disarm(WaitChannel& ch) noexcept {
-    ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+  static void channel_disarm(WaitChannel& ch, std::uint32_t ticket) noexcept {
+    sleeper_leave(ch.sleepers, ticket);  // [wait.epoch]
   }
 
   // --- Event / Semaphore -------------------------------------------------------
@@ -98,11 +100,13 @@ struct WaitAccess {
     // [wait.sleepers] seq_cst: pairs with set()'s seq_cst store.
     return s == nullptr || s->flag.load(std::memory_order_seq_cst) != 0;
   }
-  static bool event_arm(void* o, FutexWaiter& w, bool&) noexcept {
+  static bool event_arm(void* o, FutexWaiter& w, bool&, std::uint32_t& ticket) noexcept {
     auto* s = event(o).state_;
-    return s != nullptr && channel_arm(s->ch, w);
+    return s != nullptr && channel_arm(s->ch, w, ticket);
   }
-  static void event_disarm(void* o) noexcept { channel_disarm(event(o).state_->ch); }
+  static void event_disarm(void* o, std::uint32_t ticket) noexcept {
+    channel_disarm(event(o).state_->ch, ticket);
+  }
   static WaitStrategy event_strategy(void* o) noexcept { return event(o).policy_.strategy; }
 
   static Semaphore& sem(void* o) noexcept { return *static_cast<Semaphore*>(o); }
@@ -111,11 +115,13 @@ struct WaitAccess {
     // [wait.sleepers] seq_cst: pairs with release()'s seq_cst RMW.
     return s == nullptr || s->value.load(std::memory_order_seq_cst) != 0;
   }
-  static bool sem_arm(void* o, FutexWaiter& w, bool&) noexcept {
+  static bool sem_arm(void* o, FutexWaiter& w, bool&, std::uint32_t& ticket) noexcept {
     auto* s = sem(o).state_;
-    return s != nullptr && channel_arm(s->ch, w);
+    return s != nullptr && channel_arm(s->ch, w, ticket);
   }
-  static void sem_disarm(void* o) noexcept { channel_disarm(sem(o).state_->ch); }
+  static void sem_disarm(void* o, std::uint32_t ticket) noexcept {
+    channel_disarm(sem(o).state_->ch, ticket);
+  }
   static WaitStrategy sem_strategy(void* o) noexcept { return sem(o).policy_.strategy; }
 
   // --- queues (QueueCore), readable or writable ---------------------------------
@@ -128,14 +134,14 @@ struct WaitAccess {
     return static_cast<QueueCore*>(o)->repair_head(kPut) && queue_ready<kPut>(o);
   }
   template <bool kPut>
-  static bool queue_arm(void* o, FutexWaiter& w, bool&) noexcept {
+  static bool queue_arm(void* o, FutexWaiter& w, bool&, std::uint32_t& ticket) noexcept {
     auto* q = static_cast<QueueCore*>(o);
-    return q->ready(kPut) ? false : channel_arm(q->wait_channel(kPut), w);
+    return q->ready(kPut) ? false : channel_arm(q->wait_channel(kPut), w, ticket);
   }
   template <bool kPut>
-  static void queue_disarm(void* o) noexcept {
+  static void queue_disarm(void* o, std::uint32_t ticket) noexcept {
     auto* q = static_cast<QueueCore*>(o);
-    channel_disarm(q->wait_channel(kPut));
+    channel_disarm(q->wait_channel(kPut), ticket);
     // [queue.token] seq_cst: a sleeper releases the token on every return
     // from its sleep (queue_core.hpp); a wake meant for a get() (put())
     // that came to us is passed on by the wait()'s caller's own get (put),
@@ -150,7 +156,7 @@ struct WaitAccess {
   static Subscriber& sub(void* o) noexcept { return *static_cast<Subscriber*>(o); }
   static bool sub_ready(void* o) noexcept { return sub(o).ready(); }
   static bool sub_dead(void* o) noexcept { return sub(o).peer_gone(); }
-  static bool sub_arm(void* o, FutexWaiter& w, bool&) noexcept {
+  static bool sub_arm(void* o, FutexWaiter& w, bool&, std::uint32_t&) noexcept {
     Subscriber& s = sub(o);
     std::uint32_t armed = 0;
     // A closed handle is ready (sub_ready); a moved count means a publication.
@@ -159,7 +165,7 @@ struct WaitAccess {
     return true;
   }
   // Nothing to undo: the publisher clears the arm when it wakes the word.
-  static void sub_disarm(void*) noexcept {}
+  static void sub_disarm(void*, std::uint32_t) noexcept {}
   static WaitStrategy sub_strategy(void* o) noexcept { return sub(o).policy_.strategy; }
 
   static bool none_dead(void*) noexcept { return false; }
@@ -328,6 +334,7 @@ struct Scratch {
   std::vector<std::size_t> fd_index;  // fds[i] is items[fd_index[i]]
   std::vector<std::uint8_t> hit;      // per item: ready in this pass
   std::vector<std::size_t> armed;     // items armed for this sleep
+  std::vector<std::uint32_t> tickets; // armed[k]'s ticket (WaitOps::arm)
 };
 
 }  // namespace
@@ -497,6 +504,7 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
   detail::FdWatcher* fdw = s.fds.empty() ? nullptr : &detail::watcher();
   for (;;) {
     s.armed.clear();
+    s.tickets.clear();
     std::size_t n = 0;
     bool ready_now = false;
     bool fence = false;
@@ -505,11 +513,13 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
       const detail::WaitOps* o = wa.ops(i);
       if (o == nullptr) continue;
       bool needs = false;
-      if (!o->arm(wa.obj(i), words[n], needs)) {
+      std::uint32_t ticket = 0;
+      if (!o->arm(wa.obj(i), words[n], needs, ticket)) {
         ready_now = true;
         break;
       }
       s.armed.push_back(i);
+      s.tickets.push_back(ticket);
       ++n;
       fence = fence || needs;
     }
@@ -529,6 +539,7 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
       for (std::size_t i : s.armed) fenced = fenced && wa.ops(i)->fenced(wa.obj(i));
     }
     if (!ready_now) {
+      detail::fault_point(detail::FaultPoint::sleeper_counted);
       if (fdw != nullptr) words[n++] = fdw->start(s.fds);
       const auto now = Clock::now();
       Clock::time_point slice = std::min(deadline, now + detail::kLivenessInterval);
@@ -537,7 +548,8 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
       (void)detail::futex_wait_any({words.data(), n}, &slice);
       if (fdw != nullptr) fdw->stop();
     }
-    for (std::size_t i : s.armed) wa.ops(i)->disarm(wa.obj(i));
+    for (std::size_t k = 0; k < s.armed.size(); ++k)
+      wa.ops(s.armed[k])->disarm(wa.obj(s.armed[k]), s.tickets[k]);
     if (wa.collect(false)) return;
     const auto now = Clock::now();
     if (now >= deadline) return;
