@@ -201,6 +201,14 @@ constexpr auto kLivenessInterval = std::chrono::milliseconds(10);  // as pipe.cp
 constexpr auto kWindowNap = std::chrono::microseconds(200);
 // Words one futex_waitv takes for objects: one is kept for the watcher.
 constexpr std::size_t kMaxSleepWords = kMaxFutexWaiters - 1;
+// [wait.hint] (wait() below): sets of at least kHintMin objects look at the
+// object found ready last time first, and answer from it alone at most
+// kHintStreak - 1 calls in a row; the spin looks at it, then at the next
+// kSpinChunk objects, between two looks at it.
+constexpr std::size_t kHintMin = 16;
+constexpr unsigned kHintStreak = 16;
+constexpr std::size_t kSpinChunk = 4;
+constexpr auto kHintSpin = std::chrono::microseconds(20);
 
 // The descriptor watcher of one waiting thread (see wait_any.hpp): sleeps
 // in ppoll on the descriptors of the current wait's list and bumps `fired`
@@ -334,6 +342,15 @@ struct Scratch {
   std::vector<std::size_t> fd_index;  // fds[i] is items[fd_index[i]]
   std::vector<std::uint8_t> hit;      // per item: ready in this pass
   std::vector<std::size_t> armed;     // items armed for this sleep
+  // [wait.hint] the last set this thread waited on and the position found
+  // ready last in it; `streak`: calls in a row answered from the hint alone.
+  const Waitable* hint_set = nullptr;
+  std::size_t hint_size = 0;
+  std::size_t hint = 0;
+  unsigned streak = 0;
+  std::size_t cursor = 0;  // where the spin's next chunk starts
+  bool spins = false;       // the last whole pass's set spins (no blocking object)
+  bool hint_spins = false;  // ... for hint_set
   std::vector<std::uint32_t> tickets; // armed[k]'s ticket (WaitOps::arm)
 };
 
@@ -386,22 +403,42 @@ struct WaitAny {
   std::vector<std::size_t>& out;
   Scratch& s;
 
+  // The body of wait() below the [wait.hint] shortcut.
+  static void full(std::span<const Waitable> items, std::vector<std::size_t>& out,
+                   std::optional<Clock::duration> timeout, Scratch& s, bool hinted);
+
   const WaitOps* ops(std::size_t i) const noexcept { return items[i].ops_; }
   void* obj(std::size_t i) const noexcept { return items[i].obj_; }
 
   // The shmbus objects that are ready (and, with `with_dead`, those a dead
   // peer makes ready) into out, in order. No system call without with_dead.
-  // The spin's pass between clock reads: each object's hot word only.
-  bool collect_quick() noexcept {
-    bool any = false;
-    for (std::size_t i = 0; i < items.size(); ++i) {
-      const WaitOps* o = ops(i);
-      if (o != nullptr && o->quick(obj(i))) {
-        s.hit[i] = 1;
-        any = true;
+  // The spin's step between clock reads ([wait.hint]): the hinted object's
+  // hot word, then the hot words of the next kSpinChunk objects after the
+  // cursor; the ready ones among those.
+  bool collect_quick(bool hinted) noexcept {
+    if (hinted && quick_at(s.hint)) {
+      out.push_back(s.hint);
+      return true;
+    }
+    const std::size_t n = items.size();
+    const std::size_t chunk = std::min(n, kSpinChunk);
+    std::size_t i = s.cursor < n ? s.cursor : 0;
+    bool wrapped = false;
+    for (std::size_t k = 0; k < chunk; ++k) {
+      if (quick_at(i)) out.push_back(i);
+      if (++i == n) {
+        i = 0;
+        wrapped = true;
       }
     }
-    return any && flush();
+    s.cursor = i;
+    if (out.empty()) return false;
+    if (wrapped) std::sort(out.begin(), out.end());  // positions in order
+    return true;
+  }
+  bool quick_at(std::size_t i) const noexcept {
+    const WaitOps* o = ops(i);
+    return o != nullptr && o->quick(obj(i));
   }
   bool collect_objects(bool with_dead) noexcept {
     for (std::size_t i = 0; i < items.size(); ++i) {
@@ -441,6 +478,63 @@ struct WaitAny {
 void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
           std::optional<Clock::duration> timeout) {
   out.clear();
+  thread_local detail::Scratch scratch;
+  detail::Scratch& s = scratch;
+  // [wait.hint] A set of kHintMin objects or more that this thread waited
+  // on last time, whose object found ready then is ready again: return it
+  // alone, without a pass over the others, at most kHintStreak - 1 times
+  // in a row (then a whole pass: every ready object is reported within
+  // kHintStreak calls). A set moved or reused at the same address only
+  // makes the hint point at another of its objects.
+  // Such a set that spun last time (no blocking object) first spins on
+  // hot words only (the hint, then a rotating chunk of the others) for up
+  // to kHintSpin before the whole pass: a whole pass reads every object's
+  // state (about 5 ns an object) and the reply a round trip waits for
+  // usually comes sooner.
+  const bool hinted =
+      items.size() >= detail::kHintMin && s.hint_set == items.data() &&
+      s.hint_size == items.size() && s.hint < items.size() && items[s.hint].ops_ != nullptr;
+  if (hinted && s.streak + 1 < detail::kHintStreak) {
+    detail::WaitAny wa{items, out, s};
+    if (wa.quick_at(s.hint)) {
+      ++s.streak;
+      out.push_back(s.hint);
+      return;
+    }
+    if (s.hint_spins && (!timeout || *timeout > Clock::duration::zero())) {
+      // The clock is first read after 64 steps (a few hundred ns): a reply
+      // that comes sooner costs no clock read at all.
+      Clock::time_point until{};
+      for (unsigned i = 1;; ++i) {
+        detail::cpu_relax();
+        if (wa.collect_quick(true)) {
+          ++s.streak;
+          return;
+        }
+        if ((i & 63) != 0) continue;
+        const Clock::time_point now = Clock::now();
+        if (i == 64) {
+          until = now + detail::kHintSpin;
+          if (timeout) until = std::min(until, now + *timeout);
+        } else if (now >= until) {
+          break;
+        }
+      }
+    }
+  }
+  s.streak = 0;
+  detail::WaitAny::full(items, out, timeout, s, hinted);
+  if (!out.empty() && items.size() >= detail::kHintMin) {
+    s.hint_set = items.data();
+    s.hint_size = items.size();
+    s.hint = out.front();
+    s.hint_spins = s.spins;
+  }
+}
+
+namespace detail {
+void WaitAny::full(std::span<const Waitable> items, std::vector<std::size_t>& out,
+                   std::optional<Clock::duration> timeout, Scratch& s, bool hinted) {
   const Clock::time_point start = Clock::now();
   const Clock::time_point deadline = detail::deadline_from(start, timeout);
   if (items.empty()) {  // as Python's wait([], timeout): a sleep
@@ -448,8 +542,6 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
     std::this_thread::sleep_until(deadline);
     return;
   }
-  thread_local detail::Scratch scratch;
-  detail::Scratch& s = scratch;
   s.fds.clear();
   s.fd_index.clear();
   s.hit.assign(items.size(), 0);
@@ -472,6 +564,7 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
     all_busy = all_busy && st == WaitStrategy::busy_poll;
     any_blocking = any_blocking || st == WaitStrategy::blocking;
   }
+  s.spins = !any_blocking && objects > 0;
   detail::WaitAny wa{items, out, s};
   if (wa.collect(false)) return;
 
@@ -482,8 +575,8 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
     const auto spin = WaitPolicy{}.spin;
     for (unsigned i = 1;; ++i) {
       detail::cpu_relax();
-      if (wa.collect_quick()) return;
-      if ((i & 255) != 0) continue;
+      if (wa.collect_quick(hinted)) return;
+      if ((i & 1023) != 0) continue;
       if (wa.collect(false)) return;
       const auto now = Clock::now();
       if (now >= deadline) return;
@@ -559,5 +652,6 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
     }
   }
 }
+}  // namespace detail
 
 }  // namespace shmbus
