@@ -54,7 +54,9 @@
 // every 16th call, so an object that became ready meanwhile is reported
 // within 16 calls even while another is ready every time. Smaller sets, and
 // any call with a zero timeout whose hinted object is not ready, always
-// make a whole pass.
+// make a whole pass. Descriptors in a spinning set are polled by whole
+// passes only (as before, one ppoll each), so one that fires while the
+// set spins is seen within those 20 us.
 //
 // More than 127 objects (futex_waitv takes 128 words; one is kept for the
 // descriptor watcher): every object is still checked on every pass, but
