@@ -677,6 +677,7 @@ BarrierResult Barrier::wait_until_(const Clock::time_point* deadline) noexcept {
     const std::uint32_t ticket = detail::sleeper_enter(state_->sleepers);
     if (state_->gen.load(std::memory_order_seq_cst) == gen &&
         detail::sleeper_still_counted(state_->sleepers, ticket)) {
+      detail::fault_point(detail::FaultPoint::sleeper_counted);
       Clock::time_point wake_at = next_check;
       if (deadline != nullptr && *deadline < wake_at) wake_at = *deadline;
       // Shared futex (never PRIVATE); bounded to watch the parties.

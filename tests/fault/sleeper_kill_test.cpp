@@ -17,6 +17,7 @@
 
 #include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/futex.hpp"
+#include "shmbus/detail/sync_state.hpp"
 #include "shmbus/shmbus.hpp"
 #include "test_support.hpp"
 
@@ -241,6 +242,41 @@ TEST(SleeperKill, ConditionWaiterKilledAsleepCostsNotifyNothingAfterTheRepair) {
     c.notify();
     c.release();
   });
+}
+
+// A Barrier party killed counted asleep: the generations that end after it
+// (the dead party's arrival trips one, the next break: the dead party, then
+// the survivor's 50 ms timeouts) repair the count, and later generations
+// wake nobody.
+TEST(SleeperKill, BarrierPartyKilledCountedIsRepairedByTheGenerationsAfter) {
+  SegmentGuard g(unique_name("bar"));
+  auto b = Barrier::create(g.name(), 2);
+  auto view = SegmentView::open(g.name());
+  auto sleepers = [&] {
+    const auto* st = reinterpret_cast<const detail::BarrierState*>(view.payload().data());
+    return detail::sleeper_count(st->sleepers.load());
+  };
+  // Held at sleeper_counted: a Barrier waiter sleeps in 10 ms slices, so a
+  // kill "while asleep" could land between two of them.
+  const pid_t child = test::fork_child([&] {
+    auto mine = Barrier::open(g.name());
+    detail::set_fault_hook(&die_when_counted);
+    (void)mine.wait();
+    return 1;
+  });
+  EXPECT_EQ(test::wait_child(child).signal, SIGKILL);
+  // Each round ends one generation with a wake for nobody until the repair.
+  for (std::uint32_t round = 0; round < kSleeperStrikes + 1 && sleepers() != 0; ++round) {
+    (void)b.wait_for(50ms);
+    b.reset();
+  }
+  EXPECT_EQ(sleepers(), 0u);
+  const std::uint64_t repaired = futex_wake_calls();
+  for (int round = 0; round < 2; ++round) {
+    EXPECT_TRUE(b.wait_for(50ms).broken);  // nobody else comes
+    b.reset();
+  }
+  EXPECT_EQ(futex_wake_calls(), repaired) << "a generation's end after the repair made a wake";
 }
 
 // A Lock's waiter bit needs no repair: a release clears the whole word, so
