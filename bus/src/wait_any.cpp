@@ -28,9 +28,10 @@ namespace detail {
 struct WaitOps {
   // Ready now: seq_cst loads (the predicate of [wait.sleepers]).
   bool (*ready)(void* o) noexcept;
-  // The spin's check between clock reads, on an object ready() found not
-  // ready in this wait: its hot word only (a pipe end's header, not its
-  // peer's close, which ready() sees at the next clock read).
+  // The spin's check between clock reads: its hot word only (a pipe end's
+  // header, not its peer's close, which ready() sees at the next whole
+  // pass). Safe on an object in any state (closed, moved from): the
+  // [wait.hint] paths call it without a ready() first in that call.
   bool (*quick)(void* o) noexcept;
   // The liveness check, every kLivenessInterval of waiting (may read /proc):
   // true when a dead peer makes the object ready.
@@ -64,7 +65,8 @@ struct WaitAccess {
   }
   static bool conn_quick(void* o) noexcept {
     Connection& c = conn(o);
-    return c.peeked_ || c.rx_.has_data();
+    // Not usable (closed since, moved from): false here, ready() reports it.
+    return conn_usable(c) && (c.peeked_ || c.rx_.has_data());
   }
   static bool conn_dead(void* o) noexcept { return conn_usable(conn(o)) && conn(o).peer_dead(); }
   static bool conn_arm(void* o, FutexWaiter& w, bool& needs_fence, std::uint32_t&) noexcept {
