@@ -350,10 +350,10 @@ struct Scratch {
   std::size_t hint_size = 0;
   std::size_t hint = 0;
   unsigned streak = 0;
-  std::size_t cursor = 0;  // where the spin's next chunk starts
-  bool spins = false;       // the last whole pass's set spins (no blocking object)
-  bool hint_spins = false;  // ... for hint_set
-  std::vector<std::uint32_t> tickets; // armed[k]'s ticket (WaitOps::arm)
+  std::size_t cursor = 0;              // where the spin's next chunk starts
+  bool spins = false;                  // the last whole pass's set spins (no blocking object)
+  bool hint_spins = false;             // ... for hint_set
+  std::vector<std::uint32_t> tickets;  // armed[k]'s ticket (WaitOps::arm)
 };
 
 }  // namespace
@@ -493,9 +493,9 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
   // to kHintSpin before the whole pass: a whole pass reads every object's
   // state (about 5 ns an object) and the reply a round trip waits for
   // usually comes sooner.
-  const bool hinted =
-      items.size() >= detail::kHintMin && s.hint_set == items.data() &&
-      s.hint_size == items.size() && s.hint < items.size() && items[s.hint].ops_ != nullptr;
+  const bool hinted = items.size() >= detail::kHintMin && s.hint_set == items.data() &&
+                      s.hint_size == items.size() && s.hint < items.size() &&
+                      items[s.hint].ops_ != nullptr;
   if (hinted && s.streak + 1 < detail::kHintStreak) {
     detail::WaitAny wa{items, out, s};
     if (wa.quick_at(s.hint)) {

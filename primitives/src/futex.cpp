@@ -100,8 +100,7 @@ bool sleepers_after_wake(std::atomic<std::uint32_t>& sleepers, std::uint32_t see
   }
   const std::uint32_t strikes = (seen & kSleeperStrikeMask) / kSleeperStrikeOne + 1;
   if (strikes < kSleeperStrikes) {
-    (void)sleepers.compare_exchange_strong(w, seen + kSleeperStrikeOne,
-                                           std::memory_order_relaxed);
+    (void)sleepers.compare_exchange_strong(w, seen + kSleeperStrikeOne, std::memory_order_relaxed);
     return false;
   }
   // The repair. seq_cst CAS: in the total order with every sleeper's

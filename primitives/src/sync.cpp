@@ -603,8 +603,7 @@ void Barrier::wake_generation() noexcept {
   // generation that counted itself just before the repair and is not yet
   // asleep may sleep uncounted: its sleep is bounded by kOwnerCheckPeriod,
   // after which it counts itself again (the only cost: that one late wake).
-  detail::note_wake(state_->sleepers, seen, detail::futex_wake(state_->gen), nullptr,
-                    state_->gen);
+  detail::note_wake(state_->sleepers, seen, detail::futex_wake(state_->gen), nullptr, state_->gen);
 }
 
 BarrierResult Barrier::wait_until_(const Clock::time_point* deadline) noexcept {

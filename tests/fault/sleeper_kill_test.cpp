@@ -13,6 +13,7 @@
 #include <csignal>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <thread>
 
 #include "shmbus/detail/fault.hpp"
@@ -69,6 +70,23 @@ std::uint32_t semaphore_sleepers(const SegmentView& v) {
   return read_semaphore_info(v.payload().data(), v.payload().size())->sleepers;
 }
 
+// expect_repaired() for an Event (notified by set) and a Semaphore
+// (notified by release).
+void expect_event_repaired(Event& e, const SegmentView& view) {
+  expect_repaired([&] { return event_sleepers(view); },
+                  [&] {
+                    e.set();
+                    e.clear();
+                  });
+}
+void expect_semaphore_repaired(Semaphore& s, const SegmentView& view) {
+  expect_repaired([&] { return semaphore_sleepers(view); },
+                  [&] {
+                    ASSERT_TRUE(s.release());
+                    ASSERT_TRUE(s.try_acquire());
+                  });
+}
+
 TEST(SleeperKill, EventWaiterKilledAsleepCostsSetNothingAfterTheRepair) {
   SegmentGuard g(unique_name("ev"));
   auto e = Event::create(g.name());
@@ -80,11 +98,7 @@ TEST(SleeperKill, EventWaiterKilledAsleepCostsSetNothingAfterTheRepair) {
     return 1;  // never: nobody sets it before the kill
   });
   kill_when_asleep(child, [&] { return event_sleepers(view) == 1; });
-  expect_repaired([&] { return event_sleepers(view); },
-                  [&] {
-                    e.set();
-                    e.clear();
-                  });
+  expect_event_repaired(e, view);
 }
 
 TEST(SleeperKill, EventWaiterKilledBetweenCountAndSleepIsRepaired) {
@@ -99,11 +113,7 @@ TEST(SleeperKill, EventWaiterKilledBetweenCountAndSleepIsRepaired) {
     return 1;
   });
   EXPECT_EQ(test::wait_child(child).signal, SIGKILL);
-  expect_repaired([&] { return event_sleepers(view); },
-                  [&] {
-                    e.set();
-                    e.clear();
-                  });
+  expect_event_repaired(e, view);
 }
 
 TEST(SleeperKill, SemaphoreWaiterKilledAsleepCostsReleaseNothingAfterTheRepair) {
@@ -117,11 +127,7 @@ TEST(SleeperKill, SemaphoreWaiterKilledAsleepCostsReleaseNothingAfterTheRepair) 
     return 1;
   });
   kill_when_asleep(child, [&] { return semaphore_sleepers(view) == 1; });
-  expect_repaired([&] { return semaphore_sleepers(view); },
-                  [&] {
-                    ASSERT_TRUE(s.release());
-                    ASSERT_TRUE(s.try_acquire());
-                  });
+  expect_semaphore_repaired(s, view);
 }
 
 QueueOptions blocking_queue() {
@@ -140,33 +146,36 @@ void put_and_take(Queue<std::uint64_t>& q) {
   ASSERT_EQ(q.try_get(v), QueueResult::ok);
 }
 
-TEST(SleeperKill, QueueConsumerKilledAsleepCostsPutNothingAfterTheRepair) {
-  SegmentGuard g(unique_name("q"));
-  auto q = Queue<std::uint64_t>::create(g.name(), blocking_queue());
-  const pid_t child = test::fork_child([&] {
-    auto mine = Queue<std::uint64_t>::open(g.name(), blocking_queue());
+// A consumer asleep in get() in a child; `die`: killed by its own hook at
+// sleeper_counted.
+pid_t fork_consumer(const std::string& name, bool die) {
+  return test::fork_child([&] {
+    auto mine = Queue<std::uint64_t>::open(name, blocking_queue());
+    if (die) detail::set_fault_hook(&die_when_counted);
     std::uint64_t v = 0;
     (void)mine.get(v);
     return 1;
   });
-  kill_when_asleep(child, [&] { return q.stats().consumers_waiting == 1; });
+}
+void expect_queue_repaired(Queue<std::uint64_t>& q) {
   expect_repaired([&] { return static_cast<std::uint32_t>(q.stats().consumers_waiting); },
                   [&] { put_and_take(q); });
+}
+
+TEST(SleeperKill, QueueConsumerKilledAsleepCostsPutNothingAfterTheRepair) {
+  SegmentGuard g(unique_name("q"));
+  auto q = Queue<std::uint64_t>::create(g.name(), blocking_queue());
+  const pid_t child = fork_consumer(g.name(), false);
+  kill_when_asleep(child, [&] { return q.stats().consumers_waiting == 1; });
+  expect_queue_repaired(q);
 }
 
 TEST(SleeperKill, QueueConsumerKilledBetweenCountAndSleepIsRepaired) {
   SegmentGuard g(unique_name("q"));
   auto q = Queue<std::uint64_t>::create(g.name(), blocking_queue());
-  const pid_t child = test::fork_child([&] {
-    auto mine = Queue<std::uint64_t>::open(g.name(), blocking_queue());
-    detail::set_fault_hook(&die_when_counted);
-    std::uint64_t v = 0;
-    (void)mine.get(v);
-    return 1;
-  });
+  const pid_t child = fork_consumer(g.name(), true);
   EXPECT_EQ(test::wait_child(child).signal, SIGKILL);
-  expect_repaired([&] { return static_cast<std::uint32_t>(q.stats().consumers_waiting); },
-                  [&] { put_and_take(q); });
+  expect_queue_repaired(q);
 }
 
 // A process holding a fileno() of an empty queue: its bridge thread counts
@@ -184,8 +193,7 @@ TEST(SleeperKill, QueueFilenoHolderKilledCostsPutNothingAfterTheRepair) {
   ASSERT_TRUE(test::poll_until([&] { return q.stats().consumers_waiting == 1; }));
   ::kill(child, SIGKILL);
   EXPECT_EQ(test::wait_child(child).signal, SIGKILL);
-  expect_repaired([&] { return static_cast<std::uint32_t>(q.stats().consumers_waiting); },
-                  [&] { put_and_take(q); });
+  expect_queue_repaired(q);
 }
 
 // A waiter killed inside shmbus::wait() over an Event and a Semaphore,
@@ -208,16 +216,8 @@ TEST(SleeperKill, WaitAnyWaiterKilledWhileArmedIsRepaired) {
     return 1;
   });
   EXPECT_EQ(test::wait_child(child).signal, SIGKILL);
-  expect_repaired([&] { return semaphore_sleepers(sem_view); },
-                  [&] {
-                    ASSERT_TRUE(sem.release());
-                    ASSERT_TRUE(sem.try_acquire());
-                  });
-  expect_repaired([&] { return event_sleepers(view); },
-                  [&] {
-                    e.set();
-                    e.clear();
-                  });
+  expect_semaphore_repaired(sem, sem_view);
+  expect_event_repaired(e, view);
 }
 
 TEST(SleeperKill, ConditionWaiterKilledAsleepCostsNotifyNothingAfterTheRepair) {
