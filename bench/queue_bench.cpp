@@ -307,7 +307,7 @@ struct LaneSketch {
     ++tail;
     shmbus::detail::asymmetric_light_fence();
     // relaxed: ordered by [fence.asym] against a sleeper's count and membarrier.
-    if (s->not_empty.sleepers.load(std::memory_order_relaxed) != 0)
+    if (shmbus::detail::sleeper_count(s->not_empty.sleepers.load(std::memory_order_relaxed)) != 0)
       shmbus::detail::notify(s->not_empty);
   }
   bool others_drained() const {
@@ -389,7 +389,7 @@ struct LaneClaim {
     sl.seq.store(word(tail, 0, kFull), std::memory_order_release);  // release: the payload
     ++tail;
     shmbus::detail::asymmetric_light_fence();
-    if (s->not_empty.sleepers.load(std::memory_order_relaxed) != 0)
+    if (shmbus::detail::sleeper_count(s->not_empty.sleepers.load(std::memory_order_relaxed)) != 0)
       shmbus::detail::notify(s->not_empty);
   }
   std::uint64_t slot_state(std::uint64_t pos) const {

@@ -590,13 +590,14 @@ detail::WaitOutcome wait_loop(const WaitPolicy& policy, const Clock::time_point*
 template <class Ready>
 std::optional<detail::FutexResult> sleep_on(detail::WaitChannel& ch, Ready& ready,
                                             const Clock::time_point& slice) noexcept {
-  // [wait.sleepers] seq_cst: pairs with the load in notify(); the
-  // predicate re-check below loads seq_cst too (futex.hpp contract).
-  ch.sleepers.fetch_add(1, std::memory_order_seq_cst);
-  const std::uint32_t seq = ch.seq.load(std::memory_order_seq_cst);
+  // [wait.sleepers] pairs with the load in notify(); the predicate
+  // re-check below loads seq_cst too (futex.hpp contract). [wait.epoch]:
+  // the ticket's count is wiped if this process dies asleep.
+  std::uint32_t seq = 0;
+  const std::uint32_t ticket = detail::sleeper_enter(ch, seq);
   std::optional<detail::FutexResult> r;
   if (!ready()) r = detail::futex_wait(ch.seq, seq, &slice);
-  ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+  detail::sleeper_leave(ch.sleepers, ticket);
   return r;
 }
 

@@ -126,14 +126,18 @@ constexpr std::uint32_t kTokenMissed = 2;  // ... and a publication skipped its 
 // Wakes one sleeper of `ch` if one is counted, unless a wake is already on
 // its way ([queue.token] in queue_core.hpp). Call after the seq_cst
 // publication, as [wait.sleepers] requires.
-[[gnu::noinline]] void wake_counted(WaitChannel& ch, std::atomic<std::uint32_t>& token) noexcept;
+[[gnu::noinline]] void wake_counted(WaitChannel& ch, std::atomic<std::uint32_t>& token,
+                                   std::uint32_t seen) noexcept;
 inline void wake_one(WaitChannel& ch, std::atomic<std::uint32_t>& token) noexcept {
   // [wait.sleepers] seq_cst: pairs with the sleeper's increment.
-  if (ch.sleepers.load(std::memory_order_seq_cst) != 0) [[unlikely]]
-    wake_counted(ch, token);
+  const std::uint32_t seen = ch.sleepers.load(std::memory_order_seq_cst);
+  if (sleeper_count(seen) != 0) [[unlikely]]
+    wake_counted(ch, token, seen);
 }
-// wake_one() once a sleeper is counted: out of the put/get fast path.
-void wake_counted(WaitChannel& ch, std::atomic<std::uint32_t>& token) noexcept {
+// wake_one() once a sleeper is counted (`seen`: the sleepers word it read),
+// out of the put/get fast path.
+void wake_counted(WaitChannel& ch, std::atomic<std::uint32_t>& token,
+                  std::uint32_t seen) noexcept {
   // [queue.token] seq_cst (load and CASes): a HELD we read is released or
   // taken over after this point in the total order, and whoever does that
   // looks at the queue after our publication.
@@ -157,7 +161,11 @@ void wake_counted(WaitChannel& ch, std::atomic<std::uint32_t>& token) noexcept {
     ch.seq.fetch_add(1, std::memory_order_seq_cst);
     // The futex word is in shared memory: futex_wake never uses the
     // PRIVATE flag (see futex.hpp).
-    if (futex_wake(ch.seq, 1) > 0) return;  // the token goes with the wake
+    const int woke = futex_wake(ch.seq, 1);
+    // [wait.epoch] a strike, or the repair of dead sleepers (which wakes
+    // everyone: each returning sleeper releases the token and re-checks).
+    note_wake(ch.sleepers, seen, woke, &ch.seq, ch.seq);
+    if (woke > 0) return;  // the token goes with the wake
     // Woke nobody (the counted sleeper is not in the kernel yet, or left):
     // release the token ourselves.
     std::uint32_t h = kTokenHeld;
@@ -338,8 +346,8 @@ QueueStats stats_of(const Geometry& g, const QueueControl& c, const QueueRecord*
   s.closed = c.closed.load(std::memory_order_relaxed) != 0;
   // relaxed: sleeper counts for display (and for tests that wait until a
   // waiter is asleep); a racy snapshot.
-  s.consumers_waiting = c.not_empty.sleepers.load(std::memory_order_relaxed);
-  s.producers_waiting = c.not_full.sleepers.load(std::memory_order_relaxed);
+  s.consumers_waiting = sleeper_count(c.not_empty.sleepers.load(std::memory_order_relaxed));
+  s.producers_waiting = sleeper_count(c.not_full.sleepers.load(std::memory_order_relaxed));
   s.joinable = (g.flags & kJoinableFlag) != 0;
   s.heap_blocks = g.heap_blocks;
   for (std::uint64_t i = 0; i < g.heap_blocks; ++i)
@@ -978,7 +986,7 @@ void QueueCore::notify_not_full() noexcept {
 // replaces one wake per publication. Errs towards waking.
 void QueueCore::pass_on_not_empty() noexcept {
   // [wait.sleepers] seq_cst: a cheap filter; wake_one() loads it again.
-  if (ctl_->not_empty.sleepers.load(std::memory_order_seq_cst) == 0) return;
+  if (sleeper_count(ctl_->not_empty.sleepers.load(std::memory_order_seq_cst)) == 0) return;
   // seq_cst: these loads follow our token release (see queue_core.hpp).
   const std::uint64_t pos = ctl_->dequeue_pos.load(std::memory_order_seq_cst);
   const std::uint64_t w = slot(pos).word.load(std::memory_order_seq_cst);
@@ -991,7 +999,8 @@ void QueueCore::pass_on_not_empty() noexcept {
 // [queue.token] pass-on for producers: a put call that waited and then got
 // a slot wakes one more producer if the next slot may be free.
 void QueueCore::pass_on_not_full() noexcept {
-  if (ctl_->not_full.sleepers.load(std::memory_order_seq_cst) == 0) return;  // as above
+  if (sleeper_count(ctl_->not_full.sleepers.load(std::memory_order_seq_cst)) == 0)
+    return;  // as above
   const std::uint64_t pos = ctl_->enqueue_pos.load(std::memory_order_seq_cst);
   // d < 0: the slot still holds the previous lap (full); anything else may
   // be (or be just past) a free slot.
@@ -1282,9 +1291,9 @@ std::atomic<std::uint32_t>& QueueCore::wake_token(bool for_put) const noexcept {
 namespace {
 // FdBridge::Sleep::woke for a queue's not_empty: the bridge counted itself
 // a sleeper; it leaves as a sleeper returning from futex_wait does.
-void leave_not_empty(const void* ctx) noexcept {
+void leave_not_empty(const void* ctx, std::uint32_t ticket) noexcept {
   auto* c = const_cast<QueueControl*>(static_cast<const QueueControl*>(ctx));
-  c->not_empty.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+  sleeper_leave(c->not_empty.sleepers, ticket);  // [wait.epoch]
   // [queue.token] seq_cst: released on every return, as sleep_until() does.
   c->not_empty_waking.exchange(0, std::memory_order_seq_cst);
 }

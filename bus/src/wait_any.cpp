@@ -28,22 +28,24 @@ namespace detail {
 struct WaitOps {
   // Ready now: seq_cst loads (the predicate of [wait.sleepers]).
   bool (*ready)(void* o) noexcept;
-  // The spin's check between clock reads, on an object ready() found not
-  // ready in this wait: its hot word only (a pipe end's header, not its
-  // peer's close, which ready() sees at the next clock read).
+  // The spin's check between clock reads: its hot word only (a pipe end's
+  // header, not its peer's close, which ready() sees at the next whole
+  // pass). Safe on an object in any state (closed, moved from): the
+  // [wait.hint] paths call it without a ready() first in that call.
   bool (*quick)(void* o) noexcept;
   // The liveness check, every kLivenessInterval of waiting (may read /proc):
   // true when a dead peer makes the object ready.
   bool (*dead)(void* o) noexcept;
   // Prepares to sleep on the object's futex word: false when it turned out
   // ready (then nothing is armed). `needs_fence`: order(done) must follow
-  // one asymmetric_heavy_fence() before sleeping.
-  bool (*arm)(void* o, FutexWaiter& w, bool& needs_fence) noexcept;
+  // one asymmetric_heavy_fence() before sleeping. `ticket`: what disarm()
+  // needs (a WaitChannel's sleeper ticket, [wait.epoch] in futex.hpp).
+  bool (*arm)(void* o, FutexWaiter& w, bool& needs_fence, std::uint32_t& ticket) noexcept;
   void (*order)(void* o, bool fence_done) noexcept;
   // False when an arm could not be ordered (sleep only in short naps).
   bool (*fenced)(void* o) noexcept;
   // Undoes arm() after the sleep, whatever ended it.
-  void (*disarm)(void* o) noexcept;
+  void (*disarm)(void* o, std::uint32_t ticket) noexcept;
   WaitStrategy (*strategy)(void* o) noexcept;
 };
 
@@ -63,10 +65,11 @@ struct WaitAccess {
   }
   static bool conn_quick(void* o) noexcept {
     Connection& c = conn(o);
-    return c.peeked_ || c.rx_.has_data();
+    // Not usable (closed since, moved from): false here, ready() reports it.
+    return conn_usable(c) && (c.peeked_ || c.rx_.has_data());
   }
   static bool conn_dead(void* o) noexcept { return conn_usable(conn(o)) && conn(o).peer_dead(); }
-  static bool conn_arm(void* o, FutexWaiter& w, bool& needs_fence) noexcept {
+  static bool conn_arm(void* o, FutexWaiter& w, bool& needs_fence, std::uint32_t&) noexcept {
     Connection& c = conn(o);
     // [ring.sleep] mark the header word we poll, as recv()'s sleep does.
     if (!conn_usable(c) || !c.rx_.mark_asleep()) return false;
@@ -76,19 +79,20 @@ struct WaitAccess {
   }
   static void conn_order(void* o, bool done) noexcept { conn(o).rx_.order_sleep(done); }
   static bool conn_fenced(void* o) noexcept { return conn(o).rx_.fenced(); }
-  static void conn_disarm(void* o) noexcept { conn(o).rx_.disarm_sleep(); }
+  static void conn_disarm(void* o, std::uint32_t) noexcept { conn(o).rx_.disarm_sleep(); }
   static WaitStrategy conn_strategy(void* o) noexcept { return conn(o).policy_.strategy; }
 
   // --- a WaitChannel and its predicate ([wait.sleepers] in futex.hpp) --------
-  static bool channel_arm(WaitChannel& ch, FutexWaiter& w) noexcept {
-    // [wait.sleepers] seq_cst: pairs with the load in notify(); the caller
-    // re-checks every predicate (seq_cst) after all arms, before sleeping.
-    ch.sleepers.fetch_add(1, std::memory_order_seq_cst);
-    w = {&ch.seq, ch.seq.load(std::memory_order_seq_cst)};
+  static bool channel_arm(WaitChannel& ch, FutexWaiter& w, std::uint32_t& ticket) noexcept {
+    // [wait.sleepers] pairs with the load in notify(); the caller re-checks
+    // every predicate (seq_cst) after all arms, before sleeping.
+    std::uint32_t seq = 0;
+    ticket = sleeper_enter(ch, seq);
+    w = {&ch.seq, seq};
     return true;
   }
-  static void channel_disarm(WaitChannel& ch) noexcept {
-    ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+  static void channel_disarm(WaitChannel& ch, std::uint32_t ticket) noexcept {
+    sleeper_leave(ch.sleepers, ticket);  // [wait.epoch]
   }
 
   // --- Event / Semaphore -------------------------------------------------------
@@ -98,11 +102,13 @@ struct WaitAccess {
     // [wait.sleepers] seq_cst: pairs with set()'s seq_cst store.
     return s == nullptr || s->flag.load(std::memory_order_seq_cst) != 0;
   }
-  static bool event_arm(void* o, FutexWaiter& w, bool&) noexcept {
+  static bool event_arm(void* o, FutexWaiter& w, bool&, std::uint32_t& ticket) noexcept {
     auto* s = event(o).state_;
-    return s != nullptr && channel_arm(s->ch, w);
+    return s != nullptr && channel_arm(s->ch, w, ticket);
   }
-  static void event_disarm(void* o) noexcept { channel_disarm(event(o).state_->ch); }
+  static void event_disarm(void* o, std::uint32_t ticket) noexcept {
+    channel_disarm(event(o).state_->ch, ticket);
+  }
   static WaitStrategy event_strategy(void* o) noexcept { return event(o).policy_.strategy; }
 
   static Semaphore& sem(void* o) noexcept { return *static_cast<Semaphore*>(o); }
@@ -111,11 +117,13 @@ struct WaitAccess {
     // [wait.sleepers] seq_cst: pairs with release()'s seq_cst RMW.
     return s == nullptr || s->value.load(std::memory_order_seq_cst) != 0;
   }
-  static bool sem_arm(void* o, FutexWaiter& w, bool&) noexcept {
+  static bool sem_arm(void* o, FutexWaiter& w, bool&, std::uint32_t& ticket) noexcept {
     auto* s = sem(o).state_;
-    return s != nullptr && channel_arm(s->ch, w);
+    return s != nullptr && channel_arm(s->ch, w, ticket);
   }
-  static void sem_disarm(void* o) noexcept { channel_disarm(sem(o).state_->ch); }
+  static void sem_disarm(void* o, std::uint32_t ticket) noexcept {
+    channel_disarm(sem(o).state_->ch, ticket);
+  }
   static WaitStrategy sem_strategy(void* o) noexcept { return sem(o).policy_.strategy; }
 
   // --- queues (QueueCore), readable or writable ---------------------------------
@@ -128,14 +136,14 @@ struct WaitAccess {
     return static_cast<QueueCore*>(o)->repair_head(kPut) && queue_ready<kPut>(o);
   }
   template <bool kPut>
-  static bool queue_arm(void* o, FutexWaiter& w, bool&) noexcept {
+  static bool queue_arm(void* o, FutexWaiter& w, bool&, std::uint32_t& ticket) noexcept {
     auto* q = static_cast<QueueCore*>(o);
-    return q->ready(kPut) ? false : channel_arm(q->wait_channel(kPut), w);
+    return q->ready(kPut) ? false : channel_arm(q->wait_channel(kPut), w, ticket);
   }
   template <bool kPut>
-  static void queue_disarm(void* o) noexcept {
+  static void queue_disarm(void* o, std::uint32_t ticket) noexcept {
     auto* q = static_cast<QueueCore*>(o);
-    channel_disarm(q->wait_channel(kPut));
+    channel_disarm(q->wait_channel(kPut), ticket);
     // [queue.token] seq_cst: a sleeper releases the token on every return
     // from its sleep (queue_core.hpp); a wake meant for a get() (put())
     // that came to us is passed on by the wait()'s caller's own get (put),
@@ -150,7 +158,7 @@ struct WaitAccess {
   static Subscriber& sub(void* o) noexcept { return *static_cast<Subscriber*>(o); }
   static bool sub_ready(void* o) noexcept { return sub(o).ready(); }
   static bool sub_dead(void* o) noexcept { return sub(o).peer_gone(); }
-  static bool sub_arm(void* o, FutexWaiter& w, bool&) noexcept {
+  static bool sub_arm(void* o, FutexWaiter& w, bool&, std::uint32_t&) noexcept {
     Subscriber& s = sub(o);
     std::uint32_t armed = 0;
     // A closed handle is ready (sub_ready); a moved count means a publication.
@@ -159,7 +167,7 @@ struct WaitAccess {
     return true;
   }
   // Nothing to undo: the publisher clears the arm when it wakes the word.
-  static void sub_disarm(void*) noexcept {}
+  static void sub_disarm(void*, std::uint32_t) noexcept {}
   static WaitStrategy sub_strategy(void* o) noexcept { return sub(o).policy_.strategy; }
 
   static bool none_dead(void*) noexcept { return false; }
@@ -195,6 +203,14 @@ constexpr auto kLivenessInterval = std::chrono::milliseconds(10);  // as pipe.cp
 constexpr auto kWindowNap = std::chrono::microseconds(200);
 // Words one futex_waitv takes for objects: one is kept for the watcher.
 constexpr std::size_t kMaxSleepWords = kMaxFutexWaiters - 1;
+// [wait.hint] (wait() below): sets of at least kHintMin objects look at the
+// object found ready last time first, and answer from it alone at most
+// kHintStreak - 1 calls in a row; the spin looks at it, then at the next
+// kSpinChunk objects, between two looks at it.
+constexpr std::size_t kHintMin = 16;
+constexpr unsigned kHintStreak = 16;
+constexpr std::size_t kSpinChunk = 4;
+constexpr auto kHintSpin = std::chrono::microseconds(20);
 
 // The descriptor watcher of one waiting thread (see wait_any.hpp): sleeps
 // in ppoll on the descriptors of the current wait's list and bumps `fired`
@@ -328,6 +344,16 @@ struct Scratch {
   std::vector<std::size_t> fd_index;  // fds[i] is items[fd_index[i]]
   std::vector<std::uint8_t> hit;      // per item: ready in this pass
   std::vector<std::size_t> armed;     // items armed for this sleep
+  // [wait.hint] the last set this thread waited on and the position found
+  // ready last in it; `streak`: calls in a row answered from the hint alone.
+  const Waitable* hint_set = nullptr;
+  std::size_t hint_size = 0;
+  std::size_t hint = 0;
+  unsigned streak = 0;
+  std::size_t cursor = 0;              // where the spin's next chunk starts
+  bool spins = false;                  // the last whole pass's set spins (no blocking object)
+  bool hint_spins = false;             // ... for hint_set
+  std::vector<std::uint32_t> tickets;  // armed[k]'s ticket (WaitOps::arm)
 };
 
 }  // namespace
@@ -379,22 +405,42 @@ struct WaitAny {
   std::vector<std::size_t>& out;
   Scratch& s;
 
+  // The body of wait() below the [wait.hint] shortcut.
+  static void full(std::span<const Waitable> items, std::vector<std::size_t>& out,
+                   std::optional<Clock::duration> timeout, Scratch& s, bool hinted);
+
   const WaitOps* ops(std::size_t i) const noexcept { return items[i].ops_; }
   void* obj(std::size_t i) const noexcept { return items[i].obj_; }
 
   // The shmbus objects that are ready (and, with `with_dead`, those a dead
   // peer makes ready) into out, in order. No system call without with_dead.
-  // The spin's pass between clock reads: each object's hot word only.
-  bool collect_quick() noexcept {
-    bool any = false;
-    for (std::size_t i = 0; i < items.size(); ++i) {
-      const WaitOps* o = ops(i);
-      if (o != nullptr && o->quick(obj(i))) {
-        s.hit[i] = 1;
-        any = true;
+  // The spin's step between clock reads ([wait.hint]): the hinted object's
+  // hot word, then the hot words of the next kSpinChunk objects after the
+  // cursor; the ready ones among those.
+  bool collect_quick(bool hinted) noexcept {
+    if (hinted && quick_at(s.hint)) {
+      out.push_back(s.hint);
+      return true;
+    }
+    const std::size_t n = items.size();
+    const std::size_t chunk = std::min(n, kSpinChunk);
+    std::size_t i = s.cursor < n ? s.cursor : 0;
+    bool wrapped = false;
+    for (std::size_t k = 0; k < chunk; ++k) {
+      if (quick_at(i)) out.push_back(i);
+      if (++i == n) {
+        i = 0;
+        wrapped = true;
       }
     }
-    return any && flush();
+    s.cursor = i;
+    if (out.empty()) return false;
+    if (wrapped) std::sort(out.begin(), out.end());  // positions in order
+    return true;
+  }
+  bool quick_at(std::size_t i) const noexcept {
+    const WaitOps* o = ops(i);
+    return o != nullptr && o->quick(obj(i));
   }
   bool collect_objects(bool with_dead) noexcept {
     for (std::size_t i = 0; i < items.size(); ++i) {
@@ -434,6 +480,63 @@ struct WaitAny {
 void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
           std::optional<Clock::duration> timeout) {
   out.clear();
+  thread_local detail::Scratch scratch;
+  detail::Scratch& s = scratch;
+  // [wait.hint] A set of kHintMin objects or more that this thread waited
+  // on last time, whose object found ready then is ready again: return it
+  // alone, without a pass over the others, at most kHintStreak - 1 times
+  // in a row (then a whole pass: every ready object is reported within
+  // kHintStreak calls). A set moved or reused at the same address only
+  // makes the hint point at another of its objects.
+  // Such a set that spun last time (no blocking object) first spins on
+  // hot words only (the hint, then a rotating chunk of the others) for up
+  // to kHintSpin before the whole pass: a whole pass reads every object's
+  // state (about 5 ns an object) and the reply a round trip waits for
+  // usually comes sooner.
+  const bool hinted = items.size() >= detail::kHintMin && s.hint_set == items.data() &&
+                      s.hint_size == items.size() && s.hint < items.size() &&
+                      items[s.hint].ops_ != nullptr;
+  if (hinted && s.streak + 1 < detail::kHintStreak) {
+    detail::WaitAny wa{items, out, s};
+    if (wa.quick_at(s.hint)) {
+      ++s.streak;
+      out.push_back(s.hint);
+      return;
+    }
+    if (s.hint_spins && (!timeout || *timeout > Clock::duration::zero())) {
+      // The clock is first read after 64 steps (a few hundred ns): a reply
+      // that comes sooner costs no clock read at all.
+      Clock::time_point until{};
+      for (unsigned i = 1;; ++i) {
+        detail::cpu_relax();
+        if (wa.collect_quick(true)) {
+          ++s.streak;
+          return;
+        }
+        if ((i & 63) != 0) continue;
+        const Clock::time_point now = Clock::now();
+        if (i == 64) {
+          until = now + detail::kHintSpin;
+          if (timeout) until = std::min(until, now + *timeout);
+        } else if (now >= until) {
+          break;
+        }
+      }
+    }
+  }
+  s.streak = 0;
+  detail::WaitAny::full(items, out, timeout, s, hinted);
+  if (!out.empty() && items.size() >= detail::kHintMin) {
+    s.hint_set = items.data();
+    s.hint_size = items.size();
+    s.hint = out.front();
+    s.hint_spins = s.spins;
+  }
+}
+
+namespace detail {
+void WaitAny::full(std::span<const Waitable> items, std::vector<std::size_t>& out,
+                   std::optional<Clock::duration> timeout, Scratch& s, bool hinted) {
   const Clock::time_point start = Clock::now();
   const Clock::time_point deadline = detail::deadline_from(start, timeout);
   if (items.empty()) {  // as Python's wait([], timeout): a sleep
@@ -441,8 +544,6 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
     std::this_thread::sleep_until(deadline);
     return;
   }
-  thread_local detail::Scratch scratch;
-  detail::Scratch& s = scratch;
   s.fds.clear();
   s.fd_index.clear();
   s.hit.assign(items.size(), 0);
@@ -465,6 +566,7 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
     all_busy = all_busy && st == WaitStrategy::busy_poll;
     any_blocking = any_blocking || st == WaitStrategy::blocking;
   }
+  s.spins = !any_blocking && objects > 0;
   detail::WaitAny wa{items, out, s};
   if (wa.collect(false)) return;
 
@@ -475,8 +577,8 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
     const auto spin = WaitPolicy{}.spin;
     for (unsigned i = 1;; ++i) {
       detail::cpu_relax();
-      if (wa.collect_quick()) return;
-      if ((i & 255) != 0) continue;
+      if (wa.collect_quick(hinted)) return;
+      if ((i & 1023) != 0) continue;
       if (wa.collect(false)) return;
       const auto now = Clock::now();
       if (now >= deadline) return;
@@ -497,6 +599,7 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
   detail::FdWatcher* fdw = s.fds.empty() ? nullptr : &detail::watcher();
   for (;;) {
     s.armed.clear();
+    s.tickets.clear();
     std::size_t n = 0;
     bool ready_now = false;
     bool fence = false;
@@ -505,11 +608,13 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
       const detail::WaitOps* o = wa.ops(i);
       if (o == nullptr) continue;
       bool needs = false;
-      if (!o->arm(wa.obj(i), words[n], needs)) {
+      std::uint32_t ticket = 0;
+      if (!o->arm(wa.obj(i), words[n], needs, ticket)) {
         ready_now = true;
         break;
       }
       s.armed.push_back(i);
+      s.tickets.push_back(ticket);
       ++n;
       fence = fence || needs;
     }
@@ -529,6 +634,7 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
       for (std::size_t i : s.armed) fenced = fenced && wa.ops(i)->fenced(wa.obj(i));
     }
     if (!ready_now) {
+      detail::fault_point(detail::FaultPoint::sleeper_counted);
       if (fdw != nullptr) words[n++] = fdw->start(s.fds);
       const auto now = Clock::now();
       Clock::time_point slice = std::min(deadline, now + detail::kLivenessInterval);
@@ -537,7 +643,8 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
       (void)detail::futex_wait_any({words.data(), n}, &slice);
       if (fdw != nullptr) fdw->stop();
     }
-    for (std::size_t i : s.armed) wa.ops(i)->disarm(wa.obj(i));
+    for (std::size_t k = 0; k < s.armed.size(); ++k)
+      wa.ops(s.armed[k])->disarm(wa.obj(s.armed[k]), s.tickets[k]);
     if (wa.collect(false)) return;
     const auto now = Clock::now();
     if (now >= deadline) return;
@@ -547,5 +654,6 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
     }
   }
 }
+}  // namespace detail
 
 }  // namespace shmbus

@@ -109,7 +109,7 @@ void FdBridge::loop() noexcept {
     bool fired = now != cur.word.expected;
     if (!fired && r == FutexResult::timed_out && cur.check != nullptr) fired = cur.check(cur.ctx);
     if (!fired) continue;
-    if (cur.woke != nullptr) cur.woke(cur.ctx);
+    if (cur.woke != nullptr) cur.woke(cur.ctx, cur.ticket);
     have = false;
     // [bridge.state] the owner waits out kFiring (sleeping()); relaxed: the
     // release store below publishes the signal.
@@ -118,7 +118,7 @@ void FdBridge::loop() noexcept {
     // [bridge.state] release: pairs with sleeping()'s acquire.
     state_.store(kIdle, std::memory_order_release);
   }
-  if (have && cur.woke != nullptr) cur.woke(cur.ctx);
+  if (have && cur.woke != nullptr) cur.woke(cur.ctx, cur.ticket);
 }
 
 }  // namespace shmbus::detail

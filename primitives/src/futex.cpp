@@ -55,7 +55,10 @@ FutexResult wait_on(const void* word, std::uint32_t expected,
                          FUTEX_BITSET_MATCH_ANY));
 }
 
+thread_local std::uint64_t t_wake_calls = 0;  // futex_wake_calls()
+
 int wake_on(const void* word, int count) noexcept {
+  ++t_wake_calls;
   long rc = futex(word, FUTEX_WAKE, static_cast<std::uint32_t>(count), nullptr, 0);
   return rc < 0 ? 0 : static_cast<int>(rc);
 }
@@ -78,6 +81,39 @@ FutexResult futex_wait(const std::atomic<std::uint64_t>& word, std::uint32_t exp
 }
 int futex_wake(const std::atomic<std::uint64_t>& word, int count) noexcept {
   return wake_on(&word, count);
+}
+
+std::uint64_t futex_wake_calls() noexcept { return t_wake_calls; }
+
+bool sleepers_after_wake(std::atomic<std::uint32_t>& sleepers, std::uint32_t seen, int woke,
+                         std::atomic<std::uint32_t>* bump,
+                         const std::atomic<std::uint32_t>& futex_word) noexcept {
+  // [wait.epoch] Each step is one CAS from the word we acted on: if the word
+  // moved meanwhile (a sleeper came or went, another notifier struck), we
+  // skip this strike; strikes are a heuristic, the epoch is what is exact.
+  // relaxed (strike CASes): nothing is published with a strike.
+  std::uint32_t w = seen;
+  if (woke > 0) {
+    (void)sleepers.compare_exchange_strong(w, seen & ~kSleeperStrikeMask,
+                                           std::memory_order_relaxed);
+    return false;
+  }
+  const std::uint32_t strikes = (seen & kSleeperStrikeMask) / kSleeperStrikeOne + 1;
+  if (strikes < kSleeperStrikes) {
+    (void)sleepers.compare_exchange_strong(w, seen + kSleeperStrikeOne, std::memory_order_relaxed);
+    return false;
+  }
+  // The repair. seq_cst CAS: in the total order with every sleeper's
+  // increment and epoch re-read ([wait.epoch] in futex.hpp).
+  const std::uint32_t fresh = (seen & kSleeperEpochMask) + kSleeperEpochOne;
+  if (!sleepers.compare_exchange_strong(w, fresh, std::memory_order_seq_cst,
+                                        std::memory_order_relaxed))
+    return false;
+  // seq_cst RMW: a live sleeper that read the futex word before our CAS
+  // (still counted then) fails its futex value check or is woken below.
+  if (bump != nullptr) bump->fetch_add(1, std::memory_order_seq_cst);
+  (void)futex_wake(futex_word, INT_MAX);
+  return true;
 }
 
 FutexResult futex_wait_any(std::span<const FutexWaiter> words,

@@ -350,7 +350,8 @@ bool Condition::wait_until_(const Clock::time_point* deadline) noexcept {
   // bumps seq after this load, so our futex_wait sees a changed value.
   const std::uint32_t seq = state_->seq.load(std::memory_order_seq_cst);
   // [cond.sleepers] seq_cst: visible to notify() through the lock too.
-  state_->sleepers.fetch_add(1, std::memory_order_seq_cst);
+  // The ticket: [wait.epoch] (futex.hpp), a dead waiter's count is wiped.
+  const std::uint32_t ticket = detail::sleeper_enter(state_->sleepers);
   std::uint32_t depth = 0;
   if (lock_) {
     lock_->release();
@@ -384,8 +385,7 @@ bool Condition::wait_until_(const Clock::time_point* deadline) noexcept {
   } else if (!notified) {
     timed_out = true;
   }
-  // relaxed: a count only.
-  state_->sleepers.fetch_sub(1, std::memory_order_relaxed);
+  detail::sleeper_leave(state_->sleepers, ticket);
   if (lock_) {
     (void)lock_->acquire();
   } else {
@@ -398,11 +398,18 @@ void Condition::notify(int n) noexcept {
   if (n <= 0) return;
   // [cond.sleepers] seq_cst: we hold the lock, so every waiter that counted
   // itself before releasing it is seen.
-  if (state_->sleepers.load(std::memory_order_seq_cst) == 0) return;
+  const std::uint32_t seen = state_->sleepers.load(std::memory_order_seq_cst);
+  if (detail::sleeper_count(seen) == 0) return;
   // [cond.seq] seq_cst: a waiter that read the old value fails its futex check.
   state_->seq.fetch_add(1, std::memory_order_seq_cst);
-  // Shared futex (never PRIVATE).
-  detail::futex_wake(state_->seq, n);
+  // Shared futex (never PRIVATE). [wait.epoch] a wake for nobody is a
+  // strike; the repair (a dead waiter left its count) wipes the counts and
+  // wakes every waiter, so this one notify may wake more than n: each of
+  // them read seq under the lock before this bump and so would see it
+  // changed anyway; waiters that count later, under the lock, count in the
+  // new epoch. No second bump is needed (nullptr).
+  detail::note_wake(state_->sleepers, seen, detail::futex_wake(state_->seq, n), nullptr,
+                    state_->seq);
 }
 
 void Condition::notify_all() noexcept { notify(0x7fffffff); }
@@ -580,11 +587,23 @@ void Barrier::break_generation(std::uint32_t gen, bool mark_broken) noexcept {
     // [barrier.gen] seq_cst: publishes the outcome (pairs with the waiters'
     // seq_cst gen load) and orders before the sleeper load ([wait.sleepers]).
     state_->gen.store(g + 1, std::memory_order_seq_cst);
-    if (state_->sleepers.load(std::memory_order_seq_cst) != 0) detail::futex_wake(state_->gen);
+    wake_generation();
     // Only a generation that has not tripped yet can break: a waiter whose
     // deadline passed just as the last party arrived has succeeded.
     if (mark_broken) state_->broken.store(1, std::memory_order_relaxed);
   }
+}
+
+void Barrier::wake_generation() noexcept {
+  // [wait.sleepers] seq_cst: after the seq_cst gen bump.
+  const std::uint32_t seen = state_->sleepers.load(std::memory_order_seq_cst);
+  if (detail::sleeper_count(seen) == 0) return;
+  // Shared futex (never PRIVATE). [wait.epoch]: the repair must not bump
+  // gen (nullptr); it wakes everyone on gen, and a waiter of the next
+  // generation that counted itself just before the repair and is not yet
+  // asleep may sleep uncounted: its sleep is bounded by kOwnerCheckPeriod,
+  // after which it counts itself again (the only cost: that one late wake).
+  detail::note_wake(state_->sleepers, seen, detail::futex_wake(state_->gen), nullptr, state_->gen);
 }
 
 BarrierResult Barrier::wait_until_(const Clock::time_point* deadline) noexcept {
@@ -619,10 +638,8 @@ BarrierResult Barrier::wait_until_(const Clock::time_point* deadline) noexcept {
     state_->count.store(0, std::memory_order_relaxed);
     // [barrier.gen] seq_cst: as in break_generation().
     state_->gen.store(gen + 1, std::memory_order_seq_cst);
-    const bool sleepers = state_->sleepers.load(std::memory_order_seq_cst) != 0;
     detail::mutex_release(state_->guard);
-    // Shared futex (never PRIVATE).
-    if (sleepers) detail::futex_wake(state_->gen);
+    wake_generation();
     return {false, index};
   }
   state_->count.store(index + 1, std::memory_order_relaxed);
@@ -655,14 +672,17 @@ BarrierResult Barrier::wait_until_(const Clock::time_point* deadline) noexcept {
       }
     }
     // [wait.sleepers] seq_cst: pairs with the sleeper loads after a bump.
-    state_->sleepers.fetch_add(1, std::memory_order_seq_cst);
-    if (state_->gen.load(std::memory_order_seq_cst) == gen) {
+    // [wait.epoch]: re-read after gen; a repair in between wiped our count.
+    const std::uint32_t ticket = detail::sleeper_enter(state_->sleepers);
+    if (state_->gen.load(std::memory_order_seq_cst) == gen &&
+        detail::sleeper_still_counted(state_->sleepers, ticket)) {
+      detail::fault_point(detail::FaultPoint::sleeper_counted);
       Clock::time_point wake_at = next_check;
       if (deadline != nullptr && *deadline < wake_at) wake_at = *deadline;
       // Shared futex (never PRIVATE); bounded to watch the parties.
       (void)detail::futex_wait(state_->gen, gen, &wake_at);
     }
-    state_->sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+    detail::sleeper_leave(state_->sleepers, ticket);
   }
   // [barrier.gen] the seq_cst gen load above made the outcome visible.
   const std::uint8_t outcome = state_->outcome[gen & 63].load(std::memory_order_relaxed);
@@ -705,7 +725,7 @@ std::optional<SemaphoreInfo> read_semaphore_info(const std::byte* payload,
   const auto& s = *reinterpret_cast<const detail::SemaphoreState*>(payload);
   // relaxed: a statistics snapshot, no data depends on it.
   return SemaphoreInfo{s.value.load(std::memory_order_relaxed), s.bound,
-                       s.ch.sleepers.load(std::memory_order_relaxed)};
+                       detail::sleeper_count(s.ch.sleepers.load(std::memory_order_relaxed))};
 }
 
 std::optional<EventInfo> read_event_info(const std::byte* payload, std::size_t size) noexcept {
@@ -713,7 +733,7 @@ std::optional<EventInfo> read_event_info(const std::byte* payload, std::size_t s
   const auto& s = *reinterpret_cast<const detail::EventState*>(payload);
   // relaxed: a statistics snapshot.
   return EventInfo{s.flag.load(std::memory_order_relaxed) != 0,
-                   s.ch.sleepers.load(std::memory_order_relaxed)};
+                   detail::sleeper_count(s.ch.sleepers.load(std::memory_order_relaxed))};
 }
 
 std::optional<ConditionInfo> read_condition_info(const std::byte* payload, std::size_t size) {
@@ -723,7 +743,7 @@ std::optional<ConditionInfo> read_condition_info(const std::byte* payload, std::
   const auto kind = kind_from_u32(s.lock_kind);
   if (len == 0 || len > detail::kConditionNameMax || !kind) return std::nullopt;
   // relaxed: a statistics snapshot.
-  return ConditionInfo{s.sleepers.load(std::memory_order_relaxed), *kind,
+  return ConditionInfo{detail::sleeper_count(s.sleepers.load(std::memory_order_relaxed)), *kind,
                        std::string(s.lock_name, len)};
 }
 

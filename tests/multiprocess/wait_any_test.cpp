@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <csignal>
@@ -263,6 +264,55 @@ TEST(WaitAny, MoreObjectsThanFutexWaitvTakesStillWake) {
     EXPECT_EQ(wait(set, 10s), (Positions{target}));
     events[target].clear();
     EXPECT_EQ(test::wait_child(child).code, 0);
+  }
+}
+
+// [wait.hint] A set of 16 or more whose object found ready last time is
+// ready again gets that object alone, without a pass over the others, but
+// never more than 15 calls in a row: another object that became ready (or
+// whose peer closed, which only a whole pass sees) is reported within 16
+// calls, together with everything else ready then, in order.
+TEST(WaitAny, AnObjectReadyAgainAndAgainLeavesTheOthersSeenWithinSixteenCalls) {
+  constexpr std::size_t kEnds = 20;
+  for (const auto strategy : {WaitStrategy::busy_poll, WaitStrategy::blocking}) {
+    PipeOptions po;
+    po.wait.strategy = strategy;
+    std::vector<std::pair<Connection, Connection>> pipes;
+    std::vector<Waitable> set;
+    for (std::size_t i = 0; i < kEnds; ++i) pipes.push_back(Pipe(po));
+    for (auto& p : pipes) set.emplace_back(p.first);
+    // End 3 stays ready (its message is never taken).
+    ASSERT_EQ(pipes[3].second.send(std::int32_t{1}), SendResult::ok);
+    Positions ready;
+    wait(set, ready, 1s);
+    EXPECT_EQ(ready, (Positions{3}));  // a whole pass; 3 is now the hint
+    ASSERT_EQ(pipes[11].second.send(std::int32_t{2}), SendResult::ok);
+    pipes[17].second.close();  // ready through its peer's close only
+    bool seen = false;
+    for (int call = 0; call < 16 && !seen; ++call) {
+      wait(set, ready, 1s);
+      ASSERT_FALSE(ready.empty());
+      seen = ready != Positions{3};
+      if (seen) {
+        EXPECT_EQ(ready, (Positions{3, 11, 17}));
+      }
+    }
+    EXPECT_TRUE(seen) << "end 11 and 17 were not reported within 16 calls";
+    // The hinted end closed, then moved over by an empty one, between two
+    // calls: looked at safely, reported ready (its recv says why) within
+    // 16 calls, while end 11 stays ready too.
+    auto reported = [&](std::size_t pos) {
+      for (int call = 0; call < 16; ++call) {
+        wait(set, ready, 1s);
+        if (std::find(ready.begin(), ready.end(), pos) != ready.end()) return true;
+      }
+      return false;
+    };
+    wait(set, ready, 1s);
+    pipes[3].first.close();
+    EXPECT_TRUE(reported(3));
+    pipes[3].first = Connection{};
+    EXPECT_TRUE(reported(3));
   }
 }
 

@@ -40,7 +40,23 @@
 // ring header, armed as a sleeping recv() arms it, with one heavy fence for
 // all of them; an Event's, Semaphore's or queue's wait channel, counted as a
 // sleeper as its own wait counts itself). Senders pay nothing new: they
-// wake these words as they wake their own sleepers.
+// wake these words as they wake their own sleepers. A waiter killed while
+// counted costs the notifiers at most 4 wakes for nobody before they
+// repair the count ([wait.epoch] in detail/futex.hpp).
+//
+// What a call returns: the objects found ready by one pass, in order.
+// Sets of 16 objects or more remember (per thread) the object found ready
+// last time ([wait.hint]): when it is ready again the call returns it
+// alone, without a pass over the others; while waiting, such a set whose
+// objects all spin first looks for up to 20 us at hot words only (that
+// object, then 4 others in turn), again without a whole pass. A whole pass
+// (every object's state, a peer's close, the descriptors) runs at least
+// every 16th call, so an object that became ready meanwhile is reported
+// within 16 calls even while another is ready every time. Smaller sets, and
+// any call with a zero timeout whose hinted object is not ready, always
+// make a whole pass. Descriptors in a spinning set are polled by whole
+// passes only (as before, one ppoll each), so one that fires while the
+// set spins is seen within those 20 us.
 //
 // More than 127 objects (futex_waitv takes 128 words; one is kept for the
 // descriptor watcher): every object is still checked on every pass, but
@@ -58,13 +74,15 @@
 // write); a wake by a descriptor goes through the watcher (one more thread
 // hop), a wake by a shmbus object does not.
 //
-// Measured (bench/wait_any_bench.cpp, 8 B round trips, 2-vCPU VM, ratios
-// within one run; README): over 64 pipes with one active, busy-poll and
-// adaptive 1.5-2.0x the same traffic on one pipe with plain recv (each
-// pass checks every object's hot word, 2-4 ns an object), blocking 1.12x
-// (1.16x Linux epoll_wait over 64 pipes); an idle descriptor in the set
-// adds one ppoll per call (about 0.7 us there); fileno() + epoll_wait
-// 1.22x a raw eventfd ping-pong.
+// Measured (bench/wait_any_bench.cpp, 8 B round trips, 2-vCPU VM shared
+// by 5 builds (load 11-13), ratios within one run; README): over 64 pipes
+// with one active, busy-poll 1.31x and adaptive 1.33x the same traffic on
+// one pipe with plain recv (p50 170/160 ns vs 130/120 ns; before the hint
+// 4.0x and 6.0x in the same run: every call made a whole pass, about 5 ns
+// an object); with an idle descriptor in the set, adaptive 160 ns (was
+// 2.8 us: a ppoll per call, now one per whole pass). Blocking 1.12x
+// (1.16x Linux epoll_wait over 64 pipes); fileno() + epoll_wait 1.22x a
+// raw eventfd ping-pong (those rows are older).
 //
 // Liveness: a pipe end whose peer died, or a queue whose head is held by a
 // dead participant (repaired as a get() would), is seen within 10 ms.

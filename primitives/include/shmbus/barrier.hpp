@@ -112,6 +112,8 @@ class Barrier {
   void deregister_self() noexcept;
   // Ends generation `gen` as broken (if still current) and wakes everyone.
   void break_generation(std::uint32_t gen, bool mark_broken) noexcept;
+  // Wakes the sleepers of a generation just ended (after the gen bump).
+  void wake_generation() noexcept;
   bool lock_guard() noexcept;
   bool any_member_dead() noexcept;
 

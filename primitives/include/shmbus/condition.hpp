@@ -57,7 +57,7 @@ namespace shmbus {
 // from a SegmentView's payload); nullopt if too small or the recorded lock
 // name is out of range.
 struct ConditionInfo {
-  std::uint32_t sleepers = 0;  // waiters counted asleep (a dead one stays counted)
+  std::uint32_t sleepers = 0;  // waiters counted asleep (a dead one until the repair, [wait.epoch])
   ObjectKind lock_kind = ObjectKind::lock;
   std::string lock_name;
 };

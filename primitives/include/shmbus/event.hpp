@@ -38,7 +38,7 @@ namespace shmbus {
 // a SegmentView's payload); nullopt if the payload is too small.
 struct EventInfo {
   bool is_set = false;
-  std::uint32_t sleepers = 0;  // waiters counted asleep (a dead one stays counted)
+  std::uint32_t sleepers = 0;  // waiters counted asleep (a dead one until the repair, [wait.epoch])
 };
 [[nodiscard]] std::optional<EventInfo> read_event_info(const std::byte* payload,
                                                        std::size_t size) noexcept;

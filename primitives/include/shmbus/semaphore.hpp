@@ -42,7 +42,7 @@ namespace shmbus {
 struct SemaphoreInfo {
   std::uint32_t value = 0;
   std::uint32_t bound = 0;     // BoundedSemaphore's bound, 0 for a Semaphore
-  std::uint32_t sleepers = 0;  // waiters counted asleep (a dead one stays counted)
+  std::uint32_t sleepers = 0;  // waiters counted asleep (a dead one until the repair, [wait.epoch])
 };
 [[nodiscard]] std::optional<SemaphoreInfo> read_semaphore_info(const std::byte* payload,
                                                                std::size_t size) noexcept;

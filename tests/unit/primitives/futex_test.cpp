@@ -54,5 +54,51 @@ TEST(FutexWaitAny, TimesOutAtTheDeadline) {
   EXPECT_GE(Clock::now(), deadline);
 }
 
+// [wait.epoch]: the sleepers word's strikes and repair, one step at a time.
+TEST(SleeperWord, StrikesLeadToARepairThatATicketOfTheOldEpochCannotUndo) {
+  std::atomic<std::uint32_t> sleepers{0};
+  std::atomic<std::uint32_t> seq{0};
+  const std::uint32_t dead = sleeper_enter(sleepers);  // never leaves
+  const std::uint32_t live = sleeper_enter(sleepers);
+  EXPECT_EQ(sleeper_count(sleepers.load()), 2u);
+  for (std::uint32_t k = 1; k < kSleeperStrikes; ++k) {
+    EXPECT_FALSE(sleepers_after_wake(sleepers, sleepers.load(), 0, &seq, seq));
+  }
+  // A wake that reached someone clears the strikes.
+  EXPECT_FALSE(sleepers_after_wake(sleepers, sleepers.load(), 1, &seq, seq));
+  EXPECT_EQ(sleepers.load() & kSleeperStrikeMask, 0u);
+  for (std::uint32_t k = 1; k < kSleeperStrikes; ++k) {
+    EXPECT_FALSE(sleepers_after_wake(sleepers, sleepers.load(), 0, &seq, seq));
+  }
+  EXPECT_EQ(seq.load(), 0u);
+  EXPECT_TRUE(sleepers_after_wake(sleepers, sleepers.load(), 0, &seq, seq));
+  EXPECT_EQ(sleepers.load(), kSleeperEpochOne);  // new epoch, nobody counted, no strikes
+  EXPECT_EQ(seq.load(), 1u);                     // bumped: a sleeper of the old epoch wakes
+  EXPECT_FALSE(sleeper_still_counted(sleepers, live));
+  sleeper_leave(sleepers, live);  // a no-op: its count went with the repair
+  EXPECT_EQ(sleeper_count(sleepers.load()), 0u);
+  const std::uint32_t again = sleeper_enter(sleepers);
+  EXPECT_TRUE(sleeper_still_counted(sleepers, again));
+  sleeper_leave(sleepers, dead);  // still a no-op
+  EXPECT_EQ(sleeper_count(sleepers.load()), 1u);
+  sleeper_leave(sleepers, again);
+  EXPECT_EQ(sleepers.load(), kSleeperEpochOne);
+}
+
+TEST(SleeperWord, AStrikeFromAWordThatMovedIsSkipped) {
+  std::atomic<std::uint32_t> sleepers{0};
+  std::atomic<std::uint32_t> seq{0};
+  const std::uint32_t t = sleeper_enter(sleepers);
+  const std::uint32_t seen = sleepers.load();
+  (void)sleeper_enter(sleepers);  // a sleeper came after the notifier's load
+  for (std::uint32_t k = 0; k < 2 * kSleeperStrikes; ++k) {
+    EXPECT_FALSE(sleepers_after_wake(sleepers, seen, 0, &seq, seq));
+  }
+  EXPECT_EQ(sleepers.load(), 2u);  // no strike, no repair
+  EXPECT_EQ(seq.load(), 0u);
+  sleeper_leave(sleepers, t);
+  EXPECT_EQ(sleepers.load(), 1u);
+}
+
 }  // namespace
 }  // namespace shmbus::detail

@@ -35,8 +35,11 @@ enum class FaultPoint : std::uint8_t {
   // Topic.
   subscribe_claimed,  // subscribe(): record claimed, start position read,
                       // the publisher not yet told (policy still free)
+  // Every WaitChannel sleeper (futex.hpp's sleep_until), shmbus::wait()
+  // and a Barrier waiter.
+  sleeper_counted,  // counted in `sleepers`, futex word read, not yet asleep
 };
-inline constexpr int kFaultPoints = static_cast<int>(FaultPoint::subscribe_claimed) + 1;
+inline constexpr int kFaultPoints = static_cast<int>(FaultPoint::sleeper_counted) + 1;
 
 using FaultHook = void (*)(FaultPoint) noexcept;
 

@@ -43,9 +43,11 @@ class FdBridge {
     // change (a dead peer). Shared memory only: never the owner's locals.
     bool (*check)(const void* ctx) noexcept = nullptr;
     // Once the sleep ends for good (fired, or the bridge stops), in the
-    // thread: undoes what the arm left in shared memory, if anything.
-    void (*woke)(const void* ctx) noexcept = nullptr;
+    // thread: undoes what the arm left in shared memory, if anything
+    // (`ticket`: the arm's sleeper ticket, [wait.epoch] in futex.hpp).
+    void (*woke)(const void* ctx, std::uint32_t ticket) noexcept = nullptr;
     const void* ctx = nullptr;
+    std::uint32_t ticket = 0;
     std::chrono::microseconds slice{10'000};
   };
 
@@ -94,9 +96,11 @@ class FdBridge {
 
 // FdBridge::Sleep::woke for a WaitChannel: the bridge counted itself a
 // sleeper (ctx: the WaitChannel); it leaves as a returning sleeper does.
-inline void leave_channel(const void* ctx) noexcept {
+// A process killed while its bridge is counted is repaired like any dead
+// sleeper ([wait.epoch] in futex.hpp).
+inline void leave_channel(const void* ctx, std::uint32_t ticket) noexcept {
   auto* ch = const_cast<WaitChannel*>(static_cast<const WaitChannel*>(ctx));
-  ch->sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+  sleeper_leave(ch->sleepers, ticket);
 }
 
 // The owner's half of the protocol for an object waited on through a
@@ -107,20 +111,22 @@ inline void leave_channel(const void* ctx) noexcept {
 template <class Ready>
 void rearm_on_channel(
     FdBridge& b, WaitChannel& ch, Ready&& ready,
-    void (*woke)(const void*) noexcept = &leave_channel, const void* ctx = nullptr,
+    void (*woke)(const void*, std::uint32_t) noexcept = &leave_channel, const void* ctx = nullptr,
     std::chrono::microseconds slice = std::chrono::microseconds(10'000)) noexcept {
   if (!b.owned_here() || b.sleeping()) return;  // counted asleep, nothing came yet
   b.clear();
   if (ctx == nullptr) ctx = &ch;
-  // [wait.sleepers] seq_cst: counted before the seq read and the re-check.
-  ch.sleepers.fetch_add(1, std::memory_order_seq_cst);
+  // [wait.sleepers] counted before the seq read and the re-check.
+  std::uint32_t seq = 0;
+  const std::uint32_t ticket = sleeper_enter(ch, seq);
   FdBridge::Sleep s;
-  s.word = {&ch.seq, ch.seq.load(std::memory_order_seq_cst)};
+  s.word = {&ch.seq, seq};
   if (ready()) {
-    woke(ctx);
+    woke(ctx, ticket);
     b.signal();
     return;
   }
+  s.ticket = ticket;
   s.woke = woke;
   s.ctx = ctx;
   s.slice = slice;

@@ -18,6 +18,40 @@
 // bumps `seq` and wakes), or the notifier's state store precedes the
 // waiter's re-check (the waiter sees the state and does not sleep). No
 // fence is needed, which keeps ThreadSanitizer exact.
+//
+// Dead sleepers (label [wait.epoch]). A process killed between its
+// increment and its decrement (asleep, or anywhere between the two, or a
+// process holding a fileno() whose bridge thread counts itself) would stay
+// counted forever, and every later notify would make a futex_wake for
+// nobody. So the `sleepers` word is not a bare count but
+//
+//   bits 0..15   count     sleepers counted in this epoch
+//   bits 16..19  strikes   notifies in a row whose futex_wake woke nobody
+//   bits 20..31  epoch     bumped by every repair
+//
+// and a sleeper's increment returns a ticket (the word before it: its
+// epoch). Leaving is a CAS that takes one off the count only while the
+// epoch is still the ticket's. A notifier that counted sleepers but woke
+// nobody adds a strike (a live sleeper between its increment and its
+// futex_wait, or one woken and not yet gone, also makes one; a wake that
+// reaches someone clears them). At kSleeperStrikes strikes it repairs:
+// one CAS to {epoch + 1, no strikes, count 0}, then a bump of the futex
+// word and a wake of everyone. Every live sleeper wakes (or finds the word
+// changed), its decrement is a no-op, it re-checks its predicate and
+// counts itself again in the new epoch; the dead stay uncounted. A
+// sleeper re-reads the epoch after it reads the futex word: unchanged, the
+// repair's CAS follows that read in the total order, so the repair's bump
+// follows its futex word read and its futex_wait cannot sleep through the
+// repair; changed, its count was wiped by the CAS (which compared the whole
+// word, its increment included) and it counts itself again. So:
+//   - no new shared write on the fast path: a notify with no sleeper
+//     counted still loads one word and returns; strikes are written only
+//     after a futex_wake (a system call) that woke nobody;
+//   - a dead sleeper costs at most kSleeperStrikes wakes for nobody, then
+//     nothing; the repair costs every live sleeper one extra wake-up.
+// The same word and rules serve Condition and Barrier (sync_state.hpp),
+// whose futex words the repair must not bump (a Condition's seq is only
+// bumped under its lock; a Barrier's gen is its generation): see there.
 #pragma once
 
 #include <atomic>
@@ -27,6 +61,7 @@
 #include <cstdint>
 #include <span>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/wait.hpp"
 
 namespace shmbus::detail {
@@ -40,6 +75,10 @@ FutexResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t exp
 
 // Wakes up to `count` processes sleeping on `word`; returns how many woke.
 int futex_wake(const std::atomic<std::uint32_t>& word, int count = INT_MAX) noexcept;
+
+// FUTEX_WAKE system calls the calling thread has made (every futex_wake
+// above counts one): what the tests read to prove a path makes none.
+[[nodiscard]] std::uint64_t futex_wake_calls() noexcept;
 
 // The same on the low 32 bits of a 64-bit word (its first four bytes: x86
 // and every Linux target shmbus builds for are little endian), for a
@@ -96,21 +135,81 @@ inline void prefetch_for_write(const void* p) noexcept {
   asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
 }
 
+// --- the sleepers word ([wait.epoch]) -------------------------------------
+inline constexpr std::uint32_t kSleeperCountMask = 0xffffu;
+inline constexpr std::uint32_t kSleeperStrikeOne = 1u << 16;
+inline constexpr std::uint32_t kSleeperStrikeMask = 0xfu << 16;
+inline constexpr std::uint32_t kSleeperEpochOne = 1u << 20;
+inline constexpr std::uint32_t kSleeperEpochMask = ~(kSleeperEpochOne - 1);
+inline constexpr std::uint32_t kSleeperStrikes = 4;
+
+[[nodiscard]] inline std::uint32_t sleeper_count(std::uint32_t word) noexcept {
+  return word & kSleeperCountMask;
+}
+
+// Counts the caller a sleeper; returns its ticket (for sleeper_leave()).
+// [wait.sleepers] seq_cst: pairs with the load in notify().
+[[nodiscard]] inline std::uint32_t sleeper_enter(std::atomic<std::uint32_t>& sleepers) noexcept {
+  return sleepers.fetch_add(1, std::memory_order_seq_cst);
+}
+// [wait.epoch] after the futex word's read: false when a repair wiped the
+// count taken with `ticket` (count again before sleeping).
+[[nodiscard]] inline bool sleeper_still_counted(const std::atomic<std::uint32_t>& sleepers,
+                                                std::uint32_t ticket) noexcept {
+  // seq_cst: ordered after the futex word's seq_cst read ([wait.epoch]).
+  return ((sleepers.load(std::memory_order_seq_cst) ^ ticket) & kSleeperEpochMask) == 0;
+}
+// Uncounts a sleeper counted with `ticket`, unless a repair already did.
+inline void sleeper_leave(std::atomic<std::uint32_t>& sleepers, std::uint32_t ticket) noexcept {
+  // relaxed: a count only; the CAS keeps strikes and epoch as they are.
+  std::uint32_t w = sleepers.load(std::memory_order_relaxed);
+  while (((w ^ ticket) & kSleeperEpochMask) == 0 && sleeper_count(w) != 0 &&
+         !sleepers.compare_exchange_weak(w, w - 1, std::memory_order_relaxed)) {
+  }
+}
+
+// After a futex_wake that followed a load of `seen` (count > 0) from
+// `sleepers`: `woke` is what it returned. A strike, or strikes cleared, or
+// ([wait.epoch]) the repair: a new epoch with no sleeper counted, then
+// `bump` (the futex word, when the repair may change it; else nullptr)
+// incremented and everyone on `futex_word` woken. Returns true when it
+// repaired. Out of line: only after a system call.
+bool sleepers_after_wake(std::atomic<std::uint32_t>& sleepers, std::uint32_t seen, int woke,
+                         std::atomic<std::uint32_t>* bump,
+                         const std::atomic<std::uint32_t>& futex_word) noexcept;
+inline void note_wake(std::atomic<std::uint32_t>& sleepers, std::uint32_t seen, int woke,
+                      std::atomic<std::uint32_t>* bump,
+                      const std::atomic<std::uint32_t>& futex_word) noexcept {
+  if (woke == 0 || (seen & kSleeperStrikeMask) != 0) [[unlikely]]
+    (void)sleepers_after_wake(sleepers, seen, woke, bump, futex_word);
+}
+
 // Lives in shared memory; zero-initialised is the valid initial state.
 struct WaitChannel {
   std::atomic<std::uint32_t> seq;       // futex word; bumped by notify() when someone sleeps
-  std::atomic<std::uint32_t> sleepers;  // processes between their increment and wake-up
+  std::atomic<std::uint32_t> sleepers;  // [wait.epoch] word: count, strikes, epoch
 };
 static_assert(sizeof(WaitChannel) == 8);
+
+// Counts the caller a sleeper of `ch` and reads the futex word it sleeps
+// on into `seq`; returns the ticket ([wait.sleepers], [wait.epoch]).
+[[nodiscard]] inline std::uint32_t sleeper_enter(WaitChannel& ch, std::uint32_t& seq) noexcept {
+  for (;;) {
+    const std::uint32_t ticket = sleeper_enter(ch.sleepers);
+    seq = ch.seq.load(std::memory_order_seq_cst);  // [wait.sleepers] seq_cst
+    if (sleeper_still_counted(ch.sleepers, ticket)) return ticket;
+  }
+}
 
 // Wakes up to `count` sleepers if there are any. No system call and no
 // shared write when nobody sleeps. See [wait.sleepers] above.
 inline void notify(WaitChannel& ch, int count = INT_MAX) noexcept {
   // [wait.sleepers] seq_cst: ordered after the caller's seq_cst publication.
-  if (ch.sleepers.load(std::memory_order_seq_cst) == 0) return;
+  const std::uint32_t seen = ch.sleepers.load(std::memory_order_seq_cst);
+  if (sleeper_count(seen) == 0) return;
   // seq_cst RMW: a waiter that read the old seq fails its futex value check.
   ch.seq.fetch_add(1, std::memory_order_seq_cst);
-  futex_wake(ch.seq, count);
+  note_wake(ch.sleepers, seen, futex_wake(ch.seq, count), &ch.seq, ch.seq);  // [wait.epoch]
 }
 
 // The sleeping half of wait_until(): counts itself in `sleepers`, sleeps
@@ -121,15 +220,15 @@ template <class Ready, class Woke>
 bool sleep_until(WaitChannel& ch, Ready&& ready, const Clock::time_point* deadline,
                  Woke&& woke) noexcept {
   for (;;) {
-    // [wait.sleepers] seq_cst: pairs with the load in notify().
-    ch.sleepers.fetch_add(1, std::memory_order_seq_cst);
-    const std::uint32_t seq = ch.seq.load(std::memory_order_seq_cst);
+    std::uint32_t seq = 0;
+    const std::uint32_t ticket = sleeper_enter(ch, seq);
     if (ready()) {
-      ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+      sleeper_leave(ch.sleepers, ticket);
       return true;
     }
+    fault_point(FaultPoint::sleeper_counted);
     const FutexResult r = futex_wait(ch.seq, seq, deadline);
-    ch.sleepers.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count only
+    sleeper_leave(ch.sleepers, ticket);
     woke();
     if (ready()) return true;
     if (r == FutexResult::timed_out) return false;

@@ -141,7 +141,8 @@ static_assert(sizeof(SemaphoreState) == 128);
 
 // Condition, format v1.
 //   0   seq        futex word, bumped by notify under the lock ([cond.seq])
-//   4   sleepers   waiters between registering and waking up
+//   4   sleepers   waiters between registering and waking up ([wait.epoch] word:
+//                  count, strikes, epoch; see futex.hpp)
 //   64  lock_kind  ObjectKind of the lock (lock or rlock)   (set once before ready)
 //   68  name_len   length of lock_name                      (set once before ready)
 //   72  lock_name  the lock's user-visible name, not NUL-terminated
@@ -158,7 +159,7 @@ static_assert(offsetof(ConditionState, lock_kind) == 64);
 // Barrier, format v1.
 //   0    guard     robust mutex over count, broken, outcome
 //   64   gen       futex word: generation, bumped when one ends ([barrier.gen])
-//   68   sleepers  waiters between registering and waking up
+//   68   sleepers  waiters between registering and waking up ([wait.epoch] word)
 //   72   parties   set once before ready
 //   76   count     arrivals in this generation         (under guard)
 //   80   broken    1 until reset()                     (under guard; read lock-free)
