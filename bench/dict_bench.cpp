@@ -11,18 +11,17 @@
 // `others_per_s` the other readers' rate each, `cpus_shared` 1 when there
 // were fewer CPUs than processes (the rows then measure the scheduler).
 #include <benchmark/benchmark.h>
-#include <sys/mman.h>
-
 #include <sched.h>
+#include <sys/mman.h>
 
 #include <array>
 #include <atomic>
-#include <chrono>
 #include <boost/interprocess/allocators/allocator.hpp>
 #include <boost/interprocess/containers/map.hpp>
 #include <boost/interprocess/managed_shared_memory.hpp>
 #include <boost/interprocess/sync/interprocess_mutex.hpp>
 #include <boost/interprocess/sync/scoped_lock.hpp>
+#include <chrono>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -78,16 +77,20 @@ void timed(benchmark::State& state, std::size_t keys, Op&& op) {
 
 // ---- shmbus::Dict -------------------------------------------------------
 
+// A new store `name` holding key_of(0..keys-1).
+shmbus::Dict<std::string, double> filled_dict(const std::string& name, std::size_t keys) {
+  shmbus::Dict<std::string, double>::unlink(name);
+  auto d = shmbus::Dict<std::string, double>::create(name);
+  std::vector<std::pair<std::string, double>> all;
+  for (std::size_t i = 0; i < keys; ++i) all.emplace_back(key_of(i), double(i));
+  d.update(all);
+  return d;
+}
+
 void BM_Dict(benchmark::State& state, bool contended, bool set) {
   const auto keys = static_cast<std::size_t>(state.range(0));
   const std::string name = shmbus::bench::bench_name("dict");
-  shmbus::Dict<std::string, double>::unlink(name);
-  shmbus::Dict<std::string, double> d = shmbus::Dict<std::string, double>::create(name);
-  {
-    std::vector<std::pair<std::string, double>> all;
-    for (std::size_t i = 0; i < keys; ++i) all.emplace_back(key_of(i), double(i));
-    d.update(all);
-  }
+  shmbus::Dict<std::string, double> d = filled_dict(name, keys);
   shmbus::bench::pin_this_thread(bench_cpus().parent);
   StopFlag stop;
   std::unique_ptr<PinnedChild> writer;
@@ -115,13 +118,7 @@ void BM_Dict_ReadersBesideWriter_Get(benchmark::State& state) {
   constexpr std::size_t keys = 10000;
   const auto readers = static_cast<int>(state.range(0));
   const std::string name = shmbus::bench::bench_name("dict-readers");
-  shmbus::Dict<std::string, double>::unlink(name);
-  shmbus::Dict<std::string, double> d = shmbus::Dict<std::string, double>::create(name);
-  {
-    std::vector<std::pair<std::string, double>> all;
-    for (std::size_t i = 0; i < keys; ++i) all.emplace_back(key_of(i), double(i));
-    d.update(all);
-  }
+  shmbus::Dict<std::string, double> d = filled_dict(name, keys);
   // CPUs: the measured reader, the writer, then the others round the rest.
   std::vector<int> cpus;
   {
@@ -137,8 +134,8 @@ void BM_Dict_ReadersBesideWriter_Get(benchmark::State& state) {
   shmbus::bench::pin_this_thread(bench_cpus().parent);
   StopFlag stop;
   // The other readers' op counts, one cache line each.
-  auto* counts = static_cast<std::atomic<std::uint64_t>*>(::mmap(
-      nullptr, 64 * 8, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  auto* counts = static_cast<std::atomic<std::uint64_t>*>(
+      ::mmap(nullptr, 64 * 8, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   std::vector<std::unique_ptr<PinnedChild>> children;
   children.push_back(std::make_unique<PinnedChild>(bench_cpus().child, [&] {
     auto mine = shmbus::Dict<std::string, double>::open(name);
@@ -146,18 +143,19 @@ void BM_Dict_ReadersBesideWriter_Get(benchmark::State& state) {
     while (!stop.flag->load(std::memory_order_relaxed)) mine.set(key_of(rng() % keys), 1.0);
   }));
   for (int r = 1; r < readers; ++r)
-    children.push_back(std::make_unique<PinnedChild>(cpus[static_cast<std::size_t>(r - 1) % cpus.size()], [&, r] {
-      auto mine = shmbus::Dict<std::string, double>::open(name);
-      auto ks = random_keys(1 << 12, keys);
-      double sink = 0;
-      std::uint64_t n = 0;
-      auto* mine_count = new (&counts[8 * (r - 1)]) std::atomic<std::uint64_t>(0);
-      while (!stop.flag->load(std::memory_order_relaxed)) {
-        sink += *mine.get(ks[n++ & (ks.size() - 1)]);
-        if ((n & 63) == 0) mine_count->store(n, std::memory_order_relaxed);  // relaxed: a tally
-      }
-      benchmark::DoNotOptimize(sink);
-    }));
+    children.push_back(
+        std::make_unique<PinnedChild>(cpus[static_cast<std::size_t>(r - 1) % cpus.size()], [&, r] {
+          auto mine = shmbus::Dict<std::string, double>::open(name);
+          auto ks = random_keys(1 << 12, keys);
+          double sink = 0;
+          std::uint64_t n = 0;
+          auto* mine_count = new (&counts[8 * (r - 1)]) std::atomic<std::uint64_t>(0);
+          while (!stop.flag->load(std::memory_order_relaxed)) {
+            sink += *mine.get(ks[n++ & (ks.size() - 1)]);
+            if ((n & 63) == 0) mine_count->store(n, std::memory_order_relaxed);  // relaxed: a tally
+          }
+          benchmark::DoNotOptimize(sink);
+        }));
   auto others = [&] {
     std::uint64_t sum = 0;
     for (int r = 1; r < readers; ++r) sum += counts[8 * (r - 1)].load(std::memory_order_relaxed);
@@ -166,8 +164,7 @@ void BM_Dict_ReadersBesideWriter_Get(benchmark::State& state) {
   const std::uint64_t others0 = others();
   const auto t0 = std::chrono::steady_clock::now();
   timed(state, keys, [&](const std::string& k) { return *d.get(k); });
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::uint64_t others1 = others();
   stop.flag->store(true);
   for (auto& c : children) c->join();

@@ -22,7 +22,7 @@ struct sigaction g_prev_bus {};
 void on_signal(int sig, siginfo_t* info, void* context) {
   FaultState& s = t_fault;
   if (sigjmp_buf* to = s.jump.load(std::memory_order_relaxed); to != nullptr) {  // [kv.guard]
-    s.jump.store(nullptr, std::memory_order_relaxed);                           // [kv.guard]
+    s.jump.store(nullptr, std::memory_order_relaxed);                            // [kv.guard]
     s.signo = sig;
     s.address = info != nullptr ? info->si_addr : nullptr;
     // The kernel blocked `sig` for the handler; the jump does not restore

@@ -40,7 +40,7 @@ struct FaultState {
   // on this thread (a fault is delivered to the thread that faulted):
   // relaxed, with signal fences ordering it around the guarded calls.
   std::atomic<sigjmp_buf*> jump{nullptr};
-  int signo = 0;          // SIGSEGV or SIGBUS; 0: an LMDB assertion
+  int signo = 0;            // SIGSEGV or SIGBUS; 0: an LMDB assertion
   void* address = nullptr;  // the faulting address
   char assertion[240] = {};
 };
@@ -61,11 +61,11 @@ template <class F>
   sigjmp_buf here;
   // No signal mask saved (no system call): the handler unblocks its signal.
   if (sigsetjmp(here, 0) != 0) return false;
-  s.jump.store(&here, std::memory_order_relaxed);     // [kv.guard]
+  s.jump.store(&here, std::memory_order_relaxed);       // [kv.guard]
   std::atomic_signal_fence(std::memory_order_seq_cst);  // [kv.guard] armed before f
   f();
   std::atomic_signal_fence(std::memory_order_seq_cst);  // [kv.guard] f done before disarming
-  s.jump.store(nullptr, std::memory_order_relaxed);   // [kv.guard]
+  s.jump.store(nullptr, std::memory_order_relaxed);     // [kv.guard]
   return true;
 }
 

@@ -379,12 +379,13 @@ struct KvStore::Env {
     struct stat st {};
     if (::fstat(size_fd, &st) != 0) throw Error(Errc::system, name, std::strerror(errno));
     MapSpans found;
-    for_each_mapping([&](std::uintptr_t lo, std::uintptr_t hi, std::uint64_t off, dev_t dev,
-                         ino_t ino) {
-      if (ino != st.st_ino || dev != st.st_dev || off != 0 || found.count == MapSpans::kMax) return;
-      found.span[found.count++] = Bytes(reinterpret_cast<const std::byte*>(lo), hi - lo);
-      found.largest = std::max<std::size_t>(found.largest, hi - lo);
-    });
+    for_each_mapping(
+        [&](std::uintptr_t lo, std::uintptr_t hi, std::uint64_t off, dev_t dev, ino_t ino) {
+          if (ino != st.st_ino || dev != st.st_dev || off != 0 || found.count == MapSpans::kMax)
+            return;
+          found.span[found.count++] = Bytes(reinterpret_cast<const std::byte*>(lo), hi - lo);
+          found.largest = std::max<std::size_t>(found.largest, hi - lo);
+        });
     if (found.count == 0)
       throw Error(Errc::system, name, "the store's map is not in /proc/self/maps");
     maps = found;
@@ -463,16 +464,16 @@ struct KvStore::Env {
   // tid); pthread_mutex_unlock also takes it off this thread's robust list.
   void release_writer_mutex() const {
     bool done = false;
-    for_each_mapping([&](std::uintptr_t lo, std::uintptr_t hi, std::uint64_t off, dev_t dev,
-                         ino_t ino) {
-      if (done || ino != lock_ino || dev != lock_dev || off != 0 || hi - lo < 128) return;
-      auto* mutex = reinterpret_cast<pthread_mutex_t*>(lo + 64);
-      std::uint32_t word = 0;
-      std::memcpy(&word, static_cast<const void*>(mutex), sizeof word);
-      if ((word & 0x3fffffffU) != static_cast<std::uint32_t>(::gettid())) return;
-      ::pthread_mutex_unlock(mutex);
-      done = true;
-    });
+    for_each_mapping(
+        [&](std::uintptr_t lo, std::uintptr_t hi, std::uint64_t off, dev_t dev, ino_t ino) {
+          if (done || ino != lock_ino || dev != lock_dev || off != 0 || hi - lo < 128) return;
+          auto* mutex = reinterpret_cast<pthread_mutex_t*>(lo + 64);
+          std::uint32_t word = 0;
+          std::memcpy(&word, static_cast<const void*>(mutex), sizeof word);
+          if ((word & 0x3fffffffU) != static_cast<std::uint32_t>(::gettid())) return;
+          ::pthread_mutex_unlock(mutex);
+          done = true;
+        });
   }
 
   void give_back(MDB_txn* t) noexcept {
@@ -618,7 +619,10 @@ void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key
         return std::string();
       }
       if (r != 0) throw_mdb(e.name, "reading meta", r);
-      if (v.mv_size > 4096) throw Error(Errc::corrupted, e.name, std::string("meta record ") + k + " of " + std::to_string(v.mv_size) + " bytes");
+      if (v.mv_size > 4096)
+        throw Error(
+            Errc::corrupted, e.name,
+            std::string("meta record ") + k + " of " + std::to_string(v.mv_size) + " bytes");
       std::string have(static_cast<const char*>(v.mv_data), v.mv_size);
       if (have == want) return std::string();
       if (std::strcmp(k, "kind") == 0) {
@@ -998,8 +1002,7 @@ std::optional<Bytes> ReadTxn::get(Bytes key) const {
   MDB_val k = val(key), v{};
   int rc = 0;
   if (!guarded([&] {
-        if (KvHook h = g_kv_inside_lmdb.load(std::memory_order_relaxed); h != nullptr)
-            [[unlikely]]
+        if (KvHook h = g_kv_inside_lmdb.load(std::memory_order_relaxed); h != nullptr) [[unlikely]]
           h();
         rc = ::mdb_get(static_cast<MDB_txn*>(txn_), dbi_, &k, &v);
       }))
@@ -1081,7 +1084,8 @@ std::optional<std::pair<Bytes, Bytes>> ReadTxn::last() const {
   open_cursor(cur, static_cast<MDB_txn*>(txn_), dbi_, *name_);
   MDB_val k{}, v{};
   int rc = 0;
-  if (!guarded([&] { rc = ::mdb_cursor_get(cur.c, &k, &v, MDB_LAST); })) throw_fault(*name_, "last");
+  if (!guarded([&] { rc = ::mdb_cursor_get(cur.c, &k, &v, MDB_LAST); }))
+    throw_fault(*name_, "last");
   if (rc == MDB_NOTFOUND) return std::nullopt;
   if (rc != 0) throw_mdb(*name_, "last", rc);
   check_in_map(bytes(k), "last");
@@ -1096,8 +1100,7 @@ void WriteTxn::put(Bytes key, Bytes value) {
   MDB_val k = val(key), v = val(value);
   int rc = 0;
   if (!guarded([&] {
-        if (KvHook h = g_kv_inside_lmdb.load(std::memory_order_relaxed); h != nullptr)
-            [[unlikely]]
+        if (KvHook h = g_kv_inside_lmdb.load(std::memory_order_relaxed); h != nullptr) [[unlikely]]
           h();
         rc = ::mdb_put(static_cast<MDB_txn*>(txn_), dbi_, &k, &v, 0);
       })) {

@@ -86,7 +86,6 @@ TEST(DictCorrupt, ScribbledMetaPagesAreCorruptedErrorsForOpenReaders) {
   EXPECT_EQ(st.code, 0);
 }
 
-
 // ---- random corruption, each trial in a forked child with a deadline ----
 
 // The bytes of a store's data file, trailing zero pages left off.
@@ -103,8 +102,7 @@ std::vector<char> image_of(const std::string& name) {
 }
 
 void write_image(const std::string& name, const std::vector<char>& img) {
-  const int fd =
-      ::open(detail::KvStore::path_of(name).c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  const int fd = ::open(detail::KvStore::path_of(name).c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::pwrite(fd, img.data(), img.size(), 0), static_cast<ssize_t>(img.size()));
   ::close(fd);
@@ -239,7 +237,8 @@ TEST(DictCorrupt, RandomDamageToItsPagesIsAnErrorNeverACrashOrAHang) {
     TestDict d{dn, small};
     std::vector<std::pair<std::string, std::string>> kv;
     for (int i = 0; i < 2000; ++i)
-      kv.emplace_back("key" + std::to_string(i), std::string(static_cast<std::size_t>(i % 90), 'v'));
+      kv.emplace_back("key" + std::to_string(i),
+                      std::string(static_cast<std::size_t>(i % 90), 'v'));
     for (int i = 0; i < 3; ++i) kv.emplace_back("big" + std::to_string(i), std::string(9000, 'b'));
     d.update(kv);
     List<std::int64_t> l{ln, small};
@@ -283,8 +282,8 @@ TEST(DictCorrupt, RandomDamageToItsPagesIsAnErrorNeverACrashOrAHang) {
     });
     ChildStatus st = wait_child(child, 60s);
     ASSERT_FALSE(st.timed_out) << "trial " << trial << " (" << to_string(how) << "): hung";
-    ASSERT_TRUE(st.exited) << "trial " << trial << " (" << to_string(how)
-                           << "): killed by signal " << st.signal;
+    ASSERT_TRUE(st.exited) << "trial " << trial << " (" << to_string(how) << "): killed by signal "
+                           << st.signal;
     ASSERT_TRUE(st.code >= 0 && st.code < 8)
         << "trial " << trial << " (" << to_string(how) << "): exit " << st.code;
     ++tally[st.code];
