@@ -574,8 +574,12 @@ void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key
   e.throw_if_retired();
   for (;;) {
     MDB_txn* t = nullptr;
-    if (int rc = ::mdb_txn_begin(e.env, nullptr, 0, &t); rc != 0)
+    if (int rc = ::mdb_txn_begin(e.env, nullptr, 0, &t); rc == MDB_MAP_RESIZED) {
+      e.adopt_size();  // another process grew the map since we mapped it
+      continue;
+    } else if (rc != 0) {
       throw_mdb(e.name, "beginning setup", rc);
+    }
     MDB_dbi meta = 0;
     int rc = 0;
     // mdb_dbi_open and mdb_get only read: a fault leaves the transaction abortable.
@@ -847,8 +851,10 @@ KvStore::Env& KvStore::env() const {
   {
     // Re-open the DBIs properly in this environment.
     MDB_txn* t = nullptr;
-    if (int rc = ::mdb_txn_begin(e->env, nullptr, MDB_RDONLY, &t); rc != 0)
-      throw_mdb(name_, "reopening after fork", rc);
+    for (int rc; (rc = ::mdb_txn_begin(e->env, nullptr, MDB_RDONLY, &t)) != 0;) {
+      if (rc != MDB_MAP_RESIZED) throw_mdb(name_, "reopening after fork", rc);
+      e->adopt_size();  // another process grew the map since we mapped it
+    }
     int rc = 0;
     if (!guarded([&] {
           rc = ::mdb_dbi_open(t, "meta", 0, &e->meta);
