@@ -238,6 +238,12 @@ bool validate_file(int fd, const std::string& name) {
   if (::pread(fd, &m1, sizeof m1, static_cast<off_t>(psize)) != static_cast<ssize_t>(sizeof m1) ||
       m1.magic != kLmdbMagic)
     throw Error(Errc::corrupted, name, "bad magic in meta page 1");
+  // LMDB takes the page size from the newer meta page, and allocates a
+  // page-sized buffer at open: both must agree.
+  if (m1.dbs[0].pad != psize)
+    throw Error(Errc::corrupted, name,
+                "meta page 1: page size " + std::to_string(m1.dbs[0].pad) + ", meta page 0 says " +
+                    std::to_string(psize));
   // The size that bounds the metas is read after them: a committing writer
   // extends the file before it writes a meta page, so a size read after the
   // metas covers every page they name (one read before them may be older:

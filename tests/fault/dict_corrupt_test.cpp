@@ -182,6 +182,26 @@ void attempt(F&& f) {
 
 using TestDict = Dict<std::string, std::string>;
 
+// Writes to a damaged store run in builds without a sanitizer only: LMDB's
+// write paths (mdb_put, the free list's save in mdb_txn_commit) then
+// memcpy/memmove runs of garbage length, which ASan's and TSan's
+// interceptors report (memcpy-param-overlap, a 57 MB read past the map)
+// before the copy faults into the guard; in a plain build the copy runs
+// until it faults (README, "Corrupted stores": such a copy may first
+// overwrite memory mapped next to the store's map). Reads are run in
+// every build.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kDamagedWrites = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kDamagedWrites = false;
+#else
+constexpr bool kDamagedWrites = true;
+#endif
+#else
+constexpr bool kDamagedWrites = true;
+#endif
+
 void use_all(std::optional<TestDict>& d, std::optional<List<std::int64_t>>& l,
              std::optional<Namespace>& ns, std::mt19937_64& rng) {
   for (int round = 0; round < 2; ++round) {  // reads, a write each, reads again
@@ -211,7 +231,7 @@ void use_all(std::optional<TestDict>& d, std::optional<List<std::int64_t>>& l,
       attempt([&] { (void)ns->contains("counter1"); });
       attempt([&] { (void)ns->fields(); });
     }
-    if (round == 1) break;
+    if (round == 1 || !kDamagedWrites) break;
     if (d) {
       attempt([&] { d->set("key" + std::to_string(rng() % 2000), "written"); });
       attempt([&] { (void)d->erase("key" + std::to_string(rng() % 2000)); });
