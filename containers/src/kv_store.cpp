@@ -1275,13 +1275,17 @@ StoreStats inspect_store(const std::string& name) {
   auto record = [&](const char* k) {
     MDB_val kv{std::strlen(k), const_cast<char*>(k)}, v{};
     int rc = 0;
-    if (!guarded([&] { rc = ::mdb_get(t, meta, &kv, &v); })) throw_fault(name, "reading meta");
-    if (rc != 0 || v.mv_size > 4096 || v.mv_data < info.me_mapaddr ||
-        static_cast<const char*>(v.mv_data) + v.mv_size >
-            static_cast<const char*>(info.me_mapaddr) + info.me_mapsize)
-      return std::string();
-    return std::string(static_cast<const char*>(v.mv_data), v.mv_size);
+    std::array<char, 4096> buf{};
+    // The copy too runs under the guard: the record may lie anywhere.
+    if (!guarded([&] {
+          rc = ::mdb_get(t, meta, &kv, &v);
+          if (rc == 0 && v.mv_size <= buf.size()) std::memcpy(buf.data(), v.mv_data, v.mv_size);
+        }))
+      throw_fault(name, "reading meta");
+    if (rc != 0 || v.mv_size > buf.size()) return std::string();
+    return std::string(buf.data(), v.mv_size);
   };
+
   const std::string kind = record("kind");
   s.kind = kind.size() == 1 ? std::string(to_string(static_cast<StoreKind>(kind[0]))) : "unknown";
   auto type_of = [](const std::string& r) { return r.size() > 8 ? r.substr(8) : std::string(); };
