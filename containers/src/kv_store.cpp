@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "fault_guard.hpp"
 #include "shmbus/detail/segment.hpp"  // validate_name
 #include "shmbus/error.hpp"
 #include "shmbus/store_files.hpp"
@@ -81,7 +83,7 @@ void register_atfork() {
 [[noreturn]] void throw_mdb(const std::string& name, const char* what, int rc) {
   Errc code = Errc::system;
   if (rc == MDB_INVALID || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_PANIC ||
-      rc == MDB_BAD_TXN)
+      rc == MDB_BAD_TXN || rc == MDB_INCOMPATIBLE || rc == MDB_CURSOR_FULL)
     code = Errc::corrupted;
   else if (rc == MDB_VERSION_MISMATCH)
     code = Errc::wrong_version;
@@ -91,6 +93,17 @@ void register_atfork() {
     code = Errc::too_large;
   throw Error(code, name, std::string(what) + ": " + ::mdb_strerror(rc));
 }
+
+// A guarded LMDB call faulted (fault_guard.hpp): the store's file is not
+// what LMDB wrote.
+[[noreturn]] void throw_fault(const std::string& name, const char* what) {
+  throw Error(Errc::corrupted, name,
+              std::string(what) + ": the store's pages are corrupted (" + describe_fault() + ")");
+}
+
+// An entry takes at least 12 bytes of a leaf page (node header, a 1-byte
+// key, padding, its slot): more entries than that fit in the map is a lie.
+constexpr std::size_t kMinEntryBytes = 12;
 
 MDB_val val(Bytes b) { return MDB_val{b.size(), const_cast<std::byte*>(b.data())}; }
 Bytes bytes(const MDB_val& v) { return {static_cast<const std::byte*>(v.mv_data), v.mv_size}; }
@@ -109,6 +122,31 @@ inline void tsan_end([[maybe_unused]] void* env) noexcept {
 #if defined(SHMBUS_TSAN)
   __tsan_release(env);
 #endif
+}
+
+// Calls f(lo, hi, offset, dev, inode) for every mapping of this process.
+template <class F>
+void for_each_mapping(F&& f) {
+  const int fd = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;)
+    text.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    std::size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    unsigned long lo = 0, hi = 0, off = 0, ino = 0;
+    unsigned maj = 0, min = 0;
+    char perms[5] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s %lx %x:%x %lu", &lo, &hi, perms, &off, &maj, &min,
+                    &ino) == 7)
+      f(lo, hi, off, makedev(maj, min), static_cast<ino_t>(ino));
+  }
 }
 
 // Raised by WriteTxn::put on MDB_MAP_FULL; write() grows the map and reruns.
@@ -200,6 +238,12 @@ bool validate_file(int fd, const std::string& name) {
   if (::pread(fd, &m1, sizeof m1, static_cast<off_t>(psize)) != static_cast<ssize_t>(sizeof m1) ||
       m1.magic != kLmdbMagic)
     throw Error(Errc::corrupted, name, "bad magic in meta page 1");
+  // LMDB takes the page size from the newer meta page, and allocates a
+  // page-sized buffer at open: both must agree.
+  if (m1.dbs[0].pad != psize)
+    throw Error(Errc::corrupted, name,
+                "meta page 1: page size " + std::to_string(m1.dbs[0].pad) + ", meta page 0 says " +
+                    std::to_string(psize));
   // The size that bounds the metas is read after them: a committing writer
   // extends the file before it writes a meta page, so a size read after the
   // metas covers every page they name (one read before them may be older:
@@ -225,6 +269,20 @@ bool validate_file(int fd, const std::string& name) {
 
 }  // namespace
 
+// Where this process maps a store's data file: LMDB's map, and in a forked
+// child also the parent's (abandoned, still mapped). LMDB 0.9 does not say
+// where its map lies (mdb_env_info's me_mapaddr is the meta page's fixed
+// address, 0), so they are read from /proc/self/maps at open and after a
+// resize. A key or value LMDB hands out must lie inside one: the file is
+// at least as large as any of them (it never shrinks), so reading it cannot
+// fault. `largest` bounds how many entries the store can hold.
+struct MapSpans {
+  static constexpr std::size_t kMax = 4;
+  std::array<Bytes, kMax> span{};
+  std::size_t count = 0;
+  std::size_t largest = 0;
+};
+
 // One LMDB environment of this process (shared by every KvStore handle on
 // the same path). Fields are set once at open, except those noted.
 struct KvStore::Env {
@@ -242,11 +300,25 @@ struct KvStore::Env {
   std::shared_mutex resize_mu;
   std::mutex pool_mu;
   std::vector<MDB_txn*> pool;  // reset read txns, under pool_mu
+  // This process's writers, one at a time (LMDB serialises them anyway):
+  // none may begin once the environment is retired. Taken before resize_mu.
+  std::mutex write_mu;
+  // Retired after a write call faulted (fault_guard.hpp): LMDB's write
+  // transaction is half-updated and cannot be aborted, so no write may
+  // use this environment again in this process (reads still may).
+  // [kv.retired] release: retire_why is written before; acquire: read after.
+  std::atomic<bool> retired{false};
+  std::string retire_why;
+  dev_t lock_dev = 0;  // the lock file, to find LMDB's writer mutex
+  ino_t lock_ino = 0;
+  MapSpans maps;  // changed with resize_mu exclusive
 
   ~Env() {
     // In a forked child the parent's environment is abandoned, never
-    // closed: mdb_env_close would free the parent's reader slots.
+    // closed: mdb_env_close would free the parent's reader slots. A
+    // retired one is leaked: its write transaction is half-updated.
     if (g_fork_gen.load(std::memory_order_relaxed) != fork_gen || env == nullptr) return;
+    if (retired.load(std::memory_order_acquire)) return;  // [kv.retired]
     for (MDB_txn* t : pool) ::mdb_txn_abort(t);
     ::mdb_env_close(env);
     // After the env: closing a descriptor of the lock file first would
@@ -284,6 +356,7 @@ struct KvStore::Env {
     if (int rc = ::mdb_env_set_mapsize(env, std::max(size_of(size_fd, name), current_map()));
         rc != 0)
       throw_mdb(name, "adopting the map size", rc);
+    find_maps();
   }
 
   void grow() {
@@ -303,11 +376,30 @@ struct KvStore::Env {
       reserve(size_fd, next, name);
     }
     if (int rc = ::mdb_env_set_mapsize(env, next); rc != 0) throw_mdb(name, "growing the map", rc);
+    find_maps();
+  }
+
+  // The mappings of the data file (see MapSpans), from /proc/self/maps.
+  // With resize_mu exclusive, or before the Env is shared.
+  void find_maps() {
+    struct stat st {};
+    if (::fstat(size_fd, &st) != 0) throw Error(Errc::system, name, std::strerror(errno));
+    MapSpans found;
+    for_each_mapping(
+        [&](std::uintptr_t lo, std::uintptr_t hi, std::uint64_t off, dev_t dev, ino_t ino) {
+          if (ino != st.st_ino || dev != st.st_dev || off != 0 || found.count == MapSpans::kMax)
+            return;
+          found.span[found.count++] = Bytes(reinterpret_cast<const std::byte*>(lo), hi - lo);
+          found.largest = std::max<std::size_t>(found.largest, hi - lo);
+        });
+    if (found.count == 0)
+      throw Error(Errc::system, name, "the store's map is not in /proc/self/maps");
+    maps = found;
   }
 
   // Checks the meta page LMDB picked: a last page at or past the map's end
   // (a scribbled meta page) would make LMDB read outside the map. Called
-  // with resize_mu shared, so the map stays.
+  // with resize_mu shared, so the map stays; `map` is where it lies.
   // false: another process grew the map past ours (the file holds the
   // page): adopt its size first.
   bool checked_map(const std::string& who) const {
@@ -355,6 +447,41 @@ struct KvStore::Env {
     return t;
   }
 
+  // A write call faulted inside LMDB: retire this environment (see
+  // `retired`) and release LMDB's writer mutex, which this thread holds
+  // and LMDB's half-updated transaction will never unlock: other writers,
+  // here and in other processes, then get their own Error instead of
+  // waiting for ever. Called with write_mu held.
+  [[noreturn]] void retire(const std::string& why) {
+    retire_why = why + "; this process no longer writes to the store";
+    retired.store(true, std::memory_order_release);  // [kv.retired]
+    release_writer_mutex();
+    throw Error(Errc::corrupted, name, retire_why);
+  }
+  void throw_if_retired() const {
+    if (retired.load(std::memory_order_acquire)) [[unlikely]]  // [kv.retired]
+      throw Error(Errc::corrupted, name, retire_why);
+  }
+
+  // LMDB's writer mutex lies at byte 64 of the lock file (MDB_txninfo,
+  // see read_lock_file below); LMDB keeps its mapping's address private,
+  // so it is found in /proc/self/maps by the lock file's inode. Unlocked
+  // only if this thread owns it (a robust mutex's word holds the owner's
+  // tid); pthread_mutex_unlock also takes it off this thread's robust list.
+  void release_writer_mutex() const {
+    bool done = false;
+    for_each_mapping(
+        [&](std::uintptr_t lo, std::uintptr_t hi, std::uint64_t off, dev_t dev, ino_t ino) {
+          if (done || ino != lock_ino || dev != lock_dev || off != 0 || hi - lo < 128) return;
+          auto* mutex = reinterpret_cast<pthread_mutex_t*>(lo + 64);
+          std::uint32_t word = 0;
+          std::memcpy(&word, static_cast<const void*>(mutex), sizeof word);
+          if ((word & 0x3fffffffU) != static_cast<std::uint32_t>(::gettid())) return;
+          ::pthread_mutex_unlock(mutex);
+          done = true;
+        });
+  }
+
   void give_back(MDB_txn* t) noexcept {
     tsan_end(env);  // [kv.tsan]
     ::mdb_txn_reset(t);
@@ -379,9 +506,11 @@ struct Opened {
 // Opens `where` (a file with MDB_NOSUBDIR, or a directory) into `e`.
 void open_env(KvStore::Env& e, const std::string& where, bool subdir, const StoreOptions& o) {
   Opened h;
+  install_fault_handler();
   if (int rc = ::mdb_env_create(&h.env); rc != 0) throw_mdb(e.name, "mdb_env_create", rc);
   ::mdb_env_set_maxdbs(h.env, 2);
   ::mdb_env_set_maxreaders(h.env, o.max_readers);
+  ::mdb_env_set_assert(h.env, on_lmdb_assert);
   const std::string data = subdir ? where + "/data.mdb" : where;
   // O_CREAT as mdb_env_open would: an anonymous store's file is new here.
   const int fd =
@@ -421,8 +550,14 @@ void open_env(KvStore::Env& e, const std::string& where, bool subdir, const Stor
   }
   int dead = 0;
   ::mdb_reader_check(h.env, &dead);  // reclaim slots of dead processes
+  struct stat lock {};
+  if (::stat((subdir ? where + "/lock.mdb" : where + "-lock").c_str(), &lock) == 0) {
+    e.lock_dev = lock.st_dev;
+    e.lock_ino = lock.st_ino;
+  }
   e.env = std::exchange(h.env, nullptr);
   e.size_fd = std::exchange(size_fd.fd, -1);
+  e.find_maps();
   e.max_map = std::max(o.max_map_size, o.map_size);
   e.fork_gen = g_fork_gen.load(std::memory_order_relaxed);
 }
@@ -441,14 +576,32 @@ void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key
   const std::string want_kind(1, static_cast<char>(kind));
   const std::string want_key = fingerprint_bytes(key), want_value = fingerprint_bytes(value);
   auto deadline = std::chrono::steady_clock::now() + kOpenTimeout;
+  std::scoped_lock writers(e.write_mu);  // Env::write_mu
+  e.throw_if_retired();
   for (;;) {
     MDB_txn* t = nullptr;
-    if (int rc = ::mdb_txn_begin(e.env, nullptr, 0, &t); rc != 0)
+    if (int rc = ::mdb_txn_begin(e.env, nullptr, 0, &t); rc == MDB_MAP_RESIZED) {
+      e.adopt_size();  // another process grew the map since we mapped it
+      continue;
+    } else if (rc != 0) {
       throw_mdb(e.name, "beginning setup", rc);
+    }
     MDB_dbi meta = 0;
-    int rc = ::mdb_dbi_open(t, "meta", creator ? MDB_CREATE : 0u, &meta);
+    int rc = 0;
+    // mdb_dbi_open and mdb_get only read: a fault leaves the transaction abortable.
+    if (!guarded([&] { rc = ::mdb_dbi_open(t, "meta", creator ? MDB_CREATE : 0u, &meta); })) {
+      ::mdb_txn_abort(t);
+      throw_fault(e.name, "opening its meta database");
+    }
     if (rc == MDB_NOTFOUND) {  // the creator has not committed yet
       ::mdb_txn_abort(t);
+      // Its setup is a store's first commit: after one, no meta database
+      // means a damaged catalogue, not a creator still at work.
+      MDB_envinfo info{};
+      ::mdb_env_info(e.env, &info);
+      if (info.me_last_txnid > 0)
+        throw Error(Errc::corrupted, e.name,
+                    "the store has commits but no meta database (its pages are corrupted)");
       if (std::chrono::steady_clock::now() > deadline)
         throw Error(Errc::not_ready, e.name, "creator never finished initialising the store");
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -458,17 +611,28 @@ void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key
       ::mdb_txn_abort(t);
       throw_mdb(e.name, "opening its meta database", rc);
     }
+    bool put_faulted = false;
     auto check = [&](const char* k, const std::string& want) {
       MDB_val kv{std::strlen(k), const_cast<char*>(k)};
       MDB_val v{};
-      int r = ::mdb_get(t, meta, &kv, &v);
+      int r = 0;
+      if (!guarded([&] { r = ::mdb_get(t, meta, &kv, &v); })) throw_fault(e.name, "reading meta");
       if (r == MDB_NOTFOUND) {
         if (!creator) return std::string("no ") + k + " record";
         MDB_val nv{want.size(), const_cast<char*>(want.data())};
-        if (int w = ::mdb_put(t, meta, &kv, &nv, 0); w != 0) throw_mdb(e.name, "writing meta", w);
+        int w = 0;
+        if (!guarded([&] { w = ::mdb_put(t, meta, &kv, &nv, 0); })) {
+          put_faulted = true;
+          throw_fault(e.name, "writing meta");
+        }
+        if (w != 0) throw_mdb(e.name, "writing meta", w);
         return std::string();
       }
       if (r != 0) throw_mdb(e.name, "reading meta", r);
+      if (v.mv_size > 4096)
+        throw Error(
+            Errc::corrupted, e.name,
+            std::string("meta record ") + k + " of " + std::to_string(v.mv_size) + " bytes");
       std::string have(static_cast<const char*>(v.mv_data), v.mv_size);
       if (have == want) return std::string();
       if (std::strcmp(k, "kind") == 0) {
@@ -495,6 +659,10 @@ void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key
         why = check("key_type", want_key);
         if (why.empty()) why = check("value_type", want_value);
       }
+    } catch (const Error& err) {
+      if (put_faulted) e.retire(err.reason());
+      ::mdb_txn_abort(t);
+      throw;
     } catch (...) {
       ::mdb_txn_abort(t);
       throw;
@@ -504,11 +672,17 @@ void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key
       throw Error(code, e.name, why);
     }
     MDB_dbi data = 0;
-    if (rc = ::mdb_dbi_open(t, "data", MDB_CREATE, &data); rc != 0) {
+    if (!guarded([&] { rc = ::mdb_dbi_open(t, "data", MDB_CREATE, &data); })) {
+      ::mdb_txn_abort(t);
+      throw_fault(e.name, "opening its data database");
+    }
+    if (rc != 0) {
       ::mdb_txn_abort(t);
       throw_mdb(e.name, "opening its data database", rc);
     }
-    if (rc = ::mdb_txn_commit(t); rc != 0) throw_mdb(e.name, "committing setup", rc);
+    if (!guarded([&] { rc = ::mdb_txn_commit(t); }))
+      e.retire("committing setup: the store's pages are corrupted (" + describe_fault() + ")");
+    if (rc != 0) throw_mdb(e.name, "committing setup", rc);
     e.meta = meta;
     e.data = data;
     return;
@@ -683,10 +857,18 @@ KvStore::Env& KvStore::env() const {
   {
     // Re-open the DBIs properly in this environment.
     MDB_txn* t = nullptr;
-    if (int rc = ::mdb_txn_begin(e->env, nullptr, MDB_RDONLY, &t); rc != 0)
-      throw_mdb(name_, "reopening after fork", rc);
-    int rc = ::mdb_dbi_open(t, "meta", 0, &e->meta);
-    if (rc == 0) rc = ::mdb_dbi_open(t, "data", 0, &e->data);
+    for (int rc; (rc = ::mdb_txn_begin(e->env, nullptr, MDB_RDONLY, &t)) != 0;) {
+      if (rc != MDB_MAP_RESIZED) throw_mdb(name_, "reopening after fork", rc);
+      e->adopt_size();  // another process grew the map since we mapped it
+    }
+    int rc = 0;
+    if (!guarded([&] {
+          rc = ::mdb_dbi_open(t, "meta", 0, &e->meta);
+          if (rc == 0) rc = ::mdb_dbi_open(t, "data", 0, &e->data);
+        })) {
+      ::mdb_txn_abort(t);
+      throw_fault(name_, "reopening after fork");
+    }
     if (rc != 0) {
       ::mdb_txn_abort(t);
       throw_mdb(name_, "reopening after fork", rc);
@@ -715,9 +897,19 @@ void KvStore::read_impl(FnRef<void(const ReadTxn&)> f) const {
       e.adopt_size();
       continue;
     }
-    ReadTxn rt(t, e.data, &name_);
+    ReadTxn rt(t, e.data, &name_, &e.maps);
     try {
       f(rt);
+    } catch (const Error& err) {
+      // After a fault LMDB's read transaction may be half-way through a
+      // page: abort it (a reader holds no lock) rather than reuse it.
+      if (err.code() == Errc::corrupted) {
+        tsan_end(e.env);  // [kv.tsan]
+        ::mdb_txn_abort(t);
+      } else {
+        e.give_back(t);
+      }
+      throw;
     } catch (...) {
       e.give_back(t);
       throw;
@@ -729,10 +921,15 @@ void KvStore::read_impl(FnRef<void(const ReadTxn&)> f) const {
 
 namespace {
 thread_local bool t_map_full = false;  // set by WriteTxn::put, read by write_impl
-}
+// Set by a WriteTxn call that faulted inside LMDB, read by write_impl: its
+// transaction cannot be aborted (fault_guard.hpp), the environment retires.
+thread_local bool t_write_faulted = false;
+}  // namespace
 
 void KvStore::write_impl(FnRef<void(WriteTxn&)> f) {
   Env& e = env();
+  std::scoped_lock w(e.write_mu);
+  e.throw_if_retired();
   for (;;) {
     std::shared_lock g(e.resize_mu);
     MDB_txn* t = nullptr;
@@ -744,11 +941,17 @@ void KvStore::write_impl(FnRef<void(WriteTxn&)> f) {
     }
     if (rc != 0) throw_mdb(name_, "beginning a write", rc);
     tsan_begin(e.env);  // [kv.tsan]
-    WriteTxn wt(t, e.data, &name_);
+    WriteTxn wt(t, e.data, &name_, &e.maps);
     t_map_full = false;
+    t_write_faulted = false;
     try {
       f(wt);
+    } catch (const Error& err) {
+      if (t_write_faulted) e.retire(err.reason());
+      ::mdb_txn_abort(t);
+      throw;
     } catch (...) {
+      if (t_write_faulted) e.retire("a write faulted inside LMDB");
       ::mdb_txn_abort(t);
       // A MapFull (or what the callback made of it) means: grow and rerun.
       if (!t_map_full) throw;
@@ -756,6 +959,8 @@ void KvStore::write_impl(FnRef<void(WriteTxn&)> f) {
       e.grow();
       continue;
     }
+    if (t_write_faulted)  // the callback swallowed our Error
+      e.retire("a write faulted inside LMDB: the store's pages are corrupted");
     if (t_map_full) {  // the callback swallowed our MapFull
       ::mdb_txn_abort(t);
       g.unlock();
@@ -765,7 +970,8 @@ void KvStore::write_impl(FnRef<void(WriteTxn&)> f) {
     if (KvHook h = g_kv_before_commit.load(std::memory_order_relaxed); h != nullptr) [[unlikely]]
       h();
     tsan_end(e.env);  // [kv.tsan]
-    rc = ::mdb_txn_commit(t);
+    if (!guarded([&] { rc = ::mdb_txn_commit(t); }))
+      e.retire("committing: the store's pages are corrupted (" + describe_fault() + ")");
     if (rc == MDB_MAP_FULL) {
       g.unlock();
       e.grow();
@@ -778,6 +984,7 @@ void KvStore::write_impl(FnRef<void(WriteTxn&)> f) {
 
 void testing_set_meta(KvStore& s, std::string_view key, std::string_view value) {
   KvStore::Env& e = s.env();
+  std::scoped_lock w(e.write_mu);
   MDB_txn* t = nullptr;
   if (int rc = ::mdb_txn_begin(e.env, nullptr, 0, &t); rc != 0) throw_mdb(s.name(), "meta", rc);
   MDB_val k{key.size(), const_cast<char*>(key.data())};
@@ -790,18 +997,45 @@ void testing_set_meta(KvStore& s, std::string_view key, std::string_view value) 
   if (rc = ::mdb_txn_commit(t); rc != 0) throw_mdb(s.name(), "meta", rc);
 }
 
+void ReadTxn::check_in_map(Bytes b, const char* what) const {
+  const auto p = reinterpret_cast<std::uintptr_t>(b.data());
+  for (std::size_t i = 0; i < maps_->count; ++i) {
+    const Bytes m = maps_->span[i];
+    const auto lo = reinterpret_cast<std::uintptr_t>(m.data());
+    if (p >= lo && b.size() <= m.size() && p - lo <= m.size() - b.size()) [[likely]]
+      return;
+  }
+  throw Error(Errc::corrupted, *name_,
+              std::string(what) + ": LMDB returned " + std::to_string(b.size()) +
+                  " bytes outside the store's map (its pages are corrupted)");
+}
+
 std::optional<Bytes> ReadTxn::get(Bytes key) const {
   MDB_val k = val(key), v{};
-  int rc = ::mdb_get(static_cast<MDB_txn*>(txn_), dbi_, &k, &v);
+  int rc = 0;
+  if (!guarded([&] {
+        if (KvHook h = g_kv_inside_lmdb.load(std::memory_order_relaxed); h != nullptr) [[unlikely]]
+          h();
+        rc = ::mdb_get(static_cast<MDB_txn*>(txn_), dbi_, &k, &v);
+      }))
+    throw_fault(*name_, "get");
   if (rc == MDB_NOTFOUND) return std::nullopt;
   if (rc != 0) throw_mdb(*name_, "get", rc);
+  check_in_map(bytes(v), "get");
   return bytes(v);
 }
 
 std::size_t ReadTxn::size() const {
   MDB_stat st{};
-  if (int rc = ::mdb_stat(static_cast<MDB_txn*>(txn_), dbi_, &st); rc != 0)
-    throw_mdb(*name_, "stat", rc);
+  int rc = 0;
+  if (!guarded([&] { rc = ::mdb_stat(static_cast<MDB_txn*>(txn_), dbi_, &st); }))
+    throw_fault(*name_, "size");
+  if (rc != 0) throw_mdb(*name_, "stat", rc);
+  if (st.ms_entries > maps_->largest / kMinEntryBytes)
+    throw Error(Errc::corrupted, *name_,
+                "the store says it holds " + std::to_string(st.ms_entries) +
+                    " entries, more than its map of " + std::to_string(maps_->largest) +
+                    " bytes can hold");
   return st.ms_entries;
 }
 
@@ -812,28 +1046,62 @@ struct Cursor {
     if (c != nullptr) ::mdb_cursor_close(c);
   }
 };
+
+// Opens a cursor (mdb_cursor_open reads the store's catalogue page).
+void open_cursor(Cursor& cur, MDB_txn* txn, MDB_dbi dbi, const std::string& name) {
+  int rc = 0;
+  // A fault here leaks the cursor's allocation (corrupted store only).
+  if (!guarded([&] { rc = ::mdb_cursor_open(txn, dbi, &cur.c); })) throw_fault(name, "cursor");
+  if (rc != 0) throw_mdb(name, "cursor", rc);
+}
 }  // namespace
 
+// Iteration is bounded whatever the pages hold: LMDB's cursor stack bounds a
+// descent, and a tree whose pages loop back would yield a key again, which
+// the strictly-increasing check refuses; so does a count past what the map
+// can hold.
 void ReadTxn::for_each(FnRef<bool(Bytes, Bytes)> f) const {
   Cursor cur;
-  if (int rc = ::mdb_cursor_open(static_cast<MDB_txn*>(txn_), dbi_, &cur.c); rc != 0)
-    throw_mdb(*name_, "cursor", rc);
-  MDB_val k{}, v{};
-  for (int rc = ::mdb_cursor_get(cur.c, &k, &v, MDB_FIRST); rc != MDB_NOTFOUND;
-       rc = ::mdb_cursor_get(cur.c, &k, &v, MDB_NEXT)) {
+  open_cursor(cur, static_cast<MDB_txn*>(txn_), dbi_, *name_);
+  const std::size_t most = maps_->largest / kMinEntryBytes;
+  std::size_t n = 0;
+  Bytes prev;
+  for (MDB_cursor_op op = MDB_FIRST;; op = MDB_NEXT) {
+    MDB_val k{}, v{};
+    int rc = 0;
+    if (!guarded([&] { rc = ::mdb_cursor_get(cur.c, &k, &v, op); }))
+      throw_fault(*name_, "iterating");
+    if (rc == MDB_NOTFOUND) return;
     if (rc != 0) throw_mdb(*name_, "iterating", rc);
-    if (!f(bytes(k), bytes(v))) return;
+    const Bytes kb = bytes(k), vb = bytes(v);
+    check_in_map(kb, "iterating");
+    check_in_map(vb, "iterating");
+    // LMDB's default order (mdb_cmp_memn): bytes, then length.
+    if (n > 0 && !std::lexicographical_compare(prev.begin(), prev.end(), kb.begin(), kb.end()))
+      throw Error(Errc::corrupted, *name_,
+                  "iterating: entry " + std::to_string(n) +
+                      "'s key is not greater than the one before (the store's pages are "
+                      "corrupted)");
+    if (++n > most)
+      throw Error(Errc::corrupted, *name_,
+                  "iterating: more entries than the map can hold (the store's pages are "
+                  "corrupted)");
+    prev = kb;
+    if (!f(kb, vb)) return;
   }
 }
 
 std::optional<std::pair<Bytes, Bytes>> ReadTxn::last() const {
   Cursor cur;
-  if (int rc = ::mdb_cursor_open(static_cast<MDB_txn*>(txn_), dbi_, &cur.c); rc != 0)
-    throw_mdb(*name_, "cursor", rc);
+  open_cursor(cur, static_cast<MDB_txn*>(txn_), dbi_, *name_);
   MDB_val k{}, v{};
-  int rc = ::mdb_cursor_get(cur.c, &k, &v, MDB_LAST);
+  int rc = 0;
+  if (!guarded([&] { rc = ::mdb_cursor_get(cur.c, &k, &v, MDB_LAST); }))
+    throw_fault(*name_, "last");
   if (rc == MDB_NOTFOUND) return std::nullopt;
   if (rc != 0) throw_mdb(*name_, "last", rc);
+  check_in_map(bytes(k), "last");
+  check_in_map(bytes(v), "last");
   return std::pair{bytes(k), bytes(v)};
 }
 
@@ -842,7 +1110,15 @@ void WriteTxn::put(Bytes key, Bytes value) {
     throw Error(Errc::invalid_argument, *name_,
                 "key of " + std::to_string(key.size()) + " bytes (1..511 allowed)");
   MDB_val k = val(key), v = val(value);
-  int rc = ::mdb_put(static_cast<MDB_txn*>(txn_), dbi_, &k, &v, 0);
+  int rc = 0;
+  if (!guarded([&] {
+        if (KvHook h = g_kv_inside_lmdb.load(std::memory_order_relaxed); h != nullptr) [[unlikely]]
+          h();
+        rc = ::mdb_put(static_cast<MDB_txn*>(txn_), dbi_, &k, &v, 0);
+      })) {
+    t_write_faulted = true;
+    throw_fault(*name_, "put");
+  }
   if (rc == MDB_MAP_FULL) {
     t_map_full = true;
     throw MapFull{};
@@ -852,7 +1128,11 @@ void WriteTxn::put(Bytes key, Bytes value) {
 
 bool WriteTxn::erase(Bytes key) {
   MDB_val k = val(key);
-  int rc = ::mdb_del(static_cast<MDB_txn*>(txn_), dbi_, &k, nullptr);
+  int rc = 0;
+  if (!guarded([&] { rc = ::mdb_del(static_cast<MDB_txn*>(txn_), dbi_, &k, nullptr); })) {
+    t_write_faulted = true;
+    throw_fault(*name_, "erase");
+  }
   if (rc == MDB_NOTFOUND) return false;
   if (rc == MDB_MAP_FULL) {
     t_map_full = true;
@@ -863,7 +1143,11 @@ bool WriteTxn::erase(Bytes key) {
 }
 
 void WriteTxn::clear() {
-  int rc = ::mdb_drop(static_cast<MDB_txn*>(txn_), dbi_, 0);
+  int rc = 0;
+  if (!guarded([&] { rc = ::mdb_drop(static_cast<MDB_txn*>(txn_), dbi_, 0); })) {
+    t_write_faulted = true;
+    throw_fault(*name_, "clear");
+  }
   if (rc == MDB_MAP_FULL) {
     t_map_full = true;
     throw MapFull{};
@@ -956,8 +1240,10 @@ StoreStats inspect_store(const std::string& name) {
   s.holders = store_holders(name);
   read_lock_file(path + "-lock", s);
   Opened h;
+  install_fault_handler();
   if (int rc = ::mdb_env_create(&h.env); rc != 0) throw_mdb(name, "mdb_env_create", rc);
   ::mdb_env_set_maxdbs(h.env, 2);
+  ::mdb_env_set_assert(h.env, on_lmdb_assert);
   ::mdb_env_set_mapsize(h.env, static_cast<std::size_t>(s.file_bytes));
   if (int rc = ::mdb_env_open(h.env, path.c_str(), MDB_RDONLY | MDB_NOSUBDIR | MDB_NOTLS, 0600);
       rc != 0)
@@ -969,20 +1255,37 @@ StoreStats inspect_store(const std::string& name) {
     MDB_txn* t;
     ~Abort() { ::mdb_txn_abort(t); }
   } abort{t};
+  // A read-only transaction: a fault (fault_guard.hpp) leaves it abortable.
   MDB_dbi meta = 0, data = 0;
-  if (int rc = ::mdb_dbi_open(t, "meta", 0, &meta); rc != 0) throw_mdb(name, "meta database", rc);
-  if (int rc = ::mdb_dbi_open(t, "data", 0, &data); rc != 0) throw_mdb(name, "data database", rc);
   MDB_stat st{};
-  if (int rc = ::mdb_stat(t, data, &st); rc != 0) throw_mdb(name, "stat", rc);
+  int rc_meta = 0, rc_data = 0, rc_stat = 0;
+  if (!guarded([&] {
+        rc_meta = ::mdb_dbi_open(t, "meta", 0, &meta);
+        if (rc_meta == 0) rc_data = ::mdb_dbi_open(t, "data", 0, &data);
+        if (rc_meta == 0 && rc_data == 0) rc_stat = ::mdb_stat(t, data, &st);
+      }))
+    throw_fault(name, "reading the store");
+  if (rc_meta != 0) throw_mdb(name, "meta database", rc_meta);
+  if (rc_data != 0) throw_mdb(name, "data database", rc_data);
+  if (rc_stat != 0) throw_mdb(name, "stat", rc_stat);
   s.entries = st.ms_entries;
   MDB_envinfo info{};
   ::mdb_env_info(h.env, &info);
   s.used_bytes = (static_cast<std::uint64_t>(info.me_last_pgno) + 1) * st.ms_psize;
   auto record = [&](const char* k) {
     MDB_val kv{std::strlen(k), const_cast<char*>(k)}, v{};
-    if (::mdb_get(t, meta, &kv, &v) != 0) return std::string();
-    return std::string(static_cast<const char*>(v.mv_data), v.mv_size);
+    int rc = 0;
+    std::array<char, 4096> buf{};
+    // The copy too runs under the guard: the record may lie anywhere.
+    if (!guarded([&] {
+          rc = ::mdb_get(t, meta, &kv, &v);
+          if (rc == 0 && v.mv_size <= buf.size()) std::memcpy(buf.data(), v.mv_data, v.mv_size);
+        }))
+      throw_fault(name, "reading meta");
+    if (rc != 0 || v.mv_size > buf.size()) return std::string();
+    return std::string(buf.data(), v.mv_size);
   };
+
   const std::string kind = record("kind");
   s.kind = kind.size() == 1 ? std::string(to_string(static_cast<StoreKind>(kind[0]))) : "unknown";
   auto type_of = [](const std::string& r) { return r.size() > 8 ? r.substr(8) : std::string(); };

@@ -75,8 +75,16 @@ class FnRef<R(A...)> {
 };
 
 using Bytes = std::span<const std::byte>;
+struct MapSpans;  // where this process maps a store's file (kv_store.cpp)
 
 // One read transaction (a snapshot). Valid only inside read()/write().
+//
+// A store's file may have been scribbled on (shared memory is untrusted):
+// every call here either returns what the file holds or throws
+// Error(corrupted) naming what was wrong; it never crashes or hangs
+// (the guarantee and its limits: README, "Corrupted stores"). Every key
+// and value handed out lies inside the store's map; iteration yields
+// strictly increasing keys, at most as many as the map could hold.
 class ReadTxn {
  public:
   // The value under `key`, pointing into the map: valid until the callback returns.
@@ -89,11 +97,15 @@ class ReadTxn {
   [[nodiscard]] const std::string& name() const noexcept { return *name_; }
 
  protected:
-  ReadTxn(void* txn, unsigned dbi, const std::string* name) noexcept
-      : txn_(txn), dbi_(dbi), name_(name) {}
+  ReadTxn(void* txn, unsigned dbi, const std::string* name, const MapSpans* maps) noexcept
+      : txn_(txn), dbi_(dbi), name_(name), maps_(maps) {}
+  // Throws corrupted unless `b` (a key or value LMDB returned) lies in a
+  // mapping of the store's file.
+  void check_in_map(Bytes b, const char* what) const;
   void* txn_;  // MDB_txn*
   unsigned dbi_;
   const std::string* name_;
+  const MapSpans* maps_;  // fixed while a transaction runs (resizes wait for it)
   friend class KvStore;
 };
 
@@ -182,6 +194,12 @@ void testing_set_meta(KvStore& s, std::string_view key, std::string_view value);
 // it before it forks the process it targets.
 using KvHook = void (*)() noexcept;
 inline constinit std::atomic<KvHook> g_kv_before_commit{nullptr};
+
+// Test hook: runs inside the fault guard of every get and put, just before
+// LMDB's call (a test raises SIGSEGV there to stand for a fault inside
+// LMDB). relaxed: set before the calls it targets, in the same thread or
+// before a fork.
+inline constinit std::atomic<KvHook> g_kv_inside_lmdb{nullptr};
 
 }  // namespace detail
 }  // namespace shmbus
