@@ -523,7 +523,7 @@ PublishResult Publisher::commit() noexcept {
     w.store(pos_, std::memory_order_release);
   } else {
     // [topic.wake] seq_cst: the state a sleeping subscriber's ready()
-    // loads, before wake_subscribers() loads the word it arms.
+    // loads, before wake_subscribers() loads the word it joins.
     w.store(pos_, std::memory_order_seq_cst);
     wake_subscribers();
   }
@@ -532,16 +532,16 @@ PublishResult Publisher::commit() noexcept {
 
 void Publisher::wake_subscribers() noexcept {
   auto& word = control_->wake.data;
-  // [topic.wake] seq_cst: pairs with the subscriber's arming CAS. Either
-  // this load sees the arm, or the subscriber's seq_cst ready() check
-  // after its arm sees what we stored above.
-  const std::uint32_t w = word.load(std::memory_order_seq_cst);
-  if ((w & detail::kTopicArmed) == 0) return;  // nobody sleeps: no system call
-  // [topic.wake] seq_cst exchange: a sleeper's futex_wait on the armed
-  // value now fails or is woken below; one wake-up per arm.
-  if ((word.exchange((w + 2) & ~detail::kTopicArmed, std::memory_order_seq_cst) &
-       detail::kTopicArmed) != 0)
-    (void)detail::futex_wake(word);  // shared futex: the word is in a shared segment
+  // [topic.wake] seq_cst: pairs with the subscriber's joining CAS. Either
+  // this load sees the join, or the subscriber's seq_cst ready() check
+  // after its join sees what we stored before this load.
+  const std::uint64_t w = word.load(std::memory_order_seq_cst);
+  if (detail::topic_sleepers(w) == 0) return;  // nobody sleeps: no system call, no write
+  // [topic.wake] seq_cst exchange: the next generation, count 0. A joiner
+  // that raced with it sleeps on a generation that is over (its futex_wait
+  // fails) or is queued already and woken below: one call for all of them.
+  (void)word.exchange(detail::topic_generation(w) + std::uint64_t{1}, std::memory_order_seq_cst);
+  (void)detail::futex_wake(word);  // shared futex (low half): the word is in a shared segment
 }
 
 PublishResult Publisher::copy_in(std::span<const std::byte> msg, const Clock::time_point* deadline,
@@ -649,12 +649,12 @@ bool Subscriber::ready() const noexcept {
   if (control_ == nullptr) return true;
   std::uint64_t seen = 0;
   return state(seen) != SlotState::empty ||
-         // [wait.sleepers] seq_cst: pairs with the publisher's stores.
+         // [topic.wake] seq_cst: pairs with the publisher's stores.
          control_->publisher.write_seq.load(std::memory_order_seq_cst) > pos_ ||
          control_->publisher.closed.load(std::memory_order_seq_cst) != 0;
 }
 
-const std::atomic<std::uint32_t>* Subscriber::wait_word() const noexcept {
+const std::atomic<std::uint64_t>* Subscriber::wait_word() const noexcept {
   return control_ == nullptr ? nullptr : &control_->wake.data;
 }
 
@@ -761,25 +761,42 @@ std::optional<ReceiveResult> Subscriber::ended() noexcept {
   return std::nullopt;
 }
 
-bool Subscriber::arm_wake(std::uint32_t& armed) const noexcept {
+std::uint32_t Subscriber::join_wake() const noexcept {
   auto& word = control_->wake.data;
-  // [topic.wake] seq_cst (load and CAS): the arm precedes the caller's
-  // ready() check in the total order; pairs with the publisher's load.
-  std::uint32_t w = word.load(std::memory_order_seq_cst);
-  if ((w & detail::kTopicArmed) == 0) {
-    if (!word.compare_exchange_strong(w, w | detail::kTopicArmed, std::memory_order_seq_cst))
-      return false;  // the publisher moved the count: something happened
-    w |= detail::kTopicArmed;
+  // relaxed: the CAS below re-reads it.
+  std::uint64_t w = word.load(std::memory_order_relaxed);
+  // [topic.wake] seq_cst CAS: the join precedes the caller's ready()
+  // re-check in the total order; pairs with the publisher's load in
+  // wake_subscribers(). A count at its limit stays (it only says "wake").
+  while (!word.compare_exchange_weak(
+      w, detail::topic_sleepers(w) == 0xffffffffU ? w : w + detail::kTopicSleeper,
+      std::memory_order_seq_cst, std::memory_order_relaxed)) {
   }
-  armed = w;
-  return true;
+  return detail::topic_generation(w);
+}
+
+void Subscriber::leave_wake(std::uint32_t generation) const noexcept {
+  auto& word = control_->wake.data;
+  // relaxed (load and CAS): taking our one back only spares the publisher
+  // a call; a publisher that still counts us wakes for nothing. A new
+  // generation counts us no more: nothing to take back.
+  std::uint64_t w = word.load(std::memory_order_relaxed);
+  while (detail::topic_generation(w) == generation && detail::topic_sleepers(w) != 0 &&
+         !word.compare_exchange_weak(w, w - detail::kTopicSleeper, std::memory_order_relaxed)) {
+  }
 }
 
 void Subscriber::sleep_for_data(Clock::time_point until) noexcept {
-  std::uint32_t w = 0;
-  if (!arm_wake(w) || ready()) return;
-  // Shared futex (not PRIVATE): the word lives in a segment every process maps.
-  (void)detail::futex_wait(control_->wake.data, w, &until);
+  detail::fault_point(detail::FaultPoint::sleep_joining);
+  const std::uint32_t generation = join_wake();
+  // [topic.wake] the re-check (seq_cst loads) after the join: a publication
+  // before the join is seen here, one after it wakes the generation.
+  if (!ready()) {
+    // Shared futex (not PRIVATE) on the word's low half: the word lives in
+    // a segment every process maps.
+    (void)detail::futex_wait(control_->wake.data, generation, &until);
+  }
+  leave_wake(generation);  // a no-op once the publisher woke the generation
 }
 
 bool Subscriber::peer_gone() const noexcept {
@@ -819,15 +836,18 @@ void Subscriber::rearm_fileno() noexcept {
   if (!b.owned_here() || b.sleeping()) return;  // armed, nothing came yet
   b.clear();
   detail::FdBridge::Sleep sl;
-  std::uint32_t w = 0;
-  // [topic.wake] arm, then re-check (seq_cst): a publication before the
-  // arm is seen by ready(), one after it wakes the word the thread sleeps
-  // on. A dead publisher is the thread's check, at its 10 ms slices.
-  if (!arm_wake(w) || ready()) {
+  // [topic.wake] join, then re-check (seq_cst): a publication before the
+  // join is seen by ready(), one after it wakes the generation the thread
+  // sleeps on. A dead publisher is the thread's check, at its 10 ms
+  // slices; the count it leaves behind then costs the next publisher one
+  // wake-up (which starts a new generation).
+  const std::uint32_t generation = join_wake();
+  if (ready()) {
+    leave_wake(generation);
     b.signal();
     return;
   }
-  sl.word = {&control_->wake.data, w};
+  sl.word = {&control_->wake.data, generation};
   sl.check = &publisher_gone;
   sl.ctx = control_;
   b.sleep_on(sl);

@@ -35,8 +35,10 @@ enum class FaultPoint : std::uint8_t {
   // Topic.
   subscribe_claimed,  // subscribe(): record claimed, start position read,
                       // the publisher not yet told (policy still free)
+  sleep_joining,      // a subscriber found nothing, before it counts itself
+                      // among the sleepers ([topic.wake])
 };
-inline constexpr int kFaultPoints = static_cast<int>(FaultPoint::subscribe_claimed) + 1;
+inline constexpr int kFaultPoints = static_cast<int>(FaultPoint::sleep_joining) + 1;
 
 using FaultHook = void (*)(FaultPoint) noexcept;
 
