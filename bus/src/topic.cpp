@@ -469,8 +469,11 @@ PublishResult Publisher::wait_room(const Clock::time_point* deadline) noexcept {
       for (int k = 0; k < 64; ++k) detail::cpu_relax();
       continue;
     }
-    // Sleep until a reliable subscriber publishes its position, at most a
-    // liveness slice (a dead one never notifies).
+    // Sleep until the slowest reliable subscriber has freed a quarter of
+    // the ring ([topic.room]), at most a liveness slice (a dead one never
+    // notifies). seq_cst: stored before sleep_until() counts us among the
+    // sleepers, so a subscriber that sees us counted sees this need.
+    control_->wake.room_needed.store(pos_ - mask_ + (mask_ + 1) / 4, std::memory_order_seq_cst);
     Clock::time_point until = now + kLivenessInterval;
     if (deadline != nullptr && *deadline < until) until = *deadline;
     (void)detail::sleep_until(
@@ -619,6 +622,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Segment> segment, const detail::T
   slots_count_ = k.slots;
   stride_ = k.slot_stride;
   max_message_ = k.max_message;
+  max_subscribers_ = k.max_subscribers;
   policy_ = policy_of(k);
   index_ = index;
   policy_kind_ = policy;
@@ -702,12 +706,42 @@ void Subscriber::publish_read() noexcept {
     // [topic.consume] seq_cst: pairs with the publisher's load in scan()
     // and precedes notify()'s load of sleepers ([wait.sleepers]).
     l.read_seq.store(pos_, std::memory_order_seq_cst);
-    detail::notify(control_->wake.space);
+    notify_publisher();
   } else {
     // [topic.consume] release: every read of the freed slots happens
     // before the publisher's load sees this position.
     l.read_seq.store(pos_, std::memory_order_release);
   }
+}
+
+void Subscriber::notify_publisher() const noexcept {
+  auto& w = control_->wake;
+  // [wait.sleepers] seq_cst, after our seq_cst store of read_seq: no
+  // sleeping publisher, nothing to do.
+  if (w.space.sleepers.load(std::memory_order_seq_cst) == 0) return;
+  // [topic.room] seq_cst: the need a sleeping publisher stored before it
+  // counted itself among the sleepers (so at least that one's).
+  const std::uint64_t need = w.room_needed.load(std::memory_order_seq_cst);
+  if (pos_ < need) return;
+  // Wake it only if no reliable record is still short of the need: the
+  // last to get there wakes it. seq_cst loads after our seq_cst store: of
+  // two subscribers crossing at once, the later in the total order sees
+  // the other's store, so one of them always wakes it.
+  const std::uint32_t hw = std::min(w.high_water.load(std::memory_order_relaxed), max_subscribers_);
+  for (std::uint32_t i = 0; i < hw; ++i) {
+    auto& l = subs_[i];
+    // [topic.join] seq_cst: as the publisher's scan().
+    if (l.policy.load(std::memory_order_seq_cst) !=
+        static_cast<std::uint32_t>(TopicPolicy::reliable))
+      continue;
+    // [topic.sub] acquire: as scan().
+    const std::uint64_t o = l.owner.load(std::memory_order_acquire);
+    if (o == 0 || o == kEvicting) continue;
+    // [topic.consume] seq_cst: as scan(); a record behind (or a dead one,
+    // which the publisher evicts at its liveness slice) wakes it later.
+    if (l.read_seq.load(std::memory_order_seq_cst) < need) return;
+  }
+  detail::notify(w.space);
 }
 
 bool Subscriber::overwritten(std::uint64_t seen) noexcept {

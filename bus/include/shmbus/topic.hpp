@@ -535,6 +535,9 @@ class Subscriber {
     if (pos_ - published_ >= slots_count_ / 4) publish_read();
   }
   void publish_read() noexcept;
+  // [topic.room] after a reliable subscriber's position store: wakes a
+  // blocked publisher once the slowest reliable record freed what it needs.
+  void notify_publisher() const noexcept;
   bool take_over() noexcept;
   static void copy_out(std::byte* dst, const std::byte* src, std::size_t n) noexcept;
   [[nodiscard]] detail::TopicSlot& slot_at(std::uint64_t s) const noexcept {
@@ -550,6 +553,7 @@ class Subscriber {
   std::uint64_t slots_count_ = 0;
   std::uint64_t stride_ = 0;
   std::uint64_t max_message_ = 0;
+  std::uint32_t max_subscribers_ = 0;
   WaitPolicy policy_{};
   std::uint32_t index_ = 0;
   SubscriberPolicy policy_kind_ = SubscriberPolicy::reliable;

@@ -115,11 +115,21 @@ inline constexpr std::uint64_t kTopicSleeper = std::uint64_t{1} << 32;  // one i
 [[nodiscard]] constexpr std::uint32_t topic_sleepers(std::uint64_t w) noexcept {
   return static_cast<std::uint32_t>(w >> 32);
 }
+// [topic.room] `room_needed`: the position every reliable subscriber must
+// reach before a publisher asleep on `space` can go on (a quarter of the
+// ring free), stored by that publisher before it sleeps. A reliable
+// subscriber that publishes its position while the publisher sleeps wakes
+// it only when the slowest reliable record has reached it, so the
+// publisher is woken once per quarter ring, by the last subscriber to get
+// there, not by each subscriber's every step.
 struct alignas(64) TopicWakeLine {
   std::atomic<std::uint64_t> data;  // [topic.wake] sleepers << 32 | generation
   WaitChannel space;
   std::atomic<std::uint32_t> high_water;  // records ever claimed: 1 + the highest index
+  std::atomic<std::uint32_t> reserved;
+  std::atomic<std::uint64_t> room_needed;  // [topic.room] written by a blocked publisher
 };
+static_assert(sizeof(TopicWakeLine) == 64);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 enum class TopicPolicy : std::uint32_t { free = 0, lossy = 1, reliable = 2 };
