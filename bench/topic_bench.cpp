@@ -5,7 +5,8 @@
 //                                 the child echoes on topic "pong" (busy-poll)
 //   BM_Pipe_Busy_RTT/64           the pipe's busy round trip, same harness
 //   BM_Topic_{Adaptive,Block}_Publish/64/N   publisher rate with N (1, 2,
-//                                 4, 8) lossy subscriber processes on the other cpu
+//                                 4, 8) lossy subscriber processes on the other cpu;
+//                                 pub_wakes_per_k: its FUTEX_WAKE calls per 1000
 //   BM_Topic_{Adaptive,Block}_FanOut4/64   1 -> 4 reliable subscribers:
 //                                 messages delivered per second (4 per
 //                                 publish), each batch timed until all four have it
@@ -78,6 +79,23 @@ struct Sleeps {
   }
 };
 
+// The publisher's FUTEX_WAKE calls for subscribers so far, read from the
+// topic's wake word through a second mapping ([topic.wake]): format 2
+// counts one generation per wake-up in the word's low half; format 1 (the
+// armed word) added 2 per wake-up above its armed bit. A bench-only peek,
+// so old and new binaries report the same figure.
+struct WakeCount {
+  detail::Segment seg;
+  explicit WakeCount(const std::string& name)
+      : seg(detail::Segment::open(name, ObjectKind::topic, Topic::tag_of<std::byte>())) {}
+  [[nodiscard]] std::uint32_t now() const {
+    const auto* c = reinterpret_cast<const detail::TopicControl*>(seg.payload());
+    const auto* word = reinterpret_cast<const std::atomic<std::uint32_t>*>(&c->wake);
+    const std::uint32_t w = word->load(std::memory_order_relaxed);  // relaxed: a statistic
+    return detail::kTopicFormat >= 2 ? w : w >> 1;
+  }
+};
+
 // Unlinks a topic's name when the benchmark ends.
 struct TopicName {
   std::string name;
@@ -134,6 +152,8 @@ void topic_publish(benchmark::State& state, WaitStrategy strategy) {
   for (int i = 0; i < subs; ++i)
     readers.push_back(topic.subscribe({.policy = SubscriberPolicy::lossy}));
   auto pub = topic.publisher();
+  const WakeCount wakes(name.name);
+  const std::uint32_t wakes_before = wakes.now();
   const Sleeps start = Sleeps::now();
   std::vector<std::unique_ptr<PinnedChild>> kids;
   for (int i = 0; i < subs; ++i) {
@@ -158,6 +178,8 @@ void topic_publish(benchmark::State& state, WaitStrategy strategy) {
     if (!k->join()) state.SkipWithError("subscriber child failed");
   // Both per 1000 publications (the subscribers' summed over all of them).
   Sleeps::report(state, start, double(state.iterations()), double(state.iterations()));
+  state.counters["pub_wakes_per_k"] =
+      1000.0 * double(wakes.now() - wakes_before) / double(state.iterations());
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(size));
 }

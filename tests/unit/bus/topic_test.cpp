@@ -484,6 +484,37 @@ TEST(Topic, OnePublicationWakesEverySleeperWithOneWakeUpAndTheNextNone) {
   EXPECT_EQ(word.generation(), g0 + 1) << "a wake-up with nobody asleep";
 }
 
+// [topic.room] A publisher blocked by two reliable subscribers is woken by
+// the last of them to free a quarter of the ring, not by each position a
+// subscriber publishes: the one that caught up first leaves it asleep (the
+// space channel's count, which only a wake-up moves, stays).
+TEST(Topic, BlockedPublisherIsWokenByTheLastReliableSubscriberToFreeRoom) {
+  SegmentGuard g(unique_name("topic"));
+  auto topic = Topic::create<std::uint64_t>(
+      g.name(), {.slots = 8, .wait = {.strategy = WaitStrategy::blocking}});
+  WakeWord word(g.name());
+  const auto& space = reinterpret_cast<const detail::TopicControl*>(word.seg.payload())->wake.space;
+  auto fast = topic.subscribe();
+  auto slow = topic.subscribe();
+  auto pub = topic.publisher();
+  for (std::uint64_t i = 0; i < 8; ++i) ASSERT_EQ(pub.try_publish(i), PublishResult::ok);
+  PublishResult r = PublishResult::closed;
+  std::thread publisher([&] { r = pub.publish_for(std::uint64_t{8}, 20s); });
+  const auto deadline = Clock::now() + 20s;
+  while (space.sleepers.load() == 0 && Clock::now() < deadline) std::this_thread::yield();
+  ASSERT_EQ(space.sleepers.load(), 1u) << "the publisher never slept";
+  const std::uint32_t seq0 = space.seq.load();
+  std::uint64_t v = 0;
+  for (std::uint64_t i = 0; i < 8; ++i) ASSERT_EQ(fast.try_recv(v), ReceiveResult::ok);
+  ASSERT_EQ(fast.try_recv(v), ReceiveResult::empty);  // publishes its position 8
+  EXPECT_EQ(space.seq.load(), seq0) << "woken while the slow subscriber held every slot";
+  for (std::uint64_t i = 0; i < 4; ++i) ASSERT_EQ(slow.try_recv(v), ReceiveResult::ok);
+  publisher.join();
+  EXPECT_EQ(r, PublishResult::ok);
+  // One wake-up at most (none when its own liveness slice found the room).
+  EXPECT_LE(space.seq.load() - seq0, 1u);
+}
+
 TEST(Topic, StatisticsListEachSubscriber) {
   SegmentGuard g(unique_name("topic"));
   auto topic = Topic::create<std::uint64_t>(g.name(), {.slots = 8});
