@@ -154,6 +154,17 @@ WaitPolicy policy_of(const detail::TopicConfig& k) noexcept {
                     std::chrono::nanoseconds(static_cast<std::int64_t>(k.spin_ns))};
 }
 
+// A record whose position may hold the publisher back: reliable and held.
+bool holds_back(const TopicSubscriberLine& l) noexcept {
+  // [topic.join] seq_cst: pairs with the subscriber's policy exchange.
+  if (l.policy.load(std::memory_order_seq_cst) !=
+      static_cast<std::uint32_t>(TopicPolicy::reliable))
+    return false;
+  // [topic.sub] acquire: pairs with the record's claim.
+  const std::uint64_t o = l.owner.load(std::memory_order_acquire);
+  return o != 0 && o != kEvicting;
+}
+
 TopicSubscriberLine* subscriber_lines(std::byte* payload) noexcept {
   return reinterpret_cast<TopicSubscriberLine*>(payload + sizeof(TopicControl));
 }
@@ -405,13 +416,7 @@ bool Publisher::scan() noexcept {
       std::min(control_->wake.high_water.load(std::memory_order_relaxed), max_subscribers_);
   for (std::uint32_t i = 0; i < hw; ++i) {
     auto& l = subs_[i];
-    // [topic.join] seq_cst: pairs with the subscriber's policy exchange.
-    if (l.policy.load(std::memory_order_seq_cst) !=
-        static_cast<std::uint32_t>(TopicPolicy::reliable))
-      continue;
-    // [topic.sub] acquire: pairs with the record's claim.
-    const std::uint64_t o = l.owner.load(std::memory_order_acquire);
-    if (o == 0 || o == kEvicting) continue;
+    if (!holds_back(l)) continue;
     // [topic.consume] seq_cst: pairs with the subscriber's store of its
     // position before notify(space) ([wait.sleepers]).
     std::uint64_t r = l.read_seq.load(std::memory_order_seq_cst);
@@ -730,13 +735,7 @@ void Subscriber::notify_publisher() const noexcept {
   const std::uint32_t hw = std::min(w.high_water.load(std::memory_order_relaxed), max_subscribers_);
   for (std::uint32_t i = 0; i < hw; ++i) {
     auto& l = subs_[i];
-    // [topic.join] seq_cst: as the publisher's scan().
-    if (l.policy.load(std::memory_order_seq_cst) !=
-        static_cast<std::uint32_t>(TopicPolicy::reliable))
-      continue;
-    // [topic.sub] acquire: as scan().
-    const std::uint64_t o = l.owner.load(std::memory_order_acquire);
-    if (o == 0 || o == kEvicting) continue;
+    if (!holds_back(l)) continue;
     // [topic.consume] seq_cst: as scan(); a record behind (or a dead one,
     // which the publisher evicts at its liveness slice) wakes it later.
     if (l.read_seq.load(std::memory_order_seq_cst) < need) return;
@@ -846,7 +845,7 @@ bool Subscriber::peer_gone() const noexcept {
 
 namespace {
 // FdBridge::Sleep::check for a subscriber (ctx: its TopicControl): the
-// publisher died or closed while the word stayed armed.
+// publisher died or closed while the generation stayed the same.
 bool publisher_gone(const void* ctx) noexcept {
   const auto* c = static_cast<const TopicControl*>(ctx);
   // [topic.closed] seq_cst: as ended(); [topic.owner] acquire as there.
