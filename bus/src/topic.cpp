@@ -157,8 +157,7 @@ WaitPolicy policy_of(const detail::TopicConfig& k) noexcept {
 // A record whose position may hold the publisher back: reliable and held.
 bool holds_back(const TopicSubscriberLine& l) noexcept {
   // [topic.join] seq_cst: pairs with the subscriber's policy exchange.
-  if (l.policy.load(std::memory_order_seq_cst) !=
-      static_cast<std::uint32_t>(TopicPolicy::reliable))
+  if (l.policy.load(std::memory_order_seq_cst) != static_cast<std::uint32_t>(TopicPolicy::reliable))
     return false;
   // [topic.sub] acquire: pairs with the record's claim.
   const std::uint64_t o = l.owner.load(std::memory_order_acquire);

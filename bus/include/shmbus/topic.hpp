@@ -568,7 +568,7 @@ class Subscriber {
   std::uint64_t owner_word_ = 0;
   std::uint64_t fork_epoch_ = 0;  // forks seen at its last use here
   std::int64_t next_liveness_ns_ = 0;
-  std::uint32_t wake_generation_ = 0;  // shmbus::wait()'s join ([topic.wake])
+  std::uint32_t wake_generation_ = 0;            // shmbus::wait()'s join ([topic.wake])
   std::unique_ptr<detail::FdBridge> fd_bridge_;  // fileno(); null until asked for
 };
 

@@ -423,7 +423,8 @@ void hold_before_sleep(detail::FaultPoint p) noexcept {
 
 TEST(Topic, SubscriberThatFindsAMessageOnItsLastLookCostsThePublisherNoWake) {
   SegmentGuard g(unique_name("topic"));
-  auto topic = Topic::create<std::uint64_t>(g.name(), {.wait = {.strategy = WaitStrategy::blocking}});
+  auto topic =
+      Topic::create<std::uint64_t>(g.name(), {.wait = {.strategy = WaitStrategy::blocking}});
   WakeWord word(g.name());
   auto sub = topic.subscribe({.policy = SubscriberPolicy::lossy});
   auto pub = topic.publisher();
@@ -454,11 +455,13 @@ TEST(Topic, SubscriberThatFindsAMessageOnItsLastLookCostsThePublisherNoWake) {
 // and all receive; the next publication, with nobody asleep, makes none.
 TEST(Topic, OnePublicationWakesEverySleeperWithOneWakeUpAndTheNextNone) {
   SegmentGuard g(unique_name("topic"));
-  auto topic = Topic::create<std::uint64_t>(g.name(), {.wait = {.strategy = WaitStrategy::blocking}});
+  auto topic =
+      Topic::create<std::uint64_t>(g.name(), {.wait = {.strategy = WaitStrategy::blocking}});
   WakeWord word(g.name());
   constexpr int kSleepers = 4;
   std::vector<Subscriber> subs;
-  for (int i = 0; i < kSleepers; ++i) subs.push_back(topic.subscribe({.policy = SubscriberPolicy::lossy}));
+  for (int i = 0; i < kSleepers; ++i)
+    subs.push_back(topic.subscribe({.policy = SubscriberPolicy::lossy}));
   auto pub = topic.publisher();
   const std::uint32_t g0 = word.generation();
   std::atomic<int> got{0};

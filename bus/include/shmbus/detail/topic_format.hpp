@@ -30,7 +30,7 @@
 
 namespace shmbus::detail {
 
-inline constexpr std::uint32_t kTopicFormat = 2;  // 2: the [topic.wake] sleeper count
+inline constexpr std::uint32_t kTopicFormat = 2;     // 2: the [topic.wake] sleeper count
 inline constexpr std::size_t kTopicSlotHeader = 16;  // seq word + length word
 inline constexpr std::uint32_t kTopicMaxSlots = std::uint32_t{1} << 24;
 inline constexpr std::uint32_t kTopicMaxSubscribers = 1024;
