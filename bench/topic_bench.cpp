@@ -5,18 +5,25 @@
 //                                 the child echoes on topic "pong" (busy-poll)
 //   BM_Pipe_Busy_RTT/64           the pipe's busy round trip, same harness
 //   BM_Topic_{Adaptive,Block}_Publish/64/N   publisher rate with N (1, 2,
-//                                 4, 8) lossy subscriber processes on the other cpu
+//                                 4, 8) lossy subscriber processes on the other cpu;
+//                                 pub_wakes_per_k: its FUTEX_WAKE calls per 1000
 //   BM_Topic_{Adaptive,Block}_FanOut4/64   1 -> 4 reliable subscribers:
 //                                 messages delivered per second (4 per
 //                                 publish), each batch timed until all four have it
 //   BM_ZeroMQ_Block_FanOut4/64    the same over ZeroMQ PUB/SUB on ipc://
 //                                 (no high-water mark: nothing dropped)
 //
+// pub_sleeps_per_k / sub_sleeps_per_k: voluntary context switches (futex
+// sleeps) of the publisher and of all subscribers per 1000 messages
+// (published; delivered for FanOut4): the wake-up traffic, which a loaded
+// host's preemptions leave alone.
+//
 // Ratios from one run: Topic_Busy_RTT / Pipe_Busy_RTT (issue: <= 1.1),
 // Publish/64/8 / Publish/64/1 items_per_second (>= 1/1.2),
 // Topic_*_FanOut4 / ZeroMQ_Block_FanOut4 items_per_second (>= 10).
 #include <benchmark/benchmark.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -45,6 +52,49 @@ TopicOptions topic_options(WaitStrategy s) {
   o.wait.strategy = s;
   return o;
 }
+
+// Voluntary context switches (sleeps: a futex wait that slept, a blocking
+// read) of the calling thread and of the reaped children, as counters per
+// thousand messages: what the wake-ups cost, in a figure that a loaded
+// host's preemptions (involuntary switches) do not move.
+struct Sleeps {
+  long thread = 0;
+  long children = 0;
+  static Sleeps now() {
+    rusage t{}, c{};
+    ::getrusage(RUSAGE_THREAD, &t);
+    ::getrusage(RUSAGE_CHILDREN, &c);
+    return {t.ru_nvcsw, c.ru_nvcsw};
+  }
+  // Sets pub_sleeps_per_k (this thread) and sub_sleeps_per_k (the children
+  // reaped since `start`) per 1000 messages published and delivered.
+  static void report(benchmark::State& state, const Sleeps& start, double published,
+                     double delivered) {
+    const Sleeps end = now();
+    if (published > 0)
+      state.counters["pub_sleeps_per_k"] = 1000.0 * double(end.thread - start.thread) / published;
+    if (delivered > 0)
+      state.counters["sub_sleeps_per_k"] =
+          1000.0 * double(end.children - start.children) / delivered;
+  }
+};
+
+// The publisher's FUTEX_WAKE calls for subscribers so far, read from the
+// topic's wake word through a second mapping ([topic.wake]): format 2
+// counts one generation per wake-up in the word's low half; format 1 (the
+// armed word) added 2 per wake-up above its armed bit. A bench-only peek,
+// so old and new binaries report the same figure.
+struct WakeCount {
+  detail::Segment seg;
+  explicit WakeCount(const std::string& name)
+      : seg(detail::Segment::open(name, ObjectKind::topic, Topic::tag_of<std::byte>())) {}
+  [[nodiscard]] std::uint32_t now() const {
+    const auto* c = reinterpret_cast<const detail::TopicControl*>(seg.payload());
+    const auto* word = reinterpret_cast<const std::atomic<std::uint32_t>*>(&c->wake);
+    const std::uint32_t w = word->load(std::memory_order_relaxed);  // relaxed: a statistic
+    return detail::kTopicFormat >= 2 ? w : w >> 1;
+  }
+};
 
 // Unlinks a topic's name when the benchmark ends.
 struct TopicName {
@@ -102,6 +152,9 @@ void topic_publish(benchmark::State& state, WaitStrategy strategy) {
   for (int i = 0; i < subs; ++i)
     readers.push_back(topic.subscribe({.policy = SubscriberPolicy::lossy}));
   auto pub = topic.publisher();
+  const WakeCount wakes(name.name);
+  const std::uint32_t wakes_before = wakes.now();
+  const Sleeps start = Sleeps::now();
   std::vector<std::unique_ptr<PinnedChild>> kids;
   for (int i = 0; i < subs; ++i) {
     kids.push_back(std::make_unique<PinnedChild>(cpus.child, [&readers, i, size] {
@@ -123,6 +176,10 @@ void topic_publish(benchmark::State& state, WaitStrategy strategy) {
   pub.close();
   for (auto& k : kids)
     if (!k->join()) state.SkipWithError("subscriber child failed");
+  // Both per 1000 publications (the subscribers' summed over all of them).
+  Sleeps::report(state, start, double(state.iterations()), double(state.iterations()));
+  state.counters["pub_wakes_per_k"] =
+      1000.0 * double(wakes.now() - wakes_before) / double(state.iterations());
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(size));
 }
@@ -172,6 +229,7 @@ void topic_fan_out(benchmark::State& state, WaitStrategy strategy) {
   for (int i = 0; i < kFanOut; ++i) readers.push_back(topic.subscribe());
   auto pub = topic.publisher();
   Acks* acks = make_acks();
+  const Sleeps start = Sleeps::now();
   std::vector<std::unique_ptr<PinnedChild>> kids;
   for (int i = 0; i < kFanOut; ++i) {
     kids.push_back(std::make_unique<PinnedChild>(cpus.child, [&readers, acks, i, size] {
@@ -200,6 +258,8 @@ void topic_fan_out(benchmark::State& state, WaitStrategy strategy) {
   for (auto& k : kids)
     if (!k->join()) state.SkipWithError("subscriber child failed");
   free_acks(acks);
+  Sleeps::report(state, start, double(state.iterations()) * kBatch,
+                 double(state.iterations()) * kBatch * kFanOut);
   state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(kBatch * kFanOut));
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kBatch * kFanOut * size));
 }

@@ -154,6 +154,16 @@ WaitPolicy policy_of(const detail::TopicConfig& k) noexcept {
                     std::chrono::nanoseconds(static_cast<std::int64_t>(k.spin_ns))};
 }
 
+// A record whose position may hold the publisher back: reliable and held.
+bool holds_back(const TopicSubscriberLine& l) noexcept {
+  // [topic.join] seq_cst: pairs with the subscriber's policy exchange.
+  if (l.policy.load(std::memory_order_seq_cst) != static_cast<std::uint32_t>(TopicPolicy::reliable))
+    return false;
+  // [topic.sub] acquire: pairs with the record's claim.
+  const std::uint64_t o = l.owner.load(std::memory_order_acquire);
+  return o != 0 && o != kEvicting;
+}
+
 TopicSubscriberLine* subscriber_lines(std::byte* payload) noexcept {
   return reinterpret_cast<TopicSubscriberLine*>(payload + sizeof(TopicControl));
 }
@@ -405,13 +415,7 @@ bool Publisher::scan() noexcept {
       std::min(control_->wake.high_water.load(std::memory_order_relaxed), max_subscribers_);
   for (std::uint32_t i = 0; i < hw; ++i) {
     auto& l = subs_[i];
-    // [topic.join] seq_cst: pairs with the subscriber's policy exchange.
-    if (l.policy.load(std::memory_order_seq_cst) !=
-        static_cast<std::uint32_t>(TopicPolicy::reliable))
-      continue;
-    // [topic.sub] acquire: pairs with the record's claim.
-    const std::uint64_t o = l.owner.load(std::memory_order_acquire);
-    if (o == 0 || o == kEvicting) continue;
+    if (!holds_back(l)) continue;
     // [topic.consume] seq_cst: pairs with the subscriber's store of its
     // position before notify(space) ([wait.sleepers]).
     std::uint64_t r = l.read_seq.load(std::memory_order_seq_cst);
@@ -469,8 +473,11 @@ PublishResult Publisher::wait_room(const Clock::time_point* deadline) noexcept {
       for (int k = 0; k < 64; ++k) detail::cpu_relax();
       continue;
     }
-    // Sleep until a reliable subscriber publishes its position, at most a
-    // liveness slice (a dead one never notifies).
+    // Sleep until the slowest reliable subscriber has freed a quarter of
+    // the ring ([topic.room]), at most a liveness slice (a dead one never
+    // notifies). seq_cst: stored before sleep_until() counts us among the
+    // sleepers, so a subscriber that sees us counted sees this need.
+    control_->wake.room_needed.store(pos_ - mask_ + (mask_ + 1) / 4, std::memory_order_seq_cst);
     Clock::time_point until = now + kLivenessInterval;
     if (deadline != nullptr && *deadline < until) until = *deadline;
     (void)detail::sleep_until(
@@ -523,7 +530,7 @@ PublishResult Publisher::commit() noexcept {
     w.store(pos_, std::memory_order_release);
   } else {
     // [topic.wake] seq_cst: the state a sleeping subscriber's ready()
-    // loads, before wake_subscribers() loads the word it arms.
+    // loads, before wake_subscribers() loads the word it joins.
     w.store(pos_, std::memory_order_seq_cst);
     wake_subscribers();
   }
@@ -532,16 +539,16 @@ PublishResult Publisher::commit() noexcept {
 
 void Publisher::wake_subscribers() noexcept {
   auto& word = control_->wake.data;
-  // [topic.wake] seq_cst: pairs with the subscriber's arming CAS. Either
-  // this load sees the arm, or the subscriber's seq_cst ready() check
-  // after its arm sees what we stored above.
-  const std::uint32_t w = word.load(std::memory_order_seq_cst);
-  if ((w & detail::kTopicArmed) == 0) return;  // nobody sleeps: no system call
-  // [topic.wake] seq_cst exchange: a sleeper's futex_wait on the armed
-  // value now fails or is woken below; one wake-up per arm.
-  if ((word.exchange((w + 2) & ~detail::kTopicArmed, std::memory_order_seq_cst) &
-       detail::kTopicArmed) != 0)
-    (void)detail::futex_wake(word);  // shared futex: the word is in a shared segment
+  // [topic.wake] seq_cst: pairs with the subscriber's joining CAS. Either
+  // this load sees the join, or the subscriber's seq_cst ready() check
+  // after its join sees what we stored before this load.
+  const std::uint64_t w = word.load(std::memory_order_seq_cst);
+  if (detail::topic_sleepers(w) == 0) return;  // nobody sleeps: no system call, no write
+  // [topic.wake] seq_cst exchange: the next generation, count 0. A joiner
+  // that raced with it sleeps on a generation that is over (its futex_wait
+  // fails) or is queued already and woken below: one call for all of them.
+  (void)word.exchange(detail::topic_generation(w) + std::uint64_t{1}, std::memory_order_seq_cst);
+  (void)detail::futex_wake(word);  // shared futex (low half): the word is in a shared segment
 }
 
 PublishResult Publisher::copy_in(std::span<const std::byte> msg, const Clock::time_point* deadline,
@@ -619,6 +626,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Segment> segment, const detail::T
   slots_count_ = k.slots;
   stride_ = k.slot_stride;
   max_message_ = k.max_message;
+  max_subscribers_ = k.max_subscribers;
   policy_ = policy_of(k);
   index_ = index;
   policy_kind_ = policy;
@@ -649,12 +657,12 @@ bool Subscriber::ready() const noexcept {
   if (control_ == nullptr) return true;
   std::uint64_t seen = 0;
   return state(seen) != SlotState::empty ||
-         // [wait.sleepers] seq_cst: pairs with the publisher's stores.
+         // [topic.wake] seq_cst: pairs with the publisher's stores.
          control_->publisher.write_seq.load(std::memory_order_seq_cst) > pos_ ||
          control_->publisher.closed.load(std::memory_order_seq_cst) != 0;
 }
 
-const std::atomic<std::uint32_t>* Subscriber::wait_word() const noexcept {
+const std::atomic<std::uint64_t>* Subscriber::wait_word() const noexcept {
   return control_ == nullptr ? nullptr : &control_->wake.data;
 }
 
@@ -702,12 +710,36 @@ void Subscriber::publish_read() noexcept {
     // [topic.consume] seq_cst: pairs with the publisher's load in scan()
     // and precedes notify()'s load of sleepers ([wait.sleepers]).
     l.read_seq.store(pos_, std::memory_order_seq_cst);
-    detail::notify(control_->wake.space);
+    notify_publisher();
   } else {
     // [topic.consume] release: every read of the freed slots happens
     // before the publisher's load sees this position.
     l.read_seq.store(pos_, std::memory_order_release);
   }
+}
+
+void Subscriber::notify_publisher() const noexcept {
+  auto& w = control_->wake;
+  // [wait.sleepers] seq_cst, after our seq_cst store of read_seq: no
+  // sleeping publisher, nothing to do.
+  if (w.space.sleepers.load(std::memory_order_seq_cst) == 0) return;
+  // [topic.room] seq_cst: the need a sleeping publisher stored before it
+  // counted itself among the sleepers (so at least that one's).
+  const std::uint64_t need = w.room_needed.load(std::memory_order_seq_cst);
+  if (pos_ < need) return;
+  // Wake it only if no reliable record is still short of the need: the
+  // last to get there wakes it. seq_cst loads after our seq_cst store: of
+  // two subscribers crossing at once, the later in the total order sees
+  // the other's store, so one of them always wakes it.
+  const std::uint32_t hw = std::min(w.high_water.load(std::memory_order_relaxed), max_subscribers_);
+  for (std::uint32_t i = 0; i < hw; ++i) {
+    auto& l = subs_[i];
+    if (!holds_back(l)) continue;
+    // [topic.consume] seq_cst: as scan(); a record behind (or a dead one,
+    // which the publisher evicts at its liveness slice) wakes it later.
+    if (l.read_seq.load(std::memory_order_seq_cst) < need) return;
+  }
+  detail::notify(w.space);
 }
 
 bool Subscriber::overwritten(std::uint64_t seen) noexcept {
@@ -761,25 +793,42 @@ std::optional<ReceiveResult> Subscriber::ended() noexcept {
   return std::nullopt;
 }
 
-bool Subscriber::arm_wake(std::uint32_t& armed) const noexcept {
+std::uint32_t Subscriber::join_wake() const noexcept {
   auto& word = control_->wake.data;
-  // [topic.wake] seq_cst (load and CAS): the arm precedes the caller's
-  // ready() check in the total order; pairs with the publisher's load.
-  std::uint32_t w = word.load(std::memory_order_seq_cst);
-  if ((w & detail::kTopicArmed) == 0) {
-    if (!word.compare_exchange_strong(w, w | detail::kTopicArmed, std::memory_order_seq_cst))
-      return false;  // the publisher moved the count: something happened
-    w |= detail::kTopicArmed;
+  // relaxed: the CAS below re-reads it.
+  std::uint64_t w = word.load(std::memory_order_relaxed);
+  // [topic.wake] seq_cst CAS: the join precedes the caller's ready()
+  // re-check in the total order; pairs with the publisher's load in
+  // wake_subscribers(). A count at its limit stays (it only says "wake").
+  while (!word.compare_exchange_weak(
+      w, detail::topic_sleepers(w) == 0xffffffffU ? w : w + detail::kTopicSleeper,
+      std::memory_order_seq_cst, std::memory_order_relaxed)) {
   }
-  armed = w;
-  return true;
+  return detail::topic_generation(w);
+}
+
+void Subscriber::leave_wake(std::uint32_t generation) const noexcept {
+  auto& word = control_->wake.data;
+  // relaxed (load and CAS): taking our one back only spares the publisher
+  // a call; a publisher that still counts us wakes for nothing. A new
+  // generation counts us no more: nothing to take back.
+  std::uint64_t w = word.load(std::memory_order_relaxed);
+  while (detail::topic_generation(w) == generation && detail::topic_sleepers(w) != 0 &&
+         !word.compare_exchange_weak(w, w - detail::kTopicSleeper, std::memory_order_relaxed)) {
+  }
 }
 
 void Subscriber::sleep_for_data(Clock::time_point until) noexcept {
-  std::uint32_t w = 0;
-  if (!arm_wake(w) || ready()) return;
-  // Shared futex (not PRIVATE): the word lives in a segment every process maps.
-  (void)detail::futex_wait(control_->wake.data, w, &until);
+  detail::fault_point(detail::FaultPoint::sleep_joining);
+  const std::uint32_t generation = join_wake();
+  // [topic.wake] the re-check (seq_cst loads) after the join: a publication
+  // before the join is seen here, one after it wakes the generation.
+  if (!ready()) {
+    // Shared futex (not PRIVATE) on the word's low half: the word lives in
+    // a segment every process maps.
+    (void)detail::futex_wait(control_->wake.data, generation, &until);
+  }
+  leave_wake(generation);  // a no-op once the publisher woke the generation
 }
 
 bool Subscriber::peer_gone() const noexcept {
@@ -795,7 +844,7 @@ bool Subscriber::peer_gone() const noexcept {
 
 namespace {
 // FdBridge::Sleep::check for a subscriber (ctx: its TopicControl): the
-// publisher died or closed while the word stayed armed.
+// publisher died or closed while the generation stayed the same.
 bool publisher_gone(const void* ctx) noexcept {
   const auto* c = static_cast<const TopicControl*>(ctx);
   // [topic.closed] seq_cst: as ended(); [topic.owner] acquire as there.
@@ -819,15 +868,18 @@ void Subscriber::rearm_fileno() noexcept {
   if (!b.owned_here() || b.sleeping()) return;  // armed, nothing came yet
   b.clear();
   detail::FdBridge::Sleep sl;
-  std::uint32_t w = 0;
-  // [topic.wake] arm, then re-check (seq_cst): a publication before the
-  // arm is seen by ready(), one after it wakes the word the thread sleeps
-  // on. A dead publisher is the thread's check, at its 10 ms slices.
-  if (!arm_wake(w) || ready()) {
+  // [topic.wake] join, then re-check (seq_cst): a publication before the
+  // join is seen by ready(), one after it wakes the generation the thread
+  // sleeps on. A dead publisher is the thread's check, at its 10 ms
+  // slices; the count it leaves behind then costs the next publisher one
+  // wake-up (which starts a new generation).
+  const std::uint32_t generation = join_wake();
+  if (ready()) {
+    leave_wake(generation);
     b.signal();
     return;
   }
-  sl.word = {&control_->wake.data, w};
+  sl.word = {&control_->wake.data, generation};
   sl.check = &publisher_gone;
   sl.ctx = control_;
   b.sleep_on(sl);

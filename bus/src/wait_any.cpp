@@ -160,14 +160,17 @@ struct WaitAccess {
   static bool sub_dead(void* o) noexcept { return sub(o).peer_gone(); }
   static bool sub_arm(void* o, FutexWaiter& w, bool&, std::uint32_t&) noexcept {
     Subscriber& s = sub(o);
-    std::uint32_t armed = 0;
-    // A closed handle is ready (sub_ready); a moved count means a publication.
-    if (s.control_ == nullptr || !s.arm_wake(armed)) return false;
-    w = {&s.control_->wake.data, armed};
+    if (s.control_ == nullptr) return false;  // a closed handle is ready (sub_ready)
+    // [topic.wake] join; the caller's seq_cst re-check follows.
+    s.wake_generation_ = s.join_wake();
+    w = {&s.control_->wake.data, s.wake_generation_};  // the word's low half
     return true;
   }
-  // Nothing to undo: the publisher clears the arm when it wakes the word.
-  static void sub_disarm(void*, std::uint32_t) noexcept {}
+  // Takes the join back (a no-op once the publisher woke the generation).
+  static void sub_disarm(void* o, std::uint32_t) noexcept {
+    Subscriber& s = sub(o);
+    if (s.control_ != nullptr) s.leave_wake(s.wake_generation_);
+  }
   static WaitStrategy sub_strategy(void* o) noexcept { return sub(o).policy_.strategy; }
 
   static bool none_dead(void*) noexcept { return false; }

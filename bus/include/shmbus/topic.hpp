@@ -52,7 +52,11 @@
 // Waiting: the topic's WaitPolicy (busy_poll, adaptive, blocking) applies
 // to both sides. Subscribers sleep on one shared futex word: a
 // publication wakes all sleepers with one FUTEX_WAKE, and makes no system
-// call when nobody sleeps (busy_poll topics do not even check).
+// call and writes nothing shared when nobody sleeps (busy_poll topics do
+// not even check). Subscribers count themselves in before they sleep and
+// out when a last look found a message, so only a subscriber that really
+// sleeps costs the publisher that call, and all that went to sleep since
+// the last publication share it.
 //
 // Setup (create, open, publisher, subscribe, topic_stats) throws
 // shmbus::Error; the hot paths are noexcept. Handles are usable across
@@ -403,12 +407,13 @@ class Subscriber {
   // True when recv would not wait for a publication (a message, a lap,
   // corruption at our position, or the publisher closed). shmbus::wait()
   // takes a Subscriber (wait_any.hpp): ready then, or when the publisher
-  // died or this subscriber was evicted (seen within 10 ms). The futex
-  // word every subscriber of the topic sleeps on: [topic.wake] in
-  // detail/topic_format.hpp (arm bit 0 with a CAS, re-check ready(), then
-  // sleep on the armed value).
+  // died or this subscriber was evicted (seen within 10 ms). The word
+  // every subscriber of the topic sleeps on: [topic.wake] in
+  // detail/topic_format.hpp (its low half is the futex word, the wake
+  // generation; its high half counts the sleepers: join with a CAS,
+  // re-check ready(), sleep on the generation, take the join back).
   [[nodiscard]] bool ready() const noexcept;
-  [[nodiscard]] const std::atomic<std::uint32_t>* wait_word() const noexcept;
+  [[nodiscard]] const std::atomic<std::uint64_t>* wait_word() const noexcept;
 
   // A file descriptor (an eventfd of this process) for poll, epoll, Asio,
   // libuv: readable while a message (or the end, a dead publisher, an
@@ -494,9 +499,11 @@ class Subscriber {
   }
   ReceiveResult wait_data(const Clock::time_point* deadline) noexcept;
   void sleep_for_data(Clock::time_point until) noexcept;
-  // [topic.wake] arms the shared word: `armed` is the value to sleep on.
-  // False when the publisher moved the count meanwhile (look again).
-  bool arm_wake(std::uint32_t& armed) const noexcept;
+  // [topic.wake] counts this subscriber among the sleepers of the current
+  // generation (returned: the futex value to sleep on); leave_wake() takes
+  // it back unless the publisher woke that generation meanwhile.
+  [[nodiscard]] std::uint32_t join_wake() const noexcept;
+  void leave_wake(std::uint32_t generation) const noexcept;
   // The publisher died, or this record was evicted or taken: recv would
   // report it rather than wait (reads /proc: a liveness check).
   [[nodiscard]] bool peer_gone() const noexcept;
@@ -528,6 +535,9 @@ class Subscriber {
     if (pos_ - published_ >= slots_count_ / 4) publish_read();
   }
   void publish_read() noexcept;
+  // [topic.room] after a reliable subscriber's position store: wakes a
+  // blocked publisher once the slowest reliable record freed what it needs.
+  void notify_publisher() const noexcept;
   bool take_over() noexcept;
   static void copy_out(std::byte* dst, const std::byte* src, std::size_t n) noexcept;
   [[nodiscard]] detail::TopicSlot& slot_at(std::uint64_t s) const noexcept {
@@ -543,6 +553,7 @@ class Subscriber {
   std::uint64_t slots_count_ = 0;
   std::uint64_t stride_ = 0;
   std::uint64_t max_message_ = 0;
+  std::uint32_t max_subscribers_ = 0;
   WaitPolicy policy_{};
   std::uint32_t index_ = 0;
   SubscriberPolicy policy_kind_ = SubscriberPolicy::reliable;
@@ -557,6 +568,7 @@ class Subscriber {
   std::uint64_t owner_word_ = 0;
   std::uint64_t fork_epoch_ = 0;  // forks seen at its last use here
   std::int64_t next_liveness_ns_ = 0;
+  std::uint32_t wake_generation_ = 0;            // shmbus::wait()'s join ([topic.wake])
   std::unique_ptr<detail::FdBridge> fd_bridge_;  // fileno(); null until asked for
 };
 

@@ -393,6 +393,131 @@ TEST(Topic, WaitingSubscribersAreWokenAndTimedCallsReturnByTheirDeadline) {
   }
 }
 
+// [topic.wake] The wake word of a topic's segment (generation in the low
+// half, the sleepers counted in the high half), read through a second
+// mapping as a peer would.
+struct WakeWord {
+  detail::Segment seg;
+  explicit WakeWord(const std::string& name)
+      : seg(detail::Segment::open(name, ObjectKind::topic, detail::type_tag<std::uint64_t>())) {}
+  [[nodiscard]] std::uint64_t load() const {
+    return reinterpret_cast<const detail::TopicControl*>(seg.payload())
+        ->wake.data.load(std::memory_order_seq_cst);
+  }
+  [[nodiscard]] std::uint32_t generation() const { return detail::topic_generation(load()); }
+  [[nodiscard]] std::uint32_t sleepers() const { return detail::topic_sleepers(load()); }
+};
+
+// A subscriber that found nothing, held before it counts itself among the
+// sleepers, while the publisher publishes (and sees nobody asleep): once
+// let go it joins, finds the message on its last look and takes its join
+// back, so neither that publication nor the next makes a wake-up (the
+// generation, which only a wake-up moves, stays) and no count is left.
+std::atomic<int> g_sleep_state{0};  // 1: the subscriber is held; 2: go on
+void hold_before_sleep(detail::FaultPoint p) noexcept {
+  if (p != detail::FaultPoint::sleep_joining) return;
+  int expected = 0;
+  if (!g_sleep_state.compare_exchange_strong(expected, 1)) return;  // the first time only
+  while (g_sleep_state.load() != 2) std::this_thread::yield();
+}
+
+TEST(Topic, SubscriberThatFindsAMessageOnItsLastLookCostsThePublisherNoWake) {
+  SegmentGuard g(unique_name("topic"));
+  auto topic =
+      Topic::create<std::uint64_t>(g.name(), {.wait = {.strategy = WaitStrategy::blocking}});
+  WakeWord word(g.name());
+  auto sub = topic.subscribe({.policy = SubscriberPolicy::lossy});
+  auto pub = topic.publisher();
+  const std::uint32_t g0 = word.generation();
+  g_sleep_state.store(0);
+  detail::set_fault_hook(&hold_before_sleep);
+  std::uint64_t got = 0;
+  ReceiveResult r = ReceiveResult::closed;
+  std::thread reader([&] { r = sub.recv_for(got, 20s); });
+  const auto deadline = Clock::now() + 20s;
+  while (g_sleep_state.load() != 1 && Clock::now() < deadline) std::this_thread::yield();
+  ASSERT_EQ(g_sleep_state.load(), 1) << "the subscriber never reached the hook";
+  EXPECT_EQ(word.sleepers(), 0u);
+  ASSERT_EQ(pub.publish(std::uint64_t{42}), PublishResult::ok);
+  EXPECT_EQ(word.generation(), g0) << "a wake-up with nobody asleep";
+  g_sleep_state.store(2);
+  reader.join();
+  detail::set_fault_hook(nullptr);
+  ASSERT_EQ(r, ReceiveResult::ok);
+  EXPECT_EQ(got, 42u);
+  EXPECT_EQ(word.sleepers(), 0u) << "the join was not taken back";
+  ASSERT_EQ(pub.publish(std::uint64_t{43}), PublishResult::ok);
+  EXPECT_EQ(word.generation(), g0) << "a wake-up for a subscriber that did not sleep";
+}
+
+// Subscribers asleep at once (all counted in one generation) are woken by
+// one publication with one wake-up: the generation moves by exactly one
+// and all receive; the next publication, with nobody asleep, makes none.
+TEST(Topic, OnePublicationWakesEverySleeperWithOneWakeUpAndTheNextNone) {
+  SegmentGuard g(unique_name("topic"));
+  auto topic =
+      Topic::create<std::uint64_t>(g.name(), {.wait = {.strategy = WaitStrategy::blocking}});
+  WakeWord word(g.name());
+  constexpr int kSleepers = 4;
+  std::vector<Subscriber> subs;
+  for (int i = 0; i < kSleepers; ++i)
+    subs.push_back(topic.subscribe({.policy = SubscriberPolicy::lossy}));
+  auto pub = topic.publisher();
+  const std::uint32_t g0 = word.generation();
+  std::atomic<int> got{0};
+  std::vector<std::thread> threads;
+  for (auto& s : subs) {
+    threads.emplace_back([&s, &got] {
+      std::uint64_t x = 0;
+      if (s.recv_for(x, 20s) == ReceiveResult::ok && x == 7) got.fetch_add(1);
+    });
+  }
+  // All counted: each is between its join and its wake-up (a sleeper's
+  // 10 ms slice may take it out and back in; the poll waits for all).
+  const auto deadline = Clock::now() + 20s;
+  while (word.sleepers() != kSleepers && Clock::now() < deadline) std::this_thread::yield();
+  ASSERT_EQ(word.sleepers(), static_cast<std::uint32_t>(kSleepers));
+  ASSERT_EQ(word.generation(), g0);
+  ASSERT_EQ(pub.publish(std::uint64_t{7}), PublishResult::ok);
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(got.load(), kSleepers);
+  EXPECT_EQ(word.generation(), g0 + 1) << "one publication, one wake-up";
+  EXPECT_EQ(word.sleepers(), 0u);
+  ASSERT_EQ(pub.publish(std::uint64_t{8}), PublishResult::ok);
+  EXPECT_EQ(word.generation(), g0 + 1) << "a wake-up with nobody asleep";
+}
+
+// [topic.room] A publisher blocked by two reliable subscribers is woken by
+// the last of them to free a quarter of the ring, not by each position a
+// subscriber publishes: the one that caught up first leaves it asleep (the
+// space channel's count, which only a wake-up moves, stays).
+TEST(Topic, BlockedPublisherIsWokenByTheLastReliableSubscriberToFreeRoom) {
+  SegmentGuard g(unique_name("topic"));
+  auto topic = Topic::create<std::uint64_t>(
+      g.name(), {.slots = 8, .wait = {.strategy = WaitStrategy::blocking}});
+  WakeWord word(g.name());
+  const auto& space = reinterpret_cast<const detail::TopicControl*>(word.seg.payload())->wake.space;
+  auto fast = topic.subscribe();
+  auto slow = topic.subscribe();
+  auto pub = topic.publisher();
+  for (std::uint64_t i = 0; i < 8; ++i) ASSERT_EQ(pub.try_publish(i), PublishResult::ok);
+  PublishResult r = PublishResult::closed;
+  std::thread publisher([&] { r = pub.publish_for(std::uint64_t{8}, 20s); });
+  const auto deadline = Clock::now() + 20s;
+  while (space.sleepers.load() == 0 && Clock::now() < deadline) std::this_thread::yield();
+  ASSERT_EQ(space.sleepers.load(), 1u) << "the publisher never slept";
+  const std::uint32_t seq0 = space.seq.load();
+  std::uint64_t v = 0;
+  for (std::uint64_t i = 0; i < 8; ++i) ASSERT_EQ(fast.try_recv(v), ReceiveResult::ok);
+  ASSERT_EQ(fast.try_recv(v), ReceiveResult::empty);  // publishes its position 8
+  EXPECT_EQ(space.seq.load(), seq0) << "woken while the slow subscriber held every slot";
+  for (std::uint64_t i = 0; i < 4; ++i) ASSERT_EQ(slow.try_recv(v), ReceiveResult::ok);
+  publisher.join();
+  EXPECT_EQ(r, PublishResult::ok);
+  // One wake-up at most (none when its own liveness slice found the room).
+  EXPECT_LE(space.seq.load() - seq0, 1u);
+}
+
 TEST(Topic, StatisticsListEachSubscriber) {
   SegmentGuard g(unique_name("topic"));
   auto topic = Topic::create<std::uint64_t>(g.name(), {.slots = 8});

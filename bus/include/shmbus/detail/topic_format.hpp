@@ -30,7 +30,7 @@
 
 namespace shmbus::detail {
 
-inline constexpr std::uint32_t kTopicFormat = 1;
+inline constexpr std::uint32_t kTopicFormat = 2;     // 2: the [topic.wake] sleeper count
 inline constexpr std::size_t kTopicSlotHeader = 16;  // seq word + length word
 inline constexpr std::uint32_t kTopicMaxSlots = std::uint32_t{1} << 24;
 inline constexpr std::uint32_t kTopicMaxSubscribers = 1024;
@@ -93,20 +93,44 @@ struct alignas(64) TopicPublisherLine {
 // it: one FUTEX_WAKE wakes every one), `space` for a publisher waiting for
 // a reliable subscriber ([wait.sleepers]). Written only around sleeps.
 //
-// [topic.wake] `data` is an event count whose bit 0 says "armed": a
-// subscriber about to sleep sets it (CAS) and sleeps on the armed value;
-// the publisher, after each publication, loads the word and only when it
-// is armed replaces it with the next unarmed count and makes one
-// FUTEX_WAKE for all. Subscribers that armed before that wake-up do not
-// make the next publication wake again, so a publisher never pays a system
-// call per message for sleepers that have not run yet.
-inline constexpr std::uint32_t kTopicArmed = 1;
+// [topic.wake] `data` is one 64-bit word: its low half (its first four
+// bytes) the wake generation, the futex word every sleeping subscriber
+// waits on; its high half the count of subscribers about to sleep on the
+// current generation. A subscriber joins (a CAS adding one to the count,
+// the generation unchanged), re-checks for a message, and sleeps on the
+// generation it joined; one that found a message after all leaves again
+// (a CAS taking its one back, only while the generation is still the one
+// it joined). After each publication the publisher loads the word and
+// only when the count is not zero exchanges it for the next generation
+// with count 0 and makes one FUTEX_WAKE for all. So: no system call and
+// no shared write when nobody sleeps; a subscriber that looked and found
+// data costs the publisher nothing; any number of subscribers asleep at
+// once cost one call; a woken subscriber that has not run yet is not
+// counted again (its generation is over); and joining or leaving never
+// changes the futex word under another sleeper.
+inline constexpr std::uint64_t kTopicSleeper = std::uint64_t{1} << 32;  // one in the count
+[[nodiscard]] constexpr std::uint32_t topic_generation(std::uint64_t w) noexcept {
+  return static_cast<std::uint32_t>(w);
+}
+[[nodiscard]] constexpr std::uint32_t topic_sleepers(std::uint64_t w) noexcept {
+  return static_cast<std::uint32_t>(w >> 32);
+}
+// [topic.room] `room_needed`: the position every reliable subscriber must
+// reach before a publisher asleep on `space` can go on (a quarter of the
+// ring free), stored by that publisher before it sleeps. A reliable
+// subscriber that publishes its position while the publisher sleeps wakes
+// it only when the slowest reliable record has reached it, so the
+// publisher is woken once per quarter ring, by the last subscriber to get
+// there, not by each subscriber's every step.
 struct alignas(64) TopicWakeLine {
-  std::atomic<std::uint32_t> data;  // [topic.wake]
-  std::atomic<std::uint32_t> reserved;
+  std::atomic<std::uint64_t> data;  // [topic.wake] sleepers << 32 | generation
   WaitChannel space;
   std::atomic<std::uint32_t> high_water;  // records ever claimed: 1 + the highest index
+  std::atomic<std::uint32_t> reserved;
+  std::atomic<std::uint64_t> room_needed;  // [topic.room] written by a blocked publisher
 };
+static_assert(sizeof(TopicWakeLine) == 64);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 enum class TopicPolicy : std::uint32_t { free = 0, lossy = 1, reliable = 2 };
 
@@ -124,7 +148,7 @@ struct alignas(64) TopicSubscriberLine {
 };
 static_assert(sizeof(TopicSubscriberLine) == 64);
 
-// Topic control block, format 1, at the start of the payload.
+// Topic control block, format 2, at the start of the payload.
 //
 //   0      config        (set once before ready)
 //   64     publisher line

@@ -35,6 +35,8 @@ enum class FaultPoint : std::uint8_t {
   // Topic.
   subscribe_claimed,  // subscribe(): record claimed, start position read,
                       // the publisher not yet told (policy still free)
+  sleep_joining,      // a subscriber found nothing, before it counts itself
+                      // among the sleepers ([topic.wake])
   // Every WaitChannel sleeper (futex.hpp's sleep_until), shmbus::wait()
   // and a Barrier waiter.
   sleeper_counted,  // counted in `sleepers`, futex word read, not yet asleep
