@@ -404,8 +404,10 @@ struct Forwarder::Impl {
     detail::StatusWriter& w = *status;
     std::size_t i = 0;
     for (const OutChannel& ch : out) {
-      w.set(i, detail::kMessages, ch.sent);
-      w.set(i, detail::kAcked, ch.hdr->acked.load(std::memory_order_relaxed));  // relaxed: ours
+      // relaxed: this bridge writes its outbox alone; the outbox's totals
+      // (they survive restarts, as acked does)
+      w.set(i, detail::kMessages, ch.hdr->next_seq.load(std::memory_order_relaxed) - 1);
+      w.set(i, detail::kAcked, ch.hdr->acked.load(std::memory_order_relaxed));
       w.set(i, detail::kInFlight, ch.in_flight());
       w.set(i, detail::kRetransmitted, ch.retransmitted);
       w.set(i++, detail::kTakeInterrupted,

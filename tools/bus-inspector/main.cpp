@@ -138,9 +138,9 @@ json bridge_json(const shmbus::bridge::BridgeStatus& s) {
 void print_bridge(const shmbus::bridge::BridgeStatus& s) {
   std::printf("bridge:    %s (pid %d, %s)\n", s.name.c_str(), static_cast<int>(s.process.pid),
               s.alive ? "alive" : "dead: stale status");
-  std::printf("link:      %s to %s (%llu link(s) so far)\n",
+  std::printf("link:      %s, peer %s (%llu link(s) so far)\n",
               std::string(shmbus::bridge::to_string(s.link)).c_str(),
-              s.peer.empty() ? "(no peer yet)" : s.peer.c_str(),
+              s.peer.empty() ? "not known yet" : s.peer.c_str(),
               static_cast<unsigned long long>(s.links));
   if (s.last_rx_ns != 0 && s.updated_ns >= s.last_rx_ns)
     std::printf("last rx:   %.1f ms before the last update (%s)\n",

@@ -38,7 +38,8 @@ struct ChannelStatus {
   std::string name;  // the queue's or topic's name
   bool outbound = false;
   bool topic = false;
-  std::uint64_t messages = 0;          // outbound: taken here; inbound: applied here
+  std::uint64_t messages = 0;          // outbound: taken (a queue's: its outbox's total,
+                                       // across restarts); inbound: applied by this process
   std::uint64_t acked = 0;             // outbound: acknowledged by the peer
   std::uint64_t in_flight = 0;         // outbound: backlog, taken and not yet acknowledged
   std::uint64_t retransmitted = 0;     // outbound
