@@ -364,6 +364,9 @@ struct Forwarder::Impl {
   explicit Impl(ForwarderOptions o) : opt(std::move(o)) {
     validate_name(opt.name);
     if (opt.window == 0) throw Error(Errc::invalid_argument, opt.name, "window must be >= 1");
+    // First: the status segment is the name's lock (a second live bridge of
+    // the name is refused here, before it could recover outboxes in use).
+    status.emplace(opt.name);
     for (const std::string& q : opt.queues) {
       OutChannel ch;
       ch.queue = q;
@@ -386,7 +389,6 @@ struct Forwarder::Impl {
       ch.epoch = random_epoch();
       tout.push_back(std::move(ch));
     }
-    status.emplace(opt.name);
     lay_out_status();
   }
 
@@ -584,6 +586,12 @@ struct Forwarder::Impl {
     const Hello hello = decode<Hello>(body, "bridge hello");
     peer = std::get<0>(hello);
     validate_name(peer);
+    // The topics this bridge publishes here stay its own across hellos of
+    // the same type (a reconnect, a restarted peer): closing them would
+    // tell their subscribers eof.
+    std::map<std::string, InChannel> kept;
+    for (InChannel& ch : in)
+      if (ch.topic) kept.emplace(ch.queue, std::move(ch));
     in.clear();
     for (const HelloChannel& hc : std::get<1>(hello)) {
       InChannel ch;
@@ -610,6 +618,11 @@ struct Forwarder::Impl {
         std::atomic<std::uint64_t>& next = ch.topic_hdr->source_next;
         if (next.load(std::memory_order_relaxed) == 0)  // relaxed: ours alone
           next.store(std::get<7>(ht) + 1, std::memory_order_relaxed);
+      }
+      if (auto k = kept.find(ch.queue);
+          k != kept.end() && k->second.id.fingerprint == ch.id.fingerprint) {
+        ch.local_topic = std::move(k->second.local_topic);
+        ch.pub = std::move(k->second.pub);
       }
       try_open(ch);
       in.push_back(std::move(ch));

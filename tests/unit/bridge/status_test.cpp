@@ -87,6 +87,7 @@ TEST(BridgeStatus, ASecondLiveBridgeOfTheNameIsRefusedAndTheStatusGoesWithTheBri
     sb::Forwarder f{b.options()};
     EXPECT_EQ(shmbus::test::code_of([&] { sb::Forwarder again{b.options()}; }),
               shmbus::Errc::already_exists);
+    EXPECT_EQ(sb::read_status(b.u + "-f").channels.size(), 1u);  // the first one's, untouched
   }
   EXPECT_EQ(shmbus::test::code_of([&] { (void)sb::read_status(b.u + "-f"); }),
             shmbus::Errc::not_found);
