@@ -1,7 +1,8 @@
 // A bridge's status segment (bridge/status.hpp): one live bridge per name,
 // a dead one's status replaced, and the reader's validation of what shared
 // memory holds (a scribbled record is an Error naming it, never a crash or
-// a hang). The view of a running link is in forwarder_test.
+// a hang), and bus-inspector's show/doctor of a bridge. The view of a
+// running link is in forwarder_test.
 #include "shmbus/bridge/status.hpp"
 
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 
 #include "../../../bridge/src/status_format.hpp"  // the format, to scribble on it
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "shmbus/bridge/forwarder.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/queue.hpp"
@@ -172,4 +174,45 @@ TEST(BridgeStatus, ScribbledRecordsAreCorruptedErrorsNamingWhatWasWrong) {
     const auto view = shmbus::SegmentView::open(name + ".bridge");
     (void)sb::bridge_object_stats(view);
   }
+}
+
+TEST(BridgeStatus, BusInspectorShowsABridgeAndItsDoctorNamesAStaleOne) {
+  using nlohmann::json;
+  OneBridge b;
+  const std::string status = b.u + "-f.bridge";
+  {
+    sb::Forwarder f{b.options()};
+    const auto r = shmbus::test::run_inspector({"show", status, "--json"});
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const json j = json::parse(r.output);
+    EXPECT_EQ(j["kind"], "bridge");
+    EXPECT_EQ(j["bridge"]["name"], b.u + "-f");
+    EXPECT_EQ(j["bridge"]["link"], "down");
+    EXPECT_EQ(j["bridge"]["channels"][0]["name"], "orders");
+    EXPECT_EQ(j["bridge"]["channels"][0]["direction"], "out");
+    EXPECT_EQ(j["stats"]["gauges"]["out.orders.in_flight"], 0);
+    const auto text = shmbus::test::run_inspector({"show", status});
+    EXPECT_NE(text.output.find("out  queue  orders"), std::string::npos) << text.output;
+    // A scribbled status: exit code 3 and the reason, no crash.
+    Scribbler w(status);
+    w.header().count.store(999);
+    const auto bad = shmbus::test::run_inspector({"show", status, "--json"});
+    EXPECT_EQ(bad.exit_code, 3) << bad.output;
+    EXPECT_EQ(json::parse(bad.output)["error"], "corrupted");
+    w.header().count.store(1);
+  }
+  // A bridge killed: its status stays, and doctor says so.
+  const pid_t child = shmbus::test::fork_child([&]() -> int {
+    sb::Forwarder f{b.options()};
+    ::raise(SIGKILL);
+    return 1;
+  });
+  EXPECT_EQ(shmbus::test::wait_child(child).signal, SIGKILL);
+  const auto doctor = shmbus::test::run_inspector({"doctor", "--json"});
+  bool named = false;
+  const json report = json::parse(doctor.output);
+  for (const auto& f : report["findings"])
+    named = named || (f["name"] == status &&
+                      f["problem"].get<std::string>().find("is dead") != std::string::npos);
+  EXPECT_TRUE(named) << doctor.output;
 }
