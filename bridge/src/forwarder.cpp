@@ -20,6 +20,7 @@
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/shared_memory.hpp"
+#include "status_format.hpp"
 
 namespace shmbus::bridge {
 
@@ -30,9 +31,14 @@ using shmbus::detail::QueueCore;
 // ---- wire ------------------------------------------------------------------
 // Every bridge message is a 16-byte header, then (DATA, HELLO) a body.
 //   HELLO     body: msgpack (bridge name, [(queue, kind, fingerprint,
-//             type name, epoch), ...]); the receiver opens its queues
+//             type name, epoch), ...], [(topic, fingerprint, type name,
+//             epoch, slots, max message, policy, the source message number
+//             the sender's subscription started at), ...]); the receiver opens
+//             its queues and topics. Channel indices: the queues, then the
+//             topics.
 //   HELLO_OK  the receiver is ready for DATA of every channel of the hello
 //   DATA      channel (index in the sender's hello), seq, body: the message
+//             (a topic's: the source topic's message number, 8 bytes, first)
 //   ACK       channel, seq: every message up to seq is in the peer's queue
 //   PING      keeps the link and the peer's silence timer alive
 enum class Kind : std::uint8_t { hello = 1, hello_ok = 2, data = 3, ack = 4, ping = 5 };
@@ -46,7 +52,9 @@ static_assert(sizeof(WireHeader) == 16);
 
 using HelloChannel =
     std::tuple<std::string, std::uint32_t, std::uint64_t, std::string, std::uint64_t>;
-using Hello = std::tuple<std::string, std::vector<HelloChannel>>;
+using HelloTopic = std::tuple<std::string, std::uint64_t, std::string, std::uint64_t, std::uint32_t,
+                              std::uint64_t, std::uint32_t, std::uint64_t>;
+using Hello = std::tuple<std::string, std::vector<HelloChannel>, std::vector<HelloTopic>>;
 
 // ---- outbox: "<name>.out.<queue>", format v1 ---------------------------------
 //   0    magic, version, window, slot_bytes, epoch, fingerprint (set at creation)
@@ -99,6 +107,18 @@ struct InboxHeader {
   std::atomic<std::uint64_t> duplicates;
 };
 
+// ---- topic inbox: "<name>.tin.<peer>.<topic>", format v1 --------------------
+// The inbox above (magic kTopicInboxMagic), then what the source topic's
+// message numbers say: the next one expected and the holes counted.
+// Written by the receiving bridge alone.
+constexpr std::uint64_t kTopicInboxMagic = 0x3158424E49504F54ULL;  // "TOPINBX1"
+struct TopicInboxHeader {
+  InboxHeader inbox;
+  std::atomic<std::uint64_t> source_next;  // the next source number expected, + 1 (0: none)
+  std::atomic<std::uint64_t> gaps;
+};
+constexpr std::size_t kSourcePosBytes = 8;  // a topic DATA body's prefix
+
 constexpr std::size_t kMaxOutboxBytes = std::size_t{64} << 20;
 constexpr std::size_t kMaxPending = std::size_t{1} << 16;
 
@@ -112,10 +132,12 @@ struct QueueIdentity {
   std::uint64_t fingerprint = 0;
   std::string type_name;
 };
-QueueIdentity read_identity(const std::string& name) {
+QueueIdentity read_identity(const std::string& name, bool topic = false) {
   const std::string path = "/dev/shm/" + shmbus::detail::os_name(name);
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(Errc::not_found, name, "no such queue on this bus");
+  if (fd < 0)
+    throw Error(Errc::not_found, name,
+                topic ? "no such topic on this bus" : "no such queue on this bus");
   std::vector<std::byte> h(shmbus::detail::kHeaderSize);
   const ssize_t n = ::pread(fd, h.data(), h.size(), 0);
   ::close(fd);
@@ -133,8 +155,10 @@ QueueIdentity read_identity(const std::string& name) {
   field(offsetof(SegmentHeader, type_fingerprint), 8, &id.fingerprint);
   if (magic != shmbus::detail::kMagic) throw Error(Errc::corrupted, name, "not a shmbus segment");
   const auto k = kind_from_u32(kind);
-  if (!k || (*k != ObjectKind::queue && *k != ObjectKind::simple_queue &&
-             *k != ObjectKind::joinable_queue))
+  if (topic && k != ObjectKind::topic)
+    throw Error(Errc::wrong_kind, name, "forwarded as a topic; this is not one");
+  if (!topic && (!k || (*k != ObjectKind::queue && *k != ObjectKind::simple_queue &&
+                        *k != ObjectKind::joinable_queue)))
     throw Error(Errc::wrong_kind, name, "the bridge forwards queues; this is not one");
   id.kind = *k;
   const char* tn = reinterpret_cast<const char*>(h.data() + offsetof(SegmentHeader, type_name));
@@ -181,12 +205,42 @@ struct OutChannel {
   }
 };
 
+// A local topic forwarded: the bridge's subscription, and the messages sent
+// and not yet acknowledged (in memory: a topic is not durable).
+struct TopicOut {
+  TopicForward cfg;
+  QueueIdentity id;
+  Topic topic;
+  Subscriber sub;
+  std::uint64_t epoch = 0;  // this process's: the peer's inbox restarts with it
+  std::uint64_t start = 0;  // the source message number the subscription started at
+  std::uint64_t next_seq = 1;
+  std::uint64_t acked = 0;
+  std::deque<std::vector<std::byte>> held;  // acked+1 .. next_seq-1: [source no.][message]
+  std::uint64_t sent = 0;
+  std::uint64_t retransmitted = 0;
+  std::uint64_t resubscribed = 0;
+  Clock::time_point last_progress{};
+  Clock::time_point ended_at{};  // the source's publisher closed or died: look again later
+  bool ended = false;
+  std::string problem;
+
+  std::uint64_t in_flight() const noexcept { return next_seq - 1 - acked; }
+};
+
 struct InChannel {
-  std::string queue;  // the peer's queue name (the same name here)
+  std::string queue;  // the peer's queue or topic name (the same name here)
   QueueIdentity id;
   std::optional<QueueCore> core;  // nullopt while the local queue is missing
   std::optional<SharedMemory> shm;
   InboxHeader* hdr = nullptr;
+  // A topic's: the geometry to create it with, the publisher role here.
+  bool topic = false;
+  std::uint32_t slots = 0;
+  std::uint64_t max_message = 0;
+  TopicInboxHeader* topic_hdr = nullptr;
+  std::optional<Topic> local_topic;
+  Publisher pub;
   // Messages received in order but not yet put (the local queue is full or
   // missing): at most the sender's window, since it sends nothing beyond
   // applied + window; kMaxPending bounds a misbehaving peer.
@@ -218,10 +272,14 @@ std::string_view to_string(RunEnd e) noexcept {
 struct Forwarder::Impl {
   ForwarderOptions opt;
   std::vector<OutChannel> out;
-  std::vector<InChannel> in;  // by the peer's channel index
+  std::vector<TopicOut> tout;  // channel index out.size() + i
+  std::vector<InChannel> in;   // by the peer's channel index
   std::string peer;
   std::vector<std::byte> frame;  // scratch for header + body
   std::vector<std::byte> rx;
+  std::optional<detail::StatusWriter> status;  // "<name>.bridge", for bus-inspector
+  Clock::time_point last_status{};
+  Clock::time_point last_rx{};
 
   void open_outbox(OutChannel& ch) {
     const std::string name = opt.name + ".out." + ch.queue;
@@ -265,7 +323,7 @@ struct Forwarder::Impl {
     h->window = window;
     h->slot_bytes = slot;
     h->entry_stride = stride;
-    h->epoch = std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32) | 1u;
+    h->epoch = random_epoch();
     h->fingerprint = ch.id.fingerprint;
     h->next_seq.store(1, std::memory_order_relaxed);  // relaxed: not shared yet
     h->acked.store(0, std::memory_order_release);     // [outbox.commit]
@@ -306,6 +364,9 @@ struct Forwarder::Impl {
   explicit Impl(ForwarderOptions o) : opt(std::move(o)) {
     validate_name(opt.name);
     if (opt.window == 0) throw Error(Errc::invalid_argument, opt.name, "window must be >= 1");
+    // First: the status segment is the name's lock (a second live bridge of
+    // the name is refused here, before it could recover outboxes in use).
+    status.emplace(opt.name);
     for (const std::string& q : opt.queues) {
       OutChannel ch;
       ch.queue = q;
@@ -315,6 +376,73 @@ struct Forwarder::Impl {
       open_outbox(ch);
       out.push_back(std::move(ch));
     }
+    for (const TopicForward& t : opt.topics) {
+      validate_name(t.topic);
+      TopicOut ch;
+      ch.cfg = t;
+      const std::string full = full_name(opt.bus, t.topic);
+      ch.id = read_identity(full, true);
+      ch.topic = Topic::open_tagged(full, SegmentOptions{},
+                                    shmbus::detail::TypeTag{ch.id.fingerprint, ch.id.type_name});
+      ch.sub = ch.topic.subscribe({.policy = t.policy});
+      ch.start = ch.sub.position();
+      ch.epoch = random_epoch();
+      tout.push_back(std::move(ch));
+    }
+    lay_out_status();
+  }
+
+  // ---- status (status.hpp) ---------------------------------------------------
+  // Records: the queues, the topics, then what the peer forwards here.
+  void lay_out_status() {
+    std::vector<detail::StatusLayoutEntry> v;
+    for (const OutChannel& ch : out) v.push_back({ch.queue, true, false});
+    for (const TopicOut& ch : tout) v.push_back({ch.cfg.topic, true, true});
+    for (const InChannel& ch : in) v.push_back({ch.queue, false, ch.topic});
+    status->set_layout(peer, v);
+  }
+
+  void publish_status(Clock::time_point now) {
+    detail::StatusWriter& w = *status;
+    std::size_t i = 0;
+    for (const OutChannel& ch : out) {
+      // relaxed: this bridge writes its outbox alone; the outbox's totals
+      // (they survive restarts, as acked does)
+      w.set(i, detail::kMessages, ch.hdr->next_seq.load(std::memory_order_relaxed) - 1);
+      w.set(i, detail::kAcked, ch.hdr->acked.load(std::memory_order_relaxed));
+      w.set(i, detail::kInFlight, ch.in_flight());
+      w.set(i, detail::kRetransmitted, ch.retransmitted);
+      w.set(i++, detail::kTakeInterrupted,
+            ch.hdr->take_interrupted.load(std::memory_order_relaxed));
+    }
+    for (const TopicOut& ch : tout) {
+      w.set(i, detail::kMessages, ch.sent);
+      w.set(i, detail::kAcked, ch.acked);
+      w.set(i, detail::kInFlight, ch.in_flight());
+      w.set(i, detail::kRetransmitted, ch.retransmitted);
+      w.set(i++, detail::kMissed, ch.sub.missed());
+    }
+    for (const InChannel& ch : in) {
+      // relaxed: this bridge writes its inboxes alone
+      w.set(i, detail::kMessages, ch.applied_here);
+      w.set(i, detail::kDuplicates, ch.hdr->duplicates.load(std::memory_order_relaxed));
+      w.set(i, detail::kFullWaits, ch.full_waits);
+      w.set(i, detail::kApplyUncertain, ch.hdr->apply_uncertain.load(std::memory_order_relaxed));
+      if (ch.topic_hdr != nullptr)
+        w.set(i, detail::kGaps, ch.topic_hdr->gaps.load(std::memory_order_relaxed));
+      ++i;
+    }
+    const auto real = static_cast<std::uint64_t>(
+        std::chrono::system_clock::now().time_since_epoch() / std::chrono::nanoseconds(1));
+    if (last_rx != Clock::time_point{})
+      w.received(real - static_cast<std::uint64_t>((now - last_rx) / std::chrono::nanoseconds(1)));
+    w.touch(real);
+    last_status = now;
+  }
+
+  static std::uint64_t random_epoch() {
+    std::random_device rd;
+    return rd() | (std::uint64_t{rd()} << 32) | 1u;
   }
 
   // ---- sending -------------------------------------------------------------
@@ -333,6 +461,10 @@ struct Forwarder::Impl {
     for (const OutChannel& ch : out)
       std::get<1>(hello).emplace_back(ch.queue, static_cast<std::uint32_t>(ch.id.kind),
                                       ch.id.fingerprint, ch.id.type_name, ch.hdr->epoch);
+    for (const TopicOut& ch : tout)
+      std::get<2>(hello).emplace_back(ch.cfg.topic, ch.id.fingerprint, ch.id.type_name, ch.epoch,
+                                      ch.topic.slots(), ch.topic.max_message(),
+                                      static_cast<std::uint32_t>(ch.cfg.policy), ch.start);
     const std::vector<std::byte> body = encode(hello);
     (void)send(c, Kind::hello, 0, 0, body);
   }
@@ -367,6 +499,61 @@ struct Forwarder::Impl {
     return any;
   }
 
+  // Takes topic messages while the window has room; false when none was.
+  bool take_topic(Connection& c, TopicOut& ch, std::uint32_t index, Clock::time_point now) {
+    if (ch.ended) {
+      if (now - ch.ended_at < std::chrono::duration_cast<Clock::duration>(opt.heartbeat))
+        return false;
+      ch.ended = false;  // a new publisher may have come: look again
+    }
+    bool any = false;
+    while (ch.in_flight() < opt.window) {
+      std::span<const std::byte> msg;
+      const ReceiveResult r = ch.sub.try_peek(msg);
+      if (r == ReceiveResult::ok) {
+        std::vector<std::byte> m(kSourcePosBytes + msg.size());
+        const std::uint64_t source = ch.sub.position();
+        std::memcpy(m.data(), &source, kSourcePosBytes);
+        if (!msg.empty()) std::memcpy(m.data() + kSourcePosBytes, msg.data(), msg.size());
+        if (!ch.sub.release()) continue;  // overwritten while copied: counted missed
+        const std::uint64_t s = ch.next_seq++;
+        ch.held.push_back(std::move(m));
+        if (ch.in_flight() == 1) ch.last_progress = now;
+        ++ch.sent;
+        any = true;
+        (void)send(c, Kind::data, index, s, ch.held.back());
+        continue;
+      }
+      if (r == ReceiveResult::empty) break;
+      if (r == ReceiveResult::evicted) {  // taken for dead: subscribe again
+        ch.sub = ch.topic.subscribe({.policy = ch.cfg.policy});
+        ++ch.resubscribed;
+        continue;
+      }
+      // eof, publisher_dead, corrupted: nothing more now; say why once.
+      const std::string why(to_string(r));
+      if (ch.problem != why) {
+        ch.problem = why;
+        std::fprintf(stderr, "bus-bridge %s: topic '%s': %s\n", opt.name.c_str(),
+                     ch.cfg.topic.c_str(), why.c_str());
+      }
+      ch.ended = true;
+      ch.ended_at = now;
+      break;
+    }
+    if (any) ch.problem.clear();
+    return any;
+  }
+
+  void resend_topic(Connection& c, TopicOut& ch, std::uint32_t index) {
+    std::uint64_t s = ch.acked + 1;
+    for (const std::vector<std::byte>& m : ch.held) {
+      if (send(c, Kind::data, index, s++, m) != SendResult::ok) break;
+      ++ch.retransmitted;
+    }
+    ch.last_progress = Clock::now();
+  }
+
   void resend_all(Connection& c, OutChannel& ch, std::uint32_t index) {
     const std::uint64_t next = ch.hdr->next_seq.load(std::memory_order_relaxed);
     for (std::uint64_t s = ch.hdr->acked.load(std::memory_order_relaxed) + 1; s < next; ++s) {
@@ -378,7 +565,14 @@ struct Forwarder::Impl {
   }
 
   void on_ack(std::uint32_t channel, std::uint64_t seq) {
-    if (channel >= out.size()) return;
+    if (channel >= out.size()) {
+      if (channel - out.size() >= tout.size()) return;
+      TopicOut& t = tout[channel - out.size()];
+      if (seq <= t.acked || seq >= t.next_seq) return;
+      for (; t.acked < seq; ++t.acked) t.held.pop_front();
+      t.last_progress = Clock::now();
+      return;
+    }
     OutChannel& ch = out[channel];
     const std::uint64_t acked = ch.hdr->acked.load(std::memory_order_relaxed);
     if (seq <= acked || seq >= ch.hdr->next_seq.load(std::memory_order_relaxed)) return;
@@ -392,6 +586,12 @@ struct Forwarder::Impl {
     const Hello hello = decode<Hello>(body, "bridge hello");
     peer = std::get<0>(hello);
     validate_name(peer);
+    // The topics this bridge publishes here stay its own across hellos of
+    // the same type (a reconnect, a restarted peer): closing them would
+    // tell their subscribers eof.
+    std::map<std::string, InChannel> kept;
+    for (InChannel& ch : in)
+      if (ch.topic) kept.emplace(ch.queue, std::move(ch));
     in.clear();
     for (const HelloChannel& hc : std::get<1>(hello)) {
       InChannel ch;
@@ -400,34 +600,96 @@ struct Forwarder::Impl {
       const auto kind = kind_from_u32(std::get<1>(hc));
       if (!kind) throw Error(Errc::corrupted, "bridge hello", "unknown object kind");
       ch.id = QueueIdentity{*kind, std::get<2>(hc), std::get<3>(hc)};
-      const std::string name = opt.name + ".in." + peer + "." + ch.queue;
-      ch.shm.emplace(
-          SharedMemory::open_or_create(name, sizeof(InboxHeader), state_segment_options()));
-      ch.hdr = reinterpret_cast<InboxHeader*>(ch.shm->buf().data());
-      InboxHeader& h = *ch.hdr;
-      const std::uint64_t epoch = std::get<4>(hc);
-      if (h.magic != kInboxMagic || h.epoch.load(std::memory_order_acquire) != epoch) {
-        // New, or the sender's outbox was made anew: its sequences restart.
-        h.applying.store(0, std::memory_order_relaxed);
-        h.applied.store(0, std::memory_order_relaxed);
-        h.epoch.store(epoch, std::memory_order_relaxed);
-        h.magic = kInboxMagic;
-      } else if (const std::uint64_t a = h.applying.load(std::memory_order_acquire);
-                 a != 0 && a == h.applied.load(std::memory_order_acquire) + 1) {
-        // A put cut by a SIGKILL: it may have published (see forwarder.hpp).
-        h.apply_uncertain.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-        h.applying.store(0, std::memory_order_relaxed);
-      }
-      ch.last_acked = h.applied.load(std::memory_order_relaxed);
+      open_inbox(ch, opt.name + ".in." + peer + "." + ch.queue, std::get<4>(hc));
       try_open(ch);
       in.push_back(std::move(ch));
     }
+    for (const HelloTopic& ht : std::get<2>(hello)) {
+      InChannel ch;
+      ch.topic = true;
+      ch.queue = std::get<0>(ht);
+      validate_name(ch.queue);
+      ch.id = QueueIdentity{ObjectKind::topic, std::get<1>(ht), std::get<2>(ht)};
+      ch.slots = std::get<4>(ht);
+      ch.max_message = std::get<5>(ht);
+      if (open_inbox(ch, opt.name + ".tin." + peer + "." + ch.queue, std::get<3>(ht))) {
+        // A new sender epoch: holes count from where its subscription
+        // started, or from the last message of the epoch before.
+        std::atomic<std::uint64_t>& next = ch.topic_hdr->source_next;
+        if (next.load(std::memory_order_relaxed) == 0)  // relaxed: ours alone
+          next.store(std::get<7>(ht) + 1, std::memory_order_relaxed);
+      }
+      if (auto k = kept.find(ch.queue);
+          k != kept.end() && k->second.id.fingerprint == ch.id.fingerprint) {
+        ch.local_topic = std::move(k->second.local_topic);
+        ch.pub = std::move(k->second.pub);
+      }
+      try_open(ch);
+      in.push_back(std::move(ch));
+    }
+    lay_out_status();
+  }
+
+  // The inbox of a channel from the peer: kept (a restart of either side
+  // with the same sender epoch), reset (a new epoch: its sequences
+  // restart), or made. True for a new epoch.
+  bool open_inbox(InChannel& ch, const std::string& name, std::uint64_t epoch) {
+    const std::size_t size = ch.topic ? sizeof(TopicInboxHeader) : sizeof(InboxHeader);
+    const std::uint64_t magic = ch.topic ? kTopicInboxMagic : kInboxMagic;
+    ch.shm.emplace(SharedMemory::open_or_create(name, size, state_segment_options()));
+    ch.hdr = reinterpret_cast<InboxHeader*>(ch.shm->buf().data());
+    if (ch.topic) ch.topic_hdr = reinterpret_cast<TopicInboxHeader*>(ch.shm->buf().data());
+    InboxHeader& h = *ch.hdr;
+    if (h.magic != magic || h.epoch.load(std::memory_order_acquire) != epoch) {
+      // New, or the sender's outbox was made anew: its sequences restart.
+      // (A topic inbox keeps source_next: the holes a sender's restart
+      // leaves are counted.)
+      h.applying.store(0, std::memory_order_relaxed);
+      h.applied.store(0, std::memory_order_relaxed);
+      h.epoch.store(epoch, std::memory_order_relaxed);
+      h.magic = magic;
+      ch.last_acked = 0;
+      return true;
+    }
+    if (const std::uint64_t a = h.applying.load(std::memory_order_acquire);
+        a != 0 && a == h.applied.load(std::memory_order_acquire) + 1) {
+      // A put cut by a SIGKILL: it may have published (see forwarder.hpp).
+      h.apply_uncertain.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      h.applying.store(0, std::memory_order_relaxed);
+    }
+    ch.last_acked = h.applied.load(std::memory_order_relaxed);
+    return false;
+  }
+
+  // The topic here: opened, or made with the sender's geometry; then its
+  // publisher role (a live local publisher of the name keeps it: retried).
+  void open_topic(InChannel& ch, const std::string& full) {
+    const shmbus::detail::TypeTag tag{ch.id.fingerprint, ch.id.type_name};
+    if (!ch.local_topic) {
+      try {
+        ch.local_topic = Topic::open_tagged(full, SegmentOptions{}, tag);
+      } catch (const Error& e) {
+        if (e.code() != Errc::not_found) throw;
+        ch.local_topic = Topic::create_tagged(
+            full, TopicOptions{.slots = ch.slots, .max_message = ch.max_message}, tag);
+      }
+    }
+    ch.pub = ch.local_topic->publisher();
+  }
+
+  [[nodiscard]] static bool is_open(const InChannel& ch) noexcept {
+    return ch.topic ? !ch.pub.is_closed() : ch.core.has_value();
   }
 
   void try_open(InChannel& ch) {
-    if (ch.core) return;
+    if (is_open(ch)) return;
     const std::string full = full_name(opt.bus, ch.queue);
     try {
+      if (ch.topic) {
+        open_topic(ch, full);
+        ch.problem.clear();
+        return;
+      }
       ch.core = QueueCore::open(full, ch.id.kind,
                                 shmbus::detail::TypeTag{ch.id.fingerprint, ch.id.type_name},
                                 QueueOptions{});
@@ -444,28 +706,59 @@ struct Forwarder::Impl {
   // Puts the pending messages in order; false while some wait for room.
   bool put_pending(InChannel& ch) {
     while (!ch.pending.empty()) {
-      if (!ch.core) return false;
+      if (!is_open(ch)) return false;
       auto& [seq, msg] = ch.pending.front();
       InboxHeader& h = *ch.hdr;
       // [inbox.commit] applying before the put, applied after: a restart
       // that finds applying == applied + 1 knows the put may have happened.
       h.applying.store(seq, std::memory_order_seq_cst);
-      const QueueResult r = ch.core->put(msg, nullptr, false);
-      if (r == QueueResult::full) {
+      bool full = false;
+      std::string failed;
+      if (ch.topic) {
+        const PublishResult r = publish_topic(ch, msg);
+        full = r == PublishResult::full;
+        if (r != PublishResult::ok && !full) failed = to_string(r);
+      } else {
+        const QueueResult r = ch.core->put(msg, nullptr, false);
+        full = r == QueueResult::full;
+        if (r != QueueResult::ok && !full) failed = to_string(r);
+      }
+      if (full) {
         h.applying.store(0, std::memory_order_relaxed);
         ++ch.full_waits;
         return false;
       }
-      if (r != QueueResult::ok)  // too large or closed: it can never go in; skip it
+      if (!failed.empty())  // too large or closed: it can never go in; skip it
         std::fprintf(stderr, "bus-bridge %s: dropped message %llu of '%s': %s\n", opt.name.c_str(),
-                     static_cast<unsigned long long>(seq), ch.queue.c_str(),
-                     std::string(to_string(r)).c_str());
+                     static_cast<unsigned long long>(seq), ch.queue.c_str(), failed.c_str());
       h.applied.store(seq, std::memory_order_seq_cst);
       h.applying.store(0, std::memory_order_release);
       ch.pending.pop_front();
       ++ch.applied_here;
     }
     return true;
+  }
+
+  // A topic message: published (never waiting: a remote reliable
+  // subscriber's full ring is `full`, retried), its source number counted.
+  PublishResult publish_topic(InChannel& ch, std::span<const std::byte> body) {
+    if (body.size() < kSourcePosBytes) return PublishResult::corrupted;  // a malformed frame
+    std::uint64_t source = 0;
+    std::memcpy(&source, body.data(), kSourcePosBytes);
+    const PublishResult r = ch.pub.try_publish(body.subspan(kSourcePosBytes));
+    if (r == PublishResult::full) return r;
+    if (r == PublishResult::closed) {  // lost the role: kept, put once it is taken again
+      ch.pub = Publisher{};
+      return PublishResult::full;
+    }
+    // relaxed: only this bridge writes its topic inbox; statistics
+    TopicInboxHeader& t = *ch.topic_hdr;
+    const std::uint64_t next = t.source_next.load(std::memory_order_relaxed);  // + 1; 0: none
+    if (next != 0 && source + 1 > next)
+      t.gaps.fetch_add(source + 1 - next, std::memory_order_relaxed);
+    // below next: the source topic was made anew (its numbers restarted)
+    t.source_next.store(source + 2, std::memory_order_relaxed);
+    return r;
   }
 
   void on_data(std::uint32_t channel, std::uint64_t seq, std::span<const std::byte> body) {
@@ -497,11 +790,25 @@ struct Forwarder::Impl {
   }
 
   RunEnd run(Connection& c, const std::atomic<bool>& stop, const std::function<bool()>& interrupt) {
+    status->link_started();
+    status->set_link(LinkState::connected);
+    struct Down {  // the link state says down when run() returns, however it does
+      Impl& f;
+      ~Down() {
+        f.publish_status(Clock::now());
+        f.status->set_link(LinkState::down);
+      }
+    } down{*this};
+    return run_link(c, stop, interrupt);
+  }
+
+  RunEnd run_link(Connection& c, const std::atomic<bool>& stop,
+                  const std::function<bool()>& interrupt) {
     const auto retransmit = std::chrono::duration_cast<Clock::duration>(opt.retransmit);
     const auto heartbeat = std::chrono::duration_cast<Clock::duration>(opt.heartbeat);
     const auto silence = std::chrono::duration_cast<Clock::duration>(opt.peer_timeout);
     bool peer_ready = false;  // the peer answered our hello
-    Clock::time_point last_rx = Clock::now();
+    last_rx = Clock::now();
     Clock::time_point last_tx = Clock::now();
     Clock::time_point last_hello{};
     for (;;) {
@@ -539,7 +846,10 @@ struct Forwarder::Impl {
           case Kind::hello_ok:
             if (!peer_ready) {
               peer_ready = true;
+              status->set_link(LinkState::ready);
               for (std::uint32_t i = 0; i < out.size(); ++i) resend_all(c, out[i], i);
+              for (std::uint32_t i = 0; i < tout.size(); ++i)
+                resend_topic(c, tout[i], static_cast<std::uint32_t>(out.size() + i));
             }
             break;
           case Kind::data:
@@ -554,7 +864,7 @@ struct Forwarder::Impl {
       }
       // Apply what waited for room or for its queue, then acknowledge.
       for (InChannel& ch : in) {
-        if (!ch.core && now - last_hello >= heartbeat) try_open(ch);
+        if (!is_open(ch) && now - last_hello >= heartbeat) try_open(ch);
         if (!ch.pending.empty() && put_pending(ch)) progress = true;
       }
       send_acks(c);
@@ -564,6 +874,13 @@ struct Forwarder::Impl {
           if (take_and_send(c, ch, i)) progress = true;
           if (ch.in_flight() != 0 && now - ch.last_progress >= retransmit) resend_all(c, ch, i);
         }
+        for (std::uint32_t i = 0; i < tout.size(); ++i) {
+          TopicOut& ch = tout[i];
+          const auto index = static_cast<std::uint32_t>(out.size() + i);
+          if (take_topic(c, ch, index, now)) progress = true;
+          if (ch.in_flight() != 0 && now - ch.last_progress >= retransmit)
+            resend_topic(c, ch, index);
+        }
         if (progress) last_tx = now;
       }
       if (now - last_tx >= heartbeat) {
@@ -571,6 +888,8 @@ struct Forwarder::Impl {
         last_tx = now;
       }
       if (now - last_rx >= silence) return RunEnd::peer_silent;
+      // bus-inspector's view: every 10 ms while busy, at once when idle.
+      if (now - last_status >= std::chrono::milliseconds(progress ? 10 : 1)) publish_status(now);
       if (progress) continue;
       wait_for_work(c, peer_ready);
     }
@@ -587,6 +906,10 @@ struct Forwarder::Impl {
     if (peer_ready)
       for (OutChannel& ch : out)
         if (ch.in_flight() < ch.hdr->window) fds.push_back(pollfd{ch.core.fileno(), POLLIN, 0});
+    if (peer_ready)
+      for (TopicOut& ch : tout)
+        if (!ch.ended && ch.in_flight() < opt.window)
+          fds.push_back(pollfd{ch.sub.fileno(), POLLIN, 0});
     bool pending = false;  // a message waits for room in a local queue
     for (const InChannel& ch : in) pending = pending || !ch.pending.empty();
     // A full peer queue has no descriptor: look again in a millisecond.
@@ -610,18 +933,22 @@ const ForwarderOptions& Forwarder::options() const noexcept { return impl_->opt;
 std::vector<ChannelStats> Forwarder::outbound() const {
   std::vector<ChannelStats> v;
   for (const OutChannel& ch : impl_->out)
-    v.push_back(ChannelStats{ch.queue, ch.sent, ch.hdr->acked.load(std::memory_order_relaxed),
-                             ch.retransmitted, ch.in_flight(),
-                             ch.hdr->take_interrupted.load(std::memory_order_relaxed)});
+    v.push_back(ChannelStats{
+        ch.queue, false, ch.sent, ch.hdr->acked.load(std::memory_order_relaxed), ch.retransmitted,
+        ch.in_flight(), ch.hdr->take_interrupted.load(std::memory_order_relaxed)});
+  for (const TopicOut& ch : impl_->tout)
+    v.push_back(ChannelStats{ch.cfg.topic, true, ch.sent, ch.acked, ch.retransmitted,
+                             ch.in_flight(), 0, ch.sub.missed()});
   return v;
 }
 
 std::vector<InboundStats> Forwarder::inbound() const {
   std::vector<InboundStats> v;
   for (const InChannel& ch : impl_->in)
-    v.push_back(InboundStats{ch.queue, ch.applied_here,
-                             ch.hdr->duplicates.load(std::memory_order_relaxed), ch.full_waits,
-                             ch.hdr->apply_uncertain.load(std::memory_order_relaxed)});
+    v.push_back(InboundStats{
+        ch.queue, ch.topic, ch.applied_here, ch.hdr->duplicates.load(std::memory_order_relaxed),
+        ch.full_waits, ch.hdr->apply_uncertain.load(std::memory_order_relaxed),
+        ch.topic_hdr != nullptr ? ch.topic_hdr->gaps.load(std::memory_order_relaxed) : 0});
   return v;
 }
 
@@ -635,7 +962,9 @@ const Header& open_state(std::optional<SharedMemory>& shm, const std::string& na
   shm.emplace(SharedMemory::open(name, o));
   if (shm->size() < sizeof(Header)) throw Error(Errc::corrupted, name, "too small");
   const auto* h = reinterpret_cast<const Header*>(shm->buf().data());
-  if (h->magic != magic) throw Error(Errc::corrupted, name, std::string("not a bridge ") + what);
+  std::uint64_t found = 0;  // every state segment starts with its magic
+  std::memcpy(&found, shm->buf().data(), sizeof found);
+  if (found != magic) throw Error(Errc::corrupted, name, std::string("not a bridge ") + what);
   return *h;
 }
 }  // namespace
@@ -662,6 +991,21 @@ InboundStats read_inbox(const std::string& bridge, const std::string& peer,
   s.applied = h.applied.load(std::memory_order_acquire);
   s.duplicates = h.duplicates.load(std::memory_order_relaxed);
   s.apply_uncertain = h.apply_uncertain.load(std::memory_order_relaxed);
+  return s;
+}
+
+InboundStats read_topic_inbox(const std::string& bridge, const std::string& peer,
+                              const std::string& topic) {
+  std::optional<SharedMemory> shm;
+  const auto& h = open_state<TopicInboxHeader>(shm, bridge + ".tin." + peer + "." + topic,
+                                               kTopicInboxMagic, "topic inbox");
+  InboundStats s;
+  s.queue = topic;
+  s.topic = true;
+  s.applied = h.inbox.applied.load(std::memory_order_acquire);
+  s.duplicates = h.inbox.duplicates.load(std::memory_order_relaxed);
+  s.apply_uncertain = h.inbox.apply_uncertain.load(std::memory_order_relaxed);
+  s.gaps = h.gaps.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -66,6 +66,8 @@ std::string_view to_string(ObjectKind kind) noexcept {
       return "list";
     case ObjectKind::namespace_:
       return "namespace";
+    case ObjectKind::bridge:
+      return "bridge";
   }
   return "unknown";
 }

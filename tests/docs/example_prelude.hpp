@@ -16,6 +16,7 @@
 #include <shmbus/bridge/forwarder.hpp>  // the bridge's headers need no ZeroMQ headers
 #include <shmbus/bridge/keys.hpp>
 #include <shmbus/bridge/remote.hpp>
+#include <shmbus/bridge/status.hpp>
 #include <shmbus/shmbus.hpp>
 #include <string>
 #include <vector>

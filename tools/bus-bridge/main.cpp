@@ -1,19 +1,22 @@
-// bus-bridge: forwards named queues between the buses of two hosts over
-// ZeroMQ with CURVE keys (shmbus::bridge::Forwarder).
+// bus-bridge: forwards named queues and topics between the buses of two
+// hosts over ZeroMQ with CURVE keys (shmbus::bridge::Forwarder).
 //
 //   bus-bridge --gen-key server.key                    # prints the public key
 //   bus-bridge --name east --bus trading --listen 'tcp://*:7000' --key server.key
 //              --allow client.key.pub --forward orders
 //   bus-bridge --name west --bus trading --connect tcp://east:7000 --key client.key
-//              --server-key server.key.pub --forward orders
+//              --server-key server.key.pub --forward orders --forward-topic ticks
 // (one command each; --gen-key also writes FILE.pub, the public half)
 //
 // Each side drains its --forward queues into the same-named queue of the
 // other side's bus, acknowledged, so a message leaves the local queue for
 // good only once the other side put it (see forwarder.hpp for the exact
 // guarantees). A bridge that is killed and restarted, or a link that breaks
-// and comes back, resumes where it was. A key argument is a key file or a
-// 40-character Z85 public key.
+// and comes back, resumes where it was. Each --forward-topic T[:lossy|:reliable]
+// republishes the local topic T on the other side's bus (lossy, the default:
+// never slows the local publisher; reliable: remote reliable subscribers
+// hold it back; forwarder.hpp says exactly what holds). A key argument is a
+// key file or a 40-character Z85 public key.
 //
 // Exit codes: 0 stopped by SIGINT/SIGTERM, 2 usage, 3 the peer refused our
 // key, 4 a local setup error (missing queue, bad key file, ...).
@@ -46,6 +49,18 @@ std::string public_key_arg(const std::string& arg) {
     }
   }
   return sb::KeyPair::load(arg).public_key;
+}
+
+// "ticks", "ticks:lossy" or "ticks:reliable".
+sb::TopicForward topic_arg(const std::string& arg) {
+  const auto colon = arg.rfind(':');
+  if (colon == std::string::npos) return {arg};
+  const std::string policy = arg.substr(colon + 1);
+  if (policy != "lossy" && policy != "reliable")
+    throw shmbus::Error(shmbus::Errc::invalid_argument, arg,
+                        "--forward-topic takes TOPIC, TOPIC:lossy or TOPIC:reliable");
+  return {arg.substr(0, colon),
+          policy == "lossy" ? shmbus::SubscriberPolicy::lossy : shmbus::SubscriberPolicy::reliable};
 }
 
 void log_end(const sb::Forwarder& f, sb::RunEnd why) {
@@ -104,7 +119,7 @@ int connect(sb::Forwarder& f, const std::string& endpoint, const sb::ClientOptio
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"bus-bridge: forward shmbus queues between hosts (ZeroMQ + CURVE)"};
+  CLI::App app{"bus-bridge: forward shmbus queues and topics between hosts (ZeroMQ + CURVE)"};
   std::string gen_key;
   sb::ForwarderOptions fo;
   std::string listen;
@@ -112,11 +127,15 @@ int main(int argc, char** argv) {
   std::string key_file;
   std::string server_key;
   std::vector<std::string> allow;
+  std::vector<std::string> topics;
   app.add_option("--gen-key", gen_key, "write a new key pair to FILE, print its public key, exit");
   app.add_option("--name", fo.name, "this bridge's name (names its state in /dev/shm)");
   app.add_option("--bus", fo.bus, "the local bus: queue Q is the segment BUS.Q");
   app.add_option("--forward", fo.queues, "a local queue to drain to the peer (repeatable)");
-  app.add_option("--window", fo.window, "unacknowledged messages per queue");
+  app.add_option("--forward-topic", topics,
+                 "a local topic to republish on the peer's bus: T, T:lossy (default) or "
+                 "T:reliable (repeatable)");
+  app.add_option("--window", fo.window, "unacknowledged messages per channel");
   app.add_option("--listen", listen, "endpoint to listen on, e.g. tcp://*:7000");
   app.add_option("--connect", connect_to, "endpoint of the listening bridge");
   app.add_option("--key", key_file, "this bridge's key pair file");
@@ -139,6 +158,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "bus-bridge: give --key and one of --listen / --connect\n");
       return 2;
     }
+    for (const std::string& t : topics) fo.topics.push_back(topic_arg(t));
     const sb::KeyPair key = sb::KeyPair::load(key_file);
     sb::Forwarder f{fo};
     if (!listen.empty()) {

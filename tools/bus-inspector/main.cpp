@@ -3,7 +3,8 @@
 //
 //   bus-inspector list [--json]            every shmbus object
 //   bus-inspector show NAME [--json]       one object: header, processes, stats;
-//                                          BUS shows its registry, BUS/OBJECT an object
+//                                          BUS shows its registry, BUS/OBJECT an object,
+//                                          BRIDGE.bridge a bus-bridge (peer, link, channels)
 //   bus-inspector watch [PREFIX]           live view with rates; q or Ctrl-C quits
 //   bus-inspector gc [--dry-run]           unlink objects whose processes all died
 //                                          (an open bus keeps its objects)
@@ -26,12 +27,16 @@
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include "shmbus/shmbus.hpp"
 #include "shmbus/store_files.hpp"
 #include "shmbus/store_stats.hpp"
+#ifdef SHMBUS_INSPECTOR_BRIDGE
+#include "shmbus/bridge/status.hpp"
+#endif
 
 namespace {
 
@@ -93,6 +98,74 @@ json stats_json(const shmbus::ObjectStats& stats) {
   for (const auto& [k, v] : stats.gauges) gauges[k] = v;
   return {{"counters", counters}, {"gauges", gauges}, {"problems", stats.problems}};
 }
+
+// The statistics of any object; a bridge's from its status segment.
+shmbus::ObjectStats stats_of(const shmbus::SegmentView& view) {
+#ifdef SHMBUS_INSPECTOR_BRIDGE
+  if (view.info().kind == shmbus::ObjectKind::bridge)
+    return shmbus::bridge::bridge_object_stats(view);
+#endif
+  return shmbus::object_stats(view);
+}
+
+#ifdef SHMBUS_INSPECTOR_BRIDGE
+json bridge_json(const shmbus::bridge::BridgeStatus& s) {
+  json channels = json::array();
+  for (const auto& c : s.channels)
+    channels.push_back({{"name", c.name},
+                        {"direction", c.outbound ? "out" : "in"},
+                        {"kind", c.topic ? "topic" : "queue"},
+                        {"messages", c.messages},
+                        {"acked", c.acked},
+                        {"in_flight", c.in_flight},
+                        {"retransmitted", c.retransmitted},
+                        {"missed", c.missed},
+                        {"duplicates", c.duplicates},
+                        {"gaps", c.gaps},
+                        {"full_waits", c.full_waits},
+                        {"take_interrupted", c.take_interrupted},
+                        {"apply_uncertain", c.apply_uncertain}});
+  return {{"name", s.name},
+          {"alive", s.alive},
+          {"link", std::string(shmbus::bridge::to_string(s.link))},
+          {"peer", s.peer},
+          {"links", s.links},
+          {"last_rx", s.last_rx_ns ? iso_time(s.last_rx_ns) : ""},
+          {"updated", s.updated_ns ? iso_time(s.updated_ns) : ""},
+          {"channels", channels}};
+}
+
+void print_bridge(const shmbus::bridge::BridgeStatus& s) {
+  std::printf("bridge:    %s (pid %d, %s)\n", s.name.c_str(), static_cast<int>(s.process.pid),
+              s.alive ? "alive" : "dead: stale status");
+  std::printf("link:      %s, peer %s (%llu link(s) so far)\n",
+              std::string(shmbus::bridge::to_string(s.link)).c_str(),
+              s.peer.empty() ? "not known yet" : s.peer.c_str(),
+              static_cast<unsigned long long>(s.links));
+  if (s.last_rx_ns != 0 && s.updated_ns >= s.last_rx_ns)
+    std::printf("last rx:   %.1f ms before the last update (%s)\n",
+                static_cast<double>(s.updated_ns - s.last_rx_ns) / 1e6,
+                iso_time(s.updated_ns).c_str());
+  std::printf("%-4s %-6s %-24s %12s %12s %9s %8s %8s\n", "DIR", "KIND", "CHANNEL", "MESSAGES",
+              "ACKED", "BACKLOG", "RESENT", "LOST");
+  for (const auto& c : s.channels) {
+    // LOST: a lossy subscription's missed (out), a topic's gaps (in).
+    const std::uint64_t lost = c.outbound ? c.missed : c.gaps;
+    if (c.outbound)
+      std::printf(
+          "%-4s %-6s %-24s %12llu %12llu %9llu %8llu %8llu\n", "out", c.topic ? "topic" : "queue",
+          c.name.c_str(), static_cast<unsigned long long>(c.messages),
+          static_cast<unsigned long long>(c.acked), static_cast<unsigned long long>(c.in_flight),
+          static_cast<unsigned long long>(c.retransmitted), static_cast<unsigned long long>(lost));
+    else
+      std::printf("%-4s %-6s %-24s %12llu %12s %9s %8s %8llu   (duplicates dropped %llu)\n", "in",
+                  c.topic ? "topic" : "queue", c.name.c_str(),
+                  static_cast<unsigned long long>(c.messages), "-", "-", "-",
+                  static_cast<unsigned long long>(lost),
+                  static_cast<unsigned long long>(c.duplicates));
+  }
+}
+#endif
 
 std::size_t live_count(const shmbus::SegmentInfo& info) {
   std::size_t n = 0;
@@ -208,15 +281,28 @@ int cmd_show(std::string name, bool as_json) {
     if (::access(shmbus::store_path(name).c_str(), F_OK) == 0) return show_store(name, as_json);
     auto view = shmbus::SegmentView::open(name);
     const auto& info = view.info();
-    auto stats = shmbus::object_stats(view);
+    auto stats = stats_of(view);
     const bool is_bus = info.kind == shmbus::ObjectKind::bus_registry;
+#ifdef SHMBUS_INSPECTOR_BRIDGE
+    std::optional<shmbus::bridge::BridgeStatus> bridge;
+    if (info.kind == shmbus::ObjectKind::bridge) bridge = shmbus::bridge::read_status(view);
+#endif
     if (as_json) {
       json j = info_json(info);
       j["stats"] = stats_json(stats);
       if (is_bus) j["objects"] = bus_objects_json(view);
+#ifdef SHMBUS_INSPECTOR_BRIDGE
+      if (bridge) j["bridge"] = bridge_json(*bridge);
+#endif
       std::cout << j.dump(2) << "\n";
       return kOk;
     }
+#ifdef SHMBUS_INSPECTOR_BRIDGE
+    if (bridge) {
+      print_bridge(*bridge);
+      return kOk;
+    }
+#endif
     std::printf("name:      %s\n", info.name.c_str());
     std::printf("kind:      %s\n", kind_name(info).c_str());
     std::printf("type:      %s\n", info.type_name.c_str());
@@ -291,7 +377,7 @@ int cmd_doctor(bool as_json) {
             "wait, or check that process");
         continue;
       }
-      for (const auto& p : shmbus::object_stats(view).problems) {
+      for (const auto& p : stats_of(view).problems) {
         add(name, p, "see `bus-inspector show " + name + "`");
       }
       for (const auto& p : view.info().attached) {
@@ -361,7 +447,7 @@ int cmd_watch(const std::string& prefix, double interval_s, int iterations) {
       if (!name.starts_with(prefix)) continue;
       try {
         auto view = shmbus::SegmentView::open(name);
-        auto stats = shmbus::object_stats(view);
+        auto stats = stats_of(view);
         std::string detail;
         for (const auto& [k, v] : stats.gauges) detail += k + "=" + std::to_string(v) + " ";
         for (const auto& [k, v] : stats.counters) {

@@ -32,6 +32,8 @@ enum class ObjectKind : std::uint32_t {
   dict = 18,
   list = 19,
   namespace_ = 20,
+  // A running bus-bridge's status (shmbus::bridge, bridge/status.hpp).
+  bridge = 21,
 };
 
 // "shared_memory", "queue", ...; "unknown" for a value shmbus never writes.

@@ -46,6 +46,34 @@
 // bridge releases it, a put that publishes a word of the caller's with its
 // slot); see the README's Known gaps.
 //
+// Topics (`topics`): a local Topic is republished on the peer's bus, on
+// the topic of the same name there (created with this topic's slots,
+// message size and type when it does not exist; its publisher role is the
+// receiving bridge's). The bridge subscribes here with the policy given per
+// topic, and what holds is exactly this:
+//   - every message the bridge's subscription receives reaches the remote
+//     topic once, in order, while both bridges live: frames lost with a
+//     broken link are resent from a window kept in the sending bridge's
+//     memory, duplicates dropped by sequence as for queues;
+//   - reliable: the remote topic's reliable subscribers hold the receiving
+//     bridge (a full ring there: it stops acknowledging), which holds the
+//     sending bridge at `window` unacknowledged messages, whose reliable
+//     subscription then holds the local publisher, as any slow reliable
+//     subscriber does (also while the link is down). Memory stays bounded:
+//     the two rings and the window. Nothing is dropped while both live.
+//   - lossy: the local publisher is never slowed; the bridge's subscription
+//     is lapped when the link or the remote side is slower, and counts what
+//     it missed (ChannelStats::missed). Remote reliable subscribers still
+//     get everything the bridge forwarded, in order.
+//   - a bridge that dies loses what its memory held (at most `window`
+//     messages) and what the topic published while no bridge subscribed:
+//     topics are not durable. The receiving bridge counts every such hole
+//     by the source topic's message numbers, which travel with each message
+//     (InboundStats::gaps, persistent in its topic inbox
+//     "<name>.tin.<peer>.<topic>"); remote subscribers see a restarted
+//     receiving bridge as a publisher takeover (publisher_dead, then the
+//     new publisher's messages), as for any publisher that died.
+//
 // Threads: run() uses the Connection and the queues from the calling thread
 // only. Setup and run() throw shmbus::Error for local problems (a queue of
 // another type, a malformed outbox); the link's problems end run().
@@ -60,8 +88,17 @@
 #include <vector>
 
 #include "shmbus/bridge/remote.hpp"
+#include "shmbus/topic.hpp"
 
 namespace shmbus::bridge {
+
+// A local topic to republish on the peer's bus (see above).
+struct TopicForward {
+  std::string topic;
+  // How the bridge subscribes here: lossy never slows the local publisher;
+  // reliable carries back-pressure from the remote reliable subscribers.
+  SubscriberPolicy policy = SubscriberPolicy::lossy;
+};
 
 struct ForwarderOptions {
   // This bridge's name: names its state segments and identifies it to the
@@ -71,27 +108,32 @@ struct ForwarderOptions {
   // queue's own name).
   std::string bus{};
   std::vector<std::string> queues{};             // local queues to forward to the peer
-  std::size_t window = 1024;                     // unacknowledged messages per queue
+  std::vector<TopicForward> topics{};            // local topics to republish there
+  std::size_t window = 1024;                     // unacknowledged messages per channel
   std::chrono::milliseconds retransmit{500};     // resend what is not acked after this
   std::chrono::milliseconds heartbeat{250};      // a ping when nothing else was sent
   std::chrono::milliseconds peer_timeout{3000};  // silence after which run() returns
 };
 
-// Counters of one forwarded queue, this process's view.
+// Counters of one forwarded queue or topic, this process's view.
 struct ChannelStats {
-  std::string queue;
+  std::string queue;  // the queue's or topic's name
+  bool topic = false;
   std::uint64_t sent = 0;              // messages taken from the local queue
   std::uint64_t acked = 0;             // highest sequence the peer committed (the outbox's)
   std::uint64_t retransmitted = 0;     // data frames sent again
   std::uint64_t in_flight = 0;         // taken, not yet acknowledged (<= window)
   std::uint64_t take_interrupted = 0;  // outbox: takes a SIGKILL cut (see above)
+  std::uint64_t missed = 0;            // topic: lost by a lossy subscription here (lapped)
 };
 struct InboundStats {
-  std::string queue;
+  std::string queue;  // the queue's or topic's name
+  bool topic = false;
   std::uint64_t applied = 0;          // messages put into the local queue
   std::uint64_t duplicates = 0;       // retransmissions dropped by sequence
   std::uint64_t full_waits = 0;       // times the local queue was full
   std::uint64_t apply_uncertain = 0;  // inbox: puts a SIGKILL cut (see above)
+  std::uint64_t gaps = 0;             // topic: source messages never republished here
 };
 
 enum class RunEnd : std::uint8_t {
@@ -111,11 +153,16 @@ enum class RunEnd : std::uint8_t {
 [[nodiscard]] ChannelStats read_outbox(const std::string& bridge, const std::string& queue);
 [[nodiscard]] InboundStats read_inbox(const std::string& bridge, const std::string& peer,
                                       const std::string& queue);
+// The topic inbox of `topic` from `peer` (applied, duplicates, gaps, ...).
+[[nodiscard]] InboundStats read_topic_inbox(const std::string& bridge, const std::string& peer,
+                                            const std::string& topic);
 
 class Forwarder {
  public:
   // Opens the local queues and this bridge's outboxes (creating them the
-  // first time). Throws Error (not_found for a missing local queue, ...).
+  // first time) and subscribes to the local topics (messages published
+  // from here on are owed to the bridge). Throws Error (not_found for a
+  // missing local queue or topic, ...).
   explicit Forwarder(ForwarderOptions options);
   Forwarder(Forwarder&&) noexcept;
   Forwarder& operator=(Forwarder&&) noexcept;
