@@ -78,8 +78,9 @@ void pipe_object_stats(const SegmentView& view, ObjectStats& stats) {
 void listener_object_stats(const SegmentView& view, ObjectStats& stats) {
   detail::queue_object_stats(view, stats);
   const auto& attached = view.info().attached;
-  gauge(stats, "servers", std::count_if(attached.begin(), attached.end(),
-                                        [](const AttachedProcess& p) { return p.alive; }));
+  gauge(stats, "servers",
+        std::count_if(attached.begin(), attached.end(),
+                      [](const AttachedProcess& p) { return p.alive; }));
   const auto connections = listener_connections(view.info().name);
   gauge(stats, "connections", static_cast<std::int64_t>(connections.size()));
   for (std::size_t i = 0; i < connections.size(); ++i) {

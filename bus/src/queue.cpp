@@ -127,7 +127,7 @@ constexpr std::uint32_t kTokenMissed = 2;  // ... and a publication skipped its 
 // its way ([queue.token] in queue_core.hpp). Call after the seq_cst
 // publication, as [wait.sleepers] requires.
 [[gnu::noinline]] void wake_counted(WaitChannel& ch, std::atomic<std::uint32_t>& token,
-                                   std::uint32_t seen) noexcept;
+                                    std::uint32_t seen) noexcept;
 inline void wake_one(WaitChannel& ch, std::atomic<std::uint32_t>& token) noexcept {
   // [wait.sleepers] seq_cst: pairs with the sleeper's increment.
   const std::uint32_t seen = ch.sleepers.load(std::memory_order_seq_cst);
@@ -136,8 +136,7 @@ inline void wake_one(WaitChannel& ch, std::atomic<std::uint32_t>& token) noexcep
 }
 // wake_one() once a sleeper is counted (`seen`: the sleepers word it read),
 // out of the put/get fast path.
-void wake_counted(WaitChannel& ch, std::atomic<std::uint32_t>& token,
-                  std::uint32_t seen) noexcept {
+void wake_counted(WaitChannel& ch, std::atomic<std::uint32_t>& token, std::uint32_t seen) noexcept {
   // [queue.token] seq_cst (load and CASes): a HELD we read is released or
   // taken over after this point in the total order, and whoever does that
   // looks at the queue after our publication.

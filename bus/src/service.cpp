@@ -191,8 +191,9 @@ std::uint64_t ServiceClientCore::send(std::span<const std::byte> value) {
   return id;
 }
 
-std::optional<std::span<const std::byte>> ServiceClientCore::next(
-    std::uint64_t id, const Clock::time_point* deadline, bool& last) {
+std::optional<std::span<const std::byte>> ServiceClientCore::next(std::uint64_t id,
+                                                                  const Clock::time_point* deadline,
+                                                                  bool& last) {
   int frames = 0, late = -1;  // late: frames read since the deadline was seen passed
   for (;;) {
     Pending* found = find(id);

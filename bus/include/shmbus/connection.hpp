@@ -541,7 +541,7 @@ class Connection {
   bool peeked_ = false;
   bool fast_recv_ = false;  // can_recv_ && active_ && !closed_ && !peeked_ (update_fast())
   bool peer_death_counted_ = false;
-  bool remove_name_at_close_ = false;  // a Listener's connection (listener.cpp)
+  bool remove_name_at_close_ = false;            // a Listener's connection (listener.cpp)
   std::uint64_t peer_owner_seen_ = 0;            // the peer end's last non-zero owner word
   std::int64_t next_liveness_ns_ = 0;            // peer_dead_by_now(): CLOCK_MONOTONIC_COARSE
   std::unique_ptr<detail::FdBridge> fd_bridge_;  // fileno(); null until asked for

@@ -49,16 +49,15 @@
 // ServiceClient with its PendingCalls.
 #pragma once
 
+#include <boost/container/flat_map.hpp>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
-#include <span>
 #include <vector>
-
-#include <boost/container/flat_map.hpp>
 
 #include "shmbus/codec.hpp"
 #include "shmbus/listener.hpp"
@@ -147,8 +146,8 @@ class ServiceClientCore {
 
  private:
   struct Pending {
-    bool done = false;                  // the last response is among `responses`
-    bool server_gone = false;           // the server died or closed meanwhile
+    bool done = false;         // the last response is among `responses`
+    bool server_gone = false;  // the server died or closed meanwhile
     // Responses that arrived while another call was read, from `head` on
     // (a vector, not a deque: libstdc++'s deque allocates when made).
     std::vector<std::vector<std::byte>> responses;
