@@ -9,6 +9,7 @@
 #include <thread>
 #include <utility>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/pipe.hpp"
@@ -247,26 +248,38 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
   // Wait for accept(), checking now and then that the listener is alive
   // and still the one whose backlog holds our request: a server restarted
   // under the name makes a new backlog, which our request is not in.
+  // A failed check gives up only if the request is still not taken: a
+  // server may accept, send and die between our two reads, and what it
+  // sent is this connection's.
+  const auto accepted = [&] { return detail::ListenerAccess::peer_taken(c); };
+  const auto fail = [&](Errc code, const std::string& why) {
+    if (!accepted()) give_up(code, why);
+  };
   auto pause = std::chrono::microseconds(20);
   auto next_check = Clock::now();
-  while (!detail::ListenerAccess::peer_taken(c)) {
+  while (!accepted()) {
     const auto now = Clock::now();
-    if (now >= deadline) give_up(Errc::timed_out, "connect: not accepted in time");
+    if (now >= deadline) {
+      fail(Errc::timed_out, "connect: not accepted in time");
+      break;
+    }
     if (now >= next_check) {
       next_check = now + std::chrono::milliseconds(10);
-      if (backlog.closed()) give_up(Errc::closed, "connect: the listener was closed");
+      detail::fault_point(detail::FaultPoint::connect_checking);
+      if (backlog.closed()) fail(Errc::closed, "connect: the listener was closed");
       std::optional<SegmentInfo> info;
       try {
         info = SegmentView::open(std::string(name)).info();
       } catch (const Error&) {
-        give_up(Errc::closed, "connect: the listener is gone");
+        fail(Errc::closed, "connect: the listener is gone");
+        break;
       }
       const ListenerId id = identity(*info);
       if (listener_id && id != *listener_id) {
-        give_up(Errc::peer_dead, "connect: the listener was replaced (a server restarted)");
+        fail(Errc::peer_dead, "connect: the listener was replaced (a server restarted)");
       }
       listener_id = id;
-      if (!listening(*info, false)) give_up(Errc::peer_dead, "connect: the listener died");
+      if (!listening(*info, false)) fail(Errc::peer_dead, "connect: the listener died");
     }
     std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - now));
     pause = std::min(pause * 2, std::chrono::microseconds(2000));

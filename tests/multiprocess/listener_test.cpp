@@ -5,12 +5,15 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/wait.h>
 
 #include <csignal>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/event.hpp"
 #include "shmbus/inspect.hpp"
 #include "shmbus/queue.hpp"
@@ -124,12 +127,26 @@ TEST(Listener, OpenConnectionsAreListedAndAClosedOneLeavesNothing) {
   EXPECT_TRUE(listener_connections(g.name()).empty());
 }
 
+// The client held between its two reads (FaultPoint::connect_checking):
+// it lets the server accept, which sends and dies before the client checks
+// that it lives.
+Event* g_checking = nullptr;
+pid_t g_server = 0;
+int g_server_status = 0;
+void reap_server_before_check(detail::FaultPoint p) noexcept {
+  if (p != detail::FaultPoint::connect_checking || g_server == 0) return;
+  g_checking->set();
+  (void)::waitpid(std::exchange(g_server, 0), &g_server_status, 0);
+}
+
 TEST(Listener, ClientOutlivingAKilledServerRemovesTheConnectionAtClose) {
   SegmentGuard g(unique_name("lstv"));
   Event listening;
+  Event checking;
   const pid_t server = test::fork_child([&] {
     Listener listener(g.name());
     listening.set();
+    if (!checking.wait_for(10s)) return 1;
     auto c = listener.accept_for(10s);
     if (!c) return 1;
     (void)c->send(7);
@@ -137,13 +154,21 @@ TEST(Listener, ClientOutlivingAKilledServerRemovesTheConnectionAtClose) {
     return 0;
   });
   ASSERT_TRUE(listening.wait_for(10s));
-  Connection c = Client(g.name(), 10s);
+  g_checking = &checking;
+  g_server = server;
+  detail::set_fault_hook(&reap_server_before_check);
+  std::optional<Connection> c;
+  EXPECT_NO_THROW(c.emplace(Client(g.name(), 10s)));  // accepted, though dead by now
+  detail::set_fault_hook(nullptr);
+  ASSERT_EQ(g_server, 0);
+  EXPECT_TRUE(WIFSIGNALED(g_server_status) && WTERMSIG(g_server_status) == SIGKILL);
+  ASSERT_TRUE(c.has_value());
   int v = 0;
-  ASSERT_EQ(c.recv_for(v, 10s), RecvResult::ok);
-  EXPECT_EQ(test::wait_child(server).signal, SIGKILL);
-  EXPECT_EQ(c.recv_for(v, 10s), RecvResult::peer_dead);
+  ASSERT_EQ(c->recv_for(v, 10s), RecvResult::ok);  // what it sent is not lost
+  EXPECT_EQ(v, 7);
+  EXPECT_EQ(c->recv_for(v, 10s), RecvResult::peer_dead);
   EXPECT_EQ(pipes_left(g.name()), 1);
-  c.close();
+  c->close();
   EXPECT_EQ(pipes_left(g.name()), 0);
 }
 

@@ -37,6 +37,9 @@ enum class FaultPoint : std::uint8_t {
                       // the publisher not yet told (policy still free)
   sleep_joining,      // a subscriber found nothing, before it counts itself
                       // among the sleepers ([topic.wake])
+  // Listener.
+  connect_checking,  // Client(): its request read as not yet taken, before it
+                     // checks that the listener lives
   // Every WaitChannel sleeper (futex.hpp's sleep_until), shmbus::wait()
   // and a Barrier waiter.
   sleeper_counted,  // counted in `sleepers`, futex word read, not yet asleep
