@@ -12,6 +12,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <set>
 #include <optional>
 #include <random>
 #include <tuple>
@@ -364,6 +365,14 @@ struct Forwarder::Impl {
   explicit Impl(ForwarderOptions o) : opt(std::move(o)) {
     validate_name(opt.name);
     if (opt.window == 0) throw Error(Errc::invalid_argument, opt.name, "window must be >= 1");
+    const auto once = [&](const std::vector<std::string>& names, const char* what) {
+      if (std::set<std::string>(names.begin(), names.end()).size() != names.size())
+        throw Error(Errc::invalid_argument, opt.name, std::string("a ") + what + " is named twice");
+    };
+    once(opt.queues, "forwarded queue");
+    std::vector<std::string> topic_names;
+    for (const TopicForward& t : opt.topics) topic_names.push_back(t.topic);
+    once(topic_names, "forwarded topic");
     // First: the status segment is the name's lock (a second live bridge of
     // the name is refused here, before it could recover outboxes in use).
     status.emplace(opt.name);
@@ -623,6 +632,7 @@ struct Forwarder::Impl {
           k != kept.end() && k->second.id.fingerprint == ch.id.fingerprint) {
         ch.local_topic = std::move(k->second.local_topic);
         ch.pub = std::move(k->second.pub);
+        kept.erase(k);  // a topic the hello names twice gets no moved-from publisher
       }
       try_open(ch);
       in.push_back(std::move(ch));

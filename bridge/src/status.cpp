@@ -185,9 +185,12 @@ BridgeStatus read_status(const SegmentView& view) {
                 "bridge status format " + std::to_string(h.version) + ", expected " +
                     std::to_string(kStatusVersion));
   const std::size_t fits = (p.size() - sizeof(StatusHeader)) / sizeof(StatusChannel);
-  if (h.capacity > fits)
+  // Read once: a writer (or a scribbler) changing it between the check and
+  // the use must not move the bound.
+  const std::uint32_t capacity = *static_cast<const volatile std::uint32_t*>(&h.capacity);
+  if (capacity > fits)
     throw Error(Errc::corrupted, info.name,
-                "capacity " + std::to_string(h.capacity) + " does not fit the segment (" +
+                "capacity " + std::to_string(capacity) + " does not fit the segment (" +
                     std::to_string(fits) + ")");
   const auto* records = reinterpret_cast<const StatusChannel*>(p.data() + sizeof(StatusHeader));
 
@@ -213,19 +216,34 @@ BridgeStatus read_status(const SegmentView& view) {
       ::sched_yield();
       continue;
     }
+    // A check that fails counts only if the layout was stable meanwhile (a
+    // writer laying out anew shows half-written records): kept until the
+    // re-check below.
+    std::optional<Error> bad;
     const std::uint64_t count = h.count.load(std::memory_order_relaxed);
-    if (count > h.capacity)
-      throw Error(Errc::corrupted, info.name,
-                  std::to_string(count) + " channels, capacity " + std::to_string(h.capacity));
-    s.peer = read_name(h.peer, info.name, "the peer's name", true);
+    if (count > capacity)
+      bad.emplace(Errc::corrupted, info.name,
+                  std::to_string(count) + " channels, capacity " + std::to_string(capacity));
     s.channels.clear();
-    for (std::uint64_t i = 0; i < count; ++i) {
+    try {
+      if (!bad) s.peer = read_name(h.peer, info.name, "the peer's name", true);
+    } catch (const Error& e) {
+      bad = e;
+    }
+    for (std::uint64_t i = 0; !bad && i < count; ++i) {
       const StatusChannel& r = records[i];
       const std::uint64_t flags = r.flags.load(std::memory_order_relaxed);
-      if ((flags & ~(kFlagOutbound | kFlagTopic)) != 0)
-        throw Error(Errc::corrupted, info.name, "channel " + std::to_string(i) + ": bad flags");
+      if ((flags & ~(kFlagOutbound | kFlagTopic)) != 0) {
+        bad.emplace(Errc::corrupted, info.name, "channel " + std::to_string(i) + ": bad flags");
+        break;
+      }
       ChannelStatus c;
-      c.name = read_name(r.name, info.name, "a channel's name", false);
+      try {
+        c.name = read_name(r.name, info.name, "a channel's name", false);
+      } catch (const Error& e) {
+        bad = e;
+        break;
+      }
       c.outbound = (flags & kFlagOutbound) != 0;
       c.topic = (flags & kFlagTopic) != 0;
       auto get = [&](Counter k) { return r.counter[k].load(std::memory_order_relaxed); };
@@ -244,7 +262,9 @@ BridgeStatus read_status(const SegmentView& view) {
     // [status.layout] the re-check: the reads above before it; pairs with
     // the writer's release fence after its odd store.
     layout_fence(std::memory_order_acquire);
-    if (h.layout.load(std::memory_order_relaxed) == before) break;
+    if (h.layout.load(std::memory_order_relaxed) != before) continue;
+    if (bad) throw *bad;
+    break;
   }
   return s;
 }

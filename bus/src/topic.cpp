@@ -722,7 +722,8 @@ void Subscriber::notify_publisher() const noexcept {
   auto& w = control_->wake;
   // [wait.sleepers] seq_cst, after our seq_cst store of read_seq: no
   // sleeping publisher, nothing to do.
-  if (w.space.sleepers.load(std::memory_order_seq_cst) == 0) return;
+  // The count field: the word keeps its epoch ([wait.epoch]) once repaired.
+  if (detail::sleeper_count(w.space.sleepers.load(std::memory_order_seq_cst)) == 0) return;
   // [topic.room] seq_cst: the need a sleeping publisher stored before it
   // counted itself among the sleepers (so at least that one's).
   const std::uint64_t need = w.room_needed.load(std::memory_order_seq_cst);

@@ -499,6 +499,7 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
   const bool hinted = items.size() >= detail::kHintMin && s.hint_set == items.data() &&
                       s.hint_size == items.size() && s.hint < items.size() &&
                       items[s.hint].ops_ != nullptr;
+  std::optional<Clock::duration> left = timeout;  // for the whole pass below
   if (hinted && s.streak + 1 < detail::kHintStreak) {
     detail::WaitAny wa{items, out, s};
     if (wa.quick_at(s.hint)) {
@@ -509,7 +510,10 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
     if (s.hint_spins && (!timeout || *timeout > Clock::duration::zero())) {
       // The clock is first read after 64 steps (a few hundred ns): a reply
       // that comes sooner costs no clock read at all.
-      Clock::time_point until{};
+      // What the spin took comes off the timeout of the whole pass (all
+      // but its first 64 steps: the call returns within a few hundred ns
+      // of its timeout).
+      Clock::time_point first{}, until{};
       for (unsigned i = 1;; ++i) {
         detail::cpu_relax();
         if (wa.collect_quick(true)) {
@@ -519,16 +523,18 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
         if ((i & 63) != 0) continue;
         const Clock::time_point now = Clock::now();
         if (i == 64) {
+          first = now;
           until = now + detail::kHintSpin;
           if (timeout) until = std::min(until, now + *timeout);
         } else if (now >= until) {
+          if (timeout) left = std::max(Clock::duration::zero(), *timeout - (now - first));
           break;
         }
       }
     }
   }
   s.streak = 0;
-  detail::WaitAny::full(items, out, timeout, s, hinted);
+  detail::WaitAny::full(items, out, left, s, hinted);
   if (!out.empty() && items.size() >= detail::kHintMin) {
     s.hint_set = items.data();
     s.hint_size = items.size();

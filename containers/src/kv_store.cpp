@@ -569,6 +569,15 @@ std::string fingerprint_bytes(const TypeTag& t) {
   return s;
 }
 
+// MDB_MAP_RESIZED again after adopting the file's size, many times over: a
+// meta page naming a map larger than the file (scribbled), not a grower.
+void throw_if_resized_too_often(const std::string& name, int times) {
+  if (times > 64)
+    throw Error(Errc::corrupted, name,
+                "LMDB keeps reporting a map larger than the file (MDB_MAP_RESIZED after adopting "
+                "its size 64 times): its meta page is corrupted");
+}
+
 // Creates the databases and writes what the store is (creator), or checks it
 // (opener, waiting a bounded time for the creator's first commit).
 void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key,
@@ -578,9 +587,10 @@ void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key
   auto deadline = std::chrono::steady_clock::now() + kOpenTimeout;
   std::scoped_lock writers(e.write_mu);  // Env::write_mu
   e.throw_if_retired();
-  for (;;) {
+  for (int resized = 0;;) {
     MDB_txn* t = nullptr;
     if (int rc = ::mdb_txn_begin(e.env, nullptr, 0, &t); rc == MDB_MAP_RESIZED) {
+      throw_if_resized_too_often(e.name, ++resized);
       e.adopt_size();  // another process grew the map since we mapped it
       continue;
     } else if (rc != 0) {
@@ -588,8 +598,11 @@ void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key
     }
     MDB_dbi meta = 0;
     int rc = 0;
-    // mdb_dbi_open and mdb_get only read: a fault leaves the transaction abortable.
+    // Without MDB_CREATE, mdb_dbi_open and mdb_get only read: a fault leaves
+    // the transaction abortable. With it, mdb_dbi_open may write the
+    // catalogue: a fault there is a faulted write (see fault_guard.hpp).
     if (!guarded([&] { rc = ::mdb_dbi_open(t, "meta", creator ? MDB_CREATE : 0u, &meta); })) {
+      if (creator) e.retire("creating its meta database: " + describe_fault());
       ::mdb_txn_abort(t);
       throw_fault(e.name, "opening its meta database");
     }
@@ -672,10 +685,8 @@ void setup_dbs(KvStore::Env& e, bool creator, StoreKind kind, const TypeTag& key
       throw Error(code, e.name, why);
     }
     MDB_dbi data = 0;
-    if (!guarded([&] { rc = ::mdb_dbi_open(t, "data", MDB_CREATE, &data); })) {
-      ::mdb_txn_abort(t);
-      throw_fault(e.name, "opening its data database");
-    }
+    if (!guarded([&] { rc = ::mdb_dbi_open(t, "data", MDB_CREATE, &data); }))
+      e.retire("opening its data database (MDB_CREATE may write): " + describe_fault());
     if (rc != 0) {
       ::mdb_txn_abort(t);
       throw_mdb(e.name, "opening its data database", rc);
@@ -857,8 +868,9 @@ KvStore::Env& KvStore::env() const {
   {
     // Re-open the DBIs properly in this environment.
     MDB_txn* t = nullptr;
-    for (int rc; (rc = ::mdb_txn_begin(e->env, nullptr, MDB_RDONLY, &t)) != 0;) {
+    for (int rc, resized = 0; (rc = ::mdb_txn_begin(e->env, nullptr, MDB_RDONLY, &t)) != 0;) {
       if (rc != MDB_MAP_RESIZED) throw_mdb(name_, "reopening after fork", rc);
+      throw_if_resized_too_often(name_, ++resized);
       e->adopt_size();  // another process grew the map since we mapped it
     }
     int rc = 0;
@@ -1105,7 +1117,19 @@ std::optional<std::pair<Bytes, Bytes>> ReadTxn::last() const {
   return std::pair{bytes(k), bytes(v)};
 }
 
+namespace {
+// A write after one that faulted in this transaction (a callback that
+// caught our Error and went on): LMDB's state is half-updated, never touch it.
+void throw_if_write_faulted(const std::string& name) {
+  if (t_write_faulted)
+    throw Error(Errc::corrupted, name,
+                "an earlier write of this update faulted inside LMDB (the store's pages are "
+                "corrupted)");
+}
+}  // namespace
+
 void WriteTxn::put(Bytes key, Bytes value) {
+  throw_if_write_faulted(*name_);
   if (key.empty() || key.size() > 511)
     throw Error(Errc::invalid_argument, *name_,
                 "key of " + std::to_string(key.size()) + " bytes (1..511 allowed)");
@@ -1127,6 +1151,7 @@ void WriteTxn::put(Bytes key, Bytes value) {
 }
 
 bool WriteTxn::erase(Bytes key) {
+  throw_if_write_faulted(*name_);
   MDB_val k = val(key);
   int rc = 0;
   if (!guarded([&] { rc = ::mdb_del(static_cast<MDB_txn*>(txn_), dbi_, &k, nullptr); })) {
@@ -1143,6 +1168,7 @@ bool WriteTxn::erase(Bytes key) {
 }
 
 void WriteTxn::clear() {
+  throw_if_write_faulted(*name_);
   int rc = 0;
   if (!guarded([&] { rc = ::mdb_drop(static_cast<MDB_txn*>(txn_), dbi_, 0); })) {
     t_write_faulted = true;

@@ -205,7 +205,9 @@ class ServiceRequest {
  private:
   friend class Service<Req, Resp>;
   ServiceRequest(detail::ServiceServer* server, detail::ServiceServer::Taken taken, Req value)
-      : server_(server), taken_(std::move(taken)), value_(std::move(value)) {}
+      : server_(server), taken_(std::move(taken)), value_(std::move(value)) {
+    taken_.value = {};  // it viewed the server's frame, which the next take() reuses
+  }
   detail::ServiceServer* server_;
   detail::ServiceServer::Taken taken_;
   Req value_;
