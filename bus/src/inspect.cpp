@@ -5,6 +5,7 @@
 #include "shmbus/barrier.hpp"
 #include "shmbus/bus.hpp"
 #include "shmbus/condition.hpp"
+#include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/event.hpp"
 #include "shmbus/lock.hpp"
 #include "shmbus/pipe.hpp"
@@ -92,6 +93,8 @@ void listener_object_stats(const SegmentView& view, ObjectStats& stats) {
     stats.counters.emplace_back(group + "to_client", c.to_client);
     gauge(stats, group + "queued_to_server", static_cast<std::int64_t>(c.queued_to_server));
     gauge(stats, group + "queued_to_client", static_cast<std::int64_t>(c.queued_to_client));
+    if (c.taken) stats.counters.emplace_back(group + "taken", *c.taken);
+    if (c.calls_open) gauge(stats, group + "calls_open", static_cast<std::int64_t>(*c.calls_open));
     if (c.client.pid != 0 && !c.client_alive && !c.client_closed && !c.server_closed) {
       stats.problems.push_back(c.pipe + ": client pid " + std::to_string(c.client.pid) +
                                " died; the server drops it at its next read");
@@ -188,6 +191,16 @@ std::vector<ListenerConnection> listener_connections(const std::string& listener
       c.queued_to_server = queued(p.rings[0]);
       c.to_client = p.rings[1].messages_received;
       c.queued_to_client = queued(p.rings[1]);
+      // [service.taken] relaxed: a snapshot of the server's words, for
+      // display (pipe_stats() validated the control block above).
+      const auto* control = reinterpret_cast<const detail::PipeControl*>(view.payload().data());
+      const auto& line = control->rings[1].producer;
+      const auto word = [](const std::atomic<std::uint64_t>& w) -> std::optional<std::uint64_t> {
+        const std::uint64_t v = w.load(std::memory_order_relaxed);
+        return v == 0 ? std::nullopt : std::optional<std::uint64_t>(v - 1);
+      };
+      c.taken = word(line.taken);
+      c.calls_open = word(line.open);
       if (c.server.pid != 0) out.push_back(std::move(c));  // else: not accepted yet
     } catch (const Error&) {  // gone meanwhile, initialising or not a pipe
     }

@@ -9,6 +9,25 @@
 
 namespace shmbus::detail {
 
+// [service.taken] A server publishes, in the producer line of the ring it
+// answers on (a line only it writes, which its client never reads while
+// the server lives), 1 + the messages it has taken from the client and
+// 1 + the calls it took and has not answered. relaxed (both sides): a
+// single writer; its client reads `taken` only once the server died or
+// closed (the dead process's stores are all in memory by then, and a
+// request it took was taken before its handler ran: program order), and
+// inspectors read a snapshot.
+struct ServiceAccess {
+  // The line of the ring `c` sends on (the server's own).
+  static RingProducerLine& own_line(Connection& c) noexcept {
+    return c.control_->rings[1 - c.end_].producer;
+  }
+  // The line of the ring `c` receives on (its peer's).
+  static const RingProducerLine& peer_line(const Connection& c) noexcept {
+    return c.control_->rings[c.end_].producer;
+  }
+};
+
 namespace {
 
 // Frames read from one client in one turn (a request ends the turn; cancels
@@ -63,7 +82,17 @@ struct ServiceServer::Peer {
     const auto it = std::lower_bound(open.begin(), open.end(), id);
     if (it != open.end() && *it == id) open.erase(it);
   }
-  bool gone = false;  // closed, dead, or dropped
+  bool gone = false;        // closed, dead, or dropped
+  std::uint64_t taken = 0;  // messages read from the client
+
+  // [service.taken] after each message read, before a request is handed
+  // out; `open` whenever it changes.
+  void publish_taken() noexcept {
+    ServiceAccess::own_line(conn).taken.store(++taken + 1, std::memory_order_relaxed);
+  }
+  void publish_open() noexcept {
+    ServiceAccess::own_line(conn).open.store(open.size() + 1, std::memory_order_relaxed);
+  }
 
   // Ends the connection now (the client reads end of file), even while a
   // request of it is still held.
@@ -100,6 +129,7 @@ std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point*
           p.drop();  // closed, dead, corrupted, or a frame without a header
           break;
         }
+        p.publish_taken();
         if (h.kind == static_cast<std::uint32_t>(FrameKind::cancel)) {
           if (p.is_open(h.id)) p.cancelled.insert(h.id);
           continue;  // cancels do not count as the client's turn
@@ -109,6 +139,7 @@ std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point*
           break;
         }
         p.add_open(h.id);
+        p.publish_open();
         next_ = i + 1;
         return Taken{peers_[i], h.id, std::span<const std::byte>(frame).subspan(sizeof h)};
       }
@@ -134,7 +165,10 @@ bool ServiceServer::respond(const Taken& t, FrameKind kind, std::span<const std:
   if (p.gone) return false;
   const bool ends = kind != FrameKind::response;  // last or failed: the call is over
   const bool cancelled = ends ? p.cancelled.erase(t.id) != 0 : p.cancelled.count(t.id) != 0;
-  if (ends) p.remove_open(t.id);
+  if (ends) {
+    p.remove_open(t.id);
+    p.publish_open();
+  }
   if (cancelled) return true;  // the caller no longer waits
   put_frame(frame_, t.id, kind, value);
   if (p.conn.send_bytes_for(frame_, respond_timeout_) == SendResult::ok) return true;
@@ -157,7 +191,10 @@ ServiceClientCore::ServiceClientCore(std::string_view name,
   connect();
 }
 
-void ServiceClientCore::connect() { conn_ = Client(name_, connect_timeout_, options_); }
+void ServiceClientCore::connect() {
+  conn_ = Client(name_, connect_timeout_, options_);
+  sent_ = 0;
+}
 
 ServiceClientCore::Pending* ServiceClientCore::find(std::uint64_t id) noexcept {
   const auto it = pending_.find(id);
@@ -166,15 +203,28 @@ ServiceClientCore::Pending* ServiceClientCore::find(std::uint64_t id) noexcept {
 
 void ServiceClientCore::forget(std::uint64_t id) noexcept { pending_.erase(id); }
 
-void ServiceClientCore::server_gone(RecvResult why) {
+void ServiceClientCore::server_gone(RecvResult why, std::uint64_t id) {
+  // [service.taken]: what the server took before it went (0: it did not say).
+  const std::uint64_t taken =
+      ServiceAccess::peer_line(*conn_).taken.load(std::memory_order_relaxed);
   conn_.reset();  // the next call connects again
   // Every call in flight ends now, not at its timeout.
-  for (auto& [id, p] : pending_) {
-    if (!p.done) p.server_gone = true;
+  for (auto& [pid, p] : pending_) {
+    if (p.done) continue;
+    p.server_gone = true;
+    p.maybe_executed = taken == 0 || p.message < taken - 1;
   }
-  throw Error(Errc::peer_dead, name_,
-              std::string("the server ") + (why == RecvResult::eof ? "closed" : "died") +
-                  "; the request may have been executed");
+  throw_gone(id, why == RecvResult::eof ? "closed" : "died");
+}
+
+void ServiceClientCore::throw_gone(std::uint64_t id, const char* how) {
+  const Pending* p = find(id);
+  const bool maybe = p == nullptr || p->maybe_executed;
+  throw ServerGone(name_,
+                   std::string("the server ") + how +
+                       (maybe ? " after taking the request: it may have been executed"
+                              : " before taking the request: it was not executed"),
+                   maybe);
 }
 
 std::uint64_t ServiceClientCore::send(std::span<const std::byte> value) {
@@ -187,7 +237,9 @@ std::uint64_t ServiceClientCore::send(std::span<const std::byte> value) {
     throw Error(Errc::peer_dead, name_, "request not sent: " + std::string(to_string(r)));
   }
   ++next_id_;
-  pending_.emplace_hint(pending_.end(), id, Pending{});
+  Pending p;
+  p.message = sent_++;
+  pending_.emplace_hint(pending_.end(), id, std::move(p));
   return id;
 }
 
@@ -208,10 +260,7 @@ std::optional<std::span<const std::byte>> ServiceClientCore::next(std::uint64_t 
       }
       return std::span<const std::byte>(held_);
     }
-    if (p.server_gone) {
-      forget(id);
-      throw Error(Errc::peer_dead, name_, "the server died; the request may have been executed");
-    }
+    if (p.server_gone) throw_gone(id, "died or closed");
     if (p.failed) {
       const std::string why = std::move(*p.failed);
       forget(id);
@@ -232,7 +281,7 @@ std::optional<std::span<const std::byte>> ServiceClientCore::next(std::uint64_t 
     }
     const RecvResult r = conn_->recv_bytes(frame_, SIZE_MAX, deadline);
     if (r == RecvResult::timeout) return std::nullopt;
-    if (r != RecvResult::ok) server_gone(r);
+    if (r != RecvResult::ok) server_gone(r, id);
     ServiceHeader h{};
     if (!get_header(frame_, h)) continue;  // untrusted: ignored
     Pending* target = find(h.id);
@@ -268,7 +317,8 @@ void ServiceClientCore::cancel(std::uint64_t id) noexcept {
   p->head = 0;
   if (!conn_) return;
   put_frame(frame_, id, FrameKind::cancel, {});
-  (void)conn_->try_send_bytes(frame_);  // best effort: a full pipe keeps the call running
+  // Best effort: a full pipe keeps the call running.
+  if (conn_->try_send_bytes(frame_) == SendResult::ok) ++sent_;
 }
 
 }  // namespace shmbus::detail

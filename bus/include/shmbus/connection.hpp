@@ -152,6 +152,7 @@ namespace detail {
 struct ConnectionWait;
 struct WaitAccess;  // shmbus::wait over any mix of objects (wait_any.hpp)
 struct ListenerAccess;
+struct ServiceAccess;
 }  // namespace detail
 
 class Connection {
@@ -406,6 +407,7 @@ class Connection {
   friend struct detail::ConnectionWait;  // shmbus::wait(): several ends at once
   friend struct detail::WaitAccess;      // shmbus::wait() over any mix (wait_any.hpp)
   friend struct detail::ListenerAccess;  // Client(): has the listener taken its end?
+  friend struct detail::ServiceAccess;   // a Service's [service.taken] words
   using WaitOutcome = detail::WaitOutcome;
 
   // now + timeout, saturated: a timeout beyond what the clock can represent

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -35,6 +36,11 @@ struct ListenerConnection {
   bool server_closed = false, client_closed = false;
   std::uint64_t to_server = 0, queued_to_server = 0;
   std::uint64_t to_client = 0, queued_to_client = 0;
+  // What a Service server says it took ([service.taken]), exact where
+  // to_server is lazy: messages read (requests and cancels), and calls
+  // taken and not answered yet. nullopt for a plain connection (or a
+  // server that publishes neither).
+  std::optional<std::uint64_t> taken, calls_open;
 };
 
 // The connections of the listener `listener` (a Service's clients), by

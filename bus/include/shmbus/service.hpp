@@ -23,10 +23,10 @@
 //
 // Deaths, and what they answer:
 //   - the server dies (or closes): every pending call of every client ends
-//     at once with Error(peer_dead), "the server died; the request may have
-//     been executed" (a request in the pipe may or may not have been
-//     taken); the client's next call connects again, so a server restarted
-//     under the same name serves it.
+//     at once with ServerGone (an Error(peer_dead)) whose maybe_executed()
+//     says whether the server had taken that request (it may have run it)
+//     or not (it did not: calling again is safe); the client's next call
+//     connects again, so a server restarted under the same name serves it.
 //   - a client dies: its connection is dropped at the server's next turn,
 //     with the requests it had queued; responses to it are discarded.
 //   - a response the client does not read within
@@ -71,6 +71,21 @@ struct ServiceOptions {
   // How long respond() waits for room in a client's pipe before it drops
   // the client.
   std::chrono::milliseconds respond_timeout{100};
+};
+
+// A call that ended because its server died or closed: code() is
+// peer_dead. maybe_executed(): the server had taken the request before it
+// went (it may have run it, or part of it), or cannot say; false: the
+// request was still in the pipe, never handed to the server's code.
+class ServerGone : public Error {
+ public:
+  ServerGone(std::string object, std::string reason, bool maybe_executed)
+      : Error(Errc::peer_dead, std::move(object), std::move(reason)),
+        maybe_executed_(maybe_executed) {}
+  [[nodiscard]] bool maybe_executed() const noexcept { return maybe_executed_; }
+
+ private:
+  bool maybe_executed_;
 };
 
 namespace detail {
@@ -136,8 +151,8 @@ class ServiceClientCore {
   std::uint64_t send(std::span<const std::byte> value);
   // The next response of call `id` (the last: `last` = true), or nullopt at
   // the deadline; the bytes are valid until the next call on this client.
-  // Throws Error(peer_dead) when the server died, and Error(task_failed)
-  // when the server answered with an error.
+  // Throws ServerGone when the server died or closed, and
+  // Error(task_failed) when the server answered with an error.
   std::optional<std::span<const std::byte>> next(std::uint64_t id,
                                                  const Clock::time_point* deadline, bool& last);
   void cancel(std::uint64_t id) noexcept;
@@ -146,8 +161,10 @@ class ServiceClientCore {
 
  private:
   struct Pending {
-    bool done = false;         // the last response is among `responses`
-    bool server_gone = false;  // the server died or closed meanwhile
+    bool done = false;           // the last response is among `responses`
+    bool server_gone = false;    // the server died or closed meanwhile
+    bool maybe_executed = true;  // then: whether the server had taken it
+    std::uint64_t message = 0;   // messages sent on the connection before it
     // Responses that arrived while another call was read, from `head` on
     // (a vector, not a deque: libstdc++'s deque allocates when made).
     std::vector<std::vector<std::byte>> responses;
@@ -159,13 +176,17 @@ class ServiceClientCore {
   // The pending call `id`, or nullptr.
   Pending* find(std::uint64_t id) noexcept;
   void connect();
-  [[noreturn]] void server_gone(RecvResult why);
+  // Ends every pending call (the server died or closed: `why`), then
+  // throws ServerGone for call `id`.
+  [[noreturn]] void server_gone(RecvResult why, std::uint64_t id);
+  [[noreturn]] void throw_gone(std::uint64_t id, const char* how);
 
   std::string name_;
   std::optional<Clock::duration> connect_timeout_;
   PipeOptions options_;
   std::optional<Connection> conn_;
   std::uint64_t next_id_ = 1;
+  std::uint64_t sent_ = 0;  // messages sent on conn_ (requests and cancels)
   // Pending calls by id: a sorted vector (ids grow, so a call appends; the
   // memory is reused, no allocation per call; sized by the calls pending,
   // however old the oldest).
@@ -322,8 +343,8 @@ class ServiceClient {
                          const PipeOptions& options = {})
       : core_(std::make_unique<detail::ServiceClientCore>(name, connect_timeout, options)) {}
 
-  // One call: the (last) response, or Error (timed_out, peer_dead,
-  // task_failed, decode_error).
+  // One call: the (last) response, or Error (timed_out, peer_dead — a
+  // ServerGone when the server died or closed —, task_failed, decode_error).
   template <class Rep, class Period>
   [[nodiscard]] Resp call(const Req& request, std::chrono::duration<Rep, Period> timeout) {
     return call_async(request).get_for(timeout);

@@ -145,6 +145,11 @@ struct alignas(64) RingProducerLine {
   std::atomic<std::uint64_t> messages_sent;
   std::atomic<std::uint64_t> bytes_sent;
   std::atomic<std::uint64_t> blocked_sends;  // sends that slept waiting for space
+  // What the producer's end took from the other ring, published by its
+  // user (a Service server: [service.taken]); 0 when it publishes nothing
+  // (a plain pipe, or a peer built before these words).
+  std::atomic<std::uint64_t> taken;  // 1 + messages taken
+  std::atomic<std::uint64_t> open;   // 1 + calls taken and not yet answered
 };
 
 // Consumer-owned line: the published read position and statistics.
