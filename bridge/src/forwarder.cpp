@@ -12,9 +12,9 @@
 #include <deque>
 #include <functional>
 #include <map>
-#include <set>
 #include <optional>
 #include <random>
+#include <set>
 #include <tuple>
 
 #include "shmbus/detail/queue_core.hpp"
@@ -512,8 +512,8 @@ struct Forwarder::Impl {
       // [outbox.commit] the held get writes the length and position into
       // the outbox after its copy and before its [queue.release] (seq_cst)
       // store: from there on a restart holds and resends the message.
-      const QueueResult r = ch.core.get_held(std::span<std::byte>(ch.payload(s), h.slot_bytes),
-                                             e.length, e.position);
+      const QueueResult r =
+          ch.core.get_held(std::span<std::byte>(ch.payload(s), h.slot_bytes), e.length, e.position);
       if (r != QueueResult::ok) {
         e.seq.store(0, std::memory_order_relaxed);  // nothing taken
         break;

@@ -621,8 +621,8 @@ bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool k
     // [queue.record] acquire/release, as the words above.
     if (const std::uint64_t t = rec.tag.load(std::memory_order_acquire);
         TagState(t & 3u) == TagState::pending)
-      rec.tag.store((t & ~std::uint64_t{3}) |
-                        static_cast<std::uint64_t>(published ? TagState::landed : TagState::dropped),
+      rec.tag.store((t & ~std::uint64_t{3}) | static_cast<std::uint64_t>(
+                                                  published ? TagState::landed : TagState::dropped),
                     std::memory_order_release);
     // Heap blocks the dead producer allocated but never queued.
     for (std::uint32_t b = 0; b < heap_blocks_; ++b) {
@@ -845,10 +845,9 @@ template <bool Tagged>
 
 // Inlined into get() (and its waits), as try_put_once().
 template <bool Held>
-[[gnu::always_inline]] inline QueueResult QueueCore::try_get_once(std::span<std::byte> out,
-                                                                  std::size_t& length,
-                                                                  std::uint32_t r, Probe& probe,
-                                                                  std::uint64_t* position) noexcept {
+[[gnu::always_inline]] inline QueueResult QueueCore::try_get_once(
+    std::span<std::byte> out, std::size_t& length, std::uint32_t r, Probe& probe,
+    std::uint64_t* position) noexcept {
   QueueRecord& rec = record(r);
   // relaxed: only this thread (the owner) writes its get_word; as in
   // try_put_once(), every word below is this one plus a constant.
@@ -962,7 +961,8 @@ template <bool Held>
   }
   // relaxed: before the [queue.release] store below, as `length`; read by
   // the caller after a crash (get_held).
-  if constexpr (Held) std::atomic_ref<std::uint64_t>(*position).store(pos, std::memory_order_relaxed);
+  if constexpr (Held)
+    std::atomic_ref<std::uint64_t>(*position).store(pos, std::memory_order_relaxed);
   fault_point(FaultPoint::get_copied);
   // [queue.release] seq_cst (release + [wait.sleepers]).
   sl->word.store(slot_word(pos + capacity_, 0, SlotState::empty), std::memory_order_seq_cst);
@@ -1144,10 +1144,10 @@ QueueResult QueueCore::put_large(std::span<const std::byte> msg, const Clock::ti
   QueueResult res = QueueResult::ok;
   Clock::time_point spin_end{};  // adaptive: set at the first wait
   for (bool first = true;; first = false) {
-    res = tagged ? try_put_once<true>(refbytes, kHeapFlag, static_cast<std::uint32_t>(msg.size()),
-                                      r, probe)
-                 : try_put_once(refbytes, kHeapFlag, static_cast<std::uint32_t>(msg.size()), r,
-                                probe);
+    res = tagged
+              ? try_put_once<true>(refbytes, kHeapFlag, static_cast<std::uint32_t>(msg.size()), r,
+                                   probe)
+              : try_put_once(refbytes, kHeapFlag, static_cast<std::uint32_t>(msg.size()), r, probe);
     if (res != QueueResult::full || !block) break;
     if (first) spin_end = spin_end_from_now();
     const bool changed = wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos,

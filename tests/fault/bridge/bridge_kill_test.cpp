@@ -296,8 +296,7 @@ TEST(BridgeKill, EveryMessageOnceInOrderThroughKillsAndCuts) {
     }
   }
   // Everything arrives.
-  const bool done =
-      shmbus::test::poll_until([&] { return pr->received.load() >= total; }, 60s);
+  const bool done = shmbus::test::poll_until([&] { return pr->received.load() >= total; }, 60s);
   (void)src.recover_dead();
   const std::uint64_t lost = src.stats().lost;
   // The topic flows after the last kill.
