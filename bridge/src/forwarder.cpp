@@ -198,6 +198,13 @@ struct OutChannel {
   std::uint64_t retransmitted = 0;
   Clock::time_point last_progress{};
   bool waiting_on_fd = false;
+  bool kept = false;  // the outbox's gc mark (SegmentHeader::keep) as last set
+
+  void set_keep(bool on) {
+    if (kept == on) return;
+    shmbus::detail::set_keep(*shm, on);
+    kept = on;
+  }
 
   OutboxEntry& entry(std::uint64_t seq) const noexcept {
     return *reinterpret_cast<OutboxEntry*>(entries + (seq % hdr->window) * hdr->entry_stride);
@@ -315,6 +322,7 @@ struct Forwarder::Impl {
         ch.hdr = h;
         ch.entries = ch.shm->buf().data() + sizeof(OutboxHeader);
         recover_outbox(ch, name);
+        ch.set_keep(ch.in_flight() != 0);
         return;
       }
       // Another geometry (options changed, or the queue was re-made):
@@ -504,6 +512,13 @@ struct Forwarder::Impl {
       OutboxHeader& h = *ch.hdr;
       const std::uint64_t s = h.next_seq.load(std::memory_order_relaxed);  // relaxed: ours
       OutboxEntry& e = ch.entry(s);
+      // gc keeps an outbox that holds (or may hold) unacknowledged
+      // messages: marked before a take, cleared once all are acked (or
+      // the take found nothing).
+      if (!ch.kept) {
+        if (!ch.core.ready(false)) break;  // nothing to take
+        ch.set_keep(true);
+      }
       // [outbox.take] the entry says "being taken" before the queue's get
       // can remove anything; a restart reads it (acquire, recover_outbox).
       OutChannel::length_of(e).store(kTaking, std::memory_order_relaxed);
@@ -516,6 +531,7 @@ struct Forwarder::Impl {
           ch.core.get_held(std::span<std::byte>(ch.payload(s), h.slot_bytes), e.length, e.position);
       if (r != QueueResult::ok) {
         e.seq.store(0, std::memory_order_relaxed);  // nothing taken
+        if (ch.in_flight() == 0) ch.set_keep(false);
         break;
       }
       const std::uint64_t len = e.length;
@@ -608,6 +624,7 @@ struct Forwarder::Impl {
     if (seq <= acked || seq >= ch.hdr->next_seq.load(std::memory_order_relaxed)) return;
     // [outbox.commit] release: a restart sees the entries up to seq as free.
     ch.hdr->acked.store(seq, std::memory_order_release);
+    if (ch.in_flight() == 0) ch.set_keep(false);
     ch.last_progress = Clock::now();
   }
 
@@ -668,6 +685,9 @@ struct Forwarder::Impl {
     const std::size_t size = ch.topic ? sizeof(TopicInboxHeader) : sizeof(InboxHeader);
     const std::uint64_t magic = ch.topic ? kTopicInboxMagic : kInboxMagic;
     ch.shm.emplace(SharedMemory::open_or_create(name, size, state_segment_options()));
+    // Kept by gc: its applied sequence is what stops the peer's
+    // retransmissions being applied twice after a restart.
+    shmbus::detail::set_keep(*ch.shm, true);
     ch.hdr = reinterpret_cast<InboxHeader*>(ch.shm->buf().data());
     if (ch.topic) ch.topic_hdr = reinterpret_cast<TopicInboxHeader*>(ch.shm->buf().data());
     InboxHeader& h = *ch.hdr;

@@ -11,17 +11,21 @@
 // child (the Client side), sending (take) or receiving (apply).
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "shmbus/bridge/forwarder.hpp"
 #include "shmbus/bridge/remote.hpp"
 #include "shmbus/detail/fault.hpp"
 #include "shmbus/queue.hpp"
+#include "shmbus/resource_tracker.hpp"
+#include "shmbus/segment_info.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -61,6 +65,7 @@ struct Pair {
   std::optional<shmbus::Queue<SeqMsg>> src, dst;
   std::atomic<bool> stop{false};
   std::thread peer;
+  std::vector<pid_t> children;  // killed at the end if a failed check left one running
 
   Pair() {
     for (const std::string& n :
@@ -95,7 +100,7 @@ struct Pair {
   }
   // The bridge under test in a child: dies at the k-th `point` if k > 0.
   pid_t start_child(bool sender, detail::FaultPoint point, int k) {
-    return shmbus::test::fork_child([=, this]() -> int {
+    return children.emplace_back(shmbus::test::fork_child([=, this]() -> int {
       sb::Connection c =
           sb::Client(listener->endpoint(), {.key = kc, .server_key = ks.public_key}, 10s);
       sb::Forwarder f(fast(sender ? sb::ForwarderOptions{.name = name_a,
@@ -110,9 +115,14 @@ struct Pair {
       }
       std::atomic<bool> never{false};
       for (;;) (void)f.run(c, never);
-    });
+    }));
   }
   ~Pair() {
+    for (const pid_t c : children)
+      if (::waitpid(c, nullptr, WNOHANG) == 0) {  // still ours and running
+        ::kill(c, SIGKILL);
+        (void)shmbus::test::wait_child(c, 10s);
+      }
     stop = true;
     if (peer.joinable()) peer.join();
   }
@@ -221,4 +231,56 @@ TEST(BridgeWindow, AReceivingBridgeKilledBeforeItsInboxCommitAppliesOnce) {
   EXPECT_EQ(o.in.apply_uncertain, 0u);
   EXPECT_GE(o.in.duplicates, 1u);
   EXPECT_EQ(o.dst.committed, kMessages);
+}
+
+// gc (bus-inspector gc, a Bus's sweep) keeps a killed sending bridge's
+// outbox while it holds unacknowledged messages, and its receiving
+// inboxes always (their applied sequence stops duplicates); --force
+// removes them; an outbox whose messages were all acknowledged goes.
+TEST(BridgeWindow, GcKeepsAKilledBridgesOutboxWhileItHoldsUnacknowledgedMessages) {
+  Pair p;
+  // No queue on bus B yet: the receiver waits for it and acknowledges nothing.
+  p.dst.reset();
+  ASSERT_TRUE(shmbus::Queue<SeqMsg>::unlink(p.bus_b + ".orders"));
+  p.run_peer(false);
+  const pid_t child = p.start_child(true, detail::FaultPoint::get_claimed, 0);
+  const std::string outbox = p.name_a + ".out.orders";
+  EXPECT_TRUE(shmbus::test::poll_until(
+      [&] {
+        try {
+          return sb::read_outbox(p.name_a, "orders").in_flight == 8;
+        } catch (const shmbus::Error&) {
+          return false;  // not made yet
+        }
+      },
+      10s));
+  ::kill(child, SIGKILL);
+  EXPECT_EQ(shmbus::test::wait_child(child, 10s).signal, SIGKILL);
+  EXPECT_TRUE(shmbus::inspect_segment(outbox).abandoned());
+  EXPECT_TRUE(shmbus::inspect_segment(outbox).keep);
+  for (const auto& a : shmbus::collect_garbage({.prefix = p.name_a + ".out."}))
+    ADD_FAILURE() << "gc removed " << a.name << " (" << a.reason << ")";
+  EXPECT_EQ(sb::read_outbox(p.name_a, "orders").in_flight, 8u);  // still there
+  const auto forced = shmbus::collect_garbage({.force = true, .prefix = p.name_a + ".out."});
+  ASSERT_EQ(forced.size(), 1u);
+  EXPECT_EQ(forced[0].name, outbox);
+  EXPECT_TRUE(forced[0].removed);
+  EXPECT_THROW((void)shmbus::inspect_segment(outbox), shmbus::Error);
+}
+
+TEST(BridgeWindow, GcRemovesAnAcknowledgedOutboxAndKeepsTheInbox) {
+  Pair p;
+  p.run_peer(false);
+  const pid_t child = p.start_child(true, detail::FaultPoint::get_claimed, 0);
+  expect_each_once_in_order(*p.dst);
+  EXPECT_TRUE(shmbus::test::poll_until(
+      [&] { return sb::read_outbox(p.name_a, "orders").in_flight == 0; }, 10s));
+  ::kill(child, SIGKILL);
+  EXPECT_EQ(shmbus::test::wait_child(child, 10s).signal, SIGKILL);
+  EXPECT_FALSE(shmbus::inspect_segment(p.name_a + ".out.orders").keep);
+  const auto removed = shmbus::collect_garbage({.prefix = p.name_a + ".out."});
+  ASSERT_EQ(removed.size(), 1u);
+  EXPECT_TRUE(removed[0].removed);
+  // The inbox (its bridge still runs here, but it is marked regardless).
+  EXPECT_TRUE(shmbus::inspect_segment(p.name_b + ".in." + p.name_a + ".orders").keep);
 }
