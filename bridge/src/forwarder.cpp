@@ -74,7 +74,8 @@ using Hello = std::tuple<std::string, std::vector<HelloChannel>, std::vector<Hel
 // (FULL at its position), so a restart drops entry s if the position is
 // unset or the queue still holds that position; else the message left the
 // queue and entry s holds it (next_seq = s + 1).
-constexpr std::uint64_t kOutboxMagic = 0x3258424F42534253ULL;  // "SBSBOBX2"
+constexpr std::uint64_t kOutboxMagic = 0x3258424F42534253ULL;    // "SBSBOBX2"
+constexpr std::uint64_t kOutboxMagicV1 = 0x3158424F42534253ULL;  // "SBSBOBX1": no positions
 constexpr std::uint64_t kInboxMagic = 0x3158424E49534253ULL;   // "SBSINBX1"
 constexpr std::uint64_t kTaking = ~std::uint64_t{0};
 constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
@@ -325,10 +326,11 @@ struct Forwarder::Impl {
         ch.set_keep(ch.in_flight() != 0);
         return;
       }
-      // Another geometry (options changed, or the queue was re-made):
+      // Another geometry (options changed, the queue re-made, or an outbox
+      // of format v1):
       // reusable only when nothing waits for an acknowledgement in it.
       const bool empty_box = ch.shm->buf().size() >= sizeof(OutboxHeader) &&
-                             h->magic == kOutboxMagic &&
+                             (h->magic == kOutboxMagic || h->magic == kOutboxMagicV1) &&
                              h->next_seq.load(std::memory_order_relaxed) ==
                                  h->acked.load(std::memory_order_relaxed) + 1;
       if (!empty_box)
