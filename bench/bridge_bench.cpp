@@ -77,6 +77,24 @@ void connect_pair(Pair& p, const Keys& k) {
   t.join();
 }
 
+// The measured part of a stream row: 1000 warm-up receives (the link is
+// up), then one per iteration, each within 10 s (`recv_one` says whether it
+// got one); then `stop_all` and the items/s.
+template <class Recv, class Stop>
+void measure_stream(benchmark::State& state, Recv recv_one, Stop stop_all) {
+  for (int i = 0; i < 1000; ++i) (void)recv_one();
+  bool ok = true;
+  for (auto _ : state)
+    if (!recv_one()) {
+      ok = false;
+      break;
+    }
+  stop_all();
+  if (!ok) state.SkipWithError("a message did not arrive in 10 s");
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * 64);
+}
+
 void BM_Bridge_Queue_Stream(benchmark::State& state) {
   const auto n = static_cast<std::uint64_t>(state.max_iterations);
   const std::string u = bench_name("bridge");
@@ -100,20 +118,14 @@ void BM_Bridge_Queue_Stream(benchmark::State& state) {
     }
   });
   Msg64 m{};
-  for (int i = 0; i < 1000; ++i) (void)dst.get(m);  // warm-up: the link is up
-  bool ok = true;
-  for (auto _ : state)
-    if (dst.get_for(m, 10s) != shmbus::QueueResult::ok) {
-      ok = false;
-      break;
-    }
-  stop = true;
-  producer.join();
-  ta.join();
-  tb.join();
-  if (!ok) state.SkipWithError("a message did not arrive in 10 s");
-  state.SetItemsProcessed(state.iterations());
-  state.SetBytesProcessed(state.iterations() * 64);
+  measure_stream(
+      state, [&] { return dst.get_for(m, 10s) == shmbus::QueueResult::ok; },
+      [&] {
+        stop = true;
+        producer.join();
+        ta.join();
+        tb.join();
+      });
   shmbus::SharedMemory::open(u + "-fa.out.orders").unlink();  // the bridges' state
   shmbus::SharedMemory::open(u + "-fb.in." + u + "-fa.orders").unlink();
   src.close();
@@ -151,20 +163,14 @@ void BM_Bridge_Topic_Stream(benchmark::State& state) {
   Msg64 m{};
   std::size_t len = 0;
   auto buf = std::as_writable_bytes(std::span(&m, 1));
-  for (int i = 0; i < 1000; ++i) (void)sub.recv_for(buf, len, 10s);  // warm-up: the link is up
-  bool ok = true;
-  for (auto _ : state)
-    if (sub.recv_for(buf, len, 10s) != shmbus::ReceiveResult::ok) {
-      ok = false;
-      break;
-    }
-  stop = true;
-  producer.join();
-  ta.join();
-  tb.join();
-  if (!ok) state.SkipWithError("a message did not arrive in 10 s");
-  state.SetItemsProcessed(state.iterations());
-  state.SetBytesProcessed(state.iterations() * 64);
+  measure_stream(
+      state, [&] { return sub.recv_for(buf, len, 10s) == shmbus::ReceiveResult::ok; },
+      [&] {
+        stop = true;
+        producer.join();
+        ta.join();
+        tb.join();
+      });
   shmbus::SharedMemory::open(u + "-fb.tin." + u + "-fa.ticks").unlink();  // the bridge's state
   shmbus::Topic::unlink(bus_a + ".ticks");
   shmbus::Topic::unlink(bus_b + ".ticks");
@@ -240,18 +246,12 @@ void BM_ZeroMQ_CurvePubSub_Stream(benchmark::State& state) {
     }
   });
   Msg64 m{};
-  for (int i = 0; i < 1000; ++i) (void)zmq_recv(z.client, &m, sizeof m, 0);  // subscribed
-  bool ok = true;
-  for (auto _ : state)
-    if (zmq_recv(z.client, &m, sizeof m, 0) < 0) {
-      ok = false;
-      break;
-    }
-  stop = true;
-  producer.join();
-  if (!ok) state.SkipWithError("nothing arrived in 10 s");
-  state.SetItemsProcessed(state.iterations());
-  state.SetBytesProcessed(state.iterations() * 64);
+  measure_stream(
+      state, [&] { return zmq_recv(z.client, &m, sizeof m, 0) >= 0; },
+      [&] {
+        stop = true;
+        producer.join();
+      });
 }
 
 void BM_Bridge_Connection_RTT(benchmark::State& state) {
