@@ -7,6 +7,12 @@
 //                                      bus B, acknowledged; producer and consumer
 //                                      threads: delivered items/s
 //   BM_ZeroMQ_CurvePushPull_Stream/64  raw PUSH -> PULL with CURVE: items/s
+//   BM_Bridge_Topic_Stream/64          Topic<64 B> on bus A, the bridge's reliable
+//                                      subscription -> CURVE tcp -> republished on
+//                                      bus B's topic, a reliable subscriber there:
+//                                      received items/s (nothing dropped)
+//   BM_ZeroMQ_CurvePubSub_Stream/64    raw PUB -> SUB with CURVE: received items/s
+//                                      (PUB drops at its high-water mark)
 //   BM_Bridge_Connection_RTT/64        remote Connection (Client <-> accepted,
 //                                      an echo thread): round trip percentiles
 //   BM_ZeroMQ_Curve_RTT/64             raw DEALER <-> ROUTER with CURVE, echo thread
@@ -32,6 +38,7 @@
 #include "shmbus/bridge/remote.hpp"
 #include "shmbus/queue.hpp"
 #include "shmbus/shared_memory.hpp"
+#include "shmbus/topic.hpp"
 
 namespace {
 
@@ -70,6 +77,24 @@ void connect_pair(Pair& p, const Keys& k) {
   t.join();
 }
 
+// The measured part of a stream row: 1000 warm-up receives (the link is
+// up), then one per iteration, each within 10 s (`recv_one` says whether it
+// got one); then `stop_all` and the items/s.
+template <class Recv, class Stop>
+void measure_stream(benchmark::State& state, Recv recv_one, Stop stop_all) {
+  for (int i = 0; i < 1000; ++i) (void)recv_one();
+  bool ok = true;
+  for (auto _ : state)
+    if (!recv_one()) {
+      ok = false;
+      break;
+    }
+  stop_all();
+  if (!ok) state.SkipWithError("a message did not arrive in 10 s");
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(state.iterations() * 64);
+}
+
 void BM_Bridge_Queue_Stream(benchmark::State& state) {
   const auto n = static_cast<std::uint64_t>(state.max_iterations);
   const std::string u = bench_name("bridge");
@@ -93,25 +118,62 @@ void BM_Bridge_Queue_Stream(benchmark::State& state) {
     }
   });
   Msg64 m{};
-  for (int i = 0; i < 1000; ++i) (void)dst.get(m);  // warm-up: the link is up
-  bool ok = true;
-  for (auto _ : state)
-    if (dst.get_for(m, 10s) != shmbus::QueueResult::ok) {
-      ok = false;
-      break;
-    }
-  stop = true;
-  producer.join();
-  ta.join();
-  tb.join();
-  if (!ok) state.SkipWithError("a message did not arrive in 10 s");
-  state.SetItemsProcessed(state.iterations());
-  state.SetBytesProcessed(state.iterations() * 64);
+  measure_stream(
+      state, [&] { return dst.get_for(m, 10s) == shmbus::QueueResult::ok; },
+      [&] {
+        stop = true;
+        producer.join();
+        ta.join();
+        tb.join();
+      });
   shmbus::SharedMemory::open(u + "-fa.out.orders").unlink();  // the bridges' state
   shmbus::SharedMemory::open(u + "-fb.in." + u + "-fa.orders").unlink();
   src.close();
   shmbus::Queue<Msg64>::unlink(bus_a + ".orders");
   shmbus::Queue<Msg64>::unlink(bus_b + ".orders");
+}
+
+void BM_Bridge_Topic_Stream(benchmark::State& state) {
+  const std::string u = bench_name("btopic");
+  const std::string bus_a = u + "-a";
+  const std::string bus_b = u + "-b";
+  auto src = shmbus::Topic::create<Msg64>(bus_a + ".ticks", {.slots = 4096});
+  auto dst = shmbus::Topic::create<Msg64>(bus_b + ".ticks", {.slots = 4096});
+  shmbus::Subscriber sub = dst.subscribe({.policy = shmbus::SubscriberPolicy::reliable});
+  Keys k;
+  Pair p;
+  connect_pair(p, k);
+  sb::Forwarder fa{{.name = u + "-fa",
+                    .bus = bus_a,
+                    .topics = {{"ticks", shmbus::SubscriberPolicy::reliable}},
+                    .window = 1024}};
+  sb::Forwarder fb{{.name = u + "-fb", .bus = bus_b}};
+  std::atomic<bool> stop{false};
+  std::thread ta([&] { (void)fa.run(p.client, stop); });
+  std::thread tb([&] { (void)fb.run(p.server, stop); });
+  std::thread producer([&] {
+    shmbus::Publisher pub = src.publisher();
+    Msg64 m{};
+    // Reliable end to end: publish_for waits for the bridge; until stop.
+    for (std::uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+      m.seq = i;
+      (void)pub.publish_for(m, 100ms);
+    }
+  });
+  Msg64 m{};
+  std::size_t len = 0;
+  auto buf = std::as_writable_bytes(std::span(&m, 1));
+  measure_stream(
+      state, [&] { return sub.recv_for(buf, len, 10s) == shmbus::ReceiveResult::ok; },
+      [&] {
+        stop = true;
+        producer.join();
+        ta.join();
+        tb.join();
+      });
+  shmbus::SharedMemory::open(u + "-fb.tin." + u + "-fa.ticks").unlink();  // the bridge's state
+  shmbus::Topic::unlink(bus_a + ".ticks");
+  shmbus::Topic::unlink(bus_b + ".ticks");
 }
 
 // Raw ZeroMQ sockets with CURVE (no ZAP handler: ZeroMQ then admits any
@@ -167,6 +229,29 @@ void BM_ZeroMQ_CurvePushPull_Stream(benchmark::State& state) {
   producer.join();
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * 64);
+}
+
+void BM_ZeroMQ_CurvePubSub_Stream(benchmark::State& state) {
+  Keys k;
+  RawCurve z(ZMQ_PUB, ZMQ_SUB, k, "tcp://127.0.0.1:*");
+  zmq_setsockopt(z.client, ZMQ_SUBSCRIBE, "", 0);
+  const int timeout_ms = 10000;
+  zmq_setsockopt(z.client, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
+  std::atomic<bool> stop{false};
+  std::thread producer([&] {
+    Msg64 m{};
+    for (std::uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+      m.seq = i;
+      if (zmq_send(z.server, &m, sizeof m, 0) < 0) return;
+    }
+  });
+  Msg64 m{};
+  measure_stream(
+      state, [&] { return zmq_recv(z.client, &m, sizeof m, 0) >= 0; },
+      [&] {
+        stop = true;
+        producer.join();
+      });
 }
 
 void BM_Bridge_Connection_RTT(benchmark::State& state) {
@@ -243,6 +328,8 @@ void BM_PyMpListenerTcp_Block_RTT(benchmark::State& state) {
 
 BENCHMARK(BM_Bridge_Queue_Stream)->Arg(64)->Iterations(200000)->UseRealTime();
 BENCHMARK(BM_ZeroMQ_CurvePushPull_Stream)->Arg(64)->Iterations(200000)->UseRealTime();
+BENCHMARK(BM_Bridge_Topic_Stream)->Arg(64)->Iterations(200000)->UseRealTime();
+BENCHMARK(BM_ZeroMQ_CurvePubSub_Stream)->Arg(64)->Iterations(200000)->UseRealTime();
 BENCHMARK(BM_Bridge_Connection_RTT)->Arg(64)->Iterations(20000)->UseRealTime();
 BENCHMARK(BM_ZeroMQ_Curve_RTT)->Arg(64)->Iterations(20000)->UseRealTime();
 BENCHMARK(BM_PyMpListenerTcp_Block_RTT)

@@ -12,9 +12,9 @@
 #include <deque>
 #include <functional>
 #include <map>
-#include <set>
 #include <optional>
 #include <random>
+#include <set>
 #include <tuple>
 
 #include "shmbus/detail/queue_core.hpp"
@@ -57,19 +57,28 @@ using HelloTopic = std::tuple<std::string, std::uint64_t, std::string, std::uint
                               std::uint64_t, std::uint32_t, std::uint64_t>;
 using Hello = std::tuple<std::string, std::vector<HelloChannel>, std::vector<HelloTopic>>;
 
-// ---- outbox: "<name>.out.<queue>", format v1 ---------------------------------
+// ---- outbox: "<name>.out.<queue>", format v2 ---------------------------------
 //   0    magic, version, window, slot_bytes, epoch, fingerprint (set at creation)
 //   64   next_seq, acked, take_interrupted        (written by the bridge alone)
-//   128  entries[window], each entry_stride bytes: seq(8) length(8) payload
+//   128  entries[window], each entry_stride bytes: seq(8) length(8)
+//        position(8) payload
 // Entry of sequence s is entries[s % window]. Invariants a restart checks:
 // acked < next_seq; every s in (acked, next_seq) has entry.seq == s and a
 // length <= slot_bytes (the message held until the peer acks it).
-// Take of s: entry.length = kTaking, entry.seq = s, the queue's get copies
-// into the payload and writes entry.length = n itself before it releases
-// the slot ([outbox.commit]: the commit point), next_seq = s + 1.
-constexpr std::uint64_t kOutboxMagic = 0x3158424F42534253ULL;  // "SBSBOBX1"
+// Take of s: entry.length = kTaking, entry.position = kNoPosition,
+// entry.seq = s; the queue's held get (QueueCore::get_held) copies into
+// the payload and writes the length and the message's queue position
+// itself before it releases the slot ([outbox.commit]: the release is the
+// commit point), next_seq = s + 1. A SIGKILL before the release leaves the
+// message claimed by the dead bridge: the queue's recovery gives it back
+// (FULL at its position), so a restart drops entry s if the position is
+// unset or the queue still holds that position; else the message left the
+// queue and entry s holds it (next_seq = s + 1).
+constexpr std::uint64_t kOutboxMagic = 0x3258424F42534253ULL;    // "SBSBOBX2"
+constexpr std::uint64_t kOutboxMagicV1 = 0x3158424F42534253ULL;  // "SBSBOBX1": no positions
 constexpr std::uint64_t kInboxMagic = 0x3158424E49534253ULL;   // "SBSINBX1"
 constexpr std::uint64_t kTaking = ~std::uint64_t{0};
+constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
 
 struct OutboxHeader {
   std::uint64_t magic;
@@ -85,12 +94,13 @@ struct OutboxHeader {
 static_assert(sizeof(OutboxHeader) == 128);
 struct OutboxEntry {
   std::atomic<std::uint64_t> seq;
-  // Written by the queue's get itself (its length out-parameter), after
-  // its copy and before it releases the slot: so a message is either in
-  // the outbox with its length, or still held by the dead bridge's claim
-  // in the queue, which counts it `lost` when it recovers the record.
-  // Accessed through std::atomic_ref everywhere else.
+  // Written by the queue's held get itself (its out-parameters), after its
+  // copy and before it releases the slot: so a message is either in the
+  // outbox with its length and position, or still claimed by the dead
+  // bridge in the queue, whose recovery gives it back. Accessed through
+  // std::atomic_ref everywhere else.
   std::uint64_t length;
+  std::uint64_t position;
 };
 static_assert(std::is_same_v<std::uint64_t, std::size_t>);
 
@@ -189,6 +199,13 @@ struct OutChannel {
   std::uint64_t retransmitted = 0;
   Clock::time_point last_progress{};
   bool waiting_on_fd = false;
+  bool kept = false;  // the outbox's gc mark (SegmentHeader::keep) as last set
+
+  void set_keep(bool on) {
+    if (kept == on) return;
+    shmbus::detail::set_keep(*shm, on);
+    kept = on;
+  }
 
   OutboxEntry& entry(std::uint64_t seq) const noexcept {
     return *reinterpret_cast<OutboxEntry*>(entries + (seq % hdr->window) * hdr->entry_stride);
@@ -198,6 +215,9 @@ struct OutChannel {
   }
   static std::atomic_ref<std::uint64_t> length_of(OutboxEntry& e) noexcept {
     return std::atomic_ref<std::uint64_t>(e.length);
+  }
+  static std::atomic_ref<std::uint64_t> position_of(OutboxEntry& e) noexcept {
+    return std::atomic_ref<std::uint64_t>(e.position);
   }
   std::uint64_t in_flight() const noexcept {
     // relaxed: only this bridge process writes the outbox
@@ -303,12 +323,14 @@ struct Forwarder::Impl {
         ch.hdr = h;
         ch.entries = ch.shm->buf().data() + sizeof(OutboxHeader);
         recover_outbox(ch, name);
+        ch.set_keep(ch.in_flight() != 0);
         return;
       }
-      // Another geometry (options changed, or the queue was re-made):
+      // Another geometry (options changed, the queue re-made, or an outbox
+      // of format v1):
       // reusable only when nothing waits for an acknowledgement in it.
       const bool empty_box = ch.shm->buf().size() >= sizeof(OutboxHeader) &&
-                             h->magic == kOutboxMagic &&
+                             (h->magic == kOutboxMagic || h->magic == kOutboxMagicV1) &&
                              h->next_seq.load(std::memory_order_relaxed) ==
                                  h->acked.load(std::memory_order_relaxed) + 1;
       if (!empty_box)
@@ -333,9 +355,13 @@ struct Forwarder::Impl {
   }
 
   // A restarted bridge: finishes a take the SIGKILL cut after its commit
-  // point, counts one cut before it, and validates what is held.
+  // point, drops one cut before it (its message is back in the queue) and
+  // counts it, and validates what is held.
   void recover_outbox(OutChannel& ch, const std::string& name) {
     OutboxHeader& h = *ch.hdr;
+    // The dead bridge's claim, if it held one, goes back to the queue now
+    // (a held get), before this bridge takes anything: order is kept.
+    (void)ch.core.recover_dead();
     // [outbox.commit] acquire: pairs with the release stores of the take.
     std::uint64_t next = h.next_seq.load(std::memory_order_acquire);
     const std::uint64_t acked = h.acked.load(std::memory_order_acquire);
@@ -345,8 +371,11 @@ struct Forwarder::Impl {
                       ", acked " + std::to_string(acked) + ")");
     OutboxEntry& e = ch.entry(next);
     if (next - acked <= h.window && e.seq.load(std::memory_order_acquire) == next) {
-      const std::uint64_t len = OutChannel::length_of(e).load(std::memory_order_acquire);
-      if (len == kTaking) {
+      // relaxed: written by the dead bridge's get, which a SIGKILL ended
+      const std::uint64_t len = OutChannel::length_of(e).load(std::memory_order_relaxed);
+      const std::uint64_t pos = OutChannel::position_of(e).load(std::memory_order_relaxed);
+      if (len == kTaking || pos == kNoPosition || ch.core.holds_position(pos)) {
+        // Cut before its release: the message is in the queue, not taken.
         h.take_interrupted.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
         e.seq.store(0, std::memory_order_relaxed);
       } else if (len <= h.slot_bytes) {
@@ -485,20 +514,30 @@ struct Forwarder::Impl {
       OutboxHeader& h = *ch.hdr;
       const std::uint64_t s = h.next_seq.load(std::memory_order_relaxed);  // relaxed: ours
       OutboxEntry& e = ch.entry(s);
+      // gc keeps an outbox that holds (or may hold) unacknowledged
+      // messages: marked before a take, cleared once all are acked (or
+      // the take found nothing).
+      if (!ch.kept) {
+        if (!ch.core.ready(false)) break;  // nothing to take
+        ch.set_keep(true);
+      }
       // [outbox.take] the entry says "being taken" before the queue's get
       // can remove anything; a restart reads it (acquire, recover_outbox).
       OutChannel::length_of(e).store(kTaking, std::memory_order_relaxed);
+      OutChannel::position_of(e).store(kNoPosition, std::memory_order_relaxed);
       e.seq.store(s, std::memory_order_release);
-      // [outbox.commit] the get writes the length into the outbox after its
-      // copy and before its [queue.release] (seq_cst) store: from there on a
-      // restart holds and resends the message.
+      // [outbox.commit] the held get writes the length and position into
+      // the outbox after its copy and before its [queue.release] (seq_cst)
+      // store: from there on a restart holds and resends the message.
       const QueueResult r =
-          ch.core.get(std::span<std::byte>(ch.payload(s), h.slot_bytes), e.length, nullptr, false);
+          ch.core.get_held(std::span<std::byte>(ch.payload(s), h.slot_bytes), e.length, e.position);
       if (r != QueueResult::ok) {
         e.seq.store(0, std::memory_order_relaxed);  // nothing taken
+        if (ch.in_flight() == 0) ch.set_keep(false);
         break;
       }
       const std::uint64_t len = e.length;
+      shmbus::detail::fault_point(shmbus::detail::FaultPoint::bridge_taken);
       h.next_seq.store(s + 1, std::memory_order_release);
       if (ch.in_flight() == 1) ch.last_progress = Clock::now();
       ++ch.sent;
@@ -587,6 +626,7 @@ struct Forwarder::Impl {
     if (seq <= acked || seq >= ch.hdr->next_seq.load(std::memory_order_relaxed)) return;
     // [outbox.commit] release: a restart sees the entries up to seq as free.
     ch.hdr->acked.store(seq, std::memory_order_release);
+    if (ch.in_flight() == 0) ch.set_keep(false);
     ch.last_progress = Clock::now();
   }
 
@@ -647,6 +687,9 @@ struct Forwarder::Impl {
     const std::size_t size = ch.topic ? sizeof(TopicInboxHeader) : sizeof(InboxHeader);
     const std::uint64_t magic = ch.topic ? kTopicInboxMagic : kInboxMagic;
     ch.shm.emplace(SharedMemory::open_or_create(name, size, state_segment_options()));
+    // Kept by gc: its applied sequence is what stops the peer's
+    // retransmissions being applied twice after a restart.
+    shmbus::detail::set_keep(*ch.shm, true);
     ch.hdr = reinterpret_cast<InboxHeader*>(ch.shm->buf().data());
     if (ch.topic) ch.topic_hdr = reinterpret_cast<TopicInboxHeader*>(ch.shm->buf().data());
     InboxHeader& h = *ch.hdr;
@@ -661,14 +704,41 @@ struct Forwarder::Impl {
       ch.last_acked = 0;
       return true;
     }
-    if (const std::uint64_t a = h.applying.load(std::memory_order_acquire);
-        a != 0 && a == h.applied.load(std::memory_order_acquire) + 1) {
-      // A put cut by a SIGKILL: it may have published (see forwarder.hpp).
-      h.apply_uncertain.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-      h.applying.store(0, std::memory_order_relaxed);
-    }
     ch.last_acked = h.applied.load(std::memory_order_relaxed);
     return false;
+  }
+
+  // A put cut by a SIGKILL of the bridge before it stored `applied`
+  // (applying == applied + 1): a queue's tagged put says whether it landed
+  // (the dead bridge's record is repaired first); a topic's publish, or a
+  // queue whose records lost the tag, cannot say: counted apply_uncertain
+  // (the retransmission is put again). Call once the local queue is open.
+  void settle_apply(InChannel& ch) {
+    InboxHeader& h = *ch.hdr;
+    const std::uint64_t a = h.applying.load(std::memory_order_acquire);
+    if (a == 0 || a != h.applied.load(std::memory_order_acquire) + 1) return;
+    shmbus::detail::TagState st = shmbus::detail::TagState::none;
+    if (!ch.topic && ch.core) {
+      (void)ch.core->recover_dead();
+      st = ch.core->tagged_outcome(apply_tag(h, a));
+    }
+    if (st == shmbus::detail::TagState::landed)
+      h.applied.store(a, std::memory_order_seq_cst);  // [inbox.commit]: it is in the queue
+    else if (st == shmbus::detail::TagState::none)
+      h.apply_uncertain.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+    h.applying.store(0, std::memory_order_release);
+  }
+
+  // The word a queue put of `seq` leaves in the queue's records: the
+  // sequence mixed with the sender's epoch (62 bits; another bridge's
+  // puts into the same queue carry other words).
+  static std::uint64_t apply_tag(const InboxHeader& h, std::uint64_t seq) noexcept {
+    // relaxed: the epoch is written by this bridge alone, before any put
+    std::uint64_t x = h.epoch.load(std::memory_order_relaxed) ^ (seq * 0x9E3779B97F4A7C15ULL);
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ULL;
+    x ^= x >> 29;
+    return x >> 2;
   }
 
   // The topic here: opened, or made with the sender's geometry; then its
@@ -715,10 +785,18 @@ struct Forwarder::Impl {
 
   // Puts the pending messages in order; false while some wait for room.
   bool put_pending(InChannel& ch) {
+    if (is_open(ch)) settle_apply(ch);
     while (!ch.pending.empty()) {
       if (!is_open(ch)) return false;
       auto& [seq, msg] = ch.pending.front();
       InboxHeader& h = *ch.hdr;
+      // relaxed: ours alone. A retransmission of the put settle_apply()
+      // found landed.
+      if (seq <= h.applied.load(std::memory_order_relaxed)) {
+        h.duplicates.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+        ch.pending.pop_front();
+        continue;
+      }
       // [inbox.commit] applying before the put, applied after: a restart
       // that finds applying == applied + 1 knows the put may have happened.
       h.applying.store(seq, std::memory_order_seq_cst);
@@ -729,7 +807,9 @@ struct Forwarder::Impl {
         full = r == PublishResult::full;
         if (r != PublishResult::ok && !full) failed = to_string(r);
       } else {
-        const QueueResult r = ch.core->put(msg, nullptr, false);
+        // [inbox.commit] the put leaves its outcome under apply_tag() in
+        // the queue's records: a restart reads whether it landed.
+        const QueueResult r = ch.core->put_tagged(msg, apply_tag(h, seq));
         full = r == QueueResult::full;
         if (r != QueueResult::ok && !full) failed = to_string(r);
       }
@@ -741,6 +821,7 @@ struct Forwarder::Impl {
       if (!failed.empty())  // too large or closed: it can never go in; skip it
         std::fprintf(stderr, "bus-bridge %s: dropped message %llu of '%s': %s\n", opt.name.c_str(),
                      static_cast<unsigned long long>(seq), ch.queue.c_str(), failed.c_str());
+      shmbus::detail::fault_point(shmbus::detail::FaultPoint::bridge_applied);
       h.applied.store(seq, std::memory_order_seq_cst);
       h.applying.store(0, std::memory_order_release);
       ch.pending.pop_front();

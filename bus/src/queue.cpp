@@ -17,6 +17,11 @@
 //   [queue.token]    the wake tokens of not_empty/not_full (all seq_cst);
 //                    the protocol and why it loses no wake-up are in
 //                    queue_core.hpp.
+//   [queue.giveback] a held get's dead claim given back: the recoverer's
+//                    FULL store, then its seq_cst move of dequeue_pos back;
+//                    a consumer's acquire load of dequeue_pos that reads
+//                    the moved hint sees the FULL word (not the READING
+//                    one, which it would step over).
 // The seq_cst publications are also the notifier side of [wait.sleepers].
 #include "shmbus/queue.hpp"
 
@@ -558,6 +563,8 @@ std::uint32_t QueueCore::acquire_record() noexcept {
   }
   auto take = [&](std::uint32_t r) {
     record(r).tid.store(tid, std::memory_order_relaxed);  // relaxed: informative
+    // relaxed: the owner's own field (get_held sets it before each claim).
+    record(r).hold.store(0, std::memory_order_relaxed);
     held_->recs.push_back(r);
     return r;
   };
@@ -600,15 +607,23 @@ bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool k
     const bool writing = sl.word.load(std::memory_order_acquire) == held;
     const Stage st = word_stage(pw);
     busy |= st != Stage::idle || writing;
+    const bool published = st == Stage::active && !writing;
     if (st != Stage::idle) {
       std::uint64_t main = word_main(pw), aux = word_aux(pw);
       if (writing)
         ++aux;  // claimed, never published: dropped
-      else if (st == Stage::active)
+      else if (published)
         ++main;  // published before it died
       // [queue.record] release: one store decides and clears the stage.
       rec.put_word.store(count_word(main, aux, Stage::idle), std::memory_order_release);
     }
+    // A tagged put cut by the death: its outcome, decided here once.
+    // [queue.record] acquire/release, as the words above.
+    if (const std::uint64_t t = rec.tag.load(std::memory_order_acquire);
+        TagState(t & 3u) == TagState::pending)
+      rec.tag.store((t & ~std::uint64_t{3}) | static_cast<std::uint64_t>(
+                                                  published ? TagState::landed : TagState::dropped),
+                    std::memory_order_release);
     // Heap blocks the dead producer allocated but never queued.
     for (std::uint32_t b = 0; b < heap_blocks_; ++b) {
       std::uint64_t hw = heap_word_at(b).load(std::memory_order_acquire);
@@ -635,15 +650,37 @@ bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool k
     const bool reading = sl.word.load(std::memory_order_acquire) == held;
     const Stage st = word_stage(gw);
     busy |= st != Stage::idle || reading;
+    // A held get's message goes back to the queue, unless its large
+    // message's block is already freed (the copy was complete then).
+    // relaxed: the owner's own field, written before its [queue.claim].
+    const bool held_get = rec.hold.load(std::memory_order_relaxed) != 0;
+    const bool give_back = reading && held_get && heap_ref_intact(sl);
     if (st != Stage::idle) {
       std::uint64_t main = word_main(gw), aux = word_aux(gw);
-      if (reading)
+      if (give_back) {
+        // not taken after all: nothing to count
+      } else if (reading && held_get) {
+        ++main;  // a held get that copied its large message and freed the block
+      } else if (reading) {
         ++aux;  // taken, not finished: lost
-      else if (st == Stage::active)
+      } else if (st == Stage::active) {
         ++main;  // released before it died
+      }
       rec.get_word.store(count_word(main, aux, Stage::idle), std::memory_order_release);
     }
-    if (reading) {
+    rec.hold.store(0, std::memory_order_relaxed);  // relaxed: ours now
+    if (give_back) {
+      std::uint64_t w = held;
+      // [queue.giveback] seq_cst: FULL again at its position, then the
+      // consumers' hint back to it (it moved past when the get claimed).
+      if (sl.word.compare_exchange_strong(w, slot_word(p, r, SlotState::full),
+                                          std::memory_order_seq_cst, std::memory_order_relaxed)) {
+        std::uint64_t d = ctl_->dequeue_pos.load(std::memory_order_seq_cst);
+        while (static_cast<std::int64_t>(d - p) > 0 &&
+               !ctl_->dequeue_pos.compare_exchange_weak(d, p, std::memory_order_seq_cst)) {
+        }
+      }
+    } else if (reading) {
       free_heap_ref(sl);  // a lost large message's block (if not freed yet)
       std::uint64_t w = held;
       // [queue.release] seq_cst: frees the slot for the next lap.
@@ -706,6 +743,7 @@ std::size_t QueueCore::recover_dead() noexcept {
 // ---- put / get ---------------------------------------------------------------
 
 // Inlined into put() (and its waits): the fast path is one function.
+template <bool Tagged>
 [[gnu::always_inline]] inline QueueResult QueueCore::try_put_once(std::span<const std::byte> msg,
                                                                   std::uint32_t flags,
                                                                   std::uint32_t length,
@@ -793,6 +831,12 @@ std::size_t QueueCore::recover_dead() noexcept {
   // [queue.publish] seq_cst (release + [wait.sleepers]).
   sl->word.store(slot_word(pos, r, SlotState::full), std::memory_order_seq_cst);
   fault_point(FaultPoint::put_published);
+  if constexpr (Tagged) {
+    // [queue.record] release (relaxed load: the owner's own field): a
+    // recovery from here on would decide LANDED as well.
+    const std::uint64_t t = rec.tag.load(std::memory_order_relaxed) & ~std::uint64_t{3};
+    rec.tag.store(t | static_cast<std::uint64_t>(TagState::landed), std::memory_order_release);
+  }
   // [queue.record] release.
   rec.put_word.store(idle + kCountOne, std::memory_order_release);
   notify_not_empty();
@@ -800,10 +844,10 @@ std::size_t QueueCore::recover_dead() noexcept {
 }
 
 // Inlined into get() (and its waits), as try_put_once().
-[[gnu::always_inline]] inline QueueResult QueueCore::try_get_once(std::span<std::byte> out,
-                                                                  std::size_t& length,
-                                                                  std::uint32_t r,
-                                                                  Probe& probe) noexcept {
+template <bool Held>
+[[gnu::always_inline]] inline QueueResult QueueCore::try_get_once(
+    std::span<std::byte> out, std::size_t& length, std::uint32_t r, Probe& probe,
+    std::uint64_t* position) noexcept {
   QueueRecord& rec = record(r);
   // relaxed: only this thread (the owner) writes its get_word; as in
   // try_put_once(), every word below is this one plus a constant.
@@ -812,7 +856,9 @@ std::size_t QueueCore::recover_dead() noexcept {
   std::uint64_t pos = 0;
   SlotHeader* sl = nullptr;
   for (;;) {
-    pos = ctl_->dequeue_pos.load(std::memory_order_relaxed);  // relaxed: a hint, checked below
+    // acquire: [queue.giveback] (a hint moved back shows the FULL word
+    // given back); otherwise only a hint, checked below.
+    pos = ctl_->dequeue_pos.load(std::memory_order_acquire);
     sl = &slot(pos);
     // [queue.publish] acquire: pairs with the producer's FULL store.
     std::uint64_t s = sl->word.load(std::memory_order_acquire);
@@ -913,6 +959,10 @@ std::size_t QueueCore::recover_dead() noexcept {
   } else {
     result = QueueResult::corrupted;  // a length beyond the slot
   }
+  // relaxed: before the [queue.release] store below, as `length`; read by
+  // the caller after a crash (get_held).
+  if constexpr (Held)
+    std::atomic_ref<std::uint64_t>(*position).store(pos, std::memory_order_relaxed);
   fault_point(FaultPoint::get_copied);
   // [queue.release] seq_cst (release + [wait.sleepers]).
   sl->word.store(slot_word(pos + capacity_, 0, SlotState::empty), std::memory_order_seq_cst);
@@ -1007,6 +1057,15 @@ void QueueCore::pass_on_not_full() noexcept {
   notify_not_full();
 }
 
+bool QueueCore::heap_ref_intact(const SlotHeader& sl) const noexcept {
+  if ((sl.flags & kHeapFlag) == 0) return true;
+  HeapRef ref{};
+  std::memcpy(&ref, reinterpret_cast<const std::byte*>(&sl) + sizeof(SlotHeader), sizeof ref);
+  // [queue.heap] acquire: the block still queued for this very reference.
+  return ref.block < heap_blocks_ && heap_word_at(ref.block).load(std::memory_order_acquire) ==
+                                         heap_word(ref.gen, HeapState::queued, 0);
+}
+
 void QueueCore::free_heap_ref(const SlotHeader& sl) noexcept {
   if ((sl.flags & kHeapFlag) == 0) return;
   HeapRef ref{};
@@ -1021,7 +1080,7 @@ void QueueCore::free_heap_ref(const SlotHeader& sl) noexcept {
 }
 
 QueueResult QueueCore::put_large(std::span<const std::byte> msg, const Clock::time_point* deadline,
-                                 bool block, std::uint32_t r) noexcept {
+                                 bool block, std::uint32_t r, bool tagged) noexcept {
   // 1. A heap block: CAS FREE(gen) -> ALLOC(gen, r), so a dead allocator's
   //    block is found by its record.
   std::uint32_t b = 0;
@@ -1085,7 +1144,10 @@ QueueResult QueueCore::put_large(std::span<const std::byte> msg, const Clock::ti
   QueueResult res = QueueResult::ok;
   Clock::time_point spin_end{};  // adaptive: set at the first wait
   for (bool first = true;; first = false) {
-    res = try_put_once(refbytes, kHeapFlag, static_cast<std::uint32_t>(msg.size()), r, probe);
+    res = tagged
+              ? try_put_once<true>(refbytes, kHeapFlag, static_cast<std::uint32_t>(msg.size()), r,
+                                   probe)
+              : try_put_once(refbytes, kHeapFlag, static_cast<std::uint32_t>(msg.size()), r, probe);
     if (res != QueueResult::full || !block) break;
     if (first) spin_end = spin_end_from_now();
     const bool changed = wait_for_change(ctl_->not_full, ctl_->not_full_waking, ctl_->enqueue_pos,
@@ -1174,6 +1236,60 @@ QueueResult QueueCore::get_wait(std::span<std::byte> out, std::size_t& length,
       return res;
     }
   }
+}
+
+// ---- the bridge's entry points (queue_core.hpp) ---------------------------
+
+QueueResult QueueCore::get_held(std::span<std::byte> out, std::size_t& length,
+                                std::uint64_t& position) noexcept {
+  if (out.size() < max_message()) return QueueResult::buffer_too_small;
+  const std::uint32_t r = my_record();
+  if (r == kNoRecord) return QueueResult::no_record;
+  // relaxed: released by the get's [queue.claim] CAS, which a recoverer
+  // that sees the claim acquires.
+  record(r).hold.store(1, std::memory_order_relaxed);
+  Probe probe;
+  const QueueResult res = try_get_once<true>(out, length, r, probe, &position);
+  if (res == QueueResult::empty && fd_bridge_ != nullptr) rearm_fileno();
+  return res;
+}
+
+bool QueueCore::holds_position(std::uint64_t position) const noexcept {
+  // seq_cst: after the caller's recover_dead(); a slot still at `position`
+  // (FULL given back, or READING by a claim a recoverer is giving back).
+  return slot_diff(slot(position).word.load(std::memory_order_seq_cst), position) == 0;
+}
+
+QueueResult QueueCore::put_tagged(std::span<const std::byte> msg, std::uint64_t tag) noexcept {
+  const std::uint32_t r = my_record();
+  if (r == kNoRecord) return QueueResult::no_record;
+  QueueRecord& rec = record(r);
+  const std::uint64_t t = tag << 2;
+  // relaxed: released by the put's [queue.claim] CAS (a recoverer that sees
+  // no claim decides DROPPED, which is right: nothing was published).
+  rec.tag.store(t | static_cast<std::uint64_t>(TagState::pending), std::memory_order_relaxed);
+  QueueResult res = QueueResult::too_large;
+  if (msg.size() <= slot_payload_) {
+    Probe probe;
+    res = try_put_once<true>(msg, 0, static_cast<std::uint32_t>(msg.size()), r, probe);
+  } else if (heap_blocks_ != 0 && msg.size() <= heap_block_size_) {
+    res = put_large(msg, nullptr, false, r, /*tagged=*/true);
+  }
+  if (res != QueueResult::ok)  // [queue.record] release
+    rec.tag.store(t | static_cast<std::uint64_t>(TagState::dropped), std::memory_order_release);
+  return res;
+}
+
+TagState QueueCore::tagged_outcome(std::uint64_t tag) const noexcept {
+  const std::uint64_t t = tag << 2;
+  for (std::uint32_t r = 0; r < max_records_; ++r) {
+    // [queue.record] acquire: pairs with the owner's or recoverer's store.
+    const std::uint64_t w = record(r).tag.load(std::memory_order_acquire);
+    if ((w & ~std::uint64_t{3}) != t) continue;
+    const auto st = TagState(w & 3u);
+    if (st == TagState::landed || st == TagState::dropped) return st;
+  }
+  return TagState::none;
 }
 
 void QueueCore::close() noexcept {

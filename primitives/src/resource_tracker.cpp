@@ -52,9 +52,11 @@ std::string garbage_reason(const SegmentInfo& info, const GcOptions& options,
     if (info.creator.pid == 0 && age_ns > stuck_ns) return "stuck initialising, creator unknown";
     return {};
   }
-  if (info.abandoned() && !kept_by_its_bus(info.name, buses)) {
-    return info.attached.empty() ? "creator dead and nothing attached"
-                                 : "every attached process is dead";
+  if (info.abandoned() && (!info.keep || options.force) && !kept_by_its_bus(info.name, buses)) {
+    std::string why = info.attached.empty() ? "creator dead and nothing attached"
+                                            : "every attached process is dead";
+    if (info.keep) why += "; it held data not yet handed on (--force)";
+    return why;
   }
   return {};
 }

@@ -111,6 +111,8 @@ std::pair<void*, std::size_t> map_and_read(const std::string& name, SegmentInfo&
     info.creator = ProcessId::unpack(h->creator);
     info.creator_alive = is_alive(info.creator);
     info.created_unix_ns = h->created_unix_ns;
+    // acquire: pairs with Segment::set_keep's release.
+    info.keep = h->keep.load(std::memory_order_acquire) != 0;
     // Read once: a peer may rewrite the header after the check above.
     const std::uint32_t capacity = std::min(h->attach_capacity, detail::kMaxAttachSlots);
     for (std::uint32_t i = 0; i < capacity; ++i) {

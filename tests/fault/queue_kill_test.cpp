@@ -432,3 +432,107 @@ TEST(QueueFault, ConcurrentProducersAndConsumersKilledAtRandom) {
 }
 
 }  // namespace
+
+// The bridge's held get (QueueCore::get_held): a getter killed after its
+// claim and before its release (at each of the two steps) gives its
+// message back. A consumer that meanwhile took the next message still
+// gets the given-back one (dequeue_pos moved back to it), nothing is
+// counted lost, and the getter's `length` and `position` say what a
+// restarted caller needs: unset before the copy, set after.
+TEST(QueueFault, AHeldGetKilledBeforeItsReleaseGivesTheMessageBack) {
+  for (const auto point :
+       {shmbus::detail::FaultPoint::get_claimed, shmbus::detail::FaultPoint::get_copied}) {
+    const std::string name = unique_name("qheld");
+    SegmentGuard guard(name);
+    auto q = shmbus::Queue<Msg>::create(name, {.capacity = 8});
+    for (std::uint32_t i = 0; i < 6; ++i)
+      ASSERT_EQ(q.try_put(Msg{0, i, checksum(0, i)}), QueueResult::ok);
+    struct Out {
+      std::size_t length;
+      std::uint64_t position;
+    };
+    auto* out = static_cast<Out*>(
+        ::mmap(nullptr, sizeof(Out), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    ASSERT_NE(out, MAP_FAILED);
+    const pid_t child = fork_child([&]() -> int {
+      auto core = shmbus::detail::QueueCore::open(name, shmbus::ObjectKind::queue,
+                                                  shmbus::detail::type_tag<Msg>(), {});
+      std::byte buf[sizeof(Msg)];
+      std::size_t n = 0;
+      std::uint64_t pos = 0;
+      if (core.get_held(buf, n, pos) != QueueResult::ok || pos != 0) return 1;  // message 0
+      out->length = ~std::size_t{0};
+      out->position = ~std::uint64_t{0};
+      arm(point, 1);
+      (void)core.get_held(buf, out->length, out->position);  // message 1: killed
+      return 2;
+    });
+    EXPECT_EQ(wait_child(child).signal, SIGKILL);
+    if (point == shmbus::detail::FaultPoint::get_claimed) {
+      EXPECT_EQ(out->length, ~std::size_t{0});
+      EXPECT_EQ(out->position, ~std::uint64_t{0});
+    } else {
+      EXPECT_EQ(out->length, sizeof(Msg));
+      EXPECT_EQ(out->position, 1u);
+    }
+    Msg m{};
+    ASSERT_EQ(q.try_get(m), QueueResult::ok);  // the hint had moved past 1
+    EXPECT_EQ(m.seq, 2u);
+    EXPECT_EQ(q.recover_dead(), 1u);
+    for (std::uint32_t want : {1u, 3u, 4u, 5u}) {
+      ASSERT_EQ(q.try_get(m), QueueResult::ok) << "want " << want;
+      EXPECT_EQ(m.seq, want);
+      EXPECT_EQ(m.check, checksum(0, want));
+    }
+    EXPECT_EQ(q.try_get(m), QueueResult::empty);
+    const shmbus::QueueStats s = q.stats();
+    EXPECT_EQ(s.lost, 0u);
+    EXPECT_EQ(s.delivered, 6u);
+    EXPECT_EQ(s.committed, 6u);
+    ::munmap(out, sizeof(Out));
+  }
+}
+
+// The bridge's tagged put (QueueCore::put_tagged): a putter killed before
+// its publication leaves DROPPED under its tag, one killed after it
+// LANDED (decided by the recovery); an unknown tag is `none`.
+TEST(QueueFault, ATaggedPutKilledLeavesItsOutcomeInTheRecords) {
+  using shmbus::detail::FaultPoint;
+  using shmbus::detail::TagState;
+  const std::string name = unique_name("qtag");
+  SegmentGuard guard(name);
+  auto q = shmbus::Queue<Msg>::create(name, {.capacity = 8});
+  auto core = shmbus::detail::QueueCore::open(name, shmbus::ObjectKind::queue,
+                                              shmbus::detail::type_tag<Msg>(), {});
+  const std::uint64_t tags[] = {0x1234, 0x5678};
+  const FaultPoint points[] = {FaultPoint::put_written, FaultPoint::put_published};
+  for (int i = 0; i < 2; ++i) {
+    const pid_t child = fork_child([&]() -> int {
+      auto c = shmbus::detail::QueueCore::open(name, shmbus::ObjectKind::queue,
+                                               shmbus::detail::type_tag<Msg>(), {});
+      const Msg m{1, static_cast<std::uint32_t>(i), checksum(1, i)};
+      arm(points[i], 1);
+      (void)c.put_tagged(std::as_bytes(std::span(&m, 1)), tags[i]);
+      return 2;
+    });
+    EXPECT_EQ(wait_child(child).signal, SIGKILL);
+    EXPECT_EQ(core.tagged_outcome(tags[i]), TagState::none);  // pending: not decided yet
+    EXPECT_EQ(core.recover_dead(), 1u);
+    // Read before the next child: it takes the freed record and its own
+    // tagged put replaces the word (a restarted bridge reads first).
+    EXPECT_EQ(core.tagged_outcome(tags[i]), i == 0 ? TagState::dropped : TagState::landed);
+  }
+  EXPECT_EQ(core.tagged_outcome(0x9abc), TagState::none);
+  const Msg ok{2, 0, checksum(2, 0)};
+  EXPECT_EQ(core.put_tagged(std::as_bytes(std::span(&ok, 1)), 0x9abc), QueueResult::ok);
+  EXPECT_EQ(core.tagged_outcome(0x9abc), TagState::landed);
+  Msg m{};
+  ASSERT_EQ(q.try_get(m), QueueResult::ok);
+  EXPECT_EQ(m.round, 1u);  // the published one
+  EXPECT_EQ(m.seq, 1u);
+  ASSERT_EQ(q.try_get(m), QueueResult::ok);
+  EXPECT_EQ(m.round, 2u);
+  const shmbus::QueueStats s = q.stats();
+  EXPECT_EQ(s.dropped, 1u);
+  EXPECT_EQ(s.committed, 2u);
+}

@@ -6,7 +6,7 @@
 //                                          BUS shows its registry, BUS/OBJECT an object,
 //                                          BRIDGE.bridge a bus-bridge (peer, link, channels)
 //   bus-inspector watch [PREFIX]           live view with rates; q or Ctrl-C quits
-//   bus-inspector gc [--dry-run]           unlink objects whose processes all died
+//   bus-inspector gc [--dry-run] [--force]  unlink objects whose processes all died
 //                                          (an open bus keeps its objects)
 //   bus-inspector doctor [--json]          find leaked, corrupted, stuck objects
 //
@@ -336,10 +336,11 @@ int cmd_show(std::string name, bool as_json) {
   }
 }
 
-int cmd_gc(bool dry_run, bool include_invalid, bool as_json) {
+int cmd_gc(bool dry_run, bool include_invalid, bool force, bool as_json) {
   shmbus::GcOptions options;
   options.dry_run = dry_run;
   options.include_invalid = include_invalid;
+  options.force = force;
   auto actions = shmbus::collect_garbage(options);
   if (as_json) {
     json out = json::array();
@@ -379,6 +380,12 @@ int cmd_doctor(bool as_json) {
       }
       for (const auto& p : stats_of(view).problems) {
         add(name, p, "see `bus-inspector show " + name + "`");
+      }
+      if (view.info().keep && view.info().abandoned()) {
+        add(name, "every process of it died; it holds data not yet handed on (gc keeps it)",
+            "restart its owner (a bridge: the same --name and options), or `bus-inspector gc "
+            "--force` to discard it");
+        continue;
       }
       for (const auto& p : view.info().attached) {
         if (!p.alive && !view.info().abandoned()) {
@@ -525,11 +532,14 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   watch->add_option("--iterations", iterations, "Stop after N refreshes (0: until q)");
 
-  bool dry_run = false, include_invalid = false;
+  bool dry_run = false, include_invalid = false, force = false;
   auto* gc = app.add_subcommand(
       "gc", "Unlink objects whose every process is dead (an open bus keeps its objects)");
   gc->add_flag("--dry-run", dry_run, "Only say what would be removed");
   gc->add_flag("--invalid", include_invalid, "Also unlink files with an invalid header");
+  gc->add_flag("--force", force,
+               "Also unlink dead objects that hold data not yet handed on (a killed bridge's "
+               "outbox and inboxes)");
   gc->add_flag("--json", as_json, "Print JSON");
 
   auto* doctor =
@@ -546,7 +556,7 @@ int main(int argc, char** argv) {
     if (*list) return cmd_list(as_json);
     if (*show) return cmd_show(name, as_json);
     if (*watch) return cmd_watch(prefix, interval, iterations);
-    if (*gc) return cmd_gc(dry_run, include_invalid, as_json);
+    if (*gc) return cmd_gc(dry_run, include_invalid, force, as_json);
     if (*doctor) return cmd_doctor(as_json);
   } catch (const shmbus::Error& e) {
     return report_error(e, as_json);

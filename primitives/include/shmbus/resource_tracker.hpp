@@ -33,6 +33,11 @@ struct GcOptions {
   // (corrupted, truncated, wrong version). Off by default: doctor reports them.
   bool include_invalid = false;
   std::chrono::seconds stuck_after{10};
+  // Also remove abandoned segments their owner marked as holding data not
+  // yet handed on (SegmentInfo::keep: a killed bridge's outbox with
+  // unacknowledged messages, its inboxes); off: they wait for the owner's
+  // restart.
+  bool force = false;
   // Only names starting with this prefix (e.g. a bus's "orders.").
   std::string prefix;
 };

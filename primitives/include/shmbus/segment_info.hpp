@@ -32,6 +32,9 @@ struct SegmentInfo {
   std::uint64_t created_unix_ns = 0;
   std::uint64_t modified_unix_ns = 0;  // the file's mtime: when it was created or resized
   std::vector<AttachedProcess> attached;
+  // The owner marked it as holding data not yet handed on (a bridge's
+  // outbox or inbox): gc keeps it even when abandoned, unless forced.
+  bool keep = false;
   // True when every recorded process (creator and attached) is dead.
   [[nodiscard]] bool abandoned() const noexcept;
 };

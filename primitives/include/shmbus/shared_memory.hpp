@@ -21,6 +21,14 @@
 
 namespace shmbus {
 
+class SharedMemory;
+namespace detail {
+// Marks `shm` as holding data not yet handed on, or clears the mark:
+// collect_garbage() keeps a marked segment whose processes all died
+// (SegmentHeader::keep; the bridge's outboxes and inboxes).
+void set_keep(const SharedMemory& shm, bool on) noexcept;
+}  // namespace detail
+
 class SharedMemory {
  public:
   // An anonymous block of `size` zeroed bytes (size >= 1) in unnamed memory
@@ -51,8 +59,13 @@ class SharedMemory {
   }
 
  private:
+  friend void detail::set_keep(const SharedMemory& shm, bool on) noexcept;
   explicit SharedMemory(detail::Segment segment) : segment_(std::move(segment)) {}
   detail::Segment segment_;
 };
+
+inline void detail::set_keep(const SharedMemory& shm, bool on) noexcept {
+  shm.segment_.set_keep(on);
+}
 
 }  // namespace shmbus

@@ -14,13 +14,13 @@
 // (root) and removed after; where they cannot be made the bridges use
 // loopback and the link is not cut, which the output says plainly.
 //
-// What is asserted exactly: no message is missing beyond those the source
-// queue counts `lost` (a bridge killed inside its get, between its claim
-// and its copy: the window the outbox cannot close, see forwarder.hpp), no
-// duplicate beyond the
-// receiving inbox's `apply_uncertain` (a bridge killed between its put and
-// recording it), per-producer order, every checksum. Both windows are a
-// few instructions long; the counts are printed.
+// What is asserted exactly: every queue message arrives once (no gap, no
+// duplicate), in per-producer order, every checksum intact; the source
+// queue counts nothing `lost` and the receiving inbox nothing
+// `apply_uncertain` (a bridge killed inside its take or its apply is
+// settled on restart: forwarder.hpp). The counters are printed; the
+// deterministic kills at each step of both windows are in
+// bridge_window_test.cpp.
 // SHMBUS_SOAK=1: 100,000 messages and 60 kills.
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -295,15 +295,10 @@ TEST(BridgeKill, EveryMessageOnceInOrderThroughKillsAndCuts) {
       victim = (k % 2 == 0) ? start_a() : start_b();
     }
   }
-  // Everything arrives, except what the source queue counts lost.
-  std::uint64_t lost = 0;
-  const bool done = shmbus::test::poll_until(
-      [&] {
-        (void)src.recover_dead();
-        lost = src.stats().lost;
-        return pr->received.load() + lost >= total;
-      },
-      60s);
+  // Everything arrives.
+  const bool done = shmbus::test::poll_until([&] { return pr->received.load() >= total; }, 60s);
+  (void)src.recover_dead();
+  const std::uint64_t lost = src.stats().lost;
   // The topic flows after the last kill.
   const std::uint64_t ticks_before = pr->ticks_received.load();
   EXPECT_TRUE(shmbus::test::poll_until(
@@ -335,11 +330,13 @@ TEST(BridgeKill, EveryMessageOnceInOrderThroughKillsAndCuts) {
       static_cast<unsigned long long>(out.take_interrupted),
       static_cast<unsigned long long>(in.apply_uncertain),
       static_cast<unsigned long long>(in.duplicates));
-  EXPECT_TRUE(done) << "received " << pr->received.load() << " + lost " << lost << " of " << total;
+  EXPECT_TRUE(done) << "received " << pr->received.load() << " of " << total;
   EXPECT_EQ(pr->bad.load(), 0u);
-  EXPECT_LE(pr->gaps.load(), lost);  // only the take window loses, and the queue counts it
-  EXPECT_LE(pr->duplicates.load(), in.apply_uncertain);  // only the apply window repeats
-  EXPECT_EQ(out.in_flight, 0u);                          // everything acknowledged
+  EXPECT_EQ(pr->gaps.load(), 0u);
+  EXPECT_EQ(pr->duplicates.load(), 0u);
+  EXPECT_EQ(lost, 0u);
+  EXPECT_EQ(in.apply_uncertain, 0u);
+  EXPECT_EQ(out.in_flight, 0u);  // everything acknowledged
 
   const auto tin = shmbus::bridge::read_topic_inbox(name_b, name_a, "ticks");
   std::printf(

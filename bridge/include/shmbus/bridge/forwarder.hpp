@@ -24,27 +24,30 @@
 // peer's queue is full the receiver stops acknowledging and this bridge
 // stops taking (bounded memory: the outbox; nothing grows).
 //
-// The two windows that remain (at-least-once is not quite reached on the
-// take side, exactly-once not on the apply side; each is a few
-// instructions long and counted, never silent):
-//   - take: the queue's get writes the message and then its length straight
-//     into the outbox. A SIGKILL of the sending bridge after the get
-//     claimed the slot and before it wrote the length (the copy of one
-//     message) loses that message; the source queue counts it `lost` when
-//     the dead bridge's record is recovered (QueueStats::lost, which is
-//     an upper bound: a kill after the length but before the get's release
-//     is counted lost too, though the outbox forwards that message). The
-//     outbox counts restarts that found a take under way
-//     (`take_interrupted`, also an upper bound).
-//   - apply: a SIGKILL of the receiving bridge after its put published the
-//     message and before it stored the sequence number delivers that
-//     message twice after the restart (the retransmission is put again);
-//     the inbox counts restarts that found a put under way
-//     (`apply_uncertain`, an upper bound on such duplicates).
-// Why they remain: closing them needs the queue to make "get + record"
-// and "put + record" one step (a get whose slot stays held until the
-// bridge releases it, a put that publishes a word of the caller's with its
-// slot); see the README's Known gaps.
+// Through a SIGKILL of either bridge at any instruction, a queue message is
+// delivered exactly once: the two steps that are not one atomic step are
+// settled on restart from what the queue itself recorded.
+//   - take: the queue's get is a held get (QueueCore::get_held): it copies
+//     the message into the outbox entry and writes its length and queue
+//     position there before it releases the slot, and if the bridge dies
+//     before that release the queue's recovery gives the message back
+//     (FULL again at its position) instead of counting it lost. A
+//     restarted bridge first repairs its dead predecessor's claim, then
+//     keeps the outbox entry only if it is complete and the queue no
+//     longer holds its position; else the message is taken again
+//     (counted `take_interrupted`: takes a kill cut, messages given back).
+//   - apply: the put is a tagged put (QueueCore::put_tagged): it leaves a
+//     word made of the sequence and the sender's epoch, with its outcome,
+//     in the bridge's record in the queue; the queue's recovery of a dead
+//     bridge decides that outcome (published: LANDED, else DROPPED). A
+//     restarted bridge that finds a put under way (the inbox's `applying`)
+//     reads the outcome and marks the sequence applied or not, so the
+//     retransmission is dropped or put. `apply_uncertain` counts the puts
+//     it could not settle (a topic's publish; the record reused by another
+//     tagged put before the restart): expected 0 for queues.
+// What this needs: the bridge is the forwarded queue's only consumer (a
+// message given back could otherwise be taken by another consumer before
+// the restart and be delivered both there and on the peer).
 //
 // Topics (`topics`): a local Topic is republished on the peer's bus, on
 // the topic of the same name there (created with this topic's slots,

@@ -37,7 +37,12 @@
 // and the slot becomes SKIP); otherwise stage ACTIVE means it was published
 // (committed+1) and CLAIMING means the claim never happened. Gets mirror
 // this with READING; a consumer that died holding a slot has its message
-// counted `lost` (not redelivered: it may have been processed).
+// counted `lost` (not redelivered: it may have been processed), unless it
+// was a held get (get_held, the bridge's): then the message goes back
+// FULL at its position and dequeue_pos is moved back to it
+// ([queue.giveback]), nothing counted. A put tagged with a caller's word
+// (put_tagged) has its outcome written into the record's tag by the
+// recovery (published: LANDED, else DROPPED).
 //
 // Wake-ups (label [queue.token]): each of the two wait channels (not_empty:
 // consumers sleep; not_full: producers sleep) has a wake token next to it,
@@ -140,6 +145,17 @@ constexpr Stage word_stage(std::uint64_t w) noexcept { return Stage(w & 3u); }
 //   32 get_word  delivered | lost | stage               (owner-written)
 //   40 tid       owner thread id (informative; lets a handle find the
 //                record its thread holds after a thread-cache miss)
+//   48 hold      0, or 1: this record's gets are held gets (get_held): the
+//                recovery of a dead owner gives a message it claimed and
+//                did not release back to the queue (FULL again at its
+//                position) instead of counting it lost (owner-written)
+//   56 tag       the caller's word of the owner's last tagged put
+//                (put_tagged) << 2 | its outcome (TagState): written by
+//                the owner, and by the one recoverer of a dead owner,
+//                which decides PENDING into LANDED or DROPPED. Kept when
+//                the record passes to another owner (normal puts never
+//                touch it), so a restarted caller can look its word up.
+// A record of format v1 without the last two (zero) is a normal record.
 struct alignas(64) QueueRecord {
   std::atomic<std::uint64_t> owner;
   std::atomic<std::uint64_t> put_pos;
@@ -147,7 +163,10 @@ struct alignas(64) QueueRecord {
   std::atomic<std::uint64_t> get_pos;
   std::atomic<std::uint64_t> get_word;
   std::atomic<std::uint64_t> tid;
+  std::atomic<std::uint64_t> hold;
+  std::atomic<std::uint64_t> tag;
 };
+enum class TagState : std::uint64_t { none = 0, pending = 1, landed = 2, dropped = 3 };
 static_assert(sizeof(QueueRecord) == 64);
 
 // Queue control block, format v1, at the start of the payload. Slots
@@ -262,6 +281,30 @@ class QueueCore {
   [[nodiscard]] QueueResult get(std::span<std::byte> out, std::size_t& length,
                                 const Clock::time_point* deadline, bool block) noexcept;
 
+  // ---- for the bridge (bridge/src/forwarder.cpp), its only user ----------
+  // A non-blocking get whose message, if this process dies between the
+  // claim and the release, goes back to the queue at its position instead
+  // of being counted lost (QueueRecord::hold). `length` and then `position`
+  // (the message's queue position) are stored after the copy and before
+  // the release, so a caller that keeps `out`, `length` and `position` in
+  // shared memory knows after a crash: position unchanged (the caller's
+  // initial value) -> not released; else, if holds_position(position)
+  // after recover_dead(), the message is back in the queue; else it left
+  // the queue and `out` holds it.
+  [[nodiscard]] QueueResult get_held(std::span<std::byte> out, std::size_t& length,
+                                     std::uint64_t& position) noexcept;
+  // Whether the slot of `position` is still at that position (its message
+  // not yet released by a get).
+  [[nodiscard]] bool holds_position(std::uint64_t position) const noexcept;
+  // A non-blocking put that leaves `tag` (62 bits) and its outcome in the
+  // caller's record (QueueRecord::tag), decided by the caller or by the
+  // recovery of the caller's record if it dies inside the put.
+  [[nodiscard]] QueueResult put_tagged(std::span<const std::byte> msg, std::uint64_t tag) noexcept;
+  // The outcome of the put tagged `tag` by a process that died: none when
+  // no record holds the tag (any more), else landed/dropped. Call after
+  // recover_dead() (a record still pending is reported as none).
+  [[nodiscard]] TagState tagged_outcome(std::uint64_t tag) const noexcept;
+
   void close() noexcept;
   [[nodiscard]] bool closed() const noexcept;
   // Removes this process from the segment's attachment table (it keeps its
@@ -311,17 +354,24 @@ class QueueCore {
   };
   // What check_stuck() found at a head that did not move for a slice.
   enum class Stuck : std::uint8_t { waiting, repaired, garbage };
+  // Tagged: put_tagged()'s (the record's tag LANDED once published).
+  template <bool Tagged = false>
   QueueResult try_put_once(std::span<const std::byte> msg, std::uint32_t flags,
                            std::uint32_t length, std::uint32_t rec, Probe& probe) noexcept;
   QueueResult put_large(std::span<const std::byte> msg, const Clock::time_point* deadline,
-                        bool block, std::uint32_t rec) noexcept;
+                        bool block, std::uint32_t rec, bool tagged = false) noexcept;
   void free_heap_ref(const SlotHeader& sl) noexcept;
+  // The slot's message is in the slot, or in a heap block still queued for it.
+  [[nodiscard]] bool heap_ref_intact(const SlotHeader& sl) const noexcept;
   void notify_not_full() noexcept;
   [[nodiscard]] std::atomic<std::uint64_t>& heap_word_at(std::uint32_t i) const noexcept {
     return heap_words_[i];
   }
+  // Held: get_held()'s (stores the position into *position before the
+  // release).
+  template <bool Held = false>
   QueueResult try_get_once(std::span<std::byte> out, std::size_t& length, std::uint32_t rec,
-                           Probe& probe) noexcept;
+                           Probe& probe, std::uint64_t* position = nullptr) noexcept;
   // Adaptive policy: spins until spin_end (see spin_end_from_now()).
   bool wait_for_change(WaitChannel& ch, std::atomic<std::uint32_t>& token,
                        const std::atomic<std::uint64_t>& head, const Probe& probe,

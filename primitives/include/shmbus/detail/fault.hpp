@@ -43,8 +43,13 @@ enum class FaultPoint : std::uint8_t {
   // Every WaitChannel sleeper (futex.hpp's sleep_until), shmbus::wait()
   // and a Barrier waiter.
   sleeper_counted,  // counted in `sleepers`, futex word read, not yet asleep
+  // The bridge (bridge/src/forwarder.cpp).
+  bridge_taken,    // a forwarded message is in the outbox and out of the queue,
+                   // the outbox's next sequence not yet advanced
+  bridge_applied,  // a received message is in the local queue, the inbox's
+                   // applied sequence not yet stored
 };
-inline constexpr int kFaultPoints = static_cast<int>(FaultPoint::sleeper_counted) + 1;
+inline constexpr int kFaultPoints = static_cast<int>(FaultPoint::bridge_applied) + 1;
 
 using FaultHook = void (*)(FaultPoint) noexcept;
 

@@ -87,7 +87,12 @@ struct SegmentHeader {
   std::uint64_t payload_size;     // total_size - payload_offset
   std::uint32_t attach_capacity;  // slots in use by this segment, <= kMaxAttachSlots
   std::uint32_t reserved0;
-  std::uint64_t reserved1;
+  // Nonzero: the segment holds data its users have not handed on yet (a
+  // bridge's outbox with unacknowledged messages, its inboxes' sequence
+  // records): collect_garbage() leaves it when every process it records is
+  // dead, unless GcOptions::force. Written by the owner (set_keep), 0 at
+  // creation.
+  std::atomic<std::uint64_t> keep;
   alignas(64) std::uint64_t creator;  // ProcessId::pack() of the creator
   std::uint64_t created_unix_ns;
   char type_name[kTypeNameSize];                 // NUL-terminated, possibly truncated
@@ -148,6 +153,11 @@ class Segment {
     return *reinterpret_cast<SegmentHeader*>(base_);
   }
   [[nodiscard]] std::byte* payload() const noexcept { return base_ + kHeaderSize; }
+  // SegmentHeader::keep. release: the data it guards was written before
+  // (gc only reads the flag; the order matters to nobody else).
+  void set_keep(bool on) const noexcept {
+    header().keep.store(on ? 1 : 0, std::memory_order_release);
+  }
   [[nodiscard]] std::size_t payload_size() const noexcept { return size_ - kHeaderSize; }
   [[nodiscard]] std::span<std::byte> payload_span() const noexcept {
     return {payload(), payload_size()};
