@@ -164,6 +164,36 @@ TEST(Topic, ReliableJoinerHeldWhileThePublisherLapsItStartsWhereItIsOwed) {
   EXPECT_EQ(sub.missed(), 0u);
 }
 
+// [topic.reliable] A publisher with no reliable subscriber reads no
+// subscriber record when its ring wraps; a reliable subscriber that joins
+// after such rings must hold it back from its first owed message on, and
+// stop doing so when it closes.
+TEST(Topic, ReliableJoinerAfterLossyOnlyRingsHoldsThePublisherBackAtOnce) {
+  SegmentGuard g(unique_name("topic"));
+  auto topic = Topic::create<std::uint64_t>(g.name(), {.slots = 8});
+  auto lossy = topic.subscribe({.policy = SubscriberPolicy::lossy});
+  auto pub = topic.publisher();
+  auto marked = [&] { return topic_stats(SegmentView::open(g.name())).reliable_marked; };
+  for (std::uint64_t i = 0; i < 20; ++i) ASSERT_EQ(pub.try_publish(i), PublishResult::ok);
+  EXPECT_EQ(marked(), 0u);
+  auto sub = topic.subscribe();
+  EXPECT_EQ(marked(), 1u);
+  ASSERT_EQ(sub.position(), 20u);
+  for (std::uint64_t i = 20; i < 28; ++i)
+    ASSERT_EQ(pub.try_publish(i), PublishResult::ok) << "message " << i;
+  EXPECT_EQ(pub.try_publish(std::uint64_t{28}), PublishResult::full);
+  std::uint64_t v = 0;
+  for (std::uint64_t i = 20; i < 28; ++i) {
+    ASSERT_EQ(sub.try_recv(v), ReceiveResult::ok);
+    EXPECT_EQ(v, i);
+  }
+  EXPECT_EQ(sub.missed(), 0u);
+  sub.close();
+  EXPECT_EQ(marked(), 0u);
+  for (std::uint64_t i = 28; i < 44; ++i)
+    ASSERT_EQ(pub.try_publish(i), PublishResult::ok) << "message " << i;
+}
+
 TEST(Topic, LossySubscriberIsLappedAndCountsExactlyWhatItMissed) {
   SegmentGuard g(unique_name("topic"));
   auto topic = Topic::create<std::uint64_t>(g.name(), {.slots = 8, .history = 8});
