@@ -184,13 +184,12 @@ void mark_reliable(TopicControl& c, std::uint32_t i) noexcept {
   (void)c.reliable.words[i / 64].fetch_or(std::uint64_t{1} << (i % 64), std::memory_order_seq_cst);
 }
 // [topic.reliable] seq_cst: after the record's policy stopped being
-// reliable, before its owner word is given back. No write when unmarked.
+// reliable, before its owner word is given back. An RMW even when the bit
+// looks clear: a plain load need not see a dead predecessor's mark (its
+// fetch_or does not happen before our claim of its record).
 void unmark_reliable(TopicControl& c, std::uint32_t i) noexcept {
-  auto& word = c.reliable.words[i / 64];
-  const std::uint64_t bit = std::uint64_t{1} << (i % 64);
-  // relaxed: only this record's owner (or its evicter) changes this bit.
-  if ((word.load(std::memory_order_relaxed) & bit) != 0)
-    (void)word.fetch_and(~bit, std::memory_order_seq_cst);
+  (void)c.reliable.words[i / 64].fetch_and(~(std::uint64_t{1} << (i % 64)),
+                                           std::memory_order_seq_cst);
 }
 
 TopicSubscriberLine* subscriber_lines(std::byte* payload) noexcept {
