@@ -117,6 +117,9 @@ void topic_object_stats(const SegmentView& view, ObjectStats& stats) {
   gauge(stats, "publisher_pid", t.publisher.pid);
   gauge(stats, "closed", t.closed);
   gauge(stats, "subscribers", static_cast<std::int64_t>(t.subscribers.size()));
+  // [topic.reliable] the records a full ring makes the publisher read
+  // (a dead reliable subscriber's until it is evicted).
+  gauge(stats, "reliable_marked", t.reliable_marked);
   stats.counters.emplace_back("published", t.published);
   stats.counters.emplace_back("blocked_publishes", t.blocked_publishes);
   stats.counters.emplace_back("evictions", t.evictions);

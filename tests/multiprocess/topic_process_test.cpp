@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/topic.hpp"
 #include "test_support.hpp"
 
@@ -87,6 +88,36 @@ TEST(TopicProcess, DeadReliableSubscriberIsEvictedAndNeverBlocksThePublisher) {
   EXPECT_EQ(s.evictions, 1u);
   EXPECT_EQ(s.subscribers.size(), 0u);
   EXPECT_GE(s.blocked_publishes, 1u);
+  EXPECT_EQ(s.reliable_marked, 0u);  // [topic.reliable] its mark went with it
+}
+
+// [topic.reliable] A reliable subscriber killed between marking its
+// record and saying it is reliable leaves a mark on a record that holds
+// nothing back: the publisher frees that record at its next scan (so it
+// stops reading it every ring), counting no eviction, and never waits.
+void die_at_join(detail::FaultPoint p) noexcept {
+  if (p == detail::FaultPoint::subscribe_claimed) ::raise(SIGKILL);
+}
+
+TEST(TopicProcess, SubscriberKilledMidJoinLeavesNoMarkBehind) {
+  SegmentGuard g(unique_name("topic"));
+  auto topic = Topic::create<std::uint64_t>(g.name(), {.slots = 8});
+  const pid_t kid = fork_child([&] {
+    detail::set_fault_hook(&die_at_join);
+    auto sub = Topic::open<std::uint64_t>(g.name()).subscribe();
+    return 1;  // not reached
+  });
+  const auto st = wait_child(kid);
+  ASSERT_EQ(st.signal, SIGKILL);
+  ASSERT_EQ(topic_stats(SegmentView::open(g.name())).reliable_marked, 1u);
+  auto pub = topic.publisher();  // its first scan finds the dead mark
+  for (std::uint64_t i = 0; i < 20; ++i) ASSERT_EQ(pub.try_publish(i), PublishResult::ok);
+  const TopicStats s = topic_stats(SegmentView::open(g.name()));
+  EXPECT_EQ(s.reliable_marked, 0u);
+  EXPECT_EQ(s.evictions, 0u);  // it never was reliable
+  EXPECT_EQ(s.blocked_publishes, 0u);
+  auto sub = topic.subscribe();  // a live reliable subscriber is marked again
+  EXPECT_EQ(topic_stats(SegmentView::open(g.name())).reliable_marked, 1u);
 }
 
 TEST(TopicProcess, DeadPublisherDeliversWhatItCommittedThenIsReplaced) {

@@ -85,6 +85,7 @@
 #include "shmbus/codec.hpp"
 #include "shmbus/detail/fd_bridge.hpp"
 #include "shmbus/detail/segment.hpp"
+#include "shmbus/detail/spsc_ring.hpp"
 #include "shmbus/detail/topic_format.hpp"
 #include "shmbus/detail/type_tag.hpp"
 #include "shmbus/process_id.hpp"
@@ -236,7 +237,11 @@ class Publisher {
 
   // Copies `msg` into the ring once. Waits (per the topic's strategy) while
   // a reliable subscriber has not read the slot it needs.
-  PublishResult publish(std::span<const std::byte> msg) noexcept;
+  PublishResult publish(std::span<const std::byte> msg) noexcept {
+    if (fast_publish(msg.data(), msg.size())) [[likely]]
+      return PublishResult::ok;
+    return copy_in(msg, nullptr, false);
+  }
   PublishResult publish_for(std::span<const std::byte> msg, Clock::duration timeout) noexcept;
   PublishResult try_publish(std::span<const std::byte> msg) noexcept;
   PublishResult publish(std::string_view msg) noexcept { return publish(as_bytes(msg)); }
@@ -293,6 +298,8 @@ class Publisher {
   PublishResult publish_value(const T& value, const Clock::time_point* deadline,
                               bool try_only) noexcept(std::is_trivially_copyable_v<T>) {
     if constexpr (std::is_trivially_copyable_v<T>) {
+      if (fast_publish(&value, sizeof(T))) [[likely]]
+        return PublishResult::ok;
       std::byte* p = nullptr;
       if (const PublishResult r = acquire(sizeof(T), deadline, try_only, p); r != PublishResult::ok)
         return r;
@@ -313,13 +320,64 @@ class Publisher {
   PublishResult acquire(std::size_t n, const Clock::time_point* deadline, bool try_only,
                         std::byte*& p) noexcept;
   PublishResult commit() noexcept;
-  void wake_subscribers() noexcept;
+  // The inlined fast path of every publish: a message of at most
+  // max_message into a slot no reliable subscriber still needs (as far as
+  // cached_min_ knows), on a handle that is open, used in this process
+  // since the last fork, with no loan under way and no corruption seen
+  // (fast_limit_ folds the last two: 0 unless both hold; a move leaves it,
+  // so the moved-from handle's null control_ is checked). Anything else
+  // goes to copy_in()/acquire(), which check again and say why.
+  [[nodiscard, gnu::always_inline]] bool fast_publish(const void* p, std::size_t n) noexcept {
+    if (n >= fast_limit_ || control_ == nullptr || fork_epoch_ != detail::topic_fork_epoch() ||
+        pos_ - cached_min_ > mask_)
+      return false;
+    auto& slot = slot_at(pos_);
+    // [topic.seqlock] as acquire() and commit(): writing() relaxed and a
+    // release fence before the bytes, done() released after them.
+    slot.seq.store(detail::topic_writing(pos_), std::memory_order_relaxed);
+    detail::topic_seqlock_release_fence();
+    detail::copy_payload(reinterpret_cast<std::byte*>(&slot) + detail::kTopicSlotHeader,
+                         static_cast<const std::byte*>(p), n);
+    // relaxed: published by the release store of seq below.
+    slot.length.store(n, std::memory_order_relaxed);
+    slot.seq.store(detail::topic_done(pos_), std::memory_order_release);
+    ++pos_;
+    publish_position();
+    return true;
+  }
+  // After a message's done(): the position for joiners and sleepers.
+  [[gnu::always_inline]] void publish_position() noexcept {
+    auto& w = control_->publisher.write_seq;
+    if (policy_.strategy == WaitStrategy::busy_poll) {
+      // [topic.join] release: for joiners and inspectors; busy subscribers
+      // never sleep, so nobody needs waking.
+      w.store(pos_, std::memory_order_release);
+    } else {
+      // [topic.wake] seq_cst: the state a sleeping subscriber's ready()
+      // loads, before wake_subscribers() loads the word it joins.
+      w.store(pos_, std::memory_order_seq_cst);
+      wake_subscribers();
+    }
+  }
+  [[gnu::always_inline]] void wake_subscribers() noexcept {
+    // [topic.wake] seq_cst: pairs with the subscriber's joining CAS. Either
+    // this load sees the join, or the subscriber's seq_cst ready() check
+    // after its join sees what we stored before this load.
+    const std::uint64_t w = control_->wake.data.load(std::memory_order_seq_cst);
+    if (detail::topic_sleepers(w) != 0) [[unlikely]]
+      wake_generation(w);  // else nobody sleeps: no system call, no write
+  }
+  void wake_generation(std::uint64_t w) noexcept;
+  void update_fast() noexcept {
+    fast_limit_ = !corrupted_ && !has_loan_ ? max_message_ + 1 : 0;
+  }
   PublishResult copy_in(std::span<const std::byte> msg, const Clock::time_point* deadline,
                         bool try_only) noexcept;
   bool take_over() noexcept;
   [[nodiscard]] bool scan() noexcept;  // refreshes cached_min_; true: room for pos_
   PublishResult wait_room(const Clock::time_point* deadline) noexcept;
   bool evict_dead() noexcept;
+  void free_stale_marks() noexcept;  // scan() found a marked record that is not reliable
   [[nodiscard]] detail::TopicSlot& slot_at(std::uint64_t s) const noexcept {
     return *reinterpret_cast<detail::TopicSlot*>(slots_ + (s & mask_) * stride_);
   }
@@ -336,11 +394,13 @@ class Publisher {
   std::uint64_t pos_ = 0;         // next message number
   std::uint64_t cached_min_ = 0;  // publisher's copy of the slowest reliable position
   std::uint64_t loaned_ = 0;      // bytes of the loaned slot
+  std::uint64_t fast_limit_ = 0;  // max_message_ + 1 while fast_publish() may run, else 0
   bool has_loan_ = false;
   bool corrupted_ = false;
   PublishResult last_error_ = PublishResult::ok;
   std::uint64_t owner_word_ = 0;  // ProcessId::pack() we hold the role with
   std::uint64_t fork_epoch_ = 0;  // forks seen at its last use here
+  std::int64_t next_mark_check_ns_ = 0;  // free_stale_marks()'s liveness slice
 };
 
 // The reading side. One thread of one process uses it at a time.
@@ -355,7 +415,11 @@ class Subscriber {
 
   // Copies the next message into `buf`; `n` gets its length (also for
   // too_small, when the message stays).
-  ReceiveResult recv(std::span<std::byte> buf, std::size_t& n) noexcept;
+  ReceiveResult recv(std::span<std::byte> buf, std::size_t& n) noexcept {
+    if (fast_recv(buf.data(), buf.size(), n, false)) [[likely]]
+      return ReceiveResult::ok;
+    return read_copy(buf.data(), buf.size(), n, false, nullptr, false);
+  }
   ReceiveResult recv_for(std::span<std::byte> buf, std::size_t& n,
                          Clock::duration timeout) noexcept;
   ReceiveResult try_recv(std::span<std::byte> buf, std::size_t& n) noexcept;
@@ -445,6 +509,10 @@ class Subscriber {
     std::size_t n = 0;
     if constexpr (std::is_trivially_copyable_v<T>) {
       std::byte tmp[sizeof(T)];
+      if (fast_recv(tmp, sizeof(T), n, true)) [[likely]] {
+        std::memcpy(&out, tmp, sizeof(T));
+        return ReceiveResult::ok;
+      }
       const ReceiveResult r = read_copy(tmp, sizeof(T), n, true, deadline, try_only);
       if (r == ReceiveResult::ok) std::memcpy(&out, tmp, sizeof(T));
       return r;
@@ -474,6 +542,33 @@ class Subscriber {
     }
     advance();
     return ReceiveResult::ok;
+  }
+  // The inlined fast path of every copying receive: the message at our
+  // position is there (done), fits (`exact`: is cap bytes), and stayed
+  // whole while we copied it, on a handle that is open, used in this
+  // process since the last fork and has seen no corruption. Anything else
+  // (nothing yet, a lap, a torn copy, too small) changes nothing here and
+  // goes to read_copy(), which looks again and says why.
+  [[nodiscard, gnu::always_inline]] bool fast_recv(std::byte* dst, std::size_t cap, std::size_t& n,
+                                                   bool exact) noexcept {
+    if (control_ == nullptr || corrupted_ || fork_epoch_ != detail::topic_fork_epoch())
+      return false;
+    auto& slot = slot_at(pos_);
+    // [topic.seqlock] acquire: pairs with the publisher's release of done().
+    if (slot.seq.load(std::memory_order_acquire) != detail::topic_done(pos_)) return false;
+    // relaxed: ordered by the acquire above; untrusted, so checked against
+    // our own copy of max_message.
+    const std::uint64_t len = slot.length.load(std::memory_order_relaxed);
+    if (len > max_message_ || (exact ? len != cap : len > cap)) return false;
+    copy_out(dst, reinterpret_cast<const std::byte*>(&slot) + detail::kTopicSlotHeader,
+             static_cast<std::size_t>(len));
+    // [topic.seqlock] the re-check, as intact(): an acquire fence orders
+    // the copy before the relaxed re-load.
+    detail::topic_seqlock_acquire_fence();
+    if (slot.seq.load(std::memory_order_relaxed) != detail::topic_done(pos_)) return false;
+    n = static_cast<std::size_t>(len);
+    advance();
+    return true;
   }
   // The next message copied into dst[0, cap) (n: its length). Above cap
   // (or, `exact`, not cap bytes) it stays: too_small (size_mismatch).
@@ -539,7 +634,17 @@ class Subscriber {
   // blocked publisher once the slowest reliable record freed what it needs.
   void notify_publisher() const noexcept;
   bool take_over() noexcept;
-  static void copy_out(std::byte* dst, const std::byte* src, std::size_t n) noexcept;
+  // A copy out of a slot the publisher may be overwriting (a lossy
+  // subscriber's; the seqlock's re-check discards it then).
+  static void copy_out(std::byte* dst, const std::byte* src, std::size_t n) noexcept {
+#if SHMBUS_TOPIC_TSAN
+    copy_racy(dst, src, n);
+#else
+    detail::copy_payload(dst, src, n);
+#endif
+  }
+  // copy_out() in ThreadSanitizer builds: uninstrumented (topic.cpp).
+  static void copy_racy(std::byte* dst, const std::byte* src, std::size_t n) noexcept;
   [[nodiscard]] detail::TopicSlot& slot_at(std::uint64_t s) const noexcept {
     return *reinterpret_cast<detail::TopicSlot*>(slots_ + (s & mask_) * stride_);
   }
@@ -597,6 +702,9 @@ struct TopicStats {
   std::uint32_t takeovers = 0;
   std::uint64_t evictions = 0;
   std::uint64_t blocked_publishes = 0;
+  // Records in the reliable set ([topic.reliable]): the reliable
+  // subscribers a publisher scans, and a dead one's until it is evicted.
+  std::uint32_t reliable_marked = 0;
   std::vector<TopicSubscriberStats> subscribers;  // live records only
 };
 // Throws Error(wrong_kind) for another object, Error(corrupted) for a

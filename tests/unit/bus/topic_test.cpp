@@ -123,6 +123,21 @@ TEST(Topic, ReliableSubscriberHoldsThePublisherBackUntilItReads) {
   EXPECT_EQ(pub.try_publish(std::uint64_t{8}), PublishResult::full);
 }
 
+// A reliable `sub` at `from`, with nothing unread: `pub` has exactly one
+// ring of `slots` messages of room (then full), and `sub` gets them all.
+void expect_held_for_one_ring(Publisher& pub, Subscriber& sub, std::uint64_t from,
+                              std::uint64_t slots) {
+  for (std::uint64_t i = from; i < from + slots; ++i)
+    ASSERT_EQ(pub.try_publish(i), PublishResult::ok) << "message " << i;
+  EXPECT_EQ(pub.try_publish(from + slots), PublishResult::full);
+  std::uint64_t v = 0;
+  for (std::uint64_t i = from; i < from + slots; ++i) {
+    ASSERT_EQ(sub.try_recv(v), ReceiveResult::ok);
+    EXPECT_EQ(v, i);
+  }
+  EXPECT_EQ(sub.missed(), 0u);
+}
+
 // The hang of issue 19 (seen under TSan only): a reliable subscriber
 // held between reading the start position and telling the publisher it
 // exists, while the publisher runs a ring ahead, used to leave its record
@@ -153,15 +168,29 @@ TEST(Topic, ReliableJoinerHeldWhileThePublisherLapsItStartsWhereItIsOwed) {
   joiner.join();
   ASSERT_EQ(sub.position(), 20u);
   // Nothing owed is unread: the publisher has a whole ring of room.
-  for (std::uint64_t i = 20; i < 28; ++i)
+  expect_held_for_one_ring(pub, sub, 20, 8);
+}
+
+// [topic.reliable] A publisher with no reliable subscriber reads no
+// subscriber record when its ring wraps; a reliable subscriber that joins
+// after such rings must hold it back from its first owed message on, and
+// stop doing so when it closes.
+TEST(Topic, ReliableJoinerAfterLossyOnlyRingsHoldsThePublisherBackAtOnce) {
+  SegmentGuard g(unique_name("topic"));
+  auto topic = Topic::create<std::uint64_t>(g.name(), {.slots = 8});
+  auto lossy = topic.subscribe({.policy = SubscriberPolicy::lossy});
+  auto pub = topic.publisher();
+  auto marked = [&] { return topic_stats(SegmentView::open(g.name())).reliable_marked; };
+  for (std::uint64_t i = 0; i < 20; ++i) ASSERT_EQ(pub.try_publish(i), PublishResult::ok);
+  EXPECT_EQ(marked(), 0u);
+  auto sub = topic.subscribe();
+  EXPECT_EQ(marked(), 1u);
+  ASSERT_EQ(sub.position(), 20u);
+  expect_held_for_one_ring(pub, sub, 20, 8);
+  sub.close();
+  EXPECT_EQ(marked(), 0u);
+  for (std::uint64_t i = 28; i < 44; ++i)
     ASSERT_EQ(pub.try_publish(i), PublishResult::ok) << "message " << i;
-  EXPECT_EQ(pub.try_publish(std::uint64_t{28}), PublishResult::full);
-  std::uint64_t v = 0;
-  for (std::uint64_t i = 20; i < 28; ++i) {
-    ASSERT_EQ(sub.try_recv(v), ReceiveResult::ok);
-    EXPECT_EQ(v, i);
-  }
-  EXPECT_EQ(sub.missed(), 0u);
 }
 
 TEST(Topic, LossySubscriberIsLappedAndCountsExactlyWhatItMissed) {

@@ -18,7 +18,10 @@
 // ProcessId::pack() on `owner` (0: free; a dead owner's record may be
 // taken over). The publisher reads a reliable subscriber's published
 // position only when its cached minimum says the ring is full; it never
-// writes a subscriber's line except to evict a dead reliable one.
+// writes a subscriber's line except to evict a dead reliable one. Which
+// records may be reliable is one bit each in the reliable set
+// ([topic.reliable]), so that a full ring costs the publisher a record's
+// line only for the reliable ones (none at all for lossy subscribers).
 #pragma once
 
 #include <atomic>
@@ -30,7 +33,7 @@
 
 namespace shmbus::detail {
 
-inline constexpr std::uint32_t kTopicFormat = 2;     // 2: the [topic.wake] sleeper count
+inline constexpr std::uint32_t kTopicFormat = 3;     // 2: [topic.wake]; 3: [topic.reliable]
 inline constexpr std::size_t kTopicSlotHeader = 16;  // seq word + length word
 inline constexpr std::uint32_t kTopicMaxSlots = std::uint32_t{1} << 24;
 inline constexpr std::uint32_t kTopicMaxSubscribers = 1024;
@@ -42,15 +45,21 @@ inline constexpr std::uint64_t kTopicMaxMessage = std::uint64_t{1} << 24;
 // ThreadSanitizer does not model standalone fences (GCC rejects them under
 // -fsanitize=thread with -Wtsan); its builds copy the racing payload
 // uninstrumented, so there is nothing for it to order, and a compiler
-// barrier stands in.
+// barrier stands in. SHMBUS_TOPIC_TSAN: this translation unit is built
+// with ThreadSanitizer (detected, so users' TSan builds need no define).
 #if defined(__SANITIZE_THREAD__)
-#define SHMBUS_TOPIC_FENCE std::atomic_signal_fence
+#define SHMBUS_TOPIC_TSAN 1
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
+#define SHMBUS_TOPIC_TSAN 1
+#endif
+#endif
+#ifndef SHMBUS_TOPIC_TSAN
+#define SHMBUS_TOPIC_TSAN 0
+#endif
+#if SHMBUS_TOPIC_TSAN
 #define SHMBUS_TOPIC_FENCE std::atomic_signal_fence
-#endif
-#endif
-#ifndef SHMBUS_TOPIC_FENCE
+#else
 #define SHMBUS_TOPIC_FENCE std::atomic_thread_fence
 #endif
 inline void topic_seqlock_release_fence() noexcept {
@@ -58,6 +67,16 @@ inline void topic_seqlock_release_fence() noexcept {
 }
 inline void topic_seqlock_acquire_fence() noexcept {
   SHMBUS_TOPIC_FENCE(std::memory_order_acquire);
+}
+
+// Forks this process took part in, as parent or child (pthread_atfork,
+// registered by Topic::create/open). A topic handle remembers the value
+// at its last use here: a different one means a fork came since (see
+// take_role() in bus/src/topic.cpp).
+extern std::atomic<std::uint64_t> g_topic_fork_epoch;
+[[nodiscard]] inline std::uint64_t topic_fork_epoch() noexcept {
+  // relaxed: written only by this process's own fork handlers.
+  return g_topic_fork_epoch.load(std::memory_order_relaxed);
 }
 
 // Bytes per slot: header plus max_message, rounded up to a cache line.
@@ -125,14 +144,30 @@ inline constexpr std::uint64_t kTopicSleeper = std::uint64_t{1} << 32;  // one i
 struct alignas(64) TopicWakeLine {
   std::atomic<std::uint64_t> data;  // [topic.wake] sleepers << 32 | generation
   WaitChannel space;
-  std::atomic<std::uint32_t> high_water;  // records ever claimed: 1 + the highest index
-  std::atomic<std::uint32_t> reserved;
+  std::atomic<std::uint32_t> reserved[2];  // format 2's high_water (the marks replaced it)
   std::atomic<std::uint64_t> room_needed;  // [topic.room] written by a blocked publisher
 };
 static_assert(sizeof(TopicWakeLine) == 64);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 enum class TopicPolicy : std::uint32_t { free = 0, lossy = 1, reliable = 2 };
+
+// [topic.reliable] One bit per subscriber record (bit i % 64 of word
+// i / 64): set while record i may be reliable. Invariant: a record whose
+// policy is reliable has its bit set. Only the record's owner changes its
+// bit (and a publisher that evicts the record of a dead owner), always
+// with the bit covering the policy: set before the policy becomes
+// reliable, cleared after it stopped being so, and before the owner word
+// is given back. A process killed in between leaves a bit set on a record
+// whose owner is dead and whose policy may be anything, never a reliable
+// record without its bit: the publisher scans too much until it frees
+// that record (at its next liveness slice), never too little. One atomic
+// RMW is both the mark and the count, so no crash can leave them apart.
+inline constexpr std::uint32_t kTopicReliableWords = kTopicMaxSubscribers / 64;
+struct alignas(64) TopicReliableSet {
+  std::atomic<std::uint64_t> words[kTopicReliableWords];
+};
+static_assert(sizeof(TopicReliableSet) == 128);
 
 // One subscriber's record, written by its owner only (and by a publisher
 // that evicts it when dead, or an inspector never).
@@ -148,23 +183,26 @@ struct alignas(64) TopicSubscriberLine {
 };
 static_assert(sizeof(TopicSubscriberLine) == 64);
 
-// Topic control block, format 2, at the start of the payload.
+// Topic control block, format 3, at the start of the payload.
 //
 //   0      config        (set once before ready)
 //   64     publisher line
 //   128    wake line
-//   192    subscriber records (max_subscribers x 64)
+//   192    reliable set  (two lines: a bit per record)
+//   320    subscriber records (max_subscribers x 64)
 //   then   slots (slots x slot_stride), page aligned
 struct TopicControl {
   alignas(64) TopicConfig config;
   TopicPublisherLine publisher;
   TopicWakeLine wake;
+  TopicReliableSet reliable;  // [topic.reliable]
   // TopicSubscriberLine subscribers[max_subscribers] follows.
 };
 static_assert(std::is_standard_layout_v<TopicControl>);
 static_assert(offsetof(TopicControl, publisher) == 64);
 static_assert(offsetof(TopicControl, wake) == 128);
-static_assert(sizeof(TopicControl) == 192);
+static_assert(offsetof(TopicControl, reliable) == 192);
+static_assert(sizeof(TopicControl) == 320);
 
 // The slot header (the seqlock word and the message length).
 struct TopicSlot {
