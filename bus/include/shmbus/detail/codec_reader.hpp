@@ -53,6 +53,8 @@ class MsgpackReader {
         max_depth_(max_depth) {}
 
   [[nodiscard]] bool at_end() const noexcept { return p_ == end_; }
+  // Whether some value went through msgpack-cxx's tree (decode_zone()).
+  [[nodiscard]] bool used_zone() const noexcept { return used_zone_; }
 
   template <class T>
   void read(T& v) {
@@ -463,6 +465,7 @@ class MsgpackReader {
   template <class T>
   void read_tree(T& v) {
     std::size_t used = 0;
+    used_zone_ = true;
     const msgpack::object o =
         unpack_one(std::as_bytes(std::span(p_, left())), decode_zone(), max_depth_ - depth_, used);
     p_ += used;
@@ -473,6 +476,7 @@ class MsgpackReader {
   const unsigned char* end_;
   std::size_t depth_ = 0;
   std::size_t max_depth_;
+  bool used_zone_ = false;
 };
 
 }  // namespace shmbus::detail
