@@ -62,10 +62,17 @@ class MsgpackReader {
       const unsigned char b = byte();
       if (b != 0xc2 && b != 0xc3) throw msgpack::type_error();
       v = b == 0xc3;
-    } else if constexpr (std::is_integral_v<T>) {
-      read_integer(v);
-    } else if constexpr (std::is_floating_point_v<T>) {
-      read_float(v);
+    } else if constexpr (std::is_integral_v<T> || std::is_floating_point_v<T>) {
+      // A positive fixint (0..127, how msgpack-cxx writes small counts and
+      // whole-number doubles) fits every integer and floating type.
+      if (p_ != end_ && *p_ <= 0x7f) [[likely]] {
+        v = static_cast<T>(*p_++);
+        return;
+      }
+      if constexpr (std::is_integral_v<T>)
+        read_integer(v);
+      else
+        read_float(v);
     } else if constexpr (std::is_enum_v<T>) {
       std::underlying_type_t<T> u{};
       read_integer(u);
