@@ -223,8 +223,10 @@ class Connection {
   [[nodiscard]] SendResult send(const std::string& s) noexcept { return send(std::string_view(s)); }
 
   // Any other value the codec carries (shmbus/codec.hpp: std containers,
-  // optional, variant, tuple, MSGPACK_DEFINE structs, ...), encoded into a
-  // per-thread buffer and sent as one message. A type the codec cannot
+  // optional, variant, tuple, MSGPACK_DEFINE structs, ...), sent as one
+  // message: encoded straight into the ring when it has room now, else
+  // into a per-thread buffer first (then waiting and fragmenting as
+  // send_bytes does). A type the codec cannot
   // carry fails to compile with a static_assert saying what to add. May
   // throw std::bad_alloc while encoding; a container of more than 2^32-1
   // elements gives too_large.

@@ -254,9 +254,11 @@ class ServiceRequest {
         taken_(std::move(o.taken_)),
         value_(std::move(o.value_)),
         spare_(std::exchange(o.spare_, nullptr)) {}
-  ServiceRequest& operator=(ServiceRequest&&) = delete;
-  ServiceRequest(const ServiceRequest&) = delete;
-  ServiceRequest& operator=(const ServiceRequest&) = delete;
+  // A copy gives nothing back (the original does).
+  ServiceRequest(const ServiceRequest& o)
+      : server_(o.server_), taken_(o.taken_), value_(o.value_), spare_(nullptr) {}
+  ServiceRequest& operator=(const ServiceRequest&) = default;
+  ServiceRequest& operator=(ServiceRequest&&) noexcept = default;
   ~ServiceRequest() {
     if (spare_ != nullptr) *spare_ = std::move(value_);  // its memory serves the next request
   }
