@@ -44,6 +44,22 @@ EncodeBuffer& encode_buffer() noexcept {
   return buffer;
 }
 
+void SpillWriter::spill(const char* s, std::size_t n) {
+  EncodeBuffer& b = encode_buffer();
+  if (!spilled_) {
+    b.size = 0;
+    if (p_ != begin_) b.write(begin_, size());
+    spilled_ = true;
+    end_ = p_;  // every later write comes here
+  }
+  b.write(s, n);
+}
+
+std::span<const std::byte> SpillWriter::spilled_bytes() const noexcept {
+  const EncodeBuffer& b = encode_buffer();
+  return std::as_bytes(std::span<const char>(b.data.get(), b.size));
+}
+
 msgpack::object unpack_one(std::span<const std::byte> msg, msgpack::zone& zone, std::size_t depth,
                            std::size_t& used) {
   // Each element, key, value and byte takes at least one byte of the

@@ -9,25 +9,6 @@
 
 namespace shmbus::detail {
 
-// [service.taken] A server publishes, in the producer line of the ring it
-// answers on (a line only it writes, which its client never reads while
-// the server lives), 1 + the messages it has taken from the client and
-// 1 + the calls it took and has not answered. relaxed (both sides): a
-// single writer; its client reads `taken` only once the server died or
-// closed (the dead process's stores are all in memory by then, and a
-// request it took was taken before its handler ran: program order), and
-// inspectors read a snapshot.
-struct ServiceAccess {
-  // The line of the ring `c` sends on (the server's own).
-  static RingProducerLine& own_line(Connection& c) noexcept {
-    return c.control_->rings[1 - c.end_].producer;
-  }
-  // The line of the ring `c` receives on (its peer's).
-  static const RingProducerLine& peer_line(const Connection& c) noexcept {
-    return c.control_->rings[c.end_].producer;
-  }
-};
-
 namespace {
 
 // Frames read from one client in one turn (a request ends the turn; cancels
@@ -109,7 +90,7 @@ ServiceServer& ServiceServer::operator=(ServiceServer&&) noexcept = default;
 ServiceServer::~ServiceServer() = default;
 
 std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point* deadline) {
-  std::vector<std::byte>& frame = rx_frame_;  // reused: no allocation per request
+  release_request();
   for (;;) {
     // pending(): two loads of lines that change only when a client connects.
     while (auto c = listener_.pending() != 0 ? listener_.try_accept() : std::nullopt) {
@@ -124,24 +105,34 @@ std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point*
       const std::size_t i = (next_ + k) % n;
       Peer& p = *peers_[i];
       for (int f = 0; f < kFramesPerTurn && !p.gone && p.conn.poll(); ++f) {
-        ServiceHeader h{};  // poll(): a frame, end of file or a death
-        if (p.conn.recv_bytes(frame) != RecvResult::ok || !get_header(frame, h)) {
-          p.drop();  // closed, dead, corrupted, or a frame without a header
+        // poll(): a frame, end of file or a death. The frame is read in
+        // place (or gathered, when it came in fragments).
+        std::span<const std::byte> frame;
+        bool in_place = false;
+        ServiceHeader h{};
+        if (ServiceAccess::next(p.conn, frame, in_place, nullptr, true) != RecvResult::ok) {
+          p.drop();  // closed, dead or corrupted
           break;
         }
         p.publish_taken();
-        if (h.kind == static_cast<std::uint32_t>(FrameKind::cancel)) {
+        const bool framed = get_header(frame, h);
+        if (framed && h.kind == static_cast<std::uint32_t>(FrameKind::cancel)) {
+          ServiceAccess::release(p.conn, in_place);
           if (p.is_open(h.id)) p.cancelled.insert(h.id);
           continue;  // cancels do not count as the client's turn
         }
-        if (h.kind != static_cast<std::uint32_t>(FrameKind::request) || p.is_open(h.id)) {
-          p.drop();  // a protocol error (or an id reused while open)
+        if (!framed || h.kind != static_cast<std::uint32_t>(FrameKind::request) ||
+            p.is_open(h.id)) {
+          ServiceAccess::release(p.conn, in_place);
+          p.drop();  // a frame without a header, a protocol error, an id reused while open
           break;
         }
         p.add_open(h.id);
         p.publish_open();
         next_ = i + 1;
-        return Taken{peers_[i], h.id, std::span<const std::byte>(frame).subspan(sizeof h)};
+        held_ = &p.conn;
+        held_in_place_ = in_place;
+        return Taken{peers_[i], h.id, frame.subspan(sizeof h)};
       }
     }
     std::erase_if(peers_, [](const std::shared_ptr<Peer>& p) { return p->gone; });
@@ -160,19 +151,33 @@ std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point*
   }
 }
 
-bool ServiceServer::respond(const Taken& t, FrameKind kind, std::span<const std::byte> value) {
+void ServiceServer::release_request() noexcept {
+  if (held_ == nullptr) return;
+  ServiceAccess::release(*held_, held_in_place_);
+  held_ = nullptr;
+}
+
+Connection* ServiceServer::respond_to(const Taken& t, FrameKind kind, bool& answered) {
   Peer& p = *t.peer;
-  if (p.gone) return false;
+  answered = false;
+  if (p.gone) return nullptr;
   const bool ends = kind != FrameKind::response;  // last or failed: the call is over
-  const bool cancelled = ends ? p.cancelled.erase(t.id) != 0 : p.cancelled.count(t.id) != 0;
+  // The set is empty unless the client cancelled something: no lookup then.
+  const bool cancelled = p.cancelled.empty() ? false
+                         : ends              ? p.cancelled.erase(t.id) != 0
+                                             : p.cancelled.count(t.id) != 0;
   if (ends) {
     p.remove_open(t.id);
     p.publish_open();
   }
-  if (cancelled) return true;  // the caller no longer waits
-  put_frame(frame_, t.id, kind, value);
-  if (p.conn.send_bytes_for(frame_, respond_timeout_) == SendResult::ok) return true;
-  p.drop();  // dead, closed, or not reading its responses
+  answered = cancelled;  // the caller no longer waits
+  return cancelled ? nullptr : &p.conn;
+}
+
+bool ServiceServer::responded(const Taken& t, SendResult r) noexcept {
+  if (r == SendResult::ok) return true;
+  if (held_ == &t.peer->conn) release_request();
+  t.peer->drop();  // dead, closed, or not reading its responses
   return false;
 }
 
@@ -180,7 +185,10 @@ bool ServiceServer::cancelled(const Taken& t) noexcept {
   return t.peer->cancelled.count(t.id) != 0;
 }
 
-void ServiceServer::drop(const Taken& t) noexcept { t.peer->drop(); }
+void ServiceServer::drop(const Taken& t) noexcept {
+  if (held_ == &t.peer->conn) release_request();
+  t.peer->drop();
+}
 
 // ---- client ------------------------------------------------------------------
 
@@ -204,6 +212,7 @@ ServiceClientCore::Pending* ServiceClientCore::find(std::uint64_t id) noexcept {
 void ServiceClientCore::forget(std::uint64_t id) noexcept { pending_.erase(id); }
 
 void ServiceClientCore::server_gone(RecvResult why, std::uint64_t id) {
+  release();
   // [service.taken]: what the server took before it went (0: it did not say).
   const std::uint64_t taken =
       ServiceAccess::peer_line(*conn_).taken.load(std::memory_order_relaxed);
@@ -227,12 +236,21 @@ void ServiceClientCore::throw_gone(std::uint64_t id, const char* how) {
                    maybe);
 }
 
-std::uint64_t ServiceClientCore::send(std::span<const std::byte> value) {
+Connection& ServiceClientCore::connection() {
   if (!conn_) connect();
+  return *conn_;
+}
+
+void ServiceClientCore::release() noexcept {
+  if (!held_in_place_) return;
+  held_in_place_ = false;
+  if (conn_) ServiceAccess::release(*conn_, true);
+}
+
+std::uint64_t ServiceClientCore::sent(SendResult r) {
   const std::uint64_t id = next_id_;
-  put_frame(frame_, id, FrameKind::request, value);
-  const SendResult r = conn_->send_bytes(frame_);  // waits for room: back pressure
   if (r != SendResult::ok) {
+    release();
     conn_.reset();
     throw Error(Errc::peer_dead, name_, "request not sent: " + std::string(to_string(r)));
   }
@@ -246,6 +264,7 @@ std::uint64_t ServiceClientCore::send(std::span<const std::byte> value) {
 std::optional<std::span<const std::byte>> ServiceClientCore::next(std::uint64_t id,
                                                                   const Clock::time_point* deadline,
                                                                   bool& last) {
+  release();  // the frame returned last (normally released after decoding)
   int frames = 0, late = -1;  // late: frames read since the deadline was seen passed
   for (;;) {
     Pending* found = find(id);
@@ -279,23 +298,33 @@ std::optional<std::span<const std::byte>> ServiceClientCore::next(std::uint64_t 
         late = 0;
       }
     }
-    const RecvResult r = conn_->recv_bytes(frame_, SIZE_MAX, deadline);
+    std::span<const std::byte> frame;
+    bool in_place = false;
+    const RecvResult r = ServiceAccess::next(*conn_, frame, in_place, deadline, true);
     if (r == RecvResult::timeout) return std::nullopt;
     if (r != RecvResult::ok) server_gone(r, id);
+    // Frees the frame on every way out but the one that returns it.
+    struct Done {
+      Connection& c;
+      bool in_place;
+      ~Done() { ServiceAccess::release(c, in_place); }
+    } done{*conn_, in_place};
     ServiceHeader h{};
-    if (!get_header(frame_, h)) continue;  // untrusted: ignored
+    if (!get_header(frame, h)) continue;  // untrusted: ignored
     Pending* target = find(h.id);
     if (target == nullptr || target->done || target->failed) {
       continue;  // unknown, cancelled or ended: ignored
     }
     Pending& q = *target;
-    const std::span<const std::byte> value = std::span<const std::byte>(frame_).subspan(sizeof h);
+    const std::span<const std::byte> value = frame.subspan(sizeof h);
     switch (static_cast<FrameKind>(h.kind)) {
       case FrameKind::response:
       case FrameKind::last:
         q.done = h.kind == static_cast<std::uint32_t>(FrameKind::last);
         if (&q == &p) {  // the call waited for, with nothing queued: no copy
           last = q.done;
+          held_in_place_ = in_place;  // release() frees it once decoded
+          done.in_place = false;
           return value;
         }
         q.responses.emplace_back(value.begin(), value.end());

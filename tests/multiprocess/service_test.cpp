@@ -55,6 +55,36 @@ TEST(Service, ManyClientsWithCallsInFlight) {
   for (pid_t k : kids) EXPECT_EQ(test::wait_child(k).code, 0);
 }
 
+// Frames are written straight into the ring and read in place; one larger
+// than a ring frame still goes in fragments (gathered, then decoded), and a
+// string request decoded into the memory of the last one reads exactly as
+// sent (a short one after a long one, an empty one).
+TEST(Service, FramesOfEverySizeInPlaceOrFragmented) {
+  SegmentGuard g(unique_name("svcf"));
+  Service<std::string, std::vector<int>> server(g.name());
+  const std::vector<std::size_t> sizes{0, 1, 40, 100000, 3, 0, 5000, 2, 70000, 1};
+  const pid_t kid = test::fork_child([&] {
+    // A 4 KiB ring: frames of at most 1 KiB, so the large ones fragment.
+    ServiceClient<std::string, std::vector<int>> client(g.name(), 10s,
+                                                        PipeOptions{.capacity = 4096});
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      const std::string req(sizes[i], static_cast<char>('a' + i));
+      const std::vector<int> resp = client.call(req, 10s);
+      if (resp.size() != sizes[i] / 2) return 1;
+      for (int x : resp)
+        if (x != static_cast<int>(i) * 1000) return 2;
+    }
+    return 0;
+  });
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    auto req = server.take_for(10s);
+    ASSERT_TRUE(req.has_value()) << i;
+    EXPECT_EQ(req->value(), std::string(sizes[i], static_cast<char>('a' + i))) << i;
+    EXPECT_TRUE(req->respond(std::vector<int>(sizes[i] / 2, static_cast<int>(i) * 1000)));
+  }
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+}
+
 TEST(Service, SeveralResponsesErrorsAndCancellation) {
   SegmentGuard g(unique_name("svcm"));
   Service<int, int> server(g.name());

@@ -199,6 +199,53 @@ std::span<const std::byte> encode_msgpack(const T& v) {
   return std::as_bytes(std::span<const char>(b.data.get(), b.size));
 }
 
+// Writes a message into a span (a frame begun in a ring) and, once it does
+// not fit there, carries on in this thread's EncodeBuffer (the bytes
+// written so far copied there first). msgpack's packer calls write().
+class SpillWriter {
+ public:
+  explicit SpillWriter(std::span<std::byte> room) noexcept
+      : begin_(reinterpret_cast<char*>(room.data())), p_(begin_), end_(begin_ + room.size()) {}
+  void write(const char* s, std::size_t n) {
+    if (n <= static_cast<std::size_t>(end_ - p_)) [[likely]] {
+      std::memcpy(p_, s, n);
+      p_ += n;
+      return;
+    }
+    spill(s, n);
+  }
+  // Whether the message went to the thread's buffer (then: spilled_bytes()).
+  [[nodiscard]] bool spilled() const noexcept { return spilled_; }
+  // The length written into the span (when not spilled).
+  [[nodiscard]] std::size_t size() const noexcept { return static_cast<std::size_t>(p_ - begin_); }
+  // The whole message in the thread's buffer (when spilled): valid until
+  // the next encode in this thread.
+  [[nodiscard]] std::span<const std::byte> spilled_bytes() const noexcept;
+
+ private:
+  void spill(const char* s, std::size_t n);  // codec.cpp
+  char* begin_;
+  char* p_;
+  char* end_;
+  bool spilled_ = false;
+};
+
+// Writes v's message (its wire format) into `w`. Throws what
+// encode_msgpack() throws, and what `w` throws.
+template <class T, class W>
+void encode_into(W& w, const T& v) {
+  if constexpr (!Codable<T>) {
+    require_codable<T>();  // the one error; nothing below is instantiated
+  } else if constexpr (wire_format_v<T> == WireFormat::raw) {
+    w.write(reinterpret_cast<const char*>(&v), sizeof(T));
+  } else if constexpr (wire_format_v<T> == WireFormat::bytes) {
+    w.write(reinterpret_cast<const char*>(v.data()), v.size());
+  } else {
+    msgpack::packer<W> pk(w);
+    pk.pack(v);
+  }
+}
+
 // The message for v in its wire format (raw and bytes: v's own bytes).
 template <class T>
 std::span<const std::byte> encode_message(const T& v) {
@@ -236,11 +283,14 @@ bool decode_message(std::span<const std::byte> msg, T& out) noexcept {
         return true;
       } else {
         // Straight into `out` (codec_reader.hpp); a value the reader
-        // leaves to msgpack-cxx builds its tree in this zone.
-        struct Clear {
-          ~Clear() { decode_zone().clear(); }
-        } clear;
+        // leaves to msgpack-cxx builds its tree in decode_zone().
         MsgpackReader reader(msg, kMaxDecodeDepth);
+        struct Clear {
+          const MsgpackReader& r;
+          ~Clear() {
+            if (r.used_zone()) decode_zone().clear();
+          }
+        } clear{reader};
         reader.read(out);
         if (!reader.at_end()) {
           set_decode_error("bytes after the msgpack value");

@@ -152,7 +152,7 @@ namespace detail {
 struct ConnectionWait;
 struct WaitAccess;  // shmbus::wait over any mix of objects (wait_any.hpp)
 struct ListenerAccess;
-struct ServiceAccess;
+struct ServiceAccess;  // service.hpp: Service frames and [service.taken]
 }  // namespace detail
 
 class Connection {
@@ -223,8 +223,10 @@ class Connection {
   [[nodiscard]] SendResult send(const std::string& s) noexcept { return send(std::string_view(s)); }
 
   // Any other value the codec carries (shmbus/codec.hpp: std containers,
-  // optional, variant, tuple, MSGPACK_DEFINE structs, ...), encoded into a
-  // per-thread buffer and sent as one message. A type the codec cannot
+  // optional, variant, tuple, MSGPACK_DEFINE structs, ...), sent as one
+  // message: encoded straight into the ring when it has room now, else
+  // into a per-thread buffer first (then waiting and fragmenting as
+  // send_bytes does). A type the codec cannot
   // carry fails to compile with a static_assert saying what to add. May
   // throw std::bad_alloc while encoding; a container of more than 2^32-1
   // elements gives too_large.
@@ -407,7 +409,7 @@ class Connection {
   friend struct detail::ConnectionWait;  // shmbus::wait(): several ends at once
   friend struct detail::WaitAccess;      // shmbus::wait() over any mix (wait_any.hpp)
   friend struct detail::ListenerAccess;  // Client(): has the listener taken its end?
-  friend struct detail::ServiceAccess;   // a Service's [service.taken] words
+  friend struct detail::ServiceAccess;   // Service frames, [service.taken] words
   using WaitOutcome = detail::WaitOutcome;
 
   // now + timeout, saturated: a timeout beyond what the clock can represent
@@ -428,24 +430,72 @@ class Connection {
 
   template <class T>
   SendResult send_codec(const T& value, const Deadline* deadline, bool wait) {
-    std::span<const std::byte> msg;
+    const auto slow = [&](std::span<const std::byte> msg) {
+      if (!wait) return try_send_bytes(msg);
+      return deadline != nullptr ? send_bytes_until(msg, *deadline) : send_bytes(msg);
+    };
+    if constexpr (wire_format_v<T> != WireFormat::msgpack) {
+      return slow(detail::encode_message(value));  // its own bytes: no encoding
+    } else {
+      return send_encoded({}, value, slow);
+    }
+  }
+  // Sends `prefix` followed by value's message as one message. When the
+  // ring has room now (the inlined fast path's conditions), both are
+  // written straight into the frame and published (no copy); otherwise, or
+  // when they outgrow the room, they go to this thread's encode buffer and
+  // `slow(message)` sends them (waiting, fragmenting or failing as it
+  // does). A container of more than 2^32-1 elements gives too_large; may
+  // throw std::bad_alloc.
+  template <class T, class Slow>
+  SendResult send_encoded(std::span<const std::byte> prefix, const T& value, Slow&& slow) {
+    std::size_t room = 0;
+    std::byte* at = nullptr;
+    if (fast_send_end_ != 0 && fork_gen_ == detail::fork_generation() && !peer_closed())
+        [[likely]] {
+      at = tx_.try_begin(room);
+      if (room > fast_send_limit_) room = fast_send_limit_;  // max_message too
+    }
+    detail::SpillWriter w(std::span<std::byte>(at, at != nullptr ? room : 0));
     try {
-      msg = detail::encode_message(value);
+      if (!prefix.empty())
+        w.write(reinterpret_cast<const char*>(prefix.data()), prefix.size());
+      detail::encode_into(w, value);
     } catch (const msgpack::container_size_overflow&) {
       return SendResult::too_large;
     }
-    if (!wait) return try_send_bytes(msg);
-    return deadline != nullptr ? send_bytes_until(msg, *deadline) : send_bytes(msg);
+    if (w.spilled()) [[unlikely]]
+      return slow(w.spilled_bytes());
+    tx_.finish(w.size());
+    ++detail::t_sends;
+    return SendResult::ok;
   }
   template <class T>
   RecvResult recv_codec(T& out, const Deadline* deadline, bool wait) {
     std::span<const std::byte> msg;
     bool in_place = false;
-    const RecvResult r = recv_message(msg, in_place, deadline, wait);
+    const RecvResult r = next_message(msg, in_place, deadline, wait);
     if (r != RecvResult::ok) return r;
     const bool decoded = detail::decode_message(msg, out);
-    if (in_place) rx_.release(true);
+    release_message(in_place);
     return decoded ? RecvResult::ok : RecvResult::decode_error;
+  }
+  // recv_message() with the inlined fast path first: a whole message in
+  // one frame, there now, viewed in place.
+  [[gnu::always_inline]] RecvResult next_message(std::span<const std::byte>& msg, bool& in_place,
+                                                 const Deadline* deadline, bool wait) {
+    const std::byte* at = nullptr;
+    std::size_t n = 0;
+    if (fast_recv_ready() && rx_.try_view(at, n)) [[likely]] {
+      msg = {at, n};
+      in_place = true;
+      return RecvResult::ok;
+    }
+    return recv_message(msg, in_place, deadline, wait);
+  }
+  // Frees a message next_message() / recv_message() returned.
+  void release_message(bool in_place) noexcept {
+    if (in_place) rx_.release(true);
   }
   // The next whole message: in place (in_place: the caller releases the
   // frame with rx_.release(true)) when it is one frame, else gathered into

@@ -105,6 +105,40 @@ struct ServiceHeader {
 };
 static_assert(sizeof(ServiceHeader) == 16);
 
+// A frame is sent as one message, header and value written straight into
+// the pipe's ring (Connection::send_encoded), and received in place.
+struct ServiceAccess {
+  template <class T, class Slow>
+  static SendResult send(Connection& c, std::uint64_t id, FrameKind kind, const T& value,
+                         Slow&& slow) {
+    const ServiceHeader h{id, static_cast<std::uint32_t>(kind), 0};
+    return c.send_encoded(std::as_bytes(std::span<const ServiceHeader, 1>(&h, 1)), value, slow);
+  }
+  static RecvResult next(Connection& c, std::span<const std::byte>& frame, bool& in_place,
+                         const Clock::time_point* deadline, bool wait) {
+    return c.next_message(frame, in_place, deadline, wait);
+  }
+  static void release(Connection& c, bool in_place) noexcept { c.release_message(in_place); }
+
+  // [service.taken] A server publishes, in the producer line of the ring it
+  // answers on (a line only it writes, which its client never reads while
+  // the server lives), 1 + the messages it has taken from the client and
+  // 1 + the calls it took and has not answered. relaxed (both sides): a
+  // single writer; its client reads `taken` only once the server died or
+  // closed (the dead process's stores are all in memory by then, and a
+  // request it took was taken before its handler ran: program order), and
+  // inspectors read a snapshot.
+  //
+  // The line of the ring `c` sends on (the server's own).
+  static RingProducerLine& own_line(Connection& c) noexcept {
+    return c.control_->rings[1 - c.end_].producer;
+  }
+  // The line of the ring `c` receives on (its peer's).
+  static const RingProducerLine& peer_line(const Connection& c) noexcept {
+    return c.control_->rings[c.end_].producer;
+  }
+};
+
 // The untyped server: connections, round robin, framing.
 class ServiceServer {
  public:
@@ -112,7 +146,8 @@ class ServiceServer {
   struct Taken {
     std::shared_ptr<Peer> peer;
     std::uint64_t id = 0;
-    // The encoded request: valid until the next take().
+    // The encoded request, in place in the client's pipe: valid until
+    // release_request() or the next take().
     std::span<const std::byte> value;
   };
 
@@ -123,8 +158,18 @@ class ServiceServer {
 
   // The next request, or nullopt at the deadline (nullptr: none).
   std::optional<Taken> take(const Clock::time_point* deadline);
+  // Frees the frame the last take() returned (its value is read).
+  void release_request() noexcept;
   // Sends one response frame; false when the client is gone (or dropped).
-  bool respond(const Taken& t, FrameKind kind, std::span<const std::byte> value);
+  template <class T>
+  bool respond(const Taken& t, FrameKind kind, const T& value) {
+    bool answered = false;
+    Connection* c = respond_to(t, kind, answered);
+    if (c == nullptr) return answered;
+    return responded(t, ServiceAccess::send(*c, t.id, kind, value, [&](auto frame) {
+                       return c->send_bytes_for(frame, respond_timeout_);
+                     }));
+  }
   static bool cancelled(const Taken& t) noexcept;
   [[nodiscard]] std::size_t clients() const noexcept { return peers_.size(); }
   [[nodiscard]] const std::string& name() const noexcept { return listener_.name(); }
@@ -132,14 +177,20 @@ class ServiceServer {
   void drop(const Taken& t) noexcept;
 
  private:
+  // The connection to respond on, or nullptr when nothing is to be sent
+  // (`answered`: true when the caller cancelled, false when it is gone).
+  Connection* respond_to(const Taken& t, FrameKind kind, bool& answered);
+  // What respond() returns after sending; drops the client on a failure.
+  bool responded(const Taken& t, SendResult r) noexcept;
+
   Listener listener_;
   std::chrono::milliseconds respond_timeout_;
   std::vector<std::shared_ptr<Peer>> peers_;
-  std::size_t next_ = 0;             // round robin
-  std::vector<std::byte> frame_;     // the response being sent
-  std::vector<std::byte> rx_frame_;  // the frame being read
-  std::vector<Waitable> waiting_;    // the listener and peers_' ends, for wait()
-  std::vector<std::size_t> ready_;   // what wait() found ready
+  std::size_t next_ = 0;            // round robin
+  Connection* held_ = nullptr;      // whose frame take() returned in place
+  bool held_in_place_ = false;      // ... in its ring (else in the thread's buffer)
+  std::vector<Waitable> waiting_;   // the listener and peers_' ends, for wait()
+  std::vector<std::size_t> ready_;  // what wait() found ready
 };
 
 // The untyped client: one connection, pending calls by id.
@@ -148,13 +199,22 @@ class ServiceClientCore {
   ServiceClientCore(std::string_view name, std::optional<Clock::duration> connect_timeout,
                     const PipeOptions& options);
   // Sends a request; returns its id. Connects again first if the server died.
-  std::uint64_t send(std::span<const std::byte> value);
+  template <class T>
+  std::uint64_t send(const T& value) {
+    Connection& c = connection();
+    const SendResult r = ServiceAccess::send(c, next_id_, FrameKind::request, value,
+                                             [&](auto frame) { return c.send_bytes(frame); });
+    return sent(r);  // send_bytes waited for room: back pressure
+  }
   // The next response of call `id` (the last: `last` = true), or nullopt at
-  // the deadline; the bytes are valid until the next call on this client.
+  // the deadline; the bytes are valid until release() or the next call on
+  // this client.
   // Throws ServerGone when the server died or closed, and
   // Error(task_failed) when the server answered with an error.
   std::optional<std::span<const std::byte>> next(std::uint64_t id,
                                                  const Clock::time_point* deadline, bool& last);
+  // Frees the response next() returned (it may be in the pipe's ring).
+  void release() noexcept;
   void cancel(std::uint64_t id) noexcept;
   void forget(std::uint64_t id) noexcept;
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
@@ -176,6 +236,10 @@ class ServiceClientCore {
   // The pending call `id`, or nullptr.
   Pending* find(std::uint64_t id) noexcept;
   void connect();
+  // The connection, connected again first if the server died.
+  Connection& connection();
+  // After a request was sent: its id (pending from now), or Error.
+  std::uint64_t sent(SendResult r);
   // Ends every pending call (the server died or closed: `why`), then
   // throws ServerGone for call `id`.
   [[noreturn]] void server_gone(RecvResult why, std::uint64_t id);
@@ -191,8 +255,9 @@ class ServiceClientCore {
   // memory is reused, no allocation per call; sized by the calls pending,
   // however old the oldest).
   boost::container::flat_map<std::uint64_t, Pending> pending_;
-  std::vector<std::byte> frame_;
-  std::vector<std::byte> held_;  // a response returned from `responses`
+  std::vector<std::byte> frame_;  // a cancel being sent
+  std::vector<std::byte> held_;   // a response returned from `responses`
+  bool held_in_place_ = false;    // next() returned a frame of the ring: release()
 };
 
 }  // namespace detail
@@ -215,23 +280,39 @@ class ServiceRequest {
   // a partial response: more follow.
   bool respond(const Resp& r, bool last = true) {
     return server_->respond(taken_, last ? detail::FrameKind::last : detail::FrameKind::response,
-                            detail::encode_message(r));
+                            r);
   }
   // Ends the call with an error: the caller's get() throws
   // Error(task_failed, what).
   bool fail(std::string_view what) {
-    return server_->respond(taken_, detail::FrameKind::failed, std::as_bytes(std::span(what)));
+    return server_->respond(taken_, detail::FrameKind::failed, std::string(what));
+  }
+
+  ServiceRequest(ServiceRequest&& o) noexcept
+      : server_(o.server_),
+        taken_(std::move(o.taken_)),
+        value_(std::move(o.value_)),
+        spare_(std::exchange(o.spare_, nullptr)) {}
+  // A copy gives nothing back (the original does).
+  ServiceRequest(const ServiceRequest& o)
+      : server_(o.server_), taken_(o.taken_), value_(o.value_), spare_(nullptr) {}
+  ServiceRequest& operator=(const ServiceRequest&) = default;
+  ServiceRequest& operator=(ServiceRequest&&) noexcept = default;
+  ~ServiceRequest() {
+    if (spare_ != nullptr) *spare_ = std::move(value_);  // its memory serves the next request
   }
 
  private:
   friend class Service<Req, Resp>;
-  ServiceRequest(detail::ServiceServer* server, detail::ServiceServer::Taken taken, Req value)
-      : server_(server), taken_(std::move(taken)), value_(std::move(value)) {
+  ServiceRequest(detail::ServiceServer* server, detail::ServiceServer::Taken taken, Req value,
+                 Req* spare)
+      : server_(server), taken_(std::move(taken)), value_(std::move(value)), spare_(spare) {
     taken_.value = {};  // it viewed the server's frame, which the next take() reuses
   }
   detail::ServiceServer* server_;
   detail::ServiceServer::Taken taken_;
   Req value_;
+  Req* spare_;  // the Service's spare_, or nullptr
 };
 
 template <class Req, class Resp>
@@ -260,12 +341,22 @@ class Service {
       auto t = core_.take(deadline);
       if (!t) return std::nullopt;
       Req value{};
-      if (detail::decode_message(t->value, value))
-        return ServiceRequest<Req, Resp>(&core_, std::move(*t), std::move(value));
+      if constexpr (kRecycle) value = std::move(spare_);  // decoding replaces all of it
+      const bool decoded = detail::decode_message(t->value, value);
+      core_.release_request();
+      if (decoded)
+        return ServiceRequest<Req, Resp>(&core_, std::move(*t), std::move(value),
+                                         kRecycle ? &spare_ : nullptr);
       core_.drop(*t);  // not a Req: a protocol error
     }
   }
+  // A string or byte vector request is decoded into the memory of the last
+  // one (given back when its ServiceRequest ends): no allocation per
+  // request. Other types are decoded into a fresh value (a struct's
+  // missing fields must read as defaults, not as the last request's).
+  static constexpr bool kRecycle = wire_format_v<Req> == WireFormat::bytes;
   detail::ServiceServer core_;
+  Req spare_{};
 };
 
 template <class Req, class Resp>
@@ -297,6 +388,7 @@ class PendingCall {
     auto bytes = client_->next(id_, &deadline, last);
     if (!bytes) throw Error(Errc::timed_out, client_->name(), "call " + std::to_string(id_));
     done_ = last;
+    const Release release{client_};
     return decode<Resp>(*bytes, client_->name());
   }
   // The last response (earlier partial ones are skipped).
@@ -325,9 +417,15 @@ class PendingCall {
       if (!bytes) throw Error(Errc::timed_out, client_->name(), "call " + std::to_string(id_));
       if (!last) continue;
       done_ = true;
+      const Release release{client_};
       return decode<Resp>(*bytes, client_->name());
     }
   }
+  // Frees the response next() returned once it is decoded (or not).
+  struct Release {
+    detail::ServiceClientCore* client;
+    ~Release() { client->release(); }
+  };
   detail::ServiceClientCore* client_;
   std::uint64_t id_;
   bool done_ = false;
@@ -353,7 +451,7 @@ class ServiceClient {
   // Sends the request now; the response is collected through the result
   // (any number in flight at once).
   [[nodiscard]] PendingCall<Req, Resp> call_async(const Req& request) {
-    return PendingCall<Req, Resp>(core_.get(), core_->send(detail::encode_message(request)));
+    return PendingCall<Req, Resp>(core_.get(), core_->send(request));
   }
 
  private:

@@ -53,6 +53,8 @@ class MsgpackReader {
         max_depth_(max_depth) {}
 
   [[nodiscard]] bool at_end() const noexcept { return p_ == end_; }
+  // Whether some value went through msgpack-cxx's tree (decode_zone()).
+  [[nodiscard]] bool used_zone() const noexcept { return used_zone_; }
 
   template <class T>
   void read(T& v) {
@@ -60,10 +62,17 @@ class MsgpackReader {
       const unsigned char b = byte();
       if (b != 0xc2 && b != 0xc3) throw msgpack::type_error();
       v = b == 0xc3;
-    } else if constexpr (std::is_integral_v<T>) {
-      read_integer(v);
-    } else if constexpr (std::is_floating_point_v<T>) {
-      read_float(v);
+    } else if constexpr (std::is_integral_v<T> || std::is_floating_point_v<T>) {
+      // A positive fixint (0..127, how msgpack-cxx writes small counts and
+      // whole-number doubles) fits every integer and floating type.
+      if (p_ != end_ && *p_ <= 0x7f) [[likely]] {
+        v = static_cast<T>(*p_++);
+        return;
+      }
+      if constexpr (std::is_integral_v<T>)
+        read_integer(v);
+      else
+        read_float(v);
     } else if constexpr (std::is_enum_v<T>) {
       std::underlying_type_t<T> u{};
       read_integer(u);
@@ -463,6 +472,7 @@ class MsgpackReader {
   template <class T>
   void read_tree(T& v) {
     std::size_t used = 0;
+    used_zone_ = true;
     const msgpack::object o =
         unpack_one(std::as_bytes(std::span(p_, left())), decode_zone(), max_depth_ - depth_, used);
     p_ += used;
@@ -473,6 +483,7 @@ class MsgpackReader {
   const unsigned char* end_;
   std::size_t depth_ = 0;
   std::size_t max_depth_;
+  bool used_zone_ = false;
 };
 
 }  // namespace shmbus::detail

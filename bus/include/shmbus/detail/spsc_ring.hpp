@@ -337,6 +337,76 @@ class RingProducer {
     std::byte* const data = data_;
     const RingWake wake = wake_;
     copy_payload(data + (start & mask) + kFrameHeaderSize, src, n);
+    publish_frame(data, wake, pos, pad, n);
+    return true;
+  }
+
+  // try_send() in two halves, for a message written in place whose length
+  // is known only once it is written (the codec encodes straight into the
+  // ring): where to write up to `room` bytes, or nullptr when the fast path
+  // does not hold now (as try_send(): the ring end, the [ring.stats] point,
+  // a batch, a corrupted ring, or less than kMinBegin bytes free). `room`
+  // is what is free and contiguous from here, at most max_payload(), and
+  // leaves space for the pad a small frame may need to stay in its line.
+  // Nothing changes until finish(); a begun frame may be abandoned.
+  [[nodiscard, gnu::always_inline]] std::byte* try_begin(std::size_t& room) noexcept {
+    const std::uint64_t pos = pos_;
+    const std::uint64_t off = pos & mask_;
+    if (capacity_ - off < kMinBegin) return nullptr;
+    if (fast_end_ < pos + kMinBegin && !begin_room()) return nullptr;
+    std::uint64_t limit = fast_end_ - pos;
+    if (capacity_ - off < limit) limit = capacity_ - off;
+    // A frame takes at most a quarter ring (max_frame_payload()).
+    if (limit > capacity_ / 4) limit = capacity_ / 4;
+    room = (limit & ~std::uint64_t{7}) - kFrameHeaderSize;
+    return data_ + off + kFrameHeaderSize;
+  }
+  // Publishes the frame begun by try_begin() with its first `n` bytes
+  // (n <= room). A frame of a line or less that would straddle a line moves
+  // to the next line's start (a memmove of at most 56 bytes; try_begin()'s
+  // kMinBegin bytes cover the pad).
+  [[gnu::always_inline]] void finish(std::size_t n) noexcept {
+    const std::uint64_t pos = pos_;
+    const std::uint64_t off = pos & mask_;
+    const std::uint64_t fs = frame_size(n);
+    std::uint64_t pad = 0;
+    if (fs <= kCacheLine) {
+      const std::uint64_t in_line = off & (kCacheLine - 1);
+      if (in_line + fs > kCacheLine) [[unlikely]] {
+        pad = kCacheLine - in_line;
+        std::byte* at = data_ + off + kFrameHeaderSize;
+        std::memmove(at + pad, at, n);
+      }
+    }
+    publish_frame(data_, wake_, pos, pad, n);
+  }
+  // try_begin() needs this much free and contiguous: a frame of a line or
+  // less plus the pad before it.
+  static constexpr std::uint64_t kMinBegin = 2 * kCacheLine;
+
+ private:
+  // try_begin() found less than kMinBegin before fast_end_: passes the
+  // [ring.stats] point (as commit() would) and refreshes the consumer's
+  // position; true when kMinBegin bytes are free now (never in a batch or
+  // a corrupted ring).
+  [[gnu::noinline]] bool begin_room() noexcept {
+    if (corrupted_ || batching_) return false;
+    if (publish_at_ < pos_ + kMinBegin) publish_stats();
+    if (fast_end_ < pos_ + kMinBegin) (void)refresh_read(kMinBegin + kFrameHeaderSize);
+    return fast_end_ >= pos_ + kMinBegin;
+  }
+
+ public:
+
+ private:
+  // try_send() and finish(): publishes the frame of `n` bytes at pos + pad
+  // (whose payload is written), with the pad before it if any.
+  [[gnu::always_inline]] void publish_frame(std::byte* data, RingWake wake, std::uint64_t pos,
+                                            std::uint64_t pad, std::size_t n) noexcept {
+    const std::uint64_t mask = mask_;
+    const std::uint64_t off = pos & mask;
+    const std::uint64_t start = pos + pad;
+    const std::uint64_t next = start + frame_size(n);
     // As in commit(): the line kWriteAhead bytes on, with intent to write.
     detail::prefetch_for_write(data + ((next + kWriteAhead) & mask));
     // relaxed: published by the release (or seq_cst) store of the first
@@ -354,8 +424,9 @@ class RingProducer {
     ++sent_;
     bytes_ += n;
     publish(header_at(data, off), first, next, wake);
-    return true;
   }
+
+ public:
   // Falls back from RingWake::checked to exchange (a process that could
   // not register for [fence.asym], e.g. a forked child under seccomp).
   void use_exchange() noexcept {
@@ -697,6 +768,26 @@ class RingConsumer {
     ++received_;
     bytes_ += len;
     if (pos + fs >= publish_at_) publish_read();
+    return true;
+  }
+
+  // try_recv() without the copy: the message that is one plain frame at
+  // the read position, in place (peeked: release() frees it); false, with
+  // nothing changed, in every case try_recv() returns false.
+  [[nodiscard, gnu::always_inline]] bool try_view(const std::byte*& at,
+                                                  std::size_t& size) noexcept {
+    const std::uint64_t pos = pos_;
+    const std::uint64_t off = pos & mask_;
+    // [ring.publish] acquire: as in try_recv().
+    const std::uint64_t h = header_at(data_, off).load(std::memory_order_acquire);
+    const std::uint64_t len = h - frame_word(pos, 0);
+    if (len >= fast_len_end_) return false;  // 0 when corrupted: always
+    const std::uint64_t fs = frame_size(len);
+    if (off + fs > capacity_) return false;
+    at = data_ + off + kFrameHeaderSize;
+    size = len;
+    peeked_ = fs;
+    peeked_len_ = len;
     return true;
   }
 
