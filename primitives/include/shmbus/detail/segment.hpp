@@ -63,13 +63,19 @@ void validate_name(std::string_view name);
 namespace detail {
 
 inline constexpr std::uint64_t kMagic = 0x0153554248534D53ULL;  // "SMSHBUS\1"
-inline constexpr std::uint32_t kFormatVersion = 1;
+// Format 2: the [wait.epoch] sleepers word (detail/futex.hpp) that nearly
+// every kind holds (Event, Semaphore, Condition, Barrier, the queues, a
+// pipe's and a topic's channels, the pool) was re-cut from 16/4/12 bits to
+// 12/2/18, and a Barrier's waiters sleep on a word of their own. One
+// number for every kind: most kinds have no format word of their own, and
+// a build of format 1 mapping a format 2 segment would misread that word.
+inline constexpr std::uint32_t kFormatVersion = 2;
 inline constexpr std::size_t kHeaderSize = 4096;
 inline constexpr std::size_t kTypeNameSize = 64;
 
 enum class SegmentState : std::uint32_t { initialising = 0, ready = 1, closed = 2 };
 
-// Segment header, format v1. Offsets only: every process maps the segment
+// Segment header (the same in formats 1 and 2). Offsets only: every process maps the segment
 // at a different address.
 //
 //   0    magic, version, kind, type fingerprint, sizes   (set once before ready)
