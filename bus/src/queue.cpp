@@ -96,14 +96,18 @@ thread_local const CacheEntry* t_cache_last = nullptr;  // the last hit: checked
 
 // The calling thread's key in every handle's record cache
 // (QueueCore::rec_cache_): unique in this process and never reused (52
-// bits), 0 until the thread's first put/get. fork() clears the forking
-// thread's key in the child, so a handle's cache, copied by fork, names no
-// thread of the child: its first call there takes a record of its own.
+// bits, from 1), kNoKey until the thread's first put/get. A handle's cache
+// reads 0 (no key) in any forked child (a wipe-on-fork word), so it names
+// no thread there: the child's first call takes a record of its own (its
+// thread cache is keyed by pid, and this_process() is refreshed in a child
+// too). fork() also gives the forking thread a new key in the child (the
+// only cover where the kernel does not wipe: fork_wiped.hpp).
 std::atomic<std::uint64_t> g_next_thread_key{1};
-thread_local std::uint64_t t_thread_key = 0;
 constexpr unsigned kRecBits = 12;  // kQueueMaxRecords == 1 << kRecBits
 static_assert(kQueueMaxRecords == 1u << kRecBits);
-void clear_thread_key() noexcept { t_thread_key = 0; }
+constexpr std::uint64_t kNoKey = (std::uint64_t{1} << (64 - kRecBits)) - 1;  // never given out
+thread_local std::uint64_t t_thread_key = kNoKey;
+void clear_thread_key() noexcept { t_thread_key = kNoKey; }
 void register_atfork() {
   static std::once_flag once;
   std::call_once(once, [] { ::pthread_atfork(nullptr, nullptr, &clear_thread_key); });
@@ -430,6 +434,7 @@ void QueueCore::bind(Segment segment, const QueueOptions& options) {
   policy_ = options.policy;
   liveness_ = options.liveness_interval;
   handle_id_ = g_next_handle.fetch_add(1, std::memory_order_relaxed);  // relaxed: unique id only
+  rec_cache_ = make_fork_wiped_word();
   held_ = std::make_unique<Held>();
   held_->pid = current_pid();
   held_->records = records_;
@@ -507,7 +512,7 @@ QueueCore QueueCore::open(std::string_view name, ObjectKind kind, TypeTag tag,
 
 std::uint32_t QueueCore::my_record() noexcept {
   // relaxed: process-local; only a thread whose key it holds stored it.
-  const std::uint64_t c = std::atomic_ref(rec_cache_).load(std::memory_order_relaxed);
+  const std::uint64_t c = std::atomic_ref(*rec_cache_).load(std::memory_order_relaxed);
   if ((c >> kRecBits) == t_thread_key) [[likely]]
     return static_cast<std::uint32_t>(c & (kQueueMaxRecords - 1));
   return my_record_slow();
@@ -517,7 +522,7 @@ std::uint32_t QueueCore::my_record() noexcept {
 // comes here (the thread cache, no system call) and takes the handle's
 // cache over.
 [[gnu::noinline]] std::uint32_t QueueCore::my_record_slow() noexcept {
-  if (t_thread_key == 0)
+  if (t_thread_key == kNoKey)
     t_thread_key = g_next_thread_key.fetch_add(1, std::memory_order_relaxed);  // relaxed: an id
   const pid_t pid = current_pid();
   std::uint32_t r = kNoRecord;
@@ -535,7 +540,7 @@ std::uint32_t QueueCore::my_record() noexcept {
     ++t_cache_next;
   }
   // relaxed: see my_record().
-  std::atomic_ref(rec_cache_).store(t_thread_key << kRecBits | r, std::memory_order_relaxed);
+  std::atomic_ref(*rec_cache_).store(t_thread_key << kRecBits | r, std::memory_order_relaxed);
   return r;
 }
 

@@ -33,24 +33,40 @@ void on_signal(int sig, siginfo_t* info, void* context) {
     pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
     siglongjmp(*to, 1);
   }
-  // Not ours: what would have happened without us.
+  // Not ours: what would have happened without us. SIG_DFL and SIG_IGN
+  // are values of the handler whatever the flags say (the union's two
+  // members share the pointer), so they are tested before any call.
   const struct sigaction& prev = sig == SIGSEGV ? g_prev_segv : g_prev_bus;
-  if ((prev.sa_flags & SA_SIGINFO) != 0) {
-    if (prev.sa_sigaction != nullptr) {
-      prev.sa_sigaction(sig, info, context);
-      return;
+  const bool real_fault = info != nullptr && info->si_code > 0;  // not sent by a process
+  if (prev.sa_handler == SIG_IGN && !real_fault) return;  // ignored, as it was
+  if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
+    // As the kernel would run it: its sa_mask blocked, and `sig` too
+    // unless SA_NODEFER (blocked already, for our handler). SA_RESETHAND
+    // and SA_ONSTACK of the previous action are not reproduced.
+    sigset_t old;
+    pthread_sigmask(SIG_BLOCK, &prev.sa_mask, &old);
+    if ((prev.sa_flags & SA_NODEFER) != 0) {
+      sigset_t self;
+      sigemptyset(&self);
+      sigaddset(&self, sig);
+      pthread_sigmask(SIG_UNBLOCK, &self, nullptr);
     }
-  } else if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
-    prev.sa_handler(sig);
+    if ((prev.sa_flags & SA_SIGINFO) != 0) {
+      prev.sa_sigaction(sig, info, context);
+    } else {
+      prev.sa_handler(sig);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
     return;
   }
-  // The default action: restore it; a fault happens again on return, a
-  // signal sent by a process is raised again.
+  // The default action (a real fault ignored gets it too, as the kernel
+  // does): restore it; a fault happens again on return, a signal sent by
+  // a process is raised again.
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
   sigaction(sig, &dfl, nullptr);
-  if (info == nullptr || info->si_code <= 0) raise(sig);
+  if (!real_fault) raise(sig);
 }
 
 }  // namespace
@@ -62,8 +78,14 @@ void install_fault_handler() {
     sa.sa_sigaction = on_signal;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGSEGV, &sa, &g_prev_segv);
-    sigaction(SIGBUS, &sa, &g_prev_bus);
+    // The previous actions are read before ours goes in: a fault on
+    // another thread just after the install finds them set (read in the
+    // same call, they were written only after ours was live). A handler
+    // the program changes between our read and our install is lost.
+    sigaction(SIGSEGV, nullptr, &g_prev_segv);
+    sigaction(SIGBUS, nullptr, &g_prev_bus);
+    sigaction(SIGSEGV, &sa, nullptr);
+    sigaction(SIGBUS, &sa, nullptr);
   });
 }
 

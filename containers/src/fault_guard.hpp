@@ -15,7 +15,10 @@
 // and LMDB's assert callback jump back to it. With no guard armed on the
 // faulting thread the handler hands the signal to the handler it replaced
 // (a sanitizer's, the program's) or to the default action, so a fault
-// anywhere else crashes as it would without us. A program that installs
+// anywhere else crashes as it would without us: the previous handler runs
+// with its own sa_mask (and SA_NODEFER) applied, SIG_IGN ignores a signal
+// a process sent (a real fault, as in the kernel, gets the default
+// action); its SA_RESETHAND and SA_ONSTACK are not reproduced. A program that installs
 // its own SIGSEGV/SIGBUS handler after opening a store must chain to the
 // previous one, or the stores lose this guard (as with a JVM's).
 //

@@ -4,11 +4,14 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+
+#include "shmbus/detail/fork_wiped.hpp"
 
 namespace shmbus {
 
@@ -73,26 +76,43 @@ std::optional<ProcessId> lookup_process(pid_t pid) noexcept {
 
 namespace {
 // This process's identity, read on hot paths (lock owners, queue records):
-// getpid() is a real system call in current glibc, so it is cached, and
-// the atfork child handler refreshes it in the single-threaded child before
-// fork() returns there.
-ProcessId g_self{};
-
-void refresh_self() noexcept {
+// getpid() is a real system call in current glibc, so it is cached, as
+// ProcessId::pack() (never 0: a pid is never 0), in a word that reads 0 in
+// any forked child (detail/fork_wiped.hpp): a child made by fork() is
+// refreshed by the atfork handler before fork() returns there, one made by
+// _Fork() or a raw clone() (no handler) by its first this_process().
+std::uint64_t* self_word() {
+  static std::uint64_t* const w = detail::allocate_fork_wiped_word();  // never freed
+  return w;
+}
+std::uint64_t refresh_self() noexcept {
   const pid_t pid = ::getpid();
   auto id = lookup_process(pid);
-  g_self = id ? *id : ProcessId{pid, 0};
+  const std::uint64_t packed = (id ? *id : ProcessId{pid, 0}).pack();
+  // relaxed: process-local; every thread that refreshes stores the same value.
+  std::atomic_ref(*self_word()).store(packed, std::memory_order_relaxed);
+  return packed;
 }
+void refresh_self_in_child() noexcept { (void)refresh_self(); }
 }  // namespace
 
 ProcessId this_process() noexcept {
-  static const bool initialised = [] {
-    refresh_self();
-    ::pthread_atfork(nullptr, nullptr, &refresh_self);
-    return true;
+  static std::uint64_t* const self = [] {
+    std::uint64_t* w = nullptr;
+    try {
+      w = self_word();
+    } catch (...) {  // no memory for one page at start-up: nothing works anyway
+      std::abort();
+    }
+    (void)refresh_self();
+    ::pthread_atfork(nullptr, nullptr, &refresh_self_in_child);
+    return w;
   }();
-  (void)initialised;
-  return g_self;
+  // relaxed: see refresh_self().
+  std::uint64_t packed = std::atomic_ref(*self).load(std::memory_order_relaxed);
+  if (packed == 0) [[unlikely]]
+    packed = refresh_self();  // a child that ran no atfork handler
+  return ProcessId::unpack(packed);
 }
 
 bool is_alive(const ProcessId& id) noexcept {

@@ -345,30 +345,25 @@ bool Condition::wait_until_(const Clock::time_point* deadline) noexcept {
   // Waiting without holding the lock is a caller error that would release
   // someone else's lock: refuse it (returns false at once).
   if (lock_ ? !detail::mutex_held_by_self(*lock_->state_) : !rlock_->is_owned()) return false;
-  // Under the lock: read the word and count ourselves before releasing it.
-  // [cond.seq] seq_cst: a notify() after our release (it takes the lock)
-  // bumps seq after this load, so our futex_wait sees a changed value.
+  // Under the lock: read the word before releasing it.
+  // [cond.seq] seq_cst: every notify() after our release (it takes the
+  // lock) bumps seq after this load, so we see a changed value.
   const std::uint32_t seq = state_->seq.load(std::memory_order_seq_cst);
-  // [cond.sleepers] seq_cst: visible to notify() through the lock too.
-  // The ticket: [wait.epoch] (futex.hpp), a dead waiter's count is wiped.
-  const std::uint32_t ticket = detail::sleeper_enter(state_->sleepers);
   std::uint32_t depth = 0;
   if (lock_) {
     lock_->release();
   } else {
     depth = rlock_->release_all_();
   }
-  bool notified = false;
-  // Spin first when adaptive / busy_poll, then sleep on the shared futex.
+  // [cond.seq] seq_cst: pairs with notify()'s bump.
+  auto notified = [&] { return state_->seq.load(std::memory_order_seq_cst) != seq; };
+  // Spin first when adaptive / busy_poll, uncounted: a spinner counted
+  // would turn each notify it sees into a wake for nobody, a strike.
+  bool done = false;
   if (policy_.strategy != WaitStrategy::blocking) {
     const auto start = Clock::now();
-    for (unsigned i = 1;; ++i) {
+    for (unsigned i = 1; !(done = notified()); ++i) {
       detail::cpu_relax();
-      // [cond.seq] seq_cst: pairs with notify()'s bump.
-      if (state_->seq.load(std::memory_order_seq_cst) != seq) {
-        notified = true;
-        break;
-      }
       if ((i & 63) == 0) {
         const auto now = Clock::now();
         if (deadline != nullptr && now >= *deadline) break;
@@ -377,15 +372,27 @@ bool Condition::wait_until_(const Clock::time_point* deadline) noexcept {
     }
   }
   bool timed_out = false;
-  if (!notified && (deadline == nullptr || Clock::now() < *deadline)) {
-    // Shared futex (never PRIVATE): the word is in a segment other processes map.
-    const detail::FutexResult r = detail::futex_wait(state_->seq, seq, deadline);
-    timed_out =
-        r == detail::FutexResult::timed_out && state_->seq.load(std::memory_order_seq_cst) == seq;
-  } else if (!notified) {
+  if (!done && (deadline == nullptr || Clock::now() < *deadline)) {
+    // [cond.sleepers] counted, then seq re-read (a Dekker pair with
+    // notify()'s bump, then its sleepers load: either it sees us counted
+    // and wakes, or we see its bump). [wait.epoch]: a repair between the
+    // count and the re-read wiped the count: count again.
+    std::uint32_t ticket = 0;
+    for (;;) {
+      ticket = detail::sleeper_enter(state_->sleepers);
+      done = notified();
+      if (done || detail::sleeper_still_counted(state_->sleepers, ticket)) break;
+    }
+    if (!done) {
+      detail::fault_point(detail::FaultPoint::sleeper_counted);
+      // Shared futex (never PRIVATE): the word is in a segment other processes map.
+      const detail::FutexResult r = detail::futex_wait(state_->seq, seq, deadline);
+      timed_out = r == detail::FutexResult::timed_out && !notified();
+    }
+    detail::sleeper_leave(state_->sleepers, ticket);
+  } else if (!done) {
     timed_out = true;
   }
-  detail::sleeper_leave(state_->sleepers, ticket);
   if (lock_) {
     (void)lock_->acquire();
   } else {
@@ -396,18 +403,21 @@ bool Condition::wait_until_(const Clock::time_point* deadline) noexcept {
 
 void Condition::notify(int n) noexcept {
   if (n <= 0) return;
-  // [cond.sleepers] seq_cst: we hold the lock, so every waiter that counted
-  // itself before releasing it is seen.
+  // [cond.seq] seq_cst, every time (a waiter counts itself only after its
+  // spin, outside the lock): a spinner sees it, a waiter that read the old
+  // value fails its futex check. One RMW on the line that the sleepers
+  // load below reads anyway.
+  state_->seq.fetch_add(1, std::memory_order_seq_cst);
+  // [cond.sleepers] seq_cst: after the bump; a waiter that counted itself
+  // before it is seen, one that counts after it sees the bump.
   const std::uint32_t seen = state_->sleepers.load(std::memory_order_seq_cst);
   if (detail::sleeper_count(seen) == 0) return;
-  // [cond.seq] seq_cst: a waiter that read the old value fails its futex check.
-  state_->seq.fetch_add(1, std::memory_order_seq_cst);
   // Shared futex (never PRIVATE). [wait.epoch] a wake for nobody is a
   // strike; the repair (a dead waiter left its count) wipes the counts and
   // wakes every waiter, so this one notify may wake more than n: each of
   // them read seq under the lock before this bump and so would see it
-  // changed anyway; waiters that count later, under the lock, count in the
-  // new epoch. No second bump is needed (nullptr).
+  // changed anyway; a waiter that counts after our load made the repair's
+  // CAS fail, or counts in the new epoch. No second bump is needed (nullptr).
   detail::note_wake(state_->sleepers, seen, detail::futex_wake(state_->seq, n), nullptr,
                     state_->seq);
 }
@@ -598,12 +608,14 @@ void Barrier::wake_generation() noexcept {
   // [wait.sleepers] seq_cst: after the seq_cst gen bump.
   const std::uint32_t seen = state_->sleepers.load(std::memory_order_seq_cst);
   if (detail::sleeper_count(seen) == 0) return;
-  // Shared futex (never PRIVATE). [wait.epoch]: the repair must not bump
-  // gen (nullptr); it wakes everyone on gen, and a waiter of the next
-  // generation that counted itself just before the repair and is not yet
-  // asleep may sleep uncounted: its sleep is bounded by kOwnerCheckPeriod,
-  // after which it counts itself again (the only cost: that one late wake).
-  detail::note_wake(state_->sleepers, seen, detail::futex_wake(state_->gen), nullptr, state_->gen);
+  // seq_cst RMW: a waiter that read the old wake word fails its futex check.
+  state_->wake.fetch_add(1, std::memory_order_seq_cst);
+  // Shared futex (never PRIVATE). [wait.epoch]: the waiters sleep on
+  // `wake`, not gen, so the repair may bump it: a waiter of any generation
+  // counted just before the repair and not yet asleep finds it changed,
+  // and one whose epoch re-read sees the repair counts itself again.
+  detail::note_wake(state_->sleepers, seen, detail::futex_wake(state_->wake), &state_->wake,
+                    state_->wake);
 }
 
 BarrierResult Barrier::wait_until_(const Clock::time_point* deadline) noexcept {
@@ -639,6 +651,7 @@ BarrierResult Barrier::wait_until_(const Clock::time_point* deadline) noexcept {
     // [barrier.gen] seq_cst: as in break_generation().
     state_->gen.store(gen + 1, std::memory_order_seq_cst);
     detail::mutex_release(state_->guard);
+    detail::fault_point(detail::FaultPoint::generation_ended);
     wake_generation();
     return {false, index};
   }
@@ -671,16 +684,20 @@ BarrierResult Barrier::wait_until_(const Clock::time_point* deadline) noexcept {
         break;
       }
     }
-    // [wait.sleepers] seq_cst: pairs with the sleeper loads after a bump.
-    // [wait.epoch]: re-read after gen; a repair in between wiped our count.
+    // [wait.sleepers] seq_cst: pairs with the sleeper load after a gen
+    // bump. Then the wake word, then gen: a waker that missed our count
+    // stored gen before we read it. [wait.epoch]: the epoch re-read last;
+    // a repair before it wiped our count (we loop and count again at
+    // once), a repair after it bumps `wake` after our read of it.
     const std::uint32_t ticket = detail::sleeper_enter(state_->sleepers);
+    const std::uint32_t wake = state_->wake.load(std::memory_order_seq_cst);
     if (state_->gen.load(std::memory_order_seq_cst) == gen &&
         detail::sleeper_still_counted(state_->sleepers, ticket)) {
       detail::fault_point(detail::FaultPoint::sleeper_counted);
       Clock::time_point wake_at = next_check;
       if (deadline != nullptr && *deadline < wake_at) wake_at = *deadline;
       // Shared futex (never PRIVATE); bounded to watch the parties.
-      (void)detail::futex_wait(state_->gen, gen, &wake_at);
+      (void)detail::futex_wait(state_->wake, wake, &wake_at);
     }
     detail::sleeper_leave(state_->sleepers, ticket);
   }

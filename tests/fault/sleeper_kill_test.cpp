@@ -15,6 +15,7 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/futex.hpp"
@@ -361,6 +362,151 @@ TEST(SleeperKill, LiveSleeperHeldAcrossTheRepairIsStillWoken) {
   e.set();
   ASSERT_TRUE(test::poll_until([&] { return woken.load(); }));
   ASSERT_TRUE(test::poll_until([&] { return event_sleepers(view) == 0; }));
+}
+
+// A Condition waiter spinning (busy_poll, adaptive) is not counted: a
+// notify that it sees costs no futex_wake and leaves no strike (format 1
+// counted it before its spin, so each such notify was a wake for nobody,
+// and every 4th a repair that woke every waiter).
+TEST(SleeperKill, ConditionNotifySeenBySpinnersMakesNoWakeAndNoStrike) {
+  SegmentGuard gl(unique_name("lk"));
+  SegmentGuard g(unique_name("cond"));
+  auto lock = Lock::create(gl.name());
+  auto c = Condition::create(g.name(), lock);
+  auto view = SegmentView::open(g.name());
+  auto word = [&] {
+    return reinterpret_cast<const detail::ConditionState*>(view.payload().data())->sleepers.load();
+  };
+  for (int round = 0; round < 2 * static_cast<int>(kSleeperStrikes); ++round) {
+    std::atomic<bool> waiting{false};
+    std::atomic<bool> woken{false};
+    std::thread spinner([&] {
+      auto mine = Condition::open(g.name());
+      mine.set_wait_policy(WaitPolicy{WaitStrategy::busy_poll, {}});
+      (void)mine.acquire();
+      waiting.store(true);
+      woken.store(mine.wait_for(30s));
+      mine.release();
+    });
+    ASSERT_TRUE(test::poll_until([&] { return waiting.load(); }));
+    // The spinner held the lock until its wait released it: it spins now.
+    ASSERT_EQ(c.acquire(), LockResult::acquired);
+    EXPECT_EQ(detail::sleeper_count(word()), 0u) << "a spinner counted itself a sleeper";
+    const std::uint64_t before = futex_wake_calls();
+    c.notify();
+    EXPECT_EQ(futex_wake_calls(), before) << "a notify for a spinner made a system call";
+    c.release();
+    spinner.join();
+    EXPECT_TRUE(woken.load());
+    EXPECT_EQ(word() & detail::kSleeperStrikeMask, 0u) << "round " << round;
+  }
+  EXPECT_EQ(word(), 0u);  // never repaired: still epoch 0
+}
+
+// Holding several threads, each at its own point, once.
+std::atomic<int> g_at[3];  // per slot: 0 not there yet, 1 held, 2 released
+thread_local int t_slot = -1;
+thread_local detail::FaultPoint t_point{};
+void hold_in_slot(detail::FaultPoint p) noexcept {
+  if (t_slot < 0 || p != t_point) return;
+  const int i = std::exchange(t_slot, -1);
+  g_at[i].store(1, std::memory_order_seq_cst);
+  while (g_at[i].load(std::memory_order_seq_cst) != 2) std::this_thread::yield();
+}
+void hold_me_at(int slot, detail::FaultPoint p) noexcept {
+  t_slot = slot;
+  t_point = p;
+}
+
+// A Barrier waiter of the next generation, counted and about to sleep
+// when the end of the previous generation repairs the count (its wake,
+// for a party held counted and not yet asleep, is the 4th for nobody): it
+// finds the wake word bumped, counts itself again and sleeps counted, so
+// the last arrival wakes it at once (format 1: asleep uncounted on gen
+// until its 10 ms owner-check slice, not woken by the arrival).
+TEST(SleeperKill, BarrierWaiterWipedByARepairCountsAgainBeforeItSleeps) {
+  SegmentGuard g(unique_name("bar"));
+  auto b = Barrier::create(g.name(), 2);
+  auto view = SegmentView::open(g.name());
+  auto word = [&] {
+    return reinterpret_cast<const detail::BarrierState*>(view.payload().data())->sleepers.load();
+  };
+  for (auto& a : g_at) a.store(0);
+  detail::set_fault_hook(&hold_in_slot);
+  struct Unhook {
+    ~Unhook() {
+      for (auto& a : g_at) a.store(2);
+      detail::set_fault_hook(nullptr);
+    }
+  } unhook;
+  // A generation ended while its first party X is held counted, not yet
+  // asleep: a wake for nobody, a strike. `end_held` holds the last
+  // arriver between its gen bump and its wake ([slot 1]).
+  auto first_party = [&](std::atomic<bool>& tripped) {
+    return std::thread([&] {
+      auto mine = Barrier::open(g.name());
+      hold_me_at(0, detail::FaultPoint::sleeper_counted);
+      tripped.store(!mine.wait_for(30s).broken);
+    });
+  };
+  for (std::uint32_t k = 1; k < kSleeperStrikes; ++k) {
+    g_at[0].store(0);
+    std::atomic<bool> tripped{false};
+    std::thread x = first_party(tripped);
+    ASSERT_TRUE(test::poll_until([&] { return g_at[0].load() == 1; }));
+    EXPECT_FALSE(b.wait_for(30s).broken);  // the last arrival: its wake finds nobody
+    g_at[0].store(2);
+    x.join();
+    EXPECT_TRUE(tripped.load());
+    ASSERT_EQ(word() & detail::kSleeperStrikeMask, k * detail::kSleeperStrikeOne);
+  }
+  ASSERT_EQ(detail::sleeper_count(word()), 0u);
+  // The 4th: X held counted, the last arriver A held after its gen bump,
+  // W arrives in the next generation and is held counted too.
+  for (auto& a : g_at) a.store(0);
+  std::atomic<bool> x_tripped{false}, a_tripped{false}, w_tripped{false}, w_done{false};
+  std::atomic<pid_t> w_tid{0};
+  std::thread x = first_party(x_tripped);
+  ASSERT_TRUE(test::poll_until([&] { return g_at[0].load() == 1; }));
+  std::thread a([&] {
+    auto mine = Barrier::open(g.name());
+    hold_me_at(1, detail::FaultPoint::generation_ended);
+    a_tripped.store(!mine.wait_for(30s).broken);
+  });
+  ASSERT_TRUE(test::poll_until([&] { return g_at[1].load() == 1; }));
+  std::thread w([&] {
+    w_tid.store(static_cast<pid_t>(::syscall(SYS_gettid)));
+    auto mine = Barrier::open(g.name());
+    hold_me_at(2, detail::FaultPoint::sleeper_counted);
+    w_tripped.store(!mine.wait_for(30s).broken);
+    w_done.store(true);
+  });
+  struct Join {
+    std::thread &x, &a, &w;
+    ~Join() {
+      for (auto& s : g_at) s.store(2);
+      x.join();
+      a.join();
+      w.join();
+    }
+  } join{x, a, w};
+  ASSERT_TRUE(test::poll_until([&] { return g_at[2].load() == 1; }));
+  EXPECT_EQ(detail::sleeper_count(word()), 2u);  // X and W
+  const std::uint32_t epoch = word() & detail::kSleeperEpochMask;
+  g_at[1].store(2);  // A wakes X's generation: nobody asleep, the 4th strike
+  ASSERT_TRUE(test::poll_until([&] { return a_tripped.load(); }));
+  EXPECT_EQ(word(), epoch + detail::kSleeperEpochOne);  // repaired: W's count is gone
+  g_at[0].store(2);
+  ASSERT_TRUE(test::poll_until([&] { return x_tripped.load(); }));
+  g_at[2].store(2);
+  // W counts itself again before it sleeps.
+  ASSERT_TRUE(test::poll_until([&] { return test::thread_sleeping(w_tid.load()); }));
+  EXPECT_EQ(detail::sleeper_count(word()), 1u) << "W sleeps uncounted";
+  const std::uint64_t before = futex_wake_calls();
+  EXPECT_FALSE(b.wait_for(30s).broken);  // the last arrival of W's generation
+  EXPECT_EQ(futex_wake_calls() - before, 1u) << "the last arrival did not wake W";
+  ASSERT_TRUE(test::poll_until([&] { return w_done.load(); }));
+  EXPECT_TRUE(w_tripped.load());
 }
 
 }  // namespace

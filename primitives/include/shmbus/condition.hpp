@@ -28,13 +28,14 @@
 // Memory ordering: the lock's: everything written under the lock before
 // notify()/release() is visible to a waiter once wait() has re-acquired it.
 //
-// No lost wake-ups: a waiter reads the condition's futex word and counts
-// itself a sleeper while still holding the lock; notify() (under the lock)
-// bumps the word, so a notify between the waiter's release and its sleep
-// makes the sleep return at once ([cond.seq]). notify(n) wakes at least
-// min(n, waiters) and, in a race with a waiter that is just going to
-// sleep, may wake one more: use the predicate forms. FUTEX_WAKE is issued
-// only when a sleeper is counted.
+// No lost wake-ups: a waiter reads the condition's futex word while still
+// holding the lock; notify() (under the lock) bumps the word, so a notify
+// between the waiter's release and its sleep makes the sleep return at
+// once ([cond.seq]). A waiter spins (adaptive, busy_poll) before counting
+// itself a sleeper. notify(n) wakes at least min(n, waiters) and, in a race
+// with waiters still spinning or just going to sleep, those too: use the
+// predicate forms. FUTEX_WAKE is issued only when a sleeper is counted; a
+// notify with nobody waiting is one atomic increment and one load.
 //
 // If re-acquiring the lock in wait() finds its owner dead, wait() returns
 // with the lock held in the owner-died state (see owner_died() on the lock

@@ -24,8 +24,10 @@ struct ProcessId {
   [[nodiscard]] static ProcessId unpack(std::uint64_t word) noexcept;
 };
 
-// The calling process. Cached, and refreshed in a child by fork() itself
-// (an atfork handler), so it costs no system call: fit for hot paths.
+// The calling process. Cached, so it costs no system call: fit for hot
+// paths. Refreshed in a child by fork() itself (an atfork handler), and in
+// a child of _Fork() or clone() by its first call (the cache is in a
+// wipe-on-fork page: detail/fork_wiped.hpp).
 [[nodiscard]] ProcessId this_process() noexcept;
 
 // The identity of a running process, or nullopt if it has exited (a zombie

@@ -20,8 +20,10 @@
 #include <thread>
 #include <vector>
 
+#include "shmbus/detail/fork_wiped.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/inspect.hpp"
+#include "shmbus/process_id.hpp"
 #include "shmbus/segment_info.hpp"
 #include "test_support.hpp"
 
@@ -718,6 +720,39 @@ TEST(QueueRecord, ForkedChildTakesItsOwnRecordOnAHandleItsParentUsed) {
   ASSERT_EQ(q.put(3), QueueResult::ok);
   ASSERT_EQ(q.try_get(v), QueueResult::ok);
   EXPECT_EQ(v, 3);
+}
+
+// The same for a child made by _Fork() (glibc 2.34), which runs no atfork
+// handler: the handle's record cache and this_process() are in
+// wipe-on-fork words, so the child still takes a record of its own, owned
+// by its own pid (the parent's recover_dead() finds it dead).
+TEST(QueueRecord, ChildOfUnderscoreForkTakesItsOwnRecordOnAHandleItsParentUsed) {
+  ASSERT_TRUE(shmbus::detail::fork_wiping_works()) << "MADV_WIPEONFORK refused here";
+  SegmentGuard g(unique_name("qr"));
+  auto q = shmbus::Queue<int>::create(g.name(), {.capacity = 8});
+  ASSERT_EQ(q.put(1), QueueResult::ok);
+  const pid_t parent_pid = shmbus::this_process().pid;
+  const pid_t child = ::_Fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // The child: no gtest assertions (they would report in the parent's
+    // output); a wrong identity exits with a code the parent reads.
+    if (shmbus::this_process().pid != ::getpid() || shmbus::this_process().pid == parent_pid)
+      ::_exit(3);
+    shmbus::detail::set_fault_hook(&die_after_write);
+    (void)q.put(2);
+    ::_exit(1);  // not reached
+  }
+  const auto st = shmbus::test::wait_child(child, 10s);
+  ASSERT_EQ(st.signal, SIGKILL) << "exit code " << st.code;
+  EXPECT_EQ(q.recover_dead(), 1u) << "the child used its parent's record";
+  const auto s = q.stats();
+  EXPECT_EQ(s.committed, 1u);
+  EXPECT_EQ(s.dropped, 1u);
+  int v = 0;
+  ASSERT_EQ(q.try_get(v), QueueResult::ok);
+  EXPECT_EQ(v, 1);
+  EXPECT_EQ(q.try_get(v), QueueResult::empty);
 }
 
 }  // namespace

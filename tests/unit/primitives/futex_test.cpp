@@ -100,5 +100,78 @@ TEST(SleeperWord, AStrikeFromAWordThatMovedIsSkipped) {
   EXPECT_EQ(sleepers.load(), 1u);
 }
 
+// One repair of `sleepers`, as a notifier that keeps finding a counted
+// sleeper that never wakes makes it: kSleeperStrikes wakes for nobody.
+void repair_once(std::atomic<std::uint32_t>& sleepers, std::atomic<std::uint32_t>& seq) {
+  const std::uint32_t dead = sleeper_enter(sleepers);
+  (void)dead;
+  for (std::uint32_t k = 1; k < kSleeperStrikes; ++k)
+    ASSERT_FALSE(sleepers_after_wake(sleepers, sleepers.load(), 0, &seq, seq));
+  ASSERT_TRUE(sleepers_after_wake(sleepers, sleepers.load(), 0, &seq, seq));
+}
+
+// [wait.epoch] A sleeper woken and preempted before its leave while the
+// word is repaired 4096 times (format 1's 12-bit epoch came round again
+// then) must not take a live sleeper's count away.
+TEST(SleeperWord, AStaleTicketCannotTakeALiveCountAway4096RepairsLater) {
+  std::atomic<std::uint32_t> sleepers{0};
+  std::atomic<std::uint32_t> seq{0};
+  const std::uint32_t stale = sleeper_enter(sleepers);
+  for (int k = 0; k < 4096; ++k) repair_once(sleepers, seq);
+  const std::uint32_t live = sleeper_enter(sleepers);
+  ASSERT_EQ(sleeper_count(sleepers.load()), 1u);
+  sleeper_leave(sleepers, stale);
+  EXPECT_EQ(sleeper_count(sleepers.load()), 1u) << "a stale leave took the live sleeper's count";
+  EXPECT_TRUE(sleeper_still_counted(sleepers, live));
+  sleeper_leave(sleepers, live);
+  EXPECT_EQ(sleeper_count(sleepers.load()), 0u);
+}
+
+// The epoch at its last value: the repair wraps it to 0 without a carry
+// into anything, and a ticket of the last epoch stays stale across it.
+TEST(SleeperWord, TheEpochWrapsToZeroAndATicketOfTheLastEpochStaysStale) {
+  std::atomic<std::uint32_t> sleepers{kSleeperEpochMask};  // last epoch, nobody counted
+  std::atomic<std::uint32_t> seq{0};
+  const std::uint32_t stale = sleeper_enter(sleepers);
+  EXPECT_EQ(stale, kSleeperEpochMask);
+  const std::uint32_t other = sleeper_enter(sleepers);
+  for (std::uint32_t k = 1; k < kSleeperStrikes; ++k)
+    EXPECT_FALSE(sleepers_after_wake(sleepers, sleepers.load(), 0, &seq, seq));
+  EXPECT_TRUE(sleepers_after_wake(sleepers, sleepers.load(), 0, &seq, seq));
+  EXPECT_EQ(sleepers.load(), 0u);  // epoch 0, no strikes, nobody counted
+  EXPECT_EQ(seq.load(), 1u);       // the repair's bump
+  const std::uint32_t live = sleeper_enter(sleepers);
+  sleeper_leave(sleepers, stale);
+  sleeper_leave(sleepers, other);
+  EXPECT_EQ(sleepers.load(), 1u);
+  EXPECT_TRUE(sleeper_still_counted(sleepers, live));
+  EXPECT_FALSE(sleeper_still_counted(sleepers, stale));
+  sleeper_leave(sleepers, live);
+  EXPECT_EQ(sleepers.load(), 0u);
+}
+
+// [wait.saturated] At 4095 sleepers the count stays put (no carry into the
+// strikes), nobody's leave takes it below that, and the repair after the
+// last sleeper went clears it.
+TEST(SleeperWord, ACountAtItsLimitSaturatesUntilTheRepair) {
+  std::atomic<std::uint32_t> sleepers{kSleeperCountMask - 1};
+  std::atomic<std::uint32_t> seq{0};
+  const std::uint32_t last = sleeper_enter(sleepers);  // the 4095th
+  EXPECT_EQ(sleepers.load(), kSleeperCountMask);
+  const std::uint32_t over = sleeper_enter(sleepers);  // not counted
+  EXPECT_EQ(sleepers.load(), kSleeperCountMask) << "the count carried into the strikes";
+  EXPECT_TRUE(sleeper_still_counted(sleepers, over));  // same epoch: it may sleep
+  sleeper_leave(sleepers, over);
+  sleeper_leave(sleepers, last);
+  EXPECT_EQ(sleepers.load(), kSleeperCountMask);  // saturated: every notify wakes
+  // A wake that reached someone is no strike; wakes for nobody are.
+  EXPECT_FALSE(sleepers_after_wake(sleepers, sleepers.load(), 1, &seq, seq));
+  EXPECT_EQ(sleepers.load(), kSleeperCountMask);
+  for (std::uint32_t k = 1; k < kSleeperStrikes; ++k)
+    EXPECT_FALSE(sleepers_after_wake(sleepers, sleepers.load(), 0, &seq, seq));
+  EXPECT_TRUE(sleepers_after_wake(sleepers, sleepers.load(), 0, &seq, seq));
+  EXPECT_EQ(sleepers.load(), kSleeperEpochOne);
+}
+
 }  // namespace
 }  // namespace shmbus::detail

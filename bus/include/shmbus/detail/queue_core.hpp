@@ -97,6 +97,7 @@
 
 #include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/fd_bridge.hpp"
+#include "shmbus/detail/fork_wiped.hpp"
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/detail/type_tag.hpp"
@@ -430,8 +431,10 @@ class QueueCore {
   // queue.cpp, t_thread_key) << 12 | record. Process-local, read and
   // written by any thread of this process with relaxed atomic_ref
   // accesses; a word that names a thread names its own record (one word,
-  // never torn). All ones (a key never given out) until a first call.
-  std::uint64_t rec_cache_ = ~std::uint64_t{0};
+  // never torn). 0 (no key is 0) until a first call, and in any forked
+  // child, _Fork() and clone() included: the word is wiped on fork
+  // (detail/fork_wiped.hpp), so a child never takes its parent's record.
+  ForkWipedWord rec_cache_;
   struct Held;                           // records this handle acquired in this process
   std::unique_ptr<Held> held_;           // (process-local; a forked child starts afresh)
   std::unique_ptr<FdBridge> fd_bridge_;  // fileno(); null until asked for

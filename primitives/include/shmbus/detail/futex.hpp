@@ -25,13 +25,26 @@
 // counted forever, and every later notify would make a futex_wake for
 // nobody. So the `sleepers` word is not a bare count but
 //
-//   bits 0..15   count     sleepers counted in this epoch
-//   bits 16..19  strikes   notifies in a row whose futex_wake woke nobody
-//   bits 20..31  epoch     bumped by every repair
+//   bits 0..11   count     sleepers counted in this epoch (saturates at 4095)
+//   bits 12..13  strikes   notifies in a row whose futex_wake woke nobody
+//   bits 14..31  epoch     bumped by every repair (wraps after 2^18)
 //
 // and a sleeper's increment returns a ticket (the word before it: its
 // epoch). Leaving is a CAS that takes one off the count only while the
-// epoch is still the ticket's. A notifier that counted sleepers but woke
+// epoch is still the ticket's. The epoch has 18 bits so that a ticket goes
+// stale for good: a sleeper woken and preempted before its leave would
+// take a live sleeper's count away only if exactly a multiple of 2^18
+// repairs (each at least kSleeperStrikes + 1 futex_wake calls, over a
+// million system calls) happened in between; with 12 bits (format 1) 4096
+// repairs were enough.
+//
+// The count saturates ([wait.saturated]): a sleeper that finds 4095
+// counted does not add itself (no carry into the strikes) and its ticket
+// says so; while saturated nobody's leave takes one off either, so the
+// count cannot reach 0 while an uncounted sleeper sleeps, and every notify
+// wakes (as for a dead sleeper). Once every sleeper is gone the wakes find
+// nobody, and after kSleeperStrikes of them the repair starts a new epoch
+// at 0: saturation costs at most that many wakes for nobody, like a death. A notifier that counted sleepers but woke
 // nobody adds a strike (a live sleeper between its increment and its
 // futex_wait, or one woken and not yet gone, also makes one; a wake that
 // reaches someone clears them). At kSleeperStrikes strikes it repairs:
@@ -136,21 +149,35 @@ inline void prefetch_for_write(const void* p) noexcept {
 }
 
 // --- the sleepers word ([wait.epoch]) -------------------------------------
-inline constexpr std::uint32_t kSleeperCountMask = 0xffffu;
-inline constexpr std::uint32_t kSleeperStrikeOne = 1u << 16;
-inline constexpr std::uint32_t kSleeperStrikeMask = 0xfu << 16;
-inline constexpr std::uint32_t kSleeperEpochOne = 1u << 20;
+// Segment format 2 (detail/segment.hpp): format 1 had a 16-bit count, 4
+// strike bits and a 12-bit epoch in the same word.
+inline constexpr std::uint32_t kSleeperCountMask = 0xfffu;  // also the saturated count
+inline constexpr std::uint32_t kSleeperStrikeOne = 1u << 12;
+inline constexpr std::uint32_t kSleeperStrikeMask = 0x3u << 12;
+inline constexpr std::uint32_t kSleeperEpochOne = 1u << 14;
 inline constexpr std::uint32_t kSleeperEpochMask = ~(kSleeperEpochOne - 1);
+// A repair at the kSleeperStrikes-th strike: strikes 0..3 fit the 2 bits.
 inline constexpr std::uint32_t kSleeperStrikes = 4;
+static_assert((kSleeperStrikes - 1) * kSleeperStrikeOne <= kSleeperStrikeMask);
+static_assert((kSleeperCountMask | kSleeperStrikeMask | kSleeperEpochMask) == ~0u);
 
 [[nodiscard]] inline std::uint32_t sleeper_count(std::uint32_t word) noexcept {
   return word & kSleeperCountMask;
 }
 
 // Counts the caller a sleeper; returns its ticket (for sleeper_leave()).
-// [wait.sleepers] seq_cst: pairs with the load in notify().
+// At the saturated count it adds nothing ([wait.saturated]) and its ticket
+// (count bits all ones) leaves nothing. Out of the fast path: only a
+// caller about to sleep counts itself.
+// [wait.sleepers] seq_cst: pairs with the load in notify(). (A saturated
+// count needs no RMW: a notifier that sees it wakes in any case.)
 [[nodiscard]] inline std::uint32_t sleeper_enter(std::atomic<std::uint32_t>& sleepers) noexcept {
-  return sleepers.fetch_add(1, std::memory_order_seq_cst);
+  std::uint32_t w = sleepers.load(std::memory_order_seq_cst);
+  while (sleeper_count(w) != kSleeperCountMask &&
+         !sleepers.compare_exchange_weak(w, w + 1, std::memory_order_seq_cst,
+                                         std::memory_order_seq_cst)) {
+  }
+  return w;
 }
 // [wait.epoch] after the futex word's read: false when a repair wiped the
 // count taken with `ticket` (count again before sleeping).
@@ -162,8 +189,10 @@ inline constexpr std::uint32_t kSleeperStrikes = 4;
 // Uncounts a sleeper counted with `ticket`, unless a repair already did.
 inline void sleeper_leave(std::atomic<std::uint32_t>& sleepers, std::uint32_t ticket) noexcept {
   // relaxed: a count only; the CAS keeps strikes and epoch as they are.
+  // [wait.saturated] a saturated count stays until the repair.
   std::uint32_t w = sleepers.load(std::memory_order_relaxed);
   while (((w ^ ticket) & kSleeperEpochMask) == 0 && sleeper_count(w) != 0 &&
+         sleeper_count(w) != kSleeperCountMask &&
          !sleepers.compare_exchange_weak(w, w - 1, std::memory_order_relaxed)) {
   }
 }

@@ -63,13 +63,19 @@ void validate_name(std::string_view name);
 namespace detail {
 
 inline constexpr std::uint64_t kMagic = 0x0153554248534D53ULL;  // "SMSHBUS\1"
-inline constexpr std::uint32_t kFormatVersion = 1;
+// Format 2: the [wait.epoch] sleepers word (detail/futex.hpp) that nearly
+// every kind holds (Event, Semaphore, Condition, Barrier, the queues, a
+// pipe's and a topic's channels, the pool) was re-cut from 16/4/12 bits to
+// 12/2/18, and a Barrier's waiters sleep on a word of their own. One
+// number for every kind: most kinds have no format word of their own, and
+// a build of format 1 mapping a format 2 segment would misread that word.
+inline constexpr std::uint32_t kFormatVersion = 2;
 inline constexpr std::size_t kHeaderSize = 4096;
 inline constexpr std::size_t kTypeNameSize = 64;
 
 enum class SegmentState : std::uint32_t { initialising = 0, ready = 1, closed = 2 };
 
-// Segment header, format v1. Offsets only: every process maps the segment
+// Segment header (the same in formats 1 and 2). Offsets only: every process maps the segment
 // at a different address.
 //
 //   0    magic, version, kind, type fingerprint, sizes   (set once before ready)
@@ -136,7 +142,18 @@ class Segment {
                       const SegmentOptions& options = {});
 
   // Removes the name; mappings stay valid. False if it did not exist.
+  // [segment.unlink] Every removal holds flock(LOCK_EX) on the file it
+  // removes and first checks that the name still names that file, so a
+  // removal never takes away a file created under the name after the
+  // remover looked (a file is only created where no name is: O_EXCL).
+  // The lock is held for a few system calls; a holder killed drops it.
   static bool unlink(std::string_view name);
+  // The same, only while the name still names the segment made by
+  // `creator` (ProcessId::pack()) at `created_unix_ns`: what a remover
+  // that judged a segment by its identity (dead listener, garbage,
+  // a closed connection's pipe) removes, and nothing created since.
+  static bool unlink_if_same(std::string_view name, std::uint64_t creator,
+                             std::uint64_t created_unix_ns);
 
   Segment() noexcept;
   Segment(Segment&&) noexcept;

@@ -139,8 +139,8 @@ struct SemaphoreState {
 };
 static_assert(sizeof(SemaphoreState) == 128);
 
-// Condition, format v1.
-//   0   seq        futex word, bumped by notify under the lock ([cond.seq])
+// Condition, format 2 (detail/segment.hpp).
+//   0   seq        futex word, bumped by every notify, under the lock ([cond.seq])
 //   4   sleepers   waiters between registering and waking up ([wait.epoch] word:
 //                  count, strikes, epoch; see futex.hpp)
 //   64  lock_kind  ObjectKind of the lock (lock or rlock)   (set once before ready)
@@ -156,13 +156,16 @@ struct ConditionState {
 };
 static_assert(offsetof(ConditionState, lock_kind) == 64);
 
-// Barrier, format v1.
+// Barrier, format 2 (detail/segment.hpp).
 //   0    guard     robust mutex over count, broken, outcome
-//   64   gen       futex word: generation, bumped when one ends ([barrier.gen])
+//   64   gen       generation, bumped when one ends ([barrier.gen])
 //   68   sleepers  waiters between registering and waking up ([wait.epoch] word)
 //   72   parties   set once before ready
 //   76   count     arrivals in this generation         (under guard)
 //   80   broken    1 until reset()                     (under guard; read lock-free)
+//   84   wake      futex word the waiters sleep on: bumped after a gen bump
+//                  when someone is counted, and by a [wait.epoch] repair
+//                  (format 1 slept on gen, which a repair must not bump)
 //   128  outcome   per generation % 64: 1 tripped, 2 broken (under guard, before gen bump)
 //   192  members   ProcessId::pack() of registered parties (CAS 0 <-> id)
 inline constexpr std::uint32_t kBarrierMembers = 64;
@@ -173,10 +176,12 @@ struct BarrierState {
   std::uint32_t parties;
   std::atomic<std::uint32_t> count;
   std::atomic<std::uint32_t> broken;
+  std::atomic<std::uint32_t> wake;
   alignas(64) std::atomic<std::uint8_t> outcome[64];
   alignas(64) std::atomic<std::uint64_t> members[kBarrierMembers];
 };
 static_assert(offsetof(BarrierState, gen) == 64);
+static_assert(offsetof(BarrierState, wake) == 84);
 static_assert(offsetof(BarrierState, outcome) == 128);
 static_assert(offsetof(BarrierState, members) == 192);
 
