@@ -76,7 +76,7 @@ using Hello = std::tuple<std::string, std::vector<HelloChannel>, std::vector<Hel
 // queue and entry s holds it (next_seq = s + 1).
 constexpr std::uint64_t kOutboxMagic = 0x3258424F42534253ULL;    // "SBSBOBX2"
 constexpr std::uint64_t kOutboxMagicV1 = 0x3158424F42534253ULL;  // "SBSBOBX1": no positions
-constexpr std::uint64_t kInboxMagic = 0x3158424E49534253ULL;   // "SBSINBX1"
+constexpr std::uint64_t kInboxMagic = 0x3158424E49534253ULL;     // "SBSINBX1"
 constexpr std::uint64_t kTaking = ~std::uint64_t{0};
 constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
 

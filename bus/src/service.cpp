@@ -264,7 +264,7 @@ std::uint64_t ServiceClientCore::sent(SendResult r) {
 std::optional<std::span<const std::byte>> ServiceClientCore::next(std::uint64_t id,
                                                                   const Clock::time_point* deadline,
                                                                   bool& last) {
-  release();  // the frame returned last (normally released after decoding)
+  release();                  // the frame returned last (normally released after decoding)
   int frames = 0, late = -1;  // late: frames read since the deadline was seen passed
   for (;;) {
     Pending* found = find(id);

@@ -486,10 +486,9 @@ bool Publisher::evict_dead() noexcept {
     // record) wins the word.
     if (!l.owner.compare_exchange_strong(o, kEvicting, std::memory_order_acq_rel)) return true;
     // [topic.join] seq_cst: not reliable before the mark goes.
-    const bool was_reliable =
-        l.policy.exchange(static_cast<std::uint32_t>(TopicPolicy::free),
-                          std::memory_order_seq_cst) ==
-        static_cast<std::uint32_t>(TopicPolicy::reliable);
+    const bool was_reliable = l.policy.exchange(static_cast<std::uint32_t>(TopicPolicy::free),
+                                                std::memory_order_seq_cst) ==
+                              static_cast<std::uint32_t>(TopicPolicy::reliable);
     unmark_reliable(*control_, i);
     if (was_reliable) {
       l.evicted.store(1, std::memory_order_relaxed);  // relaxed: for inspection

@@ -38,7 +38,7 @@ void on_signal(int sig, siginfo_t* info, void* context) {
   // members share the pointer), so they are tested before any call.
   const struct sigaction& prev = sig == SIGSEGV ? g_prev_segv : g_prev_bus;
   const bool real_fault = info != nullptr && info->si_code > 0;  // not sent by a process
-  if (prev.sa_handler == SIG_IGN && !real_fault) return;  // ignored, as it was
+  if (prev.sa_handler == SIG_IGN && !real_fault) return;         // ignored, as it was
   if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
     // As the kernel would run it: its sa_mask blocked, and `sig` too
     // unless SA_NODEFER (blocked already, for our handler). SA_RESETHAND

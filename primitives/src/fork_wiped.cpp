@@ -28,8 +28,8 @@ Pool& pool() {
 
 // Under pool().m: maps a chunk, marks it wipe-on-fork, hands out its words.
 void grow(Pool& p) {
-  void* a = ::mmap(nullptr, kChunkBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-                   0);
+  void* a =
+      ::mmap(nullptr, kChunkBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (a == MAP_FAILED) throw std::bad_alloc();
   if (::madvise(a, kChunkBytes, MADV_WIPEONFORK) != 0)
     p.wiping.store(false, std::memory_order_relaxed);

@@ -458,8 +458,7 @@ class Connection {
     }
     detail::SpillWriter w(std::span<std::byte>(at, at != nullptr ? room : 0));
     try {
-      if (!prefix.empty())
-        w.write(reinterpret_cast<const char*>(prefix.data()), prefix.size());
+      if (!prefix.empty()) w.write(reinterpret_cast<const char*>(prefix.data()), prefix.size());
       detail::encode_into(w, value);
     } catch (const msgpack::container_size_overflow&) {
       return SendResult::too_large;

@@ -368,9 +368,7 @@ class Publisher {
       wake_generation(w);  // else nobody sleeps: no system call, no write
   }
   void wake_generation(std::uint64_t w) noexcept;
-  void update_fast() noexcept {
-    fast_limit_ = !corrupted_ && !has_loan_ ? max_message_ + 1 : 0;
-  }
+  void update_fast() noexcept { fast_limit_ = !corrupted_ && !has_loan_ ? max_message_ + 1 : 0; }
   PublishResult copy_in(std::span<const std::byte> msg, const Clock::time_point* deadline,
                         bool try_only) noexcept;
   bool take_over() noexcept;
@@ -398,8 +396,8 @@ class Publisher {
   bool has_loan_ = false;
   bool corrupted_ = false;
   PublishResult last_error_ = PublishResult::ok;
-  std::uint64_t owner_word_ = 0;  // ProcessId::pack() we hold the role with
-  std::uint64_t fork_epoch_ = 0;  // forks seen at its last use here
+  std::uint64_t owner_word_ = 0;         // ProcessId::pack() we hold the role with
+  std::uint64_t fork_epoch_ = 0;         // forks seen at its last use here
   std::int64_t next_mark_check_ns_ = 0;  // free_stale_marks()'s liveness slice
 };
 

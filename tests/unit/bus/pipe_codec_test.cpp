@@ -145,7 +145,7 @@ TEST(PipeCodec, ValueWithoutRoomFailsOrTimesOutLikeAByteSend) {
   const std::vector<std::byte> filler(400);
   int fillers = 0;
   while (a.try_send_bytes(filler) == SendResult::ok) ++fillers;  // full
-  const std::vector<int> value(150, 100000);  // ~750 B encoded: one frame
+  const std::vector<int> value(150, 100000);                     // ~750 B encoded: one frame
   EXPECT_EQ(a.try_send(value), SendResult::full);
   EXPECT_EQ(a.send_for(value, 20ms), SendResult::timeout);
   std::vector<std::byte> got;

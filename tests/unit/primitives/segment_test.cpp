@@ -260,8 +260,8 @@ TEST(Segment, AnUnlinkHeldAfterItsCheckNeverRemovesAFileMadeUnderTheNameSince) {
   EXPECT_EQ(now.created_unix_ns, inspect_segment(g.name()).created_unix_ns);
   EXPECT_NE(now.created_unix_ns, old_info.created_unix_ns);
   // And an identity that is not the name's removes nothing.
-  EXPECT_FALSE(detail::Segment::unlink_if_same(g.name(), old_info.creator.pack(),
-                                               old_info.created_unix_ns));
+  EXPECT_FALSE(
+      detail::Segment::unlink_if_same(g.name(), old_info.creator.pack(), old_info.created_unix_ns));
   EXPECT_NO_THROW((void)inspect_segment(g.name()));
 }
 

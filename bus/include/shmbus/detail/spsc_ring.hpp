@@ -397,7 +397,6 @@ class RingProducer {
   }
 
  public:
-
  private:
   // try_send() and finish(): publishes the frame of `n` bytes at pos + pad
   // (whose payload is written), with the pad before it if any.

@@ -44,15 +44,13 @@
 // count cannot reach 0 while an uncounted sleeper sleeps, and every notify
 // wakes (as for a dead sleeper). Once every sleeper is gone the wakes find
 // nobody, and after kSleeperStrikes of them the repair starts a new epoch
-// at 0: saturation costs at most that many wakes for nobody, like a death. A notifier that counted sleepers but woke
-// nobody adds a strike (a live sleeper between its increment and its
-// futex_wait, or one woken and not yet gone, also makes one; a wake that
-// reaches someone clears them). At kSleeperStrikes strikes it repairs:
-// one CAS to {epoch + 1, no strikes, count 0}, then a bump of the futex
-// word and a wake of everyone. Every live sleeper wakes (or finds the word
-// changed), its decrement is a no-op, it re-checks its predicate and
-// counts itself again in the new epoch; the dead stay uncounted. A
-// sleeper re-reads the epoch after it reads the futex word: unchanged, the
+// at 0: saturation costs at most that many wakes for nobody, like a death. A notifier that counted
+// sleepers but woke nobody adds a strike (a live sleeper between its increment and its futex_wait,
+// or one woken and not yet gone, also makes one; a wake that reaches someone clears them). At
+// kSleeperStrikes strikes it repairs: one CAS to {epoch + 1, no strikes, count 0}, then a bump of
+// the futex word and a wake of everyone. Every live sleeper wakes (or finds the word changed), its
+// decrement is a no-op, it re-checks its predicate and counts itself again in the new epoch; the
+// dead stay uncounted. A sleeper re-reads the epoch after it reads the futex word: unchanged, the
 // repair's CAS follows that read in the total order, so the repair's bump
 // follows its futex word read and its futex_wait cannot sleep through the
 // repair; changed, its count was wiped by the CAS (which compared the whole
