@@ -927,6 +927,13 @@ template <bool Held>
   }
   // relaxed: released by the [queue.release] store below.
   rec.get_word.store(w0 | kActive, std::memory_order_relaxed);
+  // The claimed position, for the caller after a crash (get_held), before
+  // anything is copied or freed: a restarted caller then finds the slot
+  // still at it (given back: drop its copy) or released (keep its copy).
+  // relaxed: a dead process's stores are all in memory when its recoverer
+  // runs; the caller reads it only then.
+  if constexpr (Held)
+    std::atomic_ref<std::uint64_t>(*position).store(pos, std::memory_order_relaxed);
   fault_point(FaultPoint::get_claimed);
   std::uint64_t length_flags = 0;  // length | flags << 32, untrusted
   static_assert(offsetof(SlotHeader, flags) == offsetof(SlotHeader, length) + 4);
@@ -964,10 +971,6 @@ template <bool Held>
   } else {
     result = QueueResult::corrupted;  // a length beyond the slot
   }
-  // relaxed: before the [queue.release] store below, as `length`; read by
-  // the caller after a crash (get_held).
-  if constexpr (Held)
-    std::atomic_ref<std::uint64_t>(*position).store(pos, std::memory_order_relaxed);
   fault_point(FaultPoint::get_copied);
   // [queue.release] seq_cst (release + [wait.sleepers]).
   sl->word.store(slot_word(pos + capacity_, 0, SlotState::empty), std::memory_order_seq_cst);
@@ -1255,6 +1258,9 @@ QueueResult QueueCore::get_held(std::span<std::byte> out, std::size_t& length,
   record(r).hold.store(1, std::memory_order_relaxed);
   Probe probe;
   const QueueResult res = try_get_once<true>(out, length, r, probe, &position);
+  // relaxed: the get is over (its slot released or never claimed); a later
+  // plain get on this record must not read as held.
+  record(r).hold.store(0, std::memory_order_relaxed);
   if (res == QueueResult::empty && fd_bridge_ != nullptr) rearm_fileno();
   return res;
 }

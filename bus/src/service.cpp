@@ -211,7 +211,7 @@ ServiceClientCore::Pending* ServiceClientCore::find(std::uint64_t id) noexcept {
 
 void ServiceClientCore::forget(std::uint64_t id) noexcept { pending_.erase(id); }
 
-void ServiceClientCore::server_gone(RecvResult why, std::uint64_t id) {
+void ServiceClientCore::end_pending() noexcept {
   release();
   // [service.taken]: what the server took before it went (0: it did not say).
   const std::uint64_t taken =
@@ -223,6 +223,10 @@ void ServiceClientCore::server_gone(RecvResult why, std::uint64_t id) {
     p.server_gone = true;
     p.maybe_executed = taken == 0 || p.message < taken - 1;
   }
+}
+
+void ServiceClientCore::server_gone(RecvResult why, std::uint64_t id) {
+  end_pending();
   throw_gone(id, why == RecvResult::eof ? "closed" : "died");
 }
 
@@ -249,10 +253,13 @@ void ServiceClientCore::release() noexcept {
 
 std::uint64_t ServiceClientCore::sent(SendResult r) {
   const std::uint64_t id = next_id_;
-  if (r != SendResult::ok) {
-    release();
-    conn_.reset();
-    throw Error(Errc::peer_dead, name_, "request not sent: " + std::string(to_string(r)));
+  if (r == SendResult::too_large) {
+    throw Error(Errc::too_large, name_, "request larger than the pipe's max_message");
+  }
+  if (r != SendResult::ok) {  // the server closed or died: this request never left
+    end_pending();
+    throw ServerGone(name_, "request not sent (" + std::string(to_string(r)) + "): not executed",
+                     false);
   }
   ++next_id_;
   Pending p;

@@ -199,6 +199,37 @@ TEST(Service, ServerDeathEndsEveryPendingCallAtOnceAndARestartServes) {
   EXPECT_EQ(test::wait_child(again).code, 0);
 }
 
+TEST(Service, CallToAServerThatClosedIsServerGoneAndNotExecuted) {
+  SegmentGuard g(unique_name("svcc"));
+  test::SharedBlock<std::atomic<int>> close;
+  const pid_t server = test::fork_child([&] {
+    Lengths s(g.name());
+    const auto give_up = Clock::now() + 30s;
+    while (close->load() == 0) {  // accepts the clients below; takes no request
+      if (s.take_for(10ms) || Clock::now() > give_up) return 1;
+    }
+    return 0;
+  });  // its Service closes as it returns
+  ASSERT_TRUE(test::poll_until([&] {
+    try {
+      LengthsClient probe(g.name(), 50ms);
+      return true;
+    } catch (const Error&) {
+      return false;
+    }
+  }));
+  LengthsClient client(g.name(), 10s);
+  close->store(1);
+  EXPECT_EQ(test::wait_child(server).code, 0);
+  std::optional<bool> maybe;
+  try {
+    (void)client.call("never sent", 10s);
+  } catch (const ServerGone& e) {
+    maybe = e.maybe_executed();
+  }
+  EXPECT_EQ(maybe, false);
+}
+
 TEST(Service, DeadClientIsDropped) {
   SegmentGuard g(unique_name("svcd"));
   Lengths server(g.name());

@@ -240,8 +240,10 @@ class ServiceClientCore {
   Connection& connection();
   // After a request was sent: its id (pending from now), or Error.
   std::uint64_t sent(SendResult r);
-  // Ends every pending call (the server died or closed: `why`), then
-  // throws ServerGone for call `id`.
+  // Ends every pending call (the server died or closed), each told
+  // whether the server had taken it, and drops the connection.
+  void end_pending() noexcept;
+  // end_pending(), then throws ServerGone for call `id` (`why`: how it went).
   [[noreturn]] void server_gone(RecvResult why, std::uint64_t id);
   [[noreturn]] void throw_gone(std::uint64_t id, const char* how);
 
@@ -288,31 +290,15 @@ class ServiceRequest {
     return server_->respond(taken_, detail::FrameKind::failed, std::string(what));
   }
 
-  ServiceRequest(ServiceRequest&& o) noexcept
-      : server_(o.server_),
-        taken_(std::move(o.taken_)),
-        value_(std::move(o.value_)),
-        spare_(std::exchange(o.spare_, nullptr)) {}
-  // A copy gives nothing back (the original does).
-  ServiceRequest(const ServiceRequest& o)
-      : server_(o.server_), taken_(o.taken_), value_(o.value_), spare_(nullptr) {}
-  ServiceRequest& operator=(const ServiceRequest&) = default;
-  ServiceRequest& operator=(ServiceRequest&&) noexcept = default;
-  ~ServiceRequest() {
-    if (spare_ != nullptr) *spare_ = std::move(value_);  // its memory serves the next request
-  }
-
  private:
   friend class Service<Req, Resp>;
-  ServiceRequest(detail::ServiceServer* server, detail::ServiceServer::Taken taken, Req value,
-                 Req* spare)
-      : server_(server), taken_(std::move(taken)), value_(std::move(value)), spare_(spare) {
+  ServiceRequest(detail::ServiceServer* server, detail::ServiceServer::Taken taken, Req value)
+      : server_(server), taken_(std::move(taken)), value_(std::move(value)) {
     taken_.value = {};  // it viewed the server's frame, which the next take() reuses
   }
   detail::ServiceServer* server_;
   detail::ServiceServer::Taken taken_;
   Req value_;
-  Req* spare_;  // the Service's spare_, or nullptr
 };
 
 template <class Req, class Resp>
@@ -341,22 +327,13 @@ class Service {
       auto t = core_.take(deadline);
       if (!t) return std::nullopt;
       Req value{};
-      if constexpr (kRecycle) value = std::move(spare_);  // decoding replaces all of it
       const bool decoded = detail::decode_message(t->value, value);
       core_.release_request();
-      if (decoded)
-        return ServiceRequest<Req, Resp>(&core_, std::move(*t), std::move(value),
-                                         kRecycle ? &spare_ : nullptr);
+      if (decoded) return ServiceRequest<Req, Resp>(&core_, std::move(*t), std::move(value));
       core_.drop(*t);  // not a Req: a protocol error
     }
   }
-  // A string or byte vector request is decoded into the memory of the last
-  // one (given back when its ServiceRequest ends): no allocation per
-  // request. Other types are decoded into a fresh value (a struct's
-  // missing fields must read as defaults, not as the last request's).
-  static constexpr bool kRecycle = wire_format_v<Req> == WireFormat::bytes;
   detail::ServiceServer core_;
-  Req spare_{};
 };
 
 template <class Req, class Resp>
