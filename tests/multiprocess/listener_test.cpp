@@ -392,9 +392,19 @@ TEST(Listener, PipeNamesCarryTheClientsPidAndStartTime) {
   EXPECT_EQ(test::wait_child(kid).code, 0);
 }
 
+// Held between its check and its unlink (FaultPoint::unlink_checked) while
+// holding the flock of the backlog it judged dead.
+std::atomic<int> g_held{0};  // 0 not there yet, 1 held, 2 released
+thread_local bool t_hold_unlink = false;
+void hold_at_unlink(detail::FaultPoint p) noexcept {
+  if (p != detail::FaultPoint::unlink_checked || !t_hold_unlink) return;
+  t_hold_unlink = false;
+  g_held.store(1);
+  while (g_held.load() != 2) std::this_thread::yield();
+}
+
 // Two servers take over a dead listener's name at once; one is held after
-// it judged the old backlog dead, before it unlinks it
-// (FaultPoint::unlink_checked, holding the flock of that backlog). The other must not
+// it judged the old backlog dead, before it unlinks it. The other must not
 // slip a new backlog under the name in between (which the held one would
 // then remove, leaving a live listener without a name): it waits for the
 // lock on the old file, then finds the first one's live listener.
@@ -406,26 +416,26 @@ TEST(Listener, TwoServersTakingOverADeadNameNeverLeaveOneWithoutItsName) {
     return 0;
   });
   ASSERT_EQ(test::wait_child(owner).signal, SIGKILL);
-  test::hold_reset();
-  detail::set_fault_hook(&test::hold_hook);
+  g_held.store(0);
+  detail::set_fault_hook(&hold_at_unlink);
   std::optional<Listener> first, second;
   std::atomic<int> second_error{-1};  // Errc of its failure, 0: it succeeded
   std::atomic<pid_t> second_tid{0};
   std::thread a([&] {
-    test::hold_me_at(detail::FaultPoint::unlink_checked);
+    t_hold_unlink = true;
     first.emplace(g.name());
   });
   std::thread b;
   struct Join {
     std::thread &a, &b;
     ~Join() {
-      test::hold_release();
+      g_held.store(2);
       if (a.joinable()) a.join();
       if (b.joinable()) b.join();
       detail::set_fault_hook(nullptr);
     }
   } join{a, b};
-  ASSERT_TRUE(test::poll_until([&] { return test::hold_state() == 1; }));
+  ASSERT_TRUE(test::poll_until([&] { return g_held.load() == 1; }));
   b = std::thread([&] {
     second_tid.store(static_cast<pid_t>(::syscall(SYS_gettid)));
     try {
@@ -440,7 +450,7 @@ TEST(Listener, TwoServersTakingOverADeadNameNeverLeaveOneWithoutItsName) {
     return second_error.load() != -1 ||
            (second_tid.load() != 0 && test::thread_sleeping(second_tid.load()));
   }));
-  test::hold_release();
+  g_held.store(2);
   a.join();
   b.join();
   ASSERT_TRUE(first.has_value());

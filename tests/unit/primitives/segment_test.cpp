@@ -217,15 +217,24 @@ TEST(Segment, ListFindsOurSegments) {
 // unlink (holding the file's lock) cannot lose a race to a remove and
 // re-create of the name: the other remover waits for the lock, finds the
 // name gone, and the file made afresh under it is never taken away.
+std::atomic<int> g_held{0};  // 0 not there yet, 1 held, 2 released
+thread_local bool t_hold_unlink = false;
+void hold_at_unlink(detail::FaultPoint p) noexcept {
+  if (p != detail::FaultPoint::unlink_checked || !t_hold_unlink) return;
+  t_hold_unlink = false;
+  g_held.store(1);
+  while (g_held.load() != 2) std::this_thread::yield();
+}
+
 TEST(Segment, AnUnlinkHeldAfterItsCheckNeverRemovesAFileMadeUnderTheNameSince) {
   SegmentGuard g(unique_name("unl"));
   std::optional<SharedMemory> old_one = SharedMemory::create(g.name(), 64);
   const SegmentInfo old_info = inspect_segment(g.name());
-  test::hold_reset();
-  detail::set_fault_hook(&test::hold_hook);
+  g_held.store(0);
+  detail::set_fault_hook(&hold_at_unlink);
   std::atomic<bool> removed_old{false};
   std::thread remover([&] {
-    test::hold_me_at(detail::FaultPoint::unlink_checked);
+    t_hold_unlink = true;
     removed_old.store(detail::Segment::unlink_if_same(g.name(), old_info.creator.pack(),
                                                       old_info.created_unix_ns));
   });
@@ -236,13 +245,13 @@ TEST(Segment, AnUnlinkHeldAfterItsCheckNeverRemovesAFileMadeUnderTheNameSince) {
   struct Join {
     std::thread &r, &m;
     ~Join() {
-      test::hold_release();
+      g_held.store(2);
       if (r.joinable()) r.join();
       if (m.joinable()) m.join();
       detail::set_fault_hook(nullptr);
     }
   } join{remover, maker};
-  ASSERT_TRUE(test::poll_until([&] { return test::hold_state() == 1; }));
+  ASSERT_TRUE(test::poll_until([&] { return g_held.load() == 1; }));
   maker = std::thread([&] {
     tid.store(static_cast<pid_t>(::syscall(SYS_gettid)));
     (void)detail::Segment::unlink(g.name());  // waits for the remover's lock
@@ -251,7 +260,7 @@ TEST(Segment, AnUnlinkHeldAfterItsCheckNeverRemovesAFileMadeUnderTheNameSince) {
   });
   ASSERT_TRUE(test::poll_until(
       [&] { return made.load() || (tid.load() != 0 && test::thread_sleeping(tid.load())); }));
-  test::hold_release();
+  g_held.store(2);
   remover.join();
   maker.join();
   EXPECT_TRUE(removed_old.load());
