@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <thread>
@@ -14,7 +13,6 @@
 #include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/pipe.hpp"
-#include "shmbus/process_id.hpp"
 #include "shmbus/segment_info.hpp"
 
 namespace shmbus {
@@ -45,26 +43,6 @@ struct ListenerAccess {
 namespace {
 
 std::string pipe_prefix(std::string_view listener) { return std::string(listener) + ".conn-"; }
-
-// "<pid>-<start time, hex>-<n, hex>": unique on this host until reboot
-// (a pid reused by another process comes with another start time), so a
-// client never makes the name of another's pipe, live or being removed.
-// At most 7 + 1 + 11 + 1 + 13 characters: with the prefix and a listener
-// name of kMaxListenerName, within kMaxNameLength.
-std::string pipe_suffix() {
-  static std::atomic<std::uint64_t> counter{0};
-  const ProcessId me = this_process();
-  // relaxed: the counter only makes names unique within this process; 52
-  // bits (13 hex digits) would take a century at a connect per nanosecond.
-  const std::uint64_t n =
-      counter.fetch_add(1, std::memory_order_relaxed) & ((std::uint64_t{1} << 52) - 1);
-  char buf[64];
-  const int len = std::snprintf(buf, sizeof buf, "%d-%llx-%llx", static_cast<int>(me.pid),
-                                static_cast<unsigned long long>(me.start_time),
-                                static_cast<unsigned long long>(n));
-  return std::string(buf, static_cast<std::size_t>(len));
-}
-static_assert(kMaxListenerName + 6 + 7 + 1 + 11 + 1 + 13 <= kMaxNameLength);
 
 void check_listener_name(std::string_view name) {
   validate_name(name);
@@ -134,10 +112,7 @@ detail::QueueCore create_backlog(std::string_view name, const ListenerOptions& o
                       ", not a listener");
     }
     if (!listening(*info, false)) {
-      // Every listener of it died. Only that backlog goes: another server
-      // taking it over at the same time may have made a new one under the
-      // name since we looked ([segment.unlink]).
-      (void)detail::Segment::unlink_if_same(name, info->creator.pack(), info->created_unix_ns);
+      (void)detail::Segment::unlink(name);  // every listener of it died
       continue;
     }
     if (!options.shared) {
@@ -246,8 +221,11 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
   auto backlog =
       detail::QueueCore::open(name, ObjectKind::listener, detail::kConnectRequestTag, not_attached);
   // The pipe: unique per process and call, taken by this process.
+  static std::atomic<std::uint64_t> counter{0};
   detail::ConnectRequest req{};
-  const std::string pipe = pipe_prefix(name) + pipe_suffix();
+  // relaxed: the counter only makes names unique within this process.
+  const std::string pipe = pipe_prefix(name) + std::to_string(::getpid()) + "-" +
+                           std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
   std::memcpy(req.pipe, pipe.data(), pipe.size());
   PipeOptions o = options;
   o.duplex = true;

@@ -5,23 +5,17 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <poll.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
-#include <atomic>
 #include <csignal>
-#include <cstdio>
 #include <optional>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "shmbus/detail/fault.hpp"
 #include "shmbus/event.hpp"
 #include "shmbus/inspect.hpp"
-#include "shmbus/process_id.hpp"
 #include "shmbus/queue.hpp"
 #include "shmbus/segment_info.hpp"
 #include "shmbus/value.hpp"
@@ -365,108 +359,6 @@ TEST(Listener, BadNamesAreClearErrors) {
   EXPECT_EQ(test::code_of([&] { Listener l(std::string(kMaxListenerName + 1, 'x')); }),
             Errc::invalid_name);
   EXPECT_EQ(test::code_of([&] { Listener l(g.name()); }), Errc::wrong_kind);  // a queue
-}
-
-// A connection's pipe is named with the client's pid and start time
-// ("<pid>-<start, hex>-<n, hex>"): a later client with a dead client's pid
-// makes other names, so it never loses its pipe to the dead one's cleanup.
-TEST(Listener, PipeNamesCarryTheClientsPidAndStartTime) {
-  SegmentGuard g(unique_name("lstn"));
-  Listener listener(g.name());
-  Event looked;
-  const pid_t kid = test::fork_child([&] {
-    Connection c = Client(g.name(), 10s);
-    return looked.wait_for(10s) ? 0 : 1;  // held open until the server has looked
-  });
-  auto served = listener.accept_for(10s);
-  ASSERT_TRUE(served.has_value());
-  const auto conns = listener_connections(g.name());
-  looked.set();
-  ASSERT_EQ(conns.size(), 1u);
-  const std::optional<ProcessId> client = lookup_process(kid);
-  ASSERT_TRUE(client.has_value());
-  char expect[64];
-  std::snprintf(expect, sizeof expect, "%d-%llx-", static_cast<int>(kid),
-                static_cast<unsigned long long>(client->start_time));
-  EXPECT_TRUE(conns[0].pipe.starts_with(g.name() + ".conn-" + expect)) << conns[0].pipe;
-  EXPECT_EQ(test::wait_child(kid).code, 0);
-}
-
-// Held between its check and its unlink (FaultPoint::unlink_checked) while
-// holding the flock of the backlog it judged dead.
-std::atomic<int> g_held{0};  // 0 not there yet, 1 held, 2 released
-thread_local bool t_hold_unlink = false;
-void hold_at_unlink(detail::FaultPoint p) noexcept {
-  if (p != detail::FaultPoint::unlink_checked || !t_hold_unlink) return;
-  t_hold_unlink = false;
-  g_held.store(1);
-  while (g_held.load() != 2) std::this_thread::yield();
-}
-
-// Two servers take over a dead listener's name at once; one is held after
-// it judged the old backlog dead, before it unlinks it. The other must not
-// slip a new backlog under the name in between (which the held one would
-// then remove, leaving a live listener without a name): it waits for the
-// lock on the old file, then finds the first one's live listener.
-TEST(Listener, TwoServersTakingOverADeadNameNeverLeaveOneWithoutItsName) {
-  SegmentGuard g(unique_name("lsto"));
-  const pid_t owner = test::fork_child([&] {
-    Listener listener(g.name());
-    ::raise(SIGKILL);
-    return 0;
-  });
-  ASSERT_EQ(test::wait_child(owner).signal, SIGKILL);
-  g_held.store(0);
-  detail::set_fault_hook(&hold_at_unlink);
-  std::optional<Listener> first, second;
-  std::atomic<int> second_error{-1};  // Errc of its failure, 0: it succeeded
-  std::atomic<pid_t> second_tid{0};
-  std::thread a([&] {
-    t_hold_unlink = true;
-    first.emplace(g.name());
-  });
-  std::thread b;
-  struct Join {
-    std::thread &a, &b;
-    ~Join() {
-      g_held.store(2);
-      if (a.joinable()) a.join();
-      if (b.joinable()) b.join();
-      detail::set_fault_hook(nullptr);
-    }
-  } join{a, b};
-  ASSERT_TRUE(test::poll_until([&] { return g_held.load() == 1; }));
-  b = std::thread([&] {
-    second_tid.store(static_cast<pid_t>(::syscall(SYS_gettid)));
-    try {
-      second.emplace(g.name());
-      second_error.store(0);
-    } catch (const Error& e) {
-      second_error.store(static_cast<int>(e.code()));
-    }
-  });
-  // The second waits for the lock the first holds (or, without it, is done).
-  ASSERT_TRUE(test::poll_until([&] {
-    return second_error.load() != -1 ||
-           (second_tid.load() != 0 && test::thread_sleeping(second_tid.load()));
-  }));
-  g_held.store(2);
-  a.join();
-  b.join();
-  ASSERT_TRUE(first.has_value());
-  EXPECT_EQ(second_error.load(), static_cast<int>(Errc::already_exists))
-      << "the second server took the name while the first was taking it over";
-  // The name is the first's: a client reaches it.
-  const pid_t kid = test::fork_child([&] {
-    Connection c = Client(g.name(), 10s);
-    return c.send(7) == SendResult::ok ? 0 : 1;
-  });
-  auto c = first->accept_for(10s);
-  ASSERT_TRUE(c.has_value());
-  int v = 0;
-  EXPECT_EQ(c->recv_for(v, 10s), RecvResult::ok);
-  EXPECT_EQ(v, 7);
-  EXPECT_EQ(test::wait_child(kid).code, 0);
 }
 
 }  // namespace
