@@ -121,6 +121,18 @@ TEST(Service, SeveralResponsesErrorsAndCancellation) {
   EXPECT_EQ(test::wait_child(kid).code, 0);
 }
 
+// Whether a server of `name` accepts a client within the poll's deadline.
+bool server_accepts(const std::string& name) {
+  return test::poll_until([&] {
+    try {
+      LengthsClient probe(name, 50ms);
+      return true;
+    } catch (const Error&) {
+      return false;
+    }
+  });
+}
+
 // Whether a call ended with ServerGone, and if so what it says.
 template <class Call>
 std::optional<bool> maybe_executed_at_death(Call& call) {
@@ -148,14 +160,7 @@ TEST(Service, ServerDeathEndsEveryPendingCallAtOnceAndARestartServes) {
     });
   };
   pid_t server = dying_server();
-  ASSERT_TRUE(test::poll_until([&] {
-    try {
-      LengthsClient probe(g.name(), 50ms);
-      return true;
-    } catch (const Error&) {
-      return false;
-    }
-  }));
+  ASSERT_TRUE(server_accepts(g.name()));
   LengthsClient client(g.name(), 10s);
   std::vector<PendingCall<std::string, std::size_t>> calls;
   for (int i = 0; i < 3; ++i) calls.push_back(client.call_async("abc"));
@@ -210,14 +215,7 @@ TEST(Service, CallToAServerThatClosedIsServerGoneAndNotExecuted) {
     }
     return 0;
   });  // its Service closes as it returns
-  ASSERT_TRUE(test::poll_until([&] {
-    try {
-      LengthsClient probe(g.name(), 50ms);
-      return true;
-    } catch (const Error&) {
-      return false;
-    }
-  }));
+  ASSERT_TRUE(server_accepts(g.name()));
   LengthsClient client(g.name(), 10s);
   close->store(1);
   EXPECT_EQ(test::wait_child(server).code, 0);
