@@ -10,8 +10,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
+#include <cstdlib>
+#include <mutex>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -35,6 +39,65 @@ struct SetupFailure {
 constexpr int kStagePin = 1;
 constexpr int kStageExec = 2;
 constexpr int kSetupFailedExit = 127;
+
+// What a spawn()ed child reads its name and parent from.
+constexpr std::string_view kNameVar = "SHMBUS_PROCESS_NAME";
+constexpr std::string_view kParentVar = "SHMBUS_PARENT_PROCESS";  // "<pid>:<name>"
+
+// This process's identity. A spawn()ed child takes it from its environment,
+// only if the variables name its parent (a grandchild that inherited them
+// through a shell is not the process they were meant for).
+struct Identity {
+  std::string name = "MainProcess";
+  std::optional<ProcessIdentity> parent;
+};
+
+Identity from_environment() {
+  Identity id;
+  const char* name = std::getenv(kNameVar.data());
+  const char* parent = std::getenv(kParentVar.data());
+  if (name == nullptr || parent == nullptr || *name == '\0') return id;
+  const std::string_view p(parent);
+  pid_t pid = 0;
+  const auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), pid);
+  if (ec != std::errc{} || end == p.data() + p.size() || *end != ':' || pid != ::getppid()) {
+    return id;
+  }
+  id.name = name;
+  id.parent = ProcessIdentity{std::string(end + 1, p.data() + p.size()), pid};
+  return id;
+}
+
+Identity& identity() {
+  static Identity id = from_environment();
+  return id;
+}
+
+// The started Process objects of this process, for active_children(). The
+// mutex is held across fork() (as a pthread_atfork prepare handler would),
+// so the child finds the list whole, unlocks it and empties it: a child has
+// no children.
+struct Children {
+  std::mutex lock;
+  std::vector<Process*> list;
+};
+
+Children& children() {
+  static Children c;
+  return c;
+}
+
+void forget_child(Process* p) {
+  auto& c = children();
+  std::scoped_lock guard(c.lock);
+  std::erase(c.list, p);
+}
+
+void replace_child(Process* from, Process* to) {
+  auto& c = children();
+  std::scoped_lock guard(c.lock);
+  std::replace(c.list.begin(), c.list.end(), from, to);
+}
 
 int pidfd_open(pid_t pid) {
 #ifdef SYS_pidfd_open
@@ -101,7 +164,9 @@ Process::Process(Process&& other) noexcept
       pidfd_(std::exchange(other.pidfd_, -1)),
       started_(std::exchange(other.started_, false)),
       closed_(std::exchange(other.closed_, false)),
-      exitcode_(std::exchange(other.exitcode_, std::nullopt)) {}
+      exitcode_(std::exchange(other.exitcode_, std::nullopt)) {
+  if (started_) replace_child(&other, this);
+}
 
 Process& Process::operator=(Process&& other) noexcept {
   if (this != &other) {
@@ -116,6 +181,7 @@ Process& Process::operator=(Process&& other) noexcept {
     started_ = std::exchange(other.started_, false);
     closed_ = std::exchange(other.closed_, false);
     exitcode_ = std::exchange(other.exitcode_, std::nullopt);
+    if (started_) replace_child(&other, this);
   }
   return *this;
 }
@@ -123,6 +189,7 @@ Process& Process::operator=(Process&& other) noexcept {
 Process::~Process() { release(); }
 
 void Process::release() noexcept {
+  if (started_) forget_child(this);
   if (started_ && !exitcode_) {
     try {
       if (daemon_) send(SIGKILL);
@@ -179,6 +246,25 @@ void Process::start() {
   std::vector<char*> argv;
   for (auto& a : argv_) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // A spawn()ed child's environment: the caller's, plus its name and parent.
+  Identity& self = identity();
+  std::vector<std::string> env_added;
+  std::vector<char*> envp;
+  if (!target_) {
+    env_added.push_back(std::string(kNameVar) + "=" + name_);
+    env_added.push_back(std::string(kParentVar) + "=" + std::to_string(::getpid()) + ":" +
+                        self.name);
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string_view var(*e);
+      const bool ours = var.starts_with(std::string(kNameVar) + "=") ||
+                        var.starts_with(std::string(kParentVar) + "=");
+      if (!ours) envp.push_back(*e);
+    }
+    for (auto& e : env_added) envp.push_back(e.data());
+    envp.push_back(nullptr);
+  }
+  auto& kids = children();
+  kids.list.reserve(kids.list.size() + 1);  // the push_back below cannot throw
 
   int report[2];
   if (::pipe2(report, O_CLOEXEC) != 0) {
@@ -186,7 +272,9 @@ void Process::start() {
   }
   const pid_t parent = ::getpid();
   std::fflush(nullptr);
+  std::unique_lock kids_guard(kids.lock);
   const pid_t pid = ::fork();
+  kids_guard.unlock();
   if (pid < 0) {
     const int err = errno;
     ::close(report[0]);
@@ -207,12 +295,15 @@ void Process::start() {
       ::_exit(kSetupFailedExit);
     }
     if (!target_) {
-      ::execvp(argv[0], argv.data());
+      ::execvpe(argv[0], argv.data(), envp.data());
       SetupFailure f{kStageExec, errno};
       write_all(report[1], &f, sizeof f);
       ::_exit(kSetupFailedExit);
     }
     ::close(report[1]);  // setup done: the parent's read() sees EOF
+    kids.list.clear();
+    self.parent = ProcessIdentity{self.name, parent};
+    self.name = name_;
     int code = 1;
     try {
       code = target_() & 0xff;
@@ -233,6 +324,10 @@ void Process::start() {
   ::close(report[1]);
   pid_ = pid;
   started_ = true;
+  {
+    std::scoped_lock guard(kids.lock);
+    kids.list.push_back(this);
+  }
   // The child cannot be reaped before we wait for it, so its pid cannot be
   // reused yet: pidfd_open() on it is race-free. ENOSYS (kernel < 5.3):
   // no sentinel, join_for() polls instead.
@@ -340,6 +435,24 @@ void Process::close() {
   if (pidfd_ >= 0) ::close(pidfd_);
   pidfd_ = -1;
   closed_ = true;
+}
+
+ProcessIdentity current_process() { return {identity().name, ::getpid()}; }
+
+std::optional<ProcessIdentity> parent_process() { return identity().parent; }
+
+std::vector<Process*> active_children() {
+  std::vector<Process*> started;
+  {
+    auto& c = children();
+    std::scoped_lock guard(c.lock);
+    started = c.list;
+  }
+  std::vector<Process*> alive;
+  for (Process* p : started) {
+    if (p->is_alive()) alive.push_back(p);
+  }
+  return alive;
 }
 
 }  // namespace shmbus

@@ -232,6 +232,92 @@ TEST(Process, SpawnRunsAnExecutable) {
   EXPECT_EQ(q.exitcode(), -SIGTERM);
 }
 
+TEST(ProcessIdentity, TheMainProcessThenEachChildNamesItselfAndItsParent) {
+  EXPECT_EQ(current_process().name, "MainProcess");
+  EXPECT_EQ(current_process().pid, ::getpid());
+  EXPECT_FALSE(parent_process().has_value());
+  const pid_t main_pid = ::getpid();
+  Process child(
+      [main_pid] {
+        const auto self = current_process();
+        const auto parent = parent_process();
+        if (self.name != "worker" || self.pid != ::getpid()) return 1;
+        if (!parent || parent->name != "MainProcess" || parent->pid != main_pid) return 2;
+        Process grandchild([worker_pid = self.pid] {
+          const auto up = parent_process();
+          if (current_process().name != "Process-grand") return 3;
+          return up && up->name == "worker" && up->pid == worker_pid ? 0 : 4;
+        }, {.name = "Process-grand"});
+        grandchild.start();
+        grandchild.join();
+        return *grandchild.exitcode();
+      },
+      {.name = "worker"});
+  child.start();
+  ASSERT_TRUE(child.join_for(30s));
+  EXPECT_EQ(child.exitcode(), 0);
+  EXPECT_EQ(current_process().name, "MainProcess");  // the parent's own name is unchanged
+}
+
+TEST(ProcessIdentity, ASpawnedExecutableLearnsItsNameAndParent) {
+  const std::string helper = std::string(SHMBUS_BINARY_DIR) + "/helpers/shmbus_helper_identity_peer";
+  auto p = Process::spawn(helper, {"namer", "MainProcess"}, {.name = "namer"});
+  p.start();
+  ASSERT_TRUE(p.join_for(30s));
+  EXPECT_EQ(p.exitcode(), 0);
+  // Variables left in the environment by a caller are replaced, not doubled.
+  ASSERT_EQ(::setenv("SHMBUS_PROCESS_NAME", "stale", 1), 0);
+  auto q = Process::spawn(helper, {"fresh", "MainProcess"}, {.name = "fresh"});
+  q.start();
+  ASSERT_TRUE(q.join_for(30s));
+  EXPECT_EQ(q.exitcode(), 0);
+  ASSERT_EQ(::unsetenv("SHMBUS_PROCESS_NAME"), 0);
+}
+
+TEST(ProcessIdentity, AGrandchildThatInheritedTheVariablesThroughAShellIgnoresThem) {
+  // sh forks the helper (the `; exit` keeps sh from exec'ing it), so the
+  // helper's parent is sh, not the process the variables name.
+  const std::string helper = std::string(SHMBUS_BINARY_DIR) + "/helpers/shmbus_helper_identity_peer";
+  auto p = Process::spawn("/bin/sh", {"-c", helper + " MainProcess x; exit $?"}, {.name = "shell"});
+  p.start();
+  ASSERT_TRUE(p.join_for(30s));
+  EXPECT_EQ(p.exitcode(), 3);  // named MainProcess (else 1), and no parent
+}
+
+TEST(ProcessIdentity, ActiveChildrenListsRunningOnesAndReapsEndedOnes) {
+  EXPECT_TRUE(active_children().empty());
+  Pipe hold;  // the long child runs until this pipe's write end closes
+  Process quick([] { return 5; }, {.name = "quick"});
+  Process longer(
+      [&hold] {
+        ::close(hold.wr);
+        return hold.wait_byte() == 0 ? 0 : 1;
+      },
+      {.name = "longer"});
+  quick.start();
+  longer.start();
+  // The quick child ends on its own; active_children() reaps it.
+  ASSERT_TRUE(test::poll_until([&] { return active_children().size() == 1; }, 30s));
+  EXPECT_EQ(active_children().front(), &longer);
+  EXPECT_EQ(quick.exitcode(), 5);
+  // A moved Process is listed at its new address.
+  Process moved(std::move(longer));
+  EXPECT_EQ(active_children(), std::vector<Process*>{&moved});
+  ::close(hold.wr);
+  hold.wr = -1;
+  moved.join();
+  EXPECT_EQ(moved.exitcode(), 0);
+  EXPECT_TRUE(active_children().empty());
+  // A child's own list starts empty, and a destroyed Process leaves the list.
+  {
+    Process parent_of_none([] { return active_children().empty() ? 0 : 1; });
+    parent_of_none.start();
+    parent_of_none.join();
+    EXPECT_EQ(parent_of_none.exitcode(), 0);
+  }
+  EXPECT_TRUE(active_children().empty());
+}
+
 TEST(Process, SpawnOfAMissingFileThrowsNotFound) {
   auto p = Process::spawn("/nonexistent/shmbus-no-such-program");
   EXPECT_EQ(code_of([&] { p.start(); }), Errc::not_found);

@@ -37,6 +37,16 @@
 // reaped; a non-daemon child still running is joined (Python joins
 // non-daemonic children at exit). Call terminate()/kill() first if it may
 // never finish.
+//
+// As Python's module functions:
+//
+//   std::string me = shmbus::current_process().name;  // "MainProcess", or the Process's name
+//   auto parent = shmbus::parent_process();           // nullopt, or {name, pid} of our starter
+//   for (shmbus::Process* p : shmbus::active_children()) p->terminate();
+//
+// A spawn()ed executable learns its name and parent from two environment
+// variables set at exec (SHMBUS_PROCESS_NAME, SHMBUS_PARENT_PROCESS), so
+// current_process() and parent_process() answer there too.
 #pragma once
 
 #include <sys/types.h>
@@ -58,6 +68,12 @@ struct ProcessOptions {
   std::string name{};   // default "Process-<n>", n counting per parent process
   bool daemon = false;  // killed (SIGKILL) when the parent dies
   CpuList cpus{};       // empty: inherit the parent thread's affinity
+};
+
+// What current_process() and parent_process() tell about a process.
+struct ProcessIdentity {
+  std::string name;
+  pid_t pid = 0;
 };
 
 class Process {
@@ -146,5 +162,21 @@ class Process {
   bool closed_ = false;
   std::optional<int> exitcode_;
 };
+
+// The calling process: its pid, and its name: "MainProcess", or the name of
+// the Process that started it (in a forked child and in a spawn()ed one).
+[[nodiscard]] ProcessIdentity current_process();
+
+// The process whose Process object started this one (its name and pid as
+// they were at start()), or nullopt in a process not started by a Process,
+// as Python's parent_process() returns None in the main process.
+[[nodiscard]] std::optional<ProcessIdentity> parent_process();
+
+// The Process objects of this process that were started and whose child
+// has not ended, after reaping those that ended (as Python's
+// active_children() joins finished children). The pointers stay valid
+// while those objects live. Call it from the thread that uses those
+// Process objects (a Process is used by one thread at a time).
+[[nodiscard]] std::vector<Process*> active_children();
 
 }  // namespace shmbus
