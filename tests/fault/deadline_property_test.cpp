@@ -184,6 +184,62 @@ std::vector<TimedCall> timed_calls() {
   calls.push_back({"Barrier.wait_for",
                    [](const std::string& n) { return hold(Barrier::create(n, 2)); },
                    [](const std::string& n) { (void)Barrier::open(n).wait_for(kTimeout); }});
+  // Wave 2: topics, listeners, services and the mixed wait.
+  const TopicOptions to{.slots = 8, .max_message = 64};
+  calls.push_back({"Topic.recv_for",
+                   [to](const std::string& n) { return hold(Topic::create(n, to)); },
+                   [](const std::string& n) {
+                     auto sub = Topic::open(n).subscribe({.policy = SubscriberPolicy::lossy});
+                     std::array<std::byte, 64> buf{};
+                     std::size_t len = 0;
+                     (void)sub.recv_for(buf, len, kTimeout);
+                   }});
+  calls.push_back({"Topic.publish_for(reliable full)",
+                   [to](const std::string& n) {
+                     // A reliable subscriber that never reads holds the ring full.
+                     struct Held {
+                       Topic topic;
+                       Subscriber slow;
+                     };
+                     auto held = std::make_shared<Held>(Held{Topic::create(n, to), {}});
+                     held->slow = held->topic.subscribe({.policy = SubscriberPolicy::reliable});
+                     auto pub = held->topic.publisher();
+                     std::array<std::byte, 8> m{};
+                     while (pub.publish_for(m, 0ms) == PublishResult::ok) {
+                     }
+                     return std::shared_ptr<void>(held);
+                   },
+                   [](const std::string& n) {
+                     auto pub = Topic::open(n).publisher();
+                     std::array<std::byte, 8> m{};
+                     (void)pub.publish_for(m, kTimeout);
+                   }});
+  calls.push_back({"Listener.accept_for",
+                   [](const std::string& n) { return hold(Listener(n)); },
+                   [](const std::string& n) {
+                     (void)Listener(n, {.shared = true}).accept_for(kTimeout);
+                   }});
+  calls.push_back({"Client(timeout)",
+                   [](const std::string& n) { return hold(Listener(n)); },  // never accepts
+                   [](const std::string& n) {
+                     try {
+                       (void)Client(n, kTimeout);
+                     } catch (const Error& e) {
+                       if (e.code() != Errc::timed_out) throw;  // timed out: returned in time
+                     }
+                   }});
+  calls.push_back({"Service.take_for",
+                   [](const std::string& n) { return hold(Service<int, int>(n)); },
+                   [](const std::string& n) {
+                     (void)Service<int, int>(n, {.listener = {.shared = true}}).take_for(kTimeout);
+                   }});
+  calls.push_back({"wait(queue, event)",
+                   [](const std::string& n) { return hold(Queue<int>::create(n, {.capacity = 4})); },
+                   [](const std::string& n) {
+                     auto q = Queue<int>::open(n);
+                     Event never;  // anonymous: only the queue's memory is hostile
+                     (void)wait({Waitable(q), Waitable(never)}, kTimeout);
+                   }});
   return calls;
 }
 
@@ -269,6 +325,10 @@ TEST_P(DeadlineProperty, TimedCallReturnsByItsDeadlineWhateverMemoryHolds) {
     const std::uint64_t seed = (std::uint64_t{GetParam()} << 32) | static_cast<unsigned>(t);
     SegmentGuard g(unique_name("dlprop"));
     g.add(g.name() + ".lock");  // a Condition's lock
+    struct DependentNames {  // a client's pipes, "<listener>.conn-<pid>-<n>"
+      std::string prefix;
+      ~DependentNames() { test::remove_names_with_prefix(prefix); }
+    } dependents{g.name() + "."};
     std::shared_ptr<void> object = call.make(g.name());
     Scribbler hostile(g.name(), seed);
     ASSERT_NE(hostile.base, nullptr);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <csignal>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -151,6 +153,15 @@ bool process_sleeping(pid_t pid) {
 }
 
 std::string shm_path(std::string_view name) { return "/dev/shm/" + detail::os_name(name); }
+
+void remove_names_with_prefix(std::string_view prefix) {
+  const std::string os_prefix = detail::os_name(prefix);
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm", ec)) {
+    const std::string file = entry.path().filename().string();
+    if (file.starts_with(os_prefix)) ::shm_unlink(file.c_str());
+  }
+}
 
 }  // namespace shmbus::test
 

@@ -83,6 +83,9 @@ bool process_sleeping(pid_t pid);
 
 // Path to /dev/shm/shmbus.<name>.
 std::string shm_path(std::string_view name);
+// Unlinks every segment whose name starts with `prefix` (objects a test's
+// object made under names the test cannot know, e.g. a client's pipes).
+void remove_names_with_prefix(std::string_view prefix);
 
 // One T in anonymous shared memory that forked children share (counters a
 // child reports through, progress a test polls).
