@@ -429,15 +429,7 @@ TEST(Listener, TwoServersTakingOverADeadNameNeverLeaveOneWithoutItsName) {
   } first, second;
   std::thread a([&] { first.run(g.name(), true); });
   std::thread b;
-  struct Join {
-    std::thread &a, &b;
-    ~Join() {
-      test::hold_release();
-      if (a.joinable()) a.join();
-      if (b.joinable()) b.join();
-      detail::set_fault_hook(nullptr);
-    }
-  } join{a, b};
+  test::HoldJoin join{a, b};
   ASSERT_TRUE(test::poll_until([&] { return test::hold_state() == 1; }));
   b = std::thread([&] { second.run(g.name(), false); });
   // The second waits for the lock the first holds (or, without it, is done).

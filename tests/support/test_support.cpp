@@ -214,5 +214,11 @@ void hold_hook(detail::FaultPoint p) noexcept {
 int hold_state() noexcept { return g_hold.load(); }
 void hold_release() noexcept { g_hold.store(2); }
 void hold_reset() noexcept { g_hold.store(0); }
+HoldJoin::~HoldJoin() {
+  hold_release();
+  if (a.joinable()) a.join();
+  if (b.joinable()) b.join();
+  detail::set_fault_hook(nullptr);
+}
 
 }  // namespace shmbus::test

@@ -12,6 +12,7 @@
 #include <new>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "shmbus/detail/fault.hpp"
@@ -89,6 +90,14 @@ void hold_hook(detail::FaultPoint p) noexcept;
 int hold_state() noexcept;
 void hold_release() noexcept;
 void hold_reset() noexcept;
+// Ends a hold test whatever its outcome (a failed ASSERT too): releases
+// the hold, joins both threads (either may not have started) and removes
+// the fault hook. Declare it after the threads.
+struct HoldJoin {
+  std::thread& a;
+  std::thread& b;
+  ~HoldJoin();
+};
 // The same for process `pid`'s main thread (/proc/<pid>/stat).
 bool process_sleeping(pid_t pid);
 

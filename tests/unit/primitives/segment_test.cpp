@@ -233,15 +233,7 @@ TEST(Segment, AnUnlinkHeldAfterItsCheckNeverRemovesAFileMadeUnderTheNameSince) {
   std::atomic<bool> made{false};
   std::optional<SharedMemory> new_one;
   std::thread maker;
-  struct Join {
-    std::thread &r, &m;
-    ~Join() {
-      test::hold_release();
-      if (r.joinable()) r.join();
-      if (m.joinable()) m.join();
-      detail::set_fault_hook(nullptr);
-    }
-  } join{remover, maker};
+  test::HoldJoin join{remover, maker};
   ASSERT_TRUE(test::poll_until([&] { return test::hold_state() == 1; }));
   maker = std::thread([&] {
     tid.store(static_cast<pid_t>(::syscall(SYS_gettid)));
