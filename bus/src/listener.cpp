@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <thread>
@@ -13,6 +14,7 @@
 #include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/pipe.hpp"
+#include "shmbus/process_id.hpp"
 #include "shmbus/segment_info.hpp"
 
 namespace shmbus {
@@ -43,6 +45,26 @@ struct ListenerAccess {
 namespace {
 
 std::string pipe_prefix(std::string_view listener) { return std::string(listener) + ".conn-"; }
+
+// "<pid>-<start time, hex>-<n, hex>": unique on this host until reboot
+// (a pid reused by another process comes with another start time), so a
+// client never makes the name of another's pipe, live or being removed.
+// At most 7 + 1 + 11 + 1 + 13 characters: with the prefix and a listener
+// name of kMaxListenerName, within kMaxNameLength.
+std::string pipe_suffix() {
+  static std::atomic<std::uint64_t> counter{0};
+  const ProcessId me = this_process();
+  // relaxed: the counter only makes names unique within this process; 52
+  // bits (13 hex digits) would take a century at a connect per nanosecond.
+  const std::uint64_t n =
+      counter.fetch_add(1, std::memory_order_relaxed) & ((std::uint64_t{1} << 52) - 1);
+  char buf[64];
+  const int len = std::snprintf(buf, sizeof buf, "%d-%llx-%llx", static_cast<int>(me.pid),
+                                static_cast<unsigned long long>(me.start_time),
+                                static_cast<unsigned long long>(n));
+  return std::string(buf, static_cast<std::size_t>(len));
+}
+static_assert(kMaxListenerName + 6 + 7 + 1 + 11 + 1 + 13 <= kMaxNameLength);
 
 void check_listener_name(std::string_view name) {
   validate_name(name);
@@ -104,18 +126,32 @@ detail::QueueCore create_backlog(std::string_view name, const ListenerOptions& o
     try {
       info = SegmentView::open(std::string(name)).info();
     } catch (const Error&) {
-      continue;  // gone meanwhile (or still initialising): create again
+      continue;  // gone meanwhile: create again
     }
-    if (info->kind != ObjectKind::listener) {
+    if (info->state == "initialising") {
+      // A backlog being made under the name: by a server that died making
+      // it (removed like a dead listener's), or by a live one (or one not
+      // yet known) that will listen: the name is taken, or, shared, the
+      // join below waits for it to be ready.
+      if (info->creator.pid != 0 && !info->creator_alive) {
+        (void)detail::Segment::unlink_if_same(name, info->creator.pack(), info->created_unix_ns);
+        continue;
+      }
+      if (!options.shared) {
+        throw Error(Errc::already_exists, std::string(name),
+                    "a listener is being made under the name (ListenerOptions::shared joins it)");
+      }
+    } else if (info->kind != ObjectKind::listener) {
       throw Error(Errc::wrong_kind, std::string(name),
                   "the name is a " + std::string(info->kind ? to_string(*info->kind) : "?") +
                       ", not a listener");
-    }
-    if (!listening(*info, false)) {
-      (void)detail::Segment::unlink(name);  // every listener of it died
+    } else if (!listening(*info, false)) {
+      // Every listener of it died. Only that backlog goes: another server
+      // taking it over at the same time may have made a new one under the
+      // name since we looked ([segment.unlink]).
+      (void)detail::Segment::unlink_if_same(name, info->creator.pack(), info->created_unix_ns);
       continue;
-    }
-    if (!options.shared) {
+    } else if (!options.shared) {
       throw Error(Errc::already_exists, std::string(name),
                   "a live listener has the name (ListenerOptions::shared joins it)");
     }
@@ -151,7 +187,9 @@ void Listener::close() noexcept {
   backlog_.close();  // waiting clients and accept() calls see it
   if (mine) {
     try {
-      detail::Segment::unlink(name_);
+      // Only our backlog's name ([segment.unlink]): once a shared one
+      // detached above, a new server may have taken the name over.
+      (void)backlog_.unlink_own_name();
     } catch (...) {  // the name was validated at creation
     }
   }
@@ -221,11 +259,8 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
   auto backlog =
       detail::QueueCore::open(name, ObjectKind::listener, detail::kConnectRequestTag, not_attached);
   // The pipe: unique per process and call, taken by this process.
-  static std::atomic<std::uint64_t> counter{0};
   detail::ConnectRequest req{};
-  // relaxed: the counter only makes names unique within this process.
-  const std::string pipe = pipe_prefix(name) + std::to_string(::getpid()) + "-" +
-                           std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
+  const std::string pipe = pipe_prefix(name) + pipe_suffix();
   std::memcpy(req.pipe, pipe.data(), pipe.size());
   PipeOptions o = options;
   o.duplex = true;

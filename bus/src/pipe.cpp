@@ -477,12 +477,10 @@ void Connection::remove_name_if_peer_gone() noexcept {
   // two ends closing at once, at least one sees the other closed.
   if (!peer_closed() && !peer_dead()) return;  // the peer removes it
   try {
-    // Still our pipe? A later client that got a dead client's pid makes a
-    // pipe of the same name, which is not ours to remove.
-    const SegmentInfo info = SegmentView::open(segment_->name()).info();
-    const detail::SegmentHeader& h = segment_->header();
-    if (info.creator.pack() != h.creator || info.created_unix_ns != h.created_unix_ns) return;
-    (void)detail::Segment::unlink(segment_->name());
+    // Only if the name is still our pipe ([segment.unlink]): Client()'s
+    // names never repeat (pid, start time, counter), but a pipe made under
+    // any other name scheme could be made again under ours.
+    (void)segment_->unlink_own_name();
   } catch (...) {  // gone already (the peer removed it too)
   }
 }

@@ -86,9 +86,9 @@ std::vector<GcAction> collect_garbage(const GcOptions& options) {
       try {
         // Look again just before unlinking: the name may have been removed
         // and created afresh by someone else, or a process may have
-        // attached since. Unlink only the very segment judged garbage.
-        // (A window of a few microseconds remains: unlink() takes a name,
-        // not a file.)
+        // attached since. Unlink only the very segment judged garbage:
+        // unlink_if_same() checks its identity under the lock every
+        // remover takes ([segment.unlink]), so nothing created since goes.
         if (!seen.name.empty()) {
           const SegmentInfo again = inspect_segment(name);
           std::map<std::string, bool> buses_now;
@@ -96,8 +96,11 @@ std::vector<GcAction> collect_garbage(const GcOptions& options) {
               garbage_reason(again, options, buses_now).empty()) {
             continue;
           }
+          action.removed = detail::Segment::unlink_if_same(name, seen.creator.pack(),
+                                                           seen.created_unix_ns);
+        } else {
+          action.removed = remove_segment(name);  // invalid: no identity to check
         }
-        action.removed = remove_segment(name);
       } catch (const Error&) {
       }
     }
@@ -162,7 +165,7 @@ void unlink_tracked(void* set) noexcept {
       const bool in_use =
           std::any_of(info.attached.begin(), info.attached.end(),
                       [&](const AttachedProcess& p) { return p.alive && !(p.id == me); });
-      if (!in_use) (void)remove_segment(o.name);
+      if (!in_use) (void)detail::Segment::unlink_if_same(o.name, o.creator, o.created_unix_ns);
     } catch (...) {
       // Gone already, or not ours to judge: leave it.
     }

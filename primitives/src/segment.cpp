@@ -1,6 +1,7 @@
 #include "shmbus/detail/segment.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include <thread>
 #include <utility>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/tracked.hpp"
 #include "shmbus/error.hpp"
 
@@ -414,10 +416,72 @@ Segment Segment::open(std::string_view name, ObjectKind kind, TypeTag type,
   }
 }
 
-bool Segment::unlink(std::string_view name) {
+namespace {
+struct Identity {
+  std::uint64_t creator;
+  std::uint64_t created_unix_ns;
+};
+
+// [segment.unlink] See Segment::unlink(). `expect`: the identity the name
+// must still have (nullptr: any). Tests hold a remover between its check
+// and its unlink at FaultPoint::unlink_checked.
+bool unlink_locked(std::string_view name, const Identity* expect) {
   validate_name(name);
+  const std::string os = os_name(name);
+  // O_NONBLOCK: a FIFO named like an object must not block the open.
+  const int fd = ::shm_open(os.c_str(), O_RDONLY | O_NONBLOCK, 0);
+  if (fd < 0) {
+    if (errno == ENOENT || expect != nullptr) return false;
+    // Not readable by us (another user's): removing it needs no lock, as
+    // we could not have judged its contents either.
+    untrack(name);
+    return ::shm_unlink(os.c_str()) == 0;
+  }
+  struct Close {
+    int fd;
+    ~Close() { ::close(fd); }
+  } close_fd{fd};
+  while (::flock(fd, LOCK_EX) != 0) {
+    if (errno != EINTR) return false;
+  }
+  // The name may have been removed and made again between our open and
+  // our lock: then the file we hold is not the one it names.
+  struct stat held{}, named{};
+  const std::string path = "/dev/shm/" + os;
+  if (::fstat(fd, &held) != 0 || ::stat(path.c_str(), &named) != 0 ||
+      held.st_ino != named.st_ino || held.st_dev != named.st_dev)
+    return false;
+  if (expect != nullptr) {
+    if (!S_ISREG(held.st_mode) || held.st_size < static_cast<off_t>(kHeaderSize)) return false;
+    void* m = ::mmap(nullptr, kHeaderSize, PROT_READ, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) return false;
+    const auto* h = static_cast<const SegmentHeader*>(m);
+    // Set once before ready (creator, then created_unix_ns): read plainly.
+    // A segment whose creator is still writing them does not match a
+    // dead creator's identity; one whose creator died matches what
+    // inspect_segment() read of it (gc's judgement).
+    const bool same = h->creator == expect->creator && h->created_unix_ns == expect->created_unix_ns;
+    ::munmap(m, kHeaderSize);
+    if (!same) return false;
+  }
+  fault_point(FaultPoint::unlink_checked);
   untrack(name);
-  return bip::shared_memory_object::remove(os_name(name).c_str());
+  return ::shm_unlink(os.c_str()) == 0;
+}
+}  // namespace
+
+bool Segment::unlink(std::string_view name) { return unlink_locked(name, nullptr); }
+
+bool Segment::unlink_if_same(std::string_view name, std::uint64_t creator,
+                             std::uint64_t created_unix_ns) {
+  const Identity id{creator, created_unix_ns};
+  return unlink_locked(name, &id);
+}
+
+bool Segment::unlink_own_name() const {
+  if (!valid() || name_.empty()) return false;
+  const SegmentHeader& h = header();
+  return unlink_if_same(name_, h.creator, h.created_unix_ns);
 }
 
 void Segment::attach() {

@@ -75,10 +75,13 @@ std::pair<void*, std::size_t> map_and_read(const std::string& name, SegmentInfo&
     info.modified_unix_ns = static_cast<std::uint64_t>(st.st_mtim.tv_sec) * 1'000'000'000ULL +
                             static_cast<std::uint64_t>(st.st_mtim.tv_nsec);
     if (state == static_cast<std::uint32_t>(detail::SegmentState::initialising)) {
-      // Only the creator field is meaningful yet: Segment::create() writes
-      // it before running the payload's init; 0 if not written so far.
+      // Only the creator and creation time are meaningful yet:
+      // Segment::create() writes them (in that order) before running the
+      // payload's init; 0 if not written so far. They are the identity
+      // gc removes it by (Segment::unlink_if_same).
       info.total_size = size;
       info.creator = ProcessId::unpack(h->creator);
+      info.created_unix_ns = h->created_unix_ns;
       info.creator_alive = info.creator.pid != 0 && is_alive(info.creator);
       return {base, size};
     }

@@ -9,6 +9,7 @@
 #include <random>
 #include <thread>
 
+#include "shmbus/detail/segment.hpp"
 #include "shmbus/shmbus.hpp"
 #include "test_support.hpp"
 
@@ -75,6 +76,35 @@ TEST(LifecycleKill, KilledChildrenLeaveNothingAndUnlinkNothingLive) {
   RecordProperty("started", started);
   EXPECT_EQ(killed, kKills);
   (void)parent_end;
+}
+
+// A creator killed inside its payload's init has written its identity
+// (creator, creation time) but not published ready: gc judges the
+// segment by what inspect_segment() read and removes it by that identity
+// under the unlink lock ([segment.unlink]); a live one beside it stays.
+TEST(LifecycleKill, GcRemovesASegmentWhoseCreatorDiedInitialisingIt) {
+  SegmentGuard g(unique_name("lki"));
+  g.add(g.name() + "-live");
+  auto live = SharedMemory::create(g.name() + "-live", 64);
+  const pid_t kid = test::fork_child([&] {
+    (void)detail::Segment::create(g.name(), ObjectKind::shared_memory,
+                                  detail::type_tag<std::byte>(), 64,
+                                  [](std::span<std::byte>) { ::raise(SIGKILL); });
+    return 1;
+  });
+  ASSERT_EQ(test::wait_child(kid).signal, SIGKILL);
+  const SegmentInfo seen = inspect_segment(g.name());
+  ASSERT_EQ(seen.state, "initialising");
+  ASSERT_EQ(seen.creator.pid, kid);
+  EXPECT_NE(seen.created_unix_ns, 0u);
+  GcOptions sweep;
+  sweep.prefix = g.name();
+  const std::vector<GcAction> actions = collect_garbage(sweep);
+  ASSERT_EQ(actions.size(), 1u);
+  EXPECT_EQ(actions[0].name, g.name());
+  EXPECT_TRUE(actions[0].removed) << actions[0].reason;
+  EXPECT_FALSE(std::filesystem::exists(test::shm_path(g.name())));
+  EXPECT_TRUE(std::filesystem::exists(test::shm_path(g.name() + "-live")));
 }
 
 }  // namespace

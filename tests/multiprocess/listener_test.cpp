@@ -5,17 +5,25 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <csignal>
+#include <cstdio>
+#include <iterator>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "shmbus/detail/fault.hpp"
 #include "shmbus/event.hpp"
 #include "shmbus/inspect.hpp"
+#include "shmbus/process_id.hpp"
 #include "shmbus/queue.hpp"
 #include "shmbus/segment_info.hpp"
 #include "shmbus/value.hpp"
@@ -359,6 +367,97 @@ TEST(Listener, BadNamesAreClearErrors) {
   EXPECT_EQ(test::code_of([&] { Listener l(std::string(kMaxListenerName + 1, 'x')); }),
             Errc::invalid_name);
   EXPECT_EQ(test::code_of([&] { Listener l(g.name()); }), Errc::wrong_kind);  // a queue
+}
+
+// A connection's pipe is named with the client's pid and start time
+// ("<pid>-<start, hex>-<n, hex>"): a later client with a dead client's pid
+// makes other names, so it never loses its pipe to the dead one's cleanup.
+TEST(Listener, PipeNamesCarryTheClientsPidAndStartTime) {
+  SegmentGuard g(unique_name("lstn"));
+  Listener listener(g.name());
+  Event looked;
+  const pid_t kid = test::fork_child([&] {
+    Connection c = Client(g.name(), 10s);
+    return looked.wait_for(10s) ? 0 : 1;  // held open until the server has looked
+  });
+  auto served = listener.accept_for(10s);
+  ASSERT_TRUE(served.has_value());
+  const auto conns = listener_connections(g.name());
+  looked.set();
+  ASSERT_EQ(conns.size(), 1u);
+  const std::optional<ProcessId> client = lookup_process(kid);
+  ASSERT_TRUE(client.has_value());
+  char expect[64];
+  std::snprintf(expect, sizeof expect, "%d-%llx-", static_cast<int>(kid),
+                static_cast<unsigned long long>(client->start_time));
+  EXPECT_TRUE(conns[0].pipe.starts_with(g.name() + ".conn-" + expect)) << conns[0].pipe;
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+}
+
+// Two servers take over a dead listener's name at once; one is held after
+// it judged the old backlog dead, before it unlinks it
+// (FaultPoint::unlink_checked, holding the flock of that backlog). The other
+// must not slip a new backlog under the name in between (which the held one
+// would then remove, leaving a live listener without a name): it waits for
+// the lock on the old file. Either may then make the new backlog; the other
+// finds that live listener and fails with already_exists, and the winner
+// keeps its name (a client reaches it).
+TEST(Listener, TwoServersTakingOverADeadNameNeverLeaveOneWithoutItsName) {
+  SegmentGuard g(unique_name("lsto"));
+  const pid_t owner = test::fork_child([&] {
+    Listener listener(g.name());
+    ::raise(SIGKILL);
+    return 0;
+  });
+  ASSERT_EQ(test::wait_child(owner).signal, SIGKILL);
+  test::hold_reset();
+  detail::set_fault_hook(&test::hold_hook);
+  struct Taker {
+    std::optional<Listener> listener;
+    std::atomic<int> error{-1};  // -1 not done, 0 listening, else the Errc it failed with
+    std::atomic<pid_t> tid{0};
+    void run(std::string_view name, bool held) {
+      tid.store(static_cast<pid_t>(::syscall(SYS_gettid)));
+      if (held) test::hold_me_at(detail::FaultPoint::unlink_checked);
+      try {
+        listener.emplace(name);
+        error.store(0);
+      } catch (const Error& e) {
+        error.store(static_cast<int>(e.code()));
+      }
+    }
+  } first, second;
+  std::thread a([&] { first.run(g.name(), true); });
+  std::thread b;
+  test::HoldJoin join{a, b};
+  ASSERT_TRUE(test::poll_until([&] { return test::hold_state() == 1; }));
+  b = std::thread([&] { second.run(g.name(), false); });
+  // The second waits for the lock the first holds (or, without it, is done).
+  ASSERT_TRUE(test::poll_until([&] {
+    return second.error.load() != -1 ||
+           (second.tid.load() != 0 && test::thread_sleeping(second.tid.load()));
+  }));
+  test::hold_release();
+  a.join();
+  b.join();
+  const int errs[2] = {first.error.load(), second.error.load()};
+  ASSERT_EQ(std::count(std::begin(errs), std::end(errs), 0), 1)
+      << "first " << errs[0] << ", second " << errs[1]
+      << ": both listen (one without its name) or neither does";
+  EXPECT_EQ(std::count(std::begin(errs), std::end(errs), static_cast<int>(Errc::already_exists)), 1)
+      << "first " << errs[0] << ", second " << errs[1];
+  Listener& winner = first.error.load() == 0 ? *first.listener : *second.listener;
+  // The name is the winner's: a client reaches it.
+  const pid_t kid = test::fork_child([&] {
+    Connection c = Client(g.name(), 10s);
+    return c.send(7) == SendResult::ok ? 0 : 1;
+  });
+  auto c = winner.accept_for(10s);
+  ASSERT_TRUE(c.has_value());
+  int v = 0;
+  EXPECT_EQ(c->recv_for(v, 10s), RecvResult::ok);
+  EXPECT_EQ(v, 7);
+  EXPECT_EQ(test::wait_child(kid).code, 0);
 }
 
 }  // namespace

@@ -206,4 +206,30 @@ CommandResult run_inspector(const std::vector<std::string>& args,
   return r;
 }
 
+namespace {
+std::atomic<int> g_hold{0};  // 0 not there yet, 1 held, 2 released
+thread_local bool t_hold_armed = false;
+thread_local detail::FaultPoint t_hold_point{};
+}  // namespace
+
+void hold_me_at(detail::FaultPoint p) noexcept {
+  t_hold_point = p;
+  t_hold_armed = true;
+}
+void hold_hook(detail::FaultPoint p) noexcept {
+  if (!t_hold_armed || p != t_hold_point) return;
+  t_hold_armed = false;  // only the first time
+  g_hold.store(1);
+  while (g_hold.load() != 2) std::this_thread::yield();
+}
+int hold_state() noexcept { return g_hold.load(); }
+void hold_release() noexcept { g_hold.store(2); }
+void hold_reset() noexcept { g_hold.store(0); }
+HoldJoin::~HoldJoin() {
+  hold_release();
+  if (a.joinable()) a.join();
+  if (b.joinable()) b.join();
+  detail::set_fault_hook(nullptr);
+}
+
 }  // namespace shmbus::test

@@ -12,8 +12,10 @@
 #include <new>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/error.hpp"
 
 namespace shmbus::test {
@@ -78,6 +80,24 @@ bool poll_until(const std::function<bool()>& done, std::chrono::milliseconds tim
 // Whether thread `tid` of this process is asleep in the kernel (state S in
 // /proc/self/task/<tid>/stat): lets a test wake a sleeper it knows sleeps.
 bool thread_sleeping(pid_t tid);
+
+// One thread held once at a fault point (detail/fault.hpp), in this
+// process: install hold_hook with detail::set_fault_hook, call
+// hold_me_at(p) in the thread to hold; it parks at `p` (hold_state() 1)
+// until hold_release() (state 2). hold_reset() before each use.
+void hold_me_at(detail::FaultPoint p) noexcept;
+void hold_hook(detail::FaultPoint p) noexcept;
+int hold_state() noexcept;
+void hold_release() noexcept;
+void hold_reset() noexcept;
+// Ends a hold test whatever its outcome (a failed ASSERT too): releases
+// the hold, joins both threads (either may not have started) and removes
+// the fault hook. Declare it after the threads.
+struct HoldJoin {
+  std::thread& a;
+  std::thread& b;
+  ~HoldJoin();
+};
 // The same for process `pid`'s main thread (/proc/<pid>/stat).
 bool process_sleeping(pid_t pid);
 

@@ -30,7 +30,7 @@ struct ObjectStats {
 // a receiver publishes its count lazily), so a service's
 // calls waiting for a server are `queued_to_server`.
 struct ListenerConnection {
-  std::string pipe;  // "<listener>.conn-<client pid>-<n>"
+  std::string pipe;  // "<listener>.conn-<client pid>-<start time>-<n>"
   ProcessId server, client;
   bool server_alive = false, client_alive = false;
   bool server_closed = false, client_closed = false;

@@ -11,7 +11,9 @@
 //
 // How. A Listener is a small queue of connection requests (its backlog) in
 // a segment of kind `listener` named like the listener. Client() creates a
-// pipe named "<listener>.conn-<pid>-<n>", takes its second end, puts the
+// pipe named "<listener>.conn-<pid>-<start>-<n>" (pid, the process's start
+// time and a counter, in hex but the pid: never the name of another
+// process's pipe, even one with the same pid), takes its second end, puts the
 // pipe's name in the backlog and waits until the server took the first end.
 // accept() takes a request and opens that end. The pipe keeps its name
 // while the connection is open, so `bus-inspector show <listener>` lists

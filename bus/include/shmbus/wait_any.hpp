@@ -49,7 +49,8 @@
 // last time ([wait.hint]): when it is ready again the call returns it
 // alone, without a pass over the others; while waiting, such a set whose
 // objects all spin first looks for up to 20 us at hot words only (that
-// object, then 4 others in turn), again without a whole pass. A whole pass
+// object every step, 4 others in turn every 8th step), again without a
+// whole pass. A whole pass
 // (every object's state, a peer's close, the descriptors) runs at least
 // every 16th call, so an object that became ready meanwhile is reported
 // within 16 calls even while another is ready every time. Smaller sets, and

@@ -3,10 +3,15 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
+#include <optional>
+#include <thread>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/segment_info.hpp"
 #include "shmbus/shared_memory.hpp"
@@ -206,6 +211,50 @@ TEST(Segment, ListFindsOurSegments) {
   auto a = SharedMemory::create(g.name(), 64);
   auto names = list_segments();
   EXPECT_NE(std::find(names.begin(), names.end(), g.name()), names.end());
+}
+
+// [segment.unlink] A remover held between its identity check and its
+// unlink (holding the file's lock) cannot lose a race to a remove and
+// re-create of the name: the other remover waits for the lock, finds the
+// name gone, and the file made afresh under it is never taken away.
+TEST(Segment, AnUnlinkHeldAfterItsCheckNeverRemovesAFileMadeUnderTheNameSince) {
+  SegmentGuard g(unique_name("unl"));
+  std::optional<SharedMemory> old_one = SharedMemory::create(g.name(), 64);
+  const SegmentInfo old_info = inspect_segment(g.name());
+  test::hold_reset();
+  detail::set_fault_hook(&test::hold_hook);
+  std::atomic<bool> removed_old{false};
+  std::thread remover([&] {
+    test::hold_me_at(detail::FaultPoint::unlink_checked);
+    removed_old.store(detail::Segment::unlink_if_same(g.name(), old_info.creator.pack(),
+                                                      old_info.created_unix_ns));
+  });
+  std::atomic<pid_t> tid{0};
+  std::atomic<bool> made{false};
+  std::optional<SharedMemory> new_one;
+  std::thread maker;
+  test::HoldJoin join{remover, maker};
+  ASSERT_TRUE(test::poll_until([&] { return test::hold_state() == 1; }));
+  maker = std::thread([&] {
+    tid.store(static_cast<pid_t>(::syscall(SYS_gettid)));
+    (void)detail::Segment::unlink(g.name());  // waits for the remover's lock
+    new_one.emplace(SharedMemory::create(g.name(), 64));
+    made.store(true);
+  });
+  ASSERT_TRUE(test::poll_until(
+      [&] { return made.load() || (tid.load() != 0 && test::thread_sleeping(tid.load())); }));
+  test::hold_release();
+  remover.join();
+  maker.join();
+  EXPECT_TRUE(removed_old.load());
+  ASSERT_TRUE(new_one.has_value());
+  const SegmentInfo now = inspect_segment(g.name());  // throws not_found if it went
+  EXPECT_EQ(now.created_unix_ns, inspect_segment(g.name()).created_unix_ns);
+  EXPECT_NE(now.created_unix_ns, old_info.created_unix_ns);
+  // And an identity that is not the name's removes nothing.
+  EXPECT_FALSE(detail::Segment::unlink_if_same(g.name(), old_info.creator.pack(),
+                                               old_info.created_unix_ns));
+  EXPECT_NO_THROW((void)inspect_segment(g.name()));
 }
 
 }  // namespace

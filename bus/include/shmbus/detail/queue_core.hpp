@@ -313,6 +313,9 @@ class QueueCore {
   void detach() noexcept {
     if (segment_) segment_->detach();
   }
+  // Segment::unlink_own_name(): a closing Listener removes its backlog's
+  // name, never a backlog another server made under it since.
+  bool unlink_own_name() const { return segment_ && segment_->unlink_own_name(); }
   [[nodiscard]] std::size_t qsize() const noexcept;
   [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
   [[nodiscard]] std::size_t slot_payload() const noexcept { return slot_payload_; }

@@ -40,6 +40,9 @@ enum class FaultPoint : std::uint8_t {
   // Listener.
   connect_checking,  // Client(): its request read as not yet taken, before it
                      // checks that the listener lives
+  // Segment::unlink / unlink_if_same: the file locked and judged the one
+  // the name names, not yet unlinked ([segment.unlink]).
+  unlink_checked,
   // Barrier.
   generation_ended,  // the last arriver: gen bumped and the guard released,
                      // its waiters not yet woken

@@ -142,7 +142,25 @@ class Segment {
                       const SegmentOptions& options = {});
 
   // Removes the name; mappings stay valid. False if it did not exist.
+  // [segment.unlink] Every removal holds flock(LOCK_EX) on the file it
+  // removes and first checks that the name still names that file, so a
+  // removal never takes away a file created under the name after the
+  // remover looked (a file is only created where no name is: O_EXCL).
+  // The lock is held for a few system calls; a holder killed drops it.
   static bool unlink(std::string_view name);
+  // The same, only while the name still names the segment made by
+  // `creator` (ProcessId::pack()) at `created_unix_ns`: what a remover
+  // that judged a segment by its identity (dead listener, garbage,
+  // a closed connection's pipe) removes, and nothing created since. A
+  // segment still initialising matches on what its creator wrote so far
+  // (0 for a field not written: inspect_segment() reports the same).
+  static bool unlink_if_same(std::string_view name, std::uint64_t creator,
+                             std::uint64_t created_unix_ns);
+  // unlink_if_same() of this segment's own name and identity: a closing
+  // owner removes its name, never a segment made under it by another
+  // since (a server that took over a name this one had left). False for
+  // an anonymous segment.
+  [[nodiscard]] bool unlink_own_name() const;
 
   Segment() noexcept;
   Segment(Segment&&) noexcept;
