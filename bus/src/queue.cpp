@@ -238,10 +238,14 @@ inline bool help_hint(std::atomic<std::uint64_t>& hint, std::uint64_t pos, std::
 // In the total order either C's CAS comes before R's hint load, so R
 // reads C's p+1 (or a later value) and moves it back; or it comes after,
 // so R's FULL store (before R's load) comes before C's re-read, and C sees
-// FULL and moves the hint back itself. (Without C's re-read: C reads
-// READING, R gives back and finds the hint still at p, C's CAS moves it
-// to p+1, and no consumer ever looks at p again: tests/fault/
-// queue_kill_test.cpp, AConsumerSteppingPastAHeldClaim....) The slot is
+// FULL and moves the hint back itself. Either finds the slot no longer
+// FULL only when a consumer claimed it (it read the hint at p): taken,
+// nothing to move. A hint at or below p is not behind the message: the
+// consumers walk up to p and stop at a FULL slot. A C whose CAS failed
+// moved nothing. (Without C's re-read: C reads READING, R gives back and
+// finds the hint still at p, C's CAS moves it to p+1, and no consumer
+// ever looks at p again: tests/fault/queue_kill_test.cpp,
+// AConsumerSteppingPastAHeldClaim....) The slot is
 // re-read before each CAS so that a hint is never moved back to a message
 // that another consumer claimed meanwhile (the hint could have gone a lap
 // further by then).
