@@ -21,7 +21,10 @@
 //                    FULL store, then its seq_cst move of dequeue_pos back;
 //                    a consumer's acquire load of dequeue_pos that reads
 //                    the moved hint sees the FULL word (not the READING
-//                    one, which it would step over).
+//                    one, which it would step over). A consumer that steps
+//                    past a READING slot does so with a seq_cst CAS and
+//                    then re-reads the slot (pull_hint_back()), so one of
+//                    the two always moves the hint back.
 // The seq_cst publications are also the notifier side of [wait.sleepers].
 #include "shmbus/queue.hpp"
 
@@ -221,6 +224,39 @@ inline bool help_hint(std::atomic<std::uint64_t>& hint, std::uint64_t pos, std::
   // relaxed: the hint carries no data; slot words do.
   const bool moved = hint.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
   return !(moved && d > 0 && static_cast<std::uint64_t>(d) != capacity);
+}
+
+// [queue.giveback] Moves the consumers' hint back to `p` while slot p holds
+// a given-back message (FULL at p: a slot goes FULL(p) -> READING(p) ->
+// EMPTY(p + capacity), or back to FULL(p) only by a give-back) and the
+// hint is past it. Called by the recoverer after its FULL store, and by a
+// consumer that moved the hint past a slot it had read as READING. The
+// two sides, all seq_cst:
+//   recoverer R: FULL(p) store; load hint; re-read slot p; CAS hint -> p
+//   consumer  C: (read slot p READING); CAS hint p -> p+1; load hint;
+//                re-read slot p; CAS hint -> p
+// In the total order either C's CAS comes before R's hint load, so R
+// reads C's p+1 (or a later value) and moves it back; or it comes after,
+// so R's FULL store (before R's load) comes before C's re-read, and C sees
+// FULL and moves the hint back itself. Either finds the slot no longer
+// FULL only when a consumer claimed it (it read the hint at p): taken,
+// nothing to move. A hint at or below p is not behind the message: the
+// consumers walk up to p and stop at a FULL slot. A C whose CAS failed
+// moved nothing. (Without C's re-read: C reads READING, R gives back and
+// finds the hint still at p, C's CAS moves it to p+1, and no consumer
+// ever looks at p again: tests/fault/queue_kill_test.cpp,
+// AConsumerSteppingPastAHeldClaim....) The slot is
+// re-read before each CAS so that a hint is never moved back to a message
+// that another consumer claimed meanwhile (the hint could have gone a lap
+// further by then).
+inline void pull_hint_back(std::atomic<std::uint64_t>& hint, const SlotHeader& sl,
+                           std::uint64_t p) noexcept {
+  std::uint64_t d = hint.load(std::memory_order_seq_cst);
+  while (static_cast<std::int64_t>(d - p) > 0 &&
+         (sl.word.load(std::memory_order_seq_cst) & ~kSlotRecBits) ==
+             slot_word(p, 0, SlotState::full) &&
+         !hint.compare_exchange_weak(d, p, std::memory_order_seq_cst)) {
+  }
 }
 
 std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
@@ -679,12 +715,8 @@ bool QueueCore::recover_record(std::uint32_t r, std::uint64_t dead_owner, bool k
       // [queue.giveback] seq_cst: FULL again at its position, then the
       // consumers' hint back to it (it moved past when the get claimed).
       if (sl.word.compare_exchange_strong(w, slot_word(p, r, SlotState::full),
-                                          std::memory_order_seq_cst, std::memory_order_relaxed)) {
-        std::uint64_t d = ctl_->dequeue_pos.load(std::memory_order_seq_cst);
-        while (static_cast<std::int64_t>(d - p) > 0 &&
-               !ctl_->dequeue_pos.compare_exchange_weak(d, p, std::memory_order_seq_cst)) {
-        }
-      }
+                                          std::memory_order_seq_cst, std::memory_order_relaxed))
+        pull_hint_back(ctl_->dequeue_pos, sl, p);
     } else if (reading) {
       free_heap_ref(sl);  // a lost large message's block (if not freed yet)
       std::uint64_t w = held;
@@ -895,8 +927,13 @@ template <bool Held>
         continue;
       }
       if (st == SlotState::reading) {
+        // Claimed by another getter: step past it. If that getter was a
+        // held one that died, its message may come back FULL here at any
+        // moment: [queue.giveback] seq_cst CAS, then the re-read.
+        fault_point(FaultPoint::get_passing);
         std::uint64_t e = pos;
-        ctl_->dequeue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_relaxed);
+        if (ctl_->dequeue_pos.compare_exchange_strong(e, pos + 1, std::memory_order_seq_cst))
+          pull_hint_back(ctl_->dequeue_pos, *sl, pos);
         continue;
       }
       // empty or writing: nothing committed at the head yet.

@@ -492,6 +492,98 @@ TEST(QueueFault, AHeldGetKilledBeforeItsReleaseGivesTheMessageBack) {
   }
 }
 
+// A process held at a fault point: it says so, then waits for `go` (at
+// most 30 s, so a failed test cannot leave it spinning). Set in the one
+// child that is to stop there.
+struct Hold {
+  std::atomic<int> held;
+  std::atomic<int> go;
+  std::atomic<std::uint32_t> got;  // what the held consumer then took
+};
+Hold* g_hold = nullptr;
+shmbus::detail::FaultPoint g_hold_point{};
+void hold_here(shmbus::detail::FaultPoint p) noexcept {
+  if (p != g_hold_point) return;
+  g_hold->held.store(1);
+  const auto deadline = shmbus::Clock::now() + 30s;
+  while (g_hold->go.load() == 0 && shmbus::Clock::now() < deadline)
+    shmbus::detail::cpu_relax();
+}
+void arm_hold(shmbus::detail::FaultPoint p, Hold* h) {
+  g_hold = h;
+  g_hold_point = p;
+  shmbus::detail::set_fault_hook(&hold_here);
+}
+
+// [queue.giveback] against a consumer stepping past the claimed slot: a
+// consumer C reads the head slot READING (claimed by held getter H2) and
+// is held before it moves the read position past it; H2 is killed and its
+// message given back (FULL again at the head, where the read position
+// already is, so the recovery has nothing to move); then C moves the read
+// position past the given-back message. Without the re-check after that
+// move the message would sit behind the read position: no get would ever
+// find it (the final get_for times out). The read position is at H2's
+// slot because H1's earlier give-back moved it back there.
+TEST(QueueFault, AConsumerSteppingPastAHeldClaimLeavesNoGivenBackMessageBehind) {
+  using shmbus::detail::FaultPoint;
+  const std::string name = unique_name("qpass");
+  SegmentGuard guard(name);
+  auto q = shmbus::Queue<Msg>::create(name, {.capacity = 8});
+  for (std::uint32_t i = 0; i < 3; ++i)
+    ASSERT_EQ(q.try_put(Msg{0, i, checksum(0, i)}), QueueResult::ok);
+  shmbus::test::SharedBlock<Hold> h2_hold, c_hold;
+  const auto held_getter = [&](auto arm_it) {
+    return fork_child([&, arm_it]() -> int {
+      auto core = shmbus::detail::QueueCore::open(name, shmbus::ObjectKind::queue,
+                                                  shmbus::detail::type_tag<Msg>(), {});
+      std::byte buf[sizeof(Msg)];
+      std::size_t n = 0;
+      std::uint64_t pos = ~std::uint64_t{0};
+      arm_it();
+      (void)core.get_held(buf, n, pos);
+      return 2;  // not killed
+    });
+  };
+  // H1 takes message 0 with a held get and is killed inside it: read
+  // position 1 after its claim.
+  const pid_t h1 = held_getter([] { arm(FaultPoint::get_claimed, 1); });
+  ASSERT_EQ(wait_child(h1).signal, SIGKILL);
+  // H2 claims message 1 (read position 2) and stays there, alive.
+  const pid_t h2 = held_getter([&] { arm_hold(FaultPoint::get_claimed, &*h2_hold); });
+  ASSERT_TRUE(shmbus::test::poll_until([&] { return h2_hold->held.load() == 1; }, 20s));
+  // H1's message given back: FULL at 0, the read position back to 0.
+  ASSERT_EQ(q.recover_dead(), 1u);
+  Msg m{};
+  ASSERT_EQ(q.try_get(m), QueueResult::ok);  // read position 0 -> 1
+  ASSERT_EQ(m.seq, 0u);
+  // C: its get finds slot 1 READING (H2) and stops before stepping past.
+  const pid_t c = fork_child([&]() -> int {
+    arm_hold(FaultPoint::get_passing, &*c_hold);
+    Msg got{};
+    if (q.try_get(got) != QueueResult::ok || got.check != checksum(0, got.seq)) return 1;
+    c_hold->got.store(got.seq);
+    return 0;
+  });
+  ASSERT_TRUE(shmbus::test::poll_until([&] { return c_hold->held.load() == 1; }, 20s));
+  ::kill(h2, SIGKILL);
+  ASSERT_EQ(wait_child(h2).signal, SIGKILL);
+  ASSERT_EQ(q.recover_dead(), 1u);  // message 1 FULL again at 1
+  c_hold->go.store(1);
+  const auto cs = wait_child(c);
+  ASSERT_TRUE(cs.exited && cs.code == 0) << "code " << cs.code << " signal " << cs.signal;
+  // C took one of 1 and 2 (1 with the re-check), this process the other.
+  const std::uint32_t first = c_hold->got.load();
+  ASSERT_TRUE(first == 1 || first == 2) << first;
+  ASSERT_EQ(q.get_for(m, 5s), QueueResult::ok) << "message " << 3 - first << " left behind";
+  EXPECT_EQ(m.seq, 3 - first);
+  EXPECT_EQ(m.check, checksum(0, m.seq));
+  EXPECT_EQ(q.try_get(m), QueueResult::empty);
+  const shmbus::QueueStats s = q.stats();
+  EXPECT_EQ(s.lost, 0u);
+  EXPECT_EQ(s.delivered, 3u);
+  EXPECT_EQ(s.committed, 3u);
+}
+
 // The bridge's tagged put (QueueCore::put_tagged): a putter killed before
 // its publication leaves DROPPED under its tag, one killed after it
 // LANDED (decided by the recovery); an unknown tag is `none`.

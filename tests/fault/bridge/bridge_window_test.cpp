@@ -8,13 +8,21 @@
 //
 // The peer bridge runs in this process (the Listener side, on a thread
 // that accepts each new connection); the bridge under test is a forked
-// child (the Client side), sending (take) or receiving (apply).
+// child (the Client side), sending (take) or receiving (apply). Every
+// child is forked before this process starts a thread (the Listener's
+// ZeroMQ threads, the peer bridge) and waits on a pipe until the test
+// releases it: GCC 12's ASan allocator is not locked across fork(), so a
+// child forked while another thread held it would deadlock in its first
+// malloc (seen in CI's ASan run when the children were forked later).
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <thread>
@@ -52,6 +60,21 @@ sb::ForwarderOptions fast(sb::ForwarderOptions o) {
   return o;
 }
 
+// One bridge under test: sending or receiving; dies at the k-th `point`
+// if k > 0.
+struct Bridge {
+  bool sender;
+  detail::FaultPoint point = detail::FaultPoint::get_claimed;
+  int k = 0;
+};
+
+// Threads of this process (entries of /proc/self/task).
+std::size_t threads() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
 struct Pair {
   std::string u = shmbus::test::unique_name("bw");
   std::string bus_a = u + "-a";
@@ -66,8 +89,13 @@ struct Pair {
   std::atomic<bool> stop{false};
   std::thread peer;
   std::vector<pid_t> children;  // killed at the end if a failed check left one running
+  std::vector<int> gates;       // the write end of each child's pipe (-1: released)
 
-  Pair() {
+  // Forks one gated child per bridge, in that order, then makes the queues
+  // and the listener.
+  explicit Pair(std::initializer_list<Bridge> bridges) {
+    EXPECT_EQ(threads(), 1u) << "a child forked now could inherit a held allocator lock";
+    for (const Bridge& b : bridges) fork_gated(b);
     for (const std::string& n :
          {bus_a + ".orders", bus_b + ".orders", name_a + ".out.orders",
           name_b + ".in." + name_a + ".orders", name_a + ".bridge", name_b + ".bridge"})
@@ -98,26 +126,45 @@ struct Pair {
       }
     });
   }
-  // The bridge under test in a child: dies at the k-th `point` if k > 0.
-  pid_t start_child(bool sender, detail::FaultPoint point, int k) {
-    return children.emplace_back(shmbus::test::fork_child([=, this]() -> int {
-      sb::Connection c =
-          sb::Client(listener->endpoint(), {.key = kc, .server_key = ks.public_key}, 10s);
-      sb::Forwarder f(fast(sender ? sb::ForwarderOptions{.name = name_a,
-                                                         .bus = bus_a,
-                                                         .queues = {"orders"},
-                                                         .window = 8}
-                                  : sb::ForwarderOptions{.name = name_b, .bus = bus_b}));
-      if (k > 0) {
-        t_point = point;
-        t_countdown = k;
+  // The bridge under test in a child, which first reads the listener's
+  // endpoint from its pipe (EOF: the test ended without releasing it).
+  void fork_gated(const Bridge& b) {
+    int fds[2];
+    ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+    children.push_back(shmbus::test::fork_child([=, this]() -> int {
+      ::close(fds[1]);
+      std::string endpoint;
+      char ch = 0;
+      while (::read(fds[0], &ch, 1) == 1 && ch != '\n') endpoint += ch;
+      if (ch != '\n') return 3;
+      sb::Connection c = sb::Client(endpoint, {.key = kc, .server_key = ks.public_key}, 10s);
+      sb::Forwarder f(fast(b.sender ? sb::ForwarderOptions{.name = name_a,
+                                                           .bus = bus_a,
+                                                           .queues = {"orders"},
+                                                           .window = 8}
+                                    : sb::ForwarderOptions{.name = name_b, .bus = bus_b}));
+      if (b.k > 0) {
+        t_point = b.point;
+        t_countdown = b.k;
         detail::set_fault_hook(&kill_at);
       }
       std::atomic<bool> never{false};
       for (;;) (void)f.run(c, never);
     }));
+    ::close(fds[0]);
+    gates.push_back(fds[1]);
+  }
+  // Lets child i run; returns its pid.
+  pid_t release(std::size_t i) {
+    const std::string line = listener->endpoint() + "\n";
+    EXPECT_EQ(::write(gates[i], line.data(), line.size()), static_cast<ssize_t>(line.size()));
+    ::close(gates[i]);
+    gates[i] = -1;
+    return children[i];
   }
   ~Pair() {
+    for (const int g : gates)
+      if (g >= 0) ::close(g);
     for (const pid_t c : children)
       if (::waitpid(c, nullptr, WNOHANG) == 0) {  // still ours and running
         ::kill(c, SIGKILL);
@@ -148,12 +195,12 @@ struct Outcome {
   sb::InboundStats in;
 };
 Outcome kill_and_restart(bool sender, detail::FaultPoint point, int k) {
-  Pair p;
+  Pair p{{sender, point, k}, {sender}};
   p.run_peer(!sender);
-  const pid_t first = p.start_child(sender, point, k);
+  const pid_t first = p.release(0);
   const auto st = shmbus::test::wait_child(first, 20s);
   EXPECT_EQ(st.signal, SIGKILL) << "the child never reached its fault point";
-  const pid_t second = p.start_child(sender, point, 0);
+  const pid_t second = p.release(1);
   expect_each_once_in_order(*p.dst);
   // Acknowledged: the outbox holds nothing any more.
   EXPECT_TRUE(shmbus::test::poll_until(
@@ -238,12 +285,12 @@ TEST(BridgeWindow, AReceivingBridgeKilledBeforeItsInboxCommitAppliesOnce) {
 // inboxes always (their applied sequence stops duplicates); --force
 // removes them; an outbox whose messages were all acknowledged goes.
 TEST(BridgeWindow, GcKeepsAKilledBridgesOutboxWhileItHoldsUnacknowledgedMessages) {
-  Pair p;
+  Pair p{{true}};
   // No queue on bus B yet: the receiver waits for it and acknowledges nothing.
   p.dst.reset();
   ASSERT_TRUE(shmbus::Queue<SeqMsg>::unlink(p.bus_b + ".orders"));
   p.run_peer(false);
-  const pid_t child = p.start_child(true, detail::FaultPoint::get_claimed, 0);
+  const pid_t child = p.release(0);
   const std::string outbox = p.name_a + ".out.orders";
   EXPECT_TRUE(shmbus::test::poll_until(
       [&] {
@@ -269,9 +316,9 @@ TEST(BridgeWindow, GcKeepsAKilledBridgesOutboxWhileItHoldsUnacknowledgedMessages
 }
 
 TEST(BridgeWindow, GcRemovesAnAcknowledgedOutboxAndKeepsTheInbox) {
-  Pair p;
+  Pair p{{true}};
   p.run_peer(false);
-  const pid_t child = p.start_child(true, detail::FaultPoint::get_claimed, 0);
+  const pid_t child = p.release(0);
   expect_each_once_in_order(*p.dst);
   EXPECT_TRUE(shmbus::test::poll_until(
       [&] { return sb::read_outbox(p.name_a, "orders").in_flight == 0; }, 10s));

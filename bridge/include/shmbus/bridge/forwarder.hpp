@@ -47,8 +47,10 @@
 //     tagged put before the restart): expected 0 for queues.
 // What this needs: the bridge is the forwarded queue's only consumer (a
 // message given back could otherwise be taken by another consumer before
-// the restart and be delivered both there and on the peer, or be left
-// behind the read position by a consumer that stepped past the claim).
+// the restart and be delivered both there and on the peer). Another
+// consumer cannot lose such a message: one that steps past the bridge's
+// claim while it is given back moves the read position back to it (see
+// [queue.giveback] in bus/src/queue.cpp).
 //
 // Topics (`topics`): a local Topic is republished on the peer's bus, on
 // the topic of the same name there (created with this topic's slots,

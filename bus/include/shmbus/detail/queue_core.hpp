@@ -40,7 +40,10 @@
 // counted `lost` (not redelivered: it may have been processed), unless it
 // was a held get (get_held, the bridge's): then the message goes back
 // FULL at its position and dequeue_pos is moved back to it
-// ([queue.giveback]), nothing counted. A put tagged with a caller's word
+// ([queue.giveback]), nothing counted; a consumer that stepped past the
+// READING slot meanwhile re-reads it after its move of dequeue_pos and
+// moves dequeue_pos back itself if the message came back, so no given-back
+// message is left behind the read position. A put tagged with a caller's word
 // (put_tagged) has its outcome written into the record's tag by the
 // recovery (published: LANDED, else DROPPED).
 //

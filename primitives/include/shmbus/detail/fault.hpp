@@ -21,6 +21,9 @@ enum class FaultPoint : std::uint8_t {
   get_claimed,    // slot READING, before the payload is copied
   get_copied,     // payload copied, before the slot is released
   get_released,   // slot released, before the counter is updated
+  get_passing,    // a get found the head slot claimed by another getter
+                  // (READING), before it moves the read position past it
+                  // (the slow branch only; [queue.giveback])
   wait_returned,  // a sleeper back from futex_wait, before it releases the
                   // [queue.token] (a woken process killed holding the token)
   // Pipe (Connection's out-of-line paths: try_send*, the timed and
