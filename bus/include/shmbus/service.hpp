@@ -158,6 +158,9 @@ class ServiceServer {
 
   // The next request, or nullopt at the deadline (nullptr: none).
   std::optional<Taken> take(const Clock::time_point* deadline);
+  // take() within `timeout`: the clock is read only when no request is
+  // there at once.
+  std::optional<Taken> take_within(Clock::duration timeout);
   // Frees the frame the last take() returned (its value is read).
   void release_request() noexcept;
   // Sends one response frame; false when the client is gone (or dropped).
@@ -180,6 +183,9 @@ class ServiceServer {
   // The connection to respond on, or nullptr when nothing is to be sent
   // (`answered`: true when the caller cancelled, false when it is gone).
   Connection* respond_to(const Taken& t, FrameKind kind, bool& answered);
+  // Accepts new clients, then one round robin turn over them: a request,
+  // or nullopt when none has one now.
+  std::optional<Taken> turn();
   // What respond() returns after sending; drops the client on a failure.
   bool responded(const Taken& t, SendResult r) noexcept;
 
@@ -220,18 +226,31 @@ class ServiceClientCore {
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
  private:
+  // What a call gathers while another one is read: made only then, so a
+  // call read as it arrives (the usual one) is three words in pending_,
+  // moved and erased without a destructor to run.
+  struct Later {
+    // Responses, from `head` on (a vector, not a deque: libstdc++'s deque
+    // allocates when made).
+    std::vector<std::vector<std::byte>> responses;
+    std::size_t head = 0;
+    std::optional<std::string> failed;  // the server's error, when it sent one
+  };
   struct Pending {
     bool done = false;           // the last response is among `responses`
     bool server_gone = false;    // the server died or closed meanwhile
     bool maybe_executed = true;  // then: whether the server had taken it
     std::uint64_t message = 0;   // messages sent on the connection before it
-    // Responses that arrived while another call was read, from `head` on
-    // (a vector, not a deque: libstdc++'s deque allocates when made).
-    std::vector<std::vector<std::byte>> responses;
-    std::size_t head = 0;
-    std::optional<std::string> failed;  // the server's error, when it sent one
+    std::unique_ptr<Later> later;
 
-    [[nodiscard]] bool queued() const noexcept { return head < responses.size(); }
+    [[nodiscard]] bool queued() const noexcept {
+      return later && later->head < later->responses.size();
+    }
+    [[nodiscard]] bool failed() const noexcept { return later && later->failed; }
+    Later& gather() {
+      if (!later) later = std::make_unique<Later>();
+      return *later;
+    }
   };
   // The pending call `id`, or nullptr.
   Pending* find(std::uint64_t id) noexcept;
@@ -292,13 +311,22 @@ class ServiceRequest {
 
  private:
   friend class Service<Req, Resp>;
-  ServiceRequest(detail::ServiceServer* server, detail::ServiceServer::Taken taken, Req value)
-      : server_(server), taken_(std::move(taken)), value_(std::move(value)) {
+  // Only a Service makes one (std::optional constructs it in place).
+  class Key {
+    friend class Service<Req, Resp>;
+    Key() = default;
+  };
+
+ public:
+  ServiceRequest(Key, detail::ServiceServer* server, detail::ServiceServer::Taken taken)
+      : server_(server), taken_(std::move(taken)) {
     taken_.value = {};  // it viewed the server's frame, which the next take() reuses
   }
+
+ private:
   detail::ServiceServer* server_;
   detail::ServiceServer::Taken taken_;
-  Req value_;
+  Req value_{};
 };
 
 template <class Req, class Resp>
@@ -313,24 +341,31 @@ class Service {
   template <class Rep, class Period>
   [[nodiscard]] std::optional<ServiceRequest<Req, Resp>> take_for(
       std::chrono::duration<Rep, Period> timeout) {
-    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
-    return take_impl(&deadline);
+    const auto within = std::chrono::duration_cast<Clock::duration>(timeout);
+    return take_impl([&] { return core_.take_within(within); });
   }
-  [[nodiscard]] ServiceRequest<Req, Resp> take() { return *take_impl(nullptr); }
+  [[nodiscard]] ServiceRequest<Req, Resp> take() {
+    return *take_impl([&] { return core_.take(nullptr); });
+  }
 
   [[nodiscard]] std::size_t clients() const noexcept { return core_.clients(); }
   [[nodiscard]] const std::string& name() const noexcept { return core_.name(); }
 
  private:
-  std::optional<ServiceRequest<Req, Resp>> take_impl(const Clock::time_point* deadline) {
+  // `take`: the core's take() or take_within().
+  template <class Take>
+  std::optional<ServiceRequest<Req, Resp>> take_impl(Take take) {
+    using Request = ServiceRequest<Req, Resp>;
     for (;;) {
-      auto t = core_.take(deadline);
+      auto t = take();
       if (!t) return std::nullopt;
-      Req value{};
-      const bool decoded = detail::decode_message(t->value, value);
+      const std::span<const std::byte> bytes = t->value;
+      // Decoded straight into the request returned (no move of the value).
+      std::optional<Request> r(std::in_place, typename Request::Key{}, &core_, std::move(*t));
+      const bool decoded = detail::decode_message(bytes, r->value_);
       core_.release_request();
-      if (decoded) return ServiceRequest<Req, Resp>(&core_, std::move(*t), std::move(value));
-      core_.drop(*t);  // not a Req: a protocol error
+      if (decoded) return r;
+      core_.drop(r->taken_);  // not a Req: a protocol error
     }
   }
   detail::ServiceServer core_;
