@@ -6,7 +6,9 @@
 //
 // then divide the total by N. Modes:
 //   service  Service<string,string> call of a 64 B string, the server in the
-//            same thread (call_async, take, respond, get)
+//            same thread (call_async, take_for, respond, get_for)
+//   service_into  the same, the response decoded into the caller's string
+//            (get_for(out, timeout))
 //   struct   {string, vector<double>(8), int} sent a -> b, echoed b -> a
 //   pod      a 64 B trivially copyable message the same way
 #include <array>
@@ -64,17 +66,22 @@ using Echo = shmbus::Service<std::string, std::string>;
 using EchoClient = shmbus::ServiceClient<std::string, std::string>;
 
 [[gnu::noinline]] int run_service(Echo& server, EchoClient& client, const std::string& msg,
-                                  int n) {
+                                  int n, bool into) {
+  std::string back;
   for (int i = 0; i < n; ++i) {
     auto call = client.call_async(msg);
     auto req = server.take_for(1s);
     if (!req || !req->respond(req->value())) return 1;
-    if (call.get_for(1s).size() != msg.size()) return 1;
+    if (into)
+      call.get_for(back, 1s);
+    else
+      back = call.get_for(1s);
+    if (back.size() != msg.size()) return 1;
   }
   return 0;
 }
 
-int service_mode(int n) {
+int service_mode(int n, bool into) {
   const std::string name = "cost_driver_" + std::to_string(::getpid());
   Echo server(name);
   // Client() waits until the server accepted, which take_for() does: the
@@ -88,19 +95,20 @@ int service_mode(int n) {
   while (!connected.load(std::memory_order_acquire)) (void)server.take_for(1ms);
   t.join();
   const std::string msg(64, 'x');
-  if (run_service(server, *client, msg, 100) != 0) return 1;
-  return run_service(server, *client, msg, n);
+  if (run_service(server, *client, msg, 100, into) != 0) return 1;
+  return run_service(server, *client, msg, n, into);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: cost_driver service|struct|pod [N]\n");
+    std::fprintf(stderr, "usage: cost_driver service|service_into|struct|pod [N]\n");
     return 2;
   }
   const int n = argc > 2 ? std::atoi(argv[2]) : 10000;
-  if (std::strcmp(argv[1], "service") == 0) return service_mode(n);
+  if (std::strcmp(argv[1], "service") == 0) return service_mode(n, false);
+  if (std::strcmp(argv[1], "service_into") == 0) return service_mode(n, true);
   if (std::strcmp(argv[1], "struct") == 0)
     return pipe_mode(Quote{"EURUSD", {1, 2, 3, 4, 5, 6, 7, 8}, 42}, n);
   if (std::strcmp(argv[1], "pod") == 0) return pipe_mode(Pod64{}, n);

@@ -1,7 +1,10 @@
 // Service call round trips beside the pipe's, in one binary, pinned:
 //
 //   BM_Service_Busy_RTT/N, BM_Service_Block_RTT/N   one call of an N-byte
-//       string request and response, client and server on the two cpus
+//       string request and response, client and server on the two cpus;
+//       the response decoded into the caller's string (call(req, out, t))
+//   BM_Service_BusyValue_RTT/N                      the same, the response
+//       returned as a new string (call(req, t): one allocation more)
 //   BM_Pipe_Busy_RTT/N, BM_Pipe_Block_RTT/N         the same bytes over a
 //       bare pipe (send, echo, receive): the floor a call builds on
 //   BM_Service_Clients_Calls/C                      calls/s of C client
@@ -58,7 +61,7 @@ void serve_echo(const std::string& name) {
   }
 }
 
-void service_rtt(benchmark::State& state, WaitStrategy strategy) {
+void service_rtt(benchmark::State& state, WaitStrategy strategy, bool into = true) {
   ReferenceBeside beside(state, reference_for(strategy));
   const auto& cpus = bench_cpus();
   const std::string name = bench_name("svc");
@@ -81,9 +84,14 @@ void service_rtt(benchmark::State& state, WaitStrategy strategy) {
   LatencyRecorder rec;
   const int warm = strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp;
   for (int i = 0; i < warm; ++i) (void)client->call(msg, 10s);
+  std::string back;  // into: as the pipe row's recv_bytes_into, no allocation per call
   for (auto _ : state) {
     const std::uint64_t t0 = ticks();
-    if (client->call(msg, 10s).size() != size) {
+    if (into)
+      client->call(msg, back, 10s);
+    else
+      back = client->call(msg, 10s);
+    if (back.size() != size) {
       state.SkipWithError("wrong response");
       break;
     }
@@ -100,6 +108,9 @@ void pipe_rtt(benchmark::State& state, WaitStrategy strategy) {
 }
 
 void BM_Service_Busy_RTT(benchmark::State& s) { service_rtt(s, WaitStrategy::busy_poll); }
+void BM_Service_BusyValue_RTT(benchmark::State& s) {
+  service_rtt(s, WaitStrategy::busy_poll, false);
+}
 void BM_Service_Block_RTT(benchmark::State& s) { service_rtt(s, WaitStrategy::blocking); }
 void BM_Pipe_Busy_RTT(benchmark::State& s) { pipe_rtt(s, WaitStrategy::busy_poll); }
 void BM_Pipe_Block_RTT(benchmark::State& s) { pipe_rtt(s, WaitStrategy::blocking); }
@@ -154,6 +165,7 @@ BENCHMARK(BM_PyMpManager_Block_Call)->Arg(64)->Iterations(python_iterations())->
 
 BENCHMARK(BM_Pipe_Busy_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Service_Busy_RTT)->Arg(64)->UseRealTime();
+BENCHMARK(BM_Service_BusyValue_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Pipe_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Service_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Service_Clients_Calls)->Arg(1)->Arg(4)->UseRealTime();

@@ -374,6 +374,11 @@ std::optional<std::span<const std::byte>> ServiceClientCore::next(std::uint64_t 
   }
 }
 
+void ServiceClientCore::throw_decode_error(std::string_view type) const {
+  throw Error(Errc::decode_error, name_,
+              "expected " + std::string(type) + ": " + last_decode_error());
+}
+
 void ServiceClientCore::cancel(std::uint64_t id) noexcept {
   Pending* p = find(id);
   if (p == nullptr) return;

@@ -85,6 +85,53 @@ TEST(Service, FramesOfEverySizeInPlaceOrFragmented) {
   EXPECT_EQ(test::wait_child(kid).code, 0);
 }
 
+// call(request, out, timeout) decodes the response into the caller's value:
+// a string with room keeps its memory (no allocation per call); a response
+// that is not a Resp is Error(decode_error).
+TEST(Service, CallIntoTheCallersValueKeepsItsMemory) {
+  SegmentGuard g(unique_name("svci"));
+  Service<std::string, std::string> server(g.name());
+  const pid_t kid = test::fork_child([&] {
+    ServiceClient<std::string, std::string> client(g.name(), 10s);
+    std::string out;
+    out.reserve(1000);
+    const char* memory = out.data();
+    for (std::size_t i = 0; i < 3; ++i) {
+      client.call(std::string(100 + i, 'a'), out, 10s);
+      if (out != std::string(100 + i, 'b')) return 1;
+      if (out.data() != memory) return 2;
+    }
+    return 0;
+  });
+  for (int i = 0; i < 3; ++i) {
+    auto req = server.take_for(10s);
+    ASSERT_TRUE(req.has_value()) << i;
+    EXPECT_TRUE(req->respond(std::string(req->value().size(), 'b')));
+  }
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+}
+
+TEST(Service, CallIntoWithAResponseOfAnotherTypeIsADecodeError) {
+  SegmentGuard g(unique_name("svcd"));
+  Service<int, std::string> server(g.name());  // answers a string to an int call
+  const pid_t kid = test::fork_child([&] {
+    ServiceClient<int, int> client(g.name(), 10s);
+    int out = 0;
+    try {
+      client.call(1, out, 10s);
+      return 1;
+    } catch (const Error& e) {
+      if (e.code() != Errc::decode_error) return 2;
+      if (std::string(e.what()).find("expected int") == std::string::npos) return 3;
+    }
+    return 0;
+  });
+  auto req = server.take_for(10s);
+  ASSERT_TRUE(req.has_value());
+  EXPECT_TRUE(req->respond("not an int"));
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+}
+
 TEST(Service, SeveralResponsesErrorsAndCancellation) {
   SegmentGuard g(unique_name("svcm"));
   Service<int, int> server(g.name());

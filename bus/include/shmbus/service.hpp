@@ -223,6 +223,12 @@ class ServiceClientCore {
   void release() noexcept;
   void cancel(std::uint64_t id) noexcept;
   void forget(std::uint64_t id) noexcept;
+  // Error(decode_error): a response that is not a T (as decode<T>() says).
+  template <class T>
+  [[noreturn]] void throw_decode_error() const {
+    throw_decode_error(detail::type_name<T>());
+  }
+  [[noreturn]] void throw_decode_error(std::string_view type) const;
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
  private:
@@ -410,6 +416,14 @@ class PendingCall {
     return get_impl(&deadline);
   }
   [[nodiscard]] Resp get() { return get_impl(nullptr); }
+  // The same into `out`, reusing what it owns (a string's or a vector's
+  // memory: no allocation when the response fits); `out` is unspecified
+  // after an Error.
+  template <class Rep, class Period>
+  void get_for(Resp& out, std::chrono::duration<Rep, Period> timeout) {
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+    get_impl(&deadline, out);
+  }
   // Asks the server to drop the call; a response already on its way is
   // discarded.
   void cancel() noexcept {
@@ -422,6 +436,11 @@ class PendingCall {
   friend class ServiceClient<Req, Resp>;
   PendingCall(detail::ServiceClientCore* client, std::uint64_t id) : client_(client), id_(id) {}
   Resp get_impl(const Clock::time_point* deadline) {
+    Resp out{};
+    get_impl(deadline, out);
+    return out;
+  }
+  void get_impl(const Clock::time_point* deadline, Resp& out) {
     if (done_) throw Error(Errc::invalid_argument, client_->name(), "the call has ended");
     for (;;) {
       bool last = false;
@@ -430,7 +449,8 @@ class PendingCall {
       if (!last) continue;
       done_ = true;
       const Release release{client_};
-      return decode<Resp>(*bytes, client_->name());
+      if (!detail::decode_message(*bytes, out)) client_->throw_decode_error<Resp>();
+      return;
     }
   }
   // Frees the response next() returned once it is decoded (or not).
@@ -460,6 +480,11 @@ class ServiceClient {
     return call_async(request).get_for(timeout);
   }
   [[nodiscard]] Resp call(const Req& request) { return call_async(request).get(); }
+  // One call, its response decoded into `out` (see PendingCall::get_for).
+  template <class Rep, class Period>
+  void call(const Req& request, Resp& out, std::chrono::duration<Rep, Period> timeout) {
+    call_async(request).get_for(out, timeout);
+  }
   // Sends the request now; the response is collected through the result
   // (any number in flight at once).
   [[nodiscard]] PendingCall<Req, Resp> call_async(const Req& request) {
