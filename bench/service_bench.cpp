@@ -9,6 +9,9 @@
 //       bare pipe (send, echo, receive): the floor a call builds on
 //   BM_Service_Clients_Calls/C                      calls/s of C client
 //       processes calling one server (busy-poll), 16 calls each in flight
+//       (on a host with fewer cpus than clients + 1, spinning clients take
+//       the server's cpu: the row then measures the scheduler)
+//   BM_Service_ClientsBlock_Calls/C                 the same, blocking pipes
 //   BM_ZeroMQ_ReqRep_Block_RTT/N                    peers: ZeroMQ REQ/REP
 //   BM_PyMpListener_Block_RTT/N                     over ipc://, Python's
 //   BM_PyMpManager_Block_Call/N                     multiprocessing.connection
@@ -117,7 +120,7 @@ void BM_Pipe_Block_RTT(benchmark::State& s) { pipe_rtt(s, WaitStrategy::blocking
 
 // C clients (forked, unpinned) each make calls with 16 in flight while the
 // timed loop runs in the server (this process, pinned): calls/s served.
-void BM_Service_Clients_Calls(benchmark::State& state) {
+void clients_calls(benchmark::State& state, WaitStrategy strategy) {
   const int clients = static_cast<int>(state.range(0));
   const std::string name = bench_name("svcn");
   Echo server(name);
@@ -127,7 +130,7 @@ void BM_Service_Clients_Calls(benchmark::State& state) {
     const pid_t pid = ::fork();
     if (pid == 0) {
       try {
-        EchoClient client(name, 10s, options_for(WaitStrategy::busy_poll));
+        EchoClient client(name, 10s, options_for(strategy));
         std::vector<PendingCall<std::string, std::string>> calls;
         for (;;) {
           calls.clear();
@@ -152,6 +155,10 @@ void BM_Service_Clients_Calls(benchmark::State& state) {
   for (pid_t k : kids) ::waitpid(k, nullptr, 0);
   state.SetItemsProcessed(state.iterations());
 }
+void BM_Service_Clients_Calls(benchmark::State& s) { clients_calls(s, WaitStrategy::busy_poll); }
+void BM_Service_ClientsBlock_Calls(benchmark::State& s) {
+  clients_calls(s, WaitStrategy::blocking);
+}
 
 #ifdef SHMBUS_HAVE_ZMQ
 void BM_ZeroMQ_ReqRep_Block_RTT(benchmark::State& s) { zeromq_round_trip(s, ZMQ_REQ, ZMQ_REP); }
@@ -169,6 +176,7 @@ BENCHMARK(BM_Service_BusyValue_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Pipe_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Service_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Service_Clients_Calls)->Arg(1)->Arg(4)->UseRealTime();
+BENCHMARK(BM_Service_ClientsBlock_Calls)->Arg(1)->Arg(4)->UseRealTime();
 
 }  // namespace
 }  // namespace shmbus::bench
