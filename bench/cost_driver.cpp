@@ -24,6 +24,7 @@
 
 #include <unistd.h>
 
+#include "codec_types.hpp"
 #include "shmbus/codec.hpp"
 #include "shmbus/pipe.hpp"
 #include "shmbus/service.hpp"
@@ -32,16 +33,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-struct Quote {
-  std::string symbol;
-  std::vector<double> prices;
-  int qty = 0;
-  MSGPACK_DEFINE(symbol, prices, qty)
-};
-
-struct Pod64 {
-  std::array<std::uint64_t, 8> words;
-};
+using shmbus::bench::make_quote;
+using shmbus::bench::Pod64;
 
 template <class T>
 [[gnu::noinline]] int run_pipe(shmbus::Connection& a, shmbus::Connection& b, const T& msg,
@@ -110,7 +103,7 @@ int main(int argc, char** argv) {
   if (std::strcmp(argv[1], "service") == 0) return service_mode(n, false);
   if (std::strcmp(argv[1], "service_into") == 0) return service_mode(n, true);
   if (std::strcmp(argv[1], "struct") == 0)
-    return pipe_mode(Quote{"EURUSD", {1, 2, 3, 4, 5, 6, 7, 8}, 42}, n);
+    return pipe_mode(make_quote(), n);
   if (std::strcmp(argv[1], "pod") == 0) return pipe_mode(Pod64{}, n);
   std::fprintf(stderr, "unknown mode %s\n", argv[1]);
   return 2;

@@ -67,7 +67,8 @@ struct ServiceServer::Peer {
     const auto it = std::lower_bound(open.begin(), open.end(), id);
     if (it != open.end() && *it == id) open.erase(it);
   }
-  bool gone = false;        // closed, dead, or dropped
+  std::unique_ptr<SpareValue> spare;  // see ServiceServer::spare()
+  bool gone = false;                  // closed, dead, or dropped
   std::uint64_t taken = 0;  // messages read from the client
 
   // [service.taken] after each message read, before a request is handed
@@ -121,7 +122,9 @@ std::optional<ServiceServer::Taken> ServiceServer::turn() {
       bool in_place = false;
       ServiceHeader h{};
       const RecvResult r = ServiceAccess::next(p.conn, frame, in_place, nullptr, false);
-      if (r == RecvResult::empty) break;
+      // closed: this end is not this process's (a forked child's copy of
+      // the Service): never served here, and not dropped for its owner.
+      if (r == RecvResult::empty || r == RecvResult::closed) break;
       if (r != RecvResult::ok) {
         p.drop();  // closed, dead or corrupted
         break;
@@ -198,6 +201,10 @@ bool ServiceServer::responded(const Taken& t, SendResult r) noexcept {
   if (held_ == &t.peer->conn) release_request();
   t.peer->drop();  // dead, closed, or not reading its responses
   return false;
+}
+
+std::unique_ptr<SpareValue>& ServiceServer::spare(const Taken& t) noexcept {
+  return t.peer->spare;
 }
 
 bool ServiceServer::cancelled(const Taken& t) noexcept {

@@ -132,6 +132,48 @@ TEST(Service, CallIntoWithAResponseOfAnotherTypeIsADecodeError) {
   EXPECT_EQ(test::wait_child(kid).code, 0);
 }
 
+// A string request is decoded into the memory of the last request from
+// that client once it is gone (no allocation per request), and a request
+// that outlives its Service gives its memory back safely (to its client's
+// record, which it keeps alive: ASan checks).
+TEST(Service, RequestReusesTheLastRequestsMemoryAndMayOutliveTheService) {
+  SegmentGuard g(unique_name("svcr"));
+  std::optional<ServiceRequest<std::string, std::string>> kept;
+  const pid_t kid = test::fork_child([&] {
+    ServiceClient<std::string, std::string> client(g.name(), 10s);
+    if (client.call(std::string(1000, 'a'), 10s) != "a") return 1;
+    if (client.call(std::string(100, 'b'), 10s) != "b") return 2;
+    try {
+      (void)client.call("c", 10s);  // taken, kept, never answered
+      return 3;
+    } catch (const ServerGone& e) {
+      return e.maybe_executed() ? 0 : 4;
+    }
+  });
+  {
+    Service<std::string, std::string> server(g.name());
+    const char* memory = nullptr;
+    {
+      auto a = server.take_for(10s);
+      ASSERT_TRUE(a.has_value());
+      EXPECT_EQ(a->value(), std::string(1000, 'a'));
+      memory = a->value().data();
+      EXPECT_TRUE(a->respond("a"));
+    }
+    auto b = server.take_for(10s);
+    ASSERT_TRUE(b.has_value());
+    EXPECT_EQ(b->value(), std::string(100, 'b'));
+    EXPECT_EQ(b->value().data(), memory);  // the first request's memory
+    EXPECT_TRUE(b->respond("b"));
+    b.reset();
+    kept = server.take_for(10s);
+    ASSERT_TRUE(kept.has_value());
+    EXPECT_EQ(kept->value(), "c");
+  }  // the Service closes: the client's call ends with ServerGone
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+  kept.reset();  // gives its memory back after the Service went
+}
+
 TEST(Service, SeveralResponsesErrorsAndCancellation) {
   SegmentGuard g(unique_name("svcm"));
   Service<int, int> server(g.name());

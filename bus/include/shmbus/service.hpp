@@ -53,10 +53,12 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "shmbus/codec.hpp"
@@ -139,6 +141,30 @@ struct ServiceAccess {
   }
 };
 
+// A value a server keeps per client, whose memory the next request from
+// that client is decoded into (a string's or a vector's: no allocation
+// when it fits). Made by the typed Service, which alone reads it back.
+struct SpareValue {
+  virtual ~SpareValue() = default;
+};
+template <class T>
+struct Spare final : SpareValue {
+  T value{};
+};
+// The request types that use it: those a decode overwrites whole (a struct
+// decoded into an old value would keep the old value's fields that a
+// shorter message leaves out).
+template <class T>
+struct ReusesValue : std::false_type {};
+template <>
+struct ReusesValue<std::string> : std::true_type {};
+template <class E, class A>
+struct ReusesValue<std::vector<E, A>>
+    : std::bool_constant<(std::is_arithmetic_v<E> && !std::is_same_v<E, bool>) ||
+                         std::is_same_v<E, std::byte>> {};
+template <class T>
+inline constexpr bool kReusesValue = ReusesValue<T>::value;
+
 // The untyped server: connections, round robin, framing.
 class ServiceServer {
  public:
@@ -174,6 +200,9 @@ class ServiceServer {
                      }));
   }
   static bool cancelled(const Taken& t) noexcept;
+  // The spare value of the client `t` came from (null until one is given
+  // back); it lives as long as a request of that client does.
+  static std::unique_ptr<SpareValue>& spare(const Taken& t) noexcept;
   [[nodiscard]] std::size_t clients() const noexcept { return peers_.size(); }
   [[nodiscard]] const std::string& name() const noexcept { return listener_.name(); }
   // Drops a client whose request did not decode.
@@ -324,9 +353,28 @@ class ServiceRequest {
   };
 
  public:
+  // Its value starts as the spare its client's last request gave back
+  // (detail::SpareValue), for the decode to reuse.
   ServiceRequest(Key, detail::ServiceServer* server, detail::ServiceServer::Taken taken)
       : server_(server), taken_(std::move(taken)) {
     taken_.value = {};  // it viewed the server's frame, which the next take() reuses
+    if constexpr (detail::kReusesValue<Req>) {
+      if (auto& spare = detail::ServiceServer::spare(taken_))
+        value_ = std::move(static_cast<detail::Spare<Req>&>(*spare).value);
+    }
+  }
+  ServiceRequest(ServiceRequest&&) noexcept = default;
+  ServiceRequest& operator=(ServiceRequest&&) noexcept = default;
+  // Gives the value's memory back to its client's spare (the client's
+  // record, which this request keeps alive: never the Service's, which may
+  // be gone).
+  ~ServiceRequest() {
+    if constexpr (detail::kReusesValue<Req>) {
+      if (!taken_.peer) return;  // moved from
+      auto& spare = detail::ServiceServer::spare(taken_);
+      if (!spare) spare.reset(new (std::nothrow) detail::Spare<Req>());
+      if (spare) static_cast<detail::Spare<Req>&>(*spare).value = std::move(value_);
+    }
   }
 
  private:
