@@ -135,7 +135,8 @@ TEST(Service, CallIntoWithAResponseOfAnotherTypeIsADecodeError) {
 // A string request is decoded into the memory of the last request from
 // that client once it is gone (no allocation per request), and a request
 // that outlives its Service gives its memory back safely (to its client's
-// record, which it keeps alive: ASan checks).
+// record, which it keeps alive, and whose connection closes with it: ASan
+// checks).
 TEST(Service, RequestReusesTheLastRequestsMemoryAndMayOutliveTheService) {
   SegmentGuard g(unique_name("svcr"));
   std::optional<ServiceRequest<std::string, std::string>> kept;
@@ -169,9 +170,9 @@ TEST(Service, RequestReusesTheLastRequestsMemoryAndMayOutliveTheService) {
     kept = server.take_for(10s);
     ASSERT_TRUE(kept.has_value());
     EXPECT_EQ(kept->value(), "c");
-  }  // the Service closes: the client's call ends with ServerGone
+  }  // the Service is gone; the kept request holds its client's record
+  kept.reset();  // gives its memory back, then the record closes: ServerGone
   EXPECT_EQ(test::wait_child(kid).code, 0);
-  kept.reset();  // gives its memory back after the Service went
 }
 
 TEST(Service, SeveralResponsesErrorsAndCancellation) {
