@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "bench_support.hpp"
+#include "codec_types.hpp"
 #include "shmbus/codec.hpp"
 #include "shmbus/pipe.hpp"
 #include "shmbus/queue.hpp"
@@ -35,19 +36,6 @@ SHMBUS_BENCH_REFERENCES();
 namespace shmbus::bench {
 namespace {
 
-struct Quote {
-  std::string symbol;
-  std::vector<double> prices;
-  int qty = 0;
-  MSGPACK_DEFINE(symbol, prices, qty)
-};
-
-struct Pod64 {
-  std::array<std::uint64_t, 8> words;
-};
-static_assert(sizeof(Pod64) == 64);
-
-Quote make_quote() { return Quote{"EURUSD", {1, 2, 3, 4, 5, 6, 7, 8}, 42}; }
 
 // --- queue streams ---------------------------------------------------------------
 

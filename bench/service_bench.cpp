@@ -1,11 +1,17 @@
 // Service call round trips beside the pipe's, in one binary, pinned:
 //
 //   BM_Service_Busy_RTT/N, BM_Service_Block_RTT/N   one call of an N-byte
-//       string request and response, client and server on the two cpus
+//       string request and response, client and server on the two cpus;
+//       the response decoded into the caller's string (call(req, out, t))
+//   BM_Service_BusyValue_RTT/N                      the same, the response
+//       returned as a new string (call(req, t): one allocation more)
 //   BM_Pipe_Busy_RTT/N, BM_Pipe_Block_RTT/N         the same bytes over a
 //       bare pipe (send, echo, receive): the floor a call builds on
 //   BM_Service_Clients_Calls/C                      calls/s of C client
 //       processes calling one server (busy-poll), 16 calls each in flight
+//       (on a host with fewer cpus than clients + 1, spinning clients take
+//       the server's cpu: the row then measures the scheduler)
+//   BM_Service_ClientsBlock_Calls/C                 the same, blocking pipes
 //   BM_ZeroMQ_ReqRep_Block_RTT/N                    peers: ZeroMQ REQ/REP
 //   BM_PyMpListener_Block_RTT/N                     over ipc://, Python's
 //   BM_PyMpManager_Block_Call/N                     multiprocessing.connection
@@ -58,7 +64,7 @@ void serve_echo(const std::string& name) {
   }
 }
 
-void service_rtt(benchmark::State& state, WaitStrategy strategy) {
+void service_rtt(benchmark::State& state, WaitStrategy strategy, bool into = true) {
   ReferenceBeside beside(state, reference_for(strategy));
   const auto& cpus = bench_cpus();
   const std::string name = bench_name("svc");
@@ -81,9 +87,14 @@ void service_rtt(benchmark::State& state, WaitStrategy strategy) {
   LatencyRecorder rec;
   const int warm = strategy == WaitStrategy::blocking ? kBlockWarmUp : kBusyWarmUp;
   for (int i = 0; i < warm; ++i) (void)client->call(msg, 10s);
+  std::string back;  // into: as the pipe row's recv_bytes_into, no allocation per call
   for (auto _ : state) {
     const std::uint64_t t0 = ticks();
-    if (client->call(msg, 10s).size() != size) {
+    if (into)
+      client->call(msg, back, 10s);
+    else
+      back = client->call(msg, 10s);
+    if (back.size() != size) {
       state.SkipWithError("wrong response");
       break;
     }
@@ -100,13 +111,16 @@ void pipe_rtt(benchmark::State& state, WaitStrategy strategy) {
 }
 
 void BM_Service_Busy_RTT(benchmark::State& s) { service_rtt(s, WaitStrategy::busy_poll); }
+void BM_Service_BusyValue_RTT(benchmark::State& s) {
+  service_rtt(s, WaitStrategy::busy_poll, false);
+}
 void BM_Service_Block_RTT(benchmark::State& s) { service_rtt(s, WaitStrategy::blocking); }
 void BM_Pipe_Busy_RTT(benchmark::State& s) { pipe_rtt(s, WaitStrategy::busy_poll); }
 void BM_Pipe_Block_RTT(benchmark::State& s) { pipe_rtt(s, WaitStrategy::blocking); }
 
 // C clients (forked, unpinned) each make calls with 16 in flight while the
 // timed loop runs in the server (this process, pinned): calls/s served.
-void BM_Service_Clients_Calls(benchmark::State& state) {
+void clients_calls(benchmark::State& state, WaitStrategy strategy) {
   const int clients = static_cast<int>(state.range(0));
   const std::string name = bench_name("svcn");
   Echo server(name);
@@ -116,7 +130,7 @@ void BM_Service_Clients_Calls(benchmark::State& state) {
     const pid_t pid = ::fork();
     if (pid == 0) {
       try {
-        EchoClient client(name, 10s, options_for(WaitStrategy::busy_poll));
+        EchoClient client(name, 10s, options_for(strategy));
         std::vector<PendingCall<std::string, std::string>> calls;
         for (;;) {
           calls.clear();
@@ -141,6 +155,10 @@ void BM_Service_Clients_Calls(benchmark::State& state) {
   for (pid_t k : kids) ::waitpid(k, nullptr, 0);
   state.SetItemsProcessed(state.iterations());
 }
+void BM_Service_Clients_Calls(benchmark::State& s) { clients_calls(s, WaitStrategy::busy_poll); }
+void BM_Service_ClientsBlock_Calls(benchmark::State& s) {
+  clients_calls(s, WaitStrategy::blocking);
+}
 
 #ifdef SHMBUS_HAVE_ZMQ
 void BM_ZeroMQ_ReqRep_Block_RTT(benchmark::State& s) { zeromq_round_trip(s, ZMQ_REQ, ZMQ_REP); }
@@ -154,9 +172,11 @@ BENCHMARK(BM_PyMpManager_Block_Call)->Arg(64)->Iterations(python_iterations())->
 
 BENCHMARK(BM_Pipe_Busy_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Service_Busy_RTT)->Arg(64)->UseRealTime();
+BENCHMARK(BM_Service_BusyValue_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Pipe_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Service_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Service_Clients_Calls)->Arg(1)->Arg(4)->UseRealTime();
+BENCHMARK(BM_Service_ClientsBlock_Calls)->Arg(1)->Arg(4)->UseRealTime();
 
 }  // namespace
 }  // namespace shmbus::bench

@@ -60,10 +60,15 @@ struct ServiceServer::Peer {
       open.insert(std::lower_bound(open.begin(), open.end(), id), id);
   }
   void remove_open(std::uint64_t id) noexcept {
+    if (!open.empty() && open.back() == id) {  // the newest: a call answered at once
+      open.pop_back();
+      return;
+    }
     const auto it = std::lower_bound(open.begin(), open.end(), id);
     if (it != open.end() && *it == id) open.erase(it);
   }
-  bool gone = false;        // closed, dead, or dropped
+  std::unique_ptr<SpareValue> spare;  // see ServiceServer::spare()
+  bool gone = false;                  // closed, dead, or dropped
   std::uint64_t taken = 0;  // messages read from the client
 
   // [service.taken] after each message read, before a request is handed
@@ -89,52 +94,69 @@ ServiceServer::ServiceServer(ServiceServer&&) noexcept = default;
 ServiceServer& ServiceServer::operator=(ServiceServer&&) noexcept = default;
 ServiceServer::~ServiceServer() = default;
 
+std::optional<ServiceServer::Taken> ServiceServer::take_within(Clock::duration timeout) {
+  release_request();
+  if (auto t = turn()) return t;  // a request there now: no clock read
+  const auto deadline = Clock::now() + timeout;
+  return take(&deadline);
+}
+
+std::optional<ServiceServer::Taken> ServiceServer::turn() {
+  // pending(): two loads of lines that change only when a client connects.
+  while (auto c = listener_.pending() != 0 ? listener_.try_accept() : std::nullopt) {
+    auto peer = std::make_shared<Peer>();
+    peer->conn = std::move(*c);
+    peers_.push_back(std::move(peer));
+  }
+  // One turn: at most one request from each client, starting after the
+  // client served last.
+  const std::size_t n = peers_.size();
+  if (next_ >= n) next_ = 0;
+  for (std::size_t k = 0; k < n; ++k) {
+    const std::size_t i = next_ + k < n ? next_ + k : next_ + k - n;
+    Peer& p = *peers_[i];
+    for (int f = 0; f < kFramesPerTurn && !p.gone; ++f) {
+      // A frame (read in place, or gathered when it came in fragments),
+      // nothing yet, end of file or a death; never waits.
+      std::span<const std::byte> frame;
+      bool in_place = false;
+      ServiceHeader h{};
+      const RecvResult r = ServiceAccess::next(p.conn, frame, in_place, nullptr, false);
+      // closed: this end is not this process's (a forked child's copy of
+      // the Service): never served here, and not dropped for its owner.
+      if (r == RecvResult::empty || r == RecvResult::closed) break;
+      if (r != RecvResult::ok) {
+        p.drop();  // closed, dead or corrupted
+        break;
+      }
+      p.publish_taken();
+      const bool framed = get_header(frame, h);
+      if (framed && h.kind == static_cast<std::uint32_t>(FrameKind::cancel)) {
+        ServiceAccess::release(p.conn, in_place);
+        if (p.is_open(h.id)) p.cancelled.insert(h.id);
+        continue;  // cancels do not count as the client's turn
+      }
+      if (!framed || h.kind != static_cast<std::uint32_t>(FrameKind::request) ||
+          p.is_open(h.id)) {
+        ServiceAccess::release(p.conn, in_place);
+        p.drop();  // a frame without a header, a protocol error, an id reused while open
+        break;
+      }
+      p.add_open(h.id);
+      p.publish_open();
+      next_ = i + 1;
+      held_ = &p.conn;
+      held_in_place_ = in_place;
+      return Taken{peers_[i], h.id, frame.subspan(sizeof h)};
+    }
+  }
+  return std::nullopt;
+}
+
 std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point* deadline) {
   release_request();
   for (;;) {
-    // pending(): two loads of lines that change only when a client connects.
-    while (auto c = listener_.pending() != 0 ? listener_.try_accept() : std::nullopt) {
-      auto peer = std::make_shared<Peer>();
-      peer->conn = std::move(*c);
-      peers_.push_back(std::move(peer));
-    }
-    // One turn: at most one request from each client, starting after the
-    // client served last.
-    const std::size_t n = peers_.size();
-    for (std::size_t k = 0; k < n; ++k) {
-      const std::size_t i = (next_ + k) % n;
-      Peer& p = *peers_[i];
-      for (int f = 0; f < kFramesPerTurn && !p.gone && p.conn.poll(); ++f) {
-        // poll(): a frame, end of file or a death. The frame is read in
-        // place (or gathered, when it came in fragments).
-        std::span<const std::byte> frame;
-        bool in_place = false;
-        ServiceHeader h{};
-        if (ServiceAccess::next(p.conn, frame, in_place, nullptr, true) != RecvResult::ok) {
-          p.drop();  // closed, dead or corrupted
-          break;
-        }
-        p.publish_taken();
-        const bool framed = get_header(frame, h);
-        if (framed && h.kind == static_cast<std::uint32_t>(FrameKind::cancel)) {
-          ServiceAccess::release(p.conn, in_place);
-          if (p.is_open(h.id)) p.cancelled.insert(h.id);
-          continue;  // cancels do not count as the client's turn
-        }
-        if (!framed || h.kind != static_cast<std::uint32_t>(FrameKind::request) ||
-            p.is_open(h.id)) {
-          ServiceAccess::release(p.conn, in_place);
-          p.drop();  // a frame without a header, a protocol error, an id reused while open
-          break;
-        }
-        p.add_open(h.id);
-        p.publish_open();
-        next_ = i + 1;
-        held_ = &p.conn;
-        held_in_place_ = in_place;
-        return Taken{peers_[i], h.id, frame.subspan(sizeof h)};
-      }
-    }
+    if (auto t = turn()) return t;
     std::erase_if(peers_, [](const std::shared_ptr<Peer>& p) { return p->gone; });
     std::optional<Clock::duration> left;
     if (deadline != nullptr) {
@@ -181,6 +203,10 @@ bool ServiceServer::responded(const Taken& t, SendResult r) noexcept {
   return false;
 }
 
+std::unique_ptr<SpareValue>& ServiceServer::spare(const Taken& t) noexcept {
+  return t.peer->spare;
+}
+
 bool ServiceServer::cancelled(const Taken& t) noexcept {
   return t.peer->cancelled.count(t.id) != 0;
 }
@@ -205,11 +231,20 @@ void ServiceClientCore::connect() {
 }
 
 ServiceClientCore::Pending* ServiceClientCore::find(std::uint64_t id) noexcept {
+  if (!pending_.empty() && std::prev(pending_.end())->first == id)
+    return &std::prev(pending_.end())->second;  // the newest call: no search
   const auto it = pending_.find(id);
   return it == pending_.end() ? nullptr : &it->second;
 }
 
-void ServiceClientCore::forget(std::uint64_t id) noexcept { pending_.erase(id); }
+void ServiceClientCore::forget(std::uint64_t id) noexcept {
+  // Mostly the newest call (one call at a time): no search.
+  if (!pending_.empty() && std::prev(pending_.end())->first == id) {
+    pending_.erase(std::prev(pending_.end()));
+    return;
+  }
+  pending_.erase(id);
+}
 
 void ServiceClientCore::end_pending() noexcept {
   release();
@@ -278,17 +313,18 @@ std::optional<std::span<const std::byte>> ServiceClientCore::next(std::uint64_t 
     if (found == nullptr) throw Error(Errc::invalid_argument, name_, "no such call");
     Pending& p = *found;
     if (p.queued()) {
-      held_ = std::move(p.responses[p.head++]);
+      Later& l = *p.later;
+      held_ = std::move(l.responses[l.head++]);
       last = p.done && !p.queued();
       if (!p.queued()) {
-        p.responses.clear();
-        p.head = 0;
+        l.responses.clear();
+        l.head = 0;
       }
       return std::span<const std::byte>(held_);
     }
     if (p.server_gone) throw_gone(id, "died or closed");
-    if (p.failed) {
-      const std::string why = std::move(*p.failed);
+    if (p.failed()) {
+      const std::string why = std::move(*p.later->failed);
       forget(id);
       throw Error(Errc::task_failed, name_, why);
     }
@@ -318,8 +354,8 @@ std::optional<std::span<const std::byte>> ServiceClientCore::next(std::uint64_t 
     } done{*conn_, in_place};
     ServiceHeader h{};
     if (!get_header(frame, h)) continue;  // untrusted: ignored
-    Pending* target = find(h.id);
-    if (target == nullptr || target->done || target->failed) {
+    Pending* target = h.id == id ? &p : find(h.id);  // mostly the call waited for
+    if (target == nullptr || target->done || target->failed()) {
       continue;  // unknown, cancelled or ended: ignored
     }
     Pending& q = *target;
@@ -334,10 +370,10 @@ std::optional<std::span<const std::byte>> ServiceClientCore::next(std::uint64_t 
           done.in_place = false;
           return value;
         }
-        q.responses.emplace_back(value.begin(), value.end());
+        q.gather().responses.emplace_back(value.begin(), value.end());
         break;
       case FrameKind::failed:
-        q.failed.emplace(reinterpret_cast<const char*>(value.data()), value.size());
+        q.gather().failed.emplace(reinterpret_cast<const char*>(value.data()), value.size());
         break;
       default:
         break;  // not a response kind: ignored
@@ -345,12 +381,19 @@ std::optional<std::span<const std::byte>> ServiceClientCore::next(std::uint64_t 
   }
 }
 
+void ServiceClientCore::throw_decode_error(std::string_view type) const {
+  throw Error(Errc::decode_error, name_,
+              "expected " + std::string(type) + ": " + last_decode_error());
+}
+
 void ServiceClientCore::cancel(std::uint64_t id) noexcept {
   Pending* p = find(id);
   if (p == nullptr) return;
   p->done = true;  // later responses are dropped
-  p->responses.clear();
-  p->head = 0;
+  if (p->later) {
+    p->later->responses.clear();
+    p->later->head = 0;
+  }
   if (!conn_) return;
   put_frame(frame_, id, FrameKind::cancel, {});
   // Best effort: a full pipe keeps the call running.

@@ -85,6 +85,96 @@ TEST(Service, FramesOfEverySizeInPlaceOrFragmented) {
   EXPECT_EQ(test::wait_child(kid).code, 0);
 }
 
+// call(request, out, timeout) decodes the response into the caller's value:
+// a string with room keeps its memory (no allocation per call); a response
+// that is not a Resp is Error(decode_error).
+TEST(Service, CallIntoTheCallersValueKeepsItsMemory) {
+  SegmentGuard g(unique_name("svci"));
+  Service<std::string, std::string> server(g.name());
+  const pid_t kid = test::fork_child([&] {
+    ServiceClient<std::string, std::string> client(g.name(), 10s);
+    std::string out;
+    out.reserve(1000);
+    const char* memory = out.data();
+    for (std::size_t i = 0; i < 3; ++i) {
+      client.call(std::string(100 + i, 'a'), out, 10s);
+      if (out != std::string(100 + i, 'b')) return 1;
+      if (out.data() != memory) return 2;
+    }
+    return 0;
+  });
+  for (int i = 0; i < 3; ++i) {
+    auto req = server.take_for(10s);
+    ASSERT_TRUE(req.has_value()) << i;
+    EXPECT_TRUE(req->respond(std::string(req->value().size(), 'b')));
+  }
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+}
+
+TEST(Service, CallIntoWithAResponseOfAnotherTypeIsADecodeError) {
+  SegmentGuard g(unique_name("svcd"));
+  Service<int, std::string> server(g.name());  // answers a string to an int call
+  const pid_t kid = test::fork_child([&] {
+    ServiceClient<int, int> client(g.name(), 10s);
+    int out = 0;
+    try {
+      client.call(1, out, 10s);
+      return 1;
+    } catch (const Error& e) {
+      if (e.code() != Errc::decode_error) return 2;
+      if (std::string(e.what()).find("expected int") == std::string::npos) return 3;
+    }
+    return 0;
+  });
+  auto req = server.take_for(10s);
+  ASSERT_TRUE(req.has_value());
+  EXPECT_TRUE(req->respond("not an int"));
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+}
+
+// A string request is decoded into the memory of the last request from
+// that client once it is gone (no allocation per request), and a request
+// that outlives its Service gives its memory back safely (to its client's
+// record, which it keeps alive, and whose connection closes with it: ASan
+// checks).
+TEST(Service, RequestReusesTheLastRequestsMemoryAndMayOutliveTheService) {
+  SegmentGuard g(unique_name("svcr"));
+  std::optional<ServiceRequest<std::string, std::string>> kept;
+  const pid_t kid = test::fork_child([&] {
+    ServiceClient<std::string, std::string> client(g.name(), 10s);
+    if (client.call(std::string(1000, 'a'), 10s) != "a") return 1;
+    if (client.call(std::string(100, 'b'), 10s) != "b") return 2;
+    try {
+      (void)client.call("c", 10s);  // taken, kept, never answered
+      return 3;
+    } catch (const ServerGone& e) {
+      return e.maybe_executed() ? 0 : 4;
+    }
+  });
+  {
+    Service<std::string, std::string> server(g.name());
+    const char* memory = nullptr;
+    {
+      auto a = server.take_for(10s);
+      ASSERT_TRUE(a.has_value());
+      EXPECT_EQ(a->value(), std::string(1000, 'a'));
+      memory = a->value().data();
+      EXPECT_TRUE(a->respond("a"));
+    }
+    auto b = server.take_for(10s);
+    ASSERT_TRUE(b.has_value());
+    EXPECT_EQ(b->value(), std::string(100, 'b'));
+    EXPECT_EQ(b->value().data(), memory);  // the first request's memory
+    EXPECT_TRUE(b->respond("b"));
+    b.reset();
+    kept = server.take_for(10s);
+    ASSERT_TRUE(kept.has_value());
+    EXPECT_EQ(kept->value(), "c");
+  }  // the Service is gone; the kept request holds its client's record
+  kept.reset();  // gives its memory back, then the record closes: ServerGone
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+}
+
 TEST(Service, SeveralResponsesErrorsAndCancellation) {
   SegmentGuard g(unique_name("svcm"));
   Service<int, int> server(g.name());

@@ -53,10 +53,12 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "shmbus/codec.hpp"
@@ -139,6 +141,30 @@ struct ServiceAccess {
   }
 };
 
+// A value a server keeps per client, whose memory the next request from
+// that client is decoded into (a string's or a vector's: no allocation
+// when it fits). Made by the typed Service, which alone reads it back.
+struct SpareValue {
+  virtual ~SpareValue() = default;
+};
+template <class T>
+struct Spare final : SpareValue {
+  T value{};
+};
+// The request types that use it: those a decode overwrites whole (a struct
+// decoded into an old value would keep the old value's fields that a
+// shorter message leaves out).
+template <class T>
+struct ReusesValue : std::false_type {};
+template <>
+struct ReusesValue<std::string> : std::true_type {};
+template <class E, class A>
+struct ReusesValue<std::vector<E, A>>
+    : std::bool_constant<(std::is_arithmetic_v<E> && !std::is_same_v<E, bool>) ||
+                         std::is_same_v<E, std::byte>> {};
+template <class T>
+inline constexpr bool kReusesValue = ReusesValue<T>::value;
+
 // The untyped server: connections, round robin, framing.
 class ServiceServer {
  public:
@@ -158,6 +184,9 @@ class ServiceServer {
 
   // The next request, or nullopt at the deadline (nullptr: none).
   std::optional<Taken> take(const Clock::time_point* deadline);
+  // take() within `timeout`: the clock is read only when no request is
+  // there at once.
+  std::optional<Taken> take_within(Clock::duration timeout);
   // Frees the frame the last take() returned (its value is read).
   void release_request() noexcept;
   // Sends one response frame; false when the client is gone (or dropped).
@@ -171,6 +200,9 @@ class ServiceServer {
                      }));
   }
   static bool cancelled(const Taken& t) noexcept;
+  // The spare value of the client `t` came from (null until one is given
+  // back); it lives as long as a request of that client does.
+  static std::unique_ptr<SpareValue>& spare(const Taken& t) noexcept;
   [[nodiscard]] std::size_t clients() const noexcept { return peers_.size(); }
   [[nodiscard]] const std::string& name() const noexcept { return listener_.name(); }
   // Drops a client whose request did not decode.
@@ -180,6 +212,9 @@ class ServiceServer {
   // The connection to respond on, or nullptr when nothing is to be sent
   // (`answered`: true when the caller cancelled, false when it is gone).
   Connection* respond_to(const Taken& t, FrameKind kind, bool& answered);
+  // Accepts new clients, then one round robin turn over them: a request,
+  // or nullopt when none has one now.
+  std::optional<Taken> turn();
   // What respond() returns after sending; drops the client on a failure.
   bool responded(const Taken& t, SendResult r) noexcept;
 
@@ -217,21 +252,40 @@ class ServiceClientCore {
   void release() noexcept;
   void cancel(std::uint64_t id) noexcept;
   void forget(std::uint64_t id) noexcept;
+  // Error(decode_error): a response that is not a T (as decode<T>() says).
+  template <class T>
+  [[noreturn]] void throw_decode_error() const {
+    throw_decode_error(detail::type_name<T>());
+  }
+  [[noreturn]] void throw_decode_error(std::string_view type) const;
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
  private:
+  // What a call gathers while another one is read: made only then, so a
+  // call read as it arrives (the usual one) is three words in pending_,
+  // moved and erased without a destructor to run.
+  struct Later {
+    // Responses, from `head` on (a vector, not a deque: libstdc++'s deque
+    // allocates when made).
+    std::vector<std::vector<std::byte>> responses;
+    std::size_t head = 0;
+    std::optional<std::string> failed;  // the server's error, when it sent one
+  };
   struct Pending {
     bool done = false;           // the last response is among `responses`
     bool server_gone = false;    // the server died or closed meanwhile
     bool maybe_executed = true;  // then: whether the server had taken it
     std::uint64_t message = 0;   // messages sent on the connection before it
-    // Responses that arrived while another call was read, from `head` on
-    // (a vector, not a deque: libstdc++'s deque allocates when made).
-    std::vector<std::vector<std::byte>> responses;
-    std::size_t head = 0;
-    std::optional<std::string> failed;  // the server's error, when it sent one
+    std::unique_ptr<Later> later;
 
-    [[nodiscard]] bool queued() const noexcept { return head < responses.size(); }
+    [[nodiscard]] bool queued() const noexcept {
+      return later && later->head < later->responses.size();
+    }
+    [[nodiscard]] bool failed() const noexcept { return later && later->failed; }
+    Later& gather() {
+      if (!later) later = std::make_unique<Later>();
+      return *later;
+    }
   };
   // The pending call `id`, or nullptr.
   Pending* find(std::uint64_t id) noexcept;
@@ -292,13 +346,41 @@ class ServiceRequest {
 
  private:
   friend class Service<Req, Resp>;
-  ServiceRequest(detail::ServiceServer* server, detail::ServiceServer::Taken taken, Req value)
-      : server_(server), taken_(std::move(taken)), value_(std::move(value)) {
+  // Only a Service makes one (std::optional constructs it in place).
+  class Key {
+    friend class Service<Req, Resp>;
+    Key() = default;
+  };
+
+ public:
+  // Its value starts as the spare its client's last request gave back
+  // (detail::SpareValue), for the decode to reuse.
+  ServiceRequest(Key, detail::ServiceServer* server, detail::ServiceServer::Taken taken)
+      : server_(server), taken_(std::move(taken)) {
     taken_.value = {};  // it viewed the server's frame, which the next take() reuses
+    if constexpr (detail::kReusesValue<Req>) {
+      if (auto& spare = detail::ServiceServer::spare(taken_))
+        value_ = std::move(static_cast<detail::Spare<Req>&>(*spare).value);
+    }
   }
+  ServiceRequest(ServiceRequest&&) noexcept = default;
+  ServiceRequest& operator=(ServiceRequest&&) noexcept = default;
+  // Gives the value's memory back to its client's spare (the client's
+  // record, which this request keeps alive: never the Service's, which may
+  // be gone).
+  ~ServiceRequest() {
+    if constexpr (detail::kReusesValue<Req>) {
+      if (!taken_.peer) return;  // moved from
+      auto& spare = detail::ServiceServer::spare(taken_);
+      if (!spare) spare.reset(new (std::nothrow) detail::Spare<Req>());
+      if (spare) static_cast<detail::Spare<Req>&>(*spare).value = std::move(value_);
+    }
+  }
+
+ private:
   detail::ServiceServer* server_;
   detail::ServiceServer::Taken taken_;
-  Req value_;
+  Req value_{};
 };
 
 template <class Req, class Resp>
@@ -313,24 +395,31 @@ class Service {
   template <class Rep, class Period>
   [[nodiscard]] std::optional<ServiceRequest<Req, Resp>> take_for(
       std::chrono::duration<Rep, Period> timeout) {
-    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
-    return take_impl(&deadline);
+    const auto within = std::chrono::duration_cast<Clock::duration>(timeout);
+    return take_impl([&] { return core_.take_within(within); });
   }
-  [[nodiscard]] ServiceRequest<Req, Resp> take() { return *take_impl(nullptr); }
+  [[nodiscard]] ServiceRequest<Req, Resp> take() {
+    return *take_impl([&] { return core_.take(nullptr); });
+  }
 
   [[nodiscard]] std::size_t clients() const noexcept { return core_.clients(); }
   [[nodiscard]] const std::string& name() const noexcept { return core_.name(); }
 
  private:
-  std::optional<ServiceRequest<Req, Resp>> take_impl(const Clock::time_point* deadline) {
+  // `take`: the core's take() or take_within().
+  template <class Take>
+  std::optional<ServiceRequest<Req, Resp>> take_impl(Take take) {
+    using Request = ServiceRequest<Req, Resp>;
     for (;;) {
-      auto t = core_.take(deadline);
+      auto t = take();
       if (!t) return std::nullopt;
-      Req value{};
-      const bool decoded = detail::decode_message(t->value, value);
+      const std::span<const std::byte> bytes = t->value;
+      // Decoded straight into the request returned (no move of the value).
+      std::optional<Request> r(std::in_place, typename Request::Key{}, &core_, std::move(*t));
+      const bool decoded = detail::decode_message(bytes, r->value_);
       core_.release_request();
-      if (decoded) return ServiceRequest<Req, Resp>(&core_, std::move(*t), std::move(value));
-      core_.drop(*t);  // not a Req: a protocol error
+      if (decoded) return r;
+      core_.drop(r->taken_);  // not a Req: a protocol error
     }
   }
   detail::ServiceServer core_;
@@ -375,6 +464,14 @@ class PendingCall {
     return get_impl(&deadline);
   }
   [[nodiscard]] Resp get() { return get_impl(nullptr); }
+  // The same into `out`, reusing what it owns (a string's or a vector's
+  // memory: no allocation when the response fits); `out` is unspecified
+  // after an Error.
+  template <class Rep, class Period>
+  void get_for(Resp& out, std::chrono::duration<Rep, Period> timeout) {
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+    get_impl(&deadline, out);
+  }
   // Asks the server to drop the call; a response already on its way is
   // discarded.
   void cancel() noexcept {
@@ -387,6 +484,11 @@ class PendingCall {
   friend class ServiceClient<Req, Resp>;
   PendingCall(detail::ServiceClientCore* client, std::uint64_t id) : client_(client), id_(id) {}
   Resp get_impl(const Clock::time_point* deadline) {
+    Resp out{};
+    get_impl(deadline, out);
+    return out;
+  }
+  void get_impl(const Clock::time_point* deadline, Resp& out) {
     if (done_) throw Error(Errc::invalid_argument, client_->name(), "the call has ended");
     for (;;) {
       bool last = false;
@@ -395,7 +497,8 @@ class PendingCall {
       if (!last) continue;
       done_ = true;
       const Release release{client_};
-      return decode<Resp>(*bytes, client_->name());
+      if (!detail::decode_message(*bytes, out)) client_->throw_decode_error<Resp>();
+      return;
     }
   }
   // Frees the response next() returned once it is decoded (or not).
@@ -425,6 +528,11 @@ class ServiceClient {
     return call_async(request).get_for(timeout);
   }
   [[nodiscard]] Resp call(const Req& request) { return call_async(request).get(); }
+  // One call, its response decoded into `out` (see PendingCall::get_for).
+  template <class Rep, class Period>
+  void call(const Req& request, Resp& out, std::chrono::duration<Rep, Period> timeout) {
+    call_async(request).get_for(out, timeout);
+  }
   // Sends the request now; the response is collected through the result
   // (any number in flight at once).
   [[nodiscard]] PendingCall<Req, Resp> call_async(const Req& request) {
