@@ -1171,7 +1171,7 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
         Errc::invalid_argument, "wait",
         std::to_string(ends.size()) + " ends, at most " + std::to_string(detail::kMaxFutexWaiters));
   }
-  bool all_busy = true;
+  bool any_busy = false;
   bool any_blocking = false;
   for (Connection* c : ends) {
     if (c == nullptr || !W::can_wait(*c)) {
@@ -1179,7 +1179,7 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
                   "cannot receive here (closed, moved from, a send-only end, or another "
                   "process's)");
     }
-    all_busy = all_busy && W::strategy(*c) == WaitStrategy::busy_poll;
+    any_busy = any_busy || W::strategy(*c) == WaitStrategy::busy_poll;
     any_blocking = any_blocking || W::strategy(*c) == WaitStrategy::blocking;
   }
   const Clock::time_point start = Clock::now();
@@ -1197,8 +1197,9 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
   };
   if (collect(false)) return;
   Clock::time_point next_check = start + kLivenessInterval;
-  // Spin as the ends would (see wait_loop()).
-  if (!any_blocking) {
+  // Spin as the ends would (see wait_loop()); a busy-poll end's sender
+  // wakes nobody, so with one in the set spin until the deadline.
+  if (!any_blocking || any_busy) {
     const auto spin = WaitPolicy{}.spin;
     for (unsigned i = 1;; ++i) {
       detail::cpu_relax();
@@ -1206,7 +1207,7 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
       if ((i & 255) != 0) continue;
       const auto now = Clock::now();
       if (now >= deadline) return;
-      if (!all_busy && now - start >= spin) break;
+      if (!any_busy && now - start >= spin) break;
       if (now >= next_check) {
         next_check = now + kLivenessInterval;
         if (collect(true)) return;
@@ -1252,6 +1253,7 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
       const auto now = Clock::now();
       Clock::time_point slice = std::min(deadline, now + kLivenessInterval);
       if (!fenced) slice = std::min(slice, now + detail::kUnfencedNap);
+      detail::fault_point(detail::FaultPoint::sleeper_counted);
       (void)detail::futex_wait_any({words.data(), armed}, &slice);
     }
     if (collect(false)) break;

@@ -563,7 +563,7 @@ void WaitAny::full(std::span<const Waitable> items, std::vector<std::size_t>& ou
   s.fds.clear();
   s.fd_index.clear();
   s.hit.assign(items.size(), 0);
-  bool all_busy = true;
+  bool any_busy = false;
   bool any_blocking = false;
   std::size_t objects = 0;
   for (std::size_t i = 0; i < items.size(); ++i) {
@@ -579,17 +579,22 @@ void WaitAny::full(std::span<const Waitable> items, std::vector<std::size_t>& ou
     }
     ++objects;
     const WaitStrategy st = w.ops_->strategy(w.obj_);
-    all_busy = all_busy && st == WaitStrategy::busy_poll;
+    any_busy = any_busy || st == WaitStrategy::busy_poll;
     any_blocking = any_blocking || st == WaitStrategy::blocking;
   }
-  s.spins = !any_blocking && objects > 0;
+  // A busy-poll object's notifier wakes nobody: a set holding one spins
+  // until something is ready or the deadline (as that object's own wait
+  // would), whatever else it holds; else it spins like an adaptive object
+  // (none if one blocks), then sleeps.
+  const bool spin_all_along = any_busy;
+  s.spins = spin_all_along || (!any_blocking && objects > 0);
   detail::WaitAny wa{items, out, s};
   if (wa.collect(false)) return;
 
   Clock::time_point next_check = start + detail::kLivenessInterval;
   // Spin as the objects would (pipe.cpp's wait_loop()); descriptors are
   // polled only at each clock read (a system call).
-  if (!any_blocking && objects > 0) {
+  if (s.spins) {
     const auto spin = WaitPolicy{}.spin;
     for (unsigned i = 1;; ++i) {
       detail::cpu_relax();
@@ -598,7 +603,7 @@ void WaitAny::full(std::span<const Waitable> items, std::vector<std::size_t>& ou
       if (wa.collect(false)) return;
       const auto now = Clock::now();
       if (now >= deadline) return;
-      if (!all_busy && now - start >= spin) break;
+      if (!spin_all_along && now - start >= spin) break;
       if (now >= next_check) {
         next_check = now + detail::kLivenessInterval;
         if (wa.collect(true)) return;

@@ -19,8 +19,10 @@
 #include <cstring>
 #include <deque>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/pipe.hpp"
 #include "shmbus/segment_info.hpp"
@@ -100,6 +102,52 @@ TEST(WaitAny, ReturnsTheReadyPositionsOfAMixInOrder) {
   EXPECT_TRUE(wait({m.pipe.first, m.queue}, 0ms).empty());
   EXPECT_TRUE(set[1].refers_to(&m.queue));
   EXPECT_FALSE(set[1].refers_to(&m.event));
+}
+
+std::atomic<int> g_sleeps{0};
+void count_sleeps(detail::FaultPoint p) noexcept {
+  if (p == detail::FaultPoint::sleeper_counted) g_sleeps.fetch_add(1, std::memory_order_relaxed);
+}
+
+// A busy-poll sender wakes nobody, so a waiter asleep on a set holding its
+// end would see its message only when a nap ends: such a set spins until
+// something is ready, whatever else it holds (a blocking Event, a blocking
+// pipe end), in both forms of wait().
+TEST(WaitAny, ASetHoldingABusyPollObjectSpinsAndNeverSleeps) {
+  for (const bool pipe_only : {false, true}) {
+    SCOPED_TRACE(pipe_only ? "wait(ends)" : "wait(waitables)");
+    PipeOptions busy, blocking;
+    busy.wait.strategy = WaitStrategy::busy_poll;
+    blocking.wait.strategy = WaitStrategy::blocking;
+    auto [rx, tx] = Pipe(busy);
+    auto [other_rx, other_tx] = Pipe(blocking);
+    Event ev;
+    ev.set_wait_policy({.strategy = WaitStrategy::blocking});
+    g_sleeps.store(0);
+    detail::set_fault_hook(count_sleeps);
+    std::atomic<bool> waiting{false};
+    std::atomic<int> found{-1};
+    std::thread waiter([&] {
+      waiting.store(true);
+      if (pipe_only) {
+        const std::array<Connection*, 2> ends{&rx, &other_rx};
+        const auto r = wait(ends, 30s);
+        found.store(r.size() == 1 && r[0] == &rx ? 1 : 0);
+      } else {
+        found.store(wait({Waitable(rx), Waitable(ev), Waitable(other_rx)}, 30s) == Positions{0});
+      }
+    });
+    // Far longer than an adaptive spin (the set's, without the busy end),
+    // so a set that would sleep has reached its sleep.
+    const auto since = Clock::now();
+    EXPECT_TRUE(test::poll_until(
+        [&] { return waiting.load() && Clock::now() - since > 100 * WaitPolicy{}.spin; }));
+    ASSERT_EQ(tx.send(std::int32_t{1}), SendResult::ok);
+    waiter.join();
+    detail::set_fault_hook(nullptr);
+    EXPECT_EQ(found.load(), 1);
+    EXPECT_EQ(g_sleeps.load(), 0) << "the waiter slept on a set a busy-poll sender cannot wake";
+  }
 }
 
 TEST(WaitAny, EveryQueueFlavourIsWaitable) {

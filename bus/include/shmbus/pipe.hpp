@@ -53,9 +53,10 @@ namespace shmbus {
 // of `ends` can recv without waiting (a message is there, the peer closed,
 // or the peer died) or `timeout` passes (none: forever), and returns those
 // ends in the order given (empty on timeout). It waits as the ends'
-// strategies do: busy-polls if all of them busy-poll, else spins like an
-// adaptive end (none if one blocks), then sleeps on every ring at once
-// (futex_waitv; ends that are armed and woken like a sleeping recv()).
+// strategies do: busy-polls if one of them busy-polls (its sender wakes
+// nobody), else spins like an adaptive end (none if one blocks), then
+// sleeps on every ring at once (futex_waitv; ends that are armed and woken
+// like a sleeping recv()).
 // At most 128 ends; one that cannot receive (closed, moved from, the send
 // end of a half-duplex pipe, taken by another process) throws
 // Error(invalid_argument), as does a longer list, or an empty one without

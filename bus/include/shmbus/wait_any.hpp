@@ -29,13 +29,14 @@
 //   Subscriber        recv() would not wait: a message (or a lap) at its
 //                     position, the publisher closed or dead, this
 //                     subscriber evicted; also a closed or moved-from one.
-//                     A busy_poll topic's publisher wakes nobody: in a
-//                     set that sleeps, it is seen at the 10 ms slices.
+//                     A busy_poll topic's publisher wakes nobody: a set
+//                     holding its subscriber spins (see below).
 //   Waitable::fd      poll(2) reports any of `events` (or an error/hangup).
 //
 // How it waits. A set of shmbus objects only keeps the pipe-only wait()'s
 // design: no system call while something is ready; else it spins like its
-// objects (none if one of them blocks, forever if all busy-poll), then
+// objects (until the deadline if one of them busy-polls, whose notifier
+// wakes nobody; else as an adaptive object, none if one blocks), then
 // sleeps with one futex_waitv(2) on every object's futex word (a pipe end's
 // ring header, armed as a sleeping recv() arms it, with one heavy fence for
 // all of them; an Event's, Semaphore's or queue's wait channel, counted as a

@@ -50,7 +50,8 @@ enum class FaultPoint : std::uint8_t {
   generation_ended,  // the last arriver: gen bumped and the guard released,
                      // its waiters not yet woken
   // Every WaitChannel sleeper (futex.hpp's sleep_until), shmbus::wait()
-  // and a Barrier waiter.
+  // (both forms: for pipe ends, "armed" stands for "counted") and a Barrier
+  // waiter.
   sleeper_counted,  // counted in `sleepers`, futex word read, not yet asleep
   // The bridge (bridge/src/forwarder.cpp).
   bridge_taken,    // a forwarded message is in the outbox and out of the queue,
