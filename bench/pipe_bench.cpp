@@ -13,6 +13,8 @@
 //   BM_Memcpy_Stream/N       single-core memcpy bandwidth (the 1 MiB yardstick)
 //   BM_Pipe_OneCore_SendRecv/N   send + receive on one thread: the code's own
 //                            cost (BM_BoostLockfree_OneCore_SendRecv/N beside)
+//   BM_Pipe_OneCore_SendRecvTyped/N  the same with send(Msg<N>)/recv(Msg<N>&) of
+//                            a trivially copyable struct, as the Lockfree row copies
 //   BM_LinuxPipe_Block_RTT/N, BM_UnixSocket_Block_RTT/N,
 //   BM_BoostLockfree_Busy_RTT/N, BM_BoostLockfree_Stream/N   the peers
 //   (Boost.Interprocess message_queue and the other kernel peers are in
@@ -404,6 +406,29 @@ void BM_Pipe_OneCore_SendRecv(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// The same with a trivially copyable struct of N bytes, as the
+// Boost.Lockfree row below copies one: send(Msg<N>) / recv(Msg<N>&), whose
+// size is a compile-time constant (the copy is a fixed-size move, the
+// receive's size check a compare with a constant), where the row above
+// sends a span of a size known only at run time.
+template <std::size_t N>
+void BM_Pipe_OneCore_SendRecvTyped(benchmark::State& state) {
+  pin_this_thread(bench_cpus().parent);
+  auto [a, b] = Pipe(pipe_options(WaitStrategy::busy_poll));
+  Msg<N> m{}, r{};
+  m.bytes.fill(std::byte{0x5a});
+  while (state.KeepRunningBatch(16)) {
+    for (int i = 0; i < 16; ++i) {
+      if (a.send(m) != SendResult::ok) state.SkipWithError("send failed");
+    }
+    for (int i = 0; i < 16; ++i) {
+      if (b.recv(r) != RecvResult::ok) state.SkipWithError("recv failed");
+    }
+  }
+  benchmark::DoNotOptimize(r);
+  state.SetItemsProcessed(state.iterations());
+}
+
 // The same for Boost.Lockfree's spsc_queue (push, then pop).
 template <std::size_t N>
 void BM_BoostLockfree_OneCore_SendRecv(benchmark::State& state) {
@@ -445,6 +470,8 @@ BENCHMARK(BM_PipeNoCoalesce_Stream)->Arg(8)->Arg(64)->UseRealTime()->MinTime(kSt
 BENCHMARK(BM_PipeAdaptive_Stream)->Arg(8)->Arg(64)->UseRealTime()->MinTime(kStreamMinTime);
 BENCHMARK(BM_Memcpy_Stream)->Arg(1048576)->UseRealTime()->MinTime(kStreamMinTime);
 BENCHMARK(BM_Pipe_OneCore_SendRecv)->Arg(8)->Arg(64);
+BENCHMARK(BM_Pipe_OneCore_SendRecvTyped<8>)->Name("BM_Pipe_OneCore_SendRecvTyped/8");
+BENCHMARK(BM_Pipe_OneCore_SendRecvTyped<64>)->Name("BM_Pipe_OneCore_SendRecvTyped/64");
 BENCHMARK(BM_BoostLockfree_OneCore_SendRecv<8>)->Name("BM_BoostLockfree_OneCore_SendRecv/8");
 BENCHMARK(BM_BoostLockfree_OneCore_SendRecv<64>)->Name("BM_BoostLockfree_OneCore_SendRecv/64");
 BENCHMARK(BM_Pipe_Adaptive_IdleCpu)->Iterations(1)->UseRealTime();

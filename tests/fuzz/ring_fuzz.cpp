@@ -34,7 +34,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::size_t room = capacity / 4;
     auto* buf = static_cast<std::byte*>(std::malloc(room));
     std::size_t n = 0;
-    for (int i = 0; i < 64 && consumer.try_recv<false>(buf, room, n); ++i) {
+    for (int i = 0; i < 64; ++i) {
+      // The typed receive first (recv<T>: a length of exactly `exact`).
+      const std::size_t exact = i % 3 == 0 ? 8 : i % 3 == 1 ? 64 : 24;
+      if (consumer.try_recv<true>(buf, exact, n)) {
+        if (n != exact) std::abort();
+      } else if (!consumer.try_recv<false>(buf, room, n)) {
+        break;
+      }
       if (n > room) std::abort();
       for (std::size_t k = 0; k < n; ++k) sum += static_cast<std::uint8_t>(buf[k]);
     }

@@ -363,6 +363,13 @@ TEST(SpscRingFast, RecvRefusesEveryHeaderButAPlainFrameInBounds) {
     std::byte buf[4096];
     std::size_t n = 99;
     EXPECT_FALSE(r.consumer.try_recv<false>(buf, sizeof buf, n)) << std::hex << h;
+    // The typed receive (recv<T>: exactly `room` bytes) compares the
+    // length with its room first: neither the length the header carries
+    // nor one past the largest frame may pass.
+    for (const std::uint64_t room : {std::uint64_t{16}, max + 1, h & kFrameLengthMask}) {
+      if (room > sizeof buf) continue;
+      EXPECT_FALSE(r.consumer.try_recv<true>(buf, room, n)) << std::hex << h << " room " << room;
+    }
     EXPECT_EQ(n, 99u);
     EXPECT_EQ(r.control->consumer.read_pos.load(), 0u);
   }
@@ -375,6 +382,7 @@ TEST(SpscRingFast, RecvRefusesEveryHeaderButAPlainFrameInBounds) {
     std::byte buf[128];
     std::size_t n = 0;
     EXPECT_FALSE(r.consumer.try_recv<false>(buf, sizeof buf, n));
+    EXPECT_FALSE(r.consumer.try_recv<true>(buf, 64, n));
     EXPECT_EQ(r.consumer.peek(f), PeekResult::corrupted);
     EXPECT_FALSE(r.consumer.try_recv<false>(buf, sizeof buf, n));  // sticky
   }

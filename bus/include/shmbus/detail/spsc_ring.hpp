@@ -200,15 +200,24 @@ enum class PeekResult : std::uint8_t { ok, empty, corrupted };
 }
 
 // The first and the last k bytes of n (k <= n <= 2k), loaded before either
-// is stored: together they are the n bytes, whatever n.
+// is stored: together they are the n bytes, whatever n. Moved in pieces of
+// at most 16 bytes: GCC keeps a 16-byte temporary in a register, but wrote
+// a 32-byte one to the stack as well (four extra stores per 64 B message,
+// seen in bench/cost/pipe_cost's disassembly).
 template <std::size_t k>
 [[gnu::always_inline]] inline void copy_ends(std::byte* dst, const std::byte* src,
                                              std::size_t n) noexcept {
-  unsigned char head[k], tail[k];
-  std::memcpy(head, src, k);
-  std::memcpy(tail, src + n - k, k);
-  std::memcpy(dst, head, k);
-  std::memcpy(dst + n - k, tail, k);
+  constexpr std::size_t p = k < 16 ? k : 16;
+  constexpr std::size_t pieces = k / p;
+  unsigned char head[pieces][p], tail[pieces][p];
+  for (std::size_t i = 0; i < pieces; ++i) {
+    std::memcpy(head[i], src + i * p, p);
+    std::memcpy(tail[i], src + n - k + i * p, p);
+  }
+  for (std::size_t i = 0; i < pieces; ++i) {
+    std::memcpy(dst + i * p, head[i], p);
+    std::memcpy(dst + n - k + i * p, tail[i], p);
+  }
 }
 
 // Copies a message's bytes. Up to 64 bytes are copied inline by size
@@ -322,22 +331,19 @@ class RingProducer {
     const std::uint64_t mask = mask_;
     const std::uint64_t off = pos & mask;
     const std::uint64_t fs = frame_size(n);
-    std::uint64_t pad = 0;
     if (fs <= kCacheLine) {  // a small frame stays in one line (so inside the ring)
-      const std::uint64_t in_line = off & (kCacheLine - 1);
-      if (in_line + fs > kCacheLine) [[unlikely]]
-        pad = kCacheLine - in_line;
+      if ((off & (kCacheLine - 1)) + fs > kCacheLine) [[unlikely]]
+        return try_send_padded(src, n);
     } else if (off + fs > capacity_) [[unlikely]] {
       return false;  // pads to the ring end: try_reserve()
     }
-    const std::uint64_t start = pos + pad;
-    const std::uint64_t next = start + fs;
+    const std::uint64_t next = pos + fs;
     if (next > fast_end_) return false;  // see update_fast_end()
     // Loaded before the copy: stores through std::byte may alias members.
     std::byte* const data = data_;
     const RingWake wake = wake_;
-    copy_payload(data + (start & mask) + kFrameHeaderSize, src, n);
-    publish_frame(data, wake, pos, pad, n);
+    copy_payload(data + off + kFrameHeaderSize, src, n);
+    publish_frame(data, mask, wake, pos, 0, n);
     return true;
   }
 
@@ -378,13 +384,29 @@ class RingProducer {
         std::memmove(at + pad, at, n);
       }
     }
-    publish_frame(data_, wake_, pos, pad, n);
+    publish_frame(data_, mask_, wake_, pos, pad, n);
   }
   // try_begin() needs this much free and contiguous: a frame of a line or
   // less plus the pad before it.
   static constexpr std::uint64_t kMinBegin = 2 * kCacheLine;
 
  private:
+  // try_send() of a small frame that must move to the next line's start
+  // (out of line: with no pad to handle, the inlined path holds one
+  // register and three instructions less).
+  [[gnu::noinline]] bool try_send_padded(const std::byte* src, std::size_t n) noexcept {
+    const std::uint64_t pos = pos_;
+    const std::uint64_t mask = mask_;
+    const std::uint64_t pad = kCacheLine - (pos & (kCacheLine - 1));
+    const std::uint64_t start = pos + pad;
+    if (start + frame_size(n) > fast_end_) return false;  // see update_fast_end()
+    std::byte* const data = data_;
+    const RingWake wake = wake_;
+    copy_payload(data + (start & mask) + kFrameHeaderSize, src, n);
+    publish_frame(data, mask, wake, pos, pad, n);
+    return true;
+  }
+
   // try_begin() found less than kMinBegin before fast_end_: passes the
   // [ring.stats] point (as commit() would) and refreshes the consumer's
   // position; true when kMinBegin bytes are free now (never in a batch or
@@ -399,10 +421,13 @@ class RingProducer {
  public:
  private:
   // try_send() and finish(): publishes the frame of `n` bytes at pos + pad
-  // (whose payload is written), with the pad before it if any.
-  [[gnu::always_inline]] void publish_frame(std::byte* data, RingWake wake, std::uint64_t pos,
-                                            std::uint64_t pad, std::size_t n) noexcept {
-    const std::uint64_t mask = mask_;
+  // (whose payload is written), with the pad before it if any. `data`,
+  // `mask` and `wake` are the members, loaded by the caller before it
+  // wrote the payload (std::byte stores may alias them: reloading costs
+  // two instructions a message).
+  [[gnu::always_inline]] void publish_frame(std::byte* data, std::uint64_t mask, RingWake wake,
+                                            std::uint64_t pos, std::uint64_t pad,
+                                            std::size_t n) noexcept {
     const std::uint64_t off = pos & mask;
     const std::uint64_t start = pos + pad;
     const std::uint64_t next = start + frame_size(n);
@@ -700,9 +725,12 @@ class RingProducer {
   std::uint64_t pos_ = 0;          // start of the next frame
   std::uint64_t cached_read_ = 0;  // producer's copy of consumer read_pos
   std::uint64_t reserved_ = 0;     // payload bytes of the reserved frame
+  // [ring.stats] sent_ and bytes_ are not neighbours: side by side, GCC
+  // adds them as one vector (a load, two moves, a shuffle, an add and a
+  // store: 7 instructions a message where two adds to memory do).
   std::uint64_t sent_ = 0;
-  std::uint64_t bytes_ = 0;
   std::uint64_t pending_off_ = 0;
+  std::uint64_t bytes_ = 0;
   std::uint64_t pending_value_ = 0;
   std::uint64_t publish_at_ = 0;  // [ring.stats] try_send() hands over to commit() here
   std::uint64_t fast_end_ = 0;    // see update_fast_end()
@@ -751,10 +779,17 @@ class RingConsumer {
     // [ring.publish] acquire: pairs with the producer's release/seq_cst
     // store of this header; the payload is visible after it.
     const std::uint64_t h = header_at(data, off).load(std::memory_order_acquire);
-    const std::uint64_t len = h - frame_word(pos, 0);
-    if (len >= fast_len_end_) return false;  // 0 when corrupted: always
+    std::uint64_t len = h - frame_word(pos, 0);
+    if constexpr (Exact) {
+      // The length must be `room`, a constant in recv<T>(): compared
+      // first, the frame size and the bounds below are constants too.
+      if (len != room || room >= fast_len_end_) return false;  // 0 when corrupted: always
+      len = room;
+    } else if (len >= fast_len_end_ || len > room) {
+      return false;
+    }
     const std::uint64_t fs = frame_size(len);
-    if (off + fs > capacity_ || (Exact ? len != room : len > room)) return false;
+    if (off + fs > capacity_) return false;
     if constexpr (Exact) {
       std::memcpy(dst, data + off + kFrameHeaderSize, room);  // a constant size in recv<T>()
     } else {
@@ -996,10 +1031,11 @@ class RingConsumer {
   std::uint64_t published_ = 0;
   std::uint64_t publish_at_ = 0;    // published_ + a quarter ring: publish_read() there
   std::uint64_t fast_len_end_ = 0;  // try_recv(): max_frame_payload() + 1, 0 when corrupted
+  // [ring.stats] received_ and bytes_ apart, as RingProducer's counters.
+  std::uint64_t bytes_ = 0;
   std::uint64_t peeked_ = 0;
   std::uint64_t peeked_len_ = 0;
   std::uint64_t received_ = 0;
-  std::uint64_t bytes_ = 0;
   bool notify_ = false;
   bool corrupted_ = false;
   bool fenced_ = false;       // an arm_sleep() of ours ordered a checked producer

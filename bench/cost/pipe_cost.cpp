@@ -1,0 +1,102 @@
+// pipe_cost — the pipe's inlined send and receive paths, each behind one
+// non-inlined wrapper, for counting and reading them (issue 22):
+//
+//   valgrind --tool=callgrind --callgrind-out-file=pipe.cg build/release/bench/pipe_cost
+//   callgrind_annotate --inclusive=yes pipe.cg | grep cost_
+//
+// Each wrapper (noipa: no constant is propagated into it, so the span
+// wrappers see a run-time size) is called kRounds * 16 times (16 sends, then 16 receives,
+// on a busy-poll pipe of 256 KiB, as BM_Pipe_OneCore_SendRecv does): its
+// inclusive instruction count divided by that is the cost per call, the
+// wrapper's entry and return and every out-of-line slow path it reaches
+// (the sender's [ring.stats] publication, the receiver's publication of
+// its read position) included. `objdump -d --no-show-raw-insn -C` of this
+// binary shows what each call runs: see the comment block above
+// RingProducer::try_send() for what each instruction group is for.
+#include <array>
+#include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+#include <span>
+
+#include "shmbus/pipe.hpp"
+
+namespace {
+
+using shmbus::Connection;
+using shmbus::RecvResult;
+using shmbus::SendResult;
+
+constexpr int kRounds = 10000;
+
+template <std::size_t N>
+struct Msg {
+  std::array<std::byte, N> bytes;
+};
+
+// N only names the size a wrapper is used with (a separate row in callgrind).
+template <std::size_t N>
+[[gnu::noipa]] SendResult cost_send_bytes(Connection& c, std::span<const std::byte> m) noexcept {
+  return c.send_bytes(m);
+}
+template <std::size_t N>
+[[gnu::noipa]] RecvResult cost_recv_bytes_into(Connection& c, std::span<std::byte> b,
+                                                  std::size_t& n) noexcept {
+  return c.recv_bytes_into(b, 0, n);
+}
+template <std::size_t N>
+[[gnu::noipa]] SendResult cost_send_typed(Connection& c, const Msg<N>& m) noexcept {
+  return c.send(m);
+}
+template <std::size_t N>
+[[gnu::noipa]] RecvResult cost_recv_typed(Connection& c, Msg<N>& m) noexcept {
+  return c.recv(m);
+}
+
+shmbus::PipeOptions options() {
+  shmbus::PipeOptions o;
+  o.wait.strategy = shmbus::WaitStrategy::busy_poll;
+  o.capacity = std::size_t{256} << 10;
+  return o;
+}
+
+[[noreturn]] void fail(const char* what) {
+  std::fprintf(stderr, "pipe_cost: %s failed\n", what);
+  std::exit(1);
+}
+
+template <std::size_t N>
+void bytes_rounds() {
+  auto [a, b] = shmbus::Pipe(options());
+  std::array<std::byte, N> msg{}, buf{};
+  std::size_t n = 0;
+  for (int r = 0; r < kRounds; ++r) {
+    for (int i = 0; i < 16; ++i)
+      if (cost_send_bytes<N>(a, msg) != SendResult::ok) fail("send_bytes");
+    for (int i = 0; i < 16; ++i)
+      if (cost_recv_bytes_into<N>(b, buf, n) != RecvResult::ok || n != N) fail("recv_bytes_into");
+  }
+}
+
+template <std::size_t N>
+void typed_rounds() {
+  auto [a, b] = shmbus::Pipe(options());
+  Msg<N> m{}, r{};
+  for (int k = 0; k < kRounds; ++k) {
+    for (int i = 0; i < 16; ++i)
+      if (cost_send_typed<N>(a, m) != SendResult::ok) fail("send");
+    for (int i = 0; i < 16; ++i)
+      if (cost_recv_typed<N>(b, r) != RecvResult::ok) fail("recv");
+  }
+}
+
+}  // namespace
+
+int main() {
+  bytes_rounds<8>();
+  bytes_rounds<64>();
+  typed_rounds<8>();
+  typed_rounds<64>();
+  std::printf("pipe_cost: %d calls per wrapper and size\n", kRounds * 16);
+  return 0;
+}
