@@ -1038,7 +1038,7 @@ void Connection::throw_decode_error(std::string_view type) const {
 }
 
 RecvResult Connection::recv_message(std::span<const std::byte>& msg, bool& in_place,
-                                    const Deadline* deadline, bool wait) {
+                                    const Deadline* deadline, bool wait, Clock::duration grace) {
   detail::Frame f;
   const RecvResult r = next_frame(f, deadline, wait);
   if (r != RecvResult::ok) return r;
@@ -1046,6 +1046,12 @@ RecvResult Connection::recv_message(std::span<const std::byte>& msg, bool& in_pl
     msg = {f.data, f.length};
     in_place = true;
     return r;
+  }
+  Deadline bounded{};
+  if (grace > Clock::duration::zero()) {
+    bounded = Clock::now() + grace;
+    if (deadline != nullptr) bounded = std::max(bounded, *deadline);
+    deadline = &bounded;
   }
   thread_local std::vector<std::byte> gathered;
   const RecvResult g = recv_bytes(gathered, SIZE_MAX, deadline);

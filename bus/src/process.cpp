@@ -14,13 +14,13 @@
 #include <atomic>
 #include <cerrno>
 #include <charconv>
-#include <cstdlib>
-#include <mutex>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <exception>
+#include <mutex>
 #include <thread>
 
 #include "shmbus/detail/exit_actions.hpp"
@@ -264,7 +264,6 @@ void Process::start() {
     envp.push_back(nullptr);
   }
   auto& kids = children();
-  kids.list.reserve(kids.list.size() + 1);  // the push_back below cannot throw
 
   int report[2];
   if (::pipe2(report, O_CLOEXEC) != 0) {
@@ -272,8 +271,18 @@ void Process::start() {
   }
   const pid_t parent = ::getpid();
   std::fflush(nullptr);
+  // One critical section from the reserve to the parent's push_back, so
+  // that no other thread's start() takes the room reserved here.
   std::unique_lock kids_guard(kids.lock);
+  try {
+    kids.list.reserve(kids.list.size() + 1);  // before the fork: it may throw
+  } catch (...) {
+    ::close(report[0]);
+    ::close(report[1]);
+    throw;
+  }
   const pid_t pid = ::fork();
+  if (pid > 0) kids.list.push_back(this);  // cannot throw: room reserved
   kids_guard.unlock();
   if (pid < 0) {
     const int err = errno;
@@ -324,10 +333,7 @@ void Process::start() {
   ::close(report[1]);
   pid_ = pid;
   started_ = true;
-  {
-    std::scoped_lock guard(kids.lock);
-    kids.list.push_back(this);
-  }
+
   // The child cannot be reaped before we wait for it, so its pid cannot be
   // reused yet: pidfd_open() on it is race-free. ENOSYS (kernel < 5.3):
   // no sentinel, join_for() polls instead.

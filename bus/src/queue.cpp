@@ -215,7 +215,9 @@ bool sleep_until(WaitChannel& ch, std::atomic<std::uint32_t>& token, Ready&& rea
 // most one lap ahead: its position q came from a release of q - capacity,
 // whose claim read the hint as q - capacity, and that read happens before
 // our CAS (through the slot word's release/acquire chain), so the hint
-// (monotonic) was >= q - capacity when we moved it from pos. Anything
+// was >= q - capacity when we moved it from pos: it moves back only to a
+// slot given back FULL ([queue.giveback]), and a FULL or READING slot at p
+// keeps producers below p + capacity. Anything
 // further ahead was written by someone who does not follow the protocol;
 // stepping over it could take up to 2^47 helps, so it is `corrupted`.
 inline bool help_hint(std::atomic<std::uint64_t>& hint, std::uint64_t pos, std::int64_t d,

@@ -97,7 +97,7 @@ ServiceServer::~ServiceServer() = default;
 std::optional<ServiceServer::Taken> ServiceServer::take_within(Clock::duration timeout) {
   release_request();
   if (auto t = turn()) return t;  // a request there now: no clock read
-  const auto deadline = Clock::now() + timeout;
+  const auto deadline = detail::deadline_from(Clock::now(), timeout);
   return take(&deadline);
 }
 
@@ -117,11 +117,14 @@ std::optional<ServiceServer::Taken> ServiceServer::turn() {
     Peer& p = *peers_[i];
     for (int f = 0; f < kFramesPerTurn && !p.gone; ++f) {
       // A frame (read in place, or gathered when it came in fragments),
-      // nothing yet, end of file or a death; never waits.
+      // nothing yet, end of file or a death. Waits only for the rest of a
+      // request that has begun to arrive, at most respond_timeout: a client
+      // stopped half way through one is dropped (timeout), never waited for.
       std::span<const std::byte> frame;
       bool in_place = false;
       ServiceHeader h{};
-      const RecvResult r = ServiceAccess::next(p.conn, frame, in_place, nullptr, false);
+      const RecvResult r =
+          ServiceAccess::next(p.conn, frame, in_place, nullptr, false, respond_timeout_);
       // closed: this end is not this process's (a forked child's copy of
       // the Service): never served here, and not dropped for its owner.
       if (r == RecvResult::empty || r == RecvResult::closed) break;

@@ -357,7 +357,7 @@ struct Scratch {
   std::size_t hint = 0;
   unsigned streak = 0;
   std::size_t cursor = 0;              // where the spin's next chunk starts
-  bool spins = false;                  // the last whole pass's set spins (no blocking object)
+  bool spins = false;                  // the last whole pass's set spins (see full())
   bool hint_spins = false;             // ... for hint_set
   std::vector<std::uint32_t> tickets;  // armed[k]'s ticket (WaitOps::arm)
 };

@@ -325,7 +325,7 @@ TEST_P(DeadlineProperty, TimedCallReturnsByItsDeadlineWhateverMemoryHolds) {
     const std::uint64_t seed = (std::uint64_t{GetParam()} << 32) | static_cast<unsigned>(t);
     SegmentGuard g(unique_name("dlprop"));
     g.add(g.name() + ".lock");  // a Condition's lock
-    struct DependentNames {  // a client's pipes, "<listener>.conn-<pid>-<n>"
+    struct DependentNames {  // a client's pipes, "<listener>.conn-..."
       std::string prefix;
       ~DependentNames() { test::remove_names_with_prefix(prefix); }
     } dependents{g.name() + "."};

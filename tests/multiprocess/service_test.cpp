@@ -5,6 +5,7 @@
 #include "shmbus/service.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <atomic>
@@ -12,8 +13,10 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/event.hpp"
 #include "shmbus/inspect.hpp"
 #include "test_support.hpp"
@@ -129,6 +132,33 @@ TEST(Service, CallIntoWithAResponseOfAnotherTypeIsADecodeError) {
   auto req = server.take_for(10s);
   ASSERT_TRUE(req.has_value());
   EXPECT_TRUE(req->respond("not an int"));
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+}
+
+struct OneField {  // not trivially copyable: encoded field by field
+  std::string name;
+  MSGPACK_DEFINE(name)
+};
+struct TwoFields {
+  std::string name;
+  int b = 0;
+  MSGPACK_DEFINE(name, b)
+};
+
+// A struct response that omits a field (an older server) leaves that field
+// as a fresh value has it, not as the caller's value had it.
+TEST(Service, CallIntoAStructLeavesNoFieldOfTheLastValue) {
+  SegmentGuard g(unique_name("svcs"));
+  Service<int, OneField> server(g.name());
+  const pid_t kid = test::fork_child([&] {
+    ServiceClient<int, TwoFields> client(g.name(), 10s);
+    TwoFields out{"old", 99};
+    client.call(0, out, 10s);
+    return out.name == "new" && out.b == 0 ? 0 : 1;
+  });
+  auto req = server.take_for(10s);
+  ASSERT_TRUE(req.has_value());
+  EXPECT_TRUE(req->respond(OneField{"new"}));
   EXPECT_EQ(test::wait_child(kid).code, 0);
 }
 
@@ -333,6 +363,52 @@ TEST(Service, DeadClientIsDropped) {
   EXPECT_FALSE(server.take_for(50ms).has_value());  // sees the death, drops it
   EXPECT_EQ(server.clients(), 0u);
   EXPECT_FALSE(req->respond(1));
+}
+
+std::atomic<int> g_fragments_written{0};
+void stop_at_second_fragment(detail::FaultPoint p) noexcept {
+  if (p == detail::FaultPoint::send_written && g_fragments_written.fetch_add(1) == 1)
+    ::raise(SIGSTOP);
+}
+
+// A client stopped half way through a request larger than a ring frame
+// (its first fragment published, the second written): a take waits for the
+// rest at most respond_timeout, then drops that client; it never waits on
+// it for good.
+TEST(Service, AClientStoppedHalfWayThroughARequestIsDroppedNotWaitedFor) {
+  SegmentGuard g(unique_name("svch"));
+  Lengths server(g.name(), {.respond_timeout = 50ms});
+  const pid_t kid = test::fork_child([&] {
+    // A 4 KiB ring: frames of at most 1 KiB, so the request fragments.
+    LengthsClient client(g.name(), 10s, PipeOptions{.capacity = 4096});
+    detail::set_fault_hook(stop_at_second_fragment);
+    (void)client.call_async(std::string(100000, 'x'));
+    return 0;
+  });
+  std::atomic<bool> stopped{false}, done{false};
+  std::atomic<int> taken{0};
+  std::thread serving([&] {
+    // Takes until one more take has returned after the client stopped.
+    for (bool last = false; !last;) {
+      last = stopped.load();
+      if (server.take_for(20ms)) taken.fetch_add(1);
+    }
+    done.store(true);
+  });
+  EXPECT_TRUE(test::poll_until([&] {
+    int status = 0;
+    if (::waitpid(kid, &status, WNOHANG | WUNTRACED) == kid && WIFSTOPPED(status))
+      stopped.store(true);
+    return stopped.load();
+  }, 30s));
+  stopped.store(true);  // also when it never stopped: end the loop
+  const bool returned = test::poll_until([&] { return done.load(); }, 30s);
+  ::kill(kid, SIGKILL);  // a take still gathering (the bug) sees a death and returns
+  serving.join();
+  EXPECT_TRUE(returned) << "a take waited for the rest of a stopped client's request";
+  EXPECT_EQ(taken.load(), 0);
+  EXPECT_EQ(server.clients(), 0u) << "the stopped client was not dropped";
+  EXPECT_EQ(test::wait_child(kid).signal, SIGKILL);
 }
 
 // A client that floods requests gets one taken per turn, like any other.

@@ -482,7 +482,8 @@ class Connection {
   // recv_message() with the inlined fast path first: a whole message in
   // one frame, there now, viewed in place.
   [[gnu::always_inline]] RecvResult next_message(std::span<const std::byte>& msg, bool& in_place,
-                                                 const Deadline* deadline, bool wait) {
+                                                 const Deadline* deadline, bool wait,
+                                                 Clock::duration grace = {}) {
     const std::byte* at = nullptr;
     std::size_t n = 0;
     if (fast_recv_ready() && rx_.try_view(at, n)) [[likely]] {
@@ -490,7 +491,7 @@ class Connection {
       in_place = true;
       return RecvResult::ok;
     }
-    return recv_message(msg, in_place, deadline, wait);
+    return recv_message(msg, in_place, deadline, wait, grace);
   }
   // Frees a message next_message() / recv_message() returned.
   void release_message(bool in_place) noexcept {
@@ -498,9 +499,12 @@ class Connection {
   }
   // The next whole message: in place (in_place: the caller releases the
   // frame with rx_.release(true)) when it is one frame, else gathered into
-  // this thread's buffer.
+  // this thread's buffer. A `grace` above zero bounds the gathering: the
+  // rest of a message whose first fragment is there is waited for until
+  // `grace` from now or the deadline, whichever is later (then timeout,
+  // and this direction is corrupted, as for any timeout mid-message).
   RecvResult recv_message(std::span<const std::byte>& msg, bool& in_place, const Deadline* deadline,
-                          bool wait);
+                          bool wait, Clock::duration grace = {});
 
   [[nodiscard, gnu::always_inline]] bool ensure_owner() noexcept {
     if (fork_gen_ == detail::fork_generation() && active_) [[likely]]

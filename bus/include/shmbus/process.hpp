@@ -46,7 +46,10 @@
 //
 // A spawn()ed executable learns its name and parent from two environment
 // variables set at exec (SHMBUS_PROCESS_NAME, SHMBUS_PARENT_PROCESS), so
-// current_process() and parent_process() answer there too.
+// current_process() and parent_process() answer there too. It reads them at
+// its first call and believes them only if the pid they name is still its
+// parent: one whose parent died before that call reads as "MainProcess"
+// with no parent (Python would still name the dead parent).
 #pragma once
 
 #include <sys/types.h>

@@ -31,7 +31,11 @@
 //     with the requests it had queued; responses to it are discarded.
 //   - a response the client does not read within
 //     ServiceOptions::respond_timeout drops that client (its pipe is full:
-//     the server never blocks on one client).
+//     the server never blocks on one client); so does a request larger
+//     than one ring frame whose rest does not arrive within respond_timeout
+//     of its first fragment (a client stopped half way through it), and a
+//     take_for() gathering such a request may return that much past its
+//     deadline.
 // Bad input: a frame shorter than its header, of an unknown kind, or a
 // value that does not decode is a protocol error: the server drops that
 // client; a client ignores responses to ids it does not wait for.
@@ -45,12 +49,14 @@
 // Service of a live server's name throws already_exists; a server that
 // died leaves the name to the next one.
 //
-// Threads: a Service is used by one thread at a time; so is a
-// ServiceClient with its PendingCalls.
+// Threads: a Service is used by one thread at a time, with the
+// ServiceRequests it returned (a request may outlive its Service, but then
+// may only be destroyed); so is a ServiceClient with its PendingCalls.
 #pragma once
 
 #include <boost/container/flat_map.hpp>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <new>
@@ -70,8 +76,9 @@ class Waitable;  // wait_any.hpp
 
 struct ServiceOptions {
   ListenerOptions listener{};
-  // How long respond() waits for room in a client's pipe before it drops
-  // the client.
+  // How long respond() waits for room in a client's pipe, and a take for
+  // the rest of a request that arrives in fragments, before it drops the
+  // client.
   std::chrono::milliseconds respond_timeout{100};
 };
 
@@ -117,10 +124,16 @@ struct ServiceAccess {
     return c.send_encoded(std::as_bytes(std::span<const ServiceHeader, 1>(&h, 1)), value, slow);
   }
   static RecvResult next(Connection& c, std::span<const std::byte>& frame, bool& in_place,
-                         const Clock::time_point* deadline, bool wait) {
-    return c.next_message(frame, in_place, deadline, wait);
+                         const Clock::time_point* deadline, bool wait,
+                         Clock::duration grace = {}) {
+    return c.next_message(frame, in_place, deadline, wait, grace);
   }
   static void release(Connection& c, bool in_place) noexcept { c.release_message(in_place); }
+  // now + timeout, saturated (Connection's: hours::max() waits forever).
+  template <class Rep, class Period>
+  static Clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
+    return Connection::deadline_after(timeout);
+  }
 
   // [service.taken] A server publishes, in the producer line of the ring it
   // answers on (a line only it writes, which its client never reads while
@@ -367,10 +380,12 @@ class ServiceRequest {
   ServiceRequest& operator=(ServiceRequest&&) noexcept = default;
   // Gives the value's memory back to its client's spare (the client's
   // record, which this request keeps alive: never the Service's, which may
-  // be gone).
+  // be gone), unless it is over kSpareLimit: one large request does not pin
+  // its memory for the connection's life.
   ~ServiceRequest() {
     if constexpr (detail::kReusesValue<Req>) {
       if (!taken_.peer) return;  // moved from
+      if (value_.capacity() * sizeof(typename Req::value_type) > kSpareLimit) return;
       auto& spare = detail::ServiceServer::spare(taken_);
       if (!spare) spare.reset(new (std::nothrow) detail::Spare<Req>());
       if (spare) static_cast<detail::Spare<Req>&>(*spare).value = std::move(value_);
@@ -378,6 +393,7 @@ class ServiceRequest {
   }
 
  private:
+  static constexpr std::size_t kSpareLimit = 64 * 1024;  // bytes a spare may keep
   detail::ServiceServer* server_;
   detail::ServiceServer::Taken taken_;
   Req value_{};
@@ -449,7 +465,7 @@ class PendingCall {
   template <class Rep, class Period>
   [[nodiscard]] std::optional<Resp> next_for(std::chrono::duration<Rep, Period> timeout) {
     if (done_) return std::nullopt;
-    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+    const auto deadline = detail::ServiceAccess::deadline_after(timeout);
     bool last = false;
     auto bytes = client_->next(id_, &deadline, last);
     if (!bytes) throw Error(Errc::timed_out, client_->name(), "call " + std::to_string(id_));
@@ -460,7 +476,7 @@ class PendingCall {
   // The last response (earlier partial ones are skipped).
   template <class Rep, class Period>
   [[nodiscard]] Resp get_for(std::chrono::duration<Rep, Period> timeout) {
-    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+    const auto deadline = detail::ServiceAccess::deadline_after(timeout);
     return get_impl(&deadline);
   }
   [[nodiscard]] Resp get() { return get_impl(nullptr); }
@@ -469,7 +485,7 @@ class PendingCall {
   // after an Error.
   template <class Rep, class Period>
   void get_for(Resp& out, std::chrono::duration<Rep, Period> timeout) {
-    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+    const auto deadline = detail::ServiceAccess::deadline_after(timeout);
     get_impl(&deadline, out);
   }
   // Asks the server to drop the call; a response already on its way is
@@ -497,7 +513,15 @@ class PendingCall {
       if (!last) continue;
       done_ = true;
       const Release release{client_};
-      if (!detail::decode_message(*bytes, out)) client_->throw_decode_error<Resp>();
+      if constexpr (detail::kReusesValue<Resp>) {
+        if (!detail::decode_message(*bytes, out)) client_->throw_decode_error<Resp>();
+      } else {
+        // Decoded into the caller's struct, a response that omits fields
+        // would leave the last call's values in them: a fresh one.
+        Resp fresh{};
+        if (!detail::decode_message(*bytes, fresh)) client_->throw_decode_error<Resp>();
+        out = std::move(fresh);
+      }
       return;
     }
   }

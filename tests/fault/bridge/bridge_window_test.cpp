@@ -133,6 +133,10 @@ struct Pair {
     ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
     children.push_back(shmbus::test::fork_child([=, this]() -> int {
       ::close(fds[1]);
+      // Earlier children's gates too (fork keeps them; only exec closes
+      // O_CLOEXEC ends): each child then sees EOF once the test drops its.
+      for (const int g : gates)
+        if (g >= 0) ::close(g);
       std::string endpoint;
       char ch = 0;
       while (::read(fds[0], &ch, 1) == 1 && ch != '\n') endpoint += ch;

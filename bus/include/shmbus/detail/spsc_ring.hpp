@@ -209,6 +209,7 @@ template <std::size_t k>
                                              std::size_t n) noexcept {
   constexpr std::size_t p = k < 16 ? k : 16;
   constexpr std::size_t pieces = k / p;
+  static_assert(k % p == 0, "copy_ends: k must be a multiple of its piece");
   unsigned char head[pieces][p], tail[pieces][p];
   for (std::size_t i = 0; i < pieces; ++i) {
     std::memcpy(head[i], src + i * p, p);
