@@ -43,10 +43,13 @@ constexpr int kSetupFailedExit = 127;
 // What a spawn()ed child reads its name and parent from.
 constexpr std::string_view kNameVar = "SHMBUS_PROCESS_NAME";
 constexpr std::string_view kParentVar = "SHMBUS_PARENT_PROCESS";  // "<pid>:<name>"
+constexpr std::string_view kPidVar = "SHMBUS_PROCESS_PID";        // whom they are for
+constexpr std::size_t kPidDigits = 20;                            // room for any pid_t
 
 // This process's identity. A spawn()ed child takes it from its environment,
-// only if the variables name its parent (a grandchild that inherited them
-// through a shell is not the process they were meant for).
+// only if the variables were set for its own pid (a grandchild that
+// inherited them through a shell is not the process they were meant for);
+// its parent may have died since.
 struct Identity {
   std::string name = "MainProcess";
   std::optional<ProcessIdentity> parent;
@@ -56,16 +59,35 @@ Identity from_environment() {
   Identity id;
   const char* name = std::getenv(kNameVar.data());
   const char* parent = std::getenv(kParentVar.data());
-  if (name == nullptr || parent == nullptr || *name == '\0') return id;
+  const char* for_pid = std::getenv(kPidVar.data());
+  if (name == nullptr || parent == nullptr || for_pid == nullptr || *name == '\0') return id;
+  const std::string_view me(for_pid);
+  pid_t self = 0;
+  if (const auto [end, ec] = std::from_chars(me.data(), me.data() + me.size(), self);
+      ec != std::errc{} || end != me.data() + me.size() || self != ::getpid()) {
+    return id;
+  }
   const std::string_view p(parent);
   pid_t pid = 0;
   const auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), pid);
-  if (ec != std::errc{} || end == p.data() + p.size() || *end != ':' || pid != ::getppid()) {
-    return id;
-  }
+  if (ec != std::errc{} || end == p.data() + p.size() || *end != ':') return id;
   id.name = name;
   id.parent = ProcessIdentity{std::string(end + 1, p.data() + p.size()), pid};
   return id;
+}
+
+// Writes `pid` in decimal at `out` (kPidDigits bytes of room, NUL-ended);
+// no allocation: it runs between fork and exec.
+void write_pid(char* out, pid_t pid) noexcept {
+  char digits[kPidDigits];
+  std::size_t n = 0;
+  auto v = static_cast<unsigned long>(pid);
+  do {
+    digits[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0 && n < kPidDigits - 1);
+  for (std::size_t i = 0; i < n; ++i) out[i] = digits[n - 1 - i];
+  out[n] = '\0';
 }
 
 Identity& identity() {
@@ -254,10 +276,13 @@ void Process::start() {
     env_added.push_back(std::string(kNameVar) + "=" + name_);
     env_added.push_back(std::string(kParentVar) + "=" + std::to_string(::getpid()) + ":" +
                         self.name);
+    // The child writes its own pid here between fork and exec.
+    env_added.push_back(std::string(kPidVar) + "=" + std::string(kPidDigits, '\0'));
     for (char** e = environ; *e != nullptr; ++e) {
       const std::string_view var(*e);
       const bool ours = var.starts_with(std::string(kNameVar) + "=") ||
-                        var.starts_with(std::string(kParentVar) + "=");
+                        var.starts_with(std::string(kParentVar) + "=") ||
+                        var.starts_with(std::string(kPidVar) + "=");
       if (!ours) envp.push_back(*e);
     }
     for (auto& e : env_added) envp.push_back(e.data());
@@ -304,6 +329,7 @@ void Process::start() {
       ::_exit(kSetupFailedExit);
     }
     if (!target_) {
+      write_pid(env_added.back().data() + kPidVar.size() + 1, ::getpid());
       ::execvpe(argv[0], argv.data(), envp.data());
       SetupFailure f{kStageExec, errno};
       write_all(report[1], &f, sizeof f);

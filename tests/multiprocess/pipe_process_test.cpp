@@ -360,12 +360,16 @@ TEST(PipeProcess, UnrelatedProcessTakesAnEndByName) {
   SegmentGuard g(unique_name("pipe-peer"));
   auto mine = Connection::create(g.name(), PipeEnd::first);
   const pid_t peer = test::spawn_helper("pipe_peer", {g.name(), "second", "3"});
+  // With deadlines: a helper that cannot take its end fails the test, not hangs it.
+  const auto deadline = Clock::now() + 30s;
   for (int i = 0; i < 3; ++i) {
     ASSERT_EQ(mine.send("abc" + std::to_string(i)), SendResult::ok);
-    EXPECT_EQ(mine.recv_string(), std::to_string(i) + "cba");
+    std::string reply;
+    ASSERT_EQ(mine.recv(reply, &deadline), RecvResult::ok) << i;
+    EXPECT_EQ(reply, std::to_string(i) + "cba");
   }
   int x = 0;
-  EXPECT_EQ(mine.recv(x), RecvResult::eof);  // the helper closed
+  EXPECT_EQ(mine.recv_for(x, 30s), RecvResult::eof);  // the helper closed
   const auto st = wait_child(peer);
   EXPECT_TRUE(st.exited && st.code == 0) << st.code;
   // The end stays taken by the (now dead) helper: a second taker fails.

@@ -284,6 +284,33 @@ TEST(ProcessIdentity, AGrandchildThatInheritedTheVariablesThroughAShellIgnoresTh
   EXPECT_EQ(p.exitcode(), 3);  // named MainProcess (else 1), and no parent
 }
 
+TEST(ProcessIdentity, ASpawnedExecutableWhoseParentDiedStillKnowsItsNameAndParent) {
+  // A middle child spawns the helper and exits at once; the helper asks
+  // only once it has been re-parented, and reports through a pipe.
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);  // not O_CLOEXEC: the helper writes to fds[1]
+  const std::string helper = std::string(SHMBUS_BINARY_DIR) + "/helpers/shmbus_helper_identity_peer";
+  Process middle(
+      [&] {
+        auto orphan = Process::spawn(
+            helper, {"orphan", std::to_string(fds[1]), std::to_string(::getpid()), "orphan", "middle"},
+            {.name = "orphan"});
+        orphan.start();
+        ::_exit(0);  // leaves the helper running (no join in a destructor)
+      },
+      {.name = "middle"});
+  middle.start();
+  ASSERT_TRUE(middle.join_for(30s));
+  ::close(fds[1]);
+  char code = -1;
+  ssize_t r = 0;
+  while ((r = ::read(fds[0], &code, 1)) < 0 && errno == EINTR) {
+  }
+  ::close(fds[0]);
+  ASSERT_EQ(r, 1) << "the helper ended without an answer";
+  EXPECT_EQ(code, 0);  // 3: it lost its parent's name with its parent
+}
+
 TEST(ProcessIdentity, ActiveChildrenListsRunningOnesAndReapsEndedOnes) {
   EXPECT_TRUE(active_children().empty());
   Pipe hold;  // the long child runs until this pipe's write end closes

@@ -44,12 +44,12 @@
 //   auto parent = shmbus::parent_process();           // nullopt, or {name, pid} of our starter
 //   for (shmbus::Process* p : shmbus::active_children()) p->terminate();
 //
-// A spawn()ed executable learns its name and parent from two environment
-// variables set at exec (SHMBUS_PROCESS_NAME, SHMBUS_PARENT_PROCESS), so
-// current_process() and parent_process() answer there too. It reads them at
-// its first call and believes them only if the pid they name is still its
-// parent: one whose parent died before that call reads as "MainProcess"
-// with no parent (Python would still name the dead parent).
+// A spawn()ed executable learns its name and parent from environment
+// variables set at exec (SHMBUS_PROCESS_NAME, SHMBUS_PARENT_PROCESS, and
+// SHMBUS_PROCESS_PID, the pid they were set for), so current_process() and
+// parent_process() answer there too, also after its parent died (as
+// Python's parent_process() names a dead parent); a process that inherited
+// them (a shell's child) ignores them.
 #pragma once
 
 #include <sys/types.h>
