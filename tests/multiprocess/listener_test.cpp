@@ -383,9 +383,9 @@ TEST(Listener, PipeNamesCarryTheClientsPidAndStartTime) {
   auto served = listener.accept_for(10s);
   ASSERT_TRUE(served.has_value());
   const auto conns = listener_connections(g.name());
+  const std::optional<ProcessId> client = lookup_process(kid);  // while the client lives
   looked.set();
   ASSERT_EQ(conns.size(), 1u);
-  const std::optional<ProcessId> client = lookup_process(kid);
   ASSERT_TRUE(client.has_value());
   char expect[64];
   std::snprintf(expect, sizeof expect, "%d-%llx-", static_cast<int>(kid),
