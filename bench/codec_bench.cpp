@@ -36,7 +36,6 @@ SHMBUS_BENCH_REFERENCES();
 namespace shmbus::bench {
 namespace {
 
-
 // --- queue streams ---------------------------------------------------------------
 
 template <class T, class Make>

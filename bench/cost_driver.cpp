@@ -2,7 +2,8 @@
 // timings are not): each mode runs N round trips in one thread, both ends in
 // this process, inside a function callgrind can be told to count alone:
 //
-//   valgrind --tool=callgrind --toggle-collect='*run_*' build/release/bench/cost_driver service 10000
+//   valgrind --tool=callgrind --toggle-collect='*run_*' build/release/bench/cost_driver service
+//   10000
 //
 // then divide the total by N. Modes:
 //   service  Service<string,string> call of a 64 B string, the server in the
@@ -11,6 +12,8 @@
 //            (get_for(out, timeout))
 //   struct   {string, vector<double>(8), int} sent a -> b, echoed b -> a
 //   pod      a 64 B trivially copyable message the same way
+#include <unistd.h>
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -21,8 +24,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <unistd.h>
 
 #include "codec_types.hpp"
 #include "shmbus/codec.hpp"
@@ -37,8 +38,7 @@ using shmbus::bench::make_quote;
 using shmbus::bench::Pod64;
 
 template <class T>
-[[gnu::noinline]] int run_pipe(shmbus::Connection& a, shmbus::Connection& b, const T& msg,
-                               int n) {
+[[gnu::noinline]] int run_pipe(shmbus::Connection& a, shmbus::Connection& b, const T& msg, int n) {
   T mid{}, back{};
   for (int i = 0; i < n; ++i) {
     if (a.send(msg) != shmbus::SendResult::ok || b.recv(mid) != shmbus::RecvResult::ok ||
@@ -58,8 +58,8 @@ int pipe_mode(const T& msg, int n) {
 using Echo = shmbus::Service<std::string, std::string>;
 using EchoClient = shmbus::ServiceClient<std::string, std::string>;
 
-[[gnu::noinline]] int run_service(Echo& server, EchoClient& client, const std::string& msg,
-                                  int n, bool into) {
+[[gnu::noinline]] int run_service(Echo& server, EchoClient& client, const std::string& msg, int n,
+                                  bool into) {
   std::string back;
   for (int i = 0; i < n; ++i) {
     auto call = client.call_async(msg);
@@ -102,8 +102,7 @@ int main(int argc, char** argv) {
   const int n = argc > 2 ? std::atoi(argv[2]) : 10000;
   if (std::strcmp(argv[1], "service") == 0) return service_mode(n, false);
   if (std::strcmp(argv[1], "service_into") == 0) return service_mode(n, true);
-  if (std::strcmp(argv[1], "struct") == 0)
-    return pipe_mode(make_quote(), n);
+  if (std::strcmp(argv[1], "struct") == 0) return pipe_mode(make_quote(), n);
   if (std::strcmp(argv[1], "pod") == 0) return pipe_mode(Pod64{}, n);
   std::fprintf(stderr, "unknown mode %s\n", argv[1]);
   return 2;

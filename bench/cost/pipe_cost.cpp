@@ -41,7 +41,7 @@ template <std::size_t N>
 }
 template <std::size_t N>
 [[gnu::noipa]] RecvResult cost_recv_bytes_into(Connection& c, std::span<std::byte> b,
-                                                  std::size_t& n) noexcept {
+                                               std::size_t& n) noexcept {
   return c.recv_bytes_into(b, 0, n);
 }
 template <std::size_t N>

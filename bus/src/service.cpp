@@ -69,7 +69,7 @@ struct ServiceServer::Peer {
   }
   std::unique_ptr<SpareValue> spare;  // see ServiceServer::spare()
   bool gone = false;                  // closed, dead, or dropped
-  std::uint64_t taken = 0;  // messages read from the client
+  std::uint64_t taken = 0;            // messages read from the client
 
   // [service.taken] after each message read, before a request is handed
   // out; `open` whenever it changes.
@@ -139,8 +139,7 @@ std::optional<ServiceServer::Taken> ServiceServer::turn() {
         if (p.is_open(h.id)) p.cancelled.insert(h.id);
         continue;  // cancels do not count as the client's turn
       }
-      if (!framed || h.kind != static_cast<std::uint32_t>(FrameKind::request) ||
-          p.is_open(h.id)) {
+      if (!framed || h.kind != static_cast<std::uint32_t>(FrameKind::request) || p.is_open(h.id)) {
         ServiceAccess::release(p.conn, in_place);
         p.drop();  // a frame without a header, a protocol error, an id reused while open
         break;
@@ -206,9 +205,7 @@ bool ServiceServer::responded(const Taken& t, SendResult r) noexcept {
   return false;
 }
 
-std::unique_ptr<SpareValue>& ServiceServer::spare(const Taken& t) noexcept {
-  return t.peer->spare;
-}
+std::unique_ptr<SpareValue>& ServiceServer::spare(const Taken& t) noexcept { return t.peer->spare; }
 
 bool ServiceServer::cancelled(const Taken& t) noexcept {
   return t.peer->cancelled.count(t.id) != 0;
@@ -356,7 +353,7 @@ std::optional<std::span<const std::byte>> ServiceClientCore::next(std::uint64_t 
       ~Done() { ServiceAccess::release(c, in_place); }
     } done{*conn_, in_place};
     ServiceHeader h{};
-    if (!get_header(frame, h)) continue;  // untrusted: ignored
+    if (!get_header(frame, h)) continue;             // untrusted: ignored
     Pending* target = h.id == id ? &p : find(h.id);  // mostly the call waited for
     if (target == nullptr || target->done || target->failed()) {
       continue;  // unknown, cancelled or ended: ignored

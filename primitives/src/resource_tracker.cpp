@@ -96,8 +96,8 @@ std::vector<GcAction> collect_garbage(const GcOptions& options) {
               garbage_reason(again, options, buses_now).empty()) {
             continue;
           }
-          action.removed = detail::Segment::unlink_if_same(name, seen.creator.pack(),
-                                                           seen.created_unix_ns);
+          action.removed =
+              detail::Segment::unlink_if_same(name, seen.creator.pack(), seen.created_unix_ns);
         } else {
           action.removed = remove_segment(name);  // invalid: no identity to check
         }

@@ -446,10 +446,11 @@ bool unlink_locked(std::string_view name, const Identity* expect) {
   }
   // The name may have been removed and made again between our open and
   // our lock: then the file we hold is not the one it names.
-  struct stat held{}, named{};
+  struct stat held {
+  }, named{};
   const std::string path = "/dev/shm/" + os;
-  if (::fstat(fd, &held) != 0 || ::stat(path.c_str(), &named) != 0 ||
-      held.st_ino != named.st_ino || held.st_dev != named.st_dev)
+  if (::fstat(fd, &held) != 0 || ::stat(path.c_str(), &named) != 0 || held.st_ino != named.st_ino ||
+      held.st_dev != named.st_dev)
     return false;
   if (expect != nullptr) {
     if (!S_ISREG(held.st_mode) || held.st_size < static_cast<off_t>(kHeaderSize)) return false;
@@ -460,7 +461,8 @@ bool unlink_locked(std::string_view name, const Identity* expect) {
     // A segment whose creator is still writing them does not match a
     // dead creator's identity; one whose creator died matches what
     // inspect_segment() read of it (gc's judgement).
-    const bool same = h->creator == expect->creator && h->created_unix_ns == expect->created_unix_ns;
+    const bool same =
+        h->creator == expect->creator && h->created_unix_ns == expect->created_unix_ns;
     ::munmap(m, kHeaderSize);
     if (!same) return false;
   }

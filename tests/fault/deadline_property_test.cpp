@@ -214,11 +214,9 @@ std::vector<TimedCall> timed_calls() {
                      std::array<std::byte, 8> m{};
                      (void)pub.publish_for(m, kTimeout);
                    }});
-  calls.push_back({"Listener.accept_for",
-                   [](const std::string& n) { return hold(Listener(n)); },
-                   [](const std::string& n) {
-                     (void)Listener(n, {.shared = true}).accept_for(kTimeout);
-                   }});
+  calls.push_back(
+      {"Listener.accept_for", [](const std::string& n) { return hold(Listener(n)); },
+       [](const std::string& n) { (void)Listener(n, {.shared = true}).accept_for(kTimeout); }});
   calls.push_back({"Client(timeout)",
                    [](const std::string& n) { return hold(Listener(n)); },  // never accepts
                    [](const std::string& n) {
@@ -233,13 +231,14 @@ std::vector<TimedCall> timed_calls() {
                    [](const std::string& n) {
                      (void)Service<int, int>(n, {.listener = {.shared = true}}).take_for(kTimeout);
                    }});
-  calls.push_back({"wait(queue, event)",
-                   [](const std::string& n) { return hold(Queue<int>::create(n, {.capacity = 4})); },
-                   [](const std::string& n) {
-                     auto q = Queue<int>::open(n);
-                     Event never;  // anonymous: only the queue's memory is hostile
-                     (void)wait({Waitable(q), Waitable(never)}, kTimeout);
-                   }});
+  calls.push_back(
+      {"wait(queue, event)",
+       [](const std::string& n) { return hold(Queue<int>::create(n, {.capacity = 4})); },
+       [](const std::string& n) {
+         auto q = Queue<int>::open(n);
+         Event never;  // anonymous: only the queue's memory is hostile
+         (void)wait({Waitable(q), Waitable(never)}, kTimeout);
+       }});
   return calls;
 }
 
@@ -325,7 +324,7 @@ TEST_P(DeadlineProperty, TimedCallReturnsByItsDeadlineWhateverMemoryHolds) {
     const std::uint64_t seed = (std::uint64_t{GetParam()} << 32) | static_cast<unsigned>(t);
     SegmentGuard g(unique_name("dlprop"));
     g.add(g.name() + ".lock");  // a Condition's lock
-    struct DependentNames {  // a client's pipes, "<listener>.conn-..."
+    struct DependentNames {     // a client's pipes, "<listener>.conn-..."
       std::string prefix;
       ~DependentNames() { test::remove_names_with_prefix(prefix); }
     } dependents{g.name() + "."};

@@ -506,8 +506,7 @@ void hold_here(shmbus::detail::FaultPoint p) noexcept {
   if (p != g_hold_point) return;
   g_hold->held.store(1);
   const auto deadline = shmbus::Clock::now() + 30s;
-  while (g_hold->go.load() == 0 && shmbus::Clock::now() < deadline)
-    shmbus::detail::cpu_relax();
+  while (g_hold->go.load() == 0 && shmbus::Clock::now() < deadline) shmbus::detail::cpu_relax();
 }
 void arm_hold(shmbus::detail::FaultPoint p, Hold* h) {
   g_hold = h;

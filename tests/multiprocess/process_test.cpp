@@ -243,11 +243,13 @@ TEST(ProcessIdentity, TheMainProcessThenEachChildNamesItselfAndItsParent) {
         const auto parent = parent_process();
         if (self.name != "worker" || self.pid != ::getpid()) return 1;
         if (!parent || parent->name != "MainProcess" || parent->pid != main_pid) return 2;
-        Process grandchild([worker_pid = self.pid] {
-          const auto up = parent_process();
-          if (current_process().name != "Process-grand") return 3;
-          return up && up->name == "worker" && up->pid == worker_pid ? 0 : 4;
-        }, {.name = "Process-grand"});
+        Process grandchild(
+            [worker_pid = self.pid] {
+              const auto up = parent_process();
+              if (current_process().name != "Process-grand") return 3;
+              return up && up->name == "worker" && up->pid == worker_pid ? 0 : 4;
+            },
+            {.name = "Process-grand"});
         grandchild.start();
         grandchild.join();
         return *grandchild.exitcode();
@@ -260,7 +262,8 @@ TEST(ProcessIdentity, TheMainProcessThenEachChildNamesItselfAndItsParent) {
 }
 
 TEST(ProcessIdentity, ASpawnedExecutableLearnsItsNameAndParent) {
-  const std::string helper = std::string(SHMBUS_BINARY_DIR) + "/helpers/shmbus_helper_identity_peer";
+  const std::string helper =
+      std::string(SHMBUS_BINARY_DIR) + "/helpers/shmbus_helper_identity_peer";
   auto p = Process::spawn(helper, {"namer", "MainProcess"}, {.name = "namer"});
   p.start();
   ASSERT_TRUE(p.join_for(30s));
@@ -277,7 +280,8 @@ TEST(ProcessIdentity, ASpawnedExecutableLearnsItsNameAndParent) {
 TEST(ProcessIdentity, AGrandchildThatInheritedTheVariablesThroughAShellIgnoresThem) {
   // sh forks the helper (the `; exit` keeps sh from exec'ing it), so the
   // helper's parent is sh, not the process the variables name.
-  const std::string helper = std::string(SHMBUS_BINARY_DIR) + "/helpers/shmbus_helper_identity_peer";
+  const std::string helper =
+      std::string(SHMBUS_BINARY_DIR) + "/helpers/shmbus_helper_identity_peer";
   auto p = Process::spawn("/bin/sh", {"-c", helper + " MainProcess x; exit $?"}, {.name = "shell"});
   p.start();
   ASSERT_TRUE(p.join_for(30s));
@@ -289,11 +293,13 @@ TEST(ProcessIdentity, ASpawnedExecutableWhoseParentDiedStillKnowsItsNameAndParen
   // only once it has been re-parented, and reports through a pipe.
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);  // not O_CLOEXEC: the helper writes to fds[1]
-  const std::string helper = std::string(SHMBUS_BINARY_DIR) + "/helpers/shmbus_helper_identity_peer";
+  const std::string helper =
+      std::string(SHMBUS_BINARY_DIR) + "/helpers/shmbus_helper_identity_peer";
   Process middle(
       [&] {
         auto orphan = Process::spawn(
-            helper, {"orphan", std::to_string(fds[1]), std::to_string(::getpid()), "orphan", "middle"},
+            helper,
+            {"orphan", std::to_string(fds[1]), std::to_string(::getpid()), "orphan", "middle"},
             {.name = "orphan"});
         orphan.start();
         ::_exit(0);  // leaves the helper running (no join in a destructor)

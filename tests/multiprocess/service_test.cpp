@@ -200,7 +200,7 @@ TEST(Service, RequestReusesTheLastRequestsMemoryAndMayOutliveTheService) {
     kept = server.take_for(10s);
     ASSERT_TRUE(kept.has_value());
     EXPECT_EQ(kept->value(), "c");
-  }  // the Service is gone; the kept request holds its client's record
+  }              // the Service is gone; the kept request holds its client's record
   kept.reset();  // gives its memory back, then the record closes: ServerGone
   EXPECT_EQ(test::wait_child(kid).code, 0);
 }
@@ -395,12 +395,14 @@ TEST(Service, AClientStoppedHalfWayThroughARequestIsDroppedNotWaitedFor) {
     }
     done.store(true);
   });
-  EXPECT_TRUE(test::poll_until([&] {
-    int status = 0;
-    if (::waitpid(kid, &status, WNOHANG | WUNTRACED) == kid && WIFSTOPPED(status))
-      stopped.store(true);
-    return stopped.load();
-  }, 30s));
+  EXPECT_TRUE(test::poll_until(
+      [&] {
+        int status = 0;
+        if (::waitpid(kid, &status, WNOHANG | WUNTRACED) == kid && WIFSTOPPED(status))
+          stopped.store(true);
+        return stopped.load();
+      },
+      30s));
   stopped.store(true);  // also when it never stopped: end the loop
   const bool returned = test::poll_until([&] { return done.load(); }, 30s);
   ::kill(kid, SIGKILL);  // a take still gathering (the bug) sees a death and returns

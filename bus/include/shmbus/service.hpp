@@ -124,8 +124,7 @@ struct ServiceAccess {
     return c.send_encoded(std::as_bytes(std::span<const ServiceHeader, 1>(&h, 1)), value, slow);
   }
   static RecvResult next(Connection& c, std::span<const std::byte>& frame, bool& in_place,
-                         const Clock::time_point* deadline, bool wait,
-                         Clock::duration grace = {}) {
+                         const Clock::time_point* deadline, bool wait, Clock::duration grace = {}) {
     return c.next_message(frame, in_place, deadline, wait, grace);
   }
   static void release(Connection& c, bool in_place) noexcept { c.release_message(in_place); }

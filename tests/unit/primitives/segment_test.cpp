@@ -252,8 +252,8 @@ TEST(Segment, AnUnlinkHeldAfterItsCheckNeverRemovesAFileMadeUnderTheNameSince) {
   const SegmentInfo now = inspect_segment(g.name());
   EXPECT_NE(now.created_unix_ns, old_info.created_unix_ns);
   // And an identity that is not the name's removes nothing.
-  EXPECT_FALSE(detail::Segment::unlink_if_same(g.name(), old_info.creator.pack(),
-                                               old_info.created_unix_ns));
+  EXPECT_FALSE(
+      detail::Segment::unlink_if_same(g.name(), old_info.creator.pack(), old_info.created_unix_ns));
   EXPECT_NO_THROW((void)inspect_segment(g.name()));
 }
 
