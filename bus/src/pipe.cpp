@@ -52,9 +52,29 @@ constexpr auto kLivenessInterval = std::chrono::milliseconds(10);
 // nothing meanwhile (see PipeOptions::coalesce).
 constexpr unsigned kShortWaitPolls = 8;
 
+// [pipe.fork] Every Connection that has (or had) fast paths, linked through
+// its fork_prev_ / fork_next_. Held across fork() (locked in the prepare
+// handler), so a child inherits it consistent and unlocked, and finds
+// every Connection its parent had. Intrusive: linking allocates nothing,
+// so no Connection can be missing for want of memory.
+struct ForkList {
+  std::mutex m;
+  Connection* head = nullptr;  // under m
+};
+// Never destroyed: Connections in static storage untrack during static
+// destruction.
+ForkList& fork_list() {
+  static auto* list = new ForkList;
+  return *list;
+}
+
+void on_fork_prepare() noexcept { fork_list().m.lock(); }
+
 void on_fork_child() noexcept {
   // relaxed: the child is single-threaded here; only it reads its copy.
   detail::g_fork_generation.fetch_add(1, std::memory_order_relaxed);
+  detail::fork_child_stop_fast();
+  fork_list().m.unlock();
 }
 
 // Forks this process made: an end it never used may since belong to a child.
@@ -62,11 +82,15 @@ std::atomic<std::uint64_t> g_forks_made{0};
 void on_fork_parent() noexcept {
   // relaxed: a count read by this process's own close().
   g_forks_made.fetch_add(1, std::memory_order_relaxed);
+  fork_list().m.unlock();
 }
 
 void register_atfork() {
   static std::once_flag once;
-  std::call_once(once, [] { ::pthread_atfork(nullptr, on_fork_parent, on_fork_child); });
+  std::call_once(once, [] {
+    (void)fork_list();
+    ::pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
+  });
 }
 
 bool is_pow2(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
@@ -278,10 +302,11 @@ Connection::Connection(std::shared_ptr<detail::Segment> segment, const detail::P
   active_ = taken;
   closed_ = false;
   peer_closed_flag_ = &control_->ends[1 - end].closed;
-  update_fast();
   fork_gen_ = detail::fork_generation();
   // relaxed: see on_fork_parent().
   forks_at_create_ = g_forks_made.load(std::memory_order_relaxed);
+  track_for_fork();  // before the fast paths open: [pipe.fork]
+  update_fast();
 }
 
 Connection Connection::create(std::string_view name, PipeEnd end, const PipeOptions& options) {
@@ -345,6 +370,7 @@ Connection::Connection(Connection&& o) noexcept
       peer_owner_seen_(o.peer_owner_seen_),
       next_liveness_ns_(o.next_liveness_ns_),
       fd_bridge_(std::move(o.fd_bridge_)) {
+  if (control_ != nullptr) track_for_fork();  // before the fast paths open: [pipe.fork]
   update_fast();
   o.update_fast();
   if (control_ != nullptr) detail::add_exit_action(this, close_at_exit);
@@ -378,6 +404,7 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     peer_owner_seen_ = o.peer_owner_seen_;
     next_liveness_ns_ = o.next_liveness_ns_;
     fd_bridge_ = std::move(o.fd_bridge_);
+    if (control_ != nullptr) track_for_fork();  // before the fast paths open: [pipe.fork]
     update_fast();
     o.update_fast();
     if (control_ != nullptr) detail::add_exit_action(this, close_at_exit);
@@ -390,6 +417,39 @@ void Connection::close_at_exit(void* self) noexcept { static_cast<Connection*>(s
 Connection::~Connection() {
   close();
   detail::remove_exit_action(this);
+  untrack_for_fork();
+}
+
+void Connection::track_for_fork() noexcept {
+  if (fork_tracked_) return;
+  // register_atfork() ran when this end (or the one it moved from) was made.
+  ForkList& list = fork_list();
+  std::scoped_lock g(list.m);
+  fork_prev_ = nullptr;
+  fork_next_ = list.head;
+  if (list.head != nullptr) list.head->fork_prev_ = this;
+  list.head = this;
+  fork_tracked_ = true;
+}
+
+void Connection::untrack_for_fork() noexcept {
+  if (!fork_tracked_) return;
+  ForkList& list = fork_list();
+  std::scoped_lock g(list.m);
+  (fork_prev_ != nullptr ? fork_prev_->fork_next_ : list.head) = fork_next_;
+  if (fork_next_ != nullptr) fork_next_->fork_prev_ = fork_prev_;
+  fork_prev_ = fork_next_ = nullptr;
+  fork_tracked_ = false;
+}
+
+void detail::fork_child_stop_fast() noexcept {
+  // Under the list's mutex (taken by on_fork_prepare()); the child has one
+  // thread. Only the flags: everything else stays as the parent left it,
+  // and take_over() decides whether this child may use the end.
+  for (Connection* c = fork_list().head; c != nullptr; c = c->fork_next_) {
+    c->fast_send_end_ = 0;
+    c->fast_recv_ = false;
+  }
 }
 
 const std::string& Connection::name() const noexcept {

@@ -75,6 +75,9 @@ class Segment;
 // it move between two waits is in a request/response exchange.
 // constinit: no guard or wrapper call on the send path.
 extern constinit thread_local std::uint64_t t_sends;
+// [pipe.fork] In a fork child: turns off the fast paths of every
+// Connection the child inherited (pipe.cpp's pthread_atfork handler).
+void fork_child_stop_fast() noexcept;
 }  // namespace detail
 
 enum class SendResult : std::uint8_t {
@@ -451,8 +454,7 @@ class Connection {
   SendResult send_encoded(std::span<const std::byte> prefix, const T& value, Slow&& slow) {
     std::size_t room = 0;
     std::byte* at = nullptr;
-    if (fast_send_end_ != 0 && fork_gen_ == detail::fork_generation() && !peer_closed())
-        [[likely]] {
+    if (fast_send_end_ != 0 && !peer_closed()) [[likely]] {
       at = tx_.try_begin(room);
       if (room > fast_send_limit_) room = fast_send_limit_;  // max_message too
     }
@@ -551,19 +553,28 @@ class Connection {
   // rows: 64). Boost.Lockfree's spsc_queue does none of the checks: an
   // index each side, a full/empty compare, the copy.
   [[nodiscard, gnu::always_inline]] bool fast_send(const std::byte* p, std::size_t n) noexcept {
-    if (n >= fast_send_end_ || fork_gen_ != detail::fork_generation() || peer_closed() ||
-        !tx_.try_send(p, n))
-      return false;
+    if (n >= fast_send_end_ || peer_closed() || !tx_.try_send(p, n)) return false;
     ++detail::t_sends;
     return true;
   }
-  [[nodiscard, gnu::always_inline]] bool fast_recv_ready() const noexcept {
-    return fast_recv_ && fork_gen_ == detail::fork_generation();
-  }
+  [[nodiscard, gnu::always_inline]] bool fast_recv_ready() const noexcept { return fast_recv_; }
+  // [pipe.fork] The fast paths hold only while this process is the one the
+  // end was set up or taken in: a fork child's copy turns them off at once
+  // (fork_child_stop_fast(), in the child's pthread_atfork handler), and
+  // they come back only here, with fork_gen_ current, i.e. after
+  // take_over() in that child. So no send or receive checks the fork
+  // generation itself.
   void update_fast() noexcept {
-    fast_send_end_ = can_send_ && active_ && !closed_ ? fast_send_limit_ + 1 : 0;
-    fast_recv_ = can_recv_ && active_ && !closed_ && !peeked_;
+    const bool mine = active_ && !closed_ && fork_gen_ == detail::fork_generation();
+    fast_send_end_ = can_send_ && mine ? fast_send_limit_ + 1 : 0;
+    fast_recv_ = can_recv_ && mine && !peeked_;
   }
+  // [pipe.fork] Every Connection with a segment is on one process-wide
+  // list (pipe.cpp) from the moment it has fast paths until it is
+  // destroyed, so that a fork child can reach each one.
+  void track_for_fork() noexcept;
+  void untrack_for_fork() noexcept;
+  friend void detail::fork_child_stop_fast() noexcept;
 
   SendResult send_bytes_impl(std::span<const std::byte> data, const Deadline* deadline,
                              bool wait) noexcept;
@@ -629,6 +640,10 @@ class Connection {
   std::uint64_t peer_owner_seen_ = 0;            // the peer end's last non-zero owner word
   std::int64_t next_liveness_ns_ = 0;            // peer_dead_by_now(): CLOCK_MONOTONIC_COARSE
   std::unique_ptr<detail::FdBridge> fd_bridge_;  // fileno(); null until asked for
+  // [pipe.fork] This Connection's links on the process-wide list, under its mutex.
+  Connection* fork_prev_ = nullptr;
+  Connection* fork_next_ = nullptr;
+  bool fork_tracked_ = false;
 };
 
 }  // namespace shmbus

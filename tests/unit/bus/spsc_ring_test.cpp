@@ -386,17 +386,39 @@ TEST(SpscRingFast, RecvRefusesEveryHeaderButAPlainFrameInBounds) {
     EXPECT_EQ(r.consumer.peek(f), PeekResult::corrupted);
     EXPECT_FALSE(r.consumer.try_recv<false>(buf, sizeof buf, n));  // sticky
   }
-  {  // the largest frame is taken; too small a buffer or another size is not
+  {  // the largest frame the fast path takes (it ends one word before the
+     // publication point, a quarter ring on); too small a buffer or another
+     // size is not taken
+    TestRing r(4096);
+    const std::uint64_t most = max - 8;
+    std::vector<std::byte> big(most, std::byte{3});
+    ASSERT_TRUE(r.producer.try_send(big.data(), most));
+    std::vector<std::byte> buf(most);
+    std::size_t n = 0;
+    EXPECT_FALSE(r.consumer.try_recv<false>(buf.data(), most - 1, n));
+    EXPECT_FALSE(r.consumer.try_recv<true>(buf.data(), most - 1, n));
+    ASSERT_TRUE(r.consumer.try_recv<true>(buf.data(), most, n));
+    EXPECT_EQ(n, most);
+    EXPECT_EQ(buf, big);
+  }
+  {  // a frame that reaches the publication point (the largest frame does)
+     // goes through peek() and release(), which publish the read position
     TestRing r(4096);
     std::vector<std::byte> big(max, std::byte{3});
     ASSERT_TRUE(r.producer.try_send(big.data(), max));
     std::vector<std::byte> buf(max);
     std::size_t n = 0;
-    EXPECT_FALSE(r.consumer.try_recv<false>(buf.data(), max - 1, n));
-    EXPECT_FALSE(r.consumer.try_recv<true>(buf.data(), max - 1, n));
-    ASSERT_TRUE(r.consumer.try_recv<true>(buf.data(), max, n));
-    EXPECT_EQ(n, max);
-    EXPECT_EQ(buf, big);
+    EXPECT_FALSE(r.consumer.try_recv<true>(buf.data(), max, n));
+    EXPECT_FALSE(r.consumer.try_recv<false>(buf.data(), max, n));
+    Frame f;
+    ASSERT_EQ(r.consumer.peek(f), PeekResult::ok);
+    EXPECT_EQ(f.length, max);
+    r.consumer.release();
+    EXPECT_EQ(r.control->consumer.read_pos.load(), frame_size(max));
+    // ... and the fast path goes on from there
+    ASSERT_TRUE(r.send(7, 8));
+    EXPECT_TRUE(r.consumer.try_recv<true>(buf.data(), 8, n));
+    EXPECT_EQ(buf[0], std::byte{7});
   }
 }
 
@@ -444,20 +466,30 @@ TEST(SpscRingFast, TwoThreadsDeliverEverySequenceNumber) {
   std::uint32_t expect = 0;
   bool ok = true;
   std::vector<std::byte> buf(200);
+  std::uint64_t bytes = 0;        // frame bytes received
+  std::uint64_t left_to_peek = 0;  // plain frames try_recv() did not take
   while (expect < kCount && ok) {
     std::size_t n = 0;
     if (!r.consumer.try_recv<false>(buf.data(), buf.size(), n)) {
       Frame f;
-      const PeekResult pr = r.consumer.peek(f);  // a pad, empty, or corrupted
+      const PeekResult pr = r.consumer.peek(f);  // a pad, empty, corrupted, or a frame at
+                                                 // the fast path's limit
       if (pr == PeekResult::corrupted) ok = false;
-      if (pr == PeekResult::ok) {  // not taken by try_recv: a plain frame it must take next
-        ok = r.consumer.try_recv<false>(buf.data(), buf.size(), n);
-        if (!ok) break;
+      if (pr == PeekResult::ok) {
+        // The frame after a pad (peek() skipped it): try_recv() takes it,
+        // unless it reaches the fast path's limit.
+        if (!r.consumer.try_recv<false>(buf.data(), buf.size(), n)) {
+          ++left_to_peek;
+          n = f.length;
+          std::memcpy(buf.data(), f.data, n);
+          r.consumer.release();
+        }
       } else {
         cpu_relax();
         continue;
       }
     }
+    bytes += frame_size(n);
     std::uint32_t seq;
     std::memcpy(&seq, buf.data(), sizeof seq);
     if (seq != expect || n < sizeof seq) ok = false;
@@ -471,6 +503,10 @@ TEST(SpscRingFast, TwoThreadsDeliverEverySequenceNumber) {
   producer.join();
   EXPECT_TRUE(ok) << "at message " << expect;
   EXPECT_EQ(expect, kCount);
+  // try_recv() leaves a plain frame only where it reaches the publication
+  // point (once a quarter ring) or the ring's end (once a lap).
+  EXPECT_LE(left_to_peek, 2 * bytes / ((1 << 14) / 4) + 2);
+  EXPECT_GT(left_to_peek, 0u);
 }
 
 // [ring.sleep]: the word a sleeping consumer marks is the header it polls.

@@ -103,13 +103,23 @@ inline constexpr std::size_t kWriteAhead = 768;
 // most this long at a time, so a wake-up it may miss costs no more.
 inline constexpr std::chrono::microseconds kUnfencedNap{200};
 inline constexpr std::size_t kMinRingCapacity = 4096;
+// Positions a ring starts from (read from shared memory when an end is
+// set up) above this are taken as corrupted: a real one needs 2^63 bytes
+// sent (decades at 10 GB/s), and below it no position plus a frame (at
+// most 2^28 + 16 bytes) wraps around, which the fast paths' limits rely on.
+inline constexpr std::uint64_t kMaxStartPosition = std::uint64_t{1} << 63;
 inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 30;
 
 [[nodiscard]] constexpr std::uint64_t align8(std::uint64_t n) noexcept {
   return (n + 7) & ~std::uint64_t{7};
 }
+// The low 32 bits of pos / 8 in bits 32..63. `pos` is a frame position,
+// a multiple of 8 (every side checks that of a position it takes from
+// shared memory), so its three low bits are 0 and one shift makes the tag
+// (two where pos / 8 is shifted up again: one instruction a message on
+// each side).
 [[nodiscard]] constexpr std::uint64_t frame_tag(std::uint64_t pos) noexcept {
-  return static_cast<std::uint64_t>(static_cast<std::uint32_t>(pos >> 3)) << 32;
+  return pos << 29;
 }
 // [ring.sleep] What a consumer asleep at `pos` writes into
 // RingControl::consumer_asleep: odd, so never 0 (not asleep), and the
@@ -307,7 +317,7 @@ class RingProducer {
     announce();
     // relaxed: set up before the producer end is used, by its only writer.
     pos_ = control->producer.write_pos.load(std::memory_order_relaxed);
-    if ((pos_ & 7) != 0) corrupted_ = true;  // untrusted
+    if ((pos_ & 7) != 0 || pos_ > kMaxStartPosition) corrupted_ = true;  // untrusted
     // [ring.consume] acquire: pairs with the consumer's release of read_pos.
     cached_read_ = control->consumer.read_pos.load(std::memory_order_acquire);
     sent_ = control->producer.messages_sent.load(std::memory_order_relaxed);
@@ -332,12 +342,12 @@ class RingProducer {
     const std::uint64_t mask = mask_;
     const std::uint64_t off = pos & mask;
     const std::uint64_t fs = frame_size(n);
-    if (fs <= kCacheLine) {  // a small frame stays in one line (so inside the ring)
-      if ((off & (kCacheLine - 1)) + fs > kCacheLine) [[unlikely]]
-        return try_send_padded(src, n);
-    } else if (off + fs > capacity_) [[unlikely]] {
-      return false;  // pads to the ring end: try_reserve()
-    }
+    // A small frame stays in one line. (A frame that would pass the ring
+    // end, which needs a pad to it, ends past fast_end_: try_reserve().)
+    // (Written as a compare of the offset in the line with a constant in
+    // send(T): two instructions fewer than adding fs first.)
+    if (fs <= kCacheLine && (off & (kCacheLine - 1)) > kCacheLine - fs) [[unlikely]]
+      return try_send_padded(src, n);
     const std::uint64_t next = pos + fs;
     if (next > fast_end_) return false;  // see update_fast_end()
     // Loaded before the copy: stores through std::byte may alias members.
@@ -432,11 +442,17 @@ class RingProducer {
     const std::uint64_t off = pos & mask;
     const std::uint64_t start = pos + pad;
     const std::uint64_t next = start + frame_size(n);
+    const std::uint64_t next_off = next & mask;
     // As in commit(): the line kWriteAhead bytes on, with intent to write.
-    detail::prefetch_for_write(data + ((next + kWriteAhead) & mask));
+    // Not wrapped to the ring's start (one instruction instead of three):
+    // in a lap's last kWriteAhead bytes it names a line past the ring's
+    // end, which a prefetch may (it never faults, and only asks for a
+    // line); the first lines of the next lap are then fetched when
+    // written, as without the prefetch.
+    detail::prefetch_for_write(data + next_off + kWriteAhead);
     // relaxed: published by the release (or seq_cst) store of the first
     // header below ([ring.publish]).
-    header_at(data, next & mask).store(0, std::memory_order_relaxed);
+    header_at(data, next_off).store(0, std::memory_order_relaxed);
     std::uint64_t first = frame_word(start, n);
     if (pad != 0) {
       // The pad and the frame go out together, as a batch of two: the
@@ -645,12 +661,17 @@ class RingProducer {
 
   // try_send() may publish frames up to fast_end_ without another check:
   // room for them and the next header word by the cached read position,
-  // not past the next [ring.stats] publication, and 0 (nothing) while a
-  // batch is open or the ring is corrupted. Kept current by every change
-  // of those.
+  // not past the next [ring.stats] publication, not past the end of the
+  // ring's lap pos_ is in (so a frame below it lies inside the ring), and
+  // 0 (nothing) while a batch is open or the ring is corrupted. Kept
+  // current by every change of those (a lap changes only in commit(): a
+  // frame that reaches fast_end_ goes there, which publish_stats()).
   void update_fast_end() noexcept {
     const std::uint64_t room = cached_read_ + capacity_ - kFrameHeaderSize;
-    fast_end_ = corrupted_ || batching_ ? 0 : (room < publish_at_ ? room : publish_at_);
+    const std::uint64_t lap_end = (pos_ | mask_) + 1;
+    std::uint64_t end = room < publish_at_ ? room : publish_at_;
+    if (lap_end < end) end = lap_end;
+    fast_end_ = corrupted_ || batching_ ? 0 : end;
   }
 
   // [ring.sleep] seq_cst exchange (a full barrier, where a fence would be
@@ -753,24 +774,26 @@ class RingConsumer {
       : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1), notify_(notify) {
     // relaxed: set up before the consumer end is used, by its only writer.
     pos_ = control->consumer.read_pos.load(std::memory_order_relaxed);
-    if ((pos_ & 7) != 0) corrupted_ = true;  // untrusted
+    if ((pos_ & 7) != 0 || pos_ > kMaxStartPosition) corrupted_ = true;  // untrusted
     published_ = pos_;
     publish_at_ = pos_ + capacity / 4;
     received_ = control->consumer.messages_received.load(std::memory_order_relaxed);
     bytes_ = control->consumer.bytes_received.load(std::memory_order_relaxed);
-    fast_len_end_ = corrupted_ ? 0 : max_frame_payload(capacity) + 1;
+    update_fast_limit();
   }
 
   // The whole receive of a message that is one frame (not a pad, not a
   // fragment) at the read position, copied to `dst` when it fits `room`
   // bytes (Exact: is exactly `room` bytes); sets `size` and returns true.
   // False, with nothing consumed, in every other case (empty, a pad, a
-  // fragment, too large for `room`, corrupted): peek() says which. The
-  // header is validated as peek() does, in one compare: the header minus
-  // the word frame_word(pos, 0) expects is below 2^28 only when the tag,
-  // the valid bit and all three flags are what a plain frame at this
-  // position has; what remains is the length, checked against the largest
-  // frame payload.
+  // fragment, too large for `room`, corrupted, or a frame that reaches
+  // fast_limit_): peek() says which. The header is validated as peek()
+  // does, in two compares: the header minus the word frame_word(pos, 0)
+  // expects is below 2^28 only when the tag, the valid bit and all three
+  // flags are what a plain frame at this position has; what remains is the
+  // length, and the frame must end before fast_limit_ (see
+  // update_fast_limit(): inside the ring, not longer than the largest
+  // frame, never when corrupted).
   template <bool Exact>
   [[nodiscard, gnu::always_inline]] bool try_recv(std::byte* dst, std::size_t room,
                                                   std::size_t& size) noexcept {
@@ -783,26 +806,27 @@ class RingConsumer {
     std::uint64_t len = h - frame_word(pos, 0);
     if constexpr (Exact) {
       // The length must be `room`, a constant in recv<T>(): compared
-      // first, the frame size and the bounds below are constants too.
-      if (len != room || room >= fast_len_end_) return false;  // 0 when corrupted: always
+      // first, the frame size and the limit below are constants too (the
+      // whole header is one compare with frame_word(pos, room)).
+      if (len != room) return false;
       len = room;
-    } else if (len >= fast_len_end_ || len > room) {
-      return false;
+    } else if (len > kFrameLengthMask || len > room) {
+      return false;  // the first: every word that is not a plain frame here
     }
-    const std::uint64_t fs = frame_size(len);
-    if (off + fs > capacity_) return false;
+    const std::uint64_t next = pos + frame_size(len);
+    if (next >= fast_limit_) return false;  // see update_fast_limit()
     if constexpr (Exact) {
       std::memcpy(dst, data + off + kFrameHeaderSize, room);  // a constant size in recv<T>()
     } else {
       copy_payload(dst, data + off + kFrameHeaderSize, len);
     }
     size = len;
-    pos_ = pos + fs;
-    peeked_ = 0;  // a frame peek()ed and not released is consumed now
-    peeked_len_ = 0;
+    // peeked_ may still hold a frame a slow path peeked and left (too
+    // small for its buffer): release() runs only right after a peek(), so
+    // it is never used again.
+    pos_ = next;
     ++received_;
     bytes_ += len;
-    if (pos + fs >= publish_at_) publish_read();
     return true;
   }
 
@@ -816,9 +840,9 @@ class RingConsumer {
     // [ring.publish] acquire: as in try_recv().
     const std::uint64_t h = header_at(data_, off).load(std::memory_order_acquire);
     const std::uint64_t len = h - frame_word(pos, 0);
-    if (len >= fast_len_end_) return false;  // 0 when corrupted: always
+    if (len > kFrameLengthMask) return false;  // not a plain frame here
     const std::uint64_t fs = frame_size(len);
-    if (off + fs > capacity_) return false;
+    if (pos + fs >= fast_limit_) return false;  // see update_fast_limit()
     at = data_ + off + kFrameHeaderSize;
     size = len;
     peeked_ = fs;
@@ -975,6 +999,8 @@ class RingConsumer {
   // Frees the peeked frame. `count_message` counts it in the statistics
   // (the last fragment of a message, or a whole message).
   // Without a peeked frame (already released) it does nothing.
+  // Call it only after peek() or try_view(), before any other receive
+  // (try_recv() leaves peeked_ as it was).
   [[gnu::always_inline]] void release(bool count_message = true) noexcept {
     if (peeked_ == 0) return;  // a peeked frame is at least its header
     pos_ += peeked_;
@@ -982,14 +1008,14 @@ class RingConsumer {
     peeked_ = 0;
     peeked_len_ = 0;
     if (count_message) ++received_;
-    if (pos_ >= publish_at_) publish_read();
+    if (pos_ >= fast_limit_) passed_fast_limit();
   }
 
   // A frame's contents failed the caller's validation (e.g. a fragment
   // sequence that does not add up): the ring is unusable from now on.
   void mark_corrupted() noexcept {
     corrupted_ = true;
-    fast_len_end_ = 0;
+    fast_limit_ = 0;
   }
 
   // Whether publish_read() updates the message/byte counters.
@@ -1000,6 +1026,7 @@ class RingConsumer {
     if (pos_ == published_) return;
     published_ = pos_;
     publish_at_ = pos_ + capacity_ / 4;
+    update_fast_limit();
     // [ring.stats] relaxed: single-writer counters for inspection only.
     if (stats_) {
       control_->consumer.messages_received.store(received_, std::memory_order_relaxed);
@@ -1024,14 +1051,30 @@ class RingConsumer {
     return PeekResult::corrupted;
   }
 
+  // try_recv() and try_view() take a frame only when it ends before
+  // fast_limit_: the publish_read() point (a quarter ring past the last
+  // publication, so such a frame is shorter than the largest frame
+  // payload), and the end of the lap pos_ is in (so it lies inside the
+  // ring); 0 when the ring is corrupted. A frame that reaches it goes
+  // through peek() and release(), which publishes and moves the limit on.
+  void update_fast_limit() noexcept {
+    const std::uint64_t lap_end = (pos_ | mask_) + 1;
+    fast_limit_ = corrupted_ ? 0 : (publish_at_ < lap_end ? publish_at_ : lap_end);
+  }
+  // release() reached fast_limit_: the publication point, or a new lap.
+  [[gnu::noinline]] void passed_fast_limit() noexcept {
+    if (pos_ >= publish_at_) publish_read();
+    update_fast_limit();
+  }
+
   RingControl* control_ = nullptr;
   std::byte* data_ = nullptr;
   std::uint64_t capacity_ = 0;
   std::uint64_t mask_ = 0;
   std::uint64_t pos_ = 0;
   std::uint64_t published_ = 0;
-  std::uint64_t publish_at_ = 0;    // published_ + a quarter ring: publish_read() there
-  std::uint64_t fast_len_end_ = 0;  // try_recv(): max_frame_payload() + 1, 0 when corrupted
+  std::uint64_t publish_at_ = 0;  // published_ + a quarter ring: publish_read() there
+  std::uint64_t fast_limit_ = 0;  // see update_fast_limit()
   // [ring.stats] received_ and bytes_ apart, as RingProducer's counters.
   std::uint64_t bytes_ = 0;
   std::uint64_t peeked_ = 0;
