@@ -215,6 +215,36 @@ TEST(PipeProcess, HalfDuplexSenderAndReceiverProcesses) {
   EXPECT_TRUE(s2.exited && s2.code == 0) << s2.code;
 }
 
+// [pipe.fork] Ends inherited across fork() leave the inlined paths the
+// parent had on: a child's first use goes through take_over(), which
+// passes an end its parent used to that child and refuses it to a
+// grandchild (the parent holds it). The grandchild finds a message waiting
+// on its receiving end and room on its sending end, so a fast path left on
+// would have received or sent; it must get `closed` from both.
+TEST(PipeProcess, InheritedEndsGoThroughTakeOverNotTheParentsFastPath) {
+  auto [a, b] = Pipe();
+  ASSERT_EQ(a.send(1), SendResult::ok);  // the parent uses both ends: fast paths on
+  ASSERT_EQ(b.recv<int>(), 1);
+  ASSERT_EQ(a.send(7), SendResult::ok);  // waits in b's ring
+  const pid_t child = fork_child([&a = a, &b = b] {
+    const pid_t grandchild = fork_child([&a, &b] {
+      int v = 0;
+      if (b.recv(v) != RecvResult::closed) return 1;
+      return a.send(2) == SendResult::closed ? 0 : 2;
+    });
+    const auto st = wait_child(grandchild);
+    if (!st.exited || st.code != 0) return 10 + (st.exited ? st.code : 50);
+    return a.send(3) == SendResult::ok ? 0 : 3;  // the parent's child takes `a` over
+  });
+  const auto st = wait_child(child);
+  EXPECT_TRUE(st.exited && st.code == 0) << st.code;
+  int v = 0;
+  ASSERT_EQ(b.recv_for(v, 10s), RecvResult::ok);
+  EXPECT_EQ(v, 7);  // not taken by the grandchild
+  ASSERT_EQ(b.recv_for(v, 10s), RecvResult::ok);
+  EXPECT_EQ(v, 3);  // the child's, with nothing from the grandchild before it
+}
+
 TEST(PipeProcess, EofAfterThePeerClosesAndExits) {
   auto [a, b] = Pipe();
   const pid_t child = fork_child([&b = b] {

@@ -520,38 +520,43 @@ class Connection {
   // ring end, errors, end of file) goes through the out-of-line *_impl
   // calls, which repeat these checks and report why. fast_send_end_ and
   // fast_recv_ fold the end's state (can send/receive, taken by this
-  // process, not closed, no frame left peeked) into one test each;
-  // update_fast() keeps them. What remains of ensure_owner() is the fork
-  // check.
+  // process, not closed, no frame left peeked, not a fork child's copy:
+  // [pipe.fork]) into one test each; update_fast() keeps them.
   //
   // What the inlined paths execute (issue 22; x86-64, GCC 12 -O3, read in
   // `objdump -d` of bench/cost/pipe_cost, counted there by callgrind per
   // call with the wrapper's entry and return). send(Msg<8>) on a busy-poll
-  // pipe, 54 in all: the size against fast_send_end_ (may send, fits one
-  // frame: 2); the fork generation (3); the peer's `closed` flag, so that
+  // pipe, 47 in all: the size against fast_send_end_ (may send, fits one
+  // frame, not a fork child's copy: 2); the peer's `closed` flag, so that
   // a send after the peer closed says `broken` at once, as Python's does
-  // (4); position, mask, offset, and whether a small frame would cross its
-  // cache line (10, the pad itself is out of line: try_send_padded()); the
-  // folded room / [ring.stats] / batch / corrupted compare against
-  // fast_end_ (3); ring base, wake mode, the copy (4: one load and one
-  // store for 8 B); the write-intent prefetch kWriteAhead on (3); zeroing
-  // the next frame's header word (2); header word = tag | valid | length,
-  // its address, the new position, the two private counters (9); the wake
-  // mode: exchange? publish, checked? (5, an adaptive pipe then loads
-  // consumer_asleep: 3 more); the thread's send count that stream
-  // coalescing reads (2); entry and return (7). send_bytes() of a run-time
-  // size adds the size-class dispatch of copy_payload() (4-6) and a larger
-  // frame (the bytes rows: 80). recv(Msg<8>&), 34: the folded flag and the
-  // fork generation (5); position, mask, base, offset, the header load (5);
-  // the word a plain frame here carries and the difference (5); length ==
-  // sizeof(T) (2) and below the largest frame, 0 when corrupted (2); the
-  // ring-end bound (3); the copy (2); new position, byte and message
-  // counters, the peeked state cleared (8); whether a quarter ring passed
-  // since read_pos was last published (2). recv_bytes_into() adds the
-  // caller's room (2), the size-class dispatch (4-6), and the registers
-  // its out-of-line fallback (seven arguments) makes it save (the bytes
-  // rows: 64). Boost.Lockfree's spsc_queue does none of the checks: an
-  // index each side, a full/empty compare, the copy.
+  // (4); position, mask, offset (4) and whether a small frame would cross
+  // its cache line (4; the pad itself is out of line: try_send_padded());
+  // the new position against fast_end_, which folds room, the [ring.stats]
+  // point, the ring's end, a batch and corruption into one compare (3);
+  // ring base, wake mode, the next frame's offset, the copy (5: one load
+  // and one store for 8 B); the write-intent prefetch kWriteAhead on (1);
+  // zeroing the next frame's header word (1); header word = position << 29
+  // | valid | length, its address, the new position, the two private
+  // counters (7); the wake mode: exchange? publish, checked? (5, an
+  // adaptive pipe then loads consumer_asleep: 3 more); the thread's send
+  // count that stream coalescing reads (2); entry, return and the
+  // registers the out-of-line pad call makes the wrapper save (8; inlined
+  // into a loop, as in the benchmark, mostly gone). send(Msg<64>) is 47
+  // too: no line check, a copy of 4 + 4 vector moves. send_bytes() of a
+  // run-time size adds the size-class dispatch of copy_payload() (4-6)
+  // (the bytes rows: 75 and 70). recv(Msg<8>&), 23: the folded flag (2);
+  // position, mask, base, offset, the header load (6); the word a plain
+  // frame here carries and the difference (3); length == sizeof(T), which
+  // with the difference compares the whole header with one constant (2);
+  // the frame's end against fast_limit_, which folds the ring's end, the
+  // largest frame, corruption and the read position's publication point
+  // (3); the copy (2: 8 B, 9 for 64 B: recv(Msg<64>&) is 30); the new
+  // position and the byte and message counters (3); return (2).
+  // recv_bytes_into() adds the caller's room and the length's bound (4),
+  // the size-class dispatch (4-6), and the registers its out-of-line
+  // fallback (seven arguments) makes it save (the bytes rows: 52 and 51).
+  // Boost.Lockfree's spsc_queue does none of the checks: an index each
+  // side, a full/empty compare, the copy.
   [[nodiscard, gnu::always_inline]] bool fast_send(const std::byte* p, std::size_t n) noexcept {
     if (n >= fast_send_end_ || peer_closed() || !tx_.try_send(p, n)) return false;
     ++detail::t_sends;

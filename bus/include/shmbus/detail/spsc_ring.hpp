@@ -20,9 +20,11 @@
 //     and whenever it finds the ring empty. The producer reads it only when
 //     its cached copy says the ring is full.
 //   - Fast paths (issue 22): try_send() and try_recv() move one whole
-//     frame with one bounds compare each (see update_fast_end() and
-//     try_recv()); anything else hands over to try_reserve()/commit() and
-//     peek()/release(), which re-check and say why.
+//     frame with one bounds compare each, against a limit that folds room,
+//     the ring's end, the next publication point and corruption (see
+//     update_fast_end() and update_fast_limit()); anything else hands over
+//     to try_reserve()/commit() and peek()/release(), which re-check and
+//     say why.
 //   - [ring.stats] The producer's write_pos and counters are published by
 //     every commit() and at least every stats_interval() bytes of
 //     try_send(); an inspector counts the frames past the published
