@@ -12,7 +12,8 @@
 // (the sender's [ring.stats] publication, the receiver's publication of
 // its read position) included. `objdump -d --no-show-raw-insn -C` of this
 // binary shows what each call runs: see the comment block above
-// RingProducer::try_send() for what each instruction group is for.
+// Connection::fast_send() in connection.hpp for what each instruction
+// group is for.
 #include <array>
 #include <cstddef>
 #include <cstdio>
