@@ -466,7 +466,7 @@ TEST(SpscRingFast, TwoThreadsDeliverEverySequenceNumber) {
   std::uint32_t expect = 0;
   bool ok = true;
   std::vector<std::byte> buf(200);
-  std::uint64_t bytes = 0;        // frame bytes received
+  std::uint64_t bytes = 0;         // frame bytes received
   std::uint64_t left_to_peek = 0;  // plain frames try_recv() did not take
   while (expect < kCount && ok) {
     std::size_t n = 0;

@@ -120,9 +120,7 @@ inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 30;
 // shared memory), so its three low bits are 0 and one shift makes the tag
 // (two where pos / 8 is shifted up again: one instruction a message on
 // each side).
-[[nodiscard]] constexpr std::uint64_t frame_tag(std::uint64_t pos) noexcept {
-  return pos << 29;
-}
+[[nodiscard]] constexpr std::uint64_t frame_tag(std::uint64_t pos) noexcept { return pos << 29; }
 // [ring.sleep] What a consumer asleep at `pos` writes into
 // RingControl::consumer_asleep: odd, so never 0 (not asleep), and the
 // difference of two tokens, halved, is the distance in 8-byte words.
