@@ -13,6 +13,8 @@
 //       on 2 cpus all clients share the one the server does not use, and
 //       the row then measures how that cpu is shared among them)
 //   BM_Service_ClientsBlock_Calls/C                 the same, blocking pipes
+//   BM_Service_ClientsBusyServerBlock_Calls/C       busy-poll clients, the
+//       server blocking (ServiceOptions::wait): what not spinning costs it
 //   BM_ZeroMQ_ReqRep_Block_RTT/N                    peers: ZeroMQ REQ/REP
 //   BM_PyMpListener_Block_RTT/N                     over ipc://, Python's
 //   BM_PyMpManager_Block_Call/N                     multiprocessing.connection
@@ -141,10 +143,13 @@ std::vector<int> client_cpus() {
 // parent's affinity, so unpinned clients would all have shared the
 // server's one cpu (1.5-2 k calls/s busy-poll, each side spinning through
 // the other's time slice: issue 18).
-void clients_calls(benchmark::State& state, WaitStrategy strategy) {
+void clients_calls(benchmark::State& state, WaitStrategy strategy,
+                   std::optional<WaitStrategy> server_wait = std::nullopt) {
   const int clients = static_cast<int>(state.range(0));
   const std::string name = bench_name("svcn");
-  Echo server(name);
+  ServiceOptions options;
+  if (server_wait) options.wait = WaitPolicy{.strategy = *server_wait};
+  Echo server(name, options);
   pin_this_thread(bench_cpus().parent);
   const std::vector<int> cpus = client_cpus();
   std::vector<pid_t> kids;
@@ -182,6 +187,9 @@ void BM_Service_Clients_Calls(benchmark::State& s) { clients_calls(s, WaitStrate
 void BM_Service_ClientsBlock_Calls(benchmark::State& s) {
   clients_calls(s, WaitStrategy::blocking);
 }
+void BM_Service_ClientsBusyServerBlock_Calls(benchmark::State& s) {
+  clients_calls(s, WaitStrategy::busy_poll, WaitStrategy::blocking);
+}
 
 #ifdef SHMBUS_HAVE_ZMQ
 void BM_ZeroMQ_ReqRep_Block_RTT(benchmark::State& s) { zeromq_round_trip(s, ZMQ_REQ, ZMQ_REP); }
@@ -200,6 +208,7 @@ BENCHMARK(BM_Pipe_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Service_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Service_Clients_Calls)->Arg(1)->Arg(4)->UseRealTime();
 BENCHMARK(BM_Service_ClientsBlock_Calls)->Arg(1)->Arg(4)->UseRealTime();
+BENCHMARK(BM_Service_ClientsBusyServerBlock_Calls)->Arg(1)->Arg(4)->UseRealTime();
 
 }  // namespace
 }  // namespace shmbus::bench

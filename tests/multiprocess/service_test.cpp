@@ -5,20 +5,25 @@
 #include "shmbus/service.hpp"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstring>
+#include <ctime>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "shmbus/detail/fault.hpp"
+#include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/event.hpp"
 #include "shmbus/inspect.hpp"
+#include "shmbus/pipe.hpp"
 #include "test_support.hpp"
 
 namespace shmbus {
@@ -540,6 +545,93 @@ TEST(Service, CallReturnsByItsDeadlineUnderAFloodOfOtherFrames) {
       Error);
   stop.set();
   EXPECT_EQ(test::wait_child(kid).code, 0);
+}
+
+// ServiceOptions::wait (M3 of issue 18): a server told to block (or to be
+// adaptive) under a busy-poll client sleeps while idle, and that client's
+// requests still wake it at once. Checked on behaviour, not speed: over a
+// quiet interval the server thread's CPU time stays far below the interval
+// (a server that waits as its busy-poll client's pipe does spins through
+// it), and every call made while the server is seen asleep in the kernel
+// is answered with no sleep of the server running to its slice's end with
+// the request already there (a missed wake-up: the client's sends would
+// not wake it).
+TEST(Service, AServerWithItsOwnWaitSleepsUnderBusyPollClientsAndTheirCallsWakeIt) {
+  for (const WaitStrategy server_wait : {WaitStrategy::blocking, WaitStrategy::adaptive}) {
+    SCOPED_TRACE(to_string(server_wait));
+    SegmentGuard g(unique_name("svcw"));
+    Lengths server(g.name(), {.wait = WaitPolicy{.strategy = server_wait}});
+    // The parent says when to call (round n: a request of n bytes; 0: the
+    // last, which stops the server); the child answers with the response.
+    auto [to_child, from_parent] = Pipe(PipeOptions{.wait = {.strategy = WaitStrategy::blocking}});
+    const pid_t kid = test::fork_child([&, &from_parent = from_parent] {
+      LengthsClient client(g.name(), 10s, PipeOptions{.wait = {.strategy = WaitStrategy::busy_poll}});
+      if (from_parent.send(std::int32_t{-1}) != SendResult::ok) return 1;  // connected
+      for (;;) {
+        std::int32_t round = -1;
+        if (from_parent.recv_for(round, 30s) != RecvResult::ok) return 2;
+        const std::size_t n = client.call(std::string(static_cast<std::size_t>(round), 'x'), 10s);
+        if (from_parent.send(static_cast<std::int32_t>(n)) != SendResult::ok) return 3;
+        if (round == 0) return 0;
+      }
+    });
+    std::atomic<pid_t> tid{0};
+    std::thread serving([&] {
+      tid.store(static_cast<pid_t>(::gettid()));
+      for (;;) {
+        auto req = server.take_for(30s);
+        if (!req) return;
+        const bool last = req->value().empty();
+        req->respond(req->value().size());
+        if (last) return;
+      }
+    });
+    // The checks, in a lambda whose ASSERTs return to the stop below.
+    const auto check = [&] {
+      std::int32_t got = 0;
+      ASSERT_EQ(to_child.recv_for(got, 10s), RecvResult::ok);  // the client is connected
+      ASSERT_EQ(got, -1);
+      const auto server_asleep = [&] {
+        return tid.load() != 0 && test::thread_sleeping(tid.load());
+      };
+
+      // Idle with a busy-poll client connected: the server sleeps.
+      ASSERT_TRUE(test::poll_until(server_asleep)) << "the server never slept";
+      clockid_t clock{};
+      ASSERT_EQ(::pthread_getcpuclockid(serving.native_handle(), &clock), 0);
+      const auto cpu_time = [&] {
+        timespec ts{};
+        ::clock_gettime(clock, &ts);
+        return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+      };
+      const auto cpu0 = cpu_time();
+      const auto wall0 = Clock::now();
+      std::this_thread::sleep_for(200ms);  // the interval measured, not a wait for an event
+      const auto cpu = cpu_time() - cpu0;
+      const auto wall = Clock::now() - wall0;
+      EXPECT_LT(cpu, wall / 4) << "the server spun while idle: "
+                               << std::chrono::duration_cast<std::chrono::microseconds>(cpu).count()
+                               << " us of CPU in "
+                               << std::chrono::duration_cast<std::chrono::microseconds>(wall).count()
+                               << " us";
+
+      // Each call reaches a server asleep in the kernel, which its request
+      // wakes.
+      const std::uint64_t missed = detail::pipe_missed_wakeups();
+      for (std::int32_t round = 1; round <= 10; ++round) {
+        ASSERT_TRUE(test::poll_until(server_asleep)) << round;
+        ASSERT_EQ(to_child.send(round), SendResult::ok);
+        ASSERT_EQ(to_child.recv_for(got, 10s), RecvResult::ok) << round;
+        EXPECT_EQ(got, round);
+      }
+      EXPECT_EQ(detail::pipe_missed_wakeups(), missed)
+          << "a request did not wake the sleeping server (it saw it at its slice's end)";
+    };
+    check();
+    EXPECT_EQ(to_child.send(std::int32_t{0}), SendResult::ok);  // the last call stops the server
+    serving.join();
+    EXPECT_EQ(test::wait_child(kid).code, 0);
+  }
 }
 
 }  // namespace
