@@ -117,8 +117,8 @@ bool listening(const SegmentInfo& info, bool but_me) {
 
 // `options`, once its wait policy checked (before anything is made).
 const ListenerOptions& check_wait(std::string_view name, const ListenerOptions& options) {
-  if (options.wait && (static_cast<unsigned>(options.wait->strategy) > 2 ||
-                       options.wait->spin.count() < 0)) {
+  if (options.wait &&
+      (static_cast<unsigned>(options.wait->strategy) > 2 || options.wait->spin.count() < 0)) {
     throw Error(Errc::invalid_argument, std::string(name),
                 "ListenerOptions::wait: strategy " +
                     std::to_string(static_cast<unsigned>(options.wait->strategy)) + ", spin " +

@@ -469,13 +469,15 @@ TEST(Listener, TwoServersTakingOverADeadNameNeverLeaveOneWithoutItsName) {
 TEST(Listener, AcceptedEndsWaitByTheListenersPolicyAndTheClientsSendsWakeThem) {
   SegmentGuard g(unique_name("lw"));
   EXPECT_EQ(test::code_of([&] {
-              Listener bad(g.name(), {.wait = WaitPolicy{.strategy = static_cast<WaitStrategy>(7)}});
+              Listener bad(g.name(),
+                           {.wait = WaitPolicy{.strategy = static_cast<WaitStrategy>(7)}});
             }),
             Errc::invalid_argument);
   Listener listener(g.name(), {.wait = WaitPolicy{.strategy = WaitStrategy::blocking}});
   const pid_t parent = ::getpid();
   const pid_t kid = test::fork_child([&] {
-    Connection c = Client(g.name(), 10s, PipeOptions{.wait = {.strategy = WaitStrategy::busy_poll}});
+    Connection c =
+        Client(g.name(), 10s, PipeOptions{.wait = {.strategy = WaitStrategy::busy_poll}});
     for (std::int32_t i = 1; i <= 5; ++i) {
       // The server's receive is asleep (a spinning one never is: fails).
       if (!test::poll_until([&] { return test::process_sleeping(parent); })) return 1;

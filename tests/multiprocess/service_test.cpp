@@ -547,6 +547,48 @@ TEST(Service, CallReturnsByItsDeadlineUnderAFloodOfOtherFrames) {
   EXPECT_EQ(test::wait_child(kid).code, 0);
 }
 
+// The checks of the test below, given the control pipe to the client, the
+// server's thread and its thread id (ASSERTs return here, to the stop).
+void check_server_sleeps_and_wakes(Connection& to_child, std::thread& serving,
+                                   const std::atomic<pid_t>& tid) {
+  std::int32_t got = 0;
+  ASSERT_EQ(to_child.recv_for(got, 10s), RecvResult::ok);  // the client is connected
+  ASSERT_EQ(got, -1);
+  const auto server_asleep = [&] { return tid.load() != 0 && test::thread_sleeping(tid.load()); };
+
+  // Idle with a busy-poll client connected: the server sleeps.
+  ASSERT_TRUE(test::poll_until(server_asleep)) << "the server never slept";
+  clockid_t clock{};
+  ASSERT_EQ(::pthread_getcpuclockid(serving.native_handle(), &clock), 0);
+  const auto cpu_time = [&] {
+    timespec ts{};
+    ::clock_gettime(clock, &ts);
+    return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+  };
+  const auto cpu0 = cpu_time();
+  const auto wall0 = Clock::now();
+  std::this_thread::sleep_for(200ms);  // the interval measured, not a wait for an event
+  const auto cpu = cpu_time() - cpu0;
+  const auto wall = Clock::now() - wall0;
+  EXPECT_LT(cpu, wall / 4) << "the server spun while idle: "
+                           << std::chrono::duration_cast<std::chrono::microseconds>(cpu).count()
+                           << " us of CPU in "
+                           << std::chrono::duration_cast<std::chrono::microseconds>(wall).count()
+                           << " us";
+
+  // Each call reaches a server asleep in the kernel, which its request
+  // wakes.
+  const std::uint64_t missed = detail::pipe_missed_wakeups();
+  for (std::int32_t round = 1; round <= 10; ++round) {
+    ASSERT_TRUE(test::poll_until(server_asleep)) << round;
+    ASSERT_EQ(to_child.send(round), SendResult::ok);
+    ASSERT_EQ(to_child.recv_for(got, 10s), RecvResult::ok) << round;
+    EXPECT_EQ(got, round);
+  }
+  EXPECT_EQ(detail::pipe_missed_wakeups(), missed)
+      << "a request did not wake the sleeping server (it saw it at its slice's end)";
+}
+
 // ServiceOptions::wait (M3 of issue 18): a server told to block (or to be
 // adaptive) under a busy-poll client sleeps while idle, and that client's
 // requests still wake it at once. Checked on behaviour, not speed: over a
@@ -565,7 +607,8 @@ TEST(Service, AServerWithItsOwnWaitSleepsUnderBusyPollClientsAndTheirCallsWakeIt
     // last, which stops the server); the child answers with the response.
     auto [to_child, from_parent] = Pipe(PipeOptions{.wait = {.strategy = WaitStrategy::blocking}});
     const pid_t kid = test::fork_child([&, &from_parent = from_parent] {
-      LengthsClient client(g.name(), 10s, PipeOptions{.wait = {.strategy = WaitStrategy::busy_poll}});
+      LengthsClient client(g.name(), 10s,
+                           PipeOptions{.wait = {.strategy = WaitStrategy::busy_poll}});
       if (from_parent.send(std::int32_t{-1}) != SendResult::ok) return 1;  // connected
       for (;;) {
         std::int32_t round = -1;
@@ -586,48 +629,7 @@ TEST(Service, AServerWithItsOwnWaitSleepsUnderBusyPollClientsAndTheirCallsWakeIt
         if (last) return;
       }
     });
-    // The checks, in a lambda whose ASSERTs return to the stop below.
-    const auto check = [&] {
-      std::int32_t got = 0;
-      ASSERT_EQ(to_child.recv_for(got, 10s), RecvResult::ok);  // the client is connected
-      ASSERT_EQ(got, -1);
-      const auto server_asleep = [&] {
-        return tid.load() != 0 && test::thread_sleeping(tid.load());
-      };
-
-      // Idle with a busy-poll client connected: the server sleeps.
-      ASSERT_TRUE(test::poll_until(server_asleep)) << "the server never slept";
-      clockid_t clock{};
-      ASSERT_EQ(::pthread_getcpuclockid(serving.native_handle(), &clock), 0);
-      const auto cpu_time = [&] {
-        timespec ts{};
-        ::clock_gettime(clock, &ts);
-        return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
-      };
-      const auto cpu0 = cpu_time();
-      const auto wall0 = Clock::now();
-      std::this_thread::sleep_for(200ms);  // the interval measured, not a wait for an event
-      const auto cpu = cpu_time() - cpu0;
-      const auto wall = Clock::now() - wall0;
-      EXPECT_LT(cpu, wall / 4) << "the server spun while idle: "
-                               << std::chrono::duration_cast<std::chrono::microseconds>(cpu).count()
-                               << " us of CPU in "
-                               << std::chrono::duration_cast<std::chrono::microseconds>(wall).count()
-                               << " us";
-
-      // Each call reaches a server asleep in the kernel, which its request
-      // wakes.
-      const std::uint64_t missed = detail::pipe_missed_wakeups();
-      for (std::int32_t round = 1; round <= 10; ++round) {
-        ASSERT_TRUE(test::poll_until(server_asleep)) << round;
-        ASSERT_EQ(to_child.send(round), SendResult::ok);
-        ASSERT_EQ(to_child.recv_for(got, 10s), RecvResult::ok) << round;
-        EXPECT_EQ(got, round);
-      }
-      EXPECT_EQ(detail::pipe_missed_wakeups(), missed)
-          << "a request did not wake the sleeping server (it saw it at its slice's end)";
-    };
-    check();
+    check_server_sleeps_and_wakes(to_child, serving, tid);
     EXPECT_EQ(to_child.send(std::int32_t{0}), SendResult::ok);  // the last call stops the server
     serving.join();
     EXPECT_EQ(test::wait_child(kid).code, 0);
