@@ -178,6 +178,9 @@ TEST(Service, CallIntoAStructLeavesNoFieldOfTheLastValue) {
 TEST(Service, RequestReusesTheLastRequestsMemoryAndMayOutliveTheService) {
   SegmentGuard g(unique_name("svcr"));
   std::optional<ServiceRequest<std::string, std::string>> kept;
+  // Made before the client is forked: a client that looks first finds no
+  // listener (not_found).
+  std::optional<Service<std::string, std::string>> server(std::in_place, g.name());
   const pid_t kid = test::fork_child([&] {
     ServiceClient<std::string, std::string> client(g.name(), 10s);
     if (client.call(std::string(1000, 'a'), 10s) != "a") return 1;
@@ -190,26 +193,26 @@ TEST(Service, RequestReusesTheLastRequestsMemoryAndMayOutliveTheService) {
     }
   });
   {
-    Service<std::string, std::string> server(g.name());
     const char* memory = nullptr;
     {
-      auto a = server.take_for(10s);
+      auto a = server->take_for(10s);
       ASSERT_TRUE(a.has_value());
       EXPECT_EQ(a->value(), std::string(1000, 'a'));
       memory = a->value().data();
       EXPECT_TRUE(a->respond("a"));
     }
-    auto b = server.take_for(10s);
+    auto b = server->take_for(10s);
     ASSERT_TRUE(b.has_value());
     EXPECT_EQ(b->value(), std::string(100, 'b'));
     EXPECT_EQ(b->value().data(), memory);  // the first request's memory
     EXPECT_TRUE(b->respond("b"));
     b.reset();
-    kept = server.take_for(10s);
+    kept = server->take_for(10s);
     ASSERT_TRUE(kept.has_value());
     EXPECT_EQ(kept->value(), "c");
-  }              // the Service is gone; the kept request holds its client's record
-  kept.reset();  // gives its memory back, then the record closes: ServerGone
+  }
+  server.reset();  // the Service is gone; the kept request holds its client's record
+  kept.reset();    // gives its memory back, then the record closes: ServerGone
   EXPECT_EQ(test::wait_child(kid).code, 0);
 }
 
