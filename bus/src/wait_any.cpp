@@ -665,15 +665,20 @@ void WaitAny::full(std::span<const Waitable> items, std::vector<std::size_t>& ou
       if (windowed) slice = std::min(slice, now + detail::kWindowNap);
       const FutexResult r = detail::futex_wait_any({words.data(), n}, &slice);
       if (fdw != nullptr) fdw->stop();
-      // An object ready although the sleep ran to its slice's end: its
-      // notifier's wake-up never came (detail::pipe_missed_wakeups()).
       missed = r == FutexResult::timed_out && !nap && slice != deadline;
     }
     for (std::size_t k = 0; k < s.armed.size(); ++k)
       wa.ops(s.armed[k])->disarm(wa.obj(s.armed[k]), s.tickets[k]);
-    if (missed && wa.collect_objects(false)) {
-      detail::count_missed_wakeup();
-      return;
+    // A pipe end ready although the sleep ran to its slice's end: its
+    // sender's wake-up never came (detail::pipe_missed_wakeups(), as
+    // recv() counts). Pipe ends only: a queue's wake-up may go to another
+    // waiter by design ([queue.token]).
+    for (std::size_t k = 0; missed && k < s.armed.size(); ++k) {
+      const std::size_t i = s.armed[k];
+      if (wa.ops(i) == &kConnectionOps && wa.ops(i)->ready(wa.obj(i))) {
+        detail::count_missed_wakeup();
+        missed = false;
+      }
     }
     if (wa.collect(false)) return;
     const auto now = Clock::now();
