@@ -14,6 +14,7 @@
 #include <csignal>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <optional>
 #include <string>
 #include <thread>
@@ -428,14 +429,22 @@ TEST(Service, AClientStoppedHalfWayThroughARequestIsDroppedNotWaitedFor) {
 TEST(Service, FloodingClientDoesNotStarveAnother) {
   SegmentGuard g(unique_name("svcf"));
   Service<int, int> server(g.name());
+  Event stop, queued;
+  // Client 1 keeps 64 calls in flight until told to stop: its requests
+  // wait in its pipe all along (a fixed batch would be drained before the
+  // other client has connected, and the test could not fail).
   const pid_t flood = test::fork_child([&] {
     ServiceClient<int, int> c(g.name(), 10s);
-    std::vector<PendingCall<int, int>> calls;
-    for (int i = 0; i < 200; ++i) calls.push_back(c.call_async(1));  // client 1
+    std::deque<PendingCall<int, int>> calls;
+    while (!stop.is_set()) {
+      calls.push_back(c.call_async(1));
+      if (calls.size() < 64) continue;
+      (void)calls.front().get_for(30s);
+      calls.pop_front();
+    }
     for (auto& p : calls) (void)p.get_for(30s);
     return 0;
   });
-  // Let the flood queue up before the second client comes.
   int from_flood = 0;
   while (from_flood < 5) {
     auto req = server.take_for(10s);
@@ -443,27 +452,38 @@ TEST(Service, FloodingClientDoesNotStarveAnother) {
     from_flood += req->value() == 1;
     req->respond(0);
   }
+  // The other client's calls all in flight at once, and said so: from a
+  // take that began after `queued` was set, every one of them not yet
+  // served waits in its pipe, so round robin takes at most one flood
+  // request before each (counting from the other's first call instead
+  // counted the flood requests taken while the other client, slowed by
+  // TSan on a loaded host, had not yet sent its next call).
   const pid_t other = test::fork_child([&] {
     ServiceClient<int, int> c(g.name(), 10s);
-    for (int i = 0; i < 10; ++i)
-      if (c.call(2, 30s) != 0) return 1;
+    std::vector<PendingCall<int, int>> calls;
+    for (int i = 0; i < 10; ++i) calls.push_back(c.call_async(2));
+    queued.set();
+    for (auto& p : calls)
+      if (p.get_for(30s) != 0) return 1;
     return 0;
   });
   int flood_while_other = 0, other_served = 0;
-  while (other_served < 10) {
+  while (other_served < 10 && flood_while_other <= 100) {  // a starved other fails fast
+    const bool all_queued = queued.is_set();
     auto req = server.take_for(10s);
     ASSERT_TRUE(req.has_value());
     if (req->value() == 2) {
       ++other_served;
-    } else if (other_served > 0) {
+    } else if (all_queued) {
       ++flood_while_other;
     }
     req->respond(0);
   }
   // Round robin: one flood request per turn while the other is served.
   EXPECT_LE(flood_while_other, 10);
-  EXPECT_EQ(test::wait_child(other).code, 0);
+  stop.set();
   while (auto req = server.take_for(200ms)) req->respond(0);
+  EXPECT_EQ(test::wait_child(other).code, 0);
   EXPECT_EQ(test::wait_child(flood).code, 0);
 }
 
