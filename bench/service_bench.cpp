@@ -8,10 +8,13 @@
 //   BM_Pipe_Busy_RTT/N, BM_Pipe_Block_RTT/N         the same bytes over a
 //       bare pipe (send, echo, receive): the floor a call builds on
 //   BM_Service_Clients_Calls/C                      calls/s of C client
-//       processes calling one server (busy-poll), 16 calls each in flight
-//       (on a host with fewer cpus than clients + 1, spinning clients take
-//       the server's cpu: the row then measures the scheduler)
+//       processes calling one server (busy-poll), 16 calls each in flight;
+//       the server pinned, client c pinned to the c-th other cpu (wrapping:
+//       on 2 cpus all clients share the one the server does not use, and
+//       the row then measures how that cpu is shared among them)
 //   BM_Service_ClientsBlock_Calls/C                 the same, blocking pipes
+//   BM_Service_ClientsBusyServerBlock_Calls/C       busy-poll clients, the
+//       server blocking (ServiceOptions::wait): what not spinning costs it
 //   BM_ZeroMQ_ReqRep_Block_RTT/N                    peers: ZeroMQ REQ/REP
 //   BM_PyMpListener_Block_RTT/N                     over ipc://, Python's
 //   BM_PyMpManager_Block_Call/N                     multiprocessing.connection
@@ -31,6 +34,7 @@
 #include "bench_support.hpp"
 #include "shmbus/pipe.hpp"
 #include "shmbus/service.hpp"
+#include "shmbus/topology.hpp"
 
 #ifdef SHMBUS_HAVE_ZMQ
 #include "zmq_peer.hpp"
@@ -118,17 +122,41 @@ void BM_Service_Block_RTT(benchmark::State& s) { service_rtt(s, WaitStrategy::bl
 void BM_Pipe_Busy_RTT(benchmark::State& s) { pipe_rtt(s, WaitStrategy::busy_poll); }
 void BM_Pipe_Block_RTT(benchmark::State& s) { pipe_rtt(s, WaitStrategy::blocking); }
 
-// C clients (forked, unpinned) each make calls with 16 in flight while the
-// timed loop runs in the server (this process, pinned): calls/s served.
-void clients_calls(benchmark::State& state, WaitStrategy strategy) {
+// The cpus a client may be pinned to: every cpu the topology knows but the
+// server's (bench_cpus().parent), or the server's own on a one-cpu host.
+// Not this thread's affinity: an earlier row pinned it to the server's cpu.
+std::vector<int> client_cpus() {
+  std::vector<int> cpus;
+  try {
+    for (const CoreInfo& core : Topology::current().cores())
+      for (int cpu : core.cpus)
+        if (cpu != bench_cpus().parent) cpus.push_back(cpu);
+  } catch (const Error&) {  // no topology: the pair's other cpu
+  }
+  if (cpus.empty()) cpus.push_back(bench_cpus().child);
+  return cpus;
+}
+
+// C clients (forked, each pinned to a cpu other than the server's) make
+// calls with 16 in flight each while the timed loop runs in the server
+// (this process, pinned): calls/s served. A forked child inherits its
+// parent's affinity, so unpinned clients would all have shared the
+// server's one cpu (1.5-2 k calls/s busy-poll, each side spinning through
+// the other's time slice: issue 18).
+void clients_calls(benchmark::State& state, WaitStrategy strategy,
+                   std::optional<WaitStrategy> server_wait = std::nullopt) {
   const int clients = static_cast<int>(state.range(0));
   const std::string name = bench_name("svcn");
-  Echo server(name);
+  ServiceOptions options;
+  if (server_wait) options.wait = WaitPolicy{.strategy = *server_wait};
+  Echo server(name, options);
   pin_this_thread(bench_cpus().parent);
+  const std::vector<int> cpus = client_cpus();
   std::vector<pid_t> kids;
   for (int c = 0; c < clients; ++c) {
     const pid_t pid = ::fork();
     if (pid == 0) {
+      (void)pin_this_thread(cpus[static_cast<std::size_t>(c) % cpus.size()]);
       try {
         EchoClient client(name, 10s, options_for(strategy));
         std::vector<PendingCall<std::string, std::string>> calls;
@@ -159,6 +187,9 @@ void BM_Service_Clients_Calls(benchmark::State& s) { clients_calls(s, WaitStrate
 void BM_Service_ClientsBlock_Calls(benchmark::State& s) {
   clients_calls(s, WaitStrategy::blocking);
 }
+void BM_Service_ClientsBusyServerBlock_Calls(benchmark::State& s) {
+  clients_calls(s, WaitStrategy::busy_poll, WaitStrategy::blocking);
+}
 
 #ifdef SHMBUS_HAVE_ZMQ
 void BM_ZeroMQ_ReqRep_Block_RTT(benchmark::State& s) { zeromq_round_trip(s, ZMQ_REQ, ZMQ_REP); }
@@ -177,6 +208,7 @@ BENCHMARK(BM_Pipe_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Service_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Service_Clients_Calls)->Arg(1)->Arg(4)->UseRealTime();
 BENCHMARK(BM_Service_ClientsBlock_Calls)->Arg(1)->Arg(4)->UseRealTime();
+BENCHMARK(BM_Service_ClientsBusyServerBlock_Calls)->Arg(1)->Arg(4)->UseRealTime();
 
 }  // namespace
 }  // namespace shmbus::bench

@@ -38,6 +38,12 @@ struct ListenerAccess {
     // [pipe.owner] acquire: pairs with the CAS of the server's open().
     return c.control_->ends[1 - c.end_].owner.load(std::memory_order_acquire) != 0;
   }
+  // accept(): the server's end, waiting for data by `wait` when set.
+  static Connection take_server_end(std::string_view pipe, const std::optional<WaitPolicy>& wait) {
+    return Connection::take_end(pipe, PipeEnd::first, {}, wait ? &*wait : nullptr);
+  }
+  // Client(), once accepted: sends wake the server as it asked.
+  static void follow_server_wait(Connection& c) noexcept { c.follow_peer_recv_wait(); }
 };
 
 }  // namespace detail
@@ -109,6 +115,18 @@ bool listening(const SegmentInfo& info, bool but_me) {
                      [&](const AttachedProcess& p) { return p.alive && !(but_me && p.id == me); });
 }
 
+// `options`, once its wait policy checked (before anything is made).
+const ListenerOptions& check_wait(std::string_view name, const ListenerOptions& options) {
+  if (options.wait &&
+      (static_cast<unsigned>(options.wait->strategy) > 2 || options.wait->spin.count() < 0)) {
+    throw Error(Errc::invalid_argument, std::string(name),
+                "ListenerOptions::wait: strategy " +
+                    std::to_string(static_cast<unsigned>(options.wait->strategy)) + ", spin " +
+                    std::to_string(options.wait->spin.count()) + " ns");
+  }
+  return options;
+}
+
 // The backlog of a new listener, or of the live shared one it joins. A
 // name left by listeners that all died is taken over (a server restarted
 // under its old name).
@@ -166,9 +184,10 @@ detail::QueueCore create_backlog(std::string_view name, const ListenerOptions& o
 
 Listener::Listener(std::string_view name, const ListenerOptions& options)
     : name_(name),
-      backlog_(create_backlog(name, options)),
+      backlog_(create_backlog(name, check_wait(name, options))),
       creator_(::getpid()),
-      shared_(options.shared) {}
+      shared_(options.shared),
+      wait_(options.wait) {}
 
 Listener::~Listener() { close(); }
 
@@ -225,7 +244,7 @@ std::optional<Connection> Listener::accept_impl(const Clock::time_point* deadlin
     if (len != sizeof req || pipe.size() == sizeof req.pipe || !pipe.starts_with(prefix)) continue;
     try {
       validate_name(pipe);
-      Connection c = Connection::open(pipe, PipeEnd::first);
+      Connection c = detail::ListenerAccess::take_server_end(pipe, wait_);
       detail::ListenerAccess::remove_name_at_close(c);
       return c;
     } catch (const Error&) {
@@ -319,6 +338,8 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
     std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - now));
     pause = std::min(pause * 2, std::chrono::microseconds(2000));
   }
+  // peer_taken() saw the server's end taken: what it asked for is written.
+  if (accepted()) detail::ListenerAccess::follow_server_wait(c);
   detail::ListenerAccess::remove_name_at_close(c);
   return c;
 }

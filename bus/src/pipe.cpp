@@ -37,6 +37,10 @@ std::uint64_t pipe_missed_wakeups() noexcept {
   // relaxed: a count for tests, read after the waits it counts.
   return g_missed_wakeups.load(std::memory_order_relaxed);
 }
+void count_missed_wakeup() noexcept {
+  // relaxed: a count for tests only.
+  g_missed_wakeups.fetch_add(1, std::memory_order_relaxed);
+}
 }  // namespace detail
 
 namespace {
@@ -272,6 +276,7 @@ Connection::Connection(std::shared_ptr<detail::Segment> segment, const detail::P
   const std::size_t cap = k.capacity;
   policy_.strategy = static_cast<WaitStrategy>(k.strategy);
   policy_.spin = std::chrono::nanoseconds(static_cast<std::int64_t>(k.spin_ns));
+  recv_policy_ = policy_;  // a Listener's accept() may set its own (take_end())
   max_message_ = k.max_message;
   can_recv_ = end == 0 || duplex;
   can_send_ = end == 1 || duplex;
@@ -320,6 +325,11 @@ Connection Connection::create(std::string_view name, PipeEnd end, const PipeOpti
 }
 
 Connection Connection::open(std::string_view name, PipeEnd end, const SegmentOptions& options) {
+  return take_end(name, end, options, nullptr);
+}
+
+Connection Connection::take_end(std::string_view name, PipeEnd end, const SegmentOptions& options,
+                                const WaitPolicy* recv_wait) {
   register_atfork();
   auto seg = std::make_shared<detail::Segment>(
       detail::Segment::open(name, ObjectKind::pipe, detail::kBytesTag, options));
@@ -333,6 +343,17 @@ Connection Connection::open(std::string_view name, PipeEnd end, const SegmentOpt
   const int e = end == PipeEnd::first ? 0 : 1;
   const std::uint64_t me = this_process().pack();
   std::uint64_t expected = 0;
+  // [pipe.recv_wait] relaxed: published by the owner CAS below (release),
+  // before which the peer does not read it. Written only while the end
+  // looks free: a taker that loses the CAS below to a second one racing
+  // for the same end (never the case for a Listener's pipe) may have
+  // changed how its peer's sends wake the winner, never whether data
+  // arrives.
+  // relaxed load: the CAS below decides who takes the end.
+  if (recv_wait != nullptr && c->ends[e].owner.load(std::memory_order_relaxed) == 0) {
+    c->ends[e].recv_wait.store(1 + static_cast<std::uint32_t>(recv_wait->strategy),
+                               std::memory_order_relaxed);
+  }
   // [pipe.owner] acq_rel CAS: takes the end exactly once; pairs with the
   // peer's acquire load when it checks our liveness.
   if (!c->ends[e].owner.compare_exchange_strong(expected, me, std::memory_order_acq_rel)) {
@@ -341,7 +362,29 @@ Connection Connection::open(std::string_view name, PipeEnd end, const SegmentOpt
                 std::string("end ") + (e == 0 ? "first" : "second") + " is already taken by pid " +
                     std::to_string(holder.pid) + (is_alive(holder) ? "" : " (dead)"));
   }
-  return Connection(std::move(seg), k, e, true);
+  Connection conn(std::move(seg), k, e, true);
+  if (recv_wait != nullptr) conn.recv_policy_ = *recv_wait;
+  return conn;
+}
+
+void Connection::follow_peer_recv_wait() noexcept {
+  if (!can_send_ || control_ == nullptr) return;
+  // [pipe.recv_wait] relaxed: read after the acquire load that saw the
+  // peer's owner CAS (ListenerAccess::peer_taken()). Untrusted.
+  const std::uint32_t v = control_->ends[1 - end_].recv_wait.load(std::memory_order_relaxed);
+  if (v == 0 || v > 3) return;
+  const auto wanted = static_cast<WaitStrategy>(v - 1);
+  const detail::RingWake now = tx_.wake();
+  // As the constructor picks for a pipe of that strategy, never weaker
+  // than this pipe's own: a blocking receiver is woken by an exchange, an
+  // adaptive one by a checked commit (or an exchange where this process
+  // cannot take part in [fence.asym]).
+  if (wanted == WaitStrategy::blocking && now != detail::RingWake::exchange) {
+    tx_.set_wake(detail::RingWake::exchange);
+  } else if (wanted == WaitStrategy::adaptive && now == detail::RingWake::none) {
+    tx_.set_wake(detail::asymmetric_fence_register() ? detail::RingWake::checked
+                                                     : detail::RingWake::exchange);
+  }
 }
 
 Connection::Connection(Connection&& o) noexcept
@@ -350,6 +393,7 @@ Connection::Connection(Connection&& o) noexcept
       tx_(o.tx_),
       rx_(o.rx_),
       policy_(o.policy_),
+      recv_policy_(o.recv_policy_),
       max_message_(o.max_message_),
       fast_send_limit_(std::exchange(o.fast_send_limit_, 0)),
       peer_closed_flag_(o.peer_closed_flag_),
@@ -384,6 +428,7 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     tx_ = o.tx_;
     rx_ = o.rx_;
     policy_ = o.policy_;
+    recv_policy_ = o.recv_policy_;
     max_message_ = o.max_message_;
     fast_send_limit_ = std::exchange(o.fast_send_limit_, 0);
     peer_closed_flag_ = o.peer_closed_flag_;
@@ -630,10 +675,7 @@ detail::WaitOutcome wait_loop(const WaitPolicy& policy, const Clock::time_point*
     if (ready()) {
       // Ready although the sleep ran to the slice's end: the notifier's
       // wake-up never came (see detail::pipe_missed_wakeups()).
-      if (timed_out && (deadline == nullptr || slice != *deadline)) {
-        // relaxed: a count for tests only.
-        detail::g_missed_wakeups.fetch_add(1, std::memory_order_relaxed);
-      }
+      if (timed_out && (deadline == nullptr || slice != *deadline)) detail::count_missed_wakeup();
       return WaitOutcome::ready;
     }
     // A wake-up for someone else (or a signal) before the slice's end: sleep on.
@@ -664,7 +706,7 @@ std::optional<detail::FutexResult> sleep_on(detail::WaitChannel& ch, Ready& read
 Connection::WaitOutcome Connection::wait_data(const Deadline* deadline) noexcept {
   auto* ctl = rx_.control();
   if (short_wait_ && detail::t_sends == sends_after_wait_ && coalesce_.count() > 0 &&
-      policy_.strategy != WaitStrategy::blocking) {
+      recv_policy_.strategy != WaitStrategy::blocking) {
     // Stream coalescing (PipeOptions::coalesce): let the sender get ahead
     // without polling the line it is writing.
     auto until = Clock::now() + coalesce_;
@@ -686,7 +728,7 @@ Connection::WaitOutcome Connection::wait_data(const Deadline* deadline) noexcept
   };
   bool slept = false;
   const WaitOutcome r = wait_loop(
-      policy_, deadline, ready, [&] { return peer_dead(); },
+      recv_policy_, deadline, ready, [&] { return peer_dead(); },
       [&] {
         slept = true;
         // [ring.stats] relaxed: single-writer counter.
@@ -1196,7 +1238,7 @@ void Connection::rearm_fileno() noexcept {
   s.ctx = &control_->ends[1 - end_];
   // A busy-poll sender never wakes anyone, and after an unordered arm (no
   // membarrier) a checked one may not: nap then, as recv() does.
-  s.slice = rx_.fenced() && policy_.strategy != WaitStrategy::busy_poll
+  s.slice = rx_.fenced() && recv_policy_.strategy != WaitStrategy::busy_poll
                 ? std::chrono::microseconds(kLivenessInterval)
                 : detail::kUnfencedNap;
   b.sleep_on(s);
@@ -1217,7 +1259,7 @@ struct ConnectionWait {
   static bool peer_dead(Connection& c) noexcept { return c.peer_dead(); }
   static bool peer_closed(const Connection& c) noexcept { return c.peer_closed(); }
   static RingConsumer& ring(Connection& c) noexcept { return c.rx_; }
-  static WaitStrategy strategy(const Connection& c) noexcept { return c.policy_.strategy; }
+  static WaitStrategy strategy(const Connection& c) noexcept { return c.recv_policy_.strategy; }
 };
 }  // namespace detail
 

@@ -88,8 +88,17 @@ struct ServiceServer::Peer {
   }
 };
 
+namespace {
+// The listener's options with the Service's wait policy, when it has one.
+ListenerOptions listener_options(const ServiceOptions& o) {
+  ListenerOptions l = o.listener;
+  if (o.wait) l.wait = o.wait;
+  return l;
+}
+}  // namespace
+
 ServiceServer::ServiceServer(std::string_view name, const ServiceOptions& options)
-    : listener_(name, options.listener), respond_timeout_(options.respond_timeout) {}
+    : listener_(name, listener_options(options)), respond_timeout_(options.respond_timeout) {}
 ServiceServer::ServiceServer(ServiceServer&&) noexcept = default;
 ServiceServer& ServiceServer::operator=(ServiceServer&&) noexcept = default;
 ServiceServer::~ServiceServer() = default;

@@ -80,7 +80,7 @@ struct WaitAccess {
   static void conn_order(void* o, bool done) noexcept { conn(o).rx_.order_sleep(done); }
   static bool conn_fenced(void* o) noexcept { return conn(o).rx_.fenced(); }
   static void conn_disarm(void* o, std::uint32_t) noexcept { conn(o).rx_.disarm_sleep(); }
-  static WaitStrategy conn_strategy(void* o) noexcept { return conn(o).policy_.strategy; }
+  static WaitStrategy conn_strategy(void* o) noexcept { return conn(o).recv_policy_.strategy; }
 
   // --- a WaitChannel and its predicate ([wait.sleepers] in futex.hpp) --------
   static bool channel_arm(WaitChannel& ch, FutexWaiter& w, std::uint32_t& ticket) noexcept {
@@ -654,18 +654,32 @@ void WaitAny::full(std::span<const Waitable> items, std::vector<std::size_t>& ou
       }
       for (std::size_t i : s.armed) fenced = fenced && wa.ops(i)->fenced(wa.obj(i));
     }
+    bool missed = false;
     if (!ready_now) {
       detail::fault_point(detail::FaultPoint::sleeper_counted);
       if (fdw != nullptr) words[n++] = fdw->start(s.fds);
       const auto now = Clock::now();
       Clock::time_point slice = std::min(deadline, now + detail::kLivenessInterval);
+      const bool nap = !fenced || windowed;  // may miss a wake-up by design
       if (!fenced) slice = std::min(slice, now + detail::kUnfencedNap);
       if (windowed) slice = std::min(slice, now + detail::kWindowNap);
-      (void)detail::futex_wait_any({words.data(), n}, &slice);
+      const FutexResult r = detail::futex_wait_any({words.data(), n}, &slice);
       if (fdw != nullptr) fdw->stop();
+      missed = r == FutexResult::timed_out && !nap && slice != deadline;
     }
     for (std::size_t k = 0; k < s.armed.size(); ++k)
       wa.ops(s.armed[k])->disarm(wa.obj(s.armed[k]), s.tickets[k]);
+    // A pipe end ready although the sleep ran to its slice's end: its
+    // sender's wake-up never came (detail::pipe_missed_wakeups(), as
+    // recv() counts). Pipe ends only: a queue's wake-up may go to another
+    // waiter by design ([queue.token]).
+    for (std::size_t k = 0; missed && k < s.armed.size(); ++k) {
+      const std::size_t i = s.armed[k];
+      if (wa.ops(i) == &kConnectionOps && wa.ops(i)->ready(wa.obj(i))) {
+        detail::count_missed_wakeup();
+        missed = false;
+      }
+    }
     if (wa.collect(false)) return;
     const auto now = Clock::now();
     if (now >= deadline) return;

@@ -460,5 +460,42 @@ TEST(Listener, TwoServersTakingOverADeadNameNeverLeaveOneWithoutItsName) {
   EXPECT_EQ(test::wait_child(kid).code, 0);
 }
 
+// ListenerOptions::wait: the server's ends of accepted connections wait by
+// the listener's policy, whatever the client's pipe says, and the client's
+// sends wake them: a blocking recv() on a busy-poll client's connection
+// (it would spin by the pipe's strategy), asleep when the client sends,
+// gets every message with no sleep running to its slice's end (a missed
+// wake-up). A policy that is not one is refused when the listener is made.
+TEST(Listener, AcceptedEndsWaitByTheListenersPolicyAndTheClientsSendsWakeThem) {
+  SegmentGuard g(unique_name("lw"));
+  EXPECT_EQ(test::code_of([&] {
+              Listener bad(g.name(),
+                           {.wait = WaitPolicy{.strategy = static_cast<WaitStrategy>(7)}});
+            }),
+            Errc::invalid_argument);
+  Listener listener(g.name(), {.wait = WaitPolicy{.strategy = WaitStrategy::blocking}});
+  const pid_t parent = ::getpid();
+  const pid_t kid = test::fork_child([&] {
+    Connection c =
+        Client(g.name(), 10s, PipeOptions{.wait = {.strategy = WaitStrategy::busy_poll}});
+    for (std::int32_t i = 1; i <= 5; ++i) {
+      // The server's receive is asleep (a spinning one never is: fails).
+      if (!test::poll_until([&] { return test::process_sleeping(parent); })) return 1;
+      if (c.send(i) != SendResult::ok) return 2;
+    }
+    return 0;
+  });
+  auto c = listener.accept_for(10s);
+  ASSERT_TRUE(c.has_value());
+  const std::uint64_t missed = detail::pipe_missed_wakeups();
+  for (std::int32_t i = 1; i <= 5; ++i) {
+    std::int32_t v = 0;
+    ASSERT_EQ(c->recv_for(v, 30s), RecvResult::ok) << i;
+    EXPECT_EQ(v, i);
+  }
+  EXPECT_EQ(detail::pipe_missed_wakeups(), missed) << "a send did not wake the sleeping receiver";
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+}
+
 }  // namespace
 }  // namespace shmbus

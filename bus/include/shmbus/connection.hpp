@@ -430,6 +430,14 @@ class Connection {
   }
   void throw_unless_ok(RecvResult r, const char* what) const;
   [[noreturn]] void throw_decode_error(std::string_view type) const;
+  // open(); with `recv_wait`, this end waits for data by that policy
+  // instead of the pipe's, and says so to the peer ([pipe.recv_wait]),
+  // whose follow_peer_recv_wait() then makes its sends wake it.
+  static Connection take_end(std::string_view name, PipeEnd end, const SegmentOptions& options,
+                             const WaitPolicy* recv_wait);
+  // Once the peer took its end: sends wake it as its [pipe.recv_wait] asks
+  // (a Client() whose server sleeps although this client busy-polls).
+  void follow_peer_recv_wait() noexcept;
 
   template <class T>
   SendResult send_codec(const T& value, const Deadline* deadline, bool wait) {
@@ -622,7 +630,8 @@ class Connection {
   detail::PipeControl* control_ = nullptr;
   detail::RingProducer tx_;
   detail::RingConsumer rx_;
-  WaitPolicy policy_{};
+  WaitPolicy policy_{};       // the pipe's: sends wait for room by it
+  WaitPolicy recv_policy_{};  // receives wait by it: policy_, or take_end()'s
   std::uint64_t max_message_ = 0;
   std::uint64_t fast_send_limit_ = 0;  // largest one-frame message (0: cannot send)
   std::uint64_t fast_send_end_ = 0;    // fast_send_limit_ + 1 while it may send, else 0

@@ -67,6 +67,14 @@ struct ListenerOptions {
   // already_exists: several server processes accept from one backlog.
   bool shared = false;
   SegmentOptions segment{};
+  // How this server's ends of accepted connections wait for what their
+  // clients send (recv, poll, wait()), whatever strategy each client chose
+  // for its pipe: e.g. blocking, so that a busy-poll client does not keep
+  // an idle server's core spinning. The client's sends then wake the server
+  // (an atomic exchange per message for blocking, a fence-free check for
+  // adaptive); its own waits for replies keep its strategy. Unset: the
+  // server waits as each client's pipe does.
+  std::optional<WaitPolicy> wait{};
 };
 
 inline constexpr std::size_t kMaxListenerName = 160;
@@ -82,7 +90,8 @@ class Listener {
       : name_(std::move(o.name_)),
         backlog_(std::move(o.backlog_)),
         creator_(std::exchange(o.creator_, 0)),
-        shared_(o.shared_) {}
+        shared_(o.shared_),
+        wait_(o.wait_) {}
   Listener& operator=(Listener&& o) noexcept {
     if (this != &o) {
       close();
@@ -90,6 +99,7 @@ class Listener {
       backlog_ = std::move(o.backlog_);
       creator_ = std::exchange(o.creator_, 0);
       shared_ = o.shared_;
+      wait_ = o.wait_;
     }
     return *this;
   }
@@ -135,6 +145,7 @@ class Listener {
   detail::QueueCore backlog_;
   pid_t creator_ = 0;  // the process that made this handle; 0 once closed
   bool shared_ = false;
+  std::optional<WaitPolicy> wait_;  // ListenerOptions::wait
 };
 
 // Connects to the listener `name` and returns this side's duplex end once

@@ -49,6 +49,14 @@
 // Service of a live server's name throws already_exists; a server that
 // died leaves the name to the next one.
 //
+// Waiting: take_for() waits on the listener and every client's pipe at
+// once (shmbus::wait()). By default it spins while any client's pipe is
+// busy-poll (that client's requests wake nobody); ServiceOptions::wait
+// picks the server's own strategy instead:
+//
+//   shmbus::Service<std::string, std::size_t> quiet{
+//       "quiet", {.wait = shmbus::WaitPolicy{.strategy = shmbus::WaitStrategy::blocking}}};
+//
 // Threads: a Service is used by one thread at a time, with the
 // ServiceRequests it returned (a request may outlive its Service, but then
 // may only be destroyed); so is a ServiceClient with its PendingCalls.
@@ -76,6 +84,15 @@ class Waitable;  // wait_any.hpp
 
 struct ServiceOptions {
   ListenerOptions listener{};
+  // How the server waits for requests, whatever strategy its clients chose
+  // for their pipes (ServiceClient's PipeOptions): blocking or adaptive
+  // keeps a busy-poll client from making an idle server spin; its requests
+  // still wake the server at once (each client's sends are made to wake it:
+  // an atomic exchange per request for blocking, a fence-free check for
+  // adaptive), and the client still spins for its responses. Unset (the
+  // default): the server waits as its clients' pipes do, so one busy-poll
+  // client keeps it spinning until its deadline. Overrides listener.wait.
+  std::optional<WaitPolicy> wait{};
   // How long respond() waits for room in a client's pipe, and a take for
   // the rest of a request that arrives in fragments, before it drops the
   // client.

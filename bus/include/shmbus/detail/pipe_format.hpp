@@ -22,8 +22,10 @@ namespace shmbus::detail {
 // would neither raise that flag nor pay the heavy fence. 4: the flag holds
 // the sleep token of the word the receiver sleeps on (sleep_token()); a
 // format 3 sender could take a token meant for a later word and wake the
-// wrong one.
-inline constexpr std::uint32_t kPipeFormat = 4;
+// wrong one. 5: an end's holder may wait for data with its own strategy
+// (PipeEndLine::recv_wait, a Listener's accept()); a format 4 sender
+// would not read it and leave such a receiver asleep.
+inline constexpr std::uint32_t kPipeFormat = 5;
 inline constexpr std::size_t kPipeControlSize = 4096;  // ring data starts here, page aligned
 
 // Set once before the segment is ready; read-only afterwards.
@@ -42,14 +44,21 @@ struct PipeConfig {
 inline constexpr std::uint32_t kPipeNoStatistics = 1;
 
 // One end's line: written only by the process that holds the end (owner
-// by a CAS when the end is taken).
+// by a CAS when the end is taken; recv_wait by the taker just before it).
 struct alignas(64) PipeEndLine {
   std::atomic<std::uint64_t> owner;        // ProcessId::pack(), 0 = not taken   [pipe.owner]
   std::atomic<std::uint32_t> closed;       // 1 once the end is closed          [pipe.closed]
   std::atomic<std::uint32_t> peer_deaths;  // times this end saw its peer dead   [ring.stats]
+  // [pipe.recv_wait] 1 + the WaitStrategy this end's holder waits for data
+  // with when it differs from config.strategy (a Listener's accept() with
+  // ListenerOptions::wait), 0: config.strategy. Written before the owner
+  // CAS; the peer reads it once it saw the end taken and makes its sends
+  // wake such a holder (untrusted: anything but 1..3 is ignored).
+  std::atomic<std::uint32_t> recv_wait;
 };
+static_assert(offsetof(PipeEndLine, recv_wait) == 16);
 
-// Pipe control block, format 4, at the start of the payload.
+// Pipe control block, format 5, at the start of the payload.
 //
 //   0     config           (set once before ready)
 //   64    end 0 line       (end 0's holder)
@@ -80,6 +89,8 @@ enum class WaitOutcome : std::uint8_t { ready, timeout, dead_peer };
 // the sleep). Process-wide, relaxed; for tests (a lost wake-up costs a
 // slice, which no timing-free test could see otherwise).
 [[nodiscard]] std::uint64_t pipe_missed_wakeups() noexcept;
+// Counts one such sleep (shmbus::wait()'s sleeps count too).
+void count_missed_wakeup() noexcept;
 
 // Incremented in every child created by fork() (pthread_atfork); a
 // Connection that sees a new value was inherited and re-takes its end.

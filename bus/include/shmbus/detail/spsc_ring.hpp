@@ -170,7 +170,7 @@ struct alignas(64) RingConsumerLine {
   std::atomic<std::uint64_t> blocked_recvs;  // receives that slept waiting for data
 };
 
-// Ring control block (pipe format 4). Lives in the segment; offsets only.
+// Ring control block (pipe format 4 and 5). Lives in the segment; offsets only.
 // (A consumer waiting for data sleeps on a header word: [ring.sleep].)
 //
 //   0    producer line   (producer-owned)
@@ -472,7 +472,14 @@ class RingProducer {
   // not register for [fence.asym], e.g. a forked child under seccomp).
   void use_exchange() noexcept {
     if (wake_ != RingWake::checked) return;
-    wake_ = RingWake::exchange;
+    set_wake(RingWake::exchange);
+  }
+  // Changes how commits wake the consumer (a Listener client whose server
+  // sleeps although the pipe is busy-poll: [pipe.recv_wait]). Between
+  // commits only; a consumer already marked asleep is seen by the next
+  // commit (announce()).
+  void set_wake(RingWake wake) noexcept {
+    wake_ = wake;
     announce();
   }
   [[nodiscard]] bool corrupted() const noexcept { return corrupted_; }
