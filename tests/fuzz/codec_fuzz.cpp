@@ -6,10 +6,12 @@
 // times a small factor (libFuzzer's -rss_limit_mb and -malloc_limit_mb).
 // The direct decoder (detail/codec_reader.hpp) is also checked against
 // msgpack-cxx's object tree: whatever the tree decodes, the direct decoder
-// decodes to the same value (compared as encodings).
+// decodes to the same value (compared as encodings); and what decodes is
+// encoded by the direct encoder into msgpack-cxx's packer's bytes exactly.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <list>
 #include <map>
@@ -77,6 +79,15 @@ void check(std::span<const std::byte> msg) {
     if (tree_decode(msg, t) && (!direct || shmbus::encode(v) != shmbus::encode(t))) std::abort();
   }
   if (!direct) return;
+  if constexpr (shmbus::wire_format_v<T> == shmbus::WireFormat::msgpack) {
+    // The direct encoder (detail/codec_writer.hpp) writes msgpack-cxx's
+    // packer's bytes exactly.
+    msgpack::sbuffer packed;
+    msgpack::pack(packed, v);
+    const std::span<const std::byte> mine = shmbus::detail::encode_msgpack(v);
+    if (mine.size() != packed.size() || std::memcmp(mine.data(), packed.data(), mine.size()) != 0)
+      std::abort();
+  }
   // What decoded must survive a round trip of its own encoding (compared
   // as encodings: a NaN is not equal to itself, its bytes are).
   const std::vector<std::byte> again = shmbus::encode(v);

@@ -435,11 +435,46 @@ class MsgpackReader {
     Nest nest(*this);
     if constexpr (is_spec<T, std::vector>::value) {
       v.resize(n);
-      for (auto& e : v) read(e);
+      if constexpr (std::is_arithmetic_v<typename T::value_type>)  // not bool: is_sequence
+        read_numbers(v.data(), n);
+      else
+        for (auto& e : v) read(e);
     } else {
       v.clear();
       for (std::size_t i = 0; i < n; ++i) read(v.emplace_back());
     }
+  }
+
+  // n numbers into out: a positive fixint (how msgpack-cxx writes small
+  // whole numbers) and a float64 / float32 into a double / float in a loop
+  // that keeps its position in a register; any other encoding through
+  // read(). Each element's bytes are checked against the message's end.
+  template <class E>
+  void read_numbers(E* out, std::size_t n) {
+    const unsigned char* p = p_;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (p != end_ && *p <= 0x7f) [[likely]] {
+        out[i] = static_cast<E>(*p++);
+        continue;
+      }
+      if constexpr (std::is_same_v<E, double>) {
+        if (end_ - p >= 9 && *p == 0xcb) {
+          out[i] = std::bit_cast<double>(load_be<std::uint64_t>(reinterpret_cast<const char*>(p + 1)));
+          p += 9;
+          continue;
+        }
+      } else if constexpr (std::is_same_v<E, float>) {
+        if (end_ - p >= 5 && *p == 0xca) {
+          out[i] = std::bit_cast<float>(load_be<std::uint32_t>(reinterpret_cast<const char*>(p + 1)));
+          p += 5;
+          continue;
+        }
+      }
+      p_ = p;
+      read(out[i]);
+      p = p_;
+    }
+    p_ = p;
   }
 
   template <class... E>
