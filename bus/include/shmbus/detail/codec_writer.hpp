@@ -333,27 +333,35 @@ struct is_map_like<std::unordered_map<K, V, H, E, A>> : std::true_type {};
 // room asked for beyond the bytes written: at most 9 per element).
 inline constexpr std::size_t kNumbersPerCheck = 64;
 
+// n numbers from `it` (the caller reserved kMaxNumber each).
+template <class It>
+char* put_numbers(char* q, It& it, std::size_t n) noexcept {
+  using E = std::iter_value_t<It>;
+  if constexpr (std::is_same_v<E, double> && std::contiguous_iterator<It>) {
+    q = put_doubles(q, std::to_address(it), n);
+    it += static_cast<std::iter_difference_t<It>>(n);
+  } else {
+    for (std::size_t i = 0; i < n; ++i, ++it) q = put_number(q, *it);
+  }
+  return q;
+}
+
 template <class C>
 void write_array(SpillWriter& w, const C& c) {
   using E = typename C::value_type;
   const std::uint32_t n = count(c.size());
   if constexpr (kMaxNumber<E> != 0) {
     auto it = c.begin();
-    std::size_t left = n;
-    std::size_t batch = left < kNumbersPerCheck ? left : kNumbersPerCheck;
-    char* q = put_container_header(w.reserve(kMaxHeader + batch * kMaxNumber<E>), n, false);
-    for (;;) {
-      if constexpr (std::is_same_v<E, double> && std::contiguous_iterator<decltype(it)>) {
-        q = put_doubles(q, std::to_address(it), batch);
-        it += static_cast<std::ptrdiff_t>(batch);
-      } else {
-        for (std::size_t i = 0; i < batch; ++i, ++it) q = put_number(q, *it);
-      }
-      w.commit(q);
+    if (n <= kNumbersPerCheck) [[likely]] {  // one room check
+      char* q = put_container_header(w.reserve(kMaxHeader + n * kMaxNumber<E>), n, false);
+      w.commit(put_numbers(q, it, n));
+      return;
+    }
+    w.commit(put_container_header(w.reserve(kMaxHeader), n, false));
+    for (std::size_t left = n; left != 0;) {
+      const std::size_t batch = left < kNumbersPerCheck ? left : kNumbersPerCheck;
+      w.commit(put_numbers(w.reserve(batch * kMaxNumber<E>), it, batch));
       left -= batch;
-      if (left == 0) break;
-      batch = left < kNumbersPerCheck ? left : kNumbersPerCheck;
-      q = w.reserve(batch * kMaxNumber<E>);
     }
   } else {
     w.commit(put_container_header(w.reserve(kMaxHeader), n, false));
