@@ -91,6 +91,16 @@ class MsgpackReader {
       if (n > v.size()) throw msgpack::type_error();
       Nest nest(*this);
       for (std::size_t i = 0; i < n; ++i) read(v[i]);
+    } else if constexpr (is_byte_array<T>::value) {
+      // bin or str of at most N bytes (what msgpack-cxx accepts), copied,
+      // the rest zeroed. Not msgpack-cxx's convert: from a str it copies
+      // N bytes whatever the str's length (a read past the str, past the
+      // message, or through a null pointer for an empty one).
+      const std::size_t n = string_header();
+      if (n > v.size()) throw msgpack::type_error();
+      const unsigned char* at = take(n);
+      if (n != 0) std::memcpy(v.data(), at, n);
+      if (n != v.size()) std::memset(v.data() + n, 0, (v.size() - n) * sizeof(v[0]));
     } else if constexpr (is_set<T>::value) {
       const std::size_t n = array_header();
       Nest nest(*this);
@@ -255,6 +265,13 @@ class MsgpackReader {
   struct is_direct_array : std::false_type {};
   template <class E, std::size_t N>
   struct is_direct_array<std::array<E, N>> : std::bool_constant<!is_charlike<E>> {};
+  // std::array of char, unsigned char or std::byte: bin (or str) in
+  // msgpack-cxx (signed char's is an array of integers).
+  template <class T>
+  struct is_byte_array : std::false_type {};
+  template <class E, std::size_t N>
+  struct is_byte_array<std::array<E, N>>
+      : std::bool_constant<is_charlike<E> && !std::is_same_v<E, signed char>> {};
   template <class T>
   struct is_set : std::false_type {};
   template <class K, class C, class A>
