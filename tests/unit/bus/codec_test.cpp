@@ -210,8 +210,8 @@ TEST(Codec, ByteArrayFromAShortStrReadsOnlyTheStr) {
   EXPECT_EQ(shmbus::decode<V>(empty), (V{{0, 0, 0, 0}}));
   const std::vector<std::byte> bin = bytes({0x91, 0xc4, 0x02, 0x01, 0x02});  // [bin 2]
   EXPECT_EQ(shmbus::decode<V>(bin), (V{{1, 2, 0, 0}}));
-  EXPECT_EQ(shmbus::decode<std::vector<std::array<char, 2>>>(bytes({0x91, 0xa1, 0x61})),
-            (std::vector<std::array<char, 2>>{{'a', 0}}));
+  using C = std::vector<std::array<char, 2>>;
+  EXPECT_EQ(shmbus::decode<C>(bytes({0x91, 0xa1, 0x61})), (C{{'a', 0}}));
   // Longer than the array: a decode error.
   EXPECT_EQ(shmbus::test::code_of([] {
               (void)shmbus::decode<V>(bytes({0x91, 0xa5, 0x61, 0x62, 0x63, 0x64, 0x65}));
