@@ -8,6 +8,9 @@
 //   BM_PipeStruct_Busy_RTT/0   {string, vector<double>(8), int} (MSGPACK_DEFINE)
 //                              echoed through a busy-poll pipe
 //   BM_PipeStruct_Block_RTT/0  the same, blocking
+//   BM_PipeStructFrac_Busy_RTT/0  the struct with prices that are not whole
+//                              numbers (float64s on the wire; the row above
+//                              carries 1..8, positive fixints)
 //   BM_PipePod_Busy_RTT/64, BM_PipePod_Block_RTT/64   a 64 B trivially
 //                              copyable message the same way
 //   BM_PyMpPipeDict_Block_RTT/0  Python multiprocessing.Pipe sending the
@@ -121,6 +124,9 @@ void pipe_rtt(benchmark::State& state, WaitStrategy strategy, const T& msg) {
 void BM_PipeStruct_Busy_RTT(benchmark::State& state) {
   pipe_rtt(state, WaitStrategy::busy_poll, make_quote());
 }
+void BM_PipeStructFrac_Busy_RTT(benchmark::State& state) {
+  pipe_rtt(state, WaitStrategy::busy_poll, make_fractional_quote());
+}
 void BM_PipeStruct_Block_RTT(benchmark::State& state) {
   pipe_rtt(state, WaitStrategy::blocking, make_quote());
 }
@@ -167,6 +173,7 @@ BENCHMARK(BM_QueuePod_Stream)->Arg(64)->UseRealTime()->MinTime(0.25);
 BENCHMARK(BM_QueueString_Stream)->Arg(64)->UseRealTime()->MinTime(0.25);
 BENCHMARK(BM_PipePod_Busy_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_PipeStruct_Busy_RTT)->Arg(0)->UseRealTime();
+BENCHMARK(BM_PipeStructFrac_Busy_RTT)->Arg(0)->UseRealTime();
 BENCHMARK(BM_PipePod_Block_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_PipeStruct_Block_RTT)->Arg(0)->UseRealTime();
 BENCHMARK(BM_PyMpPipeDict_Block_RTT)->Arg(0)->UseManualTime()->Iterations(python_iterations());

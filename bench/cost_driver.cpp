@@ -11,6 +11,8 @@
 //   service_into  the same, the response decoded into the caller's string
 //            (get_for(out, timeout))
 //   struct   {string, vector<double>(8), int} sent a -> b, echoed b -> a
+//            (prices 1..8: whole, positive fixints on the wire)
+//   struct_frac  the same with prices that are not whole (float64s)
 //   pod      a 64 B trivially copyable message the same way
 #include <unistd.h>
 
@@ -34,6 +36,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
+using shmbus::bench::make_fractional_quote;
 using shmbus::bench::make_quote;
 using shmbus::bench::Pod64;
 
@@ -96,13 +99,14 @@ int service_mode(int n, bool into) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: cost_driver service|service_into|struct|pod [N]\n");
+    std::fprintf(stderr, "usage: cost_driver service|service_into|struct|struct_frac|pod [N]\n");
     return 2;
   }
   const int n = argc > 2 ? std::atoi(argv[2]) : 10000;
   if (std::strcmp(argv[1], "service") == 0) return service_mode(n, false);
   if (std::strcmp(argv[1], "service_into") == 0) return service_mode(n, true);
   if (std::strcmp(argv[1], "struct") == 0) return pipe_mode(make_quote(), n);
+  if (std::strcmp(argv[1], "struct_frac") == 0) return pipe_mode(make_fractional_quote(), n);
   if (std::strcmp(argv[1], "pod") == 0) return pipe_mode(Pod64{}, n);
   std::fprintf(stderr, "unknown mode %s\n", argv[1]);
   return 2;

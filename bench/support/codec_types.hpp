@@ -29,6 +29,11 @@ struct Pod64 {
 static_assert(sizeof(Pod64) == 64);
 
 Quote make_quote() { return Quote{"EURUSD", {1, 2, 3, 4, 5, 6, 7, 8}, 42}; }
+// The same with prices that are not whole numbers (float64 on the wire,
+// where make_quote()'s are positive fixints).
+Quote make_fractional_quote() {
+  return Quote{"EURUSD", {1.0842, 1.0843, 1.0841, 1.0845, 1.0839, 1.0844, 1.0846, 1.0840}, 42};
+}
 
 }  // namespace
 }  // namespace shmbus::bench

@@ -44,20 +44,20 @@ EncodeBuffer& encode_buffer() noexcept {
   return buffer;
 }
 
-void SpillWriter::spill(const char* s, std::size_t n) {
+char* SpillWriter::spill(std::size_t n) {
   EncodeBuffer& b = encode_buffer();
-  if (!spilled_) {
+  if (!spilled_) {  // the bytes so far move to the thread's buffer
     b.size = 0;
     if (p_ != begin_) b.write(begin_, size());
     spilled_ = true;
-    end_ = p_;  // every later write comes here
+  } else {
+    b.size = size();  // begin_ is b.data already
   }
-  b.write(s, n);
-}
-
-std::span<const std::byte> SpillWriter::spilled_bytes() const noexcept {
-  const EncodeBuffer& b = encode_buffer();
-  return std::as_bytes(std::span<const char>(b.data.get(), b.size));
+  if (n > b.capacity - b.size) b.grow(n);
+  begin_ = b.data.get();
+  p_ = begin_ + b.size;
+  end_ = begin_ + b.capacity;
+  return p_;
 }
 
 msgpack::object unpack_one(std::span<const std::byte> msg, msgpack::zone& zone, std::size_t depth,

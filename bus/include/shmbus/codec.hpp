@@ -75,6 +75,7 @@
 
 #include "shmbus/detail/codec_msgpack.hpp"
 #include "shmbus/detail/codec_reader.hpp"
+#include "shmbus/detail/codec_writer.hpp"
 #include "shmbus/detail/type_tag.hpp"
 #include "shmbus/error.hpp"
 
@@ -192,48 +193,15 @@ EncodeBuffer& encode_buffer() noexcept;
 // msgpack::container_size_overflow for a container above 2^32-1 elements.
 template <class T>
 std::span<const std::byte> encode_msgpack(const T& v) {
-  EncodeBuffer& b = encode_buffer();
-  b.size = 0;
-  msgpack::packer<EncodeBuffer> pk(b);
-  pk.pack(v);
-  return std::as_bytes(std::span<const char>(b.data.get(), b.size));
+  SpillWriter w({});  // no room: the first byte goes to the thread's buffer
+  write_value(w, v);
+  return w.bytes();
 }
 
-// Writes a message into a span (a frame begun in a ring) and, once it does
-// not fit there, carries on in this thread's EncodeBuffer (the bytes
-// written so far copied there first). msgpack's packer calls write().
-class SpillWriter {
- public:
-  explicit SpillWriter(std::span<std::byte> room) noexcept
-      : begin_(reinterpret_cast<char*>(room.data())), p_(begin_), end_(begin_ + room.size()) {}
-  void write(const char* s, std::size_t n) {
-    if (n <= static_cast<std::size_t>(end_ - p_)) [[likely]] {
-      std::memcpy(p_, s, n);
-      p_ += n;
-      return;
-    }
-    spill(s, n);
-  }
-  // Whether the message went to the thread's buffer (then: spilled_bytes()).
-  [[nodiscard]] bool spilled() const noexcept { return spilled_; }
-  // The length written into the span (when not spilled).
-  [[nodiscard]] std::size_t size() const noexcept { return static_cast<std::size_t>(p_ - begin_); }
-  // The whole message in the thread's buffer (when spilled): valid until
-  // the next encode in this thread.
-  [[nodiscard]] std::span<const std::byte> spilled_bytes() const noexcept;
-
- private:
-  void spill(const char* s, std::size_t n);  // codec.cpp
-  char* begin_;
-  char* p_;
-  char* end_;
-  bool spilled_ = false;
-};
-
 // Writes v's message (its wire format) into `w`. Throws what
-// encode_msgpack() throws, and what `w` throws.
-template <class T, class W>
-void encode_into(W& w, const T& v) {
+// encode_msgpack() throws.
+template <class T>
+void encode_into(SpillWriter& w, const T& v) {
   if constexpr (!Codable<T>) {
     require_codable<T>();  // the one error; nothing below is instantiated
   } else if constexpr (wire_format_v<T> == WireFormat::raw) {
@@ -241,8 +209,7 @@ void encode_into(W& w, const T& v) {
   } else if constexpr (wire_format_v<T> == WireFormat::bytes) {
     w.write(reinterpret_cast<const char*>(v.data()), v.size());
   } else {
-    msgpack::packer<W> pk(w);
-    pk.pack(v);
+    write_value(w, v);  // detail/codec_writer.hpp: msgpack-cxx's bytes
   }
 }
 

@@ -454,9 +454,10 @@ class Connection {
   // Sends `prefix` followed by value's message as one message. When the
   // ring has room now (the inlined fast path's conditions), both are
   // written straight into the frame and published (no copy); otherwise, or
-  // when they outgrow the room, they go to this thread's encode buffer and
-  // `slow(message)` sends them (waiting, fragmenting or failing as it
-  // does). A container of more than 2^32-1 elements gives too_large; may
+  // when they outgrow the room (the encoder asks for room per value at its
+  // longest: a value that only just fits may go this way too), they go to
+  // this thread's encode buffer and `slow(message)` sends them (waiting,
+  // fragmenting or failing as it does). A container of more than 2^32-1 elements gives too_large; may
   // throw std::bad_alloc.
   template <class T, class Slow>
   SendResult send_encoded(std::span<const std::byte> prefix, const T& value, Slow&& slow) {
@@ -474,7 +475,7 @@ class Connection {
       return SendResult::too_large;
     }
     if (w.spilled()) [[unlikely]]
-      return slow(w.spilled_bytes());
+      return slow(w.bytes());
     tx_.finish(w.size());
     ++detail::t_sends;
     return SendResult::ok;

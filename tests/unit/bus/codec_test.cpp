@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -194,6 +195,31 @@ TEST(Codec, HostileLengthsAreDecodeErrors) {
               (void)shmbus::decode<std::variant<int, std::string>>(bytes({0x92, 0x07, 0x01}));
             }),
             shmbus::Errc::decode_error);
+}
+
+// A std::array of bytes from a str shorter than the array, at the very end
+// of the message: msgpack-cxx's convert copies the array's length from the
+// str (a read past the message: ASan's heap-buffer-overflow, or a null
+// pointer for an empty str; found by tests/fuzz/codec_fuzz.cpp). The
+// decoder copies the str's bytes and zeroes the rest.
+TEST(Codec, ByteArrayFromAShortStrReadsOnlyTheStr) {
+  using V = std::vector<std::array<unsigned char, 4>>;
+  const std::vector<std::byte> one = bytes({0x91, 0xa1, 0x78});  // ["x"]
+  EXPECT_EQ(shmbus::decode<V>(one), (V{{0x78, 0, 0, 0}}));
+  const std::vector<std::byte> empty = bytes({0x91, 0xa0});  // [""]
+  EXPECT_EQ(shmbus::decode<V>(empty), (V{{0, 0, 0, 0}}));
+  const std::vector<std::byte> bin = bytes({0x91, 0xc4, 0x02, 0x01, 0x02});  // [bin 2]
+  EXPECT_EQ(shmbus::decode<V>(bin), (V{{1, 2, 0, 0}}));
+  using C = std::vector<std::array<char, 2>>;
+  EXPECT_EQ(shmbus::decode<C>(bytes({0x91, 0xa1, 0x61})), (C{{'a', 0}}));
+  // Longer than the array: a decode error.
+  EXPECT_EQ(shmbus::test::code_of([] {
+              (void)shmbus::decode<V>(bytes({0x91, 0xa5, 0x61, 0x62, 0x63, 0x64, 0x65}));
+            }),
+            shmbus::Errc::decode_error);
+  // What the encoder writes (bin of 4) decodes back.
+  const V v{{1, 2, 3, 4}, {5, 6, 7, 8}};
+  EXPECT_EQ(shmbus::decode<V>(shmbus::encode(v)), v);
 }
 
 TEST(Codec, AcceptsWhatPythonPacks) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <bit>
 #include <chrono>
 #include <complex>
 #include <cstddef>
@@ -67,18 +68,32 @@ inline constexpr bool kRawNested =
     std::is_class_v<T>&& std::is_trivially_copyable_v<T> && !HasMsgpackMembers<T> &&
     !kStdCoded<T> && !is_msgpack_adapted<T>::value && !type_name<T>().starts_with("msgpack::");
 
-// Big-endian integers in msgpack's timestamp extension.
+// Big-endian (msgpack's byte order) unsigned integers of 1, 2, 4 or 8
+// bytes: one load or store and a byte swap.
+template <class U>
+constexpr U to_big_endian(U v) noexcept {
+  static_assert(std::is_unsigned_v<U> && (sizeof(U) == 1 || sizeof(U) == 2 || sizeof(U) == 4 ||
+                                          sizeof(U) == 8));
+  if constexpr (std::endian::native == std::endian::big || sizeof(U) == 1) {
+    return v;
+  } else if constexpr (sizeof(U) == 2) {
+    return __builtin_bswap16(v);
+  } else if constexpr (sizeof(U) == 4) {
+    return __builtin_bswap32(v);
+  } else {
+    return __builtin_bswap64(v);
+  }
+}
 template <class U>
 void store_be(char* p, U v) noexcept {
-  for (std::size_t i = 0; i < sizeof(U); ++i)
-    p[i] = static_cast<char>(static_cast<unsigned char>(v >> (8 * (sizeof(U) - 1 - i))));
+  v = to_big_endian(v);
+  std::memcpy(p, &v, sizeof(U));
 }
 template <class U>
 U load_be(const char* p) noexcept {
-  U v = 0;
-  for (std::size_t i = 0; i < sizeof(U); ++i)
-    v = static_cast<U>((v << 8) | static_cast<unsigned char>(p[i]));
-  return v;
+  U v;
+  std::memcpy(&v, p, sizeof(U));
+  return to_big_endian(v);
 }
 
 }  // namespace detail

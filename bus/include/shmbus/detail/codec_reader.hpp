@@ -36,6 +36,10 @@
 
 #include "shmbus/detail/codec_msgpack.hpp"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace shmbus::detail {
 
 // msgpack-cxx's bounded unpack of the one value at the start of `msg`
@@ -87,6 +91,16 @@ class MsgpackReader {
       if (n > v.size()) throw msgpack::type_error();
       Nest nest(*this);
       for (std::size_t i = 0; i < n; ++i) read(v[i]);
+    } else if constexpr (is_byte_array<T>::value) {
+      // bin or str of at most N bytes (what msgpack-cxx accepts), copied,
+      // the rest zeroed. Not msgpack-cxx's convert: from a str it copies
+      // N bytes whatever the str's length (a read past the str, past the
+      // message, or through a null pointer for an empty one).
+      const std::size_t n = string_header();
+      if (n > v.size()) throw msgpack::type_error();
+      const unsigned char* at = take(n);
+      if (n != 0) std::memcpy(v.data(), at, n);
+      if (n != v.size()) std::memset(v.data() + n, 0, (v.size() - n) * sizeof(v[0]));
     } else if constexpr (is_set<T>::value) {
       const std::size_t n = array_header();
       Nest nest(*this);
@@ -251,6 +265,13 @@ class MsgpackReader {
   struct is_direct_array : std::false_type {};
   template <class E, std::size_t N>
   struct is_direct_array<std::array<E, N>> : std::bool_constant<!is_charlike<E>> {};
+  // std::array of char, unsigned char or std::byte: bin (or str) in
+  // msgpack-cxx (signed char's is an array of integers).
+  template <class T>
+  struct is_byte_array : std::false_type {};
+  template <class E, std::size_t N>
+  struct is_byte_array<std::array<E, N>>
+      : std::bool_constant<is_charlike<E> && !std::is_same_v<E, signed char>> {};
   template <class T>
   struct is_set : std::false_type {};
   template <class K, class C, class A>
@@ -435,11 +456,73 @@ class MsgpackReader {
     Nest nest(*this);
     if constexpr (is_spec<T, std::vector>::value) {
       v.resize(n);
-      for (auto& e : v) read(e);
+      if constexpr (std::is_arithmetic_v<typename T::value_type>)  // not bool: is_sequence
+        read_numbers(v.data(), n);
+      else
+        for (auto& e : v) read(e);
     } else {
       v.clear();
       for (std::size_t i = 0; i < n; ++i) read(v.emplace_back());
     }
+  }
+
+  // n numbers into out, in a loop that keeps its position and the end in
+  // registers: a positive fixint (how msgpack-cxx writes small whole
+  // numbers; eight in a row at once into doubles) and a float64 / float32
+  // into a double / float directly; any other encoding through read().
+  // Each element's bytes are checked against the message's end.
+  template <class E>
+  void read_numbers(E* out, std::size_t n) {
+    const unsigned char* p = p_;
+    const unsigned char* const end = end_;  // in a register: read() below may not change it
+    for (std::size_t i = 0; i < n; ++i) {
+      if (p == end) truncated();
+      const unsigned char b = *p;
+      if (b <= 0x7f) [[likely]] {
+#if defined(__SSE2__)
+        if constexpr (std::is_same_v<E, double>) {
+          // Eight fixints in a row (one load, one test) become eight
+          // doubles with four conversions.
+          std::uint64_t eight;
+          if (n - i >= 8 && end - p >= 8 &&
+              (std::memcpy(&eight, p, 8), (eight & 0x8080808080808080u) == 0)) {
+            const __m128i zero = _mm_setzero_si128();
+            const __m128i w16 =
+                _mm_unpacklo_epi8(_mm_cvtsi64_si128(static_cast<long long>(eight)), zero);
+            const __m128i lo = _mm_unpacklo_epi16(w16, zero);
+            const __m128i hi = _mm_unpackhi_epi16(w16, zero);
+            _mm_storeu_pd(out + i, _mm_cvtepi32_pd(lo));
+            _mm_storeu_pd(out + i + 2, _mm_cvtepi32_pd(_mm_shuffle_epi32(lo, 0x4e)));
+            _mm_storeu_pd(out + i + 4, _mm_cvtepi32_pd(hi));
+            _mm_storeu_pd(out + i + 6, _mm_cvtepi32_pd(_mm_shuffle_epi32(hi, 0x4e)));
+            p += 8;
+            i += 7;
+            continue;
+          }
+        }
+#endif
+        out[i] = static_cast<E>(b);
+        ++p;
+        continue;
+      }
+      if constexpr (std::is_same_v<E, double>) {
+        if (b == 0xcb && end - p >= 9) [[likely]] {
+          out[i] = std::bit_cast<double>(load_be<std::uint64_t>(reinterpret_cast<const char*>(p + 1)));
+          p += 9;
+          continue;
+        }
+      } else if constexpr (std::is_same_v<E, float>) {
+        if (b == 0xca && end - p >= 5) [[likely]] {
+          out[i] = std::bit_cast<float>(load_be<std::uint32_t>(reinterpret_cast<const char*>(p + 1)));
+          p += 5;
+          continue;
+        }
+      }
+      p_ = p;
+      read(out[i]);
+      p = p_;
+    }
+    p_ = p;
   }
 
   template <class... E>
