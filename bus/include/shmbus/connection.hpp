@@ -655,7 +655,10 @@ class Connection {
   std::uint64_t peer_owner_seen_ = 0;            // the peer end's last non-zero owner word
   std::int64_t next_liveness_ns_ = 0;            // peer_dead_by_now(): CLOCK_MONOTONIC_COARSE
   std::unique_ptr<detail::FdBridge> fd_bridge_;  // fileno(); null until asked for
-  // [pipe.fork] This Connection's links on the process-wide list, under its mutex.
+  // [pipe.fork] This Connection's links on the process-wide list (under the
+  // list's mutex; fork_tracked_ is read by the owning thread only). So a
+  // Connection must be destroyed, never freed or jumped over (longjmp)
+  // without its destructor: a fork() would follow its dangling links.
   Connection* fork_prev_ = nullptr;
   Connection* fork_next_ = nullptr;
   bool fork_tracked_ = false;

@@ -247,6 +247,28 @@ PeekResult recv_fast(TestRing& r, std::uint32_t seq, std::size_t len) {
   return PeekResult::ok;
 }
 
+// A hostile start position just short of 2^64: the first frame's end
+// would wrap to 0 and pass a corrupted ring's fast_end_ (0) if the
+// producer kept that position.
+TEST(SpscRingFast, StartPositionsPast2To63AreCorruptedOnBothSides) {
+  for (const std::uint64_t start : {~std::uint64_t{0} - 15, (std::uint64_t{1} << 63) + 8}) {
+    TestRing r(4096);
+    r.control->producer.write_pos.store(start);
+    r.control->consumer.read_pos.store(start);
+    RingProducer producer(r.control, r.data, r.capacity, RingWake::none);
+    RingConsumer consumer(r.control, r.data, r.capacity, false);
+    EXPECT_TRUE(producer.corrupted()) << start;
+    const std::byte msg[8]{};
+    EXPECT_FALSE(producer.try_send(msg, sizeof msg)) << start;
+    EXPECT_EQ(producer.try_reserve(sizeof msg), nullptr) << start;
+    std::byte buf[8];
+    std::size_t n = 0;
+    EXPECT_FALSE(consumer.try_recv<false>(buf, sizeof buf, n)) << start;
+    Frame f;
+    EXPECT_EQ(consumer.peek(f), PeekResult::corrupted) << start;
+  }
+}
+
 TEST(SpscRingFast, InterleavesWithTheGeneralPathsAtEverySizeAcrossManyLaps) {
   for (const RingWake wake : {RingWake::none, RingWake::checked, RingWake::exchange}) {
     (void)asymmetric_fence_register();

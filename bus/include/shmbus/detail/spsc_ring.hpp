@@ -317,7 +317,12 @@ class RingProducer {
     announce();
     // relaxed: set up before the producer end is used, by its only writer.
     pos_ = control->producer.write_pos.load(std::memory_order_relaxed);
-    if ((pos_ & 7) != 0 || pos_ > kMaxStartPosition) corrupted_ = true;  // untrusted
+    if ((pos_ & 7) != 0 || pos_ > kMaxStartPosition) {  // untrusted
+      // From 0, so no frame's end wraps past 2^64 to pass fast_end_ (0
+      // now): nothing is published while corrupted.
+      corrupted_ = true;
+      pos_ = 0;
+    }
     // [ring.consume] acquire: pairs with the consumer's release of read_pos.
     cached_read_ = control->consumer.read_pos.load(std::memory_order_acquire);
     sent_ = control->producer.messages_sent.load(std::memory_order_relaxed);
@@ -443,13 +448,10 @@ class RingProducer {
     const std::uint64_t start = pos + pad;
     const std::uint64_t next = start + frame_size(n);
     const std::uint64_t next_off = next & mask;
-    // As in commit(): the line kWriteAhead bytes on, with intent to write.
-    // Not wrapped to the ring's start (one instruction instead of three):
-    // in a lap's last kWriteAhead bytes it names a line past the ring's
-    // end, which a prefetch may (it never faults, and only asks for a
-    // line); the first lines of the next lap are then fetched when
-    // written, as without the prefetch.
-    detail::prefetch_for_write(data + next_off + kWriteAhead);
+    // As in commit(): the line kWriteAhead bytes on, with intent to write,
+    // wrapped to the ring's start (past its end lies the other direction's
+    // ring, whose lines a write prefetch would take from its owners).
+    detail::prefetch_for_write(data + ((next_off + kWriteAhead) & mask));
     // relaxed: published by the release (or seq_cst) store of the first
     // header below ([ring.publish]).
     header_at(data, next_off).store(0, std::memory_order_relaxed);
@@ -671,8 +673,10 @@ class RingProducer {
   // not past the next [ring.stats] publication, not past the end of the
   // ring's lap pos_ is in (so a frame below it lies inside the ring), and
   // 0 (nothing) while a batch is open or the ring is corrupted. Kept
-  // current by every change of those (a lap changes only in commit(): a
-  // frame that reaches fast_end_ goes there, which publish_stats()).
+  // current by every change of those but the lap: a fast frame may end
+  // exactly at the lap's end, and then fast_end_ (that end) is <= pos_,
+  // so the next frame is refused and goes through commit(), which
+  // recomputes it.
   void update_fast_end() noexcept {
     const std::uint64_t room = cached_read_ + capacity_ - kFrameHeaderSize;
     const std::uint64_t lap_end = (pos_ | mask_) + 1;
