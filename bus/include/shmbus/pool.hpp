@@ -196,7 +196,7 @@ class AsyncResult {
   }
   void wait() { (void)wait_until(nullptr); }
   [[nodiscard]] bool wait_for(Clock::duration timeout) {
-    const auto deadline = Clock::now() + timeout;
+    const auto deadline = detail::deadline_after(timeout);
     return wait_until(&deadline);
   }
   [[nodiscard]] bool wait_until(Clock::time_point deadline) { return wait_until(&deadline); }
@@ -245,7 +245,7 @@ class IMapIterator {
   // Error(timed_out) (Python: multiprocessing.TimeoutError); the result
   // still comes with a later call.
   std::optional<R> next(Clock::duration timeout) {
-    const Clock::time_point deadline = Clock::now() + timeout;
+    const Clock::time_point deadline = detail::deadline_after(timeout);
     return next_until(&deadline);
   }
 

@@ -83,6 +83,22 @@ TEST(Queue, TimeoutsExpireOnEmptyAndFull) {
   EXPECT_EQ(v, 1);
 }
 
+// A `_for` with a huge timeout (hours::max()) waits for the item; now + d
+// overflowed into the past and returned timed_out at once. A floating
+// duration compiles and times out.
+TEST(Queue, GetForAHugeTimeoutWaitsForTheItem) {
+  shmbus::Queue<int> q{{.capacity = 2, .policy = {shmbus::WaitStrategy::blocking, {}}}};
+  std::thread t([&] {
+    (void)poll_until([&] { return q.stats().consumers_waiting == 1; });
+    EXPECT_EQ(q.put(7), QueueResult::ok);
+  });
+  int v = 0;
+  EXPECT_EQ(q.get_for(v, std::chrono::hours::max()), QueueResult::ok);
+  EXPECT_EQ(v, 7);
+  t.join();
+  EXPECT_EQ(q.get_for(v, std::chrono::duration<double>(0.0001)), QueueResult::timed_out);
+}
+
 // The liveness slice (which also wakes sleepers) is set to an hour in the
 // wake-up tests below, so only a notify can wake a sleeper within the
 // tests' bound; each test first waits until the waiter is counted asleep.
