@@ -586,7 +586,7 @@ Connection Client(std::string_view endpoint, const ClientOptions& options,
   if (send_frame(ep->sock, nullptr, kHello, {}, nullptr, false) != SendResult::ok)
     throw Error(Errc::system, where, "could not queue the hello");
 
-  const Clock::time_point deadline = detail::deadline_from(Clock::now(), timeout);
+  const Clock::time_point deadline = shmbus::detail::deadline_from(Clock::now(), timeout);
   for (;;) {
     std::array<zmq_pollitem_t, 2> items{zmq_pollitem_t{ep->sock, 0, ZMQ_POLLIN, 0},
                                         zmq_pollitem_t{mon, 0, ZMQ_POLLIN, 0}};
