@@ -320,6 +320,9 @@ class SimpleQueue : private detail::QueueOf<T> {
   static SimpleQueue create(std::string_view name, const QueueOptions& options = {}) {
     return SimpleQueue(detail::create_queue_core<T>(name, kKind, options));
   }
+  static SimpleQueue open(std::string_view name, const QueueOptions& options = {}) {
+    return SimpleQueue(name, options);
+  }
   explicit SimpleQueue(std::string_view name, const QueueOptions& options = {})
       : SimpleQueue(detail::QueueCore::open(name, kKind, detail::type_tag<T>(), options)) {}
   static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
@@ -360,6 +363,9 @@ class JoinableQueue : public detail::QueueOf<T> {
   static JoinableQueue create(std::string_view name, const QueueOptions& options = {}) {
     return JoinableQueue(detail::create_queue_core<T>(name, kKind, options));
   }
+  static JoinableQueue open(std::string_view name, const QueueOptions& options = {}) {
+    return JoinableQueue(name, options);
+  }
   explicit JoinableQueue(std::string_view name, const QueueOptions& options = {})
       : JoinableQueue(detail::QueueCore::open(name, kKind, detail::type_tag<T>(), options)) {}
   static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
@@ -391,6 +397,10 @@ class BytesQueue : public detail::QueueHandle {
   // An anonymous queue: unnamed memory that fork()ed children share.
   BytesQueue() : BytesQueue(QueueOptions{}) {}
   explicit BytesQueue(const QueueOptions& options);
+  // Opens an existing one (as the constructor from a name).
+  static BytesQueue open(std::string_view name, const QueueOptions& options = {}) {
+    return BytesQueue(name, options);
+  }
   explicit BytesQueue(std::string_view name, const QueueOptions& options = {});
   static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
 

@@ -368,6 +368,35 @@ TEST(SimpleQueue, PutGetEmpty) {
   EXPECT_EQ(q.get(v), QueueResult::closed);
 }
 
+// README: named objects are "X::create(name) / X::open(name)" for every
+// kind; SimpleQueue, JoinableQueue and BytesQueue had no open() (only a
+// constructor from a name), so the README's form did not compile.
+TEST(Queue, EveryQueueKindOpensByNameWithOpen) {
+  SegmentGuard g(unique_name("sq"));
+  g.add(unique_name("jq"));
+  g.add(unique_name("bq"));
+  auto s = shmbus::SimpleQueue<long>::create(g.name(0));
+  auto j = shmbus::JoinableQueue<long>::create(g.name(1));
+  auto b = shmbus::BytesQueue::create(g.name(2), {.max_message = 16});
+  ASSERT_EQ(shmbus::SimpleQueue<long>::open(g.name(0)).put(1), QueueResult::ok);
+  ASSERT_EQ(shmbus::JoinableQueue<long>::open(g.name(1)).put(2), QueueResult::ok);
+  const std::array<std::byte, 3> three{};
+  ASSERT_EQ(shmbus::BytesQueue::open(g.name(2)).put(three), QueueResult::ok);
+  long v = 0;
+  EXPECT_EQ(s.get(v), QueueResult::ok);
+  EXPECT_EQ(v, 1);
+  EXPECT_EQ(j.get(v), QueueResult::ok);
+  EXPECT_EQ(v, 2);
+  std::array<std::byte, 16> out{};
+  std::size_t n = 0;
+  EXPECT_EQ(b.get(out, n), QueueResult::ok);
+  EXPECT_EQ(n, 3u);
+  EXPECT_EQ(shmbus::test::code_of([&] { (void)shmbus::JoinableQueue<long>::open(g.name(0)); }),
+            shmbus::Errc::wrong_kind);
+  EXPECT_EQ(shmbus::test::code_of([&] { (void)shmbus::SimpleQueue<int>::open(g.name(0)); }),
+            shmbus::Errc::wrong_type);
+}
+
 // 4 producer threads x 4 consumer threads through a small ring: every
 // message arrives once, with its checksum, and in order per producer as
 // seen by each consumer.
