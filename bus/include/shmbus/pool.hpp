@@ -11,8 +11,10 @@
 //   int k = 3;                                                           // state: a capture
 //   auto scaled = pool.map([k](int x) { return k * x; }, xs);
 //   std::vector<std::string> words{"a", "bc"};                           // strings, containers
-//   std::vector<std::size_t> sizes = pool.map([](const std::string& s) { return s.size(); },
-//   words); pool.close(); pool.join();
+//   std::vector<std::size_t> sizes =
+//       pool.map([](const std::string& s) { return s.size(); }, words);
+//   pool.close();
+//   pool.join();
 //
 // What travels. Workers are forked copies of this program, forked when the
 // pool starts (or replaces one): they see this program's memory as it was
