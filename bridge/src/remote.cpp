@@ -389,7 +389,7 @@ void Connection::throw_unless_ok(RecvResult r) const {
 bool Connection::poll(std::chrono::nanoseconds timeout) {
   if (!ep_) return false;
   if (ep_->hub) {  // messages the pump reads wait in the peers' inboxes
-    const Deadline d = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+    const Deadline d = shmbus::detail::deadline_after(timeout);
     for (;;) {
       auto it = ep_->hub->peers.find(ep_->id);
       if (it == ep_->hub->peers.end()) return true;  // closed: a recv answers at once
@@ -402,7 +402,7 @@ bool Connection::poll(std::chrono::nanoseconds timeout) {
   std::size_t n = sizeof events;
   if (zmq_getsockopt(ep_->sock, ZMQ_EVENTS, &events, &n) == 0 && (events & ZMQ_POLLIN) != 0)
     return true;
-  const Deadline d = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+  const Deadline d = shmbus::detail::deadline_after(timeout);
   return wait_socket(ep_->sock, ZMQ_POLLIN, &d);
 }
 
@@ -586,7 +586,7 @@ Connection Client(std::string_view endpoint, const ClientOptions& options,
   if (send_frame(ep->sock, nullptr, kHello, {}, nullptr, false) != SendResult::ok)
     throw Error(Errc::system, where, "could not queue the hello");
 
-  const Clock::time_point deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
+  const Clock::time_point deadline = shmbus::detail::deadline_from(Clock::now(), timeout);
   for (;;) {
     std::array<zmq_pollitem_t, 2> items{zmq_pollitem_t{ep->sock, 0, ZMQ_POLLIN, 0},
                                         zmq_pollitem_t{mon, 0, ZMQ_POLLIN, 0}};

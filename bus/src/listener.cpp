@@ -258,7 +258,7 @@ Connection Client(std::string_view name, std::optional<Clock::duration> timeout,
                   const PipeOptions& options) {
   check_listener_name(name);
   const Clock::time_point start = Clock::now();
-  const Clock::time_point deadline = timeout ? start + *timeout : Clock::time_point::max();
+  const Clock::time_point deadline = detail::deadline_from(start, timeout);
   QueueOptions not_attached;
   not_attached.segment.attach = false;  // the attached processes are the servers
   // Which listener this is (creator, creation time), read before its backlog

@@ -600,7 +600,7 @@ PublishResult Publisher::copy_in(std::span<const std::byte> msg, const Clock::ti
 
 PublishResult Publisher::publish_for(std::span<const std::byte> msg,
                                      Clock::duration timeout) noexcept {
-  const Clock::time_point deadline = Clock::now() + timeout;
+  const Clock::time_point deadline = detail::deadline_after(timeout);
   return copy_in(msg, &deadline, false);
 }
 PublishResult Publisher::try_publish(std::span<const std::byte> msg) noexcept {
@@ -613,7 +613,7 @@ std::span<std::byte> Publisher::loan(std::size_t n) noexcept {
   return {p, n};
 }
 std::span<std::byte> Publisher::loan_for(std::size_t n, Clock::duration timeout) noexcept {
-  const Clock::time_point deadline = Clock::now() + timeout;
+  const Clock::time_point deadline = detail::deadline_after(timeout);
   std::byte* p = nullptr;
   if (acquire(n, &deadline, false, p) != PublishResult::ok) return {};
   return {p, n};
@@ -999,7 +999,7 @@ ReceiveResult Subscriber::next(std::span<const std::byte>& msg, const Clock::tim
 
 ReceiveResult Subscriber::recv_for(std::span<std::byte> buf, std::size_t& n,
                                    Clock::duration timeout) noexcept {
-  const Clock::time_point deadline = Clock::now() + timeout;
+  const Clock::time_point deadline = detail::deadline_after(timeout);
   return read_copy(buf.data(), buf.size(), n, false, &deadline, false);
 }
 ReceiveResult Subscriber::try_recv(std::span<std::byte> buf, std::size_t& n) noexcept {
@@ -1034,7 +1034,7 @@ ReceiveResult Subscriber::recv(std::vector<std::byte>& out) noexcept {
   return recv_vector(out, nullptr);
 }
 ReceiveResult Subscriber::recv_for(std::vector<std::byte>& out, Clock::duration timeout) noexcept {
-  const Clock::time_point deadline = Clock::now() + timeout;
+  const Clock::time_point deadline = detail::deadline_after(timeout);
   return recv_vector(out, &deadline);
 }
 
@@ -1054,7 +1054,7 @@ ReceiveResult Subscriber::peek(std::span<const std::byte>& msg) noexcept {
 }
 ReceiveResult Subscriber::peek_for(std::span<const std::byte>& msg,
                                    Clock::duration timeout) noexcept {
-  const Clock::time_point deadline = Clock::now() + timeout;
+  const Clock::time_point deadline = detail::deadline_after(timeout);
   const ReceiveResult r = next(msg, &deadline, false);
   peeked_ = r == ReceiveResult::ok;
   return r;

@@ -532,7 +532,7 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
         if (i == 64) {
           first = now;
           until = now + detail::kHintSpin;
-          if (timeout) until = std::min(until, now + *timeout);
+          until = std::min(until, detail::deadline_from(now, timeout));
         } else if (now >= until) {
           if (timeout) left = std::max(Clock::duration::zero(), *timeout - (now - first));
           break;

@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "shmbus/error.hpp"
 #include "shmbus/topology.hpp"
@@ -119,6 +120,21 @@ TEST(Process, JoinForTimesOutThenTerminateEndsIt) {
   p.terminate();  // after the end: nothing, as in Python
   p.kill();
   EXPECT_EQ(p.exitcode(), -SIGTERM);
+}
+
+// join_for(Clock::duration::max()) waits for the child: now + timeout
+// overflowed into the past and returned false at once.
+TEST(Process, JoinForTheLongestDurationWaitsForTheChild) {
+  Pipe gate;
+  Process p([&] { return gate.wait_byte() == 1 ? 0 : 3; });
+  p.start();
+  std::thread opener([&] {
+    (void)test::poll_until([&] { return test::process_sleeping(p.pid()); });
+    gate.put_byte();
+  });
+  EXPECT_TRUE(p.join_for(Clock::duration::max()));
+  opener.join();
+  EXPECT_EQ(p.exitcode(), 0);
 }
 
 TEST(Process, KillEndsAChildThatIgnoresTerminate) {

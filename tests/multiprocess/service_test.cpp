@@ -123,6 +123,23 @@ TEST(Service, CallIntoTheCallersValueKeepsItsMemory) {
   EXPECT_EQ(test::wait_child(kid).code, 0);
 }
 
+// take_for(hours::max()) waits for a request: the duration_cast to
+// nanoseconds overflowed, and the take returned nullopt at once.
+TEST(Service, TakeForAHugeTimeoutWaitsForARequest) {
+  SegmentGuard g(unique_name("svch"));
+  Lengths server(g.name());
+  const pid_t server_pid = ::getpid();
+  const pid_t kid = test::fork_child([&] {
+    LengthsClient client(g.name(), 10s);
+    (void)test::poll_until([&] { return test::process_sleeping(server_pid); });
+    return client.call("abc", 10s) == 3 ? 0 : 1;
+  });
+  auto req = server.take_for(std::chrono::hours::max());
+  ASSERT_TRUE(req.has_value());
+  EXPECT_TRUE(req->respond(req->value().size()));
+  EXPECT_EQ(test::wait_child(kid).code, 0);
+}
+
 TEST(Service, CallIntoWithAResponseOfAnotherTypeIsADecodeError) {
   SegmentGuard g(unique_name("svcd"));
   Service<int, std::string> server(g.name());  // answers a string to an int call

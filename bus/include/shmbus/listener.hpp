@@ -114,7 +114,7 @@ class Listener {
   // The same, or nullopt when no client came within `timeout`.
   template <class Rep, class Period>
   [[nodiscard]] std::optional<Connection> accept_for(std::chrono::duration<Rep, Period> timeout) {
-    return accept_until(Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout));
+    return accept_until(detail::deadline_after(timeout));
   }
   [[nodiscard]] std::optional<Connection> accept_until(Clock::time_point deadline);
   // A client already waiting, or nullopt at once.

@@ -11,8 +11,10 @@
 //   int k = 3;                                                           // state: a capture
 //   auto scaled = pool.map([k](int x) { return k * x; }, xs);
 //   std::vector<std::string> words{"a", "bc"};                           // strings, containers
-//   std::vector<std::size_t> sizes = pool.map([](const std::string& s) { return s.size(); },
-//   words); pool.close(); pool.join();
+//   std::vector<std::size_t> sizes =
+//       pool.map([](const std::string& s) { return s.size(); }, words);
+//   pool.close();
+//   pool.join();
 //
 // What travels. Workers are forked copies of this program, forked when the
 // pool starts (or replaces one): they see this program's memory as it was
@@ -196,7 +198,7 @@ class AsyncResult {
   }
   void wait() { (void)wait_until(nullptr); }
   [[nodiscard]] bool wait_for(Clock::duration timeout) {
-    const auto deadline = Clock::now() + timeout;
+    const auto deadline = detail::deadline_after(timeout);
     return wait_until(&deadline);
   }
   [[nodiscard]] bool wait_until(Clock::time_point deadline) { return wait_until(&deadline); }
@@ -245,7 +247,7 @@ class IMapIterator {
   // Error(timed_out) (Python: multiprocessing.TimeoutError); the result
   // still comes with a later call.
   std::optional<R> next(Clock::duration timeout) {
-    const Clock::time_point deadline = Clock::now() + timeout;
+    const Clock::time_point deadline = detail::deadline_after(timeout);
     return next_until(&deadline);
   }
 

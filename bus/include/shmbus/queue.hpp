@@ -156,7 +156,7 @@ class TypedQueue : public QueueHandle {
   }
   template <class Rep, class Period>
   [[nodiscard]] QueueResult put_for(const T& v, std::chrono::duration<Rep, Period> d) noexcept {
-    return put_until(v, Clock::now() + std::chrono::duration_cast<Clock::duration>(d));
+    return put_until(v, detail::deadline_after(d));
   }
   [[nodiscard]] QueueResult put_until(const T& v, Clock::time_point deadline) noexcept {
     return core_.put(bytes(v), &deadline, true);
@@ -166,7 +166,7 @@ class TypedQueue : public QueueHandle {
   [[nodiscard]] QueueResult try_get(T& out) noexcept { return get_impl(out, nullptr, false); }
   template <class Rep, class Period>
   [[nodiscard]] QueueResult get_for(T& out, std::chrono::duration<Rep, Period> d) noexcept {
-    return get_until(out, Clock::now() + std::chrono::duration_cast<Clock::duration>(d));
+    return get_until(out, detail::deadline_after(d));
   }
   [[nodiscard]] QueueResult get_until(T& out, Clock::time_point deadline) noexcept {
     return get_impl(out, &deadline, true);
@@ -200,7 +200,7 @@ class CodecQueue : public QueueHandle {
   [[nodiscard]] QueueResult try_put(const T& v) { return put_msg(v, nullptr, false); }
   template <class Rep, class Period>
   [[nodiscard]] QueueResult put_for(const T& v, std::chrono::duration<Rep, Period> d) {
-    return put_until(v, Clock::now() + std::chrono::duration_cast<Clock::duration>(d));
+    return put_until(v, detail::deadline_after(d));
   }
   [[nodiscard]] QueueResult put_until(const T& v, Clock::time_point deadline) {
     return put_msg(v, &deadline, true);
@@ -210,7 +210,7 @@ class CodecQueue : public QueueHandle {
   [[nodiscard]] QueueResult try_get(T& out) { return get_msg(out, nullptr, false); }
   template <class Rep, class Period>
   [[nodiscard]] QueueResult get_for(T& out, std::chrono::duration<Rep, Period> d) {
-    return get_until(out, Clock::now() + std::chrono::duration_cast<Clock::duration>(d));
+    return get_until(out, detail::deadline_after(d));
   }
   [[nodiscard]] QueueResult get_until(T& out, Clock::time_point deadline) {
     return get_msg(out, &deadline, true);
@@ -320,6 +320,9 @@ class SimpleQueue : private detail::QueueOf<T> {
   static SimpleQueue create(std::string_view name, const QueueOptions& options = {}) {
     return SimpleQueue(detail::create_queue_core<T>(name, kKind, options));
   }
+  static SimpleQueue open(std::string_view name, const QueueOptions& options = {}) {
+    return SimpleQueue(name, options);
+  }
   explicit SimpleQueue(std::string_view name, const QueueOptions& options = {})
       : SimpleQueue(detail::QueueCore::open(name, kKind, detail::type_tag<T>(), options)) {}
   static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
@@ -360,6 +363,9 @@ class JoinableQueue : public detail::QueueOf<T> {
   static JoinableQueue create(std::string_view name, const QueueOptions& options = {}) {
     return JoinableQueue(detail::create_queue_core<T>(name, kKind, options));
   }
+  static JoinableQueue open(std::string_view name, const QueueOptions& options = {}) {
+    return JoinableQueue(name, options);
+  }
   explicit JoinableQueue(std::string_view name, const QueueOptions& options = {})
       : JoinableQueue(detail::QueueCore::open(name, kKind, detail::type_tag<T>(), options)) {}
   static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
@@ -369,7 +375,7 @@ class JoinableQueue : public detail::QueueOf<T> {
   void join() noexcept { (void)this->core_.join_until(nullptr); }
   template <class Rep, class Period>
   [[nodiscard]] bool join_for(std::chrono::duration<Rep, Period> d) noexcept {
-    return join_until(Clock::now() + std::chrono::duration_cast<Clock::duration>(d));
+    return join_until(detail::deadline_after(d));
   }
   [[nodiscard]] bool join_until(Clock::time_point deadline) noexcept {
     return this->core_.join_until(&deadline);
@@ -391,6 +397,10 @@ class BytesQueue : public detail::QueueHandle {
   // An anonymous queue: unnamed memory that fork()ed children share.
   BytesQueue() : BytesQueue(QueueOptions{}) {}
   explicit BytesQueue(const QueueOptions& options);
+  // Opens an existing one (as the constructor from a name).
+  static BytesQueue open(std::string_view name, const QueueOptions& options = {}) {
+    return BytesQueue(name, options);
+  }
   explicit BytesQueue(std::string_view name, const QueueOptions& options = {});
   static bool unlink(std::string_view name) { return detail::Segment::unlink(name); }
 
@@ -411,7 +421,7 @@ class BytesQueue : public detail::QueueHandle {
   template <class Rep, class Period>
   [[nodiscard]] QueueResult put_for(std::span<const std::byte> m,
                                     std::chrono::duration<Rep, Period> d) noexcept {
-    return put_until(m, Clock::now() + std::chrono::duration_cast<Clock::duration>(d));
+    return put_until(m, detail::deadline_after(d));
   }
   // `out` must hold max_message() bytes; on ok `length` is the size.
   [[nodiscard]] QueueResult get(std::span<std::byte> out, std::size_t& length) noexcept {
@@ -427,7 +437,7 @@ class BytesQueue : public detail::QueueHandle {
   template <class Rep, class Period>
   [[nodiscard]] QueueResult get_for(std::span<std::byte> out, std::size_t& length,
                                     std::chrono::duration<Rep, Period> d) noexcept {
-    return get_until(out, length, Clock::now() + std::chrono::duration_cast<Clock::duration>(d));
+    return get_until(out, length, detail::deadline_after(d));
   }
 
  private:

@@ -427,7 +427,12 @@ class Service {
   template <class Rep, class Period>
   [[nodiscard]] std::optional<ServiceRequest<Req, Resp>> take_for(
       std::chrono::duration<Rep, Period> timeout) {
-    const auto within = std::chrono::duration_cast<Clock::duration>(timeout);
+    // Saturated: a timeout past what Clock::duration holds (hours::max())
+    // waits forever; duration_cast would overflow it into the past.
+    using Seconds = std::chrono::duration<double>;
+    const Clock::duration within = Seconds(timeout) >= Seconds(Clock::duration::max())
+                                       ? Clock::duration::max()
+                                       : std::chrono::duration_cast<Clock::duration>(timeout);
     return take_impl([&] { return core_.take_within(within); });
   }
   [[nodiscard]] ServiceRequest<Req, Resp> take() {

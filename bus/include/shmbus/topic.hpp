@@ -260,7 +260,7 @@ class Publisher {
            !std::is_convertible_v<const T&, std::string_view>) PublishResult
       publish_for(const T& value, Clock::duration timeout)
   noexcept(std::is_trivially_copyable_v<T>) {
-    const Clock::time_point deadline = Clock::now() + timeout;
+    const Clock::time_point deadline = detail::deadline_after(timeout);
     return publish_value(value, &deadline, false);
   }
   template <class T>
@@ -436,7 +436,7 @@ class Subscriber {
   requires(!std::is_same_v<T, std::vector<std::byte>>) ReceiveResult
       recv_for(T& out, Clock::duration timeout)
   noexcept(std::is_trivially_copyable_v<T>) {
-    const Clock::time_point deadline = Clock::now() + timeout;
+    const Clock::time_point deadline = detail::deadline_after(timeout);
     return recv_value(out, &deadline, false);
   }
   template <class T>

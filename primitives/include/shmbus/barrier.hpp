@@ -85,7 +85,7 @@ class Barrier {
   BarrierResult wait() noexcept { return wait_until_(nullptr); }
   template <class Rep, class Period>
   BarrierResult wait_for(std::chrono::duration<Rep, Period> d) noexcept {
-    const auto deadline = Clock::now() + d;
+    const auto deadline = detail::deadline_after(d);
     return wait_until_(&deadline);
   }
   BarrierResult wait_until(Clock::time_point deadline) noexcept { return wait_until_(&deadline); }

@@ -98,7 +98,7 @@ class Condition {
   bool wait() noexcept { return wait_until_(nullptr); }
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> d) noexcept {
-    const auto deadline = Clock::now() + d;
+    const auto deadline = detail::deadline_after(d);
     return wait_until_(&deadline);
   }
   bool wait_until(Clock::time_point deadline) noexcept { return wait_until_(&deadline); }
@@ -111,7 +111,7 @@ class Condition {
   }
   template <class Pred, class Rep, class Period>
   bool wait_for(Pred pred, std::chrono::duration<Rep, Period> d) {
-    return wait_until(pred, Clock::now() + d);
+    return wait_until(pred, detail::deadline_after(d));
   }
   template <class Pred>
   bool wait_until(Pred pred, Clock::time_point deadline) {

@@ -66,7 +66,7 @@ class Event {
   bool wait() noexcept { return wait_until_(nullptr); }
   template <class Rep, class Period>
   [[nodiscard]] bool wait_for(std::chrono::duration<Rep, Period> d) noexcept {
-    const auto deadline = Clock::now() + d;
+    const auto deadline = detail::deadline_after(d);
     return wait_until_(&deadline);
   }
   [[nodiscard]] bool wait_until(Clock::time_point deadline) noexcept {

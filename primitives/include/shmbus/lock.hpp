@@ -94,7 +94,7 @@ class Lock {
   [[nodiscard]] LockResult try_acquire() noexcept;
   template <class Rep, class Period>
   [[nodiscard]] LockResult acquire_for(std::chrono::duration<Rep, Period> d) noexcept {
-    const auto deadline = Clock::now() + d;
+    const auto deadline = detail::deadline_after(d);
     return acquire_until_(&deadline);
   }
   [[nodiscard]] LockResult acquire_until(Clock::time_point deadline) noexcept {
@@ -160,7 +160,7 @@ class RLock {
   [[nodiscard]] LockResult try_acquire() noexcept;
   template <class Rep, class Period>
   [[nodiscard]] LockResult acquire_for(std::chrono::duration<Rep, Period> d) noexcept {
-    const auto deadline = Clock::now() + d;
+    const auto deadline = detail::deadline_after(d);
     return acquire_until_(&deadline);
   }
   [[nodiscard]] LockResult acquire_until(Clock::time_point deadline) noexcept {

@@ -69,7 +69,7 @@ class Semaphore {
   [[nodiscard]] bool try_acquire() noexcept;
   template <class Rep, class Period>
   [[nodiscard]] bool acquire_for(std::chrono::duration<Rep, Period> d) noexcept {
-    const auto deadline = Clock::now() + d;
+    const auto deadline = detail::deadline_after(d);
     return acquire_until_(&deadline);
   }
   [[nodiscard]] bool acquire_until(Clock::time_point deadline) noexcept {

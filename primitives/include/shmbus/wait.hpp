@@ -44,6 +44,21 @@ namespace detail {
   if (*timeout <= Clock::duration::zero()) return start;
   return *timeout >= Clock::time_point::max() - start ? Clock::time_point::max() : start + *timeout;
 }
+
+// Now + `timeout` for every `_for` call, saturated: a timeout past what the
+// clock can hold (hours::max(), nanoseconds::max(), a huge double) waits
+// forever instead of overflowing into the past; zero, negative or NaN is
+// now. Any duration type, floating-point ones (0.5s) included.
+template <class Rep, class Period>
+[[nodiscard]] Clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
+  const Clock::time_point now = Clock::now();
+  const double t = std::chrono::duration<double>(timeout).count();
+  if (!(t > 0)) return now;
+  // A second's margin covers the rounding of the double comparison.
+  const double room = std::chrono::duration<double>(Clock::time_point::max() - now).count() - 1.0;
+  if (t >= room) return Clock::time_point::max();
+  return now + std::chrono::duration_cast<Clock::duration>(timeout);
+}
 }  // namespace detail
 
 struct WaitPolicy {

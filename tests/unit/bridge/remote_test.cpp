@@ -5,6 +5,7 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -165,6 +166,31 @@ TEST(RemoteListener, TimeoutsAreHonoured) {
   EXPECT_EQ(shmbus::test::code_of([&] { (void)sb::Client("tcp://127.0.0.1:1", co, 100ms); }),
             shmbus::Errc::timed_out);
   EXPECT_GE(shmbus::Clock::now() - t0, 100ms);
+}
+
+// A huge timeout (hours::max()) waits for the message: now + d overflowed
+// into the past, so recv_for/poll/accept_for returned at once.
+TEST(RemoteListener, AHugeTimeoutWaitsForTheMessage) {
+  Keys k;
+  sb::Listener l{"tcp://127.0.0.1:0", listener_options(k)};
+  Pair p = connect(l, client_options(k));
+  const pid_t me = static_cast<pid_t>(::gettid());
+  const auto send_when_asleep = [&](int value) {
+    return std::thread([&p, me, value] {
+      (void)shmbus::test::poll_until([&] { return shmbus::test::thread_sleeping(me); });
+      EXPECT_EQ(p.client.send(value), SendResult::ok);
+    });
+  };
+  std::thread first = send_when_asleep(5);
+  EXPECT_TRUE(p.server.poll(std::chrono::nanoseconds::max()));
+  first.join();
+  int v = 0;
+  EXPECT_EQ(p.server.recv_for(v, 1s), RecvResult::ok);
+  EXPECT_EQ(v, 5);
+  std::thread second = send_when_asleep(6);
+  EXPECT_EQ(p.server.recv_for(v, std::chrono::hours::max()), RecvResult::ok);
+  EXPECT_EQ(v, 6);
+  second.join();
 }
 
 TEST(RemoteListener, PeerCloseIsEofAfterTheData) {

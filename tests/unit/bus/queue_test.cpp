@@ -83,6 +83,22 @@ TEST(Queue, TimeoutsExpireOnEmptyAndFull) {
   EXPECT_EQ(v, 1);
 }
 
+// A `_for` with a huge timeout (hours::max()) waits for the item; now + d
+// overflowed into the past and returned timed_out at once. A floating
+// duration compiles and times out.
+TEST(Queue, GetForAHugeTimeoutWaitsForTheItem) {
+  shmbus::Queue<int> q{{.capacity = 2, .policy = {shmbus::WaitStrategy::blocking, {}}}};
+  std::thread t([&] {
+    (void)poll_until([&] { return q.stats().consumers_waiting == 1; });
+    EXPECT_EQ(q.put(7), QueueResult::ok);
+  });
+  int v = 0;
+  EXPECT_EQ(q.get_for(v, std::chrono::hours::max()), QueueResult::ok);
+  EXPECT_EQ(v, 7);
+  t.join();
+  EXPECT_EQ(q.get_for(v, std::chrono::duration<double>(0.0001)), QueueResult::timed_out);
+}
+
 // The liveness slice (which also wakes sleepers) is set to an hour in the
 // wake-up tests below, so only a notify can wake a sleeper within the
 // tests' bound; each test first waits until the waiter is counted asleep.
@@ -350,6 +366,35 @@ TEST(SimpleQueue, PutGetEmpty) {
   EXPECT_EQ(v, 5);
   q.close();
   EXPECT_EQ(q.get(v), QueueResult::closed);
+}
+
+// README: named objects are "X::create(name) / X::open(name)" for every
+// kind; SimpleQueue, JoinableQueue and BytesQueue had no open() (only a
+// constructor from a name), so the README's form did not compile.
+TEST(Queue, EveryQueueKindOpensByNameWithOpen) {
+  SegmentGuard g(unique_name("sq"));
+  g.add(unique_name("jq"));
+  g.add(unique_name("bq"));
+  auto s = shmbus::SimpleQueue<long>::create(g.name(0));
+  auto j = shmbus::JoinableQueue<long>::create(g.name(1));
+  auto b = shmbus::BytesQueue::create(g.name(2), {.max_message = 16});
+  ASSERT_EQ(shmbus::SimpleQueue<long>::open(g.name(0)).put(1), QueueResult::ok);
+  ASSERT_EQ(shmbus::JoinableQueue<long>::open(g.name(1)).put(2), QueueResult::ok);
+  const std::array<std::byte, 3> three{};
+  ASSERT_EQ(shmbus::BytesQueue::open(g.name(2)).put(three), QueueResult::ok);
+  long v = 0;
+  EXPECT_EQ(s.get(v), QueueResult::ok);
+  EXPECT_EQ(v, 1);
+  EXPECT_EQ(j.get(v), QueueResult::ok);
+  EXPECT_EQ(v, 2);
+  std::array<std::byte, 16> out{};
+  std::size_t n = 0;
+  EXPECT_EQ(b.get(out, n), QueueResult::ok);
+  EXPECT_EQ(n, 3u);
+  EXPECT_EQ(shmbus::test::code_of([&] { (void)shmbus::JoinableQueue<long>::open(g.name(0)); }),
+            shmbus::Errc::wrong_kind);
+  EXPECT_EQ(shmbus::test::code_of([&] { (void)shmbus::SimpleQueue<int>::open(g.name(0)); }),
+            shmbus::Errc::wrong_type);
 }
 
 // 4 producer threads x 4 consumer threads through a small ring: every

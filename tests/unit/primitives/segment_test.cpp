@@ -71,6 +71,24 @@ TEST(SharedMemory, UnlinkRemovesTheNameButKeepsTheMapping) {
   EXPECT_EQ(a.buf()[0], std::byte{1});
 }
 
+// shared_memory.hpp: "Unmaps now; buf() is empty afterwards". A closed
+// segment's size was 0 minus the header's: buf() was a huge span at a
+// bogus address, size() a huge number.
+TEST(SharedMemory, CloseLeavesAnEmptyBufferAndSizeZero) {
+  SegmentGuard g(unique_name("cls"));
+  auto a = SharedMemory::create(g.name(), 64);
+  a.close();
+  EXPECT_TRUE(a.buf().empty());
+  EXPECT_EQ(a.buf().data(), nullptr);
+  EXPECT_EQ(a.size(), 0u);
+  a.close();  // twice: nothing
+  SharedMemory anon{16};
+  SharedMemory moved = std::move(anon);
+  EXPECT_EQ(moved.size(), 16u);
+  EXPECT_TRUE(anon.buf().empty());  // NOLINT(bugprone-use-after-move): the moved-from state
+  EXPECT_EQ(anon.size(), 0u);       // NOLINT(bugprone-use-after-move)
+}
+
 TEST(Segment, InvalidNamesAreRejected) {
   for (std::string bad : {std::string(""), std::string("a/b"), std::string(".hidden"),
                           std::string("sp ace"), std::string(201, 'x'), std::string("é")}) {

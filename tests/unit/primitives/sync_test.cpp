@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -180,6 +181,71 @@ TEST(Event, PublishesDataWrittenBeforeSet) {
 }
 
 // ---- Condition ----
+
+// Runs `wake` from another thread once the calling thread sleeps in the
+// kernel (so the wake cannot come before the wait under test).
+std::thread wake_when_asleep(std::function<void()> wake) {
+  const pid_t waiter = static_cast<pid_t>(::gettid());
+  return std::thread([waiter, wake = std::move(wake)] {
+    (void)test::poll_until([&] { return test::thread_sleeping(waiter); }, 5s);
+    wake();
+  });
+}
+
+// Every `_for` takes any duration, as the README's "wait_for(1s)" suggests:
+// a huge one (hours::max(), as Python's timeout=None-like "forever") waits
+// instead of overflowing now + d into the past and returning at once, and
+// a floating one (0.5s, duration<double>) compiles and times out.
+TEST(Deadlines, TimedWaitsTakeHugeAndFloatingDurations) {
+  const WaitPolicy blocking{WaitStrategy::blocking, {}};
+  Event e;
+  e.set_wait_policy(blocking);
+  std::thread t1 = wake_when_asleep([&] { e.set(); });
+  EXPECT_TRUE(e.wait_for(std::chrono::hours::max()));
+  t1.join();
+  Semaphore s{0};
+  s.set_wait_policy(blocking);
+  std::thread t2 = wake_when_asleep([&] { (void)s.release(); });
+  EXPECT_TRUE(s.acquire_for(std::chrono::seconds::max()));
+  t2.join();
+  Lock l;
+  l.set_wait_policy(blocking);
+  ASSERT_EQ(l.acquire(), LockResult::acquired);
+  std::thread t3 = wake_when_asleep([&] { l.release(); });
+  EXPECT_EQ(l.acquire_for(std::chrono::nanoseconds::max()), LockResult::acquired);
+  t3.join();
+  l.release();
+  Barrier b{2};
+  std::thread t4 = wake_when_asleep([&] { (void)b.wait_for(5s); });
+  EXPECT_TRUE(b.wait_for(std::chrono::hours::max()));
+  t4.join();
+  Condition c;
+  c.set_wait_policy(blocking);
+  std::atomic<bool> ready{false};
+  std::thread t5 = wake_when_asleep([&] {
+    c.lock();
+    ready = true;
+    c.notify_all();
+    c.unlock();
+  });
+  c.lock();
+  EXPECT_TRUE(c.wait_for([&] { return ready.load(); }, std::chrono::hours::max()));
+  c.unlock();
+  t5.join();
+
+  const std::chrono::duration<double> tenth_ms(0.0001);
+  Event never;
+  EXPECT_FALSE(never.wait_for(tenth_ms));
+  EXPECT_FALSE(s.acquire_for(tenth_ms));
+  EXPECT_EQ(l.acquire_for(tenth_ms), LockResult::acquired);
+  l.release();
+  c.lock();
+  EXPECT_FALSE(c.wait_for(tenth_ms));
+  EXPECT_FALSE(c.wait_for([] { return false; }, tenth_ms));
+  c.unlock();
+  Barrier lone{2};
+  EXPECT_FALSE(lone.wait_for(tenth_ms));
+}
 
 TEST(Condition, WaitForTimesOutWithoutNotify) {
   SegmentGuard g(unique_name("cond"));

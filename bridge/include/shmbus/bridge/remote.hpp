@@ -213,7 +213,7 @@ class Connection {
   explicit Connection(std::unique_ptr<detail::Endpoint, detail::EndpointDeleter> ep) noexcept;
   template <class Rep, class Period>
   static Deadline after(std::chrono::duration<Rep, Period> t) noexcept {
-    return Clock::now() + std::chrono::duration_cast<Clock::duration>(t);
+    return shmbus::detail::deadline_after(t);  // saturated: hours::max() waits forever
   }
   template <class T>
   RecvResult decoded(RecvResult r, T& out) {
@@ -245,7 +245,7 @@ class Listener {
   [[nodiscard]] Connection accept();
   template <class Rep, class Period>
   [[nodiscard]] std::optional<Connection> accept_for(std::chrono::duration<Rep, Period> timeout) {
-    return accept_until(Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout));
+    return accept_until(shmbus::detail::deadline_after(timeout));
   }
   [[nodiscard]] std::optional<Connection> accept_until(Clock::time_point deadline);
 

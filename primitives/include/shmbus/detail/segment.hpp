@@ -182,8 +182,12 @@ class Segment {
   void set_keep(bool on) const noexcept {
     header().keep.store(on ? 1 : 0, std::memory_order_release);
   }
-  [[nodiscard]] std::size_t payload_size() const noexcept { return size_ - kHeaderSize; }
+  // 0 once closed or moved from (size_ is 0 then, not a header's worth).
+  [[nodiscard]] std::size_t payload_size() const noexcept {
+    return base_ != nullptr ? size_ - kHeaderSize : 0;
+  }
   [[nodiscard]] std::span<std::byte> payload_span() const noexcept {
+    if (base_ == nullptr) return {};
     return {payload(), payload_size()};
   }
 
