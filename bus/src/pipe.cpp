@@ -314,7 +314,17 @@ Connection::Connection(std::shared_ptr<detail::Segment> segment, const detail::P
   update_fast();
 }
 
+namespace {
+// A PipeEnd from a cast (PipeEnd(7)) is neither end.
+void check_end(std::string_view name, PipeEnd end) {
+  if (end != PipeEnd::first && end != PipeEnd::second) {
+    throw Error(Errc::invalid_argument, name, "no such pipe end (PipeEnd::first or second)");
+  }
+}
+}  // namespace
+
 Connection Connection::create(std::string_view name, PipeEnd end, const PipeOptions& options) {
+  check_end(name, end);
   register_atfork();
   const std::uint64_t me = this_process().pack();
   const bool first = end == PipeEnd::first;
@@ -330,6 +340,7 @@ Connection Connection::open(std::string_view name, PipeEnd end, const SegmentOpt
 
 Connection Connection::take_end(std::string_view name, PipeEnd end, const SegmentOptions& options,
                                 const WaitPolicy* recv_wait) {
+  check_end(name, end);
   register_atfork();
   auto seg = std::make_shared<detail::Segment>(
       detail::Segment::open(name, ObjectKind::pipe, detail::kBytesTag, options));

@@ -415,18 +415,10 @@ class Connection {
   friend struct detail::ServiceAccess;   // Service frames, [service.taken] words
   using WaitOutcome = detail::WaitOutcome;
 
-  // now + timeout, saturated: a timeout beyond what the clock can represent
-  // (hours::max(), nanoseconds::max(), ...) waits forever instead of
-  // overflowing; zero, negative or NaN means now.
+  // now + timeout, saturated (detail::deadline_after in wait.hpp).
   template <class Rep, class Period>
   static Deadline deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
-    const Deadline now = Clock::now();
-    const double t = std::chrono::duration<double>(timeout).count();
-    if (!(t > 0)) return now;
-    // A second's margin covers the rounding of the double comparison.
-    const double room = std::chrono::duration<double>(Deadline::max() - now).count() - 1.0;
-    if (t >= room) return Deadline::max();
-    return now + std::chrono::duration_cast<Clock::duration>(timeout);
+    return detail::deadline_after(timeout);
   }
   void throw_unless_ok(RecvResult r, const char* what) const;
   [[noreturn]] void throw_decode_error(std::string_view type) const;

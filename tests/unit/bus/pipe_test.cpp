@@ -347,6 +347,19 @@ TEST(Pipe, OpeningAnotherKindOrMissingNameFails) {
   EXPECT_EQ(code_of([&] { (void)Pipe(unique_name("bad"), bad); }), Errc::invalid_argument);
 }
 
+TEST(Pipe, AnEndThatIsNeitherFirstNorSecondIsAnInvalidArgument) {
+  SegmentGuard g(unique_name("pipe-end"));
+  const auto neither = static_cast<PipeEnd>(7);
+  EXPECT_EQ(code_of([&] { (void)Connection::create(g.name(), neither); }), Errc::invalid_argument);
+  auto made = Connection::create(g.name(), PipeEnd::first);
+  EXPECT_EQ(code_of([&] { (void)Connection::open(g.name(), neither); }), Errc::invalid_argument);
+  auto other = Connection::open(g.name(), PipeEnd::second);  // the real end is still free
+  EXPECT_EQ(made.send(5), SendResult::ok);
+  int x = 0;
+  EXPECT_EQ(other.recv(x), RecvResult::ok);
+  EXPECT_EQ(x, 5);
+}
+
 TEST(Pipe, CorruptedHeaderFailsTheChannelWithAnError) {
   SegmentGuard g(unique_name("pipe-corrupt"));
   auto [a, b] = Pipe(g.name());
