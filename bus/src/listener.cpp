@@ -35,7 +35,8 @@ struct ListenerAccess {
   static void remove_name_at_close(Connection& c) noexcept { c.remove_name_at_close_ = true; }
   // Whether the other end was ever taken (the server accepted).
   static bool peer_taken(const Connection& c) noexcept {
-    // [pipe.owner] acquire: pairs with the CAS of the server's open().
+    // [pipe.owner] acquire: pairs with the CAS of the server's take_end(),
+    // which also publishes its [pipe.recv_wait].
     return c.control_->ends[1 - c.end_].owner.load(std::memory_order_acquire) != 0;
   }
   // accept(): the server's end, waiting for data by `wait` when set.
@@ -119,10 +120,11 @@ bool listening(const SegmentInfo& info, bool but_me) {
 const ListenerOptions& check_wait(std::string_view name, const ListenerOptions& options) {
   if (options.wait &&
       (static_cast<unsigned>(options.wait->strategy) > 2 || options.wait->spin.count() < 0)) {
-    throw Error(Errc::invalid_argument, std::string(name),
-                "ListenerOptions::wait: strategy " +
-                    std::to_string(static_cast<unsigned>(options.wait->strategy)) + ", spin " +
-                    std::to_string(options.wait->spin.count()) + " ns");
+    throw Error(
+        Errc::invalid_argument, std::string(name),
+        "the server's wait policy (ServiceOptions::wait or ListenerOptions::wait): strategy " +
+            std::to_string(static_cast<unsigned>(options.wait->strategy)) + ", spin " +
+            std::to_string(options.wait->spin.count()) + " ns");
   }
   return options;
 }

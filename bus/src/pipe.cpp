@@ -318,7 +318,8 @@ namespace {
 // A PipeEnd from a cast (PipeEnd(7)) is neither end.
 void check_end(std::string_view name, PipeEnd end) {
   if (end != PipeEnd::first && end != PipeEnd::second) {
-    throw Error(Errc::invalid_argument, std::string(name), "no such pipe end (PipeEnd::first or second)");
+    throw Error(Errc::invalid_argument, std::string(name),
+                "no such pipe end (PipeEnd::first or second)");
   }
 }
 }  // namespace

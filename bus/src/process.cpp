@@ -414,7 +414,9 @@ void Process::join() {
   reap(true);
 }
 
-bool Process::join_for(Clock::duration timeout) { return join_until(detail::deadline_after(timeout)); }
+bool Process::join_for(Clock::duration timeout) {
+  return join_until(detail::deadline_after(timeout));
+}
 
 bool Process::join_until(Clock::time_point deadline) {
   if (!started_) throw Error(Errc::invalid_argument, name_, "join() before start()");

@@ -19,6 +19,11 @@ constexpr int kFramesPerTurn = 64;
 // in the pipe: recv does not wait then), so that get_for(0) finds a response
 // behind others'.
 constexpr int kFramesPastDeadline = 256;
+// The longest respond_timeout taken as given: now + it (a nanosecond
+// deadline) cannot overflow; a longer one (milliseconds::max()) is as good
+// as forever.
+constexpr auto kLongestWait =
+    std::chrono::duration_cast<std::chrono::milliseconds>(Clock::duration::max() / 4);
 
 void put_frame(std::vector<std::byte>& frame, std::uint64_t id, FrameKind kind,
                std::span<const std::byte> value) {
@@ -98,7 +103,8 @@ ListenerOptions listener_options(const ServiceOptions& o) {
 }  // namespace
 
 ServiceServer::ServiceServer(std::string_view name, const ServiceOptions& options)
-    : listener_(name, listener_options(options)), respond_timeout_(options.respond_timeout) {}
+    : listener_(name, listener_options(options)),
+      respond_timeout_(std::min(options.respond_timeout, kLongestWait)) {}
 ServiceServer::ServiceServer(ServiceServer&&) noexcept = default;
 ServiceServer& ServiceServer::operator=(ServiceServer&&) noexcept = default;
 ServiceServer::~ServiceServer() = default;

@@ -211,7 +211,7 @@ constexpr std::size_t kMaxSleepWords = kMaxFutexWaiters - 1;
 // kHintStreak - 1 calls in a row; the spin looks at it every step and at
 // the next kSpinChunk objects every kChunkEvery-th step (a step that reads
 // five objects' words is slower to see the reply than one that reads the
-// hinted one's: measured in README, Benchmarks).
+// hinted one's: measured in docs/performance.md).
 constexpr std::size_t kHintMin = 16;
 constexpr unsigned kHintStreak = 16;
 constexpr std::size_t kSpinChunk = 4;

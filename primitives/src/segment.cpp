@@ -21,6 +21,7 @@
 #include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/tracked.hpp"
 #include "shmbus/error.hpp"
+#include "shmbus/wait.hpp"
 
 namespace bip = boost::interprocess;
 
@@ -351,7 +352,7 @@ Segment Segment::open(std::string_view name, ObjectKind kind, TypeTag type,
   validate_name(name);
   const std::string os = os_name(name);
   const std::string object(name);
-  const auto deadline = std::chrono::steady_clock::now() + options.open_timeout;
+  const auto deadline = detail::deadline_after(options.open_timeout);  // saturated
   auto pause = std::chrono::microseconds(50);
 
   for (;;) {

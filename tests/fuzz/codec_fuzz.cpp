@@ -145,8 +145,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       check<std::vector<Nested>>(msg);
       break;
     case 12:
-      check<std::tuple<std::array<char, 4>, std::array<unsigned char, 3>,
-                       std::array<std::byte, 2>, std::array<std::uint8_t, 4>>,
+      check<std::tuple<std::array<char, 4>, std::array<unsigned char, 3>, std::array<std::byte, 2>,
+                       std::array<std::uint8_t, 4>>,
             false>(msg);
       break;
     default:

@@ -493,7 +493,10 @@ TEST(Listener, AcceptedEndsWaitByTheListenersPolicyAndTheClientsSendsWakeThem) {
     ASSERT_EQ(c->recv_for(v, 30s), RecvResult::ok) << i;
     EXPECT_EQ(v, i);
   }
-  EXPECT_EQ(detail::pipe_missed_wakeups(), missed) << "a send did not wake the sleeping receiver";
+  // One send landing just as a 10 ms slice ends counts too; sends that do
+  // not wake the receiver miss all five.
+  EXPECT_LE(detail::pipe_missed_wakeups() - missed, 1u)
+      << "sends did not wake the sleeping receiver";
   EXPECT_EQ(test::wait_child(kid).code, 0);
 }
 

@@ -46,6 +46,7 @@
 // that receives that message.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstddef>
@@ -400,7 +401,10 @@ class Connection {
   [[nodiscard]] std::size_t max_frame_payload() const noexcept;
   [[nodiscard]] std::uint64_t max_message() const noexcept { return max_message_; }
   // See PipeOptions::coalesce.
-  void set_coalesce(std::chrono::nanoseconds delay) noexcept { coalesce_ = delay; }
+  void set_coalesce(std::chrono::nanoseconds delay) noexcept {
+    coalesce_ =
+        std::min(delay, std::chrono::nanoseconds(Clock::duration::max() / 4));  // no overflow
+  }
 
   // Internal: used by Pipe() and create()/open(). `config` is this
   // process's validated copy of the segment's config (never re-read).
@@ -449,8 +453,8 @@ class Connection {
   // when they outgrow the room (the encoder asks for room per value at its
   // longest: a value that only just fits may go this way too), they go to
   // this thread's encode buffer and `slow(message)` sends them (waiting,
-  // fragmenting or failing as it does). A container of more than 2^32-1 elements gives too_large; may
-  // throw std::bad_alloc.
+  // fragmenting or failing as it does). A container of more than 2^32-1 elements gives too_large;
+  // may throw std::bad_alloc.
   template <class T, class Slow>
   SendResult send_encoded(std::span<const std::byte> prefix, const T& value, Slow&& slow) {
     std::size_t room = 0;

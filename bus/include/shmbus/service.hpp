@@ -62,6 +62,7 @@
 // may only be destroyed); so is a ServiceClient with its PendingCalls.
 #pragma once
 
+#include <algorithm>
 #include <boost/container/flat_map.hpp>
 #include <chrono>
 #include <cstddef>
@@ -427,12 +428,12 @@ class Service {
   template <class Rep, class Period>
   [[nodiscard]] std::optional<ServiceRequest<Req, Resp>> take_for(
       std::chrono::duration<Rep, Period> timeout) {
-    // Saturated: a timeout past what Clock::duration holds (hours::max())
-    // waits forever; duration_cast would overflow it into the past.
-    using Seconds = std::chrono::duration<double>;
-    const Clock::duration within = Seconds(timeout) >= Seconds(Clock::duration::max())
+    // Saturated (detail::deadline_after): hours::max() waits forever;
+    // zero, negative or NaN looks once.
+    const Clock::time_point until = detail::deadline_after(timeout);
+    const Clock::duration within = until == Clock::time_point::max()
                                        ? Clock::duration::max()
-                                       : std::chrono::duration_cast<Clock::duration>(timeout);
+                                       : std::max(Clock::duration::zero(), until - Clock::now());
     return take_impl([&] { return core_.take_within(within); });
   }
   [[nodiscard]] ServiceRequest<Req, Resp> take() {

@@ -50,7 +50,8 @@ namespace detail {
 // forever instead of overflowing into the past; zero, negative or NaN is
 // now. Any duration type, floating-point ones (0.5s) included.
 template <class Rep, class Period>
-[[nodiscard]] Clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
+[[nodiscard]] Clock::time_point deadline_after(
+    std::chrono::duration<Rep, Period> timeout) noexcept {
   const Clock::time_point now = Clock::now();
   const double t = std::chrono::duration<double>(timeout).count();
   if (!(t > 0)) return now;

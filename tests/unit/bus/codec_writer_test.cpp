@@ -15,6 +15,7 @@
 #include <limits>
 #include <list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -54,10 +55,10 @@ struct Wide {
   std::chrono::milliseconds ms{};
   std::chrono::duration<double> secs{};
   Side side = Side::buy;
-  std::variant<int, std::string> v;                // packer's (variant adaptor)
-  std::vector<char> bytes;                         // packer's (bin)
-  std::vector<bool> flags;                         // packer's (array of bool)
-  std::chrono::system_clock::time_point when{};    // packer's (timestamp)
+  std::variant<int, std::string> v;              // packer's (variant adaptor)
+  std::vector<char> bytes;                       // packer's (bin)
+  std::vector<bool> flags;                       // packer's (array of bool)
+  std::chrono::system_clock::time_point when{};  // packer's (timestamp)
   MSGPACK_DEFINE(f, l, d, s, m, raw, pc, t, ms, secs, side, v, bytes, flags, when)
 };
 
@@ -104,17 +105,48 @@ std::string hex(const std::vector<std::byte>& b) {
   return s;
 }
 
-#define EXPECT_SAME_BYTES(v)                                          \
-  EXPECT_EQ(hex(writer_bytes(v)), hex(packer_bytes(v))) << #v;
+#define EXPECT_SAME_BYTES(v) EXPECT_EQ(hex(writer_bytes(v)), hex(packer_bytes(v))) << #v;
 
-const std::vector<double> kDoubles = {
-    0.0, -0.0, 1.0, -1.0, 127.0, 128.0, 255.0, 256.0, 65535.0, 65536.0, -32.0, -33.0, -128.0,
-    -129.0, -32768.0, -32769.0, 4294967295.0, 4294967296.0, -2147483648.0, -2147483649.0,
-    0x1p53, 0x1p62, 0x1p63, 0x1.fffffffffffffp63, -0x1p63, -0x1.0000000000001p63, 0.5, -0.5,
-    1.0842, -1e300, 1e300, 2147483647.5, -2147483648.5, std::numeric_limits<double>::quiet_NaN(),
-    -std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
-    -std::numeric_limits<double>::infinity(), std::numeric_limits<double>::denorm_min(),
-    std::numeric_limits<double>::min(), 1e-300};
+const std::vector<double> kDoubles = {0.0,
+                                      -0.0,
+                                      1.0,
+                                      -1.0,
+                                      127.0,
+                                      128.0,
+                                      255.0,
+                                      256.0,
+                                      65535.0,
+                                      65536.0,
+                                      -32.0,
+                                      -33.0,
+                                      -128.0,
+                                      -129.0,
+                                      -32768.0,
+                                      -32769.0,
+                                      4294967295.0,
+                                      4294967296.0,
+                                      -2147483648.0,
+                                      -2147483649.0,
+                                      0x1p53,
+                                      0x1p62,
+                                      0x1p63,
+                                      0x1.fffffffffffffp63,
+                                      -0x1p63,
+                                      -0x1.0000000000001p63,
+                                      0.5,
+                                      -0.5,
+                                      1.0842,
+                                      -1e300,
+                                      1e300,
+                                      2147483647.5,
+                                      -2147483648.5,
+                                      std::numeric_limits<double>::quiet_NaN(),
+                                      -std::numeric_limits<double>::quiet_NaN(),
+                                      std::numeric_limits<double>::infinity(),
+                                      -std::numeric_limits<double>::infinity(),
+                                      std::numeric_limits<double>::denorm_min(),
+                                      std::numeric_limits<double>::min(),
+                                      1e-300};
 
 TEST(CodecWriter, NumbersAreMsgpackCxxsBytes) {
   for (double d : kDoubles) {
@@ -126,10 +158,28 @@ TEST(CodecWriter, NumbersAreMsgpackCxxsBytes) {
       EXPECT_SAME_BYTES(f);
     }
   }
-  for (std::int64_t i : std::initializer_list<std::int64_t>{0LL, 1LL, 127LL, 128LL, 255LL, 256LL, 65535LL, 65536LL, 4294967295LL,
-                         4294967296LL, -1LL, -32LL, -33LL, -128LL, -129LL, -32768LL, -32769LL,
-                         -2147483648LL, -2147483649LL, std::numeric_limits<std::int64_t>::min(),
-                         std::numeric_limits<std::int64_t>::max()}) {
+  for (std::int64_t i :
+       std::initializer_list<std::int64_t>{0LL,
+                                           1LL,
+                                           127LL,
+                                           128LL,
+                                           255LL,
+                                           256LL,
+                                           65535LL,
+                                           65536LL,
+                                           4294967295LL,
+                                           4294967296LL,
+                                           -1LL,
+                                           -32LL,
+                                           -33LL,
+                                           -128LL,
+                                           -129LL,
+                                           -32768LL,
+                                           -32769LL,
+                                           -2147483648LL,
+                                           -2147483649LL,
+                                           std::numeric_limits<std::int64_t>::min(),
+                                           std::numeric_limits<std::int64_t>::max()}) {
     EXPECT_SAME_BYTES(i);
     EXPECT_SAME_BYTES(static_cast<std::uint64_t>(i));
     EXPECT_SAME_BYTES(static_cast<int>(i));
@@ -171,7 +221,8 @@ TEST(CodecWriter, VectorsOfDoublesInEveryMixAreMsgpackCxxsBytes) {
   EXPECT_SAME_BYTES(all);
   for (std::size_t n : {0u, 1u, 2u, 3u, 15u, 16u, 63u, 64u, 65u, 129u, 70000u}) {
     std::vector<double> v(n);
-    for (std::size_t i = 0; i < n; ++i) v[i] = i % 3 == 0 ? static_cast<double>(i) : static_cast<double>(i) * 0.25;
+    for (std::size_t i = 0; i < n; ++i)
+      v[i] = i % 3 == 0 ? static_cast<double>(i) : static_cast<double>(i) * 0.25;
     EXPECT_SAME_BYTES(v);
     std::array<double, 5> a{1, 2.5, -3, 1e20, 7};
     EXPECT_SAME_BYTES(a);
@@ -227,7 +278,8 @@ TEST(CodecWriter, StructsAreMsgpackCxxsBytes) {
   w.v = std::string("variant");
   w.bytes = {'a', 'b'};
   w.flags = {true, false, true};
-  w.when = std::chrono::system_clock::time_point(std::chrono::nanoseconds(1'700'000'000'123'456'789));
+  w.when =
+      std::chrono::system_clock::time_point(std::chrono::nanoseconds(1'700'000'000'123'456'789));
   EXPECT_SAME_BYTES(w);
   EXPECT_SAME_BYTES(std::vector<Wide>(2, w));
   EXPECT_SAME_BYTES((Mapped{"n", {1, -2, 300}}));
@@ -235,24 +287,37 @@ TEST(CodecWriter, StructsAreMsgpackCxxsBytes) {
 }
 
 // Into a ring's room: a value that outgrows the room continues in the
-// thread's buffer, whatever the room's size; the bytes are the same.
+// thread's buffer, whatever the room's size; the bytes are the same. Each
+// room is its own allocation of exactly its size, so a write past it is a
+// heap overflow ASan reports; the vector of 150 numbers spills at each of
+// its 64-number batches' edges.
+template <class T>
+void expect_same_bytes_in_every_room(const T& value) {
+  const std::vector<std::byte> want = packer_bytes(value);
+  for (std::size_t n = 0; n <= want.size() + 64; ++n) {
+    const auto room = std::make_unique<std::byte[]>(n);
+    shmbus::detail::SpillWriter sw(std::span<std::byte>(room.get(), n));
+    shmbus::detail::write_value(sw, value);
+    const std::span<const std::byte> got = sw.bytes();
+    EXPECT_EQ(hex({got.begin(), got.end()}), hex(want)) << "room " << n;
+    if (!sw.spilled()) {
+      EXPECT_EQ(got.data(), room.get()) << "room " << n;
+      EXPECT_GE(n, want.size());
+    }
+  }
+}
+
 TEST(CodecWriter, AValueOutgrowingItsRoomAtAnyPointIsTheSameBytes) {
   Wide w;
   w.l = {1, 2, 3};
   w.m["key"] = {Quote{"EURUSD", {1.25, 2, 3}, 42}};
   w.v = 5;
-  const std::vector<std::byte> want = packer_bytes(w);
-  std::vector<std::byte> room(want.size() + 64);
-  for (std::size_t n = 0; n <= room.size(); ++n) {
-    shmbus::detail::SpillWriter sw(std::span<std::byte>(room.data(), n));
-    shmbus::detail::write_value(sw, w);
-    const std::span<const std::byte> got = sw.bytes();
-    EXPECT_EQ(hex({got.begin(), got.end()}), hex(want)) << "room " << n;
-    if (!sw.spilled()) {
-      EXPECT_EQ(got.data(), room.data()) << "room " << n;
-      EXPECT_GE(n, want.size());
-    }
-  }
+  expect_same_bytes_in_every_room(w);
+  std::vector<double> numbers(150);
+  for (std::size_t i = 0; i < numbers.size(); ++i)
+    numbers[i] = i % 3 == 0 ? static_cast<double>(i) : static_cast<double>(i) + 0.5;
+  expect_same_bytes_in_every_room(numbers);
+  expect_same_bytes_in_every_room(std::vector<std::int64_t>(150, -70000));
 }
 
 // msgpack-cxx's unpacker reads the writer's bytes back to the same value.

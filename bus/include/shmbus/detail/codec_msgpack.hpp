@@ -72,8 +72,8 @@ inline constexpr bool kRawNested =
 // bytes: one load or store and a byte swap.
 template <class U>
 constexpr U to_big_endian(U v) noexcept {
-  static_assert(std::is_unsigned_v<U> && (sizeof(U) == 1 || sizeof(U) == 2 || sizeof(U) == 4 ||
-                                          sizeof(U) == 8));
+  static_assert(std::is_unsigned_v<U> &&
+                (sizeof(U) == 1 || sizeof(U) == 2 || sizeof(U) == 4 || sizeof(U) == 8));
   if constexpr (std::endian::native == std::endian::big || sizeof(U) == 1) {
     return v;
   } else if constexpr (sizeof(U) == 2) {

@@ -36,7 +36,7 @@
 
 #include "shmbus/detail/codec_msgpack.hpp"
 
-#if defined(__SSE2__)
+#if defined(__SSE2__) && defined(__x86_64__)
 #include <emmintrin.h>
 #endif
 
@@ -479,7 +479,7 @@ class MsgpackReader {
       if (p == end) truncated();
       const unsigned char b = *p;
       if (b <= 0x7f) [[likely]] {
-#if defined(__SSE2__)
+#if defined(__SSE2__) && defined(__x86_64__)
         if constexpr (std::is_same_v<E, double>) {
           // Eight fixints in a row (one load, one test) become eight
           // doubles with four conversions.
@@ -507,13 +507,15 @@ class MsgpackReader {
       }
       if constexpr (std::is_same_v<E, double>) {
         if (b == 0xcb && end - p >= 9) [[likely]] {
-          out[i] = std::bit_cast<double>(load_be<std::uint64_t>(reinterpret_cast<const char*>(p + 1)));
+          out[i] =
+              std::bit_cast<double>(load_be<std::uint64_t>(reinterpret_cast<const char*>(p + 1)));
           p += 9;
           continue;
         }
       } else if constexpr (std::is_same_v<E, float>) {
         if (b == 0xca && end - p >= 5) [[likely]] {
-          out[i] = std::bit_cast<float>(load_be<std::uint32_t>(reinterpret_cast<const char*>(p + 1)));
+          out[i] =
+              std::bit_cast<float>(load_be<std::uint32_t>(reinterpret_cast<const char*>(p + 1)));
           p += 5;
           continue;
         }

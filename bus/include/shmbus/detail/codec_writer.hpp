@@ -45,7 +45,19 @@
 
 #include "shmbus/detail/codec_msgpack.hpp"
 
-#if defined(__SSE2__)
+// The whole-number rule for floats above is msgpack-cxx's from 4.1.2 (its
+// PR 1018) until 7.0.0 (reverted there): the bytes match only those.
+static_assert(MSGPACK_VERSION_MAJOR > 4 ||
+                  (MSGPACK_VERSION_MAJOR == 4 &&
+                   (MSGPACK_VERSION_MINOR > 1 ||
+                    (MSGPACK_VERSION_MINOR == 1 && MSGPACK_VERSION_REVISION >= 2))),
+              "shmbus's codec writes msgpack-cxx 4.1.2-6.x's bytes: needs msgpack-cxx >= 4.1.2");
+static_assert(
+    MSGPACK_VERSION_MAJOR < 7,
+    "msgpack-cxx 7 writes whole floats as floats: shmbus's codec writes 4.1.2-6.x's bytes");
+
+#if defined(__SSE2__) && defined(__x86_64__)
+#define SHMBUS_CODEC_SSE2 1
 #include <emmintrin.h>
 #endif
 
@@ -147,8 +159,9 @@ inline char* put_int(char* q, std::int64_t s) noexcept {
 // A float or double: a whole value in [-2^63, 2^64) as that integer (what
 // msgpack-cxx's pack_float/pack_double test: -0.0 is 0), any other (NaN,
 // infinities, fractions, beyond) as float32 / float64. msgpack-cxx's own
-// test converts 2^64 to uint64_t (undefined; on x86-64 it reads as not
-// whole, so float64, which is what this writes).
+// test converts 2^64 to uint64_t (undefined; an x86-64 build without AVX-512
+// reads it as not whole, so float64, which is what this writes; with
+// AVX-512's vcvttsd2usi msgpack-cxx writes an integer instead).
 template <class F>
 inline char* put_float_rest(char* q, F f) noexcept {
   const double d = f;
@@ -162,7 +175,7 @@ inline char* put_float_rest(char* q, F f) noexcept {
 template <class F>
 inline char* put_float(char* q, F f) noexcept {
   const double d = f;  // exact: every float is a double
-#if defined(__SSE2__)
+#if defined(SHMBUS_CODEC_SSE2)
   // cvttsd2si: the truncated value, or INT64_MIN for NaN and anything
   // outside [-2^63, 2^63) (defined, unlike the C++ conversion), which
   // reads back equal only for -2^63 itself, a whole value.
@@ -187,7 +200,7 @@ inline char* put_float(char* q, F f) noexcept {
 // test; any other pair one value at a time.
 inline char* put_doubles(char* q, const double* d, std::size_t n) noexcept {
   std::size_t i = 0;
-#if defined(__SSE2__)
+#if defined(SHMBUS_CODEC_SSE2)
   for (; i + 2 <= n; i += 2) {
     const __m128d x = _mm_loadu_pd(d + i);
     // Truncated to int32, or INT32_MIN for NaN and beyond +-2^31.
@@ -249,13 +262,15 @@ inline std::uint32_t count(std::size_t n) {
 
 template <class T>
 inline constexpr bool is_charlike =
-    std::is_same_v<T, char> || std::is_same_v<T, signed char> ||
-    std::is_same_v<T, unsigned char> || std::is_same_v<T, std::byte>;
+    std::is_same_v<T, char> || std::is_same_v<T, signed char> || std::is_same_v<T, unsigned char> ||
+    std::is_same_v<T, std::byte>;
 // Integer types with a msgpack-cxx adaptor (char8_t and the like have none).
 template <class T>
-inline constexpr bool is_packed_integer =
-    std::is_integral_v<T> && !std::is_same_v<T, bool> && !std::is_same_v<T, char8_t> &&
-    !std::is_same_v<T, char16_t> && !std::is_same_v<T, char32_t>;
+inline constexpr bool is_packed_integer = std::is_integral_v<T> &&
+                                          sizeof(T) <= 8 /* no __int128 */ &&
+                                          !std::is_same_v<T, bool> && !std::is_same_v<T, char8_t> &&
+                                          !std::is_same_v<T, char16_t> &&
+                                          !std::is_same_v<T, char32_t>;
 
 template <class T>
 struct is_duration_of_number : std::false_type {};
