@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -190,6 +192,30 @@ std::thread wake_when_asleep(std::function<void()> wake) {
     (void)test::poll_until([&] { return test::thread_sleeping(waiter); }, 5s);
     wake();
   });
+}
+
+// detail::deadline_after, behind every `_for`: saturated at the clock's
+// end for anything it cannot hold (unsigned and floating durations too),
+// now for zero, negative, -inf and NaN, and exactly now + d otherwise.
+TEST(Deadlines, DeadlineAfterSaturatesAndTakesZeroNegativeAndNanAsNow) {
+  using Seconds = std::chrono::duration<double>;
+  const double inf = std::numeric_limits<double>::infinity();
+  const auto end = Clock::time_point::max();
+  EXPECT_EQ(detail::deadline_after(std::chrono::hours::max()), end);
+  EXPECT_EQ(detail::deadline_after(std::chrono::nanoseconds::max()), end);
+  EXPECT_EQ(detail::deadline_after(std::chrono::duration<unsigned long long>::max()), end);
+  EXPECT_EQ(detail::deadline_after(Seconds(inf)), end);
+  EXPECT_EQ(detail::deadline_after(Seconds(1e300)), end);
+  for (const double now_like : {0.0, -1.0, -1e300, -inf, std::nan("")}) {
+    const auto before = Clock::now();
+    const auto d = detail::deadline_after(Seconds(now_like));
+    EXPECT_GE(d, before) << now_like;
+    EXPECT_LE(d, Clock::now()) << now_like;
+  }
+  const auto before = Clock::now();
+  const auto d = detail::deadline_after(std::chrono::milliseconds(1500));
+  EXPECT_GE(d - before, 1500ms);
+  EXPECT_LE(d - Clock::now(), 1500ms);
 }
 
 // Every `_for` takes any duration, as the README's "wait_for(1s)" suggests:
