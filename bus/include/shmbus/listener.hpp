@@ -73,7 +73,8 @@ struct ListenerOptions {
   // an idle server's core spinning. The client's sends then wake the server
   // (an atomic exchange per message for blocking, a fence-free check for
   // adaptive); its own waits for replies keep its strategy. Unset: the
-  // server waits as each client's pipe does.
+  // server waits as each client's pipe does. A wait() over several ends
+  // follows the strategy only (an adaptive set spins wait()'s own 50 us).
   std::optional<WaitPolicy> wait{};
 };
 

@@ -93,6 +93,9 @@ struct ServiceOptions {
   // adaptive), and the client still spins for its responses. Unset (the
   // default): the server waits as its clients' pipes do, so one busy-poll
   // client keeps it spinning until its deadline. Overrides listener.wait.
+  // The server takes requests through one wait() over its clients, which
+  // follows the strategy only: an adaptive server spins wait()'s own 50 us
+  // before it sleeps, whatever `spin` says.
   std::optional<WaitPolicy> wait{};
   // How long respond() waits for room in a client's pipe, and a take for
   // the rest of a request that arrives in fragments, before it drops the
