@@ -71,6 +71,22 @@ bool tree_decode(std::span<const std::byte> msg, T& out) {
   }
 }
 
+// Two encodings of what should be one value are the same when their bytes
+// are, or when msgpack-cxx's object tree makes them the same: the tree
+// holds a float32 as a double, so it quiets a signalling NaN that the
+// direct decoder keeps bit for bit (both are that NaN).
+bool same_value(const std::vector<std::byte>& a, const std::vector<std::byte>& b) {
+  if (a == b) return true;
+  const auto through_tree = [](const std::vector<std::byte>& e) {
+    const msgpack::object_handle h =
+        msgpack::unpack(reinterpret_cast<const char*>(e.data()), e.size());
+    msgpack::sbuffer packed;
+    msgpack::pack(packed, h.get());
+    return std::string(packed.data(), packed.size());
+  };
+  return through_tree(a) == through_tree(b);
+}
+
 // CompareTree false: T holds a std::array of char / unsigned char, whose
 // msgpack-cxx convert reads N bytes from a shorter str (past the message:
 // the direct decoder reads those itself; the tree cannot be the reference).
@@ -80,7 +96,8 @@ void check(std::span<const std::byte> msg) {
   const bool direct = shmbus::detail::decode_message(msg, v);
   if constexpr (CompareTree && shmbus::wire_format_v<T> == shmbus::WireFormat::msgpack) {
     T t{};
-    if (tree_decode(msg, t) && (!direct || shmbus::encode(v) != shmbus::encode(t))) std::abort();
+    if (tree_decode(msg, t) && (!direct || !same_value(shmbus::encode(v), shmbus::encode(t))))
+      std::abort();
   }
   if (!direct) return;
   if constexpr (shmbus::wire_format_v<T> == shmbus::WireFormat::msgpack) {
