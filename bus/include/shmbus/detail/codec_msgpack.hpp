@@ -10,13 +10,20 @@
 #include <complex>
 #include <cstddef>
 #include <cstring>
+#include <deque>
 #include <limits>
+#include <list>
+#include <map>
 #include <msgpack.hpp>
 #include <optional>
+#include <set>
 #include <tuple>
 #include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <variant>
+#include <vector>
 
 #include "shmbus/detail/type_tag.hpp"
 
@@ -51,6 +58,51 @@ template <class T>
 struct is_time_point : std::false_type {};
 template <class C, class D>
 struct is_time_point<std::chrono::time_point<C, D>> : std::true_type {};
+
+// The standard containers the direct encoder (codec_writer.hpp) and
+// decoder (codec_reader.hpp) handle themselves, as msgpack-cxx's adaptors
+// encode them. Element types whose containers msgpack-cxx writes as
+// str/bin rather than as an array of numbers:
+template <class T>
+inline constexpr bool is_charlike =
+    std::is_same_v<T, char> || std::is_same_v<T, signed char> || std::is_same_v<T, unsigned char> ||
+    std::is_same_v<T, std::byte>;
+// vector (not of bytes, not of bool), deque and list: an array.
+template <class T>
+struct is_sequence : std::false_type {};
+template <class E, class A>
+struct is_sequence<std::vector<E, A>>
+    : std::bool_constant<!is_charlike<E> && !std::is_same_v<E, bool>> {};
+template <class E, class A>
+struct is_sequence<std::deque<E, A>> : std::true_type {};
+template <class E, class A>
+struct is_sequence<std::list<E, A>> : std::true_type {};
+// std::array of other than bytes: an array.
+template <class T>
+struct is_direct_array : std::false_type {};
+template <class E, std::size_t N>
+struct is_direct_array<std::array<E, N>> : std::bool_constant<!is_charlike<E>> {};
+// std::array of char, unsigned char or std::byte: bin (or str) in
+// msgpack-cxx (signed char's is an array of integers).
+template <class T>
+struct is_byte_array : std::false_type {};
+template <class E, std::size_t N>
+struct is_byte_array<std::array<E, N>>
+    : std::bool_constant<is_charlike<E> && !std::is_same_v<E, signed char>> {};
+// set and unordered_set: an array of the keys.
+template <class T>
+struct is_set : std::false_type {};
+template <class K, class C, class A>
+struct is_set<std::set<K, C, A>> : std::true_type {};
+template <class K, class H, class E, class A>
+struct is_set<std::unordered_set<K, H, E, A>> : std::true_type {};
+// map and unordered_map: a map.
+template <class T>
+struct is_map : std::false_type {};
+template <class K, class V, class C, class A>
+struct is_map<std::map<K, V, C, A>> : std::true_type {};
+template <class K, class V, class H, class E, class A>
+struct is_map<std::unordered_map<K, V, H, E, A>> : std::true_type {};
 
 // Standard templates msgpack-cxx (or codec_msgpack.hpp) encodes field by
 // field even when they are trivially copyable.

@@ -248,43 +248,6 @@ class MsgpackReader {
     Nest& operator=(const Nest&) = delete;
   };
 
-  template <class T>
-  static constexpr bool is_charlike =
-      std::is_same_v<T, char> || std::is_same_v<T, signed char> ||
-      std::is_same_v<T, unsigned char> || std::is_same_v<T, std::byte>;
-  template <class T>
-  struct is_sequence : std::false_type {};
-  template <class E, class A>
-  struct is_sequence<std::vector<E, A>>
-      : std::bool_constant<!is_charlike<E> && !std::is_same_v<E, bool>> {};
-  template <class E, class A>
-  struct is_sequence<std::deque<E, A>> : std::true_type {};
-  template <class E, class A>
-  struct is_sequence<std::list<E, A>> : std::true_type {};
-  template <class T>
-  struct is_direct_array : std::false_type {};
-  template <class E, std::size_t N>
-  struct is_direct_array<std::array<E, N>> : std::bool_constant<!is_charlike<E>> {};
-  // std::array of char, unsigned char or std::byte: bin (or str) in
-  // msgpack-cxx (signed char's is an array of integers).
-  template <class T>
-  struct is_byte_array : std::false_type {};
-  template <class E, std::size_t N>
-  struct is_byte_array<std::array<E, N>>
-      : std::bool_constant<is_charlike<E> && !std::is_same_v<E, signed char>> {};
-  template <class T>
-  struct is_set : std::false_type {};
-  template <class K, class C, class A>
-  struct is_set<std::set<K, C, A>> : std::true_type {};
-  template <class K, class H, class E, class A>
-  struct is_set<std::unordered_set<K, H, E, A>> : std::true_type {};
-  template <class T>
-  struct is_map : std::false_type {};
-  template <class K, class V, class C, class A>
-  struct is_map<std::map<K, V, C, A>> : std::true_type {};
-  template <class K, class V, class H, class E, class A>
-  struct is_map<std::unordered_map<K, V, H, E, A>> : std::true_type {};
-
   [[noreturn]] static void truncated() {
     throw msgpack::insufficient_bytes("truncated msgpack value");
   }

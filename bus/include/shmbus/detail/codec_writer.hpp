@@ -260,10 +260,6 @@ inline std::uint32_t count(std::size_t n) {
   return static_cast<std::uint32_t>(n);
 }
 
-template <class T>
-inline constexpr bool is_charlike =
-    std::is_same_v<T, char> || std::is_same_v<T, signed char> || std::is_same_v<T, unsigned char> ||
-    std::is_same_v<T, std::byte>;
 // Integer types with a msgpack-cxx adaptor (char8_t and the like have none).
 template <class T>
 inline constexpr bool is_packed_integer = std::is_integral_v<T> &&
@@ -322,27 +318,10 @@ inline char* put_number(char* q, const T& v) noexcept {
   }
 }
 
+// A msgpack array of the elements.
 template <class T>
-struct is_array_like : std::false_type {};  // msgpack array of the elements
-template <class E, class A>
-struct is_array_like<std::vector<E, A>>
-    : std::bool_constant<!is_charlike<E> && !std::is_same_v<E, bool>> {};
-template <class E, class A>
-struct is_array_like<std::deque<E, A>> : std::true_type {};
-template <class E, class A>
-struct is_array_like<std::list<E, A>> : std::true_type {};
-template <class E, std::size_t N>
-struct is_array_like<std::array<E, N>> : std::bool_constant<!is_charlike<E>> {};
-template <class K, class C, class A>
-struct is_array_like<std::set<K, C, A>> : std::true_type {};
-template <class K, class H, class E, class A>
-struct is_array_like<std::unordered_set<K, H, E, A>> : std::true_type {};
-template <class T>
-struct is_map_like : std::false_type {};
-template <class K, class V, class C, class A>
-struct is_map_like<std::map<K, V, C, A>> : std::true_type {};
-template <class K, class V, class H, class E, class A>
-struct is_map_like<std::unordered_map<K, V, H, E, A>> : std::true_type {};
+inline constexpr bool is_array_like = is_sequence<T>::value || is_direct_array<T>::value ||
+                                      is_set<T>::value;
 
 // Numbers written per room check in a container of numbers (bounds the
 // room asked for beyond the bytes written: at most 9 per element).
@@ -428,9 +407,9 @@ void write_value(SpillWriter& w, const T& v) {
     char* q = put_str_header(w.reserve(kMaxHeader + n), n);
     if (n != 0) std::memcpy(q, v.data(), n);
     w.commit(q + n);
-  } else if constexpr (is_array_like<T>::value) {
+  } else if constexpr (is_array_like<T>) {
     write_array(w, v);
-  } else if constexpr (is_map_like<T>::value) {
+  } else if constexpr (is_map<T>::value) {
     w.commit(put_container_header(w.reserve(kMaxHeader), count(v.size()), true));
     for (const auto& [k, m] : v) {
       write_value(w, k);
