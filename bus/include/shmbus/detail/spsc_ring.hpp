@@ -369,8 +369,8 @@ class RingProducer {
     // fs <= 64 and x + fs > 64, i.e. (fs = align8(8 + n)) n <= 56 and
     // x + n >= 57: both at once are the one unsigned compare below (x + n
     // - 57 wraps above x when x + n < 57 and is x or more when n > 56).
-    // A run-time n costs 5 instructions (8 for the two compares); a
-    // constant n folds to one compare of x with 57 - n.
+    // A run-time n costs 5 instructions (the two compares took 8 up to
+    // 56 bytes, 2 above); a constant n folds to one compare of x.
     const std::uint64_t in_line = off & (kCacheLine - 1);
     if (in_line + n - (kCacheLine - kFrameHeaderSize + 1) < in_line) [[unlikely]]
       return try_send_padded(src, n);
