@@ -505,6 +505,7 @@ void detail::fork_child_stop_fast() noexcept {
   // and take_over() decides whether this child may use the end.
   for (Connection* c = fork_list().head; c != nullptr; c = c->fork_next_) {
     c->fast_send_end_ = 0;
+    c->fast_small_end_ = 0;
     c->fast_recv_ = false;
   }
 }
@@ -777,6 +778,19 @@ Connection::WaitOutcome Connection::wait_room(std::size_t payload,
 }
 
 // --- sending -------------------------------------------------------------------
+
+SendResult Connection::send_bytes_slow(std::span<const std::byte> data) noexcept {
+  if (fast_send(data.data(), data.size())) return SendResult::ok;
+  return send_bytes_impl(data, nullptr, true);
+}
+
+RecvResult Connection::recv_bytes_into_slow(std::span<std::byte> buffer, std::size_t offset,
+                                            std::size_t& size) noexcept {
+  if (fast_recv_ready() && offset <= buffer.size() &&
+      rx_.try_recv<false>(buffer.data() + offset, buffer.size() - offset, size))
+    return RecvResult::ok;
+  return recv_impl(buffer, offset, size, nullptr, true);
+}
 
 SendResult Connection::send_bytes_impl(std::span<const std::byte> data, const Deadline* deadline,
                                        bool wait) noexcept {

@@ -185,9 +185,9 @@ class Connection {
 
   // --- sending -----------------------------------------------------------
   [[nodiscard]] SendResult send_bytes(std::span<const std::byte> data) noexcept {
-    if (fast_send(data.data(), data.size())) [[likely]]
+    if (fast_send_small(data.data(), data.size())) [[likely]]
       return SendResult::ok;
-    return send_bytes_impl(data, nullptr, true);
+    return send_bytes_slow(data);
   }
   [[nodiscard]] SendResult send_bytes_until(std::span<const std::byte> data,
                                             Deadline deadline) noexcept {
@@ -208,7 +208,14 @@ class Connection {
   template <class T>
   requires std::is_trivially_copyable_v<T>
   [[nodiscard]] SendResult send(const T& value) noexcept {
-    return send_bytes(std::as_bytes(std::span<const T, 1>(&value, 1)));
+    const auto bytes = std::as_bytes(std::span<const T, 1>(&value, 1));
+    if constexpr (sizeof(T) <= detail::kInlineCopy) {
+      return send_bytes(bytes);
+    } else {  // a constant size: the whole one-frame path inline, memcpy too
+      if (fast_send(bytes.data(), sizeof(T))) [[likely]]
+        return SendResult::ok;
+      return send_bytes_impl(bytes, nullptr, true);
+    }
   }
   template <class T>
   requires std::is_trivially_copyable_v<T>
@@ -259,9 +266,9 @@ class Connection {
   [[nodiscard]] RecvResult recv_bytes_into(std::span<std::byte> buffer, std::size_t offset,
                                            std::size_t& size) noexcept {
     if (fast_recv_ready() && offset <= buffer.size() &&
-        rx_.try_recv<false>(buffer.data() + offset, buffer.size() - offset, size)) [[likely]]
+        rx_.try_recv<false, true>(buffer.data() + offset, buffer.size() - offset, size)) [[likely]]
       return RecvResult::ok;
-    return recv_impl(buffer, offset, size, nullptr, true);
+    return recv_bytes_into_slow(buffer, offset, size);
   }
   [[nodiscard]] RecvResult recv_bytes_into_until(std::span<std::byte> buffer, std::size_t offset,
                                                  std::size_t& size, Deadline deadline) noexcept {
@@ -531,39 +538,59 @@ class Connection {
   // What the inlined paths execute (issue 22; x86-64, GCC 12 -O3, read in
   // `objdump -d` of bench/cost/pipe_cost, counted there by callgrind per
   // call with the wrapper's entry and return). send(Msg<8>) on a busy-poll
-  // pipe, 47 in all: the size against fast_send_end_ (may send, fits one
-  // frame, not a fork child's copy: 2); the peer's `closed` flag, so that
-  // a send after the peer closed says `broken` at once, as Python's does
-  // (4); position, mask, offset (4) and whether a small frame would cross
-  // its cache line (4; the pad itself is out of line: try_send_padded());
-  // the new position against fast_end_, which folds room, the [ring.stats]
-  // point, the ring's end, a batch and corruption into one compare (3);
-  // ring base, wake mode, the next frame's offset, the copy (5: one load
-  // and one store for 8 B); the write-intent prefetch kWriteAhead on (1);
-  // zeroing the next frame's header word (1); header word = position << 29
-  // | valid | length, its address, the new position, the two private
-  // counters (7); the wake mode: exchange? publish, checked? (5, an
-  // adaptive pipe then loads consumer_asleep: 3 more); the thread's send
-  // count that stream coalescing reads (2); entry, return and the
-  // registers the out-of-line pad call makes the wrapper save (8; inlined
-  // into a loop, as in the benchmark, mostly gone). send(Msg<64>) is 47
-  // too: no line check, a copy of 4 + 4 vector moves. send_bytes() of a
-  // run-time size adds the size-class dispatch of copy_payload() (4-6)
-  // (the bytes rows: 75 and 70). recv(Msg<8>&), 23: the folded flag (2);
-  // position, mask, base, offset, the header load (6); the word a plain
-  // frame here carries and the difference (3); length == sizeof(T), which
-  // with the difference compares the whole header with one constant (2);
-  // the frame's end against fast_limit_, which folds the ring's end, the
-  // largest frame, corruption and the read position's publication point
-  // (3); the copy (2: 8 B, 9 for 64 B: recv(Msg<64>&) is 30); the new
-  // position and the byte and message counters (3); return (2).
-  // recv_bytes_into() adds the caller's room and the length's bound (4),
-  // the size-class dispatch (4-6), and the registers its out-of-line
-  // fallback (seven arguments) makes it save (the bytes rows: 52 and 51).
+  // pipe, 48 in all: the size against fast_small_end_ (may send, fits one
+  // frame and the inline copy, not a fork child's copy: 2); the peer's
+  // `closed` flag, so that a send after the peer closed says `broken` at
+  // once, as Python's BrokenPipeError does (4; kept:
+  // Pipe.CloseDeliversEverythingThenEof asks it of the first send after
+  // the close, and a check only where the ring looks full would answer ok
+  // for messages nobody will read); position, mask, offset (4) and whether
+  // a small frame would cross its cache line (4; the pad itself is out of
+  // line: try_send_padded()); the new position against fast_end_, which
+  // folds room, the [ring.stats] point, the ring's end, a batch and
+  // corruption into one compare (3); ring base, wake mode, the next
+  // frame's offset, the copy (5: one load and one store for 8 B); the
+  // write-intent prefetch kWriteAhead on (3); zeroing the next frame's
+  // header word (1); header word = position << 29 | valid | length, its
+  // address, the new position, the two private counters (7); busy-poll?
+  // then the publishing store (3: an adaptive pipe goes on to the exchange
+  // test, the store and its load of consumer_asleep, 7 more; a blocking
+  // one publishes out of line); the thread's send count that stream
+  // coalescing reads (2); entry, return and the registers the out-of-line
+  // pad call makes the wrapper save (8; inlined into a loop, as in the
+  // benchmark, mostly gone). send(Msg<64>) is 49: no line check, a copy
+  // of 4 + 4 vector moves. send_bytes() of a run-time size of up to
+  // kInlineCopy (64) bytes takes the same path (a larger one goes to
+  // send_bytes_slow(), out of line: no memcpy call here to keep registers
+  // across) and adds the frame size (2), the line check as one unsigned
+  // compare (5), the copy's size-class tree (4: two compares for any size
+  // from 8 to 64) and the length in the header word (2); its wrapper saves
+  // five registers for the pad call (12): the bytes rows are 66 and 74.
+  // recv(Msg<8>&), 23: the folded flag (2); position, mask, base, offset,
+  // the header load (6); the word a plain frame here carries and the
+  // difference (3); length == sizeof(T), which with the difference
+  // compares the whole header with one constant (2); the frame's end
+  // against fast_limit_, which folds the ring's end, the largest frame,
+  // corruption and the read position's publication point (3); the copy
+  // (2: 8 B, 9 for 64 B: recv(Msg<64>&) is 30); the new position and the
+  // byte and message counters (3); return (2). recv_bytes_into() bounds
+  // the length by the caller's room and 64 at once (4: a longer frame, or
+  // any word that is not a plain frame, goes to recv_bytes_into_slow(), a
+  // tail call), computes the frame size (2) and runs the size-class tree
+  // (4): the bytes rows are 37 and 43.
   // Boost.Lockfree's spsc_queue does none of the checks: an index each
   // side, a full/empty compare, the copy.
   [[nodiscard, gnu::always_inline]] bool fast_send(const std::byte* p, std::size_t n) noexcept {
     if (n >= fast_send_end_ || peer_closed() || !tx_.try_send(p, n)) return false;
+    ++detail::t_sends;
+    return true;
+  }
+  // fast_send() of at most kInlineCopy bytes (a larger message is refused
+  // by the first compare): no memcpy call in the inlined path, so nothing
+  // to keep in registers across one; send_bytes_slow() takes the rest.
+  [[nodiscard, gnu::always_inline]] bool fast_send_small(const std::byte* p,
+                                                         std::size_t n) noexcept {
+    if (n >= fast_small_end_ || peer_closed() || !tx_.try_send<true>(p, n)) return false;
     ++detail::t_sends;
     return true;
   }
@@ -577,6 +604,7 @@ class Connection {
   void update_fast() noexcept {
     const bool mine = active_ && !closed_ && fork_gen_ == detail::fork_generation();
     fast_send_end_ = can_send_ && mine ? fast_send_limit_ + 1 : 0;
+    fast_small_end_ = std::min<std::uint64_t>(fast_send_end_, detail::kInlineCopy + 1);
     fast_recv_ = can_recv_ && mine && !peeked_;
   }
   // [pipe.fork] Every Connection with a segment is on one process-wide
@@ -588,6 +616,12 @@ class Connection {
 
   SendResult send_bytes_impl(std::span<const std::byte> data, const Deadline* deadline,
                              bool wait) noexcept;
+  // send_bytes() and recv_bytes_into() past their inlined small paths (out
+  // of line, few enough arguments for a tail call): the one-frame fast path
+  // for any size, then the *_impl call.
+  [[gnu::noinline]] SendResult send_bytes_slow(std::span<const std::byte> data) noexcept;
+  [[gnu::noinline]] RecvResult recv_bytes_into_slow(std::span<std::byte> buffer,
+                                                    std::size_t offset, std::size_t& size) noexcept;
   SendResult reserve_impl(std::size_t size, std::span<std::byte>& out,
                           const Deadline* deadline) noexcept;
   SendResult send_fragmented(std::span<const std::byte> data, const Deadline* deadline) noexcept;
@@ -632,6 +666,7 @@ class Connection {
   std::uint64_t max_message_ = 0;
   std::uint64_t fast_send_limit_ = 0;  // largest one-frame message (0: cannot send)
   std::uint64_t fast_send_end_ = 0;    // fast_send_limit_ + 1 while it may send, else 0
+  std::uint64_t fast_small_end_ = 0;   // fast_send_end_, at most kInlineCopy + 1
   const std::atomic<std::uint32_t>* peer_closed_flag_ = nullptr;  // the peer end's `closed`
   std::chrono::nanoseconds coalesce_ = PipeOptions{}.coalesce;
   detail::CopyChoice copy_choice_;      // how fragments are copied (copy_choice.hpp)

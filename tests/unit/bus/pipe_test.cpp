@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 #include <string>
@@ -77,6 +78,41 @@ TEST(Pipe, EmptyMessageIsAMessage) {
   std::byte buf[1];
   ASSERT_EQ(b.recv_bytes_into(buf, 0, n), RecvResult::ok);
   EXPECT_EQ(n, 0u);
+}
+
+// Spans of every size around the inlined paths' 64-byte limit (send_bytes()
+// and recv_bytes_into() go out of line above it, as does a receive whose
+// room is short of the message), and a typed value above it, arrive whole.
+TEST(Pipe, MessagesOfEverySizeAroundTheInlineCopyArriveWhole) {
+  PipeOptions o;
+  o.capacity = 4096;  // many laps and pads
+  auto [a, b] = Pipe(o);
+  std::vector<std::byte> buf(300);
+  for (int round = 0; round < 20; ++round) {
+    for (std::size_t len = 0; len <= 140; ++len) {
+      const auto msg = pattern(len, static_cast<unsigned>(len + static_cast<std::size_t>(round)));
+      ASSERT_EQ(a.send_bytes(msg), SendResult::ok) << len;
+      const std::size_t offset = len % 3;
+      std::size_t n = 0;
+      if (len > 0) {
+        EXPECT_EQ(b.recv_bytes_into(std::span(buf).first(len - 1 + offset), offset, n),
+                  RecvResult::too_small);
+        EXPECT_EQ(n, len);
+      }
+      ASSERT_EQ(b.recv_bytes_into(std::span(buf).first(len + offset), offset, n), RecvResult::ok);
+      ASSERT_EQ(n, len);
+      ASSERT_TRUE(std::equal(msg.begin(), msg.end(), buf.begin() + static_cast<long>(offset)))
+          << len;
+    }
+  }
+  struct Big {
+    std::byte bytes[100];
+  };
+  Big big{}, got{};
+  for (std::size_t i = 0; i < sizeof big.bytes; ++i) big.bytes[i] = static_cast<std::byte>(i);
+  ASSERT_EQ(a.send(big), SendResult::ok);
+  ASSERT_EQ(b.recv(got), RecvResult::ok);
+  EXPECT_EQ(std::memcmp(big.bytes, got.bytes, sizeof big.bytes), 0);
 }
 
 TEST(Pipe, RecvBytesIntoReportsTheSizeNeededAndKeepsTheMessage) {

@@ -222,21 +222,27 @@ std::uint64_t header_word(const TestRing& r, std::uint64_t offset) {
   return header_at(r.data, offset).load();
 }
 
-// Sends `len` bytes of `seq` through try_send(), or, when it hands over,
-// through try_reserve() + commit(); false when the ring is full.
+// Sends `len` bytes of `seq` through try_send() (try_send<true>() for an
+// odd `seq` that fits the inline copy), or, when it hands over, through
+// try_reserve() + commit(); false when the ring is full.
 bool send_fast(TestRing& r, std::uint32_t seq, std::size_t len, bool* took_fast = nullptr) {
   std::vector<std::byte> msg(len);
   for (std::size_t i = 0; i < len; ++i) msg[i] = static_cast<std::byte>(seq + i);
-  const bool fast = r.producer.try_send(msg.data(), len);
+  const bool fast = seq % 2 == 1 && len <= kInlineCopy
+                        ? r.producer.try_send<true>(msg.data(), len)
+                        : r.producer.try_send(msg.data(), len);
   if (took_fast != nullptr) *took_fast = fast;
   return fast || r.send(seq, len);
 }
-// Receives one message through try_recv(), or through peek() + release()
+// Receives one message through try_recv() (its Small form, which refuses
+// frames over kInlineCopy, for an odd `seq`), or through peek() + release()
 // when it hands over; checks its bytes against `seq`.
 PeekResult recv_fast(TestRing& r, std::uint32_t seq, std::size_t len) {
   std::vector<std::byte> buf(len + 1);
   std::size_t n = 0;
-  if (!r.consumer.try_recv<false>(buf.data(), buf.size(), n)) return r.recv(seq, len);
+  const bool fast = seq % 2 == 1 ? r.consumer.try_recv<false, true>(buf.data(), buf.size(), n)
+                                 : r.consumer.try_recv<false>(buf.data(), buf.size(), n);
+  if (!fast) return r.recv(seq, len);
   EXPECT_EQ(n, len);
   for (std::size_t i = 0; i < n; ++i) {
     if (buf[i] != static_cast<std::byte>(seq + i)) {
@@ -322,6 +328,56 @@ TEST(SpscRingFast, SmallFrameThatWouldCrossALineIsPaddedAndPublishedWithThePad) 
   ASSERT_TRUE(r.consumer.try_recv<false>(buf, sizeof buf, n));
   EXPECT_FALSE(r.consumer.try_recv<false>(buf, sizeof buf, n));  // a pad: peek() skips it
   EXPECT_EQ(r.recv(0, 40), PeekResult::ok);
+}
+
+// try_send()'s one-compare line check, at every offset in a line and
+// every size around a line: a frame of at most a line that would cross
+// one is padded to the next line's start, and no other frame is.
+TEST(SpscRingFast, PadsExactlyTheSmallFramesThatWouldCrossALineAtEveryOffsetAndSize) {
+  std::vector<std::byte> msg(100);
+  for (std::size_t i = 0; i < msg.size(); ++i) msg[i] = static_cast<std::byte>(i);
+  for (std::size_t x = 0; x < kCacheLine; x += 8) {
+    for (std::size_t n = 0; n <= 80; ++n) {
+      for (const bool small : {false, true}) {
+        if (small && n > kInlineCopy) continue;
+        TestRing r(4096);
+        if (x != 0) {
+          ASSERT_TRUE(r.producer.try_send(msg.data(), x - kFrameHeaderSize));
+        }
+        ASSERT_TRUE(small ? r.producer.try_send<true>(msg.data(), n)
+                          : r.producer.try_send(msg.data(), n));
+        const bool crosses = frame_size(n) <= kCacheLine && x + frame_size(n) > kCacheLine;
+        const std::size_t at = crosses ? kCacheLine : x;
+        if (crosses) {
+          EXPECT_EQ(header_word(r, x), kFrameValid | kFramePad | (kCacheLine - x) | frame_tag(x))
+              << "x=" << x << " n=" << n;
+        }
+        EXPECT_EQ(header_word(r, at), kFrameValid | n | frame_tag(at)) << "x=" << x << " n=" << n;
+        EXPECT_EQ(std::memcmp(r.data + at + kFrameHeaderSize, msg.data(), n), 0);
+      }
+    }
+  }
+}
+
+// The Small receive (recv_bytes_into()'s inlined path) takes a frame of up
+// to kInlineCopy bytes that fits the room, and leaves any longer one, or
+// one longer than the room, to peek().
+TEST(SpscRingFast, SmallRecvLeavesFramesOverTheInlineCopyOrTheRoom) {
+  TestRing r(4096);
+  std::vector<std::byte> msg(200, std::byte{7}), buf(200);
+  std::size_t n = 0;
+  for (const std::size_t len : {std::size_t{64}, std::size_t{65}, std::size_t{150}}) {
+    ASSERT_TRUE(r.producer.try_send(msg.data(), len));
+    if (len <= kInlineCopy) {
+      EXPECT_FALSE((r.consumer.try_recv<false, true>(buf.data(), len - 1, n)));  // room too small
+      ASSERT_TRUE((r.consumer.try_recv<false, true>(buf.data(), buf.size(), n)));
+      EXPECT_EQ(n, len);
+    } else {
+      EXPECT_FALSE((r.consumer.try_recv<false, true>(buf.data(), buf.size(), n))) << len;
+      ASSERT_TRUE(r.consumer.try_recv<false>(buf.data(), buf.size(), n));
+      EXPECT_EQ(n, len);
+    }
+  }
 }
 
 TEST(SpscRingFast, SendHandsOverAtTheStatsIntervalAndTheTailCountsWhatItSentSince) {
@@ -789,6 +845,14 @@ TEST(CopyPayload, CopiesExactlyTheBytesAskedForAtEverySizeAndAlignment) {
         const bool inside = k >= 16 + at && k < 16 + at + n;
         const std::byte want = inside ? src[k - 16] : std::byte{0xEE};
         ASSERT_EQ(dst[k], want) << "n=" << n << " at=" << at << " byte " << k;
+      }
+      if (n > kInlineCopy) continue;
+      std::fill(dst.begin(), dst.end(), std::byte{0xEE});
+      copy_small(dst.data() + 16 + at, src.data() + at, n);  // its tree alone
+      for (std::size_t k = 0; k < dst.size(); ++k) {
+        const bool inside = k >= 16 + at && k < 16 + at + n;
+        const std::byte want = inside ? src[k - 16] : std::byte{0xEE};
+        ASSERT_EQ(dst[k], want) << "copy_small n=" << n << " at=" << at << " byte " << k;
       }
     }
   }

@@ -231,18 +231,18 @@ template <std::size_t k>
   }
 }
 
-// Copies a message's bytes. Up to 64 bytes are copied inline by size
-// class, no call: for the small messages of a busy pipe the library
-// memcpy's call and size dispatch cost a sixth of a send and receive (one
-// core's send+recv of 8 B, -O2: 11.0 ns with memcpy, 9.3 ns inline).
-[[gnu::always_inline]] inline void copy_payload(std::byte* dst, const std::byte* src,
-                                                std::size_t n) noexcept {
-  if (n > 64) {
-    std::memcpy(dst, src, n);
-  } else if (n > 32) {
-    copy_ends<32>(dst, src, n);
-  } else if (n > 16) {
-    copy_ends<16>(dst, src, n);
+// Copies a message of at most kInlineCopy bytes inline by size class, no
+// call, in a tree of two compares for every size from 8 to 64 (the 8 and
+// 64 byte messages of the benchmarks: two each).
+inline constexpr std::size_t kInlineCopy = 64;
+[[gnu::always_inline]] inline void copy_small(std::byte* dst, const std::byte* src,
+                                              std::size_t n) noexcept {
+  if (n > 16) {
+    if (n > 32) {
+      copy_ends<32>(dst, src, n);
+    } else {
+      copy_ends<16>(dst, src, n);
+    }
   } else if (n >= 8) {
     copy_ends<8>(dst, src, n);
   } else if (n >= 4) {
@@ -252,6 +252,19 @@ template <std::size_t k>
     dst[0] = a;
     dst[n / 2] = b;
     dst[n - 1] = c;
+  }
+}
+
+// Copies a message's bytes. Up to 64 bytes are copied inline by size
+// class, no call: for the small messages of a busy pipe the library
+// memcpy's call and size dispatch cost a sixth of a send and receive (one
+// core's send+recv of 8 B, -O2: 11.0 ns with memcpy, 9.3 ns inline).
+[[gnu::always_inline]] inline void copy_payload(std::byte* dst, const std::byte* src,
+                                                std::size_t n) noexcept {
+  if (n > kInlineCopy) {
+    std::memcpy(dst, src, n);
+  } else {
+    copy_small(dst, src, n);
   }
 }
 
@@ -341,7 +354,10 @@ class RingProducer {
   // general path (try_reserve() + commit(): a pad to the ring end, a
   // refresh of the consumer's position, the [ring.stats] publication point,
   // a batch, a corrupted ring). Everything that path checks on every frame
-  // is folded here into one compare against fast_end_.
+  // is folded here into one compare against fast_end_. Small: the caller
+  // knows n <= kInlineCopy (the copy then has no memcpy call to keep
+  // registers across).
+  template <bool Small = false>
   [[nodiscard, gnu::always_inline]] bool try_send(const std::byte* src, std::size_t n) noexcept {
     const std::uint64_t pos = pos_;
     const std::uint64_t mask = mask_;
@@ -349,16 +365,25 @@ class RingProducer {
     const std::uint64_t fs = frame_size(n);
     // A small frame stays in one line. (A frame that would pass the ring
     // end, which needs a pad to it, ends past fast_end_: try_reserve().)
-    // (Written as a compare of the offset in the line with a constant in
-    // send(T): two instructions fewer than adding fs first.)
-    if (fs <= kCacheLine && (off & (kCacheLine - 1)) > kCacheLine - fs) [[unlikely]]
+    // With x = off % 64 (a multiple of 8), the frame crosses its line when
+    // fs <= 64 and x + fs > 64, i.e. (fs = align8(8 + n)) n <= 56 and
+    // x + n >= 57: both at once are the one unsigned compare below (x + n
+    // - 57 wraps above x when x + n < 57 and is x or more when n > 56).
+    // A run-time n costs 5 instructions (the two compares took 8 up to
+    // 56 bytes, 2 above); a constant n folds to one compare of x.
+    const std::uint64_t in_line = off & (kCacheLine - 1);
+    if (in_line + n - (kCacheLine - kFrameHeaderSize + 1) < in_line) [[unlikely]]
       return try_send_padded(src, n);
     const std::uint64_t next = pos + fs;
     if (next > fast_end_) return false;  // see update_fast_end()
     // Loaded before the copy: stores through std::byte may alias members.
     std::byte* const data = data_;
     const RingWake wake = wake_;
-    copy_payload(data + off + kFrameHeaderSize, src, n);
+    if constexpr (Small) {
+      copy_small(data + off + kFrameHeaderSize, src, n);
+    } else {
+      copy_payload(data + off + kFrameHeaderSize, src, n);
+    }
     publish_frame(data, mask, wake, pos, 0, n);
     return true;
   }
@@ -699,21 +724,27 @@ class RingProducer {
   // the payload (whose std::byte stores the compiler must assume alias it).
   [[gnu::always_inline]] void publish(std::atomic<std::uint64_t>& h, std::uint64_t word,
                                       std::uint64_t end, RingWake wake) noexcept {
-    if (wake == RingWake::exchange) [[unlikely]] {
+    // Busy-poll first: one test of the mode and the store (testing for
+    // exchange first cost a busy-poll send two instructions more; an
+    // adaptive one runs as many either way).
+    if (wake == RingWake::none) [[likely]] {
+      // [ring.publish] release: pairs with the consumer's acquire in peek().
+      h.store(word, std::memory_order_release);
+      return;
+    }
+    if (wake == RingWake::exchange) {
       publish_exchange(h, word);
       return;
     }
-    // [ring.publish] release: pairs with the consumer's acquire in peek().
+    // [ring.publish] release: as above.
     h.store(word, std::memory_order_release);
-    if (wake == RingWake::checked) {
-      // [ring.sleep] the hot side of [fence.asym]: store the header, then
-      // load consumer_asleep with only a compiler barrier between; the
-      // consumer's heavy fence orders the pair.
-      asymmetric_light_fence();
-      // relaxed load: ordered by [fence.asym]; wake_if_asleep() reads it again.
-      if (control_->consumer_asleep.load(std::memory_order_relaxed) != 0) [[unlikely]]
-        wake_if_asleep(end);
-    }
+    // RingWake::checked. [ring.sleep] the hot side of [fence.asym]: store
+    // the header, then load consumer_asleep with only a compiler barrier
+    // between; the consumer's heavy fence orders the pair.
+    asymmetric_light_fence();
+    // relaxed load: ordered by [fence.asym]; wake_if_asleep() reads it again.
+    if (control_->consumer_asleep.load(std::memory_order_relaxed) != 0) [[unlikely]]
+      wake_if_asleep(end);
   }
   // A blocking ring's publication (out of line: its receiver sleeps, so
   // the locked exchange and the wake-up dominate).
@@ -805,7 +836,9 @@ class RingConsumer {
   // length, and the frame must end before fast_limit_ (see
   // update_fast_limit(): inside the ring, not longer than the largest
   // frame, never when corrupted).
-  template <bool Exact>
+  // Small (not Exact): a frame longer than kInlineCopy is refused too, so
+  // the copy has no memcpy call (the caller goes out of line for it).
+  template <bool Exact, bool Small = false>
   [[nodiscard, gnu::always_inline]] bool try_recv(std::byte* dst, std::size_t room,
                                                   std::size_t& size) noexcept {
     const std::uint64_t pos = pos_;
@@ -821,6 +854,9 @@ class RingConsumer {
       // whole header is one compare with frame_word(pos, room)).
       if (len != room) return false;
       len = room;
+    } else if constexpr (Small) {
+      // Every word that is not a plain frame here is above 2^28 > the bound.
+      if (len > (room < kInlineCopy ? room : kInlineCopy)) return false;
     } else if (len > kFrameLengthMask || len > room) {
       return false;  // the first: every word that is not a plain frame here
     }
@@ -828,6 +864,8 @@ class RingConsumer {
     if (next >= fast_limit_) return false;  // see update_fast_limit()
     if constexpr (Exact) {
       std::memcpy(dst, data + off + kFrameHeaderSize, room);  // a constant size in recv<T>()
+    } else if constexpr (Small) {
+      copy_small(dst, data + off + kFrameHeaderSize, len);
     } else {
       copy_payload(dst, data + off + kFrameHeaderSize, len);
     }
