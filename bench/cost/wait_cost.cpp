@@ -1,0 +1,151 @@
+// wait_cost — what one side of the 64-channel round trip of
+// bench/wait_any_bench.cpp executes per call, in one thread, for counting
+// with callgrind (issue 17):
+//
+//   valgrind --tool=callgrind --callgrind-out-file=wait.cg build/release/bench/wait_cost
+//   callgrind_annotate --inclusive=yes wait.cg | grep cost_
+//
+// Each wrapper is called kCalls times; its inclusive instruction count
+// divided by that is the cost per call (entry and return included).
+//   cost_send                one 8 B send on the active pipe (both rows' peer)
+//   cost_recv_plain          recv() of it on one pipe, no wait(): the plain peer
+//   cost_wait64_busy         wait() over 64 busy-poll pipe ends, the message
+//                            already there on the one used last time (the
+//                            [wait.hint] path; every 16th call a whole pass)
+//   cost_recv_after_wait     the recv() that follows it
+//   cost_wait64_pass         wait() over the same 64 with a zero timeout and
+//                            the active end moving every call: a whole pass
+//   cost_wait64_block        wait() over 64 blocking ends with nothing there:
+//                            the sleep's arm, fence, re-check, futex_waitv and
+//                            disarm; a fault hook at sleeper_counted sends the
+//                            message (so futex_waitv returns at once: no sleep)
+//   cost_recv_after_block    the recv() that follows it
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <span>
+#include <vector>
+
+#include "shmbus/detail/fault.hpp"
+#include "shmbus/pipe.hpp"
+#include "shmbus/wait_any.hpp"
+
+namespace {
+
+using shmbus::Connection;
+using shmbus::RecvResult;
+using shmbus::SendResult;
+using shmbus::Waitable;
+
+constexpr int kCalls = 16 * 10000;
+constexpr std::size_t kChannels = 64;
+constexpr std::size_t kActive = kChannels / 2;
+
+[[noreturn]] void fail(const char* what) {
+  std::fprintf(stderr, "wait_cost: %s failed\n", what);
+  std::exit(1);
+}
+
+[[gnu::noipa]] SendResult cost_send(Connection& c, std::uint64_t v) noexcept { return c.send(v); }
+[[gnu::noipa]] RecvResult cost_recv_plain(Connection& c, std::uint64_t& v) noexcept {
+  return c.recv(v);
+}
+[[gnu::noipa]] RecvResult cost_recv_after_wait(Connection& c, std::uint64_t& v) noexcept {
+  return c.recv(v);
+}
+[[gnu::noipa]] RecvResult cost_recv_after_block(Connection& c, std::uint64_t& v) noexcept {
+  return c.recv(v);
+}
+[[gnu::noipa]] void cost_wait64_busy(std::span<const Waitable> set,
+                                     std::vector<std::size_t>& ready) noexcept {
+  shmbus::wait(set, ready);
+}
+[[gnu::noipa]] void cost_wait64_pass(std::span<const Waitable> set,
+                                     std::vector<std::size_t>& ready) noexcept {
+  shmbus::wait(set, ready, shmbus::Clock::duration::zero());
+}
+[[gnu::noipa]] void cost_wait64_block(std::span<const Waitable> set,
+                                      std::vector<std::size_t>& ready) noexcept {
+  shmbus::wait(set, ready);
+}
+
+struct Pipes {
+  std::vector<Connection> tx, rx;
+  explicit Pipes(shmbus::WaitStrategy s, std::size_t n) {
+    shmbus::PipeOptions o;
+    o.wait.strategy = s;
+    o.capacity = 4096;
+    for (std::size_t i = 0; i < n; ++i) {
+      auto [a, b] = shmbus::Pipe(o);
+      tx.push_back(std::move(a));
+      rx.push_back(std::move(b));
+    }
+  }
+};
+
+void plain_rounds() {
+  Pipes p(shmbus::WaitStrategy::busy_poll, 1);
+  std::uint64_t v = 0;
+  for (int k = 0; k < kCalls; ++k) {
+    if (cost_send(p.tx[0], k) != SendResult::ok) fail("send");
+    if (cost_recv_plain(p.rx[0], v) != RecvResult::ok || v != std::uint64_t(k)) fail("recv");
+  }
+}
+
+void wait_rounds() {
+  Pipes p(shmbus::WaitStrategy::busy_poll, kChannels);
+  std::vector<Waitable> set(p.rx.begin(), p.rx.end());
+  std::vector<std::size_t> ready;
+  ready.reserve(kChannels);
+  std::uint64_t v = 0;
+  for (int k = 0; k < kCalls; ++k) {
+    if (cost_send(p.tx[kActive], k) != SendResult::ok) fail("send");
+    cost_wait64_busy(set, ready);
+    if (ready.size() != 1 || ready[0] != kActive) fail("wait");
+    if (cost_recv_after_wait(p.rx[kActive], v) != RecvResult::ok || v != std::uint64_t(k))
+      fail("recv");
+  }
+  for (int k = 0; k < kCalls; ++k) {
+    const std::size_t at = std::size_t(k) % kChannels;
+    if (p.tx[at].send(std::uint64_t(k)) != SendResult::ok) fail("send");
+    cost_wait64_pass(set, ready);
+    if (ready.size() != 1 || ready[0] != at) fail("wait pass");
+    if (p.rx[at].recv(v) != RecvResult::ok) fail("recv");
+  }
+}
+
+Connection* g_hook_sender = nullptr;
+std::uint64_t g_hook_value = 0;
+void send_when_counted(shmbus::detail::FaultPoint p) noexcept {
+  if (p == shmbus::detail::FaultPoint::sleeper_counted && g_hook_sender != nullptr)
+    (void)g_hook_sender->send(g_hook_value);
+}
+
+void block_rounds() {
+  Pipes p(shmbus::WaitStrategy::blocking, kChannels);
+  std::vector<Waitable> set(p.rx.begin(), p.rx.end());
+  std::vector<std::size_t> ready;
+  ready.reserve(kChannels);
+  std::uint64_t v = 0;
+  g_hook_sender = &p.tx[kActive];
+  shmbus::detail::set_fault_hook(&send_when_counted);
+  for (int k = 0; k < kCalls / 16; ++k) {
+    g_hook_value = std::uint64_t(k);
+    cost_wait64_block(set, ready);
+    if (ready.size() != 1 || ready[0] != kActive) fail("blocking wait");
+    if (cost_recv_after_block(p.rx[kActive], v) != RecvResult::ok || v != std::uint64_t(k))
+      fail("recv after blocking wait");
+  }
+  shmbus::detail::set_fault_hook(nullptr);
+  g_hook_sender = nullptr;
+}
+
+}  // namespace
+
+int main() {
+  plain_rounds();
+  wait_rounds();
+  block_rounds();
+  std::printf("wait_cost: %d calls per wrapper (%d for the blocking ones)\n", kCalls, kCalls / 16);
+  return 0;
+}
