@@ -20,8 +20,15 @@
 //                            disarm; a fault hook at sleeper_counted sends the
 //                            message (so futex_waitv returns at once: no sleep)
 //   cost_recv_after_block    the recv() that follows it
+//
+// `wait_cost time` instead times (wall clock, no callgrind) the blocking
+// form over 1, 64 and 127 ends, which callgrind cannot weigh: its cost is
+// mostly the kernel's, one futex key per word per futex_waitv (a page-table
+// walk with interrupts off for a shared futex: docs/performance.md).
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <span>
 #include <vector>
@@ -121,31 +128,44 @@ void send_when_counted(shmbus::detail::FaultPoint p) noexcept {
     (void)g_hook_sender->send(g_hook_value);
 }
 
-void block_rounds() {
-  Pipes p(shmbus::WaitStrategy::blocking, kChannels);
+// Returns the wall-clock ns per call (wait() and the recv() after it).
+double block_rounds(std::size_t ends = kChannels) {
+  Pipes p(shmbus::WaitStrategy::blocking, ends);
   std::vector<Waitable> set(p.rx.begin(), p.rx.end());
   std::vector<std::size_t> ready;
-  ready.reserve(kChannels);
+  ready.reserve(ends);
   std::uint64_t v = 0;
-  g_hook_sender = &p.tx[kActive];
+  const std::size_t active = ends / 2;
+  g_hook_sender = &p.tx[active];
   shmbus::detail::set_fault_hook(&send_when_counted);
+  const auto t0 = std::chrono::steady_clock::now();
   for (int k = 0; k < kCalls / 16; ++k) {
     g_hook_value = std::uint64_t(k);
     cost_wait64_block(set, ready);
-    if (ready.size() != 1 || ready[0] != kActive) fail("blocking wait");
-    if (cost_recv_after_block(p.rx[kActive], v) != RecvResult::ok || v != std::uint64_t(k))
+    if (ready.size() != 1 || ready[0] != active) fail("blocking wait");
+    if (cost_recv_after_block(p.rx[active], v) != RecvResult::ok || v != std::uint64_t(k))
       fail("recv after blocking wait");
   }
+  const std::chrono::duration<double, std::nano> took = std::chrono::steady_clock::now() - t0;
   shmbus::detail::set_fault_hook(nullptr);
   g_hook_sender = nullptr;
+  return took.count() / (kCalls / 16);
 }
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "time") == 0) {
+    for (int r = 0; r < 3; ++r) {
+      const double one = block_rounds(1), many = block_rounds(kChannels), most = block_rounds(127);
+      std::printf("blocking wait() + recv, ns per call: 1 end %.0f, 64 ends %.0f, 127 ends %.0f\n",
+                  one, many, most);
+    }
+    return 0;
+  }
   plain_rounds();
   wait_rounds();
-  block_rounds();
+  (void)block_rounds();
   std::printf("wait_cost: %d calls per wrapper (%d for the blocking ones)\n", kCalls, kCalls / 16);
   return 0;
 }
