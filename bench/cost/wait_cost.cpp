@@ -5,8 +5,9 @@
 //   valgrind --tool=callgrind --callgrind-out-file=wait.cg build/release/bench/wait_cost
 //   callgrind_annotate --inclusive=yes wait.cg | grep cost_
 //
-// Each wrapper is called kCalls times; its inclusive instruction count
-// divided by that is the cost per call (entry and return included).
+// Each wrapper is called kCalls times (cost_send twice that, the blocking
+// ones a sixteenth); its inclusive instruction count divided by that is
+// the cost per call (entry and return included).
 //   cost_send                one 8 B send on the active pipe (both rows' peer)
 //   cost_recv_plain          recv() of it on one pipe, no wait(): the plain peer
 //   cost_wait64_busy         wait() over 64 busy-poll pipe ends, the message
@@ -28,8 +29,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <span>
 #include <vector>
 
