@@ -80,7 +80,7 @@
 // shared with other builds (load 6), ratios within one run;
 // docs/performance.md): over 64 pipes with one active, busy-poll
 // 0.87-0.98x and adaptive 0.95-1.00x the same traffic on one pipe with
-// plain recv (a call answered from the hint runs about 55 instructions, a
+// plain recv (a call answered from the hint runs about 80 instructions, a
 // whole pass about 35 an object: bench/cost/wait_cost.cpp); with an idle
 // descriptor in the set, adaptive 390-480 ns beside 410-450 ns (was 2.8 us
 // when every call made a ppoll). Blocking 1.12x (1.16x Linux epoll_wait
