@@ -79,7 +79,7 @@
 // Measured (bench/wait_any_bench.cpp, 8 B round trips, p50, 2-vCPU VM
 // shared with other builds (load 6), ratios within one run;
 // docs/performance.md): over 64 pipes with one active, busy-poll
-// 0.87-0.98x and adaptive 0.95-1.00x the same traffic on one pipe with
+// 0.87-0.98x and adaptive 0.85-1.00x the same traffic on one pipe with
 // plain recv (a call answered from the hint runs about 80 instructions, a
 // whole pass about 35 an object: bench/cost/wait_cost.cpp); with an idle
 // descriptor in the set, adaptive 390-480 ns beside 410-450 ns (was 2.8 us
