@@ -55,16 +55,24 @@ struct WaitAccess {
   static bool conn_usable(Connection& c) noexcept {
     return c.can_recv_ && !c.closed_ && c.control_ != nullptr && c.ensure_owner();
   }
+  // fast_recv_ true (the inlined recv()'s own test) implies conn_usable()
+  // and no frame peeked: can_recv_, active_, not closed (so control_ set)
+  // and this process's end ([pipe.fork]: a fork child's copy has it false
+  // until take_over()). So the common case reads one flag and the header.
   static bool conn_ready(void* o) noexcept {
     Connection& c = conn(o);
+    // A peer seen dead stays ready (as poll()): recv() drains, then reports it.
+    if (c.fast_recv_ready()) [[likely]]
+      return c.rx_.has_data() || c.peer_closed() || c.peer_death_counted_;
     // An end that cannot receive here (closed, moved from, another
     // process's) is ready: its recv() says why.
-    // A peer seen dead stays ready (as poll()): recv() drains, then reports it.
     return !conn_usable(c) || c.peeked_ || c.rx_.has_data() || c.peer_closed() ||
            c.peer_death_counted_;
   }
-  static bool conn_quick(void* o) noexcept {
+  [[gnu::always_inline]] static bool conn_quick(void* o) noexcept {
     Connection& c = conn(o);
+    if (c.fast_recv_ready()) [[likely]]
+      return c.rx_.has_data();
     // Not usable (closed since, moved from): false here, ready() reports it.
     return conn_usable(c) && (c.peeked_ || c.rx_.has_data());
   }
@@ -348,19 +356,24 @@ FdWatcher& watcher() {
 struct Scratch {
   std::vector<pollfd> fds;
   std::vector<std::size_t> fd_index;  // fds[i] is items[fd_index[i]]
-  std::vector<std::uint8_t> hit;      // per item: ready in this pass
   std::vector<std::size_t> armed;     // items armed for this sleep
-  // [wait.hint] the last set this thread waited on and the position found
-  // ready last in it; `streak`: calls in a row answered from the hint alone.
-  const Waitable* hint_set = nullptr;
-  std::size_t hint_size = 0;
-  std::size_t hint = 0;
-  unsigned streak = 0;
-  std::size_t cursor = 0;              // where the spin's next chunk starts
-  bool spins = false;                  // the last whole pass's set spins (see full())
-  bool hint_spins = false;             // ... for hint_set
   std::vector<std::uint32_t> tickets;  // armed[k]'s ticket (WaitOps::arm)
 };
+
+// [wait.hint] the last set this thread waited on and the position found
+// ready last in it; `streak`: calls in a row answered from the hint alone.
+// Apart from Scratch and trivially destructible, so that the hinted call
+// reads it without a thread_local's first-use guard.
+struct Hint {
+  const Waitable* set = nullptr;  // null: no hint (set only for kHintMin objects or more)
+  std::size_t size = 0;
+  std::size_t at = 0;
+  unsigned streak = 0;
+  std::size_t cursor = 0;  // where the spin's next chunk starts
+  bool spins = false;      // the last whole pass's set spins (see full())
+  bool set_spins = false;  // ... for `set`
+};
+constinit thread_local Hint t_hint;
 
 }  // namespace
 }  // namespace detail
@@ -410,10 +423,29 @@ struct WaitAny {
   std::span<const Waitable> items;
   std::vector<std::size_t>& out;
   Scratch& s;
+  Hint& h;
 
-  // The body of wait() below the [wait.hint] shortcut.
+  // wait() below its first look at the hinted object ([wait.hint]).
+  static void rest(std::span<const Waitable> items, std::vector<std::size_t>& out,
+                   std::optional<Clock::duration> timeout, bool hinted);
+  // The whole pass and what follows it.
   static void full(std::span<const Waitable> items, std::vector<std::size_t>& out,
-                   std::optional<Clock::duration> timeout, Scratch& s, bool hinted);
+                   std::optional<Clock::duration> timeout, Scratch& s, Hint& h, bool hinted);
+
+  // Pipe ends, the usual objects, are checked directly (inlined); the
+  // other kinds through their WaitOps.
+  static bool quick_of(const Waitable& w) noexcept {
+    if (w.ops_ == &kConnectionOps) return WaitAccess::conn_quick(w.obj_);
+    return w.ops_ != nullptr && w.ops_->quick(w.obj_);
+  }
+  static bool ready_of(const Waitable& w) noexcept {
+    if (w.ops_ == &kConnectionOps) return WaitAccess::conn_ready(w.obj_);
+    return w.ops_->ready(w.obj_);
+  }
+  static WaitStrategy strategy_of(const Waitable& w) noexcept {
+    if (w.ops_ == &kConnectionOps) return WaitAccess::conn_strategy(w.obj_);
+    return w.ops_->strategy(w.obj_);
+  }
 
   const WaitOps* ops(std::size_t i) const noexcept { return items[i].ops_; }
   void* obj(std::size_t i) const noexcept { return items[i].obj_; }
@@ -427,14 +459,14 @@ struct WaitAny {
   // the chunk every kChunkEvery-th step only, so the step it waits in for
   // the reply is about as short as a plain recv's spin).
   bool collect_quick(bool hinted, bool with_chunk = true) noexcept {
-    if (hinted && quick_at(s.hint)) {
-      out.push_back(s.hint);
+    if (hinted && quick_at(h.at)) {
+      out.push_back(h.at);
       return true;
     }
     if (!with_chunk) return false;
     const std::size_t n = items.size();
     const std::size_t chunk = std::min(n, kSpinChunk);
-    std::size_t i = s.cursor < n ? s.cursor : 0;
+    std::size_t i = h.cursor < n ? h.cursor : 0;
     bool wrapped = false;
     for (std::size_t k = 0; k < chunk; ++k) {
       if (quick_at(i)) out.push_back(i);
@@ -443,46 +475,38 @@ struct WaitAny {
         wrapped = true;
       }
     }
-    s.cursor = i;
+    h.cursor = i;
     if (out.empty()) return false;
     if (wrapped) std::sort(out.begin(), out.end());  // positions in order
     return true;
   }
-  bool quick_at(std::size_t i) const noexcept {
-    const WaitOps* o = ops(i);
-    return o != nullptr && o->quick(obj(i));
-  }
+  bool quick_at(std::size_t i) const noexcept { return quick_of(items[i]); }
   bool collect_objects(bool with_dead) noexcept {
     for (std::size_t i = 0; i < items.size(); ++i) {
       const WaitOps* o = ops(i);
       if (o == nullptr) continue;
-      if (o->ready(obj(i)) || (with_dead && o->dead(obj(i)))) s.hit[i] = 1;
-    }
-    return flush();
-  }
-  // The descriptors that are ready now: one ppoll with a zero timeout.
-  bool collect_fds() noexcept {
-    if (s.fds.empty()) return false;
-    for (auto& p : s.fds) p.revents = 0;
-    const timespec zero{};
-    if (::ppoll(s.fds.data(), s.fds.size(), &zero, nullptr) <= 0) return false;
-    for (std::size_t k = 0; k < s.fds.size(); ++k) {
-      if (s.fds[k].revents != 0) s.hit[s.fd_index[k]] = 1;
-    }
-    return false;  // flush() reports
-  }
-  bool collect(bool with_dead) noexcept {
-    (void)collect_fds();
-    return collect_objects(with_dead);
-  }
-  bool flush() noexcept {
-    for (std::size_t i = 0; i < items.size(); ++i) {
-      if (s.hit[i] != 0) {
-        out.push_back(i);
-        s.hit[i] = 0;
-      }
+      if (ready_of(items[i]) || (with_dead && o->dead(obj(i)))) out.push_back(i);
     }
     return !out.empty();
+  }
+  // The descriptors that are ready now (one ppoll with a zero timeout)
+  // added to the objects already in out, keeping positions in order; true
+  // when out holds any.
+  bool collect_fds() noexcept {
+    if (s.fds.empty()) return !out.empty();
+    for (auto& p : s.fds) p.revents = 0;
+    const timespec zero{};
+    if (::ppoll(s.fds.data(), s.fds.size(), &zero, nullptr) <= 0) return !out.empty();
+    const std::size_t objects = out.size();
+    for (std::size_t k = 0; k < s.fds.size(); ++k) {
+      if (s.fds[k].revents != 0) out.push_back(s.fd_index[k]);
+    }
+    if (objects != 0) std::sort(out.begin(), out.end());  // in place: no allocation
+    return !out.empty();
+  }
+  bool collect(bool with_dead) noexcept {
+    (void)collect_objects(with_dead);
+    return collect_fds();
   }
 };
 }  // namespace detail
@@ -490,69 +514,78 @@ struct WaitAny {
 void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
           std::optional<Clock::duration> timeout) {
   out.clear();
-  thread_local detail::Scratch scratch;
-  detail::Scratch& s = scratch;
+  detail::Hint& h = detail::t_hint;
   // [wait.hint] A set of kHintMin objects or more that this thread waited
   // on last time, whose object found ready then is ready again: return it
   // alone, without a pass over the others, at most kHintStreak - 1 times
   // in a row (then a whole pass: every ready object is reported within
   // kHintStreak calls). A set moved or reused at the same address only
-  // makes the hint point at another of its objects.
-  // Such a set that spun last time (no blocking object) first spins on
-  // hot words only (the hint, then a rotating chunk of the others) for up
-  // to kHintSpin before the whole pass: a whole pass reads every object's
-  // state (about 5 ns an object) and the reply a round trip waits for
-  // usually comes sooner.
-  const bool hinted = items.size() >= detail::kHintMin && s.hint_set == items.data() &&
-                      s.hint_size == items.size() && s.hint < items.size() &&
-                      items[s.hint].ops_ != nullptr;
-  std::optional<Clock::duration> left = timeout;  // for the whole pass below
-  if (hinted && s.streak + 1 < detail::kHintStreak) {
-    detail::WaitAny wa{items, out, s};
-    if (wa.quick_at(s.hint)) {
-      ++s.streak;
-      out.push_back(s.hint);
-      return;
-    }
-    if (s.hint_spins && (!timeout || *timeout > Clock::duration::zero())) {
-      // The clock is first read after 64 steps (a few hundred ns): a reply
-      // that comes sooner costs no clock read at all.
-      // What the spin took comes off the timeout of the whole pass (all
-      // but its first 64 steps: the call returns within a few hundred ns
-      // of its timeout).
-      Clock::time_point first{}, until{};
-      for (unsigned i = 1;; ++i) {
-        detail::cpu_relax();
-        if (wa.collect_quick(true, i % detail::kChunkEvery == 0)) {
-          ++s.streak;
-          return;
-        }
-        if ((i & 63) != 0) continue;
-        const Clock::time_point now = Clock::now();
-        if (i == 64) {
-          first = now;
-          until = now + detail::kHintSpin;
-          until = std::min(until, detail::deadline_from(now, timeout));
-        } else if (now >= until) {
-          if (timeout) left = std::max(Clock::duration::zero(), *timeout - (now - first));
-          break;
-        }
-      }
-    }
+  // makes the hint point at another of its objects. (h.at < h.size: it
+  // was recorded with that size.) This first look is all a call answered
+  // from the hint runs: the rest is out of line (WaitAny::rest()).
+  const bool hinted = items.size() >= detail::kHintMin && h.set == items.data() &&
+                      h.size == items.size() && items[h.at].ops_ != nullptr;
+  if (hinted && h.streak + 1 < detail::kHintStreak &&
+      detail::WaitAny::quick_of(items[h.at])) [[likely]] {
+    ++h.streak;
+    out.push_back(h.at);
+    return;
   }
-  s.streak = 0;
-  detail::WaitAny::full(items, out, left, s, hinted);
-  if (!out.empty() && items.size() >= detail::kHintMin) {
-    s.hint_set = items.data();
-    s.hint_size = items.size();
-    s.hint = out.front();
-    s.hint_spins = s.spins;
-  }
+  detail::WaitAny::rest(items, out, timeout, hinted);
 }
 
 namespace detail {
+void WaitAny::rest(std::span<const Waitable> items, std::vector<std::size_t>& out,
+                   std::optional<Clock::duration> timeout, bool hinted) {
+  thread_local Scratch scratch;
+  Scratch& s = scratch;
+  Hint& h = t_hint;
+  // Such a set that spun last time (no blocking object) first spins on
+  // hot words only (the hint, then a rotating chunk of the others) for up
+  // to kHintSpin before the whole pass: a whole pass reads every object's
+  // state and the reply a round trip waits for usually comes sooner.
+  std::optional<Clock::duration> left = timeout;  // for the whole pass below
+  if (hinted && h.streak + 1 < kHintStreak && h.set_spins &&
+      (!timeout || *timeout > Clock::duration::zero())) {
+    WaitAny wa{items, out, s, h};
+    // The clock is first read after 64 steps (a few hundred ns): a reply
+    // that comes sooner costs no clock read at all.
+    // What the spin took comes off the timeout of the whole pass (all
+    // but its first 64 steps: the call returns within a few hundred ns
+    // of its timeout).
+    Clock::time_point first{}, until{};
+    for (unsigned i = 1;; ++i) {
+      cpu_relax();
+      if (wa.collect_quick(true, i % kChunkEvery == 0)) {
+        ++h.streak;
+        return;
+      }
+      if ((i & 63) != 0) continue;
+      const Clock::time_point now = Clock::now();
+      if (i == 64) {
+        first = now;
+        until = now + kHintSpin;
+        until = std::min(until, deadline_from(now, timeout));
+      } else if (now >= until) {
+        if (timeout) left = std::max(Clock::duration::zero(), *timeout - (now - first));
+        break;
+      }
+    }
+  }
+  h.streak = 0;
+  full(items, out, left, s, h, hinted);
+  if (!out.empty() && items.size() >= kHintMin) {
+    h.set = items.data();
+    h.size = items.size();
+    h.at = out.front();
+    h.set_spins = h.spins;
+  }
+}
+}  // namespace detail
+
+namespace detail {
 void WaitAny::full(std::span<const Waitable> items, std::vector<std::size_t>& out,
-                   std::optional<Clock::duration> timeout, Scratch& s, bool hinted) {
+                   std::optional<Clock::duration> timeout, Scratch& s, Hint& h, bool hinted) {
   const Clock::time_point start = Clock::now();
   const Clock::time_point deadline = detail::deadline_from(start, timeout);
   if (items.empty()) {  // as Python's wait([], timeout): a sleep
@@ -562,39 +595,45 @@ void WaitAny::full(std::span<const Waitable> items, std::vector<std::size_t>& ou
   }
   s.fds.clear();
   s.fd_index.clear();
-  s.hit.assign(items.size(), 0);
-  bool any_busy = false;
-  bool any_blocking = false;
-  std::size_t objects = 0;
+  // The first pass (collect(false)) and the set's strategies in one loop:
+  // bit (1 << strategy) of `strategies` is set when an object waits so.
+  unsigned strategies = 0;
+  std::size_t descriptors = 0;  // items that are not shmbus objects
+  static_assert(static_cast<unsigned>(WaitStrategy::busy_poll) < 32 &&
+                static_cast<unsigned>(WaitStrategy::adaptive) < 32 &&
+                static_cast<unsigned>(WaitStrategy::blocking) < 32);
   for (std::size_t i = 0; i < items.size(); ++i) {
     const Waitable& w = items[i];
     if (w.ops_ == nullptr) {
+      ++descriptors;
       if (w.fd_ < 0) {
-        s.hit[i] = 1;  // a joined Process: it has exited
+        out.push_back(i);  // a joined Process: it has exited
       } else {
         s.fds.push_back({w.fd_, w.events_, 0});
         s.fd_index.push_back(i);
       }
       continue;
     }
-    ++objects;
-    const WaitStrategy st = w.ops_->strategy(w.obj_);
-    any_busy = any_busy || st == WaitStrategy::busy_poll;
-    any_blocking = any_blocking || st == WaitStrategy::blocking;
+    strategies |= 1U << static_cast<unsigned>(strategy_of(w));
+    if (ready_of(w)) out.push_back(i);
   }
+  const auto has = [strategies](WaitStrategy st) {
+    return (strategies & (1U << static_cast<unsigned>(st))) != 0;
+  };
   // A busy-poll object's notifier wakes nobody: a set holding one spins
   // until something is ready or the deadline (as that object's own wait
   // would), whatever else it holds; else it spins like an adaptive object
   // (none if one blocks), then sleeps.
-  const bool spin_all_along = any_busy;
-  s.spins = spin_all_along || (!any_blocking && objects > 0);
-  detail::WaitAny wa{items, out, s};
-  if (wa.collect(false)) return;
+  const bool spin_all_along = has(WaitStrategy::busy_poll);
+  h.spins = spin_all_along || (!has(WaitStrategy::blocking) && strategies != 0);
+  const std::size_t objects = items.size() - descriptors;
+  detail::WaitAny wa{items, out, s, h};
+  if (wa.collect_fds()) return;
 
   Clock::time_point next_check = start + detail::kLivenessInterval;
   // Spin as the objects would (pipe.cpp's wait_loop()); descriptors are
   // polled only at each clock read (a system call).
-  if (s.spins) {
+  if (h.spins) {
     const auto spin = WaitPolicy{}.spin;
     for (unsigned i = 1;; ++i) {
       detail::cpu_relax();
@@ -650,7 +689,7 @@ void WaitAny::full(std::span<const Waitable> items, std::vector<std::size_t>& ou
       // seen here, one after it wakes the word ([wait.sleepers], [ring.sleep]).
       for (std::size_t i = 0; i < items.size() && !ready_now; ++i) {
         const detail::WaitOps* o = wa.ops(i);
-        ready_now = o != nullptr && o->ready(wa.obj(i));
+        ready_now = o != nullptr && ready_of(items[i]);
       }
       for (std::size_t i : s.armed) fenced = fenced && wa.ops(i)->fenced(wa.obj(i));
     }

@@ -104,6 +104,55 @@ TEST(WaitAny, ReturnsTheReadyPositionsOfAMixInOrder) {
   EXPECT_FALSE(set[1].refers_to(&m.event));
 }
 
+// Descriptors are polled after the objects in a pass; positions still come
+// in the list's order, whichever kind comes first in it, and a joined
+// Process (no descriptor left) is ready among them.
+TEST(WaitAny, DescriptorsListedBeforeObjectsStillComeInOrder) {
+  Mix m(WaitStrategy::adaptive);
+  Fds second;
+  Process done([] {});
+  done.start();
+  done.join();
+  const std::array<Waitable, 6> set{Waitable::fd(m.fds.r), m.queue, Waitable::fd(second.r),
+                                    m.pipe.first, done, m.event};
+  EXPECT_EQ(wait(set, 0ms), (Positions{4}));
+  m.fds.poke();
+  second.poke();
+  ASSERT_EQ(m.queue.put(7), QueueResult::ok);
+  ASSERT_EQ(m.pipe.second.send(std::int32_t{1}), SendResult::ok);
+  EXPECT_EQ(wait(set, 1s), (Positions{0, 1, 2, 3, 4}));
+  m.event.set();
+  m.fds.drain();
+  EXPECT_EQ(wait(set, 1s), (Positions{1, 2, 3, 4, 5}));
+}
+
+// A set of 16 or more answers from its hinted end through that end's
+// inlined-receive flag; an end holding a peeked frame has the flag off and
+// is still ready (its frame is there), in the hinted look and the spin.
+TEST(WaitAny, AHintedEndWithAPeekedFrameStaysReady) {
+  constexpr std::size_t kEnds = 16;
+  std::vector<std::pair<Connection, Connection>> pipes;
+  std::vector<Waitable> set;
+  for (std::size_t i = 0; i < kEnds; ++i) pipes.push_back(Pipe());
+  for (auto& p : pipes) set.emplace_back(p.first);
+  ASSERT_EQ(pipes[5].second.send(std::int32_t{1}), SendResult::ok);
+  Positions ready;
+  wait(set, ready, 1s);
+  ASSERT_EQ(ready, (Positions{5}));  // a whole pass; 5 is now the hint
+  std::span<const std::byte> frame;
+  ASSERT_EQ(pipes[5].first.peek(frame), RecvResult::ok);
+  for (int call = 0; call < 20; ++call) {
+    wait(set, ready, 1s);
+    ASSERT_EQ(ready, (Positions{5})) << "call " << call;
+  }
+  pipes[5].first.release();
+  wait(set, ready, 0ms);
+  EXPECT_TRUE(ready.empty());
+  ASSERT_EQ(pipes[5].second.send(std::int32_t{2}), SendResult::ok);
+  wait(set, ready, 1s);
+  EXPECT_EQ(ready, (Positions{5}));
+}
+
 std::atomic<int> g_sleeps{0};
 void count_sleeps(detail::FaultPoint p) noexcept {
   if (p == detail::FaultPoint::sleeper_counted) g_sleeps.fetch_add(1, std::memory_order_relaxed);

@@ -76,15 +76,18 @@
 // write); a wake by a descriptor goes through the watcher (one more thread
 // hop), a wake by a shmbus object does not.
 //
-// Measured (bench/wait_any_bench.cpp, 8 B round trips, 2-vCPU VM shared
-// by 5 builds (load 11-13), ratios within one run; README): over 64 pipes
-// with one active, busy-poll 1.31x and adaptive 1.33x the same traffic on
-// one pipe with plain recv (p50 170/160 ns vs 130/120 ns; before the hint
-// 4.0x and 6.0x in the same run: every call made a whole pass, about 5 ns
-// an object); with an idle descriptor in the set, adaptive 160 ns (was
-// 2.8 us: a ppoll per call, now one per whole pass). Blocking 1.12x
-// (1.16x Linux epoll_wait over 64 pipes); fileno() + epoll_wait 1.22x a
-// raw eventfd ping-pong (those rows are older).
+// Measured (bench/wait_any_bench.cpp, 8 B round trips, p50, 2-vCPU VM
+// shared with other builds (load 6), ratios within one run;
+// docs/performance.md): over 64 pipes with one active, busy-poll
+// 0.87-0.98x and adaptive 0.85-1.00x the same traffic on one pipe with
+// plain recv (a call answered from the hint runs about 80 instructions, a
+// whole pass about 35 an object: bench/cost/wait_cost.cpp); with an idle
+// descriptor in the set, adaptive 390-480 ns beside 410-450 ns (was 2.8 us
+// when every call made a ppoll). Blocking 1.12x (1.16x Linux epoll_wait
+// over 64 pipes, an older run: a blocking call arms and disarms every
+// object's word and hands all of them to futex_waitv, where epoll
+// registers once); fileno() + epoll_wait 1.15-1.25x a raw eventfd
+// ping-pong.
 //
 // Liveness: a pipe end whose peer died, or a queue whose head is held by a
 // dead participant (repaired as a get() would), is seen within 10 ms.
