@@ -4,6 +4,7 @@
 #include <cstring>
 #include <unordered_set>
 
+#include "shmbus/detail/futex.hpp"
 #include "shmbus/pipe.hpp"
 #include "shmbus/wait_any.hpp"
 
@@ -113,7 +114,7 @@ std::optional<ServiceServer::Taken> ServiceServer::take_within(Clock::duration t
   release_request();
   if (auto t = turn()) return t;  // a request there now: no clock read
   const auto deadline = detail::deadline_from(Clock::now(), timeout);
-  return take(&deadline);
+  return wait_and_take(&deadline);
 }
 
 std::optional<ServiceServer::Taken> ServiceServer::turn() {
@@ -172,8 +173,13 @@ std::optional<ServiceServer::Taken> ServiceServer::turn() {
 
 std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point* deadline) {
   release_request();
+  if (auto t = turn()) return t;
+  return wait_and_take(deadline);
+}
+
+std::optional<ServiceServer::Taken> ServiceServer::wait_and_take(
+    const Clock::time_point* deadline) {
   for (;;) {
-    if (auto t = turn()) return t;
     std::erase_if(peers_, [](const std::shared_ptr<Peer>& p) { return p->gone; });
     std::optional<Clock::duration> left;
     if (deadline != nullptr) {
@@ -181,12 +187,57 @@ std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point*
       if (now >= *deadline) return std::nullopt;
       left = *deadline - now;
     }
-    // Sleep on the backlog and every client's pipe at once: a new client
-    // or a request wakes the server (wait() takes any number of them).
-    waiting_.clear();
-    waiting_.emplace_back(listener_);
-    for (auto& p : peers_) waiting_.emplace_back(p->conn);
-    shmbus::wait(waiting_, ready_, left);
+    if (!spin(deadline)) {
+      // Sleep on the backlog and every client's pipe at once: a new client
+      // or a request wakes the server (wait() takes any number of them).
+      waiting_.clear();
+      waiting_.emplace_back(listener_);
+      for (auto& p : peers_) waiting_.emplace_back(p->conn);
+      shmbus::wait(waiting_, ready_, left);
+    }
+    if (auto t = turn()) return t;
+  }
+}
+
+// [service.spin] A set holding a busy-poll end makes wait() spin until
+// something is ready (that end's sender wakes nobody). Then the server
+// spins here instead, for at most kSpin, on what wait()'s own spin reads:
+// each client's hot word (the header at its read position, a seq_cst load
+// as the ring's has_data() does), and every 64 steps the clients' close
+// flags, the backlog and the clock. The turn that follows reads the request
+// it found: no wait() set to build, and the end is not checked twice (wait()
+// then recv) on the way to a request. Past kSpin, or when an end cannot be
+// read inline (another process's copy, a frame peeked), or with more
+// clients than kSpinPeers (wait()'s hint serves many ends better), wait()
+// does as before: it also checks the clients' liveness. Nothing is written.
+bool ServiceServer::spin(const Clock::time_point* deadline) noexcept {
+  constexpr std::size_t kSpinPeers = 16;
+  constexpr auto kSpin = std::chrono::microseconds(20);
+  if (peers_.empty() || peers_.size() > kSpinPeers) return false;
+  bool busy = false;
+  for (const auto& p : peers_) {
+    if (!ServiceAccess::fast_ready(p->conn)) return false;
+    busy = busy || ServiceAccess::busy_poll(p->conn);
+  }
+  if (!busy) return false;  // wait() spins only so long, then sleeps
+  Clock::time_point until{};
+  for (unsigned i = 1;; ++i) {
+    for (const auto& p : peers_)
+      if (ServiceAccess::has_data(p->conn)) return true;
+    if ((i & 63) != 0) {
+      detail::cpu_relax();
+      continue;
+    }
+    for (const auto& p : peers_)
+      if (ServiceAccess::peer_closed(p->conn)) return true;
+    if (listener_.pending() != 0) return true;
+    const Clock::time_point now = Clock::now();
+    if (deadline != nullptr && now >= *deadline) return true;  // the turn, then nullopt
+    if (i == 64) {
+      until = now + kSpin;
+    } else if (now >= until) {
+      return false;
+    }
   }
 }
 
