@@ -113,8 +113,9 @@ ServiceServer::~ServiceServer() = default;
 std::optional<ServiceServer::Taken> ServiceServer::take_within(Clock::duration timeout) {
   release_request();
   if (auto t = turn()) return t;  // a request there now: no clock read
-  const auto deadline = detail::deadline_from(Clock::now(), timeout);
-  return wait_and_take(&deadline);
+  const auto now = Clock::now();
+  const auto deadline = detail::deadline_from(now, timeout);
+  return wait_and_take(&deadline, now);
 }
 
 std::optional<ServiceServer::Taken> ServiceServer::turn() {
@@ -174,16 +175,16 @@ std::optional<ServiceServer::Taken> ServiceServer::turn() {
 std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point* deadline) {
   release_request();
   if (auto t = turn()) return t;
-  return wait_and_take(deadline);
+  return wait_and_take(deadline, deadline != nullptr ? Clock::now() : Clock::time_point{});
 }
 
-std::optional<ServiceServer::Taken> ServiceServer::wait_and_take(
-    const Clock::time_point* deadline) {
-  for (;;) {
+std::optional<ServiceServer::Taken> ServiceServer::wait_and_take(const Clock::time_point* deadline,
+                                                                 Clock::time_point now) {
+  for (bool first = true;; first = false) {
     std::erase_if(peers_, [](const std::shared_ptr<Peer>& p) { return p->gone; });
     std::optional<Clock::duration> left;
     if (deadline != nullptr) {
-      const auto now = Clock::now();
+      if (!first) now = Clock::now();
       if (now >= *deadline) return std::nullopt;
       left = *deadline - now;
     }

@@ -270,8 +270,9 @@ class ServiceServer {
   // or nullopt when none has one now.
   std::optional<Taken> turn();
   // After a turn found nothing: waits (spin(), else wait()) and turns
-  // again until a request or the deadline (nullptr: none).
-  std::optional<Taken> wait_and_take(const Clock::time_point* deadline);
+  // again until a request or the deadline (nullptr: none); `now`: the
+  // clock read just before (unused without a deadline).
+  std::optional<Taken> wait_and_take(const Clock::time_point* deadline, Clock::time_point now);
   // [service.spin] Spins on the clients' hot words when wait() would spin
   // anyway; true when a turn should look now, false when wait() is to.
   bool spin(const Clock::time_point* deadline) noexcept;
