@@ -112,13 +112,13 @@ ServiceServer::~ServiceServer() = default;
 
 std::optional<ServiceServer::Taken> ServiceServer::take_within(Clock::duration timeout) {
   release_request();
-  if (auto t = turn()) return t;  // a request there now: no clock read
+  if (auto t = turn(true)) return t;  // a request there now: no clock read
   const auto now = Clock::now();
   const auto deadline = detail::deadline_from(now, timeout);
   return wait_and_take(&deadline, now);
 }
 
-std::optional<ServiceServer::Taken> ServiceServer::turn() {
+std::optional<ServiceServer::Taken> ServiceServer::turn(bool quick) {
   // pending(): two loads of lines that change only when a client connects.
   while (auto c = listener_.pending() != 0 ? listener_.try_accept() : std::nullopt) {
     auto peer = std::make_shared<Peer>();
@@ -132,6 +132,14 @@ std::optional<ServiceServer::Taken> ServiceServer::turn() {
   for (std::size_t k = 0; k < n; ++k) {
     const std::size_t i = next_ + k < n ? next_ + k : next_ + k - n;
     Peer& p = *peers_[i];
+    // A quick turn over one client passes over its end when no frame is at
+    // its read position (one load): the out-of-line receive would say
+    // `empty`, or, for a client that closed or died, what the full turn
+    // after the wait then finds (wait() and spin() both end on such an
+    // end). With several clients every end gets the full look: a request
+    // of another would end the turn before that wait.
+    if (quick && n == 1 && ServiceAccess::fast_ready(p.conn) && !ServiceAccess::has_data(p.conn))
+      break;
     for (int f = 0; f < kFramesPerTurn && !p.gone; ++f) {
       // A frame (read in place, or gathered when it came in fragments),
       // nothing yet, end of file or a death. Waits only for the rest of a
@@ -174,7 +182,7 @@ std::optional<ServiceServer::Taken> ServiceServer::turn() {
 
 std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point* deadline) {
   release_request();
-  if (auto t = turn()) return t;
+  if (auto t = turn(true)) return t;
   return wait_and_take(deadline, deadline != nullptr ? Clock::now() : Clock::time_point{});
 }
 

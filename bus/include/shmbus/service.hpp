@@ -267,8 +267,10 @@ class ServiceServer {
   // (`answered`: true when the caller cancelled, false when it is gone).
   Connection* respond_to(const Taken& t, FrameKind kind, bool& answered);
   // Accepts new clients, then one round robin turn over them: a request,
-  // or nullopt when none has one now.
-  std::optional<Taken> turn();
+  // or nullopt when none has one now. `quick`: a lone client's end with
+  // nothing to read is passed over without a look at its peer's close or
+  // death (a wait and a full turn follow).
+  std::optional<Taken> turn(bool quick = false);
   // After a turn found nothing: waits (spin(), else wait()) and turns
   // again until a request or the deadline (nullptr: none); `now`: the
   // clock read just before (unused without a deadline).
