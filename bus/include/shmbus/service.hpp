@@ -51,8 +51,9 @@
 //
 // Waiting: take_for() waits on the listener and every client's pipe at
 // once (shmbus::wait()). By default it spins while any client's pipe is
-// busy-poll (that client's requests wake nobody); ServiceOptions::wait
-// picks the server's own strategy instead:
+// busy-poll (that client's requests wake nobody; with up to 16 clients it
+// spins on their pipes directly, and reads a request the moment it sees
+// one); ServiceOptions::wait picks the server's own strategy instead:
 //
 //   shmbus::Service<std::string, std::size_t> quiet{
 //       "quiet", {.wait = shmbus::WaitPolicy{.strategy = shmbus::WaitStrategy::blocking}}};
