@@ -10,6 +10,8 @@
 //            same thread (call_async, take_for, respond, get_for)
 //   service_into  the same, the response decoded into the caller's string
 //            (get_for(out, timeout))
+//   service_idle  a server's take_for(0) with one connected client and no
+//            request (count with --toggle-collect='*run_service_idle*')
 //   struct   {string, vector<double>(8), int} sent a -> b, echoed b -> a
 //            (prices 1..8: whole, positive fixints on the wire)
 //   struct_frac  the same with prices that are not whole (float64s)
@@ -77,7 +79,15 @@ using EchoClient = shmbus::ServiceClient<std::string, std::string>;
   return 0;
 }
 
-int service_mode(int n, bool into) {
+// A take that finds no request: what a busy server pays on its way to
+// spinning (or waiting) after each response (take_for(0): no wait).
+[[gnu::noinline]] int run_service_idle(Echo& server, int n) {
+  for (int i = 0; i < n; ++i)
+    if (server.take_for(0s)) return 1;
+  return 0;
+}
+
+int service_mode(int n, bool into, bool idle = false) {
   const std::string name = "cost_driver_" + std::to_string(::getpid());
   Echo server(name);
   // Client() waits until the server accepted, which take_for() does: the
@@ -90,6 +100,10 @@ int service_mode(int n, bool into) {
   });
   while (!connected.load(std::memory_order_acquire)) (void)server.take_for(1ms);
   t.join();
+  if (idle) {
+    (void)run_service_idle(server, 100);
+    return run_service_idle(server, n);
+  }
   const std::string msg(64, 'x');
   if (run_service(server, *client, msg, 100, into) != 0) return 1;
   return run_service(server, *client, msg, n, into);
@@ -99,12 +113,13 @@ int service_mode(int n, bool into) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: cost_driver service|service_into|struct|struct_frac|pod [N]\n");
+    std::fprintf(stderr, "usage: cost_driver service|service_into|service_idle|struct|struct_frac|pod [N]\n");
     return 2;
   }
   const int n = argc > 2 ? std::atoi(argv[2]) : 10000;
   if (std::strcmp(argv[1], "service") == 0) return service_mode(n, false);
   if (std::strcmp(argv[1], "service_into") == 0) return service_mode(n, true);
+  if (std::strcmp(argv[1], "service_idle") == 0) return service_mode(n, false, true);
   if (std::strcmp(argv[1], "struct") == 0) return pipe_mode(make_quote(), n);
   if (std::strcmp(argv[1], "struct_frac") == 0) return pipe_mode(make_fractional_quote(), n);
   if (std::strcmp(argv[1], "pod") == 0) return pipe_mode(Pod64{}, n);

@@ -698,5 +698,46 @@ TEST(Service, AServerWithItsOwnWaitSleepsUnderBusyPollClientsAndTheirCallsWakeIt
   }
 }
 
+// [service.spin] A server whose clients busy-poll spins on their ends
+// (not in wait()) while it waits for a request; it still returns at its
+// deadline when none comes (zero, a few microseconds — inside the spin —,
+// a millisecond — past it, in wait()), takes the call of a client that
+// connected meanwhile, and drops clients that closed.
+TEST(Service, ABusyPollClientsServerSpinsYetSeesDeadlinesNewClientsAndCloses) {
+  SegmentGuard g(unique_name("svcs"));
+  Lengths server(g.name());
+  const PipeOptions busy{.wait = {.strategy = WaitStrategy::busy_poll}};
+  std::optional<LengthsClient> first;
+  std::thread connecting([&] { first.emplace(g.name(), 10s, busy); });
+  while (server.clients() == 0) (void)server.take_for(1ms);
+  connecting.join();
+  for (const auto d : {0us, 5us, 1000us}) EXPECT_FALSE(server.take_for(d).has_value());
+
+  std::atomic<std::size_t> answer{0};
+  std::thread second([&] {
+    LengthsClient c(g.name(), 10s, busy);
+    answer.store(c.call("abc", 10s));
+  });  // closes its connection as it ends
+  auto req = server.take_for(10s);
+  ASSERT_TRUE(req.has_value());
+  EXPECT_EQ(req->value(), "abc");
+  EXPECT_TRUE(req->respond(3));
+  second.join();
+  EXPECT_EQ(answer.load(), 3u);
+
+  std::thread calling([&] { answer.store(first->call("hello", 10s)); });
+  req = server.take_for(10s);
+  ASSERT_TRUE(req.has_value());
+  EXPECT_EQ(req->value(), "hello");
+  EXPECT_TRUE(req->respond(5));
+  calling.join();
+  EXPECT_EQ(answer.load(), 5u);
+  req.reset();
+
+  first.reset();
+  EXPECT_FALSE(server.take_for(1ms).has_value());
+  EXPECT_EQ(server.clients(), 0u) << "closed clients were not dropped";
+}
+
 }  // namespace
 }  // namespace shmbus

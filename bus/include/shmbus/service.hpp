@@ -51,8 +51,9 @@
 //
 // Waiting: take_for() waits on the listener and every client's pipe at
 // once (shmbus::wait()). By default it spins while any client's pipe is
-// busy-poll (that client's requests wake nobody); ServiceOptions::wait
-// picks the server's own strategy instead:
+// busy-poll (that client's requests wake nobody; with up to 16 clients it
+// spins on their pipes directly, and reads a request the moment it sees
+// one); ServiceOptions::wait picks the server's own strategy instead:
 //
 //   shmbus::Service<std::string, std::size_t> quiet{
 //       "quiet", {.wait = shmbus::WaitPolicy{.strategy = shmbus::WaitStrategy::blocking}}};
@@ -154,6 +155,27 @@ struct ServiceAccess {
   static Clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
     return Connection::deadline_after(timeout);
   }
+  // `timeout` as a Clock::duration without reading the clock, saturated as
+  // deadline_after() saturates: one past half what the clock holds (146
+  // years) is max() (forever), zero, negative or NaN is zero. Any duration
+  // type, floating-point ones included.
+  template <class Rep, class Period>
+  static Clock::duration saturated(std::chrono::duration<Rep, Period> timeout) noexcept {
+    const double t = std::chrono::duration<double>(timeout).count();
+    if (!(t > 0)) return Clock::duration::zero();
+    if (t >= std::chrono::duration<double>(Clock::duration::max()).count() / 2)
+      return Clock::duration::max();
+    return std::chrono::duration_cast<Clock::duration>(timeout);
+  }
+  // [service.spin] What the server's spin reads of a client's end: whether
+  // it can be read by the inlined path (owned here, open, nothing peeked),
+  // how it waits, and its hot word (the header at its read position).
+  static bool fast_ready(const Connection& c) noexcept { return c.fast_recv_ready(); }
+  static bool busy_poll(const Connection& c) noexcept {
+    return c.recv_policy_.strategy == WaitStrategy::busy_poll;
+  }
+  static bool has_data(const Connection& c) noexcept { return c.rx_.has_data(); }
+  static bool peer_closed(const Connection& c) noexcept { return c.peer_closed(); }
 
   // [service.taken] A server publishes, in the producer line of the ring it
   // answers on (a line only it writes, which its client never reads while
@@ -246,8 +268,17 @@ class ServiceServer {
   // (`answered`: true when the caller cancelled, false when it is gone).
   Connection* respond_to(const Taken& t, FrameKind kind, bool& answered);
   // Accepts new clients, then one round robin turn over them: a request,
-  // or nullopt when none has one now.
-  std::optional<Taken> turn();
+  // or nullopt when none has one now. `quick`: a lone client's end with
+  // nothing to read is passed over without a look at its peer's close or
+  // death (a wait and a full turn follow).
+  std::optional<Taken> turn(bool quick = false);
+  // After a turn found nothing: waits (spin(), else wait()) and turns
+  // again until a request or the deadline (nullptr: none); `now`: the
+  // clock read just before (unused without a deadline).
+  std::optional<Taken> wait_and_take(const Clock::time_point* deadline, Clock::time_point now);
+  // [service.spin] Spins on the clients' hot words when wait() would spin
+  // anyway; true when a turn should look now, false when wait() is to.
+  bool spin(const Clock::time_point* deadline) noexcept;
   // What respond() returns after sending; drops the client on a failure.
   bool responded(const Taken& t, SendResult r) noexcept;
 
@@ -431,12 +462,10 @@ class Service {
   template <class Rep, class Period>
   [[nodiscard]] std::optional<ServiceRequest<Req, Resp>> take_for(
       std::chrono::duration<Rep, Period> timeout) {
-    // Saturated (detail::deadline_after): hours::max() waits forever;
-    // zero, negative or NaN looks once.
-    const Clock::time_point until = detail::deadline_after(timeout);
-    const Clock::duration within = until == Clock::time_point::max()
-                                       ? Clock::duration::max()
-                                       : std::max(Clock::duration::zero(), until - Clock::now());
+    // Saturated (ServiceAccess::saturated): hours::max() waits forever;
+    // zero, negative or NaN looks once. The clock is read only when no
+    // request is there at once.
+    const Clock::duration within = detail::ServiceAccess::saturated(timeout);
     return take_impl([&] { return core_.take_within(within); });
   }
   [[nodiscard]] ServiceRequest<Req, Resp> take() {
