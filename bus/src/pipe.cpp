@@ -1109,9 +1109,10 @@ RecvResult Connection::recv_growing(void* out, std::byte* (*grow)(void*, std::si
   return RecvResult::ok;
 }
 
-RecvResult Connection::recv_value(void* out, std::size_t size, const Deadline* deadline) noexcept {
+RecvResult Connection::recv_value(void* out, std::size_t size, const Deadline* deadline,
+                                  bool wait) noexcept {
   detail::Frame f;
-  RecvResult r = next_frame(f, deadline, true);
+  RecvResult r = next_frame(f, deadline, wait);
   if (r != RecvResult::ok) return r;
   if (f.fragment || f.length != size) return RecvResult::size_mismatch;
   std::memcpy(out, f.data, size);

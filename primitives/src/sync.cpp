@@ -313,6 +313,12 @@ Condition Condition::open(std::string_view name, const SegmentOptions& options) 
 }
 
 LockResult Condition::acquire() noexcept { return lock_ ? lock_->acquire() : rlock_->acquire(); }
+LockResult Condition::try_acquire() noexcept {
+  return lock_ ? lock_->try_acquire() : rlock_->try_acquire();
+}
+LockResult Condition::acquire_until(Clock::time_point deadline) noexcept {
+  return lock_ ? lock_->acquire_until(deadline) : rlock_->acquire_until(deadline);
+}
 void Condition::release() {
   if (lock_) {
     lock_->release();

@@ -241,5 +241,28 @@ TEST(Inspector, ShowOfUnknownKindExitsInvalid) {
   EXPECT_EQ(json::parse(js.output)["error"], "corrupted");
 }
 
+// A type name (written by whoever has the segment) that is not UTF-8 is
+// shown with U+FFFD in JSON; the inspector died of nlohmann's type_error.
+TEST(Inspector, ShowJsonOfATypeNameThatIsNotUtf8PrintsAReplacement) {
+  SegmentGuard g(unique_name("notutf8"));
+  auto shm = SharedMemory::create(g.name(), 64);
+  int fd = ::open(test::shm_path(g.name()).c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  const char bad[] = "q\x86\xff";
+  ASSERT_EQ(::pwrite(fd, bad, sizeof bad, offsetof(detail::SegmentHeader, type_name)),
+            static_cast<ssize_t>(sizeof bad));
+  ::close(fd);
+  for (const char* cmd : {"show", "list", "doctor"}) {
+    std::vector<std::string> args{cmd};
+    if (std::string(cmd) == "show") args.push_back(g.name());
+    args.emplace_back("--json");
+    auto r = run_inspector(args, 10s);
+    EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 4) << cmd << ": exit " << r.exit_code;
+    EXPECT_TRUE(json::accept(r.output)) << cmd << ": " << r.output;
+  }
+  auto r = run_inspector({"show", g.name(), "--json"}, 10s);
+  EXPECT_NE(r.output.find("q\xef\xbf\xbd"), std::string::npos) << r.output;  // "q" U+FFFD
+}
+
 }  // namespace
 }  // namespace shmbus

@@ -41,6 +41,10 @@
 namespace {
 
 using nlohmann::json;
+// Names and type names come from /dev/shm and from shared memory: bytes
+// that are not UTF-8 print as U+FFFD rather than throw from dump().
+constexpr int kIndent = 2;
+constexpr auto kNotUtf8 = json::error_handler_t::replace;
 using shmbus::Errc;
 
 enum Exit : int { kOk = 0, kNotFound = 1, kUsage = 2, kInvalid = 3, kProblems = 4 };
@@ -202,7 +206,7 @@ int cmd_list(bool as_json) {
       }
     }
   }
-  if (as_json) std::cout << out.dump(2) << "\n";
+  if (as_json) std::cout << out.dump(kIndent, ' ', false, kNotUtf8) << "\n";
   return kOk;
 }
 
@@ -211,7 +215,7 @@ int report_error(const shmbus::Error& e, bool as_json) {
     std::cout << json{{"name", e.object()},
                       {"error", std::string(shmbus::to_string(e.code()))},
                       {"reason", e.reason()}}
-                     .dump(2)
+                     .dump(kIndent, ' ', false, kNotUtf8)
               << "\n";
   }
   std::fprintf(stderr, "bus-inspector: %s\n", e.what());
@@ -253,7 +257,7 @@ int show_store(const std::string& name, bool as_json) {
                       {"holders", s.holders},
                       {"readers", s.readers},
                       {"writer", s.writer}}
-                     .dump(2)
+                     .dump(kIndent, ' ', false, kNotUtf8)
               << "\n";
     return kOk;
   }
@@ -294,7 +298,7 @@ int cmd_show(std::string name, bool as_json) {
 #ifdef SHMBUS_INSPECTOR_BRIDGE
       if (bridge) j["bridge"] = bridge_json(*bridge);
 #endif
-      std::cout << j.dump(2) << "\n";
+      std::cout << j.dump(kIndent, ' ', false, kNotUtf8) << "\n";
       return kOk;
     }
 #ifdef SHMBUS_INSPECTOR_BRIDGE
@@ -347,7 +351,7 @@ int cmd_gc(bool dry_run, bool include_invalid, bool force, bool as_json) {
     for (const auto& a : actions) {
       out.push_back({{"name", a.name}, {"reason", a.reason}, {"removed", a.removed}});
     }
-    std::cout << json{{"dry_run", dry_run}, {"actions", out}}.dump(2) << "\n";
+    std::cout << json{{"dry_run", dry_run}, {"actions", out}}.dump(kIndent, ' ', false, kNotUtf8) << "\n";
     return kOk;
   }
   for (const auto& a : actions) {
@@ -404,7 +408,7 @@ int cmd_doctor(bool as_json) {
     }
   }
   if (as_json) {
-    std::cout << json{{"healthy", findings.empty()}, {"findings", findings}}.dump(2) << "\n";
+    std::cout << json{{"healthy", findings.empty()}, {"findings", findings}}.dump(kIndent, ' ', false, kNotUtf8) << "\n";
   } else if (findings.empty()) {
     std::printf("no problems found\n");
   } else {

@@ -312,6 +312,17 @@ class Connection {
   }
   template <class T>
   requires std::is_trivially_copyable_v<T>
+  [[nodiscard]] RecvResult recv_until(T& out, Deadline deadline) noexcept {
+    return recv_value(&out, sizeof(T), &deadline);
+  }
+  // Never waits: empty when no message is there.
+  template <class T>
+  requires std::is_trivially_copyable_v<T>
+  [[nodiscard]] RecvResult try_recv(T& out) noexcept {
+    return recv_value(&out, sizeof(T), nullptr, false);
+  }
+  template <class T>
+  requires std::is_trivially_copyable_v<T>
   [[nodiscard]] T recv() {
     T out;
     throw_unless_ok(recv(out), "recv");
@@ -627,7 +638,8 @@ class Connection {
   SendResult send_fragmented(std::span<const std::byte> data, const Deadline* deadline) noexcept;
   RecvResult recv_impl(std::span<std::byte> buffer, std::size_t offset, std::size_t& size,
                        const Deadline* deadline, bool wait) noexcept;
-  RecvResult recv_value(void* out, std::size_t size, const Deadline* deadline) noexcept;
+  RecvResult recv_value(void* out, std::size_t size, const Deadline* deadline,
+                        bool wait = true) noexcept;
   // fileno(): this end found nothing: clear the descriptor, arm the ring
   // and let the bridge thread sleep on it.
   void rearm_fileno() noexcept;

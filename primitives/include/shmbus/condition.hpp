@@ -88,6 +88,13 @@ class Condition {
 
   // The underlying lock: Lockable, so std::unique_lock<Condition> works.
   [[nodiscard]] LockResult acquire() noexcept;
+  // Python's acquire(False) and acquire(timeout=...): the lock's own.
+  [[nodiscard]] LockResult try_acquire() noexcept;
+  template <class Rep, class Period>
+  [[nodiscard]] LockResult acquire_for(std::chrono::duration<Rep, Period> d) noexcept {
+    return acquire_until(detail::deadline_after(d));
+  }
+  [[nodiscard]] LockResult acquire_until(Clock::time_point deadline) noexcept;
   void release();
   void lock();
   void unlock() { release(); }

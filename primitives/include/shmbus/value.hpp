@@ -29,6 +29,12 @@
 // then leave synchronisation to the caller. Compound updates (x = x + 1)
 // need get_lock() (or an RMW).
 //
+// A process killed holding the lock (inside set(), or holding get_lock())
+// leaves the bytes as they were at its death, as with a Raw* object; the
+// next get(), set() or view() takes the lock over (make_consistent) and
+// the object stays usable. Code that keeps several cells consistent under
+// get_lock() sees LockResult::owner_died from its own acquire() first.
+//
 // Memory ordering: everything written before set() (or before releasing
 // get_lock()) is visible to a process whose get() reads that value (or
 // that acquires get_lock() afterwards).
@@ -60,6 +66,20 @@ namespace detail {
 template <class T>
 inline constexpr bool kAtomicCells =
     std::atomic_ref<T>::is_always_lock_free&& std::is_trivially_copyable_v<T>;
+
+// The lock of get()/set() and view(): a holder that died inside them (or
+// holding get_lock()) is taken over, not left for the unlock to make the
+// lock not recoverable for every later call: the cells are all the state
+// there is, as the dead holder left them. lock() throws Errc::peer_dead
+// for a lock already not recoverable.
+inline void lock_cells(RLock& lock) {
+  const LockResult r = lock.acquire();
+  if (r == LockResult::owner_died) {
+    lock.make_consistent();
+  } else if (!holds(r)) {
+    lock.lock();
+  }
+}
 
 // The shared part of all four: a CellsHeader and `count` elements of T.
 template <class T, ObjectKind Kind>
@@ -169,7 +189,7 @@ class Value : public detail::Cells<T, ObjectKind::value> {
     if constexpr (detail::kAtomicCells<T>) {
       return this->load_raw(0);
     } else {
-      lock_.lock();
+      detail::lock_cells(lock_);
       T v = this->load_raw(0);
       lock_.unlock();
       return v;
@@ -179,7 +199,7 @@ class Value : public detail::Cells<T, ObjectKind::value> {
     if constexpr (detail::kAtomicCells<T>) {
       this->store_raw(0, v);
     } else {
-      lock_.lock();
+      detail::lock_cells(lock_);
       this->store_raw(0, v);
       lock_.unlock();
     }
@@ -312,7 +332,9 @@ class Array : public detail::Cells<T, ObjectKind::array> {
   // View lives (Python's `with a.get_lock(): a[:]`).
   class View : public std::span<T> {
    public:
-    explicit View(Array& array) : std::span<T>(array.data_, array.count_), guard_(array.lock_) {}
+    explicit View(Array& array)
+        : std::span<T>(array.data_, array.count_),
+          guard_((detail::lock_cells(array.lock_), array.lock_), std::adopt_lock) {}
 
    private:
     std::unique_lock<RLock> guard_;
@@ -324,7 +346,8 @@ class Array : public detail::Cells<T, ObjectKind::array> {
     if constexpr (detail::kAtomicCells<T>) {
       return this->load_raw(i);
     } else {
-      std::scoped_lock g(lock_);
+      detail::lock_cells(lock_);
+      std::scoped_lock g(std::adopt_lock, lock_);
       return this->load_raw(i);
     }
   }
@@ -333,7 +356,8 @@ class Array : public detail::Cells<T, ObjectKind::array> {
     if constexpr (detail::kAtomicCells<T>) {
       this->store_raw(i, v);
     } else {
-      std::scoped_lock g(lock_);
+      detail::lock_cells(lock_);
+      std::scoped_lock g(std::adopt_lock, lock_);
       this->store_raw(i, v);
     }
   }

@@ -58,6 +58,28 @@ TEST(Pipe, DuplexCarriesValuesStringsAndSpansBothWays) {
   EXPECT_EQ(a.recv_string(), "back");
 }
 
+// The README promises a try_ and an _until form of every blocking call: a
+// trivially copyable value had recv and recv_for only.
+TEST(Pipe, TryRecvAndRecvUntilOfAPlainValue) {
+  auto [a, b] = Pipe();
+  int v = 0;
+  EXPECT_EQ(b.try_recv(v), RecvResult::empty);
+  ASSERT_EQ(a.send(41), SendResult::ok);
+  ASSERT_EQ(a.send(std::int64_t{42}), SendResult::ok);
+  ASSERT_EQ(a.send(43), SendResult::ok);
+  EXPECT_EQ(b.try_recv(v), RecvResult::ok);
+  EXPECT_EQ(v, 41);
+  EXPECT_EQ(b.try_recv(v), RecvResult::size_mismatch);  // an int64: it stays
+  std::int64_t w = 0;
+  EXPECT_EQ(b.recv_until(w, Clock::now() + 1s), RecvResult::ok);
+  EXPECT_EQ(w, 42);
+  EXPECT_EQ(b.recv_until(v, Clock::now()), RecvResult::ok);
+  EXPECT_EQ(v, 43);
+  EXPECT_EQ(b.recv_until(v, Clock::now() + 1ms), RecvResult::timeout);
+  a.close();
+  EXPECT_EQ(b.try_recv(v), RecvResult::eof);
+}
+
 TEST(Pipe, HalfDuplexFirstEndOnlyReceivesSecondOnlySends) {
   auto [r, w] = Pipe(false);
   EXPECT_TRUE(r.readable());

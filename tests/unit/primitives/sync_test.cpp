@@ -285,6 +285,28 @@ TEST(Condition, WaitForTimesOutWithoutNotify) {
   EXPECT_TRUE(c.get_lock()->locked());  // re-acquired after the wait
 }
 
+// Python's cond.acquire(False) and cond.acquire(timeout=t): Condition had
+// only the blocking acquire() and try_lock().
+TEST(Condition, TryAcquireAndAcquireForAsPythonsAcquireWithTimeout) {
+  SegmentGuard g(unique_name("cond"));
+  SegmentGuard gl(unique_name("cond.lock"));
+  auto lock = Lock::create(gl.name());
+  auto c = Condition::create(g.name(), lock);
+  EXPECT_EQ(c.try_acquire(), LockResult::acquired);
+  EXPECT_EQ(c.try_acquire(), LockResult::timeout);  // a Lock: not reentrant
+  EXPECT_EQ(c.acquire_for(10ms), LockResult::timeout);
+  EXPECT_EQ(c.acquire_until(Clock::now()), LockResult::timeout);
+  c.release();
+  EXPECT_EQ(c.acquire_for(0.5s), LockResult::acquired);
+  EXPECT_FALSE(c.wait_for(1ms));
+  c.release();
+  auto r = Condition(RLock());  // reentrant by its owner
+  EXPECT_EQ(r.acquire_for(1s), LockResult::acquired);
+  EXPECT_EQ(r.try_acquire(), LockResult::acquired);
+  r.release();
+  r.release();
+}
+
 TEST(Condition, DefaultRLockAndOpenFindsSameLock) {
   SegmentGuard g(unique_name("cond"));
   SegmentGuard gl(g.name() + ".lock");
