@@ -4,7 +4,7 @@
 // process opens the copy by name and makes every call that does not wait
 // (sizes, try_ puts and gets, loads and stores, try_acquire, is_set,
 // try_accept, close, unlink ...), reads it the way bus-inspector does
-// (inspect_segment, object_stats, a dry-run gc of its name) and the parent
+// (inspect_segment, object_stats, a gc of its name) and the parent
 // runs bus-inspector on it. Each must give a shmbus::Error or a valid
 // answer: a crash (or a sanitizer report, which exits nonzero) or a hang
 // fails the trial, and each failure prints the seed that reproduces it.
@@ -536,7 +536,10 @@ TEST_P(CorruptProperty, EveryCallAnswersOrRefusesWhateverTheFileHolds) {
           (void)listener_connections(copy);
       } catch (const Error&) {
       }
+      // The tracker's sweep of its name: a dry run, then a real one that
+      // also unlinks it if its header is invalid.
       (void)collect_garbage({.dry_run = true, .prefix = copy});
+      (void)collect_garbage({.include_invalid = true, .prefix = copy});
       return code;
     });
     const test::ChildStatus st = test::wait_child(pid, 20s);

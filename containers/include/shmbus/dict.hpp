@@ -146,6 +146,8 @@ class Dict {
       return have;
     });
   }
+  // Python's d.pop(k, default): k's value, removed, or `fallback`.
+  V pop(const K& k, const V& fallback) { return pop(k).value_or(fallback); }
   void clear() {
     store_.write([](detail::WriteTxn& t) { t.clear(); });
   }

@@ -36,6 +36,10 @@ TEST(Dict, BehavesAsPythonDictWhenNamed) {
   EXPECT_FALSE(d.erase("c"));
   EXPECT_EQ(d.pop("b"), 2.5);
   EXPECT_FALSE(d.pop("b").has_value());
+  d.set("b", 2.5);
+  EXPECT_EQ(d.pop("b", 8.0), 2.5);  // Python's d.pop(k, default)
+  EXPECT_EQ(d.pop("b", 8.0), 8.0);
+  EXPECT_FALSE(d.contains("b"));
   d.update({{"x", 1.0}, {"y", 2.0}});
   auto items = d.items();
   ASSERT_EQ(items.size(), 3u);
