@@ -134,10 +134,11 @@ std::optional<ServiceServer::Taken> ServiceServer::turn(bool quick) {
     Peer& p = *peers_[i];
     // A quick turn over one client passes over its end when no frame is at
     // its read position (one load): the out-of-line receive would say
-    // `empty`, or, for a client that closed or died, what the full turn
-    // after the wait then finds (wait() and spin() both end on such an
-    // end). With several clients every end gets the full look: a request
-    // of another would end the turn before that wait.
+    // `empty`, or, for a client that closed or died, what wait_and_take()'s
+    // full turn then finds (after its wait or spin, which both end on such
+    // an end, or at once when the deadline has passed). With several
+    // clients every end gets the full look: a request of another would end
+    // the turn before that wait.
     if (quick && n == 1 && ServiceAccess::fast_ready(p.conn) && !ServiceAccess::has_data(p.conn))
       break;
     for (int f = 0; f < kFramesPerTurn && !p.gone; ++f) {
@@ -188,15 +189,32 @@ std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point*
 
 std::optional<ServiceServer::Taken> ServiceServer::wait_and_take(const Clock::time_point* deadline,
                                                                  Clock::time_point now) {
-  for (bool first = true;; first = false) {
+  // A spin whose turn found nothing (a closed end dropped, a cancel) is
+  // followed by a wait(): its liveness checks (a dead client, a backlog
+  // slot a dying client left claimed) always get their turn.
+  const auto forget_gone = [this] {
     std::erase_if(peers_, [](const std::shared_ptr<Peer>& p) { return p->gone; });
-    std::optional<Clock::duration> left;
+  };
+  bool may_spin = true;
+  for (bool first = true;; first = false) {
+    forget_gone();
     if (deadline != nullptr) {
       if (!first) now = Clock::now();
-      if (now >= *deadline) return std::nullopt;
-      left = *deadline - now;
+      if (now >= *deadline) {
+        if (!first) return std::nullopt;
+        auto t = turn();  // the full turn the quick one owes: take_for(0) drops a closed client
+        forget_gone();
+        return t;
+      }
     }
-    if (!spin(deadline)) {
+    const Spin spun = may_spin ? spin(deadline) : Spin::skipped;
+    if (spun != Spin::ready) {
+      std::optional<Clock::duration> left;
+      if (deadline != nullptr) {
+        if (spun == Spin::gave_up) now = Clock::now();  // spun up to 20 us
+        if (now >= *deadline) return std::nullopt;
+        left = *deadline - now;
+      }
       // Sleep on the backlog and every client's pipe at once: a new client
       // or a request wakes the server (wait() takes any number of them).
       waiting_.clear();
@@ -205,6 +223,7 @@ std::optional<ServiceServer::Taken> ServiceServer::wait_and_take(const Clock::ti
       shmbus::wait(waiting_, ready_, left);
     }
     if (auto t = turn()) return t;
+    may_spin = spun != Spin::ready;
   }
 }
 
@@ -219,33 +238,33 @@ std::optional<ServiceServer::Taken> ServiceServer::wait_and_take(const Clock::ti
 // read inline (another process's copy, a frame peeked), or with more
 // clients than kSpinPeers (wait()'s hint serves many ends better), wait()
 // does as before: it also checks the clients' liveness. Nothing is written.
-bool ServiceServer::spin(const Clock::time_point* deadline) noexcept {
+ServiceServer::Spin ServiceServer::spin(const Clock::time_point* deadline) noexcept {
   constexpr std::size_t kSpinPeers = 16;
   constexpr auto kSpin = std::chrono::microseconds(20);
-  if (peers_.empty() || peers_.size() > kSpinPeers) return false;
+  if (peers_.empty() || peers_.size() > kSpinPeers) return Spin::skipped;
   bool busy = false;
   for (const auto& p : peers_) {
-    if (!ServiceAccess::fast_ready(p->conn)) return false;
+    if (!ServiceAccess::fast_ready(p->conn)) return Spin::skipped;
     busy = busy || ServiceAccess::busy_poll(p->conn);
   }
-  if (!busy) return false;  // wait() spins only so long, then sleeps
+  if (!busy) return Spin::skipped;  // wait() spins only so long, then sleeps
   Clock::time_point until{};
   for (unsigned i = 1;; ++i) {
     for (const auto& p : peers_)
-      if (ServiceAccess::has_data(p->conn)) return true;
+      if (ServiceAccess::has_data(p->conn)) return Spin::ready;
     if ((i & 63) != 0) {
       detail::cpu_relax();
       continue;
     }
     for (const auto& p : peers_)
-      if (ServiceAccess::peer_closed(p->conn)) return true;
-    if (listener_.pending() != 0) return true;
+      if (ServiceAccess::peer_closed(p->conn)) return Spin::ready;
+    if (ServiceAccess::backlog_ready(listener_)) return Spin::ready;
     const Clock::time_point now = Clock::now();
-    if (deadline != nullptr && now >= *deadline) return true;  // the turn, then nullopt
+    if (deadline != nullptr && now >= *deadline) return Spin::ready;  // the turn, then nullopt
     if (i == 64) {
       until = now + kSpin;
     } else if (now >= until) {
-      return false;
+      return Spin::gave_up;
     }
   }
 }

@@ -739,5 +739,53 @@ TEST(Service, ABusyPollClientsServerSpinsYetSeesDeadlinesNewClientsAndCloses) {
   EXPECT_EQ(server.clients(), 0u) << "closed clients were not dropped";
 }
 
+// Review of [service.spin]: a client killed between claiming its backlog
+// slot and filling it left pending() above zero, which the spin took for a
+// client to accept at every step: the server never reached wait(), which
+// repairs such a slot, so no later client was accepted and take() spun
+// forever. And take_for(0)'s quick turn over a lone client never dropped it
+// once it closed.
+TEST(Service, ABusyPollClientsServerAcceptsPastAClientThatDiedConnectingAndDropsOnZeroTimeout) {
+  SegmentGuard g(unique_name("svcd"));
+  Lengths server(g.name());
+  const PipeOptions busy{.wait = {.strategy = WaitStrategy::busy_poll}};
+  std::optional<LengthsClient> first;
+  std::thread connecting([&] { first.emplace(g.name(), 10s, busy); });
+  while (server.clients() == 0) (void)server.take_for(1ms);
+  connecting.join();
+
+  const auto died = test::wait_child(test::fork_child([&] {
+    detail::set_fault_hook([](detail::FaultPoint p) noexcept {
+      if (p == detail::FaultPoint::put_claimed) ::raise(SIGKILL);
+    });
+    LengthsClient dying(g.name(), 1s, busy);
+    return 0;
+  }));
+  ASSERT_EQ(died.signal, SIGKILL) << "the client did not die holding its backlog slot";
+
+  std::atomic<std::size_t> answer{0};
+  std::thread second([&] {
+    try {
+      LengthsClient c(g.name(), 10s, busy);
+      answer.store(c.call("abc", 10s));
+    } catch (const Error&) {
+    }
+  });
+  auto req = server.take_for(10s);
+  ASSERT_TRUE(req.has_value()) << "the client behind the dead one's slot was never accepted";
+  EXPECT_EQ(req->value(), "abc");
+  EXPECT_TRUE(req->respond(3));
+  req.reset();
+  second.join();
+  EXPECT_EQ(answer.load(), 3u);
+  const auto until = Clock::now() + 10s;  // the second client closed: dropped at a turn
+  while (server.clients() > 1 && Clock::now() < until) (void)server.take_for(1ms);
+  ASSERT_EQ(server.clients(), 1u);
+
+  first.reset();
+  EXPECT_FALSE(server.take_for(0s).has_value());
+  EXPECT_EQ(server.clients(), 0u) << "take_for(0) kept a lone client that closed";
+}
+
 }  // namespace
 }  // namespace shmbus

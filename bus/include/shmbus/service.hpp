@@ -51,9 +51,11 @@
 //
 // Waiting: take_for() waits on the listener and every client's pipe at
 // once (shmbus::wait()). By default it spins while any client's pipe is
-// busy-poll (that client's requests wake nobody; with up to 16 clients it
-// spins on their pipes directly, and reads a request the moment it sees
-// one); ServiceOptions::wait picks the server's own strategy instead:
+// busy-poll (that client's requests wake nobody; with up to 16 clients,
+// every end read in place, it spins on their pipes directly for up to
+// 20 us at a time and reads a request the moment it sees one, then
+// wait() spins with its liveness checks); ServiceOptions::wait picks the
+// server's own strategy instead:
 //
 //   shmbus::Service<std::string, std::size_t> quiet{
 //       "quiet", {.wait = shmbus::WaitPolicy{.strategy = shmbus::WaitStrategy::blocking}}};
@@ -155,10 +157,11 @@ struct ServiceAccess {
   static Clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
     return Connection::deadline_after(timeout);
   }
-  // `timeout` as a Clock::duration without reading the clock, saturated as
-  // deadline_after() saturates: one past half what the clock holds (146
-  // years) is max() (forever), zero, negative or NaN is zero. Any duration
-  // type, floating-point ones included.
+  // `timeout` as a Clock::duration without reading the clock, saturated:
+  // half what the clock holds (146 years) or more is max() (forever;
+  // deadline_after() saturates only nearer its end, 292 years less the
+  // uptime: no process waits either), zero, negative or NaN is zero. Any
+  // duration type, floating-point ones included.
   template <class Rep, class Period>
   static Clock::duration saturated(std::chrono::duration<Rep, Period> timeout) noexcept {
     const double t = std::chrono::duration<double>(timeout).count();
@@ -176,6 +179,9 @@ struct ServiceAccess {
   }
   static bool has_data(const Connection& c) noexcept { return c.rx_.has_data(); }
   static bool peer_closed(const Connection& c) noexcept { return c.peer_closed(); }
+  // A client is waiting in the backlog: what wait() reads of it (a slot
+  // claimed by a client that died connecting is not; wait() repairs it).
+  static bool backlog_ready(const Listener& l) noexcept { return l.backlog_.ready(false); }
 
   // [service.taken] A server publishes, in the producer line of the ring it
   // answers on (a line only it writes, which its client never reads while
@@ -270,15 +276,18 @@ class ServiceServer {
   // Accepts new clients, then one round robin turn over them: a request,
   // or nullopt when none has one now. `quick`: a lone client's end with
   // nothing to read is passed over without a look at its peer's close or
-  // death (a wait and a full turn follow).
+  // death (wait_and_take()'s full turn follows, also when the deadline has
+  // passed).
   std::optional<Taken> turn(bool quick = false);
   // After a turn found nothing: waits (spin(), else wait()) and turns
   // again until a request or the deadline (nullptr: none); `now`: the
   // clock read just before (unused without a deadline).
   std::optional<Taken> wait_and_take(const Clock::time_point* deadline, Clock::time_point now);
   // [service.spin] Spins on the clients' hot words when wait() would spin
-  // anyway; true when a turn should look now, false when wait() is to.
-  bool spin(const Clock::time_point* deadline) noexcept;
+  // anyway: `ready` when a turn should look now, `skipped` when it cannot
+  // (wait() is to, at once), `gave_up` after its 20 us (wait() is to).
+  enum class Spin { skipped, ready, gave_up };
+  Spin spin(const Clock::time_point* deadline) noexcept;
   // What respond() returns after sending; drops the client on a failure.
   bool responded(const Taken& t, SendResult r) noexcept;
 
