@@ -441,6 +441,7 @@ TEST(SpscRingFast, RecvRefusesEveryHeaderButAPlainFrameInBounds) {
     std::byte buf[4096];
     std::size_t n = 99;
     EXPECT_FALSE(r.consumer.try_recv<false>(buf, sizeof buf, n)) << std::hex << h;
+    EXPECT_FALSE((r.consumer.try_recv<false, true>(buf, sizeof buf, n))) << std::hex << h;
     // The typed receive (recv<T>: exactly `room` bytes) compares the
     // length with its room first: neither the length the header carries
     // nor one past the largest frame may pass.
@@ -461,6 +462,7 @@ TEST(SpscRingFast, RecvRefusesEveryHeaderButAPlainFrameInBounds) {
     std::size_t n = 0;
     EXPECT_FALSE(r.consumer.try_recv<false>(buf, sizeof buf, n));
     EXPECT_FALSE(r.consumer.try_recv<true>(buf, 64, n));
+    EXPECT_FALSE((r.consumer.try_recv<false, true>(buf, sizeof buf, n)));
     EXPECT_EQ(r.consumer.peek(f), PeekResult::corrupted);
     EXPECT_FALSE(r.consumer.try_recv<false>(buf, sizeof buf, n));  // sticky
   }
