@@ -8,12 +8,15 @@
 //
 // SHMBUS_SOAK=1 runs ten times as many kills.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <csignal>
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <string>
 
@@ -42,8 +45,11 @@ void kill_at_random(std::uint64_t seed, const std::function<void(std::atomic<std
     return 0;
   });
   const std::uint64_t after = 1 + rng() % 200;
-  ASSERT_TRUE(test::poll_until([&] { return rounds->load() >= after; }, 20s))
-      << "seed " << seed << ": the child never got going";
+  if (!test::poll_until([&] { return rounds->load() >= after; }, 20s)) {
+    ::kill(pid, SIGKILL);  // never left looping
+    (void)test::wait_child(pid, 20s);
+    FAIL() << "seed " << seed << ": the child never got going";
+  }
   for (std::uint64_t spin = rng() % 20000; spin > 0; --spin) {
     std::atomic_signal_fence(std::memory_order_seq_cst);
   }
@@ -114,6 +120,10 @@ TEST(KindsKill, ConditionUserKilledAnywhereGivesTheLockBackOrOwnerDied) {
     // survivor gets it by the deadline, and wait/notify still work.
     const LockResult r = cond.acquire();
     ASSERT_TRUE(holds(r)) << "seed " << k;
+    if (r == LockResult::owner_died) {  // killed holding it: the survivor repairs
+      if (cond.get_lock() != nullptr) cond.get_lock()->make_consistent();
+      if (cond.get_rlock() != nullptr) cond.get_rlock()->make_consistent();
+    }
     EXPECT_FALSE(cond.wait_for(1ms)) << "seed " << k;  // nobody notifies
     cond.notify_all();
     cond.release();
@@ -125,17 +135,23 @@ TEST(KindsKill, ConditionUserKilledAnywhereGivesTheLockBackOrOwnerDied) {
       return woken ? 0 : 1;
     });
     // Notify until the waiter has been woken (it may not be waiting yet).
-    test::ChildStatus st;
-    ASSERT_TRUE(test::poll_until(
+    int status = 0;
+    const bool reaped = test::poll_until(
         [&] {
           if (holds(cond.acquire_for(1s))) {
             cond.notify();
             cond.release();
           }
-          return ::waitpid(waiter, nullptr, WNOHANG) == waiter;
+          return ::waitpid(waiter, &status, WNOHANG) == waiter;
         },
-        20s))
-        << "seed " << k;
+        20s);
+    if (!reaped) {
+      ::kill(waiter, SIGKILL);
+      (void)test::wait_child(waiter, 20s);
+    }
+    ASSERT_TRUE(reaped) << "seed " << k << ": the waiter was never woken";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "seed " << k << ": the waiter's lock or wait failed";
   }
 }
 

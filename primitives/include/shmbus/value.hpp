@@ -30,10 +30,14 @@
 // need get_lock() (or an RMW).
 //
 // A process killed holding the lock (inside set(), or holding get_lock())
-// leaves the bytes as they were at its death, as with a Raw* object; the
-// next get(), set() or view() takes the lock over (make_consistent) and
-// the object stays usable. Code that keeps several cells consistent under
-// get_lock() sees LockResult::owner_died from its own acquire() first.
+// leaves the bytes as they were at its death, as with a Raw* object: a
+// value that is not lock-free may be torn (part old, part new), and
+// nothing reports it. The next get(), set() or view() takes the lock over
+// (make_consistent) and the object stays usable. Only the process whose
+// own acquire() takes the lock over first sees LockResult::owner_died;
+// a get_lock() taken with lock() (std::scoped_lock) takes it over without
+// repairing it, and its unlock leaves it not recoverable (every later
+// call: Errc::peer_dead; README Known gaps).
 //
 // Memory ordering: everything written before set() (or before releasing
 // get_lock()) is visible to a process whose get() reads that value (or
