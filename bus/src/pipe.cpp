@@ -1072,9 +1072,9 @@ RecvResult Connection::recv_impl(std::span<std::byte> buffer, std::size_t offset
 }
 
 RecvResult Connection::recv_growing(void* out, std::byte* (*grow)(void*, std::size_t),
-                                    std::size_t maxlength, const Deadline* deadline) {
+                                    std::size_t maxlength, const Deadline* deadline, bool wait) {
   detail::Frame f;
-  RecvResult r = next_frame(f, deadline, true);
+  RecvResult r = next_frame(f, deadline, wait);
   if (r != RecvResult::ok) return r;
   std::uint64_t total = 0;
   if (!message_length(f, max_message_, total)) {
@@ -1130,13 +1130,20 @@ RecvResult Connection::recv_bytes(std::vector<std::byte>& out, std::size_t maxle
   return recv_growing(&out, grow, maxlength, deadline);
 }
 
+namespace {
+std::byte* grow_string(void* v, std::size_t n) {
+  auto& str = *static_cast<std::string*>(v);
+  str.resize(n);
+  return reinterpret_cast<std::byte*>(str.data());
+}
+}  // namespace
+
 RecvResult Connection::recv(std::string& out, const Deadline* deadline) {
-  auto grow = [](void* v, std::size_t n) {
-    auto& str = *static_cast<std::string*>(v);
-    str.resize(n);
-    return reinterpret_cast<std::byte*>(str.data());
-  };
-  return recv_growing(&out, grow, SIZE_MAX, deadline);
+  return recv_growing(&out, grow_string, SIZE_MAX, deadline);
+}
+
+RecvResult Connection::try_recv(std::string& out) {
+  return recv_growing(&out, grow_string, SIZE_MAX, nullptr, false);
 }
 
 void Connection::throw_unless_ok(RecvResult r, const char* what) const {

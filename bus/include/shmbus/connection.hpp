@@ -157,6 +157,11 @@ struct ConnectionWait;
 struct WaitAccess;  // shmbus::wait over any mix of objects (wait_any.hpp)
 struct ListenerAccess;
 struct ServiceAccess;  // service.hpp: Service frames and [service.taken]
+// A value Connection sends as one MessagePack value: not trivially
+// copyable (those go as their bytes) and not std::string (its bytes, no
+// header, whichever call sends or receives it: README's type table).
+template <class T>
+concept CodecMessage = !std::is_trivially_copyable_v<T> && !std::is_same_v<T, std::string>;
 }  // namespace detail
 
 class Connection {
@@ -218,9 +223,20 @@ class Connection {
     }
   }
   template <class T>
-  requires std::is_trivially_copyable_v<T>
+  requires(std::is_trivially_copyable_v<T> && !std::is_array_v<T>)
   [[nodiscard]] SendResult try_send(const T& value) noexcept {
     return try_send_bytes(std::as_bytes(std::span<const T, 1>(&value, 1)));
+  }
+  template <class T>
+  requires(std::is_trivially_copyable_v<T> && !std::is_array_v<T>)
+  [[nodiscard]] SendResult send_until(const T& value, Deadline deadline) noexcept {
+    return send_bytes_until(std::as_bytes(std::span<const T, 1>(&value, 1)), deadline);
+  }
+  template <class T, class Rep, class Period>
+  requires(std::is_trivially_copyable_v<T> && !std::is_array_v<T>)
+  [[nodiscard]] SendResult send_for(const T& value,
+                                    std::chrono::duration<Rep, Period> timeout) noexcept {
+    return send_until(value, deadline_after(timeout));
   }
   template <class T>
   requires std::is_trivially_copyable_v<T>
@@ -232,6 +248,18 @@ class Connection {
   }
   [[nodiscard]] SendResult send(const char* s) noexcept { return send(std::string_view(s)); }
   [[nodiscard]] SendResult send(const std::string& s) noexcept { return send(std::string_view(s)); }
+  // A string's bytes with every call form (as send(std::string_view)).
+  [[nodiscard]] SendResult try_send(std::string_view s) noexcept {
+    return try_send_bytes(std::as_bytes(std::span<const char>(s.data(), s.size())));
+  }
+  [[nodiscard]] SendResult send_until(std::string_view s, Deadline deadline) noexcept {
+    return send_bytes_until(std::as_bytes(std::span<const char>(s.data(), s.size())), deadline);
+  }
+  template <class Rep, class Period>
+  [[nodiscard]] SendResult send_for(std::string_view s,
+                                    std::chrono::duration<Rep, Period> timeout) noexcept {
+    return send_until(s, deadline_after(timeout));
+  }
 
   // Any other value the codec carries (shmbus/codec.hpp: std containers,
   // optional, variant, tuple, MSGPACK_DEFINE structs, ...), sent as one
@@ -242,20 +270,20 @@ class Connection {
   // throw std::bad_alloc while encoding; a container of more than 2^32-1
   // elements gives too_large.
   template <class T>
-  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] SendResult send(const T& value) {
+  requires detail::CodecMessage<T> [[nodiscard]] SendResult send(const T& value) {
     return send_codec(value, nullptr, true);
   }
   template <class T>
-  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] SendResult try_send(const T& value) {
+  requires detail::CodecMessage<T> [[nodiscard]] SendResult try_send(const T& value) {
     return send_codec(value, nullptr, false);
   }
   template <class T>
-  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] SendResult
+  requires detail::CodecMessage<T> [[nodiscard]] SendResult
       send_until(const T& value, Deadline deadline) {
     return send_codec(value, &deadline, true);
   }
   template <class T, class Rep, class Period>
-  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] SendResult
+  requires detail::CodecMessage<T> [[nodiscard]] SendResult
       send_for(const T& value, std::chrono::duration<Rep, Period> timeout) {
     return send_until(value, deadline_after(timeout));
   }
@@ -328,7 +356,18 @@ class Connection {
     throw_unless_ok(recv(out), "recv");
     return out;
   }
+  // A message's bytes as a string (whatever sent them), with every call
+  // form. May throw std::bad_alloc.
   [[nodiscard]] RecvResult recv(std::string& out, const Deadline* deadline = nullptr);
+  [[nodiscard]] RecvResult try_recv(std::string& out);
+  [[nodiscard]] RecvResult recv_until(std::string& out, Deadline deadline) {
+    return recv(out, &deadline);
+  }
+  template <class Rep, class Period>
+  [[nodiscard]] RecvResult recv_for(std::string& out, std::chrono::duration<Rep, Period> timeout) {
+    const Deadline d = deadline_after(timeout);
+    return recv(out, &d);
+  }
   [[nodiscard]] std::string recv_string();
 
   // A codec value (see send(const T&) above). A message that does not
@@ -336,21 +375,21 @@ class Connection {
   // detail::last_decode_error()); the next receive gets the next message.
   // May throw std::bad_alloc.
   template <class T>
-  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] RecvResult
+  requires detail::CodecMessage<T> [[nodiscard]] RecvResult
       recv(T& out, const Deadline* deadline = nullptr) {
     return recv_codec(out, deadline, true);
   }
   template <class T>
-  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] RecvResult try_recv(T& out) {
+  requires detail::CodecMessage<T> [[nodiscard]] RecvResult try_recv(T& out) {
     return recv_codec(out, nullptr, false);
   }
   template <class T>
-  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] RecvResult
+  requires detail::CodecMessage<T> [[nodiscard]] RecvResult
       recv_until(T& out, Deadline deadline) {
     return recv_codec(out, &deadline, true);
   }
   template <class T, class Rep, class Period>
-  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] RecvResult
+  requires detail::CodecMessage<T> [[nodiscard]] RecvResult
       recv_for(T& out, std::chrono::duration<Rep, Period> timeout) {
     const Deadline d = deadline_after(timeout);
     return recv_codec(out, &d, true);
@@ -359,7 +398,7 @@ class Connection {
   // this pipe and T when the message is not a T, Error(closed) at EOF,
   // Error(peer_dead), Error(corrupted).
   template <class T>
-  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] T recv() {
+  requires(!std::is_trivially_copyable_v<T>) [[nodiscard]] T recv() {  // std::string: its bytes
     T out{};
     const RecvResult r = recv(out);
     if (r == RecvResult::decode_error) throw_decode_error(detail::type_name<T>());
@@ -650,7 +689,7 @@ class Connection {
   // One message into a container that `grow(out, n)` resizes to n bytes
   // (returning its data) as fragments arrive.
   RecvResult recv_growing(void* out, std::byte* (*grow)(void*, std::size_t), std::size_t maxlength,
-                          const Deadline* deadline);
+                          const Deadline* deadline, bool wait = true);
   // Waits until a frame is peekable; maps the outcome to a RecvResult.
   RecvResult next_frame(detail::Frame& frame, const Deadline* deadline, bool wait) noexcept;
   WaitOutcome wait_data(const Deadline* deadline) noexcept;

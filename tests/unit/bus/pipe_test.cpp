@@ -80,6 +80,45 @@ TEST(Pipe, TryRecvAndRecvUntilOfAPlainValue) {
   EXPECT_EQ(b.try_recv(v), RecvResult::eof);
 }
 
+// A plain value and a string have every call form, and a string is its
+// bytes whichever form sends or receives it (README's type table): the
+// _for/_until/try_ forms of a std::string went through the codec, so
+// send("x") then try_recv(s) read a decode_error.
+TEST(Pipe, PlainValuesAndStringsHaveEveryCallFormAndAStringIsItsBytes) {
+  auto [a, b] = Pipe();
+  ASSERT_EQ(a.send_for(41, 1s), SendResult::ok);
+  ASSERT_EQ(a.send_until(std::int64_t{42}, Clock::now() + 1s), SendResult::ok);
+  int v = 0;
+  ASSERT_EQ(b.recv_for(v, 1s), RecvResult::ok);
+  EXPECT_EQ(v, 41);
+  std::int64_t w = 0;
+  ASSERT_EQ(b.try_recv(w), RecvResult::ok);
+  EXPECT_EQ(w, 42);
+
+  const std::string text = "hello";
+  ASSERT_EQ(a.send("one"), SendResult::ok);
+  ASSERT_EQ(a.try_send(text), SendResult::ok);
+  ASSERT_EQ(a.try_send("two"), SendResult::ok);
+  ASSERT_EQ(a.send_for(text, 1s), SendResult::ok);
+  ASSERT_EQ(a.send_for("three", 1s), SendResult::ok);
+  ASSERT_EQ(a.send_until(std::string_view("four"), Clock::now() + 1s), SendResult::ok);
+  std::string s;
+  ASSERT_EQ(b.try_recv(s), RecvResult::ok);
+  EXPECT_EQ(s, "one");
+  ASSERT_EQ(b.recv_for(s, 1s), RecvResult::ok);
+  EXPECT_EQ(s, "hello");
+  ASSERT_EQ(b.recv_until(s, Clock::now() + 1s), RecvResult::ok);
+  EXPECT_EQ(s, "two");  // no terminating zero: the literal's characters
+  EXPECT_EQ(b.recv_string(), "hello");
+  const std::vector<std::byte> raw = b.recv_bytes();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(raw.data()), raw.size()), "three");
+  EXPECT_EQ(b.recv<std::string>(), "four");
+  EXPECT_EQ(b.try_recv(s), RecvResult::empty);
+  EXPECT_EQ(b.recv_for(s, 1ms), RecvResult::timeout);
+  a.close();
+  EXPECT_EQ(b.try_recv(s), RecvResult::eof);
+}
+
 TEST(Pipe, HalfDuplexFirstEndOnlyReceivesSecondOnlySends) {
   auto [r, w] = Pipe(false);
   EXPECT_TRUE(r.readable());
