@@ -698,6 +698,17 @@ TEST(Service, AServerWithItsOwnWaitSleepsUnderBusyPollClientsAndTheirCallsWakeIt
   }
 }
 
+// Connects `client` to `server` from a thread while the server takes (a
+// client's constructor waits until its server has accepted it).
+void connect_while_taking(Lengths& server, std::optional<LengthsClient>& client,
+                          const PipeOptions& options) {
+  std::thread connecting([&] { client.emplace(server.name(), 10s, options); });
+  const auto until = Clock::now() + 20s;
+  while (server.clients() == 0 && Clock::now() < until) (void)server.take_for(1ms);
+  connecting.join();
+  ASSERT_EQ(server.clients(), 1u);
+}
+
 // [service.spin] A server whose clients busy-poll spins on their ends
 // (not in wait()) while it waits for a request; it still returns at its
 // deadline when none comes (zero, a few microseconds — inside the spin —,
@@ -708,9 +719,7 @@ TEST(Service, ABusyPollClientsServerSpinsYetSeesDeadlinesNewClientsAndCloses) {
   Lengths server(g.name());
   const PipeOptions busy{.wait = {.strategy = WaitStrategy::busy_poll}};
   std::optional<LengthsClient> first;
-  std::thread connecting([&] { first.emplace(g.name(), 10s, busy); });
-  while (server.clients() == 0) (void)server.take_for(1ms);
-  connecting.join();
+  ASSERT_NO_FATAL_FAILURE(connect_while_taking(server, first, busy));
   for (const auto d : {0us, 5us, 1000us}) EXPECT_FALSE(server.take_for(d).has_value());
 
   std::atomic<std::size_t> answer{0};
@@ -750,9 +759,7 @@ TEST(Service, ABusyPollClientsServerAcceptsPastAClientThatDiedConnectingAndDrops
   Lengths server(g.name());
   const PipeOptions busy{.wait = {.strategy = WaitStrategy::busy_poll}};
   std::optional<LengthsClient> first;
-  std::thread connecting([&] { first.emplace(g.name(), 10s, busy); });
-  while (server.clients() == 0) (void)server.take_for(1ms);
-  connecting.join();
+  ASSERT_NO_FATAL_FAILURE(connect_while_taking(server, first, busy));
 
   const auto died = test::wait_child(test::fork_child([&] {
     detail::set_fault_hook([](detail::FaultPoint p) noexcept {
