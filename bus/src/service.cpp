@@ -120,6 +120,17 @@ std::optional<ServiceServer::Taken> ServiceServer::take_within(Clock::duration t
 
 std::optional<ServiceServer::Taken> ServiceServer::turn(bool quick) {
   // pending(): two loads of lines that change only when a client connects.
+  // A count with no client ready at the head is a client still connecting,
+  // or one that died doing so: wait() repairs such a slot, but a server
+  // that one client keeps busy may never reach wait(), so the turn looks
+  // too, once a liveness interval.
+  if (listener_.pending() != 0 && !ServiceAccess::backlog_ready(listener_)) {
+    const Clock::time_point now = Clock::now();
+    if (now >= next_backlog_check_) {
+      next_backlog_check_ = now + kBacklogCheckEvery;
+      ServiceAccess::repair_backlog(listener_);
+    }
+  }
   while (auto c = listener_.pending() != 0 ? listener_.try_accept() : std::nullopt) {
     auto peer = std::make_shared<Peer>();
     peer->conn = std::move(*c);

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <functional>
 #include <future>
 #include <optional>
 #include <string>
@@ -792,6 +793,54 @@ TEST(Service, ABusyPollClientsServerAcceptsPastAClientThatDiedConnectingAndDrops
   first.reset();
   EXPECT_FALSE(server.take_for(0s).has_value());
   EXPECT_EQ(server.clients(), 0u) << "take_for(0) kept a lone client that closed";
+}
+
+// The same slot while another client keeps the server busy: every take
+// found a request by its spin or its first turn and never reached wait(),
+// so the client behind the slot was never accepted (reviewer).
+TEST(Service, AServerKeptBusyByOneClientStillAcceptsPastAClientThatDiedConnecting) {
+  SegmentGuard g(unique_name("svcb"));
+  Lengths server(g.name());
+  const PipeOptions busy{.wait = {.strategy = WaitStrategy::busy_poll}};
+  std::optional<LengthsClient> first;
+  ASSERT_NO_FATAL_FAILURE(connect_while_taking(server, first, busy));
+  const auto died = test::wait_child(test::fork_child([&] {
+    detail::set_fault_hook([](detail::FaultPoint p) noexcept {
+      if (p == detail::FaultPoint::put_claimed) ::raise(SIGKILL);
+    });
+    LengthsClient dying(g.name(), 1s, busy);
+    return 0;
+  }));
+  ASSERT_EQ(died.signal, SIGKILL) << "the client did not die holding its backlog slot";
+
+  std::atomic<bool> stop{false}, caller_done{false};
+  std::atomic<std::size_t> answer{0};
+  std::thread caller([&] {
+    try {
+      while (!stop.load()) (void)first->call("x", 10s);
+    } catch (const Error&) {
+    }
+    caller_done.store(true);
+  });
+  std::thread third([&] {
+    try {
+      LengthsClient c(g.name(), 10s, busy);
+      answer.store(c.call("abc", 10s));
+    } catch (const Error&) {
+    }
+  });
+  const auto serve_until = [&](const std::function<bool()>& done) {
+    const auto until = Clock::now() + 20s;
+    while (!done() && Clock::now() < until) {
+      if (auto req = server.take_for(1ms)) (void)req->respond(req->value().size());
+    }
+  };
+  serve_until([&] { return answer.load() != 0; });
+  stop.store(true);
+  serve_until([&] { return caller_done.load(); });
+  caller.join();
+  third.join();
+  EXPECT_EQ(answer.load(), 3u) << "the client behind the dead one's slot was never accepted";
 }
 
 }  // namespace

@@ -162,6 +162,21 @@ struct ServiceAccess;  // service.hpp: Service frames and [service.taken]
 // header, whichever call sends or receives it: README's type table).
 template <class T>
 concept CodecMessage = !std::is_trivially_copyable_v<T> && !std::is_same_v<T, std::string>;
+template <class T>
+inline constexpr bool is_span_v = false;
+template <class E, std::size_t N>
+inline constexpr bool is_span_v<std::span<E, N>> = true;
+// A value received as its object bytes: trivially copyable and not a
+// reference to memory elsewhere (a pointer's, a string_view's or a span's
+// bytes are an address, meaningless in another process).
+template <class T>
+concept PlainValue = std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> &&
+                     !std::is_member_pointer_v<T> && !is_span_v<T> &&
+                     !std::is_same_v<T, std::string_view>;
+// A value sent as its object bytes: a PlainValue that is not a string (a
+// char array or a C string goes as the characters up to its NUL).
+template <class T>
+concept PlainMessage = PlainValue<T> && !std::is_convertible_v<const T&, std::string_view>;
 }  // namespace detail
 
 class Connection {
@@ -209,9 +224,12 @@ class Connection {
     return send_bytes_impl(data, nullptr, false);
   }
 
-  // A trivially copyable value, sent as its bytes.
+  // A trivially copyable value, sent as its bytes. Not a pointer, a span
+  // or a string_view (an address means nothing to another process: a
+  // span has its own overloads), and a char array or C string is a string
+  // (its characters up to the NUL).
   template <class T>
-  requires std::is_trivially_copyable_v<T>
+  requires detail::PlainMessage<T>
   [[nodiscard]] SendResult send(const T& value) noexcept {
     const auto bytes = std::as_bytes(std::span<const T, 1>(&value, 1));
     if constexpr (sizeof(T) <= detail::kInlineCopy) {
@@ -223,17 +241,17 @@ class Connection {
     }
   }
   template <class T>
-  requires(std::is_trivially_copyable_v<T> && !std::is_array_v<T>)
+  requires detail::PlainMessage<T>
   [[nodiscard]] SendResult try_send(const T& value) noexcept {
     return try_send_bytes(std::as_bytes(std::span<const T, 1>(&value, 1)));
   }
   template <class T>
-  requires(std::is_trivially_copyable_v<T> && !std::is_array_v<T>)
+  requires detail::PlainMessage<T>
   [[nodiscard]] SendResult send_until(const T& value, Deadline deadline) noexcept {
     return send_bytes_until(std::as_bytes(std::span<const T, 1>(&value, 1)), deadline);
   }
   template <class T, class Rep, class Period>
-  requires(std::is_trivially_copyable_v<T> && !std::is_array_v<T>)
+  requires detail::PlainMessage<T>
   [[nodiscard]] SendResult send_for(const T& value,
                                     std::chrono::duration<Rep, Period> timeout) noexcept {
     return send_until(value, deadline_after(timeout));
@@ -242,6 +260,22 @@ class Connection {
   requires std::is_trivially_copyable_v<T>
   [[nodiscard]] SendResult send(std::span<const T> values) noexcept {
     return send_bytes(std::as_bytes(values));
+  }
+  template <class T>
+  requires std::is_trivially_copyable_v<T>
+  [[nodiscard]] SendResult try_send(std::span<const T> values) noexcept {
+    return try_send_bytes(std::as_bytes(values));
+  }
+  template <class T>
+  requires std::is_trivially_copyable_v<T>
+  [[nodiscard]] SendResult send_until(std::span<const T> values, Deadline deadline) noexcept {
+    return send_bytes_until(std::as_bytes(values), deadline);
+  }
+  template <class T, class Rep, class Period>
+  requires std::is_trivially_copyable_v<T>
+  [[nodiscard]] SendResult send_for(std::span<const T> values,
+                                    std::chrono::duration<Rep, Period> timeout) noexcept {
+    return send_bytes_until(std::as_bytes(values), deadline_after(timeout));
   }
   [[nodiscard]] SendResult send(std::string_view s) noexcept {
     return send_bytes(std::as_bytes(std::span<const char>(s.data(), s.size())));
@@ -324,7 +358,7 @@ class Connection {
   // A trivially copyable value; a message of another size is left in the
   // ring and reported as size_mismatch.
   template <class T>
-  requires std::is_trivially_copyable_v<T>
+  requires detail::PlainValue<T>
   [[nodiscard]] RecvResult recv(T& out) noexcept {
     std::size_t size = 0;
     if (fast_recv_ready() &&
@@ -333,24 +367,24 @@ class Connection {
     return recv_value(&out, sizeof(T), nullptr);
   }
   template <class T, class Rep, class Period>
-  requires std::is_trivially_copyable_v<T>
+  requires detail::PlainValue<T>
   [[nodiscard]] RecvResult recv_for(T& out, std::chrono::duration<Rep, Period> timeout) noexcept {
     const Deadline d = deadline_after(timeout);
     return recv_value(&out, sizeof(T), &d);
   }
   template <class T>
-  requires std::is_trivially_copyable_v<T>
+  requires detail::PlainValue<T>
   [[nodiscard]] RecvResult recv_until(T& out, Deadline deadline) noexcept {
     return recv_value(&out, sizeof(T), &deadline);
   }
   // Never waits: empty when no message is there.
   template <class T>
-  requires std::is_trivially_copyable_v<T>
+  requires detail::PlainValue<T>
   [[nodiscard]] RecvResult try_recv(T& out) noexcept {
     return recv_value(&out, sizeof(T), nullptr, false);
   }
   template <class T>
-  requires std::is_trivially_copyable_v<T>
+  requires detail::PlainValue<T>
   [[nodiscard]] T recv() {
     T out;
     throw_unless_ok(recv(out), "recv");

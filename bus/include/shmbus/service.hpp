@@ -182,6 +182,8 @@ struct ServiceAccess {
   // A client is waiting in the backlog: what wait() reads of it (a slot
   // claimed by a client that died connecting is not; wait() repairs it).
   static bool backlog_ready(const Listener& l) noexcept { return l.backlog_.ready(false); }
+  // Repairs that slot when its client is dead (as wait() does).
+  static void repair_backlog(Listener& l) noexcept { (void)l.backlog_.repair_head(false); }
 
   // [service.taken] A server publishes, in the producer line of the ring it
   // answers on (a line only it writes, which its client never reads while
@@ -299,6 +301,9 @@ class ServiceServer {
   bool held_in_place_ = false;      // ... in its ring (else in the thread's buffer)
   std::vector<Waitable> waiting_;   // the listener and peers_' ends, for wait()
   std::vector<std::size_t> ready_;  // what wait() found ready
+  // turn()'s look at a backlog head held by a client that died connecting.
+  static constexpr std::chrono::milliseconds kBacklogCheckEvery{10};
+  Clock::time_point next_backlog_check_{};
 };
 
 // The untyped client: one connection, pending calls by id.

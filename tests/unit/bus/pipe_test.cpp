@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 #include <numeric>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -113,6 +114,28 @@ TEST(Pipe, PlainValuesAndStringsHaveEveryCallFormAndAStringIsItsBytes) {
   const std::vector<std::byte> raw = b.recv_bytes();
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(raw.data()), raw.size()), "three");
   EXPECT_EQ(b.recv<std::string>(), "four");
+  // A C string is its characters (not the pointer's bytes), a span its
+  // elements, an array of numbers its bytes.
+  const char* c_string = "five";
+  char mutable_chars[] = "six";
+  char* c_mutable = mutable_chars;
+  ASSERT_EQ(a.send_for(c_string, 1s), SendResult::ok);
+  ASSERT_EQ(a.try_send(c_string), SendResult::ok);
+  ASSERT_EQ(a.send(c_mutable), SendResult::ok);
+  ASSERT_EQ(a.send_until(c_mutable, Clock::now() + 1s), SendResult::ok);
+  for (const char* expected : {"five", "five", "six", "six"}) {
+    ASSERT_EQ(b.try_recv(s), RecvResult::ok);
+    EXPECT_EQ(s, expected);
+  }
+  const int numbers[3] = {7, 8, 9};
+  ASSERT_EQ(a.try_send(std::span<const int>(numbers)), SendResult::ok);
+  ASSERT_EQ(a.send_for(numbers, 1s), SendResult::ok);
+  for (int round = 0; round < 2; ++round) {
+    int got[3] = {};
+    ASSERT_EQ(b.try_recv(got), RecvResult::ok);
+    EXPECT_EQ(got[0] + got[1] + got[2], 24);
+    EXPECT_EQ(got[2], 9);
+  }
   EXPECT_EQ(b.try_recv(s), RecvResult::empty);
   EXPECT_EQ(b.recv_for(s, 1ms), RecvResult::timeout);
   a.close();

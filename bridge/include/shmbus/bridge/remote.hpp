@@ -67,6 +67,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "shmbus/bridge/keys.hpp"
@@ -132,17 +133,26 @@ class Connection {
   // Any value the codec carries (trivially copyable types as their bytes,
   // std::string as its bytes, the rest as msgpack): the message a local
   // Connection would send for it. May throw std::bad_alloc while encoding.
+  // Strings (std::string, a literal, a C string, a char array) as their
+  // characters; a pointer does not compile.
   template <class T>
+  requires(!std::is_convertible_v<const T&, std::string_view> && !std::is_pointer_v<T>)
   [[nodiscard]] SendResult send(const T& value) {
     return send_bytes(shmbus::detail::encode_message(value));
   }
   [[nodiscard]] SendResult send(std::string_view s) noexcept {
     return send_bytes(std::as_bytes(std::span<const char>(s.data(), s.size())));
   }
-  [[nodiscard]] SendResult send(const char* s) noexcept { return send(std::string_view(s)); }
   template <class T, class Rep, class Period>
+  requires(!std::is_convertible_v<const T&, std::string_view> && !std::is_pointer_v<T>)
   [[nodiscard]] SendResult send_for(const T& value, std::chrono::duration<Rep, Period> timeout) {
     return send_bytes_until(shmbus::detail::encode_message(value), after(timeout));
+  }
+  template <class Rep, class Period>
+  [[nodiscard]] SendResult send_for(std::string_view s,
+                                    std::chrono::duration<Rep, Period> timeout) noexcept {
+    return send_bytes_until(std::as_bytes(std::span<const char>(s.data(), s.size())),
+                            after(timeout));
   }
 
   // --- receiving: ok, empty (try_), timeout, eof (the peer closed),
