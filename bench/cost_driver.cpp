@@ -113,7 +113,9 @@ int service_mode(int n, bool into, bool idle = false) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: cost_driver service|service_into|service_idle|struct|struct_frac|pod [N]\n");
+    std::fprintf(
+        stderr,
+        "usage: cost_driver service|service_into|service_idle|struct|struct_frac|pod [N]\n");
     return 2;
   }
   const int n = argc > 2 ? std::atoi(argv[2]) : 10000;

@@ -355,8 +355,8 @@ FdWatcher& watcher() {
 // grown).
 struct Scratch {
   std::vector<pollfd> fds;
-  std::vector<std::size_t> fd_index;  // fds[i] is items[fd_index[i]]
-  std::vector<std::size_t> armed;     // items armed for this sleep
+  std::vector<std::size_t> fd_index;   // fds[i] is items[fd_index[i]]
+  std::vector<std::size_t> armed;      // items armed for this sleep
   std::vector<std::uint32_t> tickets;  // armed[k]'s ticket (WaitOps::arm)
 };
 
@@ -525,8 +525,8 @@ void wait(std::span<const Waitable> items, std::vector<std::size_t>& out,
   // from the hint runs: the rest is out of line (WaitAny::rest()).
   const bool hinted = items.size() >= detail::kHintMin && h.set == items.data() &&
                       h.size == items.size() && items[h.at].ops_ != nullptr;
-  if (hinted && h.streak + 1 < detail::kHintStreak &&
-      detail::WaitAny::quick_of(items[h.at])) [[likely]] {
+  if (hinted && h.streak + 1 < detail::kHintStreak && detail::WaitAny::quick_of(items[h.at]))
+      [[likely]] {
     ++h.streak;
     out.push_back(h.at);
     return;

@@ -115,24 +115,24 @@ std::vector<Kind> kinds() {
                  auto q = Queue<int>::open(n, qo);
                  use_queue(q);
                }});
-  k.push_back({"Queue<string>",
-               [](const std::string& n) {
-                 auto q = Queue<std::string>::create(
-                     n, {.capacity = 8, .max_message = 64, .max_large_message = 4096,
-                         .heap_blocks = 4});
-                 (void)q.try_put("small");
-                 (void)q.try_put(std::string(1000, 'L'));
-                 return hold(std::move(q));
-               },
-               [](const std::string& n) {
-                 auto q = Queue<std::string>::open(n);
-                 (void)q.qsize();
-                 std::string s;
-                 for (int i = 0; i < 3; ++i) (void)q.try_get(s);
-                 (void)q.try_put(std::string(2000, 'M'));
-                 (void)q.try_get(s);
-                 q.close();
-               }});
+  k.push_back(
+      {"Queue<string>",
+       [](const std::string& n) {
+         auto q = Queue<std::string>::create(
+             n, {.capacity = 8, .max_message = 64, .max_large_message = 4096, .heap_blocks = 4});
+         (void)q.try_put("small");
+         (void)q.try_put(std::string(1000, 'L'));
+         return hold(std::move(q));
+       },
+       [](const std::string& n) {
+         auto q = Queue<std::string>::open(n);
+         (void)q.qsize();
+         std::string s;
+         for (int i = 0; i < 3; ++i) (void)q.try_get(s);
+         (void)q.try_put(std::string(2000, 'M'));
+         (void)q.try_get(s);
+         q.close();
+       }});
   k.push_back({"SimpleQueue",
                [qo](const std::string& n) {
                  auto q = SimpleQueue<int>::create(n, qo);
@@ -186,8 +186,7 @@ std::vector<Kind> kinds() {
                  (void)q.try_get(out, len);
                  q.close();
                }});
-  k.push_back({"Lock",
-               [](const std::string& n) { return hold(Lock::create(n)); },
+  k.push_back({"Lock", [](const std::string& n) { return hold(Lock::create(n)); },
                [](const std::string& n) {
                  auto l = Lock::open(n);
                  (void)l.locked();
@@ -209,8 +208,7 @@ std::vector<Kind> kinds() {
                    l.release();
                  }
                }});
-  k.push_back({"Semaphore",
-               [](const std::string& n) { return hold(Semaphore::create(n, 2)); },
+  k.push_back({"Semaphore", [](const std::string& n) { return hold(Semaphore::create(n, 2)); },
                [](const std::string& n) {
                  auto s = Semaphore::open(n);
                  (void)s.get_value();
@@ -244,8 +242,7 @@ std::vector<Kind> kinds() {
                  e.clear();
                  e.set();
                }});
-  k.push_back({"Condition",
-               [](const std::string& n) { return hold(Condition::create(n)); },
+  k.push_back({"Condition", [](const std::string& n) { return hold(Condition::create(n)); },
                [](const std::string& n) {
                  auto c = Condition::open(n);
                  if (c.try_lock()) {
@@ -255,8 +252,7 @@ std::vector<Kind> kinds() {
                    c.release();
                  }
                }});
-  k.push_back({"Barrier",
-               [](const std::string& n) { return hold(Barrier::create(n, 3)); },
+  k.push_back({"Barrier", [](const std::string& n) { return hold(Barrier::create(n, 3)); },
                [](const std::string& n) {
                  auto b = Barrier::open(n);
                  (void)b.n_waiting();
@@ -278,7 +274,9 @@ std::vector<Kind> kinds() {
     std::uint64_t a, b, c, d;
   };
   k.push_back({"Value<Wide>",
-               [](const std::string& n) { return hold(Value<Wide>::create(n, Wide{1, 2, 3, 4})); },
+               [](const std::string& n) {
+                 return hold(Value<Wide>::create(n, Wide{1, 2, 3, 4}));
+               },
                [](const std::string& n) {
                  auto v = Value<Wide>::open(n);
                  // get()/set() wait for the lock (a scribbled word may name
@@ -291,9 +289,7 @@ std::vector<Kind> kinds() {
                  (void)v.get_lock().info();
                }});
   k.push_back({"Array",
-               [](const std::string& n) {
-                 return hold(Array<double>::create(n, 16, 1.5));
-               },
+               [](const std::string& n) { return hold(Array<double>::create(n, 16, 1.5)); },
                [](const std::string& n) {
                  auto a = Array<double>::open(n);
                  double sum = 0;
@@ -313,58 +309,55 @@ std::vector<Kind> kinds() {
                [](const std::string& n) {
                  auto m = SharedMemory::open(n);
                  auto b = m.buf();
-                 if (b.size() != m.size()) throw Error(Errc::corrupted, n, "buf() and size() differ");
+                 if (b.size() != m.size())
+                   throw Error(Errc::corrupted, n, "buf() and size() differ");
                  for (std::byte& x : b) x = std::byte{1};
                  m.close();
                  (void)m.size();
                  m.unlink();
                }});
   const TopicOptions to{.slots = 8, .max_message = 64};
-  k.push_back({"Topic",
-               [to](const std::string& n) {
-                 auto t = Topic::create(n, to);
-                 auto sub = t.subscribe({.policy = SubscriberPolicy::reliable});
-                 {
-                   auto pub = t.publisher();  // one at a time: the child takes the role next
-                   std::array<std::byte, 16> m{};
-                   for (int i = 0; i < 5; ++i) (void)pub.try_publish(m);
-                 }
-                 struct Held {
-                   Topic topic;
-                   Subscriber sub;
-                 };
-                 return std::shared_ptr<void>(
-                     std::make_shared<Held>(Held{std::move(t), std::move(sub)}));
-               },
-               [](const std::string& n) {
-                 auto t = Topic::open(n);
-                 auto lossy = t.subscribe({.policy = SubscriberPolicy::lossy, .history = 4});
-                 std::array<std::byte, 64> buf{};
-                 std::size_t len = 0;
-                 for (int i = 0; i < 10; ++i) (void)lossy.try_recv(buf, len);
-                 std::span<const std::byte> msg;
-                 if (lossy.try_peek(msg) == ReceiveResult::ok) lossy.release();
-                 auto reliable = t.subscribe();
-                 (void)reliable.try_recv(buf, len);
-                 auto pub = t.publisher();
-                 for (int i = 0; i < 10; ++i) (void)pub.try_publish(buf);
-                 (void)lossy.try_recv(buf, len);
-                 lossy.close();
-                 reliable.close();
-                 pub.close();
-               }});
-  k.push_back({"Listener",
-               [](const std::string& n) {
-                 return hold(Listener(n));
-               },
+  k.push_back(
+      {"Topic",
+       [to](const std::string& n) {
+         auto t = Topic::create(n, to);
+         auto sub = t.subscribe({.policy = SubscriberPolicy::reliable});
+         {
+           auto pub = t.publisher();  // one at a time: the child takes the role next
+           std::array<std::byte, 16> m{};
+           for (int i = 0; i < 5; ++i) (void)pub.try_publish(m);
+         }
+         struct Held {
+           Topic topic;
+           Subscriber sub;
+         };
+         return std::shared_ptr<void>(std::make_shared<Held>(Held{std::move(t), std::move(sub)}));
+       },
+       [](const std::string& n) {
+         auto t = Topic::open(n);
+         auto lossy = t.subscribe({.policy = SubscriberPolicy::lossy, .history = 4});
+         std::array<std::byte, 64> buf{};
+         std::size_t len = 0;
+         for (int i = 0; i < 10; ++i) (void)lossy.try_recv(buf, len);
+         std::span<const std::byte> msg;
+         if (lossy.try_peek(msg) == ReceiveResult::ok) lossy.release();
+         auto reliable = t.subscribe();
+         (void)reliable.try_recv(buf, len);
+         auto pub = t.publisher();
+         for (int i = 0; i < 10; ++i) (void)pub.try_publish(buf);
+         (void)lossy.try_recv(buf, len);
+         lossy.close();
+         reliable.close();
+         pub.close();
+       }});
+  k.push_back({"Listener", [](const std::string& n) { return hold(Listener(n)); },
                [](const std::string& n) {
                  Listener l(n, {.shared = true});
                  (void)l.try_accept();
                  (void)l.accept_for(0ms);
                  l.close();
                }});
-  k.push_back({"Service",
-               [](const std::string& n) { return hold(Service<int, int>(n)); },
+  k.push_back({"Service", [](const std::string& n) { return hold(Service<int, int>(n)); },
                [](const std::string& n) {
                  Service<int, int> s(n, {.listener = {.shared = true}});
                  (void)s.take_for(0ms);
@@ -423,7 +416,8 @@ std::string corrupt(const std::string& path, std::uint64_t seed) {
       case 1:
         return rng() % std::min<std::uint64_t>(size, header);
       default:
-        return payload == 0 ? rng() % size : header + rng() % std::min<std::uint64_t>(payload, 2048);
+        return payload == 0 ? rng() % size
+                            : header + rng() % std::min<std::uint64_t>(payload, 2048);
     }
   };
   auto write = [&](std::uint64_t off, const void* p, std::size_t n) {
@@ -542,8 +536,7 @@ TEST_P(CorruptProperty, EveryCallAnswersOrRefusesWhateverTheFileHolds) {
       try {
         (void)inspect_segment(copy);
         (void)object_stats(SegmentView::open(copy));
-        if (kind.label == "Listener" || kind.label == "Service")
-          (void)listener_connections(copy);
+        if (kind.label == "Listener" || kind.label == "Service") (void)listener_connections(copy);
       } catch (const Error&) {
       }
       // The tracker's sweep of its name, a dry run (the real one follows
@@ -581,12 +574,12 @@ TEST_P(CorruptProperty, EveryCallAnswersOrRefusesWhateverTheFileHolds) {
                                       << r.exit_code << (r.timed_out ? " (hung)" : "");
     }
     // The real sweep, which also unlinks the copy if its header is invalid.
-    const test::ChildStatus gc = test::wait_child(test::fork_child([&] {
-                                                    (void)collect_garbage(
-                                                        {.include_invalid = true, .prefix = copy});
-                                                    return kAnswered;
-                                                  }),
-                                                  20s);
+    const test::ChildStatus gc =
+        test::wait_child(test::fork_child([&] {
+                           (void)collect_garbage({.include_invalid = true, .prefix = copy});
+                           return kAnswered;
+                         }),
+                         20s);
     EXPECT_TRUE(!gc.timed_out && gc.exited && gc.code == kAnswered)
         << where << ": gc " << (gc.timed_out ? "hung" : "failed") << " (exit " << gc.code
         << ", signal " << gc.signal << ")";

@@ -9,7 +9,6 @@
 // SHMBUS_SOAK=1 runs ten times as many kills.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
-
 #include <unistd.h>
 
 #include <array>
@@ -37,7 +36,8 @@ int kills() {
 
 // Runs `loop` in a child (it bumps *rounds once per round, forever) and
 // SIGKILLs it after a random number of rounds, at a random spin offset.
-void kill_at_random(std::uint64_t seed, const std::function<void(std::atomic<std::uint64_t>&)>& loop) {
+void kill_at_random(std::uint64_t seed,
+                    const std::function<void(std::atomic<std::uint64_t>&)>& loop) {
   std::mt19937_64 rng(seed);
   test::SharedBlock<std::atomic<std::uint64_t>> rounds;
   const pid_t pid = test::fork_child([&] {
@@ -224,7 +224,8 @@ TEST(KindsKill, JoinableQueueConsumerKilledAnywhereLosesNoCountOfTheRest) {
       for (;;) {
         (void)mine.put(1);
         int v = 0;
-        if (mine.get(v) == QueueResult::ok && mine.task_done() == QueueResult::ok) done->fetch_add(1);
+        if (mine.get(v) == QueueResult::ok && mine.task_done() == QueueResult::ok)
+          done->fetch_add(1);
         rounds.fetch_add(1);
       }
     });

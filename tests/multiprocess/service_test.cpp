@@ -710,6 +710,19 @@ void connect_while_taking(Lengths& server, std::optional<LengthsClient>& client,
   ASSERT_EQ(server.clients(), 1u);
 }
 
+// A client of `name` killed between claiming its backlog slot and filling
+// it: the slot stays claimed by a dead process.
+void kill_a_client_while_it_connects(const std::string& name, const PipeOptions& options) {
+  const auto died = test::wait_child(test::fork_child([&] {
+    detail::set_fault_hook([](detail::FaultPoint p) noexcept {
+      if (p == detail::FaultPoint::put_claimed) ::raise(SIGKILL);
+    });
+    LengthsClient dying(name, 1s, options);
+    return 0;
+  }));
+  ASSERT_EQ(died.signal, SIGKILL) << "the client did not die holding its backlog slot";
+}
+
 // [service.spin] A server whose clients busy-poll spins on their ends
 // (not in wait()) while it waits for a request; it still returns at its
 // deadline when none comes (zero, a few microseconds — inside the spin —,
@@ -762,14 +775,7 @@ TEST(Service, ABusyPollClientsServerAcceptsPastAClientThatDiedConnectingAndDrops
   std::optional<LengthsClient> first;
   ASSERT_NO_FATAL_FAILURE(connect_while_taking(server, first, busy));
 
-  const auto died = test::wait_child(test::fork_child([&] {
-    detail::set_fault_hook([](detail::FaultPoint p) noexcept {
-      if (p == detail::FaultPoint::put_claimed) ::raise(SIGKILL);
-    });
-    LengthsClient dying(g.name(), 1s, busy);
-    return 0;
-  }));
-  ASSERT_EQ(died.signal, SIGKILL) << "the client did not die holding its backlog slot";
+  ASSERT_NO_FATAL_FAILURE(kill_a_client_while_it_connects(g.name(), busy));
 
   std::atomic<std::size_t> answer{0};
   std::thread second([&] {
@@ -804,14 +810,7 @@ TEST(Service, AServerKeptBusyByOneClientStillAcceptsPastAClientThatDiedConnectin
   const PipeOptions busy{.wait = {.strategy = WaitStrategy::busy_poll}};
   std::optional<LengthsClient> first;
   ASSERT_NO_FATAL_FAILURE(connect_while_taking(server, first, busy));
-  const auto died = test::wait_child(test::fork_child([&] {
-    detail::set_fault_hook([](detail::FaultPoint p) noexcept {
-      if (p == detail::FaultPoint::put_claimed) ::raise(SIGKILL);
-    });
-    LengthsClient dying(g.name(), 1s, busy);
-    return 0;
-  }));
-  ASSERT_EQ(died.signal, SIGKILL) << "the client did not die holding its backlog slot";
+  ASSERT_NO_FATAL_FAILURE(kill_a_client_while_it_connects(g.name(), busy));
 
   std::atomic<bool> stop{false}, caller_done{false};
   std::atomic<std::size_t> answer{0};

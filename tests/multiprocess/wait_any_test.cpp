@@ -114,7 +114,7 @@ TEST(WaitAny, DescriptorsListedBeforeObjectsStillComeInOrder) {
   done.start();
   done.join();
   const std::array<Waitable, 6> set{Waitable::fd(m.fds.r), m.queue, Waitable::fd(second.r),
-                                    m.pipe.first, done, m.event};
+                                    m.pipe.first,          done,    m.event};
   EXPECT_EQ(wait(set, 0ms), (Positions{4}));
   m.fds.poke();
   second.poke();

@@ -351,7 +351,8 @@ int cmd_gc(bool dry_run, bool include_invalid, bool force, bool as_json) {
     for (const auto& a : actions) {
       out.push_back({{"name", a.name}, {"reason", a.reason}, {"removed", a.removed}});
     }
-    std::cout << json{{"dry_run", dry_run}, {"actions", out}}.dump(kIndent, ' ', false, kNotUtf8) << "\n";
+    std::cout << json{{"dry_run", dry_run}, {"actions", out}}.dump(kIndent, ' ', false, kNotUtf8)
+              << "\n";
     return kOk;
   }
   for (const auto& a : actions) {
@@ -408,7 +409,9 @@ int cmd_doctor(bool as_json) {
     }
   }
   if (as_json) {
-    std::cout << json{{"healthy", findings.empty()}, {"findings", findings}}.dump(kIndent, ' ', false, kNotUtf8) << "\n";
+    std::cout << json{{"healthy", findings.empty()}, {"findings", findings}}.dump(kIndent, ' ',
+                                                                                  false, kNotUtf8)
+              << "\n";
   } else if (findings.empty()) {
     std::printf("no problems found\n");
   } else {

@@ -170,9 +170,9 @@ inline constexpr bool is_span_v<std::span<E, N>> = true;
 // reference to memory elsewhere (a pointer's, a string_view's or a span's
 // bytes are an address, meaningless in another process).
 template <class T>
-concept PlainValue = std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> &&
-                     !std::is_member_pointer_v<T> && !is_span_v<T> &&
-                     !std::is_same_v<T, std::string_view>;
+concept PlainValue =
+    std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> && !std::is_member_pointer_v<T> &&
+    !is_span_v<T> && !std::is_same_v<T, std::string_view>;
 // A value sent as its object bytes: a PlainValue that is not a string (a
 // char array or a C string goes as the characters up to its NUL).
 template <class T>
@@ -304,21 +304,19 @@ class Connection {
   // throw std::bad_alloc while encoding; a container of more than 2^32-1
   // elements gives too_large.
   template <class T>
-  requires detail::CodecMessage<T> [[nodiscard]] SendResult send(const T& value) {
-    return send_codec(value, nullptr, true);
-  }
+  requires detail::CodecMessage<T>
+  [[nodiscard]] SendResult send(const T& value) { return send_codec(value, nullptr, true); }
   template <class T>
-  requires detail::CodecMessage<T> [[nodiscard]] SendResult try_send(const T& value) {
-    return send_codec(value, nullptr, false);
-  }
+  requires detail::CodecMessage<T>
+  [[nodiscard]] SendResult try_send(const T& value) { return send_codec(value, nullptr, false); }
   template <class T>
-  requires detail::CodecMessage<T> [[nodiscard]] SendResult
-      send_until(const T& value, Deadline deadline) {
+  requires detail::CodecMessage<T>
+  [[nodiscard]] SendResult send_until(const T& value, Deadline deadline) {
     return send_codec(value, &deadline, true);
   }
   template <class T, class Rep, class Period>
-  requires detail::CodecMessage<T> [[nodiscard]] SendResult
-      send_for(const T& value, std::chrono::duration<Rep, Period> timeout) {
+  requires detail::CodecMessage<T>
+  [[nodiscard]] SendResult send_for(const T& value, std::chrono::duration<Rep, Period> timeout) {
     return send_until(value, deadline_after(timeout));
   }
 
@@ -409,22 +407,21 @@ class Connection {
   // detail::last_decode_error()); the next receive gets the next message.
   // May throw std::bad_alloc.
   template <class T>
-  requires detail::CodecMessage<T> [[nodiscard]] RecvResult
-      recv(T& out, const Deadline* deadline = nullptr) {
+  requires detail::CodecMessage<T>
+  [[nodiscard]] RecvResult recv(T& out, const Deadline* deadline = nullptr) {
     return recv_codec(out, deadline, true);
   }
   template <class T>
-  requires detail::CodecMessage<T> [[nodiscard]] RecvResult try_recv(T& out) {
-    return recv_codec(out, nullptr, false);
-  }
+  requires detail::CodecMessage<T>
+  [[nodiscard]] RecvResult try_recv(T& out) { return recv_codec(out, nullptr, false); }
   template <class T>
-  requires detail::CodecMessage<T> [[nodiscard]] RecvResult
-      recv_until(T& out, Deadline deadline) {
+  requires detail::CodecMessage<T>
+  [[nodiscard]] RecvResult recv_until(T& out, Deadline deadline) {
     return recv_codec(out, &deadline, true);
   }
   template <class T, class Rep, class Period>
-  requires detail::CodecMessage<T> [[nodiscard]] RecvResult
-      recv_for(T& out, std::chrono::duration<Rep, Period> timeout) {
+  requires detail::CodecMessage<T>
+  [[nodiscard]] RecvResult recv_for(T& out, std::chrono::duration<Rep, Period> timeout) {
     const Deadline d = deadline_after(timeout);
     return recv_codec(out, &d, true);
   }
@@ -704,8 +701,8 @@ class Connection {
   // of line, few enough arguments for a tail call): the one-frame fast path
   // for any size, then the *_impl call.
   [[gnu::noinline]] SendResult send_bytes_slow(std::span<const std::byte> data) noexcept;
-  [[gnu::noinline]] RecvResult recv_bytes_into_slow(std::span<std::byte> buffer,
-                                                    std::size_t offset, std::size_t& size) noexcept;
+  [[gnu::noinline]] RecvResult recv_bytes_into_slow(std::span<std::byte> buffer, std::size_t offset,
+                                                    std::size_t& size) noexcept;
   SendResult reserve_impl(std::size_t size, std::span<std::byte>& out,
                           const Deadline* deadline) noexcept;
   SendResult send_fragmented(std::span<const std::byte> data, const Deadline* deadline) noexcept;

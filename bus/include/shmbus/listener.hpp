@@ -139,7 +139,7 @@ class Listener {
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
  private:
-  friend class Waitable;  // waits on the backlog (wait_any.hpp)
+  friend class Waitable;                // waits on the backlog (wait_any.hpp)
   friend struct detail::ServiceAccess;  // a Service's spin reads the backlog (service.hpp)
   std::optional<Connection> accept_impl(const Clock::time_point* deadline, bool wait);
 

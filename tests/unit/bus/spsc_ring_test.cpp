@@ -228,9 +228,8 @@ std::uint64_t header_word(const TestRing& r, std::uint64_t offset) {
 bool send_fast(TestRing& r, std::uint32_t seq, std::size_t len, bool* took_fast = nullptr) {
   std::vector<std::byte> msg(len);
   for (std::size_t i = 0; i < len; ++i) msg[i] = static_cast<std::byte>(seq + i);
-  const bool fast = seq % 2 == 1 && len <= kInlineCopy
-                        ? r.producer.try_send<true>(msg.data(), len)
-                        : r.producer.try_send(msg.data(), len);
+  const bool fast = seq % 2 == 1 && len <= kInlineCopy ? r.producer.try_send<true>(msg.data(), len)
+                                                       : r.producer.try_send(msg.data(), len);
   if (took_fast != nullptr) *took_fast = fast;
   return fast || r.send(seq, len);
 }

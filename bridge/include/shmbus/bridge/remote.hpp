@@ -137,7 +137,7 @@ class Connection {
   // characters; a pointer does not compile.
   template <class T>
   requires(!std::is_convertible_v<const T&, std::string_view> && !std::is_pointer_v<T>)
-  [[nodiscard]] SendResult send(const T& value) {
+      [[nodiscard]] SendResult send(const T& value) {
     return send_bytes(shmbus::detail::encode_message(value));
   }
   [[nodiscard]] SendResult send(std::string_view s) noexcept {
@@ -145,7 +145,8 @@ class Connection {
   }
   template <class T, class Rep, class Period>
   requires(!std::is_convertible_v<const T&, std::string_view> && !std::is_pointer_v<T>)
-  [[nodiscard]] SendResult send_for(const T& value, std::chrono::duration<Rep, Period> timeout) {
+      [[nodiscard]] SendResult
+      send_for(const T& value, std::chrono::duration<Rep, Period> timeout) {
     return send_bytes_until(shmbus::detail::encode_message(value), after(timeout));
   }
   template <class Rep, class Period>

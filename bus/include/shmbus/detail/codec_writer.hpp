@@ -320,8 +320,8 @@ inline char* put_number(char* q, const T& v) noexcept {
 
 // A msgpack array of the elements.
 template <class T>
-inline constexpr bool is_array_like = is_sequence<T>::value || is_direct_array<T>::value ||
-                                      is_set<T>::value;
+inline constexpr bool is_array_like =
+    is_sequence<T>::value || is_direct_array<T>::value || is_set<T>::value;
 
 // Numbers written per room check in a container of numbers (bounds the
 // room asked for beyond the bytes written: at most 9 per element).
