@@ -46,6 +46,7 @@ bool get_header(std::span<const std::byte> frame, ServiceHeader& h) noexcept {
 // ---- server ------------------------------------------------------------------
 
 struct ServiceServer::Peer {
+  std::size_t refs = 0;  // PeerRefs to it (intrusive_ptr_add_ref)
   Connection conn;
   // Ids taken and not yet answered with a last response or a failure
   // (sorted: a client's ids grow, so taking one appends and answering the
@@ -94,6 +95,11 @@ struct ServiceServer::Peer {
   }
 };
 
+void intrusive_ptr_add_ref(ServiceServer::Peer* p) noexcept { ++p->refs; }
+void intrusive_ptr_release(ServiceServer::Peer* p) noexcept {
+  if (--p->refs == 0) delete p;
+}
+
 namespace {
 // The listener's options with the Service's wait policy, when it has one.
 ListenerOptions listener_options(const ServiceOptions& o) {
@@ -118,13 +124,12 @@ std::optional<ServiceServer::Taken> ServiceServer::take_within(Clock::duration t
   return wait_and_take(&deadline, now);
 }
 
-std::optional<ServiceServer::Taken> ServiceServer::turn(bool quick) {
-  // pending(): two loads of lines that change only when a client connects.
+void ServiceServer::accept_new() {
   // A count with no client ready at the head is a client still connecting,
   // or one that died doing so: wait() repairs such a slot, but a server
   // that one client keeps busy may never reach wait(), so the turn looks
   // too, once a liveness interval.
-  if (listener_.pending() != 0 && !ServiceAccess::backlog_ready(listener_)) {
+  if (!ServiceAccess::backlog_ready(listener_)) {
     const Clock::time_point now = Clock::now();
     if (now >= next_backlog_check_) {
       next_backlog_check_ = now + kBacklogCheckEvery;
@@ -132,10 +137,16 @@ std::optional<ServiceServer::Taken> ServiceServer::turn(bool quick) {
     }
   }
   while (auto c = listener_.pending() != 0 ? listener_.try_accept() : std::nullopt) {
-    auto peer = std::make_shared<Peer>();
+    PeerRef peer(new Peer);
     peer->conn = std::move(*c);
     peers_.push_back(std::move(peer));
   }
+}
+
+std::optional<ServiceServer::Taken> ServiceServer::turn(bool quick) {
+  // pending(): two loads of lines that change only when a client connects.
+  if (listener_.pending() != 0) [[unlikely]]
+    accept_new();
   // One turn: at most one request from each client, starting after the
   // client served last.
   const std::size_t n = peers_.size();
@@ -204,7 +215,7 @@ std::optional<ServiceServer::Taken> ServiceServer::wait_and_take(const Clock::ti
   // followed by a wait(): its liveness checks (a dead client, a backlog
   // slot a dying client left claimed) always get their turn.
   const auto forget_gone = [this] {
-    std::erase_if(peers_, [](const std::shared_ptr<Peer>& p) { return p->gone; });
+    std::erase_if(peers_, [](const PeerRef& p) { return p->gone; });
   };
   bool may_spin = true;
   for (bool first = true;; first = false) {
@@ -335,20 +346,30 @@ void ServiceClientCore::connect() {
   sent_ = 0;
 }
 
+namespace {
+// The first entry of `pending` (sorted by id) whose id is not below `id`.
+template <class Entries>
+auto lower_bound_id(Entries& pending, std::uint64_t id) noexcept {
+  return std::lower_bound(pending.begin(), pending.end(), id,
+                          [](const auto& e, std::uint64_t want) { return e.id < want; });
+}
+}  // namespace
+
 ServiceClientCore::Pending* ServiceClientCore::find(std::uint64_t id) noexcept {
-  if (!pending_.empty() && std::prev(pending_.end())->first == id)
-    return &std::prev(pending_.end())->second;  // the newest call: no search
-  const auto it = pending_.find(id);
-  return it == pending_.end() ? nullptr : &it->second;
+  if (!pending_.empty() && pending_.back().id == id)
+    return &pending_.back().call;  // the newest call: no search
+  const auto it = lower_bound_id(pending_, id);
+  return it != pending_.end() && it->id == id ? &it->call : nullptr;
 }
 
 void ServiceClientCore::forget(std::uint64_t id) noexcept {
   // Mostly the newest call (one call at a time): no search.
-  if (!pending_.empty() && std::prev(pending_.end())->first == id) {
-    pending_.erase(std::prev(pending_.end()));
+  if (!pending_.empty() && pending_.back().id == id) {
+    pending_.pop_back();
     return;
   }
-  pending_.erase(id);
+  const auto it = lower_bound_id(pending_, id);
+  if (it != pending_.end() && it->id == id) pending_.erase(it);
 }
 
 void ServiceClientCore::end_pending() noexcept {
@@ -391,7 +412,7 @@ void ServiceClientCore::release() noexcept {
   if (conn_) ServiceAccess::release(*conn_, true);
 }
 
-std::uint64_t ServiceClientCore::sent(SendResult r) {
+std::uint64_t ServiceClientCore::sent(SendResult r, bool record) {
   const std::uint64_t id = next_id_;
   if (r == SendResult::too_large) {
     throw Error(Errc::too_large, name_, "request larger than the pipe's max_message");
@@ -402,10 +423,56 @@ std::uint64_t ServiceClientCore::sent(SendResult r) {
                      false);
   }
   ++next_id_;
-  Pending p;
-  p.message = sent_++;
-  pending_.emplace_hint(pending_.end(), id, std::move(p));
+  if (!record) {
+    ++sent_;
+    return id;
+  }
+  pending_.push_back(Entry{id, {}});
+  pending_.back().call.message = sent_++;
   return id;
+}
+
+// Inlined into next() and answer(): a call read as it arrives goes through
+// it once per response.
+[[gnu::always_inline]] inline bool ServiceClientCore::on_frame(std::uint64_t id, Pending& p,
+                                                               std::span<const std::byte> frame,
+                                                               bool in_place,
+                                                               std::span<const std::byte>& value,
+                                                               bool& last) {
+  // Frees the frame on every way out but the one that returns it.
+  struct Done {
+    Connection& c;
+    bool in_place;
+    ~Done() { ServiceAccess::release(c, in_place); }
+  } done{*conn_, in_place};
+  ServiceHeader h{};
+  if (!get_header(frame, h)) return false;  // untrusted: ignored
+  // Mostly the call waited for: no search.
+  Pending* target = h.id == id ? &p : find(h.id);
+  if (target == nullptr || target->done || target->failed()) {
+    return false;  // unknown, cancelled or ended: ignored
+  }
+  Pending& q = *target;
+  const std::span<const std::byte> v = frame.subspan(sizeof h);
+  switch (static_cast<FrameKind>(h.kind)) {
+    case FrameKind::response:
+    case FrameKind::last:
+      q.done = h.kind == static_cast<std::uint32_t>(FrameKind::last);
+      if (&q == &p) {  // the call waited for, with nothing queued: no copy
+        last = q.done;
+        held_in_place_ = in_place;  // release() frees it once decoded
+        done.in_place = false;
+        value = v;
+        return true;
+      }
+      q.gather().responses.emplace_back(v.begin(), v.end());
+      return false;
+    case FrameKind::failed:
+      q.gather().failed.emplace(reinterpret_cast<const char*>(v.data()), v.size());
+      return false;
+    default:
+      return false;  // not a response kind: ignored
+  }
 }
 
 std::optional<std::span<const std::byte>> ServiceClientCore::next(std::uint64_t id,
@@ -451,38 +518,39 @@ std::optional<std::span<const std::byte>> ServiceClientCore::next(std::uint64_t 
     const RecvResult r = ServiceAccess::next(*conn_, frame, in_place, deadline, true);
     if (r == RecvResult::timeout) return std::nullopt;
     if (r != RecvResult::ok) server_gone(r, id);
-    // Frees the frame on every way out but the one that returns it.
-    struct Done {
-      Connection& c;
-      bool in_place;
-      ~Done() { ServiceAccess::release(c, in_place); }
-    } done{*conn_, in_place};
-    ServiceHeader h{};
-    if (!get_header(frame, h)) continue;             // untrusted: ignored
-    Pending* target = h.id == id ? &p : find(h.id);  // mostly the call waited for
-    if (target == nullptr || target->done || target->failed()) {
-      continue;  // unknown, cancelled or ended: ignored
-    }
-    Pending& q = *target;
-    const std::span<const std::byte> value = frame.subspan(sizeof h);
-    switch (static_cast<FrameKind>(h.kind)) {
-      case FrameKind::response:
-      case FrameKind::last:
-        q.done = h.kind == static_cast<std::uint32_t>(FrameKind::last);
-        if (&q == &p) {  // the call waited for, with nothing queued: no copy
-          last = q.done;
-          held_in_place_ = in_place;  // release() frees it once decoded
-          done.in_place = false;
-          return value;
-        }
-        q.gather().responses.emplace_back(value.begin(), value.end());
-        break;
-      case FrameKind::failed:
-        q.gather().failed.emplace(reinterpret_cast<const char*>(value.data()), value.size());
-        break;
-      default:
-        break;  // not a response kind: ignored
-    }
+    std::span<const std::byte> value;
+    if (on_frame(id, p, frame, in_place, value, last)) return value;
+  }
+}
+
+std::optional<std::span<const std::byte>> ServiceClientCore::answer(
+    std::uint64_t id, const Clock::time_point* deadline, bool& recorded) {
+  release();  // the frame returned last (normally released after decoding)
+  std::span<const std::byte> frame;
+  bool in_place = false;
+  const RecvResult r = ServiceAccess::next(*conn_, frame, in_place, deadline, true);
+  ServiceHeader h{};
+  if (r == RecvResult::ok && get_header(frame, h) && h.id == id &&
+      h.kind == static_cast<std::uint32_t>(FrameKind::last)) {
+    held_in_place_ = in_place;  // release() frees it once decoded
+    return frame.subspan(sizeof h);
+  }
+  // No response by the deadline: the call ends (a response later is one
+  // to an id no longer waited for, ignored).
+  if (r == RecvResult::timeout) return std::nullopt;
+  // Anything else (a death, another call's frame, a partial response, a
+  // failure, junk): the call gets the record call_async() makes (it is the
+  // request sent last) and goes on as PendingCall::get() does.
+  pending_.push_back(Entry{id, {}});
+  pending_.back().call.message = sent_ - 1;
+  recorded = true;
+  if (r != RecvResult::ok) server_gone(r, id);
+  bool last = false;
+  std::span<const std::byte> value;
+  if (on_frame(id, pending_.back().call, frame, in_place, value, last) && last) return value;
+  for (;;) {
+    auto next_value = next(id, deadline, last);
+    if (!next_value || last) return next_value;
   }
 }
 

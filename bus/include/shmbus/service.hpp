@@ -66,7 +66,7 @@
 #pragma once
 
 #include <algorithm>
-#include <boost/container/flat_map.hpp>
+#include <boost/smart_ptr/intrusive_ptr.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -232,8 +232,12 @@ inline constexpr bool kReusesValue = ReusesValue<T>::value;
 class ServiceServer {
  public:
   struct Peer;  // one client's connection and the ids it cancelled
+  // A counted reference to a Peer; the count is not atomic: a Service and
+  // the requests it returned are used by one thread at a time (a request
+  // outliving its Service only keeps its Peer for its spare).
+  using PeerRef = boost::intrusive_ptr<Peer>;
   struct Taken {
-    std::shared_ptr<Peer> peer;
+    PeerRef peer;
     std::uint64_t id = 0;
     // The encoded request, in place in the client's pipe: valid until
     // release_request() or the next take().
@@ -281,6 +285,9 @@ class ServiceServer {
   // death (wait_and_take()'s full turn follows, also when the deadline has
   // passed).
   std::optional<Taken> turn(bool quick = false);
+  // turn()'s part when the backlog counts a client: accepts every client
+  // ready, after repairing a head slot a client that died connecting left.
+  void accept_new();
   // After a turn found nothing: waits (spin(), else wait()) and turns
   // again until a request or the deadline (nullptr: none); `now`: the
   // clock read just before (unused without a deadline).
@@ -295,7 +302,7 @@ class ServiceServer {
 
   Listener listener_;
   std::chrono::milliseconds respond_timeout_;
-  std::vector<std::shared_ptr<Peer>> peers_;
+  std::vector<PeerRef> peers_;
   std::size_t next_ = 0;            // round robin
   Connection* held_ = nullptr;      // whose frame take() returned in place
   bool held_in_place_ = false;      // ... in its ring (else in the thread's buffer)
@@ -306,19 +313,32 @@ class ServiceServer {
   Clock::time_point next_backlog_check_{};
 };
 
+// ServiceServer::PeerRef's count (service.cpp).
+void intrusive_ptr_add_ref(ServiceServer::Peer* p) noexcept;
+void intrusive_ptr_release(ServiceServer::Peer* p) noexcept;
+
 // The untyped client: one connection, pending calls by id.
 class ServiceClientCore {
  public:
   ServiceClientCore(std::string_view name, std::optional<Clock::duration> connect_timeout,
                     const PipeOptions& options);
   // Sends a request; returns its id. Connects again first if the server died.
+  // `record` = false: no pending record (answer() is to follow at once).
   template <class T>
-  std::uint64_t send(const T& value) {
+  std::uint64_t send(const T& value, bool record = true) {
     Connection& c = connection();
     const SendResult r = ServiceAccess::send(c, next_id_, FrameKind::request, value,
                                              [&](auto frame) { return c.send_bytes(frame); });
-    return sent(r);  // send_bytes waited for room: back pressure
+    return sent(r, record);  // send_bytes waited for room: back pressure
   }
+  // The last response of call `id`, the request sent last with no record
+  // (send(value, false)), or nullopt at the deadline; valid until
+  // release(). The usual case, its one last response arriving first, makes
+  // no record; anything else makes it (`recorded`: the caller forgets it)
+  // and goes on as next() does. Throws as next().
+  std::optional<std::span<const std::byte>> answer(std::uint64_t id,
+                                                   const Clock::time_point* deadline,
+                                                   bool& recorded);
   // The next response of call `id` (the last: `last` = true), or nullopt at
   // the deadline; the bytes are valid until release() or the next call on
   // this client.
@@ -370,8 +390,15 @@ class ServiceClientCore {
   void connect();
   // The connection, connected again first if the server died.
   Connection& connection();
-  // After a request was sent: its id (pending from now), or Error.
-  std::uint64_t sent(SendResult r);
+  // After a request was sent: its id (pending from now, with `record`),
+  // or Error.
+  std::uint64_t sent(SendResult r, bool record);
+  // What next() does with a frame read while it waits for call `id`
+  // (record `p`): true when it is that call's response, returned in
+  // `value` (held until release()); else the frame is freed, and what it
+  // says for another call kept in that call's record.
+  bool on_frame(std::uint64_t id, Pending& p, std::span<const std::byte> frame, bool in_place,
+                std::span<const std::byte>& value, bool& last);
   // Ends every pending call (the server died or closed), each told
   // whether the server had taken it, and drops the connection.
   void end_pending() noexcept;
@@ -385,10 +412,15 @@ class ServiceClientCore {
   std::optional<Connection> conn_;
   std::uint64_t next_id_ = 1;
   std::uint64_t sent_ = 0;  // messages sent on conn_ (requests and cancels)
-  // Pending calls by id: a sorted vector (ids grow, so a call appends; the
+  // Pending calls by id: a vector sorted by id (ids grow, so a call
+  // appends and the usual one, the newest, is popped from the back; the
   // memory is reused, no allocation per call; sized by the calls pending,
   // however old the oldest).
-  boost::container::flat_map<std::uint64_t, Pending> pending_;
+  struct Entry {
+    std::uint64_t id;
+    Pending call;
+  };
+  std::vector<Entry> pending_;
   std::vector<std::byte> frame_;  // a cancel being sent
   std::vector<std::byte> held_;   // a response returned from `responses`
   bool held_in_place_ = false;    // next() returned a frame of the ring: release()
@@ -580,17 +612,23 @@ class PendingCall {
       if (!bytes) throw Error(Errc::timed_out, client_->name(), "call " + std::to_string(id_));
       if (!last) continue;
       done_ = true;
-      const Release release{client_};
-      if constexpr (detail::kReusesValue<Resp>) {
-        if (!detail::decode_message(*bytes, out)) client_->throw_decode_error<Resp>();
-      } else {
-        // Decoded into the caller's struct, a response that omits fields
-        // would leave the last call's values in them: a fresh one.
-        Resp fresh{};
-        if (!detail::decode_message(*bytes, fresh)) client_->throw_decode_error<Resp>();
-        out = std::move(fresh);
-      }
+      decode_last(*client_, *bytes, out);
       return;
+    }
+  }
+  // Decodes the last response into `out` and frees it (it may be in the
+  // pipe's ring).
+  static void decode_last(detail::ServiceClientCore& client, std::span<const std::byte> bytes,
+                          Resp& out) {
+    const Release release{&client};
+    if constexpr (detail::kReusesValue<Resp>) {
+      if (!detail::decode_message(bytes, out)) client.throw_decode_error<Resp>();
+    } else {
+      // Decoded into the caller's struct, a response that omits fields
+      // would leave the last call's values in them: a fresh one.
+      Resp fresh{};
+      if (!detail::decode_message(bytes, fresh)) client.throw_decode_error<Resp>();
+      out = std::move(fresh);
     }
   }
   // Frees the response next() returned once it is decoded (or not).
@@ -617,13 +655,21 @@ class ServiceClient {
   // ServerGone when the server died or closed —, task_failed, decode_error).
   template <class Rep, class Period>
   [[nodiscard]] Resp call(const Req& request, std::chrono::duration<Rep, Period> timeout) {
-    return call_async(request).get_for(timeout);
+    Resp out{};
+    call(request, out, timeout);
+    return out;
   }
-  [[nodiscard]] Resp call(const Req& request) { return call_async(request).get(); }
+  [[nodiscard]] Resp call(const Req& request) {
+    Resp out{};
+    call_impl(core_->send(request, false), nullptr, out);
+    return out;
+  }
   // One call, its response decoded into `out` (see PendingCall::get_for).
   template <class Rep, class Period>
   void call(const Req& request, Resp& out, std::chrono::duration<Rep, Period> timeout) {
-    call_async(request).get_for(out, timeout);
+    const std::uint64_t id = core_->send(request, false);
+    const auto deadline = detail::ServiceAccess::deadline_after(timeout);
+    call_impl(id, &deadline, out);
   }
   // Sends the request now; the response is collected through the result
   // (any number in flight at once).
@@ -632,6 +678,22 @@ class ServiceClient {
   }
 
  private:
+  // call_async(request).get_for(out, ...) without a PendingCall: the
+  // request `id` was sent with no record, which the core makes only when
+  // the call needs one (ServiceClientCore::answer()).
+  void call_impl(std::uint64_t id, const Clock::time_point* deadline, Resp& out) {
+    struct Forget {
+      detail::ServiceClientCore& core;
+      std::uint64_t id;
+      bool recorded = false;
+      ~Forget() {
+        if (recorded) core.forget(id);
+      }
+    } forget{*core_, id};
+    const auto bytes = core_->answer(id, deadline, forget.recorded);
+    if (!bytes) throw Error(Errc::timed_out, core_->name(), "call " + std::to_string(id));
+    PendingCall<Req, Resp>::decode_last(*core_, *bytes, out);
+  }
   std::unique_ptr<detail::ServiceClientCore> core_;  // stable for PendingCalls
 };
 
