@@ -116,12 +116,16 @@ ServiceServer::ServiceServer(ServiceServer&&) noexcept = default;
 ServiceServer& ServiceServer::operator=(ServiceServer&&) noexcept = default;
 ServiceServer::~ServiceServer() = default;
 
+// One object returned on every path (no move of a Taken on the way out).
 std::optional<ServiceServer::Taken> ServiceServer::take_within(Clock::duration timeout) {
   release_request();
-  if (auto t = turn(true)) return t;  // a request there now: no clock read
-  const auto now = Clock::now();
-  const auto deadline = detail::deadline_from(now, timeout);
-  return wait_and_take(&deadline, now);
+  std::optional<Taken> t = turn(true);  // a request there now: no clock read
+  if (!t) {
+    const auto now = Clock::now();
+    const auto deadline = detail::deadline_from(now, timeout);
+    t = wait_and_take(&deadline, now);
+  }
+  return t;
 }
 
 void ServiceServer::accept_new() {
@@ -205,8 +209,9 @@ std::optional<ServiceServer::Taken> ServiceServer::turn(bool quick) {
 
 std::optional<ServiceServer::Taken> ServiceServer::take(const Clock::time_point* deadline) {
   release_request();
-  if (auto t = turn(true)) return t;
-  return wait_and_take(deadline, deadline != nullptr ? Clock::now() : Clock::time_point{});
+  std::optional<Taken> t = turn(true);
+  if (!t) t = wait_and_take(deadline, deadline != nullptr ? Clock::now() : Clock::time_point{});
+  return t;
 }
 
 std::optional<ServiceServer::Taken> ServiceServer::wait_and_take(const Clock::time_point* deadline,

@@ -370,6 +370,68 @@ TEST(Service, ServerDeathEndsEveryPendingCallAtOnceAndARestartServes) {
   EXPECT_EQ(test::wait_child(again).code, 0);
 }
 
+// call() reads a response that arrives first without a pending record
+// (ServiceClientCore::answer()); any other frame makes the record and the
+// call goes on as PendingCall::get() does: partial responses before the
+// last, another call's response first (kept for that call), a failure, a
+// timeout (the late response then ignored), and the server's death after
+// it took the request (maybe_executed).
+TEST(Service, CallPastPartialsOtherCallsResponsesFailuresTimeoutsAndADeath) {
+  SegmentGuard g(unique_name("svcp"));
+  test::SharedBlock<std::atomic<int>> timed_out;
+  const pid_t server = test::fork_child([&] {
+    Service<int, int> s(g.name());
+    auto take = [&](int want) {
+      auto r = s.take_for(10s);
+      if (!r || r->value() != want) ::_exit(10 + want);
+      return std::move(*r);
+    };
+    auto a = take(1);
+    for (int i = 0; i < 3; ++i) a.respond(10 + i, false);
+    a.respond(13);
+    auto b = take(2);
+    auto c = take(3);
+    b.respond(20);  // the async call's response first
+    c.respond(30);
+    take(-1).fail("negative");
+    auto e = take(5);
+    if (!test::poll_until([&] { return timed_out->load() == 1; })) return 1;
+    e.respond(50);  // after its call timed out
+    take(6).respond(60);
+    auto h = take(4);
+    ::raise(SIGKILL);  // took 4, answers nothing
+    return 2;
+  });
+  ASSERT_TRUE(server_accepts(g.name()));
+  ServiceClient<int, int> client(g.name(), 10s);
+  EXPECT_EQ(client.call(1, 10s), 13);
+  auto async = client.call_async(2);
+  EXPECT_EQ(client.call(3, 10s), 30);
+  EXPECT_EQ(async.get_for(10s), 20);
+  try {
+    (void)client.call(-1, 10s);
+    ADD_FAILURE() << "no task_failed";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::task_failed);
+  }
+  try {
+    (void)client.call(5, 50ms);
+    ADD_FAILURE() << "no timed_out";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::timed_out);
+  }
+  timed_out->store(1);
+  EXPECT_EQ(client.call(6, 10s), 60);
+  std::optional<bool> maybe;
+  try {
+    (void)client.call(4, 30s);
+  } catch (const ServerGone& e) {
+    maybe = e.maybe_executed();
+  }
+  EXPECT_EQ(maybe, true);
+  EXPECT_EQ(test::wait_child(server).signal, SIGKILL);
+}
+
 TEST(Service, CallToAServerThatClosedIsServerGoneAndNotExecuted) {
   SegmentGuard g(unique_name("svcc"));
   test::SharedBlock<std::atomic<int>> close;

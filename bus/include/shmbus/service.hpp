@@ -526,16 +526,19 @@ class Service {
   template <class Take>
   std::optional<ServiceRequest<Req, Resp>> take_impl(Take take) {
     using Request = ServiceRequest<Req, Resp>;
+    // One object returned on every path: the request is decoded straight
+    // into what the caller gets (no move of it or its value).
+    std::optional<Request> r;
     for (;;) {
       auto t = take();
-      if (!t) return std::nullopt;
+      if (!t) return r;
       const std::span<const std::byte> bytes = t->value;
-      // Decoded straight into the request returned (no move of the value).
-      std::optional<Request> r(std::in_place, typename Request::Key{}, &core_, std::move(*t));
+      r.emplace(typename Request::Key{}, &core_, std::move(*t));
       const bool decoded = detail::decode_message(bytes, r->value_);
       core_.release_request();
       if (decoded) return r;
       core_.drop(r->taken_);  // not a Req: a protocol error
+      r.reset();
     }
   }
   detail::ServiceServer core_;
