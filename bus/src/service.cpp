@@ -45,61 +45,6 @@ bool get_header(std::span<const std::byte> frame, ServiceHeader& h) noexcept {
 
 // ---- server ------------------------------------------------------------------
 
-struct ServiceServer::Peer {
-  std::size_t refs = 0;  // PeerRefs to it (intrusive_ptr_add_ref)
-  Connection conn;
-  // Ids taken and not yet answered with a last response or a failure
-  // (sorted: a client's ids grow, so taking one appends and answering the
-  // oldest erases the front), and those of them the client cancelled: a
-  // cancel for any other id (already answered, never sent: the pipe is FIFO,
-  // so a cancel follows its request) is ignored, so a hostile client cannot
-  // grow these sets.
-  std::vector<std::uint64_t> open;
-  std::unordered_set<std::uint64_t> cancelled;
-
-  [[nodiscard]] bool is_open(std::uint64_t id) const noexcept {
-    return std::binary_search(open.begin(), open.end(), id);
-  }
-  void add_open(std::uint64_t id) {
-    if (open.empty() || open.back() < id)
-      open.push_back(id);
-    else
-      open.insert(std::lower_bound(open.begin(), open.end(), id), id);
-  }
-  void remove_open(std::uint64_t id) noexcept {
-    if (!open.empty() && open.back() == id) {  // the newest: a call answered at once
-      open.pop_back();
-      return;
-    }
-    const auto it = std::lower_bound(open.begin(), open.end(), id);
-    if (it != open.end() && *it == id) open.erase(it);
-  }
-  std::unique_ptr<SpareValue> spare;  // see ServiceServer::spare()
-  bool gone = false;                  // closed, dead, or dropped
-  std::uint64_t taken = 0;            // messages read from the client
-
-  // [service.taken] after each message read, before a request is handed
-  // out; `open` whenever it changes.
-  void publish_taken() noexcept {
-    ServiceAccess::own_line(conn).taken.store(++taken + 1, std::memory_order_relaxed);
-  }
-  void publish_open() noexcept {
-    ServiceAccess::own_line(conn).open.store(open.size() + 1, std::memory_order_relaxed);
-  }
-
-  // Ends the connection now (the client reads end of file), even while a
-  // request of it is still held.
-  void drop() noexcept {
-    gone = true;
-    conn.close();
-  }
-};
-
-void intrusive_ptr_add_ref(ServiceServer::Peer* p) noexcept { ++p->refs; }
-void intrusive_ptr_release(ServiceServer::Peer* p) noexcept {
-  if (--p->refs == 0) delete p;
-}
-
 namespace {
 // The listener's options with the Service's wait policy, when it has one.
 ListenerOptions listener_options(const ServiceOptions& o) {
@@ -302,34 +247,10 @@ void ServiceServer::release_request() noexcept {
   held_ = nullptr;
 }
 
-Connection* ServiceServer::respond_to(const Taken& t, FrameKind kind, bool& answered) {
-  Peer& p = *t.peer;
-  answered = false;
-  if (p.gone) return nullptr;
-  const bool ends = kind != FrameKind::response;  // last or failed: the call is over
-  // The set is empty unless the client cancelled something: no lookup then.
-  const bool cancelled = p.cancelled.empty() ? false
-                         : ends              ? p.cancelled.erase(t.id) != 0
-                                             : p.cancelled.count(t.id) != 0;
-  if (ends) {
-    p.remove_open(t.id);
-    p.publish_open();
-  }
-  answered = cancelled;  // the caller no longer waits
-  return cancelled ? nullptr : &p.conn;
-}
-
-bool ServiceServer::responded(const Taken& t, SendResult r) noexcept {
-  if (r == SendResult::ok) return true;
+bool ServiceServer::respond_failed(const Taken& t) noexcept {
   if (held_ == &t.peer->conn) release_request();
   t.peer->drop();  // dead, closed, or not reading its responses
   return false;
-}
-
-std::unique_ptr<SpareValue>& ServiceServer::spare(const Taken& t) noexcept { return t.peer->spare; }
-
-bool ServiceServer::cancelled(const Taken& t) noexcept {
-  return t.peer->cancelled.count(t.id) != 0;
 }
 
 void ServiceServer::drop(const Taken& t) noexcept {
