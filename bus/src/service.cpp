@@ -332,12 +332,6 @@ Connection& ServiceClientCore::connection() {
   return *conn_;
 }
 
-void ServiceClientCore::release() noexcept {
-  if (!held_in_place_) return;
-  held_in_place_ = false;
-  if (conn_) ServiceAccess::release(*conn_, true);
-}
-
 std::uint64_t ServiceClientCore::sent(SendResult r, bool record) {
   const std::uint64_t id = next_id_;
   if (r == SendResult::too_large) {

@@ -405,9 +405,13 @@ class ServiceClientCore {
   // `record` = false: no pending record (answer() is to follow at once).
   template <class T>
   std::uint64_t send(const T& value, bool record = true) {
-    Connection& c = connection();
+    Connection& c = conn_ ? *conn_ : connection();
     const SendResult r = ServiceAccess::send(c, next_id_, FrameKind::request, value,
                                              [&](auto frame) { return c.send_bytes(frame); });
+    if (r == SendResult::ok && !record) [[likely]] {  // call(): sent, no record
+      ++sent_;
+      return next_id_++;
+    }
     return sent(r, record);  // send_bytes waited for room: back pressure
   }
   // The last response of call `id`, the request sent last with no record
@@ -426,7 +430,11 @@ class ServiceClientCore {
   std::optional<std::span<const std::byte>> next(std::uint64_t id,
                                                  const Clock::time_point* deadline, bool& last);
   // Frees the response next() returned (it may be in the pipe's ring).
-  void release() noexcept;
+  void release() noexcept {
+    if (!held_in_place_) return;
+    held_in_place_ = false;
+    if (conn_) ServiceAccess::release(*conn_, true);
+  }
   void cancel(std::uint64_t id) noexcept;
   void forget(std::uint64_t id) noexcept;
   // Error(decode_error): a response that is not a T (as decode<T>() says).
