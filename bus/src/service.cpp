@@ -1,6 +1,7 @@
 #include "shmbus/service.hpp"
 
 #include <algorithm>
+#include <cassert>
 #include <cstring>
 #include <unordered_set>
 
@@ -337,19 +338,24 @@ std::uint64_t ServiceClientCore::sent(SendResult r, bool record) {
   if (r == SendResult::too_large) {
     throw Error(Errc::too_large, name_, "request larger than the pipe's max_message");
   }
+  if (r == SendResult::timeout) {  // a full pipe past a timed call's deadline
+    throw Error(Errc::timed_out, name_, "request not sent by the deadline: not executed");
+  }
   if (r != SendResult::ok) {  // the server closed or died: this request never left
     end_pending();
     throw ServerGone(name_, "request not sent (" + std::string(to_string(r)) + "): not executed",
                      false);
   }
   ++next_id_;
-  if (!record) {
-    ++sent_;
-    return id;
-  }
-  pending_.push_back(Entry{id, {}});
-  pending_.back().call.message = sent_++;
+  const std::uint64_t message = sent_++;  // counted even if the record below throws
+  if (record) add_record(id, message);
   return id;
+}
+
+void ServiceClientCore::add_record(std::uint64_t id, std::uint64_t message) {
+  // Ids only grow: appending keeps pending_ sorted.
+  pending_.push_back(Entry{id, {}});
+  pending_.back().call.message = message;
 }
 
 // Inlined into next() and answer(): a call read as it arrives goes through
@@ -445,7 +451,12 @@ std::optional<std::span<const std::byte>> ServiceClientCore::next(std::uint64_t 
 
 std::optional<std::span<const std::byte>> ServiceClientCore::answer(
     std::uint64_t id, const Clock::time_point* deadline, bool& recorded) {
+  // `id` is the request sent last, with no record (send(value, false)).
+  assert(id + 1 == next_id_ && find(id) == nullptr);
   release();  // the frame returned last (normally released after decoding)
+  // Room for the record a frame other than the answer needs, taken before
+  // the frame is read: a push_back that threw then would strand the frame.
+  pending_.reserve(pending_.size() + 1);
   std::span<const std::byte> frame;
   bool in_place = false;
   const RecvResult r = ServiceAccess::next(*conn_, frame, in_place, deadline, true);
@@ -461,8 +472,7 @@ std::optional<std::span<const std::byte>> ServiceClientCore::answer(
   // Anything else (a death, another call's frame, a partial response, a
   // failure, junk): the call gets the record call_async() makes (it is the
   // request sent last) and goes on as PendingCall::get() does.
-  pending_.push_back(Entry{id, {}});
-  pending_.back().call.message = sent_ - 1;
+  add_record(id, sent_ - 1);  // no allocation: reserved above
   recorded = true;
   if (r != RecvResult::ok) server_gone(r, id);
   bool last = false;

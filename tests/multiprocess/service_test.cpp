@@ -432,6 +432,67 @@ TEST(Service, CallPastPartialsOtherCallsResponsesFailuresTimeoutsAndADeath) {
   EXPECT_EQ(test::wait_child(server).signal, SIGKILL);
 }
 
+// A timed call whose request finds the client's pipe full (a server that
+// stopped taking) returns by its deadline with timed_out and the request
+// unsent, instead of waiting in the send for room.
+TEST(Service, ATimedCallIntoAFullPipeReturnsByItsDeadlineNotSent) {
+  SegmentGuard g(unique_name("svcf"));
+  test::SharedBlock<std::atomic<int>> done;
+  const pid_t server = test::fork_child([&] {
+    Service<std::string, int> s(g.name());
+    auto r = s.take_for(10s);
+    if (!r) return 1;
+    r->respond(1);
+    return test::poll_until([&] { return done->load() == 1; }, 60s) ? 0 : 2;
+  });
+  ASSERT_TRUE(server_accepts(g.name()));
+  ServiceClient<std::string, int> client(g.name(), 10s, PipeOptions{.capacity = 4096});
+  EXPECT_EQ(client.call("hello", 10s), 1);
+  bool not_sent = false;
+  for (int i = 0; i < 16 && !not_sent; ++i) {  // 4 KiB holds three or four
+    try {
+      (void)client.call(std::string(1000, 'x'), 50ms);
+      ADD_FAILURE() << "a response from a server that takes nothing";
+    } catch (const Error& e) {
+      ASSERT_EQ(e.code(), Errc::timed_out) << e.what();
+      not_sent = std::string_view(e.what()).find("not sent") != std::string_view::npos;
+    }
+  }
+  EXPECT_TRUE(not_sent);
+  done->store(1);
+  EXPECT_EQ(test::wait_child(server).code, 0);
+}
+
+// A server killed after taking one call and before taking the next: the
+// call it took may have run (maybe_executed), the one it never took did not.
+TEST(Service, ACallTheDeadServerNeverTookIsNotExecutedTheOneItTookMayBe) {
+  SegmentGuard g(unique_name("svck"));
+  const pid_t server = test::fork_child([&] {
+    Service<int, int> s(g.name());
+    auto r = s.take_for(10s);
+    if (!r || r->value() != 7) return 1;
+    ::raise(SIGKILL);  // took 7, never takes 8
+    return 2;
+  });
+  ASSERT_TRUE(server_accepts(g.name()));
+  ServiceClient<int, int> client(g.name(), 10s);
+  auto async = client.call_async(7);
+  std::optional<bool> maybe8, maybe7;
+  try {
+    (void)client.call(8, 30s);
+  } catch (const ServerGone& e) {
+    maybe8 = e.maybe_executed();
+  }
+  try {
+    (void)async.get_for(30s);
+  } catch (const ServerGone& e) {
+    maybe7 = e.maybe_executed();
+  }
+  EXPECT_EQ(maybe8, false);
+  EXPECT_EQ(maybe7, true);
+  EXPECT_EQ(test::wait_child(server).signal, SIGKILL);
+}
+
 TEST(Service, CallToAServerThatClosedIsServerGoneAndNotExecuted) {
   SegmentGuard g(unique_name("svcc"));
   test::SharedBlock<std::atomic<int>> close;

@@ -61,8 +61,12 @@
 //       "quiet", {.wait = shmbus::WaitPolicy{.strategy = shmbus::WaitStrategy::blocking}}};
 //
 // Threads: a Service is used by one thread at a time, with the
-// ServiceRequests it returned (a request may outlive its Service, but then
-// may only be destroyed); so is a ServiceClient with its PendingCalls.
+// ServiceRequests it returned, their destruction included (a request may
+// outlive its Service, but then may only be destroyed, by the thread that
+// destroyed the Service or one that synchronised with it). A request is
+// not handed to a worker thread to answer or drop while the Service takes
+// others: the count that ties requests to their client is not atomic. So
+// is a ServiceClient used with its PendingCalls.
 #pragma once
 
 #include <algorithm>
@@ -234,8 +238,9 @@ class ServiceServer {
  public:
   struct Peer;  // one client's connection and the ids it cancelled
   // A counted reference to a Peer; the count is not atomic: a Service and
-  // the requests it returned are used by one thread at a time (a request
-  // outliving its Service only keeps its Peer for its spare).
+  // the requests it returned are used by one thread at a time (see Threads
+  // above). A request outliving its Service keeps its Peer, and with it the
+  // client's Connection open, until it is destroyed.
   using PeerRef = boost::intrusive_ptr<Peer>;
   struct Taken {
     PeerRef peer;
@@ -403,16 +408,21 @@ class ServiceClientCore {
                     const PipeOptions& options);
   // Sends a request; returns its id. Connects again first if the server died.
   // `record` = false: no pending record (answer() is to follow at once).
+  // A full pipe holds the send until `deadline` (null: for as long as the
+  // server lives), then throws Errc::timed_out: the request never left.
   template <class T>
-  std::uint64_t send(const T& value, bool record = true) {
+  std::uint64_t send(const T& value, bool record = true,
+                     const Clock::time_point* deadline = nullptr) {
     Connection& c = conn_ ? *conn_ : connection();
-    const SendResult r = ServiceAccess::send(c, next_id_, FrameKind::request, value,
-                                             [&](auto frame) { return c.send_bytes(frame); });
+    const SendResult r =
+        ServiceAccess::send(c, next_id_, FrameKind::request, value, [&](auto frame) {
+          return deadline ? c.send_bytes_until(frame, *deadline) : c.send_bytes(frame);
+        });
     if (r == SendResult::ok && !record) [[likely]] {  // call(): sent, no record
       ++sent_;
       return next_id_++;
     }
-    return sent(r, record);  // send_bytes waited for room: back pressure
+    return sent(r, record);  // the pipe was full: back pressure
   }
   // The last response of call `id`, the request sent last with no record
   // (send(value, false)), or nullopt at the deadline; valid until
@@ -480,6 +490,7 @@ class ServiceClientCore {
   // After a request was sent: its id (pending from now, with `record`),
   // or Error.
   std::uint64_t sent(SendResult r, bool record);
+  void add_record(std::uint64_t id, std::uint64_t message);  // call `id`, sent as `message`
   // What next() does with a frame read while it waits for call `id`
   // (record `p`): true when it is that call's response, returned in
   // `value` (held until release()); else the frame is freed, and what it
@@ -757,9 +768,8 @@ class ServiceClient {
   // One call, its response decoded into `out` (see PendingCall::get_for).
   template <class Rep, class Period>
   void call(const Req& request, Resp& out, std::chrono::duration<Rep, Period> timeout) {
-    const std::uint64_t id = core_->send(request, false);
     const auto deadline = detail::ServiceAccess::deadline_after(timeout);
-    call_impl(id, &deadline, out);
+    call_impl(core_->send(request, false, &deadline), &deadline, out);
   }
   // Sends the request now; the response is collected through the result
   // (any number in flight at once).
