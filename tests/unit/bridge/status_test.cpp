@@ -208,6 +208,14 @@ TEST(BridgeStatus, BusInspectorShowsABridgeAndItsDoctorNamesAStaleOne) {
     return 1;
   });
   EXPECT_EQ(shmbus::test::wait_child(child).signal, SIGKILL);
+  // A host-wide gc run by a test in parallel (bus_test and inspector_test
+  // run `bus-inspector gc`) would unlink a status whose every process is
+  // dead before doctor reads it (the flake under the parallel ctest run):
+  // this process attaches, so gc keeps it while its bridge stays dead.
+  const auto keep = shmbus::detail::Segment::open(
+      status, shmbus::ObjectKind::bridge,
+      {shmbus::detail::fnv1a("shmbus.bridge.status"), "bridge status"});
+  ASSERT_TRUE(keep.attached_here());
   const auto doctor = shmbus::test::run_inspector({"doctor", "--json"});
   bool named = false;
   const json report = json::parse(doctor.output);
