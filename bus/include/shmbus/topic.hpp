@@ -63,7 +63,12 @@
 // fork(): the first use in a child takes the handle's role over from its
 // parent (use each handle in one process only afterwards); a parent that
 // has not used a handle since the fork leaves its role to the child when
-// it closes its copy.
+// it closes its copy. So if no child ever uses it, its record stays held
+// by the (live) parent until that process exits: a reliable one then
+// holds the publisher back (publish_for times out; no eviction, its owner
+// lives). A parent that means to drop a subscriber its children will not
+// use closes it before forking, or uses it once after (try_recv), which
+// keeps the role here, so that its close() frees the record.
 //
 // Memory ordering: everything a publisher wrote before publish() returned
 // is visible to a subscriber that receives that message.
