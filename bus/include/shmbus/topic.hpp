@@ -22,7 +22,13 @@
 // Per-subscriber policy, chosen by the subscriber:
 //   reliable  the publisher never overwrites a message it has not read:
 //             a full ring makes publish() wait (back-pressure), up to the
-//             publisher's own deadline (publish_for / try_publish).
+//             publisher's own deadline (publish_for / try_publish). The
+//             subscriber hands back what it read a quarter of the ring at
+//             a time, and whenever a call finds nothing new (or waits):
+//             a held-back publisher goes on once the slowest reliable
+//             subscriber has read a quarter of the ring or caught up, not
+//             after each message (reading one message of a full ring of
+//             8 leaves try_publish full; reading 2 frees 2).
 //   lossy     never slows the publisher and costs it no write to a shared
 //             line. A subscriber that falls a whole ring behind (lapped)
 //             skips ahead to half a ring behind the publisher; lapped()
