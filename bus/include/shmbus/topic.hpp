@@ -22,13 +22,12 @@
 // Per-subscriber policy, chosen by the subscriber:
 //   reliable  the publisher never overwrites a message it has not read:
 //             a full ring makes publish() wait (back-pressure), up to the
-//             publisher's own deadline (publish_for / try_publish). The
-//             subscriber hands back what it read a quarter of the ring at
-//             a time, and whenever a call finds nothing new (or waits):
-//             a held-back publisher goes on once the slowest reliable
-//             subscriber has read a quarter of the ring or caught up, not
-//             after each message (reading one message of a full ring of
-//             8 leaves try_publish full; reading 2 frees 2).
+//             publisher's own deadline (publish_for / try_publish). A
+//             message read frees its slot: once a publisher found the
+//             ring full (try_publish full, publish_for timed out, or a
+//             wait of 10 ms), each message a subscriber reads is room for
+//             its next publish. (While streaming, a subscriber hands its
+//             position back a quarter of the ring at a time.)
 //   lossy     never slows the publisher and costs it no write to a shared
 //             line. A subscriber that falls a whole ring behind (lapped)
 //             skips ahead to half a ring behind the publisher; lapped()
@@ -386,6 +385,8 @@ class Publisher {
   [[nodiscard]] bool scan() noexcept;  // refreshes cached_min_; true: room for pos_
   PublishResult wait_room(const Clock::time_point* deadline) noexcept;
   bool evict_dead() noexcept;
+  // [topic.ask] a held-back publisher asks reliable subscribers for room.
+  void ask_room() noexcept;
   void free_stale_marks() noexcept;  // scan() found a marked record that is not reliable
   [[nodiscard]] detail::TopicSlot& slot_at(std::uint64_t s) const noexcept {
     return *reinterpret_cast<detail::TopicSlot*>(slots_ + (s & mask_) * stride_);
@@ -636,7 +637,10 @@ class Subscriber {
     ++pos_;
     ++received_;
     peeked_ = false;
-    if (pos_ - published_ >= slots_count_ / 4) publish_read();
+    // [topic.ask] relaxed: a hint from the publisher (see topic_format.hpp).
+    if (pos_ - published_ >= slots_count_ / 4 ||
+        control_->wake.room_asked.load(std::memory_order_relaxed) != room_asked_seen_)
+      publish_read();
   }
   void publish_read() noexcept;
   // [topic.room] after a reliable subscriber's position store: wakes a
@@ -671,9 +675,10 @@ class Subscriber {
   WaitPolicy policy_{};
   std::uint32_t index_ = 0;
   SubscriberPolicy policy_kind_ = SubscriberPolicy::reliable;
-  std::uint64_t pos_ = 0;        // next message number
-  std::uint64_t published_ = 0;  // last read_seq stored
-  std::uint64_t joined_ = 0;     // first message owed (after the history)
+  std::uint64_t pos_ = 0;              // next message number
+  std::uint64_t published_ = 0;        // last read_seq stored
+  std::uint32_t room_asked_seen_ = 0;  // [topic.ask] the publisher's count at our last hand-back
+  std::uint64_t joined_ = 0;           // first message owed (after the history)
   std::uint64_t received_ = 0;
   std::uint64_t lapped_ = 0;
   std::uint64_t missed_ = 0;
