@@ -503,6 +503,13 @@ bool Publisher::evict_dead() noexcept {
   return any;
 }
 
+void Publisher::ask_room() noexcept {
+  auto& asked = control_->wake.room_asked;
+  // [topic.ask] relaxed: only the publisher role writes it; a hint that
+  // subscribers read relaxed (the data is ordered by [topic.consume]).
+  asked.store(asked.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
 PublishResult Publisher::wait_room(const Clock::time_point* deadline) noexcept {
   // relaxed: a statistic of the role's holder.
   control_->publisher.blocked.fetch_add(1, std::memory_order_relaxed);
@@ -511,9 +518,13 @@ PublishResult Publisher::wait_room(const Clock::time_point* deadline) noexcept {
   for (;;) {
     if (scan()) return PublishResult::ok;
     const auto now = Clock::now();
-    if (deadline != nullptr && now >= *deadline) return PublishResult::timeout;
+    if (deadline != nullptr && now >= *deadline) {
+      ask_room();  // the caller's next try finds what was read meanwhile
+      return PublishResult::timeout;
+    }
     if (now_ns() >= next_check) {
       if (evict_dead()) continue;
+      ask_room();  // a long wait: each message read is room from now on
       next_check = now_ns() + std::chrono::nanoseconds(kLivenessInterval).count();
     }
     const bool spin =
@@ -546,7 +557,10 @@ PublishResult Publisher::acquire(std::size_t n, const Clock::time_point* deadlin
   }
   if (!has_loan_) {
     if (pos_ >= cached_min_ + mask_ + 1 && !scan()) [[unlikely]] {
-      if (try_only) return last_error_ = PublishResult::full;
+      if (try_only) {
+        ask_room();  // the caller's next try finds what was read meanwhile
+        return last_error_ = PublishResult::full;
+      }
       if (const PublishResult r = wait_room(deadline); r != PublishResult::ok)
         return last_error_ = r;
     }
@@ -667,6 +681,8 @@ Subscriber::Subscriber(std::shared_ptr<detail::Segment> segment, const detail::T
   policy_kind_ = policy;
   pos_ = start;
   published_ = start;
+  // [topic.ask] relaxed: a hint; nothing asked before we joined.
+  room_asked_seen_ = control_->wake.room_asked.load(std::memory_order_relaxed);
   joined_ = joined;
   owner_word_ = this_process().pack();
   fork_epoch_ = fork_epoch();
@@ -736,6 +752,8 @@ void Subscriber::skip_lapped(std::uint64_t seen) noexcept {
 }
 
 void Subscriber::publish_read() noexcept {
+  // [topic.ask] relaxed: a hint; what we hand back now answers it.
+  room_asked_seen_ = control_->wake.room_asked.load(std::memory_order_relaxed);
   if (pos_ == published_) return;
   published_ = pos_;
   auto& l = line();

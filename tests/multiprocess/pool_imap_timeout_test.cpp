@@ -1,7 +1,8 @@
 // IMapIterator::next(timeout), Python's imap iterator next(timeout): a
 // result not there by the deadline throws Error(timed_out) and comes with
 // a later call. Tasks are held at a gate (a Linux pipe the workers read,
-// inherited when they were forked) until the test opens it.
+// inherited when they were forked) until the test opens it. The same for
+// AsyncResult::get(timeout).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -53,6 +54,27 @@ TEST(PoolImap, NextWithTimeoutThrowsTimedOutThenDeliversInOrder) {
 
 TEST(PoolImap, NextWithTimeoutThrowsTimedOutThenDeliversUnordered) {
   imap_next_times_out_then_delivers(true);
+}
+
+// AsyncResult::get(timeout), Python's AsyncResult.get(timeout): the same.
+TEST(PoolAsyncResult, GetWithTimeoutThrowsTimedOutThenDelivers) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  g_gate = fds[0];
+  {
+    Pool pool({.processes = 1});
+    auto r = pool.apply_async(gated_double, 21);
+    EXPECT_EQ(test::code_of([&] { (void)r.get(1ms); }), Errc::timed_out);
+    EXPECT_EQ(test::code_of([&] { (void)r.get(0ms); }), Errc::timed_out);
+    const char open = 1;
+    ASSERT_EQ(::write(fds[1], &open, 1), 1);
+    EXPECT_EQ(r.get(30s), 42);
+    EXPECT_EQ(r.get(0ms), 42);  // done: no wait
+    pool.close();
+    pool.join();
+  }
+  ::close(fds[0]);
+  ::close(fds[1]);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 //   std::vector<int> squares = pool.map(square, std::vector{1, 2, 3});  // {1, 4, 9}
 //   shmbus::AsyncResult<int> r = pool.apply_async(square, 7);
 //   int y = r.get();                                                     // 49
+//   int z = pool.apply_async(square, 8).get(5s);  // Error(timed_out) if not done by then
 //   for (int v : pool.imap_unordered(square, xs)) use(v);                // as they finish
 //   int k = 3;                                                           // state: a capture
 //   auto scaled = pool.map([k](int x) { return k * x; }, xs);
@@ -162,6 +163,13 @@ class AsyncResult {
     wait();
     if (job_->first_failure) std::rethrow_exception(job_->first_failure);
     return value_of(*job_);
+  }
+  // Python's get(timeout): waits at most `timeout`, then throws
+  // Error(timed_out) (Python: multiprocessing.TimeoutError); the call goes
+  // on and a later get() returns its value.
+  T get(Clock::duration timeout) {
+    if (!wait_for(timeout)) throw Error(Errc::timed_out, "AsyncResult", "get: not ready in time");
+    return get();
   }
   // Python's callback= and error_callback=: `on_value(value)` (no argument
   // for void) or `on_error(e)` runs once the call is done, with the

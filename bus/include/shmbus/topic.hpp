@@ -22,7 +22,12 @@
 // Per-subscriber policy, chosen by the subscriber:
 //   reliable  the publisher never overwrites a message it has not read:
 //             a full ring makes publish() wait (back-pressure), up to the
-//             publisher's own deadline (publish_for / try_publish).
+//             publisher's own deadline (publish_for / try_publish). A
+//             message read frees its slot: once a publisher found the
+//             ring full (try_publish full, publish_for timed out, or a
+//             wait of 10 ms), each message a subscriber reads is room for
+//             its next publish. (While streaming, a subscriber hands its
+//             position back a quarter of the ring at a time.)
 //   lossy     never slows the publisher and costs it no write to a shared
 //             line. A subscriber that falls a whole ring behind (lapped)
 //             skips ahead to half a ring behind the publisher; lapped()
@@ -63,7 +68,12 @@
 // fork(): the first use in a child takes the handle's role over from its
 // parent (use each handle in one process only afterwards); a parent that
 // has not used a handle since the fork leaves its role to the child when
-// it closes its copy.
+// it closes its copy. So if no child ever uses it, its record stays held
+// by the (live) parent until that process exits: a reliable one then
+// holds the publisher back (publish_for times out; no eviction, its owner
+// lives). A parent that means to drop a subscriber its children will not
+// use closes it before forking, or uses it once after (try_recv), which
+// keeps the role here, so that its close() frees the record.
 //
 // Memory ordering: everything a publisher wrote before publish() returned
 // is visible to a subscriber that receives that message.
@@ -375,6 +385,8 @@ class Publisher {
   [[nodiscard]] bool scan() noexcept;  // refreshes cached_min_; true: room for pos_
   PublishResult wait_room(const Clock::time_point* deadline) noexcept;
   bool evict_dead() noexcept;
+  // [topic.ask] a held-back publisher asks reliable subscribers for room.
+  void ask_room() noexcept;
   void free_stale_marks() noexcept;  // scan() found a marked record that is not reliable
   [[nodiscard]] detail::TopicSlot& slot_at(std::uint64_t s) const noexcept {
     return *reinterpret_cast<detail::TopicSlot*>(slots_ + (s & mask_) * stride_);
@@ -625,7 +637,10 @@ class Subscriber {
     ++pos_;
     ++received_;
     peeked_ = false;
-    if (pos_ - published_ >= slots_count_ / 4) publish_read();
+    // [topic.ask] relaxed: a hint from the publisher (see topic_format.hpp).
+    if (pos_ - published_ >= slots_count_ / 4 ||
+        control_->wake.room_asked.load(std::memory_order_relaxed) != room_asked_seen_)
+      publish_read();
   }
   void publish_read() noexcept;
   // [topic.room] after a reliable subscriber's position store: wakes a
@@ -660,9 +675,10 @@ class Subscriber {
   WaitPolicy policy_{};
   std::uint32_t index_ = 0;
   SubscriberPolicy policy_kind_ = SubscriberPolicy::reliable;
-  std::uint64_t pos_ = 0;        // next message number
-  std::uint64_t published_ = 0;  // last read_seq stored
-  std::uint64_t joined_ = 0;     // first message owed (after the history)
+  std::uint64_t pos_ = 0;              // next message number
+  std::uint64_t published_ = 0;        // last read_seq stored
+  std::uint32_t room_asked_seen_ = 0;  // [topic.ask] the publisher's count at our last hand-back
+  std::uint64_t joined_ = 0;           // first message owed (after the history)
   std::uint64_t received_ = 0;
   std::uint64_t lapped_ = 0;
   std::uint64_t missed_ = 0;

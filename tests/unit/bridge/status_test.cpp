@@ -18,8 +18,11 @@
 #include "nlohmann/json.hpp"
 #include "shmbus/bridge/forwarder.hpp"
 #include "shmbus/detail/segment.hpp"
+#include "shmbus/event.hpp"
 #include "shmbus/queue.hpp"
 #include "test_support.hpp"
+
+using namespace std::chrono_literals;
 
 namespace sb = shmbus::bridge;
 namespace sf = shmbus::bridge::detail;
@@ -201,12 +204,26 @@ TEST(BridgeStatus, BusInspectorShowsABridgeAndItsDoctorNamesAStaleOne) {
     EXPECT_EQ(json::parse(bad.output)["error"], "corrupted");
     w.header().count.store(1);
   }
-  // A bridge killed: its status stays, and doctor says so.
+  // A bridge killed: its status stays, and doctor says so. A host-wide gc
+  // run by a test in parallel (bus_test and inspector_test run
+  // `bus-inspector gc`) would unlink a status whose every process is dead
+  // before doctor reads it (the flake under the parallel ctest run): this
+  // process attaches before the bridge dies, so gc keeps the status while
+  // its bridge is dead.
+  shmbus::Event made, attached;
   const pid_t child = shmbus::test::fork_child([&]() -> int {
     sb::Forwarder f{b.options()};
+    made.set();
+    if (!attached.wait_for(30s)) return 2;
     ::raise(SIGKILL);
     return 1;
   });
+  ASSERT_TRUE(made.wait_for(30s));
+  const auto keep = shmbus::detail::Segment::open(
+      status, shmbus::ObjectKind::bridge,
+      {shmbus::detail::fnv1a("shmbus.bridge.status"), "bridge status"});
+  ASSERT_TRUE(keep.attached_here());
+  attached.set();
   EXPECT_EQ(shmbus::test::wait_child(child).signal, SIGKILL);
   const auto doctor = shmbus::test::run_inspector({"doctor", "--json"});
   bool named = false;

@@ -123,6 +123,34 @@ TEST(Topic, ReliableSubscriberHoldsThePublisherBackUntilItReads) {
   EXPECT_EQ(pub.try_publish(std::uint64_t{8}), PublishResult::full);
 }
 
+// [topic.ask] Once the publisher found the ring full, each message the
+// reliable subscriber reads is room for its next try at once (it used to
+// wait for a quarter of the ring to be read: one read of a full ring of 8
+// left try_publish full), and so after a publish_for that timed out.
+TEST(Topic, AMessageReadFreesItsSlotForAPublisherThatFoundTheRingFull) {
+  SegmentGuard g(unique_name("topic"));
+  auto topic = Topic::create<std::uint64_t>(g.name(), {.slots = 8});
+  auto sub = topic.subscribe();
+  auto pub = topic.publisher();
+  for (std::uint64_t i = 0; i < 8; ++i) ASSERT_EQ(pub.try_publish(i), PublishResult::ok);
+  std::uint64_t next = 8, v = 0;
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_EQ(pub.try_publish(next), PublishResult::full);
+    ASSERT_EQ(sub.recv(v), ReceiveResult::ok);
+    EXPECT_EQ(pub.try_publish(next++), PublishResult::ok) << "round " << round;
+  }
+  EXPECT_EQ(pub.publish_for(next, 1ms), PublishResult::timeout);
+  ASSERT_EQ(sub.recv(v), ReceiveResult::ok);
+  EXPECT_EQ(pub.publish_for(next++, 0ms), PublishResult::ok);
+  // Everything arrives once, in order.
+  for (std::uint64_t i = 4; i < next; ++i) {
+    ASSERT_EQ(sub.try_recv(v), ReceiveResult::ok);
+    EXPECT_EQ(v, i);
+  }
+  EXPECT_EQ(sub.try_recv(v), ReceiveResult::empty);
+  EXPECT_EQ(sub.missed(), 0u);
+}
+
 // A reliable `sub` at `from`, with nothing unread: `pub` has exactly one
 // ring of `slots` messages of room (then full), and `sub` gets them all.
 void expect_held_for_one_ring(Publisher& pub, Subscriber& sub, std::uint64_t from,
