@@ -326,11 +326,14 @@ void RLock::release() {
   if (!is_owned()) {
     throw Error(Errc::not_owner, name_, "release() by a thread that does not hold the RLock");
   }
-  release_owned_();
+  release_held_();
 }
 
 void RLock::release_owned_() noexcept {
-  if (!is_owned()) return;
+  if (is_owned()) release_held_();
+}
+
+void RLock::release_held_() noexcept {
   // relaxed: holder-only fields.
   const std::uint32_t d = state_->depth.load(std::memory_order_relaxed);
   if (d > 1) {

@@ -64,6 +64,9 @@
 #include "shmbus/wait.hpp"
 
 namespace shmbus {
+namespace detail {
+class CellsGuard;
+}
 
 enum class LockResult : std::uint8_t {
   acquired,         // the lock is held
@@ -210,6 +213,7 @@ class RLock {
   friend class Value;
   template <class T>
   friend class Array;
+  friend class detail::CellsGuard;
   RLock(detail::Segment segment, detail::MutexState* state, std::string name)
       : segment_(std::move(segment)), state_(state), name_(std::move(name)) {}
   static RLock make(detail::SegmentName name, const SegmentOptions& options);

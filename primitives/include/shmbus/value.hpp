@@ -92,6 +92,23 @@ template <class T>
 inline constexpr bool kAtomicCells =
     std::atomic_ref<T>::is_always_lock_free&& std::is_trivially_copyable_v<T>;
 
+// Holds a Value's or Array's lock for get()/set(): acquire() (a takeover
+// from a dead holder repairs itself, lock.hpp), throws Errc::peer_dead for
+// a lock already not recoverable, and releases without re-checking the
+// owner (this thread took it) and without throwing.
+class CellsGuard {
+ public:
+  explicit CellsGuard(RLock& lock) : lock_(lock) {
+    if (!holds(lock.acquire())) lock.lock();  // not recoverable: lock() throws
+  }
+  CellsGuard(const CellsGuard&) = delete;
+  CellsGuard& operator=(const CellsGuard&) = delete;
+  ~CellsGuard() { lock_.release_held_(); }
+
+ private:
+  RLock& lock_;
+};
+
 // The shared part of all four: a CellsHeader and `count` elements of T.
 template <class T, ObjectKind Kind>
 class Cells {
@@ -213,13 +230,13 @@ class Cells {
     if constexpr (kAtomicCells<T>) {
       return false;
     } else {
-      std::scoped_lock g(lock);
+      CellsGuard g(lock);
       return torn_at(kCellsAll);
     }
   }
   void clear_torn_under(RLock& lock) {
     if constexpr (!kAtomicCells<T>) {
-      std::scoped_lock g(lock);
+      CellsGuard g(lock);
       // relaxed: under the lock.
       header_->torn.store(0, std::memory_order_relaxed);
     }
@@ -258,7 +275,7 @@ class Value : public detail::Cells<T, ObjectKind::value> {
     if constexpr (detail::kAtomicCells<T>) {
       return this->load_raw(0);
     } else {
-      std::scoped_lock g(lock_);
+      detail::CellsGuard g(lock_);
       if (this->torn_at(0)) this->throw_torn();
       return this->load_raw(0);
     }
@@ -267,7 +284,7 @@ class Value : public detail::Cells<T, ObjectKind::value> {
     if constexpr (detail::kAtomicCells<T>) {
       this->store_raw(0, v);
     } else {
-      std::scoped_lock g(lock_);
+      detail::CellsGuard g(lock_);
       const std::uint64_t prev = this->begin_write(1);
       this->store_raw(0, v);
       this->end_write(1, prev);
@@ -447,7 +464,7 @@ class Array : public detail::Cells<T, ObjectKind::array> {
     if constexpr (detail::kAtomicCells<T>) {
       return this->load_raw(i);
     } else {
-      std::scoped_lock g(lock_);
+      detail::CellsGuard g(lock_);
       if (this->torn_at(i)) this->throw_torn();
       return this->load_raw(i);
     }
@@ -457,7 +474,7 @@ class Array : public detail::Cells<T, ObjectKind::array> {
     if constexpr (detail::kAtomicCells<T>) {
       this->store_raw(i, v);
     } else {
-      std::scoped_lock g(lock_);
+      detail::CellsGuard g(lock_);
       const std::uint64_t prev = this->begin_write(i + 1);
       this->store_raw(i, v);
       this->end_write(i + 1, prev);
