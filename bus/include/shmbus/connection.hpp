@@ -188,7 +188,11 @@ concept CharsArg = kCharsArg<S>;
 template <class S>
 [[nodiscard]] std::string_view chars_of(const S& s) noexcept {
   if constexpr (std::is_array_v<S>) {
-    return {s, ::strnlen(s, std::extent_v<S>)};
+    // memchr, not strnlen: GCC folds it for a literal, whose exact length
+    // the inline copy's size classes then see (strnlen's unknown result
+    // made -Warray-bounds flag classes larger than the literal).
+    const auto* nul = std::char_traits<char>::find(s, std::extent_v<S>, '\0');
+    return {s, nul == nullptr ? std::extent_v<S> : static_cast<std::size_t>(nul - s)};
   } else {
     return s == nullptr ? std::string_view{} : std::string_view(s);
   }
