@@ -40,10 +40,13 @@
 // write whole (set(i) clears element i's report; a View's covers every
 // element); clear_torn() accepts the bytes as they are, e.g.
 //
-//   try { use(v.get()); } catch (const shmbus::Error& e) {
+//   struct Quote { double bid, ask, last, size; };   // not lock-free
+//   shmbus::Value<Quote> quote{Quote{1, 2, 1.5, 10}};
+//   Quote q{};
+//   try { q = quote.get(); } catch (const shmbus::Error& e) {
 //     if (e.code() != shmbus::Errc::peer_dead) throw;
-//     v.set(recompute());   // or, having checked it under get_lock():
-//   }                       //   v.clear_torn();
+//     quote.set(q);          // write it whole again, or (having checked
+//   }                        // it under get_lock()) quote.clear_torn()
 //
 // Why an exception: Python has no equivalent (its Value can be torn and
 // says nothing); a result type would change get()'s signature for every
