@@ -132,6 +132,18 @@ void mutex_release_slow(MutexState& m, std::uint32_t word) noexcept {
   futex_wake(m.word);
 }
 
+void cells_took_over(CellsHeader& h) noexcept {
+  // relaxed (all three): under the lock we now hold. The dead holder's
+  // [cells.writing] mark is visible: it was stored before its bytes in its
+  // program order, and it is dead (see Cells::begin_write()).
+  const std::uint64_t writing = h.writing.load(std::memory_order_relaxed);
+  if (writing == 0) return;
+  const std::uint64_t torn = h.torn.load(std::memory_order_relaxed);
+  // Two different parts torn: say all of it (one field holds one part).
+  h.torn.store(torn == 0 || torn == writing ? writing : kCellsAll, std::memory_order_relaxed);
+  h.writing.store(0, std::memory_order_relaxed);
+}
+
 namespace {
 
 template <class Init>
@@ -301,13 +313,27 @@ LockResult RLock::acquire_until_(const Clock::time_point* deadline) noexcept {
     return LockResult::acquired;
   }
   if (detail::mutex_try_acquire_fast(*state_)) return rlock_took(*state_, LockResult::acquired);
-  return rlock_took(*state_, detail::mutex_acquire_slow(*state_, deadline, policy_));
+  const LockResult r = rlock_took(*state_, detail::mutex_acquire_slow(*state_, deadline, policy_));
+  if (r == LockResult::owner_died && cells_ != nullptr) {
+    // A Value's or Array's lock: the cells are all it protects (lock.hpp).
+    detail::cells_took_over(*cells_);
+    make_consistent();
+  }
+  return r;
 }
 
 void RLock::release() {
   if (!is_owned()) {
     throw Error(Errc::not_owner, name_, "release() by a thread that does not hold the RLock");
   }
+  release_held_();
+}
+
+void RLock::release_owned_() noexcept {
+  if (is_owned()) release_held_();
+}
+
+void RLock::release_held_() noexcept {
   // relaxed: holder-only fields.
   const std::uint32_t d = state_->depth.load(std::memory_order_relaxed);
   if (d > 1) {

@@ -334,6 +334,17 @@ void Condition::lock() {
   }
 }
 bool Condition::try_lock() noexcept { return lock_ ? lock_->try_lock() : rlock_->try_lock(); }
+void Condition::make_consistent() noexcept {
+  if (lock_) {
+    lock_->make_consistent();
+  } else {
+    rlock_->make_consistent();
+  }
+}
+bool Condition::owner_died() const noexcept {
+  return lock_ ? lock_->owner_died() : rlock_->owner_died();
+}
+bool Condition::locked() const noexcept { return lock_ ? lock_->locked() : rlock_->locked(); }
 
 void Condition::attach() {
   segment_.attach();

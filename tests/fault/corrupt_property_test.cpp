@@ -24,14 +24,17 @@
 #include <unistd.h>
 
 #include <array>
+#include <cstddef>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "shmbus/detail/sync_state.hpp"
 #include "shmbus/shmbus.hpp"
 #include "test_support.hpp"
 
@@ -53,11 +56,17 @@ int seeds() {
 
 // A kind under test: `make` creates the object under a name and gives it
 // some state (the parent holds what it returns while the copy is tested);
-// `use` runs in the child on the corrupted copy's name.
+// `use` runs in the child on the corrupted copy's name; `last` (optional:
+// unlinking it) runs in another child once the copy has been inspected.
+// `retarget` (optional) makes the copy refer to its own copied files
+// instead of the original's, given (original, copy), and returns the
+// copied file that the seed may corrupt instead of the main one.
 struct Kind {
   std::string label;
   std::function<std::shared_ptr<void>(const std::string&)> make;
   std::function<void(const std::string&)> use;
+  std::function<void(const std::string&)> last = {};
+  std::function<std::string(const std::string&, const std::string&)> retarget = {};
 };
 
 template <class T>
@@ -103,8 +112,8 @@ std::vector<Kind> kinds() {
                  (void)c.try_send(1);
                  (void)c.try_send_bytes(std::as_bytes(std::span(buf)));
                  c.close();
-                 (void)unlink_pipe(n);
-               }});
+               },
+               [](const std::string& n) { (void)unlink_pipe(n); }});
   k.push_back({"Queue",
                [qo](const std::string& n) {
                  auto q = Queue<int>::create(n, qo);
@@ -194,8 +203,8 @@ std::vector<Kind> kinds() {
                  (void)l.info();
                  if (holds(l.try_acquire())) l.release();
                  l.make_consistent();
-                 (void)Lock::unlink(n);
-               }});
+               },
+               [](const std::string& n) { (void)Lock::unlink(n); }});
   k.push_back({"RLock",
                [](const std::string& n) {
                  auto l = RLock::create(n);
@@ -242,15 +251,37 @@ std::vector<Kind> kinds() {
                  e.clear();
                  e.set();
                }});
-  k.push_back({"Condition", [](const std::string& n) { return hold(Condition::create(n)); },
+  // The copy records its lock by name: renamed to the copied lock's, so the
+  // child uses (and a seed may corrupt) the copy's lock, never the original.
+  k.push_back({"Condition",
+               [](const std::string& n) { return hold(Condition::create(n)); },
                [](const std::string& n) {
                  auto c = Condition::open(n);
+                 if (c.lock_name() != n + ".lock") {
+                   throw Error(Errc::corrupted, n, "the copy opened another lock");
+                 }
                  if (c.try_lock()) {
                    c.notify(2);
                    c.notify_all();
                    (void)c.wait_for(0ms);
                    c.release();
                  }
+               },
+               {},
+               [](const std::string&, const std::string& copy) {
+                 const std::string lock = copy + ".lock";
+                 const int fd = ::open(test::shm_path(copy).c_str(), O_RDWR);
+                 if (fd < 0) throw std::runtime_error("no copy of " + copy);
+                 const auto len = static_cast<std::uint32_t>(lock.size());
+                 const off_t at = static_cast<off_t>(detail::kHeaderSize);
+                 const bool ok =
+                     ::pwrite(fd, &len, 4, at + offsetof(detail::ConditionState, name_len)) == 4 &&
+                     ::pwrite(fd, lock.data(), lock.size(),
+                              at + offsetof(detail::ConditionState, lock_name)) ==
+                         static_cast<ssize_t>(lock.size());
+                 ::close(fd);
+                 if (!ok) throw std::runtime_error("could not rename the copy's lock");
+                 return lock;
                }});
   k.push_back({"Barrier", [](const std::string& n) { return hold(Barrier::create(n, 3)); },
                [](const std::string& n) {
@@ -314,8 +345,8 @@ std::vector<Kind> kinds() {
                  for (std::byte& x : b) x = std::byte{1};
                  m.close();
                  (void)m.size();
-                 m.unlink();
-               }});
+               },
+               [](const std::string& n) { SharedMemory::open(n).unlink(); }});
   const TopicOptions to{.slots = 8, .max_message = 64};
   k.push_back(
       {"Topic",
@@ -521,7 +552,15 @@ TEST_P(CorruptProperty, EveryCallAnswersOrRefusesWhateverTheFileHolds) {
     } dependents{g.name() + ".", copy + "."};
     std::shared_ptr<void> object = kind.make(g.name());
     copy_object(g.name(), copy);
-    const std::string what = corrupt(test::shm_path(copy), seed);
+    // A kind with a dependent file (a Condition's lock) has it corrupted
+    // instead on odd seeds.
+    std::string target = copy;
+    if (kind.retarget) {
+      const std::string dependent = kind.retarget(g.name(), copy);
+      if (t % 2 == 1) target = dependent;
+    }
+    const std::string what =
+        corrupt(test::shm_path(target), seed) + (target == copy ? "" : " in " + target);
     const std::string where = kind.label + " (" + what + "), seed " + std::to_string(seed);
 
     const pid_t pid = test::fork_child([&] {
@@ -572,6 +611,21 @@ TEST_P(CorruptProperty, EveryCallAnswersOrRefusesWhateverTheFileHolds) {
                       (args[0] == "doctor" && r.exit_code == 4);
       EXPECT_TRUE(ok && !r.timed_out) << where << ": bus-inspector " << args[0] << " exit "
                                       << r.exit_code << (r.timed_out ? " (hung)" : "");
+    }
+    // Then the calls that remove it (after the inspector saw it).
+    if (kind.last) {
+      const test::ChildStatus lst = test::wait_child(test::fork_child([&] {
+                                                       try {
+                                                         kind.last(copy);
+                                                       } catch (const Error&) {
+                                                         return kRefused;
+                                                       }
+                                                       return kAnswered;
+                                                     }),
+                                                     20s);
+      EXPECT_TRUE(!lst.timed_out && lst.exited && (lst.code == kAnswered || lst.code == kRefused))
+          << where << ": unlink " << (lst.timed_out ? "hung" : "failed") << " (exit " << lst.code
+          << ", signal " << lst.signal << ")";
     }
     // The real sweep, which also unlinks the copy if its header is invalid.
     const test::ChildStatus gc =

@@ -12,7 +12,9 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,6 +22,7 @@
 #include "shmbus/detail/fault.hpp"
 #include "shmbus/lock.hpp"
 #include "shmbus/pipe.hpp"
+#include "shmbus/value.hpp"
 #include "test_support.hpp"
 
 namespace shmbus {
@@ -27,6 +30,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using detail::FaultPoint;
+using test::code_of;
 using test::SegmentGuard;
 using test::unique_name;
 
@@ -60,6 +64,8 @@ const char* point_name(FaultPoint p) {
       return "lock_taken";
     case FaultPoint::lock_releasing:
       return "lock_releasing";
+    case FaultPoint::cells_writing:
+      return "cells_writing";
     default:
       return "queue point";
   }
@@ -185,6 +191,116 @@ TEST(KillPoints, LockHolderKilledInsideAcquireAndRelease) {
     }
   }
   report("LockHolderKilledInsideAcquireAndRelease", kills);
+}
+
+struct Wide {  // not lock-free: Value<Wide> copies under its lock
+  std::uint64_t a, b, c, d;
+  bool operator==(const Wide&) const = default;
+};
+
+// Runs `body` in a child armed to die at the first cells_writing point.
+void die_writing(const std::function<void()>& body) {
+  const pid_t writer = test::fork_child([&] {
+    arm(FaultPoint::cells_writing, 1);
+    body();
+    return 2;  // the point never came
+  });
+  ASSERT_EQ(test::wait_child(writer).signal, SIGKILL);
+}
+
+// Killed between marking the value and writing its bytes: every later
+// get() (in any process) throws peer_dead and torn() says so, until a
+// whole set(); the lock is repaired, not left not recoverable.
+TEST(KillPoints, ValueWriterKilledBetweenMarkAndBytesIsReportedUntilSetWhole) {
+  SegmentGuard g(unique_name("kpval"));
+  auto v = Value<Wide>::create(g.name(), Wide{1, 1, 1, 1});
+  die_writing([&] { Value<Wide>::open(g.name()).set(Wide{2, 2, 2, 2}); });
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(code_of([&] { (void)v.get(); }), Errc::peer_dead) << "get " << i;
+    EXPECT_TRUE(v.torn()) << i;
+  }
+  const pid_t other = test::fork_child([&] {
+    auto mine = Value<Wide>::open(g.name());
+    return code_of([&] { (void)mine.get(); }) == Errc::peer_dead && mine.torn() ? 0 : 1;
+  });
+  EXPECT_EQ(test::wait_child(other).code, 0) << "another process reads it silently";
+  v.set(Wide{3, 3, 3, 3});
+  EXPECT_FALSE(v.torn());
+  EXPECT_EQ(v.get(), (Wide{3, 3, 3, 3}));
+  EXPECT_EQ(v.get_lock().acquire_for(1s), LockResult::acquired);
+  v.get_lock().release();
+}
+
+// The same death taken over by std::scoped_lock on get_lock() (lock()):
+// the lock is repaired (later calls work, not peer_dead "not recoverable")
+// and the report still reaches get(); clear_torn() accepts the bytes.
+TEST(KillPoints, ValueLockTakenOverByScopedLockIsRepairedAndKeepsTheReport) {
+  SegmentGuard g(unique_name("kpvsl"));
+  auto v = Value<Wide>::create(g.name(), Wide{1, 1, 1, 1});
+  die_writing([&] { Value<Wide>::open(g.name()).set(Wide{2, 2, 2, 2}); });
+  { std::scoped_lock lk(v.get_lock()); }
+  EXPECT_EQ(code_of([&] { (void)v.get(); }), Errc::peer_dead);
+  EXPECT_FALSE(v.get_lock().info().not_recoverable);
+  {
+    std::scoped_lock lk(v.get_lock());
+    v.clear_torn();
+    EXPECT_EQ(v.get(), (Wide{1, 1, 1, 1}));  // the bytes the writer never reached
+  }
+  EXPECT_FALSE(v.torn());
+}
+
+// A holder of get_lock() that was not writing leaves nothing torn, and a
+// scoped_lock that takes it over leaves the lock usable.
+TEST(KillPoints, ValueLockHolderKilledOutsideAWriteIsRepairedWithNoReport) {
+  SegmentGuard g(unique_name("kpvlk"));
+  auto v = Value<Wide>::create(g.name(), Wide{4, 4, 4, 4});
+  const pid_t holder = test::fork_child([&] {
+    auto mine = Value<Wide>::open(g.name());
+    mine.get_lock().lock();
+    mine.set(Wide{5, 5, 5, 5});  // whole, under the held lock
+    ::raise(SIGKILL);
+    return 2;
+  });
+  ASSERT_EQ(test::wait_child(holder).signal, SIGKILL);
+  { std::scoped_lock lk(v.get_lock()); }
+  EXPECT_FALSE(v.torn());
+  EXPECT_EQ(v.get(), (Wide{5, 5, 5, 5}));
+  v.set(Wide{6, 6, 6, 6});
+  EXPECT_EQ(v.get(), (Wide{6, 6, 6, 6}));
+}
+
+// Array: a writer killed inside set(2) taints element 2 only (set(2)
+// clears it); one killed holding a View taints every element (only
+// clear_torn() clears it, and view() throws meanwhile).
+TEST(KillPoints, ArrayWriterKilledReportsTheElementItWroteAViewAll) {
+  SegmentGuard g(unique_name("kparr"));
+  auto a = Array<Wide>::create(g.name(), 4, Wide{1, 1, 1, 1});
+  die_writing([&] { Array<Wide>::open(g.name()).set(2, Wide{2, 2, 2, 2}); });
+  EXPECT_EQ(code_of([&] { (void)a.get(2); }), Errc::peer_dead);
+  EXPECT_EQ(code_of([&] { (void)a.view(); }), Errc::peer_dead);
+  EXPECT_EQ(a.get(1), (Wide{1, 1, 1, 1}));
+  EXPECT_TRUE(a.torn());
+  a[2] = Wide{3, 3, 3, 3};
+  EXPECT_FALSE(a.torn());
+  EXPECT_EQ(a.view()[2], (Wide{3, 3, 3, 3}));
+
+  die_writing([&] {
+    auto mine = Array<Wide>::open(g.name());
+    auto view = mine.view();
+    view[0] = Wide{9, 9, 9, 9};
+  });
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(code_of([&] { (void)a.get(i); }), Errc::peer_dead) << i;
+  }
+  a.set(0, Wide{7, 7, 7, 7});
+  EXPECT_TRUE(a.torn()) << "a View's report is cleared by one element";
+  {
+    std::scoped_lock lk(a.get_lock());
+    a.clear_torn();
+    auto view = a.view();
+    EXPECT_EQ(view[0], (Wide{7, 7, 7, 7}));
+  }
+  EXPECT_EQ(a.get(3), (Wide{1, 1, 1, 1}));
 }
 
 }  // namespace

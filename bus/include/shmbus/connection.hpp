@@ -177,6 +177,26 @@ concept PlainValue =
 // char array or a C string goes as the characters up to its NUL).
 template <class T>
 concept PlainMessage = PlainValue<T> && !std::is_convertible_v<const T&, std::string_view>;
+// A C string (char*, const char*) or a char array, however passed: sent as
+// its characters up to its NUL, and an array never past its extent (one
+// without a NUL is all of it).
+template <class S>
+inline constexpr bool kCharsArg =
+    std::is_same_v<std::decay_t<S>, char*> || std::is_same_v<std::decay_t<S>, const char*>;
+template <class S>
+concept CharsArg = kCharsArg<S>;
+template <class S>
+[[nodiscard]] std::string_view chars_of(const S& s) noexcept {
+  if constexpr (std::is_array_v<S>) {
+    // memchr, not strnlen: GCC folds it for a literal, whose exact length
+    // the inline copy's size classes then see (strnlen's unknown result
+    // made -Warray-bounds flag classes larger than the literal).
+    const auto* nul = std::char_traits<char>::find(s, std::extent_v<S>, '\0');
+    return {s, nul == nullptr ? std::extent_v<S> : static_cast<std::size_t>(nul - s)};
+  } else {
+    return s == nullptr ? std::string_view{} : std::string_view(s);
+  }
+}
 }  // namespace detail
 
 class Connection {
@@ -280,8 +300,26 @@ class Connection {
   [[nodiscard]] SendResult send(std::string_view s) noexcept {
     return send_bytes(std::as_bytes(std::span<const char>(s.data(), s.size())));
   }
-  [[nodiscard]] SendResult send(const char* s) noexcept { return send(std::string_view(s)); }
   [[nodiscard]] SendResult send(const std::string& s) noexcept { return send(std::string_view(s)); }
+  // A C string or char array (detail::CharsArg), every call form: an array
+  // is read up to its NUL or its extent, never past it.
+  template <class S>
+  requires detail::CharsArg<S>
+  [[nodiscard]] SendResult send(const S& s) noexcept { return send(detail::chars_of(s)); }
+  template <class S>
+  requires detail::CharsArg<S>
+  [[nodiscard]] SendResult try_send(const S& s) noexcept { return try_send(detail::chars_of(s)); }
+  template <class S>
+  requires detail::CharsArg<S>
+  [[nodiscard]] SendResult send_until(const S& s, Deadline deadline) noexcept {
+    return send_until(detail::chars_of(s), deadline);
+  }
+  template <class S, class Rep, class Period>
+  requires detail::CharsArg<S>
+  [[nodiscard]] SendResult send_for(const S& s,
+                                    std::chrono::duration<Rep, Period> timeout) noexcept {
+    return send_until(detail::chars_of(s), deadline_after(timeout));
+  }
   // A string's bytes with every call form (as send(std::string_view)).
   [[nodiscard]] SendResult try_send(std::string_view s) noexcept {
     return try_send_bytes(std::as_bytes(std::span<const char>(s.data(), s.size())));

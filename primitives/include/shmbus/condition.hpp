@@ -96,9 +96,25 @@ class Condition {
   }
   [[nodiscard]] LockResult acquire_until(Clock::time_point deadline) noexcept;
   void release();
+  // Lockable / TimedLockable, as Lock and RLock: std::unique_lock<Condition>
+  // with a timeout works. lock() throws Error(Errc::peer_dead) when the
+  // lock is not recoverable; owner_died is a success (see owner_died()).
   void lock();
   void unlock() { release(); }
   [[nodiscard]] bool try_lock() noexcept;
+  template <class Rep, class Period>
+  [[nodiscard]] bool try_lock_for(std::chrono::duration<Rep, Period> d) noexcept {
+    return holds(acquire_for(d));
+  }
+  template <class Clk, class Dur>
+  [[nodiscard]] bool try_lock_until(std::chrono::time_point<Clk, Dur> t) noexcept {
+    return holds(acquire_for(t - Clk::now()));
+  }
+  // The lock's: after owner_died, mark the protected state repaired; whether
+  // the lock is held in the owner-died state; whether it is held.
+  void make_consistent() noexcept;
+  [[nodiscard]] bool owner_died() const noexcept;
+  [[nodiscard]] bool locked() const noexcept;
 
   // Waits (the lock held) until notified or the deadline; false on timeout.
   // Spurious returns are possible: prefer the predicate forms.

@@ -31,6 +31,16 @@
 // Errc::peer_dead). try_acquire() never blocks and makes no system call, so
 // it does not check for a dead owner: it reports timeout.
 //
+// The lock of a Value or Array (get_lock()) differs in one point: the
+// cells are all the state it protects, so whichever acquire takes it over
+// from a dead holder (lock() and std::scoped_lock included) repairs it at
+// once: it records what the holder was writing as possibly torn (see
+// value.hpp: reads then report it) and makes the lock consistent. It still
+// returns owner_died (acquire()) so that code guarding its own invariants
+// across several cells knows. A Lock or RLock of your own is never
+// repaired for you: as Python code expects of a robust lock, only the
+// caller knows how to repair what it protects.
+//
 // Lock has no owner check on release (as Python's Lock, any process may
 // release it); releasing an unlocked Lock does nothing. RLock is owned by
 // one thread of one process, counts depth, and release() by anyone else
@@ -54,6 +64,9 @@
 #include "shmbus/wait.hpp"
 
 namespace shmbus {
+namespace detail {
+class CellsGuard;
+}
 
 enum class LockResult : std::uint8_t {
   acquired,         // the lock is held
@@ -200,21 +213,31 @@ class RLock {
   friend class Value;
   template <class T>
   friend class Array;
+  friend class detail::CellsGuard;
   RLock(detail::Segment segment, detail::MutexState* state, std::string name)
       : segment_(std::move(segment)), state_(state), name_(std::move(name)) {}
   static RLock make(detail::SegmentName name, const SegmentOptions& options);
   [[nodiscard]] RLock share() const { return RLock(segment_.share(), state_, name_); }
   // A view over a mutex embedded in another object's segment.
-  static RLock view(detail::MutexState* state, std::string name) {
-    return RLock({}, state, std::move(name));
+  // With `cells`, the lock of a Value or Array: repaired on takeover.
+  static RLock view(detail::MutexState* state, std::string name,
+                    detail::CellsHeader* cells = nullptr) {
+    RLock r({}, state, std::move(name));
+    r.cells_ = cells;
+    return r;
   }
   LockResult acquire_until_(const Clock::time_point* deadline) noexcept;
+  // A Value/Array View's unlock, from a destructor: release() once when
+  // the calling thread holds the lock, else nothing.
+  void release_owned_() noexcept;
+  void release_held_() noexcept;  // the calling thread holds it
   // Condition support: drop the lock entirely, returning the depth.
   std::uint32_t release_all_() noexcept;
   LockResult reacquire_(std::uint32_t depth) noexcept;
 
   detail::Segment segment_;
   detail::MutexState* state_ = nullptr;
+  detail::CellsHeader* cells_ = nullptr;  // a Value's or Array's lock
   std::string name_;
   WaitPolicy policy_{};
 };

@@ -29,15 +29,37 @@
 // then leave synchronisation to the caller. Compound updates (x = x + 1)
 // need get_lock() (or an RMW).
 //
-// A process killed holding the lock (inside set(), or holding get_lock())
-// leaves the bytes as they were at its death, as with a Raw* object: a
-// value that is not lock-free may be torn (part old, part new), and
-// nothing reports it. The next get(), set() or view() takes the lock over
-// (make_consistent) and the object stays usable. Only the process whose
-// own acquire() takes the lock over first sees LockResult::owner_died;
-// a get_lock() taken with lock() (std::scoped_lock) takes it over without
-// repairing it, and its unlock leaves it not recoverable (every later
-// call: Errc::peer_dead; README Known gaps).
+// A process killed holding the lock: whichever call takes the lock over
+// next (get(), set(), view(), or get_lock() by any form, std::scoped_lock
+// included) repairs it, and the object stays usable. A value that is not
+// lock-free may then be torn (part old, part new) if the process died
+// writing it (inside set(), a[i] = ..., or holding a View); that is
+// reported, never returned: until the value is written whole again, get()
+// of it (and view()) throws Error(Errc::peer_dead, "... a process died
+// writing it ..."), and torn() says so. Value::set() and Array::set(i)
+// write whole (set(i) clears element i's report; a View's covers every
+// element); clear_torn() accepts the bytes as they are, e.g.
+//
+//   struct Quote { double bid, ask, last, size; };   // not lock-free
+//   shmbus::Value<Quote> quote{Quote{1, 2, 1.5, 10}};
+//   Quote q{};
+//   try { q = quote.get(); } catch (const shmbus::Error& e) {
+//     if (e.code() != shmbus::Errc::peer_dead) throw;
+//     quote.set(q);          // write it whole again, or (having checked
+//   }                        // it under get_lock()) quote.clear_torn()
+//
+// Why an exception: Python has no equivalent (its Value can be torn and
+// says nothing); a result type would change get()'s signature for every
+// T, while a throw reaches code that never thought of it, is already what
+// a not-recoverable lock does, and clears with the ordinary write. The
+// lock of a dead holder that was not writing (holding get_lock() between
+// set()s) is repaired with no report: nothing can be torn. Lock-free T
+// (atomic cells) are never torn and pay nothing; the others pay two plain
+// stores and two loads per write ([cells.writing], the cache line of the
+// element count) and one load per read, all under the lock they already take.
+// Raw* objects have no lock and report nothing. acquire() of get_lock()
+// still returns LockResult::owner_died to the process that took it over,
+// for code whose own invariants span several cells (lock.hpp).
 //
 // Memory ordering: everything written before set() (or before releasing
 // get_lock()) is visible to a process whose get() reads that value (or
@@ -57,8 +79,10 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/segment.hpp"
 #include "shmbus/detail/sync_state.hpp"
 #include "shmbus/error.hpp"
@@ -71,19 +95,22 @@ template <class T>
 inline constexpr bool kAtomicCells =
     std::atomic_ref<T>::is_always_lock_free&& std::is_trivially_copyable_v<T>;
 
-// The lock of get()/set() and view(): a holder that died inside them (or
-// holding get_lock()) is taken over, not left for the unlock to make the
-// lock not recoverable for every later call: the cells are all the state
-// there is, as the dead holder left them. lock() throws Errc::peer_dead
-// for a lock already not recoverable.
-inline void lock_cells(RLock& lock) {
-  const LockResult r = lock.acquire();
-  if (r == LockResult::owner_died) {
-    lock.make_consistent();
-  } else if (!holds(r)) {
-    lock.lock();
+// Holds a Value's or Array's lock for get()/set(): acquire() (a takeover
+// from a dead holder repairs itself, lock.hpp), throws Errc::peer_dead for
+// a lock already not recoverable, and releases without re-checking the
+// owner (this thread took it) and without throwing.
+class CellsGuard {
+ public:
+  explicit CellsGuard(RLock& lock) : lock_(lock) {
+    if (!holds(lock.acquire())) lock.lock();  // not recoverable: lock() throws
   }
-}
+  CellsGuard(const CellsGuard&) = delete;
+  CellsGuard& operator=(const CellsGuard&) = delete;
+  ~CellsGuard() { lock_.release_held_(); }
+
+ private:
+  RLock& lock_;
+};
 
 // The shared part of all four: a CellsHeader and `count` elements of T.
 template <class T, ObjectKind Kind>
@@ -160,6 +187,64 @@ class Cells {
     }
   }
 
+  // [cells.writing] Under the lock, before the bytes of `what` (i + 1 for
+  // element i, kCellsAll for all) are written; returns the mark to put
+  // back after (a View may be open around a set() of the same thread).
+  // Only a process that takes the lock over from this one, dead, reads the
+  // mark; live readers hold the lock, whose [mutex.word] release/acquire
+  // orders all of it. What must hold is this process's own program order,
+  // for it may die at any instruction: the compiler barrier keeps the mark
+  // before the bytes (and the bytes before the clear in end_write()); the
+  // stores themselves are drained by the time another process can see
+  // this one dead (the kernel has stopped it). On x86 and ARM alike this
+  // costs the two plain stores and no fence instruction.
+  std::uint64_t begin_write(std::uint64_t what) noexcept {
+    // relaxed (both): under the lock, see above.
+    const std::uint64_t prev = header_->writing.load(std::memory_order_relaxed);
+    header_->writing.store(prev == 0 || prev == what ? what : kCellsAll, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    fault_point(FaultPoint::cells_writing);
+    return prev;
+  }
+  // [cells.writing] The bytes of `what` are whole: a torn report of just
+  // them is cleared, and the mark goes back to `prev`.
+  void end_write(std::uint64_t what, std::uint64_t prev) noexcept {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    // relaxed (all): under the lock.
+    if (header_->torn.load(std::memory_order_relaxed) == what) {
+      header_->torn.store(0, std::memory_order_relaxed);
+    }
+    header_->writing.store(prev, std::memory_order_relaxed);
+  }
+  // Under the lock: whether element i (kCellsAll: any) may be torn. A torn
+  // field that names no element (corrupted) counts as all of them.
+  [[nodiscard]] bool torn_at(std::uint64_t i) const noexcept {
+    // relaxed: under the lock ([mutex.word] orders it).
+    const std::uint64_t t = header_->torn.load(std::memory_order_relaxed);
+    return t != 0 && (i == kCellsAll || t == i + 1 || t > count_);
+  }
+  [[noreturn]] void throw_torn() const {
+    throw Error(Errc::peer_dead, segment_.name(),
+                "a process died writing it, so it may be torn (part old, part new): write it "
+                "whole or clear_torn()");
+  }
+  // Value/Array: torn() and clear_torn() under `lock`.
+  [[nodiscard]] bool torn_under(RLock& lock) {
+    if constexpr (kAtomicCells<T>) {
+      return false;
+    } else {
+      CellsGuard g(lock);
+      return torn_at(kCellsAll);
+    }
+  }
+  void clear_torn_under(RLock& lock) {
+    if constexpr (!kAtomicCells<T>) {
+      CellsGuard g(lock);
+      // relaxed: under the lock.
+      header_->torn.store(0, std::memory_order_relaxed);
+    }
+  }
+
   Segment segment_;
   CellsHeader* header_ = nullptr;
   T* data_ = nullptr;
@@ -193,21 +278,27 @@ class Value : public detail::Cells<T, ObjectKind::value> {
     if constexpr (detail::kAtomicCells<T>) {
       return this->load_raw(0);
     } else {
-      detail::lock_cells(lock_);
-      T v = this->load_raw(0);
-      lock_.unlock();
-      return v;
+      detail::CellsGuard g(lock_);
+      if (this->torn_at(0)) this->throw_torn();
+      return this->load_raw(0);
     }
   }
   void set(const T& v) noexcept(detail::kAtomicCells<T>) {
     if constexpr (detail::kAtomicCells<T>) {
       this->store_raw(0, v);
     } else {
-      detail::lock_cells(lock_);
+      detail::CellsGuard g(lock_);
+      const std::uint64_t prev = this->begin_write(1);
       this->store_raw(0, v);
-      lock_.unlock();
+      this->end_write(1, prev);
     }
   }
+  // Whether a process died inside set() (its value may be torn) and
+  // nothing has set() or clear_torn()ed it since; get() then throws. Always
+  // false where atomic_ref<T> is lock-free. Takes the lock.
+  [[nodiscard]] bool torn() { return this->torn_under(lock_); }
+  // Accepts the value as it is (after checking it under get_lock()).
+  void clear_torn() { this->clear_torn_under(lock_); }
   // Atomic read-modify-writes (only where atomic_ref<T> is lock-free).
   T fetch_add(T d) noexcept requires(detail::kAtomicCells<T>&& std::is_arithmetic_v<T>) {
     // [value.cell] seq_cst RMW.
@@ -229,7 +320,8 @@ class Value : public detail::Cells<T, ObjectKind::value> {
 
  private:
   explicit Value(Base b)
-      : Base(std::move(b)), lock_(RLock::view(&this->header_->lock, this->name() + ":lock")) {}
+      : Base(std::move(b)),
+        lock_(RLock::view(&this->header_->lock, this->name() + ":lock", this->header_)) {}
   RLock lock_;
 };
 
@@ -333,15 +425,40 @@ class Array : public detail::Cells<T, ObjectKind::array> {
   [[nodiscard]] const_iterator end() const { return {const_cast<Array*>(this), this->count_}; }
 
   // The elements as a std::span, with the array's lock held while the
-  // View lives (Python's `with a.get_lock(): a[:]`).
+  // View lives (Python's `with a.get_lock(): a[:]`). Throws as get() does
+  // while any element may be torn. For a T that is not lock-free, a process
+  // that dies holding a View leaves every element possibly torn (a View
+  // may write anywhere; a count of one: the element).
   class View : public std::span<T> {
    public:
-    explicit View(Array& array)
-        : std::span<T>(array.data_, array.count_),
-          guard_((detail::lock_cells(array.lock_), array.lock_), std::adopt_lock) {}
+    explicit View(Array& array) : std::span<T>(array.data_, array.count_) {
+      std::unique_lock g(array.lock_);
+      if constexpr (!detail::kAtomicCells<T>) {
+        if (array.torn_at(detail::kCellsAll)) array.throw_torn();
+        what_ = array.count_ == 1 ? 1 : detail::kCellsAll;
+        prev_ = array.begin_write(what_);
+      }
+      array_ = &array;
+      g.release();
+    }
+    View(View&& o) noexcept
+        : std::span<T>(o),
+          array_(std::exchange(o.array_, nullptr)),
+          what_(o.what_),
+          prev_(o.prev_) {}
+    View& operator=(View&&) = delete;
+    // Never throws: a View destroyed by a thread (or forked child) that
+    // does not hold the lock leaves it alone.
+    ~View() {
+      if (array_ == nullptr || !array_->lock_.is_owned()) return;
+      if constexpr (!detail::kAtomicCells<T>) array_->end_write(what_, prev_);
+      array_->lock_.release_owned_();
+    }
 
    private:
-    std::unique_lock<RLock> guard_;
+    Array* array_ = nullptr;
+    std::uint64_t what_ = 0;
+    std::uint64_t prev_ = 0;
   };
   [[nodiscard]] View view() { return View(*this); }
 
@@ -350,8 +467,8 @@ class Array : public detail::Cells<T, ObjectKind::array> {
     if constexpr (detail::kAtomicCells<T>) {
       return this->load_raw(i);
     } else {
-      detail::lock_cells(lock_);
-      std::scoped_lock g(std::adopt_lock, lock_);
+      detail::CellsGuard g(lock_);
+      if (this->torn_at(i)) this->throw_torn();
       return this->load_raw(i);
     }
   }
@@ -360,11 +477,19 @@ class Array : public detail::Cells<T, ObjectKind::array> {
     if constexpr (detail::kAtomicCells<T>) {
       this->store_raw(i, v);
     } else {
-      detail::lock_cells(lock_);
-      std::scoped_lock g(std::adopt_lock, lock_);
+      detail::CellsGuard g(lock_);
+      const std::uint64_t prev = this->begin_write(i + 1);
       this->store_raw(i, v);
+      this->end_write(i + 1, prev);
     }
   }
+  // Whether a process died writing an element (inside set(i), a[i] = ...,
+  // or holding a View) and it has not been written whole or clear_torn()ed
+  // since; get() of such an element, and view(), then throw. set(i) clears
+  // the report of element i; a report of every element (a View's) only
+  // clear_torn() clears. Always false where atomic_ref<T> is lock-free.
+  [[nodiscard]] bool torn() { return this->torn_under(lock_); }
+  void clear_torn() { this->clear_torn_under(lock_); }
   T fetch_add(std::size_t i, T d) requires(detail::kAtomicCells<T>&& std::is_arithmetic_v<T>) {
     check(i);
     // [value.cell] seq_cst RMW.
@@ -373,7 +498,8 @@ class Array : public detail::Cells<T, ObjectKind::array> {
 
  private:
   explicit Array(Base b)
-      : Base(std::move(b)), lock_(RLock::view(&this->header_->lock, this->name() + ":lock")) {}
+      : Base(std::move(b)),
+        lock_(RLock::view(&this->header_->lock, this->name() + ":lock", this->header_)) {}
   template <class R>
   static Base from_range(R& values) {
     std::vector<T> copy;

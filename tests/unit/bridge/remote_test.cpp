@@ -72,6 +72,14 @@ TEST(RemoteListener, RoundTripBothWays) {
   EXPECT_EQ(p.server.peer_key(), k.client.public_key);
   EXPECT_EQ(p.client.send("hello"), SendResult::ok);
   EXPECT_EQ(p.server.recv_string(), "hello");
+  struct {  // a char array without a NUL: all of it, never what follows
+    char full[4] = {'a', 'b', 'c', 'd'};
+    char after[4] = {'X', 'X', 'X', 'X'};
+  } chars;
+  EXPECT_EQ(p.client.send(chars.full), SendResult::ok);
+  EXPECT_EQ(p.server.recv_string(), "abcd");
+  EXPECT_EQ(p.client.send_for(chars.full, 1s), SendResult::ok);
+  EXPECT_EQ(p.server.recv_string(), "abcd");
   for (int i = 0; i < 1000; ++i) ASSERT_EQ(p.server.send(i), SendResult::ok);
   for (int i = 0; i < 1000; ++i) ASSERT_EQ(p.client.recv<int>(), i);  // in order
   std::vector<std::byte> big(1 << 20, std::byte{7});

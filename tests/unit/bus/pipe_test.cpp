@@ -142,6 +142,30 @@ TEST(Pipe, PlainValuesAndStringsHaveEveryCallFormAndAStringIsItsBytes) {
   EXPECT_EQ(b.try_recv(s), RecvResult::eof);
 }
 
+// A char array without a NUL is all its characters, never more: every
+// call form stops at the array's extent (ASan: no read past it), and one
+// with a NUL stops there.
+TEST(Pipe, CharArrayWithoutNulIsSentUpToItsExtentInEveryCallForm) {
+  auto [a, b] = Pipe();
+  struct {
+    char full[8] = {'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'};
+    char after[8] = {'X', 'X', 'X', 'X', 'X', 'X', 'X', 'X'};  // what strlen would run into
+  } chars;
+  const auto& cfull = chars.full;
+  ASSERT_EQ(a.send(chars.full), SendResult::ok);
+  ASSERT_EQ(a.try_send(chars.full), SendResult::ok);
+  ASSERT_EQ(a.send_for(cfull, 1s), SendResult::ok);
+  ASSERT_EQ(a.send_until(cfull, Clock::now() + 1s), SendResult::ok);
+  char shorter[8] = "ab\0cd";
+  ASSERT_EQ(a.try_send(shorter), SendResult::ok);
+  std::string s;
+  for (const char* expected : {"abcdefgh", "abcdefgh", "abcdefgh", "abcdefgh", "ab"}) {
+    ASSERT_EQ(b.try_recv(s), RecvResult::ok);
+    EXPECT_EQ(s, expected);
+  }
+  EXPECT_EQ(chars.after[0], 'X');
+}
+
 TEST(Pipe, HalfDuplexFirstEndOnlyReceivesSecondOnlySends) {
   auto [r, w] = Pipe(false);
   EXPECT_TRUE(r.readable());

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <csignal>
 #include <functional>
 #include <limits>
 #include <mutex>
@@ -307,6 +308,38 @@ TEST(Condition, TryAcquireAndAcquireForAsPythonsAcquireWithTimeout) {
   r.release();
 }
 
+// A drop-in TimedLockable, as Lock and RLock: std::unique_lock with a
+// timeout, and the owner-died repair calls of the lock.
+TEST(Condition, IsATimedLockableWithTheLocksRepairCalls) {
+  SegmentGuard g(unique_name("cond"));
+  SegmentGuard gl(unique_name("cond.lock"));
+  auto lock = Lock::create(gl.name());
+  auto c = Condition::create(g.name(), lock);
+  {
+    std::unique_lock ul(c, 1s);  // try_lock_for
+    ASSERT_TRUE(ul.owns_lock());
+    EXPECT_TRUE(c.locked());
+    EXPECT_FALSE(c.try_lock_for(10ms));
+    EXPECT_FALSE(c.try_lock_until(std::chrono::steady_clock::now() + 10ms));
+  }
+  EXPECT_FALSE(c.locked());
+  EXPECT_TRUE(c.try_lock_until(std::chrono::system_clock::now() + 1s));
+  c.unlock();
+  const pid_t holder = test::fork_child([&] {
+    auto mine = Condition::open(g.name());
+    mine.lock();
+    ::raise(SIGKILL);
+    return 2;
+  });
+  ASSERT_EQ(test::wait_child(holder).signal, SIGKILL);
+  ASSERT_EQ(c.acquire_for(5s), LockResult::owner_died);
+  EXPECT_TRUE(c.owner_died());
+  c.make_consistent();
+  EXPECT_FALSE(c.owner_died());
+  c.release();
+  EXPECT_TRUE(c.try_lock_for(1s));
+  c.unlock();
+}
 TEST(Condition, DefaultRLockAndOpenFindsSameLock) {
   SegmentGuard g(unique_name("cond"));
   SegmentGuard gl(g.name() + ".lock");
@@ -652,6 +685,23 @@ TEST(Array, OpenRejectsCorruptCount) {
   ASSERT_EQ(::pwrite(fd, &bad, 8, 4096 + 64), 8);
   ::close(fd);
   EXPECT_EQ(code_of([&] { (void)Array<int>::open(g.name()); }), Errc::corrupted);
+}
+
+// A View destroyed by a forked child (which does not hold the lock)
+// leaves the parent's lock alone instead of throwing from a destructor.
+TEST(Array, ViewDestroyedByAForkedChildLeavesTheLockAlone) {
+  SegmentGuard g(unique_name("kpvfk"));
+  auto a = Array<Big>::create(g.name(), 2);
+  {
+    auto view = a.view();
+    const pid_t child = test::fork_child([&] {
+      { auto moved = std::move(view); }
+      return 0;
+    });
+    EXPECT_EQ(test::wait_child(child).code, 0);
+    EXPECT_TRUE(a.get_lock().is_owned());
+  }
+  EXPECT_FALSE(a.get_lock().locked());
 }
 
 }  // namespace

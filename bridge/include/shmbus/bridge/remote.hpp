@@ -143,6 +143,10 @@ class Connection {
   [[nodiscard]] SendResult send(std::string_view s) noexcept {
     return send_bytes(std::as_bytes(std::span<const char>(s.data(), s.size())));
   }
+  // A C string or char array: up to its NUL, an array never past its extent.
+  template <class S>
+  requires shmbus::detail::CharsArg<S>
+  [[nodiscard]] SendResult send(const S& s) noexcept { return send(shmbus::detail::chars_of(s)); }
   template <class T, class Rep, class Period>
   requires(!std::is_convertible_v<const T&, std::string_view> && !std::is_pointer_v<T>)
       [[nodiscard]] SendResult
@@ -154,6 +158,12 @@ class Connection {
                                     std::chrono::duration<Rep, Period> timeout) noexcept {
     return send_bytes_until(std::as_bytes(std::span<const char>(s.data(), s.size())),
                             after(timeout));
+  }
+  template <class S, class Rep, class Period>
+  requires shmbus::detail::CharsArg<S>
+  [[nodiscard]] SendResult send_for(const S& s,
+                                    std::chrono::duration<Rep, Period> timeout) noexcept {
+    return send_for(shmbus::detail::chars_of(s), timeout);
   }
 
   // --- receiving: ok, empty (try_), timeout, eof (the peer closed),

@@ -35,6 +35,9 @@ enum class FaultPoint : std::uint8_t {
   // Lock / RLock (and a Condition's lock).
   lock_taken,      // acquire: the word names us, owner identity not yet written
   lock_releasing,  // release: owner identity cleared, word still held
+  // Value / Array of a T that is not lock-free.
+  cells_writing,  // [cells.writing] marked under the lock, the bytes not yet
+                  // written (set(), a[i] = ..., a View just made)
   // Topic.
   subscribe_claimed,  // subscribe(): record claimed, start position read,
                       // the publisher not yet told (policy still free)

@@ -189,13 +189,33 @@ static_assert(offsetof(BarrierState, members) == 192);
 //   0    lock       RLock state (used by Value/Array, unused by Raw*)
 //   64   count      number of elements          (set once before ready)
 //   72   elem_size  sizeof(T)                   (set once before ready)
+//   80   writing    what the lock holder is writing, [cells.writing]: 0
+//                   nothing, i + 1 element i, kCellsAll every element (a
+//                   View); set before the bytes, cleared after (under lock)
+//   88   torn       what a holder that died writing may have left part old,
+//                   part new (same encoding; under lock): set by the process
+//                   that takes the lock over, cleared by a write of what it
+//                   names or by clear_torn()
 //   128  elements
+// `writing` and `torn` sit in bytes every creator of format v1 zeroed, so
+// an object made by an older build reads as "nothing torn" (no version
+// bump: no field moved or changed meaning). Lock-free T never uses them.
+inline constexpr std::uint64_t kCellsAll = ~std::uint64_t{0};
 struct CellsHeader {
   MutexState lock;
   alignas(64) std::uint64_t count;
   std::uint64_t elem_size;
+  std::atomic<std::uint64_t> writing;
+  std::atomic<std::uint64_t> torn;
 };
 inline constexpr std::size_t kCellsOffset = 128;
+static_assert(offsetof(CellsHeader, writing) == 80);
+static_assert(offsetof(CellsHeader, torn) == 88);
 static_assert(sizeof(CellsHeader) <= kCellsOffset);
+
+// Called by the process whose acquire of a Value's or Array's lock took it
+// over from a dead holder (RLock, lock.cpp), before it makes the lock
+// consistent: what the holder was writing becomes what is torn.
+void cells_took_over(CellsHeader& h) noexcept;
 
 }  // namespace shmbus::detail
