@@ -14,10 +14,16 @@
 // binary shows what each call runs: see the comment block above
 // Connection::fast_send() in connection.hpp for what each instruction
 // group is for.
+//
+// The peer, in the same harness and shape: cost_boost_push/pop wrap
+// Boost.Lockfree's spsc_queue push(Msg<N>) and pop(Msg<N>&) (issue 22's
+// target: the pipe's one-core send + receive at most twice its time).
 #include <array>
+#include <boost/lockfree/spsc_queue.hpp>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <span>
 
 #include "shmbus/pipe.hpp"
@@ -52,6 +58,17 @@ template <std::size_t N>
 template <std::size_t N>
 [[gnu::noipa]] RecvResult cost_recv_typed(Connection& c, Msg<N>& m) noexcept {
   return c.recv(m);
+}
+
+template <std::size_t N>
+using BoostQueue = boost::lockfree::spsc_queue<Msg<N>, boost::lockfree::capacity<4096>>;
+template <std::size_t N>
+[[gnu::noipa]] bool cost_boost_push(BoostQueue<N>& q, const Msg<N>& m) noexcept {
+  return q.push(m);
+}
+template <std::size_t N>
+[[gnu::noipa]] bool cost_boost_pop(BoostQueue<N>& q, Msg<N>& m) noexcept {
+  return q.pop(m);
 }
 
 shmbus::PipeOptions options() {
@@ -91,6 +108,18 @@ void typed_rounds() {
   }
 }
 
+template <std::size_t N>
+void boost_rounds() {
+  auto q = std::make_unique<BoostQueue<N>>();
+  Msg<N> m{}, r{};
+  for (int k = 0; k < kRounds; ++k) {
+    for (int i = 0; i < 16; ++i)
+      if (!cost_boost_push<N>(*q, m)) fail("boost push");
+    for (int i = 0; i < 16; ++i)
+      if (!cost_boost_pop<N>(*q, r)) fail("boost pop");
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -98,6 +127,8 @@ int main() {
   bytes_rounds<64>();
   typed_rounds<8>();
   typed_rounds<64>();
+  boost_rounds<8>();
+  boost_rounds<64>();
   std::printf("pipe_cost: %d calls per wrapper and size\n", kRounds * 16);
   return 0;
 }
