@@ -460,7 +460,13 @@ bool Publisher::scan() noexcept {
   cached_min_ = min;
   if (stale) [[unlikely]]
     free_stale_marks();
-  return pos_ < cached_min_ + mask_ + 1;
+  const bool room = pos_ < cached_min_ + mask_ + 1;
+  if (room && asking_) [[unlikely]] {
+    asking_ = false;
+    // [topic.ask] relaxed: as in ask_room(); the episode is over.
+    control_->wake.room_asked.store(0, std::memory_order_relaxed);
+  }
+  return room;
 }
 
 void Publisher::free_stale_marks() noexcept {
@@ -504,10 +510,11 @@ bool Publisher::evict_dead() noexcept {
 }
 
 void Publisher::ask_room() noexcept {
-  auto& asked = control_->wake.room_asked;
+  if (asking_) return;  // one store per episode, not one per try
+  asking_ = true;
   // [topic.ask] relaxed: only the publisher role writes it; a hint that
   // subscribers read relaxed (the data is ordered by [topic.consume]).
-  asked.store(asked.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  control_->wake.room_asked.store(1, std::memory_order_relaxed);
 }
 
 PublishResult Publisher::wait_room(const Clock::time_point* deadline) noexcept {
@@ -535,10 +542,13 @@ PublishResult Publisher::wait_room(const Clock::time_point* deadline) noexcept {
       continue;
     }
     // Sleep until the slowest reliable subscriber has freed a quarter of
-    // the ring ([topic.room]), at most a liveness slice (a dead one never
-    // notifies). seq_cst: stored before sleep_until() counts us among the
-    // sleepers, so a subscriber that sees us counted sees this need.
-    control_->wake.room_needed.store(pos_ - mask_ + (mask_ + 1) / 4, std::memory_order_seq_cst);
+    // the ring ([topic.room]), or one slot once we asked for room (the
+    // subscribers then hand back each message: [topic.ask]), at most a
+    // liveness slice (a dead one never notifies). seq_cst: stored before
+    // sleep_until() counts us among the sleepers, so a subscriber that
+    // sees us counted sees this need.
+    control_->wake.room_needed.store(pos_ - mask_ + (asking_ ? 0 : (mask_ + 1) / 4),
+                                     std::memory_order_seq_cst);
     Clock::time_point until = now + kLivenessInterval;
     if (deadline != nullptr && *deadline < until) until = *deadline;
     (void)detail::sleep_until(
@@ -681,8 +691,6 @@ Subscriber::Subscriber(std::shared_ptr<detail::Segment> segment, const detail::T
   policy_kind_ = policy;
   pos_ = start;
   published_ = start;
-  // [topic.ask] relaxed: a hint; nothing asked before we joined.
-  room_asked_seen_ = control_->wake.room_asked.load(std::memory_order_relaxed);
   joined_ = joined;
   owner_word_ = this_process().pack();
   fork_epoch_ = fork_epoch();
@@ -752,8 +760,6 @@ void Subscriber::skip_lapped(std::uint64_t seen) noexcept {
 }
 
 void Subscriber::publish_read() noexcept {
-  // [topic.ask] relaxed: a hint; what we hand back now answers it.
-  room_asked_seen_ = control_->wake.room_asked.load(std::memory_order_relaxed);
   if (pos_ == published_) return;
   published_ = pos_;
   auto& l = line();

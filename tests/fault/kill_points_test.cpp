@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "shmbus/condition.hpp"
 #include "shmbus/detail/fault.hpp"
 #include "shmbus/lock.hpp"
 #include "shmbus/pipe.hpp"
@@ -247,6 +248,21 @@ TEST(KillPoints, ValueLockTakenOverByScopedLockIsRepairedAndKeepsTheReport) {
     EXPECT_EQ(v.get(), (Wide{1, 1, 1, 1}));  // the bytes the writer never reached
   }
   EXPECT_FALSE(v.torn());
+}
+
+// The same through a Condition made on the Value's lock (Python's
+// Condition(v.get_lock())): its takeover repairs the lock and keeps the
+// report, as get_lock()'s own does.
+TEST(KillPoints, ValueLockTakenOverThroughAConditionIsRepairedAndKeepsTheReport) {
+  SegmentGuard g(unique_name("kpvcd"));
+  auto v = Value<Wide>::create(g.name(), Wide{1, 1, 1, 1});
+  die_writing([&] { Value<Wide>::open(g.name()).set(Wide{2, 2, 2, 2}); });
+  Condition c(v.get_lock());
+  { std::unique_lock lk(c); }
+  EXPECT_EQ(code_of([&] { (void)v.get(); }), Errc::peer_dead);
+  EXPECT_FALSE(v.get_lock().info().not_recoverable);
+  v.set(Wide{3, 3, 3, 3});
+  EXPECT_EQ(v.get(), (Wide{3, 3, 3, 3}));
 }
 
 // A holder of get_lock() that was not writing leaves nothing torn, and a

@@ -23,11 +23,14 @@
 //   reliable  the publisher never overwrites a message it has not read:
 //             a full ring makes publish() wait (back-pressure), up to the
 //             publisher's own deadline (publish_for / try_publish). A
-//             message read frees its slot: once a publisher found the
-//             ring full (try_publish full, publish_for timed out, or a
-//             wait of 10 ms), each message a subscriber reads is room for
-//             its next publish. (While streaming, a subscriber hands its
-//             position back a quarter of the ring at a time.)
+//             message read frees its slot: from the time a publisher finds
+//             the ring full (try_publish full, publish_for timed out, or a
+//             wait of 10 ms) until it publishes again, each message a
+//             subscriber reads is room for its next publish, and wakes a
+//             publish() asleep for room. (While streaming, a subscriber
+//             hands its position back a quarter of the ring at a time, so
+//             what it read before the ring filled is room once it reads
+//             one more message or finds none.)
 //   lossy     never slows the publisher and costs it no write to a shared
 //             line. A subscriber that falls a whole ring behind (lapped)
 //             skips ahead to half a ring behind the publisher; lapped()
@@ -401,7 +404,8 @@ class Publisher {
   std::uint64_t max_message_ = 0;
   std::uint32_t max_subscribers_ = 0;
   WaitPolicy policy_{};
-  std::uint64_t pos_ = 0;         // next message number
+  std::uint64_t pos_ = 0;  // next message number
+  bool asking_ = false;    // [topic.ask] we set room_asked and no scan() has found room since
   std::uint64_t cached_min_ = 0;  // publisher's copy of the slowest reliable position
   std::uint64_t loaned_ = 0;      // bytes of the loaned slot
   std::uint64_t fast_limit_ = 0;  // max_message_ + 1 while fast_publish() may run, else 0
@@ -637,9 +641,11 @@ class Subscriber {
     ++pos_;
     ++received_;
     peeked_ = false;
-    // [topic.ask] relaxed: a hint from the publisher (see topic_format.hpp).
+    // [topic.ask] relaxed: a hint from the publisher (see topic_format.hpp);
+    // only a reliable subscriber holds a publisher back.
     if (pos_ - published_ >= slots_count_ / 4 ||
-        control_->wake.room_asked.load(std::memory_order_relaxed) != room_asked_seen_)
+        (policy_kind_ == SubscriberPolicy::reliable &&
+         control_->wake.room_asked.load(std::memory_order_relaxed) != 0))
       publish_read();
   }
   void publish_read() noexcept;
@@ -675,10 +681,9 @@ class Subscriber {
   WaitPolicy policy_{};
   std::uint32_t index_ = 0;
   SubscriberPolicy policy_kind_ = SubscriberPolicy::reliable;
-  std::uint64_t pos_ = 0;              // next message number
-  std::uint64_t published_ = 0;        // last read_seq stored
-  std::uint32_t room_asked_seen_ = 0;  // [topic.ask] the publisher's count at our last hand-back
-  std::uint64_t joined_ = 0;           // first message owed (after the history)
+  std::uint64_t pos_ = 0;        // next message number
+  std::uint64_t published_ = 0;  // last read_seq stored
+  std::uint64_t joined_ = 0;     // first message owed (after the history)
   std::uint64_t received_ = 0;
   std::uint64_t lapped_ = 0;
   std::uint64_t missed_ = 0;

@@ -217,7 +217,13 @@ class RLock {
   RLock(detail::Segment segment, detail::MutexState* state, std::string name)
       : segment_(std::move(segment)), state_(state), name_(std::move(name)) {}
   static RLock make(detail::SegmentName name, const SegmentOptions& options);
-  [[nodiscard]] RLock share() const { return RLock(segment_.share(), state_, name_); }
+  // Another handle on this lock (a Condition's): a Value's or Array's lock
+  // keeps its repair on takeover.
+  [[nodiscard]] RLock share() const {
+    RLock r(segment_.share(), state_, name_);
+    r.cells_ = cells_;
+    return r;
+  }
   // A view over a mutex embedded in another object's segment.
   // With `cells`, the lock of a Value or Array: repaired on takeover.
   static RLock view(detail::MutexState* state, std::string name,

@@ -42,11 +42,17 @@
 //
 //   struct Quote { double bid, ask, last, size; };   // not lock-free
 //   shmbus::Value<Quote> quote{Quote{1, 2, 1.5, 10}};
-//   Quote q{};
-//   try { q = quote.get(); } catch (const shmbus::Error& e) {
-//     if (e.code() != shmbus::Errc::peer_dead) throw;
-//     quote.set(q);          // write it whole again, or (having checked
-//   }                        // it under get_lock()) quote.clear_torn()
+//   if (quote.torn()) {      // a writer died: look at the bytes, then decide
+//     std::scoped_lock g(quote.get_lock());
+//     quote.clear_torn();    // get() returns the bytes as they are now
+//     if (const Quote q = quote.get(); !(q.bid <= q.ask)) quote.set(Quote{});
+//   }
+//
+// (under get_lock() nobody writes between clear_torn() and the check; a
+// lock that is not recoverable also throws peer_dead, from every call, so
+// test torn(), not the error code, to tell the two apart). Two writers
+// that die writing different elements of an Array before either is
+// rewritten report every element, as a View does.
 //
 // Why an exception: Python has no equivalent (its Value can be torn and
 // says nothing); a result type would change get()'s signature for every
@@ -211,7 +217,9 @@ class Cells {
   void end_write(std::uint64_t what, std::uint64_t prev) noexcept {
     std::atomic_signal_fence(std::memory_order_seq_cst);
     // relaxed (all): under the lock.
-    if (header_->torn.load(std::memory_order_relaxed) == what) {
+    // A write of the only element covers any report, a corrupted one too.
+    const std::uint64_t t = header_->torn.load(std::memory_order_relaxed);
+    if (t != 0 && (t == what || count_ == 1)) {
       header_->torn.store(0, std::memory_order_relaxed);
     }
     header_->writing.store(prev, std::memory_order_relaxed);

@@ -151,6 +151,27 @@ TEST(Topic, AMessageReadFreesItsSlotForAPublisherThatFoundTheRingFull) {
   EXPECT_EQ(sub.missed(), 0u);
 }
 
+// Every message read while the publisher is held back is room, not only
+// the first: a burst of three reads frees three slots at once.
+TEST(Topic, EachMessageReadWhileThePublisherIsHeldBackIsRoom) {
+  SegmentGuard g(unique_name("topic"));
+  auto topic = Topic::create<std::uint64_t>(g.name(), {.slots = 8});
+  auto sub = topic.subscribe();
+  auto pub = topic.publisher();
+  for (std::uint64_t i = 0; i < 8; ++i) ASSERT_EQ(pub.try_publish(i), PublishResult::ok);
+  EXPECT_EQ(pub.try_publish(8), PublishResult::full);
+  std::uint64_t v = 0;
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(sub.recv(v), ReceiveResult::ok);
+  for (std::uint64_t i = 8; i < 11; ++i)
+    EXPECT_EQ(pub.try_publish(i), PublishResult::ok) << "message " << i;
+  EXPECT_EQ(pub.try_publish(11), PublishResult::full);
+  for (std::uint64_t i = 3; i < 11; ++i) {
+    ASSERT_EQ(sub.try_recv(v), ReceiveResult::ok);
+    EXPECT_EQ(v, i);
+  }
+  EXPECT_EQ(sub.try_recv(v), ReceiveResult::empty);
+}
+
 // A reliable `sub` at `from`, with nothing unread: `pub` has exactly one
 // ring of `slots` messages of room (then full), and `sub` gets them all.
 void expect_held_for_one_ring(Publisher& pub, Subscriber& sub, std::uint64_t from,

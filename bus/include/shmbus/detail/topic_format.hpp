@@ -142,19 +142,23 @@ inline constexpr std::uint64_t kTopicSleeper = std::uint64_t{1} << 32;  // one i
 // publisher is woken once per quarter ring, by the last subscriber to get
 // there, not by each subscriber's every step.
 //
-// [topic.ask] `room_asked`: bumped by a publisher held back by a reliable
-// subscriber when it gives up (try_publish full, publish_for timed out)
-// or has waited a liveness slice. A subscriber reads it with each message
-// it takes and, when it changed, hands back its position at once instead
-// of at its next quarter ring, so that what it read frees room for the
-// publisher's next try. A hint (relaxed on both sides): the data is
-// ordered by [topic.consume]. Streaming keeps the quarter-ring batching:
-// short waits ask nothing.
+// [topic.ask] `room_asked`: 1 from the time a publisher held back by a
+// reliable subscriber gives up (try_publish full, publish_for timed out)
+// or has waited a liveness slice, until its next scan() finds room; set
+// and cleared once per episode, not per try. A reliable subscriber reads
+// it with each message it takes and, while it is set, hands back its
+// position at once instead of at its next quarter ring, so that what it
+// read is room for the publisher's next try. A hint (relaxed on both
+// sides; any value but 0 reads as set, so a corrupted one costs a hand-back
+// per message, nothing else): the data is ordered by [topic.consume].
+// Streaming keeps the quarter-ring batching: short waits ask nothing.
+// Added within format 3 (the word was zero in every format-3 segment): a
+// peer built before it neither asks nor answers.
 struct alignas(64) TopicWakeLine {
   std::atomic<std::uint64_t> data;  // [topic.wake] sleepers << 32 | generation
   WaitChannel space;
-  std::atomic<std::uint32_t> room_asked;   // [topic.ask] publisher-owned counter
-  std::atomic<std::uint32_t> reserved;     // was format 2's high_water (0 in format 3)
+  std::atomic<std::uint32_t> room_asked;   // [topic.ask] publisher-owned flag
+  std::atomic<std::uint32_t> reserved;     // zero in format 3
   std::atomic<std::uint64_t> room_needed;  // [topic.room] written by a blocked publisher
 };
 static_assert(sizeof(TopicWakeLine) == 64);
