@@ -562,14 +562,18 @@ Connection Client(std::string_view endpoint, const ClientOptions& options,
   set_key(ep->sock, ZMQ_CURVE_PUBLICKEY, options.key.public_key, where);
   set_key(ep->sock, ZMQ_CURVE_SECRETKEY, options.key.secret_key, where);
 
-  // A monitor tells a refused handshake from a listener that is not there.
+  // A monitor tells a refused handshake from a listener that is not there,
+  // and a wrong server key from both: a listener that cannot open our
+  // CURVE hello closes the connection without a word, so the client sees
+  // only a disconnect during the handshake, again at every reconnect.
   static std::atomic<std::uint64_t> monitors{0};
   const std::string mon_addr =
       "inproc://shmbus-client-monitor-" +
       std::to_string(monitors.fetch_add(1, std::memory_order_relaxed));  // relaxed: a counter
   if (zmq_socket_monitor(ep->sock, mon_addr.c_str(),
-                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) !=
-      0)
+                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                             ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED |
+                             ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0)
     throw zmq_error(where, "zmq_socket_monitor");
   void* mon = zmq_socket(ep->ctx, ZMQ_PAIR);
   struct CloseMon {
@@ -587,6 +591,10 @@ Connection Client(std::string_view endpoint, const ClientOptions& options,
     throw Error(Errc::system, where, "could not queue the hello");
 
   const Clock::time_point deadline = shmbus::detail::deadline_from(Clock::now(), timeout);
+  bool in_handshake = false;  // connected, the CURVE handshake not yet done
+  int dropped_in_handshake = 0;
+  // Twice in a row: one drop may be a listener restarting mid-handshake.
+  constexpr int kDropsMeanWrongKey = 2;
   for (;;) {
     std::array<zmq_pollitem_t, 2> items{zmq_pollitem_t{ep->sock, 0, ZMQ_POLLIN, 0},
                                         zmq_pollitem_t{mon, 0, ZMQ_POLLIN, 0}};
@@ -602,6 +610,23 @@ Connection Client(std::string_view endpoint, const ClientOptions& options,
       if (ev.size() >= 6) {
         std::memcpy(&event, ev.data(), 2);
         std::memcpy(&value, ev.data() + 2, 4);
+      }
+      if (event == ZMQ_EVENT_CONNECTED) {
+        in_handshake = true;
+        continue;
+      }
+      if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+        in_handshake = false;
+        dropped_in_handshake = 0;
+        continue;
+      }
+      if (event == ZMQ_EVENT_DISCONNECTED) {
+        if (!std::exchange(in_handshake, false) || ++dropped_in_handshake < kDropsMeanWrongKey)
+          continue;
+        throw Error(Errc::permission_denied, where,
+                    "the listener closed the connection during the CURVE handshake, " +
+                        std::to_string(kDropsMeanWrongKey) +
+                        " times in a row: the server key is not the listener's");
       }
       throw Error(
           Errc::permission_denied, where,

@@ -128,8 +128,9 @@
 // sender wakes one sleeper per message (the other sees it at its 10 ms
 // slice). A process killed while registered on a pipe leaves its mark on
 // the ring until the next message takes it (one wake for nobody); on a
-// queue, Event or Semaphore it stays counted as a sleeper (every put/set/
-// release then makes a futex wake), as any killed sleeper does today.
+// queue, Event or Semaphore it stays counted as a sleeper until the count
+// is repaired: at most 4 futex wakes for nobody in a row, as for any killed
+// sleeper ([wait.epoch] in detail/futex.hpp).
 #pragma once
 
 #include <poll.h>

@@ -290,7 +290,8 @@ class Listener {
 // this side's connection once the listener accepted it. Waits up to
 // `timeout` (none: until accepted). Throws Error: permission_denied (the
 // listener refused this client's key, or the server key is not the
-// listener's), timed_out (no listener answered in time: not running,
+// listener's: it closed the connection during the handshake twice in a
+// row), timed_out (no listener answered in time: not running,
 // unreachable, or not calling accept()), invalid_argument (a malformed key).
 [[nodiscard]] Connection Client(std::string_view endpoint, const ClientOptions& options,
                                 std::optional<Clock::duration> timeout = std::nullopt);
