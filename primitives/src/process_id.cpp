@@ -1,5 +1,6 @@
 #include "shmbus/process_id.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -115,6 +116,28 @@ ProcessId this_process() noexcept {
   return ProcessId::unpack(packed);
 }
 
+namespace {
+
+// Whether a process whose main thread is a zombie still runs another
+// thread: /proc/<pid>/stat shows the group leader's state, which reads Z
+// from the time the main thread exits (pthread_exit(), or a group exit
+// that has not yet stopped the others) while other threads may still hold
+// locks and write shared memory.
+bool other_threads_run(pid_t pid) noexcept {
+  char path[48];
+  std::snprintf(path, sizeof path, "/proc/%d/task", static_cast<int>(pid));
+  DIR* d = ::opendir(path);
+  if (d == nullptr) return false;  // gone
+  int tasks = 0;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] != '.') ++tasks;
+  }
+  ::closedir(d);
+  return tasks > 1;  // the zombie leader itself, and anyone else
+}
+
+}  // namespace
+
 bool is_alive(const ProcessId& id) noexcept {
   if (id.pid <= 0) return false;
   char state = 0;
@@ -130,7 +153,10 @@ bool is_alive(const ProcessId& id) noexcept {
     case Stat::ok:
       break;
   }
-  if (state == 'Z' || state == 'X' || state == 'x') return false;
+  if (state == 'X' || state == 'x') return false;
+  // Dead only once every thread has stopped: a holder thread of a process
+  // whose main thread exited is still running.
+  if (state == 'Z' && !other_threads_run(id.pid)) return false;
   // start_time 0: recorded without an identity (its /proc was unreadable).
   return id.start_time == 0 || (start & kStartMask) == id.start_time;
 }

@@ -9,18 +9,24 @@
 //
 // SHMBUS_SOAK=1 runs ten times as many kills.
 #include <gtest/gtest.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "shmbus/condition.hpp"
 #include "shmbus/detail/fault.hpp"
+#include "shmbus/event.hpp"
 #include "shmbus/lock.hpp"
 #include "shmbus/pipe.hpp"
 #include "shmbus/value.hpp"
@@ -263,6 +269,44 @@ TEST(KillPoints, ValueLockTakenOverThroughAConditionIsRepairedAndKeepsTheReport)
   EXPECT_FALSE(v.get_lock().info().not_recoverable);
   v.set(Wide{3, 3, 3, 3});
   EXPECT_EQ(v.get(), (Wide{3, 3, 3, 3}));
+}
+
+// A process whose main thread has exited (as after pthread_exit(): /proc shows the
+// process a zombie) while another of its threads holds a lock is alive:
+// the lock is not taken over until that thread has ended too.
+TEST(KillPoints, ALockHeldByAThreadOfAProcessWhoseMainThreadExitedIsNotTakenOver) {
+  SegmentGuard g(unique_name("kpzom"));
+  auto lock = Lock::create(g.name());
+  Event held, release;  // anonymous: shared with the child
+  const pid_t child = test::fork_child([&] {
+    std::thread([&] {
+      auto mine = Lock::open(g.name());
+      mine.lock();
+      held.set();
+      (void)release.wait_for(60s);
+      mine.unlock();
+    }).detach();
+    ::syscall(SYS_exit, 0);  // this thread only (pthread_exit would unwind fork_child)
+    return 0;
+  });
+  ASSERT_TRUE(held.wait_for(30s));
+  const auto zombie = [&] {
+    char path[48];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(child));
+    std::FILE* f = std::fopen(path, "r");
+    if (f == nullptr) return false;
+    char buf[512] = {};
+    const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    const char* close_paren = std::strrchr(buf, ')');
+    return n > 0 && close_paren != nullptr && close_paren[1] == ' ' && close_paren[2] == 'Z';
+  };
+  ASSERT_TRUE(test::poll_until(zombie));
+  EXPECT_EQ(lock.acquire_for(50ms), LockResult::timeout);
+  release.set();
+  EXPECT_EQ(test::wait_child(child).code, 0);
+  EXPECT_EQ(lock.acquire_for(10s), LockResult::acquired);
+  lock.unlock();
 }
 
 // A holder of get_lock() that was not writing leaves nothing torn, and a
