@@ -164,6 +164,16 @@ TEST(Inspector, WatchRefreshesInAPtyAndQuitsOnQ) {
   EXPECT_EQ(st.code, 0);
 }
 
+// watch of a prefix that names nothing says so (it waits for objects to
+// appear), rather than drawing an empty table that looks like a hang.
+TEST(Inspector, WatchOfAPrefixThatNamesNothingSaysItWaits) {
+  const std::string nothing = unique_name("nothing");
+  auto r = run_inspector({"watch", nothing, "--interval", "0.05", "--iterations", "2"}, 10s);
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.output.find("no object named " + nothing), std::string::npos) << r.output;
+}
+
 // A FIFO named like a shmbus object: every command answers within its
 // deadline (the FIFO is opened non-blocking and refused as not a regular
 // file), show exits 3 (invalid).

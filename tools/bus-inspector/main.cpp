@@ -457,8 +457,10 @@ int cmd_watch(const std::string& prefix, double interval_s, int iterations) {
                   "STATS (rate/s)");
     screen += line;
     std::map<std::string, std::map<std::string, std::uint64_t>> current;
+    bool any = false;
     for (const auto& name : shmbus::list_segments()) {
       if (!name.starts_with(prefix)) continue;
+      any = true;
       try {
         auto view = shmbus::SegmentView::open(name);
         auto stats = stats_of(view);
@@ -485,6 +487,10 @@ int cmd_watch(const std::string& prefix, double interval_s, int iterations) {
                       e.reason().c_str());
       }
       screen += line;
+    }
+    if (!any) {  // say so, rather than an empty table that looks like a hang
+      screen += prefix.empty() ? "(no shmbus objects on this host yet: waiting)\n"
+                               : "(no object named " + prefix + "... yet: waiting)\n";
     }
     last = std::move(current);
     std::fputs(screen.c_str(), stdout);
