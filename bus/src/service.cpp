@@ -299,7 +299,7 @@ void ServiceClientCore::forget(std::uint64_t id) noexcept {
   if (it != pending_.end() && it->id == id) pending_.erase(it);
 }
 
-void ServiceClientCore::end_pending() noexcept {
+void ServiceClientCore::end_pending(bool taken_final) noexcept {
   release();
   // [service.taken]: what the server took before it went (0: it did not say).
   const std::uint64_t taken =
@@ -309,12 +309,13 @@ void ServiceClientCore::end_pending() noexcept {
   for (auto& [pid, p] : pending_) {
     if (p.done) continue;
     p.server_gone = true;
-    p.maybe_executed = taken == 0 || p.message < taken - 1;
+    p.maybe_executed = !taken_final || taken == 0 || p.message < taken - 1;
   }
 }
 
 void ServiceClientCore::server_gone(RecvResult why, std::uint64_t id) {
-  end_pending();
+  // [service.taken] is final only once the server closed or died.
+  end_pending(why == RecvResult::eof || why == RecvResult::peer_dead);
   throw_gone(id, why == RecvResult::eof ? "closed" : "died");
 }
 
@@ -339,10 +340,19 @@ std::uint64_t ServiceClientCore::sent(SendResult r, bool record) {
     throw Error(Errc::too_large, name_, "request larger than the pipe's max_message");
   }
   if (r == SendResult::timeout) {  // a full pipe past a timed call's deadline
-    throw Error(Errc::timed_out, name_, "request not sent by the deadline: not executed");
+    if (!ServiceAccess::send_failed(*conn_)) {
+      throw Error(Errc::timed_out, name_, "request not sent by the deadline: not executed");
+    }
+    // Part of a fragmented request went out, and this connection can carry
+    // no other frame: the server drops it without executing the request;
+    // calls in flight on it may still run.
+    end_pending(false);
+    throw Error(Errc::timed_out, name_,
+                "request sent only in part by the deadline: not executed; the connection "
+                "was reset (calls in flight on it end as maybe executed)");
   }
   if (r != SendResult::ok) {  // the server closed or died: this request never left
-    end_pending();
+    end_pending(r != SendResult::corrupted);
     throw ServerGone(name_, "request not sent (" + std::string(to_string(r)) + "): not executed",
                      false);
   }
@@ -456,7 +466,8 @@ std::optional<std::span<const std::byte>> ServiceClientCore::answer(
   release();  // the frame returned last (normally released after decoding)
   // Room for the record a frame other than the answer needs, taken before
   // the frame is read: a push_back that threw then would strand the frame.
-  pending_.reserve(pending_.size() + 1);
+  if (pending_.size() == pending_.capacity())
+    pending_.reserve(std::max<std::size_t>(4, 2 * pending_.capacity()));
   std::span<const std::byte> frame;
   bool in_place = false;
   const RecvResult r = ServiceAccess::next(*conn_, frame, in_place, deadline, true);

@@ -414,6 +414,9 @@ Publisher::Publisher(std::shared_ptr<detail::Segment> segment, const detail::Top
   control_->publisher.write_seq.store(pos_, std::memory_order_release);  // [topic.join]
   // [topic.closed] seq_cst: a new publisher reopens the stream.
   control_->publisher.closed.store(0, std::memory_order_seq_cst);
+  // [topic.ask] relaxed: as in ask_room(); a predecessor that asked and
+  // died (or an older build's count) asks nothing of this publisher.
+  control_->wake.room_asked.store(0, std::memory_order_relaxed);
   (void)scan();
   update_fast();
 }
@@ -661,6 +664,8 @@ void Publisher::close() noexcept {
     // [topic.closed] seq_cst: after every message published; pairs with
     // the subscriber's load in ended() and is the state ready() sees.
     control_->publisher.closed.store(1, std::memory_order_seq_cst);
+    // [topic.ask] relaxed: as in ask_room(); nobody is held back now.
+    if (asking_) control_->wake.room_asked.store(0, std::memory_order_relaxed);
     wake_subscribers();
     std::uint64_t expected = me;
     // [topic.owner] release: the role is free for the next publisher.

@@ -127,7 +127,9 @@ bool other_threads_run(pid_t pid) noexcept {
   char path[48];
   std::snprintf(path, sizeof path, "/proc/%d/task", static_cast<int>(pid));
   DIR* d = ::opendir(path);
-  if (d == nullptr) return false;  // gone
+  // Gone, or unreadable (no descriptor, no memory): only "gone" may make
+  // it dead (see read_stat()).
+  if (d == nullptr) return errno != ENOENT && errno != ESRCH;
   int tasks = 0;
   while (const dirent* e = ::readdir(d)) {
     if (e->d_name[0] != '.') ++tasks;

@@ -285,6 +285,7 @@ TEST(KillPoints, ALockHeldByAThreadOfAProcessWhoseMainThreadExitedIsNotTakenOver
       held.set();
       (void)release.wait_for(60s);
       mine.unlock();
+      ::_exit(0);  // no atexit handlers of the test binary in this child
     }).detach();
     ::syscall(SYS_exit, 0);  // this thread only (pthread_exit would unwind fork_child)
     return 0;

@@ -449,9 +449,9 @@ TEST(Service, ATimedCallIntoAFullPipeReturnsByItsDeadlineNotSent) {
   ServiceClient<std::string, int> client(g.name(), 10s, PipeOptions{.capacity = 4096});
   EXPECT_EQ(client.call("hello", 10s), 1);
   bool not_sent = false;
-  for (int i = 0; i < 16 && !not_sent; ++i) {  // 4 KiB holds three or four
+  for (int i = 0; i < 16 && !not_sent; ++i) {  // 4 KiB holds four: one frame each
     try {
-      (void)client.call(std::string(1000, 'x'), 50ms);
+      (void)client.call(std::string(900, 'x'), 50ms);
       ADD_FAILURE() << "a response from a server that takes nothing";
     } catch (const Error& e) {
       ASSERT_EQ(e.code(), Errc::timed_out) << e.what();
@@ -460,6 +460,55 @@ TEST(Service, ATimedCallIntoAFullPipeReturnsByItsDeadlineNotSent) {
   }
   EXPECT_TRUE(not_sent);
   done->store(1);
+  EXPECT_EQ(test::wait_child(server).code, 0);
+}
+
+// A timed call whose request is larger than one frame and stops halfway
+// by its deadline: timed_out, not executed; the connection (which can
+// carry no other frame) is reset, a call in flight on it ends as maybe
+// executed (the live server may still run it), and the next call
+// connects again and is answered; the server never executes the part.
+TEST(Service, ATimedCallSentOnlyInPartResetsTheConnectionAndTheNextCallWorks) {
+  SegmentGuard g(unique_name("svcq"));
+  test::SharedBlock<std::atomic<int>> go;
+  const pid_t server = test::fork_child([&] {
+    Service<std::string, int> s(g.name());
+    auto r = s.take_for(10s);
+    if (!r) return 1;
+    r->respond(1);
+    if (!test::poll_until([&] { return go->load() == 1; }, 60s)) return 2;
+    for (int i = 0; i < 16; ++i) {
+      auto t = s.take_for(10s);
+      if (!t) return 3;
+      if (t->value().size() > 100) return 4;  // the partial request: never executed
+      if (t->value() == "again") {
+        t->respond(2);
+        return 0;
+      }
+      t->respond(0);
+    }
+    return 5;
+  });
+  ASSERT_TRUE(server_accepts(g.name()));
+  ServiceClient<std::string, int> client(g.name(), 10s, PipeOptions{.capacity = 4096});
+  EXPECT_EQ(client.call("hello", 10s), 1);
+  auto a = client.call_async("a");
+  try {
+    (void)client.call(std::string(8000, 'x'), 50ms);  // eight frames; four fit
+    ADD_FAILURE() << "a response from a server that takes nothing";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::timed_out) << e.what();
+    EXPECT_NE(std::string_view(e.what()).find("only in part"), std::string_view::npos) << e.what();
+  }
+  std::optional<bool> maybe_a;
+  try {
+    (void)a.get_for(10s);
+  } catch (const ServerGone& e) {
+    maybe_a = e.maybe_executed();
+  }
+  EXPECT_EQ(maybe_a, true);
+  go->store(1);
+  EXPECT_EQ(client.call("again", 10s), 2);
   EXPECT_EQ(test::wait_child(server).code, 0);
 }
 

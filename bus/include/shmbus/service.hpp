@@ -207,6 +207,8 @@ struct ServiceAccess {
   static const RingProducerLine& peer_line(const Connection& c) noexcept {
     return c.control_->rings[c.end_].producer;
   }
+  // Whether `c` can send no more frames (a fragmented send stopped halfway).
+  static bool send_failed(const Connection& c) noexcept { return c.tx_.corrupted(); }
 };
 
 // A value a server keeps per client, whose memory the next request from
@@ -409,7 +411,8 @@ class ServiceClientCore {
   // Sends a request; returns its id. Connects again first if the server died.
   // `record` = false: no pending record (answer() is to follow at once).
   // A full pipe holds the send until `deadline` (null: for as long as the
-  // server lives), then throws Errc::timed_out: the request never left.
+  // server lives), then throws Errc::timed_out: the request was not
+  // executed (one sent only in part also resets the connection).
   template <class T>
   std::uint64_t send(const T& value, bool record = true,
                      const Clock::time_point* deadline = nullptr) {
@@ -499,7 +502,9 @@ class ServiceClientCore {
                 std::span<const std::byte>& value, bool& last);
   // Ends every pending call (the server died or closed), each told
   // whether the server had taken it, and drops the connection.
-  void end_pending() noexcept;
+  // `taken_final` = false (the server may still be running: a connection
+  // given up for corruption): every call ends as maybe executed.
+  void end_pending(bool taken_final = true) noexcept;
   // end_pending(), then throws ServerGone for call `id` (`why`: how it went).
   [[noreturn]] void server_gone(RecvResult why, std::uint64_t id);
   [[noreturn]] void throw_gone(std::uint64_t id, const char* how);

@@ -153,7 +153,9 @@ inline constexpr std::uint64_t kTopicSleeper = std::uint64_t{1} << 32;  // one i
 // per message, nothing else): the data is ordered by [topic.consume].
 // Streaming keeps the quarter-ring batching: short waits ask nothing.
 // Added within format 3 (the word was zero in every format-3 segment): a
-// peer built before it neither asks nor answers.
+// subscriber built before it does not answer; a publisher built before it
+// does not ask (an earlier build of this one counted in it instead, which
+// reads as set until a publisher of this build takes the role and clears it).
 struct alignas(64) TopicWakeLine {
   std::atomic<std::uint64_t> data;  // [topic.wake] sleepers << 32 | generation
   WaitChannel space;
