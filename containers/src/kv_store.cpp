@@ -112,7 +112,9 @@ Bytes bytes(const MDB_val& v) { return {static_cast<const std::byte*>(v.mv_data)
 // (meta-page txnid, reader table) in code ThreadSanitizer does not see, but
 // it does see the page memcpy's. These edges tell it what LMDB guarantees:
 // [kv.tsan] every transaction begins with an acquire and ends with a
-// release on its environment. No-ops outside TSan builds.
+// release on its environment. No-ops outside TSan builds. (A writer also
+// reuses pages of readers that ended after its begin: the tests suppress
+// those reports, tests/support/test_support.cpp.)
 inline void tsan_begin([[maybe_unused]] void* env) noexcept {
 #if defined(SHMBUS_TSAN)
   __tsan_acquire(env);
