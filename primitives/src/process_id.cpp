@@ -1,6 +1,5 @@
 #include "shmbus/process_id.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -27,7 +26,8 @@ enum class Stat : std::uint8_t { ok, gone, unknown };
 // `gone` only when the kernel says there is no such process; any other
 // failure (EMFILE, a hidepid /proc, a short read) is `unknown`: a caller must
 // not declare a process dead on that.
-Stat read_stat(pid_t pid, char& state, std::uint64_t& start_time) noexcept {
+Stat read_stat(pid_t pid, char& state, std::uint64_t& start_time,
+               unsigned long* threads = nullptr) noexcept {
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
   int fd = ::open(path, O_RDONLY | O_CLOEXEC);
@@ -42,8 +42,10 @@ Stat read_stat(pid_t pid, char& state, std::uint64_t& start_time) noexcept {
   if (p == nullptr || p[1] != ' ') return Stat::unknown;
   p += 2;  // field 3: state
   state = *p;
-  // Skip fields 3..21 to reach field 22 (starttime).
+  // Skip fields 3..21 to reach field 22 (starttime); field 20 is
+  // num_threads (a zombie leader counts itself until it is reaped).
   for (int field = 3; field < 22; ++field) {
+    if (field == 20 && threads != nullptr) *threads = std::strtoul(p, nullptr, 10);
     p = std::strchr(p, ' ');
     if (p == nullptr) return Stat::unknown;
     ++p;
@@ -116,35 +118,12 @@ ProcessId this_process() noexcept {
   return ProcessId::unpack(packed);
 }
 
-namespace {
-
-// Whether a process whose main thread is a zombie still runs another
-// thread: /proc/<pid>/stat shows the group leader's state, which reads Z
-// from the time the main thread exits (pthread_exit(), or a group exit
-// that has not yet stopped the others) while other threads may still hold
-// locks and write shared memory.
-bool other_threads_run(pid_t pid) noexcept {
-  char path[48];
-  std::snprintf(path, sizeof path, "/proc/%d/task", static_cast<int>(pid));
-  DIR* d = ::opendir(path);
-  // Gone, or unreadable (no descriptor, no memory): only "gone" may make
-  // it dead (see read_stat()).
-  if (d == nullptr) return errno != ENOENT && errno != ESRCH;
-  int tasks = 0;
-  while (const dirent* e = ::readdir(d)) {
-    if (e->d_name[0] != '.') ++tasks;
-  }
-  ::closedir(d);
-  return tasks > 1;  // the zombie leader itself, and anyone else
-}
-
-}  // namespace
-
 bool is_alive(const ProcessId& id) noexcept {
   if (id.pid <= 0) return false;
   char state = 0;
   std::uint64_t start = 0;
-  switch (read_stat(id.pid, state, start)) {
+  unsigned long threads = 0;
+  switch (read_stat(id.pid, state, start, &threads)) {
     case Stat::gone:
       return false;
     case Stat::unknown:
@@ -156,9 +135,11 @@ bool is_alive(const ProcessId& id) noexcept {
       break;
   }
   if (state == 'X' || state == 'x') return false;
-  // Dead only once every thread has stopped: a holder thread of a process
-  // whose main thread exited is still running.
-  if (state == 'Z' && !other_threads_run(id.pid)) return false;
+  // Dead only once every thread has stopped: the state is the group
+  // leader's, a zombie from the time the main thread exits (pthread_exit(),
+  // or a group exit that has not stopped the others yet), while another
+  // thread may still hold a lock and write shared memory.
+  if (state == 'Z' && threads <= 1) return false;
   // start_time 0: recorded without an identity (its /proc was unreadable).
   return id.start_time == 0 || (start & kStartMask) == id.start_time;
 }
