@@ -133,9 +133,10 @@ void mutex_release_slow(MutexState& m, std::uint32_t word) noexcept {
 }
 
 void cells_took_over(CellsHeader& h) noexcept {
-  // relaxed (all three): under the lock we now hold. The dead holder's
+  // relaxed (all): under the lock we now hold. The dead holder's
   // [cells.writing] mark is visible: it was stored before its bytes in its
   // program order, and it is dead (see Cells::begin_write()).
+  h.views.store(0, std::memory_order_relaxed);  // its Views died with it
   const std::uint64_t writing = h.writing.load(std::memory_order_relaxed);
   if (writing == 0) return;
   const std::uint64_t torn = h.torn.load(std::memory_order_relaxed);

@@ -19,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -362,6 +363,43 @@ TEST(KillPoints, ArrayWriterKilledReportsTheElementItWroteAViewAll) {
     EXPECT_EQ(view[0], (Wide{7, 7, 7, 7}));
   }
   EXPECT_EQ(a.get(3), (Wide{1, 1, 1, 1}));
+}
+
+// Two Views of one thread may end in any order: one killed holding the
+// second after the first ended still reports every element; and once both
+// ended, a holder killed outside a write reports nothing.
+TEST(KillPoints, ViewsEndedOutOfOrderKeepTheMarkUntilTheLastEnds) {
+  SegmentGuard g(unique_name("kpvoo"));
+  auto a = Array<Wide>::create(g.name(), 4, Wide{1, 1, 1, 1});
+  const pid_t killed_in_second = test::fork_child([&] {
+    auto mine = Array<Wide>::open(g.name());
+    std::optional<Array<Wide>::View> first(mine.view());
+    auto second = mine.view();
+    first.reset();
+    second[1] = Wide{8, 8, 8, 8};
+    ::raise(SIGKILL);
+    return 2;
+  });
+  ASSERT_EQ(test::wait_child(killed_in_second).signal, SIGKILL);
+  EXPECT_EQ(code_of([&] { (void)a.get(3); }), Errc::peer_dead);
+  EXPECT_TRUE(a.torn());
+  a.clear_torn();
+
+  const pid_t killed_after_both = test::fork_child([&] {
+    auto mine = Array<Wide>::open(g.name());
+    mine.get_lock().lock();
+    {
+      std::optional<Array<Wide>::View> first(mine.view());
+      auto second = mine.view();
+      first.reset();
+      second[1] = Wide{9, 9, 9, 9};
+    }
+    ::raise(SIGKILL);  // holding get_lock(), writing nothing
+    return 2;
+  });
+  ASSERT_EQ(test::wait_child(killed_after_both).signal, SIGKILL);
+  EXPECT_FALSE(a.torn());
+  EXPECT_EQ(a.get(1), (Wide{9, 9, 9, 9}));
 }
 
 }  // namespace

@@ -65,7 +65,9 @@
 // element count) and one load per read, all under the lock they already take.
 // Raw* objects have no lock and report nothing. acquire() of get_lock()
 // still returns LockResult::owner_died to the process that took it over,
-// for code whose own invariants span several cells (lock.hpp).
+// for code whose own invariants span several cells (lock.hpp); the lock is
+// already consistent then, so get_lock().owner_died() reads false and
+// make_consistent() has nothing left to do.
 //
 // Memory ordering: everything written before set() (or before releasing
 // get_lock()) is visible to a process whose get() reads that value (or
@@ -223,6 +225,25 @@ class Cells {
       header_->torn.store(0, std::memory_order_relaxed);
     }
     header_->writing.store(prev, std::memory_order_relaxed);
+  }
+  // [cells.writing] A View opens: counted among the holder's open Views
+  // (`outermost`: this View's acquire took the lock, so none is open; a
+  // count left by a corrupted header is not carried over), and marks
+  // `what`. Views may end in any order, so none puts back a mark: the
+  // last to end clears it (no write is under way around a View: set()
+  // runs to completion in between).
+  void begin_view(std::uint64_t what, bool outermost) noexcept {
+    // relaxed: under the lock, as begin_write().
+    const std::uint64_t open = outermost ? 0 : header_->views.load(std::memory_order_relaxed);
+    header_->views.store(open + 1, std::memory_order_relaxed);
+    (void)begin_write(what);
+  }
+  void end_view(std::uint64_t what) noexcept {
+    // relaxed: under the lock.
+    const std::uint64_t open = header_->views.load(std::memory_order_relaxed);
+    const std::uint64_t left = open == 0 ? 0 : open - 1;
+    header_->views.store(left, std::memory_order_relaxed);
+    end_write(what, left == 0 ? 0 : what);
   }
   // Under the lock: whether element i (kCellsAll: any) may be torn. A torn
   // field that names no element (corrupted) counts as all of them.
@@ -444,29 +465,25 @@ class Array : public detail::Cells<T, ObjectKind::array> {
       if constexpr (!detail::kAtomicCells<T>) {
         if (array.torn_at(detail::kCellsAll)) array.throw_torn();
         what_ = array.count_ == 1 ? 1 : detail::kCellsAll;
-        prev_ = array.begin_write(what_);
+        array.begin_view(what_, array.lock_.depth() == 1);
       }
       array_ = &array;
       g.release();
     }
     View(View&& o) noexcept
-        : std::span<T>(o),
-          array_(std::exchange(o.array_, nullptr)),
-          what_(o.what_),
-          prev_(o.prev_) {}
+        : std::span<T>(o), array_(std::exchange(o.array_, nullptr)), what_(o.what_) {}
     View& operator=(View&&) = delete;
     // Never throws: a View destroyed by a thread (or forked child) that
     // does not hold the lock leaves it alone.
     ~View() {
       if (array_ == nullptr || !array_->lock_.is_owned()) return;
-      if constexpr (!detail::kAtomicCells<T>) array_->end_write(what_, prev_);
+      if constexpr (!detail::kAtomicCells<T>) array_->end_view(what_);
       array_->lock_.release_owned_();
     }
 
    private:
     Array* array_ = nullptr;
     std::uint64_t what_ = 0;
-    std::uint64_t prev_ = 0;
   };
   [[nodiscard]] View view() { return View(*this); }
 

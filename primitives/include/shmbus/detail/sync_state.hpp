@@ -196,8 +196,10 @@ static_assert(offsetof(BarrierState, members) == 192);
 //                   part new (same encoding; under lock): set by the process
 //                   that takes the lock over, cleared by a write of what it
 //                   names or by clear_torn()
+//   96   views      Views the holder has open (under lock): they may end in
+//                   any order, and `writing` stays set until the last ends
 //   128  elements
-// `writing` and `torn` sit in bytes every creator of format v1 zeroed, so
+// `writing`, `torn` and `views` sit in bytes every creator of format v1 zeroed, so
 // an object made by an older build reads as "nothing torn" (no version
 // bump: no field moved or changed meaning). Lock-free T never uses them.
 inline constexpr std::uint64_t kCellsAll = ~std::uint64_t{0};
@@ -207,10 +209,12 @@ struct CellsHeader {
   std::uint64_t elem_size;
   std::atomic<std::uint64_t> writing;
   std::atomic<std::uint64_t> torn;
+  std::atomic<std::uint64_t> views;
 };
 inline constexpr std::size_t kCellsOffset = 128;
 static_assert(offsetof(CellsHeader, writing) == 80);
 static_assert(offsetof(CellsHeader, torn) == 88);
+static_assert(offsetof(CellsHeader, views) == 96);
 static_assert(sizeof(CellsHeader) <= kCellsOffset);
 
 // Called by the process whose acquire of a Value's or Array's lock took it
