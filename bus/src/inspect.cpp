@@ -12,6 +12,7 @@
 #include "shmbus/queue.hpp"
 #include "shmbus/semaphore.hpp"
 #include "shmbus/topic.hpp"
+#include "shmbus/value.hpp"
 
 namespace shmbus {
 
@@ -162,6 +163,34 @@ void lock_stats(const SegmentView& view, ObjectStats& stats) {
   if (info.not_recoverable) stats.problems.push_back("not recoverable (released inconsistent)");
 }
 
+// Value/Array: its lock as a Lock's, the element count, and a value that a
+// writer's death may have torn ([cells.writing] in value.hpp).
+void cells_stats(const SegmentView& view, ObjectStats& stats) {
+  lock_stats(view, stats);
+  if (view.payload().size() < sizeof(detail::CellsHeader)) {
+    stats.problems.push_back("payload too short for its header");
+    return;
+  }
+  const auto& h = *reinterpret_cast<const detail::CellsHeader*>(view.payload().data());
+  const std::uint64_t count = h.count;  // written once before ready
+  gauge(stats, "count", static_cast<std::int64_t>(count));
+  // relaxed (both): a snapshot for display; the holder writes them under the lock.
+  const std::uint64_t torn = h.torn.load(std::memory_order_relaxed);
+  const std::uint64_t writing = h.writing.load(std::memory_order_relaxed);
+  const auto what = [&](std::uint64_t v) {
+    return v > count || count == 1 ? std::string("its value") : "element " + std::to_string(v - 1);
+  };
+  if (torn != 0) {
+    stats.problems.push_back("torn: a process died writing " + what(torn) +
+                             "; get() throws until set() writes it whole or clear_torn()");
+  }
+  const LockInfo lock = read_lock_info(view.payload().data(), view.payload().size());
+  if (writing != 0 && lock.owner && !is_alive(*lock.owner)) {
+    stats.problems.push_back("its holder died writing " + what(writing) +
+                             ": the next acquirer reports it torn");
+  }
+}
+
 void sleepers_gauge(ObjectStats& stats, std::uint32_t sleepers) {
   gauge(stats, "sleepers", sleepers);
 }
@@ -224,6 +253,10 @@ ObjectStats object_stats(const SegmentView& view) {
     case ObjectKind::lock:
     case ObjectKind::rlock:
       lock_stats(view, stats);
+      break;
+    case ObjectKind::value:
+    case ObjectKind::array:
+      cells_stats(view, stats);
       break;
     case ObjectKind::semaphore:
     case ObjectKind::bounded_semaphore:

@@ -28,8 +28,10 @@
 #include "shmbus/condition.hpp"
 #include "shmbus/detail/fault.hpp"
 #include "shmbus/event.hpp"
+#include "shmbus/inspect.hpp"
 #include "shmbus/lock.hpp"
 #include "shmbus/pipe.hpp"
+#include "shmbus/segment_info.hpp"
 #include "shmbus/value.hpp"
 #include "test_support.hpp"
 
@@ -363,6 +365,27 @@ TEST(KillPoints, ArrayWriterKilledReportsTheElementItWroteAViewAll) {
     EXPECT_EQ(view[0], (Wide{7, 7, 7, 7}));
   }
   EXPECT_EQ(a.get(3), (Wide{1, 1, 1, 1}));
+}
+
+// bus-inspector (object_stats, what `doctor` lists) names a value a dead
+// writer may have torn: before the takeover by its dead holder's mark,
+// after it by the report, and nothing once the element is written whole.
+TEST(KillPoints, InspectorNamesTheElementADeadWriterMayHaveTorn) {
+  SegmentGuard g(unique_name("kpins"));
+  auto a = Array<Wide>::create(g.name(), 4, Wide{1, 1, 1, 1});
+  const auto problems = [&] {
+    std::string all;
+    for (const std::string& p : object_stats(SegmentView::open(g.name())).problems) all += p + ";";
+    return all;
+  };
+  EXPECT_EQ(problems(), "");
+  die_writing([&] { Array<Wide>::open(g.name()).set(2, Wide{2, 2, 2, 2}); });
+  EXPECT_NE(problems().find("died writing element 2"), std::string::npos) << problems();
+  EXPECT_EQ(a.get(1), (Wide{1, 1, 1, 1}));  // takes the lock over
+  EXPECT_NE(problems().find("torn: a process died writing element 2"), std::string::npos)
+      << problems();
+  a.set(2, Wide{3, 3, 3, 3});
+  EXPECT_EQ(problems(), "");
 }
 
 // Two Views of one thread may end in any order: one killed holding the
