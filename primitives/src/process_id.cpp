@@ -71,8 +71,11 @@ std::optional<ProcessId> lookup_process(pid_t pid) noexcept {
   if (pid <= 0) return std::nullopt;
   char state = 0;
   std::uint64_t start = 0;
-  if (read_stat(pid, state, start) != Stat::ok) return std::nullopt;
-  if (state == 'Z' || state == 'X' || state == 'x') return std::nullopt;
+  unsigned long threads = 0;
+  if (read_stat(pid, state, start, &threads) != Stat::ok) return std::nullopt;
+  if (state == 'X' || state == 'x') return std::nullopt;
+  // A zombie leader with other threads still running is alive (is_alive()).
+  if (state == 'Z' && threads <= 1) return std::nullopt;
   // Keep the start time within the packed width, on both sides of a compare.
   return ProcessId{pid, start & kStartMask};
 }

@@ -306,6 +306,7 @@ TEST(KillPoints, ALockHeldByAThreadOfAProcessWhoseMainThreadExitedIsNotTakenOver
     return n > 0 && close_paren != nullptr && close_paren[1] == ' ' && close_paren[2] == 'Z';
   };
   ASSERT_TRUE(test::poll_until(zombie));
+  EXPECT_TRUE(lookup_process(child).has_value()) << "a thread still runs";
   EXPECT_EQ(lock.acquire_for(50ms), LockResult::timeout);
   release.set();
   EXPECT_EQ(test::wait_child(child).code, 0);

@@ -31,7 +31,8 @@ struct ProcessId {
 [[nodiscard]] ProcessId this_process() noexcept;
 
 // The identity of a running process, or nullopt if it has exited (a zombie
-// that has not been reaped counts as exited).
+// that has not been reaped counts as exited once every thread has stopped:
+// a process whose main thread exited while another runs is running).
 [[nodiscard]] std::optional<ProcessId> lookup_process(pid_t pid) noexcept;
 
 // True while the very process `id` names is running (not a zombie, and its
