@@ -341,15 +341,16 @@ std::uint64_t ServiceClientCore::sent(SendResult r, bool record) {
   }
   if (r == SendResult::timeout) {  // a full pipe past a timed call's deadline
     if (!ServiceAccess::send_failed(*conn_)) {
-      throw Error(Errc::timed_out, name_, "request not sent by the deadline: not executed");
+      throw CallTimedOut(name_, "request not sent by the deadline: not executed", false);
     }
     // Part of a fragmented request went out, and this connection can carry
     // no other frame: the server drops it without executing the request;
     // calls in flight on it may still run.
     end_pending(false);
-    throw Error(Errc::timed_out, name_,
-                "request sent only in part by the deadline: not executed; the connection "
-                "was reset (calls in flight on it end as maybe executed)");
+    throw CallTimedOut(name_,
+                       "request sent only in part by the deadline: not executed; the connection "
+                       "was reset (calls in flight on it end as maybe executed)",
+                       false);
   }
   if (r != SendResult::ok) {  // the server closed or died: this request never left
     end_pending(r != SendResult::corrupted);

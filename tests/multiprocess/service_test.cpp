@@ -417,8 +417,9 @@ TEST(Service, CallPastPartialsOtherCallsResponsesFailuresTimeoutsAndADeath) {
   try {
     (void)client.call(5, 50ms);
     ADD_FAILURE() << "no timed_out";
-  } catch (const Error& e) {
+  } catch (const CallTimedOut& e) {
     EXPECT_EQ(e.code(), Errc::timed_out);
+    EXPECT_TRUE(e.maybe_executed()) << "sent: the server may still run it";
   }
   timed_out->store(1);
   EXPECT_EQ(client.call(6, 10s), 60);
@@ -453,9 +454,10 @@ TEST(Service, ATimedCallIntoAFullPipeReturnsByItsDeadlineNotSent) {
     try {
       (void)client.call(std::string(900, 'x'), 50ms);
       ADD_FAILURE() << "a response from a server that takes nothing";
-    } catch (const Error& e) {
+    } catch (const CallTimedOut& e) {
       ASSERT_EQ(e.code(), Errc::timed_out) << e.what();
       not_sent = std::string_view(e.what()).find("not sent") != std::string_view::npos;
+      EXPECT_EQ(e.maybe_executed(), !not_sent) << e.what();
     }
   }
   EXPECT_TRUE(not_sent);
@@ -496,9 +498,10 @@ TEST(Service, ATimedCallSentOnlyInPartResetsTheConnectionAndTheNextCallWorks) {
   try {
     (void)client.call(std::string(8000, 'x'), 50ms);  // eight frames; four fit
     ADD_FAILURE() << "a response from a server that takes nothing";
-  } catch (const Error& e) {
+  } catch (const CallTimedOut& e) {
     EXPECT_EQ(e.code(), Errc::timed_out) << e.what();
     EXPECT_NE(std::string_view(e.what()).find("only in part"), std::string_view::npos) << e.what();
+    EXPECT_FALSE(e.maybe_executed());
   }
   std::optional<bool> maybe_a;
   try {

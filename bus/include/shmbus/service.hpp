@@ -126,6 +126,21 @@ class ServerGone : public Error {
   bool maybe_executed_;
 };
 
+// A call that ended at its deadline: code() is timed_out. maybe_executed():
+// the request was sent, so the server may still run it (its response, if
+// any, is dropped); false: it was never handed to the server (not sent by
+// the deadline, or sent only in part), so resending cannot run it twice.
+class CallTimedOut : public Error {
+ public:
+  CallTimedOut(std::string object, std::string reason, bool maybe_executed)
+      : Error(Errc::timed_out, std::move(object), std::move(reason)),
+        maybe_executed_(maybe_executed) {}
+  [[nodiscard]] bool maybe_executed() const noexcept { return maybe_executed_; }
+
+ private:
+  bool maybe_executed_;
+};
+
 namespace detail {
 
 enum class FrameKind : std::uint32_t {
@@ -411,8 +426,8 @@ class ServiceClientCore {
   // Sends a request; returns its id. Connects again first if the server died.
   // `record` = false: no pending record (answer() is to follow at once).
   // A full pipe holds the send until `deadline` (null: for as long as the
-  // server lives), then throws Errc::timed_out: the request was not
-  // executed (one sent only in part also resets the connection).
+  // server lives), then throws CallTimedOut, maybe_executed() false (one
+  // sent only in part also resets the connection).
   template <class T>
   std::uint64_t send(const T& value, bool record = true,
                      const Clock::time_point* deadline = nullptr) {
@@ -674,7 +689,9 @@ class PendingCall {
     const auto deadline = detail::ServiceAccess::deadline_after(timeout);
     bool last = false;
     auto bytes = client_->next(id_, &deadline, last);
-    if (!bytes) throw Error(Errc::timed_out, client_->name(), "call " + std::to_string(id_));
+    if (!bytes)
+      throw CallTimedOut(client_->name(),
+                         "call " + std::to_string(id_) + ": no response by the deadline", true);
     done_ = last;
     const Release release{client_};
     return decode<Resp>(*bytes, client_->name());
@@ -715,7 +732,9 @@ class PendingCall {
     for (;;) {
       bool last = false;
       auto bytes = client_->next(id_, deadline, last);
-      if (!bytes) throw Error(Errc::timed_out, client_->name(), "call " + std::to_string(id_));
+      if (!bytes)
+        throw CallTimedOut(client_->name(),
+                           "call " + std::to_string(id_) + ": no response by the deadline", true);
       if (!last) continue;
       done_ = true;
       decode_last(*client_, *bytes, out);
@@ -757,8 +776,9 @@ class ServiceClient {
                          const PipeOptions& options = {})
       : core_(std::make_unique<detail::ServiceClientCore>(name, connect_timeout, options)) {}
 
-  // One call: the (last) response, or Error (timed_out, peer_dead — a
-  // ServerGone when the server died or closed —, task_failed, decode_error).
+  // One call: the (last) response, or Error (timed_out — a CallTimedOut —,
+  // peer_dead — a ServerGone when the server died or closed —, task_failed,
+  // decode_error).
   template <class Rep, class Period>
   [[nodiscard]] Resp call(const Req& request, std::chrono::duration<Rep, Period> timeout) {
     Resp out{};
@@ -796,7 +816,10 @@ class ServiceClient {
       }
     } forget{*core_, id};
     const auto bytes = core_->answer(id, deadline, forget.recorded);
-    if (!bytes) throw Error(Errc::timed_out, core_->name(), "call " + std::to_string(id));
+    if (!bytes) {
+      throw CallTimedOut(core_->name(),
+                         "call " + std::to_string(id) + ": no response by the deadline", true);
+    }
     PendingCall<Req, Resp>::decode_last(*core_, *bytes, out);
   }
   std::unique_ptr<detail::ServiceClientCore> core_;  // stable for PendingCalls
