@@ -43,7 +43,7 @@ std::optional<BusObject> read_entry(const RegistryEntry& e, std::string_view bus
   o.creator = ProcessId::unpack(e.owner.load(std::memory_order_relaxed));  // relaxed: checked below
   auto kind = kind_from_u32(e.kind);
   o.name = field(e.object, sizeof e.object);
-  o.type_name = field(e.type_name, sizeof e.type_name);
+  o.type_name = readable_type_name(field(e.type_name, sizeof e.type_name));
   o.capacity = e.capacity;
   o.created_unix_ns = e.created_unix_ns;
   // [registry.entry] acquire again: the copy above is whole only if no

@@ -108,7 +108,8 @@ std::pair<void*, std::size_t> map_and_read(const std::string& name, SegmentInfo&
       throw Error(Errc::corrupted, name,
                   "header kind " + std::to_string(info.raw_kind) + " is not a shmbus kind");
     }
-    info.type_name.assign(h->type_name, strnlen(h->type_name, detail::kTypeNameSize));
+    info.type_name =
+        readable_type_name({h->type_name, strnlen(h->type_name, detail::kTypeNameSize)});
     info.total_size = h->total_size;
     info.payload_size = h->payload_size;
     info.creator = ProcessId::unpack(h->creator);
@@ -138,6 +139,25 @@ bool SegmentInfo::abandoned() const noexcept {
   if (creator_alive) return false;
   return std::none_of(attached.begin(), attached.end(),
                       [](const AttachedProcess& p) { return p.alive; });
+}
+
+std::string readable_type_name(std::string_view spelled) {
+  // Longest spellings first: each later one is a part of an earlier one.
+  static constexpr std::pair<std::string_view, std::string_view> kSpellings[] = {
+      {"std::__cxx11::basic_string<char>", "std::string"},
+      {"std::basic_string<char>", "std::string"},
+      {"std::basic_string_view<char>", "std::string_view"},
+      {"std::__cxx11::", "std::"},
+      {"std::__1::", "std::"},
+  };
+  std::string out(spelled);
+  for (const auto& [from, to] : kSpellings) {
+    for (std::size_t at = out.find(from); at != std::string::npos; at = out.find(from, at)) {
+      out.replace(at, from.size(), to);
+      at += to.size();
+    }
+  }
+  return out;
 }
 
 std::vector<std::string> list_segments() {

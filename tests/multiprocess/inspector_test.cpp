@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "shmbus/detail/segment.hpp"
+#include "shmbus/queue.hpp"
 #include "shmbus/segment_info.hpp"
 #include "shmbus/shared_memory.hpp"
 #include "test_support.hpp"
@@ -77,6 +78,19 @@ TEST(Inspector, ListJsonIncludesOurObject) {
     }
   }
   EXPECT_TRUE(found);
+}
+
+// Type names read as people write them, not as GCC spells them.
+TEST(Inspector, TypeNamesReadAsWritten) {
+  EXPECT_EQ(readable_type_name("std::__cxx11::basic_string<char>"), "std::string");
+  EXPECT_EQ(readable_type_name("std::pair<std::__cxx11::basic_string<char>, int>"),
+            "std::pair<std::string, int>");
+  EXPECT_EQ(readable_type_name("std::vector<std::__cxx11::basic_string<char> >"),
+            "std::vector<std::string >");
+  EXPECT_EQ(readable_type_name("Tick"), "Tick");
+  SegmentGuard g(unique_name("insptype"));
+  auto q = Queue<std::string>::create(g.name(), {.capacity = 4});
+  EXPECT_EQ(inspect_segment(g.name()).type_name, "std::string");
 }
 
 TEST(Inspector, ExitCodesForMissingInvalidAndCorrupted) {

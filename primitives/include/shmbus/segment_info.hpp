@@ -7,6 +7,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "shmbus/object_kind.hpp"
@@ -38,6 +39,12 @@ struct SegmentInfo {
   // True when every recorded process (creator and attached) is dead.
   [[nodiscard]] bool abandoned() const noexcept;
 };
+
+// A type's name as the compiler spelled it for the segment's fingerprint
+// (GCC: "std::__cxx11::basic_string<char>") in the form people write it
+// ("std::string"). SegmentInfo::type_name and BusObject::type_name are
+// already in this form.
+[[nodiscard]] std::string readable_type_name(std::string_view spelled);
 
 // Names (without prefix) of every shmbus object in /dev/shm, sorted.
 [[nodiscard]] std::vector<std::string> list_segments();
