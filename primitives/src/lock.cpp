@@ -145,6 +145,18 @@ void cells_took_over(CellsHeader& h) noexcept {
   h.writing.store(0, std::memory_order_relaxed);
 }
 
+void cells_released(CellsHeader& h) noexcept {
+  // relaxed (all): under the lock we still hold. Nothing is being written
+  // once the lock is released (writes and Views are under it, and a
+  // Condition wait takes its holder's mark out first): a mark or a View
+  // count still standing was left by a corrupted header or an older build,
+  // and would make a later death outside a write read as torn.
+  if ((h.writing.load(std::memory_order_relaxed) | h.views.load(std::memory_order_relaxed)) != 0) {
+    h.writing.store(0, std::memory_order_relaxed);
+    h.views.store(0, std::memory_order_relaxed);
+  }
+}
+
 namespace {
 
 template <class Init>
@@ -341,23 +353,37 @@ void RLock::release_held_() noexcept {
     state_->depth.store(d - 1, std::memory_order_relaxed);
     return;
   }
+  if (cells_ != nullptr) detail::cells_released(*cells_);
   state_->depth.store(0, std::memory_order_relaxed);
   state_->owner_thread.store(0, std::memory_order_relaxed);
   detail::mutex_release(*state_);
 }
 
-std::uint32_t RLock::release_all_() noexcept {
-  // relaxed: holder-only fields.
-  const std::uint32_t d = state_->depth.load(std::memory_order_relaxed);
+RLock::Held RLock::release_all_() noexcept {
+  Held held;
+  // relaxed (all): holder-only fields, published to the next holder by
+  // the [mutex.word] release/acquire pair.
+  held.depth = state_->depth.load(std::memory_order_relaxed);
+  if (cells_ != nullptr) {
+    held.writing = cells_->writing.exchange(0, std::memory_order_relaxed);
+    held.views = cells_->views.exchange(0, std::memory_order_relaxed);
+  }
   state_->depth.store(0, std::memory_order_relaxed);
   state_->owner_thread.store(0, std::memory_order_relaxed);
   detail::mutex_release(*state_);
-  return d;
+  return held;
 }
 
-LockResult RLock::reacquire_(std::uint32_t depth) noexcept {
-  LockResult r = acquire();
-  if (holds(r)) state_->depth.store(depth == 0 ? 1 : depth, std::memory_order_relaxed);
+LockResult RLock::reacquire_(const Held& held) noexcept {
+  LockResult r = acquire();  // a takeover has turned a dead holder's mark into torn
+  if (holds(r)) {
+    // relaxed (all): holder-only fields, as above.
+    state_->depth.store(held.depth == 0 ? 1 : held.depth, std::memory_order_relaxed);
+    if (cells_ != nullptr) {
+      cells_->views.store(held.views, std::memory_order_relaxed);
+      cells_->writing.store(held.writing, std::memory_order_relaxed);
+    }
+  }
   return r;
 }
 

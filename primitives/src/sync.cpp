@@ -366,11 +366,11 @@ bool Condition::wait_until_(const Clock::time_point* deadline) noexcept {
   // [cond.seq] seq_cst: every notify() after our release (it takes the
   // lock) bumps seq after this load, so we see a changed value.
   const std::uint32_t seq = state_->seq.load(std::memory_order_seq_cst);
-  std::uint32_t depth = 0;
+  RLock::Held held;
   if (lock_) {
     lock_->release();
   } else {
-    depth = rlock_->release_all_();
+    held = rlock_->release_all_();
   }
   // [cond.seq] seq_cst: pairs with notify()'s bump.
   auto notified = [&] { return state_->seq.load(std::memory_order_seq_cst) != seq; };
@@ -413,7 +413,7 @@ bool Condition::wait_until_(const Clock::time_point* deadline) noexcept {
   if (lock_) {
     (void)lock_->acquire();
   } else {
-    (void)rlock_->reacquire_(depth);
+    (void)rlock_->reacquire_(held);
   }
   return !timed_out;
 }

@@ -426,5 +426,34 @@ TEST(KillPoints, ViewsEndedOutOfOrderKeepTheMarkUntilTheLastEnds) {
   EXPECT_EQ(a.get(1), (Wide{9, 9, 9, 9}));
 }
 
+// A View held across a Condition wait on the array's lock keeps its mark:
+// another process's View, opened and ended meanwhile, does not clear it,
+// so the holder killed writing after the wait is still reported.
+TEST(KillPoints, AViewHeldAcrossAConditionWaitKeepsItsMark) {
+  SegmentGuard g(unique_name("kpvcw"));
+  auto a = Array<Wide>::create(g.name(), 4, Wide{1, 1, 1, 1});
+  Condition c(a.get_lock());  // anonymous: shared with the child
+  test::SharedBlock<std::atomic<int>> waiting;
+  const pid_t writer = test::fork_child([&] {
+    auto view = a.view();
+    view[1] = Wide{8, 8, 8, 8};
+    waiting->store(1);
+    while (!c.wait_for(10s)) {
+    }
+    view[2] = Wide{8, 8, 8, 8};
+    ::raise(SIGKILL);
+    return 2;
+  });
+  ASSERT_TRUE(test::poll_until([&] { return waiting->load() == 1; }));
+  {
+    auto mine = a.view();  // taken once the writer's wait released the lock
+    EXPECT_EQ(mine[1], (Wide{8, 8, 8, 8}));
+    c.notify();
+  }
+  ASSERT_EQ(test::wait_child(writer).signal, SIGKILL);
+  EXPECT_EQ(code_of([&] { (void)a.get(3); }), Errc::peer_dead);
+  EXPECT_TRUE(a.torn());
+}
+
 }  // namespace
 }  // namespace shmbus

@@ -237,9 +237,18 @@ class RLock {
   // the calling thread holds the lock, else nothing.
   void release_owned_() noexcept;
   void release_held_() noexcept;  // the calling thread holds it
-  // Condition support: drop the lock entirely, returning the depth.
-  std::uint32_t release_all_() noexcept;
-  LockResult reacquire_(std::uint32_t depth) noexcept;
+  // Condition support: drop the lock entirely, returning what reacquire_()
+  // puts back: the depth and, for a Value's or Array's lock, the holder's
+  // [cells.writing] mark and open Views (taken out of shared memory while
+  // others hold the lock: their Views would end with them, and a death of
+  // theirs outside a write would read as ours).
+  struct Held {
+    std::uint32_t depth = 0;
+    std::uint64_t writing = 0;
+    std::uint64_t views = 0;
+  };
+  Held release_all_() noexcept;
+  LockResult reacquire_(const Held& held) noexcept;
 
   detail::Segment segment_;
   detail::MutexState* state_ = nullptr;

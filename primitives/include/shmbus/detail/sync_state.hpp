@@ -221,5 +221,8 @@ static_assert(sizeof(CellsHeader) <= kCellsOffset);
 // over from a dead holder (RLock, lock.cpp), before it makes the lock
 // consistent: what the holder was writing becomes what is torn.
 void cells_took_over(CellsHeader& h) noexcept;
+// Called by a holder's last release of such a lock: clears a mark or View
+// count still standing (none can be meant then).
+void cells_released(CellsHeader& h) noexcept;
 
 }  // namespace shmbus::detail
