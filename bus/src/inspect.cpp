@@ -173,12 +173,13 @@ void cells_stats(const SegmentView& view, ObjectStats& stats) {
   }
   const auto& h = *reinterpret_cast<const detail::CellsHeader*>(view.payload().data());
   const std::uint64_t count = h.count;  // written once before ready
-  gauge(stats, "count", static_cast<std::int64_t>(count));
+  gauge(stats, "count", static_cast<std::int64_t>(std::min<std::uint64_t>(count, INT64_MAX)));
   // relaxed (both): a snapshot for display; the holder writes them under the lock.
   const std::uint64_t torn = h.torn.load(std::memory_order_relaxed);
   const std::uint64_t writing = h.writing.load(std::memory_order_relaxed);
   const auto what = [&](std::uint64_t v) {
-    return v > count || count == 1 ? std::string("its value") : "element " + std::to_string(v - 1);
+    if (count == 1) return std::string("its value");
+    return v > count ? std::string("every element") : "element " + std::to_string(v - 1);
   };
   if (torn != 0) {
     stats.problems.push_back("torn: a process died writing " + what(torn) +

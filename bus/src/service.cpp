@@ -329,8 +329,23 @@ void ServiceClientCore::throw_gone(std::uint64_t id, const char* how) {
                    maybe);
 }
 
-Connection& ServiceClientCore::connection() {
-  if (!conn_) connect();
+Connection& ServiceClientCore::connection(const Clock::time_point* deadline) {
+  if (conn_) return *conn_;
+  std::optional<Clock::duration> timeout = connect_timeout_;
+  if (deadline != nullptr) {
+    const Clock::duration left = std::max(*deadline - Clock::now(), Clock::duration::zero());
+    timeout = timeout ? std::min(*timeout, left) : left;
+  }
+  try {
+    conn_ = Client(name_, timeout, options_);
+  } catch (const Error& e) {
+    if (e.code() != Errc::timed_out) throw;
+    throw CallTimedOut(name_,
+                       std::string("not connected to the server again in time (") + e.what() +
+                           "): the request was not sent",
+                       false);
+  }
+  sent_ = 0;
   return *conn_;
 }
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -142,17 +143,24 @@ bool SegmentInfo::abandoned() const noexcept {
 }
 
 std::string readable_type_name(std::string_view spelled) {
-  // Longest spellings first: each later one is a part of an earlier one.
+  // Inline namespaces of the standard libraries first (GCC's std::__cxx11::,
+  // libc++'s std::__1::), then the aliases people write.
   static constexpr std::pair<std::string_view, std::string_view> kSpellings[] = {
-      {"std::__cxx11::basic_string<char>", "std::string"},
-      {"std::basic_string<char>", "std::string"},
-      {"std::basic_string_view<char>", "std::string_view"},
       {"std::__cxx11::", "std::"},
       {"std::__1::", "std::"},
+      {"std::basic_string<char>", "std::string"},
+      {"std::basic_string_view<char>", "std::string_view"},
+  };
+  const auto identifier = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == ':';
   };
   std::string out(spelled);
   for (const auto& [from, to] : kSpellings) {
     for (std::size_t at = out.find(from); at != std::string::npos; at = out.find(from, at)) {
+      if (at > 0 && identifier(out[at - 1])) {  // a part of another name
+        at += from.size();
+        continue;
+      }
       out.replace(at, from.size(), to);
       at += to.size();
     }

@@ -87,6 +87,8 @@ TEST(Inspector, TypeNamesReadAsWritten) {
             "std::pair<std::string, int>");
   EXPECT_EQ(readable_type_name("std::vector<std::__cxx11::basic_string<char> >"),
             "std::vector<std::string >");
+  EXPECT_EQ(readable_type_name("std::__1::basic_string<char>"), "std::string");
+  EXPECT_EQ(readable_type_name("xstd::__cxx11::T"), "xstd::__cxx11::T");
   EXPECT_EQ(readable_type_name("Tick"), "Tick");
   SegmentGuard g(unique_name("insptype"));
   auto q = Queue<std::string>::create(g.name(), {.capacity = 4});

@@ -569,6 +569,44 @@ TEST(Service, CallToAServerThatClosedIsServerGoneAndNotExecuted) {
   EXPECT_EQ(maybe, false);
 }
 
+// A timed call that must connect again (its server went) returns by its
+// deadline while the new server does not accept: CallTimedOut, not sent.
+TEST(Service, ATimedCallThatMustConnectAgainReturnsByItsDeadline) {
+  SegmentGuard g(unique_name("svcr"));
+  test::SharedBlock<std::atomic<int>> close, closed;
+  const pid_t server = test::fork_child([&] {
+    {
+      Lengths s(g.name());
+      const auto give_up = Clock::now() + 30s;
+      while (close->load() == 0) {
+        if (s.take_for(10ms) || Clock::now() > give_up) return 1;
+      }
+    }
+    closed->store(1);
+    return 0;
+  });
+  ASSERT_TRUE(server_accepts(g.name()));
+  const pid_t caller = test::fork_child([&] {
+    LengthsClient client(g.name());  // no connect timeout: the call's deadline bounds it
+    close->store(1);
+    if (!test::poll_until([&] { return closed->load() == 1; })) return 4;
+    try {
+      (void)client.call("gone", 10s);
+      return 1;
+    } catch (const ServerGone&) {
+    }
+    Listener stalled(g.name());  // a new server that never accepts
+    try {
+      (void)client.call("again", 200ms);
+      return 2;
+    } catch (const CallTimedOut& e) {
+      return e.maybe_executed() ? 3 : 0;
+    }
+  });
+  EXPECT_EQ(test::wait_child(caller, 20s).code, 0) << "the call waited past its deadline";
+  EXPECT_EQ(test::wait_child(server).code, 0);
+}
+
 TEST(Service, DeadClientIsDropped) {
   SegmentGuard g(unique_name("svcd"));
   Lengths server(g.name());

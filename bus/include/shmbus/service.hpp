@@ -127,8 +127,9 @@ class ServerGone : public Error {
 };
 
 // A call that ended at its deadline: code() is timed_out. maybe_executed():
-// the request was sent, so the server may still run it (its response, if
-// any, is dropped); false: it was never handed to the server (not sent by
+// the request was sent, so the server may still run it (a call()'s late
+// response is dropped; a PendingCall stays pending and may still get it);
+// false: it was never handed to the server (not connected or not sent by
 // the deadline, or sent only in part), so resending cannot run it twice.
 class CallTimedOut : public Error {
  public:
@@ -431,7 +432,7 @@ class ServiceClientCore {
   template <class T>
   std::uint64_t send(const T& value, bool record = true,
                      const Clock::time_point* deadline = nullptr) {
-    Connection& c = conn_ ? *conn_ : connection();
+    Connection& c = conn_ ? *conn_ : connection(deadline);
     const SendResult r =
         ServiceAccess::send(c, next_id_, FrameKind::request, value, [&](auto frame) {
           return deadline ? c.send_bytes_until(frame, *deadline) : c.send_bytes(frame);
@@ -504,7 +505,9 @@ class ServiceClientCore {
   Pending* find(std::uint64_t id) noexcept;
   void connect();
   // The connection, connected again first if the server died.
-  Connection& connection();
+  // The connection, connecting again first (by `deadline` too, if given;
+  // a connect that times out throws CallTimedOut: nothing was sent).
+  Connection& connection(const Clock::time_point* deadline);
   // After a request was sent: its id (pending from now, with `record`),
   // or Error.
   std::uint64_t sent(SendResult r, bool record);
@@ -668,8 +671,8 @@ class ServiceClient;
 // A call in flight. get()/get_for() return its (last) response; next_for()
 // walks several responses. Throws Error(peer_dead) if the server died,
 // Error(task_failed) if it failed the call, Error(decode_error) if a
-// response is not a Resp, Error(timed_out) from get_for() at its timeout
-// (the call stays pending: get_for() may be called again).
+// response is not a Resp, CallTimedOut from get_for() or next_for() at
+// its timeout (the call stays pending: either may be called again).
 template <class Req, class Resp>
 class PendingCall {
  public:
