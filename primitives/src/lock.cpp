@@ -36,7 +36,9 @@ bool owner_alive(const MutexState& m, std::uint32_t word) noexcept {
   // relaxed: advisory identity, cross-checked against the word's pid.
   const ProcessId owner = ProcessId::unpack(m.owner.load(std::memory_order_relaxed));
   if (owner.pid == pid) return is_alive(owner);
-  return lookup_process(pid).has_value();
+  // Start time 0: any process with that pid (is_alive() also keeps a pid
+  // whose /proc it cannot read, for want of descriptors, alive).
+  return is_alive(ProcessId{pid, 0});
 }
 
 // Takes a held word whose owner is dead: the new word names us, keeps
