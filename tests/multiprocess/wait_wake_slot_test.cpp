@@ -12,6 +12,7 @@
 
 #include <array>
 #include <atomic>
+#include <csignal>
 #include <cstdint>
 #include <cstring>
 #include <deque>
@@ -23,6 +24,8 @@
 #include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/detail/wake_slot.hpp"
 #include "shmbus/pipe.hpp"
+#include "shmbus/process_id.hpp"
+#include "shmbus/segment_info.hpp"
 #include "shmbus/wait_any.hpp"
 #include "test_support.hpp"
 
@@ -56,8 +59,12 @@ void on_armed(detail::FaultPoint p) noexcept {
 // A round trip over n blocking ends: the waiter arms every end (sleeps or
 // is about to), then the sender sends on one; the wake-up must come
 // through the slot, every time.
-void round_trips_through_the_slot(std::size_t n, int rounds) {
+// `connections`: the pipe-only wait() over Connection pointers.
+void round_trips_through_the_slot(std::size_t n, int rounds, bool connections = false) {
   BlockingPipes p(n);
+  std::vector<Connection*> ends;
+  std::vector<Connection*> ready_ends;
+  for (auto& pp : p.pipes) ends.push_back(&pp.first);
   const std::uint64_t missed = detail::pipe_missed_wakeups();
   const std::uint64_t slot_wakes = detail::wake_slot_wakes();
   const auto target = [n](int r) { return (static_cast<std::size_t>(r) * 37 + 5) % n; };
@@ -73,8 +80,13 @@ void round_trips_through_the_slot(std::size_t n, int rounds) {
   Positions ready;
   for (int r = 0; r < rounds; ++r) {
     g_round = r;
-    wait(p.set, ready, 10s);
-    ASSERT_EQ(ready, (Positions{target(r)})) << "round " << r;
+    if (connections) {
+      wait(ends, ready_ends, 10s);
+      ASSERT_EQ(ready_ends, (std::vector<Connection*>{ends[target(r)]})) << "round " << r;
+    } else {
+      wait(p.set, ready, 10s);
+      ASSERT_EQ(ready, (Positions{target(r)})) << "round " << r;
+    }
     std::int32_t v = -1;
     ASSERT_EQ(p.pipes[target(r)].first.recv(v), RecvResult::ok);
     EXPECT_EQ(v, r);
@@ -91,6 +103,10 @@ TEST(WaitWakeSlot, SixtyFourBlockingEndsAreWokenThroughTheThreadsSlot) {
 
 TEST(WaitWakeSlot, MoreEndsThanFutexWaitvTakesAreWokenThroughTheSlotWithoutWindows) {
   round_trips_through_the_slot(130, 200);
+}
+
+TEST(WaitWakeSlot, ThePipeOnlyWaitOverManyEndsIsWokenThroughTheSlotToo) {
+  round_trips_through_the_slot(100, 200, true);
 }
 
 // Blocking round trips with a child process, whose sends race the
@@ -274,6 +290,55 @@ TEST(WaitWakeSlot, SlotsOverwrittenWhileInUseCostNoWakeup) {
   std::memset(static_cast<std::byte*>(at) + sizeof(detail::WakeTableHeader), 0x5A,
               sizeof(detail::WakeTable) - sizeof(detail::WakeTableHeader));
   EXPECT_EQ(slot_wakes_of_round_trips(), 20U);
+  ::munmap(at, sizeof(detail::WakeTable));
+}
+
+// A waiter killed while armed leaves its ring naming its slot. The
+// sender's next message wakes that slot (nobody sleeps there); the slot's
+// owner being dead, another thread may reclaim it (here the only one not
+// held by a live process), and that thread's waits wake through it.
+TEST(WaitWakeSlot, AKilledWaitersSlotIsReclaimedAndItsStaleRedirectIsHarmless) {
+  TestTable t;
+  detail::use_wake_table_for_testing(t.name);
+  test::SegmentGuard guard(test::unique_name("ws-kill"));
+  PipeOptions po;
+  po.wait.strategy = WaitStrategy::blocking;
+  auto a = Pipe(guard.name(), po);
+  auto b = Pipe(po);
+  pid_t child = test::fork_child([&] {
+    (void)wait({a.first, b.first}, 60s);  // sleeps on its slot, both rings naming it
+    return 0;
+  });
+  ASSERT_TRUE(test::poll_until([&] { return test::process_sleeping(child); }));
+  auto view = SegmentView::open(guard.name());
+  const auto* ctl = reinterpret_cast<const detail::PipeControl*>(view.payload().data());
+  const std::uint32_t dead_slot = ctl->rings[0].wake_slot.load();  // end first: ring 0
+  ASSERT_GE(dead_slot, 1U);
+  ASSERT_LE(dead_slot, detail::kWakeSlotCount);
+  ::kill(child, SIGKILL);
+  EXPECT_EQ(test::wait_child(child).signal, SIGKILL);
+
+  const std::uint64_t wakes = detail::wake_slot_wakes();
+  ASSERT_EQ(a.second.send(std::int32_t{1}), SendResult::ok);
+  EXPECT_EQ(detail::wake_slot_wakes() - wakes, 1U);  // the dead waiter's slot, nobody there
+  ASSERT_EQ(a.second.send(std::int32_t{2}), SendResult::ok);
+  EXPECT_EQ(detail::wake_slot_wakes() - wakes, 1U);  // the mark is taken: no more wakes
+
+  // Every other slot held by a live process (this one).
+  const int fd = ::open(t.path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  void* at = ::mmap(nullptr, sizeof(detail::WakeTable), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(at, MAP_FAILED);
+  auto* table = static_cast<detail::WakeTable*>(at);
+  for (std::uint32_t i = 0; i < detail::kWakeSlotCount; ++i) {
+    if (i + 1 != dead_slot) table->slots[i].owner.store(this_process().pack());
+  }
+  std::thread([&] {
+    EXPECT_EQ(detail::this_thread_wake_slot().id, dead_slot);
+    EXPECT_EQ(slot_wakes_of_round_trips(), 20U);
+  }).join();
+  EXPECT_EQ(table->slots[dead_slot - 1].owner.load(), 0U);  // freed when that thread ended
   ::munmap(at, sizeof(detail::WakeTable));
 }
 
