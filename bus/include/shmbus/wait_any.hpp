@@ -98,11 +98,11 @@
 // plain recv (a call answered from the hint runs about 80 instructions, a
 // whole pass about 35 an object: bench/cost/wait_cost.cpp); with an idle
 // descriptor in the set, adaptive 390-480 ns beside 410-450 ns (was 2.8 us
-// when every call made a ppoll). Blocking over 64 pipes 0.92-1.16x Linux
-// epoll_wait over 64 pipes (1.07-1.16x one pipe; three pairs, load 10: the
-// ends share the thread's wake slot, so futex_waitv gets one word; it got
-// 64 and read 1.12-1.16x before); fileno() + epoll_wait 1.15-1.25x a raw
-// eventfd ping-pong.
+// when every call made a ppoll). Blocking over 64 pipes 0.90-1.16x
+// (median 1.01x) Linux epoll_wait over 64 pipes, 0.98-1.16x one pipe
+// (five pairs, load 10-12: the ends share the thread's wake slot, so
+// futex_waitv gets one word; it got 64 and read 1.12-1.16x before);
+// fileno() + epoll_wait 1.15-1.25x a raw eventfd ping-pong.
 //
 // Liveness: a pipe end whose peer died, or a queue whose head is held by a
 // dead participant (repaired as a get() would), is seen within 10 ms.

@@ -171,7 +171,7 @@ struct alignas(64) RingConsumerLine {
   std::atomic<std::uint64_t> blocked_recvs;  // receives that slept waiting for data
 };
 
-// Ring control block (pipe format 4 and 5). Lives in the segment; offsets only.
+// Ring control block (pipe formats 4 to 6). Lives in the segment; offsets only.
 // (A consumer waiting for data sleeps on a header word: [ring.sleep].)
 //
 //   0    producer line   (producer-owned)
