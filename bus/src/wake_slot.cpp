@@ -34,8 +34,13 @@ char g_name[128] = "shmbus-wake-slots";  // under g_map_mutex
 // Opens the table at /dev/shm/<name>, making it if it is not there: made
 // whole under a private name, then linked into place (atomic), so an
 // opener never sees a half-made table. Null when it cannot be had or is
-// not one (size, magic, version, slot count or size differ).
-WakeTable* open_table(const char* name) noexcept {
+// not one (size, magic, version, slot count or size differ); `transient`
+// then says whether a later try may succeed (out of descriptors or memory).
+WakeTable* open_table(const char* name, bool& transient) noexcept {
+  transient = false;
+  const auto note = [&transient] {
+    transient = errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == EINTR;
+  };
   char path[192];
   std::snprintf(path, sizeof path, "/dev/shm/%s", name);
   int fd = ::open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
@@ -44,7 +49,10 @@ WakeTable* open_table(const char* name) noexcept {
     std::snprintf(tmp, sizeof tmp, "%s.%d.%ld", path, static_cast<int>(::getpid()),
                   static_cast<long>(::syscall(SYS_gettid)));
     const int t = ::open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (t < 0) return nullptr;
+    if (t < 0) {
+      note();
+      return nullptr;
+    }
     WakeTableHeader h{};
     h.magic = kWakeTableMagic;
     h.version = kWakeTableVersion;
@@ -60,12 +68,16 @@ WakeTable* open_table(const char* name) noexcept {
     if (!linked) return nullptr;
     fd = ::open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
   }
-  if (fd < 0) return nullptr;
+  if (fd < 0) {
+    note();
+    return nullptr;
+  }
   struct stat st {};
   void* at = MAP_FAILED;
   if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
       st.st_size == static_cast<off_t>(sizeof(WakeTable))) {
     at = ::mmap(nullptr, sizeof(WakeTable), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (at == MAP_FAILED) note();
   }
   ::close(fd);
   if (at == MAP_FAILED) return nullptr;
@@ -91,9 +103,12 @@ WakeTable* table() noexcept {
   // relaxed (both): under the mutex, which orders them.
   WakeTable* t = g_table.load(std::memory_order_relaxed);
   if (t == nullptr && !g_tried.load(std::memory_order_relaxed)) {
-    t = open_table(g_name);
+    bool transient = false;
+    t = open_table(g_name, transient);
     g_table.store(t, std::memory_order_release);  // [wake.table]
-    g_tried.store(true, std::memory_order_relaxed);
+    // Out of descriptors or memory: try again at the next wake (a sender
+    // that gave up would leave redirecting receivers to their slices).
+    g_tried.store(t != nullptr || !transient, std::memory_order_relaxed);
   }
   (void)::pthread_mutex_unlock(&g_map_mutex);
   return t;
