@@ -21,6 +21,7 @@
 #include "shmbus/detail/fd_bridge.hpp"
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/segment.hpp"
+#include "shmbus/detail/wake_slot.hpp"
 #include "shmbus/segment_info.hpp"
 
 namespace shmbus {
@@ -1357,8 +1358,12 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
     }
   }
   // Sleep on every ring's header word at once ([ring.sleep], as recv()'s
-  // sleep arms one), in slices that end for the liveness check.
+  // sleep arms one), in slices that end for the liveness check; two ends
+  // or more on the thread's wake slot instead, which their senders wake
+  // ([ring.redirect], as shmbus::wait() over Waitables).
   std::array<detail::FutexWaiter, detail::kMaxFutexWaiters> words{};
+  const detail::ThreadWakeSlot slot =
+      ends.size() >= 2 ? detail::this_thread_wake_slot() : detail::ThreadWakeSlot{};
   std::size_t armed = 0;
   const auto disarm = [&] {
     for (std::size_t i = 0; i < armed; ++i) W::ring(*ends[i]).disarm_sleep();
@@ -1370,13 +1375,19 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
     bool all_armed = true;
     bool fence = false;
     armed = 0;
+    // [ring.redirect] seq_cst: read before the marks below; pairs with the
+    // fetch_add in wake_slot().
+    if (slot.id != 0) words[0] = {slot.word, slot.word->load(std::memory_order_seq_cst)};
     for (Connection* c : ends) {
       auto& ring = W::ring(*c);
-      if (!ring.mark_asleep()) {
+      if (!ring.mark_asleep(slot.id)) {
         all_armed = false;  // a frame is there
         break;
       }
-      words[armed++] = {&ring.sleep_word(), static_cast<std::uint32_t>(detail::kHeaderWaiting)};
+      if (slot.id == 0) {
+        words[armed] = {&ring.sleep_word(), static_cast<std::uint32_t>(detail::kHeaderWaiting)};
+      }
+      ++armed;
       fence = ring.needs_fence() || fence;
     }
     if (all_armed && fence) {
@@ -1396,7 +1407,7 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
       Clock::time_point slice = std::min(deadline, now + kLivenessInterval);
       if (!fenced) slice = std::min(slice, now + detail::kUnfencedNap);
       detail::fault_point(detail::FaultPoint::sleeper_counted);
-      (void)detail::futex_wait_any({words.data(), armed}, &slice);
+      (void)detail::futex_wait_any({words.data(), slot.id != 0 ? 1 : armed}, &slice);
     }
     if (collect(false)) break;
     const auto now = Clock::now();

@@ -18,6 +18,7 @@
 
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/spsc_ring.hpp"
+#include "shmbus/detail/wake_slot.hpp"
 #include "shmbus/error.hpp"
 
 namespace shmbus {
@@ -82,6 +83,14 @@ struct WaitAccess {
     // [ring.sleep] mark the header word we poll, as recv()'s sleep does.
     if (!conn_usable(c) || !c.rx_.mark_asleep()) return false;
     w = {&c.rx_.sleep_word(), static_cast<std::uint32_t>(kHeaderWaiting)};
+    needs_fence = c.rx_.needs_fence();
+    return true;
+  }
+  // conn_arm() for a wait that sleeps on the thread's wake slot `slot`
+  // ([ring.redirect]): the sender wakes the slot instead of the word.
+  static bool conn_arm_redirected(void* o, std::uint32_t slot, bool& needs_fence) noexcept {
+    Connection& c = conn(o);
+    if (!conn_usable(c) || !c.rx_.mark_asleep(slot)) return false;
     needs_fence = c.rx_.needs_fence();
     return true;
   }
@@ -652,9 +661,20 @@ void WaitAny::full(std::span<const Waitable> items, std::vector<std::size_t>& ou
 
   // Sleep: arm (a window of) the objects, one heavy fence for those that
   // need it, re-check, then one futex_waitv on their words (and the
-  // watcher's word when there are descriptors).
+  // watcher's word when there are descriptors). [ring.redirect] Two pipe
+  // ends or more share one word: the thread's wake slot, which their
+  // senders wake instead of their header words (futex_waitv's cost grows
+  // with its words: detail/wake_slot.hpp). Without a slot (no table, all
+  // taken) each end's own word, as before.
   std::array<detail::FutexWaiter, detail::kMaxFutexWaiters> words{};
-  const bool windowed = objects > detail::kMaxSleepWords;
+  std::size_t pipes = 0;
+  for (const Waitable& w : items) pipes += w.ops_ == &kConnectionOps ? 1 : 0;
+  const detail::ThreadWakeSlot slot =
+      pipes >= 2 ? detail::this_thread_wake_slot() : detail::ThreadWakeSlot{};
+  const bool redirect = slot.id != 0;
+  // Objects with a word of their own, and the words left for them.
+  const std::size_t own_words = objects - (redirect ? pipes : 0);
+  const bool windowed = own_words > detail::kMaxSleepWords - (redirect ? 1 : 0);
   std::size_t window = 0;  // first object position of this sleep's window
   detail::FdWatcher* fdw = s.fds.empty() ? nullptr : &detail::watcher();
   for (;;) {
@@ -663,10 +683,28 @@ void WaitAny::full(std::span<const Waitable> items, std::vector<std::size_t>& ou
     std::size_t n = 0;
     bool ready_now = false;
     bool fence = false;
-    for (std::size_t k = 0; k < items.size() && n < detail::kMaxSleepWords; ++k) {
-      const std::size_t i = (window + k) % items.size();
+    if (redirect) {
+      // [ring.redirect] seq_cst: read before the arms below, so a sender
+      // that saw one of them bumps the word past this value (pairs with
+      // the fetch_add in wake_slot()): futex_waitv returns or is woken.
+      words[n++] = {slot.word, slot.word->load(std::memory_order_seq_cst)};
+      for (std::size_t i = 0; i < items.size() && !ready_now; ++i) {
+        if (wa.ops(i) != &kConnectionOps) continue;
+        bool needs = false;
+        if (!WaitAccess::conn_arm_redirected(wa.obj(i), slot.id, needs)) {
+          ready_now = true;
+          break;
+        }
+        s.armed.push_back(i);
+        s.tickets.push_back(0);
+        fence = fence || needs;
+      }
+    }
+    std::size_t scanned = 0;  // positions from `window` looked at
+    for (; !ready_now && scanned < items.size() && n < detail::kMaxSleepWords; ++scanned) {
+      const std::size_t i = (window + scanned) % items.size();
       const detail::WaitOps* o = wa.ops(i);
-      if (o == nullptr) continue;
+      if (o == nullptr || (redirect && o == &kConnectionOps)) continue;
       bool needs = false;
       std::uint32_t ticket = 0;
       if (!o->arm(wa.obj(i), words[n], needs, ticket)) {
@@ -678,7 +716,7 @@ void WaitAny::full(std::span<const Waitable> items, std::vector<std::size_t>& ou
       ++n;
       fence = fence || needs;
     }
-    window = windowed ? (window + n) % items.size() : 0;
+    window = windowed ? (window + scanned) % items.size() : 0;
     if (!ready_now && fence) {
       const bool done = detail::asymmetric_heavy_fence();
       for (std::size_t i : s.armed) wa.ops(i)->order(wa.obj(i), done);

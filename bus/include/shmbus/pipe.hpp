@@ -55,8 +55,9 @@ namespace shmbus {
 // ends in the order given (empty on timeout). It waits as the ends'
 // strategies do: busy-polls if one of them busy-polls (its sender wakes
 // nobody), else spins like an adaptive end (none if one blocks), then
-// sleeps on every ring at once (futex_waitv; ends that are armed and woken
-// like a sleeping recv()).
+// sleeps on every ring at once (ends armed like a sleeping recv(); two
+// ends or more share one futex word, the thread's wake slot, which their
+// senders wake: see "How it waits" in wait_any.hpp).
 // At most 128 ends; one that cannot receive (closed, moved from, the send
 // end of a half-duplex pipe, taken by another process) throws
 // Error(invalid_argument), as does a longer list, or an empty one without

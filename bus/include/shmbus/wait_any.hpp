@@ -37,13 +37,26 @@
 // design: no system call while something is ready; else it spins like its
 // objects (until the deadline if one of them busy-polls, whose notifier
 // wakes nobody; else as an adaptive object, none if one blocks), then
-// sleeps with one futex_waitv(2) on every object's futex word (a pipe end's
-// ring header, armed as a sleeping recv() arms it, with one heavy fence for
-// all of them; an Event's, Semaphore's or queue's wait channel, counted as a
-// sleeper as its own wait counts itself). Senders pay nothing new: they
-// wake these words as they wake their own sleepers. A waiter killed while
-// counted costs the notifiers at most 4 wakes for nobody before they
-// repair the count ([wait.epoch] in detail/futex.hpp).
+// sleeps with one futex_waitv(2) on the objects' futex words: an Event's,
+// Semaphore's, queue's or topic's wait channel, counted as a sleeper as
+// its own wait counts itself; for pipe ends, two or more share one word,
+// the calling thread's wake slot. Each end is armed as a sleeping recv()
+// arms its ring's header word (one heavy fence for all of them), naming
+// the slot, and its sender, finding the mark, wakes the slot instead of
+// the word ([ring.redirect], detail/wake_slot.hpp: a machine-wide table of
+// 1024 words, one claimed per waiting thread, /dev/shm/shmbus-wake-slots).
+// futex_waitv costs about 0.5 us per word per call (the kernel looks up
+// each shared word's key every time), so 64 pipe ends cost one word, not
+// 64. Where no slot can be had (the table cannot be made, mapped or
+// validated, or all 1024 are held by live threads), or for a single end,
+// each end's own word, as recv(). Senders pay nothing new on a send that
+// finds no waiter; one that finds a redirecting waiter reads one more word
+// and wakes the slot (its first such wake maps the table). A waiter killed
+// while armed leaves its ring naming its slot: the next message wakes that
+// slot once (nobody, or whoever reclaimed it from the dead owner: a
+// spurious wake-up). A waiter killed while counted on a channel costs the
+// notifiers at most 4 wakes for nobody before they repair the count
+// ([wait.epoch] in detail/futex.hpp).
 //
 // What a call returns: the objects found ready by one pass, in order.
 // Sets of 16 objects or more remember (per thread) the object found ready
@@ -60,10 +73,12 @@
 // passes only (as before, one ppoll each), so one that fires while the
 // set spins is seen within those 20 us.
 //
-// More than 127 objects (futex_waitv takes 128 words; one is kept for the
-// descriptor watcher): every object is still checked on every pass, but
-// only a window of 127 is slept on at once, in naps of 200 us that rotate
-// the window, so an object outside the window is seen within a nap.
+// More than 127 objects with a word of their own (futex_waitv takes 128
+// words; one is kept for the descriptor watcher, one for the wake slot;
+// pipe ends on the slot count for none): every object is still checked on
+// every pass, but only a window of them is slept on at once, in naps of
+// 200 us that rotate the window, so an object outside the window is seen
+// within a nap.
 //
 // A set with a file descriptor (a sentinel, a socket): the calling thread
 // still sleeps in futex_waitv on the objects' words, plus one word of its
@@ -83,11 +98,11 @@
 // plain recv (a call answered from the hint runs about 80 instructions, a
 // whole pass about 35 an object: bench/cost/wait_cost.cpp); with an idle
 // descriptor in the set, adaptive 390-480 ns beside 410-450 ns (was 2.8 us
-// when every call made a ppoll). Blocking 1.12x (1.16x Linux epoll_wait
-// over 64 pipes, an older run: a blocking call arms and disarms every
-// object's word and hands all of them to futex_waitv, where epoll
-// registers once); fileno() + epoll_wait 1.15-1.25x a raw eventfd
-// ping-pong.
+// when every call made a ppoll). Blocking over 64 pipes 0.90-1.16x
+// (median 1.01x) Linux epoll_wait over 64 pipes, 0.98-1.16x one pipe
+// (five pairs, load 10-12: the ends share the thread's wake slot, so
+// futex_waitv gets one word; it got 64 and read 1.12-1.16x before);
+// fileno() + epoll_wait 1.15-1.25x a raw eventfd ping-pong.
 //
 // Liveness: a pipe end whose peer died, or a queue whose head is held by a
 // dead participant (repaired as a get() would), is seen within 10 ms.

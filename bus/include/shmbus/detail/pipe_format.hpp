@@ -24,8 +24,11 @@ namespace shmbus::detail {
 // format 3 sender could take a token meant for a later word and wake the
 // wrong one. 5: an end's holder may wait for data with its own strategy
 // (PipeEndLine::recv_wait, a Listener's accept()); a format 4 sender
-// would not read it and leave such a receiver asleep.
-inline constexpr std::uint32_t kPipeFormat = 5;
+// would not read it and leave such a receiver asleep. 6: a receiver in
+// shmbus::wait() may name a wake slot (RingControl::wake_slot,
+// [ring.redirect]) and sleep on it instead of its header word; a format 5
+// sender would wake the word and leave it asleep until its liveness slice.
+inline constexpr std::uint32_t kPipeFormat = 6;
 inline constexpr std::size_t kPipeControlSize = 4096;  // ring data starts here, page aligned
 
 // Set once before the segment is ready; read-only afterwards.
@@ -58,7 +61,7 @@ struct alignas(64) PipeEndLine {
 };
 static_assert(offsetof(PipeEndLine, recv_wait) == 16);
 
-// Pipe control block, format 5, at the start of the payload.
+// Pipe control block, format 6, at the start of the payload.
 //
 //   0     config           (set once before ready)
 //   64    end 0 line       (end 0's holder)

@@ -82,6 +82,7 @@
 #include <type_traits>
 
 #include "shmbus/detail/futex.hpp"
+#include "shmbus/detail/wake_slot.hpp"
 
 namespace shmbus::detail {
 
@@ -170,14 +171,15 @@ struct alignas(64) RingConsumerLine {
   std::atomic<std::uint64_t> blocked_recvs;  // receives that slept waiting for data
 };
 
-// Ring control block (pipe format 4 and 5). Lives in the segment; offsets only.
+// Ring control block (pipe formats 4 to 6). Lives in the segment; offsets only.
 // (A consumer waiting for data sleeps on a header word: [ring.sleep].)
 //
 //   0    producer line   (producer-owned)
 //   64   consumer line   (consumer-owned)
 //   128  space channel   (producer sleeps when full, consumer notifies),
 //        consumer_asleep (consumer-written; a checked producer may clear it)
-//        producer_checks (producer-written when its end is set up)
+//        producer_checks (producer-written when its end is set up),
+//        wake_slot       (consumer-written before it sleeps: [ring.redirect])
 // The third line is written only around sleeps and set-up, so the checked
 // producer's load of consumer_asleep on every commit hits its own cache.
 struct RingControl {
@@ -186,11 +188,18 @@ struct RingControl {
   alignas(64) WaitChannel space;
   std::atomic<std::uint32_t> consumer_asleep;  // [ring.sleep] sleep_token(), 0: awake
   std::atomic<std::uint32_t> producer_checks;  // [ring.sleep] 1: RingWake::checked
+  // [ring.redirect] consumer-written: the id of the wake slot
+  // (detail/wake_slot.hpp) a producer that finds the consumer's mark or
+  // token wakes instead of the header word; 0: the header word. Stored by
+  // the consumer before the RMWs that arm it (mark_asleep()); read by the
+  // producer after its RMW that read the mark or took the token.
+  std::atomic<std::uint32_t> wake_slot;
 };
 static_assert(std::is_standard_layout_v<RingControl>);
 static_assert(offsetof(RingControl, consumer) == 64);
 static_assert(offsetof(RingControl, space) == 128);
 static_assert(offsetof(RingControl, consumer_asleep) == 136);
+static_assert(offsetof(RingControl, wake_slot) == 144);
 static_assert(sizeof(RingControl) == 192);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
@@ -583,7 +592,7 @@ class RingProducer {
     // consumer that armed before this sees the word change (its futex_wait
     // fails or is woken), one that arms after it sees the close.
     if (h.compare_exchange_strong(w, 0, std::memory_order_seq_cst, std::memory_order_relaxed))
-      (void)futex_wake(h, 1);
+      wake_sleeper(h);
     else if (wake_ == RingWake::checked)
       wake_if_asleep(pos_);  // the mark may already be under a frame
   }
@@ -748,13 +757,24 @@ class RingProducer {
   }
   // A blocking ring's publication (out of line: its receiver sleeps, so
   // the locked exchange and the wake-up dominate).
-  [[gnu::noinline]] static void publish_exchange(std::atomic<std::uint64_t>& h,
-                                                 std::uint64_t word) noexcept {
+  [[gnu::noinline]] void publish_exchange(std::atomic<std::uint64_t>& h,
+                                          std::uint64_t word) noexcept {
     // [ring.publish] + [ring.sleep] seq_cst exchange: releases the payload
     // and later headers written above (pairs with the consumer's acquire /
     // seq_cst load in peek / has_data) and reads whether the consumer
     // armed this word to sleep on it (pairs with its arm CAS).
-    if (h.exchange(word, std::memory_order_seq_cst) == kHeaderWaiting) (void)futex_wake(h, 1);
+    if (h.exchange(word, std::memory_order_seq_cst) == kHeaderWaiting) wake_sleeper(h);
+  }
+  // [ring.redirect] Wakes the consumer that armed header word `h`: the
+  // wake slot it named, else (none named, or this process cannot reach the
+  // slot table) the word itself. Called right after an RMW that read the
+  // consumer's mark (or took its token): that RMW read the value of the
+  // consumer's arming RMW, which followed its store of wake_slot, so the
+  // load below sees that store (or a later one).
+  void wake_sleeper(std::atomic<std::uint64_t>& h) noexcept {
+    // relaxed: ordered after the consumer's store by the caller's RMW (above).
+    const std::uint32_t slot = control_->wake_slot.load(std::memory_order_relaxed);
+    if (slot == 0 || !wake_slot(slot)) (void)futex_wake(h, 1);
   }
   // [ring.sleep] Wakes a consumer whose token names a word before `end`,
   // i.e. one this producer has written over. The token is taken (CAS to
@@ -779,7 +799,7 @@ class RingProducer {
     // acq_rel: one taker per token; pairs with the consumer's exchange.
     if (asleep.compare_exchange_strong(token, 0, std::memory_order_acq_rel,
                                        std::memory_order_relaxed))
-      (void)futex_wake(header_at(data_, (end - behind) & mask_), 1);
+      wake_sleeper(header_at(data_, (end - behind) & mask_));
   }
 
   RingControl* control_ = nullptr;
@@ -967,10 +987,15 @@ class RingConsumer {
   // heavy fence for all of them: mark_asleep() on each; then, if any
   // needs_fence(), one asymmetric_heavy_fence() and order_sleep(its
   // result) on those that needed it.
-  [[nodiscard]] bool mark_asleep() noexcept {
+  // `slot`: the wake slot producers are to wake instead of the header
+  // word ([ring.redirect], shmbus::wait()); 0 (recv()): the word itself.
+  [[nodiscard]] bool mark_asleep(std::uint32_t slot = 0) noexcept {
     if (corrupted_) return false;
     auto& h = header_at(data_, pos_ & mask_);
     const std::uint32_t token = sleep_token(pos_);
+    // [ring.redirect] relaxed: published by the seq_cst RMWs below (the
+    // token exchange, the mark), which a producer reads before this field.
+    control_->wake_slot.store(slot, std::memory_order_relaxed);
     // [ring.sleep] seq_cst: the cold side's store of [fence.asym], before
     // the mark and the heavy fence. It returns whether our token still
     // stands from an earlier arm at this word (nobody took it).
@@ -979,8 +1004,14 @@ class RingConsumer {
     // [ring.sleep] seq_cst: pairs with an exchanging producer's publication
     // (one of the two reads the other's value) and orders the caller's
     // later seq_cst check of the peer's close after the mark.
-    const bool fresh = h.compare_exchange_strong(w, kHeaderWaiting, std::memory_order_seq_cst,
-                                                 std::memory_order_acquire);
+    bool fresh = h.compare_exchange_strong(w, kHeaderWaiting, std::memory_order_seq_cst,
+                                           std::memory_order_acquire);
+    // [ring.redirect] Marked already (an earlier arm, ours or a dead
+    // consumer's): mark it again with an RMW, so that a producer's RMW that
+    // reads the mark reads ours and sees the wake_slot stored above.
+    if (!fresh && w == kHeaderWaiting)
+      fresh = h.compare_exchange_strong(w, kHeaderWaiting, std::memory_order_seq_cst,
+                                        std::memory_order_acquire);
     if (!fresh && w != kHeaderWaiting) {
       control_->consumer_asleep.store(0, std::memory_order_relaxed);  // relaxed: not asleep
       return false;

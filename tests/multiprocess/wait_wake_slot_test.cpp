@@ -1,0 +1,346 @@
+// shmbus::wait over many pipe ends sleeps on the thread's wake slot
+// ([ring.redirect], detail/wake_slot.hpp): senders wake the slot, not the
+// ring's header word. Checked without timing: a wake-up that went to the
+// wrong word shows as a sleep that ran to its slice's end
+// (detail::pipe_missed_wakeups()), and detail::wake_slot_wakes() counts
+// the wakes that went through a slot.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <csignal>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shmbus/detail/fault.hpp"
+#include "shmbus/detail/pipe_format.hpp"
+#include "shmbus/detail/wake_slot.hpp"
+#include "shmbus/pipe.hpp"
+#include "shmbus/process_id.hpp"
+#include "shmbus/segment_info.hpp"
+#include "shmbus/wait_any.hpp"
+#include "test_support.hpp"
+
+namespace shmbus {
+namespace {
+
+using namespace std::chrono_literals;
+using Positions = std::vector<std::size_t>;
+
+struct BlockingPipes {
+  std::deque<std::pair<Connection, Connection>> pipes;
+  std::vector<Waitable> set;  // every pipe's first end
+  explicit BlockingPipes(std::size_t n) {
+    PipeOptions po;
+    po.wait.strategy = WaitStrategy::blocking;
+    for (std::size_t i = 0; i < n; ++i) pipes.push_back(Pipe(po));
+    for (auto& p : pipes) set.emplace_back(p.first);
+  }
+};
+
+// The round the waiter is in, and the last round whose wait() was armed
+// and about to sleep (the sleeper_counted fault point, in the waiter).
+std::atomic<int> g_round{-1};
+std::atomic<int> g_armed{-1};
+void on_armed(detail::FaultPoint p) noexcept {
+  if (p != detail::FaultPoint::sleeper_counted) return;
+  g_armed.store(g_round.load());
+  g_armed.notify_all();
+}
+
+// A round trip over n blocking ends: the waiter arms every end (sleeps or
+// is about to), then the sender sends on one; the wake-up must come
+// through the slot, every time.
+// `connections`: the pipe-only wait() over Connection pointers.
+void round_trips_through_the_slot(std::size_t n, int rounds, bool connections = false) {
+  BlockingPipes p(n);
+  std::vector<Connection*> ends;
+  std::vector<Connection*> ready_ends;
+  for (auto& pp : p.pipes) ends.push_back(&pp.first);
+  const std::uint64_t missed = detail::pipe_missed_wakeups();
+  const std::uint64_t slot_wakes = detail::wake_slot_wakes();
+  const auto target = [n](int r) { return (static_cast<std::size_t>(r) * 37 + 5) % n; };
+  g_round = -1;
+  g_armed = -1;
+  detail::set_fault_hook(&on_armed);
+  std::thread sender([&] {
+    for (int r = 0; r < rounds; ++r) {
+      for (int a = g_armed.load(); a != r; a = g_armed.load()) g_armed.wait(a);
+      ASSERT_EQ(p.pipes[target(r)].second.send(std::int32_t{r}), SendResult::ok);
+    }
+  });
+  Positions ready;
+  for (int r = 0; r < rounds; ++r) {
+    g_round = r;
+    if (connections) {
+      wait(ends, ready_ends, 10s);
+      ASSERT_EQ(ready_ends, (std::vector<Connection*>{ends[target(r)]})) << "round " << r;
+    } else {
+      wait(p.set, ready, 10s);
+      ASSERT_EQ(ready, (Positions{target(r)})) << "round " << r;
+    }
+    std::int32_t v = -1;
+    ASSERT_EQ(p.pipes[target(r)].first.recv(v), RecvResult::ok);
+    EXPECT_EQ(v, r);
+  }
+  sender.join();
+  detail::set_fault_hook(nullptr);
+  EXPECT_EQ(detail::pipe_missed_wakeups() - missed, 0U);
+  EXPECT_EQ(detail::wake_slot_wakes() - slot_wakes, static_cast<std::uint64_t>(rounds));
+}
+
+TEST(WaitWakeSlot, SixtyFourBlockingEndsAreWokenThroughTheThreadsSlot) {
+  round_trips_through_the_slot(64, 200);
+}
+
+TEST(WaitWakeSlot, MoreEndsThanFutexWaitvTakesAreWokenThroughTheSlotWithoutWindows) {
+  round_trips_through_the_slot(130, 200);
+}
+
+TEST(WaitWakeSlot, ThePipeOnlyWaitOverManyEndsIsWokenThroughTheSlotToo) {
+  round_trips_through_the_slot(100, 200, true);
+}
+
+// Blocking round trips with a child process, whose sends race the
+// parent's arms freely: no wake-up is lost (none waits for its slice).
+TEST(WaitWakeSlot, ChildRoundTripsOverManyEndsLoseNoWakeup) {
+  constexpr std::size_t kEnds = 130;
+  constexpr int kRounds = 300;
+  BlockingPipes p(kEnds);
+  const std::uint64_t missed = detail::pipe_missed_wakeups();
+  pid_t child = test::fork_child([&] {
+    for (int r = 0; r < kRounds; ++r) {
+      Connection& end = p.pipes[(static_cast<std::size_t>(r) * 11) % kEnds].second;
+      std::int32_t ack = -1;
+      if (end.send(std::int32_t{r}) != SendResult::ok) return 1;
+      if (end.recv(ack) != RecvResult::ok || ack != r) return 2;
+    }
+    return detail::pipe_missed_wakeups() == 0 ? 0 : 3;
+  });
+  Positions ready;
+  for (int r = 0; r < kRounds; ++r) {
+    const std::size_t at = (static_cast<std::size_t>(r) * 11) % kEnds;
+    wait(p.set, ready, 10s);
+    ASSERT_EQ(ready, (Positions{at})) << "round " << r;
+    std::int32_t v = -1;
+    ASSERT_EQ(p.pipes[at].first.recv(v), RecvResult::ok);
+    ASSERT_EQ(p.pipes[at].first.send(v), SendResult::ok);
+  }
+  EXPECT_EQ(test::wait_child(child).code, 0);
+  EXPECT_EQ(detail::pipe_missed_wakeups() - missed, 0U);
+}
+
+// Pipes (redirected to the slot) beside a queue, an Event and a Process
+// sentinel (their own words, the watcher's): each kind still wakes.
+TEST(WaitWakeSlot, PipesBesideAQueueAnEventAndAProcessEachWake) {
+  test::SegmentGuard guard;
+  BlockingPipes p(3);
+  QueueOptions qo;
+  qo.capacity = 8;
+  qo.policy.strategy = WaitStrategy::blocking;
+  auto queue = Queue<std::int32_t>::create(guard.add(test::unique_name("ws-q")), qo);
+  auto event = Event::create(guard.add(test::unique_name("ws-e")));
+  event.set_wait_policy({.strategy = WaitStrategy::blocking});
+  int done[2];
+  ASSERT_EQ(::pipe(done), 0);
+  Process worker([&] {
+    char c;
+    return ::read(done[0], &c, 1) == 1 ? 0 : 1;
+  });
+  worker.start();
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
+  const pid_t parent = ::getpid();
+  pid_t child = test::fork_child([&] {
+    for (int step = 0; step < 4; ++step) {
+      char c = 0;
+      if (::read(go[0], &c, 1) != 1) return 1;
+      if (!test::poll_until([&] { return test::process_sleeping(parent); })) return 2;
+      switch (step) {
+        case 0:
+          if (p.pipes[1].second.send(std::int32_t{1}) != SendResult::ok) return 3;
+          break;
+        case 1:
+          if (queue.put(2) != QueueResult::ok) return 4;
+          break;
+        case 2:
+          event.set();
+          break;
+        default:
+          if (::write(done[1], "x", 1) != 1) return 5;
+          break;
+      }
+    }
+    char c = 0;  // keep the pipes' sending ends alive until told
+    return ::read(go[0], &c, 1) == 1 ? 0 : 6;
+  });
+  std::vector<Waitable> set = p.set;  // positions 0..2
+  set.emplace_back(queue);            // 3
+  set.emplace_back(event);            // 4
+  set.emplace_back(worker);           // 5
+  const std::uint64_t missed = detail::pipe_missed_wakeups();
+  Positions ready;
+  const std::array<std::size_t, 4> expect{1, 3, 4, 5};
+  for (std::size_t step = 0; step < expect.size(); ++step) {
+    ASSERT_EQ(::write(go[1], "g", 1), 1);
+    wait(set, ready, 10s);
+    ASSERT_EQ(ready, (Positions{expect[step]})) << "step " << step;
+    std::int32_t v = 0;
+    if (step == 0) {
+      ASSERT_EQ(p.pipes[1].first.recv(v), RecvResult::ok);
+    } else if (step == 1) {
+      ASSERT_EQ(queue.get(v), QueueResult::ok);
+    }
+    if (step == 2) event.clear();
+  }
+  worker.join();
+  ASSERT_EQ(::write(go[1], "g", 1), 1);
+  EXPECT_EQ(test::wait_child(child).code, 0);
+  EXPECT_EQ(detail::pipe_missed_wakeups() - missed, 0U);
+  for (int fd : {done[0], done[1], go[0], go[1]}) ::close(fd);
+}
+
+// The table at `name` in /dev/shm, made by the test, removed at the end.
+struct TestTable {
+  std::string name = "shmbus-test-wake-" + std::to_string(::getpid());
+  std::string path = "/dev/shm/" + name;
+  TestTable() { ::unlink(path.c_str()); }
+  ~TestTable() {
+    detail::use_wake_table_for_testing("shmbus-wake-slots");
+    ::unlink(path.c_str());
+  }
+  void write(std::size_t size, std::uint64_t magic) const {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(size)), 0);
+    detail::WakeTableHeader h{};
+    h.magic = magic;
+    h.version = detail::kWakeTableVersion;
+    h.slot_count = detail::kWakeSlotCount;
+    h.slot_size = sizeof(detail::WakeSlot);
+    if (size >= sizeof h) {
+      ASSERT_EQ(::pwrite(fd, &h, sizeof h, 0), static_cast<ssize_t>(sizeof h));
+    }
+    ::close(fd);
+  }
+};
+
+// Blocking round trips between threads over 8 ends; how many went
+// through a slot.
+std::uint64_t slot_wakes_of_round_trips() {
+  BlockingPipes p(8);
+  const std::uint64_t missed = detail::pipe_missed_wakeups();
+  const std::uint64_t slot_wakes = detail::wake_slot_wakes();
+  g_round = -1;
+  g_armed = -1;
+  detail::set_fault_hook(&on_armed);
+  std::thread sender([&] {
+    for (int r = 0; r < 20; ++r) {
+      for (int a = g_armed.load(); a != r; a = g_armed.load()) g_armed.wait(a);
+      EXPECT_EQ(p.pipes[static_cast<std::size_t>(r) % 8].second.send(std::int32_t{r}),
+                SendResult::ok);
+    }
+  });
+  Positions ready;
+  for (int r = 0; r < 20; ++r) {
+    g_round = r;
+    wait(p.set, ready, 10s);
+    EXPECT_EQ(ready, (Positions{static_cast<std::size_t>(r) % 8})) << "round " << r;
+    std::int32_t v = -1;
+    EXPECT_EQ(p.pipes[static_cast<std::size_t>(r) % 8].first.recv(v), RecvResult::ok);
+  }
+  sender.join();
+  detail::set_fault_hook(nullptr);
+  EXPECT_EQ(detail::pipe_missed_wakeups() - missed, 0U);
+  return detail::wake_slot_wakes() - slot_wakes;
+}
+
+TEST(WaitWakeSlot, ATruncatedOrCorruptedTableIsNotUsedAndWaitsStillWake) {
+  TestTable t;
+  t.write(100, detail::kWakeTableMagic);  // truncated
+  detail::use_wake_table_for_testing(t.name);
+  EXPECT_EQ(slot_wakes_of_round_trips(), 0U);
+  t.write(sizeof(detail::WakeTable), 0x1234);  // the right size, a wrong magic
+  detail::use_wake_table_for_testing(t.name);
+  EXPECT_EQ(slot_wakes_of_round_trips(), 0U);
+  t.write(sizeof(detail::WakeTable) + 4096, detail::kWakeTableMagic);  // too long
+  detail::use_wake_table_for_testing(t.name);
+  EXPECT_EQ(slot_wakes_of_round_trips(), 0U);
+}
+
+// A table whose slots somebody scribbled over while in use (owners and
+// words): the waits still wake (at worst a spurious wake-up).
+TEST(WaitWakeSlot, SlotsOverwrittenWhileInUseCostNoWakeup) {
+  TestTable t;
+  detail::use_wake_table_for_testing(t.name);  // made by the first wait
+  EXPECT_EQ(slot_wakes_of_round_trips(), 20U);
+  const int fd = ::open(t.path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  void* at = ::mmap(nullptr, sizeof(detail::WakeTable), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(at, MAP_FAILED);
+  std::memset(static_cast<std::byte*>(at) + sizeof(detail::WakeTableHeader), 0x5A,
+              sizeof(detail::WakeTable) - sizeof(detail::WakeTableHeader));
+  EXPECT_EQ(slot_wakes_of_round_trips(), 20U);
+  ::munmap(at, sizeof(detail::WakeTable));
+}
+
+// A waiter killed while armed leaves its ring naming its slot. The
+// sender's next message wakes that slot (nobody sleeps there); the slot's
+// owner being dead, another thread may reclaim it (here the only one not
+// held by a live process), and that thread's waits wake through it.
+TEST(WaitWakeSlot, AKilledWaitersSlotIsReclaimedAndItsStaleRedirectIsHarmless) {
+  TestTable t;
+  detail::use_wake_table_for_testing(t.name);
+  test::SegmentGuard guard(test::unique_name("ws-kill"));
+  PipeOptions po;
+  po.wait.strategy = WaitStrategy::blocking;
+  auto a = Pipe(guard.name(), po);
+  auto b = Pipe(po);
+  pid_t child = test::fork_child([&] {
+    (void)wait({a.first, b.first}, 60s);  // sleeps on its slot, both rings naming it
+    return 0;
+  });
+  ASSERT_TRUE(test::poll_until([&] { return test::process_sleeping(child); }));
+  auto view = SegmentView::open(guard.name());
+  const auto* ctl = reinterpret_cast<const detail::PipeControl*>(view.payload().data());
+  const std::uint32_t dead_slot = ctl->rings[0].wake_slot.load();  // end first: ring 0
+  ASSERT_GE(dead_slot, 1U);
+  ASSERT_LE(dead_slot, detail::kWakeSlotCount);
+  ::kill(child, SIGKILL);
+  EXPECT_EQ(test::wait_child(child).signal, SIGKILL);
+
+  const std::uint64_t wakes = detail::wake_slot_wakes();
+  ASSERT_EQ(a.second.send(std::int32_t{1}), SendResult::ok);
+  EXPECT_EQ(detail::wake_slot_wakes() - wakes, 1U);  // the dead waiter's slot, nobody there
+  ASSERT_EQ(a.second.send(std::int32_t{2}), SendResult::ok);
+  EXPECT_EQ(detail::wake_slot_wakes() - wakes, 1U);  // the mark is taken: no more wakes
+
+  // Every other slot held by a live process (this one).
+  const int fd = ::open(t.path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  void* at = ::mmap(nullptr, sizeof(detail::WakeTable), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(at, MAP_FAILED);
+  auto* table = static_cast<detail::WakeTable*>(at);
+  for (std::uint32_t i = 0; i < detail::kWakeSlotCount; ++i) {
+    if (i + 1 != dead_slot) table->slots[i].owner.store(this_process().pack());
+  }
+  std::thread([&] {
+    EXPECT_EQ(detail::this_thread_wake_slot().id, dead_slot);
+    EXPECT_EQ(slot_wakes_of_round_trips(), 20U);
+  }).join();
+  EXPECT_EQ(table->slots[dead_slot - 1].owner.load(), 0U);  // freed when that thread ended
+  ::munmap(at, sizeof(detail::WakeTable));
+}
+
+}  // namespace
+}  // namespace shmbus
