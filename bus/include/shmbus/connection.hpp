@@ -72,13 +72,24 @@ namespace shmbus {
 
 namespace detail {
 class Segment;
-// Messages this thread sent through any Connection: a receiver that sees
-// it move between two waits is in a request/response exchange.
-// constinit: no guard or wrapper call on the send path.
-extern constinit thread_local std::uint64_t t_sends;
+// Whether this thread sent through any Connection since a wait for data
+// last ended (a receiver that sees a send between two of its waits is in
+// a request/response exchange: no stream coalescing). A send only stores
+// true (one store where a count took a load and a store); the end of a
+// wait takes the flag (Connection::wait_data()): when set, it clears it and moves
+// t_send_epoch on. So a receiver that kept t_send_epoch from its wait's
+// end has seen no send since exactly when the flag is clear and the epoch
+// is the same (a wait of another receiver that took the flag meanwhile
+// moved the epoch). constinit: no guard or wrapper call on the send path.
+extern constinit thread_local bool t_sent;
+extern constinit thread_local std::uint64_t t_send_epoch;
 // [pipe.fork] In a fork child: turns off the fast paths of every
 // Connection the child inherited (pipe.cpp's pthread_atfork handler).
 void fork_child_stop_fast() noexcept;
+// What peer_closed() reads in a Connection without a peer (default made,
+// moved from): never set, so the inlined send may test the peer's flag
+// before its ring refuses the send.
+inline constinit const std::atomic<std::uint32_t> g_no_peer_closed{0};
 }  // namespace detail
 
 enum class SendResult : std::uint8_t {
@@ -363,7 +374,7 @@ class Connection {
   // length; on too_small, `size` is the length needed (the message stays).
   [[nodiscard]] RecvResult recv_bytes_into(std::span<std::byte> buffer, std::size_t offset,
                                            std::size_t& size) noexcept {
-    if (fast_recv_ready() && offset <= buffer.size() &&
+    if (offset <= buffer.size() &&
         rx_.try_recv<false, true>(buffer.data() + offset, buffer.size() - offset, size)) [[likely]]
       return RecvResult::ok;
     return recv_bytes_into_slow(buffer, offset, size);
@@ -397,8 +408,7 @@ class Connection {
   requires detail::PlainValue<T>
   [[nodiscard]] RecvResult recv(T& out) noexcept {
     std::size_t size = 0;
-    if (fast_recv_ready() &&
-        rx_.try_recv<true>(reinterpret_cast<std::byte*>(&out), sizeof(T), size)) [[likely]]
+    if (rx_.try_recv<true>(reinterpret_cast<std::byte*>(&out), sizeof(T), size)) [[likely]]
       return RecvResult::ok;
     return recv_value(&out, sizeof(T), nullptr);
   }
@@ -599,7 +609,7 @@ class Connection {
     if (w.spilled()) [[unlikely]]
       return slow(w.bytes());
     tx_.finish(w.size());
-    ++detail::t_sends;
+    detail::t_sent = true;
     return SendResult::ok;
   }
   template <class T>
@@ -619,7 +629,7 @@ class Connection {
                                                  Clock::duration grace = {}) {
     const std::byte* at = nullptr;
     std::size_t n = 0;
-    if (fast_recv_ready() && rx_.try_view(at, n)) [[likely]] {
+    if (rx_.try_view(at, n)) [[likely]] {
       msg = {at, n};
       in_place = true;
       return RecvResult::ok;
@@ -701,7 +711,7 @@ class Connection {
   // side, a full/empty compare, the copy.
   [[nodiscard, gnu::always_inline]] bool fast_send(const std::byte* p, std::size_t n) noexcept {
     if (n >= fast_send_end_ || peer_closed() || !tx_.try_send(p, n)) return false;
-    ++detail::t_sends;
+    detail::t_sent = true;
     return true;
   }
   // fast_send() of at most kInlineCopy bytes (a larger message is refused
@@ -709,8 +719,8 @@ class Connection {
   // to keep in registers across one; send_bytes_slow() takes the rest.
   [[nodiscard, gnu::always_inline]] bool fast_send_small(const std::byte* p,
                                                          std::size_t n) noexcept {
-    if (n >= fast_small_end_ || peer_closed() || !tx_.try_send<true>(p, n)) return false;
-    ++detail::t_sends;
+    if (n > detail::kInlineCopy || peer_closed() || !tx_.try_send<true>(p, n)) return false;
+    detail::t_sent = true;
     return true;
   }
   [[nodiscard, gnu::always_inline]] bool fast_recv_ready() const noexcept { return fast_recv_; }
@@ -723,8 +733,13 @@ class Connection {
   void update_fast() noexcept {
     const bool mine = active_ && !closed_ && fork_gen_ == detail::fork_generation();
     fast_send_end_ = can_send_ && mine ? fast_send_limit_ + 1 : 0;
-    fast_small_end_ = std::min<std::uint64_t>(fast_send_end_, detail::kInlineCopy + 1);
     fast_recv_ = can_recv_ && mine && !peeked_;
+    // The inlined paths test only the rings' own limits (one load each
+    // fewer): the rings run their fast paths only while these hold. A
+    // max_message below kInlineCopy leaves every send to the general path
+    // (fast_send_small() checks only n <= kInlineCopy).
+    tx_.allow_fast(fast_send_end_ > detail::kInlineCopy);
+    rx_.allow_fast(fast_recv_);
   }
   // [pipe.fork] Every Connection with a segment is on one process-wide
   // list (pipe.cpp) from the moment it has fast paths until it is
@@ -786,11 +801,11 @@ class Connection {
   std::uint64_t max_message_ = 0;
   std::uint64_t fast_send_limit_ = 0;  // largest one-frame message (0: cannot send)
   std::uint64_t fast_send_end_ = 0;    // fast_send_limit_ + 1 while it may send, else 0
-  std::uint64_t fast_small_end_ = 0;   // fast_send_end_, at most kInlineCopy + 1
-  const std::atomic<std::uint32_t>* peer_closed_flag_ = nullptr;  // the peer end's `closed`
+  // The peer end's `closed`; never null (detail::g_no_peer_closed without a pipe).
+  const std::atomic<std::uint32_t>* peer_closed_flag_ = &detail::g_no_peer_closed;
   std::chrono::nanoseconds coalesce_ = PipeOptions{}.coalesce;
   detail::CopyChoice copy_choice_;      // how fragments are copied (copy_choice.hpp)
-  std::uint64_t sends_after_wait_ = 0;  // detail::t_sends when the last wait ended
+  std::uint64_t sends_after_wait_ = 0;  // detail::t_send_epoch when the last wait ended
   bool short_wait_ = false;             // the last wait for data ended within a few polls
   std::uint64_t fork_gen_ = 0;
   std::uint64_t forks_at_create_ = 0;
