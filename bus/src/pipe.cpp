@@ -28,7 +28,8 @@ namespace shmbus {
 
 namespace detail {
 std::atomic<std::uint64_t> g_fork_generation{0};
-constinit thread_local std::uint64_t t_sends = 0;
+constinit thread_local bool t_sent = false;
+constinit thread_local std::uint64_t t_send_epoch = 0;
 
 namespace {
 std::atomic<std::uint64_t> g_missed_wakeups{0};
@@ -403,13 +404,13 @@ void Connection::follow_peer_recv_wait() noexcept {
 Connection::Connection(Connection&& o) noexcept
     : segment_(std::move(o.segment_)),
       control_(std::exchange(o.control_, nullptr)),
-      tx_(o.tx_),
-      rx_(o.rx_),
+      tx_(std::exchange(o.tx_, {})),
+      rx_(std::exchange(o.rx_, {})),
       policy_(o.policy_),
       recv_policy_(o.recv_policy_),
       max_message_(o.max_message_),
       fast_send_limit_(std::exchange(o.fast_send_limit_, 0)),
-      peer_closed_flag_(o.peer_closed_flag_),
+      peer_closed_flag_(std::exchange(o.peer_closed_flag_, &detail::g_no_peer_closed)),
       coalesce_(o.coalesce_),
       copy_choice_(o.copy_choice_),
       sends_after_wait_(o.sends_after_wait_),
@@ -438,13 +439,13 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     close();
     segment_ = std::move(o.segment_);
     control_ = std::exchange(o.control_, nullptr);
-    tx_ = o.tx_;
-    rx_ = o.rx_;
+    tx_ = std::exchange(o.tx_, {});
+    rx_ = std::exchange(o.rx_, {});
     policy_ = o.policy_;
     recv_policy_ = o.recv_policy_;
     max_message_ = o.max_message_;
     fast_send_limit_ = std::exchange(o.fast_send_limit_, 0);
-    peer_closed_flag_ = o.peer_closed_flag_;
+    peer_closed_flag_ = std::exchange(o.peer_closed_flag_, &detail::g_no_peer_closed);
     coalesce_ = o.coalesce_;
     copy_choice_ = o.copy_choice_;
     sends_after_wait_ = o.sends_after_wait_;
@@ -506,8 +507,9 @@ void detail::fork_child_stop_fast() noexcept {
   // and take_over() decides whether this child may use the end.
   for (Connection* c = fork_list().head; c != nullptr; c = c->fork_next_) {
     c->fast_send_end_ = 0;
-    c->fast_small_end_ = 0;
     c->fast_recv_ = false;
+    c->tx_.allow_fast(false);
+    c->rx_.allow_fast(false);
   }
 }
 
@@ -719,7 +721,8 @@ std::optional<detail::FutexResult> sleep_on(detail::WaitChannel& ch, Ready& read
 
 Connection::WaitOutcome Connection::wait_data(const Deadline* deadline) noexcept {
   auto* ctl = rx_.control();
-  if (short_wait_ && detail::t_sends == sends_after_wait_ && coalesce_.count() > 0 &&
+  const bool sent = detail::t_sent || detail::t_send_epoch != sends_after_wait_;
+  if (short_wait_ && !sent && coalesce_.count() > 0 &&
       recv_policy_.strategy != WaitStrategy::blocking) {
     // Stream coalescing (PipeOptions::coalesce): let the sender get ahead
     // without polling the line it is writing.
@@ -758,7 +761,11 @@ Connection::WaitOutcome Connection::wait_data(const Deadline* deadline) noexcept
       });
   if (slept) rx_.disarm_sleep();  // woken by the close, timed out, or a dead peer
   short_wait_ = polls <= kShortWaitPolls;
-  sends_after_wait_ = detail::t_sends;
+  if (detail::t_sent) {  // take the flag (see t_sent)
+    detail::t_sent = false;
+    ++detail::t_send_epoch;
+  }
+  sends_after_wait_ = detail::t_send_epoch;
   return r;
 }
 
@@ -787,7 +794,7 @@ SendResult Connection::send_bytes_slow(std::span<const std::byte> data) noexcept
 
 RecvResult Connection::recv_bytes_into_slow(std::span<std::byte> buffer, std::size_t offset,
                                             std::size_t& size) noexcept {
-  if (fast_recv_ready() && offset <= buffer.size() &&
+  if (offset <= buffer.size() &&
       rx_.try_recv<false>(buffer.data() + offset, buffer.size() - offset, size))
     return RecvResult::ok;
   return recv_impl(buffer, offset, size, nullptr, true);
@@ -821,7 +828,7 @@ SendResult Connection::send_bytes_impl(std::span<const std::byte> data, const De
   if (n != 0) std::memcpy(p, data.data(), n);
   detail::fault_point(detail::FaultPoint::send_written);
   tx_.commit(n);
-  ++detail::t_sends;
+  detail::t_sent = true;
   return SendResult::ok;
 }
 
@@ -859,7 +866,7 @@ SendResult Connection::commit(std::size_t size) noexcept {
   if (!can_send_ || closed_) return SendResult::closed;
   if (!tx_.can_commit(size)) return SendResult::too_large;
   tx_.commit(size);
-  ++detail::t_sends;
+  detail::t_sent = true;
   return SendResult::ok;
 }
 
@@ -945,7 +952,7 @@ SendResult Connection::send_fragmented(std::span<const std::byte> data,
     copy_choice_.record(mode, total,
                         std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start));
   }
-  ++detail::t_sends;
+  detail::t_sent = true;
   return SendResult::ok;
 }
 

@@ -72,13 +72,24 @@ namespace shmbus {
 
 namespace detail {
 class Segment;
-// Messages this thread sent through any Connection: a receiver that sees
-// it move between two waits is in a request/response exchange.
-// constinit: no guard or wrapper call on the send path.
-extern constinit thread_local std::uint64_t t_sends;
+// Whether this thread sent through any Connection since a wait for data
+// last ended (a receiver that sees a send between two of its waits is in
+// a request/response exchange: no stream coalescing). A send only stores
+// true (one store where a count took a load and a store); the end of a
+// wait takes the flag (Connection::wait_data()): when set, it clears it and moves
+// t_send_epoch on. So a receiver that kept t_send_epoch from its wait's
+// end has seen no send since exactly when the flag is clear and the epoch
+// is the same (a wait of another receiver that took the flag meanwhile
+// moved the epoch). constinit: no guard or wrapper call on the send path.
+extern constinit thread_local bool t_sent;
+extern constinit thread_local std::uint64_t t_send_epoch;
 // [pipe.fork] In a fork child: turns off the fast paths of every
 // Connection the child inherited (pipe.cpp's pthread_atfork handler).
 void fork_child_stop_fast() noexcept;
+// What peer_closed() reads in a Connection without a peer (default made,
+// moved from): never set, so the inlined send may test the peer's flag
+// before its ring refuses the send.
+inline constinit const std::atomic<std::uint32_t> g_no_peer_closed{0};
 }  // namespace detail
 
 enum class SendResult : std::uint8_t {
@@ -363,7 +374,7 @@ class Connection {
   // length; on too_small, `size` is the length needed (the message stays).
   [[nodiscard]] RecvResult recv_bytes_into(std::span<std::byte> buffer, std::size_t offset,
                                            std::size_t& size) noexcept {
-    if (fast_recv_ready() && offset <= buffer.size() &&
+    if (offset <= buffer.size() &&
         rx_.try_recv<false, true>(buffer.data() + offset, buffer.size() - offset, size)) [[likely]]
       return RecvResult::ok;
     return recv_bytes_into_slow(buffer, offset, size);
@@ -397,8 +408,7 @@ class Connection {
   requires detail::PlainValue<T>
   [[nodiscard]] RecvResult recv(T& out) noexcept {
     std::size_t size = 0;
-    if (fast_recv_ready() &&
-        rx_.try_recv<true>(reinterpret_cast<std::byte*>(&out), sizeof(T), size)) [[likely]]
+    if (rx_.try_recv<true>(reinterpret_cast<std::byte*>(&out), sizeof(T), size)) [[likely]]
       return RecvResult::ok;
     return recv_value(&out, sizeof(T), nullptr);
   }
@@ -599,7 +609,7 @@ class Connection {
     if (w.spilled()) [[unlikely]]
       return slow(w.bytes());
     tx_.finish(w.size());
-    ++detail::t_sends;
+    detail::t_sent = true;
     return SendResult::ok;
   }
   template <class T>
@@ -619,7 +629,7 @@ class Connection {
                                                  Clock::duration grace = {}) {
     const std::byte* at = nullptr;
     std::size_t n = 0;
-    if (fast_recv_ready() && rx_.try_view(at, n)) [[likely]] {
+    if (rx_.try_view(at, n)) [[likely]] {
       msg = {at, n};
       in_place = true;
       return RecvResult::ok;
@@ -649,59 +659,67 @@ class Connection {
   // The inlined fast paths: a whole message that fits one frame, with room
   // (or a frame) there now. Anything else (waiting, fragments, pads to the
   // ring end, errors, end of file) goes through the out-of-line *_impl
-  // calls, which repeat these checks and report why. fast_send_end_ and
-  // fast_recv_ fold the end's state (can send/receive, taken by this
-  // process, not closed, no frame left peeked, not a fork child's copy:
-  // [pipe.fork]) into one test each; update_fast() keeps them.
+  // calls, which repeat these checks and report why. The end's state (can
+  // send/receive, taken by this process, not closed, no frame left peeked,
+  // not a fork child's copy: [pipe.fork]) is folded into the rings' own
+  // limits (allow_fast(), kept by update_fast()), so the inlined paths
+  // test it with the compare they make anyway.
   //
   // What the inlined paths execute (issue 22; x86-64, GCC 12 -O3, read in
   // `objdump -d` of bench/cost/pipe_cost, counted there by callgrind per
-  // call with the wrapper's entry and return). send(Msg<8>) on a busy-poll
-  // pipe, 48 in all: the size against fast_small_end_ (may send, fits one
-  // frame and the inline copy, not a fork child's copy: 2); the peer's
-  // `closed` flag, so that a send after the peer closed says `broken` at
-  // once, as Python's BrokenPipeError does (4; kept:
-  // Pipe.CloseDeliversEverythingThenEof asks it of the first send after
-  // the close, and a check only where the ring looks full would answer ok
-  // for messages nobody will read); position, mask, offset (4) and whether
-  // a small frame would cross its cache line (4; the pad itself is out of
-  // line: try_send_padded()); the new position against fast_end_, which
-  // folds room, the [ring.stats] point, the ring's end, a batch and
-  // corruption into one compare (3); ring base, wake mode, the next
-  // frame's offset, the copy (5: one load and one store for 8 B); the
-  // write-intent prefetch kWriteAhead on (3); zeroing the next frame's
-  // header word (1); header word = position << 29 | valid | length, its
-  // address, the new position, the two private counters (7); busy-poll?
-  // then the publishing store (3: an adaptive pipe goes on to the exchange
-  // test, the store and its load of consumer_asleep, 7 more; a blocking
-  // one publishes out of line); the thread's send count that stream
-  // coalescing reads (2); entry, return and the registers the out-of-line
-  // pad call makes the wrapper save (8; inlined into a loop, as in the
-  // benchmark, mostly gone). send(Msg<64>) is 49: no line check, a copy
+  // call with the wrapper's entry and return). On one core, what bounds a
+  // send and a receive is their loads and stores more than their
+  // instructions: the core issues at most three memory operations a cycle
+  // (AMD Zen 4 here; llvm-mca -mcpu=znver3 on the benchmark's loop names
+  // them the bottleneck). Boost.Lockfree's spsc_queue takes 10 a pair (an
+  // index each side loaded and stored, the other's index, the element in
+  // and out), the typed 8 B pair here 33 before the seventeenth session:
+  // 3.3 and 11 cycles at three a cycle, the 3.0x the benchmark measured.
+  // Below, [n] is a group's memory operations.
+  // send(Msg<8>) on a busy-poll pipe, 45 instructions [16]: the peer's
+  // `closed` flag through its pointer, so that a send after the peer
+  // closed says `broken` at once, as Python's BrokenPipeError does (4 [2];
+  // kept: Pipe.CloseDeliversEverythingThenEof asks it of the first send
+  // after the close, and a check only where the ring looks full would
+  // answer ok for messages nobody will read); position, mask, offset (4
+  // [2]) and whether a small frame would cross its cache line (4; the pad
+  // itself is out of line: try_send_padded()); the new position against
+  // fast_end_, which folds room, the [ring.stats] point, the ring's end, a
+  // batch, corruption and whether this end may send at all into one
+  // compare (3 [1]); ring base, wake mode, the next frame's offset, the
+  // copy (6 [4]: one load and one store for 8 B); the write-intent
+  // prefetch kWriteAhead on (3 [1]); zeroing the next frame's header word
+  // (1 [1]); header word = position << 29 | valid | length, its address,
+  // the new position (5 [1]); the message and its bytes counted in one
+  // word (2 [2]: one add to memory, RingCounts); busy-poll? then the
+  // publishing store (3 [1]: an adaptive pipe goes on to the exchange
+  // test, the store and its load of consumer_asleep, 7 more [2]; a
+  // blocking one publishes out of line); t_sent for stream coalescing (2
+  // [1]); the wrapper's entry and return, and the register the
+  // out-of-line pad call makes it save (8 [2]; inlined into a loop, as in
+  // the benchmark, mostly gone). send(Msg<64>) is 42: no line check, a copy
   // of 4 + 4 vector moves. send_bytes() of a run-time size of up to
   // kInlineCopy (64) bytes takes the same path (a larger one goes to
   // send_bytes_slow(), out of line: no memcpy call here to keep registers
-  // across) and adds the frame size (2), the line check as one unsigned
-  // compare (5), the copy's size-class tree (4: two compares for any size
-  // from 8 to 64) and the length in the header word (2); its wrapper saves
-  // five registers for the pad call (12): the bytes rows are 66 and 74.
-  // recv(Msg<8>&), 23: the folded flag (2); position, mask, base, offset,
-  // the header load (6); the word a plain frame here carries and the
-  // difference (3); length == sizeof(T), which with the difference
-  // compares the whole header with one constant (2); the frame's end
-  // against fast_limit_, which folds the ring's end, the largest frame,
-  // corruption and the read position's publication point (3); the copy
-  // (2: 8 B, 9 for 64 B: recv(Msg<64>&) is 30); the new position and the
-  // byte and message counters (3); return (2). recv_bytes_into() bounds
-  // the length by the caller's room and 64 at once (4: a longer frame, or
-  // any word that is not a plain frame, goes to recv_bytes_into_slow(), a
-  // tail call), computes the frame size (2) and runs the size-class tree
-  // (4): the bytes rows are 37 and 43.
-  // Boost.Lockfree's spsc_queue does none of the checks: an index each
-  // side, a full/empty compare, the copy.
+  // across) and adds the size against kInlineCopy (2), the frame size (2),
+  // the line check as one unsigned compare (5), the copy's size-class tree
+  // (4: two compares for any size from 8 to 64) and the length in the
+  // header word (2); its wrapper saves five registers for the pad call.
+  // recv(Msg<8>&), 21 [10]: position, mask, base, offset, the header load
+  // (6 [4]); the word a plain frame here carries and the difference (3);
+  // length == sizeof(T), which with the difference compares the whole
+  // header with one constant (2); the frame's end against fast_limit_,
+  // which folds the ring's end, the largest frame, corruption, the read
+  // position's publication point and whether this end may receive at all
+  // (3 [1]); the copy (2 [2]: 8 B; 9 for 64 B: recv(Msg<64>&) is 28); the
+  // new position and the counts (4 [3]: a store and an add to memory);
+  // return (1). recv_bytes_into() bounds the length by the caller's room
+  // and 64 at once (4: a longer frame, or any word that is not a plain
+  // frame, goes to recv_bytes_into_slow(), a tail call), computes the frame
+  // size (2) and runs the size-class tree (4).
   [[nodiscard, gnu::always_inline]] bool fast_send(const std::byte* p, std::size_t n) noexcept {
     if (n >= fast_send_end_ || peer_closed() || !tx_.try_send(p, n)) return false;
-    ++detail::t_sends;
+    detail::t_sent = true;
     return true;
   }
   // fast_send() of at most kInlineCopy bytes (a larger message is refused
@@ -709,8 +727,8 @@ class Connection {
   // to keep in registers across one; send_bytes_slow() takes the rest.
   [[nodiscard, gnu::always_inline]] bool fast_send_small(const std::byte* p,
                                                          std::size_t n) noexcept {
-    if (n >= fast_small_end_ || peer_closed() || !tx_.try_send<true>(p, n)) return false;
-    ++detail::t_sends;
+    if (n > detail::kInlineCopy || peer_closed() || !tx_.try_send<true>(p, n)) return false;
+    detail::t_sent = true;
     return true;
   }
   [[nodiscard, gnu::always_inline]] bool fast_recv_ready() const noexcept { return fast_recv_; }
@@ -723,8 +741,13 @@ class Connection {
   void update_fast() noexcept {
     const bool mine = active_ && !closed_ && fork_gen_ == detail::fork_generation();
     fast_send_end_ = can_send_ && mine ? fast_send_limit_ + 1 : 0;
-    fast_small_end_ = std::min<std::uint64_t>(fast_send_end_, detail::kInlineCopy + 1);
     fast_recv_ = can_recv_ && mine && !peeked_;
+    // The inlined paths test only the rings' own limits (one load each
+    // fewer): the rings run their fast paths only while these hold. A
+    // max_message below kInlineCopy leaves every send to the general path
+    // (fast_send_small() checks only n <= kInlineCopy).
+    tx_.allow_fast(fast_send_end_ > detail::kInlineCopy);
+    rx_.allow_fast(fast_recv_);
   }
   // [pipe.fork] Every Connection with a segment is on one process-wide
   // list (pipe.cpp) from the moment it has fast paths until it is
@@ -786,11 +809,11 @@ class Connection {
   std::uint64_t max_message_ = 0;
   std::uint64_t fast_send_limit_ = 0;  // largest one-frame message (0: cannot send)
   std::uint64_t fast_send_end_ = 0;    // fast_send_limit_ + 1 while it may send, else 0
-  std::uint64_t fast_small_end_ = 0;   // fast_send_end_, at most kInlineCopy + 1
-  const std::atomic<std::uint32_t>* peer_closed_flag_ = nullptr;  // the peer end's `closed`
+  // The peer end's `closed`; never null (detail::g_no_peer_closed without a pipe).
+  const std::atomic<std::uint32_t>* peer_closed_flag_ = &detail::g_no_peer_closed;
   std::chrono::nanoseconds coalesce_ = PipeOptions{}.coalesce;
   detail::CopyChoice copy_choice_;      // how fragments are copied (copy_choice.hpp)
-  std::uint64_t sends_after_wait_ = 0;  // detail::t_sends when the last wait ended
+  std::uint64_t sends_after_wait_ = 0;  // detail::t_send_epoch when the last wait ended
   bool short_wait_ = false;             // the last wait for data ended within a few polls
   std::uint64_t fork_gen_ = 0;
   std::uint64_t forks_at_create_ = 0;

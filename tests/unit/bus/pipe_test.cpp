@@ -784,6 +784,79 @@ TEST(Pipe, StatisticsCountEveryMessageSentAlsoBetweenPublications) {
   EXPECT_EQ(pipe_stats(SegmentView::open(g.name())).rings[1].messages_sent, sent + 1);
 }
 
+// [ring.stats] Each end counts a message with one add to a word of
+// counts not yet added to its totals (RingCounts), and adds them when it
+// publishes. Over many publications and laps of a small ring, through every
+// path that counts (inlined sends and receives of a constant and of a
+// run-time size, the general path of a try_ call, a fragmented message,
+// peek() and release()), the totals stay exact.
+TEST(Pipe, StatisticsStayExactThroughEveryPathOverManyPublications) {
+  SegmentGuard g(unique_name("pipe-count-paths"));
+  PipeOptions o;
+  o.capacity = 4096;  // a publication every KiB, a lap every 4
+  auto [a, b] = Pipe(g.name(), o);
+  const std::vector<std::byte> mid(40, std::byte{2});
+  const std::vector<std::byte> big(3000, std::byte{3});  // fragments: frames of 1 KiB at most
+  std::uint64_t messages = 0, bytes = 0;
+  std::vector<std::byte> buf(64);
+  std::size_t n = 0;
+  for (int round = 0; round < 200; ++round) {
+    for (int i = 0; i < round % 7; ++i) ASSERT_EQ(a.send(std::uint64_t{1}), SendResult::ok);
+    ASSERT_EQ(a.send_bytes(mid), SendResult::ok);
+    ASSERT_EQ(a.try_send(std::uint32_t{4}), SendResult::ok);  // the general path
+    messages += static_cast<std::uint64_t>(round % 7) + 2;
+    bytes += 8 * static_cast<std::uint64_t>(round % 7) + 40 + 4;
+    if (round % 50 == 0) {
+      ASSERT_EQ(a.send_bytes(big), SendResult::ok);
+      ++messages;
+      bytes += big.size() + 8;  // and the total its first fragment carries
+    }
+    const PipeStats sent = pipe_stats(SegmentView::open(g.name()));
+    ASSERT_EQ(sent.rings[1].messages_sent, messages) << "round " << round;
+    ASSERT_EQ(sent.rings[1].bytes_sent, bytes) << "round " << round;
+
+    for (int i = 0; i < round % 7; ++i) ASSERT_EQ(b.recv<std::uint64_t>(), 1u);
+    ASSERT_EQ(b.recv_bytes_into(buf, 0, n), RecvResult::ok);
+    ASSERT_EQ(n, mid.size());
+    std::span<const std::byte> in;
+    ASSERT_EQ(b.peek(in), RecvResult::ok);
+    ASSERT_EQ(in.size(), 4u);
+    b.release();
+    if (round % 50 == 0) {
+      ASSERT_EQ(b.recv_bytes().size(), big.size());
+    }
+    ASSERT_EQ(b.try_recv_bytes_into(buf, 0, n), RecvResult::empty);  // publishes its position
+    const PipeStats got = pipe_stats(SegmentView::open(g.name()));
+    ASSERT_EQ(got.rings[1].messages_received, messages) << "round " << round;
+    ASSERT_EQ(got.rings[1].bytes_received, bytes) << "round " << round;
+  }
+}
+
+// A moved-from or default-made end refuses every call, also once the pipe
+// it came from is gone: its inlined paths test only its rings' limits,
+// which the move turns off, and read no memory of the old pipe.
+TEST(Pipe, AMovedFromEndRefusesEveryCallAfterItsPipeIsGone) {
+  auto [a, b] = Pipe();
+  {
+    Connection a2 = std::move(a);
+    Connection b2 = std::move(b);
+    ASSERT_EQ(a2.send(std::uint64_t{5}), SendResult::ok);
+    ASSERT_EQ(b2.recv<std::uint64_t>(), 5u);
+    ASSERT_EQ(a2.send(std::uint64_t{6}), SendResult::ok);  // left in the ring
+  }                                                        // the pipe's segment is unmapped here
+  Connection never;
+  for (Connection* c : {&a, &b, &never}) {
+    const std::byte bytes[8]{};
+    EXPECT_EQ(c->send(std::uint64_t{1}), SendResult::closed);
+    EXPECT_EQ(c->send_bytes(bytes), SendResult::closed);
+    std::uint64_t v = 0;
+    EXPECT_EQ(c->recv(v), RecvResult::closed);
+    std::byte buf[8];
+    std::size_t n = 0;
+    EXPECT_EQ(c->recv_bytes_into(buf, 0, n), RecvResult::closed);
+  }
+}
+
 // A receive after peek() (no release) takes the peeked message, once.
 TEST(Pipe, ReceiveAfterAPeekTakesThePeekedMessageOnce) {
   auto [a, b] = Pipe();

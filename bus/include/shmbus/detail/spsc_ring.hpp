@@ -138,6 +138,28 @@ inline constexpr std::size_t kMaxRingCapacity = std::size_t{1} << 30;
 [[nodiscard]] constexpr std::uint64_t stats_interval(std::uint64_t capacity) noexcept {
   return capacity / 4 < 4096 ? capacity / 4 : 4096;
 }
+// [ring.stats] An end's counts not yet added to its totals: messages in
+// the high half, bytes in the low half, so that counting a message is one
+// add to memory (two counters took two read-modify-writes a message, and
+// on one core the loads and stores are what a send and a receive are
+// bound by). An end adds them to its totals whenever it publishes, at
+// most a quarter ring (< 2^29 bytes and frames) after the last time, so
+// neither half overflows.
+inline constexpr std::uint64_t kCountedMessage = std::uint64_t{1} << 32;
+struct RingCounts {
+  std::uint64_t messages = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t unadded = 0;  // kCountedMessage * messages + bytes since the last add()
+  [[gnu::always_inline]] void count(std::uint64_t n_bytes, std::uint64_t n_messages = 1) noexcept {
+    unadded += kCountedMessage * n_messages + n_bytes;
+  }
+  void add() noexcept {
+    messages += unadded >> 32;
+    bytes += unadded & (kCountedMessage - 1);
+    unadded = 0;
+  }
+};
+
 [[nodiscard]] constexpr std::uint64_t frame_size(std::uint64_t payload) noexcept {
   return align8(kFrameHeaderSize + payload);
 }
@@ -212,6 +234,12 @@ struct Frame {
 };
 
 enum class PeekResult : std::uint8_t { ok, empty, corrupted };
+
+// What a RingConsumer without a ring (default made) reads at its read
+// position: an empty header word, so its inlined receives, which load the
+// header before they compare against fast_limit_ (0 there), find nothing
+// to take, and its owner needs no flag of its own to keep them off.
+alignas(kCacheLine) inline constinit std::byte g_no_ring[kFrameHeaderSize]{};
 
 [[nodiscard]] inline std::atomic<std::uint64_t>& header_at(std::byte* data,
                                                            std::uint64_t offset) noexcept {
@@ -347,8 +375,8 @@ class RingProducer {
     }
     // [ring.consume] acquire: pairs with the consumer's release of read_pos.
     cached_read_ = control->consumer.read_pos.load(std::memory_order_acquire);
-    sent_ = control->producer.messages_sent.load(std::memory_order_relaxed);
-    bytes_ = control->producer.bytes_sent.load(std::memory_order_relaxed);
+    counts_.messages = control->producer.messages_sent.load(std::memory_order_relaxed);
+    counts_.bytes = control->producer.bytes_sent.load(std::memory_order_relaxed);
     publish_at_ = pos_ + stats_interval(capacity);
     update_fast_end();
   }
@@ -462,7 +490,7 @@ class RingProducer {
   // position; true when kMinBegin bytes are free now (never in a batch or
   // a corrupted ring).
   [[gnu::noinline]] bool begin_room() noexcept {
-    if (corrupted_ || batching_) return false;
+    if (corrupted_ || batching_ || !fast_allowed_) return false;
     if (publish_at_ < pos_ + kMinBegin) publish_stats();
     if (fast_end_ < pos_ + kMinBegin) (void)refresh_read(kMinBegin + kFrameHeaderSize);
     return fast_end_ >= pos_ + kMinBegin;
@@ -498,8 +526,7 @@ class RingProducer {
       first = frame_word(pos, kFramePad | pad);
     }
     pos_ = next;
-    ++sent_;
-    bytes_ += n;
+    counts_.count(n);
     publish(header_at(data, off), first, next, wake);
   }
 
@@ -520,6 +547,14 @@ class RingProducer {
   }
   [[nodiscard]] bool corrupted() const noexcept { return corrupted_; }
   [[nodiscard]] RingControl* control() const noexcept { return control_; }
+  // Whether try_send() and try_begin() may run (on by default): the owner
+  // of the ring folds its own state into the one compare try_send() makes
+  // (Connection: this end may send, is this process's, not closed: one
+  // load a send fewer than a flag of its own).
+  void allow_fast(bool on) noexcept {
+    fast_allowed_ = on;
+    update_fast_end();
+  }
 
   // Room for a frame of `payload` bytes (<= max_payload()): returns where
   // to write it, or nullptr when the ring is full right now (or the
@@ -560,8 +595,7 @@ class RingProducer {
     pos_ += fs;
     reserved_ = 0;
     has_reservation_ = false;
-    ++sent_;
-    bytes_ += payload;
+    counts_.count(payload);
     publish_stats();
   }
 
@@ -573,9 +607,10 @@ class RingProducer {
   void publish_stats() noexcept {
     // [ring.stats] relaxed: single-writer counters for inspection only.
     control_->producer.write_pos.store(pos_, std::memory_order_relaxed);
+    counts_.add();
     if (stats_) {
-      control_->producer.messages_sent.store(sent_, std::memory_order_relaxed);
-      control_->producer.bytes_sent.store(bytes_, std::memory_order_relaxed);
+      control_->producer.messages_sent.store(counts_.messages, std::memory_order_relaxed);
+      control_->producer.bytes_sent.store(counts_.bytes, std::memory_order_relaxed);
     }
     publish_at_ = pos_ + stats_interval(capacity_);
     update_fast_end();
@@ -610,9 +645,10 @@ class RingProducer {
   // Counts one message made of several fragments as one (commit() counted
   // each fragment); keeps messages_sent a count of user messages.
   void uncount_fragments(std::uint64_t n) noexcept {
-    sent_ -= n;
+    counts_.add();
+    counts_.messages -= n;
     // [ring.stats] relaxed: single-writer counter.
-    if (stats_) control_->producer.messages_sent.store(sent_, std::memory_order_relaxed);
+    if (stats_) control_->producer.messages_sent.store(counts_.messages, std::memory_order_relaxed);
   }
 
   // Frames committed until end_batch() become visible together, with one
@@ -706,17 +742,17 @@ class RingProducer {
   // room for them and the next header word by the cached read position,
   // not past the next [ring.stats] publication, not past the end of the
   // ring's lap pos_ is in (so a frame below it lies inside the ring), and
-  // 0 (nothing) while a batch is open or the ring is corrupted. Kept
-  // current by every change of those but the lap: a fast frame may end
-  // exactly at the lap's end, and then fast_end_ (that end) is <= pos_,
-  // so the next frame is refused and goes through commit(), which
-  // recomputes it.
+  // 0 (nothing) while a batch is open, the ring is corrupted or the owner
+  // turned the fast paths off (allow_fast()). Kept current by every change
+  // of those but the lap: a fast frame may end exactly at the lap's end,
+  // and then fast_end_ (that end) is <= pos_, so the next frame is refused
+  // and goes through commit(), which recomputes it.
   void update_fast_end() noexcept {
     const std::uint64_t room = cached_read_ + capacity_ - kFrameHeaderSize;
     const std::uint64_t lap_end = (pos_ | mask_) + 1;
     std::uint64_t end = room < publish_at_ ? room : publish_at_;
     if (lap_end < end) end = lap_end;
-    fast_end_ = corrupted_ || batching_ ? 0 : end;
+    fast_end_ = corrupted_ || batching_ || !fast_allowed_ ? 0 : end;
   }
 
   // [ring.sleep] seq_cst exchange (a full barrier, where a fence would be
@@ -809,12 +845,8 @@ class RingProducer {
   std::uint64_t pos_ = 0;          // start of the next frame
   std::uint64_t cached_read_ = 0;  // producer's copy of consumer read_pos
   std::uint64_t reserved_ = 0;     // payload bytes of the reserved frame
-  // [ring.stats] sent_ and bytes_ are not neighbours: side by side, GCC
-  // adds them as one vector (a load, two moves, a shuffle, an add and a
-  // store: 7 instructions a message where two adds to memory do).
-  std::uint64_t sent_ = 0;
+  RingCounts counts_;              // [ring.stats] messages and bytes sent
   std::uint64_t pending_off_ = 0;
-  std::uint64_t bytes_ = 0;
   std::uint64_t pending_value_ = 0;
   std::uint64_t publish_at_ = 0;  // [ring.stats] try_send() hands over to commit() here
   std::uint64_t fast_end_ = 0;    // see update_fast_end()
@@ -823,7 +855,8 @@ class RingProducer {
   bool batching_ = false;
   bool pending_ = false;
   bool corrupted_ = false;
-  bool stats_ = true;  // update the [ring.stats] counters
+  bool stats_ = true;         // update the [ring.stats] counters
+  bool fast_allowed_ = true;  // allow_fast()
 };
 
 // The consuming side of one ring. Every header and position it reads is
@@ -839,8 +872,8 @@ class RingConsumer {
     if ((pos_ & 7) != 0 || pos_ > kMaxStartPosition) corrupted_ = true;  // untrusted
     published_ = pos_;
     publish_at_ = pos_ + capacity / 4;
-    received_ = control->consumer.messages_received.load(std::memory_order_relaxed);
-    bytes_ = control->consumer.bytes_received.load(std::memory_order_relaxed);
+    counts_.messages = control->consumer.messages_received.load(std::memory_order_relaxed);
+    counts_.bytes = control->consumer.bytes_received.load(std::memory_order_relaxed);
     update_fast_limit();
   }
 
@@ -894,8 +927,7 @@ class RingConsumer {
     // small for its buffer): release() runs only right after a peek(), so
     // it is never used again.
     pos_ = next;
-    ++received_;
-    bytes_ += len;
+    counts_.count(len);
     return true;
   }
 
@@ -922,6 +954,13 @@ class RingConsumer {
   [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
   [[nodiscard]] bool corrupted() const noexcept { return corrupted_; }
   [[nodiscard]] RingControl* control() const noexcept { return control_; }
+  // Whether try_recv() and try_view() may run (on by default): as
+  // RingProducer::allow_fast() (Connection: this end may receive, is this
+  // process's, not closed, nothing peeked).
+  void allow_fast(bool on) noexcept {
+    fast_allowed_ = on;
+    update_fast_limit();
+  }
 
   // The frame at the read position, or empty / corrupted. Skips pad
   // frames. A frame stays peeked until release().
@@ -1084,10 +1123,9 @@ class RingConsumer {
   [[gnu::always_inline]] void release(bool count_message = true) noexcept {
     if (peeked_ == 0) return;  // a peeked frame is at least its header
     pos_ += peeked_;
-    bytes_ += peeked_len_;
+    counts_.count(peeked_len_, count_message ? 1 : 0);
     peeked_ = 0;
     peeked_len_ = 0;
-    if (count_message) ++received_;
     if (pos_ >= fast_limit_) passed_fast_limit();
   }
 
@@ -1108,9 +1146,10 @@ class RingConsumer {
     publish_at_ = pos_ + capacity_ / 4;
     update_fast_limit();
     // [ring.stats] relaxed: single-writer counters for inspection only.
+    counts_.add();
     if (stats_) {
-      control_->consumer.messages_received.store(received_, std::memory_order_relaxed);
-      control_->consumer.bytes_received.store(bytes_, std::memory_order_relaxed);
+      control_->consumer.messages_received.store(counts_.messages, std::memory_order_relaxed);
+      control_->consumer.bytes_received.store(counts_.bytes, std::memory_order_relaxed);
     }
     if (notify_) {
       // [ring.consume] seq_cst: pairs with the producer's acquire in
@@ -1135,11 +1174,13 @@ class RingConsumer {
   // fast_limit_: the publish_read() point (a quarter ring past the last
   // publication, so such a frame is shorter than the largest frame
   // payload), and the end of the lap pos_ is in (so it lies inside the
-  // ring); 0 when the ring is corrupted. A frame that reaches it goes
-  // through peek() and release(), which publishes and moves the limit on.
+  // ring); 0 when the ring is corrupted or the owner turned the fast paths
+  // off (allow_fast()). A frame that reaches it goes through peek() and
+  // release(), which publishes and moves the limit on.
   void update_fast_limit() noexcept {
     const std::uint64_t lap_end = (pos_ | mask_) + 1;
-    fast_limit_ = corrupted_ ? 0 : (publish_at_ < lap_end ? publish_at_ : lap_end);
+    fast_limit_ =
+        corrupted_ || !fast_allowed_ ? 0 : (publish_at_ < lap_end ? publish_at_ : lap_end);
   }
   // release() reached fast_limit_: the publication point, or a new lap.
   [[gnu::noinline]] void passed_fast_limit() noexcept {
@@ -1148,23 +1189,22 @@ class RingConsumer {
   }
 
   RingControl* control_ = nullptr;
-  std::byte* data_ = nullptr;
+  std::byte* data_ = g_no_ring;  // see g_no_ring
   std::uint64_t capacity_ = 0;
   std::uint64_t mask_ = 0;
   std::uint64_t pos_ = 0;
   std::uint64_t published_ = 0;
   std::uint64_t publish_at_ = 0;  // published_ + a quarter ring: publish_read() there
   std::uint64_t fast_limit_ = 0;  // see update_fast_limit()
-  // [ring.stats] received_ and bytes_ apart, as RingProducer's counters.
-  std::uint64_t bytes_ = 0;
+  RingCounts counts_;             // [ring.stats] messages and bytes received
   std::uint64_t peeked_ = 0;
   std::uint64_t peeked_len_ = 0;
-  std::uint64_t received_ = 0;
   bool notify_ = false;
   bool corrupted_ = false;
   bool fenced_ = false;       // an arm_sleep() of ours ordered a checked producer
   bool token_stood_ = false;  // the last mark_asleep() found our token standing
   bool stats_ = true;         // update the [ring.stats] counters
+  bool fast_allowed_ = true;  // allow_fast()
 };
 
 }  // namespace shmbus::detail
