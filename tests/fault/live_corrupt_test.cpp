@@ -66,7 +66,13 @@ struct Timed {
   void operator()(F&& call) {
     const auto start = Clock::now();
     call();
-    if (Clock::now() - start > kTimeout + kBound) late = true;
+    const auto took = Clock::now() - start;
+    if (took > kTimeout + kBound) {
+      late = true;
+      std::fprintf(stderr, "a call took %lld ms\n",
+                   static_cast<long long>(
+                       std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
+    }
   }
 };
 
