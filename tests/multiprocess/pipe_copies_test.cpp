@@ -76,8 +76,8 @@ TEST(PipeCopies, EofWhenAChildThatNeverUsedTheWriterReturns) {
   expect_held(r);  // the child holds its copy of w
   go.open();
   int x = 0;
-  EXPECT_EQ(r.recv_for(x, 10s), RecvResult::eof);
-  EXPECT_EQ(code_of_recv(r), Errc::closed);  // recv(): Error(closed), EOFError
+  ASSERT_EQ(r.recv_for(x, 10s), RecvResult::eof);  // before the untimed recv below
+  EXPECT_EQ(code_of_recv(r), Errc::closed);        // recv(): Error(closed), EOFError
   p.join();
   EXPECT_EQ(p.exitcode(), 0);
 }
