@@ -647,10 +647,7 @@ Guard lock_guard(detail::MutexState& guard, const Clock::time_point* deadline) n
 // takes that long); then it returns broken without having broken the
 // generation (it cannot: the guard is not its).
 Clock::time_point grace(const Clock::time_point* deadline) noexcept {
-  constexpr auto kLatest = Clock::time_point::max() - detail::kOwnerCheckPeriod;
-  // A saturated deadline (wait_for of a huge duration) stays saturated.
-  if (deadline == nullptr || *deadline >= kLatest) return Clock::time_point::max();
-  return *deadline + detail::kOwnerCheckPeriod;
+  return deadline != nullptr ? *deadline + detail::kOwnerCheckPeriod : Clock::time_point::max();
 }
 
 }  // namespace
