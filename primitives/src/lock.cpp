@@ -123,8 +123,6 @@ LockResult mutex_acquire_slow(MutexState& m, const Clock::time_point* deadline,
   }
 }
 
-bool mutex_take_stuck(MutexState& m, std::uint32_t word) noexcept { return take_over(m, word); }
-
 void mutex_release_slow(MutexState& m, std::uint32_t word) noexcept {
   // Not recoverable stays so: nobody holds it, and release must not reset it.
   if ((word & kNotRecoverable) != 0) return;

@@ -592,65 +592,18 @@ bool Barrier::any_member_dead() noexcept {
   return dead;
 }
 
-namespace {
-
-// How a Barrier's guard was taken.
-enum class Guard : std::uint8_t {
-  held,      // taken: the guarded fields are as the last holder left them
-  repaired,  // taken from a dead or stuck holder: they may be half-written
-  not_held,  // not taken by the caller's deadline
-};
-
-// The guard is held for a few stores only, so a holder word that stays
-// the same for this long is damage (a corrupting write that left it naming
-// a live process) or a holder stopped (SIGSTOP, a debugger): it is taken
-// over like a dead holder's, which breaks the barrier. Without this a
-// damaged guard held every later call, timed ones past their deadline.
-constexpr auto kGuardPatience = std::chrono::seconds(1);
-
-Guard lock_guard(detail::MutexState& guard, const Clock::time_point* deadline) noexcept {
-  if (detail::mutex_try_acquire_fast(guard)) return Guard::held;
-  for (;;) {
-    // relaxed: only compared below, to see whether the holder changed.
-    const std::uint32_t seen = guard.word.load(std::memory_order_relaxed);
-    Clock::time_point until = Clock::now() + kGuardPatience;
-    const bool callers_first = deadline != nullptr && *deadline <= until;
-    if (callers_first) until = *deadline;
-    switch (detail::mutex_acquire_slow(guard, &until, WaitPolicy{})) {
-      case LockResult::acquired:
-        return Guard::held;
-      case LockResult::owner_died:
-        // relaxed: ours now; the barrier breaks, so the state needs no repair.
-        guard.word.fetch_and(~detail::kInconsistent, std::memory_order_relaxed);
-        return Guard::repaired;
-      case LockResult::timeout:
-        break;
-      default:
-        // Not recoverable: only damage makes it (the guard is never released
-        // inconsistent). Nobody can take it: the caller breaks the barrier
-        // without it (its release leaves the word as it is).
-        return Guard::repaired;
-    }
-    if (callers_first) return Guard::not_held;
-    // relaxed: take_over's CAS orders; a different holder means progress.
-    const std::uint32_t now = guard.word.load(std::memory_order_relaxed);
-    if ((now & detail::kPidMask) != 0 && (now & detail::kPidMask) == (seen & detail::kPidMask) &&
-        detail::mutex_take_stuck(guard, now)) {
-      guard.word.fetch_and(~detail::kInconsistent, std::memory_order_relaxed);  // as above
-      return Guard::repaired;
-    }
+bool Barrier::lock_guard() noexcept {
+  // The guard is only held for a few stores; an owner that died holding it
+  // may have left count/outcome half-written, so the barrier is broken.
+  LockResult r = detail::mutex_try_acquire_fast(state_->guard)
+                     ? LockResult::acquired
+                     : detail::mutex_acquire_slow(state_->guard, nullptr, WaitPolicy{});
+  if (r == LockResult::owner_died) {
+    state_->guard.word.fetch_and(~detail::kInconsistent, std::memory_order_relaxed);
+    return false;
   }
+  return r == LockResult::acquired;
 }
-
-// A timed call waits for the guard until one liveness slice past its
-// deadline (a healthy guard is held for a few stores: only a damaged one
-// takes that long); then it returns broken without having broken the
-// generation (it cannot: the guard is not its).
-Clock::time_point grace(const Clock::time_point* deadline) noexcept {
-  return deadline != nullptr ? *deadline + detail::kOwnerCheckPeriod : Clock::time_point::max();
-}
-
-}  // namespace
 
 void Barrier::break_generation(std::uint32_t gen, bool mark_broken) noexcept {
   // Under the guard. relaxed loads/stores of guarded fields: the guard orders them.
@@ -684,10 +637,7 @@ void Barrier::wake_generation() noexcept {
 
 BarrierResult Barrier::wait_until_(const Clock::time_point* deadline) noexcept {
   register_self();
-  const Clock::time_point until = grace(deadline);
-  const Guard taken = lock_guard(state_->guard, deadline != nullptr ? &until : nullptr);
-  if (taken == Guard::not_held) return {true, 0};
-  if (taken == Guard::repaired) {
+  if (!lock_guard()) {
     break_generation(state_->gen.load(std::memory_order_relaxed), true);
     detail::mutex_release(state_->guard);
     return {true, 0};
@@ -737,9 +687,7 @@ BarrierResult Barrier::wait_until_(const Clock::time_point* deadline) noexcept {
       continue;
     }
     if (deadline != nullptr && now >= *deadline) {
-      // A repaired guard is ours all the same; one not taken by then
-      // leaves the generation to its holder (we return broken).
-      if (lock_guard(state_->guard, &until) == Guard::not_held) return {true, 0};
+      (void)lock_guard();  // an owner-died guard is ours all the same
       break_generation(gen, true);
       detail::mutex_release(state_->guard);
       break;
@@ -747,8 +695,7 @@ BarrierResult Barrier::wait_until_(const Clock::time_point* deadline) noexcept {
     if (now >= next_check) {
       next_check = now + detail::kOwnerCheckPeriod;
       if (any_member_dead()) {
-        if (lock_guard(state_->guard, deadline != nullptr ? &until : nullptr) == Guard::not_held)
-          return {true, 0};
+        (void)lock_guard();
         break_generation(gen, true);
         detail::mutex_release(state_->guard);
         break;
@@ -778,13 +725,13 @@ BarrierResult Barrier::wait_until_(const Clock::time_point* deadline) noexcept {
 }
 
 void Barrier::abort() noexcept {
-  (void)lock_guard(state_->guard, nullptr);  // untimed: held or repaired
+  (void)lock_guard();
   break_generation(state_->gen.load(std::memory_order_relaxed), true);
   detail::mutex_release(state_->guard);
 }
 
 void Barrier::reset() noexcept {
-  (void)lock_guard(state_->guard, nullptr);  // untimed: held or repaired
+  (void)lock_guard();
   // relaxed: guarded fields.
   if (state_->count.load(std::memory_order_relaxed) != 0) {
     break_generation(state_->gen.load(std::memory_order_relaxed), false);

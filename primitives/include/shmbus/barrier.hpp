@@ -25,11 +25,6 @@
 // exit(), leaves its slots (detail/exit_actions.hpp), so the barrier is
 // reusable by the next set of parties. At most detail::kBarrierMembers (64)
 // processes are tracked; more still work but are not watched.
-// Damage: the internal guard (held for a few stores per call) left naming
-// a live process by a corrupting write, or held by a process stopped
-// (SIGSTOP, a debugger), does not hold a timed wait past its deadline plus
-// one liveness slice (it returns broken); any call that still wants it
-// after 1 s takes it over, which breaks the barrier.
 //
 // Memory ordering: everything a party wrote before wait() is visible to
 // every party after its wait() returns success (and the action sees what
@@ -119,6 +114,7 @@ class Barrier {
   void break_generation(std::uint32_t gen, bool mark_broken) noexcept;
   // Wakes the sleepers of a generation just ended (after the gen bump).
   void wake_generation() noexcept;
+  bool lock_guard() noexcept;
   bool any_member_dead() noexcept;
 
   detail::Segment segment_;

@@ -80,11 +80,6 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 LockResult mutex_acquire_slow(MutexState& m, const Clock::time_point* deadline,
                               const WaitPolicy& policy) noexcept;
 void mutex_release_slow(MutexState& m, std::uint32_t word) noexcept;
-// Takes the lock from the holder that `word` (read from m.word) names, as
-// from a dead owner (the word names us, keeps kWaiters, kInconsistent
-// set), for a caller that decided the holder is stuck; false when the
-// word changed since it was read.
-[[nodiscard]] bool mutex_take_stuck(MutexState& m, std::uint32_t word) noexcept;
 
 [[nodiscard]] inline bool mutex_try_acquire_fast(MutexState& m) noexcept {
   const SelfIds& self = self_ids();
