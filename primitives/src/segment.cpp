@@ -247,9 +247,9 @@ namespace {
 // sparse until touched: without this, an object larger than what /dev/shm
 // has left is created, and whoever touches a page the filesystem cannot
 // supply (the creator initialising it, any user later) dies of SIGBUS.
-// With it, that create throws Error(too_large, "... No space left on
-// device"), as a Dict's store does (containers/src/kv_store.cpp). Costs one pass of page allocation
-// at create (zeroed pages the first touch would have allocated anyway). A filesystem without
+// With it, that create throws Error(system, "... No space left on
+// device"). Costs one pass of page allocation at create (zeroed pages the
+// first touch would have allocated anyway). A filesystem without
 // fallocate keeps the old behaviour. Anonymous objects (memfd) are not
 // reserved: their filesystem has no size limit (a page it cannot supply
 // is the OOM killer's, as for any memory).
@@ -259,7 +259,7 @@ void reserve(int fd, std::size_t total, std::string_view name) {
     err = ::fallocate(fd, 0, 0, static_cast<off_t>(total)) == 0 ? 0 : errno;
   } while (err == EINTR);
   if (err == 0 || err == EOPNOTSUPP || err == ENOSYS) return;
-  throw Error(err == ENOSPC ? Errc::too_large : Errc::system, std::string(name),
+  throw Error(Errc::system, std::string(name),
               "reserving " + std::to_string(total) + " bytes in /dev/shm: " + std::strerror(err));
 }
 

@@ -28,7 +28,7 @@ enum class Errc : std::uint8_t {
   invalid_argument,   // a caller passed a bad size, count or option
   closed,             // the object or end was closed
   peer_dead,          // the other side died
-  too_large,          // a message above the configured maximum; no room in /dev/shm
+  too_large,          // a message above the configured maximum
   not_owner,          // release of a lock by a process that does not hold it
   value_error,        // e.g. BoundedSemaphore released above its bound
   broken_barrier,     // Barrier broken by timeout, abort or a dead party
