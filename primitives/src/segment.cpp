@@ -241,30 +241,6 @@ void Segment::initialise(Segment& seg, ObjectKind kind, TypeTag type, std::uint3
   h->state.store(static_cast<std::uint32_t>(SegmentState::ready), std::memory_order_release);
 }
 
-namespace {
-
-// Gives the new file of `name` all its memory now. A /dev/shm file is
-// sparse until touched: without this, an object larger than what /dev/shm
-// has left is created, and whoever touches a page the filesystem cannot
-// supply (the creator initialising it, any user later) dies of SIGBUS.
-// With it, that create throws Error(system, "... No space left on
-// device"). Costs one pass of page allocation at create (zeroed pages the
-// first touch would have allocated anyway). A filesystem without
-// fallocate keeps the old behaviour. Anonymous objects (memfd) are not
-// reserved: their filesystem has no size limit (a page it cannot supply
-// is the OOM killer's, as for any memory).
-void reserve(int fd, std::size_t total, std::string_view name) {
-  int err = 0;
-  do {
-    err = ::fallocate(fd, 0, 0, static_cast<off_t>(total)) == 0 ? 0 : errno;
-  } while (err == EINTR);
-  if (err == 0 || err == EOPNOTSUPP || err == ENOSYS) return;
-  throw Error(Errc::system, std::string(name),
-              "reserving " + std::to_string(total) + " bytes in /dev/shm: " + std::strerror(err));
-}
-
-}  // namespace
-
 Segment Segment::create(std::string_view name, ObjectKind kind, TypeTag type,
                         std::size_t payload_size, const Init& init, const SegmentOptions& options) {
   validate_name(name);
@@ -277,7 +253,6 @@ Segment Segment::create(std::string_view name, ObjectKind kind, TypeTag type,
     bip::shared_memory_object shm(bip::create_only, os.c_str(), bip::read_write, perm);
     try {
       shm.truncate(static_cast<bip::offset_t>(total));
-      reserve(shm.get_mapping_handle().handle, total, name);
       mapping->region = bip::mapped_region(shm, bip::read_write, 0, total);
     } catch (...) {
       bip::shared_memory_object::remove(os.c_str());

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -140,28 +139,6 @@ TEST(Segment, TruncatedFileIsReported) {
   EXPECT_EQ(code_of([&] { (void)SharedMemory::open(g.name(), quick); }), Errc::truncated);
   EXPECT_EQ(code_of([&] { (void)inspect_segment(g.name()); }), Errc::truncated);
   ::close(fd);
-}
-
-// A file on /dev/shm is sparse until its pages are touched: without the
-// memory reserved at create, an object larger than what /dev/shm has left
-// was made "successfully" and its user died of SIGBUS at the first page
-// the filesystem could not supply. Asking for more than the whole of
-// /dev/shm shows it without filling the machine's /dev/shm.
-TEST(Segment, CreateLargerThanDevShmIsAnErrorNotALaterSigbus) {
-  struct statvfs vfs {};
-  ASSERT_EQ(::statvfs("/dev/shm", &vfs), 0);
-  const std::uint64_t whole = std::uint64_t{vfs.f_blocks} * vfs.f_frsize;
-  if (whole == 0) GTEST_SKIP() << "/dev/shm has no size limit";
-  SegmentGuard g(unique_name("nospace"));
-  try {
-    auto m = SharedMemory::create(g.name(), whole + (std::size_t{1} << 20));
-    FAIL() << "made an object of " << m.size() << " bytes on a /dev/shm of " << whole;
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), Errc::system) << e.what();
-    EXPECT_NE(std::string(e.what()).find("No space left"), std::string::npos) << e.what();
-  }
-  // Nothing is left under the name.
-  EXPECT_EQ(code_of([&] { (void)SharedMemory::open(g.name()); }), Errc::not_found);
 }
 
 TEST(Segment, CorruptedMagicVersionAndStateAreReported) {
