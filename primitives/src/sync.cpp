@@ -737,6 +737,9 @@ void Barrier::reset() noexcept {
     break_generation(state_->gen.load(std::memory_order_relaxed), false);
   }
   state_->broken.store(0, std::memory_order_relaxed);
+  // Forget members that died (one killed holding the guard broke the round
+  // without this sweep): the next round must not break again for them.
+  (void)any_member_dead();
   detail::mutex_release(state_->guard);
 }
 
