@@ -2,14 +2,12 @@
 // receive paths, waiting with peer-liveness checks, and statistics.
 #include "shmbus/pipe.hpp"
 
-#include <fcntl.h>
 #include <immintrin.h>
 #include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <limits>
@@ -76,34 +74,12 @@ ForkList& fork_list() {
   return *list;
 }
 
-// [pipe.copies] The forking process's identity, taken in the prepare
-// handler; the child registers copies of the ends this process holds.
-std::uint64_t g_fork_parent = 0;  // under fork_list().m
-// [pipe.copies] The fork handshake: the parent's fork() returns only once
-// the child registered its copies (or died trying), so a close() right
-// after fork() already counts the child. An O_CLOEXEC pipe made in the
-// prepare handler; the child closes its write end when it has registered
-// (its death closes it too), the parent reads to EOF. -1: none (no end to
-// copy, or pipe2 failed: then a close() racing the child's first steps may
-// miss its copy).
-int g_fork_sync[2] = {-1, -1};  // under fork_list().m
-
-void on_fork_prepare() noexcept {
-  fork_list().m.lock();
-  g_fork_parent = this_process().pack();  // cached: no system call
-  if (fork_list().head == nullptr || ::pipe2(g_fork_sync, O_CLOEXEC) != 0)
-    g_fork_sync[0] = g_fork_sync[1] = -1;
-}
+void on_fork_prepare() noexcept { fork_list().m.lock(); }
 
 void on_fork_child() noexcept {
   // relaxed: the child is single-threaded here; only it reads its copy.
   detail::g_fork_generation.fetch_add(1, std::memory_order_relaxed);
   detail::fork_child_stop_fast();
-  if (g_fork_sync[0] >= 0) {
-    ::close(g_fork_sync[0]);
-    ::close(g_fork_sync[1]);  // registered: the parent's fork() may return
-    g_fork_sync[0] = g_fork_sync[1] = -1;
-  }
   fork_list().m.unlock();
 }
 
@@ -112,120 +88,18 @@ std::atomic<std::uint64_t> g_forks_made{0};
 void on_fork_parent() noexcept {
   // relaxed: a count read by this process's own close().
   g_forks_made.fetch_add(1, std::memory_order_relaxed);
-  if (g_fork_sync[0] >= 0) {
-    ::close(g_fork_sync[1]);
-    char c = 0;
-    // EOF once the child closed its copy of the write end (or died; also
-    // at once when fork() failed).
-    while (::read(g_fork_sync[0], &c, 1) < 0 && errno == EINTR) {
-    }
-    ::close(g_fork_sync[0]);
-    g_fork_sync[0] = g_fork_sync[1] = -1;
-  }
   fork_list().m.unlock();
 }
-
-// Set once register_atfork() ran: no Connection exists before it.
-std::atomic<bool> g_atfork_registered{false};
 
 void register_atfork() {
   static std::once_flag once;
   std::call_once(once, [] {
-    // First: its child handler (which refreshes this_process()) is then
-    // registered before ours, so runs first in a child (FIFO).
-    (void)this_process();
     (void)fork_list();
     ::pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
-    // release: the list exists for whoever sees the flag.
-    g_atfork_registered.store(true, std::memory_order_release);
   });
 }
 
 bool is_pow2(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
-
-// --- [pipe.copies] --------------------------------------------------------------
-// All accesses to copies, owner_left and a released owner word are seq_cst:
-// a reader that concludes "every holder is gone" loads the owner word,
-// then the slots, then the owner word again; a taker CASes the owner word
-// before it clears its slot, so a reader that saw the slot cleared also
-// sees the new owner on its second load and concludes nothing.
-
-// Whether `line` counts copies (not given up for a full table).
-bool counts_copies(const detail::PipeEndLine& line) noexcept {
-  // relaxed: sticky once set; a stale 0 means one more slot scan, whose
-  // own loads order what it decides.
-  return line.uncounted.load(std::memory_order_relaxed) == 0;
-}
-
-// Whether `line` names a live copy holder other than `me`; clears the
-// slots of holders found dead (their process can clear nothing).
-bool live_copies(detail::PipeEndLine& line, std::uint64_t me) noexcept {
-  bool any = false;
-  for (auto& slot : line.copies) {
-    std::uint64_t w = slot.load(std::memory_order_seq_cst);  // [pipe.copies]
-    if (w == 0 || w == me) continue;
-    const ProcessId id = ProcessId::unpack(w);
-    // A holder is registered only with its start time: a slot without one
-    // is garbage.
-    if (id.start_time != 0 && is_alive(id)) {
-      any = true;
-      continue;
-    }
-    // [pipe.copies] Nobody registers a dead process again: no ABA.
-    (void)slot.compare_exchange_strong(w, 0, std::memory_order_seq_cst);
-  }
-  return any;
-}
-
-// Clears `me`'s copy of `line`, if it holds one.
-void drop_copy(detail::PipeEndLine& line, std::uint64_t me) noexcept {
-  for (auto& slot : line.copies) {
-    std::uint64_t w = me;
-    // [pipe.copies] seq_cst: after the owner CAS of a taker.
-    (void)slot.compare_exchange_strong(w, 0, std::memory_order_seq_cst);
-  }
-}
-
-bool holds_copy(const detail::PipeEndLine& line, std::uint64_t me) noexcept {
-  for (const auto& slot : line.copies) {
-    if (slot.load(std::memory_order_seq_cst) == me) return true;  // [pipe.copies]
-  }
-  return false;
-}
-
-// `line` was released by its owner (owner 0, owner_left 1; the caller
-// loaded both): closes it for the peer once no copy is held but `me`'s.
-// Whether it is closed now.
-bool close_if_released(detail::PipeEndLine& line, std::uint64_t me) noexcept {
-  if (live_copies(line, me)) return false;
-  // [pipe.copies] seq_cst: nobody took the end since the caller's first
-  // load (a taker's CAS comes before it clears its slot, which the scan saw).
-  if (line.owner.load(std::memory_order_seq_cst) != 0) return false;
-  // [pipe.closed] seq_cst: for the gone holders, as their close would (the
-  // owner's frames were committed before its owner_left store, which the
-  // caller loaded); pairs with the peer's load in peer_closed().
-  line.closed.store(1, std::memory_order_seq_cst);
-  return true;
-}
-
-// In a fork child: registers the child (`me`) as a holder of a copy of
-// `line` when its parent held the end. Atomics only (a fork child handler).
-void register_copy(detail::PipeEndLine& line, std::uint64_t parent, std::uint64_t me) noexcept {
-  if (!counts_copies(line)) return;
-  // [pipe.owner] acquire: as take_over().
-  bool held = line.owner.load(std::memory_order_acquire) == parent;
-  if (!held) held = holds_copy(line, parent);
-  if (!held) return;  // a copy of a copy nobody counts: not counted either
-  if (ProcessId::unpack(me).start_time != 0) {
-    for (auto& slot : line.copies) {
-      std::uint64_t w = 0;
-      // [pipe.copies] seq_cst: see above.
-      if (slot.compare_exchange_strong(w, me, std::memory_order_seq_cst)) return;
-    }
-  }
-  // relaxed: a sticky flag (see counts_copies()).
-  line.uncounted.store(1, std::memory_order_relaxed);
-}
 
 void validate_options(std::string_view name, const PipeOptions& o) {
   if (!is_pow2(o.capacity) || o.capacity < detail::kMinRingCapacity ||
@@ -631,27 +505,11 @@ void detail::fork_child_stop_fast() noexcept {
   // Under the list's mutex (taken by on_fork_prepare()); the child has one
   // thread. Only the flags: everything else stays as the parent left it,
   // and take_over() decides whether this child may use the end.
-  const std::uint64_t me = this_process().pack();  // refreshed by its own handler
   for (Connection* c = fork_list().head; c != nullptr; c = c->fork_next_) {
     c->fast_send_end_ = 0;
     c->fast_recv_ = false;
     c->tx_.allow_fast(false);
     c->rx_.allow_fast(false);
-    // [pipe.copies] every end still open in the parent: the child holds a copy.
-    if (c->control_ != nullptr && !c->closed_)
-      register_copy(c->control_->ends[c->end_], g_fork_parent, me);
-  }
-}
-
-void detail::drop_pipe_copies() noexcept {
-  // acquire: pairs with register_atfork(); unset, there is no end (and
-  // fork_list() would allocate, which a child about to exec must not).
-  if (!g_atfork_registered.load(std::memory_order_acquire)) return;
-  ForkList& list = fork_list();
-  std::scoped_lock g(list.m);
-  const std::uint64_t me = this_process().pack();
-  for (Connection* c = list.head; c != nullptr; c = c->fork_next_) {
-    if (c->control_ != nullptr && !c->closed_) drop_copy(c->control_->ends[c->end_], me);
   }
 }
 
@@ -675,18 +533,13 @@ bool Connection::take_over() noexcept {
   auto& owner = control_->ends[end_].owner;
   // [pipe.owner] acquire: pairs with the CAS of whoever took the end.
   std::uint64_t cur = owner.load(std::memory_order_acquire);
-  auto& line = control_->ends[end_];
   while (cur != word) {
-    // The end passes from a parent to the forked child that uses it, and
-    // to a copy's holder once its owner released it or died ([pipe.copies]).
-    const bool may = cur == 0 || ProcessId::unpack(cur).pid == ::getppid() ||
-                     (holds_copy(line, word) && !is_alive(ProcessId::unpack(cur)));
+    // The end passes from a parent to the forked child that uses it.
+    const bool may = cur == 0 || ProcessId::unpack(cur).pid == ::getppid();
     if (!may) return false;
-    // [pipe.owner] acq_rel: see Connection::open(). seq_cst: [pipe.copies],
-    // before this process's slot is cleared below.
-    if (owner.compare_exchange_weak(cur, word, std::memory_order_seq_cst)) break;
+    // [pipe.owner] acq_rel: see Connection::open().
+    if (owner.compare_exchange_weak(cur, word, std::memory_order_acq_rel)) break;
   }
-  drop_copy(line, word);  // the owner now, no longer a copy holder
   if (fork_gen_ != detail::fork_generation()) {
     try {
       segment_->attach();  // count this process in the segment's table
@@ -711,58 +564,27 @@ void Connection::close() noexcept {
     update_fast();
     return;
   }
-  auto& line = control_->ends[end_];
-  const std::uint64_t me = this_process().pack();
+  // The end is closed for the peer when this process holds it: it took or
+  // used it, or it made the end and has not forked since (after a fork the
+  // child may take an end its parent never used: closing the parent's copy
+  // then leaves the child's alone, as with multiprocessing's handles).
+  // relaxed: see on_fork_parent().
+  const bool unforked = g_forks_made.load(std::memory_order_relaxed) == forks_at_create_;
   // [pipe.owner] acquire: see take_over().
-  std::uint64_t owner = line.owner.load(std::memory_order_acquire);
-  // This process holds the end: it made it, took it or used it here (not
-  // a copy inherited across fork). An owner word of 0 after this process
-  // took the end is a stray write (only a close gives an end back).
-  const bool mine =
-      fork_gen_ == detail::fork_generation() && (owner == me || (owner == 0 && active_));
-  if (!mine) {
-    drop_copy(line, me);  // [pipe.copies] a copy: this process holds it no more
-    closed_ = true;
-    update_fast();
-    return;
-  }
-  if (can_send_) tx_.flush();
-  if (can_recv_) rx_.publish_read();
-  detail::fault_point(detail::FaultPoint::close_begun);
-  bool last = false;
-  if (counts_copies(line)) {
-    // [pipe.copies] Closed for the peer only when no other process holds a
-    // copy; else released: the last holder's close or death ends it (the
-    // peer finds that, Connection::peer_dead()), or one of them takes it.
-    last = !live_copies(line, me);
-    if (!last) {
-      // [pipe.copies] seq_cst: before owner_left; fails if a child took the
-      // end meanwhile (then it is that child's to close).
-      if (owner != 0 && !line.owner.compare_exchange_strong(owner, 0, std::memory_order_seq_cst)) {
-        closed_ = true;
-        update_fast();
-        return;
-      }
-      line.owner_left.store(1, std::memory_order_seq_cst);  // [pipe.copies]
-      // The last copy may have gone between the scan and the release; the
-      // end is ours to close only while nobody took it since.
-      last = !live_copies(line, me) && line.owner.load(std::memory_order_seq_cst) == 0;
-    }
-  } else {
-    // Copies not counted (format 5's rule): the end is closed for the peer
-    // when this process used it, or made it and has not forked since
-    // (after a fork the child may take an end its parent never used:
-    // closing the parent's copy then leaves the child's alone).
-    // relaxed: see on_fork_parent().
-    const bool unforked = g_forks_made.load(std::memory_order_relaxed) == forks_at_create_;
-    last = active_ || unforked;
-  }
-  if (last) {
+  const std::uint64_t owner = control_->ends[end_].owner.load(std::memory_order_acquire);
+  // An owner word of 0 after this process took the end is a stray write
+  // (an end is never given back): the end is still ours to close.
+  const bool mine = (active_ || unforked) && fork_gen_ == detail::fork_generation() &&
+                    (owner == this_process().pack() || (owner == 0 && active_));
+  if (mine) {
+    if (can_send_) tx_.flush();
+    if (can_recv_) rx_.publish_read();
+    detail::fault_point(detail::FaultPoint::close_begun);
     // [pipe.closed] seq_cst: after every frame this end committed; pairs
     // with the peer's load in peer_closed() (and orders the wakes below:
     // [ring.sleep] for a receiver asleep on a header, [wait.sleepers] for
     // a sender asleep for room).
-    line.closed.store(1, std::memory_order_seq_cst);
+    control_->ends[end_].closed.store(1, std::memory_order_seq_cst);
     if (can_send_) tx_.wake_consumer();
     if (can_recv_) detail::notify(rx_.control()->space);
     if (remove_name_at_close_) remove_name_if_peer_gone();
@@ -787,31 +609,19 @@ void Connection::remove_name_if_peer_gone() noexcept {
 // --- waiting -------------------------------------------------------------------
 
 bool Connection::peer_dead() noexcept {
-  auto& line = control_->ends[1 - end_];
   // [pipe.owner] acquire: pairs with the CAS that took the peer's end.
-  // seq_cst: [pipe.copies], the first of the two loads.
-  const std::uint64_t raw = line.owner.load(std::memory_order_seq_cst);
-  const bool counted = counts_copies(line);
-  // [pipe.copies] Released by its owner's close while copies were held:
-  // closed for us once no copy is held.
-  if (raw == 0 && counted && line.owner_left.load(std::memory_order_seq_cst) == 1) {
-    (void)close_if_released(line, this_process().pack());
-    return false;  // closed or held: peer_closed() tells
-  }
-  // A 0 after we saw an owner is a peer's stray write (an end is given
-  // back only as above), and the owner we saw is the one to watch.
-  std::uint64_t w = raw;
+  std::uint64_t w = control_->ends[1 - end_].owner.load(std::memory_order_acquire);
+  // An end once taken is never given back: a 0 after we saw an owner is a
+  // peer's stray write, and the owner we saw is the one to watch.
   if (w == 0) w = peer_owner_seen_;
   if (w == 0) return false;  // not taken yet: the peer may still come
   peer_owner_seen_ = w;
   if (is_alive(ProcessId::unpack(w))) return false;
-  // [pipe.copies] A dead owner's copies may still be taken (take_over()).
-  if (counted && live_copies(line, this_process().pack())) return false;
   if (peer_death_counted_) return true;
   peer_death_counted_ = true;
-  auto& mine = control_->ends[end_];
+  auto& line = control_->ends[end_];
   // [ring.stats] relaxed: single-writer counter.
-  mine.peer_deaths.store(mine.peer_deaths.load(std::memory_order_relaxed) + 1,
+  line.peer_deaths.store(line.peer_deaths.load(std::memory_order_relaxed) + 1,
                          std::memory_order_relaxed);
   return true;
 }
@@ -1187,7 +997,6 @@ RecvResult Connection::next_frame(detail::Frame& frame, const Deadline* deadline
       // A call that never waits learns of a death too (within one
       // liveness interval), as recv() and poll() do.
       if (peer_dead_by_now()) return drain(RecvResult::peer_dead);
-      if (peer_closed()) return drain(RecvResult::eof);  // [pipe.copies] found just now
       if (fd_bridge_ != nullptr) [[unlikely]]
         rearm_fileno();
       return RecvResult::empty;
@@ -1412,7 +1221,7 @@ bool Connection::poll(std::chrono::nanoseconds timeout) noexcept {
   if (peeked_ || rx_.has_data() || peer_closed()) return true;
   // A dead peer makes the end ready (recv() then drains and reports it).
   if (timeout <= std::chrono::nanoseconds::zero()) {
-    if (peer_dead_by_now() || peer_closed()) return true;  // [pipe.copies] may close
+    if (peer_dead_by_now()) return true;
     if (fd_bridge_ != nullptr) [[unlikely]]
       rearm_fileno();
     return false;
@@ -1430,16 +1239,8 @@ bool peer_gone(const void* ctx) noexcept {
   const auto& line = *static_cast<const detail::PipeEndLine*>(ctx);
   // seq_cst: as peer_closed(); acquire for the owner: as peer_dead().
   if (line.closed.load(std::memory_order_seq_cst) != 0) return true;
-  auto& l = const_cast<detail::PipeEndLine&>(line);  // the slots it clears are shared anyway
-  // [pipe.owner] acquire: as peer_dead(); seq_cst: [pipe.copies].
-  const std::uint64_t w = line.owner.load(std::memory_order_seq_cst);
-  const bool counted = counts_copies(line);
-  const std::uint64_t me = this_process().pack();
-  if (w == 0) {
-    return counted && line.owner_left.load(std::memory_order_seq_cst) == 1 &&
-           close_if_released(l, me);
-  }
-  return !is_alive(ProcessId::unpack(w)) && !(counted && live_copies(l, me));
+  const std::uint64_t w = line.owner.load(std::memory_order_acquire);
+  return w != 0 && !is_alive(ProcessId::unpack(w));
 }
 }  // namespace
 
@@ -1497,8 +1298,7 @@ struct ConnectionWait {
   static bool ready(Connection& c) noexcept {
     return c.peeked_ || c.rx_.has_data() || c.peer_closed();
   }
-  // peer_dead() may find the peer's holders gone and close it ([pipe.copies]).
-  static bool peer_dead(Connection& c) noexcept { return c.peer_dead() || c.peer_closed(); }
+  static bool peer_dead(Connection& c) noexcept { return c.peer_dead(); }
   static bool peer_closed(const Connection& c) noexcept { return c.peer_closed(); }
   static RingConsumer& ring(Connection& c) noexcept { return c.rx_; }
   static WaitStrategy strategy(const Connection& c) noexcept { return c.recv_policy_.strategy; }

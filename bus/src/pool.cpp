@@ -405,12 +405,6 @@ void PoolCore::start_worker(std::size_t slot) {
 }
 
 int PoolCore::work(Worker& w, WorkerLine& line) {
-  // [pipe.copies] This worker holds a copy of the pool's end of every
-  // worker's pipe (its own included): drop them, or the pool's close()
-  // would not be an end of file for a worker while a sibling lives.
-  for (auto& other : workers_) {
-    if (other) other->conn.close();
-  }
   if (options_.initializer) options_.initializer();  // throws: the worker exits 1
   std::vector<std::byte> task;
   std::vector<std::byte> reply;

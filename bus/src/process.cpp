@@ -24,7 +24,6 @@
 #include <thread>
 
 #include "shmbus/detail/exit_actions.hpp"
-#include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/error.hpp"
 
 namespace shmbus {
@@ -330,9 +329,6 @@ void Process::start() {
       ::_exit(kSetupFailedExit);
     }
     if (!target_) {
-      // [pipe.copies] The program exec'd never closes the pipe ends this
-      // child inherited: it holds no copy of them.
-      shmbus::detail::drop_pipe_copies();
       write_pid(env_added.back().data() + kPidVar.size() + 1, ::getpid());
       ::execvpe(argv[0], argv.data(), envp.data());
       SetupFailure f{kStageExec, errno};

@@ -16,34 +16,11 @@
 // forked child). An end opened by name is taken at once; a second taker
 // gets Errc::already_exists. After fork, use each end in one process only.
 //
-// Copies across fork(), as Python counts a descriptor's copies: a child
-// forked while its parent holds an end holds a copy of it, until it closes
-// it (a child that returns or calls exit() closes its copies), takes the
-// end by using it, or dies. The end's owner closing it is an end of file
-// for the peer only once no other process holds a copy: so after
-//   auto [r, w] = shmbus::Pipe(false);  // child started, then w.close()
-// r.recv() reads EOF when the child closes w, exits or is killed, used w
-// or not, and waits while it holds w (close in a child what it does not
-// use, as in Python). A dead owner likewise reads as peer_dead only once
-// no copy is held. A reader's own process's copies of the peer end never
-// count (nobody would close them). Up to three copies are counted per end
-// at once; past that the end stops counting copies for good and behaves
-// as before they were counted: its owner's close is an end of file if the
-// owner used the end or has not forked since it made it, and otherwise
-// leaves the end to the child that uses it first. Not counted at all: a
-// child of _Fork(), vfork() or posix_spawn() (no atfork handler runs),
-// and a Process(argv) child, which drops its copies before exec. A child
-// that exec()s by itself keeps its copies while the new program runs:
-// close() them before exec, or use Process(argv).
-// Copy holders are read from shared memory like everything else: a slot
-// naming no live process counts as closed.
-//
 // Hot paths (send*, recv*_into, try_*, poll, reserve/commit, peek/release)
 // are noexcept and return a small enum; the convenience calls that return
 // a value (recv<T>(), recv_bytes(), recv_string()) throw shmbus::Error.
 //
-// End of file: when the peer closes its end or dies (and no copy of it is
-// held, see above), the receiver first
+// End of file: when the peer closes its end or dies, the receiver first
 // gets every message the peer committed, then RecvResult::eof (closed) or
 // RecvResult::peer_dead (died without closing). A sender whose peer is
 // gone gets SendResult::broken / peer_dead. Using a closed end gives
@@ -107,9 +84,7 @@ class Segment;
 extern constinit thread_local bool t_sent;
 extern constinit thread_local std::uint64_t t_send_epoch;
 // [pipe.fork] In a fork child: turns off the fast paths of every
-// Connection the child inherited and registers the child as a copy holder
-// of each end its parent held ([pipe.copies]; pipe.cpp's pthread_atfork
-// handler).
+// Connection the child inherited (pipe.cpp's pthread_atfork handler).
 void fork_child_stop_fast() noexcept;
 // What peer_closed() reads in a Connection without a peer (default made,
 // moved from): never set, so the inlined send may test the peer's flag
@@ -780,7 +755,6 @@ class Connection {
   void track_for_fork() noexcept;
   void untrack_for_fork() noexcept;
   friend void detail::fork_child_stop_fast() noexcept;
-  friend void detail::drop_pipe_copies() noexcept;
 
   SendResult send_bytes_impl(std::span<const std::byte> data, const Deadline* deadline,
                              bool wait) noexcept;

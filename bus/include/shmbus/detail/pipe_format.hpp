@@ -26,11 +26,8 @@ namespace shmbus::detail {
 // (PipeEndLine::recv_wait, a Listener's accept()); a format 4 sender
 // would not read it and leave such a receiver asleep. 6: a receiver in
 // shmbus::wait() may name a wake slot (RingControl::wake_slot,
-// [ring.redirect]) and sleep on it instead of its header word (a format 5
-// sender would wake the word and leave it asleep until its liveness
-// slice), and an end counts its forked copies (PipeEndLine::copies,
-// owner_left, [pipe.copies]; a format 5 process would neither register
-// nor clear them, and would take a released end for a stray write).
+// [ring.redirect]) and sleep on it instead of its header word; a format 5
+// sender would wake the word and leave it asleep until its liveness slice.
 inline constexpr std::uint32_t kPipeFormat = 6;
 inline constexpr std::size_t kPipeControlSize = 4096;  // ring data starts here, page aligned
 
@@ -49,18 +46,8 @@ struct PipeConfig {
 // default, keeps them; segments made before the flag existed read as 0).
 inline constexpr std::uint32_t kPipeNoStatistics = 1;
 
-// Copies of an end counted per end (PipeEndLine::copies).
-inline constexpr std::size_t kEndCopySlots = 3;
-
-// One end's line: written by the processes that hold the end: its owner
-// (the CAS that takes it, close(), recv_wait just before the CAS) and its
-// copy holders ([pipe.copies]); `closed` also by a peer that finds every
-// holder gone (Connection::peer_dead()).
-//
-//   0   owner        8  closed       12 peer_deaths   16 recv_wait
-//   20  (spare)
-//   32  copies[0..2] (a ProcessId each, 0 = free)
-//   56  owner_left   60 uncounted
+// One end's line: written only by the process that holds the end (owner
+// by a CAS when the end is taken; recv_wait by the taker just before it).
 struct alignas(64) PipeEndLine {
   std::atomic<std::uint64_t> owner;        // ProcessId::pack(), 0 = not taken   [pipe.owner]
   std::atomic<std::uint32_t> closed;       // 1 once the end is closed          [pipe.closed]
@@ -71,31 +58,8 @@ struct alignas(64) PipeEndLine {
   // CAS; the peer reads it once it saw the end taken and makes its sends
   // wake such a holder (untrusted: anything but 1..3 is ignored).
   std::atomic<std::uint32_t> recv_wait;
-  // [pipe.copies] Like a descriptor's reference count in Python: a process
-  // forked while its parent held this end (owned it or held a copy) holds
-  // a copy, registered here by its fork handler (CAS 0 -> its ProcessId)
-  // and cleared when it closes the copy (exit included) or takes the end.
-  // A copy holder that died counts as gone (is_alive; any process may
-  // clear its slot then). The end is gone for its peer once its owner has
-  // released it (close() with copies still held: owner CAS to 0, then
-  // owner_left = 1) or died, and no copy is held: closed, or dead. A
-  // copy's holder may take a released end (or one whose owner died).
-  alignas(32) std::atomic<std::uint64_t> copies[kEndCopySlots];
-  // 1: the owner released the end (with owner == 0: a later taker's owner
-  // word makes a stale 1 meaningless, so it is never cleared). Anything
-  // else: not released. Untrusted like every word here.
-  std::atomic<std::uint32_t> owner_left;
-  // Nonzero once a fork found every slot taken (or its child had no
-  // identity): copies of this end are no longer counted and it behaves as
-  // format 5 did (an owner that never used the end since a fork leaves it
-  // to the child at close; EOF only from the owner's close or death).
-  std::atomic<std::uint32_t> uncounted;
 };
 static_assert(offsetof(PipeEndLine, recv_wait) == 16);
-static_assert(offsetof(PipeEndLine, copies) == 32);
-static_assert(offsetof(PipeEndLine, owner_left) == 56);
-static_assert(offsetof(PipeEndLine, uncounted) == 60);
-static_assert(sizeof(PipeEndLine) == 64);
 
 // Pipe control block, format 6, at the start of the payload.
 //
@@ -134,10 +98,6 @@ void count_missed_wakeup() noexcept;
 // Incremented in every child created by fork() (pthread_atfork); a
 // Connection that sees a new value was inherited and re-takes its end.
 extern std::atomic<std::uint64_t> g_fork_generation;
-// [pipe.copies] Clears this process's copies of every end it holds without
-// owning (a fork child about to exec: the new program never closes them).
-// No allocation, no lock but the end list's: fit between fork and exec.
-void drop_pipe_copies() noexcept;
 [[nodiscard]] inline std::uint64_t fork_generation() noexcept {
   // relaxed: only this process writes it, in its own fork child handler.
   return g_fork_generation.load(std::memory_order_relaxed);
