@@ -1401,13 +1401,31 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
       fenced = fenced && W::ring(*ends[i]).fenced();
       // seq_cst, after the mark: pairs with the closer's store and wake.
       if (W::peer_closed(*ends[i])) all_armed = false;
+      // [fence.asym] The check after the heavy fence: a checked producer's
+      // header store that the fence ordered is seen here (has_data's
+      // seq_cst load). Sleeping on ring words, futex_waitv's compare of
+      // each word is that check; on the slot word nothing reads the
+      // headers, so read them here.
+      if (slot.id != 0 && W::ring(*ends[i]).has_data()) all_armed = false;
     }
+    bool missed = false;
     if (all_armed) {
       const auto now = Clock::now();
       Clock::time_point slice = std::min(deadline, now + kLivenessInterval);
       if (!fenced) slice = std::min(slice, now + detail::kUnfencedNap);
       detail::fault_point(detail::FaultPoint::sleeper_counted);
-      (void)detail::futex_wait_any({words.data(), slot.id != 0 ? 1 : armed}, &slice);
+      const detail::FutexResult r =
+          detail::futex_wait_any({words.data(), slot.id != 0 ? 1 : armed}, &slice);
+      missed = r == detail::FutexResult::timed_out && fenced && slice != deadline;
+    }
+    // An end ready although the sleep ran to its slice's end: its sender's
+    // wake-up never came (detail::pipe_missed_wakeups(), as WaitAny::full
+    // counts).
+    for (std::size_t i = 0; missed && i < armed; ++i) {
+      if (W::ready(*ends[i])) {
+        detail::count_missed_wakeup();
+        missed = false;
+      }
     }
     if (collect(false)) break;
     const auto now = Clock::now();
