@@ -29,7 +29,12 @@ constinit std::atomic<bool> g_tried{false};
 constinit std::atomic<std::uint32_t> g_epoch{0};
 constinit std::atomic<std::uint64_t> g_wakes{0};
 pthread_mutex_t g_map_mutex = PTHREAD_MUTEX_INITIALIZER;
-char g_name[128] = "shmbus-wake-slots";  // under g_map_mutex
+char g_name[128] = "";  // under g_map_mutex; "": default_table_name()
+
+// This user's table: shmbus-wake-slots.<euid>.
+void default_table_name(char (&name)[128]) noexcept {
+  std::snprintf(name, sizeof name, "shmbus-wake-slots.%u", static_cast<unsigned>(::geteuid()));
+}
 
 // Opens the table at /dev/shm/<name>, making it if it is not there: made
 // whole under a private name, then linked into place (atomic), so an
@@ -58,8 +63,8 @@ WakeTable* open_table(const char* name, bool& transient) noexcept {
     h.version = kWakeTableVersion;
     h.slot_count = kWakeSlotCount;
     h.slot_size = sizeof(WakeSlot);
-    // 0666: senders of any user may wake (see wake_slot.hpp).
-    const bool made = ::fchmod(t, 0666) == 0 && ::ftruncate(t, sizeof(WakeTable)) == 0 &&
+    // 0600 (as created): this user's table only (see wake_slot.hpp).
+    const bool made = ::ftruncate(t, sizeof(WakeTable)) == 0 &&
                       ::pwrite(t, &h, sizeof h, 0) == static_cast<ssize_t>(sizeof h);
     // EEXIST: another process linked its table first; use that one.
     const bool linked = made && (::link(tmp, path) == 0 || errno == EEXIST);
@@ -74,7 +79,10 @@ WakeTable* open_table(const char* name, bool& transient) noexcept {
   }
   struct stat st {};
   void* at = MAP_FAILED;
-  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+  // Ours and writable by nobody else: a table another user made or may
+  // write is not used (it could steal or scribble over our wake-ups).
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() &&
+      (st.st_mode & (S_IWGRP | S_IWOTH)) == 0 &&
       st.st_size == static_cast<off_t>(sizeof(WakeTable))) {
     at = ::mmap(nullptr, sizeof(WakeTable), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (at == MAP_FAILED) note();
@@ -104,6 +112,7 @@ WakeTable* table() noexcept {
   WakeTable* t = g_table.load(std::memory_order_relaxed);
   if (t == nullptr && !g_tried.load(std::memory_order_relaxed)) {
     bool transient = false;
+    if (g_name[0] == '\0') default_table_name(g_name);
     t = open_table(g_name, transient);
     g_table.store(t, std::memory_order_release);  // [wake.table]
     // Out of descriptors or memory: try again at the next wake (a sender
@@ -203,7 +212,11 @@ std::uint64_t wake_slot_wakes() noexcept {
 
 void use_wake_table_for_testing(const std::string& os_name) {
   (void)::pthread_mutex_lock(&g_map_mutex);
-  std::snprintf(g_name, sizeof g_name, "%s", os_name.c_str());
+  if (os_name.empty()) {
+    default_table_name(g_name);
+  } else {
+    std::snprintf(g_name, sizeof g_name, "%s", os_name.c_str());
+  }
   // relaxed (all): a test calls this before other threads wait.
   g_table.store(nullptr, std::memory_order_relaxed);
   g_tried.store(false, std::memory_order_relaxed);

@@ -253,7 +253,7 @@ struct TestTable {
   std::string path = "/dev/shm/" + name;
   TestTable() { ::unlink(path.c_str()); }
   ~TestTable() {
-    detail::use_wake_table_for_testing("shmbus-wake-slots");
+    detail::use_wake_table_for_testing("");
     ::unlink(path.c_str());
   }
   void write(std::size_t size, std::uint64_t magic) const {
@@ -313,6 +313,30 @@ TEST(WaitWakeSlot, ATruncatedOrCorruptedTableIsNotUsedAndWaitsStillWake) {
   t.write(sizeof(detail::WakeTable) + 4096, detail::kWakeTableMagic);  // too long
   detail::use_wake_table_for_testing(t.name);
   EXPECT_EQ(slot_wakes_of_round_trips(), 0U);
+}
+
+// A table that others may write (mode 0666: made by another user, or
+// chmodded) is not used; the same table at 0600 is.
+TEST(WaitWakeSlot, ATableThatOthersMayWriteIsNotUsed) {
+  TestTable t;
+  t.write(sizeof(detail::WakeTable), detail::kWakeTableMagic);
+  ASSERT_EQ(::chmod(t.path.c_str(), 0666), 0);
+  detail::use_wake_table_for_testing(t.name);
+  EXPECT_EQ(slot_wakes_of_round_trips(), 0U);
+  ASSERT_EQ(::chmod(t.path.c_str(), 0600), 0);
+  detail::use_wake_table_for_testing(t.name);
+  EXPECT_EQ(slot_wakes_of_round_trips(), 20U);
+}
+
+// The default table is this user's, made 0600.
+TEST(WaitWakeSlot, TheDefaultTableIsThisUsersAndPrivate) {
+  detail::use_wake_table_for_testing("");
+  ASSERT_NE(detail::this_thread_wake_slot().id, 0U);
+  struct stat st {};
+  const std::string path = "/dev/shm/shmbus-wake-slots." + std::to_string(::geteuid());
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, ::geteuid());
+  EXPECT_EQ(st.st_mode & 0777, 0600U);
 }
 
 // A table whose slots somebody scribbled over while in use (owners and

@@ -43,8 +43,9 @@
 // the calling thread's wake slot. Each end is armed as a sleeping recv()
 // arms its ring's header word (one heavy fence for all of them), naming
 // the slot, and its sender, finding the mark, wakes the slot instead of
-// the word ([ring.redirect], detail/wake_slot.hpp: a machine-wide table of
-// 1024 words, one claimed per waiting thread, /dev/shm/shmbus-wake-slots).
+// the word ([ring.redirect], detail/wake_slot.hpp: a per-user table of
+// 1024 words, one claimed per waiting thread,
+// /dev/shm/shmbus-wake-slots.<euid>).
 // futex_waitv costs about 0.5 us per word per call (the kernel looks up
 // each shared word's key every time), so 64 pipe ends cost one word, not
 // 64. Where no slot can be had (the table cannot be made, mapped or

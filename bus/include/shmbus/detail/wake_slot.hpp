@@ -7,9 +7,9 @@
 // hypercall), about 0.5 us a word; epoll pays its registration once. A
 // wait over 64 pipe ends that names one word instead of 64 pays once.
 //
-// The table: one machine-wide POSIX shared-memory object,
-// /dev/shm/shmbus-wake-slots (outside the "shmbus." names of objects, so
-// the garbage collector and bus-inspector never list it), of
+// The table: one POSIX shared-memory object per user,
+// /dev/shm/shmbus-wake-slots.<euid> (outside the "shmbus." names of
+// objects, so the garbage collector and bus-inspector never list it), of
 // kWakeSlotCount lines:
 //
 //   0      WakeTableHeader: magic, version, slot count, slot size
@@ -17,10 +17,13 @@
 //   128    slot 2 ...
 //
 // Made whole under a private name and linked into place (link(2) is
-// atomic), so nobody ever maps a half-made table; mode 0666, so a pipe
-// between two users' processes can use it (a hostile local user can only
-// cause spurious wake-ups or take every slot, which makes waits fall back
-// to the ring words). Never unlinked.
+// atomic), so nobody ever maps a half-made table; mode 0600, and a table
+// that is not owned by this euid or that group or others may write is not
+// used (waits sleep on ring words). Never unlinked. A pipe between two
+// users' processes falls back to ring words: a sender that cannot open
+// the waiter's table wakes the header word, which the waiter does not
+// sleep on; its first such sleep runs to its slice's end, and then the
+// waiter stops redirecting (see "Self-healing" below).
 //
 // Who may call what: a thread claims one slot for itself on its first
 // redirecting wait (CAS owner 0 -> its process, or a dead process's ->
@@ -81,8 +84,9 @@ struct ThreadWakeSlot {
 
 // For tests: wakes delivered through a slot by this process (relaxed).
 [[nodiscard]] std::uint64_t wake_slot_wakes() noexcept;
-// For tests: use the table at /dev/shm/<os_name> from now on (forgets the
-// mapped one and every thread's claim; call before other threads wait).
+// For tests: use the table at /dev/shm/<os_name> from now on ("": this
+// user's default one) (forgets the mapped one and every thread's claim;
+// call before other threads wait).
 void use_wake_table_for_testing(const std::string& os_name);
 
 }  // namespace shmbus::detail
