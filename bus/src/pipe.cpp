@@ -1420,10 +1420,12 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
     }
     // An end ready although the sleep ran to its slice's end: its sender's
     // wake-up never came (detail::pipe_missed_wakeups(), as WaitAny::full
-    // counts).
+    // counts). On the slot word: the sender woke another table's slot or
+    // none; stop redirecting in this process (detail/wake_slot.hpp).
     for (std::size_t i = 0; missed && i < armed; ++i) {
       if (W::ready(*ends[i])) {
         detail::count_missed_wakeup();
+        if (slot.id != 0) detail::stop_redirecting();
         missed = false;
       }
     }

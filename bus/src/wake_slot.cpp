@@ -28,6 +28,8 @@ constinit std::atomic<bool> g_tried{false};
 // Bumped by use_wake_table_for_testing(): every thread claims again.
 constinit std::atomic<std::uint32_t> g_epoch{0};
 constinit std::atomic<std::uint64_t> g_wakes{0};
+// Set by stop_redirecting(): this process's waits sleep on ring words.
+constinit std::atomic<bool> g_no_redirect{false};
 pthread_mutex_t g_map_mutex = PTHREAD_MUTEX_INITIALIZER;
 char g_name[128] = "";  // under g_map_mutex; "": default_table_name()
 
@@ -173,6 +175,10 @@ thread_local Claim t_claim;
 }  // namespace
 
 ThreadWakeSlot this_thread_wake_slot() noexcept {
+  // relaxed: a hint; a wait that still redirects after another thread set
+  // it misses at most one more wake-up (and sets it again).
+  if (g_no_redirect.load(std::memory_order_relaxed)) [[unlikely]]
+    return {};
   Claim& c = t_claim;
   // relaxed: a test changes the epoch before other threads wait.
   const std::uint32_t epoch = g_epoch.load(std::memory_order_relaxed);
@@ -206,6 +212,10 @@ bool wake_slot(std::uint32_t id) noexcept {
   return true;
 }
 
+void stop_redirecting() noexcept {
+  g_no_redirect.store(true, std::memory_order_relaxed);  // relaxed: see this_thread_wake_slot()
+}
+
 std::uint64_t wake_slot_wakes() noexcept {
   return g_wakes.load(std::memory_order_relaxed);  // relaxed: a statistic
 }
@@ -220,6 +230,7 @@ void use_wake_table_for_testing(const std::string& os_name) {
   // relaxed (all): a test calls this before other threads wait.
   g_table.store(nullptr, std::memory_order_relaxed);
   g_tried.store(false, std::memory_order_relaxed);
+  g_no_redirect.store(false, std::memory_order_relaxed);
   g_epoch.fetch_add(1, std::memory_order_relaxed);
   (void)::pthread_mutex_unlock(&g_map_mutex);
 }

@@ -249,9 +249,12 @@ TEST(WaitWakeSlot, PipesBesideAQueueAnEventAndAProcessEachWake) {
 
 // The table at `name` in /dev/shm, made by the test, removed at the end.
 struct TestTable {
-  std::string name = "shmbus-test-wake-" + std::to_string(::getpid());
+  std::string name;
   std::string path = "/dev/shm/" + name;
-  TestTable() { ::unlink(path.c_str()); }
+  explicit TestTable(const std::string& suffix = "")
+      : name("shmbus-test-wake-" + std::to_string(::getpid()) + suffix) {
+    ::unlink(path.c_str());
+  }
   ~TestTable() {
     detail::use_wake_table_for_testing("");
     ::unlink(path.c_str());
@@ -354,6 +357,62 @@ TEST(WaitWakeSlot, SlotsOverwrittenWhileInUseCostNoWakeup) {
               sizeof(detail::WakeTable) - sizeof(detail::WakeTableHeader));
   EXPECT_EQ(slot_wakes_of_round_trips(), 20U);
   ::munmap(at, sizeof(detail::WakeTable));
+}
+
+// A sender that wakes another table than the waiter's (here: a child
+// that switched tables after the fork; in life a table unlinked and made
+// again, a private /dev/shm, another user's sender): the first redirected
+// sleep runs to its slice's end (one missed wake-up), then the waiter's
+// process stops redirecting and every later wait is woken on ring words.
+void waits_heal_when_the_sender_uses_another_table(bool connections) {
+  TestTable a("a");
+  TestTable b("b");
+  detail::use_wake_table_for_testing(a.name);
+  ASSERT_NE(detail::this_thread_wake_slot().id, 0U);  // maps table a, claims a slot
+  constexpr int kRounds = 10;
+  BlockingPipes p(4);
+  std::vector<Connection*> ends;
+  for (auto& pp : p.pipes) ends.push_back(&pp.first);
+  const std::uint64_t missed = detail::pipe_missed_wakeups();
+  const pid_t parent = ::getpid();
+  pid_t child = test::fork_child([&] {
+    detail::use_wake_table_for_testing(b.name);
+    for (int r = 0; r < kRounds; ++r) {
+      Connection& end = p.pipes[static_cast<std::size_t>(r) % 4].second;
+      // Send only once the parent sleeps in its wait: the wake-up is needed.
+      if (!test::poll_until([&] { return test::process_sleeping(parent); })) return 1;
+      std::int32_t ack = -1;
+      if (end.send(std::int32_t{r}) != SendResult::ok) return 2;
+      if (end.recv(ack) != RecvResult::ok || ack != r) return 3;
+    }
+    return 0;
+  });
+  Positions ready;
+  std::vector<Connection*> ready_ends;
+  for (int r = 0; r < kRounds; ++r) {
+    const std::size_t at = static_cast<std::size_t>(r) % 4;
+    if (connections) {
+      wait(ends, ready_ends, 10s);
+      ASSERT_EQ(ready_ends, (std::vector<Connection*>{ends[at]})) << "round " << r;
+    } else {
+      wait(p.set, ready, 10s);
+      ASSERT_EQ(ready, (Positions{at})) << "round " << r;
+    }
+    std::int32_t v = -1;
+    ASSERT_EQ(p.pipes[at].first.recv(v), RecvResult::ok);
+    ASSERT_EQ(p.pipes[at].first.send(v), SendResult::ok);
+  }
+  EXPECT_EQ(test::wait_child(child).code, 0);
+  EXPECT_LE(detail::pipe_missed_wakeups() - missed, 1U);
+  EXPECT_EQ(detail::this_thread_wake_slot().id, 0U);  // no longer redirecting
+}
+
+TEST(WaitWakeSlot, AWaiterWhoseSenderWakesAnotherTableStopsRedirectingAfterOneMiss) {
+  waits_heal_when_the_sender_uses_another_table(false);
+}
+
+TEST(WaitWakeSlot, ThePipeOnlyWaitStopsRedirectingAfterOneMissToo) {
+  waits_heal_when_the_sender_uses_another_table(true);
 }
 
 // A waiter killed while armed leaves its ring naming its slot. The

@@ -23,7 +23,18 @@
 // users' processes falls back to ring words: a sender that cannot open
 // the waiter's table wakes the header word, which the waiter does not
 // sleep on; its first such sleep runs to its slice's end, and then the
-// waiter stops redirecting (see "Self-healing" below).
+// waiter stops redirecting (self-healing, below).
+//
+// Self-healing: a waiter and a sender may use different tables (the table
+// was unlinked and made again while old processes keep the old mapping; a
+// private /dev/shm; a sender that cannot open it, another user's). The
+// sender then wakes a word the waiter does not sleep on, and every message
+// would wait for the waiter's 10 ms liveness slice. So a redirected sleep
+// that ran to its slice's end while a pipe end was ready (a missed
+// wake-up, detail::pipe_missed_wakeups()) calls stop_redirecting(): from
+// then on this process's waits sleep on the ring words, as without a
+// table. One 10 ms stall, then the old behaviour (and its futex_waitv
+// cost per end).
 //
 // Who may call what: a thread claims one slot for itself on its first
 // redirecting wait (CAS owner 0 -> its process, or a dead process's ->
@@ -82,11 +93,17 @@ struct ThreadWakeSlot {
 // process maps the table.
 [[nodiscard]] bool wake_slot(std::uint32_t id) noexcept;
 
+// A redirected wait in this process missed a wake-up: from now on waits
+// here do not redirect (this_thread_wake_slot() returns id 0). Senders
+// still wake slots that rings name.
+void stop_redirecting() noexcept;
+
 // For tests: wakes delivered through a slot by this process (relaxed).
 [[nodiscard]] std::uint64_t wake_slot_wakes() noexcept;
 // For tests: use the table at /dev/shm/<os_name> from now on ("": this
-// user's default one) (forgets the mapped one and every thread's claim;
-// call before other threads wait).
+// user's default one) (forgets the mapped one and every thread's claim,
+// and redirects again after stop_redirecting(); call before other threads
+// wait).
 void use_wake_table_for_testing(const std::string& os_name);
 
 }  // namespace shmbus::detail
