@@ -31,6 +31,20 @@ constinit std::atomic<std::uint64_t> g_wakes{0};
 // Set by stop_redirecting(): this process's waits sleep on ring words.
 constinit std::atomic<bool> g_no_redirect{false};
 pthread_mutex_t g_map_mutex = PTHREAD_MUTEX_INITIALIZER;
+// For tests: called under g_map_mutex before the table is opened.
+constinit std::atomic<void (*)()> g_open_hook{nullptr};
+
+// A fork while another thread holds g_map_mutex (opening the table) would
+// leave the child a locked mutex that nobody there unlocks: its first
+// wake would hang. So fork takes it first and both sides unlock it.
+void lock_map() noexcept { (void)::pthread_mutex_lock(&g_map_mutex); }
+void unlock_map() noexcept { (void)::pthread_mutex_unlock(&g_map_mutex); }
+// Registers the handlers once, before the mutex is first taken.
+void lock_map_first_time() noexcept {
+  static const bool registered = ::pthread_atfork(&lock_map, &unlock_map, &unlock_map) == 0;
+  (void)registered;
+  lock_map();
+}
 char g_name[128] = "";  // under g_map_mutex; "": default_table_name()
 
 // This user's table: shmbus-wake-slots.<euid>.
@@ -109,12 +123,14 @@ WakeTable* table() noexcept {
     return t;
   // relaxed: a stale false only takes the mutex below.
   if (g_tried.load(std::memory_order_relaxed)) return nullptr;
-  (void)::pthread_mutex_lock(&g_map_mutex);
+  lock_map_first_time();
   // relaxed (both): under the mutex, which orders them.
   WakeTable* t = g_table.load(std::memory_order_relaxed);
   if (t == nullptr && !g_tried.load(std::memory_order_relaxed)) {
     bool transient = false;
     if (g_name[0] == '\0') default_table_name(g_name);
+    // relaxed: set by a test before the threads it holds here start.
+    if (auto* hook = g_open_hook.load(std::memory_order_relaxed); hook != nullptr) hook();
     t = open_table(g_name, transient);
     g_table.store(t, std::memory_order_release);  // [wake.table]
     // Out of descriptors or memory: try again at the next wake (a sender
@@ -220,8 +236,12 @@ std::uint64_t wake_slot_wakes() noexcept {
   return g_wakes.load(std::memory_order_relaxed);  // relaxed: a statistic
 }
 
+void set_wake_table_open_hook_for_testing(void (*hook)()) {
+  g_open_hook.store(hook, std::memory_order_relaxed);  // relaxed: see table()
+}
+
 void use_wake_table_for_testing(const std::string& os_name) {
-  (void)::pthread_mutex_lock(&g_map_mutex);
+  lock_map_first_time();
   if (os_name.empty()) {
     default_table_name(g_name);
   } else {

@@ -415,6 +415,50 @@ TEST(WaitWakeSlot, ThePipeOnlyWaitStopsRedirectingAfterOneMissToo) {
   waits_heal_when_the_sender_uses_another_table(true);
 }
 
+// A fork while another thread opens the table (under the lock that guards
+// the mapping): the child's first wake must not find that lock held.
+// The opener is held in the lock until the fork has begun (this test's
+// atfork prepare handler, which runs before the library's) and then, at
+// most 200 ms, until it is done: without the library's atfork handlers
+// the fork happens while the lock is held.
+std::atomic<bool> g_forking{false};
+std::atomic<bool> g_forked{false};
+std::atomic<bool> g_opener_in{false};
+std::atomic<pid_t> g_opener_pid{0};
+void hold_opener() {
+  if (::getpid() != g_opener_pid.load()) return;  // the child: no hold
+  g_opener_in = true;
+  g_opener_in.notify_all();
+  for (bool f = g_forking.load(); !f; f = g_forking.load()) g_forking.wait(f);
+  (void)test::poll_until([] { return g_forked.load(); }, 200ms);
+}
+
+TEST(WaitWakeSlot, AForkWhileAnotherThreadOpensTheTableLeavesTheChildAbleToWake) {
+  TestTable t;
+  detail::use_wake_table_for_testing(t.name);  // registers the library's handlers
+  static bool registered = false;
+  if (!registered) {
+    registered = true;
+    ::pthread_atfork([] { g_forking = true, g_forking.notify_all(); }, [] { g_forked = true; },
+                     nullptr);
+  }
+  g_forking = false;
+  g_forked = false;
+  g_opener_in = false;
+  g_opener_pid = ::getpid();
+  detail::set_wake_table_open_hook_for_testing(&hold_opener);
+  std::thread opener([] { EXPECT_TRUE(detail::wake_slot(1)); });
+  for (bool in = g_opener_in.load(); !in; in = g_opener_in.load()) g_opener_in.wait(in);
+  pid_t child = test::fork_child([] { return detail::wake_slot(1) ? 0 : 1; });
+  opener.join();
+  g_forking = false;  // later forks in this process hold nobody
+  g_opener_pid = 0;
+  detail::set_wake_table_open_hook_for_testing(nullptr);
+  const test::ChildStatus st = test::wait_child(child, 5s);
+  EXPECT_FALSE(st.timed_out) << "the child hung on the table's lock";
+  EXPECT_EQ(st.code, 0);
+}
+
 // A waiter killed while armed leaves its ring naming its slot. The
 // sender's next message wakes that slot (nobody sleeps there); the slot's
 // owner being dead, another thread may reclaim it (here the only one not

@@ -105,5 +105,8 @@ void stop_redirecting() noexcept;
 // and redirects again after stop_redirecting(); call before other threads
 // wait).
 void use_wake_table_for_testing(const std::string& os_name);
+// For tests: `hook` runs in the thread that opens the table, under the
+// lock that guards the mapping (null: none).
+void set_wake_table_open_hook_for_testing(void (*hook)());
 
 }  // namespace shmbus::detail
