@@ -1364,11 +1364,8 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
   std::array<detail::FutexWaiter, detail::kMaxFutexWaiters> words{};
   const detail::ThreadWakeSlot slot =
       ends.size() >= 2 ? detail::this_thread_wake_slot() : detail::ThreadWakeSlot{};
-  std::size_t armed = 0;
-  const auto disarm = [&] {
-    for (std::size_t i = 0; i < armed; ++i) W::ring(*ends[i]).disarm_sleep();
-    armed = 0;
-  };
+  std::size_t armed = 0;   // ends marked in this pass (ends[0, armed))
+  std::size_t marked = 0;  // ends marked in any pass: all are disarmed at the end
   for (;;) {
     // Mark every ring, then one heavy fence for all that need one
     // (arm_sleep() in two steps; re-marking a marked word needs none).
@@ -1388,6 +1385,7 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
         words[armed] = {&ring.sleep_word(), static_cast<std::uint32_t>(detail::kHeaderWaiting)};
       }
       ++armed;
+      marked = std::max(marked, armed);
       fence = ring.needs_fence() || fence;
     }
     if (all_armed && fence) {
@@ -1437,7 +1435,10 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
       if (collect(true)) break;
     }
   }
-  disarm();
+  // Every end marked in any pass, not only in the last (which may have
+  // stopped early at a frame): a mark left behind would make its sender
+  // wake our slot (or word) for nobody.
+  for (std::size_t i = 0; i < marked; ++i) W::ring(*ends[i]).disarm_sleep();
 }
 
 RecvResult Connection::peek(std::span<const std::byte>& out, const Deadline* deadline) noexcept {
