@@ -146,7 +146,6 @@ WakeTable* table() noexcept {
 struct Claim {
   WakeTable* table = nullptr;
   std::uint32_t id = 0;  // 0: none
-  std::uint64_t owner = 0;
   std::uint64_t fork_gen = 0;
   std::uint32_t epoch = 0;
   bool tried = false;  // a claim was tried with this table, fork and epoch
@@ -154,7 +153,11 @@ struct Claim {
   ~Claim() { release(); }
   void release() noexcept {
     if (id == 0 || fork_gen != fork_generation()) return;
-    std::uint64_t mine = owner;
+    // This process's id now, not the one at the claim: a child made by a
+    // raw clone() or _Fork() runs no atfork handler (fork_generation() is
+    // unchanged) and holds a copy of its parent's claim; freeing only a
+    // slot this process owns leaves the parent's live slot alone.
+    std::uint64_t mine = this_process().pack();
     // relaxed: nothing else is published with a free slot; a sender's
     // late wake of it is a spurious wake-up for its next owner.
     (void)table->slots[id - 1].owner.compare_exchange_strong(mine, 0, std::memory_order_relaxed,
@@ -163,7 +166,7 @@ struct Claim {
   }
   void claim(WakeTable* t) noexcept {
     table = t;
-    owner = this_process().pack();
+    const std::uint64_t owner = this_process().pack();
     const auto tid = static_cast<std::uint64_t>(::syscall(SYS_gettid));
     // Start at a spot of our own, so that threads do not all fight for slot 1.
     const std::uint32_t start = static_cast<std::uint32_t>((tid * 2654435761U) % kWakeSlotCount);

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "shmbus/detail/fault.hpp"
+#include "shmbus/detail/fork_wiped.hpp"
 #include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/detail/wake_slot.hpp"
@@ -457,6 +458,32 @@ TEST(WaitWakeSlot, AForkWhileAnotherThreadOpensTheTableLeavesTheChildAbleToWake)
   const test::ChildStatus st = test::wait_child(child, 5s);
   EXPECT_FALSE(st.timed_out) << "the child hung on the table's lock";
   EXPECT_EQ(st.code, 0);
+}
+
+// A child made by _Fork() (no atfork handlers: the same fork generation)
+// holds a copy of its parent's claim; when it lets that claim go (here:
+// a table switch; in life its thread's exit) the parent's slot stays the
+// parent's.
+TEST(WaitWakeSlot, AnUnderscoreForkChildDoesNotFreeItsParentsSlot) {
+  ASSERT_TRUE(detail::fork_wiping_works()) << "MADV_WIPEONFORK refused here";
+  TestTable t;
+  detail::use_wake_table_for_testing(t.name);
+  const std::uint32_t id = detail::this_thread_wake_slot().id;
+  ASSERT_NE(id, 0U);
+  const pid_t child = ::_Fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // no gtest assertions here: exit codes
+    detail::use_wake_table_for_testing(t.name);
+    ::_exit(detail::this_thread_wake_slot().id != 0 ? 0 : 1);  // lets the copy go, claims its own
+  }
+  EXPECT_EQ(test::wait_child(child, 10s).code, 0);
+  const int fd = ::open(t.path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  void* at = ::mmap(nullptr, sizeof(detail::WakeTable), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(at, MAP_FAILED);
+  EXPECT_EQ(static_cast<detail::WakeTable*>(at)->slots[id - 1].owner.load(), this_process().pack());
+  ::munmap(at, sizeof(detail::WakeTable));
 }
 
 // A waiter killed while armed leaves its ring naming its slot. The
