@@ -1371,11 +1371,8 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
   std::array<detail::FutexWaiter, detail::kMaxFutexWaiters> words{};
   const detail::ThreadWakeSlot slot =
       ends.size() >= 2 ? detail::this_thread_wake_slot() : detail::ThreadWakeSlot{};
-  std::size_t armed = 0;
-  const auto disarm = [&] {
-    for (std::size_t i = 0; i < armed; ++i) W::ring(*ends[i]).disarm_sleep();
-    armed = 0;
-  };
+  std::size_t armed = 0;   // ends marked in this pass (ends[0, armed))
+  std::size_t marked = 0;  // ends marked in any pass: all are disarmed at the end
   for (;;) {
     // Mark every ring, then one heavy fence for all that need one
     // (arm_sleep() in two steps; re-marking a marked word needs none).
@@ -1395,6 +1392,7 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
         words[armed] = {&ring.sleep_word(), static_cast<std::uint32_t>(detail::kHeaderWaiting)};
       }
       ++armed;
+      marked = std::max(marked, armed);
       fence = ring.needs_fence() || fence;
     }
     if (all_armed && fence) {
@@ -1408,13 +1406,33 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
       fenced = fenced && W::ring(*ends[i]).fenced();
       // seq_cst, after the mark: pairs with the closer's store and wake.
       if (W::peer_closed(*ends[i])) all_armed = false;
+      // [fence.asym] The check after the heavy fence: a checked producer's
+      // header store that the fence ordered is seen here (has_data's
+      // seq_cst load). Sleeping on ring words, futex_waitv's compare of
+      // each word is that check; on the slot word nothing reads the
+      // headers, so read them here.
+      if (slot.id != 0 && W::ring(*ends[i]).has_data()) all_armed = false;
     }
+    bool missed = false;
     if (all_armed) {
       const auto now = Clock::now();
       Clock::time_point slice = std::min(deadline, now + kLivenessInterval);
       if (!fenced) slice = std::min(slice, now + detail::kUnfencedNap);
       detail::fault_point(detail::FaultPoint::sleeper_counted);
-      (void)detail::futex_wait_any({words.data(), slot.id != 0 ? 1 : armed}, &slice);
+      const detail::FutexResult r =
+          detail::futex_wait_any({words.data(), slot.id != 0 ? 1 : armed}, &slice);
+      missed = r == detail::FutexResult::timed_out && fenced && slice != deadline;
+    }
+    // An end ready although the sleep ran to its slice's end: its sender's
+    // wake-up never came (detail::pipe_missed_wakeups(), as WaitAny::full
+    // counts). On the slot word: the sender woke another table's slot or
+    // none; stop redirecting in this process (detail/wake_slot.hpp).
+    for (std::size_t i = 0; missed && i < armed; ++i) {
+      if (W::ready(*ends[i])) {
+        detail::count_missed_wakeup();
+        if (slot.id != 0) detail::stop_redirecting();
+        missed = false;
+      }
     }
     if (collect(false)) break;
     const auto now = Clock::now();
@@ -1424,7 +1442,10 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
       if (collect(true)) break;
     }
   }
-  disarm();
+  // Every end marked in any pass, not only in the last (which may have
+  // stopped early at a frame): a mark left behind would make its sender
+  // wake our slot (or word) for nobody.
+  for (std::size_t i = 0; i < marked; ++i) W::ring(*ends[i]).disarm_sleep();
 }
 
 RecvResult Connection::peek(std::span<const std::byte>& out, const Deadline* deadline) noexcept {

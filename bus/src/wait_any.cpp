@@ -749,11 +749,14 @@ void WaitAny::full(std::span<const Waitable> items, std::vector<std::size_t>& ou
     // A pipe end ready although the sleep ran to its slice's end: its
     // sender's wake-up never came (detail::pipe_missed_wakeups(), as
     // recv() counts). Pipe ends only: a queue's wake-up may go to another
-    // waiter by design ([queue.token]).
+    // waiter by design ([queue.token]). Pipe ends on the slot word: the
+    // sender woke another table's slot or none; stop redirecting in this
+    // process (detail/wake_slot.hpp).
     for (std::size_t k = 0; missed && k < s.armed.size(); ++k) {
       const std::size_t i = s.armed[k];
       if (wa.ops(i) == &kConnectionOps && wa.ops(i)->ready(wa.obj(i))) {
         detail::count_missed_wakeup();
+        if (redirect) detail::stop_redirecting();
         missed = false;
       }
     }

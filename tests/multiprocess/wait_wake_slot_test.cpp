@@ -21,6 +21,8 @@
 #include <vector>
 
 #include "shmbus/detail/fault.hpp"
+#include "shmbus/detail/fork_wiped.hpp"
+#include "shmbus/detail/futex.hpp"
 #include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/detail/wake_slot.hpp"
 #include "shmbus/pipe.hpp"
@@ -56,43 +58,66 @@ void on_armed(detail::FaultPoint p) noexcept {
   g_armed.notify_all();
 }
 
-// A round trip over n blocking ends: the waiter arms every end (sleeps or
-// is about to), then the sender sends on one; the wake-up must come
-// through the slot, every time.
-// `connections`: the pipe-only wait() over Connection pointers.
-void round_trips_through_the_slot(std::size_t n, int rounds, bool connections = false) {
-  BlockingPipes p(n);
+// Round trips between this thread (the waiter) and a sender thread over
+// p's ends: in round r the sender sends r on end target(r) once the
+// waiter is armed (sleeps or is about to), and the waiter must get that
+// end. A failure on either side stops both (EXPECT and a flag: an ASSERT
+// in the sender's lambda would only leave the lambda, and the waiter would
+// wait 10 s a round). `connections`: the pipe-only wait() over Connection
+// pointers.
+template <class Target>
+void threaded_round_trips(BlockingPipes& p, int rounds, Target target, bool connections) {
   std::vector<Connection*> ends;
   std::vector<Connection*> ready_ends;
   for (auto& pp : p.pipes) ends.push_back(&pp.first);
-  const std::uint64_t missed = detail::pipe_missed_wakeups();
-  const std::uint64_t slot_wakes = detail::wake_slot_wakes();
-  const auto target = [n](int r) { return (static_cast<std::size_t>(r) * 37 + 5) % n; };
+  std::atomic<bool> stop{false};
   g_round = -1;
   g_armed = -1;
   detail::set_fault_hook(&on_armed);
   std::thread sender([&] {
-    for (int r = 0; r < rounds; ++r) {
-      for (int a = g_armed.load(); a != r; a = g_armed.load()) g_armed.wait(a);
-      ASSERT_EQ(p.pipes[target(r)].second.send(std::int32_t{r}), SendResult::ok);
+    for (int r = 0; r < rounds && !stop; ++r) {
+      for (int a = g_armed.load(); a != r && !stop; a = g_armed.load()) g_armed.wait(a);
+      if (stop) break;
+      const SendResult sent = p.pipes[target(r)].second.send(std::int32_t{r});
+      EXPECT_EQ(sent, SendResult::ok) << "round " << r;
+      if (sent != SendResult::ok) stop = true;
     }
   });
   Positions ready;
-  for (int r = 0; r < rounds; ++r) {
+  for (int r = 0; r < rounds && !stop; ++r) {
     g_round = r;
+    bool right = false;
     if (connections) {
       wait(ends, ready_ends, 10s);
-      ASSERT_EQ(ready_ends, (std::vector<Connection*>{ends[target(r)]})) << "round " << r;
+      right = ready_ends == std::vector<Connection*>{ends[target(r)]};
+      EXPECT_TRUE(right) << "round " << r << ": " << ready_ends.size() << " ready";
     } else {
       wait(p.set, ready, 10s);
-      ASSERT_EQ(ready, (Positions{target(r)})) << "round " << r;
+      right = ready == Positions{target(r)};
+      EXPECT_TRUE(right) << "round " << r << ": " << ready.size() << " ready";
     }
     std::int32_t v = -1;
-    ASSERT_EQ(p.pipes[target(r)].first.recv(v), RecvResult::ok);
-    EXPECT_EQ(v, r);
+    if (!right || p.pipes[target(r)].first.recv(v) != RecvResult::ok || v != r) {
+      ADD_FAILURE() << "round " << r << ": received " << v;
+      break;
+    }
   }
+  stop = true;  // releases a sender still waiting for an arm
+  g_armed = -2;
+  g_armed.notify_all();
   sender.join();
   detail::set_fault_hook(nullptr);
+}
+
+// A round trip over n blocking ends: the waiter arms every end (sleeps or
+// is about to), then the sender sends on one; the wake-up must come
+// through the slot, every time.
+void round_trips_through_the_slot(std::size_t n, int rounds, bool connections = false) {
+  BlockingPipes p(n);
+  const std::uint64_t missed = detail::pipe_missed_wakeups();
+  const std::uint64_t slot_wakes = detail::wake_slot_wakes();
+  threaded_round_trips(
+      p, rounds, [n](int r) { return (static_cast<std::size_t>(r) * 37 + 5) % n; }, connections);
   EXPECT_EQ(detail::pipe_missed_wakeups() - missed, 0U);
   EXPECT_EQ(detail::wake_slot_wakes() - slot_wakes, static_cast<std::uint64_t>(rounds));
 }
@@ -133,6 +158,44 @@ TEST(WaitWakeSlot, ChildRoundTripsOverManyEndsLoseNoWakeup) {
     std::int32_t v = -1;
     ASSERT_EQ(p.pipes[at].first.recv(v), RecvResult::ok);
     ASSERT_EQ(p.pipes[at].first.send(v), SendResult::ok);
+  }
+  EXPECT_EQ(test::wait_child(child).code, 0);
+  EXPECT_EQ(detail::pipe_missed_wakeups() - missed, 0U);
+}
+
+// The same over the pipe-only wait(span<Connection*>) with adaptive ends:
+// their senders store headers without an exchange ([fence.asym]), so the
+// waiter must read every ring after its heavy fence before it sleeps on
+// the slot word; a frame it missed would show as a sleep to the slice's
+// end (a missed wake-up).
+TEST(WaitWakeSlot, ChildRoundTripsOverManyAdaptiveEndsThroughThePipeOnlyWaitLoseNoWakeup) {
+  constexpr std::size_t kEnds = 120;
+  constexpr int kRounds = 400;
+  std::deque<std::pair<Connection, Connection>> pipes;
+  for (std::size_t i = 0; i < kEnds; ++i) pipes.push_back(Pipe());  // adaptive
+  std::vector<Connection*> ends;
+  for (auto& pp : pipes) ends.push_back(&pp.first);
+  const std::uint64_t missed = detail::pipe_missed_wakeups();
+  const auto at = [](int r) { return (static_cast<std::size_t>(r) * 11) % kEnds; };
+  pid_t child = test::fork_child([&] {
+    for (int r = 0; r < kRounds; ++r) {
+      Connection& end = pipes[at(r)].second;
+      // A varying pause, so the sends fall at every point of the
+      // waiter's spin, arm and fence.
+      for (int k = (r * 7919) % 20000; k > 0; --k) detail::cpu_relax();
+      std::int32_t ack = -1;
+      if (end.send(std::int32_t{r}) != SendResult::ok) return 1;
+      if (end.recv(ack) != RecvResult::ok || ack != r) return 2;
+    }
+    return 0;
+  });
+  std::vector<Connection*> ready;
+  for (int r = 0; r < kRounds; ++r) {
+    wait(ends, ready, 10s);
+    ASSERT_EQ(ready, (std::vector<Connection*>{ends[at(r)]})) << "round " << r;
+    std::int32_t v = -1;
+    ASSERT_EQ(pipes[at(r)].first.recv(v), RecvResult::ok);
+    ASSERT_EQ(pipes[at(r)].first.send(v), SendResult::ok);
   }
   EXPECT_EQ(test::wait_child(child).code, 0);
   EXPECT_EQ(detail::pipe_missed_wakeups() - missed, 0U);
@@ -210,11 +273,14 @@ TEST(WaitWakeSlot, PipesBesideAQueueAnEventAndAProcessEachWake) {
 
 // The table at `name` in /dev/shm, made by the test, removed at the end.
 struct TestTable {
-  std::string name = "shmbus-test-wake-" + std::to_string(::getpid());
+  std::string name;
   std::string path = "/dev/shm/" + name;
-  TestTable() { ::unlink(path.c_str()); }
+  explicit TestTable(const std::string& suffix = "")
+      : name("shmbus-test-wake-" + std::to_string(::getpid()) + suffix) {
+    ::unlink(path.c_str());
+  }
   ~TestTable() {
-    detail::use_wake_table_for_testing("shmbus-wake-slots");
+    detail::use_wake_table_for_testing("");
     ::unlink(path.c_str());
   }
   void write(std::size_t size, std::uint64_t magic) const {
@@ -239,26 +305,8 @@ std::uint64_t slot_wakes_of_round_trips() {
   BlockingPipes p(8);
   const std::uint64_t missed = detail::pipe_missed_wakeups();
   const std::uint64_t slot_wakes = detail::wake_slot_wakes();
-  g_round = -1;
-  g_armed = -1;
-  detail::set_fault_hook(&on_armed);
-  std::thread sender([&] {
-    for (int r = 0; r < 20; ++r) {
-      for (int a = g_armed.load(); a != r; a = g_armed.load()) g_armed.wait(a);
-      EXPECT_EQ(p.pipes[static_cast<std::size_t>(r) % 8].second.send(std::int32_t{r}),
-                SendResult::ok);
-    }
-  });
-  Positions ready;
-  for (int r = 0; r < 20; ++r) {
-    g_round = r;
-    wait(p.set, ready, 10s);
-    EXPECT_EQ(ready, (Positions{static_cast<std::size_t>(r) % 8})) << "round " << r;
-    std::int32_t v = -1;
-    EXPECT_EQ(p.pipes[static_cast<std::size_t>(r) % 8].first.recv(v), RecvResult::ok);
-  }
-  sender.join();
-  detail::set_fault_hook(nullptr);
+  threaded_round_trips(
+      p, 20, [](int r) { return static_cast<std::size_t>(r) % 8; }, false);
   EXPECT_EQ(detail::pipe_missed_wakeups() - missed, 0U);
   return detail::wake_slot_wakes() - slot_wakes;
 }
@@ -276,6 +324,30 @@ TEST(WaitWakeSlot, ATruncatedOrCorruptedTableIsNotUsedAndWaitsStillWake) {
   EXPECT_EQ(slot_wakes_of_round_trips(), 0U);
 }
 
+// A table that others may write (mode 0666: made by another user, or
+// chmodded) is not used; the same table at 0600 is.
+TEST(WaitWakeSlot, ATableThatOthersMayWriteIsNotUsed) {
+  TestTable t;
+  t.write(sizeof(detail::WakeTable), detail::kWakeTableMagic);
+  ASSERT_EQ(::chmod(t.path.c_str(), 0666), 0);
+  detail::use_wake_table_for_testing(t.name);
+  EXPECT_EQ(slot_wakes_of_round_trips(), 0U);
+  ASSERT_EQ(::chmod(t.path.c_str(), 0600), 0);
+  detail::use_wake_table_for_testing(t.name);
+  EXPECT_EQ(slot_wakes_of_round_trips(), 20U);
+}
+
+// The default table is this user's, made 0600.
+TEST(WaitWakeSlot, TheDefaultTableIsThisUsersAndPrivate) {
+  detail::use_wake_table_for_testing("");
+  ASSERT_NE(detail::this_thread_wake_slot().id, 0U);
+  struct stat st {};
+  const std::string path = "/dev/shm/shmbus-wake-slots." + std::to_string(::geteuid());
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, ::geteuid());
+  EXPECT_EQ(st.st_mode & 0777, 0600U);
+}
+
 // A table whose slots somebody scribbled over while in use (owners and
 // words): the waits still wake (at worst a spurious wake-up).
 TEST(WaitWakeSlot, SlotsOverwrittenWhileInUseCostNoWakeup) {
@@ -290,6 +362,132 @@ TEST(WaitWakeSlot, SlotsOverwrittenWhileInUseCostNoWakeup) {
   std::memset(static_cast<std::byte*>(at) + sizeof(detail::WakeTableHeader), 0x5A,
               sizeof(detail::WakeTable) - sizeof(detail::WakeTableHeader));
   EXPECT_EQ(slot_wakes_of_round_trips(), 20U);
+  ::munmap(at, sizeof(detail::WakeTable));
+}
+
+// A sender that wakes another table than the waiter's (here: a child
+// that switched tables after the fork; in life a table unlinked and made
+// again, a private /dev/shm, another user's sender): the first redirected
+// sleep runs to its slice's end (one missed wake-up), then the waiter's
+// process stops redirecting and every later wait is woken on ring words.
+void waits_heal_when_the_sender_uses_another_table(bool connections) {
+  TestTable a("a");
+  TestTable b("b");
+  detail::use_wake_table_for_testing(a.name);
+  ASSERT_NE(detail::this_thread_wake_slot().id, 0U);  // maps table a, claims a slot
+  constexpr int kRounds = 10;
+  BlockingPipes p(4);
+  std::vector<Connection*> ends;
+  for (auto& pp : p.pipes) ends.push_back(&pp.first);
+  const std::uint64_t missed = detail::pipe_missed_wakeups();
+  const pid_t parent = ::getpid();
+  pid_t child = test::fork_child([&] {
+    detail::use_wake_table_for_testing(b.name);
+    for (int r = 0; r < kRounds; ++r) {
+      Connection& end = p.pipes[static_cast<std::size_t>(r) % 4].second;
+      // Send only once the parent sleeps in its wait: the wake-up is needed.
+      if (!test::poll_until([&] { return test::process_sleeping(parent); })) return 1;
+      std::int32_t ack = -1;
+      if (end.send(std::int32_t{r}) != SendResult::ok) return 2;
+      if (end.recv(ack) != RecvResult::ok || ack != r) return 3;
+    }
+    return 0;
+  });
+  Positions ready;
+  std::vector<Connection*> ready_ends;
+  for (int r = 0; r < kRounds; ++r) {
+    const std::size_t at = static_cast<std::size_t>(r) % 4;
+    if (connections) {
+      wait(ends, ready_ends, 10s);
+      ASSERT_EQ(ready_ends, (std::vector<Connection*>{ends[at]})) << "round " << r;
+    } else {
+      wait(p.set, ready, 10s);
+      ASSERT_EQ(ready, (Positions{at})) << "round " << r;
+    }
+    std::int32_t v = -1;
+    ASSERT_EQ(p.pipes[at].first.recv(v), RecvResult::ok);
+    ASSERT_EQ(p.pipes[at].first.send(v), SendResult::ok);
+  }
+  EXPECT_EQ(test::wait_child(child).code, 0);
+  EXPECT_LE(detail::pipe_missed_wakeups() - missed, 1U);
+  EXPECT_EQ(detail::this_thread_wake_slot().id, 0U);  // no longer redirecting
+}
+
+TEST(WaitWakeSlot, AWaiterWhoseSenderWakesAnotherTableStopsRedirectingAfterOneMiss) {
+  waits_heal_when_the_sender_uses_another_table(false);
+}
+
+TEST(WaitWakeSlot, ThePipeOnlyWaitStopsRedirectingAfterOneMissToo) {
+  waits_heal_when_the_sender_uses_another_table(true);
+}
+
+// A fork while another thread opens the table (under the lock that guards
+// the mapping): the child's first wake must not find that lock held.
+// The opener is held in the lock until the fork has begun (this test's
+// atfork prepare handler, which runs before the library's) and then, at
+// most 200 ms, until it is done: without the library's atfork handlers
+// the fork happens while the lock is held.
+std::atomic<bool> g_forking{false};
+std::atomic<bool> g_forked{false};
+std::atomic<bool> g_opener_in{false};
+std::atomic<pid_t> g_opener_pid{0};
+void hold_opener() {
+  if (::getpid() != g_opener_pid.load()) return;  // the child: no hold
+  g_opener_in = true;
+  g_opener_in.notify_all();
+  for (bool f = g_forking.load(); !f; f = g_forking.load()) g_forking.wait(f);
+  (void)test::poll_until([] { return g_forked.load(); }, 200ms);
+}
+
+TEST(WaitWakeSlot, AForkWhileAnotherThreadOpensTheTableLeavesTheChildAbleToWake) {
+  TestTable t;
+  detail::use_wake_table_for_testing(t.name);  // registers the library's handlers
+  static bool registered = false;
+  if (!registered) {
+    registered = true;
+    ::pthread_atfork([] { g_forking = true, g_forking.notify_all(); }, [] { g_forked = true; },
+                     nullptr);
+  }
+  g_forking = false;
+  g_forked = false;
+  g_opener_in = false;
+  g_opener_pid = ::getpid();
+  detail::set_wake_table_open_hook_for_testing(&hold_opener);
+  std::thread opener([] { EXPECT_TRUE(detail::wake_slot(1)); });
+  for (bool in = g_opener_in.load(); !in; in = g_opener_in.load()) g_opener_in.wait(in);
+  pid_t child = test::fork_child([] { return detail::wake_slot(1) ? 0 : 1; });
+  opener.join();
+  g_forking = false;  // later forks in this process hold nobody
+  g_opener_pid = 0;
+  detail::set_wake_table_open_hook_for_testing(nullptr);
+  const test::ChildStatus st = test::wait_child(child, 5s);
+  EXPECT_FALSE(st.timed_out) << "the child hung on the table's lock";
+  EXPECT_EQ(st.code, 0);
+}
+
+// A child made by _Fork() (no atfork handlers: the same fork generation)
+// holds a copy of its parent's claim; when it lets that claim go (here:
+// a table switch; in life its thread's exit) the parent's slot stays the
+// parent's.
+TEST(WaitWakeSlot, AnUnderscoreForkChildDoesNotFreeItsParentsSlot) {
+  ASSERT_TRUE(detail::fork_wiping_works()) << "MADV_WIPEONFORK refused here";
+  TestTable t;
+  detail::use_wake_table_for_testing(t.name);
+  const std::uint32_t id = detail::this_thread_wake_slot().id;
+  ASSERT_NE(id, 0U);
+  const pid_t child = ::_Fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // no gtest assertions here: exit codes
+    detail::use_wake_table_for_testing(t.name);
+    ::_exit(detail::this_thread_wake_slot().id != 0 ? 0 : 1);  // lets the copy go, claims its own
+  }
+  EXPECT_EQ(test::wait_child(child, 10s).code, 0);
+  const int fd = ::open(t.path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  void* at = ::mmap(nullptr, sizeof(detail::WakeTable), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(at, MAP_FAILED);
+  EXPECT_EQ(static_cast<detail::WakeTable*>(at)->slots[id - 1].owner.load(), this_process().pack());
   ::munmap(at, sizeof(detail::WakeTable));
 }
 

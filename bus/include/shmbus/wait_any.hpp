@@ -43,13 +43,15 @@
 // the calling thread's wake slot. Each end is armed as a sleeping recv()
 // arms its ring's header word (one heavy fence for all of them), naming
 // the slot, and its sender, finding the mark, wakes the slot instead of
-// the word ([ring.redirect], detail/wake_slot.hpp: a machine-wide table of
-// 1024 words, one claimed per waiting thread, /dev/shm/shmbus-wake-slots).
+// the word ([ring.redirect], detail/wake_slot.hpp: a per-user table of
+// 1024 words, /dev/shm/shmbus-wake-slots.<euid>, one claimed by each
+// thread that waits over two pipe ends or more, held until it exits).
 // futex_waitv costs about 0.5 us per word per call (the kernel looks up
 // each shared word's key every time), so 64 pipe ends cost one word, not
 // 64. Where no slot can be had (the table cannot be made, mapped or
-// validated, or all 1024 are held by live threads), or for a single end,
-// each end's own word, as recv(). Senders pay nothing new on a send that
+// validated, or all 1024 are held by live threads; or after a missed
+// wake-up, see detail/wake_slot.hpp), or for a single end, each end's
+// own word, as recv(). Senders pay nothing new on a send that
 // finds no waiter; one that finds a redirecting waiter reads one more word
 // and wakes the slot (its first such wake maps the table). A waiter killed
 // while armed leaves its ring naming its slot: the next message wakes that

@@ -7,9 +7,9 @@
 // hypercall), about 0.5 us a word; epoll pays its registration once. A
 // wait over 64 pipe ends that names one word instead of 64 pays once.
 //
-// The table: one machine-wide POSIX shared-memory object,
-// /dev/shm/shmbus-wake-slots (outside the "shmbus." names of objects, so
-// the garbage collector and bus-inspector never list it), of
+// The table: one POSIX shared-memory object per user,
+// /dev/shm/shmbus-wake-slots.<euid> (outside the "shmbus." names of
+// objects, so the garbage collector and bus-inspector never list it), of
 // kWakeSlotCount lines:
 //
 //   0      WakeTableHeader: magic, version, slot count, slot size
@@ -17,10 +17,24 @@
 //   128    slot 2 ...
 //
 // Made whole under a private name and linked into place (link(2) is
-// atomic), so nobody ever maps a half-made table; mode 0666, so a pipe
-// between two users' processes can use it (a hostile local user can only
-// cause spurious wake-ups or take every slot, which makes waits fall back
-// to the ring words). Never unlinked.
+// atomic), so nobody ever maps a half-made table; mode 0600, and a table
+// that is not owned by this euid or that group or others may write is not
+// used (waits sleep on ring words). Never unlinked. A pipe between two
+// users' processes falls back to ring words: a sender that cannot open
+// the waiter's table wakes the header word, which the waiter does not
+// sleep on; its first such sleep runs to its slice's end, and then the
+// waiter stops redirecting (self-healing, below).
+//
+// Self-healing: a waiter and a sender may use different tables (the table
+// was unlinked and made again while old processes keep the old mapping; a
+// private /dev/shm; a sender that cannot open it, another user's). The
+// sender then wakes a word the waiter does not sleep on, and every message
+// would wait for the waiter's 10 ms liveness slice. So a redirected sleep
+// that ran to its slice's end while a pipe end was ready (a missed
+// wake-up, detail::pipe_missed_wakeups()) calls stop_redirecting(): from
+// then on this process's waits sleep on the ring words, as without a
+// table. One 10 ms stall, then the old behaviour (and its futex_waitv
+// cost per end).
 //
 // Who may call what: a thread claims one slot for itself on its first
 // redirecting wait (CAS owner 0 -> its process, or a dead process's ->
@@ -79,10 +93,20 @@ struct ThreadWakeSlot {
 // process maps the table.
 [[nodiscard]] bool wake_slot(std::uint32_t id) noexcept;
 
+// A redirected wait in this process missed a wake-up: from now on waits
+// here do not redirect (this_thread_wake_slot() returns id 0). Senders
+// still wake slots that rings name.
+void stop_redirecting() noexcept;
+
 // For tests: wakes delivered through a slot by this process (relaxed).
 [[nodiscard]] std::uint64_t wake_slot_wakes() noexcept;
-// For tests: use the table at /dev/shm/<os_name> from now on (forgets the
-// mapped one and every thread's claim; call before other threads wait).
+// For tests: use the table at /dev/shm/<os_name> from now on ("": this
+// user's default one) (forgets the mapped one and every thread's claim,
+// and redirects again after stop_redirecting(); call before other threads
+// wait).
 void use_wake_table_for_testing(const std::string& os_name);
+// For tests: `hook` runs in the thread that opens the table, under the
+// lock that guards the mapping (null: none).
+void set_wake_table_open_hook_for_testing(void (*hook)());
 
 }  // namespace shmbus::detail
