@@ -312,7 +312,7 @@ Connection::Connection(std::shared_ptr<detail::Segment> segment, const detail::P
   fork_gen_ = detail::fork_generation();
   // relaxed: see on_fork_parent().
   forks_at_create_ = g_forks_made.load(std::memory_order_relaxed);
-  track_for_fork();  // before the fast paths open: [pipe.fork]
+  track_for_fork();  // before its first use: [pipe.fork]
   update_fast();
 }
 
@@ -428,7 +428,7 @@ Connection::Connection(Connection&& o) noexcept
       peer_owner_seen_(o.peer_owner_seen_),
       next_liveness_ns_(o.next_liveness_ns_),
       fd_bridge_(std::move(o.fd_bridge_)) {
-  if (control_ != nullptr) track_for_fork();  // before the fast paths open: [pipe.fork]
+  if (control_ != nullptr) track_for_fork();  // before its first use: [pipe.fork]
   update_fast();
   o.update_fast();
   if (control_ != nullptr) detail::add_exit_action(this, close_at_exit);
@@ -463,7 +463,7 @@ Connection& Connection::operator=(Connection&& o) noexcept {
     peer_owner_seen_ = o.peer_owner_seen_;
     next_liveness_ns_ = o.next_liveness_ns_;
     fd_bridge_ = std::move(o.fd_bridge_);
-    if (control_ != nullptr) track_for_fork();  // before the fast paths open: [pipe.fork]
+    if (control_ != nullptr) track_for_fork();  // before its first use: [pipe.fork]
     update_fast();
     o.update_fast();
     if (control_ != nullptr) detail::add_exit_action(this, close_at_exit);

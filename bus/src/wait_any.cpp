@@ -56,7 +56,8 @@ struct WaitAccess {
   static bool conn_usable(Connection& c) noexcept {
     return c.can_recv_ && !c.closed_ && c.control_ != nullptr && c.ensure_owner();
   }
-  // fast_recv_ true (the inlined recv()'s own test) implies conn_usable()
+  // fast_recv_ true (update_fast(): the state the inlined recv() finds
+  // folded into its ring's limit) implies conn_usable()
   // and no frame peeked: can_recv_, active_, not closed (so control_ set)
   // and this process's end ([pipe.fork]: a fork child's copy has it false
   // until take_over()). So the common case reads one flag and the header.
