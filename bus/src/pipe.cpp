@@ -1430,7 +1430,7 @@ void wait(std::span<Connection* const> ends, std::vector<Connection*>& out,
     for (std::size_t i = 0; missed && i < armed; ++i) {
       if (W::ready(*ends[i])) {
         detail::count_missed_wakeup();
-        if (slot.id != 0) detail::stop_redirecting();
+        if (slot.id != 0 && detail::slot_never_woken(words[0])) detail::stop_redirecting();
         missed = false;
       }
     }

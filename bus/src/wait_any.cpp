@@ -757,7 +757,7 @@ void WaitAny::full(std::span<const Waitable> items, std::vector<std::size_t>& ou
       const std::size_t i = s.armed[k];
       if (wa.ops(i) == &kConnectionOps && wa.ops(i)->ready(wa.obj(i))) {
         detail::count_missed_wakeup();
-        if (redirect) detail::stop_redirecting();
+        if (redirect && detail::slot_never_woken(words[0])) detail::stop_redirecting();
         missed = false;
       }
     }

@@ -29,12 +29,13 @@
 // was unlinked and made again while old processes keep the old mapping; a
 // private /dev/shm; a sender that cannot open it, another user's). The
 // sender then wakes a word the waiter does not sleep on, and every message
-// would wait for the waiter's 10 ms liveness slice. So a redirected sleep
-// that ran to its slice's end while a pipe end was ready (a missed
-// wake-up, detail::pipe_missed_wakeups()) calls stop_redirecting(): from
-// then on this process's waits sleep on the ring words, as without a
-// table. One 10 ms stall, then the old behaviour (and its futex_waitv
-// cost per end).
+// would wait for the waiter's 10 ms liveness slice. So when a redirected
+// sleep ran to its slice's end with a pipe end ready (a missed wake-up,
+// detail::pipe_missed_wakeups()) and the slot's word never moved
+// (slot_never_woken(): nobody woke it, not even late), the wait calls
+// stop_redirecting(): from then on this process's waits sleep on the ring
+// words, as without a table. One 10 ms stall, then the old behaviour (and
+// its futex_waitv cost per end).
 //
 // Who may call what: a thread claims one slot for itself on its first
 // redirecting wait (CAS owner 0 -> its process, or a dead process's ->
@@ -50,6 +51,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+
+#include "shmbus/detail/futex.hpp"
 
 namespace shmbus::detail {
 
@@ -92,6 +95,16 @@ struct ThreadWakeSlot {
 // of range): the caller wakes the ring word instead. The first call in a
 // process maps the table.
 [[nodiscard]] bool wake_slot(std::uint32_t id) noexcept;
+
+// Whether the slot word a redirected sleep compared (`slept`: its value
+// read before the arms) still reads that value: nobody woke the slot. A
+// missed wake-up with a moved word is a wake that came just after the
+// slice ended, no sign of another table: keep redirecting.
+[[nodiscard]] inline bool slot_never_woken(const FutexWaiter& slept) noexcept {
+  // relaxed: our own slot word, read as a hint.
+  return static_cast<const std::atomic<std::uint32_t>*>(slept.word)
+             ->load(std::memory_order_relaxed) == slept.expected;
+}
 
 // A redirected wait in this process missed a wake-up: from now on waits
 // here do not redirect (this_thread_wake_slot() returns id 0). Senders
