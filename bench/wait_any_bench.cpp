@@ -216,6 +216,8 @@ void BM_FilenoEpoll_Block_RTT(benchmark::State& state) {
     }
   });
   Connection& c = p.mine[0];
+  // Pinned first: the descriptor's thread takes this thread's cpu mask.
+  pin_this_thread(bench_cpus().parent);
   const int ep = epoll_over({c.fileno()});
   std::uint64_t i = 0, v = 0;
   timed_round_trips(
