@@ -20,6 +20,7 @@
 #include "shmbus/pipe.hpp"
 #include "shmbus/process.hpp"
 #include "shmbus/process_id.hpp"
+#include "shmbus/service.hpp"
 #include "shmbus/topology.hpp"
 
 namespace shmbus {
@@ -127,25 +128,33 @@ std::string items_text(std::uint64_t first, std::uint32_t count) {
 }
 
 // A task's exception as the worker sends it: its mangled type name (this
-// program's typeid), what(), and for a shmbus::Error its code (else
-// kNotAnError), object and reason.
+// program's typeid), what(), for a shmbus::Error its code (else
+// kNotAnError), object and reason, and for a Service's CallFailed its
+// maybe_executed(). (Workers are forks of the caller: one program, one
+// record layout.)
 using ExceptionRecord =
-    std::tuple<std::string, std::string, std::uint8_t, std::string, std::string>;
+    std::tuple<std::string, std::string, std::uint8_t, std::string, std::string, bool>;
 constexpr std::uint8_t kNotAnError = 0xff;
+
+// The shmbus::Error types a record carries whole: rebuilt with their code,
+// object and reason (and a CallFailed's flag), not by their what() alone.
+bool carried_whole(const std::type_info& t) noexcept {
+  return t == typeid(Error) || t == typeid(ServerGone) || t == typeid(CallTimedOut);
+}
 
 ExceptionRecord current_exception_record() {
   try {
     throw;
   } catch (const Error& e) {
-    if (typeid(e) == typeid(Error))
-      return {typeid(e).name(), e.what(), static_cast<std::uint8_t>(e.code()), e.object(),
-              e.reason()};
-    return {typeid(e).name(), e.what(), kNotAnError, {}, {}};
+    if (!carried_whole(typeid(e))) return {typeid(e).name(), e.what(), kNotAnError, {}, {}, false};
+    const auto* call = dynamic_cast<const CallFailed*>(&e);
+    return {typeid(e).name(), e.what(),   static_cast<std::uint8_t>(e.code()),
+            e.object(),       e.reason(), call != nullptr && call->maybe_executed()};
   } catch (const std::exception& e) {
-    return {typeid(e).name(), e.what(), kNotAnError, {}, {}};
+    return {typeid(e).name(), e.what(), kNotAnError, {}, {}, false};
   } catch (...) {
     const std::type_info* t = abi::__cxa_current_exception_type();
-    return {t != nullptr ? t->name() : "", {}, kNotAnError, {}, {}};
+    return {t != nullptr ? t->name() : "", {}, kNotAnError, {}, {}, false};
   }
 }
 
@@ -193,10 +202,14 @@ ExceptionRegistry& exception_registry() {
 // The exception the caller gets for a task's ExceptionRecord.
 std::exception_ptr rebuild(const ExceptionRecord& record, const std::string& worker,
                            std::size_t item) {
-  const auto& [type, what, code, object, reason] = record;
-  if (code != kNotAnError && type == typeid(Error).name() &&
-      code <= static_cast<std::uint8_t>(Errc::timed_out)) {
-    return std::make_exception_ptr(Error(static_cast<Errc>(code), object, reason));
+  const auto& [type, what, code, object, reason, maybe_executed] = record;
+  if (code != kNotAnError && code <= static_cast<std::uint8_t>(Errc::timed_out)) {
+    const auto errc = static_cast<Errc>(code);
+    if (type == typeid(Error).name()) return std::make_exception_ptr(Error(errc, object, reason));
+    if (type == typeid(ServerGone).name() && errc == Errc::peer_dead)
+      return std::make_exception_ptr(ServerGone(object, reason, maybe_executed));
+    if (type == typeid(CallTimedOut).name() && errc == Errc::timed_out)
+      return std::make_exception_ptr(CallTimedOut(object, reason, maybe_executed));
   }
   {
     ExceptionRegistry& r = exception_registry();

@@ -17,6 +17,7 @@
 #include <tuple>
 #include <vector>
 
+#include "shmbus/service.hpp"
 #include "shmbus/topology.hpp"
 #include "test_support.hpp"
 
@@ -146,6 +147,39 @@ TEST(Pool, AnExceptionInATaskComesBackAsItsOwnType) {
   EXPECT_THROW((void)r.get(), std::runtime_error);
   // The pool goes on working.
   EXPECT_EQ(pool.apply(fails_at_13, 1), 2);
+}
+
+// A task that ends the way a Service call can: by item, a ServerGone or a
+// CallTimedOut, each with both answers of maybe_executed().
+int fails_like_a_call(int x) {
+  switch (x) {
+    case 0:
+      throw ServerGone("svc", "the server died", false);
+    case 1:
+      throw ServerGone("svc", "the server died", true);
+    case 2:
+      throw CallTimedOut("svc", "no response by the deadline", false);
+    case 3:
+      throw CallTimedOut("svc", "no response by the deadline", true);
+    default:
+      return x;
+  }
+}
+
+TEST(Pool, AServiceCallsFailureComesBackWithItsTypeAndWhetherItMayHaveRun) {
+  Pool pool({.processes = 2});
+  for (int x = 0; x < 4; ++x) {
+    SCOPED_TRACE(x);
+    try {
+      (void)pool.apply(fails_like_a_call, x);
+      ADD_FAILURE() << "apply did not throw";
+    } catch (const CallFailed& e) {
+      EXPECT_EQ(typeid(e), x < 2 ? typeid(ServerGone) : typeid(CallTimedOut));
+      EXPECT_EQ(e.code(), x < 2 ? Errc::peer_dead : Errc::timed_out);
+      EXPECT_EQ(e.maybe_executed(), x % 2 == 1);
+      EXPECT_EQ(e.object(), "svc");
+    }
+  }
 }
 
 TEST(Pool, ImapThrowsOnceForAFailedChunkAndGoesOn) {

@@ -56,7 +56,8 @@
 // iterator's next() throws what it threw, rebuilt in the caller: a
 // standard exception (std::runtime_error, logic_error, invalid_argument,
 // out_of_range, ...) as the same type with the same what(), a
-// shmbus::Error with its code, object and reason, a type given to
+// shmbus::Error with its code, object and reason (a Service's ServerGone
+// and CallTimedOut as themselves, maybe_executed() kept), a type given to
 // register_exception<E>() as an E, and any other as RemoteError
 // (Error(task_failed)) naming the worker, the item, the type (demangled)
 // and its what(). A worker that dies (a crash, SIGKILL) fails the chunk it

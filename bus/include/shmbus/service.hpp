@@ -111,19 +111,29 @@ struct ServiceOptions {
   std::chrono::milliseconds respond_timeout{100};
 };
 
+// A call that ended without its response. maybe_executed(): whether the
+// server may have run it (or part of it), so whether resending could run
+// it twice. What each case means is on the two kinds below.
+class CallFailed : public Error {
+ public:
+  [[nodiscard]] bool maybe_executed() const noexcept { return maybe_executed_; }
+
+ protected:
+  CallFailed(Errc code, std::string object, std::string reason, bool maybe_executed)
+      : Error(code, std::move(object), std::move(reason)), maybe_executed_(maybe_executed) {}
+
+ private:
+  bool maybe_executed_;
+};
+
 // A call that ended because its server died or closed: code() is
 // peer_dead. maybe_executed(): the server had taken the request before it
 // went (it may have run it, or part of it), or cannot say; false: the
 // request was still in the pipe, never handed to the server's code.
-class ServerGone : public Error {
+class ServerGone : public CallFailed {
  public:
   ServerGone(std::string object, std::string reason, bool maybe_executed)
-      : Error(Errc::peer_dead, std::move(object), std::move(reason)),
-        maybe_executed_(maybe_executed) {}
-  [[nodiscard]] bool maybe_executed() const noexcept { return maybe_executed_; }
-
- private:
-  bool maybe_executed_;
+      : CallFailed(Errc::peer_dead, std::move(object), std::move(reason), maybe_executed) {}
 };
 
 // A call that ended at its deadline: code() is timed_out. maybe_executed():
@@ -131,15 +141,10 @@ class ServerGone : public Error {
 // response is dropped; a PendingCall stays pending and may still get it);
 // false: it was never handed to the server (not connected or not sent by
 // the deadline, or sent only in part), so resending cannot run it twice.
-class CallTimedOut : public Error {
+class CallTimedOut : public CallFailed {
  public:
   CallTimedOut(std::string object, std::string reason, bool maybe_executed)
-      : Error(Errc::timed_out, std::move(object), std::move(reason)),
-        maybe_executed_(maybe_executed) {}
-  [[nodiscard]] bool maybe_executed() const noexcept { return maybe_executed_; }
-
- private:
-  bool maybe_executed_;
+      : CallFailed(Errc::timed_out, std::move(object), std::move(reason), maybe_executed) {}
 };
 
 namespace detail {
