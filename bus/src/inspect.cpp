@@ -174,6 +174,14 @@ void cells_stats(const SegmentView& view, ObjectStats& stats) {
   const auto& h = *reinterpret_cast<const detail::CellsHeader*>(view.payload().data());
   const std::uint64_t count = h.count;  // written once before ready
   gauge(stats, "count", static_cast<std::int64_t>(std::min<std::uint64_t>(count, INT64_MAX)));
+  // As an opener checks (value.hpp, Cells): the elements must fit the payload.
+  const std::size_t payload = view.payload().size();
+  if (payload < detail::kCellsOffset || h.elem_size == 0 || count == 0 ||
+      count > (payload - detail::kCellsOffset) / h.elem_size) {
+    stats.problems.push_back("corrupted: " + std::to_string(count) + " elements of " +
+                             std::to_string(h.elem_size) + " B do not fit its " +
+                             std::to_string(payload) + " B payload; every open fails");
+  }
   // relaxed (both): a snapshot for display; the holder writes them under the lock.
   const std::uint64_t torn = h.torn.load(std::memory_order_relaxed);
   const std::uint64_t writing = h.writing.load(std::memory_order_relaxed);

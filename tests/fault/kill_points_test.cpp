@@ -8,6 +8,7 @@
 // driven the same way in queue_kill_test.
 //
 // SHMBUS_SOAK=1 runs ten times as many kills.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -387,6 +388,30 @@ TEST(KillPoints, InspectorNamesTheElementADeadWriterMayHaveTorn) {
       << problems();
   a.set(2, Wide{3, 3, 3, 3});
   EXPECT_EQ(problems(), "");
+}
+
+// doctor names an Array whose recorded count no longer fits its file, as
+// every open of it fails on (value.hpp: "element count or size does not fit").
+TEST(KillPoints, InspectorNamesAnArrayWhoseCountDoesNotFitItsPayload) {
+  SegmentGuard g(unique_name("kpcnt"));
+  auto a = Array<Wide>::create(g.name(), 4, Wide{1, 1, 1, 1});
+  const auto problems = [&] {
+    std::string all;
+    for (const std::string& p : object_stats(SegmentView::open(g.name())).problems) all += p + ";";
+    return all;
+  };
+  EXPECT_EQ(problems(), "");
+  const int fd = ::open(test::shm_path(g.name()).c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  const std::uint64_t count = 1'000'000;  // a stray write over the header's count
+  ASSERT_EQ(
+      ::pwrite(fd, &count, sizeof count,
+               static_cast<off_t>(detail::kHeaderSize + offsetof(detail::CellsHeader, count))),
+      static_cast<ssize_t>(sizeof count));
+  ::close(fd);
+  EXPECT_NE(problems().find("corrupted: 1000000 elements of 32 B do not fit"), std::string::npos)
+      << problems();
+  EXPECT_EQ(code_of([&] { (void)Array<Wide>::open(g.name()); }), Errc::corrupted);
 }
 
 // Two Views of one thread may end in any order: one killed holding the
