@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/error.hpp"
 
 namespace shmbus::detail {
@@ -40,14 +41,33 @@ FdBridge::~FdBridge() {
 
 bool FdBridge::owned_here() const noexcept { return ::getpid() == owner_; }
 
-bool FdBridge::sleeping() const noexcept {
-  for (;;) {
-    // [bridge.state] acquire: pairs with the thread's release store of kIdle
-    // after its signal(), so a kIdle seen here finds the descriptor signalled.
-    const std::uint8_t s = state_.load(std::memory_order_acquire);
-    if (s != kFiring) return s == kArmed;
-    cpu_relax();  // the thread is inside one write(2)
+bool FdBridge::sleeping() noexcept {
+  // [bridge.state] acquire: pairs with the thread's release exchange of
+  // kIdle after its signal(), so a kIdle seen here finds the descriptor
+  // signalled.
+  std::uint32_t s = state_.load(std::memory_order_acquire);
+  if (s == kArmed) return true;
+  // Firing: the thread is inside one write(2), or was preempted there,
+  // often by this very thread (its wake-up made us runnable on the cpu they
+  // share). Spin briefly for a thread on another cpu, then sleep until its
+  // kIdle: spinning on would hold the cpu it needs until the scheduler's
+  // tick (4 ms), and returning without the signal landed would leave it to
+  // land after our clear().
+  for (int i = 0; i < kFiringSpins && s != kIdle; ++i) {
+    cpu_relax();
+    s = state_.load(std::memory_order_acquire);  // [bridge.state] as above
   }
+  while (s != kIdle) {
+    // [bridge.state] acquire (failure too): as above. Tells the thread to
+    // wake us when it stores kIdle.
+    if (s == kFiring && !state_.compare_exchange_weak(s, kFiringWatched, std::memory_order_acquire,
+                                                      std::memory_order_acquire))
+      continue;
+    // No deadline: the thread is inside (or preempted in) one write(2).
+    (void)futex_wait(state_, kFiringWatched, nullptr);
+    s = state_.load(std::memory_order_acquire);  // [bridge.state] as above
+  }
+  return false;
 }
 
 void FdBridge::signal() noexcept {
@@ -112,11 +132,14 @@ void FdBridge::loop() noexcept {
     if (cur.woke != nullptr) cur.woke(cur.ctx, cur.ticket);
     have = false;
     // [bridge.state] the owner waits out kFiring (sleeping()); relaxed: the
-    // release store below publishes the signal.
+    // release exchange below publishes the signal.
     state_.store(kFiring, std::memory_order_relaxed);
+    fault_point(FaultPoint::fd_firing);
     signal();
-    // [bridge.state] release: pairs with sleeping()'s acquire.
-    state_.store(kIdle, std::memory_order_release);
+    // [bridge.state] release: pairs with sleeping()'s acquire. The owner
+    // asleep in sleeping() marked kFiringWatched: wake it.
+    if (state_.exchange(kIdle, std::memory_order_release) == kFiringWatched)
+      (void)futex_wake(state_);
   }
   if (have && cur.woke != nullptr) cur.woke(cur.ctx, cur.ticket);
 }
