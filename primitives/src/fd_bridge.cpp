@@ -10,10 +10,11 @@
 
 #include "shmbus/detail/fault.hpp"
 #include "shmbus/error.hpp"
+#include "shmbus/process_id.hpp"
 
 namespace shmbus::detail {
 
-FdBridge::FdBridge(const char* object_name) : owner_(::getpid()) {
+FdBridge::FdBridge(const char* object_name) : owner_(this_process().pid) {
   efd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (efd_ < 0) {
     throw Error(Errc::system, object_name, std::string("fileno: eventfd: ") + std::strerror(errno));
@@ -39,7 +40,9 @@ FdBridge::~FdBridge() {
   ::close(efd_);
 }
 
-bool FdBridge::owned_here() const noexcept { return ::getpid() == owner_; }
+// this_process(): cached (refreshed in a forked child), so a re-arm makes
+// no getpid() system call.
+bool FdBridge::owned_here() const noexcept { return this_process().pid == owner_; }
 
 bool FdBridge::sleeping() noexcept {
   // [bridge.state] acquire: pairs with the thread's release exchange of
