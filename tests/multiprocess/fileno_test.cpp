@@ -5,6 +5,7 @@
 // a descriptor leaves the sender's fast path as it was.
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -164,6 +165,26 @@ TEST(Fileno, ARearmWhileTheThreadSignalsSleepsUntilItHasSignalled) {
   ASSERT_TRUE(rx.poll());
   ASSERT_EQ(rx.recv(v), RecvResult::ok);
   EXPECT_EQ(v, 2);
+}
+
+// README: edge-triggered epoll gets one edge per turn to readable, as long
+// as each edge is drained until a call finds nothing.
+TEST(Fileno, EdgeTriggeredEpollGetsAnEdgeAfterEachDrain) {
+  auto [rx, tx] = Pipe();
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  ASSERT_GE(ep, 0);
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLET;
+  ASSERT_EQ(::epoll_ctl(ep, EPOLL_CTL_ADD, rx.fileno(), &ev), 0);
+  std::int32_t v = 0;
+  for (std::int32_t round = 0; round < 3; ++round) {
+    for (std::int32_t i = 0; i < 3; ++i) ASSERT_EQ(tx.send(round * 3 + i), SendResult::ok);
+    ASSERT_EQ(::epoll_wait(ep, &ev, 1, 10'000), 1) << "round " << round;
+    while (rx.poll()) ASSERT_EQ(rx.recv(v), RecvResult::ok);  // the last poll() re-arms
+    EXPECT_EQ(v, round * 3 + 2);
+    EXPECT_EQ(::epoll_wait(ep, &ev, 1, 0), 0);  // drained: no edge until the next message
+  }
+  ::close(ep);
 }
 
 TEST(Fileno, AQueueEventAndSemaphorePollReadableWhileReady) {
