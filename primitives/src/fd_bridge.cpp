@@ -8,11 +8,13 @@
 #include <cstring>
 #include <string>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/error.hpp"
+#include "shmbus/process_id.hpp"
 
 namespace shmbus::detail {
 
-FdBridge::FdBridge(const char* object_name) : owner_(::getpid()) {
+FdBridge::FdBridge(const char* object_name) : owner_(this_process().pid) {
   efd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (efd_ < 0) {
     throw Error(Errc::system, object_name, std::string("fileno: eventfd: ") + std::strerror(errno));
@@ -38,16 +40,37 @@ FdBridge::~FdBridge() {
   ::close(efd_);
 }
 
-bool FdBridge::owned_here() const noexcept { return ::getpid() == owner_; }
+// this_process(): cached (refreshed in a forked child), so a re-arm makes
+// no getpid() system call.
+bool FdBridge::owned_here() const noexcept { return this_process().pid == owner_; }
 
-bool FdBridge::sleeping() const noexcept {
-  for (;;) {
-    // [bridge.state] acquire: pairs with the thread's release store of kIdle
-    // after its signal(), so a kIdle seen here finds the descriptor signalled.
-    const std::uint8_t s = state_.load(std::memory_order_acquire);
-    if (s != kFiring) return s == kArmed;
-    cpu_relax();  // the thread is inside one write(2)
+bool FdBridge::sleeping() noexcept {
+  // [bridge.state] acquire: pairs with the thread's release exchange of
+  // kIdle after its signal(), so a kIdle seen here finds the descriptor
+  // signalled.
+  std::uint32_t s = state_.load(std::memory_order_acquire);
+  if (s == kArmed) return true;
+  // Firing: the thread is inside one write(2), or was preempted there,
+  // often by this very thread (its wake-up made us runnable on the cpu they
+  // share). Spin briefly for a thread on another cpu, then sleep until its
+  // kIdle: spinning on would hold the cpu it needs until the scheduler's
+  // tick (4 ms), and returning without the signal landed would leave it to
+  // land after our clear().
+  for (int i = 0; i < kFiringSpins && s != kIdle; ++i) {
+    cpu_relax();
+    s = state_.load(std::memory_order_acquire);  // [bridge.state] as above
   }
+  while (s != kIdle) {
+    // [bridge.state] acquire (failure too): as above. Tells the thread to
+    // wake us when it stores kIdle.
+    if (s == kFiring && !state_.compare_exchange_weak(s, kFiringWatched, std::memory_order_acquire,
+                                                      std::memory_order_acquire))
+      continue;
+    // No deadline: the thread is inside (or preempted in) one write(2).
+    (void)futex_wait(state_, kFiringWatched, nullptr);
+    s = state_.load(std::memory_order_acquire);  // [bridge.state] as above
+  }
+  return false;
 }
 
 void FdBridge::signal() noexcept {
@@ -112,11 +135,14 @@ void FdBridge::loop() noexcept {
     if (cur.woke != nullptr) cur.woke(cur.ctx, cur.ticket);
     have = false;
     // [bridge.state] the owner waits out kFiring (sleeping()); relaxed: the
-    // release store below publishes the signal.
+    // release exchange below publishes the signal.
     state_.store(kFiring, std::memory_order_relaxed);
+    fault_point(FaultPoint::fd_firing);
     signal();
-    // [bridge.state] release: pairs with sleeping()'s acquire.
-    state_.store(kIdle, std::memory_order_release);
+    // [bridge.state] release: pairs with sleeping()'s acquire. The owner
+    // asleep in sleeping() marked kFiringWatched: wake it.
+    if (state_.exchange(kIdle, std::memory_order_release) == kFiringWatched)
+      (void)futex_wake(state_);
   }
   if (have && cur.woke != nullptr) cur.woke(cur.ctx, cur.ticket);
 }

@@ -5,12 +5,16 @@
 // a descriptor leaves the sender's fast path as it was.
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <thread>
 
+#include "shmbus/detail/fault.hpp"
 #include "shmbus/detail/pipe_format.hpp"
 #include "shmbus/pipe.hpp"
 #include "shmbus/segment_info.hpp"
@@ -103,6 +107,84 @@ TEST(Fileno, ManyMessagesMakeOneSignal) {
   ASSERT_EQ(tx.send(std::int32_t{7}), SendResult::ok);
   ASSERT_TRUE(readable(fd, 10'000ms));
   EXPECT_EQ(signals(fd), 1U);
+}
+
+// Holds the descriptor's thread at FaultPoint::fd_firing (claimed the
+// wake-up, descriptor not yet signalled) until released, or until a 10 s
+// deadline when nobody releases it (then g_firing_timed_out).
+std::atomic<int> g_firing{0};  // 1: held, 2: released
+std::atomic<bool> g_firing_timed_out{false};
+void hold_firing(detail::FaultPoint p) noexcept {
+  if (p != detail::FaultPoint::fd_firing || g_firing.load() != 0) return;
+  g_firing.store(1);
+  if (!test::poll_until([] { return g_firing.load() == 2; })) g_firing_timed_out.store(true);
+}
+struct FiringHoldGuard {
+  FiringHoldGuard() {
+    g_firing.store(0);
+    g_firing_timed_out.store(false);
+    detail::set_fault_hook(&hold_firing);
+  }
+  ~FiringHoldGuard() {
+    g_firing.store(2);
+    detail::set_fault_hook(nullptr);
+  }
+};
+
+// The owner that took the message before the thread signalled (the thread
+// preempted between its claim and its write, typically by the owner it
+// woke on their shared cpu) waits for the signal asleep, not spinning (a
+// spin would hold the cpu the thread needs until the scheduler's tick),
+// then clears and re-arms: no stale readable descriptor is left behind,
+// and the next message signals it again.
+TEST(Fileno, ARearmWhileTheThreadSignalsSleepsUntilItHasSignalled) {
+  auto [rx, tx] = Pipe();
+  const int fd = rx.fileno();
+  FiringHoldGuard guard;
+  ASSERT_EQ(tx.send(std::int32_t{1}), SendResult::ok);
+  ASSERT_TRUE(test::poll_until([] { return g_firing.load() == 1; }));  // thread held
+  std::int32_t v = 0;
+  ASSERT_TRUE(rx.poll());
+  ASSERT_EQ(rx.recv(v), RecvResult::ok);
+  std::atomic<pid_t> tid{0};
+  std::atomic<int> polled{-1};
+  std::thread owner([&] {
+    tid.store(static_cast<pid_t>(::gettid()));
+    polled.store(rx.poll() ? 1 : 0);  // re-arms once the thread has signalled
+  });
+  const bool slept =
+      test::poll_until([&] { return tid.load() != 0 && test::thread_sleeping(tid.load()); });
+  g_firing.store(2);
+  owner.join();
+  EXPECT_TRUE(slept) << "poll() spun while the descriptor's thread was held";
+  EXPECT_FALSE(g_firing_timed_out.load());
+  EXPECT_EQ(polled.load(), 0);
+  EXPECT_FALSE(readable(fd));  // the late signal was cleared by the re-arm
+  ASSERT_EQ(tx.send(std::int32_t{2}), SendResult::ok);
+  ASSERT_TRUE(readable(fd, 10'000ms));
+  ASSERT_TRUE(rx.poll());
+  ASSERT_EQ(rx.recv(v), RecvResult::ok);
+  EXPECT_EQ(v, 2);
+}
+
+// README: edge-triggered epoll gets one edge per turn to readable, as long
+// as each edge is drained until a call finds nothing.
+TEST(Fileno, EdgeTriggeredEpollGetsAnEdgeAfterEachDrain) {
+  auto [rx, tx] = Pipe();
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  ASSERT_GE(ep, 0);
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLET;
+  ASSERT_EQ(::epoll_ctl(ep, EPOLL_CTL_ADD, rx.fileno(), &ev), 0);
+  std::int32_t v = 0;
+  for (std::int32_t round = 0; round < 3; ++round) {
+    for (std::int32_t i = 0; i < 3; ++i) ASSERT_EQ(tx.send(round * 3 + i), SendResult::ok);
+    ASSERT_EQ(::epoll_wait(ep, &ev, 1, 10'000), 1) << "round " << round;
+    while (rx.poll()) ASSERT_EQ(rx.recv(v), RecvResult::ok);  // the last poll() re-arms
+    EXPECT_EQ(v, round * 3 + 2);
+    EXPECT_EQ(::epoll_wait(ep, &ev, 1, 0), 0);  // drained: no edge until the next message
+  }
+  ::close(ep);
 }
 
 TEST(Fileno, AQueueEventAndSemaphorePollReadableWhileReady) {

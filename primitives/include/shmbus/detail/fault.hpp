@@ -56,6 +56,8 @@ enum class FaultPoint : std::uint8_t {
   // (both forms: for pipe ends, "armed" stands for "counted") and a Barrier
   // waiter.
   sleeper_counted,  // counted in `sleepers`, futex word read, not yet asleep
+  // A fileno() descriptor's thread (detail/fd_bridge.hpp).
+  fd_firing,  // the armed word changed: state kFiring, descriptor not yet signalled
   // The bridge (bridge/src/forwarder.cpp).
   bridge_taken,    // a forwarded message is in the outbox and out of the queue,
                    // the outbox's next sequence not yet advanced

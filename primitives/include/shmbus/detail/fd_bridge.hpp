@@ -66,8 +66,10 @@ class FdBridge {
   // The thread sleeps on an armed word and has not fired (see above): the
   // descriptor is clear and nothing came; do not arm again. While the
   // thread is firing (between its claim and its signal) this waits for it,
-  // so that a false answer always finds the descriptor already signalled.
-  [[nodiscard]] bool sleeping() const noexcept;
+  // so that a false answer always finds the descriptor already signalled:
+  // it spins a little, then sleeps (the thread often shares the owner's
+  // cpu, and may have been preempted there by the owner it woke).
+  [[nodiscard]] bool sleeping() noexcept;
   // The descriptor polls readable from now until clear().
   void signal() noexcept;
   // The descriptor stops polling readable.
@@ -88,10 +90,12 @@ class FdBridge {
   // Futex word of the thread (process-local memory): bumped by every
   // sleep_on() and by the destructor.
   std::atomic<std::uint32_t> control_{0};
-  // [bridge.state] kIdle -> kArmed (owner, sleep_on) -> kFiring (thread,
-  // CAS) -> kIdle (thread, after signal()).
-  static constexpr std::uint8_t kIdle = 0, kArmed = 1, kFiring = 2;
-  std::atomic<std::uint8_t> state_{kIdle};
+  // [bridge.state] kIdle -> kArmed (owner, sleep_on) -> kFiring (thread)
+  // [-> kFiringWatched (owner, CAS: it sleeps on this futex word)] -> kIdle
+  // (thread, exchange after signal(); a futex_wake if it was watched).
+  static constexpr std::uint32_t kIdle = 0, kArmed = 1, kFiring = 2, kFiringWatched = 3;
+  static constexpr int kFiringSpins = 64;  // ~ one write(2) on another cpu
+  std::atomic<std::uint32_t> state_{kIdle};
 };
 
 // FdBridge::Sleep::woke for a WaitChannel: the bridge counted itself a
