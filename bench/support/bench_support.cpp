@@ -1,6 +1,7 @@
 #include "bench_support.hpp"
 
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -395,6 +396,168 @@ bool register_references() {
   benchmark::RegisterBenchmark("BM_Floor_CacheLine_RTT", BM_Floor_CacheLine_RTT)->UseRealTime();
   benchmark::RegisterBenchmark("BM_Futex_Raw_RTT", BM_Futex_Raw_RTT)->UseRealTime();
   return true;
+}
+
+// --- Paired benchmarks ---------------------------------------------------------
+
+FloorLeg::FloorLeg(int block) : PairedLeg(block) {
+  // Anonymous shared memory: forked into the echo child, no name to remove.
+  void* p = ::mmap(nullptr, kFloorPages * kPageSize, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw Error(Errc::system, "floor leg", "mmap failed");
+  base_ = static_cast<std::byte*>(p);
+  for (std::size_t i = 0; i < kFloorPages; ++i) new (base_ + i * kPageSize) PingLine{};
+}
+
+FloorLeg::~FloorLeg() { ::munmap(base_, kFloorPages * kPageSize); }
+
+namespace {
+// Round trip i bounces the line of page i % kFloorPages with value 2i+1, as
+// floor_session does.
+PingLine* floor_line(std::byte* base, std::uint64_t i) noexcept {
+  return std::launder(reinterpret_cast<PingLine*>(base + (i % kFloorPages) * kPageSize));
+}
+}  // namespace
+
+bool FloorLeg::run() noexcept {
+  for (int k = 0; k < block(); ++k, ++trips_) {
+    PingLine* l = floor_line(base_, trips_);
+    const std::uint64_t v = 2 * trips_ + 1;
+    // release: [floor.ping]; acquire: [floor.pong] (floor_session's pair).
+    l->value.store(v, std::memory_order_release);
+    while (l->value.load(std::memory_order_acquire) != v + 1) detail::cpu_relax();
+  }
+  return true;
+}
+
+bool FloorLeg::echo() noexcept {
+  for (int k = 0; k < block(); ++k, ++trips_) {
+    PingLine* l = floor_line(base_, trips_);
+    std::uint64_t v;
+    // acquire: [floor.ping] pairs with the parent's release store of the ping.
+    while ((v = l->value.load(std::memory_order_acquire)) != 2 * trips_ + 1) {
+      if (v == kStop) return false;
+      detail::cpu_relax();
+    }
+    // release: [floor.pong] pairs with the parent's acquire load of the pong.
+    l->value.store(2 * trips_ + 2, std::memory_order_release);
+  }
+  return true;
+}
+
+void FloorLeg::stop() noexcept {
+  // release: [floor.ping] the stop value, on the line the child polls next
+  // (it has answered every round trip the parent made).
+  floor_line(base_, trips_)->value.store(kStop, std::memory_order_release);
+}
+
+PipeRttLeg::PipeRttLeg(const PipeOptions& options, std::size_t size, int block)
+    : PairedLeg(block), msg_(size, std::byte{0x5a}), buf_(size) {
+  auto [a, b] = Pipe(options);
+  a_ = std::move(a);
+  b_ = std::move(b);
+}
+
+bool PipeRttLeg::run() noexcept {
+  std::size_t n = 0;
+  for (int k = 0; k < block(); ++k) {
+    if (a_.send_bytes(msg_) != SendResult::ok || a_.recv_bytes_into(buf_, 0, n) != RecvResult::ok)
+      return false;
+  }
+  return true;
+}
+
+bool PipeRttLeg::echo() noexcept {
+  std::size_t n = 0;
+  for (int k = 0; k < block(); ++k) {
+    if (b_.recv_bytes_into(buf_, 0, n) != RecvResult::ok ||
+        b_.send_bytes({buf_.data(), n}) != SendResult::ok)
+      return false;
+  }
+  return true;
+}
+
+namespace {
+
+double quantile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
+}
+
+double mean(const std::vector<double>& v) {
+  double sum = 0;
+  for (double x : v) sum += x;
+  return v.empty() ? 0 : sum / static_cast<double>(v.size());
+}
+
+// Untimed cycles before the timed loop: the child running and pinned, its
+// pages touched (kBusyWarmUp round trips at the usual 256 a block).
+constexpr int kPairedWarmUpCycles = 4;
+
+}  // namespace
+
+void paired_blocks(benchmark::State& state, const char* what, PairedLeg& subject, PairedLeg& peer,
+                   PairedLeg& floor) {
+  std::vector<PairedLeg*> legs{&subject, &peer};
+  if (&floor != &subject && &floor != &peer) legs.push_back(&floor);
+  const auto& cpus = bench_cpus();
+  PinnedChild child(cpus.child, [&legs] {
+    for (;;) {
+      for (PairedLeg* leg : legs) {
+        if (!leg->echo()) return;
+      }
+    }
+  });
+  pin_this_thread(cpus.parent);
+  bool ok = true;
+  for (int c = 0; c < kPairedWarmUpCycles && ok; ++c) {
+    for (PairedLeg* leg : legs) ok = ok && leg->run();
+  }
+  // Per block pair: ns per operation of each leg.
+  std::vector<double> subject_ns, peer_ns, floor_ns;
+  const double k = ns_per_tick();
+  auto timed = [k, &ok](PairedLeg& leg, std::vector<double>& out) {
+    const std::uint64_t t0 = ticks();
+    ok = ok && leg.run();
+    out.push_back(static_cast<double>(ticks() - t0) * k / leg.block());
+  };
+  for (auto _ : state) {
+    if (!ok) break;
+    timed(subject, subject_ns);
+    timed(peer, peer_ns);
+    if (legs.size() == 3) timed(floor, floor_ns);
+  }
+  for (PairedLeg* leg : legs) leg->stop();
+  if (!child.join()) ok = false;
+  if (!ok) {
+    state.SkipWithError(what);
+    return;
+  }
+  const std::vector<double>& placement = &floor == &subject ? subject_ns
+                                         : &floor == &peer  ? peer_ns
+                                                            : floor_ns;
+  std::vector<double> ratio, near, far;
+  for (std::size_t i = 0; i < subject_ns.size(); ++i) {
+    const double r = subject_ns[i] / peer_ns[i];
+    ratio.push_back(r);
+    (placement[i] > kFarFloorNs ? far : near).push_back(r);
+  }
+  state.counters["subject_ns"] = mean(subject_ns);
+  state.counters["peer_ns"] = mean(peer_ns);
+  state.counters["subject_p50_ns"] = quantile(subject_ns, 0.5);
+  state.counters["peer_p50_ns"] = quantile(peer_ns, 0.5);
+  state.counters["ratio"] = quantile(ratio, 0.5);
+  state.counters["ratio_p10"] = quantile(ratio, 0.1);
+  state.counters["ratio_p90"] = quantile(ratio, 0.9);
+  state.counters["ratio_min"] = quantile(ratio, 0);
+  state.counters["ratio_max"] = quantile(ratio, 1);
+  state.counters["floor_ns"] = quantile(placement, 0.5);
+  state.counters["near_share"] =
+      static_cast<double>(near.size()) / static_cast<double>(std::max<std::size_t>(ratio.size(), 1));
+  if (!near.empty()) state.counters["near_ratio"] = quantile(near, 0.5);
+  if (!far.empty()) state.counters["far_ratio"] = quantile(far, 0.5);
+  state.counters["pairs"] = static_cast<double>(ratio.size());
 }
 
 void pipe_round_trip(benchmark::State& state, const PipeOptions& options) {
