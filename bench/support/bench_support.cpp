@@ -400,6 +400,13 @@ bool register_references() {
 
 // --- Paired benchmarks ---------------------------------------------------------
 
+std::uint64_t PairedLeg::op_median_ticks() noexcept {
+  if (ops_ == 0) return 0;
+  const auto mid = op_ticks_.begin() + static_cast<std::ptrdiff_t>((ops_ - 1) / 2);
+  std::nth_element(op_ticks_.begin(), mid, op_ticks_.begin() + static_cast<std::ptrdiff_t>(ops_));
+  return *mid;
+}
+
 FloorLeg::FloorLeg(int block) : PairedLeg(block) {
   // Anonymous shared memory: forked into the echo child, no name to remove.
   void* p = ::mmap(nullptr, kFloorPages * kPageSize, PROT_READ | PROT_WRITE,
@@ -518,9 +525,12 @@ void paired_blocks(benchmark::State& state, const char* what, PairedLeg& subject
   std::vector<double> subject_ns, peer_ns, floor_ns;
   const double k = ns_per_tick();
   auto timed = [k, &ok](PairedLeg& leg, std::vector<double>& out) {
+    leg.begin_block();
     const std::uint64_t t0 = ticks();
     ok = ok && leg.run();
-    out.push_back(static_cast<double>(ticks() - t0) * k / leg.block());
+    const std::uint64_t t = ticks() - t0;
+    out.push_back(leg.per_op() ? static_cast<double>(leg.op_median_ticks()) * k
+                               : static_cast<double>(t) * k / leg.block());
   };
   for (auto _ : state) {
     if (!ok) break;

@@ -214,9 +214,32 @@ class PairedLeg {
   // Parent: tells a child waiting in echo() to return false (close, stop).
   virtual void stop() noexcept = 0;
   [[nodiscard]] int block() const noexcept { return block_; }
+  // True when run() timed each operation (op_done()): the block then reads
+  // as the median of those times, else as its total over block().
+  [[nodiscard]] bool per_op() const noexcept { return per_op_; }
+  void begin_block() noexcept { ops_ = 0; }
+  // The median of this block's operation times in ticks (0 if none).
+  [[nodiscard]] std::uint64_t op_median_ticks() noexcept;
+
+ protected:
+  // A blocking leg calls this after each operation begun at tick t0: a
+  // wake-up's tens of microseconds dwarf the rdtsc, and one preemption of
+  // a few milliseconds (this VM's other tenants) would otherwise be most of
+  // its block's mean.
+  void op_done(std::uint64_t t0) noexcept {
+    if (ops_ < op_ticks_.size()) op_ticks_[ops_++] = ticks() - t0;
+  }
+  // Makes run() time each operation (call in the constructor).
+  void time_each_op() {
+    per_op_ = true;
+    op_ticks_.resize(static_cast<std::size_t>(block_));
+  }
 
  private:
   int block_;
+  bool per_op_ = false;
+  std::vector<std::uint64_t> op_ticks_;
+  std::size_t ops_ = 0;
 };
 
 // The cache-line floor's round trip as a leg: `block` round trips, one line
@@ -257,7 +280,8 @@ inline constexpr double kFarFloorNs = 200;
 // untimed warm-up cycles; the echo child runs their echo() in the same
 // order until one returns false. Counters (ns per operation; a block's time
 // divided by its operations):
-//   subject_ns, peer_ns          mean over the blocks
+//   subject_ns, peer_ns          mean over the blocks (a block: its total over
+//                                its operations, or their median: per_op())
 //   subject_p50_ns, peer_p50_ns  median over the blocks
 //   ratio                        median over block pairs of subject / peer
 //   ratio_p10, ratio_p90, ratio_min, ratio_max
