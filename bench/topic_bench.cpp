@@ -197,7 +197,7 @@ void BM_Paired_TopicVsPipe_Busy_RTT(benchmark::State& state) {
   o.wait.strategy = WaitStrategy::busy_poll;
   PipeRttLeg pipe(o, size);
   FloorLeg floor;
-  paired_blocks(state, "paired topic / pipe round trip failed", topic, pipe, floor);
+  paired_blocks(state, "paired topic / pipe round trip failed", topic, pipe, &floor);
 }
 
 // --- publisher cost with lossy subscribers -------------------------------------------

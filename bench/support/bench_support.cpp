@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -505,50 +506,70 @@ constexpr int kPairedWarmUpCycles = 4;
 }  // namespace
 
 void paired_blocks(benchmark::State& state, const char* what, PairedLeg& subject, PairedLeg& peer,
-                   PairedLeg& floor) {
-  std::vector<PairedLeg*> legs{&subject, &peer};
-  if (&floor != &subject && &floor != &peer) legs.push_back(&floor);
+                   PairedLeg* floor) {
+  const bool floor_leg = floor != nullptr && floor != &subject && floor != &peer;
+  // Cycle c runs subject, peer on even c and peer, subject on odd c, then
+  // the floor when it is a leg of its own: each side follows the other as
+  // often, so what a block inherits from the one before (a cpu that had
+  // not gone idle, a line still in flight) does not favour one side.
+  auto cycle = [&subject, &peer, floor, floor_leg](std::uint64_t c) {
+    std::array<PairedLeg*, 3> order{&subject, &peer, floor_leg ? floor : nullptr};
+    if (c % 2 == 1) std::swap(order[0], order[1]);
+    return order;
+  };
   const auto& cpus = bench_cpus();
-  PinnedChild child(cpus.child, [&legs] {
-    for (;;) {
-      for (PairedLeg* leg : legs) {
-        if (!leg->echo()) return;
+  // Without a floor in the cycle, its round trip before and after the
+  // child's run gives the placement (as ReferenceBeside does).
+  const double floor_before = floor == nullptr ? floor_p50_ns() : 0;
+  PinnedChild child(cpus.child, [&cycle] {
+    for (std::uint64_t c = 0;; ++c) {
+      for (PairedLeg* leg : cycle(c)) {
+        if (leg != nullptr && !leg->echo()) return;
       }
     }
   });
   pin_this_thread(cpus.parent);
   bool ok = true;
-  for (int c = 0; c < kPairedWarmUpCycles && ok; ++c) {
-    for (PairedLeg* leg : legs) ok = ok && leg->run();
+  std::uint64_t c = 0;
+  for (; c < kPairedWarmUpCycles && ok; ++c) {
+    for (PairedLeg* leg : cycle(c)) ok = ok && (leg == nullptr || leg->run());
   }
   // Per block pair: ns per operation of each leg.
   std::vector<double> subject_ns, peer_ns, floor_ns;
   const double k = ns_per_tick();
-  auto timed = [k, &ok](PairedLeg& leg, std::vector<double>& out) {
-    leg.begin_block();
-    const std::uint64_t t0 = ticks();
-    ok = ok && leg.run();
-    const std::uint64_t t = ticks() - t0;
-    out.push_back(leg.per_op() ? static_cast<double>(leg.op_median_ticks()) * k
-                               : static_cast<double>(t) * k / leg.block());
-  };
   for (auto _ : state) {
+    for (PairedLeg* leg : cycle(c)) {
+      if (leg == nullptr || !ok) continue;
+      leg->begin_block();
+      const std::uint64_t t0 = ticks();
+      ok = leg->run();
+      const std::uint64_t t = ticks() - t0;
+      (leg == &subject ? subject_ns
+       : leg == &peer  ? peer_ns
+                       : floor_ns)
+          .push_back(leg->per_op() ? static_cast<double>(leg->op_median_ticks()) * k
+                                   : static_cast<double>(t) * k / leg->block());
+    }
+    ++c;
     if (!ok) break;
-    timed(subject, subject_ns);
-    timed(peer, peer_ns);
-    if (legs.size() == 3) timed(floor, floor_ns);
   }
-  for (PairedLeg* leg : legs) leg->stop();
-  if (!child.join()) ok = false;
-  if (!ok) {
+  subject.stop();
+  peer.stop();
+  if (floor_leg) floor->stop();
+  if (!child.join() || !ok) {
     state.SkipWithError(what);
     return;
   }
-  const std::vector<double>& placement = &floor == &subject ? subject_ns
-                                         : &floor == &peer  ? peer_ns
-                                                            : floor_ns;
+  if (floor == nullptr) {
+    const double floor_after = floor_p50_ns();
+    floor_ns.assign(subject_ns.size(), (floor_before + floor_after) / 2);
+    state.counters["floor_drift"] = floor_before > 0 ? floor_after / floor_before : 0;
+  }
+  const std::vector<double>& placement = floor == &subject ? subject_ns
+                                         : floor == &peer  ? peer_ns
+                                                           : floor_ns;
   std::vector<double> ratio, near, far;
-  for (std::size_t i = 0; i < subject_ns.size(); ++i) {
+  for (std::size_t i = 0; i < subject_ns.size() && i < peer_ns.size(); ++i) {
     const double r = subject_ns[i] / peer_ns[i];
     ratio.push_back(r);
     (placement[i] > kFarFloorNs ? far : near).push_back(r);
@@ -563,8 +584,8 @@ void paired_blocks(benchmark::State& state, const char* what, PairedLeg& subject
   state.counters["ratio_min"] = quantile(ratio, 0);
   state.counters["ratio_max"] = quantile(ratio, 1);
   state.counters["floor_ns"] = quantile(placement, 0.5);
-  state.counters["near_share"] =
-      static_cast<double>(near.size()) / static_cast<double>(std::max<std::size_t>(ratio.size(), 1));
+  state.counters["near_share"] = static_cast<double>(near.size()) /
+                                 static_cast<double>(std::max<std::size_t>(ratio.size(), 1));
   if (!near.empty()) state.counters["near_ratio"] = quantile(near, 0.5);
   if (!far.empty()) state.counters["far_ratio"] = quantile(far, 0.5);
   state.counters["pairs"] = static_cast<double>(ratio.size());

@@ -276,12 +276,12 @@ class PipeRttLeg final : public PairedLeg {
 inline constexpr double kFarFloorNs = 200;
 
 // The timed loop of a paired benchmark: each iteration runs one block of
-// `subject`, `peer` and (when distinct from both) `floor`, after a few
-// untimed warm-up cycles; the echo child runs their echo() in the same
-// order until one returns false. Counters (ns per operation; a block's time
-// divided by its operations):
-//   subject_ns, peer_ns          mean over the blocks (a block: its total over
-//                                its operations, or their median: per_op())
+// `subject` and one of `peer` (in turn first), then one of `floor` when it
+// is a leg of its own, after a few untimed warm-up cycles; the echo child
+// runs their echo() in the same order until one returns false. Counters
+// (ns per operation: a block's time over its operations, or their median
+// where the leg times each, per_op()):
+//   subject_ns, peer_ns          mean over the blocks
 //   subject_p50_ns, peer_p50_ns  median over the blocks
 //   ratio                        median over block pairs of subject / peer
 //   ratio_p10, ratio_p90, ratio_min, ratio_max
@@ -289,10 +289,12 @@ inline constexpr double kFarFloorNs = 200;
 //   near_share                   share of pairs whose floor read near
 //   near_ratio, far_ratio        median ratio over near / far pairs (when any)
 //   pairs                        block pairs measured
-// `floor` may be `peer` (the floor is then the peer). Nothing is set when a
-// leg failed (the benchmark is skipped with `what`).
+// `floor` may be `peer` (the floor is then the peer's blocks), or null: the
+// floor is then measured before and after (floor_ns their mean,
+// floor_drift after / before) and every pair takes that placement.
+// Nothing is set when a leg failed (the benchmark is skipped with `what`).
 void paired_blocks(benchmark::State& state, const char* what, PairedLeg& subject, PairedLeg& peer,
-                   PairedLeg& floor);
+                   PairedLeg* floor);
 
 // Registers the two reference benchmarks under their plain names.
 bool register_references();
