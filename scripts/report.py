@@ -55,6 +55,9 @@ TO_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 # A reference beside a benchmark that moved more than this (after / before)
 # while the benchmark ran makes its ratio unreliable.
 DRIFT_LIMIT = 0.20
+# A paired row with fewer block pairs than this (a loaded host stretches a
+# block: Google Benchmark then stops after a handful) is flagged unreliable.
+MIN_PAIRS = 20
 
 
 class Beside:
@@ -397,6 +400,7 @@ class Paired:
         self.subject_ns, self.peer_ns = get("subject_p50_ns"), get("peer_p50_ns")
         self.pairs = get("pairs")
         self.aim = AIMS.get(b.name)
+        self.few = not self.pairs or self.pairs < MIN_PAIRS
 
     def shown(self, r):
         """A ratio as the aim reads it: the rate ratio for streams."""
@@ -443,7 +447,8 @@ def paired_tables(suites):
                "> 1 means the subject is faster). The floor (one cache line's round trip, "
                "ran beside each pair or before and after) shows the placement: near ≈ 100 "
                "ns, far ≈ 400 ns; near and far columns are the medians over the pairs of "
-               "each.\n")
+               "each. Fewer than %d pairs (a loaded host stretches each block) and the row "
+               "is **unreliable**.\n" % MIN_PAIRS)
     out.append("| row | suite | subject p50 | peer p50 | ratio (p10–p90) | near | far | floor | "
                "placement | pairs |")
     out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
@@ -456,7 +461,7 @@ def paired_tables(suites):
             p.b.label, p.suite.name, fmt_ns(p.subject_ns), fmt_ns(p.peer_ns),
             fmt_ratio(p.shown(p.ratio)), rng, fmt_ratio(p.shown(p.near)),
             fmt_ratio(p.shown(p.far)), fmt_ns(p.floor_ns), p.placement(),
-            "%d" % p.pairs if p.pairs else "?"))
+            ("%d" % p.pairs + (" **unreliable**" if p.few else "")) if p.pairs else "?"))
     for s, b in errors:
         out.append("| %s | %s | error: %s | | | | | | | |" % (b.label, s.name, b.error))
     out.append("")
@@ -485,6 +490,8 @@ def paired_tables(suites):
             else:
                 m = p.met(p.ratio)
                 status = "met" if m else "**not met**"
+            if p.few:
+                status += " (%d pairs: unreliable)" % (p.pairs or 0)
             out.append("| %s | %s | %s | %s |" % (issue, aim, fig, status))
         out.append("")
     return out
