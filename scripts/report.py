@@ -58,6 +58,8 @@ DRIFT_LIMIT = 0.20
 # A paired row with fewer block pairs than this (a loaded host stretches a
 # block: Google Benchmark then stops after a handful) is flagged unreliable.
 MIN_PAIRS = 20
+# A paired row's near or far median counts only from this share of its pairs.
+MIN_SHARE = 0.10
 
 
 class Beside:
@@ -396,6 +398,13 @@ class Paired:
         self.p10, self.p90 = get("ratio_p10"), get("ratio_p90")
         self.near, self.far = get("near_ratio"), get("far_ratio")
         self.near_share = get("near_share")
+        # A placement held by under MIN_SHARE of the pairs is left out: on a
+        # loaded host a preempted floor block reads "far" in a near run.
+        if self.near_share is not None:
+            if self.near_share < MIN_SHARE:
+                self.near = None
+            if self.near_share > 1 - MIN_SHARE:
+                self.far = None
         self.floor_ns = get("floor_ns")
         self.subject_ns, self.peer_ns = get("subject_p50_ns"), get("peer_p50_ns")
         self.pairs = get("pairs")
@@ -418,9 +427,9 @@ class Paired:
         share = self.near_share
         if share is None:
             return "?"
-        if share >= 0.995:
+        if share >= 1 - MIN_SHARE:
             return "near"
-        if share <= 0.005:
+        if share <= MIN_SHARE:
             return "far"
         return "mixed (%.0f%% near)" % (100 * share)
 
@@ -447,8 +456,8 @@ def paired_tables(suites):
                "> 1 means the subject is faster). The floor (one cache line's round trip, "
                "ran beside each pair or before and after) shows the placement: near ≈ 100 "
                "ns, far ≈ 400 ns; near and far columns are the medians over the pairs of "
-               "each. Fewer than %d pairs (a loaded host stretches each block) and the row "
-               "is **unreliable**.\n" % MIN_PAIRS)
+               "each (shown from %.0f%% of the pairs). Fewer than %d pairs (a loaded host stretches each block) and the row "
+               "is **unreliable**.\n" % (100 * MIN_SHARE, MIN_PAIRS))
     out.append("| row | suite | subject p50 | peer p50 | ratio (p10–p90) | near | far | floor | "
                "placement | pairs |")
     out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
