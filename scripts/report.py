@@ -60,6 +60,8 @@ DRIFT_LIMIT = 0.20
 MIN_PAIRS = 20
 # A paired row's near or far median counts only from this share of its pairs.
 MIN_SHARE = 0.10
+# A paired row whose ratio's p90 / p10 exceeds this is flagged unreliable.
+MAX_SPREAD = 2.0
 
 
 class Beside:
@@ -410,6 +412,9 @@ class Paired:
         self.pairs = get("pairs")
         self.aim = AIMS.get(b.name)
         self.few = not self.pairs or self.pairs < MIN_PAIRS
+        # The 10th-90th percentile band wider than MAX_SPREAD: preemptions
+        # hit so many blocks that the median is no longer one placement's.
+        self.wide = bool(self.p10 and self.p90 and self.p90 / self.p10 > MAX_SPREAD)
 
     def shown(self, r):
         """A ratio as the aim reads it: the rate ratio for streams."""
@@ -457,7 +462,8 @@ def paired_tables(suites):
                "ran beside each pair or before and after) shows the placement: near ≈ 100 "
                "ns, far ≈ 400 ns; near and far columns are the medians over the pairs of "
                "each (shown from %.0f%% of the pairs). Fewer than %d pairs (a loaded host stretches each block) and the row "
-               "is **unreliable**.\n" % (100 * MIN_SHARE, MIN_PAIRS))
+               "is **unreliable**, as it is when its p90 is over %.0f× its p10 (preemptions in "
+               "many blocks).\n" % (100 * MIN_SHARE, MIN_PAIRS, MAX_SPREAD))
     out.append("| row | suite | subject p50 | peer p50 | ratio (p10–p90) | near | far | floor | "
                "placement | pairs |")
     out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
@@ -470,7 +476,8 @@ def paired_tables(suites):
             p.b.label, p.suite.name, fmt_ns(p.subject_ns), fmt_ns(p.peer_ns),
             fmt_ratio(p.shown(p.ratio)), rng, fmt_ratio(p.shown(p.near)),
             fmt_ratio(p.shown(p.far)), fmt_ns(p.floor_ns), p.placement(),
-            ("%d" % p.pairs + (" **unreliable**" if p.few else "")) if p.pairs else "?"))
+            ("%d" % p.pairs + (" **unreliable**" if p.few or p.wide else "")) if p.pairs
+            else "?"))
     for s, b in errors:
         out.append("| %s | %s | error: %s | | | | | | | |" % (b.label, s.name, b.error))
     out.append("")
@@ -501,6 +508,8 @@ def paired_tables(suites):
                 status = "met" if m else "**not met**"
             if p.few:
                 status += " (%d pairs: unreliable)" % (p.pairs or 0)
+            elif p.wide:
+                status += " (p10–p90 too wide: unreliable)"
             out.append("| %s | %s | %s | %s |" % (issue, aim, fig, status))
         out.append("")
     return out
