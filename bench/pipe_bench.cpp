@@ -15,6 +15,9 @@
 //                            cost (BM_BoostLockfree_OneCore_SendRecv/N beside)
 //   BM_Pipe_OneCore_SendRecvTyped/N  the same with send(Msg<N>)/recv(Msg<N>&) of
 //                            a trivially copyable struct, as the Lockfree row copies
+//   BM_Paired_PipeVsFloor_Busy_RTT/64, BM_Paired_PipeVsBoostLockfree_Stream/N
+//                            the pipe and its peer alternated in blocks in one
+//                            timed loop (paired_blocks): issue 22's ratios
 //   BM_LinuxPipe_Block_RTT/N, BM_UnixSocket_Block_RTT/N,
 //   BM_BoostLockfree_Busy_RTT/N, BM_BoostLockfree_Stream/N   the peers
 //   (Boost.Interprocess message_queue and the other kernel peers are in

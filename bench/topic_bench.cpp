@@ -4,6 +4,8 @@
 //   BM_Topic_Busy_RTT/64          publish on topic "ping", a subscriber in
 //                                 the child echoes on topic "pong" (busy-poll)
 //   BM_Pipe_Busy_RTT/64           the pipe's busy round trip, same harness
+//   BM_Paired_TopicVsPipe_Busy_RTT/64   the two alternated in blocks in one
+//                                 timed loop, same placement (paired_blocks)
 //   BM_Topic_{Adaptive,Block}_Publish/64/N   publisher rate with N (1, 2,
 //                                 4, 8) lossy subscriber processes on the other cpu;
 //                                 pub_wakes_per_k: its FUTEX_WAKE calls per 1000
@@ -18,7 +20,8 @@
 // (published; delivered for FanOut4): the wake-up traffic, which a loaded
 // host's preemptions leave alone.
 //
-// Ratios from one run: Topic_Busy_RTT / Pipe_Busy_RTT (issue: <= 1.1),
+// Ratios from one run: Topic_Busy_RTT / Pipe_Busy_RTT (issue: <= 1.1; read
+// it from the paired row, whose ratio is taken within one placement),
 // Publish/64/8 / Publish/64/1 items_per_second (>= 1/1.2),
 // Topic_*_FanOut4 / ZeroMQ_Block_FanOut4 items_per_second (>= 10).
 #include <benchmark/benchmark.h>

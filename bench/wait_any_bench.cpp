@@ -9,6 +9,8 @@
 //       plain send/recv, no wait(): what wait() over 64 costs beside it
 //   BM_LinuxEpoll64_Block_RTT/8                64 Linux pipes each way, one
 //       carrying the traffic, both sides in epoll_wait (the blocking peer)
+//   BM_Paired_WaitAny64VsLinuxEpoll64_Block_RTT/8   the two blocking rows
+//       alternated in blocks in one timed loop, same placement (paired_blocks)
 //   BM_FilenoEpoll_Block_RTT/8                 a blocking shmbus pipe, both
 //       sides in epoll_wait on its fileno(), draining with poll()/recv
 //   BM_Eventfd_Block_RTT/8                     a raw eventfd ping-pong (its peer)

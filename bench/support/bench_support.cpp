@@ -172,6 +172,11 @@ constexpr std::uint64_t kStop = ~std::uint64_t{0};
 // pages: the floor now takes the median over lines in 16 pages.
 constexpr std::size_t kFloorPages = 16;
 constexpr std::size_t kPageSize = 4096;
+// Round trip i bounces the line of page i % kFloorPages with value 2i+1
+// (floor_session and FloorLeg).
+PingLine* floor_line(std::byte* base, std::uint64_t i) noexcept {
+  return std::launder(reinterpret_cast<PingLine*>(base + (i % kFloorPages) * kPageSize));
+}
 
 // The floor's loop, shared by BM_Floor_CacheLine_RTT and floor_p50_ns():
 // forks the echoing child, pins the caller, makes kBusyWarmUp untimed round
@@ -185,10 +190,7 @@ bool floor_session(Timed timed) {
   shm.unlink();
   std::byte* base = shm.buf().data();
   for (std::size_t p = 0; p < kFloorPages; ++p) new (base + p * kPageSize) PingLine{};
-  // Round trip i bounces the line of page i % kFloorPages with value 2i+1.
-  auto line = [base](std::uint64_t i) {
-    return std::launder(reinterpret_cast<PingLine*>(base + (i % kFloorPages) * kPageSize));
-  };
+  auto line = [base](std::uint64_t i) { return floor_line(base, i); };
   PinnedChild child(cpus.child, [&line] {
     for (std::uint64_t i = 0;; ++i) {
       PingLine* l = line(i);
@@ -418,14 +420,6 @@ FloorLeg::FloorLeg(int block) : PairedLeg(block) {
 }
 
 FloorLeg::~FloorLeg() { ::munmap(base_, kFloorPages * kPageSize); }
-
-namespace {
-// Round trip i bounces the line of page i % kFloorPages with value 2i+1, as
-// floor_session does.
-PingLine* floor_line(std::byte* base, std::uint64_t i) noexcept {
-  return std::launder(reinterpret_cast<PingLine*>(base + (i % kFloorPages) * kPageSize));
-}
-}  // namespace
 
 bool FloorLeg::run() noexcept {
   for (int k = 0; k < block(); ++k, ++trips_) {
