@@ -395,8 +395,7 @@ void BM_Paired_PipeVsFloor_Busy_RTT(benchmark::State& state) {
   paired_blocks(state, "paired pipe / floor round trip failed", pipe, floor, &floor);
 }
 
-// Messages per stream block: 0.3-1 ms at 35-120 ns a message, so that a
-// 0.3 s run measures a few hundred block pairs.
+// Messages per stream block: 0.1-1 ms at 10-120 ns a message.
 constexpr int kStreamBlock = 8192;
 
 // BM_Pipe_Stream's sender as a leg: a block of one-message send()s, busy-poll;
@@ -593,18 +592,18 @@ BENCHMARK(BM_BoostLockfree_Stream<64>)
     ->UseRealTime()
     ->MinTime(kStreamMinTime);
 
-// Paired rows: at least this long, so that even quick mode measures a few
-// hundred block pairs (round trips) or a hundred (streams).
-constexpr double kPairedMinTime = 0.3;
-BENCHMARK(BM_Paired_PipeVsFloor_Busy_RTT)->Arg(64)->UseRealTime()->MinTime(kPairedMinTime);
+// Paired rows: a fixed number of block pairs (iterations), whatever the
+// mode: a loaded host stretches a busy block from 0.5 ms to tens, and a
+// time limit then stopped after a handful of pairs, or one.
+BENCHMARK(BM_Paired_PipeVsFloor_Busy_RTT)->Arg(64)->UseRealTime()->Iterations(kPairedRttPairs);
 BENCHMARK(BM_Paired_PipeVsBoostLockfree_Stream<8>)
     ->Name("BM_Paired_PipeVsBoostLockfree_Stream/8")
     ->UseRealTime()
-    ->MinTime(kPairedMinTime);
+    ->Iterations(kPairedStreamPairs);
 BENCHMARK(BM_Paired_PipeVsBoostLockfree_Stream<64>)
     ->Name("BM_Paired_PipeVsBoostLockfree_Stream/64")
     ->UseRealTime()
-    ->MinTime(kPairedMinTime);
+    ->Iterations(kPairedStreamPairs);
 
 }  // namespace shmbus::bench
 

@@ -418,8 +418,8 @@ BENCHMARK(BM_ZeroMQ_Block_FanOut4)->Arg(64)->UseRealTime();
 
 BENCHMARK(BM_Topic_Busy_RTT)->Arg(64)->UseRealTime();
 BENCHMARK(BM_Pipe_Busy_RTT)->Arg(64)->UseRealTime();
-// At least this long, so that even quick mode measures a few hundred block pairs.
-BENCHMARK(BM_Paired_TopicVsPipe_Busy_RTT)->Arg(64)->UseRealTime()->MinTime(0.3);
+// A fixed number of block pairs, whatever the mode (kPairedRttPairs).
+BENCHMARK(BM_Paired_TopicVsPipe_Busy_RTT)->Arg(64)->UseRealTime()->Iterations(kPairedRttPairs);
 BENCHMARK(BM_Topic_Adaptive_Publish)
     ->Args({64, 1})
     ->Args({64, 2})

@@ -392,8 +392,11 @@ BENCHMARK(BM_PipeDirect_Block_RTT)->Arg(8)->UseRealTime();
 BENCHMARK(BM_WaitAny64Fd_Adaptive_RTT)->Arg(8)->UseRealTime();
 BENCHMARK(BM_WaitAny64Fd_Block_RTT)->Arg(8)->UseRealTime();
 BENCHMARK(BM_LinuxEpoll64_Block_RTT)->Arg(8)->UseRealTime();
-// At least this long, so that even quick mode measures a few dozen block pairs.
-BENCHMARK(BM_Paired_WaitAny64VsLinuxEpoll64_Block_RTT)->Arg(8)->UseRealTime()->MinTime(0.3);
+// A fixed number of block pairs, whatever the mode (kPairedBlockingPairs).
+BENCHMARK(BM_Paired_WaitAny64VsLinuxEpoll64_Block_RTT)
+    ->Arg(8)
+    ->UseRealTime()
+    ->Iterations(kPairedBlockingPairs);
 BENCHMARK(BM_FilenoEpoll_Block_RTT)->Arg(8)->UseRealTime();
 BENCHMARK(BM_Eventfd_Block_RTT)->Arg(8)->UseRealTime();
 BENCHMARK_MAIN();

@@ -271,6 +271,15 @@ class PipeRttLeg final : public PairedLeg {
   std::vector<std::byte> msg_, buf_;
 };
 
+// Block pairs a paired row measures (its iterations, fixed: a loaded host
+// stretches a busy block from 0.5 ms to tens, and a time limit then stopped
+// after a handful of pairs). On a quiet host about 0.2 s for busy round
+// trips (256 a block), 0.3 s for streams (8192 messages), 0.2 s for
+// blocking round trips (32).
+inline constexpr int kPairedRttPairs = 400;
+inline constexpr int kPairedStreamPairs = 200;
+inline constexpr int kPairedBlockingPairs = 100;
+
 // A block pair is read as far placement when the floor's round trip in it
 // took longer than this (near ~50-130 ns, far ~300-460 ns on this VM).
 inline constexpr double kFarFloorNs = 200;
