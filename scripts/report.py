@@ -35,6 +35,10 @@ import sys
 FLOOR = "Floor"
 FUTEX = "Futex"
 MEMCPY = "Memcpy"
+# BM_Paired_<Subject>Vs<Peer>_<Mode>_<Measure>/<bytes>: a subject and its
+# peer alternated in blocks in one timed loop (bench_support's
+# paired_blocks), reported by their own counters (ratio, near_ratio, ...).
+PAIRED = "Paired"
 # shmbus's own transports; every other name (but the references) is a peer.
 SHMBUS = {
     "Pipe", "PipeNoStats", "PipeNoCoalesce", "PipeAdaptive", "PipeWait8", "Queue", "QueueBlocking", "Lock", "RLock", "Event",
@@ -51,6 +55,13 @@ TO_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 # A reference beside a benchmark that moved more than this (after / before)
 # while the benchmark ran makes its ratio unreliable.
 DRIFT_LIMIT = 0.20
+# A paired row with fewer block pairs than this (a loaded host stretches a
+# block: Google Benchmark then stops after a handful) is flagged unreliable.
+MIN_PAIRS = 20
+# A paired row's near or far median counts only from this share of its pairs.
+MIN_SHARE = 0.10
+# A paired row whose ratio's p90 / p10 exceeds this is flagged unreliable.
+MAX_SPREAD = 2.0
 
 
 class Beside:
@@ -94,6 +105,7 @@ class Bench:
         self.items = entry.get("items_per_second")
         self.bytes = entry.get("bytes_per_second")
         self.iterations = entry.get("iterations")
+        self.counters = entry
         self.beside = {}
         for against in ("floor", "futex"):
             x = entry.get("x_" + against)
@@ -103,6 +115,8 @@ class Bench:
 
     @property
     def kind(self):
+        if self.transport == PAIRED:
+            return "paired"
         if self.transport in (FLOOR, FUTEX, MEMCPY):
             return "reference"
         if self.transport in SKETCH:
@@ -265,7 +279,7 @@ def suite_tables(s):
     if ranges:
         out.append("Measured beside the round trips (p50): %s.\n" % "; ".join(ranges))
 
-    rtts = [b for b in s.benches if b.measure == "RTT"]
+    rtts = [b for b in s.benches if b.measure == "RTT" and b.kind != "paired"]
     if rtts:
         beside_col = s.has_beside
         extra = " reference beside (drift) |" if beside_col else ""
@@ -296,7 +310,7 @@ def suite_tables(s):
                        "and beyond ±%.0f%% the row is unreliable." % (DRIFT_LIMIT * 100)
                        if beside_col else ""))
 
-    streams = [b for b in s.benches if b.measure == "Stream"]
+    streams = [b for b in s.benches if b.measure == "Stream" and b.kind != "paired"]
     if streams:
         # The peer a stream is measured against: the queues' issue names
         # Boost.Interprocess message_queue, the pipe's Boost.Lockfree
@@ -322,7 +336,7 @@ def suite_tables(s):
                    "run.\n" % ("Boost.Interprocess message_queue" if peer == "BoostIpcMq"
                                else "Boost.Lockfree's spsc_queue"))
 
-    others = [b for b in s.benches if b.measure not in ("RTT", "Stream")]
+    others = [b for b in s.benches if b.measure not in ("RTT", "Stream") and b.kind != "paired"]
     if others:
         out.append("| other | kind | time per iteration | items/s |")
         out.append("| --- | --- | ---: | ---: |")
@@ -353,6 +367,154 @@ def against_pipe(s, rtts):
     return out
 
 
+# The open performance aims that a paired row measures: (issue, aim, limit,
+# rate). A round trip's aim is ratio <= limit (subject time / peer time);
+# a stream's (rate True) is the subject's rate / the peer's >= limit, i.e.
+# 1 / ratio. Rows "near and far" are judged on both placements' medians.
+AIMS = {
+    "BM_Paired_TopicVsPipe_Busy_RTT/64":
+        ("19", "topic busy round trip ≤ 1.1× the pipe's, near and far", 1.1, False),
+    "BM_Paired_PipeVsFloor_Busy_RTT/64":
+        ("22", "pipe busy round trip 64 B ≤ 1.15× the floor, near and far", 1.15, False),
+    "BM_Paired_PipeVsBoostLockfree_Stream/8":
+        ("22", "pipe stream 8 B ≥ 1.5× Boost.Lockfree's rate", 1.5, True),
+    "BM_Paired_PipeVsBoostLockfree_Stream/64":
+        ("22", "pipe stream 64 B ≥ 2× Boost.Lockfree's rate", 2.0, True),
+    "BM_Paired_WaitAny64VsLinuxEpoll64_Block_RTT/8":
+        ("17", "blocking wait() over 64 ≤ 1.1× epoll_wait over 64", 1.1, False),
+}
+
+
+class Paired:
+    """A BM_Paired_* row: its subject, peer and per-pair ratio counters."""
+
+    def __init__(self, suite, b):
+        self.suite = suite
+        self.b = b
+        c = b.counters
+        words = b.base[3:].split("_")
+        self.subject, _, self.peer = words[1].partition("Vs") if len(words) > 1 else ("?", "", "?")
+        self.stream = b.measure == "Stream"
+        get = lambda k: c.get(k)
+        self.ratio = get("ratio")
+        self.p10, self.p90 = get("ratio_p10"), get("ratio_p90")
+        self.near, self.far = get("near_ratio"), get("far_ratio")
+        self.near_share = get("near_share")
+        # A placement held by under MIN_SHARE of the pairs is left out: on a
+        # loaded host a preempted floor block reads "far" in a near run.
+        if self.near_share is not None:
+            if self.near_share < MIN_SHARE:
+                self.near = None
+            if self.near_share > 1 - MIN_SHARE:
+                self.far = None
+        self.floor_ns = get("floor_ns")
+        self.subject_ns, self.peer_ns = get("subject_p50_ns"), get("peer_p50_ns")
+        self.pairs = get("pairs")
+        self.aim = AIMS.get(b.name)
+        self.few = not self.pairs or self.pairs < MIN_PAIRS
+        # The 10th-90th percentile band wider than MAX_SPREAD: preemptions
+        # hit so many blocks that the median is no longer one placement's.
+        self.wide = bool(self.p10 and self.p90 and self.p90 / self.p10 > MAX_SPREAD)
+
+    def shown(self, r):
+        """A ratio as the aim reads it: the rate ratio for streams."""
+        if r is None or r <= 0:
+            return None
+        return 1.0 / r if self.stream else r
+
+    def met(self, r):
+        r = self.shown(r)
+        if r is None or self.aim is None:
+            return None
+        return r >= self.aim[2] if self.aim[3] else r <= self.aim[2]
+
+    def placement(self):
+        share = self.near_share
+        if share is None:
+            return "?"
+        if share >= 1 - MIN_SHARE:
+            return "near"
+        if share <= MIN_SHARE:
+            return "far"
+        return "mixed (%.0f%% near)" % (100 * share)
+
+
+def paired_rows(suites):
+    return [Paired(s, b) for s in suites for b in s.benches
+            if b.kind == "paired" and not b.error and b.counters.get("ratio")]
+
+
+def paired_tables(suites):
+    """The paired rows' table, and each aim they measure with its status."""
+    rows = paired_rows(suites)
+    errors = [(s, b) for s in suites for b in s.benches if b.kind == "paired" and b.error]
+    out = []
+    if not rows and not errors:
+        return out
+    out.append("## Paired ratios: the subject and its peer alternated in blocks, same "
+               "placement\n")
+    out.append("Each row ran its subject and its peer in one timed loop, in the same two "
+               "processes on the same pinned cpus, alternating short blocks of each (which "
+               "goes first alternates too); a block pair saw one placement of the vCPUs, so "
+               "the ratio is the median over block pairs of subject / peer time, with its "
+               "10th–90th percentiles. Streams show rates instead (peer time / subject time: "
+               "> 1 means the subject is faster). The floor (one cache line's round trip, "
+               "ran beside each pair or before and after) shows the placement: near ≈ 100 "
+               "ns, far ≈ 400 ns; near and far columns are the medians over the pairs of "
+               "each (shown from %.0f%% of the pairs). Fewer than %d pairs (a loaded host stretches each block) and the row "
+               "is **unreliable**, as it is when its p90 is over %.0f× its p10 (preemptions in "
+               "many blocks).\n" % (100 * MIN_SHARE, MIN_PAIRS, MAX_SPREAD))
+    out.append("| row | suite | subject p50 | peer p50 | ratio (p10–p90) | near | far | floor | "
+               "placement | pairs |")
+    out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+    for p in rows:
+        lo, hi = p.shown(p.p10), p.shown(p.p90)
+        if p.stream:
+            lo, hi = hi, lo
+        rng = " (%s–%s)" % (fmt_ratio(lo), fmt_ratio(hi)) if lo and hi else ""
+        out.append("| %s | %s | %s | %s | **%s**%s | %s | %s | %s | %s | %s |" % (
+            p.b.label, p.suite.name, fmt_ns(p.subject_ns), fmt_ns(p.peer_ns),
+            fmt_ratio(p.shown(p.ratio)), rng, fmt_ratio(p.shown(p.near)),
+            fmt_ratio(p.shown(p.far)), fmt_ns(p.floor_ns), p.placement(),
+            ("%d" % p.pairs + (" **unreliable**" if p.few or p.wide else "")) if p.pairs
+            else "?"))
+    for s, b in errors:
+        out.append("| %s | %s | error: %s | | | | | | | |" % (b.label, s.name, b.error))
+    out.append("")
+
+    aimed = [p for p in rows if p.aim]
+    if aimed:
+        out.append("## Where each performance aim stands (paired rows)\n")
+        out.append("| issue | aim | paired figure | status |")
+        out.append("| --- | --- | --- | --- |")
+        for p in aimed:
+            issue, aim, _, _ = p.aim
+            fig = "%s (%s)" % (fmt_ratio(p.shown(p.ratio)), p.placement())
+            parts = []
+            for name, r in (("near", p.near), ("far", p.far)):
+                if r is not None:
+                    parts.append("%s %s" % (name, fmt_ratio(p.shown(r))))
+            if parts:
+                fig += "; " + ", ".join(parts)
+            if "near and far" in aim:
+                judged = [(name, p.met(r)) for name, r in (("near", p.near), ("far", p.far))]
+                seen = [(n, m) for n, m in judged if m is not None]
+                missing = [n for n, m in judged if m is None]
+                status = ", ".join("%s %s" % (n, "met" if m else "**not met**") for n, m in seen)
+                if missing:
+                    status += "; %s not drawn" % " and ".join(missing)
+            else:
+                m = p.met(p.ratio)
+                status = "met" if m else "**not met**"
+            if p.few:
+                status += " (%d pairs: unreliable)" % (p.pairs or 0)
+            elif p.wide:
+                status += " (p10–p90 too wide: unreliable)"
+            out.append("| %s | %s | %s | %s |" % (issue, aim, fig, status))
+        out.append("")
+    return out
+
+
 def summary_tables(suites):
     """Across suites: every round trip by its ratio to its own suite's floor
     (or futex), and each shmbus channel against each peer."""
@@ -360,7 +522,7 @@ def summary_tables(suites):
     rows = []
     for s in suites:
         for b in s.benches:
-            if b.measure != "RTT" or b.error or b.kind == "reference":
+            if b.measure != "RTT" or b.error or b.kind in ("reference", "paired"):
                 continue
             against = "futex" if b.blocking else "floor"
             r, beside = s.ratio_to(b, against)
@@ -437,7 +599,7 @@ def plot(suites, out_dir):
     rtts = []
     for s in suites:
         for b in s.benches:
-            if b.measure != "RTT" or b.error or b.p50 is None:
+            if b.measure != "RTT" or b.error or b.p50 is None or b.kind == "paired":
                 continue
             if b.kind == "reference":
                 if b.transport in seen_refs:
@@ -472,7 +634,8 @@ def plot(suites, out_dir):
     lines = {}
     for s in suites:
         for b in s.benches:
-            if b.measure == "Stream" and not b.error and b.size and b.items:
+            if (b.measure == "Stream" and not b.error and b.size and b.items
+                    and b.kind != "paired"):
                 lines.setdefault((b.transport, b.suite), []).append(b)
     if lines:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -563,6 +726,7 @@ def main(argv=None):
     for p in plots:
         lines += ["![%s](%s)" % (p[:-4], p), ""]
 
+    lines += paired_tables(suites)
     lines += summary_tables(suites)
     for s in suites:
         lines += suite_tables(s)

@@ -1,10 +1,12 @@
 #include "bench_support.hpp"
 
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -170,6 +172,11 @@ constexpr std::uint64_t kStop = ~std::uint64_t{0};
 // pages: the floor now takes the median over lines in 16 pages.
 constexpr std::size_t kFloorPages = 16;
 constexpr std::size_t kPageSize = 4096;
+// Round trip i bounces the line of page i % kFloorPages with value 2i+1
+// (floor_session and FloorLeg).
+PingLine* floor_line(std::byte* base, std::uint64_t i) noexcept {
+  return std::launder(reinterpret_cast<PingLine*>(base + (i % kFloorPages) * kPageSize));
+}
 
 // The floor's loop, shared by BM_Floor_CacheLine_RTT and floor_p50_ns():
 // forks the echoing child, pins the caller, makes kBusyWarmUp untimed round
@@ -183,10 +190,7 @@ bool floor_session(Timed timed) {
   shm.unlink();
   std::byte* base = shm.buf().data();
   for (std::size_t p = 0; p < kFloorPages; ++p) new (base + p * kPageSize) PingLine{};
-  // Round trip i bounces the line of page i % kFloorPages with value 2i+1.
-  auto line = [base](std::uint64_t i) {
-    return std::launder(reinterpret_cast<PingLine*>(base + (i % kFloorPages) * kPageSize));
-  };
+  auto line = [base](std::uint64_t i) { return floor_line(base, i); };
   PinnedChild child(cpus.child, [&line] {
     for (std::uint64_t i = 0;; ++i) {
       PingLine* l = line(i);
@@ -395,6 +399,190 @@ bool register_references() {
   benchmark::RegisterBenchmark("BM_Floor_CacheLine_RTT", BM_Floor_CacheLine_RTT)->UseRealTime();
   benchmark::RegisterBenchmark("BM_Futex_Raw_RTT", BM_Futex_Raw_RTT)->UseRealTime();
   return true;
+}
+
+// --- Paired benchmarks ---------------------------------------------------------
+
+std::uint64_t PairedLeg::op_median_ticks() noexcept {
+  if (ops_ == 0) return 0;
+  const auto mid = op_ticks_.begin() + static_cast<std::ptrdiff_t>((ops_ - 1) / 2);
+  std::nth_element(op_ticks_.begin(), mid, op_ticks_.begin() + static_cast<std::ptrdiff_t>(ops_));
+  return *mid;
+}
+
+FloorLeg::FloorLeg(int block) : PairedLeg(block) {
+  // Anonymous shared memory: forked into the echo child, no name to remove.
+  void* p = ::mmap(nullptr, kFloorPages * kPageSize, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw Error(Errc::system, "floor leg", "mmap failed");
+  base_ = static_cast<std::byte*>(p);
+  for (std::size_t i = 0; i < kFloorPages; ++i) new (base_ + i * kPageSize) PingLine{};
+}
+
+FloorLeg::~FloorLeg() { ::munmap(base_, kFloorPages * kPageSize); }
+
+bool FloorLeg::run() noexcept {
+  for (int k = 0; k < block(); ++k, ++trips_) {
+    PingLine* l = floor_line(base_, trips_);
+    const std::uint64_t v = 2 * trips_ + 1;
+    // release: [floor.ping]; acquire: [floor.pong] (floor_session's pair).
+    l->value.store(v, std::memory_order_release);
+    while (l->value.load(std::memory_order_acquire) != v + 1) detail::cpu_relax();
+  }
+  return true;
+}
+
+bool FloorLeg::echo() noexcept {
+  for (int k = 0; k < block(); ++k, ++trips_) {
+    PingLine* l = floor_line(base_, trips_);
+    std::uint64_t v;
+    // acquire: [floor.ping] pairs with the parent's release store of the ping.
+    while ((v = l->value.load(std::memory_order_acquire)) != 2 * trips_ + 1) {
+      if (v == kStop) return false;
+      detail::cpu_relax();
+    }
+    // release: [floor.pong] pairs with the parent's acquire load of the pong.
+    l->value.store(2 * trips_ + 2, std::memory_order_release);
+  }
+  return true;
+}
+
+void FloorLeg::stop() noexcept {
+  // release: [floor.ping] the stop value, on the line the child polls next
+  // (it has answered every round trip the parent made).
+  floor_line(base_, trips_)->value.store(kStop, std::memory_order_release);
+}
+
+PipeRttLeg::PipeRttLeg(const PipeOptions& options, std::size_t size, int block)
+    : PairedLeg(block), msg_(size, std::byte{0x5a}), buf_(size) {
+  auto [a, b] = Pipe(options);
+  a_ = std::move(a);
+  b_ = std::move(b);
+}
+
+bool PipeRttLeg::run() noexcept {
+  std::size_t n = 0;
+  for (int k = 0; k < block(); ++k) {
+    if (a_.send_bytes(msg_) != SendResult::ok || a_.recv_bytes_into(buf_, 0, n) != RecvResult::ok)
+      return false;
+  }
+  return true;
+}
+
+bool PipeRttLeg::echo() noexcept {
+  std::size_t n = 0;
+  for (int k = 0; k < block(); ++k) {
+    if (b_.recv_bytes_into(buf_, 0, n) != RecvResult::ok ||
+        b_.send_bytes({buf_.data(), n}) != SendResult::ok)
+      return false;
+  }
+  return true;
+}
+
+namespace {
+
+double quantile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
+}
+
+double mean(const std::vector<double>& v) {
+  double sum = 0;
+  for (double x : v) sum += x;
+  return v.empty() ? 0 : sum / static_cast<double>(v.size());
+}
+
+// Untimed cycles before the timed loop: the child running and pinned, its
+// pages touched (kBusyWarmUp round trips at the usual 256 a block).
+constexpr int kPairedWarmUpCycles = 4;
+
+}  // namespace
+
+void paired_blocks(benchmark::State& state, const char* what, PairedLeg& subject, PairedLeg& peer,
+                   PairedLeg* floor) {
+  const bool floor_leg = floor != nullptr && floor != &subject && floor != &peer;
+  // Cycle c runs subject, peer on even c and peer, subject on odd c, then
+  // the floor when it is a leg of its own: each side follows the other as
+  // often, so what a block inherits from the one before (a cpu that had
+  // not gone idle, a line still in flight) does not favour one side.
+  auto cycle = [&subject, &peer, floor, floor_leg](std::uint64_t c) {
+    std::array<PairedLeg*, 3> order{&subject, &peer, floor_leg ? floor : nullptr};
+    if (c % 2 == 1) std::swap(order[0], order[1]);
+    return order;
+  };
+  const auto& cpus = bench_cpus();
+  // Without a floor in the cycle, its round trip before and after the
+  // child's run gives the placement (as ReferenceBeside does).
+  const double floor_before = floor == nullptr ? floor_p50_ns() : 0;
+  PinnedChild child(cpus.child, [&cycle] {
+    for (std::uint64_t c = 0;; ++c) {
+      for (PairedLeg* leg : cycle(c)) {
+        if (leg != nullptr && !leg->echo()) return;
+      }
+    }
+  });
+  pin_this_thread(cpus.parent);
+  bool ok = true;
+  std::uint64_t c = 0;
+  for (; c < kPairedWarmUpCycles && ok; ++c) {
+    for (PairedLeg* leg : cycle(c)) ok = ok && (leg == nullptr || leg->run());
+  }
+  // Per block pair: ns per operation of each leg.
+  std::vector<double> subject_ns, peer_ns, floor_ns;
+  const double k = ns_per_tick();
+  for (auto _ : state) {
+    for (PairedLeg* leg : cycle(c)) {
+      if (leg == nullptr || !ok) continue;
+      leg->begin_block();
+      const std::uint64_t t0 = ticks();
+      ok = leg->run();
+      const std::uint64_t t = ticks() - t0;
+      (leg == &subject ? subject_ns
+       : leg == &peer  ? peer_ns
+                       : floor_ns)
+          .push_back(leg->per_op() ? static_cast<double>(leg->op_median_ticks()) * k
+                                   : static_cast<double>(t) * k / leg->block());
+    }
+    ++c;
+    if (!ok) break;
+  }
+  subject.stop();
+  peer.stop();
+  if (floor_leg) floor->stop();
+  if (!child.join() || !ok) {
+    state.SkipWithError(what);
+    return;
+  }
+  if (floor == nullptr) {
+    const double floor_after = floor_p50_ns();
+    floor_ns.assign(subject_ns.size(), (floor_before + floor_after) / 2);
+    state.counters["floor_drift"] = floor_before > 0 ? floor_after / floor_before : 0;
+  }
+  const std::vector<double>& placement = floor == &subject ? subject_ns
+                                         : floor == &peer  ? peer_ns
+                                                           : floor_ns;
+  std::vector<double> ratio, near, far;
+  for (std::size_t i = 0; i < subject_ns.size() && i < peer_ns.size(); ++i) {
+    const double r = subject_ns[i] / peer_ns[i];
+    ratio.push_back(r);
+    (placement[i] > kFarFloorNs ? far : near).push_back(r);
+  }
+  state.counters["subject_ns"] = mean(subject_ns);
+  state.counters["peer_ns"] = mean(peer_ns);
+  state.counters["subject_p50_ns"] = quantile(subject_ns, 0.5);
+  state.counters["peer_p50_ns"] = quantile(peer_ns, 0.5);
+  state.counters["ratio"] = quantile(ratio, 0.5);
+  state.counters["ratio_p10"] = quantile(ratio, 0.1);
+  state.counters["ratio_p90"] = quantile(ratio, 0.9);
+  state.counters["ratio_min"] = quantile(ratio, 0);
+  state.counters["ratio_max"] = quantile(ratio, 1);
+  state.counters["floor_ns"] = quantile(placement, 0.5);
+  state.counters["near_share"] = static_cast<double>(near.size()) /
+                                 static_cast<double>(std::max<std::size_t>(ratio.size(), 1));
+  if (!near.empty()) state.counters["near_ratio"] = quantile(near, 0.5);
+  if (!far.empty()) state.counters["far_ratio"] = quantile(far, 0.5);
+  state.counters["pairs"] = static_cast<double>(ratio.size());
 }
 
 void pipe_round_trip(benchmark::State& state, const PipeOptions& options) {

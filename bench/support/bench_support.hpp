@@ -186,6 +186,125 @@ void python_round_trip(benchmark::State& state, const char* kind);
 // other suites put beside their own), with its reference beside.
 void pipe_round_trip(benchmark::State& state, const PipeOptions& options);
 
+// --- Paired benchmarks ---------------------------------------------------------
+//
+// The host moves this VM's vCPUs within seconds (floor ~100 ns near, ~400
+// ns far), so a ratio between two benchmarks of one run compares two
+// placements. A paired benchmark (BM_Paired_<Subject>Vs<Peer>_...) runs a
+// subject and its peer in one timed loop, in the same two processes on the
+// same pinned cpus, alternating short blocks of each: a block pair sees one
+// placement, and the ratio that counts is the median of the per-pair ratios.
+//
+// A PairedLeg is one side: `block` operations per block, run by the parent
+// (run()) and answered in lockstep by the one echo child (echo()), which
+// goes through the legs in the same order, so nothing is signalled on the
+// measured path beyond what the leg itself sends.
+class PairedLeg {
+ public:
+  explicit PairedLeg(int block) : block_(block) {}
+  PairedLeg(const PairedLeg&) = delete;
+  PairedLeg& operator=(const PairedLeg&) = delete;
+  virtual ~PairedLeg() = default;
+  // Parent: one block (block() operations, each finished: answered, or for
+  // a stream received); false on failure.
+  virtual bool run() noexcept = 0;
+  // Child: answers one block; false when the parent stopped the leg (or it
+  // failed): the child then returns.
+  virtual bool echo() noexcept = 0;
+  // Parent: tells a child waiting in echo() to return false (close, stop).
+  virtual void stop() noexcept = 0;
+  [[nodiscard]] int block() const noexcept { return block_; }
+  // True when run() timed each operation (op_done()): the block then reads
+  // as the median of those times, else as its total over block().
+  [[nodiscard]] bool per_op() const noexcept { return per_op_; }
+  void begin_block() noexcept { ops_ = 0; }
+  // The median of this block's operation times in ticks (0 if none).
+  [[nodiscard]] std::uint64_t op_median_ticks() noexcept;
+
+ protected:
+  // A blocking leg calls this after each operation begun at tick t0: a
+  // wake-up's tens of microseconds dwarf the rdtsc, and one preemption of
+  // a few milliseconds (this VM's other tenants) would otherwise be most of
+  // its block's mean.
+  void op_done(std::uint64_t t0) noexcept {
+    if (ops_ < op_ticks_.size()) op_ticks_[ops_++] = ticks() - t0;
+  }
+  // Makes run() time each operation (call in the constructor).
+  void time_each_op() {
+    per_op_ = true;
+    op_ticks_.resize(static_cast<std::size_t>(block_));
+  }
+
+ private:
+  int block_;
+  bool per_op_ = false;
+  std::vector<std::uint64_t> op_ticks_;
+  std::size_t ops_ = 0;
+};
+
+// The cache-line floor's round trip as a leg: `block` round trips, one line
+// of kFloorPages pages in turn, as BM_Floor_CacheLine_RTT bounces.
+class FloorLeg final : public PairedLeg {
+ public:
+  explicit FloorLeg(int block = 256);
+  ~FloorLeg() override;
+  bool run() noexcept override;
+  bool echo() noexcept override;
+  void stop() noexcept override;
+
+ private:
+  std::byte* base_ = nullptr;  // kFloorPages pages, anonymous shared memory
+  std::uint64_t trips_ = 0;    // round trips made (parent) / answered (child)
+};
+
+// A busy pipe's round trip of `size` bytes as a leg (BM_Pipe_Busy_RTT's
+// loop): the parent sends and waits for the echo, `block` times.
+class PipeRttLeg final : public PairedLeg {
+ public:
+  PipeRttLeg(const PipeOptions& options, std::size_t size, int block = 256);
+  bool run() noexcept override;
+  bool echo() noexcept override;
+  void stop() noexcept override { a_.close(); }
+
+ private:
+  Connection a_, b_;  // the parent's end, the child's end
+  std::vector<std::byte> msg_, buf_;
+};
+
+// Block pairs a paired row measures (its iterations, fixed: a loaded host
+// stretches a busy block from 0.5 ms to tens, and a time limit then stopped
+// after a handful of pairs). On a quiet host about 0.2 s for busy round
+// trips (256 a block), 0.3 s for streams (8192 messages), 0.2 s for
+// blocking round trips (32).
+inline constexpr int kPairedRttPairs = 400;
+inline constexpr int kPairedStreamPairs = 200;
+inline constexpr int kPairedBlockingPairs = 100;
+
+// A block pair is read as far placement when the floor's round trip in it
+// took longer than this (near ~50-130 ns, far ~300-460 ns on this VM).
+inline constexpr double kFarFloorNs = 200;
+
+// The timed loop of a paired benchmark: each iteration runs one block of
+// `subject` and one of `peer` (in turn first), then one of `floor` when it
+// is a leg of its own, after a few untimed warm-up cycles; the echo child
+// runs their echo() in the same order until one returns false. Counters
+// (ns per operation: a block's time over its operations, or their median
+// where the leg times each, per_op()):
+//   subject_ns, peer_ns          mean over the blocks
+//   subject_p50_ns, peer_p50_ns  median over the blocks
+//   ratio                        median over block pairs of subject / peer
+//   ratio_p10, ratio_p90, ratio_min, ratio_max
+//   floor_ns                     median of the floor's round trip (placement)
+//   near_share                   share of pairs whose floor read near
+//   near_ratio, far_ratio        median ratio over near / far pairs (when any)
+//   pairs                        block pairs measured
+// `floor` may be `peer` (the floor is then the peer's blocks), or null: the
+// floor is then measured before and after (floor_ns their mean,
+// floor_drift after / before) and every pair takes that placement.
+// Nothing is set when a leg failed (the benchmark is skipped with `what`).
+void paired_blocks(benchmark::State& state, const char* what, PairedLeg& subject, PairedLeg& peer,
+                   PairedLeg* floor);
+
 // Registers the two reference benchmarks under their plain names.
 bool register_references();
 
