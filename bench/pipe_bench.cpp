@@ -15,7 +15,7 @@
 //                            cost (BM_BoostLockfree_OneCore_SendRecv/N beside)
 //   BM_Pipe_OneCore_SendRecvTyped/N  the same with send(Msg<N>)/recv(Msg<N>&) of
 //                            a trivially copyable struct, as the Lockfree row copies
-//   BM_Paired_PipeVsFloor_Busy_RTT/64, BM_Paired_PipeVsBoostLockfree_Stream/N
+//   BM_Paired_PipeVsFloor_Busy_RTT/{8,56,64}, BM_Paired_PipeVsBoostLockfree_Stream/N
 //                            the pipe and its peer alternated in blocks in one
 //                            timed loop (paired_blocks): issue 22's ratios
 //   BM_LinuxPipe_Block_RTT/N, BM_UnixSocket_Block_RTT/N,
@@ -387,8 +387,11 @@ void BM_BoostLockfree_Stream(benchmark::State& state) {
 
 // --- Paired: subject and peer alternated in blocks, same placement -------------
 
-// BM_Pipe_Busy_RTT/64's round trip against the floor's, 256 of each in turn
-// (issue 22: <= 1.15x the floor, near and far).
+// BM_Pipe_Busy_RTT/N's round trip against the floor's, 256 of each in turn
+// (issue 22: <= 1.15x the floor, near and far, at 64 B). N = 8 (a 16 B
+// frame, four to a line), 56 (a 64 B frame: one new line a message) and
+// 64 (a 72 B frame: two lines) separate the lines a message touches from
+// the code that sends it (the same code for all three).
 void BM_Paired_PipeVsFloor_Busy_RTT(benchmark::State& state) {
   PipeRttLeg pipe(pipe_options(WaitStrategy::busy_poll), static_cast<std::size_t>(state.range(0)));
   FloorLeg floor;
@@ -595,7 +598,12 @@ BENCHMARK(BM_BoostLockfree_Stream<64>)
 // Paired rows: a fixed number of block pairs (iterations), whatever the
 // mode: a loaded host stretches a busy block from 0.5 ms to tens, and a
 // time limit then stopped after a handful of pairs, or one.
-BENCHMARK(BM_Paired_PipeVsFloor_Busy_RTT)->Arg(64)->UseRealTime()->Iterations(kPairedRttPairs);
+BENCHMARK(BM_Paired_PipeVsFloor_Busy_RTT)
+    ->Arg(8)
+    ->Arg(56)
+    ->Arg(64)
+    ->UseRealTime()
+    ->Iterations(kPairedRttPairs);
 BENCHMARK(BM_Paired_PipeVsBoostLockfree_Stream<8>)
     ->Name("BM_Paired_PipeVsBoostLockfree_Stream/8")
     ->UseRealTime()
