@@ -369,17 +369,20 @@ TEST(KillPoints, ArrayWriterKilledReportsTheElementItWroteAViewAll) {
   EXPECT_EQ(a.get(3), (Wide{1, 1, 1, 1}));
 }
 
+// What bus-inspector's doctor lists for the object `name`, ';'-joined.
+std::string doctor_problems(const std::string& name) {
+  std::string all;
+  for (const std::string& p : object_stats(SegmentView::open(name)).problems) all += p + ";";
+  return all;
+}
+
 // bus-inspector (object_stats, what `doctor` lists) names a value a dead
 // writer may have torn: before the takeover by its dead holder's mark,
 // after it by the report, and nothing once the element is written whole.
 TEST(KillPoints, InspectorNamesTheElementADeadWriterMayHaveTorn) {
   SegmentGuard g(unique_name("kpins"));
   auto a = Array<Wide>::create(g.name(), 4, Wide{1, 1, 1, 1});
-  const auto problems = [&] {
-    std::string all;
-    for (const std::string& p : object_stats(SegmentView::open(g.name())).problems) all += p + ";";
-    return all;
-  };
+  const auto problems = [&] { return doctor_problems(g.name()); };
   EXPECT_EQ(problems(), "");
   die_writing([&] { Array<Wide>::open(g.name()).set(2, Wide{2, 2, 2, 2}); });
   EXPECT_NE(problems().find("died writing element 2"), std::string::npos) << problems();
@@ -395,11 +398,7 @@ TEST(KillPoints, InspectorNamesTheElementADeadWriterMayHaveTorn) {
 TEST(KillPoints, InspectorNamesAnArrayWhoseCountDoesNotFitItsPayload) {
   SegmentGuard g(unique_name("kpcnt"));
   auto a = Array<Wide>::create(g.name(), 4, Wide{1, 1, 1, 1});
-  const auto problems = [&] {
-    std::string all;
-    for (const std::string& p : object_stats(SegmentView::open(g.name())).problems) all += p + ";";
-    return all;
-  };
+  const auto problems = [&] { return doctor_problems(g.name()); };
   EXPECT_EQ(problems(), "");
   const int fd = ::open(test::shm_path(g.name()).c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
